@@ -1,0 +1,13 @@
+# Loop: a tight integer loop, 30 million iterations of sum = (sum + i*i) mod p.
+# Every intermediate value stays below 2^53, so LuaJIT's doubles agree.
+
+
+def main():
+    n = 30000000
+    total = 0
+    for i in range(n):
+        total = (total + i * i) % 1000000007
+    print(total)
+
+
+main()

@@ -1,0 +1,53 @@
+//! `tern-bench`: benchmarks for Tern.
+//!
+//! Subcommands:
+//! - `vm`: the VM-speed suite, `bench/programs/NAME.{tern,lua,py}` run under Tern, Lua 5.4,
+//!   LuaJIT and CPython; prints a markdown table and writes `bench/results/vm-speed.md`.
+
+mod exec;
+mod report;
+mod vm;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tern-bench", about = "Benchmarks for Tern")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// VM speed: run bench/programs under tern, lua5.4, luajit and python3 and compare.
+    Vm(vm::VmArgs),
+}
+
+/// The bench crate's directory (`<workspace>/bench`).
+pub fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workspace root (the bench crate's parent directory).
+pub fn workspace_root() -> PathBuf {
+    let bench = bench_dir();
+    bench.parent().map(Path::to_path_buf).unwrap_or(bench)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Vm(args) => vm::run(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

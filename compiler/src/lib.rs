@@ -1,0 +1,133 @@
+//! The Tern compiler: source text to verified bytecode modules.
+//!
+//! Pipeline: [`lexer`] → [`parser`] (an AST with spans, recovering from errors so one run
+//! reports every syntax error) → [`resolve`] (which locals closures capture) →
+//! [`codegen`] (register allocation, emitting `tern_vm::bytecode`). Compilation is
+//! deterministic: the same source gives byte-identical modules, so a module's hash
+//! names its code.
+//!
+//! ```
+//! let out = tern_compiler::compile_source("hello.tern", "let x = 1 + 2;", None, &["println"], &|_| None).unwrap();
+//! assert_eq!(out.modules.len(), 1);
+//! ```
+
+pub mod ast;
+pub mod codegen;
+pub mod diag;
+pub mod lexer;
+pub mod parser;
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tern_vm::bytecode::{Module, ModuleHash};
+
+/// A compiled program: its modules, dependencies before the modules that import them,
+/// and the hash of the main one.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub main: ModuleHash,
+    pub modules: Vec<Module>,
+}
+
+/// Compile errors of a program, rendered for a terminal (every error of every file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub rendered: String,
+    pub count: usize,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rendered)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// Looks up the source of a standard-library module by name.
+pub type StdlibSource<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Compiles the file at `path` and everything it imports.
+pub fn compile_file(path: &Path, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
+    let source = std::fs::read_to_string(path).map_err(|e| CompileError { rendered: format!("{}: cannot read: {e}\n", path.display()), count: 1 })?;
+    compile_source(&path.display().to_string(), &source, path.parent(), natives, stdlib)
+}
+
+/// Compiles `source` (named `name` in messages); imports of files are looked up in `dir`.
+pub fn compile_source(name: &str, source: &str, dir: Option<&Path>, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
+    let mut d = Driver { natives, stdlib, modules: Vec::new(), done: HashMap::new(), in_progress: Vec::new(), errors: String::new(), count: 0 };
+    let key = dir.map_or_else(|| name.to_string(), |d| d.join(Path::new(name).file_name().unwrap_or_default()).display().to_string());
+    match d.compile(&key, name, source, dir.map(Path::to_path_buf)) {
+        Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
+        _ => Err(CompileError { rendered: d.errors, count: d.count.max(1) }),
+    }
+}
+
+struct Driver<'a> {
+    natives: &'a [&'a str],
+    stdlib: StdlibSource<'a>,
+    modules: Vec<Module>,
+    done: HashMap<String, ModuleHash>,
+    in_progress: Vec<String>,
+    errors: String,
+    count: usize,
+}
+
+impl Driver<'_> {
+    fn compile(&mut self, key: &str, name: &str, source: &str, dir: Option<PathBuf>) -> Option<ModuleHash> {
+        let (prog, diags) = parser::parse(source);
+        if !diags.is_empty() {
+            self.count += diags.len();
+            self.errors.push_str(&diag::render(name, source, &diags));
+            return None;
+        }
+        let caps = resolve::captures(&prog);
+        self.in_progress.push(key.to_string());
+        let natives = self.natives;
+        let mut imports = Imports { driver: self, dir };
+        let result = codegen::Codegen::new(name, source, natives, caps, &mut imports).module(&prog);
+        self.in_progress.pop();
+        match result {
+            Ok(m) => {
+                let h = m.hash();
+                self.modules.push(m);
+                self.done.insert(key.to_string(), h);
+                Some(h)
+            }
+            Err(diags) => {
+                self.count += diags.len();
+                self.errors.push_str(&diag::render(name, source, &diags));
+                None
+            }
+        }
+    }
+}
+
+struct Imports<'d, 'a> {
+    driver: &'d mut Driver<'a>,
+    dir: Option<PathBuf>,
+}
+
+impl codegen::ImportResolver for Imports<'_, '_> {
+    fn resolve(&mut self, name: &str) -> Result<ModuleHash, String> {
+        let file = self.dir.as_ref().map(|d| d.join(format!("{name}.tern")));
+        let (key, display, source, dir) = match file.filter(|f| f.is_file()) {
+            Some(f) => {
+                let source = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                (f.display().to_string(), f.display().to_string(), source, f.parent().map(Path::to_path_buf))
+            }
+            None => match (self.driver.stdlib)(name) {
+                Some(src) => (format!("<std>/{name}"), format!("<std>/{name}.tern"), src, None),
+                None => return Err(format!("no module named `{name}` (looked for {name}.tern next to this file and in the standard library)")),
+            },
+        };
+        if self.driver.in_progress.contains(&key) {
+            return Err(format!("circular import of `{name}`"));
+        }
+        if let Some(h) = self.driver.done.get(&key) {
+            return Ok(*h);
+        }
+        self.driver.compile(&key, &display, &source, dir).ok_or_else(|| format!("module `{name}` has errors"))
+    }
+}

@@ -1,0 +1,153 @@
+//! `tern`: run, check and inspect Tern programs.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tern_net::runner::{compile, load, new_vm, run_program, RunOptions, StdoutHost};
+use tern_vm::heap::HeapConfig;
+use tern_vm::VmConfig;
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "Tern: a process VM whose running processes move between machines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Limits {
+    /// Heap limit per process, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    max_heap: usize,
+    /// Heap page size in bytes (a power of two, 64 bytes to 16 MiB).
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    page_size: usize,
+    /// Call-depth limit.
+    #[arg(long, default_value_t = 10_000, value_name = "FRAMES")]
+    max_frames: u32,
+    /// Reductions a process runs before it yields to the scheduler.
+    #[arg(long, default_value_t = 4000, value_name = "REDUCTIONS")]
+    budget: u32,
+}
+
+impl Limits {
+    fn config(&self) -> Result<VmConfig, String> {
+        let heap = HeapConfig {
+            page_size_bytes: self.page_size,
+            limit_bytes: self.max_heap.checked_mul(1 << 20).ok_or("--max-heap is too large")?,
+            gc_min_bytes: HeapConfig::default().gc_min_bytes,
+        };
+        heap.validate()?;
+        if self.max_frames == 0 || self.budget == 0 {
+            return Err("--max-frames and --budget must be at least 1".into());
+        }
+        Ok(VmConfig { heap, max_frames: self.max_frames, budget: self.budget })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a program on this machine (one node, no network).
+    Run {
+        /// The program (a .tern file).
+        file: PathBuf,
+        /// Snapshot the process every R reductions (jittered by --seed) and continue from
+        /// the snapshot in a fresh VM instance. The output must not change.
+        #[arg(long, value_name = "R")]
+        migrate_every: Option<u64>,
+        /// Seed for --migrate-every's jitter.
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        seed: u64,
+        /// Print a summary (reductions, snapshots, GC) to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Compile a program and verify its bytecode, without running it.
+    Check {
+        file: PathBuf,
+    },
+    /// Show a program's bytecode.
+    Disasm {
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { file, migrate_every, seed, stats, limits } => {
+            let config = match limits.config() {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            if migrate_every == Some(0) {
+                return usage_error("--migrate-every must be at least 1");
+            }
+            let program = match compile(&file) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut host = StdoutHost::default();
+            let opts = RunOptions { config, migrate_every, seed };
+            let report = run_program(&program, &opts, &mut host);
+            host.flush();
+            match report {
+                Ok(r) => {
+                    if stats {
+                        eprintln!("reductions: {}, snapshots: {}, largest image: {} bytes", r.reductions, r.migrations, r.image_bytes_max);
+                    }
+                    match r.result {
+                        Ok(_) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("{e}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Check { file } => match compile(&file) {
+            Ok(p) => {
+                let mut vm = new_vm(VmConfig::default());
+                if let Err(e) = load(&mut vm, &p) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                println!("{}: ok ({} module{})", file.display(), p.modules.len(), if p.modules.len() == 1 { "" } else { "s" });
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Disasm { file } => match compile(&file) {
+            Ok(p) => {
+                for m in &p.modules {
+                    println!("; hash {}", m.hash());
+                    print!("{}", tern_vm::bytecode::disassemble(m));
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}

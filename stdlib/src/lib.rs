@@ -1,0 +1,27 @@
+//! Tern's standard library: native functions (Rust) and modules written in Tern.
+//!
+//! Natives see a process only through [`tern_vm::NativeCtx`] (its heap, random state,
+//! and the host for console output and clocks), so they work the same wherever the
+//! process runs. Library modules are Tern source embedded in the binary and compiled
+//! like any other module when a program imports them.
+
+mod core;
+
+use tern_vm::Natives;
+
+/// Every native function of the standard library.
+pub fn natives() -> Natives {
+    let mut n = Natives::new();
+    n.register(core::NATIVES);
+    n
+}
+
+/// The source of standard library module `name` (`import name;`).
+pub fn module_source(name: &str) -> Option<String> {
+    let src = match name {
+        "list" => include_str!("../lib/list.tern"),
+        "math" => include_str!("../lib/math.tern"),
+        _ => return None,
+    };
+    Some(src.to_string())
+}

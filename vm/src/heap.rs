@@ -1,0 +1,641 @@
+//! A process's paged heap: its address space, allocator and garbage collector.
+//!
+//! The heap is one array of 64-bit words, cut into pages of a fixed power-of-two size
+//! (4 KiB by default). An address is a word index, so `page = addr >> page_shift`; it
+//! means the same thing in every copy of the process, on every machine. Each page has
+//! a *dirty* bit, set by every store (the write barrier pre-copy migration reads), and
+//! a *present* bit: touching an absent page returns [`HeapError::Fault`] instead of
+//! data, and the interpreter turns that into "blocked on page fault" and restarts the
+//! instruction once the page has been supplied.
+//!
+//! Every object starts with a header word (`kind | size_in_words << 8`); free space
+//! carries `FREE` headers, so the heap below `top` can be walked from word 1 (word 0 is
+//! reserved so that address 0 can mean "none"). The collector is a non-moving
+//! mark-sweep: mark bits live in a side table, and the sweep writes a header only at the
+//! start of each newly freed gap. A collection therefore dirties only pages where
+//! garbage died — which matters because pre-copy resends every dirty page.
+
+use crate::value::{Addr, Value};
+use serde::{Deserialize, Serialize};
+
+/// Object kinds, the low byte of a header.
+pub mod kind {
+    pub const FREE: u64 = 1;
+    /// `[hdr, byte_len, hash, bytes...]`
+    pub const STR: u64 = 2;
+    /// `[hdr, len, data_addr]`
+    pub const ARRAY: u64 = 3;
+    /// `[hdr, (tag, payload) * cap]`
+    pub const ARRDATA: u64 = 4;
+    /// `[hdr, live_count, entries_addr, used, index_addr]`
+    pub const MAP: u64 = 5;
+    /// `[hdr, (ktag, kpay, vtag, vpay) * cap]`
+    pub const MAPENTRIES: u64 = 6;
+    /// `[hdr, slot * cap]`; a slot is 0 (empty) or entry index + 1.
+    pub const MAPINDEX: u64 = 7;
+    /// `[hdr, fnref, box_addr...]`
+    pub const CLOSURE: u64 = 8;
+    /// `[hdr, tag, payload]`
+    pub const BOX: u64 = 9;
+}
+
+#[inline]
+pub fn header(kind: u64, size: usize) -> u64 {
+    kind | ((size as u64) << 8)
+}
+#[inline]
+pub fn header_kind(h: u64) -> u64 {
+    h & 0xff
+}
+#[inline]
+pub fn header_size(h: u64) -> usize {
+    (h >> 8) as usize
+}
+
+/// Why a heap access did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeapError {
+    /// The page is not present here (it is still on another node). The access must be
+    /// retried after the page has been supplied.
+    Fault(u32),
+    /// The allocation would exceed the heap limit. The interpreter collects and retries
+    /// once before reporting it.
+    Limit,
+    /// A reference or header that cannot be valid: only reachable through a damaged
+    /// image, which restore validates against, so seeing it is a VM bug or hostile data.
+    Corrupt,
+}
+
+/// Size and behaviour settings of a heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapConfig {
+    pub page_size_bytes: usize,
+    pub limit_bytes: usize,
+    /// The collector runs when this much has been allocated since the last collection
+    /// (or as much as was live after it, whichever is more).
+    pub gc_min_bytes: usize,
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        HeapConfig { page_size_bytes: 4096, limit_bytes: 256 << 20, gc_min_bytes: 4 << 20 }
+    }
+}
+
+impl HeapConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.page_size_bytes.is_power_of_two() || self.page_size_bytes < 64 || self.page_size_bytes > (1 << 24) {
+            return Err(format!("page size {} must be a power of two between 64 bytes and 16 MiB", self.page_size_bytes));
+        }
+        if self.limit_bytes < self.page_size_bytes * 2 || self.limit_bytes > (1usize << 35) {
+            return Err(format!("heap limit {} must be between two pages and 32 GiB", self.limit_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// What the collector has done, for tests and migration reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcStats {
+    pub collections: u64,
+    pub last_live_words: u64,
+    pub last_freed_words: u64,
+    /// Pages the last collection wrote to (and so dirtied).
+    pub last_pages_dirtied: u64,
+    pub total_pages_dirtied: u64,
+}
+
+/// Largest object size (in words) with its own exact-size free list.
+const SMALL_MAX: usize = 64;
+
+/// The paged heap of one process.
+#[derive(Debug, Clone)]
+pub struct Heap {
+    words: Vec<u64>,
+    page_shift: u32,
+    present: Vec<bool>,
+    absent_pages: u32,
+    dirty: Vec<bool>,
+    /// End of the walkable part of the heap.
+    top: usize,
+    /// Current bump region `[bump, bump_end)`; `bump_end == usize::MAX` means "the top of
+    /// the heap, growing as needed".
+    bump: usize,
+    bump_end: usize,
+    small_free: Vec<Vec<Addr>>,
+    large_free: Vec<(Addr, usize)>,
+    limit_words: usize,
+    gc_min_words: usize,
+    allocated_since_gc: usize,
+    gc_threshold: usize,
+    /// Set when enough has been allocated that a collection is due at the next safepoint.
+    pub gc_wanted: bool,
+    pub stats: GcStats,
+}
+
+impl Heap {
+    pub fn new(config: HeapConfig) -> Heap {
+        let page_words = config.page_size_bytes / 8;
+        let mut heap = Heap {
+            words: Vec::new(),
+            page_shift: page_words.trailing_zeros(),
+            present: Vec::new(),
+            absent_pages: 0,
+            dirty: Vec::new(),
+            top: 1,
+            bump: 1,
+            bump_end: usize::MAX,
+            small_free: vec![Vec::new(); SMALL_MAX + 1],
+            large_free: Vec::new(),
+            limit_words: config.limit_bytes / 8,
+            gc_min_words: config.gc_min_bytes / 8,
+            allocated_since_gc: 0,
+            gc_threshold: config.gc_min_bytes / 8,
+            gc_wanted: false,
+            stats: GcStats::default(),
+        };
+        heap.grow_to(1);
+        heap.words[0] = header(kind::FREE, 1);
+        heap
+    }
+
+    pub fn config(&self) -> HeapConfig {
+        HeapConfig {
+            page_size_bytes: self.page_words() * 8,
+            limit_bytes: self.limit_words * 8,
+            gc_min_bytes: self.gc_min_words * 8,
+        }
+    }
+
+    #[inline]
+    pub fn page_words(&self) -> usize {
+        1 << self.page_shift
+    }
+    #[inline]
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+    pub fn page_count(&self) -> usize {
+        self.present.len()
+    }
+    pub fn top(&self) -> usize {
+        self.top
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    fn grow_to(&mut self, words: usize) {
+        let pw = self.page_words();
+        let pages = words.div_ceil(pw);
+        if pages > self.present.len() {
+            self.words.resize(pages * pw, 0);
+            self.present.resize(pages, true);
+            self.dirty.resize(pages, true);
+        }
+    }
+
+    #[inline]
+    fn check(&self, a: usize) -> Result<(), HeapError> {
+        if self.absent_pages != 0 {
+            let p = a >> self.page_shift;
+            if !*self.present.get(p).ok_or(HeapError::Corrupt)? {
+                return Err(HeapError::Fault(p as u32));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one word.
+    #[inline]
+    pub fn load(&self, addr: usize) -> Result<u64, HeapError> {
+        self.check(addr)?;
+        self.words.get(addr).copied().ok_or(HeapError::Corrupt)
+    }
+
+    /// Writes one word, marking its page dirty.
+    #[inline]
+    pub fn store(&mut self, addr: usize, w: u64) -> Result<(), HeapError> {
+        self.check(addr)?;
+        let slot = self.words.get_mut(addr).ok_or(HeapError::Corrupt)?;
+        *slot = w;
+        self.dirty[addr >> self.page_shift] = true;
+        Ok(())
+    }
+
+    #[inline]
+    pub fn load_value(&self, addr: usize) -> Result<Value, HeapError> {
+        let t = self.load(addr)?;
+        let p = self.load(addr + 1)?;
+        Value::decode(t, p).ok_or(HeapError::Corrupt)
+    }
+
+    #[inline]
+    pub fn store_value(&mut self, addr: usize, v: Value) -> Result<(), HeapError> {
+        let (t, p) = v.encode();
+        self.store(addr, t)?;
+        self.store(addr + 1, p)
+    }
+
+    /// Reads an object's header, checking that it has the expected kind.
+    #[inline]
+    pub fn header_of(&self, addr: Addr, expect: u64) -> Result<usize, HeapError> {
+        let h = self.load(addr as usize)?;
+        if header_kind(h) != expect {
+            return Err(HeapError::Corrupt);
+        }
+        Ok(header_size(h))
+    }
+
+    /// Checks that every page of `[addr, addr + len)` is present.
+    pub fn check_range(&self, addr: usize, len: usize) -> Result<(), HeapError> {
+        if len == 0 {
+            return Ok(());
+        }
+        if addr + len > self.words.len() {
+            return Err(HeapError::Corrupt);
+        }
+        if self.absent_pages != 0 {
+            let first = addr >> self.page_shift;
+            let last = (addr + len - 1) >> self.page_shift;
+            for p in first..=last {
+                if !self.present[p] {
+                    return Err(HeapError::Fault(p as u32));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A byte view of `[addr, addr + nbytes)`, all of whose pages must be present.
+    pub fn bytes(&self, addr: usize, nbytes: usize) -> Result<&[u8], HeapError> {
+        let nwords = nbytes.div_ceil(8);
+        self.check_range(addr, nwords)?;
+        let words = &self.words[addr..addr + nwords];
+        // SAFETY: `words` is a live, initialised slice of u64; viewing its first `nbytes`
+        // (<= 8 * len) bytes as u8 is in bounds, and u8 has no alignment requirement.
+        Ok(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), nbytes) })
+    }
+
+    /// Copies bytes into the heap starting at word `addr`, marking pages dirty.
+    pub fn write_bytes(&mut self, addr: usize, data: &[u8]) -> Result<(), HeapError> {
+        let nwords = data.len().div_ceil(8);
+        self.check_range(addr, nwords)?;
+        for (i, chunk) in data.chunks(8).enumerate() {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.words[addr + i] = u64::from_le_bytes(buf);
+        }
+        self.mark_dirty_range(addr, nwords);
+        Ok(())
+    }
+
+    /// Copies `len` words from `src` to `dst` (non-overlapping or `dst < src`).
+    pub fn copy_words(&mut self, src: usize, dst: usize, len: usize) -> Result<(), HeapError> {
+        self.check_range(src, len)?;
+        self.check_range(dst, len)?;
+        self.words.copy_within(src..src + len, dst);
+        self.mark_dirty_range(dst, len);
+        Ok(())
+    }
+
+    fn mark_dirty_range(&mut self, addr: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let first = addr >> self.page_shift;
+        let last = (addr + len - 1) >> self.page_shift;
+        for d in &mut self.dirty[first..=last] {
+            *d = true;
+        }
+    }
+
+    // ---- allocation ----
+
+    /// Allocates an object of `size` words (header included) and writes its header.
+    /// The body is left as it was: callers initialise every word they later read.
+    pub fn alloc(&mut self, kind: u64, size: usize) -> Result<Addr, HeapError> {
+        debug_assert!(size >= 1);
+        let addr = self.alloc_space(size)?;
+        self.allocated_since_gc += size;
+        if self.allocated_since_gc > self.gc_threshold {
+            self.gc_wanted = true;
+        }
+        self.store(addr, header(kind, size))?;
+        Ok(addr as Addr)
+    }
+
+    fn alloc_space(&mut self, size: usize) -> Result<usize, HeapError> {
+        if size <= SMALL_MAX {
+            if let Some(a) = self.small_free[size].pop() {
+                return Ok(a as usize);
+            }
+        }
+        loop {
+            if self.bump_end == usize::MAX {
+                let end = self.bump + size;
+                if end > self.limit_words || end > u32::MAX as usize {
+                    return Err(HeapError::Limit);
+                }
+                self.grow_to(end);
+                let a = self.bump;
+                self.bump = end;
+                self.top = end;
+                return Ok(a);
+            }
+            if self.bump + size <= self.bump_end {
+                let a = self.bump;
+                self.bump += size;
+                if self.bump < self.bump_end {
+                    // Keep the rest of the region walkable.
+                    self.store(self.bump, header(kind::FREE, self.bump_end - self.bump))?;
+                }
+                return Ok(a);
+            }
+            // The region is too small: give its rest back and take a new one.
+            let rest = self.bump_end - self.bump;
+            if rest > 0 && rest <= SMALL_MAX {
+                self.small_free[rest].push(self.bump as Addr);
+            }
+            match self.large_free.iter().position(|&(_, len)| len >= size) {
+                Some(i) => {
+                    let (a, len) = self.large_free.swap_remove(i);
+                    self.bump = a as usize;
+                    self.bump_end = a as usize + len;
+                }
+                None => {
+                    self.bump = self.top;
+                    self.bump_end = usize::MAX;
+                }
+            }
+        }
+    }
+
+    /// Bytes allocated (live or not yet collected) below the top of the heap.
+    pub fn used_words(&self) -> usize {
+        self.top
+    }
+
+    // ---- collection ----
+
+    /// Collects garbage. `roots` are every value the process holds outside its heap
+    /// (registers, globals, closures of frames, cached constants, ...).
+    ///
+    /// Must only run at a safepoint, and with every page present (a collection during a
+    /// lazy migration waits until the pages have arrived; callers check
+    /// [`Heap::all_present`]).
+    pub fn collect(&mut self, roots: impl IntoIterator<Item = Value>) -> Result<(), HeapError> {
+        if self.absent_pages != 0 {
+            return Ok(());
+        }
+        let mut marks = vec![0u64; self.top.div_ceil(64)];
+        let mut stack: Vec<Addr> = Vec::new();
+        let mark = |marks: &mut Vec<u64>, stack: &mut Vec<Addr>, a: Addr| {
+            let i = a as usize;
+            if i == 0 || i >= self.top {
+                return;
+            }
+            let bit = 1u64 << (i % 64);
+            if marks[i / 64] & bit == 0 {
+                marks[i / 64] |= bit;
+                stack.push(a);
+            }
+        };
+        for v in roots {
+            if let Some(a) = v.heap_ref() {
+                mark(&mut marks, &mut stack, a);
+            }
+        }
+        while let Some(a) = stack.pop() {
+            let a = a as usize;
+            let h = self.words[a];
+            match header_kind(h) {
+                kind::ARRAY => {
+                    let len = self.words[a + 1] as usize;
+                    let data = self.words[a + 2] as usize;
+                    if data != 0 {
+                        mark(&mut marks, &mut stack, data as Addr);
+                        for i in 0..len {
+                            let v = Value::decode(self.words[data + 1 + 2 * i], self.words[data + 2 + 2 * i]);
+                            if let Some(r) = v.and_then(Value::heap_ref) {
+                                mark(&mut marks, &mut stack, r);
+                            }
+                        }
+                    }
+                }
+                kind::MAP => {
+                    let entries = self.words[a + 2] as usize;
+                    let used = self.words[a + 3] as usize;
+                    let index = self.words[a + 4] as usize;
+                    if index != 0 {
+                        mark(&mut marks, &mut stack, index as Addr);
+                    }
+                    if entries != 0 {
+                        mark(&mut marks, &mut stack, entries as Addr);
+                        for i in 0..used {
+                            let e = entries + 1 + 4 * i;
+                            for off in [0, 2] {
+                                if let Some(r) = Value::decode(self.words[e + off], self.words[e + off + 1]).and_then(Value::heap_ref) {
+                                    mark(&mut marks, &mut stack, r);
+                                }
+                            }
+                        }
+                    }
+                }
+                kind::CLOSURE => {
+                    let size = header_size(h);
+                    for i in 2..size {
+                        mark(&mut marks, &mut stack, self.words[a + i] as Addr);
+                    }
+                }
+                kind::BOX => {
+                    if let Some(r) = Value::decode(self.words[a + 1], self.words[a + 2]).and_then(Value::heap_ref) {
+                        mark(&mut marks, &mut stack, r);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.sweep(&marks)
+    }
+
+    fn sweep(&mut self, marks: &[u64]) -> Result<(), HeapError> {
+        for l in &mut self.small_free {
+            l.clear();
+        }
+        self.large_free.clear();
+        let mut dirtied: Vec<usize> = Vec::new();
+        let mut live = 0usize;
+        let mut freed = 0usize;
+        let mut gap_start = 0usize;
+        let mut gap_len = 0usize;
+        let mut a = 1usize;
+        let top = self.top;
+        while a < top {
+            let h = self.words[a];
+            let size = header_size(h);
+            if size == 0 || a + size > top {
+                return Err(HeapError::Corrupt);
+            }
+            let is_live = header_kind(h) != kind::FREE && marks[a / 64] & (1 << (a % 64)) != 0;
+            if is_live {
+                if gap_len > 0 {
+                    self.free_gap(gap_start, gap_len, &mut dirtied);
+                    gap_len = 0;
+                }
+                live += size;
+            } else {
+                if header_kind(h) != kind::FREE {
+                    freed += size;
+                }
+                if gap_len == 0 {
+                    gap_start = a;
+                }
+                gap_len += size;
+            }
+            a += size;
+        }
+        // A gap reaching the top lowers the top: that space becomes the growing region.
+        if gap_len > 0 {
+            self.top = gap_start;
+        }
+        self.bump = self.top;
+        self.bump_end = usize::MAX;
+        dirtied.sort_unstable();
+        dirtied.dedup();
+        self.stats.collections += 1;
+        self.stats.last_live_words = live as u64;
+        self.stats.last_freed_words = freed as u64;
+        self.stats.last_pages_dirtied = dirtied.len() as u64;
+        self.stats.total_pages_dirtied += dirtied.len() as u64;
+        self.allocated_since_gc = 0;
+        self.gc_threshold = self.gc_min_words.max(live);
+        self.gc_wanted = false;
+        Ok(())
+    }
+
+    fn free_gap(&mut self, start: usize, len: usize, dirtied: &mut Vec<usize>) {
+        let h = header(kind::FREE, len);
+        if self.words[start] != h {
+            self.words[start] = h;
+            let p = start >> self.page_shift;
+            self.dirty[p] = true;
+            dirtied.push(p);
+        }
+        if len <= SMALL_MAX {
+            self.small_free[len].push(start as Addr);
+        } else {
+            self.large_free.push((start as Addr, len));
+        }
+    }
+
+    /// Rebuilds the free lists from the headers (after a restore): every FREE block
+    /// becomes reusable.
+    pub fn rebuild_free_lists(&mut self) -> Result<(), HeapError> {
+        // Everything is live for this pass: only FREE headers make free space.
+        let marks = vec![u64::MAX; self.top.div_ceil(64)];
+        let saved = self.stats;
+        self.sweep(&marks)?;
+        self.stats = saved;
+        Ok(())
+    }
+
+    // ---- pages: the interface migration uses ----
+
+    /// Returns the pages dirtied since the last call and clears their dirty bits.
+    pub fn take_dirty(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, d) in self.dirty.iter_mut().enumerate() {
+            if *d {
+                out.push(i as u32);
+                *d = false;
+            }
+        }
+        out
+    }
+
+    pub fn is_dirty(&self, page: u32) -> bool {
+        self.dirty.get(page as usize).copied().unwrap_or(false)
+    }
+
+    pub fn is_present(&self, page: u32) -> bool {
+        self.present.get(page as usize).copied().unwrap_or(false)
+    }
+
+    pub fn all_present(&self) -> bool {
+        self.absent_pages == 0
+    }
+
+    /// The words of one page.
+    pub fn page(&self, page: u32) -> &[u64] {
+        let pw = self.page_words();
+        let s = page as usize * pw;
+        &self.words[s..s + pw]
+    }
+
+    /// Marks a page absent (its content is elsewhere); touching it faults until
+    /// [`Heap::supply_page`] provides it. The content is zeroed.
+    pub fn mark_absent(&mut self, page: u32) {
+        let p = page as usize;
+        if p < self.present.len() && self.present[p] {
+            self.present[p] = false;
+            self.absent_pages += 1;
+            let pw = self.page_words();
+            self.words[p * pw..(p + 1) * pw].fill(0);
+        }
+    }
+
+    /// Installs a page's content and marks it present. Wrong sizes are refused.
+    pub fn supply_page(&mut self, page: u32, data: &[u64]) -> Result<(), HeapError> {
+        let p = page as usize;
+        let pw = self.page_words();
+        if p >= self.present.len() || data.len() != pw {
+            return Err(HeapError::Corrupt);
+        }
+        self.words[p * pw..(p + 1) * pw].copy_from_slice(data);
+        if !self.present[p] {
+            self.present[p] = true;
+            self.absent_pages -= 1;
+        }
+        Ok(())
+    }
+
+    /// A heap with `pages` pages and the given top, all zero and present; filled by
+    /// [`Heap::supply_page`] when an image is restored.
+    pub fn with_layout(config: HeapConfig, pages: usize, top: usize) -> Result<Heap, HeapError> {
+        let mut heap = Heap::new(config);
+        let pw = heap.page_words();
+        if top < 1 || top > pages * pw || pages * pw > heap.limit_words.max(pw) + pw {
+            return Err(HeapError::Corrupt);
+        }
+        heap.grow_to(pages * pw);
+        heap.top = top;
+        heap.bump = top;
+        Ok(heap)
+    }
+
+    /// Walks every object below the top, checking headers are sane; returns the set of
+    /// object start addresses (one bit per word) for validating references.
+    pub fn object_starts(&self) -> Result<Vec<u64>, HeapError> {
+        let mut starts = vec![0u64; self.top.div_ceil(64).max(1)];
+        let mut a = 1usize;
+        while a < self.top {
+            let h = self.words[a];
+            let size = header_size(h);
+            let k = header_kind(h);
+            if size == 0 || a + size > self.top || !(kind::FREE..=kind::BOX).contains(&k) {
+                return Err(HeapError::Corrupt);
+            }
+            if k != kind::FREE {
+                starts[a / 64] |= 1 << (a % 64);
+            }
+            a += size;
+        }
+        Ok(starts)
+    }
+
+    /// Raw read for validation and snapshots (no presence check).
+    pub fn raw(&self, addr: usize) -> Option<u64> {
+        self.words.get(addr).copied()
+    }
+}

@@ -1,0 +1,767 @@
+//! The interpreter: runs one process for a budget of reductions, then returns.
+//!
+//! It is stackless: a Tern call pushes a [`Frame`] onto the process's frame stack and
+//! the same Rust loop goes on, so recursion depth is bounded by the configured frame
+//! limit, not by the Rust stack. Every return from [`run`] is a safepoint: the process's
+//! state is exactly its plain data, ready to be snapshotted, collected or moved.
+//!
+//! Reductions are counted at calls and backward jumps (BEAM's model), which bounds
+//! the work between two safepoints.
+
+use crate::bytecode::{Const, ModuleHash, Op};
+use crate::fmt::display;
+use crate::heap::HeapError;
+use crate::object::{self, KeyError};
+use crate::process::{Frame, Handler, ModuleState, Process, NOT_INIT};
+use crate::runtime::{Exn, Host, LinkedModule, NativeCtx, Vm};
+use crate::value::{FnRef, Value};
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The budget is used up; run it again later.
+    Yielded,
+    /// It cannot go on until something happens.
+    Blocked(BlockReason),
+    /// Its top level returned this value.
+    Finished(Value),
+    /// An uncaught error ended it.
+    Failed(RuntimeError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockReason {
+    /// It touched heap page N, which is not present; supply the page and run it again.
+    PageFault(u32),
+}
+
+/// An uncaught error, with the Tern call stack where it happened (innermost first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeError {
+    pub message: String,
+    pub trace: Vec<TraceEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.trace.first() {
+            Some(t) => write!(f, "{}:{}: error: {}", t.file, t.line, self.message)?,
+            None => write!(f, "error: {}", self.message)?,
+        }
+        for t in &self.trace {
+            write!(f, "\n    at {} ({}:{})", t.function, t.file, t.line)?;
+        }
+        Ok(())
+    }
+}
+
+enum Exit {
+    Yield,
+    Gc,
+    Finished(Value),
+    Exn(Exn),
+    Import { a: u8, hash: ModuleHash },
+}
+
+/// Runs `proc` for at most `budget` reductions.
+pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Outcome {
+    let mut budget = i64::from(budget.max(1));
+    let mut limit_retry: Option<(usize, u32)> = None;
+    loop {
+        if proc.frames.is_empty() {
+            return Outcome::Failed(RuntimeError { message: "the process has nothing left to run".into(), trace: vec![] });
+        }
+        let exn = match exec(proc, vm, host, &mut budget) {
+            Exit::Yield => return Outcome::Yielded,
+            Exit::Finished(v) => return Outcome::Finished(v),
+            Exit::Gc => {
+                if proc.collect_garbage().is_err() {
+                    return Outcome::Failed(damaged(proc));
+                }
+                if budget <= 0 {
+                    return Outcome::Yielded;
+                }
+                continue;
+            }
+            Exit::Import { a, hash } => match import(proc, vm, a, hash) {
+                Ok(()) => continue,
+                Err(e) => e,
+            },
+            Exit::Exn(e) => e,
+        };
+        let exn = match exn {
+            Exn::Heap(HeapError::Fault(p)) => return Outcome::Blocked(BlockReason::PageFault(p)),
+            Exn::Heap(HeapError::Limit) => {
+                let here = (proc.frames.len(), proc.frames.last().map_or(0, |f| f.pc));
+                if limit_retry != Some(here) {
+                    limit_retry = Some(here);
+                    if proc.collect_garbage().is_err() {
+                        return Outcome::Failed(damaged(proc));
+                    }
+                    continue;
+                }
+                Exn::Error(format!("heap limit of {} MiB exceeded", proc.heap.config().limit_bytes >> 20))
+            }
+            Exn::Heap(HeapError::Corrupt) => return Outcome::Failed(damaged(proc)),
+            other => other,
+        };
+        if let Err(e) = throw(proc, exn) {
+            return Outcome::Failed(e);
+        }
+    }
+}
+
+fn damaged(proc: &Process) -> RuntimeError {
+    RuntimeError { message: "internal error: damaged heap reference".into(), trace: backtrace(proc) }
+}
+
+/// Hands an error to the innermost `try` of the process, or describes it if none.
+fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
+    let Some(h) = proc.handlers.pop() else {
+        let message = match exn {
+            Exn::Error(m) => m,
+            Exn::Raise(v) => display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| "<unprintable value>".into()),
+            Exn::Heap(e) => format!("{e:?}"),
+        };
+        return Err(RuntimeError { message, trace: backtrace(proc) });
+    };
+    while proc.frames.len() > h.depth as usize + 1 {
+        if let Some(f) = proc.frames.pop() {
+            if f.init_of != NOT_INIT {
+                proc.modules[f.init_of as usize].state = ModuleState::NotRun;
+            }
+        }
+    }
+    let value = match exn {
+        Exn::Raise(v) => v,
+        Exn::Error(m) => match object::alloc_str(&mut proc.heap, &m) {
+            Ok(a) => Value::Str(a),
+            Err(_) => return Err(RuntimeError { message: format!("{m} (and no memory left to handle it)"), trace: backtrace(proc) }),
+        },
+        Exn::Heap(e) => return Err(RuntimeError { message: format!("{e:?}"), trace: backtrace(proc) }),
+    };
+    proc.regs[h.reg as usize] = value;
+    if let Some(f) = proc.frames.last_mut() {
+        f.pc = h.pc;
+    }
+    Ok(())
+}
+
+/// The Tern call stack, innermost first.
+pub fn backtrace(proc: &Process) -> Vec<TraceEntry> {
+    let n = proc.frames.len();
+    proc.frames
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, f)| {
+            let lm = proc.linked.get(f.module as usize);
+            let func = lm.and_then(|m| m.module.functions.get(f.func as usize));
+            // Callers' pcs point after their call instruction.
+            let pc = if i + 1 == n { f.pc as usize } else { (f.pc as usize).saturating_sub(1) };
+            TraceEntry {
+                function: func.map_or_else(|| "?".into(), |fu| if fu.name.is_empty() { "<top level>".into() } else { fu.name.clone() }),
+                file: lm.map_or_else(|| "?".into(), |m| m.module.name.clone()),
+                line: func.and_then(|fu| fu.lines.get(pc).copied()).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+fn import(proc: &mut Process, vm: &Vm, a: u8, hash: ModuleHash) -> Result<(), Exn> {
+    let slot = proc.link(hash, vm).map_err(|e| Exn::Error(e.to_string()))?;
+    let frame = *proc.frames.last().ok_or(Exn::Heap(HeapError::Corrupt))?;
+    let dst = frame.base as usize + usize::from(a);
+    match proc.modules[slot as usize].state {
+        ModuleState::Ready(v) => {
+            proc.regs[dst] = v;
+            if let Some(f) = proc.frames.last_mut() {
+                f.pc += 1;
+            }
+        }
+        ModuleState::Running => return Err(Exn::msg(format!("circular import of {}", proc.linked[slot as usize].module.name))),
+        ModuleState::NotRun => {
+            if proc.frames.len() >= proc.max_frames as usize {
+                return Err(Exn::msg(format!("stack overflow: more than {} nested calls", proc.max_frames)));
+            }
+            proc.modules[slot as usize].state = ModuleState::Running;
+            if let Some(f) = proc.frames.last_mut() {
+                f.pc += 1;
+            }
+            let nregs = usize::from(proc.linked[slot as usize].module.functions[0].nregs);
+            let base = proc.regs_top();
+            if proc.regs.len() < base + nregs {
+                proc.regs.resize(base + nregs, Value::Nil);
+            }
+            proc.regs[base..base + nregs].fill(Value::Nil);
+            proc.frames.push(Frame { module: slot, func: 0, pc: 0, base: base as u32, ret: dst as u32, closure: 0, init_of: slot });
+        }
+    }
+    Ok(())
+}
+
+fn key_exn(e: KeyError) -> Exn {
+    match e {
+        KeyError::Heap(h) => Exn::Heap(h),
+        KeyError::BadKey(t) => Exn::msg(format!("a {t} cannot be a map key")),
+    }
+}
+
+fn type_err(what: &str, x: Value, y: Value) -> Exn {
+    Exn::msg(format!("cannot {what} {} and {}", x.type_name(), y.type_name()))
+}
+
+/// Arithmetic on anything but two ints (the fast path is inline in the loop).
+fn arith(heap: &mut crate::heap::Heap, op: Op, x: Value, y: Value) -> Result<Value, Exn> {
+    let (name, iop, fop): (&str, fn(i64, i64) -> Option<i64>, fn(f64, f64) -> f64) = match op {
+        Op::Add { .. } => ("add", i64::checked_add, |a, b| a + b),
+        Op::Sub { .. } => ("subtract", i64::checked_sub, |a, b| a - b),
+        Op::Mul { .. } => ("multiply", i64::checked_mul, |a, b| a * b),
+        Op::Div { .. } => ("divide", i64::checked_div, |a, b| a / b),
+        _ => ("take the remainder of", i64::checked_rem, |a, b| a % b),
+    };
+    match (x, y) {
+        (Value::Int(a), Value::Int(b)) => {
+            if b == 0 && matches!(op, Op::Div { .. } | Op::Mod { .. }) {
+                return Err(Exn::msg(if matches!(op, Op::Div { .. }) { "division by zero" } else { "remainder by zero" }));
+            }
+            iop(a, b).map(Value::Int).ok_or_else(|| Exn::msg(format!("integer overflow: cannot {name} {a} and {b}")))
+        }
+        (Value::Float(a), Value::Float(b)) => Ok(Value::Float(fop(a, b))),
+        (Value::Int(a), Value::Float(b)) => Ok(Value::Float(fop(a as f64, b))),
+        (Value::Float(a), Value::Int(b)) => Ok(Value::Float(fop(a, b as f64))),
+        (Value::Str(a), Value::Str(b)) if matches!(op, Op::Add { .. }) => {
+            let mut s = Vec::with_capacity(64);
+            s.extend_from_slice(object::str_bytes(heap, a)?);
+            s.extend_from_slice(object::str_bytes(heap, b)?);
+            Ok(Value::Str(object::alloc_str_bytes(heap, &s)?))
+        }
+        _ => Err(type_err(name, x, y)),
+    }
+}
+
+/// `x < y` (or `<=` when `or_equal`) for anything but two ints.
+fn less(heap: &crate::heap::Heap, x: Value, y: Value, or_equal: bool) -> Result<bool, Exn> {
+    let ord = match (x, y) {
+        (Value::Int(a), Value::Int(b)) => a.partial_cmp(&b),
+        (Value::Float(a), Value::Float(b)) => a.partial_cmp(&b),
+        (Value::Int(a), Value::Float(b)) => (a as f64).partial_cmp(&b),
+        (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(b as f64)),
+        (Value::Str(a), Value::Str(b)) => object::str_bytes(heap, a)?.partial_cmp(object::str_bytes(heap, b)?),
+        _ => return Err(type_err("compare", x, y)),
+    };
+    Ok(match ord {
+        Some(std::cmp::Ordering::Less) => true,
+        Some(std::cmp::Ordering::Equal) => or_equal,
+        _ => false,
+    })
+}
+
+#[inline]
+fn equal(heap: &crate::heap::Heap, x: Value, y: Value) -> Result<bool, Exn> {
+    match (x, y) {
+        (Value::Int(a), Value::Int(b)) => Ok(a == b),
+        _ => Ok(object::values_equal(heap, x, y)?),
+    }
+}
+
+fn index_text(heap: &crate::heap::Heap, linked: &[std::sync::Arc<LinkedModule>], k: Value) -> String {
+    crate::fmt::repr(heap, linked, k).unwrap_or_else(|_| "?".into())
+}
+
+/// The interpreter loop proper. Returns when the process must leave it: budget spent,
+/// a collection due, an error, an import, or the end.
+fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> Exit {
+    let Process { frames, regs, heap, globals, modules, handlers, linked, rng, reductions, max_frames, .. } = proc;
+    let max_frames = *max_frames as usize;
+    let Some(&top) = frames.last() else {
+        return Exit::Exn(Exn::Heap(HeapError::Corrupt));
+    };
+    let mut lm: &LinkedModule = &linked[top.module as usize];
+    let mut code: &[Op] = &lm.module.functions[top.func as usize].code;
+    let mut pc = top.pc as usize;
+    let mut base = top.base as usize;
+    let mut module = top.module;
+    let mut closure = top.closure;
+    let mut gbase = modules[module as usize].globals_base as usize;
+    let start_budget = *budget;
+
+    // Leaves the loop with the current instruction as the frame's pc, so the error
+    // names its line and a restart (page fault, collection) re-executes it.
+    macro_rules! throw {
+        ($e:expr) => {{
+            let e: Exn = $e.into();
+            if let Some(f) = frames.last_mut() {
+                f.pc = (pc - 1) as u32;
+            }
+            *reductions += (start_budget - *budget).max(0) as u64;
+            return Exit::Exn(e);
+        }};
+    }
+    macro_rules! tri {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => throw!(e),
+            }
+        };
+    }
+    macro_rules! r {
+        ($i:expr) => {
+            regs[base + $i as usize]
+        };
+    }
+    macro_rules! safepoint {
+        () => {{
+            *budget -= 1;
+            if *budget <= 0 || heap.gc_wanted {
+                if let Some(f) = frames.last_mut() {
+                    f.pc = pc as u32;
+                }
+                *reductions += (start_budget - *budget).max(0) as u64;
+                return if heap.gc_wanted { Exit::Gc } else { Exit::Yield };
+            }
+        }};
+    }
+    macro_rules! jump {
+        ($off:expr) => {{
+            let off = $off;
+            pc = (pc as i64 + off as i64) as usize;
+            if off < 0 {
+                safepoint!();
+            }
+        }};
+    }
+    macro_rules! enter {
+        ($f:expr) => {{
+            let f: Frame = $f;
+            lm = &linked[f.module as usize];
+            code = &lm.module.functions[f.func as usize].code;
+            pc = f.pc as usize;
+            base = f.base as usize;
+            module = f.module;
+            closure = f.closure;
+            gbase = modules[module as usize].globals_base as usize;
+        }};
+    }
+
+    macro_rules! ret {
+        ($v:expr) => {{
+            let v: Value = $v;
+            let Some(done) = frames.pop() else { throw!(HeapError::Corrupt) };
+            let depth = frames.len() as u32;
+            while handlers.last().is_some_and(|h| h.depth >= depth) {
+                handlers.pop();
+            }
+            if done.init_of != NOT_INIT {
+                modules[done.init_of as usize].state = ModuleState::Ready(v);
+            }
+            match frames.last() {
+                None => {
+                    *reductions += (start_budget - *budget).max(0) as u64;
+                    return Exit::Finished(v);
+                }
+                Some(&f) => {
+                    regs[done.ret as usize] = v;
+                    enter!(f);
+                }
+            }
+        }};
+    }
+
+    loop {
+        let op = code[pc];
+        pc += 1;
+        match op {
+            Op::LoadNil { a } => r!(a) = Value::Nil,
+            Op::LoadBool { a, v } => r!(a) = Value::Bool(v),
+            Op::LoadInt { a, v } => r!(a) = Value::Int(i64::from(v)),
+            Op::LoadK { a, k } => {
+                let k = k as usize;
+                r!(a) = match &lm.module.consts[k] {
+                    Const::Int(i) => Value::Int(*i),
+                    Const::Float(f) => Value::Float(*f),
+                    Const::Native(_) => Value::Native(lm.native_ids[k]),
+                    Const::Str(s) => {
+                        let cached = modules[module as usize].strs[k];
+                        if cached != 0 {
+                            Value::Str(cached)
+                        } else {
+                            let addr = tri!(object::alloc_str(heap, s));
+                            modules[module as usize].strs[k] = addr;
+                            Value::Str(addr)
+                        }
+                    }
+                    Const::Module(_) => throw!(HeapError::Corrupt),
+                };
+            }
+            Op::Move { a, b } => r!(a) = r!(b),
+            Op::GetGlobal { a, g } => r!(a) = globals[gbase + g as usize],
+            Op::SetGlobal { g, a } => globals[gbase + g as usize] = r!(a),
+            Op::GetUpval { a, u } => {
+                let b = tri!(object::closure_box(heap, closure, usize::from(u)));
+                r!(a) = tri!(object::box_get(heap, b));
+            }
+            Op::SetUpval { u, a } => {
+                let b = tri!(object::closure_box(heap, closure, usize::from(u)));
+                tri!(object::box_set(heap, b, r!(a)));
+            }
+            Op::MakeBox { a } => {
+                let b = tri!(object::new_box(heap, r!(a)));
+                r!(a) = Value::Box(b);
+            }
+            Op::GetBox { a, b } => match r!(b) {
+                Value::Box(x) => r!(a) = tri!(object::box_get(heap, x)),
+                _ => throw!(HeapError::Corrupt),
+            },
+            Op::SetBox { a, b } => match r!(a) {
+                Value::Box(x) => tri!(object::box_set(heap, x, r!(b))),
+                _ => throw!(HeapError::Corrupt),
+            },
+            Op::Closure { a, f } => {
+                let target = &lm.module.functions[f as usize];
+                let fref = FnRef { module, func: f };
+                if target.upvals.is_empty() {
+                    r!(a) = Value::Func(fref);
+                } else {
+                    let mut boxes = Vec::with_capacity(target.upvals.len());
+                    for d in &target.upvals {
+                        if d.from_local {
+                            match r!(d.index) {
+                                Value::Box(x) => boxes.push(x),
+                                _ => throw!(HeapError::Corrupt),
+                            }
+                        } else {
+                            boxes.push(tri!(object::closure_box(heap, closure, usize::from(d.index))));
+                        }
+                    }
+                    r!(a) = Value::Closure(tri!(object::new_closure(heap, fref, &boxes)));
+                }
+            }
+            Op::Add { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => match x.checked_add(y) {
+                        Some(v) => Value::Int(v),
+                        None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {y}"))),
+                    },
+                    (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
+                    (x, y) => tri!(arith(heap, op, x, y)),
+                }
+            }
+            Op::Sub { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => match x.checked_sub(y) {
+                        Some(v) => Value::Int(v),
+                        None => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {y}"))),
+                    },
+                    (Value::Float(x), Value::Float(y)) => Value::Float(x - y),
+                    (x, y) => tri!(arith(heap, op, x, y)),
+                }
+            }
+            Op::Mul { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => match x.checked_mul(y) {
+                        Some(v) => Value::Int(v),
+                        None => throw!(Exn::msg(format!("integer overflow: cannot multiply {x} and {y}"))),
+                    },
+                    (Value::Float(x), Value::Float(y)) => Value::Float(x * y),
+                    (x, y) => tri!(arith(heap, op, x, y)),
+                }
+            }
+            Op::Div { a, b, c } | Op::Mod { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Float(x), Value::Float(y)) if matches!(op, Op::Div { .. }) => Value::Float(x / y),
+                    (x, y) => tri!(arith(heap, op, x, y)),
+                }
+            }
+            Op::AddI { a, b, v } => {
+                r!(a) = match r!(b) {
+                    Value::Int(x) => match x.checked_add(i64::from(v)) {
+                        Some(s) => Value::Int(s),
+                        None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {v}"))),
+                    },
+                    Value::Float(x) => Value::Float(x + f64::from(v)),
+                    x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
+                }
+            }
+            Op::Neg { a, b } => {
+                r!(a) = match r!(b) {
+                    Value::Int(x) => match x.checked_neg() {
+                        Some(v) => Value::Int(v),
+                        None => throw!(Exn::msg(format!("integer overflow: cannot negate {x}"))),
+                    },
+                    Value::Float(x) => Value::Float(-x),
+                    x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
+                }
+            }
+            Op::Not { a, b } => r!(a) = Value::Bool(!r!(b).is_truthy()),
+            Op::Eq { a, b, c } => r!(a) = Value::Bool(tri!(equal(heap, r!(b), r!(c)))),
+            Op::Ne { a, b, c } => r!(a) = Value::Bool(!tri!(equal(heap, r!(b), r!(c)))),
+            Op::Lt { a, b, c } => {
+                r!(a) = Value::Bool(match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => x < y,
+                    (x, y) => tri!(less(heap, x, y, false)),
+                })
+            }
+            Op::Le { a, b, c } => {
+                r!(a) = Value::Bool(match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => x <= y,
+                    (x, y) => tri!(less(heap, x, y, true)),
+                })
+            }
+            Op::Jmp { off } => jump!(off),
+            Op::JmpIf { a, off } => {
+                if r!(a).is_truthy() {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNot { a, off } => {
+                if !r!(a).is_truthy() {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotLt { b, c, off } => {
+                let t = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => x < y,
+                    (x, y) => tri!(less(heap, x, y, false)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotLe { b, c, off } => {
+                let t = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) => x <= y,
+                    (x, y) => tri!(less(heap, x, y, true)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotEq { b, c, off } => {
+                if !tri!(equal(heap, r!(b), r!(c))) {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfEq { b, c, off } => {
+                if tri!(equal(heap, r!(b), r!(c))) {
+                    jump!(off)
+                }
+            }
+            Op::Call { a, n } => {
+                let callee = r!(a);
+                let (fref, clo) = match callee {
+                    Value::Func(f) => (f, 0),
+                    Value::Closure(c) => (tri!(object::closure_fn(heap, c)), c),
+                    Value::Native(id) => {
+                        let Some(def) = vm.natives.get(id) else { throw!(HeapError::Corrupt) };
+                        if n < def.min_args || n > def.max_args {
+                            throw!(Exn::msg(arity_message(def.name, def.min_args, def.max_args, n)));
+                        }
+                        let args_at = base + usize::from(a) + 1;
+                        let args = &regs[args_at..args_at + usize::from(n)];
+                        let mut ctx = NativeCtx { heap: &mut *heap, host: &mut *host, rng: &mut *rng, linked: &linked[..] };
+                        let v = tri!((def.f)(&mut ctx, args));
+                        r!(a) = v;
+                        safepoint!();
+                        continue;
+                    }
+                    other => throw!(Exn::msg(format!("cannot call a {}", other.type_name()))),
+                };
+                let Some(tlm) = linked.get(fref.module as usize) else { throw!(HeapError::Corrupt) };
+                let Some(tf) = tlm.module.functions.get(fref.func as usize) else { throw!(HeapError::Corrupt) };
+                if n != tf.arity {
+                    throw!(Exn::msg(format!(
+                        "{} expects {} argument{}, got {n}",
+                        if tf.name.is_empty() { "function" } else { &tf.name },
+                        tf.arity,
+                        if tf.arity == 1 { "" } else { "s" }
+                    )));
+                }
+                if frames.len() >= max_frames {
+                    throw!(Exn::msg(format!("stack overflow: more than {max_frames} nested calls")));
+                }
+                let nb = base + usize::from(a) + 1;
+                let need = nb + usize::from(tf.nregs);
+                if regs.len() < need {
+                    regs.resize(need.max(regs.len() * 2), Value::Nil);
+                }
+                regs[nb + usize::from(n)..need].fill(Value::Nil);
+                if let Some(f) = frames.last_mut() {
+                    f.pc = pc as u32;
+                }
+                let f = Frame { module: fref.module, func: fref.func, pc: 0, base: nb as u32, ret: (base + usize::from(a)) as u32, closure: clo, init_of: NOT_INIT };
+                frames.push(f);
+                enter!(f);
+                safepoint!();
+            }
+            Op::Return { a } => {
+                let v = r!(a);
+                ret!(v);
+            }
+            Op::ReturnNil {} => {
+                ret!(Value::Nil);
+            }
+            Op::NewArray { a, b, n } => {
+                let s = base + usize::from(b);
+                let arr = tri!(object::array_from(heap, &regs[s..s + usize::from(n)]));
+                r!(a) = Value::Array(arr);
+            }
+            Op::NewMap { a, b, n } => {
+                let m = tri!(object::new_map(heap, usize::from(n)));
+                for i in 0..usize::from(n) {
+                    let k = r!(usize::from(b) + 2 * i);
+                    let v = r!(usize::from(b) + 2 * i + 1);
+                    tri!(object::map_set(heap, m, k, v).map_err(key_exn));
+                }
+                r!(a) = Value::Map(m);
+            }
+            Op::GetIndex { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Array(arr), Value::Int(i)) => match tri!(object::array_get(heap, arr, i)) {
+                        Some(v) => v,
+                        None => throw!(Exn::msg(format!("index {i} out of range (length {})", tri!(object::array_len(heap, arr))))),
+                    },
+                    (Value::Map(m), k) => match tri!(object::map_get(heap, m, k).map_err(key_exn)) {
+                        Some(v) => v,
+                        None => throw!(Exn::msg(format!("key not found: {}", index_text(heap, linked, k)))),
+                    },
+                    (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
+                    (x, _) => throw!(Exn::msg(format!("cannot index a {}", x.type_name()))),
+                }
+            }
+            Op::SetIndex { a, b, c } => match (r!(a), r!(b)) {
+                (Value::Array(arr), Value::Int(i)) => {
+                    if !tri!(object::array_set(heap, arr, i, r!(c))) {
+                        throw!(Exn::msg(format!("index {i} out of range (length {})", tri!(object::array_len(heap, arr)))));
+                    }
+                }
+                (Value::Map(m), k) => tri!(object::map_set(heap, m, k, r!(c)).map_err(key_exn)),
+                (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
+                (x, _) => throw!(Exn::msg(format!("cannot store into a {}", x.type_name()))),
+            },
+            Op::GetField { a, b, k } => {
+                let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
+                r!(a) = match r!(b) {
+                    Value::Map(m) => match tri!(object::map_get_str(heap, m, name.as_bytes())) {
+                        Some(v) => v,
+                        None => throw!(Exn::msg(format!("key not found: {name:?}"))),
+                    },
+                    x => throw!(Exn::msg(format!("cannot read field `{name}` of a {}", x.type_name()))),
+                }
+            }
+            Op::SetField { a, k, c } => {
+                let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
+                let Value::Map(m) = r!(a) else {
+                    throw!(Exn::msg(format!("cannot set field `{name}` of a {}", r!(a).type_name())));
+                };
+                let k = k as usize;
+                let key = match modules[module as usize].strs[k] {
+                    0 => {
+                        let addr = tri!(object::alloc_str(heap, name));
+                        modules[module as usize].strs[k] = addr;
+                        addr
+                    }
+                    addr => addr,
+                };
+                tri!(object::map_set(heap, m, Value::Str(key), r!(c)).map_err(key_exn));
+            }
+            Op::Concat { a, b, n } => {
+                let mut s = String::new();
+                for i in 0..usize::from(n) {
+                    let v = r!(usize::from(b) + i);
+                    match v {
+                        Value::Str(x) => s.push_str(tri!(object::str_ref(heap, x))),
+                        _ => s.push_str(&tri!(display(heap, linked, v))),
+                    }
+                }
+                r!(a) = Value::Str(tri!(object::alloc_str(heap, &s)));
+            }
+            Op::ForPrep { a } => {
+                if !matches!((r!(a), r!(a + 1)), (Value::Int(_), Value::Int(_))) {
+                    throw!(Exn::msg(format!("range bounds must be ints, not {} and {}", r!(a).type_name(), r!(a + 1).type_name())));
+                }
+            }
+            Op::ForRange { a, off } => {
+                if let (Value::Int(i), Value::Int(e)) = (r!(a), r!(a + 1)) {
+                    if i < e {
+                        r!(a + 2) = Value::Int(i);
+                        r!(a) = Value::Int(i + 1);
+                    } else {
+                        jump!(off);
+                    }
+                } else {
+                    throw!(HeapError::Corrupt);
+                }
+            }
+            Op::IterNext { a, n, off } => {
+                let Value::Int(cursor) = r!(a + 1) else { throw!(HeapError::Corrupt) };
+                let cursor = cursor as usize;
+                // (index or key, element or value), and the next cursor.
+                let step = match r!(a) {
+                    Value::Array(arr) => tri!(object::array_get(heap, arr, cursor as i64)).map(|v| (Value::Int(cursor as i64), v, cursor + 1)),
+                    Value::Map(m) => tri!(object::map_next(heap, m, cursor)).map(|(next, k, v)| (k, v, next)),
+                    Value::Str(s) => {
+                        let text = tri!(object::str_ref(heap, s));
+                        match text.get(cursor..).and_then(|t| t.chars().next()) {
+                            Some(ch) => {
+                                let mut buf = [0u8; 4];
+                                let cs = ch.encode_utf8(&mut buf);
+                                let len = cs.len();
+                                let cs = tri!(object::alloc_str(heap, cs));
+                                Some((Value::Int(cursor as i64), Value::Str(cs), cursor + len))
+                            }
+                            None => None,
+                        }
+                    }
+                    x => throw!(Exn::msg(format!("cannot iterate over a {}", x.type_name()))),
+                };
+                match step {
+                    Some((key, val, next)) => {
+                        let is_map = matches!(r!(a), Value::Map(_));
+                        if n == 1 {
+                            r!(a + 2) = if is_map { key } else { val };
+                        } else {
+                            r!(a + 2) = key;
+                            r!(a + 3) = val;
+                        }
+                        r!(a + 1) = Value::Int(next as i64);
+                    }
+                    None => jump!(off),
+                }
+            }
+            Op::Import { a, k } => {
+                let Const::Module(hash) = lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
+                if let Some(f) = frames.last_mut() {
+                    f.pc = (pc - 1) as u32;
+                }
+                *reductions += (start_budget - *budget).max(0) as u64;
+                return Exit::Import { a, hash };
+            }
+            Op::Try { a, off } => {
+                handlers.push(Handler { depth: frames.len() as u32 - 1, pc: (pc as i64 + i64::from(off)) as u32, reg: (base + usize::from(a)) as u32 });
+            }
+            Op::EndTry {} => {
+                handlers.pop();
+            }
+        }
+    }
+}
+
+fn arity_message(name: &str, min: u8, max: u8, n: u8) -> String {
+    let expected = if min == max {
+        format!("{min} argument{}", if min == 1 { "" } else { "s" })
+    } else if max == u8::MAX {
+        format!("at least {min} arguments")
+    } else {
+        format!("{min} to {max} arguments")
+    };
+    format!("{name} expects {expected}, got {n}")
+}

@@ -1,0 +1,27 @@
+//! Tern's process VM.
+//!
+//! A process is plain data ([`process::Process`]): registers and frames, a paged heap
+//! ([`heap::Heap`]) whose references are word addresses inside the process's own address
+//! space, its module table and globals. The interpreter ([`interp::run`]) runs it for a
+//! budget of reductions and returns at a safepoint, where the process can be
+//! snapshotted ([`snapshot`]) and restored in another VM instance, on another machine.
+//!
+//! `vm` knows nothing of sockets, files on disk or the mesh: console output and clocks
+//! go through the [`runtime::Host`] trait.
+
+pub mod bytecode;
+pub mod fmt;
+pub mod heap;
+pub mod interp;
+pub mod object;
+pub mod process;
+pub mod runtime;
+pub mod snapshot;
+pub mod value;
+pub mod verify;
+
+pub use bytecode::{Module, ModuleHash, Op};
+pub use interp::{run, Outcome, RuntimeError};
+pub use process::Process;
+pub use runtime::{Exn, Host, NativeCtx, NativeDef, Natives, Vm, VmConfig};
+pub use value::Value;

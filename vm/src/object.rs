@@ -1,0 +1,536 @@
+//! Heap objects: strings, arrays, maps, closures and boxes, laid out in heap words
+//! (see [`crate::heap::kind`] for each layout).
+//!
+//! Operations that mutate an object first do every read that may fault and every
+//! allocation, and only then write into reachable objects. An operation interrupted
+//! by a page fault or a full heap can therefore be restarted from scratch.
+
+use crate::heap::{header_size, kind, Heap, HeapError};
+use crate::value::{tag, Addr, FnRef, Value};
+
+/// FNV-1a, 64-bit: small, deterministic on every machine (map layouts are heap data
+/// and must mean the same after a migration).
+pub fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[inline]
+fn hash_int(i: i64) -> u64 {
+    let mut x = i as u64;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+// ---- strings ----
+
+pub fn alloc_str(heap: &mut Heap, s: &str) -> Result<Addr, HeapError> {
+    alloc_str_bytes(heap, s.as_bytes())
+}
+
+/// Allocates a string from bytes that are known to be UTF-8.
+pub fn alloc_str_bytes(heap: &mut Heap, b: &[u8]) -> Result<Addr, HeapError> {
+    let size = 3 + b.len().div_ceil(8);
+    let a = heap.alloc(kind::STR, size)?;
+    let at = a as usize;
+    heap.store(at + 1, b.len() as u64)?;
+    heap.store(at + 2, hash_bytes(b))?;
+    heap.write_bytes(at + 3, b)?;
+    Ok(a)
+}
+
+pub fn str_bytes(heap: &Heap, a: Addr) -> Result<&[u8], HeapError> {
+    let size = heap.header_of(a, kind::STR)?;
+    let at = a as usize;
+    let len = heap.load(at + 1)? as usize;
+    if len.div_ceil(8) + 3 > size {
+        return Err(HeapError::Corrupt);
+    }
+    heap.bytes(at + 3, len)
+}
+
+pub fn str_ref(heap: &Heap, a: Addr) -> Result<&str, HeapError> {
+    std::str::from_utf8(str_bytes(heap, a)?).map_err(|_| HeapError::Corrupt)
+}
+
+pub fn str_hash(heap: &Heap, a: Addr) -> Result<u64, HeapError> {
+    heap.header_of(a, kind::STR)?;
+    heap.load(a as usize + 2)
+}
+
+pub fn str_eq(heap: &Heap, a: Addr, b: Addr) -> Result<bool, HeapError> {
+    if a == b {
+        return Ok(true);
+    }
+    if str_hash(heap, a)? != str_hash(heap, b)? {
+        return Ok(false);
+    }
+    Ok(str_bytes(heap, a)? == str_bytes(heap, b)?)
+}
+
+// ---- boxes ----
+
+pub fn new_box(heap: &mut Heap, v: Value) -> Result<Addr, HeapError> {
+    let a = heap.alloc(kind::BOX, 3)?;
+    heap.store_value(a as usize + 1, v)?;
+    Ok(a)
+}
+
+#[inline]
+pub fn box_get(heap: &Heap, a: Addr) -> Result<Value, HeapError> {
+    heap.load_value(a as usize + 1)
+}
+
+#[inline]
+pub fn box_set(heap: &mut Heap, a: Addr, v: Value) -> Result<(), HeapError> {
+    heap.store_value(a as usize + 1, v)
+}
+
+// ---- closures ----
+
+pub fn new_closure(heap: &mut Heap, f: FnRef, boxes: &[Addr]) -> Result<Addr, HeapError> {
+    let a = heap.alloc(kind::CLOSURE, 2 + boxes.len())?;
+    let at = a as usize;
+    heap.store(at + 1, f.pack())?;
+    for (i, b) in boxes.iter().enumerate() {
+        heap.store(at + 2 + i, u64::from(*b))?;
+    }
+    Ok(a)
+}
+
+#[inline]
+pub fn closure_fn(heap: &Heap, a: Addr) -> Result<FnRef, HeapError> {
+    Ok(FnRef::unpack(heap.load(a as usize + 1)?))
+}
+
+#[inline]
+pub fn closure_box(heap: &Heap, a: Addr, i: usize) -> Result<Addr, HeapError> {
+    Ok(heap.load(a as usize + 2 + i)? as Addr)
+}
+
+pub fn closure_box_count(heap: &Heap, a: Addr) -> Result<usize, HeapError> {
+    Ok(heap.header_of(a, kind::CLOSURE)?.saturating_sub(2))
+}
+
+// ---- arrays ----
+
+pub fn new_array(heap: &mut Heap, cap: usize) -> Result<Addr, HeapError> {
+    let data = if cap > 0 { heap.alloc(kind::ARRDATA, 1 + 2 * cap)? } else { 0 };
+    let a = heap.alloc(kind::ARRAY, 3)?;
+    let at = a as usize;
+    heap.store(at + 1, 0)?;
+    heap.store(at + 2, u64::from(data))?;
+    Ok(a)
+}
+
+/// Makes an array holding `vals`.
+pub fn array_from(heap: &mut Heap, vals: &[Value]) -> Result<Addr, HeapError> {
+    let a = new_array(heap, vals.len())?;
+    let data = heap.load(a as usize + 2)? as usize;
+    for (i, v) in vals.iter().enumerate() {
+        heap.store_value(data + 1 + 2 * i, *v)?;
+    }
+    heap.store(a as usize + 1, vals.len() as u64)?;
+    Ok(a)
+}
+
+#[inline]
+pub fn array_len(heap: &Heap, a: Addr) -> Result<usize, HeapError> {
+    Ok(heap.load(a as usize + 1)? as usize)
+}
+
+fn array_cap(heap: &Heap, data: usize) -> Result<usize, HeapError> {
+    if data == 0 {
+        return Ok(0);
+    }
+    Ok((heap.header_of(data as Addr, kind::ARRDATA)? - 1) / 2)
+}
+
+/// Element `i`, or `None` when out of range.
+#[inline]
+pub fn array_get(heap: &Heap, a: Addr, i: i64) -> Result<Option<Value>, HeapError> {
+    let at = a as usize;
+    let len = heap.load(at + 1)?;
+    if i < 0 || i as u64 >= len {
+        return Ok(None);
+    }
+    let data = heap.load(at + 2)? as usize;
+    Ok(Some(heap.load_value(data + 1 + 2 * i as usize)?))
+}
+
+/// Stores element `i`; returns false when out of range.
+#[inline]
+pub fn array_set(heap: &mut Heap, a: Addr, i: i64, v: Value) -> Result<bool, HeapError> {
+    let at = a as usize;
+    let len = heap.load(at + 1)?;
+    if i < 0 || i as u64 >= len {
+        return Ok(false);
+    }
+    let data = heap.load(at + 2)? as usize;
+    heap.store_value(data + 1 + 2 * i as usize, v)?;
+    Ok(true)
+}
+
+/// Ensures room for `need` elements; returns the data address.
+fn array_reserve(heap: &mut Heap, a: Addr, need: usize) -> Result<usize, HeapError> {
+    let at = a as usize;
+    let len = heap.load(at + 1)? as usize;
+    let data = heap.load(at + 2)? as usize;
+    let cap = array_cap(heap, data)?;
+    if need <= cap {
+        return Ok(data);
+    }
+    let new_cap = need.max(cap * 2).max(4);
+    let nd = heap.alloc(kind::ARRDATA, 1 + 2 * new_cap)? as usize;
+    if len > 0 {
+        heap.copy_words(data + 1, nd + 1, 2 * len)?;
+    }
+    heap.store(at + 2, nd as u64)?;
+    Ok(nd)
+}
+
+pub fn array_push(heap: &mut Heap, a: Addr, v: Value) -> Result<(), HeapError> {
+    let len = array_len(heap, a)?;
+    let data = array_reserve(heap, a, len + 1)?;
+    heap.store_value(data + 1 + 2 * len, v)?;
+    heap.store(a as usize + 1, len as u64 + 1)
+}
+
+pub fn array_pop(heap: &mut Heap, a: Addr) -> Result<Option<Value>, HeapError> {
+    let len = array_len(heap, a)?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let v = array_get(heap, a, len as i64 - 1)?;
+    heap.store(a as usize + 1, len as u64 - 1)?;
+    Ok(v)
+}
+
+/// Inserts at `i` (0..=len); false when out of range.
+pub fn array_insert(heap: &mut Heap, a: Addr, i: usize, v: Value) -> Result<bool, HeapError> {
+    let len = array_len(heap, a)?;
+    if i > len {
+        return Ok(false);
+    }
+    let data = array_reserve(heap, a, len + 1)?;
+    for j in (i..len).rev() {
+        let x = heap.load_value(data + 1 + 2 * j)?;
+        heap.store_value(data + 1 + 2 * (j + 1), x)?;
+    }
+    heap.store_value(data + 1 + 2 * i, v)?;
+    heap.store(a as usize + 1, len as u64 + 1)?;
+    Ok(true)
+}
+
+/// Removes and returns element `i`, or `None` when out of range.
+pub fn array_remove(heap: &mut Heap, a: Addr, i: usize) -> Result<Option<Value>, HeapError> {
+    let len = array_len(heap, a)?;
+    if i >= len {
+        return Ok(None);
+    }
+    let data = heap.load(a as usize + 2)? as usize;
+    heap.check_range(data + 1, 2 * len)?;
+    let v = heap.load_value(data + 1 + 2 * i)?;
+    for j in i + 1..len {
+        let x = heap.load_value(data + 1 + 2 * j)?;
+        heap.store_value(data + 1 + 2 * (j - 1), x)?;
+    }
+    heap.store(a as usize + 1, len as u64 - 1)?;
+    Ok(Some(v))
+}
+
+/// All elements, copied out.
+pub fn array_values(heap: &Heap, a: Addr) -> Result<Vec<Value>, HeapError> {
+    let len = array_len(heap, a)?;
+    let data = heap.load(a as usize + 2)? as usize;
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        out.push(heap.load_value(data + 1 + 2 * i)?);
+    }
+    Ok(out)
+}
+
+/// Overwrites the elements (same length) — used by in-place sorts and reversals.
+pub fn array_overwrite(heap: &mut Heap, a: Addr, vals: &[Value]) -> Result<(), HeapError> {
+    let data = heap.load(a as usize + 2)? as usize;
+    heap.check_range(data + 1, 2 * vals.len())?;
+    for (i, v) in vals.iter().enumerate() {
+        heap.store_value(data + 1 + 2 * i, *v)?;
+    }
+    Ok(())
+}
+
+// ---- maps ----
+
+/// Maps up to this many entries are searched linearly, without an index.
+const MAP_LINEAR_MAX: usize = 8;
+
+/// Why a value cannot be a map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    Heap(HeapError),
+    /// The value's type cannot be a key.
+    BadKey(&'static str),
+}
+
+impl From<HeapError> for KeyError {
+    fn from(e: HeapError) -> Self {
+        KeyError::Heap(e)
+    }
+}
+
+/// Hash of a key; ints and integral floats hash alike because `1 == 1.0`.
+pub fn key_hash(heap: &Heap, k: Value) -> Result<u64, KeyError> {
+    Ok(match k {
+        Value::Int(i) => hash_int(i),
+        Value::Float(f) => {
+            if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 {
+                hash_int(f as i64)
+            } else if f.is_nan() {
+                return Err(KeyError::BadKey("NaN"));
+            } else {
+                hash_int(f.to_bits() as i64) ^ 0x5555
+            }
+        }
+        Value::Bool(b) => hash_int(b as i64) ^ 0xb001,
+        Value::Str(a) => str_hash(heap, a)?,
+        other => return Err(KeyError::BadKey(other.type_name())),
+    })
+}
+
+/// Equality of two values as `==` defines it: numbers numerically, strings by content,
+/// everything else by identity.
+pub fn values_equal(heap: &Heap, a: Value, b: Value) -> Result<bool, HeapError> {
+    Ok(match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Float(x), Value::Float(y)) => x == y,
+        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (x as f64) == y && y.fract() == 0.0 && (y as i64) == x,
+        (Value::Str(x), Value::Str(y)) => str_eq(heap, x, y)?,
+        (x, y) => x == y,
+    })
+}
+
+pub fn new_map(heap: &mut Heap, cap: usize) -> Result<Addr, HeapError> {
+    let cap = cap.max(4);
+    let entries = heap.alloc(kind::MAPENTRIES, 1 + 4 * cap)?;
+    let index = if cap > MAP_LINEAR_MAX { new_index(heap, cap)? } else { 0 };
+    let a = heap.alloc(kind::MAP, 5)?;
+    let at = a as usize;
+    heap.store(at + 1, 0)?;
+    heap.store(at + 2, u64::from(entries))?;
+    heap.store(at + 3, 0)?;
+    heap.store(at + 4, u64::from(index))?;
+    Ok(a)
+}
+
+fn new_index(heap: &mut Heap, entries_cap: usize) -> Result<Addr, HeapError> {
+    let icap = (entries_cap * 2).next_power_of_two();
+    let idx = heap.alloc(kind::MAPINDEX, 1 + icap)?;
+    for i in 0..icap {
+        heap.store(idx as usize + 1 + i, 0)?;
+    }
+    Ok(idx)
+}
+
+struct MapView {
+    live: usize,
+    entries: usize,
+    used: usize,
+    index: usize,
+}
+
+fn map_view(heap: &Heap, m: Addr) -> Result<MapView, HeapError> {
+    let at = m as usize;
+    Ok(MapView {
+        live: heap.load(at + 1)? as usize,
+        entries: heap.load(at + 2)? as usize,
+        used: heap.load(at + 3)? as usize,
+        index: heap.load(at + 4)? as usize,
+    })
+}
+
+fn entry_key(heap: &Heap, entries: usize, i: usize) -> Result<Option<Value>, HeapError> {
+    let e = entries + 1 + 4 * i;
+    let t = heap.load(e)?;
+    if t == tag::TOMBSTONE {
+        return Ok(None);
+    }
+    Ok(Some(Value::decode(t, heap.load(e + 1)?).ok_or(HeapError::Corrupt)?))
+}
+
+/// Key comparison where `key` may be given as bytes (a string) to avoid allocating.
+#[derive(Clone, Copy)]
+pub enum KeyRef<'a> {
+    Value(Value),
+    Bytes(&'a [u8]),
+}
+
+fn key_matches(heap: &Heap, stored: Value, key: KeyRef<'_>) -> Result<bool, HeapError> {
+    match key {
+        KeyRef::Value(k) => values_equal(heap, stored, k),
+        KeyRef::Bytes(b) => match stored {
+            Value::Str(s) => Ok(str_bytes(heap, s)? == b),
+            _ => Ok(false),
+        },
+    }
+}
+
+/// Finds the entry index of `key`, and the index slot where it is or would go.
+fn map_find(heap: &Heap, v: &MapView, key: KeyRef<'_>, hash: u64) -> Result<(Option<usize>, usize), HeapError> {
+    if v.index == 0 {
+        for i in 0..v.used {
+            if let Some(k) = entry_key(heap, v.entries, i)? {
+                if key_matches(heap, k, key)? {
+                    return Ok((Some(i), 0));
+                }
+            }
+        }
+        return Ok((None, 0));
+    }
+    let icap = heap.header_of(v.index as Addr, kind::MAPINDEX)? - 1;
+    let mask = icap - 1;
+    let mut slot = hash as usize & mask;
+    for _ in 0..icap {
+        let s = heap.load(v.index + 1 + slot)? as usize;
+        if s == 0 {
+            return Ok((None, slot));
+        }
+        if let Some(k) = entry_key(heap, v.entries, s - 1)? {
+            if key_matches(heap, k, key)? {
+                return Ok((Some(s - 1), slot));
+            }
+        }
+        slot = (slot + 1) & mask;
+    }
+    Err(HeapError::Corrupt)
+}
+
+pub fn map_get(heap: &Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyError> {
+    let h = key_hash(heap, key)?;
+    Ok(map_get_ref(heap, m, KeyRef::Value(key), h)?)
+}
+
+pub fn map_get_str(heap: &Heap, m: Addr, key: &[u8]) -> Result<Option<Value>, HeapError> {
+    map_get_ref(heap, m, KeyRef::Bytes(key), hash_bytes(key))
+}
+
+fn map_get_ref(heap: &Heap, m: Addr, key: KeyRef<'_>, hash: u64) -> Result<Option<Value>, HeapError> {
+    let v = map_view(heap, m)?;
+    match map_find(heap, &v, key, hash)?.0 {
+        Some(i) => Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn map_len(heap: &Heap, m: Addr) -> Result<usize, HeapError> {
+    Ok(heap.load(m as usize + 1)? as usize)
+}
+
+/// Sets `key` to `val`.
+pub fn map_set(heap: &mut Heap, m: Addr, key: Value, val: Value) -> Result<(), KeyError> {
+    let h = key_hash(heap, key)?;
+    let v = map_view(heap, m)?;
+    let (found, _) = map_find(heap, &v, KeyRef::Value(key), h)?;
+    if let Some(i) = found {
+        heap.store_value(v.entries + 1 + 4 * i + 2, val)?;
+        return Ok(());
+    }
+    let cap = (heap.header_of(v.entries as Addr, kind::MAPENTRIES)? - 1) / 4;
+    let v = if v.used >= cap { map_rebuild(heap, m, &v)? } else { v };
+    let i = v.used;
+    let e = v.entries + 1 + 4 * i;
+    if v.index != 0 {
+        // Find the empty slot for this key in the (possibly new) index.
+        let (_, slot) = map_find(heap, &v, KeyRef::Value(key), h)?;
+        heap.store(v.index + 1 + slot, i as u64 + 1)?;
+    }
+    heap.store_value(e, key)?;
+    heap.store_value(e + 2, val)?;
+    let at = m as usize;
+    heap.store(at + 3, v.used as u64 + 1)?;
+    heap.store(at + 1, v.live as u64 + 1)?;
+    Ok(())
+}
+
+/// Copies the live entries into new, larger storage (dropping tombstones) and
+/// rebuilds the index. Reads everything before writing the map's header.
+fn map_rebuild(heap: &mut Heap, m: Addr, v: &MapView) -> Result<MapView, KeyError> {
+    let mut live = Vec::with_capacity(v.live);
+    for i in 0..v.used {
+        if let Some(k) = entry_key(heap, v.entries, i)? {
+            live.push((k, heap.load_value(v.entries + 1 + 4 * i + 2)?, key_hash(heap, k)?));
+        }
+    }
+    let cap = (live.len() * 2).max(4);
+    let entries = heap.alloc(kind::MAPENTRIES, 1 + 4 * cap)? as usize;
+    let index = if cap > MAP_LINEAR_MAX { new_index(heap, cap)? as usize } else { 0 };
+    let mask = if index != 0 { heap.header_of(index as Addr, kind::MAPINDEX)? - 2 } else { 0 };
+    for (i, (k, val, h)) in live.iter().enumerate() {
+        let e = entries + 1 + 4 * i;
+        heap.store_value(e, *k)?;
+        heap.store_value(e + 2, *val)?;
+        if index != 0 {
+            let mut slot = *h as usize & mask;
+            while heap.load(index + 1 + slot)? != 0 {
+                slot = (slot + 1) & mask;
+            }
+            heap.store(index + 1 + slot, i as u64 + 1)?;
+        }
+    }
+    let at = m as usize;
+    heap.store(at + 1, live.len() as u64)?;
+    heap.store(at + 2, entries as u64)?;
+    heap.store(at + 3, live.len() as u64)?;
+    heap.store(at + 4, index as u64)?;
+    Ok(MapView { live: live.len(), entries, used: live.len(), index })
+}
+
+/// Removes `key`; returns its value if it was there.
+pub fn map_remove(heap: &mut Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyError> {
+    let h = key_hash(heap, key)?;
+    let v = map_view(heap, m)?;
+    let Some(i) = map_find(heap, &v, KeyRef::Value(key), h)?.0 else {
+        return Ok(None);
+    };
+    let e = v.entries + 1 + 4 * i;
+    let old = heap.load_value(e + 2)?;
+    heap.store(e, tag::TOMBSTONE)?;
+    heap.store(m as usize + 1, v.live as u64 - 1)?;
+    Ok(Some(old))
+}
+
+/// The next live entry at or after position `cursor`: `(next_cursor, key, value)`.
+pub fn map_next(heap: &Heap, m: Addr, cursor: usize) -> Result<Option<(usize, Value, Value)>, HeapError> {
+    let v = map_view(heap, m)?;
+    let mut i = cursor;
+    while i < v.used {
+        if let Some(k) = entry_key(heap, v.entries, i)? {
+            let val = heap.load_value(v.entries + 1 + 4 * i + 2)?;
+            return Ok(Some((i + 1, k, val)));
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// All live entries, in insertion order.
+pub fn map_entries(heap: &Heap, m: Addr) -> Result<Vec<(Value, Value)>, HeapError> {
+    let mut out = Vec::new();
+    let mut c = 0;
+    while let Some((n, k, v)) = map_next(heap, m, c)? {
+        out.push((k, v));
+        c = n;
+    }
+    Ok(out)
+}
+
+/// Size of an object in words (for reports and tests).
+pub fn object_size(heap: &Heap, a: Addr) -> Result<usize, HeapError> {
+    Ok(header_size(heap.load(a as usize)?))
+}

@@ -1,0 +1,189 @@
+//! What a process runs against: the node's code store, its table of native functions,
+//! and the [`Host`] through which the VM reaches the outside world.
+//!
+//! Code is immutable and content-addressed: a module is stored under the blake3 hash of
+//! its encoding, verified once when it is added, and shared by every process.
+
+use crate::bytecode::{Const, Module, ModuleHash};
+use crate::heap::{Heap, HeapError};
+use crate::value::Value;
+use crate::verify::{verify, VerifyError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The VM's link to its host: console output and clocks. The VM knows nothing of
+/// terminals, sockets or files; the host decides where output goes.
+pub trait Host {
+    /// Writes console output of the running process.
+    fn console_write(&mut self, text: &str);
+    /// Monotonic time in microseconds.
+    fn mono_us(&self) -> u64;
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    fn wall_ms(&self) -> u64;
+}
+
+/// An error raised while running Tern code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exn {
+    /// A heap access that could not complete (page fault, heap limit, damage).
+    Heap(HeapError),
+    /// A runtime error with its message; a handler receives the message as a string.
+    Error(String),
+    /// A value raised by `error(v)`.
+    Raise(Value),
+}
+
+impl From<HeapError> for Exn {
+    fn from(e: HeapError) -> Self {
+        Exn::Heap(e)
+    }
+}
+
+impl Exn {
+    pub fn msg(m: impl Into<String>) -> Exn {
+        Exn::Error(m.into())
+    }
+}
+
+/// What a native function can touch: the process's heap and random state, the host,
+/// and the linked code (to name functions when printing them).
+pub struct NativeCtx<'a> {
+    pub heap: &'a mut Heap,
+    pub host: &'a mut dyn Host,
+    pub rng: &'a mut u64,
+    pub linked: &'a [Arc<LinkedModule>],
+}
+
+pub type NativeFn = fn(&mut NativeCtx<'_>, &[Value]) -> Result<Value, Exn>;
+
+/// A native function and the argument counts it accepts.
+#[derive(Clone, Copy)]
+pub struct NativeDef {
+    pub name: &'static str,
+    pub min_args: u8,
+    /// `u8::MAX`: any number.
+    pub max_args: u8,
+    pub f: NativeFn,
+}
+
+/// The node's table of native functions. Modules name natives; the table maps names
+/// to indices when a module is loaded.
+#[derive(Default, Clone)]
+pub struct Natives {
+    defs: Vec<NativeDef>,
+    by_name: HashMap<&'static str, u32>,
+}
+
+impl Natives {
+    pub fn new() -> Natives {
+        Natives::default()
+    }
+
+    /// Adds natives; a later definition of the same name replaces the earlier one.
+    pub fn register(&mut self, defs: &[NativeDef]) {
+        for d in defs {
+            match self.by_name.get(d.name) {
+                Some(&i) => self.defs[i as usize] = *d,
+                None => {
+                    self.by_name.insert(d.name, self.defs.len() as u32);
+                    self.defs.push(*d);
+                }
+            }
+        }
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn get(&self, id: u32) -> Option<&NativeDef> {
+        self.defs.get(id as usize)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.defs.iter().map(|d| d.name).collect()
+    }
+}
+
+/// A verified module with its natives resolved against this node's table.
+#[derive(Debug)]
+pub struct LinkedModule {
+    pub hash: ModuleHash,
+    pub module: Module,
+    /// For each constant: the native's index when it is `Const::Native`.
+    pub native_ids: Vec<u32>,
+}
+
+/// Why a module could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    Verify(VerifyError),
+    UnknownNative(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Verify(e) => e.fmt(f),
+            LoadError::UnknownNative(n) => write!(f, "module uses native function `{n}`, which this node does not have"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The node's code: modules by hash, and its natives.
+#[derive(Default)]
+pub struct Vm {
+    modules: HashMap<ModuleHash, Arc<LinkedModule>>,
+    pub natives: Natives,
+    pub config: VmConfig,
+}
+
+/// Per-process limits and scheduling settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmConfig {
+    pub heap: crate::heap::HeapConfig,
+    /// Call-depth limit.
+    pub max_frames: u32,
+    /// Reductions a process runs before it yields.
+    pub budget: u32,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig { heap: Default::default(), max_frames: 10_000, budget: 4000 }
+    }
+}
+
+impl Vm {
+    pub fn new(natives: Natives, config: VmConfig) -> Vm {
+        Vm { modules: HashMap::new(), natives, config }
+    }
+
+    /// Verifies and adds a module; returns its hash. Adding a module twice is cheap.
+    pub fn load(&mut self, module: Module) -> Result<ModuleHash, LoadError> {
+        let hash = module.hash();
+        if self.modules.contains_key(&hash) {
+            return Ok(hash);
+        }
+        verify(&module).map_err(LoadError::Verify)?;
+        let mut native_ids = Vec::with_capacity(module.consts.len());
+        for c in &module.consts {
+            native_ids.push(match c {
+                Const::Native(n) => self.natives.lookup(n).ok_or_else(|| LoadError::UnknownNative(n.clone()))?,
+                _ => u32::MAX,
+            });
+        }
+        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids }));
+        Ok(hash)
+    }
+
+    pub fn module(&self, hash: &ModuleHash) -> Option<&Arc<LinkedModule>> {
+        self.modules.get(hash)
+    }
+
+    pub fn has_module(&self, hash: &ModuleHash) -> bool {
+        self.modules.contains_key(hash)
+    }
+}

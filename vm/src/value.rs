@@ -1,0 +1,161 @@
+//! Tern values, as held in registers and (encoded as two words) in heap objects.
+//!
+//! A value is plain data: scalars inline, everything else an [`Addr`] inside the owning
+//! process's paged heap. No value ever holds a machine pointer, so a process's registers
+//! and pages can be copied to another machine as they are.
+
+use serde::{Deserialize, Serialize};
+
+/// A word address inside a process's heap (page number = `addr >> page_shift`).
+pub type Addr = u32;
+
+/// A function, by module slot (an index into the process's module table) and function
+/// index inside that module. Slots, not hashes, keep values two words wide; the module
+/// table maps slots to content hashes, which is what a snapshot records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FnRef {
+    pub module: u32,
+    pub func: u32,
+}
+
+impl FnRef {
+    pub fn pack(self) -> u64 {
+        (u64::from(self.module) << 32) | u64::from(self.func)
+    }
+    pub fn unpack(w: u64) -> FnRef {
+        FnRef { module: (w >> 32) as u32, func: w as u32 }
+    }
+}
+
+/// A Tern value. `Copy`, 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Addr),
+    Array(Addr),
+    Map(Addr),
+    /// A function with captured variables: a heap object holding its `FnRef` and boxes.
+    Closure(Addr),
+    /// A function without captured variables: no heap object needed.
+    Func(FnRef),
+    /// A native (Rust) function, by index in the node's native table.
+    Native(u32),
+    /// A heap cell holding a variable captured by a closure. Never visible to programs:
+    /// only registers of captured locals and closure objects hold boxes.
+    Box(Addr),
+}
+
+/// Tags of values encoded in heap words (`[tag, payload]`).
+pub mod tag {
+    pub const NIL: u64 = 0;
+    pub const BOOL: u64 = 1;
+    pub const INT: u64 = 2;
+    pub const FLOAT: u64 = 3;
+    pub const STR: u64 = 4;
+    pub const ARRAY: u64 = 5;
+    pub const MAP: u64 = 6;
+    pub const CLOSURE: u64 = 7;
+    pub const FUNC: u64 = 8;
+    pub const NATIVE: u64 = 9;
+    pub const BOX: u64 = 10;
+    /// Marks a deleted map entry. Never a value.
+    pub const TOMBSTONE: u64 = 0xff;
+}
+
+impl Value {
+    /// Encodes the value as `[tag, payload]` heap words.
+    #[inline]
+    pub fn encode(self) -> (u64, u64) {
+        match self {
+            Value::Nil => (tag::NIL, 0),
+            Value::Bool(b) => (tag::BOOL, b as u64),
+            Value::Int(i) => (tag::INT, i as u64),
+            Value::Float(f) => (tag::FLOAT, f.to_bits()),
+            Value::Str(a) => (tag::STR, a as u64),
+            Value::Array(a) => (tag::ARRAY, a as u64),
+            Value::Map(a) => (tag::MAP, a as u64),
+            Value::Closure(a) => (tag::CLOSURE, a as u64),
+            Value::Func(f) => (tag::FUNC, f.pack()),
+            Value::Native(n) => (tag::NATIVE, n as u64),
+            Value::Box(a) => (tag::BOX, a as u64),
+        }
+    }
+
+    /// Decodes `[tag, payload]` heap words; `None` for a tag no value has.
+    #[inline]
+    pub fn decode(t: u64, p: u64) -> Option<Value> {
+        Some(match t {
+            tag::NIL => Value::Nil,
+            tag::BOOL => Value::Bool(p != 0),
+            tag::INT => Value::Int(p as i64),
+            tag::FLOAT => Value::Float(f64::from_bits(p)),
+            tag::STR => Value::Str(p as Addr),
+            tag::ARRAY => Value::Array(p as Addr),
+            tag::MAP => Value::Map(p as Addr),
+            tag::CLOSURE => Value::Closure(p as Addr),
+            tag::FUNC => Value::Func(FnRef::unpack(p)),
+            tag::NATIVE => Value::Native(p as u32),
+            tag::BOX => Value::Box(p as Addr),
+            _ => return None,
+        })
+    }
+
+    /// The heap object this value refers to, if any.
+    #[inline]
+    pub fn heap_ref(self) -> Option<Addr> {
+        match self {
+            Value::Str(a) | Value::Array(a) | Value::Map(a) | Value::Closure(a) | Value::Box(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn is_truthy(self) -> bool {
+        !matches!(self, Value::Nil | Value::Bool(false))
+    }
+
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Value::Nil => "nil",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Array(_) => "array",
+            Value::Map(_) => "map",
+            Value::Closure(_) | Value::Func(_) | Value::Native(_) => "function",
+            Value::Box(_) => "box",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_is_two_words() {
+        assert_eq!(std::mem::size_of::<Value>(), 16);
+    }
+
+    #[test]
+    fn encode_decode_roundtrip() {
+        let vals = [
+            Value::Nil,
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Float(1.5),
+            Value::Str(9),
+            Value::Func(FnRef { module: 3, func: 7 }),
+            Value::Native(4),
+        ];
+        for v in vals {
+            let (t, p) = v.encode();
+            assert_eq!(Value::decode(t, p), Some(v));
+        }
+        assert_eq!(Value::decode(77, 0), None);
+    }
+}
