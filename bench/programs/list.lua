@@ -40,7 +40,7 @@ local function benchmark()
   return list_length(result)
 end
 
-local iterations = 1000
+local iterations = 1500
 local total = 0
 for _ = 1, iterations do
   local result = benchmark()

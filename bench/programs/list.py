@@ -37,7 +37,7 @@ def benchmark():
 
 
 def main():
-    iterations = 1000
+    iterations = 1500
     total = 0
     for _ in range(iterations):
         result = benchmark()

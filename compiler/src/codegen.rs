@@ -943,7 +943,9 @@ impl<'a> Codegen<'a> {
                     self.error("too many arguments (at most 200)", e.span);
                     return;
                 }
-                let base = self.alloc_reg();
+                // When `dst` is the topmost register, the call can use it as its base and
+                // the result needs no move.
+                let base = if usize::from(dst) + 1 == self.cur().next_reg { dst } else { self.alloc_reg() };
                 self.expr_to(f, base);
                 for x in args {
                     let r = self.alloc_reg();

@@ -34,6 +34,7 @@ pub fn parse(source: &str) -> (Program, Vec<Diagnostic>) {
         recovering: false,
         aborted: false,
         lex_truncated: lexed.truncated,
+        reported_unclosed: false,
         in_interp: false,
     };
     let (stmts, _) = parser.stmts(true);
@@ -115,6 +116,10 @@ struct IfArm {
 }
 
 /// What a statement in a block turned out to be.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived return value; boxing would allocate for every statement"
+)]
 enum Item {
     Stmt(Stmt),
     /// The block's final expression, without a trailing `;`.
@@ -137,6 +142,9 @@ struct Parser<'a> {
     aborted: bool,
     /// The lexer swallowed the rest of the file into an unterminated string.
     lex_truncated: bool,
+    /// An unclosed `{` was reported. Blocks around it are unclosed too, but saying so
+    /// for each would only repeat the one mistake.
+    reported_unclosed: bool,
     /// Parsing an interpolation's tokens, whose `Eof` stands for the closing `}`.
     in_interp: bool,
 }
@@ -641,7 +649,7 @@ impl<'a> Parser<'a> {
             };
         }
         self.expected_name(what);
-        if tok.kind.is_keyword() {
+        if tok.kind.is_keyword() && !self.line_break_before_current() {
             // `let if = 1;`: the keyword was meant as the name. Taking it as one keeps
             // the rest of the statement from being misread as a new `if`.
             self.bump();
@@ -678,10 +686,11 @@ impl<'a> Parser<'a> {
         }
         let (stmts, tail) = self.stmts(false);
         self.leave();
-        if !self.eat(&T::RBrace) && !self.lexer_reported() {
+        if !self.eat(&T::RBrace) && !self.lexer_reported() && !self.reported_unclosed {
             let diag =
                 Diagnostic::new("unclosed `{`", open).with_label("this `{` has no matching `}`");
             self.syntax_error(diag);
+            self.reported_unclosed = true;
         }
         Block {
             stmts,
@@ -984,7 +993,8 @@ impl<'a> Parser<'a> {
     }
 
     fn interpolated_code(&mut self, tokens: &'a [Token], span: Span) -> Expr {
-        let saved = (self.tokens, self.pos, self.in_interp);
+        // `prev_end` is restored too: the string token, already consumed, is what ends last.
+        let saved = (self.tokens, self.pos, self.prev_end, self.in_interp);
         (self.tokens, self.pos, self.in_interp) = (tokens, 0, true);
         let expr = if self.at(&T::Eof) {
             if !self.lexer_reported() {
@@ -1001,7 +1011,7 @@ impl<'a> Parser<'a> {
             }
             expr
         };
-        (self.tokens, self.pos, self.in_interp) = saved;
+        (self.tokens, self.pos, self.prev_end, self.in_interp) = saved;
         expr
     }
 

@@ -28,12 +28,18 @@ fn program(p: &Program) -> String {
 
 fn write_stmt(out: &mut String, stmt: &Stmt) {
     match stmt {
-        Stmt::Let { name, init: Some(init), .. } => {
+        Stmt::Let {
+            name,
+            init: Some(init),
+            ..
+        } => {
             let _ = write!(out, "(let {} ", name.name);
             write_expr(out, init);
             out.push(')');
         }
-        Stmt::Let { name, init: None, .. } => {
+        Stmt::Let {
+            name, init: None, ..
+        } => {
             let _ = write!(out, "(let {})", name.name);
         }
         Stmt::Fn(decl) => write_fn(out, decl),
@@ -44,7 +50,9 @@ fn write_stmt(out: &mut String, stmt: &Stmt) {
             }
             out.push(')');
         }
-        Stmt::Assign { target, op, value, .. } => {
+        Stmt::Assign {
+            target, op, value, ..
+        } => {
             let _ = write!(out, "({}= ", op.map_or("", binop));
             write_expr(out, target);
             out.push(' ');
@@ -58,7 +66,13 @@ fn write_stmt(out: &mut String, stmt: &Stmt) {
             write_block(out, body);
             out.push(')');
         }
-        Stmt::For { first, second, iter, body, .. } => {
+        Stmt::For {
+            first,
+            second,
+            iter,
+            body,
+            ..
+        } => {
             let _ = write!(out, "(for {}", first.name);
             if let Some(second) = second {
                 let _ = write!(out, " {}", second.name);
@@ -267,7 +281,12 @@ fn write_expr(out: &mut String, e: &Expr) {
 #[track_caller]
 fn check(src: &str, expected: &str) {
     let (prog, diags) = parse(src);
-    assert!(diags.is_empty(), "unexpected diagnostics for {}:\n{}", short(src), messages(src, &diags));
+    assert!(
+        diags.is_empty(),
+        "unexpected diagnostics for {}:\n{}",
+        short(src),
+        messages(src, &diags)
+    );
     assert_eq!(program(&prog), expected, "source: {}", short(src));
 }
 
@@ -283,7 +302,11 @@ fn check_errors(src: &str, expected: &[&str]) {
 /// The source for an assertion message, cut short: some tests parse huge inputs.
 fn short(src: &str) -> String {
     let cut: String = src.chars().take(80).collect();
-    if cut.len() < src.len() { format!("{cut:?}...") } else { format!("{src:?}") }
+    if cut.len() < src.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{src:?}")
+    }
 }
 
 fn messages(src: &str, diags: &[Diagnostic]) -> String {
@@ -333,7 +356,10 @@ fn literals() {
     check("42; 0xff; 1_000;", "42; 255; 1000;");
     check("1.5; 2.0; 1e-9; 6.02e23;", "1.5; 2.0; 1e-9; 6.02e23;");
     check(r#""hi\n";"#, r#""hi\n";"#);
-    check("[]; [1]; [1, 2,]; [[1], [2, 3]];", "[]; [1]; [1 2]; [[1] [2 3]];");
+    check(
+        "[]; [1]; [1, 2,]; [[1], [2, 3]];",
+        "[]; [1]; [1 2]; [[1] [2 3]];",
+    );
     check("x = {};", "(= x (map));");
 }
 
@@ -344,7 +370,10 @@ fn postfix() {
     check("f(a)(b);", "(call (call f a) b);");
     check("a[i][j];", "(idx (idx a i) j);");
     check("m.k.j;", "(. (. m k) j);");
-    check("list.map([1, 2], fn(x) { x * x });", "(call (. list map) [1 2] (fn (x) {(* x x)}));");
+    check(
+        "list.map([1, 2], fn(x) { x * x });",
+        "(call (. list map) [1 2] (fn (x) {(* x x)}));",
+    );
 }
 
 #[test]
@@ -352,10 +381,16 @@ fn interpolation() {
     check(r#""a ${x} b";"#, r#"(str "a " x " b");"#);
     check(r#""${x}";"#, "(str x);");
     check(r#""${a + b * 2}${c}";"#, "(str (+ a (* b 2)) c);");
-    check(r#""${ {k: 1}["k"] }";"#, r#"(str (idx (map ("k" 1)) "k"));"#);
+    check(
+        r#""${ {k: 1}["k"] }";"#,
+        r#"(str (idx (map ("k" 1)) "k"));"#,
+    );
     check(r#""x${ "y${z}" }";"#, r#"(str "x" (str "y" z));"#);
     check(r#""cost: $5, \${x}";"#, r#""cost: $5, ${x}";"#);
-    check(r#"println("${name} is ${ages[name]}");"#, r#"(call println (str name " is " (idx ages name)));"#);
+    check(
+        r#"println("${name} is ${ages[name]}");"#,
+        r#"(call println (str name " is " (idx ages name)));"#,
+    );
 }
 
 #[test]
@@ -380,14 +415,20 @@ fn map_literal_versus_block() {
     check("while a.b {}", "(while (. a b) {});");
     check("for k in m {}", "(for k in m {});");
     check("if f({a: 1}) {}", r#"(if (call f (map ("a" 1))) {});"#);
-    check("if x == ({a: 1}) { 1 }", r#"(if (== x (map ("a" 1))) {1});"#);
+    check(
+        "if x == ({a: 1}) { 1 }",
+        r#"(if (== x (map ("a" 1))) {1});"#,
+    );
     check("if [{}] {}", "(if [(map)] {});");
     check("if fn() { 1 }() {}", "(if (call (fn () {1})) {});");
 }
 
 #[test]
 fn if_expressions() {
-    check("let m = if a > b { a } else { b };", "(let m (if (> a b) {a} {b}));");
+    check(
+        "let m = if a > b { a } else { b };",
+        "(let m (if (> a b) {a} {b}));",
+    );
     check(
         "if a { 1 } else if b { 2 } else if c { 3 } else { 4 }",
         "(if a {1} (if b {2} (if c {3} {4})));",
@@ -407,7 +448,10 @@ fn functions() {
         "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }",
         "(fn fib (n) {(if (< n 2) {n} {(+ (call fib (- n 1)) (call fib (- n 2)))})});",
     );
-    check("fn f() { return; } fn g() { return 1 + 2; }", "(fn f () {(return);}); (fn g () {(return (+ 1 2));});");
+    check(
+        "fn f() { return; } fn g() { return 1 + 2; }",
+        "(fn f () {(return);}); (fn g () {(return (+ 1 2));});",
+    );
 }
 
 // ---- Statements ----
@@ -420,16 +464,34 @@ fn statements() {
         "x += 1; x -= 2; x *= 3; x /= 4; x %= 5;",
         "(+= x 1); (-= x 2); (*= x 3); (/= x 4); (%= x 5);",
     );
-    check("a[i] = v; m.k = v; a[0].b[1] += 2;", "(= (idx a i) v); (= (. m k) v); (+= (idx (. (idx a 0) b) 1) 2);");
-    check("import list; import math as m;", "(import list); (import math as m);");
+    check(
+        "a[i] = v; m.k = v; a[0].b[1] += 2;",
+        "(= (idx a i) v); (= (. m k) v); (+= (idx (. (idx a 0) b) 1) 2);",
+    );
+    check(
+        "import list; import math as m;",
+        "(import list); (import math as m);",
+    );
     check("while x < 10 { x += 1; }", "(while (< x 10) {(+= x 1);});");
     check("for i in 0..n + 1 {}", "(for i in (.. 0 (+ n 1)) {});");
     check("for x in xs { f(x); }", "(for x in xs {(call f x);});");
-    check("for k, v in m { break; continue; }", "(for k v in m {break; continue;});");
-    check("try { f() } catch e { g(e) }", "(try {(call f)} e {(call g e)});");
-    check("let r = try { 1 } catch e { 2 };", "(let r (try {1} e {2}));");
+    check(
+        "for k, v in m { break; continue; }",
+        "(for k v in m {break; continue;});",
+    );
+    check(
+        "try { f() } catch e { g(e) }",
+        "(try {(call f)} e {(call g e)});",
+    );
+    check(
+        "let r = try { 1 } catch e { 2 };",
+        "(let r (try {1} e {2}));",
+    );
     check("f(1);;; g();", "(call f 1); (call g);");
-    check("while c {}; for x in y {};", "(while c {}); (for x in y {});");
+    check(
+        "while c {}; for x in y {};",
+        "(while c {}); (for x in y {});",
+    );
 }
 
 #[test]
@@ -439,11 +501,17 @@ fn block_tails() {
     check("fn f() { let x = 1; x }", "(fn f () {(let x 1); x});");
     // A block-like expression is the tail only when it is last.
     check("fn f() { if a { 1 } }", "(fn f () {(if a {1})});");
-    check("fn f() { if a { 1 } g() }", "(fn f () {(if a {1}); (call g)});");
+    check(
+        "fn f() { if a { 1 } g() }",
+        "(fn f () {(if a {1}); (call g)});",
+    );
     check("fn f() { if a { 1 }; }", "(fn f () {(if a {1});});");
     check("fn f() { { 1 } }", "(fn f () {{1}});");
     check("fn f() { { 1 } { 2 } }", "(fn f () {{1}; {2}});");
-    check("fn f() { try { 1 } catch e { 2 } }", "(fn f () {(try {1} e {2})});");
+    check(
+        "fn f() { try { 1 } catch e { 2 } }",
+        "(fn f () {(try {1} e {2})});",
+    );
     // Loops and declarations are statements, never the tail.
     check("fn f() { while c {} }", "(fn f () {(while c {});});");
     check("fn f() { fn g() {} }", "(fn f () {(fn g () {});});");
@@ -461,7 +529,10 @@ fn semicolon_may_be_left_out_before_closing_brace() {
         "(fn f (x) {(if x {(return 1);} {break;})});",
     );
     check("while c { continue }", "(while c {continue;});");
-    check("if c { x = 1 } else { let y = 2 }", "(if c {(= x 1);} {(let y 2);});");
+    check(
+        "if c { x = 1 } else { let y = 2 }",
+        "(if c {(= x 1);} {(let y 2);});",
+    );
     check("fn f() { return }", "(fn f () {(return);});");
 }
 
@@ -505,23 +576,53 @@ fn spans() {
     let src = "let x = foo(1, [2]);\nif a { b } else { c }\nm.k += 3;";
     let (prog, diags) = parse(src);
     assert!(diags.is_empty());
-    let Stmt::Let { init: Some(init), name, span } = &prog.stmts[0] else { panic!() };
+    let Stmt::Let {
+        init: Some(init),
+        name,
+        span,
+    } = &prog.stmts[0]
+    else {
+        panic!()
+    };
     assert_eq!(span_text(src, *span), "let x = foo(1, [2]);");
     assert_eq!(span_text(src, name.span), "x");
     assert_eq!(span_text(src, init.span), "foo(1, [2])");
-    let ExprKind::Call(_, args) = &init.kind else { panic!() };
+    let ExprKind::Call(_, args) = &init.kind else {
+        panic!()
+    };
     assert_eq!(span_text(src, args[1].span), "[2]");
-    let Stmt::Expr(if_expr) = &prog.stmts[1] else { panic!() };
+    let Stmt::Expr(if_expr) = &prog.stmts[1] else {
+        panic!()
+    };
     assert_eq!(span_text(src, if_expr.span), "if a { b } else { c }");
-    let Stmt::Assign { target, span, .. } = &prog.stmts[2] else { panic!() };
+    let Stmt::Assign { target, span, .. } = &prog.stmts[2] else {
+        panic!()
+    };
     assert_eq!(span_text(src, *span), "m.k += 3;");
     assert_eq!(span_text(src, target.span), "m.k");
 
+    let src = r#"fn f() { return "a${b + c}" }"#;
+    let (prog, diags) = parse(src);
+    assert!(diags.is_empty());
+    let Stmt::Fn(f) = &prog.stmts[0] else {
+        panic!()
+    };
+    let Stmt::Return { span, .. } = &f.body.stmts[0] else {
+        panic!()
+    };
+    assert_eq!(span_text(src, *span), r#"return "a${b + c}""#);
+
     let src = r#"x = "a${b + c}";"#;
     let (prog, _) = parse(src);
-    let Stmt::Assign { value, .. } = &prog.stmts[0] else { panic!() };
-    let ExprKind::Interp(parts) = &value.kind else { panic!() };
-    let StrPart::Expr(e) = &parts[1] else { panic!() };
+    let Stmt::Assign { value, .. } = &prog.stmts[0] else {
+        panic!()
+    };
+    let ExprKind::Interp(parts) = &value.kind else {
+        panic!()
+    };
+    let StrPart::Expr(e) = &parts[1] else {
+        panic!()
+    };
     assert_eq!(span_text(src, e.span), "b + c");
 }
 
@@ -530,50 +631,122 @@ fn spans() {
 #[test]
 fn syntax_errors() {
     check_errors("let x = ;", &["1:9: expected expression, found `;`"]);
-    check_errors("f(1\nlet y = 2;", &["1:4: expected `,` or `)`, found `let`"]);
-    check_errors("let x = 1\nlet y = 2;", &["1:10: expected `;` after `let` statement, found `let`"]);
-    check_errors("foo()\nbar();", &["1:6: expected `;` after expression, found `bar`"]);
-    check_errors("x = 1 2;", &["1:6: expected `;` after assignment, found `2`"]);
+    check_errors(
+        "f(1\nlet y = 2;",
+        &["1:4: expected `,` or `)`, found `let`"],
+    );
+    check_errors(
+        "let x = 1\nlet y = 2;",
+        &["1:10: expected `;` after `let` statement, found `let`"],
+    );
+    check_errors(
+        "foo()\nbar();",
+        &["1:6: expected `;` after expression, found `bar`"],
+    );
+    check_errors(
+        "x = 1 2;",
+        &["1:6: expected `;` after assignment, found `2`"],
+    );
     check_errors("f(1 2);", &["1:5: expected `,` or `)`, found `2`"]);
     check_errors("[1, 2;", &["1:6: expected `,` or `]`, found `;`"]);
-    check_errors("x = {a 1};", &["1:8: expected `:` after the map key, found `1`"]);
     check_errors(
-        "x = {-1: 2};",
-        &["1:6: expected a map key, found `-`"],
+        "x = {a 1};",
+        &["1:8: expected `:` after the map key, found `1`"],
     );
+    check_errors("x = {-1: 2};", &["1:6: expected a map key, found `-`"]);
     check_errors("a.1;", &["1:3: expected a field name after `.`, found `1`"]);
-    check_errors("let if = 1;", &["1:5: expected a variable name after `let`, found `if`"]);
-    check_errors("fn f(a, 1) {}", &["1:9: expected a parameter name, found `1`"]);
-    check_errors("while x y { f(); }", &["1:9: expected `{` after the `while` condition, found `y`"]);
-    check_errors("if x = 1 { }", &["1:6: expected `{` after the `if` condition, found `=`"]);
-    check_errors("for x of xs {}", &["1:7: expected `in` after the loop variables, found `of`"]);
-    check_errors("try { }", &["1:8: expected `catch` after the `try` block, found end of file"]);
+    check_errors(
+        "let if = 1;",
+        &["1:5: expected a variable name after `let`, found `if`"],
+    );
+    check_errors(
+        "let\nwhile x {}",
+        &["1:4: expected a variable name after `let`, found `while`"],
+    );
+    check_errors(
+        "fn f(a, 1) {}",
+        &["1:9: expected a parameter name, found `1`"],
+    );
+    check_errors(
+        "while x y { f(); }",
+        &["1:9: expected `{` after the `while` condition, found `y`"],
+    );
+    check_errors(
+        "if x = 1 { }",
+        &["1:6: expected `{` after the `if` condition, found `=`"],
+    );
+    check_errors(
+        "for x of xs {}",
+        &["1:7: expected `in` after the loop variables, found `of`"],
+    );
+    check_errors(
+        "try { }",
+        &["1:8: expected `catch` after the `try` block, found end of file"],
+    );
     check_errors("x = (1 + 2;", &["1:11: expected `)`, found `;`"]);
     check_errors("fn f() { x = 1", &["1:8: unclosed `{`"]);
+    check_errors(
+        "fn f() {\n  if a {\n    while b { g(); }\n",
+        &["2:8: unclosed `{`"],
+    );
+    check_errors("x = [1, (2", &["1:11: expected `)`, found end of file"]);
     check_errors("f(1); }", &["1:7: unexpected `}`"]);
     check_errors("foo() }", &["1:7: unexpected `}`"]);
     check_errors("1..2;", &["1:2: expected `;` after expression, found `..`"]);
-    check_errors("if a {} else x", &["1:14: expected `{` or `if` after `else`, found `x`"]);
+    check_errors(
+        "if a {} else x",
+        &["1:14: expected `{` or `if` after `else`, found `x`"],
+    );
 }
 
 #[test]
 fn semantic_syntax_errors() {
     check_errors("f() = 1;", &["1:1: cannot assign to this expression"]);
     check_errors("a + b += 1;", &["1:1: cannot assign to this expression"]);
-    check_errors("1 = 2; 3 = 4;", &["1:1: cannot assign to this expression", "1:8: cannot assign to this expression"]);
-    check_errors("a < b < c;", &["1:7: comparison operators cannot be chained"]);
-    check_errors("a == b != c;", &["1:8: comparison operators cannot be chained"]);
-    check_errors("x = a == not b;", &["1:10: `not` must be parenthesized here"]);
-    check_errors("let f = fn g() {};", &["1:12: a named function cannot be used as an expression"]);
-    check_errors("fn f() { import x; }", &["1:10: `import` is only allowed at the top level of a file"]);
-    check_errors("if c { import x as y }", &["1:8: `import` is only allowed at the top level of a file"]);
+    check_errors(
+        "1 = 2; 3 = 4;",
+        &[
+            "1:1: cannot assign to this expression",
+            "1:8: cannot assign to this expression",
+        ],
+    );
+    check_errors(
+        "a < b < c;",
+        &["1:7: comparison operators cannot be chained"],
+    );
+    check_errors(
+        "a == b != c;",
+        &["1:8: comparison operators cannot be chained"],
+    );
+    check_errors(
+        "x = a == not b;",
+        &["1:10: `not` must be parenthesized here"],
+    );
+    check_errors(
+        "let f = fn g() {};",
+        &["1:12: a named function cannot be used as an expression"],
+    );
+    check_errors(
+        "fn f() { import x; }",
+        &["1:10: `import` is only allowed at the top level of a file"],
+    );
+    check_errors(
+        "if c { import x as y }",
+        &["1:8: `import` is only allowed at the top level of a file"],
+    );
 }
 
 #[test]
 fn interpolation_errors() {
     check_errors(r#"x = "${}";"#, &["1:6: empty interpolation `${}`"]);
-    check_errors(r#"x = "${a b}";"#, &["1:10: expected `}` to end the interpolation, found `b`"]);
-    check_errors(r#"x = "${a +}";"#, &["1:11: expected expression, found `}`"]);
+    check_errors(
+        r#"x = "${a b}";"#,
+        &["1:10: expected `}` to end the interpolation, found `b`"],
+    );
+    check_errors(
+        r#"x = "${a +}";"#,
+        &["1:11: expected expression, found `}`"],
+    );
     check_errors(r#"x = "${a"#, &["1:6: unterminated interpolation"]);
     check_errors("x = \"abc;\ny = 2;", &["1:5: unterminated string"]);
 }
@@ -583,7 +756,10 @@ fn lexer_errors_are_not_repeated_by_the_parser() {
     check_errors("let x = 5 @ 3;", &["1:11: unexpected character `@`"]);
     check_errors("let x = @;", &["1:9: unexpected character `@`"]);
     check_errors("if a && b { }", &["1:6: unexpected characters `&&`"]);
-    check_errors("let x = 99999999999999999999;", &["1:9: integer literal is too large"]);
+    check_errors(
+        "let x = 99999999999999999999;",
+        &["1:9: integer literal is too large"],
+    );
     check_errors("let s = \"\\q\";", &["1:10: unknown escape `\\q`"]);
 }
 
@@ -636,10 +812,19 @@ fn nesting_limit() {
         let (_, diags) = parse(src);
         diags.len() == 1 && diags[0].message == "nesting too deep"
     };
-    let nest = |open: &str, close: &str, n: usize| format!("x = {}1{};", open.repeat(n), close.repeat(n));
+    let nest =
+        |open: &str, close: &str, n: usize| format!("x = {}1{};", open.repeat(n), close.repeat(n));
     // The brief's example: 200 levels are too many for every construct. The value
     // expression itself is one level, each bracket, operator or block one more.
-    for (open, close) in [("(", ")"), ("[", "]"), ("f(", ")"), ("a[", "]"), ("{a: ", "}"), ("-", ""), ("not ", "")] {
+    for (open, close) in [
+        ("(", ")"),
+        ("[", "]"),
+        ("f(", ")"),
+        ("a[", "]"),
+        ("{a: ", "}"),
+        ("-", ""),
+        ("not ", ""),
+    ] {
         // A nested call or index costs two levels: the call and its argument.
         let src = nest(open, close, MAX_DEPTH / 2 - 2);
         let (_, diags) = parse(&src);
@@ -648,7 +833,10 @@ fn nesting_limit() {
         assert!(too_deep(&nest(open, close, 100_000)), "{open}");
     }
     // The diagnostic points at the first token past the limit.
-    check_errors(&nest("(", ")", MAX_DEPTH), &[&format!("1:{}: nesting too deep", 5 + MAX_DEPTH)]);
+    check_errors(
+        &nest("(", ")", MAX_DEPTH),
+        &[&format!("1:{}: nesting too deep", 5 + MAX_DEPTH)],
+    );
     assert!(parse(&nest("(", ")", MAX_DEPTH - 1)).1.is_empty());
 
     let blocks = |n: usize| format!("{}{}", "if a { ".repeat(n), "} ".repeat(n));
@@ -672,7 +860,10 @@ fn long_chains_count_as_nesting() {
     let sum = |n: usize| format!("x = {}1;", "1 + ".repeat(n));
     assert!(parse(&sum(MAX_DEPTH - 2)).1.is_empty());
     // Reported at the operator that would go past the limit.
-    check_errors(&sum(100_000), &[&format!("1:{}: nesting too deep", 7 + 4 * (MAX_DEPTH - 1))]);
+    check_errors(
+        &sum(100_000),
+        &[&format!("1:{}: nesting too deep", 7 + 4 * (MAX_DEPTH - 1))],
+    );
     let fields = |n: usize| format!("x = a{};", ".b".repeat(n));
     assert!(parse(&fields(MAX_DEPTH - 2)).1.is_empty());
     assert_eq!(parse(&fields(100_000)).1.len(), 1);
@@ -697,10 +888,16 @@ fn long_chains_count_as_nesting() {
 fn survives(src: &str) {
     let (prog, diags) = parse(src);
     for d in &diags {
-        assert!(d.span.start <= d.span.end && d.span.end as usize <= src.len(), "bad span {d:?} for {src:?}");
+        assert!(
+            d.span.start <= d.span.end && d.span.end as usize <= src.len(),
+            "bad span {d:?} for {src:?}"
+        );
     }
     if diags.is_empty() {
-        assert!(!program(&prog).contains("<error>"), "error node without a diagnostic for {src:?}");
+        assert!(
+            !program(&prog).contains("<error>"),
+            "error node without a diagnostic for {src:?}"
+        );
     }
 }
 
@@ -837,10 +1034,60 @@ for i in 0..len(m) { m[i] -= 1; }
 #[test]
 fn no_panic_on_random_token_soup() {
     const WORDS: &[&str] = &[
-        "let", "fn", "if", "else", "while", "for", "in", "break", "continue", "return", "import", "as", "try",
-        "catch", "nil", "true", "false", "and", "or", "not", "x", "y", "1", "2.5", "\"s\"", "\"a${x}b\"", "\"${",
-        "(", ")", "[", "]", "{", "}", ",", ";", ":", ".", "..", "=", "==", "!=", "<", "<=", ">", ">=", "+", "-",
-        "*", "/", "%", "+=", "-=", "@", "\n",
+        "let",
+        "fn",
+        "if",
+        "else",
+        "while",
+        "for",
+        "in",
+        "break",
+        "continue",
+        "return",
+        "import",
+        "as",
+        "try",
+        "catch",
+        "nil",
+        "true",
+        "false",
+        "and",
+        "or",
+        "not",
+        "x",
+        "y",
+        "1",
+        "2.5",
+        "\"s\"",
+        "\"a${x}b\"",
+        "\"${",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ";",
+        ":",
+        ".",
+        "..",
+        "=",
+        "==",
+        "!=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "+=",
+        "-=",
+        "@",
+        "\n",
     ];
     // A fixed xorshift generator keeps the test deterministic.
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
@@ -852,7 +1099,9 @@ fn no_panic_on_random_token_soup() {
     };
     for _ in 0..3000 {
         let len = (next() % 40) as usize;
-        let src: Vec<&str> = (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect();
+        let src: Vec<&str> = (0..len)
+            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+            .collect();
         survives(&src.join(" "));
     }
 }

@@ -4,8 +4,17 @@
 //! and the host for console output and clocks), so they work the same wherever the
 //! process runs. Library modules are Tern source embedded in the binary and compiled
 //! like any other module when a program imports them.
+//!
+//! A native may be run again from the start after a page fault or a collection, so each
+//! one does its reads and allocations first and changes reachable objects (or the random
+//! state, or the console) only at the end.
 
+mod collections;
 mod core;
+mod math;
+mod strings;
+mod time;
+mod util;
 
 use tern_vm::Natives;
 
@@ -13,6 +22,10 @@ use tern_vm::Natives;
 pub fn natives() -> Natives {
     let mut n = Natives::new();
     n.register(core::NATIVES);
+    n.register(strings::NATIVES);
+    n.register(math::NATIVES);
+    n.register(collections::NATIVES);
+    n.register(time::NATIVES);
     n
 }
 

@@ -278,7 +278,7 @@ fn index_text(heap: &crate::heap::Heap, linked: &[std::sync::Arc<LinkedModule>],
 
 /// The interpreter loop proper. Returns when the process must leave it: budget spent,
 /// a collection due, an error, an import, or the end.
-fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> Exit {
+fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64) -> Exit {
     let Process { frames, regs, heap, globals, modules, handlers, linked, rng, reductions, max_frames, .. } = proc;
     let max_frames = *max_frames as usize;
     let Some(&top) = frames.last() else {
@@ -291,7 +291,15 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
     let mut module = top.module;
     let mut closure = top.closure;
     let mut gbase = modules[module as usize].globals_base as usize;
-    let start_budget = *budget;
+    // The budget lives in a local while the loop runs; `spent!` writes it back.
+    let start_budget = *budget_left;
+    let mut fuel = start_budget;
+    macro_rules! spent {
+        () => {{
+            *budget_left = fuel;
+            *reductions += (start_budget - fuel).max(0) as u64;
+        }};
+    }
 
     // Leaves the loop with the current instruction as the frame's pc, so the error
     // names its line and a restart (page fault, collection) re-executes it.
@@ -301,7 +309,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
             if let Some(f) = frames.last_mut() {
                 f.pc = (pc - 1) as u32;
             }
-            *reductions += (start_budget - *budget).max(0) as u64;
+            spent!();
             return Exit::Exn(e);
         }};
     }
@@ -313,19 +321,23 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
             }
         };
     }
+    // SAFETY (for every use of `r!`): the verifier proved each register operand is below
+    // its function's `nregs`, and the register stack always holds at least
+    // `base + nregs` values for the running frame (ensured when a frame is pushed, and
+    // checked when an image is restored).
     macro_rules! r {
         ($i:expr) => {
-            regs[base + $i as usize]
+            *unsafe { regs.get_unchecked_mut(base + $i as usize) }
         };
     }
     macro_rules! safepoint {
         () => {{
-            *budget -= 1;
-            if *budget <= 0 || heap.gc_wanted {
+            fuel -= 1;
+            if fuel <= 0 || heap.gc_wanted {
                 if let Some(f) = frames.last_mut() {
                     f.pc = pc as u32;
                 }
-                *reductions += (start_budget - *budget).max(0) as u64;
+                spent!();
                 return if heap.gc_wanted { Exit::Gc } else { Exit::Yield };
             }
         }};
@@ -365,7 +377,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
             }
             match frames.last() {
                 None => {
-                    *reductions += (start_budget - *budget).max(0) as u64;
+                    spent!();
                     return Exit::Finished(v);
                 }
                 Some(&f) => {
@@ -377,7 +389,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
     }
 
     loop {
-        let op = code[pc];
+        debug_assert!(pc < code.len() && base + usize::from(lm.module.functions.get(frames.last().map_or(0, |f| f.func as usize)).map_or(0, |f| f.nregs)) <= regs.len());
+        // SAFETY: the verifier proved every jump target is inside the function and that no
+        // instruction falls off its end; a restored frame's pc is checked against its code.
+        let op = unsafe { *code.get_unchecked(pc) };
         pc += 1;
         match op {
             Op::LoadNil { a } => r!(a) = Value::Nil,
@@ -599,7 +614,14 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
                 }
                 let f = Frame { module: fref.module, func: fref.func, pc: 0, base: nb as u32, ret: (base + usize::from(a)) as u32, closure: clo, init_of: NOT_INIT };
                 frames.push(f);
-                enter!(f);
+                if fref.module == module {
+                    code = &tf.code;
+                    pc = 0;
+                    base = nb;
+                    closure = clo;
+                } else {
+                    enter!(f);
+                }
                 safepoint!();
             }
             Op::Return { a } => {
@@ -742,7 +764,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64) -> E
                 if let Some(f) = frames.last_mut() {
                     f.pc = (pc - 1) as u32;
                 }
-                *reductions += (start_budget - *budget).max(0) as u64;
+                spent!();
                 return Exit::Import { a, hash };
             }
             Op::Try { a, off } => {

@@ -1,0 +1,298 @@
+//! Golden-output tests for the programs in `examples/`.
+//!
+//! Every `examples/*.tern` file that has at least one `// expect` comment is a test
+//! program (files without one are helper modules that other examples import). A program
+//! states what it must do with comments, anywhere in the file, in order:
+//!
+//! - `// expect: TEXT` — the next line of standard output is exactly `TEXT` (one space
+//!   after the colon is not part of the text; `// expect:` alone is an empty line);
+//! - `// expect error: TEXT` — the program ends with an uncaught runtime error whose
+//!   message contains `TEXT`;
+//! - `// error-line: N` — that error is raised on line `N` of the program's own file
+//!   (the innermost entry of the error's backtrace);
+//! - `// heap-limit-mib: N` — run the program with an `N` MiB heap limit instead of the
+//!   default.
+//!
+//! `examples_plain` runs each program once and checks it against its expectations.
+//! `examples_migrating` runs each program again while snapshotting the process every
+//! few reductions and restoring it into a fresh VM (`RunOptions::migrate_every`), with
+//! several seeds and intervals; the output must match the expectations and the error
+//! (message and backtrace) must be exactly the plain run's. Failures of all programs are
+//! collected and reported together, with a line-by-line diff of the output.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tern_net::runner::{compile, run_program, BufferHost, RunOptions};
+use tern_vm::{RuntimeError, VmConfig};
+
+const EXAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+/// `(seed, R)`: the migrating runs, each snapshotting about every `R` reductions.
+const MIGRATING_RUNS: &[(u64, u64)] = &[(1, 50), (2, 200), (3, 1000), (1, 1000), (2, 50), (3, 200)];
+
+/// A snapshot copies the whole heap, so a long-running program with a big heap would
+/// take minutes at `R = 50`. The interval is raised so that no run migrates more than
+/// about this many times.
+const MAX_MIGRATIONS_PER_RUN: u64 = 400;
+
+/// Stack of the threads that run programs: the same as a main thread's, where `tern run`
+/// runs them.
+const RUN_THREAD_STACK: usize = 8 << 20;
+
+/// What one program must do, read from its comments.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// The file name, e.g. `closures.tern`.
+    name: String,
+    path: PathBuf,
+    lines: Vec<String>,
+    error: Option<String>,
+    error_line: Option<u32>,
+    heap_limit_mib: Option<usize>,
+}
+
+/// The result of running a program once.
+struct Run {
+    out: String,
+    error: Option<RuntimeError>,
+    reductions: u64,
+    migrations: u64,
+    elapsed: Duration,
+}
+
+fn directive<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(name)?;
+    let rest = &line[at + name.len()..];
+    Some(rest.strip_prefix(' ').unwrap_or(rest))
+}
+
+/// Reads a program's expectations; `None` for a helper module (no `// expect` at all).
+fn parse_spec(path: &Path) -> Result<Option<Spec>, String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let source = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    if !source.contains("// expect") {
+        return Ok(None);
+    }
+    let mut spec = Spec { name: name.clone(), path: path.to_path_buf(), lines: Vec::new(), error: None, error_line: None, heap_limit_mib: None };
+    for (i, line) in source.lines().enumerate() {
+        let where_ = || format!("{name}:{}", i + 1);
+        if let Some(text) = directive(line, "// expect:") {
+            spec.lines.push(text.to_string());
+        } else if let Some(text) = directive(line, "// expect error:") {
+            if spec.error.is_some() {
+                return Err(format!("{}: a second `// expect error:`", where_()));
+            }
+            if text.trim().is_empty() {
+                return Err(format!("{}: `// expect error:` needs a message", where_()));
+            }
+            spec.error = Some(text.to_string());
+        } else if let Some(text) = directive(line, "// error-line:") {
+            let n = text.trim().parse().map_err(|_| format!("{}: bad `// error-line:` {text:?}", where_()))?;
+            spec.error_line = Some(n);
+        } else if let Some(text) = directive(line, "// heap-limit-mib:") {
+            let n = text.trim().parse().map_err(|_| format!("{}: bad `// heap-limit-mib:` {text:?}", where_()))?;
+            spec.heap_limit_mib = Some(n);
+        } else if line.contains("// expect") {
+            return Err(format!("{}: unknown directive: {}", where_(), line.trim()));
+        }
+    }
+    if spec.error_line.is_some() && spec.error.is_none() {
+        return Err(format!("{name}: `// error-line:` without `// expect error:`"));
+    }
+    Ok(Some(spec))
+}
+
+fn discover() -> Vec<Spec> {
+    let dir = Path::new(EXAMPLES_DIR);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tern") && p.is_file())
+        .collect();
+    paths.sort();
+    let mut specs = Vec::new();
+    let mut problems = Vec::new();
+    for p in &paths {
+        match parse_spec(p) {
+            Ok(Some(s)) => specs.push(s),
+            Ok(None) => {}
+            Err(e) => problems.push(e),
+        }
+    }
+    assert!(problems.is_empty(), "bad expectations in examples/:\n{}", problems.join("\n"));
+    assert!(specs.len() >= 14, "expected at least 14 example programs in {}, found {}", dir.display(), specs.len());
+    specs
+}
+
+fn config(spec: &Spec) -> VmConfig {
+    let mut config = VmConfig::default();
+    if let Some(mib) = spec.heap_limit_mib {
+        config.heap.limit_bytes = mib << 20;
+    }
+    config
+}
+
+fn run_once(spec: &Spec, migrate_every: Option<u64>, seed: u64) -> Result<Run, String> {
+    let program = compile(&spec.path).map_err(|e| format!("does not compile:\n{e}"))?;
+    let opts = RunOptions { config: config(spec), migrate_every, seed };
+    let mut host = BufferHost::new();
+    let start = Instant::now();
+    let report = run_program(&program, &opts, &mut host).map_err(|e| format!("cannot run: {e}\noutput so far:\n{}", host.out))?;
+    Ok(Run { out: host.out, error: report.result.err(), reductions: report.reductions, migrations: report.migrations, elapsed: start.elapsed() })
+}
+
+fn split_lines(out: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = out.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    lines
+}
+
+/// A line diff of expected against actual output (`-` expected only, `+` actual only).
+fn diff(expected: &[String], actual: &[&str]) -> String {
+    let (n, m) = (expected.len(), actual.len());
+    // lcs[i][j]: longest common subsequence of expected[i..] and actual[j..].
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if expected[i] == actual[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let mut out = String::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && expected[i] == actual[j] {
+            let _ = writeln!(out, "        {}", actual[j]);
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            let _ = writeln!(out, "      - {:?}   (expected, line {})", expected[i], i + 1);
+            i += 1;
+        } else {
+            let _ = writeln!(out, "      + {:?}   (actual, line {})", actual[j], j + 1);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Everything wrong with one run, compared with the program's expectations.
+fn check(spec: &Spec, run: &Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    let actual = split_lines(&run.out);
+    if actual.len() != spec.lines.len() || actual.iter().zip(&spec.lines).any(|(a, e)| a != e) {
+        problems.push(format!("output differs (- expected, + actual):\n{}", diff(&spec.lines, &actual)));
+    }
+    if !run.out.is_empty() && !run.out.ends_with('\n') {
+        problems.push("output does not end with a newline".to_string());
+    }
+    match (&spec.error, &run.error) {
+        (None, None) => {}
+        (None, Some(e)) => problems.push(format!("failed unexpectedly:\n{e}")),
+        (Some(want), None) => problems.push(format!("finished, but an error containing {want:?} was expected")),
+        (Some(want), Some(e)) => {
+            if !e.message.contains(want.as_str()) {
+                problems.push(format!("error message does not contain {want:?}:\n{e}"));
+            }
+            if let Some(line) = spec.error_line {
+                match e.trace.first() {
+                    Some(t) if t.line == line && t.file.ends_with(&spec.name) => {}
+                    Some(t) => problems.push(format!("error raised at {}:{}, expected {}:{line}:\n{e}", t.file, t.line, spec.name)),
+                    None => problems.push(format!("error has no backtrace, expected line {line}:\n{e}")),
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Runs `job` on every program, a few at a time, each on its own thread; returns the
+/// failures of all of them.
+fn for_each_program(specs: Vec<Spec>, job: fn(&Spec) -> Vec<String>) -> Vec<String> {
+    let queue = Mutex::new(specs.into_iter().collect::<VecDeque<_>>());
+    let failures = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let Some(spec) = queue.lock().unwrap().pop_front() else { break };
+                let name = spec.name.clone();
+                let result = std::thread::Builder::new().name(name.clone()).stack_size(RUN_THREAD_STACK).spawn(move || job(&spec)).expect("spawn a thread").join();
+                let problems = result.unwrap_or_else(|p| {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    vec![format!("panicked: {msg}")]
+                });
+                failures.lock().unwrap().extend(problems.into_iter().map(|p| format!("examples/{name}: {p}")));
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    failures
+}
+
+fn report(mode: &str, count: usize, failures: Vec<String>) {
+    if !failures.is_empty() {
+        let mut msg = format!("{} failure(s) in {count} example programs ({mode}):\n", failures.len());
+        for f in &failures {
+            let _ = writeln!(msg, "\n--- {}", f.trim_end());
+        }
+        panic!("{msg}");
+    }
+}
+
+#[test]
+fn examples_plain() {
+    let specs = discover();
+    let count = specs.len();
+    let failures = for_each_program(specs, |spec| match run_once(spec, None, 0) {
+        Ok(run) => {
+            eprintln!("{}: {} reductions, {:?}", spec.name, run.reductions, run.elapsed);
+            check(spec, &run)
+        }
+        Err(e) => vec![e],
+    });
+    report("plain runs", count, failures);
+}
+
+#[test]
+fn examples_migrating() {
+    let specs = discover();
+    let count = specs.len();
+    let failures = for_each_program(specs, |spec| {
+        let plain = match run_once(spec, None, 0) {
+            Ok(run) => run,
+            Err(e) => return vec![e],
+        };
+        let mut problems = Vec::new();
+        for &(seed, r) in MIGRATING_RUNS {
+            let every = r.max(plain.reductions / MAX_MIGRATIONS_PER_RUN);
+            let label = format!("--migrate-every {every} --seed {seed}");
+            let run = match run_once(spec, Some(every), seed) {
+                Ok(run) => run,
+                Err(e) => {
+                    problems.push(format!("[{label}] {e}"));
+                    continue;
+                }
+            };
+            eprintln!("{} [{label}]: {} migrations, {:?}", spec.name, run.migrations, run.elapsed);
+            problems.extend(check(spec, &run).into_iter().map(|p| format!("[{label}] {p}")));
+            if run.error != plain.error {
+                let show = |e: &Option<RuntimeError>| e.as_ref().map_or_else(|| "(no error)".to_string(), |e| e.to_string());
+                problems.push(format!("[{label}] error differs from the plain run's:\nplain:\n{}\nmigrating:\n{}", show(&plain.error), show(&run.error)));
+            }
+            if run.reductions != plain.reductions {
+                problems.push(format!("[{label}] ran {} reductions, the plain run {}", run.reductions, plain.reductions));
+            }
+            if plain.reductions > 4 * every && run.migrations == 0 {
+                problems.push(format!("[{label}] never migrated in {} reductions", plain.reductions));
+            }
+        }
+        problems
+    });
+    report("migrating runs", count, failures);
+}

@@ -1,0 +1,240 @@
+//! The paged heap: dirty bits, present bits, garbage collection and snapshots of random
+//! object graphs.
+
+use proptest::prelude::*;
+use tern_vm::bytecode::{Function, Module, Op};
+use tern_vm::heap::{Heap, HeapConfig, HeapError};
+use tern_vm::object::*;
+use tern_vm::snapshot::{restore, snapshot};
+use tern_vm::{Natives, Process, Value, Vm, VmConfig};
+
+/// A structural description of everything reachable from `v`; shared and cyclic
+/// references appear as back-references by visit order, so two heaps with the same
+/// graph give the same dump whatever the addresses.
+fn dump(heap: &Heap, v: Value, seen: &mut Vec<u32>, out: &mut String) {
+    use std::fmt::Write;
+    let r = match v {
+        Value::Str(a) => {
+            let s = str_ref(heap, a).unwrap();
+            let _ = write!(out, "s{}:{};", s.len(), object::hash_bytes(s.as_bytes()));
+            return;
+        }
+        Value::Array(a) | Value::Map(a) => a,
+        other => {
+            let _ = write!(out, "{other:?};");
+            return;
+        }
+    };
+    if let Some(i) = seen.iter().position(|&x| x == r) {
+        let _ = write!(out, "@{i};");
+        return;
+    }
+    seen.push(r);
+    match v {
+        Value::Array(a) => {
+            out.push('[');
+            for x in array_values(heap, a).unwrap() {
+                dump(heap, x, seen, out);
+            }
+            out.push(']');
+        }
+        Value::Map(m) => {
+            out.push('{');
+            for (k, x) in map_entries(heap, m).unwrap() {
+                dump(heap, k, seen, out);
+                out.push_str("=>");
+                dump(heap, x, seen, out);
+            }
+            out.push('}');
+        }
+        _ => unreachable!(),
+    }
+}
+
+use tern_vm::object;
+
+fn dump_of(heap: &Heap, v: Value) -> String {
+    let mut s = String::new();
+    dump(heap, v, &mut Vec::new(), &mut s);
+    s
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Str(usize),
+    Array,
+    Map,
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    prop_oneof![(0usize..9000).prop_map(Node::Str), Just(Node::Array), Just(Node::Map)]
+}
+
+/// Builds the graph; returns the root array (holding the chosen roots) and all nodes.
+fn build(heap: &mut Heap, nodes: &[Node], edges: &[(usize, usize)], roots: &[usize]) -> Value {
+    let mut vals = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        vals.push(match n {
+            Node::Str(len) => Value::Str(alloc_str(heap, &"x".repeat(*len)).unwrap()),
+            Node::Array => Value::Array(new_array(heap, 0).unwrap()),
+            Node::Map => {
+                let m = new_map(heap, 0).unwrap();
+                map_set(heap, m, Value::Int(i as i64), Value::Float(i as f64)).unwrap();
+                Value::Map(m)
+            }
+        });
+    }
+    for (k, &(a, b)) in edges.iter().enumerate() {
+        let (a, b) = (a % vals.len(), b % vals.len());
+        match vals[a] {
+            Value::Array(x) => array_push(heap, x, vals[b]).unwrap(),
+            Value::Map(m) => {
+                let key = Value::Str(alloc_str(heap, &format!("k{k}")).unwrap());
+                map_set(heap, m, key, vals[b]).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let root = new_array(heap, 0).unwrap();
+    for &r in roots {
+        array_push(heap, root, vals[r % vals.len()]).unwrap();
+    }
+    Value::Array(root)
+}
+
+fn small_config() -> HeapConfig {
+    HeapConfig { page_size_bytes: 4096, limit_bytes: 64 << 20, gc_min_bytes: 1 << 20 }
+}
+
+/// A VM with a one-function module, and a process of it whose global 0 we can set.
+fn vm_and_process(config: HeapConfig) -> (Vm, Process) {
+    let module = Module {
+        name: "t".into(),
+        consts: vec![],
+        functions: vec![Function { name: String::new(), arity: 0, nregs: 1, upvals: vec![], code: vec![Op::ReturnNil {}], lines: vec![1] }],
+        globals: vec!["g".into()],
+    };
+    let mut vm = Vm::new(Natives::new(), VmConfig { heap: config, ..VmConfig::default() });
+    let h = vm.load(module).unwrap();
+    let p = Process::new(7, h, &vm).unwrap();
+    (vm, p)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random graphs (with cycles, sharing and objects larger than a page) are unchanged
+    /// by collection, by reuse of the freed space, and by snapshot + restore.
+    #[test]
+    fn graphs_survive_gc_and_snapshot(
+        nodes in prop::collection::vec(node(), 1..40),
+        edges in prop::collection::vec((0usize..40, 0usize..40), 0..120),
+        roots in prop::collection::vec(0usize..40, 0..8),
+    ) {
+        let (vm, mut p) = vm_and_process(small_config());
+        let root = build(&mut p.heap, &nodes, &edges, &roots);
+        // Garbage that must not disturb anything.
+        build(&mut p.heap, &nodes, &edges, &roots);
+        p.globals[0] = root;
+        let before = dump_of(&p.heap, root);
+        p.collect_garbage().unwrap();
+        prop_assert_eq!(&dump_of(&p.heap, root), &before);
+        // Reuse the freed space, then collect again.
+        build(&mut p.heap, &nodes, &edges, &roots);
+        p.collect_garbage().unwrap();
+        prop_assert_eq!(&dump_of(&p.heap, root), &before);
+        let bytes = snapshot(&p);
+        let q = restore(&bytes, &vm).unwrap();
+        prop_assert_eq!(&dump_of(&q.heap, q.globals[0]), &before);
+    }
+}
+
+#[test]
+fn every_store_marks_its_page_dirty() {
+    let mut heap = Heap::new(small_config());
+    let a = new_array(&mut heap, 0).unwrap();
+    for i in 0..2000 {
+        array_push(&mut heap, a, Value::Int(i)).unwrap();
+    }
+    heap.take_dirty();
+    assert!(heap.take_dirty().is_empty(), "reading the dirty set clears it");
+    array_set(&mut heap, a, 1500, Value::Int(-1)).unwrap();
+    let dirty = heap.take_dirty();
+    assert_eq!(dirty.len(), 1);
+    // Element 1500 lives in the array's storage, 2 words per element after a header.
+    assert!(array_get(&heap, a, 1500).unwrap() == Some(Value::Int(-1)));
+    let _ = array_len(&heap, a).unwrap();
+    assert!(heap.take_dirty().is_empty(), "reads do not dirty pages");
+}
+
+#[test]
+fn absent_page_faults_and_resumes_when_supplied() {
+    let mut heap = Heap::new(small_config());
+    let s = alloc_str(&mut heap, &"y".repeat(10_000)).unwrap();
+    let page = (s as usize + 600) >> heap.page_shift();
+    let saved = heap.page(page as u32).to_vec();
+    heap.mark_absent(page as u32);
+    assert!(!heap.all_present());
+    assert_eq!(str_ref(&heap, s).err(), Some(HeapError::Fault(page as u32)));
+    heap.supply_page(page as u32, &saved).unwrap();
+    assert_eq!(str_ref(&heap, s).unwrap(), "y".repeat(10_000));
+    assert!(heap.supply_page(10_000, &saved).is_err(), "a page outside the heap is refused");
+}
+
+#[test]
+fn collection_dirties_only_pages_where_garbage_died() {
+    let (_vm, mut p) = vm_and_process(small_config());
+    // 4 MiB of live data, then a little garbage.
+    let keep = new_array(&mut p.heap, 2000).unwrap();
+    for i in 0..2000 {
+        let s = alloc_str(&mut p.heap, &format!("{i:0>200}")).unwrap();
+        array_push(&mut p.heap, keep, Value::Str(s)).unwrap();
+    }
+    p.globals[0] = Value::Array(keep);
+    for _ in 0..10 {
+        alloc_str(&mut p.heap, "garbage").unwrap();
+    }
+    p.heap.take_dirty();
+    p.collect_garbage().unwrap();
+    let pages = p.heap.page_count() as u64;
+    let dirtied = p.heap.stats.last_pages_dirtied;
+    assert!(dirtied <= 2, "a collection freeing a few small objects dirtied {dirtied} of {pages} pages");
+    assert_eq!(p.heap.take_dirty().len() as u64, dirtied);
+}
+
+#[test]
+fn heap_limit_is_an_error_not_a_crash() {
+    let mut heap = Heap::new(HeapConfig { page_size_bytes: 4096, limit_bytes: 1 << 20, gc_min_bytes: 1 << 20 });
+    let mut result = Ok(0);
+    for _ in 0..1000 {
+        result = alloc_str(&mut heap, &"z".repeat(4000));
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(HeapError::Limit));
+}
+
+#[test]
+fn damaged_images_are_refused() {
+    let (vm, mut p) = vm_and_process(small_config());
+    let root = build(&mut p.heap, &[Node::Array, Node::Map, Node::Str(10)], &[(0, 1), (1, 2), (1, 0)], &[0]);
+    p.globals[0] = root;
+    let bytes = snapshot(&p);
+    assert!(restore(&bytes, &vm).is_ok());
+    // Every truncation and many single-byte corruptions are errors, never panics.
+    for cut in 0..bytes.len() {
+        assert!(restore(&bytes[..cut], &vm).is_err());
+    }
+    let mut refused = 0;
+    for i in 0..bytes.len() {
+        for flip in [1u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[i] ^= flip;
+            if restore(&b, &vm).is_err() {
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+}
