@@ -36,6 +36,14 @@ struct Local {
     boxed: bool,
 }
 
+/// How a loop goes round again.
+enum LoopBack {
+    /// Jump back to the condition at this position.
+    Jump(usize),
+    /// A counted loop: `ForLoop` over registers `a..a+3`, back to `body_start`.
+    ForLoop { a: u8, body_start: usize },
+}
+
 struct LoopCtx {
     breaks: Vec<usize>,
     continues: Vec<usize>,
@@ -272,7 +280,14 @@ impl<'a> Codegen<'a> {
             Op::JmpIfNotLe { b, c, .. } => Op::JmpIfNotLe { b, c, off },
             Op::JmpIfNotEq { b, c, .. } => Op::JmpIfNotEq { b, c, off },
             Op::JmpIfEq { b, c, .. } => Op::JmpIfEq { b, c, off },
-            Op::ForRange { a, .. } => Op::ForRange { a, off },
+            Op::ForPrep { a, .. } => Op::ForPrep { a, off },
+            Op::ForLoop { a, .. } => Op::ForLoop { a, off },
+            Op::JmpIfNotLtI { b, v, .. } => Op::JmpIfNotLtI { b, v, off },
+            Op::JmpIfNotLeI { b, v, .. } => Op::JmpIfNotLeI { b, v, off },
+            Op::JmpIfNotGtI { b, v, .. } => Op::JmpIfNotGtI { b, v, off },
+            Op::JmpIfNotGeI { b, v, .. } => Op::JmpIfNotGeI { b, v, off },
+            Op::JmpIfNotEqI { b, v, .. } => Op::JmpIfNotEqI { b, v, off },
+            Op::JmpIfEqI { b, v, .. } => Op::JmpIfEqI { b, v, off },
             Op::IterNext { a, n, .. } => Op::IterNext { a, n, off },
             Op::Try { a, .. } => Op::Try { a, off },
             other => other,
@@ -497,7 +512,7 @@ impl<'a> Codegen<'a> {
                 self.set_line(*span);
                 let top = self.here();
                 let exits = self.jump_if_false(cond);
-                self.loop_body(body, top, exits, top);
+                self.loop_body(body, LoopBack::Jump(top), exits);
             }
             Stmt::For { first, second, iter, body, span } => {
                 self.set_line(*span);
@@ -540,29 +555,71 @@ impl<'a> Codegen<'a> {
                 let t = self.cur().next_reg;
                 self.free_to(t.min(255) as u8);
             }
-            Stmt::Expr(e) => {
-                self.set_line(e.span);
-                let r = self.alloc_reg();
-                self.expr_to(e, r);
-                self.free_to(r);
-            }
+            Stmt::Expr(e) => self.expr_discard(e),
         }
     }
 
-    /// Body of a loop whose condition check starts at `top`; `exits` jump out of it.
-    fn loop_body(&mut self, body: &Block, top: usize, exits: Vec<usize>, continue_at: usize) {
+    /// Body of a loop, then the jump back (`back`); `exits` jump out of the loop.
+    fn loop_body(&mut self, body: &Block, back: LoopBack, exits: Vec<usize>) {
         let try_depth = self.cur().try_depth;
         self.cur().loops.push(LoopCtx { breaks: Vec::new(), continues: Vec::new(), try_depth });
-        let r = self.alloc_reg();
-        self.block_to(body, r);
-        self.free_to(r);
-        self.jump_back(top);
+        self.block_discard(body);
+        let continue_at = match back {
+            LoopBack::Jump(top) => {
+                self.jump_back(top);
+                top
+            }
+            LoopBack::ForLoop { a, body_start } => {
+                let at = self.here();
+                self.emit(Op::ForLoop { a, off: body_start as i32 - at as i32 - 1 });
+                at
+            }
+        };
         let lp = self.cur().loops.pop().expect("pushed above");
         for c in lp.continues {
             self.patch(c, continue_at);
         }
         self.patch_here(exits);
         self.patch_here(lp.breaks);
+    }
+
+    /// A block whose value is not needed.
+    fn block_discard(&mut self, b: &Block) {
+        self.push_scope();
+        self.hoist_fns(&b.stmts);
+        for s in &b.stmts {
+            self.stmt(s);
+        }
+        if let Some(e) = &b.tail {
+            self.expr_discard(e);
+        }
+        self.pop_scope();
+    }
+
+    /// An expression evaluated for its effects only.
+    fn expr_discard(&mut self, e: &Expr) {
+        self.set_line(e.span);
+        match &e.kind {
+            ExprKind::If { cond, then, els } => {
+                let f = self.jump_if_false(cond);
+                self.block_discard(then);
+                match els {
+                    Some(x) => {
+                        let j = self.emit(Op::Jmp { off: 0 });
+                        self.patch_here(f);
+                        self.expr_discard(x);
+                        self.patch_here(vec![j]);
+                    }
+                    None => self.patch_here(f),
+                }
+            }
+            ExprKind::Block(b) => self.block_discard(b),
+            _ => {
+                let r = self.alloc_reg();
+                self.expr_to(e, r);
+                self.free_to(r);
+            }
+        }
     }
 
     fn for_loop(&mut self, first: &Ident, second: Option<&Ident>, iter: &ForIter, body: &Block, span: Span) {
@@ -577,11 +634,11 @@ impl<'a> Codegen<'a> {
                 self.expr_to(start, a);
                 self.expr_to(end, a + 1);
                 self.set_line(span);
-                self.emit(Op::ForPrep { a });
-                let top = self.emit(Op::ForRange { a, off: 0 });
+                let prep = self.emit(Op::ForPrep { a, off: 0 });
+                let body_start = self.here();
                 self.push_scope();
                 self.declare(first, a + 2);
-                self.loop_body(body, top, vec![top], top);
+                self.loop_body(body, LoopBack::ForLoop { a, body_start }, vec![prep]);
                 self.pop_scope();
             }
             ForIter::Expr(e) => {
@@ -596,7 +653,7 @@ impl<'a> Codegen<'a> {
                 if let Some(s) = second {
                     self.declare(s, a + 3);
                 }
-                self.loop_body(body, top, vec![top], top);
+                self.loop_body(body, LoopBack::Jump(top), vec![top]);
                 self.pop_scope();
             }
         }
@@ -749,6 +806,20 @@ impl<'a> Codegen<'a> {
                 f
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_true(x),
+            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) if small_int(r).is_some() => {
+                let b = self.expr_any(l);
+                let v = small_int(r).unwrap_or(0);
+                self.set_line(e.span);
+                let j = self.emit(match op {
+                    BinOp::Lt => Op::JmpIfNotLtI { b, v, off: 0 },
+                    BinOp::Le => Op::JmpIfNotLeI { b, v, off: 0 },
+                    BinOp::Gt => Op::JmpIfNotGtI { b, v, off: 0 },
+                    BinOp::Ge => Op::JmpIfNotGeI { b, v, off: 0 },
+                    BinOp::Eq => Op::JmpIfNotEqI { b, v, off: 0 },
+                    _ => Op::JmpIfEqI { b, v, off: 0 },
+                });
+                vec![j]
+            }
             ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) => {
                 let a = self.expr_any(l);
                 let b = self.expr_any(r);

@@ -13,21 +13,96 @@ use tern_vm::value::Addr;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef { name: "len", min_args: 1, max_args: 1, f: len },
-    NativeDef { name: "push", min_args: 2, max_args: 2, f: push },
-    NativeDef { name: "pop", min_args: 1, max_args: 1, f: pop },
-    NativeDef { name: "insert", min_args: 3, max_args: 3, f: insert },
-    NativeDef { name: "remove", min_args: 2, max_args: 2, f: remove },
-    NativeDef { name: "slice", min_args: 2, max_args: 3, f: slice },
-    NativeDef { name: "sort", min_args: 1, max_args: 1, f: sort },
-    NativeDef { name: "reverse", min_args: 1, max_args: 1, f: reverse },
-    NativeDef { name: "index_of", min_args: 2, max_args: 2, f: index_of },
-    NativeDef { name: "contains", min_args: 2, max_args: 2, f: contains },
-    NativeDef { name: "array", min_args: 1, max_args: 2, f: array },
-    NativeDef { name: "keys", min_args: 1, max_args: 1, f: keys },
-    NativeDef { name: "values", min_args: 1, max_args: 1, f: values },
-    NativeDef { name: "has", min_args: 2, max_args: 2, f: has },
-    NativeDef { name: "get", min_args: 2, max_args: 3, f: get },
+    NativeDef {
+        name: "len",
+        min_args: 1,
+        max_args: 1,
+        f: len,
+    },
+    NativeDef {
+        name: "push",
+        min_args: 2,
+        max_args: 2,
+        f: push,
+    },
+    NativeDef {
+        name: "pop",
+        min_args: 1,
+        max_args: 1,
+        f: pop,
+    },
+    NativeDef {
+        name: "insert",
+        min_args: 3,
+        max_args: 3,
+        f: insert,
+    },
+    NativeDef {
+        name: "remove",
+        min_args: 2,
+        max_args: 2,
+        f: remove,
+    },
+    NativeDef {
+        name: "slice",
+        min_args: 2,
+        max_args: 3,
+        f: slice,
+    },
+    NativeDef {
+        name: "sort",
+        min_args: 1,
+        max_args: 1,
+        f: sort,
+    },
+    NativeDef {
+        name: "reverse",
+        min_args: 1,
+        max_args: 1,
+        f: reverse,
+    },
+    NativeDef {
+        name: "index_of",
+        min_args: 2,
+        max_args: 2,
+        f: index_of,
+    },
+    NativeDef {
+        name: "contains",
+        min_args: 2,
+        max_args: 2,
+        f: contains,
+    },
+    NativeDef {
+        name: "array",
+        min_args: 1,
+        max_args: 2,
+        f: array,
+    },
+    NativeDef {
+        name: "keys",
+        min_args: 1,
+        max_args: 1,
+        f: keys,
+    },
+    NativeDef {
+        name: "values",
+        min_args: 1,
+        max_args: 1,
+        f: values,
+    },
+    NativeDef {
+        name: "has",
+        min_args: 2,
+        max_args: 2,
+        f: has,
+    },
+    NativeDef {
+        name: "get",
+        min_args: 2,
+        max_args: 3,
+        f: get,
+    },
 ];
 
 /// Largest array `array(n, fill)` makes.
@@ -59,7 +134,9 @@ fn index_in(func: &str, v: Value, limit: usize, len: usize) -> Result<usize, Exn
     let i = arg_int(func, "an int index", v)?;
     match usize::try_from(i) {
         Ok(u) if u <= limit => Ok(u),
-        _ => Err(Exn::msg(format!("{func}: index {i} is out of bounds for an array of length {len}"))),
+        _ => Err(Exn::msg(format!(
+            "{func}: index {i} is out of bounds for an array of length {len}"
+        ))),
     }
 }
 
@@ -67,7 +144,13 @@ fn insert(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let a = arg_array("insert", args[0])?;
     let n = object::array_len(ctx.heap, a)?;
     let i = index_in("insert", args[1], n, n)?;
-    object::array_insert(ctx.heap, a, i, args[2])?;
+    // Read every element first (faulting in every page of the array), then grow by one
+    // and write them all; `array_insert` shifts in place, and a page fault partway
+    // through its shift could not be restarted.
+    let mut vals = object::array_values(ctx.heap, a)?;
+    vals.insert(i, args[2]);
+    object::array_push(ctx.heap, a, vals[n])?;
+    object::array_overwrite(ctx.heap, a, &vals)?;
     Ok(Value::Nil)
 }
 
@@ -79,20 +162,23 @@ fn remove(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
                 return Err(Exn::msg("remove: the array is empty"));
             }
             let i = index_in("remove", args[1], n - 1, n)?;
-            object::array_remove(ctx.heap, a, i)?.ok_or_else(|| Exn::msg("remove: index out of bounds"))
+            object::array_remove(ctx.heap, a, i)?
+                .ok_or_else(|| Exn::msg("remove: index out of bounds"))
         }
-        Value::Map(m) => Ok(object::map_remove(ctx.heap, m, args[1]).map_err(key_exn)?.unwrap_or(Value::Nil)),
+        Value::Map(m) => Ok(object::map_remove(ctx.heap, m, args[1])
+            .map_err(key_exn)?
+            .unwrap_or(Value::Nil)),
         v => Err(type_err("remove", "an array or a map", v)),
     }
 }
 
 fn slice(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
-    let from = arg_index("slice", "the start", args[1])?;
+    let from = arg_index("slice", "start", args[1])?;
     match args[0] {
         Value::Str(a) => {
             let n = object::str_bytes(ctx.heap, a)?.len();
             let to = match args.get(2) {
-                Some(v) => arg_index("slice", "the end", *v)?,
+                Some(v) => arg_index("slice", "end", *v)?,
                 None => n,
             };
             strings::str_slice(ctx.heap, a, from, to)
@@ -100,11 +186,14 @@ fn slice(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
         Value::Array(a) => {
             let vals = object::array_values(ctx.heap, a)?;
             let to = match args.get(2) {
-                Some(v) => arg_index("slice", "the end", *v)?,
+                Some(v) => arg_index("slice", "end", *v)?,
                 None => vals.len(),
             };
             if from > to || to > vals.len() {
-                return Err(Exn::msg(format!("slice: range {from}..{to} is out of bounds for an array of length {}", vals.len())));
+                return Err(Exn::msg(format!(
+                    "slice: range {from}..{to} is out of bounds for an array of length {}",
+                    vals.len()
+                )));
             }
             Ok(Value::Array(object::array_from(ctx.heap, &vals[from..to])?))
         }
@@ -124,7 +213,12 @@ fn sort_order(heap: &Heap, vals: &[Value]) -> Result<Vec<usize>, Exn> {
         keys.push(match v {
             Value::Int(_) | Value::Float(_) => SortKey::Num(v),
             Value::Str(a) => SortKey::Str(object::str_bytes(heap, a)?),
-            _ => return Err(Exn::msg(format!("sort expects an array of numbers or of strings, found an element of type {}", v.type_name()))),
+            _ => {
+                return Err(Exn::msg(format!(
+                    "sort expects an array of numbers or of strings, found an element of type {}",
+                    v.type_name()
+                )))
+            }
         });
     }
     let (mut nums, mut strs) = (false, false);
@@ -135,14 +229,18 @@ fn sort_order(heap: &Heap, vals: &[Value]) -> Result<Vec<usize>, Exn> {
         }
     }
     if nums && strs {
-        return Err(Exn::msg("sort: cannot sort an array that mixes numbers and strings"));
+        return Err(Exn::msg(
+            "sort: cannot sort an array that mixes numbers and strings",
+        ));
     }
     let mut order: Vec<usize> = (0..vals.len()).collect();
     // NaN sorts after every other number, so the order is total.
     let is_nan = |v: Value| matches!(v, Value::Float(f) if f.is_nan());
     order.sort_by(|&i, &j| match (&keys[i], &keys[j]) {
         (SortKey::Str(x), SortKey::Str(y)) => x.cmp(y),
-        (SortKey::Num(x), SortKey::Num(y)) => num_cmp(*x, *y).unwrap_or_else(|| is_nan(*x).cmp(&is_nan(*y))),
+        (SortKey::Num(x), SortKey::Num(y)) => {
+            num_cmp(*x, *y).unwrap_or_else(|| is_nan(*x).cmp(&is_nan(*y)))
+        }
         (SortKey::Num(_), SortKey::Str(_)) => Ordering::Less,
         (SortKey::Str(_), SortKey::Num(_)) => Ordering::Greater,
     });
@@ -177,8 +275,12 @@ fn position(heap: &Heap, a: Addr, x: Value) -> Result<Option<usize>, Exn> {
 
 fn index_of(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     match args[0] {
-        Value::Array(a) => Ok(position(ctx.heap, a, args[1])?.map_or(Value::Nil, |i| Value::Int(i as i64))),
-        Value::Str(s) => strings::find_in(ctx.heap, "index_of", object::str_ref(ctx.heap, s)?, args[1]),
+        Value::Array(a) => {
+            Ok(position(ctx.heap, a, args[1])?.map_or(Value::Nil, |i| Value::Int(i as i64)))
+        }
+        Value::Str(s) => {
+            strings::find_in(ctx.heap, "index_of", object::str_ref(ctx.heap, s)?, args[1])
+        }
         v => Err(type_err("index_of", "an array or a string", v)),
     }
 }
@@ -192,9 +294,11 @@ fn contains(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 }
 
 fn array(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
-    let n = arg_index("array", "the length", args[0])?;
+    let n = arg_index("array", "length", args[0])?;
     if n > MAX_ARRAY {
-        return Err(Exn::msg(format!("array: length {n} is too large (at most {MAX_ARRAY})")));
+        return Err(Exn::msg(format!(
+            "array: length {n} is too large (at most {MAX_ARRAY})"
+        )));
     }
     let fill = args.get(1).copied().unwrap_or(Value::Nil);
     let a = object::new_array(ctx.heap, n)?;
@@ -206,23 +310,35 @@ fn array(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 
 fn keys(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("keys", args[0])?;
-    let ks: Vec<Value> = object::map_entries(ctx.heap, m)?.into_iter().map(|(k, _)| k).collect();
+    let ks: Vec<Value> = object::map_entries(ctx.heap, m)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     Ok(Value::Array(object::array_from(ctx.heap, &ks)?))
 }
 
 fn values(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("values", args[0])?;
-    let vs: Vec<Value> = object::map_entries(ctx.heap, m)?.into_iter().map(|(_, v)| v).collect();
+    let vs: Vec<Value> = object::map_entries(ctx.heap, m)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     Ok(Value::Array(object::array_from(ctx.heap, &vs)?))
 }
 
 fn has(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("has", args[0])?;
-    Ok(Value::Bool(object::map_get(ctx.heap, m, args[1]).map_err(key_exn)?.is_some()))
+    Ok(Value::Bool(
+        object::map_get(ctx.heap, m, args[1])
+            .map_err(key_exn)?
+            .is_some(),
+    ))
 }
 
 fn get(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("get", args[0])?;
     let default = args.get(2).copied().unwrap_or(Value::Nil);
-    Ok(object::map_get(ctx.heap, m, args[1]).map_err(key_exn)?.unwrap_or(default))
+    Ok(object::map_get(ctx.heap, m, args[1])
+        .map_err(key_exn)?
+        .unwrap_or(default))
 }

@@ -16,6 +16,9 @@ mod strings;
 mod time;
 mod util;
 
+#[cfg(test)]
+mod tests;
+
 use tern_vm::Natives;
 
 /// Every native function of the standard library.

@@ -267,6 +267,15 @@ impl Heap {
         Ok(())
     }
 
+    /// The words `[addr, addr + len)`, all of whose pages must be present.
+    #[inline]
+    pub fn slice(&self, addr: usize, len: usize) -> Result<&[u64], HeapError> {
+        if self.absent_pages != 0 {
+            self.check_range(addr, len)?;
+        }
+        self.words.get(addr..addr + len).ok_or(HeapError::Corrupt)
+    }
+
     /// A byte view of `[addr, addr + nbytes)`, all of whose pages must be present.
     pub fn bytes(&self, addr: usize, nbytes: usize) -> Result<&[u8], HeapError> {
         let nwords = nbytes.div_ceil(8);

@@ -364,6 +364,21 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
         }};
     }
 
+    // The heap string of string constant `k` of the running module, made on first use.
+    macro_rules! const_str {
+        ($k:expr) => {{
+            let k = $k as usize;
+            match modules[module as usize].strs[k] {
+                0 => {
+                    let Const::Str(text) = &lm.module.consts[k] else { throw!(HeapError::Corrupt) };
+                    let addr = tri!(object::alloc_str(heap, text));
+                    modules[module as usize].strs[k] = addr;
+                    addr
+                }
+                addr => addr,
+            }
+        }};
+    }
     macro_rules! ret {
         ($v:expr) => {{
             let v: Value = $v;
@@ -404,16 +419,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     Const::Int(i) => Value::Int(*i),
                     Const::Float(f) => Value::Float(*f),
                     Const::Native(_) => Value::Native(lm.native_ids[k]),
-                    Const::Str(s) => {
-                        let cached = modules[module as usize].strs[k];
-                        if cached != 0 {
-                            Value::Str(cached)
-                        } else {
-                            let addr = tri!(object::alloc_str(heap, s));
-                            modules[module as usize].strs[k] = addr;
-                            Value::Str(addr)
-                        }
-                    }
+                    Const::Str(_) => Value::Str(const_str!(k)),
                     Const::Module(_) => throw!(HeapError::Corrupt),
                 };
             }
@@ -490,9 +496,16 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     (x, y) => tri!(arith(heap, op, x, y)),
                 }
             }
-            Op::Div { a, b, c } | Op::Mod { a, b, c } => {
+            Op::Div { a, b, c } => {
                 r!(a) = match (r!(b), r!(c)) {
-                    (Value::Float(x), Value::Float(y)) if matches!(op, Op::Div { .. }) => Value::Float(x / y),
+                    (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x / y),
+                    (Value::Float(x), Value::Float(y)) => Value::Float(x / y),
+                    (x, y) => tri!(arith(heap, op, x, y)),
+                }
+            }
+            Op::Mod { a, b, c } => {
+                r!(a) = match (r!(b), r!(c)) {
+                    (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x % y),
                     (x, y) => tri!(arith(heap, op, x, y)),
                 }
             }
@@ -567,6 +580,52 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             }
             Op::JmpIfEq { b, c, off } => {
                 if tri!(equal(heap, r!(b), r!(c))) {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotLtI { b, v, off } => {
+                let t = match r!(b) {
+                    Value::Int(x) => x < i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotLeI { b, v, off } => {
+                let t = match r!(b) {
+                    Value::Int(x) => x <= i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotGtI { b, v, off } => {
+                let t = match r!(b) {
+                    Value::Int(x) => x > i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotGeI { b, v, off } => {
+                let t = match r!(b) {
+                    Value::Int(x) => x >= i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
+                };
+                if !t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotEqI { b, v, off } => {
+                if !tri!(equal(heap, r!(b), Value::Int(i64::from(v)))) {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfEqI { b, v, off } => {
+                if tri!(equal(heap, r!(b), Value::Int(i64::from(v)))) {
                     jump!(off)
                 }
             }
@@ -670,30 +729,26 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 (x, _) => throw!(Exn::msg(format!("cannot store into a {}", x.type_name()))),
             },
             Op::GetField { a, b, k } => {
-                let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
-                r!(a) = match r!(b) {
-                    Value::Map(m) => match tri!(object::map_get_str(heap, m, name.as_bytes())) {
-                        Some(v) => v,
-                        None => throw!(Exn::msg(format!("key not found: {name:?}"))),
-                    },
-                    x => throw!(Exn::msg(format!("cannot read field `{name}` of a {}", x.type_name()))),
+                let Value::Map(m) = r!(b) else {
+                    let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
+                    throw!(Exn::msg(format!("cannot read field `{name}` of a {}", r!(b).type_name())));
+                };
+                let key = const_str!(k);
+                r!(a) = match tri!(object::map_get_field(heap, m, key)) {
+                    Some(v) => v,
+                    None => {
+                        let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
+                        throw!(Exn::msg(format!("key not found: {name:?}")))
+                    }
                 }
             }
             Op::SetField { a, k, c } => {
-                let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
                 let Value::Map(m) = r!(a) else {
+                    let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
                     throw!(Exn::msg(format!("cannot set field `{name}` of a {}", r!(a).type_name())));
                 };
-                let k = k as usize;
-                let key = match modules[module as usize].strs[k] {
-                    0 => {
-                        let addr = tri!(object::alloc_str(heap, name));
-                        modules[module as usize].strs[k] = addr;
-                        addr
-                    }
-                    addr => addr,
-                };
-                tri!(object::map_set(heap, m, Value::Str(key), r!(c)).map_err(key_exn));
+                let key = const_str!(k);
+                tri!(object::map_set_field(heap, m, key, r!(c)).map_err(key_exn));
             }
             Op::Concat { a, b, n } => {
                 let mut s = String::new();
@@ -706,17 +761,23 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
                 r!(a) = Value::Str(tri!(object::alloc_str(heap, &s)));
             }
-            Op::ForPrep { a } => {
-                if !matches!((r!(a), r!(a + 1)), (Value::Int(_), Value::Int(_))) {
-                    throw!(Exn::msg(format!("range bounds must be ints, not {} and {}", r!(a).type_name(), r!(a + 1).type_name())));
-                }
-            }
-            Op::ForRange { a, off } => {
-                if let (Value::Int(i), Value::Int(e)) = (r!(a), r!(a + 1)) {
+            Op::ForPrep { a, off } => match (r!(a), r!(a + 1)) {
+                (Value::Int(i), Value::Int(e)) => {
                     if i < e {
                         r!(a + 2) = Value::Int(i);
-                        r!(a) = Value::Int(i + 1);
                     } else {
+                        jump!(off);
+                    }
+                }
+                (x, y) => throw!(Exn::msg(format!("range bounds must be ints, not {} and {}", x.type_name(), y.type_name()))),
+            },
+            Op::ForLoop { a, off } => {
+                if let (Value::Int(i), Value::Int(e)) = (r!(a), r!(a + 1)) {
+                    // `i < e` held when the body was entered, so `i + 1` cannot overflow.
+                    let next = i + 1;
+                    r!(a) = Value::Int(next);
+                    if next < e {
+                        r!(a + 2) = Value::Int(next);
                         jump!(off);
                     }
                 } else {

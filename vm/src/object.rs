@@ -345,14 +345,10 @@ struct MapView {
     index: usize,
 }
 
+#[inline]
 fn map_view(heap: &Heap, m: Addr) -> Result<MapView, HeapError> {
-    let at = m as usize;
-    Ok(MapView {
-        live: heap.load(at + 1)? as usize,
-        entries: heap.load(at + 2)? as usize,
-        used: heap.load(at + 3)? as usize,
-        index: heap.load(at + 4)? as usize,
-    })
+    let w = heap.slice(m as usize + 1, 4)?;
+    Ok(MapView { live: w[0] as usize, entries: w[1] as usize, used: w[2] as usize, index: w[3] as usize })
 }
 
 fn entry_key(heap: &Heap, entries: usize, i: usize) -> Result<Option<Value>, HeapError> {
@@ -371,22 +367,50 @@ pub enum KeyRef<'a> {
     Bytes(&'a [u8]),
 }
 
-fn key_matches(heap: &Heap, stored: Value, key: KeyRef<'_>) -> Result<bool, HeapError> {
-    match key {
-        KeyRef::Value(k) => values_equal(heap, stored, k),
-        KeyRef::Bytes(b) => match stored {
-            Value::Str(s) => Ok(str_bytes(heap, s)? == b),
-            _ => Ok(false),
-        },
+/// Does the stored key equal `key` (whose hash is `hash`)? Strings compare by address
+/// first (keys written by literals and field syntax share the module's constant
+/// strings), then by the stored hash, and only then by bytes.
+#[inline(always)]
+fn key_matches(heap: &Heap, stored: Value, key: KeyRef<'_>, hash: u64) -> Result<bool, HeapError> {
+    match (stored, key) {
+        (Value::Str(s), KeyRef::Value(Value::Str(k))) => {
+            if s == k {
+                return Ok(true);
+            }
+            if heap.load(s as usize + 2)? != hash {
+                return Ok(false);
+            }
+            Ok(str_bytes(heap, s)? == str_bytes(heap, k)?)
+        }
+        (Value::Str(s), KeyRef::Bytes(b)) => {
+            if heap.load(s as usize + 2)? != hash {
+                return Ok(false);
+            }
+            Ok(str_bytes(heap, s)? == b)
+        }
+        (Value::Int(a), KeyRef::Value(Value::Int(b))) => Ok(a == b),
+        (_, KeyRef::Value(k)) => values_equal(heap, stored, k),
+        (_, KeyRef::Bytes(_)) => Ok(false),
     }
 }
 
 /// Finds the entry index of `key`, and the index slot where it is or would go.
 fn map_find(heap: &Heap, v: &MapView, key: KeyRef<'_>, hash: u64) -> Result<(Option<usize>, usize), HeapError> {
     if v.index == 0 {
+        // Most lookups find a key that is the very same word pair (an int, or the same
+        // string object): try that cheap comparison over all entries first.
+        if let KeyRef::Value(k @ (Value::Int(_) | Value::Str(_))) = key {
+            let (kt, kp) = k.encode();
+            let words = heap.slice(v.entries + 1, 4 * v.used)?;
+            for (i, e) in words.chunks_exact(4).enumerate() {
+                if e[0] == kt && e[1] == kp {
+                    return Ok((Some(i), 0));
+                }
+            }
+        }
         for i in 0..v.used {
             if let Some(k) = entry_key(heap, v.entries, i)? {
-                if key_matches(heap, k, key)? {
+                if key_matches(heap, k, key, hash)? {
                     return Ok((Some(i), 0));
                 }
             }
@@ -402,7 +426,7 @@ fn map_find(heap: &Heap, v: &MapView, key: KeyRef<'_>, hash: u64) -> Result<(Opt
             return Ok((None, slot));
         }
         if let Some(k) = entry_key(heap, v.entries, s - 1)? {
-            if key_matches(heap, k, key)? {
+            if key_matches(heap, k, key, hash)? {
                 return Ok((Some(s - 1), slot));
             }
         }
@@ -419,6 +443,62 @@ pub fn map_get(heap: &Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyErr
 pub fn map_get_str(heap: &Heap, m: Addr, key: &[u8]) -> Result<Option<Value>, HeapError> {
     map_get_ref(heap, m, KeyRef::Bytes(key), hash_bytes(key))
 }
+
+/// Finds the entry whose key is the very word pair `(kt, kp)` (an int, or that same
+/// string object): the inline fast path of field access. `None` means "not found this
+/// way"; the general lookup then decides.
+#[inline(always)]
+fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> Option<usize> {
+    if v.index == 0 {
+        let words = heap.slice(v.entries + 1, 4 * v.used).ok()?;
+        return words.chunks_exact(4).position(|e| e[0] == kt && e[1] == kp);
+    }
+    let icap = header_size(heap.load(v.index).ok()?).checked_sub(1)?;
+    let slots = heap.slice(v.index + 1, icap).ok()?;
+    let mask = icap.wrapping_sub(1);
+    let mut slot = hash as usize & mask;
+    for _ in 0..icap {
+        let s = *slots.get(slot)? as usize;
+        if s == 0 || s > v.used {
+            return None;
+        }
+        let e = heap.slice(v.entries + 1 + 4 * (s - 1), 2).ok()?;
+        if e[0] == kt && e[1] == kp {
+            return Some(s - 1);
+        }
+        slot = (slot + 1) & mask;
+    }
+    None
+}
+
+/// `m[key]` for a string key given as a heap string, trying the word-equality fast
+/// path first.
+#[inline]
+pub fn map_get_field(heap: &Heap, m: Addr, key: Addr) -> Result<Option<Value>, HeapError> {
+    let v = map_view(heap, m)?;
+    let hash = heap.load(key as usize + 2)?;
+    if let Some(i) = entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
+        return Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?));
+    }
+    match map_find(heap, &v, KeyRef::Value(Value::Str(key)), hash)?.0 {
+        Some(i) => Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?)),
+        None => Ok(None),
+    }
+}
+
+/// `m[key] = val` for a string key given as a heap string; the fast path overwrites an
+/// existing entry in place.
+#[inline]
+pub fn map_set_field(heap: &mut Heap, m: Addr, key: Addr, val: Value) -> Result<(), KeyError> {
+    let v = map_view(heap, m)?;
+    let hash = heap.load(key as usize + 2)?;
+    if let Some(i) = entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
+        heap.store_value(v.entries + 1 + 4 * i + 2, val)?;
+        return Ok(());
+    }
+    map_set(heap, m, Value::Str(key), val)
+}
+
 
 fn map_get_ref(heap: &Heap, m: Addr, key: KeyRef<'_>, hash: u64) -> Result<Option<Value>, HeapError> {
     let v = map_view(heap, m)?;

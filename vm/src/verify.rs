@@ -176,9 +176,17 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                         return Err(at(format!("field name K{k} is not a string")));
                     }
                 }
-                Op::ForPrep { a } => regs(a, 2)?,
-                Op::ForRange { a, off } => {
+                Op::ForPrep { a, off } | Op::ForLoop { a, off } => {
                     regs(a, 3)?;
+                    jump(off)?;
+                }
+                Op::JmpIfNotLtI { b, off, .. }
+                | Op::JmpIfNotLeI { b, off, .. }
+                | Op::JmpIfNotGtI { b, off, .. }
+                | Op::JmpIfNotGeI { b, off, .. }
+                | Op::JmpIfNotEqI { b, off, .. }
+                | Op::JmpIfEqI { b, off, .. } => {
+                    reg(b)?;
                     jump(off)?;
                 }
                 Op::IterNext { a, n, off } => {
