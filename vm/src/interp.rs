@@ -321,13 +321,22 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             }
         };
     }
-    // SAFETY (for every use of `r!`): the verifier proved each register operand is below
-    // its function's `nregs`, and the register stack always holds at least
+    // Register access through a raw pointer to register 0 of the running frame, reset
+    // whenever the frame changes or the register stack is reallocated.
+    //
+    // SAFETY (for every use of `r!` and `rm!`): the verifier proved each register operand
+    // is below its function's `nregs`, and the register stack always holds at least
     // `base + nregs` values for the running frame (ensured when a frame is pushed, and
-    // checked when an image is restored).
+    // checked when an image is restored). `rb` is re-derived after every reallocation.
+    let mut rb: *mut Value = unsafe { regs.as_mut_ptr().add(base) };
     macro_rules! r {
         ($i:expr) => {
-            *unsafe { regs.get_unchecked_mut(base + $i as usize) }
+            unsafe { *rb.add($i as usize) }
+        };
+    }
+    macro_rules! rm {
+        ($i:expr) => {
+            unsafe { &mut *rb.add($i as usize) }
         };
     }
     macro_rules! safepoint {
@@ -358,6 +367,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             code = &lm.module.functions[f.func as usize].code;
             pc = f.pc as usize;
             base = f.base as usize;
+            rb = unsafe { regs.as_mut_ptr().add(base) };
             module = f.module;
             closure = f.closure;
             gbase = modules[module as usize].globals_base as usize;
@@ -410,12 +420,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
         let op = unsafe { *code.get_unchecked(pc) };
         pc += 1;
         match op {
-            Op::LoadNil { a } => r!(a) = Value::Nil,
-            Op::LoadBool { a, v } => r!(a) = Value::Bool(v),
-            Op::LoadInt { a, v } => r!(a) = Value::Int(i64::from(v)),
+            Op::LoadNil { a } => *rm!(a) = Value::Nil,
+            Op::LoadBool { a, v } => *rm!(a) = Value::Bool(v),
+            Op::LoadInt { a, v } => *rm!(a) = Value::Int(i64::from(v)),
             Op::LoadK { a, k } => {
                 let k = k as usize;
-                r!(a) = match &lm.module.consts[k] {
+                *rm!(a) = match &lm.module.consts[k] {
                     Const::Int(i) => Value::Int(*i),
                     Const::Float(f) => Value::Float(*f),
                     Const::Native(_) => Value::Native(lm.native_ids[k]),
@@ -423,12 +433,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     Const::Module(_) => throw!(HeapError::Corrupt),
                 };
             }
-            Op::Move { a, b } => r!(a) = r!(b),
-            Op::GetGlobal { a, g } => r!(a) = globals[gbase + g as usize],
+            Op::Move { a, b } => *rm!(a) = r!(b),
+            Op::GetGlobal { a, g } => *rm!(a) = globals[gbase + g as usize],
             Op::SetGlobal { g, a } => globals[gbase + g as usize] = r!(a),
             Op::GetUpval { a, u } => {
                 let b = tri!(object::closure_box(heap, closure, usize::from(u)));
-                r!(a) = tri!(object::box_get(heap, b));
+                *rm!(a) = tri!(object::box_get(heap, b));
             }
             Op::SetUpval { u, a } => {
                 let b = tri!(object::closure_box(heap, closure, usize::from(u)));
@@ -436,10 +446,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             }
             Op::MakeBox { a } => {
                 let b = tri!(object::new_box(heap, r!(a)));
-                r!(a) = Value::Box(b);
+                *rm!(a) = Value::Box(b);
             }
             Op::GetBox { a, b } => match r!(b) {
-                Value::Box(x) => r!(a) = tri!(object::box_get(heap, x)),
+                Value::Box(x) => *rm!(a) = tri!(object::box_get(heap, x)),
                 _ => throw!(HeapError::Corrupt),
             },
             Op::SetBox { a, b } => match r!(a) {
@@ -450,7 +460,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 let target = &lm.module.functions[f as usize];
                 let fref = FnRef { module, func: f };
                 if target.upvals.is_empty() {
-                    r!(a) = Value::Func(fref);
+                    *rm!(a) = Value::Func(fref);
                 } else {
                     let mut boxes = Vec::with_capacity(target.upvals.len());
                     for d in &target.upvals {
@@ -463,11 +473,11 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                             boxes.push(tri!(object::closure_box(heap, closure, usize::from(d.index))));
                         }
                     }
-                    r!(a) = Value::Closure(tri!(object::new_closure(heap, fref, &boxes)));
+                    *rm!(a) = Value::Closure(tri!(object::new_closure(heap, fref, &boxes)));
                 }
             }
             Op::Add { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) => match x.checked_add(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {y}"))),
@@ -477,7 +487,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Sub { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) => match x.checked_sub(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {y}"))),
@@ -487,7 +497,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Mul { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) => match x.checked_mul(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot multiply {x} and {y}"))),
@@ -497,20 +507,20 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Div { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x / y),
                     (Value::Float(x), Value::Float(y)) => Value::Float(x / y),
                     (x, y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::Mod { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x % y),
                     (x, y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::AddI { a, b, v } => {
-                r!(a) = match r!(b) {
+                *rm!(a) = match r!(b) {
                     Value::Int(x) => match x.checked_add(i64::from(v)) {
                         Some(s) => Value::Int(s),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {v}"))),
@@ -520,7 +530,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Neg { a, b } => {
-                r!(a) = match r!(b) {
+                *rm!(a) = match r!(b) {
                     Value::Int(x) => match x.checked_neg() {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot negate {x}"))),
@@ -529,17 +539,17 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
                 }
             }
-            Op::Not { a, b } => r!(a) = Value::Bool(!r!(b).is_truthy()),
-            Op::Eq { a, b, c } => r!(a) = Value::Bool(tri!(equal(heap, r!(b), r!(c)))),
-            Op::Ne { a, b, c } => r!(a) = Value::Bool(!tri!(equal(heap, r!(b), r!(c)))),
+            Op::Not { a, b } => *rm!(a) = Value::Bool(!r!(b).is_truthy()),
+            Op::Eq { a, b, c } => *rm!(a) = Value::Bool(tri!(equal(heap, r!(b), r!(c)))),
+            Op::Ne { a, b, c } => *rm!(a) = Value::Bool(!tri!(equal(heap, r!(b), r!(c)))),
             Op::Lt { a, b, c } => {
-                r!(a) = Value::Bool(match (r!(b), r!(c)) {
+                *rm!(a) = Value::Bool(match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) => x < y,
                     (x, y) => tri!(less(heap, x, y, false)),
                 })
             }
             Op::Le { a, b, c } => {
-                r!(a) = Value::Bool(match (r!(b), r!(c)) {
+                *rm!(a) = Value::Bool(match (r!(b), r!(c)) {
                     (Value::Int(x), Value::Int(y)) => x <= y,
                     (x, y) => tri!(less(heap, x, y, true)),
                 })
@@ -643,7 +653,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         let args = &regs[args_at..args_at + usize::from(n)];
                         let mut ctx = NativeCtx { heap: &mut *heap, host: &mut *host, rng: &mut *rng, linked: &linked[..] };
                         let v = tri!((def.f)(&mut ctx, args));
-                        r!(a) = v;
+                        *rm!(a) = v;
                         safepoint!();
                         continue;
                     }
@@ -677,6 +687,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     code = &tf.code;
                     pc = 0;
                     base = nb;
+                    rb = unsafe { regs.as_mut_ptr().add(base) };
                     closure = clo;
                 } else {
                     enter!(f);
@@ -693,7 +704,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             Op::NewArray { a, b, n } => {
                 let s = base + usize::from(b);
                 let arr = tri!(object::array_from(heap, &regs[s..s + usize::from(n)]));
-                r!(a) = Value::Array(arr);
+                *rm!(a) = Value::Array(arr);
             }
             Op::NewMap { a, b, n } => {
                 let m = tri!(object::new_map(heap, usize::from(n)));
@@ -702,10 +713,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     let v = r!(usize::from(b) + 2 * i + 1);
                     tri!(object::map_set(heap, m, k, v).map_err(key_exn));
                 }
-                r!(a) = Value::Map(m);
+                *rm!(a) = Value::Map(m);
             }
             Op::GetIndex { a, b, c } => {
-                r!(a) = match (r!(b), r!(c)) {
+                *rm!(a) = match (r!(b), r!(c)) {
                     (Value::Array(arr), Value::Int(i)) => match tri!(object::array_get(heap, arr, i)) {
                         Some(v) => v,
                         None => throw!(Exn::msg(format!("index {i} out of range (length {})", tri!(object::array_len(heap, arr))))),
@@ -734,7 +745,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     throw!(Exn::msg(format!("cannot read field `{name}` of a {}", r!(b).type_name())));
                 };
                 let key = const_str!(k);
-                r!(a) = match tri!(object::map_get_field(heap, m, key)) {
+                *rm!(a) = match tri!(object::map_get_field(heap, m, key)) {
                     Some(v) => v,
                     None => {
                         let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
@@ -759,12 +770,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         _ => s.push_str(&tri!(display(heap, linked, v))),
                     }
                 }
-                r!(a) = Value::Str(tri!(object::alloc_str(heap, &s)));
+                *rm!(a) = Value::Str(tri!(object::alloc_str(heap, &s)));
             }
             Op::ForPrep { a, off } => match (r!(a), r!(a + 1)) {
                 (Value::Int(i), Value::Int(e)) => {
                     if i < e {
-                        r!(a + 2) = Value::Int(i);
+                        *rm!(a + 2) = Value::Int(i);
                     } else {
                         jump!(off);
                     }
@@ -775,9 +786,9 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 if let (Value::Int(i), Value::Int(e)) = (r!(a), r!(a + 1)) {
                     // `i < e` held when the body was entered, so `i + 1` cannot overflow.
                     let next = i + 1;
-                    r!(a) = Value::Int(next);
+                    *rm!(a) = Value::Int(next);
                     if next < e {
-                        r!(a + 2) = Value::Int(next);
+                        *rm!(a + 2) = Value::Int(next);
                         jump!(off);
                     }
                 } else {
@@ -810,12 +821,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     Some((key, val, next)) => {
                         let is_map = matches!(r!(a), Value::Map(_));
                         if n == 1 {
-                            r!(a + 2) = if is_map { key } else { val };
+                            *rm!(a + 2) = if is_map { key } else { val };
                         } else {
-                            r!(a + 2) = key;
-                            r!(a + 3) = val;
+                            *rm!(a + 2) = key;
+                            *rm!(a + 3) = val;
                         }
-                        r!(a + 1) = Value::Int(next as i64);
+                        *rm!(a + 1) = Value::Int(next as i64);
                     }
                     None => jump!(off),
                 }
