@@ -100,6 +100,13 @@ fn main() -> ExitCode {
                 Ok(r) => {
                     if stats {
                         eprintln!("reductions: {}, snapshots: {}, largest image: {} bytes", r.reductions, r.migrations, r.image_bytes_max);
+                        eprintln!(
+                            "heap: {} KiB; collections: {}, pages dirtied by the last: {}, by all: {}",
+                            r.heap_bytes >> 10,
+                            r.gc.collections,
+                            r.gc.last_pages_dirtied,
+                            r.gc.total_pages_dirtied
+                        );
                     }
                     match r.result {
                         Ok(_) => ExitCode::SUCCESS,

@@ -53,6 +53,8 @@ pub struct RunReport {
     /// Snapshot/restore cycles done.
     pub migrations: u64,
     pub image_bytes_max: usize,
+    pub gc: tern_vm::heap::GcStats,
+    pub heap_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -116,10 +118,14 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
                 }
             }
             Outcome::Blocked(b) => return Err(RunError::Blocked(b)),
-            Outcome::Finished(v) => return Ok(RunReport { result: Ok(v), reductions: proc.reductions, migrations, image_bytes_max }),
-            Outcome::Failed(e) => return Ok(RunReport { result: Err(e), reductions: proc.reductions, migrations, image_bytes_max }),
+            Outcome::Finished(v) => return Ok(report(&proc, Ok(v), migrations, image_bytes_max)),
+            Outcome::Failed(e) => return Ok(report(&proc, Err(e), migrations, image_bytes_max)),
         }
     }
+}
+
+fn report(proc: &Process, result: Result<Value, RuntimeError>, migrations: u64, image_bytes_max: usize) -> RunReport {
+    RunReport { result, reductions: proc.reductions, migrations, image_bytes_max, gc: proc.heap.stats, heap_bytes: proc.heap.size_bytes() }
 }
 
 /// Console output to this OS process's stdout.

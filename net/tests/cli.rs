@@ -1,0 +1,110 @@
+//! The `tern` command: exit codes, messages, and its subcommands.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern")).args(args).output().expect("tern runs")
+}
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    path
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn run_prints_output_and_exits_zero() {
+    let f = write_temp("ok.tern", "println(\"hello\", 1 + 2);\n");
+    let out = tern(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "hello 3\n");
+}
+
+#[test]
+fn runtime_error_exits_one_with_file_line_and_backtrace() {
+    let f = write_temp("bad.tern", "fn f(x) {\n  x / 0\n}\nprintln(\"before\");\nf(1);\n");
+    let out = tern(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "before\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.tern:2: error: division by zero"), "{err}");
+    assert!(err.contains("at f (") && err.contains("bad.tern:5)"), "{err}");
+}
+
+#[test]
+fn compile_errors_exit_two_and_report_every_error_with_a_caret() {
+    let f = write_temp("syntax.tern", "let x = ;\nlet y = 1\nprintln(x y);\nlet z = (1 + ;\n");
+    let out = tern(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("syntax.tern:1:9:"), "{err}");
+    assert!(err.contains("syntax.tern:3:"), "{err}");
+    assert!(err.contains("syntax.tern:4:"), "{err}");
+    assert!(err.contains('^') || err.contains('┬'), "no caret: {err}");
+    let check = tern(&["check", f.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2));
+}
+
+#[test]
+fn undefined_variable_is_a_compile_error() {
+    let f = write_temp("undef.tern", "println(nope);\n");
+    let out = tern(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("undefined variable `nope`"));
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    assert_eq!(tern(&[]).status.code(), Some(2));
+    assert_eq!(tern(&["run"]).status.code(), Some(2));
+    assert_eq!(tern(&["frobnicate"]).status.code(), Some(2));
+    let f = write_temp("u.tern", "1;\n");
+    assert_eq!(tern(&["run", f.to_str().unwrap(), "--page-size", "1000"]).status.code(), Some(2));
+    assert_eq!(tern(&["run", f.to_str().unwrap(), "--migrate-every", "0"]).status.code(), Some(2));
+    assert_eq!(tern(&["run", f.to_str().unwrap(), "--max-heap", "x"]).status.code(), Some(2));
+    let missing = tern(&["run", "/nonexistent/file.tern"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn help_describes_every_command() {
+    let out = tern(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for cmd in ["run", "check", "disasm"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let run_help = text(&tern(&["run", "--help"]).stdout);
+    assert!(run_help.contains("--migrate-every") && run_help.contains("--seed"), "{run_help}");
+}
+
+#[test]
+fn check_and_disasm() {
+    let f = write_temp("d.tern", "fn add(a, b) { a + b }\nprintln(add(1, 2));\n");
+    let out = tern(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("ok"));
+    let dis = text(&tern(&["disasm", f.to_str().unwrap()]).stdout);
+    assert!(dis.contains("fn #1 add (arity 2"), "{dis}");
+    assert!(dis.contains("Add") && dis.contains("Return"), "{dis}");
+}
+
+#[test]
+fn migrate_every_gives_the_same_output() {
+    let f = write_temp("m.tern", "let a = [];\nfor i in 0..200 { push(a, i * i); }\nlet s = 0;\nfor x in a { s += x; }\nprintln(s, len(a));\n");
+    let plain = tern(&["run", f.to_str().unwrap()]);
+    for seed in ["1", "2", "3"] {
+        let moved = tern(&["run", f.to_str().unwrap(), "--migrate-every", "10", "--seed", seed, "--stats"]);
+        assert_eq!(moved.status.code(), Some(0));
+        assert_eq!(moved.stdout, plain.stdout);
+        assert!(text(&moved.stderr).contains("snapshots: "), "{}", text(&moved.stderr));
+    }
+}

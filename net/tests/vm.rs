@@ -1,0 +1,145 @@
+//! The VM seen through whole programs: page faults, call depth, determinism, and
+//! bytecode that was tampered with.
+
+use tern_net::runner::{compile_text, load, new_vm, run_program, BufferHost, RunOptions};
+use tern_vm::bytecode::Module;
+use tern_vm::interp::BlockReason;
+use tern_vm::snapshot::{restore, snapshot};
+use tern_vm::{run, Outcome, Process, VmConfig};
+
+const PROGRAM: &str = r#"
+let data = [];
+for i in 0..3000 { push(data, "item ${i}"); }
+let m = {};
+for i in 0..500 { m["k${i}"] = i * i; }
+let total = 0;
+for round in 0..5 {
+    for s in data { total += len(s); }
+    for k, v in m { total += v % 7; }
+    println("round ${round}: ${total}");
+}
+"#;
+
+fn plain_output(src: &str) -> String {
+    let program = compile_text("t.tern", src).unwrap();
+    let mut host = BufferHost::new();
+    let report = run_program(&program, &RunOptions::default(), &mut host).unwrap();
+    assert!(report.result.is_ok(), "{:?}", report.result);
+    host.out
+}
+
+/// A process restored with every heap page absent blocks on page faults, one page at a
+/// time, and resumes exactly where it was once each page is supplied.
+#[test]
+fn absent_pages_fault_and_the_process_resumes_where_it_was() {
+    let expected = plain_output(PROGRAM);
+    let program = compile_text("t.tern", PROGRAM).unwrap();
+    let mut vm = new_vm(VmConfig::default());
+    load(&mut vm, &program).unwrap();
+    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let mut host = BufferHost::new();
+    // Run part of the way, then move the process, leaving every page behind.
+    for _ in 0..5 {
+        assert_eq!(run(&mut proc, &vm, &mut host, 500), Outcome::Yielded);
+    }
+    let source_heap = proc.heap.clone();
+    let mut moved = restore(&snapshot(&proc), &vm).unwrap();
+    drop(proc);
+    for p in 0..moved.heap.page_count() as u32 {
+        moved.heap.mark_absent(p);
+    }
+    let mut faults = Vec::new();
+    loop {
+        match run(&mut moved, &vm, &mut host, 1000) {
+            Outcome::Yielded => {}
+            Outcome::Blocked(BlockReason::PageFault(p)) => {
+                assert!(!faults.contains(&p), "page {p} faulted twice");
+                faults.push(p);
+                moved.heap.supply_page(p, source_heap.page(p)).unwrap();
+            }
+            Outcome::Finished(_) => break,
+            Outcome::Failed(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(host.out, expected);
+    assert!(faults.len() > 5, "only {} faults", faults.len());
+}
+
+#[test]
+fn unbounded_recursion_is_a_tern_error_at_the_configured_depth() {
+    let src = "fn down(n) { 1 + down(n + 1) }\ndown(0);\n";
+    let program = compile_text("deep.tern", src).unwrap();
+    for max_frames in [100, 5000, 200_000] {
+        let opts = RunOptions { config: VmConfig { max_frames, ..VmConfig::default() }, ..RunOptions::default() };
+        let report = run_program(&program, &opts, &mut BufferHost::new()).unwrap();
+        let err = report.result.unwrap_err();
+        assert!(err.message.contains(&format!("stack overflow: more than {max_frames} nested calls")), "{err}");
+        assert_eq!(err.trace.len(), max_frames as usize);
+        assert_eq!(err.trace[0].line, 1);
+        assert_eq!(err.trace.last().unwrap().line, 2);
+    }
+}
+
+#[test]
+fn compilation_is_deterministic() {
+    let a = compile_text("t.tern", PROGRAM).unwrap();
+    let b = compile_text("t.tern", PROGRAM).unwrap();
+    assert_eq!(a.main, b.main);
+    let bytes = |c: &tern_compiler::Compiled| c.modules.iter().map(Module::encode).collect::<Vec<_>>();
+    assert_eq!(bytes(&a), bytes(&b));
+}
+
+/// Many small corruptions of valid modules: each is either refused by the decoder or
+/// the verifier, or runs (to an end or an error) without a panic.
+#[test]
+fn mutated_modules_are_rejected_or_run_safely() {
+    let sources = [
+        PROGRAM,
+        "fn f(a, b) { let c = fn(x) { x + a }; c(b) }\nlet t = try { f(1, 2) } catch e { e };\nfor k, v in ({a: 1}) { println(k, v, t); }\n",
+        "let s = \"x\";\nlet i = 0;\nwhile i < 50 { s = \"${s}${i}\"; i += 1; if i % 7 == 0 { continue; } }\nprintln(len(s));\n",
+    ];
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut refused, mut ran) = (0, 0);
+    for src in sources {
+        let program = compile_text("t.tern", src).unwrap();
+        let main = program.modules.last().unwrap().encode();
+        for _ in 0..1500 {
+            let mut bytes = main.clone();
+            for _ in 0..1 + rnd() % 3 {
+                let i = 6 + (rnd() as usize % (bytes.len() - 6));
+                bytes[i] = rnd() as u8;
+            }
+            let Ok(module) = Module::decode(&bytes) else {
+                refused += 1;
+                continue;
+            };
+            let mut vm = new_vm(VmConfig { max_frames: 200, ..VmConfig::default() });
+            for m in &program.modules[..program.modules.len() - 1] {
+                vm.load(m.clone()).unwrap();
+            }
+            let Ok(hash) = vm.load(module) else {
+                refused += 1;
+                continue;
+            };
+            let Ok(mut proc) = Process::new(1, hash, &vm) else {
+                refused += 1;
+                continue;
+            };
+            let mut host = BufferHost::new();
+            for _ in 0..200 {
+                match run(&mut proc, &vm, &mut host, 1000) {
+                    Outcome::Yielded => {}
+                    _ => break,
+                }
+            }
+            ran += 1;
+        }
+    }
+    assert!(refused > 100 && ran > 100, "refused {refused}, ran {ran}");
+}
