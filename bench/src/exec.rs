@@ -11,12 +11,7 @@ use anyhow::{Context, Result};
 /// How one run of a child process ended.
 pub enum Outcome {
     /// The process exited on its own.
-    Exited {
-        status: ExitStatus,
-        stdout: String,
-        stderr: String,
-        wall: Duration,
-    },
+    Exited { status: ExitStatus, stdout: String, stderr: String, wall: Duration },
     /// The process was still running at the limit and was killed.
     TimedOut,
 }
@@ -24,13 +19,9 @@ pub enum Outcome {
 /// Runs `cmd` (stdin closed, stdout and stderr captured) and measures its wall time
 /// from spawn to exit. A process still running after `limit` is killed.
 pub fn run_timed(cmd: &mut Command, limit: Duration) -> Result<Outcome> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
 
@@ -52,12 +43,7 @@ pub fn run_timed(cmd: &mut Command, limit: Duration) -> Result<Outcome> {
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     Ok(match status {
-        Some(status) => Outcome::Exited {
-            status,
-            stdout,
-            stderr,
-            wall,
-        },
+        Some(status) => Outcome::Exited { status, stdout, stderr, wall },
         None => Outcome::TimedOut,
     })
 }
@@ -77,9 +63,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
 /// The full path of the executable `name` on `PATH`, if any.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
 /// Whether `path` is an existing, executable regular file.
@@ -104,18 +88,7 @@ pub fn is_executable(path: &Path) -> bool {
 /// The first non-empty line a command prints (stdout, then stderr), e.g. a version
 /// banner; `None` if it cannot be run.
 pub fn first_line_of(program: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .map(str::to_string)
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output().ok()?;
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    text.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_string)
 }

@@ -21,13 +21,7 @@ pub fn markdown_table(headers: &[String], rows: &[Vec<String>]) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, &w))| {
-                if i == 0 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
+            .map(|(i, (cell, &w))| if i == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
@@ -60,17 +54,10 @@ pub fn geometric_mean(values: &[f64]) -> Option<f64> {
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date in the proleptic Gregorian
@@ -99,10 +86,7 @@ pub fn machine_note() -> String {
         None => "nproc unknown".to_string(),
     };
     let model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-        info.lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, m)| m.trim().to_string())
+        info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string())
     });
     match model {
         Some(model) => format!("{cpus}, {model}, {}", std::env::consts::OS),
@@ -141,9 +125,6 @@ mod tests {
         let headers = vec!["program".to_string(), "tern".to_string()];
         let rows = vec![vec!["fib".to_string(), "1.234".to_string()]];
         let table = markdown_table(&headers, &rows);
-        assert_eq!(
-            table,
-            "| program |  tern |\n|---------|------:|\n| fib     | 1.234 |\n"
-        );
+        assert_eq!(table, "| program |  tern |\n|---------|------:|\n| fib     | 1.234 |\n");
     }
 }

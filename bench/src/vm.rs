@@ -96,12 +96,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
     let limit = Duration::from_secs(args.timeout);
 
     let tern = tern_binary(args.tern.as_deref(), &root)?;
-    let mut langs = vec![Lang {
-        name: "tern",
-        ext: "tern",
-        exe: Some(tern.clone()),
-        args: &["run"],
-    }];
+    let mut langs = vec![Lang { name: "tern", ext: "tern", exe: Some(tern.clone()), args: &["run"] }];
     let mut skipped = Vec::new();
     for (name, ext) in PEERS {
         let exe = exec::find_on_path(name);
@@ -112,12 +107,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
             );
             skipped.push(name);
         }
-        langs.push(Lang {
-            name,
-            ext,
-            exe,
-            args: &[],
-        });
+        langs.push(Lang { name, ext, exe, args: &[] });
     }
 
     let programs = discover(&programs_dir, args.filter.as_deref())?;
@@ -132,15 +122,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for program in &programs {
-        let cells = measure(
-            program,
-            &langs,
-            &root,
-            &programs_dir,
-            args.runs,
-            limit,
-            &mut problems,
-        );
+        let cells = measure(program, &langs, &root, &programs_dir, args.runs, limit, &mut problems);
         rows.push((program.clone(), cells));
     }
 
@@ -189,16 +171,8 @@ fn tern_binary(explicit: Option<&Path>, root: &Path) -> Result<PathBuf> {
 
 /// The benchmark names: every `NAME.tern` in `dir`, sorted, narrowed by the filter.
 fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<String>> {
-    let entries =
-        fs::read_dir(dir).with_context(|| format!("cannot read programs in {}", dir.display()))?;
-    let wanted: Vec<&str> = filter
-        .map(|f| {
-            f.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read programs in {}", dir.display()))?;
+    let wanted: Vec<&str> = filter.map(|f| f.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     let mut names = Vec::new();
     for entry in entries {
         let path = entry?.path();
@@ -256,11 +230,7 @@ fn measure(
             } else {
                 None
             };
-            Runs {
-                cell,
-                best: None,
-                stdout: None,
-            }
+            Runs { cell, best: None, stdout: None }
         })
         .collect();
 
@@ -276,23 +246,12 @@ fn measure(
             eprint!("{program:<12} {:<8} run {run}/{runs}: ", lang.name);
             let failure = match exec::run_timed(&mut cmd, limit) {
                 Err(err) => Some((Cell::Failed, format!("{err:#}"))),
-                Ok(Outcome::TimedOut) => Some((
-                    Cell::Timeout,
-                    format!("still running after {} s, killed", limit.as_secs()),
-                )),
-                Ok(Outcome::Exited {
-                    status,
-                    stdout,
-                    stderr,
-                    wall,
-                }) => {
+                Ok(Outcome::TimedOut) => Some((Cell::Timeout, format!("still running after {} s, killed", limit.as_secs()))),
+                Ok(Outcome::Exited { status, stdout, stderr, wall }) => {
                     if !status.success() {
                         Some((Cell::Failed, format!("{status}{}", stderr_tail(&stderr))))
                     } else if st.stdout.as_ref().is_some_and(|prev| *prev != stdout) {
-                        Some((
-                            Cell::Mismatch,
-                            "output differs from its own previous run".to_string(),
-                        ))
+                        Some((Cell::Mismatch, "output differs from its own previous run".to_string()))
                     } else {
                         eprintln!("{:.3} s", wall.as_secs_f64());
                         st.best = Some(st.best.map_or(wall, |b| b.min(wall)));
@@ -304,11 +263,7 @@ fn measure(
             if let Some((cell, detail)) = failure {
                 eprintln!("{}", cell.label());
                 st.cell = Some(cell);
-                problems.push(Problem {
-                    program: program.to_string(),
-                    lang: lang.name,
-                    detail,
-                });
+                problems.push(Problem { program: program.to_string(), lang: lang.name, detail });
             }
         }
     }
@@ -344,11 +299,7 @@ fn measure(
             };
             match &reference {
                 Some(expected) if *expected != out => {
-                    problems.push(Problem {
-                        program: program.to_string(),
-                        lang: lang.name,
-                        detail: describe_mismatch(expected, &out),
-                    });
+                    problems.push(Problem { program: program.to_string(), lang: lang.name, detail: describe_mismatch(expected, &out) });
                     Cell::Mismatch
                 }
                 _ => Cell::Time(best),
@@ -389,11 +340,7 @@ fn describe_mismatch(expected: &str, got: &str) -> String {
                     Some(s) => format!("`{s}`"),
                     None => "end of output".to_string(),
                 };
-                return format!(
-                    "output differs at line {line}: expected {}, got {}",
-                    show(e),
-                    show(g)
-                );
+                return format!("output differs at line {line}: expected {}, got {}", show(e), show(g));
             }
         }
     }
@@ -433,23 +380,13 @@ fn render_table(langs: &[Lang], rows: &[(String, Vec<Cell>)]) -> String {
 }
 
 /// `bench/results/vm-speed.md`: the table with when, where and how it was measured.
-fn results_document(
-    args: &VmArgs,
-    langs: &[Lang],
-    tern: &Path,
-    root: &Path,
-    table: &str,
-) -> String {
+fn results_document(args: &VmArgs, langs: &[Lang], tern: &Path, root: &Path, table: &str) -> String {
     let mut invocation = String::from("cargo run --release -p tern-bench -- vm");
     if let Some(f) = &args.filter {
         invocation.push_str(&format!(" --filter {f}"));
     }
     invocation.push_str(&format!(" --runs {}", args.runs));
-    let tern_shown = tern
-        .strip_prefix(root)
-        .unwrap_or(tern)
-        .display()
-        .to_string();
+    let tern_shown = tern.strip_prefix(root).unwrap_or(tern).display().to_string();
 
     let mut doc = String::from("# Tern VM speed\n\n");
     doc.push_str(&format!("- Date: {}\n", report::utc_now()));
@@ -464,11 +401,7 @@ fn results_document(
     for lang in &langs[1..] {
         let version = match &lang.exe {
             Some(exe) => {
-                let flag = if lang.name == "python3" {
-                    "--version"
-                } else {
-                    "-v"
-                };
+                let flag = if lang.name == "python3" { "--version" } else { "-v" };
                 exec::first_line_of(exe, &[flag]).unwrap_or_else(|| "version unknown".into())
             }
             None => format!("not installed, skipped ({INSTALL_HINT})"),

@@ -26,19 +26,45 @@ pub struct Ident {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stmt {
     /// `let name = init;` / `let name;`
-    Let { name: Ident, init: Option<Expr>, span: Span },
+    Let {
+        name: Ident,
+        init: Option<Expr>,
+        span: Span,
+    },
     /// `fn name(params) { body }`
     Fn(FnDecl),
     /// `import name;` / `import name as alias;`
-    Import { module: Ident, alias: Option<Ident>, span: Span },
+    Import {
+        module: Ident,
+        alias: Option<Ident>,
+        span: Span,
+    },
     /// `target = value;` and compound forms (`op` is the arithmetic operator of `+=` etc.).
-    Assign { target: Expr, op: Option<BinOp>, value: Expr, span: Span },
-    While { cond: Expr, body: Block, span: Span },
+    Assign {
+        target: Expr,
+        op: Option<BinOp>,
+        value: Expr,
+        span: Span,
+    },
+    While {
+        cond: Expr,
+        body: Block,
+        span: Span,
+    },
     /// `for a in iter {}` / `for a, b in iter {}`; `iter` may be a `Range`.
-    For { first: Ident, second: Option<Ident>, iter: ForIter, body: Block, span: Span },
+    For {
+        first: Ident,
+        second: Option<Ident>,
+        iter: ForIter,
+        body: Block,
+        span: Span,
+    },
     Break(Span),
     Continue(Span),
-    Return { value: Option<Expr>, span: Span },
+    Return {
+        value: Option<Expr>,
+        span: Span,
+    },
     /// An expression used as a statement (its value is dropped, unless it is the last
     /// statement of a block without a trailing `;`, see `Block::tail`).
     Expr(Expr),
@@ -47,7 +73,10 @@ pub enum Stmt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ForIter {
     /// `start..end` (end exclusive)
-    Range { start: Expr, end: Expr },
+    Range {
+        start: Expr,
+        end: Expr,
+    },
     Expr(Expr),
 }
 
@@ -122,11 +151,19 @@ pub enum ExprKind {
     Index(Box<Expr>, Box<Expr>),
     /// `obj.name`
     Field(Box<Expr>, String),
-    If { cond: Box<Expr>, then: Block, els: Option<Box<Expr>> },
+    If {
+        cond: Box<Expr>,
+        then: Block,
+        els: Option<Box<Expr>>,
+    },
     /// A block in expression position (only produced as an `if`/`else` body).
     Block(Block),
     Fn(Box<FnDecl>),
-    Try { body: Block, var: Ident, handler: Block },
+    Try {
+        body: Block,
+        var: Ident,
+        handler: Block,
+    },
     /// Produced by error recovery; never reaches codegen.
     Error,
 }

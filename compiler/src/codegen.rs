@@ -12,7 +12,7 @@
 use crate::ast::*;
 use crate::diag::Diagnostic;
 use crate::resolve::Captures;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tern_vm::bytecode::{Const, Function, Module, ModuleHash, Op, UpvalDesc};
 
 /// How `import name;` finds modules: returns the module's hash, or an error message.
@@ -86,11 +86,19 @@ pub struct Codegen<'a> {
     fns: Vec<FnState>,
     line: u32,
     imports: &'a mut dyn ImportResolver,
+    /// Named local functions already created at the start of their block.
+    hoisted: HashSet<u32>,
     pub diags: Vec<Diagnostic>,
 }
 
 impl<'a> Codegen<'a> {
-    pub fn new(module_name: &str, source: &str, natives: &'a [&'a str], captures: Captures, imports: &'a mut dyn ImportResolver) -> Codegen<'a> {
+    pub fn new(
+        module_name: &str,
+        source: &str,
+        natives: &'a [&'a str],
+        captures: Captures,
+        imports: &'a mut dyn ImportResolver,
+    ) -> Codegen<'a> {
         let mut line_starts = vec![0];
         line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
         Codegen {
@@ -107,6 +115,7 @@ impl<'a> Codegen<'a> {
             fns: Vec::new(),
             line: 1,
             imports,
+            hoisted: HashSet::new(),
             diags: Vec::new(),
         }
     }
@@ -225,7 +234,8 @@ impl<'a> Codegen<'a> {
 
     fn end_fn(&mut self) -> usize {
         let Some(f) = self.fns.pop() else { return 0 };
-        let func = Function { name: f.name, arity: f.arity, nregs: f.max_reg.max(1) as u16, upvals: f.upvals, code: f.code, lines: f.lines };
+        let func =
+            Function { name: f.name, arity: f.arity, nregs: f.max_reg.max(1) as u16, upvals: f.upvals, code: f.code, lines: f.lines };
         self.functions[f.index] = Some(func);
         f.index
     }
@@ -467,13 +477,50 @@ impl<'a> Codegen<'a> {
 
     /// Named functions of a block are declared at its start, so that they can call each
     /// other whatever their order.
+    ///
+    /// A function that uses none of the block's `let` variables is also created there,
+    /// so it can be called before its declaration; one that does is created where it
+    /// is declared (the variables it captures must exist first).
     fn hoist_fns(&mut self, stmts: &[Stmt]) {
+        let mut fns = Vec::new();
         for s in stmts {
-            if let Stmt::Fn(FnDecl { name: Some(name), .. }) = s {
+            if let Stmt::Fn(f @ FnDecl { name: Some(name), .. }) = s {
                 let r = self.alloc_reg();
                 self.emit(Op::LoadNil { a: r });
                 self.declare(name, r);
+                fns.push(f);
             }
+        }
+        if fns.is_empty() {
+            return;
+        }
+        let lets: HashSet<&str> = stmts
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Let { name, .. } => Some(name.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for f in fns {
+            if crate::resolve::free_names(f).iter().all(|n| !lets.contains(n.as_str())) {
+                self.create_named_fn(f);
+                self.hoisted.insert(f.span.start);
+            }
+        }
+    }
+
+    /// Makes the closure of a named local function and stores it in its variable.
+    fn create_named_fn(&mut self, f: &FnDecl) {
+        let Some(name) = &f.name else { return };
+        match self.resolve(&name.name, name.span) {
+            Some(Loc::Local { reg, boxed: false }) => self.function(f, reg),
+            Some(Loc::Local { reg, boxed: true }) => {
+                let t = self.alloc_reg();
+                self.function(f, t);
+                self.emit(Op::SetBox { a: reg, b: t });
+                self.free_to(t);
+            }
+            _ => {}
         }
     }
 
@@ -491,16 +538,8 @@ impl<'a> Codegen<'a> {
                 self.declare(name, r);
             }
             Stmt::Fn(f) => {
-                let Some(name) = &f.name else { return };
-                match self.resolve(&name.name, name.span) {
-                    Some(Loc::Local { reg, boxed: false }) => self.function(f, reg),
-                    Some(Loc::Local { reg, boxed: true }) => {
-                        let t = self.alloc_reg();
-                        self.function(f, t);
-                        self.emit(Op::SetBox { a: reg, b: t });
-                        self.free_to(t);
-                    }
-                    _ => {}
+                if !self.hoisted.contains(&f.span.start) {
+                    self.create_named_fn(f);
                 }
             }
             Stmt::Import { span, .. } => self.error("`import` is only allowed at the top level of a file", *span),
@@ -806,7 +845,9 @@ impl<'a> Codegen<'a> {
                 f
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_true(x),
-            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) if small_int(r).is_some() => {
+            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r)
+                if small_int(r).is_some() =>
+            {
                 let b = self.expr_any(l);
                 let v = small_int(r).unwrap_or(0);
                 self.set_line(e.span);

@@ -142,13 +142,7 @@ pub(crate) struct Lexed {
 }
 
 pub(crate) fn lex_source(source: &str) -> Lexed {
-    let mut lexer = Lexer {
-        src: source,
-        pos: 0,
-        diags: Vec::new(),
-        interp_depth: 0,
-        truncated: false,
-    };
+    let mut lexer = Lexer { src: source, pos: 0, diags: Vec::new(), interp_depth: 0, truncated: false };
     if u32::try_from(source.len()).is_err() {
         // Spans are 32-bit; a bigger file cannot be described, so it is refused whole.
         lexer.error(Span::default(), "source file is larger than 4 GiB");
@@ -157,11 +151,7 @@ pub(crate) fn lex_source(source: &str) -> Lexed {
         lexer.pos = '\u{FEFF}'.len_utf8();
     }
     let tokens = lexer.tokens(false);
-    Lexed {
-        tokens,
-        diags: lexer.diags,
-        truncated: lexer.truncated,
-    }
+    Lexed { tokens, diags: lexer.diags, truncated: lexer.truncated }
 }
 
 struct Lexer<'s> {
@@ -202,10 +192,7 @@ impl Lexer<'_> {
             let start = self.pos;
             let Some(c) = self.char() else { break };
             if in_interp && c == '}' && braces == 0 {
-                out.push(Token {
-                    kind: TokenKind::Eof,
-                    span: Span::new(start, start + 1),
-                });
+                out.push(Token { kind: TokenKind::Eof, span: Span::new(start, start + 1) });
                 return out;
             }
             let kind = self.token(c);
@@ -214,16 +201,10 @@ impl Lexer<'_> {
                 TokenKind::RBrace => braces = braces.saturating_sub(1),
                 _ => {}
             }
-            out.push(Token {
-                kind,
-                span: Span::new(start, self.pos),
-            });
+            out.push(Token { kind, span: Span::new(start, self.pos) });
         }
         let end = self.src.len();
-        out.push(Token {
-            kind: TokenKind::Eof,
-            span: Span::new(end, end),
-        });
+        out.push(Token { kind: TokenKind::Eof, span: Span::new(end, end) });
         out
     }
 
@@ -328,11 +309,8 @@ impl Lexer<'_> {
             self.pos += c.len_utf8();
         }
         let text = &self.src[start..self.pos];
-        let message = if text.chars().count() == 1 {
-            format!("unexpected character `{text}`")
-        } else {
-            format!("unexpected characters `{text}`")
-        };
+        let message =
+            if text.chars().count() == 1 { format!("unexpected character `{text}`") } else { format!("unexpected characters `{text}`") };
         let hint = match text.as_bytes()[0] {
             b'!' => Some("use `not` for logical negation"),
             b'&' => Some("use `and` for logical and"),
@@ -357,10 +335,7 @@ impl Lexer<'_> {
             self.eat_while(|b| b.is_ascii_hexdigit() || b == b'_');
             let hex = without_underscores(&self.src[hex_start..self.pos]);
             let kind = if hex.is_empty() {
-                self.error(
-                    Span::new(start, self.pos),
-                    "expected hexadecimal digits after `0x`",
-                );
+                self.error(Span::new(start, self.pos), "expected hexadecimal digits after `0x`");
                 TokenKind::Int(0)
             } else {
                 match i64::from_str_radix(&hex, 16) {
@@ -421,10 +396,7 @@ impl Lexer<'_> {
         self.eat_while(|b| b.is_ascii_alphanumeric() || b == b'_');
         if self.pos > suffix_start {
             let suffix = &self.src[suffix_start..self.pos];
-            self.error(
-                Span::new(start, self.pos),
-                format!("invalid suffix `{suffix}` on number literal"),
-            );
+            self.error(Span::new(start, self.pos), format!("invalid suffix `{suffix}` on number literal"));
         }
     }
 
@@ -436,8 +408,7 @@ impl Lexer<'_> {
         let mut text = String::new();
         loop {
             let Some(c) = self.char() else {
-                let diag = Diagnostic::new("unterminated string", Span::new(open, open + 1))
-                    .with_label("this string is never closed");
+                let diag = Diagnostic::new("unterminated string", Span::new(open, open + 1)).with_label("this string is never closed");
                 self.diags.push(diag);
                 self.truncated = true;
                 break;
@@ -478,9 +449,8 @@ impl Lexer<'_> {
         let start = self.pos;
         self.pos += 2;
         if self.interp_depth >= MAX_INTERP_DEPTH {
-            let diag = Diagnostic::new("nesting too deep", Span::new(start, self.pos)).with_label(
-                format!("string interpolations nest more than {MAX_INTERP_DEPTH} levels deep here"),
-            );
+            let diag = Diagnostic::new("nesting too deep", Span::new(start, self.pos))
+                .with_label(format!("string interpolations nest more than {MAX_INTERP_DEPTH} levels deep here"));
             self.diags.push(diag);
             // Recovering inside such a pile of strings would only produce noise.
             self.pos = self.src.len();
@@ -493,9 +463,8 @@ impl Lexer<'_> {
         if self.byte(0) != Some(b'}') {
             // A nested string that hit the end of the file has already said so.
             if !self.truncated {
-                let diag =
-                    Diagnostic::new("unterminated interpolation", Span::new(start, start + 2))
-                        .with_label("this `${` is never closed with `}`");
+                let diag = Diagnostic::new("unterminated interpolation", Span::new(start, start + 2))
+                    .with_label("this `${` is never closed with `}`");
                 self.diags.push(diag);
                 self.truncated = true;
             }
@@ -521,11 +490,8 @@ impl Lexer<'_> {
             '$' => '$',
             'u' => return self.unicode_escape(start, out),
             _ => {
-                let diag = Diagnostic::new(
-                    format!("unknown escape `\\{c}`"),
-                    Span::new(start, self.pos),
-                )
-                .with_label(r#"valid escapes are \n \t \r \0 \\ \" \$ \u{...}"#);
+                let diag = Diagnostic::new(format!("unknown escape `\\{c}`"), Span::new(start, self.pos))
+                    .with_label(r#"valid escapes are \n \t \r \0 \\ \" \$ \u{...}"#);
                 self.diags.push(diag);
                 return;
             }
@@ -537,9 +503,7 @@ impl Lexer<'_> {
     fn unicode_escape(&mut self, start: usize, out: &mut String) {
         let bad = |lexer: &mut Self| {
             let diag = Diagnostic::new("invalid unicode escape", Span::new(start, lexer.pos))
-                .with_label(
-                    r"write it as `\u{1F600}`: 1 to 6 hex digits naming a Unicode scalar value",
-                );
+                .with_label(r"write it as `\u{1F600}`: 1 to 6 hex digits naming a Unicode scalar value");
             lexer.diags.push(diag);
         };
         if self.byte(0) != Some(b'{') {
@@ -553,10 +517,7 @@ impl Lexer<'_> {
             return bad(self);
         }
         self.pos += 1;
-        let decoded = Some(hex)
-            .filter(|h| h.len() <= 6)
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .and_then(char::from_u32);
+        let decoded = Some(hex).filter(|h| h.len() <= 6).and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32);
         match decoded {
             Some(c) => out.push(c),
             None => bad(self),
@@ -575,10 +536,7 @@ mod tests {
 
     fn kinds(src: &str) -> Vec<TokenKind> {
         let (tokens, diags) = lex(src);
-        assert!(
-            diags.is_empty(),
-            "unexpected diagnostics for {src:?}: {diags:?}"
-        );
+        assert!(diags.is_empty(), "unexpected diagnostics for {src:?}: {diags:?}");
         tokens.into_iter().map(|t| t.kind).collect()
     }
 
@@ -594,25 +552,11 @@ mod tests {
     fn keywords_and_identifiers() {
         assert_eq!(
             kinds("let fn if else while for in break continue return import as try catch"),
-            vec![
-                Let, Fn, If, Else, While, For, In, Break, Continue, Return, Import, As, Try, Catch,
-                Eof
-            ]
+            vec![Let, Fn, If, Else, While, For, In, Break, Continue, Return, Import, As, Try, Catch, Eof]
         );
         assert_eq!(
             kinds("nil true false and or not _x x1 letter"),
-            vec![
-                Nil,
-                True,
-                False,
-                And,
-                Or,
-                Not,
-                ident("_x"),
-                ident("x1"),
-                ident("letter"),
-                Eof
-            ]
+            vec![Nil, True, False, And, Or, Not, ident("_x"), ident("x1"), ident("letter"), Eof]
         );
     }
 
@@ -659,29 +603,11 @@ mod tests {
     fn numbers() {
         assert_eq!(
             kinds("0 42 1_000_000 0xff 0XFF 0x7fff_ffff_ffff_ffff 9223372036854775807"),
-            vec![
-                Int(0),
-                Int(42),
-                Int(1_000_000),
-                Int(255),
-                Int(255),
-                Int(i64::MAX),
-                Int(i64::MAX),
-                Eof
-            ]
+            vec![Int(0), Int(42), Int(1_000_000), Int(255), Int(255), Int(i64::MAX), Int(i64::MAX), Eof]
         );
         assert_eq!(
             kinds("1.5 2.0 1e-9 6.02e23 1.5e3 1E+2 1_0.2_5"),
-            vec![
-                Float(1.5),
-                Float(2.0),
-                Float(1e-9),
-                Float(6.02e23),
-                Float(1.5e3),
-                Float(100.0),
-                Float(10.25),
-                Eof
-            ]
+            vec![Float(1.5), Float(2.0), Float(1e-9), Float(6.02e23), Float(1.5e3), Float(100.0), Float(10.25), Eof]
         );
         // A `.` not followed by a digit is not part of the number.
         assert_eq!(kinds("1..5"), vec![Int(1), DotDot, Int(5), Eof]);
@@ -690,14 +616,8 @@ mod tests {
 
     #[test]
     fn bad_numbers() {
-        assert_eq!(
-            errors("9223372036854775808"),
-            ["integer literal is too large"]
-        );
-        assert_eq!(
-            errors("0x8000000000000000"),
-            ["integer literal is too large"]
-        );
+        assert_eq!(errors("9223372036854775808"), ["integer literal is too large"]);
+        assert_eq!(errors("0x8000000000000000"), ["integer literal is too large"]);
         assert_eq!(errors("0x"), ["expected hexadecimal digits after `0x`"]);
         assert_eq!(errors("1e999"), ["float literal is out of range"]);
         assert_eq!(errors("123abc"), ["invalid suffix `abc` on number literal"]);
@@ -712,22 +632,10 @@ mod tests {
     #[test]
     fn strings_and_escapes() {
         assert_eq!(kinds(r#""""#), vec![Str(String::new()), Eof]);
-        assert_eq!(
-            kinds(r#""a\n\t\r\0\\\"\$b \u{1F600}\u{41}""#),
-            vec![Str("a\n\t\r\0\\\"$b \u{1F600}A".to_string()), Eof]
-        );
-        assert_eq!(
-            kinds(r#""cost: $5 $""#),
-            vec![Str("cost: $5 $".to_string()), Eof]
-        );
-        assert_eq!(
-            kinds("\"two\nlines\""),
-            vec![Str("two\nlines".to_string()), Eof]
-        );
-        assert_eq!(
-            kinds(r#""// not a comment""#),
-            vec![Str("// not a comment".to_string()), Eof]
-        );
+        assert_eq!(kinds(r#""a\n\t\r\0\\\"\$b \u{1F600}\u{41}""#), vec![Str("a\n\t\r\0\\\"$b \u{1F600}A".to_string()), Eof]);
+        assert_eq!(kinds(r#""cost: $5 $""#), vec![Str("cost: $5 $".to_string()), Eof]);
+        assert_eq!(kinds("\"two\nlines\""), vec![Str("two\nlines".to_string()), Eof]);
+        assert_eq!(kinds(r#""// not a comment""#), vec![Str("// not a comment".to_string()), Eof]);
     }
 
     #[test]
@@ -738,10 +646,7 @@ mod tests {
         assert_eq!(errors(r#""\u{}""#), ["invalid unicode escape"]);
         assert_eq!(errors(r#""\u{1234567}""#), ["invalid unicode escape"]);
         assert_eq!(errors(r#""\u41""#), ["invalid unicode escape"]);
-        assert_eq!(
-            errors(r#""\u{41"#),
-            ["invalid unicode escape", "unterminated string"]
-        );
+        assert_eq!(errors(r#""\u{41"#), ["invalid unicode escape", "unterminated string"]);
         assert_eq!(errors("\"abc"), ["unterminated string"]);
         // Bad escapes do not stop the string.
         let (tokens, diags) = lex(r#""a\qb\zc" x"#);
@@ -754,37 +659,18 @@ mod tests {
     fn interpolation() {
         let (tokens, diags) = lex(r#""a ${x + 1} b${ {k: "}"}["k"] }""#);
         assert!(diags.is_empty(), "{diags:?}");
-        let Interp(parts) = &tokens[0].kind else {
-            panic!("not an interpolation: {tokens:?}")
-        };
+        let Interp(parts) = &tokens[0].kind else { panic!("not an interpolation: {tokens:?}") };
         assert_eq!(parts.len(), 4);
         assert_eq!(parts[0], InterpPart::Lit("a ".to_string()));
-        let InterpPart::Code(code, span) = &parts[1] else {
-            panic!("{parts:?}")
-        };
+        let InterpPart::Code(code, span) = &parts[1] else { panic!("{parts:?}") };
         let code: Vec<_> = code.iter().map(|t| t.kind.clone()).collect();
         assert_eq!(code, vec![ident("x"), Plus, Int(1), Eof]);
         assert_eq!(*span, Span::new(3, 11));
         assert_eq!(parts[2], InterpPart::Lit(" b".to_string()));
         // Braces nest, and a `}` inside a nested string does not close the interpolation.
-        let InterpPart::Code(code, _) = &parts[3] else {
-            panic!("{parts:?}")
-        };
+        let InterpPart::Code(code, _) = &parts[3] else { panic!("{parts:?}") };
         let code: Vec<_> = code.iter().map(|t| t.kind.clone()).collect();
-        assert_eq!(
-            code,
-            vec![
-                LBrace,
-                ident("k"),
-                Colon,
-                Str("}".to_string()),
-                RBrace,
-                LBracket,
-                Str("k".to_string()),
-                RBracket,
-                Eof
-            ]
-        );
+        assert_eq!(code, vec![LBrace, ident("k"), Colon, Str("}".to_string()), RBrace, LBracket, Str("k".to_string()), RBracket, Eof]);
         assert_eq!(tokens[1].kind, Eof);
     }
 
@@ -792,15 +678,9 @@ mod tests {
     fn nested_interpolation() {
         let (tokens, diags) = lex(r#""x${ "y${z}" }""#);
         assert!(diags.is_empty(), "{diags:?}");
-        let Interp(parts) = &tokens[0].kind else {
-            panic!("{tokens:?}")
-        };
-        let InterpPart::Code(code, _) = &parts[1] else {
-            panic!("{parts:?}")
-        };
-        let Interp(inner) = &code[0].kind else {
-            panic!("{code:?}")
-        };
+        let Interp(parts) = &tokens[0].kind else { panic!("{tokens:?}") };
+        let InterpPart::Code(code, _) = &parts[1] else { panic!("{parts:?}") };
+        let Interp(inner) = &code[0].kind else { panic!("{code:?}") };
         assert_eq!(inner[0], InterpPart::Lit("y".to_string()));
     }
 
@@ -826,34 +706,13 @@ mod tests {
     fn bad_characters() {
         let (tokens, diags) = lex("a @# b ! c && d é");
         let kinds: Vec<_> = tokens.into_iter().map(|t| t.kind).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                ident("a"),
-                Error,
-                ident("b"),
-                Error,
-                ident("c"),
-                Error,
-                ident("d"),
-                Error,
-                Eof
-            ]
-        );
+        assert_eq!(kinds, vec![ident("a"), Error, ident("b"), Error, ident("c"), Error, ident("d"), Error, Eof]);
         let messages: Vec<_> = diags.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             messages,
-            [
-                "unexpected characters `@#`",
-                "unexpected character `!`",
-                "unexpected characters `&&`",
-                "unexpected character `é`"
-            ]
+            ["unexpected characters `@#`", "unexpected character `!`", "unexpected characters `&&`", "unexpected character `é`"]
         );
-        assert_eq!(
-            diags[1].label.as_deref(),
-            Some("use `not` for logical negation")
-        );
+        assert_eq!(diags[1].label.as_deref(), Some("use `not` for logical negation"));
         assert_eq!(diags[3].span, Span::new(16, 18));
     }
 }

@@ -50,13 +50,21 @@ pub type StdlibSource<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Compiles the file at `path` and everything it imports.
 pub fn compile_file(path: &Path, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
-    let source = std::fs::read_to_string(path).map_err(|e| CompileError { rendered: format!("{}: cannot read: {e}\n", path.display()), count: 1 })?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| CompileError { rendered: format!("{}: cannot read: {e}\n", path.display()), count: 1 })?;
     compile_source(&path.display().to_string(), &source, path.parent(), natives, stdlib)
 }
 
 /// Compiles `source` (named `name` in messages); imports of files are looked up in `dir`.
-pub fn compile_source(name: &str, source: &str, dir: Option<&Path>, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
-    let mut d = Driver { natives, stdlib, modules: Vec::new(), done: HashMap::new(), in_progress: Vec::new(), errors: String::new(), count: 0 };
+pub fn compile_source(
+    name: &str,
+    source: &str,
+    dir: Option<&Path>,
+    natives: &[&str],
+    stdlib: StdlibSource<'_>,
+) -> Result<Compiled, CompileError> {
+    let mut d =
+        Driver { natives, stdlib, modules: Vec::new(), done: HashMap::new(), in_progress: Vec::new(), errors: String::new(), count: 0 };
     let key = dir.map_or_else(|| name.to_string(), |d| d.join(Path::new(name).file_name().unwrap_or_default()).display().to_string());
     match d.compile(&key, name, source, dir.map(Path::to_path_buf)) {
         Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
@@ -119,7 +127,9 @@ impl codegen::ImportResolver for Imports<'_, '_> {
             }
             None => match (self.driver.stdlib)(name) {
                 Some(src) => (format!("<std>/{name}"), format!("<std>/{name}.tern"), src, None),
-                None => return Err(format!("no module named `{name}` (looked for {name}.tern next to this file and in the standard library)")),
+                None => {
+                    return Err(format!("no module named `{name}` (looked for {name}.tern next to this file and in the standard library)"))
+                }
             },
         };
         if self.driver.in_progress.contains(&key) {

@@ -46,10 +46,7 @@ pub fn parse(source: &str) -> (Program, Vec<Diagnostic>) {
 
 /// Returned for reads past the end of a token list (which always ends with `Eof`, so
 /// this only happens after an abort).
-static EOF: Token = Token {
-    kind: T::Eof,
-    span: Span { start: 0, end: 0 },
-};
+static EOF: Token = Token { kind: T::Eof, span: Span { start: 0, end: 0 } };
 
 // Binding powers, lowest first. `not` is a prefix operator between `and` and comparison.
 const OR: u8 = 1;
@@ -93,19 +90,7 @@ fn assign_op(kind: &T) -> Option<Option<BinOp>> {
 
 /// Keywords that begin a statement: after an error, parsing resumes at one of these.
 fn starts_statement(kind: &T) -> bool {
-    matches!(
-        kind,
-        T::Let
-            | T::Fn
-            | T::If
-            | T::While
-            | T::For
-            | T::Return
-            | T::Break
-            | T::Continue
-            | T::Import
-            | T::Try
-    )
+    matches!(kind, T::Let | T::Fn | T::If | T::While | T::For | T::Return | T::Break | T::Continue | T::Import | T::Try)
 }
 
 /// One `if cond { ... }` of an `if`/`else if` chain.
@@ -116,10 +101,7 @@ struct IfArm {
 }
 
 /// What a statement in a block turned out to be.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a short-lived return value; boxing would allocate for every statement"
-)]
+#[allow(clippy::large_enum_variant, reason = "a short-lived return value; boxing would allocate for every statement")]
 enum Item {
     Stmt(Stmt),
     /// The block's final expression, without a trailing `;`.
@@ -190,18 +172,12 @@ impl<'a> Parser<'a> {
 
     /// The span from `start` to the end of the last consumed token.
     fn span_from(&self, start: u32) -> Span {
-        Span {
-            start,
-            end: self.prev_end.max(start),
-        }
+        Span { start, end: self.prev_end.max(start) }
     }
 
     /// An empty span just after the last consumed token.
     fn here(&self) -> Span {
-        Span {
-            start: self.prev_end,
-            end: self.prev_end,
-        }
+        Span { start: self.prev_end, end: self.prev_end }
     }
 
     // ---- Diagnostics ----
@@ -239,9 +215,7 @@ impl<'a> Parser<'a> {
             T::Eof => "end of file".to_string(),
             T::Str(_) | T::Interp(_) => "a string".to_string(),
             _ => {
-                let text = self
-                    .source
-                    .get(tok.span.start as usize..tok.span.end as usize);
+                let text = self.source.get(tok.span.start as usize..tok.span.end as usize);
                 text.map_or_else(|| "a token".to_string(), |text| format!("`{text}`"))
             }
         }
@@ -260,15 +234,8 @@ impl<'a> Parser<'a> {
         let tok = self.tok();
         // A token on a later line is just where parsing noticed; the mistake is usually
         // at the end of the previous line (a missing `)`, an unfinished expression).
-        let span = if self.line_break_before_current() {
-            self.here()
-        } else {
-            tok.span
-        };
-        let mut diag = Diagnostic::new(
-            format!("expected {what}, found {}", self.describe(tok)),
-            span,
-        );
+        let span = if self.line_break_before_current() { self.here() } else { tok.span };
+        let mut diag = Diagnostic::new(format!("expected {what}, found {}", self.describe(tok)), span);
         if let Some(label) = label {
             diag = diag.with_label(label);
         }
@@ -283,11 +250,7 @@ impl<'a> Parser<'a> {
             self.recovering = true;
         } else {
             let found = self.describe(self.tok());
-            let diag = Diagnostic::new(
-                format!("expected `;` after {after}, found {found}"),
-                self.here(),
-            )
-            .with_label("add `;` here");
+            let diag = Diagnostic::new(format!("expected `;` after {after}, found {found}"), self.here()).with_label("add `;` here");
             self.syntax_error(diag);
         }
         // When the next token starts a new line, the `;` was most likely just forgotten
@@ -299,9 +262,7 @@ impl<'a> Parser<'a> {
 
     /// Whether a line break separates the current token from the last consumed one.
     fn line_break_before_current(&self) -> bool {
-        let between = self
-            .source
-            .get(self.prev_end as usize..self.tok().span.start as usize);
+        let between = self.source.get(self.prev_end as usize..self.tok().span.start as usize);
         self.prev_end > 0 && between.is_some_and(|text| text.contains('\n'))
     }
 
@@ -309,9 +270,8 @@ impl<'a> Parser<'a> {
     fn enter(&mut self) -> bool {
         if self.depth >= MAX_DEPTH {
             if !self.aborted {
-                let diag = Diagnostic::new("nesting too deep", self.tok().span).with_label(
-                    format!("expressions and blocks nest more than {MAX_DEPTH} levels deep here"),
-                );
+                let diag = Diagnostic::new("nesting too deep", self.tok().span)
+                    .with_label(format!("expressions and blocks nest more than {MAX_DEPTH} levels deep here"));
                 self.diags.push(diag);
                 self.aborted = true;
             }
@@ -408,8 +368,7 @@ impl<'a> Parser<'a> {
                 T::Eof => break,
                 T::RBrace if !top => break,
                 T::RBrace => {
-                    let diag = Diagnostic::new("unexpected `}`", self.tok().span)
-                        .with_label("this `}` has no matching `{`");
+                    let diag = Diagnostic::new("unexpected `}`", self.tok().span).with_label("this `}` has no matching `{`");
                     self.syntax_error(diag);
                     self.bump();
                     continue;
@@ -459,10 +418,7 @@ impl<'a> Parser<'a> {
                     _ => Some(self.expr(false)),
                 };
                 self.end_stmt(top, "`return`");
-                Stmt::Return {
-                    value,
-                    span: self.span_from(start),
-                }
+                Stmt::Return { value, span: self.span_from(start) }
             }
             T::If | T::Try | T::LBrace => {
                 // A block-like expression ends the statement by itself: `if c {} -x;` is
@@ -497,10 +453,7 @@ impl<'a> Parser<'a> {
         let target = self.expr(false);
         if let Some(op) = assign_op(self.peek()) {
             self.bump();
-            if !matches!(
-                target.kind,
-                ExprKind::Var(_) | ExprKind::Index(..) | ExprKind::Field(..) | ExprKind::Error
-            ) {
+            if !matches!(target.kind, ExprKind::Var(_) | ExprKind::Index(..) | ExprKind::Field(..) | ExprKind::Error) {
                 let diag = Diagnostic::new("cannot assign to this expression", target.span)
                     .with_label("only a variable, `a[i]` or `a.name` can be assigned to");
                 self.error(diag);
@@ -508,22 +461,13 @@ impl<'a> Parser<'a> {
             let value = self.expr(false);
             self.end_stmt(top, "assignment");
             let span = self.span_from(target.span.start);
-            return Item::Stmt(Stmt::Assign {
-                target,
-                op,
-                value,
-                span,
-            });
+            return Item::Stmt(Stmt::Assign { target, op, value, span });
         }
         if self.eat(&T::Semi) {
             return Item::Stmt(Stmt::Expr(target));
         }
         if self.at_block_end(top) {
-            return if top {
-                Item::Stmt(Stmt::Expr(target))
-            } else {
-                Item::Tail(target)
-            };
+            return if top { Item::Stmt(Stmt::Expr(target)) } else { Item::Tail(target) };
         }
         self.missing_semi("expression");
         Item::Stmt(Stmt::Expr(target))
@@ -532,79 +476,43 @@ impl<'a> Parser<'a> {
     fn let_stmt(&mut self, top: bool) -> Stmt {
         let start = self.bump().span.start;
         let name = self.ident("a variable name after `let`");
-        let init = if self.eat(&T::Assign) {
-            Some(self.expr(false))
-        } else {
-            None
-        };
+        let init = if self.eat(&T::Assign) { Some(self.expr(false)) } else { None };
         self.end_stmt(top, "`let` statement");
-        Stmt::Let {
-            name,
-            init,
-            span: self.span_from(start),
-        }
+        Stmt::Let { name, init, span: self.span_from(start) }
     }
 
     fn import_stmt(&mut self, top: bool) -> Stmt {
         let start = self.bump().span.start;
         let module = self.ident("a module name after `import`");
-        let alias = if self.eat(&T::As) {
-            Some(self.ident("a name after `as`"))
-        } else {
-            None
-        };
+        let alias = if self.eat(&T::As) { Some(self.ident("a name after `as`")) } else { None };
         self.end_stmt(top, "`import` statement");
         let span = self.span_from(start);
         if !top {
             let diag = Diagnostic::new("`import` is only allowed at the top level of a file", span);
             self.error(diag);
         }
-        Stmt::Import {
-            module,
-            alias,
-            span,
-        }
+        Stmt::Import { module, alias, span }
     }
 
     fn while_stmt(&mut self) -> Stmt {
         let start = self.bump().span.start;
         let cond = self.expr(true);
         let body = self.expect_block("`{` after the `while` condition");
-        Stmt::While {
-            cond,
-            body,
-            span: self.span_from(start),
-        }
+        Stmt::While { cond, body, span: self.span_from(start) }
     }
 
     fn for_stmt(&mut self) -> Stmt {
         let start = self.bump().span.start;
         let first = self.ident("a loop variable after `for`");
-        let second = if self.eat(&T::Comma) {
-            Some(self.ident("a second loop variable after `,`"))
-        } else {
-            None
-        };
+        let second = if self.eat(&T::Comma) { Some(self.ident("a second loop variable after `,`")) } else { None };
         if !self.eat(&T::In) {
             self.expected("`in` after the loop variables");
         }
         let iter_start = self.expr(true);
-        let iter = if self.eat(&T::DotDot) {
-            ForIter::Range {
-                start: iter_start,
-                end: self.expr(true),
-            }
-        } else {
-            ForIter::Expr(iter_start)
-        };
+        let iter =
+            if self.eat(&T::DotDot) { ForIter::Range { start: iter_start, end: self.expr(true) } } else { ForIter::Expr(iter_start) };
         let body = self.expect_block("`{` after the `for` loop's iterable");
-        Stmt::For {
-            first,
-            second,
-            iter,
-            body,
-            span: self.span_from(start),
-        }
+        Stmt::For { first, second, iter, body, span: self.span_from(start) }
     }
 
     fn fn_decl(&mut self) -> FnDecl {
@@ -622,12 +530,7 @@ impl<'a> Parser<'a> {
             Vec::new()
         };
         let body = self.expect_block("`{` to start the function body");
-        FnDecl {
-            name,
-            params,
-            body,
-            span: self.span_from(start),
-        }
+        FnDecl { name, params, body, span: self.span_from(start) }
     }
 
     fn param(&mut self) -> Option<Ident> {
@@ -643,32 +546,20 @@ impl<'a> Parser<'a> {
         let tok = self.tok();
         if let T::Ident(name) = &tok.kind {
             self.bump();
-            return Ident {
-                name: name.clone(),
-                span: tok.span,
-            };
+            return Ident { name: name.clone(), span: tok.span };
         }
         self.expected_name(what);
         if tok.kind.is_keyword() && !self.line_break_before_current() {
             // `let if = 1;`: the keyword was meant as the name. Taking it as one keeps
             // the rest of the statement from being misread as a new `if`.
             self.bump();
-            return Ident {
-                name: String::new(),
-                span: tok.span,
-            };
+            return Ident { name: String::new(), span: tok.span };
         }
-        Ident {
-            name: String::new(),
-            span: self.here(),
-        }
+        Ident { name: String::new(), span: self.here() }
     }
 
     fn expected_name(&mut self, what: &str) {
-        let label = self
-            .peek()
-            .is_keyword()
-            .then_some("this is a keyword, which cannot be used as a name");
+        let label = self.peek().is_keyword().then_some("this is a keyword, which cannot be used as a name");
         self.expected_with_label(what, label);
     }
 
@@ -678,25 +569,16 @@ impl<'a> Parser<'a> {
     fn block(&mut self) -> Block {
         let open = self.bump().span;
         if !self.enter() {
-            return Block {
-                stmts: Vec::new(),
-                tail: None,
-                span: open,
-            };
+            return Block { stmts: Vec::new(), tail: None, span: open };
         }
         let (stmts, tail) = self.stmts(false);
         self.leave();
         if !self.eat(&T::RBrace) && !self.lexer_reported() && !self.reported_unclosed {
-            let diag =
-                Diagnostic::new("unclosed `{`", open).with_label("this `{` has no matching `}`");
+            let diag = Diagnostic::new("unclosed `{`", open).with_label("this `{` has no matching `}`");
             self.syntax_error(diag);
             self.reported_unclosed = true;
         }
-        Block {
-            stmts,
-            tail: tail.map(Box::new),
-            span: self.span_from(open.start),
-        }
+        Block { stmts, tail: tail.map(Box::new), span: self.span_from(open.start) }
     }
 
     /// Parses a block that the syntax requires here; `what` describes it for the error
@@ -707,11 +589,7 @@ impl<'a> Parser<'a> {
             let label = self.at(&T::Assign).then_some("to compare values, use `==`");
             self.expected_with_label(what, label);
             if !self.skip_to_block() {
-                return Block {
-                    stmts: Vec::new(),
-                    tail: None,
-                    span: self.here(),
-                };
+                return Block { stmts: Vec::new(), tail: None, span: self.here() };
             }
         }
         self.block()
@@ -724,10 +602,7 @@ impl<'a> Parser<'a> {
             T::Try => self.try_expr(),
             _ => {
                 let block = self.block();
-                Expr {
-                    span: block.span,
-                    kind: ExprKind::Block(block),
-                }
+                Expr { span: block.span, kind: ExprKind::Block(block) }
             }
         }
     }
@@ -745,10 +620,7 @@ impl<'a> Parser<'a> {
                 }
             } else {
                 let block = self.expect_block("`{` or `if` after `else`");
-                els = Some(Box::new(Expr {
-                    span: block.span,
-                    kind: ExprKind::Block(block),
-                }));
+                els = Some(Box::new(Expr { span: block.span, kind: ExprKind::Block(block) }));
                 break;
             }
         }
@@ -756,15 +628,8 @@ impl<'a> Parser<'a> {
         // Every `if` of the chain spans to its end.
         let end = self.prev_end;
         let make = |arm: IfArm, els: Option<Box<Expr>>| Expr {
-            span: Span {
-                start: arm.start,
-                end,
-            },
-            kind: ExprKind::If {
-                cond: Box::new(arm.cond),
-                then: arm.then,
-                els,
-            },
+            span: Span { start: arm.start, end },
+            kind: ExprKind::If { cond: Box::new(arm.cond), then: arm.then, els },
         };
         for arm in chain.into_iter().rev() {
             els = Some(Box::new(make(arm, els)));
@@ -789,22 +654,9 @@ impl<'a> Parser<'a> {
         } else {
             self.expected("`catch` after the `try` block");
             let missing = self.here();
-            (
-                Ident {
-                    name: String::new(),
-                    span: missing,
-                },
-                Block {
-                    stmts: Vec::new(),
-                    tail: None,
-                    span: missing,
-                },
-            )
+            (Ident { name: String::new(), span: missing }, Block { stmts: Vec::new(), tail: None, span: missing })
         };
-        Expr {
-            kind: ExprKind::Try { body, var, handler },
-            span: self.span_from(start),
-        }
+        Expr { kind: ExprKind::Try { body, var, handler }, span: self.span_from(start) }
     }
 
     // ---- Expressions ----
@@ -814,10 +666,7 @@ impl<'a> Parser<'a> {
     /// iterable. Brackets lift the restriction (`if x == ({a: 1}) {}`).
     fn expr(&mut self, no_map: bool) -> Expr {
         if !self.enter() {
-            return Expr {
-                kind: ExprKind::Error,
-                span: self.tok().span,
-            };
+            return Expr { kind: ExprKind::Error, span: self.tok().span };
         }
         let expr = self.binary(OR, no_map);
         self.leave();
@@ -826,11 +675,7 @@ impl<'a> Parser<'a> {
 
     /// Precedence climbing: parses operators binding at least as tightly as `min`.
     fn binary(&mut self, min: u8, no_map: bool) -> Expr {
-        let mut lhs = if min <= NOT && self.at(&T::Not) {
-            self.not_expr(no_map)
-        } else {
-            self.unary(no_map)
-        };
+        let mut lhs = if min <= NOT && self.at(&T::Not) { self.not_expr(no_map) } else { self.unary(no_map) };
         let mut lhs_is_comparison = false;
         let mut links = 0;
         while let Some((op, prec)) = binary_op(self.peek()) {
@@ -846,10 +691,7 @@ impl<'a> Parser<'a> {
                 self.error(diag);
             }
             lhs_is_comparison = prec == CMP;
-            lhs = Expr {
-                span: lhs.span.to(rhs.span),
-                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-            };
+            lhs = Expr { span: lhs.span.to(rhs.span), kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) };
         }
         self.depth -= links;
         lhs
@@ -859,17 +701,11 @@ impl<'a> Parser<'a> {
     fn not_expr(&mut self, no_map: bool) -> Expr {
         let start = self.bump().span.start;
         if !self.enter() {
-            return Expr {
-                kind: ExprKind::Error,
-                span: self.tok().span,
-            };
+            return Expr { kind: ExprKind::Error, span: self.tok().span };
         }
         let operand = self.binary(NOT, no_map);
         self.leave();
-        Expr {
-            span: self.span_from(start),
-            kind: ExprKind::Unary(UnOp::Not, Box::new(operand)),
-        }
+        Expr { span: self.span_from(start), kind: ExprKind::Unary(UnOp::Not, Box::new(operand)) }
     }
 
     fn unary(&mut self, no_map: bool) -> Expr {
@@ -878,9 +714,7 @@ impl<'a> Parser<'a> {
             T::Not => {
                 // `a == not b`: `not` binds more loosely than the operator before it.
                 let diag = Diagnostic::new("`not` must be parenthesized here", self.tok().span)
-                    .with_label(
-                        "`not` binds more loosely than comparisons and arithmetic: write `(not x)`",
-                    );
+                    .with_label("`not` binds more loosely than comparisons and arithmetic: write `(not x)`");
                 self.error(diag);
                 UnOp::Not
             }
@@ -888,17 +722,11 @@ impl<'a> Parser<'a> {
         };
         let start = self.bump().span.start;
         if !self.enter() {
-            return Expr {
-                kind: ExprKind::Error,
-                span: self.tok().span,
-            };
+            return Expr { kind: ExprKind::Error, span: self.tok().span };
         }
         let operand = self.unary(no_map);
         self.leave();
-        Expr {
-            span: self.span_from(start),
-            kind: ExprKind::Unary(op, Box::new(operand)),
-        }
+        Expr { span: self.span_from(start), kind: ExprKind::Unary(op, Box::new(operand)) }
     }
 
     fn postfix(&mut self, no_map: bool) -> Expr {
@@ -926,10 +754,7 @@ impl<'a> Parser<'a> {
                     ExprKind::Field(Box::new(expr), name.clone())
                 }
             };
-            expr = Expr {
-                kind,
-                span: self.span_from(start),
-            };
+            expr = Expr { kind, span: self.span_from(start) };
         }
         self.depth -= links;
         expr
@@ -962,17 +787,11 @@ impl<'a> Parser<'a> {
             }
             _ => {
                 self.expected("expression");
-                return Expr {
-                    kind: ExprKind::Error,
-                    span: tok.span,
-                };
+                return Expr { kind: ExprKind::Error, span: tok.span };
             }
         };
         self.bump();
-        Expr {
-            kind,
-            span: tok.span,
-        }
+        Expr { kind, span: tok.span }
     }
 
     /// Parses the tokens of each `${...}` as one expression.
@@ -981,15 +800,10 @@ impl<'a> Parser<'a> {
         for part in parts {
             out.push(match part {
                 InterpPart::Lit(text) => StrPart::Lit(text.clone()),
-                InterpPart::Code(tokens, code_span) => {
-                    StrPart::Expr(self.interpolated_code(tokens, *code_span))
-                }
+                InterpPart::Code(tokens, code_span) => StrPart::Expr(self.interpolated_code(tokens, *code_span)),
             });
         }
-        Expr {
-            kind: ExprKind::Interp(out),
-            span,
-        }
+        Expr { kind: ExprKind::Interp(out), span }
     }
 
     fn interpolated_code(&mut self, tokens: &'a [Token], span: Span) -> Expr {
@@ -1000,10 +814,7 @@ impl<'a> Parser<'a> {
             if !self.lexer_reported() {
                 self.syntax_error(Diagnostic::new("empty interpolation `${}`", span));
             }
-            Expr {
-                kind: ExprKind::Error,
-                span,
-            }
+            Expr { kind: ExprKind::Error, span }
         } else {
             let expr = self.expr(false);
             if !self.at(&T::Eof) {
@@ -1019,28 +830,19 @@ impl<'a> Parser<'a> {
         let start = self.bump().span.start;
         let inner = self.expr(false);
         self.close(&T::RParen, "`)`");
-        Expr {
-            kind: inner.kind,
-            span: self.span_from(start),
-        }
+        Expr { kind: inner.kind, span: self.span_from(start) }
     }
 
     fn array(&mut self) -> Expr {
         let start = self.bump().span.start;
         let items = self.list(&T::RBracket, "`]`", false, |p| Some(p.expr(false)));
-        Expr {
-            kind: ExprKind::Array(items),
-            span: self.span_from(start),
-        }
+        Expr { kind: ExprKind::Array(items), span: self.span_from(start) }
     }
 
     fn map(&mut self) -> Expr {
         let start = self.bump().span.start;
         let entries = self.list(&T::RBrace, "`}`", false, Self::map_entry);
-        Expr {
-            kind: ExprKind::Map(entries),
-            span: self.span_from(start),
-        }
+        Expr { kind: ExprKind::Map(entries), span: self.span_from(start) }
     }
 
     fn map_entry(&mut self) -> Option<(MapKey, Expr)> {
@@ -1064,10 +866,7 @@ impl<'a> Parser<'a> {
                 MapKey::Expr(key)
             }
             _ => {
-                self.expected_with_label(
-                    "a map key",
-                    Some("a key is a name, a string, a number or `[expression]`"),
-                );
+                self.expected_with_label("a map key", Some("a key is a name, a string, a number or `[expression]`"));
                 return None;
             }
         };
@@ -1081,31 +880,19 @@ impl<'a> Parser<'a> {
     fn fn_expr(&mut self) -> Expr {
         let start = self.bump().span.start;
         if let T::Ident(_) = self.peek() {
-            let diag = Diagnostic::new(
-                "a named function cannot be used as an expression",
-                self.tok().span,
-            )
-            .with_label("remove the name, or declare the function as a statement");
+            let diag = Diagnostic::new("a named function cannot be used as an expression", self.tok().span)
+                .with_label("remove the name, or declare the function as a statement");
             self.error(diag);
             self.bump();
         }
         let decl = self.fn_rest(start, None);
-        Expr {
-            span: decl.span,
-            kind: ExprKind::Fn(Box::new(decl)),
-        }
+        Expr { span: decl.span, kind: ExprKind::Fn(Box::new(decl)) }
     }
 
     /// Parses comma-separated items up to `close` (already past the opening bracket),
     /// allowing a trailing comma. `item` returns `None` after reporting an error, which
     /// abandons the list. See [`Parser::skip_to_closer`] for `block_follows`.
-    fn list<I>(
-        &mut self,
-        close: &T,
-        close_text: &str,
-        block_follows: bool,
-        mut item: impl FnMut(&mut Self) -> Option<I>,
-    ) -> Vec<I> {
+    fn list<I>(&mut self, close: &T, close_text: &str, block_follows: bool, mut item: impl FnMut(&mut Self) -> Option<I>) -> Vec<I> {
         let mut items = Vec::new();
         loop {
             if self.eat(close) {

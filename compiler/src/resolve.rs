@@ -28,6 +28,8 @@ struct Walker {
     /// Per function: its scopes, innermost last.
     fns: Vec<Vec<Vec<Decl>>>,
     captured: HashSet<u32>,
+    /// When set, names found in no scope are collected here.
+    free: Option<HashSet<String>>,
 }
 
 pub fn captures(prog: &Program) -> Captures {
@@ -53,6 +55,13 @@ pub fn captures(prog: &Program) -> Captures {
     Captures(w.captured)
 }
 
+/// The names a function uses that it does not declare itself (its free variables).
+pub fn free_names(f: &FnDecl) -> HashSet<String> {
+    let mut w = Walker { free: Some(HashSet::new()), ..Walker::default() };
+    w.function(f);
+    w.free.unwrap_or_default()
+}
+
 impl Walker {
     fn declare(&mut self, id: &Ident) {
         if let Some(scope) = self.fns.last_mut().and_then(|f| f.last_mut()) {
@@ -71,6 +80,9 @@ impl Walker {
                     return;
                 }
             }
+        }
+        if let Some(free) = &mut self.free {
+            free.insert(name.to_string());
         }
     }
 

@@ -28,18 +28,12 @@ fn program(p: &Program) -> String {
 
 fn write_stmt(out: &mut String, stmt: &Stmt) {
     match stmt {
-        Stmt::Let {
-            name,
-            init: Some(init),
-            ..
-        } => {
+        Stmt::Let { name, init: Some(init), .. } => {
             let _ = write!(out, "(let {} ", name.name);
             write_expr(out, init);
             out.push(')');
         }
-        Stmt::Let {
-            name, init: None, ..
-        } => {
+        Stmt::Let { name, init: None, .. } => {
             let _ = write!(out, "(let {})", name.name);
         }
         Stmt::Fn(decl) => write_fn(out, decl),
@@ -50,9 +44,7 @@ fn write_stmt(out: &mut String, stmt: &Stmt) {
             }
             out.push(')');
         }
-        Stmt::Assign {
-            target, op, value, ..
-        } => {
+        Stmt::Assign { target, op, value, .. } => {
             let _ = write!(out, "({}= ", op.map_or("", binop));
             write_expr(out, target);
             out.push(' ');
@@ -66,13 +58,7 @@ fn write_stmt(out: &mut String, stmt: &Stmt) {
             write_block(out, body);
             out.push(')');
         }
-        Stmt::For {
-            first,
-            second,
-            iter,
-            body,
-            ..
-        } => {
+        Stmt::For { first, second, iter, body, .. } => {
             let _ = write!(out, "(for {}", first.name);
             if let Some(second) = second {
                 let _ = write!(out, " {}", second.name);
@@ -281,12 +267,7 @@ fn write_expr(out: &mut String, e: &Expr) {
 #[track_caller]
 fn check(src: &str, expected: &str) {
     let (prog, diags) = parse(src);
-    assert!(
-        diags.is_empty(),
-        "unexpected diagnostics for {}:\n{}",
-        short(src),
-        messages(src, &diags)
-    );
+    assert!(diags.is_empty(), "unexpected diagnostics for {}:\n{}", short(src), messages(src, &diags));
     assert_eq!(program(&prog), expected, "source: {}", short(src));
 }
 
@@ -356,10 +337,7 @@ fn literals() {
     check("42; 0xff; 1_000;", "42; 255; 1000;");
     check("1.5; 2.0; 1e-9; 6.02e23;", "1.5; 2.0; 1e-9; 6.02e23;");
     check(r#""hi\n";"#, r#""hi\n";"#);
-    check(
-        "[]; [1]; [1, 2,]; [[1], [2, 3]];",
-        "[]; [1]; [1 2]; [[1] [2 3]];",
-    );
+    check("[]; [1]; [1, 2,]; [[1], [2, 3]];", "[]; [1]; [1 2]; [[1] [2 3]];");
     check("x = {};", "(= x (map));");
 }
 
@@ -370,10 +348,7 @@ fn postfix() {
     check("f(a)(b);", "(call (call f a) b);");
     check("a[i][j];", "(idx (idx a i) j);");
     check("m.k.j;", "(. (. m k) j);");
-    check(
-        "list.map([1, 2], fn(x) { x * x });",
-        "(call (. list map) [1 2] (fn (x) {(* x x)}));",
-    );
+    check("list.map([1, 2], fn(x) { x * x });", "(call (. list map) [1 2] (fn (x) {(* x x)}));");
 }
 
 #[test]
@@ -381,24 +356,15 @@ fn interpolation() {
     check(r#""a ${x} b";"#, r#"(str "a " x " b");"#);
     check(r#""${x}";"#, "(str x);");
     check(r#""${a + b * 2}${c}";"#, "(str (+ a (* b 2)) c);");
-    check(
-        r#""${ {k: 1}["k"] }";"#,
-        r#"(str (idx (map ("k" 1)) "k"));"#,
-    );
+    check(r#""${ {k: 1}["k"] }";"#, r#"(str (idx (map ("k" 1)) "k"));"#);
     check(r#""x${ "y${z}" }";"#, r#"(str "x" (str "y" z));"#);
     check(r#""cost: $5, \${x}";"#, r#""cost: $5, ${x}";"#);
-    check(
-        r#"println("${name} is ${ages[name]}");"#,
-        r#"(call println (str name " is " (idx ages name)));"#,
-    );
+    check(r#"println("${name} is ${ages[name]}");"#, r#"(call println (str name " is " (idx ages name)));"#);
 }
 
 #[test]
 fn maps() {
-    check(
-        r#"x = {a: 1, "b c": 2, 3: "x", 1.5: y, [k]: v,};"#,
-        r#"(= x (map ("a" 1) ("b c" 2) ([3] "x") ([1.5] y) ([k] v)));"#,
-    );
+    check(r#"x = {a: 1, "b c": 2, 3: "x", 1.5: y, [k]: v,};"#, r#"(= x (map ("a" 1) ("b c" 2) ([3] "x") ([1.5] y) ([k] v)));"#);
     check("f({a: {b: 1}});", r#"(call f (map ("a" (map ("b" 1)))));"#);
     check(r#"x = {"k${i}": 1};"#, r#"(= x (map ([(str "k" i)] 1)));"#);
 }
@@ -415,24 +381,15 @@ fn map_literal_versus_block() {
     check("while a.b {}", "(while (. a b) {});");
     check("for k in m {}", "(for k in m {});");
     check("if f({a: 1}) {}", r#"(if (call f (map ("a" 1))) {});"#);
-    check(
-        "if x == ({a: 1}) { 1 }",
-        r#"(if (== x (map ("a" 1))) {1});"#,
-    );
+    check("if x == ({a: 1}) { 1 }", r#"(if (== x (map ("a" 1))) {1});"#);
     check("if [{}] {}", "(if [(map)] {});");
     check("if fn() { 1 }() {}", "(if (call (fn () {1})) {});");
 }
 
 #[test]
 fn if_expressions() {
-    check(
-        "let m = if a > b { a } else { b };",
-        "(let m (if (> a b) {a} {b}));",
-    );
-    check(
-        "if a { 1 } else if b { 2 } else if c { 3 } else { 4 }",
-        "(if a {1} (if b {2} (if c {3} {4})));",
-    );
+    check("let m = if a > b { a } else { b };", "(let m (if (> a b) {a} {b}));");
+    check("if a { 1 } else if b { 2 } else if c { 3 } else { 4 }", "(if a {1} (if b {2} (if c {3} {4})));");
     check("if a { 1 } else if b { 2 }", "(if a {1} (if b {2}));");
     check("x = if a { 1 } + 2;", "(= x (+ (if a {1}) 2));");
     check("if if a { b } else { c } { d }", "(if (if a {b} {c}) {d});");
@@ -448,10 +405,7 @@ fn functions() {
         "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }",
         "(fn fib (n) {(if (< n 2) {n} {(+ (call fib (- n 1)) (call fib (- n 2)))})});",
     );
-    check(
-        "fn f() { return; } fn g() { return 1 + 2; }",
-        "(fn f () {(return);}); (fn g () {(return (+ 1 2));});",
-    );
+    check("fn f() { return; } fn g() { return 1 + 2; }", "(fn f () {(return);}); (fn g () {(return (+ 1 2));});");
 }
 
 // ---- Statements ----
@@ -460,38 +414,17 @@ fn functions() {
 fn statements() {
     check("let x = 1; let y;", "(let x 1); (let y);");
     check("x = x + 1;", "(= x (+ x 1));");
-    check(
-        "x += 1; x -= 2; x *= 3; x /= 4; x %= 5;",
-        "(+= x 1); (-= x 2); (*= x 3); (/= x 4); (%= x 5);",
-    );
-    check(
-        "a[i] = v; m.k = v; a[0].b[1] += 2;",
-        "(= (idx a i) v); (= (. m k) v); (+= (idx (. (idx a 0) b) 1) 2);",
-    );
-    check(
-        "import list; import math as m;",
-        "(import list); (import math as m);",
-    );
+    check("x += 1; x -= 2; x *= 3; x /= 4; x %= 5;", "(+= x 1); (-= x 2); (*= x 3); (/= x 4); (%= x 5);");
+    check("a[i] = v; m.k = v; a[0].b[1] += 2;", "(= (idx a i) v); (= (. m k) v); (+= (idx (. (idx a 0) b) 1) 2);");
+    check("import list; import math as m;", "(import list); (import math as m);");
     check("while x < 10 { x += 1; }", "(while (< x 10) {(+= x 1);});");
     check("for i in 0..n + 1 {}", "(for i in (.. 0 (+ n 1)) {});");
     check("for x in xs { f(x); }", "(for x in xs {(call f x);});");
-    check(
-        "for k, v in m { break; continue; }",
-        "(for k v in m {break; continue;});",
-    );
-    check(
-        "try { f() } catch e { g(e) }",
-        "(try {(call f)} e {(call g e)});",
-    );
-    check(
-        "let r = try { 1 } catch e { 2 };",
-        "(let r (try {1} e {2}));",
-    );
+    check("for k, v in m { break; continue; }", "(for k v in m {break; continue;});");
+    check("try { f() } catch e { g(e) }", "(try {(call f)} e {(call g e)});");
+    check("let r = try { 1 } catch e { 2 };", "(let r (try {1} e {2}));");
     check("f(1);;; g();", "(call f 1); (call g);");
-    check(
-        "while c {}; for x in y {};",
-        "(while c {}); (for x in y {});",
-    );
+    check("while c {}; for x in y {};", "(while c {}); (for x in y {});");
 }
 
 #[test]
@@ -501,17 +434,11 @@ fn block_tails() {
     check("fn f() { let x = 1; x }", "(fn f () {(let x 1); x});");
     // A block-like expression is the tail only when it is last.
     check("fn f() { if a { 1 } }", "(fn f () {(if a {1})});");
-    check(
-        "fn f() { if a { 1 } g() }",
-        "(fn f () {(if a {1}); (call g)});",
-    );
+    check("fn f() { if a { 1 } g() }", "(fn f () {(if a {1}); (call g)});");
     check("fn f() { if a { 1 }; }", "(fn f () {(if a {1});});");
     check("fn f() { { 1 } }", "(fn f () {{1}});");
     check("fn f() { { 1 } { 2 } }", "(fn f () {{1}; {2}});");
-    check(
-        "fn f() { try { 1 } catch e { 2 } }",
-        "(fn f () {(try {1} e {2})});",
-    );
+    check("fn f() { try { 1 } catch e { 2 } }", "(fn f () {(try {1} e {2})});");
     // Loops and declarations are statements, never the tail.
     check("fn f() { while c {} }", "(fn f () {(while c {});});");
     check("fn f() { fn g() {} }", "(fn f () {(fn g () {});});");
@@ -524,15 +451,9 @@ fn block_tails() {
 
 #[test]
 fn semicolon_may_be_left_out_before_closing_brace() {
-    check(
-        "fn f(x) { if x { return 1 } else { break } }",
-        "(fn f (x) {(if x {(return 1);} {break;})});",
-    );
+    check("fn f(x) { if x { return 1 } else { break } }", "(fn f (x) {(if x {(return 1);} {break;})});");
     check("while c { continue }", "(while c {continue;});");
-    check(
-        "if c { x = 1 } else { let y = 2 }",
-        "(if c {(= x 1);} {(let y 2);});",
-    );
+    check("if c { x = 1 } else { let y = 2 }", "(if c {(= x 1);} {(let y 2);});");
     check("fn f() { return }", "(fn f () {(return);});");
 }
 
@@ -576,53 +497,30 @@ fn spans() {
     let src = "let x = foo(1, [2]);\nif a { b } else { c }\nm.k += 3;";
     let (prog, diags) = parse(src);
     assert!(diags.is_empty());
-    let Stmt::Let {
-        init: Some(init),
-        name,
-        span,
-    } = &prog.stmts[0]
-    else {
-        panic!()
-    };
+    let Stmt::Let { init: Some(init), name, span } = &prog.stmts[0] else { panic!() };
     assert_eq!(span_text(src, *span), "let x = foo(1, [2]);");
     assert_eq!(span_text(src, name.span), "x");
     assert_eq!(span_text(src, init.span), "foo(1, [2])");
-    let ExprKind::Call(_, args) = &init.kind else {
-        panic!()
-    };
+    let ExprKind::Call(_, args) = &init.kind else { panic!() };
     assert_eq!(span_text(src, args[1].span), "[2]");
-    let Stmt::Expr(if_expr) = &prog.stmts[1] else {
-        panic!()
-    };
+    let Stmt::Expr(if_expr) = &prog.stmts[1] else { panic!() };
     assert_eq!(span_text(src, if_expr.span), "if a { b } else { c }");
-    let Stmt::Assign { target, span, .. } = &prog.stmts[2] else {
-        panic!()
-    };
+    let Stmt::Assign { target, span, .. } = &prog.stmts[2] else { panic!() };
     assert_eq!(span_text(src, *span), "m.k += 3;");
     assert_eq!(span_text(src, target.span), "m.k");
 
     let src = r#"fn f() { return "a${b + c}" }"#;
     let (prog, diags) = parse(src);
     assert!(diags.is_empty());
-    let Stmt::Fn(f) = &prog.stmts[0] else {
-        panic!()
-    };
-    let Stmt::Return { span, .. } = &f.body.stmts[0] else {
-        panic!()
-    };
+    let Stmt::Fn(f) = &prog.stmts[0] else { panic!() };
+    let Stmt::Return { span, .. } = &f.body.stmts[0] else { panic!() };
     assert_eq!(span_text(src, *span), r#"return "a${b + c}""#);
 
     let src = r#"x = "a${b + c}";"#;
     let (prog, _) = parse(src);
-    let Stmt::Assign { value, .. } = &prog.stmts[0] else {
-        panic!()
-    };
-    let ExprKind::Interp(parts) = &value.kind else {
-        panic!()
-    };
-    let StrPart::Expr(e) = &parts[1] else {
-        panic!()
-    };
+    let Stmt::Assign { value, .. } = &prog.stmts[0] else { panic!() };
+    let ExprKind::Interp(parts) = &value.kind else { panic!() };
+    let StrPart::Expr(e) = &parts[1] else { panic!() };
     assert_eq!(span_text(src, e.span), "b + c");
 }
 
@@ -631,122 +529,50 @@ fn spans() {
 #[test]
 fn syntax_errors() {
     check_errors("let x = ;", &["1:9: expected expression, found `;`"]);
-    check_errors(
-        "f(1\nlet y = 2;",
-        &["1:4: expected `,` or `)`, found `let`"],
-    );
-    check_errors(
-        "let x = 1\nlet y = 2;",
-        &["1:10: expected `;` after `let` statement, found `let`"],
-    );
-    check_errors(
-        "foo()\nbar();",
-        &["1:6: expected `;` after expression, found `bar`"],
-    );
-    check_errors(
-        "x = 1 2;",
-        &["1:6: expected `;` after assignment, found `2`"],
-    );
+    check_errors("f(1\nlet y = 2;", &["1:4: expected `,` or `)`, found `let`"]);
+    check_errors("let x = 1\nlet y = 2;", &["1:10: expected `;` after `let` statement, found `let`"]);
+    check_errors("foo()\nbar();", &["1:6: expected `;` after expression, found `bar`"]);
+    check_errors("x = 1 2;", &["1:6: expected `;` after assignment, found `2`"]);
     check_errors("f(1 2);", &["1:5: expected `,` or `)`, found `2`"]);
     check_errors("[1, 2;", &["1:6: expected `,` or `]`, found `;`"]);
-    check_errors(
-        "x = {a 1};",
-        &["1:8: expected `:` after the map key, found `1`"],
-    );
+    check_errors("x = {a 1};", &["1:8: expected `:` after the map key, found `1`"]);
     check_errors("x = {-1: 2};", &["1:6: expected a map key, found `-`"]);
     check_errors("a.1;", &["1:3: expected a field name after `.`, found `1`"]);
-    check_errors(
-        "let if = 1;",
-        &["1:5: expected a variable name after `let`, found `if`"],
-    );
-    check_errors(
-        "let\nwhile x {}",
-        &["1:4: expected a variable name after `let`, found `while`"],
-    );
-    check_errors(
-        "fn f(a, 1) {}",
-        &["1:9: expected a parameter name, found `1`"],
-    );
-    check_errors(
-        "while x y { f(); }",
-        &["1:9: expected `{` after the `while` condition, found `y`"],
-    );
-    check_errors(
-        "if x = 1 { }",
-        &["1:6: expected `{` after the `if` condition, found `=`"],
-    );
-    check_errors(
-        "for x of xs {}",
-        &["1:7: expected `in` after the loop variables, found `of`"],
-    );
-    check_errors(
-        "try { }",
-        &["1:8: expected `catch` after the `try` block, found end of file"],
-    );
+    check_errors("let if = 1;", &["1:5: expected a variable name after `let`, found `if`"]);
+    check_errors("let\nwhile x {}", &["1:4: expected a variable name after `let`, found `while`"]);
+    check_errors("fn f(a, 1) {}", &["1:9: expected a parameter name, found `1`"]);
+    check_errors("while x y { f(); }", &["1:9: expected `{` after the `while` condition, found `y`"]);
+    check_errors("if x = 1 { }", &["1:6: expected `{` after the `if` condition, found `=`"]);
+    check_errors("for x of xs {}", &["1:7: expected `in` after the loop variables, found `of`"]);
+    check_errors("try { }", &["1:8: expected `catch` after the `try` block, found end of file"]);
     check_errors("x = (1 + 2;", &["1:11: expected `)`, found `;`"]);
     check_errors("fn f() { x = 1", &["1:8: unclosed `{`"]);
-    check_errors(
-        "fn f() {\n  if a {\n    while b { g(); }\n",
-        &["2:8: unclosed `{`"],
-    );
+    check_errors("fn f() {\n  if a {\n    while b { g(); }\n", &["2:8: unclosed `{`"]);
     check_errors("x = [1, (2", &["1:11: expected `)`, found end of file"]);
     check_errors("f(1); }", &["1:7: unexpected `}`"]);
     check_errors("foo() }", &["1:7: unexpected `}`"]);
     check_errors("1..2;", &["1:2: expected `;` after expression, found `..`"]);
-    check_errors(
-        "if a {} else x",
-        &["1:14: expected `{` or `if` after `else`, found `x`"],
-    );
+    check_errors("if a {} else x", &["1:14: expected `{` or `if` after `else`, found `x`"]);
 }
 
 #[test]
 fn semantic_syntax_errors() {
     check_errors("f() = 1;", &["1:1: cannot assign to this expression"]);
     check_errors("a + b += 1;", &["1:1: cannot assign to this expression"]);
-    check_errors(
-        "1 = 2; 3 = 4;",
-        &[
-            "1:1: cannot assign to this expression",
-            "1:8: cannot assign to this expression",
-        ],
-    );
-    check_errors(
-        "a < b < c;",
-        &["1:7: comparison operators cannot be chained"],
-    );
-    check_errors(
-        "a == b != c;",
-        &["1:8: comparison operators cannot be chained"],
-    );
-    check_errors(
-        "x = a == not b;",
-        &["1:10: `not` must be parenthesized here"],
-    );
-    check_errors(
-        "let f = fn g() {};",
-        &["1:12: a named function cannot be used as an expression"],
-    );
-    check_errors(
-        "fn f() { import x; }",
-        &["1:10: `import` is only allowed at the top level of a file"],
-    );
-    check_errors(
-        "if c { import x as y }",
-        &["1:8: `import` is only allowed at the top level of a file"],
-    );
+    check_errors("1 = 2; 3 = 4;", &["1:1: cannot assign to this expression", "1:8: cannot assign to this expression"]);
+    check_errors("a < b < c;", &["1:7: comparison operators cannot be chained"]);
+    check_errors("a == b != c;", &["1:8: comparison operators cannot be chained"]);
+    check_errors("x = a == not b;", &["1:10: `not` must be parenthesized here"]);
+    check_errors("let f = fn g() {};", &["1:12: a named function cannot be used as an expression"]);
+    check_errors("fn f() { import x; }", &["1:10: `import` is only allowed at the top level of a file"]);
+    check_errors("if c { import x as y }", &["1:8: `import` is only allowed at the top level of a file"]);
 }
 
 #[test]
 fn interpolation_errors() {
     check_errors(r#"x = "${}";"#, &["1:6: empty interpolation `${}`"]);
-    check_errors(
-        r#"x = "${a b}";"#,
-        &["1:10: expected `}` to end the interpolation, found `b`"],
-    );
-    check_errors(
-        r#"x = "${a +}";"#,
-        &["1:11: expected expression, found `}`"],
-    );
+    check_errors(r#"x = "${a b}";"#, &["1:10: expected `}` to end the interpolation, found `b`"]);
+    check_errors(r#"x = "${a +}";"#, &["1:11: expected expression, found `}`"]);
     check_errors(r#"x = "${a"#, &["1:6: unterminated interpolation"]);
     check_errors("x = \"abc;\ny = 2;", &["1:5: unterminated string"]);
 }
@@ -756,10 +582,7 @@ fn lexer_errors_are_not_repeated_by_the_parser() {
     check_errors("let x = 5 @ 3;", &["1:11: unexpected character `@`"]);
     check_errors("let x = @;", &["1:9: unexpected character `@`"]);
     check_errors("if a && b { }", &["1:6: unexpected characters `&&`"]);
-    check_errors(
-        "let x = 99999999999999999999;",
-        &["1:9: integer literal is too large"],
-    );
+    check_errors("let x = 99999999999999999999;", &["1:9: integer literal is too large"]);
     check_errors("let s = \"\\q\";", &["1:10: unknown escape `\\q`"]);
 }
 
@@ -812,19 +635,10 @@ fn nesting_limit() {
         let (_, diags) = parse(src);
         diags.len() == 1 && diags[0].message == "nesting too deep"
     };
-    let nest =
-        |open: &str, close: &str, n: usize| format!("x = {}1{};", open.repeat(n), close.repeat(n));
+    let nest = |open: &str, close: &str, n: usize| format!("x = {}1{};", open.repeat(n), close.repeat(n));
     // The brief's example: 200 levels are too many for every construct. The value
     // expression itself is one level, each bracket, operator or block one more.
-    for (open, close) in [
-        ("(", ")"),
-        ("[", "]"),
-        ("f(", ")"),
-        ("a[", "]"),
-        ("{a: ", "}"),
-        ("-", ""),
-        ("not ", ""),
-    ] {
+    for (open, close) in [("(", ")"), ("[", "]"), ("f(", ")"), ("a[", "]"), ("{a: ", "}"), ("-", ""), ("not ", "")] {
         // A nested call or index costs two levels: the call and its argument.
         let src = nest(open, close, MAX_DEPTH / 2 - 2);
         let (_, diags) = parse(&src);
@@ -833,10 +647,7 @@ fn nesting_limit() {
         assert!(too_deep(&nest(open, close, 100_000)), "{open}");
     }
     // The diagnostic points at the first token past the limit.
-    check_errors(
-        &nest("(", ")", MAX_DEPTH),
-        &[&format!("1:{}: nesting too deep", 5 + MAX_DEPTH)],
-    );
+    check_errors(&nest("(", ")", MAX_DEPTH), &[&format!("1:{}: nesting too deep", 5 + MAX_DEPTH)]);
     assert!(parse(&nest("(", ")", MAX_DEPTH - 1)).1.is_empty());
 
     let blocks = |n: usize| format!("{}{}", "if a { ".repeat(n), "} ".repeat(n));
@@ -860,10 +671,7 @@ fn long_chains_count_as_nesting() {
     let sum = |n: usize| format!("x = {}1;", "1 + ".repeat(n));
     assert!(parse(&sum(MAX_DEPTH - 2)).1.is_empty());
     // Reported at the operator that would go past the limit.
-    check_errors(
-        &sum(100_000),
-        &[&format!("1:{}: nesting too deep", 7 + 4 * (MAX_DEPTH - 1))],
-    );
+    check_errors(&sum(100_000), &[&format!("1:{}: nesting too deep", 7 + 4 * (MAX_DEPTH - 1))]);
     let fields = |n: usize| format!("x = a{};", ".b".repeat(n));
     assert!(parse(&fields(MAX_DEPTH - 2)).1.is_empty());
     assert_eq!(parse(&fields(100_000)).1.len(), 1);
@@ -888,16 +696,10 @@ fn long_chains_count_as_nesting() {
 fn survives(src: &str) {
     let (prog, diags) = parse(src);
     for d in &diags {
-        assert!(
-            d.span.start <= d.span.end && d.span.end as usize <= src.len(),
-            "bad span {d:?} for {src:?}"
-        );
+        assert!(d.span.start <= d.span.end && d.span.end as usize <= src.len(), "bad span {d:?} for {src:?}");
     }
     if diags.is_empty() {
-        assert!(
-            !program(&prog).contains("<error>"),
-            "error node without a diagnostic for {src:?}"
-        );
+        assert!(!program(&prog).contains("<error>"), "error node without a diagnostic for {src:?}");
     }
 }
 
@@ -1099,9 +901,7 @@ fn no_panic_on_random_token_soup() {
     };
     for _ in 0..3000 {
         let len = (next() % 40) as usize;
-        let src: Vec<&str> = (0..len)
-            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
-            .collect();
+        let src: Vec<&str> = (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect();
         survives(&src.join(" "));
     }
 }

@@ -65,13 +65,9 @@ enum Command {
         limits: Limits,
     },
     /// Compile a program and verify its bytecode, without running it.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
     /// Show a program's bytecode.
-    Disasm {
-        file: PathBuf,
-    },
+    Disasm { file: PathBuf },
 }
 
 fn main() -> ExitCode {

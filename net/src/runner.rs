@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
-use tern_compiler::{compile_file, Compiled, CompileError};
+use tern_compiler::{compile_file, CompileError, Compiled};
 use tern_vm::interp::BlockReason;
 use tern_vm::runtime::LoadError;
 use tern_vm::snapshot::{restore, snapshot, ImageError};

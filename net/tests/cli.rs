@@ -99,7 +99,8 @@ fn check_and_disasm() {
 
 #[test]
 fn migrate_every_gives_the_same_output() {
-    let f = write_temp("m.tern", "let a = [];\nfor i in 0..200 { push(a, i * i); }\nlet s = 0;\nfor x in a { s += x; }\nprintln(s, len(a));\n");
+    let f =
+        write_temp("m.tern", "let a = [];\nfor i in 0..200 { push(a, i * i); }\nlet s = 0;\nfor x in a { s += x; }\nprintln(s, len(a));\n");
     let plain = tern(&["run", f.to_str().unwrap()]);
     for seed in ["1", "2", "3"] {
         let moved = tern(&["run", f.to_str().unwrap(), "--migrate-every", "10", "--seed", seed, "--stats"]);

@@ -30,13 +30,24 @@ use tern_vm::{RuntimeError, VmConfig};
 
 const EXAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 
-/// `(seed, R)`: the migrating runs, each snapshotting about every `R` reductions.
-const MIGRATING_RUNS: &[(u64, u64)] = &[(1, 50), (2, 200), (3, 1000), (1, 1000), (2, 50), (3, 200)];
+/// The migrating runs: each seed with each interval `R` (a snapshot about every `R`
+/// reductions; reductions are counted at calls and loop iterations, so small programs
+/// need small intervals to migrate often).
+const SEEDS: &[u64] = &[1, 2, 3];
+const INTERVALS: &[u64] = &[1, 10, 50, 200, 1000];
+/// The runs of a program too heavy to migrate often (see below).
+const HEAVY_RUNS: &[(u64, u64)] = &[(1, 50), (2, 200), (3, 1000)];
 
-/// A snapshot copies the whole heap, so a long-running program with a big heap would
-/// take minutes at `R = 50`. The interval is raised so that no run migrates more than
-/// about this many times.
-const MAX_MIGRATIONS_PER_RUN: u64 = 400;
+/// A migration snapshots the whole process (heap and call stack) and restores it into a
+/// fresh VM, which in a debug build takes milliseconds for a big heap or a deep stack.
+/// So that the test stays fast, a first migrating run measures what one migration of
+/// the program costs, and each run's interval is raised as far as needed to keep the
+/// run's migrations within about `MIGRATION_TIME_PER_RUN` (rounded down to a power of
+/// two, never fewer than `MIN_MIGRATIONS_PER_RUN`, never more than
+/// `MAX_MIGRATIONS_PER_RUN`). Small programs are unaffected: they migrate every `R`.
+const MIGRATION_TIME_PER_RUN: Duration = Duration::from_millis(200);
+const MIN_MIGRATIONS_PER_RUN: u64 = 8;
+const MAX_MIGRATIONS_PER_RUN: u64 = 1024;
 
 /// Stack of the threads that run programs: the same as a main thread's, where `tern run`
 /// runs them.
@@ -60,6 +71,7 @@ struct Run {
     error: Option<RuntimeError>,
     reductions: u64,
     migrations: u64,
+    image_bytes_max: usize,
     elapsed: Duration,
 }
 
@@ -76,7 +88,8 @@ fn parse_spec(path: &Path) -> Result<Option<Spec>, String> {
     if !source.contains("// expect") {
         return Ok(None);
     }
-    let mut spec = Spec { name: name.clone(), path: path.to_path_buf(), lines: Vec::new(), error: None, error_line: None, heap_limit_mib: None };
+    let mut spec =
+        Spec { name: name.clone(), path: path.to_path_buf(), lines: Vec::new(), error: None, error_line: None, heap_limit_mib: None };
     for (i, line) in source.lines().enumerate() {
         let where_ = || format!("{name}:{}", i + 1);
         if let Some(text) = directive(line, "// expect:") {
@@ -106,7 +119,8 @@ fn parse_spec(path: &Path) -> Result<Option<Spec>, String> {
 }
 
 fn discover() -> Vec<Spec> {
-    let dir = Path::new(EXAMPLES_DIR);
+    let dir = Path::new(EXAMPLES_DIR).canonicalize().unwrap_or_else(|e| panic!("cannot find {EXAMPLES_DIR}: {e}"));
+    let dir = dir.as_path();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|e| e.expect("a directory entry").path())
@@ -141,7 +155,14 @@ fn run_once(spec: &Spec, migrate_every: Option<u64>, seed: u64) -> Result<Run, S
     let mut host = BufferHost::new();
     let start = Instant::now();
     let report = run_program(&program, &opts, &mut host).map_err(|e| format!("cannot run: {e}\noutput so far:\n{}", host.out))?;
-    Ok(Run { out: host.out, error: report.result.err(), reductions: report.reductions, migrations: report.migrations, elapsed: start.elapsed() })
+    Ok(Run {
+        out: host.out,
+        error: report.result.err(),
+        reductions: report.reductions,
+        migrations: report.migrations,
+        image_bytes_max: report.image_bytes_max,
+        elapsed: start.elapsed(),
+    })
 }
 
 fn split_lines(out: &str) -> Vec<&str> {
@@ -200,7 +221,7 @@ fn check(spec: &Spec, run: &Run) -> Vec<String> {
             }
             if let Some(line) = spec.error_line {
                 match e.trace.first() {
-                    Some(t) if t.line == line && t.file.ends_with(&spec.name) => {}
+                    Some(t) if t.line == line && Path::new(&t.file).file_name().is_some_and(|f| *f == *spec.name) => {}
                     Some(t) => problems.push(format!("error raised at {}:{}, expected {}:{line}:\n{e}", t.file, t.line, spec.name)),
                     None => problems.push(format!("error has no backtrace, expected line {line}:\n{e}")),
                 }
@@ -211,8 +232,8 @@ fn check(spec: &Spec, run: &Run) -> Vec<String> {
 }
 
 /// Runs `job` on every program, a few at a time, each on its own thread; returns the
-/// failures of all of them.
-fn for_each_program(specs: Vec<Spec>, job: fn(&Spec) -> Vec<String>) -> Vec<String> {
+/// failures of all of them, by program.
+fn for_each_program(specs: Vec<Spec>, job: fn(&Spec) -> Vec<String>) -> Vec<(String, Vec<String>)> {
     let queue = Mutex::new(specs.into_iter().collect::<VecDeque<_>>());
     let failures = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
@@ -221,12 +242,16 @@ fn for_each_program(specs: Vec<Spec>, job: fn(&Spec) -> Vec<String>) -> Vec<Stri
             s.spawn(|| loop {
                 let Some(spec) = queue.lock().unwrap().pop_front() else { break };
                 let name = spec.name.clone();
-                let result = std::thread::Builder::new().name(name.clone()).stack_size(RUN_THREAD_STACK).spawn(move || job(&spec)).expect("spawn a thread").join();
+                let thread = std::thread::Builder::new().name(name.clone()).stack_size(RUN_THREAD_STACK);
+                let result = thread.spawn(move || job(&spec)).expect("spawn a thread").join();
                 let problems = result.unwrap_or_else(|p| {
-                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    let msg =
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                     vec![format!("panicked: {msg}")]
                 });
-                failures.lock().unwrap().extend(problems.into_iter().map(|p| format!("examples/{name}: {p}")));
+                if !problems.is_empty() {
+                    failures.lock().unwrap().push((name, problems));
+                }
             });
         }
     });
@@ -235,14 +260,18 @@ fn for_each_program(specs: Vec<Spec>, job: fn(&Spec) -> Vec<String>) -> Vec<Stri
     failures
 }
 
-fn report(mode: &str, count: usize, failures: Vec<String>) {
-    if !failures.is_empty() {
-        let mut msg = format!("{} failure(s) in {count} example programs ({mode}):\n", failures.len());
-        for f in &failures {
-            let _ = writeln!(msg, "\n--- {}", f.trim_end());
-        }
-        panic!("{msg}");
+fn report(mode: &str, count: usize, failures: Vec<(String, Vec<String>)>) {
+    if failures.is_empty() {
+        return;
     }
+    let total: usize = failures.iter().map(|(_, p)| p.len()).sum();
+    let mut msg = format!("{total} failure(s) in {} of {count} example programs ({mode}):\n", failures.len());
+    for (name, problems) in &failures {
+        for p in problems {
+            let _ = writeln!(msg, "\n--- examples/{name}: {}", p.trim_end());
+        }
+    }
+    panic!("{msg}");
 }
 
 #[test]
@@ -259,6 +288,32 @@ fn examples_plain() {
     report("plain runs", count, failures);
 }
 
+/// Checks a migrating run against the expectations and against the plain run.
+fn check_migrating(spec: &Spec, plain: &Run, every: u64, seed: u64, problems: &mut Vec<String>) -> Option<Run> {
+    let label = format!("--migrate-every {every} --seed {seed}");
+    let run = match run_once(spec, Some(every), seed) {
+        Ok(run) => run,
+        Err(e) => {
+            problems.push(format!("[{label}] {e}"));
+            return None;
+        }
+    };
+    eprintln!("{} [{label}]: {} migrations, largest image {} bytes, {:?}", spec.name, run.migrations, run.image_bytes_max, run.elapsed);
+    problems.extend(check(spec, &run).into_iter().map(|p| format!("[{label}] {p}")));
+    if run.error != plain.error {
+        let show = |e: &Option<RuntimeError>| e.as_ref().map_or_else(|| "(no error)".to_string(), |e| e.to_string());
+        problems.push(format!(
+            "[{label}] error differs from the plain run's:\nplain:\n{}\nmigrating:\n{}",
+            show(&plain.error),
+            show(&run.error)
+        ));
+    }
+    if plain.reductions > 4 * every && run.migrations == 0 {
+        problems.push(format!("[{label}] never migrated in {} reductions", plain.reductions));
+    }
+    Some(run)
+}
+
 #[test]
 fn examples_migrating() {
     let specs = discover();
@@ -269,28 +324,23 @@ fn examples_migrating() {
             Err(e) => return vec![e],
         };
         let mut problems = Vec::new();
-        for &(seed, r) in MIGRATING_RUNS {
-            let every = r.max(plain.reductions / MAX_MIGRATIONS_PER_RUN);
-            let label = format!("--migrate-every {every} --seed {seed}");
-            let run = match run_once(spec, Some(every), seed) {
-                Ok(run) => run,
-                Err(e) => {
-                    problems.push(format!("[{label}] {e}"));
-                    continue;
-                }
-            };
-            eprintln!("{} [{label}]: {} migrations, {:?}", spec.name, run.migrations, run.elapsed);
-            problems.extend(check(spec, &run).into_iter().map(|p| format!("[{label}] {p}")));
-            if run.error != plain.error {
-                let show = |e: &Option<RuntimeError>| e.as_ref().map_or_else(|| "(no error)".to_string(), |e| e.to_string());
-                problems.push(format!("[{label}] error differs from the plain run's:\nplain:\n{}\nmigrating:\n{}", show(&plain.error), show(&run.error)));
-            }
-            if run.reductions != plain.reductions {
-                problems.push(format!("[{label}] ran {} reductions, the plain run {}", run.reductions, plain.reductions));
-            }
-            if plain.reductions > 4 * every && run.migrations == 0 {
-                problems.push(format!("[{label}] never migrated in {} reductions", plain.reductions));
-            }
+        // A first run with few migrations measures what one migration costs.
+        let probe_every = 50.max(plain.reductions / MIN_MIGRATIONS_PER_RUN);
+        let Some(probe) = check_migrating(spec, &plain, probe_every, 0, &mut problems) else { return problems };
+        let per_migration = probe.elapsed.saturating_sub(plain.elapsed).as_nanos() / u128::from(probe.migrations.max(1));
+        let affordable = (MIGRATION_TIME_PER_RUN.as_nanos() / per_migration.max(1)).min(u128::from(MAX_MIGRATIONS_PER_RUN)) as u64;
+        let max_migrations = affordable.max(MIN_MIGRATIONS_PER_RUN);
+        let max_migrations = 1 << (63 - max_migrations.leading_zeros());
+        // Every seed with every interval; for a program too heavy to migrate even
+        // `MIN_MIGRATIONS_PER_RUN` times within the time, a few of those runs.
+        let runs: Vec<(u64, u64)> = if affordable < MIN_MIGRATIONS_PER_RUN {
+            HEAVY_RUNS.to_vec()
+        } else {
+            SEEDS.iter().flat_map(|&seed| INTERVALS.iter().map(move |&r| (seed, r))).collect()
+        };
+        for (seed, r) in runs {
+            let every = r.max(plain.reductions / max_migrations);
+            check_migrating(spec, &plain, every, seed, &mut problems);
         }
         problems
     });

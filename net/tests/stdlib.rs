@@ -14,18 +14,13 @@ fn run_with(src: &str, opts: &RunOptions) -> (String, Option<String>) {
         Err(e) => panic!("does not compile:\n{e}\n--- source ---\n{src}"),
     };
     let mut host = BufferHost::new();
-    let report = run_program(&program, opts, &mut host)
-        .unwrap_or_else(|e| panic!("cannot run: {e}\n--- source ---\n{src}"));
+    let report = run_program(&program, opts, &mut host).unwrap_or_else(|e| panic!("cannot run: {e}\n--- source ---\n{src}"));
     let err = report.result.err().map(|e| e.message);
     (host.out, err)
 }
 
 fn migrating() -> RunOptions {
-    RunOptions {
-        migrate_every: Some(40),
-        seed: 3,
-        ..RunOptions::default()
-    }
+    RunOptions { migrate_every: Some(40), seed: 3, ..RunOptions::default() }
 }
 
 /// `src` must run without error and print exactly `expected`.
@@ -36,12 +31,7 @@ fn check(src: &str, expected: &str) {
         if let Some(e) = err {
             panic!("failed: {e}\n--- source ---\n{src}\n--- output ---\n{out}");
         }
-        assert_eq!(
-            out,
-            expected,
-            "\n--- source ---\n{src}\n(migrating: {})",
-            opts.migrate_every.is_some()
-        );
+        assert_eq!(out, expected, "\n--- source ---\n{src}\n(migrating: {})", opts.migrate_every.is_some());
     }
 }
 
@@ -65,24 +55,15 @@ fn eq(expr: &str, expected: &str) {
 
 #[test]
 fn print_and_println() {
-    check(
-        r#"print(1, "a"); print(2); println(); println("x");"#,
-        "1 a2\nx\n",
-    );
-    check(
-        r#"println(1, 2.0, "s", nil, true, [1, "x"], {a: 1});"#,
-        "1 2.0 s nil true [1, \"x\"] {\"a\": 1}\n",
-    );
+    check(r#"print(1, "a"); print(2); println(); println("x");"#, "1 a2\nx\n");
+    check(r#"println(1, 2.0, "s", nil, true, [1, "x"], {a: 1});"#, "1 2.0 s nil true [1, \"x\"] {\"a\": 1}\n");
     check("println();", "\n");
     eq(r#"print("")"#, "nil");
 }
 
 #[test]
 fn to_string_and_type_of() {
-    eq(
-        r#"to_string(1.5) + to_string(2) + to_string("s") + to_string(nil)"#,
-        "1.52snil",
-    );
+    eq(r#"to_string(1.5) + to_string(2) + to_string("s") + to_string(nil)"#, "1.52snil");
     eq(r#"to_string([1, "a", 2.0])"#, "[1, \"a\", 2.0]");
     eq(r#"to_string(1e300)"#, "1e300");
     eq("type_of(nil)", "nil");
@@ -94,10 +75,7 @@ fn to_string_and_type_of() {
     eq("type_of({a: 1})", "map");
     eq("type_of(fn(x) { x })", "function");
     eq("type_of(println)", "function");
-    check(
-        "fn f() { 1 } let n = 2; let g = fn() { n }; println(type_of(f), type_of(g));",
-        "function function\n",
-    );
+    check("fn f() { 1 } let n = 2; let g = fn() { n }; println(type_of(f), type_of(g));", "function function\n");
     check_err("type_of();", "type_of");
     check_err("type_of(1, 2);", "type_of");
 }
@@ -138,10 +116,7 @@ fn float_conversion() {
     eq(r#"float("-0x10")"#, "-16.0");
     eq("float(-9223372036854775807 - 1)", "-9.223372036854776e18");
     check_err(r#"float("x");"#, r#"float: cannot convert "x" to a float"#);
-    check_err(
-        "float([]);",
-        "float expects a number or a string, got array",
-    );
+    check_err("float([]);", "float expects a number or a string, got array");
     check_err("float(false);", "got bool");
 }
 
@@ -173,27 +148,15 @@ fn error_and_assert() {
     check_err(r#"error("boom");"#, "boom");
     check_err("error(42);", "42");
     check_err("error({code: 7});", r#"{"code": 7}"#);
-    check(
-        r#"let v = try { error({code: 7}); 1 } catch e { e.code }; println(v);"#,
-        "7\n",
-    );
+    check(r#"let v = try { error({code: 7}); 1 } catch e { e.code }; println(v);"#, "7\n");
     check("println(try { error(41) } catch e { e + 1 });", "42\n");
-    check(
-        r#"println(try { error(nil) } catch e { type_of(e) });"#,
-        "nil\n",
-    );
-    check(
-        r#"assert(true, "x"); assert(0, "x"); assert("", "x"); assert([], "x"); println("ok");"#,
-        "ok\n",
-    );
+    check(r#"println(try { error(nil) } catch e { type_of(e) });"#, "nil\n");
+    check(r#"assert(true, "x"); assert(0, "x"); assert("", "x"); assert([], "x"); println("ok");"#, "ok\n");
     eq(r#"assert(1 < 2, "math")"#, "nil");
     check_err(r#"assert(false, "bad thing");"#, "bad thing");
     check_err(r#"assert(nil, "was nil");"#, "was nil");
     check_err("assert(1 > 2);", "assertion failed");
-    check(
-        r#"println(try { assert(false, "m") } catch e { "caught " + e });"#,
-        "caught m\n",
-    );
+    check(r#"println(try { assert(false, "m") } catch e { "caught " + e });"#, "caught m\n");
     check_err("error();", "error");
 }
 
@@ -210,29 +173,14 @@ fn string_len_and_slice() {
     eq(r#"slice("hello", 0, 0) == """#, "true");
     eq(r#"slice("hello", 5, 5) == """#, "true");
     eq(r#"slice("héllo", 1, 3)"#, "é");
-    check_err(
-        r#"slice("héllo", 2, 3);"#,
-        "byte offset 2 is not on a character boundary",
-    );
+    check_err(r#"slice("héllo", 2, 3);"#, "byte offset 2 is not on a character boundary");
     check_err(r#"slice("abc", 2, 5);"#, "out of bounds");
     check_err(r#"slice("abc", 2, 1);"#, "out of bounds");
-    check_err(
-        r#"slice("abc", -1, 2);"#,
-        "slice: the start must not be negative, got -1",
-    );
+    check_err(r#"slice("abc", -1, 2);"#, "slice: the start must not be negative, got -1");
     check_err(r#"slice("abc", 0, -1);"#, "the end must not be negative");
-    check_err(
-        r#"slice("abc", "a", 1);"#,
-        "slice expects an int start, got string",
-    );
-    check_err(
-        r#"slice("abc", 0, 1.0);"#,
-        "slice expects an int end, got float",
-    );
-    check_err(
-        "slice(5, 0, 1);",
-        "slice expects a string or an array, got int",
-    );
+    check_err(r#"slice("abc", "a", 1);"#, "slice expects an int start, got string");
+    check_err(r#"slice("abc", 0, 1.0);"#, "slice expects an int end, got float");
+    check_err("slice(5, 0, 1);", "slice expects a string or an array, got int");
 }
 
 #[test]
@@ -244,17 +192,11 @@ fn split_and_join() {
     eq(r#"split("héy", "")"#, r#"["h", "é", "y"]"#);
     eq(r#"split("", "")"#, "[]");
     check_err(r#"split(1, ",");"#, "split expects a string, got int");
-    check_err(
-        r#"split("a", nil);"#,
-        "split expects a string separator, got nil",
-    );
+    check_err(r#"split("a", nil);"#, "split expects a string separator, got nil");
     eq(r#"join(["a", "b"], ", ")"#, "a, b");
     eq(r#"join([], "-") == """#, "true");
     eq(r#"join(["x"], "-")"#, "x");
-    eq(
-        r#"join([1, 2.5, nil, [1, "q"], true], "|")"#,
-        r#"1|2.5|nil|[1, "q"]|true"#,
-    );
+    eq(r#"join([1, 2.5, nil, [1, "q"], true], "|")"#, r#"1|2.5|nil|[1, "q"]|true"#);
     eq(r#"join(split("a b c", " "), "+")"#, "a+b+c");
     check_err(r#"join("ab", ",");"#, "join expects an array, got string");
     check_err("join([1], 2);", "join expects a string separator, got int");
@@ -267,10 +209,7 @@ fn find_replace_trim_case() {
     eq(r#"find("hello", "z")"#, "nil");
     eq(r#"find("héllo", "l")"#, "3");
     eq(r#"find("abc", "")"#, "0");
-    check_err(
-        r#"find("abc", 1);"#,
-        "find expects a string to search for, got int",
-    );
+    check_err(r#"find("abc", 1);"#, "find expects a string to search for, got int");
     check_err(r#"find([1], "a");"#, "find expects a string, got array");
     eq(r#"replace("a-b-c", "-", "+")"#, "a+b+c");
     eq(r#"replace("aaa", "a", "bb")"#, "bbbbbb");
@@ -278,18 +217,9 @@ fn find_replace_trim_case() {
     eq(r#"replace("abc", "", "-")"#, "-a-b-c-");
     eq(r#"replace("abc", "x", "y")"#, "abc");
     eq(r#"replace("a.b", ".", "")"#, "ab");
-    check_err(
-        r#"replace("a", 1, "b");"#,
-        "replace expects a string to replace, got int",
-    );
-    check_err(
-        r#"replace("a", "a", nil);"#,
-        "replace expects a replacement string, got nil",
-    );
-    check_err(
-        r#"replace(repeat("a", 1000), "", repeat("b", 1000000));"#,
-        "too large",
-    );
+    check_err(r#"replace("a", 1, "b");"#, "replace expects a string to replace, got int");
+    check_err(r#"replace("a", "a", nil);"#, "replace expects a replacement string, got nil");
+    check_err(r#"replace(repeat("a", 1000), "", repeat("b", 1000000));"#, "too large");
     eq(r#""[" + trim("  hi there \n\t") + "]""#, "[hi there]");
     eq(r#""[" + trim("x") + "]""#, "[x]");
     eq(r#""[" + trim("   ") + "]""#, "[]");
@@ -312,25 +242,13 @@ fn chars_prefixes_contains() {
     eq(r#"starts_with("a", "ab")"#, "false");
     eq(r#"ends_with("hello", "lo")"#, "true");
     eq(r#"ends_with("hello", "he")"#, "false");
-    check_err(
-        r#"starts_with("a", 1);"#,
-        "starts_with expects a string prefix, got int",
-    );
-    check_err(
-        r#"ends_with(1, "a");"#,
-        "ends_with expects a string, got int",
-    );
+    check_err(r#"starts_with("a", 1);"#, "starts_with expects a string prefix, got int");
+    check_err(r#"ends_with(1, "a");"#, "ends_with expects a string, got int");
     eq(r#"contains("hello", "ell")"#, "true");
     eq(r#"contains("hello", "xyz")"#, "false");
     eq(r#"contains("hello", "")"#, "true");
-    check_err(
-        r#"contains("abc", 1);"#,
-        "contains expects a string to search for, got int",
-    );
-    check_err(
-        "contains(1, 1);",
-        "contains expects a string or an array, got int",
-    );
+    check_err(r#"contains("abc", 1);"#, "contains expects a string to search for, got int");
+    check_err("contains(1, 1);", "contains expects a string or an array, got int");
 }
 
 #[test]
@@ -339,14 +257,8 @@ fn repeat_strings() {
     eq(r#"repeat("x", 0) == """#, "true");
     eq(r#"repeat("", 1000000) == """#, "true");
     eq(r#"len(repeat("é", 1000))"#, "2000");
-    check_err(
-        r#"repeat("x", -1);"#,
-        "repeat: the count must not be negative, got -1",
-    );
-    check_err(
-        r#"repeat("x", 2.0);"#,
-        "repeat expects an int count, got float",
-    );
+    check_err(r#"repeat("x", -1);"#, "repeat: the count must not be negative, got -1");
+    check_err(r#"repeat("x", 2.0);"#, "repeat expects an int count, got float");
     check_err(r#"repeat(1, 2);"#, "repeat expects a string, got int");
     check_err(r#"repeat("abc", 1000000000000);"#, "too large");
     check_err(r#"repeat("abc", 9223372036854775807);"#, "too large");
@@ -361,10 +273,7 @@ fn format_strings() {
     eq(r#"format("{}{}", nil, true)"#, "niltrue");
     eq(r#"format("é{}é", "ü")"#, "éüé");
     eq(r#"format("{}", "{}")"#, "{}");
-    check_err(
-        r#"format("{} {}", 1);"#,
-        "more {} placeholders than the 1 argument given",
-    );
+    check_err(r#"format("{} {}", 1);"#, "more {} placeholders than the 1 argument given");
     check_err(r#"format("{}");"#, "more {} placeholders");
     check_err(r#"format("{}", 1, 2);"#, "1 argument left over");
     check_err(r#"format("{x}", 1);"#, "unmatched `{`");
@@ -391,19 +300,10 @@ fn to_fixed_numbers() {
     eq("to_fixed(1.0 / 0.0, 2)", "inf");
     eq("to_fixed(-1.0 / 0.0, 2)", "-inf");
     eq("to_fixed(0.0 / 0.0, 2)", "nan");
-    check_err(
-        r#"to_fixed("1", 2);"#,
-        "to_fixed expects a number, got string",
-    );
-    check_err(
-        "to_fixed(1.5, -1);",
-        "digits must be between 0 and 100, got -1",
-    );
+    check_err(r#"to_fixed("1", 2);"#, "to_fixed expects a number, got string");
+    check_err("to_fixed(1.5, -1);", "digits must be between 0 and 100, got -1");
     check_err("to_fixed(1.5, 101);", "digits must be between 0 and 100");
-    check_err(
-        "to_fixed(1.5, 2.0);",
-        "to_fixed expects an int number of digits, got float",
-    );
+    check_err("to_fixed(1.5, 2.0);", "to_fixed expects an int number of digits, got float");
 }
 
 #[test]
@@ -444,14 +344,8 @@ fn abs_min_max() {
     eq("min(2.0, 2)", "2.0");
     eq("max(-1, -2.5)", "-1");
     eq("min(5)", "5");
-    eq(
-        "min(9007199254740993, 9007199254740992.0)",
-        "9007199254740992.0",
-    );
-    eq(
-        "max(9007199254740993, 9007199254740992.0)",
-        "9007199254740993",
-    );
+    eq("min(9007199254740993, 9007199254740992.0)", "9007199254740992.0");
+    eq("max(9007199254740993, 9007199254740992.0)", "9007199254740993");
     eq("min([4, 2, 8])", "2");
     eq("max([1.5])", "1.5");
     eq("is_nan(max(1, 0.0 / 0.0))", "true");
@@ -504,10 +398,7 @@ fn floor_ceil_round() {
     eq("floor(5)", "5");
     eq("ceil(-5)", "-5");
     eq("round(9223372036854775807)", "9223372036854775807");
-    eq(
-        "type_of(floor(2.7)) + type_of(ceil(1.0)) + type_of(round(0.5))",
-        "intintint",
-    );
+    eq("type_of(floor(2.7)) + type_of(ceil(1.0)) + type_of(round(0.5))", "intintint");
     check_err("floor(1e300);", "floor: 1e300 is out of the int range");
     check_err("ceil(9.3e18);", "out of the int range");
     check_err("round(0.0 / 0.0);", "round: cannot convert nan to an int");
@@ -564,20 +455,11 @@ fn array_len_push_pop() {
     eq("len([])", "0");
     eq("len({a: 1, b: 2})", "2");
     eq("len({})", "0");
-    check_err(
-        "len(5);",
-        "len expects a string, an array or a map, got int",
-    );
+    check_err("len(5);", "len expects a string, an array or a map, got int");
     check_err("len(nil);", "got nil");
-    check(
-        "let a = []; push(a, 1); push(a, \"x\"); println(a, len(a));",
-        "[1, \"x\"] 2\n",
-    );
+    check("let a = []; push(a, 1); push(a, \"x\"); println(a, len(a));", "[1, \"x\"] 2\n");
     eq("push([], 1)", "nil");
-    check(
-        "let a = []; for i in 0..1000 { push(a, i); } println(len(a), a[999]);",
-        "1000 999\n",
-    );
+    check("let a = []; for i in 0..1000 { push(a, i); } println(len(a), a[999]);", "1000 999\n");
     check("let a = [1]; push(a, a); println(a);", "[1, [...]]\n");
     check_err("push(5, 1);", "push expects an array, got int");
     check_err("push({}, 1);", "push expects an array, got map");
@@ -589,41 +471,20 @@ fn array_len_push_pop() {
 
 #[test]
 fn array_insert_remove() {
-    check(
-        "let a = [1, 3]; insert(a, 1, 2); insert(a, 3, 4); insert(a, 0, 0); println(a);",
-        "[0, 1, 2, 3, 4]\n",
-    );
+    check("let a = [1, 3]; insert(a, 1, 2); insert(a, 3, 4); insert(a, 0, 0); println(a);", "[0, 1, 2, 3, 4]\n");
     check("let a = []; insert(a, 0, \"x\"); println(a);", "[\"x\"]\n");
     eq("insert([], 0, 1)", "nil");
-    check_err(
-        "insert([1], 2, 0);",
-        "insert: index 2 is out of bounds for an array of length 1",
-    );
+    check_err("insert([1], 2, 0);", "insert: index 2 is out of bounds for an array of length 1");
     check_err("insert([1], -1, 0);", "index -1 is out of bounds");
-    check_err(
-        r#"insert([1], "x", 0);"#,
-        "insert expects an int index, got string",
-    );
+    check_err(r#"insert([1], "x", 0);"#, "insert expects an int index, got string");
     check_err("insert({}, 0, 0);", "insert expects an array, got map");
     check("let a = [1, 2, 3]; println(remove(a, 1), a);", "2 [1, 3]\n");
-    check(
-        "let a = [1, 2, 3]; println(remove(a, 2), remove(a, 0), a);",
-        "3 1 [2]\n",
-    );
-    check_err(
-        "remove([1, 2], 2);",
-        "remove: index 2 is out of bounds for an array of length 2",
-    );
+    check("let a = [1, 2, 3]; println(remove(a, 2), remove(a, 0), a);", "3 1 [2]\n");
+    check_err("remove([1, 2], 2);", "remove: index 2 is out of bounds for an array of length 2");
     check_err("remove([1, 2], -1);", "out of bounds");
     check_err("remove([], 0);", "remove: the array is empty");
-    check_err(
-        "remove([1], 0.0);",
-        "remove expects an int index, got float",
-    );
-    check_err(
-        r#"remove("s", 0);"#,
-        "remove expects an array or a map, got string",
-    );
+    check_err("remove([1], 0.0);", "remove expects an int index, got float");
+    check_err(r#"remove("s", 0);"#, "remove expects an array or a map, got string");
 }
 
 #[test]
@@ -632,20 +493,11 @@ fn array_slice_reverse() {
     eq("slice([1, 2, 3], 1)", "[2, 3]");
     eq("slice([1, 2, 3], 3)", "[]");
     eq("slice([], 0, 0)", "[]");
-    check(
-        "let a = [1]; let b = slice(a, 0, 1); push(b, 2); println(a, b);",
-        "[1] [1, 2]\n",
-    );
-    check_err(
-        "slice([1], 0, 2);",
-        "slice: range 0..2 is out of bounds for an array of length 1",
-    );
+    check("let a = [1]; let b = slice(a, 0, 1); push(b, 2); println(a, b);", "[1] [1, 2]\n");
+    check_err("slice([1], 0, 2);", "slice: range 0..2 is out of bounds for an array of length 1");
     check_err("slice([1, 2], 2, 1);", "out of bounds");
     check("let a = [1, 2, 3]; reverse(a); println(a);", "[3, 2, 1]\n");
-    check(
-        "let a = [1, 2, 3, 4]; reverse(a); println(a);",
-        "[4, 3, 2, 1]\n",
-    );
+    check("let a = [1, 2, 3, 4]; reverse(a); println(a);", "[4, 3, 2, 1]\n");
     check("let a = []; reverse(a); println(a);", "[]\n");
     eq("reverse([1])", "nil");
     check_err(r#"reverse("ab");"#, "reverse expects an array, got string");
@@ -654,47 +506,23 @@ fn array_slice_reverse() {
 #[test]
 fn array_sort() {
     check("let a = [3, 1, 2]; sort(a); println(a);", "[1, 2, 3]\n");
-    check(
-        "let a = [2.5, 1, -3, 2]; sort(a); println(a);",
-        "[-3, 1, 2, 2.5]\n",
-    );
-    check(
-        r#"let a = ["b", "a", "B", "ä", "", "ab"]; sort(a); println(a);"#,
-        "[\"\", \"B\", \"a\", \"ab\", \"b\", \"ä\"]\n",
-    );
+    check("let a = [2.5, 1, -3, 2]; sort(a); println(a);", "[-3, 1, 2, 2.5]\n");
+    check(r#"let a = ["b", "a", "B", "ä", "", "ab"]; sort(a); println(a);"#, "[\"\", \"B\", \"a\", \"ab\", \"b\", \"ä\"]\n");
     check("let a = []; sort(a); println(a);", "[]\n");
-    check(
-        "let a = [1.0, 1, 0, 1.0]; sort(a); println(a);",
-        "[0, 1.0, 1, 1.0]\n",
-    );
-    check(
-        "let a = [3, 0.0 / 0.0, 1]; sort(a); println(a);",
-        "[1, 3, nan]\n",
-    );
+    check("let a = [1.0, 1, 0, 1.0]; sort(a); println(a);", "[0, 1.0, 1, 1.0]\n");
+    check("let a = [3, 0.0 / 0.0, 1]; sort(a); println(a);", "[1, 3, nan]\n");
     check(
         "let a = [9007199254740993, 9007199254740992.0, 9007199254740992]; sort(a); println(a);",
         "[9007199254740992.0, 9007199254740992, 9007199254740993]\n",
     );
-    check(
-        "let a = [5, -1, 1.0 / 0.0, -1.0 / 0.0]; sort(a); println(a);",
-        "[-inf, -1, 5, inf]\n",
-    );
+    check("let a = [5, -1, 1.0 / 0.0, -1.0 / 0.0]; sort(a); println(a);", "[-inf, -1, 5, inf]\n");
     eq("sort([2, 1])", "nil");
     check("let a = []; for i in 0..500 { push(a, (i * 7919) % 500); } sort(a); let ok = true; for i in 0..500 { if a[i] != i { ok = false; } } println(ok);", "true\n");
-    check_err(
-        r#"sort([1, "a"]);"#,
-        "sort: cannot sort an array that mixes numbers and strings",
-    );
-    check_err(
-        "sort([nil]);",
-        "sort expects an array of numbers or of strings, found an element of type nil",
-    );
+    check_err(r#"sort([1, "a"]);"#, "sort: cannot sort an array that mixes numbers and strings");
+    check_err("sort([nil]);", "sort expects an array of numbers or of strings, found an element of type nil");
     check_err("sort([[1], [2]]);", "found an element of type array");
     check_err("sort(5);", "sort expects an array, got int");
-    check(
-        r#"let a = [2, "x"]; try { sort(a); } catch e { } println(a);"#,
-        "[2, \"x\"]\n",
-    );
+    check(r#"let a = [2, "x"]; try { sort(a); } catch e { } println(a);"#, "[2, \"x\"]\n");
 }
 
 #[test]
@@ -705,20 +533,11 @@ fn array_search() {
     eq(r#"index_of(["a", "b"], "b")"#, "1");
     eq(r#"index_of([nil, false], false)"#, "1");
     eq(r#"index_of([1], "1")"#, "nil");
-    check(
-        "let x = [1]; println(index_of([[1], x], x), index_of([[1]], [1]));",
-        "1 nil\n",
-    );
+    check("let x = [1]; println(index_of([[1], x], x), index_of([[1]], [1]));", "1 nil\n");
     eq(r#"index_of("hello", "ll")"#, "2");
     eq(r#"index_of("hello", "x")"#, "nil");
-    check_err(
-        "index_of(5, 1);",
-        "index_of expects an array or a string, got int",
-    );
-    check_err(
-        r#"index_of("ab", 1);"#,
-        "index_of expects a string to search for, got int",
-    );
+    check_err("index_of(5, 1);", "index_of expects an array or a string, got int");
+    check_err(r#"index_of("ab", 1);"#, "index_of expects a string to search for, got int");
     eq("contains([1, 2], 2)", "true");
     eq(r#"contains([1], "1")"#, "false");
     eq(r#"contains(["a"], "a")"#, "true");
@@ -732,29 +551,14 @@ fn array_constructor() {
     eq("array(3, 0)", "[0, 0, 0]");
     eq("array(0, 1)", "[]");
     eq("array(2)", "[nil, nil]");
-    check(
-        r#"let a = array(3, "x"); a[1] = "y"; println(a);"#,
-        "[\"x\", \"y\", \"x\"]\n",
-    );
-    check(
-        "let a = array(2, []); push(a[0], 1); println(a);",
-        "[[1], [1]]\n",
-    );
+    check(r#"let a = array(3, "x"); a[1] = "y"; println(a);"#, "[\"x\", \"y\", \"x\"]\n");
+    check("let a = array(2, []); push(a[0], 1); println(a);", "[[1], [1]]\n");
     eq("len(array(1000000, 0))", "1000000");
-    check_err(
-        "array(-1, 0);",
-        "array: the length must not be negative, got -1",
-    );
-    check_err(
-        "array(200000000, 0);",
-        "array: length 200000000 is too large",
-    );
+    check_err("array(-1, 0);", "array: the length must not be negative, got -1");
+    check_err("array(200000000, 0);", "array: length 200000000 is too large");
     check_err("array(9223372036854775807, 0);", "too large");
     check_err("array(20000000, 0);", "heap limit");
-    check_err(
-        r#"array("3", 0);"#,
-        "array expects an int length, got string",
-    );
+    check_err(r#"array("3", 0);"#, "array expects an int length, got string");
 }
 
 // ---- maps ----
@@ -765,28 +569,16 @@ fn map_keys_values() {
     eq("values({a: 1, b: 2})", "[1, 2]");
     eq("keys({})", "[]");
     eq(r#"keys({1: "x", [true]: "y", 2.5: "z"})"#, "[1, true, 2.5]");
-    check(
-        r#"let m = {x: 1, y: 2, z: 3}; remove(m, "y"); m.w = 4; println(keys(m), values(m));"#,
-        "[\"x\", \"z\", \"w\"] [1, 3, 4]\n",
-    );
-    check(
-        "let m = {}; for i in 0..20 { m[i] = i * i; } println(len(keys(m)), values(m)[19]);",
-        "20 361\n",
-    );
-    check(
-        r#"let m = {a: 1}; let k = keys(m); push(k, "b"); println(len(m), k);"#,
-        "1 [\"a\", \"b\"]\n",
-    );
+    check(r#"let m = {x: 1, y: 2, z: 3}; remove(m, "y"); m.w = 4; println(keys(m), values(m));"#, "[\"x\", \"z\", \"w\"] [1, 3, 4]\n");
+    check("let m = {}; for i in 0..20 { m[i] = i * i; } println(len(keys(m)), values(m)[19]);", "20 361\n");
+    check(r#"let m = {a: 1}; let k = keys(m); push(k, "b"); println(len(m), k);"#, "1 [\"a\", \"b\"]\n");
     check_err("keys([]);", "keys expects a map, got array");
     check_err("values(nil);", "values expects a map, got nil");
 }
 
 #[test]
 fn map_has_get_remove() {
-    check(
-        r#"let m = {x: 1}; println(has(m, "x"), has(m, "q"));"#,
-        "true false\n",
-    );
+    check(r#"let m = {x: 1}; println(has(m, "x"), has(m, "q"));"#, "true false\n");
     eq(r#"has({1: "a"}, 1.0)"#, "true");
     eq(r#"has({"1": "a"}, 1)"#, "false");
     eq("has({a: nil}, \"a\")", "true");
@@ -799,14 +591,8 @@ fn map_has_get_remove() {
     eq(r#"get({a: nil}, "a", 5)"#, "nil");
     check_err("get(5, 1, 2);", "get expects a map, got int");
     check_err("get({}, nil, 2);", "a nil cannot be a map key");
-    check(
-        r#"let m = {a: 1, b: 2}; println(remove(m, "a"), remove(m, "zz"), m, len(m));"#,
-        "1 nil {\"b\": 2} 1\n",
-    );
-    check(
-        r#"let m = {a: 1}; remove(m, "a"); m.a = 2; println(m);"#,
-        "{\"a\": 2}\n",
-    );
+    check(r#"let m = {a: 1, b: 2}; println(remove(m, "a"), remove(m, "zz"), m, len(m));"#, "1 nil {\"b\": 2} 1\n");
+    check(r#"let m = {a: 1}; remove(m, "a"); m.a = 2; println(m);"#, "{\"a\": 2}\n");
     check("let m = {}; for i in 0..50 { m[i] = i; } for i in 0..50 { if i % 2 == 0 { remove(m, i); } } println(len(m), keys(m)[0], get(m, 49, nil));", "25 1 49\n");
     check_err("remove({}, [1]);", "cannot be a map key");
 }
@@ -816,10 +602,7 @@ fn map_has_get_remove() {
 #[test]
 fn clocks() {
     check("let t0 = mono_us(); let t1 = mono_us(); println(t1 >= t0, type_of(t0), type_of(mono_ms()));", "true int int\n");
-    check(
-        "println(wall_ms() > 1600000000000, mono_ms() >= 0);",
-        "true true\n",
-    );
+    check("println(wall_ms() > 1600000000000, mono_ms() >= 0);", "true true\n");
     check_err("mono_ms(1);", "mono_ms");
 }
 
@@ -831,14 +614,8 @@ fn random_numbers() {
         "rand_seed(42); let a = [rand_int(1, 1000000), rand_int(1, 1000000), rand_float()]; rand_seed(42); let b = [rand_int(1, 1000000), rand_int(1, 1000000), rand_float()]; println(a[0] == b[0] and a[1] == b[1] and a[2] == b[2]);",
         "true\n",
     );
-    check(
-        "rand_seed(42); println(rand_int(1, 6), rand_int(1, 6), rand_int(1, 6), rand_int(1, 6));",
-        "5 1 2 3\n",
-    );
-    check(
-        "rand_seed(0); println(rand_int(0, 999), rand_int(0, 999));",
-        "883 431\n",
-    );
+    check("rand_seed(42); println(rand_int(1, 6), rand_int(1, 6), rand_int(1, 6), rand_int(1, 6));", "5 1 2 3\n");
+    check("rand_seed(0); println(rand_int(0, 999), rand_int(0, 999));", "883 431\n");
     check(
         "rand_seed(1); let seen = {}; for i in 0..1000 { let x = rand_int(-3, 3); assert(x >= -3 and x <= 3, \"out of range\"); seen[x] = true; } println(len(seen));",
         "7\n",
@@ -848,25 +625,13 @@ fn random_numbers() {
         "true true\n",
     );
     eq("rand_int(5, 5)", "5");
-    eq(
-        "type_of(rand_int(-9223372036854775807 - 1, 9223372036854775807))",
-        "int",
-    );
-    eq(
-        "rand_int(9223372036854775806, 9223372036854775807) >= 9223372036854775806",
-        "true",
-    );
+    eq("type_of(rand_int(-9223372036854775807 - 1, 9223372036854775807))", "int");
+    eq("rand_int(9223372036854775806, 9223372036854775807) >= 9223372036854775806", "true");
     eq("type_of(rand_float())", "float");
     eq("rand_seed(3)", "nil");
     check_err("rand_int(3, 1);", "rand_int: empty range 3..1");
-    check_err(
-        "rand_int(1.0, 2);",
-        "rand_int expects int bounds, got float",
-    );
-    check_err(
-        r#"rand_seed("x");"#,
-        "rand_seed expects an int seed, got string",
-    );
+    check_err("rand_int(1.0, 2);", "rand_int expects int bounds, got float");
+    check_err(r#"rand_seed("x");"#, "rand_seed expects an int seed, got string");
     check_err("rand_float(1);", "rand_float");
 }
 
@@ -874,72 +639,27 @@ fn random_numbers() {
 
 #[test]
 fn list_map_filter_reduce_each() {
-    check(
-        "import list; println(list.map([1, 2, 3], fn(x) { x * x }));",
-        "[1, 4, 9]\n",
-    );
+    check("import list; println(list.map([1, 2, 3], fn(x) { x * x }));", "[1, 4, 9]\n");
     check("import list; println(list.map([], fn(x) { x }));", "[]\n");
-    check(
-        "import list; println(list.filter([1, 2, 3, 4], fn(x) { x % 2 == 0 }));",
-        "[2, 4]\n",
-    );
-    check(
-        "import list; println(list.filter([1, nil, false, 0], fn(x) { x }));",
-        "[1, 0]\n",
-    );
-    check(
-        "import list; println(list.reduce([1, 2, 3], 10, fn(acc, x) { acc + x }));",
-        "16\n",
-    );
-    check(
-        "import list; println(list.reduce([], 5, fn(acc, x) { acc + x }));",
-        "5\n",
-    );
-    check(
-        r#"import list; println(list.reduce(["a", "b", "c"], "", fn(acc, x) { acc + x }));"#,
-        "abc\n",
-    );
+    check("import list; println(list.filter([1, 2, 3, 4], fn(x) { x % 2 == 0 }));", "[2, 4]\n");
+    check("import list; println(list.filter([1, nil, false, 0], fn(x) { x }));", "[1, 0]\n");
+    check("import list; println(list.reduce([1, 2, 3], 10, fn(acc, x) { acc + x }));", "16\n");
+    check("import list; println(list.reduce([], 5, fn(acc, x) { acc + x }));", "5\n");
+    check(r#"import list; println(list.reduce(["a", "b", "c"], "", fn(acc, x) { acc + x }));"#, "abc\n");
     check("import list; let total = 0; let r = list.each([1, 2, 3], fn(x) { total += x; }); println(total, r);", "6 nil\n");
-    check(
-        "import list; let a = [1, 2]; list.map(a, fn(x) { x + 1 }); println(a);",
-        "[1, 2]\n",
-    );
-    check(
-        "import list as l; println(l.sum(l.map(l.range(1, 4), fn(x) { x * 10 })));",
-        "60\n",
-    );
-    check_err(
-        "import list; list.map(5, fn(x) { x });",
-        "list.map expects an array, got int",
-    );
-    check_err(
-        "import list; list.filter(nil, fn(x) { x });",
-        "list.filter expects an array, got nil",
-    );
-    check_err(
-        "import list; list.reduce({}, 0, fn(a, x) { a });",
-        "list.reduce expects an array, got map",
-    );
-    check_err(
-        "import list; list.each(\"abc\", fn(x) { x });",
-        "list.each expects an array, got string",
-    );
-    check_err(
-        "import list; list.map([1], fn(a, b) { a });",
-        "expects 2 arguments, got 1",
-    );
+    check("import list; let a = [1, 2]; list.map(a, fn(x) { x + 1 }); println(a);", "[1, 2]\n");
+    check("import list as l; println(l.sum(l.map(l.range(1, 4), fn(x) { x * 10 })));", "60\n");
+    check_err("import list; list.map(5, fn(x) { x });", "list.map expects an array, got int");
+    check_err("import list; list.filter(nil, fn(x) { x });", "list.filter expects an array, got nil");
+    check_err("import list; list.reduce({}, 0, fn(a, x) { a });", "list.reduce expects an array, got map");
+    check_err("import list; list.each(\"abc\", fn(x) { x });", "list.each expects an array, got string");
+    check_err("import list; list.map([1], fn(a, b) { a });", "expects 2 arguments, got 1");
 }
 
 #[test]
 fn list_sort_by() {
-    check(
-        "import list; println(list.sort_by([5, 3, 9, 1, 3, 2], fn(x, y) { x < y }));",
-        "[1, 2, 3, 3, 5, 9]\n",
-    );
-    check(
-        "import list; println(list.sort_by([5, 3, 9, 1, 3, 2], fn(x, y) { x > y }));",
-        "[9, 5, 3, 3, 2, 1]\n",
-    );
+    check("import list; println(list.sort_by([5, 3, 9, 1, 3, 2], fn(x, y) { x < y }));", "[1, 2, 3, 3, 5, 9]\n");
+    check("import list; println(list.sort_by([5, 3, 9, 1, 3, 2], fn(x, y) { x > y }));", "[9, 5, 3, 3, 2, 1]\n");
     check("import list; println(list.sort_by([], fn(x, y) { x < y }), list.sort_by([1], fn(x, y) { x < y }));", "[] [1]\n");
     check(
         r#"import list;
@@ -960,85 +680,58 @@ println(words);"#,
         "import list; rand_seed(9); for n in 0..40 { let a = []; for i in 0..n { push(a, rand_int(0, 10)); } let b = list.sort_by(a, fn(x, y) { x < y }); sort(a); assert(to_string(a) == to_string(b), \"mismatch\"); } println(\"ok\");",
         "ok\n",
     );
-    check("import list; let calls = 0; list.sort_by(list.range(0, 64), fn(x, y) { calls += 1; x < y }); println(calls <= 64 * 6);", "true\n");
-    check_err(
-        "import list; list.sort_by(3, fn(x, y) { x < y });",
-        "list.sort_by expects an array, got int",
+    check(
+        "import list; let calls = 0; list.sort_by(list.range(0, 64), fn(x, y) { calls += 1; x < y }); println(calls <= 64 * 6);",
+        "true\n",
     );
-    check_err(
-        r#"import list; list.sort_by([1, "a"], fn(x, y) { x < y });"#,
-        "cannot compare",
-    );
+    check_err("import list; list.sort_by(3, fn(x, y) { x < y });", "list.sort_by expects an array, got int");
+    check_err(r#"import list; list.sort_by([1, "a"], fn(x, y) { x < y });"#, "cannot compare");
 }
 
 #[test]
 fn list_sum_range_any_all() {
+    check("import list; println(list.sum([1, 2, 3]), list.sum([]), list.sum([1, 2.5]));", "6 0 3.5\n");
     check(
-        "import list; println(list.sum([1, 2, 3]), list.sum([]), list.sum([1, 2.5]));",
-        "6 0 3.5\n",
+        "import list; println(list.range(0, 5), list.range(3, 3), list.range(5, 2), list.range(-2, 1));",
+        "[0, 1, 2, 3, 4] [] [] [-2, -1, 0]\n",
     );
-    check("import list; println(list.range(0, 5), list.range(3, 3), list.range(5, 2), list.range(-2, 1));", "[0, 1, 2, 3, 4] [] [] [-2, -1, 0]\n");
+    check("import list; println(list.sum(list.range(0, 101)));", "5050\n");
     check(
-        "import list; println(list.sum(list.range(0, 101)));",
-        "5050\n",
+        "import list; println(list.any([1, 2, 3], fn(x) { x > 2 }), list.any([1, 2], fn(x) { x > 2 }), list.any([], fn(x) { true }));",
+        "true false false\n",
     );
-    check("import list; println(list.any([1, 2, 3], fn(x) { x > 2 }), list.any([1, 2], fn(x) { x > 2 }), list.any([], fn(x) { true }));", "true false false\n");
-    check("import list; println(list.all([2, 4], fn(x) { x % 2 == 0 }), list.all([1, 2], fn(x) { x > 1 }), list.all([], fn(x) { false }));", "true false true\n");
     check(
-        "import list; let n = 0; list.any([1, 2, 3, 4], fn(x) { n += 1; x == 2 }); println(n);",
-        "2\n",
+        "import list; println(list.all([2, 4], fn(x) { x % 2 == 0 }), list.all([1, 2], fn(x) { x > 1 }), list.all([], fn(x) { false }));",
+        "true false true\n",
     );
+    check("import list; let n = 0; list.any([1, 2, 3, 4], fn(x) { n += 1; x == 2 }); println(n);", "2\n");
     check_err(r#"import list; list.sum([1, "a"]);"#, "cannot add");
-    check_err(
-        "import list; list.sum(5);",
-        "list.sum expects an array, got int",
-    );
-    check_err(
-        "import list; list.range(1.5, 3);",
-        "list.range expects ints, got float and int",
-    );
-    check_err(
-        "import list; list.any(nil, fn(x) { x });",
-        "list.any expects an array, got nil",
-    );
-    check_err(
-        "import list; list.all(1, fn(x) { x });",
-        "list.all expects an array, got int",
-    );
+    check_err("import list; list.sum(5);", "list.sum expects an array, got int");
+    check_err("import list; list.range(1.5, 3);", "list.range expects ints, got float and int");
+    check_err("import list; list.any(nil, fn(x) { x });", "list.any expects an array, got nil");
+    check_err("import list; list.all(1, fn(x) { x });", "list.all expects an array, got int");
 }
 
 // ---- the `math` module ----
 
 #[test]
 fn math_module() {
+    check("import math; println(math.PI, math.PI == pi(), math.E, math.E == exp(1));", "3.141592653589793 true 2.718281828459045 true\n");
     check(
-        "import math; println(math.PI, math.PI == pi(), math.E, math.E == exp(1));",
-        "3.141592653589793 true 2.718281828459045 true\n",
+        "import math; println(math.clamp(5, 0, 3), math.clamp(-1, 0, 3), math.clamp(2, 0, 3), math.clamp(2.5, 0, 3), math.clamp(7, 7, 7));",
+        "3 0 2 2.5 7\n",
     );
-    check("import math; println(math.clamp(5, 0, 3), math.clamp(-1, 0, 3), math.clamp(2, 0, 3), math.clamp(2.5, 0, 3), math.clamp(7, 7, 7));", "3 0 2 2.5 7\n");
     check("import math; println(math.hypot(3, 4), math.hypot(0, 0), math.hypot(-5, 12), to_fixed(math.hypot(1e200, 1e200) / 1e200, 12), math.hypot(1e-200, 0));", "5.0 0.0 13.0 1.414213562373 1e-200\n");
+    check("import math; println(math.hypot(1.0 / 0.0, 0.0 / 0.0), is_nan(math.hypot(0.0 / 0.0, 1)));", "inf true\n");
     check(
-        "import math; println(math.hypot(1.0 / 0.0, 0.0 / 0.0), is_nan(math.hypot(0.0 / 0.0, 1)));",
-        "inf true\n",
+        "import math; println(math.gcd(12, 18), math.gcd(-12, 18), math.gcd(12, -18), math.gcd(0, 5), math.gcd(0, 0), math.gcd(7, 13));",
+        "6 6 6 5 0 1\n",
     );
-    check("import math; println(math.gcd(12, 18), math.gcd(-12, 18), math.gcd(12, -18), math.gcd(0, 5), math.gcd(0, 0), math.gcd(7, 13));", "6 6 6 5 0 1\n");
     check("import math as m; println(m.gcd(1071, 462));", "21\n");
-    check_err(
-        "import math; math.clamp(1, 3, 0);",
-        "math.clamp: lo (3) is greater than hi (0)",
-    );
-    check_err(
-        r#"import math; math.clamp("a", 0, 1);"#,
-        "math.clamp expects numbers, got string, int and int",
-    );
-    check_err(
-        r#"import math; math.hypot("a", 1);"#,
-        "math.hypot expects numbers, got string and int",
-    );
-    check_err(
-        "import math; math.gcd(1.5, 3);",
-        "math.gcd expects ints, got float and int",
-    );
+    check_err("import math; math.clamp(1, 3, 0);", "math.clamp: lo (3) is greater than hi (0)");
+    check_err(r#"import math; math.clamp("a", 0, 1);"#, "math.clamp expects numbers, got string, int and int");
+    check_err(r#"import math; math.hypot("a", 1);"#, "math.hypot expects numbers, got string and int");
+    check_err("import math; math.gcd(1.5, 3);", "math.gcd expects ints, got float and int");
 }
 
 // ---- robustness ----
@@ -1075,17 +768,7 @@ println(keys(m));
     config.heap.gc_min_bytes = 8 << 10;
     let expected = run_with(src, &RunOptions::default());
     assert_eq!(expected.1, None, "{}", expected.0);
-    for opts in [
-        RunOptions {
-            config,
-            ..RunOptions::default()
-        },
-        RunOptions {
-            config,
-            migrate_every: Some(97),
-            seed: 5,
-        },
-    ] {
+    for opts in [RunOptions { config, ..RunOptions::default() }, RunOptions { config, migrate_every: Some(97), seed: 5 }] {
         let got = run_with(src, &opts);
         assert_eq!(got, expected);
     }
@@ -1130,10 +813,7 @@ fn natives_never_panic() {
         let max = def.max_args.min(3);
         for argc in def.min_args..=max {
             let args: Vec<String> = (0..argc).map(|i| format!("vals[i{i}]")).collect();
-            let mut body = format!(
-                "try {{ {name}({}); }} catch e {{ }} n += 1;",
-                args.join(", ")
-            );
+            let mut body = format!("try {{ {name}({}); }} catch e {{ }} n += 1;", args.join(", "));
             for i in (0..argc).rev() {
                 body = format!("for i{i} in 0..len(vals) {{ {body} }}");
             }
@@ -1145,4 +825,24 @@ fn natives_never_panic() {
     let (out, err) = run_with(&src, &RunOptions::default());
     assert_eq!(err, None);
     assert_eq!(out, "true\n");
+}
+
+#[test]
+fn huge_results_are_refused_early() {
+    let mut config = VmConfig::default();
+    config.heap.limit_bytes = 4 << 20;
+    let opts = RunOptions { config, ..RunOptions::default() };
+    for (src, needle) in [
+        (r#"let s = repeat("x", 1000000); chars(s);"#, "chars: 1000000 pieces would not fit"),
+        (r#"let s = repeat(",", 1000000); split(s, ",");"#, "split: 1000001 pieces would not fit"),
+        (r#"let s = repeat("ab", 1000000); split(s, "");"#, "split: 2000000 pieces would not fit"),
+        (r#"repeat("ab", 3000000);"#, "repeat: result of 6000000 bytes is too large"),
+        (r#"let a = array(5000, repeat("x", 1000)); join(a, ",");"#, "join: result of"),
+    ] {
+        let (out, err) = run_with(src, &opts);
+        match err {
+            Some(e) => assert!(e.contains(needle), "{src}: error {e:?} does not contain {needle:?}"),
+            None => panic!("{src}: finished with output {out:?}, expected an error"),
+        }
+    }
 }

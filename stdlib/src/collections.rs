@@ -12,97 +12,23 @@ use tern_vm::object;
 use tern_vm::value::Addr;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
+#[rustfmt::skip]
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef {
-        name: "len",
-        min_args: 1,
-        max_args: 1,
-        f: len,
-    },
-    NativeDef {
-        name: "push",
-        min_args: 2,
-        max_args: 2,
-        f: push,
-    },
-    NativeDef {
-        name: "pop",
-        min_args: 1,
-        max_args: 1,
-        f: pop,
-    },
-    NativeDef {
-        name: "insert",
-        min_args: 3,
-        max_args: 3,
-        f: insert,
-    },
-    NativeDef {
-        name: "remove",
-        min_args: 2,
-        max_args: 2,
-        f: remove,
-    },
-    NativeDef {
-        name: "slice",
-        min_args: 2,
-        max_args: 3,
-        f: slice,
-    },
-    NativeDef {
-        name: "sort",
-        min_args: 1,
-        max_args: 1,
-        f: sort,
-    },
-    NativeDef {
-        name: "reverse",
-        min_args: 1,
-        max_args: 1,
-        f: reverse,
-    },
-    NativeDef {
-        name: "index_of",
-        min_args: 2,
-        max_args: 2,
-        f: index_of,
-    },
-    NativeDef {
-        name: "contains",
-        min_args: 2,
-        max_args: 2,
-        f: contains,
-    },
-    NativeDef {
-        name: "array",
-        min_args: 1,
-        max_args: 2,
-        f: array,
-    },
-    NativeDef {
-        name: "keys",
-        min_args: 1,
-        max_args: 1,
-        f: keys,
-    },
-    NativeDef {
-        name: "values",
-        min_args: 1,
-        max_args: 1,
-        f: values,
-    },
-    NativeDef {
-        name: "has",
-        min_args: 2,
-        max_args: 2,
-        f: has,
-    },
-    NativeDef {
-        name: "get",
-        min_args: 2,
-        max_args: 3,
-        f: get,
-    },
+    NativeDef { name: "len", min_args: 1, max_args: 1, f: len },
+    NativeDef { name: "push", min_args: 2, max_args: 2, f: push },
+    NativeDef { name: "pop", min_args: 1, max_args: 1, f: pop },
+    NativeDef { name: "insert", min_args: 3, max_args: 3, f: insert },
+    NativeDef { name: "remove", min_args: 2, max_args: 2, f: remove },
+    NativeDef { name: "slice", min_args: 2, max_args: 3, f: slice },
+    NativeDef { name: "sort", min_args: 1, max_args: 1, f: sort },
+    NativeDef { name: "reverse", min_args: 1, max_args: 1, f: reverse },
+    NativeDef { name: "index_of", min_args: 2, max_args: 2, f: index_of },
+    NativeDef { name: "contains", min_args: 2, max_args: 2, f: contains },
+    NativeDef { name: "array", min_args: 1, max_args: 2, f: array },
+    NativeDef { name: "keys", min_args: 1, max_args: 1, f: keys },
+    NativeDef { name: "values", min_args: 1, max_args: 1, f: values },
+    NativeDef { name: "has", min_args: 2, max_args: 2, f: has },
+    NativeDef { name: "get", min_args: 2, max_args: 3, f: get },
 ];
 
 /// Largest array `array(n, fill)` makes.
@@ -129,14 +55,12 @@ fn pop(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     object::array_pop(ctx.heap, a)?.ok_or_else(|| Exn::msg("pop: the array is empty"))
 }
 
-/// An index argument checked against `0..=limit` (`what` names it in messages).
+/// An int index argument checked against `0..=limit`; `len` is for the message.
 fn index_in(func: &str, v: Value, limit: usize, len: usize) -> Result<usize, Exn> {
     let i = arg_int(func, "an int index", v)?;
     match usize::try_from(i) {
         Ok(u) if u <= limit => Ok(u),
-        _ => Err(Exn::msg(format!(
-            "{func}: index {i} is out of bounds for an array of length {len}"
-        ))),
+        _ => Err(Exn::msg(format!("{func}: index {i} is out of bounds for an array of length {len}"))),
     }
 }
 
@@ -162,12 +86,9 @@ fn remove(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
                 return Err(Exn::msg("remove: the array is empty"));
             }
             let i = index_in("remove", args[1], n - 1, n)?;
-            object::array_remove(ctx.heap, a, i)?
-                .ok_or_else(|| Exn::msg("remove: index out of bounds"))
+            object::array_remove(ctx.heap, a, i)?.ok_or_else(|| Exn::msg("remove: index out of bounds"))
         }
-        Value::Map(m) => Ok(object::map_remove(ctx.heap, m, args[1])
-            .map_err(key_exn)?
-            .unwrap_or(Value::Nil)),
+        Value::Map(m) => Ok(object::map_remove(ctx.heap, m, args[1]).map_err(key_exn)?.unwrap_or(Value::Nil)),
         v => Err(type_err("remove", "an array or a map", v)),
     }
 }
@@ -190,10 +111,7 @@ fn slice(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
                 None => vals.len(),
             };
             if from > to || to > vals.len() {
-                return Err(Exn::msg(format!(
-                    "slice: range {from}..{to} is out of bounds for an array of length {}",
-                    vals.len()
-                )));
+                return Err(Exn::msg(format!("slice: range {from}..{to} is out of bounds for an array of length {}", vals.len())));
             }
             Ok(Value::Array(object::array_from(ctx.heap, &vals[from..to])?))
         }
@@ -214,10 +132,7 @@ fn sort_order(heap: &Heap, vals: &[Value]) -> Result<Vec<usize>, Exn> {
             Value::Int(_) | Value::Float(_) => SortKey::Num(v),
             Value::Str(a) => SortKey::Str(object::str_bytes(heap, a)?),
             _ => {
-                return Err(Exn::msg(format!(
-                    "sort expects an array of numbers or of strings, found an element of type {}",
-                    v.type_name()
-                )))
+                return Err(Exn::msg(format!("sort expects an array of numbers or of strings, found an element of type {}", v.type_name())))
             }
         });
     }
@@ -229,18 +144,14 @@ fn sort_order(heap: &Heap, vals: &[Value]) -> Result<Vec<usize>, Exn> {
         }
     }
     if nums && strs {
-        return Err(Exn::msg(
-            "sort: cannot sort an array that mixes numbers and strings",
-        ));
+        return Err(Exn::msg("sort: cannot sort an array that mixes numbers and strings"));
     }
     let mut order: Vec<usize> = (0..vals.len()).collect();
     // NaN sorts after every other number, so the order is total.
     let is_nan = |v: Value| matches!(v, Value::Float(f) if f.is_nan());
     order.sort_by(|&i, &j| match (&keys[i], &keys[j]) {
         (SortKey::Str(x), SortKey::Str(y)) => x.cmp(y),
-        (SortKey::Num(x), SortKey::Num(y)) => {
-            num_cmp(*x, *y).unwrap_or_else(|| is_nan(*x).cmp(&is_nan(*y)))
-        }
+        (SortKey::Num(x), SortKey::Num(y)) => num_cmp(*x, *y).unwrap_or_else(|| is_nan(*x).cmp(&is_nan(*y))),
         (SortKey::Num(_), SortKey::Str(_)) => Ordering::Less,
         (SortKey::Str(_), SortKey::Num(_)) => Ordering::Greater,
     });
@@ -275,12 +186,8 @@ fn position(heap: &Heap, a: Addr, x: Value) -> Result<Option<usize>, Exn> {
 
 fn index_of(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     match args[0] {
-        Value::Array(a) => {
-            Ok(position(ctx.heap, a, args[1])?.map_or(Value::Nil, |i| Value::Int(i as i64)))
-        }
-        Value::Str(s) => {
-            strings::find_in(ctx.heap, "index_of", object::str_ref(ctx.heap, s)?, args[1])
-        }
+        Value::Array(a) => Ok(position(ctx.heap, a, args[1])?.map_or(Value::Nil, |i| Value::Int(i as i64))),
+        Value::Str(s) => strings::find_in(ctx.heap, "index_of", object::str_ref(ctx.heap, s)?, args[1]),
         v => Err(type_err("index_of", "an array or a string", v)),
     }
 }
@@ -296,9 +203,7 @@ fn contains(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 fn array(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let n = arg_index("array", "length", args[0])?;
     if n > MAX_ARRAY {
-        return Err(Exn::msg(format!(
-            "array: length {n} is too large (at most {MAX_ARRAY})"
-        )));
+        return Err(Exn::msg(format!("array: length {n} is too large (at most {MAX_ARRAY})")));
     }
     let fill = args.get(1).copied().unwrap_or(Value::Nil);
     let a = object::new_array(ctx.heap, n)?;
@@ -310,35 +215,23 @@ fn array(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 
 fn keys(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("keys", args[0])?;
-    let ks: Vec<Value> = object::map_entries(ctx.heap, m)?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let ks: Vec<Value> = object::map_entries(ctx.heap, m)?.into_iter().map(|(k, _)| k).collect();
     Ok(Value::Array(object::array_from(ctx.heap, &ks)?))
 }
 
 fn values(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("values", args[0])?;
-    let vs: Vec<Value> = object::map_entries(ctx.heap, m)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let vs: Vec<Value> = object::map_entries(ctx.heap, m)?.into_iter().map(|(_, v)| v).collect();
     Ok(Value::Array(object::array_from(ctx.heap, &vs)?))
 }
 
 fn has(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("has", args[0])?;
-    Ok(Value::Bool(
-        object::map_get(ctx.heap, m, args[1])
-            .map_err(key_exn)?
-            .is_some(),
-    ))
+    Ok(Value::Bool(object::map_get(ctx.heap, m, args[1]).map_err(key_exn)?.is_some()))
 }
 
 fn get(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let m = arg_map("get", args[0])?;
     let default = args.get(2).copied().unwrap_or(Value::Nil);
-    Ok(object::map_get(ctx.heap, m, args[1])
-        .map_err(key_exn)?
-        .unwrap_or(default))
+    Ok(object::map_get(ctx.heap, m, args[1]).map_err(key_exn)?.unwrap_or(default))
 }

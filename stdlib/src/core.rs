@@ -5,67 +5,18 @@ use tern_vm::fmt::display;
 use tern_vm::object;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
+#[rustfmt::skip]
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef {
-        name: "print",
-        min_args: 0,
-        max_args: u8::MAX,
-        f: print,
-    },
-    NativeDef {
-        name: "println",
-        min_args: 0,
-        max_args: u8::MAX,
-        f: println,
-    },
-    NativeDef {
-        name: "to_string",
-        min_args: 1,
-        max_args: 1,
-        f: to_string,
-    },
-    NativeDef {
-        name: "type_of",
-        min_args: 1,
-        max_args: 1,
-        f: type_of,
-    },
-    NativeDef {
-        name: "int",
-        min_args: 1,
-        max_args: 1,
-        f: int,
-    },
-    NativeDef {
-        name: "float",
-        min_args: 1,
-        max_args: 1,
-        f: float,
-    },
-    NativeDef {
-        name: "parse_int",
-        min_args: 1,
-        max_args: 1,
-        f: parse_int,
-    },
-    NativeDef {
-        name: "parse_float",
-        min_args: 1,
-        max_args: 1,
-        f: parse_float,
-    },
-    NativeDef {
-        name: "error",
-        min_args: 1,
-        max_args: 1,
-        f: error,
-    },
-    NativeDef {
-        name: "assert",
-        min_args: 1,
-        max_args: 2,
-        f: assert,
-    },
+    NativeDef { name: "print", min_args: 0, max_args: u8::MAX, f: print },
+    NativeDef { name: "println", min_args: 0, max_args: u8::MAX, f: println },
+    NativeDef { name: "to_string", min_args: 1, max_args: 1, f: to_string },
+    NativeDef { name: "type_of", min_args: 1, max_args: 1, f: type_of },
+    NativeDef { name: "int", min_args: 1, max_args: 1, f: int },
+    NativeDef { name: "float", min_args: 1, max_args: 1, f: float },
+    NativeDef { name: "parse_int", min_args: 1, max_args: 1, f: parse_int },
+    NativeDef { name: "parse_float", min_args: 1, max_args: 1, f: parse_float },
+    NativeDef { name: "error", min_args: 1, max_args: 1, f: error },
+    NativeDef { name: "assert", min_args: 1, max_args: 2, f: assert },
 ];
 
 fn joined(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<String, Exn> {
@@ -118,19 +69,11 @@ pub(crate) fn parse_int_text(s: &str) -> Option<i64> {
         Some("0x" | "0X") => (16, &body[2..]),
         _ => (10, body),
     };
-    if digits.is_empty()
-        || !digits
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (radix == 16 && b.is_ascii_hexdigit()))
-    {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || (radix == 16 && b.is_ascii_hexdigit())) {
         return None;
     }
     let mag = u128::from_str_radix(digits, radix).ok()?;
-    let v = if neg {
-        -i128::try_from(mag).ok()?
-    } else {
-        i128::try_from(mag).ok()?
-    };
+    let v = if neg { -i128::try_from(mag).ok()? } else { i128::try_from(mag).ok()? };
     i64::try_from(v).ok()
 }
 
@@ -213,9 +156,7 @@ mod tests {
         assert_eq!(parse_int_text("-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_int_text("-0x8000000000000000"), Some(i64::MIN));
         assert_eq!(parse_int_text("9223372036854775808"), None);
-        for bad in [
-            "", "-", "+", "0x", "1.5", "1e3", "--1", "+-1", "0x-1", "0x+1", "1_000", "abc", "١",
-        ] {
+        for bad in ["", "-", "+", "0x", "1.5", "1e3", "--1", "+-1", "0x-1", "0x+1", "1_000", "abc", "١"] {
             assert_eq!(parse_int_text(bad), None, "{bad:?}");
         }
     }

@@ -6,123 +6,31 @@ use std::cmp::Ordering;
 use tern_vm::object;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
+#[rustfmt::skip]
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef {
-        name: "abs",
-        min_args: 1,
-        max_args: 1,
-        f: abs,
-    },
-    NativeDef {
-        name: "min",
-        min_args: 1,
-        max_args: u8::MAX,
-        f: min,
-    },
-    NativeDef {
-        name: "max",
-        min_args: 1,
-        max_args: u8::MAX,
-        f: max,
-    },
-    NativeDef {
-        name: "sqrt",
-        min_args: 1,
-        max_args: 1,
-        f: sqrt,
-    },
-    NativeDef {
-        name: "pow",
-        min_args: 2,
-        max_args: 2,
-        f: pow,
-    },
-    NativeDef {
-        name: "floor",
-        min_args: 1,
-        max_args: 1,
-        f: floor,
-    },
-    NativeDef {
-        name: "ceil",
-        min_args: 1,
-        max_args: 1,
-        f: ceil,
-    },
-    NativeDef {
-        name: "round",
-        min_args: 1,
-        max_args: 1,
-        f: round,
-    },
-    NativeDef {
-        name: "sin",
-        min_args: 1,
-        max_args: 1,
-        f: sin,
-    },
-    NativeDef {
-        name: "cos",
-        min_args: 1,
-        max_args: 1,
-        f: cos,
-    },
-    NativeDef {
-        name: "tan",
-        min_args: 1,
-        max_args: 1,
-        f: tan,
-    },
-    NativeDef {
-        name: "atan",
-        min_args: 1,
-        max_args: 1,
-        f: atan,
-    },
-    NativeDef {
-        name: "atan2",
-        min_args: 2,
-        max_args: 2,
-        f: atan2,
-    },
-    NativeDef {
-        name: "exp",
-        min_args: 1,
-        max_args: 1,
-        f: exp,
-    },
-    NativeDef {
-        name: "ln",
-        min_args: 1,
-        max_args: 1,
-        f: ln,
-    },
-    NativeDef {
-        name: "log10",
-        min_args: 1,
-        max_args: 1,
-        f: log10,
-    },
-    NativeDef {
-        name: "pi",
-        min_args: 0,
-        max_args: 0,
-        f: pi,
-    },
-    NativeDef {
-        name: "is_nan",
-        min_args: 1,
-        max_args: 1,
-        f: is_nan,
-    },
+    NativeDef { name: "abs", min_args: 1, max_args: 1, f: abs },
+    NativeDef { name: "min", min_args: 1, max_args: u8::MAX, f: min },
+    NativeDef { name: "max", min_args: 1, max_args: u8::MAX, f: max },
+    NativeDef { name: "sqrt", min_args: 1, max_args: 1, f: sqrt },
+    NativeDef { name: "pow", min_args: 2, max_args: 2, f: pow },
+    NativeDef { name: "floor", min_args: 1, max_args: 1, f: floor },
+    NativeDef { name: "ceil", min_args: 1, max_args: 1, f: ceil },
+    NativeDef { name: "round", min_args: 1, max_args: 1, f: round },
+    NativeDef { name: "sin", min_args: 1, max_args: 1, f: sin },
+    NativeDef { name: "cos", min_args: 1, max_args: 1, f: cos },
+    NativeDef { name: "tan", min_args: 1, max_args: 1, f: tan },
+    NativeDef { name: "atan", min_args: 1, max_args: 1, f: atan },
+    NativeDef { name: "atan2", min_args: 2, max_args: 2, f: atan2 },
+    NativeDef { name: "exp", min_args: 1, max_args: 1, f: exp },
+    NativeDef { name: "ln", min_args: 1, max_args: 1, f: ln },
+    NativeDef { name: "log10", min_args: 1, max_args: 1, f: log10 },
+    NativeDef { name: "pi", min_args: 0, max_args: 0, f: pi },
+    NativeDef { name: "is_nan", min_args: 1, max_args: 1, f: is_nan },
 ];
 
 fn abs(_ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     match args[0] {
-        Value::Int(i) => i
-            .checked_abs()
-            .map(Value::Int)
-            .ok_or_else(|| Exn::msg(format!("integer overflow: abs({i})"))),
+        Value::Int(i) => i.checked_abs().map(Value::Int).ok_or_else(|| Exn::msg(format!("integer overflow: abs({i})"))),
         Value::Float(f) => Ok(Value::Float(f.abs())),
         v => Err(type_err("abs", "a number", v)),
     }
@@ -130,12 +38,7 @@ fn abs(_ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 
 /// The least (`want` = Less) or greatest (Greater) of numbers; NaN if any is NaN. One
 /// array argument means its elements.
-fn extreme(
-    ctx: &mut NativeCtx<'_>,
-    args: &[Value],
-    func: &str,
-    want: Ordering,
-) -> Result<Value, Exn> {
+fn extreme(ctx: &mut NativeCtx<'_>, args: &[Value], func: &str, want: Ordering) -> Result<Value, Exn> {
     let owned;
     let vals = match args {
         [Value::Array(a)] => {
@@ -183,9 +86,7 @@ fn pow(_ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
                 -1 => Some(if y % 2 == 0 { 1 } else { -1 }),
                 _ => u32::try_from(y).ok().and_then(|e| x.checked_pow(e)),
             };
-            return r
-                .map(Value::Int)
-                .ok_or_else(|| Exn::msg(format!("integer overflow: pow({x}, {y})")));
+            return r.map(Value::Int).ok_or_else(|| Exn::msg(format!("integer overflow: pow({x}, {y})")));
         }
     }
     let x = arg_num("pow", args[0])?;

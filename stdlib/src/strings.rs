@@ -7,123 +7,55 @@ use tern_vm::object;
 use tern_vm::value::Addr;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
+#[rustfmt::skip]
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef {
-        name: "split",
-        min_args: 2,
-        max_args: 2,
-        f: split,
-    },
-    NativeDef {
-        name: "join",
-        min_args: 2,
-        max_args: 2,
-        f: join,
-    },
-    NativeDef {
-        name: "find",
-        min_args: 2,
-        max_args: 2,
-        f: find,
-    },
-    NativeDef {
-        name: "replace",
-        min_args: 3,
-        max_args: 3,
-        f: replace,
-    },
-    NativeDef {
-        name: "trim",
-        min_args: 1,
-        max_args: 1,
-        f: trim,
-    },
-    NativeDef {
-        name: "upper",
-        min_args: 1,
-        max_args: 1,
-        f: upper,
-    },
-    NativeDef {
-        name: "lower",
-        min_args: 1,
-        max_args: 1,
-        f: lower,
-    },
-    NativeDef {
-        name: "chars",
-        min_args: 1,
-        max_args: 1,
-        f: chars,
-    },
-    NativeDef {
-        name: "starts_with",
-        min_args: 2,
-        max_args: 2,
-        f: starts_with,
-    },
-    NativeDef {
-        name: "ends_with",
-        min_args: 2,
-        max_args: 2,
-        f: ends_with,
-    },
-    NativeDef {
-        name: "repeat",
-        min_args: 2,
-        max_args: 2,
-        f: repeat,
-    },
-    NativeDef {
-        name: "format",
-        min_args: 1,
-        max_args: u8::MAX,
-        f: format,
-    },
-    NativeDef {
-        name: "to_fixed",
-        min_args: 2,
-        max_args: 2,
-        f: to_fixed,
-    },
-    NativeDef {
-        name: "ord",
-        min_args: 1,
-        max_args: 1,
-        f: ord,
-    },
-    NativeDef {
-        name: "chr",
-        min_args: 1,
-        max_args: 1,
-        f: chr,
-    },
+    NativeDef { name: "split", min_args: 2, max_args: 2, f: split },
+    NativeDef { name: "join", min_args: 2, max_args: 2, f: join },
+    NativeDef { name: "find", min_args: 2, max_args: 2, f: find },
+    NativeDef { name: "replace", min_args: 3, max_args: 3, f: replace },
+    NativeDef { name: "trim", min_args: 1, max_args: 1, f: trim },
+    NativeDef { name: "upper", min_args: 1, max_args: 1, f: upper },
+    NativeDef { name: "lower", min_args: 1, max_args: 1, f: lower },
+    NativeDef { name: "chars", min_args: 1, max_args: 1, f: chars },
+    NativeDef { name: "starts_with", min_args: 2, max_args: 2, f: starts_with },
+    NativeDef { name: "ends_with", min_args: 2, max_args: 2, f: ends_with },
+    NativeDef { name: "repeat", min_args: 2, max_args: 2, f: repeat },
+    NativeDef { name: "format", min_args: 1, max_args: u8::MAX, f: format },
+    NativeDef { name: "to_fixed", min_args: 2, max_args: 2, f: to_fixed },
+    NativeDef { name: "ord", min_args: 1, max_args: 1, f: ord },
+    NativeDef { name: "chr", min_args: 1, max_args: 1, f: chr },
 ];
 
 /// Most decimals `to_fixed` produces.
 const MAX_FIXED_DIGITS: i64 = 100;
 
-/// An array of new strings, one per piece.
-fn str_array<'a>(heap: &mut Heap, pieces: impl IntoIterator<Item = &'a str>) -> Result<Value, Exn> {
-    let mut vals = Vec::new();
+/// An array of new strings, one per piece; `count` is how many there are. Checked
+/// against the heap limit first, so a huge split never builds its pieces' table.
+fn str_array<'a>(heap: &mut Heap, func: &str, count: usize, pieces: impl IntoIterator<Item = &'a str>) -> Result<Value, Exn> {
+    // Each piece takes at least a 3-word string and a 2-word array slot.
+    if count.saturating_mul(40) > heap.config().limit_bytes {
+        return Err(Exn::msg(format!("{func}: {count} pieces would not fit in the heap limit")));
+    }
+    let mut vals = Vec::with_capacity(count);
     for p in pieces {
         vals.push(Value::Str(object::alloc_str(heap, p)?));
     }
     Ok(Value::Array(object::array_from(heap, &vals)?))
 }
 
+/// The characters of `s`, each as a string slice.
+fn char_pieces(s: &str) -> impl Iterator<Item = &str> {
+    s.char_indices().map(move |(i, c)| &s[i..i + c.len_utf8()])
+}
+
 fn split(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let s = arg_str(ctx.heap, "split", "a string", args[0])?.to_owned();
     let sep = arg_str(ctx.heap, "split", "a string separator", args[1])?.to_owned();
     if sep.is_empty() {
-        let mut buf = [0u8; 4];
-        let chars: Vec<String> = s
-            .chars()
-            .map(|c| c.encode_utf8(&mut buf).to_owned())
-            .collect();
-        return str_array(ctx.heap, chars.iter().map(String::as_str));
+        return str_array(ctx.heap, "split", s.chars().count(), char_pieces(&s));
     }
-    str_array(ctx.heap, s.split(sep.as_str()))
+    let count = s.matches(sep.as_str()).count() + 1;
+    str_array(ctx.heap, "split", count, s.split(sep.as_str()))
 }
 
 fn join(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
@@ -159,14 +91,8 @@ fn replace(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let s = arg_str(heap, "replace", "a string", args[0])?;
     let from = arg_str(heap, "replace", "a string to replace", args[1])?;
     let to = arg_str(heap, "replace", "a replacement string", args[2])?;
-    let count = if from.is_empty() {
-        s.chars().count() + 1
-    } else {
-        s.matches(from).count()
-    };
-    let size = count
-        .checked_mul(to.len())
-        .and_then(|n| n.checked_add(s.len() - count * from.len()));
+    let count = if from.is_empty() { s.chars().count() + 1 } else { s.matches(from).count() };
+    let size = count.checked_mul(to.len()).and_then(|n| n.checked_add(s.len() - count * from.len()));
     check_str_size(heap, "replace", size)?;
     let out = s.replace(from, to);
     new_str(ctx.heap, &out)
@@ -194,12 +120,7 @@ fn lower(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 
 fn chars(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let s = arg_str(ctx.heap, "chars", "a string", args[0])?.to_owned();
-    let mut buf = [0u8; 4];
-    let chars: Vec<String> = s
-        .chars()
-        .map(|c| c.encode_utf8(&mut buf).to_owned())
-        .collect();
-    str_array(ctx.heap, chars.iter().map(String::as_str))
+    str_array(ctx.heap, "chars", s.chars().count(), char_pieces(&s))
 }
 
 fn starts_with(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
@@ -258,10 +179,7 @@ fn format(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     out.push_str(rest);
     if next < args.len() {
         let extra = args.len() - next;
-        return Err(Exn::msg(format!(
-            "format: {extra} argument{} left over with no {{}} placeholder",
-            if extra == 1 { "" } else { "s" }
-        )));
+        return Err(Exn::msg(format!("format: {extra} argument{} left over with no {{}} placeholder", if extra == 1 { "" } else { "s" })));
     }
     new_str(ctx.heap, &out)
 }
@@ -269,9 +187,7 @@ fn format(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 fn to_fixed(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let digits = arg_int("to_fixed", "an int number of digits", args[1])?;
     if !(0..=MAX_FIXED_DIGITS).contains(&digits) {
-        return Err(Exn::msg(format!(
-            "to_fixed: digits must be between 0 and {MAX_FIXED_DIGITS}, got {digits}"
-        )));
+        return Err(Exn::msg(format!("to_fixed: digits must be between 0 and {MAX_FIXED_DIGITS}, got {digits}")));
     }
     let d = digits as usize;
     let s = match args[0] {
@@ -299,10 +215,7 @@ fn ord(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
 
 fn chr(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let n = arg_int("chr", "an int code point", args[0])?;
-    let c = u32::try_from(n)
-        .ok()
-        .and_then(char::from_u32)
-        .ok_or_else(|| Exn::msg(format!("chr: {n} is not a Unicode code point")))?;
+    let c = u32::try_from(n).ok().and_then(char::from_u32).ok_or_else(|| Exn::msg(format!("chr: {n} is not a Unicode code point")))?;
     let mut buf = [0u8; 4];
     new_str(ctx.heap, c.encode_utf8(&mut buf))
 }
@@ -316,16 +229,11 @@ pub(crate) fn str_len(heap: &Heap, a: Addr) -> Result<Value, Exn> {
 pub(crate) fn str_slice(heap: &mut Heap, a: Addr, from: usize, to: usize) -> Result<Value, Exn> {
     let s = object::str_ref(heap, a)?;
     if from > to || to > s.len() {
-        return Err(Exn::msg(format!(
-            "slice: range {from}..{to} is out of bounds for a string of {} bytes",
-            s.len()
-        )));
+        return Err(Exn::msg(format!("slice: range {from}..{to} is out of bounds for a string of {} bytes", s.len())));
     }
     for i in [from, to] {
         if !s.is_char_boundary(i) {
-            return Err(Exn::msg(format!(
-                "slice: byte offset {i} is not on a character boundary"
-            )));
+            return Err(Exn::msg(format!("slice: byte offset {i} is not on a character boundary")));
         }
     }
     let t = s[from..to].to_owned();

@@ -108,16 +108,7 @@ fn cases() -> Vec<(&'static str, Vec<V>)> {
         ("remove", vec![smap.clone(), s("nope")]),
         ("sort", vec![arr.clone()]),
         ("sort", vec![strs.clone()]),
-        (
-            "sort",
-            vec![V::A(vec![
-                V::I(3),
-                V::F(1.5),
-                V::I(-2),
-                V::F(f64::NAN),
-                V::I(0),
-            ])],
-        ),
+        ("sort", vec![V::A(vec![V::I(3), V::F(1.5), V::I(-2), V::F(f64::NAN), V::I(0)])]),
         ("sort", vec![V::A(vec![V::I(3), s("x")])]),
         ("reverse", vec![arr.clone()]),
         ("slice", vec![arr.clone(), V::I(3), V::I(30)]),
@@ -141,10 +132,7 @@ fn cases() -> Vec<(&'static str, Vec<V>)> {
         ("upper", vec![text.clone()]),
         ("chars", vec![text.clone()]),
         ("repeat", vec![s("ab"), V::I(50)]),
-        (
-            "format",
-            vec![s("{} and {} {{}}"), arr.clone(), map.clone()],
-        ),
+        ("format", vec![s("{} and {} {{}}"), arr.clone(), map.clone()]),
         ("to_fixed", vec![V::F(2.0 / 3.0), V::I(10)]),
         ("to_string", vec![map.clone()]),
         ("type_of", vec![map.clone()]),
@@ -187,43 +175,23 @@ fn observe(heap: &Heap, r: &Result<Value, Exn>, args: &[Value], rng: u64, out: &
 }
 
 fn config() -> HeapConfig {
-    HeapConfig {
-        page_size_bytes: 64,
-        limit_bytes: 1 << 24,
-        gc_min_bytes: 1 << 24,
-    }
+    HeapConfig { page_size_bytes: 64, limit_bytes: 1 << 24, gc_min_bytes: 1 << 24 }
 }
 
 fn setup(args: &[V], limit_bytes: usize) -> (Heap, Vec<Value>) {
-    let mut heap = Heap::new(HeapConfig {
-        limit_bytes,
-        ..config()
-    });
+    let mut heap = Heap::new(HeapConfig { limit_bytes, ..config() });
     let vals: Vec<Value> = args.iter().map(|a| build(&mut heap, a)).collect();
     (heap, vals)
 }
 
-fn call(
-    heap: &mut Heap,
-    rng: &mut u64,
-    host: &mut TestHost,
-    f: NativeFn,
-    args: &[Value],
-) -> Result<Value, Exn> {
-    let mut ctx = NativeCtx {
-        heap,
-        host,
-        rng,
-        linked: &[],
-    };
+fn call(heap: &mut Heap, rng: &mut u64, host: &mut TestHost, f: NativeFn, args: &[Value]) -> Result<Value, Exn> {
+    let mut ctx = NativeCtx { heap, host, rng, linked: &[] };
     f(&mut ctx, args)
 }
 
 fn native(name: &str) -> NativeFn {
     let n = natives();
-    n.get(n.lookup(name).unwrap_or_else(|| panic!("no native {name}")))
-        .unwrap()
-        .f
+    n.get(n.lookup(name).unwrap_or_else(|| panic!("no native {name}"))).unwrap().f
 }
 
 /// Runs the call on `heap` (some pages absent), supplying each page from `clean` as it
@@ -266,20 +234,12 @@ fn natives_restart_after_page_faults() {
         for p in 0..heap.page_count() as u32 {
             heap.mark_absent(p);
         }
-        assert_eq!(
-            run_faulting(heap, &clean, f, &args),
-            expected,
-            "{name}, all pages absent"
-        );
+        assert_eq!(run_faulting(heap, &clean, f, &args), expected, "{name}, all pages absent");
         // One page absent at a time.
         for p in 0..clean.page_count() as u32 {
             let mut heap = clean.clone();
             heap.mark_absent(p);
-            assert_eq!(
-                run_faulting(heap, &clean, f, &args),
-                expected,
-                "{name}, page {p} absent"
-            );
+            assert_eq!(run_faulting(heap, &clean, f, &args), expected, "{name}, page {p} absent");
         }
     }
 }
@@ -298,12 +258,7 @@ fn natives_change_nothing_when_the_heap_is_full() {
             match call(&mut heap, &mut rng, &mut host, f, &args) {
                 Err(Exn::Heap(HeapError::Limit)) => {
                     let after = observe(&heap, &Ok(Value::Nil), &args, rng, &host.out);
-                    assert_eq!(
-                        after,
-                        before,
-                        "{name} changed its arguments before running out of heap (limit {})",
-                        used + extra
-                    );
+                    assert_eq!(after, before, "{name} changed its arguments before running out of heap (limit {})", used + extra);
                 }
                 Err(Exn::Heap(e)) => panic!("{name}: unexpected {e:?}"),
                 _ => break,

@@ -6,43 +6,14 @@
 use crate::util::arg_int;
 use tern_vm::{Exn, NativeCtx, NativeDef, Value};
 
+#[rustfmt::skip]
 pub const NATIVES: &[NativeDef] = &[
-    NativeDef {
-        name: "mono_ms",
-        min_args: 0,
-        max_args: 0,
-        f: mono_ms,
-    },
-    NativeDef {
-        name: "mono_us",
-        min_args: 0,
-        max_args: 0,
-        f: mono_us,
-    },
-    NativeDef {
-        name: "wall_ms",
-        min_args: 0,
-        max_args: 0,
-        f: wall_ms,
-    },
-    NativeDef {
-        name: "rand_seed",
-        min_args: 1,
-        max_args: 1,
-        f: rand_seed,
-    },
-    NativeDef {
-        name: "rand_int",
-        min_args: 2,
-        max_args: 2,
-        f: rand_int,
-    },
-    NativeDef {
-        name: "rand_float",
-        min_args: 0,
-        max_args: 0,
-        f: rand_float,
-    },
+    NativeDef { name: "mono_ms", min_args: 0, max_args: 0, f: mono_ms },
+    NativeDef { name: "mono_us", min_args: 0, max_args: 0, f: mono_us },
+    NativeDef { name: "wall_ms", min_args: 0, max_args: 0, f: wall_ms },
+    NativeDef { name: "rand_seed", min_args: 1, max_args: 1, f: rand_seed },
+    NativeDef { name: "rand_int", min_args: 2, max_args: 2, f: rand_int },
+    NativeDef { name: "rand_float", min_args: 0, max_args: 0, f: rand_float },
 ];
 
 fn clamp_i64(x: u64) -> i64 {
@@ -91,9 +62,7 @@ fn rand_int(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
     let lo = arg_int("rand_int", "int bounds", args[0])?;
     let hi = arg_int("rand_int", "int bounds", args[1])?;
     if lo > hi {
-        return Err(Exn::msg(format!(
-            "rand_int: empty range {lo}..{hi} (lo must be at most hi)"
-        )));
+        return Err(Exn::msg(format!("rand_int: empty range {lo}..{hi} (lo must be at most hi)")));
     }
     let mut state = *ctx.rng;
     // hi - lo fits in a u64; the span is 2^64 only for the full int range.

@@ -34,12 +34,7 @@ pub(crate) fn arg_num(func: &str, v: Value) -> Result<f64, Exn> {
     }
 }
 
-pub(crate) fn arg_str<'h>(
-    heap: &'h Heap,
-    func: &str,
-    what: &str,
-    v: Value,
-) -> Result<&'h str, Exn> {
+pub(crate) fn arg_str<'h>(heap: &'h Heap, func: &str, what: &str, v: Value) -> Result<&'h str, Exn> {
     match v {
         Value::Str(a) => Ok(object::str_ref(heap, a)?),
         _ => Err(type_err(func, what, v)),
@@ -78,12 +73,8 @@ pub(crate) fn check_str_size(heap: &Heap, func: &str, bytes: Option<usize>) -> R
     let cap = heap.config().limit_bytes.min(MAX_STR_BYTES);
     match bytes {
         Some(n) if n <= cap => Ok(()),
-        Some(n) => Err(Exn::msg(format!(
-            "{func}: result of {n} bytes is too large (at most {cap})"
-        ))),
-        None => Err(Exn::msg(format!(
-            "{func}: result is too large (at most {cap} bytes)"
-        ))),
+        Some(n) => Err(Exn::msg(format!("{func}: result of {n} bytes is too large (at most {cap})"))),
+        None => Err(Exn::msg(format!("{func}: result is too large (at most {cap} bytes)"))),
     }
 }
 
@@ -95,10 +86,7 @@ pub(crate) fn float_to_int(func: &str, f: f64) -> Result<i64, Exn> {
         return Err(Exn::msg(format!("{func}: cannot convert nan to an int")));
     }
     if !(-LIMIT..LIMIT).contains(&f) {
-        return Err(Exn::msg(format!(
-            "{func}: {} is out of the int range",
-            float_text(f)
-        )));
+        return Err(Exn::msg(format!("{func}: {} is out of the int range", float_text(f))));
     }
     Ok(f as i64)
 }
@@ -136,8 +124,7 @@ fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
 /// A non-negative int argument (`name` says which, e.g. "count"), as an index or count.
 pub(crate) fn arg_index(func: &str, name: &str, v: Value) -> Result<usize, Exn> {
     let i = arg_int(func, &format!("an int {name}"), v)?;
-    usize::try_from(i)
-        .map_err(|_| Exn::msg(format!("{func}: the {name} must not be negative, got {i}")))
+    usize::try_from(i).map_err(|_| Exn::msg(format!("{func}: the {name} must not be negative, got {i}")))
 }
 
 #[cfg(test)]
@@ -146,40 +133,16 @@ mod tests {
 
     #[test]
     fn mixed_compare_is_exact() {
-        assert_eq!(
-            num_cmp(Value::Int(1), Value::Float(1.0)),
-            Some(Ordering::Equal)
-        );
-        assert_eq!(
-            num_cmp(Value::Int(1), Value::Float(1.5)),
-            Some(Ordering::Less)
-        );
-        assert_eq!(
-            num_cmp(Value::Int(-2), Value::Float(-1.5)),
-            Some(Ordering::Less)
-        );
-        assert_eq!(
-            num_cmp(Value::Float(-1.5), Value::Int(-2)),
-            Some(Ordering::Greater)
-        );
+        assert_eq!(num_cmp(Value::Int(1), Value::Float(1.0)), Some(Ordering::Equal));
+        assert_eq!(num_cmp(Value::Int(1), Value::Float(1.5)), Some(Ordering::Less));
+        assert_eq!(num_cmp(Value::Int(-2), Value::Float(-1.5)), Some(Ordering::Less));
+        assert_eq!(num_cmp(Value::Float(-1.5), Value::Int(-2)), Some(Ordering::Greater));
         let big = 9_007_199_254_740_993_i64; // 2^53 + 1: rounds to 2^53 as a float
-        assert_eq!(
-            num_cmp(Value::Int(big), Value::Float(9_007_199_254_740_992.0)),
-            Some(Ordering::Greater)
-        );
-        assert_eq!(
-            num_cmp(Value::Int(i64::MAX), Value::Float(i64::MAX as f64)),
-            Some(Ordering::Less)
-        );
-        assert_eq!(
-            num_cmp(Value::Int(i64::MIN), Value::Float(i64::MIN as f64)),
-            Some(Ordering::Equal)
-        );
+        assert_eq!(num_cmp(Value::Int(big), Value::Float(9_007_199_254_740_992.0)), Some(Ordering::Greater));
+        assert_eq!(num_cmp(Value::Int(i64::MAX), Value::Float(i64::MAX as f64)), Some(Ordering::Less));
+        assert_eq!(num_cmp(Value::Int(i64::MIN), Value::Float(i64::MIN as f64)), Some(Ordering::Equal));
         assert_eq!(num_cmp(Value::Int(0), Value::Float(f64::NAN)), None);
-        assert_eq!(
-            num_cmp(Value::Int(0), Value::Float(f64::INFINITY)),
-            Some(Ordering::Less)
-        );
+        assert_eq!(num_cmp(Value::Int(0), Value::Float(f64::INFINITY)), Some(Ordering::Less));
     }
 
     #[test]

@@ -31,13 +31,24 @@ pub fn float_text(f: f64) -> String {
     if f.is_nan() {
         "nan".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "inf".into() } else { "-inf".into() }
+        if f > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{f:?}")
     }
 }
 
-fn write_value(heap: &Heap, linked: &[Arc<LinkedModule>], v: Value, quoted: bool, path: &mut Vec<Addr>, out: &mut String) -> Result<(), HeapError> {
+fn write_value(
+    heap: &Heap,
+    linked: &[Arc<LinkedModule>],
+    v: Value,
+    quoted: bool,
+    path: &mut Vec<Addr>,
+    out: &mut String,
+) -> Result<(), HeapError> {
     use std::fmt::Write;
     if out.len() > MAX_LEN {
         return Ok(());

@@ -160,11 +160,7 @@ impl Heap {
     }
 
     pub fn config(&self) -> HeapConfig {
-        HeapConfig {
-            page_size_bytes: self.page_words() * 8,
-            limit_bytes: self.limit_words * 8,
-            gc_min_bytes: self.gc_min_words * 8,
-        }
+        HeapConfig { page_size_bytes: self.page_words() * 8, limit_bytes: self.limit_words * 8, gc_min_bytes: self.gc_min_words * 8 }
     }
 
     #[inline]
@@ -334,50 +330,72 @@ impl Heap {
         Ok(addr as Addr)
     }
 
+    /// Finds space: an exact-size free block, the current region, a large free block
+    /// (which becomes the region), a split larger small block, and only then new space
+    /// at the top of the heap.
     fn alloc_space(&mut self, size: usize) -> Result<usize, HeapError> {
         if size <= SMALL_MAX {
             if let Some(a) = self.small_free[size].pop() {
                 return Ok(a as usize);
             }
         }
-        loop {
-            if self.bump_end == usize::MAX {
-                let end = self.bump + size;
-                if end > self.limit_words || end > u32::MAX as usize {
-                    return Err(HeapError::Limit);
-                }
-                self.grow_to(end);
-                let a = self.bump;
-                self.bump = end;
-                self.top = end;
-                return Ok(a);
-            }
-            if self.bump + size <= self.bump_end {
-                let a = self.bump;
-                self.bump += size;
-                if self.bump < self.bump_end {
-                    // Keep the rest of the region walkable.
-                    self.store(self.bump, header(kind::FREE, self.bump_end - self.bump))?;
-                }
-                return Ok(a);
-            }
-            // The region is too small: give its rest back and take a new one.
-            let rest = self.bump_end - self.bump;
-            if rest > 0 && rest <= SMALL_MAX {
-                self.small_free[rest].push(self.bump as Addr);
-            }
-            match self.large_free.iter().position(|&(_, len)| len >= size) {
-                Some(i) => {
-                    let (a, len) = self.large_free.swap_remove(i);
-                    self.bump = a as usize;
-                    self.bump_end = a as usize + len;
-                }
-                None => {
-                    self.bump = self.top;
-                    self.bump_end = usize::MAX;
+        if self.bump_end != usize::MAX && self.bump + size <= self.bump_end {
+            return self.bump_alloc(size);
+        }
+        if let Some(i) = self.large_free.iter().position(|&(_, len)| len >= size) {
+            let (a, len) = self.large_free.swap_remove(i);
+            self.retire_region();
+            self.bump = a as usize;
+            self.bump_end = a as usize + len;
+            return self.bump_alloc(size);
+        }
+        if size < SMALL_MAX {
+            for bigger in size + 1..=SMALL_MAX {
+                if let Some(a) = self.small_free[bigger].pop() {
+                    let rest = a as usize + size;
+                    self.store(rest, header(kind::FREE, bigger - size))?;
+                    self.small_free[bigger - size].push(rest as Addr);
+                    return Ok(a as usize);
                 }
             }
         }
+        self.retire_region();
+        let a = self.top;
+        let end = a + size;
+        if end > self.limit_words || end > u32::MAX as usize {
+            return Err(HeapError::Limit);
+        }
+        self.grow_to(end);
+        self.top = end;
+        self.bump = end;
+        self.bump_end = usize::MAX;
+        Ok(a)
+    }
+
+    fn bump_alloc(&mut self, size: usize) -> Result<usize, HeapError> {
+        let a = self.bump;
+        self.bump += size;
+        if self.bump < self.bump_end {
+            // Keep the rest of the region walkable.
+            self.store(self.bump, header(kind::FREE, self.bump_end - self.bump))?;
+        }
+        Ok(a)
+    }
+
+    /// Gives the unused rest of the current region (which already carries a FREE
+    /// header) back to the free lists.
+    fn retire_region(&mut self) {
+        if self.bump_end == usize::MAX {
+            return;
+        }
+        let rest = self.bump_end - self.bump;
+        if rest > 0 && rest <= SMALL_MAX {
+            self.small_free[rest].push(self.bump as Addr);
+        } else if rest > SMALL_MAX {
+            self.large_free.push((self.bump as Addr, rest));
+        }
+        self.bump = self.top;
+        self.bump_end = usize::MAX;
     }
 
     /// Bytes allocated (live or not yet collected) below the top of the heap.

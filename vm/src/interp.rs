@@ -73,7 +73,9 @@ enum Exit {
 /// Runs `proc` for at most `budget` reductions.
 pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Outcome {
     let mut budget = i64::from(budget.max(1));
-    let mut limit_retry: Option<(usize, u32)> = None;
+    // Where the last heap-limit collection happened: the same instruction failing again
+    // with no progress in between means the heap really is full.
+    let mut limit_retry: Option<(usize, u32, u64)> = None;
     loop {
         if proc.frames.is_empty() {
             return Outcome::Failed(RuntimeError { message: "the process has nothing left to run".into(), trace: vec![] });
@@ -99,7 +101,7 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
         let exn = match exn {
             Exn::Heap(HeapError::Fault(p)) => return Outcome::Blocked(BlockReason::PageFault(p)),
             Exn::Heap(HeapError::Limit) => {
-                let here = (proc.frames.len(), proc.frames.last().map_or(0, |f| f.pc));
+                let here = (proc.frames.len(), proc.frames.last().map_or(0, |f| f.pc), proc.reductions);
                 if limit_retry != Some(here) {
                     limit_retry = Some(here);
                     if proc.collect_garbage().is_err() {
@@ -414,7 +416,11 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     }
 
     loop {
-        debug_assert!(pc < code.len() && base + usize::from(lm.module.functions.get(frames.last().map_or(0, |f| f.func as usize)).map_or(0, |f| f.nregs)) <= regs.len());
+        debug_assert!(
+            pc < code.len()
+                && base + usize::from(lm.module.functions.get(frames.last().map_or(0, |f| f.func as usize)).map_or(0, |f| f.nregs))
+                    <= regs.len()
+        );
         // SAFETY: the verifier proved every jump target is inside the function and that no
         // instruction falls off its end; a restored frame's pc is checked against its code.
         let op = unsafe { *code.get_unchecked(pc) };
@@ -681,7 +687,15 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 if let Some(f) = frames.last_mut() {
                     f.pc = pc as u32;
                 }
-                let f = Frame { module: fref.module, func: fref.func, pc: 0, base: nb as u32, ret: (base + usize::from(a)) as u32, closure: clo, init_of: NOT_INIT };
+                let f = Frame {
+                    module: fref.module,
+                    func: fref.func,
+                    pc: 0,
+                    base: nb as u32,
+                    ret: (base + usize::from(a)) as u32,
+                    closure: clo,
+                    init_of: NOT_INIT,
+                };
                 frames.push(f);
                 if fref.module == module {
                     code = &tf.code;
@@ -800,7 +814,9 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 let cursor = cursor as usize;
                 // (index or key, element or value), and the next cursor.
                 let step = match r!(a) {
-                    Value::Array(arr) => tri!(object::array_get(heap, arr, cursor as i64)).map(|v| (Value::Int(cursor as i64), v, cursor + 1)),
+                    Value::Array(arr) => {
+                        tri!(object::array_get(heap, arr, cursor as i64)).map(|v| (Value::Int(cursor as i64), v, cursor + 1))
+                    }
                     Value::Map(m) => tri!(object::map_next(heap, m, cursor)).map(|(next, k, v)| (k, v, next)),
                     Value::Str(s) => {
                         let text = tri!(object::str_ref(heap, s));
@@ -840,7 +856,11 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 return Exit::Import { a, hash };
             }
             Op::Try { a, off } => {
-                handlers.push(Handler { depth: frames.len() as u32 - 1, pc: (pc as i64 + i64::from(off)) as u32, reg: (base + usize::from(a)) as u32 });
+                handlers.push(Handler {
+                    depth: frames.len() as u32 - 1,
+                    pc: (pc as i64 + i64::from(off)) as u32,
+                    reg: (base + usize::from(a)) as u32,
+                });
             }
             Op::EndTry {} => {
                 handlers.pop();

@@ -219,6 +219,9 @@ pub fn array_insert(heap: &mut Heap, a: Addr, i: usize, v: Value) -> Result<bool
         return Ok(false);
     }
     let data = array_reserve(heap, a, len + 1)?;
+    // Every page the shift touches must be present before the first write, or a
+    // restart after a fault would shift twice.
+    heap.check_range(data + 1, 2 * (len + 1))?;
     for j in (i..len).rev() {
         let x = heap.load_value(data + 1 + 2 * j)?;
         heap.store_value(data + 1 + 2 * (j + 1), x)?;
@@ -498,7 +501,6 @@ pub fn map_set_field(heap: &mut Heap, m: Addr, key: Addr, val: Value) -> Result<
     }
     map_set(heap, m, Value::Str(key), val)
 }
-
 
 fn map_get_ref(heap: &Heap, m: Addr, key: KeyRef<'_>, hash: u64) -> Result<Option<Value>, HeapError> {
     let v = map_view(heap, m)?;

@@ -7,7 +7,7 @@
 //! objects) is checked to point at an object of the right kind, so that a damaged image
 //! is refused with an error instead of misbehaving later.
 
-use crate::heap::{header_kind, header_size, kind, Heap, HeapConfig, HeapError, GcStats};
+use crate::heap::{header_kind, header_size, kind, GcStats, Heap, HeapConfig, HeapError};
 use crate::process::{Frame, Handler, ModuleInstance, ModuleState, Process, NOT_INIT};
 use crate::runtime::Vm;
 use crate::value::{tag, Addr, FnRef, Value};
@@ -312,7 +312,16 @@ impl Validator<'_> {
                             continue;
                         }
                         let k = self.heap_value(e)?;
-                        if matches!(k, Value::Nil | Value::Array(_) | Value::Map(_) | Value::Closure(_) | Value::Func(_) | Value::Native(_) | Value::Box(_)) {
+                        if matches!(
+                            k,
+                            Value::Nil
+                                | Value::Array(_)
+                                | Value::Map(_)
+                                | Value::Closure(_)
+                                | Value::Func(_)
+                                | Value::Native(_)
+                                | Value::Box(_)
+                        ) {
                             return bad("map key of a type that cannot be a key");
                         }
                         self.heap_value(e + 2)?;

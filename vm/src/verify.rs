@@ -101,7 +101,12 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                         return Err(at("a module constant cannot be loaded as a value".into()));
                     }
                 }
-                Op::Move { a, b } | Op::GetBox { a, b } | Op::SetBox { a, b } | Op::Neg { a, b } | Op::Not { a, b } | Op::AddI { a, b, .. } => {
+                Op::Move { a, b }
+                | Op::GetBox { a, b }
+                | Op::SetBox { a, b }
+                | Op::Neg { a, b }
+                | Op::Not { a, b }
+                | Op::AddI { a, b, .. } => {
                     reg(a)?;
                     reg(b)?;
                 }
