@@ -530,12 +530,28 @@ impl<'a> Codegen<'a> {
                 self.set_line(*span);
                 let r = self.alloc_reg();
                 match init {
-                    Some(e) => self.expr_to(e, r),
+                    // `let f = fn ...` declares `f` first, so the function can call itself.
+                    Some(e @ Expr { kind: ExprKind::Fn(_), .. }) => {
+                        self.emit(Op::LoadNil { a: r });
+                        self.declare(name, r);
+                        if self.captures.is_captured(name.span) {
+                            let t = self.alloc_reg();
+                            self.expr_to(e, t);
+                            self.emit(Op::SetBox { a: r, b: t });
+                            self.free_to(t);
+                        } else {
+                            self.expr_to(e, r);
+                        }
+                    }
+                    Some(e) => {
+                        self.expr_to(e, r);
+                        self.declare(name, r);
+                    }
                     None => {
                         self.emit(Op::LoadNil { a: r });
+                        self.declare(name, r);
                     }
                 }
-                self.declare(name, r);
             }
             Stmt::Fn(f) => {
                 if !self.hoisted.contains(&f.span.start) {

@@ -123,12 +123,18 @@ impl Walker {
 
     fn stmt(&mut self, s: &Stmt) {
         match s {
-            Stmt::Let { name, init, .. } => {
-                if let Some(e) = init {
+            Stmt::Let { name, init, .. } => match init {
+                // As in codegen: a function literal sees the variable it initialises.
+                Some(e @ Expr { kind: ExprKind::Fn(_), .. }) => {
+                    self.declare(name);
                     self.expr(e);
                 }
-                self.declare(name);
-            }
+                Some(e) => {
+                    self.expr(e);
+                    self.declare(name);
+                }
+                None => self.declare(name),
+            },
             Stmt::Fn(f) => self.function(f),
             Stmt::Import { .. } | Stmt::Break(_) | Stmt::Continue(_) => {}
             Stmt::Assign { target, value, .. } => {

@@ -582,15 +582,15 @@ fn map_has_get_remove() {
     eq(r#"has({1: "a"}, 1.0)"#, "true");
     eq(r#"has({"1": "a"}, 1)"#, "false");
     eq("has({a: nil}, \"a\")", "true");
-    check_err(r#"has({}, [1]);"#, "a array cannot be a map key");
-    check_err("has({}, 0.0 / 0.0);", "a NaN cannot be a map key");
+    check_err(r#"has({}, [1]);"#, "an array cannot be a map key");
+    check_err("has({}, 0.0 / 0.0);", "NaN cannot be a map key");
     check_err("has([1], 0);", "has expects a map, got array");
     eq(r#"get({a: 1}, "a", 0)"#, "1");
     eq(r#"get({a: 1}, "b", 0)"#, "0");
     eq(r#"get({a: 1}, "b")"#, "nil");
     eq(r#"get({a: nil}, "a", 5)"#, "nil");
     check_err("get(5, 1, 2);", "get expects a map, got int");
-    check_err("get({}, nil, 2);", "a nil cannot be a map key");
+    check_err("get({}, nil, 2);", "nil cannot be a map key");
     check(r#"let m = {a: 1, b: 2}; println(remove(m, "a"), remove(m, "zz"), m, len(m));"#, "1 nil {\"b\": 2} 1\n");
     check(r#"let m = {a: 1}; remove(m, "a"); m.a = 2; println(m);"#, "{\"a\": 2}\n");
     check("let m = {}; for i in 0..50 { m[i] = i; } for i in 0..50 { if i % 2 == 0 { remove(m, i); } } println(len(m), keys(m)[0], get(m, 49, nil));", "25 1 49\n");

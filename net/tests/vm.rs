@@ -119,7 +119,8 @@ fn mutated_modules_are_rejected_or_run_safely() {
                 refused += 1;
                 continue;
             };
-            let mut vm = new_vm(VmConfig { max_frames: 200, ..VmConfig::default() });
+            let heap = tern_vm::heap::HeapConfig { limit_bytes: 4 << 20, gc_min_bytes: 1 << 20, ..Default::default() };
+            let mut vm = new_vm(VmConfig { max_frames: 200, heap, ..VmConfig::default() });
             for m in &program.modules[..program.modules.len() - 1] {
                 vm.load(m.clone()).unwrap();
             }
@@ -132,7 +133,7 @@ fn mutated_modules_are_rejected_or_run_safely() {
                 continue;
             };
             let mut host = BufferHost::new();
-            for _ in 0..200 {
+            for _ in 0..50 {
                 match run(&mut proc, &vm, &mut host, 1000) {
                     Outcome::Yielded => {}
                     _ => break,

@@ -63,7 +63,7 @@ pub(crate) fn new_str(heap: &mut Heap, s: &str) -> Result<Value, Exn> {
 pub(crate) fn key_exn(e: KeyError) -> Exn {
     match e {
         KeyError::Heap(h) => Exn::Heap(h),
-        KeyError::BadKey(t) => Exn::msg(format!("a {t} cannot be a map key")),
+        KeyError::BadKey(t) => Exn::msg(format!("{t} cannot be a map key")),
     }
 }
 

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 /// Longest text one conversion produces; beyond it the output ends in `...`.
 const MAX_LEN: usize = 1 << 20;
+/// Deepest nesting printed; deeper containers print as `[...]` / `{...}` (printing
+/// recurses, and must not exhaust the Rust stack whatever a program builds).
+const MAX_DEPTH: usize = 200;
 
 pub fn display(heap: &Heap, linked: &[Arc<LinkedModule>], v: Value) -> Result<String, HeapError> {
     let mut out = String::new();
@@ -69,7 +72,7 @@ fn write_value(
             }
         }
         Value::Array(a) => {
-            if path.contains(&a) {
+            if path.contains(&a) || path.len() >= MAX_DEPTH {
                 out.push_str("[...]");
                 return Ok(());
             }
@@ -85,7 +88,7 @@ fn write_value(
             path.pop();
         }
         Value::Map(a) => {
-            if path.contains(&a) {
+            if path.contains(&a) || path.len() >= MAX_DEPTH {
                 out.push_str("{...}");
                 return Ok(());
             }

@@ -212,7 +212,7 @@ fn import(proc: &mut Process, vm: &Vm, a: u8, hash: ModuleHash) -> Result<(), Ex
 fn key_exn(e: KeyError) -> Exn {
     match e {
         KeyError::Heap(h) => Exn::Heap(h),
-        KeyError::BadKey(t) => Exn::msg(format!("a {t} cannot be a map key")),
+        KeyError::BadKey(t) => Exn::msg(format!("{t} cannot be a map key")),
     }
 }
 
@@ -489,7 +489,13 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {y}"))),
                     },
                     (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
-                    (x, y) => tri!(arith(heap, op, x, y)),
+                    (x, y) => {
+                        let v = tri!(arith(heap, op, x, y));
+                        if let Value::Str(joined) = v {
+                            fuel -= (tri!(heap.load(joined as usize + 1)) / 256) as i64;
+                        }
+                        v
+                    }
                 }
             }
             Op::Sub { a, b, c } => {
@@ -529,6 +535,8 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 *rm!(a) = match r!(b) {
                     Value::Int(x) => match x.checked_add(i64::from(v)) {
                         Some(s) => Value::Int(s),
+                        // `x - k` compiles to `x + -k`: name the operation as written.
+                        None if v < 0 => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {}", -i64::from(v)))),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {v}"))),
                     },
                     Value::Float(x) => Value::Float(x + f64::from(v)),
@@ -663,7 +671,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         safepoint!();
                         continue;
                     }
-                    other => throw!(Exn::msg(format!("cannot call a {}", other.type_name()))),
+                    other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
                 };
                 let Some(tlm) = linked.get(fref.module as usize) else { throw!(HeapError::Corrupt) };
                 let Some(tf) = tlm.module.functions.get(fref.func as usize) else { throw!(HeapError::Corrupt) };
@@ -740,7 +748,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         None => throw!(Exn::msg(format!("key not found: {}", index_text(heap, linked, k)))),
                     },
                     (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
-                    (x, _) => throw!(Exn::msg(format!("cannot index a {}", x.type_name()))),
+                    (x, _) => throw!(Exn::msg(format!("cannot index {}", x.a_type()))),
                 }
             }
             Op::SetIndex { a, b, c } => match (r!(a), r!(b)) {
@@ -751,12 +759,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
                 (Value::Map(m), k) => tri!(object::map_set(heap, m, k, r!(c)).map_err(key_exn)),
                 (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
-                (x, _) => throw!(Exn::msg(format!("cannot store into a {}", x.type_name()))),
+                (x, _) => throw!(Exn::msg(format!("cannot store into {}", x.a_type()))),
             },
             Op::GetField { a, b, k } => {
                 let Value::Map(m) = r!(b) else {
                     let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
-                    throw!(Exn::msg(format!("cannot read field `{name}` of a {}", r!(b).type_name())));
+                    throw!(Exn::msg(format!("cannot read field `{name}` of {}", r!(b).a_type())));
                 };
                 let key = const_str!(k);
                 *rm!(a) = match tri!(object::map_get_field(heap, m, key)) {
@@ -770,7 +778,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             Op::SetField { a, k, c } => {
                 let Value::Map(m) = r!(a) else {
                     let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
-                    throw!(Exn::msg(format!("cannot set field `{name}` of a {}", r!(a).type_name())));
+                    throw!(Exn::msg(format!("cannot set field `{name}` of {}", r!(a).a_type())));
                 };
                 let key = const_str!(k);
                 tri!(object::map_set_field(heap, m, key, r!(c)).map_err(key_exn));
@@ -785,6 +793,9 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     }
                 }
                 *rm!(a) = Value::Str(tri!(object::alloc_str(heap, &s)));
+                // Long strings cost in proportion to their length, so that a time slice
+                // stays short whatever the program builds.
+                fuel -= (s.len() / 256) as i64;
             }
             Op::ForPrep { a, off } => match (r!(a), r!(a + 1)) {
                 (Value::Int(i), Value::Int(e)) => {
@@ -831,7 +842,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                             None => None,
                         }
                     }
-                    x => throw!(Exn::msg(format!("cannot iterate over a {}", x.type_name()))),
+                    x => throw!(Exn::msg(format!("cannot iterate over {}", x.a_type()))),
                 };
                 match step {
                     Some((key, val, next)) => {

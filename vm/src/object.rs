@@ -303,7 +303,7 @@ pub fn key_hash(heap: &Heap, k: Value) -> Result<u64, KeyError> {
         }
         Value::Bool(b) => hash_int(b as i64) ^ 0xb001,
         Value::Str(a) => str_hash(heap, a)?,
-        other => return Err(KeyError::BadKey(other.type_name())),
+        other => return Err(KeyError::BadKey(other.a_type())),
     })
 }
 

@@ -117,6 +117,21 @@ impl Value {
         !matches!(self, Value::Nil | Value::Bool(false))
     }
 
+    /// The type name with its article: "an int", "a string".
+    pub fn a_type(self) -> &'static str {
+        match self {
+            Value::Nil => "nil",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Map(_) => "a map",
+            Value::Closure(_) | Value::Func(_) | Value::Native(_) => "a function",
+            Value::Box(_) => "a box",
+        }
+    }
+
     pub fn type_name(self) -> &'static str {
         match self {
             Value::Nil => "nil",
