@@ -222,7 +222,9 @@ fn type_err(what: &str, x: Value, y: Value) -> Exn {
 
 /// Arithmetic on anything but two ints (the fast path is inline in the loop).
 fn arith(heap: &mut crate::heap::Heap, op: Op, x: Value, y: Value) -> Result<Value, Exn> {
-    let (name, iop, fop): (&str, fn(i64, i64) -> Option<i64>, fn(f64, f64) -> f64) = match op {
+    type IntOp = fn(i64, i64) -> Option<i64>;
+    type FloatOp = fn(f64, f64) -> f64;
+    let (name, iop, fop): (&str, IntOp, FloatOp) = match op {
         Op::Add { .. } => ("add", i64::checked_add, |a, b| a + b),
         Op::Sub { .. } => ("subtract", i64::checked_sub, |a, b| a - b),
         Op::Mul { .. } => ("multiply", i64::checked_mul, |a, b| a * b),
@@ -330,14 +332,17 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     // is below its function's `nregs`, and the register stack always holds at least
     // `base + nregs` values for the running frame (ensured when a frame is pushed, and
     // checked when an image is restored). `rb` is re-derived after every reallocation.
+    // SAFETY: `base` is within the register stack (see above).
     let mut rb: *mut Value = unsafe { regs.as_mut_ptr().add(base) };
     macro_rules! r {
         ($i:expr) => {
+            // SAFETY: a verified register operand of the running frame (see `rb`).
             unsafe { *rb.add($i as usize) }
         };
     }
     macro_rules! rm {
         ($i:expr) => {
+            // SAFETY: a verified register operand of the running frame (see `rb`).
             unsafe { &mut *rb.add($i as usize) }
         };
     }
@@ -369,6 +374,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             code = &lm.module.functions[f.func as usize].code;
             pc = f.pc as usize;
             base = f.base as usize;
+            // SAFETY: the frame's registers were ensured to exist when it was pushed.
             rb = unsafe { regs.as_mut_ptr().add(base) };
             module = f.module;
             closure = f.closure;
@@ -709,6 +715,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     code = &tf.code;
                     pc = 0;
                     base = nb;
+                    // SAFETY: `regs` was just resized to hold the callee's registers.
                     rb = unsafe { regs.as_mut_ptr().add(base) };
                     closure = clo;
                 } else {

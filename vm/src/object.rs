@@ -293,7 +293,7 @@ pub fn key_hash(heap: &Heap, k: Value) -> Result<u64, KeyError> {
     Ok(match k {
         Value::Int(i) => hash_int(i),
         Value::Float(f) => {
-            if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 {
+            if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
                 hash_int(f as i64)
             } else if f.is_nan() {
                 return Err(KeyError::BadKey("NaN"));
