@@ -340,6 +340,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             unsafe { *rb.add($i as usize) }
         };
     }
+    macro_rules! rr {
+        ($i:expr) => {
+            // SAFETY: a verified register operand of the running frame (see `rb`).
+            unsafe { &*rb.add($i as usize) }
+        };
+    }
     macro_rules! rm {
         ($i:expr) => {
             // SAFETY: a verified register operand of the running frame (see `rb`).
@@ -489,13 +495,13 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Add { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => match x.checked_add(y) {
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => match x.checked_add(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {y}"))),
                     },
-                    (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
-                    (x, y) => {
+                    (&Value::Float(x), &Value::Float(y)) => Value::Float(x + y),
+                    (&x, &y) => {
                         let v = tri!(arith(heap, op, x, y));
                         if let Value::Str(joined) = v {
                             fuel -= (tri!(heap.load(joined as usize + 1)) / 256) as i64;
@@ -505,99 +511,99 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Sub { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => match x.checked_sub(y) {
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => match x.checked_sub(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {y}"))),
                     },
-                    (Value::Float(x), Value::Float(y)) => Value::Float(x - y),
-                    (x, y) => tri!(arith(heap, op, x, y)),
+                    (&Value::Float(x), &Value::Float(y)) => Value::Float(x - y),
+                    (&x, &y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::Mul { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => match x.checked_mul(y) {
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => match x.checked_mul(y) {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot multiply {x} and {y}"))),
                     },
-                    (Value::Float(x), Value::Float(y)) => Value::Float(x * y),
-                    (x, y) => tri!(arith(heap, op, x, y)),
+                    (&Value::Float(x), &Value::Float(y)) => Value::Float(x * y),
+                    (&x, &y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::Div { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x / y),
-                    (Value::Float(x), Value::Float(y)) => Value::Float(x / y),
-                    (x, y) => tri!(arith(heap, op, x, y)),
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) if y != 0 && y != -1 => Value::Int(x / y),
+                    (&Value::Float(x), &Value::Float(y)) => Value::Float(x / y),
+                    (&x, &y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::Mod { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) if y != 0 && y != -1 => Value::Int(x % y),
-                    (x, y) => tri!(arith(heap, op, x, y)),
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) if y != 0 && y != -1 => Value::Int(x % y),
+                    (&x, &y) => tri!(arith(heap, op, x, y)),
                 }
             }
             Op::AddI { a, b, v } => {
-                *rm!(a) = match r!(b) {
-                    Value::Int(x) => match x.checked_add(i64::from(v)) {
+                *rm!(a) = match rr!(b) {
+                    &Value::Int(x) => match x.checked_add(i64::from(v)) {
                         Some(s) => Value::Int(s),
                         // `x - k` compiles to `x + -k`: name the operation as written.
                         None if v < 0 => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {}", -i64::from(v)))),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {v}"))),
                     },
-                    Value::Float(x) => Value::Float(x + f64::from(v)),
-                    x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
+                    &Value::Float(x) => Value::Float(x + f64::from(v)),
+                    &x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
                 }
             }
             Op::Neg { a, b } => {
-                *rm!(a) = match r!(b) {
-                    Value::Int(x) => match x.checked_neg() {
+                *rm!(a) = match rr!(b) {
+                    &Value::Int(x) => match x.checked_neg() {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot negate {x}"))),
                     },
-                    Value::Float(x) => Value::Float(-x),
-                    x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
+                    &Value::Float(x) => Value::Float(-x),
+                    &x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
                 }
             }
-            Op::Not { a, b } => *rm!(a) = Value::Bool(!r!(b).is_truthy()),
+            Op::Not { a, b } => *rm!(a) = Value::Bool(matches!(rr!(b), Value::Nil | Value::Bool(false))),
             Op::Eq { a, b, c } => *rm!(a) = Value::Bool(tri!(equal(heap, r!(b), r!(c)))),
             Op::Ne { a, b, c } => *rm!(a) = Value::Bool(!tri!(equal(heap, r!(b), r!(c)))),
             Op::Lt { a, b, c } => {
-                *rm!(a) = Value::Bool(match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => x < y,
-                    (x, y) => tri!(less(heap, x, y, false)),
+                *rm!(a) = Value::Bool(match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x < y,
+                    (&x, &y) => tri!(less(heap, x, y, false)),
                 })
             }
             Op::Le { a, b, c } => {
-                *rm!(a) = Value::Bool(match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => x <= y,
-                    (x, y) => tri!(less(heap, x, y, true)),
+                *rm!(a) = Value::Bool(match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x <= y,
+                    (&x, &y) => tri!(less(heap, x, y, true)),
                 })
             }
             Op::Jmp { off } => jump!(off),
             Op::JmpIf { a, off } => {
-                if r!(a).is_truthy() {
+                if !matches!(rr!(a), Value::Nil | Value::Bool(false)) {
                     jump!(off)
                 }
             }
             Op::JmpIfNot { a, off } => {
-                if !r!(a).is_truthy() {
+                if matches!(rr!(a), Value::Nil | Value::Bool(false)) {
                     jump!(off)
                 }
             }
             Op::JmpIfNotLt { b, c, off } => {
-                let t = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => x < y,
-                    (x, y) => tri!(less(heap, x, y, false)),
+                let t = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x < y,
+                    (&x, &y) => tri!(less(heap, x, y, false)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotLe { b, c, off } => {
-                let t = match (r!(b), r!(c)) {
-                    (Value::Int(x), Value::Int(y)) => x <= y,
-                    (x, y) => tri!(less(heap, x, y, true)),
+                let t = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x <= y,
+                    (&x, &y) => tri!(less(heap, x, y, true)),
                 };
                 if !t {
                     jump!(off)
@@ -614,36 +620,36 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::JmpIfNotLtI { b, v, off } => {
-                let t = match r!(b) {
-                    Value::Int(x) => x < i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
+                let t = match rr!(b) {
+                    &Value::Int(x) => x < i64::from(v),
+                    &x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotLeI { b, v, off } => {
-                let t = match r!(b) {
-                    Value::Int(x) => x <= i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
+                let t = match rr!(b) {
+                    &Value::Int(x) => x <= i64::from(v),
+                    &x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotGtI { b, v, off } => {
-                let t = match r!(b) {
-                    Value::Int(x) => x > i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
+                let t = match rr!(b) {
+                    &Value::Int(x) => x > i64::from(v),
+                    &x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotGeI { b, v, off } => {
-                let t = match r!(b) {
-                    Value::Int(x) => x >= i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
+                let t = match rr!(b) {
+                    &Value::Int(x) => x >= i64::from(v),
+                    &x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
                 };
                 if !t {
                     jump!(off)
@@ -660,11 +666,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Call { a, n } => {
-                let callee = r!(a);
-                let (fref, clo) = match callee {
-                    Value::Func(f) => (f, 0),
-                    Value::Closure(c) => (tri!(object::closure_fn(heap, c)), c),
-                    Value::Native(id) => {
+                let (fref, clo) = match rr!(a) {
+                    &Value::Func(f) => (f, 0),
+                    &Value::Closure(c) => (tri!(object::closure_fn(heap, c)), c),
+                    &Value::Native(id) => {
                         let Some(def) = vm.natives.get(id) else { throw!(HeapError::Corrupt) };
                         if n < def.min_args || n > def.max_args {
                             throw!(Exn::msg(arity_message(def.name, def.min_args, def.max_args, n)));
@@ -677,7 +682,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         safepoint!();
                         continue;
                     }
-                    other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
+                    &other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
                 };
                 let Some(tlm) = linked.get(fref.module as usize) else { throw!(HeapError::Corrupt) };
                 let Some(tf) = tlm.module.functions.get(fref.func as usize) else { throw!(HeapError::Corrupt) };
@@ -745,31 +750,31 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 *rm!(a) = Value::Map(m);
             }
             Op::GetIndex { a, b, c } => {
-                *rm!(a) = match (r!(b), r!(c)) {
-                    (Value::Array(arr), Value::Int(i)) => match tri!(object::array_get(heap, arr, i)) {
+                *rm!(a) = match (rr!(b), rr!(c)) {
+                    (&Value::Array(arr), &Value::Int(i)) => match tri!(object::array_get(heap, arr, i)) {
                         Some(v) => v,
                         None => throw!(Exn::msg(format!("index {i} out of range (length {})", tri!(object::array_len(heap, arr))))),
                     },
-                    (Value::Map(m), k) => match tri!(object::map_get(heap, m, k).map_err(key_exn)) {
+                    (&Value::Map(m), &k) => match tri!(object::map_get(heap, m, k).map_err(key_exn)) {
                         Some(v) => v,
                         None => throw!(Exn::msg(format!("key not found: {}", index_text(heap, linked, k)))),
                     },
-                    (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
-                    (x, _) => throw!(Exn::msg(format!("cannot index {}", x.a_type()))),
+                    (&Value::Array(_), &k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
+                    (&x, _) => throw!(Exn::msg(format!("cannot index {}", x.a_type()))),
                 }
             }
-            Op::SetIndex { a, b, c } => match (r!(a), r!(b)) {
-                (Value::Array(arr), Value::Int(i)) => {
+            Op::SetIndex { a, b, c } => match (rr!(a), rr!(b)) {
+                (&Value::Array(arr), &Value::Int(i)) => {
                     if !tri!(object::array_set(heap, arr, i, r!(c))) {
                         throw!(Exn::msg(format!("index {i} out of range (length {})", tri!(object::array_len(heap, arr)))));
                     }
                 }
-                (Value::Map(m), k) => tri!(object::map_set(heap, m, k, r!(c)).map_err(key_exn)),
-                (Value::Array(_), k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
-                (x, _) => throw!(Exn::msg(format!("cannot store into {}", x.a_type()))),
+                (&Value::Map(m), &k) => tri!(object::map_set(heap, m, k, r!(c)).map_err(key_exn)),
+                (&Value::Array(_), &k) => throw!(Exn::msg(format!("array index must be an int, not {}", k.type_name()))),
+                (&x, _) => throw!(Exn::msg(format!("cannot store into {}", x.a_type()))),
             },
             Op::GetField { a, b, k } => {
-                let Value::Map(m) = r!(b) else {
+                let &Value::Map(m) = rr!(b) else {
                     let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
                     throw!(Exn::msg(format!("cannot read field `{name}` of {}", r!(b).a_type())));
                 };
@@ -783,7 +788,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::SetField { a, k, c } => {
-                let Value::Map(m) = r!(a) else {
+                let &Value::Map(m) = rr!(a) else {
                     let Const::Str(name) = &lm.module.consts[k as usize] else { throw!(HeapError::Corrupt) };
                     throw!(Exn::msg(format!("cannot set field `{name}` of {}", r!(a).a_type())));
                 };
@@ -804,18 +809,18 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 // stays short whatever the program builds.
                 fuel -= (s.len() / 256) as i64;
             }
-            Op::ForPrep { a, off } => match (r!(a), r!(a + 1)) {
-                (Value::Int(i), Value::Int(e)) => {
+            Op::ForPrep { a, off } => match (rr!(a), rr!(a + 1)) {
+                (&Value::Int(i), &Value::Int(e)) => {
                     if i < e {
                         *rm!(a + 2) = Value::Int(i);
                     } else {
                         jump!(off);
                     }
                 }
-                (x, y) => throw!(Exn::msg(format!("range bounds must be ints, not {} and {}", x.type_name(), y.type_name()))),
+                (&x, &y) => throw!(Exn::msg(format!("range bounds must be ints, not {} and {}", x.type_name(), y.type_name()))),
             },
             Op::ForLoop { a, off } => {
-                if let (Value::Int(i), Value::Int(e)) = (r!(a), r!(a + 1)) {
+                if let (&Value::Int(i), &Value::Int(e)) = (rr!(a), rr!(a + 1)) {
                     // `i < e` held when the body was entered, so `i + 1` cannot overflow.
                     let next = i + 1;
                     *rm!(a) = Value::Int(next);
