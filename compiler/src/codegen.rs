@@ -292,6 +292,8 @@ impl<'a> Codegen<'a> {
             Op::JmpIfEq { b, c, .. } => Op::JmpIfEq { b, c, off },
             Op::ForPrep { a, .. } => Op::ForPrep { a, off },
             Op::ForLoop { a, .. } => Op::ForLoop { a, off },
+            Op::JmpIfNil { a, .. } => Op::JmpIfNil { a, off },
+            Op::JmpIfNotNil { a, .. } => Op::JmpIfNotNil { a, off },
             Op::JmpIfNotLtI { b, v, .. } => Op::JmpIfNotLtI { b, v, off },
             Op::JmpIfNotLeI { b, v, .. } => Op::JmpIfNotLeI { b, v, off },
             Op::JmpIfNotGtI { b, v, .. } => Op::JmpIfNotGtI { b, v, off },
@@ -599,12 +601,12 @@ impl<'a> Codegen<'a> {
                     return;
                 }
                 match value {
+                    Some(Expr { kind: ExprKind::Nil, .. }) | None => {
+                        self.emit(Op::ReturnNil {});
+                    }
                     Some(e) => {
                         let r = self.expr_any(e);
                         self.emit(Op::Return { a: r });
-                    }
-                    None => {
-                        self.emit(Op::ReturnNil {});
                     }
                 }
                 let t = self.cur().next_reg;
@@ -724,6 +726,11 @@ impl<'a> Codegen<'a> {
                 // The new value is computed in a temporary unless writing the variable
                 // early cannot be observed.
                 let compute = |cg: &mut Self, dst: u8| match op {
+                    Some(op @ (BinOp::Add | BinOp::Sub)) if small_int(value).is_some() => {
+                        let v = small_int(value).unwrap_or(0);
+                        cg.load_loc(loc, dst);
+                        cg.emit(Op::AddI { a: dst, b: dst, v: if op == BinOp::Sub { -v } else { v } });
+                    }
                     Some(op) => {
                         let cur = cg.alloc_reg();
                         cg.load_loc(loc, cur);
@@ -861,6 +868,12 @@ impl<'a> Codegen<'a> {
                 f
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_true(x),
+            ExprKind::Binary(op @ (BinOp::Eq | BinOp::Ne), l, r) if matches!(r.kind, ExprKind::Nil) => {
+                let a = self.expr_any(l);
+                self.set_line(e.span);
+                let j = self.emit(if *op == BinOp::Eq { Op::JmpIfNotNil { a, off: 0 } } else { Op::JmpIfNil { a, off: 0 } });
+                vec![j]
+            }
             ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r)
                 if small_int(r).is_some() =>
             {

@@ -77,6 +77,8 @@ opcodes! {
     JmpIfNotLe { b: u8, c: u8, off: i32 } = "if not R[b] <= R[c]: pc += off",
     JmpIfNotEq { b: u8, c: u8, off: i32 } = "if not R[b] == R[c]: pc += off",
     JmpIfEq { b: u8, c: u8, off: i32 } = "if R[b] == R[c]: pc += off",
+    JmpIfNil { a: u8, off: i32 } = "if R[a] is nil: pc += off",
+    JmpIfNotNil { a: u8, off: i32 } = "if R[a] is not nil: pc += off",
     JmpIfNotLtI { b: u8, v: i16, off: i32 } = "if not R[b] < v: pc += off",
     JmpIfNotLeI { b: u8, v: i16, off: i32 } = "if not R[b] <= v: pc += off",
     JmpIfNotGtI { b: u8, v: i16, off: i32 } = "if not R[b] > v: pc += off",

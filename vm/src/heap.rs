@@ -221,16 +221,23 @@ impl Heap {
 
     #[inline]
     pub fn load_value(&self, addr: usize) -> Result<Value, HeapError> {
-        let t = self.load(addr)?;
-        let p = self.load(addr + 1)?;
-        Value::decode(t, p).ok_or(HeapError::Corrupt)
+        let w = self.slice(addr, 2)?;
+        Value::decode(w[0], w[1]).ok_or(HeapError::Corrupt)
     }
 
     #[inline]
     pub fn store_value(&mut self, addr: usize, v: Value) -> Result<(), HeapError> {
         let (t, p) = v.encode();
-        self.store(addr, t)?;
-        self.store(addr + 1, p)
+        if self.absent_pages != 0 {
+            self.check(addr)?;
+            self.check(addr + 1)?;
+        }
+        let slot = self.words.get_mut(addr..addr + 2).ok_or(HeapError::Corrupt)?;
+        slot[0] = t;
+        slot[1] = p;
+        self.dirty[addr >> self.page_shift] = true;
+        self.dirty[(addr + 1) >> self.page_shift] = true;
+        Ok(())
     }
 
     /// Reads an object's header, checking that it has the expected kind.

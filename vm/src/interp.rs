@@ -268,10 +268,12 @@ fn less(heap: &crate::heap::Heap, x: Value, y: Value, or_equal: bool) -> Result<
     })
 }
 
-#[inline]
+#[inline(always)]
 fn equal(heap: &crate::heap::Heap, x: Value, y: Value) -> Result<bool, Exn> {
     match (x, y) {
         (Value::Int(a), Value::Int(b)) => Ok(a == b),
+        (Value::Nil, Value::Nil) => Ok(true),
+        (Value::Nil, _) | (_, Value::Nil) => Ok(false),
         _ => Ok(object::values_equal(heap, x, y)?),
     }
 }
@@ -421,7 +423,16 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
                 Some(&f) => {
                     regs[done.ret as usize] = v;
-                    enter!(f);
+                    if f.module == module {
+                        code = &lm.module.functions[f.func as usize].code;
+                        pc = f.pc as usize;
+                        base = f.base as usize;
+                        // SAFETY: the caller's registers exist (ensured when it was pushed).
+                        rb = unsafe { regs.as_mut_ptr().add(base) };
+                        closure = f.closure;
+                    } else {
+                        enter!(f);
+                    }
                 }
             }
         }};
@@ -619,6 +630,16 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     jump!(off)
                 }
             }
+            Op::JmpIfNil { a, off } => {
+                if matches!(rr!(a), Value::Nil) {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfNotNil { a, off } => {
+                if !matches!(rr!(a), Value::Nil) {
+                    jump!(off)
+                }
+            }
             Op::JmpIfNotLtI { b, v, off } => {
                 let t = match rr!(b) {
                     &Value::Int(x) => x < i64::from(v),
@@ -684,7 +705,14 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     }
                     &other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
                 };
-                let Some(tlm) = linked.get(fref.module as usize) else { throw!(HeapError::Corrupt) };
+                let tlm = if fref.module == module {
+                    lm
+                } else {
+                    match linked.get(fref.module as usize) {
+                        Some(m) => &**m,
+                        None => throw!(HeapError::Corrupt),
+                    }
+                };
                 let Some(tf) = tlm.module.functions.get(fref.func as usize) else { throw!(HeapError::Corrupt) };
                 if n != tf.arity {
                     throw!(Exn::msg(format!(

@@ -155,24 +155,23 @@ fn array_cap(heap: &Heap, data: usize) -> Result<usize, HeapError> {
 /// Element `i`, or `None` when out of range.
 #[inline]
 pub fn array_get(heap: &Heap, a: Addr, i: i64) -> Result<Option<Value>, HeapError> {
-    let at = a as usize;
-    let len = heap.load(at + 1)?;
+    let hdr = heap.slice(a as usize + 1, 2)?;
+    let (len, data) = (hdr[0], hdr[1] as usize);
     if i < 0 || i as u64 >= len {
         return Ok(None);
     }
-    let data = heap.load(at + 2)? as usize;
-    Ok(Some(heap.load_value(data + 1 + 2 * i as usize)?))
+    let w = heap.slice(data + 1 + 2 * i as usize, 2)?;
+    Ok(Some(Value::decode(w[0], w[1]).ok_or(HeapError::Corrupt)?))
 }
 
 /// Stores element `i`; returns false when out of range.
 #[inline]
 pub fn array_set(heap: &mut Heap, a: Addr, i: i64, v: Value) -> Result<bool, HeapError> {
-    let at = a as usize;
-    let len = heap.load(at + 1)?;
+    let hdr = heap.slice(a as usize + 1, 2)?;
+    let (len, data) = (hdr[0], hdr[1] as usize);
     if i < 0 || i as u64 >= len {
         return Ok(false);
     }
-    let data = heap.load(at + 2)? as usize;
     heap.store_value(data + 1 + 2 * i as usize, v)?;
     Ok(true)
 }

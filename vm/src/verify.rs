@@ -147,7 +147,7 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                     reg(c)?;
                 }
                 Op::Jmp { off } => jump(off)?,
-                Op::JmpIf { a, off } | Op::JmpIfNot { a, off } => {
+                Op::JmpIf { a, off } | Op::JmpIfNot { a, off } | Op::JmpIfNil { a, off } | Op::JmpIfNotNil { a, off } => {
                     reg(a)?;
                     jump(off)?;
                 }
