@@ -383,6 +383,16 @@ impl<'a> Codegen<'a> {
         i
     }
 
+    /// The constant index of a number literal, when it fits a `...K` instruction.
+    fn number_const(&mut self, e: &Expr) -> Option<u16> {
+        let c = match e.kind {
+            ExprKind::Int(i) => Const::Int(i),
+            ExprKind::Float(f) => Const::Float(f),
+            _ => return None,
+        };
+        u16::try_from(self.add_const(c)).ok()
+    }
+
     fn native_const(&mut self, name: &str) -> u32 {
         if let Some(i) = self.consts.iter().position(|c| matches!(c, Const::Native(n) if n == name)) {
             return i as u32;
@@ -1072,6 +1082,16 @@ impl<'a> Codegen<'a> {
                     self.set_line(e.span);
                     let v = if *op == BinOp::Sub { -v } else { v };
                     self.emit(Op::AddI { a: dst, b: a, v });
+                } else if let (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod, Some(k)) = (op, self.number_const(r)) {
+                    let a = self.expr_any(l);
+                    self.set_line(e.span);
+                    self.emit(match op {
+                        BinOp::Add => Op::AddK { a: dst, b: a, k },
+                        BinOp::Sub => Op::SubK { a: dst, b: a, k },
+                        BinOp::Mul => Op::MulK { a: dst, b: a, k },
+                        BinOp::Div => Op::DivK { a: dst, b: a, k },
+                        _ => Op::ModK { a: dst, b: a, k },
+                    });
                 } else {
                     let a = self.expr_any(l);
                     let b = self.expr_any(r);

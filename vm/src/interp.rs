@@ -566,6 +566,34 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     &x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
                 }
             }
+            Op::AddK { a, b, k } | Op::SubK { a, b, k } | Op::MulK { a, b, k } | Op::DivK { a, b, k } | Op::ModK { a, b, k } => {
+                let y = lm.numbers[usize::from(k)];
+                *rm!(a) = match (rr!(b), &y) {
+                    (&Value::Float(x), &Value::Float(y)) => match op {
+                        Op::AddK { .. } => Value::Float(x + y),
+                        Op::SubK { .. } => Value::Float(x - y),
+                        Op::MulK { .. } => Value::Float(x * y),
+                        Op::DivK { .. } => Value::Float(x / y),
+                        _ => Value::Float(x % y),
+                    },
+                    (&Value::Int(x), &Value::Int(y)) => {
+                        let r = match op {
+                            Op::AddK { .. } => x.checked_add(y),
+                            Op::SubK { .. } => x.checked_sub(y),
+                            Op::MulK { .. } => x.checked_mul(y),
+                            Op::DivK { .. } if y != 0 && y != -1 => Some(x / y),
+                            Op::ModK { .. } if y != 0 && y != -1 => Some(x % y),
+                            _ => None,
+                        };
+                        match r {
+                            Some(v) => Value::Int(v),
+                            // Overflow and division by zero: the general path says which.
+                            None => tri!(arith(heap, general_op(op), Value::Int(x), Value::Int(y))),
+                        }
+                    }
+                    (&x, &y) => tri!(arith(heap, general_op(op), x, y)),
+                }
+            }
             Op::Neg { a, b } => {
                 *rm!(a) = match rr!(b) {
                     &Value::Int(x) => match x.checked_neg() {
@@ -917,6 +945,18 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 handlers.pop();
             }
         }
+    }
+}
+
+/// The register-register form of a register-constant arithmetic instruction.
+fn general_op(op: Op) -> Op {
+    match op {
+        Op::AddK { a, b, .. } => Op::Add { a, b, c: 0 },
+        Op::SubK { a, b, .. } => Op::Sub { a, b, c: 0 },
+        Op::MulK { a, b, .. } => Op::Mul { a, b, c: 0 },
+        Op::DivK { a, b, .. } => Op::Div { a, b, c: 0 },
+        Op::ModK { a, b, .. } => Op::Mod { a, b, c: 0 },
+        other => other,
     }
 }
 

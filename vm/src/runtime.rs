@@ -112,6 +112,9 @@ pub struct LinkedModule {
     pub module: Module,
     /// For each constant: the native's index when it is `Const::Native`.
     pub native_ids: Vec<u32>,
+    /// For each constant: its value when it is a number (else nil), for the `...K`
+    /// arithmetic instructions.
+    pub numbers: Vec<Value>,
 }
 
 /// Why a module could not be loaded.
@@ -175,7 +178,16 @@ impl Vm {
                 _ => u32::MAX,
             });
         }
-        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids }));
+        let numbers = module
+            .consts
+            .iter()
+            .map(|c| match c {
+                Const::Int(i) => Value::Int(*i),
+                Const::Float(f) => Value::Float(*f),
+                _ => Value::Nil,
+            })
+            .collect();
+        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids, numbers }));
         Ok(hash)
     }
 

@@ -110,6 +110,13 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                     reg(a)?;
                     reg(b)?;
                 }
+                Op::AddK { a, b, k } | Op::SubK { a, b, k } | Op::MulK { a, b, k } | Op::DivK { a, b, k } | Op::ModK { a, b, k } => {
+                    reg(a)?;
+                    reg(b)?;
+                    if !matches!(konst(u32::from(k))?, Const::Int(_) | Const::Float(_)) {
+                        return Err(at(format!("arithmetic constant K{k} is not a number")));
+                    }
+                }
                 Op::GetGlobal { a, g } | Op::SetGlobal { g, a } => {
                     reg(a)?;
                     global(g)?;
