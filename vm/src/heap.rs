@@ -420,6 +420,9 @@ impl Heap {
     /// [`Heap::all_present`]).
     pub fn collect(&mut self, roots: impl IntoIterator<Item = Value>) -> Result<(), HeapError> {
         if self.absent_pages != 0 {
+            // Marking would fault on absent pages: wait for the next threshold.
+            self.gc_wanted = false;
+            self.allocated_since_gc = 0;
             return Ok(());
         }
         let mut marks = vec![0u64; self.top.div_ceil(64)];

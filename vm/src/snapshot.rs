@@ -135,6 +135,13 @@ pub fn restore(bytes: &[u8], vm: &Vm) -> Result<Process, ImageError> {
 
     let hc = img.heap.config;
     hc.validate().map_err(ImageError::Invalid)?;
+    if hc.limit_bytes > vm.config.heap.limit_bytes {
+        return Err(ImageError::Invalid(format!(
+            "the process's heap limit ({} MiB) exceeds this VM's ({} MiB)",
+            hc.limit_bytes >> 20,
+            vm.config.heap.limit_bytes >> 20
+        )));
+    }
     let page_bytes = hc.page_size_bytes;
     if img.heap.page_count as usize > hc.limit_bytes / page_bytes + 1 {
         return Err(invalid("more pages than the heap limit allows"));
