@@ -762,6 +762,11 @@ impl<'a> Codegen<'a> {
                                 compute(self, t);
                                 self.emit(Op::Move { a: reg, b: t });
                             }
+                        } else if let Some(op) = op {
+                            // An unboxed local is captured by nothing, so evaluating the
+                            // operand cannot change it: update it in place.
+                            let v = self.expr_any(value);
+                            self.arith(op, reg, reg, v);
                         } else {
                             let t = self.alloc_reg();
                             compute(self, t);
