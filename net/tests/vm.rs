@@ -20,6 +20,16 @@ for round in 0..5 {
 }
 "#;
 
+/// A small deterministic generator for the mutation tests.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 fn plain_output(src: &str) -> String {
     let program = compile_text("t.tern", src).unwrap();
     let mut host = BufferHost::new();
@@ -98,13 +108,7 @@ fn mutated_modules_are_rejected_or_run_safely() {
         "fn f(a, b) { let c = fn(x) { x + a }; c(b) }\nlet t = try { f(1, 2) } catch e { e };\nfor k, v in ({a: 1}) { println(k, v, t); }\n",
         "let s = \"x\";\nlet i = 0;\nwhile i < 50 { s = \"${s}${i}\"; i += 1; if i % 7 == 0 { continue; } }\nprintln(len(s));\n",
     ];
-    let mut seed = 0x1234_5678_9abc_def0u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x1234_5678_9abc_def0);
     let (mut refused, mut ran) = (0, 0);
     for src in sources {
         let program = compile_text("t.tern", src).unwrap();
@@ -153,13 +157,7 @@ fn mangled_sources_compile_or_fail_cleanly() {
     let mut files: Vec<_> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "tern")).collect();
     files.sort();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
     let (mut compiled, mut rejected) = (0, 0);
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
