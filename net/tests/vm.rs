@@ -20,6 +20,36 @@ for round in 0..5 {
 }
 "#;
 
+/// A second, table-driven statement of what the verifier guarantees the interpreter:
+/// every register an instruction touches is below `nregs`, and every jump lands inside
+/// the function.
+fn registers_and_jumps_in_bounds(m: &Module) -> bool {
+    use tern_vm::bytecode::Op;
+    m.functions.iter().all(|f| {
+        let nregs = i64::from(f.nregs);
+        let len = f.code.len() as i64;
+        f.code.iter().enumerate().all(|(pc, op)| {
+            let ops = op.operands();
+            let get = |n: &str| ops.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+            let regs_ok = ops.iter().filter(|(k, _)| matches!(*k, "a" | "b" | "c")).all(|(_, v)| *v < nregs);
+            let jump_ok = get("off").is_none_or(|off| (0..len).contains(&(pc as i64 + 1 + off)));
+            let top = match op {
+                Op::Call { a, n } => i64::from(*a) + i64::from(*n),
+                Op::NewArray { b, n, .. } | Op::Concat { b, n, .. } => i64::from(*b) + i64::from(*n) - 1,
+                Op::NewMap { b, n, .. } => i64::from(*b) + 2 * i64::from(*n) - 1,
+                Op::ForPrep { a, .. } | Op::ForLoop { a, .. } => i64::from(*a) + 2,
+                Op::IterNext { a, n, .. } => i64::from(*a) + 1 + i64::from(*n),
+                Op::Closure { f: target, .. } => m
+                    .functions
+                    .get(*target as usize)
+                    .map_or(0, |g| g.upvals.iter().filter(|u| u.from_local).map(|u| i64::from(u.index)).max().unwrap_or(0)),
+                _ => 0,
+            };
+            regs_ok && jump_ok && top < nregs
+        })
+    })
+}
+
 /// A small deterministic generator for the mutation tests.
 fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     move || {
@@ -128,10 +158,14 @@ fn mutated_modules_are_rejected_or_run_safely() {
             for m in &program.modules[..program.modules.len() - 1] {
                 vm.load(m.clone()).unwrap();
             }
+            let oracle = registers_and_jumps_in_bounds(&module);
             let Ok(hash) = vm.load(module) else {
                 refused += 1;
                 continue;
             };
+            // The interpreter indexes registers and code unchecked, trusting the verifier:
+            // an independent check that everything it accepted really is in bounds.
+            assert!(oracle, "the verifier accepted a module with an out-of-range operand");
             let Ok(mut proc) = Process::new(1, hash, &vm) else {
                 refused += 1;
                 continue;

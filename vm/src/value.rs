@@ -61,6 +61,8 @@ pub mod tag {
     pub const FUNC: u64 = 8;
     pub const NATIVE: u64 = 9;
     pub const BOX: u64 = 10;
+    // 11..=15 are reserved for the values processes get next: pids, channel send and
+    // receive ends, and file handles (location-independent names, not heap objects).
     /// Marks a deleted map entry. Never a value.
     pub const TOMBSTONE: u64 = 0xff;
 }
