@@ -236,3 +236,32 @@ fn mangled_sources_compile_or_fail_cleanly() {
     }
     assert!(compiled > 50 && rejected > 50, "compiled {compiled}, rejected {rejected}");
 }
+
+/// Closures (with their captured variables, shared between two closures) and plain
+/// functions travel by module hash: rebuilt in a process of another VM, and copied out
+/// again, they give the same message.
+#[test]
+fn messages_carry_closures_and_functions() {
+    use tern_vm::message::{flatten, rebuild};
+    let src = "fn pair() { let n = 0; [fn() { n += 1; n }, fn() { n }] }\nlet p = pair();\nlet f = pair;\nlet data = {name: \"x\", fns: [p, f, println]};\n";
+    let program = compile_text("c.tern", src).unwrap();
+    let mut vm = new_vm(VmConfig::default());
+    load(&mut vm, &program).unwrap();
+    let mut a = Process::new(1, program.main, &vm).unwrap();
+    let Outcome::Finished(exports) = run(&mut a, &vm, &mut BufferHost::new(), 100_000) else { panic!("did not finish") };
+    let msg = flatten(&a, &vm, exports, 1 << 20).unwrap();
+    assert!(msg.objs.iter().any(|o| matches!(o, tern_vm::message::Obj::Closure { boxes, .. } if boxes.len() == 1)));
+
+    let mut other = new_vm(VmConfig::default());
+    load(&mut other, &program).unwrap();
+    let mut b = Process::new(2, program.main, &other).unwrap();
+    let copy = rebuild(&msg, &mut b, &other).unwrap();
+    assert_eq!(flatten(&b, &other, copy, 1 << 20).unwrap(), msg);
+
+    // A receiver without the module is told which one is missing.
+    let mut bare = new_vm(VmConfig::default());
+    let lone = compile_text("lone.tern", "1;").unwrap();
+    load(&mut bare, &lone).unwrap();
+    let mut c = Process::new(3, lone.main, &bare).unwrap();
+    assert!(matches!(rebuild(&msg, &mut c, &bare), Err(tern_vm::message::MessageError::MissingModule(_))));
+}

@@ -13,6 +13,7 @@ pub mod bytecode;
 pub mod fmt;
 pub mod heap;
 pub mod interp;
+pub mod message;
 pub mod object;
 pub mod process;
 pub mod runtime;
