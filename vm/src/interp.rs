@@ -555,15 +555,15 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::AddI { a, b, v } => {
-                *rm!(a) = match rr!(b) {
-                    &Value::Int(x) => match x.checked_add(i64::from(v)) {
+                *rm!(a) = match *rr!(b) {
+                    Value::Int(x) => match x.checked_add(i64::from(v)) {
                         Some(s) => Value::Int(s),
                         // `x - k` compiles to `x + -k`: name the operation as written.
                         None if v < 0 => throw!(Exn::msg(format!("integer overflow: cannot subtract {x} and {}", -i64::from(v)))),
                         None => throw!(Exn::msg(format!("integer overflow: cannot add {x} and {v}"))),
                     },
-                    &Value::Float(x) => Value::Float(x + f64::from(v)),
-                    &x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
+                    Value::Float(x) => Value::Float(x + f64::from(v)),
+                    x => throw!(type_err("add", x, Value::Int(i64::from(v)))),
                 }
             }
             Op::AddK { a, b, k } | Op::SubK { a, b, k } | Op::MulK { a, b, k } | Op::DivK { a, b, k } | Op::ModK { a, b, k } => {
@@ -595,13 +595,13 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Neg { a, b } => {
-                *rm!(a) = match rr!(b) {
-                    &Value::Int(x) => match x.checked_neg() {
+                *rm!(a) = match *rr!(b) {
+                    Value::Int(x) => match x.checked_neg() {
                         Some(v) => Value::Int(v),
                         None => throw!(Exn::msg(format!("integer overflow: cannot negate {x}"))),
                     },
-                    &Value::Float(x) => Value::Float(-x),
-                    &x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
+                    Value::Float(x) => Value::Float(-x),
+                    x => throw!(Exn::msg(format!("cannot negate {}", x.type_name()))),
                 }
             }
             Op::Not { a, b } => *rm!(a) = Value::Bool(matches!(rr!(b), Value::Nil | Value::Bool(false))),
@@ -669,36 +669,36 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::JmpIfNotLtI { b, v, off } => {
-                let t = match rr!(b) {
-                    &Value::Int(x) => x < i64::from(v),
-                    &x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
+                let t = match *rr!(b) {
+                    Value::Int(x) => x < i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotLeI { b, v, off } => {
-                let t = match rr!(b) {
-                    &Value::Int(x) => x <= i64::from(v),
-                    &x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
+                let t = match *rr!(b) {
+                    Value::Int(x) => x <= i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotGtI { b, v, off } => {
-                let t = match rr!(b) {
-                    &Value::Int(x) => x > i64::from(v),
-                    &x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
+                let t = match *rr!(b) {
+                    Value::Int(x) => x > i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
                 };
                 if !t {
                     jump!(off)
                 }
             }
             Op::JmpIfNotGeI { b, v, off } => {
-                let t = match rr!(b) {
-                    &Value::Int(x) => x >= i64::from(v),
-                    &x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
+                let t = match *rr!(b) {
+                    Value::Int(x) => x >= i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
                 };
                 if !t {
                     jump!(off)
@@ -715,10 +715,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Call { a, n } => {
-                let (fref, clo) = match rr!(a) {
-                    &Value::Func(f) => (f, 0),
-                    &Value::Closure(c) => (tri!(object::closure_fn(heap, c)), c),
-                    &Value::Native(id) => {
+                let (fref, clo) = match *rr!(a) {
+                    Value::Func(f) => (f, 0),
+                    Value::Closure(c) => (tri!(object::closure_fn(heap, c)), c),
+                    Value::Native(id) => {
                         let Some(def) = vm.natives.get(id) else { throw!(HeapError::Corrupt) };
                         if n < def.min_args || n > def.max_args {
                             throw!(Exn::msg(arity_message(def.name, def.min_args, def.max_args, n)));
@@ -731,7 +731,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         safepoint!();
                         continue;
                     }
-                    &other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
+                    other => throw!(Exn::msg(format!("cannot call {}", other.a_type()))),
                 };
                 let tlm = if fref.module == module {
                     lm
