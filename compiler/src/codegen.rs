@@ -62,6 +62,9 @@ struct FnState {
     max_reg: usize,
     loops: Vec<LoopCtx>,
     try_depth: usize,
+    /// Where the function is declared, for errors about it as a whole.
+    span: Span,
+    too_many_regs: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -137,7 +140,7 @@ impl<'a> Codegen<'a> {
                 }
             }
         }
-        self.begin_fn(String::new(), &[]);
+        self.begin_fn(String::new(), &[], Span::default());
         // Imports and top-level functions are set up before any other statement runs, so
         // code may call functions defined further down the file.
         for s in &prog.stmts {
@@ -207,7 +210,7 @@ impl<'a> Codegen<'a> {
 
     // ---- functions ----
 
-    fn begin_fn(&mut self, name: String, params: &[Ident]) {
+    fn begin_fn(&mut self, name: String, params: &[Ident], span: Span) {
         let index = self.functions.len();
         self.functions.push(None);
         self.fns.push(FnState {
@@ -222,6 +225,8 @@ impl<'a> Codegen<'a> {
             max_reg: 0,
             loops: Vec::new(),
             try_depth: 0,
+            span,
+            too_many_regs: false,
         });
         if params.len() > 200 {
             self.error("a function can have at most 200 parameters", params[200].span);
@@ -243,7 +248,7 @@ impl<'a> Codegen<'a> {
     /// Compiles a function declaration or literal; leaves the function value in `dst`.
     fn function(&mut self, f: &FnDecl, dst: u8) {
         let name = f.name.as_ref().map_or_else(|| "<anonymous>".to_string(), |n| n.name.clone());
-        self.begin_fn(name, &f.params);
+        self.begin_fn(name, &f.params, f.name.as_ref().map_or(f.span, |n| n.span));
         let r = self.alloc_reg();
         self.block_to(&f.body, r);
         self.emit(Op::Return { a: r });
@@ -328,9 +333,11 @@ impl<'a> Codegen<'a> {
         f.next_reg += 1;
         f.max_reg = f.max_reg.max(f.next_reg);
         if r > 255 {
-            if f.max_reg == 257 {
-                let span = Span::default();
-                self.error("function too complex: it needs more than 256 registers", span);
+            if !f.too_many_regs {
+                f.too_many_regs = true;
+                let (name, span) = (f.name.clone(), f.span);
+                let what = if name.is_empty() { "the top level".to_string() } else { format!("function `{name}`") };
+                self.error(format!("{what} is too complex: it needs more than 256 registers (split it into smaller functions)"), span);
             }
             return 255;
         }
@@ -699,26 +706,26 @@ impl<'a> Codegen<'a> {
                 }
                 let a = self.alloc_regs(3);
                 self.expr_to(start, a);
-                self.expr_to(end, a + 1);
+                self.expr_to(end, off(a, 1));
                 self.set_line(span);
                 let prep = self.emit(Op::ForPrep { a, off: 0 });
                 let body_start = self.here();
                 self.push_scope();
-                self.declare(first, a + 2);
+                self.declare(first, off(a, 2));
                 self.loop_body(body, LoopBack::ForLoop { a, body_start }, vec![prep]);
                 self.pop_scope();
             }
             ForIter::Expr(e) => {
                 let a = self.alloc_regs(4);
                 self.expr_to(e, a);
-                self.emit(Op::LoadInt { a: a + 1, v: 0 });
+                self.emit(Op::LoadInt { a: off(a, 1), v: 0 });
                 self.set_line(span);
                 let n = if second.is_some() { 2 } else { 1 };
                 let top = self.emit(Op::IterNext { a, n, off: 0 });
                 self.push_scope();
-                self.declare(first, a + 2);
+                self.declare(first, off(a, 2));
                 if let Some(s) = second {
-                    self.declare(s, a + 3);
+                    self.declare(s, off(a, 3));
                 }
                 self.loop_body(body, LoopBack::Jump(top), vec![top]);
                 self.pop_scope();
@@ -1005,7 +1012,7 @@ impl<'a> Codegen<'a> {
                 }
                 let b = self.alloc_regs(parts.len().max(1));
                 for (i, p) in parts.iter().enumerate() {
-                    let r = b + i as u8;
+                    let r = off(b, i);
                     match p {
                         StrPart::Lit(s) => {
                             let k = self.str_const(s);
@@ -1026,7 +1033,7 @@ impl<'a> Codegen<'a> {
                 let first = items.len().min(LITERAL_CHUNK);
                 let b = self.alloc_regs(first.max(1));
                 for (i, x) in items[..first].iter().enumerate() {
-                    self.expr_to(x, b + i as u8);
+                    self.expr_to(x, off(b, i));
                 }
                 self.set_line(e.span);
                 self.emit(Op::NewArray { a: dst, b, n: first as u8 });
@@ -1037,8 +1044,8 @@ impl<'a> Codegen<'a> {
                         self.free_to(b);
                         let c = self.alloc_regs(3);
                         self.emit(Op::LoadK { a: c, k });
-                        self.emit(Op::Move { a: c + 1, b: dst });
-                        self.expr_to(x, c + 2);
+                        self.emit(Op::Move { a: off(c, 1), b: dst });
+                        self.expr_to(x, off(c, 2));
                         self.emit(Op::Call { a: c, n: 2 });
                     }
                 }
@@ -1047,8 +1054,8 @@ impl<'a> Codegen<'a> {
                 let first = pairs.len().min(LITERAL_CHUNK);
                 let b = self.alloc_regs((2 * first).max(1));
                 for (i, (k, v)) in pairs[..first].iter().enumerate() {
-                    self.map_key(k, b + 2 * i as u8);
-                    self.expr_to(v, b + 2 * i as u8 + 1);
+                    self.map_key(k, off(b, 2 * i));
+                    self.expr_to(v, off(b, 2 * i + 1));
                 }
                 self.set_line(e.span);
                 self.emit(Op::NewMap { a: dst, b, n: first as u8 });
@@ -1201,6 +1208,12 @@ fn is_simple(e: &Expr) -> bool {
             | ExprKind::Index(..)
             | ExprKind::Field(..)
     ) || matches!(&e.kind, ExprKind::Binary(op, ..) if !matches!(op, BinOp::And | BinOp::Or))
+}
+
+/// Register `base + n`. Past 255 it saturates: the function has then already been
+/// reported as needing too many registers, and its code is never used.
+fn off(base: u8, n: usize) -> u8 {
+    (usize::from(base) + n).min(255) as u8
 }
 
 fn small_int(e: &Expr) -> Option<i16> {
