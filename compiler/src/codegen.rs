@@ -297,6 +297,12 @@ impl<'a> Codegen<'a> {
             Op::JmpIfEq { b, c, .. } => Op::JmpIfEq { b, c, off },
             Op::ForPrep { a, .. } => Op::ForPrep { a, off },
             Op::ForLoop { a, .. } => Op::ForLoop { a, off },
+            Op::JmpIfLt { b, c, .. } => Op::JmpIfLt { b, c, off },
+            Op::JmpIfLe { b, c, .. } => Op::JmpIfLe { b, c, off },
+            Op::JmpIfLtI { b, v, .. } => Op::JmpIfLtI { b, v, off },
+            Op::JmpIfLeI { b, v, .. } => Op::JmpIfLeI { b, v, off },
+            Op::JmpIfGtI { b, v, .. } => Op::JmpIfGtI { b, v, off },
+            Op::JmpIfGeI { b, v, .. } => Op::JmpIfGeI { b, v, off },
             Op::JmpIfNil { a, .. } => Op::JmpIfNil { a, off },
             Op::JmpIfNotNil { a, .. } => Op::JmpIfNotNil { a, off },
             Op::JmpIfNotLtI { b, v, .. } => Op::JmpIfNotLtI { b, v, off },
@@ -583,10 +589,24 @@ impl<'a> Codegen<'a> {
                 self.assign(target, *op, value);
             }
             Stmt::While { cond, body, span } => {
+                // The condition sits after the body, so each round costs one jump.
                 self.set_line(*span);
-                let top = self.here();
-                let exits = self.jump_if_false(cond);
-                self.loop_body(body, LoopBack::Jump(top), exits);
+                let to_cond = self.emit(Op::Jmp { off: 0 });
+                let body_start = self.here();
+                let try_depth = self.cur().try_depth;
+                self.cur().loops.push(LoopCtx { breaks: Vec::new(), continues: Vec::new(), try_depth });
+                self.block_discard(body);
+                let lp = self.cur().loops.pop().expect("pushed above");
+                let cond_at = self.here();
+                self.patch(to_cond, cond_at);
+                for c in lp.continues {
+                    self.patch(c, cond_at);
+                }
+                self.set_line(*span);
+                for j in self.jump_if_true(cond) {
+                    self.patch(j, body_start);
+                }
+                self.patch_here(lp.breaks);
             }
             Stmt::For { first, second, iter, body, span } => {
                 self.set_line(*span);
@@ -952,6 +972,40 @@ impl<'a> Codegen<'a> {
                 t
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_false(x),
+            ExprKind::Bool(true) => vec![self.emit(Op::Jmp { off: 0 })],
+            ExprKind::Binary(op @ (BinOp::Eq | BinOp::Ne), l, r) if matches!(r.kind, ExprKind::Nil) => {
+                let a = self.expr_any(l);
+                self.set_line(e.span);
+                vec![self.emit(if *op == BinOp::Eq { Op::JmpIfNil { a, off: 0 } } else { Op::JmpIfNotNil { a, off: 0 } })]
+            }
+            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r)
+                if small_int(r).is_some() =>
+            {
+                let b = self.expr_any(l);
+                let v = small_int(r).unwrap_or(0);
+                self.set_line(e.span);
+                vec![self.emit(match op {
+                    BinOp::Lt => Op::JmpIfLtI { b, v, off: 0 },
+                    BinOp::Le => Op::JmpIfLeI { b, v, off: 0 },
+                    BinOp::Gt => Op::JmpIfGtI { b, v, off: 0 },
+                    BinOp::Ge => Op::JmpIfGeI { b, v, off: 0 },
+                    BinOp::Eq => Op::JmpIfEqI { b, v, off: 0 },
+                    _ => Op::JmpIfNotEqI { b, v, off: 0 },
+                })]
+            }
+            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) => {
+                let a = self.expr_any(l);
+                let b = self.expr_any(r);
+                self.set_line(e.span);
+                vec![self.emit(match op {
+                    BinOp::Lt => Op::JmpIfLt { b: a, c: b, off: 0 },
+                    BinOp::Le => Op::JmpIfLe { b: a, c: b, off: 0 },
+                    BinOp::Gt => Op::JmpIfLt { b, c: a, off: 0 },
+                    BinOp::Ge => Op::JmpIfLe { b, c: a, off: 0 },
+                    BinOp::Eq => Op::JmpIfEq { b: a, c: b, off: 0 },
+                    _ => Op::JmpIfNotEq { b: a, c: b, off: 0 },
+                })]
+            }
             _ => {
                 let r = self.expr_any(e);
                 vec![self.emit(Op::JmpIf { a: r, off: 0 })]

@@ -658,6 +658,60 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     jump!(off)
                 }
             }
+            Op::JmpIfLt { b, c, off } => {
+                let t = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x < y,
+                    (&x, &y) => tri!(less(heap, x, y, false)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfLe { b, c, off } => {
+                let t = match (rr!(b), rr!(c)) {
+                    (&Value::Int(x), &Value::Int(y)) => x <= y,
+                    (&x, &y) => tri!(less(heap, x, y, true)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfLtI { b, v, off } => {
+                let t = match *rr!(b) {
+                    Value::Int(x) => x < i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfLeI { b, v, off } => {
+                let t = match *rr!(b) {
+                    Value::Int(x) => x <= i64::from(v),
+                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfGtI { b, v, off } => {
+                let t = match *rr!(b) {
+                    Value::Int(x) => x > i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
+            Op::JmpIfGeI { b, v, off } => {
+                let t = match *rr!(b) {
+                    Value::Int(x) => x >= i64::from(v),
+                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
+                };
+                if t {
+                    jump!(off)
+                }
+            }
             Op::JmpIfNil { a, off } => {
                 if matches!(rr!(a), Value::Nil) {
                     jump!(off)

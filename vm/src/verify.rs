@@ -158,7 +158,12 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                     reg(a)?;
                     jump(off)?;
                 }
-                Op::JmpIfNotLt { b, c, off } | Op::JmpIfNotLe { b, c, off } | Op::JmpIfNotEq { b, c, off } | Op::JmpIfEq { b, c, off } => {
+                Op::JmpIfNotLt { b, c, off }
+                | Op::JmpIfNotLe { b, c, off }
+                | Op::JmpIfNotEq { b, c, off }
+                | Op::JmpIfEq { b, c, off }
+                | Op::JmpIfLt { b, c, off }
+                | Op::JmpIfLe { b, c, off } => {
                     reg(b)?;
                     reg(c)?;
                     jump(off)?;
@@ -192,7 +197,11 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                     regs(a, 3)?;
                     jump(off)?;
                 }
-                Op::JmpIfNotLtI { b, off, .. }
+                Op::JmpIfLtI { b, off, .. }
+                | Op::JmpIfLeI { b, off, .. }
+                | Op::JmpIfGtI { b, off, .. }
+                | Op::JmpIfGeI { b, off, .. }
+                | Op::JmpIfNotLtI { b, off, .. }
                 | Op::JmpIfNotLeI { b, off, .. }
                 | Op::JmpIfNotGtI { b, off, .. }
                 | Op::JmpIfNotGeI { b, off, .. }
