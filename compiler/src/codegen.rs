@@ -1122,6 +1122,15 @@ impl<'a> Codegen<'a> {
                     self.emit(Op::SetIndex { a: dst, b: kr, c: vr });
                 }
             }
+            // A negative number literal is a constant, not a negation at run time.
+            ExprKind::Unary(UnOp::Neg, x) if matches!(x.kind, ExprKind::Int(i) if i != i64::MIN) => {
+                let ExprKind::Int(i) = x.kind else { return };
+                self.expr_to(&Expr { kind: ExprKind::Int(-i), span: e.span }, dst);
+            }
+            ExprKind::Unary(UnOp::Neg, x) if matches!(x.kind, ExprKind::Float(_)) => {
+                let ExprKind::Float(f) = x.kind else { return };
+                self.expr_to(&Expr { kind: ExprKind::Float(-f), span: e.span }, dst);
+            }
             ExprKind::Unary(op, x) => {
                 let r = self.expr_any(x);
                 self.set_line(e.span);
@@ -1271,8 +1280,9 @@ fn off(base: u8, n: usize) -> u8 {
 }
 
 fn small_int(e: &Expr) -> Option<i16> {
-    match e.kind {
-        ExprKind::Int(i) if (-32767..=32767).contains(&i) => Some(i as i16),
+    match &e.kind {
+        ExprKind::Int(i) if (-32767..=32767).contains(i) => Some(*i as i16),
+        ExprKind::Unary(UnOp::Neg, x) => small_int(x).map(|v| -v),
         _ => None,
     }
 }
