@@ -274,3 +274,23 @@ fn a_function_needing_too_many_registers_is_a_compile_error() {
     assert!(err.rendered.contains("big.tern:1:4: function `f` is too complex"), "{}", err.rendered);
     assert_eq!(err.count, 1);
 }
+
+/// Tiny pages (64 bytes) put almost every object across a page boundary; snapshots
+/// at short intervals must still give the plain run's output.
+#[test]
+fn small_pages_and_frequent_snapshots_change_nothing() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    for name in ["collections.tern", "closures.tern", "strings.tern", "life.tern"] {
+        let path = std::path::Path::new(dir).join(name);
+        let program = tern_net::runner::compile(&path).unwrap();
+        let mut plain = BufferHost::new();
+        run_program(&program, &RunOptions::default(), &mut plain).unwrap().result.unwrap();
+        let heap = tern_vm::heap::HeapConfig { page_size_bytes: 64, ..Default::default() };
+        let opts = RunOptions { config: VmConfig { heap, ..VmConfig::default() }, migrate_every: Some(23), seed: 5 };
+        let mut moved = BufferHost::new();
+        let report = run_program(&program, &opts, &mut moved).unwrap();
+        report.result.unwrap();
+        assert!(report.migrations > 3, "{name}: {} migrations", report.migrations);
+        assert_eq!(moved.out, plain.out, "{name}");
+    }
+}
