@@ -294,3 +294,42 @@ fn small_pages_and_frequent_snapshots_change_nothing() {
         assert_eq!(moved.out, plain.out, "{name}");
     }
 }
+
+/// Images of a process caught mid-run, damaged byte by byte: each is refused by
+/// restore, or restores into something that runs (or fails) without a panic.
+#[test]
+fn damaged_images_of_a_running_program_never_panic() {
+    let program = compile_text("t.tern", PROGRAM).unwrap();
+    let mut vm = new_vm(VmConfig::default());
+    load(&mut vm, &program).unwrap();
+    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let mut host = BufferHost::new();
+    for _ in 0..4 {
+        assert_eq!(run(&mut proc, &vm, &mut host, 700), Outcome::Yielded);
+    }
+    let image = tern_vm::snapshot::snapshot(&proc);
+    let mut rnd = xorshift(0xdead_beef);
+    let (mut refused, mut ran) = (0, 0);
+    for _ in 0..1500 {
+        let mut bytes = image.clone();
+        for _ in 0..1 + rnd() % 3 {
+            let i = rnd() as usize % bytes.len();
+            bytes[i] = rnd() as u8;
+        }
+        if rnd() % 8 == 0 {
+            bytes.truncate(rnd() as usize % bytes.len());
+        }
+        match tern_vm::snapshot::restore(&bytes, &vm) {
+            Err(_) => refused += 1,
+            Ok(mut p) => {
+                ran += 1;
+                for _ in 0..20 {
+                    if run(&mut p, &vm, &mut BufferHost::new(), 2000) != Outcome::Yielded {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(refused > 100, "refused {refused}, ran {ran}");
+}
