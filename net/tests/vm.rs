@@ -316,7 +316,7 @@ fn damaged_images_of_a_running_program_never_panic() {
             let i = rnd() as usize % bytes.len();
             bytes[i] = rnd() as u8;
         }
-        if rnd() % 8 == 0 {
+        if rnd().is_multiple_of(8) {
             bytes.truncate(rnd() as usize % bytes.len());
         }
         match tern_vm::snapshot::restore(&bytes, &vm) {

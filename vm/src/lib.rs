@@ -17,6 +17,7 @@ pub mod message;
 pub mod object;
 pub mod process;
 pub mod runtime;
+pub mod sched;
 pub mod snapshot;
 pub mod value;
 pub mod verify;

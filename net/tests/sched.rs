@@ -1,0 +1,107 @@
+//! The M:N scheduler with independent processes: preemption, stealing, many processes.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_net::runner::{compile_text, load, new_vm};
+use tern_vm::sched::{Console, ExitReason, Pid, Scheduler};
+use tern_vm::{Process, VmConfig};
+
+#[derive(Default)]
+struct Collect(Mutex<HashMap<Pid, String>>);
+
+impl Console for Collect {
+    fn write(&self, pid: Pid, text: &str) {
+        self.0.lock().entry(pid).or_default().push_str(text);
+    }
+}
+
+fn vm_with(sources: &[(&str, &str)]) -> (Arc<tern_vm::Vm>, Vec<tern_vm::ModuleHash>) {
+    let mut vm = new_vm(VmConfig::default());
+    let mut mains = Vec::new();
+    for (name, src) in sources {
+        let p = compile_text(name, src).unwrap();
+        load(&mut vm, &p).unwrap();
+        mains.push(p.main);
+    }
+    (Arc::new(vm), mains)
+}
+
+#[test]
+fn a_process_that_never_blocks_cannot_starve_the_others() {
+    let (vm, mains) = vm_with(&[
+        ("spin.tern", "let i = 0;\nwhile true { i += 1; }\n"),
+        ("sum.tern", "let s = 0;\nfor i in 0..20000 { s += i; }\nprintln(s);\n"),
+    ]);
+    for workers in [1, 2] {
+        let console = Arc::new(Collect::default());
+        let sched = Scheduler::start(vm.clone(), console.clone(), workers);
+        for w in 0..workers as u64 {
+            sched.spawn(Process::new(1000 + w, mains[0], &vm).unwrap());
+        }
+        for pid in 1..=20 {
+            sched.spawn(Process::new(pid, mains[1], &vm).unwrap());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sched.exits().len() < 20 {
+            assert!(std::time::Instant::now() < deadline, "only {} of 20 finished beside {workers} spinning", sched.exits().len());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sched.live(), workers, "the spinning processes are still running");
+        sched.shutdown();
+        let out = console.0.lock();
+        for pid in 1..=20 {
+            assert_eq!(out.get(&pid).map(String::as_str), Some("199990000\n"));
+        }
+    }
+}
+
+#[test]
+fn many_processes_all_finish_with_their_own_output() {
+    let (vm, mains) = vm_with(&[(
+        "m.tern",
+        "let xs = [];\nfor i in 0..50 { push(xs, i * i); }\nlet t = 0;\nfor x in xs { t += x; }\nprintln(\"done\", t);\n",
+    )]);
+    let console = Arc::new(Collect::default());
+    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    let n = 10_000u64;
+    for pid in 1..=n {
+        sched.spawn(Process::new(pid, mains[0], &vm).unwrap());
+    }
+    assert!(sched.wait_all(Duration::from_secs(60)), "{} still live", sched.live());
+    let exits = sched.exits();
+    assert_eq!(exits.len() as u64, n);
+    assert!(exits.iter().all(|e| e.reason == ExitReason::Finished));
+    let out = console.0.lock();
+    assert_eq!(out.len() as u64, n);
+    assert!(out.values().all(|s| s == "done 40425\n"));
+}
+
+#[test]
+fn a_failing_process_is_reported_and_the_others_go_on() {
+    let (vm, mains) = vm_with(&[("bad.tern", "let x = 1 / 0;\n"), ("ok.tern", "println(\"ok\");\n")]);
+    let console = Arc::new(Collect::default());
+    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    sched.spawn(Process::new(1, mains[0], &vm).unwrap());
+    sched.spawn(Process::new(2, mains[1], &vm).unwrap());
+    assert!(sched.wait_all(Duration::from_secs(20)));
+    let exits = sched.exits();
+    let bad = exits.iter().find(|e| e.pid == 1).unwrap();
+    assert!(matches!(&bad.reason, ExitReason::Failed(e) if e.message == "division by zero"));
+    assert_eq!(exits.iter().find(|e| e.pid == 2).unwrap().reason, ExitReason::Finished);
+}
+
+#[test]
+fn sleeping_workers_wake_for_new_work() {
+    let (vm, mains) = vm_with(&[("w.tern", "println(\"awake\");\n")]);
+    let console = Arc::new(Collect::default());
+    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    for round in 0..20u64 {
+        // Let every worker fall asleep, then hand them one process.
+        std::thread::sleep(Duration::from_millis(if round == 0 { 100 } else { 5 }));
+        sched.spawn(Process::new(round + 1, mains[0], &vm).unwrap());
+        assert!(sched.wait_all(Duration::from_secs(10)), "round {round}: a new process was never run");
+    }
+    assert_eq!(console.0.lock().len(), 20);
+}
