@@ -48,10 +48,21 @@ impl std::error::Error for CompileError {}
 /// Looks up the source of a standard-library module by name.
 pub type StdlibSource<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Largest source file accepted.
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Reads a source file, refusing anything larger than [`MAX_SOURCE_BYTES`].
+fn read_source(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?.len();
+    if len > MAX_SOURCE_BYTES {
+        return Err(format!("{}: source file of {len} bytes exceeds the {MAX_SOURCE_BYTES}-byte limit", path.display()));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
 /// Compiles the file at `path` and everything it imports.
 pub fn compile_file(path: &Path, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| CompileError { rendered: format!("{}: cannot read: {e}\n", path.display()), count: 1 })?;
+    let source = read_source(path).map_err(|e| CompileError { rendered: format!("{e}\n"), count: 1 })?;
     compile_source(&path.display().to_string(), &source, path.parent(), natives, stdlib)
 }
 
@@ -122,7 +133,7 @@ impl codegen::ImportResolver for Imports<'_, '_> {
         let file = self.dir.as_ref().map(|d| d.join(format!("{name}.tern")));
         let (key, display, source, dir) = match file.filter(|f| f.is_file()) {
             Some(f) => {
-                let source = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                let source = read_source(&f)?;
                 (f.display().to_string(), f.display().to_string(), source, f.parent().map(Path::to_path_buf))
             }
             None => match (self.driver.stdlib)(name) {

@@ -109,3 +109,17 @@ fn migrate_every_gives_the_same_output() {
         assert!(text(&moved.stderr).contains("snapshots: "), "{}", text(&moved.stderr));
     }
 }
+
+#[test]
+fn oversized_and_unreadable_sources_are_clear_errors() {
+    let big = write_temp("big.tern", &" ".repeat(17 << 20));
+    let out = tern(&["check", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("exceeds the 16777216-byte limit"), "{}", text(&out.stderr));
+    std::fs::remove_file(&big).unwrap();
+    let bin = write_temp("bin.tern", "");
+    std::fs::write(&bin, [0xff, 0xfe, 0x00]).unwrap();
+    let out = tern(&["run", bin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("valid UTF-8"), "{}", text(&out.stderr));
+}
