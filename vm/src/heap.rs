@@ -405,11 +405,6 @@ impl Heap {
         self.bump_end = usize::MAX;
     }
 
-    /// Bytes allocated (live or not yet collected) below the top of the heap.
-    pub fn used_words(&self) -> usize {
-        self.top
-    }
-
     // ---- collection ----
 
     /// Collects garbage. `roots` are every value the process holds outside its heap
@@ -589,10 +584,6 @@ impl Heap {
             }
         }
         out
-    }
-
-    pub fn is_dirty(&self, page: u32) -> bool {
-        self.dirty.get(page as usize).copied().unwrap_or(false)
     }
 
     pub fn is_present(&self, page: u32) -> bool {

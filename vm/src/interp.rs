@@ -278,6 +278,40 @@ fn equal(heap: &crate::heap::Heap, x: Value, y: Value) -> Result<bool, Exn> {
     }
 }
 
+/// A comparison, as the compare and compare-and-jump instructions name it.
+#[derive(Clone, Copy)]
+enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+/// `x op y`: two ints inline, anything else through `less` and `equal`.
+#[inline(always)]
+fn compare(heap: &crate::heap::Heap, x: &Value, y: &Value, op: Cmp) -> Result<bool, Exn> {
+    if let (&Value::Int(a), &Value::Int(b)) = (x, y) {
+        return Ok(match op {
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+        });
+    }
+    match op {
+        Cmp::Lt => less(heap, *x, *y, false),
+        Cmp::Le => less(heap, *x, *y, true),
+        Cmp::Gt => less(heap, *y, *x, false),
+        Cmp::Ge => less(heap, *y, *x, true),
+        Cmp::Eq => equal(heap, *x, *y),
+        Cmp::Ne => equal(heap, *x, *y).map(|e| !e),
+    }
+}
+
 fn index_text(heap: &crate::heap::Heap, linked: &[std::sync::Arc<LinkedModule>], k: Value) -> String {
     crate::fmt::repr(heap, linked, k).unwrap_or_else(|_| "?".into())
 }
@@ -372,6 +406,13 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             pc = (pc as i64 + off as i64) as usize;
             if off < 0 {
                 safepoint!();
+            }
+        }};
+    }
+    macro_rules! jump_if {
+        ($cond:expr, $off:expr) => {{
+            if $cond {
+                jump!($off)
             }
         }};
     }
@@ -605,20 +646,10 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Not { a, b } => *rm!(a) = Value::Bool(matches!(rr!(b), Value::Nil | Value::Bool(false))),
-            Op::Eq { a, b, c } => *rm!(a) = Value::Bool(tri!(equal(heap, r!(b), r!(c)))),
-            Op::Ne { a, b, c } => *rm!(a) = Value::Bool(!tri!(equal(heap, r!(b), r!(c)))),
-            Op::Lt { a, b, c } => {
-                *rm!(a) = Value::Bool(match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x < y,
-                    (&x, &y) => tri!(less(heap, x, y, false)),
-                })
-            }
-            Op::Le { a, b, c } => {
-                *rm!(a) = Value::Bool(match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x <= y,
-                    (&x, &y) => tri!(less(heap, x, y, true)),
-                })
-            }
+            Op::Eq { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Eq))),
+            Op::Ne { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Ne))),
+            Op::Lt { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Lt))),
+            Op::Le { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Le))),
             Op::Jmp { off } => jump!(off),
             Op::JmpIf { a, off } => {
                 if !matches!(rr!(a), Value::Nil | Value::Bool(false)) {
@@ -630,88 +661,22 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     jump!(off)
                 }
             }
-            Op::JmpIfNotLt { b, c, off } => {
-                let t = match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x < y,
-                    (&x, &y) => tri!(less(heap, x, y, false)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotLe { b, c, off } => {
-                let t = match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x <= y,
-                    (&x, &y) => tri!(less(heap, x, y, true)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotEq { b, c, off } => {
-                if !tri!(equal(heap, r!(b), r!(c))) {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfEq { b, c, off } => {
-                if tri!(equal(heap, r!(b), r!(c))) {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfLt { b, c, off } => {
-                let t = match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x < y,
-                    (&x, &y) => tri!(less(heap, x, y, false)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfLe { b, c, off } => {
-                let t = match (rr!(b), rr!(c)) {
-                    (&Value::Int(x), &Value::Int(y)) => x <= y,
-                    (&x, &y) => tri!(less(heap, x, y, true)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfLtI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x < i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfLeI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x <= i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfGtI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x > i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfGeI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x >= i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
-                };
-                if t {
-                    jump!(off)
-                }
-            }
+            Op::JmpIfLt { b, c, off } => jump_if!(tri!(compare(heap, rr!(b), rr!(c), Cmp::Lt)), off),
+            Op::JmpIfLe { b, c, off } => jump_if!(tri!(compare(heap, rr!(b), rr!(c), Cmp::Le)), off),
+            Op::JmpIfEq { b, c, off } => jump_if!(tri!(compare(heap, rr!(b), rr!(c), Cmp::Eq)), off),
+            Op::JmpIfNotLt { b, c, off } => jump_if!(!tri!(compare(heap, rr!(b), rr!(c), Cmp::Lt)), off),
+            Op::JmpIfNotLe { b, c, off } => jump_if!(!tri!(compare(heap, rr!(b), rr!(c), Cmp::Le)), off),
+            Op::JmpIfNotEq { b, c, off } => jump_if!(!tri!(compare(heap, rr!(b), rr!(c), Cmp::Eq)), off),
+            Op::JmpIfLtI { b, v, off } => jump_if!(tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Lt)), off),
+            Op::JmpIfLeI { b, v, off } => jump_if!(tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Le)), off),
+            Op::JmpIfGtI { b, v, off } => jump_if!(tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Gt)), off),
+            Op::JmpIfGeI { b, v, off } => jump_if!(tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Ge)), off),
+            Op::JmpIfEqI { b, v, off } => jump_if!(tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Eq)), off),
+            Op::JmpIfNotLtI { b, v, off } => jump_if!(!tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Lt)), off),
+            Op::JmpIfNotLeI { b, v, off } => jump_if!(!tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Le)), off),
+            Op::JmpIfNotGtI { b, v, off } => jump_if!(!tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Gt)), off),
+            Op::JmpIfNotGeI { b, v, off } => jump_if!(!tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Ge)), off),
+            Op::JmpIfNotEqI { b, v, off } => jump_if!(!tri!(compare(heap, rr!(b), &Value::Int(i64::from(v)), Cmp::Eq)), off),
             Op::JmpIfNil { a, off } => {
                 if matches!(rr!(a), Value::Nil) {
                     jump!(off)
@@ -719,52 +684,6 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             }
             Op::JmpIfNotNil { a, off } => {
                 if !matches!(rr!(a), Value::Nil) {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotLtI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x < i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), false)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotLeI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x <= i64::from(v),
-                    x => tri!(less(heap, x, Value::Int(i64::from(v)), true)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotGtI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x > i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, false)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotGeI { b, v, off } => {
-                let t = match *rr!(b) {
-                    Value::Int(x) => x >= i64::from(v),
-                    x => tri!(less(heap, Value::Int(i64::from(v)), x, true)),
-                };
-                if !t {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfNotEqI { b, v, off } => {
-                if !tri!(equal(heap, r!(b), Value::Int(i64::from(v)))) {
-                    jump!(off)
-                }
-            }
-            Op::JmpIfEqI { b, v, off } => {
-                if tri!(equal(heap, r!(b), Value::Int(i64::from(v)))) {
                     jump!(off)
                 }
             }

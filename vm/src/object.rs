@@ -362,20 +362,13 @@ fn entry_key(heap: &Heap, entries: usize, i: usize) -> Result<Option<Value>, Hea
     Ok(Some(Value::decode(t, heap.load(e + 1)?).ok_or(HeapError::Corrupt)?))
 }
 
-/// Key comparison where `key` may be given as bytes (a string) to avoid allocating.
-#[derive(Clone, Copy)]
-pub enum KeyRef<'a> {
-    Value(Value),
-    Bytes(&'a [u8]),
-}
-
 /// Does the stored key equal `key` (whose hash is `hash`)? Strings compare by address
 /// first (keys written by literals and field syntax share the module's constant
 /// strings), then by the stored hash, and only then by bytes.
 #[inline(always)]
-fn key_matches(heap: &Heap, stored: Value, key: KeyRef<'_>, hash: u64) -> Result<bool, HeapError> {
+fn key_matches(heap: &Heap, stored: Value, key: Value, hash: u64) -> Result<bool, HeapError> {
     match (stored, key) {
-        (Value::Str(s), KeyRef::Value(Value::Str(k))) => {
+        (Value::Str(s), Value::Str(k)) => {
             if s == k {
                 return Ok(true);
             }
@@ -384,24 +377,17 @@ fn key_matches(heap: &Heap, stored: Value, key: KeyRef<'_>, hash: u64) -> Result
             }
             Ok(str_bytes(heap, s)? == str_bytes(heap, k)?)
         }
-        (Value::Str(s), KeyRef::Bytes(b)) => {
-            if heap.load(s as usize + 2)? != hash {
-                return Ok(false);
-            }
-            Ok(str_bytes(heap, s)? == b)
-        }
-        (Value::Int(a), KeyRef::Value(Value::Int(b))) => Ok(a == b),
-        (_, KeyRef::Value(k)) => values_equal(heap, stored, k),
-        (_, KeyRef::Bytes(_)) => Ok(false),
+        (Value::Int(a), Value::Int(b)) => Ok(a == b),
+        _ => values_equal(heap, stored, key),
     }
 }
 
 /// Finds the entry index of `key`, and the index slot where it is or would go.
-fn map_find(heap: &Heap, v: &MapView, key: KeyRef<'_>, hash: u64) -> Result<(Option<usize>, usize), HeapError> {
+fn map_find(heap: &Heap, v: &MapView, key: Value, hash: u64) -> Result<(Option<usize>, usize), HeapError> {
     if v.index == 0 {
         // Most lookups find a key that is the very same word pair (an int, or the same
         // string object): try that cheap comparison over all entries first.
-        if let KeyRef::Value(k @ (Value::Int(_) | Value::Str(_))) = key {
+        if let k @ (Value::Int(_) | Value::Str(_)) = key {
             let (kt, kp) = k.encode();
             let words = heap.slice(v.entries + 1, 4 * v.used)?;
             for (i, e) in words.chunks_exact(4).enumerate() {
@@ -439,11 +425,7 @@ fn map_find(heap: &Heap, v: &MapView, key: KeyRef<'_>, hash: u64) -> Result<(Opt
 
 pub fn map_get(heap: &Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyError> {
     let h = key_hash(heap, key)?;
-    Ok(map_get_ref(heap, m, KeyRef::Value(key), h)?)
-}
-
-pub fn map_get_str(heap: &Heap, m: Addr, key: &[u8]) -> Result<Option<Value>, HeapError> {
-    map_get_ref(heap, m, KeyRef::Bytes(key), hash_bytes(key))
+    Ok(map_get_ref(heap, m, key, h)?)
 }
 
 /// Finds the entry whose key is the very word pair `(kt, kp)` (an int, or that same
@@ -482,7 +464,7 @@ pub fn map_get_field(heap: &Heap, m: Addr, key: Addr) -> Result<Option<Value>, H
     if let Some(i) = entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
         return Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?));
     }
-    match map_find(heap, &v, KeyRef::Value(Value::Str(key)), hash)?.0 {
+    match map_find(heap, &v, Value::Str(key), hash)?.0 {
         Some(i) => Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?)),
         None => Ok(None),
     }
@@ -501,7 +483,7 @@ pub fn map_set_field(heap: &mut Heap, m: Addr, key: Addr, val: Value) -> Result<
     map_set(heap, m, Value::Str(key), val)
 }
 
-fn map_get_ref(heap: &Heap, m: Addr, key: KeyRef<'_>, hash: u64) -> Result<Option<Value>, HeapError> {
+fn map_get_ref(heap: &Heap, m: Addr, key: Value, hash: u64) -> Result<Option<Value>, HeapError> {
     let v = map_view(heap, m)?;
     match map_find(heap, &v, key, hash)?.0 {
         Some(i) => Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?)),
@@ -517,7 +499,7 @@ pub fn map_len(heap: &Heap, m: Addr) -> Result<usize, HeapError> {
 pub fn map_set(heap: &mut Heap, m: Addr, key: Value, val: Value) -> Result<(), KeyError> {
     let h = key_hash(heap, key)?;
     let v = map_view(heap, m)?;
-    let (found, _) = map_find(heap, &v, KeyRef::Value(key), h)?;
+    let (found, _) = map_find(heap, &v, key, h)?;
     if let Some(i) = found {
         heap.store_value(v.entries + 1 + 4 * i + 2, val)?;
         return Ok(());
@@ -528,7 +510,7 @@ pub fn map_set(heap: &mut Heap, m: Addr, key: Value, val: Value) -> Result<(), K
     let e = v.entries + 1 + 4 * i;
     if v.index != 0 {
         // Find the empty slot for this key in the (possibly new) index.
-        let (_, slot) = map_find(heap, &v, KeyRef::Value(key), h)?;
+        let (_, slot) = map_find(heap, &v, key, h)?;
         heap.store(v.index + 1 + slot, i as u64 + 1)?;
     }
     heap.store_value(e, key)?;
@@ -576,7 +558,7 @@ fn map_rebuild(heap: &mut Heap, m: Addr, v: &MapView) -> Result<MapView, KeyErro
 pub fn map_remove(heap: &mut Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyError> {
     let h = key_hash(heap, key)?;
     let v = map_view(heap, m)?;
-    let Some(i) = map_find(heap, &v, KeyRef::Value(key), h)?.0 else {
+    let Some(i) = map_find(heap, &v, key, h)?.0 else {
         return Ok(None);
     };
     let e = v.entries + 1 + 4 * i;
@@ -609,9 +591,4 @@ pub fn map_entries(heap: &Heap, m: Addr) -> Result<Vec<(Value, Value)>, HeapErro
         c = n;
     }
     Ok(out)
-}
-
-/// Size of an object in words (for reports and tests).
-pub fn object_size(heap: &Heap, a: Addr) -> Result<usize, HeapError> {
-    Ok(header_size(heap.load(a as usize)?))
 }
