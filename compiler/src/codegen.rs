@@ -910,41 +910,8 @@ impl<'a> Codegen<'a> {
                 f
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_true(x),
-            ExprKind::Binary(op @ (BinOp::Eq | BinOp::Ne), l, r) if matches!(r.kind, ExprKind::Nil) => {
-                let a = self.expr_any(l);
-                self.set_line(e.span);
-                let j = self.emit(if *op == BinOp::Eq { Op::JmpIfNotNil { a, off: 0 } } else { Op::JmpIfNil { a, off: 0 } });
-                vec![j]
-            }
-            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r)
-                if small_int(r).is_some() =>
-            {
-                let b = self.expr_any(l);
-                let v = small_int(r).unwrap_or(0);
-                self.set_line(e.span);
-                let j = self.emit(match op {
-                    BinOp::Lt => Op::JmpIfNotLtI { b, v, off: 0 },
-                    BinOp::Le => Op::JmpIfNotLeI { b, v, off: 0 },
-                    BinOp::Gt => Op::JmpIfNotGtI { b, v, off: 0 },
-                    BinOp::Ge => Op::JmpIfNotGeI { b, v, off: 0 },
-                    BinOp::Eq => Op::JmpIfNotEqI { b, v, off: 0 },
-                    _ => Op::JmpIfEqI { b, v, off: 0 },
-                });
-                vec![j]
-            }
             ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) => {
-                let a = self.expr_any(l);
-                let b = self.expr_any(r);
-                self.set_line(e.span);
-                let j = self.emit(match op {
-                    BinOp::Lt => Op::JmpIfNotLt { b: a, c: b, off: 0 },
-                    BinOp::Le => Op::JmpIfNotLe { b: a, c: b, off: 0 },
-                    BinOp::Gt => Op::JmpIfNotLt { b, c: a, off: 0 },
-                    BinOp::Ge => Op::JmpIfNotLe { b, c: a, off: 0 },
-                    BinOp::Eq => Op::JmpIfNotEq { b: a, c: b, off: 0 },
-                    _ => Op::JmpIfEq { b: a, c: b, off: 0 },
-                });
-                vec![j]
+                vec![self.compare_jump(e.span, *op, l, r, false)]
             }
             ExprKind::Bool(true) => vec![],
             _ => {
@@ -973,38 +940,8 @@ impl<'a> Codegen<'a> {
             }
             ExprKind::Unary(UnOp::Not, x) => self.jump_if_false(x),
             ExprKind::Bool(true) => vec![self.emit(Op::Jmp { off: 0 })],
-            ExprKind::Binary(op @ (BinOp::Eq | BinOp::Ne), l, r) if matches!(r.kind, ExprKind::Nil) => {
-                let a = self.expr_any(l);
-                self.set_line(e.span);
-                vec![self.emit(if *op == BinOp::Eq { Op::JmpIfNil { a, off: 0 } } else { Op::JmpIfNotNil { a, off: 0 } })]
-            }
-            ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r)
-                if small_int(r).is_some() =>
-            {
-                let b = self.expr_any(l);
-                let v = small_int(r).unwrap_or(0);
-                self.set_line(e.span);
-                vec![self.emit(match op {
-                    BinOp::Lt => Op::JmpIfLtI { b, v, off: 0 },
-                    BinOp::Le => Op::JmpIfLeI { b, v, off: 0 },
-                    BinOp::Gt => Op::JmpIfGtI { b, v, off: 0 },
-                    BinOp::Ge => Op::JmpIfGeI { b, v, off: 0 },
-                    BinOp::Eq => Op::JmpIfEqI { b, v, off: 0 },
-                    _ => Op::JmpIfNotEqI { b, v, off: 0 },
-                })]
-            }
             ExprKind::Binary(op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), l, r) => {
-                let a = self.expr_any(l);
-                let b = self.expr_any(r);
-                self.set_line(e.span);
-                vec![self.emit(match op {
-                    BinOp::Lt => Op::JmpIfLt { b: a, c: b, off: 0 },
-                    BinOp::Le => Op::JmpIfLe { b: a, c: b, off: 0 },
-                    BinOp::Gt => Op::JmpIfLt { b, c: a, off: 0 },
-                    BinOp::Ge => Op::JmpIfLe { b, c: a, off: 0 },
-                    BinOp::Eq => Op::JmpIfEq { b: a, c: b, off: 0 },
-                    _ => Op::JmpIfNotEq { b: a, c: b, off: 0 },
-                })]
+                vec![self.compare_jump(e.span, *op, l, r, true)]
             }
             _ => {
                 let r = self.expr_any(e);
@@ -1013,6 +950,51 @@ impl<'a> Codegen<'a> {
         };
         self.free_to(mark);
         jumps
+    }
+
+    /// Emits one instruction that compares `l op r` and jumps when the result is
+    /// `when`; returns it for patching. Comparisons with `nil` and with small ints use
+    /// their own instructions, and `>`/`>=` swap their operands (evaluated in order).
+    fn compare_jump(&mut self, span: Span, op: BinOp, l: &Expr, r: &Expr, when: bool) -> usize {
+        let off = 0;
+        if matches!(r.kind, ExprKind::Nil) && matches!(op, BinOp::Eq | BinOp::Ne) {
+            let a = self.expr_any(l);
+            self.set_line(span);
+            let on_nil = (op == BinOp::Eq) == when;
+            return self.emit(if on_nil { Op::JmpIfNil { a, off } } else { Op::JmpIfNotNil { a, off } });
+        }
+        if let Some(v) = small_int(r) {
+            let b = self.expr_any(l);
+            self.set_line(span);
+            return self.emit(match (op, when) {
+                (BinOp::Lt, true) => Op::JmpIfLtI { b, v, off },
+                (BinOp::Lt, false) => Op::JmpIfNotLtI { b, v, off },
+                (BinOp::Le, true) => Op::JmpIfLeI { b, v, off },
+                (BinOp::Le, false) => Op::JmpIfNotLeI { b, v, off },
+                (BinOp::Gt, true) => Op::JmpIfGtI { b, v, off },
+                (BinOp::Gt, false) => Op::JmpIfNotGtI { b, v, off },
+                (BinOp::Ge, true) => Op::JmpIfGeI { b, v, off },
+                (BinOp::Ge, false) => Op::JmpIfNotGeI { b, v, off },
+                (BinOp::Eq, true) | (BinOp::Ne, false) => Op::JmpIfEqI { b, v, off },
+                _ => Op::JmpIfNotEqI { b, v, off },
+            });
+        }
+        let a = self.expr_any(l);
+        let b = self.expr_any(r);
+        self.set_line(span);
+        let (x, y, op) = match op {
+            BinOp::Gt => (b, a, BinOp::Lt),
+            BinOp::Ge => (b, a, BinOp::Le),
+            _ => (a, b, op),
+        };
+        self.emit(match (op, when) {
+            (BinOp::Lt, true) => Op::JmpIfLt { b: x, c: y, off },
+            (BinOp::Lt, false) => Op::JmpIfNotLt { b: x, c: y, off },
+            (BinOp::Le, true) => Op::JmpIfLe { b: x, c: y, off },
+            (BinOp::Le, false) => Op::JmpIfNotLe { b: x, c: y, off },
+            (BinOp::Eq, true) | (BinOp::Ne, false) => Op::JmpIfEq { b: x, c: y, off },
+            _ => Op::JmpIfNotEq { b: x, c: y, off },
+        })
     }
 
     // ---- expressions ----
