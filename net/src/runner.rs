@@ -78,22 +78,13 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// splitmix64: the seeded jitter of `--migrate-every`.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Runs `program`'s main module as one process until it ends.
 pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -> Result<RunReport, RunError> {
     let mut vm = new_vm(opts.config);
     load(&mut vm, program).map_err(RunError::Load)?;
     let mut proc = Process::new(1, program.main, &vm).map_err(|e| RunError::Link(e.to_string()))?;
     let mut rng = opts.seed ^ 0x7465_726e;
-    let next_move = |rng: &mut u64, r: u64| 1 + r / 2 + next_random(rng) % r.max(1);
+    let next_move = |rng: &mut u64, r: u64| 1 + r / 2 + tern_stdlib::splitmix64(rng) % r.max(1);
     let mut due = opts.migrate_every.map(|r| next_move(&mut rng, r));
     let mut migrations = 0;
     let mut image_bytes_max = 0;

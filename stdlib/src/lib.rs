@@ -21,6 +21,10 @@ mod tests;
 
 use tern_vm::Natives;
 
+/// The seeded generator behind `rand_int` and friends (splitmix64), for the host's
+/// own deterministic choices too.
+pub use time::next_u64 as splitmix64;
+
 /// Every native function of the standard library.
 pub fn natives() -> Natives {
     let mut n = Natives::new();

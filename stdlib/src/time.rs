@@ -33,7 +33,7 @@ fn wall_ms(ctx: &mut NativeCtx<'_>, _args: &[Value]) -> Result<Value, Exn> {
 }
 
 /// splitmix64: advances `state` and returns the next 64 random bits.
-fn next_u64(state: &mut u64) -> u64 {
+pub fn next_u64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
