@@ -51,14 +51,21 @@ enum Command {
     Run {
         /// The program (a .tern file).
         file: PathBuf,
-        /// Snapshot the process every R reductions (jittered by --seed) and continue from
-        /// the snapshot in a fresh VM instance. The output must not change.
+        /// Run two VM instances in this OS process and, about every R reductions, freeze a
+        /// randomly chosen process (seeded by --seed), image it and reinstate it in the
+        /// other instance while the rest keep running. The output must not change.
         #[arg(long, value_name = "R")]
         migrate_every: Option<u64>,
-        /// Seed for --migrate-every's jitter.
+        /// Seed for --migrate-every's choices.
         #[arg(long, default_value_t = 0, value_name = "S")]
         seed: u64,
-        /// Print a summary (reductions, snapshots, GC) to stderr at the end.
+        /// Worker threads (default: one per core).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+        /// The directory `open` resolves paths in (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print a summary (reductions, moves, GC of the main process) to stderr at the end.
         #[arg(long)]
         stats: bool,
         #[command(flatten)]
@@ -73,13 +80,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, migrate_every, seed, stats, limits } => {
+        Command::Run { file, migrate_every, seed, workers, root, stats, limits } => {
             let config = match limits.config() {
                 Ok(c) => c,
                 Err(e) => return usage_error(&e),
             };
             if migrate_every == Some(0) {
                 return usage_error("--migrate-every must be at least 1");
+            }
+            if workers == Some(0) || workers.is_some_and(|w| w > 1024) {
+                return usage_error("--workers must be between 1 and 1024");
+            }
+            if let Some(r) = &root {
+                if !r.is_dir() {
+                    return usage_error(&format!("--root {}: not a directory", r.display()));
+                }
             }
             let program = match compile(&file) {
                 Ok(p) => p,
@@ -89,13 +104,13 @@ fn main() -> ExitCode {
                 }
             };
             let mut host = StdoutHost::default();
-            let opts = RunOptions { config, migrate_every, seed };
+            let opts = RunOptions { config, migrate_every, seed, workers: workers.unwrap_or(0), file_root: root };
             let report = run_program(&program, &opts, &mut host);
             host.flush();
             match report {
                 Ok(r) => {
                     if stats {
-                        eprintln!("reductions: {}, snapshots: {}, largest image: {} bytes", r.reductions, r.migrations, r.image_bytes_max);
+                        eprintln!("reductions: {}, moves: {}, largest image: {} bytes", r.reductions, r.migrations, r.image_bytes_max);
                         eprintln!(
                             "heap: {} KiB; collections: {}, pages dirtied by the last: {}, by all: {}",
                             r.heap_bytes >> 10,

@@ -1,13 +1,16 @@
-//! Running a program on one node: compile, load, and drive its process to the end.
+//! Running a program: compile, load, start a node (two, when moving processes), drive
+//! the main process to its end.
 
-use std::io::Write;
-use std::path::Path;
-use std::time::Instant;
+use parking_lot::Mutex;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tern_compiler::{compile_file, CompileError, Compiled};
-use tern_vm::interp::BlockReason;
+use tern_vm::node::{Console, ExitReason, FileOp, Files, Mesh, Node, NodeConfig, Pid};
+use tern_vm::process::{FileMode, IoResult};
 use tern_vm::runtime::LoadError;
-use tern_vm::snapshot::{restore, snapshot, ImageError};
-use tern_vm::{run, Host, Outcome, Process, RuntimeError, Value, Vm, VmConfig};
+use tern_vm::{Host, RuntimeError, Vm, VmConfig};
 
 /// A VM with the standard library's natives.
 pub fn new_vm(config: VmConfig) -> Vm {
@@ -39,20 +42,27 @@ pub fn load(vm: &mut Vm, program: &Compiled) -> Result<(), LoadError> {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub config: VmConfig,
-    /// Snapshot the process every this many reductions (jittered by `seed`), and go on in
-    /// a fresh VM instance restored from the bytes.
+    /// Run two VM instances and move a randomly chosen process (seeded by `seed`) from
+    /// one to the other about every this many reductions, while everything else runs.
     pub migrate_every: Option<u64>,
     pub seed: u64,
+    /// Worker threads per node (0: one per core).
+    pub workers: usize,
+    /// Where `open` finds files (default: the current directory).
+    pub file_root: Option<PathBuf>,
 }
 
 /// What a run did.
 #[derive(Debug)]
 pub struct RunReport {
-    pub result: Result<Value, RuntimeError>,
+    /// How the main process ended.
+    pub result: Result<(), RuntimeError>,
+    /// Reductions of the main process.
     pub reductions: u64,
-    /// Snapshot/restore cycles done.
+    /// Processes moved between the two VM instances.
     pub migrations: u64,
     pub image_bytes_max: usize,
+    /// The main process's heap at its end.
     pub gc: tern_vm::heap::GcStats,
     pub heap_bytes: usize,
 }
@@ -61,8 +71,9 @@ pub struct RunReport {
 pub enum RunError {
     Load(LoadError),
     Link(String),
-    Image(ImageError),
-    Blocked(BlockReason),
+    /// Every process waits and nothing can wake any of them.
+    Deadlock,
+    Move(String),
 }
 
 impl std::fmt::Display for RunError {
@@ -70,53 +81,242 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Load(e) => write!(f, "cannot load program: {e}"),
             RunError::Link(e) => write!(f, "cannot start program: {e}"),
-            RunError::Image(e) => write!(f, "cannot restore process: {e}"),
-            RunError::Blocked(b) => write!(f, "process blocked with nothing to wake it: {b:?}"),
+            RunError::Deadlock => write!(f, "deadlock: the main process waits, and every process waits for something no one will send"),
+            RunError::Move(e) => write!(f, "cannot move a process: {e}"),
         }
     }
 }
 
 impl std::error::Error for RunError {}
 
-/// Runs `program`'s main module as one process until it ends.
-pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -> Result<RunReport, RunError> {
-    let mut vm = new_vm(opts.config);
-    load(&mut vm, program).map_err(RunError::Load)?;
-    let mut proc = Process::new(1, program.main, &vm).map_err(|e| RunError::Link(e.to_string()))?;
-    let mut rng = opts.seed ^ 0x7465_726e;
-    let next_move = |rng: &mut u64, r: u64| 1 + r / 2 + tern_stdlib::splitmix64(rng) % r.max(1);
-    let mut due = opts.migrate_every.map(|r| next_move(&mut rng, r));
-    let mut migrations = 0;
-    let mut image_bytes_max = 0;
-    loop {
-        let budget = match due {
-            Some(d) => d.saturating_sub(proc.reductions).clamp(1, u64::from(opts.config.budget)) as u32,
-            None => opts.config.budget,
-        };
-        match run(&mut proc, &vm, host, budget) {
-            Outcome::Yielded => {
-                if let (Some(d), Some(r)) = (due, opts.migrate_every) {
-                    if proc.reductions >= d {
-                        let bytes = snapshot(&proc);
-                        image_bytes_max = image_bytes_max.max(bytes.len());
-                        drop(proc);
-                        vm = new_vm(opts.config);
-                        load(&mut vm, program).map_err(RunError::Load)?;
-                        proc = restore(&bytes, &vm).map_err(RunError::Image)?;
-                        migrations += 1;
-                        due = Some(proc.reductions + next_move(&mut rng, r));
-                    }
-                }
-            }
-            Outcome::Blocked(b) => return Err(RunError::Blocked(b)),
-            Outcome::Finished(v) => return Ok(report(&proc, Ok(v), migrations, image_bytes_max)),
-            Outcome::Failed(e) => return Ok(report(&proc, Err(e), migrations, image_bytes_max)),
+/// Console output of every process, collected for the driver to pass on in order.
+#[derive(Default)]
+struct Collect {
+    out: Mutex<String>,
+    main: Mutex<Option<Pid>>,
+}
+
+impl Console for Collect {
+    fn write(&self, _pid: Pid, text: &str) {
+        self.out.lock().push_str(text);
+    }
+    fn failed(&self, pid: Pid, text: &str) {
+        if *self.main.lock() != Some(pid) {
+            eprintln!("process <pid {}> failed: {text}", tern_vm::value::name_text(pid));
         }
     }
 }
 
-fn report(proc: &Process, result: Result<Value, RuntimeError>, migrations: u64, image_bytes_max: usize) -> RunReport {
-    RunReport { result, reductions: proc.reductions, migrations, image_bytes_max, gc: proc.heap.stats, heap_bytes: proc.heap.size_bytes() }
+impl Collect {
+    fn drain(&self, host: &mut dyn Host) {
+        let text = std::mem::take(&mut *self.out.lock());
+        if !text.is_empty() {
+            host.console_write(&text);
+        }
+    }
+}
+
+fn start_node(program: &Compiled, opts: &RunOptions, mesh: &Arc<Mesh>, id: u16, console: &Arc<Collect>) -> Result<Node, RunError> {
+    let mut config = opts.config;
+    if let Some(r) = opts.migrate_every {
+        // Short slices, so that moves can happen about every `r` reductions.
+        config.budget = config.budget.min(r.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+    let mut vm = new_vm(config);
+    load(&mut vm, program).map_err(RunError::Load)?;
+    let root = opts.file_root.clone().unwrap_or_else(|| PathBuf::from("."));
+    let mut node_config =
+        NodeConfig { name: if id == 0 { "local".into() } else { format!("local{}", id + 1) }, id, ..NodeConfig::default() };
+    if opts.workers > 0 {
+        node_config.workers = opts.workers;
+    }
+    Ok(Node::start(Arc::new(vm), mesh.clone(), node_config, console.clone(), Arc::new(DirFiles { root })))
+}
+
+/// Runs `program`'s main module until its main process ends; console output goes to
+/// `host`. Other processes still running then are stopped.
+pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -> Result<RunReport, RunError> {
+    let mesh = Mesh::new();
+    let console = Arc::new(Collect::default());
+    let n = if opts.migrate_every.is_some() { 2 } else { 1 };
+    let nodes = (0..n).map(|i| start_node(program, opts, &mesh, i as u16, &console)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(r) = opts.migrate_every {
+        // Each node moves processes to the other at seeded points of their execution.
+        for (i, node) in nodes.iter().enumerate() {
+            let mut rng = tern_vm::value::mix64(opts.seed ^ (i as u64 + 1));
+            let mut due = 1 + r / 2 + tern_stdlib::splitmix64(&mut rng) % r;
+            let other = 1 - i as u16;
+            node.set_move_hook(Box::new(move |_pid, used| {
+                due = due.saturating_sub(used);
+                if due > 0 {
+                    return None;
+                }
+                due = 1 + r / 2 + tern_stdlib::splitmix64(&mut rng) % r;
+                Some(other)
+            }));
+        }
+    }
+    let main = nodes[0].new_pid();
+    *console.main.lock() = Some(main);
+    let p = tern_vm::Process::new(main, program.main, nodes[0].vm()).map_err(|e| RunError::Link(e.to_string()))?;
+    nodes[0].watch(main);
+    nodes[0].spawn(p);
+
+    let mut rng = opts.seed ^ 0x7465_726e;
+    let next_move = |rng: &mut u64, r: u64| 1 + r / 2 + tern_stdlib::splitmix64(rng) % r.max(1);
+    let total = |nodes: &[Node]| nodes.iter().map(Node::reductions).sum::<u64>();
+    let mut due = opts.migrate_every.map(|r| next_move(&mut rng, r));
+    let (mut migrations, mut image_bytes_max) = (0, 0);
+    let mut still: Option<Instant> = None;
+    let mut last_flush = Instant::now();
+    let exit = loop {
+        if let Some(e) = nodes.iter().find_map(|n| n.exit_of(main)) {
+            break e;
+        }
+        if last_flush.elapsed() >= Duration::from_millis(20) {
+            console.drain(host);
+            last_flush = Instant::now();
+        }
+        if let (Some(d), Some(r)) = (due, opts.migrate_every) {
+            if total(&nodes) >= d {
+                let mut pids: Vec<(Pid, usize)> = Vec::new();
+                for (i, node) in nodes.iter().enumerate() {
+                    // Running processes are moved by the nodes' hooks at their
+                    // safepoints; this moves the ones waiting in recv, sleep or a file
+                    // operation, which run no safepoints meanwhile.
+                    pids.extend(node.waiting_pids().into_iter().map(|p| (p, i)));
+                }
+                pids.sort_unstable();
+                if !pids.is_empty() {
+                    let (pid, from) = pids[(tern_stdlib::splitmix64(&mut rng) % pids.len() as u64) as usize];
+                    match nodes[from].migrate(pid, &nodes[1 - from], Duration::from_secs(30)) {
+                        Ok(_) => {}
+                        // It ended (or is ending) meanwhile.
+                        Err(tern_vm::node::MoveError::NotHere(_)) => {}
+                        Err(e) => return Err(RunError::Move(e.to_string())),
+                    }
+                }
+                due = Some(total(&nodes) + next_move(&mut rng, r));
+                continue;
+            }
+        }
+        if nodes.iter().all(Node::quiescent) {
+            let since = *still.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(100) {
+                if let Some(e) = nodes.iter().find_map(|n| n.exit_of(main)) {
+                    break e;
+                }
+                console.drain(host);
+                return Err(RunError::Deadlock);
+            }
+        } else {
+            still = None;
+        }
+        std::thread::sleep(Duration::from_micros(if due.is_some() { 50 } else { 500 }));
+    };
+    for n in &nodes {
+        let (m, b) = n.moves_out();
+        migrations += m;
+        image_bytes_max = image_bytes_max.max(b);
+    }
+    drop(nodes);
+    console.drain(host);
+    let result = match exit.reason {
+        ExitReason::Normal => Ok(()),
+        ExitReason::Exit(r) if r == "normal" => Ok(()),
+        ExitReason::Exit(r) => Err(RuntimeError { message: format!("exited: {r}"), trace: vec![] }),
+        ExitReason::Killed(r) => Err(RuntimeError { message: format!("killed: {r}"), trace: vec![] }),
+        ExitReason::Failed(e) => Err(e),
+    };
+    Ok(RunReport { result, reductions: exit.reductions, migrations, image_bytes_max, gc: exit.gc, heap_bytes: exit.heap_bytes })
+}
+
+/// Files under a root directory: the node's file root.
+pub struct DirFiles {
+    pub root: PathBuf,
+}
+
+fn io_message(name: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let why = match e.kind() {
+        NotFound => "no such file".to_string(),
+        PermissionDenied => "permission denied".to_string(),
+        AlreadyExists => "it already exists".to_string(),
+        IsADirectory => "it is a directory".to_string(),
+        _ => e.to_string(),
+    };
+    format!("cannot use file {name}: {why}")
+}
+
+impl Files for DirFiles {
+    fn run(&self, op: &FileOp) -> IoResult {
+        match op {
+            FileOp::Open { name, mode } => {
+                let path = self.root.join(name);
+                let mut o = std::fs::OpenOptions::new();
+                match mode {
+                    FileMode::Read => o.read(true),
+                    FileMode::Write => o.write(true).create(true).truncate(true),
+                    FileMode::Append => o.append(true).create(true),
+                    FileMode::ReadWrite => o.read(true).write(true),
+                };
+                match o.open(&path) {
+                    Ok(f) => match f.metadata() {
+                        Ok(m) if m.is_dir() => IoResult::Failed(format!("cannot use file {name}: it is a directory")),
+                        _ => IoResult::Opened,
+                    },
+                    Err(e) => IoResult::Failed(io_message(name, &e)),
+                }
+            }
+            FileOp::Read { name, offset, max, line } => {
+                let run = || -> std::io::Result<(Vec<u8>, u64)> {
+                    let mut f = std::fs::File::open(self.root.join(name))?;
+                    f.seek(SeekFrom::Start(*offset))?;
+                    let mut data = Vec::new();
+                    if *line {
+                        let mut buf = [0u8; 4096];
+                        while (data.len() as u64) < *max {
+                            let k = f.read(&mut buf)?;
+                            if k == 0 {
+                                break;
+                            }
+                            if let Some(nl) = buf[..k].iter().position(|&b| b == b'\n') {
+                                data.extend_from_slice(&buf[..=nl]);
+                                break;
+                            }
+                            data.extend_from_slice(&buf[..k]);
+                        }
+                    } else {
+                        f.take(*max).read_to_end(&mut data)?;
+                    }
+                    let len = data.len() as u64;
+                    Ok((data, offset + len))
+                };
+                match run() {
+                    Ok((data, offset)) => IoResult::Read { data, offset },
+                    Err(e) => IoResult::Failed(io_message(name, &e)),
+                }
+            }
+            FileOp::Write { name, offset, append, data } => {
+                let run = || -> std::io::Result<u64> {
+                    let path = self.root.join(name);
+                    let mut f = if *append {
+                        std::fs::OpenOptions::new().append(true).open(path)?
+                    } else {
+                        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+                        f.seek(SeekFrom::Start(*offset))?;
+                        f
+                    };
+                    f.write_all(data)?;
+                    f.stream_position()
+                };
+                match run() {
+                    Ok(offset) => IoResult::Wrote { count: data.len() as u64, offset },
+                    Err(e) => IoResult::Failed(io_message(name, &e)),
+                }
+            }
+        }
+    }
 }
 
 /// Console output to this OS process's stdout.
@@ -140,6 +340,7 @@ impl StdoutHost {
 impl Host for StdoutHost {
     fn console_write(&mut self, text: &str) {
         let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
     }
     fn mono_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64

@@ -106,7 +106,7 @@ fn migrate_every_gives_the_same_output() {
         let moved = tern(&["run", f.to_str().unwrap(), "--migrate-every", "10", "--seed", seed, "--stats"]);
         assert_eq!(moved.status.code(), Some(0));
         assert_eq!(moved.stdout, plain.stdout);
-        assert!(text(&moved.stderr).contains("snapshots: "), "{}", text(&moved.stderr));
+        assert!(text(&moved.stderr).contains("moves: "), "{}", text(&moved.stderr));
     }
 }
 

@@ -151,7 +151,7 @@ fn config(spec: &Spec) -> VmConfig {
 
 fn run_once(spec: &Spec, migrate_every: Option<u64>, seed: u64) -> Result<Run, String> {
     let program = compile(&spec.path).map_err(|e| format!("does not compile:\n{e}"))?;
-    let opts = RunOptions { config: config(spec), migrate_every, seed };
+    let opts = RunOptions { config: config(spec), migrate_every, seed, ..RunOptions::default() };
     let mut host = BufferHost::new();
     let start = Instant::now();
     let report = run_program(&program, &opts, &mut host).map_err(|e| format!("cannot run: {e}\noutput so far:\n{}", host.out))?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_net::runner::{compile_text, load, new_vm};
-use tern_vm::sched::{Console, ExitReason, Pid, Scheduler};
+use tern_vm::node::{Console, ExitReason, Node, Pid};
 use tern_vm::{Process, VmConfig};
 
 #[derive(Default)]
@@ -36,7 +36,7 @@ fn a_process_that_never_blocks_cannot_starve_the_others() {
     ]);
     for workers in [1, 2] {
         let console = Arc::new(Collect::default());
-        let sched = Scheduler::start(vm.clone(), console.clone(), workers);
+        let sched = Node::local(vm.clone(), console.clone(), workers);
         for w in 0..workers as u64 {
             sched.spawn(Process::new(1000 + w, mains[0], &vm).unwrap());
         }
@@ -64,7 +64,7 @@ fn many_processes_all_finish_with_their_own_output() {
         "let xs = [];\nfor i in 0..50 { push(xs, i * i); }\nlet t = 0;\nfor x in xs { t += x; }\nprintln(\"done\", t);\n",
     )]);
     let console = Arc::new(Collect::default());
-    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    let sched = Node::local(vm.clone(), console.clone(), 2);
     let n = 10_000u64;
     for pid in 1..=n {
         sched.spawn(Process::new(pid, mains[0], &vm).unwrap());
@@ -72,7 +72,7 @@ fn many_processes_all_finish_with_their_own_output() {
     assert!(sched.wait_all(Duration::from_secs(60)), "{} still live", sched.live());
     let exits = sched.exits();
     assert_eq!(exits.len() as u64, n);
-    assert!(exits.iter().all(|e| e.reason == ExitReason::Finished));
+    assert!(exits.iter().all(|e| e.reason == ExitReason::Normal));
     let out = console.0.lock();
     assert_eq!(out.len() as u64, n);
     assert!(out.values().all(|s| s == "done 40425\n"));
@@ -82,21 +82,21 @@ fn many_processes_all_finish_with_their_own_output() {
 fn a_failing_process_is_reported_and_the_others_go_on() {
     let (vm, mains) = vm_with(&[("bad.tern", "let x = 1 / 0;\n"), ("ok.tern", "println(\"ok\");\n")]);
     let console = Arc::new(Collect::default());
-    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    let sched = Node::local(vm.clone(), console.clone(), 2);
     sched.spawn(Process::new(1, mains[0], &vm).unwrap());
     sched.spawn(Process::new(2, mains[1], &vm).unwrap());
     assert!(sched.wait_all(Duration::from_secs(20)));
     let exits = sched.exits();
     let bad = exits.iter().find(|e| e.pid == 1).unwrap();
     assert!(matches!(&bad.reason, ExitReason::Failed(e) if e.message == "division by zero"));
-    assert_eq!(exits.iter().find(|e| e.pid == 2).unwrap().reason, ExitReason::Finished);
+    assert_eq!(exits.iter().find(|e| e.pid == 2).unwrap().reason, ExitReason::Normal);
 }
 
 #[test]
 fn sleeping_workers_wake_for_new_work() {
     let (vm, mains) = vm_with(&[("w.tern", "println(\"awake\");\n")]);
     let console = Arc::new(Collect::default());
-    let sched = Scheduler::start(vm.clone(), console.clone(), 2);
+    let sched = Node::local(vm.clone(), console.clone(), 2);
     for round in 0..20u64 {
         // Let every worker fall asleep, then hand them one process.
         std::thread::sleep(Duration::from_millis(if round == 0 { 100 } else { 5 }));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tern_net::runner::new_vm;
-use tern_vm::sched::{Console, Pid, Scheduler};
+use tern_vm::node::{Console, Node, Pid};
 use tern_vm::VmConfig;
 
 struct Discard;
@@ -24,7 +24,7 @@ fn cpu_ticks() -> Option<u64> {
 
 #[test]
 fn idle_workers_use_no_cpu() {
-    let sched = Scheduler::start(Arc::new(new_vm(VmConfig::default())), Arc::new(Discard), 2);
+    let sched = Node::local(Arc::new(new_vm(VmConfig::default())), Arc::new(Discard), 2);
     std::thread::sleep(Duration::from_millis(100));
     let Some(before) = cpu_ticks() else {
         eprintln!("skipped: /proc/self/stat is not readable here");

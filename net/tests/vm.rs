@@ -99,6 +99,7 @@ fn absent_pages_fault_and_the_process_resumes_where_it_was() {
             }
             Outcome::Finished(_) => break,
             Outcome::Failed(e) => panic!("{e}"),
+            Outcome::Sys => panic!("no system calls here"),
         }
     }
     assert_eq!(host.out, expected);
@@ -286,7 +287,8 @@ fn small_pages_and_frequent_snapshots_change_nothing() {
         let mut plain = BufferHost::new();
         run_program(&program, &RunOptions::default(), &mut plain).unwrap().result.unwrap();
         let heap = tern_vm::heap::HeapConfig { page_size_bytes: 64, ..Default::default() };
-        let opts = RunOptions { config: VmConfig { heap, ..VmConfig::default() }, migrate_every: Some(23), seed: 5 };
+        let opts =
+            RunOptions { config: VmConfig { heap, ..VmConfig::default() }, migrate_every: Some(23), seed: 5, ..RunOptions::default() };
         let mut moved = BufferHost::new();
         let report = run_program(&program, &opts, &mut moved).unwrap();
         report.result.unwrap();

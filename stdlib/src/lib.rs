@@ -33,6 +33,7 @@ pub fn natives() -> Natives {
     n.register(math::NATIVES);
     n.register(collections::NATIVES);
     n.register(time::NATIVES);
+    n.register(&tern_vm::node::sys_natives());
     n
 }
 

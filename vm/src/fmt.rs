@@ -114,6 +114,19 @@ fn write_value(
         }
         Value::Native(_) => out.push_str("<native fn>"),
         Value::Box(_) => out.push_str("<box>"),
+        Value::Pid(p) => {
+            let _ = write!(out, "<pid {}>", crate::value::name_text(p));
+        }
+        Value::Tx(c) => {
+            let _ = write!(out, "<sender {}>", crate::value::name_text(c));
+        }
+        Value::Rx(c) => {
+            let _ = write!(out, "<receiver {}>", crate::value::name_text(c));
+        }
+        Value::File(f) => {
+            let _ = write!(out, "<file {f}>");
+        }
+        Value::Timeout => out.push_str("timeout"),
     }
     if out.len() > MAX_LEN {
         let mut cut = MAX_LEN;

@@ -27,6 +27,10 @@ pub enum Outcome {
     Finished(Value),
     /// An uncaught error ended it.
     Failed(RuntimeError),
+    /// It stopped at a call of a system-call native, which the node must carry out
+    /// ([`sys_call`] describes it; [`sys_return`] completes it). Until then the process
+    /// stays at the call, so running it again re-issues the call.
+    Sys,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +116,7 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
                 Exn::Error(format!("heap limit of {} MiB exceeded", proc.heap.config().limit_bytes >> 20))
             }
             Exn::Heap(HeapError::Corrupt) => return Outcome::Failed(damaged(proc)),
+            Exn::Sys => return Outcome::Sys,
             other => other,
         };
         if let Err(e) = throw(proc, exn) {
@@ -124,6 +129,46 @@ fn damaged(proc: &Process) -> RuntimeError {
     RuntimeError { message: "internal error: damaged heap reference".into(), trace: backtrace(proc) }
 }
 
+/// A pending system call: the native, and where its arguments and result live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysCall {
+    pub native: u32,
+    /// Absolute register of the first argument.
+    pub args: usize,
+    pub nargs: usize,
+    /// Absolute register receiving the result.
+    pub dst: usize,
+}
+
+/// The system call the process is stopped at (after [`Outcome::Sys`]).
+pub fn sys_call(proc: &Process) -> Option<SysCall> {
+    let f = proc.frames.last()?;
+    let op = proc.linked.get(f.module as usize)?.module.functions.get(f.func as usize)?.code.get(f.pc as usize)?;
+    let Op::Call { a, n } = *op else { return None };
+    let dst = f.base as usize + usize::from(a);
+    let Value::Native(native) = *proc.regs.get(dst)? else { return None };
+    let nargs = usize::from(n);
+    if dst + 1 + nargs > proc.regs.len() {
+        return None;
+    }
+    Some(SysCall { native, args: dst + 1, nargs, dst })
+}
+
+/// Completes the system call the process is stopped at with result `v`.
+pub fn sys_return(proc: &mut Process, call: SysCall, v: Value) {
+    proc.regs[call.dst] = v;
+    if let Some(f) = proc.frames.last_mut() {
+        f.pc += 1;
+    }
+    proc.reductions += 1;
+}
+
+/// Raises `exn` in the process at the system call it is stopped at: the innermost
+/// `try` catches it, or the process fails with the returned error.
+pub fn sys_raise(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
+    throw(proc, exn)
+}
+
 /// Hands an error to the innermost `try` of the process, or describes it if none.
 fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
     let Some(h) = proc.handlers.pop() else {
@@ -131,6 +176,7 @@ fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
             Exn::Error(m) => m,
             Exn::Raise(v) => display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| "<unprintable value>".into()),
             Exn::Heap(e) => format!("{e:?}"),
+            Exn::Sys => "system call outside a node".into(),
         };
         return Err(RuntimeError { message, trace: backtrace(proc) });
     };
@@ -148,6 +194,7 @@ fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
             Err(_) => return Err(RuntimeError { message: format!("{m} (and no memory left to handle it)"), trace: backtrace(proc) }),
         },
         Exn::Heap(e) => return Err(RuntimeError { message: format!("{e:?}"), trace: backtrace(proc) }),
+        Exn::Sys => return Err(RuntimeError { message: "system call outside a node".into(), trace: backtrace(proc) }),
     };
     proc.regs[h.reg as usize] = value;
     if let Some(f) = proc.frames.last_mut() {

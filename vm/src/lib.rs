@@ -6,18 +6,22 @@
 //! budget of reductions and returns at a safepoint, where the process can be
 //! snapshotted ([`snapshot`]) and restored in another VM instance, on another machine.
 //!
-//! `vm` knows nothing of sockets, files on disk or the mesh: console output and clocks
-//! go through the [`runtime::Host`] trait.
+//! A [`node::Node`] runs many processes as green threads on a few OS threads, with
+//! messages, channels, timers, files and links, and freezes and moves them.
+//!
+//! `vm` knows nothing of sockets, files on disk or the network: console output, clocks
+//! and file operations go through traits ([`runtime::Host`], [`node::Console`],
+//! [`node::Files`]) that the host implements.
 
 pub mod bytecode;
 pub mod fmt;
 pub mod heap;
 pub mod interp;
 pub mod message;
+pub mod node;
 pub mod object;
 pub mod process;
 pub mod runtime;
-pub mod sched;
 pub mod snapshot;
 pub mod value;
 pub mod verify;

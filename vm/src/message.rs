@@ -26,6 +26,10 @@ pub enum Val {
     Func { module: ModuleHash, func: u32 },
     Native(String),
     Obj(u32),
+    Pid(u64),
+    Tx(u64),
+    Rx(u64),
+    Timeout,
 }
 
 /// An object inside a message.
@@ -50,6 +54,54 @@ pub struct Message {
     pub objs: Vec<Obj>,
 }
 
+impl Message {
+    /// A message holding one scalar value (a notification, a reply).
+    pub fn scalar(root: Val) -> Message {
+        Message { root, objs: Vec::new() }
+    }
+
+    /// The channel receive ends inside the message (each once, in order of appearance).
+    pub fn rx_ends(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut see = |v: &Val| {
+            if let Val::Rx(c) = v {
+                if !out.contains(c) {
+                    out.push(*c);
+                }
+            }
+        };
+        see(&self.root);
+        for o in &self.objs {
+            match o {
+                Obj::Array(items) => items.iter().for_each(&mut see),
+                Obj::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                    see(k);
+                    see(v)
+                }),
+                Obj::Box(v) => see(v),
+                Obj::Str(_) | Obj::Closure { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// Approximate size in bytes, as counted against mailbox limits.
+    pub fn approx_bytes(&self) -> usize {
+        let mut n = 32;
+        for o in &self.objs {
+            n += 16
+                + match o {
+                    Obj::Str(s) => s.len(),
+                    Obj::Array(items) => 16 * items.len(),
+                    Obj::Map(pairs) => 32 * pairs.len(),
+                    Obj::Closure { boxes, .. } => 40 + 4 * boxes.len(),
+                    Obj::Box(_) => 16,
+                };
+        }
+        n
+    }
+}
+
 /// Why a value could not be copied out of, or into, a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageError {
@@ -62,6 +114,8 @@ pub enum MessageError {
     Invalid(String),
     /// The receiver's node lacks a module the message's functions need.
     MissingModule(ModuleHash),
+    /// The value holds something that cannot leave its process.
+    NotSendable(&'static str),
 }
 
 impl std::fmt::Display for MessageError {
@@ -71,6 +125,7 @@ impl std::fmt::Display for MessageError {
             MessageError::Heap(e) => write!(f, "heap access failed while copying a message: {e:?}"),
             MessageError::Invalid(m) => write!(f, "invalid message: {m}"),
             MessageError::MissingModule(h) => write!(f, "message refers to module {h}, which is not loaded here"),
+            MessageError::NotSendable(what) => write!(f, "{what} cannot be sent to another process"),
         }
     }
 }
@@ -97,6 +152,24 @@ pub fn flatten(proc: &Process, vm: &Vm, v: Value, limit_bytes: usize) -> Result<
         f.objs[i as usize] = obj;
     }
     Ok(Message { root, objs: f.objs })
+}
+
+/// Copies several values out of `proc` as one message whose root is an array of them
+/// (spawn arguments and the like), sharing objects between them.
+pub fn flatten_values(proc: &Process, vm: &Vm, vs: &[Value], limit_bytes: usize) -> Result<Message, MessageError> {
+    let mut f =
+        Flattener { proc, vm, heap: &proc.heap, index: HashMap::new(), objs: Vec::new(), pending: Vec::new(), size: 0, limit: limit_bytes };
+    f.objs.push(Obj::Box(Val::Nil));
+    let mut items = Vec::with_capacity(vs.len());
+    for &v in vs {
+        items.push(f.val(v)?);
+    }
+    f.objs[0] = Obj::Array(items);
+    while let Some((i, a, v)) = f.pending.pop() {
+        let obj = f.contents(a, v)?;
+        f.objs[i as usize] = obj;
+    }
+    Ok(Message { root: Val::Obj(0), objs: f.objs })
 }
 
 struct Flattener<'a> {
@@ -140,6 +213,11 @@ impl Flattener<'_> {
                 Some(d) => Val::Native(d.name.to_string()),
                 None => return invalid("unknown native function"),
             },
+            Value::Pid(p) => Val::Pid(p),
+            Value::Tx(c) => Val::Tx(c),
+            Value::Rx(c) => Val::Rx(c),
+            Value::Timeout => Val::Timeout,
+            Value::File(_) => return Err(MessageError::NotSendable("an open file")),
             Value::Str(a) | Value::Array(a) | Value::Map(a) | Value::Closure(a) | Value::Box(a) => {
                 if let Some(&i) = self.index.get(&a) {
                     return Ok(Val::Obj(i));
@@ -230,7 +308,7 @@ pub fn rebuild(msg: &Message, proc: &mut Process, vm: &Vm) -> Result<Value, Mess
                     check(k)?;
                     check(v)?;
                     let key_ok = match k {
-                        Val::Bool(_) | Val::Int(_) => true,
+                        Val::Bool(_) | Val::Int(_) | Val::Pid(_) | Val::Tx(_) => true,
                         Val::Float(x) => !x.is_nan(),
                         Val::Obj(i) => matches!(msg.objs[*i as usize], Obj::Str(_)),
                         _ => false,
@@ -302,6 +380,10 @@ pub fn rebuild(msg: &Message, proc: &mut Process, vm: &Vm) -> Result<Value, Mess
                 None => return invalid(format!("unknown native function `{name}`")),
             },
             Val::Obj(i) => addrs[*i as usize],
+            Val::Pid(p) => Value::Pid(*p),
+            Val::Tx(c) => Value::Tx(*c),
+            Val::Rx(c) => Value::Rx(*c),
+            Val::Timeout => Value::Timeout,
         })
     };
     for (i, o) in msg.objs.iter().enumerate() {

@@ -302,6 +302,8 @@ pub fn key_hash(heap: &Heap, k: Value) -> Result<u64, KeyError> {
         }
         Value::Bool(b) => hash_int(b as i64) ^ 0xb001,
         Value::Str(a) => str_hash(heap, a)?,
+        Value::Pid(p) => hash_int(p as i64) ^ 0x9d1d,
+        Value::Tx(c) => hash_int(c as i64) ^ 0x7c7c,
         other => return Err(KeyError::BadKey(other.a_type())),
     })
 }

@@ -64,6 +64,74 @@ pub struct Handler {
     pub reg: u32,
 }
 
+/// How a file was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileMode {
+    /// `"r"`: read from the start.
+    Read,
+    /// `"w"`: created or truncated, then written.
+    Write,
+    /// `"a"`: created if missing; every write goes to the end.
+    Append,
+    /// `"r+"`: read and write an existing file.
+    ReadWrite,
+}
+
+impl FileMode {
+    pub fn parse(s: &str) -> Option<FileMode> {
+        Some(match s {
+            "r" => FileMode::Read,
+            "w" => FileMode::Write,
+            "a" => FileMode::Append,
+            "r+" => FileMode::ReadWrite,
+            _ => return None,
+        })
+    }
+    pub fn can_read(self) -> bool {
+        matches!(self, FileMode::Read | FileMode::ReadWrite)
+    }
+    pub fn can_write(self) -> bool {
+        !matches!(self, FileMode::Read)
+    }
+}
+
+/// An open file in a process's resource table: by name, so that it can be reopened
+/// wherever the process goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// The name the program opened, relative to the node's file root.
+    pub name: String,
+    pub mode: FileMode,
+    pub offset: u64,
+}
+
+/// The outcome of a file operation, kept until the call that asked for it runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoResult {
+    /// Open succeeded.
+    Opened,
+    /// Bytes read (empty at the end of the file), and the new offset.
+    Read { data: Vec<u8>, offset: u64 },
+    /// Bytes written, and the new offset.
+    Wrote { count: u64, offset: u64 },
+    /// The operation failed with this message.
+    Failed(String),
+}
+
+/// The process's system state: what its blocking calls and resources need. Plain data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcSys {
+    /// When the blocking call in progress times out (node monotonic µs), if it has a
+    /// timeout. Set by the first attempt of the call and kept while it is re-issued.
+    pub deadline_us: Option<u64>,
+    /// The result of a file operation finished while the process waited for it.
+    pub io_result: Option<IoResult>,
+    /// The resource table: open files by handle number.
+    pub files: Vec<Option<OpenFile>>,
+    /// Exits of linked processes arrive as messages instead of ending this one.
+    pub trap_exits: bool,
+}
+
 /// A process. Everything here except `linked` is its state; `linked` is a node-local
 /// cache of code derived from the module hashes (never part of an image).
 #[derive(Debug, Clone)]
@@ -78,6 +146,7 @@ pub struct Process {
     pub reductions: u64,
     pub rng: u64,
     pub max_frames: u32,
+    pub sys: ProcSys,
     pub linked: Vec<Arc<LinkedModule>>,
 }
 
@@ -111,6 +180,7 @@ impl Process {
             reductions: 0,
             rng: 0x853c_49e6_748f_ea9b ^ pid,
             max_frames: vm.config.max_frames,
+            sys: ProcSys::default(),
             linked: Vec::new(),
         };
         let slot = p.link(main, vm)?;
@@ -119,6 +189,93 @@ impl Process {
         p.regs.resize(nregs.max(1), Value::Nil);
         p.frames.push(Frame { module: slot, func: 0, pc: 0, base: 0, ret: 0, closure: 0, init_of: slot });
         Ok(p)
+    }
+
+    /// A new process that will call `callee(args...)`, with the same modules as
+    /// `parent` and a copy of its module globals. `call` is the flattened array
+    /// `[callee, args...]`, `env` the flattened [`Process::spawn_env`] of the parent.
+    pub fn spawn(
+        parent: &Process,
+        pid: u64,
+        call: &crate::message::Message,
+        env: &crate::message::Message,
+        vm: &Vm,
+    ) -> Result<Process, String> {
+        let mut p = Process {
+            pid,
+            frames: Vec::new(),
+            regs: Vec::new(),
+            heap: Heap::new(vm.config.heap),
+            globals: Vec::new(),
+            modules: parent
+                .modules
+                .iter()
+                .map(|m| ModuleInstance {
+                    hash: m.hash,
+                    globals_base: m.globals_base,
+                    globals_len: m.globals_len,
+                    state: match m.state {
+                        ModuleState::Ready(_) => ModuleState::Ready(Value::Nil),
+                        s => s,
+                    },
+                    strs: vec![0; m.strs.len()],
+                })
+                .collect(),
+            handlers: Vec::new(),
+            reductions: 0,
+            rng: crate::value::mix64(parent.rng ^ pid),
+            max_frames: parent.max_frames,
+            sys: ProcSys::default(),
+            linked: parent.linked.clone(),
+        };
+        let bad = |e: crate::heap::HeapError| format!("{e:?}");
+        let env = match crate::message::rebuild(env, &mut p, vm).map_err(|e| e.to_string())? {
+            Value::Array(a) => crate::object::array_values(&p.heap, a).map_err(bad)?,
+            _ => return Err("bad spawn message".into()),
+        };
+        let nglobals = parent.globals.len();
+        let ready: Vec<usize> =
+            p.modules.iter().enumerate().filter(|(_, m)| matches!(m.state, ModuleState::Ready(_))).map(|(i, _)| i).collect();
+        if env.len() != nglobals + ready.len() {
+            return Err("bad spawn message".into());
+        }
+        p.globals = env[..nglobals].to_vec();
+        for (k, &i) in ready.iter().enumerate() {
+            p.modules[i].state = ModuleState::Ready(env[nglobals + k]);
+        }
+        let vals = match crate::message::rebuild(call, &mut p, vm).map_err(|e| e.to_string())? {
+            Value::Array(a) => crate::object::array_values(&p.heap, a).map_err(bad)?,
+            _ => return Err("bad spawn message".into()),
+        };
+        let (&callee, args) = vals.split_first().ok_or("bad spawn message")?;
+        let nargs = args.len();
+        let (fref, closure) = match callee {
+            Value::Func(f) => (f, 0),
+            Value::Closure(c) => (crate::object::closure_fn(&p.heap, c).map_err(bad)?, c),
+            other => return Err(format!("spawn needs a Tern function, not {}", other.a_type())),
+        };
+        let func = p.linked.get(fref.module as usize).and_then(|m| m.module.functions.get(fref.func as usize)).ok_or("bad function")?;
+        if usize::from(func.arity) != nargs {
+            let name = if func.name.is_empty() { "function" } else { &func.name };
+            return Err(format!("{name} expects {} argument{}, got {nargs}", func.arity, if func.arity == 1 { "" } else { "s" }));
+        }
+        p.regs = vec![Value::Nil; 1 + usize::from(func.nregs)];
+        p.regs[0] = callee;
+        p.regs[1..1 + nargs].copy_from_slice(args);
+        p.frames.push(Frame { module: fref.module, func: fref.func, pc: 0, base: 1, ret: 0, closure, init_of: NOT_INIT });
+        Ok(p)
+    }
+
+    /// What a child process copies from this one besides its arguments: the module
+    /// globals, then the exports of every module whose top level has run.
+    pub fn spawn_env(&self) -> Vec<Value> {
+        let mut vs = Vec::with_capacity(self.globals.len() + self.modules.len());
+        vs.extend_from_slice(&self.globals);
+        vs.extend(self.modules.iter().filter_map(|m| match m.state {
+            ModuleState::Ready(v) => Some(v),
+            _ => None,
+        }));
+        vs
     }
 
     /// The slot of module `hash` in this process, adding it (with fresh globals) if new.

@@ -31,6 +31,9 @@ pub enum Exn {
     Error(String),
     /// A value raised by `error(v)`.
     Raise(Value),
+    /// A system call: the native must be carried out by the node running the process
+    /// (see [`crate::interp::Outcome::Sys`]).
+    Sys,
 }
 
 impl From<HeapError> for Exn {
@@ -55,6 +58,12 @@ pub struct NativeCtx<'a> {
 }
 
 pub type NativeFn = fn(&mut NativeCtx<'_>, &[Value]) -> Result<Value, Exn>;
+
+/// The body of every system-call native: it stops the interpreter at the call so that
+/// the node can carry it out with the whole process and node at hand.
+pub fn sys_trap(_: &mut NativeCtx<'_>, _: &[Value]) -> Result<Value, Exn> {
+    Err(Exn::Sys)
+}
 
 /// A native function and the argument counts it accepts.
 #[derive(Clone, Copy)]

@@ -8,13 +8,14 @@
 //! is refused with an error instead of misbehaving later.
 
 use crate::heap::{header_kind, header_size, kind, GcStats, Heap, HeapConfig, HeapError};
-use crate::process::{Frame, Handler, ModuleInstance, ModuleState, Process, NOT_INIT};
+use crate::message::Message;
+use crate::process::{Frame, Handler, ModuleInstance, ModuleState, ProcSys, Process, NOT_INIT};
 use crate::runtime::Vm;
 use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 1;
+pub const IMAGE_VERSION: u16 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {
@@ -32,6 +33,25 @@ struct HeapImage {
     pages: Vec<PageImage>,
 }
 
+/// What a node keeps about a process outside the process itself, carried in its image:
+/// its mailbox (the inbox and the queue of every channel whose receive end it holds),
+/// its links and monitors, and the signals and timers pending for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlotImage {
+    pub inbox: Vec<Message>,
+    /// Held receive ends, each with its queued messages.
+    pub chans: Vec<(u64, Vec<Message>)>,
+    pub links: Vec<u64>,
+    /// Processes monitoring this one.
+    pub watchers: Vec<u64>,
+    pub trap_exits: bool,
+    /// A kill that arrived while the process was frozen.
+    pub kill: Option<String>,
+    /// Time left on the blocking call's timeout, in µs (the deadline itself is a
+    /// node-local clock reading).
+    pub timeout_left_us: Option<u64>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Image {
     pid: u64,
@@ -43,6 +63,8 @@ struct Image {
     reductions: u64,
     rng: u64,
     max_frames: u32,
+    sys: ProcSys,
+    slot: SlotImage,
     heap: HeapImage,
 }
 
@@ -82,6 +104,16 @@ pub fn max_image_bytes(config: &HeapConfig) -> usize {
 
 /// Serialises a process (which must be at a safepoint: between two [`crate::run`] calls).
 pub fn snapshot(p: &Process) -> Vec<u8> {
+    snapshot_full(p, &SlotImage::default())
+}
+
+/// Restores a process image made by [`snapshot`].
+pub fn restore(bytes: &[u8], vm: &Vm) -> Result<Process, ImageError> {
+    restore_full(bytes, vm).map(|(p, _)| p)
+}
+
+/// Serialises a process with what its node keeps about it.
+pub fn snapshot_full(p: &Process, slot: &SlotImage) -> Vec<u8> {
     let h = &p.heap;
     let mut pages = Vec::new();
     for i in 0..h.page_count() as u32 {
@@ -104,6 +136,8 @@ pub fn snapshot(p: &Process) -> Vec<u8> {
         reductions: p.reductions,
         rng: p.rng,
         max_frames: p.max_frames,
+        sys: ProcSys { deadline_us: None, ..p.sys.clone() },
+        slot: slot.clone(),
         heap: HeapImage { config: h.config(), page_count: h.page_count() as u32, top: h.top() as u64, stats: h.stats, pages },
     };
     let mut out = Vec::new();
@@ -114,8 +148,10 @@ pub fn snapshot(p: &Process) -> Vec<u8> {
     out
 }
 
-/// Restores a process from an image into `vm`, which must hold its modules.
-pub fn restore(bytes: &[u8], vm: &Vm) -> Result<Process, ImageError> {
+/// Restores a process and its node-kept state from an image into `vm`, which must hold
+/// its modules. The blocking call's deadline is left unset: the node re-arms it from
+/// [`SlotImage::timeout_left_us`] on its own clock.
+pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), ImageError> {
     let cap = max_image_bytes(&vm.config.heap);
     if bytes.len() > cap {
         return Err(ImageError::TooLarge(bytes.len()));
@@ -173,12 +209,16 @@ pub fn restore(bytes: &[u8], vm: &Vm) -> Result<Process, ImageError> {
         reductions: img.reductions,
         rng: img.rng,
         max_frames: img.max_frames.clamp(1, 10_000_000),
+        sys: img.sys,
         linked: Vec::new(),
     };
     p.relink(vm).map_err(|e| ImageError::MissingModule(e.to_string()))?;
     validate(&p, vm).map_err(ImageError::Invalid)?;
     p.heap.rebuild_free_lists().map_err(|_| invalid("heap walk"))?;
-    Ok(p)
+    if p.sys.files.len() > 1 << 16 {
+        return Err(invalid("too many open files"));
+    }
+    Ok((p, img.slot))
 }
 
 /// Checks every reference of a restored process.
@@ -247,7 +287,15 @@ impl Validator<'_> {
                 }
                 Ok(())
             }
-            Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) => Ok(()),
+            Value::Nil
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Pid(_)
+            | Value::Tx(_)
+            | Value::Rx(_)
+            | Value::File(_)
+            | Value::Timeout => Ok(()),
         }
     }
 

@@ -27,6 +27,32 @@ impl FnRef {
     }
 }
 
+/// Bits of a pid or channel id below the node it was born on.
+pub const NAME_SERIAL_BITS: u32 = 48;
+
+/// A pid or channel id from its birth node and serial number.
+pub fn make_name(node: u16, serial: u64) -> u64 {
+    (u64::from(node) << NAME_SERIAL_BITS) | (serial & ((1 << NAME_SERIAL_BITS) - 1))
+}
+
+/// The node a pid or channel id was born on.
+pub fn name_node(name: u64) -> u16 {
+    (name >> NAME_SERIAL_BITS) as u16
+}
+
+/// `node.serial`, as pids and channel ids are printed.
+pub fn name_text(name: u64) -> String {
+    format!("{}.{}", name_node(name), name & ((1 << NAME_SERIAL_BITS) - 1))
+}
+
+/// A 64-bit mixing function (splitmix64's finaliser), for seeds.
+pub fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49eb_133c_11eb);
+    z ^ (z >> 31)
+}
+
 /// A Tern value. `Copy`, 16 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -46,6 +72,16 @@ pub enum Value {
     /// A heap cell holding a variable captured by a closure. Never visible to programs:
     /// only registers of captured locals and closure objects hold boxes.
     Box(Addr),
+    /// A process id: unique across the mesh, unchanged when the process moves.
+    Pid(u64),
+    /// The send end of a channel (by channel id); copies are clones of the end.
+    Tx(u64),
+    /// The receive end of a channel; exactly one process holds it at a time.
+    Rx(u64),
+    /// An open file: an index into the process's resource table.
+    File(u32),
+    /// What a receive returns when its time runs out.
+    Timeout,
 }
 
 /// Tags of values encoded in heap words (`[tag, payload]`).
@@ -61,8 +97,12 @@ pub mod tag {
     pub const FUNC: u64 = 8;
     pub const NATIVE: u64 = 9;
     pub const BOX: u64 = 10;
-    // 11..=15 are reserved for the values processes get next: pids, channel send and
-    // receive ends, and file handles (location-independent names, not heap objects).
+    // Location-independent names, not heap objects.
+    pub const PID: u64 = 11;
+    pub const TX: u64 = 12;
+    pub const RX: u64 = 13;
+    pub const FILE: u64 = 14;
+    pub const TIMEOUT: u64 = 15;
     /// Marks a deleted map entry. Never a value.
     pub const TOMBSTONE: u64 = 0xff;
 }
@@ -83,6 +123,11 @@ impl Value {
             Value::Func(f) => (tag::FUNC, f.pack()),
             Value::Native(n) => (tag::NATIVE, n as u64),
             Value::Box(a) => (tag::BOX, a as u64),
+            Value::Pid(p) => (tag::PID, p),
+            Value::Tx(c) => (tag::TX, c),
+            Value::Rx(c) => (tag::RX, c),
+            Value::File(f) => (tag::FILE, u64::from(f)),
+            Value::Timeout => (tag::TIMEOUT, 0),
         }
     }
 
@@ -101,6 +146,11 @@ impl Value {
             tag::FUNC => Value::Func(FnRef::unpack(p)),
             tag::NATIVE => Value::Native(p as u32),
             tag::BOX => Value::Box(p as Addr),
+            tag::PID => Value::Pid(p),
+            tag::TX => Value::Tx(p),
+            tag::RX => Value::Rx(p),
+            tag::FILE => Value::File(p as u32),
+            tag::TIMEOUT => Value::Timeout,
             _ => return None,
         })
     }
@@ -131,6 +181,11 @@ impl Value {
             Value::Map(_) => "a map",
             Value::Closure(_) | Value::Func(_) | Value::Native(_) => "a function",
             Value::Box(_) => "a box",
+            Value::Pid(_) => "a pid",
+            Value::Tx(_) => "a send end",
+            Value::Rx(_) => "a receive end",
+            Value::File(_) => "a file",
+            Value::Timeout => "a timeout",
         }
     }
 
@@ -145,6 +200,11 @@ impl Value {
             Value::Map(_) => "map",
             Value::Closure(_) | Value::Func(_) | Value::Native(_) => "function",
             Value::Box(_) => "box",
+            Value::Pid(_) => "pid",
+            Value::Tx(_) => "sender",
+            Value::Rx(_) => "receiver",
+            Value::File(_) => "file",
+            Value::Timeout => "timeout",
         }
     }
 }
@@ -168,11 +228,17 @@ mod tests {
             Value::Str(9),
             Value::Func(FnRef { module: 3, func: 7 }),
             Value::Native(4),
+            Value::Pid(1 << 48 | 5),
+            Value::Tx(7),
+            Value::Rx(8),
+            Value::File(2),
+            Value::Timeout,
         ];
         for v in vals {
             let (t, p) = v.encode();
             assert_eq!(Value::decode(t, p), Some(v));
         }
         assert_eq!(Value::decode(77, 0), None);
+        assert_eq!(Value::decode(16, 0), None);
     }
 }

@@ -1,0 +1,1378 @@
+//! A node: many green-thread processes on a few OS threads, and everything they do
+//! besides computing — messages, channels, timers, files, links — plus freezing a
+//! process and moving it to another node.
+//!
+//! **Scheduling (M:N).** Each worker thread runs one process at a time for a reduction
+//! budget (BEAM's preemption), then puts it back at the end of its own FIFO queue. New
+//! and woken processes go to the waking worker's queue or to a shared injector; idle
+//! workers steal (crossbeam-deque), and sleep on a condition variable when there is
+//! nothing to steal. A sleeping worker is counted before it looks at the queues for the
+//! last time, and whoever queues work checks that count after queueing, so no wake-up
+//! is lost.
+//!
+//! **Slots.** A process that is not running is parked in its *slot*, with its mailbox:
+//! the inbox, and one queue per channel whose receive end it holds. Senders reach a
+//! slot by pid; everything about a waiting process changes under its slot's lock, so a
+//! message and a process going to sleep cannot miss each other.
+//!
+//! **System calls.** Natives that need the node (spawn, send, recv, sleep, files, ...)
+//! stop the interpreter at the call (see [`crate::interp::Outcome::Sys`]); the worker
+//! carries them out with the whole process at hand. A call that must wait parks the
+//! process at the call, so waking it re-issues the call: the same path serves a wake-up,
+//! a timeout, a completed file operation and a process restored on another node.
+//!
+//! **Freezing.** A process in an interruptible wait (recv, select, sleep) is frozen at
+//! once; a runnable or running one at its next safepoint; one waiting for a file
+//! operation when the operation completes (a flag makes it block itself). A frozen
+//! process keeps receiving messages into its mailbox.
+//!
+//! **Names.** Pids and channel ids embed the node they were born on. That node keeps
+//! where each of its processes is now, and who holds each of its channels' receive
+//! ends, so any node can find either in at most two steps.
+
+mod sys;
+
+pub use sys::{sys_natives, Source};
+
+use crate::interp::{run, Outcome, RuntimeError};
+use crate::message::{Message, Obj, Val};
+use crate::process::{FileMode, IoResult, Process};
+use crate::runtime::{Host, Vm};
+use crate::snapshot::{restore_full, snapshot_full, ImageError, SlotImage};
+use crate::value::{make_name, name_node, name_text};
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub type Pid = u64;
+pub type ChanId = u64;
+
+/// Where processes' console output goes.
+pub trait Console: Send + Sync {
+    fn write(&self, pid: Pid, text: &str);
+    /// A process ended with an uncaught error (`text` is the error and its trace).
+    fn failed(&self, pid: Pid, text: &str) {
+        let _ = (pid, text);
+    }
+}
+
+/// A file operation, by name relative to the node's file root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    /// Checks the file can be opened in `mode` (creating or truncating it as the mode says).
+    Open { name: String, mode: FileMode },
+    /// Reads up to `max` bytes from `offset`; with `line`, stops after the first newline.
+    Read { name: String, offset: u64, max: u64, line: bool },
+    /// Writes `data` at `offset` (at the end, with `append`).
+    Write { name: String, offset: u64, append: bool, data: Vec<u8> },
+}
+
+/// Carries out file operations for the node; the host provides it (the VM knows nothing
+/// of disks). Called on the node's I/O threads, never on a worker.
+pub trait Files: Send + Sync {
+    fn run(&self, op: &FileOp) -> IoResult;
+}
+
+/// A node without files: every operation fails.
+pub struct NoFiles;
+
+impl Files for NoFiles {
+    fn run(&self, _: &FileOp) -> IoResult {
+        IoResult::Failed("this node has no files".into())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    /// Unique in the mesh; embedded in the pids and channel ids born here.
+    pub id: u16,
+    pub workers: usize,
+    /// Threads for file operations.
+    pub io_threads: usize,
+    /// Queued-message bytes a process may have before sends to it fail.
+    pub mailbox_limit_bytes: usize,
+    /// The largest message (its flattened size).
+    pub message_limit_bytes: usize,
+    /// Keep a record of every process exit (tests); otherwise only of watched pids.
+    pub record_exits: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "local".into(),
+            id: 0,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            io_threads: 2,
+            mailbox_limit_bytes: 64 << 20,
+            message_limit_bytes: 16 << 20,
+            record_exits: false,
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExitReason {
+    /// Its function returned.
+    Normal,
+    /// It called `exit(reason)`.
+    Exit(String),
+    /// `kill`, or a linked process failed.
+    Killed(String),
+    /// An uncaught error.
+    Failed(RuntimeError),
+}
+
+impl ExitReason {
+    /// The reason as other processes see it in exit and down messages.
+    pub fn text(&self) -> String {
+        match self {
+            ExitReason::Normal => "normal".into(),
+            ExitReason::Exit(s) | ExitReason::Killed(s) => s.clone(),
+            ExitReason::Failed(e) => e.message.clone(),
+        }
+    }
+    pub fn is_normal(&self) -> bool {
+        match self {
+            ExitReason::Normal => true,
+            ExitReason::Exit(s) => s == "normal",
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessExit {
+    pub pid: Pid,
+    pub reason: ExitReason,
+    pub reductions: u64,
+    pub heap_bytes: usize,
+    pub gc: crate::heap::GcStats,
+}
+
+/// Why a process could not be frozen or moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    /// No such process on this node (it ended, or lives elsewhere).
+    NotHere(Pid),
+    /// It did not reach a safepoint in time (a long file operation, say).
+    FreezeTimeout(Pid),
+    Image(ImageError),
+}
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveError::NotHere(p) => write!(f, "process {} is not on this node", name_text(*p)),
+            MoveError::FreezeTimeout(p) => write!(f, "process {} did not stop in time to be frozen", name_text(*p)),
+            MoveError::Image(e) => write!(f, "the destination refused the process: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MoveError {}
+
+/// What one move cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MoveStats {
+    pub image_bytes: usize,
+    /// From the freeze request until the process could run again at the destination.
+    pub frozen_us: u64,
+}
+
+/// The nodes of an in-memory mesh (several VM instances in one OS process), by id, and
+/// the clock they share.
+pub struct Mesh {
+    nodes: RwLock<Vec<Option<Weak<NodeInner>>>>,
+    start: Instant,
+    /// Held for the whole of a move: processes move one at a time.
+    move_lock: Mutex<()>,
+}
+
+impl Mesh {
+    pub fn new() -> Arc<Mesh> {
+        Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), move_lock: Mutex::new(()) })
+    }
+
+    fn node(&self, id: u16) -> Option<Arc<NodeInner>> {
+        self.nodes.read().get(usize::from(id))?.as_ref()?.upgrade()
+    }
+
+    fn add(&self, id: u16, node: &Arc<NodeInner>) {
+        let mut nodes = self.nodes.write();
+        let i = usize::from(id);
+        if nodes.len() <= i {
+            nodes.resize(i + 1, None);
+        }
+        nodes[i] = Some(Arc::downgrade(node));
+    }
+}
+
+const FREEZE: u8 = 1;
+const KILL: u8 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// In a run queue or running (the worker owns the process).
+    Active,
+    /// Parked in an interruptible wait.
+    Waiting,
+    /// Parked while a file operation runs (uninterruptible).
+    Io,
+    /// Parked and not to run until unfrozen.
+    Frozen,
+    /// Ended.
+    Exited,
+    /// Moved to another node; senders holding this slot look again.
+    Moved,
+}
+
+/// The messages queued for a process.
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    inbox: VecDeque<Message>,
+    chans: Vec<(ChanId, VecDeque<Message>)>,
+    bytes: usize,
+}
+
+impl Mailbox {
+    fn chan(&mut self, c: ChanId) -> Option<&mut VecDeque<Message>> {
+        self.chans.iter_mut().find(|(id, _)| *id == c).map(|(_, q)| q)
+    }
+    fn holds(&self, c: ChanId) -> bool {
+        self.chans.iter().any(|(id, _)| *id == c)
+    }
+    fn queue(&mut self, s: Source) -> Option<&mut VecDeque<Message>> {
+        match s {
+            Source::Inbox => Some(&mut self.inbox),
+            Source::Chan(c) => self.chan(c),
+        }
+    }
+    fn count(&self) -> usize {
+        self.inbox.len() + self.chans.iter().map(|(_, q)| q.len()).sum::<usize>()
+    }
+}
+
+pub(crate) struct SlotState {
+    status: Status,
+    parked: Option<Box<Process>>,
+    /// What wakes a waiting process (nothing but its timer, when empty).
+    wait: Vec<Source>,
+    wait_seq: u64,
+    mailbox: Mailbox,
+    links: Vec<Pid>,
+    watchers: Vec<Pid>,
+    trap_exits: bool,
+    kill: Option<String>,
+}
+
+pub(crate) struct Slot {
+    flags: AtomicU8,
+    st: Mutex<SlotState>,
+}
+
+impl Slot {
+    fn new(status: Status) -> Arc<Slot> {
+        Arc::new(Slot {
+            flags: AtomicU8::new(0),
+            st: Mutex::new(SlotState {
+                status,
+                parked: None,
+                wait: Vec::new(),
+                wait_seq: 0,
+                mailbox: Mailbox::default(),
+                links: Vec::new(),
+                watchers: Vec::new(),
+                trap_exits: false,
+                kill: None,
+            }),
+        })
+    }
+}
+
+#[derive(Clone)]
+enum Entry {
+    Live(Arc<Slot>),
+    Moved(u16),
+}
+
+const SHARDS: usize = 64;
+
+struct Shards<V> {
+    shards: Vec<Mutex<HashMap<u64, V>>>,
+}
+
+impl<V: Clone> Shards<V> {
+    fn new() -> Self {
+        Shards { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+    fn shard(&self, k: u64) -> &Mutex<HashMap<u64, V>> {
+        &self.shards[(k as usize) % SHARDS]
+    }
+    fn get(&self, k: u64) -> Option<V> {
+        self.shard(k).lock().get(&k).cloned()
+    }
+    fn insert(&self, k: u64, v: V) {
+        self.shard(k).lock().insert(k, v);
+    }
+    fn remove(&self, k: u64) -> Option<V> {
+        self.shard(k).lock().remove(&k)
+    }
+}
+
+pub(crate) struct Task {
+    pid: Pid,
+    slot: Arc<Slot>,
+    proc: Box<Process>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Inbox(Pid),
+    Chan(ChanId),
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeliverError {
+    Full(Pid),
+}
+
+pub(crate) struct NodeInner {
+    id: u16,
+    name: String,
+    vm: Arc<Vm>,
+    mesh: Arc<Mesh>,
+    config: NodeConfig,
+    console: Arc<dyn Console>,
+    files: Arc<dyn Files>,
+    procs: Shards<Entry>,
+    /// Holder of each live channel born here.
+    holders: Shards<Pid>,
+    serial: AtomicU64,
+    budget: u32,
+    injector: Injector<Task>,
+    stealers: Vec<Stealer<Task>>,
+    sleeping: AtomicUsize,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    live: AtomicUsize,
+    /// Processes that are runnable, running or in a file operation.
+    busy: AtomicUsize,
+    reductions: AtomicU64,
+    timers: Mutex<BinaryHeap<std::cmp::Reverse<(u64, Pid, u64)>>>,
+    timer_wake: Condvar,
+    io_tx: crossbeam_channel::Sender<Option<(Pid, Arc<Slot>, FileOp)>>,
+    exits: Mutex<Vec<ProcessExit>>,
+    watched: Mutex<HashMap<Pid, Option<ProcessExit>>>,
+    exited: Condvar,
+    /// For each native id: the system call it is, if any.
+    sys_table: Vec<Option<sys::Sys>>,
+    move_hook: Mutex<Option<MoveHook>>,
+    has_move_hook: AtomicBool,
+    moves: AtomicU64,
+    image_max: AtomicU64,
+    /// Moves in progress (a process frozen for a move is not idle).
+    moving: AtomicUsize,
+}
+
+/// Decides, at a process's safepoints (the end of a time slice, or parking in a wait),
+/// whether to move it now and to which node: `(pid, reductions in the slice)`.
+pub type MoveHook = Box<dyn FnMut(Pid, u64) -> Option<u16> + Send>;
+
+/// A running node. Dropping it stops its threads; processes still running are dropped.
+pub struct Node {
+    inner: Arc<NodeInner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a node with its worker, timer and I/O threads, as member `config.id` of `mesh`.
+    pub fn start(vm: Arc<Vm>, mesh: Arc<Mesh>, config: NodeConfig, console: Arc<dyn Console>, files: Arc<dyn Files>) -> Node {
+        let workers = config.workers.max(1);
+        let queues: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let (io_tx, io_rx) = crossbeam_channel::unbounded();
+        let sys_table = sys::table(&vm);
+        let inner = Arc::new(NodeInner {
+            id: config.id,
+            name: config.name.clone(),
+            budget: vm.config.budget,
+            vm,
+            mesh: mesh.clone(),
+            config: config.clone(),
+            console,
+            files,
+            procs: Shards::new(),
+            holders: Shards::new(),
+            serial: AtomicU64::new(1),
+            injector: Injector::new(),
+            stealers: queues.iter().map(Worker::stealer).collect(),
+            sleeping: AtomicUsize::new(0),
+            sleep_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            reductions: AtomicU64::new(0),
+            timers: Mutex::new(BinaryHeap::new()),
+            timer_wake: Condvar::new(),
+            io_tx,
+            exits: Mutex::new(Vec::new()),
+            watched: Mutex::new(HashMap::new()),
+            exited: Condvar::new(),
+            sys_table,
+            move_hook: Mutex::new(None),
+            has_move_hook: AtomicBool::new(false),
+            moves: AtomicU64::new(0),
+            image_max: AtomicU64::new(0),
+            moving: AtomicUsize::new(0),
+        });
+        mesh.add(config.id, &inner);
+        let mut threads = Vec::new();
+        for (i, q) in queues.into_iter().enumerate() {
+            let n = inner.clone();
+            threads.push(thread(format!("tern-{}-worker-{i}", config.id), move || n.worker_loop(&q, i)));
+        }
+        let n = inner.clone();
+        threads.push(thread(format!("tern-{}-timers", config.id), move || n.timer_loop()));
+        for i in 0..config.io_threads.max(1) {
+            let n = inner.clone();
+            let rx = io_rx.clone();
+            threads.push(thread(format!("tern-{}-io-{i}", config.id), move || n.io_loop(&rx)));
+        }
+        Node { inner, threads }
+    }
+
+    /// A lone node (id 0, its own mesh, no files) keeping a record of every exit: for
+    /// tests and embedding.
+    pub fn local(vm: Arc<Vm>, console: Arc<dyn Console>, workers: usize) -> Node {
+        let config = NodeConfig { workers, record_exits: true, ..NodeConfig::default() };
+        Node::start(vm, Mesh::new(), config, console, Arc::new(NoFiles))
+    }
+
+    pub fn id(&self) -> u16 {
+        self.inner.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn vm(&self) -> &Arc<Vm> {
+        &self.inner.vm
+    }
+
+    /// A fresh pid born on this node.
+    pub fn new_pid(&self) -> Pid {
+        self.inner.new_name()
+    }
+
+    /// Starts a process (built with a pid from [`Node::new_pid`]).
+    pub fn spawn(&self, p: Process) {
+        self.inner.spawn(p, Vec::new(), None);
+    }
+
+    /// Starts module `main`'s top level as a new process; returns its pid.
+    pub fn spawn_main(&self, main: crate::bytecode::ModuleHash) -> Result<Pid, crate::process::LinkError> {
+        let pid = self.new_pid();
+        let p = Process::new(pid, main, &self.inner.vm)?;
+        self.watch(pid);
+        self.spawn(p);
+        Ok(pid)
+    }
+
+    /// Keeps the exit record of `pid` (call before it can end) for [`Node::wait_exit`].
+    pub fn watch(&self, pid: Pid) {
+        self.inner.watched.lock().insert(pid, None);
+    }
+
+    /// Waits for a watched process to end.
+    pub fn wait_exit(&self, pid: Pid, timeout: Duration) -> Option<ProcessExit> {
+        let deadline = Instant::now() + timeout;
+        let mut w = self.inner.watched.lock();
+        loop {
+            if let Some(Some(e)) = w.get(&pid) {
+                return Some(e.clone());
+            }
+            if self.inner.exited.wait_until(&mut w, deadline).timed_out() {
+                return w.get(&pid).cloned().flatten();
+            }
+        }
+    }
+
+    /// The exit record of a watched process, if it has ended.
+    pub fn exit_of(&self, pid: Pid) -> Option<ProcessExit> {
+        self.inner.watched.lock().get(&pid).cloned().flatten()
+    }
+
+    /// Processes on this node that have not ended.
+    pub fn live(&self) -> usize {
+        self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Reductions run on this node so far.
+    pub fn reductions(&self) -> u64 {
+        self.inner.reductions.load(Ordering::Relaxed)
+    }
+
+    /// True when nothing here can make progress by itself: no process runnable, running
+    /// or in a file operation, and no timer armed.
+    pub fn quiescent(&self) -> bool {
+        self.inner.busy.load(Ordering::SeqCst) == 0 && self.inner.moving.load(Ordering::SeqCst) == 0 && self.inner.timers.lock().is_empty()
+    }
+
+    /// Waits until every process here has ended, or `timeout` passes.
+    pub fn wait_all(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut w = self.inner.watched.lock();
+        while self.live() > 0 {
+            if self.inner.exited.wait_until(&mut w, deadline).timed_out() {
+                return self.live() == 0;
+            }
+        }
+        true
+    }
+
+    /// Every exit so far (with `record_exits`), in the order they happened.
+    pub fn exits(&self) -> Vec<ProcessExit> {
+        self.inner.exits.lock().clone()
+    }
+
+    /// The pids of the processes living here now, in order.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.pids_where(|st| !matches!(st, Status::Exited | Status::Moved))
+    }
+
+    /// The pids of the processes here that are waiting (for a message, a timer or a file
+    /// operation), in order.
+    pub fn waiting_pids(&self) -> Vec<Pid> {
+        self.pids_where(|st| matches!(st, Status::Waiting | Status::Io))
+    }
+
+    fn pids_where(&self, keep: impl Fn(Status) -> bool) -> Vec<Pid> {
+        // Shard locks are never held while a slot is locked (a move locks a slot, then
+        // a shard), so collect first and look at the slots after.
+        let mut slots = Vec::new();
+        for s in &self.inner.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                Entry::Live(slot) => Some((p, slot.clone())),
+                Entry::Moved(_) => None,
+            }));
+        }
+        let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Messages queued for a process here, and their bytes.
+    pub fn mailbox_size(&self, pid: Pid) -> Option<(usize, usize)> {
+        match self.inner.procs.get(pid)? {
+            Entry::Live(s) => {
+                let st = s.st.lock();
+                Some((st.mailbox.count(), st.mailbox.bytes))
+            }
+            Entry::Moved(_) => None,
+        }
+    }
+
+    /// Freezes a process here: at once if it is waiting, at its next safepoint if it is
+    /// running, when its file operation completes if it is in one.
+    pub fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {
+        self.inner.freeze(pid, timeout)
+    }
+
+    /// Lets a frozen process run again (re-issuing the wait it was in, if any).
+    pub fn unfreeze(&self, pid: Pid) {
+        self.inner.unfreeze(pid);
+    }
+
+    /// Whether a process here is frozen.
+    pub fn is_frozen(&self, pid: Pid) -> bool {
+        matches!(self.inner.procs.get(pid), Some(Entry::Live(s)) if s.st.lock().status == Status::Frozen)
+    }
+
+    /// Moves a process to node `dest` of the same mesh: freeze it, image it, reinstate
+    /// the image at `dest` under a temporary id, give it its pid, let it run there and
+    /// delete the copy here. Messages sent to it meanwhile are kept, in order.
+    pub fn migrate(&self, pid: Pid, dest: &Node, timeout: Duration) -> Result<MoveStats, MoveError> {
+        self.inner.migrate(pid, &dest.inner, timeout)
+    }
+
+    /// Installs a hook that moves processes at their safepoints (see [`MoveHook`]).
+    pub fn set_move_hook(&self, hook: MoveHook) {
+        *self.inner.move_hook.lock() = Some(hook);
+        self.inner.has_move_hook.store(true, Ordering::SeqCst);
+    }
+
+    /// Processes moved away from this node so far, and the largest image among them.
+    pub fn moves_out(&self) -> (u64, usize) {
+        (self.inner.moves.load(Ordering::SeqCst), self.inner.image_max.load(Ordering::SeqCst) as usize)
+    }
+
+    /// Stops the threads; processes still here are dropped.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _g = self.inner.sleep_lock.lock();
+            self.inner.wake.notify_all();
+        }
+        {
+            let _g = self.inner.timers.lock();
+            self.inner.timer_wake.notify_all();
+        }
+        for _ in 0..self.inner.config.io_threads.max(1) {
+            let _ = self.inner.io_tx.send(None);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn thread(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name).spawn(f).expect("the OS refused to start a thread")
+}
+
+/// The host a process runs against on a worker: the node's console and clock.
+struct ProcHost<'a> {
+    node: &'a NodeInner,
+    pid: Pid,
+}
+
+impl Host for ProcHost<'_> {
+    fn console_write(&mut self, text: &str) {
+        self.node.console.write(self.pid, text);
+    }
+    fn mono_us(&self) -> u64 {
+        self.node.now_us()
+    }
+    fn wall_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// What carrying out a system call left to do.
+pub(crate) enum SysOut {
+    /// Done (or an error was raised into the process): go on running it.
+    Continue(Box<Process>),
+    /// The process is parked in its slot.
+    Parked,
+    /// The process ends.
+    Exit(Box<Process>, ExitReason),
+}
+
+impl NodeInner {
+    fn now_us(&self) -> u64 {
+        self.mesh.start.elapsed().as_micros() as u64
+    }
+
+    fn new_name(&self) -> u64 {
+        make_name(self.id, self.serial.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn node(&self, id: u16) -> Option<Arc<NodeInner>> {
+        self.mesh.node(id)
+    }
+
+    /// Registers and queues a new process; `chans` are receive ends it starts holding.
+    fn spawn(&self, p: Process, chans: Vec<(ChanId, VecDeque<Message>)>, local: Option<&Worker<Task>>) {
+        let pid = p.pid;
+        let slot = Slot::new(Status::Active);
+        {
+            let mut st = slot.st.lock();
+            for (c, q) in chans {
+                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                st.mailbox.chans.push((c, q));
+            }
+        }
+        self.procs.insert(pid, Entry::Live(slot.clone()));
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.push(Task { pid, slot, proc: Box::new(p) }, local);
+    }
+
+    /// Queues a runnable process: on the calling worker's own queue when there is one,
+    /// else on the injector; wakes a sleeping worker if there is more work than hands.
+    fn push(&self, t: Task, local: Option<&Worker<Task>>) {
+        match local {
+            Some(q) => {
+                q.push(t);
+                fence(Ordering::SeqCst);
+                if q.len() > 1 && self.sleeping.load(Ordering::SeqCst) > 0 {
+                    let _g = self.sleep_lock.lock();
+                    self.wake.notify_one();
+                }
+            }
+            None => {
+                self.injector.push(t);
+                fence(Ordering::SeqCst);
+                if self.sleeping.load(Ordering::SeqCst) > 0 {
+                    let _g = self.sleep_lock.lock();
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The node holding a process now, and its slot.
+    fn find(&self, pid: Pid) -> Option<(Arc<NodeInner>, Arc<Slot>)> {
+        let mut node = self.node(self.id)?;
+        for _ in 0..8 {
+            let next = match node.procs.get(pid) {
+                Some(Entry::Live(s)) => return Some((node, s)),
+                Some(Entry::Moved(n)) => n,
+                None if node.id == name_node(pid) => return None,
+                None => name_node(pid),
+            };
+            node = self.node(next)?;
+        }
+        None
+    }
+
+    /// The process holding a channel's receive end.
+    fn holder(&self, c: ChanId) -> Option<Pid> {
+        self.node(name_node(c))?.holders.get(c)
+    }
+
+    fn set_holder(&self, c: ChanId, pid: Option<Pid>) {
+        if let Some(n) = self.node(name_node(c)) {
+            match pid {
+                Some(p) => n.holders.insert(c, p),
+                None => {
+                    n.holders.remove(c);
+                }
+            }
+        }
+    }
+
+    /// Queues a message (with the receive ends it carries, and their queues) at its
+    /// target, wherever that is now. `Ok(None)`: the target is gone and the message
+    /// dropped (as sends to ended processes are).
+    pub(crate) fn deliver(
+        &self,
+        target: Target,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, DeliverError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            if tries > 1 {
+                // A receive end or a process in the middle of a move: look again shortly.
+                if tries > 200_000 {
+                    return Ok(None);
+                }
+                std::thread::yield_now();
+            }
+            let pid = match target {
+                Target::Inbox(p) => p,
+                Target::Chan(c) => match self.holder(c) {
+                    Some(p) => p,
+                    None => {
+                        for (c, _) in &carried {
+                            self.set_holder(*c, None);
+                        }
+                        return Ok(None);
+                    }
+                },
+            };
+            let Some((node, slot)) = self.find(pid) else {
+                if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {
+                    continue;
+                }
+                for (c, _) in &carried {
+                    self.set_holder(*c, None);
+                }
+                return Ok(None);
+            };
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => {
+                    drop(st);
+                    for (c, _) in &carried {
+                        self.set_holder(*c, None);
+                    }
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            let bytes = msg.approx_bytes();
+            let src = match target {
+                Target::Inbox(_) => Source::Inbox,
+                Target::Chan(c) => Source::Chan(c),
+            };
+            if carried.is_empty() && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
+                return Err(DeliverError::Full(pid));
+            }
+            let Some(q) = st.mailbox.queue(src) else { continue };
+            q.push_back(msg);
+            st.mailbox.bytes += bytes;
+            for (c, q) in carried {
+                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                st.mailbox.chans.push((c, q));
+                self.set_holder(c, Some(pid));
+            }
+            if st.status == Status::Waiting && st.wait.contains(&src) {
+                let local = if node.id == self.id { local } else { None };
+                node.wake_locked(pid, &slot, &mut st, local);
+            }
+            return Ok(Some(pid));
+        }
+    }
+
+    fn holder_is(&self, target: Target, pid: Pid) -> bool {
+        match target {
+            Target::Chan(c) => self.holder(c) != Some(pid),
+            Target::Inbox(_) => false,
+        }
+    }
+
+    /// Makes a waiting process runnable (its slot locked by the caller).
+    fn wake_locked(&self, pid: Pid, slot: &Arc<Slot>, st: &mut SlotState, local: Option<&Worker<Task>>) {
+        if let Some(proc) = st.parked.take() {
+            st.status = Status::Active;
+            st.wait.clear();
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            self.push(Task { pid, slot: slot.clone(), proc }, local);
+        }
+    }
+
+    /// Ends a process with `reason` from outside (`kill`, a failed link). A waiting
+    /// process is woken to end; a running one ends at its next safepoint; a frozen one
+    /// when it is unfrozen, wherever that is.
+    fn kill(&self, pid: Pid, reason: String) {
+        loop {
+            let Some((node, slot)) = self.find(pid) else { return };
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => return,
+                _ => {}
+            }
+            if st.kill.is_none() {
+                st.kill = Some(reason);
+            }
+            slot.flags.fetch_or(KILL, Ordering::SeqCst);
+            if st.status == Status::Waiting {
+                node.wake_locked(pid, &slot, &mut st, None);
+            }
+            return;
+        }
+    }
+
+    /// Tells `to` that linked process `from` ended.
+    fn exit_signal(&self, to: Pid, from: Pid, reason: &ExitReason) {
+        loop {
+            let Some((_, slot)) = self.find(to) else { return };
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => return,
+                _ => {}
+            }
+            st.links.retain(|&p| p != from);
+            let trap = st.trap_exits;
+            drop(st);
+            if trap {
+                let _ = self.deliver(Target::Inbox(to), event_message("exit", from, &reason.text()), Vec::new(), None);
+            } else if !reason.is_normal() {
+                self.kill(to, format!("linked process {} ended: {}", name_text(from), reason.text()));
+            }
+            return;
+        }
+    }
+
+    /// Ends a process: its mailbox and channels go, watchers and links are told.
+    fn finish(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, reason: ExitReason) {
+        let (mailbox, links, watchers) = {
+            let mut st = slot.st.lock();
+            st.status = Status::Exited;
+            st.parked = None;
+            (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers))
+        };
+        self.procs.remove(pid);
+        if name_node(pid) != self.id {
+            if let Some(b) = self.node(name_node(pid)) {
+                b.procs.remove(pid);
+            }
+        }
+        for (c, _) in &mailbox.chans {
+            self.set_holder(*c, None);
+        }
+        if let ExitReason::Failed(e) = &reason {
+            self.console.failed(pid, &e.to_string());
+        }
+        let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats };
+        drop(proc);
+        for w in watchers {
+            let _ = self.deliver(Target::Inbox(w), event_message("down", pid, &exit.reason.text()), Vec::new(), None);
+        }
+        for l in links {
+            self.exit_signal(l, pid, &exit.reason);
+        }
+        let mut w = self.watched.lock();
+        if let Some(e) = w.get_mut(&pid) {
+            *e = Some(exit.clone());
+        }
+        if self.config.record_exits {
+            self.exits.lock().push(exit);
+        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.exited.notify_all();
+    }
+
+    fn find_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
+        if let Some(t) = local.pop() {
+            return Some(t);
+        }
+        loop {
+            let mut retry = false;
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(t) => return Some(t),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            for (i, st) in self.stealers.iter().enumerate() {
+                if i == me {
+                    continue;
+                }
+                match st.steal() {
+                    Steal::Success(t) => return Some(t),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    fn any_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    fn worker_loop(&self, local: &Worker<Task>, me: usize) {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let Some(task) = self.find_work(local, me) else {
+                let mut g = self.sleep_lock.lock();
+                self.sleeping.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                // Work queued before this check is seen here; work queued after it sees
+                // us counted as sleeping and notifies under the lock we hold until we wait.
+                if !self.any_work() && !self.shutdown.load(Ordering::SeqCst) {
+                    self.wake.wait(&mut g);
+                }
+                self.sleeping.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            };
+            self.run_task(task, local);
+        }
+    }
+
+    /// Parks a process that was asked to freeze or end. Returns it if neither.
+    fn check_flags(&self, t: Task) -> Option<Task> {
+        if t.slot.flags.load(Ordering::SeqCst) == 0 {
+            return Some(t);
+        }
+        let mut st = t.slot.st.lock();
+        let flags = t.slot.flags.load(Ordering::SeqCst);
+        if flags & KILL != 0 {
+            let reason = st.kill.take().unwrap_or_else(|| "killed".into());
+            drop(st);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            self.finish(t.pid, &t.slot, t.proc, ExitReason::Killed(reason));
+            return None;
+        }
+        if flags & FREEZE != 0 {
+            st.status = Status::Frozen;
+            st.parked = Some(t.proc);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        drop(st);
+        Some(t)
+    }
+
+    fn run_task(&self, t: Task, local: &Worker<Task>) {
+        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return };
+        let start = proc.reductions;
+        let budget = u64::from(self.budget);
+        let out = loop {
+            let used = proc.reductions - start;
+            if used >= budget {
+                break None;
+            }
+            let mut host = ProcHost { node: self, pid };
+            match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
+                Outcome::Yielded => break None,
+                Outcome::Finished(_) => break Some(ExitReason::Normal),
+                Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
+                Outcome::Blocked(b) => {
+                    break Some(ExitReason::Failed(RuntimeError {
+                        message: format!("blocked with nothing to wake it: {b:?}"),
+                        trace: crate::interp::backtrace(&proc),
+                    }))
+                }
+                Outcome::Sys => match sys::call(self, pid, &slot, proc, local) {
+                    SysOut::Continue(p) => proc = p,
+                    SysOut::Parked => {
+                        self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                        self.maybe_move(pid, used + 1, None);
+                        return;
+                    }
+                    SysOut::Exit(p, reason) => {
+                        proc = p;
+                        break Some(reason);
+                    }
+                },
+            }
+        };
+        self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
+        match out {
+            None => {
+                let used = proc.reductions - start;
+                let mut t = Some(Task { pid, slot, proc });
+                if self.has_move_hook.load(Ordering::Relaxed) {
+                    t = self.maybe_move(pid, used, t);
+                }
+                if let Some(t) = t.and_then(|t| self.check_flags(t)) {
+                    local.push(t);
+                    // New and woken processes must not wait behind ones that never block.
+                    if !self.injector.is_empty() {
+                        let _ = self.injector.steal_batch(local);
+                    }
+                    fence(Ordering::SeqCst);
+                    if local.len() > 1 && self.sleeping.load(Ordering::SeqCst) > 0 {
+                        let _g = self.sleep_lock.lock();
+                        self.wake.notify_one();
+                    }
+                }
+            }
+            Some(reason) => {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+                self.finish(pid, &slot, proc, reason);
+            }
+        }
+    }
+
+    /// Asks the move hook whether to move the process now; if so, freezes it (it is at a
+    /// safepoint: `task` is it, runnable, or it is parked) and moves it.
+    fn maybe_move(&self, pid: Pid, used: u64, task: Option<Task>) -> Option<Task> {
+        if !self.has_move_hook.load(Ordering::Relaxed) {
+            return task;
+        }
+        let dest = self.move_hook.lock().as_mut().and_then(|h| h(pid, used));
+        let Some(dest) = dest.and_then(|d| self.node(d)) else { return task };
+        // One move at a time. A worker waits only briefly for another move to finish,
+        // since that move may be waiting for a process in this worker's queue.
+        let Some(_one_at_a_time) = self.mesh.move_lock.try_lock_for(Duration::from_millis(2)) else { return task };
+        if let Some(t) = task {
+            let mut st = t.slot.st.lock();
+            t.slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+            st.status = Status::Frozen;
+            st.parked = Some(t.proc);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+        // A process that ended meanwhile is not moved; nothing else can fail here but a
+        // refused image, after which it runs on here.
+        let _ = self.migrate_locked(pid, &dest, Duration::from_secs(30));
+        None
+    }
+
+    /// Parks a process at its blocking call, unless it was asked to freeze or end
+    /// meanwhile. `wait`: what wakes it; `deadline`: when its timer fires.
+    pub(crate) fn park(
+        &self,
+        pid: Pid,
+        slot: &Arc<Slot>,
+        st: &mut SlotState,
+        proc: Box<Process>,
+        wait: Vec<Source>,
+        deadline: Option<u64>,
+    ) -> Option<(Box<Process>, ExitReason)> {
+        let flags = slot.flags.load(Ordering::SeqCst);
+        if flags & KILL != 0 {
+            return Some((proc, ExitReason::Killed(st.kill.take().unwrap_or_else(|| "killed".into()))));
+        }
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        st.parked = Some(proc);
+        if flags & FREEZE != 0 {
+            st.status = Status::Frozen;
+            return None;
+        }
+        st.status = Status::Waiting;
+        st.wait = wait;
+        st.wait_seq += 1;
+        if let Some(d) = deadline {
+            let mut timers = self.timers.lock();
+            let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| d < *t);
+            timers.push(std::cmp::Reverse((d, pid, st.wait_seq)));
+            if first {
+                self.timer_wake.notify_one();
+            }
+        }
+        None
+    }
+
+    /// Parks a process while a file operation runs on the I/O threads.
+    pub(crate) fn start_io(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, op: FileOp) {
+        let mut st = slot.st.lock();
+        st.status = Status::Io;
+        st.parked = Some(proc);
+        drop(st);
+        if self.io_tx.send(Some((pid, slot.clone(), op))).is_err() {
+            // The node is shutting down; the process stays parked.
+        }
+    }
+
+    fn io_loop(&self, rx: &crossbeam_channel::Receiver<Option<(Pid, Arc<Slot>, FileOp)>>) {
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(Some((pid, slot, op))) = rx.recv() else { return };
+            let result = self.files.run(&op);
+            let mut st = slot.st.lock();
+            let Some(mut proc) = st.parked.take() else { continue };
+            proc.sys.io_result = Some(result);
+            let flags = slot.flags.load(Ordering::SeqCst);
+            if flags & KILL != 0 {
+                let reason = st.kill.take().unwrap_or_else(|| "killed".into());
+                drop(st);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+                self.finish(pid, &slot, proc, ExitReason::Killed(reason));
+            } else if flags & FREEZE != 0 {
+                // Delayed blocking: the call is complete, so the process can be frozen now.
+                st.status = Status::Frozen;
+                st.parked = Some(proc);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                st.status = Status::Active;
+                drop(st);
+                self.push(Task { pid, slot, proc }, None);
+            }
+        }
+    }
+
+    fn timer_loop(&self) {
+        let mut timers = self.timers.lock();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let now = self.now_us();
+            match timers.peek() {
+                Some(&std::cmp::Reverse((t, pid, seq))) if t <= now => {
+                    timers.pop();
+                    drop(timers);
+                    if let Some(Entry::Live(slot)) = self.procs.get(pid) {
+                        let mut st = slot.st.lock();
+                        if st.status == Status::Waiting && st.wait_seq == seq {
+                            self.wake_locked(pid, &slot, &mut st, None);
+                        }
+                    }
+                    timers = self.timers.lock();
+                }
+                Some(&std::cmp::Reverse((t, _, _))) => {
+                    let _ = self.timer_wake.wait_for(&mut timers, Duration::from_micros(t - now));
+                }
+                None => {
+                    self.timer_wake.wait(&mut timers);
+                }
+            }
+        }
+    }
+
+    fn local_slot(&self, pid: Pid) -> Option<Arc<Slot>> {
+        match self.procs.get(pid) {
+            Some(Entry::Live(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {
+        let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        {
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
+                Status::Frozen => return Ok(()),
+                Status::Waiting => {
+                    // An interruptible wait: blocked at once. The wait is re-issued when
+                    // the process runs again.
+                    slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                    st.status = Status::Frozen;
+                    return Ok(());
+                }
+                Status::Active | Status::Io => {
+                    slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = 1;
+        loop {
+            match slot.st.lock().status {
+                Status::Frozen => return Ok(()),
+                Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                self.unfreeze(pid);
+                return Err(MoveError::FreezeTimeout(pid));
+            }
+            std::thread::sleep(Duration::from_micros(pause));
+            pause = (pause * 2).min(500);
+        }
+    }
+
+    fn unfreeze(&self, pid: Pid) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        slot.flags.fetch_and(!FREEZE, Ordering::SeqCst);
+        if st.status == Status::Frozen {
+            if let Some(proc) = st.parked.take() {
+                st.status = Status::Active;
+                st.wait.clear();
+                self.busy.fetch_add(1, Ordering::SeqCst);
+                self.push(Task { pid, slot: slot.clone(), proc }, None);
+            }
+        }
+    }
+
+    fn migrate(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        let _one_at_a_time = self.mesh.move_lock.lock();
+        self.migrate_locked(pid, dest, timeout)
+    }
+
+    fn migrate_locked(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        if dest.id == self.id {
+            return Ok(MoveStats::default());
+        }
+        self.moving.fetch_add(1, Ordering::SeqCst);
+        let r = self.migrate_inner(pid, dest, timeout);
+        self.moving.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    fn migrate_inner(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        let t0 = Instant::now();
+        self.freeze(pid, timeout)?;
+        let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        // An empty process at the destination, under a temporary id.
+        let temp = dest.new_name();
+        let tslot = Slot::new(Status::Frozen);
+        dest.procs.insert(temp, Entry::Live(tslot.clone()));
+        let mut st = slot.st.lock();
+        if st.status != Status::Frozen || st.parked.is_none() {
+            drop(st);
+            dest.procs.remove(temp);
+            return Err(MoveError::NotHere(pid));
+        }
+        let proc = st.parked.as_ref().map(|p| p.as_ref()).ok_or(MoveError::NotHere(pid))?;
+        let now = self.now_us();
+        let img = SlotImage {
+            inbox: st.mailbox.inbox.iter().cloned().collect(),
+            chans: st.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
+            links: st.links.clone(),
+            watchers: st.watchers.clone(),
+            trap_exits: st.trap_exits,
+            kill: st.kill.clone(),
+            timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
+        };
+        let bytes = snapshot_full(proc, &img);
+        if let Err(e) = dest.reinstate(temp, &tslot, &bytes) {
+            drop(st);
+            dest.procs.remove(temp);
+            self.unfreeze(pid);
+            return Err(MoveError::Image(e));
+        }
+        // Give the copy its pid, point the birth node at it, and retire the original:
+        // senders waiting on this slot's lock look the process up again.
+        dest.procs.insert(pid, Entry::Live(tslot));
+        dest.procs.remove(temp);
+        dest.live.fetch_add(1, Ordering::SeqCst);
+        let birth = name_node(pid);
+        if birth != dest.id {
+            if let Some(b) = self.node(birth) {
+                b.procs.insert(pid, Entry::Moved(dest.id));
+            }
+        }
+        st.status = Status::Moved;
+        st.parked = None;
+        st.mailbox = Mailbox::default();
+        drop(st);
+        if birth != self.id {
+            self.procs.remove(pid);
+        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        {
+            let mut w = self.watched.lock();
+            if w.remove(&pid).is_some() {
+                dest.watched.lock().insert(pid, None);
+            }
+        }
+        self.exited.notify_all();
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        self.image_max.fetch_max(bytes.len() as u64, Ordering::SeqCst);
+        dest.unfreeze(pid);
+        Ok(MoveStats { image_bytes: bytes.len(), frozen_us: t0.elapsed().as_micros() as u64 })
+    }
+
+    /// Loads an image into the empty slot made for it.
+    fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8]) -> Result<(), ImageError> {
+        let (mut proc, img) = restore_full(bytes, &self.vm)?;
+        let now = self.now_us();
+        proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
+        let mut st = slot.st.lock();
+        let mut bytes = 0;
+        st.mailbox.inbox = img.inbox.into_iter().inspect(|m| bytes += m.approx_bytes()).collect();
+        st.mailbox.chans =
+            img.chans.into_iter().map(|(c, q)| (c, q.into_iter().inspect(|m| bytes += m.approx_bytes()).collect())).collect();
+        st.mailbox.bytes = bytes;
+        st.links = img.links;
+        st.watchers = img.watchers;
+        st.trap_exits = img.trap_exits;
+        if img.kill.is_some() {
+            st.kill = img.kill;
+            slot.flags.fetch_or(KILL, Ordering::SeqCst);
+        }
+        slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+        st.status = Status::Frozen;
+        st.parked = Some(Box::new(proc));
+        Ok(())
+    }
+}
+
+/// `{event: EVENT, pid: PID, reason: REASON}`, the message links and monitors send.
+fn event_message(event: &str, pid: Pid, reason: &str) -> Message {
+    Message {
+        root: Val::Obj(0),
+        objs: vec![
+            Obj::Map(vec![(Val::Obj(1), Val::Obj(2)), (Val::Obj(3), Val::Pid(pid)), (Val::Obj(4), Val::Obj(5))]),
+            Obj::Str("event".into()),
+            Obj::Str(event.into()),
+            Obj::Str("pid".into()),
+            Obj::Str("reason".into()),
+            Obj::Str(reason.into()),
+        ],
+    }
+}

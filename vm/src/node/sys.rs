@@ -1,0 +1,685 @@
+//! System calls: the natives a node carries out itself, with the whole process at hand.
+//!
+//! Each is restartable. A call that must wait parks the process at the call; when it is
+//! woken (a message, its timer, a finished file operation, or being restored on another
+//! node) the call runs again from the start and finds what it waited for — the deadline
+//! it set the first time is kept in the process, so a re-issued wait keeps its timeout.
+
+use super::{ChanId, DeliverError, ExitReason, FileOp, NodeInner, Pid, Slot, SysOut, Target, Task};
+use crate::fmt::display;
+use crate::heap::{Heap, HeapError};
+use crate::interp::{sys_call, sys_raise, sys_return, SysCall};
+use crate::message::{flatten, flatten_values, rebuild, MessageError};
+use crate::object;
+use crate::process::{FileMode, IoResult, OpenFile, Process};
+use crate::runtime::{sys_trap, Exn, NativeCtx, NativeDef, Vm};
+use crate::value::{name_text, Value};
+use crossbeam_deque::Worker;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sys {
+    Spawn,
+    SelfPid,
+    NodeName,
+    Send,
+    Recv,
+    Select,
+    Sleep,
+    Channel,
+    Exit,
+    Kill,
+    Link,
+    Monitor,
+    TrapExits,
+    Open,
+    Read,
+    ReadLine,
+    Write,
+    Seek,
+    Close,
+}
+
+/// What a receive waits on: the process's inbox, or a channel it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Inbox,
+    Chan(ChanId),
+}
+
+#[rustfmt::skip]
+const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
+    ("spawn", 1, u8::MAX, Sys::Spawn),
+    ("self", 0, 0, Sys::SelfPid),
+    ("node", 0, 0, Sys::NodeName),
+    ("send", 2, 2, Sys::Send),
+    ("recv", 0, 2, Sys::Recv),
+    ("select", 1, 2, Sys::Select),
+    ("sleep", 1, 1, Sys::Sleep),
+    ("channel", 0, 0, Sys::Channel),
+    ("exit", 0, 1, Sys::Exit),
+    ("kill", 1, 1, Sys::Kill),
+    ("link", 1, 1, Sys::Link),
+    ("monitor", 1, 1, Sys::Monitor),
+    ("trap_exits", 1, 1, Sys::TrapExits),
+    ("open", 1, 2, Sys::Open),
+    ("read", 1, 2, Sys::Read),
+    ("read_line", 1, 1, Sys::ReadLine),
+    ("write", 2, 2, Sys::Write),
+    ("seek", 2, 2, Sys::Seek),
+    ("close", 1, 1, Sys::Close),
+];
+
+/// The most a single `read` returns.
+const MAX_READ: u64 = 16 << 20;
+
+/// The process and file natives, for the node's native table (and the compiler's list
+/// of names).
+pub fn sys_natives() -> Vec<NativeDef> {
+    let mut v: Vec<NativeDef> =
+        SYSCALLS.iter().map(|&(name, min_args, max_args, _)| NativeDef { name, min_args, max_args, f: sys_trap }).collect();
+    v.push(NativeDef { name: "is_timeout", min_args: 1, max_args: 1, f: is_timeout });
+    v
+}
+
+fn is_timeout(_: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
+    Ok(Value::Bool(matches!(args[0], Value::Timeout)))
+}
+
+/// For each native id of `vm`: the system call it is.
+pub(crate) fn table(vm: &Vm) -> Vec<Option<Sys>> {
+    let mut t = Vec::new();
+    for &(name, _, _, sys) in SYSCALLS {
+        if let Some(id) = vm.natives.lookup(name) {
+            let id = id as usize;
+            if t.len() <= id {
+                t.resize(id + 1, None);
+            }
+            t[id] = Some(sys);
+        }
+    }
+    t
+}
+
+/// Completes the call with `v`.
+fn ret(mut proc: Box<Process>, c: SysCall, v: Value) -> SysOut {
+    sys_return(&mut proc, c, v);
+    SysOut::Continue(proc)
+}
+
+/// Raises a Tern error at the call.
+fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
+    match sys_raise(&mut proc, exn) {
+        Ok(()) => SysOut::Continue(proc),
+        Err(e) => SysOut::Exit(proc, ExitReason::Failed(e)),
+    }
+}
+
+fn err(proc: Box<Process>, m: impl Into<String>) -> SysOut {
+    raise(proc, Exn::Error(m.into()))
+}
+
+/// Completes the call with a value allocated by `make`, collecting garbage once if the
+/// heap is full.
+fn ret_alloc(mut proc: Box<Process>, c: SysCall, make: impl Fn(&mut Heap) -> Result<Value, HeapError>) -> SysOut {
+    let mut v = make(&mut proc.heap);
+    if v == Err(HeapError::Limit) && proc.collect_garbage().is_ok() {
+        v = make(&mut proc.heap);
+    }
+    match v {
+        Ok(v) => ret(proc, c, v),
+        Err(HeapError::Limit) => {
+            let mib = proc.heap.config().limit_bytes >> 20;
+            err(proc, format!("heap limit of {mib} MiB exceeded"))
+        }
+        Err(e) => raise(proc, Exn::Heap(e)),
+    }
+}
+
+fn timeout_ms(v: Value, what: &str) -> Result<Option<u64>, String> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::Int(ms) if ms >= 0 => Ok(Some(ms as u64)),
+        Value::Float(ms) if ms >= 0.0 && ms.is_finite() => Ok(Some(ms as u64)),
+        Value::Int(_) | Value::Float(_) => Err(format!("{what}: the time must not be negative")),
+        other => Err(format!("{what}: the time must be a number of milliseconds, not {}", other.a_type())),
+    }
+}
+
+/// Carries out the system call `proc` is stopped at.
+pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, local: &Worker<Task>) -> SysOut {
+    let Some(c) = sys_call(&proc) else {
+        return raise(proc, Exn::Heap(HeapError::Corrupt));
+    };
+    let Some(&Some(sys)) = node.sys_table.get(c.native as usize) else {
+        return err(proc, "this node cannot carry out that call");
+    };
+    let args: Vec<Value> = proc.regs[c.args..c.args + c.nargs].to_vec();
+    let arg = |i: usize| args.get(i).copied().unwrap_or(Value::Nil);
+    match sys {
+        Sys::SelfPid => ret(proc, c, Value::Pid(pid)),
+        Sys::NodeName => {
+            let name = node.name.clone();
+            ret_alloc(proc, c, move |h| object::alloc_str(h, &name).map(Value::Str))
+        }
+        Sys::Spawn => spawn(node, pid, slot, proc, c, &args, local),
+        Sys::Send => send(node, pid, slot, proc, c, arg(0), arg(1), local),
+        Sys::Recv => {
+            let (sources, t) = match (args.len(), arg(0)) {
+                (0, _) => (vec![super::Source::Inbox], Value::Nil),
+                (1, Value::Int(_) | Value::Float(_)) => (vec![super::Source::Inbox], arg(0)),
+                (_, Value::Nil) => (vec![super::Source::Inbox], arg(1)),
+                (_, Value::Pid(p)) if p == pid => (vec![super::Source::Inbox], arg(1)),
+                (_, Value::Rx(ch)) => (vec![super::Source::Chan(ch)], arg(1)),
+                (_, other) => return err(proc, format!("recv: expected a receive end, not {}", other.a_type())),
+            };
+            match timeout_ms(t, "recv") {
+                Ok(t) => receive(node, pid, slot, proc, c, sources, t, Mode::Recv),
+                Err(e) => err(proc, e),
+            }
+        }
+        Sys::Select => {
+            let Value::Array(a) = arg(0) else {
+                return err(proc, format!("select: expected an array of receive ends, not {}", arg(0).a_type()));
+            };
+            let items = match object::array_values(&proc.heap, a) {
+                Ok(v) => v,
+                Err(e) => return raise(proc, Exn::Heap(e)),
+            };
+            let mut sources = Vec::with_capacity(items.len());
+            for x in items {
+                sources.push(match x {
+                    Value::Rx(ch) => super::Source::Chan(ch),
+                    Value::Pid(p) if p == pid => super::Source::Inbox,
+                    other => return err(proc, format!("select: expected receive ends (or self()), not {}", other.a_type())),
+                });
+            }
+            if sources.is_empty() && args.len() < 2 {
+                return err(proc, "select: nothing to wait for and no timeout");
+            }
+            match timeout_ms(arg(1), "select") {
+                Ok(t) => receive(node, pid, slot, proc, c, sources, t, Mode::Select),
+                Err(e) => err(proc, e),
+            }
+        }
+        Sys::Sleep => match timeout_ms(arg(0), "sleep") {
+            Ok(Some(ms)) => receive(node, pid, slot, proc, c, Vec::new(), Some(ms), Mode::Sleep),
+            Ok(None) => err(proc, "sleep: expected a number of milliseconds"),
+            Err(e) => err(proc, e),
+        },
+        Sys::Channel => {
+            let ch = node.new_name();
+            slot.st.lock().mailbox.chans.push((ch, VecDeque::new()));
+            node.set_holder(ch, Some(pid));
+            ret_alloc(proc, c, move |h| object::array_from(h, &[Value::Tx(ch), Value::Rx(ch)]).map(Value::Array))
+        }
+        Sys::Exit => {
+            let reason = match arg(0) {
+                Value::Nil => "normal".to_string(),
+                Value::Str(a) => object::str_ref(&proc.heap, a).map(str::to_string).unwrap_or_default(),
+                v => display(&proc.heap, &proc.linked, v).unwrap_or_default(),
+            };
+            SysOut::Exit(proc, ExitReason::Exit(reason))
+        }
+        Sys::Kill => match arg(0) {
+            Value::Pid(p) if p == pid => SysOut::Exit(proc, ExitReason::Killed("killed".into())),
+            Value::Pid(p) => {
+                node.kill(p, "killed".into());
+                ret(proc, c, Value::Nil)
+            }
+            other => err(proc, format!("kill: expected a pid, not {}", other.a_type())),
+        },
+        Sys::Link => match arg(0) {
+            Value::Pid(p) if p == pid => ret(proc, c, Value::Nil),
+            Value::Pid(p) => link(node, pid, slot, proc, c, p),
+            other => err(proc, format!("link: expected a pid, not {}", other.a_type())),
+        },
+        Sys::Monitor => match arg(0) {
+            Value::Pid(p) => {
+                if !add_watcher(node, p, pid) {
+                    let _ = node.deliver(Target::Inbox(pid), super::event_message("down", p, "noproc"), Vec::new(), None);
+                }
+                ret(proc, c, Value::Nil)
+            }
+            other => err(proc, format!("monitor: expected a pid, not {}", other.a_type())),
+        },
+        Sys::TrapExits => {
+            let on = arg(0).is_truthy();
+            let was = std::mem::replace(&mut slot.st.lock().trap_exits, on);
+            ret(proc, c, Value::Bool(was))
+        }
+        Sys::Open => open(node, pid, slot, proc, c, arg(0), arg(1)),
+        Sys::Read | Sys::ReadLine => read(node, pid, slot, proc, c, arg(0), arg(1), sys == Sys::ReadLine),
+        Sys::Write => write(node, pid, slot, proc, c, arg(0), arg(1)),
+        Sys::Seek => {
+            let (mut proc, i) = match file_entry(proc, arg(0), "seek") {
+                Ok(x) => x,
+                Err(out) => return out,
+            };
+            match arg(1) {
+                Value::Int(off) if off >= 0 => {
+                    if let Some(Some(f)) = proc.sys.files.get_mut(i) {
+                        f.offset = off as u64;
+                    }
+                    ret(proc, c, Value::Nil)
+                }
+                other => {
+                    let m = format!("seek: expected an offset of 0 or more, not {}", show(&proc, other));
+                    err(proc, m)
+                }
+            }
+        }
+        Sys::Close => match arg(0) {
+            Value::File(i) => {
+                let mut proc = proc;
+                if let Some(f) = proc.sys.files.get_mut(i as usize) {
+                    *f = None;
+                }
+                ret(proc, c, Value::Nil)
+            }
+            other => err(proc, format!("close: expected a file, not {}", other.a_type())),
+        },
+    }
+}
+
+fn show(proc: &Process, v: Value) -> String {
+    display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| v.type_name().into())
+}
+
+fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
+    let callee = args[0];
+    if !matches!(callee, Value::Func(_) | Value::Closure(_)) {
+        return err(proc, format!("spawn: expected a Tern function, not {}", callee.a_type()));
+    }
+    let limit = node.config.message_limit_bytes;
+    let msgs =
+        flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &proc.spawn_env(), limit)?)));
+    let (msg, env) = match msgs {
+        Ok(m) => m,
+        Err(e) => return err(proc, format!("spawn: {e}")),
+    };
+    let child = node.new_name();
+    let p = match Process::spawn(&proc, child, &msg, &env, &node.vm) {
+        Ok(p) => p,
+        Err(e) => return err(proc, format!("spawn: {e}")),
+    };
+    let carried = match take_ends(slot, &msg.rx_ends()) {
+        Ok(x) => x,
+        Err(ch) => return err(proc, not_held("spawn", ch)),
+    };
+    let ends: Vec<ChanId> = carried.iter().map(|(c, _)| *c).collect();
+    node.spawn(p, carried, Some(local));
+    for ch in ends {
+        node.set_holder(ch, Some(child));
+    }
+    let _ = pid;
+    ret(proc, c, Value::Pid(child))
+}
+
+fn not_held(what: &str, ch: ChanId) -> String {
+    format!("{what}: this process does not hold <receiver {}> (a receive end that was sent away cannot be used here)", name_text(ch))
+}
+
+/// Removes receive ends (and their queues) from a process that is sending them away.
+fn take_ends(slot: &Arc<Slot>, ends: &[ChanId]) -> Result<Vec<(ChanId, VecDeque<crate::message::Message>)>, ChanId> {
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut st = slot.st.lock();
+    if let Some(&ch) = ends.iter().find(|&&ch| !st.mailbox.holds(ch)) {
+        return Err(ch);
+    }
+    let mut out = Vec::with_capacity(ends.len());
+    for &ch in ends {
+        if let Some(i) = st.mailbox.chans.iter().position(|(id, _)| *id == ch) {
+            let (id, q) = st.mailbox.chans.swap_remove(i);
+            st.mailbox.bytes -= q.iter().map(crate::message::Message::approx_bytes).sum::<usize>();
+            out.push((id, q));
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send(
+    node: &NodeInner,
+    pid: Pid,
+    slot: &Arc<Slot>,
+    proc: Box<Process>,
+    c: SysCall,
+    dest: Value,
+    v: Value,
+    local: &Worker<Task>,
+) -> SysOut {
+    let target = match dest {
+        Value::Pid(p) => Target::Inbox(p),
+        Value::Tx(ch) => Target::Chan(ch),
+        Value::Rx(_) => return err(proc, "send: cannot send on a receive end (send on its send end)"),
+        other => return err(proc, format!("send: expected a pid or a send end, not {}", other.a_type())),
+    };
+    let msg = match flatten(&proc, &node.vm, v, node.config.message_limit_bytes) {
+        Ok(m) => m,
+        Err(e) => return err(proc, format!("send: {e}")),
+    };
+    let ends = msg.rx_ends();
+    if let Target::Chan(ch) = target {
+        if ends.contains(&ch) {
+            return err(proc, "send: cannot send a receive end into its own channel");
+        }
+    }
+    let carried = match take_ends(slot, &ends) {
+        Ok(x) => x,
+        Err(ch) => return err(proc, not_held("send", ch)),
+    };
+    let _ = pid;
+    match node.deliver(target, msg, carried, Some(local)) {
+        Ok(_) => ret(proc, c, Value::Nil),
+        Err(DeliverError::Full(p)) => {
+            err(proc, format!("send: the mailbox of <pid {}> is full ({} MiB queued)", name_text(p), node.config.mailbox_limit_bytes >> 20))
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Recv,
+    Select,
+    Sleep,
+}
+
+/// Takes the first message waiting on `sources`, or parks the process until one comes
+/// or the timeout passes.
+#[allow(clippy::too_many_arguments)]
+fn receive(
+    node: &NodeInner,
+    pid: Pid,
+    slot: &Arc<Slot>,
+    mut proc: Box<Process>,
+    c: SysCall,
+    sources: Vec<Source>,
+    timeout: Option<u64>,
+    mode: Mode,
+) -> SysOut {
+    let now = node.now_us();
+    let deadline = timeout.map(|ms| *proc.sys.deadline_us.get_or_insert(now.saturating_add(ms.saturating_mul(1000))));
+    let mut collected = false;
+    loop {
+        let mut st = slot.st.lock();
+        if let Some(ch) = sources.iter().find_map(|s| match s {
+            Source::Chan(ch) if !st.mailbox.holds(*ch) => Some(*ch),
+            _ => None,
+        }) {
+            drop(st);
+            proc.sys.deadline_us = None;
+            return err(proc, not_held(if mode == Mode::Select { "select" } else { "recv" }, ch));
+        }
+        let found = sources.iter().copied().find(|s| st.mailbox.queue(*s).is_some_and(|q| !q.is_empty()));
+        if let Some(src) = found {
+            let Some(q) = st.mailbox.queue(src) else { continue };
+            let Some(msg) = q.front() else { continue };
+            match rebuild(msg, &mut proc, &node.vm) {
+                Ok(v) => {
+                    let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
+                    st.mailbox.bytes -= bytes;
+                    drop(st);
+                    proc.sys.deadline_us = None;
+                    if mode != Mode::Select {
+                        return ret(proc, c, v);
+                    }
+                    // The value is a root while the pair is allocated.
+                    proc.regs[c.dst] = v;
+                    let tag = match src {
+                        Source::Inbox => Value::Pid(pid),
+                        Source::Chan(ch) => Value::Rx(ch),
+                    };
+                    let dst = c.dst;
+                    let pair = |h: &mut Heap, v: Value| object::array_from(h, &[tag, v]).map(Value::Array);
+                    let mut r = pair(&mut proc.heap, v);
+                    if r == Err(HeapError::Limit) && proc.collect_garbage().is_ok() {
+                        let v = proc.regs[dst];
+                        r = pair(&mut proc.heap, v);
+                    }
+                    return match r {
+                        Ok(p) => ret(proc, c, p),
+                        Err(e) => raise(proc, Exn::Heap(e)),
+                    };
+                }
+                Err(MessageError::Heap(HeapError::Limit)) if !collected => {
+                    drop(st);
+                    collected = true;
+                    if proc.collect_garbage().is_err() {
+                        return raise(proc, Exn::Heap(HeapError::Corrupt));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
+                    st.mailbox.bytes -= bytes;
+                    drop(st);
+                    proc.sys.deadline_us = None;
+                    let e = match e {
+                        MessageError::Heap(HeapError::Limit) => {
+                            format!("heap limit of {} MiB exceeded while receiving a message", proc.heap.config().limit_bytes >> 20)
+                        }
+                        e => format!("cannot receive a message: {e}"),
+                    };
+                    return err(proc, e);
+                }
+            }
+        }
+        if deadline.is_some_and(|d| node.now_us() >= d) {
+            drop(st);
+            proc.sys.deadline_us = None;
+            return ret(proc, c, if mode == Mode::Sleep { Value::Nil } else { Value::Timeout });
+        }
+        return match node.park(pid, slot, &mut st, proc, sources, deadline) {
+            None => SysOut::Parked,
+            Some((p, reason)) => SysOut::Exit(p, reason),
+        };
+    }
+}
+
+fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, p: Pid) -> SysOut {
+    let alive = loop {
+        let Some((_, s)) = node.find(p) else { break false };
+        let mut st = s.st.lock();
+        match st.status {
+            super::Status::Moved => continue,
+            super::Status::Exited => break false,
+            _ => {
+                if !st.links.contains(&pid) {
+                    st.links.push(pid);
+                }
+                break true;
+            }
+        }
+    };
+    let mut st = slot.st.lock();
+    if alive {
+        if !st.links.contains(&p) {
+            st.links.push(p);
+        }
+        drop(st);
+        return ret(proc, c, Value::Nil);
+    }
+    let trap = st.trap_exits;
+    drop(st);
+    if trap {
+        let _ = node.deliver(Target::Inbox(pid), super::event_message("exit", p, "noproc"), Vec::new(), None);
+        ret(proc, c, Value::Nil)
+    } else {
+        SysOut::Exit(proc, ExitReason::Killed(format!("linked process {} ended: noproc", name_text(p))))
+    }
+}
+
+/// Adds `watcher` to `p`'s monitors; false if `p` has ended.
+fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
+    loop {
+        let Some((_, s)) = node.find(p) else { return false };
+        let mut st = s.st.lock();
+        match st.status {
+            super::Status::Moved => continue,
+            super::Status::Exited => return false,
+            _ => {
+                st.watchers.push(watcher);
+                return true;
+            }
+        }
+    }
+}
+
+/// A path relative to the node's file root, checked: no `..` out of the root.
+fn file_name(proc: &Process, v: Value) -> Result<String, String> {
+    let Value::Str(a) = v else { return Err(format!("open: expected a path string, not {}", v.a_type())) };
+    let s = object::str_ref(&proc.heap, a).map_err(|e| format!("{e:?}"))?;
+    if s.is_empty() || s.contains('\0') {
+        return Err(format!("open: bad path {s:?}"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("open: {s:?} is outside the node's file root"));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("open: bad path {s:?}"));
+    }
+    Ok(parts.join("/"))
+}
+
+fn open(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, path: Value, mode: Value) -> SysOut {
+    let name = match file_name(&proc, path) {
+        Ok(n) => n,
+        Err(e) => return err(proc, e),
+    };
+    let mode = match mode {
+        Value::Nil => FileMode::Read,
+        Value::Str(a) => match object::str_ref(&proc.heap, a).ok().and_then(FileMode::parse) {
+            Some(m) => m,
+            None => {
+                let m = format!("open: bad mode {} (use \"r\", \"w\", \"a\" or \"r+\")", show(&proc, mode));
+                return err(proc, m);
+            }
+        },
+        other => return err(proc, format!("open: the mode must be a string, not {}", other.a_type())),
+    };
+    match proc.sys.io_result.take() {
+        Some(IoResult::Opened) => {
+            let entry = Some(OpenFile { name, mode, offset: 0 });
+            let files = &mut proc.sys.files;
+            let i = match files.iter().position(Option::is_none) {
+                Some(i) => {
+                    files[i] = entry;
+                    i
+                }
+                None => {
+                    files.push(entry);
+                    files.len() - 1
+                }
+            };
+            ret(proc, c, Value::File(i as u32))
+        }
+        Some(IoResult::Failed(m)) => err(proc, m),
+        Some(_) => err(proc, "open: unexpected file result"),
+        None => {
+            node.start_io(pid, slot, proc, FileOp::Open { name, mode });
+            SysOut::Parked
+        }
+    }
+}
+
+/// The resource-table index of a file argument that is open.
+fn file_entry(proc: Box<Process>, f: Value, what: &str) -> Result<(Box<Process>, usize), SysOut> {
+    let Value::File(i) = f else { return Err(err(proc, format!("{what}: expected a file, not {}", f.a_type()))) };
+    match proc.sys.files.get(i as usize) {
+        Some(Some(_)) => Ok((proc, i as usize)),
+        _ => Err(err(proc, format!("{what}: the file is closed"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, f: Value, n: Value, line: bool) -> SysOut {
+    let what = if line { "read_line" } else { "read" };
+    let (mut proc, i) = match file_entry(proc, f, what) {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    let Some(Some(file)) = proc.sys.files.get(i).cloned() else { return err(proc, format!("{what}: the file is closed")) };
+    if !file.mode.can_read() {
+        return err(proc, format!("{what}: {} is not open for reading", file.name));
+    }
+    let max = match n {
+        Value::Nil => MAX_READ,
+        Value::Int(k) if k >= 0 => (k as u64).min(MAX_READ),
+        other => {
+            let m = format!("read: expected a byte count, not {}", show(&proc, other));
+            return err(proc, m);
+        }
+    };
+    match proc.sys.io_result.take() {
+        Some(IoResult::Read { data, offset }) => {
+            if let Some(Some(f)) = proc.sys.files.get_mut(i) {
+                f.offset = offset;
+            }
+            if data.is_empty() && (max > 0 || line) {
+                return ret(proc, c, Value::Nil);
+            }
+            let mut text = String::from_utf8_lossy(&data).into_owned();
+            if line {
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            ret_alloc(proc, c, move |h| object::alloc_str(h, &text).map(Value::Str))
+        }
+        Some(IoResult::Failed(m)) => err(proc, m),
+        Some(_) => err(proc, format!("{what}: unexpected file result")),
+        None => {
+            node.start_io(pid, slot, proc, FileOp::Read { name: file.name, offset: file.offset, max, line });
+            SysOut::Parked
+        }
+    }
+}
+
+fn write(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, f: Value, data: Value) -> SysOut {
+    let (mut proc, i) = match file_entry(proc, f, "write") {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    let Some(Some(file)) = proc.sys.files.get(i).cloned() else { return err(proc, "write: the file is closed") };
+    if !file.mode.can_write() {
+        return err(proc, format!("write: {} is open for reading only", file.name));
+    }
+    match proc.sys.io_result.take() {
+        Some(IoResult::Wrote { count, offset }) => {
+            if let Some(Some(f)) = proc.sys.files.get_mut(i) {
+                f.offset = offset;
+            }
+            ret(proc, c, Value::Int(count as i64))
+        }
+        Some(IoResult::Failed(m)) => err(proc, m),
+        Some(_) => err(proc, "write: unexpected file result"),
+        None => {
+            let bytes = match data {
+                Value::Str(a) => match object::str_ref(&proc.heap, a) {
+                    Ok(s) => s.as_bytes().to_vec(),
+                    Err(e) => return raise(proc, Exn::Heap(e)),
+                },
+                other => return err(proc, format!("write: expected a string, not {}", other.a_type())),
+            };
+            let op = FileOp::Write { name: file.name, offset: file.offset, append: file.mode == FileMode::Append, data: bytes };
+            node.start_io(pid, slot, proc, op);
+            SysOut::Parked
+        }
+    }
+}
