@@ -136,7 +136,7 @@ pub struct Heap {
 impl Heap {
     pub fn new(config: HeapConfig) -> Heap {
         let page_words = config.page_size_bytes / 8;
-        let mut heap = Heap {
+        let heap = Heap {
             words: Vec::new(),
             page_shift: page_words.trailing_zeros(),
             present: Vec::new(),
@@ -145,7 +145,8 @@ impl Heap {
             top: 1,
             bump: 1,
             bump_end: usize::MAX,
-            small_free: vec![Vec::new(); SMALL_MAX + 1],
+            // Made on first use: most processes never free anything.
+            small_free: Vec::new(),
             large_free: Vec::new(),
             limit_words: config.limit_bytes / 8,
             gc_min_words: config.gc_min_bytes / 8,
@@ -154,8 +155,8 @@ impl Heap {
             gc_wanted: false,
             stats: GcStats::default(),
         };
-        heap.grow_to(1);
-        heap.words[0] = header(kind::FREE, 1);
+        // No page until the first allocation: a process that allocates nothing (a
+        // waiting process, say) costs no heap memory.
         heap
     }
 
@@ -185,7 +186,12 @@ impl Heap {
         let pw = self.page_words();
         let pages = words.div_ceil(pw);
         if pages > self.present.len() {
+            let first = self.words.is_empty();
             self.words.resize(pages * pw, 0);
+            if first {
+                // Word 0 is never an object: address 0 means "none".
+                self.words[0] = header(kind::FREE, 1);
+            }
             self.present.resize(pages, true);
             self.dirty.resize(pages, true);
         }
@@ -342,7 +348,7 @@ impl Heap {
     /// at the top of the heap.
     fn alloc_space(&mut self, size: usize) -> Result<usize, HeapError> {
         if size <= SMALL_MAX {
-            if let Some(a) = self.small_free[size].pop() {
+            if let Some(a) = self.small_free.get_mut(size).and_then(Vec::pop) {
                 return Ok(a as usize);
             }
         }
@@ -358,10 +364,10 @@ impl Heap {
         }
         if size < SMALL_MAX {
             for bigger in size + 1..=SMALL_MAX {
-                if let Some(a) = self.small_free[bigger].pop() {
+                if let Some(a) = self.small_free.get_mut(bigger).and_then(Vec::pop) {
                     let rest = a as usize + size;
                     self.store(rest, header(kind::FREE, bigger - size))?;
-                    self.small_free[bigger - size].push(rest as Addr);
+                    self.small_free_push(bigger - size, rest as Addr);
                     return Ok(a as usize);
                 }
             }
@@ -377,6 +383,13 @@ impl Heap {
         self.bump = end;
         self.bump_end = usize::MAX;
         Ok(a)
+    }
+
+    fn small_free_push(&mut self, size: usize, a: Addr) {
+        if self.small_free.is_empty() {
+            self.small_free = vec![Vec::new(); SMALL_MAX + 1];
+        }
+        self.small_free[size].push(a);
     }
 
     fn bump_alloc(&mut self, size: usize) -> Result<usize, HeapError> {
@@ -397,7 +410,7 @@ impl Heap {
         }
         let rest = self.bump_end - self.bump;
         if rest > 0 && rest <= SMALL_MAX {
-            self.small_free[rest].push(self.bump as Addr);
+            self.small_free_push(rest, self.bump as Addr);
         } else if rest > SMALL_MAX {
             self.large_free.push((self.bump as Addr, rest));
         }
@@ -555,7 +568,7 @@ impl Heap {
             dirtied.push(p);
         }
         if len <= SMALL_MAX {
-            self.small_free[len].push(start as Addr);
+            self.small_free_push(len, start as Addr);
         } else {
             self.large_free.push((start as Addr, len));
         }
@@ -633,7 +646,7 @@ impl Heap {
     pub fn with_layout(config: HeapConfig, pages: usize, top: usize) -> Result<Heap, HeapError> {
         let mut heap = Heap::new(config);
         let pw = heap.page_words();
-        if top < 1 || top > pages * pw || pages * pw > heap.limit_words.max(pw) + pw {
+        if top < 1 || (top > pages * pw && !(pages == 0 && top == 1)) || pages * pw > heap.limit_words.max(pw) + pw {
             return Err(HeapError::Corrupt);
         }
         heap.grow_to(pages * pw);

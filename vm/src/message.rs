@@ -272,9 +272,54 @@ impl Flattener<'_> {
     }
 }
 
+/// A value that refers to no object: nothing to allocate.
+fn rebuild_scalar(v: &Val, proc: &mut Process, vm: &Vm) -> Result<Value, MessageError> {
+    Ok(match v {
+        Val::Nil => Value::Nil,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Int(i) => Value::Int(*i),
+        Val::Float(x) => Value::Float(*x),
+        Val::Pid(p) => Value::Pid(*p),
+        Val::Tx(c) => Value::Tx(*c),
+        Val::Rx(c) => Value::Rx(*c),
+        Val::Timeout => Value::Timeout,
+        Val::Native(name) => match vm.natives.lookup(name) {
+            Some(id) => Value::Native(id),
+            None => return invalid(format!("unknown native function `{name}`")),
+        },
+        Val::Func { module, func } => {
+            let slot = proc.link(*module, vm).map_err(|_| MessageError::MissingModule(*module))?;
+            match proc.linked[slot as usize].module.functions.get(*func as usize) {
+                Some(f) if f.upvals.is_empty() && *func != 0 => Value::Func(FnRef { module: slot, func: *func }),
+                Some(_) => return invalid("function captures a different number of variables"),
+                None => return invalid("function index out of range"),
+            }
+        }
+        Val::Obj(_) => return invalid("object reference out of range"),
+    })
+}
+
+/// Builds the values of a message made by [`flatten_values`] in `proc`'s heap, without
+/// the array that holds them in the message (so scalars cost no heap at all).
+pub fn rebuild_values(msg: &Message, proc: &mut Process, vm: &Vm) -> Result<Vec<Value>, MessageError> {
+    match (&msg.root, msg.objs.first()) {
+        (Val::Obj(0), Some(Obj::Array(items))) if items.iter().all(|v| !matches!(v, Val::Obj(_))) && msg.objs.len() == 1 => {
+            // Only scalars and functions: check them as a message would be checked.
+            items.iter().map(|v| rebuild_scalar(v, proc, vm)).collect()
+        }
+        _ => match rebuild(msg, proc, vm)? {
+            Value::Array(a) => Ok(object::array_values(&proc.heap, a)?),
+            _ => invalid("not a list of values"),
+        },
+    }
+}
+
 /// Builds the message's value in `proc`'s heap (linking any module its functions come
 /// from). Everything is checked first: a bad message changes nothing but garbage.
 pub fn rebuild(msg: &Message, proc: &mut Process, vm: &Vm) -> Result<Value, MessageError> {
+    if msg.objs.is_empty() {
+        return rebuild_scalar(&msg.root, proc, vm);
+    }
     let n = msg.objs.len();
     let is_box = |i: u32| matches!(msg.objs.get(i as usize), Some(Obj::Box(_)));
     // Every value refers to an object of the message, and never to a box (boxes are

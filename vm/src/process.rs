@@ -192,12 +192,15 @@ impl Process {
     }
 
     /// A new process that will call `callee(args...)`, with the same modules as
-    /// `parent` and a copy of its module globals. `call` is the flattened array
-    /// `[callee, args...]`, `env` the flattened [`Process::spawn_env`] of the parent.
+    /// `parent`. `call` is the flattened array `[callee, args...]`; `env` the flattened
+    /// values of the parent's globals numbered `env_globals` (see
+    /// [`Process::reachable_globals`]). Every other global starts as nil, and every
+    /// module whose top level has run is seen as not run (a child runs no top level).
     pub fn spawn(
         parent: &Process,
         pid: u64,
         call: &crate::message::Message,
+        env_globals: &[u32],
         env: &crate::message::Message,
         vm: &Vm,
     ) -> Result<Process, String> {
@@ -206,7 +209,7 @@ impl Process {
             frames: Vec::new(),
             regs: Vec::new(),
             heap: Heap::new(vm.config.heap),
-            globals: Vec::new(),
+            globals: vec![Value::Nil; parent.globals.len()],
             modules: parent
                 .modules
                 .iter()
@@ -215,7 +218,7 @@ impl Process {
                     globals_base: m.globals_base,
                     globals_len: m.globals_len,
                     state: match m.state {
-                        ModuleState::Ready(_) => ModuleState::Ready(Value::Nil),
+                        ModuleState::Ready(_) => ModuleState::NotRun,
                         s => s,
                     },
                     strs: vec![0; m.strs.len()],
@@ -229,24 +232,14 @@ impl Process {
             linked: parent.linked.clone(),
         };
         let bad = |e: crate::heap::HeapError| format!("{e:?}");
-        let env = match crate::message::rebuild(env, &mut p, vm).map_err(|e| e.to_string())? {
-            Value::Array(a) => crate::object::array_values(&p.heap, a).map_err(bad)?,
-            _ => return Err("bad spawn message".into()),
-        };
-        let nglobals = parent.globals.len();
-        let ready: Vec<usize> =
-            p.modules.iter().enumerate().filter(|(_, m)| matches!(m.state, ModuleState::Ready(_))).map(|(i, _)| i).collect();
-        if env.len() != nglobals + ready.len() {
+        let env = crate::message::rebuild_values(env, &mut p, vm).map_err(|e| e.to_string())?;
+        if env.len() != env_globals.len() {
             return Err("bad spawn message".into());
         }
-        p.globals = env[..nglobals].to_vec();
-        for (k, &i) in ready.iter().enumerate() {
-            p.modules[i].state = ModuleState::Ready(env[nglobals + k]);
+        for (&g, v) in env_globals.iter().zip(env) {
+            *p.globals.get_mut(g as usize).ok_or("bad spawn message")? = v;
         }
-        let vals = match crate::message::rebuild(call, &mut p, vm).map_err(|e| e.to_string())? {
-            Value::Array(a) => crate::object::array_values(&p.heap, a).map_err(bad)?,
-            _ => return Err("bad spawn message".into()),
-        };
+        let vals = crate::message::rebuild_values(call, &mut p, vm).map_err(|e| e.to_string())?;
         let (&callee, args) = vals.split_first().ok_or("bad spawn message")?;
         let nargs = args.len();
         let (fref, closure) = match callee {
@@ -266,16 +259,63 @@ impl Process {
         Ok(p)
     }
 
-    /// What a child process copies from this one besides its arguments: the module
-    /// globals, then the exports of every module whose top level has run.
-    pub fn spawn_env(&self) -> Vec<Value> {
-        let mut vs = Vec::with_capacity(self.globals.len() + self.modules.len());
-        vs.extend_from_slice(&self.globals);
-        vs.extend(self.modules.iter().filter_map(|m| match m.state {
-            ModuleState::Ready(v) => Some(v),
-            _ => None,
-        }));
-        vs
+    /// The globals a process started with `roots` (a function and its arguments) can
+    /// reach: those its functions read or write, through the functions those globals
+    /// hold, the closures they make, the functions closures have captured, and the
+    /// functions in maps reached (module exports). Sorted.
+    pub fn reachable_globals(&self, roots: &[Value]) -> Vec<u32> {
+        let mut marked = vec![false; self.globals.len()];
+        let mut seen: Vec<FnRef> = Vec::new();
+        let mut stack: Vec<FnRef> = Vec::new();
+        let heap = &self.heap;
+        let mut todo: Vec<(Value, u32)> = Vec::new();
+        let mut push = |v: Value, stack: &mut Vec<FnRef>, depth: u32| {
+            todo.push((v, depth));
+            while let Some((v, d)) = todo.pop() {
+                match v {
+                    Value::Func(f) => stack.push(f),
+                    Value::Closure(c) => {
+                        if let Ok(f) = crate::object::closure_fn(heap, c) {
+                            stack.push(f);
+                        }
+                        let n = crate::object::closure_box_count(heap, c).unwrap_or(0);
+                        for i in 0..n {
+                            if let Ok(b) = crate::object::closure_box(heap, c, i).and_then(|b| crate::object::box_get(heap, b)) {
+                                if d > 0 {
+                                    todo.push((b, d - 1));
+                                }
+                            }
+                        }
+                    }
+                    Value::Map(m) if d > 0 => {
+                        for (_, x) in crate::object::map_entries(heap, m).unwrap_or_default() {
+                            todo.push((x, d - 1));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        };
+        for &r in roots {
+            push(r, &mut stack, 4);
+        }
+        while let Some(f) = stack.pop() {
+            if seen.contains(&f) {
+                continue;
+            }
+            seen.push(f);
+            let (Some(lm), Some(m)) = (self.linked.get(f.module as usize), self.modules.get(f.module as usize)) else { continue };
+            let Some(fp) = lm.footprints.get(f.func as usize) else { continue };
+            for &g in &fp.globals {
+                let i = (m.globals_base + g) as usize;
+                if i < marked.len() && !marked[i] {
+                    marked[i] = true;
+                    push(self.globals[i], &mut stack, 4);
+                }
+            }
+            stack.extend(fp.funcs.iter().map(|&func| FnRef { module: f.module, func }));
+        }
+        marked.iter().enumerate().filter(|(_, &m)| m).map(|(i, _)| i as u32).collect()
     }
 
     /// The slot of module `hash` in this process, adding it (with fresh globals) if new.

@@ -124,6 +124,32 @@ pub struct LinkedModule {
     /// For each constant: its value when it is a number (else nil), for the `...K`
     /// arithmetic instructions.
     pub numbers: Vec<Value>,
+    /// For each function: the module globals it reads or writes, and the functions of
+    /// this module it makes closures of (what a spawned process needs copied).
+    pub footprints: Vec<Footprint>,
+}
+
+/// What a function can reach directly (see [`LinkedModule::footprints`]).
+#[derive(Debug, Default)]
+pub struct Footprint {
+    pub globals: Vec<u32>,
+    pub funcs: Vec<u32>,
+}
+
+fn footprint(f: &crate::bytecode::Function) -> Footprint {
+    let mut fp = Footprint::default();
+    for op in &f.code {
+        match *op {
+            crate::bytecode::Op::GetGlobal { g, .. } | crate::bytecode::Op::SetGlobal { g, .. } => fp.globals.push(g),
+            crate::bytecode::Op::Closure { f, .. } => fp.funcs.push(f),
+            _ => {}
+        }
+    }
+    fp.globals.sort_unstable();
+    fp.globals.dedup();
+    fp.funcs.sort_unstable();
+    fp.funcs.dedup();
+    fp
 }
 
 /// Why a module could not be loaded.
@@ -196,7 +222,8 @@ impl Vm {
                 _ => Value::Nil,
             })
             .collect();
-        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids, numbers }));
+        let footprints = module.functions.iter().map(footprint).collect();
+        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints }));
         Ok(hash)
     }
 

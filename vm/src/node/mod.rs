@@ -304,15 +304,38 @@ enum Entry {
 
 const SHARDS: usize = 64;
 
+/// Rounds an idle worker looks for work before it sleeps.
+const SPINS: u32 = 40;
+
+/// Hashes pids and channel ids (already unique integers) cheaply.
+#[derive(Default, Clone, Copy)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type NameMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<NameHasher>>;
+
 struct Shards<V> {
-    shards: Vec<Mutex<HashMap<u64, V>>>,
+    shards: Vec<Mutex<NameMap<V>>>,
 }
 
 impl<V: Clone> Shards<V> {
     fn new() -> Self {
-        Shards { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Shards { shards: (0..SHARDS).map(|_| Mutex::new(NameMap::default())).collect() }
     }
-    fn shard(&self, k: u64) -> &Mutex<HashMap<u64, V>> {
+    fn shard(&self, k: u64) -> &Mutex<NameMap<V>> {
         &self.shards[(k as usize) % SHARDS]
     }
     fn get(&self, k: u64) -> Option<V> {
@@ -361,6 +384,8 @@ pub(crate) struct NodeInner {
     injector: Injector<Task>,
     stealers: Vec<Stealer<Task>>,
     sleeping: AtomicUsize,
+    /// Idle workers still looking for work before they sleep.
+    searching: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
@@ -416,6 +441,7 @@ impl Node {
             injector: Injector::new(),
             stealers: queues.iter().map(Worker::stealer).collect(),
             sleeping: AtomicUsize::new(0),
+            searching: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
@@ -716,7 +742,7 @@ impl NodeInner {
             Some(q) => {
                 q.push(t);
                 fence(Ordering::SeqCst);
-                if q.len() > 1 && self.sleeping.load(Ordering::SeqCst) > 0 {
+                if q.len() > 1 && self.should_wake() {
                     let _g = self.sleep_lock.lock();
                     self.wake.notify_one();
                 }
@@ -724,12 +750,18 @@ impl NodeInner {
             None => {
                 self.injector.push(t);
                 fence(Ordering::SeqCst);
-                if self.sleeping.load(Ordering::SeqCst) > 0 {
+                if self.should_wake() {
                     let _g = self.sleep_lock.lock();
                     self.wake.notify_one();
                 }
             }
         }
+    }
+
+    /// Whether newly queued work needs a sleeping worker woken: not if one is still
+    /// searching (it will find the work, or see it when it re-checks before sleeping).
+    fn should_wake(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst) > 0 && self.searching.load(Ordering::SeqCst) == 0
     }
 
     /// The node holding a process now, and its slot.
@@ -974,7 +1006,7 @@ impl NodeInner {
 
     fn worker_loop(&self, local: &Worker<Task>, me: usize) {
         while !self.shutdown.load(Ordering::SeqCst) {
-            let Some(task) = self.find_work(local, me) else {
+            let Some(task) = self.find_work(local, me).or_else(|| self.spin_for_work(local, me)) else {
                 let mut g = self.sleep_lock.lock();
                 self.sleeping.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
@@ -988,6 +1020,29 @@ impl NodeInner {
             };
             self.run_task(task, local);
         }
+    }
+
+    /// Looks for work a little longer before sleeping (a wake-up costs far more than a
+    /// short spin, and processes that message each other make work appear often).
+    /// Counted as searching meanwhile, so that whoever queues work need not wake anyone.
+    fn spin_for_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        let mut found = None;
+        for i in 0..SPINS {
+            if i < 8 {
+                for _ in 0..(1u32 << i) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if let Some(t) = self.find_work(local, me) {
+                found = Some(t);
+                break;
+            }
+        }
+        self.searching.fetch_sub(1, Ordering::SeqCst);
+        found
     }
 
     /// Parks a process that was asked to freeze or end. Returns it if neither.
@@ -1063,7 +1118,7 @@ impl NodeInner {
                         let _ = self.injector.steal_batch(local);
                     }
                     fence(Ordering::SeqCst);
-                    if local.len() > 1 && self.sleeping.load(Ordering::SeqCst) > 0 {
+                    if local.len() > 1 && self.should_wake() {
                         let _g = self.sleep_lock.lock();
                         self.wake.notify_one();
                     }

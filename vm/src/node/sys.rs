@@ -293,14 +293,15 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
         return err(proc, format!("spawn: expected a Tern function, not {}", callee.a_type()));
     }
     let limit = node.config.message_limit_bytes;
-    let msgs =
-        flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &proc.spawn_env(), limit)?)));
+    let env_globals = proc.reachable_globals(args);
+    let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
+    let msgs = flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &env_values, limit)?)));
     let (msg, env) = match msgs {
         Ok(m) => m,
         Err(e) => return err(proc, format!("spawn: {e}")),
     };
     let child = node.new_name();
-    let p = match Process::spawn(&proc, child, &msg, &env, &node.vm) {
+    let p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
         Ok(p) => p,
         Err(e) => return err(proc, format!("spawn: {e}")),
     };
