@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tern_net::runner::{compile, load, new_vm, run_program, RunOptions, StdoutHost};
+use tern_net::runner::{compile, compile_text, load, new_vm, run_program, RunOptions, StdoutHost};
 use tern_vm::heap::HeapConfig;
 use tern_vm::VmConfig;
 
@@ -71,6 +71,13 @@ enum Command {
         #[command(flatten)]
         limits: Limits,
     },
+    /// Watch processes move: a few workers compute while this runs two VM instances and
+    /// keeps moving the workers between them (the program is examples/demo.tern).
+    Demo {
+        /// Seed for the choice of moves (default: from the clock).
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+    },
     /// Compile a program and verify its bytecode, without running it.
     Check { file: PathBuf },
     /// Show a program's bytecode.
@@ -121,6 +128,41 @@ fn main() -> ExitCode {
                     }
                     match r.result {
                         Ok(_) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("{e}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo { seed } => {
+            let program = match compile_text("demo.tern", include_str!("../../examples/demo.tern")) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let seed = seed
+                .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64));
+            let opts = RunOptions { migrate_every: Some(3000), seed, ..RunOptions::default() };
+            let mut host = StdoutHost::default();
+            let report = run_program(&program, &opts, &mut host);
+            host.flush();
+            match report {
+                Ok(r) => {
+                    println!(
+                        "\n{} moves between the two VM instances (seed {seed}); the largest process image was {} KiB.",
+                        r.migrations,
+                        r.image_bytes_max.div_ceil(1024)
+                    );
+                    match r.result {
+                        Ok(()) => ExitCode::SUCCESS,
                         Err(e) => {
                             eprintln!("{e}");
                             ExitCode::from(1)

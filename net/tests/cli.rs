@@ -123,3 +123,34 @@ fn oversized_and_unreadable_sources_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("valid UTF-8"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn demo_moves_workers_and_loses_nothing() {
+    let out = tern(&["demo", "--seed", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("every worker's total is the same, as it should be"), "{stdout}");
+    assert_eq!(stdout.matches(" of 6 on ").count(), 24, "{stdout}");
+    let moves: u64 = stdout.rsplit_once("\n\n").and_then(|(_, l)| l.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(moves > 0, "{stdout}");
+}
+
+#[test]
+fn a_program_where_everyone_waits_is_reported_as_a_deadlock() {
+    let f = write_temp("dead.tern", "fn w() { recv(); }\nspawn(w);\nrecv();\n");
+    let out = tern(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("deadlock"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_workers_and_root_are_usage_errors() {
+    let f = write_temp("w.tern", "println(1);\n");
+    for args in [vec!["--workers", "0"], vec!["--root", "/nonexistent/dir/x"]] {
+        let mut all = vec!["run", f.to_str().unwrap()];
+        all.extend(args);
+        let out = tern(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        assert!(text(&out.stderr).contains("error:"), "{all:?}");
+    }
+}
