@@ -3,8 +3,11 @@
 //! Subcommands:
 //! - `vm`: the VM-speed suite, `bench/programs/NAME.{tern,lua,py}` run under Tern, Lua 5.4,
 //!   LuaJIT and CPython; prints a markdown table and writes `bench/results/vm-speed.md`.
+//! - `procs`: process benchmarks, `bench/programs/{spawn,pingpong,ring}.{tern,erl}` run under
+//!   Tern and Erlang; prints a markdown table and writes `bench/results/procs-speed.md`.
 
 mod exec;
+mod procs;
 mod report;
 mod vm;
 
@@ -24,6 +27,8 @@ struct Cli {
 enum Command {
     /// VM speed: run bench/programs under tern, lua5.4, luajit and python3 and compare.
     Vm(vm::VmArgs),
+    /// Processes: spawn, ping-pong and ring benchmarks under tern and Erlang (erl).
+    Procs(procs::ProcsArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Vm(args) => vm::run(&args),
+        Command::Procs(args) => procs::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

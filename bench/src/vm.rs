@@ -1,6 +1,7 @@
 //! `tern-bench vm`: VM speed against Lua 5.4, LuaJIT and CPython.
 //!
-//! Every `bench/programs/NAME.tern` has `NAME.lua` and `NAME.py` twins implementing the
+//! Every `bench/programs/NAME.tern` (except the process benchmarks, which have a
+//! `NAME.erl` twin instead) has `NAME.lua` and `NAME.py` twins implementing the
 //! same algorithm with the same output. Each program is run under each language
 //! (best-of-N wall time, time-limited), every language's stdout must agree, and the
 //! results are printed as a markdown table and written to `bench/results/vm-speed.md`.
@@ -149,7 +150,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
 
 /// The Tern binary to benchmark: `--tern PATH` (a path, or a name on PATH) or
 /// `<workspace>/target/release/tern`. Fails with a build hint when it is missing.
-fn tern_binary(explicit: Option<&Path>, root: &Path) -> Result<PathBuf> {
+pub(crate) fn tern_binary(explicit: Option<&Path>, root: &Path) -> Result<PathBuf> {
     let path = match explicit {
         Some(p) if p.components().count() == 1 && !p.exists() => {
             exec::find_on_path(&p.to_string_lossy()).unwrap_or_else(|| p.to_path_buf())
@@ -169,14 +170,15 @@ fn tern_binary(explicit: Option<&Path>, root: &Path) -> Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
-/// The benchmark names: every `NAME.tern` in `dir`, sorted, narrowed by the filter.
+/// The benchmark names: every `NAME.tern` in `dir` without a `NAME.erl` twin (those are
+/// the process benchmarks of `tern-bench procs`), sorted, narrowed by the filter.
 fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<String>> {
     let entries = fs::read_dir(dir).with_context(|| format!("cannot read programs in {}", dir.display()))?;
     let wanted: Vec<&str> = filter.map(|f| f.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     let mut names = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("tern") {
+        if path.extension().and_then(|e| e.to_str()) != Some("tern") || path.with_extension("erl").is_file() {
             continue;
         }
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -247,7 +249,7 @@ fn measure(
             let failure = match exec::run_timed(&mut cmd, limit) {
                 Err(err) => Some((Cell::Failed, format!("{err:#}"))),
                 Ok(Outcome::TimedOut) => Some((Cell::Timeout, format!("still running after {} s, killed", limit.as_secs()))),
-                Ok(Outcome::Exited { status, stdout, stderr, wall }) => {
+                Ok(Outcome::Exited { status, stdout, stderr, wall, .. }) => {
                     if !status.success() {
                         Some((Cell::Failed, format!("{status}{}", stderr_tail(&stderr))))
                     } else if st.stdout.as_ref().is_some_and(|prev| *prev != stdout) {
