@@ -305,7 +305,7 @@ enum Entry {
 const SHARDS: usize = 64;
 
 /// Rounds an idle worker looks for work before it sleeps.
-const SPINS: u32 = 40;
+const SPINS: u32 = 16;
 
 /// Hashes pids and channel ids (already unique integers) cheaply.
 #[derive(Default, Clone, Copy)]

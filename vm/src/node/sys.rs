@@ -402,8 +402,8 @@ fn receive(
     timeout: Option<u64>,
     mode: Mode,
 ) -> SysOut {
-    let now = node.now_us();
-    let deadline = timeout.map(|ms| *proc.sys.deadline_us.get_or_insert(now.saturating_add(ms.saturating_mul(1000))));
+    // The clock is read only for a wait with a timeout.
+    let deadline = timeout.map(|ms| *proc.sys.deadline_us.get_or_insert_with(|| node.now_us().saturating_add(ms.saturating_mul(1000))));
     let mut collected = false;
     loop {
         let mut st = slot.st.lock();
