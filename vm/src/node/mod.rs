@@ -265,6 +265,10 @@ pub(crate) struct SlotState {
     /// What wakes a waiting process (nothing but its timer, when empty).
     wait: Vec<Source>,
     wait_seq: u64,
+    /// Whether the wait has an armed timer (counted in `NodeInner::timed_waits`).
+    wait_timed: bool,
+    /// Freeze requests not yet released (see `NodeInner::freeze`).
+    freezers: u32,
     mailbox: Mailbox,
     links: Vec<Pid>,
     watchers: Vec<Pid>,
@@ -286,6 +290,8 @@ impl Slot {
                 parked: None,
                 wait: Vec::new(),
                 wait_seq: 0,
+                wait_timed: false,
+                freezers: 0,
                 mailbox: Mailbox::default(),
                 links: Vec::new(),
                 watchers: Vec::new(),
@@ -393,6 +399,9 @@ pub(crate) struct NodeInner {
     /// Processes that are runnable, running or in a file operation.
     busy: AtomicUsize,
     reductions: AtomicU64,
+    /// Waiting processes whose wait has a timer. Timer entries are not removed when a
+    /// wait ends early; this count is what tells whether any still matters.
+    timed_waits: AtomicUsize,
     timers: Mutex<BinaryHeap<std::cmp::Reverse<(u64, Pid, u64)>>>,
     timer_wake: Condvar,
     io_tx: crossbeam_channel::Sender<Option<(Pid, Arc<Slot>, FileOp)>>,
@@ -448,6 +457,7 @@ impl Node {
             live: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             reductions: AtomicU64::new(0),
+            timed_waits: AtomicUsize::new(0),
             timers: Mutex::new(BinaryHeap::new()),
             timer_wake: Condvar::new(),
             io_tx,
@@ -520,7 +530,8 @@ impl Node {
         self.inner.watched.lock().insert(pid, None);
     }
 
-    /// Waits for a watched process to end.
+    /// Waits for a watched process to end. The watch moves with the process: ask the
+    /// node it is on.
     pub fn wait_exit(&self, pid: Pid, timeout: Duration) -> Option<ProcessExit> {
         let deadline = Instant::now() + timeout;
         let mut w = self.inner.watched.lock();
@@ -552,7 +563,9 @@ impl Node {
     /// True when nothing here can make progress by itself: no process runnable, running
     /// or in a file operation, and no timer armed.
     pub fn quiescent(&self) -> bool {
-        self.inner.busy.load(Ordering::SeqCst) == 0 && self.inner.moving.load(Ordering::SeqCst) == 0 && self.inner.timers.lock().is_empty()
+        self.inner.busy.load(Ordering::SeqCst) == 0
+            && self.inner.moving.load(Ordering::SeqCst) == 0
+            && self.inner.timed_waits.load(Ordering::SeqCst) == 0
     }
 
     /// Waits until every process here has ended, or `timeout` passes.
@@ -615,7 +628,8 @@ impl Node {
         self.inner.freeze(pid, timeout)
     }
 
-    /// Lets a frozen process run again (re-issuing the wait it was in, if any).
+    /// Lets a frozen process run again (re-issuing the wait it was in, if any), however
+    /// many freezes were asked for. (A freeze that times out withdraws only itself.)
     pub fn unfreeze(&self, pid: Pid) {
         self.inner.unfreeze(pid);
     }
@@ -881,11 +895,19 @@ impl NodeInner {
 
     /// Makes a waiting process runnable (its slot locked by the caller).
     fn wake_locked(&self, pid: Pid, slot: &Arc<Slot>, st: &mut SlotState, local: Option<&Worker<Task>>) {
+        self.end_wait(st);
         if let Some(proc) = st.parked.take() {
             st.status = Status::Active;
             st.wait.clear();
             self.busy.fetch_add(1, Ordering::SeqCst);
             self.push(Task { pid, slot: slot.clone(), proc }, local);
+        }
+    }
+
+    /// The process stops waiting (woken, or frozen): its timer, if any, no longer counts.
+    fn end_wait(&self, st: &mut SlotState) {
+        if std::mem::take(&mut st.wait_timed) {
+            self.timed_waits.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -928,7 +950,7 @@ impl NodeInner {
             if trap {
                 let _ = self.deliver(Target::Inbox(to), event_message("exit", from, &reason.text()), Vec::new(), None);
             } else if !reason.is_normal() {
-                self.kill(to, format!("linked process {} ended: {}", name_text(from), reason.text()));
+                self.kill(to, format!("linked process <pid {}> ended: {}", name_text(from), reason.text()));
             }
             return;
         }
@@ -1180,6 +1202,8 @@ impl NodeInner {
         st.wait = wait;
         st.wait_seq += 1;
         if let Some(d) = deadline {
+            st.wait_timed = true;
+            self.timed_waits.fetch_add(1, Ordering::SeqCst);
             let mut timers = self.timers.lock();
             let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| d < *t);
             timers.push(std::cmp::Reverse((d, pid, st.wait_seq)));
@@ -1269,16 +1293,22 @@ impl NodeInner {
             let mut st = slot.st.lock();
             match st.status {
                 Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
-                Status::Frozen => return Ok(()),
+                Status::Frozen => {
+                    st.freezers += 1;
+                    return Ok(());
+                }
                 Status::Waiting => {
                     // An interruptible wait: blocked at once. The wait is re-issued when
                     // the process runs again.
                     slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                    self.end_wait(&mut st);
                     st.status = Status::Frozen;
+                    st.freezers += 1;
                     return Ok(());
                 }
                 Status::Active | Status::Io => {
                     slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                    st.freezers += 1;
                 }
             }
         }
@@ -1291,7 +1321,7 @@ impl NodeInner {
                 _ => {}
             }
             if Instant::now() >= deadline {
-                self.unfreeze(pid);
+                self.release(pid);
                 return Err(MoveError::FreezeTimeout(pid));
             }
             std::thread::sleep(Duration::from_micros(pause));
@@ -1299,9 +1329,24 @@ impl NodeInner {
         }
     }
 
+    /// Withdraws one freeze request; the process runs again when none is left.
+    fn release(&self, pid: Pid) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        st.freezers = st.freezers.saturating_sub(1);
+        if st.freezers == 0 {
+            self.unfreeze_locked(pid, &slot, &mut st);
+        }
+    }
+
     fn unfreeze(&self, pid: Pid) {
         let Some(slot) = self.local_slot(pid) else { return };
         let mut st = slot.st.lock();
+        st.freezers = 0;
+        self.unfreeze_locked(pid, &slot, &mut st);
+    }
+
+    fn unfreeze_locked(&self, pid: Pid, slot: &Arc<Slot>, st: &mut SlotState) {
         slot.flags.fetch_and(!FREEZE, Ordering::SeqCst);
         if st.status == Status::Frozen {
             if let Some(proc) = st.parked.take() {
@@ -1357,7 +1402,7 @@ impl NodeInner {
         if let Err(e) = dest.reinstate(temp, &tslot, &bytes) {
             drop(st);
             dest.procs.remove(temp);
-            self.unfreeze(pid);
+            self.release(pid);
             return Err(MoveError::Image(e));
         }
         // Give the copy its pid, point the birth node at it, and retire the original:

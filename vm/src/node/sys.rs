@@ -377,7 +377,9 @@ fn send(
     match node.deliver(target, msg, carried, Some(local)) {
         Ok(_) => ret(proc, c, Value::Nil),
         Err(DeliverError::Full(p)) => {
-            err(proc, format!("send: the mailbox of <pid {}> is full ({} MiB queued)", name_text(p), node.config.mailbox_limit_bytes >> 20))
+            let limit = node.config.mailbox_limit_bytes;
+            let size = if limit >= 1 << 20 { format!("{} MiB", limit >> 20) } else { format!("{limit} bytes") };
+            err(proc, format!("send: the mailbox of <pid {}> is full (its limit is {size} of queued messages)", name_text(p)))
         }
     }
 }
@@ -510,7 +512,7 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
         let _ = node.deliver(Target::Inbox(pid), super::event_message("exit", p, "noproc"), Vec::new(), None);
         ret(proc, c, Value::Nil)
     } else {
-        SysOut::Exit(proc, ExitReason::Killed(format!("linked process {} ended: noproc", name_text(p))))
+        SysOut::Exit(proc, ExitReason::Killed(format!("linked process <pid {}> ended: noproc", name_text(p))))
     }
 }
 
@@ -565,7 +567,8 @@ fn open(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c:
         Value::Str(a) => match object::str_ref(&proc.heap, a).ok().and_then(FileMode::parse) {
             Some(m) => m,
             None => {
-                let m = format!("open: bad mode {} (use \"r\", \"w\", \"a\" or \"r+\")", show(&proc, mode));
+                let shown = crate::fmt::repr(&proc.heap, &proc.linked, mode).unwrap_or_default();
+                let m = format!("open: bad mode {shown} (use \"r\", \"w\", \"a\" or \"r+\")");
                 return err(proc, m);
             }
         },
