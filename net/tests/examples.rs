@@ -13,16 +13,24 @@
 //! - `// heap-limit-mib: N` — run the program with an `N` MiB heap limit instead of the
 //!   default.
 //!
-//! `examples_plain` runs each program once and checks it against its expectations.
-//! `examples_migrating` runs each program again while snapshotting the process every
-//! few reductions and restoring it into a fresh VM (`RunOptions::migrate_every`), with
+//! `examples_plain` runs each program once, on one VM instance, and checks it against
+//! its expectations. `examples_migrating` runs each program again on two VM instances
+//! that move processes between them while everything keeps running
+//! (`RunOptions::migrate_every`): about every `R` reductions a randomly chosen process
+//! (seeded) is frozen at a safepoint, or taken while it waits in `recv`, `sleep` or a
+//! file operation, imaged, and reinstated in the other instance. That is done with
 //! several seeds and intervals; the output must match the expectations and the error
 //! (message and backtrace) must be exactly the plain run's. Failures of all programs are
 //! collected and reported together, with a line-by-line diff of the output.
+//!
+//! Every run, plain or migrating, gets a fresh, empty temporary directory as its file
+//! root (`RunOptions::file_root`), where the program's `open` creates and finds files;
+//! it is removed after the run.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile, run_program, BufferHost, RunOptions};
@@ -149,9 +157,32 @@ fn config(spec: &Spec) -> VmConfig {
     config
 }
 
+/// A fresh, empty directory under the system's temporary directory, removed (with all
+/// it holds) when dropped: one run's file root.
+struct TempRoot(PathBuf);
+
+impl TempRoot {
+    fn new(spec: &Spec) -> Result<TempRoot, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let stem = spec.name.trim_end_matches(".tern");
+        let name = format!("tern-example-{stem}-{}-{}-{stamp}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create the file root {}: {e}", dir.display()))?;
+        Ok(TempRoot(dir))
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run_once(spec: &Spec, migrate_every: Option<u64>, seed: u64) -> Result<Run, String> {
     let program = compile(&spec.path).map_err(|e| format!("does not compile:\n{e}"))?;
-    let opts = RunOptions { config: config(spec), migrate_every, seed, ..RunOptions::default() };
+    let root = TempRoot::new(spec)?;
+    let opts = RunOptions { config: config(spec), migrate_every, seed, file_root: Some(root.0.clone()), ..RunOptions::default() };
     let mut host = BufferHost::new();
     let start = Instant::now();
     let report = run_program(&program, &opts, &mut host).map_err(|e| format!("cannot run: {e}\noutput so far:\n{}", host.out))?;

@@ -2084,3 +2084,25 @@ kill(z);
     assert!(line.contains("is full"), "{line}");
     assert!(!line.contains("(0 MiB queued)"), "a mailbox holding ~100 KiB is reported as: {line}");
 }
+
+/// With one worker per node, a process that parks and is woken at once must not stall
+/// a move of it: the move may only wait for a process that another thread can run.
+#[test]
+fn moves_never_stall_a_node_with_one_worker() {
+    let programs = [
+        "sleep(20);\nprintln(\"b\");\n",
+        "fn echo() { while true { let m = recv(); send(m, 1); } }\nlet p = spawn(echo);\nfor i in 0..200 { send(p, self()); recv(); }\nprintln(\"done\");\n",
+    ];
+    for (i, src) in programs.iter().enumerate() {
+        let program = compile_text("one_worker.tern", src).unwrap();
+        for seed in 1..=8 {
+            let opts = RunOptions { migrate_every: Some(1), seed, workers: 1, ..RunOptions::default() };
+            let t0 = Instant::now();
+            let mut host = BufferHost::new();
+            let report = run_program(&program, &opts, &mut host).unwrap();
+            report.result.unwrap();
+            assert!(t0.elapsed() < Duration::from_secs(5), "program {i}, seed {seed}: took {:?}", t0.elapsed());
+            assert!(host.out == "b\n" || host.out == "done\n", "{}", host.out);
+        }
+    }
+}

@@ -1164,12 +1164,27 @@ impl NodeInner {
         // One move at a time. A worker waits only briefly for another move to finish,
         // since that move may be waiting for a process in this worker's queue.
         let Some(_one_at_a_time) = self.mesh.move_lock.try_lock_for(Duration::from_millis(2)) else { return task };
-        if let Some(t) = task {
-            let mut st = t.slot.st.lock();
-            t.slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
-            st.status = Status::Frozen;
-            st.parked = Some(t.proc);
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+        match task {
+            Some(t) => {
+                let mut st = t.slot.st.lock();
+                t.slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                st.status = Status::Frozen;
+                st.parked = Some(t.proc);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+            None => {
+                // It has just parked. Freeze it only if it is still waiting: if something
+                // woke it, it may be queued behind this very worker, and waiting here for
+                // it to reach a safepoint would wait for ever.
+                let Some(slot) = self.local_slot(pid) else { return None };
+                let mut st = slot.st.lock();
+                if st.status != Status::Waiting {
+                    return None;
+                }
+                slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                self.end_wait(&mut st);
+                st.status = Status::Frozen;
+            }
         }
         // A process that ended meanwhile is not moved; nothing else can fail here but a
         // refused image, after which it runs on here.
