@@ -1176,7 +1176,7 @@ impl NodeInner {
                 // It has just parked. Freeze it only if it is still waiting: if something
                 // woke it, it may be queued behind this very worker, and waiting here for
                 // it to reach a safepoint would wait for ever.
-                let Some(slot) = self.local_slot(pid) else { return None };
+                let slot = self.local_slot(pid)?;
                 let mut st = slot.st.lock();
                 if st.status != Status::Waiting {
                     return None;
