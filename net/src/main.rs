@@ -126,18 +126,9 @@ fn main() -> ExitCode {
                             r.gc.total_pages_dirtied
                         );
                     }
-                    match r.result {
-                        Ok(_) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("{e}");
-                            ExitCode::from(1)
-                        }
-                    }
+                    exit_code(Ok(r))
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => exit_code(Err(e)),
             }
         }
         Command::Demo { seed } => {
@@ -161,18 +152,9 @@ fn main() -> ExitCode {
                         r.migrations,
                         r.image_bytes_max.div_ceil(1024)
                     );
-                    match r.result {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("{e}");
-                            ExitCode::from(1)
-                        }
-                    }
+                    exit_code(Ok(r))
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => exit_code(Err(e)),
             }
         }
         Command::Check { file } => match compile(&file) {
@@ -204,6 +186,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// 0 when the main process ended normally; 1, with the error on stderr, otherwise.
+fn exit_code(report: Result<tern_net::runner::RunReport, tern_net::runner::RunError>) -> ExitCode {
+    match report.map(|r| r.result) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
