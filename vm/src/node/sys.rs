@@ -335,7 +335,7 @@ fn take_ends(slot: &Arc<Slot>, ends: &[ChanId]) -> Result<Vec<(ChanId, VecDeque<
     for &ch in ends {
         if let Some(i) = st.mailbox.chans.iter().position(|(id, _)| *id == ch) {
             let (id, q) = st.mailbox.chans.swap_remove(i);
-            st.mailbox.bytes -= q.iter().map(crate::message::Message::approx_bytes).sum::<usize>();
+            st.mailbox.bytes = st.mailbox.bytes.saturating_sub(q.iter().map(crate::message::Message::approx_bytes).sum::<usize>());
             out.push((id, q));
         }
     }
@@ -424,7 +424,7 @@ fn receive(
             match rebuild(msg, &mut proc, &node.vm) {
                 Ok(v) => {
                     let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
-                    st.mailbox.bytes -= bytes;
+                    st.mailbox.bytes = st.mailbox.bytes.saturating_sub(bytes);
                     drop(st);
                     proc.sys.deadline_us = None;
                     if mode != Mode::Select {
@@ -458,7 +458,7 @@ fn receive(
                 }
                 Err(e) => {
                     let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
-                    st.mailbox.bytes -= bytes;
+                    st.mailbox.bytes = st.mailbox.bytes.saturating_sub(bytes);
                     drop(st);
                     proc.sys.deadline_us = None;
                     let e = match e {
