@@ -1077,8 +1077,9 @@ impl NodeInner {
         if flags & KILL != 0 {
             let reason = st.kill.take().unwrap_or_else(|| "killed".into());
             drop(st);
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+            // Busy until its exit is recorded: an ending process is not idle.
             self.finish(t.pid, &t.slot, t.proc, ExitReason::Killed(reason));
+            self.busy.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
         if flags & FREEZE != 0 {
@@ -1147,8 +1148,9 @@ impl NodeInner {
                 }
             }
             Some(reason) => {
-                self.busy.fetch_sub(1, Ordering::SeqCst);
+                // Busy until its exit is recorded: an ending process is not idle.
                 self.finish(pid, &slot, proc, reason);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
@@ -1254,8 +1256,9 @@ impl NodeInner {
             if flags & KILL != 0 {
                 let reason = st.kill.take().unwrap_or_else(|| "killed".into());
                 drop(st);
-                self.busy.fetch_sub(1, Ordering::SeqCst);
+                // Busy until its exit is recorded: an ending process is not idle.
                 self.finish(pid, &slot, proc, ExitReason::Killed(reason));
+                self.busy.fetch_sub(1, Ordering::SeqCst);
             } else if flags & FREEZE != 0 {
                 // Delayed blocking: the call is complete, so the process can be frozen now.
                 st.status = Status::Frozen;
