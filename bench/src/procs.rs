@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::exec::{self, Outcome};
 use crate::report;
+use crate::vm::stderr_tail;
 
 const INSTALL_HINT: &str = "apt-get install erlang-base";
 
@@ -712,21 +713,6 @@ fn source_note(root: &Path) -> String {
         _ => "",
     };
     format!(", built from commit {}{dirty}", commit.trim())
-}
-
-/// The last few lines of a failed run's output, indented for the problem list.
-fn stderr_tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(8)..];
-    if tail.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("; output ends with:");
-    for line in tail {
-        out.push_str("\n    ");
-        out.push_str(line);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -310,14 +310,14 @@ fn measure(
         .collect()
 }
 
-/// The last few lines of a failed run's stderr, indented for the problem list.
-fn stderr_tail(stderr: &str) -> String {
+/// The last few lines of a failed run's output, indented for the problem list.
+pub(crate) fn stderr_tail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().collect();
     let tail = &lines[lines.len().saturating_sub(8)..];
     if tail.is_empty() {
         return String::new();
     }
-    let mut out = String::from("; stderr ends with:");
+    let mut out = String::from("; output ends with:");
     for line in tail {
         out.push_str("\n    ");
         out.push_str(line);

@@ -915,44 +915,45 @@ impl NodeInner {
     /// process is woken to end; a running one ends at its next safepoint; a frozen one
     /// when it is unfrozen, wherever that is.
     fn kill(&self, pid: Pid, reason: String) {
-        loop {
-            let Some((node, slot)) = self.find(pid) else { return };
-            let mut st = slot.st.lock();
-            match st.status {
-                Status::Moved => continue,
-                Status::Exited => return,
-                _ => {}
-            }
+        self.with_live(pid, |node, slot, st| {
             if st.kill.is_none() {
                 st.kill = Some(reason);
             }
             slot.flags.fetch_or(KILL, Ordering::SeqCst);
             if st.status == Status::Waiting {
-                node.wake_locked(pid, &slot, &mut st, None);
+                node.wake_locked(pid, slot, st, None);
             }
-            return;
+        });
+    }
+
+    /// Runs `f` on the slot of a process that has not ended, wherever it is now, with
+    /// the slot locked (looking again if it moves meanwhile); `None` if it has ended.
+    pub(crate) fn with_live<R>(&self, pid: Pid, f: impl FnOnce(&Arc<NodeInner>, &Arc<Slot>, &mut SlotState) -> R) -> Option<R> {
+        loop {
+            let (node, slot) = self.find(pid)?;
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => return None,
+                _ => return Some(f(&node, &slot, &mut st)),
+            }
         }
     }
 
     /// Tells `to` that linked process `from` ended.
     fn exit_signal(&self, to: Pid, from: Pid, reason: &ExitReason) {
-        loop {
-            let Some((_, slot)) = self.find(to) else { return };
-            let mut st = slot.st.lock();
-            match st.status {
-                Status::Moved => continue,
-                Status::Exited => return,
-                _ => {}
-            }
+        let trap = self.with_live(to, |_, _, st| {
             st.links.retain(|&p| p != from);
-            let trap = st.trap_exits;
-            drop(st);
-            if trap {
+            st.trap_exits
+        });
+        match trap {
+            Some(true) => {
                 let _ = self.deliver(Target::Inbox(to), event_message("exit", from, &reason.text()), Vec::new(), None);
-            } else if !reason.is_normal() {
+            }
+            Some(false) if !reason.is_normal() => {
                 self.kill(to, format!("linked process <pid {}> ended: {}", name_text(from), reason.text()));
             }
-            return;
+            _ => {}
         }
     }
 

@@ -484,20 +484,13 @@ fn receive(
 }
 
 fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, p: Pid) -> SysOut {
-    let alive = loop {
-        let Some((_, s)) = node.find(p) else { break false };
-        let mut st = s.st.lock();
-        match st.status {
-            super::Status::Moved => continue,
-            super::Status::Exited => break false,
-            _ => {
-                if !st.links.contains(&pid) {
-                    st.links.push(pid);
-                }
-                break true;
+    let alive = node
+        .with_live(p, |_, _, st| {
+            if !st.links.contains(&pid) {
+                st.links.push(pid);
             }
-        }
-    };
+        })
+        .is_some();
     let mut st = slot.st.lock();
     if alive {
         if !st.links.contains(&p) {
@@ -518,18 +511,7 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
 
 /// Adds `watcher` to `p`'s monitors; false if `p` has ended.
 fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
-    loop {
-        let Some((_, s)) = node.find(p) else { return false };
-        let mut st = s.st.lock();
-        match st.status {
-            super::Status::Moved => continue,
-            super::Status::Exited => return false,
-            _ => {
-                st.watchers.push(watcher);
-                return true;
-            }
-        }
-    }
+    node.with_live(p, |_, _, st| st.watchers.push(watcher)).is_some()
 }
 
 /// A path relative to the node's file root, checked: no `..` out of the root.
