@@ -85,6 +85,57 @@ impl Message {
         out
     }
 
+    /// Every value in the message (the root, then the objects' contents).
+    fn each_val(&self, mut f: impl FnMut(&Val)) {
+        f(&self.root);
+        for o in &self.objs {
+            match o {
+                Obj::Array(items) => items.iter().for_each(&mut f),
+                Obj::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                    f(k);
+                    f(v);
+                }),
+                Obj::Box(v) => f(v),
+                Obj::Str(_) | Obj::Closure { .. } => {}
+            }
+        }
+    }
+
+    /// The channel send ends inside the message (each once).
+    pub fn tx_ends(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.each_val(|v| {
+            if let Val::Tx(c) = v {
+                if !out.contains(c) {
+                    out.push(*c);
+                }
+            }
+        });
+        out
+    }
+
+    /// The modules the message's functions and closures come from (each once): what a
+    /// node must have before it can rebuild the message.
+    pub fn modules(&self) -> Vec<ModuleHash> {
+        let mut out = Vec::new();
+        let mut add = |h: &ModuleHash| {
+            if !out.contains(h) {
+                out.push(*h);
+            }
+        };
+        self.each_val(|v| {
+            if let Val::Func { module, .. } = v {
+                add(module);
+            }
+        });
+        for o in &self.objs {
+            if let Obj::Closure { module, .. } = o {
+                add(module);
+            }
+        }
+        out
+    }
+
     /// Approximate size in bytes, as counted against mailbox limits.
     pub fn approx_bytes(&self) -> usize {
         let mut n = 32;

@@ -116,6 +116,42 @@ pub enum IoResult {
     Wrote { count: u64, offset: u64 },
     /// The operation failed with this message.
     Failed(String),
+    /// A process was started on another node, with this pid.
+    Spawned(u64),
+}
+
+/// A module of a [`SpawnSpec`]: which, where its globals start, and whether its top
+/// level is still running in the parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecModule {
+    pub hash: ModuleHash,
+    pub globals_base: u32,
+    pub running: bool,
+}
+
+/// A spawn on another node: see [`Process::spawn_spec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    pub modules: Vec<SpecModule>,
+    pub rng: u64,
+    pub max_frames: u32,
+    pub console: u64,
+    pub call: crate::message::Message,
+    pub env_globals: Vec<u32>,
+    pub env: crate::message::Message,
+}
+
+impl SpawnSpec {
+    /// Every module the child needs: its table and the messages' functions.
+    pub fn needs(&self) -> Vec<ModuleHash> {
+        let mut out: Vec<ModuleHash> = self.modules.iter().map(|m| m.hash).collect();
+        for h in self.call.modules().into_iter().chain(self.env.modules()) {
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
+    }
 }
 
 /// The process's system state: what its blocking calls and resources need. Plain data.
@@ -130,6 +166,10 @@ pub struct ProcSys {
     pub files: Vec<Option<OpenFile>>,
     /// Exits of linked processes arrive as messages instead of ending this one.
     pub trap_exits: bool,
+    /// Where the process's console output goes: the console (a REPL or `tern ctl`
+    /// session, named like a pid: node + serial) it was started from, inherited by every
+    /// process it spawns, wherever they run; 0 for the log of the node it was spawned on.
+    pub console: u64,
 }
 
 /// A process. Everything here except `linked` is its state; `linked` is a node-local
@@ -228,7 +268,7 @@ impl Process {
             reductions: 0,
             rng: crate::value::mix64(parent.rng ^ pid),
             max_frames: parent.max_frames,
-            sys: ProcSys::default(),
+            sys: ProcSys { console: parent.sys.console, ..ProcSys::default() },
             linked: parent.linked.clone(),
         };
         let bad = |e: crate::heap::HeapError| format!("{e:?}");
@@ -257,6 +297,67 @@ impl Process {
         p.regs[1..1 + nargs].copy_from_slice(args);
         p.frames.push(Frame { module: fref.module, func: fref.func, pc: 0, base: 1, ret: 0, closure, init_of: NOT_INIT });
         Ok(p)
+    }
+
+    /// What another node needs to start `callee(args...)` as a child of this process
+    /// (`call`, `env_globals` and `env` as for [`Process::spawn`]): the module table by
+    /// hash, and the messages. Plain data, for the wire.
+    pub fn spawn_spec(&self, call: crate::message::Message, env_globals: Vec<u32>, env: crate::message::Message) -> SpawnSpec {
+        SpawnSpec {
+            modules: self
+                .modules
+                .iter()
+                .map(|m| SpecModule { hash: m.hash, globals_base: m.globals_base, running: m.state == ModuleState::Running })
+                .collect(),
+            rng: self.rng,
+            max_frames: self.max_frames,
+            console: self.sys.console,
+            call,
+            env_globals,
+            env,
+        }
+    }
+
+    /// Starts the child a [`SpawnSpec`] describes as process `pid`; every module must be
+    /// in `vm` already. The spec comes from another node: all of it is checked.
+    pub fn from_spec(spec: &SpawnSpec, pid: u64, vm: &Vm) -> Result<Process, String> {
+        let mut parent = Process {
+            pid: 0,
+            frames: Vec::new(),
+            regs: Vec::new(),
+            heap: Heap::new(vm.config.heap),
+            globals: Vec::new(),
+            modules: Vec::new(),
+            handlers: Vec::new(),
+            reductions: 0,
+            rng: spec.rng,
+            max_frames: spec.max_frames.clamp(1, vm.config.max_frames.max(1)),
+            sys: ProcSys { console: spec.console, ..ProcSys::default() },
+            linked: Vec::new(),
+        };
+        for m in &spec.modules {
+            let lm = vm.module(&m.hash).ok_or_else(|| format!("module {} is missing", m.hash))?;
+            if m.globals_base as usize != parent.globals.len() {
+                return Err("bad spawn request: module globals out of place".into());
+            }
+            let n = lm.module.globals.len();
+            if parent.globals.len() + n > 1 << 24 {
+                return Err("bad spawn request: too many globals".into());
+            }
+            parent.globals.resize(parent.globals.len() + n, Value::Nil);
+            parent.modules.push(ModuleInstance {
+                hash: m.hash,
+                globals_base: m.globals_base,
+                globals_len: n as u32,
+                state: if m.running { ModuleState::Running } else { ModuleState::NotRun },
+                strs: vec![0; lm.module.consts.len()],
+            });
+            parent.linked.push(lm);
+        }
+        if spec.env_globals.iter().any(|&g| g as usize >= parent.globals.len()) {
+            return Err("bad spawn request: global out of range".into());
+        }
+        Process::spawn(&parent, pid, &spec.call, &spec.env_globals, &spec.env, vm)
     }
 
     /// The globals a process started with `roots` (a function and its arguments) can
@@ -323,7 +424,7 @@ impl Process {
         if let Some(i) = self.modules.iter().position(|m| m.hash == hash) {
             return Ok(i as u32);
         }
-        let lm = vm.module(&hash).ok_or(LinkError::MissingModule(hash))?.clone();
+        let lm = vm.module(&hash).ok_or(LinkError::MissingModule(hash))?;
         let n = lm.module.globals.len();
         if self.globals.len() + n > u32::MAX as usize / 2 {
             return Err(LinkError::TooManyGlobals);
@@ -345,7 +446,7 @@ impl Process {
     pub fn relink(&mut self, vm: &Vm) -> Result<(), LinkError> {
         self.linked.clear();
         for m in &self.modules {
-            self.linked.push(vm.module(&m.hash).ok_or(LinkError::MissingModule(m.hash))?.clone());
+            self.linked.push(vm.module(&m.hash).ok_or(LinkError::MissingModule(m.hash))?);
         }
         Ok(())
     }

@@ -173,7 +173,8 @@ impl std::error::Error for LoadError {}
 /// The node's code: modules by hash, and its natives.
 #[derive(Default)]
 pub struct Vm {
-    modules: HashMap<ModuleHash, Arc<LinkedModule>>,
+    /// Modules can arrive while the node runs (from other nodes, from a REPL).
+    modules: parking_lot::RwLock<HashMap<ModuleHash, Arc<LinkedModule>>>,
     pub natives: Natives,
     pub config: VmConfig,
 }
@@ -196,13 +197,13 @@ impl Default for VmConfig {
 
 impl Vm {
     pub fn new(natives: Natives, config: VmConfig) -> Vm {
-        Vm { modules: HashMap::new(), natives, config }
+        Vm { modules: Default::default(), natives, config }
     }
 
     /// Verifies and adds a module; returns its hash. Adding a module twice is cheap.
-    pub fn load(&mut self, module: Module) -> Result<ModuleHash, LoadError> {
+    pub fn load(&self, module: Module) -> Result<ModuleHash, LoadError> {
         let hash = module.hash();
-        if self.modules.contains_key(&hash) {
+        if self.modules.read().contains_key(&hash) {
             return Ok(hash);
         }
         verify(&module).map_err(LoadError::Verify)?;
@@ -223,15 +224,20 @@ impl Vm {
             })
             .collect();
         let footprints = module.functions.iter().map(footprint).collect();
-        self.modules.insert(hash, Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints }));
+        self.modules.write().entry(hash).or_insert_with(|| Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints }));
         Ok(hash)
     }
 
-    pub fn module(&self, hash: &ModuleHash) -> Option<&Arc<LinkedModule>> {
-        self.modules.get(hash)
+    pub fn module(&self, hash: &ModuleHash) -> Option<Arc<LinkedModule>> {
+        self.modules.read().get(hash).cloned()
     }
 
     pub fn has_module(&self, hash: &ModuleHash) -> bool {
-        self.modules.contains_key(hash)
+        self.modules.read().contains_key(hash)
+    }
+
+    /// The hashes of every module this node has.
+    pub fn module_hashes(&self) -> Vec<ModuleHash> {
+        self.modules.read().keys().copied().collect()
     }
 }

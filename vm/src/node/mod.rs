@@ -30,8 +30,10 @@
 //! where each of its processes is now, and who holds each of its channels' receive
 //! ends, so any node can find either in at most two steps.
 
+mod remote;
 mod sys;
 
+pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
 pub use sys::{sys_natives, Source};
 
 use crate::interp::{run, Outcome, RuntimeError};
@@ -58,10 +60,21 @@ pub trait Console: Send + Sync {
     fn failed(&self, pid: Pid, text: &str) {
         let _ = (pid, text);
     }
+    /// Output of a process whose console is `console` (see `ProcSys::console`); a host
+    /// with one console ignores it.
+    fn write_to(&self, console: u64, pid: Pid, text: &str) {
+        let _ = console;
+        self.write(pid, text);
+    }
+    /// A process whose console is `console` ended with an uncaught error.
+    fn failed_to(&self, console: u64, pid: Pid, text: &str) {
+        let _ = console;
+        self.failed(pid, text);
+    }
 }
 
 /// A file operation, by name relative to the node's file root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileOp {
     /// Checks the file can be opened in `mode` (creating or truncating it as the mode says).
     Open { name: String, mode: FileMode },
@@ -75,6 +88,12 @@ pub enum FileOp {
 /// of disks). Called on the node's I/O threads, never on a worker.
 pub trait Files: Send + Sync {
     fn run(&self, op: &FileOp) -> IoResult;
+    /// An operation by process `pid` (a mesh host resolves a plain path against the file
+    /// root of the node `pid` was spawned on, wherever it runs now).
+    fn run_for(&self, pid: Pid, op: &FileOp) -> IoResult {
+        let _ = pid;
+        self.run(op)
+    }
 }
 
 /// A node without files: every operation fails.
@@ -114,6 +133,18 @@ impl Default for NodeConfig {
             record_exits: false,
         }
     }
+}
+
+/// A process as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: Pid,
+    /// `running`, `waiting`, `io` (a file operation or an answer from another node) or `frozen`.
+    pub status: &'static str,
+    pub reductions: u64,
+    pub heap_pages: u64,
+    /// Messages queued.
+    pub mailbox: usize,
 }
 
 /// How a process ended.
@@ -279,11 +310,16 @@ pub(crate) struct SlotState {
 pub(crate) struct Slot {
     flags: AtomicU8,
     st: Mutex<SlotState>,
+    /// Reductions and heap pages at the end of its last time slice (for `ps`).
+    reductions: AtomicU64,
+    pages: AtomicU64,
 }
 
 impl Slot {
     fn new(status: Status) -> Arc<Slot> {
         Arc::new(Slot {
+            reductions: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
             flags: AtomicU8::new(0),
             st: Mutex::new(SlotState {
                 status,
@@ -362,8 +398,8 @@ pub(crate) struct Task {
 }
 
 /// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Target {
     Inbox(Pid),
     Chan(ChanId),
 }
@@ -372,6 +408,8 @@ pub(crate) enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DeliverError {
     Full(Pid),
+    /// The target is on another node, which cannot be reached.
+    Unreachable(String),
 }
 
 pub(crate) struct NodeInner {
@@ -416,6 +454,18 @@ pub(crate) struct NodeInner {
     image_max: AtomicU64,
     /// Moves in progress (a process frozen for a move is not idle).
     moving: AtomicUsize,
+    /// How to reach nodes in other OS processes (see `remote.rs`), once set.
+    remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// Receive ends not here: where each was last seen to go.
+    rx_places: Shards<remote::RxPlace>,
+    /// Receive ends here that have been remote, or have remote partners.
+    chan_meta: Shards<remote::ChanMeta>,
+    /// Per channel: the number of the next message sent to it from here to another node.
+    seqs: Shards<u64>,
+    /// Spawns on other nodes waiting for their answer: request -> (parent, node).
+    pending_spawns: Mutex<HashMap<u64, (Pid, u16)>>,
+    /// Monitors of processes on other nodes: node -> (watcher here, target there).
+    remote_monitors: Mutex<HashMap<u16, Vec<(Pid, Pid)>>>,
 }
 
 /// Decides, at a process's safepoints (the end of a time slice, or parking in a wait),
@@ -470,6 +520,12 @@ impl Node {
             moves: AtomicU64::new(0),
             image_max: AtomicU64::new(0),
             moving: AtomicUsize::new(0),
+            remote: std::sync::OnceLock::new(),
+            rx_places: Shards::new(),
+            chan_meta: Shards::new(),
+            seqs: Shards::new(),
+            pending_spawns: Mutex::new(HashMap::new()),
+            remote_monitors: Mutex::new(HashMap::new()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -523,6 +579,81 @@ impl Node {
         self.watch(pid);
         self.spawn(p);
         Ok(pid)
+    }
+
+    /// Connects the node to nodes in other OS processes (once, before it is used).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) -> bool {
+        self.inner.remote.set(remote).is_ok()
+    }
+
+    /// Carries out an op node `from` sent.
+    pub fn receive(&self, from: u16, op: Op) {
+        self.inner.receive(from, op);
+    }
+
+    /// Node `node` went down or restarted: monitors and links of processes there fire
+    /// with reason `node_down`, and spawns waiting for it fail.
+    pub fn node_down(&self, node: u16) {
+        self.inner.node_down(node);
+    }
+
+    /// Starts module `main`'s top level as a new process whose console output goes to
+    /// `console` (see `ProcSys::console`).
+    pub fn spawn_main_on(&self, main: crate::bytecode::ModuleHash, console: u64, watch: bool) -> Result<Pid, crate::process::LinkError> {
+        let pid = self.new_pid();
+        let mut p = Process::new(pid, main, &self.inner.vm)?;
+        p.sys.console = console;
+        if watch {
+            self.watch(pid);
+        }
+        self.spawn(p);
+        Ok(pid)
+    }
+
+    /// Ends a process here or anywhere in the mesh (as `kill` does).
+    pub fn kill(&self, pid: Pid, reason: &str) {
+        self.inner.kill(pid, reason.to_string());
+    }
+
+    /// Sends a message to a process here or anywhere in the mesh, as from outside any
+    /// process. `Ok(false)`: it has ended.
+    pub fn send_to(&self, pid: Pid, msg: Message) -> Result<bool, String> {
+        match self.inner.deliver(Target::Inbox(pid), msg, Vec::new(), None) {
+            Ok(p) => Ok(p.is_some()),
+            Err(DeliverError::Full(_)) => Err(format!("the mailbox of <pid {}> is full", name_text(pid))),
+            Err(DeliverError::Unreachable(e)) => Err(e),
+        }
+    }
+
+    /// The processes here, for `ps`.
+    pub fn ps(&self) -> Vec<ProcInfo> {
+        let mut slots = Vec::new();
+        for s in &self.inner.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                Entry::Live(slot) => Some((p, slot.clone())),
+                Entry::Moved(_) => None,
+            }));
+        }
+        let mut out: Vec<ProcInfo> = slots
+            .into_iter()
+            .filter_map(|(pid, slot)| {
+                let st = slot.st.lock();
+                let status = match st.status {
+                    Status::Active => "running",
+                    Status::Waiting => "waiting",
+                    Status::Io => "io",
+                    Status::Frozen => "frozen",
+                    Status::Exited | Status::Moved => return None,
+                };
+                let (reductions, heap_pages) = match &st.parked {
+                    Some(p) => (p.reductions, p.heap.page_count() as u64),
+                    None => (slot.reductions.load(Ordering::Relaxed), slot.pages.load(Ordering::Relaxed)),
+                };
+                Some(ProcInfo { pid, status, reductions, heap_pages, mailbox: st.mailbox.count() })
+            })
+            .collect();
+        out.sort_by_key(|p| p.pid);
+        out
     }
 
     /// Keeps the exit record of `pid` (call before it can end) for [`Node::wait_exit`].
@@ -597,18 +728,7 @@ impl Node {
     }
 
     fn pids_where(&self, keep: impl Fn(Status) -> bool) -> Vec<Pid> {
-        // Shard locks are never held while a slot is locked (a move locks a slot, then
-        // a shard), so collect first and look at the slots after.
-        let mut slots = Vec::new();
-        for s in &self.inner.procs.shards {
-            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
-                Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(_) => None,
-            }));
-        }
-        let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
-        v.sort_unstable();
-        v
+        self.inner.pids_where(keep)
     }
 
     /// Messages queued for a process here, and their bytes.
@@ -695,11 +815,12 @@ fn thread(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 struct ProcHost<'a> {
     node: &'a NodeInner,
     pid: Pid,
+    console: u64,
 }
 
 impl Host for ProcHost<'_> {
     fn console_write(&mut self, text: &str) {
-        self.node.console.write(self.pid, text);
+        self.node.console.write_to(self.console, self.pid, text);
     }
     fn mono_us(&self) -> u64 {
         self.node.now_us()
@@ -720,6 +841,21 @@ pub(crate) enum SysOut {
 }
 
 impl NodeInner {
+    fn pids_where(&self, keep: impl Fn(Status) -> bool) -> Vec<Pid> {
+        // Shard locks are never held while a slot is locked (a move locks a slot, then
+        // a shard), so collect first and look at the slots after.
+        let mut slots = Vec::new();
+        for s in &self.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                Entry::Live(slot) => Some((p, slot.clone())),
+                Entry::Moved(_) => None,
+            }));
+        }
+        let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
+        v.sort_unstable();
+        v
+    }
+
     fn now_us(&self) -> u64 {
         self.mesh.start.elapsed().as_micros() as u64
     }
@@ -793,18 +929,25 @@ impl NodeInner {
         None
     }
 
-    /// The process holding a channel's receive end.
+    /// The process holding a channel's receive end, if it is in this OS process. The
+    /// channel's birth node keeps it when that node is here; else the node holding it.
     fn holder(&self, c: ChanId) -> Option<Pid> {
-        self.node(name_node(c))?.holders.get(c)
+        match self.node(name_node(c)) {
+            Some(n) => n.holders.get(c),
+            None => self.holders.get(c),
+        }
     }
 
     fn set_holder(&self, c: ChanId, pid: Option<Pid>) {
-        if let Some(n) = self.node(name_node(c)) {
-            match pid {
-                Some(p) => n.holders.insert(c, p),
-                None => {
-                    n.holders.remove(c);
-                }
+        let n = self.node(name_node(c));
+        let table = match &n {
+            Some(n) => &n.holders,
+            None => &self.holders,
+        };
+        match pid {
+            Some(p) => table.insert(c, p),
+            None => {
+                table.remove(c);
             }
         }
     }
@@ -830,10 +973,18 @@ impl NodeInner {
                 std::thread::yield_now();
             }
             let pid = match target {
-                Target::Inbox(p) => p,
+                Target::Inbox(p) => {
+                    if let Some(n) = self.remote_node_of(p) {
+                        return self.send_remote(n, target, msg, carried, None).map(|()| Some(p)).map_err(DeliverError::Unreachable);
+                    }
+                    p
+                }
                 Target::Chan(c) => match self.holder(c) {
                     Some(p) => p,
                     None => {
+                        if let Some(n) = self.remote_rx_node(c) {
+                            return self.send_remote(n, target, msg, carried, None).map(|()| None).map_err(DeliverError::Unreachable);
+                        }
                         for (c, _) in &carried {
                             self.set_holder(*c, None);
                         }
@@ -915,6 +1066,10 @@ impl NodeInner {
     /// process is woken to end; a running one ends at its next safepoint; a frozen one
     /// when it is unfrozen, wherever that is.
     fn kill(&self, pid: Pid, reason: String) {
+        if let Some(n) = self.remote_node_of(pid) {
+            let _ = self.remote_send(n, Op::Kill { pid, reason });
+            return;
+        }
         self.with_live(pid, |node, slot, st| {
             if st.kill.is_none() {
                 st.kill = Some(reason);
@@ -942,6 +1097,11 @@ impl NodeInner {
 
     /// Tells `to` that linked process `from` ended.
     fn exit_signal(&self, to: Pid, from: Pid, reason: &ExitReason) {
+        if let Some(n) = self.remote_node_of(to) {
+            let op = Op::Exit { to, from, reason: reason.text(), normal: reason.is_normal() };
+            let _ = self.remote_send(n, op);
+            return;
+        }
         let trap = self.with_live(to, |_, _, st| {
             st.links.retain(|&p| p != from);
             st.trap_exits
@@ -973,13 +1133,18 @@ impl NodeInner {
         }
         for (c, _) in &mailbox.chans {
             self.set_holder(*c, None);
+            self.chan_meta.remove(*c);
         }
         if let ExitReason::Failed(e) = &reason {
-            self.console.failed(pid, &e.to_string());
+            self.console.failed_to(proc.sys.console, pid, &e.to_string());
         }
         let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats };
         drop(proc);
         for w in watchers {
+            if let Some(n) = self.remote_node_of(w) {
+                let _ = self.remote_send(n, Op::Down { to: w, from: pid, reason: exit.reason.text() });
+                continue;
+            }
             let _ = self.deliver(Target::Inbox(w), event_message("down", pid, &exit.reason.text()), Vec::new(), None);
         }
         for l in links {
@@ -1102,7 +1267,7 @@ impl NodeInner {
             if used >= budget {
                 break None;
             }
-            let mut host = ProcHost { node: self, pid };
+            let mut host = ProcHost { node: self, pid, console: proc.sys.console };
             match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
                 Outcome::Yielded => break None,
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
@@ -1128,6 +1293,8 @@ impl NodeInner {
             }
         };
         self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
+        slot.reductions.store(proc.reductions, Ordering::Relaxed);
+        slot.pages.store(proc.heap.page_count() as u64, Ordering::Relaxed);
         match out {
             None => {
                 let used = proc.reductions - start;
@@ -1232,6 +1399,14 @@ impl NodeInner {
         None
     }
 
+    /// Parks a process until an answer from another node ends its wait
+    /// ([`NodeInner::complete_io`]); like a file operation, it is not interruptible.
+    pub(crate) fn park_remote(&self, slot: &Arc<Slot>, proc: Box<Process>) {
+        let mut st = slot.st.lock();
+        st.status = Status::Io;
+        st.parked = Some(proc);
+    }
+
     /// Parks a process while a file operation runs on the I/O threads.
     pub(crate) fn start_io(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, op: FileOp) {
         let mut st = slot.st.lock();
@@ -1249,9 +1424,20 @@ impl NodeInner {
                 return;
             }
             let Ok(Some((pid, slot, op))) = rx.recv() else { return };
-            let result = self.files.run(&op);
+            let result = self.files.run_for(pid, &op);
+            self.finish_io(pid, slot, result);
+        }
+    }
+
+    /// A parked process's file operation (or remote request) is done: it runs again
+    /// (or ends, or stays frozen, as its flags say).
+    fn finish_io(&self, pid: Pid, slot: Arc<Slot>, result: IoResult) {
+        {
             let mut st = slot.st.lock();
-            let Some(mut proc) = st.parked.take() else { continue };
+            if st.status != Status::Io {
+                return;
+            }
+            let Some(mut proc) = st.parked.take() else { return };
             proc.sys.io_result = Some(result);
             let flags = slot.flags.load(Ordering::SeqCst);
             if flags & KILL != 0 {

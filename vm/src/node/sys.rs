@@ -21,6 +21,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sys {
     Spawn,
+    SpawnOn,
+    Nodes,
     SelfPid,
     NodeName,
     Send,
@@ -51,6 +53,8 @@ pub enum Source {
 #[rustfmt::skip]
 const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("spawn", 1, u8::MAX, Sys::Spawn),
+    ("spawn_on", 2, u8::MAX, Sys::SpawnOn),
+    ("nodes", 0, 0, Sys::Nodes),
     ("self", 0, 0, Sys::SelfPid),
     ("node", 0, 0, Sys::NodeName),
     ("send", 2, 2, Sys::Send),
@@ -80,7 +84,23 @@ pub fn sys_natives() -> Vec<NativeDef> {
     let mut v: Vec<NativeDef> =
         SYSCALLS.iter().map(|&(name, min_args, max_args, _)| NativeDef { name, min_args, max_args, f: sys_trap }).collect();
     v.push(NativeDef { name: "is_timeout", min_args: 1, max_args: 1, f: is_timeout });
+    v.push(NativeDef { name: "pid", min_args: 1, max_args: 1, f: pid_from_text });
     v
+}
+
+/// `pid("2.15")`: the pid printed as `<pid 2.15>` (for REPLs and scripts that were told
+/// a pid as text).
+fn pid_from_text(ctx: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
+    let Value::Str(a) = args[0] else {
+        return Err(Exn::Error(format!("pid: expected a string like \"2.15\", not {}", args[0].a_type())));
+    };
+    let text = object::str_ref(ctx.heap, a).map_err(Exn::Heap)?;
+    let t = text.trim().trim_start_matches("<pid").trim_end_matches('>').trim();
+    let parsed = t.split_once('.').and_then(|(n, s)| Some((n.parse::<u16>().ok()?, s.parse::<u64>().ok()?)));
+    match parsed {
+        Some((n, s)) if s < 1 << crate::value::NAME_SERIAL_BITS => Ok(Value::Pid(crate::value::make_name(n, s))),
+        _ => Err(Exn::Error(format!("pid: {text:?} is not a pid (expected node.serial, like \"2.15\")"))),
+    }
 }
 
 fn is_timeout(_: &mut NativeCtx<'_>, args: &[Value]) -> Result<Value, Exn> {
@@ -164,6 +184,20 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             ret_alloc(proc, c, move |h| object::alloc_str(h, &name).map(Value::Str))
         }
         Sys::Spawn => spawn(node, pid, slot, proc, c, &args, local),
+        Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, &args, local),
+        Sys::Nodes => {
+            let names = match node.remote() {
+                Some(r) => r.live_nodes(),
+                None => vec![node.name.clone()],
+            };
+            ret_alloc(proc, c, move |h| {
+                let mut vals = Vec::with_capacity(names.len());
+                for n in &names {
+                    vals.push(Value::Str(object::alloc_str(h, n)?));
+                }
+                object::array_from(h, &vals).map(Value::Array)
+            })
+        }
         Sys::Send => send(node, pid, slot, proc, c, arg(0), arg(1), local),
         Sys::Recv => {
             let (sources, t) = match (args.len(), arg(0)) {
@@ -318,6 +352,60 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
     ret(proc, c, Value::Pid(child))
 }
 
+/// `spawn_on(node, f, args...)`: starts `f(args...)` on the named node (the seed's
+/// non-preemptive migration) and returns its pid. The caller waits for the answer.
+fn spawn_on(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
+    if let Some(r) = proc.sys.io_result.take() {
+        return match r {
+            IoResult::Spawned(child) => ret(proc, c, Value::Pid(child)),
+            IoResult::Failed(e) => err(proc, e),
+            _ => err(proc, "spawn_on: unexpected answer"),
+        };
+    }
+    let Value::Str(a) = args[0] else {
+        return err(proc, format!("spawn_on: expected a node name, not {}", args[0].a_type()));
+    };
+    let name = match object::str_ref(&proc.heap, a) {
+        Ok(s) => s.to_string(),
+        Err(e) => return raise(proc, Exn::Heap(e)),
+    };
+    if name == node.name {
+        return spawn(node, pid, slot, proc, c, &args[1..], local);
+    }
+    let Some(remote) = node.remote() else {
+        return err(proc, format!("spawn_on: there is no node {name:?} (this node is not part of a mesh)"));
+    };
+    let Some(id) = remote.node_id(&name) else {
+        return err(proc, format!("spawn_on: there is no node {name:?} in the mesh"));
+    };
+    if !remote.live_nodes().contains(&name) {
+        return err(proc, format!("spawn_on: node {name} is down"));
+    }
+    let args = &args[1..];
+    if !matches!(args[0], Value::Func(_) | Value::Closure(_)) {
+        return err(proc, format!("spawn_on: expected a Tern function, not {}", args[0].a_type()));
+    }
+    let limit = node.config.message_limit_bytes;
+    let env_globals = proc.reachable_globals(args);
+    let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
+    let msgs = flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &env_values, limit)?)));
+    let (msg, env) = match msgs {
+        Ok(m) => m,
+        Err(e) => return err(proc, format!("spawn_on: {e}")),
+    };
+    let carried = match take_ends(slot, &msg.rx_ends()) {
+        Ok(x) => x,
+        Err(ch) => return err(proc, not_held("spawn_on", ch)),
+    };
+    let spec = proc.spawn_spec(msg, env_globals, env);
+    // Parked before asking, so the answer always finds it waiting.
+    node.park_remote(slot, proc);
+    if let Err(e) = node.spawn_remote(id, pid, spec, carried) {
+        node.complete_io(pid, IoResult::Failed(format!("spawn_on: {e}")));
+    }
+    SysOut::Parked
+}
+
 fn not_held(what: &str, ch: ChanId) -> String {
     format!("{what}: this process does not hold <receiver {}> (a receive end that was sent away cannot be used here)", name_text(ch))
 }
@@ -381,6 +469,7 @@ fn send(
             let size = if limit >= 1 << 20 { format!("{} MiB", limit >> 20) } else { format!("{limit} bytes") };
             err(proc, format!("send: the mailbox of <pid {}> is full (its limit is {size} of queued messages)", name_text(p)))
         }
+        Err(DeliverError::Unreachable(why)) => err(proc, format!("send: {why}")),
     }
 }
 
@@ -484,6 +573,19 @@ fn receive(
 }
 
 fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, p: Pid) -> SysOut {
+    if let Some(n) = node.remote_node_of(p) {
+        // The other node answers with an exit signal if `p` has ended.
+        {
+            let mut st = slot.st.lock();
+            if !st.links.contains(&p) {
+                st.links.push(p);
+            }
+        }
+        if node.remote_send(n, super::Op::Link { pid: p, from: pid }).is_err() {
+            node.exit_signal(pid, p, &ExitReason::Killed("node_down".into()));
+        }
+        return ret(proc, c, Value::Nil);
+    }
     let alive = node
         .with_live(p, |_, _, st| {
             if !st.links.contains(&pid) {
@@ -511,6 +613,14 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
 
 /// Adds `watcher` to `p`'s monitors; false if `p` has ended.
 fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
+    if let Some(n) = node.remote_node_of(p) {
+        node.count_remote_monitor(n, watcher, p);
+        if node.remote_send(n, super::Op::Monitor { pid: p, watcher }).is_err() {
+            node.forget_monitor(n, watcher, p);
+            let _ = node.deliver(Target::Inbox(watcher), super::event_message("down", p, "node_down"), Vec::new(), None);
+        }
+        return true;
+    }
     node.with_live(p, |_, _, st| st.watchers.push(watcher)).is_some()
 }
 

@@ -1,0 +1,535 @@
+//! Nodes in other OS processes (other machines): what this node tells them, and what it
+//! does with what they tell it.
+//!
+//! The VM knows nothing of sockets: a host that connects nodes (the `tern node` of
+//! `tern-net`) gives the node a [`Remote`] to send [`Op`]s with, and hands every op a
+//! peer sent to [`super::Node::receive`]. The host delivers ops between two nodes
+//! exactly once and in order (its session protocol); everything here relies on that.
+//!
+//! **Where things are.** A process lives on the node that spawned it (`spawn_on` starts
+//! it on the chosen node, under a pid born there), so a pid's node is in its name. A
+//! channel's receive end can travel: in messages and spawn arguments, to any node. The
+//! node it leaves keeps a *forwarding pointer* (the node it went to, and how many moves
+//! the end had made); the channel's birth node and the nodes holding send ends of it
+//! (its *partners*, which the hosting node keeps, and hands on with the end) are told
+//! the new place, so a sender goes straight there. Pointers are only ever replaced by
+//! ones with more moves, so following them always goes forward and never loops.
+//!
+//! **Order.** A message to a channel sent from another node carries its origin node and
+//! a sequence number per (origin, channel). The hosting node puts messages from each
+//! origin in the mailbox in sequence order, holding back one that overtook an earlier
+//! one (which a message on a forwarding path and a later one sent straight to the new
+//! place can do); the expected numbers travel with the receive end. So messages from
+//! one sender are never reordered, however the end moves.
+
+use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target};
+use crate::message::Message;
+use crate::process::{IoResult, Process, SpawnSpec};
+use crate::value::{name_node, name_text};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// How a node reaches nodes in other OS processes. Provided by the host.
+pub trait Remote: Send + Sync {
+    /// Queues `op` for node `to`, to be delivered exactly once, after every op queued for
+    /// it before. An error says why it cannot (an unknown node, a full link).
+    fn send(&self, to: u16, op: Op) -> Result<(), String>;
+    /// A node's id by name.
+    fn node_id(&self, name: &str) -> Option<u16>;
+    /// A node's name by id.
+    fn node_name(&self, id: u16) -> Option<String>;
+    /// The names of the nodes that are up, this one included, in config order.
+    fn live_nodes(&self) -> Vec<String>;
+}
+
+/// Most hops a message is forwarded before it is dropped (a pointer chain this long
+/// means the end moved faster than the message; it cannot loop).
+pub const MAX_FORWARDS: u8 = 32;
+
+/// Messages held back per channel, waiting for an earlier one from the same origin.
+const MAX_HELD: usize = 100_000;
+
+/// What one node tells another. Flat data (no recursive types), for postcard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A message for a process's inbox or a channel.
+    Deliver(Deliver),
+    /// Start a process here; reply with [`Op::Spawned`] to `from`.
+    Spawn { req: u64, from: Pid, spec: SpawnSpec, carried: Vec<Carried> },
+    /// The answer to [`Op::Spawn`].
+    Spawned { req: u64, to: Pid, result: Result<Pid, String> },
+    Kill { pid: Pid, reason: String },
+    /// Link `pid` (here) with `from` (there).
+    Link { pid: Pid, from: Pid },
+    /// `watcher` (there) monitors `pid` (here).
+    Monitor { pid: Pid, watcher: Pid },
+    /// Linked process `from` ended.
+    Exit { to: Pid, from: Pid, reason: String, normal: bool },
+    /// Monitored process `from` ended.
+    Down { to: Pid, from: Pid, reason: String },
+    /// A channel's receive end is now on `node`, after `moves` moves.
+    RxMoved { chan: ChanId, node: u16, moves: u32 },
+    /// Node `node` holds send ends of `chan` (to the node hosting its receive end).
+    Partner { chan: ChanId, node: u16 },
+}
+
+/// A message on its way to a process or channel on another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deliver {
+    pub target: Target,
+    /// The node the message was sent from, and (to a channel) its number from there.
+    pub origin: u16,
+    pub seq: u64,
+    /// Times forwarded so far.
+    pub hops: u8,
+    pub msg: Message,
+    /// Receive ends the message carries, with their queues.
+    pub carried: Vec<Carried>,
+}
+
+/// A receive end travelling to another node, with everything its host kept about it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Carried {
+    pub chan: ChanId,
+    pub queue: Vec<Message>,
+    pub moves: u32,
+    pub partners: Vec<u16>,
+    /// Per origin node: the sequence number of the next message expected from it.
+    pub expect: Vec<(u16, u64)>,
+    /// Messages that arrived ahead of their turn: (origin, seq, message).
+    pub held: Vec<(u16, u64, Message)>,
+}
+
+/// What the hosting node keeps about a receive end that has been or may be remote.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChanMeta {
+    moves: u32,
+    partners: Vec<u16>,
+    expect: Vec<(u16, u64)>,
+    held: Vec<(u16, u64, Message)>,
+}
+
+/// Where the mesh knows a receive end to be, seen from a node that does not host it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxPlace {
+    node: u16,
+    moves: u32,
+}
+
+impl NodeInner {
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.get()
+    }
+
+    /// The node (not in this OS process) a pid's process is on, if it is elsewhere.
+    pub(crate) fn remote_node_of(&self, pid: Pid) -> Option<u16> {
+        self.remote()?;
+        match self.procs.get(pid) {
+            Some(super::Entry::Moved(n)) if self.node(n).is_none() => Some(n),
+            Some(_) => None,
+            None => {
+                let b = name_node(pid);
+                (b != self.id && self.node(b).is_none()).then_some(b)
+            }
+        }
+    }
+
+    /// The node to send a message for channel `c` to, when no process here holds it:
+    /// where it was last seen to go, else its birth node. `None`: it is nowhere (the
+    /// channel is gone).
+    pub(crate) fn remote_rx_node(&self, c: ChanId) -> Option<u16> {
+        self.remote()?;
+        if let Some(p) = self.rx_places.get(c) {
+            return Some(p.node);
+        }
+        let b = name_node(c);
+        (b != self.id && self.node(b).is_none()).then_some(b)
+    }
+
+    pub(crate) fn remote_send(&self, to: u16, op: Op) -> Result<(), String> {
+        match self.remote() {
+            Some(r) => r.send(to, op),
+            None => Err("this node is not part of a mesh".into()),
+        }
+    }
+
+    /// Sends a message to `target` on node `to`, carrying `carried` (receive ends taken
+    /// from the sender) along, and records where those ends went.
+    pub(crate) fn send_remote(
+        &self,
+        to: u16,
+        target: Target,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        origin: Option<(u16, u64, u8)>,
+    ) -> Result<(), String> {
+        let (origin, seq, hops) = match (origin, target) {
+            (Some(o), _) => o,
+            (None, Target::Chan(c)) => (self.id, self.next_seq(c), 0),
+            (None, Target::Inbox(_)) => (self.id, 0, 0),
+        };
+        let carried = self.carry_away(to, carried);
+        self.announce_tx(to, &msg);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Deliver(Deliver { target, origin, seq, hops, msg, carried }));
+        self.announce_moves(to, &moved);
+        r
+    }
+
+    fn next_seq(&self, c: ChanId) -> u64 {
+        let mut shard = self.seqs.shard(c).lock();
+        let n = shard.entry(c).or_insert(0);
+        let s = *n;
+        *n += 1;
+        s
+    }
+
+    /// Turns receive ends leaving for node `to` into what travels with them, leaving a
+    /// forwarding pointer here.
+    fn carry_away(&self, to: u16, carried: Vec<(ChanId, VecDeque<Message>)>) -> Vec<Carried> {
+        carried
+            .into_iter()
+            .map(|(chan, q)| {
+                let meta = self.chan_meta.remove(chan).unwrap_or_default();
+                let moves = meta.moves + 1;
+                self.set_holder(chan, None);
+                self.rx_places.insert(chan, RxPlace { node: to, moves });
+                let mut partners = meta.partners;
+                if !partners.contains(&self.id) {
+                    partners.push(self.id);
+                }
+                Carried { chan, queue: q.into(), moves, partners, expect: meta.expect, held: meta.held }
+            })
+            .collect()
+    }
+
+    /// Tells the birth nodes and partners of receive ends that went to `to` where they are.
+    fn announce_moves(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
+        for (chan, moves, partners) in moved {
+            let (chan, moves) = (*chan, *moves);
+            let mut told = vec![self.id, to];
+            let birth = name_node(chan);
+            for n in std::iter::once(birth).chain(partners.iter().copied()) {
+                if !told.contains(&n) && self.node(n).is_none() {
+                    told.push(n);
+                    let _ = self.remote_send(n, Op::RxMoved { chan, node: to, moves });
+                }
+            }
+        }
+    }
+
+    /// A message going to node `to` carries send ends: `to` becomes a partner of each
+    /// (the node hosting the receive end, once told, tells `to` when it moves).
+    fn announce_tx(&self, to: u16, msg: &Message) {
+        for c in msg.tx_ends() {
+            if let Some(host) = self.rx_host(c) {
+                if host == to {
+                    continue;
+                }
+                if host == self.id {
+                    self.add_partner(c, to);
+                } else {
+                    let _ = self.remote_send(host, Op::Partner { chan: c, node: to });
+                }
+            }
+        }
+    }
+
+    /// The node hosting a channel's receive end, as far as this node knows.
+    fn rx_host(&self, c: ChanId) -> Option<u16> {
+        if self.holder(c).is_some() {
+            return Some(self.id);
+        }
+        self.remote_rx_node(c)
+    }
+
+    fn add_partner(&self, c: ChanId, node: u16) {
+        let mut shard = self.chan_meta.shard(c).lock();
+        let meta = shard.entry(c).or_default();
+        if !meta.partners.contains(&node) {
+            meta.partners.push(node);
+        }
+    }
+
+    /// Carries out an op from node `from`.
+    pub(crate) fn receive(&self, from: u16, op: Op) {
+        match op {
+            Op::Deliver(d) => self.receive_deliver(d),
+            Op::Spawn { req, from: parent, spec, carried } => {
+                let result = self.spawn_from(&spec, carried);
+                let _ = self.remote_send(from, Op::Spawned { req, to: parent, result });
+            }
+            Op::Spawned { req, to, result } => {
+                self.pending_spawns.lock().remove(&req);
+                let r = match result {
+                    Ok(pid) => IoResult::Spawned(pid),
+                    Err(e) => IoResult::Failed(e),
+                };
+                self.complete_io(to, r);
+            }
+            Op::Kill { pid, reason } => self.kill(pid, reason),
+            Op::Link { pid, from: other } => {
+                let alive = self
+                    .with_live(pid, |_, _, st| {
+                        if !st.links.contains(&other) {
+                            st.links.push(other);
+                        }
+                    })
+                    .is_some();
+                if !alive {
+                    let _ = self.remote_send(from, Op::Exit { to: other, from: pid, reason: "noproc".into(), normal: false });
+                }
+            }
+            Op::Monitor { pid, watcher } => {
+                if self.with_live(pid, |_, _, st| st.watchers.push(watcher)).is_none() {
+                    let _ = self.remote_send(from, Op::Down { to: watcher, from: pid, reason: "noproc".into() });
+                }
+            }
+            Op::Exit { to, from: p, reason, normal } => {
+                let reason = if normal { ExitReason::Normal } else { ExitReason::Killed(reason) };
+                self.exit_signal(to, p, &reason);
+            }
+            Op::Down { to, from: p, reason } => {
+                self.forget_monitor(from, to, p);
+                let _ = self.deliver(Target::Inbox(to), super::event_message("down", p, &reason), Vec::new(), None);
+            }
+            Op::RxMoved { chan, node, moves } => {
+                if self.holder(chan).is_some() {
+                    return;
+                }
+                let newer = self.rx_places.get(chan).is_none_or(|p| moves > p.moves);
+                if newer {
+                    self.rx_places.insert(chan, RxPlace { node, moves });
+                }
+            }
+            Op::Partner { chan, node } => {
+                if self.holder(chan).is_some() {
+                    self.add_partner(chan, node);
+                } else if let Some(n) = self.remote_rx_node(chan) {
+                    if n != from {
+                        let _ = self.remote_send(n, Op::Partner { chan, node });
+                    }
+                }
+            }
+        }
+    }
+
+    fn receive_deliver(&self, d: Deliver) {
+        let Deliver { target, origin, seq, hops, msg, carried } = d;
+        // Where it goes now: here, or on along the pointers.
+        let onward = match target {
+            Target::Inbox(pid) => self.remote_node_of(pid),
+            Target::Chan(c) if self.holder(c).is_some() => None,
+            Target::Chan(c) => match self.remote_rx_node(c) {
+                Some(n) => Some(n),
+                None => {
+                    self.drop_carried(carried);
+                    return;
+                }
+            },
+        };
+        if let Some(n) = onward {
+            if hops >= MAX_FORWARDS {
+                self.log_drop(target, "forwarded too many times");
+                self.drop_carried(carried);
+                return;
+            }
+            let queues = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
+            if self.send_remote(n, target, msg, queues, Some((origin, seq, hops + 1))).is_err() {
+                self.log_drop(target, "its node cannot be reached");
+            }
+            return;
+        }
+        let pid = match target {
+            Target::Inbox(p) => p,
+            Target::Chan(c) => match self.holder(c) {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // The receive ends it carries belong to the target from now on, even if the
+        // message itself must wait for an earlier one.
+        let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
+        let ready: Vec<Message> = match target {
+            Target::Inbox(_) => vec![msg],
+            Target::Chan(c) => self.in_order(c, origin, seq, msg),
+        };
+        let mut ends = Some(ends);
+        for m in ready {
+            let carried = ends.take().unwrap_or_default();
+            if let Err(super::DeliverError::Full(p)) = self.deliver_here(target, pid, m, carried) {
+                self.log_drop(Target::Inbox(p), "its mailbox is full");
+            }
+        }
+        if let Some(ends) = ends {
+            if !ends.is_empty() {
+                // The message waits; its ends go to the holder now.
+                let _ = self.deliver_ends(pid, ends);
+            }
+        }
+    }
+
+    /// Puts a message from `origin` for channel `c` in sequence: the messages that can
+    /// be queued now (this one and any held back behind it), in order.
+    fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+        let mut shard = self.chan_meta.shard(c).lock();
+        let meta = shard.entry(c).or_default();
+        let i = match meta.expect.iter().position(|(o, _)| *o == origin) {
+            Some(i) => i,
+            None => {
+                meta.expect.push((origin, 0));
+                meta.expect.len() - 1
+            }
+        };
+        let next = meta.expect[i].1;
+        if seq < next {
+            return Vec::new(); // already delivered
+        }
+        if seq > next {
+            if meta.held.len() < MAX_HELD {
+                meta.held.push((origin, seq, msg));
+            }
+            return Vec::new();
+        }
+        let mut out = vec![msg];
+        let mut n = next + 1;
+        while let Some(j) = meta.held.iter().position(|(o, s, _)| *o == origin && *s == n) {
+            out.push(meta.held.swap_remove(j).2);
+            n += 1;
+        }
+        meta.expect[i].1 = n;
+        out
+    }
+
+    /// Records what came with a receive end arriving here; returns its queue.
+    fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
+        self.rx_places.remove(c.chan);
+        let meta = ChanMeta { moves: c.moves, partners: c.partners, expect: c.expect, held: c.held };
+        self.chan_meta.insert(c.chan, meta);
+        (c.chan, c.queue.into())
+    }
+
+    fn drop_carried(&self, carried: Vec<Carried>) {
+        for c in carried {
+            self.set_holder(c.chan, None);
+        }
+    }
+
+    fn log_drop(&self, target: Target, why: &str) {
+        let what = match target {
+            Target::Inbox(p) => format!("<pid {}>", name_text(p)),
+            Target::Chan(c) => format!("<sender {}>", name_text(c)),
+        };
+        self.console.failed(0, &format!("node {}: a message for {what} was dropped: {why}", self.name));
+    }
+
+    /// Queues a message for local process `pid` (which holds the channel, for a channel
+    /// target), with the receive ends it carries.
+    fn deliver_here(
+        &self,
+        target: Target,
+        pid: Pid,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+    ) -> Result<Option<Pid>, super::DeliverError> {
+        let _ = pid;
+        self.deliver(target, msg, carried, None)
+    }
+
+    /// Gives receive ends to local process `pid` without a message.
+    fn deliver_ends(&self, pid: Pid, ends: Vec<(ChanId, VecDeque<Message>)>) -> bool {
+        let ok = self
+            .with_live(pid, |_, _, st| {
+                for (c, q) in &ends {
+                    st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                    st.mailbox.chans.push((*c, q.clone()));
+                }
+            })
+            .is_some();
+        for (c, _) in &ends {
+            self.set_holder(*c, ok.then_some(pid));
+        }
+        ok
+    }
+
+    /// Starts a process another node asked for.
+    fn spawn_from(&self, spec: &SpawnSpec, carried: Vec<Carried>) -> Result<Pid, String> {
+        let pid = self.new_name();
+        let p = Process::from_spec(spec, pid, &self.vm)?;
+        let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
+        let chans: Vec<ChanId> = ends.iter().map(|(c, _)| *c).collect();
+        self.spawn(p, ends, None);
+        for c in chans {
+            self.set_holder(c, Some(pid));
+        }
+        Ok(pid)
+    }
+
+    /// Asks node `to` to start a child of `proc` (parked by the caller until the answer).
+    pub(crate) fn spawn_remote(&self, to: u16, pid: Pid, spec: SpawnSpec, carried: Vec<(ChanId, VecDeque<Message>)>) -> Result<(), String> {
+        let req = self.new_name();
+        self.pending_spawns.lock().insert(req, (pid, to));
+        for c in spec.call.tx_ends() {
+            self.announce_tx_one(c, to);
+        }
+        let carried = self.carry_away(to, carried);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Spawn { req, from: pid, spec, carried });
+        self.announce_moves(to, &moved);
+        if r.is_err() {
+            self.pending_spawns.lock().remove(&req);
+        }
+        r
+    }
+
+    fn announce_tx_one(&self, c: ChanId, to: u16) {
+        let m = Message::scalar(crate::message::Val::Tx(c));
+        self.announce_tx(to, &m);
+    }
+
+    /// Ends the wait of a process parked for an answer from another node.
+    pub(crate) fn complete_io(&self, pid: Pid, result: IoResult) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        self.finish_io(pid, slot, result);
+    }
+
+    pub(crate) fn forget_monitor(&self, node: u16, watcher: Pid, target: Pid) {
+        let mut m = self.remote_monitors.lock();
+        if let Some(v) = m.get_mut(&node) {
+            if let Some(i) = v.iter().position(|&(w, t)| w == watcher && t == target) {
+                v.swap_remove(i);
+            }
+        }
+    }
+
+    /// Node `node` is down (or came back as a new incarnation, its processes gone):
+    /// monitors of its processes fire and links to them break, with reason `node_down`;
+    /// spawns waiting for it fail.
+    pub(crate) fn node_down(&self, node: u16) {
+        let name = self.remote().and_then(|r| r.node_name(node)).unwrap_or_else(|| node.to_string());
+        let monitors = self.remote_monitors.lock().remove(&node).unwrap_or_default();
+        for (watcher, target) in monitors {
+            let _ = self.deliver(Target::Inbox(watcher), super::event_message("down", target, "node_down"), Vec::new(), None);
+        }
+        let waiting: Vec<(u64, Pid)> =
+            self.pending_spawns.lock().iter().filter(|(_, (_, n))| *n == node).map(|(r, (p, _))| (*r, *p)).collect();
+        for (req, pid) in waiting {
+            self.pending_spawns.lock().remove(&req);
+            self.complete_io(pid, IoResult::Failed(format!("spawn_on: node {name} went down")));
+        }
+        for pid in self.pids_where(|s| s != Status::Exited && s != Status::Moved) {
+            let gone: Vec<Pid> = match self.local_slot(pid) {
+                Some(slot) => slot.st.lock().links.iter().copied().filter(|&p| self.remote_node_of(p) == Some(node)).collect(),
+                None => continue,
+            };
+            for p in gone {
+                self.exit_signal(pid, p, &ExitReason::Killed("node_down".into()));
+            }
+        }
+    }
+
+    pub(crate) fn count_remote_monitor(&self, node: u16, watcher: Pid, target: Pid) {
+        self.remote_monitors.lock().entry(node).or_default().push((watcher, target));
+    }
+}
