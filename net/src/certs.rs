@@ -245,7 +245,8 @@ fn load_ca_for_signing(cfg: &MeshConfig) -> Result<(rcgen::Certificate, KeyPair)
     let key_text = String::from_utf8(read(&key_file)?).map_err(|_| format!("{}: not a PEM private key file", key_file.display()))?;
     let key = KeyPair::from_pem(&key_text).map_err(|e| format!("{}: not a usable private key: {e}", key_file.display()))?;
     let rebuilt = ca_params().self_signed(&key).map_err(|e| format!("cannot rebuild the CA certificate: {e}"))?;
-    let on_disk = webpki::EndEntityCert::try_from(&ca_pem).map_err(|e| format!("{}: not a certificate: {e:?}", cert_path(cfg, "ca").display()))?;
+    let on_disk =
+        webpki::EndEntityCert::try_from(&ca_pem).map_err(|e| format!("{}: not a certificate: {e:?}", cert_path(cfg, "ca").display()))?;
     let rebuilt_der = rebuilt.der().clone();
     let ours = webpki::EndEntityCert::try_from(&rebuilt_der).map_err(|e| format!("cannot parse the rebuilt CA certificate: {e:?}"))?;
     if on_disk.subject_public_key_info().as_ref() != ours.subject_public_key_info().as_ref() {

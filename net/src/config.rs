@@ -225,8 +225,11 @@ impl MeshConfig {
     /// Reads and validates a config file. Relative paths in it resolve against its directory.
     pub fn load(path: &Path) -> Result<MeshConfig, ConfigError> {
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { file: label.clone(), key: None, message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: label.clone(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -317,7 +320,10 @@ impl MeshConfig {
         if l.node_down_ms <= l.heartbeat_ms {
             return Err(err(
                 "limits.node_down_ms",
-                format!("{} must exceed limits.heartbeat_ms ({}): a peer would be declared down between heartbeats", l.node_down_ms, l.heartbeat_ms),
+                format!(
+                    "{} must exceed limits.heartbeat_ms ({}): a peer would be declared down between heartbeats",
+                    l.node_down_ms, l.heartbeat_ms
+                ),
             ));
         }
 
@@ -370,7 +376,12 @@ impl MeshConfig {
             if let Some(other) = nodes.iter().find(|o| o.shared == shared) {
                 return Err(err(
                     &k("shared"),
-                    format!("{} is already the shared replica of node[{}] ({}); every node needs its own", shared.display(), other.id, other.name),
+                    format!(
+                        "{} is already the shared replica of node[{}] ({}); every node needs its own",
+                        shared.display(),
+                        other.id,
+                        other.name
+                    ),
                 ));
             }
             let workers = match n.workers {
