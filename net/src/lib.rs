@@ -5,4 +5,7 @@
 //! restoring it into a fresh VM instance, to show that a process is plain data). The
 //! mesh, its QUIC transport and the migration protocols come here next.
 
+pub mod certs;
+pub mod config;
 pub mod runner;
+pub mod tls;

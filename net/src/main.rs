@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tern_net::certs;
+use tern_net::config::MeshConfig;
 use tern_net::runner::{compile, compile_text, load, new_vm, run_program, RunOptions, StdoutHost};
 use tern_vm::heap::HeapConfig;
 use tern_vm::VmConfig;
@@ -82,6 +84,25 @@ enum Command {
     Check { file: PathBuf },
     /// Show a program's bytecode.
     Disasm { file: PathBuf },
+    /// Manage a mesh's cluster (its CA and certificates).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make the cluster CA, a certificate for every node of the config and the
+    /// operator's (`ctl`), in the config's cert_dir.
+    Init {
+        /// The mesh config (see net/MESH.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Regenerate every key and certificate even if some exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -172,6 +193,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cluster { command } => cluster(command),
         Command::Disasm { file } => match compile(&file) {
             Ok(p) => {
                 for m in &p.modules {
@@ -187,6 +209,38 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn cluster(command: ClusterCommand) -> ExitCode {
+    match command {
+        ClusterCommand::Init { config, force } => {
+            let cfg = match MeshConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            match certs::cluster_init(&cfg, force) {
+                Ok(report) => {
+                    let nodes = cfg.nodes.len();
+                    println!(
+                        "cluster CA and certificates for {nodes} node{} and the operator (ctl), valid until {}:",
+                        if nodes == 1 { "" } else { "s" },
+                        report.not_after.date()
+                    );
+                    for f in &report.files {
+                        println!("  {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+/// `tern: MSG` on stderr, exit code 2.
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("tern: {msg}");
+    ExitCode::from(2)
 }
 
 /// 0 when the main process ended normally; 1, with the error on stderr, otherwise.

@@ -154,3 +154,64 @@ fn bad_workers_and_root_are_usage_errors() {
         assert!(text(&out.stderr).contains("error:"), "{all:?}");
     }
 }
+
+#[test]
+fn cluster_init_writes_certificates_and_refuses_to_overwrite_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mesh.toml");
+    std::fs::write(
+        &config,
+        "[mesh]\ncert_dir = \"pki\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let pki = dir.path().join("pki");
+
+    let out = tern(&["cluster", "init", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    for f in ["ca.pem", "ca.key", "a.pem", "a.key", "b.pem", "b.key", "ctl.pem", "ctl.key"] {
+        let path = pki.join(f);
+        assert!(path.is_file(), "{f} missing");
+        assert!(said.contains(&path.display().to_string()), "{f} not reported: {said}");
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["ca.key", "a.key", "b.key", "ctl.key"] {
+            let mode = std::fs::metadata(pki.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
+    let ca_key = std::fs::read(pki.join("ca.key")).unwrap();
+
+    let again = tern(&["cluster", "init", "--config", cfg]);
+    assert_eq!(again.status.code(), Some(2));
+    let err = text(&again.stderr);
+    assert!(err.starts_with(&format!("tern: {} already exists", pki.join("ca.key").display())), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(pki.join("ca.key")).unwrap(), ca_key, "a refused init changed the CA key");
+
+    let forced = tern(&["cluster", "init", "--config", cfg, "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert_ne!(std::fs::read(pki.join("ca.key")).unwrap(), ca_key, "--force kept the old CA key");
+}
+
+#[test]
+fn cluster_init_reports_config_errors_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mesh.toml");
+    std::fs::write(&config, "[[node]]\nname = \"a\"\naddr = \"127.0.0.1\"\n").unwrap();
+    let out = tern(&["cluster", "init", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!("tern: {}: node[1].addr: \"127.0.0.1\" is not a socket address (expected host:port)", config.display())
+    );
+    assert!(!dir.path().join("certs").exists());
+
+    let missing = dir.path().join("nope.toml");
+    let out = tern(&["cluster", "init", "--config", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with(&format!("tern: {}: cannot read", missing.display())));
+}

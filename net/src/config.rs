@@ -1,0 +1,725 @@
+//! `mesh.toml`: the nodes of a mesh, where their certificates and files are, and the
+//! defaults and limits they share. The schema, with every key and its default, is in
+//! `net/MESH.md`.
+//!
+//! Loading checks everything it can without touching the network or the file system
+//! (beyond reading the file): unknown keys and bad values are errors that name the file
+//! and the key, e.g. `mesh.toml: node[1].addr: "127.0.0.1" is not a socket address
+//! (expected host:port)`. Relative paths are resolved against the directory of the
+//! config file, so every path in a [`MeshConfig`] is absolute.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The name reserved for the operator's client certificate (`tern ctl`, `tern repl`):
+/// no node may be called this.
+pub const CTL_NAME: &str = "ctl";
+
+/// Largest number of worker threads a node may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Default number of worker threads is the number of CPUs, capped at this.
+pub const DEFAULT_WORKERS_CAP: usize = 64;
+
+/// A loaded and validated `mesh.toml`.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The file it was read from, as given (used in messages).
+    pub file: PathBuf,
+    /// The directory relative paths were resolved against (absolute).
+    pub base_dir: PathBuf,
+    /// Where `tern cluster init` writes the CA and the node certificates.
+    pub cert_dir: PathBuf,
+    /// The replicated namespace's root: a node's replica is `<shared_root>/<name>` unless it sets `shared`.
+    pub shared_root: PathBuf,
+    /// Heap page size in bytes.
+    pub page_size: usize,
+    /// Default migration mechanism.
+    pub migration: Migration,
+    /// How messages find a process that has moved.
+    pub forwarding: Forwarding,
+    pub limits: Limits,
+    pub policy: Policy,
+    /// The nodes; a node's id is its index in this list plus one.
+    pub nodes: Vec<NodeConf>,
+}
+
+/// How a process's state moves to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Migration {
+    /// Stop the process, send everything, resume it there.
+    Freeze,
+    /// Send pages while it runs, then stop it and send the pages dirtied since.
+    Precopy,
+    /// Stop it, send its registers and stack, fetch heap pages on demand.
+    Lazy,
+    /// Pre-copy for a while, then move and fetch the rest on demand.
+    Hybrid,
+}
+
+/// How a message addressed to a process that has moved reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarding {
+    /// Senders are told the new location and update their links.
+    LinkUpdate,
+    /// The old node forwards the messages.
+    Forward,
+}
+
+impl Migration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Migration::Freeze => "freeze",
+            Migration::Precopy => "precopy",
+            Migration::Lazy => "lazy",
+            Migration::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl Forwarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forwarding::LinkUpdate => "link-update",
+            Forwarding::Forward => "forward",
+        }
+    }
+}
+
+/// Sizes and times every node of the mesh uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of queued messages per process.
+    pub mailbox_bytes: u64,
+    /// Largest message.
+    pub message_bytes: u64,
+    /// Largest wire frame a node accepts.
+    pub frame_bytes: u64,
+    /// Heap limit per process.
+    pub heap_bytes: u64,
+    /// Interval between heartbeats to each peer.
+    pub heartbeat_ms: u64,
+    /// A peer not heard from for this long is down.
+    pub node_down_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            mailbox_bytes: 64 << 20,
+            message_bytes: 16 << 20,
+            frame_bytes: 32 << 20,
+            heap_bytes: 256 << 20,
+            heartbeat_ms: 200,
+            node_down_ms: 2000,
+        }
+    }
+}
+
+/// The load policy (moves processes from busy nodes to idle ones).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub enabled: bool,
+    /// A node moves work away only when its load exceeds the least loaded node's by this fraction.
+    pub margin: f64,
+    /// How often loads are compared.
+    pub interval_ms: u64,
+    /// A process that moved does not move again for this long.
+    pub hysteresis_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 }
+    }
+}
+
+/// One node of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConf {
+    /// 1-based index in the config's node list.
+    pub id: u16,
+    pub name: String,
+    /// The address it listens on and peers dial.
+    pub addr: SocketAddr,
+    /// Its file root (`/node/NAME/...`).
+    pub root: PathBuf,
+    /// Its replica of the shared namespace (`/shared/...`).
+    pub shared: PathBuf,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+/// A config that could not be loaded: the file, the key when there is one, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// A key path like `node[2].addr` or `limits.heartbeat_ms` (nodes count from 1).
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "{}: {}: {}", self.file, k, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    mesh: RawMesh,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default)]
+    node: Vec<RawNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMesh {
+    cert_dir: String,
+    shared_root: String,
+    page_size: u64,
+    migration: String,
+    forwarding: String,
+}
+
+impl Default for RawMesh {
+    fn default() -> Self {
+        RawMesh {
+            cert_dir: "certs".into(),
+            shared_root: "shared".into(),
+            page_size: 4096,
+            migration: "precopy".into(),
+            forwarding: "link-update".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    addr: String,
+    root: Option<String>,
+    shared: Option<String>,
+    workers: Option<u64>,
+}
+
+impl MeshConfig {
+    /// Reads and validates a config file. Relative paths in it resolve against its directory.
+    pub fn load(path: &Path) -> Result<MeshConfig, ConfigError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: label.clone(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&dir).map_err(|e| ConfigError {
+            file: label.clone(),
+            key: None,
+            message: format!("cannot resolve its directory {}: {e}", dir.display()),
+        })?;
+        let mut cfg = Self::parse_labeled(&text, &base, &label)?;
+        cfg.file = path.to_path_buf();
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text as if it were a file `mesh.toml` in `base_dir`
+    /// (relative paths resolve against `base_dir`, which is made absolute).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<MeshConfig, ConfigError> {
+        let base = std::path::absolute(base_dir).map_err(|e| ConfigError {
+            file: "mesh.toml".into(),
+            key: None,
+            message: format!("cannot resolve {}: {e}", base_dir.display()),
+        })?;
+        Self::parse_labeled(text, &base, "mesh.toml")
+    }
+
+    fn parse_labeled(text: &str, base: &Path, label: &str) -> Result<MeshConfig, ConfigError> {
+        let err = |key: &str, message: String| ConfigError { file: label.to_string(), key: Some(key.to_string()), message };
+        let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(label, text, &e))?;
+
+        let resolve = |key: &str, p: &str| -> Result<PathBuf, ConfigError> {
+            if p.is_empty() {
+                return Err(err(key, "must not be empty".into()));
+            }
+            Ok(base.join(p))
+        };
+        let cert_dir = resolve("mesh.cert_dir", &raw.mesh.cert_dir)?;
+        let shared_root = resolve("mesh.shared_root", &raw.mesh.shared_root)?;
+
+        let ps = raw.mesh.page_size;
+        if !ps.is_power_of_two() || !(64..=16 << 20).contains(&ps) {
+            return Err(err("mesh.page_size", format!("{ps} is not a power of two from 64 to 16777216 (16 MiB)")));
+        }
+        let page_size = ps as usize;
+        let migration = match raw.mesh.migration.as_str() {
+            "freeze" => Migration::Freeze,
+            "precopy" => Migration::Precopy,
+            "lazy" => Migration::Lazy,
+            "hybrid" => Migration::Hybrid,
+            other => return Err(err("mesh.migration", format!("{other:?} is not one of freeze, precopy, lazy, hybrid"))),
+        };
+        let forwarding = match raw.mesh.forwarding.as_str() {
+            "link-update" => Forwarding::LinkUpdate,
+            "forward" => Forwarding::Forward,
+            other => return Err(err("mesh.forwarding", format!("{other:?} is not one of link-update, forward"))),
+        };
+
+        let l = raw.limits;
+        for (key, v) in [
+            ("limits.mailbox_bytes", l.mailbox_bytes),
+            ("limits.message_bytes", l.message_bytes),
+            ("limits.frame_bytes", l.frame_bytes),
+            ("limits.heap_bytes", l.heap_bytes),
+            ("limits.heartbeat_ms", l.heartbeat_ms),
+            ("limits.node_down_ms", l.node_down_ms),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1".into()));
+            }
+        }
+        if l.message_bytes > l.mailbox_bytes {
+            return Err(err(
+                "limits.message_bytes",
+                format!("{} exceeds limits.mailbox_bytes ({}): such a message could never be delivered", l.message_bytes, l.mailbox_bytes),
+            ));
+        }
+        if l.message_bytes > l.frame_bytes {
+            return Err(err(
+                "limits.message_bytes",
+                format!("{} exceeds limits.frame_bytes ({}): such a message could never be sent", l.message_bytes, l.frame_bytes),
+            ));
+        }
+        if l.heap_bytes < ps {
+            return Err(err("limits.heap_bytes", format!("{} is smaller than one page (mesh.page_size = {ps})", l.heap_bytes)));
+        }
+        if usize::try_from(l.heap_bytes).is_err() {
+            return Err(err("limits.heap_bytes", format!("{} does not fit in this machine's address space", l.heap_bytes)));
+        }
+        if l.node_down_ms <= l.heartbeat_ms {
+            return Err(err(
+                "limits.node_down_ms",
+                format!(
+                    "{} must exceed limits.heartbeat_ms ({}): a peer would be declared down between heartbeats",
+                    l.node_down_ms, l.heartbeat_ms
+                ),
+            ));
+        }
+
+        let p = raw.policy;
+        if !(p.margin.is_finite() && p.margin >= 0.0 && p.margin <= 1.0) {
+            return Err(err("policy.margin", format!("{} is not a fraction from 0 to 1", p.margin)));
+        }
+        if p.interval_ms == 0 {
+            return Err(err("policy.interval_ms", "must be at least 1".into()));
+        }
+
+        if raw.node.is_empty() {
+            return Err(ConfigError {
+                file: label.to_string(),
+                key: None,
+                message: "no nodes: add at least one [[node]] table with a name and an addr".into(),
+            });
+        }
+        if raw.node.len() > u16::MAX as usize {
+            return Err(ConfigError { file: label.to_string(), key: None, message: format!("more than {} nodes", u16::MAX) });
+        }
+        let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(DEFAULT_WORKERS_CAP);
+        let mut nodes: Vec<NodeConf> = Vec::with_capacity(raw.node.len());
+        for (i, n) in raw.node.into_iter().enumerate() {
+            let id = (i + 1) as u16;
+            let k = |field: &str| format!("node[{id}].{field}");
+            check_node_name(&n.name).map_err(|m| err(&k("name"), m))?;
+            if let Some(other) = nodes.iter().find(|o| o.name == n.name) {
+                return Err(err(&k("name"), format!("{:?} is already the name of node[{}]", n.name, other.id)));
+            }
+            let addr: SocketAddr =
+                n.addr.parse().map_err(|_| err(&k("addr"), format!("{:?} is not a socket address (expected host:port)", n.addr)))?;
+            if addr.port() == 0 {
+                return Err(err(&k("addr"), format!("{:?}: port 0 cannot be dialed by peers", n.addr)));
+            }
+            if addr.ip().is_unspecified() {
+                return Err(err(&k("addr"), format!("{:?}: an unspecified address cannot be dialed by peers", n.addr)));
+            }
+            if let Some(other) = nodes.iter().find(|o| o.addr == addr) {
+                return Err(err(&k("addr"), format!("{addr} is already the address of node[{}] ({})", other.id, other.name)));
+            }
+            let root = match &n.root {
+                Some(r) => resolve(&k("root"), r)?,
+                None => base.join("files").join(&n.name),
+            };
+            let shared = match &n.shared {
+                Some(s) => resolve(&k("shared"), s)?,
+                None => shared_root.join(&n.name),
+            };
+            if let Some(other) = nodes.iter().find(|o| o.shared == shared) {
+                return Err(err(
+                    &k("shared"),
+                    format!(
+                        "{} is already the shared replica of node[{}] ({}); every node needs its own",
+                        shared.display(),
+                        other.id,
+                        other.name
+                    ),
+                ));
+            }
+            let workers = match n.workers {
+                None => default_workers,
+                Some(w) if (1..=MAX_WORKERS as u64).contains(&w) => w as usize,
+                Some(w) => return Err(err(&k("workers"), format!("{w} is not from 1 to {MAX_WORKERS}"))),
+            };
+            nodes.push(NodeConf { id, name: n.name, addr, root, shared, workers });
+        }
+
+        Ok(MeshConfig {
+            file: PathBuf::from(label),
+            base_dir: base.to_path_buf(),
+            cert_dir,
+            shared_root,
+            page_size,
+            migration,
+            forwarding,
+            limits: l,
+            policy: p,
+            nodes,
+        })
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeConf> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node with id `id` (its 1-based index in the list).
+    pub fn node_by_id(&self, id: u16) -> Option<&NodeConf> {
+        self.nodes.get(usize::from(id).checked_sub(1)?)
+    }
+
+    /// The file name used in messages (the path as it was given).
+    pub fn file_label(&self) -> String {
+        self.file.display().to_string()
+    }
+}
+
+/// A node name: `[a-z0-9_-]{1,32}`, usable as a certificate's DNS name (so not all
+/// digits, not starting or ending with `-`), and not the reserved `ctl`.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        return Err(format!("{name:?} is not a node name (1 to 32 of a-z, 0-9, '_' and '-')"));
+    }
+    if name == CTL_NAME {
+        return Err(format!("{name:?} is reserved for the operator's certificate"));
+    }
+    // The name is the DNS name in the node's certificate, and peers verify it as such.
+    if rustls::pki_types::DnsName::try_from(name).is_err() {
+        return Err(format!("{name:?} cannot be a certificate name (it must not be a number or start or end with '-')"));
+    }
+    Ok(())
+}
+
+/// A toml/serde error, with the key it is about when it can be found from the error's
+/// position: the enclosing table header and the key on that line.
+fn toml_error(label: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return ConfigError { file: label.to_string(), key: None, message };
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.len() - line_start + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+
+    // The table the line is in: the last header above it. `[[node]]` headers count from 1.
+    let mut table: Option<String> = None;
+    let mut nodes = 0usize;
+    for l in text[..line_start].lines() {
+        let t = strip_comment(l).trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            let h = h.trim();
+            if h == "node" {
+                nodes += 1;
+                table = Some(format!("node[{nodes}]"));
+            } else {
+                table = Some(h.to_string());
+            }
+        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = Some(h.trim().to_string());
+        }
+    }
+    let t = strip_comment(line).trim();
+    let header = t.starts_with('[');
+    let key = if header {
+        // An error about a whole table (e.g. an unknown table or a missing key in it).
+        let h = t.trim_start_matches('[').trim_end_matches(']').trim();
+        if h == "node" && t.starts_with("[[") {
+            Some(format!("node[{}]", nodes + 1))
+        } else {
+            Some(h.to_string())
+        }
+    } else {
+        let k = t.split('=').next().map(str::trim).filter(|k| !k.is_empty() && t.contains('='));
+        match (&table, k) {
+            (Some(tb), Some(k)) => Some(format!("{tb}.{k}")),
+            (None, Some(k)) => Some(k.to_string()),
+            (Some(tb), None) => Some(tb.clone()),
+            (None, None) => None,
+        }
+    };
+    ConfigError { file: label.to_string(), key, message: format!("{message} (line {line_no}, column {col})") }
+}
+
+fn strip_comment(line: &str) -> &str {
+    // Good enough for locating headers and keys: a '#' inside a string only shortens
+    // the text searched, never changes the header or key found before it.
+    line.split('#').next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[mesh]
+cert_dir = "certs"
+shared_root = "shared"
+page_size = 8192
+migration = "lazy"
+forwarding = "forward"
+
+[limits]
+mailbox_bytes = 1000000
+message_bytes = 1000
+frame_bytes = 2000
+heap_bytes = 1048576
+heartbeat_ms = 100
+node_down_ms = 1000
+
+[policy]
+enabled = true
+margin = 0.5
+interval_ms = 500
+hysteresis_ms = 3000
+
+[[node]]
+name = "a"
+addr = "127.0.0.1:7401"
+root = "files/a"
+workers = 2
+
+[[node]]
+name = "b-2"
+addr = "[::1]:7402"
+shared = "/abs/replica-b"
+
+[[node]]
+name = "c_3"
+addr = "127.0.0.1:7403"
+"#;
+
+    fn parse(text: &str) -> Result<MeshConfig, ConfigError> {
+        MeshConfig::parse(text, Path::new("/etc/tern"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const ONE_NODE: &str = "[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n";
+
+    #[test]
+    fn good_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
+        assert_eq!(c.shared_root, Path::new("/etc/tern/shared"));
+        assert_eq!(c.page_size, 8192);
+        assert_eq!(c.migration, Migration::Lazy);
+        assert_eq!(c.forwarding, Forwarding::Forward);
+        assert_eq!(
+            c.limits,
+            Limits {
+                mailbox_bytes: 1000000,
+                message_bytes: 1000,
+                frame_bytes: 2000,
+                heap_bytes: 1048576,
+                heartbeat_ms: 100,
+                node_down_ms: 1000
+            }
+        );
+        assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
+        assert_eq!(c.nodes.len(), 3);
+        let a = c.node("a").unwrap();
+        assert_eq!((a.id, a.addr, a.workers), (1, "127.0.0.1:7401".parse().unwrap(), 2));
+        assert_eq!(a.root, Path::new("/etc/tern/files/a"));
+        assert_eq!(a.shared, Path::new("/etc/tern/shared/a"));
+        let b = c.node_by_id(2).unwrap();
+        assert_eq!(b.name, "b-2");
+        assert_eq!(b.addr, "[::1]:7402".parse().unwrap());
+        assert_eq!(b.root, Path::new("/etc/tern/files/b-2"));
+        assert_eq!(b.shared, Path::new("/abs/replica-b"));
+        assert!(b.workers >= 1 && b.workers <= DEFAULT_WORKERS_CAP);
+        assert_eq!(c.node_by_id(3).unwrap().name, "c_3");
+        assert!(c.node_by_id(0).is_none() && c.node_by_id(4).is_none() && c.node("zed").is_none());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(ONE_NODE).unwrap();
+        assert_eq!(c.page_size, 4096);
+        assert_eq!(c.migration, Migration::Precopy);
+        assert_eq!(c.forwarding, Forwarding::LinkUpdate);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.mailbox_bytes, 67108864);
+        assert_eq!(c.limits.message_bytes, 16777216);
+        assert_eq!(c.limits.frame_bytes, 33554432);
+        assert_eq!(c.limits.heap_bytes, 268435456);
+        assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (200, 2000));
+        assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });
+        assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
+    }
+
+    #[test]
+    fn the_example_mesh_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh.toml");
+        let c = MeshConfig::load(&path).unwrap();
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(c.cert_dir.is_absolute() && c.cert_dir.ends_with("examples/certs"), "{}", c.cert_dir.display());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_at_every_level() {
+        let e = parse_err(&format!("bogus = 1\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: bogus: unknown field `bogus`"), "{e}");
+        let e = parse_err(&format!("[mesh]\npage_size = 4096\ncert_dri = \"x\"\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: mesh.cert_dri: unknown field `cert_dri`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = parse_err(&format!("[limits]\nheartbeat = 5\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: limits.heartbeat: unknown field `heartbeat`"), "{e}");
+        let e = parse_err(&format!("[policy]\nenable = true\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: policy.enable: unknown field `enable`"), "{e}");
+        let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nport = 7402\n"));
+        assert!(e.starts_with("mesh.toml: node[2].port: unknown field `port`"), "{e}");
+        let e = parse_err(&format!("[extra]\nx = 1\n{ONE_NODE}"));
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    #[test]
+    fn bad_types_name_the_key() {
+        let e = parse_err(&format!("[mesh]\npage_size = \"big\"\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: mesh.page_size: invalid type"), "{e}");
+        let e = parse_err(&format!("[limits]\nheartbeat_ms = -5\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: limits.heartbeat_ms: "), "{e}");
+        let e = parse_err("[[node]]\nname = \"a\"\n");
+        assert!(e.contains("missing field `addr`"), "{e}");
+        assert!(e.starts_with("mesh.toml: node[1]"), "{e}");
+        let e = parse_err("[mesh\n");
+        assert!(e.starts_with("mesh.toml: "), "{e}");
+    }
+
+    #[test]
+    fn bad_addresses() {
+        let e = parse_err("[[node]]\nname = \"a\"\naddr = \"127.0.0.1\"\n");
+        assert_eq!(e, r#"mesh.toml: node[1].addr: "127.0.0.1" is not a socket address (expected host:port)"#);
+        let e = parse_err("[[node]]\nname = \"a\"\naddr = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("mesh.toml: node[1].addr: ") && e.contains("port 0"), "{e}");
+        let e = parse_err("[[node]]\nname = \"a\"\naddr = \"0.0.0.0:7401\"\n");
+        assert!(e.starts_with("mesh.toml: node[1].addr: ") && e.contains("unspecified"), "{e}");
+        let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7401\"\n"));
+        assert_eq!(e, "mesh.toml: node[2].addr: 127.0.0.1:7401 is already the address of node[1] (a)");
+    }
+
+    #[test]
+    fn bad_names() {
+        let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7402\"\n"));
+        assert_eq!(e, r#"mesh.toml: node[2].name: "a" is already the name of node[1]"#);
+        for bad in ["", "A", "a.b", "a b", "x".repeat(33).as_str(), "ctl", "123", "-a", "a-"] {
+            let e = parse_err(&format!("[[node]]\nname = \"{bad}\"\naddr = \"127.0.0.1:7401\"\n"));
+            assert!(e.starts_with("mesh.toml: node[1].name: "), "{bad}: {e}");
+        }
+        assert!(parse("").unwrap_err().to_string().contains("no nodes"));
+    }
+
+    #[test]
+    fn bad_values() {
+        for (text, key) in [
+            ("[mesh]\npage_size = 4000\n", "mesh.page_size"),
+            ("[mesh]\npage_size = 32\n", "mesh.page_size"),
+            ("[mesh]\npage_size = 33554432\n", "mesh.page_size"),
+            ("[mesh]\nmigration = \"teleport\"\n", "mesh.migration"),
+            ("[mesh]\nforwarding = \"carrier-pigeon\"\n", "mesh.forwarding"),
+            ("[mesh]\ncert_dir = \"\"\n", "mesh.cert_dir"),
+            ("[limits]\nnode_down_ms = 200\n", "limits.node_down_ms"),
+            ("[limits]\nheartbeat_ms = 3000\n", "limits.node_down_ms"),
+            ("[limits]\nheartbeat_ms = 0\n", "limits.heartbeat_ms"),
+            ("[limits]\nmessage_bytes = 100000000\n", "limits.message_bytes"),
+            ("[limits]\nheap_bytes = 100\n", "limits.heap_bytes"),
+            ("[policy]\nmargin = 1.5\n", "policy.margin"),
+            ("[policy]\nmargin = nan\n", "policy.margin"),
+            ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),
+        ] {
+            let e = parse_err(&format!("{text}{ONE_NODE}"));
+            assert!(e.starts_with(&format!("mesh.toml: {key}: ")), "{text}: {e}");
+        }
+        let e = parse_err("[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\nworkers = 0\n");
+        assert!(e.starts_with("mesh.toml: node[1].workers: "), "{e}");
+        let e = parse_err("[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\nroot = \"\"\n");
+        assert!(e.starts_with("mesh.toml: node[1].root: "), "{e}");
+        let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nshared = \"shared/a\"\n"));
+        assert!(e.starts_with("mesh.toml: node[2].shared: ") && e.contains("node[1] (a)"), "{e}");
+        let e = parse_err("[mesh]\nmigration = \"teleport\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n");
+        assert_eq!(e, r#"mesh.toml: mesh.migration: "teleport" is not one of freeze, precopy, lazy, hybrid"#);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("conf");
+        std::fs::create_dir(&sub).unwrap();
+        let text = "[mesh]\ncert_dir = \"../keys\"\nshared_root = \"/srv/shared\"\n\
+                    [[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\nroot = \"data/a\"\n\
+                    [[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nshared = \"rep/b\"\n";
+        std::fs::write(sub.join("mesh.toml"), text).unwrap();
+        let c = MeshConfig::load(&sub.join("mesh.toml")).unwrap();
+        assert_eq!(c.base_dir, sub);
+        assert_eq!(c.cert_dir, sub.join("../keys"));
+        assert_eq!(c.shared_root, Path::new("/srv/shared"));
+        let (a, b) = (c.node("a").unwrap(), c.node("b").unwrap());
+        assert_eq!(a.root, sub.join("data/a"));
+        assert_eq!(a.shared, Path::new("/srv/shared/a"));
+        assert_eq!(b.root, sub.join("files/b"));
+        assert_eq!(b.shared, sub.join("rep/b"));
+        assert!([&c.cert_dir, &a.root, &a.shared, &b.root, &b.shared].iter().all(|p| p.is_absolute()));
+
+        let missing = dir.path().join("nope.toml");
+        let e = MeshConfig::load(&missing).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: cannot read", missing.display())), "{e}");
+        let relative = MeshConfig::parse(ONE_NODE, Path::new("rel")).unwrap();
+        assert!(relative.cert_dir.is_absolute());
+    }
+}

@@ -1,0 +1,281 @@
+//! Mutual TLS for the mesh's QUIC connections (quinn + rustls with the *ring* provider).
+//!
+//! Every connection is TLS 1.3 with a certificate on both sides, each chaining to the
+//! cluster CA (`<cert_dir>/ca.pem`, made by `tern cluster init`):
+//!
+//! - A node serves its own certificate ([`server_config`]). It requires a client
+//!   certificate from the cluster CA whose DNS name is a node of the config or `ctl`
+//!   (the operator); any other peer fails the handshake, so the accepting side never
+//!   gets a connection. A presented certificate that is refused is logged with
+//!   `tracing::warn!`; a peer with no certificate at all fails inside rustls
+//!   (`NoCertificatesPresented`, in the error of the accept). The verifier cannot see
+//!   the ALPN protocol, so after the handshake the accepting node calls
+//!   [`identify_peer`]: on [`ALPN_MESH`] the peer must be a node, on [`ALPN_CTL`] it
+//!   must be `ctl`.
+//! - A dialer ([`client_config`]) presents its certificate and checks that the server's
+//!   chains to the cluster CA and is valid for the node name it dials (pass the node's
+//!   name as the server name to `quinn::Endpoint::connect`).
+//! - The protocol version is the ALPN protocol: a peer that offers only another version
+//!   fails the handshake (`no_application_protocol`).
+
+use crate::certs::{self, Identity};
+use crate::config::{MeshConfig, CTL_NAME};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ALPN protocol (and version) of node-to-node connections.
+pub const ALPN_MESH: &[u8] = b"tern-mesh/1";
+/// ALPN protocol (and version) of operator connections (`tern ctl`, `tern repl`).
+pub const ALPN_CTL: &[u8] = b"tern-ctl/1";
+
+/// Concurrent bidirectional and unidirectional streams a peer may open.
+pub const MAX_STREAMS: u32 = 64;
+
+/// The QUIC idle timeout is at least this long (and at least twice `node_down_ms`), so
+/// the heartbeats, not the transport, decide when a peer is down.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Installs *ring* as the process-wide rustls crypto provider. Idempotent; the configs
+/// made here name their provider explicitly, so this only matters to other rustls users.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Who is at the other end of an accepted connection, by certificate and ALPN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A node of the config (on [`ALPN_MESH`]).
+    Node { id: u16, name: String },
+    /// The operator (on [`ALPN_CTL`]).
+    Ctl,
+}
+
+/// Keep-alives every `heartbeat_ms`, an idle timeout of `max(2 × node_down_ms, 5 s)`,
+/// and [`MAX_STREAMS`] concurrent streams of each kind.
+pub fn transport_config(cfg: &MeshConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(cfg.limits.heartbeat_ms)));
+    let idle = Duration::from_millis(cfg.limits.node_down_ms.saturating_mul(2)).max(MIN_IDLE_TIMEOUT);
+    // An idle timeout too large for QUIC's varint (about 146 million years) means none.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t
+}
+
+/// The server side of node `me`: serves `<cert_dir>/<me>.pem`, accepts [`ALPN_MESH`] and
+/// [`ALPN_CTL`], and requires a client certificate from the cluster CA whose name is a
+/// node of `cfg` or `ctl`.
+pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, String> {
+    install_provider();
+    if cfg.node(me).is_none() {
+        return Err(format!("{me:?} is not a node of {}", cfg.file_label()));
+    }
+    let ca = certs::load_ca(cfg)?;
+    let id = certs::load_identity(cfg, me)?;
+    check_identity(cfg, me, &id, &ca, webpki::KeyUsage::server_auth())?;
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(|e| format!("{}: not a usable CA certificate: {e}", certs::cert_path(cfg, "ca").display()))?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("cannot make the client certificate verifier: {e}"))?;
+    let mut names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+    names.push(CTL_NAME.to_string());
+    let verifier = Arc::new(MeshClientVerifier { inner, names, file: cfg.file_label() });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("TLS 1.3 is not available: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain, id.key)
+        .map_err(|e| format!("{}: cannot be used with {}: {e}", certs::key_path(cfg, me).display(), certs::cert_path(cfg, me).display()))?;
+    tls.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_CTL.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC server config: {e}"))?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    sc.transport_config(Arc::new(transport_config(cfg)));
+    Ok(sc)
+}
+
+/// The client side for `me` (a node, or `ctl` for the operator) offering only `alpn`:
+/// presents `<cert_dir>/<me>.pem` and accepts a server whose certificate chains to the
+/// cluster CA and is valid for the server name given to `connect` (the node's name).
+pub fn client_config(cfg: &MeshConfig, me: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, String> {
+    install_provider();
+    if me != CTL_NAME && cfg.node(me).is_none() {
+        return Err(format!("{me:?} is neither a node of {} nor {CTL_NAME:?}", cfg.file_label()));
+    }
+    let ca = certs::load_ca(cfg)?;
+    let id = certs::load_identity(cfg, me)?;
+    check_identity(cfg, me, &id, &ca, webpki::KeyUsage::client_auth())?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(|e| format!("{}: not a usable CA certificate: {e}", certs::cert_path(cfg, "ca").display()))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("TLS 1.3 is not available: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(id.chain, id.key)
+        .map_err(|e| format!("{}: cannot be used with {}: {e}", certs::key_path(cfg, me).display(), certs::cert_path(cfg, me).display()))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC client config: {e}"))?;
+    let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+    cc.transport_config(Arc::new(transport_config(cfg)));
+    Ok(cc)
+}
+
+/// The DNS name in the peer's (verified) end-entity certificate; `None` when it has no
+/// certificate or not exactly one DNS name.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let chain = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let names = dns_names(chain.first()?)?;
+    match names.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// The ALPN protocol the connection negotiated.
+pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+/// Who an accepted connection is from: on [`ALPN_MESH`] a node of `cfg` (not `ctl`), on
+/// [`ALPN_CTL`] the operator (`ctl`). An error says why the peer does not qualify.
+pub fn identify_peer(cfg: &MeshConfig, conn: &quinn::Connection) -> Result<Peer, String> {
+    let name = peer_name(conn).ok_or("peer certificate does not have exactly one DNS name")?;
+    let proto = alpn(conn).ok_or("no ALPN protocol was negotiated")?;
+    if proto == ALPN_MESH {
+        match cfg.node(&name) {
+            Some(n) => Ok(Peer::Node { id: n.id, name }),
+            None if name == CTL_NAME => Err(format!("the operator certificate ({CTL_NAME:?}) cannot join the mesh")),
+            None => Err(format!("certificate name {name:?} is not a node of {}", cfg.file_label())),
+        }
+    } else if proto == ALPN_CTL {
+        if name == CTL_NAME {
+            Ok(Peer::Ctl)
+        } else {
+            Err(format!("certificate {name:?} is not the operator's ({CTL_NAME:?}) and cannot use {}", String::from_utf8_lossy(ALPN_CTL)))
+        }
+    } else {
+        Err(format!("unknown ALPN protocol {:?}", String::from_utf8_lossy(&proto)))
+    }
+}
+
+/// The valid DNS names of a certificate's subject alternative names; `None` if it does not parse.
+fn dns_names(cert: &CertificateDer<'_>) -> Option<Vec<String>> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    Some(ee.valid_dns_names().map(str::to_string).collect())
+}
+
+/// Our own certificate chains to the cluster CA, has the usage we need, and is valid for
+/// our name: a clear error at startup instead of refused handshakes later.
+fn check_identity(cfg: &MeshConfig, me: &str, id: &Identity, ca: &CertificateDer<'_>, usage: webpki::KeyUsage) -> Result<(), String> {
+    let cert_file = certs::cert_path(cfg, me);
+    let ca_file = certs::cert_path(cfg, "ca");
+    let ee_der = id.chain.first().ok_or_else(|| format!("{}: holds no certificate", cert_file.display()))?;
+    let ee = webpki::EndEntityCert::try_from(ee_der).map_err(|e| format!("{}: not a usable certificate: {e:?}", cert_file.display()))?;
+    let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| format!("{}: not a usable CA certificate: {e:?}", ca_file.display()))?;
+    ee.verify_for_usage(
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.all,
+        &[anchor],
+        id.chain.get(1..).unwrap_or(&[]),
+        UnixTime::now(),
+        usage,
+        None,
+        None,
+    )
+    .map_err(|e| format!("{}: not valid under the cluster CA {} for this use: {e:?}", cert_file.display(), ca_file.display()))?;
+    let name = ServerName::try_from(me).map_err(|_| format!("{me:?} cannot be a certificate name"))?;
+    ee.verify_is_valid_for_subject_name(&name).map_err(|_| format!("{}: not a certificate for {me:?}", cert_file.display()))?;
+    Ok(())
+}
+
+/// The cluster CA's client verifier, plus: the certificate's DNS name must be a node of
+/// the config or `ctl`.
+#[derive(Debug)]
+struct MeshClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// The names accepted: every node's and `ctl`.
+    names: Vec<String>,
+    /// The config file, for messages.
+    file: String,
+}
+
+impl ClientCertVerifier for MeshClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+            tracing::warn!("refused peer: {e}");
+            return Err(e);
+        }
+        let names = dns_names(end_entity).unwrap_or_default();
+        let refuse = |why: String| {
+            tracing::warn!("refused peer: {why}");
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+        };
+        let name = match names.as_slice() {
+            [one] => one,
+            [] => return refuse("certificate has no DNS name".into()),
+            many => return refuse(format!("certificate has several DNS names ({})", many.join(", "))),
+        };
+        if !self.names.iter().any(|n| n == name) {
+            return refuse(format!("certificate name {name:?} is not a node of {}", self.file));
+        }
+        // The name as webpki matches it (not only as listed).
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        let server_name =
+            ServerName::try_from(name.as_str()).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if rustls::client::verify_server_name(&parsed, &server_name).is_err() {
+            return refuse(format!("certificate is not valid for its name {name:?}"));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
