@@ -6,3 +6,5 @@
 //! mesh, its QUIC transport and the migration protocols come here next.
 
 pub mod runner;
+pub mod session;
+pub mod sim;
