@@ -1,11 +1,18 @@
 //! The Tern node and the `tern` command.
 //!
-//! For now this is the single-node runner: compile a program, load it into a VM, run
-//! its process to completion (optionally snapshotting it every R reductions and
-//! restoring it into a fresh VM instance, to show that a process is plain data). The
-//! mesh, its QUIC transport and the migration protocols come here next.
+//! - `runner`: one node in this OS process (`tern run`), or two for `--migrate-every`.
+//! - `config`, `certs`, `tls`: the mesh's config file, its certificates, mutual TLS.
+//! - `session`: the sans-IO node-to-node protocol (exactly-once, in-order delivery
+//!   across reconnects; heartbeats, failure detection); `sim` runs it deterministically.
+//! - `wire`: what nodes and operators say to each other, in versioned frames.
+//! - `mesh`: a mesh node (VM + QUIC endpoint + sessions); `ctl`: the operator protocol.
 
 pub mod certs;
 pub mod config;
+pub mod ctl;
+pub mod mesh;
 pub mod runner;
+pub mod session;
+pub mod sim;
 pub mod tls;
+pub mod wire;

@@ -1,0 +1,303 @@
+//! The operator protocol: `tern ctl` and `tern repl` connect to a node with the
+//! operator certificate (`ctl`) on ALPN `tern-ctl/1`, and send one [`CtlRequest`] per
+//! bidirectional stream. A connection is also a console: output of the processes it
+//! started (and of theirs, wherever they run) comes back on its `Console` stream.
+
+use crate::config::MeshConfig;
+use crate::mesh::Shared;
+use crate::tls;
+use crate::wire::{self, Answer, CtlReply, CtlRequest, NodeRow, PsRow, Query};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_vm::node::ExitReason;
+use tokio::sync::mpsc;
+
+/// Largest operator frame (a program's modules).
+pub const MAX_CTL_FRAME: usize = 64 << 20;
+
+async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    }
+    let n = u32::from_le_bytes(len) as usize;
+    if n > max {
+        return Err(format!("frame of {n} bytes is over the limit of {max}"));
+    }
+    let mut buf = vec![0u8; n];
+    recv.read_exact(&mut buf).await.map_err(|e| format!("truncated frame: {e}"))?;
+    Ok(Some(buf))
+}
+
+async fn write_frame<T: serde::Serialize>(send: &mut quinn::SendStream, v: &T) -> Result<(), String> {
+    let b = wire::encode(v);
+    let mut out = Vec::with_capacity(b.len() + 4);
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(&b);
+    send.write_all(&out).await.map_err(|e| format!("cannot write: {e}"))
+}
+
+/// Serves one operator connection.
+pub(crate) async fn serve(sh: Arc<Shared>, conn: quinn::Connection) {
+    let console = sh.node().new_pid();
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(sh.clone(), console, send, recv).await {
+                tracing::debug!(node = %sh.me.name, "operator request failed: {e}");
+            }
+        });
+    }
+    sh.consoles.lock().remove(&console);
+}
+
+async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
+    let Some(bytes) = read_frame(&mut recv, MAX_CTL_FRAME).await? else { return Ok(()) };
+    let req: CtlRequest = match wire::decode(&bytes, MAX_CTL_FRAME) {
+        Ok(r) => r,
+        Err(e) => {
+            write_frame(&mut send, &CtlReply::Error(format!("bad request: {e}"))).await?;
+            return Ok(());
+        }
+    };
+    match req {
+        CtlRequest::Console => {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            sh.consoles.lock().insert(console, tx);
+            write_frame(&mut send, &CtlReply::Done).await?;
+            while let Some(line) = rx.recv().await {
+                if write_frame(&mut send, &line).await.is_err() {
+                    break;
+                }
+            }
+            sh.consoles.lock().remove(&console);
+            return Ok(());
+        }
+        CtlRequest::Nodes => {
+            let rows = node_rows(&sh);
+            write_frame(&mut send, &CtlReply::Nodes(rows)).await?;
+        }
+        CtlRequest::Ps { node } => {
+            let sh2 = sh.clone();
+            let reply = tokio::task::spawn_blocking(move || ps(&sh2, node.as_deref())).await.unwrap_or_else(|e| Err(e.to_string()));
+            write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Ps)).await?;
+        }
+        CtlRequest::Kill { pid } => {
+            sh.node().kill(pid, "killed");
+            write_frame(&mut send, &CtlReply::Done).await?;
+        }
+        CtlRequest::Spawn { modules, main, on, wait } => {
+            let sh2 = sh.clone();
+            let reply = tokio::task::spawn_blocking(move || spawn(&sh2, console, &modules, main, on.as_deref(), wait))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match reply {
+                Ok((pid, node)) => {
+                    write_frame(&mut send, &CtlReply::Spawned { pid, node: node.clone() }).await?;
+                    if wait {
+                        let sh2 = sh.clone();
+                        let ended = tokio::task::spawn_blocking(move || wait_exit(&sh2, pid)).await.map_err(|e| e.to_string())?;
+                        write_frame(&mut send, &ended).await?;
+                    }
+                }
+                Err(e) => write_frame(&mut send, &CtlReply::Error(e)).await?,
+            }
+        }
+    }
+    let _ = send.finish();
+    // Let the reply reach the client before the stream is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    Ok(())
+}
+
+fn node_rows(sh: &Shared) -> Vec<NodeRow> {
+    sh.cfg
+        .nodes
+        .iter()
+        .map(|n| {
+            let up = sh.is_up(n.id);
+            let load = if n.id == sh.me.id { sh.own_load() } else { sh.peer_load(n.id) };
+            NodeRow {
+                name: n.name.clone(),
+                addr: n.addr.to_string(),
+                status: if up { "up" } else { "down" }.into(),
+                processes: if up { load.processes } else { 0 },
+                load: if up { load.reductions_per_s } else { 0 },
+            }
+        })
+        .collect()
+}
+
+fn ps(sh: &Shared, node: Option<&str>) -> Result<Vec<PsRow>, String> {
+    let ask = |id: u16| -> Result<Vec<PsRow>, String> {
+        if id == sh.me.id {
+            return Ok(sh.ps_rows());
+        }
+        match sh.ask(id, Query::Ps, Duration::from_secs(10))? {
+            Answer::Ps(rows) => Ok(rows),
+            _ => Err("unexpected answer".into()),
+        }
+    };
+    match node {
+        Some(name) => {
+            let n = sh.cfg.node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?;
+            ask(n.id)
+        }
+        None => {
+            let mut all = Vec::new();
+            for n in &sh.cfg.nodes {
+                if sh.is_up(n.id) {
+                    all.extend(ask(n.id)?);
+                }
+            }
+            Ok(all)
+        }
+    }
+}
+
+fn spawn(sh: &Shared, console: u64, modules: &[Vec<u8>], main: tern_vm::bytecode::ModuleHash, on: Option<&str>, wait: bool) -> Result<(u64, String), String> {
+    let hashes = sh.load_modules(modules)?;
+    if !hashes.contains(&main) {
+        return Err("the main module is not among the modules sent".into());
+    }
+    let target = match on {
+        None => sh.me.clone(),
+        Some(name) => sh.cfg.node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?.clone(),
+    };
+    if target.id == sh.me.id {
+        let pid = sh.node().spawn_main_on(main, console, wait).map_err(|e| e.to_string())?;
+        return Ok((pid, target.name));
+    }
+    if wait {
+        return Err("--wait needs the process to run on the node the operator is connected to".into());
+    }
+    match sh.ask(target.id, Query::SpawnMain { main, needs: hashes, console }, Duration::from_secs(30))? {
+        Answer::Spawned(Ok(pid)) => Ok((pid, target.name)),
+        Answer::Spawned(Err(e)) => Err(format!("node {}: {e}", target.name)),
+        _ => Err("unexpected answer".into()),
+    }
+}
+
+fn wait_exit(sh: &Shared, pid: u64) -> CtlReply {
+    loop {
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return CtlReply::Error("the node is shutting down".into());
+        }
+        if let Some(e) = sh.node().wait_exit(pid, Duration::from_millis(500)) {
+            return CtlReply::Ended { pid, reason: e.reason.text(), failed: matches!(e.reason, ExitReason::Failed(_)) };
+        }
+    }
+}
+
+/// An operator's connection to a node.
+pub struct CtlClient {
+    rt: tokio::runtime::Runtime,
+    conn: quinn::Connection,
+    /// The node connected to.
+    pub node: String,
+}
+
+impl CtlClient {
+    /// Connects to `node` (or the first node of the config that answers).
+    pub fn connect(cfg: &MeshConfig, node: Option<&str>) -> Result<CtlClient, String> {
+        tls::install_provider();
+        let client = tls::client_config(cfg, crate::config::CTL_NAME, tls::ALPN_CTL)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+        let candidates: Vec<_> = match node {
+            Some(n) => vec![cfg.node(n).ok_or_else(|| format!("there is no node {n:?} in {}", cfg.file_label()))?.clone()],
+            None => cfg.nodes.clone(),
+        };
+        let mut last = String::from("the config lists no node");
+        for n in candidates {
+            let r: Result<quinn::Connection, String> = rt.block_on(async {
+                let bind: std::net::SocketAddr = if n.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| "bad bind address")?;
+                let mut ep = quinn::Endpoint::client(bind).map_err(|e| format!("cannot open a socket: {e}"))?;
+                ep.set_default_client_config(client.clone());
+                let connecting = ep.connect(n.addr, &n.name).map_err(|e| e.to_string())?;
+                match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                }
+            });
+            match r {
+                Ok(conn) => return Ok(CtlClient { rt, conn, node: n.name.clone() }),
+                Err(e) => last = format!("cannot reach node {} at {}: {e}", n.name, n.addr),
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends a request; calls `each` with every reply until the stream ends (or `each`
+    /// returns false).
+    pub fn request(&self, req: &CtlRequest, mut each: impl FnMut(CtlReply) -> bool) -> Result<(), String> {
+        let conn = self.conn.clone();
+        self.rt.block_on(async move {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
+            write_frame(&mut send, req).await?;
+            let _ = send.finish();
+            while let Some(b) = read_frame(&mut recv, MAX_CTL_FRAME).await? {
+                let r: CtlReply = wire::decode(&b, MAX_CTL_FRAME).map_err(|e| format!("bad reply: {e}"))?;
+                if !each(r) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// One request, one reply.
+    pub fn call(&self, req: &CtlRequest) -> Result<CtlReply, String> {
+        let mut out = None;
+        self.request(req, |r| {
+            out = Some(r);
+            false
+        })?;
+        out.ok_or_else(|| "the node closed the stream without answering".into())
+    }
+
+    /// Opens the console: `each` gets every output line, on a background thread, until
+    /// the connection closes.
+    pub fn open_console(&self, mut each: impl FnMut(u64, String, bool) + Send + 'static) -> Result<(), String> {
+        let conn = self.conn.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        self.rt.spawn(async move {
+            let opened = async {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
+                write_frame(&mut send, &CtlRequest::Console).await?;
+                match read_frame(&mut recv, MAX_CTL_FRAME).await? {
+                    Some(b) if wire::decode::<CtlReply>(&b, MAX_CTL_FRAME) == Ok(CtlReply::Done) => Ok((send, recv)),
+                    _ => Err("the node did not open a console".to_string()),
+                }
+            };
+            let (_send, mut recv) = match opened.await {
+                Ok(x) => {
+                    let _ = ready_tx.send(Ok(()));
+                    x
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            while let Ok(Some(b)) = read_frame(&mut recv, MAX_CTL_FRAME).await {
+                if let Ok(CtlReply::Output { pid, text, failed }) = wire::decode(&b, MAX_CTL_FRAME) {
+                    each(pid, text, failed);
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "the node did not open a console".to_string())?
+    }
+
+    pub fn close(self) {
+        self.conn.close(0u32.into(), b"bye");
+        self.rt.shutdown_timeout(Duration::from_millis(500));
+    }
+}

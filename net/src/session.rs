@@ -1,0 +1,747 @@
+//! The node-to-node session protocol: this node and ONE peer node, as a sans-IO state
+//! machine (the quinn-proto pattern, DESIGN invariant 9).
+//!
+//! A [`Session`] does no I/O, reads no clock and starts no thread. The driver feeds it
+//! time (`now_us`, microseconds on any monotonic clock), transport events
+//! ([`Session::connected`], [`Session::disconnected`]) and received packets
+//! ([`Session::handle`]); it polls it for packets to send ([`Session::poll_transmit`]),
+//! events for the layers above ([`Session::poll_event`]) and the next instant at which
+//! [`Session::handle_timeout`] must be called ([`Session::poll_timeout`]). The real driver
+//! is QUIC; the deterministic simulator in [`crate::sim`] is the other one.
+//!
+//! # Incarnations
+//!
+//! Every run of a node is an *incarnation* with an `epoch`: a node that crashes and
+//! restarts has lost all its state and must come back with a strictly larger epoch. Every
+//! packet carries the sender's epoch and (except a first `Hello`) the epoch of the
+//! receiver incarnation it is addressed to. A session is always about one pair of
+//! incarnations (this one, the peer's newest known one).
+//!
+//! # What is guaranteed
+//!
+//! Whatever the transport does (lose, duplicate, reorder, delay packets; drop and
+//! re-establish the connection any number of times):
+//!
+//! * **Exactly once, in order, per pair of incarnations.** A payload given to
+//!   [`Session::send`] is delivered (as [`Event::Deliver`]) at most once, in send order,
+//!   and only to the peer incarnation it was addressed to: the peer incarnation this
+//!   session knew when `send` was called or, if it knew none yet, the first one it learns.
+//!   While both incarnations live and the peer is eventually reachable, every payload is
+//!   delivered (retransmission after `retransmit_us`, on reconnect, and when a peer that
+//!   was down is heard again).
+//! * **Restarts are explicit.** When a packet shows a newer peer epoch,
+//!   [`Event::PeerRestarted`] is emitted and all sequence state is reset: payloads not yet
+//!   acknowledged by the old incarnation are dropped (counted in
+//!   [`SessionStats::dropped_on_restart`]), never delivered to the new one. Packets from an
+//!   older peer epoch, or addressed to an older incarnation of this node, are ignored.
+//! * **Failure detection.** [`Event::Up`] at first contact and whenever a peer that was
+//!   down is heard again; [`Event::Down`] when nothing has been heard for
+//!   `down_after_us`. They alternate, starting with `Up`. Data for a down peer stays
+//!   queued (bounded) and is sent when it returns.
+//! * **Bounded.** Unacknowledged outgoing data is bounded by `max_unacked_bytes`
+//!   ([`SendError::Full`]); packets in flight by `max_in_flight`; payloads by
+//!   `max_payload_bytes` ([`SendError::TooLarge`]); the out-of-order buffer by
+//!   `max_in_flight` packets; undrained deliveries by `max_unacked_bytes` (beyond that,
+//!   data is not acknowledged and the sender retransmits later).
+//!
+//! # Packets
+//!
+//! * `Hello { from, epoch, peer_epoch, next_expected }`: sent on every (re)connect, and
+//!   instead of a heartbeat until the peer has shown it knows this incarnation; answered
+//!   with a `Hello` by a peer that sees it does not know it. `next_expected` is a
+//!   cumulative ack when `peer_epoch` names the receiver. Receiving one makes the sender of
+//!   data resend everything unacknowledged.
+//! * `Data { epoch, peer_epoch, seq, payload }`: sequence numbers start at 0 for each pair
+//!   of incarnations. The receiver delivers `seq == next_expected`, buffers up to
+//!   `max_in_flight` packets ahead, and drops duplicates.
+//! * `Ack { epoch, peer_epoch, upto }`: cumulative, every `seq < upto` received. Acks are
+//!   delayed by at most `ack_delay_us`, or sent at once after a quarter of the window.
+//! * `Heartbeat { epoch, peer_epoch }`: sent when nothing else was sent for
+//!   `heartbeat_us`.
+//!
+//! # Timers
+//!
+//! Heartbeat (`heartbeat_us` after the last packet sent, while the transport is up),
+//! failure detection (`down_after_us` after the last packet heard, while up),
+//! retransmission (`retransmit_us` without ack progress: go back to the oldest
+//! unacknowledged payload) and delayed ack (`ack_delay_us`).
+//!
+//! # Wire
+//!
+//! [`encode_packet`]/[`decode_packet`]: one version byte ([`WIRE_VERSION`]) then postcard.
+//! Decoding checks the frame size before anything else, rejects another version and
+//! trailing bytes, and never panics.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+/// A node's identity in the mesh.
+pub type NodeId = u16;
+
+/// The version byte that starts every encoded packet.
+pub const WIRE_VERSION: u8 = 1;
+
+/// What one outgoing payload costs against `max_unacked_bytes`, beyond its length (so that
+/// empty payloads are bounded too).
+pub const PAYLOAD_OVERHEAD: usize = 32;
+
+/// A packet between two sessions. No recursive types; every length is bounded by the
+/// frame it was decoded from.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// Sent on every (re)connect. `peer_epoch` is the receiver incarnation the sender
+    /// knows (`None` if none); `next_expected` acknowledges every `seq` below it.
+    Hello { from: NodeId, epoch: u64, peer_epoch: Option<u64>, next_expected: u64 },
+    /// One payload, `seq` within the pair (`epoch`, `peer_epoch`).
+    Data {
+        epoch: u64,
+        peer_epoch: u64,
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Cumulative: every `seq < upto` was received.
+    Ack { epoch: u64, peer_epoch: u64, upto: u64 },
+    /// Keeps the peer's failure detector quiet when nothing else is sent.
+    Heartbeat { epoch: u64, peer_epoch: u64 },
+}
+
+impl Packet {
+    /// The sender's epoch.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Packet::Hello { epoch, .. } | Packet::Data { epoch, .. } | Packet::Ack { epoch, .. } | Packet::Heartbeat { epoch, .. } => {
+                *epoch
+            }
+        }
+    }
+
+    /// The receiver incarnation the packet is addressed to (`None`: a first `Hello`).
+    pub fn addressed_to(&self) -> Option<u64> {
+        match self {
+            Packet::Hello { peer_epoch, .. } => *peer_epoch,
+            Packet::Data { peer_epoch, .. } | Packet::Ack { peer_epoch, .. } | Packet::Heartbeat { peer_epoch, .. } => Some(*peer_epoch),
+        }
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The frame is longer than the caller's cap.
+    TooLarge { len: usize, max: usize },
+    /// No bytes at all.
+    Empty,
+    /// Another wire version.
+    Version(u8),
+    /// Not a valid packet.
+    Malformed,
+    /// A valid packet followed by more bytes.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooLarge { len, max } => write!(f, "frame of {len} bytes exceeds the limit of {max}"),
+            WireError::Empty => write!(f, "empty frame"),
+            WireError::Version(v) => write!(f, "wire version {v}, expected {WIRE_VERSION}"),
+            WireError::Malformed => write!(f, "malformed packet"),
+            WireError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the packet"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// The version byte followed by the postcard encoding of `pkt`.
+pub fn encode_packet(pkt: &Packet) -> Vec<u8> {
+    // Serializing these plain types into a Vec cannot fail.
+    postcard::to_extend(pkt, vec![WIRE_VERSION]).expect("postcard encodes a Packet")
+}
+
+/// Decodes a frame made by [`encode_packet`]. Frames longer than `max` are rejected
+/// before any decoding or allocation.
+pub fn decode_packet(bytes: &[u8], max: usize) -> Result<Packet, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge { len: bytes.len(), max });
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (pkt, rest) = postcard::take_from_bytes::<Packet>(body).map_err(|_| WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok(pkt)
+}
+
+/// Timers and limits of a session. Zero durations and limits are raised to 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Send a heartbeat when nothing was sent for this long.
+    pub heartbeat_us: u64,
+    /// Report the peer down when nothing was heard from it for this long.
+    pub down_after_us: u64,
+    /// Resend unacknowledged data when no ack progress was made for this long.
+    pub retransmit_us: u64,
+    /// Longest delay of an ack.
+    pub ack_delay_us: u64,
+    /// Bound on queued unacknowledged outgoing bytes (payload + [`PAYLOAD_OVERHEAD`] each),
+    /// and on received but undrained deliveries.
+    pub max_unacked_bytes: usize,
+    /// Most data packets in flight (sent, unacknowledged); also the receive window.
+    pub max_in_flight: usize,
+    /// Largest payload accepted by `send` and from the wire.
+    pub max_payload_bytes: usize,
+    /// Test only: a deliberately broken behaviour, to show that the checkers catch it.
+    #[doc(hidden)]
+    pub fault: Fault,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            heartbeat_us: 1_000_000,
+            down_after_us: 5_000_000,
+            retransmit_us: 300_000,
+            ack_delay_us: 5_000,
+            max_unacked_bytes: 16 << 20,
+            max_in_flight: 256,
+            max_payload_bytes: 4 << 20,
+            fault: Fault::None,
+        }
+    }
+}
+
+/// Deliberate bugs, for testing the tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Deliver data whose sequence number was already delivered.
+    SkipDedup,
+    /// Keep (and renumber for the new incarnation) unacked data when the peer restarts.
+    KeepQueueOnRestart,
+    /// Never go back to resend unacknowledged data.
+    NoRetransmit,
+}
+
+/// What a session reports to the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A payload from the peer, exactly once and in order.
+    Deliver(Vec<u8>),
+    /// The peer is heard from (first contact, or again after `Down`).
+    Up,
+    /// Nothing heard from the peer for `down_after_us`.
+    Down,
+    /// The peer is a new incarnation: everything at the old one is gone.
+    PeerRestarted { old_epoch: u64, new_epoch: u64 },
+}
+
+/// Why [`Session::send`] refused a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The unacknowledged queue is at its bound; try again after progress.
+    Full { queued_bytes: usize },
+    /// The payload exceeds `max_payload_bytes` (or can never fit in the queue).
+    TooLarge,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full { queued_bytes } => write!(f, "send queue full ({queued_bytes} bytes unacknowledged)"),
+            SendError::TooLarge => write!(f, "payload too large"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Counters of a session (over its whole life, across peer restarts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Payloads accepted by `send`, and their bytes.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Data packets transmitted for the first time / again.
+    pub transmitted: u64,
+    pub retransmitted: u64,
+    /// Payloads delivered, and their bytes.
+    pub delivered: u64,
+    pub delivered_bytes: u64,
+    /// Data packets dropped because their payload was already delivered or buffered.
+    pub duplicates_dropped: u64,
+    /// Data packets buffered because they arrived ahead of a gap.
+    pub buffered_out_of_order: u64,
+    /// Data packets dropped: beyond the receive window, or undrained deliveries at bound.
+    pub dropped_over_limit: u64,
+    /// Unacknowledged payloads dropped because the peer restarted.
+    pub dropped_on_restart: u64,
+    /// Packets ignored: from an older peer epoch, to an older incarnation of this node,
+    /// or malformed for this session.
+    pub stale_ignored: u64,
+    pub acks_sent: u64,
+    pub heartbeats_sent: u64,
+    pub hellos_sent: u64,
+    pub peer_restarts: u64,
+    /// Currently queued (unacknowledged) payloads and their cost.
+    pub queued: usize,
+    pub queued_bytes: usize,
+}
+
+struct Outgoing {
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+/// The session between this node incarnation and one peer node. See the module docs.
+pub struct Session {
+    me: NodeId,
+    peer: NodeId,
+    epoch: u64,
+    cfg: SessionConfig,
+
+    /// The peer incarnation this session talks to, once known.
+    peer_epoch: Option<u64>,
+    /// The peer has shown (by addressing a packet to it) that it knows this incarnation.
+    peer_knows_me: bool,
+    transport_up: bool,
+    up: bool,
+    last_heard_us: u64,
+    last_sent_us: u64,
+
+    // Sending side. Queue entries have consecutive seqs starting at `acked`.
+    queue: VecDeque<Outgoing>,
+    queued_bytes: usize,
+    next_seq: u64,
+    acked: u64,
+    /// Next seq to transmit in this round (`acked <= cursor <= next_seq`).
+    cursor: u64,
+    /// Every seq below it was transmitted at least once.
+    highest_sent: u64,
+    rto_at: Option<u64>,
+
+    // Receiving side.
+    next_expected: u64,
+    reorder: BTreeMap<u64, Vec<u8>>,
+    ack_at: Option<u64>,
+    ack_now: bool,
+    received_since_ack: usize,
+
+    hello_pending: bool,
+    heartbeat_due: bool,
+    events: VecDeque<Event>,
+    event_bytes: usize,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A session of incarnation `epoch` of node `me` with node `peer`. The transport
+    /// starts disconnected: call [`Session::connected`] when it is up.
+    pub fn new(me: NodeId, peer: NodeId, epoch: u64, cfg: SessionConfig, now_us: u64) -> Self {
+        let cfg = SessionConfig {
+            heartbeat_us: cfg.heartbeat_us.max(1),
+            down_after_us: cfg.down_after_us.max(1),
+            retransmit_us: cfg.retransmit_us.max(1),
+            ack_delay_us: cfg.ack_delay_us.max(1),
+            max_unacked_bytes: cfg.max_unacked_bytes.max(1),
+            max_in_flight: cfg.max_in_flight.max(1),
+            max_payload_bytes: cfg.max_payload_bytes.max(1),
+            fault: cfg.fault,
+        };
+        Session {
+            me,
+            peer,
+            epoch,
+            cfg,
+            peer_epoch: None,
+            peer_knows_me: false,
+            transport_up: false,
+            up: false,
+            last_heard_us: now_us,
+            last_sent_us: now_us,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_seq: 0,
+            acked: 0,
+            cursor: 0,
+            highest_sent: 0,
+            rto_at: None,
+            next_expected: 0,
+            reorder: BTreeMap::new(),
+            ack_at: None,
+            ack_now: false,
+            received_since_ack: 0,
+            hello_pending: false,
+            heartbeat_due: false,
+            events: VecDeque::new(),
+            event_bytes: 0,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The peer node.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// This incarnation's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The peer incarnation this session talks to (and addresses new payloads to), if known.
+    pub fn peer_epoch(&self) -> Option<u64> {
+        self.peer_epoch
+    }
+
+    /// Whether the peer was heard from within `down_after_us` (and `Up` was reported).
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Whether every payload given to `send` has been acknowledged.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats { queued: self.queue.len(), queued_bytes: self.queued_bytes, ..self.stats.clone() }
+    }
+
+    /// Queues a payload for the peer. It is addressed to the peer incarnation known now
+    /// (or, if none is known, to the first one learned).
+    pub fn send(&mut self, payload: Vec<u8>) -> Result<(), SendError> {
+        let cost = payload.len().saturating_add(PAYLOAD_OVERHEAD);
+        if payload.len() > self.cfg.max_payload_bytes || cost > self.cfg.max_unacked_bytes {
+            return Err(SendError::TooLarge);
+        }
+        if self.queued_bytes + cost > self.cfg.max_unacked_bytes {
+            return Err(SendError::Full { queued_bytes: self.queued_bytes });
+        }
+        self.stats.sent += 1;
+        self.stats.sent_bytes += payload.len() as u64;
+        self.queued_bytes += cost;
+        self.queue.push_back(Outgoing { seq: self.next_seq, payload });
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// The transport to the peer is (again) connected: announce this incarnation and
+    /// resend everything unacknowledged.
+    pub fn connected(&mut self, now_us: u64) {
+        let _ = now_us;
+        self.transport_up = true;
+        self.hello_pending = true;
+        self.rewind();
+    }
+
+    /// The transport to the peer is gone; nothing is transmitted until `connected`.
+    pub fn disconnected(&mut self, now_us: u64) {
+        let _ = now_us;
+        self.transport_up = false;
+    }
+
+    /// Whether the transport is connected (as last told).
+    pub fn transport_up(&self) -> bool {
+        self.transport_up
+    }
+
+    /// A packet from the peer.
+    pub fn handle(&mut self, now_us: u64, pkt: Packet) {
+        let their_epoch = pkt.epoch();
+        let addressed = pkt.addressed_to();
+        if let Packet::Hello { from, .. } = pkt {
+            if from != self.peer {
+                self.stats.stale_ignored += 1;
+                return;
+            }
+        }
+        if let Some(e) = addressed {
+            if e != self.epoch {
+                // Addressed to another incarnation of this node: the sender does not know
+                // this one yet (or the packet is very old). Tell it who we are.
+                self.stats.stale_ignored += 1;
+                if self.peer_epoch.is_none_or(|k| their_epoch >= k) {
+                    self.hello_pending = true;
+                }
+                return;
+            }
+        }
+        match self.peer_epoch {
+            Some(k) if their_epoch < k => {
+                self.stats.stale_ignored += 1;
+                return;
+            }
+            Some(k) if their_epoch > k => self.peer_restarted(k, their_epoch),
+            Some(_) => {}
+            None => self.peer_epoch = Some(their_epoch),
+        }
+        self.last_heard_us = now_us;
+        if !self.up {
+            self.up = true;
+            self.events.push_back(Event::Up);
+            // Whatever was sent while it was away may be lost: send it again.
+            self.rewind();
+        }
+        match addressed {
+            Some(_) => self.peer_knows_me = true,
+            None => {
+                self.peer_knows_me = false;
+                self.hello_pending = true;
+            }
+        }
+        match pkt {
+            Packet::Hello { next_expected, peer_epoch, .. } => {
+                if peer_epoch.is_some() {
+                    self.apply_ack(now_us, next_expected);
+                }
+                // The peer (re)connected: whatever was in flight may be lost.
+                self.rewind();
+            }
+            Packet::Data { seq, payload, .. } => self.receive_data(now_us, seq, payload),
+            Packet::Ack { upto, .. } => self.apply_ack(now_us, upto),
+            Packet::Heartbeat { .. } => {}
+        }
+    }
+
+    /// The next packet to send, if any. Nothing while the transport is down.
+    pub fn poll_transmit(&mut self, now_us: u64) -> Option<Packet> {
+        if !self.transport_up {
+            return None;
+        }
+        let pkt = self.next_packet(now_us)?;
+        self.last_sent_us = now_us;
+        self.heartbeat_due = false;
+        Some(pkt)
+    }
+
+    /// The next event for the layers above, if any. Must be drained: undrained
+    /// deliveries beyond `max_unacked_bytes` stop acceptance of new data.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        if let Event::Deliver(p) = &ev {
+            self.event_bytes -= p.len();
+        }
+        Some(ev)
+    }
+
+    /// The absolute time (µs) at which `handle_timeout` must next be called, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t: Option<u64> = None;
+        let mut consider = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.up {
+            consider(self.last_heard_us.saturating_add(self.cfg.down_after_us));
+        }
+        if self.transport_up {
+            if !self.heartbeat_due && !self.hello_pending {
+                consider(self.last_sent_us.saturating_add(self.cfg.heartbeat_us));
+            }
+            if let Some(a) = self.ack_at {
+                consider(a);
+            }
+        }
+        if let Some(r) = self.rto_at {
+            consider(r);
+        }
+        t
+    }
+
+    /// Fires every timer due at `now_us`.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if self.up && now_us >= self.last_heard_us.saturating_add(self.cfg.down_after_us) {
+            self.up = false;
+            self.events.push_back(Event::Down);
+        }
+        if self.transport_up {
+            if !self.heartbeat_due && !self.hello_pending && now_us >= self.last_sent_us.saturating_add(self.cfg.heartbeat_us) {
+                if self.peer_knows_me && self.peer_epoch.is_some() {
+                    self.heartbeat_due = true;
+                } else {
+                    self.hello_pending = true;
+                }
+            }
+            if self.ack_at.is_some_and(|a| now_us >= a) {
+                self.ack_at = None;
+                self.ack_now = true;
+            }
+        }
+        if self.rto_at.is_some_and(|r| now_us >= r) {
+            self.rto_at = None;
+            if self.cursor > self.acked {
+                self.rewind();
+            }
+        }
+    }
+
+    fn next_packet(&mut self, now_us: u64) -> Option<Packet> {
+        if self.hello_pending {
+            self.hello_pending = false;
+            self.stats.hellos_sent += 1;
+            if self.peer_epoch.is_some() {
+                self.ack_sent();
+            }
+            return Some(Packet::Hello {
+                from: self.me,
+                epoch: self.epoch,
+                peer_epoch: self.peer_epoch,
+                next_expected: if self.peer_epoch.is_some() { self.next_expected } else { 0 },
+            });
+        }
+        let peer_epoch = self.peer_epoch?;
+        if self.ack_now || self.ack_at.is_some_and(|a| now_us >= a) {
+            self.ack_sent();
+            self.stats.acks_sent += 1;
+            return Some(Packet::Ack { epoch: self.epoch, peer_epoch, upto: self.next_expected });
+        }
+        if self.cursor < self.next_seq && self.cursor < self.acked.saturating_add(self.cfg.max_in_flight as u64) {
+            let seq = self.cursor;
+            let entry = &self.queue[(seq - self.acked) as usize];
+            debug_assert_eq!(entry.seq, seq);
+            let payload = entry.payload.clone();
+            self.cursor += 1;
+            if seq < self.highest_sent {
+                self.stats.retransmitted += 1;
+            } else {
+                self.highest_sent = seq + 1;
+                self.stats.transmitted += 1;
+            }
+            if self.rto_at.is_none() {
+                self.rto_at = Some(now_us.saturating_add(self.cfg.retransmit_us));
+            }
+            return Some(Packet::Data { epoch: self.epoch, peer_epoch, seq, payload });
+        }
+        if self.heartbeat_due {
+            self.stats.heartbeats_sent += 1;
+            return Some(Packet::Heartbeat { epoch: self.epoch, peer_epoch });
+        }
+        None
+    }
+
+    fn ack_sent(&mut self) {
+        self.ack_now = false;
+        self.ack_at = None;
+        self.received_since_ack = 0;
+    }
+
+    /// Go back to the oldest unacknowledged payload.
+    fn rewind(&mut self) {
+        if self.cfg.fault == Fault::NoRetransmit {
+            return;
+        }
+        self.cursor = self.acked;
+    }
+
+    fn peer_restarted(&mut self, old_epoch: u64, new_epoch: u64) {
+        self.stats.peer_restarts += 1;
+        self.events.push_back(Event::PeerRestarted { old_epoch, new_epoch });
+        if self.cfg.fault == Fault::KeepQueueOnRestart {
+            // The bug: renumber the old incarnation's unacked payloads for the new one.
+            for (i, o) in self.queue.iter_mut().enumerate() {
+                o.seq = i as u64;
+            }
+            self.next_seq = self.queue.len() as u64;
+        } else {
+            self.stats.dropped_on_restart += self.queue.len() as u64;
+            self.queue.clear();
+            self.queued_bytes = 0;
+            self.next_seq = 0;
+        }
+        self.acked = 0;
+        self.cursor = 0;
+        self.highest_sent = 0;
+        self.rto_at = None;
+        self.next_expected = 0;
+        self.reorder.clear();
+        self.ack_at = None;
+        self.ack_now = false;
+        self.received_since_ack = 0;
+        self.peer_knows_me = false;
+        self.peer_epoch = Some(new_epoch);
+    }
+
+    fn apply_ack(&mut self, now_us: u64, upto: u64) {
+        if upto <= self.acked || upto > self.highest_sent {
+            return; // old, or acknowledges what was never sent (hostile): ignore
+        }
+        while self.queue.front().is_some_and(|o| o.seq < upto) {
+            if let Some(o) = self.queue.pop_front() {
+                self.queued_bytes -= o.payload.len() + PAYLOAD_OVERHEAD;
+            }
+        }
+        self.acked = upto;
+        self.cursor = self.cursor.max(upto);
+        self.rto_at = (self.cursor > self.acked).then(|| now_us.saturating_add(self.cfg.retransmit_us));
+    }
+
+    fn receive_data(&mut self, now_us: u64, seq: u64, payload: Vec<u8>) {
+        if payload.len() > self.cfg.max_payload_bytes {
+            self.stats.stale_ignored += 1;
+            return;
+        }
+        let window = self.cfg.max_in_flight as u64;
+        if seq < self.next_expected {
+            if self.cfg.fault == Fault::SkipDedup {
+                self.push_delivery(payload);
+            } else {
+                self.stats.duplicates_dropped += 1;
+            }
+            // Our ack was probably lost: ack soon.
+            self.schedule_ack(now_us);
+            return;
+        }
+        if seq == self.next_expected {
+            if self.event_bytes + payload.len() > self.cfg.max_unacked_bytes {
+                self.stats.dropped_over_limit += 1;
+                return;
+            }
+            self.push_delivery(payload);
+            self.next_expected += 1;
+            while let Some(p) = self.reorder.remove(&self.next_expected) {
+                self.push_delivery(p);
+                self.next_expected += 1;
+            }
+        } else if seq - self.next_expected < window && self.reorder.len() < self.cfg.max_in_flight {
+            if self.reorder.contains_key(&seq) {
+                self.stats.duplicates_dropped += 1;
+            } else {
+                self.stats.buffered_out_of_order += 1;
+                self.reorder.insert(seq, payload);
+            }
+        } else {
+            self.stats.dropped_over_limit += 1;
+            return;
+        }
+        self.received_since_ack += 1;
+        if self.received_since_ack >= (self.cfg.max_in_flight / 4).max(1) {
+            self.ack_now = true;
+        } else {
+            self.schedule_ack(now_us);
+        }
+    }
+
+    fn schedule_ack(&mut self, now_us: u64) {
+        if self.ack_at.is_none() && !self.ack_now {
+            self.ack_at = Some(now_us.saturating_add(self.cfg.ack_delay_us));
+        }
+    }
+
+    fn push_delivery(&mut self, payload: Vec<u8>) {
+        self.stats.delivered += 1;
+        self.stats.delivered_bytes += payload.len() as u64;
+        self.event_bytes += payload.len();
+        self.events.push_back(Event::Deliver(payload));
+    }
+}
