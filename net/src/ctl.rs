@@ -158,7 +158,14 @@ fn ps(sh: &Shared, node: Option<&str>) -> Result<Vec<PsRow>, String> {
     }
 }
 
-fn spawn(sh: &Shared, console: u64, modules: &[Vec<u8>], main: tern_vm::bytecode::ModuleHash, on: Option<&str>, wait: bool) -> Result<(u64, String), String> {
+fn spawn(
+    sh: &Shared,
+    console: u64,
+    modules: &[Vec<u8>],
+    main: tern_vm::bytecode::ModuleHash,
+    on: Option<&str>,
+    wait: bool,
+) -> Result<(u64, String), String> {
     let hashes = sh.load_modules(modules)?;
     if !hashes.contains(&main) {
         return Err("the main module is not among the modules sent".into());
@@ -217,7 +224,8 @@ impl CtlClient {
         let mut last = String::from("the config lists no node");
         for n in candidates {
             let r: Result<quinn::Connection, String> = rt.block_on(async {
-                let bind: std::net::SocketAddr = if n.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| "bad bind address")?;
+                let bind: std::net::SocketAddr =
+                    if n.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| "bad bind address")?;
                 let mut ep = quinn::Endpoint::client(bind).map_err(|e| format!("cannot open a socket: {e}"))?;
                 ep.set_default_client_config(client.clone());
                 let connecting = ep.connect(n.addr, &n.name).map_err(|e| e.to_string())?;

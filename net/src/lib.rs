@@ -8,9 +8,11 @@
 //! - `mesh`: a mesh node (VM + QUIC endpoint + sessions); `ctl`: the operator protocol.
 
 pub mod certs;
+pub mod cmd;
 pub mod config;
 pub mod ctl;
 pub mod mesh;
+pub mod repl;
 pub mod runner;
 pub mod session;
 pub mod sim;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tern_net::certs;
+use tern_net::cmd::CtlCommand;
 use tern_net::config::MeshConfig;
 use tern_net::runner::{compile, compile_text, load, new_vm, run_program, RunOptions, StdoutHost};
 use tern_vm::heap::HeapConfig;
@@ -73,12 +74,52 @@ enum Command {
         #[command(flatten)]
         limits: Limits,
     },
-    /// Watch processes move: a few workers compute while this runs two VM instances and
-    /// keeps moving the workers between them (the program is examples/demo.tern).
+    /// A 3-node mesh on loopback (built-in config, certificates in a temporary
+    /// directory) running a program across all three (examples/mesh/demo.tern).
     Demo {
-        /// Seed for the choice of moves (default: from the clock).
+        /// Instead: two VM instances in this OS process, with processes of
+        /// examples/demo.tern moved between them while they run.
+        #[arg(long)]
+        local: bool,
+        /// With --local: seed for the choice of moves (default: from the clock).
         #[arg(long, value_name = "S")]
         seed: Option<u64>,
+    },
+    /// Run one node of a mesh until Ctrl-C.
+    Node {
+        /// The mesh config (see net/MESH.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Which node of the config this is.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+    /// Run a whole mesh.
+    Mesh {
+        #[command(subcommand)]
+        command: MeshCommand,
+    },
+    /// Control a running mesh from scripts (the REPL's commands).
+    Ctl {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The node to talk to (default: the first of the config that answers).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCmd,
+    },
+    /// An interactive session with a running mesh: Tern statements and expressions, and
+    /// commands (:help).
+    Repl {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The node to run on (default: the first of the config that answers).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// Compile a program and verify its bytecode, without running it.
     Check { file: PathBuf },
@@ -89,6 +130,37 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum MeshCommand {
+    /// Run every node of the config in this OS process (logs prefixed by node) until Ctrl-C.
+    Up {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// The nodes: name, address, up or down, processes, load.
+    Nodes,
+    /// Processes on NODE, or on every node that is up.
+    Ps { node: Option<String> },
+    /// Start a program as a process.
+    Spawn {
+        file: PathBuf,
+        /// The node to run it on (default: the node talked to).
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        /// Wait for it to end, printing its output (it runs on the node talked to).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// End a process (PID as printed: 2.15).
+    Kill { pid: String },
+    /// Send VALUE (a Tern expression) to a process.
+    Send { pid: String, value: String },
 }
 
 #[derive(Subcommand)]
@@ -152,7 +224,24 @@ fn main() -> ExitCode {
                 Err(e) => exit_code(Err(e)),
             }
         }
-        Command::Demo { seed } => {
+        Command::Demo { local: false, .. } => match tern_net::cmd::demo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Node { config, name } => with_config(&config, |cfg| tern_net::cmd::node(cfg, &name).map(|()| true)),
+        Command::Mesh { command: MeshCommand::Up { config } } => with_config(&config, |cfg| tern_net::cmd::mesh_up(cfg).map(|()| true)),
+        Command::Repl { config, node } => with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref()).map(|()| true)),
+        Command::Ctl { config, node, json, command } => {
+            let cmd = match command {
+                CtlCmd::Nodes => CtlCommand::Nodes,
+                CtlCmd::Ps { node } => CtlCommand::Ps { node },
+                CtlCmd::Spawn { file, on, wait } => CtlCommand::Spawn { file, on, wait },
+                CtlCmd::Kill { pid } => CtlCommand::Kill { pid },
+                CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
+            };
+            with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), json, cmd))
+        }
+        Command::Demo { local: true, seed } => {
             let program = match compile_text("demo.tern", include_str!("../../examples/demo.tern")) {
                 Ok(p) => p,
                 Err(e) => {
@@ -208,6 +297,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Loads the config and runs `f`: exit 0 when it succeeds, 1 when it ran but did not
+/// succeed, 2 (with `tern: ...`) on an error.
+fn with_config(path: &std::path::Path, f: impl FnOnce(&MeshConfig) -> Result<bool, String>) -> ExitCode {
+    let cfg = match MeshConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match f(&cfg) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => fail(&e),
     }
 }
 

@@ -376,7 +376,8 @@ impl MeshNode {
             .map_err(|e| format!("cannot start the network runtime: {e}"))?;
         let endpoint = {
             let _g = rt.enter();
-            let mut ep = quinn::Endpoint::server(server, me.addr).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
+            let mut ep =
+                quinn::Endpoint::server(server, me.addr).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
             ep.set_default_client_config(client);
             ep
         };
@@ -956,7 +957,8 @@ impl Dispatcher {
         let froms: Vec<u16> = self.pending.keys().copied().collect();
         for from in froms {
             loop {
-                let ready = self.pending.get(&from).and_then(|q| q.front()).is_some_and(|(needs, _)| needs.iter().all(|h| vm.has_module(h)));
+                let ready =
+                    self.pending.get(&from).and_then(|q| q.front()).is_some_and(|(needs, _)| needs.iter().all(|h| vm.has_module(h)));
                 if !ready {
                     break;
                 }

@@ -23,10 +23,21 @@ pub enum Frame {
     /// Modules, encoded (each one's hash is the blake3 of its bytes).
     Modules(Vec<Vec<u8>>),
     /// A request, answered by [`Frame::Answer`] with the same id.
-    Ask { id: u64, query: Query },
-    Answer { id: u64, answer: Answer },
+    Ask {
+        id: u64,
+        query: Query,
+    },
+    Answer {
+        id: u64,
+        answer: Answer,
+    },
     /// Console output of a process whose console is on the receiving node.
-    Console { console: u64, pid: u64, text: String, failed: bool },
+    Console {
+        console: u64,
+        pid: u64,
+        text: String,
+        failed: bool,
+    },
     /// The sender's load, sent every heartbeat or so.
     Load(Load),
 }
@@ -120,11 +131,20 @@ pub enum CtlRequest {
     /// The nodes of the mesh as this node sees them.
     Nodes,
     /// Processes on one node, or on every node that is up.
-    Ps { node: Option<String> },
+    Ps {
+        node: Option<String>,
+    },
     /// Load these modules and start `main`'s top level on `on` (this node if `None`).
     /// With `wait`, the answer comes when it ends (it must run on this node).
-    Spawn { modules: Vec<Vec<u8>>, main: ModuleHash, on: Option<String>, wait: bool },
-    Kill { pid: u64 },
+    Spawn {
+        modules: Vec<Vec<u8>>,
+        main: ModuleHash,
+        on: Option<String>,
+        wait: bool,
+    },
+    Kill {
+        pid: u64,
+    },
     /// Opens this connection's console: the node sends every output line of processes
     /// started from it on the stream, as [`CtlReply::Output`].
     Console,
@@ -134,11 +154,22 @@ pub enum CtlRequest {
 pub enum CtlReply {
     Nodes(Vec<NodeRow>),
     Ps(Vec<PsRow>),
-    Spawned { pid: u64, node: String },
+    Spawned {
+        pid: u64,
+        node: String,
+    },
     /// A process started with `wait` ended (`failed`: with an uncaught error).
-    Ended { pid: u64, reason: String, failed: bool },
+    Ended {
+        pid: u64,
+        reason: String,
+        failed: bool,
+    },
     Done,
-    Output { pid: u64, text: String, failed: bool },
+    Output {
+        pid: u64,
+        text: String,
+        failed: bool,
+    },
     Error(String),
 }
 

@@ -56,22 +56,56 @@ pub enum Op {
     /// A message for a process's inbox or a channel.
     Deliver(Deliver),
     /// Start a process here; reply with [`Op::Spawned`] to `from`.
-    Spawn { req: u64, from: Pid, spec: SpawnSpec, carried: Vec<Carried> },
+    Spawn {
+        req: u64,
+        from: Pid,
+        spec: SpawnSpec,
+        carried: Vec<Carried>,
+    },
     /// The answer to [`Op::Spawn`].
-    Spawned { req: u64, to: Pid, result: Result<Pid, String> },
-    Kill { pid: Pid, reason: String },
+    Spawned {
+        req: u64,
+        to: Pid,
+        result: Result<Pid, String>,
+    },
+    Kill {
+        pid: Pid,
+        reason: String,
+    },
     /// Link `pid` (here) with `from` (there).
-    Link { pid: Pid, from: Pid },
+    Link {
+        pid: Pid,
+        from: Pid,
+    },
     /// `watcher` (there) monitors `pid` (here).
-    Monitor { pid: Pid, watcher: Pid },
+    Monitor {
+        pid: Pid,
+        watcher: Pid,
+    },
     /// Linked process `from` ended.
-    Exit { to: Pid, from: Pid, reason: String, normal: bool },
+    Exit {
+        to: Pid,
+        from: Pid,
+        reason: String,
+        normal: bool,
+    },
     /// Monitored process `from` ended.
-    Down { to: Pid, from: Pid, reason: String },
+    Down {
+        to: Pid,
+        from: Pid,
+        reason: String,
+    },
     /// A channel's receive end is now on `node`, after `moves` moves.
-    RxMoved { chan: ChanId, node: u16, moves: u32 },
+    RxMoved {
+        chan: ChanId,
+        node: u16,
+        moves: u32,
+    },
     /// Node `node` holds send ends of `chan` (to the node hosting its receive end).
-    Partner { chan: ChanId, node: u16 },
+    Partner {
+        chan: ChanId,
+        node: u16,
+    },
 }
 
 /// A message on its way to a process or channel on another node.

@@ -354,7 +354,15 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
 
 /// `spawn_on(node, f, args...)`: starts `f(args...)` on the named node (the seed's
 /// non-preemptive migration) and returns its pid. The caller waits for the answer.
-fn spawn_on(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
+fn spawn_on(
+    node: &NodeInner,
+    pid: Pid,
+    slot: &Arc<Slot>,
+    mut proc: Box<Process>,
+    c: SysCall,
+    args: &[Value],
+    local: &Worker<Task>,
+) -> SysOut {
     if let Some(r) = proc.sys.io_result.take() {
         return match r {
             IoResult::Spawned(child) => ret(proc, c, Value::Pid(child)),

@@ -1,0 +1,406 @@
+//! The mesh commands of `tern`: `node`, `mesh up`, `ctl`, `repl` and `demo`.
+
+use crate::config::MeshConfig;
+use crate::ctl::CtlClient;
+use crate::mesh::{LogSink, MeshNode, NodeOptions};
+use crate::runner::{compile, compile_text};
+use crate::wire::{CtlReply, CtlRequest, NodeRow, PsRow};
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_vm::value::name_text;
+
+/// A log sink printing `prefix` and the line to stdout.
+pub fn stdout_log(prefix: String) -> LogSink {
+    Arc::new(move |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{prefix}{line}");
+        let _ = out.flush();
+    })
+}
+
+/// Waits for Ctrl-C (or SIGTERM).
+pub fn wait_for_signal() -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// `tern node --config C --name N`: runs one node until Ctrl-C.
+pub fn node(cfg: &MeshConfig, name: &str) -> Result<(), String> {
+    let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None })?;
+    wait_for_signal()?;
+    (n.sh.log)(&format!("node {} shutting down", n.name()));
+    n.shutdown();
+    Ok(())
+}
+
+/// `tern mesh up --config C`: every node of the config in this OS process, until Ctrl-C.
+pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
+    let width = cfg.nodes.iter().map(|n| n.name.len()).max().unwrap_or(1);
+    let mut nodes = Vec::new();
+    for n in &cfg.nodes {
+        let log = stdout_log(format!("{:>width$}| ", n.name));
+        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None }) {
+            Ok(m) => nodes.push(m),
+            Err(e) => {
+                for m in nodes {
+                    m.shutdown();
+                }
+                return Err(format!("node {} failed to start: {e}", n.name));
+            }
+        }
+    }
+    wait_for_signal()?;
+    for m in nodes {
+        m.shutdown();
+    }
+    Ok(())
+}
+
+/// A pid as the user types it: `2.15` or `<pid 2.15>`.
+pub fn parse_pid(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_start_matches("<pid").trim_end_matches('>').trim();
+    let parsed = t.split_once('.').and_then(|(n, s)| Some((n.parse::<u16>().ok()?, s.parse::<u64>().ok()?)));
+    match parsed {
+        Some((n, s)) if s < 1 << tern_vm::value::NAME_SERIAL_BITS => Ok(tern_vm::value::make_name(n, s)),
+        _ => Err(format!("{s:?} is not a pid (expected node.serial, like 2.15)")),
+    }
+}
+
+/// What `tern ctl` does.
+#[derive(Debug, Clone)]
+pub enum CtlCommand {
+    Nodes,
+    Ps { node: Option<String> },
+    Spawn { file: std::path::PathBuf, on: Option<String>, wait: bool },
+    Kill { pid: String },
+    Send { pid: String, value: String },
+}
+
+pub fn nodes_table(rows: &[NodeRow]) -> String {
+    let mut s = format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", "NODE", "ADDRESS", "STATUS", "PROCESSES", "REDUCTIONS/S");
+    for r in rows {
+        s += &format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", r.name, r.addr, r.status, r.processes, r.load);
+    }
+    s
+}
+
+pub fn ps_table(rows: &[PsRow]) -> String {
+    let mut s = format!("{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n", "PID", "NODE", "STATUS", "REDUCTIONS", "HEAP PAGES", "MAILBOX");
+    for r in rows {
+        s += &format!(
+            "{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n",
+            name_text(r.pid),
+            r.node,
+            r.status,
+            r.reductions,
+            r.heap_pages,
+            r.mailbox
+        );
+    }
+    s
+}
+
+fn ps_json(rows: &[PsRow]) -> serde_json::Value {
+    json!(rows
+        .iter()
+        .map(|r| json!({"pid": name_text(r.pid), "node": r.node, "status": r.status, "reductions": r.reductions,
+            "heap_pages": r.heap_pages, "mailbox": r.mailbox}))
+        .collect::<Vec<_>>())
+}
+
+fn nodes_json(rows: &[NodeRow]) -> serde_json::Value {
+    json!(rows
+        .iter()
+        .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load}))
+        .collect::<Vec<_>>())
+}
+
+/// Compiles a program for spawning: its modules, encoded, and its main module's hash.
+pub fn program_request(file: &Path, on: Option<String>, wait: bool) -> Result<CtlRequest, String> {
+    let p = compile(file).map_err(|e| e.rendered)?;
+    Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on, wait })
+}
+
+fn source_request(name: &str, source: &str, wait: bool) -> Result<CtlRequest, String> {
+    let p = compile_text(name, source).map_err(|e| e.rendered)?;
+    Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait })
+}
+
+/// Runs a spawn request with `wait`, printing console output as it comes; the reason
+/// it ended, and whether that was a failure.
+fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(String, bool), String> {
+    let quiet = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let q2 = quiet.clone();
+    client.open_console(move |pid, text, failed| {
+        q2.store(now_ms(), std::sync::atomic::Ordering::SeqCst);
+        if failed {
+            eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
+        } else if !json_out {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    let mut ended = None;
+    let mut err = None;
+    client.request(req, |r| match r {
+        CtlReply::Spawned { .. } => true,
+        CtlReply::Ended { reason, failed, .. } => {
+            ended = Some((reason, failed));
+            false
+        }
+        CtlReply::Error(e) => {
+            err = Some(e);
+            false
+        }
+        _ => true,
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    // Output travels on its own stream: let the last of it arrive.
+    let start = now_ms();
+    while now_ms() - start < 300 && now_ms().saturating_sub(quiet.load(std::sync::atomic::Ordering::SeqCst)) < 50 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ended.ok_or_else(|| "the node did not say how the process ended".into())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `tern ctl`: one command; prints its result (as JSON with `json`). `Ok(false)`: the
+/// command ran but did not succeed (a process failed, a node refused).
+pub fn ctl(cfg: &MeshConfig, node: Option<&str>, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+    let client = CtlClient::connect(cfg, node)?;
+    let r = ctl_with(&client, json_out, cmd);
+    client.close();
+    r
+}
+
+fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+    let fail = |e: String| -> Result<bool, String> {
+        if json_out {
+            println!("{}", json!({"error": e}));
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    };
+    match cmd {
+        CtlCommand::Nodes => match client.call(&CtlRequest::Nodes)? {
+            CtlReply::Nodes(rows) => {
+                if json_out {
+                    println!("{}", nodes_json(&rows));
+                } else {
+                    print!("{}", nodes_table(&rows));
+                }
+                Ok(true)
+            }
+            CtlReply::Error(e) => fail(e),
+            other => fail(format!("unexpected reply {other:?}")),
+        },
+        CtlCommand::Ps { node } => match client.call(&CtlRequest::Ps { node })? {
+            CtlReply::Ps(rows) => {
+                if json_out {
+                    println!("{}", ps_json(&rows));
+                } else {
+                    print!("{}", ps_table(&rows));
+                }
+                Ok(true)
+            }
+            CtlReply::Error(e) => fail(e),
+            other => fail(format!("unexpected reply {other:?}")),
+        },
+        CtlCommand::Spawn { file, on, wait } => {
+            let req = match program_request(&file, on, wait) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            if wait {
+                let (reason, failed) = match run_waiting(client, &req, json_out) {
+                    Ok(x) => x,
+                    Err(e) => return fail(e),
+                };
+                if json_out {
+                    println!("{}", json!({"reason": reason, "failed": failed}));
+                } else if failed || reason != "normal" {
+                    eprintln!("process ended: {reason}");
+                }
+                return Ok(!failed);
+            }
+            match client.call(&req)? {
+                CtlReply::Spawned { pid, node } => {
+                    if json_out {
+                        println!("{}", json!({"pid": name_text(pid), "node": node}));
+                    } else {
+                        println!("started <pid {}> on node {node}", name_text(pid));
+                    }
+                    Ok(true)
+                }
+                CtlReply::Error(e) => fail(e),
+                other => fail(format!("unexpected reply {other:?}")),
+            }
+        }
+        CtlCommand::Kill { pid } => {
+            let pid = match parse_pid(&pid) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match client.call(&CtlRequest::Kill { pid })? {
+                CtlReply::Done => {
+                    if json_out {
+                        println!("{}", json!({"ok": true}));
+                    }
+                    Ok(true)
+                }
+                CtlReply::Error(e) => fail(e),
+                other => fail(format!("unexpected reply {other:?}")),
+            }
+        }
+        CtlCommand::Send { pid, value } => {
+            let pid = match parse_pid(&pid) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            let src = format!("send(pid(\"{}\"), ({value}));\n", name_text(pid));
+            let req = match source_request("send", &src, true) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            match run_waiting(client, &req, json_out) {
+                Ok((_, false)) => {
+                    if json_out {
+                        println!("{}", json!({"ok": true}));
+                    }
+                    Ok(true)
+                }
+                Ok((reason, true)) => fail(reason),
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+pub use crate::repl::repl;
+
+/// A config for `n` nodes named a, b, c, ... on free loopback ports, in `dir` (with
+/// `extra` appended), loaded; certificates made with `cluster init`.
+pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, String> {
+    let mut text = String::from("[mesh]\ncert_dir = \"certs\"\n\n[limits]\nheartbeat_ms = 100\nnode_down_ms = 1000\n");
+    text.push_str(extra);
+    let mut sockets = Vec::new();
+    for i in 0..n {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
+        let port = s.local_addr().map_err(|e| e.to_string())?.port();
+        sockets.push(s);
+        let name = (b'a' + i as u8) as char;
+        text.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddr = \"127.0.0.1:{port}\"\nworkers = 2\n"));
+    }
+    drop(sockets);
+    let path = dir.join("mesh.toml");
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let cfg = MeshConfig::load(&path).map_err(|e| e.to_string())?;
+    crate::certs::cluster_init(&cfg, false)?;
+    Ok(cfg)
+}
+
+/// Starts every node of `cfg` here and waits until each sees all the others up.
+pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<MeshNode>, String> {
+    let mut nodes = Vec::new();
+    for n in &cfg.nodes {
+        nodes.push(MeshNode::start(cfg, &n.name, NodeOptions { log: log(&n.name), workers: None })?);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(|m| cfg.nodes.iter().all(|n| n.name == m.name() || m.peer_up(&n.name))) {
+        if std::time::Instant::now() > deadline {
+            return Err("the nodes did not all connect within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(nodes)
+}
+
+/// `tern demo`: a 3-node mesh on loopback, from a built-in config with certificates in a
+/// temporary directory; a program on node a that works with all three.
+pub fn demo() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let cfg = loopback_mesh(dir.path(), 3, "")?;
+    println!("Tern demo: a mesh of 3 nodes on loopback (QUIC, mutual TLS with a cluster CA made just now):");
+    for n in &cfg.nodes {
+        println!("  node {} at {}", n.name, n.addr);
+    }
+    let logs: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+    let nodes = start_all(&cfg, |name| {
+        let logs = logs.clone();
+        let name = name.to_string();
+        Arc::new(move |line: &str| logs.lock().push(format!("{name}| {line}")))
+    })?;
+    println!("all three connected; starting examples/mesh/demo.tern on node a:\n");
+    let program = compile_text("demo.tern", include_str!("../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
+    let a = &nodes[0];
+    for m in &program.modules {
+        a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
+    }
+    let (console, mut out) = a.open_console();
+    let pid = a.node().spawn_main_on(program.main, console, true).map_err(|e| e.to_string())?;
+    let printer = std::thread::spawn(move || {
+        while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
+            if failed {
+                eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
+            } else {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    });
+    let exit = a.node().wait_exit(pid, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(100));
+    a.close_console(console);
+    let _ = printer.join();
+    println!();
+    for m in &nodes {
+        let s = m.stats();
+        println!(
+            "node {}: {} module{} sent ({} bytes), {} received; {} frames from peers",
+            m.name(),
+            s.modules_sent.load(std::sync::atomic::Ordering::Relaxed),
+            if s.modules_sent.load(std::sync::atomic::Ordering::Relaxed) == 1 { "" } else { "s" },
+            s.module_bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+            s.modules_received.load(std::sync::atomic::Ordering::Relaxed),
+            s.ops_received.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    for m in nodes {
+        m.shutdown();
+    }
+    match exit {
+        Some(e) if e.reason.is_normal() => {
+            println!("the mesh shut down cleanly.");
+            Ok(())
+        }
+        Some(e) => Err(format!("the demo program ended: {}", e.reason.text())),
+        None => {
+            for l in logs.lock().iter() {
+                eprintln!("{l}");
+            }
+            Err("the demo program did not finish within 60 s".into())
+        }
+    }
+}
