@@ -385,7 +385,7 @@ impl MeshNode {
         let scfg = SessionConfig {
             heartbeat_us: cfg.limits.heartbeat_ms * 1000,
             down_after_us: cfg.limits.node_down_ms * 1000,
-            max_payload_bytes: (cfg.limits.message_bytes as usize).saturating_mul(2).max(1 << 20),
+            max_payload_bytes: (cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16),
             max_unacked_bytes: (cfg.limits.message_bytes as usize).saturating_mul(8).max(64 << 20),
             max_in_flight: 4096,
             ..SessionConfig::default()

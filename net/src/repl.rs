@@ -163,7 +163,7 @@ impl Session {
 
     fn eval(&mut self, line: &str) -> Result<(), String> {
         let stmt = is_statement(line);
-        let body = if stmt { format!("{line}\n") } else { format!("print({line});\n") };
+        let body = if stmt { format!("{line}\n") } else { format!("println({line});\n") };
         let source = format!("{}{}", self.prelude, body);
         let p = compile_text("repl", &source).map_err(|e| e.rendered)?;
         let req = CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true };

@@ -962,6 +962,25 @@ impl NodeInner {
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
     ) -> Result<Option<Pid>, DeliverError> {
+        if let Target::Chan(c) = target {
+            // This node has sent to the channel while its receive end was elsewhere:
+            // those messages may still be on their way back here, so this one takes its
+            // turn after them (see `remote.rs`, "Order").
+            if self.remote().is_some() && self.seqs.get(c).is_some() && self.holder(c).is_some() {
+                return self.deliver_in_turn(c, msg, carried, local);
+            }
+        }
+        self.deliver_now(target, msg, carried, local)
+    }
+
+    /// Queues a message at its target now (see [`NodeInner::deliver`]).
+    pub(crate) fn deliver_now(
+        &self,
+        target: Target,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, DeliverError> {
         let mut tries = 0u32;
         loop {
             tries += 1;

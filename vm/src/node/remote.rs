@@ -22,7 +22,8 @@
 //! place can do); the expected numbers travel with the receive end. So messages from
 //! one sender are never reordered, however the end moves.
 
-use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target};
+use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
+use crossbeam_deque::Worker;
 use crate::message::Message;
 use crate::process::{IoResult, Process, SpawnSpec};
 use crate::value::{name_node, name_text};
@@ -404,6 +405,30 @@ impl NodeInner {
         }
     }
 
+    /// A local sender's message for channel `c` (held here), numbered like its remote
+    /// ones and queued in turn.
+    pub(crate) fn deliver_in_turn(
+        &self,
+        c: ChanId,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, super::DeliverError> {
+        let seq = self.next_seq(c);
+        let ready = self.in_order(c, self.id, seq, msg);
+        let Some(pid) = self.holder(c) else { return Ok(None) };
+        let mut carried = Some(carried);
+        for m in ready {
+            self.deliver_now(Target::Chan(c), m, carried.take().unwrap_or_default(), local)?;
+        }
+        if let Some(ends) = carried {
+            if !ends.is_empty() {
+                self.deliver_ends(pid, ends);
+            }
+        }
+        Ok(Some(pid))
+    }
+
     /// Puts a message from `origin` for channel `c` in sequence: the messages that can
     /// be queued now (this one and any held back behind it), in order.
     fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
@@ -468,7 +493,7 @@ impl NodeInner {
         carried: Vec<(ChanId, VecDeque<Message>)>,
     ) -> Result<Option<Pid>, super::DeliverError> {
         let _ = pid;
-        self.deliver(target, msg, carried, None)
+        self.deliver_now(target, msg, carried, None)
     }
 
     /// Gives receive ends to local process `pid` without a message.
