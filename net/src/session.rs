@@ -41,16 +41,17 @@
 //! * **Bounded.** Unacknowledged outgoing data is bounded by `max_unacked_bytes`
 //!   ([`SendError::Full`]); packets in flight by `max_in_flight`; payloads by
 //!   `max_payload_bytes` ([`SendError::TooLarge`]); the out-of-order buffer by
-//!   `max_in_flight` packets; undrained deliveries by `max_unacked_bytes` (beyond that,
-//!   data is not acknowledged and the sender retransmits later).
+//!   `max_in_flight` packets; undrained in-order deliveries by `max_unacked_bytes` (beyond
+//!   that, data is not accepted and the sender retransmits later; the out-of-order buffer
+//!   can add up to `max_in_flight` payloads). Retransmission itself never gives up while
+//!   the session lives: `Down` is the bound the layers above act on.
 //!
 //! # Packets
 //!
 //! * `Hello { from, epoch, peer_epoch, next_expected }`: sent on every (re)connect, and
 //!   instead of a heartbeat until the peer has shown it knows this incarnation; answered
 //!   with a `Hello` by a peer that sees it does not know it. `next_expected` is a
-//!   cumulative ack when `peer_epoch` names the receiver. Receiving one makes the sender of
-//!   data resend everything unacknowledged.
+//!   cumulative ack when `peer_epoch` names the receiver.
 //! * `Data { epoch, peer_epoch, seq, payload }`: sequence numbers start at 0 for each pair
 //!   of incarnations. The receiver delivers `seq == next_expected`, buffers up to
 //!   `max_in_flight` packets ahead, and drops duplicates.
@@ -505,11 +506,11 @@ impl Session {
         }
         match pkt {
             Packet::Hello { next_expected, peer_epoch, .. } => {
+                // Not a reason to resend: our own `connected` did, and the retransmission
+                // timer covers the rest.
                 if peer_epoch.is_some() {
                     self.apply_ack(now_us, next_expected);
                 }
-                // The peer (re)connected: whatever was in flight may be lost.
-                self.rewind();
             }
             Packet::Data { seq, payload, .. } => self.receive_data(now_us, seq, payload),
             Packet::Ack { upto, .. } => self.apply_ack(now_us, upto),
@@ -743,5 +744,431 @@ impl Session {
         self.stats.delivered_bytes += payload.len() as u64;
         self.event_bytes += payload.len();
         self.events.push_back(Event::Deliver(payload));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A_EPOCH: u64 = 1;
+    const B_EPOCH: u64 = 7;
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            heartbeat_us: 10_000,
+            down_after_us: 50_000,
+            retransmit_us: 20_000,
+            ack_delay_us: 1_000,
+            max_unacked_bytes: 1_000,
+            max_in_flight: 8,
+            max_payload_bytes: 100,
+            fault: Fault::None,
+        }
+    }
+
+    fn drain(s: &mut Session, now: u64) -> Vec<Packet> {
+        std::iter::from_fn(|| s.poll_transmit(now)).take(10_000).collect()
+    }
+
+    fn events(s: &mut Session) -> Vec<Event> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn delivered(evs: &[Event]) -> Vec<Vec<u8>> {
+        evs.iter().filter_map(|e| if let Event::Deliver(p) = e { Some(p.clone()) } else { None }).collect()
+    }
+
+    fn feed(s: &mut Session, now: u64, pkts: impl IntoIterator<Item = Packet>) {
+        for p in pkts {
+            s.handle(now, p);
+        }
+    }
+
+    /// Passes packets both ways until neither side has anything to send.
+    fn exchange(a: &mut Session, b: &mut Session, now: u64) {
+        for _ in 0..100 {
+            let pa = drain(a, now);
+            let pb = drain(b, now);
+            if pa.is_empty() && pb.is_empty() {
+                return;
+            }
+            feed(b, now, pa);
+            feed(a, now, pb);
+        }
+        panic!("no quiescence");
+    }
+
+    /// Fires every timer up to `until`, throwing away what is transmitted.
+    fn advance_silent(s: &mut Session, until: u64) {
+        while let Some(t) = s.poll_timeout().filter(|&t| t <= until) {
+            s.handle_timeout(t);
+            drain(s, t);
+        }
+    }
+
+    /// Two connected sessions that know each other.
+    fn pair() -> (Session, Session) {
+        let mut a = Session::new(0, 1, A_EPOCH, cfg(), 0);
+        let mut b = Session::new(1, 0, B_EPOCH, cfg(), 0);
+        a.connected(0);
+        b.connected(0);
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(events(&mut a), vec![Event::Up]);
+        assert_eq!(events(&mut b), vec![Event::Up]);
+        assert_eq!((a.peer_epoch(), b.peer_epoch()), (Some(B_EPOCH), Some(A_EPOCH)));
+        (a, b)
+    }
+
+    fn p(i: u8) -> Vec<u8> {
+        vec![i; 1 + i as usize % 5]
+    }
+
+    #[test]
+    fn delivers_in_order_exactly_once() {
+        let (mut a, mut b) = pair();
+        for i in 0..20 {
+            a.send(p(i)).unwrap();
+        }
+        for t in 1..20 {
+            exchange(&mut a, &mut b, t * 1_000);
+            a.handle_timeout(t * 1_000);
+            b.handle_timeout(t * 1_000);
+        }
+        assert_eq!(delivered(&events(&mut b)), (0..20).map(p).collect::<Vec<_>>());
+        assert!(a.is_idle());
+        assert_eq!(a.stats().retransmitted, 0);
+    }
+
+    #[test]
+    fn reconnect_retransmits_unacked() {
+        let (mut a, mut b) = pair();
+        for i in 0..3 {
+            a.send(p(i)).unwrap();
+        }
+        let lost = drain(&mut a, 100);
+        assert_eq!(lost.iter().filter(|p| matches!(p, Packet::Data { .. })).count(), 3);
+        a.disconnected(200);
+        b.disconnected(200);
+        assert_eq!(a.poll_transmit(300), None, "nothing is sent while disconnected");
+        a.connected(1_000);
+        b.connected(1_000);
+        exchange(&mut a, &mut b, 1_000);
+        b.handle_timeout(2_000);
+        exchange(&mut a, &mut b, 2_000);
+        assert_eq!(delivered(&events(&mut b)), vec![p(0), p(1), p(2)]);
+        assert_eq!(a.stats().retransmitted, 3);
+        assert!(a.is_idle());
+    }
+
+    #[test]
+    fn retransmits_after_timeout() {
+        let (mut a, mut b) = pair();
+        a.send(p(1)).unwrap();
+        drain(&mut a, 0); // lost
+        let mut resent = vec![];
+        while let Some(t) = a.poll_timeout().filter(|&t| t <= cfg().retransmit_us) {
+            a.handle_timeout(t);
+            resent.extend(drain(&mut a, t));
+        }
+        assert_eq!(resent.iter().filter(|p| matches!(p, Packet::Data { .. })).count(), 1);
+        feed(&mut b, cfg().retransmit_us, resent);
+        assert_eq!(delivered(&events(&mut b)), vec![p(1)]);
+        assert_eq!(a.stats().retransmitted, 1);
+    }
+
+    #[test]
+    fn duplicates_are_dropped() {
+        let (mut a, mut b) = pair();
+        for i in 0..5 {
+            a.send(p(i)).unwrap();
+        }
+        let data = drain(&mut a, 10);
+        feed(&mut b, 20, data.clone());
+        feed(&mut b, 30, data.clone());
+        feed(&mut b, 40, data.into_iter().rev());
+        assert_eq!(delivered(&events(&mut b)), (0..5).map(p).collect::<Vec<_>>());
+        assert_eq!(b.stats().duplicates_dropped, 10);
+        assert_eq!(b.stats().delivered, 5);
+    }
+
+    #[test]
+    fn reordered_packets_are_buffered_and_delivered_in_order() {
+        let (mut a, mut b) = pair();
+        for i in 0..6 {
+            a.send(p(i)).unwrap();
+        }
+        let data = drain(&mut a, 10);
+        feed(&mut b, 20, data.into_iter().rev());
+        assert_eq!(delivered(&events(&mut b)), (0..6).map(p).collect::<Vec<_>>());
+        assert_eq!(b.stats().buffered_out_of_order, 5);
+    }
+
+    #[test]
+    fn peer_restart_is_detected_and_unacked_data_dropped() {
+        let (mut a, mut b) = pair();
+        a.send(p(1)).unwrap();
+        exchange(&mut a, &mut b, 10);
+        b.handle_timeout(2_000);
+        exchange(&mut a, &mut b, 2_000);
+        assert_eq!(delivered(&events(&mut b)), vec![p(1)]);
+        // Two payloads to the old incarnation are lost with it.
+        a.send(p(2)).unwrap();
+        a.send(p(3)).unwrap();
+        let old_b_packets = drain(&mut a, 3_000);
+        let mut b2 = Session::new(1, 0, B_EPOCH + 5, cfg(), 4_000);
+        b2.connected(4_000);
+        a.connected(4_000);
+        feed(&mut b2, 4_000, old_b_packets); // addressed to the old incarnation: ignored
+        assert!(delivered(&events(&mut b2)).is_empty());
+        exchange(&mut a, &mut b2, 4_000);
+        assert_eq!(events(&mut a), vec![Event::PeerRestarted { old_epoch: B_EPOCH, new_epoch: B_EPOCH + 5 }]);
+        assert_eq!(a.stats().dropped_on_restart, 2);
+        assert_eq!(a.stats().peer_restarts, 1);
+        assert!(a.is_idle());
+        assert_eq!(events(&mut b2), vec![Event::Up]);
+        // The new pair starts afresh.
+        a.send(p(4)).unwrap();
+        exchange(&mut a, &mut b2, 5_000);
+        assert_eq!(delivered(&events(&mut b2)), vec![p(4)]);
+        // Packets from the old incarnation are ignored from now on.
+        let ignored = a.stats().stale_ignored;
+        a.handle(6_000, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, payload: p(9) });
+        a.handle(6_000, Packet::Hello { from: 1, epoch: B_EPOCH, peer_epoch: None, next_expected: 0 });
+        assert!(events(&mut a).is_empty());
+        assert_eq!(a.stats().stale_ignored, ignored + 2);
+        assert_eq!(a.peer_epoch(), Some(B_EPOCH + 5));
+    }
+
+    #[test]
+    fn restarted_sender_is_seen_by_the_receiver() {
+        let (mut a, mut b) = pair();
+        a.send(p(1)).unwrap();
+        exchange(&mut a, &mut b, 10);
+        events(&mut b);
+        let mut a2 = Session::new(0, 1, A_EPOCH + 1, cfg(), 100);
+        a2.connected(100);
+        a2.send(p(2)).unwrap();
+        exchange(&mut a2, &mut b, 100);
+        assert_eq!(events(&mut b), vec![Event::PeerRestarted { old_epoch: A_EPOCH, new_epoch: A_EPOCH + 1 }, Event::Deliver(p(2))]);
+    }
+
+    #[test]
+    fn down_after_silence_and_up_after_heal() {
+        let (mut a, mut b) = pair();
+        advance_silent(&mut a, cfg().down_after_us - 1);
+        assert!(a.is_up());
+        advance_silent(&mut a, cfg().down_after_us);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+        assert!(!a.is_up());
+        // Data for a down peer stays queued...
+        a.send(p(7)).unwrap();
+        advance_silent(&mut a, 200_000);
+        assert!(events(&mut a).is_empty(), "Down is reported once");
+        // ...and is sent when the peer is heard again.
+        let t = 200_000;
+        advance_silent(&mut b, t);
+        assert_eq!(events(&mut b), vec![Event::Down]);
+        a.handle(t, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH });
+        assert_eq!(events(&mut a), vec![Event::Up]);
+        assert!(a.is_up());
+        exchange(&mut a, &mut b, t);
+        assert_eq!(events(&mut b), vec![Event::Up, Event::Deliver(p(7))]);
+    }
+
+    #[test]
+    fn heartbeats_when_idle_only() {
+        let (mut a, mut b) = pair();
+        let t = a.poll_timeout().unwrap();
+        assert_eq!(t, cfg().heartbeat_us);
+        a.handle_timeout(t);
+        assert_eq!(drain(&mut a, t), vec![Packet::Heartbeat { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
+        // Traffic postpones the heartbeat.
+        a.send(p(1)).unwrap();
+        feed(&mut b, t + 5_000, drain(&mut a, t + 5_000));
+        a.handle_timeout(t + cfg().heartbeat_us);
+        assert!(drain(&mut a, t + cfg().heartbeat_us).iter().all(|p| !matches!(p, Packet::Heartbeat { .. })));
+        assert_eq!(a.stats().heartbeats_sent, 1);
+    }
+
+    #[test]
+    fn acks_are_delayed_and_coalesced() {
+        let (mut a, mut b) = pair();
+        a.send(p(1)).unwrap();
+        feed(&mut b, 100, drain(&mut a, 100));
+        assert!(drain(&mut b, 100).is_empty(), "no ack at once for one packet");
+        let t = b.poll_timeout().unwrap();
+        assert_eq!(t, 100 + cfg().ack_delay_us);
+        b.handle_timeout(t);
+        let ack = drain(&mut b, t);
+        assert_eq!(ack, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 1 }]);
+        feed(&mut a, t, ack);
+        assert!(a.is_idle());
+        // A burst gets one ack per quarter window, not one per packet.
+        for i in 0..8 {
+            a.send(p(i)).unwrap();
+        }
+        feed(&mut b, 2_000, drain(&mut a, 2_000));
+        let acks = drain(&mut b, 2_000);
+        assert_eq!(acks, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 9 }]);
+    }
+
+    #[test]
+    fn window_bounds_packets_in_flight() {
+        let (mut a, _b) = pair();
+        for i in 0..20 {
+            a.send(p(i)).unwrap();
+        }
+        let sent = drain(&mut a, 10);
+        assert_eq!(sent.len(), cfg().max_in_flight);
+        a.handle(20, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 3 });
+        assert_eq!(drain(&mut a, 20).len(), 3);
+    }
+
+    #[test]
+    fn bounded_queue_is_full_then_drains() {
+        let (mut a, mut b) = pair();
+        let mut n = 0;
+        let err = loop {
+            match a.send(vec![0; 50]) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, 1_000 / (50 + PAYLOAD_OVERHEAD));
+        assert_eq!(err, SendError::Full { queued_bytes: n * (50 + PAYLOAD_OVERHEAD) });
+        assert_eq!(a.send(vec![0; 101]), Err(SendError::TooLarge));
+        for t in 1..10 {
+            exchange(&mut a, &mut b, t * 2_000);
+            a.handle_timeout(t * 2_000);
+            b.handle_timeout(t * 2_000);
+        }
+        assert!(a.is_idle());
+        assert_eq!(a.stats().queued_bytes, 0);
+        a.send(vec![0; 50]).unwrap();
+    }
+
+    #[test]
+    fn hostile_packets_are_ignored() {
+        let (mut a, _b) = pair();
+        a.send(p(1)).unwrap();
+        drain(&mut a, 0);
+        // An ack for what was never sent, a hello from another node, an oversized payload.
+        a.handle(1, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: u64::MAX });
+        assert_eq!(a.stats().queued, 1);
+        a.handle(1, Packet::Hello { from: 9, epoch: B_EPOCH + 1, peer_epoch: None, next_expected: 0 });
+        assert_eq!(a.peer_epoch(), Some(B_EPOCH));
+        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, payload: vec![0; 101] });
+        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: u64::MAX, payload: vec![1] });
+        assert!(delivered(&events(&mut a)).is_empty());
+    }
+
+    #[test]
+    fn unknown_peer_gets_queued_data_after_first_contact() {
+        let mut a = Session::new(0, 1, A_EPOCH, cfg(), 0);
+        let mut b = Session::new(1, 0, B_EPOCH, cfg(), 0);
+        a.send(p(1)).unwrap();
+        a.connected(0);
+        assert!(matches!(drain(&mut a, 0)[..], [Packet::Hello { peer_epoch: None, .. }]), "no data before the peer is known");
+        b.connected(10);
+        exchange(&mut a, &mut b, 10);
+        assert_eq!(delivered(&events(&mut b)), vec![p(1)]);
+    }
+
+    fn packets() -> impl Strategy<Value = Packet> {
+        let payload = proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            (any::<u16>(), any::<u64>(), any::<Option<u64>>(), any::<u64>())
+                .prop_map(|(from, epoch, peer_epoch, next_expected)| Packet::Hello { from, epoch, peer_epoch, next_expected }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), payload).prop_map(|(epoch, peer_epoch, seq, payload)| Packet::Data {
+                epoch,
+                peer_epoch,
+                seq,
+                payload
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
+            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
+        ]
+    }
+
+    /// Packets near a session's own numbers, so that they reach deep into it.
+    fn plausible_packets() -> impl Strategy<Value = Packet> {
+        let e = prop_oneof![Just(A_EPOCH), Just(B_EPOCH), 0..12u64];
+        let n = 0..12u64;
+        let payload = proptest::collection::vec(any::<u8>(), 0..120);
+        prop_oneof![
+            (0..3u16, e.clone(), proptest::option::of(e.clone()), n.clone())
+                .prop_map(|(from, epoch, peer_epoch, next_expected)| Packet::Hello { from, epoch, peer_epoch, next_expected }),
+            (e.clone(), e.clone(), n.clone(), payload).prop_map(|(epoch, peer_epoch, seq, payload)| Packet::Data {
+                epoch,
+                peer_epoch,
+                seq,
+                payload
+            }),
+            (e.clone(), e.clone(), n).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
+            (e.clone(), e).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
+        ]
+    }
+
+    #[test]
+    fn wire_rejects_bad_frames() {
+        let pkt = Packet::Data { epoch: 1, peer_epoch: 2, seq: 3, payload: vec![7; 10] };
+        let bytes = encode_packet(&pkt);
+        assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(decode_packet(&bytes, bytes.len()), Ok(pkt));
+        assert_eq!(decode_packet(&bytes, bytes.len() - 1), Err(WireError::TooLarge { len: bytes.len(), max: bytes.len() - 1 }));
+        assert_eq!(decode_packet(&[], 100), Err(WireError::Empty));
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert_eq!(decode_packet(&v2, 100), Err(WireError::Version(2)));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(decode_packet(&long, 100), Err(WireError::TrailingBytes(1)));
+        // A length prefix claiming far more than the frame holds is an error, not an allocation.
+        let huge = [WIRE_VERSION, 1, 1, 2, 3, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert_eq!(decode_packet(&huge, 100), Err(WireError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn wire_roundtrips(pkt in packets()) {
+            let bytes = encode_packet(&pkt);
+            prop_assert_eq!(decode_packet(&bytes, bytes.len()), Ok(pkt));
+        }
+
+        #[test]
+        fn truncated_packets_are_errors(pkt in packets(), cut in any::<prop::sample::Index>()) {
+            let bytes = encode_packet(&pkt);
+            let n = cut.index(bytes.len());
+            prop_assert!(decode_packet(&bytes[..n], 1 << 20).is_err());
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), max in 0usize..300) {
+            let _ = decode_packet(&bytes, max);
+            let mut v = vec![WIRE_VERSION];
+            v.extend_from_slice(&bytes);
+            let _ = decode_packet(&v, max);
+        }
+
+        #[test]
+        fn sessions_survive_any_packets(pkts in proptest::collection::vec((0u64..200_000, plausible_packets()), 0..60)) {
+            let (mut a, _b) = pair();
+            a.send(p(1)).unwrap();
+            a.send(p(2)).unwrap();
+            let mut now = 0;
+            for (dt, pkt) in pkts {
+                now += dt;
+                a.handle_timeout(now);
+                a.handle(now, pkt);
+                drain(&mut a, now);
+                let evs = events(&mut a);
+                prop_assert!(delivered(&evs).iter().all(|p| p.len() <= cfg().max_payload_bytes));
+                if let Some(t) = a.poll_timeout() {
+                    prop_assert!(t > now || a.transport_up());
+                }
+            }
+        }
     }
 }

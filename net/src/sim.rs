@@ -53,7 +53,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             nodes: None,
-            active_us: 400_000,
+            active_us: 1_000_000,
             settle_us: 10_000_000,
             crashes: true,
             partitions: true,
@@ -85,6 +85,8 @@ pub struct SimReport {
     pub packets_duplicated: u64,
     pub retransmitted: u64,
     pub peer_restarts: u64,
+    /// `Down` events seen.
+    pub downs: u64,
 }
 
 /// A checker failed (or the run did not settle).
@@ -385,14 +387,14 @@ impl Sim {
             self.schedule(at, Ev::Send { node: a });
         }
         if self.opts.crashes {
-            for _ in 0..self.rng.below(4) {
+            for _ in 0..self.rng.below(7) {
                 let node = self.rng.below(n as u64) as NodeId;
                 let at = self.rng.range(0, active);
                 self.schedule(at, Ev::Crash { node });
             }
         }
         if self.opts.partitions {
-            for _ in 0..self.rng.below(4) {
+            for _ in 0..self.rng.below(6) {
                 let at = self.rng.range(0, active);
                 let until = at + self.rng.range(5_000, 400_000);
                 // A random side against the rest.
@@ -406,7 +408,7 @@ impl Sim {
                 }
             }
         }
-        for _ in 0..self.rng.below(6) {
+        for _ in 0..self.rng.below(9) {
             let a = self.rng.below(n as u64) as NodeId;
             let b = (a + 1 + self.rng.below(n as u64 - 1) as NodeId) % n;
             let at = self.rng.range(0, active);
@@ -677,9 +679,7 @@ impl Sim {
                 continue;
             }
             let epoch = self.nodes[node as usize].epoch;
-            loop {
-                let Some(s) = self.session(node, peer) else { break };
-                let Some(pkt) = s.poll_transmit(now) else { break };
+            while let Some(pkt) = self.session(node, peer).and_then(|s| s.poll_transmit(now)) {
                 let bytes = encode_packet(&pkt);
                 self.report.packets_sent += 1;
                 if bytes.len() > self.max_frame {
@@ -701,10 +701,7 @@ impl Sim {
                     self.schedule(now + delay, Ev::Packet { from: node, to: peer, bytes: bytes.clone() });
                 }
             }
-            loop {
-                let Some(s) = self.session(node, peer) else { break };
-                let peer_now = s.peer_epoch();
-                let Some(ev) = s.poll_event() else { break };
+            while let Some((ev, peer_now)) = self.session(node, peer).and_then(|s| Some((s.poll_event()?, s.peer_epoch()))) {
                 self.check_event(node, epoch, peer, peer_now, ev)?;
             }
         }
@@ -747,6 +744,7 @@ impl Sim {
                     return Err(self.fail(format!("{node}@{epoch} about {peer}: {ev:?} after {last:?} (Some(true) = Up)")));
                 }
                 self.updown.insert(me, up);
+                self.report.downs += u64::from(!up);
             }
             Event::PeerRestarted { old_epoch, new_epoch } => {
                 trace!(self, "event {node}@{epoch} peer {peer}: restarted {old_epoch} -> {new_epoch}");

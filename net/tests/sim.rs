@@ -90,6 +90,7 @@ fn runs_exercise_the_faults() {
     assert!(sum(|r| r.retransmitted) > 100, "retransmissions");
     assert!(sum(|r| r.payloads_lost_to_crashes) > 0, "payloads lost to crashes");
     assert!(sum(|r| r.payloads_refused) > 0, "full queues");
+    assert!(sum(|r| r.downs) > 20, "peers seen down");
     assert!(reports.iter().all(|r| r.payloads_delivered > 0));
 }
 
