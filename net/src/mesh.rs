@@ -48,6 +48,7 @@ pub struct MeshStats {
     pub frames_rejected: AtomicU64,
     pub connections_refused: AtomicU64,
     pub ops_received: AtomicU64,
+    pub connections_made: AtomicU64,
 }
 
 pub(crate) struct Peer {
@@ -58,6 +59,8 @@ pub(crate) struct Peer {
     load: Mutex<Load>,
     incoming: mpsc::UnboundedSender<quinn::Connection>,
     has_conn: AtomicBool,
+    /// Drop the connection now (it is made again; the session resends what was lost).
+    kick: AtomicBool,
 }
 
 /// An operator console: lines for a connected `tern repl` or `tern ctl`.
@@ -405,6 +408,7 @@ impl MeshNode {
                     load: Mutex::new(Load::default()),
                     incoming: tx,
                     has_conn: AtomicBool::new(false),
+                    kick: AtomicBool::new(false),
                 }),
             );
             incoming_rx.insert(n.id, rx);
@@ -482,6 +486,20 @@ impl MeshNode {
     /// Whether peer `name` is up, as this node sees it.
     pub fn peer_up(&self, name: &str) -> bool {
         self.sh.peer_by_name(name).is_some_and(|p| p.up.load(Ordering::SeqCst))
+    }
+
+    /// Breaks every connection to a peer at once, as a network fault would; they are
+    /// made again, and the sessions resend whatever did not arrive.
+    pub fn drop_connections(&self) {
+        for p in self.sh.peers.values() {
+            p.kick.store(true, Ordering::SeqCst);
+            p.wake.notify_one();
+        }
+    }
+
+    /// Connections made to peers so far (dialled or accepted), for tests.
+    pub fn connections_made(&self) -> u64 {
+        self.sh.stats.connections_made.load(Ordering::Relaxed)
     }
 
     /// Registers a console (as a `tern ctl` connection does); its output arrives on the
@@ -662,6 +680,10 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
             }
             return;
         }
+        if peer.kick.swap(false, Ordering::SeqCst) && link.is_some() {
+            (sh.log)(&format!("dropping the connection with node {} (asked to)", peer.conf.name));
+            drop_link(&sh, &peer, &mut link);
+        }
         // Packets to send, and what the session has to say.
         let now = sh.now_us();
         let (events, timeout) = {
@@ -716,6 +738,7 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                             }
                         });
                         peer.has_conn.store(true, Ordering::SeqCst);
+                        sh.stats.connections_made.fetch_add(1, Ordering::Relaxed);
                         link = Some(Link { conn, send, gen });
                         peer.session.lock().connected(sh.now_us());
                     }

@@ -155,7 +155,7 @@ fn mutated_modules_are_rejected_or_run_safely() {
                 continue;
             };
             let heap = tern_vm::heap::HeapConfig { limit_bytes: 4 << 20, gc_min_bytes: 1 << 20, ..Default::default() };
-            let mut vm = new_vm(VmConfig { max_frames: 200, heap, ..VmConfig::default() });
+            let vm = new_vm(VmConfig { max_frames: 200, heap, ..VmConfig::default() });
             for m in &program.modules[..program.modules.len() - 1] {
                 vm.load(m.clone()).unwrap();
             }
