@@ -63,6 +63,8 @@ pub(crate) struct Peer {
     kick: AtomicBool,
 }
 
+type AnswerTx = crossbeam_channel::Sender<Result<Answer, String>>;
+
 /// An operator console: lines for a connected `tern repl` or `tern ctl`.
 pub(crate) type ConsoleTx = mpsc::UnboundedSender<wire::CtlReply>;
 
@@ -75,7 +77,8 @@ pub(crate) struct Shared {
     pub(crate) stats: MeshStats,
     pub(crate) log: LogSink,
     to_dispatch: crossbeam_channel::Sender<Inbound>,
-    waiting: Mutex<HashMap<u64, (u16, crossbeam_channel::Sender<Result<Answer, String>>)>>,
+    /// Questions asked of peers: id -> (node asked, where the answer goes).
+    waiting: Mutex<HashMap<u64, (u16, AnswerTx)>>,
     next_id: AtomicU64,
     pub(crate) consoles: Mutex<HashMap<u64, ConsoleTx>>,
     pub(crate) shutdown: AtomicBool,
@@ -782,7 +785,7 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
     match e {
         Event::Deliver(bytes) => match wire::decode::<Frame>(&bytes, sh.cfg.limits.frame_bytes as usize) {
             Ok(f) => {
-                let _ = sh.to_dispatch.send(Inbound::Frame(peer.conf.id, f));
+                let _ = sh.to_dispatch.send(Inbound::Frame(peer.conf.id, Box::new(f)));
             }
             Err(err) => {
                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
@@ -807,7 +810,7 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
 
 /// What the dispatcher thread is given, in order.
 enum Inbound {
-    Frame(u16, Frame),
+    Frame(u16, Box<Frame>),
     /// A peer went down or restarted.
     PeerGone(u16),
     Stop,
@@ -873,7 +876,7 @@ impl Dispatcher {
             match item {
                 Inbound::Frame(from, frame) => {
                     self.sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
-                    self.frame(from, frame);
+                    self.frame(from, *frame);
                 }
                 Inbound::PeerGone(from) => self.peer_gone(from),
                 Inbound::Stop => return,

@@ -141,9 +141,65 @@ if is_timeout(m) { println("no down message"); } else { println("${m.event} ${m.
         assert!(Instant::now() < deadline, "c did not come back");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = run_on(&a, r#"fn f(m) { send(m, node()); } spawn_on("c", f, self()); println(recv(10000), nodes());"#, Duration::from_secs(20));
+    let out =
+        run_on(&a, r#"fn f(m) { send(m, node()); } spawn_on("c", f, self()); println(recv(10000), nodes());"#, Duration::from_secs(20));
     assert_eq!(out, "c [\"a\", \"b\", \"c\"]\n");
     for n in [a, b, c] {
+        n.shutdown();
+    }
+}
+
+const TRAVEL: &str = r#"
+fn holder(main) {
+    let rx = recv();
+    send(main, "got it");
+    send(main, recv(rx));
+    recv();
+}
+fn sender(tx) {
+    recv();
+    send(tx, "hello from ${node()}");
+}
+let ch = channel();
+let h = spawn_on("b", holder, self());
+let s = spawn_on("c", sender, ch[0]);
+send(h, ch[1]);
+println(recv());
+println(ch[0]);
+send(s, "go");
+println(recv());
+"#;
+
+/// The location tracking live migration builds on: the node hosting a receive end
+/// knows which nodes hold send ends of it; the others know where it went.
+#[test]
+fn nodes_track_receive_ends_and_their_partners() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = loopback_mesh(dir.path(), 3, "").unwrap();
+    let nodes = start_all(&cfg, quiet).unwrap();
+    let out = run_on(&nodes[0], TRAVEL, Duration::from_secs(20));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "got it");
+    assert_eq!(lines[2], "hello from c");
+    let name = lines[1].trim_start_matches("<sender ").trim_end_matches('>');
+    let (n, serial) = name.split_once('.').unwrap();
+    let chan = tern_vm::value::make_name(n.parse().unwrap(), serial.parse().unwrap());
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // The receive end went from a (where it was made) to b; c holds a send end.
+    let at_b = b.node().channel_info(chan);
+    assert!(at_b.held_here, "{at_b:?}");
+    assert!(at_b.partners.contains(&3) && at_b.partners.contains(&1), "partners at b: {at_b:?}");
+    let at_a = a.node().channel_info(chan);
+    assert!(!at_a.held_here);
+    assert_eq!(at_a.last_known, Some(2));
+    // c was told where the receive end went (it may take a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.node().channel_info(chan).last_known != Some(2) {
+        assert!(Instant::now() < deadline, "c does not know where the receive end is: {:?}", c.node().channel_info(chan));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for n in nodes {
         n.shutdown();
     }
 }

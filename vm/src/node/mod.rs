@@ -135,6 +135,14 @@ impl Default for NodeConfig {
     }
 }
 
+/// See [`Node::channel_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub held_here: bool,
+    pub partners: Vec<u16>,
+    pub last_known: Option<u16>,
+}
+
 /// A process as `ps` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
@@ -622,6 +630,18 @@ impl Node {
             Ok(p) => Ok(p.is_some()),
             Err(DeliverError::Full(_)) => Err(format!("the mailbox of <pid {}> is full", name_text(pid))),
             Err(DeliverError::Unreachable(e)) => Err(e),
+        }
+    }
+
+    /// What this node knows of a channel (see `remote.rs`): whether a process here holds
+    /// its receive end, the nodes holding send ends of it (kept while the receive end is
+    /// here), and else where the receive end was last known to go.
+    pub fn channel_info(&self, c: ChanId) -> ChannelInfo {
+        let i = &self.inner;
+        ChannelInfo {
+            held_here: i.holder(c).is_some(),
+            partners: i.chan_meta.get(c).map(|m| m.partners().to_vec()).unwrap_or_default(),
+            last_known: i.rx_places.get(c).map(|p| p.node()),
         }
     }
 

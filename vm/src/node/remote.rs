@@ -23,10 +23,10 @@
 //! one sender are never reordered, however the end moves.
 
 use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
-use crossbeam_deque::Worker;
 use crate::message::Message;
 use crate::process::{IoResult, Process, SpawnSpec};
 use crate::value::{name_node, name_text};
+use crossbeam_deque::Worker;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -145,11 +145,23 @@ pub(crate) struct ChanMeta {
     held: Vec<(u16, u64, Message)>,
 }
 
+impl ChanMeta {
+    pub(crate) fn partners(&self) -> &[u16] {
+        &self.partners
+    }
+}
+
 /// Where the mesh knows a receive end to be, seen from a node that does not host it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RxPlace {
     node: u16,
     moves: u32,
+}
+
+impl RxPlace {
+    pub(crate) fn node(&self) -> u16 {
+        self.node
+    }
 }
 
 impl NodeInner {

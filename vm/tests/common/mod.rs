@@ -111,7 +111,7 @@ pub fn vm_and_process(config: HeapConfig) -> (Vm, Process) {
         functions: vec![Function { name: String::new(), arity: 0, nregs: 1, upvals: vec![], code: vec![Op::ReturnNil {}], lines: vec![1] }],
         globals: vec!["g".into()],
     };
-    let mut vm = Vm::new(Natives::new(), VmConfig { heap: config, ..VmConfig::default() });
+    let vm = Vm::new(Natives::new(), VmConfig { heap: config, ..VmConfig::default() });
     let h = vm.load(module).unwrap();
     let p = Process::new(7, h, &vm).unwrap();
     (vm, p)
