@@ -32,6 +32,9 @@ use tern_vm::runtime::Vm;
 use tern_vm::value::{name_node, name_text};
 use tokio::sync::{mpsc, Notify};
 
+/// Threads carrying out other nodes' file operations.
+const FILE_THREADS: usize = 2;
+
 /// How long a remote file operation or query may take.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -450,11 +453,28 @@ impl MeshNode {
         node.set_remote(Arc::new(MeshRemote(Arc::downgrade(&sh))));
         let _ = sh.node.set(node);
         let _ = sh.endpoint.set(endpoint.clone());
+        let (files_tx, files_rx) = crossbeam_channel::unbounded::<(u16, u64, FileOp)>();
+        for i in 0..FILE_THREADS {
+            let sh = Arc::downgrade(&sh);
+            let rx = files_rx.clone();
+            let root = crate::runner::DirFiles { root: me.root.clone() };
+            std::thread::Builder::new()
+                .name(format!("tern-files-{}-{i}", me.name))
+                .spawn(move || {
+                    // Ends when the dispatcher (the only sender) is gone.
+                    while let Ok((from, id, op)) = rx.recv() {
+                        let r = root.run(&op);
+                        let Some(sh) = sh.upgrade() else { return };
+                        let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::File(r) });
+                    }
+                })
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+        }
         let dispatcher = {
             let sh = sh.clone();
             std::thread::Builder::new()
                 .name(format!("tern-dispatch-{}", me.name))
-                .spawn(move || Dispatcher { sh, pending: BTreeMap::new(), asked: HashSet::new() }.run(&from_peers))
+                .spawn(move || Dispatcher { sh, files: files_tx, pending: BTreeMap::new(), asked: HashSet::new() }.run(&from_peers))
                 .map_err(|e| format!("cannot start a thread: {e}"))?
         };
         for (id, rx) in incoming_rx {
@@ -825,6 +845,7 @@ enum Work {
 /// Carries out, in order per peer, what peers send; fetches modules first where needed.
 struct Dispatcher {
     sh: Arc<Shared>,
+    files: crossbeam_channel::Sender<(u16, u64, FileOp)>,
     pending: BTreeMap<u16, VecDeque<(Vec<ModuleHash>, Work)>>,
     asked: HashSet<ModuleHash>,
 }
@@ -927,13 +948,9 @@ impl Dispatcher {
                 self.drain();
             }
             Frame::Ask { id, query } => match query {
+                // Disk work is done off this thread, by the file threads, in order.
                 Query::File(op) => {
-                    let sh = self.sh.clone();
-                    std::thread::spawn(move || {
-                        let root = crate::runner::DirFiles { root: sh.me.root.clone() };
-                        let r = root.run(&op);
-                        let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::File(r) });
-                    });
+                    let _ = self.files.send((from, id, op));
                 }
                 Query::Ps => {
                     let rows = self.sh.ps_rows();
