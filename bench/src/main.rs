@@ -5,9 +5,14 @@
 //!   LuaJIT and CPython; prints a markdown table and writes `bench/results/vm-speed.md`.
 //! - `procs`: process benchmarks, `bench/programs/{spawn,pingpong,ring}.{tern,erl}` run under
 //!   Tern and Erlang; prints a markdown table and writes `bench/results/procs-speed.md`.
+//! - `remote`: messages between two nodes in two OS processes,
+//!   `bench/programs/remote_{pingpong,throughput}.{tern,erl}` on a 2-node Tern mesh and on
+//!   two distributed Erlang nodes; prints a markdown table and writes
+//!   `bench/results/remote-speed.md`.
 
 mod exec;
 mod procs;
+mod remote;
 mod report;
 mod vm;
 
@@ -29,6 +34,9 @@ enum Command {
     Vm(vm::VmArgs),
     /// Processes: spawn, ping-pong and ring benchmarks under tern and Erlang (erl).
     Procs(procs::ProcsArgs),
+    /// Remote messages: ping-pong and throughput between two nodes (two OS processes),
+    /// a Tern mesh beside distributed Erlang.
+    Remote(remote::RemoteArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -47,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Vm(args) => vm::run(&args),
         Command::Procs(args) => procs::run(&args),
+        Command::Remote(args) => remote::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

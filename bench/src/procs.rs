@@ -20,7 +20,7 @@ use crate::exec::{self, Outcome};
 use crate::report;
 use crate::vm::stderr_tail;
 
-const INSTALL_HINT: &str = "apt-get install erlang-base";
+pub(crate) const INSTALL_HINT: &str = "apt-get install erlang-base";
 
 /// The programs, in table order.
 const PROGRAMS: [&str; 3] = ["spawn", "pingpong", "ring"];
@@ -79,9 +79,9 @@ enum Variant {
 }
 
 /// The installed Erlang tools.
-struct Erlang {
-    erl: PathBuf,
-    erlc: PathBuf,
+pub(crate) struct Erlang {
+    pub(crate) erl: PathBuf,
+    pub(crate) erlc: PathBuf,
 }
 
 /// What one successful run measured.
@@ -294,7 +294,7 @@ fn variants(program: &str) -> &'static [Variant] {
 }
 
 /// Builds `target/release/tern` with cargo (the one running this, if any).
-fn build_tern(root: &Path) -> Result<()> {
+pub(crate) fn build_tern(root: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"));
     let args = ["build", "--release", "-p", "tern-net", "--bin", "tern"];
     eprintln!("building target/release/tern: cargo {} (waits for cargo's lock if another build holds it)", args.join(" "));
@@ -312,7 +312,7 @@ fn build_tern(root: &Path) -> Result<()> {
 }
 
 /// `erl` and `erlc`, when both are on `PATH`; otherwise a loud warning.
-fn find_erlang() -> Option<Erlang> {
+pub(crate) fn find_erlang() -> Option<Erlang> {
     match (exec::find_on_path("erl"), exec::find_on_path("erlc")) {
         (Some(erl), Some(erlc)) => Some(Erlang { erl, erlc }),
         (erl, _) => {
@@ -462,7 +462,7 @@ fn run_once(cmd: &mut Command, program: &str, expected: &[(&str, Option<f64>)], 
 }
 
 /// The `key=value` pairs with a numeric value in `text`.
-fn parse_values(text: &str) -> HashMap<String, f64> {
+pub(crate) fn parse_values(text: &str) -> HashMap<String, f64> {
     text.split_whitespace()
         .filter_map(|word| word.split_once('='))
         .filter_map(|(k, v)| v.trim_end_matches(',').parse::<f64>().ok().map(|v| (k.to_string(), v)))
@@ -626,7 +626,7 @@ fn render_table(rows: &[Row]) -> String {
 }
 
 /// The Erlang version: `OTP 25, erts 13.1.5`.
-fn erlang_version(erl: &Path) -> Option<String> {
+pub(crate) fn erlang_version(erl: &Path) -> Option<String> {
     let mut cmd = Command::new(erl);
     cmd.args([
         "-noshell",
@@ -686,7 +686,7 @@ fn results_document(args: &ProcsArgs, tern: &Path, root: &Path, erlang: Option<&
 }
 
 /// `, 23.5 GiB of memory` from `/proc/meminfo`, or nothing.
-fn memory_note() -> String {
+pub(crate) fn memory_note() -> String {
     let total_kib = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
         let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
         line.split_whitespace().nth(1)?.parse::<f64>().ok()
@@ -696,7 +696,7 @@ fn memory_note() -> String {
 
 /// `, built from commit abc1234 (with uncommitted changes)`: the source the Tern binary
 /// was built from, as far as git tells; nothing if it cannot.
-fn source_note(root: &Path) -> String {
+pub(crate) fn source_note(root: &Path) -> String {
     let git = |args: &[&str]| {
         let mut cmd = Command::new("git");
         cmd.args(args).current_dir(root);
