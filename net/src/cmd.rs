@@ -145,10 +145,7 @@ fn source_request(name: &str, source: &str, wait: bool) -> Result<CtlRequest, St
 /// Runs a spawn request with `wait`, printing console output as it comes; the reason
 /// it ended, and whether that was a failure.
 fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(String, bool), String> {
-    let quiet = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let q2 = quiet.clone();
     client.open_console(move |pid, text, failed| {
-        q2.store(now_ms(), std::sync::atomic::Ordering::SeqCst);
         if failed {
             eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
         } else if !json_out {
@@ -160,8 +157,8 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(
     let mut err = None;
     client.request(req, |r| match r {
         CtlReply::Spawned { .. } => true,
-        CtlReply::Ended { reason, failed, .. } => {
-            ended = Some((reason, failed));
+        CtlReply::Ended { reason, failed, lines, .. } => {
+            ended = Some((reason, failed, lines));
             false
         }
         CtlReply::Error(e) => {
@@ -173,16 +170,10 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(
     if let Some(e) = err {
         return Err(e);
     }
-    // Output travels on its own stream: let the last of it arrive.
-    let start = now_ms();
-    while now_ms() - start < 300 && now_ms().saturating_sub(quiet.load(std::sync::atomic::Ordering::SeqCst)) < 50 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    ended.ok_or_else(|| "the node did not say how the process ended".into())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    let (reason, failed, lines) = ended.ok_or("the node did not say how the process ended")?;
+    // Output travels on its own stream: wait for all that came before the answer.
+    client.await_console(lines);
+    Ok((reason, failed))
 }
 
 /// `tern ctl`: one command; prints its result (as JSON with `json`). `Ok(false)`: the

@@ -66,12 +66,15 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
     match req {
         CtlRequest::Console => {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            sh.consoles.lock().insert(console, tx);
+            let entry = crate::mesh::ConsoleTx::new(tx);
+            let written = entry.written.clone();
+            sh.consoles.lock().insert(console, entry);
             write_frame(&mut send, &CtlReply::Done).await?;
             while let Some(line) = rx.recv().await {
                 if write_frame(&mut send, &line).await.is_err() {
                     break;
                 }
+                written.fetch_add(1, Ordering::SeqCst);
             }
             sh.consoles.lock().remove(&console);
             return Ok(());
@@ -99,7 +102,7 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
                     write_frame(&mut send, &CtlReply::Spawned { pid, node: node.clone() }).await?;
                     if wait {
                         let sh2 = sh.clone();
-                        let ended = tokio::task::spawn_blocking(move || wait_exit(&sh2, pid)).await.map_err(|e| e.to_string())?;
+                        let ended = tokio::task::spawn_blocking(move || wait_exit(&sh2, console, pid)).await.map_err(|e| e.to_string())?;
                         write_frame(&mut send, &ended).await?;
                     }
                 }
@@ -188,13 +191,27 @@ fn spawn(
     }
 }
 
-fn wait_exit(sh: &Shared, pid: u64) -> CtlReply {
+/// Waits for a process to end, then for the output it queued on the console to be
+/// written; the answer says how many console lines precede it.
+fn wait_exit(sh: &Shared, console: u64, pid: u64) -> CtlReply {
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             return CtlReply::Error("the node is shutting down".into());
         }
         if let Some(e) = sh.node().wait_exit(pid, Duration::from_millis(500)) {
-            return CtlReply::Ended { pid, reason: e.reason.text(), failed: matches!(e.reason, ExitReason::Failed(_)) };
+            let entry = sh.consoles.lock().get(&console).cloned();
+            let lines = match entry {
+                Some(c) => {
+                    let queued = c.queued.load(Ordering::SeqCst);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while c.written.load(Ordering::SeqCst) < queued && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    c.written.load(Ordering::SeqCst)
+                }
+                None => 0,
+            };
+            return CtlReply::Ended { pid, reason: e.reason.text(), failed: matches!(e.reason, ExitReason::Failed(_)), lines };
         }
     }
 }
@@ -203,6 +220,7 @@ fn wait_exit(sh: &Shared, pid: u64) -> CtlReply {
 pub struct CtlClient {
     rt: tokio::runtime::Runtime,
     conn: quinn::Connection,
+    console_lines: Arc<std::sync::atomic::AtomicU64>,
     /// The node connected to.
     pub node: String,
 }
@@ -236,7 +254,7 @@ impl CtlClient {
                 }
             });
             match r {
-                Ok(conn) => return Ok(CtlClient { rt, conn, node: n.name.clone() }),
+                Ok(conn) => return Ok(CtlClient { rt, conn, node: n.name.clone(), console_lines: Arc::default() }),
                 Err(e) => last = format!("cannot reach node {} at {}: {e}", n.name, n.addr),
             }
         }
@@ -275,6 +293,7 @@ impl CtlClient {
     /// the connection closes.
     pub fn open_console(&self, mut each: impl FnMut(u64, String, bool) + Send + 'static) -> Result<(), String> {
         let conn = self.conn.clone();
+        let received = self.console_lines.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         self.rt.spawn(async move {
             let opened = async {
@@ -298,10 +317,20 @@ impl CtlClient {
             while let Ok(Some(b)) = read_frame(&mut recv, MAX_CTL_FRAME).await {
                 if let Ok(CtlReply::Output { pid, text, failed }) = wire::decode(&b, MAX_CTL_FRAME) {
                     each(pid, text, failed);
+                    received.fetch_add(1, Ordering::SeqCst);
                 }
             }
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "the node did not open a console".to_string())?
+    }
+
+    /// Waits (up to 5 s) until the console has received `lines` lines: the output that
+    /// came before an [`CtlReply::Ended`] (it travels on its own stream).
+    pub fn await_console(&self, lines: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.console_lines.load(Ordering::SeqCst) < lines && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub fn close(self) {

@@ -68,8 +68,21 @@ pub(crate) struct Peer {
 
 type AnswerTx = crossbeam_channel::Sender<Result<Answer, String>>;
 
-/// An operator console: lines for a connected `tern repl` or `tern ctl`.
-pub(crate) type ConsoleTx = mpsc::UnboundedSender<wire::CtlReply>;
+/// An operator console: lines for a connected `tern repl` or `tern ctl`, and how many
+/// were queued for it and written to its stream (so an answer can wait for the output
+/// before it).
+#[derive(Clone)]
+pub(crate) struct ConsoleTx {
+    pub(crate) tx: mpsc::UnboundedSender<wire::CtlReply>,
+    pub(crate) queued: Arc<AtomicU64>,
+    pub(crate) written: Arc<AtomicU64>,
+}
+
+impl ConsoleTx {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<wire::CtlReply>) -> ConsoleTx {
+        ConsoleTx { tx, queued: Arc::default(), written: Arc::default() }
+    }
+}
 
 pub(crate) struct Shared {
     pub(crate) cfg: MeshConfig,
@@ -173,7 +186,10 @@ impl Shared {
         let owner = name_node(console);
         if owner == self.me.id {
             let tx = self.consoles.lock().get(&console).cloned();
-            let sent = tx.is_some_and(|tx| tx.send(wire::CtlReply::Output { pid, text: text.to_string(), failed }).is_ok());
+            let sent = tx.is_some_and(|c| {
+                c.queued.fetch_add(1, Ordering::SeqCst);
+                c.tx.send(wire::CtlReply::Output { pid, text: text.to_string(), failed }).is_ok()
+            });
             if !sent {
                 self.consoles.lock().remove(&console);
                 self.log_output(pid, text, failed);
@@ -530,7 +546,7 @@ impl MeshNode {
     pub fn open_console(&self) -> (u64, mpsc::UnboundedReceiver<wire::CtlReply>) {
         let id = self.node().new_pid();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.sh.consoles.lock().insert(id, tx);
+        self.sh.consoles.lock().insert(id, ConsoleTx::new(tx));
         (id, rx)
     }
 

@@ -17,9 +17,6 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::Helper;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 use tern_vm::value::name_text;
 
 const COMMANDS: &[(&str, &str)] = &[
@@ -118,29 +115,15 @@ fn is_statement(line: &str) -> bool {
 struct Session {
     client: CtlClient,
     prelude: String,
-    last_output: Arc<AtomicU64>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Session {
-    /// Lets output still on its way arrive before the prompt comes back.
-    fn settle(&self) {
-        let start = now_ms();
-        std::thread::sleep(Duration::from_millis(20));
-        while now_ms() - start < 300 && now_ms().saturating_sub(self.last_output.load(Ordering::SeqCst)) < 50 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     fn run(&self, req: &CtlRequest) -> Result<Option<(String, bool)>, String> {
         let mut out = None;
         let mut err = None;
         self.client.request(req, |r| match r {
-            CtlReply::Ended { reason, failed, .. } => {
-                out = Some((reason, failed));
+            CtlReply::Ended { reason, failed, lines, .. } => {
+                out = Some((reason, failed, lines));
                 false
             }
             CtlReply::Spawned { pid, node } => {
@@ -155,9 +138,14 @@ impl Session {
             }
             _ => true,
         })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
+        match (err, out) {
+            (Some(e), _) => Err(e),
+            (None, Some((reason, failed, lines))) => {
+                // Output travels on its own stream: wait for all that came before the answer.
+                self.client.await_console(lines);
+                Ok(Some((reason, failed)))
+            }
+            (None, None) => Ok(None),
         }
     }
 
@@ -168,7 +156,6 @@ impl Session {
         let p = compile_text("repl", &source).map_err(|e| e.rendered)?;
         let req = CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true };
         let ended = self.run(&req)?;
-        self.settle();
         match ended {
             Some((_, false)) => {
                 let keep = declarations(&body);
@@ -247,10 +234,7 @@ impl Session {
 /// `tern repl --config C [--node N]`.
 pub fn repl(cfg: &MeshConfig, node: Option<&str>) -> Result<(), String> {
     let client = CtlClient::connect(cfg, node)?;
-    let last_output = Arc::new(AtomicU64::new(0));
-    let lo = last_output.clone();
     client.open_console(move |pid, text, failed| {
-        lo.store(now_ms(), Ordering::SeqCst);
         if failed {
             eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
         } else {
@@ -260,7 +244,7 @@ pub fn repl(cfg: &MeshConfig, node: Option<&str>) -> Result<(), String> {
     })?;
     println!("tern repl: connected to node {} (:help for commands, Ctrl-D to leave)", client.node);
     let prompt = format!("{}> ", client.node);
-    let mut s = Session { client, prelude: String::new(), last_output };
+    let mut s = Session { client, prelude: String::new() };
     let mut rl: rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory> =
         rustyline::Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
     rl.set_helper(Some(ReplHelper));

@@ -158,11 +158,13 @@ pub enum CtlReply {
         pid: u64,
         node: String,
     },
-    /// A process started with `wait` ended (`failed`: with an uncaught error).
+    /// A process started with `wait` ended (`failed`: with an uncaught error); `lines`
+    /// console lines were sent before this answer.
     Ended {
         pid: u64,
         reason: String,
         failed: bool,
+        lines: u64,
     },
     Done,
     Output {
