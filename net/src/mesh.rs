@@ -64,6 +64,12 @@ pub(crate) struct Peer {
     has_conn: AtomicBool,
     /// Drop the connection now (it is made again; the session resends what was lost).
     kick: AtomicBool,
+    /// Held while taking events from the session and acting on them, so they are acted
+    /// on in order whichever task takes them.
+    events: Mutex<()>,
+    /// Frames from this peer given to the dispatcher and not yet carried out: while
+    /// there are any, later ones must go there too (to stay in order).
+    backlog: std::sync::atomic::AtomicUsize,
 }
 
 type AnswerTx = crossbeam_channel::Sender<Result<Answer, String>>;
@@ -394,7 +400,7 @@ impl MeshNode {
         let server = tls::server_config(cfg, &me.name)?;
         let client = tls::client_config(cfg, &me.name, tls::ALPN_MESH)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name(format!("tern-net-{}", me.name))
             .enable_all()
             .build()
@@ -431,6 +437,8 @@ impl MeshNode {
                     incoming: tx,
                     has_conn: AtomicBool::new(false),
                     kick: AtomicBool::new(false),
+                    events: Mutex::new(()),
+                    backlog: std::sync::atomic::AtomicUsize::new(0),
                 }),
             );
             incoming_rx.insert(n.id, rx);
@@ -667,8 +675,16 @@ async fn load_task(sh: Arc<Shared>) {
     }
 }
 
-/// Reads length-prefixed packets from a peer's stream.
-async fn read_packets(mut recv: quinn::RecvStream, max: usize, gen: u64, tx: mpsc::UnboundedSender<(u64, Result<Packet, String>)>) {
+/// Reads length-prefixed packets from a peer's stream and feeds them to its session
+/// (acting on what that delivers at once); errors go to the peer task.
+async fn read_packets(
+    sh: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut recv: quinn::RecvStream,
+    max: usize,
+    gen: u64,
+    tx: mpsc::UnboundedSender<(u64, Result<Packet, String>)>,
+) {
     loop {
         let mut len = [0u8; 4];
         if let Err(e) = recv.read_exact(&mut len).await {
@@ -687,9 +703,13 @@ async fn read_packets(mut recv: quinn::RecvStream, max: usize, gen: u64, tx: mps
         }
         match decode_packet(&buf, max) {
             Ok(p) => {
-                if tx.send((gen, Ok(p))).is_err() {
+                if sh.shutdown.load(Ordering::SeqCst) {
                     return;
                 }
+                peer.session.lock().handle(sh.now_us(), p);
+                act_on_events(&sh, &peer);
+                // Acks and whatever else the session has to send.
+                peer.wake.notify_one();
             }
             Err(e) => {
                 let _ = tx.send((gen, Err(format!("bad frame: {e}"))));
@@ -725,7 +745,7 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
         }
         // Packets to send, and what the session has to say.
         let now = sh.now_us();
-        let (events, timeout) = {
+        let timeout = {
             let mut s = peer.session.lock();
             out.clear();
             while let Some(p) = s.poll_transmit(now) {
@@ -733,11 +753,7 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                 out.extend_from_slice(&(b.len() as u32).to_le_bytes());
                 out.extend_from_slice(&b);
             }
-            let mut ev = Vec::new();
-            while let Some(e) = s.poll_event() {
-                ev.push(e);
-            }
-            (ev, s.poll_timeout())
+            s.poll_timeout()
         };
         if !out.is_empty() {
             if let Some(l) = link.as_mut() {
@@ -747,9 +763,7 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                 }
             }
         }
-        for e in events {
-            handle_event(&sh, &peer, e);
-        }
+        act_on_events(&sh, &peer);
         let sleep = match timeout {
             Some(t) => Duration::from_micros(t.saturating_sub(sh.now_us())),
             None => Duration::from_millis(200),
@@ -770,9 +784,10 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                         let c2 = conn.clone();
                         let tx = pkt_tx.clone();
                         let g = gen;
+                        let (sh2, peer2) = (sh.clone(), peer.clone());
                         tokio::spawn(async move {
                             match c2.accept_uni().await {
-                                Ok(recv) => read_packets(recv, max, g, tx).await,
+                                Ok(recv) => read_packets(sh2, peer2, recv, max, g, tx).await,
                                 Err(e) => { let _ = tx.send((g, Err(format!("connection closed: {e}")))); }
                             }
                         });
@@ -817,10 +832,26 @@ fn drop_link(sh: &Shared, peer: &Peer, link: &mut Option<Link>) {
     peer.session.lock().disconnected(sh.now_us());
 }
 
+/// Takes what the session has to say and acts on it, in order.
+fn act_on_events(sh: &Arc<Shared>, peer: &Arc<Peer>) {
+    let _events = peer.events.lock();
+    loop {
+        let Some(e) = peer.session.lock().poll_event() else { break };
+        handle_event(sh, peer, e);
+    }
+}
+
 fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
     match e {
         Event::Deliver(bytes) => match wire::decode::<Frame>(&bytes, sh.cfg.limits.frame_bytes as usize) {
+            // An op that needs no module fetched, with nothing before it still waiting at
+            // the dispatcher, is carried out here and now (a thread hand-off less).
+            Ok(Frame::Vm(op)) if peer.backlog.load(Ordering::SeqCst) == 0 && op_needs(&op).iter().all(|h| sh.node().vm().has_module(h)) => {
+                sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
+                sh.node().receive(peer.conf.id, op);
+            }
             Ok(f) => {
+                peer.backlog.fetch_add(1, Ordering::SeqCst);
                 let _ = sh.to_dispatch.send(Inbound::Frame(peer.conf.id, Box::new(f)));
             }
             Err(err) => {
@@ -913,7 +944,9 @@ impl Dispatcher {
             match item {
                 Inbound::Frame(from, frame) => {
                     self.sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
-                    self.frame(from, *frame);
+                    if !self.frame(from, *frame) {
+                        self.done(from, 1);
+                    }
                 }
                 Inbound::PeerGone(from) => self.peer_gone(from),
                 Inbound::Stop => return,
@@ -921,11 +954,19 @@ impl Dispatcher {
         }
     }
 
-    fn frame(&mut self, from: u16, frame: Frame) {
+    /// A frame from the peer's backlog is carried out (or dropped).
+    fn done(&self, from: u16, n: usize) {
+        if let Some(p) = self.sh.peers.get(&from) {
+            p.backlog.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Carries out a frame; true if it waits (for modules) instead.
+    fn frame(&mut self, from: u16, frame: Frame) -> bool {
         match frame {
             Frame::Vm(op) => {
                 let needs = op_needs(&op);
-                self.queue(from, needs, Work::Op(op));
+                return self.queue(from, needs, Work::Op(op));
             }
             Frame::WantModules(hashes) => {
                 let mut mods = Vec::new();
@@ -972,7 +1013,7 @@ impl Dispatcher {
                     let rows = self.sh.ps_rows();
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
-                Query::SpawnMain { main, needs, console } => self.queue(from, needs, Work::SpawnMain { id, main, console }),
+                Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
             },
             Frame::Answer { id, answer } => {
                 if let Some((_, tx)) = self.sh.waiting.lock().remove(&id) {
@@ -986,21 +1027,25 @@ impl Dispatcher {
                 }
             }
         }
+        false
     }
 
     fn peer_gone(&mut self, from: u16) {
         let name = self.sh.node_name(from);
         self.sh.fail_waiting(from, &format!("node {name} went down"));
-        self.pending.remove(&from);
+        if let Some(q) = self.pending.remove(&from) {
+            self.done(from, q.len());
+        }
         self.sh.node().node_down(from);
     }
 
-    fn queue(&mut self, from: u16, needs: Vec<ModuleHash>, work: Work) {
+    /// Carries out work now, or queues it until its modules are here (true).
+    fn queue(&mut self, from: u16, needs: Vec<ModuleHash>, work: Work) -> bool {
         let missing: Vec<ModuleHash> = needs.iter().copied().filter(|h| !self.vm().has_module(h)).collect();
         let q = self.pending.entry(from).or_default();
         if missing.is_empty() && q.is_empty() {
             self.run_work(from, work);
-            return;
+            return false;
         }
         q.push_back((needs, work));
         let ask: Vec<ModuleHash> = missing.into_iter().filter(|h| !self.asked.contains(h)).collect();
@@ -1009,6 +1054,7 @@ impl Dispatcher {
             self.sh.stats.module_requests.fetch_add(1, Ordering::Relaxed);
             let _ = self.sh.send_frame(from, &Frame::WantModules(ask));
         }
+        true
     }
 
     fn drain(&mut self) {
@@ -1023,11 +1069,13 @@ impl Dispatcher {
                 }
                 let Some((_, work)) = self.pending.get_mut(&from).and_then(VecDeque::pop_front) else { break };
                 self.run_work(from, work);
+                self.done(from, 1);
             }
         }
     }
 
     fn fail_needing(&mut self, bad: ModuleHash, why: &str) {
+        let mut dropped = Vec::new();
         for (&from, q) in self.pending.iter_mut() {
             let mut keep = VecDeque::new();
             while let Some((needs, work)) = q.pop_front() {
@@ -1035,6 +1083,7 @@ impl Dispatcher {
                     keep.push_back((needs, work));
                     continue;
                 }
+                dropped.push(from);
                 match work {
                     Work::Op(Op::Spawn { req, from: parent, .. }) => {
                         let _ = self.sh.send_frame(from, &Frame::Vm(Op::Spawned { req, to: parent, result: Err(why.to_string()) }));
@@ -1046,6 +1095,9 @@ impl Dispatcher {
                 }
             }
             *q = keep;
+        }
+        for from in dropped {
+            self.done(from, 1);
         }
     }
 
