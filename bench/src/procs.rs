@@ -127,12 +127,13 @@ struct Problem {
     detail: String,
 }
 
-/// Where the programs' copies and compiled modules go; removed when dropped.
-struct TempDir(PathBuf);
+/// A scratch directory of one bench run (programs' copies, compiled modules, meshes);
+/// removed when dropped.
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("tern-bench-procs-{}", std::process::id()));
+    pub(crate) fn new(kind: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("tern-bench-{kind}-{}", std::process::id()));
         if path.exists() {
             fs::remove_dir_all(&path).with_context(|| format!("cannot clear {}", path.display()))?;
         }
@@ -174,7 +175,7 @@ pub fn run(args: &ProcsArgs) -> Result<bool> {
         }
     };
     let erlang = find_erlang();
-    let temp = TempDir::new()?;
+    let temp = TempDir::new("procs")?;
     let mut problems = Vec::new();
 
     // Prepare every (program, variant): the Tern source to run and the compiled module.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::exec::{self, Outcome};
-use crate::procs::{self, Erlang, INSTALL_HINT};
+use crate::procs::{self, Erlang, TempDir, INSTALL_HINT};
 use crate::report;
 use crate::vm::stderr_tail;
 
@@ -92,25 +92,6 @@ struct Problem {
     detail: String,
 }
 
-/// Where the meshes, logs and compiled modules go; removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("tern-bench-remote-{}", std::process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path).with_context(|| format!("cannot clear {}", path.display()))?;
-        }
-        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Node processes started by the runner, stopped (SIGTERM, then SIGKILL after a grace
 /// period) when dropped.
@@ -324,7 +305,7 @@ pub fn run(args: &RemoteArgs) -> Result<bool> {
             crate::vm::tern_binary(None, &root)?
         }
     };
-    let temp = TempDir::new()?;
+    let temp = TempDir::new("remote")?;
     let mut problems = Vec::new();
     let found = procs::find_erlang();
     let have_erlang = found.is_some();

@@ -63,25 +63,13 @@ impl Message {
     /// The channel receive ends inside the message (each once, in order of appearance).
     pub fn rx_ends(&self) -> Vec<u64> {
         let mut out = Vec::new();
-        let mut see = |v: &Val| {
+        self.each_val(|v| {
             if let Val::Rx(c) = v {
                 if !out.contains(c) {
                     out.push(*c);
                 }
             }
-        };
-        see(&self.root);
-        for o in &self.objs {
-            match o {
-                Obj::Array(items) => items.iter().for_each(&mut see),
-                Obj::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-                    see(k);
-                    see(v)
-                }),
-                Obj::Box(v) => see(v),
-                Obj::Str(_) | Obj::Closure { .. } => {}
-            }
-        }
+        });
         out
     }
 

@@ -9,7 +9,7 @@ use super::{ChanId, DeliverError, ExitReason, FileOp, NodeInner, Pid, Slot, SysO
 use crate::fmt::display;
 use crate::heap::{Heap, HeapError};
 use crate::interp::{sys_call, sys_raise, sys_return, SysCall};
-use crate::message::{flatten, flatten_values, rebuild, MessageError};
+use crate::message::{flatten, flatten_values, rebuild, Message, MessageError};
 use crate::object;
 use crate::process::{FileMode, IoResult, OpenFile, Process};
 use crate::runtime::{sys_trap, Exn, NativeCtx, NativeDef, Vm};
@@ -322,17 +322,9 @@ fn show(proc: &Process, v: Value) -> String {
 }
 
 fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
-    let callee = args[0];
-    if !matches!(callee, Value::Func(_) | Value::Closure(_)) {
-        return err(proc, format!("spawn: expected a Tern function, not {}", callee.a_type()));
-    }
-    let limit = node.config.message_limit_bytes;
-    let env_globals = proc.reachable_globals(args);
-    let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
-    let msgs = flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &env_values, limit)?)));
-    let (msg, env) = match msgs {
+    let (msg, env_globals, env) = match spawn_messages(node, &proc, args, "spawn") {
         Ok(m) => m,
-        Err(e) => return err(proc, format!("spawn: {e}")),
+        Err(e) => return err(proc, e),
     };
     let child = node.new_name();
     let p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
@@ -350,6 +342,20 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
     }
     let _ = pid;
     ret(proc, c, Value::Pid(child))
+}
+
+/// What a child started with `args` (a function and its arguments) is given: the call,
+/// the globals it can reach (see [`Process::reachable_globals`]) and their values.
+fn spawn_messages(node: &NodeInner, proc: &Process, args: &[Value], what: &str) -> Result<(Message, Vec<u32>, Message), String> {
+    if !matches!(args[0], Value::Func(_) | Value::Closure(_)) {
+        return Err(format!("{what}: expected a Tern function, not {}", args[0].a_type()));
+    }
+    let limit = node.config.message_limit_bytes;
+    let env_globals = proc.reachable_globals(args);
+    let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
+    let call = flatten_values(proc, &node.vm, args, limit).map_err(|e| format!("{what}: {e}"))?;
+    let env = flatten_values(proc, &node.vm, &env_values, limit).map_err(|e| format!("{what}: {e}"))?;
+    Ok((call, env_globals, env))
 }
 
 /// `spawn_on(node, f, args...)`: starts `f(args...)` on the named node (the seed's
@@ -389,17 +395,9 @@ fn spawn_on(
     if !remote.live_nodes().contains(&name) {
         return err(proc, format!("spawn_on: node {name} is down"));
     }
-    let args = &args[1..];
-    if !matches!(args[0], Value::Func(_) | Value::Closure(_)) {
-        return err(proc, format!("spawn_on: expected a Tern function, not {}", args[0].a_type()));
-    }
-    let limit = node.config.message_limit_bytes;
-    let env_globals = proc.reachable_globals(args);
-    let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
-    let msgs = flatten_values(&proc, &node.vm, args, limit).and_then(|a| Ok((a, flatten_values(&proc, &node.vm, &env_values, limit)?)));
-    let (msg, env) = match msgs {
+    let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
         Ok(m) => m,
-        Err(e) => return err(proc, format!("spawn_on: {e}")),
+        Err(e) => return err(proc, e),
     };
     let carried = match take_ends(slot, &msg.rx_ends()) {
         Ok(x) => x,
