@@ -92,7 +92,6 @@ struct Problem {
     detail: String,
 }
 
-
 /// Node processes started by the runner, stopped (SIGTERM, then SIGKILL after a grace
 /// period) when dropped.
 #[derive(Default)]

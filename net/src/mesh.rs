@@ -582,6 +582,11 @@ impl MeshNode {
         if let Some(d) = self.dispatcher.take() {
             let _ = d.join();
         }
+        // Stopped here, on this thread: a VM thread must never be the one that drops the
+        // last handle to the node and waits for itself.
+        if let Some(n) = self.sh.node.get() {
+            n.stop();
+        }
     }
 }
 

@@ -397,6 +397,9 @@ impl<V: Clone> Shards<V> {
     fn remove(&self, k: u64) -> Option<V> {
         self.shard(k).lock().remove(&k)
     }
+    fn contains(&self, k: u64) -> bool {
+        self.shard(k).lock().contains_key(&k)
+    }
 }
 
 pub(crate) struct Task {
@@ -483,7 +486,7 @@ pub type MoveHook = Box<dyn FnMut(Pid, u64) -> Option<u16> + Send>;
 /// A running node. Dropping it stops its threads; processes still running are dropped.
 pub struct Node {
     inner: Arc<NodeInner>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -548,7 +551,7 @@ impl Node {
             let rx = io_rx.clone();
             threads.push(thread(format!("tern-{}-io-{i}", config.id), move || n.io_loop(&rx)));
         }
-        Node { inner, threads }
+        Node { inner, threads: Mutex::new(threads) }
     }
 
     /// A lone node (id 0, its own mesh, no files) keeping a record of every exit: for
@@ -798,11 +801,14 @@ impl Node {
     }
 
     /// Stops the threads; processes still here are dropped.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
         self.stop();
     }
 
-    fn stop(&mut self) {
+    /// Stops the node's threads (for a host that holds the node where it cannot take it
+    /// back, like a shared `OnceLock`); the node does nothing more. Idempotent. A node
+    /// thread that calls this (or drops the last handle) is not waited for.
+    pub fn stop(&self) {
         self.inner.shutdown.store(true, Ordering::SeqCst);
         {
             let _g = self.inner.sleep_lock.lock();
@@ -815,8 +821,12 @@ impl Node {
         for _ in 0..self.inner.config.io_threads.max(1) {
             let _ = self.inner.io_tx.send(None);
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        let me = std::thread::current().id();
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -983,11 +993,12 @@ impl NodeInner {
         local: Option<&Worker<Task>>,
     ) -> Result<Option<Pid>, DeliverError> {
         if let Target::Chan(c) = target {
-            // This node has sent to the channel while its receive end was elsewhere:
-            // those messages may still be on their way back here, so this one takes its
-            // turn after them (see `remote.rs`, "Order").
-            if self.remote().is_some() && self.seqs.get(c).is_some() && self.holder(c).is_some() {
-                return self.deliver_in_turn(c, msg, carried, local);
+            // Once this node has sent to the channel while its receive end was elsewhere,
+            // every message from here to it is numbered: one still on its way cannot be
+            // overtaken by a later one, wherever the end is (see `remote.rs`, "Order").
+            if self.remote().is_some() && self.seqs.contains(c) {
+                let seq = self.next_seq(c);
+                return self.route_numbered(c, self.id, seq, 0, msg, carried, local);
             }
         }
         self.deliver_now(target, msg, carried, local)
@@ -1020,12 +1031,14 @@ impl NodeInner {
                 }
                 Target::Chan(c) => match self.holder(c) {
                     Some(p) => p,
+                    None if self.chan_meta.contains(c) => continue, // arriving from another node
                     None => {
                         if let Some(n) = self.remote_rx_node(c) {
                             return self.send_remote(n, target, msg, carried, None).map(|()| None).map_err(DeliverError::Unreachable);
                         }
                         for (c, _) in &carried {
                             self.set_holder(*c, None);
+                            self.chan_meta.remove(*c);
                         }
                         return Ok(None);
                     }
@@ -1037,6 +1050,7 @@ impl NodeInner {
                 }
                 for (c, _) in &carried {
                     self.set_holder(*c, None);
+                    self.chan_meta.remove(*c);
                 }
                 return Ok(None);
             };
@@ -1047,6 +1061,7 @@ impl NodeInner {
                     drop(st);
                     for (c, _) in &carried {
                         self.set_holder(*c, None);
+                        self.chan_meta.remove(*c);
                     }
                     return Ok(None);
                 }
@@ -1067,6 +1082,7 @@ impl NodeInner {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
                 st.mailbox.chans.push((c, q));
                 self.set_holder(c, Some(pid));
+                self.rx_places.remove(c);
             }
             if st.status == Status::Waiting && st.wait.contains(&src) {
                 let local = if node.id == self.id { local } else { None };

@@ -224,7 +224,7 @@ impl NodeInner {
         r
     }
 
-    fn next_seq(&self, c: ChanId) -> u64 {
+    pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
         let mut shard = self.seqs.shard(c).lock();
         let n = shard.entry(c).or_insert(0);
         let s = *n;
@@ -240,8 +240,9 @@ impl NodeInner {
             .map(|(chan, q)| {
                 let meta = self.chan_meta.remove(chan).unwrap_or_default();
                 let moves = meta.moves + 1;
-                self.set_holder(chan, None);
+                // The pointer before the holder goes, so a sender always finds one or the other.
                 self.rx_places.insert(chan, RxPlace { node: to, moves });
+                self.set_holder(chan, None);
                 let mut partners = meta.partners;
                 if !partners.contains(&self.id) {
                     partners.push(self.id);
@@ -364,81 +365,131 @@ impl NodeInner {
 
     fn receive_deliver(&self, d: Deliver) {
         let Deliver { target, origin, seq, hops, msg, carried } = d;
-        // Where it goes now: here, or on along the pointers.
-        let onward = match target {
-            Target::Inbox(pid) => self.remote_node_of(pid),
-            Target::Chan(c) if self.holder(c).is_some() => None,
-            Target::Chan(c) => match self.remote_rx_node(c) {
-                Some(n) => Some(n),
-                None => {
-                    self.drop_carried(carried);
+        // The receive ends it carries come here with it (marked as arriving until their
+        // new holder has them).
+        let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
+        match target {
+            Target::Chan(c) => {
+                if hops >= MAX_FORWARDS {
+                    self.log_drop(target, "forwarded too many times");
+                    self.drop_ends(&ends);
                     return;
                 }
+                let _ = self.route_numbered(c, origin, seq, hops + 1, msg, ends, None);
+            }
+            Target::Inbox(pid) => match self.remote_node_of(pid) {
+                Some(n) => {
+                    if hops >= MAX_FORWARDS || self.send_remote(n, target, msg, ends, Some((origin, seq, hops + 1))).is_err() {
+                        self.log_drop(target, "its node cannot be reached");
+                    }
+                }
+                None => {
+                    if let Err(super::DeliverError::Full(p)) = self.deliver_now(target, msg, ends, None) {
+                        self.log_drop(Target::Inbox(p), "its mailbox is full");
+                    }
+                }
             },
-        };
-        if let Some(n) = onward {
-            if hops >= MAX_FORWARDS {
-                self.log_drop(target, "forwarded too many times");
-                self.drop_carried(carried);
-                return;
-            }
-            let queues = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
-            if self.send_remote(n, target, msg, queues, Some((origin, seq, hops + 1))).is_err() {
-                self.log_drop(target, "its node cannot be reached");
-            }
-            return;
-        }
-        let pid = match target {
-            Target::Inbox(p) => p,
-            Target::Chan(c) => match self.holder(c) {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        // The receive ends it carries belong to the target from now on, even if the
-        // message itself must wait for an earlier one.
-        let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
-        let ready: Vec<Message> = match target {
-            Target::Inbox(_) => vec![msg],
-            Target::Chan(c) => self.in_order(c, origin, seq, msg),
-        };
-        let mut ends = Some(ends);
-        for m in ready {
-            let carried = ends.take().unwrap_or_default();
-            if let Err(super::DeliverError::Full(p)) = self.deliver_here(target, pid, m, carried) {
-                self.log_drop(Target::Inbox(p), "its mailbox is full");
-            }
-        }
-        if let Some(ends) = ends {
-            if !ends.is_empty() {
-                // The message waits; its ends go to the holder now.
-                let _ = self.deliver_ends(pid, ends);
-            }
         }
     }
 
-    /// A local sender's message for channel `c` (held here), numbered like its remote
-    /// ones and queued in turn.
-    pub(crate) fn deliver_in_turn(
+    /// Delivers message number `seq` from node `origin` for channel `c` wherever its
+    /// receive end is: into the holder's queue here, in sequence (atomically with the end
+    /// leaving, under the holder's slot lock), or on to where the end went, keeping its
+    /// number. `hops`: times it has been forwarded.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route_numbered(
         &self,
         c: ChanId,
+        origin: u16,
+        seq: u64,
+        hops: u8,
+        mut msg: Message,
+        mut carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, super::DeliverError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            if tries > 1 {
+                // The end is leaving or arriving: look again shortly.
+                if tries > 200_000 {
+                    self.log_drop(Target::Chan(c), "its receive end did not settle");
+                    self.drop_ends(&carried);
+                    return Ok(None);
+                }
+                std::thread::yield_now();
+            }
+            if let Some(pid) = self.holder(c) {
+                match self.enqueue_numbered(pid, c, origin, seq, msg, carried, local) {
+                    Ok(()) => return Ok(Some(pid)),
+                    Err((m, cr)) => {
+                        msg = m;
+                        carried = cr;
+                        continue;
+                    }
+                }
+            }
+            if self.chan_meta.contains(c) {
+                continue; // arriving
+            }
+            return match self.remote_rx_node(c) {
+                Some(n) => self
+                    .send_remote(n, Target::Chan(c), msg, carried, Some((origin, seq, hops)))
+                    .map(|()| None)
+                    .map_err(super::DeliverError::Unreachable),
+                None => {
+                    self.drop_ends(&carried);
+                    Ok(None)
+                }
+            };
+        }
+    }
+
+    /// Queues a numbered message (and the ends it carries) at local holder `pid` of `c`,
+    /// in sequence; gives them back if `pid` no longer holds `c` here.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn enqueue_numbered(
+        &self,
+        pid: Pid,
+        c: ChanId,
+        origin: u16,
+        seq: u64,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
-    ) -> Result<Option<Pid>, super::DeliverError> {
-        let seq = self.next_seq(c);
-        let ready = self.in_order(c, self.id, seq, msg);
-        let Some(pid) = self.holder(c) else { return Ok(None) };
-        let mut carried = Some(carried);
-        for m in ready {
-            self.deliver_now(Target::Chan(c), m, carried.take().unwrap_or_default(), local)?;
+    ) -> Result<(), (Message, Vec<(ChanId, VecDeque<Message>)>)> {
+        let Some(slot) = self.local_slot(pid) else { return Err((msg, carried)) };
+        let mut st = slot.st.lock();
+        if matches!(st.status, Status::Moved | Status::Exited) || !st.mailbox.holds(c) {
+            return Err((msg, carried));
         }
-        if let Some(ends) = carried {
-            if !ends.is_empty() {
-                self.deliver_ends(pid, ends);
+        // The end cannot leave while this lock is held (taking it away needs it).
+        let ready = self.in_order(c, origin, seq, msg);
+        let mut bytes = 0;
+        if let Some(q) = st.mailbox.chan(c) {
+            for m in ready {
+                bytes += m.approx_bytes();
+                q.push_back(m);
             }
         }
-        Ok(Some(pid))
+        st.mailbox.bytes += bytes;
+        for (c2, q2) in carried {
+            st.mailbox.bytes += q2.iter().map(Message::approx_bytes).sum::<usize>();
+            st.mailbox.chans.push((c2, q2));
+            self.set_holder(c2, Some(pid));
+            self.rx_places.remove(c2);
+        }
+        if st.status == Status::Waiting && st.wait.contains(&super::Source::Chan(c)) {
+            self.wake_locked(pid, &slot, &mut st, local);
+        }
+        Ok(())
+    }
+
+    fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
+        for (c, _) in ends {
+            self.set_holder(*c, None);
+            self.chan_meta.remove(*c);
+        }
     }
 
     /// Puts a message from `origin` for channel `c` in sequence: the messages that can
@@ -475,16 +526,12 @@ impl NodeInner {
 
     /// Records what came with a receive end arriving here; returns its queue.
     fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
-        self.rx_places.remove(c.chan);
+        // The meta first: while it is here without a holder, the end is arriving, and
+        // senders here wait for it rather than follow the old pointer.
         let meta = ChanMeta { moves: c.moves, partners: c.partners, expect: c.expect, held: c.held };
         self.chan_meta.insert(c.chan, meta);
+        self.rx_places.remove(c.chan);
         (c.chan, c.queue.into())
-    }
-
-    fn drop_carried(&self, carried: Vec<Carried>) {
-        for c in carried {
-            self.set_holder(c.chan, None);
-        }
     }
 
     fn log_drop(&self, target: Target, why: &str) {
@@ -493,35 +540,6 @@ impl NodeInner {
             Target::Chan(c) => format!("<sender {}>", name_text(c)),
         };
         self.console.failed(0, &format!("node {}: a message for {what} was dropped: {why}", self.name));
-    }
-
-    /// Queues a message for local process `pid` (which holds the channel, for a channel
-    /// target), with the receive ends it carries.
-    fn deliver_here(
-        &self,
-        target: Target,
-        pid: Pid,
-        msg: Message,
-        carried: Vec<(ChanId, VecDeque<Message>)>,
-    ) -> Result<Option<Pid>, super::DeliverError> {
-        let _ = pid;
-        self.deliver_now(target, msg, carried, None)
-    }
-
-    /// Gives receive ends to local process `pid` without a message.
-    fn deliver_ends(&self, pid: Pid, ends: Vec<(ChanId, VecDeque<Message>)>) -> bool {
-        let ok = self
-            .with_live(pid, |_, _, st| {
-                for (c, q) in &ends {
-                    st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
-                    st.mailbox.chans.push((*c, q.clone()));
-                }
-            })
-            .is_some();
-        for (c, _) in &ends {
-            self.set_holder(*c, ok.then_some(pid));
-        }
-        ok
     }
 
     /// Starts a process another node asked for.

@@ -1,0 +1,787 @@
+//! A real mesh in this OS process: three nodes (a, b, c) on loopback QUIC with mutual
+//! TLS, started with `cmd::loopback_mesh` + `cmd::start_all`. Programs run on node a
+//! with a console (`MeshNode::open_console`) and use every node: remote spawn, 100k
+//! messages by pid and by channel, a receive end that travels while everyone sends,
+//! monitors and links when a node goes away, malformed frames from a peer, files on
+//! other nodes, consoles across nodes, module shipping counts and spawn_on errors.
+//!
+//! Every wait has a deadline, and a [`TestMesh`] shuts its nodes down when dropped (also
+//! when a test fails), so a broken mesh fails a test instead of hanging it.
+
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_net::cmd::loopback_mesh;
+use tern_net::config::MeshConfig;
+use tern_net::mesh::{LogSink, MeshNode, NodeOptions};
+use tern_net::runner::compile_text;
+use tern_net::session::{decode_packet, encode_packet, Packet};
+use tern_net::wire::CtlReply;
+use tern_vm::message::{Message, Val};
+use tern_vm::node::ProcessExit;
+use tern_vm::value::name_text;
+use tokio::sync::mpsc;
+
+/// How long a program may run before its test fails.
+const LONG: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------
+// Scaffolding
+// ---------------------------------------------------------------------------------
+
+/// Nodes of one loopback mesh, their logs, and their directory. Dropping it shuts every
+/// node down (and removes the directory).
+struct TestMesh {
+    /// Dropped first: `None` once stopped.
+    nodes: Vec<(String, Option<MeshNode>)>,
+    /// Every log line of every node, as `NAME| line`.
+    logs: Arc<Mutex<Vec<String>>>,
+    cfg: MeshConfig,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TestMesh {
+    fn drop(&mut self) {
+        for (_, n) in &mut self.nodes {
+            if let Some(n) = n.take() {
+                n.shutdown();
+            }
+        }
+    }
+}
+
+fn sink(logs: &Arc<Mutex<Vec<String>>>, name: &str) -> LogSink {
+    let logs = logs.clone();
+    let name = name.to_string();
+    Arc::new(move |line: &str| logs.lock().push(format!("{name}| {line}")))
+}
+
+impl TestMesh {
+    /// A config for `n` nodes (certificates made), none started.
+    fn config(n: usize, extra: &str) -> TestMesh {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cfg = loopback_mesh(dir.path(), n, extra).expect("a loopback mesh config");
+        TestMesh { nodes: Vec::new(), logs: Arc::default(), cfg, dir }
+    }
+
+    /// A mesh of `n` nodes, all started and connected to each other.
+    fn start(n: usize) -> TestMesh {
+        let mut m = TestMesh::config(n, "");
+        let names: Vec<String> = m.cfg.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in &names {
+            m.start_node(name);
+        }
+        m.wait_connected(&names);
+        m
+    }
+
+    /// Starts one node of the config.
+    fn start_node(&mut self, name: &str) {
+        let node = MeshNode::start(&self.cfg, name, NodeOptions { log: sink(&self.logs, name), workers: None })
+            .unwrap_or_else(|e| panic!("node {name} did not start: {e}"));
+        self.nodes.push((name.to_string(), Some(node)));
+    }
+
+    /// Waits until each of `names` sees all the others up.
+    fn wait_connected(&self, names: &[String]) {
+        let ok = wait_until(Duration::from_secs(20), || names.iter().all(|a| names.iter().all(|b| a == b || self.node(a).peer_up(b))));
+        assert!(ok, "the nodes {names:?} did not connect within 20 s; logs:\n{}", self.log_text());
+    }
+
+    fn node(&self, name: &str) -> &MeshNode {
+        self.nodes.iter().find(|(n, _)| n == name).and_then(|(_, m)| m.as_ref()).unwrap_or_else(|| panic!("node {name} is not running"))
+    }
+
+    /// Shuts node `name` down.
+    fn stop(&mut self, name: &str) {
+        let slot = self.nodes.iter_mut().find(|(n, _)| n == name).expect("a node of the mesh");
+        slot.1.take().expect("node running").shutdown();
+    }
+
+    fn log_text(&self) -> String {
+        self.logs.lock().join("\n")
+    }
+
+    /// Log lines of node `name` (without the prefix).
+    fn log_of(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}| ");
+        self.logs.lock().iter().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    }
+
+    /// Waits until some log line of node `name` satisfies `f`.
+    fn wait_log(&self, name: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> bool {
+        wait_until(timeout, || self.log_of(name).iter().any(|l| f(l)))
+    }
+
+    /// Compiles `src` and starts it on node `on` with a fresh console there.
+    fn run(&self, on: &str, file: &str, src: &str) -> Run {
+        let program = compile_text(file, src).unwrap_or_else(|e| panic!("{file} does not compile:\n{}", e.rendered));
+        let n = self.node(on);
+        for m in &program.modules {
+            n.node().vm().load(m.clone()).unwrap_or_else(|e| panic!("{file}: module rejected: {e}"));
+        }
+        let (console, rx) = n.open_console();
+        let pid = n.node().spawn_main_on(program.main, console, true).unwrap_or_else(|e| panic!("{file} did not start: {e}"));
+        Run { on: on.to_string(), pid, console, rx, text: String::new(), failures: Vec::new(), closed: false }
+    }
+
+    /// Runs `src` on node `on` to its end; it must end normally. Its console output.
+    fn run_ok(&self, on: &str, file: &str, src: &str) -> String {
+        let mut r = self.run(on, file, src);
+        let exit = r.finish(self, LONG);
+        r.assert_normal(self, &exit);
+        r.text
+    }
+}
+
+/// Polls `f` every 10 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A program started on a node, and what its console received.
+struct Run {
+    on: String,
+    pid: u64,
+    console: u64,
+    rx: mpsc::UnboundedReceiver<CtlReply>,
+    text: String,
+    failures: Vec<String>,
+    /// The console's sending side is gone.
+    closed: bool,
+}
+
+impl Run {
+    /// Takes whatever output has arrived; whether there was any.
+    fn pump(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(CtlReply::Output { pid, text, failed }) => {
+                    any = true;
+                    if failed {
+                        self.failures.push(format!("<pid {}> {}", name_text(pid), text.trim_end()));
+                    } else {
+                        self.text.push_str(&text);
+                    }
+                }
+                Ok(other) => panic!("unexpected console reply {other:?}"),
+                Err(mpsc::error::TryRecvError::Empty) => return any,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return any;
+                }
+            }
+        }
+    }
+
+    /// Waits for a complete output line satisfying `f`.
+    #[track_caller]
+    fn wait_line(&mut self, mesh: &TestMesh, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LONG;
+        loop {
+            self.pump();
+            let complete = self.text.rsplit_once('\n').map_or("", |(done, _)| done);
+            if let Some(l) = complete.lines().find(|l| f(l)) {
+                return l.to_string();
+            }
+            if Instant::now() > deadline || !self.failures.is_empty() {
+                panic!("no line {what} within {LONG:?}; output:\n{}\nfailures: {:?}\nlogs:\n{}", self.text, self.failures, mesh.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the program's main process to end, then lets output still on its way
+    /// arrive (until 200 ms pass without any).
+    fn finish(&mut self, mesh: &TestMesh, timeout: Duration) -> ProcessExit {
+        let exit = mesh.node(&self.on).node().wait_exit(self.pid, timeout);
+        let mut quiet = Instant::now();
+        let stop = Instant::now() + Duration::from_secs(2);
+        while quiet.elapsed() < Duration::from_millis(200) && Instant::now() < stop {
+            if self.pump() {
+                quiet = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exit.unwrap_or_else(|| {
+            panic!(
+                "the program did not end within {timeout:?}; output:\n{}\nfailures: {:?}\nlogs:\n{}",
+                self.text,
+                self.failures,
+                mesh.log_text()
+            )
+        })
+    }
+
+    #[track_caller]
+    fn assert_normal(&self, mesh: &TestMesh, exit: &ProcessExit) {
+        assert!(
+            exit.reason.is_normal() && self.failures.is_empty(),
+            "the program ended: {}\noutput:\n{}\nfailures: {:?}\nlogs:\n{}",
+            exit.reason.text(),
+            self.text,
+            self.failures,
+            mesh.log_text()
+        );
+    }
+}
+
+fn counters(n: &MeshNode) -> (u64, u64, u64) {
+    let s = n.stats();
+    (s.modules_sent.load(Ordering::SeqCst), s.module_bytes_sent.load(Ordering::SeqCst), s.modules_received.load(Ordering::SeqCst))
+}
+
+/// The node id in a pid's text (`<pid 2.15>` → 2).
+fn pid_node(text: &str) -> u16 {
+    let t = text.trim().trim_start_matches("<pid").trim_end_matches('>').trim();
+    t.split_once('.').and_then(|(n, _)| n.parse().ok()).unwrap_or_else(|| panic!("{text:?} is not a pid"))
+}
+
+// ---------------------------------------------------------------------------------
+// 1. Remote spawn
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn spawn_on_puts_a_child_on_every_node_and_pids_work_from_everywhere() {
+    let mesh = TestMesh::start(3);
+    let out = mesh.run_ok("a", "remote_spawn.tern", include_str!("../../examples/mesh/remote_spawn.tern"));
+    assert!(out.contains("nodes: a,b,c"), "{out}");
+    // Each child runs where it was put, under a pid born there.
+    let ids = [("a", 1u16), ("b", 2), ("c", 3)];
+    for (name, id) in ids {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("hello from ") && l.ends_with(&format!(" on node {name}")))
+            .unwrap_or_else(|| panic!("no hello from node {name}:\n{out}"));
+        let pid = line.trim_start_matches("hello from ").split(" on node").next().unwrap();
+        assert_eq!(pid_node(pid), id, "{line}");
+        // Every child was greeted by the two others: messages by pid between every pair of nodes.
+        let others: Vec<&str> = ids.iter().map(|(n, _)| *n).filter(|n| *n != name).collect();
+        let heard = format!("{pid} on node {name} was greeted from {}", others.join(","));
+        assert!(out.contains(&heard), "no line {heard:?}:\n{out}");
+    }
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------
+// 2. 100k messages to one receiver
+// ---------------------------------------------------------------------------------
+
+fn flood(via: &str) {
+    let mesh = TestMesh::start(3);
+    let src = include_str!("../../examples/mesh/flood.tern");
+    assert!(src.contains("let VIA = \"pid\";"));
+    let src = src.replace("let VIA = \"pid\";", &format!("let VIA = \"{via}\";"));
+    let t0 = Instant::now();
+    let out = mesh.run_ok("a", "flood.tern", &src);
+    let wall = t0.elapsed();
+    let line = out.lines().find(|l| l.contains(" messages from ")).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let total: u64 = line.split(' ').next().and_then(|n| n.parse().ok()).expect("a count");
+    let ms: u64 = line.rsplit(" in ").next().and_then(|t| t.trim_end_matches(" ms").parse().ok()).expect("a time");
+    assert!(total >= 100_000, "{line}");
+    assert!(line.contains("9 senders on 3 nodes to a receiver on node b"), "{line}");
+    assert!(out.ends_with("ok\n"), "{out}");
+    eprintln!("flood via {via}: {line}: {:.0} messages/s (whole run {:.1} s)", total as f64 / (ms as f64 / 1000.0), wall.as_secs_f64());
+}
+
+#[test]
+fn a_hundred_thousand_messages_by_pid_arrive_once_and_in_order() {
+    flood("pid");
+}
+
+#[test]
+fn a_hundred_thousand_messages_through_a_channel_arrive_once_and_in_order() {
+    flood("channel");
+}
+
+// ---------------------------------------------------------------------------------
+// 3. A receive end that travels
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_receive_end_travels_a_b_c_a_while_every_node_sends() {
+    let mesh = TestMesh::start(3);
+    let out = mesh.run_ok("a", "travel.tern", include_str!("../../examples/mesh/travel.tern"));
+    let route = out.lines().find(|l| l.starts_with("route: ")).unwrap_or_else(|| panic!("no route:\n{out}"));
+    let hops: Vec<&str> = route.trim_start_matches("route: ").split(" -> ").map(|h| h.split(':').next().unwrap()).collect();
+    assert_eq!(hops, ["a", "a", "b", "c", "a"], "{out}");
+    assert!(out.contains("read 18000 of 18000, 0 out of order, extra: false"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------
+// 4. A node goes away: monitors and links
+// ---------------------------------------------------------------------------------
+
+const NODE_DOWN: &str = r#"
+fn sleeper() { recv(); }
+
+fn linked(main, trap) {
+    trap_exits(trap);
+    let p = spawn_on("c", sleeper);
+    link(p);
+    send(main, {event: "linked", trap: trap});
+    let m = recv();
+    send(main, {event: "got", trap: trap, msg: m});
+}
+
+let target = spawn_on("c", sleeper);
+monitor(target);
+let plain = spawn(linked, self(), false);
+monitor(plain);
+let trapping = spawn(linked, self(), true);
+for i in 0..2 {
+    let m = recv(10000);
+    assert(not is_timeout(m) and m.event == "linked", "not linked: ${m}");
+}
+println("ready");
+let t0 = mono_ms();
+let need = 3;
+while need > 0 {
+    let m = recv(15000);
+    assert(not is_timeout(m), "still waiting for ${need} events 15 s after ready");
+    let ms = mono_ms() - t0;
+    if m.event == "down" and m.pid == target {
+        println("target down: ${m.reason} after ${ms} ms");
+    } else if m.event == "down" and m.pid == plain {
+        println("linked down: ${m.reason} after ${ms} ms");
+    } else if m.event == "got" and m.trap {
+        println("trapping got: ${m.msg.event} ${m.msg.reason} after ${ms} ms");
+    } else {
+        println("unexpected: ${m}");
+    }
+    need -= 1;
+}
+let more = recv(500);
+if not is_timeout(more) {
+    println("unexpected: ${more}");
+}
+"#;
+
+#[test]
+fn when_a_node_goes_down_monitors_and_links_fire_with_node_down() {
+    let mut mesh = TestMesh::start(3);
+    let mut run = mesh.run("a", "node_down.tern", NODE_DOWN);
+    run.wait_line(&mesh, "ready", |l| l == "ready");
+    let t0 = Instant::now();
+    mesh.stop("c");
+    let exit = run.finish(&mesh, Duration::from_secs(30));
+    run.assert_normal(&mesh, &exit);
+    let out = &run.text;
+    eprintln!("node c stopped; {:?} later:\n{out}", t0.elapsed());
+    assert!(!out.contains("unexpected"), "{out}");
+    let ms_of = |prefix: &str| -> u64 {
+        let l = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?}:\n{out}"));
+        l.rsplit(" after ").next().and_then(|t| t.trim_end_matches(" ms").parse().ok()).expect("a time")
+    };
+    assert!(out.contains("target down: node_down after "), "{out}");
+    let linked = out.lines().find(|l| l.starts_with("linked down: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(linked.contains("node_down"), "{linked}");
+    assert!(out.contains("trapping got: exit node_down after "), "{out}");
+    for p in ["target down", "linked down", "trapping got"] {
+        assert!(ms_of(p) < 5000, "{p} took too long:\n{out}");
+    }
+    assert!(!mesh.node("a").peer_up("c") && !mesh.node("b").peer_up("c"));
+    assert!(mesh.log_of("a").iter().any(|l| l == "node c is down"), "{}", mesh.log_text());
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Malformed frames from a peer
+// ---------------------------------------------------------------------------------
+
+/// Talks to node `to` as node `me` would, over a fresh connection, in `rt`.
+struct FakePeer {
+    rt: tokio::runtime::Runtime,
+    ep: quinn::Endpoint,
+    cc: quinn::ClientConfig,
+}
+
+impl FakePeer {
+    fn new(cfg: &MeshConfig, me: &str) -> FakePeer {
+        tern_net::tls::install_provider();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let cc = tern_net::tls::client_config(cfg, me, tern_net::tls::ALPN_MESH).expect("a client config");
+        let ep = {
+            let _g = rt.enter();
+            quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap()
+        };
+        FakePeer { rt, ep, cc }
+    }
+
+    /// Connects to `addr` (node `name`), sends `bytes` on a uni stream and finishes it; then
+    /// waits up to 5 s for the node to close the connection. Whether it did.
+    fn send_and_wait_close(&self, addr: std::net::SocketAddr, name: &str, bytes: &[u8]) -> bool {
+        self.rt.block_on(async {
+            let conn = tokio::time::timeout(Duration::from_secs(5), self.ep.connect_with(self.cc.clone(), addr, name).unwrap())
+                .await
+                .expect("connected within 5 s")
+                .expect("connected");
+            let mut s = conn.open_uni().await.expect("a stream");
+            s.write_all(bytes).await.expect("written");
+            let _ = s.finish();
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_ok();
+            conn.close(0u32.into(), b"done");
+            closed
+        })
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.ep.close(0u32.into(), b"bye");
+    }
+}
+
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn malformed_frames_are_rejected_and_the_mesh_keeps_working() {
+    let mut mesh = TestMesh::config(3, "");
+    mesh.start_node("a");
+    mesh.start_node("b");
+    mesh.wait_connected(&["a".to_string(), "b".to_string()]);
+    let addr = mesh.cfg.node("a").unwrap().addr;
+    let max = mesh.cfg.limits.frame_bytes;
+    let fake = FakePeer::new(&mesh.cfg, "c");
+
+    let hello = encode_packet(&Packet::Hello { from: 3, epoch: 7, peer_epoch: None, next_expected: 0 });
+    assert!(decode_packet(&hello, 1 << 20).is_ok());
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..256)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let mut too_big = (max as u32 + 1).to_le_bytes().to_vec();
+    too_big.extend_from_slice(&[1; 64]);
+    let mut truncated = framed(&hello);
+    truncated.truncate(4 + hello.len() / 2);
+    let mut wrong_version = hello.clone();
+    wrong_version[0] = 99;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("random bytes", random, "closing the connection with node c"),
+        ("a length over frame_bytes", too_big, &format!("is over the limit of {max}")),
+        ("a truncated frame", truncated, "truncated frame"),
+        ("a wrong version byte", framed(&wrong_version), "version 99"),
+    ];
+    let a = mesh.node("a");
+    for (what, bytes, says) in &cases {
+        let before = a.stats().frames_rejected.load(Ordering::SeqCst);
+        let log_before = mesh.log_of("a").len();
+        let closed = fake.send_and_wait_close(addr, "a", bytes);
+        let counted = wait_until(Duration::from_secs(5), || a.stats().frames_rejected.load(Ordering::SeqCst) > before);
+        let logged = wait_until(Duration::from_secs(5), || {
+            mesh.log_of("a")[log_before..].iter().any(|l| l.starts_with("closing the connection with node c") && l.contains(says))
+        });
+        assert!(closed, "{what}: node a did not close the connection; logs:\n{}", mesh.log_text());
+        assert!(counted, "{what}: frames_rejected did not go up; logs:\n{}", mesh.log_text());
+        assert!(logged, "{what}: nothing in a's log mentions {says:?}; logs:\n{}", mesh.log_text());
+    }
+    assert_eq!(a.stats().frames_rejected.load(Ordering::SeqCst), cases.len() as u64);
+    assert!(!a.peer_up("c"), "a fake peer that never sent a valid packet is not up");
+
+    // a and b still work together.
+    let out = mesh.run_ok(
+        "a",
+        "after.tern",
+        "fn f(m) { send(m, node()); }\nspawn_on(\"b\", f, self());\nlet r = recv(10000);\nprintln(\"from ${r}, nodes ${nodes()}\");\n",
+    );
+    assert_eq!(out, "from b, nodes [\"a\", \"b\"]\n");
+}
+
+// ---------------------------------------------------------------------------------
+// 6. Files across the mesh
+// ---------------------------------------------------------------------------------
+
+const FILES: &str = r#"
+let f = open("/node/b/x.txt", "w");
+write(f, "written on ${node()} into b");
+close(f);
+let g = open("/node/b/x.txt");
+println("read back: ${read(g)}");
+close(g);
+let s = open("/shared/y.txt", "w");
+write(s, "shared from ${node()}");
+close(s);
+let p = open("plain.txt", "w");
+write(p, "plain from ${node()}");
+close(p);
+
+fn on_c(main) {
+    let f = open("plain.txt", "w");
+    write(f, "plain from ${node()}");
+    close(f);
+    let g = open("plain.txt");
+    let back = read(g);
+    close(g);
+    let h = open("/node/a/plain.txt");
+    let there = read(h);
+    close(h);
+    send(main, [back, there]);
+}
+spawn_on("c", on_c, self());
+let r = recv(10000);
+println("c read back: ${r[0]}; a's: ${r[1]}");
+let e = try { open("/node/zz/x.txt", "w"); "no error" } catch e { e };
+println("unknown node: ${e}");
+let e2 = try { open("/node/b/missing.txt"); "no error" } catch e { e };
+println("missing: ${e2}");
+let e3 = try { open("/node/b/../../../escape.txt", "w"); "no error" } catch e { e };
+println("escape: ${e3}");
+let e4 = try { open("/node/b/../../up.txt", "w"); "no error" } catch e { e };
+println("up: ${e4}");
+"#;
+
+#[test]
+fn files_on_other_nodes_the_shared_replica_and_the_spawn_node_root() {
+    let mesh = TestMesh::start(3);
+    let out = mesh.run_ok("a", "files.tern", FILES);
+    let node = |n: &str| mesh.cfg.node(n).unwrap().clone();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}\noutput:\n{out}", p.display()));
+    assert!(out.contains("read back: written on a into b\n"), "{out}");
+    assert_eq!(read(&node("b").root.join("x.txt")), "written on a into b");
+    assert!(!node("a").root.join("x.txt").exists(), "x.txt was written on a too");
+    assert_eq!(read(&node("a").shared.join("y.txt")), "shared from a");
+    assert_eq!(read(&node("a").root.join("plain.txt")), "plain from a");
+    assert_eq!(read(&node("c").root.join("plain.txt")), "plain from c");
+    assert!(out.contains("c read back: plain from c; a's: plain from a\n"), "{out}");
+    let line = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p}:\n{out}")).to_string();
+    let unknown = line("unknown node: ");
+    assert!(unknown.contains("zz") && !unknown.contains("no error"), "{unknown}");
+    let missing = line("missing: ");
+    assert!(missing.contains("no such file"), "{missing}");
+    let escape = line("escape: ");
+    assert!(escape.contains("outside the node's file root"), "a path with .. out of the namespace was accepted: {escape}");
+    // `..` is resolved in the mesh's namespace before anything else: out of /node/b/ and
+    // back to a plain path (here: the root of a, where the process was spawned). Never
+    // above a node's root.
+    let up = line("up: ");
+    for dir in [mesh.dir.path().to_path_buf(), mesh.dir.path().join("files")] {
+        for f in ["escape.txt", "up.txt"] {
+            assert!(!dir.join(f).exists(), "{escape} / {up}: {f} was written in {}", dir.display());
+        }
+    }
+    assert!(up == "up: no error" && node("a").root.join("up.txt").exists(), "{up}");
+}
+
+// ---------------------------------------------------------------------------------
+// 7. Consoles across nodes
+// ---------------------------------------------------------------------------------
+
+const CONSOLE: &str = r#"
+fn chatty(main) {
+    println("from ${node()}: hello");
+    send(main, "printed");
+    let go = recv(20000);
+    println("from ${node()} after close: ${go}");
+    send(main, "again");
+}
+let c = spawn_on("c", chatty, self());
+assert(recv(10000) == "printed", "no word from c");
+println("main saw it");
+let go = recv(20000);
+assert(not is_timeout(go), "no gate");
+send(c, go);
+assert(recv(10000) == "again", "no second word from c");
+println("main after close");
+"#;
+
+#[test]
+fn output_of_a_process_on_c_reaches_the_console_on_a_and_the_log_once_closed() {
+    let mesh = TestMesh::start(3);
+    let mut run = mesh.run("a", "console.tern", CONSOLE);
+    let line = run.wait_line(&mesh, "from c", |l| l.starts_with("from c"));
+    assert_eq!(line, "from c: hello");
+    run.wait_line(&mesh, "main saw it", |l| l == "main saw it");
+    let a = mesh.node("a");
+    a.close_console(run.console);
+    let sent = a.node().send_to(run.pid, Message::scalar(Val::Int(7))).expect("sent");
+    assert!(sent, "main ended early");
+    let exit = run.finish(&mesh, LONG);
+    run.assert_normal(&mesh, &exit);
+    assert!(run.closed, "the console stayed open");
+    assert_eq!(run.text, "from c: hello\nmain saw it\n", "output after close_console reached the console");
+    for l in ["from c after close: 7", "main after close"] {
+        assert!(mesh.wait_log("a", Duration::from_secs(5), |x| x == l), "{l:?} is not in a's log:\n{}", mesh.log_text());
+        assert!(!mesh.log_of("c").iter().any(|x| x == l), "{l:?} went to c's log");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 8. Module shipping
+// ---------------------------------------------------------------------------------
+
+const SHIP_1: &str = "fn echo(m) { send(m, node()); }\nspawn_on(\"b\", echo, self());\nassert(recv(10000) == \"b\", \"no echo\");\n";
+const SHIP_2: &str =
+    "fn echo2(m) { send(m, node() + \"!\"); }\nspawn_on(\"b\", echo2, self());\nassert(recv(10000) == \"b!\", \"no echo\");\n";
+const SHIP_3: &str = "import list;\nfn sq(m) { send(m, list.map([1, 2, 3], fn(x) { x * x })); }\nspawn_on(\"b\", sq, self());\nlet r = recv(10000);\nassert(r[2] == 9, \"got ${r}\");\n";
+
+#[test]
+fn modules_are_shipped_once_and_only_the_new_ones() {
+    let mesh = TestMesh::start(3);
+    let (a, b) = (mesh.node("a"), mesh.node("b"));
+    // A module's hash covers its file name: compile with the name `run_ok` uses.
+    let hashes = |src: &str| -> Vec<(tern_vm::ModuleHash, usize)> {
+        compile_text("ship.tern", src).unwrap().modules.iter().map(|m| (m.hash(), m.encode().len())).collect()
+    };
+    let mut shipped: HashSet<tern_vm::ModuleHash> = HashSet::new();
+    let mut expect = |src: &str| -> (u64, u64) {
+        let new: Vec<(tern_vm::ModuleHash, usize)> = hashes(src).into_iter().filter(|(h, _)| shipped.insert(*h)).collect();
+        (new.len() as u64, new.iter().map(|(_, n)| *n as u64).sum())
+    };
+    let c0 = counters(a);
+    let r0 = counters(b);
+    let step = |name: &str, src: &str, (want_n, want_bytes): (u64, u64)| {
+        let before = (counters(a), counters(b));
+        mesh.run_ok("a", "ship.tern", src);
+        let after = (counters(a), counters(b));
+        let sent = (after.0 .0 - before.0 .0, after.0 .1 - before.0 .1);
+        let received = after.1 .2 - before.1 .2;
+        eprintln!("{name}: a sent {} modules ({} bytes), b received {received}", sent.0, sent.1);
+        assert_eq!(sent, (want_n, want_bytes), "{name}: modules (and bytes) a sent to b");
+        assert_eq!(received, want_n, "{name}: modules b received");
+    };
+    let first = expect(SHIP_1);
+    assert!(first.0 >= 1);
+    step("first run", SHIP_1, first);
+    step("second run of the same program", SHIP_1, (0, 0));
+    let other = expect(SHIP_2);
+    assert_eq!(other.0, 1, "a one-module program");
+    step("another program", SHIP_2, other);
+    let with_import = expect(SHIP_3);
+    assert!(with_import.0 >= 2, "the program and the list module");
+    step("a program importing list", SHIP_3, with_import);
+    step("that program again", SHIP_3, (0, 0));
+    // Nothing went to c, nothing came back to a.
+    assert_eq!(counters(mesh.node("c")).2, 0);
+    assert_eq!(counters(a).2, c0.2);
+    assert_eq!(counters(b).0, r0.0);
+}
+
+// ---------------------------------------------------------------------------------
+// 9. spawn_on errors
+// ---------------------------------------------------------------------------------
+
+const SPAWN_ERRORS: &str = r#"
+fn f() { 1 }
+let e1 = try { spawn_on("zz", f); "no error" } catch e { e };
+println("unknown: ${e1}");
+let e2 = try { spawn_on("c", f); "no error" } catch e { e };
+println("down: ${e2}");
+let e3 = try { spawn_on(42, f); "no error" } catch e { e };
+println("not a name: ${e3}");
+let e4 = try { spawn_on("b", 42); "no error" } catch e { e };
+println("not a function: ${e4}");
+println("nodes: ${nodes()}");
+"#;
+
+#[test]
+fn spawn_on_an_unknown_or_down_node_is_an_error_the_program_catches() {
+    let mut mesh = TestMesh::start(3);
+    mesh.stop("c");
+    assert!(
+        wait_until(Duration::from_secs(10), || !mesh.node("a").peer_up("c")),
+        "a did not see c go down within 10 s; logs:\n{}",
+        mesh.log_text()
+    );
+    let out = mesh.run_ok("a", "spawn_errors.tern", SPAWN_ERRORS);
+    let line = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p}:\n{out}")).to_string();
+    assert_eq!(line("unknown: "), "unknown: spawn_on: there is no node \"zz\" in the mesh");
+    let down = line("down: ");
+    assert!(down.contains("down") && down.contains('c') && !down.contains("no error"), "{down}");
+    assert!(line("not a name: ").contains("expected a node name"), "{out}");
+    assert!(line("not a function: ").contains("expected a Tern function"), "{out}");
+    assert_eq!(line("nodes: "), "nodes: [\"a\", \"b\"]");
+}
+
+/// The sharpest reproducer of the bug that also makes the travel test above fail now and
+/// then: in most runs some message from a sender on a is lost, overtaken, or numbered
+/// twice (so that everything after it waits forever behind the hole).
+#[test]
+fn a_receive_end_bouncing_off_its_birth_node_loses_nothing() {
+    let mesh = TestMesh::start(2);
+    let out = mesh.run_ok("a", "bounce.tern", include_str!("../../examples/mesh/bounce.tern"));
+    eprintln!("{out}");
+    assert!(out.contains(", 0 out of order, extra: false"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------
+// Shutting down a busy node
+// ---------------------------------------------------------------------------------
+
+/// Panics of the nodes' own threads (`tern-...`) in this test binary.
+static NODE_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn record_node_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            if thread.starts_with("tern-") {
+                NODE_PANICS.lock().push(format!("thread {thread}: {info}"));
+            }
+            previous(info);
+        }));
+    });
+}
+
+const BUSY: &str = r#"
+fn chatter(main) {
+    while true {
+        send(main, node());
+    }
+}
+for k in 0..4 {
+    spawn_on("b", chatter, self());
+}
+let n = 0;
+while n < 20000 {
+    recv(10000);
+    n += 1;
+}
+println("busy");
+while true {
+    if is_timeout(recv(3000)) {
+        break;
+    }
+}
+"#;
+
+#[test]
+fn shutting_down_a_node_whose_processes_are_sending_does_not_panic() {
+    record_node_panics();
+    for round in 0..3 {
+        let mut mesh = TestMesh::start(2);
+        let mut run = mesh.run("a", "busy.tern", BUSY);
+        run.wait_line(&mesh, "busy", |l| l == "busy");
+        let t0 = Instant::now();
+        mesh.stop("b");
+        assert!(t0.elapsed() < Duration::from_secs(10), "stopping b took {:?}", t0.elapsed());
+        let exit = run.finish(&mesh, Duration::from_secs(20));
+        run.assert_normal(&mesh, &exit);
+        // Give a panicking thread time to report.
+        std::thread::sleep(Duration::from_millis(200));
+        let panics: Vec<String> = NODE_PANICS.lock().iter().filter(|p| p.contains("tern-2-")).cloned().collect();
+        assert!(panics.is_empty(), "round {round}: threads of node b panicked when it was stopped:\n{}", panics.join("\n"));
+    }
+}

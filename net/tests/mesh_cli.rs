@@ -1,0 +1,338 @@
+//! The mesh commands of the real `tern` binary: `tern mesh up` runs a 3-node loopback
+//! mesh in a child process; `tern ctl` (nodes, spawn, ps, kill, send, `--json`) and
+//! `tern repl` talk to it; Ctrl-C (SIGINT) stops it cleanly. Every child process has a
+//! deadline and is killed when its guard is dropped, also when a test fails.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tern_net::cmd::loopback_mesh;
+
+/// A child process, killed (and reaped) when dropped.
+struct Guard {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Guard {
+    fn spawn(what: &str, cmd: &mut Command) -> Guard {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+        Guard { child: Some(child), what: what.to_string() }
+    }
+
+    fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => {
+                    self.child = None;
+                    return Some(s);
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) => return None,
+                Err(e) => panic!("{}: {e}", self.what),
+            }
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What a finished command said.
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout:\n{}--- stderr:\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Out {
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+fn tern() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+}
+
+/// Runs `tern args...` with `stdin`, killing it after `timeout`.
+fn run(args: &[&str], stdin: &str, timeout: Duration) -> Out {
+    let what = format!("tern {}", args.join(" "));
+    let mut g = Guard::spawn(&what, tern().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let child = g.child.as_mut().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let r1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let r2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let status = g.wait(timeout);
+    if status.is_none() {
+        drop(g); // kills it, so the readers finish
+        let out = Out { code: None, stdout: r1.join().unwrap(), stderr: r2.join().unwrap() };
+        panic!("{what} did not finish within {timeout:?}: {out:?}");
+    }
+    let _ = writer.join();
+    Out { code: status.and_then(|s| s.code()), stdout: r1.join().unwrap(), stderr: r2.join().unwrap() }
+}
+
+const T: Duration = Duration::from_secs(30);
+
+/// A running `tern mesh up` of a 3-node loopback config in a temporary directory.
+struct MeshUp {
+    proc: Guard,
+    config: PathBuf,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl MeshUp {
+    fn start() -> MeshUp {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = loopback_mesh(dir.path(), 3, "").expect("a loopback config with certificates");
+        let config = dir.path().join("mesh.toml");
+        assert_eq!(cfg.nodes.len(), 3);
+        let log = dir.path().join("mesh-up.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let proc = Guard::spawn(
+            "tern mesh up",
+            tern().args(["mesh", "up", "--config", config.to_str().unwrap()]).stdin(Stdio::null()).stdout(out).stderr(err),
+        );
+        let mut m = MeshUp { proc, config, log, dir };
+        m.wait_up();
+        m
+    }
+
+    fn cfg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `tern ctl --config C args...`
+    fn ctl(&self, args: &[&str]) -> Out {
+        let mut all = vec!["ctl", "--config", self.cfg()];
+        all.extend_from_slice(args);
+        run(&all, "", T)
+    }
+
+    /// Waits until `ctl --json nodes` shows every node up.
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.proc.wait(Duration::ZERO) {
+                panic!("tern mesh up exited early ({s}):\n{}", self.log());
+            }
+            let out = self.ctl(&["--json", "nodes"]);
+            if out.code == Some(0) {
+                if let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(out.stdout.trim()) {
+                    if rows.len() == 3 && rows.iter().all(|r| r["status"] == "up") {
+                        return;
+                    }
+                }
+            }
+            last = Some(out);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the mesh did not come up within 30 s; last ctl: {last:?}\nmesh up said:\n{}", self.log());
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Pids `ctl --json ps` lists, with their node and status.
+    fn ps(&self) -> Vec<(String, String, String)> {
+        let out = self.ctl(&["--json", "ps"]);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let rows = out.json();
+        rows.as_array()
+            .unwrap_or_else(|| panic!("ps is not an array: {out:?}"))
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("ps row without {k}: {r}")).to_string();
+                assert!(r["reductions"].is_u64() && r["heap_pages"].is_u64() && r["mailbox"].is_u64(), "{r}");
+                (s("pid"), s("node"), s("status"))
+            })
+            .collect()
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn mesh_up_ctl_repl_and_ctrl_c() {
+    let mut mesh = MeshUp::start();
+
+    // nodes
+    let out = mesh.ctl(&["--json", "nodes"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let rows = out.json();
+    let rows = rows.as_array().expect("an array");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    for r in rows {
+        assert!(r["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{r}");
+        assert_eq!(r["status"], "up", "{r}");
+        assert!(r["processes"].is_u64(), "{r}");
+    }
+    let table = mesh.ctl(&["nodes"]);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    assert!(table.stdout.starts_with("NODE") && table.stdout.lines().count() == 4, "{table:?}");
+
+    // spawn --on b, ps, kill
+    let long = mesh.write("long.tern", "println(\"long-lived on ${node()}\");\nrecv();\n");
+    let out = mesh.ctl(&["--json", "spawn", path(&long), "--on", "b"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let spawned = out.json();
+    assert_eq!(spawned["node"], "b", "{out:?}");
+    let pid = spawned["pid"].as_str().expect("a pid").to_string();
+    assert!(pid.starts_with("2."), "a pid born on b (node 2): {pid}");
+    let ps = mesh.ps();
+    let row = ps.iter().find(|r| r.0 == pid).unwrap_or_else(|| panic!("{pid} not in ps: {ps:?}"));
+    assert_eq!(row.1, "b");
+    assert!(["running", "waiting"].contains(&row.2.as_str()), "{row:?}");
+    let text = mesh.ctl(&["ps", "b"]);
+    assert!(text.code == Some(0) && text.stdout.contains(&pid), "{text:?}");
+    let out = mesh.ctl(&["--json", "kill", &pid]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json(), serde_json::json!({"ok": true}));
+    assert!(wait_until(Duration::from_secs(10), || !mesh.ps().iter().any(|r| r.0 == pid)), "{pid} still listed after kill");
+    let bad = mesh.ctl(&["--json", "kill", "nonsense"]);
+    assert_ne!(bad.code, Some(0), "{bad:?}");
+    assert!(bad.json()["error"].as_str().is_some_and(|e| e.contains("is not a pid")), "{bad:?}");
+
+    // send: a process on c gets a value typed on the command line.
+    let echo = mesh.write("echo.tern", "let m = recv(20000);\nprintln(\"echo got ${m}\");\n");
+    let out = mesh.ctl(&["--json", "spawn", path(&echo), "--on", "c"]);
+    let epid = out.json()["pid"].as_str().unwrap_or_else(|| panic!("{out:?}")).to_string();
+    let out = mesh.ctl(&["--json", "send", &epid, "[1, \"two\"]"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || mesh.log().contains("echo got [1, \"two\"]")),
+        "the echo's output is not in the mesh's log:\n{}",
+        mesh.log()
+    );
+
+    // spawn --wait: the output, and the exit code.
+    let hello = mesh.write(
+        "hello.tern",
+        "fn f(m) { println(\"child on ${node()}\"); send(m, 1); }\nprintln(\"hello from ${node()}\");\nspawn_on(\"c\", f, self());\nrecv(10000);\nprintln(\"bye\");\n",
+    );
+    let out = mesh.ctl(&["--node", "a", "spawn", path(&hello), "--wait"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "hello from a\nchild on c\nbye\n", "{out:?}");
+    let fail = mesh.write("fail.tern", "println(\"before\");\nlet x = 1 / 0;\n");
+    let out = mesh.ctl(&["spawn", path(&fail), "--wait"]);
+    assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
+    assert!(out.stdout.contains("before"), "{out:?}");
+    assert!(out.stderr.contains("division by zero"), "{out:?}");
+    let out = mesh.ctl(&["--json", "spawn", path(&fail), "--wait"]);
+    assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
+    assert_eq!(out.json()["failed"], true, "{out:?}");
+    let broken = mesh.write("broken.tern", "let = ;\n");
+    let out = mesh.ctl(&["spawn", path(&broken)]);
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("broken.tern"), "{out:?}");
+
+    // repl
+    let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], "1 + 2\nfn sq(x) { x * x }\nsq(7)\n:nodes\n:quit\n", T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    let three = lines.iter().position(|l| *l == "3").unwrap_or_else(|| panic!("no 3: {out:?}"));
+    let forty_nine = lines.iter().position(|l| *l == "49").unwrap_or_else(|| panic!("no 49: {out:?}"));
+    assert!(three < forty_nine, "{out:?}");
+    assert!(out.stdout.contains("NODE") && out.stdout.contains("ADDRESS"), "no nodes table: {out:?}");
+    for n in ["a", "b", "c"] {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("{n} ")) && l.contains(" up ")), "node {n} not in the table: {out:?}");
+    }
+
+    // Ctrl-C
+    let pid = mesh.proc.id().to_string();
+    let k = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+    assert!(k.success());
+    let status = mesh.proc.wait(Duration::from_secs(10));
+    let status = status.unwrap_or_else(|| panic!("tern mesh up did not stop within 10 s of SIGINT:\n{}", mesh.log()));
+    assert_eq!(status.code(), Some(0), "{}", mesh.log());
+    // Now nothing answers.
+    let out = mesh.ctl(&["--node", "b", "--json", "nodes"]);
+    assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
+    assert!(out.stderr.contains("cannot reach node b"), "{out:?}");
+}
+
+#[test]
+fn ctl_against_a_node_that_is_not_running_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 3, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let t0 = Instant::now();
+    let out = run(&["ctl", "--config", path(&config), "--node", "b", "--json", "nodes"], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let err = out.stderr.trim();
+    assert!(err.starts_with("tern: cannot reach node b at 127.0.0.1:"), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+    let out = run(&["ctl", "--config", path(&config), "--node", "zzz", "nodes"], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("there is no node \"zzz\""), "{out:?}");
+}
+
+#[test]
+fn node_with_a_name_not_in_the_config_exits_two() {
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 3, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let out = run(&["node", "--config", path(&config), "--name", "zzz"], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("zzz") && out.stderr.contains("no node"), "{out:?}");
+}
