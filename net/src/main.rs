@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         local: bool,
         /// With --local: seed for the choice of moves (default: from the clock).
-        #[arg(long, value_name = "S")]
+        #[arg(long, value_name = "S", requires = "local")]
         seed: Option<u64>,
     },
     /// Run one node of a mesh until Ctrl-C.

@@ -125,8 +125,22 @@ fn oversized_and_unreadable_sources_are_clear_errors() {
 }
 
 #[test]
-fn demo_moves_workers_and_loses_nothing() {
-    let out = tern(&["demo", "--seed", "3"]);
+fn demo_runs_a_three_node_mesh_and_shuts_it_down() {
+    let out = tern(&["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for node in ["a", "b", "c"] {
+        assert!(stdout.contains(&format!("is running on node {node}")), "{stdout}");
+        assert_eq!(stdout.matches(&format!("computed on {node}, read on b")).count(), 3, "{stdout}");
+    }
+    assert!(stdout.contains("done: 9 jobs on 3 nodes"), "{stdout}");
+    assert_eq!(stdout.matches("ended: normal").count(), 3, "{stdout}");
+    assert!(stdout.contains("the mesh shut down cleanly."), "{stdout}");
+}
+
+#[test]
+fn local_demo_moves_workers_and_loses_nothing() {
+    let out = tern(&["demo", "--local", "--seed", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("every worker's total is the same, as it should be"), "{stdout}");

@@ -336,3 +336,15 @@ fn node_with_a_name_not_in_the_config_exits_two() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("zzz") && out.stderr.contains("no node"), "{out:?}");
 }
+
+#[test]
+fn mesh_up_exits_nonzero_when_a_node_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = loopback_mesh(dir.path(), 3, "").unwrap();
+    // Node b's port is taken.
+    let _taken = std::net::UdpSocket::bind(cfg.node("b").unwrap().addr).unwrap();
+    let config = dir.path().join("mesh.toml");
+    let out = run(&["mesh", "up", "--config", path(&config)], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("node b failed to start") && out.stderr.contains("cannot listen"), "{out:?}");
+}
