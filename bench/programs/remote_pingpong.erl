@@ -2,7 +2,7 @@
 %% number back and forth, 1,000 rounds to warm up and then 20,000 timed ones (one round
 %% trip is two messages, one each way between the nodes). Run by `tern-bench remote` as
 %% `erl -sname A ... -s remote_pingpong main B` with node B (same host) already up and
-%% this module on both nodes' code path; timed inside the program.
+%% this module and `remote_peer` on both nodes' code path; timed inside the program.
 -module(remote_pingpong).
 -export([main/1, ponger/1]).
 
@@ -30,24 +30,10 @@ bounce(Pong, From, To) ->
     end.
 
 main([Peer]) ->
-    Node = peer_node(Peer),
+    Node = remote_peer:find(Peer),
     Pong = spawn(Node, ?MODULE, ponger, [self()]),
     bounce(Pong, ?ROUNDS + ?WARMUP, ?ROUNDS),
     T0 = erlang:monotonic_time(microsecond),
     bounce(Pong, ?ROUNDS, 0),
     T = erlang:monotonic_time(microsecond) - T0,
     io:format("remote_pingpong: rounds=~b total_us=~b~n", [?ROUNDS, T]).
-
-%% The full name of the peer (short name Peer, on this host), once it answers.
-peer_node(Peer) ->
-    [_, Host] = string:split(atom_to_list(node()), "@"),
-    Node = list_to_atom(atom_to_list(Peer) ++ "@" ++ Host),
-    wait_for(Node, 200),
-    Node.
-
-wait_for(Node, 0) -> erlang:error({remote_pingpong, no_answer_from, Node});
-wait_for(Node, Tries) ->
-    case net_adm:ping(Node) of
-        pong -> ok;
-        pang -> timer:sleep(50), wait_for(Node, Tries - 1)
-    end.

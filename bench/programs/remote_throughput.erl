@@ -2,7 +2,8 @@
 %% process on this node as fast as it can; the receiver checks they come in order and
 %% times the stream from the first message to the last (and the whole, from the spawn).
 %% Run by `tern-bench remote` as `erl -sname A ... -s remote_throughput main B` with
-%% node B (same host) already up and this module on both nodes' code path.
+%% node B (same host) already up and this module and `remote_peer` on both nodes' code
+%% path.
 -module(remote_throughput).
 -export([main/1, sender/2]).
 
@@ -23,7 +24,7 @@ recv_all(I, N) ->
     end.
 
 main([Peer]) ->
-    Node = peer_node(Peer),
+    Node = remote_peer:find(Peer),
     T0 = erlang:monotonic_time(microsecond),
     spawn(Node, ?MODULE, sender, [self(), ?COUNT]),
     receive
@@ -34,17 +35,3 @@ main([Peer]) ->
     recv_all(1, ?COUNT),
     T2 = erlang:monotonic_time(microsecond),
     io:format("remote_throughput: count=~b first_us=~b stream_us=~b total_us=~b~n", [?COUNT, T1 - T0, T2 - T1, T2 - T0]).
-
-%% The full name of the peer (short name Peer, on this host), once it answers.
-peer_node(Peer) ->
-    [_, Host] = string:split(atom_to_list(node()), "@"),
-    Node = list_to_atom(atom_to_list(Peer) ++ "@" ++ Host),
-    wait_for(Node, 200),
-    Node.
-
-wait_for(Node, 0) -> erlang:error({remote_throughput, no_answer_from, Node});
-wait_for(Node, Tries) ->
-    case net_adm:ping(Node) of
-        pong -> ok;
-        pang -> timer:sleep(50), wait_for(Node, Tries - 1)
-    end.

@@ -14,6 +14,7 @@ mod exec;
 mod procs;
 mod remote;
 mod report;
+mod table;
 mod vm;
 
 use std::path::{Path, PathBuf};

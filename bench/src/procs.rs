@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::exec::{self, Outcome};
 use crate::report;
+use crate::table::{self, Cell, Failure, Lang, Row, Target};
 use crate::vm::stderr_tail;
 
 pub(crate) const INSTALL_HINT: &str = "apt-get install erlang-base";
@@ -55,21 +56,6 @@ pub struct ProcsArgs {
     timeout: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Lang {
-    Tern,
-    Erlang,
-}
-
-impl Lang {
-    fn name(self) -> &'static str {
-        match self {
-            Lang::Tern => "tern",
-            Lang::Erlang => "erlang",
-        }
-    }
-}
-
 /// Which version of a program a run uses: as written, or (for `spawn`) with its count
 /// set to 1, for the memory baseline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -99,12 +85,6 @@ struct Runs {
     failed: Option<Failure>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Failure {
-    Failed,
-    Timeout,
-}
-
 impl Runs {
     /// The lowest value of `key` over the runs.
     fn best(&self, key: &str) -> Option<f64> {
@@ -121,10 +101,11 @@ impl Runs {
 }
 
 /// Something that makes the run fail, explained after the table.
-struct Problem {
-    program: String,
-    lang: &'static str,
-    detail: String,
+pub(crate) struct Problem {
+    /// The program, or the step (`starting the nodes`), that failed.
+    pub(crate) what: String,
+    pub(crate) lang: &'static str,
+    pub(crate) detail: String,
 }
 
 /// A scratch directory of one bench run (programs' copies, compiled modules, meshes);
@@ -165,15 +146,7 @@ pub fn run(args: &ProcsArgs) -> Result<bool> {
     let limit = Duration::from_secs(args.timeout);
     let programs = select_programs(args.filter.as_deref())?;
 
-    let tern = match &args.tern {
-        Some(path) => crate::vm::tern_binary(Some(path), &root)?,
-        None => {
-            if !args.no_build {
-                build_tern(&root)?;
-            }
-            crate::vm::tern_binary(None, &root)?
-        }
-    };
+    let tern = tern_to_measure(args.tern.as_deref(), args.no_build, &root)?;
     let erlang = find_erlang();
     let temp = TempDir::new("procs")?;
     let mut problems = Vec::new();
@@ -237,7 +210,7 @@ pub fn run(args: &ProcsArgs) -> Result<bool> {
                         Err((failure, detail)) => {
                             eprintln!("{}", if failure == Failure::Timeout { "TIMEOUT" } else { "FAILED" });
                             runs.failed = Some(failure);
-                            problems.push(Problem { program: tag, lang: lang.name(), detail });
+                            problems.push(Problem { what: tag, lang: lang.name(), detail });
                         }
                     }
                 }
@@ -246,7 +219,7 @@ pub fn run(args: &ProcsArgs) -> Result<bool> {
     }
 
     let rows = measures(&programs, &results, erlang.is_some());
-    let table = render_table(&rows);
+    let table = table::render(&rows);
     println!("\n{table}");
 
     let results_path = crate::bench_dir().join("results").join("procs-speed.md");
@@ -254,24 +227,24 @@ pub fn run(args: &ProcsArgs) -> Result<bool> {
     report::write_file(&results_path, &doc)?;
     eprintln!("wrote {}", results_path.display());
 
-    if erlang.is_none() {
+    Ok(finish(erlang.is_some(), &rows, &problems))
+}
+
+/// After the table: warns if Erlang was skipped, lists the missed targets and the
+/// problems; whether there were none of the latter.
+pub(crate) fn finish(have_erlang: bool, rows: &[Row], problems: &[Problem]) -> bool {
+    if !have_erlang {
         eprintln!("!!! WARNING: Erlang was skipped (`erl`/`erlc` not on PATH; {INSTALL_HINT})");
     }
-    let missed: Vec<&Row> = rows.iter().filter(|r| r.verdict() == Some(false)).collect();
-    if !missed.is_empty() {
-        eprintln!("\ntarget(s) missed:");
-        for row in missed {
-            eprintln!("- {}: tern/erlang {} > {:.2}", row.label, row.ratio_label(), row.target.unwrap_or_default());
-        }
-    }
+    table::report_missed(rows);
     if problems.is_empty() {
-        return Ok(true);
+        return true;
     }
     eprintln!("\n{} problem(s):", problems.len());
-    for p in &problems {
-        eprintln!("- {} under {}: {}", p.program, p.lang, p.detail);
+    for p in problems {
+        eprintln!("- {} under {}: {}", p.what, p.lang, p.detail);
     }
-    Ok(false)
+    false
 }
 
 /// The programs to run, in table order, narrowed by `--filter`.
@@ -294,8 +267,17 @@ fn variants(program: &str) -> &'static [Variant] {
     }
 }
 
+/// The Tern binary to measure: `--tern PATH`, else `target/release/tern`, built first
+/// unless `--no-build`.
+pub(crate) fn tern_to_measure(tern: Option<&Path>, no_build: bool, root: &Path) -> Result<PathBuf> {
+    if tern.is_none() && !no_build {
+        build_tern(root)?;
+    }
+    crate::vm::tern_binary(tern, root)
+}
+
 /// Builds `target/release/tern` with cargo (the one running this, if any).
-pub(crate) fn build_tern(root: &Path) -> Result<()> {
+fn build_tern(root: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"));
     let args = ["build", "--release", "-p", "tern-net", "--bin", "tern"];
     eprintln!("building target/release/tern: cargo {} (waits for cargo's lock if another build holds it)", args.join(" "));
@@ -384,7 +366,7 @@ fn prepare(
         };
         match failure {
             None => erl_ebin = Some(ebin),
-            Some(detail) => problems.push(Problem { program: program.to_string(), lang: "erlang", detail }),
+            Some(detail) => problems.push(Problem { what: program.to_string(), lang: "erlang", detail }),
         }
     }
     Ok(Launch { tern_source, erl_ebin })
@@ -484,55 +466,6 @@ fn describe_sample(sample: &Sample) -> String {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// One row of the table: a measure, its value under each language, and the target for
-/// Tern's value divided by Erlang's, if there is one.
-struct Row {
-    label: String,
-    tern: Cell,
-    erlang: Cell,
-    decimals: usize,
-    target: Option<f64>,
-}
-
-/// A value in the table, or why there is none.
-#[derive(Clone, Copy)]
-enum Cell {
-    Value(f64),
-    Failed,
-    Timeout,
-    Skipped,
-    /// Not measured (e.g. the peak RSS is unknown on this OS).
-    Unknown,
-}
-
-impl Row {
-    fn ratio(&self) -> Option<f64> {
-        match (self.tern, self.erlang) {
-            (Cell::Value(t), Cell::Value(e)) if e > 0.0 => Some(t / e),
-            _ => None,
-        }
-    }
-
-    fn ratio_label(&self) -> String {
-        self.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
-    }
-
-    /// Whether the target is met; `None` without a target or a ratio.
-    fn verdict(&self) -> Option<bool> {
-        Some(self.ratio()? <= self.target?)
-    }
-
-    fn cell_label(&self, cell: Cell) -> String {
-        match cell {
-            Cell::Value(v) => format!("{v:.prec$}", prec = self.decimals),
-            Cell::Failed => "FAILED".into(),
-            Cell::Timeout => "TIMEOUT".into(),
-            Cell::Skipped => "skipped".into(),
-            Cell::Unknown => "unknown".into(),
-        }
-    }
-}
-
 /// The table rows, from the best values of the runs.
 fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, have_erlang: bool) -> Vec<Row> {
     // One cell: `f` of the runs of (program, lang, variant), or why there is none.
@@ -541,12 +474,12 @@ fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, h
             return Cell::Skipped;
         }
         match results.get(&(program, lang, variant)) {
-            Some(Runs { failed: Some(Failure::Timeout), .. }) => Cell::Timeout,
-            Some(Runs { failed: Some(Failure::Failed), .. }) | None => Cell::Failed,
+            Some(Runs { failed: Some(failure), .. }) => Cell::failed(*failure),
+            None => Cell::Failed,
             Some(runs) => f(runs).map_or(Cell::Unknown, Cell::Value),
         }
     };
-    let row = |label: &str, decimals: usize, target: Option<f64>, f: &dyn Fn(Lang) -> Cell| Row {
+    let row = |label: &str, decimals: usize, target: Option<Target>, f: &dyn Fn(Lang) -> Cell| Row {
         label: label.to_string(),
         tern: f(Lang::Tern),
         erlang: f(Lang::Erlang),
@@ -560,10 +493,10 @@ fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, h
     for &program in programs {
         match program {
             "spawn" => {
-                rows.push(row("spawn: time per spawn (µs)", 3, Some(1.0), &|lang| {
+                rows.push(row("spawn: time per spawn (µs)", 3, Some(Target::AtMost(1.0)), &|lang| {
                     cell("spawn", lang, Variant::Full, &|runs: &Runs| Some(runs.best("spawn_us")? / runs.best("count")?))
                 }));
-                rows.push(row("spawn: memory per idle process (bytes)", 0, Some(2.0), &|lang| {
+                rows.push(row("spawn: memory per idle process (bytes)", 0, Some(Target::AtMost(2.0)), &|lang| {
                     let full = cell("spawn", lang, Variant::Full, &Runs::best_peak_rss);
                     let base = cell("spawn", lang, Variant::Baseline, &Runs::best_peak_rss);
                     let count = cell("spawn", lang, Variant::Full, &best("count", 1.0));
@@ -584,7 +517,7 @@ fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, h
                 rows.push(row("spawn: wall, whole OS process (s)", 3, None, &wall("spawn")));
             }
             "pingpong" => {
-                rows.push(row("pingpong: round trip (µs)", 3, Some(2.0), &|lang| {
+                rows.push(row("pingpong: round trip (µs)", 3, Some(Target::AtMost(2.0)), &|lang| {
                     cell("pingpong", lang, Variant::Full, &|runs: &Runs| Some(runs.best("total_us")? / runs.best("rounds")?))
                 }));
                 rows.push(row("pingpong: wall, whole OS process (s)", 3, None, &wall("pingpong")));
@@ -600,30 +533,6 @@ fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, h
         }
     }
     rows
-}
-
-/// The markdown table: one row per measure.
-fn render_table(rows: &[Row]) -> String {
-    let headers: Vec<String> = ["measure", "tern", "erlang", "tern/erlang", "target", "met"].iter().map(|h| h.to_string()).collect();
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.label.clone(),
-                row.cell_label(row.tern),
-                row.cell_label(row.erlang),
-                row.ratio_label(),
-                row.target.map_or_else(String::new, |t| format!("≤ {t:.0}×")),
-                match (row.target, row.verdict()) {
-                    (None, _) => String::new(),
-                    (Some(_), Some(true)) => "pass".into(),
-                    (Some(_), Some(false)) => "FAIL".into(),
-                    (Some(_), None) => "-".into(),
-                },
-            ]
-        })
-        .collect();
-    report::markdown_table(&headers, &body)
 }
 
 /// The Erlang version: `OTP 25, erts 13.1.5`.
@@ -749,13 +658,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn verdicts() {
-        let row = |t, e, target| Row { label: String::new(), tern: Cell::Value(t), erlang: Cell::Value(e), decimals: 2, target };
-        assert_eq!(row(1.0, 1.0, Some(1.0)).verdict(), Some(true));
-        assert_eq!(row(2.1, 1.0, Some(2.0)).verdict(), Some(false));
-        assert_eq!(row(2.1, 1.0, None).verdict(), None);
     }
 }

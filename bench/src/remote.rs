@@ -24,12 +24,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::exec::{self, Outcome};
-use crate::procs::{self, Erlang, TempDir, INSTALL_HINT};
+use crate::procs::{self, Erlang, Problem, TempDir, INSTALL_HINT};
 use crate::report;
+use crate::table::{self, Cell, Failure, Lang, Row, Target};
 use crate::vm::stderr_tail;
 
 /// The programs, in table order.
 const PROGRAMS: [&str; 2] = ["remote_pingpong", "remote_throughput"];
+
+/// Erlang modules the programs share (`bench/programs/NAME.erl`), compiled with them.
+const ERL_HELPERS: [&str; 1] = ["remote_peer"];
 
 /// How long nodes may take to start and see each other.
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
@@ -57,39 +61,11 @@ pub struct RemoteArgs {
     timeout: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Lang {
-    Tern,
-    Erlang,
-}
-
-impl Lang {
-    fn name(self) -> &'static str {
-        match self {
-            Lang::Tern => "tern",
-            Lang::Erlang => "erlang",
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Failure {
-    Failed,
-    Timeout,
-}
-
 /// The runs of one (program, language): the `key=value` pairs of each, or why it failed.
 #[derive(Default)]
 struct Runs {
     samples: Vec<HashMap<String, f64>>,
     failed: Option<Failure>,
-}
-
-/// Something that makes the run fail, explained after the table.
-struct Problem {
-    what: String,
-    lang: &'static str,
-    detail: String,
 }
 
 /// Node processes started by the runner, stopped (SIGTERM, then SIGKILL after a grace
@@ -286,24 +262,15 @@ pub fn run(args: &RemoteArgs) -> Result<bool> {
     let root = crate::workspace_root();
     let programs_dir = crate::bench_dir().join("programs");
     let limit = Duration::from_secs(args.timeout);
-    for program in PROGRAMS {
-        for ext in ["tern", "erl"] {
-            let file = programs_dir.join(format!("{program}.{ext}"));
-            if !file.is_file() {
-                bail!("{} does not exist", file.display());
-            }
+    let programs = PROGRAMS.iter().flat_map(|p| [format!("{p}.tern"), format!("{p}.erl")]);
+    for name in programs.chain(ERL_HELPERS.iter().map(|h| format!("{h}.erl"))) {
+        let file = programs_dir.join(name);
+        if !file.is_file() {
+            bail!("{} does not exist", file.display());
         }
     }
 
-    let tern = match &args.tern {
-        Some(path) => crate::vm::tern_binary(Some(path), &root)?,
-        None => {
-            if !args.no_build {
-                procs::build_tern(&root)?;
-            }
-            crate::vm::tern_binary(None, &root)?
-        }
-    };
+    let tern = procs::tern_to_measure(args.tern.as_deref(), args.no_build, &root)?;
     let temp = TempDir::new("remote")?;
     let mut problems = Vec::new();
     let found = procs::find_erlang();
@@ -410,7 +377,7 @@ pub fn run(args: &RemoteArgs) -> Result<bool> {
     }
 
     let rows = measures(&results, have_erlang);
-    let table = render_table(&rows);
+    let table = table::render(&rows);
     println!("\n{table}");
     let per_run = render_per_run(&results);
 
@@ -419,35 +386,18 @@ pub fn run(args: &RemoteArgs) -> Result<bool> {
     report::write_file(&results_path, &doc)?;
     eprintln!("wrote {}", results_path.display());
 
-    if !have_erlang {
-        eprintln!("!!! WARNING: Erlang was skipped (`erl`/`erlc` not on PATH; {INSTALL_HINT})");
-    }
-    let missed: Vec<&Row> = rows.iter().filter(|r| r.verdict() == Some(false)).collect();
-    if !missed.is_empty() {
-        eprintln!("\ntarget(s) missed:");
-        for row in missed {
-            eprintln!("- {}: tern/erlang {}, target {}", row.label, row.ratio_label(), row.target_label());
-        }
-    }
-    if problems.is_empty() {
-        return Ok(true);
-    }
-    eprintln!("\n{} problem(s):", problems.len());
-    for p in &problems {
-        eprintln!("- {} under {}: {}", p.what, p.lang, p.detail);
-    }
-    Ok(false)
+    Ok(procs::finish(have_erlang, &rows, &problems))
 }
 
-/// Compiles the `.erl` programs into `temp/ebin` and starts epmd; `None` (with a
-/// problem) if a module does not compile.
+/// Compiles the `.erl` programs and their helpers into `temp/ebin` and starts epmd;
+/// `None` (with a problem) if a module does not compile.
 fn prepare_erlang(erlang: Erlang, programs_dir: &Path, temp: &Path, problems: &mut Vec<Problem>) -> Result<Option<ErlangSetup>> {
     let ebin = temp.join("ebin");
     fs::create_dir_all(&ebin).with_context(|| format!("cannot create {}", ebin.display()))?;
     let mut cmd = Command::new(&erlang.erlc);
     cmd.arg("-o").arg(&ebin);
-    for program in PROGRAMS {
-        cmd.arg(programs_dir.join(format!("{program}.erl")));
+    for module in PROGRAMS.iter().chain(&ERL_HELPERS) {
+        cmd.arg(programs_dir.join(format!("{module}.erl")));
     }
     let failure = match exec::run_timed(&mut cmd, Duration::from_secs(120))? {
         Outcome::Exited { status, .. } if status.success() => None,
@@ -550,71 +500,6 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
 }
 
-/// Which way a measure is better, and the target on Tern's value divided by Erlang's.
-#[derive(Clone, Copy)]
-enum Target {
-    /// Lower is better: the ratio must be at most this.
-    AtMost(f64),
-    /// Higher is better: the ratio must be at least this.
-    AtLeast(f64),
-}
-
-/// One row of the table.
-struct Row {
-    label: String,
-    tern: Cell,
-    erlang: Cell,
-    decimals: usize,
-    target: Option<Target>,
-}
-
-#[derive(Clone, Copy)]
-enum Cell {
-    Value(f64),
-    Failed,
-    Timeout,
-    Skipped,
-}
-
-impl Row {
-    fn ratio(&self) -> Option<f64> {
-        match (self.tern, self.erlang) {
-            (Cell::Value(t), Cell::Value(e)) if e > 0.0 => Some(t / e),
-            _ => None,
-        }
-    }
-
-    fn ratio_label(&self) -> String {
-        self.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
-    }
-
-    fn target_label(&self) -> String {
-        match self.target {
-            Some(Target::AtMost(t)) => format!("≤ {t}×"),
-            Some(Target::AtLeast(t)) => format!("≥ {t}×"),
-            None => String::new(),
-        }
-    }
-
-    /// Whether the target is met; `None` without a target or a ratio.
-    fn verdict(&self) -> Option<bool> {
-        let ratio = self.ratio()?;
-        Some(match self.target? {
-            Target::AtMost(t) => ratio <= t,
-            Target::AtLeast(t) => ratio >= t,
-        })
-    }
-
-    fn cell_label(&self, cell: Cell) -> String {
-        match cell {
-            Cell::Value(v) => format!("{v:.prec$}", prec = self.decimals),
-            Cell::Failed => "FAILED".into(),
-            Cell::Timeout => "TIMEOUT".into(),
-            Cell::Skipped => "skipped".into(),
-        }
-    }
-}
-
 /// The table rows: medians over the runs.
 fn measures(results: &HashMap<(&str, Lang), Runs>, have_erlang: bool) -> Vec<Row> {
     let cell = |program: &str, lang: Lang, f: fn(&HashMap<String, f64>) -> Option<f64>| -> Cell {
@@ -622,8 +507,8 @@ fn measures(results: &HashMap<(&str, Lang), Runs>, have_erlang: bool) -> Vec<Row
             return Cell::Skipped;
         }
         match results.get(&(program, lang)) {
-            Some(Runs { failed: Some(Failure::Timeout), .. }) => Cell::Timeout,
-            Some(Runs { failed: Some(Failure::Failed), .. }) | None => Cell::Failed,
+            Some(Runs { failed: Some(failure), .. }) => Cell::failed(*failure),
+            None => Cell::Failed,
             Some(runs) => median(runs.samples.iter().filter_map(f).collect()).map_or(Cell::Failed, Cell::Value),
         }
     };
@@ -640,30 +525,6 @@ fn measures(results: &HashMap<(&str, Lang), Runs>, have_erlang: bool) -> Vec<Row
         row("remote throughput: messages/s, from the spawn", "remote_throughput", 0, None, total_rate),
         row("remote throughput: spawn to first message (ms)", "remote_throughput", 2, None, |v| Some(v.get("first_us")? / 1e3)),
     ]
-}
-
-/// The markdown table: one row per measure.
-fn render_table(rows: &[Row]) -> String {
-    let headers: Vec<String> = ["measure", "tern", "erlang", "tern/erlang", "target", "met"].iter().map(|h| h.to_string()).collect();
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.label.clone(),
-                row.cell_label(row.tern),
-                row.cell_label(row.erlang),
-                row.ratio_label(),
-                row.target_label(),
-                match (row.target, row.verdict()) {
-                    (None, _) => String::new(),
-                    (Some(_), Some(true)) => "pass".into(),
-                    (Some(_), Some(false)) => "FAIL".into(),
-                    (Some(_), None) => "-".into(),
-                },
-            ]
-        })
-        .collect();
-    report::markdown_table(&headers, &body)
 }
 
 /// Every run's measures, one line per (program, language), for the results file.
@@ -766,16 +627,6 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_go_both_ways() {
-        let row = |t, e, target| Row { label: String::new(), tern: Cell::Value(t), erlang: Cell::Value(e), decimals: 2, target };
-        assert_eq!(row(2.0, 1.0, Some(Target::AtMost(2.0))).verdict(), Some(true));
-        assert_eq!(row(2.1, 1.0, Some(Target::AtMost(2.0))).verdict(), Some(false));
-        assert_eq!(row(0.9, 1.0, Some(Target::AtLeast(1.0))).verdict(), Some(false));
-        assert_eq!(row(1.2, 1.0, Some(Target::AtLeast(1.0))).verdict(), Some(true));
-        assert_eq!(row(1.2, 1.0, None).verdict(), None);
-    }
-
-    #[test]
     fn programs_print_their_lines() {
         let dir = crate::bench_dir().join("programs");
         for program in PROGRAMS {
@@ -786,6 +637,15 @@ mod tests {
                     assert!(text.contains(&format!("{key}=")), "{program}.{ext} prints no `{key}=`");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn erl_helpers_are_modules() {
+        let dir = crate::bench_dir().join("programs");
+        for helper in ERL_HELPERS {
+            let text = fs::read_to_string(dir.join(format!("{helper}.erl"))).unwrap();
+            assert!(text.contains(&format!("-module({helper}).")), "{helper}.erl is not module {helper}");
         }
     }
 
