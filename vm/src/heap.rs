@@ -607,6 +607,14 @@ impl Heap {
         self.absent_pages == 0
     }
 
+    /// The first page that is not present, if any.
+    pub fn first_absent(&self) -> Option<u32> {
+        if self.absent_pages == 0 {
+            return None;
+        }
+        self.present.iter().position(|&p| !p).map(|p| p as u32)
+    }
+
     /// The words of one page.
     pub fn page(&self, page: u32) -> &[u64] {
         let pw = self.page_words();

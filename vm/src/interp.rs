@@ -88,8 +88,10 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
             Exit::Yield => return Outcome::Yielded,
             Exit::Finished(v) => return Outcome::Finished(v),
             Exit::Gc => {
-                if proc.collect_garbage().is_err() {
-                    return Outcome::Failed(damaged(proc));
+                match proc.collect_garbage() {
+                    // Pages still elsewhere: the collection waits for them.
+                    Ok(()) | Err(HeapError::Fault(_)) => {}
+                    Err(_) => return Outcome::Failed(damaged(proc)),
                 }
                 if budget <= 0 {
                     return Outcome::Yielded;
@@ -108,8 +110,13 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
                 let here = (proc.frames.len(), proc.frames.last().map_or(0, |f| f.pc), proc.reductions);
                 if limit_retry != Some(here) {
                     limit_retry = Some(here);
-                    if proc.collect_garbage().is_err() {
-                        return Outcome::Failed(damaged(proc));
+                    match proc.collect_garbage() {
+                        Ok(()) => {}
+                        // Full, with pages elsewhere: wait for them, then collect.
+                        Err(HeapError::Fault(p)) => {
+                            return Outcome::Blocked(BlockReason::PageFault(p));
+                        }
+                        Err(_) => return Outcome::Failed(damaged(proc)),
                     }
                     continue;
                 }

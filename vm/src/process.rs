@@ -488,8 +488,13 @@ impl Process {
         roots
     }
 
-    /// Collects garbage now (at a safepoint).
+    /// Collects garbage now (at a safepoint). Not while a page is absent: that is
+    /// `Err(Fault(page))`, and the collection waits until every page is here.
     pub fn collect_garbage(&mut self) -> Result<(), crate::heap::HeapError> {
+        if let Some(p) = self.heap.first_absent() {
+            self.heap.gc_wanted = false;
+            return Err(crate::heap::HeapError::Fault(p));
+        }
         let roots = self.roots();
         self.heap.collect(roots)
     }

@@ -255,6 +255,8 @@ impl Mesh {
 
 const FREEZE: u8 = 1;
 const KILL: u8 = 2;
+/// Pages arrived for a running process: install them at its next safepoint.
+const PAGES: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -313,6 +315,10 @@ pub(crate) struct SlotState {
     watchers: Vec<Pid>,
     trap_exits: bool,
     kill: Option<String>,
+    /// The absent page the parked process faulted on, and when (node µs).
+    fault: Option<(u32, u64)>,
+    /// Pages that arrived while the process was running, to install at a safepoint.
+    pending_pages: Vec<(u32, Vec<u64>)>,
 }
 
 pub(crate) struct Slot {
@@ -341,6 +347,8 @@ impl Slot {
                 watchers: Vec::new(),
                 trap_exits: false,
                 kill: None,
+                fault: None,
+                pending_pages: Vec::new(),
             }),
         })
     }
@@ -465,6 +473,11 @@ pub(crate) struct NodeInner {
     image_max: AtomicU64,
     /// Moves in progress (a process frozen for a move is not idle).
     moving: AtomicUsize,
+    /// Where absent pages come from, once set, and how many to fetch after the one touched.
+    page_source: std::sync::OnceLock<Arc<dyn PageSource>>,
+    prefetch: std::sync::atomic::AtomicU32,
+    faults: AtomicU64,
+    fault_wait_us: AtomicU64,
     /// How to reach nodes in other OS processes (see `remote.rs`), once set.
     remote: std::sync::OnceLock<Arc<dyn Remote>>,
     /// Receive ends not here: where each was last seen to go.
@@ -477,6 +490,14 @@ pub(crate) struct NodeInner {
     pending_spawns: Mutex<HashMap<u64, (Pid, u16)>>,
     /// Monitors of processes on other nodes: node -> (watcher here, target there).
     remote_monitors: Mutex<HashMap<u16, Vec<(Pid, Pid)>>>,
+}
+
+/// Where a node gets the pages of processes whose heap is not all here (see
+/// [`Node::set_page_source`]). Called on a worker thread: it must not block.
+pub trait PageSource: Send + Sync {
+    /// Asks for `count` pages of process `pid` from page `first` on (those that exist);
+    /// they arrive by [`Node::supply_pages`].
+    fn request(&self, pid: Pid, first: u32, count: u32);
 }
 
 /// Decides, at a process's safepoints (the end of a time slice, or parking in a wait),
@@ -531,6 +552,10 @@ impl Node {
             moves: AtomicU64::new(0),
             image_max: AtomicU64::new(0),
             moving: AtomicUsize::new(0),
+            page_source: std::sync::OnceLock::new(),
+            prefetch: std::sync::atomic::AtomicU32::new(1),
+            faults: AtomicU64::new(0),
+            fault_wait_us: AtomicU64::new(0),
             remote: std::sync::OnceLock::new(),
             rx_places: Shards::new(),
             chan_meta: Shards::new(),
@@ -590,6 +615,32 @@ impl Node {
         self.watch(pid);
         self.spawn(p);
         Ok(pid)
+    }
+
+    /// Where the pages of processes whose heap is not all here come from (transfer on
+    /// reference): a process touching an absent page asks `source` for it and `prefetch`
+    /// following pages, and waits (only it) until [`Node::supply_pages`] brings it.
+    /// Once, before it is used.
+    pub fn set_page_source(&self, source: Arc<dyn PageSource>, prefetch: u32) -> bool {
+        self.inner.prefetch.store(prefetch, Ordering::Relaxed);
+        self.inner.page_source.set(source).is_ok()
+    }
+
+    /// Pages of a process here (`(index, words)`): installed at once if it is parked,
+    /// else at its next safepoint; a process waiting for one of them runs again.
+    pub fn supply_pages(&self, pid: Pid, pages: Vec<(u32, Vec<u64>)>) {
+        self.inner.supply_pages(pid, pages);
+    }
+
+    /// The pages of a process here can no longer come (their node is gone): it ends,
+    /// with `why`, whether it is waiting for one or not.
+    pub fn pages_lost(&self, pid: Pid, why: &str) {
+        self.inner.pages_lost(pid, why);
+    }
+
+    /// Page faults so far, and the total µs processes waited for their pages.
+    pub fn page_faults(&self) -> (u64, u64) {
+        (self.inner.faults.load(Ordering::Relaxed), self.inner.fault_wait_us.load(Ordering::Relaxed))
     }
 
     /// Connects the node to nodes in other OS processes (once, before it is used).
@@ -1289,11 +1340,15 @@ impl NodeInner {
     }
 
     /// Parks a process that was asked to freeze or end. Returns it if neither.
-    fn check_flags(&self, t: Task) -> Option<Task> {
+    fn check_flags(&self, mut t: Task) -> Option<Task> {
         if t.slot.flags.load(Ordering::SeqCst) == 0 {
             return Some(t);
         }
         let mut st = t.slot.st.lock();
+        if t.slot.flags.load(Ordering::SeqCst) & PAGES != 0 {
+            t.slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
+            install_pages(&mut t.proc, std::mem::take(&mut st.pending_pages));
+        }
         let flags = t.slot.flags.load(Ordering::SeqCst);
         if flags & KILL != 0 {
             let reason = st.kill.take().unwrap_or_else(|| "killed".into());
@@ -1327,11 +1382,20 @@ impl NodeInner {
                 Outcome::Yielded => break None,
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
                 Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
-                Outcome::Blocked(b) => {
-                    break Some(ExitReason::Failed(RuntimeError {
-                        message: format!("blocked with nothing to wake it: {b:?}"),
-                        trace: crate::interp::backtrace(&proc),
-                    }))
+                Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => {
+                    if self.page_source.get().is_none() {
+                        break Some(ExitReason::Failed(RuntimeError {
+                            message: format!("heap page {page} is absent and this node has no source for it"),
+                            trace: crate::interp::backtrace(&proc),
+                        }));
+                    }
+                    match self.page_fault(pid, &slot, proc, page) {
+                        Some(p) => proc = p,
+                        None => {
+                            self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                            return;
+                        }
+                    }
                 }
                 Outcome::Sys => match sys::call(self, pid, &slot, proc, local) {
                     SysOut::Continue(p) => proc = p,
@@ -1734,5 +1798,89 @@ fn event_message(event: &str, pid: Pid, reason: &str) -> Message {
             Obj::Str("reason".into()),
             Obj::Str(reason.into()),
         ],
+    }
+}
+
+impl NodeInner {
+    /// A process touched absent page `page`: parks it until the page comes (asking the
+    /// page source for it), or gives it back if the page came meanwhile.
+    fn page_fault(&self, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, page: u32) -> Option<Box<Process>> {
+        let mut st = slot.st.lock();
+        install_pages(&mut proc, std::mem::take(&mut st.pending_pages));
+        slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
+        if proc.heap.is_present(page) {
+            return Some(proc);
+        }
+        if slot.flags.load(Ordering::SeqCst) & KILL != 0 {
+            return Some(proc); // it ends at its next safepoint (after this slice)
+        }
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        st.status = Status::Io;
+        st.fault = Some((page, self.now_us()));
+        st.parked = Some(proc);
+        drop(st);
+        let count = 1 + self.prefetch.load(Ordering::Relaxed);
+        if let Some(src) = self.page_source.get() {
+            src.request(pid, page, count);
+        }
+        None
+    }
+
+    fn supply_pages(&self, pid: Pid, pages: Vec<(u32, Vec<u64>)>) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        let Some(proc) = st.parked.as_mut() else {
+            if matches!(st.status, Status::Active) {
+                st.pending_pages.extend(pages);
+                slot.flags.fetch_or(PAGES, Ordering::SeqCst);
+            }
+            return;
+        };
+        install_pages(proc, pages);
+        let Some((page, since)) = st.fault else { return };
+        if st.status != Status::Io || !st.parked.as_ref().is_some_and(|p| p.heap.is_present(page)) {
+            return;
+        }
+        st.fault = None;
+        self.fault_wait_us.fetch_add(self.now_us().saturating_sub(since), Ordering::Relaxed);
+        let Some(proc) = st.parked.take() else { return };
+        let flags = slot.flags.load(Ordering::SeqCst);
+        if flags & FREEZE != 0 {
+            // Delayed blocking: it can be frozen now that the page is here.
+            st.status = Status::Frozen;
+            st.parked = Some(proc);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        st.status = Status::Active;
+        drop(st);
+        self.push(Task { pid, slot: slot.clone(), proc }, None);
+    }
+
+    fn pages_lost(&self, pid: Pid, why: &str) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        if st.status == Status::Io && st.fault.is_some() {
+            st.fault = None;
+            if let Some(proc) = st.parked.take() {
+                drop(st);
+                let e = RuntimeError { message: why.to_string(), trace: crate::interp::backtrace(&proc) };
+                self.finish(pid, &slot, proc, ExitReason::Failed(e));
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        drop(st);
+        self.kill(pid, why.to_string());
+    }
+}
+
+/// Installs pages that are still absent; a page the process already has (it may have
+/// written to it since) is never overwritten by an older copy.
+fn install_pages(proc: &mut Process, pages: Vec<(u32, Vec<u64>)>) {
+    for (i, words) in pages {
+        if !proc.heap.is_present(i) {
+            let _ = proc.heap.supply_page(i, &words);
+        }
     }
 }
