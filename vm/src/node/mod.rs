@@ -32,9 +32,11 @@
 
 mod remote;
 mod sys;
+mod transfer;
 
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
 pub use sys::{sys_natives, Source};
+pub use transfer::Late;
 
 use crate::interp::{run, Outcome, RuntimeError};
 use crate::message::{Message, Obj, Val};
@@ -319,6 +321,11 @@ pub(crate) struct SlotState {
     fault: Option<(u32, u64)>,
     /// Pages that arrived while the process was running, to install at a safepoint.
     pending_pages: Vec<(u32, Vec<u64>)>,
+    /// Set while an image of it is on its way to another node (see `transfer.rs`).
+    export: Option<transfer::ExportMark>,
+    /// Set while it is being imported here: how much of its mailbox came in the image
+    /// (what arrived at the source after the image goes right after that).
+    import: Option<transfer::ExportMark>,
 }
 
 pub(crate) struct Slot {
@@ -349,6 +356,8 @@ impl Slot {
                 kill: None,
                 fault: None,
                 pending_pages: Vec::new(),
+                export: None,
+                import: None,
             }),
         })
     }
@@ -484,6 +493,8 @@ pub(crate) struct NodeInner {
     rx_places: Shards<remote::RxPlace>,
     /// Receive ends here that have been remote, or have remote partners.
     chan_meta: Shards<remote::ChanMeta>,
+    /// Receive ends in processes being imported here, with the messages waiting for them.
+    arriving: Shards<Vec<remote::Arriving>>,
     /// Per channel: the number of the next message sent to it from here to another node.
     seqs: Shards<u64>,
     /// Spawns on other nodes waiting for their answer: request -> (parent, node).
@@ -559,6 +570,7 @@ impl Node {
             remote: std::sync::OnceLock::new(),
             rx_places: Shards::new(),
             chan_meta: Shards::new(),
+            arriving: Shards::new(),
             seqs: Shards::new(),
             pending_spawns: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(HashMap::new()),

@@ -107,6 +107,11 @@ pub enum Op {
         chan: ChanId,
         node: u16,
     },
+    /// A process born on the receiving node is now on `node`.
+    PidMoved {
+        pid: Pid,
+        node: u16,
+    },
 }
 
 /// A message on its way to a process or channel on another node.
@@ -149,6 +154,24 @@ impl ChanMeta {
     pub(crate) fn partners(&self) -> &[u16] {
         &self.partners
     }
+    pub(crate) fn moves(&self) -> u32 {
+        self.moves
+    }
+    /// The sequence state: expected numbers per origin, and messages held back.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Message)>) {
+        (self.expect, self.held)
+    }
+}
+
+/// A numbered message for a receive end that is in a process being imported here.
+#[derive(Debug, Clone)]
+pub(crate) struct Arriving {
+    pub(crate) origin: u16,
+    pub(crate) seq: u64,
+    pub(crate) hops: u8,
+    pub(crate) msg: Message,
+    pub(crate) carried: Vec<(ChanId, VecDeque<Message>)>,
 }
 
 /// Where the mesh knows a receive end to be, seen from a node that does not host it.
@@ -159,6 +182,9 @@ pub(crate) struct RxPlace {
 }
 
 impl RxPlace {
+    pub(crate) fn new(node: u16, moves: u32) -> RxPlace {
+        RxPlace { node, moves }
+    }
     pub(crate) fn node(&self) -> u16 {
         self.node
     }
@@ -253,7 +279,7 @@ impl NodeInner {
     }
 
     /// Tells the birth nodes and partners of receive ends that went to `to` where they are.
-    fn announce_moves(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
+    pub(crate) fn announce_moves(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
         for (chan, moves, partners) in moved {
             let (chan, moves) = (*chan, *moves);
             let mut told = vec![self.id, to];
@@ -351,6 +377,7 @@ impl NodeInner {
                     self.rx_places.insert(chan, RxPlace { node, moves });
                 }
             }
+            Op::PidMoved { pid, node } => self.pid_moved(pid, node),
             Op::Partner { chan, node } => {
                 if self.holder(chan).is_some() {
                     self.add_partner(chan, node);
@@ -431,6 +458,14 @@ impl NodeInner {
             }
             if self.chan_meta.contains(c) {
                 continue; // arriving
+            }
+            // Its end is in a process being imported here: the message waits for it.
+            {
+                let mut shard = self.arriving.shard(c).lock();
+                if let Some(waiting) = shard.get_mut(&c) {
+                    waiting.push(Arriving { origin, seq, hops, msg, carried });
+                    return Ok(None);
+                }
             }
             return match self.remote_rx_node(c) {
                 Some(n) => self
@@ -525,7 +560,7 @@ impl NodeInner {
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
-    fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
+    pub(crate) fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
         // The meta first: while it is here without a holder, the end is arriving, and
         // senders here wait for it rather than follow the old pointer.
         let meta = ChanMeta { moves: c.moves, partners: c.partners, expect: c.expect, held: c.held };
