@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod ctl;
 pub mod mesh;
+pub mod migrate;
 pub mod repl;
 pub mod runner;
 pub mod session;
