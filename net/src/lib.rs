@@ -13,6 +13,7 @@ pub mod config;
 pub mod ctl;
 pub mod mesh;
 pub mod migrate;
+pub mod migrate_sim;
 pub mod repl;
 pub mod runner;
 pub mod session;

@@ -736,12 +736,10 @@ impl Source {
             (SPhase::Offered | SPhase::Round | SPhase::Collecting | SPhase::Freezing | SPhase::FinalSent, MigMsg::Aborted { .. }) => {
                 self.fail(now_us, Failure::DestAborted, false)
             }
-            (SPhase::After, MigMsg::LinkAck { .. }) => {
-                if self.links_pending.remove(&from) {
-                    // Every message `from` sent us came before this ack and was forwarded.
-                    self.send_dest(MigMsg::LinkDone { mid, partner: from });
-                    self.maybe_done(now_us);
-                }
+            // Every message `from` sent us came before its ack and was forwarded.
+            (SPhase::After, MigMsg::LinkAck { .. }) if self.links_pending.remove(&from) => {
+                self.send_dest(MigMsg::LinkDone { mid, partner: from });
+                self.maybe_done(now_us);
             }
             (SPhase::After, MigMsg::Fetch { pages, .. }) => {
                 let pages: Vec<PageNo> = pages.into_iter().filter(|p| self.unsent.remove(p)).collect();
@@ -1092,7 +1090,7 @@ impl Dest {
         if tell_source {
             self.out.push_back((self.source, MigMsg::Aborted { mid: self.mid }));
         }
-        if matches!(self.phase, DPhase::Reinstating | DPhase::Ready) || matches!(self.phase, DPhase::Receiving) {
+        if matches!(self.phase, DPhase::Receiving | DPhase::Reinstating | DPhase::Ready) {
             self.actions.push_back(Action::Discard);
         }
         self.finish(now_us, DestOutcome::Aborted(why));
@@ -1280,11 +1278,9 @@ impl Dest {
                 }
                 DPhase::Done(_) => {}
             }
-        } else if matches!(self.phase, DPhase::Running) && self.links_pending.remove(&node) {
-            // Its old incarnation sends nothing more; the new one locates the process.
-            self.actions.push_back(Action::Release { partner: node });
-            self.maybe_done(now_us);
         }
+        // A partner node restarting changes nothing here: what its old incarnation sent
+        // via the source may still be on the way; the source's `LinkDone` comes after it.
     }
 
     pub fn poll_transmit(&mut self) -> Option<(NodeId, MigMsg)> {
