@@ -149,6 +149,8 @@ type Sender = (NodeId, u64);
 struct AppMsg {
     sender: Sender,
     seq: u64,
+    /// The version (mid) of the sender's route when it sent it.
+    route_ver: Mid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +189,8 @@ struct Node {
     held_src: VecDeque<AppMsg>,
     held_dst: BTreeMap<NodeId, VecDeque<AppMsg>>,
     route: (NodeId, Mid),
+    /// The migration through which this node got the process (0: it started here).
+    acquired: Mid,
     partner_seq: u64,
     dirty: BTreeSet<PageNo>,
     throttle: u32,
@@ -205,6 +209,7 @@ impl Node {
             held_src: VecDeque::new(),
             held_dst: BTreeMap::new(),
             route: (route, 0),
+            acquired: 0,
             partner_seq: 0,
             dirty: BTreeSet::new(),
             throttle: 0,
@@ -599,6 +604,24 @@ impl Sim {
 
     fn app_arrive(&mut self, at: NodeId, msg: AppMsg, forwarded: bool) -> Result<(), SimFailure> {
         let now = self.now;
+        // A direct message sent on a route older than the one that brought the process
+        // here was meant for an earlier stay (its ordering chain was broken by a crash):
+        // drop it, as lost. Without a crash every partner's route was updated in order.
+        if !forwarded && msg.route_ver < self.nodes[at as usize].acquired {
+            trace!(
+                self,
+                "{at} <- msg {:?}#{} stale route {} < {}: dropped",
+                msg.sender,
+                msg.seq,
+                msg.route_ver,
+                self.nodes[at as usize].acquired
+            );
+            if self.report.crashes == 0 {
+                return Err(self.fail(format!("message {:?}#{} on a stale route without any crash", msg.sender, msg.seq)));
+            }
+            self.lost.insert((msg.sender, msg.seq));
+            return Ok(());
+        }
         let nd = &mut self.nodes[at as usize];
         let mut disp = Disposition::NotMine;
         let mut is_src = false;
@@ -852,6 +875,7 @@ impl Sim {
                 let nd = &mut self.nodes[y as usize];
                 nd.copy = Some(c);
                 nd.route = (y, mid);
+                nd.acquired = mid;
                 nd.dirty.clear();
                 nd.throttle = 0;
             }
@@ -920,7 +944,7 @@ impl Sim {
                     let nd = &mut self.nodes[x as usize];
                     if nd.alive {
                         nd.partner_seq += 1;
-                        let msg = AppMsg { sender: (x, nd.epoch), seq: nd.partner_seq };
+                        let msg = AppMsg { sender: (x, nd.epoch), seq: nd.partner_seq, route_ver: nd.route.1 };
                         let to = nd.route.0;
                         self.sent.insert(msg.sender, msg.seq);
                         self.report.messages_sent += 1;
@@ -1047,7 +1071,7 @@ impl Sim {
                 self.links
                     .iter()
                     .flatten()
-                    .any(|l| l.queue.iter().any(|(_, w)| matches!(w, Wire::App { msg, .. } if *msg == AppMsg { sender: m.sender, seq: s })))
+                    .any(|l| l.queue.iter().any(|(_, w)| matches!(w, Wire::App { msg, .. } if msg.sender == m.sender && msg.seq == s)))
             };
             if let Some(gap) = (last + 1..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
                 return Err(SimFailure {
@@ -1190,6 +1214,7 @@ impl Sim {
         // else where it is frozen.
         let with = |st: CopyState| (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == st));
         let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen)).unwrap_or(x as usize) as NodeId;
+        let ver = self.nodes[owner as usize].acquired;
         let epoch = self.nodes[x as usize].epoch + 1;
         trace!(self, "RESTART {x} epoch {epoch}");
         // What was sent to the dead incarnation while it was down is dropped (the session
@@ -1201,7 +1226,7 @@ impl Sim {
                 }
             }
         }
-        self.nodes[x as usize] = Node { crashed_ever: true, ..Node::new(epoch, owner) };
+        self.nodes[x as usize] = Node { crashed_ever: true, route: (owner, ver), ..Node::new(epoch, owner) };
         for y in 0..self.n {
             if y == x as usize || !self.nodes[y].alive {
                 continue;

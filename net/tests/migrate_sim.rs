@@ -11,7 +11,7 @@ use tern_net::migrate::MigFault;
 use tern_net::migrate_sim::{run_seed, SimFailure, SimOptions, SimReport};
 
 /// Seeds in the normal test run, split in two tests so that both cores work.
-const SEEDS_PER_HALF: u64 = 600;
+const SEEDS_PER_HALF: u64 = 2_500;
 
 fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
     let start = Instant::now();
