@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod config;
 pub mod ctl;
 pub mod mesh;
+pub mod migrate;
+pub mod migrate_sim;
 pub mod repl;
 pub mod runner;
 pub mod session;

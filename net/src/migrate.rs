@@ -1,0 +1,1319 @@
+//! The live-migration protocol, one sans-IO state machine per migration on each side
+//! ([`Source`], [`Dest`]): the quinn-proto pattern of [`crate::session`] (DESIGN
+//! invariant 9). GROUNDWORK for issue 5: not wired to the VM or to QUIC yet; the
+//! deterministic simulator in [`crate::migrate_sim`] is its only driver so far.
+//!
+//! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
+//! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
+//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`, `message_arrived`) and
+//! peer restarts; it polls it for messages to send (`poll_transmit`, each addressed to a
+//! node), host [`Action`]s (`poll_action`) and the next timeout (`poll_timeout`,
+//! `handle_timeout`). **The host drains `poll_action` before `poll_transmit`** after each
+//! call: an action may make the host forward application messages, and they must go out
+//! before the machine's next message on the same channel (e.g. `LinkDone`).
+//!
+//! Page contents, the image and the application messages are the host's: the machines
+//! deal in page indices, counts and bytes.
+//!
+//! # Transport assumption
+//!
+//! Messages between two nodes ride the node-pair session ([`crate::session`]): exactly
+//! once and in order per pair of incarnations, across reconnects and partitions (which
+//! only delay them). What is lost is everything addressed to, or queued at, an
+//! incarnation that crashes; the host learns it with `peer_restarted`. A partition is
+//! silence: the machines use timeouts before the commit point and stall after it.
+//!
+//! # Flow
+//!
+//! `Offer{mid, pid, size_pages, mechanism}` → `Accept` | `Refuse{why}` →
+//! `Pages{round, pages}`… `RoundDone{round}` → `RoundAck{round}` (precopy/hybrid rounds,
+//! process running) → freeze ([`Action::Freeze`], host answers [`Source::frozen`]) →
+//! `Final{image_len, pages, absent, partners}` → dest reinstates under a temporary id
+//! ([`Action::Reinstate`], host answers [`Dest::reinstated`]) → `Ready` → `Commit` →
+//! dest renames and resumes it ([`Action::Resume`]) → `Committed` → source deletes its
+//! copy ([`Action::DeleteSource`]; for lazy/hybrid once every page has moved), forwards
+//! what it held, and sends `LinkUpdate` to every partner node; each `LinkAck` makes it
+//! send `LinkDone{partner}` to the dest.
+//!
+//! # The commit rule (invariant 7: one owner, stall but never fork)
+//!
+//! The decision is made **by the destination, at `Commit` receipt**, and only there:
+//!
+//! * Before sending `Commit` the source owns the process. On any failure (timeout,
+//!   `Refuse`, `Aborted` from the dest, dest restarted) it sends `Abort` and resumes it
+//!   ([`Action::Unfreeze`]). The dest has not resumed anything: it resumes only on
+//!   `Commit`.
+//! * The dest, while `Ready`, either receives `Commit` (→ commits: resumes, answers
+//!   `Committed`) or gives up (timeout, `Abort`, source restarted: → discards its copy
+//!   and, if a `Commit` comes later, answers `Aborted`). These two are exclusive
+//!   transitions of one state on one node, so the dest's answer is the truth.
+//! * **After sending `Commit` the source never resumes on its own**: not on timeout, not
+//!   on partition. It resumes only on `Aborted` (the dest says it did not commit), and it
+//!   deletes its copy on `Committed`. If the dest restarts while the answer is unknown
+//!   (it may have committed and died, or died before `Commit` arrived), the outcome is
+//!   [`SourceOutcome::InDoubt`]: the frozen copy is kept, never resumed. This is the
+//!   two-generals corner: with no durable decision record the source cannot learn it,
+//!   so it stalls rather than risk a fork; the loss is reported, not silent.
+//!
+//! Two running copies would need the source to resume after `Commit` without an
+//! `Aborted`, or the dest to resume without `Commit`: neither transition exists.
+//!
+//! # Messages for the migrant (Charlotte link update)
+//!
+//! [`Source::message_arrived`] / [`Dest::message_arrived`] tell the host what to do with
+//! an application message for the pid: while running or frozen before the image left,
+//! deliver it into the mailbox (it travels with the image); after the image left and
+//! before the outcome is known, hold it (counted; on abort it goes back into the
+//! mailbox, [`Action::Unfreeze`]); after `Committed`, forward it to the dest
+//! ([`Action::ForwardHeld`] first for what was held). A partner's `LinkAck` comes after
+//! every message it sent to the source (same in-order channel), so `LinkDone{partner}`
+//! (sent after forwarding them) tells the dest that direct messages from that partner
+//! node, held until then, may be delivered ([`Action::Release`]): per-sender FIFO holds.
+//! The dest node's own partners are covered by `LinkDone{dest}`, sent right after
+//! `Committed` is handled. After every ack (and, for lazy, every page pushed) the source
+//! holds nothing: [`Source::residual`] is empty.
+
+use crate::session::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+
+/// A migration's id, unique in the mesh (and increasing per process: it versions link updates).
+pub type Mid = u64;
+/// A process id (location-independent).
+pub type Pid = u64;
+/// A page index in the process's address space.
+pub type PageNo = u32;
+
+/// How the address space moves.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    /// Freeze, send everything with the state, resume at the dest.
+    Freeze,
+    /// Rounds of (dirty) pages while running, then freeze and send the rest.
+    Precopy,
+    /// Freeze, send the state only, resume at once; pages fetched on fault and pushed.
+    Lazy,
+    /// Precopy rounds, then lazy for what remains.
+    Hybrid,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 4] = [Mechanism::Freeze, Mechanism::Precopy, Mechanism::Lazy, Mechanism::Hybrid];
+
+    fn rounds(self) -> bool {
+        matches!(self, Mechanism::Precopy | Mechanism::Hybrid)
+    }
+
+    fn lazy(self) -> bool {
+        matches!(self, Mechanism::Lazy | Mechanism::Hybrid)
+    }
+}
+
+/// Why a destination refused an offer.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Over its memory or process limits.
+    OverLimits,
+    /// It already runs or receives this process.
+    Busy,
+}
+
+/// What the two sides and the partner nodes say to each other about one migration.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum MigMsg {
+    Offer {
+        mid: Mid,
+        pid: Pid,
+        size_pages: u32,
+        mechanism: Mechanism,
+    },
+    Accept {
+        mid: Mid,
+    },
+    Refuse {
+        mid: Mid,
+        why: RefuseReason,
+    },
+    /// Page indices of one round (the host attaches the data).
+    Pages {
+        mid: Mid,
+        round: u32,
+        pages: Vec<PageNo>,
+    },
+    RoundDone {
+        mid: Mid,
+        round: u32,
+    },
+    RoundAck {
+        mid: Mid,
+        round: u32,
+    },
+    /// The process is frozen: its image (`image_len` bytes, mailbox included), the pages
+    /// sent with it, the pages left on the source (lazy/hybrid), its partner nodes.
+    Final {
+        mid: Mid,
+        image_len: u64,
+        pages: Vec<PageNo>,
+        absent: Vec<PageNo>,
+        partners: Vec<NodeId>,
+    },
+    /// The dest reinstated it under a temporary id and waits for `Commit`.
+    Ready {
+        mid: Mid,
+    },
+    /// Source gives up before the commit point.
+    Abort {
+        mid: Mid,
+    },
+    Commit {
+        mid: Mid,
+    },
+    Committed {
+        mid: Mid,
+    },
+    /// The dest's answer to a `Commit` after it had given up (or at any time it gives up).
+    Aborted {
+        mid: Mid,
+    },
+    /// To a partner node: the process now lives at `to` (apply only if `mid` is newer).
+    LinkUpdate {
+        mid: Mid,
+        pid: Pid,
+        to: NodeId,
+    },
+    LinkAck {
+        mid: Mid,
+        pid: Pid,
+    },
+    /// Source → dest: everything `partner` sent to the source was forwarded.
+    LinkDone {
+        mid: Mid,
+        partner: NodeId,
+    },
+    /// Lazy: dest asks for absent pages (the faulting one plus a prefetch).
+    Fetch {
+        mid: Mid,
+        pages: Vec<PageNo>,
+    },
+    /// Lazy: pages from the source, answering a fetch or pushed in the background.
+    PageData {
+        mid: Mid,
+        pages: Vec<PageNo>,
+        pushed: bool,
+    },
+    /// Lazy: the dest has every page; the source may drop its copy.
+    Released {
+        mid: Mid,
+    },
+}
+
+impl MigMsg {
+    /// The migration it is about.
+    pub fn mid(&self) -> Mid {
+        use MigMsg::*;
+        match self {
+            Offer { mid, .. }
+            | Accept { mid }
+            | Refuse { mid, .. }
+            | Pages { mid, .. }
+            | RoundDone { mid, .. }
+            | RoundAck { mid, .. }
+            | Final { mid, .. }
+            | Ready { mid }
+            | Abort { mid }
+            | Commit { mid }
+            | Committed { mid }
+            | Aborted { mid }
+            | LinkUpdate { mid, .. }
+            | LinkAck { mid, .. }
+            | LinkDone { mid, .. }
+            | Fetch { mid, .. }
+            | PageData { mid, .. }
+            | Released { mid } => *mid,
+        }
+    }
+
+    /// Bytes on the wire, counting `page_bytes` per page carried and `image_len` for `Final`.
+    pub fn wire_bytes(&self, page_bytes: u64) -> u64 {
+        let pages = |p: &Vec<PageNo>| p.len() as u64 * page_bytes;
+        32 + match self {
+            MigMsg::Pages { pages: p, .. } | MigMsg::PageData { pages: p, .. } => pages(p),
+            MigMsg::Final { image_len, pages: p, .. } => image_len + pages(p),
+            _ => 0,
+        }
+    }
+}
+
+/// What the host must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Source: clear the dirty bits; tracking starts now (round 0 sends every page).
+    StartDirtyTracking,
+    /// Source: report the pages dirtied since the last collection ([`Source::pages_dirtied`]).
+    CollectDirty,
+    /// Source: slow the process down (fewer reductions per slice); level 1.. (0: normal).
+    Throttle { level: u32 },
+    /// Source: stop the process at its next safepoint, then call [`Source::frozen`].
+    Freeze,
+    /// Source: resume the process (failure before commit); put the `held` messages back
+    /// into its mailbox, after what it already had.
+    Unfreeze { held: u32 },
+    /// Source: send these pages' contents (the `Pages`/`Final`/`PageData` just queued carry the indices).
+    SendPages { pages: u32 },
+    /// Source: forward the `count` messages held since the image left, in arrival order.
+    ForwardHeld { count: u32, to: NodeId },
+    /// Source: the process's own route now points to `to`; link updates went to `partners`.
+    LinkUpdate { to: NodeId, partners: Vec<NodeId> },
+    /// Source: delete the process's copy (state and pages): nothing more is needed from it.
+    DeleteSource,
+    /// Dest: reinstate the received image under a temporary id, then call [`Dest::reinstated`].
+    Reinstate { absent: u32 },
+    /// Dest: discard the temporary copy (the migration failed before commit).
+    Discard,
+    /// Dest: rename it to its pid and run it; `absent` pages are still on the source.
+    Resume { absent: u32 },
+    /// Dest: these pages arrived (wake threads faulting on them).
+    PagesArrived { pages: Vec<PageNo> },
+    /// Dest: deliver the direct messages held from `partner` (node), in arrival order.
+    Release { partner: NodeId },
+    /// Dest: the process cannot go on (lazy: pages it needs are gone): end it with this error.
+    Kill { why: Failure },
+    /// The machine finished (it stays to answer late messages; see `outcome`).
+    Done,
+}
+
+/// Why a migration failed or a process was ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Refused(RefuseReason),
+    /// No answer from the peer within the timeout (`what` it was waiting for).
+    Timeout(&'static str),
+    /// The dest answered `Aborted`.
+    DestAborted,
+    /// The source gave up (`Abort`).
+    SourceAborted,
+    /// The peer node restarted: everything it held for this migration is gone.
+    PeerRestarted(NodeId),
+    /// Lazy: the source was lost while `absent` pages were only there.
+    SourceLostWithPages {
+        source: NodeId,
+        absent: u32,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused(r) => write!(f, "destination refused: {r:?}"),
+            Failure::Timeout(w) => write!(f, "timed out waiting for {w}"),
+            Failure::DestAborted => write!(f, "destination aborted"),
+            Failure::SourceAborted => write!(f, "source aborted"),
+            Failure::PeerRestarted(n) => write!(f, "node {n} restarted"),
+            Failure::SourceLostWithPages { source, absent } => {
+                write!(f, "source node {source} lost while {absent} pages were only there: process ended")
+            }
+        }
+    }
+}
+
+/// How a source machine ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceOutcome {
+    /// The dest owns the process; the source holds nothing for it.
+    Committed,
+    /// The process runs on the source again (or never stopped).
+    Failed(Failure),
+    /// `Commit` was sent and the dest restarted before answering: the process may run
+    /// there or be gone. The source keeps its frozen copy and never resumes it.
+    InDoubt(Failure),
+}
+
+/// How a dest machine ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestOutcome {
+    /// It runs here, with no dependency on the source left.
+    Committed,
+    /// Nothing of it is here.
+    Aborted(Failure),
+    /// It had committed and then had to be ended ([`Action::Kill`]).
+    ProcessLost(Failure),
+}
+
+/// Why precopy rounds stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopReason {
+    #[default]
+    NoRounds,
+    /// The dirty set fits in the freeze-time budget at the measured bandwidth.
+    Converged,
+    /// The dirty set stopped shrinking, even with the process throttled to the maximum.
+    NotShrinking,
+    /// `max_rounds` was reached.
+    RoundLimit,
+}
+
+/// What a migration did (source side; the dest's counters are in [`DestReport`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub mechanism: Option<Mechanism>,
+    /// Pages sent in each precopy round.
+    pub rounds: Vec<u32>,
+    pub stop: StopReason,
+    /// Highest throttle level applied (0: never throttled).
+    pub throttle: u32,
+    /// Pages sent more than once.
+    pub redundant_pages: u32,
+    /// Pages sent with the frozen image.
+    pub final_pages: u32,
+    /// Pages left absent at the dest at resume (lazy/hybrid).
+    pub absent_at_resume: u32,
+    pub bytes_sent: u64,
+    /// Bandwidth measured during the rounds, bytes per ms.
+    pub bandwidth_bytes_per_ms: u64,
+    pub started_us: u64,
+    pub frozen_at_us: Option<u64>,
+    /// Frozen until `Committed` was seen (an upper bound of the freeze time).
+    pub freeze_time_us: Option<u64>,
+    pub committed_at_us: Option<u64>,
+    pub ended_at_us: Option<u64>,
+    /// Messages held at the source while frozen, and forwarded after commit.
+    pub held: u32,
+    pub forwarded: u32,
+    pub link_updates: u32,
+    pub pages_pushed: u32,
+    pub fetches_served: u32,
+    /// Lazy: when the dest stopped depending on the source.
+    pub dependency_ended_us: Option<u64>,
+}
+
+/// What the dest counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestReport {
+    pub pages_received: u32,
+    pub faults: u32,
+    pub fetch_requests: u32,
+    pub held_direct: u32,
+    pub resumed_at_us: Option<u64>,
+    pub dependency_ended_us: Option<u64>,
+}
+
+/// What the source still holds for the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Residual {
+    /// A copy of the process (running, frozen, or kept for lazy pages).
+    pub copy: bool,
+    /// Messages held for it.
+    pub held: u32,
+    /// A forwarding entry (messages for the pid are forwarded to the dest).
+    pub forwarding: bool,
+    /// Partner nodes that have not acknowledged their link update.
+    pub links_pending: u32,
+    /// Pages not yet moved to the dest (lazy/hybrid).
+    pub pages: u32,
+}
+
+impl Residual {
+    pub fn is_empty(&self) -> bool {
+        *self == Residual::default()
+    }
+}
+
+/// What the host does with an application message for the pid that arrived at this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Into the local copy's mailbox.
+    Deliver,
+    /// Keep it, in arrival order; an action says later what becomes of it.
+    Hold,
+    /// Send it on to the node.
+    Forward { to: NodeId },
+    /// This machine knows nothing of it any more (the host routes it as usual).
+    NotMine,
+}
+
+/// Test only: deliberate bugs, to show that the simulator's checkers catch them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigFault {
+    #[default]
+    None,
+    /// The source resumes on a timeout after sending `Commit` (the fork the rule forbids).
+    ResumeAfterCommit,
+    /// The dest delivers direct messages at once instead of holding them until `LinkDone`.
+    NoHoldUntilLinkDone,
+    /// The source deletes its copy at `Committed` even for lazy (pages still needed).
+    DeleteLazyEarly,
+}
+
+/// Timers and limits of a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigConfig {
+    pub page_bytes: u64,
+    /// Before the commit point: give up when the peer says nothing for this long.
+    pub step_timeout_us: u64,
+    /// Dest: give up waiting for `Commit` after `Ready` after this long.
+    pub commit_timeout_us: u64,
+    /// Precopy: the freeze time the last (frozen) transfer should fit in.
+    pub freeze_budget_us: u64,
+    pub max_rounds: u32,
+    /// A round "shrinks" if its dirty set is below this per mille of the previous one.
+    pub shrink_per_mille: u64,
+    pub max_throttle: u32,
+    /// Lazy: pages prefetched after the faulting one.
+    pub prefetch: u32,
+    /// Lazy: background push, `push_pages` every `push_interval_us`.
+    pub push_interval_us: u64,
+    pub push_pages: u32,
+    /// Largest `Pages`/`PageData` message, in pages.
+    pub max_pages_per_msg: u32,
+    #[doc(hidden)]
+    pub fault: MigFault,
+}
+
+impl Default for MigConfig {
+    fn default() -> Self {
+        MigConfig {
+            page_bytes: 4096,
+            step_timeout_us: 500_000,
+            commit_timeout_us: 1_000_000,
+            freeze_budget_us: 1_000,
+            max_rounds: 8,
+            shrink_per_mille: 900,
+            max_throttle: 3,
+            prefetch: 1,
+            push_interval_us: 1_000,
+            push_pages: 16,
+            max_pages_per_msg: 64,
+            fault: MigFault::None,
+        }
+    }
+}
+
+/// Who and what a source migrates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInit {
+    pub mid: Mid,
+    pub pid: Pid,
+    pub me: NodeId,
+    pub dest: NodeId,
+    pub size_pages: u32,
+    pub mechanism: Mechanism,
+    /// Nodes holding a partner of one of the migrant's channel ends (may include both ends).
+    pub partners: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SPhase {
+    Offered,
+    /// Round sent, waiting for its `RoundAck`.
+    Round,
+    /// Waiting for `pages_dirtied`.
+    Collecting,
+    /// Waiting for `frozen`.
+    Freezing,
+    /// Image sent, waiting for `Ready`.
+    FinalSent,
+    /// The point of no return: waiting for `Committed` or `Aborted`, forever.
+    CommitSent,
+    /// Committed: forwarding, link updates, (lazy) pages.
+    After,
+    Done(SourceOutcome),
+}
+
+/// The source side of one migration.
+#[derive(Debug)]
+pub struct Source {
+    cfg: MigConfig,
+    init: SourceInit,
+    phase: SPhase,
+    out: VecDeque<(NodeId, MigMsg)>,
+    actions: VecDeque<Action>,
+    deadline: Option<u64>,
+    push_at: Option<u64>,
+    frozen: bool,
+    /// Pages sent at least once.
+    sent: Vec<bool>,
+    round: u32,
+    round_started_us: u64,
+    round_pages: u32,
+    /// The last collected dirty set, not sent yet.
+    pending: Vec<PageNo>,
+    prev_dirty: Option<usize>,
+    bw_bytes_per_ms: u64,
+    throttle: u32,
+    held: u32,
+    /// Lazy: pages the dest does not have yet.
+    unsent: BTreeSet<PageNo>,
+    released: bool,
+    copy: bool,
+    links_pending: BTreeSet<NodeId>,
+    report: Report,
+}
+
+impl Source {
+    /// Starts a migration: queues the `Offer`.
+    pub fn new(now_us: u64, cfg: MigConfig, init: SourceInit) -> Self {
+        let mut s = Source {
+            sent: vec![false; init.size_pages as usize],
+            report: Report { mechanism: Some(init.mechanism), started_us: now_us, ..Report::default() },
+            cfg,
+            phase: SPhase::Offered,
+            out: VecDeque::new(),
+            actions: VecDeque::new(),
+            deadline: None,
+            push_at: None,
+            frozen: false,
+            round: 0,
+            round_started_us: now_us,
+            round_pages: 0,
+            pending: Vec::new(),
+            prev_dirty: None,
+            bw_bytes_per_ms: 0,
+            throttle: 0,
+            held: 0,
+            unsent: BTreeSet::new(),
+            released: false,
+            copy: true,
+            links_pending: BTreeSet::new(),
+            init,
+        };
+        let i = &s.init;
+        let offer = MigMsg::Offer { mid: i.mid, pid: i.pid, size_pages: i.size_pages, mechanism: i.mechanism };
+        s.send_dest(offer);
+        s.deadline = Some(now_us + s.cfg.step_timeout_us);
+        s
+    }
+
+    pub fn mid(&self) -> Mid {
+        self.init.mid
+    }
+    pub fn pid(&self) -> Pid {
+        self.init.pid
+    }
+    pub fn dest(&self) -> NodeId {
+        self.init.dest
+    }
+    pub fn mechanism(&self) -> Mechanism {
+        self.init.mechanism
+    }
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+    /// `Some` once finished.
+    pub fn outcome(&self) -> Option<&SourceOutcome> {
+        match &self.phase {
+            SPhase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+    /// Past the point of no return (`Commit` sent).
+    pub fn commit_sent(&self) -> bool {
+        matches!(self.phase, SPhase::CommitSent | SPhase::After | SPhase::Done(SourceOutcome::Committed))
+    }
+    /// Precopy rounds are running (the process runs while they do).
+    pub fn in_rounds(&self) -> bool {
+        matches!(self.phase, SPhase::Round | SPhase::Collecting)
+    }
+
+    /// What the source still holds for the process (empty after a committed migration
+    /// whose link updates were acknowledged and, for lazy, whose pages all moved).
+    pub fn residual(&self) -> Residual {
+        let after = matches!(self.phase, SPhase::After);
+        Residual {
+            copy: self.copy && !matches!(self.phase, SPhase::Done(SourceOutcome::Failed(_))),
+            held: if matches!(self.phase, SPhase::Done(_)) { 0 } else { self.held },
+            forwarding: after,
+            links_pending: self.links_pending.len() as u32,
+            pages: if after { self.unsent.len() as u32 } else { 0 },
+        }
+    }
+
+    fn send_dest(&mut self, m: MigMsg) {
+        self.report.bytes_sent += m.wire_bytes(self.cfg.page_bytes);
+        self.out.push_back((self.init.dest, m));
+    }
+
+    fn send_pages(&mut self, round: u32, pages: &[PageNo]) {
+        for chunk in pages.chunks(self.cfg.max_pages_per_msg.max(1) as usize) {
+            self.send_dest(MigMsg::Pages { mid: self.init.mid, round, pages: chunk.to_vec() });
+        }
+        self.mark_sent(pages);
+        self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
+    }
+
+    fn mark_sent(&mut self, pages: &[PageNo]) {
+        for &p in pages {
+            if let Some(s) = self.sent.get_mut(p as usize) {
+                if *s {
+                    self.report.redundant_pages += 1;
+                }
+                *s = true;
+            }
+        }
+    }
+
+    fn start_round(&mut self, now_us: u64, pages: Vec<PageNo>) {
+        self.phase = SPhase::Round;
+        self.round_started_us = now_us;
+        self.round_pages = pages.len() as u32;
+        self.report.rounds.push(pages.len() as u32);
+        self.send_pages(self.round, &pages);
+        self.send_dest(MigMsg::RoundDone { mid: self.init.mid, round: self.round });
+        self.deadline = Some(now_us + self.cfg.step_timeout_us);
+    }
+
+    fn freeze(&mut self, now_us: u64) {
+        self.phase = SPhase::Freezing;
+        self.actions.push_back(Action::Freeze);
+        self.deadline = Some(now_us + self.cfg.step_timeout_us);
+    }
+
+    /// Gives up before the commit point: the process runs here again.
+    fn fail(&mut self, now_us: u64, why: Failure, tell_dest: bool) {
+        debug_assert!(!self.commit_sent());
+        if tell_dest {
+            self.send_dest(MigMsg::Abort { mid: self.init.mid });
+        }
+        if self.frozen || matches!(self.phase, SPhase::Freezing) {
+            self.actions.push_back(Action::Unfreeze { held: self.held });
+            self.frozen = false;
+        } else if self.throttle > 0 {
+            self.actions.push_back(Action::Throttle { level: 0 });
+        }
+        self.held = 0;
+        self.finish(now_us, SourceOutcome::Failed(why));
+    }
+
+    fn finish(&mut self, now_us: u64, o: SourceOutcome) {
+        self.phase = SPhase::Done(o);
+        self.deadline = None;
+        self.push_at = None;
+        self.report.ended_at_us = Some(now_us);
+        self.actions.push_back(Action::Done);
+    }
+
+    /// A message from `from` about this migration.
+    pub fn handle(&mut self, now_us: u64, from: NodeId, msg: MigMsg) {
+        let mid = self.init.mid;
+        if msg.mid() != mid {
+            return;
+        }
+        match (&self.phase, msg) {
+            (SPhase::Offered, MigMsg::Accept { .. }) if from == self.init.dest => {
+                if self.init.mechanism.rounds() {
+                    self.actions.push_back(Action::StartDirtyTracking);
+                    let all = (0..self.init.size_pages).collect();
+                    self.start_round(now_us, all);
+                } else {
+                    self.freeze(now_us);
+                }
+            }
+            (SPhase::Offered, MigMsg::Refuse { why, .. }) => self.fail(now_us, Failure::Refused(why), false),
+            (SPhase::Round, MigMsg::RoundAck { round, .. }) if round == self.round => {
+                let dt = now_us.saturating_sub(self.round_started_us).max(1);
+                let bytes = self.round_pages as u64 * self.cfg.page_bytes;
+                let bw = bytes * 1000 / dt;
+                // Keep the better of the measurements: a short round is dominated by latency.
+                self.bw_bytes_per_ms = self.bw_bytes_per_ms.max(bw);
+                self.report.bandwidth_bytes_per_ms = self.bw_bytes_per_ms;
+                self.phase = SPhase::Collecting;
+                self.actions.push_back(Action::CollectDirty);
+                self.deadline = None;
+            }
+            (SPhase::FinalSent, MigMsg::Ready { .. }) => {
+                self.phase = SPhase::CommitSent;
+                self.send_dest(MigMsg::Commit { mid });
+                // No deadline: after Commit the source waits for the dest's answer, forever.
+                self.deadline = if self.cfg.fault == MigFault::ResumeAfterCommit { Some(now_us + self.cfg.step_timeout_us) } else { None };
+            }
+            (SPhase::CommitSent, MigMsg::Committed { .. }) => self.committed(now_us),
+            (SPhase::CommitSent, MigMsg::Aborted { .. }) => {
+                // The dest decided not to commit: the process is ours again.
+                self.phase = SPhase::FinalSent;
+                self.fail(now_us, Failure::DestAborted, false);
+            }
+            (SPhase::Offered | SPhase::Round | SPhase::Collecting | SPhase::Freezing | SPhase::FinalSent, MigMsg::Aborted { .. }) => {
+                self.fail(now_us, Failure::DestAborted, false)
+            }
+            // Every message `from` sent us came before its ack and was forwarded.
+            (SPhase::After, MigMsg::LinkAck { .. }) if self.links_pending.remove(&from) => {
+                self.send_dest(MigMsg::LinkDone { mid, partner: from });
+                self.maybe_done(now_us);
+            }
+            (SPhase::After, MigMsg::Fetch { pages, .. }) => {
+                let pages: Vec<PageNo> = pages.into_iter().filter(|p| self.unsent.remove(p)).collect();
+                if !pages.is_empty() {
+                    self.report.fetches_served += 1;
+                    self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
+                    self.mark_sent(&pages);
+                    self.send_dest(MigMsg::PageData { mid, pages, pushed: false });
+                }
+            }
+            (SPhase::After, MigMsg::Released { .. }) => {
+                self.released = true;
+                self.unsent.clear();
+                self.push_at = None;
+                self.report.dependency_ended_us = Some(now_us);
+                if self.copy {
+                    self.copy = false;
+                    self.actions.push_back(Action::DeleteSource);
+                }
+                self.maybe_done(now_us);
+            }
+            _ => {}
+        }
+    }
+
+    fn committed(&mut self, now_us: u64) {
+        let mid = self.init.mid;
+        let dest = self.init.dest;
+        self.phase = SPhase::After;
+        self.deadline = None;
+        self.frozen = false;
+        self.report.committed_at_us = Some(now_us);
+        self.report.freeze_time_us = self.report.frozen_at_us.map(|f| now_us - f);
+        // Messages held since the image left go first, then everything that arrives.
+        self.actions.push_back(Action::ForwardHeld { count: self.held, to: dest });
+        self.report.forwarded += self.held;
+        self.held = 0;
+        // The dest node's own partners sent us everything before `Committed`.
+        self.send_dest(MigMsg::LinkDone { mid, partner: dest });
+        let partners: Vec<NodeId> = self.init.partners.iter().copied().filter(|&p| p != self.init.me && p != dest).collect();
+        for &p in &partners {
+            self.out.push_back((p, MigMsg::LinkUpdate { mid, pid: self.init.pid, to: dest }));
+            self.links_pending.insert(p);
+        }
+        self.report.link_updates = partners.len() as u32;
+        self.actions.push_back(Action::LinkUpdate { to: dest, partners });
+        let lazy = self.init.mechanism.lazy() && !self.unsent.is_empty();
+        if !lazy || self.cfg.fault == MigFault::DeleteLazyEarly {
+            self.copy = false;
+            self.actions.push_back(Action::DeleteSource);
+        }
+        if lazy {
+            self.push_at = Some(now_us + self.cfg.push_interval_us);
+        } else {
+            self.unsent.clear();
+            self.released = true;
+            self.report.dependency_ended_us = Some(now_us);
+        }
+        self.maybe_done(now_us);
+    }
+
+    fn maybe_done(&mut self, now_us: u64) {
+        if matches!(self.phase, SPhase::After) && self.links_pending.is_empty() && self.released {
+            self.finish(now_us, SourceOutcome::Committed);
+        }
+    }
+
+    /// The process is stopped at a safepoint; `dirty` are the pages dirtied since the last
+    /// collection (all of them are sent unless lazy), `image_len` the size of its state.
+    pub fn frozen(&mut self, now_us: u64, dirty: &[PageNo], image_len: u64) {
+        if self.phase != SPhase::Freezing {
+            return;
+        }
+        self.frozen = true;
+        self.report.frozen_at_us = Some(now_us);
+        let mut rest: BTreeSet<PageNo> = self.pending.drain(..).collect();
+        rest.extend(dirty.iter().copied().filter(|&p| p < self.init.size_pages));
+        let (pages, absent): (Vec<PageNo>, Vec<PageNo>) = match self.init.mechanism {
+            Mechanism::Freeze => ((0..self.init.size_pages).collect(), vec![]),
+            Mechanism::Precopy => (rest.into_iter().collect(), vec![]),
+            Mechanism::Lazy => (vec![], (0..self.init.size_pages).collect()),
+            Mechanism::Hybrid => {
+                // Whatever never went (nothing, after round 0) and the last dirty set.
+                let mut a = rest;
+                a.extend((0..self.init.size_pages).filter(|&p| !self.sent[p as usize]));
+                (vec![], a.into_iter().collect())
+            }
+        };
+        self.mark_sent(&pages);
+        if !pages.is_empty() {
+            self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
+        }
+        self.report.final_pages = pages.len() as u32;
+        self.report.absent_at_resume = absent.len() as u32;
+        self.unsent = absent.iter().copied().collect();
+        let msg = MigMsg::Final { mid: self.init.mid, image_len, pages, absent, partners: self.init.partners.clone() };
+        self.send_dest(msg);
+        self.phase = SPhase::FinalSent;
+        self.deadline = Some(now_us + self.cfg.step_timeout_us);
+    }
+
+    /// The pages dirtied since the last collection (answer to [`Action::CollectDirty`]).
+    pub fn pages_dirtied(&mut self, now_us: u64, dirty: &[PageNo]) {
+        if self.phase != SPhase::Collecting {
+            return;
+        }
+        let set: Vec<PageNo> = dirty.iter().copied().filter(|&p| p < self.init.size_pages).collect::<BTreeSet<_>>().into_iter().collect();
+        let n = set.len();
+        let budget_pages = (self.cfg.freeze_budget_us * self.bw_bytes_per_ms / 1000 / self.cfg.page_bytes.max(1)) as usize;
+        let shrinking = self.prev_dirty.is_none_or(|p| (n as u64) * 1000 < p as u64 * self.cfg.shrink_per_mille);
+        self.round += 1;
+        let stop = if n <= budget_pages {
+            Some(StopReason::Converged)
+        } else if self.round >= self.cfg.max_rounds {
+            Some(StopReason::RoundLimit)
+        } else if !shrinking && self.throttle >= self.cfg.max_throttle {
+            Some(StopReason::NotShrinking)
+        } else {
+            None
+        };
+        self.prev_dirty = Some(n);
+        match stop {
+            Some(reason) => {
+                self.report.stop = reason;
+                self.pending = set;
+                self.freeze(now_us);
+            }
+            None => {
+                if !shrinking {
+                    self.throttle += 1;
+                    self.report.throttle = self.report.throttle.max(self.throttle);
+                    self.actions.push_back(Action::Throttle { level: self.throttle });
+                }
+                self.start_round(now_us, set);
+            }
+        }
+    }
+
+    /// An application message for the pid arrived at this node: what to do with it.
+    pub fn message_arrived(&mut self, _now_us: u64) -> Disposition {
+        match self.phase {
+            SPhase::Offered | SPhase::Round | SPhase::Collecting | SPhase::Freezing => Disposition::Deliver,
+            SPhase::FinalSent | SPhase::CommitSent => {
+                self.held += 1;
+                self.report.held += 1;
+                Disposition::Hold
+            }
+            SPhase::After => {
+                self.report.forwarded += 1;
+                Disposition::Forward { to: self.init.dest }
+            }
+            SPhase::Done(_) => Disposition::NotMine,
+        }
+    }
+
+    /// `node` restarted: everything its old incarnation held is gone.
+    pub fn peer_restarted(&mut self, now_us: u64, node: NodeId) {
+        if node == self.init.dest {
+            match self.phase {
+                SPhase::Done(_) => {}
+                SPhase::CommitSent => {
+                    // It may have committed and died, or died before `Commit`: never resume.
+                    self.phase = SPhase::Done(SourceOutcome::InDoubt(Failure::PeerRestarted(node)));
+                    self.deadline = None;
+                    self.report.ended_at_us = Some(now_us);
+                    self.actions.push_back(Action::Done);
+                }
+                SPhase::After => {
+                    // The process died with the dest: nothing left to forward or push.
+                    self.links_pending.clear();
+                    self.released = true;
+                    self.unsent.clear();
+                    if self.copy {
+                        self.copy = false;
+                        self.actions.push_back(Action::DeleteSource);
+                    }
+                    self.maybe_done(now_us);
+                }
+                _ => self.fail(now_us, Failure::PeerRestarted(node), false),
+            }
+        } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
+            // Its new incarnation will locate the process; nothing more will come from the old.
+            self.send_dest(MigMsg::LinkDone { mid: self.init.mid, partner: node });
+            self.maybe_done(now_us);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, MigMsg)> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match (self.deadline, self.push_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if self.deadline.is_some_and(|d| now_us >= d) {
+            self.deadline = None;
+            let what = match self.phase {
+                SPhase::Offered => Some("Accept"),
+                SPhase::Round => Some("RoundAck"),
+                SPhase::Freezing => Some("the process to freeze"),
+                SPhase::FinalSent => Some("Ready"),
+                SPhase::CommitSent if self.cfg.fault == MigFault::ResumeAfterCommit => {
+                    // The deliberate bug: resume although the dest may have committed.
+                    self.phase = SPhase::FinalSent;
+                    Some("Committed")
+                }
+                _ => None,
+            };
+            if let Some(w) = what {
+                self.fail(now_us, Failure::Timeout(w), true);
+            }
+        }
+        if self.push_at.is_some_and(|t| now_us >= t) {
+            let pages: Vec<PageNo> = self.unsent.iter().copied().take(self.cfg.push_pages.max(1) as usize).collect();
+            for p in &pages {
+                self.unsent.remove(p);
+            }
+            self.push_at = None;
+            if !pages.is_empty() {
+                self.report.pages_pushed += pages.len() as u32;
+                self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
+                self.mark_sent(&pages);
+                self.send_dest(MigMsg::PageData { mid: self.init.mid, pages, pushed: true });
+            }
+            if !self.unsent.is_empty() {
+                self.push_at = Some(now_us + self.cfg.push_interval_us);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DPhase {
+    /// Accepted: receiving rounds and the image.
+    Receiving,
+    /// Waiting for `reinstated`.
+    Reinstating,
+    /// Waiting for `Commit`.
+    Ready,
+    /// Committed and running; link updates and (lazy) pages may be pending.
+    Running,
+    Done(DestOutcome),
+}
+
+/// The destination side of one migration.
+#[derive(Debug)]
+pub struct Dest {
+    cfg: MigConfig,
+    mid: Mid,
+    pid: Pid,
+    me: NodeId,
+    source: NodeId,
+    mechanism: Mechanism,
+    phase: DPhase,
+    out: VecDeque<(NodeId, MigMsg)>,
+    actions: VecDeque<Action>,
+    deadline: Option<u64>,
+    present: Vec<bool>,
+    absent: u32,
+    requested: Vec<bool>,
+    /// Partner nodes whose direct messages are held until `LinkDone`.
+    links_pending: BTreeSet<NodeId>,
+    /// Partner nodes this dest sent link updates to itself (the source was lost).
+    own_updates: BTreeSet<NodeId>,
+    source_lost: bool,
+    report: DestReport,
+}
+
+impl Dest {
+    /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
+    pub fn new(now_us: u64, cfg: MigConfig, me: NodeId, from: NodeId, offer: &MigMsg, refuse: Option<RefuseReason>) -> Option<Self> {
+        let MigMsg::Offer { mid, pid, size_pages, mechanism } = *offer else { return None };
+        let mut d = Dest {
+            present: vec![false; size_pages as usize],
+            requested: vec![false; size_pages as usize],
+            absent: 0,
+            cfg,
+            mid,
+            pid,
+            me,
+            source: from,
+            mechanism,
+            phase: DPhase::Receiving,
+            out: VecDeque::new(),
+            actions: VecDeque::new(),
+            deadline: None,
+            links_pending: BTreeSet::new(),
+            own_updates: BTreeSet::new(),
+            source_lost: false,
+            report: DestReport::default(),
+        };
+        match refuse {
+            Some(why) => {
+                d.out.push_back((from, MigMsg::Refuse { mid, why }));
+                d.phase = DPhase::Done(DestOutcome::Aborted(Failure::Refused(why)));
+            }
+            None => {
+                d.out.push_back((from, MigMsg::Accept { mid }));
+                d.deadline = Some(now_us + d.cfg.step_timeout_us);
+            }
+        }
+        Some(d)
+    }
+
+    pub fn mid(&self) -> Mid {
+        self.mid
+    }
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+    pub fn source(&self) -> NodeId {
+        self.source
+    }
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+    pub fn report(&self) -> &DestReport {
+        &self.report
+    }
+    pub fn outcome(&self) -> Option<&DestOutcome> {
+        match &self.phase {
+            DPhase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+    /// Committed here (running, or done with `Committed`).
+    pub fn committed(&self) -> bool {
+        matches!(self.phase, DPhase::Running | DPhase::Done(DestOutcome::Committed))
+    }
+    /// Pages still only on the source.
+    pub fn absent_pages(&self) -> u32 {
+        self.absent
+    }
+    pub fn is_present(&self, page: PageNo) -> bool {
+        self.present.get(page as usize).copied().unwrap_or(false) || !self.mechanism.lazy()
+    }
+
+    fn abort(&mut self, now_us: u64, why: Failure, tell_source: bool) {
+        if tell_source {
+            self.out.push_back((self.source, MigMsg::Aborted { mid: self.mid }));
+        }
+        if matches!(self.phase, DPhase::Receiving | DPhase::Reinstating | DPhase::Ready) {
+            self.actions.push_back(Action::Discard);
+        }
+        self.finish(now_us, DestOutcome::Aborted(why));
+    }
+
+    fn finish(&mut self, now_us: u64, o: DestOutcome) {
+        if matches!(o, DestOutcome::Committed) && self.report.dependency_ended_us.is_none() {
+            self.report.dependency_ended_us = Some(now_us);
+        }
+        self.phase = DPhase::Done(o);
+        self.deadline = None;
+        self.actions.push_back(Action::Done);
+    }
+
+    fn receive_pages(&mut self, pages: &[PageNo]) -> Vec<PageNo> {
+        let mut new = Vec::new();
+        for &p in pages {
+            if let Some(x) = self.present.get_mut(p as usize) {
+                self.report.pages_received += 1;
+                if !*x {
+                    *x = true;
+                    new.push(p);
+                }
+            }
+        }
+        new
+    }
+
+    /// A message from `from` about this migration.
+    pub fn handle(&mut self, now_us: u64, from: NodeId, msg: MigMsg) {
+        if msg.mid() != self.mid {
+            return;
+        }
+        let mid = self.mid;
+        match (&self.phase, msg) {
+            (DPhase::Receiving, MigMsg::Pages { pages, .. }) => {
+                self.receive_pages(&pages);
+                self.deadline = Some(now_us + self.cfg.step_timeout_us);
+            }
+            (DPhase::Receiving, MigMsg::RoundDone { round, .. }) => {
+                self.out.push_back((self.source, MigMsg::RoundAck { mid, round }));
+                self.deadline = Some(now_us + self.cfg.step_timeout_us);
+            }
+            (DPhase::Receiving, MigMsg::Final { pages, absent, partners, .. }) => {
+                self.receive_pages(&pages);
+                for &p in &absent {
+                    if let Some(x) = self.present.get_mut(p as usize) {
+                        *x = false;
+                    }
+                }
+                self.absent = self.present.iter().filter(|&&x| !x).count() as u32;
+                if !self.mechanism.lazy() && self.absent > 0 {
+                    // Cannot happen with a correct source; refuse to run with holes.
+                    self.abort(now_us, Failure::SourceAborted, true);
+                    return;
+                }
+                self.links_pending = partners.into_iter().filter(|&p| p != self.source).collect();
+                self.links_pending.insert(self.me);
+                self.phase = DPhase::Reinstating;
+                self.actions.push_back(Action::Reinstate { absent: self.absent });
+                self.deadline = Some(now_us + self.cfg.step_timeout_us);
+            }
+            (DPhase::Receiving | DPhase::Reinstating | DPhase::Ready, MigMsg::Abort { .. }) => {
+                self.abort(now_us, Failure::SourceAborted, false)
+            }
+            (DPhase::Ready, MigMsg::Commit { .. }) => {
+                // The decision: we commit here and now.
+                self.phase = DPhase::Running;
+                self.deadline = None;
+                self.report.resumed_at_us = Some(now_us);
+                self.actions.push_back(Action::Resume { absent: self.absent });
+                self.out.push_back((self.source, MigMsg::Committed { mid }));
+                self.maybe_done(now_us);
+            }
+            (DPhase::Done(DestOutcome::Aborted(_)), MigMsg::Commit { .. }) => {
+                // We gave up before it came: tell the source, which then resumes it.
+                self.out.push_back((self.source, MigMsg::Aborted { mid }));
+            }
+            (DPhase::Running, MigMsg::LinkDone { partner, .. }) => {
+                if self.links_pending.remove(&partner) {
+                    self.actions.push_back(Action::Release { partner });
+                }
+                self.maybe_done(now_us);
+            }
+            (DPhase::Running, MigMsg::LinkAck { .. }) => {
+                if self.own_updates.remove(&from) && self.links_pending.remove(&from) {
+                    self.actions.push_back(Action::Release { partner: from });
+                }
+                self.maybe_done(now_us);
+            }
+            (DPhase::Running, MigMsg::PageData { pages, .. }) => {
+                let new = self.receive_pages(&pages);
+                self.absent -= new.len() as u32;
+                if !new.is_empty() {
+                    self.actions.push_back(Action::PagesArrived { pages: new });
+                }
+                if self.absent == 0 {
+                    self.report.dependency_ended_us = Some(now_us);
+                    self.out.push_back((self.source, MigMsg::Released { mid }));
+                }
+                self.maybe_done(now_us);
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_done(&mut self, now_us: u64) {
+        if matches!(self.phase, DPhase::Running) && self.absent == 0 && self.links_pending.is_empty() {
+            if self.report.dependency_ended_us.is_none() {
+                self.report.dependency_ended_us = self.report.resumed_at_us;
+            }
+            self.finish(now_us, DestOutcome::Committed);
+        }
+    }
+
+    /// The image is reinstated under a temporary id (answer to [`Action::Reinstate`]).
+    pub fn reinstated(&mut self, now_us: u64) {
+        if self.phase == DPhase::Reinstating {
+            self.phase = DPhase::Ready;
+            self.out.push_back((self.source, MigMsg::Ready { mid: self.mid }));
+            self.deadline = Some(now_us + self.cfg.commit_timeout_us);
+        }
+    }
+
+    /// The running process touched `page`. True: it is absent, the thread must block
+    /// until [`Action::PagesArrived`] names it (a fetch was sent if none was pending).
+    pub fn page_fault(&mut self, _now_us: u64, page: PageNo) -> bool {
+        if self.is_present(page) || !matches!(self.phase, DPhase::Running) {
+            return false;
+        }
+        self.report.faults += 1;
+        let end = (page as u64 + 1 + self.cfg.prefetch as u64).min(self.present.len() as u64) as u32;
+        let want: Vec<PageNo> = (page..end).filter(|&p| !self.present[p as usize] && !self.requested[p as usize]).collect();
+        if !want.is_empty() && !self.source_lost {
+            for &p in &want {
+                self.requested[p as usize] = true;
+            }
+            self.report.fetch_requests += 1;
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want }));
+        }
+        true
+    }
+
+    /// An application message for the pid arrived here from `partner` (the node of its
+    /// sender), `forwarded` by the source or sent directly.
+    pub fn message_arrived(&mut self, _now_us: u64, partner: NodeId, forwarded: bool) -> Disposition {
+        match self.phase {
+            DPhase::Running => {
+                if !forwarded && self.links_pending.contains(&partner) && self.cfg.fault != MigFault::NoHoldUntilLinkDone {
+                    self.report.held_direct += 1;
+                    Disposition::Hold
+                } else {
+                    Disposition::Deliver
+                }
+            }
+            DPhase::Done(DestOutcome::Committed) => Disposition::Deliver,
+            _ => Disposition::NotMine,
+        }
+    }
+
+    /// `node` restarted: everything its old incarnation held is gone.
+    pub fn peer_restarted(&mut self, now_us: u64, node: NodeId) {
+        if node == self.source {
+            match self.phase {
+                DPhase::Receiving | DPhase::Reinstating | DPhase::Ready => self.abort(now_us, Failure::PeerRestarted(node), false),
+                DPhase::Running => {
+                    self.source_lost = true;
+                    if self.absent > 0 {
+                        let why = Failure::SourceLostWithPages { source: node, absent: self.absent };
+                        self.actions.push_back(Action::Kill { why: why.clone() });
+                        self.finish(now_us, DestOutcome::ProcessLost(why));
+                        return;
+                    }
+                    // Link updates the source did not finish: do them from here. What the
+                    // partners sent to the old source is gone with it; hold nothing back.
+                    let pending: Vec<NodeId> = self.links_pending.iter().copied().collect();
+                    for p in pending {
+                        self.actions.push_back(Action::Release { partner: p });
+                        self.links_pending.remove(&p);
+                        if p != self.me {
+                            self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me }));
+                        }
+                    }
+                    self.maybe_done(now_us);
+                }
+                DPhase::Done(_) => {}
+            }
+        }
+        // A partner node restarting changes nothing here: what its old incarnation sent
+        // via the source may still be on the way; the source's `LinkDone` comes after it.
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, MigMsg)> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if self.deadline.is_some_and(|d| now_us >= d) {
+            self.deadline = None;
+            let what = match self.phase {
+                DPhase::Receiving => "the source's pages",
+                DPhase::Reinstating => "the reinstatement",
+                DPhase::Ready => "Commit",
+                _ => return,
+            };
+            self.abort(now_us, Failure::Timeout(what), true);
+        }
+    }
+}
+
+/// What a partner node does with a `LinkUpdate`: the route to use for `pid` from now on
+/// (if `mid` is newer than the version it has, `route_version`) and the ack to send back
+/// to `from`.
+pub fn partner_link_update(msg: &MigMsg, route_version: Mid) -> Option<(Option<(NodeId, Mid)>, MigMsg)> {
+    let MigMsg::LinkUpdate { mid, pid, to } = *msg else { return None };
+    let route = (mid > route_version).then_some((to, mid));
+    Some((route, MigMsg::LinkAck { mid, pid }))
+}

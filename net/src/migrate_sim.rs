@@ -1,0 +1,1334 @@
+//! A deterministic, seeded simulator of the migration protocol ([`crate::migrate`]).
+//! Groundwork for issue 5: it plays the host (VM + driver) of every node.
+//!
+//! N nodes (3 to 5), one process. The process "runs" on the node that owns it (a step
+//! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
+//! a random page and block on it if absent). Every node hosts a partner that sends the
+//! process numbered messages via its route table. Migrations are started back to back
+//! between random nodes with random mechanisms; destinations sometimes refuse.
+//!
+//! The network is in-order per node pair (the real transport is one session per pair):
+//! each message waits for the link (bandwidth), then a latency with jitter; a partition
+//! holds a pair's messages until it heals (the session retransmits); a crash drops
+//! everything to and from the node and all its state, and the node restarts later with a
+//! new epoch (peers get `peer_restarted`). Faults are either random (a quarter of the
+//! seeds) or systematic: crash the source, the dest or a third node, or cut source–dest,
+//! right after the k-th migration message, k from the seed, so that every protocol step
+//! gets its crash across seeds.
+//!
+//! Checkers after every step:
+//! * **One owner** — at most one running copy; a copy that resumes (`Unfreeze`, `Resume`)
+//!   is the newest of the lineage (no progress was made by another copy since its image):
+//!   never two histories.
+//! * **Messages** — per sender incarnation, the process consumes numbers in increasing
+//!   order, and every number it skips was dropped by a crash. At the end, every number
+//!   sent was consumed or dropped by a crash.
+//! * **Loss is explained** — the process disappears only if a node holding a copy (or the
+//!   pages a lazy copy depends on) crashed; lazy kills name a source that really restarted.
+//! * **Residual** — a committed source ends with nothing: no copy, no held message,
+//!   `residual()` empty; pages are never sent from a source without its copy.
+//! * **Progress and convergence** — precopy rounds longer than a few ticks see the process
+//!   run; rounds that stop without converging report throttling or the round limit.
+//! * **Timers** — after `handle_timeout`, the next timeout is in the future.
+//!
+//! At the end faults stop, partitions heal, crashed nodes restart, partners stop sending,
+//! and the run settles: every machine finished, every queue empty.
+
+use crate::migrate::{
+    Action, Dest, DestOutcome, Disposition, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit,
+    SourceOutcome, StopReason,
+};
+use crate::session::NodeId;
+pub use crate::sim::Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+const PID: u64 = 42;
+
+/// How a run is set up. The seed draws everything else.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Simulated duration of the phase with migrations and faults.
+    pub active_us: u64,
+    /// Longest simulated time allowed to settle once faults stop.
+    pub settle_us: u64,
+    /// A deliberately broken machine, to show that the checkers catch it.
+    pub fault: MigFault,
+    /// Record a step trace (a failing run is replayed with it on, automatically).
+    pub trace: bool,
+    pub trace_lines: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions { active_us: 400_000, settle_us: 20_000_000, fault: MigFault::None, trace: false, trace_lines: 400 }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub steps: u64,
+    pub sim_time_us: u64,
+    pub migrations: u64,
+    pub committed: u64,
+    pub failed: u64,
+    pub refused: u64,
+    pub in_doubt: u64,
+    /// Committed migrations per mechanism (Freeze, Precopy, Lazy, Hybrid).
+    pub by_mechanism: [u64; 4],
+    pub rounds: u64,
+    pub converged: u64,
+    pub throttled: u64,
+    pub round_limited: u64,
+    pub ticks_in_rounds: u64,
+    pub faults_served: u64,
+    pub messages_sent: u64,
+    pub messages_consumed: u64,
+    pub messages_lost_to_crashes: u64,
+    pub forwarded: u64,
+    pub held_direct: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub lazy_kills: u64,
+    /// Why the process is gone, if it is.
+    pub process_lost: Option<String>,
+}
+
+/// A checker failed (or the run did not settle).
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub now_us: u64,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl SimFailure {
+    pub fn replay_command(&self) -> String {
+        format!("TERN_MIGRATE_SEED={} cargo test --release -p tern-net --test migrate_sim -- replay --nocapture", self.seed)
+    }
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "migrate sim seed {} failed at step {} (t = {} us): {}", self.seed, self.step, self.now_us, self.message)?;
+        writeln!(f, "replay: {}", self.replay_command())?;
+        if !self.trace.is_empty() {
+            writeln!(f, "last {} trace lines:", self.trace.len())?;
+            for l in &self.trace {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// Runs one seed. On failure the seed is run again with the trace on.
+pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimReport, SimFailure> {
+    match Sim::new(seed, opts.clone()).run() {
+        Ok(r) => Ok(r),
+        Err(f) if opts.trace => Err(f),
+        Err(f) => match Sim::new(seed, SimOptions { trace: true, ..opts.clone() }).run() {
+            Err(t) if t.message == f.message && t.step == f.step => Err(t),
+            Err(t) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: traced replay: {})", f.message, t.message), ..t }),
+            Ok(_) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: the traced replay passed)", f.message), ..f }),
+        },
+    }
+}
+
+/// A sender incarnation: (node, epoch).
+type Sender = (NodeId, u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AppMsg {
+    sender: Sender,
+    seq: u64,
+    /// The version (mid) of the sender's route when it sent it.
+    route_ver: Mid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyState {
+    Running,
+    Frozen,
+    /// Reinstated under a temporary id, not running.
+    Temp,
+}
+
+#[derive(Debug, Clone)]
+struct Copy {
+    state: CopyState,
+    progress: u64,
+    consumed: BTreeMap<Sender, u64>,
+    mailbox: VecDeque<AppMsg>,
+    blocked_on: Option<PageNo>,
+    /// The migration that made it (for a temporary copy).
+    mid: Mid,
+}
+
+#[derive(Debug)]
+enum Wire {
+    Mig(MigMsg, Option<Box<Copy>>),
+    App { msg: AppMsg, forwarded: bool },
+}
+
+struct Node {
+    alive: bool,
+    epoch: u64,
+    crashed_ever: bool,
+    copy: Option<Copy>,
+    sources: BTreeMap<Mid, Source>,
+    dests: BTreeMap<Mid, Dest>,
+    images: BTreeMap<Mid, Copy>,
+    held_src: VecDeque<AppMsg>,
+    held_dst: BTreeMap<NodeId, VecDeque<AppMsg>>,
+    route: (NodeId, Mid),
+    /// The migration through which this node got the process (0: it started here).
+    acquired: Mid,
+    partner_seq: u64,
+    dirty: BTreeSet<PageNo>,
+    throttle: u32,
+}
+
+impl Node {
+    fn new(epoch: u64, route: NodeId) -> Self {
+        Node {
+            alive: true,
+            epoch,
+            crashed_ever: false,
+            copy: None,
+            sources: BTreeMap::new(),
+            dests: BTreeMap::new(),
+            images: BTreeMap::new(),
+            held_src: VecDeque::new(),
+            held_dst: BTreeMap::new(),
+            route: (route, 0),
+            acquired: 0,
+            partner_seq: 0,
+            dirty: BTreeSet::new(),
+            throttle: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Random,
+    CrashSource(u64),
+    CrashDest(u64),
+    CrashThird(u64),
+    Partition(u64),
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver { a: NodeId, b: NodeId },
+    Tick,
+    PartnerSend,
+    Migrate,
+    Safepoint { node: NodeId, mid: Mid },
+    Reinstated { node: NodeId, mid: Mid },
+    Crash { node: NodeId },
+    Restart { node: NodeId },
+    Cut { a: NodeId, b: NodeId, until: u64 },
+    Heal { a: NodeId, b: NodeId },
+    EndPhase,
+}
+
+struct Link {
+    queue: VecDeque<(u64, Wire)>,
+    busy_until: u64,
+    last_arrival: u64,
+    cut_until: u64,
+}
+
+struct Cur {
+    mid: Mid,
+    src: NodeId,
+    dst: NodeId,
+    src_epoch: u64,
+
+    rounds_start: u64,
+    ticks_in_rounds: u64,
+}
+
+struct Sim {
+    seed: u64,
+    opts: SimOptions,
+    rng: Rng,
+    now: u64,
+    step: u64,
+    n: usize,
+    cfg: MigConfig,
+    size_pages: u32,
+    tick_us: u64,
+    dirty_rate: u64,
+    send_gap_us: u64,
+    latency: u64,
+    jitter: u64,
+    /// Link bandwidth, bytes per ms.
+    bw: u64,
+    plan: Plan,
+    plan_done: bool,
+    mig_events: u64,
+    nodes: Vec<Node>,
+    links: Vec<Vec<Link>>,
+    queue: BTreeMap<(u64, u64), Ev>,
+    next_ev: u64,
+    next_mid: Mid,
+    cur: Option<Cur>,
+    ending: bool,
+    end_started: u64,
+    // Checker state.
+    lineage_progress: u64,
+    sent: BTreeMap<Sender, u64>,
+    lost: BTreeSet<(Sender, u64)>,
+    /// A node holding a copy, or pages a copy depended on, crashed (and what it held).
+    crashed_holding: Vec<String>,
+    trace: VecDeque<String>,
+    report: SimReport,
+}
+
+macro_rules! trace {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.opts.trace {
+            let line = format!("[{} t={}] {}", $sim.step, $sim.now, format!($($arg)*));
+            $sim.push_trace(line);
+        }
+    };
+}
+
+const MAX_STEPS: u64 = 2_000_000;
+
+fn mech_index(m: Mechanism) -> usize {
+    Mechanism::ALL.iter().position(|&x| x == m).unwrap_or(0)
+}
+
+impl Sim {
+    fn new(seed: u64, opts: SimOptions) -> Self {
+        let mut rng = Rng::new(seed);
+        let n = rng.range(3, 5) as usize;
+        let latency = rng.range(50, 2_000);
+        let cfg = MigConfig {
+            page_bytes: 4096,
+            step_timeout_us: rng.range(80_000, 200_000),
+            commit_timeout_us: rng.range(100_000, 400_000),
+            freeze_budget_us: rng.range(200, 3_000),
+            max_rounds: rng.range(2, 10) as u32,
+            shrink_per_mille: 900,
+            max_throttle: rng.range(1, 4) as u32,
+            prefetch: rng.range(0, 3) as u32,
+            push_interval_us: rng.range(200, 3_000),
+            push_pages: rng.range(1, 32) as u32,
+            max_pages_per_msg: rng.range(8, 64) as u32,
+            fault: opts.fault,
+        };
+        let plan = match seed % 5 {
+            0 => Plan::Random,
+            1 => Plan::CrashSource((seed / 5) % 48 + 1),
+            2 => Plan::CrashDest((seed / 5) % 48 + 1),
+            3 => Plan::CrashThird((seed / 5) % 48 + 1),
+            _ => Plan::Partition((seed / 5) % 48 + 1),
+        };
+        let owner = rng.below(n as u64) as NodeId;
+        let mut nodes: Vec<Node> = (0..n).map(|_| Node::new(1, owner)).collect();
+        nodes[owner as usize].copy = Some(Copy {
+            state: CopyState::Running,
+            progress: 0,
+            consumed: BTreeMap::new(),
+            mailbox: VecDeque::new(),
+            blocked_on: None,
+            mid: 0,
+        });
+        let links = (0..n)
+            .map(|_| (0..n).map(|_| Link { queue: VecDeque::new(), busy_until: 0, last_arrival: 0, cut_until: 0 }).collect())
+            .collect();
+        Sim {
+            seed,
+            size_pages: rng.range(16, 256) as u32,
+            tick_us: rng.range(200, 2_000),
+            dirty_rate: rng.range(0, 24),
+            send_gap_us: rng.range(300, 3_000),
+            jitter: rng.range(0, latency),
+            latency,
+            bw: rng.range(20_000, 400_000),
+            rng,
+            now: 0,
+            step: 0,
+            n,
+            cfg,
+            plan,
+            plan_done: false,
+            mig_events: 0,
+            nodes,
+            links,
+            queue: BTreeMap::new(),
+            next_ev: 0,
+            next_mid: 1,
+            cur: None,
+            ending: false,
+            end_started: 0,
+            lineage_progress: 0,
+            sent: BTreeMap::new(),
+            lost: BTreeSet::new(),
+            crashed_holding: Vec::new(),
+            trace: VecDeque::new(),
+            report: SimReport { seed, nodes: n, ..SimReport::default() },
+            opts,
+        }
+    }
+
+    fn push_trace(&mut self, line: String) {
+        if self.trace.len() >= self.opts.trace_lines.max(1) {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.next_ev += 1;
+        self.queue.insert((at, self.next_ev), ev);
+    }
+
+    fn fail(&self, message: String) -> SimFailure {
+        SimFailure { seed: self.seed, step: self.step, now_us: self.now, message, trace: self.trace.iter().cloned().collect() }
+    }
+
+    fn run(mut self) -> Result<SimReport, SimFailure> {
+        self.schedule(self.tick_us, Ev::Tick);
+        self.schedule(self.send_gap_us, Ev::PartnerSend);
+        self.schedule(1_000, Ev::Migrate);
+        self.schedule(self.opts.active_us, Ev::EndPhase);
+        if self.plan == Plan::Random {
+            let mut t = 0;
+            loop {
+                t += self.rng.range(20_000, 150_000);
+                if t >= self.opts.active_us {
+                    break;
+                }
+                let a = self.rng.below(self.n as u64) as NodeId;
+                if self.rng.chance(500) {
+                    self.schedule(t, Ev::Crash { node: a });
+                } else {
+                    let b = (a + 1 + self.rng.below(self.n as u64 - 1) as NodeId) % self.n as NodeId;
+                    let until = t + self.rng.range(1_000, 400_000);
+                    self.schedule(t, Ev::Cut { a, b, until });
+                }
+            }
+        }
+        loop {
+            self.step += 1;
+            if self.step > MAX_STEPS {
+                return Err(self.fail(format!("no end after {MAX_STEPS} steps")));
+            }
+            if self.ending && self.settled() {
+                break;
+            }
+            if self.ending && self.now > self.end_started + self.opts.settle_us {
+                return Err(self.fail(format!("not settled {} us after the end of faults: {}", self.opts.settle_us, self.unsettled())));
+            }
+            // The earliest of: the next scheduled event, the next machine timer.
+            let mut timer: Option<(u64, NodeId, Mid, bool)> = None;
+            for (i, nd) in self.nodes.iter().enumerate() {
+                if !nd.alive {
+                    continue;
+                }
+                for (&mid, s) in &nd.sources {
+                    if let Some(t) = s.poll_timeout() {
+                        if timer.is_none_or(|(bt, ..)| t < bt) {
+                            timer = Some((t, i as NodeId, mid, true));
+                        }
+                    }
+                }
+                for (&mid, d) in &nd.dests {
+                    if let Some(t) = d.poll_timeout() {
+                        if timer.is_none_or(|(bt, ..)| t < bt) {
+                            timer = Some((t, i as NodeId, mid, false));
+                        }
+                    }
+                }
+            }
+            let next_ev = self.queue.first_key_value().map(|(k, _)| k.0);
+            let timer = timer.filter(|&(t, ..)| next_ev.is_none_or(|e| t < e));
+            if let Some((t, node, mid, is_src)) = timer {
+                self.now = self.now.max(t);
+                let now = self.now;
+                trace!(self, "timeout {} {node} mid {mid}", if is_src { "source" } else { "dest" });
+                let nd = &mut self.nodes[node as usize];
+                let next = if is_src {
+                    let s = nd.sources.get_mut(&mid).expect("timer of a live source");
+                    s.handle_timeout(now);
+                    s.poll_timeout()
+                } else {
+                    let d = nd.dests.get_mut(&mid).expect("timer of a live dest");
+                    d.handle_timeout(now);
+                    d.poll_timeout()
+                };
+                if next.is_some_and(|n| n <= now) {
+                    return Err(self.fail(format!("node {node} mid {mid}: after handle_timeout({now}) the next timeout is {next:?}")));
+                }
+                self.pump(node)?;
+            } else if let Some(((t, _), ev)) = self.queue.pop_first() {
+                self.now = self.now.max(t);
+                self.event(ev)?;
+            } else if self.ending {
+                return Err(self.fail(format!("nothing left to do and not settled: {}", self.unsettled())));
+            } else {
+                return Err(self.fail("nothing left to do".into()));
+            }
+            self.check()?;
+        }
+        self.final_checks()?;
+        self.report.steps = self.step;
+        self.report.sim_time_us = self.now;
+        self.report.messages_lost_to_crashes = self.lost.len() as u64;
+        Ok(self.report)
+    }
+
+    // ---- the network ----
+
+    fn send(&mut self, a: NodeId, b: NodeId, w: Wire) {
+        if a == b {
+            // Local: no network.
+            self.arrive(a, b, w).ok();
+            return;
+        }
+        let bytes = match &w {
+            Wire::Mig(m, _) => m.wire_bytes(self.cfg.page_bytes),
+            Wire::App { .. } => 64,
+        };
+        let jitter = self.rng.below(self.jitter + 1);
+        let l = &mut self.links[a as usize][b as usize];
+        let ready = self.now.max(l.busy_until) + bytes * 1000 / self.bw;
+        l.busy_until = ready;
+        let arrival = (ready + self.latency + jitter).max(l.last_arrival);
+        l.last_arrival = arrival;
+        l.queue.push_back((arrival, w));
+        self.schedule(arrival, Ev::Deliver { a, b });
+    }
+
+    fn send_mig(&mut self, from: NodeId, to: NodeId, m: MigMsg) -> Result<(), SimFailure> {
+        trace!(self, "{from} -> {to}: {}", short(&m));
+        let img = if let MigMsg::Final { .. } = m {
+            match &self.nodes[from as usize].copy {
+                Some(c) if c.state == CopyState::Frozen => Some(Box::new(c.clone())),
+                other => {
+                    return Err(self.fail(format!("node {from} sends Final without a frozen copy ({:?})", other.as_ref().map(|c| c.state))))
+                }
+            }
+        } else {
+            None
+        };
+        self.send(from, to, Wire::Mig(m, img));
+        Ok(())
+    }
+
+    fn deliver(&mut self, a: NodeId, b: NodeId) -> Result<(), SimFailure> {
+        let l = &mut self.links[a as usize][b as usize];
+        if l.cut_until > self.now {
+            return Ok(());
+        }
+        match l.queue.front() {
+            Some(&(t, _)) if t <= self.now => {}
+            _ => return Ok(()),
+        }
+        let (_, w) = l.queue.pop_front().expect("front");
+        if !self.nodes[b as usize].alive {
+            if let Wire::App { msg, .. } = w {
+                self.lost.insert((msg.sender, msg.seq));
+            }
+            return Ok(());
+        }
+        self.arrive(a, b, w)
+    }
+
+    fn arrive(&mut self, from: NodeId, at: NodeId, w: Wire) -> Result<(), SimFailure> {
+        match w {
+            Wire::App { msg, forwarded } => self.app_arrive(at, msg, forwarded),
+            Wire::Mig(m, img) => {
+                self.mig_events += 1;
+                trace!(self, "{at} <- {from}: {} (event {})", short(&m), self.mig_events);
+                self.mig_arrive(from, at, m, img)?;
+                self.systematic_fault()
+            }
+        }
+    }
+
+    fn mig_arrive(&mut self, from: NodeId, at: NodeId, m: MigMsg, img: Option<Box<Copy>>) -> Result<(), SimFailure> {
+        let now = self.now;
+        let mid = m.mid();
+        if let Some(img) = img {
+            self.nodes[at as usize].images.insert(mid, *img);
+        }
+        match m {
+            MigMsg::Offer { .. } => {
+                let nd = &self.nodes[at as usize];
+                let busy = nd.copy.is_some() || nd.dests.values().any(|d| d.outcome().is_none());
+                let refuse = if busy {
+                    Some(RefuseReason::Busy)
+                } else if self.rng.chance(60) {
+                    Some(RefuseReason::OverLimits)
+                } else {
+                    None
+                };
+                if let Some(d) = Dest::new(now, self.cfg.clone(), at, from, &m, refuse) {
+                    self.nodes[at as usize].dests.insert(mid, d);
+                }
+            }
+            MigMsg::LinkUpdate { .. } => {
+                let nd = &mut self.nodes[at as usize];
+                if let Some((route, ack)) = crate::migrate::partner_link_update(&m, nd.route.1) {
+                    if let Some(r) = route {
+                        nd.route = r;
+                    }
+                    self.send_mig(at, from, ack)?;
+                }
+            }
+            _ => {
+                let nd = &mut self.nodes[at as usize];
+                if let Some(s) = nd.sources.get_mut(&mid) {
+                    s.handle(now, from, m);
+                } else if let Some(d) = nd.dests.get_mut(&mid) {
+                    d.handle(now, from, m);
+                }
+            }
+        }
+        self.pump(at)
+    }
+
+    fn app_arrive(&mut self, at: NodeId, msg: AppMsg, forwarded: bool) -> Result<(), SimFailure> {
+        let now = self.now;
+        // A direct message sent on a route older than the one that brought the process
+        // here was meant for an earlier stay (its ordering chain was broken by a crash):
+        // drop it, as lost. Without a crash every partner's route was updated in order.
+        if !forwarded && msg.route_ver < self.nodes[at as usize].acquired {
+            trace!(
+                self,
+                "{at} <- msg {:?}#{} stale route {} < {}: dropped",
+                msg.sender,
+                msg.seq,
+                msg.route_ver,
+                self.nodes[at as usize].acquired
+            );
+            if self.report.crashes == 0 {
+                return Err(self.fail(format!("message {:?}#{} on a stale route without any crash", msg.sender, msg.seq)));
+            }
+            self.lost.insert((msg.sender, msg.seq));
+            return Ok(());
+        }
+        let nd = &mut self.nodes[at as usize];
+        let mut disp = Disposition::NotMine;
+        let mut is_src = false;
+        if let Some(s) = nd.sources.values_mut().find(|s| s.outcome().is_none()) {
+            disp = s.message_arrived(now);
+            is_src = true;
+        }
+        if disp == Disposition::NotMine {
+            if let Some(d) = nd.dests.values_mut().find(|d| d.committed() && d.outcome().is_none()) {
+                disp = d.message_arrived(now, msg.sender.0, forwarded);
+                is_src = false;
+            }
+        }
+        if disp == Disposition::NotMine && nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Temp) {
+            disp = Disposition::Deliver;
+        }
+        trace!(self, "{at} <- msg {:?}#{} fwd={forwarded}: {disp:?}", msg.sender, msg.seq);
+        let nd = &mut self.nodes[at as usize];
+        match disp {
+            Disposition::Deliver => match nd.copy.as_mut() {
+                Some(c) => c.mailbox.push_back(msg),
+                None => return Err(self.fail(format!("node {at}: message to deliver but no copy here"))),
+            },
+            Disposition::Hold if is_src => nd.held_src.push_back(msg),
+            Disposition::Hold => nd.held_dst.entry(msg.sender.0).or_default().push_back(msg),
+            Disposition::Forward { to } => {
+                self.report.forwarded += 1;
+                self.send(at, to, Wire::App { msg, forwarded: true });
+            }
+            Disposition::NotMine => {
+                if nd.crashed_ever || self.process_gone() {
+                    self.lost.insert((msg.sender, msg.seq));
+                } else {
+                    return Err(
+                        self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the host side of the machines ----
+
+    fn pump(&mut self, x: NodeId) -> Result<(), SimFailure> {
+        loop {
+            let mut progress = false;
+            let mids: Vec<Mid> = self.nodes[x as usize].sources.keys().copied().collect();
+            for mid in mids {
+                while let Some(a) = self.nodes[x as usize].sources.get_mut(&mid).and_then(|s| s.poll_action()) {
+                    progress = true;
+                    self.source_action(x, mid, a)?;
+                }
+                while let Some((to, m)) = self.nodes[x as usize].sources.get_mut(&mid).and_then(|s| s.poll_transmit()) {
+                    progress = true;
+                    self.send_mig(x, to, m)?;
+                }
+            }
+            let mids: Vec<Mid> = self.nodes[x as usize].dests.keys().copied().collect();
+            for mid in mids {
+                while let Some(a) = self.nodes[x as usize].dests.get_mut(&mid).and_then(|d| d.poll_action()) {
+                    progress = true;
+                    self.dest_action(x, mid, a)?;
+                }
+                while let Some((to, m)) = self.nodes[x as usize].dests.get_mut(&mid).and_then(|d| d.poll_transmit()) {
+                    progress = true;
+                    self.send_mig(x, to, m)?;
+                }
+            }
+            if !progress || !self.nodes[x as usize].alive {
+                return Ok(());
+            }
+        }
+    }
+
+    fn resume_check(&self, node: NodeId, c: &Copy, what: &str) -> Result<(), SimFailure> {
+        if c.progress != self.lineage_progress {
+            return Err(self.fail(format!(
+                "FORK: node {node} {what} a copy at progress {} but the process already reached {}",
+                c.progress, self.lineage_progress
+            )));
+        }
+        Ok(())
+    }
+
+    fn source_action(&mut self, x: NodeId, mid: Mid, a: Action) -> Result<(), SimFailure> {
+        let now = self.now;
+        trace!(self, "source {x} mid {mid}: {a:?}");
+        match a {
+            Action::StartDirtyTracking => {
+                self.nodes[x as usize].dirty.clear();
+                if let Some(c) = self.cur.as_mut().filter(|c| c.mid == mid) {
+                    c.rounds_start = now;
+                }
+            }
+            Action::CollectDirty => {
+                let nd = &mut self.nodes[x as usize];
+                let d: Vec<PageNo> = std::mem::take(&mut nd.dirty).into_iter().collect();
+                if let Some(s) = nd.sources.get_mut(&mid) {
+                    s.pages_dirtied(now, &d);
+                }
+            }
+            Action::Throttle { level } => self.nodes[x as usize].throttle = level,
+            Action::Freeze => {
+                let delay = self.rng.range(0, 2 * self.tick_us);
+                self.schedule(now + delay, Ev::Safepoint { node: x, mid });
+            }
+            Action::Unfreeze { held } => {
+                let nd = &mut self.nodes[x as usize];
+                nd.throttle = 0;
+                let n_held = nd.held_src.len();
+                if n_held as u32 != held {
+                    return Err(self.fail(format!("node {x}: Unfreeze says {held} held, the host holds {n_held}")));
+                }
+                let held: Vec<AppMsg> = nd.held_src.drain(..).collect();
+                let Some(mut c) = nd.copy.take() else { return Err(self.fail(format!("node {x}: Unfreeze without a copy"))) };
+                c.mailbox.extend(held);
+                if c.state == CopyState::Frozen {
+                    self.resume_check(x, &c, "unfreezes")?;
+                }
+                c.state = CopyState::Running;
+                self.nodes[x as usize].copy = Some(c);
+            }
+            Action::SendPages { pages } => {
+                if self.nodes[x as usize].copy.is_none() {
+                    return Err(self.fail(format!("node {x} sends {pages} pages of a process whose copy it deleted")));
+                }
+            }
+            Action::ForwardHeld { count, to } => {
+                let held: Vec<AppMsg> = self.nodes[x as usize].held_src.drain(..).collect();
+                if held.len() as u32 != count {
+                    return Err(self.fail(format!("node {x}: ForwardHeld says {count}, the host holds {}", held.len())));
+                }
+                self.report.forwarded += held.len() as u64;
+                for msg in held {
+                    self.send(x, to, Wire::App { msg, forwarded: true });
+                }
+            }
+            Action::LinkUpdate { to, .. } => {
+                let nd = &mut self.nodes[x as usize];
+                nd.throttle = 0;
+                if mid > nd.route.1 {
+                    nd.route = (to, mid);
+                }
+            }
+            Action::DeleteSource => {
+                let nd = &mut self.nodes[x as usize];
+                match nd.copy.take() {
+                    Some(c) if c.state == CopyState::Frozen => {}
+                    other => return Err(self.fail(format!("node {x}: DeleteSource of {:?}", other.map(|c| c.state)))),
+                }
+            }
+            Action::Done => self.source_done(x, mid)?,
+            other => return Err(self.fail(format!("node {x}: a source asked for a dest action {other:?}"))),
+        }
+        Ok(())
+    }
+
+    fn source_done(&mut self, x: NodeId, mid: Mid) -> Result<(), SimFailure> {
+        let nd = &self.nodes[x as usize];
+        let s = &nd.sources[&mid];
+        let r = s.report().clone();
+        let mech = s.mechanism();
+        match s.outcome().cloned() {
+            Some(SourceOutcome::Committed) => {
+                self.report.committed += 1;
+                self.report.by_mechanism[mech_index(mech)] += 1;
+                let res = s.residual();
+                if !res.is_empty() || nd.copy.is_some() || !nd.held_src.is_empty() {
+                    return Err(self.fail(format!(
+                        "RESIDUAL: node {x} committed mid {mid} but holds {res:?}, copy {}, {} held messages",
+                        nd.copy.is_some(),
+                        nd.held_src.len()
+                    )));
+                }
+                if matches!(mech, Mechanism::Precopy | Mechanism::Hybrid) {
+                    self.report.rounds += r.rounds.len() as u64;
+                    match r.stop {
+                        StopReason::Converged => self.report.converged += 1,
+                        StopReason::RoundLimit => self.report.round_limited += 1,
+                        StopReason::NotShrinking if r.throttle > 0 => {}
+                        other => {
+                            return Err(
+                                self.fail(format!("CONVERGENCE: precopy mid {mid} stopped ({other:?}) without reporting throttling"))
+                            )
+                        }
+                    }
+                    if r.throttle > 0 {
+                        self.report.throttled += 1;
+                    }
+                }
+            }
+            Some(SourceOutcome::Failed(why)) => {
+                if matches!(why, crate::migrate::Failure::Refused(_)) {
+                    self.report.refused += 1;
+                } else {
+                    self.report.failed += 1;
+                }
+                if nd.copy.as_ref().is_none_or(|c| c.state != CopyState::Running) {
+                    return Err(self.fail(format!("node {x}: mid {mid} failed ({why}) but the process does not run here")));
+                }
+            }
+            Some(SourceOutcome::InDoubt(_)) => self.report.in_doubt += 1,
+            None => {}
+        }
+        if let Some(c) = &self.cur {
+            if c.mid == mid && c.rounds_start > 0 {
+                let rounds_us = r.frozen_at_us.unwrap_or(self.now).saturating_sub(c.rounds_start);
+                self.report.ticks_in_rounds += c.ticks_in_rounds;
+                if rounds_us > 6 * self.tick_us && c.ticks_in_rounds == 0 && self.nodes[x as usize].copy.is_some() {
+                    return Err(
+                        self.fail(format!("PROGRESS: precopy rounds of mid {mid} lasted {rounds_us} us and the process made no progress"))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dest_action(&mut self, y: NodeId, mid: Mid, a: Action) -> Result<(), SimFailure> {
+        trace!(self, "dest {y} mid {mid}: {a:?}");
+        let now = self.now;
+        match a {
+            Action::Reinstate { .. } => {
+                let nd = &mut self.nodes[y as usize];
+                let Some(mut img) = nd.images.remove(&mid) else { return Err(self.fail(format!("node {y}: Reinstate without an image"))) };
+                if nd.copy.is_some() {
+                    return Err(self.fail(format!("node {y}: Reinstate over an existing copy")));
+                }
+                img.state = CopyState::Temp;
+                img.mid = mid;
+                nd.copy = Some(img);
+                let delay = self.rng.range(0, 1_000);
+                self.schedule(now + delay, Ev::Reinstated { node: y, mid });
+            }
+            Action::Discard => {
+                let nd = &mut self.nodes[y as usize];
+                nd.images.remove(&mid);
+                if nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp && c.mid == mid) {
+                    nd.copy = None;
+                }
+            }
+            Action::Resume { .. } => {
+                let nd = &mut self.nodes[y as usize];
+                let Some(mut c) = nd.copy.take() else { return Err(self.fail(format!("node {y}: Resume without a copy"))) };
+                if c.state != CopyState::Temp {
+                    return Err(self.fail(format!("node {y}: Resume of a {:?} copy", c.state)));
+                }
+                self.resume_check(y, &c, "resumes")?;
+                c.state = CopyState::Running;
+                let nd = &mut self.nodes[y as usize];
+                nd.copy = Some(c);
+                nd.route = (y, mid);
+                nd.acquired = mid;
+                nd.dirty.clear();
+                nd.throttle = 0;
+            }
+            Action::PagesArrived { pages } => {
+                if let Some(c) = self.nodes[y as usize].copy.as_mut() {
+                    if c.blocked_on.is_some_and(|p| pages.contains(&p)) {
+                        c.blocked_on = None;
+                    }
+                }
+            }
+            Action::Release { partner } => {
+                let nd = &mut self.nodes[y as usize];
+                let held = nd.held_dst.remove(&partner).unwrap_or_default();
+                match nd.copy.as_mut() {
+                    Some(c) => c.mailbox.extend(held),
+                    None if held.is_empty() => {}
+                    None => return Err(self.fail(format!("node {y}: Release of {} messages without a copy", held.len()))),
+                }
+            }
+            Action::Kill { why } => {
+                let src = self.nodes[y as usize].dests[&mid].source();
+                let restarted = self.cur.as_ref().is_some_and(|c| c.mid == mid && self.nodes[src as usize].epoch != c.src_epoch);
+                if !restarted {
+                    return Err(self.fail(format!("node {y}: Kill ({why}) but source {src} did not restart")));
+                }
+                self.report.lazy_kills += 1;
+                self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
+                self.report.process_lost = Some(why.to_string());
+                let nd = &mut self.nodes[y as usize];
+                nd.copy = None;
+                for (_, q) in std::mem::take(&mut nd.held_dst) {
+                    for m in q {
+                        self.lost.insert((m.sender, m.seq));
+                    }
+                }
+            }
+            Action::Done => {
+                let d = &self.nodes[y as usize].dests[&mid];
+                self.report.held_direct += d.report().held_direct as u64;
+                self.report.faults_served += d.report().faults as u64;
+                if let Some(DestOutcome::Committed) = d.outcome() {
+                    if !self.nodes[y as usize].held_dst.values().all(|q| q.is_empty()) {
+                        return Err(self.fail(format!("node {y}: dest of mid {mid} done with direct messages still held")));
+                    }
+                }
+            }
+            other => return Err(self.fail(format!("node {y}: a dest asked for a source action {other:?}"))),
+        }
+        Ok(())
+    }
+
+    // ---- events ----
+
+    fn event(&mut self, ev: Ev) -> Result<(), SimFailure> {
+        let now = self.now;
+        match ev {
+            Ev::Deliver { a, b } => self.deliver(a, b)?,
+            Ev::Tick => {
+                self.tick()?;
+                let t = self.tick_us;
+                self.schedule(now + t, Ev::Tick);
+            }
+            Ev::PartnerSend => {
+                if !self.ending && !self.process_gone() {
+                    let x = self.rng.below(self.n as u64) as NodeId;
+                    let nd = &mut self.nodes[x as usize];
+                    if nd.alive {
+                        nd.partner_seq += 1;
+                        let msg = AppMsg { sender: (x, nd.epoch), seq: nd.partner_seq, route_ver: nd.route.1 };
+                        let to = nd.route.0;
+                        self.sent.insert(msg.sender, msg.seq);
+                        self.report.messages_sent += 1;
+                        trace!(self, "partner {x} sends #{} to {to}", msg.seq);
+                        self.send(x, to, Wire::App { msg, forwarded: false });
+                    }
+                    let g = self.send_gap_us;
+                    let gap = self.rng.range(g / 2, g * 2);
+                    self.schedule(now + gap, Ev::PartnerSend);
+                }
+            }
+            Ev::Migrate => {
+                if !self.ending {
+                    self.maybe_migrate()?;
+                    let gap = self.rng.range(1_000, 20_000);
+                    self.schedule(now + gap, Ev::Migrate);
+                }
+            }
+            Ev::Safepoint { node, mid } => {
+                let nd = &mut self.nodes[node as usize];
+                if !nd.alive || nd.sources.get(&mid).is_none_or(|s| s.outcome().is_some()) {
+                    return Ok(());
+                }
+                let Some(c) = nd.copy.as_mut() else { return Ok(()) };
+                if c.state == CopyState::Running {
+                    c.state = CopyState::Frozen;
+                }
+                let dirty: Vec<PageNo> = std::mem::take(&mut nd.dirty).into_iter().collect();
+                let image_len = 2048 + 8 * c.mailbox.len() as u64;
+                nd.sources.get_mut(&mid).expect("checked").frozen(now, &dirty, image_len);
+                self.pump(node)?;
+            }
+            Ev::Reinstated { node, mid } => {
+                let nd = &mut self.nodes[node as usize];
+                if let Some(d) = nd.dests.get_mut(&mid) {
+                    d.reinstated(now);
+                    self.pump(node)?;
+                }
+            }
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => self.restart(node)?,
+            Ev::Cut { a, b, until } => {
+                trace!(self, "cut {a}-{b} until {until}");
+                self.report.partitions += 1;
+                for (x, y) in [(a, b), (b, a)] {
+                    let l = &mut self.links[x as usize][y as usize];
+                    l.cut_until = l.cut_until.max(until);
+                }
+                self.schedule(until, Ev::Heal { a, b });
+            }
+            Ev::Heal { a, b } => {
+                for (x, y) in [(a, b), (b, a)] {
+                    let l = &self.links[x as usize][y as usize];
+                    if l.cut_until <= now {
+                        let times: Vec<u64> = l.queue.iter().map(|(t, _)| (*t).max(now)).collect();
+                        for t in times {
+                            self.schedule(t, Ev::Deliver { a: x, b: y });
+                        }
+                    }
+                }
+            }
+            Ev::EndPhase => {
+                trace!(self, "end of the active phase");
+                self.ending = true;
+                self.end_started = now;
+                for x in 0..self.n {
+                    for y in 0..self.n {
+                        self.links[x][y].cut_until = 0;
+                        let times: Vec<u64> = self.links[x][y].queue.iter().map(|(t, _)| (*t).max(now)).collect();
+                        for t in times {
+                            self.schedule(t, Ev::Deliver { a: x as NodeId, b: y as NodeId });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), SimFailure> {
+        let Some(x) =
+            (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == CopyState::Running))
+        else {
+            return Ok(());
+        };
+        let now = self.now;
+        // Lazy: touch a page; block on it if absent.
+        let page = self.rng.below(self.size_pages as u64) as PageNo;
+        let nd = &mut self.nodes[x];
+        if nd.copy.as_ref().is_some_and(|c| c.blocked_on.is_some()) {
+            return Ok(());
+        }
+        let faulted = nd.dests.values_mut().find(|d| d.committed() && d.outcome().is_none()).is_some_and(|d| d.page_fault(now, page));
+        if faulted {
+            nd.copy.as_mut().expect("running").blocked_on = Some(page);
+            trace!(self, "node {x}: page fault on {page}");
+            return self.pump(x as NodeId);
+        }
+        let throttle = nd.throttle;
+        let c = nd.copy.as_mut().expect("running");
+        if c.progress != self.lineage_progress {
+            let message =
+                format!("FORK: node {x} runs a copy at progress {} but the process reached {}", c.progress, self.lineage_progress);
+            return Err(SimFailure { seed: self.seed, step: self.step, now_us: now, message, trace: self.trace.iter().cloned().collect() });
+        }
+        c.progress += 1;
+        self.lineage_progress = c.progress;
+        // Consume the mailbox, checking per-sender order.
+        let mailbox: Vec<AppMsg> = c.mailbox.drain(..).collect();
+        for m in mailbox {
+            let last = c.consumed.get(&m.sender).copied().unwrap_or(0);
+            if m.seq <= last {
+                return Err(SimFailure {
+                    seed: self.seed,
+                    step: self.step,
+                    now_us: now,
+                    message: format!("MESSAGES: node {x} consumes {:?}#{} after #{last}: duplicate or reordered", m.sender, m.seq),
+                    trace: self.trace.iter().cloned().collect(),
+                });
+            }
+            // A skipped number must be lost to a crash, or still in the network (if it is
+            // delivered later, it is caught as reordered; if never, by the final check).
+            let in_flight = |s: u64| {
+                self.links
+                    .iter()
+                    .flatten()
+                    .any(|l| l.queue.iter().any(|(_, w)| matches!(w, Wire::App { msg, .. } if msg.sender == m.sender && msg.seq == s)))
+            };
+            if let Some(gap) = (last + 1..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
+                return Err(SimFailure {
+                    seed: self.seed,
+                    step: self.step,
+                    now_us: now,
+                    message: format!(
+                        "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash",
+                        m.sender, m.seq
+                    ),
+                    trace: self.trace.iter().cloned().collect(),
+                });
+            }
+            c.consumed.insert(m.sender, m.seq);
+            self.report.messages_consumed += 1;
+        }
+        let rate = self.dirty_rate >> throttle;
+        for _ in 0..rate {
+            let p = self.rng.below(self.size_pages as u64) as PageNo;
+            nd.dirty.insert(p);
+        }
+        if nd.sources.values().any(|s| s.in_rounds()) {
+            if let Some(c) = self.cur.as_mut() {
+                c.ticks_in_rounds += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_migrate(&mut self) -> Result<(), SimFailure> {
+        if self.process_gone() || !self.quiet() {
+            return Ok(());
+        }
+        let Some(src) =
+            (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == CopyState::Running))
+        else {
+            return Ok(());
+        };
+        let dst = (src + 1 + self.rng.below(self.n as u64 - 1) as usize) % self.n;
+        if !self.nodes[dst].alive {
+            return Ok(());
+        }
+        let mechanism = Mechanism::ALL[self.rng.below(4) as usize];
+        let mid = self.next_mid;
+        self.next_mid += 1;
+        self.report.migrations += 1;
+        let init = SourceInit {
+            mid,
+            pid: PID,
+            me: src as NodeId,
+            dest: dst as NodeId,
+            size_pages: self.size_pages,
+            mechanism,
+            partners: (0..self.n as NodeId).collect(),
+        };
+        trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?}");
+        let s = Source::new(self.now, self.cfg.clone(), init);
+        self.nodes[src].sources.insert(mid, s);
+        self.cur = Some(Cur {
+            mid,
+            src: src as NodeId,
+            dst: dst as NodeId,
+            src_epoch: self.nodes[src].epoch,
+
+            rounds_start: 0,
+            ticks_in_rounds: 0,
+        });
+        self.pump(src as NodeId)
+    }
+
+    fn systematic_fault(&mut self) -> Result<(), SimFailure> {
+        if self.plan_done || self.ending {
+            return Ok(());
+        }
+        let k = match self.plan {
+            Plan::Random => return Ok(()),
+            Plan::CrashSource(k) | Plan::CrashDest(k) | Plan::CrashThird(k) | Plan::Partition(k) => k,
+        };
+        if self.mig_events != k {
+            return Ok(());
+        }
+        self.plan_done = true;
+        let Some(c) = self.cur.as_ref() else { return Ok(()) };
+        let (src, dst) = (c.src, c.dst);
+        match self.plan {
+            Plan::CrashSource(_) => self.schedule(self.now, Ev::Crash { node: src }),
+            Plan::CrashDest(_) => self.schedule(self.now, Ev::Crash { node: dst }),
+            Plan::CrashThird(_) => {
+                if let Some(t) = (0..self.n as NodeId).find(|&t| t != src && t != dst) {
+                    self.schedule(self.now, Ev::Crash { node: t });
+                }
+            }
+            Plan::Partition(_) => {
+                let until = self.now + self.rng.range(1_000, 600_000);
+                self.schedule(self.now, Ev::Cut { a: src, b: dst, until });
+            }
+            Plan::Random => {}
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, x: NodeId) {
+        if !self.nodes[x as usize].alive {
+            return;
+        }
+        trace!(self, "CRASH {x}");
+        self.report.crashes += 1;
+        let nd = &mut self.nodes[x as usize];
+        let mut lost: Vec<AppMsg> = nd.held_src.drain(..).collect();
+        lost.extend(nd.held_dst.values().flatten().copied());
+        if let Some(c) = &nd.copy {
+            lost.extend(c.mailbox.iter().copied());
+            self.crashed_holding.push(format!("node {x} with a {:?} copy", c.state));
+        }
+        if nd.sources.values().any(|s| !s.residual().is_empty() && s.commit_sent()) {
+            self.crashed_holding.push(format!("node {x} with pages a lazy copy depends on"));
+        }
+        for y in 0..self.n {
+            for (a, b) in [(x as usize, y), (y, x as usize)] {
+                for (_, w) in self.links[a][b].queue.drain(..) {
+                    if let Wire::App { msg, .. } = w {
+                        lost.push(msg);
+                    }
+                }
+                self.links[a][b].busy_until = 0;
+            }
+        }
+        for m in lost {
+            self.lost.insert((m.sender, m.seq));
+        }
+        let epoch = self.nodes[x as usize].epoch;
+        self.nodes[x as usize] = Node { alive: false, crashed_ever: true, ..Node::new(epoch, x) };
+        let delay = self.rng.range(1_000, 300_000);
+        self.schedule(self.now + delay, Ev::Restart { node: x });
+    }
+
+    fn restart(&mut self, x: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        // A restarted node locates the process (not modelled: an oracle): where it runs,
+        // else where it is frozen.
+        let with = |st: CopyState| (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == st));
+        let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen)).unwrap_or(x as usize) as NodeId;
+        let ver = self.nodes[owner as usize].acquired;
+        let epoch = self.nodes[x as usize].epoch + 1;
+        trace!(self, "RESTART {x} epoch {epoch}");
+        // What was sent to the dead incarnation while it was down is dropped (the session
+        // layer never delivers it to the new one).
+        for y in 0..self.n {
+            for (_, w) in self.links[y][x as usize].queue.drain(..) {
+                if let Wire::App { msg, .. } = w {
+                    self.lost.insert((msg.sender, msg.seq));
+                }
+            }
+        }
+        self.nodes[x as usize] = Node { crashed_ever: true, route: (owner, ver), ..Node::new(epoch, owner) };
+        for y in 0..self.n {
+            if y == x as usize || !self.nodes[y].alive {
+                continue;
+            }
+            for s in self.nodes[y].sources.values_mut() {
+                s.peer_restarted(now, x);
+            }
+            for d in self.nodes[y].dests.values_mut() {
+                d.peer_restarted(now, x);
+            }
+            self.pump(y as NodeId)?;
+        }
+        Ok(())
+    }
+
+    // ---- checkers ----
+
+    fn process_gone(&self) -> bool {
+        !self.nodes.iter().any(|nd| nd.alive && nd.copy.is_some())
+    }
+
+    fn quiet(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|nd| !nd.alive || (nd.sources.values().all(|s| s.outcome().is_some()) && nd.dests.values().all(|d| d.outcome().is_some())))
+    }
+
+    fn settled(&self) -> bool {
+        self.quiet()
+            && self.nodes.iter().all(|nd| nd.alive)
+            && self.links.iter().flatten().all(|l| l.queue.is_empty())
+            && self.nodes.iter().all(|nd| nd.copy.as_ref().is_none_or(|c| c.mailbox.is_empty() || c.state != CopyState::Running))
+    }
+
+    fn unsettled(&self) -> String {
+        let mut v = Vec::new();
+        for (i, nd) in self.nodes.iter().enumerate() {
+            for (mid, s) in &nd.sources {
+                if s.outcome().is_none() {
+                    v.push(format!("node {i} source mid {mid} residual {:?}", s.residual()));
+                }
+            }
+            for (mid, d) in &nd.dests {
+                if d.outcome().is_none() {
+                    v.push(format!("node {i} dest mid {mid} absent {}", d.absent_pages()));
+                }
+            }
+        }
+        let q: usize = self.links.iter().flatten().map(|l| l.queue.len()).sum();
+        format!("{} (queued: {q})", v.join("; "))
+    }
+
+    fn check(&self) -> Result<(), SimFailure> {
+        let running: Vec<usize> = (0..self.n)
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == CopyState::Running))
+            .collect();
+        if running.len() > 1 {
+            return Err(self.fail(format!("TWO RUNNING COPIES: on nodes {running:?}")));
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), SimFailure> {
+        let alive = self.nodes.iter().any(|nd| nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Running));
+        if !alive {
+            // Stalled in doubt: `Commit` was sent and the dest restarted before answering.
+            // The frozen copy is kept and never resumed (it may have run at the dest).
+            let in_doubt = self.nodes.iter().enumerate().find(|(_, nd)| {
+                nd.sources.values().any(|s| matches!(s.outcome(), Some(SourceOutcome::InDoubt(_))))
+                    && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Frozen)
+            });
+            if let Some((i, _)) = in_doubt {
+                self.report.process_lost = Some(format!("in doubt: frozen at node {i}, the dest restarted after Commit was sent"));
+                return Ok(());
+            }
+            if self.crashed_holding.is_empty() {
+                return Err(self.fail("LOST: the process is gone and no node holding it crashed".into()));
+            }
+            if self.report.process_lost.is_none() {
+                let in_doubt = self.report.in_doubt > 0;
+                self.report.process_lost =
+                    Some(format!("{}{}", if in_doubt { "in doubt (frozen at the source): " } else { "" }, self.crashed_holding.join(", ")));
+            }
+            return Ok(());
+        }
+        let c = self.nodes.iter().find_map(|nd| nd.copy.as_ref().filter(|c| c.state == CopyState::Running)).expect("alive");
+        for (&sender, &last) in &self.sent {
+            let got = c.consumed.get(&sender).copied().unwrap_or(0);
+            if let Some(s) = (got + 1..=last).find(|s| !self.lost.contains(&(sender, *s))) {
+                return Err(self.fail(format!("MESSAGES: {sender:?}#{s} (of {last}) never consumed nor lost to a crash")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(m: &MigMsg) -> String {
+    match m {
+        MigMsg::Pages { round, pages, .. } => format!("Pages r{round} x{}", pages.len()),
+        MigMsg::Final { pages, absent, .. } => format!("Final pages {} absent {}", pages.len(), absent.len()),
+        MigMsg::PageData { pages, pushed, .. } => format!("PageData x{} pushed={pushed}", pages.len()),
+        MigMsg::Fetch { pages, .. } => format!("Fetch {pages:?}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,151 @@
+//! The migration protocol (`tern_net::migrate`) under its deterministic simulator
+//! (`tern_net::migrate_sim`). Groundwork for issue 5: no VM, no QUIC.
+//!
+//! A failing seed prints the command that replays it:
+//! `TERN_MIGRATE_SEED=<seed> cargo test --release -p tern-net --test migrate_sim -- replay --nocapture`.
+//! A longer run: `TERN_MIGRATE_SEEDS=100000 cargo test --release -p tern-net --test migrate_sim -- many_seeds --nocapture`
+//! (`TERN_MIGRATE_FROM` sets the first seed).
+
+use std::time::Instant;
+use tern_net::migrate::MigFault;
+use tern_net::migrate_sim::{run_seed, SimFailure, SimOptions, SimReport};
+
+/// Seeds in the normal test run, split in two tests so that both cores work.
+const SEEDS_PER_HALF: u64 = 2_500;
+
+fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
+    let start = Instant::now();
+    let mut reports = Vec::new();
+    for seed in from..from + count {
+        match run_seed(seed, opts) {
+            Ok(r) => reports.push(r),
+            Err(f) => panic!("{f}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    eprintln!(
+        "seeds {from}..{}: {:.1} s, {:.0} seeds/s, {} migrations ({} committed [freeze/precopy/lazy/hybrid {:?}], {} failed, {} refused, {} in doubt), \
+         {} rounds ({} converged, {} throttled, {} round-limited), {} ticks in rounds, {} lazy faults, {} crashes, {} partitions, \
+         {} messages ({} lost to crashes, {} forwarded, {} held direct), {} processes lost ({} lazy kills)",
+        from + count,
+        secs,
+        count as f64 / secs,
+        sum(|r| r.migrations),
+        sum(|r| r.committed),
+        [0, 1, 2, 3].map(|i| reports.iter().map(|r| r.by_mechanism[i]).sum::<u64>()),
+        sum(|r| r.failed),
+        sum(|r| r.refused),
+        sum(|r| r.in_doubt),
+        sum(|r| r.rounds),
+        sum(|r| r.converged),
+        sum(|r| r.throttled),
+        sum(|r| r.round_limited),
+        sum(|r| r.ticks_in_rounds),
+        sum(|r| r.faults_served),
+        sum(|r| r.crashes),
+        sum(|r| r.partitions),
+        sum(|r| r.messages_sent),
+        sum(|r| r.messages_lost_to_crashes),
+        sum(|r| r.forwarded),
+        sum(|r| r.held_direct),
+        reports.iter().filter(|r| r.process_lost.is_some()).count(),
+        sum(|r| r.lazy_kills),
+    );
+    reports
+}
+
+#[test]
+fn seeds_first_half() {
+    run_range(0, SEEDS_PER_HALF, &SimOptions::default());
+}
+
+#[test]
+fn seeds_second_half() {
+    run_range(SEEDS_PER_HALF, SEEDS_PER_HALF, &SimOptions::default());
+}
+
+/// Replays `TERN_MIGRATE_SEED` and prints its trace; does nothing without it.
+#[test]
+fn replay() {
+    let Ok(seed) = std::env::var("TERN_MIGRATE_SEED") else { return };
+    let seed: u64 = seed.trim().parse().expect("TERN_MIGRATE_SEED is a u64");
+    let opts = SimOptions { trace: true, trace_lines: 100_000, ..SimOptions::default() };
+    match run_seed(seed, &opts) {
+        Ok(r) => eprintln!("seed {seed} passes: {r:?}"),
+        Err(f) => panic!("{f}"),
+    }
+}
+
+/// `TERN_MIGRATE_SEEDS=N` (and optionally `TERN_MIGRATE_FROM=S`) runs N seeds; nothing without it.
+#[test]
+fn many_seeds() {
+    let Ok(n) = std::env::var("TERN_MIGRATE_SEEDS") else { return };
+    let n: u64 = n.trim().parse().expect("TERN_MIGRATE_SEEDS is a u64");
+    let from: u64 = std::env::var("TERN_MIGRATE_FROM").map_or(1_000_000, |s| s.trim().parse().expect("TERN_MIGRATE_FROM is a u64"));
+    run_range(from, n, &SimOptions::default());
+}
+
+#[test]
+fn same_seed_same_run() {
+    for seed in [3, 77, 1234] {
+        let a = run_seed(seed, &SimOptions::default()).unwrap();
+        let b = run_seed(seed, &SimOptions::default()).unwrap();
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn runs_exercise_every_path() {
+    let reports = run_range(20_000, 200, &SimOptions::default());
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    for i in 0..4 {
+        assert!(reports.iter().map(|r| r.by_mechanism[i]).sum::<u64>() > 20, "mechanism {i} committed");
+    }
+    assert!(sum(|r| r.failed) > 10, "failed migrations");
+    assert!(sum(|r| r.refused) > 5, "refusals");
+    assert!(sum(|r| r.in_doubt) > 0, "in-doubt stalls");
+    assert!(sum(|r| r.crashes) > 50, "crashes");
+    assert!(sum(|r| r.partitions) > 20, "partitions");
+    assert!(sum(|r| r.converged) > 10, "precopy converged");
+    assert!(sum(|r| r.throttled) > 0, "precopy throttled");
+    assert!(sum(|r| r.ticks_in_rounds) > 100, "progress during rounds");
+    assert!(sum(|r| r.faults_served) > 10, "lazy faults");
+    assert!(sum(|r| r.forwarded) > 10, "forwarded messages");
+    assert!(sum(|r| r.held_direct) > 0, "direct messages held until LinkDone");
+    assert!(sum(|r| r.lazy_kills) > 0, "lazy processes ended by a lost source");
+    assert!(sum(|r| r.messages_lost_to_crashes) > 0, "messages lost to crashes");
+}
+
+/// A deliberately broken machine must be caught within a few hundred seeds.
+fn caught(fault: MigFault, what: &str) -> SimFailure {
+    let opts = SimOptions { fault, ..SimOptions::default() };
+    for seed in 0..400 {
+        if let Err(f) = run_seed(seed, &opts) {
+            assert!(f.message.contains(what), "{fault:?} caught, but as: {f}");
+            assert!(f
+                .to_string()
+                .contains(&format!("TERN_MIGRATE_SEED={seed} cargo test --release -p tern-net --test migrate_sim -- replay")));
+            assert!(!f.trace.is_empty(), "a failure carries a trace");
+            eprintln!("{fault:?} caught at seed {seed}: {}", f.message);
+            return f;
+        }
+    }
+    panic!("{fault:?} was not caught in 400 seeds");
+}
+
+#[test]
+fn checker_catches_resume_after_commit() {
+    let f = caught(MigFault::ResumeAfterCommit, "");
+    assert!(f.message.contains("TWO RUNNING COPIES") || f.message.contains("FORK"), "{f}");
+}
+
+#[test]
+fn checker_catches_unordered_forwarding() {
+    caught(MigFault::NoHoldUntilLinkDone, "MESSAGES");
+}
+
+#[test]
+fn checker_catches_lazy_source_deleted_early() {
+    caught(MigFault::DeleteLazyEarly, "whose copy it deleted");
+}
