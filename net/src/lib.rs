@@ -6,6 +6,9 @@
 //!   across reconnects; heartbeats, failure detection); `sim` runs it deterministically.
 //! - `wire`: what nodes and operators say to each other, in versioned frames.
 //! - `mesh`: a mesh node (VM + QUIC endpoint + sessions); `ctl`: the operator protocol.
+//! - `migrate`: the sans-IO migration protocol (per-migration source and destination
+//!   state machines); `migrate_sim` runs it deterministically. Groundwork: not yet
+//!   driven by the QUIC node.
 
 pub mod certs;
 pub mod cmd;
