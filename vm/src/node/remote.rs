@@ -7,7 +7,9 @@
 //! exactly once and in order (its session protocol); everything here relies on that.
 //!
 //! **Where things are.** A process lives on the node that spawned it (`spawn_on` starts
-//! it on the chosen node, under a pid born there), so a pid's node is in its name. A
+//! it on the chosen node, under a pid born there), so a pid's node is in its name —
+//! unless it was moved (`transfer.rs`): then the node it left keeps a forwarding pointer
+//! (`Entry::Moved`), and its birth node is told where it went (`Op::PidMoved`). A
 //! channel's receive end can travel: in messages and spawn arguments, to any node. The
 //! node it leaves keeps a *forwarding pointer* (the node it went to, and how many moves
 //! the end had made); the channel's birth node and the nodes holding send ends of it
