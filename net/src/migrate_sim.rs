@@ -39,9 +39,9 @@ use crate::migrate::{
     SourceOutcome, StopReason,
 };
 use crate::session::NodeId;
-pub use crate::sim::Rng;
+use crate::sim::run_traced_on_failure;
+pub use crate::sim::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 
 const PID: u64 = 42;
 
@@ -97,49 +97,9 @@ pub struct SimReport {
     pub process_lost: Option<String>,
 }
 
-/// A checker failed (or the run did not settle).
-#[derive(Debug, Clone)]
-pub struct SimFailure {
-    pub seed: u64,
-    pub step: u64,
-    pub now_us: u64,
-    pub message: String,
-    pub trace: Vec<String>,
-}
-
-impl SimFailure {
-    pub fn replay_command(&self) -> String {
-        format!("TERN_MIGRATE_SEED={} cargo test --release -p tern-net --test migrate_sim -- replay --nocapture", self.seed)
-    }
-}
-
-impl fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "migrate sim seed {} failed at step {} (t = {} us): {}", self.seed, self.step, self.now_us, self.message)?;
-        writeln!(f, "replay: {}", self.replay_command())?;
-        if !self.trace.is_empty() {
-            writeln!(f, "last {} trace lines:", self.trace.len())?;
-            for l in &self.trace {
-                writeln!(f, "  {l}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for SimFailure {}
-
 /// Runs one seed. On failure the seed is run again with the trace on.
 pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimReport, SimFailure> {
-    match Sim::new(seed, opts.clone()).run() {
-        Ok(r) => Ok(r),
-        Err(f) if opts.trace => Err(f),
-        Err(f) => match Sim::new(seed, SimOptions { trace: true, ..opts.clone() }).run() {
-            Err(t) if t.message == f.message && t.step == f.step => Err(t),
-            Err(t) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: traced replay: {})", f.message, t.message), ..t }),
-            Ok(_) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: the traced replay passed)", f.message), ..f }),
-        },
-    }
+    run_traced_on_failure(opts.trace, |trace| Sim::new(seed, SimOptions { trace, ..opts.clone() }).run())
 }
 
 /// A sender incarnation: (node, epoch).
@@ -397,7 +357,14 @@ impl Sim {
     }
 
     fn fail(&self, message: String) -> SimFailure {
-        SimFailure { seed: self.seed, step: self.step, now_us: self.now, message, trace: self.trace.iter().cloned().collect() }
+        SimFailure {
+            kind: SimKind::Migration,
+            seed: self.seed,
+            step: self.step,
+            now_us: self.now,
+            message,
+            trace: self.trace.iter().cloned().collect(),
+        }
     }
 
     fn run(mut self) -> Result<SimReport, SimFailure> {
@@ -1048,7 +1015,14 @@ impl Sim {
         if c.progress != self.lineage_progress {
             let message =
                 format!("FORK: node {x} runs a copy at progress {} but the process reached {}", c.progress, self.lineage_progress);
-            return Err(SimFailure { seed: self.seed, step: self.step, now_us: now, message, trace: self.trace.iter().cloned().collect() });
+            return Err(SimFailure {
+                kind: SimKind::Migration,
+                seed: self.seed,
+                step: self.step,
+                now_us: now,
+                message,
+                trace: self.trace.iter().cloned().collect(),
+            });
         }
         c.progress += 1;
         self.lineage_progress = c.progress;
@@ -1058,6 +1032,7 @@ impl Sim {
             let last = c.consumed.get(&m.sender).copied().unwrap_or(0);
             if m.seq <= last {
                 return Err(SimFailure {
+                    kind: SimKind::Migration,
                     seed: self.seed,
                     step: self.step,
                     now_us: now,
@@ -1075,6 +1050,7 @@ impl Sim {
             };
             if let Some(gap) = (last + 1..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
                 return Err(SimFailure {
+                    kind: SimKind::Migration,
                     seed: self.seed,
                     step: self.step,
                     now_us: now,

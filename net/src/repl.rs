@@ -85,18 +85,20 @@ pub fn declarations(source: &str) -> String {
     out
 }
 
+/// The change in `{`/`}` nesting a line makes (outside strings, up to a `//` comment).
 fn braces(line: &str) -> i64 {
     let mut d = 0;
     let mut in_str = false;
     let mut esc = false;
-    for ch in line.chars() {
+    let mut chars = line.chars().peekable();
+    while let Some(ch) = chars.next() {
         match ch {
             _ if esc => esc = false,
             '\\' if in_str => esc = true,
             '"' => in_str = !in_str,
             '{' if !in_str => d += 1,
             '}' if !in_str => d -= 1,
-            '/' if !in_str && line.contains("//") => {}
+            '/' if !in_str && chars.peek() == Some(&'/') => break,
             _ => {}
         }
     }
@@ -285,8 +287,8 @@ mod tests {
 
     #[test]
     fn declarations_keep_functions_imports_and_lets() {
-        let src = "import math;\nlet N = 4;\nfn f(x) {\n    if x { \"}\" }\n    x\n}\nprint(f(1));\nfn g() { 1 }\n";
-        assert_eq!(declarations(src), "import math;\nlet N = 4;\nfn f(x) {\n    if x { \"}\" }\n    x\n}\nfn g() { 1 }\n");
+        let src = "import math;\nlet N = 4;\nfn f(x) {\n    if x { \"}\" } // }\n    x\n}\nprint(f(1));\nfn g() { 1 }\n";
+        assert_eq!(declarations(src), "import math;\nlet N = 4;\nfn f(x) {\n    if x { \"}\" } // }\n    x\n}\nfn g() { 1 }\n");
     }
 
     #[test]

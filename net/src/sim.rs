@@ -89,9 +89,35 @@ pub struct SimReport {
     pub downs: u64,
 }
 
+/// Which simulator a failure comes from: how to name it and replay it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimKind {
+    /// The session protocol (this module).
+    Session,
+    /// The migration protocol (`migrate_sim`).
+    Migration,
+}
+
+impl SimKind {
+    fn name(self) -> &'static str {
+        match self {
+            SimKind::Session => "sim",
+            SimKind::Migration => "migrate sim",
+        }
+    }
+    /// The environment variable and test target that replay a seed.
+    fn replay(self) -> (&'static str, &'static str) {
+        match self {
+            SimKind::Session => ("TERN_SIM_SEED", "sim"),
+            SimKind::Migration => ("TERN_MIGRATE_SEED", "migrate_sim"),
+        }
+    }
+}
+
 /// A checker failed (or the run did not settle).
 #[derive(Debug, Clone)]
 pub struct SimFailure {
+    pub kind: SimKind,
     pub seed: u64,
     pub step: u64,
     pub now_us: u64,
@@ -103,13 +129,14 @@ pub struct SimFailure {
 impl SimFailure {
     /// The command that replays this seed (with the default options).
     pub fn replay_command(&self) -> String {
-        format!("TERN_SIM_SEED={} cargo test -p tern-net --test sim -- replay --nocapture", self.seed)
+        let (var, test) = self.kind.replay();
+        format!("{var}={} cargo test --release -p tern-net --test {test} -- replay --nocapture", self.seed)
     }
 }
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "sim seed {} failed at step {} (t = {} us): {}", self.seed, self.step, self.now_us, self.message)?;
+        writeln!(f, "{} seed {} failed at step {} (t = {} us): {}", self.kind.name(), self.seed, self.step, self.now_us, self.message)?;
         writeln!(f, "replay: {}", self.replay_command())?;
         if !self.trace.is_empty() {
             writeln!(f, "last {} trace lines:", self.trace.len())?;
@@ -126,20 +153,23 @@ impl std::error::Error for SimFailure {}
 /// Runs one seed. On failure the seed is run again with the trace on, and the failure
 /// carries the last trace lines.
 pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimReport, SimFailure> {
-    match Sim::new(seed, opts.clone()).run() {
+    run_traced_on_failure(opts.trace, |trace| Sim::new(seed, SimOptions { trace, ..opts.clone() }).run())
+}
+
+/// Runs `run(traced)`; on a failure without the trace, runs it again with the trace, so
+/// the failure carries the last steps (and says so if the rerun does not fail alike).
+pub fn run_traced_on_failure<R>(traced: bool, run: impl Fn(bool) -> Result<R, SimFailure>) -> Result<R, SimFailure> {
+    match run(traced) {
         Ok(r) => Ok(r),
-        Err(f) if opts.trace => Err(f),
-        Err(f) => {
-            let traced = Sim::new(seed, SimOptions { trace: true, ..opts.clone() }).run();
-            match traced {
-                Err(t) if t.message == f.message && t.step == f.step => Err(t),
-                Err(t) => Err(SimFailure {
-                    message: format!("{} (NOT DETERMINISTIC: the traced replay failed differently: {})", f.message, t.message),
-                    ..t
-                }),
-                Ok(_) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: the traced replay passed)", f.message), ..f }),
-            }
-        }
+        Err(f) if traced => Err(f),
+        Err(f) => match run(true) {
+            Err(t) if t.message == f.message && t.step == f.step => Err(t),
+            Err(t) => Err(SimFailure {
+                message: format!("{} (NOT DETERMINISTIC: the traced replay failed differently: {})", f.message, t.message),
+                ..t
+            }),
+            Ok(_) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: the traced replay passed)", f.message), ..f }),
+        },
     }
 }
 
@@ -352,7 +382,14 @@ impl Sim {
     }
 
     fn fail(&self, message: String) -> SimFailure {
-        SimFailure { seed: self.seed, step: self.step, now_us: self.now, message, trace: self.trace.iter().cloned().collect() }
+        SimFailure {
+            kind: SimKind::Session,
+            seed: self.seed,
+            step: self.step,
+            now_us: self.now,
+            message,
+            trace: self.trace.iter().cloned().collect(),
+        }
     }
 
     fn session(&mut self, node: NodeId, peer: NodeId) -> Option<&mut Session> {

@@ -1,7 +1,7 @@
 //! The session protocol under the deterministic simulator (`tern_net::sim`).
 //!
 //! A failing seed prints the command that replays it:
-//! `TERN_SIM_SEED=<seed> cargo test -p tern-net --test sim -- replay --nocapture`.
+//! `TERN_SIM_SEED=<seed> cargo test --release -p tern-net --test sim -- replay --nocapture`.
 //! A longer run: `TERN_SIM_SEEDS=100000 cargo test --release -p tern-net --test sim -- many_seeds --nocapture`
 //! (`TERN_SIM_FROM` sets the first seed).
 
@@ -100,7 +100,7 @@ fn caught(fault: Fault, what: &str) -> SimFailure {
     for seed in 0..200 {
         if let Err(f) = run_seed(seed, &opts) {
             assert!(f.message.contains(what), "{fault:?} caught, but as: {f}");
-            assert!(f.to_string().contains(&format!("TERN_SIM_SEED={seed} cargo test -p tern-net --test sim -- replay")));
+            assert!(f.to_string().contains(&format!("TERN_SIM_SEED={seed} cargo test --release -p tern-net --test sim -- replay")));
             assert!(!f.trace.is_empty(), "a failure carries a trace");
             return f;
         }

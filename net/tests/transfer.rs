@@ -114,6 +114,21 @@ let r = recv();
 println("bad ${r.bad} on ${r.node}");
 "#;
 
+/// The worker's pid, once the program has printed it.
+fn worker_pid(out: &Out) -> Pid {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = out.0.lock().clone();
+        if let Some(line) = text.lines().find(|l| l.starts_with("worker ")) {
+            let t = line.trim_start_matches("worker <pid ").trim_end_matches('>');
+            let (n, s) = t.split_once('.').unwrap();
+            return tern_vm::value::make_name(n.parse().unwrap(), s.parse().unwrap());
+        }
+        assert!(Instant::now() < deadline, "no worker: {text}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
     let mut config = VmConfig::default();
@@ -126,18 +141,7 @@ fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
     let out = Arc::new(Out::default());
     let (ns, _net) = nodes(3, Arc::new(vm), out.clone());
     let main = ns[0].spawn_main(p.main).unwrap();
-    // Find the worker once it has said who it is.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let worker = loop {
-        let text = out.0.lock().clone();
-        if let Some(line) = text.lines().find(|l| l.starts_with("worker ")) {
-            let t = line.trim_start_matches("worker <pid ").trim_end_matches('>');
-            let (n, s) = t.split_once('.').unwrap();
-            break tern_vm::value::make_name(n.parse().unwrap(), s.parse().unwrap());
-        }
-        assert!(Instant::now() < deadline, "no worker: {text}");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let worker = worker_pid(&out);
     std::thread::sleep(Duration::from_millis(15));
     // The move, step by step.
     let (src, dst) = (&ns[0], &ns[1]);
@@ -177,17 +181,7 @@ fn an_aborted_move_leaves_the_process_running_where_it_was() {
     let out = Arc::new(Out::default());
     let (ns, _net) = nodes(3, Arc::new(vm), out.clone());
     let main = ns[0].spawn_main(p.main).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let worker = loop {
-        let text = out.0.lock().clone();
-        if let Some(line) = text.lines().find(|l| l.starts_with("worker ")) {
-            let t = line.trim_start_matches("worker <pid ").trim_end_matches('>');
-            let (n, s) = t.split_once('.').unwrap();
-            break tern_vm::value::make_name(n.parse().unwrap(), s.parse().unwrap());
-        }
-        assert!(Instant::now() < deadline, "no worker: {text}");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let worker = worker_pid(&out);
     ns[0].freeze(worker, Duration::from_secs(10)).unwrap();
     let image = ns[0].export_frozen(worker).unwrap();
     let imported = ns[1].import_image(&image).unwrap();

@@ -328,6 +328,22 @@ pub(crate) struct SlotState {
     import: Option<transfer::ExportMark>,
 }
 
+impl SlotState {
+    /// What an image carries of this slot besides the process itself (`proc`, parked
+    /// here); `now`: the node clock, for the time left on its wait.
+    fn image(&self, proc: &Process, now: u64) -> SlotImage {
+        SlotImage {
+            inbox: self.mailbox.inbox.iter().cloned().collect(),
+            chans: self.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
+            links: self.links.clone(),
+            watchers: self.watchers.clone(),
+            trap_exits: self.trap_exits,
+            kill: self.kill.clone(),
+            timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
+        }
+    }
+}
+
 pub(crate) struct Slot {
     flags: AtomicU8,
     st: Mutex<SlotState>,
@@ -1724,17 +1740,7 @@ impl NodeInner {
             return Err(MoveError::NotHere(pid));
         }
         let proc = st.parked.as_ref().map(|p| p.as_ref()).ok_or(MoveError::NotHere(pid))?;
-        let now = self.now_us();
-        let img = SlotImage {
-            inbox: st.mailbox.inbox.iter().cloned().collect(),
-            chans: st.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
-            links: st.links.clone(),
-            watchers: st.watchers.clone(),
-            trap_exits: st.trap_exits,
-            kill: st.kill.clone(),
-            timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
-        };
-        let bytes = snapshot_full(proc, &img);
+        let bytes = snapshot_full(proc, &st.image(proc, self.now_us()));
         if let Err(e) = dest.reinstate(temp, &tslot, &bytes) {
             drop(st);
             dest.procs.remove(temp);

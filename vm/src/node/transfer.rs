@@ -17,7 +17,7 @@
 use super::remote::{Carried, RxPlace};
 use super::{ChanId, Entry, MoveError, Node, NodeInner, Pid, Slot, Status, KILL};
 use crate::message::Message;
-use crate::snapshot::{snapshot_full, ImageError, SlotImage};
+use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -42,6 +42,12 @@ pub(crate) struct ExportMark {
     chans: Vec<(ChanId, usize)>,
 }
 
+impl ExportMark {
+    fn of(m: &super::Mailbox) -> ExportMark {
+        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect() }
+    }
+}
+
 impl Node {
     /// Step 1 at the source: the image of a process frozen here (see [`Node::freeze`]).
     pub fn export_frozen(&self, pid: Pid) -> Result<Vec<u8>, MoveError> {
@@ -52,19 +58,8 @@ impl Node {
             return Err(MoveError::NotHere(pid));
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
-        let now = i.now_us();
-        let img = SlotImage {
-            inbox: st.mailbox.inbox.iter().cloned().collect(),
-            chans: st.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
-            links: st.links.clone(),
-            watchers: st.watchers.clone(),
-            trap_exits: st.trap_exits,
-            kill: st.kill.clone(),
-            timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
-        };
-        let bytes = snapshot_full(proc, &img);
-        st.export =
-            Some(ExportMark { inbox: st.mailbox.inbox.len(), chans: st.mailbox.chans.iter().map(|(c, q)| (*c, q.len())).collect() });
+        let bytes = snapshot_full(proc, &st.image(proc, i.now_us()));
+        st.export = Some(ExportMark::of(&st.mailbox));
         Ok(bytes)
     }
 
@@ -137,8 +132,7 @@ impl Node {
         let (pid, ends) = {
             let mut st = tslot.st.lock();
             let pid = st.parked.as_ref().map_or(0, |p| p.pid);
-            st.import =
-                Some(ExportMark { inbox: st.mailbox.inbox.len(), chans: st.mailbox.chans.iter().map(|(c, q)| (*c, q.len())).collect() });
+            st.import = Some(ExportMark::of(&st.mailbox));
             (pid, st.mailbox.chans.iter().map(|(c, _)| *c).collect::<Vec<_>>())
         };
         if matches!(i.procs.get(pid), Some(Entry::Live(_))) {
