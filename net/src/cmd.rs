@@ -90,6 +90,63 @@ pub enum CtlCommand {
     Spawn { file: std::path::PathBuf, on: Option<String>, wait: bool },
     Kill { pid: String },
     Send { pid: String, value: String },
+    Migrate { pid: String, to: String, mechanism: Option<String>, metrics_out: Option<std::path::PathBuf> },
+}
+
+/// Asks for a migration and waits for its report, showing a progress bar on a terminal
+/// (`progress`); with `metrics_out` the report is appended to that file as a JSON line.
+pub fn migrate(
+    client: &CtlClient,
+    pid: u64,
+    to: &str,
+    mechanism: Option<String>,
+    progress: bool,
+    metrics_out: Option<&std::path::Path>,
+) -> Result<crate::wire::MigReport, String> {
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<10} [{bar:30}] {pos}/{len} pages")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut out = Err("no answer".to_string());
+    client.request(&CtlRequest::Migrate { pid, to: to.to_string(), mechanism }, |reply| match reply {
+        CtlReply::Progress { sent, total, phase } => {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(sent.min(total));
+                b.set_message(phase);
+            }
+            true
+        }
+        CtlReply::Migrated(r) => {
+            out = Ok(*r);
+            false
+        }
+        CtlReply::Error(e) => {
+            out = Err(e);
+            false
+        }
+        other => {
+            out = Err(format!("unexpected reply {other:?}"));
+            false
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let r = out?;
+    if let Some(path) = metrics_out {
+        use std::io::Write;
+        let line = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(r)
 }
 
 pub fn nodes_table(rows: &[NodeRow]) -> String {
@@ -247,6 +304,36 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 }
                 CtlReply::Error(e) => fail(e),
                 other => fail(format!("unexpected reply {other:?}")),
+            }
+        }
+        CtlCommand::Migrate { pid, to, mechanism, metrics_out } => {
+            let pid = match parse_pid(&pid) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            if let Some(m) = &mechanism {
+                if let Err(e) = crate::migration::parse_mechanism(m) {
+                    return fail(e);
+                }
+            }
+            let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            match migrate(&client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
+                Ok(r) => {
+                    if json_out {
+                        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+                    } else {
+                        print!("{}", crate::migration::report_table(&r));
+                    }
+                    if r.ok {
+                        Ok(true)
+                    } else {
+                        if !json_out {
+                            eprintln!("error: migration failed: {}", r.outcome);
+                        }
+                        Ok(false)
+                    }
+                }
+                Err(e) => fail(e),
             }
         }
         CtlCommand::Kill { pid } => {

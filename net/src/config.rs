@@ -38,6 +38,8 @@ pub struct MeshConfig {
     pub page_size: usize,
     /// Default migration mechanism.
     pub migration: Migration,
+    /// Transfer on reference: pages fetched after the one a fault touched.
+    pub prefetch: u32,
     /// How messages find a process that has moved.
     pub forwarding: Forwarding,
     pub limits: Limits,
@@ -196,6 +198,7 @@ struct RawMesh {
     shared_root: String,
     page_size: u64,
     migration: String,
+    prefetch: u32,
     forwarding: String,
 }
 
@@ -206,6 +209,7 @@ impl Default for RawMesh {
             shared_root: "shared".into(),
             page_size: 4096,
             migration: "precopy".into(),
+            prefetch: 1,
             forwarding: "link-update".into(),
         }
     }
@@ -399,6 +403,7 @@ impl MeshConfig {
             shared_root,
             page_size,
             migration,
+            prefetch: raw.mesh.prefetch.min(1024),
             forwarding,
             limits: l,
             policy: p,

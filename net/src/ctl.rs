@@ -88,6 +88,53 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
             let reply = tokio::task::spawn_blocking(move || ps(&sh2, node.as_deref())).await.unwrap_or_else(|e| Err(e.to_string()));
             write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Ps)).await?;
         }
+        CtlRequest::Migrate { pid, to, mechanism } => {
+            if let Some(m) = mechanism.as_deref() {
+                if let Err(e) = crate::migration::parse_mechanism(m) {
+                    write_frame(&mut send, &CtlReply::Error(e)).await?;
+                    return Ok(());
+                }
+            }
+            let mech = mechanism.as_deref().and_then(|m| crate::migration::parse_mechanism(m).ok());
+            if sh.node().is_local(pid) {
+                // Here: progress while it runs, then the report.
+                match crate::migration::start(&sh, pid, &to, mech, crate::migration::Caller::None) {
+                    Ok(h) => loop {
+                        let done = h.done.clone();
+                        match tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_millis(200))).await {
+                            Ok(Ok(report)) => {
+                                write_frame(&mut send, &CtlReply::Migrated(Box::new(report))).await?;
+                                break;
+                            }
+                            Ok(Err(crossbeam_channel::RecvTimeoutError::Timeout)) => {
+                                let p = &h.progress;
+                                let reply = CtlReply::Progress {
+                                    sent: p.sent_pages.load(Ordering::Relaxed),
+                                    total: p.total_pages.load(Ordering::Relaxed),
+                                    phase: p.phase.lock().clone(),
+                                };
+                                write_frame(&mut send, &reply).await?;
+                            }
+                            _ => {
+                                write_frame(&mut send, &CtlReply::Error("the migration ended without a report".into())).await?;
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => write_frame(&mut send, &CtlReply::Error(e)).await?,
+                }
+            } else {
+                let sh2 = sh.clone();
+                let r = tokio::task::spawn_blocking(move || crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref(), None))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                let reply = match r {
+                    Ok(rep) => CtlReply::Migrated(Box::new(rep)),
+                    Err(e) => CtlReply::Error(e),
+                };
+                write_frame(&mut send, &reply).await?;
+            }
+        }
         CtlRequest::Kill { pid } => {
             sh.node().kill(pid, "killed");
             write_frame(&mut send, &CtlReply::Done).await?;

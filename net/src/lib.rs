@@ -17,6 +17,7 @@ pub mod ctl;
 pub mod mesh;
 pub mod migrate;
 pub mod migrate_sim;
+pub mod migration;
 pub mod repl;
 pub mod runner;
 pub mod session;

@@ -159,6 +159,17 @@ enum CtlCmd {
     },
     /// End a process (PID as printed: 2.15).
     Kill { pid: String },
+    /// Move a running process to another node, and print what the migration did.
+    Migrate {
+        pid: String,
+        node: String,
+        /// freeze, precopy, lazy or hybrid (default: the config's `mesh.migration`).
+        #[arg(long, value_name = "MECHANISM")]
+        mechanism: Option<String>,
+        /// Append the report to FILE as a JSON line.
+        #[arg(long, value_name = "FILE")]
+        metrics_out: Option<PathBuf>,
+    },
     /// Send VALUE (a Tern expression) to a process.
     Send { pid: String, value: String },
 }
@@ -237,6 +248,7 @@ fn main() -> ExitCode {
                 CtlCmd::Ps { node } => CtlCommand::Ps { node },
                 CtlCmd::Spawn { file, on, wait } => CtlCommand::Spawn { file, on, wait },
                 CtlCmd::Kill { pid } => CtlCommand::Kill { pid },
+                CtlCmd::Migrate { pid, node, mechanism, metrics_out } => CtlCommand::Migrate { pid, to: node, mechanism, metrics_out },
                 CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
             };
             with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), json, cmd))

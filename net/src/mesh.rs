@@ -70,6 +70,8 @@ pub(crate) struct Peer {
     /// Frames from this peer given to the dispatcher and not yet carried out: while
     /// there are any, later ones must go there too (to stay in order).
     backlog: std::sync::atomic::AtomicUsize,
+    /// The current connection (migrations open their own streams on it).
+    pub(crate) conn: Mutex<Option<quinn::Connection>>,
 }
 
 type AnswerTx = crossbeam_channel::Sender<Result<Answer, String>>;
@@ -106,10 +108,13 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) endpoint: OnceLock<quinn::Endpoint>,
     own_load: Mutex<(Instant, u64, Load)>,
+    /// Live migrations to and from this node.
+    pub(crate) mig: crate::migration::Migrations,
+    pub(crate) rt: OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {
-    fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
 
@@ -277,6 +282,26 @@ impl Remote for MeshRemote {
         let sh = self.0.upgrade()?;
         sh.cfg.node_by_id(id).map(|n| n.name.clone())
     }
+    fn migrate(&self, pid: u64, to: u16, caller: Option<u64>) -> Result<(), String> {
+        let sh = self.0.upgrade().ok_or("the node is shutting down")?;
+        let name = sh.peers.get(&to).map(|p| p.conf.name.clone()).ok_or_else(|| format!("there is no node {to}"))?;
+        match caller {
+            None => crate::migration::start(&sh, pid, &name, None, crate::migration::Caller::Itself).map(|_| ()),
+            Some(c) => {
+                std::thread::spawn(move || {
+                    let r = crate::migration::migrate_and_wait(&sh, pid, &name, None, Some(c));
+                    let result = match r {
+                        Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
+                        Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
+                        Err(e) => tern_vm::process::IoResult::Failed(e),
+                    };
+                    sh.node().answer_migrate(c, result);
+                });
+                Ok(())
+            }
+        }
+    }
+
     fn live_nodes(&self) -> Vec<String> {
         let Some(sh) = self.0.upgrade() else { return Vec::new() };
         sh.cfg.nodes.iter().filter(|n| sh.is_up(n.id)).map(|n| n.name.clone()).collect()
@@ -439,6 +464,7 @@ impl MeshNode {
                     kick: AtomicBool::new(false),
                     events: Mutex::new(()),
                     backlog: std::sync::atomic::AtomicUsize::new(0),
+                    conn: Mutex::new(None),
                 }),
             );
             incoming_rx.insert(n.id, rx);
@@ -458,7 +484,10 @@ impl MeshNode {
             shutdown: AtomicBool::new(false),
             endpoint: OnceLock::new(),
             own_load: Mutex::new((Instant::now(), 0, Load::default())),
+            mig: crate::migration::Migrations::default(),
+            rt: OnceLock::new(),
         });
+        let _ = sh.rt.set(rt.handle().clone());
         let vm = crate::runner::new_vm(vm_config(cfg));
         let files = MeshFiles {
             sh: Arc::downgrade(&sh),
@@ -475,6 +504,8 @@ impl MeshNode {
         };
         let node = Node::start(Arc::new(vm), tern_vm::node::Mesh::new(), ncfg, Arc::new(MeshConsole(Arc::downgrade(&sh))), Arc::new(files));
         node.set_remote(Arc::new(MeshRemote(Arc::downgrade(&sh))));
+        // Prefetching is the migration machine's (`mesh.prefetch`), not the VM's.
+        node.set_page_source(Arc::new(crate::migration::MeshPages(Arc::downgrade(&sh))), 0);
         let _ = sh.node.set(node);
         let _ = sh.endpoint.set(endpoint.clone());
         let (files_tx, files_rx) = crossbeam_channel::unbounded::<(u16, u64, FileOp)>();
@@ -798,6 +829,8 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                         });
                         peer.has_conn.store(true, Ordering::SeqCst);
                         sh.stats.connections_made.fetch_add(1, Ordering::Relaxed);
+                        *peer.conn.lock() = Some(conn.clone());
+                        tokio::spawn(crate::migration::accept_streams(Arc::downgrade(&sh), peer.conf.id, conn.clone()));
                         link = Some(Link { conn, send, gen });
                         peer.session.lock().connected(sh.now_us());
                     }
@@ -833,6 +866,7 @@ fn drop_link(sh: &Shared, peer: &Peer, link: &mut Option<Link>) {
     if let Some(l) = link.take() {
         l.conn.close(0u32.into(), b"");
     }
+    *peer.conn.lock() = None;
     peer.has_conn.store(false, Ordering::SeqCst);
     peer.session.lock().disconnected(sh.now_us());
 }
@@ -855,6 +889,8 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
                 sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
                 sh.node().receive(peer.conf.id, op);
             }
+            // Migration control stays in order with the ops before it.
+            Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => crate::migration::session_frame(sh, peer.conf.id, w),
             Ok(f) => {
                 peer.backlog.fetch_add(1, Ordering::SeqCst);
                 let _ = sh.to_dispatch.send(Inbound::Frame(peer.conf.id, Box::new(f)));
@@ -871,10 +907,12 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
         Event::Down => {
             peer.up.store(false, Ordering::SeqCst);
             (sh.log)(&format!("node {} is down", peer.conf.name));
+            sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
         }
         Event::PeerRestarted { .. } => {
             (sh.log)(&format!("node {} restarted", peer.conf.name));
+            sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
         }
     }
@@ -892,6 +930,7 @@ enum Inbound {
 enum Work {
     Op(Op),
     SpawnMain { id: u64, main: ModuleHash, console: u64 },
+    Mig(wire::MigWire),
 }
 
 /// Carries out, in order per peer, what peers send; fetches modules first where needed.
@@ -1019,6 +1058,14 @@ impl Dispatcher {
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
                 Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
+                Query::Migrate { pid, to, mechanism } => {
+                    // Runs for a while: on a thread of its own.
+                    let sh = self.sh.clone();
+                    std::thread::spawn(move || {
+                        let r = crate::migration::migrate_and_wait(&sh, pid, &to, mechanism.as_deref(), None);
+                        let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
+                    });
+                }
             },
             Frame::Answer { id, answer } => {
                 if let Some((_, tx)) = self.sh.waiting.lock().remove(&id) {
@@ -1031,6 +1078,7 @@ impl Dispatcher {
                     *p.load.lock() = l;
                 }
             }
+            Frame::Mig(w) => return self.queue(from, Vec::new(), Work::Mig(w)),
         }
         false
     }
@@ -1096,7 +1144,7 @@ impl Dispatcher {
                     Work::SpawnMain { id, .. } => {
                         let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(Err(why.to_string())) });
                     }
-                    Work::Op(_) => (self.sh.log)(&format!("dropped a message from node {from}: {why}")),
+                    Work::Op(_) | Work::Mig(_) => (self.sh.log)(&format!("dropped a message from node {from}: {why}")),
                 }
             }
             *q = keep;
@@ -1113,6 +1161,20 @@ impl Dispatcher {
                 let r = self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string());
                 let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(r) });
             }
+            Work::Mig(w) => crate::migration::session_frame(&self.sh, from, w),
         }
+    }
+}
+
+impl MeshNode {
+    /// Migrates process `pid` to node `to` (`mechanism`: freeze, precopy, lazy, hybrid,
+    /// or the config's default) and waits for the report.
+    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<&str>) -> Result<wire::MigReport, String> {
+        crate::migration::migrate_and_wait(&self.sh, pid, to, mechanism, None)
+    }
+
+    /// Whether this node's migration tables still name process `pid`.
+    pub fn migration_holds(&self, pid: u64) -> bool {
+        self.sh.mig.holds(pid)
     }
 }

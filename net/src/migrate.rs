@@ -117,6 +117,9 @@ pub enum RefuseReason {
     OverLimits,
     /// It already runs or receives this process.
     Busy,
+    /// The image or the pages could not be reinstated (damaged, or code that fails
+    /// verification).
+    BadImage,
 }
 
 /// What the two sides and the partner nodes say to each other about one migration.
@@ -612,6 +615,11 @@ impl Source {
         matches!(self.phase, SPhase::CommitSent | SPhase::After | SPhase::Done(SourceOutcome::Committed))
     }
     /// Precopy rounds are running (the process runs while they do).
+    /// Committed: the dest owns the process (pages, forwarding, links may be pending).
+    pub fn is_committed(&self) -> bool {
+        matches!(self.phase, SPhase::After | SPhase::Done(SourceOutcome::Committed))
+    }
+
     pub fn in_rounds(&self) -> bool {
         matches!(self.phase, SPhase::Round | SPhase::Collecting)
     }
@@ -1203,6 +1211,13 @@ impl Dest {
                 self.report.dependency_ended_us = self.report.resumed_at_us;
             }
             self.finish(now_us, DestOutcome::Committed);
+        }
+    }
+
+    /// The image could not be reinstated (answer to [`Action::Reinstate`]): give up.
+    pub fn reinstate_failed(&mut self, now_us: u64) {
+        if self.phase == DPhase::Reinstating {
+            self.abort(now_us, Failure::Refused(RefuseReason::BadImage), true);
         }
     }
 

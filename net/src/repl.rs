@@ -26,6 +26,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (":ps [NODE]", "processes: pid, node, status, reductions, heap pages, mailbox length"),
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
+    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (freeze, precopy, lazy, hybrid) and show what it did"),
     (":send PID VALUE", "send VALUE (a Tern expression) to a process"),
     (":quit", "leave (or Ctrl-D)"),
 ];
@@ -215,6 +216,34 @@ impl Session {
                 CtlReply::Error(e) => return Err(e),
                 _ => return Err("unexpected reply".into()),
             },
+            ":migrate" => {
+                let usage = "usage: :migrate PID NODE [--mechanism freeze|precopy|lazy|hybrid] [--json] [--metrics-out FILE]";
+                let (mut pos, mut mechanism, mut json, mut metrics) = (Vec::new(), None, false, None);
+                let mut it = rest.iter();
+                while let Some(a) = it.next() {
+                    match *a {
+                        "--mechanism" => mechanism = Some(it.next().ok_or(usage)?.to_string()),
+                        "--json" => json = true,
+                        "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage)?)),
+                        a if a.starts_with("--") => return Err(format!("unknown option {a}\n{usage}")),
+                        a => pos.push(a),
+                    }
+                }
+                let [pid, node] = pos[..] else { return Err(usage.into()) };
+                if let Some(m) = &mechanism {
+                    crate::migration::parse_mechanism(m)?;
+                }
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let r = crate::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
+                if json {
+                    println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+                } else {
+                    print!("{}", crate::migration::report_table(&r));
+                }
+                if !r.ok {
+                    return Err(format!("migration failed: {}", r.outcome));
+                }
+            }
             ":kill" => {
                 let [pid] = rest[..] else { return Err("usage: :kill PID".into()) };
                 self.client.call(&CtlRequest::Kill { pid: parse_pid(pid)? })?;

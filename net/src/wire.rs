@@ -40,6 +40,91 @@ pub enum Frame {
     },
     /// The sender's load, sent every heartbeat or so.
     Load(Load),
+    /// A live migration's control traffic (see `migration.rs`): what must stay in order
+    /// with the VM ops between the two nodes.
+    Mig(MigWire),
+}
+
+/// A page as a migration sends it: its words (little-endian), or `None` when all zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageRec {
+    pub index: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
+}
+
+/// What travels for one live migration: on its own QUIC streams (pages, the image,
+/// the protocol's messages up to the commit point, page faults) or, for what must stay
+/// in order with the VM ops, in [`Frame::Mig`] on the node-pair session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MigWire {
+    /// A protocol message ([`crate::migrate`]).
+    Msg(crate::migrate::MigMsg),
+    /// The contents of pages named by the protocol message that follows.
+    Pages { mid: u64, pages: Vec<PageRec> },
+    /// Source → destination right after the offer: the hashes of the process's modules;
+    /// destination → source: those it lacks.
+    Need { mid: u64, hashes: Vec<ModuleHash> },
+    /// The modules of the process the destination lacks (encoded).
+    Modules { mid: u64, modules: Vec<serde_bytes::ByteBuf> },
+    /// Part of the process's state image (`last`: the image is complete).
+    Image { mid: u64, part: serde_bytes::ByteBuf, last: bool },
+    /// What reached the process at the source after its image (`transfer.rs`'s `Late`).
+    Late { mid: u64, late: tern_vm::node::Late },
+    /// A partner node's link update, with the route versions it needs.
+    LinkUpdate { mid: u64, pid: u64, to: u16, moves: u32, chans: Vec<(u64, u32)> },
+    /// The destination's side of the report, when it is done.
+    DestDone { mid: u64, stats: DestStats },
+}
+
+/// What the destination measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DestStats {
+    pub pages_received: u64,
+    pub page_faults: u64,
+    /// Fault latencies (µs from the fetch to the page), sorted.
+    pub fault_latency_us: Vec<u64>,
+    pub pages_pushed: u64,
+    /// When it stopped needing the source, µs after it resumed.
+    pub dependency_ended_after_us: Option<u64>,
+    pub outcome: String,
+}
+
+/// What a migration did, as `:migrate` and `ctl migrate` report it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigReport {
+    pub pid: u64,
+    pub from: String,
+    pub to: String,
+    pub mechanism: String,
+    /// `committed`, or why it failed (the process then runs on at the source).
+    pub outcome: String,
+    pub ok: bool,
+    /// Pages sent in each pre-copy round.
+    pub rounds: Vec<u32>,
+    pub stop_reason: String,
+    pub throttle_level: u32,
+    pub heap_pages: u32,
+    pub redundant_pages: u32,
+    pub zero_pages_skipped: u64,
+    pub final_pages: u32,
+    pub absent_pages_at_resume: u32,
+    pub freeze_time_us: u64,
+    pub total_time_us: u64,
+    pub bytes_sent: u64,
+    pub bandwidth_bytes_per_ms: u64,
+    /// Reductions the process ran while its pages were sent (it kept running).
+    pub reductions_during_rounds: u64,
+    pub page_faults: u64,
+    pub fault_latency_p50_us: u64,
+    pub fault_latency_p99_us: u64,
+    pub fault_latency_max_us: u64,
+    pub pages_pushed: u64,
+    /// When the destination stopped depending on the source, µs after the start.
+    pub dependency_ended_us: u64,
+    pub messages_held: u64,
+    pub link_updates: u32,
+    pub modules_sent: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +136,8 @@ pub enum Query {
     /// Start module `main`'s top level there (with `needs` present first), its output
     /// going to `console`.
     SpawnMain { main: ModuleHash, needs: Vec<ModuleHash>, console: u64 },
+    /// Migrate process `pid` (on the receiving node) to node `to`.
+    Migrate { pid: u64, to: String, mechanism: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +145,7 @@ pub enum Answer {
     File(IoResult),
     Ps(Vec<PsRow>),
     Spawned(Result<u64, String>),
+    Migrated(Result<Box<MigReport>, String>),
 }
 
 /// A process as `ps` lists it.
@@ -148,6 +236,13 @@ pub enum CtlRequest {
     /// Opens this connection's console: the node sends every output line of processes
     /// started from it on the stream, as [`CtlReply::Output`].
     Console,
+    /// Migrates a process to node `to` (mechanism: `freeze`, `precopy`, `lazy`,
+    /// `hybrid`, or the mesh's default). Answered by progress, then the report.
+    Migrate {
+        pid: u64,
+        to: String,
+        mechanism: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +268,13 @@ pub enum CtlReply {
         failed: bool,
     },
     Error(String),
+    /// A migration in progress: pages sent so far of the heap's pages, and its phase.
+    Progress {
+        sent: u64,
+        total: u64,
+        phase: String,
+    },
+    Migrated(Box<MigReport>),
 }
 
 /// A node as `nodes` lists it.

@@ -372,8 +372,12 @@ impl Heap {
                 }
             }
         }
-        self.retire_region();
         let a = self.top;
+        if (a >> self.page_shift) < self.present.len() {
+            // The last page may be absent (transfer on reference): fault before changing anything.
+            self.check(a)?;
+        }
+        self.retire_region();
         let end = a + size;
         if end > self.limit_words || end > u32::MAX as usize {
             return Err(HeapError::Limit);
@@ -394,6 +398,10 @@ impl Heap {
 
     fn bump_alloc(&mut self, size: usize) -> Result<usize, HeapError> {
         let a = self.bump;
+        self.check(a)?;
+        if a + size < self.bump_end {
+            self.check(a + size)?;
+        }
         self.bump += size;
         if self.bump < self.bump_end {
             // Keep the rest of the region walkable.

@@ -118,6 +118,8 @@ pub enum IoResult {
     Failed(String),
     /// A process was started on another node, with this pid.
     Spawned(u64),
+    /// A migration asked for with `migrate(pid, node)` finished: the process is on this node.
+    Migrated(String),
 }
 
 /// A module of a [`SpawnSpec`]: which, where its globals start, and whether its top

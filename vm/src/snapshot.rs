@@ -114,9 +114,23 @@ pub fn restore(bytes: &[u8], vm: &Vm) -> Result<Process, ImageError> {
 
 /// Serialises a process with what its node keeps about it.
 pub fn snapshot_full(p: &Process, slot: &SlotImage) -> Vec<u8> {
+    snapshot_with(p, slot, true)
+}
+
+/// Serialises a process's state without its heap pages (their number and layout are in
+/// it): the image a live migration sends, the pages going separately
+/// ([`restore_state`] puts them back).
+pub fn snapshot_state(p: &Process, slot: &SlotImage) -> Vec<u8> {
+    snapshot_with(p, slot, false)
+}
+
+fn snapshot_with(p: &Process, slot: &SlotImage, with_pages: bool) -> Vec<u8> {
     let h = &p.heap;
     let mut pages = Vec::new();
     for i in 0..h.page_count() as u32 {
+        if !with_pages {
+            break;
+        }
         let words = h.page(i);
         if words.iter().any(|&w| w != 0) {
             let mut bytes = Vec::with_capacity(words.len() * 8);
@@ -152,6 +166,23 @@ pub fn snapshot_full(p: &Process, slot: &SlotImage) -> Vec<u8> {
 /// its modules. The blocking call's deadline is left unset: the node re-arms it from
 /// [`SlotImage::timeout_left_us`] on its own clock.
 pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), ImageError> {
+    restore_with(bytes, vm, Vec::new(), &[])
+}
+
+/// Restores a process from an image made by [`snapshot_state`] and its pages, which came
+/// separately: `pages` (index, words) are put in (pages of the image left out are all
+/// zero), and the `absent` ones are marked absent — touching one is a page fault, which
+/// the node serves from where the page still is (transfer on reference).
+///
+/// With every page present the image is checked as [`restore_full`] checks it. With
+/// pages absent the heap cannot be walked yet: registers, globals and frames are checked
+/// to point inside the heap, functions and modules to exist; every heap access stays
+/// bounds- and presence-checked, so a damaged page later ends the process with an error.
+pub fn restore_state(bytes: &[u8], vm: &Vm, pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
+    restore_with(bytes, vm, pages, absent)
+}
+
+fn restore_with(bytes: &[u8], vm: &Vm, extra: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
     let cap = max_image_bytes(&vm.config.heap);
     if bytes.len() > cap {
         return Err(ImageError::TooLarge(bytes.len()));
@@ -196,6 +227,20 @@ pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), Image
         }
         heap.supply_page(pg.index, &words).map_err(|_| invalid("bad page record"))?;
     }
+    let pw = page_bytes / 8;
+    for (index, data) in extra {
+        if index as usize >= seen.len() || data.len() != pw {
+            return Err(invalid("bad page record"));
+        }
+        heap.supply_page(index, &data).map_err(|_| invalid("bad page record"))?;
+    }
+    for &a in absent {
+        if a as usize >= seen.len() {
+            return Err(invalid("absent page outside the heap"));
+        }
+        heap.mark_absent(a);
+    }
+    let lazy = !heap.all_present();
     heap.stats = img.heap.stats;
 
     let mut p = Process {
@@ -213,8 +258,11 @@ pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), Image
         linked: Vec::new(),
     };
     p.relink(vm).map_err(|e| ImageError::MissingModule(e.to_string()))?;
-    validate(&p, vm).map_err(ImageError::Invalid)?;
-    p.heap.rebuild_free_lists().map_err(|_| invalid("heap walk"))?;
+    validate(&p, vm, lazy).map_err(ImageError::Invalid)?;
+    if !lazy {
+        // With pages absent the free lists stay empty until the next collection.
+        p.heap.rebuild_free_lists().map_err(|_| invalid("heap walk"))?;
+    }
     if p.sys.files.len() > 1 << 16 {
         return Err(invalid("too many open files"));
     }
@@ -222,10 +270,10 @@ pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), Image
 }
 
 /// Checks every reference of a restored process.
-fn validate(p: &Process, vm: &Vm) -> Result<(), String> {
+fn validate(p: &Process, vm: &Vm, lazy: bool) -> Result<(), String> {
     let heap = &p.heap;
-    let starts = heap.object_starts().map_err(|_| "heap objects do not walk".to_string())?;
-    let v = Validator { p, vm, heap, starts };
+    let starts = if lazy { Vec::new() } else { heap.object_starts().map_err(|_| "heap objects do not walk".to_string())? };
+    let v = Validator { p, vm, heap, starts, lazy };
     v.all().map_err(|e| e.0)
 }
 
@@ -246,11 +294,19 @@ struct Validator<'a> {
     vm: &'a Vm,
     heap: &'a Heap,
     starts: Vec<u64>,
+    /// Pages are absent: references are only checked to be inside the heap.
+    lazy: bool,
 }
 
 impl Validator<'_> {
     fn object(&self, a: Addr, k: u64) -> Result<usize, Bad> {
         let i = a as usize;
+        if self.lazy {
+            if i == 0 || i >= self.heap.top() {
+                return bad(format!("reference to {a}, outside the heap"));
+            }
+            return Ok(1);
+        }
         if i == 0 || i >= self.heap.top() || self.starts[i / 64] & (1 << (i % 64)) == 0 {
             return bad(format!("reference to {a}, which is not an object"));
         }
@@ -435,7 +491,9 @@ impl Validator<'_> {
 
     fn all(&self) -> Result<(), Bad> {
         let p = self.p;
-        self.objects()?;
+        if !self.lazy {
+            self.objects()?;
+        }
         for v in p.regs.iter().chain(&p.globals) {
             self.value(*v)?;
         }
@@ -456,7 +514,7 @@ impl Validator<'_> {
             if f.closure != 0 {
                 self.object(f.closure, kind::CLOSURE)?;
                 let cf = FnRef::unpack(self.heap.raw(f.closure as usize + 1).unwrap_or(0));
-                if cf != (FnRef { module: f.module, func: f.func }) {
+                if !self.lazy && cf != (FnRef { module: f.module, func: f.func }) {
                     return bad("frame closure runs a different function");
                 }
             } else if !func.upvals.is_empty() {

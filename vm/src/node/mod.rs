@@ -30,10 +30,12 @@
 //! where each of its processes is now, and who holds each of its channels' receive
 //! ends, so any node can find either in at most two steps.
 
+mod migration;
 mod remote;
 mod sys;
 mod transfer;
 
+pub use migration::{copy_pages, Job, PageCopy};
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
 pub use sys::{sys_natives, Source};
 pub use transfer::Late;
@@ -42,7 +44,7 @@ use crate::interp::{run, Outcome, RuntimeError};
 use crate::message::{Message, Obj, Val};
 use crate::process::{FileMode, IoResult, Process};
 use crate::runtime::{Host, Vm};
-use crate::snapshot::{restore_full, snapshot_full, ImageError, SlotImage};
+use crate::snapshot::{snapshot_full, ImageError, SlotImage};
 use crate::value::{make_name, name_node, name_text};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -259,6 +261,8 @@ const FREEZE: u8 = 1;
 const KILL: u8 = 2;
 /// Pages arrived for a running process: install them at its next safepoint.
 const PAGES: u8 = 4;
+/// Jobs wait to run on the process at its next safepoint (see `migration.rs`).
+const JOBS: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -326,6 +330,8 @@ pub(crate) struct SlotState {
     /// Set while it is being imported here: how much of its mailbox came in the image
     /// (what arrived at the source after the image goes right after that).
     import: Option<transfer::ExportMark>,
+    /// Work to do on the process at its next safepoint (flag `JOBS`).
+    jobs: Vec<migration::Job>,
 }
 
 impl SlotState {
@@ -350,6 +356,9 @@ pub(crate) struct Slot {
     /// Reductions and heap pages at the end of its last time slice (for `ps`).
     reductions: AtomicU64,
     pages: AtomicU64,
+    /// Slows the process down while a migration's dirty pages outrun the network: after
+    /// each time slice it pauses for (2^level - 1) times the slice (0: not throttled).
+    throttle: AtomicU8,
 }
 
 impl Slot {
@@ -357,6 +366,7 @@ impl Slot {
         Arc::new(Slot {
             reductions: AtomicU64::new(0),
             pages: AtomicU64::new(0),
+            throttle: AtomicU8::new(0),
             flags: AtomicU8::new(0),
             st: Mutex::new(SlotState {
                 status,
@@ -374,6 +384,7 @@ impl Slot {
                 pending_pages: Vec::new(),
                 export: None,
                 import: None,
+                jobs: Vec::new(),
             }),
         })
     }
@@ -1377,6 +1388,12 @@ impl NodeInner {
             t.slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
             install_pages(&mut t.proc, std::mem::take(&mut st.pending_pages));
         }
+        if t.slot.flags.load(Ordering::SeqCst) & JOBS != 0 {
+            t.slot.flags.fetch_and(!JOBS, Ordering::SeqCst);
+            for job in std::mem::take(&mut st.jobs) {
+                job(&mut t.proc);
+            }
+        }
         let flags = t.slot.flags.load(Ordering::SeqCst);
         if flags & KILL != 0 {
             let reason = st.kill.take().unwrap_or_else(|| "killed".into());
@@ -1400,6 +1417,7 @@ impl NodeInner {
         let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return };
         let start = proc.reductions;
         let budget = u64::from(self.budget);
+        let started_us = self.now_us();
         let out = loop {
             let used = proc.reductions - start;
             if used >= budget {
@@ -1445,6 +1463,19 @@ impl NodeInner {
         match out {
             None => {
                 let used = proc.reductions - start;
+                let level = slot.throttle.load(Ordering::Relaxed).min(8);
+                if level > 0 {
+                    // Throttled: pause for (2^level - 1) slices, as in a timed wait.
+                    let now = self.now_us();
+                    let pause = (now.saturating_sub(started_us) * ((1u64 << level) - 1)).clamp(20, 200_000);
+                    let mut st = slot.st.lock();
+                    if let Some((proc, reason)) = self.park(pid, &slot, &mut st, proc, Vec::new(), Some(now + pause)) {
+                        drop(st);
+                        self.finish(pid, &slot, proc, reason);
+                        self.busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
                 let mut t = Some(Task { pid, slot, proc });
                 if self.has_move_hook.load(Ordering::Relaxed) {
                     t = self.maybe_move(pid, used, t);
@@ -1741,7 +1772,7 @@ impl NodeInner {
         }
         let proc = st.parked.as_ref().map(|p| p.as_ref()).ok_or(MoveError::NotHere(pid))?;
         let bytes = snapshot_full(proc, &st.image(proc, self.now_us()));
-        if let Err(e) = dest.reinstate(temp, &tslot, &bytes) {
+        if let Err(e) = dest.reinstate(temp, &tslot, &bytes, Vec::new(), &[]) {
             drop(st);
             dest.procs.remove(temp);
             self.release(pid);
@@ -1780,8 +1811,10 @@ impl NodeInner {
     }
 
     /// Loads an image into the empty slot made for it.
-    fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8]) -> Result<(), ImageError> {
-        let (mut proc, img) = restore_full(bytes, &self.vm)?;
+    /// Reinstates an image (and, for a state-only image, its `pages`, with the `absent`
+    /// ones left to fault in) into `slot`, frozen.
+    fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(), ImageError> {
+        let (mut proc, img) = crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?;
         let now = self.now_us();
         proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
         let mut st = slot.st.lock();

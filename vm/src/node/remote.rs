@@ -44,6 +44,15 @@ pub trait Remote: Send + Sync {
     fn node_name(&self, id: u16) -> Option<String>;
     /// The names of the nodes that are up, this one included, in config order.
     fn live_nodes(&self) -> Vec<String>;
+    /// Starts migrating process `pid` to node `to` with the default mechanism. `caller`:
+    /// a process parked in `migrate(pid, node)` waiting for the outcome, answered with
+    /// [`super::Node::answer_migrate`]; `None`: `pid` moves itself (`migrate(node)`) and
+    /// waits parked in the call — answered only if the move fails (on success the call
+    /// runs again on the new node). An error: it cannot start.
+    fn migrate(&self, pid: Pid, to: u16, caller: Option<Pid>) -> Result<(), String> {
+        let _ = (pid, to, caller);
+        Err("this node cannot migrate processes".into())
+    }
 }
 
 /// Most hops a message is forwarded before it is dropped (a pointer chain this long

@@ -41,6 +41,7 @@ pub(crate) enum Sys {
     Write,
     Seek,
     Close,
+    Migrate,
 }
 
 /// What a receive waits on: the process's inbox, or a channel it holds.
@@ -54,6 +55,7 @@ pub enum Source {
 const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("spawn", 1, u8::MAX, Sys::Spawn),
     ("spawn_on", 2, u8::MAX, Sys::SpawnOn),
+    ("migrate", 1, 2, Sys::Migrate),
     ("nodes", 0, 0, Sys::Nodes),
     ("self", 0, 0, Sys::SelfPid),
     ("node", 0, 0, Sys::NodeName),
@@ -184,6 +186,7 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             ret_alloc(proc, c, move |h| object::alloc_str(h, &name).map(Value::Str))
         }
         Sys::Spawn => spawn(node, pid, slot, proc, c, &args, local),
+        Sys::Migrate => migrate(node, pid, slot, proc, c, &args),
         Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, &args, local),
         Sys::Nodes => {
             let names = match node.remote() {
@@ -408,6 +411,63 @@ fn spawn_on(
     node.park_remote(slot, proc);
     if let Err(e) = node.spawn_remote(id, pid, spec, carried) {
         node.complete_io(pid, IoResult::Failed(format!("spawn_on: {e}")));
+    }
+    SysOut::Parked
+}
+
+/// `migrate(node)` moves the calling process to the named node: it waits parked in the
+/// call (an interruptible wait, so it can be frozen at once) while the host moves it; on
+/// the new node the call runs again, finds itself there and returns `true`. If the move
+/// fails it raises an error on the node it stayed on. `migrate(pid, node)` moves another
+/// process and returns `true` when it is there (the caller waits for the outcome).
+fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value]) -> SysOut {
+    if let Some(r) = proc.sys.io_result.take() {
+        return match r {
+            IoResult::Migrated(_) => ret(proc, c, Value::Bool(true)),
+            IoResult::Failed(e) => err(proc, format!("migrate: {e}")),
+            _ => err(proc, "migrate: unexpected answer"),
+        };
+    }
+    let (target, name_arg) = match args {
+        [n] => (pid, *n),
+        [Value::Pid(p), n] => (*p, *n),
+        [other, _] => return err(proc, format!("migrate: expected a pid, not {}", other.a_type())),
+        _ => return err(proc, "migrate: expected (node) or (pid, node)"),
+    };
+    let Value::Str(a) = name_arg else {
+        return err(proc, format!("migrate: expected a node name, not {}", name_arg.a_type()));
+    };
+    let name = match object::str_ref(&proc.heap, a) {
+        Ok(s) => s.to_string(),
+        Err(e) => return raise(proc, Exn::Heap(e)),
+    };
+    if target == pid && name == node.name {
+        return ret(proc, c, Value::Bool(true));
+    }
+    let Some(remote) = node.remote() else {
+        return err(proc, format!("migrate: there is no node {name:?} (this node is not part of a mesh)"));
+    };
+    let Some(id) = remote.node_id(&name) else {
+        return err(proc, format!("migrate: there is no node {name:?} in the mesh"));
+    };
+    if !remote.live_nodes().contains(&name) {
+        return err(proc, format!("migrate: node {name} is down"));
+    }
+    if target == pid {
+        let mut st = slot.st.lock();
+        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+            return SysOut::Exit(proc, reason);
+        }
+        drop(st);
+        if let Err(e) = remote.migrate(pid, id, None) {
+            node.answer_migrate(pid, IoResult::Failed(e));
+        }
+    } else {
+        // Parked before asking, so the answer always finds it waiting.
+        node.park_remote(slot, proc);
+        if let Err(e) = remote.migrate(target, id, Some(pid)) {
+            node.answer_migrate(pid, IoResult::Failed(e));
+        }
     }
     SysOut::Parked
 }

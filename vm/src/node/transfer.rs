@@ -43,7 +43,7 @@ pub(crate) struct ExportMark {
 }
 
 impl ExportMark {
-    fn of(m: &super::Mailbox) -> ExportMark {
+    pub(crate) fn of(m: &super::Mailbox) -> ExportMark {
         ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect() }
     }
 }
@@ -126,9 +126,15 @@ impl Node {
     /// the process that reach this node wait here for it (the source sends them on only
     /// after its commit). Returns the process's pid.
     pub fn import_image(&self, bytes: &[u8]) -> Result<Pid, ImageError> {
+        self.import_state(bytes, Vec::new(), &[])
+    }
+
+    /// [`Node::import_image`] for a state-only image ([`Node::export_state`]) and the
+    /// pages that came separately; the `absent` ones are fetched when touched.
+    pub fn import_state(&self, bytes: &[u8], pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<Pid, ImageError> {
         let i = &self.inner;
         let tslot = Slot::new(Status::Frozen);
-        i.reinstate(0, &tslot, bytes)?;
+        i.reinstate(0, &tslot, bytes, pages, absent)?;
         let (pid, ends) = {
             let mut st = tslot.st.lock();
             let pid = st.parked.as_ref().map_or(0, |p| p.pid);

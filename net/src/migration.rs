@@ -1,0 +1,1142 @@
+//! Live migration over QUIC: the host that runs the sans-IO machines of
+//! [`crate::migrate`] for real (DESIGN invariant 9), one OS thread per migration on each
+//! side.
+//!
+//! **Streams.** Each migration has its own bidirectional QUIC stream on the connection
+//! between source and destination, opened by the source: the protocol's messages up to
+//! the commit point, the pages of the pre-copy rounds, the final pages, the modules the
+//! destination lacks and the state image travel there, so bulk pages never wait behind
+//! (or hold up) the node-pair session. With pages absent at the destination (lazy,
+//! hybrid) the destination opens a second stream at high priority for page faults and
+//! their answers, so a fault never waits behind pages being pushed in the background.
+//!
+//! **The session.** What must stay in order with the VM's own traffic between the two
+//! nodes goes in [`Frame::Mig`] on the node-pair session, which is exactly-once and
+//! survives reconnects: `Commit`, `Committed`, `Aborted`, `Abort` (the commit decision
+//! must not be lost with a connection), the process's late messages ([`MigWire::Late`]),
+//! link updates and their acknowledgements, `LinkDone`.
+//!
+//! **The VM.** Pages of a running process are read at its safepoints
+//! ([`Node::read_pages`]), a few at a time so it keeps running; the image is its state
+//! without pages ([`Node::export_state`]); `transfer.rs`'s steps do the rest: the
+//! destination reinstates it frozen ([`Node::import_state`]) and, once it has both the
+//! `Commit` and the late messages, runs it ([`Node::commit_import`]); the source turns
+//! its slot into a forwarding pointer at `Committed` ([`Node::commit_export`]) and,
+//! once every partner acknowledged its link update, drops that too.
+
+use crate::mesh::Shared;
+use crate::migrate::{Action, Dest, DestOutcome, Failure, Mechanism, MigConfig, MigMsg, RefuseReason, Source, SourceInit, SourceOutcome};
+use crate::wire::{self, DestStats, Frame, MigReport, MigWire, PageRec};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tern_vm::bytecode::{Module, ModuleHash};
+use tern_vm::node::{Late, Node};
+use tern_vm::process::IoResult;
+use tokio::sync::mpsc;
+
+type Pid = u64;
+
+/// Pages per data frame on a migration stream.
+const PAGES_PER_FRAME: usize = 64;
+/// Largest state image accepted (the heap's pages travel separately).
+const MAX_IMAGE: usize = 256 << 20;
+/// Priority of the page-fault stream (bulk streams have 0).
+const FAULT_PRIORITY: i32 = 10;
+
+/// What a migration thread is told.
+pub(crate) enum Input {
+    Wire(u16, MigWire),
+    /// Its stream (or the connection) failed.
+    StreamFailed(String),
+    /// Source: the destination opened the page-fault stream.
+    FaultStream(mpsc::Sender<Vec<u8>>),
+    /// Destination: the process touched an absent page.
+    Fault(u32),
+    /// The node went down or restarted.
+    PeerGone(u16),
+}
+
+/// How far a migration has got, for progress bars.
+#[derive(Default)]
+pub struct Progress {
+    pub sent_pages: AtomicU64,
+    pub total_pages: AtomicU64,
+    pub phase: Mutex<String>,
+}
+
+/// A migration started here: its progress and, at the end, its report.
+pub struct MigHandle {
+    pub progress: Arc<Progress>,
+    pub done: crossbeam_channel::Receiver<MigReport>,
+}
+
+/// Who waits for a migration's outcome besides the operator.
+#[derive(Clone, Copy)]
+pub(crate) enum Caller {
+    None,
+    /// The process moves itself (`migrate(node)`): answered only on failure.
+    Itself,
+}
+
+/// The migrations of one node.
+#[derive(Default)]
+pub(crate) struct Migrations {
+    runs: Mutex<HashMap<u64, crossbeam_channel::Sender<Input>>>,
+    /// Destination: pid -> migration, for page faults.
+    by_pid: Mutex<HashMap<Pid, u64>>,
+    /// Source: processes being migrated from here.
+    moving: Mutex<HashSet<Pid>>,
+    /// Migrations this node gave up as destination (a late `Commit` gets `Aborted`).
+    aborted: Mutex<HashSet<u64>>,
+    next: AtomicU64,
+    /// Reports of migrations from here, newest last (bounded).
+    pub(crate) reports: Mutex<Vec<MigReport>>,
+}
+
+/// Parses a mechanism name.
+pub fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    match s {
+        "freeze" => Ok(Mechanism::Freeze),
+        "precopy" => Ok(Mechanism::Precopy),
+        "lazy" => Ok(Mechanism::Lazy),
+        "hybrid" => Ok(Mechanism::Hybrid),
+        _ => Err(format!("unknown migration mechanism {s:?} (expected freeze, precopy, lazy or hybrid)")),
+    }
+}
+
+pub fn mechanism_name(m: Mechanism) -> &'static str {
+    match m {
+        Mechanism::Freeze => "freeze",
+        Mechanism::Precopy => "precopy",
+        Mechanism::Lazy => "lazy",
+        Mechanism::Hybrid => "hybrid",
+    }
+}
+
+fn default_mechanism(sh: &Shared) -> Mechanism {
+    match sh.cfg.migration {
+        crate::config::Migration::Freeze => Mechanism::Freeze,
+        crate::config::Migration::Precopy => Mechanism::Precopy,
+        crate::config::Migration::Lazy => Mechanism::Lazy,
+        crate::config::Migration::Hybrid => Mechanism::Hybrid,
+    }
+}
+
+fn mig_config(sh: &Shared) -> MigConfig {
+    MigConfig {
+        page_bytes: sh.cfg.page_size as u64,
+        // Pages stream on their own QUIC stream; a stall there is a failed connection,
+        // which QUIC reports. These bound a peer that stops answering.
+        step_timeout_us: 30_000_000,
+        commit_timeout_us: 10_000_000,
+        freeze_budget_us: 1_000,
+        max_rounds: 10,
+        shrink_per_mille: 900,
+        max_throttle: 4,
+        prefetch: sh.cfg.prefetch,
+        push_interval_us: 1_000,
+        push_pages: 256,
+        max_pages_per_msg: PAGES_PER_FRAME as u32,
+        ..MigConfig::default()
+    }
+}
+
+fn words_to_bytes(words: &[u64]) -> Vec<u8> {
+    let mut out = vec![0u8; words.len() * 8];
+    for (c, w) in out.chunks_exact_mut(8).zip(words) {
+        c.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {
+    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+}
+
+fn frame_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let b = wire::encode(v);
+    let mut out = Vec::with_capacity(b.len() + 4);
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(&b);
+    out
+}
+
+/// Messages that go on the session rather than the migration stream.
+fn on_session(m: &MigMsg) -> bool {
+    matches!(
+        m,
+        MigMsg::Commit { .. }
+            | MigMsg::Committed { .. }
+            | MigMsg::Aborted { .. }
+            | MigMsg::Abort { .. }
+            | MigMsg::LinkUpdate { .. }
+            | MigMsg::LinkAck { .. }
+            | MigMsg::LinkDone { .. }
+            | MigMsg::Released { .. }
+    )
+}
+
+/// Writes frames to a QUIC send stream until the sender is dropped.
+fn spawn_writer(rt: &tokio::runtime::Handle, mut send: quinn::SendStream, priority: i32) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    rt.spawn(async move {
+        let _ = send.set_priority(priority);
+        while let Some(b) = rx.recv().await {
+            if send.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+    });
+    tx
+}
+
+/// Reads frames from a QUIC receive stream into a migration's inputs.
+async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usize, to: crossbeam_channel::Sender<Input>) {
+    loop {
+        let mut len = [0u8; 4];
+        match recv.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Err(e) => {
+                let _ = to.send(Input::StreamFailed(format!("migration stream: {e}")));
+                return;
+            }
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if n > max {
+            let _ = to.send(Input::StreamFailed(format!("migration frame of {n} bytes is over the limit of {max}")));
+            return;
+        }
+        let mut buf = vec![0u8; n];
+        if let Err(e) = recv.read_exact(&mut buf).await {
+            let _ = to.send(Input::StreamFailed(format!("migration stream: {e}")));
+            return;
+        }
+        match wire::decode::<MigWire>(&buf, max) {
+            Ok(w) => {
+                if to.send(Input::Wire(from, w)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = to.send(Input::StreamFailed(format!("bad migration frame: {e}")));
+                return;
+            }
+        }
+    }
+}
+
+fn wire_mid(w: &MigWire) -> u64 {
+    match w {
+        MigWire::Msg(m) => m.mid(),
+        MigWire::Pages { mid, .. }
+        | MigWire::Modules { mid, .. }
+        | MigWire::Need { mid, .. }
+        | MigWire::Image { mid, .. }
+        | MigWire::Late { mid, .. }
+        | MigWire::LinkUpdate { mid, .. }
+        | MigWire::DestDone { mid, .. } => *mid,
+    }
+}
+
+impl Migrations {
+    fn register(&self, mid: u64) -> crossbeam_channel::Receiver<Input> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.runs.lock().insert(mid, tx);
+        rx
+    }
+
+    fn input(&self, mid: u64, i: Input) -> bool {
+        match self.runs.lock().get(&mid) {
+            Some(tx) => tx.send(i).is_ok(),
+            None => false,
+        }
+    }
+
+    /// A page fault of process `pid` (here, with pages on another node).
+    pub(crate) fn fault(&self, pid: Pid, page: u32) -> bool {
+        let mid = self.by_pid.lock().get(&pid).copied();
+        mid.is_some_and(|m| self.input(m, Input::Fault(page)))
+    }
+
+    /// A peer went down or restarted: every migration with it is told.
+    pub(crate) fn peer_gone(&self, node: u16) {
+        for tx in self.runs.lock().values() {
+            let _ = tx.send(Input::PeerGone(node));
+        }
+    }
+
+    /// Whether this node holds nothing for a migrated process (tests: no residual dependency).
+    pub(crate) fn holds(&self, pid: Pid) -> bool {
+        self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
+    }
+}
+
+/// A migration frame that came on the session from `from`.
+pub(crate) fn session_frame(sh: &Arc<Shared>, from: u16, w: MigWire) {
+    match w {
+        MigWire::LinkUpdate { mid, pid, to, moves, chans } => {
+            // A partner node: send straight to the new place from now on, and say so. The
+            // ack follows every message this node sent to the old place (same session).
+            sh.node().apply_link_update(pid, to, moves, &chans);
+            let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
+        }
+        MigWire::Msg(MigMsg::Commit { mid }) if !sh.mig.runs.lock().contains_key(&mid) => {
+            if sh.mig.aborted.lock().contains(&mid) {
+                let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::Aborted { mid })));
+            }
+        }
+        w => {
+            let mid = wire_mid(&w);
+            sh.mig.input(mid, Input::Wire(from, w));
+        }
+    }
+}
+
+/// Serves the migration streams peers open on connection `conn` with node `from`.
+pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Connection) {
+    while let Ok((send, mut recv)) = conn.accept_bi().await {
+        let Some(sh) = sh.upgrade() else { return };
+        let max = sh.cfg.limits.frame_bytes as usize;
+        tokio::spawn(async move {
+            // The first frame says what the stream is for.
+            let mut len = [0u8; 4];
+            if recv.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = u32::from_le_bytes(len) as usize;
+            if n > max {
+                return;
+            }
+            let mut buf = vec![0u8; n];
+            if recv.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let first = match wire::decode::<MigWire>(&buf, max) {
+                Ok(w) => w,
+                Err(e) => {
+                    (sh.log)(&format!("refused a migration stream from node {from}: {e}"));
+                    return;
+                }
+            };
+            let rt = tokio::runtime::Handle::current();
+            match first {
+                MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
+                    let mid = offer.mid();
+                    let inputs = sh.mig.register(mid);
+                    let out = spawn_writer(&rt, send, 0);
+                    let tx = sh.mig.runs.lock().get(&mid).cloned();
+                    let sh2 = sh.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("tern-mig-in-{mid:x}"))
+                        .spawn(move || run_dest(sh2, from, offer, out, inputs, rt));
+                    if spawned.is_err() {
+                        sh.mig.runs.lock().remove(&mid);
+                        return;
+                    }
+                    if let Some(tx) = tx {
+                        read_frames(recv, from, max, tx).await;
+                    }
+                }
+                MigWire::Msg(fetch @ MigMsg::Fetch { .. }) => {
+                    let mid = fetch.mid();
+                    let out = spawn_writer(&rt, send, FAULT_PRIORITY);
+                    let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() else { return };
+                    let _ = tx.send(Input::FaultStream(out));
+                    let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
+                    read_frames(recv, from, max, tx).await;
+                }
+                _ => (sh.log)(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
+            }
+        });
+    }
+}
+
+/// Starts migrating process `pid` (here) to node `to`.
+pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
+    let peer = sh.peer_by_name(to).ok_or_else(|| {
+        if to == sh.me.name {
+            format!("process {} is already on node {to}", tern_vm::value::name_text(pid))
+        } else {
+            format!("there is no node {to:?} in the mesh")
+        }
+    })?;
+    let dest = peer.conf.id;
+    if !sh.is_up(dest) {
+        return Err(format!("node {to} is down"));
+    }
+    let node = sh.node();
+    if !node.is_local(pid) {
+        return Err(format!("process {} is not on node {}", tern_vm::value::name_text(pid), sh.me.name));
+    }
+    if !sh.mig.moving.lock().insert(pid) {
+        return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
+    }
+    let mechanism = mechanism.unwrap_or_else(|| default_mechanism(sh));
+    let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
+    let inputs = sh.mig.register(mid);
+    let progress = Arc::new(Progress::default());
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let sh2 = sh.clone();
+    let p2 = progress.clone();
+    let rt = sh.rt.get().cloned().ok_or("the network runtime is not running")?;
+    std::thread::Builder::new()
+        .name(format!("tern-mig-out-{mid:x}"))
+        .spawn(move || {
+            let report = run_source(&sh2, SourceRun::new(mid, pid, dest, mechanism, caller, p2, rt), inputs);
+            sh2.mig.runs.lock().remove(&mid);
+            sh2.mig.moving.lock().remove(&pid);
+            {
+                let mut r = sh2.mig.reports.lock();
+                r.push(report.clone());
+                let n = r.len();
+                if n > 64 {
+                    r.drain(..n - 64);
+                }
+            }
+            let _ = done_tx.send(report);
+        })
+        .map_err(|e| {
+            sh.mig.runs.lock().remove(&mid);
+            sh.mig.moving.lock().remove(&pid);
+            format!("cannot start a thread: {e}")
+        })?;
+    Ok(MigHandle { progress, done })
+}
+
+struct SourceRun {
+    mid: u64,
+    pid: Pid,
+    dest: u16,
+    mechanism: Mechanism,
+    caller: Caller,
+    progress: Arc<Progress>,
+    rt: tokio::runtime::Handle,
+    bulk: Option<mpsc::Sender<Vec<u8>>>,
+    faults: Option<mpsc::Sender<Vec<u8>>>,
+    image: Option<Vec<u8>>,
+    /// Modules the destination said it lacks.
+    need: Vec<ModuleHash>,
+    heap: Option<tern_vm::heap::Heap>,
+    committed: bool,
+    early_fetches: Vec<MigMsg>,
+    late_info: Option<(u32, Vec<(u64, u32)>)>,
+    link_chans: Vec<u64>,
+    zero_pages: u64,
+    bytes: u64,
+    held: u64,
+    modules_sent: u32,
+    dest_stats: Option<DestStats>,
+    reductions_at_start: u64,
+    reductions_during_rounds: u64,
+    failure: Option<String>,
+}
+
+impl SourceRun {
+    fn new(
+        mid: u64,
+        pid: Pid,
+        dest: u16,
+        mechanism: Mechanism,
+        caller: Caller,
+        progress: Arc<Progress>,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
+        SourceRun {
+            mid,
+            pid,
+            dest,
+            mechanism,
+            caller,
+            progress,
+            rt,
+            bulk: None,
+            faults: None,
+            image: None,
+            need: Vec::new(),
+            heap: None,
+            committed: false,
+            early_fetches: Vec::new(),
+            late_info: None,
+            link_chans: Vec::new(),
+            zero_pages: 0,
+            bytes: 0,
+            held: 0,
+            modules_sent: 0,
+            dest_stats: None,
+            reductions_at_start: 0,
+            reductions_during_rounds: 0,
+            failure: None,
+        }
+    }
+
+    fn send_stream(&mut self, fault: bool, w: &MigWire) -> bool {
+        let b = frame_bytes(w);
+        self.bytes += b.len() as u64;
+        let out = if fault { self.faults.as_ref().or(self.bulk.as_ref()) } else { self.bulk.as_ref() };
+        match out {
+            Some(tx) => tx.blocking_send(b).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends pages' contents (read from the process, or from its heap once it left).
+    fn send_pages(&mut self, node: &Node, pages: &[u32], fault: bool) -> Result<(), String> {
+        for chunk in pages.chunks(PAGES_PER_FRAME) {
+            let copies = match &self.heap {
+                Some(h) => tern_vm::node::copy_pages(h, chunk),
+                None => node.read_pages(self.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
+            };
+            let recs: Vec<PageRec> = copies
+                .into_iter()
+                .map(|(index, words)| {
+                    if words.is_none() {
+                        self.zero_pages += 1;
+                    }
+                    PageRec { index, data: words.as_deref().map(words_to_bytes) }
+                })
+                .collect();
+            self.progress.sent_pages.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if !self.send_stream(fault, &MigWire::Pages { mid: self.mid, pages: recs }) {
+                return Err("the migration stream is closed".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_phase(p: &Progress, s: &str) {
+    *p.phase.lock() = s.to_string();
+}
+
+fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Receiver<Input>) -> MigReport {
+    let node = sh.node();
+    let started = Instant::now();
+    let now = || sh.now_us();
+    let mut report = MigReport {
+        pid: r.pid,
+        from: sh.me.name.clone(),
+        to: sh.peers.get(&r.dest).map(|p| p.conf.name.clone()).unwrap_or_default(),
+        mechanism: mechanism_name(r.mechanism).into(),
+        ..MigReport::default()
+    };
+    let fail_early = |report: &mut MigReport, why: String| {
+        report.outcome = why;
+        report.ok = false;
+        report.total_time_us = started.elapsed().as_micros() as u64;
+        report.clone()
+    };
+    let size_pages = match node.heap_pages(r.pid) {
+        Ok(n) => n,
+        Err(e) => return fail_early(&mut report, e.to_string()),
+    };
+    report.heap_pages = size_pages;
+    r.progress.total_pages.store(u64::from(size_pages), Ordering::Relaxed);
+    set_phase(&r.progress, "connecting");
+    let to_name = report.to.clone();
+    let Some(conn) = sh.peers.get(&r.dest).and_then(|p| p.conn.lock().clone()) else {
+        return fail_early(&mut report, format!("no connection to node {to_name}"));
+    };
+    let opened = r.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await });
+    let (send, recv) = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return fail_early(&mut report, format!("cannot open a stream to node {to_name}: {e}")),
+        Err(_) => return fail_early(&mut report, format!("cannot open a stream to node {to_name}: timed out")),
+    };
+    r.bulk = Some(spawn_writer(&r.rt, send, 0));
+    if let Some(tx) = sh.mig.runs.lock().get(&r.mid).cloned() {
+        r.rt.spawn(read_frames(recv, r.dest, sh.cfg.limits.frame_bytes as usize, tx));
+    }
+    let modules: Vec<ModuleHash> =
+        node.at_safepoint(r.pid, |p| p.modules.iter().map(|m| m.hash).collect(), Duration::from_secs(10)).unwrap_or_default();
+    r.reductions_at_start = node.at_safepoint(r.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
+    let init = SourceInit {
+        mid: r.mid,
+        pid: r.pid,
+        me: sh.me.id,
+        dest: r.dest,
+        size_pages,
+        mechanism: r.mechanism,
+        partners: node.partner_nodes(r.pid),
+    };
+    let mut src = Source::new(now(), mig_config(sh), init);
+    set_phase(&r.progress, "offered");
+    // The modules it runs, so the destination can say which it lacks.
+    let mut first = true;
+    loop {
+        while let Some(a) = src.poll_action() {
+            source_action(sh, node, &mut r, &mut src, a);
+        }
+        while let Some((to, m)) = src.poll_transmit() {
+            if to != r.dest {
+                if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
+                    let (moves, chans) = r.late_info.clone().unwrap_or_default();
+                    let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans }));
+                }
+                continue;
+            }
+            if on_session(&m) {
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
+                continue;
+            }
+            let ok = match &m {
+                MigMsg::Pages { pages, .. } => r.send_pages(node, pages, false).is_ok(),
+                MigMsg::PageData { pages, pushed, .. } => r.send_pages(node, pages, !pushed).is_ok(),
+                MigMsg::Final { pages, .. } => {
+                    let pages = pages.clone();
+                    let mut ok = r.send_pages(node, &pages, false).is_ok();
+                    if ok && !r.need.is_empty() {
+                        let mods: Vec<serde_bytes::ByteBuf> = r
+                            .need
+                            .iter()
+                            .filter_map(|h| node.vm().module(h))
+                            .map(|m| serde_bytes::ByteBuf::from(m.module.encode()))
+                            .collect();
+                        r.modules_sent = mods.len() as u32;
+                        ok = r.send_stream(false, &MigWire::Modules { mid: r.mid, modules: mods });
+                    }
+                    let image = r.image.take().unwrap_or_default();
+                    let part = (sh.cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16);
+                    let chunks: Vec<&[u8]> = if image.is_empty() { vec![&[][..]] } else { image.chunks(part).collect() };
+                    let n = chunks.len();
+                    for (k, c) in chunks.into_iter().enumerate() {
+                        ok = ok
+                            && r.send_stream(
+                                false,
+                                &MigWire::Image { mid: r.mid, part: serde_bytes::ByteBuf::from(c.to_vec()), last: k + 1 == n },
+                            );
+                    }
+                    ok
+                }
+                _ => true,
+            };
+            let ok = ok && r.send_stream(matches!(m, MigMsg::PageData { pushed: false, .. }), &MigWire::Msg(m.clone()));
+            if first {
+                first = false;
+                // Right after the offer: the process's code, by hash only.
+                let _ = r.send_stream(false, &MigWire::Need { mid: r.mid, hashes: modules.clone() });
+            }
+            if !ok && !src.commit_sent() && src.outcome().is_none() {
+                r.failure = Some("the connection to the destination was lost".into());
+                src.handle_timeout(u64::MAX);
+            }
+        }
+        if let Some(o) = src.outcome() {
+            // Wait briefly for the destination's side of the report.
+            if r.dest_stats.is_none() && matches!(o, SourceOutcome::Committed) {
+                if let Ok(Input::Wire(_, MigWire::DestDone { stats, .. })) = inputs.recv_timeout(Duration::from_secs(2)) {
+                    r.dest_stats = Some(stats);
+                }
+            }
+            break;
+        }
+        let wait = match src.poll_timeout() {
+            Some(t) => Duration::from_micros(t.saturating_sub(now())),
+            None => Duration::from_millis(500),
+        };
+        match inputs.recv_timeout(wait) {
+            Ok(Input::Wire(from, w)) => match w {
+                MigWire::Msg(m @ MigMsg::Fetch { .. }) if !r.committed => r.early_fetches.push(m),
+                MigWire::Msg(m) => {
+                    if matches!(m, MigMsg::RoundAck { .. }) {
+                        set_phase(&r.progress, "pre-copy");
+                    }
+                    src.handle(now(), from, m)
+                }
+                MigWire::Need { hashes, .. } => r.need = hashes,
+                MigWire::DestDone { stats, .. } => r.dest_stats = Some(stats),
+                _ => {}
+            },
+            Ok(Input::StreamFailed(e)) => {
+                if !src.commit_sent() && src.outcome().is_none() {
+                    r.failure = Some(format!("the connection to the destination failed: {e}"));
+                    src.handle_timeout(u64::MAX);
+                }
+            }
+            Ok(Input::FaultStream(tx)) => r.faults = Some(tx),
+            Ok(Input::PeerGone(n)) => {
+                if n == r.dest && !src.commit_sent() && src.outcome().is_none() {
+                    r.failure = Some(format!("node {} went down", report.to));
+                }
+                src.peer_restarted(now(), n)
+            }
+            Ok(Input::Fault(_)) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => src.handle_timeout(now()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if r.committed && !r.early_fetches.is_empty() {
+            for m in std::mem::take(&mut r.early_fetches) {
+                src.handle(now(), r.dest, m);
+            }
+        }
+    }
+    // The report.
+    let rep = src.report();
+    report.rounds = rep.rounds.clone();
+    report.stop_reason = format!("{:?}", rep.stop);
+    report.throttle_level = rep.throttle;
+    report.redundant_pages = rep.redundant_pages;
+    report.zero_pages_skipped = r.zero_pages;
+    report.final_pages = rep.final_pages;
+    report.absent_pages_at_resume = rep.absent_at_resume;
+    report.freeze_time_us = rep.freeze_time_us.unwrap_or(0);
+    report.total_time_us = started.elapsed().as_micros() as u64;
+    report.bytes_sent = r.bytes;
+    report.bandwidth_bytes_per_ms = rep.bandwidth_bytes_per_ms;
+    report.reductions_during_rounds = r.reductions_during_rounds;
+    report.pages_pushed = u64::from(rep.pages_pushed);
+    report.dependency_ended_us = rep.dependency_ended_us.map_or(0, |t| t.saturating_sub(rep.started_us));
+    report.messages_held = r.held;
+    report.link_updates = rep.link_updates;
+    report.modules_sent = r.modules_sent;
+    if let Some(d) = &r.dest_stats {
+        report.page_faults = d.page_faults;
+        let l = &d.fault_latency_us;
+        let pct = |q: usize| if l.is_empty() { 0 } else { l[((l.len() - 1) * q) / 100] };
+        report.fault_latency_p50_us = pct(50);
+        report.fault_latency_p99_us = pct(99);
+        report.fault_latency_max_us = l.last().copied().unwrap_or(0);
+    }
+    match src.outcome() {
+        Some(SourceOutcome::Committed) => {
+            report.ok = true;
+            report.outcome = "committed".into();
+        }
+        Some(SourceOutcome::Failed(f)) => {
+            report.outcome = r.failure.clone().unwrap_or_else(|| f.to_string());
+            report.outcome = format!("{}; the process runs on at {}", report.outcome, sh.me.name);
+        }
+        Some(SourceOutcome::InDoubt(f)) => report.outcome = format!("in doubt ({f}): the process is kept frozen here and never resumed"),
+        None => report.outcome = "the migration was stopped".into(),
+    }
+    report
+}
+
+fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Source, a: Action) {
+    let now = sh.now_us();
+    match a {
+        Action::StartDirtyTracking => {
+            let _ = node.take_dirty(r.pid);
+            set_phase(&r.progress, "pre-copy");
+        }
+        Action::CollectDirty => match node.take_dirty(r.pid) {
+            Ok(d) => src.pages_dirtied(now, &d),
+            Err(e) => {
+                r.failure = Some(e.to_string());
+                src.handle_timeout(u64::MAX);
+            }
+        },
+        Action::Throttle { level } => node.set_throttle(r.pid, level.min(8) as u8),
+        Action::Freeze => {
+            set_phase(&r.progress, "freezing");
+            if src.in_rounds() || matches!(r.mechanism, Mechanism::Precopy | Mechanism::Hybrid) {
+                let red = node.at_safepoint(r.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(r.reductions_at_start);
+                r.reductions_during_rounds = red.saturating_sub(r.reductions_at_start);
+            }
+            match node.freeze(r.pid, Duration::from_secs(30)) {
+                Ok(()) => {
+                    let dirty = node.take_dirty(r.pid).unwrap_or_default();
+                    match node.export_state(r.pid) {
+                        Ok(img) => {
+                            let len = img.len() as u64;
+                            r.image = Some(img);
+                            src.frozen(sh.now_us(), &dirty, len);
+                            set_phase(&r.progress, "frozen");
+                        }
+                        Err(e) => {
+                            r.failure = Some(e.to_string());
+                            src.handle_timeout(u64::MAX);
+                        }
+                    }
+                }
+                Err(e) => {
+                    r.failure = Some(e.to_string());
+                    src.handle_timeout(u64::MAX);
+                }
+            }
+        }
+        Action::Unfreeze { .. } => {
+            node.set_throttle(r.pid, 0);
+            if matches!(r.caller, Caller::Itself) {
+                let why =
+                    r.failure.clone().or_else(|| src.outcome().map(|o| format!("{o:?}"))).unwrap_or_else(|| "the migration failed".into());
+                node.answer_migrate(r.pid, IoResult::Failed(why));
+            }
+            node.abort_export(r.pid);
+        }
+        Action::ForwardHeld { .. } => {
+            // Committed: the destination owns the process. What reached it here after its
+            // image follows it; from now on the slot here forwards.
+            r.committed = true;
+            set_phase(&r.progress, "committed");
+            if r.mechanism == Mechanism::Lazy || r.mechanism == Mechanism::Hybrid {
+                r.heap = node.take_heap(r.pid).ok();
+            }
+            match node.commit_export(r.pid, r.dest) {
+                Ok(late) => {
+                    r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
+                    r.link_chans = late.chans.iter().map(|c| c.chan).collect();
+                    r.late_info = Some((0, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
+                    let _ = sh.send_frame(r.dest, &Frame::Mig(MigWire::Late { mid: r.mid, late }));
+                }
+                Err(e) => (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
+            }
+        }
+        Action::LinkUpdate { .. } => {}
+        Action::DeleteSource => {
+            r.heap = None;
+        }
+        Action::Done => {
+            if src.is_committed() {
+                // Every partner acknowledged: nothing here points at it any more.
+                node.drop_forwarding(r.pid, &r.link_chans);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn run_dest(
+    sh: Arc<Shared>,
+    from: u16,
+    offer: MigMsg,
+    out: mpsc::Sender<Vec<u8>>,
+    inputs: crossbeam_channel::Receiver<Input>,
+    rt: tokio::runtime::Handle,
+) {
+    let node = sh.node();
+    let mid = offer.mid();
+    let MigMsg::Offer { pid, size_pages, .. } = offer else { return };
+    let refuse = if node.is_local(pid) || sh.mig.by_pid.lock().contains_key(&pid) {
+        Some(RefuseReason::Busy)
+    } else if u64::from(size_pages) * sh.cfg.page_size as u64 > sh.cfg.limits.heap_bytes {
+        Some(RefuseReason::OverLimits)
+    } else {
+        None
+    };
+    let now = || sh.now_us();
+    let Some(mut d) = Dest::new(now(), mig_config(&sh), sh.me.id, from, &offer, refuse) else { return };
+    let send = |w: &MigWire, fault: &Option<mpsc::Sender<Vec<u8>>>| -> bool {
+        let b = frame_bytes(w);
+        match fault {
+            Some(f) => f.blocking_send(b).is_ok(),
+            None => out.blocking_send(b).is_ok(),
+        }
+    };
+    // The offer is followed by the hashes of the process's modules: the answer (those
+    // missing here) goes before the machine's `Accept`, so the source has it in time.
+    if refuse.is_none() {
+        match inputs.recv_timeout(Duration::from_secs(30)) {
+            Ok(Input::Wire(_, MigWire::Need { hashes, .. })) => {
+                let missing: Vec<ModuleHash> = hashes.into_iter().take(4096).filter(|h| !node.vm().has_module(h)).collect();
+                let _ = out.blocking_send(frame_bytes(&MigWire::Need { mid, hashes: missing }));
+            }
+            _ => {
+                sh.mig.runs.lock().remove(&mid);
+                return;
+            }
+        }
+    }
+    let mut fault_tx: Option<mpsc::Sender<Vec<u8>>> = None;
+    let mut pages: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut image: Vec<u8> = Vec::new();
+    let mut image_done = false;
+    let mut imported = false;
+    let mut resume_pending = false;
+    let mut late: Option<Late> = None;
+    let mut running = false;
+    let mut fetched_at: HashMap<u32, u64> = HashMap::new();
+    let mut stats = DestStats::default();
+    let mut resumed_at = 0u64;
+    let mut bad: Option<String> = None;
+    let mut absent_at_resume = 0;
+    loop {
+        while let Some(a) = d.poll_action() {
+            match a {
+                Action::Reinstate { absent } => {
+                    let absent_list: Vec<u32> = (0..size_pages).filter(|&p| !d.is_present(p) || (absent > 0 && !d.is_present(p))).collect();
+                    let r = if !image_done {
+                        Err("the image is incomplete".to_string())
+                    } else if let Some(b) = bad.take() {
+                        Err(b)
+                    } else {
+                        node.import_state(&image, std::mem::take(&mut pages).into_iter().collect(), &absent_list).map_err(|e| e.to_string())
+                    };
+                    image = Vec::new();
+                    match r {
+                        Ok(_) => {
+                            imported = true;
+                            if !absent_list.is_empty() {
+                                sh.mig.by_pid.lock().insert(pid, mid);
+                            }
+                            d.reinstated(now());
+                        }
+                        Err(e) => {
+                            (sh.log)(&format!("refused the image of {}: {e}", tern_vm::value::name_text(pid)));
+                            d.reinstate_failed(now());
+                        }
+                    }
+                }
+                Action::Discard => {
+                    if imported {
+                        node.abort_import(pid);
+                        imported = false;
+                    }
+                    sh.mig.by_pid.lock().remove(&pid);
+                    sh.mig.aborted.lock().insert(mid);
+                }
+                Action::Resume { absent } => {
+                    resume_pending = true;
+                    absent_at_resume = absent;
+                }
+                Action::Kill { why } => {
+                    sh.mig.by_pid.lock().remove(&pid);
+                    node.pages_lost(
+                        pid,
+                        &format!("migration from node {}: {why}", sh.peers.get(&from).map_or("?", |p| p.conf.name.as_str())),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if resume_pending && !running {
+            if let Some(l) = late.take() {
+                // Commit and the late messages are both here: it runs.
+                running = true;
+                resumed_at = now();
+                if let Err(e) = node.commit_import(pid, l) {
+                    (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
+                }
+                let _ = absent_at_resume;
+            }
+        }
+        while let Some((to, m)) = d.poll_transmit() {
+            if on_session(&m) {
+                if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
+                    let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves: 0, chans: Vec::new() }));
+                } else {
+                    let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
+                }
+                continue;
+            }
+            if let MigMsg::Fetch { pages: want, .. } = &m {
+                for &p in want {
+                    fetched_at.entry(p).or_insert_with(now);
+                }
+                if fault_tx.is_none() {
+                    if let Some(conn) = sh.peers.get(&from).and_then(|p| p.conn.lock().clone()) {
+                        if let Ok(Ok((s, recv))) = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await })
+                        {
+                            fault_tx = Some(spawn_writer(&rt, s, FAULT_PRIORITY));
+                            if let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() {
+                                rt.spawn(read_frames(recv, from, sh.cfg.limits.frame_bytes as usize, tx));
+                            }
+                        }
+                    }
+                }
+                if !send(&MigWire::Msg(m.clone()), &fault_tx) {
+                    let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
+                }
+                continue;
+            }
+            let _ = send(&MigWire::Msg(m), &None);
+        }
+        if let Some(o) = d.outcome() {
+            if matches!(o, DestOutcome::Committed) && !running {
+                // Committed but the late messages are not here yet: wait for them.
+            } else {
+                stats.outcome = match o {
+                    DestOutcome::Committed => "committed".into(),
+                    DestOutcome::Aborted(f) => format!("aborted: {f}"),
+                    DestOutcome::ProcessLost(f) => format!("process lost: {f}"),
+                };
+                stats.page_faults = u64::from(d.report().faults);
+                stats.pages_received = u64::from(d.report().pages_received);
+                stats.fault_latency_us.sort_unstable();
+                stats.dependency_ended_after_us = d.report().dependency_ended_us.map(|t| t.saturating_sub(resumed_at));
+                if matches!(o, DestOutcome::Committed) {
+                    let _ = sh.send_frame(from, &Frame::Mig(MigWire::DestDone { mid, stats: stats.clone() }));
+                }
+                break;
+            }
+        }
+        let wait = match d.poll_timeout() {
+            Some(t) => Duration::from_micros(t.saturating_sub(now())),
+            None => Duration::from_millis(500),
+        };
+        match inputs.recv_timeout(wait) {
+            Ok(Input::Wire(f, w)) => match w {
+                MigWire::Msg(MigMsg::Offer { .. }) => {}
+                MigWire::Msg(m) => {
+                    if let MigMsg::PageData { pushed, pages: ref got, .. } = m {
+                        if pushed {
+                            stats.pages_pushed += got.len() as u64;
+                        }
+                    }
+                    d.handle(now(), f, m)
+                }
+                MigWire::Pages { pages: recs, .. } => {
+                    let pw = sh.cfg.page_size / 8;
+                    let mut supply = Vec::new();
+                    for rec in recs {
+                        if rec.index >= size_pages {
+                            bad = Some(format!("page {} is outside the heap", rec.index));
+                            continue;
+                        }
+                        let words = match rec.data {
+                            Some(b) if b.len() == pw * 8 => bytes_to_words(&b),
+                            Some(_) => {
+                                bad = Some(format!("page {} has the wrong size", rec.index));
+                                continue;
+                            }
+                            None => vec![0; pw],
+                        };
+                        if let Some(t) = fetched_at.remove(&rec.index) {
+                            stats.fault_latency_us.push(now().saturating_sub(t));
+                        }
+                        if imported {
+                            supply.push((rec.index, words));
+                        } else if words.iter().all(|&w| w == 0) {
+                            pages.remove(&rec.index);
+                        } else {
+                            pages.insert(rec.index, words);
+                        }
+                    }
+                    if !supply.is_empty() {
+                        node.supply_pages(pid, supply);
+                    }
+                    // Pages are progress: keep the receiving deadline from expiring.
+                    d.handle(now(), f, MigMsg::Pages { mid, round: u32::MAX, pages: Vec::new() });
+                }
+                MigWire::Modules { modules, .. } => {
+                    for m in modules {
+                        match Module::decode(&m) {
+                            Ok(m) => {
+                                if let Err(e) = node.vm().load(m) {
+                                    bad = Some(format!("a module of the process does not verify: {e}"));
+                                }
+                            }
+                            Err(e) => bad = Some(format!("a module of the process is damaged: {e}")),
+                        }
+                    }
+                }
+                MigWire::Image { part, last, .. } => {
+                    if image.len() + part.len() > MAX_IMAGE {
+                        bad = Some("the image is over the size limit".into());
+                    } else {
+                        image.extend_from_slice(&part);
+                    }
+                    image_done = last;
+                }
+                MigWire::Late { late: l, .. } => late = Some(l),
+                _ => {}
+            },
+            Ok(Input::Fault(page)) => {
+                d.page_fault(now(), page);
+            }
+            Ok(Input::StreamFailed(e)) => {
+                if !d.committed() && d.outcome().is_none() {
+                    (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(pid)));
+                    d.handle(now(), from, MigMsg::Abort { mid });
+                }
+            }
+            Ok(Input::PeerGone(n)) => d.peer_restarted(now(), n),
+            Ok(Input::FaultStream(_)) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => d.handle_timeout(now()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    sh.mig.by_pid.lock().remove(&pid);
+    sh.mig.runs.lock().remove(&mid);
+}
+
+/// The page source of a node: faults of processes whose pages are on another node.
+pub(crate) struct MeshPages(pub(crate) Weak<Shared>);
+
+impl tern_vm::node::PageSource for MeshPages {
+    fn request(&self, pid: Pid, first: u32, _count: u32) {
+        if let Some(sh) = self.0.upgrade() {
+            if !sh.mig.fault(pid, first) {
+                sh.node().pages_lost(pid, "a heap page is absent and no migration serves it");
+            }
+        }
+    }
+}
+
+/// Prints a report as a table.
+pub fn report_table(r: &MigReport) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("process", tern_vm::value::name_text(r.pid)),
+        ("from → to", format!("{} → {}", r.from, r.to)),
+        ("mechanism", r.mechanism.clone()),
+        ("outcome", r.outcome.clone()),
+        ("heap pages", r.heap_pages.to_string()),
+    ];
+    if !r.rounds.is_empty() {
+        rows.push(("pre-copy rounds (pages)", r.rounds.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
+        rows.push(("rounds stopped", r.stop_reason.clone()));
+        rows.push(("throttle level", r.throttle_level.to_string()));
+        rows.push(("reductions during rounds", r.reductions_during_rounds.to_string()));
+    }
+    rows.extend([
+        ("final pages (frozen)", r.final_pages.to_string()),
+        ("redundant pages", r.redundant_pages.to_string()),
+        ("zero pages skipped", r.zero_pages_skipped.to_string()),
+        ("freeze time", format!("{} µs", r.freeze_time_us)),
+        ("total time", format!("{} µs", r.total_time_us)),
+        ("bytes on the wire", r.bytes_sent.to_string()),
+    ]);
+    if r.absent_pages_at_resume > 0 {
+        rows.push(("absent pages at resume", r.absent_pages_at_resume.to_string()));
+        rows.push(("page faults", r.page_faults.to_string()));
+        rows.push((
+            "fault latency p50/p99/max",
+            format!("{}/{}/{} µs", r.fault_latency_p50_us, r.fault_latency_p99_us, r.fault_latency_max_us),
+        ));
+        rows.push(("pages pushed", r.pages_pushed.to_string()));
+    }
+    rows.extend([
+        ("source dependency ended", format!("{} µs after start", r.dependency_ended_us)),
+        ("messages held", r.messages_held.to_string()),
+        ("link updates", r.link_updates.to_string()),
+        ("modules sent", r.modules_sent.to_string()),
+    ]);
+    let w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("  {k:<w$}  {v}\n")).collect()
+}
+
+/// The failure reason of a machine, for messages.
+pub fn failure_text(f: &Failure) -> String {
+    f.to_string()
+}
+
+/// Migrates `pid` to node `to` and waits for the report: here if the process is here,
+/// else asking the node it is on.
+pub(crate) fn migrate_and_wait(
+    sh: &Arc<Shared>,
+    pid: Pid,
+    to: &str,
+    mechanism: Option<&str>,
+    _caller: Option<Pid>,
+) -> Result<MigReport, String> {
+    let mech = mechanism.map(parse_mechanism).transpose()?;
+    if sh.node().is_local(pid) {
+        let h = start(sh, pid, to, mech, Caller::None)?;
+        return h.done.recv().map_err(|_| "the migration ended without a report".to_string());
+    }
+    let Some(at) = sh.node().located(pid) else {
+        return Err(format!("there is no process {}", tern_vm::value::name_text(pid)));
+    };
+    if at == sh.me.id {
+        return Err(format!("there is no process {}", tern_vm::value::name_text(pid)));
+    }
+    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism: mechanism.map(str::to_string) };
+    match sh.ask(at, q, Duration::from_secs(600))? {
+        wire::Answer::Migrated(r) => r.map(|b| *b),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}

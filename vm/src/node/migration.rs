@@ -1,0 +1,232 @@
+//! What a live migration needs of a node, besides the steps of `transfer.rs`: reading a
+//! *running* process's pages at its safepoints (pre-copy rounds), its dirty set, slowing
+//! it down while its writes outrun the network, its state without its pages, and
+//! answers to the `migrate` calls programs make. The protocol that decides when each is
+//! used is the host's (`tern-net`'s `migrate.rs`, driven over QUIC by `migration.rs`).
+
+use super::{MoveError, Node, NodeInner, Pid, Status, JOBS};
+use crate::heap::{Heap, HeapConfig};
+use crate::process::{IoResult, Process};
+use crate::snapshot::snapshot_state;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Work done on a process at a safepoint, with the whole process at hand.
+pub type Job = Box<dyn FnOnce(&mut Process) + Send>;
+
+/// A page's content, or `None` when every word of it is zero (not sent as data).
+pub type PageCopy = (u32, Option<Vec<u64>>);
+
+/// Copies pages out of a heap (those beyond its end are skipped).
+pub fn copy_pages(heap: &Heap, pages: &[u32]) -> Vec<PageCopy> {
+    let n = heap.page_count() as u32;
+    pages
+        .iter()
+        .filter(|&&p| p < n)
+        .map(|&p| {
+            let words = heap.page(p);
+            (p, words.iter().any(|&w| w != 0).then(|| words.to_vec()))
+        })
+        .collect()
+}
+
+impl Node {
+    /// Runs `f` on process `pid` at its next safepoint: at once if it is parked (waiting,
+    /// frozen, in a file operation), else when its time slice ends. Errors if it ends,
+    /// leaves, or no safepoint comes within `timeout`.
+    pub fn at_safepoint<R: Send + 'static>(
+        &self,
+        pid: Pid,
+        f: impl FnOnce(&mut Process) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, MoveError> {
+        let slot = self.inner.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |p| {
+            let _ = tx.send(f(p));
+        });
+        {
+            let mut st = slot.st.lock();
+            if matches!(st.status, Status::Exited | Status::Moved) {
+                return Err(MoveError::NotHere(pid));
+            }
+            match st.parked.as_mut() {
+                Some(p) => job(p),
+                None => {
+                    st.jobs.push(job);
+                    slot.flags.fetch_or(JOBS, Ordering::SeqCst);
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match rx.recv_timeout(pause) {
+                Ok(r) => return Ok(r),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(MoveError::NotHere(pid)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(5));
+            // It may have parked (a wait, a freeze) after the job was queued.
+            let mut st = slot.st.lock();
+            if matches!(st.status, Status::Exited | Status::Moved) {
+                st.jobs.clear();
+                return Err(MoveError::NotHere(pid));
+            }
+            if !st.jobs.is_empty() {
+                let jobs = std::mem::take(&mut st.jobs);
+                match st.parked.as_mut() {
+                    Some(p) => {
+                        slot.flags.fetch_and(!JOBS, Ordering::SeqCst);
+                        jobs.into_iter().for_each(|j| j(p));
+                    }
+                    None => st.jobs = jobs,
+                }
+            }
+            if Instant::now() >= deadline {
+                st.jobs.clear();
+                return Err(MoveError::FreezeTimeout(pid));
+            }
+        }
+    }
+
+    /// The pages written since the last call (clearing their dirty bits): pre-copy's
+    /// write barrier, read at a safepoint.
+    pub fn take_dirty(&self, pid: Pid) -> Result<Vec<u32>, MoveError> {
+        self.at_safepoint(pid, |p| p.heap.take_dirty(), Duration::from_secs(10))
+    }
+
+    /// The number of pages of a process's heap.
+    pub fn heap_pages(&self, pid: Pid) -> Result<u32, MoveError> {
+        self.at_safepoint(pid, |p| p.heap.page_count() as u32, Duration::from_secs(10))
+    }
+
+    /// Copies pages of a process at a safepoint (it may be running: the caller takes
+    /// few at a time so that it keeps running between them).
+    pub fn read_pages(&self, pid: Pid, pages: Vec<u32>) -> Result<Vec<PageCopy>, MoveError> {
+        self.at_safepoint(pid, move |p| copy_pages(&p.heap, &pages), Duration::from_secs(10))
+    }
+
+    /// Takes the heap out of a frozen process that is leaving (transfer on reference: the
+    /// node keeps serving its pages after the process itself is gone).
+    pub fn take_heap(&self, pid: Pid) -> Result<Heap, MoveError> {
+        let slot = self.inner.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        let mut st = slot.st.lock();
+        if st.status != Status::Frozen {
+            return Err(MoveError::NotHere(pid));
+        }
+        let p = st.parked.as_mut().ok_or(MoveError::NotHere(pid))?;
+        let config: HeapConfig = p.heap.config();
+        Ok(std::mem::replace(&mut p.heap, Heap::new(config)))
+    }
+
+    /// Slows a process down (level 0: full speed; level n: it runs one time slice in
+    /// 2^n), while a migration's rounds cannot keep up with its writes.
+    pub fn set_throttle(&self, pid: Pid, level: u8) {
+        if let Some(slot) = self.inner.local_slot(pid) {
+            slot.throttle.store(level, Ordering::Relaxed);
+        }
+    }
+
+    /// The image of a process frozen here, without its heap pages (they go separately):
+    /// step 1 of `transfer.rs` for a live migration.
+    pub fn export_state(&self, pid: Pid) -> Result<Vec<u8>, MoveError> {
+        let i = &self.inner;
+        let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        let mut st = slot.st.lock();
+        if st.status != Status::Frozen {
+            return Err(MoveError::NotHere(pid));
+        }
+        let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
+        let bytes = snapshot_state(proc, &st.image(proc, i.now_us()));
+        st.export = Some(super::transfer::ExportMark::of(&st.mailbox));
+        Ok(bytes)
+    }
+
+    /// Ends the wait of a process parked in `migrate(...)` with `result` (a migration it
+    /// asked for failed, or another process's finished).
+    pub fn answer_migrate(&self, pid: Pid, result: IoResult) {
+        self.inner.answer_migrate(pid, result);
+    }
+
+    /// Whether the process is here (running, waiting or frozen, not moved away).
+    pub fn is_local(&self, pid: Pid) -> bool {
+        self.inner.local_slot(pid).is_some_and(|s| !matches!(s.st.lock().status, Status::Exited | Status::Moved))
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn answer_migrate(&self, pid: Pid, result: IoResult) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        match st.status {
+            // `migrate(pid, node)`: an uninterruptible wait for the answer.
+            Status::Io => {
+                drop(st);
+                self.finish_io(pid, slot, result);
+            }
+            // `migrate(node)` (its own move failed): the call runs again and finds it.
+            Status::Waiting | Status::Frozen => {
+                if let Some(p) = st.parked.as_mut() {
+                    p.sys.io_result = Some(result);
+                }
+                if st.status == Status::Waiting {
+                    self.wake_locked(pid, &slot, &mut st, None);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Node {
+    /// The node a process is on, as far as this node knows: here, where it was last seen
+    /// to go, or (knowing nothing) the node it was born on.
+    pub fn located(&self, pid: Pid) -> Option<u16> {
+        let i = &self.inner;
+        match i.procs.get(pid) {
+            Some(super::Entry::Live(s)) => (!matches!(s.st.lock().status, Status::Exited | Status::Moved)).then_some(i.id),
+            Some(super::Entry::Moved(n)) => Some(n),
+            None => Some(crate::value::name_node(pid)).filter(|&b| b != i.id),
+        }
+    }
+
+    /// The other nodes a process talks with: those holding send ends of its receive
+    /// ends, those of the processes it is linked with or monitored by, and its birth
+    /// node — the nodes a migration tells where it went (link update).
+    pub fn partner_nodes(&self, pid: Pid) -> Vec<u16> {
+        let i = &self.inner;
+        let Some(slot) = i.local_slot(pid) else { return Vec::new() };
+        let (chans, others): (Vec<super::ChanId>, Vec<Pid>) = {
+            let st = slot.st.lock();
+            (st.mailbox.chans.iter().map(|(c, _)| *c).collect(), st.links.iter().chain(&st.watchers).copied().collect())
+        };
+        let mut out: Vec<u16> = vec![crate::value::name_node(pid)];
+        for c in chans {
+            if let Some(meta) = i.chan_meta.get(c) {
+                out.extend(meta.partners().iter().copied());
+            }
+            out.push(crate::value::name_node(c));
+        }
+        for p in others {
+            if let Some(n) = self.located(p) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&n| n != i.id);
+        out
+    }
+}
+
+// Interim (replaced by the versioned routes of the inbox-order branch).
+impl Node {
+    pub fn apply_link_update(&self, pid: Pid, node: u16, _moves: u32, chans: &[(super::ChanId, u32)]) {
+        self.inner.pid_moved(pid, node);
+        for &(chan, moves) in chans {
+            self.inner.receive(node, super::Op::RxMoved { chan, node, moves });
+        }
+    }
+    pub fn drop_forwarding(&self, _pid: Pid, _chans: &[super::ChanId]) {}
+}
