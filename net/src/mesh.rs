@@ -1178,3 +1178,28 @@ impl MeshNode {
         self.sh.mig.holds(pid)
     }
 }
+
+impl MeshNode {
+    /// Test only: stage failures of migrations from or to this node.
+    #[doc(hidden)]
+    pub fn set_migration_hooks(&self, hooks: crate::migration::TestHooks) {
+        *self.sh.mig.hooks.lock() = hooks;
+    }
+}
+
+impl MeshNode {
+    /// Stops this node at once, as a failure would: its connections close and its
+    /// processes stop (the rest is released when it is dropped).
+    pub fn halt(&self) {
+        self.sh.shutdown.store(true, Ordering::SeqCst);
+        if let Some(ep) = self.sh.endpoint.get() {
+            ep.close(0u32.into(), b"node halted");
+        }
+        for p in self.sh.peers.values() {
+            p.wake.notify_one();
+        }
+        if let Some(n) = self.sh.node.get() {
+            n.stop();
+        }
+    }
+}

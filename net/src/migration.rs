@@ -94,6 +94,18 @@ pub(crate) struct Migrations {
     next: AtomicU64,
     /// Reports of migrations from here, newest last (bounded).
     pub(crate) reports: Mutex<Vec<MigReport>>,
+    /// Test only: failures to stage.
+    pub(crate) hooks: Mutex<TestHooks>,
+}
+
+/// Test only: ways to hold a migration at a chosen point, so a test can fail a node there.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks {
+    /// The destination never reinstates (it stalls before `Ready`, before the commit point).
+    pub stall_before_ready: bool,
+    /// The source pushes no pages in the background (lazy: pages move only on faults).
+    pub no_push: bool,
 }
 
 /// Parses a mechanism name.
@@ -126,6 +138,7 @@ fn default_mechanism(sh: &Shared) -> Mechanism {
 }
 
 fn mig_config(sh: &Shared) -> MigConfig {
+    let no_push = sh.mig.hooks.lock().no_push;
     MigConfig {
         page_bytes: sh.cfg.page_size as u64,
         // Pages stream on their own QUIC stream; a stall there is a failed connection,
@@ -137,7 +150,7 @@ fn mig_config(sh: &Shared) -> MigConfig {
         shrink_per_mille: 900,
         max_throttle: 4,
         prefetch: sh.cfg.prefetch,
-        push_interval_us: 1_000,
+        push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
         push_pages: 256,
         max_pages_per_msg: PAGES_PER_FRAME as u32,
         ..MigConfig::default()
@@ -530,15 +543,30 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
         report.total_time_us = started.elapsed().as_micros() as u64;
         report.clone()
     };
-    let size_pages = match node.heap_pages(r.pid) {
-        Ok(n) => n,
+    let size_pages = match node.at_safepoint(r.pid, |p| (p.heap.page_count() as u32, p.heap.first_absent()), Duration::from_secs(10)) {
+        Ok((n, None)) => n,
+        Ok((_, Some(_))) => {
+            return fail_early(
+                &mut report,
+                "some of its pages are still on the node it came from (it moves again once they are all here)".into(),
+            )
+        }
         Err(e) => return fail_early(&mut report, e.to_string()),
     };
     report.heap_pages = size_pages;
     r.progress.total_pages.store(u64::from(size_pages), Ordering::Relaxed);
     set_phase(&r.progress, "connecting");
     let to_name = report.to.clone();
-    let Some(conn) = sh.peers.get(&r.dest).and_then(|p| p.conn.lock().clone()) else {
+    // A connection being made again is waited for a little.
+    let mut conn = None;
+    for _ in 0..100 {
+        conn = sh.peers.get(&r.dest).and_then(|p| p.conn.lock().clone());
+        if conn.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(conn) = conn else {
         return fail_early(&mut report, format!("no connection to node {to_name}"));
     };
     let opened = r.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await });
@@ -587,7 +615,12 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 MigMsg::Pages { pages, .. } => r.send_pages(node, pages, false).is_ok(),
                 MigMsg::PageData { pages, pushed, .. } => r.send_pages(node, pages, !pushed).is_ok(),
                 MigMsg::Final { pages, .. } => {
-                    let pages = pages.clone();
+                    let mut pages = pages.clone();
+                    // Pages the heap grew by since the offer go with the image (the
+                    // machines know the offered pages only).
+                    if let Ok(n) = node.heap_pages(r.pid) {
+                        pages.extend(size_pages..n);
+                    }
                     let mut ok = r.send_pages(node, &pages, false).is_ok();
                     if ok && !r.need.is_empty() {
                         let mods: Vec<serde_bytes::ByteBuf> = r
@@ -632,6 +665,10 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                     r.dest_stats = Some(stats);
                 }
             }
+            break;
+        }
+        if sh.shutdown.load(Ordering::SeqCst) {
+            r.failure.get_or_insert_with(|| "this node shut down".into());
             break;
         }
         let wait = match src.poll_timeout() {
@@ -842,7 +879,11 @@ fn run_dest(
         }
     }
     let mut fault_tx: Option<mpsc::Sender<Vec<u8>>> = None;
-    let mut pages: HashMap<u32, Vec<u64>> = HashMap::new();
+    // Pages are installed as they come, in the heap the process will get.
+    let mut staged = tern_vm::heap::Heap::new(node.vm().config.heap);
+    if staged.ensure_pages(size_pages as usize).is_err() {
+        staged = tern_vm::heap::Heap::new(node.vm().config.heap);
+    }
     let mut image: Vec<u8> = Vec::new();
     let mut image_done = false;
     let mut imported = false;
@@ -857,6 +898,7 @@ fn run_dest(
     loop {
         while let Some(a) = d.poll_action() {
             match a {
+                Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
                 Action::Reinstate { absent } => {
                     let absent_list: Vec<u32> = (0..size_pages).filter(|&p| !d.is_present(p) || (absent > 0 && !d.is_present(p))).collect();
                     let r = if !image_done {
@@ -864,7 +906,8 @@ fn run_dest(
                     } else if let Some(b) = bad.take() {
                         Err(b)
                     } else {
-                        node.import_state(&image, std::mem::take(&mut pages).into_iter().collect(), &absent_list).map_err(|e| e.to_string())
+                        let heap = std::mem::replace(&mut staged, tern_vm::heap::Heap::new(node.vm().config.heap));
+                        node.import_state(&image, tern_vm::node::Staged::Heap(heap), &absent_list).map_err(|e| e.to_string())
                     };
                     image = Vec::new();
                     match r {
@@ -895,10 +938,9 @@ fn run_dest(
                 }
                 Action::Kill { why } => {
                     sh.mig.by_pid.lock().remove(&pid);
-                    node.pages_lost(
-                        pid,
-                        &format!("migration from node {}: {why}", sh.peers.get(&from).map_or("?", |p| p.conf.name.as_str())),
-                    );
+                    let why = format!("migrated from node {}: {why}", sh.peers.get(&from).map_or("?", |p| p.conf.name.as_str()));
+                    (sh.log)(&format!("process {} ended: {why}", tern_vm::value::name_text(pid)));
+                    node.pages_lost(pid, &why);
                 }
                 _ => {}
             }
@@ -964,6 +1006,9 @@ fn run_dest(
                 break;
             }
         }
+        if sh.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
         let wait = match d.poll_timeout() {
             Some(t) => Duration::from_micros(t.saturating_sub(now())),
             None => Duration::from_millis(500),
@@ -983,27 +1028,29 @@ fn run_dest(
                     let pw = sh.cfg.page_size / 8;
                     let mut supply = Vec::new();
                     for rec in recs {
-                        if rec.index >= size_pages {
-                            bad = Some(format!("page {} is outside the heap", rec.index));
-                            continue;
-                        }
-                        let words = match rec.data {
-                            Some(b) if b.len() == pw * 8 => bytes_to_words(&b),
-                            Some(_) => {
+                        if let Some(b) = &rec.data {
+                            if b.len() != pw * 8 {
                                 bad = Some(format!("page {} has the wrong size", rec.index));
                                 continue;
                             }
-                            None => vec![0; pw],
-                        };
+                        }
                         if let Some(t) = fetched_at.remove(&rec.index) {
                             stats.fault_latency_us.push(now().saturating_sub(t));
                         }
                         if imported {
-                            supply.push((rec.index, words));
-                        } else if words.iter().all(|&w| w == 0) {
-                            pages.remove(&rec.index);
-                        } else {
-                            pages.insert(rec.index, words);
+                            supply.push((rec.index, rec.data.as_deref().map_or_else(|| vec![0; pw], bytes_to_words)));
+                            continue;
+                        }
+                        // Pages past the offered size: the heap grew before it was frozen.
+                        if rec.index as usize >= staged.page_count() && staged.ensure_pages(rec.index as usize + 1).is_err() {
+                            bad = Some(format!("page {} is outside the heap limit", rec.index));
+                            continue;
+                        }
+                        match &rec.data {
+                            Some(b) => {
+                                let _ = staged.supply_page_bytes(rec.index, b);
+                            }
+                            None => staged.zero_page(rec.index),
                         }
                     }
                     if !supply.is_empty() {

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 use tern_net::wire::MigReport;
 
 /// A process that keeps rewriting a 1 MiB array (every page dirtied every round), says
@@ -109,4 +110,200 @@ println("done");
         "{}",
         m.log_text()
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Failure semantics (DESIGN invariant 7)
+// ---------------------------------------------------------------------------------
+
+/// Receives N numbered messages from a local sender, checking their order.
+const COUNTED: &str = r#"
+fn sender(tx, n) {
+    for i in 0..n {
+        send(tx, i);
+        if i % 10 == 0 {
+            sleep(1);
+        }
+    }
+}
+let N = 3000;
+let ch = channel();
+spawn(sender, ch[0], N);
+for want in 0..N {
+    let m = recv(ch[1], 20000);
+    assert(m == want, "got ${m}, expected ${want}");
+}
+assert(recv(60000) == "finish");
+println("all ${N} in order on ${node()}");
+"#;
+
+fn text_message(s: &str) -> tern_vm::message::Message {
+    use tern_vm::message::{Message, Obj, Val};
+    Message { root: Val::Obj(0), objs: vec![Obj::Str(s.into())] }
+}
+
+/// The pid in a line like `holder <pid 3.5>`.
+fn pid_in(line: &str) -> u64 {
+    let t = line.split("<pid ").nth(1).and_then(|t| t.split('>').next()).unwrap_or_else(|| panic!("no pid in {line:?}"));
+    tern_net::cmd::parse_pid(t).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_destination_failing_before_commit_leaves_the_process_running_at_the_source() {
+    let m = TestMesh::start(2);
+    m.node("b").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: true, no_push: false });
+    let mut run = m.run("a", "counted.tern", COUNTED);
+    std::thread::sleep(Duration::from_millis(50));
+    let pid = run.pid;
+    let report = std::thread::scope(|s| {
+        let a = m.node("a");
+        let h = s.spawn(move || a.migrate(pid, "b", Some("freeze")));
+        // The image is at b, which never answers `Ready`: b fails before the commit point.
+        std::thread::sleep(Duration::from_millis(500));
+        m.node("b").halt();
+        h.join().expect("the migration thread")
+    })
+    .expect("a report");
+    assert!(!report.ok, "{report:?}");
+    assert!(report.outcome.contains("runs on at a"), "{}", report.outcome);
+    m.node("a").node().send_to(pid, text_message("finish")).expect("sent");
+    let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
+    assert_eq!(last, "all 3000 in order on a");
+    assert!(!m.node("a").migration_holds(pid));
+}
+
+#[test]
+fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_works() {
+    let m = TestMesh::start(2);
+    m.node("b").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: true, no_push: false });
+    let mut run = m.run("a", "counted.tern", COUNTED);
+    std::thread::sleep(Duration::from_millis(50));
+    let pid = run.pid;
+    let report = std::thread::scope(|s| {
+        let a = m.node("a");
+        let h = s.spawn(move || a.migrate(pid, "b", Some("precopy")));
+        std::thread::sleep(Duration::from_millis(500));
+        m.node("a").drop_connections();
+        h.join().expect("the migration thread")
+    })
+    .expect("a report");
+    assert!(!report.ok && report.outcome.contains("runs on at a"), "{report:?}");
+    // The connection comes back; b gave up its copy; a second try goes through.
+    m.node("b").set_migration_hooks(tern_net::migration::TestHooks::default());
+    assert!(wait_until(Duration::from_secs(20), || m.node("a").peer_up("b")));
+    let again = m.node("a").migrate(pid, "b", Some("precopy")).expect("a report");
+    assert!(again.ok, "{again:?}\n{}", m.log_text());
+    m.node("a").node().send_to(pid, text_message("finish")).expect("sent");
+    let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
+    assert_eq!(last, "all 3000 in order on b");
+}
+
+/// After the commit point the source holds nothing the process needs.
+fn source_switched_off_after_commit(mechanism: &str) {
+    let mut m = TestMesh::start(3);
+    // Started from c's console, so that its output outlives node a.
+    let mut run = m.run("c", "writer.tern", WRITER);
+    run.wait_line(&m, "round 1", |l| l.starts_with("round 1 "));
+    let r = m.node("c").migrate(run.pid, "a", Some("freeze")).expect("a report");
+    assert!(r.ok, "{r:?}");
+    let r = m.node("a").migrate(run.pid, "b", Some(mechanism)).expect("a report");
+    assert!(r.ok, "{r:?}\n{}", m.log_text());
+    assert!(!m.node("a").migration_holds(run.pid));
+    m.stop("a");
+    let last = run.wait_line(&m, "ok", |l| l.starts_with("ok on"));
+    assert_eq!(last, "ok on b");
+    let rounds: Vec<u32> = run.text.lines().filter_map(|l| l.strip_prefix("round ")?.split(' ').next()?.parse().ok()).collect();
+    assert_eq!(rounds, (0..40).collect::<Vec<_>>(), "{}", run.text);
+}
+
+#[test]
+fn after_commit_the_source_can_be_switched_off_freeze() {
+    source_switched_off_after_commit("freeze");
+}
+
+#[test]
+fn after_commit_the_source_can_be_switched_off_precopy() {
+    source_switched_off_after_commit("precopy");
+}
+
+#[test]
+fn after_the_background_push_a_lazy_process_no_longer_needs_its_source() {
+    source_switched_off_after_commit("lazy");
+}
+
+#[test]
+fn losing_the_source_while_lazy_pages_are_there_ends_the_process_with_the_cause() {
+    let mut m = TestMesh::start(3);
+    let src = r#"
+fn holder(main) {
+    let data = array(64 * 1024, 1);
+    send(main, "ready");
+    assert(recv() == "touch");
+    data[0] = 2;
+    send(main, "touched on ${node()}");
+    recv();
+    let s = 0;
+    for k in 0..len(data) {
+        s += data[k];
+    }
+    send(main, "sum ${s}");
+}
+let w = spawn(holder, self());
+monitor(w);
+println("holder ${w}");
+assert(recv() == "ready");
+println("ready");
+println(recv());
+let d = recv(60000);
+println("down: ${d.reason}");
+"#;
+    let mut run = m.run("c", "holder.tern", src);
+    let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
+    run.wait_line(&m, "ready", |l| l == "ready");
+    assert!(m.node("c").migrate(w, "a", Some("freeze")).expect("a report").ok);
+    m.node("a").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: false, no_push: true });
+    std::thread::scope(|s| {
+        let a = m.node("a");
+        // Without the background push this migration lasts until every page is fetched.
+        let h = s.spawn(move || a.migrate(w, "b", Some("lazy")));
+        assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
+        m.node("c").node().send_to(w, text_message("touch")).expect("sent");
+        run.wait_line(&m, "touched", |l| l.starts_with("touched"));
+        m.node("a").halt();
+        let r = h.join().expect("the migration thread").expect("a report");
+        assert!(!r.ok, "{r:?}");
+    });
+    let down = run.wait_line(&m, "down", |l| l.starts_with("down: "));
+    assert!(down.contains("source node") && down.contains("pages were only there"), "{down}");
+    assert!(run.text.contains("touched on b"), "{}", run.text);
+}
+
+#[test]
+fn a_third_node_failing_does_not_affect_a_migration() {
+    let mut m = TestMesh::start(3);
+    let src = r#"
+fn sender(tx, n) {
+    for i in 0..n {
+        send(tx, i);
+        sleep(1);
+    }
+}
+let ch = channel();
+spawn_on("c", sender, ch[0], 100000);
+let got = 0;
+for round in 0..30 {
+    for k in 0..10 {
+        recv(ch[1], 20);
+    }
+    println("round ${round} on ${node()}");
+}
+println("done on ${node()}");
+"#;
+    let mut run = m.run("a", "third.tern", src);
+    run.wait_line(&m, "round 1", |l| l.starts_with("round 1 "));
+    m.stop("c");
+    let r = m.node("a").migrate(run.pid, "b", Some("precopy")).expect("a report");
+    assert!(r.ok, "{r:?}\n{}", m.log_text());
+    let last = run.wait_line(&m, "done", |l| l.starts_with("done"));
+    assert_eq!(last, "done on b");
 }

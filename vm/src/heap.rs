@@ -187,7 +187,12 @@ impl Heap {
         let pages = words.div_ceil(pw);
         if pages > self.present.len() {
             let first = self.words.is_empty();
-            self.words.resize(pages * pw, 0);
+            if first {
+                // Zeroed by the allocator (for a large heap: pages the OS zeroes on touch).
+                self.words = vec![0; pages * pw];
+            } else {
+                self.words.resize(pages * pw, 0);
+            }
             if first {
                 // Word 0 is never an object: address 0 means "none".
                 self.words[0] = header(kind::FREE, 1);
@@ -631,15 +636,68 @@ impl Heap {
     }
 
     /// Marks a page absent (its content is elsewhere); touching it faults until
-    /// [`Heap::supply_page`] provides it. The content is zeroed.
+    /// [`Heap::supply_page`] provides it. Its words are not read meanwhile.
     pub fn mark_absent(&mut self, page: u32) {
         let p = page as usize;
         if p < self.present.len() && self.present[p] {
             self.present[p] = false;
             self.absent_pages += 1;
-            let pw = self.page_words();
+        }
+    }
+
+    /// Installs a page from its little-endian bytes (see [`Heap::supply_page`]).
+    pub fn supply_page_bytes(&mut self, page: u32, bytes: &[u8]) -> Result<(), HeapError> {
+        let p = page as usize;
+        let pw = self.page_words();
+        if p >= self.present.len() || bytes.len() != pw * 8 {
+            return Err(HeapError::Corrupt);
+        }
+        for (w, c) in self.words[p * pw..(p + 1) * pw].iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        }
+        if !self.present[p] {
+            self.present[p] = true;
+            self.absent_pages -= 1;
+        }
+        Ok(())
+    }
+
+    /// Zeroes a page (present): a page whose content became all zero.
+    pub fn zero_page(&mut self, page: u32) {
+        let pw = self.page_words();
+        let p = page as usize;
+        if p < self.present.len() {
             self.words[p * pw..(p + 1) * pw].fill(0);
         }
+    }
+
+    /// Grows a heap to at least `pages` pages (new ones zero and present).
+    pub fn ensure_pages(&mut self, pages: usize) -> Result<(), HeapError> {
+        if pages * self.page_words() > self.limit_words.max(self.page_words()) + self.page_words() {
+            return Err(HeapError::Limit);
+        }
+        self.grow_to(pages * self.page_words());
+        Ok(())
+    }
+
+    /// Takes on an image's heap settings and layout (`pages` pages, `top`), keeping the
+    /// words already here (pages that came before the image). The page size must match.
+    pub fn adopt_layout(&mut self, config: HeapConfig, pages: usize, top: usize) -> Result<(), HeapError> {
+        if config.page_size_bytes / 8 != self.page_words() || pages < self.present.len() {
+            return Err(HeapError::Corrupt);
+        }
+        let pw = self.page_words();
+        if top < 1 || (top > pages * pw && !(pages == 0 && top == 1)) || pages * pw > config.limit_bytes / 8 + pw {
+            return Err(HeapError::Corrupt);
+        }
+        self.limit_words = config.limit_bytes / 8;
+        self.gc_min_words = config.gc_min_bytes / 8;
+        self.gc_threshold = self.gc_threshold.max(self.gc_min_words);
+        self.grow_to(pages * pw);
+        self.top = top;
+        self.bump = top;
+        self.bump_end = usize::MAX;
+        Ok(())
     }
 
     /// Installs a page's content and marks it present. Wrong sizes are refused.

@@ -166,7 +166,7 @@ fn snapshot_with(p: &Process, slot: &SlotImage, with_pages: bool) -> Vec<u8> {
 /// its modules. The blocking call's deadline is left unset: the node re-arms it from
 /// [`SlotImage::timeout_left_us`] on its own clock.
 pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), ImageError> {
-    restore_with(bytes, vm, Vec::new(), &[])
+    restore_with(bytes, vm, Vec::new(), &[], None)
 }
 
 /// Restores a process from an image made by [`snapshot_state`] and its pages, which came
@@ -179,10 +179,31 @@ pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), Image
 /// to point inside the heap, functions and modules to exist; every heap access stays
 /// bounds- and presence-checked, so a damaged page later ends the process with an error.
 pub fn restore_state(bytes: &[u8], vm: &Vm, pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
-    restore_with(bytes, vm, pages, absent)
+    restore_with(bytes, vm, pages, absent, None)
 }
 
-fn restore_with(bytes: &[u8], vm: &Vm, extra: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
+/// Restores a process from an image made by [`snapshot_state`] into `staged`, a heap
+/// whose pages arrived before the image (a live migration installs them as they come,
+/// so that nothing is copied while the process is frozen); the `absent` pages are left
+/// to fault in.
+///
+/// The heap is not walked (that would cost time proportional to its size while the
+/// process is stopped): as with absent pages, registers, globals and frames are checked
+/// to point inside it and every heap access stays checked, so damaged heap contents end
+/// the process with an error rather than misbehaving. The free lists are rebuilt by the
+/// next collection. (A migration image comes from an authenticated cluster node; images
+/// from anywhere else go through [`restore_full`].)
+pub fn restore_into(bytes: &[u8], vm: &Vm, staged: Heap, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
+    restore_with(bytes, vm, Vec::new(), absent, Some(staged))
+}
+
+fn restore_with(
+    bytes: &[u8],
+    vm: &Vm,
+    extra: Vec<(u32, Vec<u64>)>,
+    absent: &[u32],
+    staged: Option<Heap>,
+) -> Result<(Process, SlotImage), ImageError> {
     let cap = max_image_bytes(&vm.config.heap);
     if bytes.len() > cap {
         return Err(ImageError::TooLarge(bytes.len()));
@@ -213,7 +234,14 @@ fn restore_with(bytes: &[u8], vm: &Vm, extra: Vec<(u32, Vec<u64>)>, absent: &[u3
     if img.heap.page_count as usize > hc.limit_bytes / page_bytes + 1 {
         return Err(invalid("more pages than the heap limit allows"));
     }
-    let mut heap = Heap::with_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(|_| invalid("heap layout"))?;
+    let deferred = staged.is_some();
+    let mut heap = match staged {
+        Some(mut h) => {
+            h.adopt_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(|_| invalid("heap layout"))?;
+            h
+        }
+        None => Heap::with_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(|_| invalid("heap layout"))?,
+    };
     let mut seen = vec![false; img.heap.page_count as usize];
     let mut words = vec![0u64; page_bytes / 8];
     for pg in &img.heap.pages {
@@ -240,7 +268,7 @@ fn restore_with(bytes: &[u8], vm: &Vm, extra: Vec<(u32, Vec<u64>)>, absent: &[u3
         }
         heap.mark_absent(a);
     }
-    let lazy = !heap.all_present();
+    let lazy = deferred || !heap.all_present();
     heap.stats = img.heap.stats;
 
     let mut p = Process {

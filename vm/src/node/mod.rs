@@ -958,6 +958,8 @@ pub(crate) enum SysOut {
     Parked,
     /// The process ends.
     Exit(Box<Process>, ExitReason),
+    /// The call touched an absent heap page: it runs again once the page is here.
+    Fault(Box<Process>, u32),
 }
 
 impl NodeInner {
@@ -1424,27 +1426,16 @@ impl NodeInner {
                 break None;
             }
             let mut host = ProcHost { node: self, pid, console: proc.sys.console };
-            match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
+            let fault = match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
                 Outcome::Yielded => break None,
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
                 Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
-                Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => {
-                    if self.page_source.get().is_none() {
-                        break Some(ExitReason::Failed(RuntimeError {
-                            message: format!("heap page {page} is absent and this node has no source for it"),
-                            trace: crate::interp::backtrace(&proc),
-                        }));
-                    }
-                    match self.page_fault(pid, &slot, proc, page) {
-                        Some(p) => proc = p,
-                        None => {
-                            self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                }
+                Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => page,
                 Outcome::Sys => match sys::call(self, pid, &slot, proc, local) {
-                    SysOut::Continue(p) => proc = p,
+                    SysOut::Continue(p) => {
+                        proc = p;
+                        continue;
+                    }
                     SysOut::Parked => {
                         self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
                         self.maybe_move(pid, used + 1, None);
@@ -1454,7 +1445,25 @@ impl NodeInner {
                         proc = p;
                         break Some(reason);
                     }
+                    // A system call touched an absent page: it runs again once it is here.
+                    SysOut::Fault(p, page) => {
+                        proc = p;
+                        page
+                    }
                 },
+            };
+            if self.page_source.get().is_none() {
+                break Some(ExitReason::Failed(RuntimeError {
+                    message: format!("heap page {fault} is absent and this node has no source for it"),
+                    trace: crate::interp::backtrace(&proc),
+                }));
+            }
+            match self.page_fault(pid, &slot, proc, fault) {
+                Some(p) => proc = p,
+                None => {
+                    self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                    return;
+                }
             }
         };
         self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
@@ -1772,7 +1781,7 @@ impl NodeInner {
         }
         let proc = st.parked.as_ref().map(|p| p.as_ref()).ok_or(MoveError::NotHere(pid))?;
         let bytes = snapshot_full(proc, &st.image(proc, self.now_us()));
-        if let Err(e) = dest.reinstate(temp, &tslot, &bytes, Vec::new(), &[]) {
+        if let Err(e) = dest.reinstate(temp, &tslot, &bytes, Staged::Pages(Vec::new()), &[]) {
             drop(st);
             dest.procs.remove(temp);
             self.release(pid);
@@ -1813,8 +1822,11 @@ impl NodeInner {
     /// Loads an image into the empty slot made for it.
     /// Reinstates an image (and, for a state-only image, its `pages`, with the `absent`
     /// ones left to fault in) into `slot`, frozen.
-    fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(), ImageError> {
-        let (mut proc, img) = crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?;
+    fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<(), ImageError> {
+        let (mut proc, img) = match pages {
+            Staged::Pages(pages) => crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?,
+            Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, heap, absent)?,
+        };
         let now = self.now_us();
         proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
         let mut st = slot.st.lock();
@@ -1835,6 +1847,14 @@ impl NodeInner {
         st.parked = Some(Box::new(proc));
         Ok(())
     }
+}
+
+/// The pages of an image being reinstated that came separately from it.
+pub enum Staged {
+    /// A few pages (index, words).
+    Pages(Vec<(u32, Vec<u64>)>),
+    /// A heap they were installed in as they arrived (see [`crate::snapshot::restore_into`]).
+    Heap(crate::heap::Heap),
 }
 
 /// `{event: EVENT, pid: PID, reason: REASON}`, the message links and monitors send.

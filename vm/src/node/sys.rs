@@ -130,8 +130,12 @@ fn ret(mut proc: Box<Process>, c: SysCall, v: Value) -> SysOut {
     SysOut::Continue(proc)
 }
 
-/// Raises a Tern error at the call.
+/// Raises a Tern error at the call (an absent page is not an error: the call waits for
+/// it and runs again).
 fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
+    if let Exn::Heap(HeapError::Fault(page)) = exn {
+        return SysOut::Fault(proc, page);
+    }
     match sys_raise(&mut proc, exn) {
         Ok(()) => SysOut::Continue(proc),
         Err(e) => SysOut::Exit(proc, ExitReason::Failed(e)),
@@ -602,6 +606,11 @@ fn receive(
                         Ok(p) => ret(proc, c, p),
                         Err(e) => raise(proc, Exn::Heap(e)),
                     };
+                }
+                Err(MessageError::Heap(HeapError::Fault(page))) => {
+                    // The message stays queued; the call runs again with the page here.
+                    drop(st);
+                    return SysOut::Fault(proc, page);
                 }
                 Err(MessageError::Heap(HeapError::Limit)) if !collected => {
                     drop(st);

@@ -126,12 +126,12 @@ impl Node {
     /// the process that reach this node wait here for it (the source sends them on only
     /// after its commit). Returns the process's pid.
     pub fn import_image(&self, bytes: &[u8]) -> Result<Pid, ImageError> {
-        self.import_state(bytes, Vec::new(), &[])
+        self.import_state(bytes, super::Staged::Pages(Vec::new()), &[])
     }
 
     /// [`Node::import_image`] for a state-only image ([`Node::export_state`]) and the
     /// pages that came separately; the `absent` ones are fetched when touched.
-    pub fn import_state(&self, bytes: &[u8], pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<Pid, ImageError> {
+    pub fn import_state(&self, bytes: &[u8], pages: super::Staged, absent: &[u32]) -> Result<Pid, ImageError> {
         let i = &self.inner;
         let tslot = Slot::new(Status::Frozen);
         i.reinstate(0, &tslot, bytes, pages, absent)?;
