@@ -958,6 +958,8 @@ pub(crate) enum SysOut {
     Parked,
     /// The process ends.
     Exit(Box<Process>, ExitReason),
+    /// The call touched an absent heap page: it runs again once the page is here.
+    Fault(Box<Process>, u32),
 }
 
 impl NodeInner {
@@ -1453,6 +1455,22 @@ impl NodeInner {
                     SysOut::Exit(p, reason) => {
                         proc = p;
                         break Some(reason);
+                    }
+                    SysOut::Fault(p, page) => {
+                        proc = p;
+                        if self.page_source.get().is_none() {
+                            break Some(ExitReason::Failed(RuntimeError {
+                                message: format!("heap page {page} is absent and this node has no source for it"),
+                                trace: crate::interp::backtrace(&proc),
+                            }));
+                        }
+                        match self.page_fault(pid, &slot, proc, page) {
+                            Some(p) => proc = p,
+                            None => {
+                                self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                                return;
+                            }
+                        }
                     }
                 },
             }

@@ -132,6 +132,11 @@ fn ret(mut proc: Box<Process>, c: SysCall, v: Value) -> SysOut {
 
 /// Raises a Tern error at the call.
 fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
+    if let Exn::Heap(HeapError::Fault(page)) = exn {
+        // Not an error: the page is on another node (lazy migration). The call is still
+        // at its start, so it runs again once the page is here.
+        return SysOut::Fault(proc, page);
+    }
     match sys_raise(&mut proc, exn) {
         Ok(()) => SysOut::Continue(proc),
         Err(e) => SysOut::Exit(proc, ExitReason::Failed(e)),
@@ -600,6 +605,8 @@ fn receive(
                     }
                     return match r {
                         Ok(p) => ret(proc, c, p),
+                        // The message is taken: running the call again would lose it.
+                        Err(HeapError::Fault(page)) => err(proc, format!("select: heap page {page} went missing")),
                         Err(e) => raise(proc, Exn::Heap(e)),
                     };
                 }
@@ -610,6 +617,11 @@ fn receive(
                         return raise(proc, Exn::Heap(HeapError::Corrupt));
                     }
                     continue;
+                }
+                Err(MessageError::Heap(HeapError::Fault(page))) => {
+                    // It stays queued; the call runs again once the page is here.
+                    drop(st);
+                    return SysOut::Fault(proc, page);
                 }
                 Err(e) => {
                     let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
