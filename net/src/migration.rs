@@ -434,6 +434,9 @@ struct SourceRun {
     reductions_at_start: u64,
     reductions_during_rounds: u64,
     failure: Option<String>,
+    /// The heap's pages at the offer; those it grew by since go with the final pages.
+    size_pages: u32,
+    grown: Vec<u32>,
 }
 
 impl SourceRun {
@@ -471,6 +474,8 @@ impl SourceRun {
             reductions_at_start: 0,
             reductions_during_rounds: 0,
             failure: None,
+            size_pages: 0,
+            grown: Vec::new(),
         }
     }
 
@@ -509,6 +514,26 @@ impl SourceRun {
     }
 }
 
+/// `hashes` and every module they refer to, transitively: a process links the modules
+/// it imports only when it first runs the import, maybe after it moved.
+fn with_imports(node: &Node, hashes: Vec<ModuleHash>) -> Vec<ModuleHash> {
+    let mut seen: HashSet<ModuleHash> = hashes.iter().copied().collect();
+    let mut out = hashes.clone();
+    let mut todo = hashes;
+    while let Some(h) = todo.pop() {
+        let Some(m) = node.vm().module(&h) else { continue };
+        for c in &m.module.consts {
+            if let tern_vm::bytecode::Const::Module(d) = c {
+                if seen.insert(*d) {
+                    out.push(*d);
+                    todo.push(*d);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn set_phase(p: &Progress, s: &str) {
     *p.phase.lock() = s.to_string();
 }
@@ -535,6 +560,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
         Err(e) => return fail_early(&mut report, e.to_string()),
     };
     report.heap_pages = size_pages;
+    r.size_pages = size_pages;
     r.progress.total_pages.store(u64::from(size_pages), Ordering::Relaxed);
     set_phase(&r.progress, "connecting");
     let to_name = report.to.clone();
@@ -551,8 +577,9 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
     if let Some(tx) = sh.mig.runs.lock().get(&r.mid).cloned() {
         r.rt.spawn(read_frames(recv, r.dest, sh.cfg.limits.frame_bytes as usize, tx));
     }
-    let modules: Vec<ModuleHash> =
+    let linked: Vec<ModuleHash> =
         node.at_safepoint(r.pid, |p| p.modules.iter().map(|m| m.hash).collect(), Duration::from_secs(10)).unwrap_or_default();
+    let modules = with_imports(node, linked);
     r.reductions_at_start = node.at_safepoint(r.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
     let init = SourceInit {
         mid: r.mid,
@@ -587,7 +614,11 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 MigMsg::Pages { pages, .. } => r.send_pages(node, pages, false).is_ok(),
                 MigMsg::PageData { pages, pushed, .. } => r.send_pages(node, pages, !pushed).is_ok(),
                 MigMsg::Final { pages, .. } => {
-                    let pages = pages.clone();
+                    // The pages the heap grew by after the offer, which the machine does
+                    // not know of, then the final ones.
+                    let mut all = std::mem::take(&mut r.grown);
+                    all.extend(pages.iter().copied());
+                    let pages = all;
                     let mut ok = r.send_pages(node, &pages, false).is_ok();
                     if ok && !r.need.is_empty() {
                         let mods: Vec<serde_bytes::ByteBuf> = r
@@ -739,6 +770,8 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
             }
             match node.freeze(r.pid, Duration::from_secs(30)) {
                 Ok(()) => {
+                    let now_pages = node.heap_pages(r.pid).unwrap_or(r.size_pages);
+                    r.grown = (r.size_pages..now_pages).collect();
                     let dirty = node.take_dirty(r.pid).unwrap_or_default();
                     match node.export_state(r.pid) {
                         Ok(img) => {
@@ -981,9 +1014,12 @@ fn run_dest(
                 }
                 MigWire::Pages { pages: recs, .. } => {
                     let pw = sh.cfg.page_size / 8;
+                    // The heap may have grown after the offer: its new pages come with the
+                    // final ones (present from the start), up to the heap limit.
+                    let max_pages = size_pages.max((sh.cfg.limits.heap_bytes / sh.cfg.page_size as u64).min(u64::from(u32::MAX)) as u32);
                     let mut supply = Vec::new();
                     for rec in recs {
-                        if rec.index >= size_pages {
+                        if rec.index >= max_pages {
                             bad = Some(format!("page {} is outside the heap", rec.index));
                             continue;
                         }
