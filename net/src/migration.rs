@@ -522,6 +522,26 @@ impl SourceRun {
     }
 }
 
+/// `hashes` and every module they refer to, transitively: a process links the modules
+/// it imports only when it first runs the import, maybe after it moved.
+fn with_imports(node: &Node, hashes: Vec<ModuleHash>) -> Vec<ModuleHash> {
+    let mut seen: HashSet<ModuleHash> = hashes.iter().copied().collect();
+    let mut out = hashes.clone();
+    let mut todo = hashes;
+    while let Some(h) = todo.pop() {
+        let Some(m) = node.vm().module(&h) else { continue };
+        for c in &m.module.consts {
+            if let tern_vm::bytecode::Const::Module(d) = c {
+                if seen.insert(*d) {
+                    out.push(*d);
+                    todo.push(*d);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn set_phase(p: &Progress, s: &str) {
     *p.phase.lock() = s.to_string();
 }
@@ -579,8 +599,9 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
     if let Some(tx) = sh.mig.runs.lock().get(&r.mid).cloned() {
         r.rt.spawn(read_frames(recv, r.dest, sh.cfg.limits.frame_bytes as usize, tx));
     }
-    let modules: Vec<ModuleHash> =
+    let linked: Vec<ModuleHash> =
         node.at_safepoint(r.pid, |p| p.modules.iter().map(|m| m.hash).collect(), Duration::from_secs(10)).unwrap_or_default();
+    let modules = with_imports(node, linked);
     r.reductions_at_start = node.at_safepoint(r.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
     let init = SourceInit {
         mid: r.mid,
@@ -900,7 +921,8 @@ fn run_dest(
             match a {
                 Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
                 Action::Reinstate { absent } => {
-                    let absent_list: Vec<u32> = (0..size_pages).filter(|&p| !d.is_present(p) || (absent > 0 && !d.is_present(p))).collect();
+                    let absent_list: Vec<u32> =
+                        if absent > 0 { (0..size_pages).filter(|&p| !d.is_present(p)).collect() } else { Vec::new() };
                     let r = if !image_done {
                         Err("the image is incomplete".to_string())
                     } else if let Some(b) = bad.take() {

@@ -7,6 +7,7 @@
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tern_compiler::Compiled;
 use tern_net::cmd::loopback_mesh;
 use tern_net::config::MeshConfig;
 use tern_net::mesh::{LogSink, MeshNode, NodeOptions};
@@ -14,6 +15,8 @@ use tern_net::runner::compile_text;
 use tern_net::wire::CtlReply;
 use tern_vm::node::ProcessExit;
 use tern_vm::value::name_text;
+
+pub mod specs;
 use tokio::sync::mpsc;
 
 /// How long a program may run before its test fails.
@@ -110,6 +113,12 @@ impl TestMesh {
     /// Compiles `src` and starts it on node `on` with a fresh console there.
     pub fn run(&self, on: &str, file: &str, src: &str) -> Run {
         let program = compile_text(file, src).unwrap_or_else(|e| panic!("{file} does not compile:\n{}", e.rendered));
+        self.run_compiled(on, file, &program)
+    }
+
+    /// Starts a compiled program on node `on` with a fresh console there; its exit is
+    /// watched (the watch moves with it: see [`TestMesh::exit_anywhere`]).
+    pub fn run_compiled(&self, on: &str, file: &str, program: &Compiled) -> Run {
         let n = self.node(on);
         for m in &program.modules {
             n.node().vm().load(m.clone()).unwrap_or_else(|e| panic!("{file}: module rejected: {e}"));
@@ -125,6 +134,38 @@ impl TestMesh {
         let exit = r.finish(self, LONG);
         r.assert_normal(self, &exit);
         r.text
+    }
+}
+
+impl TestMesh {
+    /// The names of the running nodes.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().filter(|(_, n)| n.is_some()).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Every process of every running node, as (node, pid).
+    pub fn all_procs(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for name in self.names() {
+            out.extend(self.node(&name).node().ps().into_iter().map(|p| (name.clone(), p.pid)));
+        }
+        out
+    }
+
+    /// The node that lists process `pid` in `ps`. While nothing moves it, `None` means
+    /// it has ended.
+    pub fn where_is(&self, pid: u64) -> Option<String> {
+        self.names().into_iter().find(|name| self.node(name).node().ps().iter().any(|p| p.pid == pid))
+    }
+
+    /// `ps`'s status of process `pid`, wherever it is.
+    pub fn status_of(&self, pid: u64) -> Option<&'static str> {
+        self.names().into_iter().find_map(|name| self.node(&name).node().ps().into_iter().find(|p| p.pid == pid).map(|p| p.status))
+    }
+
+    /// The exit record of a watched process, on whichever node it ended.
+    pub fn exit_anywhere(&self, pid: u64) -> Option<ProcessExit> {
+        self.names().into_iter().find_map(|name| self.node(&name).node().exit_of(pid))
     }
 }
 
@@ -215,6 +256,43 @@ impl Run {
                 mesh.log_text()
             )
         })
+    }
+
+    /// [`Run::finish`] for a program that may have moved: waits for its exit on
+    /// whichever node it ends, then for the output still on its way.
+    pub fn finish_anywhere(&mut self, mesh: &TestMesh, timeout: Duration) -> ProcessExit {
+        let deadline = Instant::now() + timeout;
+        let exit = loop {
+            self.pump();
+            if let Some(e) = mesh.exit_anywhere(self.pid) {
+                break Some(e);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        self.drain();
+        exit.unwrap_or_else(|| {
+            panic!(
+                "the program did not end within {timeout:?}; output:\n{}\nfailures: {:?}\nlogs:\n{}",
+                self.text,
+                self.failures,
+                mesh.log_text()
+            )
+        })
+    }
+
+    /// Takes output until 200 ms pass without any (at most 2 s).
+    pub fn drain(&mut self) {
+        let mut quiet = Instant::now();
+        let stop = Instant::now() + Duration::from_secs(2);
+        while quiet.elapsed() < Duration::from_millis(200) && Instant::now() < stop {
+            if self.pump() {
+                quiet = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[track_caller]

@@ -604,6 +604,8 @@ fn receive(
                     }
                     return match r {
                         Ok(p) => ret(proc, c, p),
+                        // The message is taken: running the call again would lose it.
+                        Err(HeapError::Fault(page)) => err(proc, format!("select: heap page {page} went missing")),
                         Err(e) => raise(proc, Exn::Heap(e)),
                     };
                 }

@@ -33,6 +33,8 @@ pub struct Late {
     pub links: Vec<Pid>,
     pub watchers: Vec<Pid>,
     pub kill: Option<String>,
+    /// The host watches its exit ([`Node::watch`]): the watch moves with it.
+    pub watched: bool,
 }
 
 /// How much of the mailbox the image holds.
@@ -79,6 +81,7 @@ impl Node {
             links: std::mem::take(&mut st.links),
             watchers: std::mem::take(&mut st.watchers),
             kill: st.kill.take(),
+            watched: false,
         };
         let mut moved = Vec::new();
         for (c, mut q) in std::mem::take(&mut st.mailbox.chans) {
@@ -103,7 +106,7 @@ impl Node {
         i.procs.insert(pid, Entry::Moved(dest));
         drop(st);
         i.live.fetch_sub(1, Ordering::SeqCst);
-        i.watched.lock().remove(&pid);
+        late.watched = i.watched.lock().remove(&pid).is_some();
         i.exited.notify_all();
         i.moves.fetch_add(1, Ordering::SeqCst);
         i.announce_moves(dest, &moved);
@@ -207,6 +210,9 @@ impl Node {
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
         };
+        if late.watched {
+            i.watched.lock().insert(pid, None);
+        }
         i.live.fetch_add(1, Ordering::SeqCst);
         let mut waiting = Vec::new();
         for c in ends {
