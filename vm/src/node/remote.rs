@@ -109,10 +109,11 @@ pub enum Op {
         chan: ChanId,
         node: u16,
     },
-    /// A process born on the receiving node is now on `node`.
+    /// A process born on the receiving node is now on `node`, after `moves` moves.
     PidMoved {
         pid: Pid,
         node: u16,
+        moves: u32,
     },
 }
 
@@ -120,7 +121,8 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deliver {
     pub target: Target,
-    /// The node the message was sent from, and (to a channel) its number from there.
+    /// The node the message was sent from, and its number from there (per origin and
+    /// target; see "Order").
     pub origin: u16,
     pub seq: u64,
     /// Times forwarded so far.
@@ -166,6 +168,74 @@ impl ChanMeta {
     }
 }
 
+/// Puts message number `seq` from node `origin` in sequence, given the next number
+/// expected from each origin and the messages held back: returns the messages that can
+/// be queued now (this one and any held back behind it), in order. A number already
+/// passed is a duplicate, dropped; at most [`MAX_HELD`] messages are held back.
+fn sequence(expect: &mut Vec<(u16, u64)>, held: &mut Vec<(u16, u64, Message)>, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+    let i = match expect.iter().position(|(o, _)| *o == origin) {
+        Some(i) => i,
+        None => {
+            expect.push((origin, 0));
+            expect.len() - 1
+        }
+    };
+    let next = expect[i].1;
+    if seq < next {
+        return Vec::new(); // already delivered
+    }
+    if seq > next {
+        if held.len() < MAX_HELD {
+            held.push((origin, seq, msg));
+        }
+        return Vec::new();
+    }
+    let mut out = vec![msg];
+    let mut n = next.wrapping_add(1);
+    while let Some(j) = held.iter().position(|(o, s, _)| *o == origin && *s == n) {
+        out.push(held.swap_remove(j).2);
+        n = n.wrapping_add(1);
+    }
+    expect[i].1 = n;
+    out
+}
+
+/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
+/// with it: in its image, and in [`super::Late`] for what changed after the image.
+#[derive(Debug, Default)]
+pub(crate) struct InboxOrder {
+    /// Per origin node: the number of the next message expected from it.
+    pub(crate) expect: Vec<(u16, u64)>,
+    /// Messages that arrived ahead of their turn: (origin, seq, message).
+    pub(crate) held: Vec<(u16, u64, Message)>,
+    /// Numbered messages that reached the process while it was being imported here
+    /// (the state they are ordered by comes with the commit); `carried` stays empty (the
+    /// ends they carried are in the mailbox already).
+    pub(crate) waiting: Vec<Arriving>,
+}
+
+impl InboxOrder {
+    /// See [`sequence`].
+    pub(crate) fn put(&mut self, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+        sequence(&mut self.expect, &mut self.held, origin, seq, msg)
+    }
+
+    /// Takes over the state that came with the process (from its image or its commit).
+    pub(crate) fn set(&mut self, expect: Vec<(u16, u64)>, mut held: Vec<(u16, u64, Message)>) {
+        held.truncate(MAX_HELD);
+        self.expect = expect;
+        self.held = held;
+    }
+
+    /// The nodes that have sent numbered messages to this inbox.
+    pub(crate) fn origins(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.iter().map(|(o, _, _)| *o)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
 /// A numbered message for a receive end that is in a process being imported here.
 #[derive(Debug, Clone)]
 pub(crate) struct Arriving {
@@ -201,7 +271,7 @@ impl NodeInner {
     pub(crate) fn remote_node_of(&self, pid: Pid) -> Option<u16> {
         self.remote()?;
         match self.procs.get(pid) {
-            Some(super::Entry::Moved(n)) if self.node(n).is_none() => Some(n),
+            Some(super::Entry::Moved(n, _)) if self.node(n).is_none() => Some(n),
             Some(_) => None,
             None => {
                 let b = name_node(pid);
@@ -242,7 +312,7 @@ impl NodeInner {
         let (origin, seq, hops) = match (origin, target) {
             (Some(o), _) => o,
             (None, Target::Chan(c)) => (self.id, self.next_seq(c), 0),
-            (None, Target::Inbox(_)) => (self.id, 0, 0),
+            (None, Target::Inbox(p)) => (self.id, self.next_pid_seq(p), 0),
         };
         let carried = self.carry_away(to, carried);
         self.announce_tx(to, &msg);
@@ -255,6 +325,16 @@ impl NodeInner {
     pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
         let mut shard = self.seqs.shard(c).lock();
         let n = shard.entry(c).or_insert(0);
+        let s = *n;
+        *n += 1;
+        s
+    }
+
+    /// The number of the next message from this node to process `pid`'s inbox (a map of
+    /// its own: a hostile peer could name a pid that is a channel id).
+    pub(crate) fn next_pid_seq(&self, pid: Pid) -> u64 {
+        let mut shard = self.pid_seqs.shard(pid).lock();
+        let n = shard.entry(pid).or_insert(0);
         let s = *n;
         *n += 1;
         s
@@ -370,16 +450,8 @@ impl NodeInner {
                 self.forget_monitor(from, to, p);
                 let _ = self.deliver(Target::Inbox(to), super::event_message("down", p, &reason), Vec::new(), None);
             }
-            Op::RxMoved { chan, node, moves } => {
-                if self.holder(chan).is_some() {
-                    return;
-                }
-                let newer = self.rx_places.get(chan).is_none_or(|p| moves > p.moves);
-                if newer {
-                    self.rx_places.insert(chan, RxPlace { node, moves });
-                }
-            }
-            Op::PidMoved { pid, node } => self.pid_moved(pid, node),
+            Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
+            Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
             Op::Partner { chan, node } => {
                 if self.holder(chan).is_some() {
                     self.add_partner(chan, node);
@@ -406,18 +478,99 @@ impl NodeInner {
                 }
                 let _ = self.route_numbered(c, origin, seq, hops + 1, msg, ends, None);
             }
-            Target::Inbox(pid) => match self.remote_node_of(pid) {
-                Some(n) => {
-                    if hops >= MAX_FORWARDS || self.send_remote(n, target, msg, ends, Some((origin, seq, hops + 1))).is_err() {
-                        self.log_drop(target, "its node cannot be reached");
-                    }
+            Target::Inbox(pid) => {
+                if hops >= MAX_FORWARDS {
+                    self.log_drop(target, "forwarded too many times");
+                    self.drop_ends(&ends);
+                    return;
                 }
-                None => {
-                    if let Err(super::DeliverError::Full(p)) = self.deliver_now(target, msg, ends, None) {
-                        self.log_drop(Target::Inbox(p), "its mailbox is full");
-                    }
+                match self.route_inbox(pid, origin, seq, hops + 1, msg, ends, None) {
+                    Err(super::DeliverError::Full(p)) => self.log_drop(Target::Inbox(p), "its mailbox is full"),
+                    Err(super::DeliverError::Unreachable(_)) => self.log_drop(target, "its node cannot be reached"),
+                    Ok(_) => {}
                 }
-            },
+            }
+        }
+    }
+
+    /// Delivers message number `seq` from node `origin` to process `pid`'s inbox wherever
+    /// the process is: into its slot here, in sequence (under the slot lock, which moving
+    /// it away needs), set aside while it is being imported here, or on to where it went,
+    /// keeping its number. `hops`: times it has been forwarded. A message in its turn that
+    /// finds the mailbox full is dropped (its number used up) and `Full` returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route_inbox(
+        &self,
+        pid: Pid,
+        origin: u16,
+        seq: u64,
+        hops: u8,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, super::DeliverError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            if tries > 1 {
+                // It is in the middle of a move: look again shortly.
+                if tries > 200_000 {
+                    self.log_drop(Target::Inbox(pid), "its process did not settle");
+                    self.drop_ends(&carried);
+                    return Ok(None);
+                }
+                std::thread::yield_now();
+            }
+            if let Some(n) = self.remote_node_of(pid) {
+                return self
+                    .send_remote(n, Target::Inbox(pid), msg, carried, Some((origin, seq, hops)))
+                    .map(|()| Some(pid))
+                    .map_err(super::DeliverError::Unreachable);
+            }
+            let Some((node, slot)) = self.find(pid) else {
+                self.drop_ends(&carried);
+                return Ok(None);
+            };
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => {
+                    drop(st);
+                    self.drop_ends(&carried);
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            let full = carried.is_empty() && st.mailbox.bytes + msg.approx_bytes() > self.config.mailbox_limit_bytes;
+            for (c, q) in carried {
+                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                st.mailbox.chans.push((c, q));
+                self.set_holder(c, Some(pid));
+                self.rx_places.remove(c);
+            }
+            if st.import.is_some() {
+                // Its sequence state comes with the commit; the message waits for it.
+                if st.order.waiting.len() < MAX_HELD {
+                    st.order.waiting.push(Arriving { origin, seq, hops, msg, carried: Vec::new() });
+                }
+                return Ok(Some(pid));
+            }
+            let mut ready = st.order.put(origin, seq, msg);
+            let dropped = full && !ready.is_empty();
+            if dropped {
+                ready.remove(0); // its turn, but no room: dropped, and its number used
+            }
+            let mut bytes = 0;
+            for m in ready {
+                bytes += m.approx_bytes();
+                st.mailbox.inbox.push_back(m);
+            }
+            st.mailbox.bytes += bytes;
+            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Inbox) {
+                let local = if node.id == self.id { local } else { None };
+                node.wake_locked(pid, &slot, &mut st, local);
+            }
+            return if dropped { Err(super::DeliverError::Full(pid)) } else { Ok(Some(pid)) };
         }
     }
 
@@ -522,7 +675,7 @@ impl NodeInner {
         Ok(())
     }
 
-    fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
+    pub(crate) fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
         for (c, _) in ends {
             self.set_holder(*c, None);
             self.chan_meta.remove(*c);
@@ -534,31 +687,7 @@ impl NodeInner {
     fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
-        let i = match meta.expect.iter().position(|(o, _)| *o == origin) {
-            Some(i) => i,
-            None => {
-                meta.expect.push((origin, 0));
-                meta.expect.len() - 1
-            }
-        };
-        let next = meta.expect[i].1;
-        if seq < next {
-            return Vec::new(); // already delivered
-        }
-        if seq > next {
-            if meta.held.len() < MAX_HELD {
-                meta.held.push((origin, seq, msg));
-            }
-            return Vec::new();
-        }
-        let mut out = vec![msg];
-        let mut n = next + 1;
-        while let Some(j) = meta.held.iter().position(|(o, s, _)| *o == origin && *s == n) {
-            out.push(meta.held.swap_remove(j).2);
-            n += 1;
-        }
-        meta.expect[i].1 = n;
-        out
+        sequence(&mut meta.expect, &mut meta.held, origin, seq, msg)
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
@@ -569,6 +698,18 @@ impl NodeInner {
         self.chan_meta.insert(c.chan, meta);
         self.rx_places.remove(c.chan);
         (c.chan, c.queue.into())
+    }
+
+    /// A channel's receive end is on `node` after `moves` moves: the pointer here is
+    /// replaced if this is newer and the end is not here (nor arriving).
+    fn rx_moved(&self, c: ChanId, node: u16, moves: u32) {
+        if node == self.id || self.holder(c).is_some() || self.chan_meta.contains(c) {
+            return;
+        }
+        let mut shard = self.rx_places.shard(c).lock();
+        if shard.get(&c).is_none_or(|p| moves > p.moves) {
+            shard.insert(c, RxPlace { node, moves });
+        }
     }
 
     fn log_drop(&self, target: Target, why: &str) {

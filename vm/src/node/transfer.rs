@@ -13,6 +13,8 @@
 //!    those of the image, its receive ends (and messages that waited for them), and runs.
 //!
 //! Until step 3 the source owns the process (invariant 7); after it, the destination.
+//! Every move increments the process's move count, the version of its routes
+//! (`Entry::Moved`, [`super::Op::PidMoved`]): a route is only replaced by a newer one.
 
 use super::remote::{Carried, RxPlace};
 use super::{ChanId, Entry, MoveError, Node, NodeInner, Pid, Slot, Status, KILL};
@@ -20,6 +22,7 @@ use crate::message::Message;
 use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 /// What reached a process at the source after its image was made, and the latest state
@@ -27,6 +30,14 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Late {
     pub inbox: Vec<Message>,
+    /// The moves the process has made, this one included: the version of its routes.
+    pub moves: u32,
+    /// The nodes that have sent it numbered inbox messages (to tell where it is now).
+    pub inbox_origins: Vec<u16>,
+    /// Its inbox's sequence state at commit (it replaces the image's): per origin, the
+    /// number of the next message expected, and the messages held back.
+    pub inbox_expect: Vec<(u16, u64)>,
+    pub inbox_held: Vec<(u16, u64, Message)>,
     /// Every receive end it holds: for an end in the image, the messages queued after
     /// it; for one that arrived later, all of them; with the sequence state and partners.
     pub chans: Vec<Carried>,
@@ -40,11 +51,14 @@ pub struct Late {
 pub(crate) struct ExportMark {
     inbox: usize,
     chans: Vec<(ChanId, usize)>,
+    /// At an import: the route the node had for the process before (put back if it is
+    /// aborted).
+    route: Option<(u16, u32)>,
 }
 
 impl ExportMark {
     fn of(m: &super::Mailbox) -> ExportMark {
-        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect() }
+        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect(), route: None }
     }
 }
 
@@ -54,7 +68,7 @@ impl Node {
         let i = &self.inner;
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         let mut st = slot.st.lock();
-        if st.status != Status::Frozen {
+        if st.status != Status::Frozen || st.import.is_some() {
             return Err(MoveError::NotHere(pid));
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
@@ -73,8 +87,14 @@ impl Node {
         if st.status != Status::Frozen {
             return Err(MoveError::NotHere(pid));
         }
+        let moves = st.moves.saturating_add(1);
+        let order = std::mem::take(&mut st.order);
         let mut late = Late {
             inbox: st.mailbox.inbox.drain(..).skip(mark.inbox).collect(),
+            moves,
+            inbox_origins: order.origins(),
+            inbox_expect: order.expect,
+            inbox_held: order.held,
             chans: Vec::new(),
             links: std::mem::take(&mut st.links),
             watchers: std::mem::take(&mut st.watchers),
@@ -100,7 +120,7 @@ impl Node {
         st.parked = None;
         st.mailbox = super::Mailbox::default();
         // Senders that find the slot `Moved` look again and are sent on to `dest`.
-        i.procs.insert(pid, Entry::Moved(dest));
+        i.procs.insert(pid, Entry::Moved(dest, moves));
         drop(st);
         i.live.fetch_sub(1, Ordering::SeqCst);
         i.watched.lock().remove(&pid);
@@ -109,7 +129,7 @@ impl Node {
         i.announce_moves(dest, &moved);
         let birth = name_node(pid);
         if birth != i.id && birth != dest {
-            let _ = i.remote_send(birth, super::Op::PidMoved { pid, node: dest });
+            let _ = i.remote_send(birth, super::Op::PidMoved { pid, node: dest, moves });
         }
         Ok(late)
     }
@@ -141,25 +161,60 @@ impl Node {
         for c in ends {
             i.arriving.insert(c, Vec::new());
         }
-        i.procs.insert(pid, Entry::Live(tslot));
+        let mut st = tslot.st.lock();
+        let before = i.procs.shard(pid).lock().insert(pid, Entry::Live(tslot.clone()));
+        if let (Some(Entry::Moved(n, m)), Some(mark)) = (before, st.import.as_mut()) {
+            mark.route = Some((n, m));
+        }
         Ok(pid)
     }
 
-    /// Instead of step 4: drops an imported copy that will not run.
+    /// Instead of step 4: drops an imported copy that will not run. What reached it here
+    /// meanwhile goes on to where the process is (by the route this node had before).
     pub fn abort_import(&self, pid: Pid) {
         let i = &self.inner;
         let Some(slot) = i.local_slot(pid) else { return };
         let mut st = slot.st.lock();
-        if st.import.take().is_none() {
-            return; // not an import (any more)
-        }
-        st.status = Status::Exited;
+        let Some(mark) = st.import.take() else { return }; // not an import (any more)
+                                                           // Senders that find the slot look again, and follow the route put back.
+        st.status = Status::Moved;
         st.parked = None;
-        let chans: Vec<ChanId> = st.mailbox.chans.iter().map(|(c, _)| *c).collect();
+        let imaged: Vec<ChanId> = mark.chans.iter().map(|(c, _)| *c).collect();
+        let later: Vec<Message> = st.mailbox.inbox.drain(..).skip(mark.inbox).collect();
+        let waiting = std::mem::take(&mut st.order.waiting);
+        let mut ends: Vec<(ChanId, VecDeque<Message>)> = st.mailbox.chans.drain(..).filter(|(c, _)| !imaged.contains(c)).collect();
+        st.mailbox = super::Mailbox::default();
+        {
+            let mut shard = i.procs.shard(pid).lock();
+            match mark.route {
+                Some((n, m)) => {
+                    shard.insert(pid, Entry::Moved(n, m));
+                }
+                None => {
+                    shard.remove(&pid);
+                }
+            }
+        }
         drop(st);
-        i.procs.remove(pid);
-        for c in chans {
-            i.arriving.remove(c);
+        let mut take = |m: &Message| {
+            let mine = m.rx_ends();
+            let (with, rest) = std::mem::take(&mut ends).into_iter().partition(|(c, _)| mine.contains(c));
+            ends = rest;
+            with
+        };
+        for m in later {
+            let carried = take(&m);
+            let _ = i.deliver_now(super::Target::Inbox(pid), m, carried, None);
+        }
+        for a in waiting {
+            let carried = take(&a.msg);
+            let _ = i.route_inbox(pid, a.origin, a.seq, a.hops, a.msg, carried, None);
+        }
+        i.drop_ends(&ends);
+        for c in imaged {
+            for a in i.arriving.remove(c).unwrap_or_default() {
+                let _ = i.route_numbered(c, a.origin, a.seq, a.hops, a.msg, a.carried, None);
+            }
         }
     }
 
@@ -192,6 +247,16 @@ impl Node {
                     (None, _) => st.mailbox.chans.push((chan, q)),
                 }
             }
+            // Numbered messages that reached it here wait no more: in sequence, after the
+            // state that came with the commit.
+            st.moves = st.moves.max(late.moves);
+            st.order.set(late.inbox_expect, late.inbox_held);
+            for a in std::mem::take(&mut st.order.waiting) {
+                for m in st.order.put(a.origin, a.seq, a.msg) {
+                    bytes += m.approx_bytes();
+                    st.mailbox.inbox.push_back(m);
+                }
+            }
             st.mailbox.bytes += bytes;
             st.links = late.links;
             st.watchers = late.watchers;
@@ -222,13 +287,21 @@ impl Node {
 }
 
 impl NodeInner {
-    /// A process born here is now on node `node` (told by the node that gave it away).
-    pub(crate) fn pid_moved(&self, pid: Pid, node: u16) {
+    /// Process `pid` is now on node `node` after `moves` moves (told by the node that
+    /// gave it away, or by a link update): the route here is replaced if this one is newer
+    /// and the process is not here. A pid born here with no entry has ended.
+    pub(crate) fn pid_moved(&self, pid: Pid, node: u16, moves: u32) {
         if node == self.id {
             return;
         }
-        if !matches!(self.procs.get(pid), Some(Entry::Live(_))) {
-            self.procs.insert(pid, Entry::Moved(node));
+        let mut shard = self.procs.shard(pid).lock();
+        let newer = match shard.get(&pid) {
+            Some(Entry::Live(_)) => false,
+            Some(Entry::Moved(_, m)) => moves > *m,
+            None => name_node(pid) != self.id,
+        };
+        if newer {
+            shard.insert(pid, Entry::Moved(node, moves));
         }
     }
 }
