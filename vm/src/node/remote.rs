@@ -712,6 +712,36 @@ impl NodeInner {
         }
     }
 
+    /// See [`super::Node::apply_link_update`].
+    pub(crate) fn link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
+        self.pid_moved(pid, node, moves);
+        for &(c, m) in chans {
+            self.rx_moved(c, node, m);
+        }
+    }
+
+    /// See [`super::Node::drop_forwarding`].
+    pub(crate) fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
+        if name_node(pid) != self.id {
+            let mut shard = self.procs.shard(pid).lock();
+            if matches!(shard.get(&pid), Some(super::Entry::Moved(..))) {
+                shard.remove(&pid);
+            }
+        }
+        for &c in chans {
+            // A pointer is only kept for an end that is not here.
+            if name_node(c) != self.id {
+                self.rx_places.remove(c);
+            }
+        }
+    }
+
+    /// See [`super::Node::forwarding_state`].
+    pub(crate) fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
+        let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
+        (self.procs.contains(pid), n)
+    }
+
     fn log_drop(&self, target: Target, why: &str) {
         let what = match target {
             Target::Inbox(p) => format!("<pid {}>", name_text(p)),

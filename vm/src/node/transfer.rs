@@ -11,6 +11,12 @@
 //!    ([`Node::abort_export`] instead lets it run on here);
 //! 4. destination: [`Node::commit_import`] — it gets the late messages right after
 //!    those of the image, its receive ends (and messages that waited for them), and runs.
+//! 5. link updates: the host tells every node that sends to the process or its receive
+//!    ends where they are now ([`Node::apply_link_update`] there: the process's birth
+//!    node, [`Late::inbox_origins`], the ends' birth nodes and partners); once all have
+//!    acknowledged, [`Node::drop_forwarding`] at the source leaves nothing there (no
+//!    residual dependency, [`Node::forwarding_state`]): a message that still reaches it
+//!    goes by the birth node, which always knows the newest place.
 //!
 //! Until step 3 the source owns the process (invariant 7); after it, the destination.
 //! Every move increments the process's move count, the version of its routes
@@ -106,10 +112,9 @@ impl Node {
             let queue: Vec<Message> = q.drain(..).skip(had).collect();
             let meta = i.chan_meta.remove(c).unwrap_or_default();
             let moves = meta.moves() + 1;
-            let mut partners = meta.partners().to_vec();
-            if !partners.contains(&i.id) {
-                partners.push(i.id);
-            }
+            // This node is not made a partner (as a node an end leaves in a message is):
+            // its pointer goes with the link update (`drop_forwarding`).
+            let partners = meta.partners().to_vec();
             i.rx_places.insert(c, RxPlace::new(dest, moves));
             i.set_holder(c, None);
             moved.push((c, moves, partners.clone()));
@@ -283,6 +288,30 @@ impl Node {
         }
         i.unfreeze(pid);
         Ok(())
+    }
+
+    /// Step 5 at a node that sends to process `pid` or to receive ends it holds (its
+    /// birth node, [`Late::inbox_origins`], the ends' birth nodes and partners): they are
+    /// on node `node` now, the process after `moves` moves and each end after its own
+    /// count, so later messages from here go straight there. A route is only replaced by
+    /// a newer one, and none is set for what is here.
+    pub fn apply_link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
+        self.inner.link_update(pid, node, moves, chans);
+    }
+
+    /// After step 5, at the source, once every node told has acknowledged: forgets the
+    /// forwarding pointers to the process and to the receive ends `chans` — except for a
+    /// pid or channel born here (the birth node is where any node looks when it knows no
+    /// better, and it knows the newest place). A message that still reaches this node
+    /// goes by the birth node.
+    pub fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
+        self.inner.drop_forwarding(pid, chans);
+    }
+
+    /// Whether this node has an entry for `pid` (its live slot, or a route), and for how
+    /// many of `chans` it has a pointer or a receive end's state: what a move left here.
+    pub fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
+        self.inner.forwarding_state(pid, chans)
     }
 }
 
