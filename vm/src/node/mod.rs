@@ -700,6 +700,12 @@ impl Node {
         self.inner.node_down(node);
     }
 
+    /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
+    /// forgets the sequence state of messages from it, here and in the processes here.
+    pub fn forget_origin(&self, node: u16) {
+        self.inner.forget_origin(node);
+    }
+
     /// Starts module `main`'s top level as a new process whose console output goes to
     /// `console` (see `ProcSys::console`).
     pub fn spawn_main_on(&self, main: crate::bytecode::ModuleHash, console: u64, watch: bool) -> Result<Pid, crate::process::LinkError> {

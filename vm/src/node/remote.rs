@@ -234,6 +234,12 @@ impl InboxOrder {
         v.dedup();
         v
     }
+
+    /// Node `origin` restarted: what it numbered before is of no use any more.
+    fn forget(&mut self, origin: u16) {
+        self.expect.retain(|(o, _)| *o != origin);
+        self.held.retain(|(o, _, _)| *o != origin);
+    }
 }
 
 /// A numbered message for a receive end that is in a process being imported here.
@@ -740,6 +746,26 @@ impl NodeInner {
     pub(crate) fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
         let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
         (self.procs.contains(pid), n)
+    }
+
+    /// See [`super::Node::forget_origin`].
+    pub(crate) fn forget_origin(&self, origin: u16) {
+        let mut slots = Vec::new();
+        for s in &self.procs.shards {
+            slots.extend(s.lock().values().filter_map(|e| match e {
+                super::Entry::Live(slot) => Some(slot.clone()),
+                super::Entry::Moved(..) => None,
+            }));
+        }
+        for slot in slots {
+            slot.st.lock().order.forget(origin);
+        }
+        for s in &self.chan_meta.shards {
+            for meta in s.lock().values_mut() {
+                meta.expect.retain(|(o, _)| *o != origin);
+                meta.held.retain(|(o, _, _)| *o != origin);
+            }
+        }
     }
 
     fn log_drop(&self, target: Target, why: &str) {
