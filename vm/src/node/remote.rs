@@ -9,20 +9,36 @@
 //! **Where things are.** A process lives on the node that spawned it (`spawn_on` starts
 //! it on the chosen node, under a pid born there), so a pid's node is in its name —
 //! unless it was moved (`transfer.rs`): then the node it left keeps a forwarding pointer
-//! (`Entry::Moved`), and its birth node is told where it went (`Op::PidMoved`). A
-//! channel's receive end can travel: in messages and spawn arguments, to any node. The
-//! node it leaves keeps a *forwarding pointer* (the node it went to, and how many moves
-//! the end had made); the channel's birth node and the nodes holding send ends of it
-//! (its *partners*, which the hosting node keeps, and hands on with the end) are told
-//! the new place, so a sender goes straight there. Pointers are only ever replaced by
-//! ones with more moves, so following them always goes forward and never loops.
+//! (`Entry::Moved`), its birth node is told where it went (`Op::PidMoved`), and the host
+//! tells the nodes that send to it (a link update, [`super::Node::apply_link_update`]),
+//! after which the node it left may forget it ([`super::Node::drop_forwarding`]): a
+//! node with no entry for a pid asks its birth node, which always has the newest route.
+//! A channel's receive end can travel: in messages and spawn arguments, to any node, and
+//! with a process that moves. The node it leaves keeps a *forwarding pointer* (the node
+//! it went to, and how many moves the end had made); the channel's birth node and the
+//! nodes holding send ends of it (its *partners*, which the hosting node keeps, and
+//! hands on with the end) are told the new place, so a sender goes straight there. A
+//! process's routes are versioned the same way, by the number of moves it has made.
+//! Routes and pointers are only ever replaced by ones with more moves, so following
+//! them always goes forward and never loops (and forwarding is bounded by
+//! [`MAX_FORWARDS`]).
 //!
-//! **Order.** A message to a channel sent from another node carries its origin node and
-//! a sequence number per (origin, channel). The hosting node puts messages from each
-//! origin in the mailbox in sequence order, holding back one that overtook an earlier
-//! one (which a message on a forwarding path and a later one sent straight to the new
-//! place can do); the expected numbers travel with the receive end. So messages from
-//! one sender are never reordered, however the end moves.
+//! **Order.** A message sent from another node, to a channel or to a process's inbox,
+//! carries its origin node and a sequence number per (origin, target): a node numbers
+//! its messages to a target once it has sent one to it while the target was on another
+//! node — all later ones, local ones included (it keeps one counter map for channels
+//! and one for pids). The node where the receive end (or the process) is puts messages
+//! from each origin in the mailbox in sequence order, holding back one that overtook an
+//! earlier one (which a message on a forwarding path and a later one sent straight to
+//! the new place can do) and dropping a number already passed. The expected numbers
+//! and the messages held back travel with the receive end, and for an inbox with the
+//! process (its image, and [`super::Late`] at commit); numbered messages that reach a
+//! process while it is being imported wait for the commit's state. A numbered message
+//! is queued under the slot lock of the process that has it, which moving it away also
+//! needs, so the state that travels always matches what was queued; a number is
+//! assigned once and kept however far the message is forwarded. So messages from one
+//! sender are never reordered, however often the end or the process moves. (A node that
+//! restarts numbers from 0 again: its host calls [`super::Node::forget_origin`].)
 
 use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
 use crate::message::Message;
