@@ -38,6 +38,8 @@ struct Net {
     pairs: Vec<crossbeam_channel::Sender<(Instant, u16, Op)>>,
     /// Messages (`Op::Deliver`) sent so far, per (from, to).
     delivers: Mutex<HashMap<(u16, u16), u64>>,
+    /// (node, k): every k-th message that node sends is refused (as a full link does).
+    refuse: Mutex<Option<(u16, u64)>>,
 }
 
 impl Net {
@@ -55,7 +57,12 @@ impl Remote for Link {
     fn send(&self, to: u16, op: Op) -> Result<(), String> {
         let q = self.net.queues.get(usize::from(to).wrapping_sub(1)).ok_or("no such node")?;
         if matches!(op, Op::Deliver(_)) {
-            *self.net.delivers.lock().entry((self.me, to)).or_default() += 1;
+            let mut d = self.net.delivers.lock();
+            let n = d.entry((self.me, to)).or_default();
+            *n += 1;
+            if matches!(*self.net.refuse.lock(), Some((node, k)) if node == self.me && n.checked_rem(k) == Some(0)) {
+                return Err("the link cannot take more".into());
+            }
         }
         if !self.net.pairs.is_empty() {
             let pair = usize::from(self.me - 1) * self.net.queues.len() + usize::from(to - 1);
@@ -116,7 +123,8 @@ fn nodes_with(n: usize, vm: Arc<Vm>, out: Arc<Out>, latency: Option<fn(u16, u16)
             }
         }
     }
-    let net = Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, pairs, delivers: Mutex::new(HashMap::new()) });
+    let net =
+        Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, pairs, delivers: Mutex::new(HashMap::new()), refuse: Mutex::new(None) });
     let mut all = Vec::new();
     for i in 1..=n as u16 {
         let config = NodeConfig { name: format!("n{i}"), id: i, workers: 1, record_exits: true, ..NodeConfig::default() };
@@ -442,6 +450,74 @@ fn a_link_update_makes_a_partner_send_straight_to_the_new_node() {
     assert!(text.contains("bad 0 on n2"), "{text}");
     assert_eq!(net.delivers(3, 1), via_old, "nothing more from n3 by n1");
     assert!(net.delivers(3, 2) > direct + 100, "n3 sends straight to n2");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// A sender whose link refuses some of its messages (as a full one does): those sends
+/// fail, and the rest still arrive, in order — a refused message uses no number, so none
+/// waits for it.
+#[test]
+fn a_message_the_link_refuses_holds_back_none_after_it() {
+    const PROGRAM: &str = r#"
+let N = 300;
+fn worker(main) {
+    let ch = channel();
+    send(main, {worker: self(), tx: ch[0]});
+    let last = -1;
+    let bad = 0;
+    let got = 0;
+    let fin = nil;
+    while fin == nil {
+        let m = recv(10000);
+        if m.i < 0 { fin = m; } else {
+            if m.i <= last { bad += 1; }
+            last = m.i;
+            got += 1;
+        }
+    }
+    let clast = -1;
+    for k in 0..fin.cok {
+        let v = recv(ch[1], 10000);
+        if v <= clast { bad += 1; }
+        clast = v;
+    }
+    send(main, "bad ${bad} got ${got} of ${fin.ok}, ${fin.cok} on the channel");
+}
+fn sender(w, tx) {
+    let ok = 0;
+    let cok = 0;
+    for i in 0..N {
+        if try { send(w, {i: i}); true } catch e { false } { ok += 1; }
+        if try { send(tx, i); true } catch e { false } { cok += 1; }
+    }
+    let sent = false;
+    while not sent { sent = try { send(w, {i: -1, ok: ok, cok: cok}); true } catch e { false }; }
+}
+let hello = spawn(worker, self());
+let w = recv();
+println("worker ${w.worker}");
+spawn_on("n2", sender, w.worker, w.tx);
+println(recv());
+"#;
+    let vm = new_vm(VmConfig::default());
+    let p = compile_text("refused.tern", PROGRAM).unwrap();
+    for m in &p.modules {
+        vm.load(m.clone()).unwrap();
+    }
+    let out = Arc::new(Out::default());
+    let (ns, net) = nodes(2, Arc::new(vm), out.clone());
+    *net.refuse.lock() = Some((2, 7));
+    let main = ns[0].spawn_main(p.main).unwrap();
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    let line = text.lines().find(|l| l.starts_with("bad ")).unwrap_or_else(|| panic!("{text}"));
+    let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n[0], 0, "{text}");
+    assert_eq!(n[1], n[2], "every message sent arrived: {text}");
+    assert!(n[2] < 300 && n[3] < 300, "some were refused: {text}");
     for n in ns {
         n.stop();
     }

@@ -1096,12 +1096,10 @@ impl NodeInner {
         if self.remote().is_some() {
             match target {
                 Target::Chan(c) if self.seqs.contains(c) => {
-                    let seq = self.next_seq(c);
-                    return self.route_numbered(c, self.id, seq, 0, msg, carried, local);
+                    return self.route_numbered(c, self.id, None, 0, msg, carried, local);
                 }
                 Target::Inbox(p) if self.pid_seqs.contains(p) => {
-                    let seq = self.next_pid_seq(p);
-                    return self.route_inbox(p, self.id, seq, 0, msg, carried, local);
+                    return self.route_inbox(p, self.id, None, 0, msg, carried, local);
                 }
                 _ => {}
             }

@@ -36,9 +36,11 @@
 //! process while it is being imported wait for the commit's state. A numbered message
 //! is queued under the slot lock of the process that has it, which moving it away also
 //! needs, so the state that travels always matches what was queued; a number is
-//! assigned once and kept however far the message is forwarded. So messages from one
-//! sender are never reordered, however often the end or the process moves. (A node that
-//! restarts numbers from 0 again: its host calls [`super::Node::forget_origin`].)
+//! assigned where the message is queued or handed to the link (so one the link refuses
+//! uses none, and no gap holds back the rest) and kept however far the message is
+//! forwarded. So messages from one sender are never reordered, however often the end
+//! or the process moves. (A node that restarts numbers from 0 again: its host calls
+//! [`super::Node::forget_origin`].)
 
 use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
 use crate::message::Message;
@@ -322,7 +324,10 @@ impl NodeInner {
     }
 
     /// Sends a message to `target` on node `to`, carrying `carried` (receive ends taken
-    /// from the sender) along, and records where those ends went.
+    /// from the sender) along, and records where those ends went. `origin`: the origin,
+    /// number and hops of a message already numbered; else it gets the next number from
+    /// here, used up only if the message leaves (a gap would hold back every later
+    /// message from here to the target for ever): the counter is held meanwhile.
     pub(crate) fn send_remote(
         &self,
         to: u16,
@@ -331,15 +336,27 @@ impl NodeInner {
         carried: Vec<(ChanId, VecDeque<Message>)>,
         origin: Option<(u16, u64, u8)>,
     ) -> Result<(), String> {
-        let (origin, seq, hops) = match (origin, target) {
-            (Some(o), _) => o,
-            (None, Target::Chan(c)) => (self.id, self.next_seq(c), 0),
-            (None, Target::Inbox(p)) => (self.id, self.next_pid_seq(p), 0),
+        if let Some((origin, seq, hops)) = origin {
+            return self.send_deliver(to, Deliver { target, origin, seq, hops, msg, carried: Vec::new() }, carried);
+        }
+        let (counters, k) = match target {
+            Target::Chan(c) => (&self.seqs, c),
+            Target::Inbox(p) => (&self.pid_seqs, p),
         };
-        let carried = self.carry_away(to, carried);
-        self.announce_tx(to, &msg);
-        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Deliver(Deliver { target, origin, seq, hops, msg, carried }));
+        let mut shard = counters.shard(k).lock();
+        let next = shard.entry(k).or_insert(0);
+        let r = self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, msg, carried: Vec::new() }, carried);
+        if r.is_ok() {
+            *next += 1;
+        }
+        r
+    }
+
+    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Vec<(ChanId, VecDeque<Message>)>) -> Result<(), String> {
+        d.carried = self.carry_away(to, carried);
+        self.announce_tx(to, &d.msg);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Deliver(d));
         self.announce_moves(to, &moved);
         r
     }
@@ -498,7 +515,7 @@ impl NodeInner {
                     self.drop_ends(&ends);
                     return;
                 }
-                let _ = self.route_numbered(c, origin, seq, hops + 1, msg, ends, None);
+                let _ = self.route_numbered(c, origin, Some(seq), hops + 1, msg, ends, None);
             }
             Target::Inbox(pid) => {
                 if hops >= MAX_FORWARDS {
@@ -506,7 +523,7 @@ impl NodeInner {
                     self.drop_ends(&ends);
                     return;
                 }
-                match self.route_inbox(pid, origin, seq, hops + 1, msg, ends, None) {
+                match self.route_inbox(pid, origin, Some(seq), hops + 1, msg, ends, None) {
                     Err(super::DeliverError::Full(p)) => self.log_drop(Target::Inbox(p), "its mailbox is full"),
                     Err(super::DeliverError::Unreachable(_)) => self.log_drop(target, "its node cannot be reached"),
                     Ok(_) => {}
@@ -518,14 +535,16 @@ impl NodeInner {
     /// Delivers message number `seq` from node `origin` to process `pid`'s inbox wherever
     /// the process is: into its slot here, in sequence (under the slot lock, which moving
     /// it away needs), set aside while it is being imported here, or on to where it went,
-    /// keeping its number. `hops`: times it has been forwarded. A message in its turn that
-    /// finds the mailbox full is dropped (its number used up) and `Full` returned.
+    /// keeping its number. `seq` `None`: a message from here, numbered where it is queued
+    /// or sent (so a message that goes nowhere uses no number). `hops`: times it has been
+    /// forwarded. A message in its turn that finds the mailbox full is dropped (its number
+    /// used up) and `Full` returned.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_inbox(
         &self,
         pid: Pid,
         origin: u16,
-        seq: u64,
+        seq: Option<u64>,
         hops: u8,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
@@ -545,7 +564,7 @@ impl NodeInner {
             }
             if let Some(n) = self.remote_node_of(pid) {
                 return self
-                    .send_remote(n, Target::Inbox(pid), msg, carried, Some((origin, seq, hops)))
+                    .send_remote(n, Target::Inbox(pid), msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| Some(pid))
                     .map_err(super::DeliverError::Unreachable);
             }
@@ -563,6 +582,7 @@ impl NodeInner {
                 }
                 _ => {}
             }
+            let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
             let full = carried.is_empty() && st.mailbox.bytes + msg.approx_bytes() > self.config.mailbox_limit_bytes;
             for (c, q) in carried {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
@@ -599,13 +619,13 @@ impl NodeInner {
     /// Delivers message number `seq` from node `origin` for channel `c` wherever its
     /// receive end is: into the holder's queue here, in sequence (atomically with the end
     /// leaving, under the holder's slot lock), or on to where the end went, keeping its
-    /// number. `hops`: times it has been forwarded.
+    /// number (`None`: as [`NodeInner::route_inbox`]). `hops`: times it has been forwarded.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_numbered(
         &self,
         c: ChanId,
         origin: u16,
-        seq: u64,
+        seq: Option<u64>,
         hops: u8,
         mut msg: Message,
         mut carried: Vec<(ChanId, VecDeque<Message>)>,
@@ -640,13 +660,14 @@ impl NodeInner {
             {
                 let mut shard = self.arriving.shard(c).lock();
                 if let Some(waiting) = shard.get_mut(&c) {
+                    let seq = seq.unwrap_or_else(|| self.next_seq(c));
                     waiting.push(Arriving { origin, seq, hops, msg, carried });
                     return Ok(None);
                 }
             }
             return match self.remote_rx_node(c) {
                 Some(n) => self
-                    .send_remote(n, Target::Chan(c), msg, carried, Some((origin, seq, hops)))
+                    .send_remote(n, Target::Chan(c), msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| None)
                     .map_err(super::DeliverError::Unreachable),
                 None => {
@@ -665,7 +686,7 @@ impl NodeInner {
         pid: Pid,
         c: ChanId,
         origin: u16,
-        seq: u64,
+        seq: Option<u64>,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
@@ -676,6 +697,7 @@ impl NodeInner {
             return Err((msg, carried));
         }
         // The end cannot leave while this lock is held (taking it away needs it).
+        let seq = seq.unwrap_or_else(|| self.next_seq(c));
         let ready = self.in_order(c, origin, seq, msg);
         let mut bytes = 0;
         if let Some(q) = st.mailbox.chan(c) {

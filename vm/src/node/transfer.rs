@@ -213,12 +213,12 @@ impl Node {
         }
         for a in waiting {
             let carried = take(&a.msg);
-            let _ = i.route_inbox(pid, a.origin, a.seq, a.hops, a.msg, carried, None);
+            let _ = i.route_inbox(pid, a.origin, Some(a.seq), a.hops, a.msg, carried, None);
         }
         i.drop_ends(&ends);
         for c in imaged {
             for a in i.arriving.remove(c).unwrap_or_default() {
-                let _ = i.route_numbered(c, a.origin, a.seq, a.hops, a.msg, a.carried, None);
+                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
             }
         }
     }
@@ -283,7 +283,7 @@ impl Node {
         // Messages that reached this node for its ends before it was committed, in turn.
         for (c, msgs) in waiting {
             for a in msgs {
-                let _ = i.route_numbered(c, a.origin, a.seq, a.hops, a.msg, a.carried, None);
+                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
             }
         }
         i.unfreeze(pid);
