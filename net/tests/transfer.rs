@@ -526,3 +526,38 @@ println(recv());
         n.stop();
     }
 }
+
+/// Messages that reach a destination while the process is being imported there wait for
+/// it; if the import is aborted they go on to where the process still is, in order.
+#[test]
+fn an_aborted_import_sends_on_what_reached_it() {
+    let (ns, net, out, main, worker) = start_ring(3, ["n3", "n3", "n3"], false);
+    std::thread::sleep(Duration::from_millis(10));
+    // n3 learns the worker is on n2, then it goes back to n1 without telling n3: n3
+    // keeps sending to n2.
+    move_process(&ns, worker, 1, 2, true);
+    std::thread::sleep(Duration::from_millis(5));
+    move_process(&ns, worker, 2, 1, false);
+    std::thread::sleep(Duration::from_millis(5));
+    ns[0].freeze(worker, Duration::from_secs(10)).unwrap();
+    let image = ns[0].export_frozen(worker).unwrap();
+    assert_eq!(ns[1].import_image(&image).unwrap(), worker);
+    let (to_n2, n2_to_n1) = (net.delivers(3, 2), net.delivers(2, 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.delivers(3, 2) < to_n2 + 10 {
+        assert!(Instant::now() < deadline, "n3 sent nothing to n2");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(3)); // and they have arrived
+    ns[1].abort_import(worker);
+    ns[0].abort_export(worker);
+    assert!(net.delivers(2, 1) >= n2_to_n1 + 10, "what waited at n2 went on to n1");
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    assert!(text.contains("bad 0 on n1"), "{text}");
+    assert!(ns[1].ps().is_empty(), "nothing left at n2");
+    for n in ns {
+        n.stop();
+    }
+}

@@ -180,8 +180,9 @@ impl Node {
         let i = &self.inner;
         let Some(slot) = i.local_slot(pid) else { return };
         let mut st = slot.st.lock();
-        let Some(mark) = st.import.take() else { return }; // not an import (any more)
-                                                           // Senders that find the slot look again, and follow the route put back.
+        // Not an import (any more): nothing to do.
+        let Some(mark) = st.import.take() else { return };
+        // Senders that find the slot look again, and follow the route put back.
         st.status = Status::Moved;
         st.parked = None;
         let imaged: Vec<ChanId> = mark.chans.iter().map(|(c, _)| *c).collect();
