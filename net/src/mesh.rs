@@ -913,7 +913,7 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
         Event::PeerRestarted { .. } => {
             (sh.log)(&format!("node {} restarted", peer.conf.name));
             sh.mig.peer_gone(peer.conf.id);
-            let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
+            let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }
     }
 }
@@ -921,8 +921,10 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
 /// What the dispatcher thread is given, in order.
 enum Inbound {
     Frame(u16, Box<Frame>),
-    /// A peer went down or restarted.
+    /// A peer went down.
     PeerGone(u16),
+    /// A peer restarted: gone, and numbering its messages from 0 again.
+    PeerRestarted(u16),
     Stop,
 }
 
@@ -993,6 +995,10 @@ impl Dispatcher {
                     }
                 }
                 Inbound::PeerGone(from) => self.peer_gone(from),
+                Inbound::PeerRestarted(from) => {
+                    self.peer_gone(from);
+                    self.sh.node().forget_origin(from);
+                }
                 Inbound::Stop => return,
             }
         }

@@ -838,7 +838,7 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
                 Ok(late) => {
                     r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
                     r.link_chans = late.chans.iter().map(|c| c.chan).collect();
-                    r.late_info = Some((0, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
+                    r.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
                     let _ = sh.send_frame(r.dest, &Frame::Mig(MigWire::Late { mid: r.mid, late }));
                 }
                 Err(e) => (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),

@@ -5,11 +5,14 @@
 //! the session protocol does. Groundwork for live migration: no QUIC, no protocol.
 
 use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
-use tern_vm::node::{Console, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote};
+use tern_vm::message::{Message, Val};
+use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote, Target};
 use tern_vm::runtime::Vm;
+use tern_vm::value::name_node;
 use tern_vm::VmConfig;
 
 #[derive(Default)]
@@ -25,10 +28,24 @@ impl Console for Out {
 }
 
 /// Ops between in-process nodes: one queue and one thread per destination, so each
-/// pair's ops arrive once and in order.
+/// pair's ops arrive once and in order; optionally each pair's ops are delayed first, by
+/// a latency of that pair's own (so a message can overtake one sent before it on a
+/// longer path).
 struct Net {
     nodes: RwLock<Vec<Weak<Node>>>,
     queues: Vec<crossbeam_channel::Sender<(u16, Op)>>,
+    /// With latencies: per (from - 1) * n + (to - 1), the pair's delay line.
+    pairs: Vec<crossbeam_channel::Sender<(Instant, u16, Op)>>,
+    /// Messages (`Op::Deliver`) sent so far, per (from, to).
+    delivers: Mutex<HashMap<(u16, u16), u64>>,
+    /// (node, k): every k-th message that node sends is refused (as a full link does).
+    refuse: Mutex<Option<(u16, u64)>>,
+}
+
+impl Net {
+    fn delivers(&self, from: u16, to: u16) -> u64 {
+        self.delivers.lock().get(&(from, to)).copied().unwrap_or(0)
+    }
 }
 
 struct Link {
@@ -39,6 +56,18 @@ struct Link {
 impl Remote for Link {
     fn send(&self, to: u16, op: Op) -> Result<(), String> {
         let q = self.net.queues.get(usize::from(to).wrapping_sub(1)).ok_or("no such node")?;
+        if matches!(op, Op::Deliver(_)) {
+            let mut d = self.net.delivers.lock();
+            let n = d.entry((self.me, to)).or_default();
+            *n += 1;
+            if matches!(*self.net.refuse.lock(), Some((node, k)) if node == self.me && n.checked_rem(k) == Some(0)) {
+                return Err("the link cannot take more".into());
+            }
+        }
+        if !self.net.pairs.is_empty() {
+            let pair = usize::from(self.me - 1) * self.net.queues.len() + usize::from(to - 1);
+            return self.net.pairs[pair].send((Instant::now(), self.me, op)).map_err(|_| "stopped".to_string());
+        }
         q.send((self.me, op)).map_err(|_| "stopped".to_string())
     }
     fn node_id(&self, name: &str) -> Option<u16> {
@@ -54,6 +83,16 @@ impl Remote for Link {
 
 /// `n` nodes sharing one code store (so no module needs shipping).
 fn nodes(n: usize, vm: Arc<Vm>, out: Arc<Out>) -> (Vec<Arc<Node>>, Arc<Net>) {
+    nodes_with(n, vm, out, None)
+}
+
+/// Links with latencies: from 0 to 1.5 ms, different for each ordered pair.
+fn latency(from: u16, to: u16) -> Duration {
+    Duration::from_micros(u64::from((from * 7 + to * 3) % 4) * 500)
+}
+
+/// `n` nodes, each pair's ops delayed by `latency` if given.
+fn nodes_with(n: usize, vm: Arc<Vm>, out: Arc<Out>, latency: Option<fn(u16, u16) -> Duration>) -> (Vec<Arc<Node>>, Arc<Net>) {
     let mut queues = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..n {
@@ -61,7 +100,31 @@ fn nodes(n: usize, vm: Arc<Vm>, out: Arc<Out>) -> (Vec<Arc<Node>>, Arc<Net>) {
         queues.push(tx);
         receivers.push(rx);
     }
-    let net = Arc::new(Net { nodes: RwLock::new(Vec::new()), queues });
+    let mut pairs = Vec::new();
+    if let Some(latency) = latency {
+        for from in 1..=n as u16 {
+            for to in 1..=n as u16 {
+                let (tx, rx) = crossbeam_channel::unbounded::<(Instant, u16, Op)>();
+                let q = queues[usize::from(to) - 1].clone();
+                let delay = latency(from, to);
+                std::thread::spawn(move || {
+                    while let Ok((sent, from, op)) = rx.recv() {
+                        let due = sent + delay;
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if q.send((from, op)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                pairs.push(tx);
+            }
+        }
+    }
+    let net =
+        Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, pairs, delivers: Mutex::new(HashMap::new()), refuse: Mutex::new(None) });
     let mut all = Vec::new();
     for i in 1..=n as u16 {
         let config = NodeConfig { name: format!("n{i}"), id: i, workers: 1, record_exits: true, ..NodeConfig::default() };
@@ -192,6 +255,308 @@ fn an_aborted_move_leaves_the_process_running_where_it_was() {
     assert!(exit.reason.is_normal(), "{:?}", exit.reason);
     assert!(out.0.lock().contains("bad 0 on n1"), "{}", out.0.lock());
     assert!(ns[1].ps().is_empty(), "nothing left at the destination");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// A worker whose inbox and channel get numbered messages from three senders, on the
+/// nodes named `@0`, `@1`, `@2`, each checking every sender's order; after them (with
+/// `EXTRA`) one more message on each, which it passes to main.
+const RING: &str = r#"
+let N = 1500;
+let EXTRA = @extra;
+fn worker(main) {
+    let ch = channel();
+    send(main, {worker: self(), tx: ch[0]});
+    let next = [0, 0, 0];
+    let cnext = [0, 0, 0];
+    let bad = 0;
+    for k in 0..3 * N {
+        let m = recv(ch[1]);
+        if m.i != cnext[m.s] { bad += 1; }
+        cnext[m.s] = m.i + 1;
+        let m2 = recv();
+        if m2.i != next[m2.s] { bad += 1; }
+        next[m2.s] = m2.i + 1;
+    }
+    send(main, {bad: bad, node: node()});
+    if EXTRA {
+        let x = recv(10000);
+        let y = recv(ch[1], 10000);
+        send(main, {x: x, y: y});
+    }
+}
+fn sender(w, tx, s) {
+    for i in 0..N {
+        send(tx, {s: s, i: i});
+        send(w, {s: s, i: i});
+        if i % 10 == 0 { sleep(1); }
+    }
+}
+let hello = spawn(worker, self());
+let w = recv();
+println("worker ${w.worker}");
+spawn_on("@0", sender, w.worker, w.tx, 0);
+spawn_on("@1", sender, w.worker, w.tx, 1);
+spawn_on("@2", sender, w.worker, w.tx, 2);
+let r = recv();
+println("bad ${r.bad} on ${r.node}");
+if EXTRA {
+    let e = recv();
+    println("extra ${e.x} ${e.y}");
+}
+"#;
+
+/// Nodes `n` with the ring program loaded, senders on `senders`, main on node 1.
+fn start_ring(n: usize, senders: [&str; 3], extra: bool) -> (Vec<Arc<Node>>, Arc<Net>, Arc<Out>, Pid, Pid) {
+    let vm = new_vm(VmConfig::default());
+    let mut src = RING.replace("@extra", if extra { "true" } else { "false" });
+    for (i, s) in senders.iter().enumerate() {
+        src = src.replace(&format!("@{i}"), s);
+    }
+    let p = compile_text("ring.tern", &src).unwrap();
+    for m in &p.modules {
+        vm.load(m.clone()).unwrap();
+    }
+    let out = Arc::new(Out::default());
+    let (ns, net) = nodes_with(n, Arc::new(vm), out.clone(), Some(latency));
+    let main = ns[0].spawn_main(p.main).unwrap();
+    let worker = worker_pid(&out);
+    (ns, net, out, main, worker)
+}
+
+/// Moves `pid` from node `from` to node `to` (ids) by the transfer steps. With `update`,
+/// the link update follows as a host would carry it out (every node it names told, each
+/// acknowledging by returning), then the source drops its forwarding pointers. Returns
+/// the receive ends it holds with their move counts, and its own.
+fn move_process(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool) -> (Vec<(u64, u32)>, u32) {
+    let (src, dst) = (&ns[usize::from(from) - 1], &ns[usize::from(to) - 1]);
+    src.freeze(pid, Duration::from_secs(10)).unwrap();
+    let image = src.export_frozen(pid).unwrap();
+    assert_eq!(dst.import_image(&image).unwrap(), pid);
+    std::thread::sleep(Duration::from_millis(2)); // messages keep arriving at the source
+    let late = src.commit_export(pid, to).unwrap();
+    std::thread::sleep(Duration::from_millis(2)); // and at the destination, before its commit
+    let chans: Vec<(u64, u32)> = late.chans.iter().map(|c| (c.chan, c.moves)).collect();
+    let mut told: Vec<u16> = late.inbox_origins.clone();
+    told.push(name_node(pid));
+    for c in &late.chans {
+        told.push(name_node(c.chan));
+        told.extend(&c.partners);
+    }
+    let moves = late.moves;
+    dst.commit_import(pid, late).unwrap();
+    if update {
+        let ids: Vec<u64> = chans.iter().map(|(c, _)| *c).collect();
+        told.sort_unstable();
+        told.dedup();
+        told.retain(|&n| n != to && n != from);
+        for n in told {
+            ns[usize::from(n) - 1].apply_link_update(pid, to, moves, &chans);
+        }
+        src.drop_forwarding(pid, &ids);
+    }
+    (chans, moves)
+}
+
+/// Moves the worker n1 -> n2 -> n3 -> n1 -> n2 while senders on all three nodes send to
+/// its inbox and its channel; every sender's messages arrive in order, none lost or twice.
+fn ring(update: bool) {
+    let (ns, _net, out, main, worker) = start_ring(3, ["n1", "n2", "n3"], false);
+    for (from, to) in [(1, 2), (2, 3), (3, 1), (1, 2)] {
+        std::thread::sleep(Duration::from_millis(12));
+        move_process(&ns, worker, from, to, update);
+    }
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    assert!(text.contains("bad 0 on n2"), "{text}");
+    for n in ns {
+        n.stop();
+    }
+}
+
+#[test]
+fn inbox_and_channel_messages_keep_every_senders_order_over_many_moves_by_forwarding() {
+    ring(false);
+}
+
+#[test]
+fn inbox_and_channel_messages_keep_every_senders_order_over_many_moves_with_link_updates() {
+    ring(true);
+}
+
+/// With link updates and dropped pointers, a node the process left (not its birth node,
+/// sending nothing to it) keeps nothing about it; a message that reaches it anyway still
+/// gets there, by the birth node.
+#[test]
+fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
+    let (ns, net, out, main, worker) = start_ring(4, ["n1", "n2", "n4"], true);
+    let mut chans = Vec::new();
+    for (from, to) in [(1, 2), (2, 3), (3, 1), (1, 2)] {
+        std::thread::sleep(Duration::from_millis(12));
+        chans = move_process(&ns, worker, from, to, true).0.iter().map(|(c, _)| *c).collect();
+    }
+    assert_eq!(chans.len(), 1);
+    assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 keeps nothing");
+    assert_eq!(ns[0].forwarding_state(worker, &chans), (true, 1), "n1, where both were born, knows where they are");
+    assert!(ns[1].forwarding_state(worker, &chans).0, "n2 has it");
+    // Messages that reach n3 anyway (once the senders are done): one from outside any
+    // process there, one forwarded to it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.0.lock().contains("bad ") {
+        assert!(Instant::now() < deadline, "the worker did not finish: {}", out.0.lock());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let before = net.delivers(3, 1);
+    assert_eq!(ns[2].send_to(worker, Message::scalar(Val::Int(7))), Ok(true));
+    // (Numbered as the first message from a node that has sent none to the channel.)
+    let d = Deliver { target: Target::Chan(chans[0]), origin: 3, seq: 0, hops: 1, msg: Message::scalar(Val::Int(8)), carried: Vec::new() };
+    ns[2].receive(4, Op::Deliver(d));
+    assert_eq!(net.delivers(3, 1), before + 2, "both went by the birth node");
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    assert!(text.contains("bad 0 on n2\nextra 7 8"), "{text}");
+    assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 still keeps nothing");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// A link update makes a sender's node send straight to the new place, where before it
+/// sent by the node the process left; a stale update changes nothing.
+#[test]
+fn a_link_update_makes_a_partner_send_straight_to_the_new_node() {
+    let (ns, net, out, main, worker) = start_ring(3, ["n3", "n3", "n3"], false);
+    std::thread::sleep(Duration::from_millis(15));
+    let (with_moves, moves) = move_process(&ns, worker, 1, 2, false);
+    let chans: Vec<u64> = with_moves.iter().map(|(c, _)| *c).collect();
+    // n3 goes on sending by n1 (to the inbox: it is told where the channel went).
+    let at_move = net.delivers(3, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.delivers(3, 1) < at_move + 10 {
+        assert!(Instant::now() < deadline, "n3 sent nothing more by n1");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ns[0].forwarding_state(worker, &chans), (true, 1));
+    let direct = net.delivers(3, 2);
+    ns[2].apply_link_update(worker, 2, moves, &with_moves);
+    // Stale news (an older move, or the same one again) changes nothing.
+    ns[2].apply_link_update(worker, 1, 0, &[]);
+    ns[2].apply_link_update(worker, 1, moves, &[]);
+    std::thread::sleep(Duration::from_millis(5)); // sends already under way
+    let via_old = net.delivers(3, 1);
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    assert!(text.contains("bad 0 on n2"), "{text}");
+    assert_eq!(net.delivers(3, 1), via_old, "nothing more from n3 by n1");
+    assert!(net.delivers(3, 2) > direct + 100, "n3 sends straight to n2");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// A sender whose link refuses some of its messages (as a full one does): those sends
+/// fail, and the rest still arrive, in order — a refused message uses no number, so none
+/// waits for it.
+#[test]
+fn a_message_the_link_refuses_holds_back_none_after_it() {
+    const PROGRAM: &str = r#"
+let N = 300;
+fn worker(main) {
+    let ch = channel();
+    send(main, {worker: self(), tx: ch[0]});
+    let last = -1;
+    let bad = 0;
+    let got = 0;
+    let fin = nil;
+    while fin == nil {
+        let m = recv(10000);
+        if m.i < 0 { fin = m; } else {
+            if m.i <= last { bad += 1; }
+            last = m.i;
+            got += 1;
+        }
+    }
+    let clast = -1;
+    for k in 0..fin.cok {
+        let v = recv(ch[1], 10000);
+        if v <= clast { bad += 1; }
+        clast = v;
+    }
+    send(main, "bad ${bad} got ${got} of ${fin.ok}, ${fin.cok} on the channel");
+}
+fn sender(w, tx) {
+    let ok = 0;
+    let cok = 0;
+    for i in 0..N {
+        if try { send(w, {i: i}); true } catch e { false } { ok += 1; }
+        if try { send(tx, i); true } catch e { false } { cok += 1; }
+    }
+    let sent = false;
+    while not sent { sent = try { send(w, {i: -1, ok: ok, cok: cok}); true } catch e { false }; }
+}
+let hello = spawn(worker, self());
+let w = recv();
+println("worker ${w.worker}");
+spawn_on("n2", sender, w.worker, w.tx);
+println(recv());
+"#;
+    let vm = new_vm(VmConfig::default());
+    let p = compile_text("refused.tern", PROGRAM).unwrap();
+    for m in &p.modules {
+        vm.load(m.clone()).unwrap();
+    }
+    let out = Arc::new(Out::default());
+    let (ns, net) = nodes(2, Arc::new(vm), out.clone());
+    *net.refuse.lock() = Some((2, 7));
+    let main = ns[0].spawn_main(p.main).unwrap();
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    let line = text.lines().find(|l| l.starts_with("bad ")).unwrap_or_else(|| panic!("{text}"));
+    let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n[0], 0, "{text}");
+    assert_eq!(n[1], n[2], "every message sent arrived: {text}");
+    assert!(n[2] < 300 && n[3] < 300, "some were refused: {text}");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// Messages that reach a destination while the process is being imported there wait for
+/// it; if the import is aborted they go on to where the process still is, in order.
+#[test]
+fn an_aborted_import_sends_on_what_reached_it() {
+    let (ns, net, out, main, worker) = start_ring(3, ["n3", "n3", "n3"], false);
+    std::thread::sleep(Duration::from_millis(10));
+    // n3 learns the worker is on n2, then it goes back to n1 without telling n3: n3
+    // keeps sending to n2.
+    move_process(&ns, worker, 1, 2, true);
+    std::thread::sleep(Duration::from_millis(5));
+    move_process(&ns, worker, 2, 1, false);
+    std::thread::sleep(Duration::from_millis(5));
+    ns[0].freeze(worker, Duration::from_secs(10)).unwrap();
+    let image = ns[0].export_frozen(worker).unwrap();
+    assert_eq!(ns[1].import_image(&image).unwrap(), worker);
+    let (to_n2, n2_to_n1) = (net.delivers(3, 2), net.delivers(2, 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while net.delivers(3, 2) < to_n2 + 10 {
+        assert!(Instant::now() < deadline, "n3 sent nothing to n2");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(3)); // and they have arrived
+    ns[1].abort_import(worker);
+    ns[0].abort_export(worker);
+    assert!(net.delivers(2, 1) >= n2_to_n1 + 10, "what waited at n2 went on to n1");
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
+    let text = out.0.lock().clone();
+    assert!(text.contains("bad 0 on n1"), "{text}");
+    assert!(ns[1].ps().is_empty(), "nothing left at n2");
     for n in ns {
         n.stop();
     }

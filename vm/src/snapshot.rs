@@ -15,7 +15,7 @@ use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 3;
+pub const IMAGE_VERSION: u16 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {
@@ -50,6 +50,13 @@ pub struct SlotImage {
     /// Time left on the blocking call's timeout, in µs (the deadline itself is a
     /// node-local clock reading).
     pub timeout_left_us: Option<u64>,
+    /// Times the process has moved between nodes (the version of its pid's routes).
+    pub moves: u32,
+    /// Numbered inbox messages (see `node/remote.rs`, "Order"): per origin node, the
+    /// number of the next one expected from it ...
+    pub inbox_expect: Vec<(u16, u64)>,
+    /// ... and those that arrived ahead of their turn: (origin, number, message).
+    pub inbox_held: Vec<(u16, u64, Message)>,
 }
 
 #[derive(Serialize, Deserialize)]

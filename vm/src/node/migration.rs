@@ -186,7 +186,7 @@ impl Node {
         let i = &self.inner;
         match i.procs.get(pid) {
             Some(super::Entry::Live(s)) => (!matches!(s.st.lock().status, Status::Exited | Status::Moved)).then_some(i.id),
-            Some(super::Entry::Moved(n)) => Some(n),
+            Some(super::Entry::Moved(n, _)) => Some(n),
             None => Some(crate::value::name_node(pid)).filter(|&b| b != i.id),
         }
     }
@@ -197,11 +197,13 @@ impl Node {
     pub fn partner_nodes(&self, pid: Pid) -> Vec<u16> {
         let i = &self.inner;
         let Some(slot) = i.local_slot(pid) else { return Vec::new() };
-        let (chans, others): (Vec<super::ChanId>, Vec<Pid>) = {
+        let (chans, others, senders): (Vec<super::ChanId>, Vec<Pid>, Vec<u16>) = {
             let st = slot.st.lock();
-            (st.mailbox.chans.iter().map(|(c, _)| *c).collect(), st.links.iter().chain(&st.watchers).copied().collect())
+            (st.mailbox.chans.iter().map(|(c, _)| *c).collect(), st.links.iter().chain(&st.watchers).copied().collect(), st.order.origins())
         };
-        let mut out: Vec<u16> = vec![crate::value::name_node(pid)];
+        // Nodes that sent it numbered messages by pid, too.
+        let mut out: Vec<u16> = senders;
+        out.push(crate::value::name_node(pid));
         for c in chans {
             if let Some(meta) = i.chan_meta.get(c) {
                 out.extend(meta.partners().iter().copied());
@@ -218,15 +220,4 @@ impl Node {
         out.retain(|&n| n != i.id);
         out
     }
-}
-
-// Interim (replaced by the versioned routes of the inbox-order branch).
-impl Node {
-    pub fn apply_link_update(&self, pid: Pid, node: u16, _moves: u32, chans: &[(super::ChanId, u32)]) {
-        self.inner.pid_moved(pid, node);
-        for &(chan, moves) in chans {
-            self.inner.receive(node, super::Op::RxMoved { chan, node, moves });
-        }
-    }
-    pub fn drop_forwarding(&self, _pid: Pid, _chans: &[super::ChanId]) {}
 }

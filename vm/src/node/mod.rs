@@ -332,6 +332,10 @@ pub(crate) struct SlotState {
     import: Option<transfer::ExportMark>,
     /// Work to do on the process at its next safepoint (flag `JOBS`).
     jobs: Vec<migration::Job>,
+    /// Times the process has moved between nodes (the version of its pid's routes).
+    moves: u32,
+    /// The sequence state of numbered inbox messages (see `remote.rs`, "Order").
+    order: remote::InboxOrder,
 }
 
 impl SlotState {
@@ -346,6 +350,9 @@ impl SlotState {
             trap_exits: self.trap_exits,
             kill: self.kill.clone(),
             timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
+            moves: self.moves,
+            inbox_expect: self.order.expect.clone(),
+            inbox_held: self.order.held.clone(),
         }
     }
 }
@@ -385,6 +392,8 @@ impl Slot {
                 export: None,
                 import: None,
                 jobs: Vec::new(),
+                moves: 0,
+                order: remote::InboxOrder::default(),
             }),
         })
     }
@@ -393,7 +402,8 @@ impl Slot {
 #[derive(Clone)]
 enum Entry {
     Live(Arc<Slot>),
-    Moved(u16),
+    /// Moved to a node, after a number of moves: replaced only by a newer route.
+    Moved(u16, u32),
 }
 
 const SHARDS: usize = 64;
@@ -524,6 +534,8 @@ pub(crate) struct NodeInner {
     arriving: Shards<Vec<remote::Arriving>>,
     /// Per channel: the number of the next message sent to it from here to another node.
     seqs: Shards<u64>,
+    /// The same per process (for its inbox).
+    pid_seqs: Shards<u64>,
     /// Spawns on other nodes waiting for their answer: request -> (parent, node).
     pending_spawns: Mutex<HashMap<u64, (Pid, u16)>>,
     /// Monitors of processes on other nodes: node -> (watcher here, target there).
@@ -599,6 +611,7 @@ impl Node {
             chan_meta: Shards::new(),
             arriving: Shards::new(),
             seqs: Shards::new(),
+            pid_seqs: Shards::new(),
             pending_spawns: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(HashMap::new()),
         });
@@ -698,6 +711,12 @@ impl Node {
         self.inner.node_down(node);
     }
 
+    /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
+    /// forgets the sequence state of messages from it, here and in the processes here.
+    pub fn forget_origin(&self, node: u16) {
+        self.inner.forget_origin(node);
+    }
+
     /// Starts module `main`'s top level as a new process whose console output goes to
     /// `console` (see `ProcSys::console`).
     pub fn spawn_main_on(&self, main: crate::bytecode::ModuleHash, console: u64, watch: bool) -> Result<Pid, crate::process::LinkError> {
@@ -744,7 +763,7 @@ impl Node {
         for s in &self.inner.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
                 Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(_) => None,
+                Entry::Moved(..) => None,
             }));
         }
         let mut out: Vec<ProcInfo> = slots
@@ -851,7 +870,7 @@ impl Node {
                 let st = s.st.lock();
                 Some((st.mailbox.count(), st.mailbox.bytes))
             }
-            Entry::Moved(_) => None,
+            Entry::Moved(..) => None,
         }
     }
 
@@ -970,7 +989,7 @@ impl NodeInner {
         for s in &self.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
                 Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(_) => None,
+                Entry::Moved(..) => None,
             }));
         }
         let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
@@ -1042,7 +1061,7 @@ impl NodeInner {
         for _ in 0..8 {
             let next = match node.procs.get(pid) {
                 Some(Entry::Live(s)) => return Some((node, s)),
-                Some(Entry::Moved(n)) => n,
+                Some(Entry::Moved(n, _)) => n,
                 None if node.id == name_node(pid) => return None,
                 None => name_node(pid),
             };
@@ -1084,13 +1103,18 @@ impl NodeInner {
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
     ) -> Result<Option<Pid>, DeliverError> {
-        if let Target::Chan(c) = target {
-            // Once this node has sent to the channel while its receive end was elsewhere,
-            // every message from here to it is numbered: one still on its way cannot be
-            // overtaken by a later one, wherever the end is (see `remote.rs`, "Order").
-            if self.remote().is_some() && self.seqs.contains(c) {
-                let seq = self.next_seq(c);
-                return self.route_numbered(c, self.id, seq, 0, msg, carried, local);
+        // Once this node has sent to the channel (or the process) while its receive end
+        // (or it) was elsewhere, every message from here to it is numbered: one still on
+        // its way cannot be overtaken by a later one, wherever it is (`remote.rs`, "Order").
+        if self.remote().is_some() {
+            match target {
+                Target::Chan(c) if self.seqs.contains(c) => {
+                    return self.route_numbered(c, self.id, None, 0, msg, carried, local);
+                }
+                Target::Inbox(p) if self.pid_seqs.contains(p) => {
+                    return self.route_inbox(p, self.id, None, 0, msg, carried, local);
+                }
+                _ => {}
             }
         }
         self.deliver_now(target, msg, carried, local)
@@ -1795,7 +1819,7 @@ impl NodeInner {
         let birth = name_node(pid);
         if birth != dest.id {
             if let Some(b) = self.node(birth) {
-                b.procs.insert(pid, Entry::Moved(dest.id));
+                b.procs.insert(pid, Entry::Moved(dest.id, st.moves.saturating_add(1)));
             }
         }
         st.status = Status::Moved;
@@ -1838,6 +1862,9 @@ impl NodeInner {
         st.links = img.links;
         st.watchers = img.watchers;
         st.trap_exits = img.trap_exits;
+        // Reinstated elsewhere: one more move.
+        st.moves = img.moves.saturating_add(1);
+        st.order.set(img.inbox_expect, img.inbox_held);
         if img.kill.is_some() {
             st.kill = img.kill;
             slot.flags.fetch_or(KILL, Ordering::SeqCst);

@@ -9,20 +9,38 @@
 //! **Where things are.** A process lives on the node that spawned it (`spawn_on` starts
 //! it on the chosen node, under a pid born there), so a pid's node is in its name —
 //! unless it was moved (`transfer.rs`): then the node it left keeps a forwarding pointer
-//! (`Entry::Moved`), and its birth node is told where it went (`Op::PidMoved`). A
-//! channel's receive end can travel: in messages and spawn arguments, to any node. The
-//! node it leaves keeps a *forwarding pointer* (the node it went to, and how many moves
-//! the end had made); the channel's birth node and the nodes holding send ends of it
-//! (its *partners*, which the hosting node keeps, and hands on with the end) are told
-//! the new place, so a sender goes straight there. Pointers are only ever replaced by
-//! ones with more moves, so following them always goes forward and never loops.
+//! (`Entry::Moved`), its birth node is told where it went (`Op::PidMoved`), and the host
+//! tells the nodes that send to it (a link update, [`super::Node::apply_link_update`]),
+//! after which the node it left may forget it ([`super::Node::drop_forwarding`]): a
+//! node with no entry for a pid asks its birth node, which always has the newest route.
+//! A channel's receive end can travel: in messages and spawn arguments, to any node, and
+//! with a process that moves. The node it leaves keeps a *forwarding pointer* (the node
+//! it went to, and how many moves the end had made); the channel's birth node and the
+//! nodes holding send ends of it (its *partners*, which the hosting node keeps, and
+//! hands on with the end) are told the new place, so a sender goes straight there. A
+//! process's routes are versioned the same way, by the number of moves it has made.
+//! Routes and pointers are only ever replaced by ones with more moves, so following
+//! them always goes forward and never loops (and forwarding is bounded by
+//! [`MAX_FORWARDS`]).
 //!
-//! **Order.** A message to a channel sent from another node carries its origin node and
-//! a sequence number per (origin, channel). The hosting node puts messages from each
-//! origin in the mailbox in sequence order, holding back one that overtook an earlier
-//! one (which a message on a forwarding path and a later one sent straight to the new
-//! place can do); the expected numbers travel with the receive end. So messages from
-//! one sender are never reordered, however the end moves.
+//! **Order.** A message sent from another node, to a channel or to a process's inbox,
+//! carries its origin node and a sequence number per (origin, target): a node numbers
+//! its messages to a target once it has sent one to it while the target was on another
+//! node — all later ones, local ones included (it keeps one counter map for channels
+//! and one for pids). The node where the receive end (or the process) is puts messages
+//! from each origin in the mailbox in sequence order, holding back one that overtook an
+//! earlier one (which a message on a forwarding path and a later one sent straight to
+//! the new place can do) and dropping a number already passed. The expected numbers
+//! and the messages held back travel with the receive end, and for an inbox with the
+//! process (its image, and [`super::Late`] at commit); numbered messages that reach a
+//! process while it is being imported wait for the commit's state. A numbered message
+//! is queued under the slot lock of the process that has it, which moving it away also
+//! needs, so the state that travels always matches what was queued; a number is
+//! assigned where the message is queued or handed to the link (so one the link refuses
+//! uses none, and no gap holds back the rest) and kept however far the message is
+//! forwarded. So messages from one sender are never reordered, however often the end
+//! or the process moves. (A node that restarts numbers from 0 again: its host calls
+//! [`super::Node::forget_origin`].)
 
 use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
 use crate::message::Message;
@@ -118,10 +136,11 @@ pub enum Op {
         chan: ChanId,
         node: u16,
     },
-    /// A process born on the receiving node is now on `node`.
+    /// A process born on the receiving node is now on `node`, after `moves` moves.
     PidMoved {
         pid: Pid,
         node: u16,
+        moves: u32,
     },
 }
 
@@ -129,7 +148,8 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deliver {
     pub target: Target,
-    /// The node the message was sent from, and (to a channel) its number from there.
+    /// The node the message was sent from, and its number from there (per origin and
+    /// target; see "Order").
     pub origin: u16,
     pub seq: u64,
     /// Times forwarded so far.
@@ -175,6 +195,80 @@ impl ChanMeta {
     }
 }
 
+/// Puts message number `seq` from node `origin` in sequence, given the next number
+/// expected from each origin and the messages held back: returns the messages that can
+/// be queued now (this one and any held back behind it), in order. A number already
+/// passed is a duplicate, dropped; at most [`MAX_HELD`] messages are held back.
+fn sequence(expect: &mut Vec<(u16, u64)>, held: &mut Vec<(u16, u64, Message)>, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+    let i = match expect.iter().position(|(o, _)| *o == origin) {
+        Some(i) => i,
+        None => {
+            expect.push((origin, 0));
+            expect.len() - 1
+        }
+    };
+    let next = expect[i].1;
+    if seq < next {
+        return Vec::new(); // already delivered
+    }
+    if seq > next {
+        if held.len() < MAX_HELD {
+            held.push((origin, seq, msg));
+        }
+        return Vec::new();
+    }
+    let mut out = vec![msg];
+    let mut n = next.wrapping_add(1);
+    while let Some(j) = held.iter().position(|(o, s, _)| *o == origin && *s == n) {
+        out.push(held.swap_remove(j).2);
+        n = n.wrapping_add(1);
+    }
+    expect[i].1 = n;
+    out
+}
+
+/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
+/// with it: in its image, and in [`super::Late`] for what changed after the image.
+#[derive(Debug, Default)]
+pub(crate) struct InboxOrder {
+    /// Per origin node: the number of the next message expected from it.
+    pub(crate) expect: Vec<(u16, u64)>,
+    /// Messages that arrived ahead of their turn: (origin, seq, message).
+    pub(crate) held: Vec<(u16, u64, Message)>,
+    /// Numbered messages that reached the process while it was being imported here
+    /// (the state they are ordered by comes with the commit); `carried` stays empty (the
+    /// ends they carried are in the mailbox already).
+    pub(crate) waiting: Vec<Arriving>,
+}
+
+impl InboxOrder {
+    /// See [`sequence`].
+    pub(crate) fn put(&mut self, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+        sequence(&mut self.expect, &mut self.held, origin, seq, msg)
+    }
+
+    /// Takes over the state that came with the process (from its image or its commit).
+    pub(crate) fn set(&mut self, expect: Vec<(u16, u64)>, mut held: Vec<(u16, u64, Message)>) {
+        held.truncate(MAX_HELD);
+        self.expect = expect;
+        self.held = held;
+    }
+
+    /// The nodes that have sent numbered messages to this inbox.
+    pub(crate) fn origins(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.iter().map(|(o, _, _)| *o)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Node `origin` restarted: what it numbered before is of no use any more.
+    fn forget(&mut self, origin: u16) {
+        self.expect.retain(|(o, _)| *o != origin);
+        self.held.retain(|(o, _, _)| *o != origin);
+    }
+}
+
 /// A numbered message for a receive end that is in a process being imported here.
 #[derive(Debug, Clone)]
 pub(crate) struct Arriving {
@@ -210,7 +304,7 @@ impl NodeInner {
     pub(crate) fn remote_node_of(&self, pid: Pid) -> Option<u16> {
         self.remote()?;
         match self.procs.get(pid) {
-            Some(super::Entry::Moved(n)) if self.node(n).is_none() => Some(n),
+            Some(super::Entry::Moved(n, _)) if self.node(n).is_none() => Some(n),
             Some(_) => None,
             None => {
                 let b = name_node(pid);
@@ -239,7 +333,10 @@ impl NodeInner {
     }
 
     /// Sends a message to `target` on node `to`, carrying `carried` (receive ends taken
-    /// from the sender) along, and records where those ends went.
+    /// from the sender) along, and records where those ends went. `origin`: the origin,
+    /// number and hops of a message already numbered; else it gets the next number from
+    /// here, used up only if the message leaves (a gap would hold back every later
+    /// message from here to the target for ever): the counter is held meanwhile.
     pub(crate) fn send_remote(
         &self,
         to: u16,
@@ -248,15 +345,27 @@ impl NodeInner {
         carried: Vec<(ChanId, VecDeque<Message>)>,
         origin: Option<(u16, u64, u8)>,
     ) -> Result<(), String> {
-        let (origin, seq, hops) = match (origin, target) {
-            (Some(o), _) => o,
-            (None, Target::Chan(c)) => (self.id, self.next_seq(c), 0),
-            (None, Target::Inbox(_)) => (self.id, 0, 0),
+        if let Some((origin, seq, hops)) = origin {
+            return self.send_deliver(to, Deliver { target, origin, seq, hops, msg, carried: Vec::new() }, carried);
+        }
+        let (counters, k) = match target {
+            Target::Chan(c) => (&self.seqs, c),
+            Target::Inbox(p) => (&self.pid_seqs, p),
         };
-        let carried = self.carry_away(to, carried);
-        self.announce_tx(to, &msg);
-        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Deliver(Deliver { target, origin, seq, hops, msg, carried }));
+        let mut shard = counters.shard(k).lock();
+        let next = shard.entry(k).or_insert(0);
+        let r = self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, msg, carried: Vec::new() }, carried);
+        if r.is_ok() {
+            *next += 1;
+        }
+        r
+    }
+
+    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Vec<(ChanId, VecDeque<Message>)>) -> Result<(), String> {
+        d.carried = self.carry_away(to, carried);
+        self.announce_tx(to, &d.msg);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Deliver(d));
         self.announce_moves(to, &moved);
         r
     }
@@ -264,6 +373,16 @@ impl NodeInner {
     pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
         let mut shard = self.seqs.shard(c).lock();
         let n = shard.entry(c).or_insert(0);
+        let s = *n;
+        *n += 1;
+        s
+    }
+
+    /// The number of the next message from this node to process `pid`'s inbox (a map of
+    /// its own: a hostile peer could name a pid that is a channel id).
+    pub(crate) fn next_pid_seq(&self, pid: Pid) -> u64 {
+        let mut shard = self.pid_seqs.shard(pid).lock();
+        let n = shard.entry(pid).or_insert(0);
         let s = *n;
         *n += 1;
         s
@@ -379,16 +498,8 @@ impl NodeInner {
                 self.forget_monitor(from, to, p);
                 let _ = self.deliver(Target::Inbox(to), super::event_message("down", p, &reason), Vec::new(), None);
             }
-            Op::RxMoved { chan, node, moves } => {
-                if self.holder(chan).is_some() {
-                    return;
-                }
-                let newer = self.rx_places.get(chan).is_none_or(|p| moves > p.moves);
-                if newer {
-                    self.rx_places.insert(chan, RxPlace { node, moves });
-                }
-            }
-            Op::PidMoved { pid, node } => self.pid_moved(pid, node),
+            Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
+            Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
             Op::Partner { chan, node } => {
                 if self.holder(chan).is_some() {
                     self.add_partner(chan, node);
@@ -413,33 +524,117 @@ impl NodeInner {
                     self.drop_ends(&ends);
                     return;
                 }
-                let _ = self.route_numbered(c, origin, seq, hops + 1, msg, ends, None);
+                let _ = self.route_numbered(c, origin, Some(seq), hops + 1, msg, ends, None);
             }
-            Target::Inbox(pid) => match self.remote_node_of(pid) {
-                Some(n) => {
-                    if hops >= MAX_FORWARDS || self.send_remote(n, target, msg, ends, Some((origin, seq, hops + 1))).is_err() {
-                        self.log_drop(target, "its node cannot be reached");
-                    }
+            Target::Inbox(pid) => {
+                if hops >= MAX_FORWARDS {
+                    self.log_drop(target, "forwarded too many times");
+                    self.drop_ends(&ends);
+                    return;
                 }
-                None => {
-                    if let Err(super::DeliverError::Full(p)) = self.deliver_now(target, msg, ends, None) {
-                        self.log_drop(Target::Inbox(p), "its mailbox is full");
-                    }
+                match self.route_inbox(pid, origin, Some(seq), hops + 1, msg, ends, None) {
+                    Err(super::DeliverError::Full(p)) => self.log_drop(Target::Inbox(p), "its mailbox is full"),
+                    Err(super::DeliverError::Unreachable(_)) => self.log_drop(target, "its node cannot be reached"),
+                    Ok(_) => {}
                 }
-            },
+            }
+        }
+    }
+
+    /// Delivers message number `seq` from node `origin` to process `pid`'s inbox wherever
+    /// the process is: into its slot here, in sequence (under the slot lock, which moving
+    /// it away needs), set aside while it is being imported here, or on to where it went,
+    /// keeping its number. `seq` `None`: a message from here, numbered where it is queued
+    /// or sent (so a message that goes nowhere uses no number). `hops`: times it has been
+    /// forwarded. A message in its turn that finds the mailbox full is dropped (its number
+    /// used up) and `Full` returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route_inbox(
+        &self,
+        pid: Pid,
+        origin: u16,
+        seq: Option<u64>,
+        hops: u8,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, super::DeliverError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            if tries > 1 {
+                // It is in the middle of a move: look again shortly.
+                if tries > 200_000 {
+                    self.log_drop(Target::Inbox(pid), "its process did not settle");
+                    self.drop_ends(&carried);
+                    return Ok(None);
+                }
+                std::thread::yield_now();
+            }
+            if let Some(n) = self.remote_node_of(pid) {
+                return self
+                    .send_remote(n, Target::Inbox(pid), msg, carried, seq.map(|s| (origin, s, hops)))
+                    .map(|()| Some(pid))
+                    .map_err(super::DeliverError::Unreachable);
+            }
+            let Some((node, slot)) = self.find(pid) else {
+                self.drop_ends(&carried);
+                return Ok(None);
+            };
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => {
+                    drop(st);
+                    self.drop_ends(&carried);
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
+            let full = carried.is_empty() && st.mailbox.bytes + msg.approx_bytes() > self.config.mailbox_limit_bytes;
+            for (c, q) in carried {
+                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                st.mailbox.chans.push((c, q));
+                self.set_holder(c, Some(pid));
+                self.rx_places.remove(c);
+            }
+            if st.import.is_some() {
+                // Its sequence state comes with the commit; the message waits for it.
+                if st.order.waiting.len() < MAX_HELD {
+                    st.order.waiting.push(Arriving { origin, seq, hops, msg, carried: Vec::new() });
+                }
+                return Ok(Some(pid));
+            }
+            let mut ready = st.order.put(origin, seq, msg);
+            let dropped = full && !ready.is_empty();
+            if dropped {
+                ready.remove(0); // its turn, but no room: dropped, and its number used
+            }
+            let mut bytes = 0;
+            for m in ready {
+                bytes += m.approx_bytes();
+                st.mailbox.inbox.push_back(m);
+            }
+            st.mailbox.bytes += bytes;
+            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Inbox) {
+                let local = if node.id == self.id { local } else { None };
+                node.wake_locked(pid, &slot, &mut st, local);
+            }
+            return if dropped { Err(super::DeliverError::Full(pid)) } else { Ok(Some(pid)) };
         }
     }
 
     /// Delivers message number `seq` from node `origin` for channel `c` wherever its
     /// receive end is: into the holder's queue here, in sequence (atomically with the end
     /// leaving, under the holder's slot lock), or on to where the end went, keeping its
-    /// number. `hops`: times it has been forwarded.
+    /// number (`None`: as [`NodeInner::route_inbox`]). `hops`: times it has been forwarded.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_numbered(
         &self,
         c: ChanId,
         origin: u16,
-        seq: u64,
+        seq: Option<u64>,
         hops: u8,
         mut msg: Message,
         mut carried: Vec<(ChanId, VecDeque<Message>)>,
@@ -474,13 +669,14 @@ impl NodeInner {
             {
                 let mut shard = self.arriving.shard(c).lock();
                 if let Some(waiting) = shard.get_mut(&c) {
+                    let seq = seq.unwrap_or_else(|| self.next_seq(c));
                     waiting.push(Arriving { origin, seq, hops, msg, carried });
                     return Ok(None);
                 }
             }
             return match self.remote_rx_node(c) {
                 Some(n) => self
-                    .send_remote(n, Target::Chan(c), msg, carried, Some((origin, seq, hops)))
+                    .send_remote(n, Target::Chan(c), msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| None)
                     .map_err(super::DeliverError::Unreachable),
                 None => {
@@ -499,7 +695,7 @@ impl NodeInner {
         pid: Pid,
         c: ChanId,
         origin: u16,
-        seq: u64,
+        seq: Option<u64>,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
@@ -510,6 +706,7 @@ impl NodeInner {
             return Err((msg, carried));
         }
         // The end cannot leave while this lock is held (taking it away needs it).
+        let seq = seq.unwrap_or_else(|| self.next_seq(c));
         let ready = self.in_order(c, origin, seq, msg);
         let mut bytes = 0;
         if let Some(q) = st.mailbox.chan(c) {
@@ -531,7 +728,7 @@ impl NodeInner {
         Ok(())
     }
 
-    fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
+    pub(crate) fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
         for (c, _) in ends {
             self.set_holder(*c, None);
             self.chan_meta.remove(*c);
@@ -543,31 +740,7 @@ impl NodeInner {
     fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
-        let i = match meta.expect.iter().position(|(o, _)| *o == origin) {
-            Some(i) => i,
-            None => {
-                meta.expect.push((origin, 0));
-                meta.expect.len() - 1
-            }
-        };
-        let next = meta.expect[i].1;
-        if seq < next {
-            return Vec::new(); // already delivered
-        }
-        if seq > next {
-            if meta.held.len() < MAX_HELD {
-                meta.held.push((origin, seq, msg));
-            }
-            return Vec::new();
-        }
-        let mut out = vec![msg];
-        let mut n = next + 1;
-        while let Some(j) = meta.held.iter().position(|(o, s, _)| *o == origin && *s == n) {
-            out.push(meta.held.swap_remove(j).2);
-            n += 1;
-        }
-        meta.expect[i].1 = n;
-        out
+        sequence(&mut meta.expect, &mut meta.held, origin, seq, msg)
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
@@ -578,6 +751,68 @@ impl NodeInner {
         self.chan_meta.insert(c.chan, meta);
         self.rx_places.remove(c.chan);
         (c.chan, c.queue.into())
+    }
+
+    /// A channel's receive end is on `node` after `moves` moves: the pointer here is
+    /// replaced if this is newer and the end is not here (nor arriving).
+    fn rx_moved(&self, c: ChanId, node: u16, moves: u32) {
+        if node == self.id || self.holder(c).is_some() || self.chan_meta.contains(c) {
+            return;
+        }
+        let mut shard = self.rx_places.shard(c).lock();
+        if shard.get(&c).is_none_or(|p| moves > p.moves) {
+            shard.insert(c, RxPlace { node, moves });
+        }
+    }
+
+    /// See [`super::Node::apply_link_update`].
+    pub(crate) fn link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
+        self.pid_moved(pid, node, moves);
+        for &(c, m) in chans {
+            self.rx_moved(c, node, m);
+        }
+    }
+
+    /// See [`super::Node::drop_forwarding`].
+    pub(crate) fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
+        if name_node(pid) != self.id {
+            let mut shard = self.procs.shard(pid).lock();
+            if matches!(shard.get(&pid), Some(super::Entry::Moved(..))) {
+                shard.remove(&pid);
+            }
+        }
+        for &c in chans {
+            // A pointer is only kept for an end that is not here.
+            if name_node(c) != self.id {
+                self.rx_places.remove(c);
+            }
+        }
+    }
+
+    /// See [`super::Node::forwarding_state`].
+    pub(crate) fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
+        let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
+        (self.procs.contains(pid), n)
+    }
+
+    /// See [`super::Node::forget_origin`].
+    pub(crate) fn forget_origin(&self, origin: u16) {
+        let mut slots = Vec::new();
+        for s in &self.procs.shards {
+            slots.extend(s.lock().values().filter_map(|e| match e {
+                super::Entry::Live(slot) => Some(slot.clone()),
+                super::Entry::Moved(..) => None,
+            }));
+        }
+        for slot in slots {
+            slot.st.lock().order.forget(origin);
+        }
+        for s in &self.chan_meta.shards {
+            for meta in s.lock().values_mut() {
+                meta.expect.retain(|(o, _)| *o != origin);
+                meta.held.retain(|(o, _, _)| *o != origin);
+            }
+        }
     }
 
     fn log_drop(&self, target: Target, why: &str) {

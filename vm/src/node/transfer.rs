@@ -11,8 +11,16 @@
 //!    ([`Node::abort_export`] instead lets it run on here);
 //! 4. destination: [`Node::commit_import`] — it gets the late messages right after
 //!    those of the image, its receive ends (and messages that waited for them), and runs.
+//! 5. link updates: the host tells every node that sends to the process or its receive
+//!    ends where they are now ([`Node::apply_link_update`] there: the process's birth
+//!    node, [`Late::inbox_origins`], the ends' birth nodes and partners); once all have
+//!    acknowledged, [`Node::drop_forwarding`] at the source leaves nothing there (no
+//!    residual dependency, [`Node::forwarding_state`]): a message that still reaches it
+//!    goes by the birth node, which always knows the newest place.
 //!
 //! Until step 3 the source owns the process (invariant 7); after it, the destination.
+//! Every move increments the process's move count, the version of its routes
+//! (`Entry::Moved`, [`super::Op::PidMoved`]): a route is only replaced by a newer one.
 
 use super::remote::{Carried, RxPlace};
 use super::{ChanId, Entry, MoveError, Node, NodeInner, Pid, Slot, Status, KILL};
@@ -20,6 +28,7 @@ use crate::message::Message;
 use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 /// What reached a process at the source after its image was made, and the latest state
@@ -27,6 +36,14 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Late {
     pub inbox: Vec<Message>,
+    /// The moves the process has made, this one included: the version of its routes.
+    pub moves: u32,
+    /// The nodes that have sent it numbered inbox messages (to tell where it is now).
+    pub inbox_origins: Vec<u16>,
+    /// Its inbox's sequence state at commit (it replaces the image's): per origin, the
+    /// number of the next message expected, and the messages held back.
+    pub inbox_expect: Vec<(u16, u64)>,
+    pub inbox_held: Vec<(u16, u64, Message)>,
     /// Every receive end it holds: for an end in the image, the messages queued after
     /// it; for one that arrived later, all of them; with the sequence state and partners.
     pub chans: Vec<Carried>,
@@ -42,11 +59,14 @@ pub struct Late {
 pub(crate) struct ExportMark {
     inbox: usize,
     chans: Vec<(ChanId, usize)>,
+    /// At an import: the route the node had for the process before (put back if it is
+    /// aborted).
+    route: Option<(u16, u32)>,
 }
 
 impl ExportMark {
     pub(crate) fn of(m: &super::Mailbox) -> ExportMark {
-        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect() }
+        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect(), route: None }
     }
 }
 
@@ -56,7 +76,7 @@ impl Node {
         let i = &self.inner;
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         let mut st = slot.st.lock();
-        if st.status != Status::Frozen {
+        if st.status != Status::Frozen || st.import.is_some() {
             return Err(MoveError::NotHere(pid));
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
@@ -75,8 +95,14 @@ impl Node {
         if st.status != Status::Frozen {
             return Err(MoveError::NotHere(pid));
         }
+        let moves = st.moves.saturating_add(1);
+        let order = std::mem::take(&mut st.order);
         let mut late = Late {
             inbox: st.mailbox.inbox.drain(..).skip(mark.inbox).collect(),
+            moves,
+            inbox_origins: order.origins(),
+            inbox_expect: order.expect,
+            inbox_held: order.held,
             chans: Vec::new(),
             links: std::mem::take(&mut st.links),
             watchers: std::mem::take(&mut st.watchers),
@@ -89,10 +115,9 @@ impl Node {
             let queue: Vec<Message> = q.drain(..).skip(had).collect();
             let meta = i.chan_meta.remove(c).unwrap_or_default();
             let moves = meta.moves() + 1;
-            let mut partners = meta.partners().to_vec();
-            if !partners.contains(&i.id) {
-                partners.push(i.id);
-            }
+            // This node is not made a partner (as a node an end leaves in a message is):
+            // its pointer goes with the link update (`drop_forwarding`).
+            let partners = meta.partners().to_vec();
             i.rx_places.insert(c, RxPlace::new(dest, moves));
             i.set_holder(c, None);
             moved.push((c, moves, partners.clone()));
@@ -103,7 +128,7 @@ impl Node {
         st.parked = None;
         st.mailbox = super::Mailbox::default();
         // Senders that find the slot `Moved` look again and are sent on to `dest`.
-        i.procs.insert(pid, Entry::Moved(dest));
+        i.procs.insert(pid, Entry::Moved(dest, moves));
         drop(st);
         i.live.fetch_sub(1, Ordering::SeqCst);
         late.watched = i.watched.lock().remove(&pid).is_some();
@@ -112,7 +137,7 @@ impl Node {
         i.announce_moves(dest, &moved);
         let birth = name_node(pid);
         if birth != i.id && birth != dest {
-            let _ = i.remote_send(birth, super::Op::PidMoved { pid, node: dest });
+            let _ = i.remote_send(birth, super::Op::PidMoved { pid, node: dest, moves });
         }
         Ok(late)
     }
@@ -150,25 +175,61 @@ impl Node {
         for c in ends {
             i.arriving.insert(c, Vec::new());
         }
-        i.procs.insert(pid, Entry::Live(tslot));
+        let mut st = tslot.st.lock();
+        let before = i.procs.shard(pid).lock().insert(pid, Entry::Live(tslot.clone()));
+        if let (Some(Entry::Moved(n, m)), Some(mark)) = (before, st.import.as_mut()) {
+            mark.route = Some((n, m));
+        }
         Ok(pid)
     }
 
-    /// Instead of step 4: drops an imported copy that will not run.
+    /// Instead of step 4: drops an imported copy that will not run. What reached it here
+    /// meanwhile goes on to where the process is (by the route this node had before).
     pub fn abort_import(&self, pid: Pid) {
         let i = &self.inner;
         let Some(slot) = i.local_slot(pid) else { return };
         let mut st = slot.st.lock();
-        if st.import.take().is_none() {
-            return; // not an import (any more)
-        }
-        st.status = Status::Exited;
+        // Not an import (any more): nothing to do.
+        let Some(mark) = st.import.take() else { return };
+        // Senders that find the slot look again, and follow the route put back.
+        st.status = Status::Moved;
         st.parked = None;
-        let chans: Vec<ChanId> = st.mailbox.chans.iter().map(|(c, _)| *c).collect();
+        let imaged: Vec<ChanId> = mark.chans.iter().map(|(c, _)| *c).collect();
+        let later: Vec<Message> = st.mailbox.inbox.drain(..).skip(mark.inbox).collect();
+        let waiting = std::mem::take(&mut st.order.waiting);
+        let mut ends: Vec<(ChanId, VecDeque<Message>)> = st.mailbox.chans.drain(..).filter(|(c, _)| !imaged.contains(c)).collect();
+        st.mailbox = super::Mailbox::default();
+        {
+            let mut shard = i.procs.shard(pid).lock();
+            match mark.route {
+                Some((n, m)) => {
+                    shard.insert(pid, Entry::Moved(n, m));
+                }
+                None => {
+                    shard.remove(&pid);
+                }
+            }
+        }
         drop(st);
-        i.procs.remove(pid);
-        for c in chans {
-            i.arriving.remove(c);
+        let mut take = |m: &Message| {
+            let mine = m.rx_ends();
+            let (with, rest) = std::mem::take(&mut ends).into_iter().partition(|(c, _)| mine.contains(c));
+            ends = rest;
+            with
+        };
+        for m in later {
+            let carried = take(&m);
+            let _ = i.deliver_now(super::Target::Inbox(pid), m, carried, None);
+        }
+        for a in waiting {
+            let carried = take(&a.msg);
+            let _ = i.route_inbox(pid, a.origin, Some(a.seq), a.hops, a.msg, carried, None);
+        }
+        i.drop_ends(&ends);
+        for c in imaged {
+            for a in i.arriving.remove(c).unwrap_or_default() {
+                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
+            }
         }
     }
 
@@ -201,6 +262,16 @@ impl Node {
                     (None, _) => st.mailbox.chans.push((chan, q)),
                 }
             }
+            // Numbered messages that reached it here wait no more: in sequence, after the
+            // state that came with the commit.
+            st.moves = st.moves.max(late.moves);
+            st.order.set(late.inbox_expect, late.inbox_held);
+            for a in std::mem::take(&mut st.order.waiting) {
+                for m in st.order.put(a.origin, a.seq, a.msg) {
+                    bytes += m.approx_bytes();
+                    st.mailbox.inbox.push_back(m);
+                }
+            }
             st.mailbox.bytes += bytes;
             st.links = late.links;
             st.watchers = late.watchers;
@@ -225,22 +296,54 @@ impl Node {
         // Messages that reached this node for its ends before it was committed, in turn.
         for (c, msgs) in waiting {
             for a in msgs {
-                let _ = i.route_numbered(c, a.origin, a.seq, a.hops, a.msg, a.carried, None);
+                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
             }
         }
         i.unfreeze(pid);
         Ok(())
     }
+
+    /// Step 5 at a node that sends to process `pid` or to receive ends it holds (its
+    /// birth node, [`Late::inbox_origins`], the ends' birth nodes and partners): they are
+    /// on node `node` now, the process after `moves` moves and each end after its own
+    /// count, so later messages from here go straight there. A route is only replaced by
+    /// a newer one, and none is set for what is here.
+    pub fn apply_link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
+        self.inner.link_update(pid, node, moves, chans);
+    }
+
+    /// After step 5, at the source, once every node told has acknowledged: forgets the
+    /// forwarding pointers to the process and to the receive ends `chans` — except for a
+    /// pid or channel born here (the birth node is where any node looks when it knows no
+    /// better, and it knows the newest place). A message that still reaches this node
+    /// goes by the birth node.
+    pub fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
+        self.inner.drop_forwarding(pid, chans);
+    }
+
+    /// Whether this node has an entry for `pid` (its live slot, or a route), and for how
+    /// many of `chans` it has a pointer or a receive end's state: what a move left here.
+    pub fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
+        self.inner.forwarding_state(pid, chans)
+    }
 }
 
 impl NodeInner {
-    /// A process born here is now on node `node` (told by the node that gave it away).
-    pub(crate) fn pid_moved(&self, pid: Pid, node: u16) {
+    /// Process `pid` is now on node `node` after `moves` moves (told by the node that
+    /// gave it away, or by a link update): the route here is replaced if this one is newer
+    /// and the process is not here. A pid born here with no entry has ended.
+    pub(crate) fn pid_moved(&self, pid: Pid, node: u16, moves: u32) {
         if node == self.id {
             return;
         }
-        if !matches!(self.procs.get(pid), Some(Entry::Live(_))) {
-            self.procs.insert(pid, Entry::Moved(node));
+        let mut shard = self.procs.shard(pid).lock();
+        let newer = match shard.get(&pid) {
+            Some(Entry::Live(_)) => false,
+            Some(Entry::Moved(_, m)) => moves > *m,
+            None => name_node(pid) != self.id,
+        };
+        if newer {
+            shard.insert(pid, Entry::Moved(node, moves));
         }
     }
 }
