@@ -9,8 +9,13 @@
 //!   `bench/programs/remote_{pingpong,throughput}.{tern,erl}` on a 2-node Tern mesh and on
 //!   two distributed Erlang nodes; prints a markdown table and writes
 //!   `bench/results/remote-speed.md`.
+//! - `migrate`: live migration between two in-process mesh nodes (freeze, precopy, lazy,
+//!   hybrid; heaps of 1 MiB to 1 GiB; idle, light and heavy writers) beside the raw QUIC
+//!   throughput; prints a markdown table and writes `bench/results/migration-speed.md`
+//!   and the chart `bench/results/migration-freeze.svg`.
 
 mod exec;
+mod migrate;
 mod procs;
 mod remote;
 mod report;
@@ -38,6 +43,9 @@ enum Command {
     /// Remote messages: ping-pong and throughput between two nodes (two OS processes),
     /// a Tern mesh beside distributed Erlang.
     Remote(remote::RemoteArgs),
+    /// Live migration between two nodes: freeze, precopy, lazy and hybrid at several heap
+    /// sizes and write rates, beside the raw QUIC throughput.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
         Command::Vm(args) => vm::run(&args),
         Command::Procs(args) => procs::run(&args),
         Command::Remote(args) => remote::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
