@@ -317,7 +317,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 }
             }
             let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            match migrate(&client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
+            match migrate(client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
                 Ok(r) => {
                     if json_out {
                         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
@@ -417,6 +417,70 @@ pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<
 
 /// `tern demo`: a 3-node mesh on loopback, from a built-in config with certificates in a
 /// temporary directory; a program on node a that works with all three.
+/// The demo's second part: a running process moved around the mesh with each mechanism.
+fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
+    println!("Live migration: examples/mesh/migrating.tern keeps writing to 4 MiB of heap while it is moved");
+    println!("a → b (freeze), b → c (precopy), c → a (lazy), a → b (hybrid):\n");
+    let program = compile_text("migrating.tern", include_str!("../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
+    let a = &nodes[0];
+    for m in &program.modules {
+        a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
+    }
+    let (console, mut out) = a.open_console();
+    let pid = a.node().spawn_main_on(program.main, console, false).map_err(|e| e.to_string())?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let printer = std::thread::spawn(move || {
+        while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
+            if failed {
+                println!("<pid {}> failed: {}", name_text(pid), text.trim_end());
+                let _ = done_tx.send(false);
+            } else {
+                print!("  | {text}");
+                let _ = std::io::stdout().flush();
+                if text.starts_with("stopped") {
+                    let _ = done_tx.send(true);
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let by_name = |n: &str| nodes.iter().find(|m| m.name() == n);
+    let mut at = "a";
+    let mut result = Ok(());
+    for (to, mech) in [("b", "freeze"), ("c", "precopy"), ("a", "lazy"), ("b", "hybrid")] {
+        let from = by_name(at).ok_or("no such node")?;
+        match from.migrate(pid, to, Some(mech)) {
+            Ok(r) => {
+                std::thread::sleep(Duration::from_millis(150));
+                print!("{}", crate::migration::report_table(&r));
+                println!();
+                if !r.ok {
+                    result = Err(format!("the {mech} migration failed: {}", r.outcome));
+                    break;
+                }
+                at = to;
+            }
+            Err(e) => {
+                result = Err(format!("the {mech} migration failed: {e}"));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let msg = tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str("stop".into())] };
+    a.node().send_to(pid, msg).map_err(|e| e.to_string())?;
+    let stopped = done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or(false);
+    std::thread::sleep(Duration::from_millis(100));
+    a.close_console(console);
+    let _ = printer.join();
+    println!();
+    result?;
+    if !stopped {
+        return Err("the migrated process did not stop cleanly".into());
+    }
+    Ok(())
+}
+
 pub fn demo() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let cfg = loopback_mesh(dir.path(), 3, "")?;
@@ -453,6 +517,7 @@ pub fn demo() -> Result<(), String> {
     a.close_console(console);
     let _ = printer.join();
     println!();
+    let moved = demo_migrations(&nodes);
     for m in &nodes {
         let s = m.stats();
         println!(
@@ -467,6 +532,12 @@ pub fn demo() -> Result<(), String> {
     }
     for m in nodes {
         m.shutdown();
+    }
+    if let Err(e) = moved {
+        for l in logs.lock().iter() {
+            eprintln!("{l}");
+        }
+        return Err(e);
     }
     match exit {
         Some(e) if e.reason.is_normal() => {

@@ -493,6 +493,58 @@ impl Default for MigConfig {
     }
 }
 
+/// A set of pages as a bitmap (a lazy migration's pages still to move: up to every page
+/// of a large heap, so it must be cheap to make and to take from in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PageSet {
+    bits: Vec<bool>,
+    len: usize,
+    /// No page below this is in the set.
+    cursor: usize,
+}
+
+impl PageSet {
+    fn of(size: u32, pages: &[PageNo]) -> PageSet {
+        let mut s = PageSet { bits: vec![false; size as usize], len: 0, cursor: 0 };
+        for &p in pages {
+            if let Some(b) = s.bits.get_mut(p as usize) {
+                if !*b {
+                    *b = true;
+                    s.len += 1;
+                }
+            }
+        }
+        s
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn clear(&mut self) {
+        *self = PageSet::default();
+    }
+    /// Removes `p`; whether it was there.
+    fn remove(&mut self, p: PageNo) -> bool {
+        match self.bits.get_mut(p as usize) {
+            Some(b) if *b => {
+                *b = false;
+                self.len -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+    /// The first `n` pages, in order.
+    fn first(&mut self, n: usize) -> Vec<PageNo> {
+        while self.cursor < self.bits.len() && !self.bits[self.cursor] {
+            self.cursor += 1;
+        }
+        (self.cursor..self.bits.len()).filter(|&i| self.bits[i]).take(n).map(|i| i as PageNo).collect()
+    }
+}
+
 /// Who and what a source migrates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInit {
@@ -547,7 +599,7 @@ pub struct Source {
     throttle: u32,
     held: u32,
     /// Lazy: pages the dest does not have yet.
-    unsent: BTreeSet<PageNo>,
+    unsent: PageSet,
     released: bool,
     copy: bool,
     links_pending: BTreeSet<NodeId>,
@@ -575,7 +627,7 @@ impl Source {
             bw_bytes_per_ms: 0,
             throttle: 0,
             held: 0,
-            unsent: BTreeSet::new(),
+            unsent: PageSet::default(),
             released: false,
             copy: true,
             links_pending: BTreeSet::new(),
@@ -750,7 +802,7 @@ impl Source {
                 self.maybe_done(now_us);
             }
             (SPhase::After, MigMsg::Fetch { pages, .. }) => {
-                let pages: Vec<PageNo> = pages.into_iter().filter(|p| self.unsent.remove(p)).collect();
+                let pages: Vec<PageNo> = pages.into_iter().filter(|&p| self.unsent.remove(p)).collect();
                 if !pages.is_empty() {
                     self.report.fetches_served += 1;
                     self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
@@ -842,7 +894,7 @@ impl Source {
         }
         self.report.final_pages = pages.len() as u32;
         self.report.absent_at_resume = absent.len() as u32;
-        self.unsent = absent.iter().copied().collect();
+        self.unsent = PageSet::of(self.init.size_pages, &absent);
         let msg = MigMsg::Final { mid: self.init.mid, image_len, pages, absent, partners: self.init.partners.clone() };
         self.send_dest(msg);
         self.phase = SPhase::FinalSent;
@@ -970,8 +1022,8 @@ impl Source {
             }
         }
         if self.push_at.is_some_and(|t| now_us >= t) {
-            let pages: Vec<PageNo> = self.unsent.iter().copied().take(self.cfg.push_pages.max(1) as usize).collect();
-            for p in &pages {
+            let pages: Vec<PageNo> = self.unsent.first(self.cfg.push_pages.max(1) as usize);
+            for &p in &pages {
                 self.unsent.remove(p);
             }
             self.push_at = None;

@@ -49,6 +49,9 @@ const FAULT_PRIORITY: i32 = 10;
 /// What a migration thread is told.
 pub(crate) enum Input {
     Wire(u16, MigWire),
+    /// A frame from a migration stream, still encoded (decoded on the migration's own
+    /// thread, not on the network thread).
+    Frame(u16, Vec<u8>, usize),
     /// Its stream (or the connection) failed.
     StreamFailed(String),
     /// Source: the destination opened the page-fault stream.
@@ -229,23 +232,47 @@ async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usize, to: cro
             let _ = to.send(Input::StreamFailed(format!("migration stream: {e}")));
             return;
         }
-        match wire::decode::<MigWire>(&buf, max) {
-            Ok(w) => {
-                if to.send(Input::Wire(from, w)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = to.send(Input::StreamFailed(format!("bad migration frame: {e}")));
-                return;
-            }
+        if to.send(Input::Frame(from, buf, max)).is_err() {
+            return;
         }
+    }
+}
+
+/// Page numbers as ranges `[start, end)`.
+fn to_ranges(pages: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some((_, end)) if *end == p => *end += 1,
+            _ => out.push((p, p.saturating_add(1))),
+        }
+    }
+    out
+}
+
+/// Ranges back into page numbers, refusing more than `max` of them.
+fn from_ranges(ranges: &[(u32, u32)], max: u32) -> Option<Vec<u32>> {
+    let total: u64 = ranges.iter().map(|&(a, b)| u64::from(b.saturating_sub(a))).sum();
+    if total > u64::from(max) {
+        return None;
+    }
+    Some(ranges.iter().flat_map(|&(a, b)| a..b).collect())
+}
+
+/// A message as it goes on the migration stream (`Final` with ranges).
+fn wire_msg(m: MigMsg) -> MigWire {
+    match m {
+        MigMsg::Final { mid, image_len, pages, absent, partners } => {
+            MigWire::Final { mid, image_len, pages: to_ranges(&pages), absent: to_ranges(&absent), partners }
+        }
+        m => MigWire::Msg(m),
     }
 }
 
 fn wire_mid(w: &MigWire) -> u64 {
     match w {
         MigWire::Msg(m) => m.mid(),
+        MigWire::Final { mid, .. } => *mid,
         MigWire::Pages { mid, .. }
         | MigWire::Modules { mid, .. }
         | MigWire::Need { mid, .. }
@@ -287,6 +314,17 @@ impl Migrations {
     pub(crate) fn holds(&self, pid: Pid) -> bool {
         self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
     }
+}
+
+/// Receives the next input, decoding a stream frame.
+fn next_input(inputs: &crossbeam_channel::Receiver<Input>, wait: Duration) -> Result<Input, crossbeam_channel::RecvTimeoutError> {
+    inputs.recv_timeout(wait).map(|i| match i {
+        Input::Frame(from, buf, max) => match wire::decode::<MigWire>(&buf, max) {
+            Ok(w) => Input::Wire(from, w),
+            Err(e) => Input::StreamFailed(format!("bad migration frame: {e}")),
+        },
+        other => other,
+    })
 }
 
 /// A migration frame that came on the session from `from`.
@@ -629,6 +667,11 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 continue;
             }
             if on_session(&m) {
+                // The commit decision also takes the migration's stream, the fast path;
+                // the session is the sure one (a copy that comes second is ignored).
+                if matches!(m, MigMsg::Commit { .. }) {
+                    let _ = r.send_stream(false, &MigWire::Msg(m.clone()));
+                }
                 let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
                 continue;
             }
@@ -668,7 +711,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 }
                 _ => true,
             };
-            let ok = ok && r.send_stream(matches!(m, MigMsg::PageData { pushed: false, .. }), &MigWire::Msg(m.clone()));
+            let ok = ok && r.send_stream(matches!(m, MigMsg::PageData { pushed: false, .. }), &wire_msg(m.clone()));
             if first {
                 first = false;
                 // Right after the offer: the process's code, by hash only.
@@ -682,7 +725,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
         if let Some(o) = src.outcome() {
             // Wait briefly for the destination's side of the report.
             if r.dest_stats.is_none() && matches!(o, SourceOutcome::Committed) {
-                if let Ok(Input::Wire(_, MigWire::DestDone { stats, .. })) = inputs.recv_timeout(Duration::from_secs(2)) {
+                if let Ok(Input::Wire(_, MigWire::DestDone { stats, .. })) = next_input(&inputs, Duration::from_secs(2)) {
                     r.dest_stats = Some(stats);
                 }
             }
@@ -696,7 +739,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
             Some(t) => Duration::from_micros(t.saturating_sub(now())),
             None => Duration::from_millis(500),
         };
-        match inputs.recv_timeout(wait) {
+        match next_input(&inputs, wait) {
             Ok(Input::Wire(from, w)) => match w {
                 MigWire::Msg(m @ MigMsg::Fetch { .. }) if !r.committed => r.early_fetches.push(m),
                 MigWire::Msg(m) => {
@@ -722,7 +765,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 }
                 src.peer_restarted(now(), n)
             }
-            Ok(Input::Fault(_)) => {}
+            Ok(Input::Fault(_) | Input::Frame(..)) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => src.handle_timeout(now()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -752,6 +795,9 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
     report.link_updates = rep.link_updates;
     report.modules_sent = r.modules_sent;
     if let Some(d) = &r.dest_stats {
+        // Frozen here until `Committed` came back, plus the destination's wait from
+        // `Commit` to running it: an upper bound of the time it was stopped.
+        report.freeze_time_us += d.resume_wait_us;
         report.page_faults = d.page_faults;
         let l = &d.fault_latency_us;
         let pct = |q: usize| if l.is_empty() { 0 } else { l[((l.len() - 1) * q) / 100] };
@@ -797,7 +843,12 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
             }
             match node.freeze(r.pid, Duration::from_secs(30)) {
                 Ok(()) => {
-                    let dirty = node.take_dirty(r.pid).unwrap_or_default();
+                    // Only pre-copy needs the pages dirtied since its last round.
+                    let dirty = if matches!(r.mechanism, Mechanism::Precopy | Mechanism::Hybrid) {
+                        node.take_dirty(r.pid).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
                     match node.export_state(r.pid) {
                         Ok(img) => {
                             let len = img.len() as u64;
@@ -839,7 +890,10 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
                     r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
                     r.link_chans = late.chans.iter().map(|c| c.chan).collect();
                     r.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
-                    let _ = sh.send_frame(r.dest, &Frame::Mig(MigWire::Late { mid: r.mid, late }));
+                    // Both ways too: the process runs at the destination once this is there.
+                    let w = MigWire::Late { mid: r.mid, late };
+                    let _ = r.send_stream(false, &w);
+                    let _ = sh.send_frame(r.dest, &Frame::Mig(w));
                 }
                 Err(e) => (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
             }
@@ -848,12 +902,8 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
         Action::DeleteSource => {
             r.heap = None;
         }
-        Action::Done => {
-            if src.is_committed() {
-                // Every partner acknowledged: nothing here points at it any more.
-                node.drop_forwarding(r.pid, &r.link_chans);
-            }
-        }
+        // Every partner acknowledged: nothing here points at it any more.
+        Action::Done if src.is_committed() => node.drop_forwarding(r.pid, &r.link_chans),
         _ => {}
     }
 }
@@ -888,7 +938,7 @@ fn run_dest(
     // The offer is followed by the hashes of the process's modules: the answer (those
     // missing here) goes before the machine's `Accept`, so the source has it in time.
     if refuse.is_none() {
-        match inputs.recv_timeout(Duration::from_secs(30)) {
+        match next_input(&inputs, Duration::from_secs(30)) {
             Ok(Input::Wire(_, MigWire::Need { hashes, .. })) => {
                 let missing: Vec<ModuleHash> = hashes.into_iter().take(4096).filter(|h| !node.vm().has_module(h)).collect();
                 let _ = out.blocking_send(frame_bytes(&MigWire::Need { mid, hashes: missing }));
@@ -916,6 +966,7 @@ fn run_dest(
     let mut resumed_at = 0u64;
     let mut bad: Option<String> = None;
     let mut absent_at_resume = 0;
+    let mut commit_at = 0u64;
     loop {
         while let Some(a) = d.poll_action() {
             match a {
@@ -929,7 +980,7 @@ fn run_dest(
                         Err(b)
                     } else {
                         let heap = std::mem::replace(&mut staged, tern_vm::heap::Heap::new(node.vm().config.heap));
-                        node.import_state(&image, tern_vm::node::Staged::Heap(heap), &absent_list).map_err(|e| e.to_string())
+                        node.import_state(&image, tern_vm::node::Staged::Heap(Box::new(heap)), &absent_list).map_err(|e| e.to_string())
                     };
                     image = Vec::new();
                     match r {
@@ -956,6 +1007,7 @@ fn run_dest(
                 }
                 Action::Resume { absent } => {
                     resume_pending = true;
+                    commit_at = now();
                     absent_at_resume = absent;
                 }
                 Action::Kill { why } => {
@@ -972,6 +1024,7 @@ fn run_dest(
                 // Commit and the late messages are both here: it runs.
                 running = true;
                 resumed_at = now();
+                stats.resume_wait_us = resumed_at.saturating_sub(commit_at);
                 if let Err(e) = node.commit_import(pid, l) {
                     (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
                 }
@@ -980,6 +1033,9 @@ fn run_dest(
         }
         while let Some((to, m)) = d.poll_transmit() {
             if on_session(&m) {
+                if matches!(m, MigMsg::Committed { .. } | MigMsg::Aborted { .. }) {
+                    let _ = send(&MigWire::Msg(m.clone()), &None);
+                }
                 if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
                     let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves: 0, chans: Vec::new() }));
                 } else {
@@ -1035,9 +1091,20 @@ fn run_dest(
             Some(t) => Duration::from_micros(t.saturating_sub(now())),
             None => Duration::from_millis(500),
         };
-        match inputs.recv_timeout(wait) {
+        match next_input(&inputs, wait) {
             Ok(Input::Wire(f, w)) => match w {
                 MigWire::Msg(MigMsg::Offer { .. }) => {}
+                MigWire::Final { mid, image_len, pages: p, absent, partners } => {
+                    // At most every page of the heap limit in either list.
+                    let max = (sh.cfg.limits.heap_bytes / sh.cfg.page_size as u64).min(u64::from(u32::MAX)) as u32 + 1;
+                    match (from_ranges(&p, max), from_ranges(&absent, max)) {
+                        (Some(pages), Some(absent)) => d.handle(now(), f, MigMsg::Final { mid, image_len, pages, absent, partners }),
+                        _ => {
+                            bad = Some("the final page lists are over the heap limit".into());
+                            d.handle(now(), f, MigMsg::Final { mid, image_len, pages: Vec::new(), absent: Vec::new(), partners });
+                        }
+                    }
+                }
                 MigWire::Msg(m) => {
                     if let MigMsg::PageData { pushed, pages: ref got, .. } = m {
                         if pushed {
@@ -1114,7 +1181,7 @@ fn run_dest(
                 }
             }
             Ok(Input::PeerGone(n)) => d.peer_restarted(now(), n),
-            Ok(Input::FaultStream(_)) => {}
+            Ok(Input::FaultStream(_) | Input::Frame(..)) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => d.handle_timeout(now()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }

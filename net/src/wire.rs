@@ -60,6 +60,9 @@ pub struct PageRec {
 pub enum MigWire {
     /// A protocol message ([`crate::migrate`]).
     Msg(crate::migrate::MigMsg),
+    /// The protocol's `Final` with its lists of pages as ranges `[start, end)` (a lazy
+    /// migration leaves every page of the heap absent: the list would be as long).
+    Final { mid: u64, image_len: u64, pages: Vec<(u32, u32)>, absent: Vec<(u32, u32)>, partners: Vec<u16> },
     /// The contents of pages named by the protocol message that follows.
     Pages { mid: u64, pages: Vec<PageRec> },
     /// Source → destination right after the offer: the hashes of the process's modules;
@@ -87,6 +90,8 @@ pub struct DestStats {
     pub pages_pushed: u64,
     /// When it stopped needing the source, µs after it resumed.
     pub dependency_ended_after_us: Option<u64>,
+    /// From `Commit` to the process running here (it waits for its late messages).
+    pub resume_wait_us: u64,
     pub outcome: String,
 }
 
@@ -191,9 +196,17 @@ impl std::error::Error for WireError {}
 
 /// A value as a versioned frame.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![FRAME_VERSION];
     // Serialising plain data into a Vec cannot fail.
-    out.extend_from_slice(&postcard::to_allocvec(v).unwrap_or_default());
+    postcard::to_extend(v, vec![FRAME_VERSION]).unwrap_or_default()
+}
+
+/// [`encode`] behind its length (u32, little-endian), as streams carry frames: one pass.
+pub fn encode_framed<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = postcard::to_extend(v, vec![0, 0, 0, 0, FRAME_VERSION]).unwrap_or_default();
+    let n = (out.len().saturating_sub(4) as u32).to_le_bytes();
+    if out.len() >= 4 {
+        out[..4].copy_from_slice(&n);
+    }
     out
 }
 

@@ -233,7 +233,7 @@ fn after_the_background_push_a_lazy_process_no_longer_needs_its_source() {
 
 #[test]
 fn losing_the_source_while_lazy_pages_are_there_ends_the_process_with_the_cause() {
-    let mut m = TestMesh::start(3);
+    let m = TestMesh::start(3);
     let src = r#"
 fn holder(main) {
     let data = array(64 * 1024, 1);
@@ -306,4 +306,143 @@ println("done on ${node()}");
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     let last = run.wait_line(&m, "done", |l| l.starts_with("done"));
     assert_eq!(last, "done on b");
+}
+
+// ---------------------------------------------------------------------------------
+// Many moves: partners on every node, numbered messages, an open file
+// ---------------------------------------------------------------------------------
+
+/// Receives numbered messages from senders on every node (by channel, and some by pid),
+/// checks each sender's order, computes, writes to a file on node a it keeps open, and
+/// ends when told to ("finish").
+const PARTNERS: &str = r#"
+fn sender(tx, main, id, n) {
+    for i in 0..n {
+        send(tx, [id, i]);
+        if i % 10 == 0 {
+            send(main, [id, i / 10]);
+            sleep(2);
+        }
+    }
+}
+let N = 1500;
+let ch = channel();
+let me = self();
+let ids = [];
+for nd in ["a", "b", "c"] {
+    for k in 0..2 {
+        let id = "${nd}${k}";
+        spawn_on(nd, sender, ch[0], me, id, N);
+        push(ids, id);
+    }
+}
+let f = open("/node/a/partners.txt", "w");
+let next = {};
+let inext = {};
+for id in ids {
+    next[id] = 0;
+    inext[id] = 0;
+}
+let total = 0;
+let itotal = 0;
+let check = 0;
+let finished = false;
+while total < 6 * N or itotal < 6 * (N / 10) or not finished {
+    let wait = 30000;
+    if total < 6 * N {
+        let m = recv(ch[1], 30000);
+        assert(not is_timeout(m), "the channel stalled after ${total} messages");
+        assert(m[1] == next[m[0]], "channel: sender ${m[0]} sent ${m[1]} where ${next[m[0]]} was due");
+        next[m[0]] = m[1] + 1;
+        total += 1;
+        check = (check + m[1] * m[1] + 7) % 1000003;
+        if total % 1000 == 0 {
+            write(f, "${total}\n");
+        }
+        wait = 0;
+    }
+    let x = recv(wait);
+    if not is_timeout(x) {
+        if x == "finish" {
+            finished = true;
+        } else {
+            assert(x[1] == inext[x[0]], "inbox: sender ${x[0]} sent ${x[1]} where ${inext[x[0]]} was due");
+            inext[x[0]] = x[1] + 1;
+            itotal += 1;
+        }
+    }
+}
+write(f, "check ${check}\n");
+close(f);
+println("channel: ${total} in order; inbox: ${itotal} in order; check ${check}");
+"#;
+
+/// Runs PARTNERS on a fresh 3-node mesh, moving it `moves` times (random mechanism,
+/// random node) before telling it to finish; its output and its file.
+fn partners_run(moves: usize, seed: u64) -> (String, String, Vec<String>) {
+    let m = TestMesh::start(3);
+    let mut run = m.run("a", "partners.tern", PARTNERS);
+    let mechs = ["freeze", "precopy", "lazy", "hybrid"];
+    let names = ["a", "b", "c"];
+    let mut rng = seed;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut at = "a";
+    let mut done = Vec::new();
+    for k in 0..moves {
+        let to = names.iter().copied().filter(|&n| n != at).nth((next() % 2) as usize).unwrap_or("b");
+        let mech = mechs[(next() % 4) as usize];
+        let r =
+            m.node(at).migrate(run.pid, to, Some(mech)).unwrap_or_else(|e| panic!("move {k} ({mech} {at} → {to}): {e}\n{}", m.log_text()));
+        assert!(r.ok, "move {k} ({mech} {at} → {to}): {r:?}\n{}", m.log_text());
+        done.push(format!("{mech} {at}→{to}"));
+        at = to;
+        std::thread::sleep(Duration::from_millis(next() % 40));
+    }
+    m.node("a").node().send_to(run.pid, text_message("finish")).expect("sent");
+    let last = run.wait_line(&m, "the summary", |l| l.starts_with("channel: "));
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    let file = std::fs::read_to_string(m.cfg.node("a").expect("node a").root.join("partners.txt")).expect("the file");
+    // Nothing left behind: the nodes it left hold nothing for it.
+    for n in names.iter().filter(|&&n| n != at) {
+        assert!(!m.node(n).migration_holds(run.pid), "node {n} still holds migration state");
+    }
+    (last, file, done)
+}
+
+#[test]
+fn thirty_random_moves_with_partners_on_every_node_change_nothing() {
+    let (plain, plain_file, _) = partners_run(0, 1);
+    assert!(plain.starts_with("channel: 9000 in order; inbox: 900 in order"), "{plain}");
+    let seed = std::env::var("TERN_MIG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    eprintln!("seed {seed} (TERN_MIG_SEED)");
+    let (moved, moved_file, done) = partners_run(30, seed);
+    assert_eq!(moved, plain, "seed {seed}; moves: {done:?}");
+    assert_eq!(moved_file, plain_file, "seed {seed}; moves: {done:?}");
+    assert_eq!(done.len(), 30);
+}
+
+#[test]
+fn the_node_a_process_left_holds_nothing_for_it() {
+    let m = TestMesh::start(3);
+    let mut run = m.run("a", "counted.tern", COUNTED);
+    std::thread::sleep(Duration::from_millis(20));
+    let pid = run.pid;
+    for (from, to, mech) in [("a", "b", "precopy"), ("b", "c", "lazy")] {
+        let r = m.node(from).migrate(pid, to, Some(mech)).expect("a report");
+        assert!(r.ok, "{r:?}\n{}", m.log_text());
+    }
+    // b (neither its birth node nor a sender's) keeps no process, route or migration
+    // state for it once the link updates were acknowledged and the pages all moved.
+    assert_eq!(m.node("b").node().forwarding_state(pid, &[]), (false, 0));
+    assert!(!m.node("b").migration_holds(pid));
+    assert!(!m.node("b").node().is_local(pid) && m.node("c").node().is_local(pid));
+    // Messages still reach it: through its birth node, which knows where it is.
+    m.node("b").node().send_to(pid, text_message("finish")).expect("sent");
+    let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
+    assert_eq!(last, "all 3000 in order on c");
 }

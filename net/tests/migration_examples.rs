@@ -463,6 +463,9 @@ for name in ["/node/a/out.txt", "rel.txt"] {
     let bytes = 0;
     for i in 0..N {
         bytes += write(f, "line ${i}\n");
+        if i % 50 == 0 {
+            sleep(2);
+        }
     }
     close(f);
     println("${name}: ${bytes} bytes on ${node()}");

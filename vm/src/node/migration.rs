@@ -17,6 +17,9 @@ pub type Job = Box<dyn FnOnce(&mut Process) + Send>;
 /// A page's content, or `None` when every word of it is zero (not sent as data).
 pub type PageCopy = (u32, Option<Vec<u64>>);
 
+/// A page as it travels: its words as little-endian bytes, or `None` when all zero.
+pub type PageBytes = (u32, Option<Vec<u8>>);
+
 /// Copies pages out of a heap (those beyond its end are skipped).
 pub fn copy_pages(heap: &Heap, pages: &[u32]) -> Vec<PageCopy> {
     let n = heap.page_count() as u32;
@@ -28,6 +31,33 @@ pub fn copy_pages(heap: &Heap, pages: &[u32]) -> Vec<PageCopy> {
             (p, words.iter().any(|&w| w != 0).then(|| words.to_vec()))
         })
         .collect()
+}
+
+/// Copies pages out of a heap as little-endian bytes, as they travel (`None`: all zero).
+pub fn copy_pages_bytes(heap: &Heap, pages: &[u32]) -> Vec<PageBytes> {
+    let n = heap.page_count() as u32;
+    pages
+        .iter()
+        .filter(|&&p| p < n)
+        .map(|&p| {
+            let words = heap.page(p);
+            let data = words.iter().any(|&w| w != 0).then(|| {
+                let mut out = vec![0u8; words.len() * 8];
+                for (c, w) in out.chunks_exact_mut(8).zip(words) {
+                    c.copy_from_slice(&w.to_le_bytes());
+                }
+                out
+            });
+            (p, data)
+        })
+        .collect()
+}
+
+impl Node {
+    /// [`Node::read_pages`], as little-endian bytes.
+    pub fn read_pages_bytes(&self, pid: Pid, pages: Vec<u32>) -> Result<Vec<PageBytes>, MoveError> {
+        self.at_safepoint(pid, move |p| copy_pages_bytes(&p.heap, &pages), Duration::from_secs(10))
+    }
 }
 
 impl Node {

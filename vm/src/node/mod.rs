@@ -35,7 +35,7 @@ mod remote;
 mod sys;
 mod transfer;
 
-pub use migration::{copy_pages, Job, PageCopy};
+pub use migration::{copy_pages, copy_pages_bytes, Job, PageCopy};
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
 pub use sys::{sys_natives, Source};
 pub use transfer::Late;
@@ -1849,7 +1849,7 @@ impl NodeInner {
     fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<(), ImageError> {
         let (mut proc, img) = match pages {
             Staged::Pages(pages) => crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?,
-            Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, heap, absent)?,
+            Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, *heap, absent)?,
         };
         let now = self.now_us();
         proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
@@ -1881,7 +1881,7 @@ pub enum Staged {
     /// A few pages (index, words).
     Pages(Vec<(u32, Vec<u64>)>),
     /// A heap they were installed in as they arrived (see [`crate::snapshot::restore_into`]).
-    Heap(crate::heap::Heap),
+    Heap(Box<crate::heap::Heap>),
 }
 
 /// `{event: EVENT, pid: PID, reason: REASON}`, the message links and monitors send.
