@@ -838,7 +838,8 @@ fn results_document(
     doc.push_str(table);
     doc.push_str(
         "\nColumns, from the `MigReport`: `freeze` is `freeze_time_us` (from the process frozen at the source to \
-         `Committed` seen there: an upper bound of the time it runs nowhere); `total` from the start of the \
+         `Committed` seen there, plus the destination's wait from `Commit` to running it: an upper bound of the \
+         time it runs nowhere); `total` from the start of the \
          migration to its end (for lazy and hybrid: until the destination has every page); `MB sent` the bytes \
          on the migration stream; `rounds` the pre-copy rounds; `redundant` pages sent more than once; \
          `final pages` pages sent while frozen; `absent at resume`, `faults` (pages the process faulted on at \

@@ -93,10 +93,8 @@ fn other_node(rng: &mut Rng, names: &[String], not: Option<&str>) -> String {
 
 /// Examples whose output a migration can still change, because of bugs not fixed yet:
 /// their differences are printed, not failed (`TERN_MIG_STRICT=1` fails them too).
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    ("timeout.tern", "mono_ms() is each node's own clock: it jumps when a process moves (see mono_ms_keeps_going_across_a_move)"),
-    ("files.tern", "a process spawned after its parent moved has the new node's file root, so relative names part ways"),
-];
+const KNOWN_BUGS: &[(&str, &str)] =
+    &[("files.tern", "a process spawned after its parent moved has the new node's file root, so relative names part ways")];
 
 /// Most migrations of one program (its main process and others together).
 const MAX_MIGRATIONS: usize = 8;
@@ -377,7 +375,6 @@ fn a_recv_timeout_fires_on_time_after_a_move() {
 /// node's clock starts when the node does, so the time a program measures across a
 /// move is off by the difference (here b starts 300 ms after a: it goes backwards).
 #[test]
-#[ignore = "bug: the monotonic clock is per node and jumps when a process moves"]
 fn mono_ms_keeps_going_across_a_move() {
     let mut m = TestMesh::config(2, "");
     m.start_node("a");

@@ -172,6 +172,9 @@ pub struct ProcSys {
     /// session, named like a pid: node + serial) it was started from, inherited by every
     /// process it spawns, wherever they run; 0 for the log of the node it was spawned on.
     pub console: u64,
+    /// Its clock (`mono_ms`) is its node's plus this: set when it arrives on a node, so
+    /// that the clock goes on from where it was instead of jumping to another node's.
+    pub clock_offset_us: i64,
 }
 
 /// A process. Everything here except `linked` is its state; `linked` is a node-local

@@ -50,6 +50,8 @@ pub struct SlotImage {
     /// Time left on the blocking call's timeout, in µs (the deadline itself is a
     /// node-local clock reading).
     pub timeout_left_us: Option<u64>,
+    /// The process's clock (`mono_us`) when the image was made: it goes on from there.
+    pub clock_us: Option<u64>,
     /// Times the process has moved between nodes (the version of its pid's routes).
     pub moves: u32,
     /// Numbered inbox messages (see `node/remote.rs`, "Order"): per origin node, the

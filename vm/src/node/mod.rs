@@ -350,6 +350,7 @@ impl SlotState {
             trap_exits: self.trap_exits,
             kill: self.kill.clone(),
             timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
+            clock_us: Some(now.saturating_add_signed(proc.sys.clock_offset_us)),
             moves: self.moves,
             inbox_expect: self.order.expect.clone(),
             inbox_held: self.order.held.clone(),
@@ -955,6 +956,8 @@ struct ProcHost<'a> {
     node: &'a NodeInner,
     pid: Pid,
     console: u64,
+    /// The process's clock is the node's plus this (see `ProcSys::clock_offset_us`).
+    clock_offset_us: i64,
 }
 
 impl Host for ProcHost<'_> {
@@ -962,7 +965,7 @@ impl Host for ProcHost<'_> {
         self.node.console.write_to(self.console, self.pid, text);
     }
     fn mono_us(&self) -> u64 {
-        self.node.now_us()
+        self.node.now_us().saturating_add_signed(self.clock_offset_us)
     }
     fn wall_ms(&self) -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -1449,7 +1452,7 @@ impl NodeInner {
             if used >= budget {
                 break None;
             }
-            let mut host = ProcHost { node: self, pid, console: proc.sys.console };
+            let mut host = ProcHost { node: self, pid, console: proc.sys.console, clock_offset_us: proc.sys.clock_offset_us };
             let fault = match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
                 Outcome::Yielded => break None,
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
@@ -1853,6 +1856,10 @@ impl NodeInner {
         };
         let now = self.now_us();
         proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
+        // Its clock goes on from where it was (not counting the time it was moving).
+        if let Some(c) = img.clock_us {
+            proc.sys.clock_offset_us = (c as i64).saturating_sub(now as i64);
+        }
         let mut st = slot.st.lock();
         let mut bytes = 0;
         st.mailbox.inbox = img.inbox.into_iter().inspect(|m| bytes += m.approx_bytes()).collect();
