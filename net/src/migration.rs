@@ -17,7 +17,7 @@
 //! link updates and their acknowledgements, `LinkDone`.
 //!
 //! **The VM.** Pages of a running process are read at its safepoints
-//! ([`Node::read_pages`]), a few at a time so it keeps running; the image is its state
+//! ([`Node::read_pages_bytes`]), a few at a time so it keeps running; the image is its state
 //! without pages ([`Node::export_state`]); `transfer.rs`'s steps do the rest: the
 //! destination reinstates it frozen ([`Node::import_state`]) and, once it has both the
 //! `Commit` and the late messages, runs it ([`Node::commit_import`]); the source turns
@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 type Pid = u64;
 
 /// Pages per data frame on a migration stream.
-const PAGES_PER_FRAME: usize = 64;
+const PAGES_PER_FRAME: usize = 256;
 /// Largest state image accepted (the heap's pages travel separately).
 const MAX_IMAGE: usize = 256 << 20;
 /// Priority of the page-fault stream (bulk streams have 0).
@@ -160,24 +160,12 @@ fn mig_config(sh: &Shared) -> MigConfig {
     }
 }
 
-fn words_to_bytes(words: &[u64]) -> Vec<u8> {
-    let mut out = vec![0u8; words.len() * 8];
-    for (c, w) in out.chunks_exact_mut(8).zip(words) {
-        c.copy_from_slice(&w.to_le_bytes());
-    }
-    out
-}
-
 fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {
     bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
 }
 
 fn frame_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    let b = wire::encode(v);
-    let mut out = Vec::with_capacity(b.len() + 4);
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(&b);
-    out
+    wire::encode_framed(v)
 }
 
 /// Messages that go on the session rather than the migration stream.
@@ -539,8 +527,8 @@ impl SourceRun {
     fn send_pages(&mut self, node: &Node, pages: &[u32], fault: bool) -> Result<(), String> {
         for chunk in pages.chunks(PAGES_PER_FRAME) {
             let copies = match &self.heap {
-                Some(h) => tern_vm::node::copy_pages(h, chunk),
-                None => node.read_pages(self.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
+                Some(h) => tern_vm::node::copy_pages_bytes(h, chunk),
+                None => node.read_pages_bytes(self.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
             };
             let recs: Vec<PageRec> = copies
                 .into_iter()
@@ -548,7 +536,7 @@ impl SourceRun {
                     if words.is_none() {
                         self.zero_pages += 1;
                     }
-                    PageRec { index, data: words.as_deref().map(words_to_bytes) }
+                    PageRec { index, data: words }
                 })
                 .collect();
             self.progress.sent_pages.fetch_add(chunk.len() as u64, Ordering::Relaxed);

@@ -14,24 +14,8 @@ use std::time::{Duration, Instant};
 /// Work done on a process at a safepoint, with the whole process at hand.
 pub type Job = Box<dyn FnOnce(&mut Process) + Send>;
 
-/// A page's content, or `None` when every word of it is zero (not sent as data).
-pub type PageCopy = (u32, Option<Vec<u64>>);
-
 /// A page as it travels: its words as little-endian bytes, or `None` when all zero.
 pub type PageBytes = (u32, Option<Vec<u8>>);
-
-/// Copies pages out of a heap (those beyond its end are skipped).
-pub fn copy_pages(heap: &Heap, pages: &[u32]) -> Vec<PageCopy> {
-    let n = heap.page_count() as u32;
-    pages
-        .iter()
-        .filter(|&&p| p < n)
-        .map(|&p| {
-            let words = heap.page(p);
-            (p, words.iter().any(|&w| w != 0).then(|| words.to_vec()))
-        })
-        .collect()
-}
 
 /// Copies pages out of a heap as little-endian bytes, as they travel (`None`: all zero).
 pub fn copy_pages_bytes(heap: &Heap, pages: &[u32]) -> Vec<PageBytes> {
@@ -54,7 +38,8 @@ pub fn copy_pages_bytes(heap: &Heap, pages: &[u32]) -> Vec<PageBytes> {
 }
 
 impl Node {
-    /// [`Node::read_pages`], as little-endian bytes.
+    /// Copies pages of a process at a safepoint, as they travel (it may be running:
+    /// the caller takes few at a time so that it keeps running between them).
     pub fn read_pages_bytes(&self, pid: Pid, pages: Vec<u32>) -> Result<Vec<PageBytes>, MoveError> {
         self.at_safepoint(pid, move |p| copy_pages_bytes(&p.heap, &pages), Duration::from_secs(10))
     }
@@ -129,12 +114,6 @@ impl Node {
     /// The number of pages of a process's heap.
     pub fn heap_pages(&self, pid: Pid) -> Result<u32, MoveError> {
         self.at_safepoint(pid, |p| p.heap.page_count() as u32, Duration::from_secs(10))
-    }
-
-    /// Copies pages of a process at a safepoint (it may be running: the caller takes
-    /// few at a time so that it keeps running between them).
-    pub fn read_pages(&self, pid: Pid, pages: Vec<u32>) -> Result<Vec<PageCopy>, MoveError> {
-        self.at_safepoint(pid, move |p| copy_pages(&p.heap, &pages), Duration::from_secs(10))
     }
 
     /// Takes the heap out of a frozen process that is leaving (transfer on reference: the

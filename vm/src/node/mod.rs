@@ -35,7 +35,7 @@ mod remote;
 mod sys;
 mod transfer;
 
-pub use migration::{copy_pages, copy_pages_bytes, Job, PageCopy};
+pub use migration::{copy_pages_bytes, Job, PageBytes};
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
 pub use sys::{sys_natives, Source};
 pub use transfer::Late;
