@@ -1081,9 +1081,11 @@ impl Dest {
     /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
     pub fn new(now_us: u64, cfg: MigConfig, me: NodeId, from: NodeId, offer: &MigMsg, refuse: Option<RefuseReason>) -> Option<Self> {
         let MigMsg::Offer { mid, pid, size_pages, mechanism } = *offer else { return None };
+        // Nothing is sized by a refused offer (its size may be what is wrong with it).
+        let n = if refuse.is_some() { 0 } else { size_pages as usize };
         let mut d = Dest {
-            present: vec![false; size_pages as usize],
-            requested: vec![false; size_pages as usize],
+            present: vec![false; n],
+            requested: vec![false; n],
             absent: 0,
             cfg,
             mid,
