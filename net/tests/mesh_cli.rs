@@ -266,6 +266,27 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
         mesh.log()
     );
 
+    // migrate: a running counter moves a → b (lazy, JSON, a metrics line), then b → c
+    // asked of node a (the default mechanism, a table); bad input fails clearly.
+    let counter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/counter.tern");
+    let out = mesh.ctl(&["--json", "spawn", path(&counter), "--on", "a"]);
+    let cpid = out.json()["pid"].as_str().unwrap_or_else(|| panic!("{out:?}")).to_string();
+    let metrics = mesh.dir.path().join("metrics.jsonl");
+    let out = mesh.ctl(&["--json", "migrate", &cpid, "b", "--mechanism", "lazy", "--metrics-out", path(&metrics)]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let r = out.json();
+    assert!(r["ok"] == true && r["mechanism"] == "lazy" && r["to"] == "b" && r["freeze_time_us"].is_u64(), "{out:?}");
+    let out = mesh.ctl(&["--node", "a", "migrate", &cpid, "c"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("precopy") && out.stdout.contains("committed") && out.stdout.contains("b → c"), "{out:?}");
+    let lines = std::fs::read_to_string(&metrics).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    assert!(mesh.ps().iter().any(|(p, n, _)| *p == cpid && n == "c"), "{:?}", mesh.ps());
+    let out = mesh.ctl(&["migrate", &cpid, "a", "--mechanism", "teleport"]);
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("unknown migration mechanism"), "{out:?}");
+    let out = mesh.ctl(&["migrate", &cpid, "zz"]);
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("no node \"zz\""), "{out:?}");
+
     // spawn --wait: the output, and the exit code.
     let hello = mesh.write(
         "hello.tern",
