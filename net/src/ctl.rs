@@ -125,7 +125,7 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
                 }
             } else {
                 let sh2 = sh.clone();
-                let r = tokio::task::spawn_blocking(move || crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref(), None))
+                let r = tokio::task::spawn_blocking(move || crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref()))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                 let reply = match r {

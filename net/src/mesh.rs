@@ -289,7 +289,7 @@ impl Remote for MeshRemote {
             None => crate::migration::start(&sh, pid, &name, None, crate::migration::Caller::Itself).map(|_| ()),
             Some(c) => {
                 std::thread::spawn(move || {
-                    let r = crate::migration::migrate_and_wait(&sh, pid, &name, None, Some(c));
+                    let r = crate::migration::migrate_and_wait(&sh, pid, &name, None);
                     let result = match r {
                         Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
                         Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
@@ -1068,7 +1068,7 @@ impl Dispatcher {
                     // Runs for a while: on a thread of its own.
                     let sh = self.sh.clone();
                     std::thread::spawn(move || {
-                        let r = crate::migration::migrate_and_wait(&sh, pid, &to, mechanism.as_deref(), None);
+                        let r = crate::migration::migrate_and_wait(&sh, pid, &to, mechanism.as_deref());
                         let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
                     });
                 }
@@ -1176,7 +1176,7 @@ impl MeshNode {
     /// Migrates process `pid` to node `to` (`mechanism`: freeze, precopy, lazy, hybrid,
     /// or the config's default) and waits for the report.
     pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<&str>) -> Result<wire::MigReport, String> {
-        crate::migration::migrate_and_wait(&self.sh, pid, to, mechanism, None)
+        crate::migration::migrate_and_wait(&self.sh, pid, to, mechanism)
     }
 
     /// Whether this node's migration tables still name process `pid`.

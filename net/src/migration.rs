@@ -25,7 +25,7 @@
 //! once every partner acknowledged its link update, drops that too.
 
 use crate::mesh::Shared;
-use crate::migrate::{Action, Dest, DestOutcome, Failure, Mechanism, MigConfig, MigMsg, RefuseReason, Source, SourceInit, SourceOutcome};
+use crate::migrate::{Action, Dest, DestOutcome, Mechanism, MigConfig, MigMsg, RefuseReason, Source, SourceInit, SourceOutcome};
 use crate::wire::{self, DestStats, Frame, MigReport, MigWire, PageRec};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -302,6 +302,11 @@ impl Migrations {
     pub(crate) fn holds(&self, pid: Pid) -> bool {
         self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
     }
+}
+
+/// How long to wait for input: until a machine's next timeout, or a while.
+fn wait_until(timeout_us: Option<u64>, now_us: u64) -> Duration {
+    timeout_us.map_or(Duration::from_millis(500), |t| Duration::from_micros(t.saturating_sub(now_us)))
 }
 
 /// Receives the next input, decoding a stream frame.
@@ -723,11 +728,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
             r.failure.get_or_insert_with(|| "this node shut down".into());
             break;
         }
-        let wait = match src.poll_timeout() {
-            Some(t) => Duration::from_micros(t.saturating_sub(now())),
-            None => Duration::from_millis(500),
-        };
-        match next_input(&inputs, wait) {
+        match next_input(&inputs, wait_until(src.poll_timeout(), now())) {
             Ok(Input::Wire(from, w)) => match w {
                 MigWire::Msg(m @ MigMsg::Fetch { .. }) if !r.committed => r.early_fetches.push(m),
                 MigWire::Msg(m) => {
@@ -953,7 +954,6 @@ fn run_dest(
     let mut stats = DestStats::default();
     let mut resumed_at = 0u64;
     let mut bad: Option<String> = None;
-    let mut absent_at_resume = 0;
     let mut commit_at = 0u64;
     loop {
         while let Some(a) = d.poll_action() {
@@ -993,10 +993,9 @@ fn run_dest(
                     sh.mig.by_pid.lock().remove(&pid);
                     sh.mig.aborted.lock().insert(mid);
                 }
-                Action::Resume { absent } => {
+                Action::Resume { .. } => {
                     resume_pending = true;
                     commit_at = now();
-                    absent_at_resume = absent;
                 }
                 Action::Kill { why } => {
                     sh.mig.by_pid.lock().remove(&pid);
@@ -1016,7 +1015,6 @@ fn run_dest(
                 if let Err(e) = node.commit_import(pid, l) {
                     (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
                 }
-                let _ = absent_at_resume;
             }
         }
         while let Some((to, m)) = d.poll_transmit() {
@@ -1075,11 +1073,7 @@ fn run_dest(
         if sh.shutdown.load(Ordering::SeqCst) {
             break;
         }
-        let wait = match d.poll_timeout() {
-            Some(t) => Duration::from_micros(t.saturating_sub(now())),
-            None => Duration::from_millis(500),
-        };
-        match next_input(&inputs, wait) {
+        match next_input(&inputs, wait_until(d.poll_timeout(), now())) {
             Ok(Input::Wire(f, w)) => match w {
                 MigWire::Msg(MigMsg::Offer { .. }) => {}
                 MigWire::Final { mid, image_len, pages: p, absent, partners } => {
@@ -1233,20 +1227,9 @@ pub fn report_table(r: &MigReport) -> String {
     rows.iter().map(|(k, v)| format!("  {k:<w$}  {v}\n")).collect()
 }
 
-/// The failure reason of a machine, for messages.
-pub fn failure_text(f: &Failure) -> String {
-    f.to_string()
-}
-
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,
 /// else asking the node it is on.
-pub(crate) fn migrate_and_wait(
-    sh: &Arc<Shared>,
-    pid: Pid,
-    to: &str,
-    mechanism: Option<&str>,
-    _caller: Option<Pid>,
-) -> Result<MigReport, String> {
+pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<&str>) -> Result<MigReport, String> {
     let mech = mechanism.map(parse_mechanism).transpose()?;
     if sh.node().is_local(pid) {
         let h = start(sh, pid, to, mech, Caller::None)?;

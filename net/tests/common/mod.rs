@@ -240,14 +240,7 @@ impl Run {
     /// arrive (until 200 ms pass without any).
     pub fn finish(&mut self, mesh: &TestMesh, timeout: Duration) -> ProcessExit {
         let exit = mesh.node(&self.on).node().wait_exit(self.pid, timeout);
-        let mut quiet = Instant::now();
-        let stop = Instant::now() + Duration::from_secs(2);
-        while quiet.elapsed() < Duration::from_millis(200) && Instant::now() < stop {
-            if self.pump() {
-                quiet = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.drain();
         exit.unwrap_or_else(|| {
             panic!(
                 "the program did not end within {timeout:?}; output:\n{}\nfailures: {:?}\nlogs:\n{}",

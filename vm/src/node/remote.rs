@@ -561,15 +561,9 @@ impl NodeInner {
     ) -> Result<Option<Pid>, super::DeliverError> {
         let mut tries = 0u32;
         loop {
-            tries += 1;
-            if tries > 1 {
-                // It is in the middle of a move: look again shortly.
-                if tries > 200_000 {
-                    self.log_drop(Target::Inbox(pid), "its process did not settle");
-                    self.drop_ends(&carried);
-                    return Ok(None);
-                }
-                std::thread::yield_now();
+            // It is in the middle of a move: look again shortly.
+            if !self.look_again(&mut tries, Target::Inbox(pid), "its process did not settle", &carried) {
+                return Ok(None);
             }
             if let Some(n) = self.remote_node_of(pid) {
                 return self
@@ -625,6 +619,22 @@ impl NodeInner {
         }
     }
 
+    /// Counts one more look at a target in the middle of a move, yielding between looks;
+    /// false once it has been looked at too often (the message is dropped and logged,
+    /// and the receive ends it carried with it).
+    fn look_again(&self, tries: &mut u32, target: Target, why: &str, carried: &[(ChanId, VecDeque<Message>)]) -> bool {
+        *tries += 1;
+        if *tries > 1 {
+            if *tries > 200_000 {
+                self.log_drop(target, why);
+                self.drop_ends(carried);
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
     /// Delivers message number `seq` from node `origin` for channel `c` wherever its
     /// receive end is: into the holder's queue here, in sequence (atomically with the end
     /// leaving, under the holder's slot lock), or on to where the end went, keeping its
@@ -642,15 +652,9 @@ impl NodeInner {
     ) -> Result<Option<Pid>, super::DeliverError> {
         let mut tries = 0u32;
         loop {
-            tries += 1;
-            if tries > 1 {
-                // The end is leaving or arriving: look again shortly.
-                if tries > 200_000 {
-                    self.log_drop(Target::Chan(c), "its receive end did not settle");
-                    self.drop_ends(&carried);
-                    return Ok(None);
-                }
-                std::thread::yield_now();
+            // The end is leaving or arriving: look again shortly.
+            if !self.look_again(&mut tries, Target::Chan(c), "its receive end did not settle", &carried) {
+                return Ok(None);
             }
             if let Some(pid) = self.holder(c) {
                 match self.enqueue_numbered(pid, c, origin, seq, msg, carried, local) {
