@@ -4,9 +4,8 @@
 //! child process is killed and reaped when its guard is dropped, also when a test fails.
 //!
 //! Programs report what they see by printing: a process started by `tern ctl spawn`
-//! without `--wait` prints into the log of the node it runs on, so a test reads
-//! [`RealMesh::log`] (or [`RealMesh::all_logs`], since a process that moved prints on
-//! its new node).
+//! without `--wait` prints into the log of the node the spawn was asked of (its
+//! console), wherever it runs or moves; a test reads [`RealMesh::log`] of that node.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -324,11 +323,20 @@ impl RealMesh {
         p
     }
 
-    /// Starts program `source` on node `on`; its pid as printed (`1.2`).
+    /// Starts program `source` on node `on`, asked of `on` itself (so its output, which
+    /// goes to the console it was started from, is in `on`'s log); its pid as printed
+    /// (`1.2`).
     #[track_caller]
     pub fn spawn(&self, file: &str, source: &str, on: &str) -> String {
+        self.spawn_via(on, file, source, on)
+    }
+
+    /// Starts program `source` on node `on`, asked of node `via`: its output goes to
+    /// `via`'s log wherever the process runs or moves.
+    #[track_caller]
+    pub fn spawn_via(&self, via: &str, file: &str, source: &str, on: &str) -> String {
         let p = self.write(file, source);
-        let out = self.ctl(&["--json", "spawn", path(&p), "--on", on]);
+        let out = self.ctl_on(Some(via), &["--json", "spawn", path(&p), "--on", on]);
         assert!(out.ok(), "spawn failed: {out:?}");
         out.json()["pid"].as_str().unwrap_or_else(|| panic!("spawn printed no pid: {out:?}")).to_string()
     }
