@@ -202,10 +202,13 @@ impl RealMesh {
         let what = format!("tern node {}", n.name);
         let mut cmd = match self.address_limit_kib {
             None => tern(),
-            // `exec`, so the guarded pid is the node's own.
+            // `exec`, so the guarded pid is the node's own. Few malloc arenas (each
+            // reserves 64 MiB of address space), so the limit leaves the same room
+            // however many cores the machine has.
             Some(kib) => {
                 let mut c = Command::new("sh");
                 c.args(["-c", &format!("ulimit -v {kib} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_tern")]);
+                c.env("MALLOC_ARENA_MAX", "2");
                 c
             }
         };
