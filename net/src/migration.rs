@@ -958,9 +958,16 @@ fn run_dest(
     let node = sh.node();
     let mid = offer.mid();
     let MigMsg::Offer { pid, size_pages, .. } = offer else { return };
+    // Pages are installed as they come, in the heap the process will get: made now, so
+    // a heap this machine has no memory for refuses the offer (never aborts the node).
+    let mut staged = tern_vm::heap::Heap::new(node.vm().config.heap);
     let refuse = if node.is_local(pid) || sh.mig.by_pid.lock().contains_key(&pid) {
         Some(RefuseReason::Busy)
     } else if u64::from(size_pages) * sh.cfg.page_size as u64 > sh.cfg.limits.heap_bytes {
+        Some(RefuseReason::OverLimits)
+    } else if let Err(e) = staged.ensure_pages(size_pages as usize) {
+        (sh.log)(&format!("refused to take {}: {e}", tern_vm::value::name_text(pid)));
+        staged = tern_vm::heap::Heap::new(node.vm().config.heap);
         Some(RefuseReason::OverLimits)
     } else {
         None
@@ -989,11 +996,6 @@ fn run_dest(
         }
     }
     let mut fault_tx: Option<mpsc::Sender<Vec<u8>>> = None;
-    // Pages are installed as they come, in the heap the process will get.
-    let mut staged = tern_vm::heap::Heap::new(node.vm().config.heap);
-    if staged.ensure_pages(size_pages as usize).is_err() {
-        staged = tern_vm::heap::Heap::new(node.vm().config.heap);
-    }
     let mut image: Vec<u8> = Vec::new();
     let mut image_done = false;
     let mut imported = false;
@@ -1174,9 +1176,14 @@ fn run_dest(
                             continue;
                         }
                         // Pages past the offered size: the heap grew before it was frozen.
-                        if rec.index as usize >= staged.page_count() && staged.ensure_pages(rec.index as usize + 1).is_err() {
-                            bad = Some(format!("page {} is outside the heap limit", rec.index));
-                            continue;
+                        if rec.index as usize >= staged.page_count() {
+                            if let Err(e) = staged.ensure_pages(rec.index as usize + 1) {
+                                bad = Some(match e {
+                                    tern_vm::heap::HeapError::OutOfMemory(_) => format!("page {}: {e}", rec.index),
+                                    _ => format!("page {} is outside the heap limit", rec.index),
+                                });
+                                continue;
+                            }
                         }
                         match &rec.data {
                             Some(b) => {
