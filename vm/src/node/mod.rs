@@ -746,6 +746,19 @@ impl Node {
         }
     }
 
+    /// For tests: `None` makes channel `c`'s receive end look as if it were in the middle
+    /// of arriving here (its state here, no holder yet), as it is for a moment while a
+    /// message or a process brings it; `Some(pid)` gives it back to `pid`, which must
+    /// hold it.
+    #[doc(hidden)]
+    pub fn debug_hold_arrival(&self, c: ChanId, holder: Option<Pid>) {
+        let i = &self.inner;
+        if holder.is_none() && !i.chan_meta.contains(c) {
+            i.chan_meta.insert(c, remote::ChanMeta::default());
+        }
+        i.set_holder(c, holder);
+    }
+
     /// What this node knows of a channel (see `remote.rs`): whether a process here holds
     /// its receive end, the nodes holding send ends of it (kept while the receive end is
     /// here), and else where the receive end was last known to go.
