@@ -495,3 +495,27 @@ println(recv());
     assert_eq!(reported, refused, "the sender's node was told of each: {text}");
     assert!(text.contains("last send: not sent: an earlier message from this process was lost (to <pid 1.2>: the mailbox of <pid 1.2> was full (its limit is 8 KiB of queued messages)"), "{text}");
 }
+
+/// A send the link refuses takes nothing away: the receive end it carried stays with
+/// the sender, which can still receive on it.
+#[test]
+fn a_refused_send_leaves_the_receive_end_it_carried_with_the_sender() {
+    let fx = Fixture::start(
+        2,
+        r#"
+fn worker() { recv(5000); }
+let w = spawn_on("n2", worker);
+let ch = channel();
+recv();
+println("send: ${try { send(w, ch[1]); "sent" } catch e { "error: ${e}" }}");
+println("again: ${try { send(ch[0], "still mine"); "sent" } catch e { "error: ${e}" }}");
+println("recv: ${try { recv(ch[1], 1000) } catch e { "error: ${e}" }}");
+"#,
+        |c| c,
+    );
+    *fx.net.filter.lock() = Some(Box::new(|from, to, op| from == 1 && to == 2 && matches!(op, Op::Deliver(_))));
+    fx.ns[0].send_to(fx.main, Message::scalar(Val::Nil)).unwrap();
+    let text = fx.finish();
+    assert!(text.contains("send: error: send: the link cannot take more\n"), "{text}");
+    assert!(text.contains("again: sent\nrecv: still mine\n"), "{text}");
+}

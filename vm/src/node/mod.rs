@@ -376,6 +376,7 @@ impl SlotState {
     /// What an image carries of this slot besides the process itself (`proc`, parked
     /// here); `now`: the node clock, for the time left on its wait.
     fn image(&self, proc: &Process, now: u64) -> SlotImage {
+        let (inbox_expect, inbox_held) = self.order.seq.to_wire();
         SlotImage {
             inbox: self.mailbox.inbox.iter().cloned().collect(),
             chans: self.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
@@ -386,8 +387,8 @@ impl SlotState {
             timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
             clock_us: Some(now.saturating_add_signed(proc.sys.clock_offset_us)),
             moves: self.moves,
-            inbox_expect: self.order.seq.to_wire().0,
-            inbox_held: self.order.seq.to_wire().1,
+            inbox_expect,
+            inbox_held,
         }
     }
 }
@@ -1344,7 +1345,7 @@ impl NodeInner {
             // A receive end or a process in the middle of a move: look again when it has
             // settled.
             if !self.look(&mut patience) {
-                self.drop_ends(&carried);
+                self.unsent(from, carried);
                 return Err(DeliverError::Unsettled(target));
             }
             let pid = match target {

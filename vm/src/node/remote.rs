@@ -32,10 +32,10 @@
 //! from each origin in the mailbox in sequence order, holding back one that overtook an
 //! earlier one (which a message on a forwarding path and a later one sent straight to
 //! the new place can do); a number already passed is a message that came too late (see
-//! "Bounds"). The expected numbers
-//! and the messages held back travel with the receive end, and for an inbox with the
-//! process (its image, and [`super::Late`] at commit); numbered messages that reach a
-//! process while it is being imported wait for the commit's state. A numbered message
+//! "Bounds"). The expected numbers and the messages held back travel with the receive
+//! end, and for an inbox with the process (its image, and [`super::Late`] at commit);
+//! numbered messages that reach a process while it is being imported wait for the
+//! commit's state. A numbered message
 //! is queued under the slot lock of the process that has it, which moving it away also
 //! needs, so the state that travels always matches what was queued; a number is
 //! assigned where the message is queued or handed to the link (so one the link refuses
@@ -58,8 +58,9 @@
 //! node that crashed, a skip notice that could not be passed on either, a broken peer)
 //! is given up after [`super::NodeConfig::gap_timeout`], or at once when [`MAX_HELD`]
 //! messages are held back; a message that comes after its number was given up is
-//! dropped and its sender told. Every such event is logged and counted
-//! ([`super::DeliveryStats`]).
+//! dropped and its sender told. Every such event is counted
+//! ([`super::DeliveryStats`]); a give-up, and a loss no process can be told of (a
+//! host's message, a sender that has ended), is logged.
 
 use super::{ChanId, DeliverError, ExitReason, NodeInner, Pid, Status, Target, Task};
 use crate::message::Message;
@@ -503,10 +504,20 @@ impl NodeInner {
         carried: Ends,
         origin: Option<(u16, u64, u8)>,
     ) -> Result<(), String> {
+        // (Before the counter below is locked: this may take a slot's lock.)
+        if let Some(m) = &msg {
+            self.announce_tx(self.shortcut(to, target, origin.map_or(0, |o| o.2)), m);
+        }
         if let Some((origin, seq, hops)) = origin {
             let to = self.shortcut(to, target, hops);
             return match msg {
-                Some(msg) => self.send_deliver(to, Deliver { target, origin, seq, hops, from, msg, carried: Vec::new() }, carried),
+                Some(msg) => self.send_deliver(to, Deliver { target, origin, seq, hops, from, msg, carried: Vec::new() }, carried).map_err(
+                    |(e, ends)| {
+                        // Lost with the message (see `forward`).
+                        self.drop_ends(&ends);
+                        e
+                    },
+                ),
                 None => {
                     self.drop_ends(&carried);
                     self.remote_send(to, Op::Skip { target, origin, seq, hops })
@@ -521,11 +532,54 @@ impl NodeInner {
         };
         let mut shard = counters.shard(k).lock();
         let next = shard.entry(k).or_insert(0);
-        let r = self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, from, msg, carried: Vec::new() }, carried);
-        if r.is_ok() {
-            *next += 1;
+        match self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, from, msg, carried: Vec::new() }, carried) {
+            Ok(()) => {
+                *next += 1;
+                Ok(())
+            }
+            Err((e, ends)) => {
+                drop(shard);
+                self.unsent(from, ends);
+                Err(e)
+            }
         }
-        r
+    }
+
+    /// The ends of a message that was not sent: given back to its sender if it is a fresh
+    /// one from here (`seq` `None`), else lost with it.
+    fn not_sent(&self, seq: Option<u64>, from: SentBy, ends: Ends) {
+        match seq {
+            None => self.unsent(from, ends),
+            Some(_) => self.drop_ends(&ends),
+        }
+    }
+
+    /// Receive ends taken from a sender for a message that was not sent: a process here
+    /// gets them back (they never left: it is still their holder); others are dropped.
+    pub(crate) fn unsent(&self, from: SentBy, ends: Ends) {
+        if ends.is_empty() {
+            return;
+        }
+        let back = match from {
+            SentBy::Process(p) => self.local_slot(p),
+            SentBy::Host | SentBy::Notice => None,
+        };
+        let Some(slot) = back else {
+            self.drop_ends(&ends);
+            return;
+        };
+        let mut st = slot.st.lock();
+        if matches!(st.status, Status::Exited | Status::Moved) {
+            drop(st);
+            self.drop_ends(&ends);
+            return;
+        }
+        for (c, q) in ends {
+            st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+            st.mailbox.chans.push((c, q));
+        }
+        drop(st);
+        self.mesh.changed();
     }
 
     /// Where a numbered message forwarded `hops` times goes instead of node `to`: past
@@ -543,13 +597,19 @@ impl NodeInner {
         }
     }
 
-    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), String> {
-        d.carried = self.carry_away(to, carried);
-        self.announce_tx(to, &d.msg);
+    /// Sends `d` to node `to` with the receive ends `carried`; if the link refuses it,
+    /// nothing has changed and the ends come back with the error.
+    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), (String, Ends)> {
+        d.carried = self.pack_ends(&carried);
         let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Deliver(d));
-        self.announce_moves(to, &moved);
-        r
+        match self.remote_send(to, Op::Deliver(d)) {
+            Ok(()) => {
+                self.let_go(to, &moved);
+                self.announce_moves(to, &moved);
+                Ok(())
+            }
+            Err(e) => Err((e, carried)),
+        }
     }
 
     pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
@@ -570,25 +630,34 @@ impl NodeInner {
         s
     }
 
-    /// Turns receive ends leaving for node `to` into what travels with them, leaving a
-    /// forwarding pointer here.
-    fn carry_away(&self, to: u16, carried: Ends) -> Vec<Carried> {
+    /// What receive ends about to leave (taken out of their holder's mailbox, so nothing
+    /// changes their state meanwhile) take with them; nothing changes here until
+    /// [`NodeInner::let_go`].
+    fn pack_ends(&self, carried: &Ends) -> Vec<Carried> {
         carried
-            .into_iter()
+            .iter()
             .map(|(chan, q)| {
-                let meta = self.chan_meta.remove(chan).unwrap_or_default();
-                let moves = meta.moves + 1;
-                // The pointer before the holder goes, so a sender always finds one or the other.
-                self.rx_places.insert(chan, RxPlace { node: to, moves });
-                self.set_holder(chan, None);
+                let meta = self.chan_meta.get(*chan).unwrap_or_default();
                 let mut partners = meta.partners;
                 if !partners.contains(&self.id) {
                     partners.push(self.id);
                 }
                 let (expect, held) = meta.order.into_wire();
-                Carried { chan, queue: q.into(), moves, partners, expect, held }
+                Carried { chan: *chan, queue: q.iter().cloned().collect(), moves: meta.moves + 1, partners, expect, held }
             })
             .collect()
+    }
+
+    /// Receive ends went to node `to` (with these move counts): a forwarding pointer
+    /// before the holder goes, so a sender always finds one or the other, and the state
+    /// last (while it is here without a holder, senders here wait).
+    fn let_go(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
+        for &(chan, moves, _) in moved {
+            self.rx_places.insert(chan, RxPlace { node: to, moves });
+            self.set_holder(chan, None);
+            self.chan_meta.remove(chan);
+        }
+        self.mesh.changed();
     }
 
     /// Tells the birth nodes and partners of receive ends that went to `to` where they are.
@@ -615,7 +684,12 @@ impl NodeInner {
                     continue;
                 }
                 if host == self.id {
-                    self.add_partner(c, to);
+                    if !self.add_partner(c, to) {
+                        // It left meanwhile: tell where it went.
+                        if let Some(n) = self.remote_rx_node(c).filter(|&n| n != to) {
+                            let _ = self.remote_send(n, Op::Partner { chan: c, node: to });
+                        }
+                    }
                 } else {
                     let _ = self.remote_send(host, Op::Partner { chan: c, node: to });
                 }
@@ -631,12 +705,22 @@ impl NodeInner {
         self.remote_rx_node(c)
     }
 
-    fn add_partner(&self, c: ChanId, node: u16) {
+    /// Records node `node` as a partner of channel `c` if its receive end is held here:
+    /// checked under the holder's slot lock, which taking the end away needs, so an end
+    /// leaving takes the partner with it (or is seen gone: false). (Adding to the state
+    /// of an end that had just left would leave it looking as if arriving, for ever.)
+    fn add_partner(&self, c: ChanId, node: u16) -> bool {
+        let Some(slot) = self.holder(c).and_then(|p| self.local_slot(p)) else { return false };
+        let st = slot.st.lock();
+        if matches!(st.status, Status::Exited | Status::Moved) || !st.mailbox.holds(c) {
+            return false;
+        }
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
         if !meta.partners.contains(&node) {
             meta.partners.push(node);
         }
+        true
     }
 
     /// Carries out an op from node `from`.
@@ -688,11 +772,11 @@ impl NodeInner {
             }
             Op::Lost { sender, target, why } => self.tell_lost(sender, target, why),
             Op::Partner { chan, node } => {
-                if self.holder(chan).is_some() {
-                    self.add_partner(chan, node);
-                } else if let Some(n) = self.remote_rx_node(chan) {
-                    if n != from {
-                        let _ = self.remote_send(n, Op::Partner { chan, node });
+                if !self.add_partner(chan, node) {
+                    if let Some(n) = self.remote_rx_node(chan) {
+                        if n != from {
+                            let _ = self.remote_send(n, Op::Partner { chan, node });
+                        }
                     }
                 }
             }
@@ -844,7 +928,7 @@ impl NodeInner {
         loop {
             // It is in the middle of a move: look again when it has settled.
             if !self.look(&mut patience) {
-                self.drop_ends(&carried);
+                self.not_sent(seq, from, carried);
                 return Err(DeliverError::Unsettled(Target::Inbox(pid)));
             }
             if let Some(n) = self.remote_node_of(pid) {
@@ -957,7 +1041,7 @@ impl NodeInner {
         loop {
             // The end is leaving or arriving: look again when it has settled.
             if !self.look(&mut patience) {
-                self.drop_ends(&carried);
+                self.not_sent(seq, from, carried);
                 return Err(DeliverError::Unsettled(Target::Chan(c)));
             }
             if let Some(pid) = self.holder(c) {
@@ -1145,7 +1229,7 @@ impl NodeInner {
     }
 
     /// Logs a message lost (see "Bounds").
-    fn log_lost(&self, target: Target, why: &str) {
+    pub(crate) fn log_lost(&self, target: Target, why: &str) {
         self.console.failed(0, &format!("node {}: a message for {} was lost: {why}", self.name, what(target)));
     }
 
@@ -1276,12 +1360,19 @@ impl NodeInner {
         for c in spec.call.tx_ends() {
             self.announce_tx_one(c, to);
         }
-        let carried = self.carry_away(to, carried);
-        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Spawn { req, from: pid, spec, carried });
-        self.announce_moves(to, &moved);
-        if r.is_err() {
-            self.pending_spawns.lock().remove(&req);
+        let packed = self.pack_ends(&carried);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = packed.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Spawn { req, from: pid, spec, carried: packed });
+        match &r {
+            Ok(()) => {
+                self.let_go(to, &moved);
+                self.announce_moves(to, &moved);
+            }
+            Err(_) => {
+                self.pending_spawns.lock().remove(&req);
+                // The ends it was to take stay with the parent.
+                self.unsent(SentBy::Process(pid), carried);
+            }
         }
         r
     }

@@ -313,6 +313,10 @@ impl Node {
         if given_up > 0 {
             // Only a broken or hostile peer fills the held-back bound.
             i.counters.given_up.fetch_add(given_up, Ordering::Relaxed);
+            i.log_lost(
+                super::Target::Inbox(pid),
+                &format!("gave up waiting for {given_up} missing message(s): more than {} were held back behind them", super::MAX_HELD),
+            );
         }
         for (origin, from) in lost {
             i.counters.late.fetch_add(1, Ordering::Relaxed);
