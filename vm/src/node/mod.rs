@@ -2039,6 +2039,8 @@ impl NodeInner {
             self.release(pid);
             return Err(MoveError::Image(e));
         }
+        // Losses not yet reported to it go with it.
+        tslot.st.lock().lost = st.lost.take();
         // Give the copy its pid, point the birth node at it, and retire the original:
         // senders waiting on this slot's lock look the process up again.
         dest.procs.insert(pid, Entry::Live(tslot));

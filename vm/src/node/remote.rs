@@ -1269,6 +1269,12 @@ impl NodeInner {
             if matches!(st.status, Status::Exited | Status::Moved) {
                 continue;
             }
+            if st.import.is_some() {
+                // Its state is replaced at the commit (with what the source held back
+                // meanwhile): given up here, a message could come twice.
+                left(st.order.seq.oldest_gap());
+                continue;
+            }
             match st.order.seq.oldest_gap() {
                 Some(t) if due(t) => {}
                 t => {

@@ -96,6 +96,17 @@ impl Node {
             return Err(MoveError::NotHere(pid));
         }
         let moves = st.moves.saturating_add(1);
+        if let Some((n, first)) = st.lost.take() {
+            // (Not carried: the process moved before its next send could say it.)
+            let who = crate::value::name_text(pid);
+            i.console.failed(
+                0,
+                &format!(
+                    "node {}: <pid {who}> moved before a send could tell it that {n} message(s) it sent were lost, the first {first}",
+                    i.name
+                ),
+            );
+        }
         let order = std::mem::take(&mut st.order).seq;
         let inbox_origins = order.origins();
         let (inbox_expect, inbox_held) = order.into_wire();
