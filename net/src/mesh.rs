@@ -961,7 +961,9 @@ fn op_needs(op: &Op) -> Vec<ModuleHash> {
                     add(m.modules());
                 }
                 for (_, _, m) in &c.held {
-                    add(m.modules());
+                    if let Some(m) = m {
+                        add(m.modules());
+                    }
                 }
             }
         }
@@ -970,6 +972,11 @@ fn op_needs(op: &Op) -> Vec<ModuleHash> {
             for c in carried {
                 for m in &c.queue {
                     add(m.modules());
+                }
+                for (_, _, m) in &c.held {
+                    if let Some(m) = m {
+                        add(m.modules());
+                    }
                 }
             }
         }
@@ -1095,6 +1102,12 @@ impl Dispatcher {
         self.sh.fail_waiting(from, &format!("node {name} went down"));
         if let Some(q) = self.pending.remove(&from) {
             self.done(from, q.len());
+            // Messages waiting for modules from it: lost (their numbers skipped).
+            for (_, work) in q {
+                if let Work::Op(op) = work {
+                    self.sh.node().undeliverable(from, op, &format!("node {name} went down before it sent the code the message needs"));
+                }
+            }
         }
         self.sh.node().node_down(from);
     }
@@ -1151,7 +1164,12 @@ impl Dispatcher {
                     Work::SpawnMain { id, .. } => {
                         let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(Err(why.to_string())) });
                     }
-                    Work::Op(_) | Work::Mig(_) => (self.sh.log)(&format!("dropped a message from node {from}: {why}")),
+                    Work::Op(op) => {
+                        if !self.sh.node().undeliverable(from, op, why) {
+                            (self.sh.log)(&format!("dropped a message from node {from}: {why}"));
+                        }
+                    }
+                    Work::Mig(_) => (self.sh.log)(&format!("dropped a message from node {from}: {why}")),
                 }
             }
             *q = keep;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote, Target};
+use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote, SentBy, Target};
 use tern_vm::runtime::Vm;
 use tern_vm::value::name_node;
 use tern_vm::VmConfig;
@@ -412,7 +412,15 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     let before = net.delivers(3, 1);
     assert_eq!(ns[2].send_to(worker, Message::scalar(Val::Int(7))), Ok(true));
     // (Numbered as the first message from a node that has sent none to the channel.)
-    let d = Deliver { target: Target::Chan(chans[0]), origin: 3, seq: 0, hops: 1, msg: Message::scalar(Val::Int(8)), carried: Vec::new() };
+    let d = Deliver {
+        target: Target::Chan(chans[0]),
+        origin: 3,
+        seq: 0,
+        hops: 1,
+        from: SentBy::Host,
+        msg: Message::scalar(Val::Int(8)),
+        carried: Vec::new(),
+    };
     ns[2].receive(4, Op::Deliver(d));
     assert_eq!(net.delivers(3, 1), before + 2, "both went by the birth node");
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");

@@ -15,7 +15,7 @@ use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 4;
+pub const IMAGE_VERSION: u16 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {
@@ -57,8 +57,9 @@ pub struct SlotImage {
     /// Numbered inbox messages (see `node/remote.rs`, "Order"): per origin node, the
     /// number of the next one expected from it ...
     pub inbox_expect: Vec<(u16, u64)>,
-    /// ... and those that arrived ahead of their turn: (origin, number, message).
-    pub inbox_held: Vec<(u16, u64, Message)>,
+    /// ... and those that arrived ahead of their turn: (origin, number, message; `None`:
+    /// a skip notice, that number was lost on its way).
+    pub inbox_held: Vec<(u16, u64, Option<Message>)>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -36,7 +36,7 @@ mod sys;
 mod transfer;
 
 pub use migration::{copy_pages_bytes, Job, PageBytes};
-pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS};
+pub use remote::{Carried, Deliver, Op, Remote, SentBy, MAX_FORWARDS, MAX_HELD, MAX_HOPS};
 pub use sys::{sys_natives, Source};
 pub use transfer::Late;
 
@@ -123,6 +123,13 @@ pub struct NodeConfig {
     pub message_limit_bytes: usize,
     /// Keep a record of every process exit (tests); otherwise only of watched pids.
     pub record_exits: bool,
+    /// How long a send waits for a target in the middle of a move (a receive end or a
+    /// process being handed over between slots) before it fails (see `remote.rs`,
+    /// "Bounds"). Such a moment ends in bounded time; this is only the backstop.
+    pub settle_timeout: Duration,
+    /// How long a queue waits for a missing sequence number from another node before it
+    /// gives it up and delivers what was held back behind it (see `remote.rs`, "Bounds").
+    pub gap_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -135,6 +142,8 @@ impl Default for NodeConfig {
             mailbox_limit_bytes: 64 << 20,
             message_limit_bytes: 16 << 20,
             record_exits: false,
+            settle_timeout: Duration::from_secs(10),
+            gap_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -236,11 +245,33 @@ pub struct Mesh {
     start: Instant,
     /// Held for the whole of a move: processes move one at a time.
     move_lock: Mutex<()>,
+    settle: Settle,
+}
+
+/// Wakes senders waiting for a target in the middle of a move ([`NodeInner::look`]):
+/// `gen` changes whenever a holder, a slot's status or a route may have changed. Its
+/// lock is a leaf: taken under a slot or shard lock, never the other way round.
+#[derive(Default)]
+struct Settle {
+    gen: AtomicU64,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
 }
 
 impl Mesh {
     pub fn new() -> Arc<Mesh> {
-        Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), move_lock: Mutex::new(()) })
+        Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), move_lock: Mutex::new(()), settle: Settle::default() })
+    }
+
+    /// Something a sender may be waiting for changed (see [`Settle`]).
+    fn changed(&self) {
+        let s = &self.settle;
+        s.gen.fetch_add(1, Ordering::SeqCst);
+        if s.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = s.lock.lock();
+            s.cv.notify_all();
+        }
     }
 
     fn node(&self, id: u16) -> Option<Arc<NodeInner>> {
@@ -336,12 +367,16 @@ pub(crate) struct SlotState {
     moves: u32,
     /// The sequence state of numbered inbox messages (see `remote.rs`, "Order").
     order: remote::InboxOrder,
+    /// Messages this process sent that were lost (see `remote.rs`, "Bounds"): how many,
+    /// and what the first was. Its next send fails, saying so.
+    lost: Option<(u64, String)>,
 }
 
 impl SlotState {
     /// What an image carries of this slot besides the process itself (`proc`, parked
     /// here); `now`: the node clock, for the time left on its wait.
     fn image(&self, proc: &Process, now: u64) -> SlotImage {
+        let (inbox_expect, inbox_held) = self.order.seq.to_wire();
         SlotImage {
             inbox: self.mailbox.inbox.iter().cloned().collect(),
             chans: self.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
@@ -352,8 +387,8 @@ impl SlotState {
             timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
             clock_us: Some(now.saturating_add_signed(proc.sys.clock_offset_us)),
             moves: self.moves,
-            inbox_expect: self.order.expect.clone(),
-            inbox_held: self.order.held.clone(),
+            inbox_expect,
+            inbox_held,
         }
     }
 }
@@ -395,6 +430,7 @@ impl Slot {
                 jobs: Vec::new(),
                 moves: 0,
                 order: remote::InboxOrder::default(),
+                lost: None,
             }),
         })
     }
@@ -408,6 +444,9 @@ enum Entry {
 }
 
 const SHARDS: usize = 64;
+
+/// The timer entry of a gap sweep (no process has pid 0: serials start at 1).
+const GAP_SWEEP: Pid = 0;
 
 /// Rounds an idle worker looks for work before it sleeps.
 const SPINS: u32 = 16;
@@ -470,12 +509,69 @@ pub enum Target {
     Chan(ChanId),
 }
 
-/// Why a message was not queued.
+/// Why a message was not queued (see `remote.rs`, "Bounds").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DeliverError {
+    /// The mailbox of this process (the target, or the holder of the target channel)
+    /// is at its limit.
     Full(Pid),
+    /// Too many messages wait for the target to arrive here.
+    Waiting(Target),
     /// The target is on another node, which cannot be reached.
     Unreachable(String),
+    /// The target stayed in the middle of a move for the settle timeout.
+    Unsettled(Target),
+    /// A numbered message whose number had been given up already.
+    Late,
+}
+
+/// How many messages this node could not deliver, and why (see `remote.rs`, "Bounds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryStats {
+    /// Sends that failed (or numbered messages lost here) because the target stayed in
+    /// the middle of a move for the settle timeout.
+    pub unsettled: u64,
+    /// Messages from other nodes refused here for a full mailbox (or too many waiting
+    /// for an import); a skip notice took each one's place.
+    pub refused_full: u64,
+    /// Numbered messages this node could not pass on (a link refused them, too many
+    /// hops, a target that did not settle); a skip notice follows each where it can.
+    pub lost_on_the_way: u64,
+    /// Sequence numbers given up here (the gap timeout, or the held-back bound).
+    pub given_up: u64,
+    /// Numbered messages that came after their number was given up (dropped).
+    pub late: u64,
+    /// Losses reported to processes here (their next send fails).
+    pub reported: u64,
+}
+
+#[derive(Default)]
+struct DeliveryCounters {
+    unsettled: AtomicU64,
+    refused_full: AtomicU64,
+    lost_on_the_way: AtomicU64,
+    given_up: AtomicU64,
+    late: AtomicU64,
+    reported: AtomicU64,
+}
+
+/// A delivery loop's patience with a target in the middle of a move ([`NodeInner::look`]).
+#[derive(Default)]
+pub(crate) struct Patience {
+    looks: u32,
+    since: Option<Instant>,
+    gen: u64,
+}
+
+/// A byte count as limits are given.
+pub(crate) fn bytes_text(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 pub(crate) struct NodeInner {
@@ -543,6 +639,10 @@ pub(crate) struct NodeInner {
     /// target is on is looked up when a node goes down (its route now, which link
     /// updates keep current), never remembered from when the monitor was set up.
     remote_monitors: Mutex<Vec<(Pid, Pid)>>,
+    /// What this node could not deliver (see [`DeliveryStats`]).
+    counters: DeliveryCounters,
+    /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
+    gap_sweep: AtomicBool,
 }
 
 /// Where a node gets the pages of processes whose heap is not all here (see
@@ -617,6 +717,8 @@ impl Node {
             pid_seqs: Shards::new(),
             pending_spawns: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(Vec::new()),
+            counters: DeliveryCounters::default(),
+            gap_sweep: AtomicBool::new(false),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -708,6 +810,20 @@ impl Node {
         self.inner.receive(from, op);
     }
 
+    /// An op node `from` sent that the host cannot carry out (`why`: a module it needs
+    /// could not be had, say). A message in it is lost as one that cannot be passed on
+    /// is (see `remote.rs`, "Bounds"): its number is skipped where its target is, and
+    /// its sender told. Returns false for any other op (the host logs it).
+    pub fn undeliverable(&self, from: u16, op: Op, why: &str) -> bool {
+        let _ = from;
+        let Op::Deliver(d) = op else { return false };
+        let i = &self.inner;
+        i.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
+        i.forward(d.target, d.origin, d.seq, d.hops.saturating_add(1), d.from, None, Vec::new());
+        i.report_lost(d.origin, d.from, d.target, format!("node {} could not take it: {why}", i.name));
+        true
+    }
+
     /// Node `node` went down or restarted: monitors and links of processes there fire
     /// with reason `node_down`, and spawns waiting for it fail.
     pub fn node_down(&self, node: u16) {
@@ -741,11 +857,37 @@ impl Node {
     /// Sends a message to a process here or anywhere in the mesh, as from outside any
     /// process. `Ok(false)`: it has ended.
     pub fn send_to(&self, pid: Pid, msg: Message) -> Result<bool, String> {
-        match self.inner.deliver(Target::Inbox(pid), msg, Vec::new(), None) {
+        match self.inner.send_as(SentBy::Host, Target::Inbox(pid), msg, Vec::new(), None) {
             Ok(p) => Ok(p.is_some()),
-            Err(DeliverError::Full(_)) => Err(format!("the mailbox of <pid {}> is full", name_text(pid))),
-            Err(DeliverError::Unreachable(e)) => Err(e),
+            Err(e) => Err(self.inner.send_error(&e)),
         }
+    }
+
+    /// How many messages this node could not deliver, and why.
+    pub fn delivery_stats(&self) -> DeliveryStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DeliveryStats {
+            unsettled: get(&c.unsettled),
+            refused_full: get(&c.refused_full),
+            lost_on_the_way: get(&c.lost_on_the_way),
+            given_up: get(&c.given_up),
+            late: get(&c.late),
+            reported: get(&c.reported),
+        }
+    }
+
+    /// For tests: `None` makes channel `c`'s receive end look as if it were in the middle
+    /// of arriving here (its state here, no holder yet), as it is for a moment while a
+    /// message or a process brings it; `Some(pid)` gives it back to `pid`, which must
+    /// hold it.
+    #[doc(hidden)]
+    pub fn debug_hold_arrival(&self, c: ChanId, holder: Option<Pid>) {
+        let i = &self.inner;
+        if holder.is_none() && !i.chan_meta.contains(c) {
+            i.chan_meta.insert(c, remote::ChanMeta::default());
+        }
+        i.set_holder(c, holder);
     }
 
     /// What this node knows of a channel (see `remote.rs`): whether a process here holds
@@ -1096,13 +1238,79 @@ impl NodeInner {
                 table.remove(c);
             }
         }
+        self.mesh.changed();
     }
 
-    /// Queues a message (with the receive ends it carries, and their queues) at its
-    /// target, wherever that is now. `Ok(None)`: the target is gone and the message
-    /// dropped (as sends to ended processes are).
+    /// Counts one more look at a target that may be in the middle of a move; between
+    /// looks, waits until something changes (see [`Settle`]), a few quick looks first.
+    /// False once it has been unsettled for [`NodeConfig::settle_timeout`].
+    pub(crate) fn look(&self, p: &mut Patience) -> bool {
+        p.looks += 1;
+        if p.looks == 1 {
+            return true;
+        }
+        if p.looks <= 8 {
+            std::thread::yield_now();
+            return true;
+        }
+        let now = Instant::now();
+        let since = *p.since.get_or_insert(now);
+        if now.duration_since(since) >= self.config.settle_timeout {
+            self.counters.unsettled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let s = &self.mesh.settle;
+        s.waiters.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut g = s.lock.lock();
+            if s.gen.load(Ordering::SeqCst) == p.gen {
+                // A change not signalled costs at most this long.
+                let _ = s.cv.wait_for(&mut g, Duration::from_millis(2));
+            }
+        }
+        s.waiters.fetch_sub(1, Ordering::SeqCst);
+        p.gen = s.gen.load(Ordering::SeqCst);
+        true
+    }
+
+    /// What a sender is told when its message could not be queued.
+    pub(crate) fn send_error(&self, e: &DeliverError) -> String {
+        match e {
+            DeliverError::Full(p) => format!(
+                "the mailbox of <pid {}> is full (its limit is {} of queued messages)",
+                name_text(*p),
+                bytes_text(self.config.mailbox_limit_bytes)
+            ),
+            DeliverError::Waiting(t) => format!("too many messages are waiting for {} to arrive here", remote::what(*t)),
+            DeliverError::Unreachable(why) => why.clone(),
+            DeliverError::Unsettled(t) => format!(
+                "not sent: {} is in the middle of a move that did not settle within {} s",
+                remote::what(*t),
+                self.config.settle_timeout.as_secs_f64()
+            ),
+            DeliverError::Late => "not sent: its number was given up already".into(),
+        }
+    }
+
+    /// Queues a notice from the node itself (a down or exit message: never refused for
+    /// a full mailbox) at its target, as [`NodeInner::send_as`] does.
     pub(crate) fn deliver(
         &self,
+        target: Target,
+        msg: Message,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        local: Option<&Worker<Task>>,
+    ) -> Result<Option<Pid>, DeliverError> {
+        self.send_as(SentBy::Notice, target, msg, carried, local)
+    }
+
+    /// Queues a message from `from` (with the receive ends it carries, and their
+    /// queues) at its target, wherever that is now. `Ok(None)`: the target is gone and
+    /// the message dropped (as sends to ended processes are). An error: it was not sent
+    /// (see `remote.rs`, "Bounds").
+    pub(crate) fn send_as(
+        &self,
+        from: SentBy,
         target: Target,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
@@ -1114,39 +1322,41 @@ impl NodeInner {
         if self.remote().is_some() {
             match target {
                 Target::Chan(c) if self.seqs.contains(c) => {
-                    return self.route_numbered(c, self.id, None, 0, msg, carried, local);
+                    return self.route_numbered(c, self.id, None, 0, from, Some(msg), carried, local);
                 }
                 Target::Inbox(p) if self.pid_seqs.contains(p) => {
-                    return self.route_inbox(p, self.id, None, 0, msg, carried, local);
+                    return self.route_inbox(p, self.id, None, 0, from, Some(msg), carried, local);
                 }
                 _ => {}
             }
         }
-        self.deliver_now(target, msg, carried, local)
+        self.deliver_now(from, target, msg, carried, local)
     }
 
-    /// Queues a message at its target now (see [`NodeInner::deliver`]).
+    /// Queues a message at its target now (see [`NodeInner::send_as`]).
     pub(crate) fn deliver_now(
         &self,
+        from: SentBy,
         target: Target,
         msg: Message,
         carried: Vec<(ChanId, VecDeque<Message>)>,
         local: Option<&Worker<Task>>,
     ) -> Result<Option<Pid>, DeliverError> {
-        let mut tries = 0u32;
+        let mut patience = Patience::default();
         loop {
-            tries += 1;
-            if tries > 1 {
-                // A receive end or a process in the middle of a move: look again shortly.
-                if tries > 200_000 {
-                    return Ok(None);
-                }
-                std::thread::yield_now();
+            // A receive end or a process in the middle of a move: look again when it has
+            // settled.
+            if !self.look(&mut patience) {
+                self.unsent(from, carried);
+                return Err(DeliverError::Unsettled(target));
             }
             let pid = match target {
                 Target::Inbox(p) => {
                     if let Some(n) = self.remote_node_of(p) {
-                        return self.send_remote(n, target, msg, carried, None).map(|()| Some(p)).map_err(DeliverError::Unreachable);
+                        return self
+                            .send_remote(n, target, from, Some(msg), carried, None)
+                            .map(|()| Some(p))
+                            .map_err(DeliverError::Unreachable);
                     }
                     p
                 }
@@ -1155,7 +1365,10 @@ impl NodeInner {
                     None if self.chan_meta.contains(c) => continue, // arriving from another node
                     None => {
                         if let Some(n) = self.remote_rx_node(c) {
-                            return self.send_remote(n, target, msg, carried, None).map(|()| None).map_err(DeliverError::Unreachable);
+                            return self
+                                .send_remote(n, target, from, Some(msg), carried, None)
+                                .map(|()| None)
+                                .map_err(DeliverError::Unreachable);
                         }
                         for (c, _) in &carried {
                             self.set_holder(*c, None);
@@ -1193,7 +1406,7 @@ impl NodeInner {
                 Target::Inbox(_) => Source::Inbox,
                 Target::Chan(c) => Source::Chan(c),
             };
-            if carried.is_empty() && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
+            if carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
                 return Err(DeliverError::Full(pid));
             }
             let Some(q) = st.mailbox.queue(src) else { continue };
@@ -1683,7 +1896,9 @@ impl NodeInner {
                 Some(&std::cmp::Reverse((t, pid, seq))) if t <= now => {
                     timers.pop();
                     drop(timers);
-                    if let Some(Entry::Live(slot)) = self.procs.get(pid) {
+                    if pid == GAP_SWEEP {
+                        self.sweep_gaps();
+                    } else if let Some(Entry::Live(slot)) = self.procs.get(pid) {
                         let mut st = slot.st.lock();
                         if st.status == Status::Waiting && st.wait_seq == seq {
                             self.wake_locked(pid, &slot, &mut st, None);
@@ -1698,6 +1913,16 @@ impl NodeInner {
                     self.timer_wake.wait(&mut timers);
                 }
             }
+        }
+    }
+
+    /// Arms a gap sweep (see `remote.rs`, "Bounds") for time `at` (node µs).
+    fn schedule_sweep(&self, at: u64) {
+        let mut timers = self.timers.lock();
+        let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| at < *t);
+        timers.push(std::cmp::Reverse((at, GAP_SWEEP, 0)));
+        if first {
+            self.timer_wake.notify_one();
         }
     }
 
@@ -1816,6 +2041,8 @@ impl NodeInner {
             self.release(pid);
             return Err(MoveError::Image(e));
         }
+        // Losses not yet reported to it go with it.
+        tslot.st.lock().lost = st.lost.take();
         // Give the copy its pid, point the birth node at it, and retire the original:
         // senders waiting on this slot's lock look the process up again.
         dest.procs.insert(pid, Entry::Live(tslot));
@@ -1831,6 +2058,7 @@ impl NodeInner {
         st.parked = None;
         st.mailbox = Mailbox::default();
         drop(st);
+        self.mesh.changed();
         if birth != self.id {
             self.procs.remove(pid);
         }
@@ -1873,7 +2101,10 @@ impl NodeInner {
         st.trap_exits = img.trap_exits;
         // Reinstated elsewhere: one more move.
         st.moves = img.moves.saturating_add(1);
-        st.order.set(img.inbox_expect, img.inbox_held);
+        st.order.seq = remote::Order::from_wire(img.inbox_expect, img.inbox_held, now);
+        if st.order.seq.oldest_gap().is_some() {
+            self.gap_opened(now);
+        }
         if img.kill.is_some() {
             st.kill = img.kill;
             slot.flags.fetch_or(KILL, Ordering::SeqCst);

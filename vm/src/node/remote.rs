@@ -20,8 +20,9 @@
 //! hands on with the end) are told the new place, so a sender goes straight there. A
 //! process's routes are versioned the same way, by the number of moves it has made.
 //! Routes and pointers are only ever replaced by ones with more moves, so following
-//! them always goes forward and never loops (and forwarding is bounded by
-//! [`MAX_FORWARDS`]).
+//! them always goes forward and never loops (a message that has been forwarded
+//! [`MAX_FORWARDS`] times takes the shortcut through its target's birth node, and one
+//! forwarded [`MAX_HOPS`] times is given up as lost, see "Bounds").
 //!
 //! **Order.** A message sent from another node, to a channel or to a process's inbox,
 //! carries its origin node and a sequence number per (origin, target): a node numbers
@@ -30,10 +31,11 @@
 //! and one for pids). The node where the receive end (or the process) is puts messages
 //! from each origin in the mailbox in sequence order, holding back one that overtook an
 //! earlier one (which a message on a forwarding path and a later one sent straight to
-//! the new place can do) and dropping a number already passed. The expected numbers
-//! and the messages held back travel with the receive end, and for an inbox with the
-//! process (its image, and [`super::Late`] at commit); numbered messages that reach a
-//! process while it is being imported wait for the commit's state. A numbered message
+//! the new place can do); a number already passed is a message that came too late (see
+//! "Bounds"). The expected numbers and the messages held back travel with the receive
+//! end, and for an inbox with the process (its image, and [`super::Late`] at commit);
+//! numbered messages that reach a process while it is being imported wait for the
+//! commit's state. A numbered message
 //! is queued under the slot lock of the process that has it, which moving it away also
 //! needs, so the state that travels always matches what was queued; a number is
 //! assigned where the message is queued or handed to the link (so one the link refuses
@@ -41,15 +43,37 @@
 //! forwarded. So messages from one sender are never reordered, however often the end
 //! or the process moves. (A node that restarts numbers from 0 again: its host calls
 //! [`super::Node::forget_origin`].)
+//!
+//! **Bounds.** Every way a message can fail to be queued ends in an outcome the sender
+//! can see (ARCHITECTURE.md, "Message delivery: bounds and outcomes"), and a number is
+//! never left as a gap that holds back the rest for ever. A send that fails before its
+//! message is numbered (a full mailbox here, a link that refuses it, a target in the
+//! middle of a move that does not settle within [`super::NodeConfig::settle_timeout`])
+//! fails in the sender, a catchable error. A numbered message lost on its way (its
+//! mailbox full where it arrives, a link that refuses it at a node passing it on, a
+//! target that did not settle there, [`MAX_HOPS`] hops) leaves a *skip notice* in its
+//! place ([`Op::Skip`]; held back as `None`), which moves its target's sequence past the
+//! number, and its origin node is told ([`Op::Lost`]): the sending process's next `send`
+//! fails, saying what was lost. A gap that still does not fill (a message lost with a
+//! node that crashed, a skip notice that could not be passed on either, a broken peer)
+//! is given up after [`super::NodeConfig::gap_timeout`], or at once when [`MAX_HELD`]
+//! messages are held back; a message that comes after its number was given up is
+//! dropped and its sender told. Every such event is counted
+//! ([`super::DeliveryStats`]); a give-up, and a loss no process can be told of (a
+//! host's message, a sender that has ended), is logged.
 
-use super::{ChanId, ExitReason, NodeInner, Pid, Status, Target, Task};
+use super::{ChanId, DeliverError, ExitReason, NodeInner, Pid, Status, Target, Task};
 use crate::message::Message;
 use crate::process::{IoResult, Process, SpawnSpec};
 use crate::value::{name_node, name_text};
 use crossbeam_deque::Worker;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Receive ends travelling with a message, with their queues.
+pub(crate) type Ends = Vec<(ChanId, VecDeque<Message>)>;
 
 /// How a node reaches nodes in other OS processes. Provided by the host.
 pub trait Remote: Send + Sync {
@@ -73,12 +97,22 @@ pub trait Remote: Send + Sync {
     }
 }
 
-/// Most hops a message is forwarded before it is dropped (a pointer chain this long
-/// means the end moved faster than the message; it cannot loop).
+/// Hops after which a message no longer follows forwarding pointers but goes by its
+/// target's birth node, which always knows the newest place (a pointer chain this long
+/// means the target moved faster than the message; routes only go forward, so it
+/// cannot loop).
 pub const MAX_FORWARDS: u8 = 32;
 
-/// Messages held back per channel, waiting for an earlier one from the same origin.
-const MAX_HELD: usize = 100_000;
+/// Hops after which a message is given up as lost (its number skipped, its sender told):
+/// after the shortcut at [`MAX_FORWARDS`], only a target that keeps moving faster than
+/// messages travel, or a broken peer, gets here.
+pub const MAX_HOPS: u8 = 128;
+
+/// Messages (and skip notices) held back per queue, waiting for an earlier one from the
+/// same origin; and numbered messages waiting for a process or receive end that is being
+/// imported. Once the gaps that can arise are all closed by skip notices, only a broken
+/// or hostile peer reaches it: the queue then gives up waiting (see "Bounds").
+pub const MAX_HELD: usize = 100_000;
 
 /// What one node tells another. Flat data (no recursive types), for postcard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +176,35 @@ pub enum Op {
         node: u16,
         moves: u32,
     },
+    /// Message number `seq` from node `origin` for `target` was lost on its way (see
+    /// "Bounds"): where the target is, its sequence moves past the number. Travels as a
+    /// message would (`hops`: times forwarded).
+    Skip {
+        target: Target,
+        origin: u16,
+        seq: u64,
+        hops: u8,
+    },
+    /// A message from process `sender` (on the receiving node, when it sent it) to
+    /// `target` was lost: `why`. The sender's next `send` fails, saying so.
+    Lost {
+        sender: Pid,
+        target: Target,
+        why: String,
+    },
+}
+
+/// Who sent a message: whom its loss is reported to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SentBy {
+    /// A process: a loss is reported to it (its next `send` fails).
+    Process(Pid),
+    /// A host, from outside any process ([`super::Node::send_to`]), or a node passing on
+    /// messages whose sender it does not know: a loss is logged.
+    Host,
+    /// The node itself: a down or exit notice (monitors, links), never refused for a
+    /// full mailbox (a watcher must not miss the end it watches for).
+    Notice,
 }
 
 /// A message on its way to a process or channel on another node.
@@ -154,6 +217,8 @@ pub struct Deliver {
     pub seq: u64,
     /// Times forwarded so far.
     pub hops: u8,
+    /// Its sender (told if it is lost).
+    pub from: SentBy,
     pub msg: Message,
     /// Receive ends the message carries, with their queues.
     pub carried: Vec<Carried>,
@@ -168,8 +233,9 @@ pub struct Carried {
     pub partners: Vec<u16>,
     /// Per origin node: the sequence number of the next message expected from it.
     pub expect: Vec<(u16, u64)>,
-    /// Messages that arrived ahead of their turn: (origin, seq, message).
-    pub held: Vec<(u16, u64, Message)>,
+    /// Messages that arrived ahead of their turn: (origin, seq, message); `None`: a skip
+    /// notice (that number was lost).
+    pub held: Vec<(u16, u64, Option<Message>)>,
 }
 
 /// What the hosting node keeps about a receive end that has been or may be remote.
@@ -177,8 +243,7 @@ pub struct Carried {
 pub(crate) struct ChanMeta {
     moves: u32,
     partners: Vec<u16>,
-    expect: Vec<(u16, u64)>,
-    held: Vec<(u16, u64, Message)>,
+    order: Order,
 }
 
 impl ChanMeta {
@@ -190,73 +255,143 @@ impl ChanMeta {
     }
     /// The sequence state: expected numbers per origin, and messages held back.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Message)>) {
-        (self.expect, self.held)
+    pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
+        self.order.into_wire()
     }
 }
 
-/// Puts message number `seq` from node `origin` in sequence, given the next number
-/// expected from each origin and the messages held back: returns the messages that can
-/// be queued now (this one and any held back behind it), in order. A number already
-/// passed is a duplicate, dropped; at most [`MAX_HELD`] messages are held back.
-fn sequence(expect: &mut Vec<(u16, u64)>, held: &mut Vec<(u16, u64, Message)>, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
-    let i = match expect.iter().position(|(o, _)| *o == origin) {
-        Some(i) => i,
-        None => {
-            expect.push((origin, 0));
-            expect.len() - 1
-        }
-    };
-    let next = expect[i].1;
-    if seq < next {
-        return Vec::new(); // already delivered
-    }
-    if seq > next {
-        if held.len() < MAX_HELD {
-            held.push((origin, seq, msg));
-        }
-        return Vec::new();
-    }
-    let mut out = vec![msg];
-    let mut n = next.wrapping_add(1);
-    while let Some(j) = held.iter().position(|(o, s, _)| *o == origin && *s == n) {
-        out.push(held.swap_remove(j).2);
-        n = n.wrapping_add(1);
-    }
-    expect[i].1 = n;
-    out
+/// The sequence state of one queue (an inbox, or a channel's), see "Order": per origin
+/// the next number expected, and what arrived ahead of its turn.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Order {
+    expect: Vec<(u16, u64)>,
+    /// By (origin, number); `None`: a skip notice (that number was lost on its way).
+    held: BTreeMap<(u16, u64), Option<Message>>,
+    /// Per origin with something held back: since when (node µs) it has waited for the
+    /// number it misses. Not carried: a node the queue moves to starts the wait again.
+    since: Vec<(u16, u64)>,
 }
 
-/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
-/// with it: in its image, and in [`super::Late`] for what changed after the image.
+/// What putting one numbered message in sequence gave.
 #[derive(Debug, Default)]
-pub(crate) struct InboxOrder {
-    /// Per origin node: the number of the next message expected from it.
-    pub(crate) expect: Vec<(u16, u64)>,
-    /// Messages that arrived ahead of their turn: (origin, seq, message).
-    pub(crate) held: Vec<(u16, u64, Message)>,
-    /// Numbered messages that reached the process while it was being imported here
-    /// (the state they are ordered by comes with the commit); `carried` stays empty (the
-    /// ends they carried are in the mailbox already).
-    pub(crate) waiting: Vec<Arriving>,
+pub(crate) struct Put {
+    /// What can be queued now (this message and any held back behind it), in order.
+    pub(crate) ready: Vec<Message>,
+    /// Its number had been passed already (its gap given up, or a broken peer sent it
+    /// twice): the message is dropped.
+    pub(crate) late: bool,
+    /// Numbers given up because the held-back bound was reached.
+    pub(crate) skipped: u64,
+    /// A gap opened: a sweep is due after the gap timeout.
+    pub(crate) opened: bool,
 }
 
-impl InboxOrder {
-    /// See [`sequence`].
-    pub(crate) fn put(&mut self, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
-        sequence(&mut self.expect, &mut self.held, origin, seq, msg)
+impl Order {
+    /// The state that came with a queue (in an image, [`super::Late`] or [`Carried`]);
+    /// `now`: when its gaps start to count here.
+    pub(crate) fn from_wire(expect: Vec<(u16, u64)>, held: Vec<(u16, u64, Option<Message>)>, now: u64) -> Order {
+        let mut o = Order { expect, held: BTreeMap::new(), since: Vec::new() };
+        for (origin, seq, m) in held.into_iter().take(MAX_HELD) {
+            if seq >= o.next(origin) {
+                o.held.insert((origin, seq), m);
+                if !o.since.iter().any(|(x, _)| *x == origin) {
+                    o.since.push((origin, now));
+                }
+            }
+        }
+        o
     }
 
-    /// Takes over the state that came with the process (from its image or its commit).
-    pub(crate) fn set(&mut self, expect: Vec<(u16, u64)>, mut held: Vec<(u16, u64, Message)>) {
-        held.truncate(MAX_HELD);
-        self.expect = expect;
-        self.held = held;
+    /// What travels with the queue (see [`Order::from_wire`]).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn to_wire(&self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
+        (self.expect.clone(), self.held.iter().map(|(&(o, s), m)| (o, s, m.clone())).collect())
     }
 
-    /// The nodes that have sent numbered messages to this inbox.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_wire(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
+        (self.expect, self.held.into_iter().map(|((o, s), m)| (o, s, m)).collect())
+    }
+
+    fn next(&self, origin: u16) -> u64 {
+        self.expect.iter().find(|(o, _)| *o == origin).map_or(0, |(_, n)| *n)
+    }
+
+    fn set_next(&mut self, origin: u16, n: u64) {
+        match self.expect.iter_mut().find(|(o, _)| *o == origin) {
+            Some(e) => e.1 = n,
+            None => self.expect.push((origin, n)),
+        }
+    }
+
+    /// Puts message number `seq` from node `origin` in sequence (`None`: a skip notice
+    /// for that number). A message ahead of its turn is held back; once [`MAX_HELD`] are,
+    /// the queue gives up waiting for what its origins miss (see [`Order::give_up`]).
+    pub(crate) fn put(&mut self, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
+        let next = self.next(origin);
+        let mut out = Put::default();
+        if seq < next {
+            out.late = msg.is_some(); // a late skip notice says nothing new
+            return out;
+        }
+        if seq > next {
+            if !self.since.iter().any(|(o, _)| *o == origin) {
+                self.since.push((origin, now));
+                out.opened = true;
+            }
+            self.held.entry((origin, seq)).or_insert(msg);
+            if self.held.len() > MAX_HELD {
+                let (ready, skipped) = self.give_up(|_, _| true);
+                out.ready = ready;
+                out.skipped = skipped;
+            }
+            return out;
+        }
+        out.ready.extend(msg);
+        let mut n = next + 1;
+        while let Some(m) = self.held.remove(&(origin, n)) {
+            out.ready.extend(m);
+            n += 1;
+        }
+        self.set_next(origin, n);
+        self.since.retain(|(o, _)| *o != origin);
+        if self.held.range((origin, n)..=(origin, u64::MAX)).next().is_some() {
+            // Still missing a later number: a new wait begins.
+            self.since.push((origin, now));
+            out.opened = true;
+        }
+        out
+    }
+
+    /// Gives up waiting for the numbers missing from the origins `which` picks (given the
+    /// origin and since when it has waited): everything held back from each is released
+    /// in order, past its gaps. Returns those messages and how many numbers were given up.
+    pub(crate) fn give_up(&mut self, which: impl Fn(u16, u64) -> bool) -> (Vec<Message>, u64) {
+        let mut ready = Vec::new();
+        let mut skipped = 0u64;
+        let origins: Vec<u16> = self.since.iter().filter(|&&(o, t)| which(o, t)).map(|(o, _)| *o).collect();
+        for origin in origins {
+            let mut n = self.next(origin);
+            let seqs: Vec<u64> = self.held.range((origin, n)..=(origin, u64::MAX)).map(|(&(_, s), _)| s).collect();
+            for s in seqs {
+                skipped = skipped.saturating_add(s - n);
+                ready.extend(self.held.remove(&(origin, s)).flatten());
+                n = s + 1;
+            }
+            self.set_next(origin, n);
+            self.since.retain(|(o, _)| *o != origin);
+        }
+        (ready, skipped)
+    }
+
+    /// When the oldest wait for a missing number began (node µs), if any.
+    pub(crate) fn oldest_gap(&self) -> Option<u64> {
+        self.since.iter().map(|(_, t)| *t).min()
+    }
+
+    /// The nodes that have sent numbered messages to this queue.
     pub(crate) fn origins(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.iter().map(|(o, _, _)| *o)).collect();
+        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.keys().map(|(o, _)| *o)).collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -265,18 +400,39 @@ impl InboxOrder {
     /// Node `origin` restarted: what it numbered before is of no use any more.
     fn forget(&mut self, origin: u16) {
         self.expect.retain(|(o, _)| *o != origin);
-        self.held.retain(|(o, _, _)| *o != origin);
+        self.held.retain(|(o, _), _| *o != origin);
+        self.since.retain(|(o, _)| *o != origin);
     }
 }
 
-/// A numbered message for a receive end that is in a process being imported here.
+/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
+/// with it: in its image, and in [`super::Late`] for what changed after the image.
+#[derive(Debug, Default)]
+pub(crate) struct InboxOrder {
+    pub(crate) seq: Order,
+    /// Numbered messages (and skip notices) that reached the process while it was being
+    /// imported here (the state they are ordered by comes with the commit); `carried`
+    /// stays empty (the ends they carried are in the mailbox already).
+    pub(crate) waiting: Vec<Arriving>,
+}
+
+impl InboxOrder {
+    /// The nodes that have sent numbered messages to this inbox.
+    pub(crate) fn origins(&self) -> Vec<u16> {
+        self.seq.origins()
+    }
+}
+
+/// A numbered message (`msg` `None`: a skip notice) for a process or a receive end that
+/// is being imported here.
 #[derive(Debug, Clone)]
 pub(crate) struct Arriving {
     pub(crate) origin: u16,
     pub(crate) seq: u64,
     pub(crate) hops: u8,
-    pub(crate) msg: Message,
-    pub(crate) carried: Vec<(ChanId, VecDeque<Message>)>,
+    pub(crate) from: SentBy,
+    pub(crate) msg: Option<Message>,
+    pub(crate) carried: Ends,
 }
 
 /// Where the mesh knows a receive end to be, seen from a node that does not host it.
@@ -332,42 +488,128 @@ impl NodeInner {
         }
     }
 
-    /// Sends a message to `target` on node `to`, carrying `carried` (receive ends taken
-    /// from the sender) along, and records where those ends went. `origin`: the origin,
-    /// number and hops of a message already numbered; else it gets the next number from
-    /// here, used up only if the message leaves (a gap would hold back every later
-    /// message from here to the target for ever): the counter is held meanwhile.
+    /// Sends a message (`None`: a skip notice, always numbered already) to `target` on
+    /// node `to`, carrying `carried` (receive ends taken from the sender) along, and
+    /// records where those ends went. `origin`: the origin, number and hops of a message
+    /// already numbered (past [`MAX_FORWARDS`] hops it goes by its target's birth node
+    /// instead); else it gets the next number from here, used up only if the message
+    /// leaves (a gap would hold back every later message from here to the target): the
+    /// counter is held meanwhile.
     pub(crate) fn send_remote(
         &self,
         to: u16,
         target: Target,
-        msg: Message,
-        carried: Vec<(ChanId, VecDeque<Message>)>,
+        from: SentBy,
+        msg: Option<Message>,
+        carried: Ends,
         origin: Option<(u16, u64, u8)>,
     ) -> Result<(), String> {
-        if let Some((origin, seq, hops)) = origin {
-            return self.send_deliver(to, Deliver { target, origin, seq, hops, msg, carried: Vec::new() }, carried);
+        // (Before the counter below is locked: this may take a slot's lock.)
+        if let Some(m) = &msg {
+            self.announce_tx(self.shortcut(to, target, origin.map_or(0, |o| o.2)), m);
         }
+        if let Some((origin, seq, hops)) = origin {
+            let to = self.shortcut(to, target, hops);
+            return match msg {
+                Some(msg) => self.send_deliver(to, Deliver { target, origin, seq, hops, from, msg, carried: Vec::new() }, carried).map_err(
+                    |(e, ends)| {
+                        // Lost with the message (see `forward`).
+                        self.drop_ends(&ends);
+                        e
+                    },
+                ),
+                None => {
+                    self.drop_ends(&carried);
+                    self.remote_send(to, Op::Skip { target, origin, seq, hops })
+                }
+            };
+        }
+        // (A skip notice is always numbered.)
+        let Some(msg) = msg else { return Ok(()) };
         let (counters, k) = match target {
             Target::Chan(c) => (&self.seqs, c),
             Target::Inbox(p) => (&self.pid_seqs, p),
         };
         let mut shard = counters.shard(k).lock();
         let next = shard.entry(k).or_insert(0);
-        let r = self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, msg, carried: Vec::new() }, carried);
-        if r.is_ok() {
-            *next += 1;
+        match self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, from, msg, carried: Vec::new() }, carried) {
+            Ok(()) => {
+                *next += 1;
+                Ok(())
+            }
+            Err((e, ends)) => {
+                drop(shard);
+                self.unsent(from, ends);
+                Err(e)
+            }
         }
-        r
     }
 
-    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Vec<(ChanId, VecDeque<Message>)>) -> Result<(), String> {
-        d.carried = self.carry_away(to, carried);
-        self.announce_tx(to, &d.msg);
+    /// The ends of a message that was not sent: given back to its sender if it is a fresh
+    /// one from here (`seq` `None`), else lost with it.
+    fn not_sent(&self, seq: Option<u64>, from: SentBy, ends: Ends) {
+        match seq {
+            None => self.unsent(from, ends),
+            Some(_) => self.drop_ends(&ends),
+        }
+    }
+
+    /// Receive ends taken from a sender for a message that was not sent: a process here
+    /// gets them back (they never left: it is still their holder); others are dropped.
+    pub(crate) fn unsent(&self, from: SentBy, ends: Ends) {
+        if ends.is_empty() {
+            return;
+        }
+        let back = match from {
+            SentBy::Process(p) => self.local_slot(p),
+            SentBy::Host | SentBy::Notice => None,
+        };
+        let Some(slot) = back else {
+            self.drop_ends(&ends);
+            return;
+        };
+        let mut st = slot.st.lock();
+        if matches!(st.status, Status::Exited | Status::Moved) {
+            drop(st);
+            self.drop_ends(&ends);
+            return;
+        }
+        for (c, q) in ends {
+            st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+            st.mailbox.chans.push((c, q));
+        }
+        drop(st);
+        self.mesh.changed();
+    }
+
+    /// Where a numbered message forwarded `hops` times goes instead of node `to`: past
+    /// [`MAX_FORWARDS`], its target's birth node, which always knows the newest place
+    /// (unless that is this node, or one in this OS process).
+    fn shortcut(&self, to: u16, target: Target, hops: u8) -> u16 {
+        let birth = name_node(match target {
+            Target::Inbox(p) => p,
+            Target::Chan(c) => c,
+        });
+        if hops > MAX_FORWARDS && birth != self.id && self.node(birth).is_none() {
+            birth
+        } else {
+            to
+        }
+    }
+
+    /// Sends `d` to node `to` with the receive ends `carried`; if the link refuses it,
+    /// nothing has changed and the ends come back with the error.
+    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), (String, Ends)> {
+        d.carried = self.pack_ends(&carried);
         let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Deliver(d));
-        self.announce_moves(to, &moved);
-        r
+        match self.remote_send(to, Op::Deliver(d)) {
+            Ok(()) => {
+                self.let_go(to, &moved);
+                self.announce_moves(to, &moved);
+                Ok(())
+            }
+            Err(e) => Err((e, carried)),
+        }
     }
 
     pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
@@ -388,24 +630,34 @@ impl NodeInner {
         s
     }
 
-    /// Turns receive ends leaving for node `to` into what travels with them, leaving a
-    /// forwarding pointer here.
-    fn carry_away(&self, to: u16, carried: Vec<(ChanId, VecDeque<Message>)>) -> Vec<Carried> {
+    /// What receive ends about to leave (taken out of their holder's mailbox, so nothing
+    /// changes their state meanwhile) take with them; nothing changes here until
+    /// [`NodeInner::let_go`].
+    fn pack_ends(&self, carried: &Ends) -> Vec<Carried> {
         carried
-            .into_iter()
+            .iter()
             .map(|(chan, q)| {
-                let meta = self.chan_meta.remove(chan).unwrap_or_default();
-                let moves = meta.moves + 1;
-                // The pointer before the holder goes, so a sender always finds one or the other.
-                self.rx_places.insert(chan, RxPlace { node: to, moves });
-                self.set_holder(chan, None);
+                let meta = self.chan_meta.get(*chan).unwrap_or_default();
                 let mut partners = meta.partners;
                 if !partners.contains(&self.id) {
                     partners.push(self.id);
                 }
-                Carried { chan, queue: q.into(), moves, partners, expect: meta.expect, held: meta.held }
+                let (expect, held) = meta.order.into_wire();
+                Carried { chan: *chan, queue: q.iter().cloned().collect(), moves: meta.moves + 1, partners, expect, held }
             })
             .collect()
+    }
+
+    /// Receive ends went to node `to` (with these move counts): a forwarding pointer
+    /// before the holder goes, so a sender always finds one or the other, and the state
+    /// last (while it is here without a holder, senders here wait).
+    fn let_go(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
+        for &(chan, moves, _) in moved {
+            self.rx_places.insert(chan, RxPlace { node: to, moves });
+            self.set_holder(chan, None);
+            self.chan_meta.remove(chan);
+        }
+        self.mesh.changed();
     }
 
     /// Tells the birth nodes and partners of receive ends that went to `to` where they are.
@@ -432,7 +684,12 @@ impl NodeInner {
                     continue;
                 }
                 if host == self.id {
-                    self.add_partner(c, to);
+                    if !self.add_partner(c, to) {
+                        // It left meanwhile: tell where it went.
+                        if let Some(n) = self.remote_rx_node(c).filter(|&n| n != to) {
+                            let _ = self.remote_send(n, Op::Partner { chan: c, node: to });
+                        }
+                    }
                 } else {
                     let _ = self.remote_send(host, Op::Partner { chan: c, node: to });
                 }
@@ -448,12 +705,22 @@ impl NodeInner {
         self.remote_rx_node(c)
     }
 
-    fn add_partner(&self, c: ChanId, node: u16) {
+    /// Records node `node` as a partner of channel `c` if its receive end is held here:
+    /// checked under the holder's slot lock, which taking the end away needs, so an end
+    /// leaving takes the partner with it (or is seen gone: false). (Adding to the state
+    /// of an end that had just left would leave it looking as if arriving, for ever.)
+    fn add_partner(&self, c: ChanId, node: u16) -> bool {
+        let Some(slot) = self.holder(c).and_then(|p| self.local_slot(p)) else { return false };
+        let st = slot.st.lock();
+        if matches!(st.status, Status::Exited | Status::Moved) || !st.mailbox.holds(c) {
+            return false;
+        }
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
         if !meta.partners.contains(&node) {
             meta.partners.push(node);
         }
+        true
     }
 
     /// Carries out an op from node `from`.
@@ -504,12 +771,16 @@ impl NodeInner {
             }
             Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
             Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
+            Op::Skip { target, origin, seq, hops } => {
+                self.forward(target, origin, seq, hops.saturating_add(1), SentBy::Host, None, Vec::new());
+            }
+            Op::Lost { sender, target, why } => self.tell_lost(sender, target, why),
             Op::Partner { chan, node } => {
-                if self.holder(chan).is_some() {
-                    self.add_partner(chan, node);
-                } else if let Some(n) = self.remote_rx_node(chan) {
-                    if n != from {
-                        let _ = self.remote_send(n, Op::Partner { chan, node });
+                if !self.add_partner(chan, node) {
+                    if let Some(n) = self.remote_rx_node(chan) {
+                        if n != from {
+                            let _ = self.remote_send(n, Op::Partner { chan, node });
+                        }
                     }
                 }
             }
@@ -517,41 +788,134 @@ impl NodeInner {
     }
 
     fn receive_deliver(&self, d: Deliver) {
-        let Deliver { target, origin, seq, hops, msg, carried } = d;
+        let Deliver { target, origin, seq, hops, from, msg, carried } = d;
+        let hops = hops.saturating_add(1);
+        if let Target::Chan(c) = target {
+            if carried.iter().any(|e| e.chan == c) {
+                // Only a broken or hostile peer sends a receive end into its own channel.
+                self.log_lost(target, &format!("it came from node {origin} carrying its own channel's receive end"));
+                self.forward(target, origin, seq, hops, from, None, Vec::new());
+                return;
+            }
+        }
         // The receive ends it carries come here with it (marked as arriving until their
         // new holder has them).
-        let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
-        match target {
-            Target::Chan(c) => {
-                if hops >= MAX_FORWARDS {
-                    self.log_drop(target, "forwarded too many times");
-                    self.drop_ends(&ends);
+        let ends: Ends = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
+        self.forward(target, origin, seq, hops, from, Some(msg), ends);
+    }
+
+    /// Passes on message number `seq` from node `origin` (`msg` `None`: a skip notice for
+    /// it), which came from another node or waited here for an import, to its target
+    /// wherever that is, so that its number is never left as a gap (see "Bounds"): a
+    /// message that cannot be queued or passed on is replaced by a skip notice, and its
+    /// sender is told. `hops`: times it has been forwarded, counting this time.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(&self, target: Target, origin: u16, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends) {
+        let skip = msg.is_none();
+        let (why, notice_hops) = if hops > MAX_HOPS {
+            self.drop_ends(&ends);
+            // Its skip notice gets a second chance, from the birth node on.
+            (format!("it was forwarded {MAX_HOPS} times ({} moved faster than it travelled)", what(target)), Some(MAX_FORWARDS + 1))
+        } else {
+            let r = match target {
+                Target::Inbox(p) => self.route_inbox(p, origin, Some(seq), hops, from, msg, ends, None),
+                Target::Chan(c) => self.route_numbered(c, origin, Some(seq), hops, from, msg, ends, None),
+            };
+            match r {
+                Ok(_) => return,
+                Err(e @ (DeliverError::Full(_) | DeliverError::Waiting(_) | DeliverError::Late)) => {
+                    // Its number is used where the target is (a skip notice in its place).
+                    if e != DeliverError::Late {
+                        self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !skip {
+                        self.report_lost(origin, from, target, self.why_lost(&e));
+                    }
                     return;
                 }
-                let _ = self.route_numbered(c, origin, Some(seq), hops + 1, msg, ends, None);
+                // The target stayed in the middle of a move here: a skip notice would
+                // wait as long again; the gap timeout passes the number there.
+                Err(e @ DeliverError::Unsettled(_)) => (self.why_lost(&e), None),
+                Err(e) => (self.why_lost(&e), Some(hops)),
             }
-            Target::Inbox(pid) => {
-                if hops >= MAX_FORWARDS {
-                    self.log_drop(target, "forwarded too many times");
-                    self.drop_ends(&ends);
-                    return;
-                }
-                match self.route_inbox(pid, origin, Some(seq), hops + 1, msg, ends, None) {
-                    Err(super::DeliverError::Full(p)) => self.log_drop(Target::Inbox(p), "its mailbox is full"),
-                    Err(super::DeliverError::Unreachable(_)) => self.log_drop(target, "its node cannot be reached"),
-                    Ok(_) => {}
-                }
+        };
+        self.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
+        if skip {
+            self.log_lost(
+                target,
+                &format!("the skip notice for number {seq} from node {origin} could not be passed on ({why}); the gap it leaves is given up after the gap timeout"),
+            );
+            return;
+        }
+        if let Some(h) = notice_hops {
+            self.forward(target, origin, seq, h, from, None, Vec::new());
+        }
+        self.report_lost(origin, from, target, why);
+    }
+
+    /// Why a message was lost, for its sender.
+    pub(crate) fn why_lost(&self, e: &DeliverError) -> String {
+        match e {
+            DeliverError::Full(p) => format!(
+                "the mailbox of <pid {}> was full (its limit is {} of queued messages)",
+                name_text(*p),
+                super::bytes_text(self.config.mailbox_limit_bytes)
+            ),
+            DeliverError::Waiting(t) => {
+                format!("more than {MAX_HELD} messages were waiting for {} to arrive at node {}", what(*t), self.name)
             }
+            DeliverError::Late => format!("it reached node {} after its number had been given up (see the gap timeout)", self.name),
+            DeliverError::Unsettled(t) => format!(
+                "{} was in the middle of a move at node {} that did not settle within {} s",
+                what(*t),
+                self.name,
+                self.config.settle_timeout.as_secs_f64()
+            ),
+            DeliverError::Unreachable(e) => format!("it could not be passed on from node {}: {e}", self.name),
         }
     }
 
-    /// Delivers message number `seq` from node `origin` to process `pid`'s inbox wherever
-    /// the process is: into its slot here, in sequence (under the slot lock, which moving
-    /// it away needs), set aside while it is being imported here, or on to where it went,
-    /// keeping its number. `seq` `None`: a message from here, numbered where it is queued
-    /// or sent (so a message that goes nowhere uses no number). `hops`: times it has been
-    /// forwarded. A message in its turn that finds the mailbox full is dropped (its number
-    /// used up) and `Full` returned.
+    /// Tells the sender of a message that was lost (see "Bounds"): a process on this node,
+    /// or on its origin node, fails its next send; a loss no process can be told of is
+    /// logged here.
+    pub(crate) fn report_lost(&self, origin: u16, from: SentBy, target: Target, why: String) {
+        match from {
+            SentBy::Process(p) if origin == self.id || self.node(origin).is_some() => self.tell_lost(p, target, why),
+            SentBy::Process(p) => {
+                if let Err(e) = self.remote_send(origin, Op::Lost { sender: p, target, why: why.clone() }) {
+                    self.log_lost(target, &format!("{why}; its sender <pid {}> on node {origin} could not be told: {e}", name_text(p)));
+                }
+            }
+            SentBy::Host | SentBy::Notice => self.log_lost(target, &why),
+        }
+    }
+
+    /// A message process `sender` sent to `target` was lost: its next send fails, saying so.
+    pub(crate) fn tell_lost(&self, sender: Pid, target: Target, why: String) {
+        self.counters.reported.fetch_add(1, Ordering::Relaxed);
+        let note = format!("to {}: {why}", what(target));
+        let told = self
+            .with_live(sender, |_, _, st| {
+                st.lost = Some(match st.lost.take() {
+                    Some((n, first)) => (n.saturating_add(1), first),
+                    None => (1, note.clone()),
+                });
+            })
+            .is_some();
+        if !told {
+            self.log_lost(target, &format!("{why}; its sender <pid {}> has ended or left this node", name_text(sender)));
+        }
+    }
+
+    /// Delivers message number `seq` from node `origin` (`msg` `None`: a skip notice for
+    /// it) to process `pid`'s inbox wherever the process is: into its slot here, in
+    /// sequence (under the slot lock, which moving it away needs), set aside while it is
+    /// being imported here, or on to where it went, keeping its number. `seq` `None`: a
+    /// message from here, numbered where it is queued or sent (so a message that goes
+    /// nowhere uses no number). `hops`: times it has been forwarded. A message that finds
+    /// the mailbox full (or too many waiting for an import) leaves a skip notice in its
+    /// place (its number used) and `Full` (`Waiting`) is returned; one whose number was
+    /// given up already is dropped and `Late` returned.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_inbox(
         &self,
@@ -559,21 +923,23 @@ impl NodeInner {
         origin: u16,
         seq: Option<u64>,
         hops: u8,
-        msg: Message,
-        carried: Vec<(ChanId, VecDeque<Message>)>,
+        from: SentBy,
+        msg: Option<Message>,
+        carried: Ends,
         local: Option<&Worker<Task>>,
-    ) -> Result<Option<Pid>, super::DeliverError> {
-        let mut tries = 0u32;
+    ) -> Result<Option<Pid>, DeliverError> {
+        let mut patience = super::Patience::default();
         loop {
-            // It is in the middle of a move: look again shortly.
-            if !self.look_again(&mut tries, Target::Inbox(pid), "its process did not settle", &carried) {
-                return Ok(None);
+            // It is in the middle of a move: look again when it has settled.
+            if !self.look(&mut patience) {
+                self.not_sent(seq, from, carried);
+                return Err(DeliverError::Unsettled(Target::Inbox(pid)));
             }
             if let Some(n) = self.remote_node_of(pid) {
                 return self
-                    .send_remote(n, Target::Inbox(pid), msg, carried, seq.map(|s| (origin, s, hops)))
+                    .send_remote(n, Target::Inbox(pid), from, msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| Some(pid))
-                    .map_err(super::DeliverError::Unreachable);
+                    .map_err(DeliverError::Unreachable);
             }
             let Some((node, slot)) = self.find(pid) else {
                 self.drop_ends(&carried);
@@ -590,7 +956,10 @@ impl NodeInner {
                 _ => {}
             }
             let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
-            let full = carried.is_empty() && st.mailbox.bytes + msg.approx_bytes() > self.config.mailbox_limit_bytes;
+            let size = msg.as_ref().map_or(0, Message::approx_bytes);
+            let full =
+                msg.is_some() && carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + size > self.config.mailbox_limit_bytes;
+            let with_ends = !carried.is_empty();
             for (c, q) in carried {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
                 st.mailbox.chans.push((c, q));
@@ -599,18 +968,20 @@ impl NodeInner {
             }
             if st.import.is_some() {
                 // Its sequence state comes with the commit; the message waits for it.
-                if st.order.waiting.len() < MAX_HELD {
-                    st.order.waiting.push(Arriving { origin, seq, hops, msg, carried: Vec::new() });
-                }
-                return Ok(Some(pid));
+                let over = msg.is_some() && !with_ends && st.order.waiting.len() >= MAX_HELD;
+                let refused = full || over;
+                let msg = if refused { None } else { msg };
+                st.order.waiting.push(Arriving { origin, seq, hops, from, msg, carried: Vec::new() });
+                return match (full, over) {
+                    (true, _) => Err(DeliverError::Full(pid)),
+                    (false, true) => Err(DeliverError::Waiting(Target::Inbox(pid))),
+                    _ => Ok(Some(pid)),
+                };
             }
-            let mut ready = st.order.put(origin, seq, msg);
-            let dropped = full && !ready.is_empty();
-            if dropped {
-                ready.remove(0); // its turn, but no room: dropped, and its number used
-            }
+            let now = self.now_us();
+            let mut put = st.order.seq.put(origin, seq, if full { None } else { msg }, now);
             let mut bytes = 0;
-            for m in ready {
+            for m in std::mem::take(&mut put.ready) {
                 bytes += m.approx_bytes();
                 st.mailbox.inbox.push_back(m);
             }
@@ -619,30 +990,45 @@ impl NodeInner {
                 let local = if node.id == self.id { local } else { None };
                 node.wake_locked(pid, &slot, &mut st, local);
             }
-            return if dropped { Err(super::DeliverError::Full(pid)) } else { Ok(Some(pid)) };
+            drop(st);
+            self.after_put(Target::Inbox(pid), &put, now);
+            return if put.late {
+                Err(DeliverError::Late)
+            } else if full {
+                Err(DeliverError::Full(pid))
+            } else {
+                Ok(Some(pid))
+            };
         }
     }
 
-    /// Counts one more look at a target in the middle of a move, yielding between looks;
-    /// false once it has been looked at too often (the message is dropped and logged,
-    /// and the receive ends it carried with it).
-    fn look_again(&self, tries: &mut u32, target: Target, why: &str, carried: &[(ChanId, VecDeque<Message>)]) -> bool {
-        *tries += 1;
-        if *tries > 1 {
-            if *tries > 200_000 {
-                self.log_drop(target, why);
-                self.drop_ends(carried);
-                return false;
-            }
-            std::thread::yield_now();
+    /// What putting a message in sequence may call for once the queue's lock is
+    /// released: a gap sweep scheduled, a give-up or a late message counted and logged.
+    fn after_put(&self, target: Target, put: &Put, now: u64) {
+        if put.opened {
+            self.gap_opened(now);
         }
-        true
+        if put.skipped > 0 {
+            self.counters.given_up.fetch_add(put.skipped, Ordering::Relaxed);
+            self.log_lost(
+                target,
+                &format!(
+                    "gave up waiting for {} missing message(s): more than {MAX_HELD} were held back behind them (a broken or hostile peer)",
+                    put.skipped
+                ),
+            );
+        }
+        if put.late {
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Delivers message number `seq` from node `origin` for channel `c` wherever its
-    /// receive end is: into the holder's queue here, in sequence (atomically with the end
-    /// leaving, under the holder's slot lock), or on to where the end went, keeping its
-    /// number (`None`: as [`NodeInner::route_inbox`]). `hops`: times it has been forwarded.
+    /// Delivers message number `seq` from node `origin` (`msg` `None`: a skip notice for
+    /// it) for channel `c` wherever its receive end is: into the holder's queue here, in
+    /// sequence (atomically with the end leaving, under the holder's slot lock), set
+    /// aside while the end is in a process being imported here, or on to where the end
+    /// went, keeping its number (`None`, the outcomes: as [`NodeInner::route_inbox`]).
+    /// `hops`: times it has been forwarded.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_numbered(
         &self,
@@ -650,20 +1036,22 @@ impl NodeInner {
         origin: u16,
         seq: Option<u64>,
         hops: u8,
-        mut msg: Message,
-        mut carried: Vec<(ChanId, VecDeque<Message>)>,
+        from: SentBy,
+        mut msg: Option<Message>,
+        mut carried: Ends,
         local: Option<&Worker<Task>>,
-    ) -> Result<Option<Pid>, super::DeliverError> {
-        let mut tries = 0u32;
+    ) -> Result<Option<Pid>, DeliverError> {
+        let mut patience = super::Patience::default();
         loop {
-            // The end is leaving or arriving: look again shortly.
-            if !self.look_again(&mut tries, Target::Chan(c), "its receive end did not settle", &carried) {
-                return Ok(None);
+            // The end is leaving or arriving: look again when it has settled.
+            if !self.look(&mut patience) {
+                self.not_sent(seq, from, carried);
+                return Err(DeliverError::Unsettled(Target::Chan(c)));
             }
             if let Some(pid) = self.holder(c) {
-                match self.enqueue_numbered(pid, c, origin, seq, msg, carried, local) {
-                    Ok(()) => return Ok(Some(pid)),
-                    Err((m, cr)) => {
+                match self.enqueue_numbered(pid, c, origin, seq, from, msg, carried, local) {
+                    Enqueued::Done(r) => return r,
+                    Enqueued::NotHere(m, cr) => {
                         msg = m;
                         carried = cr;
                         continue;
@@ -678,15 +1066,17 @@ impl NodeInner {
                 let mut shard = self.arriving.shard(c).lock();
                 if let Some(waiting) = shard.get_mut(&c) {
                     let seq = seq.unwrap_or_else(|| self.next_seq(c));
-                    waiting.push(Arriving { origin, seq, hops, msg, carried });
-                    return Ok(None);
+                    let over = msg.is_some() && carried.is_empty() && waiting.len() >= MAX_HELD;
+                    let msg = if over { None } else { msg };
+                    waiting.push(Arriving { origin, seq, hops, from, msg, carried });
+                    return if over { Err(DeliverError::Waiting(Target::Chan(c))) } else { Ok(None) };
                 }
             }
             return match self.remote_rx_node(c) {
                 Some(n) => self
-                    .send_remote(n, Target::Chan(c), msg, carried, seq.map(|s| (origin, s, hops)))
+                    .send_remote(n, Target::Chan(c), from, msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| None)
-                    .map_err(super::DeliverError::Unreachable),
+                    .map_err(DeliverError::Unreachable),
                 None => {
                     self.drop_ends(&carried);
                     Ok(None)
@@ -696,29 +1086,35 @@ impl NodeInner {
     }
 
     /// Queues a numbered message (and the ends it carries) at local holder `pid` of `c`,
-    /// in sequence; gives them back if `pid` no longer holds `c` here.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    /// in sequence (a full mailbox: as [`NodeInner::route_inbox`]); gives them back if
+    /// `pid` no longer holds `c` here.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue_numbered(
         &self,
         pid: Pid,
         c: ChanId,
         origin: u16,
         seq: Option<u64>,
-        msg: Message,
-        carried: Vec<(ChanId, VecDeque<Message>)>,
+        from: SentBy,
+        msg: Option<Message>,
+        carried: Ends,
         local: Option<&Worker<Task>>,
-    ) -> Result<(), (Message, Vec<(ChanId, VecDeque<Message>)>)> {
-        let Some(slot) = self.local_slot(pid) else { return Err((msg, carried)) };
+    ) -> Enqueued {
+        let Some(slot) = self.local_slot(pid) else { return Enqueued::NotHere(msg, carried) };
         let mut st = slot.st.lock();
         if matches!(st.status, Status::Moved | Status::Exited) || !st.mailbox.holds(c) {
-            return Err((msg, carried));
+            return Enqueued::NotHere(msg, carried);
         }
         // The end cannot leave while this lock is held (taking it away needs it).
         let seq = seq.unwrap_or_else(|| self.next_seq(c));
-        let ready = self.in_order(c, origin, seq, msg);
+        let size = msg.as_ref().map_or(0, Message::approx_bytes);
+        let full =
+            msg.is_some() && carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + size > self.config.mailbox_limit_bytes;
+        let now = self.now_us();
+        let mut put = self.in_order(c, origin, seq, if full { None } else { msg }, now);
         let mut bytes = 0;
         if let Some(q) = st.mailbox.chan(c) {
-            for m in ready {
+            for m in std::mem::take(&mut put.ready) {
                 bytes += m.approx_bytes();
                 q.push_back(m);
             }
@@ -733,7 +1129,15 @@ impl NodeInner {
         if st.status == Status::Waiting && st.wait.contains(&super::Source::Chan(c)) {
             self.wake_locked(pid, &slot, &mut st, local);
         }
-        Ok(())
+        drop(st);
+        self.after_put(Target::Chan(c), &put, now);
+        Enqueued::Done(if put.late {
+            Err(DeliverError::Late)
+        } else if full {
+            Err(DeliverError::Full(pid))
+        } else {
+            Ok(Some(pid))
+        })
     }
 
     pub(crate) fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
@@ -743,20 +1147,26 @@ impl NodeInner {
         }
     }
 
-    /// Puts a message from `origin` for channel `c` in sequence: the messages that can
-    /// be queued now (this one and any held back behind it), in order.
-    fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Message) -> Vec<Message> {
+    /// Puts a message from `origin` (`None`: a skip notice) for channel `c` in sequence
+    /// (see [`Order::put`]).
+    fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
-        sequence(&mut meta.expect, &mut meta.held, origin, seq, msg)
+        meta.order.put(origin, seq, msg, now)
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
     pub(crate) fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
         // The meta first: while it is here without a holder, the end is arriving, and
         // senders here wait for it rather than follow the old pointer.
-        let meta = ChanMeta { moves: c.moves, partners: c.partners, expect: c.expect, held: c.held };
+        let now = self.now_us();
+        let order = Order::from_wire(c.expect, c.held, now);
+        let gaps = order.oldest_gap().is_some();
+        let meta = ChanMeta { moves: c.moves, partners: c.partners, order };
         self.chan_meta.insert(c.chan, meta);
+        if gaps {
+            self.gap_opened(now);
+        }
         self.rx_places.remove(c.chan);
         (c.chan, c.queue.into())
     }
@@ -813,22 +1223,131 @@ impl NodeInner {
             }));
         }
         for slot in slots {
-            slot.st.lock().order.forget(origin);
+            slot.st.lock().order.seq.forget(origin);
         }
         for s in &self.chan_meta.shards {
             for meta in s.lock().values_mut() {
-                meta.expect.retain(|(o, _)| *o != origin);
-                meta.held.retain(|(o, _, _)| *o != origin);
+                meta.order.forget(origin);
             }
         }
     }
 
-    fn log_drop(&self, target: Target, why: &str) {
-        let what = match target {
-            Target::Inbox(p) => format!("<pid {}>", name_text(p)),
-            Target::Chan(c) => format!("<sender {}>", name_text(c)),
+    /// Logs a message lost (see "Bounds").
+    pub(crate) fn log_lost(&self, target: Target, why: &str) {
+        self.console.failed(0, &format!("node {}: a message for {} was lost: {why}", self.name, what(target)));
+    }
+
+    /// A queue here began waiting for a missing number at `now`: a sweep gives it up
+    /// after the gap timeout, if nothing fills it first.
+    pub(crate) fn gap_opened(&self, now: u64) {
+        if !self.gap_sweep.swap(true, Ordering::SeqCst) {
+            self.schedule_sweep(now.saturating_add(self.config.gap_timeout.as_micros() as u64));
+        }
+    }
+
+    /// Gives up, in every queue here, the numbers that have been missing for the gap
+    /// timeout or longer (see "Bounds"): what was held back behind them is queued, in
+    /// order. Run by the timer thread; schedules the next sweep for the oldest gap left.
+    pub(crate) fn sweep_gaps(&self) {
+        // Cleared before looking: a gap that opens from now on schedules a sweep itself.
+        self.gap_sweep.store(false, Ordering::SeqCst);
+        let now = self.now_us();
+        let timeout = self.config.gap_timeout.as_micros() as u64;
+        let due = |t: u64| now.saturating_sub(t) >= timeout;
+        let mut oldest: Option<u64> = None;
+        let mut left = |t: Option<u64>| {
+            if let Some(t) = t {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
         };
-        self.console.failed(0, &format!("node {}: a message for {what} was dropped: {why}", self.name));
+        let mut given_up: Vec<(Target, u64)> = Vec::new();
+        let mut slots = Vec::new();
+        for s in &self.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                super::Entry::Live(slot) => Some((p, slot.clone())),
+                super::Entry::Moved(..) => None,
+            }));
+        }
+        for (pid, slot) in slots {
+            let mut st = slot.st.lock();
+            if matches!(st.status, Status::Exited | Status::Moved) {
+                continue;
+            }
+            if st.import.is_some() {
+                // Its state is replaced at the commit (with what the source held back
+                // meanwhile): given up here, a message could come twice.
+                left(st.order.seq.oldest_gap());
+                continue;
+            }
+            match st.order.seq.oldest_gap() {
+                Some(t) if due(t) => {}
+                t => {
+                    left(t);
+                    continue;
+                }
+            }
+            let (ready, skipped) = st.order.seq.give_up(|_, since| due(since));
+            let bytes: usize = ready.iter().map(Message::approx_bytes).sum();
+            st.mailbox.inbox.extend(ready);
+            st.mailbox.bytes += bytes;
+            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Inbox) {
+                self.wake_locked(pid, &slot, &mut st, None);
+            }
+            left(st.order.seq.oldest_gap());
+            given_up.push((Target::Inbox(pid), skipped));
+        }
+        let mut chans = Vec::new();
+        for s in &self.chan_meta.shards {
+            chans.extend(s.lock().iter().filter_map(|(&c, m)| m.order.oldest_gap().map(|t| (c, t))));
+        }
+        for (c, t) in chans {
+            let slot = if due(t) { self.holder(c).and_then(|p| self.local_slot(p).map(|s| (p, s))) } else { None };
+            let Some((pid, slot)) = slot else {
+                // Not due yet, or arriving: the next sweep.
+                left(Some(t));
+                continue;
+            };
+            // The holder's slot lock first (the end cannot leave meanwhile), as queueing does.
+            let mut st = slot.st.lock();
+            if matches!(st.status, Status::Exited | Status::Moved) || !st.mailbox.holds(c) {
+                left(Some(t));
+                continue;
+            }
+            let (ready, skipped, rest) = {
+                let mut shard = self.chan_meta.shard(c).lock();
+                let Some(meta) = shard.get_mut(&c) else { continue };
+                let (ready, skipped) = meta.order.give_up(|_, since| due(since));
+                (ready, skipped, meta.order.oldest_gap())
+            };
+            left(rest);
+            let mut bytes = 0;
+            if let Some(q) = st.mailbox.chan(c) {
+                for m in ready {
+                    bytes += m.approx_bytes();
+                    q.push_back(m);
+                }
+            }
+            st.mailbox.bytes += bytes;
+            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Chan(c)) {
+                self.wake_locked(pid, &slot, &mut st, None);
+            }
+            given_up.push((Target::Chan(c), skipped));
+        }
+        if let Some(t) = oldest {
+            if !self.gap_sweep.swap(true, Ordering::SeqCst) {
+                self.schedule_sweep(t.saturating_add(timeout));
+            }
+        }
+        for (target, skipped) in given_up.into_iter().filter(|(_, n)| *n > 0) {
+            self.counters.given_up.fetch_add(skipped, Ordering::Relaxed);
+            self.log_lost(
+                target,
+                &format!(
+                    "gave up waiting for {skipped} missing message(s) after {} s (lost on the way, with a node that went down, say)",
+                    self.config.gap_timeout.as_secs_f64()
+                ),
+            );
+        }
     }
 
     /// Starts a process another node asked for.
@@ -851,12 +1370,19 @@ impl NodeInner {
         for c in spec.call.tx_ends() {
             self.announce_tx_one(c, to);
         }
-        let carried = self.carry_away(to, carried);
-        let moved: Vec<(ChanId, u32, Vec<u16>)> = carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
-        let r = self.remote_send(to, Op::Spawn { req, from: pid, spec, carried });
-        self.announce_moves(to, &moved);
-        if r.is_err() {
-            self.pending_spawns.lock().remove(&req);
+        let packed = self.pack_ends(&carried);
+        let moved: Vec<(ChanId, u32, Vec<u16>)> = packed.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
+        let r = self.remote_send(to, Op::Spawn { req, from: pid, spec, carried: packed });
+        match &r {
+            Ok(()) => {
+                self.let_go(to, &moved);
+                self.announce_moves(to, &moved);
+            }
+            Err(_) => {
+                self.pending_spawns.lock().remove(&req);
+                // The ends it was to take stay with the parent.
+                self.unsent(SentBy::Process(pid), carried);
+            }
         }
         r
     }
@@ -951,5 +1477,128 @@ impl NodeInner {
         let _ = self.remote_send(n, op);
         let _ = self.remote_send(from, Op::PidMoved { pid, node: n, moves });
         true
+    }
+}
+
+/// What [`NodeInner::enqueue_numbered`] did.
+enum Enqueued {
+    Done(Result<Option<Pid>, DeliverError>),
+    /// The holder no longer holds the end here: look again.
+    NotHere(Option<Message>, Ends),
+}
+
+/// A target as messages name it.
+pub(crate) fn what(target: Target) -> String {
+    match target {
+        Target::Inbox(p) => format!("<pid {}>", name_text(p)),
+        Target::Chan(c) => format!("<sender {}>", name_text(c)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Val;
+
+    fn m(v: i64) -> Option<Message> {
+        Some(Message::scalar(Val::Int(v)))
+    }
+
+    fn ints(ms: &[Message]) -> Vec<i64> {
+        ms.iter()
+            .map(|m| match m.root {
+                Val::Int(i) => i,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_ahead_of_their_turn_wait_for_the_missing_one() {
+        let mut o = Order::default();
+        let p = o.put(3, 1, m(1), 10);
+        assert!(p.ready.is_empty() && p.opened);
+        assert_eq!(o.oldest_gap(), Some(10));
+        assert!(!o.put(3, 2, m(2), 11).opened, "the same gap");
+        assert_eq!(ints(&o.put(3, 0, m(0), 12).ready), [0, 1, 2]);
+        assert_eq!(o.oldest_gap(), None);
+        // Another origin's numbers are its own.
+        assert_eq!(ints(&o.put(4, 0, m(40), 13).ready), [40]);
+    }
+
+    #[test]
+    fn a_skip_notice_moves_the_sequence_past_its_number() {
+        let mut o = Order::default();
+        o.put(3, 1, m(1), 0);
+        o.put(3, 3, m(3), 0);
+        // Number 2 was lost: its notice is held, then passed over.
+        assert!(o.put(3, 2, None, 0).ready.is_empty());
+        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0, 1, 3]);
+        // A notice in its turn releases what waits behind it.
+        o.put(3, 5, m(5), 0);
+        assert_eq!(ints(&o.put(3, 4, None, 0).ready), [5]);
+        assert_eq!(o.next(3), 6);
+    }
+
+    #[test]
+    fn a_number_passed_already_is_late() {
+        let mut o = Order::default();
+        o.put(3, 0, m(0), 0);
+        let p = o.put(3, 0, m(0), 0);
+        assert!(p.late && p.ready.is_empty());
+        assert!(!o.put(3, 0, None, 0).late, "a late skip notice says nothing");
+    }
+
+    #[test]
+    fn a_gap_is_given_up_when_asked_and_the_rest_comes_in_order() {
+        let mut o = Order::default();
+        o.put(3, 2, m(2), 100);
+        o.put(3, 5, m(5), 100);
+        o.put(4, 1, m(41), 200);
+        // Only gaps that began by 150.
+        let (ready, skipped) = o.give_up(|_, since| since <= 150);
+        assert_eq!((ints(&ready), skipped), (vec![2, 5], 4));
+        assert_eq!(o.next(3), 6);
+        assert_eq!(o.oldest_gap(), Some(200));
+        assert!(o.put(3, 3, m(3), 300).late, "given up: it came too late");
+    }
+
+    #[test]
+    fn the_held_back_bound_gives_up_the_gaps() {
+        let mut o = Order::default();
+        for s in 1..=MAX_HELD as u64 {
+            assert!(o.put(3, s, m(s as i64), 0).ready.is_empty());
+        }
+        let p = o.put(3, MAX_HELD as u64 + 1, m(0), 0);
+        assert_eq!((p.ready.len(), p.skipped), (MAX_HELD + 1, 1));
+        assert_eq!(o.next(3), MAX_HELD as u64 + 2);
+        assert_eq!(o.oldest_gap(), None);
+    }
+
+    #[test]
+    fn the_state_travels_and_its_gaps_start_again_where_it_arrives() {
+        let mut o = Order::default();
+        o.put(3, 0, m(0), 0);
+        o.put(3, 2, m(2), 5);
+        o.put(3, 3, None, 5);
+        let (expect, held) = o.to_wire();
+        assert_eq!(expect, [(3, 1)]);
+        assert_eq!(held.len(), 2);
+        // Something held below the expected number (a broken image) is left out.
+        let mut held = held;
+        held.push((3, 0, m(9)));
+        let mut o2 = Order::from_wire(expect, held, 1000);
+        assert_eq!(o2.oldest_gap(), Some(1000));
+        assert_eq!(ints(&o2.put(3, 1, m(1), 1001).ready), [1, 2]);
+        assert_eq!(o2.next(3), 4);
+    }
+
+    #[test]
+    fn a_restarted_origin_is_forgotten() {
+        let mut o = Order::default();
+        o.put(3, 4, m(4), 0);
+        o.forget(3);
+        assert_eq!(o.oldest_gap(), None);
+        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0]);
     }
 }

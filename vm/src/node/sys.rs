@@ -5,7 +5,7 @@
 //! node) the call runs again from the start and finds what it waited for — the deadline
 //! it set the first time is kept in the process, so a re-issued wait keeps its timeout.
 
-use super::{ChanId, DeliverError, ExitReason, FileOp, NodeInner, Pid, Slot, SysOut, Target, Task};
+use super::{ChanId, ExitReason, FileOp, NodeInner, Pid, SentBy, Slot, SysOut, Target, Task};
 use crate::fmt::display;
 use crate::heap::{Heap, HeapError};
 use crate::interp::{sys_call, sys_raise, sys_return, SysCall};
@@ -517,6 +517,13 @@ fn send(
         Value::Rx(_) => return err(proc, "send: cannot send on a receive end (send on its send end)"),
         other => return err(proc, format!("send: expected a pid or a send end, not {}", other.a_type())),
     };
+    // An earlier message from this process was lost on its way (see `remote.rs`,
+    // "Bounds"): this send fails instead, saying so, and a retry goes through.
+    let lost = slot.st.lock().lost.take();
+    if let Some((n, first)) = lost {
+        let more = if n > 1 { format!(", and {} more since", n - 1) } else { String::new() };
+        return err(proc, format!("send: not sent: an earlier message from this process was lost ({first}{more})"));
+    }
     let msg = match flatten(&proc, &node.vm, v, node.config.message_limit_bytes) {
         Ok(m) => m,
         Err(e) => return err(proc, format!("send: {e}")),
@@ -531,15 +538,9 @@ fn send(
         Ok(x) => x,
         Err(ch) => return err(proc, not_held("send", ch)),
     };
-    let _ = pid;
-    match node.deliver(target, msg, carried, Some(local)) {
+    match node.send_as(SentBy::Process(pid), target, msg, carried, Some(local)) {
         Ok(_) => ret(proc, c, Value::Nil),
-        Err(DeliverError::Full(p)) => {
-            let limit = node.config.mailbox_limit_bytes;
-            let size = if limit >= 1 << 20 { format!("{} MiB", limit >> 20) } else { format!("{limit} bytes") };
-            err(proc, format!("send: the mailbox of <pid {}> is full (its limit is {size} of queued messages)", name_text(p)))
-        }
-        Err(DeliverError::Unreachable(why)) => err(proc, format!("send: {why}")),
+        Err(e) => err(proc, format!("send: {}", node.send_error(&e))),
     }
 }
 

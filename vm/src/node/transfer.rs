@@ -22,7 +22,7 @@
 //! Every move increments the process's move count, the version of its routes
 //! (`Entry::Moved`, [`super::Op::PidMoved`]): a route is only replaced by a newer one.
 
-use super::remote::{Carried, RxPlace};
+use super::remote::{Carried, Order, RxPlace, SentBy};
 use super::{ChanId, Entry, MoveError, Node, NodeInner, Pid, Slot, Status, KILL};
 use crate::message::Message;
 use crate::snapshot::{snapshot_full, ImageError};
@@ -43,7 +43,7 @@ pub struct Late {
     /// Its inbox's sequence state at commit (it replaces the image's): per origin, the
     /// number of the next message expected, and the messages held back.
     pub inbox_expect: Vec<(u16, u64)>,
-    pub inbox_held: Vec<(u16, u64, Message)>,
+    pub inbox_held: Vec<(u16, u64, Option<Message>)>,
     /// Every receive end it holds: for an end in the image, the messages queued after
     /// it; for one that arrived later, all of them; with the sequence state and partners.
     pub chans: Vec<Carried>,
@@ -96,13 +96,26 @@ impl Node {
             return Err(MoveError::NotHere(pid));
         }
         let moves = st.moves.saturating_add(1);
-        let order = std::mem::take(&mut st.order);
+        if let Some((n, first)) = st.lost.take() {
+            // (Not carried: the process moved before its next send could say it.)
+            let who = crate::value::name_text(pid);
+            i.console.failed(
+                0,
+                &format!(
+                    "node {}: <pid {who}> moved before a send could tell it that {n} message(s) it sent were lost, the first {first}",
+                    i.name
+                ),
+            );
+        }
+        let order = std::mem::take(&mut st.order).seq;
+        let inbox_origins = order.origins();
+        let (inbox_expect, inbox_held) = order.into_wire();
         let mut late = Late {
             inbox: st.mailbox.inbox.drain(..).skip(mark.inbox).collect(),
             moves,
-            inbox_origins: order.origins(),
-            inbox_expect: order.expect,
-            inbox_held: order.held,
+            inbox_origins,
+            inbox_expect,
+            inbox_held,
             chans: Vec::new(),
             links: std::mem::take(&mut st.links),
             watchers: std::mem::take(&mut st.watchers),
@@ -130,6 +143,7 @@ impl Node {
         // Senders that find the slot `Moved` look again and are sent on to `dest`.
         i.procs.insert(pid, Entry::Moved(dest, moves));
         drop(st);
+        i.mesh.changed();
         i.live.fetch_sub(1, Ordering::SeqCst);
         late.watched = i.watched.lock().remove(&pid).is_some();
         i.exited.notify_all();
@@ -180,6 +194,12 @@ impl Node {
         if let (Some(Entry::Moved(n, m)), Some(mark)) = (before, st.import.as_mut()) {
             mark.route = Some((n, m));
         }
+        // (Again, now that a sweep can find it.)
+        if st.order.seq.oldest_gap().is_some() {
+            i.gap_opened(i.now_us());
+        }
+        drop(st);
+        i.mesh.changed();
         Ok(pid)
     }
 
@@ -211,6 +231,7 @@ impl Node {
             }
         }
         drop(st);
+        i.mesh.changed();
         let mut take = |m: &Message| {
             let mine = m.rx_ends();
             let (with, rest) = std::mem::take(&mut ends).into_iter().partition(|(c, _)| mine.contains(c));
@@ -219,16 +240,20 @@ impl Node {
         };
         for m in later {
             let carried = take(&m);
-            let _ = i.deliver_now(super::Target::Inbox(pid), m, carried, None);
+            // Their senders were here; which ones is not kept.
+            if let Err(e) = i.deliver_now(SentBy::Host, super::Target::Inbox(pid), m, carried, None) {
+                i.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
+                i.report_lost(i.id, SentBy::Host, super::Target::Inbox(pid), i.send_error(&e));
+            }
         }
         for a in waiting {
-            let carried = take(&a.msg);
-            let _ = i.route_inbox(pid, a.origin, Some(a.seq), a.hops, a.msg, carried, None);
+            let carried = a.msg.as_ref().map(&mut take).unwrap_or_default();
+            i.forward(super::Target::Inbox(pid), a.origin, a.seq, a.hops, a.from, a.msg, carried);
         }
         i.drop_ends(&ends);
         for c in imaged {
             for a in i.arriving.remove(c).unwrap_or_default() {
-                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
+                i.forward(super::Target::Chan(c), a.origin, a.seq, a.hops, a.from, a.msg, a.carried);
             }
         }
     }
@@ -238,6 +263,8 @@ impl Node {
     pub fn commit_import(&self, pid: Pid, late: Late) -> Result<(), MoveError> {
         let i = &self.inner;
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        let (mut given_up, mut lost) = (0u64, Vec::new());
+        let gaps;
         let ends: Vec<ChanId> = {
             let mut st = slot.st.lock();
             let Some(mark) = st.import.take() else { return Err(MoveError::NotHere(pid)) };
@@ -265,13 +292,22 @@ impl Node {
             // Numbered messages that reached it here wait no more: in sequence, after the
             // state that came with the commit.
             st.moves = st.moves.max(late.moves);
-            st.order.set(late.inbox_expect, late.inbox_held);
+            let now = i.now_us();
+            st.order.seq = Order::from_wire(late.inbox_expect, late.inbox_held, now);
+            let mut any_gap = st.order.seq.oldest_gap().is_some();
             for a in std::mem::take(&mut st.order.waiting) {
-                for m in st.order.put(a.origin, a.seq, a.msg) {
+                let put = st.order.seq.put(a.origin, a.seq, a.msg, now);
+                any_gap |= put.opened;
+                given_up += put.skipped;
+                if put.late {
+                    lost.push((a.origin, a.from));
+                }
+                for m in put.ready {
                     bytes += m.approx_bytes();
                     st.mailbox.inbox.push_back(m);
                 }
             }
+            gaps = any_gap;
             st.mailbox.bytes += bytes;
             st.links = late.links;
             st.watchers = late.watchers;
@@ -281,6 +317,22 @@ impl Node {
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
         };
+        i.mesh.changed();
+        if gaps {
+            i.gap_opened(i.now_us());
+        }
+        if given_up > 0 {
+            // Only a broken or hostile peer fills the held-back bound.
+            i.counters.given_up.fetch_add(given_up, Ordering::Relaxed);
+            i.log_lost(
+                super::Target::Inbox(pid),
+                &format!("gave up waiting for {given_up} missing message(s): more than {} were held back behind them", super::MAX_HELD),
+            );
+        }
+        for (origin, from) in lost {
+            i.counters.late.fetch_add(1, Ordering::Relaxed);
+            i.report_lost(origin, from, super::Target::Inbox(pid), i.why_lost(&super::DeliverError::Late));
+        }
         if late.watched {
             i.watched.lock().insert(pid, None);
         }
@@ -296,7 +348,7 @@ impl Node {
         // Messages that reached this node for its ends before it was committed, in turn.
         for (c, msgs) in waiting {
             for a in msgs {
-                let _ = i.route_numbered(c, a.origin, Some(a.seq), a.hops, a.msg, a.carried, None);
+                i.forward(super::Target::Chan(c), a.origin, a.seq, a.hops, a.from, a.msg, a.carried);
             }
         }
         i.unfreeze(pid);
