@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     own_load: Mutex<(Instant, u64, Load)>,
     /// Live migrations to and from this node.
     pub(crate) mig: crate::migration::Migrations,
+    /// The threads migrations may have at once.
+    pub(crate) mig_slots: crate::migration::Slots,
     pub(crate) rt: OnceLock<tokio::runtime::Handle>,
 }
 
@@ -172,7 +174,7 @@ impl Shared {
         }
     }
 
-    fn node_name(&self, id: u16) -> String {
+    pub(crate) fn node_name(&self, id: u16) -> String {
         if id == self.me.id {
             return self.me.name.clone();
         }
@@ -288,16 +290,22 @@ impl Remote for MeshRemote {
         match caller {
             None => crate::migration::start(&sh, pid, &name, None, crate::migration::Caller::Itself).map(|_| ()),
             Some(c) => {
-                std::thread::spawn(move || {
-                    let r = crate::migration::migrate_and_wait(&sh, pid, &name, None);
-                    let result = match r {
-                        Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
-                        Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
-                        Err(e) => tern_vm::process::IoResult::Failed(e),
-                    };
-                    sh.node().answer_migrate(c, result);
-                });
-                Ok(())
+                // Waits for the outcome: on a thread of its own, one of a bounded number.
+                let slot = sh.mig_slots.waiter()?;
+                std::thread::Builder::new()
+                    .name("tern-mig-wait".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        let r = crate::migration::migrate_and_wait(&sh, pid, &name, None);
+                        let result = match r {
+                            Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
+                            Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
+                            Err(e) => tern_vm::process::IoResult::Failed(e),
+                        };
+                        sh.node().answer_migrate(c, result);
+                    })
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot start a thread: {e}"))
             }
         }
     }
@@ -485,6 +493,7 @@ impl MeshNode {
             endpoint: OnceLock::new(),
             own_load: Mutex::new((Instant::now(), 0, Load::default())),
             mig: crate::migration::Migrations::default(),
+            mig_slots: crate::migration::Slots::default(),
             rt: OnceLock::new(),
         });
         let _ = sh.rt.set(rt.handle().clone());
@@ -887,7 +896,7 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             // the dispatcher, is carried out here and now (a thread hand-off less).
             Ok(Frame::Vm(op)) if peer.backlog.load(Ordering::SeqCst) == 0 && op_needs(&op).iter().all(|h| sh.node().vm().has_module(h)) => {
                 sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
-                sh.node().receive(peer.conf.id, op);
+                receive_op(sh, peer.conf.id, op);
             }
             // Migration control stays in order with the ops before it.
             Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => crate::migration::session_frame(sh, peer.conf.id, w),
@@ -916,6 +925,33 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }
     }
+}
+
+/// Hands an op from peer `from` to the VM, unless it is about a process that has ended
+/// (see [`about_an_ended_process`]).
+fn receive_op(sh: &Shared, from: u16, op: Op) {
+    if about_an_ended_process(sh.node(), from, &op) {
+        tracing::debug!(node = %sh.me.name, "dropped an op from node {from} about a process that has ended: {op:?}");
+        return;
+    }
+    sh.node().receive(from, op);
+}
+
+/// Whether `op` from node `from` is a kill or an exit signal for a process that has
+/// ended: one born on `from` for which this node has no entry (it is not here and this
+/// node has no route of its own). The birth node sent it here because its route says
+/// so; carried out, it would go back to the birth node (where a node with no entry
+/// sends), whose route says here, and so on for ever: those ops carry no hop count. A
+/// process that moved on from here leaves a route here until every node it talks with,
+/// its birth node first, has the newer one, so an op from the birth node never finds
+/// this node without an entry while the process lives.
+fn about_an_ended_process(node: &Node, from: u16, op: &Op) -> bool {
+    let pid = match op {
+        Op::Kill { pid, .. } => *pid,
+        Op::Exit { to, .. } => *to,
+        _ => return false,
+    };
+    name_node(pid) == from && !node.forwarding_state(pid, &[]).0
 }
 
 /// What the dispatcher thread is given, in order.
@@ -1064,13 +1100,24 @@ impl Dispatcher {
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
                 Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
-                Query::Migrate { pid, to, mechanism } => {
-                    // Runs for a while: on a thread of its own.
+                Query::Migrate { pid, to, mechanism, hops } => {
+                    // Runs for a while: on a thread of its own, one of a bounded number
+                    // (a request refused for want of one is answered at once).
                     let sh = self.sh.clone();
-                    std::thread::spawn(move || {
-                        let r = crate::migration::migrate_and_wait(&sh, pid, &to, mechanism.as_deref());
-                        let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
+                    let started = sh.mig_slots.waiter().and_then(|slot| {
+                        std::thread::Builder::new()
+                            .name("tern-mig-ask".into())
+                            .spawn(move || {
+                                let _slot = slot;
+                                let r = crate::migration::migrate_via(&sh, pid, &to, mechanism.as_deref(), hops, Some(from));
+                                let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
+                            })
+                            .map_err(|e| format!("cannot start a thread: {e}"))
                     });
+                    if let Err(e) = started {
+                        let e = format!("node {}: {e}", self.sh.me.name);
+                        let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(Err(e)) });
+                    }
                 }
             },
             Frame::Answer { id, answer } => {
@@ -1162,7 +1209,7 @@ impl Dispatcher {
 
     fn run_work(&mut self, from: u16, work: Work) {
         match work {
-            Work::Op(op) => self.sh.node().receive(from, op),
+            Work::Op(op) => receive_op(&self.sh, from, op),
             Work::SpawnMain { id, main, console } => {
                 let r = self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string());
                 let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(r) });
