@@ -60,10 +60,15 @@ pub(crate) struct Peer {
     wake: Notify,
     up: AtomicBool,
     load: Mutex<Load>,
-    incoming: mpsc::UnboundedSender<quinn::Connection>,
+    /// Connections for the peer task: dialled by this node, or accepted from one that
+    /// claims to be the peer.
+    incoming: mpsc::UnboundedSender<(quinn::Connection, Made)>,
     has_conn: AtomicBool,
     /// Drop the connection now (it is made again; the session resends what was lost).
     kick: AtomicBool,
+    /// The peer refused the last connection: it is connected to another process that
+    /// claims to be this node (dial again only after a pause).
+    refused: AtomicBool,
     /// Held while taking events from the session and acting on them, so they are acted
     /// on in order whichever task takes them.
     events: Mutex<()>,
@@ -470,6 +475,7 @@ impl MeshNode {
                     incoming: tx,
                     has_conn: AtomicBool::new(false),
                     kick: AtomicBool::new(false),
+                    refused: AtomicBool::new(false),
                     events: Mutex::new(()),
                     backlog: std::sync::atomic::AtomicUsize::new(0),
                     conn: Mutex::new(None),
@@ -644,10 +650,24 @@ pub fn vm_config(cfg: &MeshConfig) -> tern_vm::VmConfig {
     c
 }
 
+/// The close code of a connection refused because the peer is connected already.
+const REFUSED: u32 = 3;
+
+/// How long a node waits before dialling again a peer that refused its connection.
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+
+/// Whether the peer closed `conn` as a second connection claiming to be this node.
+fn refused_by_peer(conn: &quinn::Connection) -> bool {
+    matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(REFUSED))
+}
+
 /// Dials a peer (this node has the lower id) whenever there is no connection.
 async fn dial_task(sh: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
     while !sh.shutdown.load(Ordering::SeqCst) {
+        if peer.refused.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(REFUSED_PAUSE).await;
+        }
         if !peer.has_conn.load(Ordering::SeqCst) {
             let Some(ep) = sh.endpoint.get() else { return };
             match ep.connect(peer.conf.addr, &peer.conf.name) {
@@ -655,7 +675,7 @@ async fn dial_task(sh: Arc<Shared>, peer: Arc<Peer>) {
                     Ok(Ok(conn)) => {
                         backoff = Duration::from_millis(50);
                         peer.has_conn.store(true, Ordering::SeqCst);
-                        let _ = peer.incoming.send(conn);
+                        let _ = peer.incoming.send((conn, Made::Dialled));
                     }
                     Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
                     Err(_) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out"),
@@ -686,7 +706,7 @@ async fn accept_task(sh: Arc<Shared>, ep: quinn::Endpoint) {
                 Ok(tls::Peer::Node { id, name }) => match sh.peers.get(&id) {
                     Some(peer) if id != sh.me.id => {
                         peer.has_conn.store(true, Ordering::SeqCst);
-                        let _ = peer.incoming.send(conn);
+                        let _ = peer.incoming.send((conn, Made::Accepted));
                     }
                     _ => {
                         sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
@@ -770,13 +790,67 @@ struct Link {
     gen: u64,
 }
 
+/// How a connection to a peer came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// This node dialled it (it dials only when it has no connection).
+    Dialled,
+    /// The other side dialled and showed the peer's certificate.
+    Accepted,
+}
+
+/// Connections refused (by this node or by the peer), logged at most every 10 s.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one; `Some(" (N so far)")` (empty the first time) if it is to be logged.
+    fn note(&mut self) -> Option<String> {
+        self.count += 1;
+        if self.logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return None;
+        }
+        self.logged = Some(Instant::now());
+        Some(if self.count > 1 { format!(" ({} so far)", self.count) } else { String::new() })
+    }
+}
+
+fn refused_text(sh: &Shared, peer: &Peer, so_far: &str) -> String {
+    format!(
+        "node {} refused this node's connection: another process claiming to be node {} is connected to it{so_far}",
+        peer.conf.name, sh.me.name
+    )
+}
+
+/// Whether the current link to a peer is alive: open, and the peer heard from within
+/// the failure-detection timeout (timers brought up to date first).
+fn link_alive(sh: &Shared, peer: &Peer, link: &Option<Link>) -> bool {
+    if !link.as_ref().is_some_and(|l| l.conn.close_reason().is_none()) {
+        return false;
+    }
+    let mut s = peer.session.lock();
+    s.handle_timeout(sh.now_us());
+    s.is_up()
+}
+
 /// Owns the connection to one peer and drives its session.
-async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::UnboundedReceiver<quinn::Connection>) {
+///
+/// A live connection wins: while the current link is alive, a second connection that
+/// claims to be the same node is refused. Only one process can be the node; another one
+/// with its certificate (a stolen key, a copied config) would otherwise displace it, be
+/// taken for a restart, and part the real one from this node.
+async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::UnboundedReceiver<(quinn::Connection, Made)>) {
     let max = sh.cfg.limits.frame_bytes as usize;
     let (pkt_tx, mut pkt_rx) = mpsc::unbounded_channel::<(u64, Result<Packet, String>)>();
     let mut link: Option<Link> = None;
     let mut gen = 0u64;
     let mut out = Vec::new();
+    // Connections refused by this node, and by the peer.
+    let mut refusing = Refusals::default();
+    let mut refused = Refusals::default();
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             if let Some(l) = link.take() {
@@ -818,7 +892,16 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
             _ = tokio::time::sleep(sleep) => {
                 peer.session.lock().handle_timeout(sh.now_us());
             }
-            Some(conn) = incoming.recv() => {
+            Some((conn, made)) = incoming.recv() => {
+                if made == Made::Accepted && link_alive(&sh, &peer, &link) {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    conn.close(REFUSED.into(), b"already connected");
+                    if let Some(so_far) = refusing.note() {
+                        let n = &peer.conf.name;
+                        (sh.log)(&format!("refused a second connection claiming to be node {n} while {n} is connected{so_far}"));
+                    }
+                    continue;
+                }
                 if let Some(old) = link.take() {
                     old.conn.close(0u32.into(), b"replaced");
                     peer.session.lock().disconnected(sh.now_us());
@@ -844,7 +927,14 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                         peer.session.lock().connected(sh.now_us());
                     }
                     Err(e) => {
-                        (sh.log)(&format!("connection to node {} failed: {e}", peer.conf.name));
+                        if refused_by_peer(&conn) {
+                            peer.refused.store(true, Ordering::SeqCst);
+                            if let Some(so_far) = refused.note() {
+                                (sh.log)(&refused_text(&sh, &peer, &so_far));
+                            }
+                        } else {
+                            (sh.log)(&format!("connection to node {} failed: {e}", peer.conf.name));
+                        }
                         peer.has_conn.store(false, Ordering::SeqCst);
                     }
                 }
@@ -858,7 +948,14 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
                             }
-                            (sh.log)(&format!("closing the connection with node {}: {e}", peer.conf.name));
+                            if link.as_ref().is_some_and(|l| refused_by_peer(&l.conn)) {
+                                peer.refused.store(true, Ordering::SeqCst);
+                                if let Some(so_far) = refused.note() {
+                                    (sh.log)(&refused_text(&sh, &peer, &so_far));
+                                }
+                            } else {
+                                (sh.log)(&format!("closing the connection with node {}: {e}", peer.conf.name));
+                            }
                             if let Some(l) = link.as_ref() {
                                 l.conn.close(2u32.into(), b"bad frame");
                             }
@@ -919,8 +1016,15 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
         }
-        Event::PeerRestarted { .. } => {
-            (sh.log)(&format!("node {} restarted", peer.conf.name));
+        Event::PeerRestarted { old_epoch, new_epoch } => {
+            if new_epoch < old_epoch {
+                (sh.log)(&format!(
+                    "node {}: an earlier incarnation is back (the one that replaced it went down); starting afresh with it",
+                    peer.conf.name
+                ));
+            } else {
+                (sh.log)(&format!("node {} restarted", peer.conf.name));
+            }
             sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }

@@ -1,11 +1,12 @@
 //! Mesh faults on real nodes (every node its own OS process, `tern node`): requests
-//! about processes that are gone.
+//! about processes that are gone, and a second process claiming a node's identity.
 //! Each test is a scenario that once broke a promise and is named after what must hold.
 
 #[path = "common/nodes.rs"]
 mod nodes;
 
-use nodes::{wait_until, RealMesh};
+use nodes::{signal, tern, wait_until, Guard, RealMesh};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How long a request about a process that is gone may take.
@@ -147,4 +148,89 @@ fn every_request_about_a_pid_that_moved_and_ended_answers_promptly() {
     threads_stay_few(&mesh, &before);
     let logs = mesh.all_logs();
     assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// A second `tern node` claiming to be `name`, with that node's genuine certificate (a
+/// copy of the config with its own address, the same certificate directory): its guard
+/// and its log file.
+fn impostor(mesh: &RealMesh, name: &str) -> (Guard, std::path::PathBuf) {
+    let text = std::fs::read_to_string(&mesh.config).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let marker = format!("name = \"{name}\"\naddr = \"");
+    let at = text.find(&marker).unwrap_or_else(|| panic!("no node {name} in\n{text}")) + marker.len();
+    let end = at + text[at..].find('"').unwrap();
+    let copy = format!("{}127.0.0.1:{port}{}", &text[..at], &text[end..]);
+    let cfg = mesh.write("impostor.toml", &copy);
+    let log = mesh.dir.path().join("impostor.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let g = Guard::spawn(
+        "impostor",
+        tern().args(["node", "--config", cfg.to_str().unwrap(), "--name", name]).stdin(Stdio::null()).stdout(out).stderr(err),
+    );
+    (g, log)
+}
+
+/// After the impostor is gone: every node sees every other up within 20 s, and a message
+/// sent from c reaches a process on b.
+#[track_caller]
+fn mesh_is_whole_again(mesh: &RealMesh, impostor_log: &std::path::Path) {
+    let ok = wait_until(Duration::from_secs(20), || ["a", "b", "c"].iter().all(|n| mesh.sees_all_up(n)));
+    let seen: Vec<_> = ["a", "b", "c"].iter().map(|n| (n, mesh.nodes_seen_by(n))).collect();
+    assert!(
+        ok,
+        "the mesh stayed partitioned after the impostor was killed: {seen:?}\n{}\n--- impostor ---\n{}",
+        mesh.all_logs(),
+        std::fs::read_to_string(impostor_log).unwrap_or_default()
+    );
+    // Started through b itself, so that what it prints goes to b's log.
+    let file = mesh.write("echo.tern", "println(\"echo ready\");\nwhile true { let m = recv(); println(\"echo got ${m}\"); }\n");
+    let out = mesh.ctl_on(Some("b"), &["--json", "spawn", file.to_str().unwrap(), "--on", "b"]);
+    assert!(out.ok(), "spawn on b failed: {out:?}\n{}", mesh.all_logs());
+    let pid = out.json()["pid"].as_str().unwrap().to_string();
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("b").contains("echo ready")), "{}", mesh.all_logs());
+    let out = mesh.ctl_on(Some("c"), &["send", &pid, "\"from-c\""]);
+    assert!(out.ok(), "send from c failed: {out:?}");
+    let ok = wait_until(Duration::from_secs(20), || mesh.log("b").contains("echo got from-c"));
+    assert!(ok, "a message from c never reached b:\n{}", mesh.all_logs());
+    eprintln!("{}\n--- impostor ---\n{}", mesh.all_logs(), std::fs::read_to_string(impostor_log).unwrap_or_default());
+}
+
+/// A second process with b's genuine certificate dials c (b has the lower id) while the
+/// real b is connected. It may disturb the mesh while it runs; once it is killed, no
+/// partition may remain (c once took it for a restart of b, then ignored the real b for
+/// good: its epoch was older).
+#[test]
+fn an_impostor_with_a_genuine_certificate_leaves_no_partition() {
+    let mesh = RealMesh::start(3, "");
+    let (mut g, log) = impostor(&mesh, "b");
+    std::thread::sleep(Duration::from_secs(4));
+    eprintln!("while the impostor ran: {:?}", ["a", "b", "c"].map(|n| mesh.nodes_seen_by(n)));
+    signal(g.os_pid().unwrap(), "KILL");
+    assert!(g.wait(Duration::from_secs(10)).is_some(), "the impostor survived kill -9");
+    mesh_is_whole_again(&mesh, &log);
+}
+
+/// The impostor gets in while the real b is paused (c sees b down, so nothing speaks
+/// against it): c takes it for b. b is continued, then the impostor killed: c must go
+/// back to the real b (an older incarnation, heard again after the newer one went down),
+/// and b back to c.
+#[test]
+fn an_impostor_that_got_in_while_the_node_was_paused_leaves_no_partition() {
+    let mesh = RealMesh::start(3, "");
+    mesh.stop("b");
+    assert!(
+        wait_until(Duration::from_secs(20), || mesh.nodes_seen_by("c").is_some_and(|r| r.iter().any(|(n, s)| n == "b" && s == "down"))),
+        "c did not see the paused b down:\n{}",
+        mesh.all_logs()
+    );
+    let (mut g, log) = impostor(&mesh, "b");
+    let ok = wait_until(Duration::from_secs(20), || mesh.log("c").contains("node b restarted"));
+    assert!(ok, "c never took the impostor for b:\n{}", mesh.all_logs());
+    mesh.cont("b");
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!("while the impostor ran: {:?}", ["a", "b", "c"].map(|n| mesh.nodes_seen_by(n)));
+    signal(g.os_pid().unwrap(), "KILL");
+    assert!(g.wait(Duration::from_secs(10)).is_some(), "the impostor survived kill -9");
+    mesh_is_whole_again(&mesh, &log);
 }
