@@ -828,7 +828,7 @@ fn refused_text(sh: &Shared, peer: &Peer, so_far: &str) -> String {
 /// Whether the current link to a peer is alive: open, and the peer heard from within
 /// the failure-detection timeout (timers brought up to date first).
 fn link_alive(sh: &Shared, peer: &Peer, link: &Option<Link>) -> bool {
-    if !link.as_ref().is_some_and(|l| l.conn.close_reason().is_none()) {
+    if link.as_ref().is_none_or(|l| l.conn.close_reason().is_some()) {
         return false;
     }
     let mut s = peer.session.lock();
@@ -982,6 +982,12 @@ fn act_on_events(sh: &Arc<Shared>, peer: &Arc<Peer>) {
     let _events = peer.events.lock();
     loop {
         let Some(e) = peer.session.lock().poll_event() else { break };
+        if let Event::PeerRestarted { old_epoch, new_epoch } = e {
+            if new_epoch < old_epoch {
+                let n = &peer.conf.name;
+                (sh.log)(&format!("node {n}: an earlier incarnation is heard again after the one that replaced it went down"));
+            }
+        }
         handle_event(sh, peer, e);
     }
 }
@@ -1016,15 +1022,8 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
         }
-        Event::PeerRestarted { old_epoch, new_epoch } => {
-            if new_epoch < old_epoch {
-                (sh.log)(&format!(
-                    "node {}: an earlier incarnation is back (the one that replaced it went down); starting afresh with it",
-                    peer.conf.name
-                ));
-            } else {
-                (sh.log)(&format!("node {} restarted", peer.conf.name));
-            }
+        Event::PeerRestarted { .. } => {
+            (sh.log)(&format!("node {} restarted", peer.conf.name));
             sh.mig.peer_gone(peer.conf.id);
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }

@@ -294,6 +294,9 @@ pub struct SessionStats {
     pub dropped_over_limit: u64,
     /// Unacknowledged payloads dropped because the peer restarted.
     pub dropped_on_restart: u64,
+    /// Times an earlier peer incarnation was taken back after a later one went down
+    /// (each also counted in `peer_restarts`).
+    pub earlier_peers_back: u64,
     /// Packets ignored: from an older peer epoch, to an older incarnation of this node,
     /// or malformed for this session.
     pub stale_ignored: u64,
@@ -301,9 +304,6 @@ pub struct SessionStats {
     pub heartbeats_sent: u64,
     pub hellos_sent: u64,
     pub peer_restarts: u64,
-    /// Times an earlier peer incarnation was taken back after a later one went down
-    /// (each also counted in `peer_restarts`).
-    pub earlier_peers_back: u64,
     /// Currently queued (unacknowledged) payloads and their cost.
     pub queued: usize,
     pub queued_bytes: usize,
