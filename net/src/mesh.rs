@@ -820,7 +820,7 @@ impl Refusals {
 
 fn refused_text(sh: &Shared, peer: &Peer, so_far: &str) -> String {
     format!(
-        "node {} refused this node's connection: another process claiming to be node {} is connected to it{so_far}",
+        "node {} refused this node's connection{so_far}: another node {} is connected to it (this node's previous run, until it is seen gone, or another process with this node's identity); trying again",
         peer.conf.name, sh.me.name
     )
 }
@@ -898,7 +898,9 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                     conn.close(REFUSED.into(), b"already connected");
                     if let Some(so_far) = refusing.note() {
                         let n = &peer.conf.name;
-                        (sh.log)(&format!("refused a second connection claiming to be node {n} while {n} is connected{so_far}"));
+                        (sh.log)(&format!(
+                            "refused a second connection claiming to be node {n} while {n} is connected{so_far} (a restarted {n} is let in once this connection goes quiet)"
+                        ));
                     }
                     continue;
                 }

@@ -234,3 +234,25 @@ fn an_impostor_that_got_in_while_the_node_was_paused_leaves_no_partition() {
     assert!(g.wait(Duration::from_secs(10)).is_some(), "the impostor survived kill -9");
     mesh_is_whole_again(&mesh, &log);
 }
+
+/// The other side of refusing a second connection while the current one is alive: a
+/// node killed and started again at once (its old link at c still looks alive) is let
+/// in once that link goes quiet, seen restarted, and usable.
+#[test]
+fn a_node_restarted_at_once_is_let_back_in() {
+    let mut mesh = RealMesh::start(3, "");
+    mesh.kill9("b");
+    mesh.restart("b");
+    let start = Instant::now();
+    mesh.wait_all_up(Duration::from_secs(20));
+    eprintln!("all up again {:?} after the restart", start.elapsed());
+    assert!(wait_until(Duration::from_secs(10), || mesh.log("c").contains("node b restarted")), "{}", mesh.all_logs());
+    let file = mesh.write("echo.tern", "println(\"echo ready\");\nwhile true { let m = recv(); println(\"echo got ${m}\"); }\n");
+    let out = mesh.ctl_on(Some("b"), &["--json", "spawn", file.to_str().unwrap(), "--on", "b"]);
+    assert!(out.ok(), "spawn on b failed: {out:?}\n{}", mesh.all_logs());
+    let pid = out.json()["pid"].as_str().unwrap().to_string();
+    let out = mesh.ctl_on(Some("c"), &["send", &pid, "\"from-c\""]);
+    assert!(out.ok(), "send from c failed: {out:?}");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("b").contains("echo got from-c")), "{}", mesh.all_logs());
+    eprintln!("{}", mesh.all_logs());
+}
