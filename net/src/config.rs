@@ -12,6 +12,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tern_vm::heap::MAX_LIMIT_BYTES;
 
 /// The name reserved for the operator's client certificate (`tern ctl`, `tern repl`):
 /// no node may be called this.
@@ -225,7 +226,62 @@ struct RawNode {
     workers: Option<u64>,
 }
 
+/// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`), if it can
+/// be read.
+pub fn machine_memory() -> Option<u64> {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    if words.next() == Some("kB") {
+        n.checked_mul(1024)
+    } else {
+        None
+    }
+}
+
+/// A size for people: `1.5 GiB`, `512.0 MiB`.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// Checks a heap limit against the memory of the machine that would run it: a limit
+/// above it is refused, since one process reaching it would run the machine out of
+/// memory. `memory` is [`machine_memory`] (unknown: nothing to check against).
+pub fn check_heap_fits(heap_bytes: u64, memory: Option<u64>) -> Result<(), String> {
+    match memory {
+        Some(m) if heap_bytes > m => Err(format!(
+            "{heap_bytes} ({}) is more than this machine's memory ({m} bytes, {}): a process whose heap grew that far \
+             would run the machine out of memory",
+            human_bytes(heap_bytes),
+            human_bytes(m)
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl MeshConfig {
+    /// Checks what depends on the machine a node of this config runs on (`memory`: its
+    /// physical memory, [`machine_memory`]): `limits.heap_bytes` must fit in it. `tern
+    /// node` and `tern mesh up` check this before starting; tools that only talk to a
+    /// mesh (`tern ctl`, `tern repl`, `tern cluster init`) do not, as they may run on a
+    /// smaller machine than the nodes.
+    pub fn check_machine(&self, memory: Option<u64>) -> Result<(), ConfigError> {
+        check_heap_fits(self.limits.heap_bytes, memory).map_err(|message| ConfigError {
+            file: self.file.display().to_string(),
+            key: Some("limits.heap_bytes".into()),
+            message: format!("{message}; set it at most {}", memory.unwrap_or(0)),
+        })
+    }
+
     /// Reads and validates a config file. Relative paths in it resolve against its directory.
     pub fn load(path: &Path) -> Result<MeshConfig, ConfigError> {
         let label = path.display().to_string();
@@ -320,6 +376,12 @@ impl MeshConfig {
         }
         if usize::try_from(l.heap_bytes).is_err() {
             return Err(err("limits.heap_bytes", format!("{} does not fit in this machine's address space", l.heap_bytes)));
+        }
+        if l.heap_bytes > MAX_LIMIT_BYTES as u64 {
+            return Err(err(
+                "limits.heap_bytes",
+                format!("{} is more than the largest heap a process can have ({MAX_LIMIT_BYTES}, 32 GiB)", l.heap_bytes),
+            ));
         }
         if l.node_down_ms <= l.heartbeat_ms {
             return Err(err(
@@ -684,6 +746,9 @@ addr = "127.0.0.1:7403"
             ("[limits]\nheartbeat_ms = 0\n", "limits.heartbeat_ms"),
             ("[limits]\nmessage_bytes = 100000000\n", "limits.message_bytes"),
             ("[limits]\nheap_bytes = 100\n", "limits.heap_bytes"),
+            ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),
+            ("[limits]\nheap_bytes = 9223372036854775807\n", "limits.heap_bytes"),
+            ("[limits]\nheap_bytes = 34359738369\n", "limits.heap_bytes"),
             ("[policy]\nmargin = 1.5\n", "policy.margin"),
             ("[policy]\nmargin = nan\n", "policy.margin"),
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),
@@ -699,6 +764,43 @@ addr = "127.0.0.1:7403"
         assert!(e.starts_with("mesh.toml: node[2].shared: ") && e.contains("node[1] (a)"), "{e}");
         let e = parse_err("[mesh]\nmigration = \"teleport\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n");
         assert_eq!(e, r#"mesh.toml: mesh.migration: "teleport" is not one of freeze, precopy, lazy, hybrid"#);
+    }
+
+    #[test]
+    fn a_heap_limit_above_the_machines_memory_is_refused_where_a_node_starts() {
+        let gib = 1u64 << 30;
+        let c = parse(&format!("[limits]\nheap_bytes = {}\n{ONE_NODE}", 8 * gib)).unwrap();
+        // The same file on a machine of 4 GiB: refused, naming the key and the memory.
+        let e = c.check_machine(Some(4 * gib)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "mesh.toml: limits.heap_bytes: 8589934592 (8.0 GiB) is more than this machine's memory (4294967296 bytes, 4.0 GiB): \
+             a process whose heap grew that far would run the machine out of memory; set it at most 4294967296"
+        );
+        // On a machine of 16 GiB, or exactly 8, or one whose memory is unknown: accepted.
+        c.check_machine(Some(16 * gib)).unwrap();
+        c.check_machine(Some(8 * gib)).unwrap();
+        c.check_machine(None).unwrap();
+        // The largest heap a process can have (32 GiB) is still accepted by the file alone.
+        parse(&format!("[limits]\nheap_bytes = {}\n{ONE_NODE}", 32 * gib)).unwrap();
+        let e = parse_err(&format!("[limits]\nheap_bytes = 1099511627776\n{ONE_NODE}"));
+        assert_eq!(e, "mesh.toml: limits.heap_bytes: 1099511627776 is more than the largest heap a process can have (34359738368, 32 GiB)");
+        // This machine's memory is read, and the default limit fits any machine a node runs on.
+        let m = machine_memory();
+        if cfg!(target_os = "linux") {
+            assert!(m.is_some_and(|m| m > 0), "{m:?}");
+        }
+        parse(ONE_NODE).unwrap().check_machine(m).unwrap();
+    }
+
+    #[test]
+    fn mem_total_is_read_from_meminfo() {
+        assert_eq!(mem_total("MemFree: 10 kB\nMemTotal:       24684544 kB\nSwapTotal: 0 kB\n"), Some(24684544 * 1024));
+        assert_eq!(mem_total("MemTotal: 1000\n"), None);
+        assert_eq!(mem_total("MemTotal: lots kB\n"), None);
+        assert_eq!(mem_total("MemTotal: 5 pages\n"), None);
+        assert_eq!(mem_total("MemFree: 10 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: 18446744073709551615 kB\n"), None);
     }
 
     #[test]

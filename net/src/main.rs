@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tern_net::certs;
 use tern_net::cmd::CtlCommand;
-use tern_net::config::MeshConfig;
+use tern_net::config::{check_heap_fits, machine_memory, MeshConfig};
 use tern_net::runner::{compile, compile_text, load, new_vm, run_program, RunOptions, StdoutHost};
 use tern_vm::heap::HeapConfig;
 use tern_vm::VmConfig;
@@ -41,6 +41,9 @@ impl Limits {
             gc_min_bytes: HeapConfig::default().gc_min_bytes,
         };
         heap.validate()?;
+        let memory = machine_memory();
+        check_heap_fits(heap.limit_bytes as u64, memory)
+            .map_err(|e| format!("--max-heap {}: {e}; give at most {} (MiB)", self.max_heap, memory.unwrap_or(0) >> 20))?;
         if self.max_frames == 0 || self.budget == 0 {
             return Err("--max-frames and --budget must be at least 1".into());
         }
@@ -239,8 +242,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Node { config, name } => with_config(&config, |cfg| tern_net::cmd::node(cfg, &name).map(|()| true)),
-        Command::Mesh { command: MeshCommand::Up { config } } => with_config(&config, |cfg| tern_net::cmd::mesh_up(cfg).map(|()| true)),
+        Command::Node { config, name } => with_config(&config, |cfg| {
+            cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
+            tern_net::cmd::node(cfg, &name).map(|()| true)
+        }),
+        Command::Mesh { command: MeshCommand::Up { config } } => with_config(&config, |cfg| {
+            cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
+            tern_net::cmd::mesh_up(cfg).map(|()| true)
+        }),
         Command::Repl { config, node } => with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref()).map(|()| true)),
         Command::Ctl { config, node, json, command } => {
             let cmd = match command {

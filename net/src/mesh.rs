@@ -1016,17 +1016,18 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
         },
         Event::Up => {
             peer.up.store(true, Ordering::SeqCst);
+            sh.mig.peer_up(peer.conf.id);
             (sh.log)(&format!("node {} is up", peer.conf.name));
         }
         Event::Down => {
             peer.up.store(false, Ordering::SeqCst);
             (sh.log)(&format!("node {} is down", peer.conf.name));
-            sh.mig.peer_gone(peer.conf.id);
+            sh.mig.peer_gone(peer.conf.id, false);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
         }
         Event::PeerRestarted { .. } => {
             (sh.log)(&format!("node {} restarted", peer.conf.name));
-            sh.mig.peer_gone(peer.conf.id);
+            sh.mig.peer_gone(peer.conf.id, true);
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }
     }

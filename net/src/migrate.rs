@@ -298,10 +298,18 @@ pub enum Failure {
     SourceAborted,
     /// The peer node restarted: everything it held for this migration is gone.
     PeerRestarted(NodeId),
+    /// The peer node stopped answering before the commit point (it may come back).
+    PeerDown(NodeId),
     /// Lazy: the source was lost while `absent` pages were only there.
     SourceLostWithPages {
         source: NodeId,
         absent: u32,
+    },
+    /// Lazy: the source stayed unreachable for `secs` while `absent` pages were only there.
+    SourceUnreachableWithPages {
+        source: NodeId,
+        absent: u32,
+        secs: u64,
     },
 }
 
@@ -313,8 +321,12 @@ impl fmt::Display for Failure {
             Failure::DestAborted => write!(f, "destination aborted"),
             Failure::SourceAborted => write!(f, "source aborted"),
             Failure::PeerRestarted(n) => write!(f, "node {n} restarted"),
+            Failure::PeerDown(n) => write!(f, "node {n} stopped answering"),
             Failure::SourceLostWithPages { source, absent } => {
                 write!(f, "source node {source} lost while {absent} pages were only there: process ended")
+            }
+            Failure::SourceUnreachableWithPages { source, absent, secs } => {
+                write!(f, "source node {source} unreachable for {secs} s while {absent} pages were only there: process ended")
             }
         }
     }
@@ -470,6 +482,10 @@ pub struct MigConfig {
     pub push_pages: u32,
     /// Largest `Pages`/`PageData` message, in pages.
     pub max_pages_per_msg: u32,
+    /// Lazy dest: how long the source may stay unreachable (down, same incarnation)
+    /// while pages are only there before the process is ended: long enough for a stall,
+    /// bounded for a node that never comes back.
+    pub source_down_limit_us: u64,
     #[doc(hidden)]
     pub fault: MigFault,
 }
@@ -488,6 +504,7 @@ impl Default for MigConfig {
             push_interval_us: 1_000,
             push_pages: 16,
             max_pages_per_msg: 64,
+            source_down_limit_us: 10_000_000,
             fault: MigFault::None,
         }
     }
@@ -802,7 +819,20 @@ impl Source {
                 self.maybe_done(now_us);
             }
             (SPhase::After, MigMsg::Fetch { pages, .. }) => {
-                let pages: Vec<PageNo> = pages.into_iter().filter(|&p| self.unsent.remove(p)).collect();
+                // Any page it asks for while the copy is here: one sent before may have
+                // been lost with a connection (it asks again after `resync`).
+                let size = self.init.size_pages;
+                let pages: Vec<PageNo> = if self.copy && !self.released {
+                    pages
+                        .into_iter()
+                        .filter(|&p| p < size)
+                        .inspect(|&p| {
+                            self.unsent.remove(p);
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 if !pages.is_empty() {
                     self.report.fetches_served += 1;
                     self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
@@ -956,6 +986,26 @@ impl Source {
     }
 
     /// `node` restarted: everything its old incarnation held is gone.
+    /// `node` stopped answering (the session's failure detector): it may be stopped or
+    /// cut off and come back as the same incarnation, with everything it held. Before the
+    /// commit point the migration fails (the process runs on here); after it nothing
+    /// changes: the destination's answer to `Commit` comes whenever it is back, and the
+    /// pages it may still need stay here until it has them all or it restarts
+    /// ([`Source::peer_restarted`]). A partner that is down no longer holds the
+    /// migration up: its new route reaches it when it is back (the session keeps it), or
+    /// its new incarnation locates the process.
+    pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
+        if node == self.init.dest {
+            match self.phase {
+                SPhase::Done(_) | SPhase::CommitSent | SPhase::After => {}
+                _ => self.fail(now_us, Failure::PeerDown(node), false),
+            }
+        } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
+            self.send_dest(MigMsg::LinkDone { mid: self.init.mid, partner: node });
+            self.maybe_done(now_us);
+        }
+    }
+
     pub fn peer_restarted(&mut self, now_us: u64, node: NodeId) {
         if node == self.init.dest {
             match self.phase {
@@ -1320,6 +1370,72 @@ impl Dest {
         }
     }
 
+    /// `node` stopped answering (it may be stopped or cut off, and come back as the same
+    /// incarnation). Before `Commit` the migration is given up (the source resumes the
+    /// process, or is answered `Aborted` if it sends `Commit` later). Once the process
+    /// runs here, the source may still hold pages it needs: it waits for them (a stall
+    /// is not a crash); only the source's restart ends it. Link updates the source had
+    /// not finished are done from here, which changes nothing if it finishes them too.
+    pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
+        if node != self.source {
+            return;
+        }
+        match self.phase {
+            DPhase::Receiving | DPhase::Reinstating | DPhase::Ready => self.abort(now_us, Failure::PeerDown(node), false),
+            DPhase::Running => {
+                if self.absent > 0 && !self.source_lost {
+                    self.deadline = Some(now_us.saturating_add(self.cfg.source_down_limit_us));
+                }
+                self.take_over_link_updates(now_us);
+            }
+            DPhase::Done(_) => {}
+        }
+    }
+
+    /// `node` is heard from again (the same incarnation): a source that was down is back
+    /// in time, with its pages.
+    pub fn peer_up(&mut self, _now_us: u64, node: NodeId) {
+        if node == self.source && matches!(self.phase, DPhase::Running) {
+            self.deadline = None;
+        }
+    }
+
+    /// The pages asked for or sent may have been lost with a connection: ask again for
+    /// every page still absent, in `Fetch`es of at most `push_pages` (at least 64) pages.
+    pub fn resync(&mut self, _now_us: u64) {
+        if !matches!(self.phase, DPhase::Running) || self.absent == 0 || self.source_lost {
+            return;
+        }
+        let absent: Vec<PageNo> = (0..self.present.len() as u32).filter(|&p| !self.present[p as usize]).collect();
+        for chunk in absent.chunks((self.cfg.push_pages as usize).max(64)) {
+            for &p in chunk {
+                self.requested[p as usize] = true;
+            }
+            self.report.fetch_requests += 1;
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec() }));
+        }
+    }
+
+    /// Whether pages are still at the source (the process depends on it).
+    pub fn pages_pending(&self) -> bool {
+        matches!(self.phase, DPhase::Running) && self.absent > 0
+    }
+
+    fn take_over_link_updates(&mut self, now_us: u64) {
+        // What the partners sent to the old source is forwarded by it or gone with it;
+        // hold nothing back.
+        let pending: Vec<NodeId> = self.links_pending.iter().copied().collect();
+        for p in pending {
+            self.actions.push_back(Action::Release { partner: p });
+            self.links_pending.remove(&p);
+            if p != self.me {
+                self.own_updates.insert(p);
+                self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me }));
+            }
+        }
+        self.maybe_done(now_us);
+    }
+
     /// `node` restarted: everything its old incarnation held is gone.
     pub fn peer_restarted(&mut self, now_us: u64, node: NodeId) {
         if node == self.source {
@@ -1333,17 +1449,8 @@ impl Dest {
                         self.finish(now_us, DestOutcome::ProcessLost(why));
                         return;
                     }
-                    // Link updates the source did not finish: do them from here. What the
-                    // partners sent to the old source is gone with it; hold nothing back.
-                    let pending: Vec<NodeId> = self.links_pending.iter().copied().collect();
-                    for p in pending {
-                        self.actions.push_back(Action::Release { partner: p });
-                        self.links_pending.remove(&p);
-                        if p != self.me {
-                            self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me }));
-                        }
-                    }
-                    self.maybe_done(now_us);
+                    // Link updates the source did not finish: do them from here.
+                    self.take_over_link_updates(now_us);
                 }
                 DPhase::Done(_) => {}
             }
@@ -1371,6 +1478,15 @@ impl Dest {
                 DPhase::Receiving => "the source's pages",
                 DPhase::Reinstating => "the reinstatement",
                 DPhase::Ready => "Commit",
+                DPhase::Running if self.absent > 0 && !self.source_lost => {
+                    // The source stayed down too long with pages only there.
+                    self.source_lost = true;
+                    let secs = self.cfg.source_down_limit_us / 1_000_000;
+                    let why = Failure::SourceUnreachableWithPages { source: self.source, absent: self.absent, secs };
+                    self.actions.push_back(Action::Kill { why: why.clone() });
+                    self.finish(now_us, DestOutcome::ProcessLost(why));
+                    return;
+                }
                 _ => return,
             };
             self.abort(now_us, Failure::Timeout(what), true);

@@ -287,6 +287,7 @@ impl Sim {
             push_interval_us: rng.range(200, 3_000),
             push_pages: rng.range(1, 32) as u32,
             max_pages_per_msg: rng.range(8, 64) as u32,
+            source_down_limit_us: rng.range(200_000, 2_000_000),
             fault: opts.fault,
         };
         let plan = match seed % 5 {

@@ -58,8 +58,12 @@ pub(crate) enum Input {
     FaultStream(mpsc::Sender<Vec<u8>>),
     /// Destination: the process touched an absent page.
     Fault(u32),
-    /// The node went down or restarted.
-    PeerGone(u16),
+    /// The node stopped answering (it may come back as the same incarnation).
+    PeerDown(u16),
+    /// The node came back as a new incarnation: what the old one held is gone.
+    PeerRestarted(u16),
+    /// The node is heard from again (first contact, or after it was down).
+    PeerUp(u16),
 }
 
 /// How far a migration has got, for progress bars.
@@ -156,6 +160,7 @@ fn mig_config(sh: &Shared) -> MigConfig {
         push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
         push_pages: 256,
         max_pages_per_msg: PAGES_PER_FRAME as u32,
+        source_down_limit_us: sh.cfg.limits.node_down_ms.saturating_mul(10_000).max(10_000_000),
         ..MigConfig::default()
     }
 }
@@ -291,10 +296,18 @@ impl Migrations {
         mid.is_some_and(|m| self.input(m, Input::Fault(page)))
     }
 
-    /// A peer went down or restarted: every migration with it is told.
-    pub(crate) fn peer_gone(&self, node: u16) {
+    /// A peer stopped answering (`restarted`: came back as a new incarnation): every
+    /// migration is told.
+    pub(crate) fn peer_gone(&self, node: u16, restarted: bool) {
         for tx in self.runs.lock().values() {
-            let _ = tx.send(Input::PeerGone(node));
+            let _ = tx.send(if restarted { Input::PeerRestarted(node) } else { Input::PeerDown(node) });
+        }
+    }
+
+    /// A peer is heard from again: every migration is told.
+    pub(crate) fn peer_up(&self, node: u16) {
+        for tx in self.runs.lock().values() {
+            let _ = tx.send(Input::PeerUp(node));
         }
     }
 
@@ -610,6 +623,20 @@ impl SourceRun {
     }
 }
 
+/// The nodes told where a migrated process went (the link update): its partners (the
+/// nodes it talks with, and its birth node) and every other node that is up. Telling
+/// every node makes locating it independent of its birth node, which may fail later;
+/// a node that is down now learns the route from the session when it is back, or asks.
+fn link_update_nodes(sh: &Shared, node: &Node, pid: Pid, dest: u16) -> Vec<u16> {
+    let mut v = node.partner_nodes(pid);
+    for &id in sh.peers.keys() {
+        if id != dest && sh.is_up(id) && !v.contains(&id) {
+            v.push(id);
+        }
+    }
+    v
+}
+
 /// `hashes` and every module they refer to, transitively: a process links the modules
 /// it imports only when it first runs the import, maybe after it moved.
 fn with_imports(node: &Node, hashes: Vec<ModuleHash>) -> Vec<ModuleHash> {
@@ -698,7 +725,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
         dest: r.dest,
         size_pages,
         mechanism: r.mechanism,
-        partners: node.partner_nodes(r.pid),
+        partners: link_update_nodes(sh, node, r.pid, r.dest),
     };
     let mut src = Source::new(now(), mig_config(sh), init);
     set_phase(&r.progress, "offered");
@@ -802,16 +829,32 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
                 if !src.commit_sent() && src.outcome().is_none() {
                     r.failure = Some(format!("the connection to the destination failed: {e}"));
                     src.handle_timeout(u64::MAX);
+                } else {
+                    // After the commit point: pages still go once the destination opens a
+                    // stream again (it asks again for every page it lacks).
+                    r.bulk = None;
+                    r.faults = None;
                 }
             }
-            Ok(Input::FaultStream(tx)) => r.faults = Some(tx),
-            Ok(Input::PeerGone(n)) => {
+            Ok(Input::FaultStream(tx)) => {
+                if r.bulk.as_ref().is_none_or(|b| b.is_closed()) {
+                    r.bulk = Some(tx.clone());
+                }
+                r.faults = Some(tx);
+            }
+            Ok(Input::PeerDown(n)) => {
                 if n == r.dest && !src.commit_sent() && src.outcome().is_none() {
-                    r.failure = Some(format!("node {} went down", report.to));
+                    r.failure = Some(format!("node {} stopped answering", report.to));
+                }
+                src.peer_down(now(), n)
+            }
+            Ok(Input::PeerRestarted(n)) => {
+                if n == r.dest && !src.commit_sent() && src.outcome().is_none() {
+                    r.failure = Some(format!("node {} restarted", report.to));
                 }
                 src.peer_restarted(now(), n)
             }
-            Ok(Input::Fault(_) | Input::Frame(..)) => {}
+            Ok(Input::Fault(_) | Input::Frame(..) | Input::PeerUp(_)) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => src.handle_timeout(now()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -931,6 +974,13 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
             if r.mechanism == Mechanism::Lazy || r.mechanism == Mechanism::Hybrid {
                 r.heap = node.take_heap(r.pid).ok();
             }
+            // A partner that is down now will not be reported down again: its link update
+            // waits in the session for its return, and holds nothing up here.
+            for &p in sh.peers.keys() {
+                if p != r.dest && !sh.is_up(p) {
+                    src.peer_down(now, p);
+                }
+            }
             match node.commit_export(r.pid, r.dest) {
                 Ok(late) => {
                     r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
@@ -965,9 +1015,16 @@ fn run_dest(
     let node = sh.node();
     let mid = offer.mid();
     let MigMsg::Offer { pid, size_pages, .. } = offer else { return };
+    // Pages are installed as they come, in the heap the process will get: made now, so
+    // a heap this machine has no memory for refuses the offer (never aborts the node).
+    let mut staged = tern_vm::heap::Heap::new(node.vm().config.heap);
     let refuse = if node.is_local(pid) || sh.mig.by_pid.lock().contains_key(&pid) {
         Some(RefuseReason::Busy)
     } else if u64::from(size_pages) * sh.cfg.page_size as u64 > sh.cfg.limits.heap_bytes {
+        Some(RefuseReason::OverLimits)
+    } else if let Err(e) = staged.ensure_pages(size_pages as usize) {
+        (sh.log)(&format!("refused to take {}: {e}", tern_vm::value::name_text(pid)));
+        staged = tern_vm::heap::Heap::new(node.vm().config.heap);
         Some(RefuseReason::OverLimits)
     } else {
         None
@@ -996,11 +1053,6 @@ fn run_dest(
         }
     }
     let mut fault_tx: Option<mpsc::Sender<Vec<u8>>> = None;
-    // Pages are installed as they come, in the heap the process will get.
-    let mut staged = tern_vm::heap::Heap::new(node.vm().config.heap);
-    if staged.ensure_pages(size_pages as usize).is_err() {
-        staged = tern_vm::heap::Heap::new(node.vm().config.heap);
-    }
     let mut image: Vec<u8> = Vec::new();
     let mut image_done = false;
     let mut imported = false;
@@ -1012,7 +1064,23 @@ fn run_dest(
     let mut resumed_at = 0u64;
     let mut bad: Option<String> = None;
     let mut commit_at = 0u64;
+    // After the stream to the source failed with pages still there: when to try again to
+    // open one and ask for every absent page.
+    let mut resync_at: Option<u64> = None;
     loop {
+        if let Some(t) = resync_at.filter(|&t| now() >= t) {
+            resync_at = None;
+            if d.pages_pending() {
+                match open_fault_stream(&sh, &rt, from, mid) {
+                    Some(tx) => {
+                        fault_tx = Some(tx);
+                        (sh.log)(&format!("migration of {}: asking the source again for its pages", tern_vm::value::name_text(pid)));
+                        d.resync(now());
+                    }
+                    None => resync_at = Some(t + RESYNC_RETRY_US),
+                }
+            }
+        }
         while let Some(a) = d.poll_action() {
             match a {
                 Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
@@ -1090,19 +1158,14 @@ fn run_dest(
                 for &p in want {
                     fetched_at.entry(p).or_insert_with(now);
                 }
-                if fault_tx.is_none() {
-                    if let Some(conn) = sh.peers.get(&from).and_then(|p| p.conn.lock().clone()) {
-                        if let Ok(Ok((s, recv))) = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await })
-                        {
-                            fault_tx = Some(spawn_writer(&rt, s, FAULT_PRIORITY));
-                            if let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() {
-                                rt.spawn(read_frames(recv, from, sh.cfg.limits.frame_bytes as usize, tx));
-                            }
-                        }
-                    }
+                if fault_tx.as_ref().is_none_or(|f| f.is_closed()) {
+                    fault_tx = open_fault_stream(&sh, &rt, from, mid);
                 }
                 if !send(&MigWire::Msg(m.clone()), &fault_tx) {
-                    let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
+                    // No stream: the pages cannot come back on one either; ask again for
+                    // everything once a stream opens.
+                    fault_tx = None;
+                    resync_at.get_or_insert(now() + RESYNC_RETRY_US);
                 }
                 continue;
             }
@@ -1170,9 +1233,14 @@ fn run_dest(
                             continue;
                         }
                         // Pages past the offered size: the heap grew before it was frozen.
-                        if rec.index as usize >= staged.page_count() && staged.ensure_pages(rec.index as usize + 1).is_err() {
-                            bad = Some(format!("page {} is outside the heap limit", rec.index));
-                            continue;
+                        if rec.index as usize >= staged.page_count() {
+                            if let Err(e) = staged.ensure_pages(rec.index as usize + 1) {
+                                bad = Some(match e {
+                                    tern_vm::heap::HeapError::OutOfMemory(_) => format!("page {}: {e}", rec.index),
+                                    _ => format!("page {} is outside the heap limit", rec.index),
+                                });
+                                continue;
+                            }
                         }
                         match &rec.data {
                             Some(b) => {
@@ -1217,9 +1285,16 @@ fn run_dest(
                 if !d.committed() && d.outcome().is_none() {
                     (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(pid)));
                     d.handle(now(), from, MigMsg::Abort { mid });
+                } else if d.pages_pending() {
+                    // Pages asked for or pushed may be lost with it: once a stream can be
+                    // opened again, every absent page is asked for again.
+                    fault_tx = None;
+                    resync_at = Some(now());
                 }
             }
-            Ok(Input::PeerGone(n)) => d.peer_restarted(now(), n),
+            Ok(Input::PeerDown(n)) => d.peer_down(now(), n),
+            Ok(Input::PeerRestarted(n)) => d.peer_restarted(now(), n),
+            Ok(Input::PeerUp(n)) => d.peer_up(now(), n),
             Ok(Input::FaultStream(_) | Input::Frame(..)) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => d.handle_timeout(now()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -1227,6 +1302,20 @@ fn run_dest(
     }
     sh.mig.by_pid.lock().remove(&pid);
     sh.mig.runs.lock().remove(&mid);
+}
+
+/// How often a destination tries to open a stream to the source again, after losing it
+/// with pages still there.
+const RESYNC_RETRY_US: u64 = 200_000;
+
+/// Opens the high-priority page-fault stream to node `to` for migration `mid` (its
+/// answers go to the migration's inputs), if a connection is there.
+fn open_fault_stream(sh: &Arc<Shared>, rt: &tokio::runtime::Handle, to: u16, mid: u64) -> Option<mpsc::Sender<Vec<u8>>> {
+    let conn = sh.peers.get(&to).and_then(|p| p.conn.lock().clone())?;
+    let (s, recv) = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await }).ok()?.ok()?;
+    let tx = sh.mig.runs.lock().get(&mid).cloned()?;
+    rt.spawn(read_frames(recv, to, sh.cfg.limits.frame_bytes as usize, tx));
+    Some(spawn_writer(rt, s, FAULT_PRIORITY))
 }
 
 /// The page source of a node: faults of processes whose pages are on another node.

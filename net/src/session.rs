@@ -304,6 +304,9 @@ pub struct SessionStats {
     pub heartbeats_sent: u64,
     pub hellos_sent: u64,
     pub peer_restarts: u64,
+    /// Times this node was found to have been stopped for longer than the peer's
+    /// failure-detection window allows (the silence was not held against the peer).
+    pub pauses_survived: u64,
     /// Currently queued (unacknowledged) payloads and their cost.
     pub queued: usize,
     pub queued_bytes: usize,
@@ -329,7 +332,10 @@ pub struct Session {
     up: bool,
     last_heard_us: u64,
     last_sent_us: u64,
-
+    /// The last time this session was called at all (any input, timer or poll): a gap
+    /// much longer than its timers allow means this node was not running (paused,
+    /// starved), which is no fault of the peer's.
+    last_run_us: u64,
     // Sending side. Queue entries have consecutive seqs starting at `acked`.
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
@@ -380,6 +386,7 @@ impl Session {
             up: false,
             last_heard_us: now_us,
             last_sent_us: now_us,
+            last_run_us: now_us,
             queue: VecDeque::new(),
             queued_bytes: 0,
             next_seq: 0,
@@ -476,6 +483,7 @@ impl Session {
 
     /// A packet from the peer.
     pub fn handle(&mut self, now_us: u64, pkt: Packet) {
+        self.ran(now_us);
         let their_epoch = pkt.epoch();
         let addressed = pkt.addressed_to();
         if let Packet::Hello { from, .. } = pkt {
@@ -569,6 +577,9 @@ impl Session {
         let mut consider = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
         if self.up {
             consider(self.last_heard_us.saturating_add(self.cfg.down_after_us));
+            // A tick at least every heartbeat while up, so that a long gap between two
+            // calls can only be a pause of this node (see `ran`).
+            consider(self.last_run_us.saturating_add(self.cfg.heartbeat_us));
         }
         if self.transport_up {
             if !self.heartbeat_due && !self.hello_pending {
@@ -586,6 +597,7 @@ impl Session {
 
     /// Fires every timer due at `now_us`.
     pub fn handle_timeout(&mut self, now_us: u64) {
+        self.ran(now_us);
         if self.up && now_us >= self.last_heard_us.saturating_add(self.cfg.down_after_us) {
             self.up = false;
             self.events.push_back(Event::Down);
@@ -653,6 +665,22 @@ impl Session {
             return Some(Packet::Heartbeat { epoch: self.epoch, peer_epoch });
         }
         None
+    }
+
+    /// Notes that the session runs at `now_us`. While the peer is up a timer is always
+    /// armed at most `heartbeat_us` ahead (or `down_after_us` without a transport), so
+    /// a gap of more than half of `down_after_us` between two calls means this node
+    /// itself was stopped (`SIGSTOP`, a suspended VM, a starved runtime): the peer
+    /// could not have been heard meanwhile, so the silence is not held against it. Its
+    /// failure-detection window is moved on by the gap, and it has the time it had
+    /// left before the pause to be heard again.
+    fn ran(&mut self, now_us: u64) {
+        let gap = now_us.saturating_sub(self.last_run_us);
+        if gap > self.cfg.down_after_us / 2 && gap > self.cfg.heartbeat_us.saturating_mul(2) {
+            self.stats.pauses_survived += 1;
+            self.last_heard_us = self.last_heard_us.saturating_add(gap).min(now_us);
+        }
+        self.last_run_us = self.last_run_us.max(now_us);
     }
 
     fn ack_sent(&mut self) {
@@ -1083,6 +1111,31 @@ mod tests {
         assert!(a.is_up());
         exchange(&mut a, &mut b, t);
         assert_eq!(events(&mut b), vec![Event::Up, Event::Deliver(p(7))]);
+    }
+
+    #[test]
+    fn a_pause_of_this_node_is_not_the_peers_silence() {
+        let (mut a, _b) = pair();
+        // a runs its timers for a while, then is stopped for ten detection windows.
+        advance_silent(&mut a, 20_000);
+        let resumed = 20_000 + 10 * cfg().down_after_us;
+        a.handle_timeout(resumed);
+        assert!(a.is_up(), "a node that was itself stopped declared its peer down");
+        assert!(events(&mut a).is_empty());
+        assert_eq!(a.stats().pauses_survived, 1);
+        // The peer still has the rest of its window to be heard; silence after that is
+        // held against it as usual.
+        advance_silent(&mut a, resumed + cfg().down_after_us);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+    }
+
+    #[test]
+    fn a_peer_silent_without_a_transport_is_still_declared_down() {
+        let (mut a, _b) = pair();
+        a.disconnected(0);
+        advance_silent(&mut a, cfg().down_after_us);
+        assert_eq!(events(&mut a), vec![Event::Down], "ticks while up keep pause detection from hiding real silence");
+        assert_eq!(a.stats().pauses_survived, 0);
     }
 
     #[test]

@@ -14,9 +14,18 @@
 //! mark-sweep: mark bits live in a side table, and the sweep writes a header only at the
 //! start of each newly freed gap. A collection therefore dirties only pages where
 //! garbage died — which matters because pre-copy resends every dirty page.
+//!
+//! Memory for the heap (and for the collector's tables, which its size sets) is asked
+//! for fallibly: when the machine refuses it, the allocation fails with
+//! [`HeapError::OutOfMemory`], which ends that one process with a Tern error like the
+//! heap limit's, never the whole node with an allocation-failure abort.
 
 use crate::value::{Addr, Value};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The largest heap limit: addresses are 32-bit word indices, so no heap can be larger.
+pub const MAX_LIMIT_BYTES: usize = 1 << 35;
 
 /// Object kinds, the low byte of a header.
 pub mod kind {
@@ -64,6 +73,66 @@ pub enum HeapError {
     /// A reference or header that cannot be valid: only reachable through a damaged
     /// image, which restore validates against, so seeing it is a VM bug or hostile data.
     Corrupt,
+    /// The machine refused the memory: the heap could not grow to this many bytes (0:
+    /// the collector could not get room for its own tables). Treated like `Limit`: the
+    /// interpreter collects and retries once before reporting it to the process alone.
+    OutOfMemory(u64),
+}
+
+impl HeapError {
+    /// The heap is full: its limit is reached or the machine refused it more memory.
+    pub fn is_full(self) -> bool {
+        matches!(self, HeapError::Limit | HeapError::OutOfMemory(_))
+    }
+}
+
+impl std::fmt::Display for HeapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeapError::Fault(p) => write!(f, "heap page {p} is not here"),
+            HeapError::Limit => write!(f, "heap limit exceeded"),
+            HeapError::Corrupt => write!(f, "damaged heap reference"),
+            HeapError::OutOfMemory(0) => write!(f, "out of memory: no room to collect the heap's garbage"),
+            HeapError::OutOfMemory(n) => write!(f, "out of memory: the heap could not grow to {n} bytes ({} MiB)", n >> 20),
+        }
+    }
+}
+
+/// A heap may not grow past this many bytes, as if the machine had no more memory: a
+/// seam for tests of running out of memory (`usize::MAX`, no ceiling, unless a test
+/// sets one). It applies to every heap of the OS process.
+static GROWTH_CEILING: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Makes every heap's growth past `bytes` fail as the allocator refusing would
+/// ([`HeapError::OutOfMemory`]); `usize::MAX` lifts it. For tests only.
+#[doc(hidden)]
+pub fn set_growth_ceiling_for_tests(bytes: usize) {
+    GROWTH_CEILING.store(bytes, Ordering::SeqCst);
+}
+
+/// `len` zero words, or `None` if the allocator refuses them. Zeroed by the allocator,
+/// so for a large heap the OS supplies zero pages on first touch and pages never
+/// touched cost no memory.
+fn zeroed_words(len: usize) -> Option<Vec<u64>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u64>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size. A non-null result is a block for `len`
+    // `u64`s, all zero (a valid `u64`), from the global allocator with exactly the
+    // layout a `Vec<u64>` of capacity `len` uses, so the `Vec` may own and free it.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<u64>();
+        if p.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(p, len, len))
+    }
+}
+
+/// Makes room in `v` for `additional` more elements without aborting on a refusal.
+fn try_room<T>(v: &mut Vec<T>, additional: usize) -> Result<(), HeapError> {
+    v.try_reserve(additional).map_err(|_| HeapError::OutOfMemory(0))
 }
 
 /// Size and behaviour settings of a heap.
@@ -87,7 +156,7 @@ impl HeapConfig {
         if !self.page_size_bytes.is_power_of_two() || self.page_size_bytes < 64 || self.page_size_bytes > (1 << 24) {
             return Err(format!("page size {} must be a power of two between 64 bytes and 16 MiB", self.page_size_bytes));
         }
-        if self.limit_bytes < self.page_size_bytes * 2 || self.limit_bytes > (1usize << 35) {
+        if self.limit_bytes < self.page_size_bytes * 2 || self.limit_bytes > MAX_LIMIT_BYTES {
             return Err(format!("heap limit {} must be between two pages and 32 GiB", self.limit_bytes));
         }
         Ok(())
@@ -160,6 +229,15 @@ impl Heap {
         heap
     }
 
+    /// The Tern error for an allocation that found this heap full (`e` is `Limit` or
+    /// `OutOfMemory`).
+    pub fn full_error(&self, e: HeapError) -> String {
+        match e {
+            HeapError::OutOfMemory(_) => e.to_string(),
+            _ => format!("heap limit of {} MiB exceeded", (self.limit_words * 8) >> 20),
+        }
+    }
+
     pub fn config(&self) -> HeapConfig {
         HeapConfig { page_size_bytes: self.page_words() * 8, limit_bytes: self.limit_words * 8, gc_min_bytes: self.gc_min_words * 8 }
     }
@@ -182,24 +260,43 @@ impl Heap {
         self.words.len() * 8
     }
 
-    fn grow_to(&mut self, words: usize) {
+    /// Grows the heap to hold at least `words` words (new pages zero, present and
+    /// dirty). Memory is asked for fallibly: a refusal (or the test ceiling) is
+    /// [`HeapError::OutOfMemory`] and leaves the heap as it was, never an abort of the
+    /// whole node.
+    fn grow_to(&mut self, words: usize) -> Result<(), HeapError> {
         let pw = self.page_words();
         let pages = words.div_ceil(pw);
-        if pages > self.present.len() {
-            let first = self.words.is_empty();
-            if first {
-                // Zeroed by the allocator (for a large heap: pages the OS zeroes on touch).
-                self.words = vec![0; pages * pw];
-            } else {
-                self.words.resize(pages * pw, 0);
-            }
-            if first {
-                // Word 0 is never an object: address 0 means "none".
-                self.words[0] = header(kind::FREE, 1);
-            }
-            self.present.resize(pages, true);
-            self.dirty.resize(pages, true);
+        let have = self.present.len();
+        if pages <= have {
+            return Ok(());
         }
+        let len = pages.saturating_mul(pw);
+        let oom = HeapError::OutOfMemory((len as u64).saturating_mul(8));
+        if len.saturating_mul(8) > GROWTH_CEILING.load(Ordering::Relaxed) {
+            return Err(oom);
+        }
+        // Everything is reserved before anything changes, so a refusal changes nothing.
+        self.present.try_reserve(pages - have).map_err(|_| oom)?;
+        self.dirty.try_reserve(pages - have).map_err(|_| oom)?;
+        if self.words.is_empty() {
+            self.words = zeroed_words(len).ok_or(oom)?;
+            // Word 0 is never an object: address 0 means "none".
+            self.words[0] = header(kind::FREE, 1);
+        } else {
+            // Room to double (as `Vec` would), but not past the limit; if that much is
+            // refused, exactly what is needed.
+            let most = self.limit_words.saturating_add(pw).div_ceil(pw).saturating_mul(pw).max(len);
+            let roomy = len.max(self.words.len().saturating_mul(2)).min(most);
+            let cur = self.words.len();
+            if self.words.try_reserve_exact(roomy - cur).is_err() {
+                self.words.try_reserve_exact(len - cur).map_err(|_| oom)?;
+            }
+            self.words.resize(len, 0);
+        }
+        self.present.resize(pages, true);
+        self.dirty.resize(pages, true);
+        Ok(())
     }
 
     #[inline]
@@ -387,7 +484,7 @@ impl Heap {
         if end > self.limit_words || end > u32::MAX as usize {
             return Err(HeapError::Limit);
         }
-        self.grow_to(end);
+        self.grow_to(end)?;
         self.top = end;
         self.bump = end;
         self.bump_end = usize::MAX;
@@ -446,22 +543,29 @@ impl Heap {
             self.allocated_since_gc = 0;
             return Ok(());
         }
-        let mut marks = vec![0u64; self.top.div_ceil(64)];
+        // The collector's tables are sized by the heap: asked for fallibly too.
+        let mut marks = Vec::new();
+        try_room(&mut marks, self.top.div_ceil(64))?;
+        marks.resize(self.top.div_ceil(64), 0u64);
         let mut stack: Vec<Addr> = Vec::new();
-        let mark = |marks: &mut Vec<u64>, stack: &mut Vec<Addr>, a: Addr| {
+        let mark = |marks: &mut Vec<u64>, stack: &mut Vec<Addr>, a: Addr| -> Result<(), HeapError> {
             let i = a as usize;
             if i == 0 || i >= self.top {
-                return;
+                return Ok(());
             }
             let bit = 1u64 << (i % 64);
             if marks[i / 64] & bit == 0 {
                 marks[i / 64] |= bit;
+                if stack.len() == stack.capacity() {
+                    try_room(stack, 1)?;
+                }
                 stack.push(a);
             }
+            Ok(())
         };
         for v in roots {
             if let Some(a) = v.heap_ref() {
-                mark(&mut marks, &mut stack, a);
+                mark(&mut marks, &mut stack, a)?;
             }
         }
         while let Some(a) = stack.pop() {
@@ -472,11 +576,11 @@ impl Heap {
                     let len = self.words[a + 1] as usize;
                     let data = self.words[a + 2] as usize;
                     if data != 0 {
-                        mark(&mut marks, &mut stack, data as Addr);
+                        mark(&mut marks, &mut stack, data as Addr)?;
                         for i in 0..len {
                             let v = Value::decode(self.words[data + 1 + 2 * i], self.words[data + 2 + 2 * i]);
                             if let Some(r) = v.and_then(Value::heap_ref) {
-                                mark(&mut marks, &mut stack, r);
+                                mark(&mut marks, &mut stack, r)?;
                             }
                         }
                     }
@@ -486,15 +590,15 @@ impl Heap {
                     let used = self.words[a + 3] as usize;
                     let index = self.words[a + 4] as usize;
                     if index != 0 {
-                        mark(&mut marks, &mut stack, index as Addr);
+                        mark(&mut marks, &mut stack, index as Addr)?;
                     }
                     if entries != 0 {
-                        mark(&mut marks, &mut stack, entries as Addr);
+                        mark(&mut marks, &mut stack, entries as Addr)?;
                         for i in 0..used {
                             let e = entries + 1 + 4 * i;
                             for off in [0, 2] {
                                 if let Some(r) = Value::decode(self.words[e + off], self.words[e + off + 1]).and_then(Value::heap_ref) {
-                                    mark(&mut marks, &mut stack, r);
+                                    mark(&mut marks, &mut stack, r)?;
                                 }
                             }
                         }
@@ -503,12 +607,12 @@ impl Heap {
                 kind::CLOSURE => {
                     let size = header_size(h);
                     for i in 2..size {
-                        mark(&mut marks, &mut stack, self.words[a + i] as Addr);
+                        mark(&mut marks, &mut stack, self.words[a + i] as Addr)?;
                     }
                 }
                 kind::BOX => {
                     if let Some(r) = Value::decode(self.words[a + 1], self.words[a + 2]).and_then(Value::heap_ref) {
-                        mark(&mut marks, &mut stack, r);
+                        mark(&mut marks, &mut stack, r)?;
                     }
                 }
                 _ => {}
@@ -591,7 +695,9 @@ impl Heap {
     /// becomes reusable.
     pub fn rebuild_free_lists(&mut self) -> Result<(), HeapError> {
         // Everything is live for this pass: only FREE headers make free space.
-        let marks = vec![u64::MAX; self.top.div_ceil(64)];
+        let mut marks = Vec::new();
+        try_room(&mut marks, self.top.div_ceil(64))?;
+        marks.resize(self.top.div_ceil(64), u64::MAX);
         let saved = self.stats;
         self.sweep(&marks)?;
         self.stats = saved;
@@ -676,8 +782,7 @@ impl Heap {
         if pages * self.page_words() > self.limit_words.max(self.page_words()) + self.page_words() {
             return Err(HeapError::Limit);
         }
-        self.grow_to(pages * self.page_words());
-        Ok(())
+        self.grow_to(pages * self.page_words())
     }
 
     /// Takes on an image's heap settings and layout (`pages` pages, `top`), keeping the
@@ -693,7 +798,7 @@ impl Heap {
         self.limit_words = config.limit_bytes / 8;
         self.gc_min_words = config.gc_min_bytes / 8;
         self.gc_threshold = self.gc_threshold.max(self.gc_min_words);
-        self.grow_to(pages * pw);
+        self.grow_to(pages * pw)?;
         self.top = top;
         self.bump = top;
         self.bump_end = usize::MAX;
@@ -723,7 +828,7 @@ impl Heap {
         if top < 1 || (top > pages * pw && !(pages == 0 && top == 1)) || pages * pw > heap.limit_words.max(pw) + pw {
             return Err(HeapError::Corrupt);
         }
-        heap.grow_to(pages * pw);
+        heap.grow_to(pages * pw)?;
         heap.top = top;
         heap.bump = top;
         Ok(heap)
@@ -732,7 +837,9 @@ impl Heap {
     /// Walks every object below the top, checking headers are sane; returns the set of
     /// object start addresses (one bit per word) for validating references.
     pub fn object_starts(&self) -> Result<Vec<u64>, HeapError> {
-        let mut starts = vec![0u64; self.top.div_ceil(64).max(1)];
+        let mut starts = Vec::new();
+        try_room(&mut starts, self.top.div_ceil(64).max(1))?;
+        starts.resize(self.top.div_ceil(64).max(1), 0u64);
         let mut a = 1usize;
         while a < self.top {
             let h = self.words[a];

@@ -89,8 +89,9 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
             Exit::Finished(v) => return Outcome::Finished(v),
             Exit::Gc => {
                 match proc.collect_garbage() {
-                    // Pages still elsewhere: the collection waits for them.
-                    Ok(()) | Err(HeapError::Fault(_)) => {}
+                    // Pages still elsewhere: the collection waits for them. No memory for
+                    // the collector's tables: it runs again when the heap is full.
+                    Ok(()) | Err(HeapError::Fault(_) | HeapError::OutOfMemory(_)) => {}
                     Err(_) => return Outcome::Failed(damaged(proc)),
                 }
                 if budget <= 0 {
@@ -106,21 +107,24 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
         };
         let exn = match exn {
             Exn::Heap(HeapError::Fault(p)) => return Outcome::Blocked(BlockReason::PageFault(p)),
-            Exn::Heap(HeapError::Limit) => {
+            // The heap is full, or the machine refused it more memory: collect and retry
+            // once, then it is an error of this process alone (catchable).
+            Exn::Heap(full) if full.is_full() => {
                 let here = (proc.frames.len(), proc.frames.last().map_or(0, |f| f.pc), proc.reductions);
                 if limit_retry != Some(here) {
                     limit_retry = Some(here);
                     match proc.collect_garbage() {
-                        Ok(()) => {}
+                        Ok(()) => continue,
                         // Full, with pages elsewhere: wait for them, then collect.
                         Err(HeapError::Fault(p)) => {
                             return Outcome::Blocked(BlockReason::PageFault(p));
                         }
+                        // Not even room to collect: the heap stays full.
+                        Err(HeapError::OutOfMemory(_)) => {}
                         Err(_) => return Outcome::Failed(damaged(proc)),
                     }
-                    continue;
                 }
-                Exn::Error(format!("heap limit of {} MiB exceeded", proc.heap.config().limit_bytes >> 20))
+                Exn::Error(proc.heap.full_error(full))
             }
             Exn::Heap(HeapError::Corrupt) => return Outcome::Failed(damaged(proc)),
             Exn::Sys => return Outcome::Sys,
@@ -182,7 +186,7 @@ fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
         let message = match exn {
             Exn::Error(m) => m,
             Exn::Raise(v) => display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| "<unprintable value>".into()),
-            Exn::Heap(e) => format!("{e:?}"),
+            Exn::Heap(e) => e.to_string(),
             Exn::Sys => "system call outside a node".into(),
         };
         return Err(RuntimeError { message, trace: backtrace(proc) });
@@ -200,7 +204,7 @@ fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
             Ok(a) => Value::Str(a),
             Err(_) => return Err(RuntimeError { message: format!("{m} (and no memory left to handle it)"), trace: backtrace(proc) }),
         },
-        Exn::Heap(e) => return Err(RuntimeError { message: format!("{e:?}"), trace: backtrace(proc) }),
+        Exn::Heap(e) => return Err(RuntimeError { message: e.to_string(), trace: backtrace(proc) }),
         Exn::Sys => return Err(RuntimeError { message: "system call outside a node".into(), trace: backtrace(proc) }),
     };
     proc.regs[h.reg as usize] = value;

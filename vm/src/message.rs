@@ -161,7 +161,7 @@ impl std::fmt::Display for MessageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MessageError::TooLarge(n) => write!(f, "message larger than the {n}-byte limit"),
-            MessageError::Heap(e) => write!(f, "heap access failed while copying a message: {e:?}"),
+            MessageError::Heap(e) => write!(f, "heap access failed while copying a message: {e}"),
             MessageError::Invalid(m) => write!(f, "invalid message: {m}"),
             MessageError::MissingModule(h) => write!(f, "message refers to module {h}, which is not loaded here"),
             MessageError::NotSendable(what) => write!(f, "{what} cannot be sent to another process"),

@@ -244,12 +244,17 @@ fn restore_with(
         return Err(invalid("more pages than the heap limit allows"));
     }
     let deferred = staged.is_some();
+    // A heap the machine has no memory for is refused, not an abort of the node.
+    let layout_err = |e: HeapError| match e {
+        HeapError::OutOfMemory(_) => ImageError::Invalid(e.to_string()),
+        _ => invalid("heap layout"),
+    };
     let mut heap = match staged {
         Some(mut h) => {
-            h.adopt_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(|_| invalid("heap layout"))?;
+            h.adopt_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(layout_err)?;
             h
         }
-        None => Heap::with_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(|_| invalid("heap layout"))?,
+        None => Heap::with_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(layout_err)?,
     };
     let mut seen = vec![false; img.heap.page_count as usize];
     let mut words = vec![0u64; page_bytes / 8];

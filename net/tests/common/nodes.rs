@@ -4,9 +4,8 @@
 //! child process is killed and reaped when its guard is dropped, also when a test fails.
 //!
 //! Programs report what they see by printing: a process started by `tern ctl spawn`
-//! without `--wait` prints into the log of the node it runs on, so a test reads
-//! [`RealMesh::log`] (or [`RealMesh::all_logs`], since a process that moved prints on
-//! its new node).
+//! without `--wait` prints into the log of the node the spawn was asked of (its
+//! console), wherever it runs or moves; a test reads [`RealMesh::log`] of that node.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -141,6 +140,8 @@ pub struct RealMesh {
     pub nodes: Vec<NodeProc>,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
+    /// The address-space limit (`ulimit -v`, KiB) every node is started under, if any.
+    pub address_limit_kib: Option<u64>,
 }
 
 impl Drop for RealMesh {
@@ -161,6 +162,16 @@ impl RealMesh {
     /// settings go in a `[limits]`-free string appended to the config), each started
     /// as `tern node` and all seeing each other up.
     pub fn start(n: usize, extra: &str) -> RealMesh {
+        Self::start_with(n, extra, None)
+    }
+
+    /// As [`RealMesh::start`], with every node started under an address-space limit of
+    /// `kib` KiB (`sh -c 'ulimit -v KIB; exec tern node ...'`): memory runs short there.
+    pub fn start_with_address_limit(n: usize, extra: &str, kib: u64) -> RealMesh {
+        Self::start_with(n, extra, Some(kib))
+    }
+
+    fn start_with(n: usize, extra: &str, address_limit_kib: Option<u64>) -> RealMesh {
         let dir = tempfile::tempdir().unwrap();
         let cfg = loopback_mesh(dir.path(), n, extra).expect("a loopback config with certificates");
         let config = dir.path().join("mesh.toml");
@@ -169,7 +180,7 @@ impl RealMesh {
             .iter()
             .map(|c| NodeProc { name: c.name.clone(), proc: None, log: dir.path().join(format!("{}.log", c.name)), starts: 0 })
             .collect();
-        let mut m = RealMesh { nodes, config, dir };
+        let mut m = RealMesh { nodes, config, dir, address_limit_kib };
         for i in 0..n {
             m.launch(i);
         }
@@ -188,10 +199,21 @@ impl RealMesh {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
         let err = out.try_clone().unwrap();
         let what = format!("tern node {}", n.name);
+        let mut cmd = match self.address_limit_kib {
+            None => tern(),
+            // `exec`, so the guarded pid is the node's own. Few malloc arenas (each
+            // reserves 64 MiB of address space), so the limit leaves the same room
+            // however many cores the machine has.
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -v {kib} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_tern")]);
+                c.env("MALLOC_ARENA_MAX", "2");
+                c
+            }
+        };
         n.proc = Some(Guard::spawn(
             &what,
-            tern()
-                .args(["node", "--config", config.to_str().unwrap(), "--name", &n.name])
+            cmd.args(["node", "--config", config.to_str().unwrap(), "--name", &n.name])
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -237,7 +259,8 @@ impl RealMesh {
     pub fn running(&mut self, name: &str) -> bool {
         let i = self.idx(name);
         match self.nodes[i].proc.as_mut() {
-            Some(g) => g.wait(Duration::ZERO).is_none(),
+            // A guard whose child was reaped (by an earlier look) holds no process.
+            Some(g) => g.child.is_some() && g.wait(Duration::ZERO).is_none(),
             None => false,
         }
     }
@@ -324,11 +347,20 @@ impl RealMesh {
         p
     }
 
-    /// Starts program `source` on node `on`; its pid as printed (`1.2`).
+    /// Starts program `source` on node `on`, asked of `on` itself (so its output, which
+    /// goes to the console it was started from, is in `on`'s log); its pid as printed
+    /// (`1.2`).
     #[track_caller]
     pub fn spawn(&self, file: &str, source: &str, on: &str) -> String {
+        self.spawn_via(on, file, source, on)
+    }
+
+    /// Starts program `source` on node `on`, asked of node `via`: its output goes to
+    /// `via`'s log wherever the process runs or moves.
+    #[track_caller]
+    pub fn spawn_via(&self, via: &str, file: &str, source: &str, on: &str) -> String {
         let p = self.write(file, source);
-        let out = self.ctl(&["--json", "spawn", path(&p), "--on", on]);
+        let out = self.ctl_on(Some(via), &["--json", "spawn", path(&p), "--on", on]);
         assert!(out.ok(), "spawn failed: {out:?}");
         out.json()["pid"].as_str().unwrap_or_else(|| panic!("spawn printed no pid: {out:?}")).to_string()
     }

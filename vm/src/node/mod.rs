@@ -539,8 +539,10 @@ pub(crate) struct NodeInner {
     pid_seqs: Shards<u64>,
     /// Spawns on other nodes waiting for their answer: request -> (parent, node).
     pending_spawns: Mutex<HashMap<u64, (Pid, u16)>>,
-    /// Monitors of processes on other nodes: node -> (watcher here, target there).
-    remote_monitors: Mutex<HashMap<u16, Vec<(Pid, Pid)>>>,
+    /// Monitors of processes on other nodes: (watcher here, target there). Which node a
+    /// target is on is looked up when a node goes down (its route now, which link
+    /// updates keep current), never remembered from when the monitor was set up.
+    remote_monitors: Mutex<Vec<(Pid, Pid)>>,
 }
 
 /// Where a node gets the pages of processes whose heap is not all here (see
@@ -614,7 +616,7 @@ impl Node {
             seqs: Shards::new(),
             pid_seqs: Shards::new(),
             pending_spawns: Mutex::new(HashMap::new()),
-            remote_monitors: Mutex::new(HashMap::new()),
+            remote_monitors: Mutex::new(Vec::new()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();

@@ -481,13 +481,17 @@ impl NodeInner {
                         }
                     })
                     .is_some();
-                if !alive {
-                    let _ = self.remote_send(from, Op::Exit { to: other, from: pid, reason: "noproc".into(), normal: false });
+                if !alive && !self.pass_on(from, pid, Op::Link { pid, from: other }) {
+                    let to = self.remote_node_of(other).unwrap_or(from);
+                    let _ = self.remote_send(to, Op::Exit { to: other, from: pid, reason: "noproc".into(), normal: false });
                 }
             }
             Op::Monitor { pid, watcher } => {
-                if self.with_live(pid, |_, _, st| st.watchers.push(watcher)).is_none() {
-                    let _ = self.remote_send(from, Op::Down { to: watcher, from: pid, reason: "noproc".into() });
+                if self.with_live(pid, |_, _, st| st.watchers.push(watcher)).is_none()
+                    && !self.pass_on(from, pid, Op::Monitor { pid, watcher })
+                {
+                    let to = self.remote_node_of(watcher).unwrap_or(from);
+                    let _ = self.remote_send(to, Op::Down { to: watcher, from: pid, reason: "noproc".into() });
                 }
             }
             Op::Exit { to, from: p, reason, normal } => {
@@ -868,21 +872,24 @@ impl NodeInner {
         self.finish_io(pid, slot, result);
     }
 
-    pub(crate) fn forget_monitor(&self, node: u16, watcher: Pid, target: Pid) {
+    /// The monitor of `target` by `watcher` here ended (its `Down` came, from whichever
+    /// node the target ended on).
+    pub(crate) fn forget_monitor(&self, _node: u16, watcher: Pid, target: Pid) {
         let mut m = self.remote_monitors.lock();
-        if let Some(v) = m.get_mut(&node) {
-            if let Some(i) = v.iter().position(|&(w, t)| w == watcher && t == target) {
-                v.swap_remove(i);
-            }
+        if let Some(i) = m.iter().position(|&(w, t)| w == watcher && t == target) {
+            m.swap_remove(i);
         }
     }
 
     /// Node `node` is down (or came back as a new incarnation, its processes gone):
-    /// monitors of its processes fire and links to them break, with reason `node_down`;
-    /// spawns waiting for it fail.
+    /// monitors of the processes that are there *now* (by their current route: one that
+    /// moved away before is not affected) fire and links to them break, with reason
+    /// `node_down`; spawns waiting for it fail.
     pub(crate) fn node_down(&self, node: u16) {
         let name = self.remote().and_then(|r| r.node_name(node)).unwrap_or_else(|| node.to_string());
-        let monitors = self.remote_monitors.lock().remove(&node).unwrap_or_default();
+        let all: Vec<(Pid, Pid)> = self.remote_monitors.lock().clone();
+        let monitors: Vec<(Pid, Pid)> = all.into_iter().filter(|&(_, t)| self.remote_node_of(t) == Some(node)).collect();
+        self.remote_monitors.lock().retain(|e| !monitors.contains(e));
         for (watcher, target) in monitors {
             let _ = self.deliver(Target::Inbox(watcher), super::event_message("down", target, "node_down"), Vec::new(), None);
         }
@@ -903,7 +910,46 @@ impl NodeInner {
         }
     }
 
-    pub(crate) fn count_remote_monitor(&self, node: u16, watcher: Pid, target: Pid) {
-        self.remote_monitors.lock().entry(node).or_default().push((watcher, target));
+    pub(crate) fn count_remote_monitor(&self, _node: u16, watcher: Pid, target: Pid) {
+        // Bounded by the monitors of live watchers: those of watchers that ended are
+        // dropped whenever the table reaches a power of two (no slot is locked while
+        // the table is).
+        let watchers: Vec<Pid> = {
+            let m = self.remote_monitors.lock();
+            if m.len() >= 64 && m.len().is_power_of_two() {
+                m.iter().map(|&(w, _)| w).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let ended: std::collections::HashSet<Pid> =
+            watchers.into_iter().filter(|&w| !self.local_slot(w).is_some_and(|s| s.st.lock().status != Status::Exited)).collect();
+        let mut m = self.remote_monitors.lock();
+        if !ended.is_empty() {
+            m.retain(|(w, _)| !ended.contains(w));
+        }
+        m.push((watcher, target));
+    }
+
+    /// Where a pid that is not here went, as this node knows it: (node, moves).
+    fn route_of(&self, pid: Pid) -> Option<(u16, u32)> {
+        match self.procs.get(pid) {
+            Some(super::Entry::Moved(n, m)) if n != self.id => Some((n, m)),
+            _ => None,
+        }
+    }
+
+    /// An op about process `pid` (a link or a monitor from node `from`) reached this node
+    /// though the process has moved on: it goes on to where it is, and `from` is told
+    /// the route so it asks there next time (and knows where the process is when a
+    /// node goes down). False if this node knows no route for it.
+    fn pass_on(&self, from: u16, pid: Pid, op: Op) -> bool {
+        let Some((n, moves)) = self.route_of(pid) else { return false };
+        if n == from {
+            return false;
+        }
+        let _ = self.remote_send(n, op);
+        let _ = self.remote_send(from, Op::PidMoved { pid, node: n, moves });
+        true
     }
 }

@@ -150,14 +150,14 @@ fn err(proc: Box<Process>, m: impl Into<String>) -> SysOut {
 /// heap is full.
 fn ret_alloc(mut proc: Box<Process>, c: SysCall, make: impl Fn(&mut Heap) -> Result<Value, HeapError>) -> SysOut {
     let mut v = make(&mut proc.heap);
-    if v == Err(HeapError::Limit) && proc.collect_garbage().is_ok() {
+    if v.is_err_and(HeapError::is_full) && proc.collect_garbage().is_ok() {
         v = make(&mut proc.heap);
     }
     match v {
         Ok(v) => ret(proc, c, v),
-        Err(HeapError::Limit) => {
-            let mib = proc.heap.config().limit_bytes >> 20;
-            err(proc, format!("heap limit of {mib} MiB exceeded"))
+        Err(e) if e.is_full() => {
+            let m = proc.heap.full_error(e);
+            err(proc, m)
         }
         Err(e) => raise(proc, Exn::Heap(e)),
     }
@@ -598,7 +598,7 @@ fn receive(
                     let dst = c.dst;
                     let pair = |h: &mut Heap, v: Value| object::array_from(h, &[tag, v]).map(Value::Array);
                     let mut r = pair(&mut proc.heap, v);
-                    if r == Err(HeapError::Limit) && proc.collect_garbage().is_ok() {
+                    if r.is_err_and(HeapError::is_full) && proc.collect_garbage().is_ok() {
                         let v = proc.regs[dst];
                         r = pair(&mut proc.heap, v);
                     }
@@ -606,6 +606,10 @@ fn receive(
                         Ok(p) => ret(proc, c, p),
                         // The message is taken: running the call again would lose it.
                         Err(HeapError::Fault(page)) => err(proc, format!("select: heap page {page} went missing")),
+                        Err(e) if e.is_full() => {
+                            let m = proc.heap.full_error(e);
+                            err(proc, m)
+                        }
                         Err(e) => raise(proc, Exn::Heap(e)),
                     };
                 }
@@ -614,11 +618,13 @@ fn receive(
                     drop(st);
                     return SysOut::Fault(proc, page);
                 }
-                Err(MessageError::Heap(HeapError::Limit)) if !collected => {
+                Err(MessageError::Heap(e)) if e.is_full() && !collected => {
                     drop(st);
                     collected = true;
-                    if proc.collect_garbage().is_err() {
-                        return raise(proc, Exn::Heap(HeapError::Corrupt));
+                    match proc.collect_garbage() {
+                        // No room to collect: the receive fails below, as for a full heap.
+                        Ok(()) | Err(HeapError::OutOfMemory(_)) => {}
+                        Err(_) => return raise(proc, Exn::Heap(HeapError::Corrupt)),
                     }
                     continue;
                 }
@@ -628,9 +634,7 @@ fn receive(
                     drop(st);
                     proc.sys.deadline_us = None;
                     let e = match e {
-                        MessageError::Heap(HeapError::Limit) => {
-                            format!("heap limit of {} MiB exceeded while receiving a message", proc.heap.config().limit_bytes >> 20)
-                        }
+                        MessageError::Heap(e) if e.is_full() => format!("{} while receiving a message", proc.heap.full_error(e)),
                         e => format!("cannot receive a message: {e}"),
                     };
                     return err(proc, e);

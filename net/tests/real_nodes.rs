@@ -1,0 +1,185 @@
+//! Faults on real nodes: every node its own OS process (`tern node`), faults injected
+//! with real signals (`kill -9`, `SIGSTOP`/`SIGCONT`), everything asked with `tern ctl`.
+//! Each test is a scenario that once broke a promise (one owner, nothing lost, no
+//! residual dependency) and is named after what must hold.
+
+#[path = "common/nodes.rs"]
+mod nodes;
+
+use nodes::{wait_until, RealMesh};
+use std::time::{Duration, Instant};
+
+/// A process that keeps writing to `cells` cells of its heap (two words each) spread
+/// over every page, and prints every message it receives with the node it is on.
+fn worker(cells: u64) -> String {
+    format!(
+        "let N = {cells};\n\
+         let data = array(N, 1);\n\
+         let i = 0;\n\
+         let n = 0;\n\
+         println(\"worker ready on ${{node()}}\");\n\
+         while true {{\n\
+           data[i] = data[i] + 1;\n\
+           i = (i + 7919) % N;\n\
+           n += 1;\n\
+           if n % 2000 == 0 {{\n\
+             let m = recv(0);\n\
+             if not is_timeout(m) {{ println(\"worker got ${{m}} on ${{node()}}\"); }}\n\
+           }}\n\
+         }}\n"
+    )
+}
+
+/// Sends `value` (a Tern expression) to `pid` from node `from` and waits until the
+/// worker says it got it on node `on` (in the log of its console's node, `console`).
+#[track_caller]
+fn assert_reaches(mesh: &RealMesh, from: &str, pid: &str, value: &str, on: &str, console: &str, timeout: Duration) {
+    let out = mesh.ctl_on(Some(from), &["send", pid, &format!("\"{value}\"")]);
+    assert!(out.ok(), "send from {from} failed: {out:?}");
+    let want = format!("worker got {value} on {on}");
+    let ok = wait_until(timeout, || mesh.log(console).contains(&want));
+    assert!(ok, "{value:?} sent from node {from} never reached {pid} on node {on} within {timeout:?}:\n{}", mesh.all_logs());
+}
+
+#[track_caller]
+fn migrate_ok(mesh: &RealMesh, pid: &str, to: &str, mechanism: &str) -> serde_json::Value {
+    let out = mesh.migrate(None, pid, to, mechanism);
+    assert!(out.ok(), "migrate {pid} to {to} ({mechanism}) failed: {out:?}\n{}", mesh.all_logs());
+    let r = out.json();
+    assert_eq!(r["outcome"], "committed", "{out:?}");
+    r
+}
+
+#[track_caller]
+fn wait_ready(mesh: &RealMesh, node: &str, console: &str) {
+    let ok = wait_until(Duration::from_secs(60), || mesh.log(console).contains(&format!("worker ready on {node}")));
+    assert!(ok, "the worker did not start on {node}:\n{}", mesh.all_logs());
+}
+
+/// Lazy and hybrid: the destination is paused (`SIGSTOP`) right after the process
+/// resumed there, while most of its pages are still only at the source, for several
+/// times the failure-detection timeout (and longer than the QUIC idle timeout, so the
+/// connection and its streams die), then continued. A stall is not a crash: the
+/// migration completes, the process goes on at the destination with every page, and it
+/// is reachable.
+fn a_paused_destination_keeps_its_process(mechanism: &'static str) {
+    // 512 MiB of heap: the background push takes long enough to be stopped in the middle.
+    let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n");
+    let pid = mesh.spawn_via("c", "worker.tern", &worker(32 << 20), "a");
+    wait_ready(&mesh, "a", "c");
+    let cfg = mesh.cfg().to_string();
+    let p2 = pid.clone();
+    let migrating = std::thread::spawn(move || {
+        nodes::run_for(
+            &["ctl", "--config", &cfg, "--node", "a", "--json", "migrate", &p2, "b", "--mechanism", mechanism],
+            Duration::from_secs(120),
+        )
+    });
+    let resumed = wait_until(Duration::from_secs(60), || mesh.ps(Some("b")).iter().any(|(p, n, _)| p == &pid && n == "b"));
+    assert!(resumed, "the process never resumed on b:\n{}", mesh.all_logs());
+    mesh.stop("b");
+    let paused = Instant::now();
+    std::thread::sleep(Duration::from_secs(7)); // node_down_ms is 1000, the QUIC idle timeout 5 s
+    mesh.cont("b");
+    eprintln!("b was paused for {:?}", paused.elapsed());
+    let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
+    assert!(out.ok(), "{out:?}\n{}", mesh.all_logs());
+    let r = out.json();
+    assert_eq!(r["outcome"], "committed", "{out:?}");
+    eprintln!("the report: {r}");
+    mesh.wait_all_up(Duration::from_secs(30));
+    assert_reaches(&mesh, "c", &pid, &format!("after-pause-{mechanism}"), "b", "c", Duration::from_secs(30));
+    // The process keeps running there, with all its pages (it is not waiting for one).
+    let ok = wait_until(Duration::from_secs(30), || {
+        mesh.ps(Some("b")).iter().any(|(p, n, s)| p == &pid && n == "b" && s != "io" && s != "exited")
+    });
+    assert!(ok, "the process is not running on b: {:?}\n{}", mesh.ps(Some("b")), mesh.all_logs());
+    let logs = mesh.all_logs();
+    assert!(!logs.contains("lost while"), "the process was ended though its source was only paused:\n{logs}");
+    assert!(!logs.contains("forwarded too many times"), "a message looped:\n{logs}");
+    assert!(mesh.running("a") && mesh.running("b") && mesh.running("c"));
+}
+
+#[test]
+fn a_paused_destination_keeps_its_lazy_process() {
+    a_paused_destination_keeps_its_process("lazy");
+}
+
+#[test]
+fn a_paused_destination_keeps_its_hybrid_process() {
+    a_paused_destination_keeps_its_process("hybrid");
+}
+
+/// After a commit the source, which is also the process's birth node, is killed: a node
+/// that never talked to the process (d) must still reach it, and monitors set up from a
+/// third node (c, before and after the move) must not fire while the process lives.
+/// Then the process is killed: the monitors fire with its real reason. The process's
+/// console is on b, so its output outlives a.
+fn losing_the_birth_node_after_commit(mechanism: &str) {
+    let mut mesh = RealMesh::start(4, "");
+    let pid = mesh.spawn_via("b", "worker.tern", &worker(1 << 14), "a");
+    wait_ready(&mesh, "a", "b");
+    let watch = |name: &str| {
+        format!("let t = pid(\"{pid}\");\nmonitor(t);\nprintln(\"{name} watching\");\nlet m = recv();\nprintln(\"{name} saw ${{m}}\");\n")
+    };
+    mesh.spawn("before.tern", &watch("before"), "c");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("c").contains("before watching")), "{}", mesh.all_logs());
+    migrate_ok(&mesh, &pid, "b", mechanism);
+    mesh.spawn("after.tern", &watch("after"), "c");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("c").contains("after watching")), "{}", mesh.all_logs());
+    mesh.kill9("a");
+    // The others declare a down within node_down_ms (1 s); give them time to act on it.
+    for n in ["c", "d"] {
+        let down =
+            wait_until(Duration::from_secs(20), || mesh.nodes_seen_by(n).is_some_and(|r| r.iter().any(|(n, s)| n == "a" && s == "down")));
+        assert!(down, "node {n} never saw a down:\n{}", mesh.all_logs());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let c = mesh.log("c");
+    assert!(!c.contains("before saw") && !c.contains("after saw"), "a monitor fired while the process lives on b:\n{}", mesh.all_logs());
+    assert_reaches(&mesh, "d", &pid, "probe-from-d", "b", "b", Duration::from_secs(30));
+    // Now it really ends: both monitors see it, with the real reason.
+    let out = mesh.ctl_on(Some("d"), &["kill", &pid]);
+    assert!(out.ok(), "kill from d failed: {out:?}\n{}", mesh.all_logs());
+    let ok = wait_until(Duration::from_secs(30), || {
+        let c = mesh.log("c");
+        c.contains("before saw") && c.contains("after saw")
+    });
+    assert!(ok, "the monitors did not see the process end:\n{}", mesh.all_logs());
+    let c = mesh.log("c");
+    assert!(!c.contains("node_down"), "a monitor was told node_down for a process that was killed on a live node:\n{c}");
+}
+
+#[test]
+fn losing_the_birth_node_after_a_precopy_commit_costs_nothing() {
+    losing_the_birth_node_after_commit("precopy");
+}
+
+#[test]
+fn losing_the_birth_node_after_a_freeze_commit_costs_nothing() {
+    losing_the_birth_node_after_commit("freeze");
+}
+
+#[test]
+fn losing_the_birth_node_after_a_lazy_migration_ended_costs_nothing() {
+    losing_the_birth_node_after_commit("lazy");
+}
+
+/// The same loss of the birth node after a precopy commit, with no monitors: a node
+/// that never talked to the process (d) reaches it at once, and so does a kill.
+#[test]
+fn a_node_that_never_talked_to_a_process_reaches_it_after_its_birth_node_is_lost() {
+    let mut mesh = RealMesh::start(4, "");
+    let pid = mesh.spawn_via("b", "worker.tern", &worker(1 << 14), "a");
+    wait_ready(&mesh, "a", "b");
+    migrate_ok(&mesh, &pid, "b", "precopy");
+    mesh.kill9("a");
+    let down =
+        wait_until(Duration::from_secs(20), || mesh.nodes_seen_by("d").is_some_and(|r| r.iter().any(|(n, s)| n == "a" && s == "down")));
+    assert!(down, "node d never saw a down:\n{}", mesh.all_logs());
+    assert_reaches(&mesh, "d", &pid, "probe-from-d", "b", "b", Duration::from_secs(30));
+    let out = mesh.ctl_on(Some("d"), &["kill", &pid]);
+    assert!(out.ok(), "kill from d failed: {out:?}");
+    let gone = wait_until(Duration::from_secs(30), || !mesh.ps(Some("b")).iter().any(|(p, _, _)| p == &pid));
+    assert!(gone, "the kill from d never reached the process on b:\n{}", mesh.all_logs());
+}
