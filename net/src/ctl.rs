@@ -124,10 +124,20 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
                     Err(e) => write_frame(&mut send, &CtlReply::Error(e)).await?,
                 }
             } else {
-                let sh2 = sh.clone();
-                let r = tokio::task::spawn_blocking(move || crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref()))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                // On another node (or nowhere): asked there, on a blocking thread, one of a
+                // bounded number.
+                let r = match sh.mig_slots.waiter() {
+                    Ok(slot) => {
+                        let sh2 = sh.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _slot = slot;
+                            crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                    }
+                    Err(e) => Err(e),
+                };
                 let reply = match r {
                     Ok(rep) => CtlReply::Migrated(Box::new(rep)),
                     Err(e) => CtlReply::Error(e),

@@ -60,10 +60,15 @@ pub(crate) struct Peer {
     wake: Notify,
     up: AtomicBool,
     load: Mutex<Load>,
-    incoming: mpsc::UnboundedSender<quinn::Connection>,
+    /// Connections for the peer task: dialled by this node, or accepted from one that
+    /// claims to be the peer.
+    incoming: mpsc::UnboundedSender<(quinn::Connection, Made)>,
     has_conn: AtomicBool,
     /// Drop the connection now (it is made again; the session resends what was lost).
     kick: AtomicBool,
+    /// The peer refused the last connection: it is connected to another process that
+    /// claims to be this node (dial again only after a pause).
+    refused: AtomicBool,
     /// Held while taking events from the session and acting on them, so they are acted
     /// on in order whichever task takes them.
     events: Mutex<()>,
@@ -110,6 +115,8 @@ pub(crate) struct Shared {
     own_load: Mutex<(Instant, u64, Load)>,
     /// Live migrations to and from this node.
     pub(crate) mig: crate::migration::Migrations,
+    /// The threads migrations may have at once.
+    pub(crate) mig_slots: crate::migration::Slots,
     pub(crate) rt: OnceLock<tokio::runtime::Handle>,
 }
 
@@ -172,7 +179,7 @@ impl Shared {
         }
     }
 
-    fn node_name(&self, id: u16) -> String {
+    pub(crate) fn node_name(&self, id: u16) -> String {
         if id == self.me.id {
             return self.me.name.clone();
         }
@@ -288,16 +295,22 @@ impl Remote for MeshRemote {
         match caller {
             None => crate::migration::start(&sh, pid, &name, None, crate::migration::Caller::Itself).map(|_| ()),
             Some(c) => {
-                std::thread::spawn(move || {
-                    let r = crate::migration::migrate_and_wait(&sh, pid, &name, None);
-                    let result = match r {
-                        Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
-                        Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
-                        Err(e) => tern_vm::process::IoResult::Failed(e),
-                    };
-                    sh.node().answer_migrate(c, result);
-                });
-                Ok(())
+                // Waits for the outcome: on a thread of its own, one of a bounded number.
+                let slot = sh.mig_slots.waiter()?;
+                std::thread::Builder::new()
+                    .name("tern-mig-wait".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        let r = crate::migration::migrate_and_wait(&sh, pid, &name, None);
+                        let result = match r {
+                            Ok(rep) if rep.ok => tern_vm::process::IoResult::Migrated(rep.to),
+                            Ok(rep) => tern_vm::process::IoResult::Failed(rep.outcome),
+                            Err(e) => tern_vm::process::IoResult::Failed(e),
+                        };
+                        sh.node().answer_migrate(c, result);
+                    })
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot start a thread: {e}"))
             }
         }
     }
@@ -462,6 +475,7 @@ impl MeshNode {
                     incoming: tx,
                     has_conn: AtomicBool::new(false),
                     kick: AtomicBool::new(false),
+                    refused: AtomicBool::new(false),
                     events: Mutex::new(()),
                     backlog: std::sync::atomic::AtomicUsize::new(0),
                     conn: Mutex::new(None),
@@ -485,6 +499,7 @@ impl MeshNode {
             endpoint: OnceLock::new(),
             own_load: Mutex::new((Instant::now(), 0, Load::default())),
             mig: crate::migration::Migrations::default(),
+            mig_slots: crate::migration::Slots::default(),
             rt: OnceLock::new(),
         });
         let _ = sh.rt.set(rt.handle().clone());
@@ -635,10 +650,24 @@ pub fn vm_config(cfg: &MeshConfig) -> tern_vm::VmConfig {
     c
 }
 
+/// The close code of a connection refused because the peer is connected already.
+const REFUSED: u32 = 3;
+
+/// How long a node waits before dialling again a peer that refused its connection.
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+
+/// Whether the peer closed `conn` as a second connection claiming to be this node.
+fn refused_by_peer(conn: &quinn::Connection) -> bool {
+    matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(REFUSED))
+}
+
 /// Dials a peer (this node has the lower id) whenever there is no connection.
 async fn dial_task(sh: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
     while !sh.shutdown.load(Ordering::SeqCst) {
+        if peer.refused.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(REFUSED_PAUSE).await;
+        }
         if !peer.has_conn.load(Ordering::SeqCst) {
             let Some(ep) = sh.endpoint.get() else { return };
             match ep.connect(peer.conf.addr, &peer.conf.name) {
@@ -646,7 +675,7 @@ async fn dial_task(sh: Arc<Shared>, peer: Arc<Peer>) {
                     Ok(Ok(conn)) => {
                         backoff = Duration::from_millis(50);
                         peer.has_conn.store(true, Ordering::SeqCst);
-                        let _ = peer.incoming.send(conn);
+                        let _ = peer.incoming.send((conn, Made::Dialled));
                     }
                     Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
                     Err(_) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out"),
@@ -677,7 +706,7 @@ async fn accept_task(sh: Arc<Shared>, ep: quinn::Endpoint) {
                 Ok(tls::Peer::Node { id, name }) => match sh.peers.get(&id) {
                     Some(peer) if id != sh.me.id => {
                         peer.has_conn.store(true, Ordering::SeqCst);
-                        let _ = peer.incoming.send(conn);
+                        let _ = peer.incoming.send((conn, Made::Accepted));
                     }
                     _ => {
                         sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
@@ -761,13 +790,67 @@ struct Link {
     gen: u64,
 }
 
+/// How a connection to a peer came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// This node dialled it (it dials only when it has no connection).
+    Dialled,
+    /// The other side dialled and showed the peer's certificate.
+    Accepted,
+}
+
+/// Connections refused (by this node or by the peer), logged at most every 10 s.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one; `Some(" (N so far)")` (empty the first time) if it is to be logged.
+    fn note(&mut self) -> Option<String> {
+        self.count += 1;
+        if self.logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return None;
+        }
+        self.logged = Some(Instant::now());
+        Some(if self.count > 1 { format!(" ({} so far)", self.count) } else { String::new() })
+    }
+}
+
+fn refused_text(sh: &Shared, peer: &Peer, so_far: &str) -> String {
+    format!(
+        "node {} refused this node's connection{so_far}: another node {} is connected to it (this node's previous run, until it is seen gone, or another process with this node's identity); trying again",
+        peer.conf.name, sh.me.name
+    )
+}
+
+/// Whether the current link to a peer is alive: open, and the peer heard from within
+/// the failure-detection timeout (timers brought up to date first).
+fn link_alive(sh: &Shared, peer: &Peer, link: &Option<Link>) -> bool {
+    if link.as_ref().is_none_or(|l| l.conn.close_reason().is_some()) {
+        return false;
+    }
+    let mut s = peer.session.lock();
+    s.handle_timeout(sh.now_us());
+    s.is_up()
+}
+
 /// Owns the connection to one peer and drives its session.
-async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::UnboundedReceiver<quinn::Connection>) {
+///
+/// A live connection wins: while the current link is alive, a second connection that
+/// claims to be the same node is refused. Only one process can be the node; another one
+/// with its certificate (a stolen key, a copied config) would otherwise displace it, be
+/// taken for a restart, and part the real one from this node.
+async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::UnboundedReceiver<(quinn::Connection, Made)>) {
     let max = sh.cfg.limits.frame_bytes as usize;
     let (pkt_tx, mut pkt_rx) = mpsc::unbounded_channel::<(u64, Result<Packet, String>)>();
     let mut link: Option<Link> = None;
     let mut gen = 0u64;
     let mut out = Vec::new();
+    // Connections refused by this node, and by the peer.
+    let mut refusing = Refusals::default();
+    let mut refused = Refusals::default();
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             if let Some(l) = link.take() {
@@ -809,7 +892,18 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
             _ = tokio::time::sleep(sleep) => {
                 peer.session.lock().handle_timeout(sh.now_us());
             }
-            Some(conn) = incoming.recv() => {
+            Some((conn, made)) = incoming.recv() => {
+                if made == Made::Accepted && link_alive(&sh, &peer, &link) {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    conn.close(REFUSED.into(), b"already connected");
+                    if let Some(so_far) = refusing.note() {
+                        let n = &peer.conf.name;
+                        (sh.log)(&format!(
+                            "refused a second connection claiming to be node {n} while {n} is connected{so_far} (a restarted {n} is let in once this connection goes quiet)"
+                        ));
+                    }
+                    continue;
+                }
                 if let Some(old) = link.take() {
                     old.conn.close(0u32.into(), b"replaced");
                     peer.session.lock().disconnected(sh.now_us());
@@ -835,7 +929,14 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                         peer.session.lock().connected(sh.now_us());
                     }
                     Err(e) => {
-                        (sh.log)(&format!("connection to node {} failed: {e}", peer.conf.name));
+                        if refused_by_peer(&conn) {
+                            peer.refused.store(true, Ordering::SeqCst);
+                            if let Some(so_far) = refused.note() {
+                                (sh.log)(&refused_text(&sh, &peer, &so_far));
+                            }
+                        } else {
+                            (sh.log)(&format!("connection to node {} failed: {e}", peer.conf.name));
+                        }
                         peer.has_conn.store(false, Ordering::SeqCst);
                     }
                 }
@@ -849,7 +950,14 @@ async fn peer_task(sh: Arc<Shared>, peer: Arc<Peer>, mut incoming: mpsc::Unbound
                                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
                             }
-                            (sh.log)(&format!("closing the connection with node {}: {e}", peer.conf.name));
+                            if link.as_ref().is_some_and(|l| refused_by_peer(&l.conn)) {
+                                peer.refused.store(true, Ordering::SeqCst);
+                                if let Some(so_far) = refused.note() {
+                                    (sh.log)(&refused_text(&sh, &peer, &so_far));
+                                }
+                            } else {
+                                (sh.log)(&format!("closing the connection with node {}: {e}", peer.conf.name));
+                            }
                             if let Some(l) = link.as_ref() {
                                 l.conn.close(2u32.into(), b"bad frame");
                             }
@@ -876,6 +984,12 @@ fn act_on_events(sh: &Arc<Shared>, peer: &Arc<Peer>) {
     let _events = peer.events.lock();
     loop {
         let Some(e) = peer.session.lock().poll_event() else { break };
+        if let Event::PeerRestarted { old_epoch, new_epoch } = e {
+            if new_epoch < old_epoch {
+                let n = &peer.conf.name;
+                (sh.log)(&format!("node {n}: an earlier incarnation is heard again after the one that replaced it went down"));
+            }
+        }
         handle_event(sh, peer, e);
     }
 }
@@ -887,7 +1001,7 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             // the dispatcher, is carried out here and now (a thread hand-off less).
             Ok(Frame::Vm(op)) if peer.backlog.load(Ordering::SeqCst) == 0 && op_needs(&op).iter().all(|h| sh.node().vm().has_module(h)) => {
                 sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
-                sh.node().receive(peer.conf.id, op);
+                receive_op(sh, peer.conf.id, op);
             }
             // Migration control stays in order with the ops before it.
             Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => crate::migration::session_frame(sh, peer.conf.id, w),
@@ -917,6 +1031,33 @@ fn handle_event(sh: &Arc<Shared>, peer: &Arc<Peer>, e: Event) {
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }
     }
+}
+
+/// Hands an op from peer `from` to the VM, unless it is about a process that has ended
+/// (see [`about_an_ended_process`]).
+fn receive_op(sh: &Shared, from: u16, op: Op) {
+    if about_an_ended_process(sh.node(), from, &op) {
+        tracing::debug!(node = %sh.me.name, "dropped an op from node {from} about a process that has ended: {op:?}");
+        return;
+    }
+    sh.node().receive(from, op);
+}
+
+/// Whether `op` from node `from` is a kill or an exit signal for a process that has
+/// ended: one born on `from` for which this node has no entry (it is not here and this
+/// node has no route of its own). The birth node sent it here because its route says
+/// so; carried out, it would go back to the birth node (where a node with no entry
+/// sends), whose route says here, and so on for ever: those ops carry no hop count. A
+/// process that moved on from here leaves a route here until every node it talks with,
+/// its birth node first, has the newer one, so an op from the birth node never finds
+/// this node without an entry while the process lives.
+fn about_an_ended_process(node: &Node, from: u16, op: &Op) -> bool {
+    let pid = match op {
+        Op::Kill { pid, .. } => *pid,
+        Op::Exit { to, .. } => *to,
+        _ => return false,
+    };
+    name_node(pid) == from && !node.forwarding_state(pid, &[]).0
 }
 
 /// What the dispatcher thread is given, in order.
@@ -1072,13 +1213,24 @@ impl Dispatcher {
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
                 Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
-                Query::Migrate { pid, to, mechanism } => {
-                    // Runs for a while: on a thread of its own.
+                Query::Migrate { pid, to, mechanism, hops } => {
+                    // Runs for a while: on a thread of its own, one of a bounded number
+                    // (a request refused for want of one is answered at once).
                     let sh = self.sh.clone();
-                    std::thread::spawn(move || {
-                        let r = crate::migration::migrate_and_wait(&sh, pid, &to, mechanism.as_deref());
-                        let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
+                    let started = sh.mig_slots.waiter().and_then(|slot| {
+                        std::thread::Builder::new()
+                            .name("tern-mig-ask".into())
+                            .spawn(move || {
+                                let _slot = slot;
+                                let r = crate::migration::migrate_via(&sh, pid, &to, mechanism.as_deref(), hops, Some(from));
+                                let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
+                            })
+                            .map_err(|e| format!("cannot start a thread: {e}"))
                     });
+                    if let Err(e) = started {
+                        let e = format!("node {}: {e}", self.sh.me.name);
+                        let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(Err(e)) });
+                    }
                 }
             },
             Frame::Answer { id, answer } => {
@@ -1181,7 +1333,7 @@ impl Dispatcher {
 
     fn run_work(&mut self, from: u16, work: Work) {
         match work {
-            Work::Op(op) => self.sh.node().receive(from, op),
+            Work::Op(op) => receive_op(&self.sh, from, op),
             Work::SpawnMain { id, main, console } => {
                 let r = self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string());
                 let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(r) });

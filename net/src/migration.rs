@@ -29,7 +29,7 @@ use crate::migrate::{Action, Dest, DestOutcome, Mechanism, MigConfig, MigMsg, Re
 use crate::wire::{self, DestStats, Frame, MigReport, MigWire, PageRec};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tern_vm::bytecode::{Module, ModuleHash};
@@ -384,13 +384,22 @@ pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Con
             match first {
                 MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
                     let mid = offer.mid();
-                    let inputs = sh.mig.register(mid);
                     let out = spawn_writer(&rt, send, 0);
+                    let slot = match sh.mig_slots.run() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            (sh.log)(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
+                            let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::OverLimits }))).await;
+                            return;
+                        }
+                    };
+                    let inputs = sh.mig.register(mid);
                     let tx = sh.mig.runs.lock().get(&mid).cloned();
                     let sh2 = sh.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("tern-mig-in-{mid:x}"))
-                        .spawn(move || run_dest(sh2, from, offer, out, inputs, rt));
+                    let spawned = std::thread::Builder::new().name(format!("tern-mig-in-{mid:x}")).spawn(move || {
+                        let _slot = slot;
+                        run_dest(sh2, from, offer, out, inputs, rt)
+                    });
                     if spawned.is_err() {
                         sh.mig.runs.lock().remove(&mid);
                         return;
@@ -413,6 +422,52 @@ pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Con
     }
 }
 
+/// Most migration runs (source or destination, each an OS thread) at once on a node.
+pub(crate) const MAX_RUNS: usize = 64;
+/// Most threads at once on a node that wait for a migration on someone's behalf (a
+/// peer's `Query::Migrate`, a program's `migrate(pid, node)`, an operator's request for
+/// a process on another node).
+pub(crate) const MAX_WAITING: usize = 32;
+/// Most nodes a request about a process goes through (see [`wire::Query::Migrate`]).
+pub(crate) const MAX_HOPS: u8 = 4;
+
+/// What a node's peers, programs and operators may have running at once for
+/// migrations: every thread a migration needs takes a [`Slot`] first, and none is
+/// started without one, so no number of requests makes a node start unbounded threads.
+#[derive(Default)]
+pub(crate) struct Slots {
+    runs: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// One of the [`Slots`], given back when dropped.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Result<Slot, String> {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+        .map(|_| Slot(count.clone()))
+        .map_err(|_| format!("too many migrations in progress (at most {max} at once on a node)"))
+}
+
+impl Slots {
+    /// A slot for a migration run (the thread of a source or a destination).
+    pub(crate) fn run(&self) -> Result<Slot, String> {
+        take_slot(&self.runs, MAX_RUNS)
+    }
+
+    /// A slot for a thread that waits for a migration on someone's behalf.
+    pub(crate) fn waiter(&self) -> Result<Slot, String> {
+        take_slot(&self.waiting, MAX_WAITING)
+    }
+}
+
 /// Starts migrating process `pid` (here) to node `to`.
 pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
     let peer = sh.peer_by_name(to).ok_or_else(|| {
@@ -430,6 +485,7 @@ pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mech
     if !node.is_local(pid) {
         return Err(format!("process {} is not on node {}", tern_vm::value::name_text(pid), sh.me.name));
     }
+    let slot = sh.mig_slots.run()?;
     if !sh.mig.moving.lock().insert(pid) {
         return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
     }
@@ -444,6 +500,7 @@ pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mech
     std::thread::Builder::new()
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
+            let _slot = slot;
             let report = run_source(&sh2, SourceRun::new(mid, pid, dest, mechanism, caller, p2, rt), inputs);
             sh2.mig.runs.lock().remove(&mid);
             sh2.mig.moving.lock().remove(&pid);
@@ -1319,18 +1376,41 @@ pub fn report_table(r: &MigReport) -> String {
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,
 /// else asking the node it is on.
 pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<&str>) -> Result<MigReport, String> {
+    migrate_via(sh, pid, to, mechanism, 0, None)
+}
+
+/// As [`migrate_and_wait`], for a request that `hops` nodes have passed on so far, the
+/// last of them `asker` (which believed the process is here). A request about a process
+/// ends in one answer, never a loop: a node that does not host it passes it on only by
+/// a route of its own (the first asker also by the process's birth node), never back to
+/// the node that asked, and at most [`MAX_HOPS`] times; else the process is gone, and
+/// the answer is the one for any process that has ended.
+pub(crate) fn migrate_via(
+    sh: &Arc<Shared>,
+    pid: Pid,
+    to: &str,
+    mechanism: Option<&str>,
+    hops: u8,
+    asker: Option<u16>,
+) -> Result<MigReport, String> {
     let mech = mechanism.map(parse_mechanism).transpose()?;
-    if sh.node().is_local(pid) {
+    let node = sh.node();
+    if node.is_local(pid) {
         let h = start(sh, pid, to, mech, Caller::None)?;
         return h.done.recv().map_err(|_| "the migration ended without a report".to_string());
     }
-    let Some(at) = sh.node().located(pid) else {
-        return Err(format!("there is no process {}", tern_vm::value::name_text(pid)));
-    };
-    if at == sh.me.id {
-        return Err(format!("there is no process {}", tern_vm::value::name_text(pid)));
+    let gone = || format!("there is no process {}", tern_vm::value::name_text(pid));
+    // Passed on to here: only this node's own route counts. With none, the process is
+    // not here and this node knows nothing newer than the asker (it would only point
+    // back at the birth node, whose route sent the request here).
+    if hops > 0 && !node.forwarding_state(pid, &[]).0 {
+        return Err(gone());
     }
-    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism: mechanism.map(str::to_string) };
+    let Some(at) = node.located(pid) else { return Err(gone()) };
+    if at == sh.me.id || Some(at) == asker || hops >= MAX_HOPS {
+        return Err(gone());
+    }
+    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism: mechanism.map(str::to_string), hops: hops + 1 };
     match sh.ask(at, q, Duration::from_secs(600))? {
         wire::Answer::Migrated(r) => r.map(|b| *b),
         other => Err(format!("unexpected answer {other:?}")),

@@ -34,6 +34,14 @@
 //!   acknowledged by the old incarnation are dropped (counted in
 //!   [`SessionStats::dropped_on_restart`]), never delivered to the new one. Packets from an
 //!   older peer epoch, or addressed to an older incarnation of this node, are ignored.
+//! * **No wedge.** There is one exception: a packet from an older peer epoch heard while
+//!   the newer one is down (silent for `down_after_us`). Two incarnations of the peer
+//!   lived at once (a second process with the node's identity), and ignoring the
+//!   earlier one for good would part two live nodes for good. It is taken back as a
+//!   restart ([`Event::PeerRestarted`] with the older epoch, [`Event::Up`]), and this
+//!   session starts a new pair with it under a new epoch of its own (one more), so the
+//!   peer sees this node restart and drops its side of the pair that was lost here. No
+//!   sequence of events leaves two live sessions that never talk again.
 //! * **Failure detection.** [`Event::Up`] at first contact and whenever a peer that was
 //!   down is heard again; [`Event::Down`] when nothing has been heard for
 //!   `down_after_us`. They alternate, starting with `Up`. Data for a down peer stays
@@ -240,7 +248,9 @@ pub enum Event {
     Up,
     /// Nothing heard from the peer for `down_after_us`.
     Down,
-    /// The peer is a new incarnation: everything at the old one is gone.
+    /// The peer is a new incarnation: everything at the old one is gone. `new_epoch` is
+    /// newer, except when an earlier incarnation is taken back after the later one went
+    /// down (see "No wedge" in the module docs).
     PeerRestarted { old_epoch: u64, new_epoch: u64 },
 }
 
@@ -284,6 +294,9 @@ pub struct SessionStats {
     pub dropped_over_limit: u64,
     /// Unacknowledged payloads dropped because the peer restarted.
     pub dropped_on_restart: u64,
+    /// Times an earlier peer incarnation was taken back after a later one went down
+    /// (each also counted in `peer_restarts`).
+    pub earlier_peers_back: u64,
     /// Packets ignored: from an older peer epoch, to an older incarnation of this node,
     /// or malformed for this session.
     pub stale_ignored: u64,
@@ -404,7 +417,8 @@ impl Session {
         self.peer
     }
 
-    /// This incarnation's epoch.
+    /// This incarnation's epoch (in this session: one more for each earlier peer
+    /// incarnation taken back).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -490,8 +504,18 @@ impl Session {
             }
         }
         match self.peer_epoch {
-            Some(k) if their_epoch < k => {
+            Some(k) if their_epoch < k && self.up => {
                 self.stats.stale_ignored += 1;
+                return;
+            }
+            Some(k) if their_epoch < k => {
+                // The incarnation this session switched to went down, and an earlier one
+                // is heard: both lived at once (a second process with the node's identity)
+                // and the earlier one is still there. Ignoring it for good would part two
+                // live nodes for good, so it is taken back — as a new pair, since what this
+                // session had with it was dropped at the switch while it may still hold its
+                // side. This packet belongs to that old pair and is not looked into.
+                self.earlier_peer_back(now_us, k, their_epoch);
                 return;
             }
             Some(k) if their_epoch > k => self.peer_restarted(k, their_epoch),
@@ -699,6 +723,24 @@ impl Session {
         self.received_since_ack = 0;
         self.peer_knows_me = false;
         self.peer_epoch = Some(new_epoch);
+    }
+
+    /// An earlier peer incarnation `back` is heard after the later one, `current`, went
+    /// down (see [`Session::handle`]). This session drops everything of the pair with
+    /// `current`, as at a restart, and starts a new pair with `back` under a new epoch of
+    /// its own, so that `back` too sees a restart (of this node) and drops what it has of
+    /// the pair that was lost here: without that, the two sides' sequence numbers would
+    /// never match again. The new epoch is this one plus one: a later incarnation of
+    /// this node must start above it (the mesh's epochs are microseconds of wall-clock
+    /// time, and a switch back takes at least `down_after_us`).
+    fn earlier_peer_back(&mut self, now_us: u64, current: u64, back: u64) {
+        self.peer_restarted(current, back);
+        self.epoch += 1;
+        self.stats.earlier_peers_back += 1;
+        self.last_heard_us = now_us;
+        self.up = true;
+        self.events.push_back(Event::Up);
+        self.hello_pending = true;
     }
 
     fn apply_ack(&mut self, now_us: u64, upto: u64) {
@@ -980,6 +1022,72 @@ mod tests {
         a2.send(p(2)).unwrap();
         exchange(&mut a2, &mut b, 100);
         assert_eq!(events(&mut b), vec![Event::PeerRestarted { old_epoch: A_EPOCH, new_epoch: A_EPOCH + 1 }, Event::Deliver(p(2))]);
+    }
+
+    /// A second incarnation of b (a process with b's identity: a newer epoch) is heard
+    /// while the real b lives, then goes silent. While it is up the real b is ignored;
+    /// once it is down the real b is taken back, and the two talk again both ways.
+    #[test]
+    fn an_earlier_incarnation_is_taken_back_once_the_later_one_is_down() {
+        let (mut a, mut b) = pair();
+        a.send(p(1)).unwrap();
+        b.send(p(2)).unwrap();
+        for t in [10, 2_000, 4_000] {
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            exchange(&mut a, &mut b, t);
+        }
+        assert_eq!(delivered(&events(&mut b)), vec![p(1)]);
+        assert_eq!(delivered(&events(&mut a)), vec![p(2)]);
+        let later = B_EPOCH + 3;
+        let mut other = Session::new(1, 0, later, cfg(), 5_000);
+        other.connected(5_000);
+        exchange(&mut a, &mut other, 5_000);
+        assert_eq!(events(&mut a), vec![Event::PeerRestarted { old_epoch: B_EPOCH, new_epoch: later }]);
+        assert_eq!(events(&mut other), vec![Event::Up]);
+        // The real b, still there, is not heard while the later one is up.
+        b.send(p(3)).unwrap();
+        b.handle_timeout(6_000);
+        exchange(&mut a, &mut b, 6_000);
+        assert!(events(&mut a).is_empty());
+        assert_eq!(a.peer_epoch(), Some(later));
+        // The later one goes silent: down.
+        let t = 6_000 + cfg().down_after_us;
+        advance_silent(&mut a, t);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+        advance_silent(&mut b, t);
+        assert_eq!(events(&mut b), vec![Event::Down], "b heard nothing addressed to it since the switch");
+        // The real b is heard again (its next packet: a retransmission or a heartbeat):
+        // taken back, as a new pair under a new epoch of a's.
+        let t = b.poll_timeout().unwrap().max(t);
+        b.handle_timeout(t);
+        exchange(&mut a, &mut b, t);
+        assert_eq!(events(&mut a), vec![Event::PeerRestarted { old_epoch: later, new_epoch: B_EPOCH }, Event::Up]);
+        assert_eq!((a.epoch(), a.peer_epoch()), (A_EPOCH + 1, Some(B_EPOCH)));
+        // b sees a restart of a and drops its side of the pair that a lost (p(3)).
+        assert_eq!(events(&mut b), vec![Event::PeerRestarted { old_epoch: A_EPOCH, new_epoch: A_EPOCH + 1 }, Event::Up]);
+        assert_eq!(b.stats().dropped_on_restart, 1);
+        assert_eq!(a.stats().earlier_peers_back, 1);
+        // Both ways again, exactly once and in order.
+        for i in 4..8 {
+            a.send(p(i)).unwrap();
+            b.send(p(i + 10)).unwrap();
+        }
+        for k in 2..10 {
+            let now = t + k * 2_000;
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            exchange(&mut a, &mut b, now);
+        }
+        assert_eq!(delivered(&events(&mut b)), (4..8).map(p).collect::<Vec<_>>());
+        assert_eq!(delivered(&events(&mut a)), (14..18).map(p).collect::<Vec<_>>());
+        assert!(a.is_idle() && b.is_idle() && a.is_up() && b.is_up());
+        // A late packet of the later incarnation while the earlier one is up: a restart
+        // again (it is newer), never a wedge; an older one than the current: ignored.
+        let ignored = a.stats().stale_ignored;
+        a.handle(t + 30_000, Packet::Heartbeat { epoch: B_EPOCH - 1, peer_epoch: A_EPOCH + 1 });
+        assert_eq!(a.stats().stale_ignored, ignored + 1);
+        assert!(events(&mut a).is_empty());
     }
 
     #[test]

@@ -141,8 +141,11 @@ pub enum Query {
     /// Start module `main`'s top level there (with `needs` present first), its output
     /// going to `console`.
     SpawnMain { main: ModuleHash, needs: Vec<ModuleHash>, console: u64 },
-    /// Migrate process `pid` (on the receiving node) to node `to`.
-    Migrate { pid: u64, to: String, mechanism: Option<String> },
+    /// Migrate process `pid` (on the receiving node) to node `to`. `hops`: how many
+    /// nodes have passed the request on so far (the first asker sends 1); a node that
+    /// does not host the process passes it on only by a route of its own, never back to
+    /// the node that asked, and only while `hops` is below a small bound.
+    Migrate { pid: u64, to: String, mechanism: Option<String>, hops: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
