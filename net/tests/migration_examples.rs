@@ -365,7 +365,7 @@ fn examples_keep_their_output_when_migrated_over_quic() {
     let t0 = Instant::now();
     let mut failures = Vec::new();
     for spec in &specs {
-        // One mesh for every seed of an example (a failed run leaves it to the next).
+        // One mesh for every seed of an example (a fresh one after a failed run).
         let mut mesh = None;
         for seed in seeds() {
             let known = KNOWN_BUGS.iter().find(|(n, _)| *n == spec.name).map(|(_, why)| *why);
