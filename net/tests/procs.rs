@@ -580,7 +580,6 @@ println("S slept", t1 - t0, node());
     fx.move_to(pid, 0, 1);
     wait_until("it sleeps on n1", || fx.nodes[1].waiting_pids().contains(&pid));
     fx.exit_normal(pid);
-    let wall = t0.elapsed();
     let line = fx.out.wait_prefix("S slept").1;
     let f: Vec<&str> = line.split(' ').collect();
     let ms: u64 = f[2].parse().unwrap();
@@ -590,7 +589,6 @@ println("S slept", t1 - t0, node());
     // slept 1000 ms when it was frozen); anything in between is lateness, however loaded
     // the machine.
     assert!((1995..3000).contains(&ms), "slept {ms} ms instead of ~2000 (line {line:?})");
-    assert!(wall >= Duration::from_millis(1950), "slept {wall:?} of wall time");
 }
 
 #[test]
