@@ -349,8 +349,8 @@ println("done on ${node()}: ${next} received, ${timeouts} timed out");
             m.node("c").halt();
             if !wait_until(Duration::from_secs(30), || !m.node("a").peer_up("c") && !m.node("b").peer_up("c")) {
                 problem = Some("a and b still see c up".into());
-            } else if rx.try_recv().is_ok() {
-                problem = Some("the migration ended before c failed".into());
+            } else if let Ok(r) = rx.try_recv() {
+                problem = Some(format!("the migration ended while b held it, when c failed: {r:?}"));
             } else if m.node("b").node().is_local(pid) {
                 problem = Some("the process is at b before the commit point".into());
             }
