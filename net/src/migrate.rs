@@ -796,7 +796,9 @@ impl Source {
                 self.report.bandwidth_bytes_per_ms = self.bw_bytes_per_ms;
                 self.phase = SPhase::Collecting;
                 self.actions.push_back(Action::CollectDirty);
-                self.deadline = None;
+                // The host answers with `pages_dirtied`; one that cannot (the process
+                // ended) gives up through `handle_timeout`.
+                self.deadline = Some(now_us + self.cfg.step_timeout_us);
             }
             (SPhase::FinalSent, MigMsg::Ready { .. }) => {
                 self.phase = SPhase::CommitSent;
@@ -1058,6 +1060,7 @@ impl Source {
             let what = match self.phase {
                 SPhase::Offered => Some("Accept"),
                 SPhase::Round => Some("RoundAck"),
+                SPhase::Collecting => Some("the dirty pages"),
                 SPhase::Freezing => Some("the process to freeze"),
                 SPhase::FinalSent => Some("Ready"),
                 SPhase::CommitSent if self.cfg.fault == MigFault::ResumeAfterCommit => {

@@ -1,5 +1,5 @@
 //! A deterministic, seeded simulator of the migration protocol ([`crate::migrate`]).
-//! Groundwork for issue 5: it plays the host (VM + driver) of every node.
+//! It plays the host (VM + driver) of every node.
 //!
 //! N nodes (3 to 5), one process. The process "runs" on the node that owns it (a step
 //! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
@@ -21,8 +21,11 @@
 //!   is the newest of the lineage (no progress was made by another copy since its image):
 //!   never two histories.
 //! * **Messages** — per sender incarnation, the process consumes numbers in increasing
-//!   order, and every number it skips was dropped by a crash. At the end, every number
-//!   sent was consumed or dropped by a crash.
+//!   order and each at most once, and every number it skips was dropped by a crash (or is
+//!   still on its way, and then fails as reordered when it comes). At the end, every
+//!   number sent was consumed, dropped by a crash, or — only if the process itself is
+//!   lost — queued for it when it was lost. Delivery on a node to itself is checked like
+//!   any other: a checker's error there fails the run.
 //! * **Loss is explained** — the process disappears only if a node holding a copy (or the
 //!   pages a lazy copy depends on) crashed; lazy kills name a source that really restarted.
 //! * **Residual** — a committed source ends with nothing: no copy, no held message,
@@ -88,6 +91,8 @@ pub struct SimReport {
     pub messages_sent: u64,
     pub messages_consumed: u64,
     pub messages_lost_to_crashes: u64,
+    /// Messages queued for the process when it was lost (none if it lives).
+    pub messages_lost_with_process: u64,
     pub forwarded: u64,
     pub held_direct: u64,
     pub crashes: u64,
@@ -248,7 +253,14 @@ struct Sim {
     // Checker state.
     lineage_progress: u64,
     sent: BTreeMap<Sender, u64>,
+    /// Every message the process consumed (one history: consuming one twice fails).
+    consumed: BTreeSet<(Sender, u64)>,
+    /// Messages dropped by a crash (queued at, or on a link to or from, a crashed node).
     lost: BTreeSet<(Sender, u64)>,
+    /// Messages gone with the process itself: queued for it when it was lost (a lazy copy
+    /// killed, a copy left in doubt), or arriving at a node that never crashed once it
+    /// was gone. Allowed only if the process is gone at the end.
+    lost_with_process: BTreeSet<(Sender, u64)>,
     /// A node holding a copy, or pages a copy depended on, crashed (and what it held).
     crashed_holding: Vec<String>,
     trace: VecDeque<String>,
@@ -337,7 +349,9 @@ impl Sim {
             end_started: 0,
             lineage_progress: 0,
             sent: BTreeMap::new(),
+            consumed: BTreeSet::new(),
             lost: BTreeSet::new(),
+            lost_with_process: BTreeSet::new(),
             crashed_holding: Vec::new(),
             trace: VecDeque::new(),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
@@ -456,16 +470,16 @@ impl Sim {
         self.report.steps = self.step;
         self.report.sim_time_us = self.now;
         self.report.messages_lost_to_crashes = self.lost.len() as u64;
+        self.report.messages_lost_with_process = self.lost_with_process.difference(&self.lost).count() as u64;
         Ok(self.report)
     }
 
     // ---- the network ----
 
-    fn send(&mut self, a: NodeId, b: NodeId, w: Wire) {
+    fn send(&mut self, a: NodeId, b: NodeId, w: Wire) -> Result<(), SimFailure> {
         if a == b {
-            // Local: no network.
-            self.arrive(a, b, w).ok();
-            return;
+            // Local: no network. What the checkers find here fails the run like anywhere else.
+            return self.arrive(a, b, w);
         }
         let bytes = match &w {
             Wire::Mig(m, _) => m.wire_bytes(self.cfg.page_bytes),
@@ -479,6 +493,7 @@ impl Sim {
         l.last_arrival = arrival;
         l.queue.push_back((arrival, w));
         self.schedule(arrival, Ev::Deliver { a, b });
+        Ok(())
     }
 
     fn send_mig(&mut self, from: NodeId, to: NodeId, m: MigMsg) -> Result<(), SimFailure> {
@@ -493,8 +508,7 @@ impl Sim {
         } else {
             None
         };
-        self.send(from, to, Wire::Mig(m, img));
-        Ok(())
+        self.send(from, to, Wire::Mig(m, img))
     }
 
     fn deliver(&mut self, a: NodeId, b: NodeId) -> Result<(), SimFailure> {
@@ -617,11 +631,13 @@ impl Sim {
             Disposition::Hold => nd.held_dst.entry(msg.sender.0).or_default().push_back(msg),
             Disposition::Forward { to } => {
                 self.report.forwarded += 1;
-                self.send(at, to, Wire::App { msg, forwarded: true });
+                self.send(at, to, Wire::App { msg, forwarded: true })?;
             }
             Disposition::NotMine => {
-                if nd.crashed_ever || self.process_gone() {
+                if nd.crashed_ever {
                     self.lost.insert((msg.sender, msg.seq));
+                } else if self.process_gone() {
+                    self.lost_with_process.insert((msg.sender, msg.seq));
                 } else {
                     return Err(
                         self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq))
@@ -725,7 +741,7 @@ impl Sim {
                 }
                 self.report.forwarded += held.len() as u64;
                 for msg in held {
-                    self.send(x, to, Wire::App { msg, forwarded: true });
+                    self.send(x, to, Wire::App { msg, forwarded: true })?;
                 }
             }
             Action::LinkUpdate { to, .. } => {
@@ -873,11 +889,10 @@ impl Sim {
                 self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
                 self.report.process_lost = Some(why.to_string());
                 let nd = &mut self.nodes[y as usize];
-                nd.copy = None;
-                for (_, q) in std::mem::take(&mut nd.held_dst) {
-                    for m in q {
-                        self.lost.insert((m.sender, m.seq));
-                    }
+                let mut gone: Vec<AppMsg> = nd.copy.take().map(|c| c.mailbox.into_iter().collect()).unwrap_or_default();
+                gone.extend(std::mem::take(&mut nd.held_dst).into_values().flatten());
+                for m in gone {
+                    self.lost_with_process.insert((m.sender, m.seq));
                 }
             }
             Action::Done => {
@@ -917,7 +932,7 @@ impl Sim {
                         self.sent.insert(msg.sender, msg.seq);
                         self.report.messages_sent += 1;
                         trace!(self, "partner {x} sends #{} to {to}", msg.seq);
-                        self.send(x, to, Wire::App { msg, forwarded: false });
+                        self.send(x, to, Wire::App { msg, forwarded: false })?;
                     }
                     let g = self.send_gap_us;
                     let gap = self.rng.range(g / 2, g * 2);
@@ -1059,6 +1074,16 @@ impl Sim {
                         "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash",
                         m.sender, m.seq
                     ),
+                    trace: self.trace.iter().cloned().collect(),
+                });
+            }
+            if !self.consumed.insert((m.sender, m.seq)) {
+                return Err(SimFailure {
+                    kind: SimKind::Migration,
+                    seed: self.seed,
+                    step: self.step,
+                    now_us: now,
+                    message: format!("MESSAGES: node {x} consumes {:?}#{} a second time", m.sender, m.seq),
                     trace: self.trace.iter().cloned().collect(),
                 });
             }
@@ -1277,23 +1302,37 @@ impl Sim {
             });
             if let Some((i, _)) = in_doubt {
                 self.report.process_lost = Some(format!("in doubt: frozen at node {i}, the dest restarted after Commit was sent"));
-                return Ok(());
-            }
-            if self.crashed_holding.is_empty() {
+            } else if self.crashed_holding.is_empty() {
                 return Err(self.fail("LOST: the process is gone and no node holding it crashed".into()));
-            }
-            if self.report.process_lost.is_none() {
+            } else if self.report.process_lost.is_none() {
                 let in_doubt = self.report.in_doubt > 0;
                 self.report.process_lost =
                     Some(format!("{}{}", if in_doubt { "in doubt (frozen at the source): " } else { "" }, self.crashed_holding.join(", ")));
             }
-            return Ok(());
+            // What is still queued for it (a frozen copy's mailbox, held messages) is gone
+            // with it.
+            let mut gone = Vec::new();
+            for nd in &self.nodes {
+                gone.extend(nd.copy.iter().flat_map(|c| c.mailbox.iter().copied()));
+                gone.extend(nd.held_src.iter().copied());
+                gone.extend(nd.held_dst.values().flatten().copied());
+            }
+            for m in gone {
+                self.lost_with_process.insert((m.sender, m.seq));
+            }
+        } else if let Some(&(sender, seq)) = self.lost_with_process.iter().find(|m| !self.lost.contains(m) && !self.consumed.contains(m)) {
+            return Err(self.fail(format!("MESSAGES: {sender:?}#{seq} was dropped as gone with the process, but the process lives")));
         }
-        let c = self.nodes.iter().find_map(|nd| nd.copy.as_ref().filter(|c| c.state == CopyState::Running)).expect("alive");
+        // Every number sent: consumed once (order was checked as it was consumed), dropped
+        // by a crash, or gone with a lost process.
         for (&sender, &last) in &self.sent {
-            let got = c.consumed.get(&sender).copied().unwrap_or(0);
-            if let Some(s) = (got + 1..=last).find(|s| !self.lost.contains(&(sender, *s))) {
-                return Err(self.fail(format!("MESSAGES: {sender:?}#{s} (of {last}) never consumed nor lost to a crash")));
+            let accounted = |s: u64| {
+                let m = (sender, s);
+                self.consumed.contains(&m) || self.lost.contains(&m) || (!alive && self.lost_with_process.contains(&m))
+            };
+            if let Some(s) = (1..=last).find(|&s| !accounted(s)) {
+                let fate = if alive { "consumed nor lost to a crash" } else { "consumed, lost to a crash nor queued for the lost process" };
+                return Err(self.fail(format!("MESSAGES: {sender:?}#{s} (of {last}) never {fate}")));
             }
         }
         Ok(())

@@ -113,6 +113,9 @@ pub struct TestHooks {
     pub stall_before_ready: bool,
     /// The source pushes no pages in the background (lazy: pages move only on faults).
     pub no_push: bool,
+    /// The destination holds before reinstating (before `Ready`, before the commit point)
+    /// while this is set, then goes on (it logs "held before Ready" when it starts).
+    pub hold_before_ready: bool,
 }
 
 /// Parses a mechanism name.
@@ -1085,6 +1088,12 @@ fn run_dest(
             match a {
                 Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
                 Action::Reinstate { absent } => {
+                    if sh.mig.hooks.lock().hold_before_ready {
+                        (sh.log)(&format!("test hook: migration of {} held before Ready", tern_vm::value::name_text(pid)));
+                        while sh.mig.hooks.lock().hold_before_ready && !sh.shutdown.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
                     let absent_list: Vec<u32> =
                         if absent > 0 { (0..size_pages).filter(|&p| !d.is_present(p)).collect() } else { Vec::new() };
                     let r = if !image_done {

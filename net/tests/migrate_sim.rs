@@ -1,5 +1,5 @@
 //! The migration protocol (`tern_net::migrate`) under its deterministic simulator
-//! (`tern_net::migrate_sim`). Groundwork for issue 5: no VM, no QUIC.
+//! (`tern_net::migrate_sim`): no VM, no QUIC.
 //!
 //! A failing seed prints the command that replays it:
 //! `TERN_MIGRATE_SEED=<seed> cargo test --release -p tern-net --test migrate_sim -- replay --nocapture`.
@@ -27,7 +27,7 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
     eprintln!(
         "seeds {from}..{}: {:.1} s, {:.0} seeds/s, {} migrations ({} committed [freeze/precopy/lazy/hybrid {:?}], {} failed, {} refused, {} in doubt), \
          {} rounds ({} converged, {} throttled, {} round-limited), {} ticks in rounds, {} lazy faults, {} crashes, {} partitions, \
-         {} messages ({} lost to crashes, {} forwarded, {} held direct), {} processes lost ({} lazy kills)",
+         {} messages ({} lost to crashes, {} with a lost process, {} forwarded, {} held direct), {} processes lost ({} lazy kills)",
         from + count,
         secs,
         count as f64 / secs,
@@ -47,6 +47,7 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
         sum(|r| r.partitions),
         sum(|r| r.messages_sent),
         sum(|r| r.messages_lost_to_crashes),
+        sum(|r| r.messages_lost_with_process),
         sum(|r| r.forwarded),
         sum(|r| r.held_direct),
         reports.iter().filter(|r| r.process_lost.is_some()).count(),
@@ -115,6 +116,7 @@ fn runs_exercise_every_path() {
     assert!(sum(|r| r.held_direct) > 0, "direct messages held until LinkDone");
     assert!(sum(|r| r.lazy_kills) > 0, "lazy processes ended by a lost source");
     assert!(sum(|r| r.messages_lost_to_crashes) > 0, "messages lost to crashes");
+    assert!(sum(|r| r.messages_lost_with_process) > 0, "messages queued for a process when it was lost");
 }
 
 /// A deliberately broken machine must be caught within a few hundred seeds.
@@ -148,4 +150,25 @@ fn checker_catches_unordered_forwarding() {
 #[test]
 fn checker_catches_lazy_source_deleted_early() {
     caught(MigFault::DeleteLazyEarly, "whose copy it deleted");
+}
+
+/// A host that cannot collect the dirty pages between two pre-copy rounds (the process
+/// ended) gives up through `handle_timeout`, at once: the source fails, tells the
+/// destination, and never waits for the destination's own timeout. (The simulator's
+/// host always answers at once, so it cannot see this.)
+#[test]
+fn a_source_gives_up_at_once_when_its_dirty_pages_cannot_be_collected() {
+    use tern_net::migrate::{Action, Failure, Mechanism, MigConfig, MigMsg, Source, SourceInit, SourceOutcome};
+    let init = SourceInit { mid: 1, pid: 42, me: 0, dest: 1, size_pages: 8, mechanism: Mechanism::Precopy, partners: vec![0, 1] };
+    let mut s = Source::new(0, MigConfig::default(), init);
+    s.handle(10, 1, MigMsg::Accept { mid: 1 });
+    s.handle(20, 1, MigMsg::RoundAck { mid: 1, round: 0 });
+    let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert!(actions.iter().any(|a| matches!(a, Action::CollectDirty)), "{actions:?}");
+    while s.poll_transmit().is_some() {}
+    // The host found the process gone: it gives up now, not at the next deadline.
+    s.handle_timeout(u64::MAX);
+    assert!(matches!(s.outcome(), Some(SourceOutcome::Failed(Failure::Timeout(_)))), "{:?}", s.outcome());
+    let sent: Vec<(u16, MigMsg)> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(sent.iter().any(|(to, m)| *to == 1 && matches!(m, MigMsg::Abort { .. })), "{sent:?}");
 }

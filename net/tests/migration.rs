@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
+use tern_net::migration::TestHooks;
 use tern_net::wire::MigReport;
 
 /// A process that keeps rewriting a 1 MiB array (every page dirtied every round), says
@@ -151,7 +152,7 @@ fn pid_in(line: &str) -> u64 {
 #[test]
 fn the_destination_failing_before_commit_leaves_the_process_running_at_the_source() {
     let m = TestMesh::start(2);
-    m.node("b").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: true, no_push: false });
+    m.node("b").set_migration_hooks(TestHooks { stall_before_ready: true, ..Default::default() });
     let mut run = m.run("a", "counted.tern", COUNTED);
     std::thread::sleep(Duration::from_millis(50));
     let pid = run.pid;
@@ -175,7 +176,7 @@ fn the_destination_failing_before_commit_leaves_the_process_running_at_the_sourc
 #[test]
 fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_works() {
     let m = TestMesh::start(2);
-    m.node("b").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: true, no_push: false });
+    m.node("b").set_migration_hooks(TestHooks { stall_before_ready: true, ..Default::default() });
     let mut run = m.run("a", "counted.tern", COUNTED);
     std::thread::sleep(Duration::from_millis(50));
     let pid = run.pid;
@@ -189,7 +190,7 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
     .expect("a report");
     assert!(!report.ok && report.outcome.contains("runs on at a"), "{report:?}");
     // The connection comes back; b gave up its copy; a second try goes through.
-    m.node("b").set_migration_hooks(tern_net::migration::TestHooks::default());
+    m.node("b").set_migration_hooks(TestHooks::default());
     assert!(wait_until(Duration::from_secs(20), || m.node("a").peer_up("b")));
     let again = m.node("a").migrate(pid, "b", Some("precopy")).expect("a report");
     assert!(again.ok, "{again:?}\n{}", m.log_text());
@@ -261,7 +262,7 @@ println("down: ${d.reason}");
     let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
     run.wait_line(&m, "ready", |l| l == "ready");
     assert!(m.node("c").migrate(w, "a", Some("freeze")).expect("a report").ok);
-    m.node("a").set_migration_hooks(tern_net::migration::TestHooks { stall_before_ready: false, no_push: true });
+    m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
         // Without the background push this migration lasts until every page is fetched.
@@ -278,9 +279,33 @@ println("down: ${d.reason}");
     assert!(run.text.contains("touched on b"), "{}", run.text);
 }
 
+/// A third node, home of the process's partner, fails in the middle of a migration:
+/// after the offer, while the destination holds before `Ready` (a test hook), so before
+/// the commit point, and both ends of the migration see it down before it goes on. The
+/// migration still commits (the process goes on at b); the process's output is whole;
+/// and every one of its 300 receives is accounted for: each either took the partner's
+/// next number (in order, none skipped or repeated — what c sent before it failed, some
+/// of it held at the source and forwarded) or timed out, and once c was gone they all
+/// timed out.
 #[test]
-fn a_third_node_failing_does_not_affect_a_migration() {
-    let mut m = TestMesh::start(3);
+fn a_third_node_failing_during_a_migration_does_not_affect_it() {
+    third_node_fails_during_a_migration(false);
+}
+
+/// The same, and the migration also ends at the source, which then holds nothing.
+///
+/// Ignored until the source machine tells a partner that went down before the commit
+/// from one that restarted: now a partner down before the commit (and not back) is sent
+/// a `LinkUpdate` at the commit and waited for for ever (`Source::peer_restarted` does
+/// nothing before `After`), so the migration never ends and the source keeps its state.
+#[test]
+#[ignore = "a partner node down before the commit point blocks the source for ever (see the comment)"]
+fn a_partner_node_failing_during_a_migration_does_not_hold_the_source() {
+    third_node_fails_during_a_migration(true);
+}
+
+fn third_node_fails_during_a_migration(wait_for_the_source: bool) {
+    let m = TestMesh::start(3);
     let src = r#"
 fn sender(tx, n) {
     for i in 0..n {
@@ -290,22 +315,103 @@ fn sender(tx, n) {
 }
 let ch = channel();
 spawn_on("c", sender, ch[0], 100000);
-let got = 0;
+let next = 0;
+let timeouts = 0;
 for round in 0..30 {
     for k in 0..10 {
-        recv(ch[1], 20);
+        let v = recv(ch[1], 20);
+        if is_timeout(v) {
+            timeouts += 1;
+        } else {
+            assert(v == next, "got ${v} when ${next} was due");
+            next += 1;
+        }
     }
-    println("round ${round} on ${node()}");
+    println("round ${round} on ${node()}: ${next} received, ${timeouts} timed out");
 }
-println("done on ${node()}");
+println("done on ${node()}: ${next} received, ${timeouts} timed out");
 "#;
     let mut run = m.run("a", "third.tern", src);
     run.wait_line(&m, "round 1", |l| l.starts_with("round 1 "));
-    m.stop("c");
-    let r = m.node("a").migrate(run.pid, "b", Some("precopy")).expect("a report");
-    assert!(r.ok, "{r:?}\n{}", m.log_text());
-    let last = run.wait_line(&m, "done", |l| l.starts_with("done"));
-    assert_eq!(last, "done on b");
+    let pid = run.pid;
+    m.node("b").set_migration_hooks(TestHooks { hold_before_ready: true, ..Default::default() });
+    let (tx, rx) = std::sync::mpsc::channel();
+    // (Every check inside the scope only records: a panic there would wait for ever for
+    // a migration thread that does not end. Halting a and b ends it.)
+    let (report, problem) = std::thread::scope(|s| {
+        let a = m.node("a");
+        s.spawn(move || tx.send(a.migrate(pid, "b", Some("precopy"))));
+        let mut problem = None;
+        // The offer was taken and everything sent: b holds before Ready.
+        if !m.wait_log("b", Duration::from_secs(30), |l| l.contains("held before Ready")) {
+            problem = Some("b never held the migration before Ready".to_string());
+        } else {
+            m.node("c").halt();
+            if !wait_until(Duration::from_secs(30), || !m.node("a").peer_up("c") && !m.node("b").peer_up("c")) {
+                problem = Some("a and b still see c up".into());
+            } else if let Ok(r) = rx.try_recv() {
+                problem = Some(format!("the migration ended while b held it, when c failed: {r:?}"));
+            } else if m.node("b").node().is_local(pid) {
+                problem = Some("the process is at b before the commit point".into());
+            }
+        }
+        // c failed during the migration: now it goes on.
+        m.node("b").set_migration_hooks(TestHooks::default());
+        if problem.is_none() && !wait_until(LONG, || m.node("b").node().is_local(pid) || m.exit_anywhere(pid).is_some()) {
+            problem = Some("the process never went to b".into());
+        }
+        if problem.is_none()
+            && !wait_until(LONG, || {
+                run.pump();
+                run.text.contains("\ndone on ")
+            })
+        {
+            problem = Some(format!("the program did not end; output:\n{}", run.text));
+        }
+        let report = if wait_for_the_source { rx.recv_timeout(LONG).ok() } else { rx.try_recv().ok() };
+        if wait_for_the_source && report.is_none() {
+            problem.get_or_insert(format!("the migration did not end at a within {LONG:?} after c failed"));
+        }
+        if problem.is_some() || report.is_none() {
+            problem = problem.map(|p| format!("{p}:\n{}", m.log_text()));
+            m.node("a").halt();
+            m.node("b").halt();
+        }
+        (report, problem)
+    });
+    assert!(problem.is_none(), "{}", problem.unwrap_or_default());
+    run.drain();
+    // The output is whole: every round, then the end, on b from some round on.
+    let lines: Vec<&str> = run.text.lines().collect();
+    assert_eq!(lines.len(), 31, "{}", run.text);
+    for (i, l) in lines[..30].iter().enumerate() {
+        assert!(l.starts_with(&format!("round {i} on ")), "line {i}: {l}\n{}", run.text);
+    }
+    let last = lines[30];
+    assert!(last.starts_with("done on b: "), "{}", run.text);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    // Every receive took a number or timed out.
+    let counts = |l: &str| -> (u64, u64) {
+        let w: Vec<&str> = l.rsplit(": ").next().unwrap_or_default().split(' ').collect();
+        (w[0].parse().expect("received"), w[2].parse().expect("timed out"))
+    };
+    let (received, timed_out) = counts(last);
+    assert_eq!(received + timed_out, 300, "{last}");
+    assert!(received > 0 && timed_out > 0, "{}", run.text);
+    // Once c was gone (and what it had sent had come), nothing more came: the last rounds
+    // only timed out.
+    assert!(lines[25..30].iter().all(|l| counts(l).0 == received), "numbers came in the last rounds, after c had failed:\n{}", run.text);
+    if let Some(r) = &report {
+        assert!(r.as_ref().is_ok_and(|r| r.ok), "{r:?}");
+    }
+    if wait_for_the_source {
+        // The source holds nothing of it once every partner is done with (c is gone).
+        assert!(
+            wait_until(Duration::from_secs(30), || !m.node("a").migration_holds(pid)),
+            "a still holds migration state of the process:\n{}",
+            m.log_text()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------

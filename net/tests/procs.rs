@@ -562,8 +562,8 @@ fn frozen_sleep_keeps_its_remaining_time_on_the_other_node() {
     let fx = fixture2(
         "sleep",
         r#"
-println("S start");
 let t0 = mono_ms();
+println("S start");
 sleep(2000);
 let t1 = mono_ms();
 println("S slept", t1 - t0, node());
@@ -580,14 +580,15 @@ println("S slept", t1 - t0, node());
     fx.move_to(pid, 0, 1);
     wait_until("it sleeps on n1", || fx.nodes[1].waiting_pids().contains(&pid));
     fx.exit_normal(pid);
-    let wall = t0.elapsed();
     let line = fx.out.wait_prefix("S slept").1;
     let f: Vec<&str> = line.split(' ').collect();
     let ms: u64 = f[2].parse().unwrap();
     assert_eq!(f[3], "n1");
-    // Woken early would be ~1000 ms; restarting the full time ~3000 ms.
-    assert!((1995..=2600).contains(&ms), "slept {ms} ms instead of ~2000 (line {line:?})");
-    assert!(wall >= Duration::from_millis(1950) && wall <= Duration::from_millis(2700), "slept {wall:?} of wall time");
+    // On its own clock (which goes on across the move without the time it was moving):
+    // woken early would be ~1000 ms; restarting the full time 3000 ms or more (it had
+    // slept 1000 ms when it was frozen); anything in between is lateness, however loaded
+    // the machine.
+    assert!((1995..3000).contains(&ms), "slept {ms} ms instead of ~2000 (line {line:?})");
 }
 
 #[test]
@@ -1250,7 +1251,6 @@ main();
     let release_time = t1.elapsed();
     assert_eq!(n0.exit_of(main).map(|e| e.reason), Some(ExitReason::Normal));
     assert!(fx.out.failures().is_empty(), "{} failures, first {:?}", fx.out.failures().len(), fx.out.failures().first());
-    assert!(release_time < Duration::from_secs(20), "releasing {N} processes took {release_time:?}");
     eprintln!("{N} processes: spawned and waiting in {spawn_time:?}, released and ended in {release_time:?}");
 }
 
@@ -1375,9 +1375,9 @@ fn waiter() {
     println("P got", m, node());
 }
 fn sleeper() {
-    println("S ready");
     let t0 = mono_ms();
-    sleep(600);
+    println("S ready");
+    sleep(1000);
     println("S slept", mono_ms() - t0);
 }
 fn ctl(t) {
@@ -1408,13 +1408,15 @@ spawn(sleeper);
     assert!(!fx.out.has_prefix("P got"), "a frozen process received");
     n0.unfreeze(p);
     assert_eq!(fx.out.wait_prefix("P got").1, "P got x n0");
-    std::thread::sleep(Duration::from_millis(300).saturating_sub(t0.elapsed()));
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed()));
     assert!(!fx.out.has_prefix("S slept"));
     n0.unfreeze(s);
     assert!(!n0.is_frozen(s));
     let line = fx.out.wait_prefix("S slept").1;
     let ms: u64 = line.split(' ').nth(2).unwrap().parse().unwrap();
-    assert!((595..=1000).contains(&ms), "slept {ms} ms instead of 600 after a freeze in place");
+    // Its sleep keeps its deadline: unfrozen after 600 ms, it ends at 1000; a sleep
+    // restarted by the unfreeze would end at 1600 or later.
+    assert!((995..1600).contains(&ms), "slept {ms} ms instead of 1000 after a freeze in place");
     fx.exit_normal(p);
     fx.exit_normal(s);
 }
@@ -1425,8 +1427,8 @@ fn recv_and_select_keep_their_timeouts_and_sources_across_a_move() {
         "timeouts",
         r#"
 fn timer() {
-    println("T ready");
     let t0 = mono_ms();
+    println("T ready");
     let v = recv(1500);
     println("T done", is_timeout(v), mono_ms() - t0, node());
 }
@@ -1467,7 +1469,7 @@ main();
     let t0 = Instant::now();
     let n0 = &fx.nodes[0];
     wait_until("both wait", || n0.waiting_pids().contains(&t) && n0.waiting_pids().contains(&x));
-    std::thread::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed()));
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(t0.elapsed()));
     fx.move_to(t, 0, 1);
     fx.move_to(x, 0, 1);
     fx.files.push("gate", "go");
@@ -1477,7 +1479,9 @@ main();
     let f: Vec<&str> = line.split(' ').collect();
     assert_eq!((f[2], f[4]), ("true", "n1"), "{line}");
     let ms: u64 = f[3].parse().unwrap();
-    assert!((1495..=2100).contains(&ms), "recv(1500) took {ms} ms across a move");
+    // Moved after 1000 ms: counted from before the move it ends at 1500, restarted at
+    // 2500 or later.
+    assert!((1495..2500).contains(&ms), "recv(1500) took {ms} ms across a move");
     assert_eq!(fx.out.wait_prefix("X got").1, "X got on a on b inbox n1");
     assert_eq!(fx.out.wait_prefix("X 4").1, "X 4 true true");
 }
@@ -1979,11 +1983,11 @@ fn a_finished_timed_wait_does_not_keep_the_node_busy() {
     let fx = fixture2(
         "quiescent",
         r#"
-fn mover() { println("V ready"); let m = recv(30000); println("V got", m); recv(); }
+fn mover() { println("V ready"); let m = recv(120000); println("V got", m); recv(); }
 fn main() {
     let v = spawn(mover);
     spawn(fn(p) { send(p, 1); }, self());
-    println("M got", recv(30000));
+    println("M got", recv(120000));
     let g = open("gate", "r");
     read(g);
     send(v, 2);
@@ -1999,9 +2003,10 @@ main();
     fx.move_to(v, 0, 1);
     fx.files.push("gate", "go");
     fx.out.wait_prefix("V got 2");
-    // Everyone now waits in a plain recv() that nothing will satisfy.
+    // Everyone now waits in a plain recv() that nothing will satisfy. (`LONG` is well
+    // within the 120 s of the finished timed waits, whose timers must not count.)
     let t0 = Instant::now();
-    while !fx.nodes.iter().all(Node::quiescent) && t0.elapsed() < Duration::from_secs(5) {
+    while !fx.nodes.iter().all(Node::quiescent) && t0.elapsed() < LONG {
         std::thread::sleep(Duration::from_millis(5));
     }
     let busy: Vec<usize> = (0..2).filter(|&i| !fx.nodes[i].quiescent()).collect();
@@ -2017,19 +2022,19 @@ main();
 /// used a long receive timeout before.
 #[test]
 fn deadlock_is_reported_promptly_after_a_satisfied_timed_recv() {
-    let src = "spawn(fn(p) { send(p, 1); }, self());\nprintln(recv(15000));\nrecv();\n";
+    // Its timed wait (120 s) is far longer than `LONG`: a deadlock found only once its
+    // timer ran out would not be reported in time.
+    let src = "spawn(fn(p) { send(p, 1); }, self());\nprintln(recv(120000));\nrecv();\n";
     let program = compile_text("deadlock.tern", src).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut host = BufferHost::new();
-        let t0 = Instant::now();
         let r = run_program(&program, &RunOptions::default(), &mut host).map(|_| ()).map_err(|e| e.to_string());
-        let _ = tx.send((r, t0.elapsed(), host.out));
+        let _ = tx.send((r, host.out));
     });
-    let (r, took, out) = rx.recv_timeout(LONG).expect("run_program did not return");
+    let (r, out) = rx.recv_timeout(LONG).expect("run_program did not report the deadlock within LONG");
     assert_eq!(out, "1\n");
     assert!(r.as_ref().is_err_and(|e| e.starts_with("deadlock")), "{r:?}");
-    assert!(took < Duration::from_secs(5), "the deadlock was reported after {took:?}");
 }
 
 /// Two freeze requests at once: one that gives up (a move with a short timeout) must not
@@ -2097,12 +2102,17 @@ fn moves_never_stall_a_node_with_one_worker() {
         let program = compile_text("one_worker.tern", src).unwrap();
         for seed in 1..=8 {
             let opts = RunOptions { migrate_every: Some(1), seed, workers: 1, ..RunOptions::default() };
-            let t0 = Instant::now();
-            let mut host = BufferHost::new();
-            let report = run_program(&program, &opts, &mut host).unwrap();
-            report.result.unwrap();
-            assert!(t0.elapsed() < Duration::from_secs(5), "program {i}, seed {seed}: took {:?}", t0.elapsed());
-            assert!(host.out == "b\n" || host.out == "done\n", "{}", host.out);
+            // A stalled node never ends: the run has `LONG` (a liveness bound, not a speed).
+            let (tx, rx) = std::sync::mpsc::channel();
+            let program = program.clone();
+            std::thread::spawn(move || {
+                let mut host = BufferHost::new();
+                let r = run_program(&program, &opts, &mut host).map(|r| r.result.map_err(|e| e.to_string())).map_err(|e| e.to_string());
+                let _ = tx.send((r, host.out));
+            });
+            let (r, out) = rx.recv_timeout(LONG).unwrap_or_else(|_| panic!("program {i}, seed {seed}: stalled (no end within {LONG:?})"));
+            r.expect("runs").expect("ends normally");
+            assert!(out == "b\n" || out == "done\n", "{out}");
         }
     }
 }

@@ -128,6 +128,18 @@ impl TestMesh {
         Run { on: on.to_string(), pid, console, rx, text: String::new(), failures: Vec::new(), closed: false }
     }
 
+    /// [`TestMesh::run_compiled`], but the program's main process starts frozen, before
+    /// its first instruction (a move or `unfreeze` lets it run).
+    pub fn run_compiled_frozen(&self, on: &str, file: &str, program: &Compiled) -> Run {
+        let n = self.node(on);
+        for m in &program.modules {
+            n.node().vm().load(m.clone()).unwrap_or_else(|e| panic!("{file}: module rejected: {e}"));
+        }
+        let (console, rx) = n.open_console();
+        let pid = n.node().spawn_main_frozen_on(program.main, console, true).unwrap_or_else(|e| panic!("{file} did not start: {e}"));
+        Run { on: on.to_string(), pid, console, rx, text: String::new(), failures: Vec::new(), closed: false }
+    }
+
     /// Runs `src` on node `on` to its end; it must end normally. Its console output.
     pub fn run_ok(&self, on: &str, file: &str, src: &str) -> String {
         let mut r = self.run(on, file, src);

@@ -849,6 +849,25 @@ impl Node {
         Ok(pid)
     }
 
+    /// [`Node::spawn_main_on`], but the process starts frozen, before its first
+    /// instruction: it runs once unfrozen (or moved). For tests that move a program from
+    /// its very start, however short it is.
+    pub fn spawn_main_frozen_on(
+        &self,
+        main: crate::bytecode::ModuleHash,
+        console: u64,
+        watch: bool,
+    ) -> Result<Pid, crate::process::LinkError> {
+        let pid = self.new_pid();
+        let mut p = Process::new(pid, main, &self.inner.vm)?;
+        p.sys.console = console;
+        if watch {
+            self.watch(pid);
+        }
+        self.inner.spawn_frozen(p);
+        Ok(pid)
+    }
+
     /// Ends a process here or anywhere in the mesh (as `kill` does).
     pub fn kill(&self, pid: Pid, reason: &str) {
         self.inner.kill(pid, reason.to_string());
@@ -1171,6 +1190,20 @@ impl NodeInner {
         self.live.fetch_add(1, Ordering::SeqCst);
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.push(Task { pid, slot, proc: Box::new(p) }, local);
+    }
+
+    /// Registers a process frozen (as if frozen at its first safepoint), not queued.
+    fn spawn_frozen(&self, p: Process) {
+        let pid = p.pid;
+        let slot = Slot::new(Status::Frozen);
+        {
+            let mut st = slot.st.lock();
+            st.parked = Some(Box::new(p));
+            st.freezers = 1;
+        }
+        slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+        self.procs.insert(pid, Entry::Live(slot));
+        self.live.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Queues a runnable process: on the calling worker's own queue when there is one,
