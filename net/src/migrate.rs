@@ -1,16 +1,15 @@
 //! The live-migration protocol, one sans-IO state machine per migration on each side
-//! ([`Source`], [`Dest`]): the quinn-proto pattern of [`crate::session`] (DESIGN
-//! invariant 9). GROUNDWORK for issue 5: not wired to the VM or to QUIC yet; the
-//! deterministic simulator in [`crate::migrate_sim`] is its only driver so far.
+//! ([`Source`], [`Dest`]), in the shape of [`crate::session`] (quinn-proto's: `handle_*`
+//! in, `poll_*` out, time as an argument). The QUIC host (`migration.rs`) and the
+//! deterministic simulator ([`crate::migrate_sim`]) drive these same machines.
 //!
 //! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
 //! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
-//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`, `message_arrived`) and
-//! peer restarts; it polls it for messages to send (`poll_transmit`, each addressed to a
-//! node), host [`Action`]s (`poll_action`) and the next timeout (`poll_timeout`,
-//! `handle_timeout`). **The host drains `poll_action` before `poll_transmit`** after each
-//! call: an action may make the host forward application messages, and they must go out
-//! before the machine's next message on the same channel (e.g. `LinkDone`).
+//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`) and peer events
+//! (`peer_down`, `peer_up`, `peer_restarted`); it polls it for messages to send
+//! (`poll_transmit`, each addressed to a node), host [`Action`]s (`poll_action`) and the
+//! next timeout (`poll_timeout`, `handle_timeout`). The host drains `poll_action` before
+//! `poll_transmit` after each call.
 //!
 //! Page contents, the image and the application messages are the host's: the machines
 //! deal in page indices, counts and bytes.
@@ -30,48 +29,49 @@
 //! process running) → freeze ([`Action::Freeze`], host answers [`Source::frozen`]) →
 //! `Final{image_len, pages, absent, partners}` → dest reinstates under a temporary id
 //! ([`Action::Reinstate`], host answers [`Dest::reinstated`]) → `Ready` → `Commit` →
-//! dest renames and resumes it ([`Action::Resume`]) → `Committed` → source deletes its
-//! copy ([`Action::DeleteSource`]; for lazy/hybrid once every page has moved), forwards
-//! what it held, and sends `LinkUpdate` to every partner node; each `LinkAck` makes it
-//! send `LinkDone{partner}` to the dest.
+//! dest resumes it ([`Action::Resume`]) → `Committed` → the source hands it over
+//! ([`Action::CommitExport`]: what reached it after its image goes to the dest, and the
+//! host forwards from then on), deletes its copy ([`Action::DeleteSource`]; for
+//! lazy/hybrid once every page has moved), and sends `LinkUpdate` to every partner node;
+//! once each has answered `LinkAck` (or is down or restarted) the source holds nothing.
 //!
-//! # The commit rule (invariant 7: one owner, stall but never fork)
+//! # The commit rule (one owner: stall, never fork)
 //!
 //! The decision is made **by the destination, at `Commit` receipt**, and only there:
 //!
 //! * Before sending `Commit` the source owns the process. On any failure (timeout,
-//!   `Refuse`, `Aborted` from the dest, dest restarted) it sends `Abort` and resumes it
-//!   ([`Action::Unfreeze`]). The dest has not resumed anything: it resumes only on
-//!   `Commit`.
+//!   `Refuse`, `Aborted` from the dest, dest down or restarted) it sends `Abort` and
+//!   resumes it ([`Action::Unfreeze`]). The dest has not resumed anything: it resumes
+//!   only on `Commit`.
 //! * The dest, while `Ready`, either receives `Commit` (→ commits: resumes, answers
 //!   `Committed`) or gives up (timeout, `Abort`, source restarted: → discards its copy
 //!   and, if a `Commit` comes later, answers `Aborted`). These two are exclusive
 //!   transitions of one state on one node, so the dest's answer is the truth.
 //! * **After sending `Commit` the source never resumes on its own**: not on timeout, not
 //!   on partition. It resumes only on `Aborted` (the dest says it did not commit), and it
-//!   deletes its copy on `Committed`. If the dest restarts while the answer is unknown
-//!   (it may have committed and died, or died before `Commit` arrived), the outcome is
-//!   [`SourceOutcome::InDoubt`]: the frozen copy is kept, never resumed. This is the
-//!   two-generals corner: with no durable decision record the source cannot learn it,
-//!   so it stalls rather than risk a fork; the loss is reported, not silent.
+//!   hands the process over on `Committed`. If the dest restarts while the answer is
+//!   unknown (it may have committed and died, or died before `Commit` arrived), the
+//!   outcome is [`SourceOutcome::InDoubt`]: the frozen copy is kept, never resumed. This
+//!   is the two-generals corner: with no durable decision record the source cannot
+//!   learn it, so it stalls rather than risk a fork; the loss is reported, not silent.
 //!
 //! Two running copies would need the source to resume after `Commit` without an
 //! `Aborted`, or the dest to resume without `Commit`: neither transition exists.
 //!
-//! # Messages for the migrant (Charlotte link update)
+//! # Messages for the migrant
 //!
-//! [`Source::message_arrived`] / [`Dest::message_arrived`] tell the host what to do with
-//! an application message for the pid: while running or frozen before the image left,
-//! deliver it into the mailbox (it travels with the image); after the image left and
-//! before the outcome is known, hold it (counted; on abort it goes back into the
-//! mailbox, [`Action::Unfreeze`]); after `Committed`, forward it to the dest
-//! ([`Action::ForwardHeld`] first for what was held). A partner's `LinkAck` comes after
-//! every message it sent to the source (same in-order channel), so `LinkDone{partner}`
-//! (sent after forwarding them) tells the dest that direct messages from that partner
-//! node, held until then, may be delivered ([`Action::Release`]): per-sender FIFO holds.
-//! The dest node's own partners are covered by `LinkDone{dest}`, sent right after
-//! `Committed` is handled. After every ack (and, for lazy, every page pushed) the source
-//! holds nothing: [`Source::residual`] is empty.
+//! Per-sender order is not this protocol's business but the node's, which numbers every
+//! message per (origin node, target) and puts them in sequence where the target is
+//! (`tern_vm::node::order`, the same code in the node and in the simulator). While the
+//! process is frozen its node keeps queueing what comes for it; what came after the
+//! image goes to the dest at [`Action::CommitExport`] with its inbox's sequence state,
+//! and anything that reaches the dest before that waits for it. From then on the source
+//! forwards, keeping each message's number, so a message sent straight to the dest by a
+//! partner that got its `LinkUpdate` cannot overtake one still on its way through the
+//! source: the dest holds it back until the earlier numbers come. The `LinkUpdate`s only
+//! make forwarding unnecessary; once every partner acknowledged (each `LinkAck` follows
+//! everything that partner sent to the source, on the same session) the source's
+//! forwarding entry can go: [`Source::residual`] is empty.
 
 use crate::session::NodeId;
 use serde::{Deserialize, Serialize};
@@ -189,11 +189,6 @@ pub enum MigMsg {
         mid: Mid,
         pid: Pid,
     },
-    /// Source → dest: everything `partner` sent to the source was forwarded.
-    LinkDone {
-        mid: Mid,
-        partner: NodeId,
-    },
     /// Lazy: dest asks for absent pages (the faulting one plus a prefetch).
     Fetch {
         mid: Mid,
@@ -230,7 +225,6 @@ impl MigMsg {
             | Aborted { mid }
             | LinkUpdate { mid, .. }
             | LinkAck { mid, .. }
-            | LinkDone { mid, .. }
             | Fetch { mid, .. }
             | PageData { mid, .. }
             | Released { mid } => *mid,
@@ -259,15 +253,16 @@ pub enum Action {
     Throttle { level: u32 },
     /// Source: stop the process at its next safepoint, then call [`Source::frozen`].
     Freeze,
-    /// Source: resume the process (failure before commit); put the `held` messages back
-    /// into its mailbox, after what it already had.
-    Unfreeze { held: u32 },
+    /// Source: resume the process (failure before commit). What reached it while frozen
+    /// is in its mailbox already, in order.
+    Unfreeze,
     /// Source: send these pages' contents (the `Pages`/`Final`/`PageData` just queued carry the indices).
     SendPages { pages: u32 },
-    /// Source: forward the `count` messages held since the image left, in arrival order.
-    ForwardHeld { count: u32, to: NodeId },
-    /// Source: the process's own route now points to `to`; link updates went to `partners`.
-    LinkUpdate { to: NodeId, partners: Vec<NodeId> },
+    /// Source: the process belongs to `to` now. Send it what reached it here after its
+    /// image (its late messages and its inbox's sequence state, which go on the session
+    /// before anything forwarded), and forward whatever comes for it from now on, with
+    /// the numbers it was sent with.
+    CommitExport { to: NodeId },
     /// Source: delete the process's copy (state and pages): nothing more is needed from it.
     DeleteSource,
     /// Dest: reinstate the received image under a temporary id, then call [`Dest::reinstated`].
@@ -276,10 +271,12 @@ pub enum Action {
     Discard,
     /// Dest: rename it to its pid and run it; `absent` pages are still on the source.
     Resume { absent: u32 },
+    /// Dest: the source restarted after the commit. What it had not sent yet (the late
+    /// messages of [`Action::CommitExport`]) is gone with it: if the process does not run
+    /// yet for want of them, run it with what it has.
+    RunWithoutLate,
     /// Dest: these pages arrived (wake threads faulting on them).
     PagesArrived { pages: Vec<PageNo> },
-    /// Dest: deliver the direct messages held from `partner` (node), in arrival order.
-    Release { partner: NodeId },
     /// Dest: the process cannot go on (lazy: pages it needs are gone): end it with this error.
     Kill { why: Failure },
     /// The machine finished (it stays to answer late messages; see `outcome`).
@@ -392,9 +389,6 @@ pub struct Report {
     pub freeze_time_us: Option<u64>,
     pub committed_at_us: Option<u64>,
     pub ended_at_us: Option<u64>,
-    /// Messages held at the source while frozen, and forwarded after commit.
-    pub held: u32,
-    pub forwarded: u32,
     pub link_updates: u32,
     pub pages_pushed: u32,
     pub fetches_served: u32,
@@ -408,7 +402,6 @@ pub struct DestReport {
     pub pages_received: u32,
     pub faults: u32,
     pub fetch_requests: u32,
-    pub held_direct: u32,
     pub resumed_at_us: Option<u64>,
     pub dependency_ended_us: Option<u64>,
 }
@@ -418,8 +411,6 @@ pub struct DestReport {
 pub struct Residual {
     /// A copy of the process (running, frozen, or kept for lazy pages).
     pub copy: bool,
-    /// Messages held for it.
-    pub held: u32,
     /// A forwarding entry (messages for the pid are forwarded to the dest).
     pub forwarding: bool,
     /// Partner nodes that have not acknowledged their link update.
@@ -434,19 +425,6 @@ impl Residual {
     }
 }
 
-/// What the host does with an application message for the pid that arrived at this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Into the local copy's mailbox.
-    Deliver,
-    /// Keep it, in arrival order; an action says later what becomes of it.
-    Hold,
-    /// Send it on to the node.
-    Forward { to: NodeId },
-    /// This machine knows nothing of it any more (the host routes it as usual).
-    NotMine,
-}
-
 /// Test only: deliberate bugs, to show that the simulator's checkers catch them.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -455,8 +433,6 @@ pub enum MigFault {
     None,
     /// The source resumes on a timeout after sending `Commit` (the fork the rule forbids).
     ResumeAfterCommit,
-    /// The dest delivers direct messages at once instead of holding them until `LinkDone`.
-    NoHoldUntilLinkDone,
     /// The source deletes its copy at `Committed` even for lazy (pages still needed).
     DeleteLazyEarly,
 }
@@ -614,7 +590,6 @@ pub struct Source {
     prev_dirty: Option<usize>,
     bw_bytes_per_ms: u64,
     throttle: u32,
-    held: u32,
     /// Lazy: pages the dest does not have yet.
     unsent: PageSet,
     released: bool,
@@ -643,7 +618,6 @@ impl Source {
             prev_dirty: None,
             bw_bytes_per_ms: 0,
             throttle: 0,
-            held: 0,
             unsent: PageSet::default(),
             released: false,
             copy: true,
@@ -699,7 +673,6 @@ impl Source {
         let after = matches!(self.phase, SPhase::After);
         Residual {
             copy: self.copy && !matches!(self.phase, SPhase::Done(SourceOutcome::Failed(_))),
-            held: if matches!(self.phase, SPhase::Done(_)) { 0 } else { self.held },
             forwarding: after,
             links_pending: self.links_pending.len() as u32,
             pages: if after { self.unsent.len() as u32 } else { 0 },
@@ -753,12 +726,11 @@ impl Source {
             self.send_dest(MigMsg::Abort { mid: self.init.mid });
         }
         if self.frozen || matches!(self.phase, SPhase::Freezing) {
-            self.actions.push_back(Action::Unfreeze { held: self.held });
+            self.actions.push_back(Action::Unfreeze);
             self.frozen = false;
         } else if self.throttle > 0 {
             self.actions.push_back(Action::Throttle { level: 0 });
         }
-        self.held = 0;
         self.finish(now_us, SourceOutcome::Failed(why));
     }
 
@@ -815,9 +787,8 @@ impl Source {
             (SPhase::Offered | SPhase::Round | SPhase::Collecting | SPhase::Freezing | SPhase::FinalSent, MigMsg::Aborted { .. }) => {
                 self.fail(now_us, Failure::DestAborted, false)
             }
-            // Every message `from` sent us came before its ack and was forwarded.
+            // `from` sends straight to the dest from now on.
             (SPhase::After, MigMsg::LinkAck { .. }) if self.links_pending.remove(&from) => {
-                self.send_dest(MigMsg::LinkDone { mid, partner: from });
                 self.maybe_done(now_us);
             }
             (SPhase::After, MigMsg::Fetch { pages, .. }) => {
@@ -865,19 +836,14 @@ impl Source {
         self.frozen = false;
         self.report.committed_at_us = Some(now_us);
         self.report.freeze_time_us = self.report.frozen_at_us.map(|f| now_us - f);
-        // Messages held since the image left go first, then everything that arrives.
-        self.actions.push_back(Action::ForwardHeld { count: self.held, to: dest });
-        self.report.forwarded += self.held;
-        self.held = 0;
-        // The dest node's own partners sent us everything before `Committed`.
-        self.send_dest(MigMsg::LinkDone { mid, partner: dest });
+        // What reached it here since its image goes first; from now on the host forwards.
+        self.actions.push_back(Action::CommitExport { to: dest });
         let partners: Vec<NodeId> = self.init.partners.iter().copied().filter(|&p| p != self.init.me && p != dest).collect();
         for &p in &partners {
             self.out.push_back((p, MigMsg::LinkUpdate { mid, pid: self.init.pid, to: dest }));
             self.links_pending.insert(p);
         }
         self.report.link_updates = partners.len() as u32;
-        self.actions.push_back(Action::LinkUpdate { to: dest, partners });
         let lazy = self.init.mechanism.lazy() && !self.unsent.is_empty();
         if !lazy || self.cfg.fault == MigFault::DeleteLazyEarly {
             self.copy = false;
@@ -970,23 +936,6 @@ impl Source {
         }
     }
 
-    /// An application message for the pid arrived at this node: what to do with it.
-    pub fn message_arrived(&mut self, _now_us: u64) -> Disposition {
-        match self.phase {
-            SPhase::Offered | SPhase::Round | SPhase::Collecting | SPhase::Freezing => Disposition::Deliver,
-            SPhase::FinalSent | SPhase::CommitSent => {
-                self.held += 1;
-                self.report.held += 1;
-                Disposition::Hold
-            }
-            SPhase::After => {
-                self.report.forwarded += 1;
-                Disposition::Forward { to: self.init.dest }
-            }
-            SPhase::Done(_) => Disposition::NotMine,
-        }
-    }
-
     /// `node` restarted: everything its old incarnation held is gone.
     /// `node` stopped answering (the session's failure detector): it may be stopped or
     /// cut off and come back as the same incarnation, with everything it held. Before the
@@ -1003,7 +952,6 @@ impl Source {
                 _ => self.fail(now_us, Failure::PeerDown(node), false),
             }
         } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
-            self.send_dest(MigMsg::LinkDone { mid: self.init.mid, partner: node });
             self.maybe_done(now_us);
         }
     }
@@ -1034,7 +982,6 @@ impl Source {
             }
         } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
             // Its new incarnation will locate the process; nothing more will come from the old.
-            self.send_dest(MigMsg::LinkDone { mid: self.init.mid, partner: node });
             self.maybe_done(now_us);
         }
     }
@@ -1122,10 +1069,11 @@ pub struct Dest {
     present: Vec<bool>,
     absent: u32,
     requested: Vec<bool>,
-    /// Partner nodes whose direct messages are held until `LinkDone`.
-    links_pending: BTreeSet<NodeId>,
-    /// Partner nodes this dest sent link updates to itself (the source was lost).
-    own_updates: BTreeSet<NodeId>,
+    /// Nodes that send to the process or its receive ends (from `Final`): told where it
+    /// is by the dest itself if the source is lost before it told them.
+    partners: Vec<NodeId>,
+    /// The dest told the partners itself.
+    took_over: bool,
     source_lost: bool,
     report: DestReport,
 }
@@ -1150,8 +1098,8 @@ impl Dest {
             out: VecDeque::new(),
             actions: VecDeque::new(),
             deadline: None,
-            links_pending: BTreeSet::new(),
-            own_updates: BTreeSet::new(),
+            partners: Vec::new(),
+            took_over: false,
             source_lost: false,
             report: DestReport::default(),
         };
@@ -1235,7 +1183,7 @@ impl Dest {
     }
 
     /// A message from `from` about this migration.
-    pub fn handle(&mut self, now_us: u64, from: NodeId, msg: MigMsg) {
+    pub fn handle(&mut self, now_us: u64, _from: NodeId, msg: MigMsg) {
         if msg.mid() != self.mid {
             return;
         }
@@ -1262,8 +1210,7 @@ impl Dest {
                     self.abort(now_us, Failure::SourceAborted, true);
                     return;
                 }
-                self.links_pending = partners.into_iter().filter(|&p| p != self.source).collect();
-                self.links_pending.insert(self.me);
+                self.partners = partners.into_iter().filter(|&p| p != self.source && p != self.me).collect();
                 self.phase = DPhase::Reinstating;
                 self.actions.push_back(Action::Reinstate { absent: self.absent });
                 self.deadline = Some(now_us + self.cfg.step_timeout_us);
@@ -1284,18 +1231,6 @@ impl Dest {
                 // We gave up before it came: tell the source, which then resumes it.
                 self.out.push_back((self.source, MigMsg::Aborted { mid }));
             }
-            (DPhase::Running, MigMsg::LinkDone { partner, .. }) => {
-                if self.links_pending.remove(&partner) {
-                    self.actions.push_back(Action::Release { partner });
-                }
-                self.maybe_done(now_us);
-            }
-            (DPhase::Running, MigMsg::LinkAck { .. }) => {
-                if self.own_updates.remove(&from) && self.links_pending.remove(&from) {
-                    self.actions.push_back(Action::Release { partner: from });
-                }
-                self.maybe_done(now_us);
-            }
             (DPhase::Running, MigMsg::PageData { pages, .. }) => {
                 let new = self.receive_pages(&pages);
                 self.absent -= new.len() as u32;
@@ -1313,7 +1248,7 @@ impl Dest {
     }
 
     fn maybe_done(&mut self, now_us: u64) {
-        if matches!(self.phase, DPhase::Running) && self.absent == 0 && self.links_pending.is_empty() {
+        if matches!(self.phase, DPhase::Running) && self.absent == 0 {
             if self.report.dependency_ended_us.is_none() {
                 self.report.dependency_ended_us = self.report.resumed_at_us;
             }
@@ -1354,23 +1289,6 @@ impl Dest {
             self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want }));
         }
         true
-    }
-
-    /// An application message for the pid arrived here from `partner` (the node of its
-    /// sender), `forwarded` by the source or sent directly.
-    pub fn message_arrived(&mut self, _now_us: u64, partner: NodeId, forwarded: bool) -> Disposition {
-        match self.phase {
-            DPhase::Running => {
-                if !forwarded && self.links_pending.contains(&partner) && self.cfg.fault != MigFault::NoHoldUntilLinkDone {
-                    self.report.held_direct += 1;
-                    Disposition::Hold
-                } else {
-                    Disposition::Deliver
-                }
-            }
-            DPhase::Done(DestOutcome::Committed) => Disposition::Deliver,
-            _ => Disposition::NotMine,
-        }
     }
 
     /// `node` stopped answering (it may be stopped or cut off, and come back as the same
@@ -1425,14 +1343,11 @@ impl Dest {
     }
 
     fn take_over_link_updates(&mut self, now_us: u64) {
-        // What the partners sent to the old source is forwarded by it or gone with it;
-        // hold nothing back.
-        let pending: Vec<NodeId> = self.links_pending.iter().copied().collect();
-        for p in pending {
-            self.actions.push_back(Action::Release { partner: p });
-            self.links_pending.remove(&p);
-            if p != self.me {
-                self.own_updates.insert(p);
+        // The source may not have told every partner where the process is: tell them from
+        // here (a route is only replaced by a newer one, so telling twice changes nothing).
+        if !self.took_over {
+            self.took_over = true;
+            for &p in &self.partners {
                 self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me }));
             }
         }
@@ -1446,6 +1361,9 @@ impl Dest {
                 DPhase::Receiving | DPhase::Reinstating | DPhase::Ready => self.abort(now_us, Failure::PeerRestarted(node), false),
                 DPhase::Running => {
                     self.source_lost = true;
+                    if self.absent == 0 {
+                        self.actions.push_back(Action::RunWithoutLate);
+                    }
                     if self.absent > 0 {
                         let why = Failure::SourceLostWithPages { source: node, absent: self.absent };
                         self.actions.push_back(Action::Kill { why: why.clone() });
@@ -1455,11 +1373,13 @@ impl Dest {
                     // Link updates the source did not finish: do them from here.
                     self.take_over_link_updates(now_us);
                 }
+                // Committed and done, but the host may still wait for the late messages.
+                DPhase::Done(DestOutcome::Committed) => self.actions.push_back(Action::RunWithoutLate),
                 DPhase::Done(_) => {}
             }
         }
-        // A partner node restarting changes nothing here: what its old incarnation sent
-        // via the source may still be on the way; the source's `LinkDone` comes after it.
+        // A partner node restarting changes nothing here: its new incarnation numbers its
+        // messages afresh (the host makes every queue here forget the old numbering).
     }
 
     pub fn poll_transmit(&mut self) -> Option<(NodeId, MigMsg)> {

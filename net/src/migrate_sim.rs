@@ -38,13 +38,13 @@
 //! and the run settles: every machine finished, every queue empty.
 
 use crate::migrate::{
-    Action, Dest, DestOutcome, Disposition, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit,
-    SourceOutcome, StopReason,
+    Action, Dest, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
 };
 use crate::session::NodeId;
 use crate::sim::run_traced_on_failure;
 pub use crate::sim::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use tern_vm::node::order::{Order, OrderFault, OrderWire, Weigh};
 
 const PID: u64 = 42;
 
@@ -57,6 +57,8 @@ pub struct SimOptions {
     pub settle_us: u64,
     /// A deliberately broken machine, to show that the checkers catch it.
     pub fault: MigFault,
+    /// A deliberately broken variant of the node's message ordering (the code that ships).
+    pub order_fault: OrderFault,
     /// Record a step trace (a failing run is replayed with it on, automatically).
     pub trace: bool,
     pub trace_lines: usize,
@@ -64,7 +66,14 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { active_us: 400_000, settle_us: 20_000_000, fault: MigFault::None, trace: false, trace_lines: 400 }
+        SimOptions {
+            active_us: 400_000,
+            settle_us: 20_000_000,
+            fault: MigFault::None,
+            order_fault: OrderFault::None,
+            trace: false,
+            trace_lines: 400,
+        }
     }
 }
 
@@ -93,8 +102,15 @@ pub struct SimReport {
     pub messages_lost_to_crashes: u64,
     /// Messages queued for the process when it was lost (none if it lives).
     pub messages_lost_with_process: u64,
+    /// Messages forwarded by a node the process had left.
     pub forwarded: u64,
-    pub held_direct: u64,
+    /// Messages a queue held back because they overtook an earlier one from the same
+    /// sender (a direct message ahead of one still forwarded).
+    pub held_back: u64,
+    /// Messages that reached a destination before the commit and waited for it.
+    pub waited_for_commit: u64,
+    /// Gaps given up after the gap timeout (numbers lost with a crashed node).
+    pub gaps_given_up: u64,
     pub crashes: u64,
     pub partitions: u64,
     pub lazy_kills: u64,
@@ -110,20 +126,29 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimReport, SimFailure> {
 /// A sender incarnation: (node, epoch).
 type Sender = (NodeId, u64);
 
+/// An application message: numbered per origin node as the node numbers them (from 0,
+/// afresh in each incarnation), and put in sequence by the node's own [`Order`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AppMsg {
     sender: Sender,
     seq: u64,
-    /// The version (mid) of the sender's route when it sent it.
-    route_ver: Mid,
+}
+
+impl Weigh for AppMsg {
+    fn weight(&self) -> usize {
+        64
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CopyState {
     Running,
     Frozen,
-    /// Reinstated under a temporary id, not running.
+    /// Reinstated under a temporary id, not running; numbered messages that reach it
+    /// wait for the state that comes with the commit.
     Temp,
+    /// Handed over (committed elsewhere): only its pages stay, for a lazy destination.
+    Handed,
 }
 
 #[derive(Debug, Clone)]
@@ -132,15 +157,47 @@ struct Copy {
     progress: u64,
     consumed: BTreeMap<Sender, u64>,
     mailbox: VecDeque<AppMsg>,
+    /// Its inbox's sequence state: the node's own code.
+    order: Order<AppMsg>,
+    /// Numbered messages that reached it while it was being imported.
+    waiting: Vec<(NodeId, u64, Option<AppMsg>, AppMsg)>,
+    /// How much of the mailbox its image took (at the source, while it moves).
+    export_mark: Option<usize>,
     blocked_on: Option<PageNo>,
     /// The migration that made it (for a temporary copy).
     mid: Mid,
 }
 
+/// A process's image: its state, its mailbox and its inbox's sequence state as the node
+/// writes them ([`Order::to_wire`]).
+#[derive(Debug, Clone)]
+struct Image {
+    progress: u64,
+    consumed: BTreeMap<Sender, u64>,
+    mailbox: VecDeque<AppMsg>,
+    order: OrderWire<AppMsg>,
+}
+
+/// What reached the process at the source after its image, handed over at commit (the
+/// node's `Late`): those messages and the inbox's sequence state ([`Order::into_wire`]).
+#[derive(Debug)]
+struct LateMsgs {
+    mid: Mid,
+    inbox: Vec<AppMsg>,
+    order: OrderWire<AppMsg>,
+}
+
 #[derive(Debug)]
 enum Wire {
-    Mig(MigMsg, Option<Box<Copy>>),
-    App { msg: AppMsg, forwarded: bool },
+    Mig(MigMsg, Option<Box<Image>>),
+    /// A numbered message, sent by its origin or forwarded `hops` times.
+    App {
+        msg: AppMsg,
+        hops: u8,
+    },
+    /// The late messages of a committed migration, on the session before anything
+    /// forwarded after them.
+    Late(LateMsgs),
 }
 
 struct Node {
@@ -150,13 +207,14 @@ struct Node {
     copy: Option<Copy>,
     sources: BTreeMap<Mid, Source>,
     dests: BTreeMap<Mid, Dest>,
-    images: BTreeMap<Mid, Copy>,
-    held_src: VecDeque<AppMsg>,
-    held_dst: BTreeMap<NodeId, VecDeque<AppMsg>>,
+    images: BTreeMap<Mid, Image>,
+    /// Where this node sends messages for the process when it has no copy (its route,
+    /// versioned by the migration that set it: only a newer one replaces it).
     route: (NodeId, Mid),
-    /// The migration through which this node got the process (0: it started here).
-    acquired: Mid,
-    partner_seq: u64,
+    /// Dest: the migration committed here whose late messages have not come yet.
+    resume_pending: Option<Mid>,
+    /// The number of this incarnation's next message to the process.
+    next_seq: u64,
     dirty: BTreeSet<PageNo>,
     throttle: u32,
 }
@@ -171,11 +229,9 @@ impl Node {
             sources: BTreeMap::new(),
             dests: BTreeMap::new(),
             images: BTreeMap::new(),
-            held_src: VecDeque::new(),
-            held_dst: BTreeMap::new(),
             route: (route, 0),
-            acquired: 0,
-            partner_seq: 0,
+            resume_pending: None,
+            next_seq: 0,
             dirty: BTreeSet::new(),
             throttle: 0,
         }
@@ -193,16 +249,40 @@ enum Plan {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { a: NodeId, b: NodeId },
+    Deliver {
+        a: NodeId,
+        b: NodeId,
+    },
     Tick,
     PartnerSend,
     Migrate,
-    Safepoint { node: NodeId, mid: Mid },
-    Reinstated { node: NodeId, mid: Mid },
-    Crash { node: NodeId },
-    Restart { node: NodeId },
-    Cut { a: NodeId, b: NodeId, until: u64 },
-    Heal { a: NodeId, b: NodeId },
+    Safepoint {
+        node: NodeId,
+        mid: Mid,
+    },
+    Reinstated {
+        node: NodeId,
+        mid: Mid,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Cut {
+        a: NodeId,
+        b: NodeId,
+        until: u64,
+    },
+    Heal {
+        a: NodeId,
+        b: NodeId,
+    },
+    /// The node gives up gaps older than the gap timeout (its sweep).
+    GapSweep {
+        node: NodeId,
+    },
     EndPhase,
 }
 
@@ -239,6 +319,9 @@ struct Sim {
     jitter: u64,
     /// Link bandwidth, bytes per ms.
     bw: u64,
+    /// A gap in a sender's numbers is given up after this long (the node's gap timeout:
+    /// longer than any delay but a crash's).
+    gap_timeout_us: u64,
     plan: Plan,
     plan_done: bool,
     mig_events: u64,
@@ -316,6 +399,9 @@ impl Sim {
             progress: 0,
             consumed: BTreeMap::new(),
             mailbox: VecDeque::new(),
+            order: Order::default().with_fault(opts.order_fault),
+            waiting: Vec::new(),
+            export_mark: None,
             blocked_on: None,
             mid: 0,
         });
@@ -331,6 +417,7 @@ impl Sim {
             jitter: rng.range(0, latency),
             latency,
             bw: rng.range(20_000, 400_000),
+            gap_timeout_us: 2_000_000,
             rng,
             now: 0,
             step: 0,
@@ -484,6 +571,7 @@ impl Sim {
         let bytes = match &w {
             Wire::Mig(m, _) => m.wire_bytes(self.cfg.page_bytes),
             Wire::App { .. } => 64,
+            Wire::Late(l) => 64 * (1 + l.inbox.len() + l.order.1.len()) as u64,
         };
         let jitter = self.rng.below(self.jitter + 1);
         let l = &mut self.links[a as usize][b as usize];
@@ -499,11 +587,20 @@ impl Sim {
     fn send_mig(&mut self, from: NodeId, to: NodeId, m: MigMsg) -> Result<(), SimFailure> {
         trace!(self, "{from} -> {to}: {}", short(&m));
         let img = if let MigMsg::Final { .. } = m {
-            match &self.nodes[from as usize].copy {
-                Some(c) if c.state == CopyState::Frozen => Some(Box::new(c.clone())),
-                other => {
-                    return Err(self.fail(format!("node {from} sends Final without a frozen copy ({:?})", other.as_ref().map(|c| c.state))))
+            let state = self.nodes[from as usize].copy.as_ref().map(|c| c.state);
+            match self.nodes[from as usize].copy.as_mut() {
+                Some(c) if c.state == CopyState::Frozen => {
+                    // The node's export: the image takes the mailbox so far, and the slot
+                    // keeps queueing what comes later (its late messages).
+                    c.export_mark = Some(c.mailbox.len());
+                    Some(Box::new(Image {
+                        progress: c.progress,
+                        consumed: c.consumed.clone(),
+                        mailbox: c.mailbox.clone(),
+                        order: c.order.to_wire(),
+                    }))
                 }
+                _ => return Err(self.fail(format!("node {from} sends Final without a frozen copy ({state:?})"))),
             }
         } else {
             None
@@ -522,8 +619,8 @@ impl Sim {
         }
         let (_, w) = l.queue.pop_front().expect("front");
         if !self.nodes[b as usize].alive {
-            if let Wire::App { msg, .. } = w {
-                self.lost.insert((msg.sender, msg.seq));
+            for m in carried_msgs(&w) {
+                self.lost.insert((m.sender, m.seq));
             }
             return Ok(());
         }
@@ -532,7 +629,13 @@ impl Sim {
 
     fn arrive(&mut self, from: NodeId, at: NodeId, w: Wire) -> Result<(), SimFailure> {
         match w {
-            Wire::App { msg, forwarded } => self.app_arrive(at, msg, forwarded),
+            Wire::App { msg, hops } => {
+                if hops > 0 {
+                    trace!(self, "{at} <- {from}: forwarded {:?}#{}", msg.sender, msg.seq);
+                }
+                self.route_msg(at, msg, hops)
+            }
+            Wire::Late(l) => self.late_arrive(at, l),
             Wire::Mig(m, img) => {
                 self.mig_events += 1;
                 trace!(self, "{at} <- {from}: {} (event {})", short(&m), self.mig_events);
@@ -542,7 +645,7 @@ impl Sim {
         }
     }
 
-    fn mig_arrive(&mut self, from: NodeId, at: NodeId, m: MigMsg, img: Option<Box<Copy>>) -> Result<(), SimFailure> {
+    fn mig_arrive(&mut self, from: NodeId, at: NodeId, m: MigMsg, img: Option<Box<Image>>) -> Result<(), SimFailure> {
         let now = self.now;
         let mid = m.mid();
         if let Some(img) = img {
@@ -584,68 +687,148 @@ impl Sim {
         self.pump(at)
     }
 
-    fn app_arrive(&mut self, at: NodeId, msg: AppMsg, forwarded: bool) -> Result<(), SimFailure> {
+    /// A numbered message for the process at node `at` (sent here, or arrived), handled
+    /// as the node's delivery does: put in sequence in the copy here, set aside for the
+    /// commit of one being imported here, or passed on along the route with its number.
+    fn route_msg(&mut self, at: NodeId, msg: AppMsg, hops: u8) -> Result<(), SimFailure> {
         let now = self.now;
-        // A direct message sent on a route older than the one that brought the process
-        // here was meant for an earlier stay (its ordering chain was broken by a crash):
-        // drop it, as lost. Without a crash every partner's route was updated in order.
-        if !forwarded && msg.route_ver < self.nodes[at as usize].acquired {
-            trace!(
-                self,
-                "{at} <- msg {:?}#{} stale route {} < {}: dropped",
-                msg.sender,
-                msg.seq,
-                msg.route_ver,
-                self.nodes[at as usize].acquired
-            );
-            if self.report.crashes == 0 {
-                return Err(self.fail(format!("message {:?}#{} on a stale route without any crash", msg.sender, msg.seq)));
-            }
-            self.lost.insert((msg.sender, msg.seq));
-            return Ok(());
-        }
         let nd = &mut self.nodes[at as usize];
-        let mut disp = Disposition::NotMine;
-        let mut is_src = false;
-        if let Some(s) = nd.sources.values_mut().find(|s| s.outcome().is_none()) {
-            disp = s.message_arrived(now);
-            is_src = true;
-        }
-        if disp == Disposition::NotMine {
-            if let Some(d) = nd.dests.values_mut().find(|d| d.committed() && d.outcome().is_none()) {
-                disp = d.message_arrived(now, msg.sender.0, forwarded);
-                is_src = false;
+        let state = nd.copy.as_ref().map(|c| c.state);
+        match state {
+            Some(CopyState::Running | CopyState::Frozen) => {
+                let c = nd.copy.as_mut().expect("a copy");
+                let put = c.order.put(msg.sender.0, msg.seq, Some(msg), now);
+                let held = put.ready.is_empty() && !put.late;
+                c.mailbox.extend(put.ready);
+                trace!(self, "{at} <- msg {:?}#{}: queued{}", msg.sender, msg.seq, if held { " (held back)" } else { "" });
+                if held {
+                    self.report.held_back += 1;
+                }
+                if put.opened {
+                    self.schedule(now + self.gap_timeout_us, Ev::GapSweep { node: at });
+                }
+                if put.late {
+                    return self.late_msg(at, msg);
+                }
+                Ok(())
             }
-        }
-        if disp == Disposition::NotMine && nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Temp) {
-            disp = Disposition::Deliver;
-        }
-        trace!(self, "{at} <- msg {:?}#{} fwd={forwarded}: {disp:?}", msg.sender, msg.seq);
-        let nd = &mut self.nodes[at as usize];
-        match disp {
-            Disposition::Deliver => match nd.copy.as_mut() {
-                Some(c) => c.mailbox.push_back(msg),
-                None => return Err(self.fail(format!("node {at}: message to deliver but no copy here"))),
-            },
-            Disposition::Hold if is_src => nd.held_src.push_back(msg),
-            Disposition::Hold => nd.held_dst.entry(msg.sender.0).or_default().push_back(msg),
-            Disposition::Forward { to } => {
+            Some(CopyState::Temp) => {
+                nd.copy.as_mut().expect("a copy").waiting.push((msg.sender.0, msg.seq, Some(msg), msg));
+                trace!(self, "{at} <- msg {:?}#{}: waits for the commit", msg.sender, msg.seq);
+                self.report.waited_for_commit += 1;
+                Ok(())
+            }
+            Some(CopyState::Handed) | None if nd.route.0 != at => {
+                let to = nd.route.0;
+                if hops >= tern_vm::node::MAX_HOPS {
+                    // The node gives it up as lost (its sender is told): only a process
+                    // that is gone, with routes left pointing at each other, gets here.
+                    if self.process_gone() {
+                        self.lost_with_process.insert((msg.sender, msg.seq));
+                        return Ok(());
+                    }
+                    return Err(self.fail(format!("ROUTES: {:?}#{} forwarded {hops} times while the process lives", msg.sender, msg.seq)));
+                }
+                trace!(self, "{at} forwards {:?}#{} to {to}", msg.sender, msg.seq);
                 self.report.forwarded += 1;
-                self.send(at, to, Wire::App { msg, forwarded: true })?;
+                self.send(at, to, Wire::App { msg, hops: hops + 1 })
             }
-            Disposition::NotMine => {
-                if nd.crashed_ever {
+            _ => {
+                // No copy and no route elsewhere: the node drops it as for a process gone.
+                if self.nodes[at as usize].crashed_ever {
                     self.lost.insert((msg.sender, msg.seq));
+                    Ok(())
                 } else if self.process_gone() {
                     self.lost_with_process.insert((msg.sender, msg.seq));
+                    Ok(())
                 } else {
-                    return Err(
-                        self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq))
-                    );
+                    Err(self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq)))
                 }
             }
         }
+    }
+
+    /// A message came after its number was given up: the node drops it (and tells its
+    /// sender). Only a gap left by a crash is ever given up here.
+    fn late_msg(&mut self, at: NodeId, msg: AppMsg) -> Result<(), SimFailure> {
+        if self.report.crashes == 0 {
+            return Err(self.fail(format!(
+                "MESSAGES: {:?}#{} reached node {at} after its number was given up, without any crash",
+                msg.sender, msg.seq
+            )));
+        }
+        trace!(self, "{at} <- msg {:?}#{}: late, dropped", msg.sender, msg.seq);
+        self.lost.insert((msg.sender, msg.seq));
         Ok(())
+    }
+
+    /// The late messages of migration `l.mid` reach its destination: with the `Commit`
+    /// already here, the process gets them and the messages that waited, in sequence
+    /// (the node's `commit_import`), and runs.
+    fn late_arrive(&mut self, at: NodeId, l: LateMsgs) -> Result<(), SimFailure> {
+        let nd = &mut self.nodes[at as usize];
+        let ours = nd.resume_pending == Some(l.mid) && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp && c.mid == l.mid);
+        if !ours {
+            let msgs: Vec<AppMsg> = l.inbox.iter().copied().chain(l.order.1.iter().filter_map(|(_, _, m)| *m)).collect();
+            if !nd.crashed_ever {
+                return Err(self.fail(format!("node {at}: the late messages of mid {} came with no commit waiting for them", l.mid)));
+            }
+            for m in msgs {
+                self.lost.insert((m.sender, m.seq));
+            }
+            return Ok(());
+        }
+        self.commit_import(at, l, true)
+    }
+
+    /// The node's commit_import: the copy imported here gets its late messages (`with`:
+    /// they came; else they were lost with the source and it keeps its image's sequence
+    /// state) and what waited for the commit, in sequence, and runs.
+    fn commit_import(&mut self, at: NodeId, l: LateMsgs, with: bool) -> Result<(), SimFailure> {
+        let now = self.now;
+        let nd = &mut self.nodes[at as usize];
+        nd.resume_pending = None;
+        let mut c = nd.copy.take().expect("checked");
+        self.resume_check(at, &c, "resumes")?;
+        if with {
+            let (expect, held) = l.order;
+            c.order = Order::from_wire(expect, held, now).with_fault(self.opts.order_fault);
+        }
+        c.mailbox.extend(l.inbox);
+        let admitted = c.order.admit(std::mem::take(&mut c.waiting), now);
+        c.mailbox.extend(admitted.ready);
+        c.state = CopyState::Running;
+        trace!(self, "{at}: mid {} resumes with its late messages ({} came too late)", l.mid, admitted.late.len());
+        self.nodes[at as usize].copy = Some(c);
+        if admitted.gaps {
+            self.schedule(now + self.gap_timeout_us, Ev::GapSweep { node: at });
+        }
+        for m in admitted.late {
+            self.late_msg(at, m)?;
+        }
+        Ok(())
+    }
+
+    /// The node's sweep: gaps older than the gap timeout are given up, and what waited
+    /// behind them is queued.
+    fn gap_sweep(&mut self, x: NodeId) {
+        let now = self.now;
+        let gap = self.gap_timeout_us;
+        let nd = &mut self.nodes[x as usize];
+        if !nd.alive {
+            return;
+        }
+        let Some(c) = nd.copy.as_mut().filter(|c| matches!(c.state, CopyState::Running | CopyState::Frozen)) else { return };
+        let (ready, skipped) = c.order.give_up(|_, since| now.saturating_sub(since) >= gap);
+        c.mailbox.extend(ready);
+        let next = c.order.oldest_gap();
+        if skipped > 0 {
+            trace!(self, "{x}: gave up {skipped} missing number(s)");
+            self.report.gaps_given_up += skipped;
+        }
+        if let Some(t) = next {
+            self.schedule(t + gap, Ev::GapSweep { node: x });
+        }
     }
 
     // ---- the host side of the machines ----
@@ -713,16 +896,15 @@ impl Sim {
                 let delay = self.rng.range(0, 2 * self.tick_us);
                 self.schedule(now + delay, Ev::Safepoint { node: x, mid });
             }
-            Action::Unfreeze { held } => {
+            Action::Unfreeze => {
                 let nd = &mut self.nodes[x as usize];
                 nd.throttle = 0;
-                let n_held = nd.held_src.len();
-                if n_held as u32 != held {
-                    return Err(self.fail(format!("node {x}: Unfreeze says {held} held, the host holds {n_held}")));
-                }
-                let held: Vec<AppMsg> = nd.held_src.drain(..).collect();
                 let Some(mut c) = nd.copy.take() else { return Err(self.fail(format!("node {x}: Unfreeze without a copy"))) };
-                c.mailbox.extend(held);
+                if c.state == CopyState::Handed {
+                    return Err(self.fail(format!("node {x}: Unfreeze of a copy handed over")));
+                }
+                // What came while it was frozen is in its mailbox already, in sequence.
+                c.export_mark = None;
                 if c.state == CopyState::Frozen {
                     self.resume_check(x, &c, "unfreezes")?;
                 }
@@ -734,27 +916,29 @@ impl Sim {
                     return Err(self.fail(format!("node {x} sends {pages} pages of a process whose copy it deleted")));
                 }
             }
-            Action::ForwardHeld { count, to } => {
-                let held: Vec<AppMsg> = self.nodes[x as usize].held_src.drain(..).collect();
-                if held.len() as u32 != count {
-                    return Err(self.fail(format!("node {x}: ForwardHeld says {count}, the host holds {}", held.len())));
-                }
-                self.report.forwarded += held.len() as u64;
-                for msg in held {
-                    self.send(x, to, Wire::App { msg, forwarded: true })?;
-                }
-            }
-            Action::LinkUpdate { to, .. } => {
+            Action::CommitExport { to } => {
+                // The node's commit_export: what came after the image, and the inbox's
+                // sequence state, go to the dest ahead of anything forwarded; the copy
+                // keeps only its pages (lazy) and the route points to the dest.
                 let nd = &mut self.nodes[x as usize];
-                nd.throttle = 0;
+                let Some(c) = nd.copy.as_mut().filter(|c| c.state == CopyState::Frozen) else {
+                    return Err(self.fail(format!("node {x}: CommitExport without a frozen copy")));
+                };
+                let Some(mark) = c.export_mark.take() else { return Err(self.fail(format!("node {x}: CommitExport without an image"))) };
+                let inbox: Vec<AppMsg> = c.mailbox.drain(..).skip(mark).collect();
+                let order = std::mem::take(&mut c.order).into_wire();
+                c.state = CopyState::Handed;
                 if mid > nd.route.1 {
                     nd.route = (to, mid);
                 }
+                nd.throttle = 0;
+                trace!(self, "{x}: hands mid {mid} over to {to} with {} late message(s)", inbox.len());
+                self.send(x, to, Wire::Late(LateMsgs { mid, inbox, order }))?;
             }
             Action::DeleteSource => {
                 let nd = &mut self.nodes[x as usize];
                 match nd.copy.take() {
-                    Some(c) if c.state == CopyState::Frozen => {}
+                    Some(c) if c.state == CopyState::Handed => {}
                     other => return Err(self.fail(format!("node {x}: DeleteSource of {:?}", other.map(|c| c.state)))),
                 }
             }
@@ -774,12 +958,8 @@ impl Sim {
                 self.report.committed += 1;
                 self.report.by_mechanism[mech_index(mech)] += 1;
                 let res = s.residual();
-                if !res.is_empty() || nd.copy.is_some() || !nd.held_src.is_empty() {
-                    return Err(self.fail(format!(
-                        "RESIDUAL: node {x} committed mid {mid} but holds {res:?}, copy {}, {} held messages",
-                        nd.copy.is_some(),
-                        nd.held_src.len()
-                    )));
+                if !res.is_empty() || nd.copy.is_some() {
+                    return Err(self.fail(format!("RESIDUAL: node {x} committed mid {mid} but holds {res:?}, copy {}", nd.copy.is_some())));
                 }
                 if matches!(mech, Mechanism::Precopy | Mechanism::Hybrid) {
                     self.report.rounds += r.rounds.len() as u64;
@@ -831,21 +1011,37 @@ impl Sim {
         match a {
             Action::Reinstate { .. } => {
                 let nd = &mut self.nodes[y as usize];
-                let Some(mut img) = nd.images.remove(&mid) else { return Err(self.fail(format!("node {y}: Reinstate without an image"))) };
+                let Some(img) = nd.images.remove(&mid) else { return Err(self.fail(format!("node {y}: Reinstate without an image"))) };
                 if nd.copy.is_some() {
                     return Err(self.fail(format!("node {y}: Reinstate over an existing copy")));
                 }
-                img.state = CopyState::Temp;
-                img.mid = mid;
-                nd.copy = Some(img);
+                let (expect, held) = img.order;
+                nd.copy = Some(Copy {
+                    state: CopyState::Temp,
+                    progress: img.progress,
+                    consumed: img.consumed,
+                    mailbox: img.mailbox,
+                    order: Order::from_wire(expect, held, now).with_fault(self.opts.order_fault),
+                    waiting: Vec::new(),
+                    export_mark: None,
+                    blocked_on: None,
+                    mid,
+                });
                 let delay = self.rng.range(0, 1_000);
                 self.schedule(now + delay, Ev::Reinstated { node: y, mid });
             }
             Action::Discard => {
+                // The node's abort_import: what waited for the commit goes on along the
+                // route (back to the source), with its numbers.
                 let nd = &mut self.nodes[y as usize];
                 nd.images.remove(&mid);
                 if nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp && c.mid == mid) {
-                    nd.copy = None;
+                    let c = nd.copy.take().expect("checked");
+                    for (_, _, m, _) in c.waiting {
+                        if let Some(m) = m {
+                            self.route_msg(y, m, 0)?;
+                        }
+                    }
                 }
             }
             Action::Resume { .. } => {
@@ -854,29 +1050,27 @@ impl Sim {
                 if c.state != CopyState::Temp {
                     return Err(self.fail(format!("node {y}: Resume of a {:?} copy", c.state)));
                 }
-                self.resume_check(y, &c, "resumes")?;
-                c.state = CopyState::Running;
+                // It runs once its late messages are here too (`late_arrive`).
+                c.mid = mid;
                 let nd = &mut self.nodes[y as usize];
                 nd.copy = Some(c);
+                nd.resume_pending = Some(mid);
                 nd.route = (y, mid);
-                nd.acquired = mid;
                 nd.dirty.clear();
                 nd.throttle = 0;
+            }
+            Action::RunWithoutLate => {
+                if self.nodes[y as usize].resume_pending == Some(mid) {
+                    trace!(self, "{y}: mid {mid} runs without its late messages (the source restarted)");
+                    let late = LateMsgs { mid, inbox: Vec::new(), order: (Vec::new(), Vec::new()) };
+                    self.commit_import(y, late, false)?;
+                }
             }
             Action::PagesArrived { pages } => {
                 if let Some(c) = self.nodes[y as usize].copy.as_mut() {
                     if c.blocked_on.is_some_and(|p| pages.contains(&p)) {
                         c.blocked_on = None;
                     }
-                }
-            }
-            Action::Release { partner } => {
-                let nd = &mut self.nodes[y as usize];
-                let held = nd.held_dst.remove(&partner).unwrap_or_default();
-                match nd.copy.as_mut() {
-                    Some(c) => c.mailbox.extend(held),
-                    None if held.is_empty() => {}
-                    None => return Err(self.fail(format!("node {y}: Release of {} messages without a copy", held.len()))),
                 }
             }
             Action::Kill { why } => {
@@ -889,21 +1083,15 @@ impl Sim {
                 self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
                 self.report.process_lost = Some(why.to_string());
                 let nd = &mut self.nodes[y as usize];
-                let mut gone: Vec<AppMsg> = nd.copy.take().map(|c| c.mailbox.into_iter().collect()).unwrap_or_default();
-                gone.extend(std::mem::take(&mut nd.held_dst).into_values().flatten());
+                nd.resume_pending = None;
+                let gone: Vec<AppMsg> = nd.copy.take().map(|c| copy_msgs(&c)).unwrap_or_default();
                 for m in gone {
                     self.lost_with_process.insert((m.sender, m.seq));
                 }
             }
             Action::Done => {
                 let d = &self.nodes[y as usize].dests[&mid];
-                self.report.held_direct += d.report().held_direct as u64;
                 self.report.faults_served += d.report().faults as u64;
-                if let Some(DestOutcome::Committed) = d.outcome() {
-                    if !self.nodes[y as usize].held_dst.values().all(|q| q.is_empty()) {
-                        return Err(self.fail(format!("node {y}: dest of mid {mid} done with direct messages still held")));
-                    }
-                }
             }
             other => return Err(self.fail(format!("node {y}: a dest asked for a source action {other:?}"))),
         }
@@ -926,13 +1114,13 @@ impl Sim {
                     let x = self.rng.below(self.n as u64) as NodeId;
                     let nd = &mut self.nodes[x as usize];
                     if nd.alive {
-                        nd.partner_seq += 1;
-                        let msg = AppMsg { sender: (x, nd.epoch), seq: nd.partner_seq, route_ver: nd.route.1 };
-                        let to = nd.route.0;
+                        // Numbered where it is sent from, as the node numbers it.
+                        let msg = AppMsg { sender: (x, nd.epoch), seq: nd.next_seq };
+                        nd.next_seq += 1;
                         self.sent.insert(msg.sender, msg.seq);
                         self.report.messages_sent += 1;
-                        trace!(self, "partner {x} sends #{} to {to}", msg.seq);
-                        self.send(x, to, Wire::App { msg, forwarded: false })?;
+                        trace!(self, "partner {x} sends #{}", msg.seq);
+                        self.route_msg(x, msg, 0)?;
                     }
                     let g = self.send_gap_us;
                     let gap = self.rng.range(g / 2, g * 2);
@@ -967,6 +1155,7 @@ impl Sim {
                     self.pump(node)?;
                 }
             }
+            Ev::GapSweep { node } => self.gap_sweep(node),
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node)?,
             Ev::Cut { a, b, until } => {
@@ -1045,8 +1234,8 @@ impl Sim {
         // Consume the mailbox, checking per-sender order.
         let mailbox: Vec<AppMsg> = c.mailbox.drain(..).collect();
         for m in mailbox {
-            let last = c.consumed.get(&m.sender).copied().unwrap_or(0);
-            if m.seq <= last {
+            let last = c.consumed.get(&m.sender).copied();
+            if let Some(last) = last.filter(|&l| m.seq <= l) {
                 return Err(SimFailure {
                     kind: SimKind::Migration,
                     seed: self.seed,
@@ -1064,14 +1253,14 @@ impl Sim {
                     .flatten()
                     .any(|l| l.queue.iter().any(|(_, w)| matches!(w, Wire::App { msg, .. } if msg.sender == m.sender && msg.seq == s)))
             };
-            if let Some(gap) = (last + 1..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
+            if let Some(gap) = (last.map_or(0, |l| l + 1)..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
                 return Err(SimFailure {
                     kind: SimKind::Migration,
                     seed: self.seed,
                     step: self.step,
                     now_us: now,
                     message: format!(
-                        "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash",
+                        "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash (last consumed: {last:?})",
                         m.sender, m.seq
                     ),
                     trace: self.trace.iter().cloned().collect(),
@@ -1182,10 +1371,9 @@ impl Sim {
         trace!(self, "CRASH {x}");
         self.report.crashes += 1;
         let nd = &mut self.nodes[x as usize];
-        let mut lost: Vec<AppMsg> = nd.held_src.drain(..).collect();
-        lost.extend(nd.held_dst.values().flatten().copied());
+        let mut lost: Vec<AppMsg> = Vec::new();
         if let Some(c) = &nd.copy {
-            lost.extend(c.mailbox.iter().copied());
+            lost.extend(copy_msgs(c));
             self.crashed_holding.push(format!("node {x} with a {:?} copy", c.state));
         }
         if nd.sources.values().any(|s| !s.residual().is_empty() && s.commit_sent()) {
@@ -1194,9 +1382,7 @@ impl Sim {
         for y in 0..self.n {
             for (a, b) in [(x as usize, y), (y, x as usize)] {
                 for (_, w) in self.links[a][b].queue.drain(..) {
-                    if let Wire::App { msg, .. } = w {
-                        lost.push(msg);
-                    }
+                    lost.extend(carried_msgs(&w));
                 }
                 self.links[a][b].busy_until = 0;
             }
@@ -1216,15 +1402,15 @@ impl Sim {
         // else where it is frozen.
         let with = |st: CopyState| (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == st));
         let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen)).unwrap_or(x as usize) as NodeId;
-        let ver = self.nodes[owner as usize].acquired;
+        let ver = self.nodes[owner as usize].route.1;
         let epoch = self.nodes[x as usize].epoch + 1;
         trace!(self, "RESTART {x} epoch {epoch}");
         // What was sent to the dead incarnation while it was down is dropped (the session
         // layer never delivers it to the new one).
         for y in 0..self.n {
             for (_, w) in self.links[y][x as usize].queue.drain(..) {
-                if let Wire::App { msg, .. } = w {
-                    self.lost.insert((msg.sender, msg.seq));
+                for m in carried_msgs(&w) {
+                    self.lost.insert((m.sender, m.seq));
                 }
             }
         }
@@ -1232,6 +1418,16 @@ impl Sim {
         for y in 0..self.n {
             if y == x as usize || !self.nodes[y].alive {
                 continue;
+            }
+            // The node's forget_origin: what the old incarnation numbered and is held back
+            // is queued, past its gaps; the new incarnation numbers from 0 again.
+            if let Some(c) = self.nodes[y].copy.as_mut() {
+                if matches!(c.state, CopyState::Running | CopyState::Frozen) {
+                    let (ready, skipped) = c.order.give_up(|o, _| o == x);
+                    c.mailbox.extend(ready);
+                    self.report.gaps_given_up += skipped;
+                }
+                c.order.forget(x);
             }
             for s in self.nodes[y].sources.values_mut() {
                 s.peer_restarted(now, x);
@@ -1260,7 +1456,9 @@ impl Sim {
         self.quiet()
             && self.nodes.iter().all(|nd| nd.alive)
             && self.links.iter().flatten().all(|l| l.queue.is_empty())
-            && self.nodes.iter().all(|nd| nd.copy.as_ref().is_none_or(|c| c.mailbox.is_empty() || c.state != CopyState::Running))
+            && self.nodes.iter().all(|nd| {
+                nd.copy.as_ref().is_none_or(|c| (c.mailbox.is_empty() && c.order.held_len() == 0) || c.state != CopyState::Running)
+            })
     }
 
     fn unsettled(&self) -> String {
@@ -1292,6 +1490,11 @@ impl Sim {
     }
 
     fn final_checks(&mut self) -> Result<(), SimFailure> {
+        // A destination that committed runs once the late messages come (or once the
+        // source is known lost): one still waiting has been forgotten by its source.
+        if let Some((y, mid)) = self.nodes.iter().enumerate().find_map(|(y, nd)| nd.resume_pending.map(|m| (y, m))) {
+            return Err(self.fail(format!("COMMITTED BUT NOT RUNNING: node {y} committed mid {mid} and its late messages never came")));
+        }
         let alive = self.nodes.iter().any(|nd| nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Running));
         if !alive {
             // Stalled in doubt: `Commit` was sent and the dest restarted before answering.
@@ -1313,9 +1516,7 @@ impl Sim {
             // with it.
             let mut gone = Vec::new();
             for nd in &self.nodes {
-                gone.extend(nd.copy.iter().flat_map(|c| c.mailbox.iter().copied()));
-                gone.extend(nd.held_src.iter().copied());
-                gone.extend(nd.held_dst.values().flatten().copied());
+                gone.extend(nd.copy.iter().flat_map(copy_msgs));
             }
             for m in gone {
                 self.lost_with_process.insert((m.sender, m.seq));
@@ -1330,12 +1531,27 @@ impl Sim {
                 let m = (sender, s);
                 self.consumed.contains(&m) || self.lost.contains(&m) || (!alive && self.lost_with_process.contains(&m))
             };
-            if let Some(s) = (1..=last).find(|&s| !accounted(s)) {
+            if let Some(s) = (0..=last).find(|&s| !accounted(s)) {
                 let fate = if alive { "consumed nor lost to a crash" } else { "consumed, lost to a crash nor queued for the lost process" };
                 return Err(self.fail(format!("MESSAGES: {sender:?}#{s} (of {last}) never {fate}")));
             }
         }
         Ok(())
+    }
+}
+
+/// The application messages a copy holds: queued, held back, or waiting for its commit.
+fn copy_msgs(c: &Copy) -> Vec<AppMsg> {
+    let (_, held) = c.order.to_wire();
+    c.mailbox.iter().copied().chain(held.into_iter().filter_map(|(_, _, m)| m)).chain(c.waiting.iter().filter_map(|w| w.2)).collect()
+}
+
+/// The application messages on the wire in `w`.
+fn carried_msgs(w: &Wire) -> Vec<AppMsg> {
+    match w {
+        Wire::App { msg, .. } => vec![*msg],
+        Wire::Late(l) => l.inbox.iter().copied().chain(l.order.1.iter().filter_map(|(_, _, m)| *m)).collect(),
+        Wire::Mig(..) => Vec::new(),
     }
 }
 

@@ -14,7 +14,7 @@
 //! nodes goes in [`Frame::Mig`] on the node-pair session, which is exactly-once and
 //! survives reconnects: `Commit`, `Committed`, `Aborted`, `Abort` (the commit decision
 //! must not be lost with a connection), the process's late messages ([`MigWire::Late`]),
-//! link updates and their acknowledgements, `LinkDone`.
+//! link updates and their acknowledgements.
 //!
 //! **The VM.** Pages of a running process are read at its safepoints
 //! ([`Node::read_pages_bytes`]), a few at a time so it keeps running; the image is its state
@@ -186,7 +186,6 @@ fn on_session(m: &MigMsg) -> bool {
             | MigMsg::Abort { .. }
             | MigMsg::LinkUpdate { .. }
             | MigMsg::LinkAck { .. }
-            | MigMsg::LinkDone { .. }
             | MigMsg::Released { .. }
     )
 }
@@ -960,7 +959,7 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
                 }
             }
         }
-        Action::Unfreeze { .. } => {
+        Action::Unfreeze => {
             node.set_throttle(r.pid, 0);
             if matches!(r.caller, Caller::Itself) {
                 let why =
@@ -969,7 +968,7 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
             }
             node.abort_export(r.pid);
         }
-        Action::ForwardHeld { .. } => {
+        Action::CommitExport { .. } => {
             // Committed: the destination owns the process. What reached it here after its
             // image follows it; from now on the slot here forwards.
             r.committed = true;
@@ -997,7 +996,6 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
                 Err(e) => (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
             }
         }
-        Action::LinkUpdate { .. } => {}
         Action::DeleteSource => {
             r.heap = None;
         }
@@ -1060,6 +1058,7 @@ fn run_dest(
     let mut image_done = false;
     let mut imported = false;
     let mut resume_pending = false;
+    let mut late_lost = false;
     let mut late: Option<Late> = None;
     let mut running = false;
     let mut fetched_at: HashMap<u32, u64> = HashMap::new();
@@ -1131,6 +1130,7 @@ fn run_dest(
                     resume_pending = true;
                     commit_at = now();
                 }
+                Action::RunWithoutLate => late_lost = true,
                 Action::Kill { why } => {
                     sh.mig.by_pid.lock().remove(&pid);
                     let why = format!("migrated from node {}: {why}", sh.peers.get(&from).map_or("?", |p| p.conf.name.as_str()));
@@ -1140,15 +1140,24 @@ fn run_dest(
                 _ => {}
             }
         }
-        if resume_pending && !running {
-            if let Some(l) = late.take() {
-                // Commit and the late messages are both here: it runs.
-                running = true;
-                resumed_at = now();
-                stats.resume_wait_us = resumed_at.saturating_sub(commit_at);
-                if let Err(e) = node.commit_import(pid, l) {
-                    (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
+        if resume_pending && !running && (late.is_some() || late_lost) {
+            // Commit and the late messages are both here (or the late messages were lost
+            // with the source): it runs.
+            running = true;
+            resumed_at = now();
+            stats.resume_wait_us = resumed_at.saturating_sub(commit_at);
+            let r = match late.take() {
+                Some(l) => node.commit_import(pid, l),
+                None => {
+                    (sh.log)(&format!(
+                        "migration of {}: the source restarted before its late messages came; it runs without them",
+                        tern_vm::value::name_text(pid)
+                    ));
+                    node.commit_import_without_late(pid)
                 }
+            };
+            if let Err(e) = r {
+                (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
             }
         }
         while let Some((to, m)) = d.poll_transmit() {

@@ -317,8 +317,47 @@ println(recv());
     let stats = fx.ns[0].delivery_stats();
     let text = fx.finish();
     assert!(text.contains(&format!("received {} bad 0", HELD + 1)), "{text}");
-    assert!(text.contains("gave up waiting for 1 missing message(s): more than 100000 were held back"), "{text}");
+    assert!(text.contains(&format!("gave up waiting for 1 missing message(s): more than {MAX_HELD} were held back")), "{text}");
     assert_eq!(stats.given_up, 1);
+}
+
+/// Messages held back behind a missing one count against the mailbox's byte limit: once
+/// the held ones and the queued ones fill it, a further one is refused as for a full
+/// mailbox (a skip notice takes its place and it is counted), and when the missing one
+/// comes, what was held is delivered in order, past the refused numbers.
+#[test]
+fn messages_held_back_count_against_the_mailbox_limit() {
+    let fx = Fixture::start(
+        2,
+        r#"
+fn worker(main) {
+    send(main, self());
+    let got = [];
+    let m = recv(20000);
+    while not is_timeout(m) {
+        push(got, m);
+        m = recv(1000);
+    }
+    send(main, "received ${len(got)} first ${got[0]} last ${got[len(got) - 1]}");
+}
+spawn(worker, self());
+println("worker ${recv()}");
+println(recv());
+"#,
+        |c| NodeConfig { mailbox_limit_bytes: 4096, gap_timeout: Duration::from_secs(600), ..c },
+    );
+    let w = name_after(&fx.out.line("worker "), "<pid ");
+    // Number 0 is missing; 1..=2000 are held back behind it until the limit refuses more.
+    for seq in 1..=2000 {
+        fx.ns[0].receive(2, deliver(Target::Inbox(w), 2, seq, 0, seq as i64));
+    }
+    let refused = fx.ns[0].delivery_stats().refused_full;
+    fx.ns[0].receive(2, deliver(Target::Inbox(w), 2, 0, 0, 0));
+    let text = fx.finish();
+    assert!(refused > 0 && refused < 2000, "refused {refused}: {text}");
+    let admitted = 2001 - refused;
+    assert!(text.contains(&format!("received {admitted} first 0 last ")), "{text}");
+    assert!(text.contains("was full"), "{text}");
 }
 
 /// A down notice reaches a watcher whose mailbox is full (notices are not subject to the

@@ -31,6 +31,7 @@
 //! ends, so any node can find either in at most two steps.
 
 mod migration;
+pub mod order;
 mod remote;
 mod sys;
 mod transfer;

@@ -68,7 +68,7 @@ use crate::process::{IoResult, Process, SpawnSpec};
 use crate::value::{name_node, name_text};
 use crossbeam_deque::Worker;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -108,11 +108,10 @@ pub const MAX_FORWARDS: u8 = 32;
 /// messages travel, or a broken peer, gets here.
 pub const MAX_HOPS: u8 = 128;
 
-/// Messages (and skip notices) held back per queue, waiting for an earlier one from the
-/// same origin; and numbered messages waiting for a process or receive end that is being
-/// imported. Once the gaps that can arise are all closed by skip notices, only a broken
-/// or hostile peer reaches it: the queue then gives up waiting (see "Bounds").
-pub const MAX_HELD: usize = 100_000;
+pub use super::order::MAX_HELD;
+/// A queue's sequence state and what putting a message in it gave (see `order.rs`).
+pub(crate) type Order = super::order::Order<Message>;
+pub(crate) type Put = super::order::Put<Message>;
 
 /// What one node tells another. Flat data (no recursive types), for postcard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,151 +256,6 @@ impl ChanMeta {
     #[allow(clippy::type_complexity)]
     pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
         self.order.into_wire()
-    }
-}
-
-/// The sequence state of one queue (an inbox, or a channel's), see "Order": per origin
-/// the next number expected, and what arrived ahead of its turn.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Order {
-    expect: Vec<(u16, u64)>,
-    /// By (origin, number); `None`: a skip notice (that number was lost on its way).
-    held: BTreeMap<(u16, u64), Option<Message>>,
-    /// Per origin with something held back: since when (node µs) it has waited for the
-    /// number it misses. Not carried: a node the queue moves to starts the wait again.
-    since: Vec<(u16, u64)>,
-}
-
-/// What putting one numbered message in sequence gave.
-#[derive(Debug, Default)]
-pub(crate) struct Put {
-    /// What can be queued now (this message and any held back behind it), in order.
-    pub(crate) ready: Vec<Message>,
-    /// Its number had been passed already (its gap given up, or a broken peer sent it
-    /// twice): the message is dropped.
-    pub(crate) late: bool,
-    /// Numbers given up because the held-back bound was reached.
-    pub(crate) skipped: u64,
-    /// A gap opened: a sweep is due after the gap timeout.
-    pub(crate) opened: bool,
-}
-
-impl Order {
-    /// The state that came with a queue (in an image, [`super::Late`] or [`Carried`]);
-    /// `now`: when its gaps start to count here.
-    pub(crate) fn from_wire(expect: Vec<(u16, u64)>, held: Vec<(u16, u64, Option<Message>)>, now: u64) -> Order {
-        let mut o = Order { expect, held: BTreeMap::new(), since: Vec::new() };
-        for (origin, seq, m) in held.into_iter().take(MAX_HELD) {
-            if seq >= o.next(origin) {
-                o.held.insert((origin, seq), m);
-                if !o.since.iter().any(|(x, _)| *x == origin) {
-                    o.since.push((origin, now));
-                }
-            }
-        }
-        o
-    }
-
-    /// What travels with the queue (see [`Order::from_wire`]).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn to_wire(&self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
-        (self.expect.clone(), self.held.iter().map(|(&(o, s), m)| (o, s, m.clone())).collect())
-    }
-
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn into_wire(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
-        (self.expect, self.held.into_iter().map(|((o, s), m)| (o, s, m)).collect())
-    }
-
-    fn next(&self, origin: u16) -> u64 {
-        self.expect.iter().find(|(o, _)| *o == origin).map_or(0, |(_, n)| *n)
-    }
-
-    fn set_next(&mut self, origin: u16, n: u64) {
-        match self.expect.iter_mut().find(|(o, _)| *o == origin) {
-            Some(e) => e.1 = n,
-            None => self.expect.push((origin, n)),
-        }
-    }
-
-    /// Puts message number `seq` from node `origin` in sequence (`None`: a skip notice
-    /// for that number). A message ahead of its turn is held back; once [`MAX_HELD`] are,
-    /// the queue gives up waiting for what its origins miss (see [`Order::give_up`]).
-    pub(crate) fn put(&mut self, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
-        let next = self.next(origin);
-        let mut out = Put::default();
-        if seq < next {
-            out.late = msg.is_some(); // a late skip notice says nothing new
-            return out;
-        }
-        if seq > next {
-            if !self.since.iter().any(|(o, _)| *o == origin) {
-                self.since.push((origin, now));
-                out.opened = true;
-            }
-            self.held.entry((origin, seq)).or_insert(msg);
-            if self.held.len() > MAX_HELD {
-                let (ready, skipped) = self.give_up(|_, _| true);
-                out.ready = ready;
-                out.skipped = skipped;
-            }
-            return out;
-        }
-        out.ready.extend(msg);
-        let mut n = next + 1;
-        while let Some(m) = self.held.remove(&(origin, n)) {
-            out.ready.extend(m);
-            n += 1;
-        }
-        self.set_next(origin, n);
-        self.since.retain(|(o, _)| *o != origin);
-        if self.held.range((origin, n)..=(origin, u64::MAX)).next().is_some() {
-            // Still missing a later number: a new wait begins.
-            self.since.push((origin, now));
-            out.opened = true;
-        }
-        out
-    }
-
-    /// Gives up waiting for the numbers missing from the origins `which` picks (given the
-    /// origin and since when it has waited): everything held back from each is released
-    /// in order, past its gaps. Returns those messages and how many numbers were given up.
-    pub(crate) fn give_up(&mut self, which: impl Fn(u16, u64) -> bool) -> (Vec<Message>, u64) {
-        let mut ready = Vec::new();
-        let mut skipped = 0u64;
-        let origins: Vec<u16> = self.since.iter().filter(|&&(o, t)| which(o, t)).map(|(o, _)| *o).collect();
-        for origin in origins {
-            let mut n = self.next(origin);
-            let seqs: Vec<u64> = self.held.range((origin, n)..=(origin, u64::MAX)).map(|(&(_, s), _)| s).collect();
-            for s in seqs {
-                skipped = skipped.saturating_add(s - n);
-                ready.extend(self.held.remove(&(origin, s)).flatten());
-                n = s + 1;
-            }
-            self.set_next(origin, n);
-            self.since.retain(|(o, _)| *o != origin);
-        }
-        (ready, skipped)
-    }
-
-    /// When the oldest wait for a missing number began (node µs), if any.
-    pub(crate) fn oldest_gap(&self) -> Option<u64> {
-        self.since.iter().map(|(_, t)| *t).min()
-    }
-
-    /// The nodes that have sent numbered messages to this queue.
-    pub(crate) fn origins(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.keys().map(|(o, _)| *o)).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    /// Node `origin` restarted: what it numbered before is of no use any more.
-    fn forget(&mut self, origin: u16) {
-        self.expect.retain(|(o, _)| *o != origin);
-        self.held.retain(|(o, _), _| *o != origin);
-        self.since.retain(|(o, _)| *o != origin);
     }
 }
 
@@ -957,8 +811,10 @@ impl NodeInner {
             }
             let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
             let size = msg.as_ref().map_or(0, Message::approx_bytes);
-            let full =
-                msg.is_some() && carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + size > self.config.mailbox_limit_bytes;
+            let full = msg.is_some()
+                && carried.is_empty()
+                && from != SentBy::Notice
+                && st.mailbox.bytes + st.order.seq.held_bytes_for(origin, seq) + size > self.config.mailbox_limit_bytes;
             let with_ends = !carried.is_empty();
             for (c, q) in carried {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
@@ -1085,6 +941,12 @@ impl NodeInner {
         }
     }
 
+    /// What message number `seq` from `origin` for channel `c` counts for besides itself
+    /// against its holder's mailbox limit: the messages held back, if it would be too.
+    fn chan_held_bytes(&self, c: ChanId, origin: u16, seq: u64) -> usize {
+        self.chan_meta.shard(c).lock().get(&c).map_or(0, |m| m.order.held_bytes_for(origin, seq))
+    }
+
     /// Queues a numbered message (and the ends it carries) at local holder `pid` of `c`,
     /// in sequence (a full mailbox: as [`NodeInner::route_inbox`]); gives them back if
     /// `pid` no longer holds `c` here.
@@ -1108,8 +970,10 @@ impl NodeInner {
         // The end cannot leave while this lock is held (taking it away needs it).
         let seq = seq.unwrap_or_else(|| self.next_seq(c));
         let size = msg.as_ref().map_or(0, Message::approx_bytes);
-        let full =
-            msg.is_some() && carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + size > self.config.mailbox_limit_bytes;
+        let full = msg.is_some()
+            && carried.is_empty()
+            && from != SentBy::Notice
+            && st.mailbox.bytes + self.chan_held_bytes(c, origin, seq) + size > self.config.mailbox_limit_bytes;
         let now = self.now_us();
         let mut put = self.in_order(c, origin, seq, if full { None } else { msg }, now);
         let mut bytes = 0;
@@ -1222,6 +1086,10 @@ impl NodeInner {
                 super::Entry::Moved(..) => None,
             }));
         }
+        // What its old incarnation numbered and is held back here will not be followed by
+        // what it misses: it is queued now, in order, past its gaps; then the numbering
+        // starts again from 0.
+        self.release_gaps(&|o, _| o == origin, false);
         for slot in slots {
             slot.st.lock().order.seq.forget(origin);
         }
@@ -1253,7 +1121,16 @@ impl NodeInner {
         self.gap_sweep.store(false, Ordering::SeqCst);
         let now = self.now_us();
         let timeout = self.config.gap_timeout.as_micros() as u64;
-        let due = |t: u64| now.saturating_sub(t) >= timeout;
+        self.release_gaps(&|_, since| now.saturating_sub(since) >= timeout, true);
+    }
+
+    /// Gives up, in every queue here, the gaps `which` picks (by origin and since when it
+    /// has waited): what was held back behind them is queued, in order, and each give-up
+    /// is counted and logged. `sweep`: this is the timed sweep (it schedules the next one
+    /// for the oldest gap left).
+    fn release_gaps(&self, which: &dyn Fn(u16, u64) -> bool, sweep: bool) {
+        let timeout = self.config.gap_timeout.as_micros() as u64;
+        let due = |order: &Order| order.oldest_gap().is_some();
         let mut oldest: Option<u64> = None;
         let mut left = |t: Option<u64>| {
             if let Some(t) = t {
@@ -1279,14 +1156,10 @@ impl NodeInner {
                 left(st.order.seq.oldest_gap());
                 continue;
             }
-            match st.order.seq.oldest_gap() {
-                Some(t) if due(t) => {}
-                t => {
-                    left(t);
-                    continue;
-                }
+            if !due(&st.order.seq) {
+                continue;
             }
-            let (ready, skipped) = st.order.seq.give_up(|_, since| due(since));
+            let (ready, skipped) = st.order.seq.give_up(which);
             let bytes: usize = ready.iter().map(Message::approx_bytes).sum();
             st.mailbox.inbox.extend(ready);
             st.mailbox.bytes += bytes;
@@ -1301,7 +1174,7 @@ impl NodeInner {
             chans.extend(s.lock().iter().filter_map(|(&c, m)| m.order.oldest_gap().map(|t| (c, t))));
         }
         for (c, t) in chans {
-            let slot = if due(t) { self.holder(c).and_then(|p| self.local_slot(p).map(|s| (p, s))) } else { None };
+            let slot = self.holder(c).and_then(|p| self.local_slot(p).map(|s| (p, s)));
             let Some((pid, slot)) = slot else {
                 // Not due yet, or arriving: the next sweep.
                 left(Some(t));
@@ -1316,7 +1189,7 @@ impl NodeInner {
             let (ready, skipped, rest) = {
                 let mut shard = self.chan_meta.shard(c).lock();
                 let Some(meta) = shard.get_mut(&c) else { continue };
-                let (ready, skipped) = meta.order.give_up(|_, since| due(since));
+                let (ready, skipped) = meta.order.give_up(which);
                 (ready, skipped, meta.order.oldest_gap())
             };
             left(rest);
@@ -1333,20 +1206,22 @@ impl NodeInner {
             }
             given_up.push((Target::Chan(c), skipped));
         }
-        if let Some(t) = oldest {
+        if let Some(t) = oldest.filter(|_| sweep) {
             if !self.gap_sweep.swap(true, Ordering::SeqCst) {
                 self.schedule_sweep(t.saturating_add(timeout));
             }
         }
         for (target, skipped) in given_up.into_iter().filter(|(_, n)| *n > 0) {
             self.counters.given_up.fetch_add(skipped, Ordering::Relaxed);
-            self.log_lost(
-                target,
-                &format!(
+            let why = if sweep {
+                format!(
                     "gave up waiting for {skipped} missing message(s) after {} s (lost on the way, with a node that went down, say)",
                     self.config.gap_timeout.as_secs_f64()
-                ),
-            );
+                )
+            } else {
+                format!("gave up waiting for {skipped} missing message(s): the node that sent them restarted")
+            };
+            self.log_lost(target, &why);
         }
     }
 

@@ -261,9 +261,23 @@ impl Node {
     /// Step 4 at the destination: the imported process gets what arrived at the source
     /// after its image (before whatever reached it here since), its receive ends, and runs.
     pub fn commit_import(&self, pid: Pid, late: Late) -> Result<(), MoveError> {
+        self.commit_import_with(pid, Some(late))
+    }
+
+    /// Step 4 at the destination when the source was lost after the commit, before its
+    /// late messages came: they are gone with it (their senders' numbers are given up
+    /// after the gap timeout); the process runs with what its image had (its links,
+    /// monitors and sequence state) and the messages that reached it here.
+    pub fn commit_import_without_late(&self, pid: Pid) -> Result<(), MoveError> {
+        self.commit_import_with(pid, None)
+    }
+
+    fn commit_import_with(&self, pid: Pid, late: Option<Late>) -> Result<(), MoveError> {
         let i = &self.inner;
+        let had_late = late.is_some();
+        let late = late.unwrap_or_default();
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
-        let (mut given_up, mut lost) = (0u64, Vec::new());
+        let (given_up, lost);
         let gaps;
         let ends: Vec<ChanId> = {
             let mut st = slot.st.lock();
@@ -293,24 +307,23 @@ impl Node {
             // state that came with the commit.
             st.moves = st.moves.max(late.moves);
             let now = i.now_us();
-            st.order.seq = Order::from_wire(late.inbox_expect, late.inbox_held, now);
-            let mut any_gap = st.order.seq.oldest_gap().is_some();
-            for a in std::mem::take(&mut st.order.waiting) {
-                let put = st.order.seq.put(a.origin, a.seq, a.msg, now);
-                any_gap |= put.opened;
-                given_up += put.skipped;
-                if put.late {
-                    lost.push((a.origin, a.from));
-                }
-                for m in put.ready {
-                    bytes += m.approx_bytes();
-                    st.mailbox.inbox.push_back(m);
-                }
+            if had_late {
+                st.order.seq = Order::from_wire(late.inbox_expect, late.inbox_held, now);
             }
-            gaps = any_gap;
+            let waiting = std::mem::take(&mut st.order.waiting);
+            let admitted = st.order.seq.admit(waiting.into_iter().map(|a| (a.origin, a.seq, a.msg, (a.origin, a.from))), now);
+            given_up = admitted.skipped;
+            lost = admitted.late;
+            for m in admitted.ready {
+                bytes += m.approx_bytes();
+                st.mailbox.inbox.push_back(m);
+            }
+            gaps = admitted.gaps;
             st.mailbox.bytes += bytes;
-            st.links = late.links;
-            st.watchers = late.watchers;
+            if had_late {
+                st.links = late.links;
+                st.watchers = late.watchers;
+            }
             if late.kill.is_some() {
                 st.kill = late.kill;
                 slot.flags.fetch_or(KILL, Ordering::SeqCst);
