@@ -4,15 +4,13 @@
 //! answers to the `migrate` calls programs make. The protocol that decides when each is
 //! used is the host's (`tern-net`'s `migrate.rs`, driven over QUIC by `migration.rs`).
 
-use super::{MoveError, Node, NodeInner, Pid, Status, JOBS};
+use super::slot::{Entry, ExportMark, Job, Status, JOBS};
+use super::{MoveError, Node, NodeInner, Pid};
 use crate::heap::{Heap, HeapConfig};
 use crate::process::{IoResult, Process};
 use crate::snapshot::snapshot_state;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Work done on a process at a safepoint, with the whole process at hand.
-pub type Job = Box<dyn FnOnce(&mut Process) + Send>;
 
 /// A page as it travels: its words as little-endian bytes, or `None` when all zero.
 pub type PageBytes = (u32, Option<Vec<u8>>);
@@ -148,7 +146,7 @@ impl Node {
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
         let bytes = snapshot_state(proc, &st.image(proc, i.now_us()));
-        st.export = Some(super::transfer::ExportMark::of(&st.mailbox));
+        st.export = Some(ExportMark::of(&st.mailbox));
         Ok(bytes)
     }
 
@@ -194,8 +192,8 @@ impl Node {
     pub fn located(&self, pid: Pid) -> Option<u16> {
         let i = &self.inner;
         match i.procs.get(pid) {
-            Some(super::Entry::Live(s)) => (!matches!(s.st.lock().status, Status::Exited | Status::Moved)).then_some(i.id),
-            Some(super::Entry::Moved(n, _)) => Some(n),
+            Some(Entry::Live(s)) => (!matches!(s.st.lock().status, Status::Exited | Status::Moved)).then_some(i.id),
+            Some(Entry::Moved(n, _)) => Some(n),
             None => Some(crate::value::name_node(pid)).filter(|&b| b != i.id),
         }
     }

@@ -62,18 +62,16 @@
 //! ([`super::DeliveryStats`]); a give-up, and a loss no process can be told of (a
 //! host's message, a sender that has ended), is logged.
 
-use super::{ChanId, DeliverError, ExitReason, NodeInner, Pid, Status, Target, Task};
+use super::deliver::event_message;
+use super::slot::{Entry, Status};
+use super::{ChanId, Ends, ExitReason, Node, NodeInner, Pid, SentBy, Target};
 use crate::message::Message;
 use crate::process::{IoResult, Process, SpawnSpec};
-use crate::value::{name_node, name_text};
-use crossbeam_deque::Worker;
+use crate::value::name_node;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Receive ends travelling with a message, with their queues.
-pub(crate) type Ends = Vec<(ChanId, VecDeque<Message>)>;
 
 /// How a node reaches nodes in other OS processes. Provided by the host.
 pub trait Remote: Send + Sync {
@@ -107,11 +105,6 @@ pub const MAX_FORWARDS: u8 = 32;
 /// after the shortcut at [`MAX_FORWARDS`], only a target that keeps moving faster than
 /// messages travel, or a broken peer, gets here.
 pub const MAX_HOPS: u8 = 128;
-
-pub use super::order::MAX_HELD;
-/// A queue's sequence state and what putting a message in it gave (see `order.rs`).
-pub(crate) type Order = super::order::Order<Message>;
-pub(crate) type Put = super::order::Put<Message>;
 
 /// What one node tells another. Flat data (no recursive types), for postcard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,19 +186,6 @@ pub enum Op {
     },
 }
 
-/// Who sent a message: whom its loss is reported to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SentBy {
-    /// A process: a loss is reported to it (its next `send` fails).
-    Process(Pid),
-    /// A host, from outside any process ([`super::Node::send_to`]), or a node passing on
-    /// messages whose sender it does not know: a loss is logged.
-    Host,
-    /// The node itself: a down or exit notice (monitors, links), never refused for a
-    /// full mailbox (a watcher must not miss the end it watches for).
-    Notice,
-}
-
 /// A message on its way to a process or channel on another node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deliver {
@@ -237,71 +217,41 @@ pub struct Carried {
     pub held: Vec<(u16, u64, Option<Message>)>,
 }
 
-/// What the hosting node keeps about a receive end that has been or may be remote.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ChanMeta {
-    moves: u32,
-    partners: Vec<u16>,
-    order: Order,
-}
-
-impl ChanMeta {
-    pub(crate) fn partners(&self) -> &[u16] {
-        &self.partners
+impl Node {
+    /// Connects the node to nodes in other OS processes (once, before it is used).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) -> bool {
+        self.inner.remote.set(remote).is_ok()
     }
-    pub(crate) fn moves(&self) -> u32 {
-        self.moves
+
+    /// Carries out an op node `from` sent.
+    pub fn receive(&self, from: u16, op: Op) {
+        self.inner.receive(from, op);
     }
-    /// The sequence state: expected numbers per origin, and messages held back.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
-        self.order.into_wire()
+
+    /// An op node `from` sent that the host cannot carry out (`why`: a module it needs
+    /// could not be had, say). A message in it is lost as one that cannot be passed on
+    /// is (see `remote.rs`, "Bounds"): its number is skipped where its target is, and
+    /// its sender told. Returns false for any other op (the host logs it).
+    pub fn undeliverable(&self, from: u16, op: Op, why: &str) -> bool {
+        let _ = from;
+        let Op::Deliver(d) = op else { return false };
+        let i = &self.inner;
+        i.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
+        i.forward(d.target, d.origin, d.seq, d.hops.saturating_add(1), d.from, None, Vec::new());
+        i.report_lost(d.origin, d.from, d.target, format!("node {} could not take it: {why}", i.name));
+        true
     }
-}
 
-/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
-/// with it: in its image, and in [`super::Late`] for what changed after the image.
-#[derive(Debug, Default)]
-pub(crate) struct InboxOrder {
-    pub(crate) seq: Order,
-    /// Numbered messages (and skip notices) that reached the process while it was being
-    /// imported here (the state they are ordered by comes with the commit); `carried`
-    /// stays empty (the ends they carried are in the mailbox already).
-    pub(crate) waiting: Vec<Arriving>,
-}
-
-impl InboxOrder {
-    /// The nodes that have sent numbered messages to this inbox.
-    pub(crate) fn origins(&self) -> Vec<u16> {
-        self.seq.origins()
+    /// Node `node` went down or restarted: monitors and links of processes there fire
+    /// with reason `node_down`, and spawns waiting for it fail.
+    pub fn node_down(&self, node: u16) {
+        self.inner.node_down(node);
     }
-}
 
-/// A numbered message (`msg` `None`: a skip notice) for a process or a receive end that
-/// is being imported here.
-#[derive(Debug, Clone)]
-pub(crate) struct Arriving {
-    pub(crate) origin: u16,
-    pub(crate) seq: u64,
-    pub(crate) hops: u8,
-    pub(crate) from: SentBy,
-    pub(crate) msg: Option<Message>,
-    pub(crate) carried: Ends,
-}
-
-/// Where the mesh knows a receive end to be, seen from a node that does not host it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RxPlace {
-    node: u16,
-    moves: u32,
-}
-
-impl RxPlace {
-    pub(crate) fn new(node: u16, moves: u32) -> RxPlace {
-        RxPlace { node, moves }
-    }
-    pub(crate) fn node(&self) -> u16 {
-        self.node
+    /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
+    /// forgets the sequence state of messages from it, here and in the processes here.
+    pub fn forget_origin(&self, node: u16) {
+        self.inner.forget_origin(node);
     }
 }
 
@@ -314,7 +264,7 @@ impl NodeInner {
     pub(crate) fn remote_node_of(&self, pid: Pid) -> Option<u16> {
         self.remote()?;
         match self.procs.get(pid) {
-            Some(super::Entry::Moved(n, _)) if self.node(n).is_none() => Some(n),
+            Some(Entry::Moved(n, _)) if self.node(n).is_none() => Some(n),
             Some(_) => None,
             None => {
                 let b = name_node(pid);
@@ -399,61 +349,9 @@ impl NodeInner {
         }
     }
 
-    /// The ends of a message that was not sent: given back to its sender if it is a fresh
-    /// one from here (`seq` `None`), else lost with it.
-    fn not_sent(&self, seq: Option<u64>, from: SentBy, ends: Ends) {
-        match seq {
-            None => self.unsent(from, ends),
-            Some(_) => self.drop_ends(&ends),
-        }
-    }
-
-    /// Receive ends taken from a sender for a message that was not sent: a process here
-    /// gets them back (they never left: it is still their holder); others are dropped.
-    pub(crate) fn unsent(&self, from: SentBy, ends: Ends) {
-        if ends.is_empty() {
-            return;
-        }
-        let back = match from {
-            SentBy::Process(p) => self.local_slot(p),
-            SentBy::Host | SentBy::Notice => None,
-        };
-        let Some(slot) = back else {
-            self.drop_ends(&ends);
-            return;
-        };
-        let mut st = slot.st.lock();
-        if matches!(st.status, Status::Exited | Status::Moved) {
-            drop(st);
-            self.drop_ends(&ends);
-            return;
-        }
-        for (c, q) in ends {
-            st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
-            st.mailbox.chans.push((c, q));
-        }
-        drop(st);
-        self.mesh.changed();
-    }
-
-    /// Where a numbered message forwarded `hops` times goes instead of node `to`: past
-    /// [`MAX_FORWARDS`], its target's birth node, which always knows the newest place
-    /// (unless that is this node, or one in this OS process).
-    fn shortcut(&self, to: u16, target: Target, hops: u8) -> u16 {
-        let birth = name_node(match target {
-            Target::Inbox(p) => p,
-            Target::Chan(c) => c,
-        });
-        if hops > MAX_FORWARDS && birth != self.id && self.node(birth).is_none() {
-            birth
-        } else {
-            to
-        }
-    }
-
     /// Sends `d` to node `to` with the receive ends `carried`; if the link refuses it,
     /// nothing has changed and the ends come back with the error.
-    fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), (String, Ends)> {
+    pub(super) fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), (String, Ends)> {
         d.carried = self.pack_ends(&carried);
         let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
         match self.remote_send(to, Op::Deliver(d)) {
@@ -464,117 +362,6 @@ impl NodeInner {
             }
             Err(e) => Err((e, carried)),
         }
-    }
-
-    pub(crate) fn next_seq(&self, c: ChanId) -> u64 {
-        let mut shard = self.seqs.shard(c).lock();
-        let n = shard.entry(c).or_insert(0);
-        let s = *n;
-        *n += 1;
-        s
-    }
-
-    /// The number of the next message from this node to process `pid`'s inbox (a map of
-    /// its own: a hostile peer could name a pid that is a channel id).
-    pub(crate) fn next_pid_seq(&self, pid: Pid) -> u64 {
-        let mut shard = self.pid_seqs.shard(pid).lock();
-        let n = shard.entry(pid).or_insert(0);
-        let s = *n;
-        *n += 1;
-        s
-    }
-
-    /// What receive ends about to leave (taken out of their holder's mailbox, so nothing
-    /// changes their state meanwhile) take with them; nothing changes here until
-    /// [`NodeInner::let_go`].
-    fn pack_ends(&self, carried: &Ends) -> Vec<Carried> {
-        carried
-            .iter()
-            .map(|(chan, q)| {
-                let meta = self.chan_meta.get(*chan).unwrap_or_default();
-                let mut partners = meta.partners;
-                if !partners.contains(&self.id) {
-                    partners.push(self.id);
-                }
-                let (expect, held) = meta.order.into_wire();
-                Carried { chan: *chan, queue: q.iter().cloned().collect(), moves: meta.moves + 1, partners, expect, held }
-            })
-            .collect()
-    }
-
-    /// Receive ends went to node `to` (with these move counts): a forwarding pointer
-    /// before the holder goes, so a sender always finds one or the other, and the state
-    /// last (while it is here without a holder, senders here wait).
-    fn let_go(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
-        for &(chan, moves, _) in moved {
-            self.rx_places.insert(chan, RxPlace { node: to, moves });
-            self.set_holder(chan, None);
-            self.chan_meta.remove(chan);
-        }
-        self.mesh.changed();
-    }
-
-    /// Tells the birth nodes and partners of receive ends that went to `to` where they are.
-    pub(crate) fn announce_moves(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
-        for (chan, moves, partners) in moved {
-            let (chan, moves) = (*chan, *moves);
-            let mut told = vec![self.id, to];
-            let birth = name_node(chan);
-            for n in std::iter::once(birth).chain(partners.iter().copied()) {
-                if !told.contains(&n) && self.node(n).is_none() {
-                    told.push(n);
-                    let _ = self.remote_send(n, Op::RxMoved { chan, node: to, moves });
-                }
-            }
-        }
-    }
-
-    /// A message going to node `to` carries send ends: `to` becomes a partner of each
-    /// (the node hosting the receive end, once told, tells `to` when it moves).
-    fn announce_tx(&self, to: u16, msg: &Message) {
-        for c in msg.tx_ends() {
-            if let Some(host) = self.rx_host(c) {
-                if host == to {
-                    continue;
-                }
-                if host == self.id {
-                    if !self.add_partner(c, to) {
-                        // It left meanwhile: tell where it went.
-                        if let Some(n) = self.remote_rx_node(c).filter(|&n| n != to) {
-                            let _ = self.remote_send(n, Op::Partner { chan: c, node: to });
-                        }
-                    }
-                } else {
-                    let _ = self.remote_send(host, Op::Partner { chan: c, node: to });
-                }
-            }
-        }
-    }
-
-    /// The node hosting a channel's receive end, as far as this node knows.
-    fn rx_host(&self, c: ChanId) -> Option<u16> {
-        if self.holder(c).is_some() {
-            return Some(self.id);
-        }
-        self.remote_rx_node(c)
-    }
-
-    /// Records node `node` as a partner of channel `c` if its receive end is held here:
-    /// checked under the holder's slot lock, which taking the end away needs, so an end
-    /// leaving takes the partner with it (or is seen gone: false). (Adding to the state
-    /// of an end that had just left would leave it looking as if arriving, for ever.)
-    fn add_partner(&self, c: ChanId, node: u16) -> bool {
-        let Some(slot) = self.holder(c).and_then(|p| self.local_slot(p)) else { return false };
-        let st = slot.st.lock();
-        if matches!(st.status, Status::Exited | Status::Moved) || !st.mailbox.holds(c) {
-            return false;
-        }
-        let mut shard = self.chan_meta.shard(c).lock();
-        let meta = shard.entry(c).or_default();
-        if !meta.partners.contains(&node) {
-            meta.partners.push(node);
-        }
-        true
     }
 
     /// Carries out an op from node `from`.
@@ -621,7 +408,7 @@ impl NodeInner {
             }
             Op::Down { to, from: p, reason } => {
                 self.forget_monitor(from, to, p);
-                let _ = self.deliver(Target::Inbox(to), super::event_message("down", p, &reason), Vec::new(), None);
+                let _ = self.deliver(Target::Inbox(to), event_message("down", p, &reason), Vec::new(), None);
             }
             Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
             Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
@@ -641,7 +428,7 @@ impl NodeInner {
         }
     }
 
-    fn receive_deliver(&self, d: Deliver) {
+    pub(super) fn receive_deliver(&self, d: Deliver) {
         let Deliver { target, origin, seq, hops, from, msg, carried } = d;
         let hops = hops.saturating_add(1);
         if let Target::Chan(c) = target {
@@ -658,575 +445,8 @@ impl NodeInner {
         self.forward(target, origin, seq, hops, from, Some(msg), ends);
     }
 
-    /// Passes on message number `seq` from node `origin` (`msg` `None`: a skip notice for
-    /// it), which came from another node or waited here for an import, to its target
-    /// wherever that is, so that its number is never left as a gap (see "Bounds"): a
-    /// message that cannot be queued or passed on is replaced by a skip notice, and its
-    /// sender is told. `hops`: times it has been forwarded, counting this time.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward(&self, target: Target, origin: u16, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends) {
-        let skip = msg.is_none();
-        let (why, notice_hops) = if hops > MAX_HOPS {
-            self.drop_ends(&ends);
-            // Its skip notice gets a second chance, from the birth node on.
-            (format!("it was forwarded {MAX_HOPS} times ({} moved faster than it travelled)", what(target)), Some(MAX_FORWARDS + 1))
-        } else {
-            let r = match target {
-                Target::Inbox(p) => self.route_inbox(p, origin, Some(seq), hops, from, msg, ends, None),
-                Target::Chan(c) => self.route_numbered(c, origin, Some(seq), hops, from, msg, ends, None),
-            };
-            match r {
-                Ok(_) => return,
-                Err(e @ (DeliverError::Full(_) | DeliverError::Waiting(_) | DeliverError::Late)) => {
-                    // Its number is used where the target is (a skip notice in its place).
-                    if e != DeliverError::Late {
-                        self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if !skip {
-                        self.report_lost(origin, from, target, self.why_lost(&e));
-                    }
-                    return;
-                }
-                // The target stayed in the middle of a move here: a skip notice would
-                // wait as long again; the gap timeout passes the number there.
-                Err(e @ DeliverError::Unsettled(_)) => (self.why_lost(&e), None),
-                Err(e) => (self.why_lost(&e), Some(hops)),
-            }
-        };
-        self.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
-        if skip {
-            self.log_lost(
-                target,
-                &format!("the skip notice for number {seq} from node {origin} could not be passed on ({why}); the gap it leaves is given up after the gap timeout"),
-            );
-            return;
-        }
-        if let Some(h) = notice_hops {
-            self.forward(target, origin, seq, h, from, None, Vec::new());
-        }
-        self.report_lost(origin, from, target, why);
-    }
-
-    /// Why a message was lost, for its sender.
-    pub(crate) fn why_lost(&self, e: &DeliverError) -> String {
-        match e {
-            DeliverError::Full(p) => format!(
-                "the mailbox of <pid {}> was full (its limit is {} of queued messages)",
-                name_text(*p),
-                super::bytes_text(self.config.mailbox_limit_bytes)
-            ),
-            DeliverError::Waiting(t) => {
-                format!("more than {MAX_HELD} messages were waiting for {} to arrive at node {}", what(*t), self.name)
-            }
-            DeliverError::Late => format!("it reached node {} after its number had been given up (see the gap timeout)", self.name),
-            DeliverError::Unsettled(t) => format!(
-                "{} was in the middle of a move at node {} that did not settle within {} s",
-                what(*t),
-                self.name,
-                self.config.settle_timeout.as_secs_f64()
-            ),
-            DeliverError::Unreachable(e) => format!("it could not be passed on from node {}: {e}", self.name),
-        }
-    }
-
-    /// Tells the sender of a message that was lost (see "Bounds"): a process on this node,
-    /// or on its origin node, fails its next send; a loss no process can be told of is
-    /// logged here.
-    pub(crate) fn report_lost(&self, origin: u16, from: SentBy, target: Target, why: String) {
-        match from {
-            SentBy::Process(p) if origin == self.id || self.node(origin).is_some() => self.tell_lost(p, target, why),
-            SentBy::Process(p) => {
-                if let Err(e) = self.remote_send(origin, Op::Lost { sender: p, target, why: why.clone() }) {
-                    self.log_lost(target, &format!("{why}; its sender <pid {}> on node {origin} could not be told: {e}", name_text(p)));
-                }
-            }
-            SentBy::Host | SentBy::Notice => self.log_lost(target, &why),
-        }
-    }
-
-    /// A message process `sender` sent to `target` was lost: its next send fails, saying so.
-    pub(crate) fn tell_lost(&self, sender: Pid, target: Target, why: String) {
-        self.counters.reported.fetch_add(1, Ordering::Relaxed);
-        let note = format!("to {}: {why}", what(target));
-        let told = self
-            .with_live(sender, |_, _, st| {
-                st.lost = Some(match st.lost.take() {
-                    Some((n, first)) => (n.saturating_add(1), first),
-                    None => (1, note.clone()),
-                });
-            })
-            .is_some();
-        if !told {
-            self.log_lost(target, &format!("{why}; its sender <pid {}> has ended or left this node", name_text(sender)));
-        }
-    }
-
-    /// Delivers message number `seq` from node `origin` (`msg` `None`: a skip notice for
-    /// it) to process `pid`'s inbox wherever the process is: into its slot here, in
-    /// sequence (under the slot lock, which moving it away needs), set aside while it is
-    /// being imported here, or on to where it went, keeping its number. `seq` `None`: a
-    /// message from here, numbered where it is queued or sent (so a message that goes
-    /// nowhere uses no number). `hops`: times it has been forwarded. A message that finds
-    /// the mailbox full (or too many waiting for an import) leaves a skip notice in its
-    /// place (its number used) and `Full` (`Waiting`) is returned; one whose number was
-    /// given up already is dropped and `Late` returned.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn route_inbox(
-        &self,
-        pid: Pid,
-        origin: u16,
-        seq: Option<u64>,
-        hops: u8,
-        from: SentBy,
-        msg: Option<Message>,
-        carried: Ends,
-        local: Option<&Worker<Task>>,
-    ) -> Result<Option<Pid>, DeliverError> {
-        let mut patience = super::Patience::default();
-        loop {
-            // It is in the middle of a move: look again when it has settled.
-            if !self.look(&mut patience) {
-                self.not_sent(seq, from, carried);
-                return Err(DeliverError::Unsettled(Target::Inbox(pid)));
-            }
-            if let Some(n) = self.remote_node_of(pid) {
-                return self
-                    .send_remote(n, Target::Inbox(pid), from, msg, carried, seq.map(|s| (origin, s, hops)))
-                    .map(|()| Some(pid))
-                    .map_err(DeliverError::Unreachable);
-            }
-            let Some((node, slot)) = self.find(pid) else {
-                self.drop_ends(&carried);
-                return Ok(None);
-            };
-            let mut st = slot.st.lock();
-            match st.status {
-                Status::Moved => continue,
-                Status::Exited => {
-                    drop(st);
-                    self.drop_ends(&carried);
-                    return Ok(None);
-                }
-                _ => {}
-            }
-            let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
-            let size = msg.as_ref().map_or(0, Message::approx_bytes);
-            let full = msg.is_some()
-                && carried.is_empty()
-                && from != SentBy::Notice
-                && st.mailbox.bytes + st.order.seq.held_bytes_for(origin, seq) + size > self.config.mailbox_limit_bytes;
-            let with_ends = !carried.is_empty();
-            for (c, q) in carried {
-                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
-                st.mailbox.chans.push((c, q));
-                self.set_holder(c, Some(pid));
-                self.rx_places.remove(c);
-            }
-            if st.import.is_some() {
-                // Its sequence state comes with the commit; the message waits for it.
-                let over = msg.is_some() && !with_ends && st.order.waiting.len() >= MAX_HELD;
-                let refused = full || over;
-                let msg = if refused { None } else { msg };
-                st.order.waiting.push(Arriving { origin, seq, hops, from, msg, carried: Vec::new() });
-                return match (full, over) {
-                    (true, _) => Err(DeliverError::Full(pid)),
-                    (false, true) => Err(DeliverError::Waiting(Target::Inbox(pid))),
-                    _ => Ok(Some(pid)),
-                };
-            }
-            let now = self.now_us();
-            let mut put = st.order.seq.put(origin, seq, if full { None } else { msg }, now);
-            let mut bytes = 0;
-            for m in std::mem::take(&mut put.ready) {
-                bytes += m.approx_bytes();
-                st.mailbox.inbox.push_back(m);
-            }
-            st.mailbox.bytes += bytes;
-            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Inbox) {
-                let local = if node.id == self.id { local } else { None };
-                node.wake_locked(pid, &slot, &mut st, local);
-            }
-            drop(st);
-            self.after_put(Target::Inbox(pid), &put, now);
-            return if put.late {
-                Err(DeliverError::Late)
-            } else if full {
-                Err(DeliverError::Full(pid))
-            } else {
-                Ok(Some(pid))
-            };
-        }
-    }
-
-    /// What putting a message in sequence may call for once the queue's lock is
-    /// released: a gap sweep scheduled, a give-up or a late message counted and logged.
-    fn after_put(&self, target: Target, put: &Put, now: u64) {
-        if put.opened {
-            self.gap_opened(now);
-        }
-        if put.skipped > 0 {
-            self.counters.given_up.fetch_add(put.skipped, Ordering::Relaxed);
-            self.log_lost(
-                target,
-                &format!(
-                    "gave up waiting for {} missing message(s): more than {MAX_HELD} were held back behind them (a broken or hostile peer)",
-                    put.skipped
-                ),
-            );
-        }
-        if put.late {
-            self.counters.late.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Delivers message number `seq` from node `origin` (`msg` `None`: a skip notice for
-    /// it) for channel `c` wherever its receive end is: into the holder's queue here, in
-    /// sequence (atomically with the end leaving, under the holder's slot lock), set
-    /// aside while the end is in a process being imported here, or on to where the end
-    /// went, keeping its number (`None`, the outcomes: as [`NodeInner::route_inbox`]).
-    /// `hops`: times it has been forwarded.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn route_numbered(
-        &self,
-        c: ChanId,
-        origin: u16,
-        seq: Option<u64>,
-        hops: u8,
-        from: SentBy,
-        mut msg: Option<Message>,
-        mut carried: Ends,
-        local: Option<&Worker<Task>>,
-    ) -> Result<Option<Pid>, DeliverError> {
-        let mut patience = super::Patience::default();
-        loop {
-            // The end is leaving or arriving: look again when it has settled.
-            if !self.look(&mut patience) {
-                self.not_sent(seq, from, carried);
-                return Err(DeliverError::Unsettled(Target::Chan(c)));
-            }
-            if let Some(pid) = self.holder(c) {
-                match self.enqueue_numbered(pid, c, origin, seq, from, msg, carried, local) {
-                    Enqueued::Done(r) => return r,
-                    Enqueued::NotHere(m, cr) => {
-                        msg = m;
-                        carried = cr;
-                        continue;
-                    }
-                }
-            }
-            if self.chan_meta.contains(c) {
-                continue; // arriving
-            }
-            // Its end is in a process being imported here: the message waits for it.
-            {
-                let mut shard = self.arriving.shard(c).lock();
-                if let Some(waiting) = shard.get_mut(&c) {
-                    let seq = seq.unwrap_or_else(|| self.next_seq(c));
-                    let over = msg.is_some() && carried.is_empty() && waiting.len() >= MAX_HELD;
-                    let msg = if over { None } else { msg };
-                    waiting.push(Arriving { origin, seq, hops, from, msg, carried });
-                    return if over { Err(DeliverError::Waiting(Target::Chan(c))) } else { Ok(None) };
-                }
-            }
-            return match self.remote_rx_node(c) {
-                Some(n) => self
-                    .send_remote(n, Target::Chan(c), from, msg, carried, seq.map(|s| (origin, s, hops)))
-                    .map(|()| None)
-                    .map_err(DeliverError::Unreachable),
-                None => {
-                    self.drop_ends(&carried);
-                    Ok(None)
-                }
-            };
-        }
-    }
-
-    /// What message number `seq` from `origin` for channel `c` counts for besides itself
-    /// against its holder's mailbox limit: the messages held back, if it would be too.
-    fn chan_held_bytes(&self, c: ChanId, origin: u16, seq: u64) -> usize {
-        self.chan_meta.shard(c).lock().get(&c).map_or(0, |m| m.order.held_bytes_for(origin, seq))
-    }
-
-    /// Queues a numbered message (and the ends it carries) at local holder `pid` of `c`,
-    /// in sequence (a full mailbox: as [`NodeInner::route_inbox`]); gives them back if
-    /// `pid` no longer holds `c` here.
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue_numbered(
-        &self,
-        pid: Pid,
-        c: ChanId,
-        origin: u16,
-        seq: Option<u64>,
-        from: SentBy,
-        msg: Option<Message>,
-        carried: Ends,
-        local: Option<&Worker<Task>>,
-    ) -> Enqueued {
-        let Some(slot) = self.local_slot(pid) else { return Enqueued::NotHere(msg, carried) };
-        let mut st = slot.st.lock();
-        if matches!(st.status, Status::Moved | Status::Exited) || !st.mailbox.holds(c) {
-            return Enqueued::NotHere(msg, carried);
-        }
-        // The end cannot leave while this lock is held (taking it away needs it).
-        let seq = seq.unwrap_or_else(|| self.next_seq(c));
-        let size = msg.as_ref().map_or(0, Message::approx_bytes);
-        let full = msg.is_some()
-            && carried.is_empty()
-            && from != SentBy::Notice
-            && st.mailbox.bytes + self.chan_held_bytes(c, origin, seq) + size > self.config.mailbox_limit_bytes;
-        let now = self.now_us();
-        let mut put = self.in_order(c, origin, seq, if full { None } else { msg }, now);
-        let mut bytes = 0;
-        if let Some(q) = st.mailbox.chan(c) {
-            for m in std::mem::take(&mut put.ready) {
-                bytes += m.approx_bytes();
-                q.push_back(m);
-            }
-        }
-        st.mailbox.bytes += bytes;
-        for (c2, q2) in carried {
-            st.mailbox.bytes += q2.iter().map(Message::approx_bytes).sum::<usize>();
-            st.mailbox.chans.push((c2, q2));
-            self.set_holder(c2, Some(pid));
-            self.rx_places.remove(c2);
-        }
-        if st.status == Status::Waiting && st.wait.contains(&super::Source::Chan(c)) {
-            self.wake_locked(pid, &slot, &mut st, local);
-        }
-        drop(st);
-        self.after_put(Target::Chan(c), &put, now);
-        Enqueued::Done(if put.late {
-            Err(DeliverError::Late)
-        } else if full {
-            Err(DeliverError::Full(pid))
-        } else {
-            Ok(Some(pid))
-        })
-    }
-
-    pub(crate) fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
-        for (c, _) in ends {
-            self.set_holder(*c, None);
-            self.chan_meta.remove(*c);
-        }
-    }
-
-    /// Puts a message from `origin` (`None`: a skip notice) for channel `c` in sequence
-    /// (see [`Order::put`]).
-    fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
-        let mut shard = self.chan_meta.shard(c).lock();
-        let meta = shard.entry(c).or_default();
-        meta.order.put(origin, seq, msg, now)
-    }
-
-    /// Records what came with a receive end arriving here; returns its queue.
-    pub(crate) fn adopt_meta(&self, c: Carried) -> (ChanId, VecDeque<Message>) {
-        // The meta first: while it is here without a holder, the end is arriving, and
-        // senders here wait for it rather than follow the old pointer.
-        let now = self.now_us();
-        let order = Order::from_wire(c.expect, c.held, now);
-        let gaps = order.oldest_gap().is_some();
-        let meta = ChanMeta { moves: c.moves, partners: c.partners, order };
-        self.chan_meta.insert(c.chan, meta);
-        if gaps {
-            self.gap_opened(now);
-        }
-        self.rx_places.remove(c.chan);
-        (c.chan, c.queue.into())
-    }
-
-    /// A channel's receive end is on `node` after `moves` moves: the pointer here is
-    /// replaced if this is newer and the end is not here (nor arriving).
-    fn rx_moved(&self, c: ChanId, node: u16, moves: u32) {
-        if node == self.id || self.holder(c).is_some() || self.chan_meta.contains(c) {
-            return;
-        }
-        let mut shard = self.rx_places.shard(c).lock();
-        if shard.get(&c).is_none_or(|p| moves > p.moves) {
-            shard.insert(c, RxPlace { node, moves });
-        }
-    }
-
-    /// See [`super::Node::apply_link_update`].
-    pub(crate) fn link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
-        self.pid_moved(pid, node, moves);
-        for &(c, m) in chans {
-            self.rx_moved(c, node, m);
-        }
-    }
-
-    /// See [`super::Node::drop_forwarding`].
-    pub(crate) fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
-        if name_node(pid) != self.id {
-            let mut shard = self.procs.shard(pid).lock();
-            if matches!(shard.get(&pid), Some(super::Entry::Moved(..))) {
-                shard.remove(&pid);
-            }
-        }
-        for &c in chans {
-            // A pointer is only kept for an end that is not here.
-            if name_node(c) != self.id {
-                self.rx_places.remove(c);
-            }
-        }
-    }
-
-    /// See [`super::Node::forwarding_state`].
-    pub(crate) fn forwarding_state(&self, pid: Pid, chans: &[ChanId]) -> (bool, usize) {
-        let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
-        (self.procs.contains(pid), n)
-    }
-
-    /// See [`super::Node::forget_origin`].
-    pub(crate) fn forget_origin(&self, origin: u16) {
-        let mut slots = Vec::new();
-        for s in &self.procs.shards {
-            slots.extend(s.lock().values().filter_map(|e| match e {
-                super::Entry::Live(slot) => Some(slot.clone()),
-                super::Entry::Moved(..) => None,
-            }));
-        }
-        // What its old incarnation numbered and is held back here will not be followed by
-        // what it misses: it is queued now, in order, past its gaps; then the numbering
-        // starts again from 0.
-        self.release_gaps(&|o, _| o == origin, false);
-        for slot in slots {
-            slot.st.lock().order.seq.forget(origin);
-        }
-        for s in &self.chan_meta.shards {
-            for meta in s.lock().values_mut() {
-                meta.order.forget(origin);
-            }
-        }
-    }
-
-    /// Logs a message lost (see "Bounds").
-    pub(crate) fn log_lost(&self, target: Target, why: &str) {
-        self.console.failed(0, &format!("node {}: a message for {} was lost: {why}", self.name, what(target)));
-    }
-
-    /// A queue here began waiting for a missing number at `now`: a sweep gives it up
-    /// after the gap timeout, if nothing fills it first.
-    pub(crate) fn gap_opened(&self, now: u64) {
-        if !self.gap_sweep.swap(true, Ordering::SeqCst) {
-            self.schedule_sweep(now.saturating_add(self.config.gap_timeout.as_micros() as u64));
-        }
-    }
-
-    /// Gives up, in every queue here, the numbers that have been missing for the gap
-    /// timeout or longer (see "Bounds"): what was held back behind them is queued, in
-    /// order. Run by the timer thread; schedules the next sweep for the oldest gap left.
-    pub(crate) fn sweep_gaps(&self) {
-        // Cleared before looking: a gap that opens from now on schedules a sweep itself.
-        self.gap_sweep.store(false, Ordering::SeqCst);
-        let now = self.now_us();
-        let timeout = self.config.gap_timeout.as_micros() as u64;
-        self.release_gaps(&|_, since| now.saturating_sub(since) >= timeout, true);
-    }
-
-    /// Gives up, in every queue here, the gaps `which` picks (by origin and since when it
-    /// has waited): what was held back behind them is queued, in order, and each give-up
-    /// is counted and logged. `sweep`: this is the timed sweep (it schedules the next one
-    /// for the oldest gap left).
-    fn release_gaps(&self, which: &dyn Fn(u16, u64) -> bool, sweep: bool) {
-        let timeout = self.config.gap_timeout.as_micros() as u64;
-        let due = |order: &Order| order.oldest_gap().is_some();
-        let mut oldest: Option<u64> = None;
-        let mut left = |t: Option<u64>| {
-            if let Some(t) = t {
-                oldest = Some(oldest.map_or(t, |o| o.min(t)));
-            }
-        };
-        let mut given_up: Vec<(Target, u64)> = Vec::new();
-        let mut slots = Vec::new();
-        for s in &self.procs.shards {
-            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
-                super::Entry::Live(slot) => Some((p, slot.clone())),
-                super::Entry::Moved(..) => None,
-            }));
-        }
-        for (pid, slot) in slots {
-            let mut st = slot.st.lock();
-            if matches!(st.status, Status::Exited | Status::Moved) {
-                continue;
-            }
-            if st.import.is_some() {
-                // Its state is replaced at the commit (with what the source held back
-                // meanwhile): given up here, a message could come twice.
-                left(st.order.seq.oldest_gap());
-                continue;
-            }
-            if !due(&st.order.seq) {
-                continue;
-            }
-            let (ready, skipped) = st.order.seq.give_up(which);
-            let bytes: usize = ready.iter().map(Message::approx_bytes).sum();
-            st.mailbox.inbox.extend(ready);
-            st.mailbox.bytes += bytes;
-            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Inbox) {
-                self.wake_locked(pid, &slot, &mut st, None);
-            }
-            left(st.order.seq.oldest_gap());
-            given_up.push((Target::Inbox(pid), skipped));
-        }
-        let mut chans = Vec::new();
-        for s in &self.chan_meta.shards {
-            chans.extend(s.lock().iter().filter_map(|(&c, m)| m.order.oldest_gap().map(|t| (c, t))));
-        }
-        for (c, t) in chans {
-            let slot = self.holder(c).and_then(|p| self.local_slot(p).map(|s| (p, s)));
-            let Some((pid, slot)) = slot else {
-                // Not due yet, or arriving: the next sweep.
-                left(Some(t));
-                continue;
-            };
-            // The holder's slot lock first (the end cannot leave meanwhile), as queueing does.
-            let mut st = slot.st.lock();
-            if matches!(st.status, Status::Exited | Status::Moved) || !st.mailbox.holds(c) {
-                left(Some(t));
-                continue;
-            }
-            let (ready, skipped, rest) = {
-                let mut shard = self.chan_meta.shard(c).lock();
-                let Some(meta) = shard.get_mut(&c) else { continue };
-                let (ready, skipped) = meta.order.give_up(which);
-                (ready, skipped, meta.order.oldest_gap())
-            };
-            left(rest);
-            let mut bytes = 0;
-            if let Some(q) = st.mailbox.chan(c) {
-                for m in ready {
-                    bytes += m.approx_bytes();
-                    q.push_back(m);
-                }
-            }
-            st.mailbox.bytes += bytes;
-            if bytes > 0 && st.status == Status::Waiting && st.wait.contains(&super::Source::Chan(c)) {
-                self.wake_locked(pid, &slot, &mut st, None);
-            }
-            given_up.push((Target::Chan(c), skipped));
-        }
-        if let Some(t) = oldest.filter(|_| sweep) {
-            if !self.gap_sweep.swap(true, Ordering::SeqCst) {
-                self.schedule_sweep(t.saturating_add(timeout));
-            }
-        }
-        for (target, skipped) in given_up.into_iter().filter(|(_, n)| *n > 0) {
-            self.counters.given_up.fetch_add(skipped, Ordering::Relaxed);
-            let why = if sweep {
-                format!(
-                    "gave up waiting for {skipped} missing message(s) after {} s (lost on the way, with a node that went down, say)",
-                    self.config.gap_timeout.as_secs_f64()
-                )
-            } else {
-                format!("gave up waiting for {skipped} missing message(s): the node that sent them restarted")
-            };
-            self.log_lost(target, &why);
-        }
-    }
-
     /// Starts a process another node asked for.
-    fn spawn_from(&self, spec: &SpawnSpec, carried: Vec<Carried>) -> Result<Pid, String> {
+    pub(super) fn spawn_from(&self, spec: &SpawnSpec, carried: Vec<Carried>) -> Result<Pid, String> {
         let pid = self.new_name();
         let p = Process::from_spec(spec, pid, &self.vm)?;
         let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();
@@ -1262,7 +482,7 @@ impl NodeInner {
         r
     }
 
-    fn announce_tx_one(&self, c: ChanId, to: u16) {
+    pub(super) fn announce_tx_one(&self, c: ChanId, to: u16) {
         let m = Message::scalar(crate::message::Val::Tx(c));
         self.announce_tx(to, &m);
     }
@@ -1292,7 +512,7 @@ impl NodeInner {
         let monitors: Vec<(Pid, Pid)> = all.into_iter().filter(|&(_, t)| self.remote_node_of(t) == Some(node)).collect();
         self.remote_monitors.lock().retain(|e| !monitors.contains(e));
         for (watcher, target) in monitors {
-            let _ = self.deliver(Target::Inbox(watcher), super::event_message("down", target, "node_down"), Vec::new(), None);
+            let _ = self.deliver(Target::Inbox(watcher), event_message("down", target, "node_down"), Vec::new(), None);
         }
         let waiting: Vec<(u64, Pid)> =
             self.pending_spawns.lock().iter().filter(|(_, (_, n))| *n == node).map(|(r, (p, _))| (*r, *p)).collect();
@@ -1333,9 +553,9 @@ impl NodeInner {
     }
 
     /// Where a pid that is not here went, as this node knows it: (node, moves).
-    fn route_of(&self, pid: Pid) -> Option<(u16, u32)> {
+    pub(super) fn route_of(&self, pid: Pid) -> Option<(u16, u32)> {
         match self.procs.get(pid) {
-            Some(super::Entry::Moved(n, m)) if n != self.id => Some((n, m)),
+            Some(Entry::Moved(n, m)) if n != self.id => Some((n, m)),
             _ => None,
         }
     }
@@ -1344,7 +564,7 @@ impl NodeInner {
     /// though the process has moved on: it goes on to where it is, and `from` is told
     /// the route so it asks there next time (and knows where the process is when a
     /// node goes down). False if this node knows no route for it.
-    fn pass_on(&self, from: u16, pid: Pid, op: Op) -> bool {
+    pub(super) fn pass_on(&self, from: u16, pid: Pid, op: Op) -> bool {
         let Some((n, moves)) = self.route_of(pid) else { return false };
         if n == from {
             return false;
@@ -1352,128 +572,5 @@ impl NodeInner {
         let _ = self.remote_send(n, op);
         let _ = self.remote_send(from, Op::PidMoved { pid, node: n, moves });
         true
-    }
-}
-
-/// What [`NodeInner::enqueue_numbered`] did.
-enum Enqueued {
-    Done(Result<Option<Pid>, DeliverError>),
-    /// The holder no longer holds the end here: look again.
-    NotHere(Option<Message>, Ends),
-}
-
-/// A target as messages name it.
-pub(crate) fn what(target: Target) -> String {
-    match target {
-        Target::Inbox(p) => format!("<pid {}>", name_text(p)),
-        Target::Chan(c) => format!("<sender {}>", name_text(c)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::Val;
-
-    fn m(v: i64) -> Option<Message> {
-        Some(Message::scalar(Val::Int(v)))
-    }
-
-    fn ints(ms: &[Message]) -> Vec<i64> {
-        ms.iter()
-            .map(|m| match m.root {
-                Val::Int(i) => i,
-                _ => -1,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn messages_ahead_of_their_turn_wait_for_the_missing_one() {
-        let mut o = Order::default();
-        let p = o.put(3, 1, m(1), 10);
-        assert!(p.ready.is_empty() && p.opened);
-        assert_eq!(o.oldest_gap(), Some(10));
-        assert!(!o.put(3, 2, m(2), 11).opened, "the same gap");
-        assert_eq!(ints(&o.put(3, 0, m(0), 12).ready), [0, 1, 2]);
-        assert_eq!(o.oldest_gap(), None);
-        // Another origin's numbers are its own.
-        assert_eq!(ints(&o.put(4, 0, m(40), 13).ready), [40]);
-    }
-
-    #[test]
-    fn a_skip_notice_moves_the_sequence_past_its_number() {
-        let mut o = Order::default();
-        o.put(3, 1, m(1), 0);
-        o.put(3, 3, m(3), 0);
-        // Number 2 was lost: its notice is held, then passed over.
-        assert!(o.put(3, 2, None, 0).ready.is_empty());
-        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0, 1, 3]);
-        // A notice in its turn releases what waits behind it.
-        o.put(3, 5, m(5), 0);
-        assert_eq!(ints(&o.put(3, 4, None, 0).ready), [5]);
-        assert_eq!(o.next(3), 6);
-    }
-
-    #[test]
-    fn a_number_passed_already_is_late() {
-        let mut o = Order::default();
-        o.put(3, 0, m(0), 0);
-        let p = o.put(3, 0, m(0), 0);
-        assert!(p.late && p.ready.is_empty());
-        assert!(!o.put(3, 0, None, 0).late, "a late skip notice says nothing");
-    }
-
-    #[test]
-    fn a_gap_is_given_up_when_asked_and_the_rest_comes_in_order() {
-        let mut o = Order::default();
-        o.put(3, 2, m(2), 100);
-        o.put(3, 5, m(5), 100);
-        o.put(4, 1, m(41), 200);
-        // Only gaps that began by 150.
-        let (ready, skipped) = o.give_up(|_, since| since <= 150);
-        assert_eq!((ints(&ready), skipped), (vec![2, 5], 4));
-        assert_eq!(o.next(3), 6);
-        assert_eq!(o.oldest_gap(), Some(200));
-        assert!(o.put(3, 3, m(3), 300).late, "given up: it came too late");
-    }
-
-    #[test]
-    fn the_held_back_bound_gives_up_the_gaps() {
-        let mut o = Order::default();
-        for s in 1..=MAX_HELD as u64 {
-            assert!(o.put(3, s, m(s as i64), 0).ready.is_empty());
-        }
-        let p = o.put(3, MAX_HELD as u64 + 1, m(0), 0);
-        assert_eq!((p.ready.len(), p.skipped), (MAX_HELD + 1, 1));
-        assert_eq!(o.next(3), MAX_HELD as u64 + 2);
-        assert_eq!(o.oldest_gap(), None);
-    }
-
-    #[test]
-    fn the_state_travels_and_its_gaps_start_again_where_it_arrives() {
-        let mut o = Order::default();
-        o.put(3, 0, m(0), 0);
-        o.put(3, 2, m(2), 5);
-        o.put(3, 3, None, 5);
-        let (expect, held) = o.to_wire();
-        assert_eq!(expect, [(3, 1)]);
-        assert_eq!(held.len(), 2);
-        // Something held below the expected number (a broken image) is left out.
-        let mut held = held;
-        held.push((3, 0, m(9)));
-        let mut o2 = Order::from_wire(expect, held, 1000);
-        assert_eq!(o2.oldest_gap(), Some(1000));
-        assert_eq!(ints(&o2.put(3, 1, m(1), 1001).ready), [1, 2]);
-        assert_eq!(o2.next(3), 4);
-    }
-
-    #[test]
-    fn a_restarted_origin_is_forgotten() {
-        let mut o = Order::default();
-        o.put(3, 4, m(4), 0);
-        o.forget(3);
-        assert_eq!(o.oldest_gap(), None);
-        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0]);
     }
 }

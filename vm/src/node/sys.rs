@@ -5,7 +5,10 @@
 //! node) the call runs again from the start and finds what it waited for — the deadline
 //! it set the first time is kept in the process, so a re-issued wait keeps its timeout.
 
-use super::{ChanId, ExitReason, FileOp, NodeInner, Pid, SentBy, Slot, SysOut, Target, Task};
+use super::deliver::event_message;
+use super::remote::Op;
+use super::slot::{Slot, Source, Task};
+use super::{ChanId, ExitReason, FileOp, NodeInner, Pid, SentBy, SysOut, Target};
 use crate::fmt::display;
 use crate::heap::{Heap, HeapError};
 use crate::interp::{sys_call, sys_raise, sys_return, SysCall};
@@ -42,13 +45,6 @@ pub(crate) enum Sys {
     Seek,
     Close,
     Migrate,
-}
-
-/// What a receive waits on: the process's inbox, or a channel it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Inbox,
-    Chan(ChanId),
 }
 
 #[rustfmt::skip]
@@ -208,11 +204,11 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
         Sys::Send => send(node, pid, slot, proc, c, arg(0), arg(1), local),
         Sys::Recv => {
             let (sources, t) = match (args.len(), arg(0)) {
-                (0, _) => (vec![super::Source::Inbox], Value::Nil),
-                (1, Value::Int(_) | Value::Float(_)) => (vec![super::Source::Inbox], arg(0)),
-                (_, Value::Nil) => (vec![super::Source::Inbox], arg(1)),
-                (_, Value::Pid(p)) if p == pid => (vec![super::Source::Inbox], arg(1)),
-                (_, Value::Rx(ch)) => (vec![super::Source::Chan(ch)], arg(1)),
+                (0, _) => (vec![Source::Inbox], Value::Nil),
+                (1, Value::Int(_) | Value::Float(_)) => (vec![Source::Inbox], arg(0)),
+                (_, Value::Nil) => (vec![Source::Inbox], arg(1)),
+                (_, Value::Pid(p)) if p == pid => (vec![Source::Inbox], arg(1)),
+                (_, Value::Rx(ch)) => (vec![Source::Chan(ch)], arg(1)),
                 (_, other) => return err(proc, format!("recv: expected a receive end, not {}", other.a_type())),
             };
             match timeout_ms(t, "recv") {
@@ -231,8 +227,8 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             let mut sources = Vec::with_capacity(items.len());
             for x in items {
                 sources.push(match x {
-                    Value::Rx(ch) => super::Source::Chan(ch),
-                    Value::Pid(p) if p == pid => super::Source::Inbox,
+                    Value::Rx(ch) => Source::Chan(ch),
+                    Value::Pid(p) if p == pid => Source::Inbox,
                     other => return err(proc, format!("select: expected receive ends (or self()), not {}", other.a_type())),
                 });
             }
@@ -279,7 +275,7 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
         Sys::Monitor => match arg(0) {
             Value::Pid(p) => {
                 if !add_watcher(node, p, pid) {
-                    let _ = node.deliver(Target::Inbox(pid), super::event_message("down", p, "noproc"), Vec::new(), None);
+                    let _ = node.deliver(Target::Inbox(pid), event_message("down", p, "noproc"), Vec::new(), None);
                 }
                 ret(proc, c, Value::Nil)
             }
@@ -663,7 +659,7 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
                 st.links.push(p);
             }
         }
-        if node.remote_send(n, super::Op::Link { pid: p, from: pid }).is_err() {
+        if node.remote_send(n, Op::Link { pid: p, from: pid }).is_err() {
             node.exit_signal(pid, p, &ExitReason::Killed("node_down".into()));
         }
         return ret(proc, c, Value::Nil);
@@ -686,7 +682,7 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
     let trap = st.trap_exits;
     drop(st);
     if trap {
-        let _ = node.deliver(Target::Inbox(pid), super::event_message("exit", p, "noproc"), Vec::new(), None);
+        let _ = node.deliver(Target::Inbox(pid), event_message("exit", p, "noproc"), Vec::new(), None);
         ret(proc, c, Value::Nil)
     } else {
         SysOut::Exit(proc, ExitReason::Killed(format!("linked process <pid {}> ended: noproc", name_text(p))))
@@ -697,9 +693,9 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
 fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
     if let Some(n) = node.remote_node_of(p) {
         node.count_remote_monitor(n, watcher, p);
-        if node.remote_send(n, super::Op::Monitor { pid: p, watcher }).is_err() {
+        if node.remote_send(n, Op::Monitor { pid: p, watcher }).is_err() {
             node.forget_monitor(n, watcher, p);
-            let _ = node.deliver(Target::Inbox(watcher), super::event_message("down", p, "node_down"), Vec::new(), None);
+            let _ = node.deliver(Target::Inbox(watcher), event_message("down", p, "node_down"), Vec::new(), None);
         }
         return true;
     }

@@ -20,10 +20,13 @@
 //!
 //! Until step 3 the source owns the process (invariant 7); after it, the destination.
 //! Every move increments the process's move count, the version of its routes
-//! (`Entry::Moved`, [`super::Op::PidMoved`]): a route is only replaced by a newer one.
+//! (`Entry::Moved`, [`super::remote::Op::PidMoved`]): a route is only replaced by a newer one.
 
-use super::remote::{Carried, Order, RxPlace, SentBy};
-use super::{ChanId, Entry, MoveError, Node, NodeInner, Pid, Slot, Status, KILL};
+use super::deliver::DeliverError;
+use super::remote::{Carried, Op};
+use super::route::RxPlace;
+use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL};
+use super::{ChanId, MoveError, Node, NodeInner, Pid, SentBy};
 use crate::message::Message;
 use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
@@ -52,22 +55,6 @@ pub struct Late {
     pub kill: Option<String>,
     /// The host watches its exit ([`Node::watch`]): the watch moves with it.
     pub watched: bool,
-}
-
-/// How much of the mailbox the image holds.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ExportMark {
-    inbox: usize,
-    chans: Vec<(ChanId, usize)>,
-    /// At an import: the route the node had for the process before (put back if it is
-    /// aborted).
-    route: Option<(u16, u32)>,
-}
-
-impl ExportMark {
-    pub(crate) fn of(m: &super::Mailbox) -> ExportMark {
-        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect(), route: None }
-    }
 }
 
 impl Node {
@@ -139,7 +126,7 @@ impl Node {
         }
         st.status = Status::Moved;
         st.parked = None;
-        st.mailbox = super::Mailbox::default();
+        st.mailbox = Mailbox::default();
         // Senders that find the slot `Moved` look again and are sent on to `dest`.
         i.procs.insert(pid, Entry::Moved(dest, moves));
         drop(st);
@@ -151,7 +138,7 @@ impl Node {
         i.announce_moves(dest, &moved);
         let birth = name_node(pid);
         if birth != i.id && birth != dest {
-            let _ = i.remote_send(birth, super::Op::PidMoved { pid, node: dest, moves });
+            let _ = i.remote_send(birth, Op::PidMoved { pid, node: dest, moves });
         }
         Ok(late)
     }
@@ -168,12 +155,12 @@ impl Node {
     /// the process that reach this node wait here for it (the source sends them on only
     /// after its commit). Returns the process's pid.
     pub fn import_image(&self, bytes: &[u8]) -> Result<Pid, ImageError> {
-        self.import_state(bytes, super::Staged::Pages(Vec::new()), &[])
+        self.import_state(bytes, Staged::Pages(Vec::new()), &[])
     }
 
     /// [`Node::import_image`] for a state-only image ([`Node::export_state`]) and the
     /// pages that came separately; the `absent` ones are fetched when touched.
-    pub fn import_state(&self, bytes: &[u8], pages: super::Staged, absent: &[u32]) -> Result<Pid, ImageError> {
+    pub fn import_state(&self, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<Pid, ImageError> {
         let i = &self.inner;
         let tslot = Slot::new(Status::Frozen);
         i.reinstate(0, &tslot, bytes, pages, absent)?;
@@ -218,7 +205,7 @@ impl Node {
         let later: Vec<Message> = st.mailbox.inbox.drain(..).skip(mark.inbox).collect();
         let waiting = std::mem::take(&mut st.order.waiting);
         let mut ends: Vec<(ChanId, VecDeque<Message>)> = st.mailbox.chans.drain(..).filter(|(c, _)| !imaged.contains(c)).collect();
-        st.mailbox = super::Mailbox::default();
+        st.mailbox = Mailbox::default();
         {
             let mut shard = i.procs.shard(pid).lock();
             match mark.route {
@@ -344,7 +331,7 @@ impl Node {
         }
         for (origin, from) in lost {
             i.counters.late.fetch_add(1, Ordering::Relaxed);
-            i.report_lost(origin, from, super::Target::Inbox(pid), i.why_lost(&super::DeliverError::Late));
+            i.report_lost(origin, from, super::Target::Inbox(pid), i.why_lost(&DeliverError::Late));
         }
         if late.watched {
             i.watched.lock().insert(pid, None);

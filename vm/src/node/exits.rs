@@ -1,0 +1,100 @@
+//! How processes end and who hears of it: killing a process wherever it is, exit
+//! signals to linked processes (trapped as messages, or ending them), and the end of a
+//! process (its receive ends dropped, down messages to its monitors, links told, its exit
+//! recorded for the host's watches).
+
+use super::deliver::event_message;
+use super::remote::Op;
+use super::slot::{Slot, Status, KILL};
+use super::{ExitReason, NodeInner, Pid, ProcessExit, Target};
+use crate::process::Process;
+use crate::value::{name_node, name_text};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl NodeInner {
+    /// Ends a process with `reason` from outside (`kill`, a failed link). A waiting
+    /// process is woken to end; a running one ends at its next safepoint; a frozen one
+    /// when it is unfrozen, wherever that is.
+    pub(super) fn kill(&self, pid: Pid, reason: String) {
+        if let Some(n) = self.remote_node_of(pid) {
+            let _ = self.remote_send(n, Op::Kill { pid, reason });
+            return;
+        }
+        self.with_live(pid, |node, slot, st| {
+            if st.kill.is_none() {
+                st.kill = Some(reason);
+            }
+            slot.flags.fetch_or(KILL, Ordering::SeqCst);
+            if st.status == Status::Waiting {
+                node.wake_locked(pid, slot, st, None);
+            }
+        });
+    }
+
+    /// Tells `to` that linked process `from` ended.
+    pub(super) fn exit_signal(&self, to: Pid, from: Pid, reason: &ExitReason) {
+        if let Some(n) = self.remote_node_of(to) {
+            let op = Op::Exit { to, from, reason: reason.text(), normal: reason.is_normal() };
+            let _ = self.remote_send(n, op);
+            return;
+        }
+        let trap = self.with_live(to, |_, _, st| {
+            st.links.retain(|&p| p != from);
+            st.trap_exits
+        });
+        match trap {
+            Some(true) => {
+                let _ = self.deliver(Target::Inbox(to), event_message("exit", from, &reason.text()), Vec::new(), None);
+            }
+            Some(false) if !reason.is_normal() => {
+                self.kill(to, format!("linked process <pid {}> ended: {}", name_text(from), reason.text()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a process: its mailbox and channels go, watchers and links are told.
+    pub(super) fn finish(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, reason: ExitReason) {
+        let (mailbox, links, watchers) = {
+            let mut st = slot.st.lock();
+            st.status = Status::Exited;
+            st.parked = None;
+            (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers))
+        };
+        self.procs.remove(pid);
+        if name_node(pid) != self.id {
+            if let Some(b) = self.node(name_node(pid)) {
+                b.procs.remove(pid);
+            }
+        }
+        for (c, _) in &mailbox.chans {
+            self.set_holder(*c, None);
+            self.chan_meta.remove(*c);
+        }
+        if let ExitReason::Failed(e) = &reason {
+            self.console.failed_to(proc.sys.console, pid, &e.to_string());
+        }
+        let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats };
+        drop(proc);
+        for w in watchers {
+            if let Some(n) = self.remote_node_of(w) {
+                let _ = self.remote_send(n, Op::Down { to: w, from: pid, reason: exit.reason.text() });
+                continue;
+            }
+            let _ = self.deliver(Target::Inbox(w), event_message("down", pid, &exit.reason.text()), Vec::new(), None);
+        }
+        for l in links {
+            self.exit_signal(l, pid, &exit.reason);
+        }
+        let mut w = self.watched.lock();
+        if let Some(e) = w.get_mut(&pid) {
+            *e = Some(exit.clone());
+        }
+        if self.config.record_exits {
+            self.exits.lock().push(exit);
+        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.exited.notify_all();
+    }
+}

@@ -1,0 +1,145 @@
+//! Relocation: moving a process between two nodes of one in-memory [`super::Mesh`] (two
+//! VM instances in one OS process): freeze it, image it, reinstate the image at the
+//! destination, hand it its pid there and retire the slot here, one move at a time
+//! ([`Node::migrate`]); and the hook that does so at processes' safepoints
+//! (`--migrate-every`).
+
+use super::slot::{Entry, Mailbox, Slot, Staged, Status, Task, FREEZE};
+use super::{MoveError, MoveStats, Node, NodeInner, Pid};
+use crate::snapshot::snapshot_full;
+use crate::value::name_node;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Decides, at a process's safepoints (the end of a time slice, or parking in a wait),
+/// whether to move it now and to which node: `(pid, reductions in the slice)`.
+pub type MoveHook = Box<dyn FnMut(Pid, u64) -> Option<u16> + Send>;
+
+impl Node {
+    /// Moves a process to node `dest` of the same mesh: freeze it, image it, reinstate
+    /// the image at `dest` under a temporary id, give it its pid, let it run there and
+    /// delete the copy here. Messages sent to it meanwhile are kept, in order.
+    pub fn migrate(&self, pid: Pid, dest: &Node, timeout: Duration) -> Result<MoveStats, MoveError> {
+        self.inner.migrate(pid, &dest.inner, timeout)
+    }
+
+    /// Installs a hook that moves processes at their safepoints (see [`MoveHook`]).
+    pub fn set_move_hook(&self, hook: MoveHook) {
+        *self.inner.move_hook.lock() = Some(hook);
+        self.inner.has_move_hook.store(true, Ordering::SeqCst);
+    }
+}
+
+impl NodeInner {
+    /// Asks the move hook whether to move the process now; if so, freezes it (it is at a
+    /// safepoint: `task` is it, runnable, or it is parked) and moves it.
+    pub(super) fn maybe_move(&self, pid: Pid, used: u64, task: Option<Task>) -> Option<Task> {
+        if !self.has_move_hook.load(Ordering::Relaxed) {
+            return task;
+        }
+        let dest = self.move_hook.lock().as_mut().and_then(|h| h(pid, used));
+        let Some(dest) = dest.and_then(|d| self.node(d)) else { return task };
+        // One move at a time. A worker waits only briefly for another move to finish,
+        // since that move may be waiting for a process in this worker's queue.
+        let Some(_one_at_a_time) = self.mesh.move_lock.try_lock_for(Duration::from_millis(2)) else { return task };
+        match task {
+            Some(t) => {
+                let mut st = t.slot.st.lock();
+                t.slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                st.status = Status::Frozen;
+                st.parked = Some(t.proc);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+            None => {
+                // It has just parked. Freeze it only if it is still waiting: if something
+                // woke it, it may be queued behind this very worker, and waiting here for
+                // it to reach a safepoint would wait for ever.
+                let slot = self.local_slot(pid)?;
+                let mut st = slot.st.lock();
+                if st.status != Status::Waiting {
+                    return None;
+                }
+                slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                self.end_wait(&mut st);
+                st.status = Status::Frozen;
+            }
+        }
+        // A process that ended meanwhile is not moved; nothing else can fail here but a
+        // refused image, after which it runs on here.
+        let _ = self.migrate_locked(pid, &dest, Duration::from_secs(30));
+        None
+    }
+
+    pub(super) fn migrate(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        let _one_at_a_time = self.mesh.move_lock.lock();
+        self.migrate_locked(pid, dest, timeout)
+    }
+
+    pub(super) fn migrate_locked(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        if dest.id == self.id {
+            return Ok(MoveStats::default());
+        }
+        self.moving.fetch_add(1, Ordering::SeqCst);
+        let r = self.migrate_inner(pid, dest, timeout);
+        self.moving.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    pub(super) fn migrate_inner(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+        let t0 = Instant::now();
+        self.freeze(pid, timeout)?;
+        let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        // An empty process at the destination, under a temporary id.
+        let temp = dest.new_name();
+        let tslot = Slot::new(Status::Frozen);
+        dest.procs.insert(temp, Entry::Live(tslot.clone()));
+        let mut st = slot.st.lock();
+        if st.status != Status::Frozen || st.parked.is_none() {
+            drop(st);
+            dest.procs.remove(temp);
+            return Err(MoveError::NotHere(pid));
+        }
+        let proc = st.parked.as_ref().map(|p| p.as_ref()).ok_or(MoveError::NotHere(pid))?;
+        let bytes = snapshot_full(proc, &st.image(proc, self.now_us()));
+        if let Err(e) = dest.reinstate(temp, &tslot, &bytes, Staged::Pages(Vec::new()), &[]) {
+            drop(st);
+            dest.procs.remove(temp);
+            self.release(pid);
+            return Err(MoveError::Image(e));
+        }
+        // Losses not yet reported to it go with it.
+        tslot.st.lock().lost = st.lost.take();
+        // Give the copy its pid, point the birth node at it, and retire the original:
+        // senders waiting on this slot's lock look the process up again.
+        dest.procs.insert(pid, Entry::Live(tslot));
+        dest.procs.remove(temp);
+        dest.live.fetch_add(1, Ordering::SeqCst);
+        let birth = name_node(pid);
+        if birth != dest.id {
+            if let Some(b) = self.node(birth) {
+                b.procs.insert(pid, Entry::Moved(dest.id, st.moves.saturating_add(1)));
+            }
+        }
+        st.status = Status::Moved;
+        st.parked = None;
+        st.mailbox = Mailbox::default();
+        drop(st);
+        self.mesh.changed();
+        if birth != self.id {
+            self.procs.remove(pid);
+        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        {
+            let mut w = self.watched.lock();
+            if w.remove(&pid).is_some() {
+                dest.watched.lock().insert(pid, None);
+            }
+        }
+        self.exited.notify_all();
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        self.image_max.fetch_max(bytes.len() as u64, Ordering::SeqCst);
+        dest.unfreeze(pid);
+        Ok(MoveStats { image_bytes: bytes.len(), frozen_us: t0.elapsed().as_micros() as u64 })
+    }
+}

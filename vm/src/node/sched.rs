@@ -1,0 +1,379 @@
+//! The M:N scheduler: worker threads with FIFO run queues, a shared injector and
+//! stealing; spawning and waking processes onto the queues; running a process for its
+//! reduction budget (preemption) and carrying out its system calls; idle workers that
+//! search briefly, then sleep (counted before their last look, so no wake-up is lost);
+//! and freezing (a frozen process stays parked until every freeze is released).
+
+use super::host::ProcHost;
+use super::pages::install_pages;
+use super::slot::{Entry, Slot, SlotState, Status, Task, FREEZE, JOBS, KILL, PAGES};
+use super::{sys, ChanId, ExitReason, MoveError, NodeInner, Pid, SysOut};
+use crate::interp::{run, Outcome, RuntimeError};
+use crate::message::Message;
+use crate::process::Process;
+use crossbeam_deque::{Steal, Worker};
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Rounds an idle worker looks for work before it sleeps.
+pub(super) const SPINS: u32 = 16;
+
+pub(super) fn thread(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name).spawn(f).expect("the OS refused to start a thread")
+}
+
+impl NodeInner {
+    /// Registers and queues a new process; `chans` are receive ends it starts holding.
+    pub(super) fn spawn(&self, p: Process, chans: Vec<(ChanId, VecDeque<Message>)>, local: Option<&Worker<Task>>) {
+        let pid = p.pid;
+        let slot = Slot::new(Status::Active);
+        {
+            let mut st = slot.st.lock();
+            for (c, q) in chans {
+                st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();
+                st.mailbox.chans.push((c, q));
+            }
+        }
+        self.procs.insert(pid, Entry::Live(slot.clone()));
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.push(Task { pid, slot, proc: Box::new(p) }, local);
+    }
+
+    /// Registers a process frozen (as if frozen at its first safepoint), not queued.
+    pub(super) fn spawn_frozen(&self, p: Process) {
+        let pid = p.pid;
+        let slot = Slot::new(Status::Frozen);
+        {
+            let mut st = slot.st.lock();
+            st.parked = Some(Box::new(p));
+            st.freezers = 1;
+        }
+        slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+        self.procs.insert(pid, Entry::Live(slot));
+        self.live.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Queues a runnable process: on the calling worker's own queue when there is one,
+    /// else on the injector; wakes a sleeping worker if there is more work than hands.
+    pub(super) fn push(&self, t: Task, local: Option<&Worker<Task>>) {
+        match local {
+            Some(q) => {
+                q.push(t);
+                fence(Ordering::SeqCst);
+                if q.len() > 1 && self.should_wake() {
+                    let _g = self.sleep_lock.lock();
+                    self.wake.notify_one();
+                }
+            }
+            None => {
+                self.injector.push(t);
+                fence(Ordering::SeqCst);
+                if self.should_wake() {
+                    let _g = self.sleep_lock.lock();
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Whether newly queued work needs a sleeping worker woken: not if one is still
+    /// searching (it will find the work, or see it when it re-checks before sleeping).
+    pub(super) fn should_wake(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst) > 0 && self.searching.load(Ordering::SeqCst) == 0
+    }
+
+    /// Makes a waiting process runnable (its slot locked by the caller).
+    pub(super) fn wake_locked(&self, pid: Pid, slot: &Arc<Slot>, st: &mut SlotState, local: Option<&Worker<Task>>) {
+        self.end_wait(st);
+        if let Some(proc) = st.parked.take() {
+            st.status = Status::Active;
+            st.wait.clear();
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            self.push(Task { pid, slot: slot.clone(), proc }, local);
+        }
+    }
+
+    /// The process stops waiting (woken, or frozen): its timer, if any, no longer counts.
+    pub(super) fn end_wait(&self, st: &mut SlotState) {
+        if std::mem::take(&mut st.wait_timed) {
+            self.timed_waits.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn find_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
+        if let Some(t) = local.pop() {
+            return Some(t);
+        }
+        loop {
+            let mut retry = false;
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(t) => return Some(t),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            for (i, st) in self.stealers.iter().enumerate() {
+                if i == me {
+                    continue;
+                }
+                match st.steal() {
+                    Steal::Success(t) => return Some(t),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    pub(super) fn any_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    pub(super) fn worker_loop(&self, local: &Worker<Task>, me: usize) {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let Some(task) = self.find_work(local, me).or_else(|| self.spin_for_work(local, me)) else {
+                let mut g = self.sleep_lock.lock();
+                self.sleeping.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                // Work queued before this check is seen here; work queued after it sees
+                // us counted as sleeping and notifies under the lock we hold until we wait.
+                if !self.any_work() && !self.shutdown.load(Ordering::SeqCst) {
+                    self.wake.wait(&mut g);
+                }
+                self.sleeping.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            };
+            self.run_task(task, local);
+        }
+    }
+
+    /// Looks for work a little longer before sleeping (a wake-up costs far more than a
+    /// short spin, and processes that message each other make work appear often).
+    /// Counted as searching meanwhile, so that whoever queues work need not wake anyone.
+    pub(super) fn spin_for_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        let mut found = None;
+        for i in 0..SPINS {
+            if i < 8 {
+                for _ in 0..(1u32 << i) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if let Some(t) = self.find_work(local, me) {
+                found = Some(t);
+                break;
+            }
+        }
+        self.searching.fetch_sub(1, Ordering::SeqCst);
+        found
+    }
+
+    /// Parks a process that was asked to freeze or end. Returns it if neither.
+    pub(super) fn check_flags(&self, mut t: Task) -> Option<Task> {
+        if t.slot.flags.load(Ordering::SeqCst) == 0 {
+            return Some(t);
+        }
+        let mut st = t.slot.st.lock();
+        if t.slot.flags.load(Ordering::SeqCst) & PAGES != 0 {
+            t.slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
+            install_pages(&mut t.proc, std::mem::take(&mut st.pending_pages));
+        }
+        if t.slot.flags.load(Ordering::SeqCst) & JOBS != 0 {
+            t.slot.flags.fetch_and(!JOBS, Ordering::SeqCst);
+            for job in std::mem::take(&mut st.jobs) {
+                job(&mut t.proc);
+            }
+        }
+        let flags = t.slot.flags.load(Ordering::SeqCst);
+        if flags & KILL != 0 {
+            let reason = st.kill.take().unwrap_or_else(|| "killed".into());
+            drop(st);
+            // Busy until its exit is recorded: an ending process is not idle.
+            self.finish(t.pid, &t.slot, t.proc, ExitReason::Killed(reason));
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        if flags & FREEZE != 0 {
+            st.status = Status::Frozen;
+            st.parked = Some(t.proc);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        drop(st);
+        Some(t)
+    }
+
+    pub(super) fn run_task(&self, t: Task, local: &Worker<Task>) {
+        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return };
+        let start = proc.reductions;
+        let budget = u64::from(self.budget);
+        let started_us = self.now_us();
+        let out = loop {
+            let used = proc.reductions - start;
+            if used >= budget {
+                break None;
+            }
+            let mut host = ProcHost { node: self, pid, console: proc.sys.console, clock_offset_us: proc.sys.clock_offset_us };
+            let fault = match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
+                Outcome::Yielded => break None,
+                Outcome::Finished(_) => break Some(ExitReason::Normal),
+                Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
+                Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => page,
+                Outcome::Sys => match sys::call(self, pid, &slot, proc, local) {
+                    SysOut::Continue(p) => {
+                        proc = p;
+                        continue;
+                    }
+                    SysOut::Parked => {
+                        self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                        self.maybe_move(pid, used + 1, None);
+                        return;
+                    }
+                    SysOut::Exit(p, reason) => {
+                        proc = p;
+                        break Some(reason);
+                    }
+                    // A system call touched an absent page: it runs again once it is here.
+                    SysOut::Fault(p, page) => {
+                        proc = p;
+                        page
+                    }
+                },
+            };
+            if self.page_source.get().is_none() {
+                break Some(ExitReason::Failed(RuntimeError {
+                    message: format!("heap page {fault} is absent and this node has no source for it"),
+                    trace: crate::interp::backtrace(&proc),
+                }));
+            }
+            match self.page_fault(pid, &slot, proc, fault) {
+                Some(p) => proc = p,
+                None => {
+                    self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
+        self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
+        slot.reductions.store(proc.reductions, Ordering::Relaxed);
+        slot.pages.store(proc.heap.page_count() as u64, Ordering::Relaxed);
+        match out {
+            None => {
+                let used = proc.reductions - start;
+                let level = slot.throttle.load(Ordering::Relaxed).min(8);
+                if level > 0 {
+                    // Throttled: pause for (2^level - 1) slices, as in a timed wait.
+                    let now = self.now_us();
+                    let pause = (now.saturating_sub(started_us) * ((1u64 << level) - 1)).clamp(20, 200_000);
+                    let mut st = slot.st.lock();
+                    if let Some((proc, reason)) = self.park(pid, &slot, &mut st, proc, Vec::new(), Some(now + pause)) {
+                        drop(st);
+                        self.finish(pid, &slot, proc, reason);
+                        self.busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+                let mut t = Some(Task { pid, slot, proc });
+                if self.has_move_hook.load(Ordering::Relaxed) {
+                    t = self.maybe_move(pid, used, t);
+                }
+                if let Some(t) = t.and_then(|t| self.check_flags(t)) {
+                    local.push(t);
+                    // New and woken processes must not wait behind ones that never block.
+                    if !self.injector.is_empty() {
+                        let _ = self.injector.steal_batch(local);
+                    }
+                    fence(Ordering::SeqCst);
+                    if local.len() > 1 && self.should_wake() {
+                        let _g = self.sleep_lock.lock();
+                        self.wake.notify_one();
+                    }
+                }
+            }
+            Some(reason) => {
+                // Busy until its exit is recorded: an ending process is not idle.
+                self.finish(pid, &slot, proc, reason);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub(super) fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {
+        let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        {
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
+                Status::Frozen => {
+                    st.freezers += 1;
+                    return Ok(());
+                }
+                Status::Waiting => {
+                    // An interruptible wait: blocked at once. The wait is re-issued when
+                    // the process runs again.
+                    slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                    self.end_wait(&mut st);
+                    st.status = Status::Frozen;
+                    st.freezers += 1;
+                    return Ok(());
+                }
+                Status::Active | Status::Io => {
+                    slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+                    st.freezers += 1;
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = 1;
+        loop {
+            match slot.st.lock().status {
+                Status::Frozen => return Ok(()),
+                Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                self.release(pid);
+                return Err(MoveError::FreezeTimeout(pid));
+            }
+            std::thread::sleep(Duration::from_micros(pause));
+            pause = (pause * 2).min(500);
+        }
+    }
+
+    /// Withdraws one freeze request; the process runs again when none is left.
+    pub(super) fn release(&self, pid: Pid) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        st.freezers = st.freezers.saturating_sub(1);
+        if st.freezers == 0 {
+            self.unfreeze_locked(pid, &slot, &mut st);
+        }
+    }
+
+    pub(super) fn unfreeze(&self, pid: Pid) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        st.freezers = 0;
+        self.unfreeze_locked(pid, &slot, &mut st);
+    }
+
+    pub(super) fn unfreeze_locked(&self, pid: Pid, slot: &Arc<Slot>, st: &mut SlotState) {
+        slot.flags.fetch_and(!FREEZE, Ordering::SeqCst);
+        if st.status == Status::Frozen {
+            if let Some(proc) = st.parked.take() {
+                st.status = Status::Active;
+                st.wait.clear();
+                self.busy.fetch_add(1, Ordering::SeqCst);
+                self.push(Task { pid, slot: slot.clone(), proc }, None);
+            }
+        }
+    }
+}

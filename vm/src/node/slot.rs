@@ -1,0 +1,413 @@
+//! Process slots and the process table. A process that is not running is parked in its
+//! [`Slot`], with its [`Mailbox`] (the inbox, and one queue per channel whose receive
+//! end it holds), its links and watchers, its inbox's sequence state and the marks of a
+//! transfer in progress; senders lock the slot, never the process. The table maps pids
+//! to slots (or, for a process that left, to the node it went to: [`Entry::Moved`]) in
+//! sharded maps ([`Shards`]); a channel's holder is kept the same way. Also here: a
+//! slot's image out ([`SlotState::image`]) and in ([`NodeInner::reinstate`]).
+
+use super::{ChanId, Ends, NodeInner, Pid, SentBy};
+use crate::message::Message;
+use crate::process::Process;
+use crate::snapshot::{ImageError, SlotImage};
+use crate::value::name_node;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+pub(super) const FREEZE: u8 = 1;
+
+pub(super) const KILL: u8 = 2;
+
+/// Pages arrived for a running process: install them at its next safepoint.
+pub(super) const PAGES: u8 = 4;
+
+/// Jobs wait to run on the process at its next safepoint (see `migration.rs`).
+pub(super) const JOBS: u8 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    /// In a run queue or running (the worker owns the process).
+    Active,
+    /// Parked in an interruptible wait.
+    Waiting,
+    /// Parked while a file operation runs (uninterruptible).
+    Io,
+    /// Parked and not to run until unfrozen.
+    Frozen,
+    /// Ended.
+    Exited,
+    /// Moved to another node; senders holding this slot look again.
+    Moved,
+}
+
+/// What a receive waits on: the process's inbox, or a channel it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Inbox,
+    Chan(ChanId),
+}
+
+/// The messages queued for a process.
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    pub(super) inbox: VecDeque<Message>,
+    pub(super) chans: Vec<(ChanId, VecDeque<Message>)>,
+    pub(super) bytes: usize,
+}
+
+impl Mailbox {
+    pub(super) fn chan(&mut self, c: ChanId) -> Option<&mut VecDeque<Message>> {
+        self.chans.iter_mut().find(|(id, _)| *id == c).map(|(_, q)| q)
+    }
+    pub(super) fn holds(&self, c: ChanId) -> bool {
+        self.chans.iter().any(|(id, _)| *id == c)
+    }
+    pub(super) fn queue(&mut self, s: Source) -> Option<&mut VecDeque<Message>> {
+        match s {
+            Source::Inbox => Some(&mut self.inbox),
+            Source::Chan(c) => self.chan(c),
+        }
+    }
+    pub(super) fn count(&self) -> usize {
+        self.inbox.len() + self.chans.iter().map(|(_, q)| q.len()).sum::<usize>()
+    }
+}
+
+pub(crate) struct SlotState {
+    pub(super) status: Status,
+    pub(super) parked: Option<Box<Process>>,
+    /// What wakes a waiting process (nothing but its timer, when empty).
+    pub(super) wait: Vec<Source>,
+    pub(super) wait_seq: u64,
+    /// Whether the wait has an armed timer (counted in `NodeInner::timed_waits`).
+    pub(super) wait_timed: bool,
+    /// Freeze requests not yet released (see `NodeInner::freeze`).
+    pub(super) freezers: u32,
+    pub(super) mailbox: Mailbox,
+    pub(super) links: Vec<Pid>,
+    pub(super) watchers: Vec<Pid>,
+    pub(super) trap_exits: bool,
+    pub(super) kill: Option<String>,
+    /// The absent page the parked process faulted on, and when (node µs).
+    pub(super) fault: Option<(u32, u64)>,
+    /// Pages that arrived while the process was running, to install at a safepoint.
+    pub(super) pending_pages: Vec<(u32, Vec<u64>)>,
+    /// Set while an image of it is on its way to another node (see `transfer.rs`).
+    pub(super) export: Option<ExportMark>,
+    /// Set while it is being imported here: how much of its mailbox came in the image
+    /// (what arrived at the source after the image goes right after that).
+    pub(super) import: Option<ExportMark>,
+    /// Work to do on the process at its next safepoint (flag `JOBS`).
+    pub(super) jobs: Vec<Job>,
+    /// Times the process has moved between nodes (the version of its pid's routes).
+    pub(super) moves: u32,
+    /// The sequence state of numbered inbox messages (see `remote.rs`, "Order").
+    pub(super) order: InboxOrder,
+    /// Messages this process sent that were lost (see `remote.rs`, "Bounds"): how many,
+    /// and what the first was. Its next send fails, saying so.
+    pub(super) lost: Option<(u64, String)>,
+}
+
+impl SlotState {
+    /// What an image carries of this slot besides the process itself (`proc`, parked
+    /// here); `now`: the node clock, for the time left on its wait.
+    pub(super) fn image(&self, proc: &Process, now: u64) -> SlotImage {
+        let (inbox_expect, inbox_held) = self.order.seq.to_wire();
+        SlotImage {
+            inbox: self.mailbox.inbox.iter().cloned().collect(),
+            chans: self.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
+            links: self.links.clone(),
+            watchers: self.watchers.clone(),
+            trap_exits: self.trap_exits,
+            kill: self.kill.clone(),
+            timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
+            clock_us: Some(now.saturating_add_signed(proc.sys.clock_offset_us)),
+            moves: self.moves,
+            inbox_expect,
+            inbox_held,
+        }
+    }
+}
+
+pub(crate) struct Slot {
+    pub(super) flags: AtomicU8,
+    pub(super) st: Mutex<SlotState>,
+    /// Reductions and heap pages at the end of its last time slice (for `ps`).
+    pub(super) reductions: AtomicU64,
+    pub(super) pages: AtomicU64,
+    /// Slows the process down while a migration's dirty pages outrun the network: after
+    /// each time slice it pauses for (2^level - 1) times the slice (0: not throttled).
+    pub(super) throttle: AtomicU8,
+}
+
+impl Slot {
+    pub(super) fn new(status: Status) -> Arc<Slot> {
+        Arc::new(Slot {
+            reductions: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
+            throttle: AtomicU8::new(0),
+            flags: AtomicU8::new(0),
+            st: Mutex::new(SlotState {
+                status,
+                parked: None,
+                wait: Vec::new(),
+                wait_seq: 0,
+                wait_timed: false,
+                freezers: 0,
+                mailbox: Mailbox::default(),
+                links: Vec::new(),
+                watchers: Vec::new(),
+                trap_exits: false,
+                kill: None,
+                fault: None,
+                pending_pages: Vec::new(),
+                export: None,
+                import: None,
+                jobs: Vec::new(),
+                moves: 0,
+                order: InboxOrder::default(),
+                lost: None,
+            }),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(super) enum Entry {
+    Live(Arc<Slot>),
+    /// Moved to a node, after a number of moves: replaced only by a newer route.
+    Moved(u16, u32),
+}
+
+pub(super) const SHARDS: usize = 64;
+
+/// Hashes pids and channel ids (already unique integers) cheaply.
+#[derive(Default, Clone, Copy)]
+pub(super) struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(super) type NameMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<NameHasher>>;
+
+pub(super) struct Shards<V> {
+    pub(super) shards: Vec<Mutex<NameMap<V>>>,
+}
+
+impl<V: Clone> Shards<V> {
+    pub(super) fn new() -> Self {
+        Shards { shards: (0..SHARDS).map(|_| Mutex::new(NameMap::default())).collect() }
+    }
+    pub(super) fn shard(&self, k: u64) -> &Mutex<NameMap<V>> {
+        &self.shards[(k as usize) % SHARDS]
+    }
+    pub(super) fn get(&self, k: u64) -> Option<V> {
+        self.shard(k).lock().get(&k).cloned()
+    }
+    pub(super) fn insert(&self, k: u64, v: V) {
+        self.shard(k).lock().insert(k, v);
+    }
+    pub(super) fn remove(&self, k: u64) -> Option<V> {
+        self.shard(k).lock().remove(&k)
+    }
+    pub(super) fn contains(&self, k: u64) -> bool {
+        self.shard(k).lock().contains_key(&k)
+    }
+}
+
+pub(crate) struct Task {
+    pub(super) pid: Pid,
+    pub(super) slot: Arc<Slot>,
+    pub(super) proc: Box<Process>,
+}
+
+/// The pages of an image being reinstated that came separately from it.
+pub enum Staged {
+    /// A few pages (index, words).
+    Pages(Vec<(u32, Vec<u64>)>),
+    /// A heap they were installed in as they arrived (see [`crate::snapshot::restore_into`]).
+    Heap(Box<crate::heap::Heap>),
+}
+
+/// A queue's sequence state and what putting a message in it gave (see `order.rs`).
+pub(crate) type Order = super::order::Order<Message>;
+
+pub(crate) type Put = super::order::Put<Message>;
+
+/// The sequence state of a process's inbox (see "Order"), kept in its slot and carried
+/// with it: in its image, and in [`super::Late`] for what changed after the image.
+#[derive(Debug, Default)]
+pub(crate) struct InboxOrder {
+    pub(crate) seq: Order,
+    /// Numbered messages (and skip notices) that reached the process while it was being
+    /// imported here (the state they are ordered by comes with the commit); `carried`
+    /// stays empty (the ends they carried are in the mailbox already).
+    pub(crate) waiting: Vec<Arriving>,
+}
+
+impl InboxOrder {
+    /// The nodes that have sent numbered messages to this inbox.
+    pub(crate) fn origins(&self) -> Vec<u16> {
+        self.seq.origins()
+    }
+}
+
+/// A numbered message (`msg` `None`: a skip notice) for a process or a receive end that
+/// is being imported here.
+#[derive(Debug, Clone)]
+pub(crate) struct Arriving {
+    pub(crate) origin: u16,
+    pub(crate) seq: u64,
+    pub(crate) hops: u8,
+    pub(crate) from: SentBy,
+    pub(crate) msg: Option<Message>,
+    pub(crate) carried: Ends,
+}
+
+/// How much of the mailbox the image holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExportMark {
+    pub(super) inbox: usize,
+    pub(super) chans: Vec<(ChanId, usize)>,
+    /// At an import: the route the node had for the process before (put back if it is
+    /// aborted).
+    pub(super) route: Option<(u16, u32)>,
+}
+
+impl ExportMark {
+    pub(crate) fn of(m: &Mailbox) -> ExportMark {
+        ExportMark { inbox: m.inbox.len(), chans: m.chans.iter().map(|(c, q)| (*c, q.len())).collect(), route: None }
+    }
+}
+
+/// Work done on a process at a safepoint, with the whole process at hand.
+pub type Job = Box<dyn FnOnce(&mut Process) + Send>;
+
+impl NodeInner {
+    pub(super) fn pids_where(&self, keep: impl Fn(Status) -> bool) -> Vec<Pid> {
+        // Shard locks are never held while a slot is locked (a move locks a slot, then
+        // a shard), so collect first and look at the slots after.
+        let mut slots = Vec::new();
+        for s in &self.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                Entry::Live(slot) => Some((p, slot.clone())),
+                Entry::Moved(..) => None,
+            }));
+        }
+        let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The node holding a process now, and its slot.
+    pub(super) fn find(&self, pid: Pid) -> Option<(Arc<NodeInner>, Arc<Slot>)> {
+        let mut node = self.node(self.id)?;
+        for _ in 0..8 {
+            let next = match node.procs.get(pid) {
+                Some(Entry::Live(s)) => return Some((node, s)),
+                Some(Entry::Moved(n, _)) => n,
+                None if node.id == name_node(pid) => return None,
+                None => name_node(pid),
+            };
+            node = self.node(next)?;
+        }
+        None
+    }
+
+    /// The process holding a channel's receive end, if it is in this OS process. The
+    /// channel's birth node keeps it when that node is here; else the node holding it.
+    pub(super) fn holder(&self, c: ChanId) -> Option<Pid> {
+        match self.node(name_node(c)) {
+            Some(n) => n.holders.get(c),
+            None => self.holders.get(c),
+        }
+    }
+
+    pub(super) fn set_holder(&self, c: ChanId, pid: Option<Pid>) {
+        let n = self.node(name_node(c));
+        let table = match &n {
+            Some(n) => &n.holders,
+            None => &self.holders,
+        };
+        match pid {
+            Some(p) => table.insert(c, p),
+            None => {
+                table.remove(c);
+            }
+        }
+        self.mesh.changed();
+    }
+
+    /// Runs `f` on the slot of a process that has not ended, wherever it is now, with
+    /// the slot locked (looking again if it moves meanwhile); `None` if it has ended.
+    pub(crate) fn with_live<R>(&self, pid: Pid, f: impl FnOnce(&Arc<NodeInner>, &Arc<Slot>, &mut SlotState) -> R) -> Option<R> {
+        loop {
+            let (node, slot) = self.find(pid)?;
+            let mut st = slot.st.lock();
+            match st.status {
+                Status::Moved => continue,
+                Status::Exited => return None,
+                _ => return Some(f(&node, &slot, &mut st)),
+            }
+        }
+    }
+
+    pub(super) fn local_slot(&self, pid: Pid) -> Option<Arc<Slot>> {
+        match self.procs.get(pid) {
+            Some(Entry::Live(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Loads an image into the empty slot made for it.
+    /// Reinstates an image (and, for a state-only image, its `pages`, with the `absent`
+    /// ones left to fault in) into `slot`, frozen.
+    pub(super) fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<(), ImageError> {
+        let (mut proc, img) = match pages {
+            Staged::Pages(pages) => crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?,
+            Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, *heap, absent)?,
+        };
+        let now = self.now_us();
+        proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
+        // Its clock goes on from where it was (not counting the time it was moving).
+        if let Some(c) = img.clock_us {
+            proc.sys.clock_offset_us = (c as i64).saturating_sub(now as i64);
+        }
+        let mut st = slot.st.lock();
+        let mut bytes = 0;
+        st.mailbox.inbox = img.inbox.into_iter().inspect(|m| bytes += m.approx_bytes()).collect();
+        st.mailbox.chans =
+            img.chans.into_iter().map(|(c, q)| (c, q.into_iter().inspect(|m| bytes += m.approx_bytes()).collect())).collect();
+        st.mailbox.bytes = bytes;
+        st.links = img.links;
+        st.watchers = img.watchers;
+        st.trap_exits = img.trap_exits;
+        // Reinstated elsewhere: one more move.
+        st.moves = img.moves.saturating_add(1);
+        st.order.seq = Order::from_wire(img.inbox_expect, img.inbox_held, now);
+        if st.order.seq.oldest_gap().is_some() {
+            self.gap_opened(now);
+        }
+        if img.kill.is_some() {
+            st.kill = img.kill;
+            slot.flags.fetch_or(KILL, Ordering::SeqCst);
+        }
+        slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
+        st.status = Status::Frozen;
+        st.parked = Some(Box::new(proc));
+        Ok(())
+    }
+}

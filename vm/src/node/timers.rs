@@ -1,0 +1,150 @@
+//! Waiting: parking a process at its blocking call (and arming its timer), the timer
+//! thread (deadlines of waits, and the gap sweeps of `gaps.rs`), and the I/O threads that
+//! carry out file operations while their process stays parked.
+
+use super::slot::{Entry, Slot, SlotState, Source, Status, Task, FREEZE, KILL};
+use super::{ExitReason, FileOp, NodeInner, Pid};
+use crate::process::{IoResult, Process};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The timer entry of a gap sweep (no process has pid 0: serials start at 1).
+pub(super) const GAP_SWEEP: Pid = 0;
+
+impl NodeInner {
+    /// Parks a process at its blocking call, unless it was asked to freeze or end
+    /// meanwhile. `wait`: what wakes it; `deadline`: when its timer fires.
+    pub(crate) fn park(
+        &self,
+        pid: Pid,
+        slot: &Arc<Slot>,
+        st: &mut SlotState,
+        proc: Box<Process>,
+        wait: Vec<Source>,
+        deadline: Option<u64>,
+    ) -> Option<(Box<Process>, ExitReason)> {
+        let flags = slot.flags.load(Ordering::SeqCst);
+        if flags & KILL != 0 {
+            return Some((proc, ExitReason::Killed(st.kill.take().unwrap_or_else(|| "killed".into()))));
+        }
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        st.parked = Some(proc);
+        if flags & FREEZE != 0 {
+            st.status = Status::Frozen;
+            return None;
+        }
+        st.status = Status::Waiting;
+        st.wait = wait;
+        st.wait_seq += 1;
+        if let Some(d) = deadline {
+            st.wait_timed = true;
+            self.timed_waits.fetch_add(1, Ordering::SeqCst);
+            let mut timers = self.timers.lock();
+            let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| d < *t);
+            timers.push(std::cmp::Reverse((d, pid, st.wait_seq)));
+            if first {
+                self.timer_wake.notify_one();
+            }
+        }
+        None
+    }
+
+    /// Parks a process until an answer from another node ends its wait
+    /// ([`NodeInner::complete_io`]); like a file operation, it is not interruptible.
+    pub(crate) fn park_remote(&self, slot: &Arc<Slot>, proc: Box<Process>) {
+        let mut st = slot.st.lock();
+        st.status = Status::Io;
+        st.parked = Some(proc);
+    }
+
+    /// Parks a process while a file operation runs on the I/O threads.
+    pub(crate) fn start_io(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, op: FileOp) {
+        let mut st = slot.st.lock();
+        st.status = Status::Io;
+        st.parked = Some(proc);
+        drop(st);
+        if self.io_tx.send(Some((pid, slot.clone(), op))).is_err() {
+            // The node is shutting down; the process stays parked.
+        }
+    }
+
+    pub(super) fn io_loop(&self, rx: &crossbeam_channel::Receiver<Option<(Pid, Arc<Slot>, FileOp)>>) {
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(Some((pid, slot, op))) = rx.recv() else { return };
+            let result = self.files.run_for(pid, &op);
+            self.finish_io(pid, slot, result);
+        }
+    }
+
+    /// A parked process's file operation (or remote request) is done: it runs again
+    /// (or ends, or stays frozen, as its flags say).
+    pub(super) fn finish_io(&self, pid: Pid, slot: Arc<Slot>, result: IoResult) {
+        {
+            let mut st = slot.st.lock();
+            if st.status != Status::Io {
+                return;
+            }
+            let Some(mut proc) = st.parked.take() else { return };
+            proc.sys.io_result = Some(result);
+            let flags = slot.flags.load(Ordering::SeqCst);
+            if flags & KILL != 0 {
+                let reason = st.kill.take().unwrap_or_else(|| "killed".into());
+                drop(st);
+                // Busy until its exit is recorded: an ending process is not idle.
+                self.finish(pid, &slot, proc, ExitReason::Killed(reason));
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            } else if flags & FREEZE != 0 {
+                // Delayed blocking: the call is complete, so the process can be frozen now.
+                st.status = Status::Frozen;
+                st.parked = Some(proc);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                st.status = Status::Active;
+                drop(st);
+                self.push(Task { pid, slot, proc }, None);
+            }
+        }
+    }
+
+    pub(super) fn timer_loop(&self) {
+        let mut timers = self.timers.lock();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let now = self.now_us();
+            match timers.peek() {
+                Some(&std::cmp::Reverse((t, pid, seq))) if t <= now => {
+                    timers.pop();
+                    drop(timers);
+                    if pid == GAP_SWEEP {
+                        self.sweep_gaps();
+                    } else if let Some(Entry::Live(slot)) = self.procs.get(pid) {
+                        let mut st = slot.st.lock();
+                        if st.status == Status::Waiting && st.wait_seq == seq {
+                            self.wake_locked(pid, &slot, &mut st, None);
+                        }
+                    }
+                    timers = self.timers.lock();
+                }
+                Some(&std::cmp::Reverse((t, _, _))) => {
+                    let _ = self.timer_wake.wait_for(&mut timers, Duration::from_micros(t - now));
+                }
+                None => {
+                    self.timer_wake.wait(&mut timers);
+                }
+            }
+        }
+    }
+
+    /// Arms a gap sweep (see `remote.rs`, "Bounds") for time `at` (node µs).
+    pub(super) fn schedule_sweep(&self, at: u64) {
+        let mut timers = self.timers.lock();
+        let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| at < *t);
+        timers.push(std::cmp::Reverse((at, GAP_SWEEP, 0)));
+        if first {
+            self.timer_wake.notify_one();
+        }
+    }
+}
