@@ -57,9 +57,9 @@ enum Command {
     Run {
         /// The program (a .tern file).
         file: PathBuf,
-        /// Run two VM instances in this OS process and, about every R reductions, freeze a
-        /// randomly chosen process (seeded by --seed), image it and reinstate it in the
-        /// other instance while the rest keep running. The output must not change.
+        /// Run two VM instances in this OS process and, about every R reductions, relocate a
+        /// randomly chosen process (seeded by --seed) to the other instance (freeze it, image
+        /// it, reinstate it there) while the rest keep running. The output must not change.
         #[arg(long, value_name = "R")]
         migrate_every: Option<u64>,
         /// Seed for --migrate-every's choices.

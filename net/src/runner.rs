@@ -146,7 +146,7 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
             let mut rng = tern_vm::value::mix64(opts.seed ^ (i as u64 + 1));
             let mut due = 1 + r / 2 + tern_stdlib::splitmix64(&mut rng) % r;
             let other = 1 - i as u16;
-            node.set_move_hook(Box::new(move |_pid, used| {
+            node.set_relocate_hook(Box::new(move |_pid, used| {
                 due = due.saturating_sub(used);
                 if due > 0 {
                     return None;
@@ -189,7 +189,7 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
                 pids.sort_unstable();
                 if !pids.is_empty() {
                     let (pid, from) = pids[(tern_stdlib::splitmix64(&mut rng) % pids.len() as u64) as usize];
-                    match nodes[from].migrate(pid, &nodes[1 - from], Duration::from_secs(30)) {
+                    match nodes[from].relocate(pid, &nodes[1 - from], Duration::from_secs(30)) {
                         Ok(_) => {}
                         // It ended (or is ending) meanwhile.
                         Err(tern_vm::node::MoveError::NotHere(_)) => {}

@@ -379,7 +379,7 @@ impl Fx {
     /// Moves `pid` from node `from` to node `to`, checking it is gone from `from`.
     #[track_caller]
     fn move_to(&self, pid: Pid, from: usize, to: usize) {
-        let r = self.nodes[from].migrate(pid, &self.nodes[to], LONG);
+        let r = self.nodes[from].relocate(pid, &self.nodes[to], LONG);
         assert!(r.is_ok(), "moving <pid {}> from n{from} to n{to}: {r:?}", name_text(pid));
         assert!(!self.nodes[from].pids().contains(&pid), "<pid {}> is still listed on n{from} after moving", name_text(pid));
     }
@@ -1647,7 +1647,7 @@ main();
             break;
         }
         let to = (at + 1) % 3;
-        match fx.nodes[at].migrate(r, &fx.nodes[to], LONG) {
+        match fx.nodes[at].relocate(r, &fx.nodes[to], LONG) {
             Ok(_) => {
                 at = to;
                 moves += 1;
@@ -1709,7 +1709,7 @@ spawn(ctl, t);
     n0.freeze(t, LONG).unwrap();
     fx.files.push("gate", "go");
     wait_until("a message is queued", || n0.mailbox_size(t).map(|m| m.0) == Some(1));
-    let r = n0.migrate(t, &fx.nodes[1], LONG);
+    let r = n0.relocate(t, &fx.nodes[1], LONG);
     assert!(matches!(r, Err(tern_vm::node::MoveError::Image(_))), "{r:?}");
     assert!(r.unwrap_err().to_string().starts_with("the destination refused the process"));
     assert_eq!(fx.where_is(t), Some(0));
@@ -1741,13 +1741,13 @@ println("W got", m);
     fx.files.wait_blocked(1);
     let (n0, n1) = (&fx.nodes[0], &fx.nodes[1]);
     // The write never finishes in time: the move gives up and the process is left as it was.
-    let r = n0.migrate(pid, n1, Duration::from_millis(200));
+    let r = n0.relocate(pid, n1, Duration::from_millis(200));
     assert_eq!(r, Err(tern_vm::node::MoveError::FreezeTimeout(pid)));
     assert!(!n0.is_frozen(pid));
     assert_eq!(n0.freeze(pid, Duration::from_millis(100)), Err(tern_vm::node::MoveError::FreezeTimeout(pid)));
     // Not on n1.
     assert_eq!(n1.freeze(pid, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
-    assert_eq!(n1.migrate(pid, n0, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
+    assert_eq!(n1.relocate(pid, n0, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
     assert!(!n1.is_frozen(pid));
     assert_eq!(n1.mailbox_size(pid), None);
     fx.files.allow();
@@ -1755,7 +1755,7 @@ println("W got", m);
     assert!(!n0.is_frozen(pid));
     // Moving a process to its own node changes nothing.
     wait_until("W waits", || n0.waiting_pids().contains(&pid));
-    assert!(n0.migrate(pid, n0, LONG).is_ok());
+    assert!(n0.relocate(pid, n0, LONG).is_ok());
     assert_eq!(fx.where_is(pid), Some(0));
     fx.move_to(pid, 0, 1);
     assert_eq!(n0.freeze(pid, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
@@ -1768,7 +1768,7 @@ println("W got", m);
     fx.exit_normal(pid);
     assert_eq!(n0.freeze(pid, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
     assert_eq!(n1.freeze(pid, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
-    assert_eq!(n1.migrate(pid, n0, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
+    assert_eq!(n1.relocate(pid, n0, LONG), Err(tern_vm::node::MoveError::NotHere(pid)));
 }
 
 #[test]
@@ -1787,7 +1787,7 @@ println("P done", s == 3000000 * 3000001 / 2, node());
     fx.out.wait_prefix("P ready");
     let (n0, n1) = (&fx.nodes[0], &fx.nodes[1]);
     let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| n0.migrate(pid, n1, LONG))).collect();
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| n0.relocate(pid, n1, LONG))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
@@ -1908,7 +1908,7 @@ main({N});
         rng ^= rng << 17;
         let p = pids[(rng % pids.len() as u64) as usize];
         let Some(from) = fx.where_is(p) else { continue };
-        match fx.nodes[from].migrate(p, &fx.nodes[1 - from], LONG) {
+        match fx.nodes[from].relocate(p, &fx.nodes[1 - from], LONG) {
             Ok(_) => moves += 1,
             Err(tern_vm::node::MoveError::NotHere(_)) => {}
             Err(e) => panic!("{e}"),
@@ -2059,7 +2059,7 @@ println("W end", node());
     std::thread::scope(|s| {
         let freezer = s.spawn(|| n0.freeze(pid, Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(n0.migrate(pid, n1, Duration::from_millis(100)), Err(tern_vm::node::MoveError::FreezeTimeout(pid)));
+        assert_eq!(n0.relocate(pid, n1, Duration::from_millis(100)), Err(tern_vm::node::MoveError::FreezeTimeout(pid)));
         fx.files.allow();
         assert_eq!(freezer.join().unwrap(), Ok(()), "the first freeze was cancelled by the second one giving up");
     });

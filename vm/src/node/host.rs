@@ -77,8 +77,8 @@ pub trait PageSource: Send + Sync {
 pub struct Mesh {
     pub(super) nodes: RwLock<Vec<Option<Weak<NodeInner>>>>,
     pub(super) start: Instant,
-    /// Held for the whole of a move: processes move one at a time.
-    pub(super) move_lock: Mutex<()>,
+    /// Held for the whole of a relocation: processes relocate one at a time.
+    pub(super) relocate_lock: Mutex<()>,
     pub(super) settle: Settle,
 }
 
@@ -95,7 +95,7 @@ pub(super) struct Settle {
 
 impl Mesh {
     pub fn new() -> Arc<Mesh> {
-        Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), move_lock: Mutex::new(()), settle: Settle::default() })
+        Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), relocate_lock: Mutex::new(()), settle: Settle::default() })
     }
 
     /// Something a sender may be waiting for changed (see [`Settle`]).

@@ -29,12 +29,34 @@
 //! **Names.** Pids and channel ids embed the node they were born on. That node keeps
 //! where each of its processes is now, and who holds each of its channels' receive
 //! ends, so any node can find either in at most two steps.
+//!
+//! **Words.** A process *moves* when it leaves one node for another, whichever way; its
+//! move count versions its routes, and [`MoveError`] says why a move (or a freeze)
+//! failed. It *relocates* between two nodes of one in-memory [`Mesh`] (two VM instances
+//! in one OS process: [`Node::relocate`], the relocate hook behind `--migrate-every`).
+//! It is *transferred* to a node in another OS process by the export, import and commit
+//! steps of `transfer.rs`; *live migration* (`migrate` in programs, `tern ctl migrate`)
+//! is the protocol of the host (`tern-net`) that drives those steps between the nodes of
+//! a mesh, with what `live.rs` gives it (pages read at safepoints, the dirty set,
+//! throttling, lazy pages).
+//!
+//! **Files.** This file holds the node's public face ([`Node`], [`NodeConfig`], what it
+//! reports) and the state its parts share ([`NodeInner`]). `host.rs` has what the host
+//! provides (console, files, page source, the in-memory mesh); `slot.rs` the slots and
+//! the process table; `sched.rs` the workers, run queues and freezing; `deliver.rs`
+//! delivery in this OS process and the settle wait; `exits.rs` kills, links and
+//! monitors; `timers.rs` parked waits, the timer thread and the I/O threads; `pages.rs`
+//! page faults; `sys.rs` the system calls; `relocate.rs` relocation. For nodes in other
+//! OS processes: `remote.rs` (the ops nodes send each other), `route.rs` (numbered
+//! messages and travelling receive ends), `gaps.rs` (losses and given-up gaps),
+//! `order.rs` (per-sender order, shared with the migration simulator), `transfer.rs`
+//! (the steps of a transfer) and `live.rs` (live-migration support).
 
 mod deliver;
 mod exits;
 mod gaps;
 mod host;
-mod migration;
+mod live;
 pub mod order;
 mod pages;
 mod relocate;
@@ -48,9 +70,9 @@ mod transfer;
 
 pub use deliver::DeliveryStats;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
-pub use migration::{copy_pages_bytes, PageBytes};
+pub use live::{copy_pages_bytes, PageBytes};
 pub use order::MAX_HELD;
-pub use relocate::MoveHook;
+pub use relocate::{RelocateHook, RelocateStats};
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS, MAX_HOPS};
 pub use slot::{Job, Source, Staged};
 pub use sys::sys_natives;
@@ -197,14 +219,6 @@ impl std::fmt::Display for MoveError {
 
 impl std::error::Error for MoveError {}
 
-/// What one move cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MoveStats {
-    pub image_bytes: usize,
-    /// From the freeze request until the process could run again at the destination.
-    pub frozen_us: u64,
-}
-
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
@@ -264,12 +278,12 @@ pub(crate) struct NodeInner {
     exited: Condvar,
     /// For each native id: the system call it is, if any.
     sys_table: Vec<Option<sys::Sys>>,
-    move_hook: Mutex<Option<MoveHook>>,
-    has_move_hook: AtomicBool,
+    relocate_hook: Mutex<Option<RelocateHook>>,
+    has_relocate_hook: AtomicBool,
     moves: AtomicU64,
     image_max: AtomicU64,
-    /// Moves in progress (a process frozen for a move is not idle).
-    moving: AtomicUsize,
+    /// Relocations in progress (a process frozen for one is not idle).
+    relocating: AtomicUsize,
     /// Where absent pages come from, once set, and how many to fetch after the one touched.
     page_source: std::sync::OnceLock<Arc<dyn PageSource>>,
     prefetch: std::sync::atomic::AtomicU32,
@@ -342,11 +356,11 @@ impl Node {
             watched: Mutex::new(HashMap::new()),
             exited: Condvar::new(),
             sys_table,
-            move_hook: Mutex::new(None),
-            has_move_hook: AtomicBool::new(false),
+            relocate_hook: Mutex::new(None),
+            has_relocate_hook: AtomicBool::new(false),
             moves: AtomicU64::new(0),
             image_max: AtomicU64::new(0),
-            moving: AtomicUsize::new(0),
+            relocating: AtomicUsize::new(0),
             page_source: std::sync::OnceLock::new(),
             prefetch: std::sync::atomic::AtomicU32::new(1),
             faults: AtomicU64::new(0),
@@ -571,7 +585,7 @@ impl Node {
     /// or in a file operation, and no timer armed.
     pub fn quiescent(&self) -> bool {
         self.inner.busy.load(Ordering::SeqCst) == 0
-            && self.inner.moving.load(Ordering::SeqCst) == 0
+            && self.inner.relocating.load(Ordering::SeqCst) == 0
             && self.inner.timed_waits.load(Ordering::SeqCst) == 0
     }
 

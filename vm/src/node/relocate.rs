@@ -1,48 +1,56 @@
 //! Relocation: moving a process between two nodes of one in-memory [`super::Mesh`] (two
 //! VM instances in one OS process): freeze it, image it, reinstate the image at the
-//! destination, hand it its pid there and retire the slot here, one move at a time
-//! ([`Node::migrate`]); and the hook that does so at processes' safepoints
+//! destination, hand it its pid there and retire the slot here, one relocation at a time
+//! ([`Node::relocate`]); and the hook that does so at processes' safepoints
 //! (`--migrate-every`).
 
 use super::slot::{Entry, Mailbox, Slot, Staged, Status, Task, FREEZE};
-use super::{MoveError, MoveStats, Node, NodeInner, Pid};
+use super::{MoveError, Node, NodeInner, Pid};
 use crate::snapshot::snapshot_full;
 use crate::value::name_node;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What one relocation cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RelocateStats {
+    pub image_bytes: usize,
+    /// From the freeze request until the process could run again at the destination.
+    pub frozen_us: u64,
+}
+
 /// Decides, at a process's safepoints (the end of a time slice, or parking in a wait),
-/// whether to move it now and to which node: `(pid, reductions in the slice)`.
-pub type MoveHook = Box<dyn FnMut(Pid, u64) -> Option<u16> + Send>;
+/// whether to relocate it now and to which node: `(pid, reductions in the slice)`.
+pub type RelocateHook = Box<dyn FnMut(Pid, u64) -> Option<u16> + Send>;
 
 impl Node {
-    /// Moves a process to node `dest` of the same mesh: freeze it, image it, reinstate
+    /// Relocates a process to node `dest` of the same in-memory mesh: freeze it, image it, reinstate
     /// the image at `dest` under a temporary id, give it its pid, let it run there and
     /// delete the copy here. Messages sent to it meanwhile are kept, in order.
-    pub fn migrate(&self, pid: Pid, dest: &Node, timeout: Duration) -> Result<MoveStats, MoveError> {
-        self.inner.migrate(pid, &dest.inner, timeout)
+    pub fn relocate(&self, pid: Pid, dest: &Node, timeout: Duration) -> Result<RelocateStats, MoveError> {
+        self.inner.relocate(pid, &dest.inner, timeout)
     }
 
-    /// Installs a hook that moves processes at their safepoints (see [`MoveHook`]).
-    pub fn set_move_hook(&self, hook: MoveHook) {
-        *self.inner.move_hook.lock() = Some(hook);
-        self.inner.has_move_hook.store(true, Ordering::SeqCst);
+    /// Installs a hook that relocates processes at their safepoints (see [`RelocateHook`]).
+    pub fn set_relocate_hook(&self, hook: RelocateHook) {
+        *self.inner.relocate_hook.lock() = Some(hook);
+        self.inner.has_relocate_hook.store(true, Ordering::SeqCst);
     }
 }
 
 impl NodeInner {
-    /// Asks the move hook whether to move the process now; if so, freezes it (it is at a
-    /// safepoint: `task` is it, runnable, or it is parked) and moves it.
-    pub(super) fn maybe_move(&self, pid: Pid, used: u64, task: Option<Task>) -> Option<Task> {
-        if !self.has_move_hook.load(Ordering::Relaxed) {
+    /// Asks the relocate hook whether to relocate the process now; if so, freezes it (it
+    /// is at a safepoint: `task` is it, runnable, or it is parked) and relocates it.
+    pub(super) fn maybe_relocate(&self, pid: Pid, used: u64, task: Option<Task>) -> Option<Task> {
+        if !self.has_relocate_hook.load(Ordering::Relaxed) {
             return task;
         }
-        let dest = self.move_hook.lock().as_mut().and_then(|h| h(pid, used));
+        let dest = self.relocate_hook.lock().as_mut().and_then(|h| h(pid, used));
         let Some(dest) = dest.and_then(|d| self.node(d)) else { return task };
-        // One move at a time. A worker waits only briefly for another move to finish,
-        // since that move may be waiting for a process in this worker's queue.
-        let Some(_one_at_a_time) = self.mesh.move_lock.try_lock_for(Duration::from_millis(2)) else { return task };
+        // One relocation at a time. A worker waits only briefly for another to finish,
+        // since that one may be waiting for a process in this worker's queue.
+        let Some(_one_at_a_time) = self.mesh.relocate_lock.try_lock_for(Duration::from_millis(2)) else { return task };
         match task {
             Some(t) => {
                 let mut st = t.slot.st.lock();
@@ -67,26 +75,26 @@ impl NodeInner {
         }
         // A process that ended meanwhile is not moved; nothing else can fail here but a
         // refused image, after which it runs on here.
-        let _ = self.migrate_locked(pid, &dest, Duration::from_secs(30));
+        let _ = self.relocate_locked(pid, &dest, Duration::from_secs(30));
         None
     }
 
-    pub(super) fn migrate(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
-        let _one_at_a_time = self.mesh.move_lock.lock();
-        self.migrate_locked(pid, dest, timeout)
+    pub(super) fn relocate(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<RelocateStats, MoveError> {
+        let _one_at_a_time = self.mesh.relocate_lock.lock();
+        self.relocate_locked(pid, dest, timeout)
     }
 
-    pub(super) fn migrate_locked(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+    pub(super) fn relocate_locked(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<RelocateStats, MoveError> {
         if dest.id == self.id {
-            return Ok(MoveStats::default());
+            return Ok(RelocateStats::default());
         }
-        self.moving.fetch_add(1, Ordering::SeqCst);
-        let r = self.migrate_inner(pid, dest, timeout);
-        self.moving.fetch_sub(1, Ordering::SeqCst);
+        self.relocating.fetch_add(1, Ordering::SeqCst);
+        let r = self.relocate_inner(pid, dest, timeout);
+        self.relocating.fetch_sub(1, Ordering::SeqCst);
         r
     }
 
-    pub(super) fn migrate_inner(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<MoveStats, MoveError> {
+    pub(super) fn relocate_inner(&self, pid: Pid, dest: &Arc<NodeInner>, timeout: Duration) -> Result<RelocateStats, MoveError> {
         let t0 = Instant::now();
         self.freeze(pid, timeout)?;
         let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
@@ -140,6 +148,6 @@ impl NodeInner {
         self.moves.fetch_add(1, Ordering::SeqCst);
         self.image_max.fetch_max(bytes.len() as u64, Ordering::SeqCst);
         dest.unfreeze(pid);
-        Ok(MoveStats { image_bytes: bytes.len(), frozen_us: t0.elapsed().as_micros() as u64 })
+        Ok(RelocateStats { image_bytes: bytes.len(), frozen_us: t0.elapsed().as_micros() as u64 })
     }
 }

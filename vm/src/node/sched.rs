@@ -234,7 +234,7 @@ impl NodeInner {
                     }
                     SysOut::Parked => {
                         self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                        self.maybe_move(pid, used + 1, None);
+                        self.maybe_relocate(pid, used + 1, None);
                         return;
                     }
                     SysOut::Exit(p, reason) => {
@@ -282,8 +282,8 @@ impl NodeInner {
                     return;
                 }
                 let mut t = Some(Task { pid, slot, proc });
-                if self.has_move_hook.load(Ordering::Relaxed) {
-                    t = self.maybe_move(pid, used, t);
+                if self.has_relocate_hook.load(Ordering::Relaxed) {
+                    t = self.maybe_relocate(pid, used, t);
                 }
                 if let Some(t) = t.and_then(|t| self.check_flags(t)) {
                     local.push(t);

@@ -23,7 +23,7 @@ pub(super) const KILL: u8 = 2;
 /// Pages arrived for a running process: install them at its next safepoint.
 pub(super) const PAGES: u8 = 4;
 
-/// Jobs wait to run on the process at its next safepoint (see `migration.rs`).
+/// Jobs wait to run on the process at its next safepoint (see `live.rs`).
 pub(super) const JOBS: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
