@@ -1407,6 +1407,8 @@ impl Dest {
                     let secs = self.cfg.source_down_limit_us / 1_000_000;
                     let why = Failure::SourceUnreachableWithPages { source: self.source, absent: self.absent, secs };
                     self.actions.push_back(Action::Kill { why: why.clone() });
+                    // The source keeps the pages until told: it is, whenever it is back.
+                    self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
                     self.finish(now_us, DestOutcome::ProcessLost(why));
                     return;
                 }

@@ -644,6 +644,9 @@ pub(crate) struct NodeInner {
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
     gap_sweep: AtomicBool,
+    /// Nodes that have restarted since this one started: they number their messages
+    /// afresh (see `order.rs`, `put_after_restart`).
+    restarted: Mutex<std::collections::HashSet<u16>>,
 }
 
 /// Where a node gets the pages of processes whose heap is not all here (see
@@ -720,6 +723,7 @@ impl Node {
             remote_monitors: Mutex::new(Vec::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
+            restarted: Mutex::new(std::collections::HashSet::new()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -832,7 +836,8 @@ impl Node {
     }
 
     /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
-    /// forgets the sequence state of messages from it, here and in the processes here.
+    /// queues here take its first number below the one they expect as the start of the
+    /// new numbering, after whatever the old incarnation still had on its way.
     pub fn forget_origin(&self, node: u16) {
         self.inner.forget_origin(node);
     }
