@@ -406,7 +406,7 @@ fn migrate_once(
     thread::Builder::new()
         .name("bench-migrate".into())
         .spawn(move || {
-            let _ = done_tx.send(node_a.migrate(pid, "b", Some(mechanism)));
+            let _ = done_tx.send(mechanism.parse().and_then(|m| node_a.migrate(pid, "b", Some(m))));
         })
         .context("cannot start a thread")?;
     let deadline = Instant::now() + limit;

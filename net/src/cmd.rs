@@ -1,6 +1,7 @@
 //! The mesh commands of `tern`: `node`, `mesh up`, `ctl`, `repl` and `demo`.
 
 use crate::config::MeshConfig;
+use crate::mechanism::Mechanism;
 use crate::ctl::CtlClient;
 use crate::mesh::{LogSink, MeshNode, NodeOptions};
 use crate::runner::{compile, compile_text};
@@ -99,7 +100,7 @@ pub fn migrate(
     client: &CtlClient,
     pid: u64,
     to: &str,
-    mechanism: Option<String>,
+    mechanism: Option<Mechanism>,
     progress: bool,
     metrics_out: Option<&std::path::Path>,
 ) -> Result<crate::wire::MigReport, String> {
@@ -311,11 +312,10 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            if let Some(m) = &mechanism {
-                if let Err(e) = crate::migration::parse_mechanism(m) {
-                    return fail(e);
-                }
-            }
+            let mechanism = match mechanism.as_deref().map(str::parse::<Mechanism>).transpose() {
+                Ok(m) => m,
+                Err(e) => return fail(e),
+            };
             let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
             match migrate(client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
                 Ok(r) => {
@@ -420,7 +420,9 @@ pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<
 /// The demo's second part: a running process moved around the mesh with each mechanism.
 fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     println!("Live migration: examples/mesh/migrating.tern keeps writing to 4 MiB of heap while it is moved");
-    println!("a → b (freeze), b → c (precopy), c → a (lazy), a → b (hybrid):\n");
+    let moves = [("a", "b", Mechanism::Freeze), ("b", "c", Mechanism::Precopy), ("c", "a", Mechanism::Lazy), ("a", "b", Mechanism::Hybrid)];
+    let said: Vec<String> = moves.iter().map(|(from, to, m)| format!("{from} → {to} ({m})")).collect();
+    println!("{}:\n", said.join(", "));
     let program = compile_text("migrating.tern", include_str!("../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
@@ -445,9 +447,8 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     });
     std::thread::sleep(Duration::from_millis(300));
     let by_name = |n: &str| nodes.iter().find(|m| m.name() == n);
-    let mut at = "a";
     let mut result = Ok(());
-    for (to, mech) in [("b", "freeze"), ("c", "precopy"), ("a", "lazy"), ("b", "hybrid")] {
+    for (at, to, mech) in moves {
         let from = by_name(at).ok_or("no such node")?;
         match from.migrate(pid, to, Some(mech)) {
             Ok(r) => {
@@ -458,7 +459,6 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
                     result = Err(format!("the {mech} migration failed: {}", r.outcome));
                     break;
                 }
-                at = to;
             }
             Err(e) => {
                 result = Err(format!("the {mech} migration failed: {e}"));

@@ -89,16 +89,9 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
             write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Ps)).await?;
         }
         CtlRequest::Migrate { pid, to, mechanism } => {
-            if let Some(m) = mechanism.as_deref() {
-                if let Err(e) = crate::migration::parse_mechanism(m) {
-                    write_frame(&mut send, &CtlReply::Error(e)).await?;
-                    return Ok(());
-                }
-            }
-            let mech = mechanism.as_deref().and_then(|m| crate::migration::parse_mechanism(m).ok());
             if sh.node().is_local(pid) {
                 // Here: progress while it runs, then the report.
-                match crate::migration::start(&sh, pid, &to, mech, crate::migration::Caller::None) {
+                match crate::migration::start(&sh, pid, &to, mechanism, crate::migration::Caller::None) {
                     Ok(h) => loop {
                         let done = h.done.clone();
                         match tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_millis(200))).await {
@@ -131,7 +124,7 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
                         let sh2 = sh.clone();
                         tokio::task::spawn_blocking(move || {
                             let _slot = slot;
-                            crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref())
+                            crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism)
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()))

@@ -14,6 +14,7 @@ pub mod certs;
 pub mod cmd;
 pub mod config;
 pub mod ctl;
+pub mod mechanism;
 pub mod mesh;
 pub mod migrate;
 pub mod migrate_sim;

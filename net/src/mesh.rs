@@ -16,6 +16,7 @@
 //! `ctl.rs`.
 
 use crate::config::{MeshConfig, NodeConf};
+use crate::mechanism::Mechanism;
 use crate::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
 use crate::tls;
 use crate::wire::{self, Answer, Frame, Load, PsRow, Query};
@@ -1222,7 +1223,7 @@ impl Dispatcher {
                             .name("tern-mig-ask".into())
                             .spawn(move || {
                                 let _slot = slot;
-                                let r = crate::migration::migrate_via(&sh, pid, &to, mechanism.as_deref(), hops, Some(from));
+                                let r = crate::migration::migrate_via(&sh, pid, &to, mechanism, hops, Some(from));
                                 let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
                             })
                             .map_err(|e| format!("cannot start a thread: {e}"))
@@ -1344,9 +1345,9 @@ impl Dispatcher {
 }
 
 impl MeshNode {
-    /// Migrates process `pid` to node `to` (`mechanism`: freeze, precopy, lazy, hybrid,
-    /// or the config's default) and waits for the report.
-    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<&str>) -> Result<wire::MigReport, String> {
+    /// Migrates process `pid` to node `to` (with `mechanism`, or the config's default)
+    /// and waits for the report.
+    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
         crate::migration::migrate_and_wait(&self.sh, pid, to, mechanism)
     }
 

@@ -118,35 +118,6 @@ pub struct TestHooks {
     pub hold_before_ready: bool,
 }
 
-/// Parses a mechanism name.
-pub fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    match s {
-        "freeze" => Ok(Mechanism::Freeze),
-        "precopy" => Ok(Mechanism::Precopy),
-        "lazy" => Ok(Mechanism::Lazy),
-        "hybrid" => Ok(Mechanism::Hybrid),
-        _ => Err(format!("unknown migration mechanism {s:?} (expected freeze, precopy, lazy or hybrid)")),
-    }
-}
-
-pub fn mechanism_name(m: Mechanism) -> &'static str {
-    match m {
-        Mechanism::Freeze => "freeze",
-        Mechanism::Precopy => "precopy",
-        Mechanism::Lazy => "lazy",
-        Mechanism::Hybrid => "hybrid",
-    }
-}
-
-fn default_mechanism(sh: &Shared) -> Mechanism {
-    match sh.cfg.migration {
-        crate::config::Migration::Freeze => Mechanism::Freeze,
-        crate::config::Migration::Precopy => Mechanism::Precopy,
-        crate::config::Migration::Lazy => Mechanism::Lazy,
-        crate::config::Migration::Hybrid => Mechanism::Hybrid,
-    }
-}
-
 fn mig_config(sh: &Shared) -> MigConfig {
     let no_push = sh.mig.hooks.lock().no_push;
     MigConfig {
@@ -492,7 +463,7 @@ pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mech
     if !sh.mig.moving.lock().insert(pid) {
         return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
     }
-    let mechanism = mechanism.unwrap_or_else(|| default_mechanism(sh));
+    let mechanism = mechanism.unwrap_or(sh.cfg.migration);
     let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
     let inputs = sh.mig.register(mid);
     let progress = Arc::new(Progress::default());
@@ -672,7 +643,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
         pid: r.pid,
         from: sh.me.name.clone(),
         to: sh.peers.get(&r.dest).map(|p| p.conf.name.clone()).unwrap_or_default(),
-        mechanism: mechanism_name(r.mechanism).into(),
+        mechanism: r.mechanism,
         ..MigReport::default()
     };
     let fail_early = |report: &mut MigReport, why: String| {
@@ -1345,7 +1316,7 @@ pub fn report_table(r: &MigReport) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("process", tern_vm::value::name_text(r.pid)),
         ("from → to", format!("{} → {}", r.from, r.to)),
-        ("mechanism", r.mechanism.clone()),
+        ("mechanism", r.mechanism.to_string()),
         ("outcome", r.outcome.clone()),
         ("heap pages", r.heap_pages.to_string()),
     ];
@@ -1384,7 +1355,7 @@ pub fn report_table(r: &MigReport) -> String {
 
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,
 /// else asking the node it is on.
-pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<&str>) -> Result<MigReport, String> {
+pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mechanism>) -> Result<MigReport, String> {
     migrate_via(sh, pid, to, mechanism, 0, None)
 }
 
@@ -1398,14 +1369,13 @@ pub(crate) fn migrate_via(
     sh: &Arc<Shared>,
     pid: Pid,
     to: &str,
-    mechanism: Option<&str>,
+    mechanism: Option<Mechanism>,
     hops: u8,
     asker: Option<u16>,
 ) -> Result<MigReport, String> {
-    let mech = mechanism.map(parse_mechanism).transpose()?;
     let node = sh.node();
     if node.is_local(pid) {
-        let h = start(sh, pid, to, mech, Caller::None)?;
+        let h = start(sh, pid, to, mechanism, Caller::None)?;
         return h.done.recv().map_err(|_| "the migration ended without a report".to_string());
     }
     let gone = || format!("there is no process {}", tern_vm::value::name_text(pid));
@@ -1419,7 +1389,7 @@ pub(crate) fn migrate_via(
     if at == sh.me.id || Some(at) == asker || hops >= MAX_HOPS {
         return Err(gone());
     }
-    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism: mechanism.map(str::to_string), hops: hops + 1 };
+    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism, hops: hops + 1 };
     match sh.ask(at, q, Duration::from_secs(600))? {
         wire::Answer::Migrated(r) => r.map(|b| *b),
         other => Err(format!("unexpected answer {other:?}")),

@@ -7,6 +7,7 @@
 
 use crate::cmd::{parse_pid, program_request};
 use crate::config::MeshConfig;
+use crate::mechanism::Mechanism;
 use crate::ctl::CtlClient;
 use crate::runner::compile_text;
 use crate::wire::{CtlReply, CtlRequest};
@@ -26,7 +27,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (":ps [NODE]", "processes: pid, node, status, reductions, heap pages, mailbox length"),
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
-    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (freeze, precopy, lazy, hybrid) and show what it did"),
+    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (M: {mechanisms}) and show what it did"),
     (":send PID VALUE", "send VALUE (a Tern expression) to a process"),
     (":quit", "leave (or Ctrl-D)"),
 ];
@@ -179,7 +180,7 @@ impl Session {
         match cmd {
             ":help" | ":h" => {
                 for (c, what) in COMMANDS {
-                    println!("  {c:<26} {what}");
+                    println!("  {c:<26} {}", what.replace("{mechanisms}", &Mechanism::names(", ")));
                 }
                 println!("  anything else is Tern: a statement runs, an expression is printed");
             }
@@ -217,22 +218,19 @@ impl Session {
                 _ => return Err("unexpected reply".into()),
             },
             ":migrate" => {
-                let usage = "usage: :migrate PID NODE [--mechanism freeze|precopy|lazy|hybrid] [--json] [--metrics-out FILE]";
+                let usage = &format!("usage: :migrate PID NODE [--mechanism {}] [--json] [--metrics-out FILE]", Mechanism::names("|"));
                 let (mut pos, mut mechanism, mut json, mut metrics) = (Vec::new(), None, false, None);
                 let mut it = rest.iter();
                 while let Some(a) = it.next() {
                     match *a {
-                        "--mechanism" => mechanism = Some(it.next().ok_or(usage)?.to_string()),
+                        "--mechanism" => mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
                         "--json" => json = true,
-                        "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage)?)),
+                        "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage.as_str())?)),
                         a if a.starts_with("--") => return Err(format!("unknown option {a}\n{usage}")),
                         a => pos.push(a),
                     }
                 }
-                let [pid, node] = pos[..] else { return Err(usage.into()) };
-                if let Some(m) = &mechanism {
-                    crate::migration::parse_mechanism(m)?;
-                }
+                let [pid, node] = pos[..] else { return Err(usage.to_string()) };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let r = crate::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
                 if json {

@@ -5,13 +5,14 @@
 //! against a cap before anything is allocated, rejects another version and trailing
 //! bytes; no type here is recursive.
 
+use crate::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +102,7 @@ pub struct MigReport {
     pub pid: u64,
     pub from: String,
     pub to: String,
-    pub mechanism: String,
+    pub mechanism: Mechanism,
     /// `committed`, or why it failed (the process then runs on at the source).
     pub outcome: String,
     pub ok: bool,
@@ -145,7 +146,7 @@ pub enum Query {
     /// nodes have passed the request on so far (the first asker sends 1); a node that
     /// does not host the process passes it on only by a route of its own, never back to
     /// the node that asked, and only while `hops` is below a small bound.
-    Migrate { pid: u64, to: String, mechanism: Option<String>, hops: u8 },
+    Migrate { pid: u64, to: String, mechanism: Option<Mechanism>, hops: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,12 +253,12 @@ pub enum CtlRequest {
     /// Opens this connection's console: the node sends every output line of processes
     /// started from it on the stream, as [`CtlReply::Output`].
     Console,
-    /// Migrates a process to node `to` (mechanism: `freeze`, `precopy`, `lazy`,
-    /// `hybrid`, or the mesh's default). Answered by progress, then the report.
+    /// Migrates a process to node `to` (with `mechanism`, or the mesh's default).
+    /// Answered by progress, then the report.
     Migrate {
         pid: u64,
         to: String,
-        mechanism: Option<String>,
+        mechanism: Option<Mechanism>,
     },
 }
 
