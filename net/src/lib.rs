@@ -11,17 +11,18 @@
 //!   driven by the QUIC node.
 
 pub mod certs;
-pub mod cmd;
 pub mod config;
-pub mod ctl;
 pub mod mechanism;
-pub mod mesh;
 pub mod migrate;
 pub mod migrate_sim;
-pub mod migration;
-pub mod repl;
+pub mod node;
+pub mod ops;
 pub mod runner;
 pub mod session;
 pub mod sim;
 pub mod tls;
 pub mod wire;
+
+pub use node as mesh;
+pub use node::migration;
+pub use ops::{cmd, ctl, repl};

@@ -423,7 +423,7 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     let moves = [("a", "b", Mechanism::Freeze), ("b", "c", Mechanism::Precopy), ("c", "a", Mechanism::Lazy), ("a", "b", Mechanism::Hybrid)];
     let said: Vec<String> = moves.iter().map(|(from, to, m)| format!("{from} → {to} ({m})")).collect();
     println!("{}:\n", said.join(", "));
-    let program = compile_text("migrating.tern", include_str!("../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
+    let program = compile_text("migrating.tern", include_str!("../../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
         a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
@@ -495,7 +495,7 @@ pub fn demo() -> Result<(), String> {
         Arc::new(move |line: &str| logs.lock().push(format!("{name}| {line}")))
     })?;
     println!("all three connected; starting examples/mesh/demo.tern on node a:\n");
-    let program = compile_text("demo.tern", include_str!("../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
+    let program = compile_text("demo.tern", include_str!("../../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
         a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;

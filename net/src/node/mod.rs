@@ -15,6 +15,8 @@
 //! Operators (`tern ctl`, `tern repl`) connect with their own certificate and ALPN; see
 //! `ctl.rs`.
 
+pub mod migration;
+
 use crate::config::{MeshConfig, NodeConf};
 use crate::mechanism::Mechanism;
 use crate::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
