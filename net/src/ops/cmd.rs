@@ -2,10 +2,11 @@
 
 use crate::config::MeshConfig;
 use crate::mechanism::Mechanism;
-use crate::ctl::CtlClient;
-use crate::mesh::{LogSink, MeshNode, NodeOptions};
+use crate::node::{LogSink, MeshNode, NodeOptions};
+use crate::ops::ctl::{server, CtlClient};
+use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
 use crate::runner::{compile, compile_text};
-use crate::wire::{CtlReply, CtlRequest, NodeRow, PsRow};
+use crate::wire::{CtlReply, CtlRequest};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -43,9 +44,9 @@ pub fn wait_for_signal() -> Result<(), String> {
 
 /// `tern node --config C --name N`: runs one node until Ctrl-C.
 pub fn node(cfg: &MeshConfig, name: &str) -> Result<(), String> {
-    let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None })?;
+    let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None, operators: Some(server()) })?;
     wait_for_signal()?;
-    (n.sh.log)(&format!("node {} shutting down", n.name()));
+    n.log(&format!("node {} shutting down", n.name()));
     n.shutdown();
     Ok(())
 }
@@ -56,7 +57,7 @@ pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
     let mut nodes = Vec::new();
     for n in &cfg.nodes {
         let log = stdout_log(format!("{:>width$}| ", n.name));
-        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None }) {
+        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None, operators: Some(server()) }) {
             Ok(m) => nodes.push(m),
             Err(e) => {
                 for m in nodes {
@@ -148,45 +149,6 @@ pub fn migrate(
         writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(r)
-}
-
-pub fn nodes_table(rows: &[NodeRow]) -> String {
-    let mut s = format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", "NODE", "ADDRESS", "STATUS", "PROCESSES", "REDUCTIONS/S");
-    for r in rows {
-        s += &format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", r.name, r.addr, r.status, r.processes, r.load);
-    }
-    s
-}
-
-pub fn ps_table(rows: &[PsRow]) -> String {
-    let mut s = format!("{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n", "PID", "NODE", "STATUS", "REDUCTIONS", "HEAP PAGES", "MAILBOX");
-    for r in rows {
-        s += &format!(
-            "{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n",
-            name_text(r.pid),
-            r.node,
-            r.status,
-            r.reductions,
-            r.heap_pages,
-            r.mailbox
-        );
-    }
-    s
-}
-
-fn ps_json(rows: &[PsRow]) -> serde_json::Value {
-    json!(rows
-        .iter()
-        .map(|r| json!({"pid": name_text(r.pid), "node": r.node, "status": r.status, "reductions": r.reductions,
-            "heap_pages": r.heap_pages, "mailbox": r.mailbox}))
-        .collect::<Vec<_>>())
-}
-
-fn nodes_json(rows: &[NodeRow]) -> serde_json::Value {
-    json!(rows
-        .iter()
-        .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load}))
-        .collect::<Vec<_>>())
 }
 
 /// Compiles a program for spawning: its modules, encoded, and its main module's hash.
@@ -322,7 +284,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     if json_out {
                         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
                     } else {
-                        print!("{}", crate::migration::report_table(&r));
+                        print!("{}", report_table(&r));
                     }
                     if r.ok {
                         Ok(true)
@@ -376,7 +338,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
     }
 }
 
-pub use crate::repl::repl;
+pub use crate::ops::repl::repl;
 
 /// A config for `n` nodes named a, b, c, ... on free loopback ports, in `dir` (with
 /// `extra` appended), loaded; certificates made with `cluster init`.
@@ -403,7 +365,7 @@ pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, St
 pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<MeshNode>, String> {
     let mut nodes = Vec::new();
     for n in &cfg.nodes {
-        nodes.push(MeshNode::start(cfg, &n.name, NodeOptions { log: log(&n.name), workers: None })?);
+        nodes.push(MeshNode::start(cfg, &n.name, NodeOptions { log: log(&n.name), workers: None, operators: Some(server()) })?);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !nodes.iter().all(|m| cfg.nodes.iter().all(|n| n.name == m.name() || m.peer_up(&n.name))) {
@@ -453,7 +415,7 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
         match from.migrate(pid, to, Some(mech)) {
             Ok(r) => {
                 std::thread::sleep(Duration::from_millis(150));
-                print!("{}", crate::migration::report_table(&r));
+                print!("{}", report_table(&r));
                 println!();
                 if !r.ok {
                     result = Err(format!("the {mech} migration failed: {}", r.outcome));

@@ -6,3 +6,4 @@
 pub mod cmd;
 pub mod ctl;
 pub mod repl;
+pub mod report;

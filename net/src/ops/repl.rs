@@ -5,10 +5,11 @@
 //! Functions, imports and `let`s you define are kept and put before every later line,
 //! so later lines can use them (a kept `let` runs again before each line).
 
-use crate::cmd::{parse_pid, program_request};
 use crate::config::MeshConfig;
 use crate::mechanism::Mechanism;
-use crate::ctl::CtlClient;
+use crate::ops::cmd::{parse_pid, program_request};
+use crate::ops::ctl::CtlClient;
+use crate::ops::report::{nodes_table, ps_table, report_table};
 use crate::runner::compile_text;
 use crate::wire::{CtlReply, CtlRequest};
 use rustyline::completion::{Completer, Pair};
@@ -207,13 +208,13 @@ impl Session {
             ":ps" => {
                 let node = rest.first().map(|s| s.to_string());
                 match self.client.call(&CtlRequest::Ps { node })? {
-                    CtlReply::Ps(rows) => print!("{}", crate::cmd::ps_table(&rows)),
+                    CtlReply::Ps(rows) => print!("{}", ps_table(&rows)),
                     CtlReply::Error(e) => return Err(e),
                     _ => return Err("unexpected reply".into()),
                 }
             }
             ":nodes" => match self.client.call(&CtlRequest::Nodes)? {
-                CtlReply::Nodes(rows) => print!("{}", crate::cmd::nodes_table(&rows)),
+                CtlReply::Nodes(rows) => print!("{}", nodes_table(&rows)),
                 CtlReply::Error(e) => return Err(e),
                 _ => return Err("unexpected reply".into()),
             },
@@ -232,11 +233,11 @@ impl Session {
                 }
                 let [pid, node] = pos[..] else { return Err(usage.to_string()) };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let r = crate::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
+                let r = crate::ops::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
                 if json {
                     println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
                 } else {
-                    print!("{}", crate::migration::report_table(&r));
+                    print!("{}", report_table(&r));
                 }
                 if !r.ok {
                     return Err(format!("migration failed: {}", r.outcome));

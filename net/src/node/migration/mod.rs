@@ -24,7 +24,7 @@
 //! its slot into a forwarding pointer at `Committed` ([`Node::commit_export`]) and,
 //! once every partner acknowledged its link update, drops that too.
 
-use crate::mesh::Shared;
+use super::Host;
 use crate::migrate::{Action, Dest, DestOutcome, Mechanism, MigConfig, MigMsg, RefuseReason, Source, SourceInit, SourceOutcome};
 use crate::wire::{self, DestStats, Frame, MigReport, MigWire, PageRec};
 use parking_lot::Mutex;
@@ -118,7 +118,7 @@ pub struct TestHooks {
     pub hold_before_ready: bool,
 }
 
-fn mig_config(sh: &Shared) -> MigConfig {
+fn mig_config(sh: &Host) -> MigConfig {
     let no_push = sh.mig.hooks.lock().no_push;
     MigConfig {
         page_bytes: sh.cfg.page_size as u64,
@@ -308,7 +308,7 @@ fn next_input(inputs: &crossbeam_channel::Receiver<Input>, wait: Duration) -> Re
 }
 
 /// A migration frame that came on the session from `from`.
-pub(crate) fn session_frame(sh: &Arc<Shared>, from: u16, w: MigWire) {
+pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
     match w {
         MigWire::LinkUpdate { mid, pid, to, moves, chans } => {
             // A partner node: send straight to the new place from now on, and say so. The
@@ -329,7 +329,7 @@ pub(crate) fn session_frame(sh: &Arc<Shared>, from: u16, w: MigWire) {
 }
 
 /// Serves the migration streams peers open on connection `conn` with node `from`.
-pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Connection) {
+pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Connection) {
     while let Ok((send, mut recv)) = conn.accept_bi().await {
         let Some(sh) = sh.upgrade() else { return };
         let max = sh.cfg.limits.frame_bytes as usize;
@@ -350,7 +350,7 @@ pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Con
             let first = match wire::decode::<MigWire>(&buf, max) {
                 Ok(w) => w,
                 Err(e) => {
-                    (sh.log)(&format!("refused a migration stream from node {from}: {e}"));
+                    sh.log(&format!("refused a migration stream from node {from}: {e}"));
                     return;
                 }
             };
@@ -362,7 +362,7 @@ pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Con
                     let slot = match sh.mig_slots.run() {
                         Ok(s) => s,
                         Err(e) => {
-                            (sh.log)(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
+                            sh.log(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
                             let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::OverLimits }))).await;
                             return;
                         }
@@ -390,7 +390,7 @@ pub(crate) async fn accept_streams(sh: Weak<Shared>, from: u16, conn: quinn::Con
                     let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
                     read_frames(recv, from, max, tx).await;
                 }
-                _ => (sh.log)(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
+                _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
             }
         });
     }
@@ -443,7 +443,7 @@ impl Slots {
 }
 
 /// Starts migrating process `pid` (here) to node `to`.
-pub(crate) fn start(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
+pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
     let peer = sh.peer_by_name(to).ok_or_else(|| {
         if to == sh.me.name {
             format!("process {} is already on node {to}", tern_vm::value::name_text(pid))
@@ -601,7 +601,7 @@ impl SourceRun {
 /// nodes it talks with, and its birth node) and every other node that is up. Telling
 /// every node makes locating it independent of its birth node, which may fail later;
 /// a node that is down now learns the route from the session when it is back, or asks.
-fn link_update_nodes(sh: &Shared, node: &Node, pid: Pid, dest: u16) -> Vec<u16> {
+fn link_update_nodes(sh: &Host, node: &Node, pid: Pid, dest: u16) -> Vec<u16> {
     let mut v = node.partner_nodes(pid);
     for &id in sh.peers.keys() {
         if id != dest && sh.is_up(id) && !v.contains(&id) {
@@ -635,7 +635,7 @@ fn set_phase(p: &Progress, s: &str) {
     *p.phase.lock() = s.to_string();
 }
 
-fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Receiver<Input>) -> MigReport {
+fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_channel::Receiver<Input>) -> MigReport {
     let node = sh.node();
     let started = Instant::now();
     let now = || sh.now_us();
@@ -669,7 +669,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
     // A connection being made again is waited for a little.
     let mut conn = None;
     for _ in 0..100 {
-        conn = sh.peers.get(&r.dest).and_then(|p| p.conn.lock().clone());
+        conn = sh.connection(r.dest);
         if conn.is_some() {
             break;
         }
@@ -883,7 +883,7 @@ fn run_source(sh: &Arc<Shared>, mut r: SourceRun, inputs: crossbeam_channel::Rec
     report
 }
 
-fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Source, a: Action) {
+fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Source, a: Action) {
     let now = sh.now_us();
     match a {
         Action::StartDirtyTracking => {
@@ -965,7 +965,7 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
                     let _ = r.send_stream(false, &w);
                     let _ = sh.send_frame(r.dest, &Frame::Mig(w));
                 }
-                Err(e) => (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
+                Err(e) => sh.log(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
             }
         }
         Action::LinkUpdate { .. } => {}
@@ -979,7 +979,7 @@ fn source_action(sh: &Arc<Shared>, node: &Node, r: &mut SourceRun, src: &mut Sou
 }
 
 fn run_dest(
-    sh: Arc<Shared>,
+    sh: Arc<Host>,
     from: u16,
     offer: MigMsg,
     out: mpsc::Sender<Vec<u8>>,
@@ -997,7 +997,7 @@ fn run_dest(
     } else if u64::from(size_pages) * sh.cfg.page_size as u64 > sh.cfg.limits.heap_bytes {
         Some(RefuseReason::OverLimits)
     } else if let Err(e) = staged.ensure_pages(size_pages as usize) {
-        (sh.log)(&format!("refused to take {}: {e}", tern_vm::value::name_text(pid)));
+        sh.log(&format!("refused to take {}: {e}", tern_vm::value::name_text(pid)));
         staged = tern_vm::heap::Heap::new(node.vm().config.heap);
         Some(RefuseReason::OverLimits)
     } else {
@@ -1048,7 +1048,7 @@ fn run_dest(
                 match open_fault_stream(&sh, &rt, from, mid) {
                     Some(tx) => {
                         fault_tx = Some(tx);
-                        (sh.log)(&format!("migration of {}: asking the source again for its pages", tern_vm::value::name_text(pid)));
+                        sh.log(&format!("migration of {}: asking the source again for its pages", tern_vm::value::name_text(pid)));
                         d.resync(now());
                     }
                     None => resync_at = Some(t + RESYNC_RETRY_US),
@@ -1060,7 +1060,7 @@ fn run_dest(
                 Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
                 Action::Reinstate { absent } => {
                     if sh.mig.hooks.lock().hold_before_ready {
-                        (sh.log)(&format!("test hook: migration of {} held before Ready", tern_vm::value::name_text(pid)));
+                        sh.log(&format!("test hook: migration of {} held before Ready", tern_vm::value::name_text(pid)));
                         while sh.mig.hooks.lock().hold_before_ready && !sh.shutdown.load(Ordering::SeqCst) {
                             std::thread::sleep(Duration::from_millis(5));
                         }
@@ -1085,7 +1085,7 @@ fn run_dest(
                             d.reinstated(now());
                         }
                         Err(e) => {
-                            (sh.log)(&format!("refused the image of {}: {e}", tern_vm::value::name_text(pid)));
+                            sh.log(&format!("refused the image of {}: {e}", tern_vm::value::name_text(pid)));
                             d.reinstate_failed(now());
                         }
                     }
@@ -1105,7 +1105,7 @@ fn run_dest(
                 Action::Kill { why } => {
                     sh.mig.by_pid.lock().remove(&pid);
                     let why = format!("migrated from node {}: {why}", sh.peers.get(&from).map_or("?", |p| p.conf.name.as_str()));
-                    (sh.log)(&format!("process {} ended: {why}", tern_vm::value::name_text(pid)));
+                    sh.log(&format!("process {} ended: {why}", tern_vm::value::name_text(pid)));
                     node.pages_lost(pid, &why);
                 }
                 _ => {}
@@ -1118,7 +1118,7 @@ fn run_dest(
                 resumed_at = now();
                 stats.resume_wait_us = resumed_at.saturating_sub(commit_at);
                 if let Err(e) = node.commit_import(pid, l) {
-                    (sh.log)(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
+                    sh.log(&format!("cannot resume {}: {e}", tern_vm::value::name_text(pid)));
                 }
             }
         }
@@ -1263,7 +1263,7 @@ fn run_dest(
             }
             Ok(Input::StreamFailed(e)) => {
                 if !d.committed() && d.outcome().is_none() {
-                    (sh.log)(&format!("migration of {}: {e}", tern_vm::value::name_text(pid)));
+                    sh.log(&format!("migration of {}: {e}", tern_vm::value::name_text(pid)));
                     d.handle(now(), from, MigMsg::Abort { mid });
                 } else if d.pages_pending() {
                     // Pages asked for or pushed may be lost with it: once a stream can be
@@ -1290,72 +1290,17 @@ const RESYNC_RETRY_US: u64 = 200_000;
 
 /// Opens the high-priority page-fault stream to node `to` for migration `mid` (its
 /// answers go to the migration's inputs), if a connection is there.
-fn open_fault_stream(sh: &Arc<Shared>, rt: &tokio::runtime::Handle, to: u16, mid: u64) -> Option<mpsc::Sender<Vec<u8>>> {
-    let conn = sh.peers.get(&to).and_then(|p| p.conn.lock().clone())?;
+fn open_fault_stream(sh: &Arc<Host>, rt: &tokio::runtime::Handle, to: u16, mid: u64) -> Option<mpsc::Sender<Vec<u8>>> {
+    let conn = sh.connection(to)?;
     let (s, recv) = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await }).ok()?.ok()?;
     let tx = sh.mig.runs.lock().get(&mid).cloned()?;
     rt.spawn(read_frames(recv, to, sh.cfg.limits.frame_bytes as usize, tx));
     Some(spawn_writer(rt, s, FAULT_PRIORITY))
 }
 
-/// The page source of a node: faults of processes whose pages are on another node.
-pub(crate) struct MeshPages(pub(crate) Weak<Shared>);
-
-impl tern_vm::node::PageSource for MeshPages {
-    fn request(&self, pid: Pid, first: u32, _count: u32) {
-        if let Some(sh) = self.0.upgrade() {
-            if !sh.mig.fault(pid, first) {
-                sh.node().pages_lost(pid, "a heap page is absent and no migration serves it");
-            }
-        }
-    }
-}
-
-/// Prints a report as a table.
-pub fn report_table(r: &MigReport) -> String {
-    let mut rows: Vec<(&str, String)> = vec![
-        ("process", tern_vm::value::name_text(r.pid)),
-        ("from → to", format!("{} → {}", r.from, r.to)),
-        ("mechanism", r.mechanism.to_string()),
-        ("outcome", r.outcome.clone()),
-        ("heap pages", r.heap_pages.to_string()),
-    ];
-    if !r.rounds.is_empty() {
-        rows.push(("pre-copy rounds (pages)", r.rounds.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
-        rows.push(("rounds stopped", r.stop_reason.clone()));
-        rows.push(("throttle level", r.throttle_level.to_string()));
-        rows.push(("reductions during rounds", r.reductions_during_rounds.to_string()));
-    }
-    rows.extend([
-        ("final pages (frozen)", r.final_pages.to_string()),
-        ("redundant pages", r.redundant_pages.to_string()),
-        ("zero pages skipped", r.zero_pages_skipped.to_string()),
-        ("freeze time", format!("{} µs", r.freeze_time_us)),
-        ("total time", format!("{} µs", r.total_time_us)),
-        ("bytes on the wire", r.bytes_sent.to_string()),
-    ]);
-    if r.absent_pages_at_resume > 0 {
-        rows.push(("absent pages at resume", r.absent_pages_at_resume.to_string()));
-        rows.push(("page faults", r.page_faults.to_string()));
-        rows.push((
-            "fault latency p50/p99/max",
-            format!("{}/{}/{} µs", r.fault_latency_p50_us, r.fault_latency_p99_us, r.fault_latency_max_us),
-        ));
-        rows.push(("pages pushed", r.pages_pushed.to_string()));
-    }
-    rows.extend([
-        ("source dependency ended", format!("{} µs after start", r.dependency_ended_us)),
-        ("messages held", r.messages_held.to_string()),
-        ("link updates", r.link_updates.to_string()),
-        ("modules sent", r.modules_sent.to_string()),
-    ]);
-    let w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
-    rows.iter().map(|(k, v)| format!("  {k:<w$}  {v}\n")).collect()
-}
-
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,
 /// else asking the node it is on.
-pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: Option<Mechanism>) -> Result<MigReport, String> {
+pub(crate) fn migrate_and_wait(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>) -> Result<MigReport, String> {
     migrate_via(sh, pid, to, mechanism, 0, None)
 }
 
@@ -1366,7 +1311,7 @@ pub(crate) fn migrate_and_wait(sh: &Arc<Shared>, pid: Pid, to: &str, mechanism: 
 /// the node that asked, and at most [`MAX_HOPS`] times; else the process is gone, and
 /// the answer is the one for any process that has ended.
 pub(crate) fn migrate_via(
-    sh: &Arc<Shared>,
+    sh: &Arc<Host>,
     pid: Pid,
     to: &str,
     mechanism: Option<Mechanism>,
