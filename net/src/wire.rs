@@ -41,7 +41,7 @@ pub enum Frame {
     },
     /// The sender's load, sent every heartbeat or so.
     Load(Load),
-    /// A live migration's control traffic (see `migration.rs`): what must stay in order
+    /// A live migration's control traffic (see `node/migration/`): what must stay in order
     /// with the VM ops between the two nodes.
     Mig(MigWire),
 }

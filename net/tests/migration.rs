@@ -1,4 +1,4 @@
-//! Live migration over QUIC between real nodes on loopback (issue 5): each mechanism
+//! Live migration over QUIC between real nodes on loopback: each mechanism
 //! moves a running process that keeps writing to its heap; `migrate(node)` and
 //! `migrate(pid, node)` from programs; reports; failures before and after the commit
 //! point; a process with partners on every node moved many times.
@@ -115,7 +115,7 @@ println("done");
 }
 
 // ---------------------------------------------------------------------------------
-// Failure semantics (DESIGN invariant 7)
+// Failure semantics (ARCHITECTURE.md: "one owner, decided at the destination")
 // ---------------------------------------------------------------------------------
 
 /// Receives N numbered messages from a local sender, checking their order.

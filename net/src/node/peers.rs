@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, Notify};
 /// claims to be the peer.
 pub(super) type Incoming = mpsc::UnboundedReceiver<(quinn::Connection, Made)>;
 
+/// Another node of the mesh as this node sees it: the session with it, the current
+/// connection, whether it is up, its last load report.
 pub(super) struct Peer {
     pub(super) conf: NodeConf,
     pub(super) session: Mutex<Session>,
