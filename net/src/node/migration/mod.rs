@@ -7,7 +7,8 @@
 //! - `mod.rs`: a node's migrations (their inputs, the threads they may have, test
 //!   hooks), starting one, requests passed on to the node a process is on, control
 //!   frames that come on the session.
-//! - `streams.rs`: the migration's own QUIC streams (framing, the page-fault stream).
+//! - `streams.rs`: the migration's own QUIC streams (framing, the page-fault stream);
+//!   [`accept_streams`] here takes those a peer opens.
 //! - `source.rs`: [`SourceRun`](source::SourceRun), the side the process leaves.
 //! - `dest.rs`: [`DestRun`](dest::DestRun), the side it comes to.
 //!
@@ -39,17 +40,16 @@ mod source;
 mod streams;
 
 use super::Host;
-use crate::migrate::{Mechanism, MigConfig, MigMsg};
+use crate::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
 use crate::wire::{self, Frame, MigReport, MigWire};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub(crate) use streams::accept_streams;
-use streams::wire_mid;
+use streams::{frame_bytes, read_frames, spawn_writer, wire_mid};
 
 type Pid = u64;
 
@@ -355,5 +355,73 @@ pub(crate) fn migrate_via(
     match sh.ask(at, q, Duration::from_secs(600))? {
         wire::Answer::Migrated(r) => r.map(|b| *b),
         other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Serves the migration streams peers open on connection `conn` with node `from`.
+pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Connection) {
+    while let Ok((send, mut recv)) = conn.accept_bi().await {
+        let Some(sh) = sh.upgrade() else { return };
+        let max = sh.cfg.limits.frame_bytes as usize;
+        tokio::spawn(async move {
+            // The first frame says what the stream is for.
+            let mut len = [0u8; 4];
+            if recv.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = u32::from_le_bytes(len) as usize;
+            if n > max {
+                return;
+            }
+            let mut buf = vec![0u8; n];
+            if recv.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let first = match wire::decode::<MigWire>(&buf, max) {
+                Ok(w) => w,
+                Err(e) => {
+                    sh.log(&format!("refused a migration stream from node {from}: {e}"));
+                    return;
+                }
+            };
+            let rt = tokio::runtime::Handle::current();
+            match first {
+                MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
+                    let mid = offer.mid();
+                    let out = spawn_writer(&rt, send, 0);
+                    let slot = match sh.mig_slots.run() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            sh.log(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
+                            let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::OverLimits }))).await;
+                            return;
+                        }
+                    };
+                    let inputs = sh.mig.register(mid);
+                    let tx = sh.mig.runs.lock().get(&mid).cloned();
+                    let sh2 = sh.clone();
+                    let spawned = std::thread::Builder::new().name(format!("tern-mig-in-{mid:x}")).spawn(move || {
+                        let _slot = slot;
+                        dest::run_dest(sh2, from, offer, out, inputs, rt)
+                    });
+                    if spawned.is_err() {
+                        sh.mig.runs.lock().remove(&mid);
+                        return;
+                    }
+                    if let Some(tx) = tx {
+                        read_frames(recv, from, max, tx).await;
+                    }
+                }
+                MigWire::Msg(fetch @ MigMsg::Fetch { .. }) => {
+                    let mid = fetch.mid();
+                    let out = spawn_writer(&rt, send, FAULT_PRIORITY);
+                    let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() else { return };
+                    let _ = tx.send(Input::FaultStream(out));
+                    let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
+                    read_frames(recv, from, max, tx).await;
+                }
+                _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
+            }
+        });
     }
 }

@@ -1,14 +1,12 @@
 //! A migration's own QUIC streams: frames (length-prefixed, versioned, capped before
 //! decoding) written by a writer task and read into the migration's inputs; the
-//! streams a peer opens (an offer starts a destination run, a fetch is the page-fault
-//! stream of a run already here); the page lists as ranges; which protocol messages
-//! take the session instead.
+//! page-fault stream a destination opens; the page lists as ranges; which protocol
+//! messages take the session instead.
 
-use super::dest::run_dest;
 use super::{Host, Input, FAULT_PRIORITY};
-use crate::migrate::{MigMsg, RefuseReason};
+use crate::migrate::MigMsg;
 use crate::wire::{self, MigWire};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -136,74 +134,6 @@ pub(super) fn next_input(
         },
         other => other,
     })
-}
-
-/// Serves the migration streams peers open on connection `conn` with node `from`.
-pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Connection) {
-    while let Ok((send, mut recv)) = conn.accept_bi().await {
-        let Some(sh) = sh.upgrade() else { return };
-        let max = sh.cfg.limits.frame_bytes as usize;
-        tokio::spawn(async move {
-            // The first frame says what the stream is for.
-            let mut len = [0u8; 4];
-            if recv.read_exact(&mut len).await.is_err() {
-                return;
-            }
-            let n = u32::from_le_bytes(len) as usize;
-            if n > max {
-                return;
-            }
-            let mut buf = vec![0u8; n];
-            if recv.read_exact(&mut buf).await.is_err() {
-                return;
-            }
-            let first = match wire::decode::<MigWire>(&buf, max) {
-                Ok(w) => w,
-                Err(e) => {
-                    sh.log(&format!("refused a migration stream from node {from}: {e}"));
-                    return;
-                }
-            };
-            let rt = tokio::runtime::Handle::current();
-            match first {
-                MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
-                    let mid = offer.mid();
-                    let out = spawn_writer(&rt, send, 0);
-                    let slot = match sh.mig_slots.run() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            sh.log(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
-                            let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::OverLimits }))).await;
-                            return;
-                        }
-                    };
-                    let inputs = sh.mig.register(mid);
-                    let tx = sh.mig.runs.lock().get(&mid).cloned();
-                    let sh2 = sh.clone();
-                    let spawned = std::thread::Builder::new().name(format!("tern-mig-in-{mid:x}")).spawn(move || {
-                        let _slot = slot;
-                        run_dest(sh2, from, offer, out, inputs, rt)
-                    });
-                    if spawned.is_err() {
-                        sh.mig.runs.lock().remove(&mid);
-                        return;
-                    }
-                    if let Some(tx) = tx {
-                        read_frames(recv, from, max, tx).await;
-                    }
-                }
-                MigWire::Msg(fetch @ MigMsg::Fetch { .. }) => {
-                    let mid = fetch.mid();
-                    let out = spawn_writer(&rt, send, FAULT_PRIORITY);
-                    let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() else { return };
-                    let _ = tx.send(Input::FaultStream(out));
-                    let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
-                    read_frames(recv, from, max, tx).await;
-                }
-                _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
-            }
-        });
-    }
 }
 
 /// Opens the high-priority page-fault stream to node `to` for migration `mid` (its
