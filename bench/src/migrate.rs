@@ -244,8 +244,10 @@ impl Mesh {
                 }
             })
         };
-        let a = MeshNode::start(&cfg, "a", NodeOptions { log: sink("a"), workers: None }).map_err(|e| anyhow!("node a: {e}"))?;
-        let b = MeshNode::start(&cfg, "b", NodeOptions { log: sink("b"), workers: None }).map_err(|e| anyhow!("node b: {e}"))?;
+        let a = MeshNode::start(&cfg, "a", NodeOptions { log: sink("a"), workers: None, operators: None })
+            .map_err(|e| anyhow!("node a: {e}"))?;
+        let b = MeshNode::start(&cfg, "b", NodeOptions { log: sink("b"), workers: None, operators: None })
+            .map_err(|e| anyhow!("node b: {e}"))?;
         let mesh = Mesh { a: Arc::new(a), b: Arc::new(b), logs };
         if !wait_until(Duration::from_secs(20), || mesh.a.peer_up("b") && mesh.b.peer_up("a")) {
             bail!("the nodes did not connect within 20 s{}", mesh.log_tail());
@@ -406,7 +408,7 @@ fn migrate_once(
     thread::Builder::new()
         .name("bench-migrate".into())
         .spawn(move || {
-            let _ = done_tx.send(node_a.migrate(pid, "b", Some(mechanism)));
+            let _ = done_tx.send(mechanism.parse().and_then(|m| node_a.migrate(pid, "b", Some(m))));
         })
         .context("cannot start a thread")?;
     let deadline = Instant::now() + limit;

@@ -8,6 +8,7 @@
 //! (expected host:port)`. Relative paths are resolved against the directory of the
 //! config file, so every path in a [`MeshConfig`] is absolute.
 
+use crate::mechanism::Mechanism;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub struct MeshConfig {
     /// Heap page size in bytes.
     pub page_size: usize,
     /// Default migration mechanism.
-    pub migration: Migration,
+    pub migration: Mechanism,
     /// Transfer on reference: pages fetched after the one a fault touched.
     pub prefetch: u32,
     /// How messages find a process that has moved.
@@ -49,20 +50,6 @@ pub struct MeshConfig {
     pub nodes: Vec<NodeConf>,
 }
 
-/// How a process's state moves to another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Migration {
-    /// Stop the process, send everything, resume it there.
-    Freeze,
-    /// Send pages while it runs, then stop it and send the pages dirtied since.
-    Precopy,
-    /// Stop it, send its registers and stack, fetch heap pages on demand.
-    Lazy,
-    /// Pre-copy for a while, then move and fetch the rest on demand.
-    Hybrid,
-}
-
 /// How a message addressed to a process that has moved reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,17 +58,6 @@ pub enum Forwarding {
     LinkUpdate,
     /// The old node forwards the messages.
     Forward,
-}
-
-impl Migration {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Migration::Freeze => "freeze",
-            Migration::Precopy => "precopy",
-            Migration::Lazy => "lazy",
-            Migration::Hybrid => "hybrid",
-        }
-    }
 }
 
 impl Forwarding {
@@ -209,7 +185,7 @@ impl Default for RawMesh {
             cert_dir: "certs".into(),
             shared_root: "shared".into(),
             page_size: 4096,
-            migration: "precopy".into(),
+            migration: Mechanism::default().to_string(),
             prefetch: 1,
             forwarding: "link-update".into(),
         }
@@ -333,13 +309,7 @@ impl MeshConfig {
             return Err(err("mesh.page_size", format!("{ps} is not a power of two from 64 to 16777216 (16 MiB)")));
         }
         let page_size = ps as usize;
-        let migration = match raw.mesh.migration.as_str() {
-            "freeze" => Migration::Freeze,
-            "precopy" => Migration::Precopy,
-            "lazy" => Migration::Lazy,
-            "hybrid" => Migration::Hybrid,
-            other => return Err(err("mesh.migration", format!("{other:?} is not one of freeze, precopy, lazy, hybrid"))),
-        };
+        let migration: Mechanism = raw.mesh.migration.parse().map_err(|e| err("mesh.migration", e))?;
         let forwarding = match raw.mesh.forwarding.as_str() {
             "link-update" => Forwarding::LinkUpdate,
             "forward" => Forwarding::Forward,
@@ -625,7 +595,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
         assert_eq!(c.shared_root, Path::new("/etc/tern/shared"));
         assert_eq!(c.page_size, 8192);
-        assert_eq!(c.migration, Migration::Lazy);
+        assert_eq!(c.migration, Mechanism::Lazy);
         assert_eq!(c.forwarding, Forwarding::Forward);
         assert_eq!(
             c.limits,
@@ -658,7 +628,7 @@ addr = "127.0.0.1:7403"
     fn defaults() {
         let c = parse(ONE_NODE).unwrap();
         assert_eq!(c.page_size, 4096);
-        assert_eq!(c.migration, Migration::Precopy);
+        assert_eq!(c.migration, Mechanism::Precopy);
         assert_eq!(c.forwarding, Forwarding::LinkUpdate);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.limits.mailbox_bytes, 67108864);
@@ -763,7 +733,7 @@ addr = "127.0.0.1:7403"
         let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nshared = \"shared/a\"\n"));
         assert!(e.starts_with("mesh.toml: node[2].shared: ") && e.contains("node[1] (a)"), "{e}");
         let e = parse_err("[mesh]\nmigration = \"teleport\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n");
-        assert_eq!(e, r#"mesh.toml: mesh.migration: "teleport" is not one of freeze, precopy, lazy, hybrid"#);
+        assert_eq!(e, r#"mesh.toml: mesh.migration: unknown migration mechanism "teleport" (expected freeze, precopy, lazy or hybrid)"#);
     }
 
     #[test]

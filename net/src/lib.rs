@@ -1,26 +1,35 @@
 //! The Tern node and the `tern` command.
 //!
-//! - `runner`: one node in this OS process (`tern run`), or two for `--migrate-every`.
-//! - `config`, `certs`, `tls`: the mesh's config file, its certificates, mutual TLS.
-//! - `session`: the sans-IO node-to-node protocol (exactly-once, in-order delivery
-//!   across reconnects; heartbeats, failure detection); `sim` runs it deterministically.
-//! - `wire`: what nodes and operators say to each other, in versioned frames.
-//! - `mesh`: a mesh node (VM + QUIC endpoint + sessions); `ctl`: the operator protocol.
-//! - `migrate`: the sans-IO migration protocol (per-migration source and destination
-//!   state machines); `migrate_sim` runs it deterministically. Groundwork: not yet
-//!   driven by the QUIC node.
+//! Three layers, imports going one way (ARCHITECTURE.md, "Code map", `net/`):
+//!
+//! - Top level, knowing neither `node` nor `ops`: `runner` (one node in this OS
+//!   process, or two for `--migrate-every`); `config`, `certs`, `tls` (the mesh's config
+//!   file, its certificates, mutual TLS); `mechanism` (how a migration moves memory);
+//!   `session` (the sans-IO node-to-node protocol: exactly-once, in-order delivery
+//!   across reconnects, heartbeats, failure detection) and `sim`, which runs it
+//!   deterministically; `wire` (what nodes and operators say, in versioned frames);
+//!   `migrate` (the sans-IO migration machines) and `migrate_sim`.
+//! - `node`: the QUIC host, a mesh node (VM + QUIC endpoint + sessions + the
+//!   migration driver).
+//! - `ops`: the operator's side (the operator protocol, the mesh commands, the REPL,
+//!   report tables), on `node`'s public API.
+//!
+//! `mesh`, `migration`, `cmd`, `ctl` and `repl` are re-exported at the top: the paths
+//! tests, `bench/` and `main.rs` use.
 
 pub mod certs;
-pub mod cmd;
 pub mod config;
-pub mod ctl;
-pub mod mesh;
+pub mod mechanism;
 pub mod migrate;
 pub mod migrate_sim;
-pub mod migration;
-pub mod repl;
+pub mod node;
+pub mod ops;
 pub mod runner;
 pub mod session;
 pub mod sim;
 pub mod tls;
 pub mod wire;
+
+pub use node as mesh;
+pub use node::migration;
+pub use ops::{cmd, ctl, repl};

@@ -166,8 +166,7 @@ enum CtlCmd {
     Migrate {
         pid: String,
         node: String,
-        /// freeze, precopy, lazy or hybrid (default: the config's `mesh.migration`).
-        #[arg(long, value_name = "MECHANISM")]
+        #[arg(long, value_name = "MECHANISM", help = mechanism_help())]
         mechanism: Option<String>,
         /// Append the report to FILE as a JSON line.
         #[arg(long, value_name = "FILE")]
@@ -189,6 +188,11 @@ enum ClusterCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `tern ctl migrate --mechanism`'s help: the names come from the one list of them.
+fn mechanism_help() -> String {
+    format!("{} (default: the config's `mesh.migration`)", tern_net::mechanism::Mechanism::listed())
 }
 
 fn main() -> ExitCode {

@@ -85,30 +85,7 @@ pub type Pid = u64;
 /// A page index in the process's address space.
 pub type PageNo = u32;
 
-/// How the address space moves.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mechanism {
-    /// Freeze, send everything with the state, resume at the dest.
-    Freeze,
-    /// Rounds of (dirty) pages while running, then freeze and send the rest.
-    Precopy,
-    /// Freeze, send the state only, resume at once; pages fetched on fault and pushed.
-    Lazy,
-    /// Precopy rounds, then lazy for what remains.
-    Hybrid,
-}
-
-impl Mechanism {
-    pub const ALL: [Mechanism; 4] = [Mechanism::Freeze, Mechanism::Precopy, Mechanism::Lazy, Mechanism::Hybrid];
-
-    fn rounds(self) -> bool {
-        matches!(self, Mechanism::Precopy | Mechanism::Hybrid)
-    }
-
-    fn lazy(self) -> bool {
-        matches!(self, Mechanism::Lazy | Mechanism::Hybrid)
-    }
-}
+pub use crate::mechanism::Mechanism;
 
 /// Why a destination refused an offer.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -1407,6 +1384,8 @@ impl Dest {
                     let secs = self.cfg.source_down_limit_us / 1_000_000;
                     let why = Failure::SourceUnreachableWithPages { source: self.source, absent: self.absent, secs };
                     self.actions.push_back(Action::Kill { why: why.clone() });
+                    // The source keeps the pages until told: it is, whenever it is back.
+                    self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
                     self.finish(now_us, DestOutcome::ProcessLost(why));
                     return;
                 }

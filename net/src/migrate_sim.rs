@@ -113,6 +113,10 @@ pub struct SimReport {
     pub gaps_given_up: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Nodes cut off from all others for a while (a stall).
+    pub stalls: u64,
+    /// Lazy processes ended because their source stayed unreachable past the limit.
+    pub unreachable_kills: u64,
     pub lazy_kills: u64,
     /// Why the process is gone, if it is.
     pub process_lost: Option<String>,
@@ -245,6 +249,9 @@ enum Plan {
     CrashDest(u64),
     CrashThird(u64),
     Partition(u64),
+    /// The source or the destination cut off from every other node (a stall: a paused
+    /// process, a dead link) for any length, up to a few times the source-down limit.
+    Stall(u64),
 }
 
 #[derive(Debug)]
@@ -276,6 +283,11 @@ enum Ev {
         until: u64,
     },
     Heal {
+        a: NodeId,
+        b: NodeId,
+    },
+    /// The failure detectors of `a` and `b` see each other silent (if still cut).
+    Down {
         a: NodeId,
         b: NodeId,
     },
@@ -322,6 +334,12 @@ struct Sim {
     /// A gap in a sender's numbers is given up after this long (the node's gap timeout:
     /// longer than any delay but a crash's).
     gap_timeout_us: u64,
+    /// How long a silent peer takes to be seen down.
+    node_down_us: u64,
+    /// Which node sees which down, since when.
+    down: BTreeMap<(NodeId, NodeId), u64>,
+    /// Nodes that have restarted (their numbering began again).
+    restarted: BTreeSet<NodeId>,
     plan: Plan,
     plan_done: bool,
     mig_events: u64,
@@ -385,12 +403,13 @@ impl Sim {
             source_down_limit_us: rng.range(200_000, 2_000_000),
             fault: opts.fault,
         };
-        let plan = match seed % 5 {
+        let plan = match seed % 6 {
             0 => Plan::Random,
-            1 => Plan::CrashSource((seed / 5) % 48 + 1),
-            2 => Plan::CrashDest((seed / 5) % 48 + 1),
-            3 => Plan::CrashThird((seed / 5) % 48 + 1),
-            _ => Plan::Partition((seed / 5) % 48 + 1),
+            1 => Plan::CrashSource((seed / 6) % 48 + 1),
+            2 => Plan::CrashDest((seed / 6) % 48 + 1),
+            3 => Plan::CrashThird((seed / 6) % 48 + 1),
+            4 => Plan::Partition((seed / 6) % 48 + 1),
+            _ => Plan::Stall((seed / 6) % 48 + 1),
         };
         let owner = rng.below(n as u64) as NodeId;
         let mut nodes: Vec<Node> = (0..n).map(|_| Node::new(1, owner)).collect();
@@ -417,7 +436,10 @@ impl Sim {
             jitter: rng.range(0, latency),
             latency,
             bw: rng.range(20_000, 400_000),
-            gap_timeout_us: 2_000_000,
+            gap_timeout_us: 10_000_000,
+            node_down_us: rng.range(5_000, 100_000),
+            down: BTreeMap::new(),
+            restarted: BTreeSet::new(),
             rng,
             now: 0,
             step: 0,
@@ -697,7 +719,8 @@ impl Sim {
         match state {
             Some(CopyState::Running | CopyState::Frozen) => {
                 let c = nd.copy.as_mut().expect("a copy");
-                let put = c.order.put(msg.sender.0, msg.seq, Some(msg), now);
+                let restarted = self.restarted.contains(&msg.sender.0);
+                let put = c.order.put_after_restart(msg.sender.0, msg.seq, Some(msg), now, restarted);
                 let held = put.ready.is_empty() && !put.late;
                 c.mailbox.extend(put.ready);
                 trace!(self, "{at} <- msg {:?}#{}: queued{}", msg.sender, msg.seq, if held { " (held back)" } else { "" });
@@ -770,11 +793,14 @@ impl Sim {
         let ours = nd.resume_pending == Some(l.mid) && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp && c.mid == l.mid);
         if !ours {
             let msgs: Vec<AppMsg> = l.inbox.iter().copied().chain(l.order.1.iter().filter_map(|(_, _, m)| *m)).collect();
-            if !nd.crashed_ever {
+            let crashed = nd.crashed_ever;
+            if self.process_gone() {
+                // (Ended meanwhile: a lazy destination whose source stayed unreachable.)
+                self.lost_with_process.extend(msgs.iter().map(|m| (m.sender, m.seq)));
+            } else if crashed {
+                self.lost.extend(msgs.iter().map(|m| (m.sender, m.seq)));
+            } else {
                 return Err(self.fail(format!("node {at}: the late messages of mid {} came with no commit waiting for them", l.mid)));
-            }
-            for m in msgs {
-                self.lost.insert((m.sender, m.seq));
             }
             return Ok(());
         }
@@ -795,7 +821,8 @@ impl Sim {
             c.order = Order::from_wire(expect, held, now).with_fault(self.opts.order_fault);
         }
         c.mailbox.extend(l.inbox);
-        let admitted = c.order.admit(std::mem::take(&mut c.waiting), now);
+        let restarted = self.restarted.clone();
+        let admitted = c.order.admit(std::mem::take(&mut c.waiting), now, |o| restarted.contains(&o));
         c.mailbox.extend(admitted.ready);
         c.state = CopyState::Running;
         trace!(self, "{at}: mid {} resumes with its late messages ({} came too late)", l.mid, admitted.late.len());
@@ -934,6 +961,13 @@ impl Sim {
                 nd.throttle = 0;
                 trace!(self, "{x}: hands mid {mid} over to {to} with {} late message(s)", inbox.len());
                 self.send(x, to, Wire::Late(LateMsgs { mid, inbox, order }))?;
+                // As the node's host does: partners down now hold nothing up.
+                let downs: Vec<NodeId> = self.down.keys().filter(|&&(o, p)| o == x && p != to).map(|&(_, p)| p).collect();
+                if let Some(s) = self.nodes[x as usize].sources.get_mut(&mid) {
+                    for p in downs {
+                        s.peer_down(now, p);
+                    }
+                }
             }
             Action::DeleteSource => {
                 let nd = &mut self.nodes[x as usize];
@@ -1076,11 +1110,19 @@ impl Sim {
             Action::Kill { why } => {
                 let src = self.nodes[y as usize].dests[&mid].source();
                 let restarted = self.cur.as_ref().is_some_and(|c| c.mid == mid && self.nodes[src as usize].epoch != c.src_epoch);
-                if !restarted {
-                    return Err(self.fail(format!("node {y}: Kill ({why}) but source {src} did not restart")));
+                // Unreachable (seen down, never up again) for the whole limit.
+                let unreachable = matches!(why, crate::migrate::Failure::SourceUnreachableWithPages { .. })
+                    && self.down.get(&(y, src)).is_some_and(|&t| now.saturating_sub(t) >= self.cfg.source_down_limit_us);
+                if !restarted && !unreachable {
+                    return Err(self.fail(format!("node {y}: Kill ({why}) but source {src} did not restart nor stay unreachable")));
                 }
-                self.report.lazy_kills += 1;
-                self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
+                if unreachable {
+                    self.report.unreachable_kills += 1;
+                    self.crashed_holding.push(format!("lazy source {src} unreachable for the limit with pages of mid {mid}"));
+                } else {
+                    self.report.lazy_kills += 1;
+                    self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
+                }
                 self.report.process_lost = Some(why.to_string());
                 let nd = &mut self.nodes[y as usize];
                 nd.resume_pending = None;
@@ -1166,6 +1208,9 @@ impl Sim {
                     l.cut_until = l.cut_until.max(until);
                 }
                 self.schedule(until, Ev::Heal { a, b });
+                if until > now + self.node_down_us {
+                    self.schedule(now + self.node_down_us, Ev::Down { a, b });
+                }
             }
             Ev::Heal { a, b } => {
                 for (x, y) in [(a, b), (b, a)] {
@@ -1176,6 +1221,14 @@ impl Sim {
                             self.schedule(t, Ev::Deliver { a: x, b: y });
                         }
                     }
+                }
+                if self.links[a as usize][b as usize].cut_until <= now {
+                    self.peers_up(a, b)?;
+                }
+            }
+            Ev::Down { a, b } => {
+                if self.links[a as usize][b as usize].cut_until > now {
+                    self.peers_down(a, b)?;
                 }
             }
             Ev::EndPhase => {
@@ -1192,6 +1245,44 @@ impl Sim {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `a` and `b` see each other down (the session's failure detector): a stall, not a
+    /// crash; the machines of each are told.
+    fn peers_down(&mut self, a: NodeId, b: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        for (x, y) in [(a, b), (b, a)] {
+            if !self.nodes[x as usize].alive || self.down.contains_key(&(x, y)) {
+                continue;
+            }
+            trace!(self, "{x} sees {y} down");
+            self.down.insert((x, y), now);
+            let nd = &mut self.nodes[x as usize];
+            for s in nd.sources.values_mut() {
+                s.peer_down(now, y);
+            }
+            for d in nd.dests.values_mut() {
+                d.peer_down(now, y);
+            }
+            self.pump(x)?;
+        }
+        Ok(())
+    }
+
+    /// `a` and `b` hear from each other again (the same incarnations).
+    fn peers_up(&mut self, a: NodeId, b: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        for (x, y) in [(a, b), (b, a)] {
+            if self.down.remove(&(x, y)).is_none() || !self.nodes[x as usize].alive {
+                continue;
+            }
+            trace!(self, "{x} sees {y} up");
+            for d in self.nodes[x as usize].dests.values_mut() {
+                d.peer_up(now, y);
+            }
+            self.pump(x)?;
         }
         Ok(())
     }
@@ -1339,7 +1430,7 @@ impl Sim {
         }
         let k = match self.plan {
             Plan::Random => return Ok(()),
-            Plan::CrashSource(k) | Plan::CrashDest(k) | Plan::CrashThird(k) | Plan::Partition(k) => k,
+            Plan::CrashSource(k) | Plan::CrashDest(k) | Plan::CrashThird(k) | Plan::Partition(k) | Plan::Stall(k) => k,
         };
         if self.mig_events != k {
             return Ok(());
@@ -1358,6 +1449,15 @@ impl Sim {
             Plan::Partition(_) => {
                 let until = self.now + self.rng.range(1_000, 600_000);
                 self.schedule(self.now, Ev::Cut { a: src, b: dst, until });
+            }
+            Plan::Stall(_) => {
+                let x = if self.rng.chance(500) { src } else { dst };
+                let until = self.now + self.rng.range(self.node_down_us, 3 * self.cfg.source_down_limit_us);
+                trace!(self, "STALL {x} until {until}");
+                self.report.stalls += 1;
+                for y in (0..self.n as NodeId).filter(|&y| y != x) {
+                    self.schedule(self.now, Ev::Cut { a: x, b: y, until });
+                }
             }
             Plan::Random => {}
         }
@@ -1415,20 +1515,14 @@ impl Sim {
             }
         }
         self.nodes[x as usize] = Node { crashed_ever: true, route: (owner, ver), ..Node::new(epoch, owner) };
+        // A restart is told as such (not as down, up).
+        self.down.retain(|&(a, b), _| a != x && b != x);
         for y in 0..self.n {
             if y == x as usize || !self.nodes[y].alive {
                 continue;
             }
-            // The node's forget_origin: what the old incarnation numbered and is held back
-            // is queued, past its gaps; the new incarnation numbers from 0 again.
-            if let Some(c) = self.nodes[y].copy.as_mut() {
-                if matches!(c.state, CopyState::Running | CopyState::Frozen) {
-                    let (ready, skipped) = c.order.give_up(|o, _| o == x);
-                    c.mailbox.extend(ready);
-                    self.report.gaps_given_up += skipped;
-                }
-                c.order.forget(x);
-            }
+            // (The node's forget_origin: every node learns of the restart.)
+            self.restarted.insert(x);
             for s in self.nodes[y].sources.values_mut() {
                 s.peer_restarted(now, x);
             }
@@ -1443,7 +1537,7 @@ impl Sim {
     // ---- checkers ----
 
     fn process_gone(&self) -> bool {
-        !self.nodes.iter().any(|nd| nd.alive && nd.copy.is_some())
+        !self.nodes.iter().any(|nd| nd.alive && nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed))
     }
 
     fn quiet(&self) -> bool {

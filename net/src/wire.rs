@@ -5,6 +5,7 @@
 //! against a cap before anything is allocated, rejects another version and trailing
 //! bytes; no type here is recursive.
 
+use crate::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::node::{FileOp, Op};
@@ -40,7 +41,7 @@ pub enum Frame {
     },
     /// The sender's load, sent every heartbeat or so.
     Load(Load),
-    /// A live migration's control traffic (see `migration.rs`): what must stay in order
+    /// A live migration's control traffic (see `node/migration/`): what must stay in order
     /// with the VM ops between the two nodes.
     Mig(MigWire),
 }
@@ -101,7 +102,7 @@ pub struct MigReport {
     pub pid: u64,
     pub from: String,
     pub to: String,
-    pub mechanism: String,
+    pub mechanism: Mechanism,
     /// `committed`, or why it failed (the process then runs on at the source).
     pub outcome: String,
     pub ok: bool,
@@ -145,7 +146,7 @@ pub enum Query {
     /// nodes have passed the request on so far (the first asker sends 1); a node that
     /// does not host the process passes it on only by a route of its own, never back to
     /// the node that asked, and only while `hops` is below a small bound.
-    Migrate { pid: u64, to: String, mechanism: Option<String>, hops: u8 },
+    Migrate { pid: u64, to: String, mechanism: Option<Mechanism>, hops: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,12 +253,12 @@ pub enum CtlRequest {
     /// Opens this connection's console: the node sends every output line of processes
     /// started from it on the stream, as [`CtlReply::Output`].
     Console,
-    /// Migrates a process to node `to` (mechanism: `freeze`, `precopy`, `lazy`,
-    /// `hybrid`, or the mesh's default). Answered by progress, then the report.
+    /// Migrates a process to node `to` (with `mechanism`, or the mesh's default).
+    /// Answered by progress, then the report.
     Migrate {
         pid: u64,
         to: String,
-        mechanism: Option<String>,
+        mechanism: Option<Mechanism>,
     },
 }
 

@@ -10,6 +10,7 @@ mod common;
 use common::{wait_until, TestMesh};
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
+use tern_net::mechanism::Mechanism;
 use tern_net::runner::{compile_text, run_program, BufferHost, RunOptions};
 use tern_vm::heap::{kind, set_growth_ceiling_for_tests, Heap, HeapConfig, HeapError};
 
@@ -138,7 +139,7 @@ fn a_destination_without_memory_for_the_heap_refuses_the_migration() {
         // The destination cannot make the 4 MiB heap the process needs (nor can the
         // source grow its own, but it does not need to).
         let _c = Ceiling::set(1 << 20);
-        for mechanism in ["freeze", "precopy", "lazy", "hybrid"] {
+        for mechanism in Mechanism::ALL {
             let r = m.node("a").migrate(pid, "b", Some(mechanism));
             let r = r.unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
             assert!(!r.ok, "{mechanism}: {r:?}");
@@ -151,7 +152,7 @@ fn a_destination_without_memory_for_the_heap_refuses_the_migration() {
     m.node("a").node().send_to(pid, text_message("still here")).expect("sent");
     run.wait_line(&m, "still here", |l| l.starts_with("still here") && l.ends_with("on a"));
     // With memory back, the same move works.
-    let r = m.node("a").migrate(pid, "b", Some("precopy")).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    let r = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy)).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     assert!(wait_until(Duration::from_secs(30), || m.where_is(pid).as_deref() == Some("b")));
     m.node("b").node().send_to(pid, text_message("stop")).expect("sent");

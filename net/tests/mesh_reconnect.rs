@@ -135,7 +135,7 @@ if is_timeout(m) { println("no down message"); } else { println("${m.event} ${m.
     let out = run_on(&a, "println(nodes());", Duration::from_secs(10));
     assert_eq!(out, "[\"a\", \"b\"]\n");
     // c comes back (a new incarnation): it is up again and usable.
-    let c = MeshNode::start(&cfg, "c", NodeOptions { log: quiet("c"), workers: None }).unwrap();
+    let c = MeshNode::start(&cfg, "c", NodeOptions { log: quiet("c"), workers: None, operators: None }).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(a.peer_up("c") && b.peer_up("c") && c.peer_up("a")) {
         assert!(Instant::now() < deadline, "c did not come back");

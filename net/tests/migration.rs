@@ -1,4 +1,4 @@
-//! Live migration over QUIC between real nodes on loopback (issue 5): each mechanism
+//! Live migration over QUIC between real nodes on loopback: each mechanism
 //! moves a running process that keeps writing to its heap; `migrate(node)` and
 //! `migrate(pid, node)` from programs; reports; failures before and after the commit
 //! point; a process with partners on every node moved many times.
@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
+use tern_net::mechanism::Mechanism;
 use tern_net::migration::TestHooks;
 use tern_net::wire::MigReport;
 
@@ -30,21 +31,21 @@ for k in 0..CELLS {
 println("ok on ${node()}");
 "#;
 
-fn check_report(r: &MigReport, mechanism: &str) {
+fn check_report(r: &MigReport, mechanism: Mechanism) {
     assert!(r.ok, "{mechanism}: the migration failed: {r:?}");
     assert_eq!(r.mechanism, mechanism);
     assert!(r.heap_pages >= 256, "{r:?}");
     assert!(r.bytes_sent > 0 && r.total_time_us > 0 && r.freeze_time_us > 0, "{r:?}");
     assert!(r.freeze_time_us <= r.total_time_us, "{r:?}");
     match mechanism {
-        "freeze" => assert!(r.rounds.is_empty() && r.final_pages >= 256, "{r:?}"),
-        "precopy" | "hybrid" => assert!(!r.rounds.is_empty() && r.rounds[0] == r.heap_pages, "{r:?}"),
+        Mechanism::Freeze => assert!(r.rounds.is_empty() && r.final_pages >= 256, "{r:?}"),
+        Mechanism::Precopy | Mechanism::Hybrid => assert!(!r.rounds.is_empty() && r.rounds[0] == r.heap_pages, "{r:?}"),
         _ => assert!(r.rounds.is_empty() && r.absent_pages_at_resume == r.heap_pages, "{r:?}"),
     }
 }
 
 /// Moves a running writer a → b → a with `mechanism`; its output must be whole.
-fn moves_a_running_writer(mechanism: &str) {
+fn moves_a_running_writer(mechanism: Mechanism) {
     let m = TestMesh::start(2);
     let mut run = m.run("a", "writer.tern", WRITER);
     run.wait_line(&m, "round 2", |l| l.starts_with("round 2 "));
@@ -64,22 +65,22 @@ fn moves_a_running_writer(mechanism: &str) {
 
 #[test]
 fn freeze_moves_a_running_process() {
-    moves_a_running_writer("freeze");
+    moves_a_running_writer(Mechanism::Freeze);
 }
 
 #[test]
 fn precopy_moves_a_running_process() {
-    moves_a_running_writer("precopy");
+    moves_a_running_writer(Mechanism::Precopy);
 }
 
 #[test]
 fn lazy_moves_a_running_process() {
-    moves_a_running_writer("lazy");
+    moves_a_running_writer(Mechanism::Lazy);
 }
 
 #[test]
 fn hybrid_moves_a_running_process() {
-    moves_a_running_writer("hybrid");
+    moves_a_running_writer(Mechanism::Hybrid);
 }
 
 #[test]
@@ -114,7 +115,7 @@ println("done");
 }
 
 // ---------------------------------------------------------------------------------
-// Failure semantics (DESIGN invariant 7)
+// Failure semantics (ARCHITECTURE.md: "one owner, decided at the destination")
 // ---------------------------------------------------------------------------------
 
 /// Receives N numbered messages from a local sender, checking their order.
@@ -158,7 +159,7 @@ fn the_destination_failing_before_commit_leaves_the_process_running_at_the_sourc
     let pid = run.pid;
     let report = std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(pid, "b", Some("freeze")));
+        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Freeze)));
         // The image is at b, which never answers `Ready`: b fails before the commit point.
         std::thread::sleep(Duration::from_millis(500));
         m.node("b").halt();
@@ -182,7 +183,7 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
     let pid = run.pid;
     let report = std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(pid, "b", Some("precopy")));
+        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Precopy)));
         std::thread::sleep(Duration::from_millis(500));
         m.node("a").drop_connections();
         h.join().expect("the migration thread")
@@ -192,7 +193,7 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
     // The connection comes back; b gave up its copy; a second try goes through.
     m.node("b").set_migration_hooks(TestHooks::default());
     assert!(wait_until(Duration::from_secs(20), || m.node("a").peer_up("b")));
-    let again = m.node("a").migrate(pid, "b", Some("precopy")).expect("a report");
+    let again = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy)).expect("a report");
     assert!(again.ok, "{again:?}\n{}", m.log_text());
     m.node("a").node().send_to(pid, text_message("finish")).expect("sent");
     let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
@@ -200,12 +201,12 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
 }
 
 /// After the commit point the source holds nothing the process needs.
-fn source_switched_off_after_commit(mechanism: &str) {
+fn source_switched_off_after_commit(mechanism: Mechanism) {
     let mut m = TestMesh::start(3);
     // Started from c's console, so that its output outlives node a.
     let mut run = m.run("c", "writer.tern", WRITER);
     run.wait_line(&m, "round 1", |l| l.starts_with("round 1 "));
-    let r = m.node("c").migrate(run.pid, "a", Some("freeze")).expect("a report");
+    let r = m.node("c").migrate(run.pid, "a", Some(Mechanism::Freeze)).expect("a report");
     assert!(r.ok, "{r:?}");
     let r = m.node("a").migrate(run.pid, "b", Some(mechanism)).expect("a report");
     assert!(r.ok, "{r:?}\n{}", m.log_text());
@@ -219,17 +220,17 @@ fn source_switched_off_after_commit(mechanism: &str) {
 
 #[test]
 fn after_commit_the_source_can_be_switched_off_freeze() {
-    source_switched_off_after_commit("freeze");
+    source_switched_off_after_commit(Mechanism::Freeze);
 }
 
 #[test]
 fn after_commit_the_source_can_be_switched_off_precopy() {
-    source_switched_off_after_commit("precopy");
+    source_switched_off_after_commit(Mechanism::Precopy);
 }
 
 #[test]
 fn after_the_background_push_a_lazy_process_no_longer_needs_its_source() {
-    source_switched_off_after_commit("lazy");
+    source_switched_off_after_commit(Mechanism::Lazy);
 }
 
 #[test]
@@ -261,12 +262,12 @@ println("down: ${d.reason}");
     let mut run = m.run("c", "holder.tern", src);
     let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
     run.wait_line(&m, "ready", |l| l == "ready");
-    assert!(m.node("c").migrate(w, "a", Some("freeze")).expect("a report").ok);
+    assert!(m.node("c").migrate(w, "a", Some(Mechanism::Freeze)).expect("a report").ok);
     m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
         // Without the background push this migration lasts until every page is fetched.
-        let h = s.spawn(move || a.migrate(w, "b", Some("lazy")));
+        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
         assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
         m.node("c").node().send_to(w, text_message("touch")).expect("sent");
         run.wait_line(&m, "touched", |l| l.starts_with("touched"));
@@ -340,7 +341,7 @@ println("done on ${node()}: ${next} received, ${timeouts} timed out");
     // a migration thread that does not end. Halting a and b ends it.)
     let (report, problem) = std::thread::scope(|s| {
         let a = m.node("a");
-        s.spawn(move || tx.send(a.migrate(pid, "b", Some("precopy"))));
+        s.spawn(move || tx.send(a.migrate(pid, "b", Some(Mechanism::Precopy))));
         let mut problem = None;
         // The offer was taken and everything sent: b holds before Ready.
         if !m.wait_log("b", Duration::from_secs(30), |l| l.contains("held before Ready")) {
@@ -488,7 +489,7 @@ println("channel: ${total} in order; inbox: ${itotal} in order; check ${check}")
 fn partners_run(moves: usize, seed: u64) -> (String, String, Vec<String>) {
     let m = TestMesh::start(3);
     let mut run = m.run("a", "partners.tern", PARTNERS);
-    let mechs = ["freeze", "precopy", "lazy", "hybrid"];
+    let mechs = Mechanism::ALL;
     let names = ["a", "b", "c"];
     let mut rng = seed;
     let mut next = || {
@@ -538,7 +539,7 @@ fn the_node_a_process_left_holds_nothing_for_it() {
     let mut run = m.run("a", "counted.tern", COUNTED);
     std::thread::sleep(Duration::from_millis(20));
     let pid = run.pid;
-    for (from, to, mech) in [("a", "b", "precopy"), ("b", "c", "lazy")] {
+    for (from, to, mech) in [("a", "b", Mechanism::Precopy), ("b", "c", Mechanism::Lazy)] {
         let r = m.node(from).migrate(pid, to, Some(mech)).expect("a report");
         assert!(r.ok, "{r:?}\n{}", m.log_text());
     }

@@ -74,7 +74,7 @@ impl TestMesh {
 
     /// Starts one node of the config.
     pub fn start_node(&mut self, name: &str) {
-        let node = MeshNode::start(&self.cfg, name, NodeOptions { log: sink(&self.logs, name), workers: None })
+        let node = MeshNode::start(&self.cfg, name, NodeOptions { log: sink(&self.logs, name), workers: None, operators: None })
             .unwrap_or_else(|e| panic!("node {name} did not start: {e}"));
         self.nodes.push((name.to_string(), Some(node)));
     }

@@ -1,7 +1,8 @@
 //! Gaps and losses (see `remote.rs`, "Bounds"): telling the sender of a lost message
 //! (its next send fails) or logging the loss, giving up sequence numbers that have been
-//! missing for the gap timeout (the sweep the timer thread runs) or whose origin
-//! restarted, and queueing, in order, what was held back behind them.
+//! missing for the gap timeout (the sweep the timer thread runs) and queueing, in order,
+//! what was held back behind them, and the origins that restarted (whose numbering
+//! begins again: `order.rs`, `put_after_restart`).
 
 use super::deliver::{bytes_text, what, DeliverError};
 use super::remote::Op;
@@ -68,25 +69,16 @@ impl NodeInner {
 
     /// See [`super::Node::forget_origin`].
     pub(crate) fn forget_origin(&self, origin: u16) {
-        let mut slots = Vec::new();
-        for s in &self.procs.shards {
-            slots.extend(s.lock().values().filter_map(|e| match e {
-                Entry::Live(slot) => Some(slot.clone()),
-                Entry::Moved(..) => None,
-            }));
-        }
-        // What its old incarnation numbered and is held back here will not be followed by
-        // what it misses: it is queued now, in order, past its gaps; then the numbering
-        // starts again from 0.
-        self.release_gaps(&|o, _| o == origin, false);
-        for slot in slots {
-            slot.st.lock().order.seq.forget(origin);
-        }
-        for s in &self.chan_meta.shards {
-            for meta in s.lock().values_mut() {
-                meta.order.forget(origin);
-            }
-        }
+        // Its new incarnation numbers from 0 again; what the old one sent may still be on
+        // its way and is delivered in its order until the first new number comes (see
+        // `order.rs`, `put_after_restart`), which releases what the old one left held.
+        self.restarted.lock().insert(origin);
+    }
+
+    /// Whether node `origin` has restarted since this node started (its numbering began
+    /// again from 0).
+    pub(crate) fn origin_restarted(&self, origin: u16) -> bool {
+        self.restarted.lock().contains(&origin)
     }
 
     /// Logs a message lost (see "Bounds").
@@ -110,14 +102,13 @@ impl NodeInner {
         self.gap_sweep.store(false, Ordering::SeqCst);
         let now = self.now_us();
         let timeout = self.config.gap_timeout.as_micros() as u64;
-        self.release_gaps(&|_, since| now.saturating_sub(since) >= timeout, true);
+        self.release_gaps(&|_, since| now.saturating_sub(since) >= timeout);
     }
 
     /// Gives up, in every queue here, the gaps `which` picks (by origin and since when it
     /// has waited): what was held back behind them is queued, in order, and each give-up
-    /// is counted and logged. `sweep`: this is the timed sweep (it schedules the next one
-    /// for the oldest gap left).
-    pub(super) fn release_gaps(&self, which: &dyn Fn(u16, u64) -> bool, sweep: bool) {
+    /// is counted and logged; the next sweep is scheduled for the oldest gap left.
+    pub(super) fn release_gaps(&self, which: &dyn Fn(u16, u64) -> bool) {
         let timeout = self.config.gap_timeout.as_micros() as u64;
         let due = |order: &Order| order.oldest_gap().is_some();
         let mut oldest: Option<u64> = None;
@@ -195,21 +186,17 @@ impl NodeInner {
             }
             given_up.push((Target::Chan(c), skipped));
         }
-        if let Some(t) = oldest.filter(|_| sweep) {
+        if let Some(t) = oldest {
             if !self.gap_sweep.swap(true, Ordering::SeqCst) {
                 self.schedule_sweep(t.saturating_add(timeout));
             }
         }
         for (target, skipped) in given_up.into_iter().filter(|(_, n)| *n > 0) {
             self.counters.given_up.fetch_add(skipped, Ordering::Relaxed);
-            let why = if sweep {
-                format!(
-                    "gave up waiting for {skipped} missing message(s) after {} s (lost on the way, with a node that went down, say)",
-                    self.config.gap_timeout.as_secs_f64()
-                )
-            } else {
-                format!("gave up waiting for {skipped} missing message(s): the node that sent them restarted")
-            };
+            let why = format!(
+                "gave up waiting for {skipped} missing message(s) after {} s (lost on the way, with a node that went down, say)",
+                self.config.gap_timeout.as_secs_f64()
+            );
             self.log_lost(target, &why);
         }
     }

@@ -311,6 +311,9 @@ pub(crate) struct NodeInner {
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
     gap_sweep: AtomicBool,
+    /// Nodes that have restarted since this one started: they number their messages
+    /// afresh (see `order.rs`, `put_after_restart`).
+    restarted: Mutex<std::collections::HashSet<u16>>,
 }
 
 /// A running node. Dropping it stops its threads; processes still running are dropped.
@@ -375,6 +378,7 @@ impl Node {
             remote_monitors: Mutex::new(Vec::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
+            restarted: Mutex::new(std::collections::HashSet::new()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();

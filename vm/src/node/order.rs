@@ -185,6 +185,25 @@ impl<T: Weigh> Order<T> {
         Some(m)
     }
 
+    /// Puts message number `seq` from node `origin` in sequence, as [`Order::put`], where
+    /// `origin` has `restarted` since this queue's state was made. A restarted node numbers
+    /// afresh from 0, so a number below the one expected is its new incarnation's (a live
+    /// incarnation never sends a number twice): what is held from the old one is released
+    /// past its gaps (they will not fill), and the new numbering begins. What the old
+    /// incarnation sent and is still on its way before that is delivered in its order.
+    pub fn put_after_restart(&mut self, origin: u16, seq: u64, msg: Option<T>, now: u64, restarted: bool) -> Put<T> {
+        if !restarted || seq >= self.next(origin) {
+            return self.put(origin, seq, msg, now);
+        }
+        let (mut ready, skipped) = self.give_up(|o, _| o == origin);
+        self.set_next(origin, 0);
+        let mut put = self.put(origin, seq, msg, now);
+        ready.append(&mut put.ready);
+        put.ready = ready;
+        put.skipped += skipped;
+        put
+    }
+
     /// Puts message number `seq` from node `origin` in sequence (`None`: a skip notice
     /// for that number). A message ahead of its turn is held back; once [`MAX_HELD`] are,
     /// the queue gives up waiting for what its origins miss (see [`Order::give_up`]).
@@ -234,10 +253,17 @@ impl<T: Weigh> Order<T> {
     /// Puts the numbered messages that reached the queue's new place before its commit
     /// in sequence, after the state that came with the commit (this one), in the order
     /// they arrived. Each carries a tag `K` (who to tell if it came too late).
-    pub fn admit<K>(&mut self, waiting: impl IntoIterator<Item = (u16, u64, Option<T>, K)>, now: u64) -> Admitted<T, K> {
+    /// `restarted`: whether a node has restarted since it numbered what came with the
+    /// commit (see [`Order::put_after_restart`]).
+    pub fn admit<K>(
+        &mut self,
+        waiting: impl IntoIterator<Item = (u16, u64, Option<T>, K)>,
+        now: u64,
+        restarted: impl Fn(u16) -> bool,
+    ) -> Admitted<T, K> {
         let mut out = Admitted { ready: Vec::new(), late: Vec::new(), skipped: 0, gaps: self.oldest_gap().is_some() };
         for (origin, seq, msg, tag) in waiting {
-            let put = self.put(origin, seq, msg, now);
+            let put = self.put_after_restart(origin, seq, msg, now, restarted(origin));
             out.gaps |= put.opened;
             out.skipped += put.skipped;
             if put.late {
@@ -333,10 +359,26 @@ mod tests {
     #[test]
     fn waiting_messages_are_admitted_after_the_state_that_came_with_the_commit() {
         let mut o: Order<&str> = Order::from_wire(vec![(1, 2)], vec![(1, 3, Some("d"))], 0);
-        let a = o.admit(vec![(1, 1, Some("late"), 'x'), (1, 2, Some("c"), 'y'), (2, 0, Some("z"), 'z')], 1);
+        let a = o.admit(vec![(1, 1, Some("late"), 'x'), (1, 2, Some("c"), 'y'), (2, 0, Some("z"), 'z')], 1, |_| false);
         assert_eq!(a.ready, vec!["c", "d", "z"]);
         assert_eq!(a.late, vec!['x']);
-        assert!(!a.gaps);
+        assert!(o.oldest_gap().is_none());
+    }
+
+    #[test]
+    fn a_restarted_origin_numbers_afresh_after_what_its_old_incarnation_still_had_on_the_way() {
+        let mut o: Order<u32> = Order::default();
+        o.put(2, 0, Some(0), 0);
+        o.put(2, 3, Some(3), 0); // 1 and 2 still on their way
+                                 // Node 2 restarts. Its old 1 and 2 come first: delivered in order.
+        assert_eq!(o.put_after_restart(2, 1, Some(1), 1, true).ready, vec![1]);
+        assert_eq!(o.put_after_restart(2, 2, Some(2), 1, true).ready, vec![2, 3]);
+        o.put(2, 5, Some(5), 1); // the old 4 was lost with it
+                                 // Its new incarnation's first message: the old gap is given up, 5 released first.
+        let p = o.put_after_restart(2, 0, Some(100), 2, true);
+        assert_eq!(p.ready, vec![5, 100]);
+        assert_eq!(p.skipped, 1);
+        assert_eq!(o.put_after_restart(2, 1, Some(101), 3, true).ready, vec![101]);
     }
 
     #[test]

@@ -249,7 +249,8 @@ impl Node {
     }
 
     /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
-    /// forgets the sequence state of messages from it, here and in the processes here.
+    /// queues here take its first number below the one they expect as the start of the
+    /// new numbering, after whatever the old incarnation still had on its way.
     pub fn forget_origin(&self, node: u16) {
         self.inner.forget_origin(node);
     }

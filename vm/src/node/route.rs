@@ -340,7 +340,7 @@ impl NodeInner {
                 };
             }
             let now = self.now_us();
-            let mut put = st.order.seq.put(origin, seq, if full { None } else { msg }, now);
+            let mut put = st.order.seq.put_after_restart(origin, seq, if full { None } else { msg }, now, self.origin_restarted(origin));
             let mut bytes = 0;
             for m in std::mem::take(&mut put.ready) {
                 bytes += m.approx_bytes();
@@ -521,7 +521,7 @@ impl NodeInner {
     pub(super) fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
-        meta.order.put(origin, seq, msg, now)
+        meta.order.put_after_restart(origin, seq, msg, now, self.origin_restarted(origin))
     }
 
     /// Records what came with a receive end arriving here; returns its queue.

@@ -299,7 +299,10 @@ impl Node {
                 st.order.seq = Order::from_wire(late.inbox_expect, late.inbox_held, now);
             }
             let waiting = std::mem::take(&mut st.order.waiting);
-            let admitted = st.order.seq.admit(waiting.into_iter().map(|a| (a.origin, a.seq, a.msg, (a.origin, a.from))), now);
+            let admitted = st
+                .order
+                .seq
+                .admit(waiting.into_iter().map(|a| (a.origin, a.seq, a.msg, (a.origin, a.from))), now, |o| i.origin_restarted(o));
             given_up = admitted.skipped;
             lost = admitted.late;
             for m in admitted.ready {

@@ -1,10 +1,12 @@
 //! The mesh commands of `tern`: `node`, `mesh up`, `ctl`, `repl` and `demo`.
 
 use crate::config::MeshConfig;
-use crate::ctl::CtlClient;
-use crate::mesh::{LogSink, MeshNode, NodeOptions};
+use crate::mechanism::Mechanism;
+use crate::node::{LogSink, MeshNode, NodeOptions};
+use crate::ops::ctl::{server, CtlClient};
+use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
 use crate::runner::{compile, compile_text};
-use crate::wire::{CtlReply, CtlRequest, NodeRow, PsRow};
+use crate::wire::{CtlReply, CtlRequest};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -42,9 +44,9 @@ pub fn wait_for_signal() -> Result<(), String> {
 
 /// `tern node --config C --name N`: runs one node until Ctrl-C.
 pub fn node(cfg: &MeshConfig, name: &str) -> Result<(), String> {
-    let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None })?;
+    let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None, operators: Some(server()) })?;
     wait_for_signal()?;
-    (n.sh.log)(&format!("node {} shutting down", n.name()));
+    n.log(&format!("node {} shutting down", n.name()));
     n.shutdown();
     Ok(())
 }
@@ -55,7 +57,7 @@ pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
     let mut nodes = Vec::new();
     for n in &cfg.nodes {
         let log = stdout_log(format!("{:>width$}| ", n.name));
-        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None }) {
+        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None, operators: Some(server()) }) {
             Ok(m) => nodes.push(m),
             Err(e) => {
                 for m in nodes {
@@ -99,7 +101,7 @@ pub fn migrate(
     client: &CtlClient,
     pid: u64,
     to: &str,
-    mechanism: Option<String>,
+    mechanism: Option<Mechanism>,
     progress: bool,
     metrics_out: Option<&std::path::Path>,
 ) -> Result<crate::wire::MigReport, String> {
@@ -147,45 +149,6 @@ pub fn migrate(
         writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(r)
-}
-
-pub fn nodes_table(rows: &[NodeRow]) -> String {
-    let mut s = format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", "NODE", "ADDRESS", "STATUS", "PROCESSES", "REDUCTIONS/S");
-    for r in rows {
-        s += &format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", r.name, r.addr, r.status, r.processes, r.load);
-    }
-    s
-}
-
-pub fn ps_table(rows: &[PsRow]) -> String {
-    let mut s = format!("{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n", "PID", "NODE", "STATUS", "REDUCTIONS", "HEAP PAGES", "MAILBOX");
-    for r in rows {
-        s += &format!(
-            "{:<12} {:<10} {:<8} {:>12} {:>10} {:>8}\n",
-            name_text(r.pid),
-            r.node,
-            r.status,
-            r.reductions,
-            r.heap_pages,
-            r.mailbox
-        );
-    }
-    s
-}
-
-fn ps_json(rows: &[PsRow]) -> serde_json::Value {
-    json!(rows
-        .iter()
-        .map(|r| json!({"pid": name_text(r.pid), "node": r.node, "status": r.status, "reductions": r.reductions,
-            "heap_pages": r.heap_pages, "mailbox": r.mailbox}))
-        .collect::<Vec<_>>())
-}
-
-fn nodes_json(rows: &[NodeRow]) -> serde_json::Value {
-    json!(rows
-        .iter()
-        .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load}))
-        .collect::<Vec<_>>())
 }
 
 /// Compiles a program for spawning: its modules, encoded, and its main module's hash.
@@ -311,18 +274,17 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            if let Some(m) = &mechanism {
-                if let Err(e) = crate::migration::parse_mechanism(m) {
-                    return fail(e);
-                }
-            }
+            let mechanism = match mechanism.as_deref().map(str::parse::<Mechanism>).transpose() {
+                Ok(m) => m,
+                Err(e) => return fail(e),
+            };
             let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
             match migrate(client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
                 Ok(r) => {
                     if json_out {
                         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
                     } else {
-                        print!("{}", crate::migration::report_table(&r));
+                        print!("{}", report_table(&r));
                     }
                     if r.ok {
                         Ok(true)
@@ -376,7 +338,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
     }
 }
 
-pub use crate::repl::repl;
+pub use crate::ops::repl::repl;
 
 /// A config for `n` nodes named a, b, c, ... on free loopback ports, in `dir` (with
 /// `extra` appended), loaded; certificates made with `cluster init`.
@@ -403,7 +365,7 @@ pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, St
 pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<MeshNode>, String> {
     let mut nodes = Vec::new();
     for n in &cfg.nodes {
-        nodes.push(MeshNode::start(cfg, &n.name, NodeOptions { log: log(&n.name), workers: None })?);
+        nodes.push(MeshNode::start(cfg, &n.name, NodeOptions { log: log(&n.name), workers: None, operators: Some(server()) })?);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !nodes.iter().all(|m| cfg.nodes.iter().all(|n| n.name == m.name() || m.peer_up(&n.name))) {
@@ -420,8 +382,10 @@ pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<
 /// The demo's second part: a running process moved around the mesh with each mechanism.
 fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     println!("Live migration: examples/mesh/migrating.tern keeps writing to 4 MiB of heap while it is moved");
-    println!("a → b (freeze), b → c (precopy), c → a (lazy), a → b (hybrid):\n");
-    let program = compile_text("migrating.tern", include_str!("../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
+    let moves = [("a", "b", Mechanism::Freeze), ("b", "c", Mechanism::Precopy), ("c", "a", Mechanism::Lazy), ("a", "b", Mechanism::Hybrid)];
+    let said: Vec<String> = moves.iter().map(|(from, to, m)| format!("{from} → {to} ({m})")).collect();
+    println!("{}:\n", said.join(", "));
+    let program = compile_text("migrating.tern", include_str!("../../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
         a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
@@ -445,20 +409,18 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     });
     std::thread::sleep(Duration::from_millis(300));
     let by_name = |n: &str| nodes.iter().find(|m| m.name() == n);
-    let mut at = "a";
     let mut result = Ok(());
-    for (to, mech) in [("b", "freeze"), ("c", "precopy"), ("a", "lazy"), ("b", "hybrid")] {
+    for (at, to, mech) in moves {
         let from = by_name(at).ok_or("no such node")?;
         match from.migrate(pid, to, Some(mech)) {
             Ok(r) => {
                 std::thread::sleep(Duration::from_millis(150));
-                print!("{}", crate::migration::report_table(&r));
+                print!("{}", report_table(&r));
                 println!();
                 if !r.ok {
                     result = Err(format!("the {mech} migration failed: {}", r.outcome));
                     break;
                 }
-                at = to;
             }
             Err(e) => {
                 result = Err(format!("the {mech} migration failed: {e}"));
@@ -495,7 +457,7 @@ pub fn demo() -> Result<(), String> {
         Arc::new(move |line: &str| logs.lock().push(format!("{name}| {line}")))
     })?;
     println!("all three connected; starting examples/mesh/demo.tern on node a:\n");
-    let program = compile_text("demo.tern", include_str!("../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
+    let program = compile_text("demo.tern", include_str!("../../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
         a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;

@@ -2,9 +2,12 @@
 //! operator certificate (`ctl`) on ALPN `tern-ctl/1`, and send one [`CtlRequest`] per
 //! bidirectional stream. A connection is also a console: output of the processes it
 //! started (and of theirs, wherever they run) comes back on its `Console` stream.
+//!
+//! Both ends are here: [`server`] (what a node answers, given to it at start as its
+//! [`OperatorServer`]; it works through the node's [`Host`] methods) and [`CtlClient`].
 
 use crate::config::MeshConfig;
-use crate::mesh::Shared;
+use crate::node::{ConsoleTx, Host, OperatorServer};
 use crate::tls;
 use crate::wire::{self, Answer, CtlReply, CtlRequest, NodeRow, PsRow, Query};
 use std::sync::atomic::Ordering;
@@ -40,21 +43,26 @@ async fn write_frame<T: serde::Serialize>(send: &mut quinn::SendStream, v: &T) -
     send.write_all(&out).await.map_err(|e| format!("cannot write: {e}"))
 }
 
+/// What a node serves operators with.
+pub fn server() -> OperatorServer {
+    Arc::new(|host, conn| Box::pin(serve(host, conn)))
+}
+
 /// Serves one operator connection.
-pub(crate) async fn serve(sh: Arc<Shared>, conn: quinn::Connection) {
+async fn serve(sh: Arc<Host>, conn: quinn::Connection) {
     let console = sh.node().new_pid();
     while let Ok((send, recv)) = conn.accept_bi().await {
         let sh = sh.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(sh.clone(), console, send, recv).await {
-                tracing::debug!(node = %sh.me.name, "operator request failed: {e}");
+                tracing::debug!(node = %sh.me().name, "operator request failed: {e}");
             }
         });
     }
-    sh.consoles.lock().remove(&console);
+    sh.close_console(console);
 }
 
-async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
+async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
     let Some(bytes) = read_frame(&mut recv, MAX_CTL_FRAME).await? else { return Ok(()) };
     let req: CtlRequest = match wire::decode(&bytes, MAX_CTL_FRAME) {
         Ok(r) => r,
@@ -66,17 +74,16 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
     match req {
         CtlRequest::Console => {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let entry = crate::mesh::ConsoleTx::new(tx);
-            let written = entry.written.clone();
-            sh.consoles.lock().insert(console, entry);
+            let entry = ConsoleTx::new(tx);
+            sh.open_console(console, entry.clone());
             write_frame(&mut send, &CtlReply::Done).await?;
             while let Some(line) = rx.recv().await {
                 if write_frame(&mut send, &line).await.is_err() {
                     break;
                 }
-                written.fetch_add(1, Ordering::SeqCst);
+                entry.wrote();
             }
-            sh.consoles.lock().remove(&console);
+            sh.close_console(console);
             return Ok(());
         }
         CtlRequest::Nodes => {
@@ -89,16 +96,9 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
             write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Ps)).await?;
         }
         CtlRequest::Migrate { pid, to, mechanism } => {
-            if let Some(m) = mechanism.as_deref() {
-                if let Err(e) = crate::migration::parse_mechanism(m) {
-                    write_frame(&mut send, &CtlReply::Error(e)).await?;
-                    return Ok(());
-                }
-            }
-            let mech = mechanism.as_deref().and_then(|m| crate::migration::parse_mechanism(m).ok());
             if sh.node().is_local(pid) {
                 // Here: progress while it runs, then the report.
-                match crate::migration::start(&sh, pid, &to, mech, crate::migration::Caller::None) {
+                match sh.start_migration(pid, &to, mechanism) {
                     Ok(h) => loop {
                         let done = h.done.clone();
                         match tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_millis(200))).await {
@@ -126,12 +126,12 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
             } else {
                 // On another node (or nowhere): asked there, on a blocking thread, one of a
                 // bounded number.
-                let r = match sh.mig_slots.waiter() {
+                let r = match sh.migration_waiter() {
                     Ok(slot) => {
                         let sh2 = sh.clone();
                         tokio::task::spawn_blocking(move || {
                             let _slot = slot;
-                            crate::migration::migrate_and_wait(&sh2, pid, &to, mechanism.as_deref())
+                            sh2.migrate_and_wait(pid, &to, mechanism)
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()))
@@ -173,13 +173,13 @@ async fn handle(sh: Arc<Shared>, console: u64, mut send: quinn::SendStream, mut 
     Ok(())
 }
 
-fn node_rows(sh: &Shared) -> Vec<NodeRow> {
-    sh.cfg
+fn node_rows(sh: &Host) -> Vec<NodeRow> {
+    sh.config()
         .nodes
         .iter()
         .map(|n| {
             let up = sh.is_up(n.id);
-            let load = if n.id == sh.me.id { sh.own_load() } else { sh.peer_load(n.id) };
+            let load = if n.id == sh.me().id { sh.own_load() } else { sh.peer_load(n.id) };
             NodeRow {
                 name: n.name.clone(),
                 addr: n.addr.to_string(),
@@ -191,9 +191,9 @@ fn node_rows(sh: &Shared) -> Vec<NodeRow> {
         .collect()
 }
 
-fn ps(sh: &Shared, node: Option<&str>) -> Result<Vec<PsRow>, String> {
+fn ps(sh: &Host, node: Option<&str>) -> Result<Vec<PsRow>, String> {
     let ask = |id: u16| -> Result<Vec<PsRow>, String> {
-        if id == sh.me.id {
+        if id == sh.me().id {
             return Ok(sh.ps_rows());
         }
         match sh.ask(id, Query::Ps, Duration::from_secs(10))? {
@@ -203,12 +203,12 @@ fn ps(sh: &Shared, node: Option<&str>) -> Result<Vec<PsRow>, String> {
     };
     match node {
         Some(name) => {
-            let n = sh.cfg.node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?;
+            let n = sh.config().node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?;
             ask(n.id)
         }
         None => {
             let mut all = Vec::new();
-            for n in &sh.cfg.nodes {
+            for n in &sh.config().nodes {
                 if sh.is_up(n.id) {
                     all.extend(ask(n.id)?);
                 }
@@ -219,7 +219,7 @@ fn ps(sh: &Shared, node: Option<&str>) -> Result<Vec<PsRow>, String> {
 }
 
 fn spawn(
-    sh: &Shared,
+    sh: &Host,
     console: u64,
     modules: &[Vec<u8>],
     main: tern_vm::bytecode::ModuleHash,
@@ -231,10 +231,10 @@ fn spawn(
         return Err("the main module is not among the modules sent".into());
     }
     let target = match on {
-        None => sh.me.clone(),
-        Some(name) => sh.cfg.node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?.clone(),
+        None => sh.me().clone(),
+        Some(name) => sh.config().node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?.clone(),
     };
-    if target.id == sh.me.id {
+    if target.id == sh.me().id {
         let pid = sh.node().spawn_main_on(main, console, wait).map_err(|e| e.to_string())?;
         return Ok((pid, target.name));
     }
@@ -250,21 +250,20 @@ fn spawn(
 
 /// Waits for a process to end, then for the output it queued on the console to be
 /// written; the answer says how many console lines precede it.
-fn wait_exit(sh: &Shared, console: u64, pid: u64) -> CtlReply {
+fn wait_exit(sh: &Host, console: u64, pid: u64) -> CtlReply {
     loop {
-        if sh.shutdown.load(Ordering::SeqCst) {
+        if sh.is_shutting_down() {
             return CtlReply::Error("the node is shutting down".into());
         }
         if let Some(e) = sh.node().wait_exit(pid, Duration::from_millis(500)) {
-            let entry = sh.consoles.lock().get(&console).cloned();
-            let lines = match entry {
+            let lines = match sh.console(console) {
                 Some(c) => {
-                    let queued = c.queued.load(Ordering::SeqCst);
+                    let queued = c.queued();
                     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                    while c.written.load(Ordering::SeqCst) < queued && std::time::Instant::now() < deadline {
+                    while c.written() < queued && std::time::Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    c.written.load(Ordering::SeqCst)
+                    c.written()
                 }
                 None => 0,
             };

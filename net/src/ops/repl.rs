@@ -5,9 +5,11 @@
 //! Functions, imports and `let`s you define are kept and put before every later line,
 //! so later lines can use them (a kept `let` runs again before each line).
 
-use crate::cmd::{parse_pid, program_request};
 use crate::config::MeshConfig;
-use crate::ctl::CtlClient;
+use crate::mechanism::Mechanism;
+use crate::ops::cmd::{parse_pid, program_request};
+use crate::ops::ctl::CtlClient;
+use crate::ops::report::{nodes_table, ps_table, report_table};
 use crate::runner::compile_text;
 use crate::wire::{CtlReply, CtlRequest};
 use rustyline::completion::{Completer, Pair};
@@ -26,7 +28,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (":ps [NODE]", "processes: pid, node, status, reductions, heap pages, mailbox length"),
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
-    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (freeze, precopy, lazy, hybrid) and show what it did"),
+    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (M: {mechanisms}) and show what it did"),
     (":send PID VALUE", "send VALUE (a Tern expression) to a process"),
     (":quit", "leave (or Ctrl-D)"),
 ];
@@ -179,7 +181,7 @@ impl Session {
         match cmd {
             ":help" | ":h" => {
                 for (c, what) in COMMANDS {
-                    println!("  {c:<26} {what}");
+                    println!("  {c:<26} {}", what.replace("{mechanisms}", &Mechanism::names(", ")));
                 }
                 println!("  anything else is Tern: a statement runs, an expression is printed");
             }
@@ -206,39 +208,36 @@ impl Session {
             ":ps" => {
                 let node = rest.first().map(|s| s.to_string());
                 match self.client.call(&CtlRequest::Ps { node })? {
-                    CtlReply::Ps(rows) => print!("{}", crate::cmd::ps_table(&rows)),
+                    CtlReply::Ps(rows) => print!("{}", ps_table(&rows)),
                     CtlReply::Error(e) => return Err(e),
                     _ => return Err("unexpected reply".into()),
                 }
             }
             ":nodes" => match self.client.call(&CtlRequest::Nodes)? {
-                CtlReply::Nodes(rows) => print!("{}", crate::cmd::nodes_table(&rows)),
+                CtlReply::Nodes(rows) => print!("{}", nodes_table(&rows)),
                 CtlReply::Error(e) => return Err(e),
                 _ => return Err("unexpected reply".into()),
             },
             ":migrate" => {
-                let usage = "usage: :migrate PID NODE [--mechanism freeze|precopy|lazy|hybrid] [--json] [--metrics-out FILE]";
+                let usage = &format!("usage: :migrate PID NODE [--mechanism {}] [--json] [--metrics-out FILE]", Mechanism::names("|"));
                 let (mut pos, mut mechanism, mut json, mut metrics) = (Vec::new(), None, false, None);
                 let mut it = rest.iter();
                 while let Some(a) = it.next() {
                     match *a {
-                        "--mechanism" => mechanism = Some(it.next().ok_or(usage)?.to_string()),
+                        "--mechanism" => mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
                         "--json" => json = true,
-                        "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage)?)),
+                        "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage.as_str())?)),
                         a if a.starts_with("--") => return Err(format!("unknown option {a}\n{usage}")),
                         a => pos.push(a),
                     }
                 }
-                let [pid, node] = pos[..] else { return Err(usage.into()) };
-                if let Some(m) = &mechanism {
-                    crate::migration::parse_mechanism(m)?;
-                }
+                let [pid, node] = pos[..] else { return Err(usage.to_string()) };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let r = crate::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
+                let r = crate::ops::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
                 if json {
                     println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
                 } else {
-                    print!("{}", crate::migration::report_table(&r));
+                    print!("{}", report_table(&r));
                 }
                 if !r.ok {
                     return Err(format!("migration failed: {}", r.outcome));

@@ -1,0 +1,427 @@
+//! Live migration over QUIC: the driver that runs the sans-IO machines of
+//! [`crate::migrate`] for real, one OS thread per migration on each side (the machines
+//! decide; the driver moves pages, modules and the image, and carries out their
+//! [`Action`](crate::migrate::Action)s on the VM). See ARCHITECTURE.md, "one owner,
+//! decided at the destination" and "a stall is not a crash".
+//!
+//! - `mod.rs`: a node's migrations (their inputs, the threads they may have, test
+//!   hooks), starting one, requests passed on to the node a process is on, control
+//!   frames that come on the session.
+//! - `streams.rs`: the migration's own QUIC streams (framing, the page-fault stream);
+//!   [`accept_streams`] here takes those a peer opens.
+//! - `source.rs`: [`SourceRun`](source::SourceRun), the side the process leaves.
+//! - `dest.rs`: [`DestRun`](dest::DestRun), the side it comes to.
+//!
+//! **Streams.** Each migration has its own bidirectional QUIC stream on the connection
+//! between source and destination, opened by the source: the protocol's messages up to
+//! the commit point, the pages of the pre-copy rounds, the final pages, the modules the
+//! destination lacks and the state image travel there, so bulk pages never wait behind
+//! (or hold up) the node-pair session. With pages absent at the destination (lazy,
+//! hybrid) the destination opens a second stream at high priority for page faults and
+//! their answers, so a fault never waits behind pages being pushed in the background.
+//!
+//! **The session.** What must stay in order with the VM's own traffic between the two
+//! nodes goes in [`Frame::Mig`] on the node-pair session, which is exactly-once and
+//! survives reconnects: `Commit`, `Committed`, `Aborted`, `Abort` (the commit decision
+//! must not be lost with a connection), the process's late messages ([`MigWire::Late`]),
+//! link updates and their acknowledgements.
+//!
+//! **The VM.** Pages of a running process are read at its safepoints
+//! ([`Node::read_pages_bytes`](tern_vm::node::Node::read_pages_bytes)), a few at a time
+//! so it keeps running; the image is its state without pages (`Node::export_state`);
+//! `transfer.rs`'s steps do the rest: the destination reinstates it frozen
+//! (`Node::import_state`) and, once it has both the `Commit` and the late messages, runs
+//! it (`Node::commit_import`); the source turns its slot into a forwarding pointer at
+//! `Committed` (`Node::commit_export`) and, once every partner acknowledged its link
+//! update, drops that too.
+
+mod dest;
+mod source;
+mod streams;
+
+use super::Host;
+use crate::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
+use crate::wire::{self, Frame, MigReport, MigWire};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use streams::{frame_bytes, read_frames, spawn_writer, wire_mid};
+
+type Pid = u64;
+
+/// Pages per data frame on a migration stream.
+const PAGES_PER_FRAME: usize = 256;
+/// Largest state image accepted (the heap's pages travel separately).
+const MAX_IMAGE: usize = 256 << 20;
+/// Priority of the page-fault stream (bulk streams have 0).
+const FAULT_PRIORITY: i32 = 10;
+
+/// What a migration thread is told.
+pub(super) enum Input {
+    Wire(u16, MigWire),
+    /// A frame from a migration stream, still encoded (decoded on the migration's own
+    /// thread, not on the network thread).
+    Frame(u16, Vec<u8>, usize),
+    /// Its stream (or the connection) failed.
+    StreamFailed(String),
+    /// Source: the destination opened the page-fault stream.
+    FaultStream(mpsc::Sender<Vec<u8>>),
+    /// Destination: the process touched an absent page.
+    Fault(u32),
+    /// The node stopped answering (it may come back as the same incarnation).
+    PeerDown(u16),
+    /// The node came back as a new incarnation: what the old one held is gone.
+    PeerRestarted(u16),
+    /// The node is heard from again (first contact, or after it was down).
+    PeerUp(u16),
+}
+
+/// How far a migration has got, for progress bars.
+#[derive(Default)]
+pub struct Progress {
+    pub sent_pages: AtomicU64,
+    pub total_pages: AtomicU64,
+    pub phase: Mutex<String>,
+}
+
+/// A migration started here: its progress and, at the end, its report.
+pub struct MigHandle {
+    pub progress: Arc<Progress>,
+    pub done: crossbeam_channel::Receiver<MigReport>,
+}
+
+/// Who waits for a migration's outcome besides the operator.
+#[derive(Clone, Copy)]
+pub(crate) enum Caller {
+    None,
+    /// The process moves itself (`migrate(node)`): answered only on failure.
+    Itself,
+}
+
+/// The migrations of one node.
+#[derive(Default)]
+pub(crate) struct Migrations {
+    runs: Mutex<HashMap<u64, crossbeam_channel::Sender<Input>>>,
+    /// Destination: pid -> migration, for page faults.
+    by_pid: Mutex<HashMap<Pid, u64>>,
+    /// Source: processes being migrated from here.
+    moving: Mutex<HashSet<Pid>>,
+    /// Migrations this node gave up as destination (a late `Commit` gets `Aborted`).
+    aborted: Mutex<HashSet<u64>>,
+    next: AtomicU64,
+    /// Reports of migrations from here, newest last (bounded).
+    pub(crate) reports: Mutex<Vec<MigReport>>,
+    /// Test only: failures to stage.
+    pub(crate) hooks: Mutex<TestHooks>,
+}
+
+/// Test only: ways to hold a migration at a chosen point, so a test can fail a node there.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks {
+    /// The destination never reinstates (it stalls before `Ready`, before the commit point).
+    pub stall_before_ready: bool,
+    /// The source pushes no pages in the background (lazy: pages move only on faults).
+    pub no_push: bool,
+    /// The destination holds before reinstating (before `Ready`, before the commit point)
+    /// while this is set, then goes on (it logs "held before Ready" when it starts).
+    pub hold_before_ready: bool,
+}
+
+fn mig_config(sh: &Host) -> MigConfig {
+    let no_push = sh.mig.hooks.lock().no_push;
+    MigConfig {
+        page_bytes: sh.cfg.page_size as u64,
+        // Pages stream on their own QUIC stream; a stall there is a failed connection,
+        // which QUIC reports. These bound a peer that stops answering.
+        step_timeout_us: 30_000_000,
+        commit_timeout_us: 10_000_000,
+        freeze_budget_us: 1_000,
+        max_rounds: 10,
+        shrink_per_mille: 900,
+        max_throttle: 4,
+        prefetch: sh.cfg.prefetch,
+        push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
+        push_pages: 256,
+        max_pages_per_msg: PAGES_PER_FRAME as u32,
+        source_down_limit_us: sh.cfg.limits.node_down_ms.saturating_mul(10_000).max(10_000_000),
+        ..MigConfig::default()
+    }
+}
+
+impl Migrations {
+    fn register(&self, mid: u64) -> crossbeam_channel::Receiver<Input> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.runs.lock().insert(mid, tx);
+        rx
+    }
+
+    fn input(&self, mid: u64, i: Input) -> bool {
+        match self.runs.lock().get(&mid) {
+            Some(tx) => tx.send(i).is_ok(),
+            None => false,
+        }
+    }
+
+    /// A page fault of process `pid` (here, with pages on another node).
+    pub(crate) fn fault(&self, pid: Pid, page: u32) -> bool {
+        let mid = self.by_pid.lock().get(&pid).copied();
+        mid.is_some_and(|m| self.input(m, Input::Fault(page)))
+    }
+
+    /// A peer stopped answering (`restarted`: came back as a new incarnation): every
+    /// migration is told.
+    pub(crate) fn peer_gone(&self, node: u16, restarted: bool) {
+        for tx in self.runs.lock().values() {
+            let _ = tx.send(if restarted { Input::PeerRestarted(node) } else { Input::PeerDown(node) });
+        }
+    }
+
+    /// A peer is heard from again: every migration is told.
+    pub(crate) fn peer_up(&self, node: u16) {
+        for tx in self.runs.lock().values() {
+            let _ = tx.send(Input::PeerUp(node));
+        }
+    }
+
+    /// Whether this node holds nothing for a migrated process (tests: no residual dependency).
+    pub(crate) fn holds(&self, pid: Pid) -> bool {
+        self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
+    }
+}
+
+/// A migration frame that came on the session from `from`.
+pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
+    match w {
+        MigWire::LinkUpdate { mid, pid, to, moves, chans } => {
+            // A partner node: send straight to the new place from now on, and say so. The
+            // ack follows every message this node sent to the old place (same session).
+            sh.node().apply_link_update(pid, to, moves, &chans);
+            let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
+        }
+        MigWire::Msg(MigMsg::Commit { mid }) if !sh.mig.runs.lock().contains_key(&mid) => {
+            if sh.mig.aborted.lock().contains(&mid) {
+                let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::Aborted { mid })));
+            }
+        }
+        w => {
+            let mid = wire_mid(&w);
+            sh.mig.input(mid, Input::Wire(from, w));
+        }
+    }
+}
+
+/// Most migration runs (source or destination, each an OS thread) at once on a node.
+pub(crate) const MAX_RUNS: usize = 64;
+/// Most threads at once on a node that wait for a migration on someone's behalf (a
+/// peer's `Query::Migrate`, a program's `migrate(pid, node)`, an operator's request for
+/// a process on another node).
+pub(crate) const MAX_WAITING: usize = 32;
+/// Most nodes a request about a process goes through (see [`wire::Query::Migrate`]).
+pub(crate) const MAX_HOPS: u8 = 4;
+
+/// What a node's peers, programs and operators may have running at once for
+/// migrations: every thread a migration needs takes a [`Slot`] first, and none is
+/// started without one, so no number of requests makes a node start unbounded threads.
+#[derive(Default)]
+pub(crate) struct Slots {
+    runs: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// One of the [`Slots`], given back when dropped.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Result<Slot, String> {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+        .map(|_| Slot(count.clone()))
+        .map_err(|_| format!("too many migrations in progress (at most {max} at once on a node)"))
+}
+
+impl Slots {
+    /// A slot for a migration run (the thread of a source or a destination).
+    pub(crate) fn run(&self) -> Result<Slot, String> {
+        take_slot(&self.runs, MAX_RUNS)
+    }
+
+    /// A slot for a thread that waits for a migration on someone's behalf.
+    pub(crate) fn waiter(&self) -> Result<Slot, String> {
+        take_slot(&self.waiting, MAX_WAITING)
+    }
+}
+
+/// Starts migrating process `pid` (here) to node `to`.
+pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
+    let peer = sh.peer_by_name(to).ok_or_else(|| {
+        if to == sh.me.name {
+            format!("process {} is already on node {to}", tern_vm::value::name_text(pid))
+        } else {
+            format!("there is no node {to:?} in the mesh")
+        }
+    })?;
+    let dest = peer.conf.id;
+    if !sh.is_up(dest) {
+        return Err(format!("node {to} is down"));
+    }
+    let node = sh.node();
+    if !node.is_local(pid) {
+        return Err(format!("process {} is not on node {}", tern_vm::value::name_text(pid), sh.me.name));
+    }
+    let slot = sh.mig_slots.run()?;
+    if !sh.mig.moving.lock().insert(pid) {
+        return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
+    }
+    let mechanism = mechanism.unwrap_or(sh.cfg.migration);
+    let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
+    let inputs = sh.mig.register(mid);
+    let progress = Arc::new(Progress::default());
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let sh2 = sh.clone();
+    let p2 = progress.clone();
+    let rt = sh.rt.get().cloned().ok_or("the network runtime is not running")?;
+    std::thread::Builder::new()
+        .name(format!("tern-mig-out-{mid:x}"))
+        .spawn(move || {
+            let _slot = slot;
+            let report = source::run_source(&sh2, source::SourceRun::new(mid, pid, dest, mechanism, caller, p2, rt), inputs);
+            sh2.mig.runs.lock().remove(&mid);
+            sh2.mig.moving.lock().remove(&pid);
+            {
+                let mut r = sh2.mig.reports.lock();
+                r.push(report.clone());
+                let n = r.len();
+                if n > 64 {
+                    r.drain(..n - 64);
+                }
+            }
+            let _ = done_tx.send(report);
+        })
+        .map_err(|e| {
+            sh.mig.runs.lock().remove(&mid);
+            sh.mig.moving.lock().remove(&pid);
+            format!("cannot start a thread: {e}")
+        })?;
+    Ok(MigHandle { progress, done })
+}
+
+/// Migrates `pid` to node `to` and waits for the report: here if the process is here,
+/// else asking the node it is on.
+pub(crate) fn migrate_and_wait(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>) -> Result<MigReport, String> {
+    migrate_via(sh, pid, to, mechanism, 0, None)
+}
+
+/// As [`migrate_and_wait`], for a request that `hops` nodes have passed on so far, the
+/// last of them `asker` (which believed the process is here). A request about a process
+/// ends in one answer, never a loop: a node that does not host it passes it on only by
+/// a route of its own (the first asker also by the process's birth node), never back to
+/// the node that asked, and at most [`MAX_HOPS`] times; else the process is gone, and
+/// the answer is the one for any process that has ended.
+pub(crate) fn migrate_via(
+    sh: &Arc<Host>,
+    pid: Pid,
+    to: &str,
+    mechanism: Option<Mechanism>,
+    hops: u8,
+    asker: Option<u16>,
+) -> Result<MigReport, String> {
+    let node = sh.node();
+    if node.is_local(pid) {
+        let h = start(sh, pid, to, mechanism, Caller::None)?;
+        return h.done.recv().map_err(|_| "the migration ended without a report".to_string());
+    }
+    let gone = || format!("there is no process {}", tern_vm::value::name_text(pid));
+    // Passed on to here: only this node's own route counts. With none, the process is
+    // not here and this node knows nothing newer than the asker (it would only point
+    // back at the birth node, whose route sent the request here).
+    if hops > 0 && !node.forwarding_state(pid, &[]).0 {
+        return Err(gone());
+    }
+    let Some(at) = node.located(pid) else { return Err(gone()) };
+    if at == sh.me.id || Some(at) == asker || hops >= MAX_HOPS {
+        return Err(gone());
+    }
+    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism, hops: hops + 1 };
+    match sh.ask(at, q, Duration::from_secs(600))? {
+        wire::Answer::Migrated(r) => r.map(|b| *b),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Serves the migration streams peers open on connection `conn` with node `from`.
+pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Connection) {
+    while let Ok((send, mut recv)) = conn.accept_bi().await {
+        let Some(sh) = sh.upgrade() else { return };
+        let max = sh.cfg.limits.frame_bytes as usize;
+        tokio::spawn(async move {
+            // The first frame says what the stream is for.
+            let mut len = [0u8; 4];
+            if recv.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = u32::from_le_bytes(len) as usize;
+            if n > max {
+                return;
+            }
+            let mut buf = vec![0u8; n];
+            if recv.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let first = match wire::decode::<MigWire>(&buf, max) {
+                Ok(w) => w,
+                Err(e) => {
+                    sh.log(&format!("refused a migration stream from node {from}: {e}"));
+                    return;
+                }
+            };
+            let rt = tokio::runtime::Handle::current();
+            match first {
+                MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
+                    let mid = offer.mid();
+                    let out = spawn_writer(&rt, send, 0);
+                    let slot = match sh.mig_slots.run() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            sh.log(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
+                            let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::OverLimits }))).await;
+                            return;
+                        }
+                    };
+                    let inputs = sh.mig.register(mid);
+                    let tx = sh.mig.runs.lock().get(&mid).cloned();
+                    let sh2 = sh.clone();
+                    let spawned = std::thread::Builder::new().name(format!("tern-mig-in-{mid:x}")).spawn(move || {
+                        let _slot = slot;
+                        dest::run_dest(sh2, from, offer, out, inputs, rt)
+                    });
+                    if spawned.is_err() {
+                        sh.mig.runs.lock().remove(&mid);
+                        return;
+                    }
+                    if let Some(tx) = tx {
+                        read_frames(recv, from, max, tx).await;
+                    }
+                }
+                MigWire::Msg(fetch @ MigMsg::Fetch { .. }) => {
+                    let mid = fetch.mid();
+                    let out = spawn_writer(&rt, send, FAULT_PRIORITY);
+                    let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() else { return };
+                    let _ = tx.send(Input::FaultStream(out));
+                    let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
+                    read_frames(recv, from, max, tx).await;
+                }
+                _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
+            }
+        });
+    }
+}

@@ -1,0 +1,511 @@
+//! The QUIC host: a mesh node is one VM node plus a QUIC endpoint, talking to every
+//! other node of the config over one mutually authenticated connection per pair.
+//!
+//! ```text
+//!  VM workers ──Remote::send(op)──▶ Session (per peer, sans-IO) ──▶ peer task ──QUIC uni stream──▶
+//!  ◀── dispatcher thread ◀── frames ◀── Session::poll_event ◀── peer task ◀──QUIC uni stream──
+//! ```
+//!
+//! Per peer, a [`Session`](crate::session::Session) (the sans-IO protocol in
+//! `session.rs`) makes delivery exactly once and in order across reconnects, and tells
+//! up/down. The files of this folder, one concern each:
+//!
+//! - `mod.rs`: [`MeshNode`] (start, stop, what tests and commands ask of a node) and
+//!   [`Host`], the context every task and thread of the node shares. Its fields are
+//!   private to this folder; the operator side (`crate::ops`) uses its methods.
+//! - `peers.rs`: one tokio task per peer owns the connection (the node with the lower
+//!   id dials, the other accepts) and feeds its session; the accept loop; load reports.
+//! - `dispatch.rs`: what a peer's session delivers, in order: VM ops (after fetching
+//!   the modules they name, by content hash, once), questions and answers, console
+//!   output, migration control.
+//! - `services.rs`: what the VM gets from the host: [`Remote`](tern_vm::node::Remote)
+//!   (other nodes), the console, the mesh's file namespace, the page source of lazily
+//!   migrated processes; the threads serving peers' file operations.
+//! - `migration/`: the live-migration driver (one OS thread per migration per side).
+//!
+//! Operators (`tern ctl`, `tern repl`) connect with their own certificate and ALPN;
+//! the node hands those connections to the [`OperatorServer`] it was started with.
+
+mod dispatch;
+pub mod migration;
+mod peers;
+mod services;
+
+use crate::config::{MeshConfig, NodeConf};
+use crate::mechanism::Mechanism;
+use crate::tls;
+use crate::wire::{self, Answer, Frame, Load, PsRow, Query};
+use dispatch::Inbound;
+use migration::{MigHandle, Migrations, Slot, Slots};
+use parking_lot::Mutex;
+use peers::Peer;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tern_vm::bytecode::{Module, ModuleHash};
+use tern_vm::node::Node;
+use tokio::sync::mpsc;
+
+/// How long a remote file operation or query may take.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a node's log lines and the output of processes without a console go.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Serves one operator connection (`tern ctl`, `tern repl`): the node hands it every
+/// connection that shows the operator's certificate. The operator protocol is not the
+/// node's (`crate::ops::ctl::server`); a node started without one refuses operators.
+pub type OperatorServer = Arc<dyn Fn(Arc<Host>, quinn::Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Counters, for tests and `ps`.
+#[derive(Debug, Default)]
+pub struct MeshStats {
+    pub modules_sent: AtomicU64,
+    pub module_bytes_sent: AtomicU64,
+    pub modules_received: AtomicU64,
+    pub module_requests: AtomicU64,
+    pub frames_rejected: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub ops_received: AtomicU64,
+    pub connections_made: AtomicU64,
+}
+
+type AnswerTx = crossbeam_channel::Sender<Result<Answer, String>>;
+
+/// An operator console: lines for a connected `tern repl` or `tern ctl`, and how many
+/// were queued for it and written to its stream (so an answer can wait for the output
+/// before it).
+#[derive(Clone)]
+pub struct ConsoleTx {
+    tx: mpsc::UnboundedSender<wire::CtlReply>,
+    queued: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl ConsoleTx {
+    pub fn new(tx: mpsc::UnboundedSender<wire::CtlReply>) -> ConsoleTx {
+        ConsoleTx { tx, queued: Arc::default(), written: Arc::default() }
+    }
+
+    /// Queues a line; false if the console is gone.
+    fn send(&self, line: wire::CtlReply) -> bool {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(line).is_ok()
+    }
+
+    /// Lines queued so far.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Lines written to the operator's stream so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// One more line was written to the operator's stream.
+    pub fn wrote(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What every task and thread of a node shares: its config, its VM node, its peers and
+/// their sessions, the questions it waits answers for, the consoles of the operators
+/// connected to it, its migrations. Fields are private to `node/`.
+pub struct Host {
+    cfg: MeshConfig,
+    me: NodeConf,
+    node: OnceLock<Node>,
+    peers: BTreeMap<u16, Arc<Peer>>,
+    start: Instant,
+    stats: MeshStats,
+    log: LogSink,
+    to_dispatch: crossbeam_channel::Sender<Inbound>,
+    /// Questions asked of peers: id -> (node asked, where the answer goes).
+    waiting: Mutex<HashMap<u64, (u16, AnswerTx)>>,
+    next_id: AtomicU64,
+    consoles: Mutex<HashMap<u64, ConsoleTx>>,
+    shutdown: AtomicBool,
+    endpoint: OnceLock<quinn::Endpoint>,
+    own_load: Mutex<(Instant, u64, Load)>,
+    /// Live migrations to and from this node.
+    mig: Migrations,
+    /// The threads migrations may have at once.
+    mig_slots: Slots,
+    rt: OnceLock<tokio::runtime::Handle>,
+    operators: Option<OperatorServer>,
+}
+
+impl Host {
+    /// Microseconds since the node started (the sessions' and migrations' clock).
+    pub(crate) fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        // Set before any task or thread that calls this starts.
+        self.node.get().expect("node started")
+    }
+
+    /// The mesh's config.
+    pub(crate) fn config(&self) -> &MeshConfig {
+        &self.cfg
+    }
+
+    /// This node, as the config names it.
+    pub(crate) fn me(&self) -> &NodeConf {
+        &self.me
+    }
+
+    /// Writes a line to the node's log.
+    pub(crate) fn log(&self, line: &str) {
+        (self.log)(line)
+    }
+
+    /// Whether the node is stopping (or halted).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    fn peer_by_name(&self, name: &str) -> Option<&Arc<Peer>> {
+        self.peers.values().find(|p| p.conf.name == name)
+    }
+
+    /// The current connection to node `id`, if there is one.
+    fn connection(&self, id: u16) -> Option<quinn::Connection> {
+        self.peers.get(&id).and_then(|p| p.conn.lock().clone())
+    }
+
+    /// Sends a frame to a peer (exactly once, in order, when it is reachable).
+    fn send_frame(&self, to: u16, frame: &Frame) -> Result<(), String> {
+        let peer = self.peers.get(&to).ok_or_else(|| format!("there is no node {to}"))?;
+        let bytes = wire::encode(frame);
+        let r = peer.session.lock().send(bytes);
+        match r {
+            Ok(()) => {
+                peer.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => Err(format!("the link to node {} cannot take more: {e}", peer.conf.name)),
+        }
+    }
+
+    /// Asks a peer and waits (on the calling thread) for the answer.
+    pub(crate) fn ask(&self, to: u16, query: Query, timeout: Duration) -> Result<Answer, String> {
+        let peer = self.peers.get(&to).ok_or_else(|| format!("there is no node {to}"))?;
+        if !peer.up.load(Ordering::SeqCst) {
+            return Err(format!("node {} is down", peer.conf.name));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.waiting.lock().insert(id, (to, tx));
+        if let Err(e) = self.send_frame(to, &Frame::Ask { id, query }) {
+            self.waiting.lock().remove(&id);
+            return Err(e);
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                self.waiting.lock().remove(&id);
+                Err(format!("node {} did not answer within {} s", peer.conf.name, timeout.as_secs()))
+            }
+        }
+    }
+
+    fn fail_waiting(&self, node: u16, why: &str) {
+        let gone: Vec<u64> = self.waiting.lock().iter().filter(|(_, (n, _))| *n == node).map(|(id, _)| *id).collect();
+        for id in gone {
+            if let Some((_, tx)) = self.waiting.lock().remove(&id) {
+                let _ = tx.send(Err(why.to_string()));
+            }
+        }
+    }
+
+    /// The name of node `id` (its number if the config has no such node).
+    pub(crate) fn node_name(&self, id: u16) -> String {
+        if id == self.me.id {
+            return self.me.name.clone();
+        }
+        self.peers.get(&id).map_or_else(|| id.to_string(), |p| p.conf.name.clone())
+    }
+
+    /// This node's load, refreshed at most once a second.
+    pub(crate) fn own_load(&self) -> Load {
+        let node = self.node();
+        let mut l = self.own_load.lock();
+        let now = Instant::now();
+        let dt = now.duration_since(l.0);
+        let r = node.reductions();
+        if dt >= Duration::from_millis(500) {
+            let per_s = ((r.saturating_sub(l.1)) as f64 / dt.as_secs_f64()) as u64;
+            *l = (now, r, Load { processes: node.live() as u64, reductions_per_s: per_s });
+        } else {
+            l.2.processes = node.live() as u64;
+        }
+        l.2
+    }
+
+    /// Peer `id`'s load, as it last said.
+    pub(crate) fn peer_load(&self, id: u16) -> Load {
+        self.peers.get(&id).map(|p| *p.load.lock()).unwrap_or_default()
+    }
+
+    /// Whether node `id` is up, as this node sees it (this node always is).
+    pub(crate) fn is_up(&self, id: u16) -> bool {
+        id == self.me.id || self.peers.get(&id).is_some_and(|p| p.up.load(Ordering::SeqCst))
+    }
+
+    /// Processes on this node, as `ps` rows.
+    pub(crate) fn ps_rows(&self) -> Vec<PsRow> {
+        self.node()
+            .ps()
+            .into_iter()
+            .map(|p| PsRow {
+                pid: p.pid,
+                node: self.me.name.clone(),
+                status: p.status.to_string(),
+                reductions: p.reductions,
+                heap_pages: p.heap_pages,
+                mailbox: p.mailbox as u64,
+            })
+            .collect()
+    }
+
+    /// Loads modules sent by an operator or a peer (each verified).
+    pub(crate) fn load_modules(&self, encoded: &[Vec<u8>]) -> Result<Vec<ModuleHash>, String> {
+        let vm = self.node().vm();
+        let mut out = Vec::new();
+        for bytes in encoded {
+            let m = Module::decode(bytes).map_err(|e| format!("bad module: {e}"))?;
+            let h = vm.load(m).map_err(|e| format!("module rejected: {e}"))?;
+            out.push(h);
+        }
+        Ok(out)
+    }
+
+    /// Makes `id` a console: output of processes started with it comes to `tx`.
+    pub(crate) fn open_console(&self, id: u64, tx: ConsoleTx) {
+        self.consoles.lock().insert(id, tx);
+    }
+
+    pub(crate) fn close_console(&self, id: u64) {
+        self.consoles.lock().remove(&id);
+    }
+
+    /// Console `id`, if it is open on this node.
+    pub(crate) fn console(&self, id: u64) -> Option<ConsoleTx> {
+        self.consoles.lock().get(&id).cloned()
+    }
+
+    /// Starts migrating process `pid` (here) to node `to` (with `mechanism`, or the
+    /// config's default): its progress and, at the end, its report.
+    pub(crate) fn start_migration(self: &Arc<Self>, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<MigHandle, String> {
+        migration::start(self, pid, to, mechanism, migration::Caller::None)
+    }
+
+    /// Migrates `pid` to node `to` and waits for the report: here if the process is
+    /// here, else asking the node it is on.
+    pub(crate) fn migrate_and_wait(self: &Arc<Self>, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
+        migration::migrate_and_wait(self, pid, to, mechanism)
+    }
+
+    /// A slot for a thread that waits for a migration on someone's behalf (the number
+    /// of such threads is bounded).
+    pub(crate) fn migration_waiter(&self) -> Result<Slot, String> {
+        self.mig_slots.waiter()
+    }
+
+    /// Closes the endpoint and wakes every peer task: they end.
+    fn close(&self, why: &[u8]) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        if let Some(ep) = self.endpoint.get() {
+            ep.close(0u32.into(), why);
+        }
+        for p in self.peers.values() {
+            p.wake.notify_one();
+        }
+    }
+}
+
+/// A running mesh node.
+pub struct MeshNode {
+    sh: Arc<Host>,
+    rt: Option<tokio::runtime::Runtime>,
+    dispatcher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Options for [`MeshNode::start`] beyond the config.
+#[derive(Clone)]
+pub struct NodeOptions {
+    pub log: LogSink,
+    /// Worker threads of the VM (default: the config's).
+    pub workers: Option<usize>,
+    /// What serves operator connections (`None`: they are refused).
+    pub operators: Option<OperatorServer>,
+}
+
+impl MeshNode {
+    /// Starts node `name` of `cfg`: its VM, its endpoint, and connections to its peers.
+    pub fn start(cfg: &MeshConfig, name: &str, opts: NodeOptions) -> Result<MeshNode, String> {
+        tls::install_provider();
+        let me = cfg.node(name).ok_or_else(|| format!("there is no node {name:?} in {}", cfg.file_label()))?.clone();
+        for dir in [&me.root, &me.shared] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("tern-net-{}", me.name))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+        let endpoint = peers::endpoint(cfg, &me, &rt)?;
+        let (to_dispatch, from_peers) = crossbeam_channel::unbounded();
+        let (peers, incoming) = peers::peers(cfg, &me);
+        let sh = Arc::new(Host {
+            cfg: cfg.clone(),
+            me: me.clone(),
+            node: OnceLock::new(),
+            peers,
+            start: Instant::now(),
+            stats: MeshStats::default(),
+            log: opts.log.clone(),
+            to_dispatch,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            consoles: Mutex::new(HashMap::new()),
+            shutdown: AtomicBool::new(false),
+            endpoint: OnceLock::new(),
+            own_load: Mutex::new((Instant::now(), 0, Load::default())),
+            mig: Migrations::default(),
+            mig_slots: Slots::default(),
+            rt: OnceLock::new(),
+            operators: opts.operators.clone(),
+        });
+        let _ = sh.rt.set(rt.handle().clone());
+        let _ = sh.node.set(services::start_vm(&sh, opts.workers));
+        let _ = sh.endpoint.set(endpoint.clone());
+        let files = services::start_file_threads(&sh)?;
+        let dispatcher = dispatch::start(&sh, files, from_peers)?;
+        peers::start_tasks(&sh, &rt, endpoint, incoming);
+        sh.log(&format!("node {} (id {}) listening on {}", me.name, me.id, me.addr));
+        Ok(MeshNode { sh, rt: Some(rt), dispatcher: Some(dispatcher) })
+    }
+
+    pub fn node(&self) -> &Node {
+        self.sh.node()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.sh.me.name
+    }
+
+    pub fn stats(&self) -> &MeshStats {
+        &self.sh.stats
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sh.me.addr
+    }
+
+    /// Writes a line to the node's log.
+    pub fn log(&self, line: &str) {
+        self.sh.log(line)
+    }
+
+    /// Whether peer `name` is up, as this node sees it.
+    pub fn peer_up(&self, name: &str) -> bool {
+        self.sh.peer_by_name(name).is_some_and(|p| p.up.load(Ordering::SeqCst))
+    }
+
+    /// Breaks every connection to a peer at once, as a network fault would; they are
+    /// made again, and the sessions resend whatever did not arrive.
+    pub fn drop_connections(&self) {
+        for p in self.sh.peers.values() {
+            p.kick.store(true, Ordering::SeqCst);
+            p.wake.notify_one();
+        }
+    }
+
+    /// Connections made to peers so far (dialled or accepted), for tests.
+    pub fn connections_made(&self) -> u64 {
+        self.sh.stats.connections_made.load(Ordering::Relaxed)
+    }
+
+    /// Registers a console (as a `tern ctl` connection does); its output arrives on the
+    /// returned receiver.
+    pub fn open_console(&self) -> (u64, mpsc::UnboundedReceiver<wire::CtlReply>) {
+        let id = self.node().new_pid();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.sh.open_console(id, ConsoleTx::new(tx));
+        (id, rx)
+    }
+
+    pub fn close_console(&self, id: u64) {
+        self.sh.close_console(id);
+    }
+
+    /// Migrates process `pid` to node `to` (with `mechanism`, or the config's default)
+    /// and waits for the report.
+    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
+        self.sh.migrate_and_wait(pid, to, mechanism)
+    }
+
+    /// Whether this node's migration tables still name process `pid`.
+    pub fn migration_holds(&self, pid: u64) -> bool {
+        self.sh.mig.holds(pid)
+    }
+
+    /// Test only: stage failures of migrations from or to this node.
+    #[doc(hidden)]
+    pub fn set_migration_hooks(&self, hooks: migration::TestHooks) {
+        *self.sh.mig.hooks.lock() = hooks;
+    }
+
+    /// Stops this node at once, as a failure would: its connections close and its
+    /// processes stop (the rest is released when it is dropped).
+    pub fn halt(&self) {
+        self.sh.close(b"node halted");
+        if let Some(n) = self.sh.node.get() {
+            n.stop();
+        }
+    }
+
+    /// Stops the node: connections closed, processes dropped.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.sh.close(b"node shutting down");
+        let _ = self.sh.to_dispatch.send(Inbound::Stop);
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        // Stopped here, on this thread: a VM thread must never be the one that drops the
+        // last handle to the node and waits for itself.
+        if let Some(n) = self.sh.node.get() {
+            n.stop();
+        }
+    }
+}
+
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The VM settings a mesh config gives.
+pub fn vm_config(cfg: &MeshConfig) -> tern_vm::VmConfig {
+    let mut c = tern_vm::VmConfig::default();
+    c.heap.page_size_bytes = cfg.page_size;
+    c.heap.limit_bytes = cfg.limits.heap_bytes as usize;
+    c
+}

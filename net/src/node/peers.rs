@@ -1,0 +1,506 @@
+//! The connections to the other nodes: one tokio task per peer owns the connection
+//! and drives the peer's session (the node with the lower id dials, the other accepts;
+//! each side sends its session packets on one unidirectional stream, length-prefixed
+//! and size-capped); the accept loop (peers, and operators with their own certificate);
+//! the load reports sent to every peer.
+//!
+//! A live connection wins: while the current link to a peer is alive, a second
+//! connection that claims to be the same node is refused (see [`peer_task`]).
+
+use super::dispatch::{op_needs, receive_op, Inbound};
+use super::Host;
+use crate::config::{MeshConfig, NodeConf};
+use crate::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
+use crate::tls;
+use crate::wire::{self, Frame, Load};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// Connections for a peer's task: dialled by this node, or accepted from one that
+/// claims to be the peer.
+pub(super) type Incoming = mpsc::UnboundedReceiver<(quinn::Connection, Made)>;
+
+/// Another node of the mesh as this node sees it: the session with it, the current
+/// connection, whether it is up, its last load report.
+pub(super) struct Peer {
+    pub(super) conf: NodeConf,
+    pub(super) session: Mutex<Session>,
+    pub(super) wake: Notify,
+    pub(super) up: AtomicBool,
+    pub(super) load: Mutex<Load>,
+    /// Connections for the peer task: dialled by this node, or accepted from one that
+    /// claims to be the peer.
+    pub(super) incoming: mpsc::UnboundedSender<(quinn::Connection, Made)>,
+    pub(super) has_conn: AtomicBool,
+    /// Drop the connection now (it is made again; the session resends what was lost).
+    pub(super) kick: AtomicBool,
+    /// The peer refused the last connection: it is connected to another process that
+    /// claims to be this node (dial again only after a pause).
+    pub(super) refused: AtomicBool,
+    /// Held while taking events from the session and acting on them, so they are acted
+    /// on in order whichever task takes them.
+    pub(super) events: Mutex<()>,
+    /// Frames from this peer given to the dispatcher and not yet carried out: while
+    /// there are any, later ones must go there too (to stay in order).
+    pub(super) backlog: std::sync::atomic::AtomicUsize,
+    /// The current connection (migrations open their own streams on it).
+    pub(super) conn: Mutex<Option<quinn::Connection>>,
+}
+
+/// This node's QUIC endpoint (listening, and dialling with the node's certificate).
+pub(super) fn endpoint(cfg: &MeshConfig, me: &NodeConf, rt: &tokio::runtime::Runtime) -> Result<quinn::Endpoint, String> {
+    let server = tls::server_config(cfg, &me.name)?;
+    let client = tls::client_config(cfg, &me.name, tls::ALPN_MESH)?;
+    let _g = rt.enter();
+    let mut ep = quinn::Endpoint::server(server, me.addr).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
+    ep.set_default_client_config(client);
+    Ok(ep)
+}
+
+/// A peer (with a new session: this incarnation's epoch) for every other node of the
+/// config, and where each one's task gets its connections.
+pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>>, BTreeMap<u16, Incoming>) {
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+    let scfg = SessionConfig {
+        heartbeat_us: cfg.limits.heartbeat_ms * 1000,
+        down_after_us: cfg.limits.node_down_ms * 1000,
+        max_payload_bytes: (cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16),
+        max_unacked_bytes: (cfg.limits.message_bytes as usize).saturating_mul(8).max(64 << 20),
+        max_in_flight: 4096,
+        ..SessionConfig::default()
+    };
+    let mut peers = BTreeMap::new();
+    let mut incoming_rx = BTreeMap::new();
+    for n in cfg.nodes.iter().filter(|n| n.id != me.id) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        peers.insert(
+            n.id,
+            Arc::new(Peer {
+                conf: n.clone(),
+                session: Mutex::new(Session::new(me.id, n.id, epoch, scfg.clone(), 0)),
+                wake: Notify::new(),
+                up: AtomicBool::new(false),
+                load: Mutex::new(Load::default()),
+                incoming: tx,
+                has_conn: AtomicBool::new(false),
+                kick: AtomicBool::new(false),
+                refused: AtomicBool::new(false),
+                events: Mutex::new(()),
+                backlog: std::sync::atomic::AtomicUsize::new(0),
+                conn: Mutex::new(None),
+            }),
+        );
+        incoming_rx.insert(n.id, rx);
+    }
+    (peers, incoming_rx)
+}
+
+/// Starts the peer tasks (and the dialling ones, toward peers with a higher id), the
+/// accept loop and the load reports.
+pub(super) fn start_tasks(sh: &Arc<Host>, rt: &tokio::runtime::Runtime, endpoint: quinn::Endpoint, incoming: BTreeMap<u16, Incoming>) {
+    for (id, rx) in incoming {
+        let peer = sh.peers[&id].clone();
+        rt.spawn(peer_task(sh.clone(), peer.clone(), rx));
+        if sh.me.id < id {
+            rt.spawn(dial_task(sh.clone(), peer));
+        }
+    }
+    rt.spawn(accept_task(sh.clone(), endpoint));
+    rt.spawn(load_task(sh.clone()));
+}
+
+/// The close code of a connection refused because the peer is connected already.
+const REFUSED: u32 = 3;
+
+/// How long a node waits before dialling again a peer that refused its connection.
+const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+
+/// Whether the peer closed `conn` as a second connection claiming to be this node.
+fn refused_by_peer(conn: &quinn::Connection) -> bool {
+    matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(REFUSED))
+}
+
+/// Dials a peer (this node has the lower id) whenever there is no connection.
+async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
+    let mut backoff = Duration::from_millis(50);
+    while !sh.shutdown.load(Ordering::SeqCst) {
+        if peer.refused.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(REFUSED_PAUSE).await;
+        }
+        if !peer.has_conn.load(Ordering::SeqCst) {
+            let Some(ep) = sh.endpoint.get() else { return };
+            match ep.connect(peer.conf.addr, &peer.conf.name) {
+                Ok(connecting) => match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                    Ok(Ok(conn)) => {
+                        backoff = Duration::from_millis(50);
+                        peer.has_conn.store(true, Ordering::SeqCst);
+                        let _ = peer.incoming.send((conn, Made::Dialled));
+                    }
+                    Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
+                    Err(_) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out"),
+                },
+                Err(e) => sh.log(&format!("cannot connect to node {} at {}: {e}", peer.conf.name, peer.conf.addr)),
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Accepts connections: peers' (handed to their peer task) and operators'.
+async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
+    while let Some(incoming) = ep.accept().await {
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %sh.me.name, "refused a connection: {e}");
+                    sh.log(&format!("refused a connection: {e}"));
+                    return;
+                }
+            };
+            match tls::identify_peer(&sh.cfg, &conn) {
+                Ok(tls::Peer::Node { id, name }) => match sh.peers.get(&id) {
+                    Some(peer) if id != sh.me.id => {
+                        peer.has_conn.store(true, Ordering::SeqCst);
+                        let _ = peer.incoming.send((conn, Made::Accepted));
+                    }
+                    _ => {
+                        sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        sh.log(&format!("refused a connection from {name}: that is this node's own name"));
+                        conn.close(1u32.into(), b"not a peer");
+                    }
+                },
+                Ok(tls::Peer::Ctl) => match sh.operators.clone() {
+                    Some(serve) => serve(sh, conn).await,
+                    None => {
+                        sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        sh.log("refused an operator connection: this node serves no operators");
+                        conn.close(1u32.into(), b"no operators");
+                    }
+                },
+                Err(why) => {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %sh.me.name, "refused peer: {why}");
+                    sh.log(&format!("refused peer: {why}"));
+                    conn.close(1u32.into(), b"refused");
+                }
+            }
+        });
+    }
+}
+
+/// Sends this node's load to every peer about once a second.
+async fn load_task(sh: Arc<Host>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    while !sh.shutdown.load(Ordering::SeqCst) {
+        tick.tick().await;
+        let l = sh.own_load();
+        for (&id, p) in &sh.peers {
+            if p.up.load(Ordering::SeqCst) {
+                let _ = sh.send_frame(id, &Frame::Load(l));
+            }
+        }
+    }
+}
+
+/// Reads length-prefixed packets from a peer's stream and feeds them to its session
+/// (acting on what that delivers at once); errors go to the peer task.
+async fn read_packets(
+    sh: Arc<Host>,
+    peer: Arc<Peer>,
+    mut recv: quinn::RecvStream,
+    max: usize,
+    gen: u64,
+    tx: mpsc::UnboundedSender<(u64, Result<Packet, String>)>,
+) {
+    loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = recv.read_exact(&mut len).await {
+            let _ = tx.send((gen, Err(format!("stream ended: {e}"))));
+            return;
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if n > max {
+            let _ = tx.send((gen, Err(format!("frame of {n} bytes is over the limit of {max}"))));
+            return;
+        }
+        let mut buf = vec![0u8; n];
+        if let Err(e) = recv.read_exact(&mut buf).await {
+            let _ = tx.send((gen, Err(format!("truncated frame: {e}"))));
+            return;
+        }
+        match decode_packet(&buf, max) {
+            Ok(p) => {
+                if sh.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                peer.session.lock().handle(sh.now_us(), p);
+                act_on_events(&sh, &peer);
+                // Acks and whatever else the session has to send.
+                peer.wake.notify_one();
+            }
+            Err(e) => {
+                let _ = tx.send((gen, Err(format!("bad frame: {e}"))));
+                return;
+            }
+        }
+    }
+}
+
+struct Link {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    gen: u64,
+}
+
+/// How a connection to a peer came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Made {
+    /// This node dialled it (it dials only when it has no connection).
+    Dialled,
+    /// The other side dialled and showed the peer's certificate.
+    Accepted,
+}
+
+/// Connections refused (by this node or by the peer), logged at most every 10 s.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one; `Some(" (N so far)")` (empty the first time) if it is to be logged.
+    fn note(&mut self) -> Option<String> {
+        self.count += 1;
+        if self.logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return None;
+        }
+        self.logged = Some(Instant::now());
+        Some(if self.count > 1 { format!(" ({} so far)", self.count) } else { String::new() })
+    }
+}
+
+fn refused_text(sh: &Host, peer: &Peer, so_far: &str) -> String {
+    format!(
+        "node {} refused this node's connection{so_far}: another node {} is connected to it (this node's previous run, until it is seen gone, or another process with this node's identity); trying again",
+        peer.conf.name, sh.me.name
+    )
+}
+
+/// Whether the current link to a peer is alive: open, and the peer heard from within
+/// the failure-detection timeout (timers brought up to date first).
+fn link_alive(sh: &Host, peer: &Peer, link: &Option<Link>) -> bool {
+    if link.as_ref().is_none_or(|l| l.conn.close_reason().is_some()) {
+        return false;
+    }
+    let mut s = peer.session.lock();
+    s.handle_timeout(sh.now_us());
+    s.is_up()
+}
+
+/// Owns the connection to one peer and drives its session.
+///
+/// A live connection wins: while the current link is alive, a second connection that
+/// claims to be the same node is refused. Only one process can be the node; another one
+/// with its certificate (a stolen key, a copied config) would otherwise displace it, be
+/// taken for a restart, and part the real one from this node.
+async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::UnboundedReceiver<(quinn::Connection, Made)>) {
+    let max = sh.cfg.limits.frame_bytes as usize;
+    let (pkt_tx, mut pkt_rx) = mpsc::unbounded_channel::<(u64, Result<Packet, String>)>();
+    let mut link: Option<Link> = None;
+    let mut gen = 0u64;
+    let mut out = Vec::new();
+    // Connections refused by this node, and by the peer.
+    let mut refusing = Refusals::default();
+    let mut refused = Refusals::default();
+    loop {
+        if sh.shutdown.load(Ordering::SeqCst) {
+            if let Some(l) = link.take() {
+                l.conn.close(0u32.into(), b"shutting down");
+            }
+            return;
+        }
+        if peer.kick.swap(false, Ordering::SeqCst) && link.is_some() {
+            sh.log(&format!("dropping the connection with node {} (asked to)", peer.conf.name));
+            drop_link(&sh, &peer, &mut link);
+        }
+        // Packets to send, and what the session has to say.
+        let now = sh.now_us();
+        let timeout = {
+            let mut s = peer.session.lock();
+            out.clear();
+            while let Some(p) = s.poll_transmit(now) {
+                let b = encode_packet(&p);
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(&b);
+            }
+            s.poll_timeout()
+        };
+        if !out.is_empty() {
+            if let Some(l) = link.as_mut() {
+                if let Err(e) = l.send.write_all(&out).await {
+                    sh.log(&format!("connection to node {} lost: {e}", peer.conf.name));
+                    drop_link(&sh, &peer, &mut link);
+                }
+            }
+        }
+        act_on_events(&sh, &peer);
+        let sleep = match timeout {
+            Some(t) => Duration::from_micros(t.saturating_sub(sh.now_us())),
+            None => Duration::from_millis(200),
+        };
+        tokio::select! {
+            _ = peer.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {
+                peer.session.lock().handle_timeout(sh.now_us());
+            }
+            Some((conn, made)) = incoming.recv() => {
+                if made == Made::Accepted && link_alive(&sh, &peer, &link) {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    conn.close(REFUSED.into(), b"already connected");
+                    if let Some(so_far) = refusing.note() {
+                        let n = &peer.conf.name;
+                        sh.log(&format!(
+                            "refused a second connection claiming to be node {n} while {n} is connected{so_far} (a restarted {n} is let in once this connection goes quiet)"
+                        ));
+                    }
+                    continue;
+                }
+                if let Some(old) = link.take() {
+                    old.conn.close(0u32.into(), b"replaced");
+                    peer.session.lock().disconnected(sh.now_us());
+                }
+                gen += 1;
+                match conn.open_uni().await {
+                    Ok(send) => {
+                        let c2 = conn.clone();
+                        let tx = pkt_tx.clone();
+                        let g = gen;
+                        let (sh2, peer2) = (sh.clone(), peer.clone());
+                        tokio::spawn(async move {
+                            match c2.accept_uni().await {
+                                Ok(recv) => read_packets(sh2, peer2, recv, max, g, tx).await,
+                                Err(e) => { let _ = tx.send((g, Err(format!("connection closed: {e}")))); }
+                            }
+                        });
+                        peer.has_conn.store(true, Ordering::SeqCst);
+                        sh.stats.connections_made.fetch_add(1, Ordering::Relaxed);
+                        *peer.conn.lock() = Some(conn.clone());
+                        tokio::spawn(super::migration::accept_streams(Arc::downgrade(&sh), peer.conf.id, conn.clone()));
+                        link = Some(Link { conn, send, gen });
+                        peer.session.lock().connected(sh.now_us());
+                    }
+                    Err(e) => {
+                        if refused_by_peer(&conn) {
+                            peer.refused.store(true, Ordering::SeqCst);
+                            if let Some(so_far) = refused.note() {
+                                sh.log(&refused_text(&sh, &peer, &so_far));
+                            }
+                        } else {
+                            sh.log(&format!("connection to node {} failed: {e}", peer.conf.name));
+                        }
+                        peer.has_conn.store(false, Ordering::SeqCst);
+                    }
+                }
+            }
+            Some((g, r)) = pkt_rx.recv() => {
+                if link.as_ref().is_some_and(|l| l.gen == g) {
+                    match r {
+                        Ok(p) => peer.session.lock().handle(sh.now_us(), p),
+                        Err(e) => {
+                            if !e.starts_with("stream ended") && !e.starts_with("connection closed") {
+                                sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
+                            }
+                            if link.as_ref().is_some_and(|l| refused_by_peer(&l.conn)) {
+                                peer.refused.store(true, Ordering::SeqCst);
+                                if let Some(so_far) = refused.note() {
+                                    sh.log(&refused_text(&sh, &peer, &so_far));
+                                }
+                            } else {
+                                sh.log(&format!("closing the connection with node {}: {e}", peer.conf.name));
+                            }
+                            if let Some(l) = link.as_ref() {
+                                l.conn.close(2u32.into(), b"bad frame");
+                            }
+                            drop_link(&sh, &peer, &mut link);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn drop_link(sh: &Host, peer: &Peer, link: &mut Option<Link>) {
+    if let Some(l) = link.take() {
+        l.conn.close(0u32.into(), b"");
+    }
+    *peer.conn.lock() = None;
+    peer.has_conn.store(false, Ordering::SeqCst);
+    peer.session.lock().disconnected(sh.now_us());
+}
+
+/// Takes what the session has to say and acts on it, in order.
+pub(super) fn act_on_events(sh: &Arc<Host>, peer: &Arc<Peer>) {
+    let _events = peer.events.lock();
+    loop {
+        let Some(e) = peer.session.lock().poll_event() else { break };
+        if let Event::PeerRestarted { old_epoch, new_epoch } = e {
+            if new_epoch < old_epoch {
+                let n = &peer.conf.name;
+                sh.log(&format!("node {n}: an earlier incarnation is heard again after the one that replaced it went down"));
+            }
+        }
+        handle_event(sh, peer, e);
+    }
+}
+
+/// Acts on one event of peer `peer`'s session: a delivered frame (carried out here or
+/// handed to the dispatcher, in order), the peer up, down or restarted.
+fn handle_event(sh: &Arc<Host>, peer: &Arc<Peer>, e: Event) {
+    match e {
+        Event::Deliver(bytes) => match wire::decode::<Frame>(&bytes, sh.cfg.limits.frame_bytes as usize) {
+            // An op that needs no module fetched, with nothing before it still waiting at
+            // the dispatcher, is carried out here and now (a thread hand-off less).
+            Ok(Frame::Vm(op)) if peer.backlog.load(Ordering::SeqCst) == 0 && op_needs(&op).iter().all(|h| sh.node().vm().has_module(h)) => {
+                sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
+                receive_op(sh, peer.conf.id, op);
+            }
+            // Migration control stays in order with the ops before it.
+            Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => super::migration::session_frame(sh, peer.conf.id, w),
+            Ok(f) => {
+                peer.backlog.fetch_add(1, Ordering::SeqCst);
+                let _ = sh.to_dispatch.send(Inbound::Frame(peer.conf.id, Box::new(f)));
+            }
+            Err(err) => {
+                sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                sh.log(&format!("dropped a bad frame from node {}: {err}", peer.conf.name));
+            }
+        },
+        Event::Up => {
+            peer.up.store(true, Ordering::SeqCst);
+            sh.mig.peer_up(peer.conf.id);
+            sh.log(&format!("node {} is up", peer.conf.name));
+        }
+        Event::Down => {
+            peer.up.store(false, Ordering::SeqCst);
+            sh.log(&format!("node {} is down", peer.conf.name));
+            sh.mig.peer_gone(peer.conf.id, false);
+            let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));
+        }
+        Event::PeerRestarted { .. } => {
+            sh.log(&format!("node {} restarted", peer.conf.name));
+            sh.mig.peer_gone(peer.conf.id, true);
+            let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
+        }
+    }
+}
