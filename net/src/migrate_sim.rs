@@ -1,5 +1,9 @@
 //! A deterministic, seeded simulator of the migration protocol ([`crate::migrate`]).
-//! It plays the host (VM + driver) of every node.
+//! It plays the host (VM + driver) of every node, calling the node's own ordering code
+//! (`tern_vm::node::order`) where the node does.
+//!
+//! (One file over 1,000 lines: the simulated hosts, the fault plans and the checkers
+//! share one state, and a failure is read with all of them at hand.)
 //!
 //! N nodes (3 to 5), one process. The process "runs" on the node that owns it (a step
 //! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
