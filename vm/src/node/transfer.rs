@@ -1,5 +1,5 @@
 //! Moving a process to a node in another OS process, as steps a migration protocol
-//! drives (groundwork for live migration; the protocol itself decides when each runs):
+//! drives (the live-migration driver of `tern-net` decides when each runs):
 //!
 //! 1. source: [`Node::export_frozen`] — the process is frozen; its image (state, pages,
 //!    mailbox, links, monitors) is made, and the slot keeps taking messages;
@@ -18,7 +18,8 @@
 //!    residual dependency, [`Node::forwarding_state`]): a message that still reaches it
 //!    goes by the birth node, which always knows the newest place.
 //!
-//! Until step 3 the source owns the process (invariant 7); after it, the destination.
+//! Until step 3 the source owns the process; after it, the destination (ARCHITECTURE.md,
+//! "one owner, decided at the destination").
 //! Every move increments the process's move count, the version of its routes
 //! (`Entry::Moved`, [`super::Op::PidMoved`]): a route is only replaced by a newer one.
 
