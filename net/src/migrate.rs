@@ -3,6 +3,10 @@
 //! in, `poll_*` out, time as an argument). The QUIC host (`migration.rs`) and the
 //! deterministic simulator ([`crate::migrate_sim`]) drive these same machines.
 //!
+//! (One file over 1,000 lines: the source and the destination are the two halves of one
+//! commit rule, and their transitions are checked against each other when read side by
+//! side; the message, action and failure types they share come first.)
+//!
 //! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
 //! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
 //! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`) and peer events

@@ -1,5 +1,9 @@
 //! A deterministic, seeded simulator of the migration protocol ([`crate::migrate`]).
-//! It plays the host (VM + driver) of every node.
+//! It plays the host (VM + driver) of every node, calling the node's own ordering code
+//! (`tern_vm::node::order`) where the node does.
+//!
+//! (One file over 1,000 lines: the simulated hosts, the fault plans and the checkers
+//! share one state, and a failure is read with all of them at hand.)
 //!
 //! N nodes (3 to 5), one process. The process "runs" on the node that owns it (a step
 //! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
@@ -720,7 +724,7 @@ impl Sim {
             Some(CopyState::Running | CopyState::Frozen) => {
                 let c = nd.copy.as_mut().expect("a copy");
                 let restarted = self.restarted.contains(&msg.sender.0);
-                let put = c.order.put_after_restart(msg.sender.0, msg.seq, Some(msg), now, restarted);
+                let put = c.order.put_after_restart(msg.sender.0, msg.seq, Some(msg), now, || restarted);
                 let held = put.ready.is_empty() && !put.late;
                 c.mailbox.extend(put.ready);
                 trace!(self, "{at} <- msg {:?}#{}: queued{}", msg.sender, msg.seq, if held { " (held back)" } else { "" });
@@ -1307,34 +1311,22 @@ impl Sim {
             return self.pump(x as NodeId);
         }
         let throttle = nd.throttle;
-        let c = nd.copy.as_mut().expect("running");
+        // (Out of its node while it runs a step, so the checkers can use `self`; a failure
+        // ends the run.)
+        let mut c = nd.copy.take().expect("running");
         if c.progress != self.lineage_progress {
-            let message =
-                format!("FORK: node {x} runs a copy at progress {} but the process reached {}", c.progress, self.lineage_progress);
-            return Err(SimFailure {
-                kind: SimKind::Migration,
-                seed: self.seed,
-                step: self.step,
-                now_us: now,
-                message,
-                trace: self.trace.iter().cloned().collect(),
-            });
+            return Err(self
+                .fail(format!("FORK: node {x} runs a copy at progress {} but the process reached {}", c.progress, self.lineage_progress)));
         }
         c.progress += 1;
         self.lineage_progress = c.progress;
         // Consume the mailbox, checking per-sender order.
-        let mailbox: Vec<AppMsg> = c.mailbox.drain(..).collect();
-        for m in mailbox {
+        for m in std::mem::take(&mut c.mailbox) {
             let last = c.consumed.get(&m.sender).copied();
             if let Some(last) = last.filter(|&l| m.seq <= l) {
-                return Err(SimFailure {
-                    kind: SimKind::Migration,
-                    seed: self.seed,
-                    step: self.step,
-                    now_us: now,
-                    message: format!("MESSAGES: node {x} consumes {:?}#{} after #{last}: duplicate or reordered", m.sender, m.seq),
-                    trace: self.trace.iter().cloned().collect(),
-                });
+                return Err(
+                    self.fail(format!("MESSAGES: node {x} consumes {:?}#{} after #{last}: duplicate or reordered", m.sender, m.seq))
+                );
             }
             // A skipped number must be lost to a crash, or still in the network (if it is
             // delivered later, it is caught as reordered; if never, by the final check).
@@ -1345,31 +1337,19 @@ impl Sim {
                     .any(|l| l.queue.iter().any(|(_, w)| matches!(w, Wire::App { msg, .. } if msg.sender == m.sender && msg.seq == s)))
             };
             if let Some(gap) = (last.map_or(0, |l| l + 1)..m.seq).find(|s| !self.lost.contains(&(m.sender, *s)) && !in_flight(*s)) {
-                return Err(SimFailure {
-                    kind: SimKind::Migration,
-                    seed: self.seed,
-                    step: self.step,
-                    now_us: now,
-                    message: format!(
-                        "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash (last consumed: {last:?})",
-                        m.sender, m.seq
-                    ),
-                    trace: self.trace.iter().cloned().collect(),
-                });
+                return Err(self.fail(format!(
+                    "MESSAGES: node {x} consumes {:?}#{} but #{gap} was never consumed nor lost to a crash (last consumed: {last:?})",
+                    m.sender, m.seq
+                )));
             }
             if !self.consumed.insert((m.sender, m.seq)) {
-                return Err(SimFailure {
-                    kind: SimKind::Migration,
-                    seed: self.seed,
-                    step: self.step,
-                    now_us: now,
-                    message: format!("MESSAGES: node {x} consumes {:?}#{} a second time", m.sender, m.seq),
-                    trace: self.trace.iter().cloned().collect(),
-                });
+                return Err(self.fail(format!("MESSAGES: node {x} consumes {:?}#{} a second time", m.sender, m.seq)));
             }
             c.consumed.insert(m.sender, m.seq);
             self.report.messages_consumed += 1;
         }
+        let nd = &mut self.nodes[x];
+        nd.copy = Some(c);
         let rate = self.dirty_rate >> throttle;
         for _ in 0..rate {
             let p = self.rng.below(self.size_pages as u64) as PageNo;

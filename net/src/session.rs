@@ -1,5 +1,8 @@
 //! The node-to-node session protocol: this node and ONE peer node, as a sans-IO state
-//! machine (the quinn-proto pattern, DESIGN invariant 9).
+//! machine in the quinn-proto shape (ARCHITECTURE.md, "one protocol, two drivers").
+//!
+//! (One file of ~800 lines of protocol and ~500 of its unit tests: the state machine is
+//! read as a whole, and its tests sit next to the transitions they pin.)
 //!
 //! A [`Session`] does no I/O, reads no clock and starts no thread. The driver feeds it
 //! time (`now_us`, microseconds on any monotonic clock), transport events

@@ -17,7 +17,8 @@
 //!
 //! The random choices of part 1 come from a seed. A run uses the fixed seeds
 //! [`FIXED_SEEDS`] and one random seed, each printed; `TERN_MIG_SEED=N` runs seed N
-//! alone (to replay a failure).
+//! alone (to replay a failure), `TERN_MIG_ONLY=name.tern` runs only that example, and
+//! `TERN_MIG_LOGS=1` adds the nodes' logs to a run whose output differs.
 
 mod common;
 
@@ -128,6 +129,18 @@ fn migrate_to(m: &TestMesh, pid: u64, to: &str, mechanism: &str) -> Result<Moved
     };
     if from == to {
         return Ok(Moved::Yes);
+    }
+    // Only a watched process's end is recorded: the program's other processes are
+    // watched from their first move on. One that ended before the watch began is no
+    // longer in `ps` where it was, and no move of it was tried.
+    m.node(&from).node().watch(pid);
+    if !m.node(&from).node().ps().iter().any(|p| p.pid == pid) {
+        return match m.node(&from).node().exit_of(pid) {
+            Some(e) if !ended_by_itself(&e.reason) => {
+                Err(format!("{pid:#x} ended before its move, but not by itself: {}", e.reason.text()))
+            }
+            _ => Ok(Moved::EndedFirst),
+        };
     }
     let t0 = Instant::now();
     let r = m.node(&from).migrate(pid, to, Some(mechanism.parse::<tern_net::mechanism::Mechanism>()?));
@@ -277,6 +290,8 @@ fn attempt(
         m.run_compiled_frozen("a", &spec.name, program)
     };
     let mut r = ExampleRun::default();
+    // The moves tried, for the report of a failed run.
+    let mut moves = Vec::new();
     let mut main_asked = 0;
     let mut problems = Vec::new();
     let mut delay_us = if random_start { rng.below(300) } else { 0 };
@@ -299,7 +314,10 @@ fn attempt(
         let pid = if main { run.pid } else { rng.pick(&procs).1 };
         let to = other_node(rng, names, m.where_is(pid).as_deref());
         let mech = if pid == run.pid { order[main_asked % order.len()] } else { rng.below(4) as usize };
-        match migrate_to(m, pid, &to, MECHANISMS[mech]) {
+        let at = start.elapsed();
+        let moved = migrate_to(m, pid, &to, MECHANISMS[mech]);
+        moves.push(format!("{at:?}: {} {} -> {to}: {moved:?}", name_text(pid), MECHANISMS[mech]));
+        match moved {
             Ok(Moved::Yes) if pid == run.pid => {
                 r.main_moves[mech] += 1;
                 main_asked += 1;
@@ -322,6 +340,9 @@ fn attempt(
     let actual = split_lines(&run.text);
     if actual.len() != spec.lines.len() || actual.iter().zip(&spec.lines).any(|(a, e)| a != e) {
         problems.push(format!("output differs (- expected, + actual):\n{}", diff(&spec.lines, &actual)));
+        if std::env::var("TERN_MIG_LOGS").is_ok_and(|v| v == "1") {
+            problems.push(format!("moves:\n{}\nlogs:\n{}", moves.join("\n"), m.log_text()));
+        }
     }
     // Other processes may fail on purpose (supervisor.tern); the main one must not.
     let main_failed = run.failures.iter().any(|f| f.starts_with(&format!("<pid {}>", name_text(run.pid))));
@@ -359,7 +380,11 @@ fn attempt(
 
 #[test]
 fn examples_keep_their_output_when_migrated_over_quic() {
-    let specs = discover();
+    let mut specs = discover();
+    if let Ok(only) = std::env::var("TERN_MIG_ONLY") {
+        specs.retain(|s| s.name == only);
+        assert!(!specs.is_empty(), "TERN_MIG_ONLY={only:?} names no example");
+    }
     let count = specs.len();
     let strict = std::env::var("TERN_MIG_STRICT").is_ok_and(|v| v == "1");
     let t0 = Instant::now();

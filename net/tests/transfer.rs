@@ -2,7 +2,8 @@
 //! are), by the steps a migration protocol drives (`vm/src/node/transfer.rs`): freeze,
 //! export, import under a temporary id, commit at the source, commit at the destination.
 //! The nodes talk through an in-process `Remote` that keeps each pair's ops in order, as
-//! the session protocol does. Groundwork for live migration: no QUIC, no protocol.
+//! the session protocol does: the node's steps alone, with no QUIC and no migration
+//! protocol around them.
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;

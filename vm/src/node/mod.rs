@@ -551,8 +551,9 @@ impl Node {
     }
 
     /// Keeps the exit record of `pid` (call before it can end) for [`Node::wait_exit`].
+    /// Watching a watched process again keeps what is recorded.
     pub fn watch(&self, pid: Pid) {
-        self.inner.watched.lock().insert(pid, None);
+        self.inner.watched.lock().entry(pid).or_insert(None);
     }
 
     /// Waits for a watched process to end. The watch moves with the process: ask the

@@ -191,8 +191,9 @@ impl<T: Weigh> Order<T> {
     /// incarnation never sends a number twice): what is held from the old one is released
     /// past its gaps (they will not fill), and the new numbering begins. What the old
     /// incarnation sent and is still on its way before that is delivered in its order.
-    pub fn put_after_restart(&mut self, origin: u16, seq: u64, msg: Option<T>, now: u64, restarted: bool) -> Put<T> {
-        if !restarted || seq >= self.next(origin) {
+    /// (`restarted` is asked only for a number below the one expected, which is rare.)
+    pub fn put_after_restart(&mut self, origin: u16, seq: u64, msg: Option<T>, now: u64, restarted: impl FnOnce() -> bool) -> Put<T> {
+        if seq >= self.next(origin) || !restarted() {
             return self.put(origin, seq, msg, now);
         }
         let (mut ready, skipped) = self.give_up(|o, _| o == origin);
@@ -263,7 +264,7 @@ impl<T: Weigh> Order<T> {
     ) -> Admitted<T, K> {
         let mut out = Admitted { ready: Vec::new(), late: Vec::new(), skipped: 0, gaps: self.oldest_gap().is_some() };
         for (origin, seq, msg, tag) in waiting {
-            let put = self.put_after_restart(origin, seq, msg, now, restarted(origin));
+            let put = self.put_after_restart(origin, seq, msg, now, || restarted(origin));
             out.gaps |= put.opened;
             out.skipped += put.skipped;
             if put.late {
@@ -306,20 +307,6 @@ impl<T: Weigh> Order<T> {
         v.sort_unstable();
         v.dedup();
         v
-    }
-
-    /// Node `origin` restarted: what it numbered before is of no use any more.
-    pub fn forget(&mut self, origin: u16) {
-        self.expect.retain(|(o, _)| *o != origin);
-        let mut dropped = 0;
-        self.held.retain(|(o, _), m| {
-            if *o == origin {
-                dropped += weight(m);
-            }
-            *o != origin
-        });
-        self.held_bytes = self.held_bytes.saturating_sub(dropped);
-        self.since.retain(|(o, _)| *o != origin);
     }
 }
 
@@ -371,14 +358,14 @@ mod tests {
         o.put(2, 0, Some(0), 0);
         o.put(2, 3, Some(3), 0); // 1 and 2 still on their way
                                  // Node 2 restarts. Its old 1 and 2 come first: delivered in order.
-        assert_eq!(o.put_after_restart(2, 1, Some(1), 1, true).ready, vec![1]);
-        assert_eq!(o.put_after_restart(2, 2, Some(2), 1, true).ready, vec![2, 3]);
+        assert_eq!(o.put_after_restart(2, 1, Some(1), 1, || true).ready, vec![1]);
+        assert_eq!(o.put_after_restart(2, 2, Some(2), 1, || true).ready, vec![2, 3]);
         o.put(2, 5, Some(5), 1); // the old 4 was lost with it
                                  // Its new incarnation's first message: the old gap is given up, 5 released first.
-        let p = o.put_after_restart(2, 0, Some(100), 2, true);
+        let p = o.put_after_restart(2, 0, Some(100), 2, || true);
         assert_eq!(p.ready, vec![5, 100]);
         assert_eq!(p.skipped, 1);
-        assert_eq!(o.put_after_restart(2, 1, Some(101), 3, true).ready, vec![101]);
+        assert_eq!(o.put_after_restart(2, 1, Some(101), 3, || true).ready, vec![101]);
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl NodeInner {
                 };
             }
             let now = self.now_us();
-            let mut put = st.order.seq.put_after_restart(origin, seq, if full { None } else { msg }, now, self.origin_restarted(origin));
+            let mut put = st.order.seq.put_after_restart(origin, seq, if full { None } else { msg }, now, || self.origin_restarted(origin));
             let mut bytes = 0;
             for m in std::mem::take(&mut put.ready) {
                 bytes += m.approx_bytes();
@@ -446,12 +446,6 @@ impl NodeInner {
         }
     }
 
-    /// What message number `seq` from `origin` for channel `c` counts for besides itself
-    /// against its holder's mailbox limit: the messages held back, if it would be too.
-    pub(super) fn chan_held_bytes(&self, c: ChanId, origin: u16, seq: u64) -> usize {
-        self.chan_meta.shard(c).lock().get(&c).map_or(0, |m| m.order.held_bytes_for(origin, seq))
-    }
-
     /// Queues a numbered message (and the ends it carries) at local holder `pid` of `c`,
     /// in sequence (a full mailbox: as [`NodeInner::route_inbox`]); gives them back if
     /// `pid` no longer holds `c` here.
@@ -475,12 +469,9 @@ impl NodeInner {
         // The end cannot leave while this lock is held (taking it away needs it).
         let seq = seq.unwrap_or_else(|| self.next_seq(c));
         let size = msg.as_ref().map_or(0, Message::approx_bytes);
-        let full = msg.is_some()
-            && carried.is_empty()
-            && from != SentBy::Notice
-            && st.mailbox.bytes + self.chan_held_bytes(c, origin, seq) + size > self.config.mailbox_limit_bytes;
+        let limited = msg.is_some() && carried.is_empty() && from != SentBy::Notice;
         let now = self.now_us();
-        let mut put = self.in_order(c, origin, seq, if full { None } else { msg }, now);
+        let (mut put, full) = self.in_order(c, origin, seq, msg, now, limited.then_some(st.mailbox.bytes + size));
         let mut bytes = 0;
         if let Some(q) = st.mailbox.chan(c) {
             for m in std::mem::take(&mut put.ready) {
@@ -518,10 +509,16 @@ impl NodeInner {
 
     /// Puts a message from `origin` (`None`: a skip notice) for channel `c` in sequence
     /// (see [`Order::put`]).
-    pub(super) fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64) -> Put {
+    ///
+    /// `used`: for a message subject to the mailbox limit, its holder's queued bytes plus
+    /// its own size; with what is held back for `c` (if it would be held too) past the
+    /// limit, it is refused and a skip notice takes its number (the `bool` says so).
+    pub(super) fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64, used: Option<usize>) -> (Put, bool) {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
-        meta.order.put_after_restart(origin, seq, msg, now, self.origin_restarted(origin))
+        let full = used.is_some_and(|u| u + meta.order.held_bytes_for(origin, seq) > self.config.mailbox_limit_bytes);
+        let msg = if full { None } else { msg };
+        (meta.order.put_after_restart(origin, seq, msg, now, || self.origin_restarted(origin)), full)
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
@@ -686,14 +683,5 @@ mod tests {
         assert_eq!(o2.oldest_gap(), Some(1000));
         assert_eq!(ints(&o2.put(3, 1, m(1), 1001).ready), [1, 2]);
         assert_eq!(o2.next(3), 4);
-    }
-
-    #[test]
-    fn a_restarted_origin_is_forgotten() {
-        let mut o = Order::default();
-        o.put(3, 4, m(4), 0);
-        o.forget(3);
-        assert_eq!(o.oldest_gap(), None);
-        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0]);
     }
 }

@@ -142,6 +142,15 @@ fn err(proc: Box<Process>, m: impl Into<String>) -> SysOut {
     raise(proc, Exn::Error(m.into()))
 }
 
+/// A value that could not be copied out of the heap for `what` (a send, a spawn): an
+/// error, unless a page of it is not here yet (the call runs again once it is).
+fn message_error(proc: Box<Process>, what: &str, e: MessageError) -> SysOut {
+    match e {
+        MessageError::Heap(h @ HeapError::Fault(_)) => raise(proc, Exn::Heap(h)),
+        e => err(proc, format!("{what}: {e}")),
+    }
+}
+
 /// Completes the call with a value allocated by `make`, collecting garbage once if the
 /// heap is full.
 fn ret_alloc(mut proc: Box<Process>, c: SysCall, make: impl Fn(&mut Heap) -> Result<Value, HeapError>) -> SysOut {
@@ -253,9 +262,15 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
         }
         Sys::Exit => {
             let reason = match arg(0) {
-                Value::Nil => "normal".to_string(),
-                Value::Str(a) => object::str_ref(&proc.heap, a).map(str::to_string).unwrap_or_default(),
-                v => display(&proc.heap, &proc.linked, v).unwrap_or_default(),
+                Value::Nil => Ok("normal".to_string()),
+                Value::Str(a) => object::str_ref(&proc.heap, a).map(str::to_string),
+                v => display(&proc.heap, &proc.linked, v),
+            };
+            // (A page of the reason not here yet: the call runs again once it is.)
+            let reason = match reason {
+                Ok(r) => r,
+                Err(e @ HeapError::Fault(_)) => return raise(proc, Exn::Heap(e)),
+                Err(_) => String::new(),
             };
             SysOut::Exit(proc, ExitReason::Exit(reason))
         }
@@ -327,7 +342,7 @@ fn show(proc: &Process, v: Value) -> String {
 fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
     let (msg, env_globals, env) = match spawn_messages(node, &proc, args, "spawn") {
         Ok(m) => m,
-        Err(e) => return err(proc, e),
+        Err(e) => return e.raise(proc),
     };
     let child = node.new_name();
     let p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
@@ -349,16 +364,32 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
 
 /// What a child started with `args` (a function and its arguments) is given: the call,
 /// the globals it can reach (see [`Process::reachable_globals`]) and their values.
-fn spawn_messages(node: &NodeInner, proc: &Process, args: &[Value], what: &str) -> Result<(Message, Vec<u32>, Message), String> {
+fn spawn_messages(node: &NodeInner, proc: &Process, args: &[Value], what: &'static str) -> Result<(Message, Vec<u32>, Message), NotCopied> {
     if !matches!(args[0], Value::Func(_) | Value::Closure(_)) {
-        return Err(format!("{what}: expected a Tern function, not {}", args[0].a_type()));
+        return Err(NotCopied::NotAFunction(format!("{what}: expected a Tern function, not {}", args[0].a_type())));
     }
     let limit = node.config.message_limit_bytes;
     let env_globals = proc.reachable_globals(args);
     let env_values: Vec<Value> = env_globals.iter().map(|&g| proc.globals[g as usize]).collect();
-    let call = flatten_values(proc, &node.vm, args, limit).map_err(|e| format!("{what}: {e}"))?;
-    let env = flatten_values(proc, &node.vm, &env_values, limit).map_err(|e| format!("{what}: {e}"))?;
+    let call = flatten_values(proc, &node.vm, args, limit).map_err(|e| NotCopied::Value(what, e))?;
+    let env = flatten_values(proc, &node.vm, &env_values, limit).map_err(|e| NotCopied::Value(what, e))?;
     Ok((call, env_globals, env))
+}
+
+/// Why the call of `spawn` or `spawn_on` was not copied out of the heap.
+enum NotCopied {
+    NotAFunction(String),
+    /// For the named call.
+    Value(&'static str, MessageError),
+}
+
+impl NotCopied {
+    fn raise(self, proc: Box<Process>) -> SysOut {
+        match self {
+            NotCopied::NotAFunction(m) => err(proc, m),
+            NotCopied::Value(what, e) => message_error(proc, what, e),
+        }
+    }
 }
 
 /// `spawn_on(node, f, args...)`: starts `f(args...)` on the named node (the seed's
@@ -400,7 +431,7 @@ fn spawn_on(
     }
     let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
         Ok(m) => m,
-        Err(e) => return err(proc, e),
+        Err(e) => return e.raise(proc),
     };
     let carried = match take_ends(slot, &msg.rx_ends()) {
         Ok(x) => x,
@@ -513,6 +544,11 @@ fn send(
         Value::Rx(_) => return err(proc, "send: cannot send on a receive end (send on its send end)"),
         other => return err(proc, format!("send: expected a pid or a send end, not {}", other.a_type())),
     };
+    // (First: a page of the value not here yet runs the call again once it is.)
+    let msg = match flatten(&proc, &node.vm, v, node.config.message_limit_bytes) {
+        Ok(m) => m,
+        Err(e) => return message_error(proc, "send", e),
+    };
     // An earlier message from this process was lost on its way (see `remote.rs`,
     // "Bounds"): this send fails instead, saying so, and a retry goes through.
     let lost = slot.st.lock().lost.take();
@@ -520,10 +556,6 @@ fn send(
         let more = if n > 1 { format!(", and {} more since", n - 1) } else { String::new() };
         return err(proc, format!("send: not sent: an earlier message from this process was lost ({first}{more})"));
     }
-    let msg = match flatten(&proc, &node.vm, v, node.config.message_limit_bytes) {
-        Ok(m) => m,
-        Err(e) => return err(proc, format!("send: {e}")),
-    };
     let ends = msg.rx_ends();
     if let Target::Chan(ch) = target {
         if ends.contains(&ch) {
@@ -579,30 +611,36 @@ fn receive(
             let Some(msg) = q.front() else { continue };
             match rebuild(msg, &mut proc, &node.vm) {
                 Ok(v) => {
-                    let bytes = q.pop_front().map_or(0, |m| m.approx_bytes());
+                    // `select` returns `[end, value]`: the pair is made before the message
+                    // is taken, so that a page fault runs the call again with it queued.
+                    let made = if mode == Mode::Select {
+                        // The value is a root while the pair is allocated.
+                        proc.regs[c.dst] = v;
+                        let tag = match src {
+                            Source::Inbox => Value::Pid(pid),
+                            Source::Chan(ch) => Value::Rx(ch),
+                        };
+                        let dst = c.dst;
+                        let pair = |h: &mut Heap, v: Value| object::array_from(h, &[tag, v]).map(Value::Array);
+                        let mut r = pair(&mut proc.heap, v);
+                        if r.is_err_and(HeapError::is_full) && proc.collect_garbage().is_ok() {
+                            let v = proc.regs[dst];
+                            r = pair(&mut proc.heap, v);
+                        }
+                        r
+                    } else {
+                        Ok(v)
+                    };
+                    if let Err(HeapError::Fault(page)) = made {
+                        drop(st);
+                        return SysOut::Fault(proc, page);
+                    }
+                    let bytes = st.mailbox.queue(src).and_then(|q| q.pop_front()).map_or(0, |m| m.approx_bytes());
                     st.mailbox.bytes = st.mailbox.bytes.saturating_sub(bytes);
                     drop(st);
                     proc.sys.deadline_us = None;
-                    if mode != Mode::Select {
-                        return ret(proc, c, v);
-                    }
-                    // The value is a root while the pair is allocated.
-                    proc.regs[c.dst] = v;
-                    let tag = match src {
-                        Source::Inbox => Value::Pid(pid),
-                        Source::Chan(ch) => Value::Rx(ch),
-                    };
-                    let dst = c.dst;
-                    let pair = |h: &mut Heap, v: Value| object::array_from(h, &[tag, v]).map(Value::Array);
-                    let mut r = pair(&mut proc.heap, v);
-                    if r.is_err_and(HeapError::is_full) && proc.collect_garbage().is_ok() {
-                        let v = proc.regs[dst];
-                        r = pair(&mut proc.heap, v);
-                    }
-                    return match r {
-                        Ok(p) => ret(proc, c, p),
-                        // The message is taken: running the call again would lose it.
-                        Err(HeapError::Fault(page)) => err(proc, format!("select: heap page {page} went missing")),
+                    return match made {
+                        Ok(v) => ret(proc, c, v),
                         Err(e) if e.is_full() => {
                             let m = proc.heap.full_error(e);
                             err(proc, m)
@@ -703,9 +741,14 @@ fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
 }
 
 /// A path relative to the node's file root, checked: no `..` out of the root.
-fn file_name(proc: &Process, v: Value) -> Result<String, String> {
-    let Value::Str(a) = v else { return Err(format!("open: expected a path string, not {}", v.a_type())) };
-    let s = object::str_ref(&proc.heap, a).map_err(|e| format!("{e:?}"))?;
+fn file_name(proc: &Process, v: Value) -> Result<String, Exn> {
+    let Value::Str(a) = v else { return Err(Exn::Error(format!("open: expected a path string, not {}", v.a_type()))) };
+    // (A page of it not here yet: the call runs again once it is.)
+    let s = object::str_ref(&proc.heap, a).map_err(Exn::Heap)?;
+    checked_path(s).map_err(Exn::Error)
+}
+
+fn checked_path(s: &str) -> Result<String, String> {
     if s.is_empty() || s.contains('\0') {
         return Err(format!("open: bad path {s:?}"));
     }
@@ -730,13 +773,14 @@ fn file_name(proc: &Process, v: Value) -> Result<String, String> {
 fn open(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, path: Value, mode: Value) -> SysOut {
     let name = match file_name(&proc, path) {
         Ok(n) => n,
-        Err(e) => return err(proc, e),
+        Err(e) => return raise(proc, e),
     };
     let mode = match mode {
         Value::Nil => FileMode::Read,
-        Value::Str(a) => match object::str_ref(&proc.heap, a).ok().and_then(FileMode::parse) {
-            Some(m) => m,
-            None => {
+        Value::Str(a) => match object::str_ref(&proc.heap, a).map(FileMode::parse) {
+            Ok(Some(m)) => m,
+            Err(e @ HeapError::Fault(_)) => return raise(proc, Exn::Heap(e)),
+            Ok(None) | Err(_) => {
                 let shown = crate::fmt::repr(&proc.heap, &proc.linked, mode).unwrap_or_default();
                 let m = format!("open: bad mode {shown} (use \"r\", \"w\", \"a\" or \"r+\")");
                 return err(proc, m);

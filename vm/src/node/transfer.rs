@@ -1,5 +1,5 @@
 //! Transferring a process to a node in another OS process, as steps a live-migration
-//! protocol drives (the protocol decides when each runs):
+//! protocol drives (the live-migration driver of `tern-net` decides when each runs):
 //!
 //! 1. source: [`Node::export_frozen`] — the process is frozen; its image (state, pages,
 //!    mailbox, links, monitors) is made, and the slot keeps taking messages;
