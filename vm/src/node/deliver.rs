@@ -232,10 +232,7 @@ impl NodeInner {
                                 .map(|()| None)
                                 .map_err(DeliverError::Unreachable);
                         }
-                        for (c, _) in &carried {
-                            self.set_holder(*c, None);
-                            self.chan_meta.remove(*c);
-                        }
+                        self.drop_ends(&carried);
                         return Ok(None);
                     }
                 },
@@ -244,10 +241,7 @@ impl NodeInner {
                 if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {
                     continue;
                 }
-                for (c, _) in &carried {
-                    self.set_holder(*c, None);
-                    self.chan_meta.remove(*c);
-                }
+                self.drop_ends(&carried);
                 return Ok(None);
             };
             let mut st = slot.st.lock();
@@ -255,10 +249,7 @@ impl NodeInner {
                 Status::Moved => continue,
                 Status::Exited => {
                     drop(st);
-                    for (c, _) in &carried {
-                        self.set_holder(*c, None);
-                        self.chan_meta.remove(*c);
-                    }
+                    self.drop_ends(&carried);
                     return Ok(None);
                 }
                 _ => {}
