@@ -48,7 +48,7 @@ use crate::session::NodeId;
 use crate::sim::run_traced_on_failure;
 pub use crate::sim::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use tern_vm::node::order::{Order, OrderFault, OrderWire, Weigh};
+use tern_vm::node::order::{Order, OrderFault, OrderWire, Origin, Weigh};
 
 const PID: u64 = 42;
 
@@ -142,6 +142,13 @@ struct AppMsg {
     seq: u64,
 }
 
+impl AppMsg {
+    /// Its origin, as the node's numbered messages carry it.
+    fn origin(&self) -> Origin {
+        Origin { node: self.sender.0, inc: self.sender.1 }
+    }
+}
+
 impl Weigh for AppMsg {
     fn weight(&self) -> usize {
         64
@@ -168,7 +175,7 @@ struct Copy {
     /// Its inbox's sequence state: the node's own code.
     order: Order<AppMsg>,
     /// Numbered messages that reached it while it was being imported.
-    waiting: Vec<(NodeId, u64, Option<AppMsg>, AppMsg)>,
+    waiting: Vec<(Origin, u64, Option<AppMsg>, AppMsg)>,
     /// How much of the mailbox its image took (at the source, while it moves).
     export_mark: Option<usize>,
     blocked_on: Option<PageNo>,
@@ -342,8 +349,6 @@ struct Sim {
     node_down_us: u64,
     /// Which node sees which down, since when.
     down: BTreeMap<(NodeId, NodeId), u64>,
-    /// Nodes that have restarted (their numbering began again).
-    restarted: BTreeSet<NodeId>,
     plan: Plan,
     plan_done: bool,
     mig_events: u64,
@@ -443,7 +448,6 @@ impl Sim {
             gap_timeout_us: 10_000_000,
             node_down_us: rng.range(5_000, 100_000),
             down: BTreeMap::new(),
-            restarted: BTreeSet::new(),
             rng,
             now: 0,
             step: 0,
@@ -723,8 +727,7 @@ impl Sim {
         match state {
             Some(CopyState::Running | CopyState::Frozen) => {
                 let c = nd.copy.as_mut().expect("a copy");
-                let restarted = self.restarted.contains(&msg.sender.0);
-                let put = c.order.put_after_restart(msg.sender.0, msg.seq, Some(msg), now, || restarted);
+                let put = c.order.put(msg.origin(), msg.seq, Some(msg), now);
                 let held = put.ready.is_empty() && !put.late;
                 c.mailbox.extend(put.ready);
                 trace!(self, "{at} <- msg {:?}#{}: queued{}", msg.sender, msg.seq, if held { " (held back)" } else { "" });
@@ -740,7 +743,7 @@ impl Sim {
                 Ok(())
             }
             Some(CopyState::Temp) => {
-                nd.copy.as_mut().expect("a copy").waiting.push((msg.sender.0, msg.seq, Some(msg), msg));
+                nd.copy.as_mut().expect("a copy").waiting.push((msg.origin(), msg.seq, Some(msg), msg));
                 trace!(self, "{at} <- msg {:?}#{}: waits for the commit", msg.sender, msg.seq);
                 self.report.waited_for_commit += 1;
                 Ok(())
@@ -825,8 +828,7 @@ impl Sim {
             c.order = Order::from_wire(expect, held, now).with_fault(self.opts.order_fault);
         }
         c.mailbox.extend(l.inbox);
-        let restarted = self.restarted.clone();
-        let admitted = c.order.admit(std::mem::take(&mut c.waiting), now, |o| restarted.contains(&o));
+        let admitted = c.order.admit(std::mem::take(&mut c.waiting), now);
         c.mailbox.extend(admitted.ready);
         c.state = CopyState::Running;
         trace!(self, "{at}: mid {} resumes with its late messages ({} came too late)", l.mid, admitted.late.len());
@@ -1501,8 +1503,6 @@ impl Sim {
             if y == x as usize || !self.nodes[y].alive {
                 continue;
             }
-            // (The node's forget_origin: every node learns of the restart.)
-            self.restarted.insert(x);
             for s in self.nodes[y].sources.values_mut() {
                 s.peer_restarted(now, x);
             }

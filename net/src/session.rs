@@ -446,6 +446,13 @@ impl Session {
         SessionStats { queued: self.queue.len(), queued_bytes: self.queued_bytes, ..self.stats.clone() }
     }
 
+    /// Whether more than half of `max_unacked_bytes` is queued: a sender that can wait
+    /// should, before it queues more (the host's back-pressure), so that the bound is
+    /// left to what cannot wait.
+    pub fn congested(&self) -> bool {
+        self.queued_bytes > self.cfg.max_unacked_bytes / 2
+    }
+
     /// Queues a payload for the peer. It is addressed to the peer incarnation known now
     /// (or, if none is known, to the first one learned).
     pub fn send(&mut self, payload: Vec<u8>) -> Result<(), SendError> {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote, SentBy, Target, MAX_FORWARDS, MAX_HELD, MAX_HOPS};
+use tern_vm::node::{
+    Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Origin, Pid, Remote, SentBy, Target, MAX_FORWARDS, MAX_HELD, MAX_HOPS,
+};
 use tern_vm::value::make_name;
 use tern_vm::VmConfig;
 
@@ -54,6 +56,8 @@ struct Net {
     nodes: RwLock<Vec<Weak<Node>>>,
     queues: Vec<crossbeam_channel::Sender<(u16, Op)>>,
     filter: Mutex<Option<Filter>>,
+    /// Every link says it is congested (see `Remote::congested`).
+    congested: std::sync::atomic::AtomicBool,
 }
 
 struct Link {
@@ -70,6 +74,9 @@ impl Remote for Link {
             }
         }
         q.send((self.me, op)).map_err(|_| "stopped".to_string())
+    }
+    fn congested(&self, _to: u16) -> bool {
+        self.net.congested.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn node_id(&self, name: &str) -> Option<u16> {
         name.strip_prefix('n')?.parse().ok().filter(|&i: &u16| i >= 1 && usize::from(i) <= self.net.queues.len())
@@ -107,7 +114,7 @@ impl Fixture {
             queues.push(tx);
             receivers.push(rx);
         }
-        let net = Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, filter: Mutex::new(None) });
+        let net = Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, filter: Mutex::new(None), congested: Default::default() });
         let mut ns = Vec::new();
         for i in 1..=n as u16 {
             let config = config(NodeConfig { name: format!("n{i}"), id: i, workers: 1, record_exits: true, ..NodeConfig::default() });
@@ -157,7 +164,80 @@ fn name_after(line: &str, prefix: &str) -> u64 {
 }
 
 fn deliver(target: Target, origin: u16, seq: u64, hops: u8, v: i64) -> Op {
-    Op::Deliver(Deliver { target, origin, seq, hops, from: SentBy::Host, msg: Message::scalar(Val::Int(v)), carried: Vec::new() })
+    Op::Deliver(Deliver {
+        target,
+        origin: Origin { node: origin, inc: 1 },
+        seq,
+        hops,
+        from: SentBy::Host,
+        msg: Message::scalar(Val::Int(v)),
+        carried: Vec::new(),
+    })
+}
+
+/// The back-pressure program: main starts a receiver on node 2, says "ready", waits for
+/// a go, sends it 0..4 (with a local process of its node ticking meanwhile) and says
+/// "sent all".
+const BACK_PRESSURE: &str = r#"
+fn receiver() {
+    while true { println("got ${recv()}"); }
+}
+fn ticker() {
+    let n = 0;
+    while true { sleep(20); n += 1; println("tick ${n}"); }
+}
+let r = spawn_on("n2", receiver);
+spawn(ticker);
+println("ready");
+recv();
+let i = 0;
+while i < 5 { send(r, i); i += 1; }
+println("sent all");
+recv();
+"#;
+
+/// Back-pressure: while the link to the receiver's node is congested, a sender there
+/// waits in its `send` (it does not fill the link, and is not refused), the node's other
+/// processes run meanwhile, and once the link drains its messages go, all in order.
+#[test]
+fn a_sender_waits_while_the_link_to_its_target_is_congested() {
+    let fx = Fixture::start(2, BACK_PRESSURE, |c| NodeConfig { workers: 2, ..c });
+    fx.out.line("ready");
+    fx.net.congested.store(true, std::sync::atomic::Ordering::SeqCst);
+    fx.ns[0].send_to(fx.main, Message::scalar(Val::Nil)).unwrap();
+    // The ticker goes on while main waits in its first send.
+    fx.out.line("tick 10");
+    let text = fx.out.text();
+    assert!(
+        !text.contains("got ") && !text.contains("sent all"),
+        "a message went over a congested link:
+{text}"
+    );
+    assert!(fx.ns[0].delivery_stats().backed_off > 0, "{text}");
+    fx.net.congested.store(false, std::sync::atomic::Ordering::SeqCst);
+    fx.out.line("sent all");
+    fx.out.line("got 4");
+    let got: Vec<String> = fx.out.text().lines().filter(|l| l.starts_with("got ")).map(str::to_string).collect();
+    assert_eq!(got, ["got 0", "got 1", "got 2", "got 3", "got 4"]);
+    fx.ns[0].send_to(fx.main, Message::scalar(Val::Nil)).unwrap();
+    fx.finish();
+}
+
+/// Back-pressure is bounded: a link that stays congested holds a sender for the settle
+/// timeout at most, then its message is offered anyway (and here taken).
+#[test]
+fn a_sender_waits_for_a_congested_link_at_most_the_settle_timeout() {
+    let fx = Fixture::start(2, BACK_PRESSURE, |c| NodeConfig { settle_timeout: Duration::from_millis(100), ..c });
+    fx.out.line("ready");
+    fx.net.congested.store(true, std::sync::atomic::Ordering::SeqCst);
+    fx.ns[0].send_to(fx.main, Message::scalar(Val::Nil)).unwrap();
+    fx.out.line("sent all");
+    fx.out.line("got 4");
+    let got: Vec<String> = fx.out.text().lines().filter(|l| l.starts_with("got ")).map(str::to_string).collect();
+    assert_eq!(got, ["got 0", "got 1", "got 2", "got 3", "got 4"]);
+    assert!(fx.ns[0].delivery_stats().backed_off >= 5);
+    fx.ns[0].send_to(fx.main, Message::scalar(Val::Nil)).unwrap();
+    fx.finish();
 }
 
 /// A receive end that stays in the middle of a move: a send to it fails in the sender

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Pid, Remote, SentBy, Target};
+use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Origin, Pid, Remote, SentBy, Target};
 use tern_vm::runtime::Vm;
 use tern_vm::value::name_node;
 use tern_vm::VmConfig;
@@ -415,7 +415,7 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     // (Numbered as the first message from a node that has sent none to the channel.)
     let d = Deliver {
         target: Target::Chan(chans[0]),
-        origin: 3,
+        origin: Origin { node: 3, inc: 1 },
         seq: 0,
         hops: 1,
         from: SentBy::Host,

@@ -47,6 +47,23 @@ pub enum Obj {
     Box(Val),
 }
 
+/// Where numbered messages come from: a node, in one incarnation (a node that restarts
+/// numbers afresh from 0 under a new `inc`, so the messages of its old incarnation that
+/// are still on their way keep their own order beside the new ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: u16,
+    /// The incarnation: when that node started (µs since the Unix epoch, or any number
+    /// that grows from one start of a node to the next).
+    pub inc: u64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} (incarnation {})", self.node, self.inc)
+    }
+}
+
 /// A deep copy of a value, independent of any heap.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {

@@ -8,14 +8,14 @@
 //! is refused with an error instead of misbehaving later.
 
 use crate::heap::{header_kind, header_size, kind, GcStats, Heap, HeapConfig, HeapError};
-use crate::message::Message;
+use crate::message::{Message, Origin};
 use crate::process::{Frame, Handler, ModuleInstance, ModuleState, ProcSys, Process, NOT_INIT};
 use crate::runtime::Vm;
 use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 5;
+pub const IMAGE_VERSION: u16 = 6;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {
@@ -54,12 +54,12 @@ pub struct SlotImage {
     pub clock_us: Option<u64>,
     /// Times the process has moved between nodes (the version of its pid's routes).
     pub moves: u32,
-    /// Numbered inbox messages (see `node/remote.rs`, "Order"): per origin node, the
+    /// Numbered inbox messages (see `node/remote.rs`, "Order"): per origin, the
     /// number of the next one expected from it ...
-    pub inbox_expect: Vec<(u16, u64)>,
+    pub inbox_expect: Vec<(Origin, u64)>,
     /// ... and those that arrived ahead of their turn: (origin, number, message; `None`:
     /// a skip notice, that number was lost on its way).
-    pub inbox_held: Vec<(u16, u64, Option<Message>)>,
+    pub inbox_held: Vec<(Origin, u64, Option<Message>)>,
 }
 
 #[derive(Serialize, Deserialize)]

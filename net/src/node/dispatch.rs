@@ -143,10 +143,7 @@ impl Dispatcher {
                     }
                 }
                 Inbound::PeerGone(from) => self.peer_gone(from),
-                Inbound::PeerRestarted(from) => {
-                    self.peer_gone(from);
-                    self.sh.node().forget_origin(from);
-                }
+                Inbound::PeerRestarted(from) => self.peer_gone(from),
                 Inbound::Stop => return,
             }
         }

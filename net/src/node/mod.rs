@@ -181,6 +181,11 @@ impl Host {
     }
 
     /// Sends a frame to a peer (exactly once, in order, when it is reachable).
+    /// Whether the link to node `to` is congested (see [`crate::session::Session::congested`]).
+    pub(crate) fn congested(&self, to: u16) -> bool {
+        self.peers.get(&to).is_some_and(|p| p.session.lock().congested())
+    }
+
     fn send_frame(&self, to: u16, frame: &Frame) -> Result<(), String> {
         let peer = self.peers.get(&to).ok_or_else(|| format!("there is no node {to}"))?;
         let bytes = wire::encode(frame);

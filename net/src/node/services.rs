@@ -106,6 +106,9 @@ impl Remote for MeshRemote {
         let sh = self.0.upgrade().ok_or("the node is shutting down")?;
         sh.send_frame(to, &Frame::Vm(op))
     }
+    fn congested(&self, to: u16) -> bool {
+        self.0.upgrade().is_some_and(|sh| sh.congested(to))
+    }
     fn node_id(&self, name: &str) -> Option<u16> {
         let sh = self.0.upgrade()?;
         sh.cfg.node(name).map(|n| n.id)

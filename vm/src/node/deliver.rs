@@ -48,6 +48,8 @@ pub struct DeliveryStats {
     pub late: u64,
     /// Losses reported to processes here (their next send fails).
     pub reported: u64,
+    /// Times a sending process here waited for a congested link (back-pressure).
+    pub backed_off: u64,
 }
 
 #[derive(Default)]
@@ -58,6 +60,7 @@ pub(super) struct DeliveryCounters {
     pub(super) given_up: AtomicU64,
     pub(super) late: AtomicU64,
     pub(super) reported: AtomicU64,
+    pub(super) backed_off: AtomicU64,
 }
 
 /// A delivery loop's patience with a target in the middle of a move ([`NodeInner::look`]).
@@ -184,10 +187,10 @@ impl NodeInner {
         if self.remote().is_some() {
             match target {
                 Target::Chan(c) if self.seqs.contains(c) => {
-                    return self.route_numbered(c, self.id, None, 0, from, Some(msg), carried, local);
+                    return self.route_numbered(c, self.origin(), None, 0, from, Some(msg), carried, local);
                 }
                 Target::Inbox(p) if self.pid_seqs.contains(p) => {
-                    return self.route_inbox(p, self.id, None, 0, from, Some(msg), carried, local);
+                    return self.route_inbox(p, self.origin(), None, 0, from, Some(msg), carried, local);
                 }
                 _ => {}
             }

@@ -1,13 +1,12 @@
 //! Gaps and losses (see `remote.rs`, "Bounds"): telling the sender of a lost message
 //! (its next send fails) or logging the loss, giving up sequence numbers that have been
 //! missing for the gap timeout (the sweep the timer thread runs) and queueing, in order,
-//! what was held back behind them, and the origins that restarted (whose numbering
-//! begins again: `order.rs`, `put_after_restart`).
+//! what was held back behind them.
 
 use super::deliver::{bytes_text, what, DeliverError};
 use super::remote::Op;
 use super::slot::{Entry, Order, Source, Status};
-use super::{NodeInner, Pid, SentBy, Target, MAX_HELD};
+use super::{NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
 use crate::message::Message;
 use crate::value::name_text;
 use std::sync::atomic::Ordering;
@@ -36,14 +35,20 @@ impl NodeInner {
     }
 
     /// Tells the sender of a message that was lost (see "Bounds"): a process on this node,
-    /// or on its origin node, fails its next send; a loss no process can be told of is
-    /// logged here.
-    pub(crate) fn report_lost(&self, origin: u16, from: SentBy, target: Target, why: String) {
+    /// or on its origin node, fails its next send; a loss no process can be told of (its
+    /// node has restarted since, say) is logged here.
+    pub(crate) fn report_lost(&self, origin: Origin, from: SentBy, target: Target, why: String) {
+        let node = origin.node;
         match from {
-            SentBy::Process(p) if origin == self.id || self.node(origin).is_some() => self.tell_lost(p, target, why),
+            SentBy::Process(p) if origin == self.origin() || (node != self.id && self.node(node).is_some()) => {
+                self.tell_lost(p, target, why)
+            }
+            SentBy::Process(p) if node == self.id => {
+                self.log_lost(target, &format!("{why}; its sender <pid {}> belonged to an earlier start of this node", name_text(p)))
+            }
             SentBy::Process(p) => {
-                if let Err(e) = self.remote_send(origin, Op::Lost { sender: p, target, why: why.clone() }) {
-                    self.log_lost(target, &format!("{why}; its sender <pid {}> on node {origin} could not be told: {e}", name_text(p)));
+                if let Err(e) = self.remote_send(node, Op::Lost { sender: p, inc: origin.inc, target, why: why.clone() }) {
+                    self.log_lost(target, &format!("{why}; its sender <pid {}> on node {node} could not be told: {e}", name_text(p)));
                 }
             }
             SentBy::Host | SentBy::Notice => self.log_lost(target, &why),
@@ -65,20 +70,6 @@ impl NodeInner {
         if !told {
             self.log_lost(target, &format!("{why}; its sender <pid {}> has ended or left this node", name_text(sender)));
         }
-    }
-
-    /// See [`super::Node::forget_origin`].
-    pub(crate) fn forget_origin(&self, origin: u16) {
-        // Its new incarnation numbers from 0 again; what the old one sent may still be on
-        // its way and is delivered in its order until the first new number comes (see
-        // `order.rs`, `put_after_restart`), which releases what the old one left held.
-        self.restarted.lock().insert(origin);
-    }
-
-    /// Whether node `origin` has restarted since this node started (its numbering began
-    /// again from 0).
-    pub(crate) fn origin_restarted(&self, origin: u16) -> bool {
-        self.restarted.lock().contains(&origin)
     }
 
     /// Logs a message lost (see "Bounds").
@@ -108,7 +99,7 @@ impl NodeInner {
     /// Gives up, in every queue here, the gaps `which` picks (by origin and since when it
     /// has waited): what was held back behind them is queued, in order, and each give-up
     /// is counted and logged; the next sweep is scheduled for the oldest gap left.
-    pub(super) fn release_gaps(&self, which: &dyn Fn(u16, u64) -> bool) {
+    pub(super) fn release_gaps(&self, which: &dyn Fn(Origin, u64) -> bool) {
         let timeout = self.config.gap_timeout.as_micros() as u64;
         let due = |order: &Order| order.oldest_gap().is_some();
         let mut oldest: Option<u64> = None;

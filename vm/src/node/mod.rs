@@ -71,7 +71,7 @@ mod transfer;
 pub use deliver::DeliveryStats;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
 pub use live::{copy_pages_bytes, PageBytes};
-pub use order::MAX_HELD;
+pub use order::{Origin, MAX_HELD};
 pub use relocate::{RelocateHook, RelocateStats};
 pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS, MAX_HOPS};
 pub use slot::{Job, Source, Staged};
@@ -119,6 +119,11 @@ pub struct NodeConfig {
     /// How long a queue waits for a missing sequence number from another node before it
     /// gives it up and delivers what was held back behind it (see `remote.rs`, "Bounds").
     pub gap_timeout: Duration,
+    /// This start of the node: its numbered messages carry it, so that a node that
+    /// restarts (numbering afresh from 0) is a new origin to every queue (see
+    /// `order.rs`, [`Origin`]). It must grow from one start to the next; the default is
+    /// the time of the start in µs since the Unix epoch.
+    pub incarnation: u64,
 }
 
 impl Default for NodeConfig {
@@ -133,6 +138,7 @@ impl Default for NodeConfig {
             record_exits: false,
             settle_timeout: Duration::from_secs(10),
             gap_timeout: Duration::from_secs(30),
+            incarnation: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
         }
     }
 }
@@ -311,9 +317,6 @@ pub(crate) struct NodeInner {
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
     gap_sweep: AtomicBool,
-    /// Nodes that have restarted since this one started: they number their messages
-    /// afresh (see `order.rs`, `put_after_restart`).
-    restarted: Mutex<std::collections::HashSet<u16>>,
 }
 
 /// A running node. Dropping it stops its threads; processes still running are dropped.
@@ -378,7 +381,6 @@ impl Node {
             remote_monitors: Mutex::new(Vec::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
-            restarted: Mutex::new(std::collections::HashSet::new()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -491,6 +493,7 @@ impl Node {
             given_up: get(&c.given_up),
             late: get(&c.late),
             reported: get(&c.reported),
+            backed_off: get(&c.backed_off),
         }
     }
 
@@ -711,6 +714,11 @@ pub(crate) enum SysOut {
 impl NodeInner {
     fn now_us(&self) -> u64 {
         self.mesh.start.elapsed().as_micros() as u64
+    }
+
+    /// What this node's numbered messages carry as their origin.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin { node: self.id, inc: self.config.incarnation }
     }
 
     fn new_name(&self) -> u64 {

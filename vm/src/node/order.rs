@@ -2,8 +2,9 @@
 //! moves, shared by the node (`remote.rs`, `transfer.rs`) and the migration simulator of
 //! `tern-net`, which drives this very code with its own message type.
 //!
-//! A queue (a process's inbox, or a channel's) gets messages numbered per origin node
-//! (see `remote.rs`, "Order"). [`Order`] puts them in sequence: a message ahead of its
+//! A queue (a process's inbox, or a channel's) gets messages numbered per [`Origin`]: the
+//! node that sent them, in one incarnation of it (see `remote.rs`, "Order"). [`Order`]
+//! puts them in sequence: a message ahead of its
 //! turn is held back until the ones before it come, a number already passed is late, and
 //! a gap that does not fill is given up ([`Order::give_up`], by the gap timeout or when
 //! [`MAX_HELD`] are held). Its state travels with the queue when it moves
@@ -13,7 +14,17 @@
 //!
 //! No I/O, no clock (time is an argument), no locks: the caller owns the state.
 
+pub use crate::message::Origin;
 use std::collections::BTreeMap;
+
+/// Incarnations of one node whose sequence state a queue keeps. A queue keeps the next
+/// number expected from each origin; past this many incarnations of one node, the oldest
+/// with nothing held back is forgotten. Safe because an old incarnation no longer sends:
+/// only its messages still on a forwarding path can come, and a queue that has seen this
+/// many newer starts of their node has waited far longer than such a path takes. If one
+/// does come, it is ordered as its incarnation's first (held back until its gap is given
+/// up, then delivered): never ahead of a message from its sender it followed.
+pub const MAX_INCARNATIONS: usize = 4;
 
 /// Messages (and skip notices) held back per queue, waiting for an earlier one from the
 /// same origin; and numbered messages waiting for a process or receive end that is being
@@ -50,12 +61,12 @@ pub enum OrderFault {
 /// arrived ahead of its turn.
 #[derive(Debug, Clone)]
 pub struct Order<T> {
-    expect: Vec<(u16, u64)>,
+    expect: Vec<(Origin, u64)>,
     /// By (origin, number); `None`: a skip notice (that number was lost on its way).
-    held: BTreeMap<(u16, u64), Option<T>>,
+    held: BTreeMap<(Origin, u64), Option<T>>,
     /// Per origin with something held back: since when (µs) it has waited for the
     /// number it misses. Not carried: a node the queue moves to starts the wait again.
-    since: Vec<(u16, u64)>,
+    since: Vec<(Origin, u64)>,
     /// The weight of the messages held.
     held_bytes: usize,
     fault: OrderFault,
@@ -73,7 +84,7 @@ fn weight<T: Weigh>(m: &Option<T>) -> usize {
 
 /// What travels with a queue: per origin the next number expected, and the messages held
 /// back (origin, number, message or skip notice).
-pub type OrderWire<T> = (Vec<(u16, u64)>, Vec<(u16, u64, Option<T>)>);
+pub type OrderWire<T> = (Vec<(Origin, u64)>, Vec<(Origin, u64, Option<T>)>);
 
 /// What putting one numbered message in sequence gave.
 #[derive(Debug)]
@@ -111,7 +122,7 @@ pub struct Admitted<T, K> {
 impl<T: Weigh> Order<T> {
     /// The state that came with a queue (in an image or at commit); `now`: when its gaps
     /// start to count here. At most [`MAX_HELD`] held messages are taken.
-    pub fn from_wire(expect: Vec<(u16, u64)>, held: Vec<(u16, u64, Option<T>)>, now: u64) -> Order<T> {
+    pub fn from_wire(expect: Vec<(Origin, u64)>, held: Vec<(Origin, u64, Option<T>)>, now: u64) -> Order<T> {
         let mut o = Order { expect, ..Order::default() };
         for (origin, seq, m) in held.into_iter().take(MAX_HELD) {
             if seq >= o.next(origin) {
@@ -146,15 +157,32 @@ impl<T: Weigh> Order<T> {
         (self.expect, self.held.into_iter().map(|((o, s), m)| (o, s, m)).collect())
     }
 
-    /// The number expected next from node `origin`.
-    pub fn next(&self, origin: u16) -> u64 {
+    /// The number expected next from `origin`.
+    pub fn next(&self, origin: Origin) -> u64 {
         self.expect.iter().find(|(o, _)| *o == origin).map_or(0, |(_, n)| *n)
     }
 
-    fn set_next(&mut self, origin: u16, n: u64) {
+    fn set_next(&mut self, origin: Origin, n: u64) {
         match self.expect.iter_mut().find(|(o, _)| *o == origin) {
             Some(e) => e.1 = n,
-            None => self.expect.push((origin, n)),
+            None => {
+                self.expect.push((origin, n));
+                self.forget_old_incarnations(origin.node);
+            }
+        }
+    }
+
+    /// Keeps the state of at most [`MAX_INCARNATIONS`] incarnations of node `node`:
+    /// the oldest with nothing held back goes first.
+    fn forget_old_incarnations(&mut self, node: u16) {
+        loop {
+            let of_node = self.expect.iter().filter(|(o, _)| o.node == node).count();
+            if of_node <= MAX_INCARNATIONS {
+                return;
+            }
+            let idle = |o: &Origin| !self.since.iter().any(|(x, _)| x == o);
+            let Some(oldest) = self.expect.iter().map(|(o, _)| *o).filter(|o| o.node == node && idle(o)).min() else { return };
+            self.expect.retain(|(o, _)| *o != oldest);
         }
     }
 
@@ -171,7 +199,7 @@ impl<T: Weigh> Order<T> {
     /// What message number `seq` from `origin` counts for besides itself against its
     /// mailbox's limit: the messages held back if it would be held back too (so the
     /// limit refuses a later message, never the one a gap waits for).
-    pub fn held_bytes_for(&self, origin: u16, seq: u64) -> usize {
+    pub fn held_bytes_for(&self, origin: Origin, seq: u64) -> usize {
         if seq > self.next(origin) {
             self.held_bytes
         } else {
@@ -179,36 +207,16 @@ impl<T: Weigh> Order<T> {
         }
     }
 
-    fn take_held(&mut self, origin: u16, seq: u64) -> Option<Option<T>> {
+    fn take_held(&mut self, origin: Origin, seq: u64) -> Option<Option<T>> {
         let m = self.held.remove(&(origin, seq))?;
         self.held_bytes = self.held_bytes.saturating_sub(weight(&m));
         Some(m)
     }
 
-    /// Puts message number `seq` from node `origin` in sequence, as [`Order::put`], where
-    /// `origin` has `restarted` since this queue's state was made. A restarted node numbers
-    /// afresh from 0, so a number below the one expected is its new incarnation's (a live
-    /// incarnation never sends a number twice): what is held from the old one is released
-    /// past its gaps (they will not fill), and the new numbering begins. What the old
-    /// incarnation sent and is still on its way before that is delivered in its order.
-    /// (`restarted` is asked only for a number below the one expected, which is rare.)
-    pub fn put_after_restart(&mut self, origin: u16, seq: u64, msg: Option<T>, now: u64, restarted: impl FnOnce() -> bool) -> Put<T> {
-        if seq >= self.next(origin) || !restarted() {
-            return self.put(origin, seq, msg, now);
-        }
-        let (mut ready, skipped) = self.give_up(|o, _| o == origin);
-        self.set_next(origin, 0);
-        let mut put = self.put(origin, seq, msg, now);
-        ready.append(&mut put.ready);
-        put.ready = ready;
-        put.skipped += skipped;
-        put
-    }
-
-    /// Puts message number `seq` from node `origin` in sequence (`None`: a skip notice
-    /// for that number). A message ahead of its turn is held back; once [`MAX_HELD`] are,
-    /// the queue gives up waiting for what its origins miss (see [`Order::give_up`]).
-    pub fn put(&mut self, origin: u16, seq: u64, msg: Option<T>, now: u64) -> Put<T> {
+    /// Puts message number `seq` from `origin` in sequence (`None`: a skip notice for
+    /// that number). A message ahead of its turn is held back; once [`MAX_HELD`] are, the
+    /// queue gives up waiting for what its origins miss (see [`Order::give_up`]).
+    pub fn put(&mut self, origin: Origin, seq: u64, msg: Option<T>, now: u64) -> Put<T> {
         let next = self.next(origin);
         let mut out = Put::default();
         if seq < next {
@@ -254,17 +262,10 @@ impl<T: Weigh> Order<T> {
     /// Puts the numbered messages that reached the queue's new place before its commit
     /// in sequence, after the state that came with the commit (this one), in the order
     /// they arrived. Each carries a tag `K` (who to tell if it came too late).
-    /// `restarted`: whether a node has restarted since it numbered what came with the
-    /// commit (see [`Order::put_after_restart`]).
-    pub fn admit<K>(
-        &mut self,
-        waiting: impl IntoIterator<Item = (u16, u64, Option<T>, K)>,
-        now: u64,
-        restarted: impl Fn(u16) -> bool,
-    ) -> Admitted<T, K> {
+    pub fn admit<K>(&mut self, waiting: impl IntoIterator<Item = (Origin, u64, Option<T>, K)>, now: u64) -> Admitted<T, K> {
         let mut out = Admitted { ready: Vec::new(), late: Vec::new(), skipped: 0, gaps: self.oldest_gap().is_some() };
         for (origin, seq, msg, tag) in waiting {
-            let put = self.put_after_restart(origin, seq, msg, now, || restarted(origin));
+            let put = self.put(origin, seq, msg, now);
             out.gaps |= put.opened;
             out.skipped += put.skipped;
             if put.late {
@@ -278,10 +279,10 @@ impl<T: Weigh> Order<T> {
     /// Gives up waiting for the numbers missing from the origins `which` picks (given the
     /// origin and since when it has waited): everything held back from each is released
     /// in order, past its gaps. Returns those messages and how many numbers were given up.
-    pub fn give_up(&mut self, which: impl Fn(u16, u64) -> bool) -> (Vec<T>, u64) {
+    pub fn give_up(&mut self, which: impl Fn(Origin, u64) -> bool) -> (Vec<T>, u64) {
         let mut ready = Vec::new();
         let mut skipped = 0u64;
-        let origins: Vec<u16> = self.since.iter().filter(|&&(o, t)| which(o, t)).map(|(o, _)| *o).collect();
+        let origins: Vec<Origin> = self.since.iter().filter(|&&(o, t)| which(o, t)).map(|(o, _)| *o).collect();
         for origin in origins {
             let mut n = self.next(origin);
             let seqs: Vec<u64> = self.held.range((origin, n)..=(origin, u64::MAX)).map(|(&(_, s), _)| s).collect();
@@ -303,7 +304,7 @@ impl<T: Weigh> Order<T> {
 
     /// The nodes that have sent numbered messages to this queue.
     pub fn origins(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| *o).chain(self.held.keys().map(|(o, _)| *o)).collect();
+        let mut v: Vec<u16> = self.expect.iter().map(|(o, _)| o.node).chain(self.held.keys().map(|(o, _)| o.node)).collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -329,55 +330,82 @@ mod tests {
     #[test]
     fn messages_ahead_of_their_turn_wait_for_the_ones_before() {
         let mut o: Order<&str> = Order::default();
-        let p = o.put(1, 1, Some("b"), 0);
+        let p = o.put(at(1), 1, Some("b"), 0);
         assert!(p.ready.is_empty() && p.opened);
-        let p = o.put(1, 0, Some("a"), 5);
+        let p = o.put(at(1), 0, Some("a"), 5);
         assert_eq!(p.ready, vec!["a", "b"]);
         assert!(o.oldest_gap().is_none());
-        assert!(o.put(1, 0, Some("again"), 6).late);
+        assert!(o.put(at(1), 0, Some("again"), 6).late);
     }
 
     #[test]
     fn the_broken_variant_releases_early() {
         let mut o: Order<&str> = Order::default().with_fault(OrderFault::ReleaseEarly);
-        assert_eq!(o.put(1, 1, Some("b"), 0).ready, vec!["b"]);
+        assert_eq!(o.put(at(1), 1, Some("b"), 0).ready, vec!["b"]);
     }
 
     #[test]
     fn waiting_messages_are_admitted_after_the_state_that_came_with_the_commit() {
-        let mut o: Order<&str> = Order::from_wire(vec![(1, 2)], vec![(1, 3, Some("d"))], 0);
-        let a = o.admit(vec![(1, 1, Some("late"), 'x'), (1, 2, Some("c"), 'y'), (2, 0, Some("z"), 'z')], 1, |_| false);
+        let mut o: Order<&str> = Order::from_wire(vec![(at(1), 2)], vec![(at(1), 3, Some("d"))], 0);
+        let a = o.admit(vec![(at(1), 1, Some("late"), 'x'), (at(1), 2, Some("c"), 'y'), (at(2), 0, Some("z"), 'z')], 1);
         assert_eq!(a.ready, vec!["c", "d", "z"]);
         assert_eq!(a.late, vec!['x']);
         assert!(o.oldest_gap().is_none());
     }
 
+    fn at(node: u16) -> Origin {
+        Origin { node, inc: 1 }
+    }
+
     #[test]
-    fn a_restarted_origin_numbers_afresh_after_what_its_old_incarnation_still_had_on_the_way() {
+    fn a_restarted_origin_numbers_afresh_beside_what_its_old_incarnation_still_had_on_the_way() {
+        let old = Origin { node: 2, inc: 10 };
+        let new = Origin { node: 2, inc: 20 };
         let mut o: Order<u32> = Order::default();
-        o.put(2, 0, Some(0), 0);
-        o.put(2, 3, Some(3), 0); // 1 and 2 still on their way
-                                 // Node 2 restarts. Its old 1 and 2 come first: delivered in order.
-        assert_eq!(o.put_after_restart(2, 1, Some(1), 1, || true).ready, vec![1]);
-        assert_eq!(o.put_after_restart(2, 2, Some(2), 1, || true).ready, vec![2, 3]);
-        o.put(2, 5, Some(5), 1); // the old 4 was lost with it
-                                 // Its new incarnation's first message: the old gap is given up, 5 released first.
-        let p = o.put_after_restart(2, 0, Some(100), 2, || true);
-        assert_eq!(p.ready, vec![5, 100]);
-        assert_eq!(p.skipped, 1);
-        assert_eq!(o.put_after_restart(2, 1, Some(101), 3, || true).ready, vec![101]);
+        o.put(old, 0, Some(0), 0);
+        o.put(old, 3, Some(3), 0); // 1 and 2 still on their way
+                                   // Node 2 restarts: its new incarnation's messages need not wait for the old gap.
+        assert_eq!(o.put(new, 0, Some(100), 1).ready, vec![100]);
+        // The old 1 and 2 come after the new ones began: still in their order, not late.
+        assert_eq!(o.put(old, 2, Some(2), 2).ready, Vec::<u32>::new());
+        assert_eq!(o.put(old, 1, Some(1), 2).ready, vec![1, 2, 3]);
+        assert_eq!(o.put(new, 1, Some(101), 3).ready, vec![101]);
+        assert!(o.put(old, 1, Some(1), 4).late);
+    }
+
+    #[test]
+    fn only_a_few_incarnations_of_a_node_are_remembered() {
+        let mut o: Order<u32> = Order::default();
+        for inc in 0..10u64 {
+            o.put(Origin { node: 7, inc }, 0, Some(inc as u32), inc);
+        }
+        o.put(at(8), 0, Some(0), 0);
+        assert_eq!(o.expect.iter().filter(|(x, _)| x.node == 7).count(), MAX_INCARNATIONS);
+        // The newest are kept.
+        assert_eq!(o.next(Origin { node: 7, inc: 9 }), 1);
+        assert_eq!(o.next(at(8)), 1);
+        // One with something held back is never forgotten.
+        let mut o: Order<u32> = Order::default();
+        let first = Origin { node: 7, inc: 0 };
+        o.put(first, 0, Some(0), 0);
+        o.put(first, 5, Some(5), 0);
+        for inc in 1..10u64 {
+            o.put(Origin { node: 7, inc }, 0, Some(0), inc);
+        }
+        assert_eq!(o.put(first, 1, Some(1), 20).ready, vec![1]);
+        assert_eq!(o.held_len(), 1);
     }
 
     #[test]
     fn a_gap_given_up_releases_what_waited_behind_it() {
         let mut o: Order<u32> = Order::default();
-        o.put(3, 2, Some(2), 10);
-        o.put(3, 4, None, 10);
-        o.put(3, 5, Some(5), 10);
+        o.put(at(3), 2, Some(2), 10);
+        o.put(at(3), 4, None, 10);
+        o.put(at(3), 5, Some(5), 10);
         let (ready, skipped) = o.give_up(|_, since| since <= 10);
         assert_eq!(ready, vec![2, 5]);
         assert_eq!(skipped, 3);
         assert_eq!(o.held_bytes(), 0);
-        assert_eq!(o.next(3), 6);
+        assert_eq!(o.next(at(3)), 6);
     }
 }

@@ -25,7 +25,7 @@
 //! forwarded [`MAX_HOPS`] times is given up as lost, see "Bounds").
 //!
 //! **Order.** A message sent from another node, to a channel or to a process's inbox,
-//! carries its origin node and a sequence number per (origin, target): a node numbers
+//! carries its origin (node and incarnation) and a sequence number per (origin, target): a node numbers
 //! its messages to a target once it has sent one to it while the target was on another
 //! node — all later ones, local ones included (it keeps one counter map for channels
 //! and one for pids). The node where the receive end (or the process) is puts messages
@@ -41,12 +41,16 @@
 //! assigned where the message is queued or handed to the link (so one the link refuses
 //! uses none, and no gap holds back the rest) and kept however far the message is
 //! forwarded. So messages from one sender are never reordered, however often the end
-//! or the process moves. (A node that restarts numbers from 0 again: its host calls
-//! [`super::Node::forget_origin`].)
+//! or the process moves. (A node that restarts numbers from 0 again, as a new origin:
+//! the origin is the node and its incarnation, [`super::NodeConfig::incarnation`].)
 //!
 //! **Bounds.** Every way a message can fail to be queued ends in an outcome the sender
 //! can see (ARCHITECTURE.md, "Message delivery: bounds and outcomes"), and a number is
-//! never left as a gap that holds back the rest for ever. A send that fails before its
+//! never left as a gap that holds back the rest for ever. A process sending to another
+//! node over a congested link ([`Remote::congested`]: it holds more than the host
+//! allows before it refuses) waits, parked, until the link drains (back-pressure), so
+//! fast senders slow down to what the receiving node takes instead of filling the link
+//! until it refuses; after the settle timeout its message is offered anyway. A send that fails before its
 //! message is numbered (a full mailbox here, a link that refuses it, a target in the
 //! middle of a move that does not settle within [`super::NodeConfig::settle_timeout`])
 //! fails in the sender, a catchable error. A numbered message lost on its way (its
@@ -64,10 +68,10 @@
 
 use super::deliver::event_message;
 use super::slot::{Entry, Status};
-use super::{ChanId, Ends, ExitReason, Node, NodeInner, Pid, SentBy, Target};
+use super::{ChanId, Ends, ExitReason, Node, NodeInner, Origin, Pid, SentBy, Target};
 use crate::message::Message;
 use crate::process::{IoResult, Process, SpawnSpec};
-use crate::value::name_node;
+use crate::value::{name_node, name_text};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -78,6 +82,13 @@ pub trait Remote: Send + Sync {
     /// Queues `op` for node `to`, to be delivered exactly once, after every op queued for
     /// it before. An error says why it cannot (an unknown node, a full link).
     fn send(&self, to: u16, op: Op) -> Result<(), String>;
+    /// Whether the link to node `to` is congested: it holds so much not yet taken by
+    /// `to` that a process sending there should wait before adding to it
+    /// (back-pressure; see "Bounds").
+    fn congested(&self, to: u16) -> bool {
+        let _ = to;
+        false
+    }
     /// A node's id by name.
     fn node_id(&self, name: &str) -> Option<u16>;
     /// A node's name by id.
@@ -173,14 +184,17 @@ pub enum Op {
     /// message would (`hops`: times forwarded).
     Skip {
         target: Target,
-        origin: u16,
+        origin: Origin,
         seq: u64,
         hops: u8,
     },
-    /// A message from process `sender` (on the receiving node, when it sent it) to
-    /// `target` was lost: `why`. The sender's next `send` fails, saying so.
+    /// A message from process `sender` (on the receiving node, in its incarnation `inc`,
+    /// when it sent it) to `target` was lost: `why`. The sender's next `send` fails,
+    /// saying so (a report for an earlier incarnation, whose processes are gone, is only
+    /// logged).
     Lost {
         sender: Pid,
+        inc: u64,
         target: Target,
         why: String,
     },
@@ -192,7 +206,7 @@ pub struct Deliver {
     pub target: Target,
     /// The node the message was sent from, and its number from there (per origin and
     /// target; see "Order").
-    pub origin: u16,
+    pub origin: Origin,
     pub seq: u64,
     /// Times forwarded so far.
     pub hops: u8,
@@ -211,10 +225,10 @@ pub struct Carried {
     pub moves: u32,
     pub partners: Vec<u16>,
     /// Per origin node: the sequence number of the next message expected from it.
-    pub expect: Vec<(u16, u64)>,
+    pub expect: Vec<(Origin, u64)>,
     /// Messages that arrived ahead of their turn: (origin, seq, message); `None`: a skip
     /// notice (that number was lost).
-    pub held: Vec<(u16, u64, Option<Message>)>,
+    pub held: Vec<(Origin, u64, Option<Message>)>,
 }
 
 impl Node {
@@ -246,13 +260,6 @@ impl Node {
     /// with reason `node_down`, and spawns waiting for it fail.
     pub fn node_down(&self, node: u16) {
         self.inner.node_down(node);
-    }
-
-    /// Node `node` restarted (a new incarnation, numbering its messages from 0 again):
-    /// queues here take its first number below the one they expect as the start of the
-    /// new numbering, after whatever the old incarnation still had on its way.
-    pub fn forget_origin(&self, node: u16) {
-        self.inner.forget_origin(node);
     }
 }
 
@@ -286,6 +293,17 @@ impl NodeInner {
         (b != self.id && self.node(b).is_none()).then_some(b)
     }
 
+    /// Whether a message for `target` would go to another node over a congested link
+    /// (see [`Remote::congested`]).
+    pub(crate) fn link_congested(&self, target: Target) -> bool {
+        let Some(r) = self.remote() else { return false };
+        let to = match target {
+            Target::Inbox(p) => self.remote_node_of(p),
+            Target::Chan(c) => self.rx_host(c).filter(|n| *n != self.id && self.node(*n).is_none()),
+        };
+        to.is_some_and(|n| r.congested(n))
+    }
+
     pub(crate) fn remote_send(&self, to: u16, op: Op) -> Result<(), String> {
         match self.remote() {
             Some(r) => r.send(to, op),
@@ -307,7 +325,7 @@ impl NodeInner {
         from: SentBy,
         msg: Option<Message>,
         carried: Ends,
-        origin: Option<(u16, u64, u8)>,
+        origin: Option<(Origin, u64, u8)>,
     ) -> Result<(), String> {
         // (Before the counter below is locked: this may take a slot's lock.)
         if let Some(m) = &msg {
@@ -337,7 +355,8 @@ impl NodeInner {
         };
         let mut shard = counters.shard(k).lock();
         let next = shard.entry(k).or_insert(0);
-        match self.send_deliver(to, Deliver { target, origin: self.id, seq: *next, hops: 0, from, msg, carried: Vec::new() }, carried) {
+        match self.send_deliver(to, Deliver { target, origin: self.origin(), seq: *next, hops: 0, from, msg, carried: Vec::new() }, carried)
+        {
             Ok(()) => {
                 *next += 1;
                 Ok(())
@@ -416,7 +435,10 @@ impl NodeInner {
             Op::Skip { target, origin, seq, hops } => {
                 self.forward(target, origin, seq, hops.saturating_add(1), SentBy::Host, None, Vec::new());
             }
-            Op::Lost { sender, target, why } => self.tell_lost(sender, target, why),
+            Op::Lost { sender, inc, target, why } if inc == self.config.incarnation => self.tell_lost(sender, target, why),
+            Op::Lost { sender, target, why, .. } => {
+                self.log_lost(target, &format!("{why}; its sender <pid {}> belonged to an earlier start of this node", name_text(sender)))
+            }
             Op::Partner { chan, node } => {
                 if !self.add_partner(chan, node) {
                     if let Some(n) = self.remote_rx_node(chan) {

@@ -8,7 +8,7 @@
 use super::deliver::{what, DeliverError, Patience};
 use super::remote::{Carried, Op, MAX_FORWARDS, MAX_HOPS};
 use super::slot::{Arriving, Entry, Order, Put, Source, Status, Task};
-use super::{ChanId, Ends, NodeInner, Pid, SentBy, Target, MAX_HELD};
+use super::{ChanId, Ends, NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
 use crate::message::Message;
 use crate::value::name_node;
 use crossbeam_deque::Worker;
@@ -32,7 +32,7 @@ impl ChanMeta {
     }
     /// The sequence state: expected numbers per origin, and messages held back.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn into_order(self) -> (Vec<(u16, u64)>, Vec<(u16, u64, Option<Message>)>) {
+    pub(crate) fn into_order(self) -> (Vec<(Origin, u64)>, Vec<(Origin, u64, Option<Message>)>) {
         self.order.into_wire()
     }
 }
@@ -223,7 +223,7 @@ impl NodeInner {
     /// message that cannot be queued or passed on is replaced by a skip notice, and its
     /// sender is told. `hops`: times it has been forwarded, counting this time.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward(&self, target: Target, origin: u16, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends) {
+    pub(crate) fn forward(&self, target: Target, origin: Origin, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends) {
         let skip = msg.is_none();
         let (why, notice_hops) = if hops > MAX_HOPS {
             self.drop_ends(&ends);
@@ -279,7 +279,7 @@ impl NodeInner {
     pub(crate) fn route_inbox(
         &self,
         pid: Pid,
-        origin: u16,
+        origin: Origin,
         seq: Option<u64>,
         hops: u8,
         from: SentBy,
@@ -340,7 +340,7 @@ impl NodeInner {
                 };
             }
             let now = self.now_us();
-            let mut put = st.order.seq.put_after_restart(origin, seq, if full { None } else { msg }, now, || self.origin_restarted(origin));
+            let mut put = st.order.seq.put(origin, seq, if full { None } else { msg }, now);
             let mut bytes = 0;
             for m in std::mem::take(&mut put.ready) {
                 bytes += m.approx_bytes();
@@ -394,7 +394,7 @@ impl NodeInner {
     pub(crate) fn route_numbered(
         &self,
         c: ChanId,
-        origin: u16,
+        origin: Origin,
         seq: Option<u64>,
         hops: u8,
         from: SentBy,
@@ -454,7 +454,7 @@ impl NodeInner {
         &self,
         pid: Pid,
         c: ChanId,
-        origin: u16,
+        origin: Origin,
         seq: Option<u64>,
         from: SentBy,
         msg: Option<Message>,
@@ -513,12 +513,12 @@ impl NodeInner {
     /// `used`: for a message subject to the mailbox limit, its holder's queued bytes plus
     /// its own size; with what is held back for `c` (if it would be held too) past the
     /// limit, it is refused and a skip notice takes its number (the `bool` says so).
-    pub(super) fn in_order(&self, c: ChanId, origin: u16, seq: u64, msg: Option<Message>, now: u64, used: Option<usize>) -> (Put, bool) {
+    pub(super) fn in_order(&self, c: ChanId, origin: Origin, seq: u64, msg: Option<Message>, now: u64, used: Option<usize>) -> (Put, bool) {
         let mut shard = self.chan_meta.shard(c).lock();
         let meta = shard.entry(c).or_default();
         let full = used.is_some_and(|u| u + meta.order.held_bytes_for(origin, seq) > self.config.mailbox_limit_bytes);
         let msg = if full { None } else { msg };
-        (meta.order.put_after_restart(origin, seq, msg, now, || self.origin_restarted(origin)), full)
+        (meta.order.put(origin, seq, msg, now), full)
     }
 
     /// Records what came with a receive end arriving here; returns its queue.
@@ -592,6 +592,9 @@ mod tests {
     use super::*;
     use crate::message::Val;
 
+    const O3: Origin = Origin { node: 3, inc: 1 };
+    const O4: Origin = Origin { node: 4, inc: 1 };
+
     fn m(v: i64) -> Option<Message> {
         Some(Message::scalar(Val::Int(v)))
     }
@@ -608,80 +611,80 @@ mod tests {
     #[test]
     fn messages_ahead_of_their_turn_wait_for_the_missing_one() {
         let mut o = Order::default();
-        let p = o.put(3, 1, m(1), 10);
+        let p = o.put(O3, 1, m(1), 10);
         assert!(p.ready.is_empty() && p.opened);
         assert_eq!(o.oldest_gap(), Some(10));
-        assert!(!o.put(3, 2, m(2), 11).opened, "the same gap");
-        assert_eq!(ints(&o.put(3, 0, m(0), 12).ready), [0, 1, 2]);
+        assert!(!o.put(O3, 2, m(2), 11).opened, "the same gap");
+        assert_eq!(ints(&o.put(O3, 0, m(0), 12).ready), [0, 1, 2]);
         assert_eq!(o.oldest_gap(), None);
         // Another origin's numbers are its own.
-        assert_eq!(ints(&o.put(4, 0, m(40), 13).ready), [40]);
+        assert_eq!(ints(&o.put(O4, 0, m(40), 13).ready), [40]);
     }
 
     #[test]
     fn a_skip_notice_moves_the_sequence_past_its_number() {
         let mut o = Order::default();
-        o.put(3, 1, m(1), 0);
-        o.put(3, 3, m(3), 0);
+        o.put(O3, 1, m(1), 0);
+        o.put(O3, 3, m(3), 0);
         // Number 2 was lost: its notice is held, then passed over.
-        assert!(o.put(3, 2, None, 0).ready.is_empty());
-        assert_eq!(ints(&o.put(3, 0, m(0), 0).ready), [0, 1, 3]);
+        assert!(o.put(O3, 2, None, 0).ready.is_empty());
+        assert_eq!(ints(&o.put(O3, 0, m(0), 0).ready), [0, 1, 3]);
         // A notice in its turn releases what waits behind it.
-        o.put(3, 5, m(5), 0);
-        assert_eq!(ints(&o.put(3, 4, None, 0).ready), [5]);
-        assert_eq!(o.next(3), 6);
+        o.put(O3, 5, m(5), 0);
+        assert_eq!(ints(&o.put(O3, 4, None, 0).ready), [5]);
+        assert_eq!(o.next(O3), 6);
     }
 
     #[test]
     fn a_number_passed_already_is_late() {
         let mut o = Order::default();
-        o.put(3, 0, m(0), 0);
-        let p = o.put(3, 0, m(0), 0);
+        o.put(O3, 0, m(0), 0);
+        let p = o.put(O3, 0, m(0), 0);
         assert!(p.late && p.ready.is_empty());
-        assert!(!o.put(3, 0, None, 0).late, "a late skip notice says nothing");
+        assert!(!o.put(O3, 0, None, 0).late, "a late skip notice says nothing");
     }
 
     #[test]
     fn a_gap_is_given_up_when_asked_and_the_rest_comes_in_order() {
         let mut o = Order::default();
-        o.put(3, 2, m(2), 100);
-        o.put(3, 5, m(5), 100);
-        o.put(4, 1, m(41), 200);
+        o.put(O3, 2, m(2), 100);
+        o.put(O3, 5, m(5), 100);
+        o.put(O4, 1, m(41), 200);
         // Only gaps that began by 150.
         let (ready, skipped) = o.give_up(|_, since| since <= 150);
         assert_eq!((ints(&ready), skipped), (vec![2, 5], 4));
-        assert_eq!(o.next(3), 6);
+        assert_eq!(o.next(O3), 6);
         assert_eq!(o.oldest_gap(), Some(200));
-        assert!(o.put(3, 3, m(3), 300).late, "given up: it came too late");
+        assert!(o.put(O3, 3, m(3), 300).late, "given up: it came too late");
     }
 
     #[test]
     fn the_held_back_bound_gives_up_the_gaps() {
         let mut o = Order::default();
         for s in 1..=MAX_HELD as u64 {
-            assert!(o.put(3, s, m(s as i64), 0).ready.is_empty());
+            assert!(o.put(O3, s, m(s as i64), 0).ready.is_empty());
         }
-        let p = o.put(3, MAX_HELD as u64 + 1, m(0), 0);
+        let p = o.put(O3, MAX_HELD as u64 + 1, m(0), 0);
         assert_eq!((p.ready.len(), p.skipped), (MAX_HELD + 1, 1));
-        assert_eq!(o.next(3), MAX_HELD as u64 + 2);
+        assert_eq!(o.next(O3), MAX_HELD as u64 + 2);
         assert_eq!(o.oldest_gap(), None);
     }
 
     #[test]
     fn the_state_travels_and_its_gaps_start_again_where_it_arrives() {
         let mut o = Order::default();
-        o.put(3, 0, m(0), 0);
-        o.put(3, 2, m(2), 5);
-        o.put(3, 3, None, 5);
+        o.put(O3, 0, m(0), 0);
+        o.put(O3, 2, m(2), 5);
+        o.put(O3, 3, None, 5);
         let (expect, held) = o.to_wire();
-        assert_eq!(expect, [(3, 1)]);
+        assert_eq!(expect, [(O3, 1)]);
         assert_eq!(held.len(), 2);
         // Something held below the expected number (a broken image) is left out.
         let mut held = held;
-        held.push((3, 0, m(9)));
+        held.push((O3, 0, m(9)));
         let mut o2 = Order::from_wire(expect, held, 1000);
         assert_eq!(o2.oldest_gap(), Some(1000));
-        assert_eq!(ints(&o2.put(3, 1, m(1), 1001).ready), [1, 2]);
-        assert_eq!(o2.next(3), 4);
+        assert_eq!(ints(&o2.put(O3, 1, m(1), 1001).ready), [1, 2]);
+        assert_eq!(o2.next(O3), 4);
     }
 }

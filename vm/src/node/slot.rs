@@ -6,7 +6,7 @@
 //! sharded maps ([`Shards`]); a channel's holder is kept the same way. Also here: a
 //! slot's image out ([`SlotState::image`]) and in ([`NodeInner::reinstate`]).
 
-use super::{ChanId, Ends, NodeInner, Pid, SentBy};
+use super::{ChanId, Ends, NodeInner, Origin, Pid, SentBy};
 use crate::message::Message;
 use crate::process::Process;
 use crate::snapshot::{ImageError, SlotImage};
@@ -269,7 +269,7 @@ impl InboxOrder {
 /// is being imported here.
 #[derive(Debug, Clone)]
 pub(crate) struct Arriving {
-    pub(crate) origin: u16,
+    pub(crate) origin: Origin,
     pub(crate) seq: u64,
     pub(crate) hops: u8,
     pub(crate) from: SentBy,

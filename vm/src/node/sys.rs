@@ -562,6 +562,11 @@ fn send(
             return err(proc, "send: cannot send a receive end into its own channel");
         }
     }
+    let mut proc = proc;
+    match back_pressure(node, pid, slot, proc, target) {
+        Ok(p) => proc = p,
+        Err(out) => return out,
+    }
     let carried = match take_ends(slot, &ends) {
         Ok(x) => x,
         Err(ch) => return err(proc, not_held("send", ch)),
@@ -570,6 +575,33 @@ fn send(
         Ok(_) => ret(proc, c, Value::Nil),
         Err(e) => err(proc, format!("send: {}", node.send_error(&e))),
     }
+}
+
+/// How long a sender waits between looks at a congested link.
+const BACK_OFF_US: u64 = 2_000;
+
+/// Back-pressure (see `remote.rs`, "Bounds"): while the link to the node `target` is on
+/// is congested, the sending process waits, parked, and its `send` runs again every
+/// [`BACK_OFF_US`], for at most the settle timeout; after that the message is offered to
+/// the link anyway (a link that is still full refuses it: a catchable error). Other
+/// processes on the node run meanwhile. `Ok`: go on sending.
+fn back_pressure(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, target: Target) -> Result<Box<Process>, SysOut> {
+    if !node.link_congested(target) {
+        proc.sys.deadline_us = None;
+        return Ok(proc);
+    }
+    let now = node.now_us();
+    let give_up = *proc.sys.deadline_us.get_or_insert_with(|| now.saturating_add(node.config.settle_timeout.as_micros() as u64));
+    if now >= give_up {
+        proc.sys.deadline_us = None;
+        return Ok(proc);
+    }
+    node.counters.backed_off.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut st = slot.st.lock();
+    Err(match node.park(pid, slot, &mut st, proc, Vec::new(), Some(now.saturating_add(BACK_OFF_US).min(give_up))) {
+        None => SysOut::Parked,
+        Some((p, reason)) => SysOut::Exit(p, reason),
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use super::deliver::DeliverError;
 use super::remote::{Carried, Op};
 use super::route::RxPlace;
 use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL};
-use super::{ChanId, MoveError, Node, NodeInner, Pid, SentBy};
+use super::{ChanId, MoveError, Node, NodeInner, Origin, Pid, SentBy};
 use crate::message::Message;
 use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
@@ -46,8 +46,8 @@ pub struct Late {
     pub inbox_origins: Vec<u16>,
     /// Its inbox's sequence state at commit (it replaces the image's): per origin, the
     /// number of the next message expected, and the messages held back.
-    pub inbox_expect: Vec<(u16, u64)>,
-    pub inbox_held: Vec<(u16, u64, Option<Message>)>,
+    pub inbox_expect: Vec<(Origin, u64)>,
+    pub inbox_held: Vec<(Origin, u64, Option<Message>)>,
     /// Every receive end it holds: for an end in the image, the messages queued after
     /// it; for one that arrived later, all of them; with the sequence state and partners.
     pub chans: Vec<Carried>,
@@ -231,7 +231,7 @@ impl Node {
             // Their senders were here; which ones is not kept.
             if let Err(e) = i.deliver_now(SentBy::Host, super::Target::Inbox(pid), m, carried, None) {
                 i.counters.lost_on_the_way.fetch_add(1, Ordering::Relaxed);
-                i.report_lost(i.id, SentBy::Host, super::Target::Inbox(pid), i.send_error(&e));
+                i.report_lost(i.origin(), SentBy::Host, super::Target::Inbox(pid), i.send_error(&e));
             }
         }
         for a in waiting {
@@ -299,10 +299,7 @@ impl Node {
                 st.order.seq = Order::from_wire(late.inbox_expect, late.inbox_held, now);
             }
             let waiting = std::mem::take(&mut st.order.waiting);
-            let admitted = st
-                .order
-                .seq
-                .admit(waiting.into_iter().map(|a| (a.origin, a.seq, a.msg, (a.origin, a.from))), now, |o| i.origin_restarted(o));
+            let admitted = st.order.seq.admit(waiting.into_iter().map(|a| (a.origin, a.seq, a.msg, (a.origin, a.from))), now);
             given_up = admitted.skipped;
             lost = admitted.late;
             for m in admitted.ready {
