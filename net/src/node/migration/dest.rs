@@ -473,12 +473,13 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
         Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
         Action::Reinstate { absent } => r.reinstate(sh, node, d, absent),
         Action::Discard => {
+            // Imported: `Ready` went, so a `Commit` may come after this run is gone.
             if r.imported {
                 node.abort_import(r.pid);
                 r.imported = false;
+                sh.mig.aborted.lock().insert(r.mid, r.from);
             }
             sh.mig.by_pid.lock().remove(&r.pid);
-            sh.mig.aborted.lock().insert(r.mid);
         }
         Action::Resume { .. } => {
             r.resume_pending = true;
