@@ -9,7 +9,7 @@
 //!
 //! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
 //! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
-//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`) and peer events
+//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`, `process_ended`) and peer events
 //! (`peer_down`, `peer_up`, `peer_restarted`); it polls it for messages to send
 //! (`poll_transmit`, each addressed to a node), host [`Action`]s (`poll_action`) and the
 //! next timeout (`poll_timeout`, `handle_timeout`). The host drains `poll_action` before
@@ -36,7 +36,8 @@
 //! dest resumes it ([`Action::Resume`]) → `Committed` → the source hands it over
 //! ([`Action::CommitExport`]: what reached it after its image goes to the dest, and the
 //! host forwards from then on), deletes its copy ([`Action::DeleteSource`]; for
-//! lazy/hybrid once every page has moved), and sends `LinkUpdate` to every partner node;
+//! lazy/hybrid once the dest says `Released`: every page has moved, the dest gave up on
+//! them, or the process ended there), and sends `LinkUpdate` to every partner node;
 //! once each has answered `LinkAck` (or is down or restarted) the source holds nothing.
 //!
 //! # The commit rule (one owner: stall, never fork)
@@ -181,7 +182,8 @@ pub enum MigMsg {
         pages: Vec<PageNo>,
         pushed: bool,
     },
-    /// Lazy: the dest has every page; the source may drop its copy.
+    /// Lazy: the dest needs no more pages (it has them all, gave up on them, or the
+    /// process ended there); the source drops its copy.
     Released {
         mid: Mid,
     },
@@ -325,7 +327,7 @@ pub enum SourceOutcome {
 /// How a dest machine ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestOutcome {
-    /// It runs here, with no dependency on the source left.
+    /// It runs here (or ran here and ended), with no dependency on the source left.
     Committed,
     /// Nothing of it is here.
     Aborted(Failure),
@@ -416,6 +418,9 @@ pub enum MigFault {
     ResumeAfterCommit,
     /// The source deletes its copy at `Committed` even for lazy (pages still needed).
     DeleteLazyEarly,
+    /// The dest does not tell the source when the process ended there with pages still
+    /// at the source (the source keeps them, and its copy).
+    KeepSourceAfterEnd,
 }
 
 /// Timers and limits of a migration.
@@ -649,7 +654,8 @@ impl Source {
     }
 
     /// What the source still holds for the process (empty after a committed migration
-    /// whose link updates were acknowledged and, for lazy, whose pages all moved).
+    /// whose link updates were acknowledged and, for lazy, whose pages all moved or were
+    /// released).
     pub fn residual(&self) -> Residual {
         let after = matches!(self.phase, SPhase::After);
         Residual {
@@ -1318,6 +1324,22 @@ impl Dest {
         }
     }
 
+    /// The process ended here. Once it runs here with pages still at the source, those
+    /// pages are needed no more: the source is told `Released` (it drops its copy, as
+    /// when every page has come) and the migration ends `Committed`. Before the commit
+    /// the process is not running here (a temporary copy waits for `Commit`), so there is
+    /// nothing to do; once the machine is done, neither.
+    pub fn process_ended(&mut self, now_us: u64) {
+        if !matches!(self.phase, DPhase::Running) {
+            return;
+        }
+        if self.absent > 0 && !self.source_lost && self.cfg.fault != MigFault::KeepSourceAfterEnd {
+            self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
+        }
+        self.report.dependency_ended_us = Some(now_us);
+        self.finish(now_us, DestOutcome::Committed);
+    }
+
     /// Whether pages are still at the source (the process depends on it).
     pub fn pages_pending(&self) -> bool {
         matches!(self.phase, DPhase::Running) && self.absent > 0
@@ -1407,4 +1429,160 @@ pub fn partner_link_update(msg: &MigMsg, route_version: Mid) -> Option<(Option<(
     let MigMsg::LinkUpdate { mid, pid, to } = *msg else { return None };
     let route = (mid > route_version).then_some((to, mid));
     Some((route, MigMsg::LinkAck { mid, pid }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: NodeId = 0;
+    const DST: NodeId = 1;
+
+    fn lazy_source(now: u64, partners: Vec<NodeId>) -> Source {
+        let init = SourceInit { mid: 7, pid: 42, me: SRC, dest: DST, size_pages: 8, mechanism: Mechanism::Lazy, partners };
+        Source::new(now, MigConfig::default(), init)
+    }
+
+    /// Carries messages both ways and answers `Freeze` and `Reinstate` at once, until
+    /// nothing moves; the dest is made at the offer. What each host was asked to do.
+    fn pump(now: u64, s: &mut Source, d: &mut Option<Dest>) -> (Vec<Action>, Vec<Action>) {
+        let (mut sa, mut da) = (Vec::new(), Vec::new());
+        loop {
+            let mut moved = false;
+            while let Some(a) = s.poll_action() {
+                moved = true;
+                if a == Action::Freeze {
+                    s.frozen(now, &[], 100);
+                }
+                sa.push(a);
+            }
+            while let Some((to, m)) = s.poll_transmit() {
+                moved = true;
+                match d {
+                    Some(d) => d.handle(now, SRC, m),
+                    None => *d = Dest::new(now, MigConfig::default(), to, SRC, &m, None),
+                }
+            }
+            if let Some(d) = d.as_mut() {
+                while let Some(a) = d.poll_action() {
+                    moved = true;
+                    if matches!(a, Action::Reinstate { .. }) {
+                        d.reinstated(now);
+                    }
+                    da.push(a);
+                }
+                while let Some((to, m)) = d.poll_transmit() {
+                    moved = true;
+                    assert_eq!(to, SRC, "{m:?}");
+                    s.handle(now, DST, m);
+                }
+            }
+            if !moved {
+                return (sa, da);
+            }
+        }
+    }
+
+    /// A lazy migration committed, the process running at the dest with every page
+    /// still at the source (no background push has run yet).
+    fn committed_lazy() -> (Source, Dest) {
+        let mut s = lazy_source(0, vec![SRC, DST]);
+        let mut d = None;
+        pump(10, &mut s, &mut d);
+        let d = d.expect("a dest");
+        assert!(s.is_committed() && d.pages_pending(), "{:?} {:?}", s.outcome(), d.outcome());
+        assert_eq!(d.absent_pages(), 8);
+        assert_eq!(s.residual().pages, 8);
+        (s, d)
+    }
+
+    #[test]
+    fn a_lazy_process_that_ends_at_the_dest_releases_the_source() {
+        let (mut s, d) = committed_lazy();
+        let mut d = Some(d);
+        d.as_mut().expect("dest").process_ended(20);
+        let (sa, da) = pump(20, &mut s, &mut d);
+        let d = d.expect("dest");
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        assert_eq!(da, vec![Action::Done]);
+        assert_eq!(d.report().dependency_ended_us, Some(20));
+        // The source dropped its copy and the pages it was keeping, and is done.
+        assert!(sa.contains(&Action::DeleteSource), "{sa:?}");
+        assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
+        assert!(s.residual().is_empty(), "{:?}", s.residual());
+        assert_eq!(s.poll_timeout(), None, "no background push left");
+        assert_eq!(s.report().dependency_ended_us, Some(20));
+    }
+
+    #[test]
+    fn a_source_released_by_an_ended_process_still_waits_for_its_link_acks() {
+        let mut s = lazy_source(0, vec![SRC, DST, 2]);
+        let mut d = None;
+        pump(10, &mut s, &mut d);
+        let mut d = d.expect("a dest");
+        d.process_ended(20);
+        let sent: Vec<(NodeId, MigMsg)> = std::iter::from_fn(|| d.poll_transmit()).collect();
+        assert_eq!(sent, vec![(SRC, MigMsg::Released { mid: 7 })]);
+        for (_, m) in sent {
+            s.handle(20, DST, m);
+        }
+        assert_eq!(s.residual(), Residual { copy: false, forwarding: true, links_pending: 1, pages: 0 });
+        s.handle(30, 2, MigMsg::LinkAck { mid: 7, pid: 42 });
+        assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
+        assert!(s.residual().is_empty());
+    }
+
+    #[test]
+    fn before_the_commit_a_process_ended_changes_nothing_at_the_dest() {
+        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Lazy };
+        let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
+        assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Accept { mid: 7 })));
+        let quiet = |d: &mut Dest| d.poll_transmit().is_none() && d.poll_action().is_none() && d.outcome().is_none();
+        // Receiving.
+        d.process_ended(1);
+        assert!(quiet(&mut d));
+        let all: Vec<PageNo> = (0..8).collect();
+        d.handle(2, SRC, MigMsg::Final { mid: 7, image_len: 100, pages: vec![], absent: all, partners: vec![SRC, DST] });
+        assert!(matches!(d.poll_action(), Some(Action::Reinstate { absent: 8 })));
+        // Reinstating.
+        d.process_ended(3);
+        assert!(quiet(&mut d));
+        d.reinstated(4);
+        assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Ready { mid: 7 })));
+        // Ready: still waits for `Commit`, and commits when it comes.
+        d.process_ended(5);
+        assert!(quiet(&mut d));
+        assert_eq!(d.poll_timeout(), Some(4 + MigConfig::default().commit_timeout_us));
+        d.handle(6, SRC, MigMsg::Commit { mid: 7 });
+        assert_eq!(d.poll_action(), Some(Action::Resume { absent: 8 }));
+        assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Committed { mid: 7 })));
+        assert!(d.pages_pending());
+    }
+
+    #[test]
+    fn once_the_dest_is_done_a_process_ended_changes_nothing() {
+        // Every page came: `Released` went already, once.
+        let (mut s, mut d) = committed_lazy();
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), pushed: true });
+        let sent: Vec<(NodeId, MigMsg)> = std::iter::from_fn(|| d.poll_transmit()).collect();
+        assert_eq!(sent, vec![(SRC, MigMsg::Released { mid: 7 })]);
+        while d.poll_action().is_some() {}
+        d.process_ended(30);
+        assert!(d.poll_transmit().is_none() && d.poll_action().is_none());
+        assert_eq!(d.report().dependency_ended_us, Some(20));
+        s.handle(20, DST, MigMsg::Released { mid: 7 });
+        assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
+
+        // The source stayed unreachable past the limit: the process was ended with the
+        // cause, and the source told `Released` then.
+        let (_, mut d) = committed_lazy();
+        d.peer_down(40, SRC);
+        d.handle_timeout(40 + MigConfig::default().source_down_limit_us);
+        assert!(matches!(d.outcome(), Some(DestOutcome::ProcessLost(_))));
+        while d.poll_transmit().is_some() {}
+        while d.poll_action().is_some() {}
+        d.process_ended(50);
+        assert!(d.poll_transmit().is_none() && d.poll_action().is_none());
+        assert!(matches!(d.outcome(), Some(DestOutcome::ProcessLost(_))));
+    }
 }

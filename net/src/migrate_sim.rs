@@ -9,7 +9,12 @@
 //! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
 //! a random page and block on it if absent). Every node hosts a partner that sends the
 //! process numbered messages via its route table. Migrations are started back to back
-//! between random nodes with random mechanisms; destinations sometimes refuse.
+//! between random nodes with random mechanisms; destinations sometimes refuse. In some
+//! seeds the process may end by itself while it runs lazily with pages still at its
+//! source (half of those with the background push off, so only the end releases them);
+//! the destination's host tells its machine ([`Dest::process_ended`]). That choice and
+//! the moment are drawn from a second generator seeded from the seed, so the other
+//! seeds run exactly as they would without it.
 //!
 //! The network is in-order per node pair (the real transport is one session per pair):
 //! each message waits for the link (bandwidth), then a latency with jitter; a partition
@@ -28,12 +33,15 @@
 //!   order and each at most once, and every number it skips was dropped by a crash (or is
 //!   still on its way, and then fails as reordered when it comes). At the end, every
 //!   number sent was consumed, dropped by a crash, or — only if the process itself is
-//!   lost — queued for it when it was lost. Delivery on a node to itself is checked like
-//!   any other: a checker's error there fails the run.
-//! * **Loss is explained** — the process disappears only if a node holding a copy (or the
-//!   pages a lazy copy depends on) crashed; lazy kills name a source that really restarted.
+//!   lost — queued for it when it was lost, or — only if it ended by itself — queued for
+//!   it or sent to it after it ended. Delivery on a node to itself is checked like any
+//!   other: a checker's error there fails the run.
+//! * **Loss is explained** — the process disappears only if it ended by itself or a node
+//!   holding a copy (or the pages a lazy copy depends on) crashed; lazy kills name a
+//!   source that really restarted.
 //! * **Residual** — a committed source ends with nothing: no copy, no held message,
-//!   `residual()` empty; pages are never sent from a source without its copy.
+//!   `residual()` empty (also when the process ended at the destination with pages still
+//!   at the source); pages are never sent from a source without its copy.
 //! * **Progress and convergence** — precopy rounds longer than a few ticks see the process
 //!   run; rounds that stop without converging report throttling or the round limit.
 //! * **Timers** — after `handle_timeout`, the next timeout is in the future.
@@ -122,8 +130,12 @@ pub struct SimReport {
     /// Lazy processes ended because their source stayed unreachable past the limit.
     pub unreachable_kills: u64,
     pub lazy_kills: u64,
-    /// Why the process is gone, if it is.
+    /// Why the process is gone, if it is (not for one that ended by itself).
     pub process_lost: Option<String>,
+    /// The process ended by itself (at a destination, with lazy pages still at the source).
+    pub process_ended: u64,
+    /// Messages queued for the process when it ended, or sent to it after.
+    pub messages_to_ended_process: u64,
 }
 
 /// Runs one seed. On failure the seed is run again with the trace on.
@@ -351,6 +363,11 @@ struct Sim {
     down: BTreeMap<(NodeId, NodeId), u64>,
     plan: Plan,
     plan_done: bool,
+    /// Draws whether and when the process ends by itself (apart from `rng`, so that a
+    /// seed in which it may not end runs as if the possibility did not exist).
+    end_rng: Rng,
+    /// In this seed the process may end by itself while it runs lazily.
+    may_end: bool,
     mig_events: u64,
     nodes: Vec<Node>,
     links: Vec<Vec<Link>>,
@@ -371,6 +388,10 @@ struct Sim {
     /// killed, a copy left in doubt), or arriving at a node that never crashed once it
     /// was gone. Allowed only if the process is gone at the end.
     lost_with_process: BTreeSet<(Sender, u64)>,
+    /// Messages queued for the process when it ended by itself, or sent to it after.
+    to_ended: BTreeSet<(Sender, u64)>,
+    /// Where and in which migration the process ended by itself, if it did.
+    ended: Option<String>,
     /// A node holding a copy, or pages a copy depended on, crashed (and what it held).
     crashed_holding: Vec<String>,
     trace: VecDeque<String>,
@@ -387,6 +408,12 @@ macro_rules! trace {
 }
 
 const MAX_STEPS: u64 = 2_000_000;
+/// Mixed into the seed for [`Sim::end_rng`].
+const END_SEED: u64 = 0x5ee0_e4d5_0f00_0001;
+/// Seeds in which the process may end by itself, per mille.
+const END_SEEDS_PER_MILLE: u64 = 100;
+/// In those, the chance per step it runs lazily with pages still away that it ends, per mille.
+const END_PER_MILLE: u64 = 100;
 
 fn mech_index(m: Mechanism) -> usize {
     Mechanism::ALL.iter().position(|&x| x == m).unwrap_or(0)
@@ -420,6 +447,13 @@ impl Sim {
             4 => Plan::Partition((seed / 6) % 48 + 1),
             _ => Plan::Stall((seed / 6) % 48 + 1),
         };
+        let mut end_rng = Rng::new(seed ^ END_SEED);
+        let may_end = end_rng.chance(END_SEEDS_PER_MILLE);
+        let mut cfg = cfg;
+        if may_end && end_rng.chance(500) {
+            // Only the end releases the pages: without it the run would not settle.
+            cfg.push_interval_us = u64::MAX / 4;
+        }
         let owner = rng.below(n as u64) as NodeId;
         let mut nodes: Vec<Node> = (0..n).map(|_| Node::new(1, owner)).collect();
         nodes[owner as usize].copy = Some(Copy {
@@ -455,6 +489,8 @@ impl Sim {
             cfg,
             plan,
             plan_done: false,
+            end_rng,
+            may_end,
             mig_events: 0,
             nodes,
             links,
@@ -469,6 +505,8 @@ impl Sim {
             consumed: BTreeSet::new(),
             lost: BTreeSet::new(),
             lost_with_process: BTreeSet::new(),
+            to_ended: BTreeSet::new(),
+            ended: None,
             crashed_holding: Vec::new(),
             trace: VecDeque::new(),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
@@ -588,6 +626,7 @@ impl Sim {
         self.report.sim_time_us = self.now;
         self.report.messages_lost_to_crashes = self.lost.len() as u64;
         self.report.messages_lost_with_process = self.lost_with_process.difference(&self.lost).count() as u64;
+        self.report.messages_to_ended_process = self.to_ended.difference(&self.lost).count() as u64;
         Ok(self.report)
     }
 
@@ -754,7 +793,7 @@ impl Sim {
                     // The node gives it up as lost (its sender is told): only a process
                     // that is gone, with routes left pointing at each other, gets here.
                     if self.process_gone() {
-                        self.lost_with_process.insert((msg.sender, msg.seq));
+                        self.gone_with_process(msg);
                         return Ok(());
                     }
                     return Err(self.fail(format!("ROUTES: {:?}#{} forwarded {hops} times while the process lives", msg.sender, msg.seq)));
@@ -769,12 +808,22 @@ impl Sim {
                     self.lost.insert((msg.sender, msg.seq));
                     Ok(())
                 } else if self.process_gone() {
-                    self.lost_with_process.insert((msg.sender, msg.seq));
+                    self.gone_with_process(msg);
                     Ok(())
                 } else {
                     Err(self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq)))
                 }
             }
+        }
+    }
+
+    /// A message for the process once it is gone, dropped by the node: gone with a
+    /// process that was lost, or sent to one that ended by itself.
+    fn gone_with_process(&mut self, m: AppMsg) {
+        if self.ended.is_some() {
+            self.to_ended.insert((m.sender, m.seq));
+        } else {
+            self.lost_with_process.insert((m.sender, m.seq));
         }
     }
 
@@ -803,7 +852,9 @@ impl Sim {
             let crashed = nd.crashed_ever;
             if self.process_gone() {
                 // (Ended meanwhile: a lazy destination whose source stayed unreachable.)
-                self.lost_with_process.extend(msgs.iter().map(|m| (m.sender, m.seq)));
+                for m in msgs {
+                    self.gone_with_process(m);
+                }
             } else if crashed {
                 self.lost.extend(msgs.iter().map(|m| (m.sender, m.seq)));
             } else {
@@ -1312,6 +1363,13 @@ impl Sim {
             trace!(self, "node {x}: page fault on {page}");
             return self.pump(x as NodeId);
         }
+        if self.may_end {
+            let lazy: Vec<Mid> = nd.dests.iter().filter(|(_, d)| d.pages_pending()).map(|(&m, _)| m).collect();
+            if !lazy.is_empty() && self.end_rng.chance(END_PER_MILLE) {
+                return self.end_process(x as NodeId, &lazy);
+            }
+        }
+        let nd = &mut self.nodes[x];
         let throttle = nd.throttle;
         // (Out of its node while it runs a step, so the checkers can use `self`; a failure
         // ends the run.)
@@ -1363,6 +1421,27 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The process, running at `x` with pages still at the source of migration(s)
+    /// `lazy`, ends by itself: what was queued for it goes with it, and the host tells
+    /// the destination machine, which releases the source.
+    fn end_process(&mut self, x: NodeId, lazy: &[Mid]) -> Result<(), SimFailure> {
+        let now = self.now;
+        let nd = &mut self.nodes[x as usize];
+        let c = nd.copy.take().expect("running");
+        trace!(self, "END: the process ends at node {x} with lazy pages of mid(s) {lazy:?} still away");
+        self.ended = Some(format!("ended at node {x} while mid(s) {lazy:?} had pages at their source"));
+        self.report.process_ended += 1;
+        for m in copy_msgs(&c) {
+            self.gone_with_process(m);
+        }
+        for mid in lazy {
+            if let Some(d) = self.nodes[x as usize].dests.get_mut(mid) {
+                d.process_ended(now);
+            }
+        }
+        self.pump(x)
     }
 
     fn maybe_migrate(&mut self) -> Result<(), SimFailure> {
@@ -1577,7 +1656,9 @@ impl Sim {
                 nd.sources.values().any(|s| matches!(s.outcome(), Some(SourceOutcome::InDoubt(_))))
                     && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Frozen)
             });
-            if let Some((i, _)) = in_doubt {
+            if self.ended.is_some() {
+                // It ended by itself: nothing was lost.
+            } else if let Some((i, _)) = in_doubt {
                 self.report.process_lost = Some(format!("in doubt: frozen at node {i}, the dest restarted after Commit was sent"));
             } else if self.crashed_holding.is_empty() {
                 return Err(self.fail("LOST: the process is gone and no node holding it crashed".into()));
@@ -1593,7 +1674,7 @@ impl Sim {
                 gone.extend(nd.copy.iter().flat_map(copy_msgs));
             }
             for m in gone {
-                self.lost_with_process.insert((m.sender, m.seq));
+                self.gone_with_process(m);
             }
         } else if let Some(&(sender, seq)) = self.lost_with_process.iter().find(|m| !self.lost.contains(m) && !self.consumed.contains(m)) {
             return Err(self.fail(format!("MESSAGES: {sender:?}#{seq} was dropped as gone with the process, but the process lives")));
@@ -1603,10 +1684,17 @@ impl Sim {
         for (&sender, &last) in &self.sent {
             let accounted = |s: u64| {
                 let m = (sender, s);
-                self.consumed.contains(&m) || self.lost.contains(&m) || (!alive && self.lost_with_process.contains(&m))
+                self.consumed.contains(&m)
+                    || self.lost.contains(&m)
+                    || (!alive && self.lost_with_process.contains(&m))
+                    || (self.ended.is_some() && self.to_ended.contains(&m))
             };
             if let Some(s) = (0..=last).find(|&s| !accounted(s)) {
-                let fate = if alive { "consumed nor lost to a crash" } else { "consumed, lost to a crash nor queued for the lost process" };
+                let fate = match (alive, &self.ended) {
+                    (true, _) => "consumed nor lost to a crash",
+                    (false, None) => "consumed, lost to a crash nor queued for the lost process",
+                    (false, Some(_)) => "consumed, lost to a crash nor sent to the process that ended",
+                };
                 return Err(self.fail(format!("MESSAGES: {sender:?}#{s} (of {last}) never {fate}")));
             }
         }

@@ -38,7 +38,8 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
         "seeds {from}..{}: {:.1} s, {:.0} seeds/s, {} migrations ({} committed [freeze/precopy/lazy/hybrid {:?}], {} failed, {} refused, {} in doubt), \
          {} rounds ({} converged, {} throttled, {} round-limited), {} ticks in rounds, {} lazy faults, {} crashes, {} partitions, {} stalls, \
          {} messages ({} lost to crashes, {} with a lost process, {} forwarded, {} held back, {} waited for a commit, {} gaps given up), \
-         {} processes lost ({} lazy kills, {} ended after their source stayed unreachable)",
+         {} processes lost ({} lazy kills, {} ended after their source stayed unreachable), \
+         {} ended by themselves with lazy pages away ({} messages to them after)",
         from + count,
         secs,
         count as f64 / secs,
@@ -67,6 +68,8 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
         reports.iter().filter(|r| r.process_lost.is_some()).count(),
         sum(|r| r.lazy_kills),
         sum(|r| r.unreachable_kills),
+        sum(|r| r.process_ended),
+        sum(|r| r.messages_to_ended_process),
     );
     reports
 }
@@ -134,6 +137,8 @@ fn runs_exercise_every_path() {
     assert!(sum(|r| r.lazy_kills) > 0, "lazy processes ended by a lost source");
     assert!(sum(|r| r.messages_lost_to_crashes) > 0, "messages lost to crashes");
     assert!(sum(|r| r.messages_lost_with_process) > 0, "messages queued for a process when it was lost");
+    assert!(sum(|r| r.process_ended) > 5, "processes that ended with lazy pages still at their source");
+    assert!(sum(|r| r.messages_to_ended_process) > 0, "messages to a process that had ended");
 }
 
 /// A deliberately broken machine must be caught within a few hundred seeds.
@@ -178,6 +183,14 @@ fn checker_catches_the_node_releasing_a_held_message_early() {
 #[test]
 fn checker_catches_lazy_source_deleted_early() {
     caught(MigFault::DeleteLazyEarly, "whose copy it deleted");
+}
+
+/// A destination that does not release the source when the process ended there leaves
+/// the source holding its copy and pages: with the background push off, for ever.
+#[test]
+fn checker_catches_a_source_kept_after_the_process_ended() {
+    let f = caught(MigFault::KeepSourceAfterEnd, "not settled");
+    assert!(f.message.contains("copy: true"), "{f}");
 }
 
 /// A host that cannot collect the dirty pages between two pre-copy rounds (the process

@@ -266,7 +266,8 @@ println("down: ${d.reason}");
     m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
-        // Without the background push this migration lasts until every page is fetched.
+        // Without the background push this migration lasts until every page is fetched
+        // (or the process ends).
         let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
         assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
         m.node("c").node().send_to(w, text_message("touch")).expect("sent");
@@ -278,6 +279,68 @@ println("down: ${d.reason}");
     let down = run.wait_line(&m, "down", |l| l.starts_with("down: "));
     assert!(down.contains("source node") && down.contains("pages were only there"), "{down}");
     assert!(run.text.contains("touched on b"), "{}", run.text);
+}
+
+/// A process moved lazily, with the background push off, ends at the destination soon
+/// after it resumes there, most of its pages still at the source: the destination
+/// releases them, and the migration ends at both ends (the source reports it committed
+/// and keeps nothing; the destination's run is gone). Without that, the source would
+/// keep its pages, and the migration would last, until the source was gone.
+#[test]
+fn a_lazy_process_that_ends_at_the_destination_releases_its_source() {
+    let m = TestMesh::start(2);
+    let src = r#"
+fn holder(main) {
+    let data = array(64 * 1024, 1);
+    send(main, "ready");
+    assert(recv() == "go");
+    send(main, "ends on ${node()}");
+}
+let w = spawn(holder, self());
+monitor(w);
+println("holder ${w}");
+assert(recv() == "ready");
+println("ready");
+println(recv(20000));
+let d = recv(20000);
+println("down: ${d.reason}");
+"#;
+    let mut run = m.run("a", "lazy_end.tern", src);
+    let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
+    run.wait_line(&m, "ready", |l| l == "ready");
+    m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
+    let report = std::thread::scope(|s| {
+        let a = m.node("a");
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let _ = tx.send(a.migrate(w, "b", Some(Mechanism::Lazy)));
+        });
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
+            m.node("a").node().send_to(w, text_message("go")).expect("sent");
+            run.wait_line(&m, "down", |l| l.starts_with("down: "));
+            rx.recv_timeout(Duration::from_secs(30))
+        }));
+        match got {
+            Ok(Ok(r)) => r,
+            other => {
+                // The migration still holds on: end it with its source.
+                m.node("a").halt();
+                match other {
+                    Err(p) => std::panic::resume_unwind(p),
+                    _ => panic!("the migration did not end within 30 s of the process's end\n{}\n{}", run.text, m.log_text()),
+                }
+            }
+        }
+    });
+    let r = report.expect("a report");
+    assert!(r.ok, "{r:?}\n{}", m.log_text());
+    assert_eq!(r.pages_pushed, 0, "{r:?}");
+    assert!(r.absent_pages_at_resume == r.heap_pages && r.heap_pages >= 128, "{r:?}");
+    assert!(r.page_faults < u64::from(r.heap_pages) / 2, "most pages were never fetched: {r:?}");
+    assert!(!m.node("a").migration_holds(w));
+    assert!(wait_until(Duration::from_secs(5), || !m.node("b").migration_holds(w)), "{}", m.log_text());
+    assert!(run.text.contains("ends on b") && run.text.contains("down: normal"), "{}", run.text);
 }
 
 /// After a lazy move, every call that copies a value out of the heap waits for the
@@ -335,8 +398,9 @@ println("down: ${d.reason}");
             m.node("a").node().send_to(w, text_message("go")).expect("sent");
             run.wait_line(&m, "down", |l| l.starts_with("down: "));
         }));
-        // Without the push, the migration lasts until every page is fetched, or until
-        // its source is gone.
+        // Without the push, the migration lasts until every page is fetched, the
+        // holder ends, or its source is gone: if the test failed before the holder's
+        // end, only halting the source ends it.
         m.node("a").halt();
         let _ = h.join();
         if let Err(p) = went {

@@ -4,7 +4,9 @@
 //! heap staged up front so a heap this machine cannot hold refuses the offer instead of
 //! failing the node), the modules the process needs, pages installed as they come in
 //! the heap the process will get, the image, reinstating and resuming it, faults and
-//! their stream (asked again for everything after that stream failed), statistics.
+//! their stream (asked again for everything after that stream failed), the process
+//! ending while pages are still at the source (looked for at every wake of the loop, at
+//! least every [`ENDED_POLL`]), statistics.
 //!
 //! Everything the source sends is checked before it is used ("input is hostile" in
 //! ARCHITECTURE.md): page lists against the heap limit, page sizes and indices, the
@@ -28,6 +30,9 @@ use tokio::sync::mpsc;
 /// How often a destination tries to open a stream to the source again, after losing it
 /// with pages still there.
 const RESYNC_RETRY_US: u64 = 200_000;
+/// How often a destination looks whether the process, running here with pages still at
+/// the source, has ended (then the source is told it may drop them).
+const ENDED_POLL: Duration = Duration::from_millis(50);
 
 /// Runs a migration to this node (offered by `from` on the stream `out` answers on) to
 /// the end.
@@ -43,6 +48,7 @@ pub(super) fn run_dest(
     let Some((mut r, mut d)) = DestRun::open(&sh, node, from, &offer, out, &inputs, rt) else { return };
     loop {
         r.retry_resync(&sh, &mut d);
+        r.notice_end(&sh, node, &mut d);
         while let Some(a) = d.poll_action() {
             dest_action(&sh, node, &mut r, &mut d, a);
         }
@@ -58,7 +64,11 @@ pub(super) fn run_dest(
         if sh.is_shutting_down() {
             break;
         }
-        match next_input(&inputs, wait_until(d.poll_timeout(), sh.now_us())) {
+        let mut wait = wait_until(d.poll_timeout(), sh.now_us());
+        if r.running && d.pages_pending() {
+            wait = wait.min(ENDED_POLL);
+        }
+        match next_input(&inputs, wait) {
             Ok(input) => r.input(&sh, node, &mut d, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => d.handle_timeout(sh.now_us()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -198,6 +208,20 @@ impl DestRun {
                 d.resync(sh.now_us());
             }
             None => self.resync_at = Some(t + RESYNC_RETRY_US),
+        }
+    }
+
+    /// The process ran here with pages still at the source and is no longer here: it
+    /// ended (it cannot move on while pages are away). The machine tells the source it
+    /// may drop them, and the migration ends.
+    fn notice_end(&self, sh: &Host, node: &Node, d: &mut Dest) {
+        if self.running && d.pages_pending() && !node.is_local(self.pid) {
+            sh.log(&format!(
+                "migration of {}: the process ended with {} page(s) still at the source; they are released",
+                name_text(self.pid),
+                d.absent_pages()
+            ));
+            d.process_ended(sh.now_us());
         }
     }
 
@@ -449,12 +473,13 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
         Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
         Action::Reinstate { absent } => r.reinstate(sh, node, d, absent),
         Action::Discard => {
+            // Imported: `Ready` went, so a `Commit` may come after this run is gone.
             if r.imported {
                 node.abort_import(r.pid);
                 r.imported = false;
+                sh.mig.aborted.lock().insert(r.mid, r.from);
             }
             sh.mig.by_pid.lock().remove(&r.pid);
-            sh.mig.aborted.lock().insert(r.mid);
         }
         Action::Resume { .. } => {
             r.resume_pending = true;

@@ -43,7 +43,7 @@ use super::Host;
 use crate::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
 use crate::wire::{self, Frame, MigReport, MigWire};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -110,13 +110,71 @@ pub(crate) struct Migrations {
     by_pid: Mutex<HashMap<Pid, u64>>,
     /// Source: processes being migrated from here.
     moving: Mutex<HashSet<Pid>>,
-    /// Migrations this node gave up as destination (a late `Commit` gets `Aborted`).
-    aborted: Mutex<HashSet<u64>>,
+    /// Migrations this node gave up as destination after `Ready` (a late `Commit` gets
+    /// `Aborted`).
+    aborted: Mutex<AbortedMids>,
     next: AtomicU64,
     /// Reports of migrations from here, newest last (bounded).
     pub(crate) reports: Mutex<Vec<MigReport>>,
     /// Test only: failures to stage.
     pub(crate) hooks: Mutex<TestHooks>,
+}
+
+/// Most migrations [`AbortedMids`] remembers.
+const MAX_ABORTED: usize = 4096;
+
+/// The migrations this node gave up as destination after it sent `Ready`, so that a
+/// `Commit` that comes once their run is gone is answered `Aborted` (`session_frame`):
+/// a source that sent `Commit` resumes its process only on that answer, and otherwise
+/// keeps it frozen. Only these can get a `Commit` (a source sends it in answer to
+/// `Ready`), and one can come long after the run ended: sent before the source learned
+/// that this node gave up (it went down, or the stream failed), held up by a partition
+/// the session outlasts.
+///
+/// Forgetting an entry never makes two copies run: a `Commit` with neither a run nor an
+/// entry here is not answered, and its source stays in doubt with the process frozen (a
+/// stall). So the set is bounded by that cost, not by a time a `Commit` could take:
+/// - a source's entries go when it restarts: what its old incarnation sent is gone with
+///   it, and its new one numbers migrations from 0 again, so an old entry could only
+///   answer a new migration that got the same id;
+/// - past [`MAX_ABORTED`] the oldest goes: its source stalls only if its `Commit` is
+///   still on its way after 4096 later migrations to this node were given up after
+///   `Ready` (and when this node gave up on a timeout it told the source `Aborted`
+///   itself, so that entry is only a second answer).
+#[derive(Default)]
+pub(crate) struct AbortedMids {
+    /// (migration, source node), oldest first.
+    order: VecDeque<(u64, u16)>,
+    set: HashSet<u64>,
+}
+
+impl AbortedMids {
+    fn insert(&mut self, mid: u64, source: u16) {
+        if self.set.insert(mid) {
+            self.order.push_back((mid, source));
+            if self.order.len() > MAX_ABORTED {
+                if let Some((old, _)) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, mid: u64) -> bool {
+        self.set.contains(&mid)
+    }
+
+    /// `source` restarted: nothing its old incarnation sent will come.
+    fn forget_source(&mut self, source: u16) {
+        let set = &mut self.set;
+        self.order.retain(|&(mid, s)| {
+            let keep = s != source;
+            if !keep {
+                set.remove(&mid);
+            }
+            keep
+        });
+    }
 }
 
 /// Test only: ways to hold a migration at a chosen point, so a test can fail a node there.
@@ -176,6 +234,9 @@ impl Migrations {
     /// A peer stopped answering (`restarted`: came back as a new incarnation): every
     /// migration is told.
     pub(crate) fn peer_gone(&self, node: u16, restarted: bool) {
+        if restarted {
+            self.aborted.lock().forget_source(node);
+        }
         for tx in self.runs.lock().values() {
             let _ = tx.send(if restarted { Input::PeerRestarted(node) } else { Input::PeerDown(node) });
         }
@@ -204,7 +265,7 @@ pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
             let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
         }
         MigWire::Msg(MigMsg::Commit { mid }) if !sh.mig.runs.lock().contains_key(&mid) => {
-            if sh.mig.aborted.lock().contains(&mid) {
+            if sh.mig.aborted.lock().contains(mid) {
                 let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::Aborted { mid })));
             }
         }
@@ -423,5 +484,35 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                 _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AbortedMids, MAX_ABORTED};
+
+    #[test]
+    fn aborted_mids_keep_the_newest_and_forget_a_restarted_source() {
+        let mut a = AbortedMids::default();
+        for mid in 0..MAX_ABORTED as u64 + 10 {
+            a.insert(mid, (mid % 2) as u16);
+        }
+        // A second insertion neither counts nor moves an entry.
+        a.insert(MAX_ABORTED as u64 + 9, 1);
+        assert_eq!(a.order.len(), MAX_ABORTED);
+        assert_eq!(a.set.len(), MAX_ABORTED);
+        assert!((0..10).all(|m| !a.contains(m)));
+        assert!((10..MAX_ABORTED as u64 + 10).all(|m| a.contains(m)));
+        a.forget_source(1);
+        assert_eq!(a.set.len(), MAX_ABORTED / 2);
+        assert_eq!(a.order.len(), MAX_ABORTED / 2);
+        assert!((10..MAX_ABORTED as u64 + 10).all(|m| a.contains(m) == (m % 2 == 0)));
+        // Room again: nothing more is forgotten until the bound.
+        for mid in 1_000_000..1_000_000 + MAX_ABORTED as u64 / 2 {
+            a.insert(mid, 3);
+        }
+        assert!(a.contains(10) && a.set.len() == MAX_ABORTED);
+        a.insert(2_000_000, 3);
+        assert!(!a.contains(10) && a.contains(12) && a.contains(2_000_000));
     }
 }
