@@ -85,6 +85,18 @@ pub struct Limits {
     pub heartbeat_ms: u64,
     /// A peer not heard from for this long is down.
     pub node_down_ms: u64,
+    /// How long a lazy migration's destination waits for a source that is down while
+    /// pages of the process are only there, before it ends the process; `None`:
+    /// [`Limits::source_down_ms`]'s default.
+    pub source_down_ms: Option<u64>,
+}
+
+impl Limits {
+    /// `source_down_ms`, by default ten times `node_down_ms` and at least 10 s: long
+    /// enough for a stall, bounded for a node that never comes back.
+    pub fn source_down_ms(&self) -> u64 {
+        self.source_down_ms.unwrap_or_else(|| self.node_down_ms.saturating_mul(10).max(10_000))
+    }
 }
 
 impl Default for Limits {
@@ -96,6 +108,7 @@ impl Default for Limits {
             heap_bytes: 256 << 20,
             heartbeat_ms: 200,
             node_down_ms: 2000,
+            source_down_ms: None,
         }
     }
 }
@@ -324,6 +337,7 @@ impl MeshConfig {
             ("limits.heap_bytes", l.heap_bytes),
             ("limits.heartbeat_ms", l.heartbeat_ms),
             ("limits.node_down_ms", l.node_down_ms),
+            ("limits.source_down_ms", l.source_down_ms()),
         ] {
             if v == 0 {
                 return Err(err(key, "must be at least 1".into()));
@@ -553,6 +567,7 @@ frame_bytes = 2000
 heap_bytes = 1048576
 heartbeat_ms = 100
 node_down_ms = 1000
+source_down_ms = 3000
 
 [policy]
 enabled = true
@@ -605,7 +620,8 @@ addr = "127.0.0.1:7403"
                 frame_bytes: 2000,
                 heap_bytes: 1048576,
                 heartbeat_ms: 100,
-                node_down_ms: 1000
+                node_down_ms: 1000,
+                source_down_ms: Some(3000),
             }
         );
         assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
@@ -636,6 +652,8 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.limits.frame_bytes, 33554432);
         assert_eq!(c.limits.heap_bytes, 268435456);
         assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (200, 2000));
+        assert_eq!(c.limits.source_down_ms(), 20000);
+        assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
         assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
     }
@@ -714,6 +732,7 @@ addr = "127.0.0.1:7403"
             ("[limits]\nnode_down_ms = 200\n", "limits.node_down_ms"),
             ("[limits]\nheartbeat_ms = 3000\n", "limits.node_down_ms"),
             ("[limits]\nheartbeat_ms = 0\n", "limits.heartbeat_ms"),
+            ("[limits]\nsource_down_ms = 0\n", "limits.source_down_ms"),
             ("[limits]\nmessage_bytes = 100000000\n", "limits.message_bytes"),
             ("[limits]\nheap_bytes = 100\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),

@@ -174,6 +174,8 @@ pub struct Load {
     pub processes: u64,
     /// Reductions per second over the last interval.
     pub reductions_per_s: u64,
+    /// Migrations the node takes part in (as source or destination) that have not ended.
+    pub migrations: u64,
 }
 
 /// Why bytes are not a frame.
@@ -303,6 +305,9 @@ pub struct NodeRow {
     pub status: String,
     pub processes: u64,
     pub load: u64,
+    /// Migrations it takes part in that have not ended (a lazy one's source until its
+    /// destination has every page or gave them up).
+    pub migrations: u64,
 }
 
 #[cfg(test)]

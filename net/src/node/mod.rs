@@ -247,10 +247,11 @@ impl Host {
         let r = node.reductions();
         if dt >= Duration::from_millis(500) {
             let per_s = ((r.saturating_sub(l.1)) as f64 / dt.as_secs_f64()) as u64;
-            *l = (now, r, Load { processes: node.live() as u64, reductions_per_s: per_s });
+            *l = (now, r, Load { processes: node.live() as u64, reductions_per_s: per_s, migrations: 0 });
         } else {
             l.2.processes = node.live() as u64;
         }
+        l.2.migrations = self.mig.in_progress();
         l.2
     }
 

@@ -2,6 +2,7 @@
 
 use crate::config::MeshConfig;
 use crate::mechanism::Mechanism;
+use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
 use crate::ops::ctl::{server, CtlClient};
 use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
@@ -45,10 +46,26 @@ pub fn wait_for_signal() -> Result<(), String> {
 /// `tern node --config C --name N`: runs one node until Ctrl-C.
 pub fn node(cfg: &MeshConfig, name: &str) -> Result<(), String> {
     let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None, operators: Some(server()) })?;
+    if let Some(hooks) = test_hooks_from_env(|k| std::env::var(k).ok()) {
+        n.log(&format!("test hooks from the environment: {hooks:?}"));
+        n.set_migration_hooks(hooks);
+    }
     wait_for_signal()?;
     n.log(&format!("node {} shutting down", n.name()));
     n.shutdown();
     Ok(())
+}
+
+/// Test only: the migration hooks a test on real nodes (each node its own `tern node`)
+/// asks for in the environment, where an in-process test calls
+/// [`MeshNode::set_migration_hooks`]: `TERN_TEST_NO_PUSH=1` (a lazy migration from this
+/// node pushes no pages in the background) and `TERN_TEST_HOLD_LATE_MS=N` (a migration
+/// from this node waits N ms after `Committed` before it sends the late messages).
+/// `None` when neither is set, or both are `0`.
+fn test_hooks_from_env(var: impl Fn(&str) -> Option<String>) -> Option<TestHooks> {
+    let num = |k: &str| var(k).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let hooks = TestHooks { no_push: num("TERN_TEST_NO_PUSH") != 0, hold_late_ms: num("TERN_TEST_HOLD_LATE_MS"), ..TestHooks::default() };
+    (hooks.no_push || hooks.hold_late_ms > 0).then_some(hooks)
 }
 
 /// `tern mesh up --config C`: every node of the config in this OS process, until Ctrl-C.
@@ -513,5 +530,22 @@ pub fn demo() -> Result<(), String> {
             }
             Err("the demo program did not finish within 60 s".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_hooks_come_from_the_environment_only_when_asked_for() {
+        let env =
+            |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        assert!(test_hooks_from_env(env(&[])).is_none());
+        assert!(test_hooks_from_env(env(&[("TERN_TEST_NO_PUSH", "0"), ("TERN_TEST_HOLD_LATE_MS", "x")])).is_none());
+        let h = test_hooks_from_env(env(&[("TERN_TEST_NO_PUSH", "1")])).unwrap();
+        assert!(h.no_push && h.hold_late_ms == 0 && !h.stall_before_ready && !h.hold_before_ready);
+        let h = test_hooks_from_env(env(&[("TERN_TEST_HOLD_LATE_MS", "2500")])).unwrap();
+        assert!(!h.no_push && h.hold_late_ms == 2500);
     }
 }

@@ -186,6 +186,7 @@ fn node_rows(sh: &Host) -> Vec<NodeRow> {
                 status: if up { "up" } else { "down" }.into(),
                 processes: if up { load.processes } else { 0 },
                 load: if up { load.reductions_per_s } else { 0 },
+                migrations: if up { load.migrations } else { 0 },
             }
         })
         .collect()

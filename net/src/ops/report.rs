@@ -6,9 +6,10 @@ use serde_json::json;
 use tern_vm::value::name_text;
 
 pub fn nodes_table(rows: &[NodeRow]) -> String {
-    let mut s = format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", "NODE", "ADDRESS", "STATUS", "PROCESSES", "REDUCTIONS/S");
+    let mut s =
+        format!("{:<10} {:<22} {:<6} {:>9} {:>12} {:>10}\n", "NODE", "ADDRESS", "STATUS", "PROCESSES", "REDUCTIONS/S", "MIGRATIONS");
     for r in rows {
-        s += &format!("{:<10} {:<22} {:<6} {:>9} {:>12}\n", r.name, r.addr, r.status, r.processes, r.load);
+        s += &format!("{:<10} {:<22} {:<6} {:>9} {:>12} {:>10}\n", r.name, r.addr, r.status, r.processes, r.load, r.migrations);
     }
     s
 }
@@ -40,7 +41,8 @@ pub fn ps_json(rows: &[PsRow]) -> serde_json::Value {
 pub fn nodes_json(rows: &[NodeRow]) -> serde_json::Value {
     json!(rows
         .iter()
-        .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load}))
+        .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load,
+            "migrations": r.migrations}))
         .collect::<Vec<_>>())
 }
 

@@ -133,6 +133,8 @@ pub struct NodeProc {
     pub log: PathBuf,
     /// How many times it was started.
     pub starts: u32,
+    /// Environment variables it is started with (each start).
+    pub env: Vec<(String, String)>,
 }
 
 /// A loopback mesh whose nodes are separate OS processes. Dropping it kills them all.
@@ -162,23 +164,36 @@ impl RealMesh {
     /// settings go in a `[limits]`-free string appended to the config), each started
     /// as `tern node` and all seeing each other up.
     pub fn start(n: usize, extra: &str) -> RealMesh {
-        Self::start_with(n, extra, None)
+        Self::start_with(n, extra, None, &[])
+    }
+
+    /// As [`RealMesh::start`], with environment variables for some nodes: `(node, key,
+    /// value)` (e.g. the test hooks `tern node` reads, `TERN_TEST_NO_PUSH`), kept for
+    /// restarts.
+    pub fn start_with_env(n: usize, extra: &str, env: &[(&str, &str, &str)]) -> RealMesh {
+        Self::start_with(n, extra, None, env)
     }
 
     /// As [`RealMesh::start`], with every node started under an address-space limit of
     /// `kib` KiB (`sh -c 'ulimit -v KIB; exec tern node ...'`): memory runs short there.
     pub fn start_with_address_limit(n: usize, extra: &str, kib: u64) -> RealMesh {
-        Self::start_with(n, extra, Some(kib))
+        Self::start_with(n, extra, Some(kib), &[])
     }
 
-    fn start_with(n: usize, extra: &str, address_limit_kib: Option<u64>) -> RealMesh {
+    fn start_with(n: usize, extra: &str, address_limit_kib: Option<u64>, env: &[(&str, &str, &str)]) -> RealMesh {
         let dir = tempfile::tempdir().unwrap();
         let cfg = loopback_mesh(dir.path(), n, extra).expect("a loopback config with certificates");
         let config = dir.path().join("mesh.toml");
         let nodes = cfg
             .nodes
             .iter()
-            .map(|c| NodeProc { name: c.name.clone(), proc: None, log: dir.path().join(format!("{}.log", c.name)), starts: 0 })
+            .map(|c| NodeProc {
+                name: c.name.clone(),
+                proc: None,
+                log: dir.path().join(format!("{}.log", c.name)),
+                starts: 0,
+                env: env.iter().filter(|(n, _, _)| *n == c.name).map(|(_, k, v)| (k.to_string(), v.to_string())).collect(),
+            })
             .collect();
         let mut m = RealMesh { nodes, config, dir, address_limit_kib };
         for i in 0..n {
@@ -211,6 +226,7 @@ impl RealMesh {
                 c
             }
         };
+        cmd.envs(n.env.iter().map(|(k, v)| (k, v)));
         n.proc = Some(Guard::spawn(
             &what,
             cmd.args(["node", "--config", config.to_str().unwrap(), "--name", &n.name])

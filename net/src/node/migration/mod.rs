@@ -188,6 +188,9 @@ pub struct TestHooks {
     /// The destination holds before reinstating (before `Ready`, before the commit point)
     /// while this is set, then goes on (it logs "held before Ready" when it starts).
     pub hold_before_ready: bool,
+    /// The source waits this long (ms) after `Committed` before it sends the late
+    /// messages (it logs "late messages ... held" when it starts); 0: not at all.
+    pub hold_late_ms: u64,
 }
 
 fn mig_config(sh: &Host) -> MigConfig {
@@ -206,7 +209,7 @@ fn mig_config(sh: &Host) -> MigConfig {
         push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
         push_pages: 256,
         max_pages_per_msg: PAGES_PER_FRAME as u32,
-        source_down_limit_us: sh.cfg.limits.node_down_ms.saturating_mul(10_000).max(10_000_000),
+        source_down_limit_us: sh.cfg.limits.source_down_ms().saturating_mul(1_000),
         ..MigConfig::default()
     }
 }
@@ -252,6 +255,13 @@ impl Migrations {
     /// Whether this node holds nothing for a migrated process (tests: no residual dependency).
     pub(crate) fn holds(&self, pid: Pid) -> bool {
         self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
+    }
+
+    /// Migrations this node takes part in (as source or destination) that have not
+    /// ended: a lazy migration's source until its destination has every page or gave
+    /// them up.
+    pub(crate) fn in_progress(&self) -> u64 {
+        self.runs.lock().len() as u64
     }
 }
 

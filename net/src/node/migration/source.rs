@@ -539,6 +539,14 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
                     r.link_chans = late.chans.iter().map(|c| c.chan).collect();
                     r.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
+                    let hold = sh.mig.hooks.lock().hold_late_ms;
+                    if hold > 0 {
+                        sh.log(&format!("test hook: late messages of {} held for {hold} ms", tern_vm::value::name_text(r.pid)));
+                        let until = Instant::now() + Duration::from_millis(hold);
+                        while Instant::now() < until && !sh.is_shutting_down() {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
                     // Both ways too: the process runs at the destination once this is there.
                     let w = MigWire::Late { mid: r.mid, late };
                     let _ = r.send_stream(false, &w);
