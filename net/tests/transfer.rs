@@ -429,6 +429,12 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     let text = out.0.lock().clone();
     assert!(text.contains("bad 0 on n2\nextra 7 8"), "{text}");
     assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 still keeps nothing");
+    // The worker has ended on n2: n1, where it was born, forgets its route.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ns[0].forwarding_state(worker, &[]).0 {
+        assert!(Instant::now() < deadline, "n1 kept the route of a process that ended on n2");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     for n in ns {
         n.stop();
     }

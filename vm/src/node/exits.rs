@@ -63,9 +63,21 @@ impl NodeInner {
             (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers))
         };
         self.procs.remove(pid);
-        if name_node(pid) != self.id {
-            if let Some(b) = self.node(name_node(pid)) {
-                b.procs.remove(pid);
+        // Its birth node forgets the route it kept since the process left it (else one
+        // entry per process that moved away and ended would stay there for good).
+        let birth = name_node(pid);
+        if birth != self.id {
+            match self.node(birth) {
+                Some(b) => {
+                    b.procs.remove(pid);
+                }
+                None if self.remote().is_some() => {
+                    if let Err(e) = self.remote_send(birth, Op::PidEnded { pid }) {
+                        // (Only a stale route stays: a message by it finds the process gone.)
+                        self.console.failed(0, &format!("node {}: could not tell node {birth} that <pid {}> ended: {e}", self.name, name_text(pid)));
+                    }
+                }
+                None => {}
             }
         }
         for (c, _) in &mailbox.chans {

@@ -179,6 +179,11 @@ pub enum Op {
         node: u16,
         moves: u32,
     },
+    /// A process born on the receiving node ended on the sending node: the birth node
+    /// forgets its route (a message for it is then one for a process that has ended).
+    PidEnded {
+        pid: Pid,
+    },
     /// Message number `seq` from node `origin` for `target` was lost on its way (see
     /// "Bounds"): where the target is, its sequence moves past the number. Travels as a
     /// message would (`hops`: times forwarded).
@@ -432,6 +437,14 @@ impl NodeInner {
             }
             Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
             Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
+            Op::PidEnded { pid } => {
+                if name_node(pid) == self.id {
+                    let mut shard = self.procs.shard(pid).lock();
+                    if matches!(shard.get(&pid), Some(Entry::Moved(..))) {
+                        shard.remove(&pid);
+                    }
+                }
+            }
             Op::Skip { target, origin, seq, hops } => {
                 self.forward(target, origin, seq, hops.saturating_add(1), SentBy::Host, None, Vec::new());
             }
