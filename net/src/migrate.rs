@@ -9,10 +9,10 @@
 //!
 //! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
 //! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
-//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`, `process_ended`) and peer events
-//! (`peer_down`, `peer_up`, `peer_restarted`); it polls it for messages to send
-//! (`poll_transmit`, each addressed to a node), host [`Action`]s (`poll_action`) and the
-//! next timeout (`poll_timeout`, `handle_timeout`). The host drains `poll_action` before
+//! process (`frozen`, `pages_dirtied`, `reinstated`, `page_fault`, `process_ended`,
+//! `late_arrived`) and peer events (`peer_down`, `peer_up`, `peer_restarted`); it polls
+//! it for messages to send (`poll_transmit`, each addressed to a node), host
+//! [`Action`]s (`poll_action`) and the next timeout (`poll_timeout`, `handle_timeout`). The host drains `poll_action` before
 //! `poll_transmit` after each call.
 //!
 //! Page contents, the image and the application messages are the host's: the machines
@@ -291,6 +291,12 @@ pub enum Failure {
         absent: u32,
         secs: u64,
     },
+    /// The source stayed unreachable for `secs` after the commit, before the process's
+    /// late messages came from it.
+    SourceUnreachableBeforeLate {
+        source: NodeId,
+        secs: u64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -307,6 +313,9 @@ impl fmt::Display for Failure {
             }
             Failure::SourceUnreachableWithPages { source, absent, secs } => {
                 write!(f, "source node {source} unreachable for {secs} s while {absent} pages were only there: process ended")
+            }
+            Failure::SourceUnreachableBeforeLate { source, secs } => {
+                write!(f, "source node {source} unreachable for {secs} s before the process's late messages came: process ended")
             }
         }
     }
@@ -444,9 +453,9 @@ pub struct MigConfig {
     pub push_pages: u32,
     /// Largest `Pages`/`PageData` message, in pages.
     pub max_pages_per_msg: u32,
-    /// Lazy dest: how long the source may stay unreachable (down, same incarnation)
-    /// while pages are only there before the process is ended: long enough for a stall,
-    /// bounded for a node that never comes back.
+    /// Dest: how long the source may stay unreachable (down, same incarnation) after the
+    /// commit while pages (lazy) or the process's late messages are only there before the
+    /// process is ended: long enough for a stall, bounded for a node that never comes back.
     pub source_down_limit_us: u64,
     #[doc(hidden)]
     pub fault: MigFault,
@@ -1062,6 +1071,15 @@ pub struct Dest {
     /// The dest told the partners itself.
     took_over: bool,
     source_lost: bool,
+    /// The late messages came ([`Dest::late_arrived`]).
+    late_came: bool,
+    /// Committed here and the late messages are still awaited from the source: the
+    /// process does not run until they come (or the source is lost).
+    late_pending: bool,
+    /// While the late messages are pending and the source is down: when the process is
+    /// ended for want of them. Kept apart from `deadline`, which ends with the machine
+    /// (the machine may be done, committed, while the host still waits for them).
+    late_deadline: Option<u64>,
     report: DestReport,
 }
 
@@ -1088,6 +1106,9 @@ impl Dest {
             partners: Vec::new(),
             took_over: false,
             source_lost: false,
+            late_came: false,
+            late_pending: false,
+            late_deadline: None,
             report: DestReport::default(),
         };
         match refuse {
@@ -1150,6 +1171,11 @@ impl Dest {
         if matches!(o, DestOutcome::Committed) && self.report.dependency_ended_us.is_none() {
             self.report.dependency_ended_us = Some(now_us);
         }
+        if !matches!(o, DestOutcome::Committed) {
+            // Nothing will run here: nothing waits for the late messages either.
+            self.late_pending = false;
+            self.late_deadline = None;
+        }
         self.phase = DPhase::Done(o);
         self.deadline = None;
         self.actions.push_back(Action::Done);
@@ -1209,6 +1235,7 @@ impl Dest {
                 // The decision: we commit here and now.
                 self.phase = DPhase::Running;
                 self.deadline = None;
+                self.late_pending = !self.late_came;
                 self.report.resumed_at_us = Some(now_us);
                 self.actions.push_back(Action::Resume { absent: self.absent });
                 self.out.push_back((self.source, MigMsg::Committed { mid }));
@@ -1280,13 +1307,18 @@ impl Dest {
 
     /// `node` stopped answering (it may be stopped or cut off, and come back as the same
     /// incarnation). Before `Commit` the migration is given up (the source resumes the
-    /// process, or is answered `Aborted` if it sends `Commit` later). Once the process
-    /// runs here, the source may still hold pages it needs: it waits for them (a stall
-    /// is not a crash); only the source's restart ends it. Link updates the source had
-    /// not finished are done from here, which changes nothing if it finishes them too.
+    /// process, or is answered `Aborted` if it sends `Commit` later). After it, the
+    /// source may still hold pages the process needs, or its late messages: they are
+    /// waited for (a stall is not a crash), for `source_down_limit_us` at most while the
+    /// source stays down; then the process is ended ([`Dest::handle_timeout`]), as when
+    /// the source restarts. Link updates the source had not finished are done from here,
+    /// which changes nothing if it finishes them too.
     pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
         if node != self.source {
             return;
+        }
+        if self.late_pending && !self.source_lost && self.late_deadline.is_none() {
+            self.late_deadline = Some(now_us.saturating_add(self.cfg.source_down_limit_us));
         }
         match self.phase {
             DPhase::Receiving | DPhase::Reinstating | DPhase::Ready => self.abort(now_us, Failure::PeerDown(node), false),
@@ -1301,11 +1333,29 @@ impl Dest {
     }
 
     /// `node` is heard from again (the same incarnation): a source that was down is back
-    /// in time, with its pages.
+    /// in time, with its pages and the late messages.
     pub fn peer_up(&mut self, _now_us: u64, node: NodeId) {
-        if node == self.source && matches!(self.phase, DPhase::Running) {
+        if node != self.source {
+            return;
+        }
+        self.late_deadline = None;
+        if matches!(self.phase, DPhase::Running) {
             self.deadline = None;
         }
+    }
+
+    /// The late messages of the process came from the source (the host has them: the
+    /// process can run once committed). Before the commit they are noted; after it, the
+    /// process no longer waits for them, nor is ended for want of them.
+    pub fn late_arrived(&mut self, _now_us: u64) {
+        self.late_came = true;
+        self.late_pending = false;
+        self.late_deadline = None;
+    }
+
+    /// Committed here, and the process waits for its late messages from the source.
+    pub fn late_pending(&self) -> bool {
+        self.late_pending
     }
 
     /// The pages asked for or sent may have been lost with a connection: ask again for
@@ -1364,6 +1414,8 @@ impl Dest {
                 DPhase::Receiving | DPhase::Reinstating | DPhase::Ready => self.abort(now_us, Failure::PeerRestarted(node), false),
                 DPhase::Running => {
                     self.source_lost = true;
+                    self.late_pending = false;
+                    self.late_deadline = None;
                     if self.absent == 0 {
                         self.actions.push_back(Action::RunWithoutLate);
                     }
@@ -1377,12 +1429,17 @@ impl Dest {
                     self.take_over_link_updates(now_us);
                 }
                 // Committed and done, but the host may still wait for the late messages.
-                DPhase::Done(DestOutcome::Committed) => self.actions.push_back(Action::RunWithoutLate),
+                DPhase::Done(DestOutcome::Committed) => {
+                    self.source_lost = true;
+                    self.late_pending = false;
+                    self.late_deadline = None;
+                    self.actions.push_back(Action::RunWithoutLate);
+                }
                 DPhase::Done(_) => {}
             }
         }
-        // A partner node restarting changes nothing here: its new incarnation numbers its
-        // messages afresh (the host makes every queue here forget the old numbering).
+        // A partner node restarting changes nothing here: its messages carry their
+        // origin's incarnation, so its new incarnation is simply a new origin.
     }
 
     pub fn poll_transmit(&mut self) -> Option<(NodeId, MigMsg)> {
@@ -1394,10 +1451,35 @@ impl Dest {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.deadline
+        match (self.deadline, self.late_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn handle_timeout(&mut self, now_us: u64) {
+        self.deadline_passed(now_us);
+        if self.late_deadline.is_some_and(|d| now_us >= d) {
+            self.late_deadline = None;
+            let live = matches!(self.phase, DPhase::Running | DPhase::Done(DestOutcome::Committed));
+            if self.late_pending && !self.source_lost && live {
+                // The source stayed down too long with the late messages only there: the
+                // process ends, as for lazy pages (a stall is waited for, a node that
+                // never comes back is not).
+                self.source_lost = true;
+                self.late_pending = false;
+                let secs = self.cfg.source_down_limit_us / 1_000_000;
+                let why = Failure::SourceUnreachableBeforeLate { source: self.source, secs };
+                self.actions.push_back(Action::Kill { why: why.clone() });
+                // Whatever the source keeps for it (pages, a copy) it may drop whenever
+                // it is back.
+                self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
+                self.finish(now_us, DestOutcome::ProcessLost(why));
+            }
+        }
+    }
+
+    fn deadline_passed(&mut self, now_us: u64) {
         if self.deadline.is_some_and(|d| now_us >= d) {
             self.deadline = None;
             let what = match self.phase {
@@ -1584,5 +1666,136 @@ mod tests {
         d.process_ended(50);
         assert!(d.poll_transmit().is_none() && d.poll_action().is_none());
         assert!(matches!(d.outcome(), Some(DestOutcome::ProcessLost(_))));
+    }
+
+    /// A freeze migration committed: the dest is done (no page is away) but the host
+    /// still waits for the late messages, which `pump` never hands it.
+    fn committed_freeze() -> (Source, Dest) {
+        let init =
+            SourceInit { mid: 7, pid: 42, me: SRC, dest: DST, size_pages: 8, mechanism: Mechanism::Freeze, partners: vec![SRC, DST] };
+        let mut s = Source::new(0, MigConfig::default(), init);
+        let mut d = None;
+        let (_, da) = pump(10, &mut s, &mut d);
+        let d = d.expect("a dest");
+        assert!(da.contains(&Action::Resume { absent: 0 }), "{da:?}");
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
+        assert!(d.late_pending());
+        assert_eq!(d.poll_timeout(), None, "nothing to time while the source answers");
+        (s, d)
+    }
+
+    #[test]
+    fn a_source_unreachable_past_the_limit_before_the_late_messages_ends_the_process() {
+        let (mut s, mut d) = committed_freeze();
+        let limit = MigConfig::default().source_down_limit_us;
+        d.peer_down(100, SRC);
+        assert_eq!(d.poll_timeout(), Some(100 + limit));
+        // A second report of the same silence does not push the bound on.
+        d.peer_down(200, SRC);
+        assert_eq!(d.poll_timeout(), Some(100 + limit));
+        d.handle_timeout(100 + limit - 1);
+        assert!(d.poll_action().is_none() && d.poll_transmit().is_none());
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        d.handle_timeout(100 + limit);
+        let why = Failure::SourceUnreachableBeforeLate { source: SRC, secs: limit / 1_000_000 };
+        assert_eq!(d.poll_action(), Some(Action::Kill { why: why.clone() }));
+        assert_eq!(d.poll_action(), Some(Action::Done));
+        assert_eq!(d.outcome(), Some(&DestOutcome::ProcessLost(why.clone())));
+        assert!(why.to_string().contains("source node 0 unreachable for 10 s before the process's late messages came"), "{why}");
+        assert!(!d.late_pending());
+        assert_eq!(d.poll_timeout(), None);
+        // The source is told, for whenever it is back; it holds nothing after.
+        let sent: Vec<(NodeId, MigMsg)> = std::iter::from_fn(|| d.poll_transmit()).collect();
+        assert_eq!(sent, vec![(SRC, MigMsg::Released { mid: 7 })]);
+        for (_, m) in sent {
+            s.handle(200 + limit, DST, m);
+        }
+        assert!(s.residual().is_empty(), "{:?}", s.residual());
+        // Late messages, the source's return or its restart after that change nothing.
+        d.late_arrived(300 + limit);
+        d.peer_up(300 + limit, SRC);
+        d.peer_restarted(300 + limit, SRC);
+        assert!(d.poll_action().is_none() && d.poll_transmit().is_none());
+        assert_eq!(d.outcome(), Some(&DestOutcome::ProcessLost(why)));
+    }
+
+    #[test]
+    fn a_source_back_in_time_disarms_the_late_messages_bound() {
+        let (_, mut d) = committed_freeze();
+        let limit = MigConfig::default().source_down_limit_us;
+        d.peer_down(100, SRC);
+        assert!(d.poll_timeout().is_some());
+        // Another node going up changes nothing.
+        d.peer_up(150, 2);
+        assert_eq!(d.poll_timeout(), Some(100 + limit));
+        d.peer_up(200, SRC);
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(100 + limit);
+        assert!(d.poll_action().is_none() && d.poll_transmit().is_none());
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        assert!(d.late_pending(), "still waited for");
+        // Down again: a new bound, from then.
+        d.peer_down(5_000, SRC);
+        assert_eq!(d.poll_timeout(), Some(5_000 + limit));
+    }
+
+    #[test]
+    fn late_messages_that_come_disarm_the_bound() {
+        let (_, mut d) = committed_freeze();
+        let limit = MigConfig::default().source_down_limit_us;
+        d.peer_down(100, SRC);
+        assert_eq!(d.poll_timeout(), Some(100 + limit));
+        d.late_arrived(200);
+        assert!(!d.late_pending());
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(100 + limit);
+        assert!(d.poll_action().is_none() && d.poll_transmit().is_none());
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+    }
+
+    #[test]
+    fn late_messages_that_came_first_leave_nothing_to_bound() {
+        let (_, mut d) = committed_freeze();
+        d.late_arrived(50);
+        d.peer_down(100, SRC);
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(u64::MAX);
+        assert!(d.poll_action().is_none() && d.poll_transmit().is_none());
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+
+        // Also when they came before the `Commit` (noted, not awaited after it).
+        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Freeze };
+        let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
+        d.handle(1, SRC, MigMsg::Final { mid: 7, image_len: 100, pages: (0..8).collect(), absent: vec![], partners: vec![] });
+        d.reinstated(2);
+        d.late_arrived(3);
+        d.handle(4, SRC, MigMsg::Commit { mid: 7 });
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        assert!(!d.late_pending());
+        d.peer_down(5, SRC);
+        assert_eq!(d.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_lazy_process_with_every_page_here_still_waits_for_its_late_messages_at_most_the_limit() {
+        let (_, mut d) = committed_lazy();
+        let limit = MigConfig::default().source_down_limit_us;
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), pushed: true });
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        while d.poll_action().is_some() {}
+        while d.poll_transmit().is_some() {}
+        d.peer_down(30, SRC);
+        d.handle_timeout(30 + limit);
+        assert!(matches!(d.poll_action(), Some(Action::Kill { why: Failure::SourceUnreachableBeforeLate { source: SRC, .. } })));
+        assert!(matches!(d.outcome(), Some(DestOutcome::ProcessLost(Failure::SourceUnreachableBeforeLate { .. }))));
+
+        // With pages still away, the pages are what it is ended for (one bound, one end).
+        let (_, mut d) = committed_lazy();
+        d.peer_down(30, SRC);
+        d.handle_timeout(30 + limit);
+        let kills: Vec<Action> = std::iter::from_fn(|| d.poll_action()).filter(|a| matches!(a, Action::Kill { .. })).collect();
+        assert!(matches!(kills[..], [Action::Kill { why: Failure::SourceUnreachableWithPages { .. } }]), "{kills:?}");
+        assert_eq!(d.poll_timeout(), None);
     }
 }

@@ -38,7 +38,9 @@
 //!   other: a checker's error there fails the run.
 //! * **Loss is explained** — the process disappears only if it ended by itself or a node
 //!   holding a copy (or the pages a lazy copy depends on) crashed; lazy kills name a
-//!   source that really restarted.
+//!   source that really restarted or stayed unreachable for the whole limit, and a
+//!   committed process ended before its late messages came names a source that stayed
+//!   unreachable for the whole limit while it waited for them.
 //! * **Residual** — a committed source ends with nothing: no copy, no held message,
 //!   `residual()` empty (also when the process ended at the destination with pages still
 //!   at the source); pages are never sent from a source without its copy.
@@ -50,7 +52,7 @@
 //! and the run settles: every machine finished, every queue empty.
 
 use crate::migrate::{
-    Action, Dest, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
+    Action, Dest, Failure, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
 };
 use crate::session::NodeId;
 use crate::sim::run_traced_on_failure;
@@ -129,6 +131,9 @@ pub struct SimReport {
     pub stalls: u64,
     /// Lazy processes ended because their source stayed unreachable past the limit.
     pub unreachable_kills: u64,
+    /// Committed processes ended because their source stayed unreachable past the limit
+    /// before their late messages came.
+    pub late_kills: u64,
     pub lazy_kills: u64,
     /// Why the process is gone, if it is (not for one that ended by itself).
     pub process_lost: Option<String>,
@@ -394,6 +399,10 @@ struct Sim {
     ended: Option<String>,
     /// A node holding a copy, or pages a copy depended on, crashed (and what it held).
     crashed_holding: Vec<String>,
+    /// A destination ended the committed process ([`Action::Kill`]): it is gone, even if
+    /// its source, cut off before `Committed` reached it, still keeps its frozen copy
+    /// (which only `Aborted` could resume, and a committed destination never says it).
+    killed: bool,
     trace: VecDeque<String>,
     report: SimReport,
 }
@@ -508,6 +517,7 @@ impl Sim {
             to_ended: BTreeSet::new(),
             ended: None,
             crashed_holding: Vec::new(),
+            killed: false,
             trace: VecDeque::new(),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
             opts,
@@ -846,12 +856,17 @@ impl Sim {
     /// (the node's `commit_import`), and runs.
     fn late_arrive(&mut self, at: NodeId, l: LateMsgs) -> Result<(), SimFailure> {
         let nd = &mut self.nodes[at as usize];
+        // The host tells the machine (it no longer bounds the wait for them).
+        if let Some(d) = nd.dests.get_mut(&l.mid) {
+            d.late_arrived(self.now);
+        }
         let ours = nd.resume_pending == Some(l.mid) && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp && c.mid == l.mid);
         if !ours {
             let msgs: Vec<AppMsg> = l.inbox.iter().copied().chain(l.order.1.iter().filter_map(|(_, _, m)| *m)).collect();
             let crashed = nd.crashed_ever;
             if self.process_gone() {
-                // (Ended meanwhile: a lazy destination whose source stayed unreachable.)
+                // (Ended meanwhile: a destination whose source stayed unreachable with
+                // lazy pages, or before these came.)
                 for m in msgs {
                     self.gone_with_process(m);
                 }
@@ -1070,7 +1085,7 @@ impl Sim {
                 }
             }
             Some(SourceOutcome::Failed(why)) => {
-                if matches!(why, crate::migrate::Failure::Refused(_)) {
+                if matches!(why, Failure::Refused(_)) {
                     self.report.refused += 1;
                 } else {
                     self.report.failed += 1;
@@ -1168,12 +1183,24 @@ impl Sim {
                 let src = self.nodes[y as usize].dests[&mid].source();
                 let restarted = self.cur.as_ref().is_some_and(|c| c.mid == mid && self.nodes[src as usize].epoch != c.src_epoch);
                 // Unreachable (seen down, never up again) for the whole limit.
-                let unreachable = matches!(why, crate::migrate::Failure::SourceUnreachableWithPages { .. })
+                let before_late = matches!(why, Failure::SourceUnreachableBeforeLate { .. });
+                let unreachable = matches!(why, Failure::SourceUnreachableWithPages { .. } | Failure::SourceUnreachableBeforeLate { .. })
                     && self.down.get(&(y, src)).is_some_and(|&t| now.saturating_sub(t) >= self.cfg.source_down_limit_us);
                 if !restarted && !unreachable {
                     return Err(self.fail(format!("node {y}: Kill ({why}) but source {src} did not restart nor stay unreachable")));
                 }
-                if unreachable {
+                if before_late {
+                    // Only the source staying away explains it, and only a process that
+                    // really waited for its late messages.
+                    if !unreachable {
+                        return Err(self.fail(format!("node {y}: Kill ({why}) but source {src} was not unreachable for the limit")));
+                    }
+                    if self.nodes[y as usize].resume_pending != Some(mid) {
+                        return Err(self.fail(format!("node {y}: Kill ({why}) of mid {mid}, which was not waiting for its late messages")));
+                    }
+                    self.report.late_kills += 1;
+                    self.crashed_holding.push(format!("source {src} unreachable for the limit before the late messages of mid {mid} came"));
+                } else if unreachable {
                     self.report.unreachable_kills += 1;
                     self.crashed_holding.push(format!("lazy source {src} unreachable for the limit with pages of mid {mid}"));
                 } else {
@@ -1181,6 +1208,7 @@ impl Sim {
                     self.crashed_holding.push(format!("lazy source {src} with pages of mid {mid}"));
                 }
                 self.report.process_lost = Some(why.to_string());
+                self.killed = true;
                 let nd = &mut self.nodes[y as usize];
                 nd.resume_pending = None;
                 let gone: Vec<AppMsg> = nd.copy.take().map(|c| copy_msgs(&c)).unwrap_or_default();
@@ -1596,7 +1624,7 @@ impl Sim {
     // ---- checkers ----
 
     fn process_gone(&self) -> bool {
-        !self.nodes.iter().any(|nd| nd.alive && nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed))
+        self.killed || !self.nodes.iter().any(|nd| nd.alive && nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed))
     }
 
     fn quiet(&self) -> bool {

@@ -38,7 +38,7 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
         "seeds {from}..{}: {:.1} s, {:.0} seeds/s, {} migrations ({} committed [freeze/precopy/lazy/hybrid {:?}], {} failed, {} refused, {} in doubt), \
          {} rounds ({} converged, {} throttled, {} round-limited), {} ticks in rounds, {} lazy faults, {} crashes, {} partitions, {} stalls, \
          {} messages ({} lost to crashes, {} with a lost process, {} forwarded, {} held back, {} waited for a commit, {} gaps given up), \
-         {} processes lost ({} lazy kills, {} ended after their source stayed unreachable), \
+         {} processes lost ({} lazy kills, {} ended after their source stayed unreachable, {} before their late messages came), \
          {} ended by themselves with lazy pages away ({} messages to them after)",
         from + count,
         secs,
@@ -68,6 +68,7 @@ fn run_range(from: u64, count: u64, opts: &SimOptions) -> Vec<SimReport> {
         reports.iter().filter(|r| r.process_lost.is_some()).count(),
         sum(|r| r.lazy_kills),
         sum(|r| r.unreachable_kills),
+        sum(|r| r.late_kills),
         sum(|r| r.process_ended),
         sum(|r| r.messages_to_ended_process),
     );
@@ -139,6 +140,17 @@ fn runs_exercise_every_path() {
     assert!(sum(|r| r.messages_lost_with_process) > 0, "messages queued for a process when it was lost");
     assert!(sum(|r| r.process_ended) > 5, "processes that ended with lazy pages still at their source");
     assert!(sum(|r| r.messages_to_ended_process) > 0, "messages to a process that had ended");
+
+    // A source cut off for longer than the limit right after the commit is rarer: the
+    // stall plan's seeds alone (one in six), more of them.
+    let stalls: Vec<SimReport> =
+        (0..600).map(|k| 30_000 + 6 * k + 5).map(|seed| run_seed(seed, &SimOptions::default()).unwrap_or_else(|f| panic!("{f}"))).collect();
+    let late_kills: u64 = stalls.iter().map(|r| r.late_kills).sum();
+    let unreachable_kills: u64 = stalls.iter().map(|r| r.unreachable_kills).sum();
+    eprintln!("stall seeds: {late_kills} processes ended before their late messages came, {unreachable_kills} with lazy pages away");
+    assert!(stalls.iter().map(|r| r.stalls).sum::<u64>() > 400, "stalls");
+    assert!(late_kills > 0, "processes ended after their source stayed unreachable before their late messages came");
+    assert!(unreachable_kills > 0, "lazy processes ended after their source stayed unreachable");
 }
 
 /// A deliberately broken machine must be caught within a few hundred seeds.

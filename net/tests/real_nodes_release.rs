@@ -9,7 +9,10 @@
 //!   sender on another node that would go past it is refused (its program sees the
 //!   error), and nothing accepted is lost or reordered.
 //! - A destination that committed runs the process without its late messages once the
-//!   source died before sending them.
+//!   source died before sending them and came back as a new incarnation; if it stays
+//!   away (killed for good, or paused) for `source_down_ms`, the destination ends the
+//!   process instead of keeping it frozen for ever, and a paused source, once it runs
+//!   again, holds nothing for the migration.
 
 #[path = "common/nodes.rs"]
 mod nodes;
@@ -385,4 +388,88 @@ fn a_committed_destination_runs_without_the_late_messages_of_a_lost_precopy_sour
 #[test]
 fn a_committed_destination_runs_without_the_late_messages_of_a_lost_freeze_source() {
     a_committed_destination_runs_without_the_late_messages("freeze");
+}
+
+/// How the source is kept away while it holds the late messages.
+#[derive(Clone, Copy, PartialEq)]
+enum Away {
+    /// `kill -9`, never started again.
+    Killed,
+    /// `SIGSTOP`, continued only once the destination gave up on it.
+    Paused,
+}
+
+/// The source (a) holds back the process's late messages after `Committed` (the test
+/// hook `TERN_TEST_HOLD_LATE_MS`, 4 s) and is then killed for good or paused: the
+/// destination (b), which committed and waits for them, ends the process once a has
+/// been unreachable for `source_down_ms` (3 s here), saying why, instead of keeping it
+/// frozen for ever. A paused source, continued after that (its hold over), sends the
+/// late messages, which b drops with a log line, and holds nothing for the migration;
+/// the mesh goes on serving.
+fn a_committed_destination_ends_the_process_when_its_source_stays_away(mechanism: &str, away: Away) {
+    let mut mesh = RealMesh::start_with_env(3, "source_down_ms = 3000\n", &[("a", "TERN_TEST_HOLD_LATE_MS", "4000")]);
+    let pid = mesh.spawn_via("c", "ticker.tern", TICKER, "c");
+    wait_log(&mesh, "c", 0, "ticker ready on c", Duration::from_secs(30));
+    let out = mesh.migrate(Some("c"), &pid, "a", "precopy");
+    assert!(out.ok() && out.json()["outcome"] == "committed", "{out:?}\n{}", mesh.all_logs());
+    let mark_c = mesh.log("c").len();
+    wait_log(&mesh, "c", mark_c, " on a", Duration::from_secs(30));
+
+    let mark_a = mesh.log("a").len();
+    let mark_b = mesh.log("b").len();
+    let migrating = migrate_in_background(&mesh, "b", &pid, "b", mechanism, Duration::from_secs(120));
+    wait_log(&mesh, "a", mark_a, &format!("test hook: late messages of {pid} held"), Duration::from_secs(60));
+    match away {
+        Away::Killed => mesh.kill9("a"),
+        Away::Paused => mesh.stop("a"),
+    }
+    let mark_c = mesh.log("c").len();
+    let why = format!("process {pid} ended: migrated from node a: source node ");
+    let ended = wait_until(Duration::from_secs(60), || {
+        since(&mesh, "b", mark_b)
+            .lines()
+            .any(|l| l.contains(&why) && l.contains("unreachable for 3 s before the process's late messages came"))
+    });
+    if away == Away::Paused {
+        mesh.cont("a");
+    }
+    assert!(ended, "b never ended the process while a was away:\n{}", mesh.all_logs());
+    let gone = wait_until(Duration::from_secs(30), || listed(&mesh, "b", &pid) == Some(false));
+    assert!(gone, "the process is still listed on b: {:?}\n{}", mesh.ps(Some("b")), mesh.all_logs());
+    let ticks_on_b = since(&mesh, "c", mark_c).lines().any(|l| l.contains("tick ") && l.ends_with(" on b"));
+    assert!(!ticks_on_b, "the process ran on b without its late messages:\n{}", mesh.all_logs());
+    assert_eq!(migrations_on(&mesh, "b"), Some(0), "{}", mesh.all_logs());
+
+    match away {
+        Away::Killed => {
+            // b goes on serving without a (`ctl migrate`, which b passed on to a, is
+            // left to its own timeout).
+            drop(migrating);
+            let echo = mesh.spawn_via("c", "echo.tern", &worker(16), "b");
+            wait_log(&mesh, "c", mark_c, "worker ready on b", Duration::from_secs(30));
+            assert_reaches(&mesh, "c", &echo, "hello-b", "b", "c");
+        }
+        Away::Paused => {
+            // Continued, a sends the late messages (b has no process for them) and ends
+            // its side of the migration: it holds nothing for it.
+            wait_log(&mesh, "b", mark_b, "came after its process was ended; dropped", Duration::from_secs(60));
+            let released = wait_until(Duration::from_secs(30), || migrations_on(&mesh, "a") == Some(0));
+            assert!(released, "node a still takes part in {:?} migrations:\n{}", migrations_on(&mesh, "a"), mesh.all_logs());
+            serves(&mut mesh, "a", "b");
+            let out = migrating.join().unwrap();
+            eprintln!("ctl migrate said: {out:?}");
+        }
+    }
+    let logs = mesh.all_logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[test]
+fn a_committed_destination_ends_the_process_when_its_freeze_source_is_killed_for_good_with_the_late_messages() {
+    a_committed_destination_ends_the_process_when_its_source_stays_away("freeze", Away::Killed);
+}
+
+#[test]
+fn a_committed_destination_ends_the_process_when_its_precopy_source_stays_paused_with_the_late_messages() {
+    a_committed_destination_ends_the_process_when_its_source_stays_away("precopy", Away::Paused);
 }

@@ -6,7 +6,9 @@
 //! the heap the process will get, the image, reinstating and resuming it, faults and
 //! their stream (asked again for everything after that stream failed), the process
 //! ending while pages are still at the source (looked for at every wake of the loop, at
-//! least every [`ENDED_POLL`]), statistics.
+//! least every [`ENDED_POLL`]), the late messages (the process runs once they and the
+//! `Commit` are here; the loop stays, timing the machine's bound on an unreachable
+//! source, until they came or the process was ended for want of them), statistics.
 //!
 //! Everything the source sends is checked before it is used ("input is hostile" in
 //! ARCHITECTURE.md): page lists against the heap limit, page sizes and indices, the
@@ -70,8 +72,12 @@ pub(super) fn run_dest(
         }
         match next_input(&inputs, wait) {
             Ok(input) => r.input(&sh, node, &mut d, input),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => d.handle_timeout(sh.now_us()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        // (Also after an input: a steady stream of them must not hold a bound off.)
+        if d.poll_timeout().is_some_and(|t| sh.now_us() >= t) {
+            d.handle_timeout(sh.now_us());
         }
     }
     sh.mig.by_pid.lock().remove(&r.pid);
@@ -283,6 +289,27 @@ impl DestRun {
         }
     }
 
+    /// The machine ends the process (the pages or the late messages it waits for are
+    /// lost with the source, or the source stayed unreachable too long). One that has not
+    /// run here yet (it waited for its late messages) is marked killed and then
+    /// committed without them, so it ends as any process does (links, watchers, its
+    /// messages) without running a step.
+    fn end_process(&mut self, sh: &Host, node: &Node, why: &str) {
+        sh.mig.by_pid.lock().remove(&self.pid);
+        let why = format!("migrated from node {}: {why}", sh.peers.get(&self.from).map_or("?", |p| p.conf.name.as_str()));
+        sh.log(&format!("process {} ended: {why}", name_text(self.pid)));
+        node.pages_lost(self.pid, &why);
+        if self.resume_pending && !self.running {
+            self.resume_pending = false;
+            if self.late.is_none() {
+                sh.mig.ended_before_late(self.mid);
+            }
+            if let Err(e) = node.commit_import_without_late(self.pid) {
+                sh.log(&format!("cannot end {}: {e}", name_text(self.pid)));
+            }
+        }
+    }
+
     /// Sends one message of the machine: on the session (the commit decision also on
     /// the stream, the fast path), a fetch on the fault stream, the rest on the stream.
     fn transmit(&mut self, sh: &Arc<Host>, to: u16, m: MigMsg) {
@@ -393,7 +420,10 @@ impl DestRun {
                 }
                 self.image_done = last;
             }
-            MigWire::Late { late, .. } => self.late = Some(late),
+            MigWire::Late { late, .. } => {
+                d.late_arrived(sh.now_us());
+                self.late = Some(late);
+            }
             _ => {}
         }
     }
@@ -486,12 +516,7 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
             r.commit_at = sh.now_us();
         }
         Action::RunWithoutLate => r.late_lost = true,
-        Action::Kill { why } => {
-            sh.mig.by_pid.lock().remove(&r.pid);
-            let why = format!("migrated from node {}: {why}", sh.peers.get(&r.from).map_or("?", |p| p.conf.name.as_str()));
-            sh.log(&format!("process {} ended: {why}", name_text(r.pid)));
-            node.pages_lost(r.pid, &why);
-        }
+        Action::Kill { why } => r.end_process(sh, node, &why.to_string()),
         _ => {}
     }
 }

@@ -118,7 +118,14 @@ pub(crate) struct Migrations {
     pub(crate) reports: Mutex<Vec<MigReport>>,
     /// Test only: failures to stage.
     pub(crate) hooks: Mutex<TestHooks>,
+    /// Migrations to this node whose process was ended before its late messages came
+    /// (newest last, at most [`MAX_ENDED_BEFORE_LATE`]): late messages that come after
+    /// are dropped with a log line.
+    ended_before_late: Mutex<VecDeque<u64>>,
 }
+
+/// Most migrations [`Migrations::ended_before_late`] remembers.
+const MAX_ENDED_BEFORE_LATE: usize = 256;
 
 /// Most migrations [`AbortedMids`] remembers.
 const MAX_ABORTED: usize = 4096;
@@ -252,6 +259,24 @@ impl Migrations {
         }
     }
 
+    /// Migration `mid` to this node ended its process before its late messages came.
+    fn ended_before_late(&self, mid: u64) {
+        let mut q = self.ended_before_late.lock();
+        q.push_back(mid);
+        if q.len() > MAX_ENDED_BEFORE_LATE {
+            q.pop_front();
+        }
+    }
+
+    /// The late messages of migration `mid` came with no run for them: whether its
+    /// process was ended before they came (they are dropped; a second copy of late
+    /// messages that came in time is not asked about twice).
+    fn late_after_end(&self, mid: u64) -> bool {
+        let mut q = self.ended_before_late.lock();
+        let at = q.iter().position(|&m| m == mid);
+        at.and_then(|i| q.remove(i)).is_some()
+    }
+
     /// Whether this node holds nothing for a migrated process (tests: no residual dependency).
     pub(crate) fn holds(&self, pid: Pid) -> bool {
         self.moving.lock().contains(&pid) || self.by_pid.lock().contains_key(&pid)
@@ -273,6 +298,15 @@ pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
             // ack follows every message this node sent to the old place (same session).
             sh.node().apply_link_update(pid, to, moves, &chans);
             let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
+        }
+        MigWire::Late { mid, .. } if !sh.mig.runs.lock().contains_key(&mid) => {
+            // No run for them: a copy that came second, or the process is gone.
+            if sh.mig.late_after_end(mid) {
+                sh.log(&format!(
+                    "late messages of migration {mid:x} from node {} came after its process was ended; dropped",
+                    sh.node_name(from)
+                ));
+            }
         }
         MigWire::Msg(MigMsg::Commit { mid }) if !sh.mig.runs.lock().contains_key(&mid) => {
             if sh.mig.aborted.lock().contains(mid) {
