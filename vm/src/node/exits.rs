@@ -74,7 +74,10 @@ impl NodeInner {
                 None if self.remote().is_some() => {
                     if let Err(e) = self.remote_send(birth, Op::PidEnded { pid }) {
                         // (Only a stale route stays: a message by it finds the process gone.)
-                        self.console.failed(0, &format!("node {}: could not tell node {birth} that <pid {}> ended: {e}", self.name, name_text(pid)));
+                        self.console.failed(
+                            0,
+                            &format!("node {}: could not tell node {birth} that <pid {}> ended: {e}", self.name, name_text(pid)),
+                        );
                     }
                 }
                 None => {}
