@@ -1,11 +1,12 @@
 //! The live-migration protocol, one sans-IO state machine per migration on each side
 //! ([`Source`], [`Dest`]), in the shape of [`crate::session`] (quinn-proto's: `handle_*`
-//! in, `poll_*` out, time as an argument). The QUIC host (`migration.rs`) and the
+//! in, `poll_*` out, time as an argument). The QUIC host (`node/migration/`) and the
 //! deterministic simulator ([`crate::migrate_sim`]) drive these same machines.
 //!
 //! (One file over 1,000 lines: the source and the destination are the two halves of one
 //! commit rule, and their transitions are checked against each other when read side by
-//! side; the message, action and failure types they share come first.)
+//! side; the message, action and failure types they share come first, the unit tests of
+//! both last.)
 //!
 //! A machine does no I/O and reads no clock. The host feeds it time (`now_us`), the
 //! [`MigMsg`]s it receives ([`Source::handle`], [`Dest::handle`]), a few facts about the
