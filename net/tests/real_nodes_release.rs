@@ -342,6 +342,27 @@ while true {
 }
 "#;
 
+/// The ticker, spawned on c and moved to a (so c, its birth node, is told where it goes
+/// next): its pid, once it runs on a.
+fn ticker_moved_to_a(mesh: &RealMesh) -> String {
+    let pid = mesh.spawn_via("c", "ticker.tern", TICKER, "c");
+    wait_log(mesh, "c", 0, "ticker ready on c", Duration::from_secs(30));
+    let out = mesh.migrate(Some("c"), &pid, "a", "precopy");
+    assert!(out.ok() && out.json()["outcome"] == "committed", "{out:?}\n{}", mesh.all_logs());
+    let mark_c = mesh.log("c").len();
+    wait_log(mesh, "c", mark_c, " on a", Duration::from_secs(30));
+    pid
+}
+
+/// Starts migrating `pid` from a to b (asked of b) and waits until a, past `Committed`,
+/// holds back its late messages (the test hook `TERN_TEST_HOLD_LATE_MS`).
+fn migrate_to_b_with_late_held(mesh: &RealMesh, pid: &str, mechanism: &str) -> JoinHandle<Result<Out, Out>> {
+    let mark_a = mesh.log("a").len();
+    let migrating = migrate_in_background(mesh, "b", pid, "b", mechanism, Duration::from_secs(120));
+    wait_log(mesh, "a", mark_a, &format!("test hook: late messages of {pid} held"), Duration::from_secs(60));
+    migrating
+}
+
 /// The source (a) is killed after `Committed` while it holds back the process's late
 /// messages (the test hook `TERN_TEST_HOLD_LATE_MS`), and started again: the
 /// destination (b), which committed, learns that the source lost them and runs the
@@ -350,16 +371,8 @@ while true {
 /// commit, before holding.)
 fn a_committed_destination_runs_without_the_late_messages(mechanism: &str) {
     let mut mesh = RealMesh::start_with_env(3, "", &[("a", "TERN_TEST_HOLD_LATE_MS", "600000")]);
-    let pid = mesh.spawn_via("c", "ticker.tern", TICKER, "c");
-    wait_log(&mesh, "c", 0, "ticker ready on c", Duration::from_secs(30));
-    let out = mesh.migrate(Some("c"), &pid, "a", "precopy");
-    assert!(out.ok() && out.json()["outcome"] == "committed", "{out:?}\n{}", mesh.all_logs());
-    let mark_c = mesh.log("c").len();
-    wait_log(&mesh, "c", mark_c, " on a", Duration::from_secs(30));
-
-    let mark_a = mesh.log("a").len();
-    let migrating = migrate_in_background(&mesh, "b", &pid, "b", mechanism, Duration::from_secs(120));
-    wait_log(&mesh, "a", mark_a, &format!("test hook: late messages of {pid} held"), Duration::from_secs(60));
+    let pid = ticker_moved_to_a(&mesh);
+    let migrating = migrate_to_b_with_late_held(&mesh, &pid, mechanism);
     mesh.kill9("a");
     let out = migrating.join().unwrap();
     assert!(out.is_ok(), "ctl migrate did not end once its source was gone: {out:?}");
@@ -408,17 +421,9 @@ enum Away {
 /// the mesh goes on serving.
 fn a_committed_destination_ends_the_process_when_its_source_stays_away(mechanism: &str, away: Away) {
     let mut mesh = RealMesh::start_with_env(3, "source_down_ms = 3000\n", &[("a", "TERN_TEST_HOLD_LATE_MS", "4000")]);
-    let pid = mesh.spawn_via("c", "ticker.tern", TICKER, "c");
-    wait_log(&mesh, "c", 0, "ticker ready on c", Duration::from_secs(30));
-    let out = mesh.migrate(Some("c"), &pid, "a", "precopy");
-    assert!(out.ok() && out.json()["outcome"] == "committed", "{out:?}\n{}", mesh.all_logs());
-    let mark_c = mesh.log("c").len();
-    wait_log(&mesh, "c", mark_c, " on a", Duration::from_secs(30));
-
-    let mark_a = mesh.log("a").len();
+    let pid = ticker_moved_to_a(&mesh);
     let mark_b = mesh.log("b").len();
-    let migrating = migrate_in_background(&mesh, "b", &pid, "b", mechanism, Duration::from_secs(120));
-    wait_log(&mesh, "a", mark_a, &format!("test hook: late messages of {pid} held"), Duration::from_secs(60));
+    let migrating = migrate_to_b_with_late_held(&mesh, &pid, mechanism);
     match away {
         Away::Killed => mesh.kill9("a"),
         Away::Paused => mesh.stop("a"),

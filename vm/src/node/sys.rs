@@ -544,6 +544,11 @@ fn send(
         Value::Rx(_) => return err(proc, "send: cannot send on a receive end (send on its send end)"),
         other => return err(proc, format!("send: expected a pid or a send end, not {}", other.a_type())),
     };
+    // A congested link to the target: wait before copying anything (see `back_pressure`).
+    let proc = match back_pressure(node, pid, slot, proc, target) {
+        Ok(p) => p,
+        Err(out) => return out,
+    };
     // (First: a page of the value not here yet runs the call again once it is.)
     let msg = match flatten(&proc, &node.vm, v, node.config.message_limit_bytes) {
         Ok(m) => m,
@@ -561,11 +566,6 @@ fn send(
         if ends.contains(&ch) {
             return err(proc, "send: cannot send a receive end into its own channel");
         }
-    }
-    let mut proc = proc;
-    match back_pressure(node, pid, slot, proc, target) {
-        Ok(p) => proc = p,
-        Err(out) => return out,
     }
     let carried = match take_ends(slot, &ends) {
         Ok(x) => x,
