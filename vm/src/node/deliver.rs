@@ -5,6 +5,7 @@
 //! down and exit notices links and monitors send ([`event_message`]). Messages for other
 //! OS processes leave through `remote.rs`; numbered ones are routed by `route.rs`.
 
+use super::route::RxWhere;
 use super::slot::{Source, Status, Task};
 use super::{ChanId, NodeInner, Pid, SentBy, Target};
 use crate::message::{Message, Obj, Val};
@@ -225,20 +226,25 @@ impl NodeInner {
                     }
                     p
                 }
-                Target::Chan(c) => match self.holder(c) {
-                    Some(p) => p,
-                    None if self.chan_meta.contains(c) => continue, // arriving from another node
-                    None => {
-                        if let Some(n) = self.remote_rx_node(c) {
-                            return self
-                                .send_remote(n, target, from, Some(msg), carried, None)
-                                .map(|()| None)
-                                .map_err(DeliverError::Unreachable);
-                        }
-                        self.drop_ends(&carried);
-                        return Ok(None);
+                Target::Chan(c) => {
+                    let gen = self.mesh.generation();
+                    match self.holder(c) {
+                        Some(p) => p,
+                        None => match self.rx_where(c, gen) {
+                            RxWhere::Arriving => continue,
+                            RxWhere::At(n) => {
+                                return self
+                                    .send_remote(n, target, from, Some(msg), carried, None)
+                                    .map(|()| None)
+                                    .map_err(DeliverError::Unreachable);
+                            }
+                            RxWhere::Gone => {
+                                self.drop_ends(&carried);
+                                return Ok(None);
+                            }
+                        },
                     }
-                },
+                }
             };
             let Some((node, slot)) = self.find(pid) else {
                 if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {

@@ -98,6 +98,12 @@ impl Mesh {
         Arc::new(Mesh { nodes: RwLock::new(Vec::new()), start: Instant::now(), relocate_lock: Mutex::new(()), settle: Settle::default() })
     }
 
+    /// The settle generation now: a later read that differs means a holder, a slot's
+    /// status or a route may have changed in between.
+    pub(super) fn generation(&self) -> u64 {
+        self.settle.gen.load(Ordering::SeqCst)
+    }
+
     /// Something a sender may be waiting for changed (see [`Settle`]).
     pub(super) fn changed(&self) {
         let s = &self.settle;

@@ -144,12 +144,26 @@ impl NodeInner {
 
     /// Receive ends went to node `to` (with these move counts): a forwarding pointer
     /// before the holder goes, so a sender always finds one or the other, and the state
-    /// last (while it is here without a holder, senders here wait).
+    /// last (while it is here without a holder, senders here wait). All of it under the
+    /// end's state lock, which an end arriving here takes to record itself: an end that
+    /// came back before this ran (its round trip faster than the thread that sent it
+    /// away, preempted after handing it to the link) has newer state here (more moves),
+    /// and keeps it: its holder, its order and no pointer away.
     pub(super) fn let_go(&self, to: u16, moved: &[(ChanId, u32, Vec<u16>)]) {
         for &(chan, moves, _) in moved {
-            self.rx_places.insert(chan, RxPlace { node: to, moves });
+            let mut meta = self.chan_meta.shard(chan).lock();
+            if meta.get(&chan).is_some_and(|m| m.moves >= moves) {
+                continue;
+            }
+            {
+                // Routes only go forward (a later move may have been let go already).
+                let mut places = self.rx_places.shard(chan).lock();
+                if places.get(&chan).is_none_or(|p| p.moves < moves) {
+                    places.insert(chan, RxPlace { node: to, moves });
+                }
+            }
             self.set_holder(chan, None);
-            self.chan_meta.remove(chan);
+            meta.remove(&chan);
         }
         self.mesh.changed();
     }
@@ -197,6 +211,29 @@ impl NodeInner {
             return Some(self.id);
         }
         self.remote_rx_node(c)
+    }
+
+    /// Where channel `c`'s receive end is when no process here holds it (as `holder`
+    /// read just before, with the settle generation `gen` read before that).
+    ///
+    /// An end arriving here records its state, then drops the pointer away, then gets
+    /// its holder; one leaving sets the pointer, drops the holder, then the state. So the
+    /// pointer is read before the state: a reader that finds no pointer (dropped by an
+    /// arrival) then finds the state that came before it. (Read the other way round, a
+    /// sender here could miss the state that had not come yet and then the pointer that
+    /// was just dropped, and take an arriving end for one that is gone.) An end that is
+    /// nowhere with the generation changed since `gen` may have come and gone meanwhile:
+    /// look again.
+    pub(super) fn rx_where(&self, c: ChanId, gen: u64) -> RxWhere {
+        let place = self.remote_rx_node(c);
+        if self.chan_meta.contains(c) {
+            return RxWhere::Arriving;
+        }
+        match place {
+            Some(n) => RxWhere::At(n),
+            None if self.mesh.generation() != gen => RxWhere::Arriving,
+            None => RxWhere::Gone,
+        }
     }
 
     /// Records node `node` as a partner of channel `c` if its receive end is held here:
@@ -409,6 +446,7 @@ impl NodeInner {
                 self.not_sent(seq, from, carried);
                 return Err(DeliverError::Unsettled(Target::Chan(c)));
             }
+            let gen = self.mesh.generation();
             if let Some(pid) = self.holder(c) {
                 match self.enqueue_numbered(pid, c, origin, seq, from, msg, carried, local) {
                     Enqueued::Done(r) => return r,
@@ -419,9 +457,11 @@ impl NodeInner {
                     }
                 }
             }
-            if self.chan_meta.contains(c) {
-                continue; // arriving
-            }
+            let place = match self.rx_where(c, gen) {
+                RxWhere::Arriving => continue,
+                RxWhere::At(n) => Some(n),
+                RxWhere::Gone => None,
+            };
             // Its end is in a process being imported here: the message waits for it.
             {
                 let mut shard = self.arriving.shard(c).lock();
@@ -433,7 +473,7 @@ impl NodeInner {
                     return if over { Err(DeliverError::Waiting(Target::Chan(c))) } else { Ok(None) };
                 }
             }
-            return match self.remote_rx_node(c) {
+            return match place {
                 Some(n) => self
                     .send_remote(n, Target::Chan(c), from, msg, carried, seq.map(|s| (origin, s, hops)))
                     .map(|()| None)
@@ -578,6 +618,16 @@ impl NodeInner {
         let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
         (self.procs.contains(pid), n)
     }
+}
+
+/// Where a receive end not held here is ([`NodeInner::rx_where`]).
+pub(super) enum RxWhere {
+    /// Arriving here (or it just moved): look again.
+    Arriving,
+    /// On another node (as far as this one knows).
+    At(u16),
+    /// Nowhere: the channel is gone.
+    Gone,
 }
 
 /// What [`NodeInner::enqueue_numbered`] did.
