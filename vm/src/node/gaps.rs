@@ -5,7 +5,7 @@
 
 use super::deliver::{bytes_text, what, DeliverError};
 use super::remote::Op;
-use super::slot::{Entry, Order, Source, Status};
+use super::slot::{Entry, Order, Source, Status, LOST};
 use super::{NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
 use crate::message::Message;
 use crate::value::name_text;
@@ -60,11 +60,12 @@ impl NodeInner {
         self.counters.reported.fetch_add(1, Ordering::Relaxed);
         let note = format!("to {}: {why}", what(target));
         let told = self
-            .with_live(sender, |_, _, st| {
+            .with_live(sender, |_, slot, st| {
                 st.lost = Some(match st.lost.take() {
                     Some((n, first)) => (n.saturating_add(1), first),
                     None => (1, note.clone()),
                 });
+                slot.flags.fetch_or(LOST, Ordering::SeqCst);
             })
             .is_some();
         if !told {

@@ -4,7 +4,7 @@
 //! ([`Node::relocate`]); and the hook that does so at processes' safepoints
 //! (`--migrate-every`).
 
-use super::slot::{Entry, Mailbox, Slot, Staged, Status, Task, FREEZE};
+use super::slot::{Entry, Mailbox, Slot, Staged, Status, Task, FREEZE, LOST};
 use super::{MoveError, Node, NodeInner, Pid};
 use crate::snapshot::snapshot_full;
 use crate::value::name_node;
@@ -117,7 +117,10 @@ impl NodeInner {
             return Err(MoveError::Image(e));
         }
         // Losses not yet reported to it go with it.
-        tslot.st.lock().lost = st.lost.take();
+        if let Some(lost) = st.lost.take() {
+            tslot.st.lock().lost = Some(lost);
+            tslot.flags.fetch_or(LOST, Ordering::SeqCst);
+        }
         // Give the copy its pid, point the birth node at it, and retire the original:
         // senders waiting on this slot's lock look the process up again.
         dest.procs.insert(pid, Entry::Live(tslot));

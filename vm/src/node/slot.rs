@@ -26,6 +26,10 @@ pub(super) const PAGES: u8 = 4;
 /// Jobs wait to run on the process at its next safepoint (see `live.rs`).
 pub(super) const JOBS: u8 = 8;
 
+/// A message it sent was lost (`SlotState::lost` is set): its next send fails. A flag so
+/// that a send need not lock its own slot to look.
+pub(super) const LOST: u8 = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Status {
     /// In a run queue or running (the worker owns the process).

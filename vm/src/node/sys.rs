@@ -7,7 +7,7 @@
 
 use super::deliver::event_message;
 use super::remote::Op;
-use super::slot::{Slot, Source, Task};
+use super::slot::{Slot, Source, Task, LOST};
 use super::{ChanId, ExitReason, FileOp, NodeInner, Pid, SentBy, SysOut, Target};
 use crate::fmt::display;
 use crate::heap::{Heap, HeapError};
@@ -556,7 +556,13 @@ fn send(
     };
     // An earlier message from this process was lost on its way (see `remote.rs`,
     // "Bounds"): this send fails instead, saying so, and a retry goes through.
-    let lost = slot.st.lock().lost.take();
+    // (The flag first, then the note: a loss reported meanwhile sets it again.)
+    let lost = if slot.flags.load(std::sync::atomic::Ordering::SeqCst) & LOST != 0 {
+        slot.flags.fetch_and(!LOST, std::sync::atomic::Ordering::SeqCst);
+        slot.st.lock().lost.take()
+    } else {
+        None
+    };
     if let Some((n, first)) = lost {
         let more = if n > 1 { format!(", and {} more since", n - 1) } else { String::new() };
         return err(proc, format!("send: not sent: an earlier message from this process was lost ({first}{more})"));
