@@ -226,25 +226,22 @@ impl NodeInner {
                     }
                     p
                 }
-                Target::Chan(c) => {
-                    let gen = self.mesh.generation();
-                    match self.holder(c) {
-                        Some(p) => p,
-                        None => match self.rx_where(c, gen) {
-                            RxWhere::Arriving => continue,
-                            RxWhere::At(n) => {
-                                return self
-                                    .send_remote(n, target, from, Some(msg), carried, None)
-                                    .map(|()| None)
-                                    .map_err(DeliverError::Unreachable);
-                            }
-                            RxWhere::Gone => {
-                                self.drop_ends(&carried);
-                                return Ok(None);
-                            }
-                        },
-                    }
-                }
+                Target::Chan(c) => match self.holder(c) {
+                    Some(p) => p,
+                    None => match self.rx_where(c) {
+                        RxWhere::Arriving => continue,
+                        RxWhere::At(n) => {
+                            return self
+                                .send_remote(n, target, from, Some(msg), carried, None)
+                                .map(|()| None)
+                                .map_err(DeliverError::Unreachable);
+                        }
+                        RxWhere::Gone => {
+                            self.drop_ends(&carried);
+                            return Ok(None);
+                        }
+                    },
+                },
             };
             let Some((node, slot)) = self.find(pid) else {
                 if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {

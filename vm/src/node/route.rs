@@ -213,18 +213,23 @@ impl NodeInner {
         self.remote_rx_node(c)
     }
 
-    /// Where channel `c`'s receive end is when no process here holds it (as `holder`
-    /// read just before, with the settle generation `gen` read before that).
+    /// Where channel `c`'s receive end is, for a sender that found no process here
+    /// holding it (the fast path: a held end needs none of this).
     ///
     /// An end arriving here records its state, then drops the pointer away, then gets
-    /// its holder; one leaving sets the pointer, drops the holder, then the state. So the
-    /// pointer is read before the state: a reader that finds no pointer (dropped by an
-    /// arrival) then finds the state that came before it. (Read the other way round, a
-    /// sender here could miss the state that had not come yet and then the pointer that
-    /// was just dropped, and take an arriving end for one that is gone.) An end that is
-    /// nowhere with the generation changed since `gen` may have come and gone meanwhile:
-    /// look again.
-    pub(super) fn rx_where(&self, c: ChanId, gen: u64) -> RxWhere {
+    /// its holder; one leaving sets the pointer, drops the holder, then the state. So
+    /// this reads the holder, the pointer, then the state: a reader that finds no
+    /// pointer (dropped by an arrival) then finds the state that came before it. (Read
+    /// the other way round, a sender here could miss the state that had not come yet and
+    /// then the pointer that was just dropped, and take an arriving end for one that is
+    /// gone.) The settle generation (every holder change bumps it) is read first and
+    /// again when the end seems nowhere: one that came and went meanwhile is looked for
+    /// again.
+    pub(super) fn rx_where(&self, c: ChanId) -> RxWhere {
+        let gen = self.mesh.generation();
+        if self.holder(c).is_some() {
+            return RxWhere::Arriving;
+        }
         let place = self.remote_rx_node(c);
         if self.chan_meta.contains(c) {
             return RxWhere::Arriving;
@@ -446,7 +451,6 @@ impl NodeInner {
                 self.not_sent(seq, from, carried);
                 return Err(DeliverError::Unsettled(Target::Chan(c)));
             }
-            let gen = self.mesh.generation();
             if let Some(pid) = self.holder(c) {
                 match self.enqueue_numbered(pid, c, origin, seq, from, msg, carried, local) {
                     Enqueued::Done(r) => return r,
@@ -457,7 +461,7 @@ impl NodeInner {
                     }
                 }
             }
-            let place = match self.rx_where(c, gen) {
+            let place = match self.rx_where(c) {
                 RxWhere::Arriving => continue,
                 RxWhere::At(n) => Some(n),
                 RxWhere::Gone => None,
@@ -622,7 +626,7 @@ impl NodeInner {
 
 /// Where a receive end not held here is ([`NodeInner::rx_where`]).
 pub(super) enum RxWhere {
-    /// Arriving here (or it just moved): look again.
+    /// Arriving here, or held here after all (it just moved): look again.
     Arriving,
     /// On another node (as far as this one knows).
     At(u16),
