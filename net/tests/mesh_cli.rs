@@ -152,24 +152,30 @@ impl MeshUp {
         run(&all, "", T)
     }
 
-    /// Waits until `ctl --json nodes` shows every node up.
+    /// Waits until `ctl --node N --json nodes` shows every node up, asked of every node N:
+    /// the mesh is up when each node sees each other one (a alone seeing b and c says
+    /// nothing of b's connection to c).
     fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = None;
-        while Instant::now() < deadline {
+        let mut seen = 0;
+        while Instant::now() < deadline && seen < 3 {
             if let Some(s) = self.proc.wait(Duration::ZERO) {
                 panic!("tern mesh up exited early ({s}):\n{}", self.log());
             }
-            let out = self.ctl(&["--json", "nodes"]);
-            if out.code == Some(0) {
-                if let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(out.stdout.trim()) {
-                    if rows.len() == 3 && rows.iter().all(|r| r["status"] == "up") {
-                        return;
-                    }
-                }
+            let out = self.ctl(&["--node", ["a", "b", "c"][seen], "--json", "nodes"]);
+            let all_up = out.code == Some(0)
+                && matches!(serde_json::from_str::<Value>(out.stdout.trim()),
+                    Ok(Value::Array(rows)) if rows.len() == 3 && rows.iter().all(|r| r["status"] == "up"));
+            if all_up {
+                seen += 1;
+                continue;
             }
             last = Some(out);
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if seen == 3 {
+            return;
         }
         panic!("the mesh did not come up within 30 s; last ctl: {last:?}\nmesh up said:\n{}", self.log());
     }

@@ -10,9 +10,9 @@
 use super::dispatch::{op_needs, receive_op, Inbound};
 use super::Host;
 use crate::config::{MeshConfig, NodeConf};
-use crate::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
+use crate::proto::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
+use crate::proto::wire::{self, Frame, Load};
 use crate::tls;
-use crate::wire::{self, Frame, Load};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,9 +124,19 @@ fn refused_by_peer(conn: &quinn::Connection) -> bool {
     matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(REFUSED))
 }
 
+/// How long one dial waits for a handshake: `node_down_ms`, kept within 1 to 5 s. A peer
+/// that does not answer in the time it would take to call it down is dialled afresh: a
+/// peer that starts listening just after a dial (as the nodes of `tern mesh up` do, one
+/// after the other) is then found within about a second, where a single dial would wait
+/// for QUIC's own retransmissions (about 1, 3, 7 s after the first packet).
+fn dial_timeout(node_down_ms: u64) -> Duration {
+    Duration::from_millis(node_down_ms.clamp(1_000, 5_000))
+}
+
 /// Dials a peer (this node has the lower id) whenever there is no connection.
 async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
+    let timeout = dial_timeout(sh.cfg.limits.node_down_ms);
     while !sh.shutdown.load(Ordering::SeqCst) {
         if peer.refused.swap(false, Ordering::SeqCst) {
             tokio::time::sleep(REFUSED_PAUSE).await;
@@ -134,7 +144,7 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
         if !peer.has_conn.load(Ordering::SeqCst) {
             let Some(ep) = sh.endpoint.get() else { return };
             match ep.connect(peer.conf.addr, &peer.conf.name) {
-                Ok(connecting) => match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                Ok(connecting) => match tokio::time::timeout(timeout, connecting).await {
                     Ok(Ok(conn)) => {
                         backoff = Duration::from_millis(50);
                         peer.has_conn.store(true, Ordering::SeqCst);
