@@ -243,7 +243,7 @@ fn mangled_sources_compile_or_fail_cleanly() {
 /// again, they give the same message.
 #[test]
 fn messages_carry_closures_and_functions() {
-    use tern_vm::message::{flatten, rebuild};
+    use tern_vm::flatten::{flatten, rebuild};
     let src = "fn pair() { let n = 0; [fn() { n += 1; n }, fn() { n }] }\nlet p = pair();\nlet f = pair;\nlet data = {name: \"x\", fns: [p, f, println]};\n";
     let program = compile_text("c.tern", src).unwrap();
     let mut vm = new_vm(VmConfig::default());

@@ -236,74 +236,6 @@ impl Process {
         Ok(p)
     }
 
-    /// A new process that will call `callee(args...)`, with the same modules as
-    /// `parent`. `call` is the flattened array `[callee, args...]`; `env` the flattened
-    /// values of the parent's globals numbered `env_globals` (see
-    /// [`Process::reachable_globals`]). Every other global starts as nil, and every
-    /// module whose top level has run is seen as not run (a child runs no top level).
-    pub fn spawn(
-        parent: &Process,
-        pid: u64,
-        call: &crate::message::Message,
-        env_globals: &[u32],
-        env: &crate::message::Message,
-        vm: &Vm,
-    ) -> Result<Process, String> {
-        let mut p = Process {
-            pid,
-            frames: Vec::new(),
-            regs: Vec::new(),
-            heap: Heap::new(vm.config.heap),
-            globals: vec![Value::Nil; parent.globals.len()],
-            modules: parent
-                .modules
-                .iter()
-                .map(|m| ModuleInstance {
-                    hash: m.hash,
-                    globals_base: m.globals_base,
-                    globals_len: m.globals_len,
-                    state: match m.state {
-                        ModuleState::Ready(_) => ModuleState::NotRun,
-                        s => s,
-                    },
-                    strs: vec![0; m.strs.len()],
-                })
-                .collect(),
-            handlers: Vec::new(),
-            reductions: 0,
-            rng: crate::value::mix64(parent.rng ^ pid),
-            max_frames: parent.max_frames,
-            sys: ProcSys { console: parent.sys.console, ..ProcSys::default() },
-            linked: parent.linked.clone(),
-        };
-        let bad = |e: crate::heap::HeapError| format!("{e:?}");
-        let env = crate::message::rebuild_values(env, &mut p, vm).map_err(|e| e.to_string())?;
-        if env.len() != env_globals.len() {
-            return Err("bad spawn message".into());
-        }
-        for (&g, v) in env_globals.iter().zip(env) {
-            *p.globals.get_mut(g as usize).ok_or("bad spawn message")? = v;
-        }
-        let vals = crate::message::rebuild_values(call, &mut p, vm).map_err(|e| e.to_string())?;
-        let (&callee, args) = vals.split_first().ok_or("bad spawn message")?;
-        let nargs = args.len();
-        let (fref, closure) = match callee {
-            Value::Func(f) => (f, 0),
-            Value::Closure(c) => (crate::object::closure_fn(&p.heap, c).map_err(bad)?, c),
-            other => return Err(format!("spawn needs a Tern function, not {}", other.a_type())),
-        };
-        let func = p.linked.get(fref.module as usize).and_then(|m| m.module.functions.get(fref.func as usize)).ok_or("bad function")?;
-        if usize::from(func.arity) != nargs {
-            let name = if func.name.is_empty() { "function" } else { &func.name };
-            return Err(format!("{name} expects {} argument{}, got {nargs}", func.arity, if func.arity == 1 { "" } else { "s" }));
-        }
-        p.regs = vec![Value::Nil; 1 + usize::from(func.nregs)];
-        p.regs[0] = callee;
-        p.regs[1..1 + nargs].copy_from_slice(args);
-        p.frames.push(Frame { module: fref.module, func: fref.func, pc: 0, base: 1, ret: 0, closure, init_of: NOT_INIT });
-        Ok(p)
-    }
-
     /// What another node needs to start `callee(args...)` as a child of this process
     /// (`call`, `env_globals` and `env` as for [`Process::spawn`]): the module table by
     /// hash, and the messages. Plain data, for the wire.
@@ -321,48 +253,6 @@ impl Process {
             env_globals,
             env,
         }
-    }
-
-    /// Starts the child a [`SpawnSpec`] describes as process `pid`; every module must be
-    /// in `vm` already. The spec comes from another node: all of it is checked.
-    pub fn from_spec(spec: &SpawnSpec, pid: u64, vm: &Vm) -> Result<Process, String> {
-        let mut parent = Process {
-            pid: 0,
-            frames: Vec::new(),
-            regs: Vec::new(),
-            heap: Heap::new(vm.config.heap),
-            globals: Vec::new(),
-            modules: Vec::new(),
-            handlers: Vec::new(),
-            reductions: 0,
-            rng: spec.rng,
-            max_frames: spec.max_frames.clamp(1, vm.config.max_frames.max(1)),
-            sys: ProcSys { console: spec.console, ..ProcSys::default() },
-            linked: Vec::new(),
-        };
-        for m in &spec.modules {
-            let lm = vm.module(&m.hash).ok_or_else(|| format!("module {} is missing", m.hash))?;
-            if m.globals_base as usize != parent.globals.len() {
-                return Err("bad spawn request: module globals out of place".into());
-            }
-            let n = lm.module.globals.len();
-            if parent.globals.len() + n > 1 << 24 {
-                return Err("bad spawn request: too many globals".into());
-            }
-            parent.globals.resize(parent.globals.len() + n, Value::Nil);
-            parent.modules.push(ModuleInstance {
-                hash: m.hash,
-                globals_base: m.globals_base,
-                globals_len: n as u32,
-                state: if m.running { ModuleState::Running } else { ModuleState::NotRun },
-                strs: vec![0; lm.module.consts.len()],
-            });
-            parent.linked.push(lm);
-        }
-        if spec.env_globals.iter().any(|&g| g as usize >= parent.globals.len()) {
-            return Err("bad spawn request: global out of range".into());
-        }
-        Process::spawn(&parent, pid, &spec.call, &spec.env_globals, &spec.env, vm)
     }
 
     /// The globals a process started with `roots` (a function and its arguments) can

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use tern_vm::message::{flatten, rebuild, Message, MessageError, Obj, Val};
+use tern_vm::flatten::{flatten, rebuild};
+use tern_vm::message::{Message, MessageError, Obj, Val};
 use tern_vm::object::{alloc_str, array_push, new_array};
 use tern_vm::Value;
 

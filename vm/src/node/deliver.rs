@@ -1,11 +1,10 @@
 //! Delivery in this OS process: queueing a message at its target's slot wherever the
-//! target is now ([`NodeInner::send_as`], [`NodeInner::deliver_now`]), waiting a bounded
-//! time for a target in the middle of a move ([`NodeInner::look`], the settle wait),
-//! what a failed send says ([`DeliverError`]), the node's delivery counters, and the
+//! target is now ([`NodeInner::send_as`], [`NodeInner::deliver_now`]), where a receive
+//! end not held here is ([`NodeInner::rx_where`]), waiting a bounded time for a target
+//! in the middle of a move ([`NodeInner::look`], the settle wait), what a failed send says ([`DeliverError`]), the node's delivery counters, and the
 //! down and exit notices links and monitors send ([`event_message`]). Messages for other
 //! OS processes leave through `remote.rs`; numbered ones are routed by `route.rs`.
 
-use super::route::RxWhere;
 use super::slot::{Source, Status, Task};
 use super::{ChanId, NodeInner, Pid, SentBy, Target};
 use crate::message::{Message, Obj, Val};
@@ -285,10 +284,48 @@ impl NodeInner {
         }
     }
 
+    /// Where channel `c`'s receive end is, for a sender that found no process here
+    /// holding it (the fast path: a held end needs none of this).
+    ///
+    /// An end arriving here records its state, then drops the pointer away, then gets
+    /// its holder; one leaving sets the pointer, drops the holder, then the state. So
+    /// this reads the holder, the pointer, then the state: a reader that finds no
+    /// pointer (dropped by an arrival) then finds the state that came before it. (Read
+    /// the other way round, a sender here could miss the state that had not come yet and
+    /// then the pointer that was just dropped, and take an arriving end for one that is
+    /// gone.) The settle generation (every holder change bumps it) is read first and
+    /// again when the end seems nowhere: one that came and went meanwhile is looked for
+    /// again.
+    pub(super) fn rx_where(&self, c: ChanId) -> RxWhere {
+        let gen = self.mesh.generation();
+        if self.holder(c).is_some() {
+            return RxWhere::Arriving;
+        }
+        let place = self.remote_rx_node(c);
+        if self.chan_meta.contains(c) {
+            return RxWhere::Arriving;
+        }
+        match place {
+            Some(n) => RxWhere::At(n),
+            None if self.mesh.generation() != gen => RxWhere::Arriving,
+            None => RxWhere::Gone,
+        }
+    }
+
     pub(super) fn holder_is(&self, target: Target, pid: Pid) -> bool {
         match target {
             Target::Chan(c) => self.holder(c) != Some(pid),
             Target::Inbox(_) => false,
         }
     }
+}
+
+/// Where a receive end not held here is ([`NodeInner::rx_where`]).
+pub(super) enum RxWhere {
+    /// Arriving here, or held here after all (it just moved): look again.
+    Arriving,
+    /// On another node (as far as this one knows).
+    At(u16),
+    /// Nowhere: the channel is gone.
+    Gone,
 }

@@ -2,7 +2,7 @@
 //! *running* process's pages at its safepoints (pre-copy rounds), its dirty set, slowing
 //! it down while its writes outrun the network, its state without its pages, and
 //! answers to the `migrate` calls programs make. The protocol that decides when each is
-//! used is the host's (`tern-net`'s `migrate.rs`, driven over QUIC by its `node/migration/`).
+//! used is the host's (`tern-net`'s `proto/migrate.rs`, driven over QUIC by its `node/migration/`).
 
 use super::slot::{Entry, ExportMark, Job, Status, JOBS};
 use super::{MoveError, Node, NodeInner, Pid};

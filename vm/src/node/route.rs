@@ -5,7 +5,7 @@
 //! receive end takes with it and what its new host adopts, the partners and birth nodes
 //! told where an end went, link updates, and forwarding pointers dropped.
 
-use super::deliver::{what, DeliverError, Patience};
+use super::deliver::{what, DeliverError, Patience, RxWhere};
 use super::remote::{Carried, Op, MAX_FORWARDS, MAX_HOPS};
 use super::slot::{Arriving, Entry, Order, Put, Source, Status, Task};
 use super::{ChanId, Ends, NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
@@ -211,34 +211,6 @@ impl NodeInner {
             return Some(self.id);
         }
         self.remote_rx_node(c)
-    }
-
-    /// Where channel `c`'s receive end is, for a sender that found no process here
-    /// holding it (the fast path: a held end needs none of this).
-    ///
-    /// An end arriving here records its state, then drops the pointer away, then gets
-    /// its holder; one leaving sets the pointer, drops the holder, then the state. So
-    /// this reads the holder, the pointer, then the state: a reader that finds no
-    /// pointer (dropped by an arrival) then finds the state that came before it. (Read
-    /// the other way round, a sender here could miss the state that had not come yet and
-    /// then the pointer that was just dropped, and take an arriving end for one that is
-    /// gone.) The settle generation (every holder change bumps it) is read first and
-    /// again when the end seems nowhere: one that came and went meanwhile is looked for
-    /// again.
-    pub(super) fn rx_where(&self, c: ChanId) -> RxWhere {
-        let gen = self.mesh.generation();
-        if self.holder(c).is_some() {
-            return RxWhere::Arriving;
-        }
-        let place = self.remote_rx_node(c);
-        if self.chan_meta.contains(c) {
-            return RxWhere::Arriving;
-        }
-        match place {
-            Some(n) => RxWhere::At(n),
-            None if self.mesh.generation() != gen => RxWhere::Arriving,
-            None => RxWhere::Gone,
-        }
     }
 
     /// Records node `node` as a partner of channel `c` if its receive end is held here:
@@ -622,16 +594,6 @@ impl NodeInner {
         let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
         (self.procs.contains(pid), n)
     }
-}
-
-/// Where a receive end not held here is ([`NodeInner::rx_where`]).
-pub(super) enum RxWhere {
-    /// Arriving here, or held here after all (it just moved): look again.
-    Arriving,
-    /// On another node (as far as this one knows).
-    At(u16),
-    /// Nowhere: the channel is gone.
-    Gone,
 }
 
 /// What [`NodeInner::enqueue_numbered`] did.
