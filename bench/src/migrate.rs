@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tern_net::config::MeshConfig;
 use tern_net::mesh::{LogSink, MeshNode, NodeOptions};
-use tern_net::wire::{CtlReply, MigReport};
+use tern_net::proto::wire::{CtlReply, MigReport};
 use tern_vm::message::{Message, Val};
 use tokio::sync::mpsc;
 

@@ -8,7 +8,7 @@
 //! (expected host:port)`. Relative paths are resolved against the directory of the
 //! config file, so every path in a [`MeshConfig`] is absolute.
 
-use crate::mechanism::Mechanism;
+use crate::proto::mechanism::Mechanism;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;

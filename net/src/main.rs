@@ -192,7 +192,7 @@ enum ClusterCommand {
 
 /// `tern ctl migrate --mechanism`'s help: the names come from the one list of them.
 fn mechanism_help() -> String {
-    format!("{} (default: the config's `mesh.migration`)", tern_net::mechanism::Mechanism::listed())
+    format!("{} (default: the config's `mesh.migration`)", tern_net::proto::mechanism::Mechanism::listed())
 }
 
 fn main() -> ExitCode {

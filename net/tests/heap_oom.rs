@@ -10,7 +10,7 @@ mod common;
 use common::{wait_until, TestMesh};
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
-use tern_net::mechanism::Mechanism;
+use tern_net::proto::mechanism::Mechanism;
 use tern_net::runner::{compile_text, run_program, BufferHost, RunOptions};
 use tern_vm::heap::{kind, set_growth_ceiling_for_tests, Heap, HeapConfig, HeapError};
 

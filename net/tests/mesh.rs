@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tern_net::config::MeshConfig;
 use tern_net::mesh::MeshNode;
+use tern_net::proto::session::{decode_packet, encode_packet, Packet};
 use tern_net::runner::compile_text;
-use tern_net::session::{decode_packet, encode_packet, Packet};
 use tern_vm::message::{Message, Val};
 
 fn counters(n: &MeshNode) -> (u64, u64, u64) {

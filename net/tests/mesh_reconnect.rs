@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_net::cmd::{loopback_mesh, start_all};
 use tern_net::mesh::{LogSink, MeshNode, NodeOptions};
+use tern_net::proto::wire::CtlReply;
 use tern_net::runner::compile_text;
-use tern_net::wire::CtlReply;
 
 fn quiet(_: &str) -> LogSink {
     Arc::new(|_: &str| {})

@@ -1,5 +1,5 @@
-//! The migration protocol (`tern_net::migrate`) and the node's message ordering
-//! (`tern_vm::node::order`) under the deterministic simulator (`tern_net::migrate_sim`):
+//! The migration protocol (`tern_net::proto::migrate`) and the node's message ordering
+//! (`tern_vm::node::order`) under the deterministic simulator (`tern_net::sim::migrate`):
 //! the same machines and the same ordering code the QUIC host and the node run, no VM
 //! scheduler, no QUIC.
 //!
@@ -9,8 +9,8 @@
 //! (`TERN_MIGRATE_FROM` sets the first seed).
 
 use std::time::Instant;
-use tern_net::migrate::MigFault;
-use tern_net::migrate_sim::{run_seed, SimFailure, SimOptions, SimReport};
+use tern_net::proto::migrate::MigFault;
+use tern_net::sim::migrate::{run_seed, SimFailure, SimOptions, SimReport};
 use tern_vm::node::order::OrderFault;
 
 /// Seeds in the normal test run, split in two tests so that both cores work.
@@ -211,7 +211,7 @@ fn checker_catches_a_source_kept_after_the_process_ended() {
 /// host always answers at once, so it cannot see this.)
 #[test]
 fn a_source_gives_up_at_once_when_its_dirty_pages_cannot_be_collected() {
-    use tern_net::migrate::{Action, Failure, Mechanism, MigConfig, MigMsg, Source, SourceInit, SourceOutcome};
+    use tern_net::proto::migrate::{Action, Failure, Mechanism, MigConfig, MigMsg, Source, SourceInit, SourceOutcome};
     let init = SourceInit { mid: 1, pid: 42, me: 0, dest: 1, size_pages: 8, mechanism: Mechanism::Precopy, partners: vec![0, 1] };
     let mut s = Source::new(0, MigConfig::default(), init);
     s.handle(10, 1, MigMsg::Accept { mid: 1 });

@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tern_net::mechanism::Mechanism;
 use tern_net::migration::TestHooks;
-use tern_net::wire::MigReport;
+use tern_net::proto::mechanism::Mechanism;
+use tern_net::proto::wire::MigReport;
 
 /// A process that keeps rewriting a 1 MiB array (every page dirtied every round), says
 /// where it is each round, and checks its data at the end.

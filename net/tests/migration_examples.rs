@@ -143,7 +143,7 @@ fn migrate_to(m: &TestMesh, pid: u64, to: &str, mechanism: &str) -> Result<Moved
         };
     }
     let t0 = Instant::now();
-    let r = m.node(&from).migrate(pid, to, Some(mechanism.parse::<tern_net::mechanism::Mechanism>()?));
+    let r = m.node(&from).migrate(pid, to, Some(mechanism.parse::<tern_net::proto::mechanism::Mechanism>()?));
     // Not a failure (tests do not time), but worth seeing in the output: a migration
     // that waited for a timeout.
     if t0.elapsed() > Duration::from_secs(5) {

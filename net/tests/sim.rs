@@ -1,4 +1,4 @@
-//! The session protocol under the deterministic simulator (`tern_net::sim`).
+//! The session protocol under the deterministic simulator (`tern_net::sim::session`).
 //!
 //! A failing seed prints the command that replays it:
 //! `TERN_SIM_SEED=<seed> cargo test --release -p tern-net --test sim -- replay --nocapture`.
@@ -6,8 +6,9 @@
 //! (`TERN_SIM_FROM` sets the first seed).
 
 use std::time::Instant;
-use tern_net::session::Fault;
-use tern_net::sim::{run_seed, SimFailure, SimOptions, SimReport};
+use tern_net::proto::session::Fault;
+use tern_net::sim::harness::SimFailure;
+use tern_net::sim::session::{run_seed, SimOptions, SimReport};
 
 /// Seeds in the normal test run, split in two tests so that both cores work.
 const SEEDS_PER_HALF: u64 = 500;

@@ -9,7 +9,7 @@
 
 use super::services::FileJob;
 use super::{migration, Host};
-use crate::wire::{self, Answer, Frame, Query};
+use crate::proto::wire::{self, Answer, Frame, Query};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

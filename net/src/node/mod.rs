@@ -6,8 +6,8 @@
 //!  ◀── dispatcher thread ◀── frames ◀── Session::poll_event ◀── peer task ◀──QUIC uni stream──
 //! ```
 //!
-//! Per peer, a [`Session`](crate::session::Session) (the sans-IO protocol in
-//! `session.rs`) makes delivery exactly once and in order across reconnects, and tells
+//! Per peer, a [`Session`](crate::proto::session::Session) (the sans-IO protocol in
+//! `proto/session.rs`) makes delivery exactly once and in order across reconnects, and tells
 //! up/down. The files of this folder, one concern each:
 //!
 //! - `mod.rs`: [`MeshNode`] (start, stop, what tests and commands ask of a node) and
@@ -32,9 +32,9 @@ mod peers;
 mod services;
 
 use crate::config::{MeshConfig, NodeConf};
-use crate::mechanism::Mechanism;
+use crate::proto::mechanism::Mechanism;
+use crate::proto::wire::{self, Answer, Frame, Load, PsRow, Query};
 use crate::tls;
-use crate::wire::{self, Answer, Frame, Load, PsRow, Query};
 use dispatch::Inbound;
 use migration::{MigHandle, Migrations, Slot, Slots};
 use parking_lot::Mutex;
@@ -181,7 +181,7 @@ impl Host {
     }
 
     /// Sends a frame to a peer (exactly once, in order, when it is reachable).
-    /// Whether the link to node `to` is congested (see [`crate::session::Session::congested`]).
+    /// Whether the link to node `to` is congested (see [`crate::proto::session::Session::congested`]).
     pub(crate) fn congested(&self, to: u16) -> bool {
         self.peers.get(&to).is_some_and(|p| p.session.lock().congested())
     }

@@ -6,8 +6,8 @@
 
 use super::migration;
 use super::{Host, ASK_TIMEOUT};
+use crate::proto::wire::{self, Answer, Frame, Query};
 use crate::runner::DirFiles;
-use crate::wire::{self, Answer, Frame, Query};
 use std::sync::{Arc, Weak};
 use tern_vm::node::{Console, FileOp, Files, Node, NodeConfig, Op, PageSource, Remote};
 use tern_vm::process::IoResult;

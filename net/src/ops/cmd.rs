@@ -1,13 +1,13 @@
 //! The mesh commands of `tern`: `node`, `mesh up`, `ctl`, `repl` and `demo`.
 
 use crate::config::MeshConfig;
-use crate::mechanism::Mechanism;
 use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
 use crate::ops::ctl::{server, CtlClient};
 use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
+use crate::proto::mechanism::Mechanism;
+use crate::proto::wire::{CtlReply, CtlRequest};
 use crate::runner::{compile, compile_text};
-use crate::wire::{CtlReply, CtlRequest};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -121,7 +121,7 @@ pub fn migrate(
     mechanism: Option<Mechanism>,
     progress: bool,
     metrics_out: Option<&std::path::Path>,
-) -> Result<crate::wire::MigReport, String> {
+) -> Result<crate::proto::wire::MigReport, String> {
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(

@@ -8,8 +8,8 @@
 
 use crate::config::MeshConfig;
 use crate::node::{ConsoleTx, Host, OperatorServer};
+use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, NodeRow, PsRow, Query};
 use crate::tls;
-use crate::wire::{self, Answer, CtlReply, CtlRequest, NodeRow, PsRow, Query};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

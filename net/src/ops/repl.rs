@@ -6,12 +6,12 @@
 //! so later lines can use them (a kept `let` runs again before each line).
 
 use crate::config::MeshConfig;
-use crate::mechanism::Mechanism;
 use crate::ops::cmd::{parse_pid, program_request};
 use crate::ops::ctl::CtlClient;
 use crate::ops::report::{nodes_table, ps_table, report_table};
+use crate::proto::mechanism::Mechanism;
+use crate::proto::wire::{CtlReply, CtlRequest};
 use crate::runner::compile_text;
-use crate::wire::{CtlReply, CtlRequest};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;

@@ -1,7 +1,7 @@
 //! How the operator's commands print what nodes answer: the `nodes` and `ps` tables
 //! (and their JSON), a migration's report as a table.
 
-use crate::wire::{MigReport, NodeRow, PsRow};
+use crate::proto::wire::{MigReport, NodeRow, PsRow};
 use serde_json::json;
 use tern_vm::value::name_text;
 

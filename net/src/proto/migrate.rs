@@ -1,7 +1,7 @@
 //! The live-migration protocol, one sans-IO state machine per migration on each side
-//! ([`Source`], [`Dest`]), in the shape of [`crate::session`] (quinn-proto's: `handle_*`
+//! ([`Source`], [`Dest`]), in the shape of [`crate::proto::session`] (quinn-proto's: `handle_*`
 //! in, `poll_*` out, time as an argument). The QUIC host (`node/migration/`) and the
-//! deterministic simulator ([`crate::migrate_sim`]) drive these same machines.
+//! deterministic simulator ([`crate::sim::migrate`]) drive these same machines.
 //!
 //! (One file over 1,000 lines: the source and the destination are the two halves of one
 //! commit rule, and their transitions are checked against each other when read side by
@@ -21,7 +21,7 @@
 //!
 //! # Transport assumption
 //!
-//! Messages between two nodes ride the node-pair session ([`crate::session`]): exactly
+//! Messages between two nodes ride the node-pair session ([`crate::proto::session`]): exactly
 //! once and in order per pair of incarnations, across reconnects and partitions (which
 //! only delay them). What is lost is everything addressed to, or queued at, an
 //! incarnation that crashes; the host learns it with `peer_restarted`. A partition is
@@ -79,7 +79,7 @@
 //! everything that partner sent to the source, on the same session) the source's
 //! forwarding entry can go: [`Source::residual`] is empty.
 
-use crate::session::NodeId;
+use crate::proto::session::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -91,7 +91,7 @@ pub type Pid = u64;
 /// A page index in the process's address space.
 pub type PageNo = u32;
 
-pub use crate::mechanism::Mechanism;
+pub use crate::proto::mechanism::Mechanism;
 
 /// Why a destination refused an offer.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 //! ([`Session::handle`]); it polls it for packets to send ([`Session::poll_transmit`]),
 //! events for the layers above ([`Session::poll_event`]) and the next instant at which
 //! [`Session::handle_timeout`] must be called ([`Session::poll_timeout`]). The real driver
-//! is QUIC; the deterministic simulator in [`crate::sim`] is the other one.
+//! is QUIC; the deterministic simulator in [`crate::sim::session`] is the other one.
 //!
 //! # Incarnations
 //!

@@ -5,7 +5,7 @@
 //! against a cap before anything is allocated, rejects another version and trailing
 //! bytes; no type here is recursive.
 
-use crate::mechanism::Mechanism;
+use crate::proto::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::node::{FileOp, Op};
@@ -59,8 +59,8 @@ pub struct PageRec {
 /// in order with the VM ops, in [`Frame::Mig`] on the node-pair session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MigWire {
-    /// A protocol message ([`crate::migrate`]).
-    Msg(crate::migrate::MigMsg),
+    /// A protocol message ([`crate::proto::migrate`]).
+    Msg(crate::proto::migrate::MigMsg),
     /// The protocol's `Final` with its lists of pages as ranges `[start, end)` (a lazy
     /// migration leaves every page of the heap absent: the list would be as long).
     Final { mid: u64, image_len: u64, pages: Vec<(u32, u32)>, absent: Vec<(u32, u32)>, partners: Vec<u16> },

@@ -1,4 +1,4 @@
-//! A deterministic, seeded simulator of the migration protocol ([`crate::migrate`]).
+//! A deterministic, seeded simulator of the migration protocol ([`crate::proto::migrate`]).
 //! It plays the host (VM + driver) of every node, calling the node's own ordering code
 //! (`tern_vm::node::order`) where the node does.
 //!
@@ -51,12 +51,12 @@
 //! At the end faults stop, partitions heal, crashed nodes restart, partners stop sending,
 //! and the run settles: every machine finished, every queue empty.
 
-use crate::migrate::{
+use crate::proto::migrate::{
     Action, Dest, Failure, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
 };
-use crate::session::NodeId;
-use crate::sim::run_traced_on_failure;
-pub use crate::sim::{Rng, SimFailure, SimKind};
+use crate::proto::session::NodeId;
+use crate::sim::harness::run_traced_on_failure;
+pub use crate::sim::harness::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tern_vm::node::order::{Order, OrderFault, OrderWire, Origin, Weigh};
 
@@ -747,7 +747,7 @@ impl Sim {
             }
             MigMsg::LinkUpdate { .. } => {
                 let nd = &mut self.nodes[at as usize];
-                if let Some((route, ack)) = crate::migrate::partner_link_update(&m, nd.route.1) {
+                if let Some((route, ack)) = crate::proto::migrate::partner_link_update(&m, nd.route.1) {
                     if let Some(r) = route {
                         nd.route = r;
                     }

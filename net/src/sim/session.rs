@@ -1,4 +1,4 @@
-//! A deterministic, seeded simulator of the session protocol ([`crate::session`]).
+//! A deterministic, seeded simulator of the session protocol ([`crate::proto::session`]).
 //!
 //! N nodes (3 to 5) each hold one [`Session`] per peer. The network loses, duplicates,
 //! reorders and delays packets at rates drawn from the seed; partitions cut sets of links
@@ -26,9 +26,9 @@
 //! simulation runs until quiet: then every payload between live incarnations must have
 //! been delivered, every queue must be empty and every session up with the current peer.
 
-use crate::session::{decode_packet, encode_packet, Event, Fault, NodeId, SendError, Session, SessionConfig};
+use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind};
+use crate::proto::session::{decode_packet, encode_packet, Event, Fault, NodeId, SendError, Session, SessionConfig};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 
 /// How a run is set up. The seed draws everything else.
 #[derive(Debug, Clone)]
@@ -89,125 +89,10 @@ pub struct SimReport {
     pub downs: u64,
 }
 
-/// Which simulator a failure comes from: how to name it and replay it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimKind {
-    /// The session protocol (this module).
-    Session,
-    /// The migration protocol (`migrate_sim`).
-    Migration,
-}
-
-impl SimKind {
-    fn name(self) -> &'static str {
-        match self {
-            SimKind::Session => "sim",
-            SimKind::Migration => "migrate sim",
-        }
-    }
-    /// The environment variable and test target that replay a seed.
-    fn replay(self) -> (&'static str, &'static str) {
-        match self {
-            SimKind::Session => ("TERN_SIM_SEED", "sim"),
-            SimKind::Migration => ("TERN_MIGRATE_SEED", "migrate_sim"),
-        }
-    }
-}
-
-/// A checker failed (or the run did not settle).
-#[derive(Debug, Clone)]
-pub struct SimFailure {
-    pub kind: SimKind,
-    pub seed: u64,
-    pub step: u64,
-    pub now_us: u64,
-    pub message: String,
-    /// The last steps before the failure.
-    pub trace: Vec<String>,
-}
-
-impl SimFailure {
-    /// The command that replays this seed (with the default options).
-    pub fn replay_command(&self) -> String {
-        let (var, test) = self.kind.replay();
-        format!("{var}={} cargo test --release -p tern-net --test {test} -- replay --nocapture", self.seed)
-    }
-}
-
-impl fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} seed {} failed at step {} (t = {} us): {}", self.kind.name(), self.seed, self.step, self.now_us, self.message)?;
-        writeln!(f, "replay: {}", self.replay_command())?;
-        if !self.trace.is_empty() {
-            writeln!(f, "last {} trace lines:", self.trace.len())?;
-            for l in &self.trace {
-                writeln!(f, "  {l}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for SimFailure {}
-
 /// Runs one seed. On failure the seed is run again with the trace on, and the failure
 /// carries the last trace lines.
 pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimReport, SimFailure> {
     run_traced_on_failure(opts.trace, |trace| Sim::new(seed, SimOptions { trace, ..opts.clone() }).run())
-}
-
-/// Runs `run(traced)`; on a failure without the trace, runs it again with the trace, so
-/// the failure carries the last steps (and says so if the rerun does not fail alike).
-pub fn run_traced_on_failure<R>(traced: bool, run: impl Fn(bool) -> Result<R, SimFailure>) -> Result<R, SimFailure> {
-    match run(traced) {
-        Ok(r) => Ok(r),
-        Err(f) if traced => Err(f),
-        Err(f) => match run(true) {
-            Err(t) if t.message == f.message && t.step == f.step => Err(t),
-            Err(t) => Err(SimFailure {
-                message: format!("{} (NOT DETERMINISTIC: the traced replay failed differently: {})", f.message, t.message),
-                ..t
-            }),
-            Ok(_) => Err(SimFailure { message: format!("{} (NOT DETERMINISTIC: the traced replay passed)", f.message), ..f }),
-        },
-    }
-}
-
-/// splitmix64.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; 0 if `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-
-    /// True with probability `per_mille / 1000`.
-    pub fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
 }
 
 const HEADER: usize = 2 + 8 + 8;
@@ -881,8 +766,8 @@ fn new_sessions(me: usize, n: usize, epoch: u64, cfg: &SessionConfig, now: u64) 
     (0..n).map(|p| (p != me).then(|| Session::new(me as NodeId, p as NodeId, epoch, cfg.clone(), now))).collect()
 }
 
-fn short(p: &crate::session::Packet) -> String {
-    use crate::session::Packet::*;
+fn short(p: &crate::proto::session::Packet) -> String {
+    use crate::proto::session::Packet::*;
     match p {
         Hello { epoch, peer_epoch, next_expected, .. } => format!("Hello(e{epoch} to {peer_epoch:?} next {next_expected})"),
         Data { epoch, peer_epoch, seq, payload } => {

@@ -11,8 +11,8 @@ use tern_compiler::Compiled;
 use tern_net::cmd::loopback_mesh;
 use tern_net::config::MeshConfig;
 use tern_net::mesh::{LogSink, MeshNode, NodeOptions};
+use tern_net::proto::wire::CtlReply;
 use tern_net::runner::compile_text;
-use tern_net::wire::CtlReply;
 use tern_vm::node::ProcessExit;
 use tern_vm::value::name_text;
 

@@ -17,9 +17,9 @@
 
 use super::streams::{frame_bytes, from_ranges, next_input, on_session, open_fault_stream, wait_until};
 use super::{mig_config, Input, MAX_IMAGE};
-use crate::migrate::{Action, Dest, DestOutcome, MigMsg, RefuseReason};
 use crate::node::Host;
-use crate::wire::{DestStats, Frame, MigWire, PageRec};
+use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, RefuseReason};
+use crate::proto::wire::{DestStats, Frame, MigWire, PageRec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

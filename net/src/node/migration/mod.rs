@@ -1,7 +1,7 @@
 //! Live migration over QUIC: the driver that runs the sans-IO machines of
-//! [`crate::migrate`] for real, one OS thread per migration on each side (the machines
+//! [`crate::proto::migrate`] for real, one OS thread per migration on each side (the machines
 //! decide; the driver moves pages, modules and the image, and carries out their
-//! [`Action`](crate::migrate::Action)s on the VM). See ARCHITECTURE.md, "one owner,
+//! [`Action`](crate::proto::migrate::Action)s on the VM). See ARCHITECTURE.md, "one owner,
 //! decided at the destination" and "a stall is not a crash".
 //!
 //! - `mod.rs`: a node's migrations (their inputs, the threads they may have, test
@@ -40,8 +40,8 @@ mod source;
 mod streams;
 
 use super::Host;
-use crate::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
-use crate::wire::{self, Frame, MigReport, MigWire};
+use crate::proto::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
+use crate::proto::wire::{self, Frame, MigReport, MigWire};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -8,9 +8,9 @@
 
 use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
-use crate::migrate::{Action, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
 use crate::node::Host;
-use crate::wire::{DestStats, Frame, MigReport, MigWire, PageRec};
+use crate::proto::migrate::{Action, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
+use crate::proto::wire::{DestStats, Frame, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! messages take the session instead.
 
 use super::{Host, Input, FAULT_PRIORITY};
-use crate::migrate::MigMsg;
-use crate::wire::{self, MigWire};
+use crate::proto::migrate::MigMsg;
+use crate::proto::wire::{self, MigWire};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
