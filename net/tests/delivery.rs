@@ -2,103 +2,22 @@
 //! (ARCHITECTURE.md, "Message delivery: bounds and outcomes"): a target that does not
 //! settle after a move, a message forwarded too many times, a forward the link refuses,
 //! a full mailbox at the far end, a numbering gap that never fills, the held-back bound.
-//! Nodes in one OS process talk through an in-process `Remote` (as in `transfer.rs`)
-//! that can refuse chosen ops, as a full link does.
+//! Nodes in one OS process talk through the in-process `Remote` of `common/inproc.rs`,
+//! whose links can refuse chosen ops (a full link), say they are congested, or hold a
+//! sender after its op is queued.
 
-use parking_lot::{Mutex, RwLock};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{
-    Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Origin, Pid, Remote, SentBy, Target, MAX_FORWARDS, MAX_HELD, MAX_HOPS,
-};
+use tern_vm::node::{Deliver, Node, NodeConfig, Op, Origin, Pid, SentBy, Target, MAX_FORWARDS, MAX_HELD, MAX_HOPS};
 use tern_vm::value::make_name;
 use tern_vm::VmConfig;
 
-#[derive(Default)]
-struct Out(Mutex<String>);
-
-impl Console for Out {
-    fn write(&self, _: Pid, text: &str) {
-        self.0.lock().push_str(text);
-    }
-    fn failed(&self, _: Pid, text: &str) {
-        self.0.lock().push_str(&format!("FAILED: {text}\n"));
-    }
-}
-
-impl Out {
-    fn text(&self) -> String {
-        self.0.lock().clone()
-    }
-
-    /// The first line starting with `prefix`, waiting up to 60 s for it.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(l) = self.text().lines().find(|l| l.starts_with(prefix)) {
-                return l.to_string();
-            }
-            assert!(Instant::now() < deadline, "no line {prefix:?} in:\n{}", self.text());
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-/// Refuses an op from one node to another (true), as a full link does.
-type Filter = Box<dyn FnMut(u16, u16, &Op) -> bool + Send>;
-
-/// Ops between in-process nodes: one queue and one thread per destination, so each
-/// pair's ops arrive once and in order.
-struct Net {
-    nodes: RwLock<Vec<Weak<Node>>>,
-    queues: Vec<crossbeam_channel::Sender<(u16, Op)>>,
-    filter: Mutex<Option<Filter>>,
-    /// Every link says it is congested (see `Remote::congested`).
-    congested: std::sync::atomic::AtomicBool,
-    /// How long the sending thread stalls after it has queued an op (`None`: not at
-    /// all), as a thread preempted right after its send does.
-    stall: Mutex<Option<Stall>>,
-}
-
-/// How long to hold the sender of an op from one node to another after it is queued.
-type Stall = Box<dyn FnMut(u16, u16, &Op) -> Option<Duration> + Send>;
-
-struct Link {
-    net: Arc<Net>,
-    me: u16,
-}
-
-impl Remote for Link {
-    fn send(&self, to: u16, op: Op) -> Result<(), String> {
-        let q = self.net.queues.get(usize::from(to).wrapping_sub(1)).ok_or("no such node")?;
-        if let Some(f) = self.net.filter.lock().as_mut() {
-            if f(self.me, to, &op) {
-                return Err("the link cannot take more".into());
-            }
-        }
-        let pause = self.net.stall.lock().as_mut().and_then(|f| f(self.me, to, &op));
-        q.send((self.me, op)).map_err(|_| "stopped".to_string())?;
-        if let Some(d) = pause {
-            std::thread::sleep(d);
-        }
-        Ok(())
-    }
-    fn congested(&self, _to: u16) -> bool {
-        self.net.congested.load(std::sync::atomic::Ordering::SeqCst)
-    }
-    fn node_id(&self, name: &str) -> Option<u16> {
-        name.strip_prefix('n')?.parse().ok().filter(|&i: &u16| i >= 1 && usize::from(i) <= self.net.queues.len())
-    }
-    fn node_name(&self, id: u16) -> Option<String> {
-        Some(format!("n{id}"))
-    }
-    fn live_nodes(&self) -> Vec<String> {
-        (1..=self.net.queues.len()).map(|i| format!("n{i}")).collect()
-    }
-}
+#[path = "common/inproc.rs"]
+mod inproc;
+use inproc::{Net, Out};
 
 struct Fixture {
     ns: Vec<Arc<Node>>,
@@ -118,40 +37,7 @@ impl Fixture {
         }
         let vm = Arc::new(vm);
         let out = Arc::new(Out::default());
-        let mut queues = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..n {
-            let (tx, rx) = crossbeam_channel::unbounded::<(u16, Op)>();
-            queues.push(tx);
-            receivers.push(rx);
-        }
-        let net = Arc::new(Net {
-            nodes: RwLock::new(Vec::new()),
-            queues,
-            filter: Mutex::new(None),
-            congested: Default::default(),
-            stall: Mutex::new(None),
-        });
-        let mut ns = Vec::new();
-        for i in 1..=n as u16 {
-            let config = config(NodeConfig { name: format!("n{i}"), id: i, workers: 1, record_exits: true, ..NodeConfig::default() });
-            let node = Arc::new(Node::start(vm.clone(), Mesh::new(), config, out.clone(), Arc::new(NoFiles)));
-            node.set_remote(Arc::new(Link { net: net.clone(), me: i }));
-            net.nodes.write().push(Arc::downgrade(&node));
-            ns.push(node);
-        }
-        for (i, rx) in receivers.into_iter().enumerate() {
-            let net = net.clone();
-            std::thread::spawn(move || {
-                while let Ok((from, op)) = rx.recv() {
-                    let node = net.nodes.read()[i].upgrade();
-                    match node {
-                        Some(n) => n.receive(from, op),
-                        None => return,
-                    }
-                }
-            });
-        }
+        let (ns, net) = inproc::nodes(n, vm, out.clone(), None, config);
         let main = start_main(&ns[0], p.main);
         Fixture { ns, net, out, main }
     }

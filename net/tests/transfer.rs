@@ -1,86 +1,23 @@
 //! Moving a running process between nodes in different meshes (as different machines
 //! are), by the steps a migration protocol drives (`vm/src/node/transfer.rs`): freeze,
 //! export, import under a temporary id, commit at the source, commit at the destination.
-//! The nodes talk through an in-process `Remote` that keeps each pair's ops in order, as
-//! the session protocol does: the node's steps alone, with no QUIC and no migration
-//! protocol around them.
+//! The nodes talk through the in-process `Remote` of `common/inproc.rs`, which keeps
+//! each pair's ops in order, as the session protocol does: the node's steps alone, with
+//! no QUIC and no migration protocol around them.
 
-use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Console, Deliver, Mesh, NoFiles, Node, NodeConfig, Op, Origin, Pid, Remote, SentBy, Target};
+use tern_vm::node::{Deliver, Node, Op, Origin, Pid, SentBy, Target};
 use tern_vm::runtime::Vm;
 use tern_vm::value::name_node;
 use tern_vm::VmConfig;
 
-#[derive(Default)]
-struct Out(Mutex<String>);
-
-impl Console for Out {
-    fn write(&self, _: Pid, text: &str) {
-        self.0.lock().push_str(text);
-    }
-    fn failed(&self, _: Pid, text: &str) {
-        self.0.lock().push_str(&format!("FAILED: {text}\n"));
-    }
-}
-
-/// Ops between in-process nodes: one queue and one thread per destination, so each
-/// pair's ops arrive once and in order; optionally each pair's ops are delayed first, by
-/// a latency of that pair's own (so a message can overtake one sent before it on a
-/// longer path).
-struct Net {
-    nodes: RwLock<Vec<Weak<Node>>>,
-    queues: Vec<crossbeam_channel::Sender<(u16, Op)>>,
-    /// With latencies: per (from - 1) * n + (to - 1), the pair's delay line.
-    pairs: Vec<crossbeam_channel::Sender<(Instant, u16, Op)>>,
-    /// Messages (`Op::Deliver`) sent so far, per (from, to).
-    delivers: Mutex<HashMap<(u16, u16), u64>>,
-    /// (node, k): every k-th message that node sends is refused (as a full link does).
-    refuse: Mutex<Option<(u16, u64)>>,
-}
-
-impl Net {
-    fn delivers(&self, from: u16, to: u16) -> u64 {
-        self.delivers.lock().get(&(from, to)).copied().unwrap_or(0)
-    }
-}
-
-struct Link {
-    net: Arc<Net>,
-    me: u16,
-}
-
-impl Remote for Link {
-    fn send(&self, to: u16, op: Op) -> Result<(), String> {
-        let q = self.net.queues.get(usize::from(to).wrapping_sub(1)).ok_or("no such node")?;
-        if matches!(op, Op::Deliver(_)) {
-            let mut d = self.net.delivers.lock();
-            let n = d.entry((self.me, to)).or_default();
-            *n += 1;
-            if matches!(*self.net.refuse.lock(), Some((node, k)) if node == self.me && n.checked_rem(k) == Some(0)) {
-                return Err("the link cannot take more".into());
-            }
-        }
-        if !self.net.pairs.is_empty() {
-            let pair = usize::from(self.me - 1) * self.net.queues.len() + usize::from(to - 1);
-            return self.net.pairs[pair].send((Instant::now(), self.me, op)).map_err(|_| "stopped".to_string());
-        }
-        q.send((self.me, op)).map_err(|_| "stopped".to_string())
-    }
-    fn node_id(&self, name: &str) -> Option<u16> {
-        name.strip_prefix('n')?.parse().ok().filter(|&i: &u16| i >= 1 && usize::from(i) <= self.net.queues.len())
-    }
-    fn node_name(&self, id: u16) -> Option<String> {
-        Some(format!("n{id}"))
-    }
-    fn live_nodes(&self) -> Vec<String> {
-        (1..=self.net.queues.len()).map(|i| format!("n{i}")).collect()
-    }
-}
+#[path = "common/inproc.rs"]
+mod inproc;
+use inproc::{Net, Out};
 
 /// `n` nodes sharing one code store (so no module needs shipping).
 fn nodes(n: usize, vm: Arc<Vm>, out: Arc<Out>) -> (Vec<Arc<Node>>, Arc<Net>) {
@@ -93,60 +30,8 @@ fn latency(from: u16, to: u16) -> Duration {
 }
 
 /// `n` nodes, each pair's ops delayed by `latency` if given.
-fn nodes_with(n: usize, vm: Arc<Vm>, out: Arc<Out>, latency: Option<fn(u16, u16) -> Duration>) -> (Vec<Arc<Node>>, Arc<Net>) {
-    let mut queues = Vec::new();
-    let mut receivers = Vec::new();
-    for _ in 0..n {
-        let (tx, rx) = crossbeam_channel::unbounded::<(u16, Op)>();
-        queues.push(tx);
-        receivers.push(rx);
-    }
-    let mut pairs = Vec::new();
-    if let Some(latency) = latency {
-        for from in 1..=n as u16 {
-            for to in 1..=n as u16 {
-                let (tx, rx) = crossbeam_channel::unbounded::<(Instant, u16, Op)>();
-                let q = queues[usize::from(to) - 1].clone();
-                let delay = latency(from, to);
-                std::thread::spawn(move || {
-                    while let Ok((sent, from, op)) = rx.recv() {
-                        let due = sent + delay;
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                        if q.send((from, op)).is_err() {
-                            return;
-                        }
-                    }
-                });
-                pairs.push(tx);
-            }
-        }
-    }
-    let net =
-        Arc::new(Net { nodes: RwLock::new(Vec::new()), queues, pairs, delivers: Mutex::new(HashMap::new()), refuse: Mutex::new(None) });
-    let mut all = Vec::new();
-    for i in 1..=n as u16 {
-        let config = NodeConfig { name: format!("n{i}"), id: i, workers: 1, record_exits: true, ..NodeConfig::default() };
-        let node = Arc::new(Node::start(vm.clone(), Mesh::new(), config, out.clone(), Arc::new(NoFiles)));
-        node.set_remote(Arc::new(Link { net: net.clone(), me: i }));
-        net.nodes.write().push(Arc::downgrade(&node));
-        all.push(node);
-    }
-    for (i, rx) in receivers.into_iter().enumerate() {
-        let net = net.clone();
-        std::thread::spawn(move || {
-            while let Ok((from, op)) = rx.recv() {
-                let node = net.nodes.read()[i].upgrade();
-                match node {
-                    Some(n) => n.receive(from, op),
-                    None => return,
-                }
-            }
-        });
-    }
-    (all, net)
+fn nodes_with(n: usize, vm: Arc<Vm>, out: Arc<Out>, latency: Option<inproc::Latency>) -> (Vec<Arc<Node>>, Arc<Net>) {
+    inproc::nodes(n, vm, out, latency, |c| c)
 }
 
 /// A worker that takes numbered messages from its channel and its inbox, from a sender
@@ -182,7 +67,7 @@ println("bad ${r.bad} on ${r.node}");
 fn worker_pid(out: &Out) -> Pid {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = out.0.lock().clone();
+        let text = out.text();
         if let Some(line) = text.lines().find(|l| l.starts_with("worker ")) {
             let t = line.trim_start_matches("worker <pid ").trim_end_matches('>');
             let (n, s) = t.split_once('.').unwrap();
@@ -227,8 +112,8 @@ fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
     dst.commit_import(worker, late).unwrap();
     assert!(src.ps().iter().all(|p| p.pid != worker), "the source still lists it");
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     assert!(text.contains("bad 0 on n2"), "{text}");
     for n in ns {
         n.stop();
@@ -254,7 +139,7 @@ fn an_aborted_move_leaves_the_process_running_where_it_was() {
     ns[0].abort_export(worker);
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
     assert!(exit.reason.is_normal(), "{:?}", exit.reason);
-    assert!(out.0.lock().contains("bad 0 on n1"), "{}", out.0.lock());
+    assert!(out.text().contains("bad 0 on n1"), "{}", out.text());
     assert!(ns[1].ps().is_empty(), "nothing left at the destination");
     for n in ns {
         n.stop();
@@ -370,8 +255,8 @@ fn ring(update: bool) {
         move_process(&ns, worker, from, to, update);
     }
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     assert!(text.contains("bad 0 on n2"), "{text}");
     for n in ns {
         n.stop();
@@ -406,8 +291,8 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     // Messages that reach n3 anyway (once the senders are done): one from outside any
     // process there, one forwarded to it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !out.0.lock().contains("bad ") {
-        assert!(Instant::now() < deadline, "the worker did not finish: {}", out.0.lock());
+    while !out.text().contains("bad ") {
+        assert!(Instant::now() < deadline, "the worker did not finish: {}", out.text());
         std::thread::sleep(Duration::from_millis(2));
     }
     let before = net.delivers(3, 1);
@@ -425,8 +310,8 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     ns[2].receive(4, Op::Deliver(d));
     assert_eq!(net.delivers(3, 1), before + 2, "both went by the birth node");
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     assert!(text.contains("bad 0 on n2\nextra 7 8"), "{text}");
     assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 still keeps nothing");
     // The worker has ended on n2: n1, where it was born, forgets its route.
@@ -464,8 +349,8 @@ fn a_link_update_makes_a_partner_send_straight_to_the_new_node() {
     std::thread::sleep(Duration::from_millis(5)); // sends already under way
     let via_old = net.delivers(3, 1);
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     assert!(text.contains("bad 0 on n2"), "{text}");
     assert_eq!(net.delivers(3, 1), via_old, "nothing more from n3 by n1");
     assert!(net.delivers(3, 2) > direct + 100, "n3 sends straight to n2");
@@ -527,11 +412,20 @@ println(recv());
     }
     let out = Arc::new(Out::default());
     let (ns, net) = nodes(2, Arc::new(vm), out.clone());
-    *net.refuse.lock() = Some((2, 7));
+    // Every 7th message n2 offers a node is refused, as a full link does.
+    let mut offered: HashMap<u16, u64> = HashMap::new();
+    *net.filter.lock() = Some(Box::new(move |from, to, op| {
+        if from != 2 || !matches!(op, Op::Deliver(_)) {
+            return false;
+        }
+        let n = offered.entry(to).or_default();
+        *n += 1;
+        (*n).is_multiple_of(7)
+    }));
     let main = ns[0].spawn_main(p.main).unwrap();
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     let line = text.lines().find(|l| l.starts_with("bad ")).unwrap_or_else(|| panic!("{text}"));
     let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     assert_eq!(n[0], 0, "{text}");
@@ -568,8 +462,8 @@ fn an_aborted_import_sends_on_what_reached_it() {
     ns[0].abort_export(worker);
     assert!(net.delivers(2, 1) >= n2_to_n1 + 10, "what waited at n2 went on to n1");
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
-    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.0.lock());
-    let text = out.0.lock().clone();
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
     assert!(text.contains("bad 0 on n1"), "{text}");
     assert!(ns[1].ps().is_empty(), "nothing left at n2");
     for n in ns {
