@@ -172,10 +172,14 @@ pub enum MigMsg {
         mid: Mid,
         pid: Pid,
     },
-    /// Lazy: dest asks for absent pages (the faulting one plus a prefetch).
+    /// Lazy: dest asks for absent pages (the faulting one plus a prefetch). `again`: asked
+    /// again after a connection was lost ([`Dest::resync`]), so the source sends every
+    /// one it still holds, even one it sent before; otherwise it sends only those it has
+    /// not sent yet (one it has is on its way, in the background push or an earlier answer).
     Fetch {
         mid: Mid,
         pages: Vec<PageNo>,
+        again: bool,
     },
     /// Lazy: pages from the source, answering a fetch or pushed in the background.
     PageData {
@@ -788,18 +792,14 @@ impl Source {
             (SPhase::After, MigMsg::LinkAck { .. }) if self.links_pending.remove(&from) => {
                 self.maybe_done(now_us);
             }
-            (SPhase::After, MigMsg::Fetch { pages, .. }) => {
-                // Any page it asks for while the copy is here: one sent before may have
-                // been lost with a connection (it asks again after `resync`).
+            (SPhase::After, MigMsg::Fetch { pages, again, .. }) => {
+                // A page not sent yet; or, asked again after a lost connection (`resync`),
+                // any page while the copy is here: one sent before may have been lost
+                // with it. (A page sent and not asked again is on its way: sending it
+                // twice would only cost the link.)
                 let size = self.init.size_pages;
                 let pages: Vec<PageNo> = if self.copy && !self.released {
-                    pages
-                        .into_iter()
-                        .filter(|&p| p < size)
-                        .inspect(|&p| {
-                            self.unsent.remove(p);
-                        })
-                        .collect()
+                    pages.into_iter().filter(|&p| p < size && (self.unsent.remove(p) || again)).collect()
                 } else {
                     Vec::new()
                 };
@@ -1301,7 +1301,7 @@ impl Dest {
                 self.requested[p as usize] = true;
             }
             self.report.fetch_requests += 1;
-            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want }));
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want, again: false }));
         }
         true
     }
@@ -1371,7 +1371,7 @@ impl Dest {
                 self.requested[p as usize] = true;
             }
             self.report.fetch_requests += 1;
-            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec() }));
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec(), again: true }));
         }
     }
 
@@ -1595,6 +1595,44 @@ mod tests {
         assert!(s.residual().is_empty(), "{:?}", s.residual());
         assert_eq!(s.poll_timeout(), None, "no background push left");
         assert_eq!(s.report().dependency_ended_us, Some(20));
+    }
+
+    /// The pages of `PageData` among `msgs`, in order.
+    fn page_data(msgs: &[MigMsg]) -> Vec<PageNo> {
+        msgs.iter().filter_map(|m| if let MigMsg::PageData { pages, .. } = m { Some(pages.clone()) } else { None }).flatten().collect()
+    }
+
+    /// Everything `from` sends `to` handles, until `from` has nothing more to say.
+    fn carry_to_source(d: &mut Dest, s: &mut Source, now: u64) -> Vec<MigMsg> {
+        let asked: Vec<MigMsg> = std::iter::from_fn(|| d.poll_transmit()).map(|(_, m)| m).collect();
+        for m in asked {
+            s.handle(now, DST, m);
+        }
+        std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect()
+    }
+
+    #[test]
+    fn a_page_on_its_way_is_sent_again_only_when_asked_again_after_a_lost_connection() {
+        let (mut s, mut d) = committed_lazy();
+        // The background push sends the first pages; they are still on their way.
+        let t = s.poll_timeout().expect("the background push");
+        s.handle_timeout(t);
+        let pushed = page_data(&std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect::<Vec<_>>());
+        assert!(!pushed.is_empty(), "{pushed:?}");
+        // The process touches one of them: the source sends nothing it has sent already.
+        assert!(d.page_fault(t, pushed[0]));
+        let answer = carry_to_source(&mut d, &mut s, t);
+        assert!(page_data(&answer).iter().all(|p| !pushed.contains(p)), "{answer:?}");
+        assert_eq!(s.report().redundant_pages, 0);
+        // The connection was lost, with the pages on it: every absent page is asked for
+        // again and comes, those sent before too.
+        d.resync(t);
+        let mut all = page_data(&carry_to_source(&mut d, &mut s, t));
+        all.extend(page_data(&answer));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all, (0..8).collect::<Vec<PageNo>>());
+        assert_eq!(s.report().redundant_pages as usize, pushed.len());
     }
 
     #[test]
