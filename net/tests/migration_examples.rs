@@ -312,6 +312,17 @@ fn attempt(
         let procs = m.all_procs();
         let main = !(rng.below(3) == 0 && procs.len() > 1);
         let pid = if main { run.pid } else { rng.pick(&procs).1 };
+        if !main {
+            // Watched from now on, so that an end of its own is recorded: one that ended
+            // between `all_procs` and the watch is no longer where it was, and no move of
+            // it is tried (without this, it could look lost: on no node, no end recorded).
+            let (at, _) = procs.iter().find(|p| p.1 == pid).expect("picked from procs");
+            m.node(at).node().watch(pid);
+            if !m.node(at).node().ps().iter().any(|p| p.pid == pid) && m.where_is(pid).is_none() {
+                r.ended += 1;
+                continue;
+            }
+        }
         let to = other_node(rng, names, m.where_is(pid).as_deref());
         let mech = if pid == run.pid { order[main_asked % order.len()] } else { rng.below(4) as usize };
         let at = start.elapsed();
