@@ -128,7 +128,9 @@ fn refused_by_peer(conn: &quinn::Connection) -> bool {
 /// that does not answer in the time it would take to call it down is dialled afresh: a
 /// peer that starts listening just after a dial (as the nodes of `tern mesh up` do, one
 /// after the other) is then found within about a second, where a single dial would wait
-/// for QUIC's own retransmissions (about 1, 3, 7 s after the first packet).
+/// for QUIC's own retransmissions (about 1, 3, 7 s after the first packet). Each dial
+/// that times out doubles the next one's wait, up to 5 s, so a handshake slowed by a
+/// loaded machine is not cut short again and again; a connection resets it.
 fn dial_timeout(node_down_ms: u64) -> Duration {
     Duration::from_millis(node_down_ms.clamp(1_000, 5_000))
 }
@@ -136,7 +138,8 @@ fn dial_timeout(node_down_ms: u64) -> Duration {
 /// Dials a peer (this node has the lower id) whenever there is no connection.
 async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
-    let timeout = dial_timeout(sh.cfg.limits.node_down_ms);
+    let first = dial_timeout(sh.cfg.limits.node_down_ms);
+    let mut timeout = first;
     while !sh.shutdown.load(Ordering::SeqCst) {
         if peer.refused.swap(false, Ordering::SeqCst) {
             tokio::time::sleep(REFUSED_PAUSE).await;
@@ -147,11 +150,15 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
                 Ok(connecting) => match tokio::time::timeout(timeout, connecting).await {
                     Ok(Ok(conn)) => {
                         backoff = Duration::from_millis(50);
+                        timeout = first;
                         peer.has_conn.store(true, Ordering::SeqCst);
                         let _ = peer.incoming.send((conn, Made::Dialled));
                     }
                     Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
-                    Err(_) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out"),
+                    Err(_) => {
+                        tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out after {timeout:?}");
+                        timeout = (timeout * 2).min(first.max(Duration::from_secs(5)));
+                    }
                 },
                 Err(e) => sh.log(&format!("cannot connect to node {} at {}: {e}", peer.conf.name, peer.conf.addr)),
             }
