@@ -478,3 +478,48 @@ fn a_committed_destination_ends_the_process_when_its_freeze_source_is_killed_for
 fn a_committed_destination_ends_the_process_when_its_precopy_source_stays_paused_with_the_late_messages() {
     a_committed_destination_ends_the_process_when_its_source_stays_away("precopy", Away::Paused);
 }
+
+/// A watcher on c starts a ticker on a (born there) and monitors it.
+const WATCHER: &str = r#"
+fn ticker() {
+    println("ticker ready on ${node()}");
+    let n = 0;
+    while true {
+        let m = recv(300);
+        n += 1;
+        if is_timeout(m) { println("tick ${n} on ${node()}"); } else { println("worker got ${m} on ${node()}"); }
+    }
+}
+let w = spawn_on("a", ticker);
+monitor(w);
+println("watching ${w}");
+let m = recv();
+println("watcher saw ${m}");
+"#;
+
+/// The source (a, the process's birth node) is killed after `Committed`, before it told
+/// anyone else where the process went (it holds its late messages and link updates, the
+/// test hook `TERN_TEST_HOLD_LATE_MS`), and started again. A monitor set up on c before
+/// the move must not fire while the process lives on b: c seeing a down says nothing of
+/// a process that has left it.
+#[test]
+fn a_monitor_on_a_third_node_does_not_fire_when_the_source_is_lost_after_the_commit() {
+    let mut mesh = RealMesh::start_with_env(3, "", &[("a", "TERN_TEST_HOLD_LATE_MS", "600000")]);
+    mesh.spawn_via("c", "watcher.tern", WATCHER, "c");
+    wait_log(&mesh, "c", 0, "ticker ready on a", Duration::from_secs(30));
+    let log = mesh.log("c");
+    let pid = log.split("watching <pid ").nth(1).and_then(|r| r.split('>').next()).expect("the watcher names the ticker").to_string();
+    let migrating = migrate_to_b_with_late_held(&mesh, &pid, "precopy");
+    let mark_c = mesh.log("c").len();
+    mesh.kill9("a");
+    let out = migrating.join().unwrap();
+    assert!(out.is_ok(), "ctl migrate did not end once its source was gone: {out:?}");
+    wait_log(&mesh, "c", mark_c, "node a is down", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    mesh.restart("a");
+    let ticks_on_b = |log: &str| log.lines().any(|l| l.contains("tick ") && l.ends_with(" on b"));
+    let runs = wait_until(Duration::from_secs(60), || ticks_on_b(&since(&mesh, "c", mark_c)));
+    assert!(runs, "the process never ran on b after its source was lost:\n{}", mesh.all_logs());
+    let c = since(&mesh, "c", mark_c);
+    assert!(!c.contains("watcher saw"), "c's monitor fired while the process lives on b:\n{}", mesh.all_logs());
+}

@@ -365,6 +365,12 @@ impl Node {
         self.inner.link_update(pid, node, moves, chans);
     }
 
+    /// The moves process `pid`, here (running, or imported and not yet committed), has
+    /// made, the one that brought it here included: the version of the routes to it.
+    pub fn moves_of(&self, pid: Pid) -> Option<u32> {
+        self.inner.local_slot(pid).map(|slot| slot.st.lock().moves)
+    }
+
     /// After step 5, at the source, once every node told has acknowledged: forgets the
     /// forwarding pointers to the process and to the receive ends `chans` — except for a
     /// pid or channel born here (the birth node is where any node looks when it knows no

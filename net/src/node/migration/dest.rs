@@ -318,7 +318,11 @@ impl DestRun {
                 let _ = self.send(&MigWire::Msg(m.clone()), false);
             }
             if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
-                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves: 0, chans: Vec::new() }));
+                // The route's version is the process's move count, this move included (the
+                // imported slot has it). Its receive ends' new places were announced by the
+                // source at its commit, before anything else it sent after it.
+                let moves = sh.node().moves_of(pid).unwrap_or(0);
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans: Vec::new() }));
             } else {
                 let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
             }
