@@ -479,23 +479,17 @@ fn a_committed_destination_ends_the_process_when_its_precopy_source_stays_paused
     a_committed_destination_ends_the_process_when_its_source_stays_away("precopy", Away::Paused);
 }
 
-/// A watcher on c starts a ticker on a (born there) and monitors it.
-const WATCHER: &str = r#"
-fn ticker() {
-    println("ticker ready on ${node()}");
-    let n = 0;
-    while true {
-        let m = recv(300);
-        n += 1;
-        if is_timeout(m) { println("tick ${n} on ${node()}"); } else { println("worker got ${m} on ${node()}"); }
-    }
+/// A watcher on c starts the ticker on a (born there) and monitors it.
+fn watcher() -> String {
+    format!(
+        "fn ticker() {{\n{TICKER}}}\n\
+         let w = spawn_on(\"a\", ticker);\n\
+         monitor(w);\n\
+         println(\"watching ${{w}}\");\n\
+         let m = recv();\n\
+         println(\"watcher saw ${{m}}\");\n"
+    )
 }
-let w = spawn_on("a", ticker);
-monitor(w);
-println("watching ${w}");
-let m = recv();
-println("watcher saw ${m}");
-"#;
 
 /// The source (a, the process's birth node) is killed after `Committed`, before it told
 /// anyone else where the process went (it holds its late messages and link updates, the
@@ -505,7 +499,7 @@ println("watcher saw ${m}");
 #[test]
 fn a_monitor_on_a_third_node_does_not_fire_when_the_source_is_lost_after_the_commit() {
     let mut mesh = RealMesh::start_with_env(3, "", &[("a", "TERN_TEST_HOLD_LATE_MS", "600000")]);
-    mesh.spawn_via("c", "watcher.tern", WATCHER, "c");
+    mesh.spawn_via("c", "watcher.tern", &watcher(), "c");
     wait_log(&mesh, "c", 0, "ticker ready on a", Duration::from_secs(30));
     let log = mesh.log("c");
     let pid = log.split("watching <pid ").nth(1).and_then(|r| r.split('>').next()).expect("the watcher names the ticker").to_string();
