@@ -128,6 +128,7 @@ fn runs_exercise_every_path() {
     assert!(sum(|r| r.crashes) > 50, "crashes");
     assert!(sum(|r| r.partitions) > 20, "partitions");
     assert!(sum(|r| r.stalls) > 20, "stalls");
+    assert!(sum(|r| r.monitor_fires) > 20, "monitors fired for a node that went down with the process");
     assert!(sum(|r| r.converged) > 10, "precopy converged");
     assert!(sum(|r| r.throttled) > 0, "precopy throttled");
     assert!(sum(|r| r.ticks_in_rounds) > 100, "progress during rounds");
@@ -186,6 +187,15 @@ fn checker_catches_resume_after_commit() {
         m.contains("TWO RUNNING COPIES") || m.contains("FORK") || m.contains("COMMITTED BUT NOT RUNNING") || m.contains("MESSAGES"),
         "{f}"
     );
+}
+
+/// A destination that tells the partners nothing at its commit: a partner still routing
+/// the process to its source sees that source stall or restart and fires its monitors
+/// `node_down` while the process runs at the destination (the real-node sibling:
+/// `real_nodes_release::a_monitor_on_a_third_node_does_not_fire_when_the_source_is_lost_after_the_commit`).
+#[test]
+fn checker_catches_a_monitor_fired_for_a_process_that_left() {
+    caught(MigFault::QuietCommit, "MONITOR");
 }
 
 /// The node's own ordering code, broken: a message ahead of its turn is released at

@@ -435,6 +435,10 @@ pub enum MigFault {
     /// The dest does not tell the source when the process ended there with pages still
     /// at the source (the source keeps them, and its copy).
     KeepSourceAfterEnd,
+    /// The dest does not tell the partners where the process is at its commit (only the
+    /// source does, after its late messages, or the dest when it sees the source lost):
+    /// a partner that sees the source go down first fires its monitors.
+    QuietCommit,
 }
 
 /// Timers and limits of a migration.
@@ -1244,7 +1248,9 @@ impl Dest {
                 // tells them after its late messages, may be lost before it does, and a
                 // partner that then sees it down must not take the process for lost with
                 // it (its monitors would fire `node_down` while the process runs here).
-                self.tell_partners();
+                if self.cfg.fault != MigFault::QuietCommit {
+                    self.tell_partners();
+                }
                 self.maybe_done(now_us);
             }
             (DPhase::Done(DestOutcome::Aborted(_)), MigMsg::Commit { .. }) => {

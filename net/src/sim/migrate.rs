@@ -46,6 +46,10 @@
 //!   at the source); pages are never sent from a source without its copy.
 //! * **Progress and convergence** — precopy rounds longer than a few ticks see the process
 //!   run; rounds that stop without converging report throttling or the round limit.
+//! * **Monitors** — every node without a copy monitors the process, and fires
+//!   `node_down` when the node its route points at goes down or restarts (the node's
+//!   rule); it must not while the process runs on another node that has told it
+//!   everything it sent it (`monitor_sees_down`).
 //! * **Timers** — after `handle_timeout`, the next timeout is in the future.
 //!
 //! At the end faults stop, partitions heal, crashed nodes restart, partners stop sending,
@@ -141,6 +145,9 @@ pub struct SimReport {
     pub process_ended: u64,
     /// Messages queued for the process when it ended, or sent to it after.
     pub messages_to_ended_process: u64,
+    /// Monitors that fired `node_down` (a node without a copy saw the node it routes the
+    /// process to go down or restart).
+    pub monitor_fires: u64,
 }
 
 /// Runs one seed. On failure the seed is run again with the trace on.
@@ -1334,6 +1341,38 @@ impl Sim {
         Ok(())
     }
 
+    /// Every node without a copy monitors the process. Node `x` has just seen node `y`
+    /// go down or come back restarted: its monitor fires `node_down` if its route points
+    /// at `y` (the node's rule, `node_down` in `vm/src/node/remote.rs`). That must not
+    /// happen while the process runs on another node `z` that has told `x` everything
+    /// it sent it (nothing queued from `z` to `x`, the link not cut): `z` would have told
+    /// `x` where the process is.
+    fn monitor_sees_down(&mut self, x: NodeId, y: NodeId) -> Result<(), SimFailure> {
+        let nd = &self.nodes[x as usize];
+        let holds = nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed);
+        if !nd.alive || holds || nd.route.0 != y {
+            return Ok(());
+        }
+        self.report.monitor_fires += 1;
+        let told_x = |z: usize| {
+            let l = &self.links[z][x as usize];
+            l.queue.is_empty() && l.cut_until <= self.now
+        };
+        let runs = (0..self.n).find(|&z| {
+            z != y as usize
+                && z != x as usize
+                && self.nodes[z].alive
+                && self.nodes[z].copy.as_ref().is_some_and(|c| c.state == CopyState::Running)
+                && told_x(z)
+        });
+        match runs {
+            Some(z) => Err(self.fail(format!(
+                "MONITOR: node {x} fired node_down for node {y} while the process runs on node {z}, which told it everything"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `a` and `b` see each other down (the session's failure detector): a stall, not a
     /// crash; the machines of each are told.
     fn peers_down(&mut self, a: NodeId, b: NodeId) -> Result<(), SimFailure> {
@@ -1352,6 +1391,7 @@ impl Sim {
                 d.peer_down(now, y);
             }
             self.pump(x)?;
+            self.monitor_sees_down(x, y)?;
         }
         Ok(())
     }
@@ -1617,6 +1657,7 @@ impl Sim {
                 d.peer_restarted(now, x);
             }
             self.pump(y as NodeId)?;
+            self.monitor_sees_down(y as NodeId, x)?;
         }
         Ok(())
     }
