@@ -1,7 +1,9 @@
 //! What the simulators share: a seeded generator ([`Rng`], splitmix64), the failure a
 //! checker reports ([`SimFailure`], with the command that replays its seed) and the
-//! rerun that attaches a trace to a failure ([`run_traced_on_failure`]).
+//! rerun that attaches a trace to a failure ([`run_traced_on_failure`]), and the bounded
+//! trace itself ([`Trace`]).
 
+use std::collections::VecDeque;
 use std::fmt;
 
 /// Which simulator a failure comes from: how to name it and replay it.
@@ -116,5 +118,29 @@ impl Rng {
     /// True with probability `per_mille / 1000`.
     pub fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
+    }
+}
+
+/// The last steps of a run (at most `cap` lines), for a failure to carry.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    lines: VecDeque<String>,
+    cap: usize,
+}
+
+impl Trace {
+    pub fn new(cap: usize) -> Trace {
+        Trace { lines: VecDeque::new(), cap: cap.max(1) }
+    }
+
+    pub fn push(&mut self, line: String) {
+        if self.lines.len() >= self.cap {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
     }
 }

@@ -59,7 +59,7 @@ use crate::proto::migrate::{
     Action, Dest, Failure, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
 };
 use crate::proto::session::NodeId;
-use crate::sim::harness::run_traced_on_failure;
+use crate::sim::harness::{run_traced_on_failure, Trace};
 pub use crate::sim::harness::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tern_vm::node::order::{Order, OrderFault, OrderWire, Origin, Weigh};
@@ -410,7 +410,7 @@ struct Sim {
     /// its source, cut off before `Committed` reached it, still keeps its frozen copy
     /// (which only `Aborted` could resume, and a committed destination never says it).
     killed: bool,
-    trace: VecDeque<String>,
+    trace: Trace,
     report: SimReport,
 }
 
@@ -525,17 +525,14 @@ impl Sim {
             ended: None,
             crashed_holding: Vec::new(),
             killed: false,
-            trace: VecDeque::new(),
+            trace: Trace::new(opts.trace_lines),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
             opts,
         }
     }
 
     fn push_trace(&mut self, line: String) {
-        if self.trace.len() >= self.opts.trace_lines.max(1) {
-            self.trace.pop_front();
-        }
-        self.trace.push_back(line);
+        self.trace.push(line);
     }
 
     fn schedule(&mut self, at: u64, ev: Ev) {
@@ -544,14 +541,7 @@ impl Sim {
     }
 
     fn fail(&self, message: String) -> SimFailure {
-        SimFailure {
-            kind: SimKind::Migration,
-            seed: self.seed,
-            step: self.step,
-            now_us: self.now,
-            message,
-            trace: self.trace.iter().cloned().collect(),
-        }
+        SimFailure { kind: SimKind::Migration, seed: self.seed, step: self.step, now_us: self.now, message, trace: self.trace.lines() }
     }
 
     fn run(mut self) -> Result<SimReport, SimFailure> {

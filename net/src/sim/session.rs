@@ -26,9 +26,9 @@
 //! simulation runs until quiet: then every payload between live incarnations must have
 //! been delivered, every queue must be empty and every session up with the current peer.
 
-use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind};
+use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind, Trace};
 use crate::proto::session::{decode_packet, encode_packet, Event, Fault, NodeId, SendError, Session, SessionConfig};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How a run is set up. The seed draws everything else.
 #[derive(Debug, Clone)]
@@ -184,7 +184,7 @@ struct Sim {
     /// Per (incarnation, peer): whether the last of Up/Down was Up.
     updown: BTreeMap<(NodeId, u64, NodeId), bool>,
     dirty: Vec<(NodeId, NodeId)>,
-    trace: VecDeque<String>,
+    trace: Trace,
     report: SimReport,
 }
 
@@ -248,17 +248,14 @@ impl Sim {
             newest_src: BTreeMap::new(),
             updown: BTreeMap::new(),
             dirty: Vec::new(),
-            trace: VecDeque::new(),
+            trace: Trace::new(opts.trace_lines),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
             opts,
         }
     }
 
     fn push_trace(&mut self, line: String) {
-        if self.trace.len() >= self.opts.trace_lines.max(1) {
-            self.trace.pop_front();
-        }
-        self.trace.push_back(line);
+        self.trace.push(line);
     }
 
     fn schedule(&mut self, at: u64, ev: Ev) {
@@ -267,14 +264,7 @@ impl Sim {
     }
 
     fn fail(&self, message: String) -> SimFailure {
-        SimFailure {
-            kind: SimKind::Session,
-            seed: self.seed,
-            step: self.step,
-            now_us: self.now,
-            message,
-            trace: self.trace.iter().cloned().collect(),
-        }
+        SimFailure { kind: SimKind::Session, seed: self.seed, step: self.step, now_us: self.now, message, trace: self.trace.lines() }
     }
 
     fn session(&mut self, node: NodeId, peer: NodeId) -> Option<&mut Session> {
