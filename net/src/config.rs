@@ -8,7 +8,7 @@
 //! (expected host:port)`. Relative paths are resolved against the directory of the
 //! config file, so every path in a [`MeshConfig`] is absolute.
 
-use crate::proto::mechanism::Mechanism;
+use crate::proto::mechanism::{Forwarding, Mechanism};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,25 +48,6 @@ pub struct MeshConfig {
     pub policy: Policy,
     /// The nodes; a node's id is its index in this list plus one.
     pub nodes: Vec<NodeConf>,
-}
-
-/// How a message addressed to a process that has moved reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Forwarding {
-    /// Senders are told the new location and update their links.
-    LinkUpdate,
-    /// The old node forwards the messages.
-    Forward,
-}
-
-impl Forwarding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Forwarding::LinkUpdate => "link-update",
-            Forwarding::Forward => "forward",
-        }
-    }
 }
 
 /// Sizes and times every node of the mesh uses.
@@ -323,11 +304,7 @@ impl MeshConfig {
         }
         let page_size = ps as usize;
         let migration: Mechanism = raw.mesh.migration.parse().map_err(|e| err("mesh.migration", e))?;
-        let forwarding = match raw.mesh.forwarding.as_str() {
-            "link-update" => Forwarding::LinkUpdate,
-            "forward" => Forwarding::Forward,
-            other => return Err(err("mesh.forwarding", format!("{other:?} is not one of link-update, forward"))),
-        };
+        let forwarding: Forwarding = raw.mesh.forwarding.parse().map_err(|e| err("mesh.forwarding", e))?;
 
         let l = raw.limits;
         for (key, v) in [
@@ -558,7 +535,7 @@ cert_dir = "certs"
 shared_root = "shared"
 page_size = 8192
 migration = "lazy"
-forwarding = "forward"
+forwarding = "link-traversal"
 
 [limits]
 mailbox_bytes = 1000000
@@ -611,7 +588,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.shared_root, Path::new("/etc/tern/shared"));
         assert_eq!(c.page_size, 8192);
         assert_eq!(c.migration, Mechanism::Lazy);
-        assert_eq!(c.forwarding, Forwarding::Forward);
+        assert_eq!(c.forwarding, Forwarding::LinkTraversal);
         assert_eq!(
             c.limits,
             Limits {

@@ -168,6 +168,8 @@ enum CtlCmd {
         node: String,
         #[arg(long, value_name = "MECHANISM", help = mechanism_help())]
         mechanism: Option<String>,
+        #[arg(long, value_name = "FORWARDING", help = forwarding_help())]
+        forwarding: Option<String>,
         /// Append the report to FILE as a JSON line.
         #[arg(long, value_name = "FILE")]
         metrics_out: Option<PathBuf>,
@@ -191,6 +193,10 @@ enum ClusterCommand {
 }
 
 /// `tern ctl migrate --mechanism`'s help: the names come from the one list of them.
+fn forwarding_help() -> String {
+    format!("{} (default: the config's `mesh.forwarding`)", tern_net::proto::mechanism::Forwarding::listed())
+}
+
 fn mechanism_help() -> String {
     format!("{} (default: the config's `mesh.migration`)", tern_net::proto::mechanism::Mechanism::listed())
 }
@@ -261,7 +267,9 @@ fn main() -> ExitCode {
                 CtlCmd::Ps { node } => CtlCommand::Ps { node },
                 CtlCmd::Spawn { file, on, wait } => CtlCommand::Spawn { file, on, wait },
                 CtlCmd::Kill { pid } => CtlCommand::Kill { pid },
-                CtlCmd::Migrate { pid, node, mechanism, metrics_out } => CtlCommand::Migrate { pid, to: node, mechanism, metrics_out },
+                CtlCmd::Migrate { pid, node, mechanism, forwarding, metrics_out } => {
+                    CtlCommand::Migrate { pid, to: node, mechanism, forwarding, metrics_out }
+                }
                 CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
             };
             with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), json, cmd))

@@ -202,11 +202,14 @@ spawn(worker, self());
 println("worker ${recv()}");
 println(recv());
 "#,
-        |c| c,
+        // (Node 2's start is the one the injected messages name: it is their origin,
+        // and a node that knows nothing of the worker gives them back to it.)
+        |c| NodeConfig { incarnation: 1, ..c },
     );
     let w = name_after(&fx.out.line("worker "), "<pid ");
     // From node 2: its first message went a long way round and reaches node 3 (which
-    // knows nothing of the worker) after MAX_FORWARDS hops; its second comes straight.
+    // knows nothing of the worker, and gives it back to node 2, which finds the worker)
+    // after MAX_FORWARDS hops; its second comes straight.
     fx.ns[2].receive(2, deliver(Target::Inbox(w), 2, 0, MAX_FORWARDS, 10));
     fx.ns[0].receive(2, deliver(Target::Inbox(w), 2, 1, 0, 11));
     let text = fx.finish();
@@ -229,7 +232,9 @@ spawn(worker, self());
 println("worker ${recv()}");
 println(recv());
 "#,
-        |c| c,
+        // (Node 2's start is the one the injected messages name: it is their origin,
+        // and a node that knows nothing of the worker gives them back to it.)
+        |c| NodeConfig { incarnation: 1, ..c },
     );
     let w = name_after(&fx.out.line("worker "), "<pid ");
     fx.ns[2].receive(2, deliver(Target::Inbox(w), 2, 0, MAX_HOPS, 10));
@@ -440,7 +445,7 @@ println(recv());
     src.freeze(w, Duration::from_secs(10)).unwrap();
     let image = src.export_frozen(w).unwrap();
     dst.import_image(&image).unwrap();
-    let late = src.commit_export(w, 2).unwrap();
+    let late = src.commit_export(w, 2, tern_vm::node::Forwarding::LinkUpdate).unwrap();
     dst.commit_import(w, late).unwrap();
     // Node 1's link to node 2 refuses the first message it passes on.
     let mut refused = false;

@@ -278,18 +278,30 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     let out = mesh.ctl(&["--json", "spawn", path(&counter), "--on", "a"]);
     let cpid = out.json()["pid"].as_str().unwrap_or_else(|| panic!("{out:?}")).to_string();
     let metrics = mesh.dir.path().join("metrics.jsonl");
-    let out = mesh.ctl(&["--json", "migrate", &cpid, "b", "--mechanism", "lazy", "--metrics-out", path(&metrics)]);
+    let out =
+        mesh.ctl(&["--json", "migrate", &cpid, "b", "--mechanism", "lazy", "--forwarding", "resend", "--metrics-out", path(&metrics)]);
     assert_eq!(out.code, Some(0), "{out:?}");
     let r = out.json();
-    assert!(r["ok"] == true && r["mechanism"] == "lazy" && r["to"] == "b" && r["freeze_time_us"].is_u64(), "{out:?}");
+    assert!(
+        r["ok"] == true && r["mechanism"] == "lazy" && r["forwarding"] == "resend" && r["to"] == "b" && r["freeze_time_us"].is_u64(),
+        "{out:?}"
+    );
     let out = mesh.ctl(&["--node", "a", "migrate", &cpid, "c"]);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("precopy") && out.stdout.contains("committed") && out.stdout.contains("b → c"), "{out:?}");
+    assert!(
+        out.stdout.contains("precopy")
+            && out.stdout.contains("link-update")
+            && out.stdout.contains("committed")
+            && out.stdout.contains("b → c"),
+        "{out:?}"
+    );
     let lines = std::fs::read_to_string(&metrics).unwrap_or_default();
     assert_eq!(lines.lines().count(), 1, "{lines}");
     assert!(mesh.ps().iter().any(|(p, n, _)| *p == cpid && n == "c"), "{:?}", mesh.ps());
     let out = mesh.ctl(&["migrate", &cpid, "a", "--mechanism", "teleport"]);
     assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("unknown migration mechanism"), "{out:?}");
+    let out = mesh.ctl(&["migrate", &cpid, "a", "--forwarding", "carrier-pigeon"]);
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("unknown forwarding mechanism \"carrier-pigeon\""), "{out:?}");
     let out = mesh.ctl(&["migrate", &cpid, "zz"]);
     assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("no node \"zz\""), "{out:?}");
 

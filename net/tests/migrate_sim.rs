@@ -227,7 +227,16 @@ fn checker_catches_a_source_kept_after_the_process_ended() {
 #[test]
 fn a_source_gives_up_at_once_when_its_dirty_pages_cannot_be_collected() {
     use tern_net::proto::migrate::{Action, Failure, Mechanism, MigConfig, MigMsg, Source, SourceInit, SourceOutcome};
-    let init = SourceInit { mid: 1, pid: 42, me: 0, dest: 1, size_pages: 8, mechanism: Mechanism::Precopy, partners: vec![0, 1] };
+    let init = SourceInit {
+        mid: 1,
+        pid: 42,
+        me: 0,
+        dest: 1,
+        size_pages: 8,
+        mechanism: Mechanism::Precopy,
+        forwarding: tern_net::proto::mechanism::Forwarding::LinkUpdate,
+        partners: vec![0, 1],
+    };
     let mut s = Source::new(0, MigConfig::default(), init);
     s.handle(10, 1, MigMsg::Accept { mid: 1 });
     s.handle(20, 1, MigMsg::RoundAck { mid: 1, round: 0 });

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 use tern_net::migration::TestHooks;
-use tern_net::proto::mechanism::Mechanism;
+use tern_net::proto::mechanism::{Forwarding, How, Mechanism};
 use tern_net::proto::wire::MigReport;
 
 /// A process that keeps rewriting a 1 MiB array (every page dirtied every round), says
@@ -111,6 +111,54 @@ println("done");
         "main on a\nmain on b\nworker on c got hello\nerror: migrate: there is no node \"nowhere\" in the mesh\nmain on b\ndone\n",
         "{}",
         m.log_text()
+    );
+}
+
+/// `migrate(..., {forwarding: F, mechanism: M})`: a program picks both mechanisms of a
+/// move; a bad option is an error it can catch; the report says what was used.
+#[test]
+fn a_program_picks_the_forwarding_and_the_mechanism_of_a_move() {
+    let m = TestMesh::start(3);
+    let src = r#"
+fn worker(main) {
+    while true {
+        let m = recv();
+        send(main, "worker on ${node()} got ${m}");
+    }
+}
+let w = spawn(worker, self());
+assert(migrate(w, "b", {forwarding: "link-traversal", mechanism: "freeze"}) == true);
+send(w, 1);
+println(recv(10000));
+assert(migrate(w, "c", {forwarding: "resend"}) == true);
+send(w, 2);
+println(recv(10000));
+assert(migrate("b", {forwarding: "origin-site"}) == true);
+send(w, 3);
+println(recv(10000));
+for bad in [{forwarding: "teleport"}, {mechanism: "teleport"}, {speed: "fast"}, {forwarding: 3}] {
+    println("error: ${try { migrate(w, "a", bad) } catch e { e }}");
+}
+println("done");
+"#;
+    let mut run = m.run("a", "options.tern", src);
+    run.wait_line(&m, "done", |l| l == "done");
+    let out = run.text.clone();
+    assert_eq!(
+        out,
+        "worker on b got 1\nworker on c got 2\nworker on c got 3\n\
+         error: migrate: unknown forwarding mechanism \"teleport\" (expected link-update, resend, origin-site or link-traversal)\n\
+         error: migrate: unknown migration mechanism \"teleport\" (expected freeze, precopy, lazy or hybrid)\n\
+         error: migrate: unknown option \"speed\" (expected forwarding or mechanism)\n\
+         error: migrate: forwarding expects a string, not an int\n\
+         done\n",
+        "{}",
+        m.log_text()
+    );
+    let reports = m.node("a").reports();
+    assert!(
+        reports.iter().any(|r| r.to == "b" && r.forwarding == Forwarding::LinkTraversal && r.mechanism == Mechanism::Freeze),
+        "{reports:?}"
     );
 }
 
@@ -623,6 +671,11 @@ println("channel: ${total} in order; inbox: ${itotal} in order; check ${check}")
 /// Runs PARTNERS on a fresh 3-node mesh, moving it `moves` times (random mechanism,
 /// random node) before telling it to finish; its output and its file.
 fn partners_run(moves: usize, seed: u64) -> (String, String, Vec<String>) {
+    partners_run_by(moves, seed, None)
+}
+
+/// [`partners_run`] with forwarding mechanism `fwd` for every move (`None`: the mesh's).
+fn partners_run_by(moves: usize, seed: u64, fwd: Option<Forwarding>) -> (String, String, Vec<String>) {
     let m = TestMesh::start(3);
     let mut run = m.run("a", "partners.tern", PARTNERS);
     let mechs = Mechanism::ALL;
@@ -639,8 +692,8 @@ fn partners_run(moves: usize, seed: u64) -> (String, String, Vec<String>) {
     for k in 0..moves {
         let to = names.iter().copied().filter(|&n| n != at).nth((next() % 2) as usize).unwrap_or("b");
         let mech = mechs[(next() % 4) as usize];
-        let r =
-            m.node(at).migrate(run.pid, to, Some(mech)).unwrap_or_else(|e| panic!("move {k} ({mech} {at} → {to}): {e}\n{}", m.log_text()));
+        let how = How { mechanism: Some(mech), forwarding: fwd };
+        let r = m.node(at).migrate_how(run.pid, to, how).unwrap_or_else(|e| panic!("move {k} ({mech} {at} → {to}): {e}\n{}", m.log_text()));
         assert!(r.ok, "move {k} ({mech} {at} → {to}): {r:?}\n{}", m.log_text());
         done.push(format!("{mech} {at}→{to}"));
         at = to;
@@ -669,6 +722,32 @@ fn thirty_random_moves_with_partners_on_every_node_change_nothing() {
     assert_eq!(done.len(), 30);
 }
 
+/// The same thirty moves with each of the other forwarding mechanisms: the same output
+/// and the same file.
+fn thirty_random_moves_by(fwd: Forwarding) {
+    let (plain, plain_file, _) = partners_run(0, 1);
+    let seed = std::env::var("TERN_MIG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    eprintln!("seed {seed} (TERN_MIG_SEED), forwarding {fwd}");
+    let (moved, moved_file, done) = partners_run_by(30, seed, Some(fwd));
+    assert_eq!(moved, plain, "{fwd}, seed {seed}; moves: {done:?}");
+    assert_eq!(moved_file, plain_file, "{fwd}, seed {seed}; moves: {done:?}");
+}
+
+#[test]
+fn thirty_random_moves_change_nothing_with_resend() {
+    thirty_random_moves_by(Forwarding::Resend);
+}
+
+#[test]
+fn thirty_random_moves_change_nothing_with_origin_site() {
+    thirty_random_moves_by(Forwarding::OriginSite);
+}
+
+#[test]
+fn thirty_random_moves_change_nothing_with_link_traversal() {
+    thirty_random_moves_by(Forwarding::LinkTraversal);
+}
+
 #[test]
 fn the_node_a_process_left_holds_nothing_for_it() {
     let m = TestMesh::start(3);
@@ -681,7 +760,7 @@ fn the_node_a_process_left_holds_nothing_for_it() {
     }
     // b (neither its birth node nor a sender's) keeps no process, route or migration
     // state for it once the link updates were acknowledged and the pages all moved.
-    assert_eq!(m.node("b").node().forwarding_state(pid, &[]), (false, 0));
+    assert_eq!(m.node("b").node().forwarding_state(pid, &[]), (false, 0), "b keeps {:?}", m.node("b").node().route_kept(pid));
     assert!(!m.node("b").migration_holds(pid));
     assert!(!m.node("b").node().is_local(pid) && m.node("c").node().is_local(pid));
     // Messages still reach it: through its birth node, which knows where it is.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Deliver, Node, Op, Origin, Pid, SentBy, Target};
+use tern_vm::node::{Deliver, Forwarding, Node, Op, Origin, Pid, SentBy, Target};
 use tern_vm::runtime::Vm;
 use tern_vm::value::name_node;
 use tern_vm::VmConfig;
@@ -99,7 +99,7 @@ fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
     let imported = dst.import_image(&image).unwrap();
     assert_eq!(imported, worker);
     std::thread::sleep(Duration::from_millis(5)); // messages keep arriving at the source
-    let late = src.commit_export(worker, dst.id()).unwrap();
+    let late = src.commit_export(worker, dst.id(), Forwarding::LinkUpdate).unwrap();
     eprintln!(
         "image {} bytes; {} inbox and {} channel messages arrived after it",
         image.len(),
@@ -217,12 +217,18 @@ fn start_ring(n: usize, senders: [&str; 3], extra: bool) -> (Vec<Arc<Node>>, Arc
 /// acknowledging by returning), then the source drops its forwarding pointers. Returns
 /// the receive ends it holds with their move counts, and its own.
 fn move_process(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool) -> (Vec<(u64, u32)>, u32) {
+    move_process_by(ns, pid, from, to, update, Forwarding::LinkUpdate)
+}
+
+/// [`move_process`] with forwarding mechanism `fwd`: the link update goes to the nodes
+/// the mechanism tells (with none of links or monitors here: with `link-update` only).
+fn move_process_by(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool, fwd: Forwarding) -> (Vec<(u64, u32)>, u32) {
     let (src, dst) = (&ns[usize::from(from) - 1], &ns[usize::from(to) - 1]);
     src.freeze(pid, Duration::from_secs(10)).unwrap();
     let image = src.export_frozen(pid).unwrap();
     assert_eq!(dst.import_image(&image).unwrap(), pid);
     std::thread::sleep(Duration::from_millis(2)); // messages keep arriving at the source
-    let late = src.commit_export(pid, to).unwrap();
+    let late = src.commit_export(pid, to, fwd).unwrap();
     std::thread::sleep(Duration::from_millis(2)); // and at the destination, before its commit
     let chans: Vec<(u64, u32)> = late.chans.iter().map(|c| (c.chan, c.moves)).collect();
     let mut told: Vec<u16> = late.inbox_origins.clone();
@@ -237,11 +243,11 @@ fn move_process(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool) ->
         let ids: Vec<u64> = chans.iter().map(|(c, _)| *c).collect();
         told.sort_unstable();
         told.dedup();
-        told.retain(|&n| n != to && n != from);
+        told.retain(|&n| n != to && n != from && fwd.updates_partners());
         for n in told {
-            ns[usize::from(n) - 1].apply_link_update(pid, to, moves, &chans);
+            ns[usize::from(n) - 1].apply_link_update(pid, to, moves, &chans, fwd);
         }
-        src.drop_forwarding(pid, &ids);
+        src.drop_forwarding(pid, &ids, fwd);
     }
     (chans, moves)
 }
@@ -342,10 +348,10 @@ fn a_link_update_makes_a_partner_send_straight_to_the_new_node() {
     }
     assert_eq!(ns[0].forwarding_state(worker, &chans), (true, 1));
     let direct = net.delivers(3, 2);
-    ns[2].apply_link_update(worker, 2, moves, &with_moves);
+    ns[2].apply_link_update(worker, 2, moves, &with_moves, Forwarding::LinkUpdate);
     // Stale news (an older move, or the same one again) changes nothing.
-    ns[2].apply_link_update(worker, 1, 0, &[]);
-    ns[2].apply_link_update(worker, 1, moves, &[]);
+    ns[2].apply_link_update(worker, 1, 0, &[], Forwarding::LinkUpdate);
+    ns[2].apply_link_update(worker, 1, moves, &[], Forwarding::LinkUpdate);
     std::thread::sleep(Duration::from_millis(5)); // sends already under way
     let via_old = net.delivers(3, 1);
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
@@ -466,6 +472,174 @@ fn an_aborted_import_sends_on_what_reached_it() {
     let text = out.text();
     assert!(text.contains("bad 0 on n1"), "{text}");
     assert!(ns[1].ps().is_empty(), "nothing left at n2");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// The ring above with each forwarding mechanism: senders on all three nodes, the worker
+/// moving n1 -> n2 -> n3 -> n1 -> n2, every sender's messages in order, none lost or
+/// twice, whether the old node forwards (`link-traversal`), refuses and the senders'
+/// nodes locate the worker (`resend`), or everything goes by n1, where the worker was
+/// born (`origin-site`).
+fn ring_by(fwd: Forwarding) {
+    let (ns, _net, out, main, worker) = start_ring(3, ["n1", "n2", "n3"], false);
+    for (from, to) in [(1, 2), (2, 3), (3, 1), (1, 2)] {
+        std::thread::sleep(Duration::from_millis(12));
+        move_process_by(&ns, worker, from, to, true, fwd);
+    }
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{fwd}: {:?}\n{}", exit.reason, out.text());
+    let text = out.text();
+    assert!(text.contains("bad 0 on n2"), "{fwd}: {text}");
+    assert!(!text.contains("FAILED"), "{fwd}: {text}");
+    for n in ns {
+        n.stop();
+    }
+}
+
+#[test]
+fn resend_keeps_every_senders_order_over_many_moves() {
+    ring_by(Forwarding::Resend);
+}
+
+#[test]
+fn origin_site_keeps_every_senders_order_over_many_moves() {
+    ring_by(Forwarding::OriginSite);
+}
+
+#[test]
+fn link_traversal_keeps_every_senders_order_over_many_moves() {
+    ring_by(Forwarding::LinkTraversal);
+}
+
+/// A worker on n1 that prints every message it gets, and where.
+const ECHO: &str = r#"
+fn worker(main) {
+    send(main, self());
+    while true {
+        let m = recv();
+        println("got ${m} on ${node()}");
+    }
+}
+let w = spawn(worker, self());
+println("worker ${recv()}");
+recv();
+"#;
+
+fn start_echo(n: usize) -> (Vec<Arc<Node>>, Arc<Net>, Arc<Out>, Pid) {
+    let vm = new_vm(VmConfig::default());
+    let p = compile_text("echo.tern", ECHO).unwrap();
+    for m in &p.modules {
+        vm.load(m.clone()).unwrap();
+    }
+    let out = Arc::new(Out::default());
+    let (ns, net) = nodes(n, Arc::new(vm), out.clone());
+    ns[0].spawn_main(p.main).unwrap();
+    let worker = worker_pid(&out);
+    (ns, net, out, worker)
+}
+
+fn int(i: i64) -> Message {
+    Message::scalar(Val::Int(i))
+}
+
+/// Waits until `cond` holds (20 s at most).
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// DEMOS/MP: every node the worker left keeps a link; the first message from n5 follows
+/// the chain n1 (its birth node) -> n2 -> n3 -> n4, and n4 tells n5 where it is, so the
+/// second goes straight there.
+#[test]
+fn link_traversal_shortens_a_chain_to_a_direct_link_after_one_message() {
+    let (ns, net, out, w) = start_echo(5);
+    for (from, to) in [(1, 2), (2, 3), (3, 4)] {
+        move_process_by(&ns, w, from, to, true, Forwarding::LinkTraversal);
+    }
+    for n in [0, 1, 2] {
+        assert_eq!(ns[n].route_kept(w), Some(true), "n{} keeps a link", n + 1);
+    }
+    let hops = || [net.delivers(5, 1), net.delivers(1, 2), net.delivers(2, 3), net.delivers(3, 4), net.delivers(5, 4)];
+    assert_eq!(hops(), [0, 0, 0, 0, 0]);
+    assert_eq!(ns[4].send_to(w, int(1)), Ok(true));
+    out.line("got 1 on n4");
+    assert_eq!(hops(), [1, 1, 1, 1, 0], "the first message follows the chain");
+    until("n4 tells n5 where the worker is", || ns[4].located(w) == Some(4));
+    assert_eq!(ns[4].send_to(w, int(2)), Ok(true));
+    out.line("got 2 on n4");
+    assert_eq!(hops(), [1, 1, 1, 1, 1], "the second goes straight to n4");
+    assert_eq!(ns[3].forwarding_stats().shortened, 1);
+    assert_eq!(ns[0].forwarding_stats().forwarded + ns[1].forwarding_stats().forwarded + ns[2].forwarding_stats().forwarded, 3);
+    // When the worker ends, the links go.
+    ns[3].kill(w, "done");
+    until("every link is dropped", || (0..3).all(|n| ns[n].route_kept(w).is_none()));
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// V-System: the node the worker left keeps nothing and forwards nothing; a message that
+/// reaches it is given back to its origin node, which asks every node where the worker
+/// is, caches the answer and sends it again.
+#[test]
+fn resend_leaves_nothing_at_the_old_node_and_the_sender_locates_the_process() {
+    let (ns, net, out, w) = start_echo(4);
+    move_process_by(&ns, w, 1, 2, true, Forwarding::Resend);
+    assert_eq!(ns[0].route_kept(w), Some(false), "its birth node knows only that it lives");
+    // n3 knows nothing: by the birth node, which refuses; then located.
+    assert_eq!(ns[2].send_to(w, int(1)), Ok(true));
+    out.line("got 1 on n2");
+    assert_eq!(ns[0].forwarding_stats().refused, 1);
+    assert_eq!(ns[2].forwarding_stats().locate_queries, 3, "one question to each other node");
+    assert_eq!(ns[2].located(w), Some(2), "the answer is cached");
+    move_process_by(&ns, w, 2, 4, true, Forwarding::Resend);
+    assert_eq!(ns[1].route_kept(w), None, "n2 keeps nothing");
+    assert_eq!(ns[1].forwarding_state(w, &[]), (false, 0));
+    // By the cached place, n2, which refuses; located again.
+    assert_eq!(ns[2].send_to(w, int(2)), Ok(true));
+    out.line("got 2 on n4");
+    assert_eq!(ns[1].forwarding_stats().refused, 1);
+    assert_eq!(ns[2].forwarding_stats().locate_queries, 6);
+    // Now straight there.
+    let before = net.delivers(3, 4);
+    assert_eq!(ns[2].send_to(w, int(3)), Ok(true));
+    out.line("got 3 on n4");
+    assert_eq!(net.delivers(3, 4), before + 1);
+    let forwarded: u64 = ns.iter().map(|n| n.forwarding_stats().forwarded).sum();
+    assert_eq!(forwarded, 0, "no node forwarded anything");
+    assert!(!out.text().contains("FAILED"), "{}", out.text());
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// Sprite: every message goes through n1, where the worker was born, which always knows
+/// where it is; the nodes it left keep nothing. When n1 is down, a message to the worker
+/// fails with an error naming n1, while the worker itself runs on.
+#[test]
+fn origin_site_goes_through_the_birth_node_and_fails_clearly_without_it() {
+    let (ns, net, out, w) = start_echo(4);
+    move_process_by(&ns, w, 1, 2, true, Forwarding::OriginSite);
+    move_process_by(&ns, w, 2, 3, true, Forwarding::OriginSite);
+    assert_eq!(ns[1].route_kept(w), None, "n2 keeps nothing");
+    assert_eq!(ns[0].route_kept(w), Some(true), "n1 knows where it is");
+    for i in 1..=3 {
+        assert_eq!(ns[3].send_to(w, int(i)), Ok(true));
+        out.line(&format!("got {i} on n3"));
+    }
+    assert_eq!((net.delivers(4, 1), net.delivers(1, 3), net.delivers(4, 3)), (3, 3, 0), "every message by n1");
+    net.down.lock().push(1);
+    let e = ns[3].send_to(w, int(4)).unwrap_err();
+    assert!(e.contains("n1") && e.contains("origin-site") && e.contains("down"), "{e}");
+    // The worker is not affected: a message from n3 itself (its own node) gets there.
+    assert_eq!(ns[2].send_to(w, int(5)), Ok(true));
+    out.line("got 5 on n3");
     for n in ns {
         n.stop();
     }

@@ -209,7 +209,7 @@ impl Dispatcher {
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
                 Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
-                Query::Migrate { pid, to, mechanism, hops } => {
+                Query::Migrate { pid, to, how, hops } => {
                     // Runs for a while: on a thread of its own, one of a bounded number
                     // (a request refused for want of one is answered at once).
                     let sh = self.sh.clone();
@@ -218,7 +218,7 @@ impl Dispatcher {
                             .name("tern-mig-ask".into())
                             .spawn(move || {
                                 let _slot = slot;
-                                let r = migration::migrate_via(&sh, pid, &to, mechanism, hops, Some(from));
+                                let r = migration::migrate_via(&sh, pid, &to, how, hops, Some(from));
                                 let _ = sh.send_frame(from, &Frame::Answer { id, answer: Answer::Migrated(r.map(Box::new)) });
                             })
                             .map_err(|e| format!("cannot start a thread: {e}"))

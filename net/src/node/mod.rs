@@ -32,7 +32,7 @@ mod peers;
 mod services;
 
 use crate::config::{MeshConfig, NodeConf};
-use crate::proto::mechanism::Mechanism;
+use crate::proto::mechanism::{How, Mechanism};
 use crate::proto::wire::{self, Answer, Frame, Load, PsRow, Query};
 use crate::tls;
 use dispatch::Inbound;
@@ -309,14 +309,14 @@ impl Host {
 
     /// Starts migrating process `pid` (here) to node `to` (with `mechanism`, or the
     /// config's default): its progress and, at the end, its report.
-    pub(crate) fn start_migration(self: &Arc<Self>, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<MigHandle, String> {
-        migration::start(self, pid, to, mechanism, migration::Caller::None)
+    pub(crate) fn start_migration(self: &Arc<Self>, pid: u64, to: &str, how: How) -> Result<MigHandle, String> {
+        migration::start(self, pid, to, how, migration::Caller::None)
     }
 
     /// Migrates `pid` to node `to` and waits for the report: here if the process is
     /// here, else asking the node it is on.
-    pub(crate) fn migrate_and_wait(self: &Arc<Self>, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
-        migration::migrate_and_wait(self, pid, to, mechanism)
+    pub(crate) fn migrate_and_wait(self: &Arc<Self>, pid: u64, to: &str, how: How) -> Result<wire::MigReport, String> {
+        migration::migrate_and_wait(self, pid, to, how)
     }
 
     /// A slot for a thread that waits for a migration on someone's behalf (the number
@@ -457,7 +457,17 @@ impl MeshNode {
     /// Migrates process `pid` to node `to` (with `mechanism`, or the config's default)
     /// and waits for the report.
     pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
-        self.sh.migrate_and_wait(pid, to, mechanism)
+        self.sh.migrate_and_wait(pid, to, How::mechanism(mechanism))
+    }
+
+    /// The reports of the newest migrations (at most 64) this node was the source of.
+    pub fn reports(&self) -> Vec<wire::MigReport> {
+        self.sh.mig.reports.lock().clone()
+    }
+
+    /// [`MeshNode::migrate`] with both mechanisms chosen (`None`s: the mesh's defaults).
+    pub fn migrate_how(&self, pid: u64, to: &str, how: How) -> Result<wire::MigReport, String> {
+        self.sh.migrate_and_wait(pid, to, how)
     }
 
     /// Whether this node's migration tables still name process `pid`.

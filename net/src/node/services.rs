@@ -6,10 +6,11 @@
 
 use super::migration;
 use super::{Host, ASK_TIMEOUT};
+use crate::proto::mechanism::How;
 use crate::proto::wire::{self, Answer, Frame, Query};
 use crate::runner::DirFiles;
 use std::sync::{Arc, Weak};
-use tern_vm::node::{Console, FileOp, Files, Node, NodeConfig, Op, PageSource, Remote};
+use tern_vm::node::{Console, FileOp, Files, MigrateOpts, Node, NodeConfig, Op, PageSource, Remote};
 use tern_vm::process::IoResult;
 use tern_vm::value::{name_node, name_text};
 
@@ -31,6 +32,7 @@ pub(super) fn start_vm(sh: &Arc<Host>, workers: Option<usize>) -> Node {
         workers: workers.unwrap_or(me.workers).max(1),
         mailbox_limit_bytes: cfg.limits.mailbox_bytes as usize,
         message_limit_bytes: cfg.limits.message_bytes as usize,
+        forwarding: cfg.forwarding,
         ..NodeConfig::default()
     };
     let node = Node::start(Arc::new(vm), tern_vm::node::Mesh::new(), ncfg, Arc::new(MeshConsole(Arc::downgrade(sh))), Arc::new(files));
@@ -117,11 +119,19 @@ impl Remote for MeshRemote {
         let sh = self.0.upgrade()?;
         sh.cfg.node_by_id(id).map(|n| n.name.clone())
     }
-    fn migrate(&self, pid: u64, to: u16, caller: Option<u64>) -> Result<(), String> {
+    fn peers(&self) -> Vec<u16> {
+        let Some(sh) = self.0.upgrade() else { return Vec::new() };
+        sh.peers.keys().copied().collect()
+    }
+    fn is_up(&self, to: u16) -> bool {
+        self.0.upgrade().is_some_and(|sh| sh.is_up(to))
+    }
+    fn migrate(&self, pid: u64, to: u16, caller: Option<u64>, opts: &MigrateOpts) -> Result<(), String> {
         let sh = self.0.upgrade().ok_or("the node is shutting down")?;
         let name = sh.peers.get(&to).map(|p| p.conf.name.clone()).ok_or_else(|| format!("there is no node {to}"))?;
+        let how = How { mechanism: opts.mechanism.as_deref().map(str::parse).transpose()?, forwarding: opts.forwarding };
         match caller {
-            None => migration::start(&sh, pid, &name, None, migration::Caller::Itself).map(|_| ()),
+            None => migration::start(&sh, pid, &name, how, migration::Caller::Itself).map(|_| ()),
             Some(c) => {
                 // Waits for the outcome: on a thread of its own, one of a bounded number.
                 let slot = sh.mig_slots.waiter()?;
@@ -129,7 +139,7 @@ impl Remote for MeshRemote {
                     .name("tern-mig-wait".into())
                     .spawn(move || {
                         let _slot = slot;
-                        let r = migration::migrate_and_wait(&sh, pid, &name, None);
+                        let r = migration::migrate_and_wait(&sh, pid, &name, how);
                         let result = match r {
                             Ok(rep) if rep.ok => IoResult::Migrated(rep.to),
                             Ok(rep) => IoResult::Failed(rep.outcome),

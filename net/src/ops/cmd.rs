@@ -5,7 +5,7 @@ use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
 use crate::ops::ctl::{server, CtlClient};
 use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
-use crate::proto::mechanism::Mechanism;
+use crate::proto::mechanism::{How, Mechanism};
 use crate::proto::wire::{CtlReply, CtlRequest};
 use crate::runner::{compile, compile_text};
 use serde_json::json;
@@ -109,7 +109,7 @@ pub enum CtlCommand {
     Spawn { file: std::path::PathBuf, on: Option<String>, wait: bool },
     Kill { pid: String },
     Send { pid: String, value: String },
-    Migrate { pid: String, to: String, mechanism: Option<String>, metrics_out: Option<std::path::PathBuf> },
+    Migrate { pid: String, to: String, mechanism: Option<String>, forwarding: Option<String>, metrics_out: Option<std::path::PathBuf> },
 }
 
 /// Asks for a migration and waits for its report, showing a progress bar on a terminal
@@ -118,7 +118,7 @@ pub fn migrate(
     client: &CtlClient,
     pid: u64,
     to: &str,
-    mechanism: Option<Mechanism>,
+    how: How,
     progress: bool,
     metrics_out: Option<&std::path::Path>,
 ) -> Result<crate::proto::wire::MigReport, String> {
@@ -132,7 +132,7 @@ pub fn migrate(
         b
     });
     let mut out = Err("no answer".to_string());
-    client.request(&CtlRequest::Migrate { pid, to: to.to_string(), mechanism }, |reply| match reply {
+    client.request(&CtlRequest::Migrate { pid, to: to.to_string(), how }, |reply| match reply {
         CtlReply::Progress { sent, total, phase } => {
             if let Some(b) = &bar {
                 b.set_length(total);
@@ -286,17 +286,17 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 other => fail(format!("unexpected reply {other:?}")),
             }
         }
-        CtlCommand::Migrate { pid, to, mechanism, metrics_out } => {
+        CtlCommand::Migrate { pid, to, mechanism, forwarding, metrics_out } => {
             let pid = match parse_pid(&pid) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            let mechanism = match mechanism.as_deref().map(str::parse::<Mechanism>).transpose() {
-                Ok(m) => m,
+            let how = match How::parse(mechanism.as_deref(), forwarding.as_deref()) {
+                Ok(h) => h,
                 Err(e) => return fail(e),
             };
             let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            match migrate(client, pid, &to, mechanism, tty, metrics_out.as_deref()) {
+            match migrate(client, pid, &to, how, tty, metrics_out.as_deref()) {
                 Ok(r) => {
                     if json_out {
                         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);

@@ -95,10 +95,10 @@ async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut re
             let reply = tokio::task::spawn_blocking(move || ps(&sh2, node.as_deref())).await.unwrap_or_else(|e| Err(e.to_string()));
             write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Ps)).await?;
         }
-        CtlRequest::Migrate { pid, to, mechanism } => {
+        CtlRequest::Migrate { pid, to, how } => {
             if sh.node().is_local(pid) {
                 // Here: progress while it runs, then the report.
-                match sh.start_migration(pid, &to, mechanism) {
+                match sh.start_migration(pid, &to, how) {
                     Ok(h) => loop {
                         let done = h.done.clone();
                         match tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_millis(200))).await {
@@ -131,7 +131,7 @@ async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut re
                         let sh2 = sh.clone();
                         tokio::task::spawn_blocking(move || {
                             let _slot = slot;
-                            sh2.migrate_and_wait(pid, &to, mechanism)
+                            sh2.migrate_and_wait(pid, &to, how)
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()))

@@ -9,7 +9,7 @@ use crate::config::MeshConfig;
 use crate::ops::cmd::{parse_pid, program_request};
 use crate::ops::ctl::CtlClient;
 use crate::ops::report::{nodes_table, ps_table, report_table};
-use crate::proto::mechanism::Mechanism;
+use crate::proto::mechanism::{Forwarding, How, Mechanism};
 use crate::proto::wire::{CtlReply, CtlRequest};
 use crate::runner::compile_text;
 use rustyline::completion::{Completer, Pair};
@@ -28,7 +28,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (":ps [NODE]", "processes: pid, node, status, reductions, heap pages, mailbox length"),
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
-    (":migrate PID NODE [--mechanism M]", "move a running process to NODE (M: {mechanisms}) and show what it did"),
+    (
+        ":migrate PID NODE [--mechanism M] [--forwarding F]",
+        "move a running process to NODE (M: {mechanisms}; F: {forwardings}) and show what it did",
+    ),
     (":send PID VALUE", "send VALUE (a Tern expression) to a process"),
     (":quit", "leave (or Ctrl-D)"),
 ];
@@ -181,7 +184,10 @@ impl Session {
         match cmd {
             ":help" | ":h" => {
                 for (c, what) in COMMANDS {
-                    println!("  {c:<26} {}", what.replace("{mechanisms}", &Mechanism::names(", ")));
+                    println!(
+                        "  {c:<26} {}",
+                        what.replace("{mechanisms}", &Mechanism::names(", ")).replace("{forwardings}", &Forwarding::names(", "))
+                    );
                 }
                 println!("  anything else is Tern: a statement runs, an expression is printed");
             }
@@ -219,12 +225,17 @@ impl Session {
                 _ => return Err("unexpected reply".into()),
             },
             ":migrate" => {
-                let usage = &format!("usage: :migrate PID NODE [--mechanism {}] [--json] [--metrics-out FILE]", Mechanism::names("|"));
-                let (mut pos, mut mechanism, mut json, mut metrics) = (Vec::new(), None, false, None);
+                let usage = &format!(
+                    "usage: :migrate PID NODE [--mechanism {}] [--forwarding {}] [--json] [--metrics-out FILE]",
+                    Mechanism::names("|"),
+                    Forwarding::names("|")
+                );
+                let (mut pos, mut how, mut json, mut metrics) = (Vec::new(), How::default(), false, None);
                 let mut it = rest.iter();
                 while let Some(a) = it.next() {
                     match *a {
-                        "--mechanism" => mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
+                        "--mechanism" => how.mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
+                        "--forwarding" => how.forwarding = Some(it.next().ok_or(usage.as_str())?.parse::<Forwarding>()?),
                         "--json" => json = true,
                         "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage.as_str())?)),
                         a if a.starts_with("--") => return Err(format!("unknown option {a}\n{usage}")),
@@ -233,7 +244,7 @@ impl Session {
                 }
                 let [pid, node] = pos[..] else { return Err(usage.to_string()) };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let r = crate::ops::cmd::migrate(&self.client, parse_pid(pid)?, node, mechanism, tty && !json, metrics.as_deref())?;
+                let r = crate::ops::cmd::migrate(&self.client, parse_pid(pid)?, node, how, tty && !json, metrics.as_deref())?;
                 if json {
                     println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
                 } else {

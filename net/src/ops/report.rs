@@ -52,6 +52,7 @@ pub fn report_table(r: &MigReport) -> String {
         ("process", tern_vm::value::name_text(r.pid)),
         ("from → to", format!("{} → {}", r.from, r.to)),
         ("mechanism", r.mechanism.to_string()),
+        ("forwarding", r.forwarding.to_string()),
         ("outcome", r.outcome.clone()),
         ("heap pages", r.heap_pages.to_string()),
     ];

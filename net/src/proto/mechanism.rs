@@ -12,6 +12,26 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Display};
 use std::str::FromStr;
+pub use tern_vm::node::Forwarding;
+
+/// How one migration moves a process: how its address space travels and how messages
+/// find it afterwards (`None`: the mesh's default, `mesh.migration`/`mesh.forwarding`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct How {
+    pub mechanism: Option<Mechanism>,
+    pub forwarding: Option<Forwarding>,
+}
+
+impl How {
+    pub fn mechanism(m: Option<Mechanism>) -> How {
+        How { mechanism: m, forwarding: None }
+    }
+
+    /// Parses the optional names a command line or a REPL line gives.
+    pub fn parse(mechanism: Option<&str>, forwarding: Option<&str>) -> Result<How, String> {
+        Ok(How { mechanism: mechanism.map(str::parse).transpose()?, forwarding: forwarding.map(str::parse).transpose()? })
+    }
+}
 
 /// How the address space moves.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

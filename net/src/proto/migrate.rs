@@ -91,7 +91,7 @@ pub type Pid = u64;
 /// A page index in the process's address space.
 pub type PageNo = u32;
 
-pub use crate::proto::mechanism::Mechanism;
+pub use crate::proto::mechanism::{Forwarding, Mechanism};
 
 /// Why a destination refused an offer.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,8 @@ pub enum MigMsg {
         pid: Pid,
         size_pages: u32,
         mechanism: Mechanism,
+        /// How messages find the process afterwards (the dest's link updates say it).
+        forwarding: Forwarding,
     },
     Accept {
         mid: Mid,
@@ -162,11 +164,13 @@ pub enum MigMsg {
     Aborted {
         mid: Mid,
     },
-    /// To a partner node: the process now lives at `to` (apply only if `mid` is newer).
+    /// To a partner node: the process now lives at `to` (apply only if `mid` is newer),
+    /// forwarded by `fwd`.
     LinkUpdate {
         mid: Mid,
         pid: Pid,
         to: NodeId,
+        fwd: Forwarding,
     },
     LinkAck {
         mid: Mid,
@@ -551,7 +555,9 @@ pub struct SourceInit {
     pub dest: NodeId,
     pub size_pages: u32,
     pub mechanism: Mechanism,
-    /// Nodes holding a partner of one of the migrant's channel ends (may include both ends).
+    pub forwarding: Forwarding,
+    /// The nodes told where it went (link updates): which ones depends on `forwarding`
+    /// (`Forwarding::updates_partners`); may include both ends.
     pub partners: Vec<NodeId>,
 }
 
@@ -629,7 +635,7 @@ impl Source {
             init,
         };
         let i = &s.init;
-        let offer = MigMsg::Offer { mid: i.mid, pid: i.pid, size_pages: i.size_pages, mechanism: i.mechanism };
+        let offer = MigMsg::Offer { mid: i.mid, pid: i.pid, size_pages: i.size_pages, mechanism: i.mechanism, forwarding: i.forwarding };
         s.send_dest(offer);
         s.deadline = Some(now_us + s.cfg.step_timeout_us);
         s
@@ -841,7 +847,7 @@ impl Source {
         self.actions.push_back(Action::CommitExport { to: dest });
         let partners: Vec<NodeId> = self.init.partners.iter().copied().filter(|&p| p != self.init.me && p != dest).collect();
         for &p in &partners {
-            self.out.push_back((p, MigMsg::LinkUpdate { mid, pid: self.init.pid, to: dest }));
+            self.out.push_back((p, MigMsg::LinkUpdate { mid, pid: self.init.pid, to: dest, fwd: self.init.forwarding }));
             self.links_pending.insert(p);
         }
         self.report.link_updates = partners.len() as u32;
@@ -1063,6 +1069,7 @@ pub struct Dest {
     me: NodeId,
     source: NodeId,
     mechanism: Mechanism,
+    forwarding: Forwarding,
     phase: DPhase,
     out: VecDeque<(NodeId, MigMsg)>,
     actions: VecDeque<Action>,
@@ -1091,7 +1098,7 @@ pub struct Dest {
 impl Dest {
     /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
     pub fn new(now_us: u64, cfg: MigConfig, me: NodeId, from: NodeId, offer: &MigMsg, refuse: Option<RefuseReason>) -> Option<Self> {
-        let MigMsg::Offer { mid, pid, size_pages, mechanism } = *offer else { return None };
+        let MigMsg::Offer { mid, pid, size_pages, mechanism, forwarding } = *offer else { return None };
         // Nothing is sized by a refused offer (its size may be what is wrong with it).
         let n = if refuse.is_some() { 0 } else { size_pages as usize };
         let mut d = Dest {
@@ -1104,6 +1111,7 @@ impl Dest {
             me,
             source: from,
             mechanism,
+            forwarding,
             phase: DPhase::Receiving,
             out: VecDeque::new(),
             actions: VecDeque::new(),
@@ -1140,6 +1148,9 @@ impl Dest {
     }
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+    pub fn forwarding(&self) -> Forwarding {
+        self.forwarding
     }
     pub fn report(&self) -> &DestReport {
         &self.report
@@ -1419,7 +1430,7 @@ impl Dest {
         if !self.took_over {
             self.took_over = true;
             for &p in &self.partners {
-                self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me }));
+                self.out.push_back((p, MigMsg::LinkUpdate { mid: self.mid, pid: self.pid, to: self.me, fwd: self.forwarding }));
             }
         }
     }
@@ -1525,7 +1536,7 @@ impl Dest {
 /// (if `mid` is newer than the version it has, `route_version`) and the ack to send back
 /// to `from`.
 pub fn partner_link_update(msg: &MigMsg, route_version: Mid) -> Option<(Option<(NodeId, Mid)>, MigMsg)> {
-    let MigMsg::LinkUpdate { mid, pid, to } = *msg else { return None };
+    let MigMsg::LinkUpdate { mid, pid, to, .. } = *msg else { return None };
     let route = (mid > route_version).then_some((to, mid));
     Some((route, MigMsg::LinkAck { mid, pid }))
 }
@@ -1538,7 +1549,16 @@ mod tests {
     const DST: NodeId = 1;
 
     fn lazy_source(now: u64, partners: Vec<NodeId>) -> Source {
-        let init = SourceInit { mid: 7, pid: 42, me: SRC, dest: DST, size_pages: 8, mechanism: Mechanism::Lazy, partners };
+        let init = SourceInit {
+            mid: 7,
+            pid: 42,
+            me: SRC,
+            dest: DST,
+            size_pages: 8,
+            mechanism: Mechanism::Lazy,
+            forwarding: Forwarding::LinkUpdate,
+            partners,
+        };
         Source::new(now, MigConfig::default(), init)
     }
 
@@ -1676,7 +1696,7 @@ mod tests {
 
     #[test]
     fn before_the_commit_a_process_ended_changes_nothing_at_the_dest() {
-        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Lazy };
+        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Lazy, forwarding: Forwarding::LinkUpdate };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Accept { mid: 7 })));
         let quiet = |d: &mut Dest| d.poll_transmit().is_none() && d.poll_action().is_none() && d.outcome().is_none();
@@ -1731,8 +1751,16 @@ mod tests {
     /// A freeze migration committed: the dest is done (no page is away) but the host
     /// still waits for the late messages, which `pump` never hands it.
     fn committed_freeze() -> (Source, Dest) {
-        let init =
-            SourceInit { mid: 7, pid: 42, me: SRC, dest: DST, size_pages: 8, mechanism: Mechanism::Freeze, partners: vec![SRC, DST] };
+        let init = SourceInit {
+            mid: 7,
+            pid: 42,
+            me: SRC,
+            dest: DST,
+            size_pages: 8,
+            mechanism: Mechanism::Freeze,
+            forwarding: Forwarding::LinkUpdate,
+            partners: vec![SRC, DST],
+        };
         let mut s = Source::new(0, MigConfig::default(), init);
         let mut d = None;
         let (_, da) = pump(10, &mut s, &mut d);
@@ -1825,7 +1853,7 @@ mod tests {
         assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
 
         // Also when they came before the `Commit` (noted, not awaited after it).
-        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Freeze };
+        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Freeze, forwarding: Forwarding::LinkUpdate };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         d.handle(1, SRC, MigMsg::Final { mid: 7, image_len: 100, pages: (0..8).collect(), absent: vec![], partners: vec![] });
         d.reinstated(2);

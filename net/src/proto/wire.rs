@@ -5,14 +5,14 @@
 //! against a cap before anything is allocated, rejects another version and trailing
 //! bytes; no type here is recursive.
 
-use crate::proto::mechanism::Mechanism;
+use crate::proto::mechanism::{Forwarding, How, Mechanism};
 use serde::{Deserialize, Serialize};
 use tern_vm::bytecode::ModuleHash;
 use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 4;
+pub const FRAME_VERSION: u8 = 5;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub enum MigWire {
     /// What reached the process at the source after its image (`transfer.rs`'s `Late`).
     Late { mid: u64, late: tern_vm::node::Late },
     /// A partner node's link update, with the route versions it needs.
-    LinkUpdate { mid: u64, pid: u64, to: u16, moves: u32, chans: Vec<(u64, u32)> },
+    LinkUpdate { mid: u64, pid: u64, to: u16, moves: u32, chans: Vec<(u64, u32)>, fwd: Forwarding },
     /// The destination's side of the report, when it is done.
     DestDone { mid: u64, stats: DestStats },
 }
@@ -103,6 +103,8 @@ pub struct MigReport {
     pub from: String,
     pub to: String,
     pub mechanism: Mechanism,
+    /// How messages find the process after the move.
+    pub forwarding: Forwarding,
     /// `committed`, or why it failed (the process then runs on at the source).
     pub outcome: String,
     pub ok: bool,
@@ -146,7 +148,7 @@ pub enum Query {
     /// nodes have passed the request on so far (the first asker sends 1); a node that
     /// does not host the process passes it on only by a route of its own, never back to
     /// the node that asked, and only while `hops` is below a small bound.
-    Migrate { pid: u64, to: String, mechanism: Option<Mechanism>, hops: u8 },
+    Migrate { pid: u64, to: String, how: How, hops: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,12 +257,12 @@ pub enum CtlRequest {
     /// Opens this connection's console: the node sends every output line of processes
     /// started from it on the stream, as [`CtlReply::Output`].
     Console,
-    /// Migrates a process to node `to` (with `mechanism`, or the mesh's default).
+    /// Migrates a process to node `to` (`how`: its mechanisms, or the mesh's defaults).
     /// Answered by progress, then the report.
     Migrate {
         pid: u64,
         to: String,
-        mechanism: Option<Mechanism>,
+        how: How,
     },
 }
 

@@ -56,7 +56,8 @@
 //! and the run settles: every machine finished, every queue empty.
 
 use crate::proto::migrate::{
-    Action, Dest, Failure, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit, SourceOutcome, StopReason,
+    Action, Dest, Failure, Forwarding, Mechanism, Mid, MigConfig, MigFault, MigMsg, PageNo, RefuseReason, Source, SourceInit,
+    SourceOutcome, StopReason,
 };
 use crate::proto::session::NodeId;
 use crate::sim::harness::{run_traced_on_failure, Trace};
@@ -1526,6 +1527,7 @@ impl Sim {
             dest: dst as NodeId,
             size_pages: self.size_pages,
             mechanism,
+            forwarding: Forwarding::LinkUpdate,
             partners: (0..self.n as NodeId).collect(),
         };
         trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?}");

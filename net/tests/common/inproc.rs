@@ -70,12 +70,27 @@ pub struct Net {
     pub congested: AtomicBool,
     /// How long the sending thread stalls after it has queued an op (`None`: not at all).
     pub stall: Mutex<Option<Stall>>,
+    /// Nodes every other one sees as down (`Remote::is_up`; their ops still go through).
+    pub down: Mutex<Vec<u16>>,
+    /// Every op offered so far, per (from, to, kind): the op's variant name.
+    ops: Mutex<HashMap<(u16, u16, &'static str), u64>>,
 }
 
 impl Net {
     /// Messages node `from` has offered node `to`.
     pub fn delivers(&self, from: u16, to: u16) -> u64 {
         self.delivers.lock().get(&(from, to)).copied().unwrap_or(0)
+    }
+
+    /// Ops of kind `kind` (`"Locate"`, `"Refused"`, `"PidMoved"`, ...) node `from` has
+    /// offered node `to` (`None`: every node).
+    pub fn ops(&self, from: Option<u16>, to: Option<u16>, kind: &str) -> u64 {
+        self.ops
+            .lock()
+            .iter()
+            .filter(|((f, t, k), _)| from.is_none_or(|x| x == *f) && to.is_none_or(|x| x == *t) && *k == kind)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn set_congested(&self, on: bool) {
@@ -94,6 +109,7 @@ impl Remote for Link {
         if matches!(op, Op::Deliver(_)) {
             *self.net.delivers.lock().entry((self.me, to)).or_default() += 1;
         }
+        *self.net.ops.lock().entry((self.me, to, op_kind(&op))).or_default() += 1;
         if let Some(f) = self.net.filter.lock().as_mut() {
             if f(self.me, to, &op) {
                 return Err("the link cannot take more".into());
@@ -122,6 +138,35 @@ impl Remote for Link {
     }
     fn live_nodes(&self) -> Vec<String> {
         (1..=self.net.queues.len()).map(|i| format!("n{i}")).collect()
+    }
+    fn peers(&self) -> Vec<u16> {
+        (1..=self.net.queues.len() as u16).filter(|&i| i != self.me).collect()
+    }
+    fn is_up(&self, to: u16) -> bool {
+        !self.net.down.lock().contains(&to)
+    }
+}
+
+/// An op's variant name.
+fn op_kind(op: &Op) -> &'static str {
+    match op {
+        Op::Deliver(_) => "Deliver",
+        Op::Spawn { .. } => "Spawn",
+        Op::Spawned { .. } => "Spawned",
+        Op::Kill { .. } => "Kill",
+        Op::Link { .. } => "Link",
+        Op::Monitor { .. } => "Monitor",
+        Op::Exit { .. } => "Exit",
+        Op::Down { .. } => "Down",
+        Op::RxMoved { .. } => "RxMoved",
+        Op::Partner { .. } => "Partner",
+        Op::PidMoved { .. } => "PidMoved",
+        Op::PidEnded { .. } => "PidEnded",
+        Op::Skip { .. } => "Skip",
+        Op::Lost { .. } => "Lost",
+        Op::Refused { .. } => "Refused",
+        Op::Locate { .. } => "Locate",
+        Op::Located { .. } => "Located",
     }
 }
 
@@ -173,6 +218,8 @@ pub fn nodes(
         filter: Mutex::new(None),
         congested: AtomicBool::new(false),
         stall: Mutex::new(None),
+        down: Mutex::new(Vec::new()),
+        ops: Mutex::new(HashMap::new()),
     });
     let mut all = Vec::new();
     for i in 1..=n as u16 {

@@ -217,11 +217,8 @@ impl NodeInner {
             }
             let pid = match target {
                 Target::Inbox(p) => {
-                    if let Some(n) = self.remote_node_of(p) {
-                        return self
-                            .send_remote(n, target, from, Some(msg), carried, None)
-                            .map(|()| Some(p))
-                            .map_err(DeliverError::Unreachable);
+                    if !matches!(self.next_hop(p, false), super::route::Hop::Here) {
+                        return self.route_inbox(p, self.origin(), None, 0, from, Some(msg), carried, local);
                     }
                     p
                 }

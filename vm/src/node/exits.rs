@@ -17,6 +17,10 @@ impl NodeInner {
     /// process is woken to end; a running one ends at its next safepoint; a frozen one
     /// when it is unfrozen, wherever that is.
     pub(super) fn kill(&self, pid: Pid, reason: String) {
+        if self.is_away(pid) {
+            self.locate_then(pid, super::locate::Waiting::Op(Op::Kill { pid, reason }));
+            return;
+        }
         if let Some(n) = self.remote_node_of(pid) {
             let _ = self.remote_send(n, Op::Kill { pid, reason });
             return;
@@ -34,6 +38,11 @@ impl NodeInner {
 
     /// Tells `to` that linked process `from` ended.
     pub(super) fn exit_signal(&self, to: Pid, from: Pid, reason: &ExitReason) {
+        if self.is_away(to) {
+            let op = Op::Exit { to, from, reason: reason.text(), normal: reason.is_normal() };
+            self.locate_then(to, super::locate::Waiting::Op(op));
+            return;
+        }
         if let Some(n) = self.remote_node_of(to) {
             let op = Op::Exit { to, from, reason: reason.text(), normal: reason.is_normal() };
             let _ = self.remote_send(n, op);
@@ -56,28 +65,37 @@ impl NodeInner {
 
     /// Ends a process: its mailbox and channels go, watchers and links are told.
     pub(super) fn finish(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, reason: ExitReason) {
-        let (mailbox, links, watchers) = {
+        let (mailbox, links, watchers, trail) = {
             let mut st = slot.st.lock();
             st.status = Status::Exited;
             st.parked = None;
-            (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers))
+            (
+                std::mem::take(&mut st.mailbox),
+                std::mem::take(&mut st.links),
+                std::mem::take(&mut st.watchers),
+                std::mem::take(&mut st.trail),
+            )
         };
         self.procs.remove(pid);
         // Its birth node forgets the route it kept since the process left it (else one
-        // entry per process that moved away and ended would stay there for good).
+        // entry per process that moved away and ended would stay there for good), and so
+        // do the nodes that kept a forwarding link to it (`link-traversal`).
         let birth = name_node(pid);
-        if birth != self.id {
-            match self.node(birth) {
+        let mut told = vec![self.id];
+        for n in std::iter::once(birth).chain(trail) {
+            if told.contains(&n) {
+                continue;
+            }
+            told.push(n);
+            match self.node(n) {
                 Some(b) => {
                     b.procs.remove(pid);
                 }
                 None if self.remote().is_some() => {
-                    if let Err(e) = self.remote_send(birth, Op::PidEnded { pid }) {
+                    if let Err(e) = self.remote_send(n, Op::PidEnded { pid }) {
                         // (Only a stale route stays: a message by it finds the process gone.)
-                        self.console.failed(
-                            0,
-                            &format!("node {}: could not tell node {birth} that <pid {}> ended: {e}", self.name, name_text(pid)),
-                        );
+                        self.console
+                            .failed(0, &format!("node {}: could not tell node {n} that <pid {}> ended: {e}", self.name, name_text(pid)));
                     }
                 }
                 None => {}

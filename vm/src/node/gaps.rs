@@ -114,7 +114,7 @@ impl NodeInner {
         for s in &self.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
                 Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(..) => None,
+                Entry::Moved(..) | Entry::Away(..) => None,
             }));
         }
         for (pid, slot) in slots {

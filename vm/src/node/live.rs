@@ -193,7 +193,8 @@ impl Node {
         let i = &self.inner;
         match i.procs.get(pid) {
             Some(Entry::Live(s)) => (!matches!(s.st.lock().status, Status::Exited | Status::Moved)).then_some(i.id),
-            Some(Entry::Moved(n, _)) => Some(n),
+            Some(Entry::Moved(n, ..)) => Some(n),
+            Some(Entry::Away(n, _)) => (n != super::locate::NOWHERE).then_some(n),
             None => Some(crate::value::name_node(pid)).filter(|&b| b != i.id),
         }
     }
@@ -201,6 +202,23 @@ impl Node {
     /// The other nodes a process talks with: those holding send ends of its receive
     /// ends, those of the processes it is linked with or monitored by, and its birth
     /// node — the nodes a migration tells where it went (link update).
+    /// The nodes of the processes `pid` (here) is linked with or monitored by: they must
+    /// know where it is whatever the forwarding mechanism (a `node_down` concerns it only
+    /// if it names the node it is on).
+    pub fn watch_nodes(&self, pid: Pid) -> Vec<u16> {
+        let i = &self.inner;
+        let Some(slot) = i.local_slot(pid) else { return Vec::new() };
+        let others: Vec<Pid> = {
+            let st = slot.st.lock();
+            st.links.iter().chain(&st.watchers).copied().collect()
+        };
+        let mut out: Vec<u16> = others.into_iter().filter_map(|p| self.located(p)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&n| n != i.id);
+        out
+    }
+
     pub fn partner_nodes(&self, pid: Pid) -> Vec<u16> {
         let i = &self.inner;
         let Some(slot) = i.local_slot(pid) else { return Vec::new() };

@@ -54,9 +54,11 @@
 
 mod deliver;
 mod exits;
+pub mod forwarding;
 mod gaps;
 mod host;
 mod live;
+mod locate;
 pub mod order;
 mod pages;
 mod relocate;
@@ -69,11 +71,13 @@ mod timers;
 mod transfer;
 
 pub use deliver::DeliveryStats;
+pub use forwarding::Forwarding;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
 pub use live::{copy_pages_bytes, PageBytes};
+pub use locate::ForwardingStats;
 pub use order::{Origin, MAX_HELD};
 pub use relocate::{RelocateHook, RelocateStats};
-pub use remote::{Carried, Deliver, Op, Remote, MAX_FORWARDS, MAX_HOPS};
+pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HOPS};
 pub use slot::{Job, Source, Staged};
 pub use sys::sys_natives;
 pub use transfer::Late;
@@ -124,6 +128,13 @@ pub struct NodeConfig {
     /// `order.rs`, [`Origin`]). It must grow from one start to the next; the default is
     /// the time of the start in µs since the Unix epoch.
     pub incarnation: u64,
+    /// The mesh's default forwarding mechanism (`forwarding.rs`): how a message to a
+    /// process this node knows nothing about is sent when its birth node is down
+    /// (`origin-site`: it fails, naming the birth node; any other: the process is
+    /// located by asking every node).
+    pub forwarding: Forwarding,
+    /// Log every hop of a message that crosses nodes (`TERN_TRACE_ROUTES`).
+    pub trace_routes: bool,
 }
 
 impl Default for NodeConfig {
@@ -139,6 +150,8 @@ impl Default for NodeConfig {
             settle_timeout: Duration::from_secs(10),
             gap_timeout: Duration::from_secs(30),
             incarnation: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
+            forwarding: Forwarding::LinkUpdate,
+            trace_routes: std::env::var_os("TERN_TRACE_ROUTES").is_some_and(|v| !v.is_empty() && v != "0"),
         }
     }
 }
@@ -317,6 +330,11 @@ pub(crate) struct NodeInner {
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
     gap_sweep: AtomicBool,
+    /// Processes being located by a broadcast, with what waits to be sent to them
+    /// (`locate.rs`).
+    locating: Mutex<HashMap<Pid, locate::Locating>>,
+    /// Counts of forwarding work (`forwarding_stats`).
+    fwd_counters: locate::FwdCounters,
 }
 
 /// A running node. Dropping it stops its threads; processes still running are dropped.
@@ -381,6 +399,8 @@ impl Node {
             remote_monitors: Mutex::new(Vec::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
+            locating: Mutex::new(HashMap::new()),
+            fwd_counters: locate::FwdCounters::default(),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -482,6 +502,21 @@ impl Node {
         }
     }
 
+    /// What this node did for messages to processes that are not here (see `locate.rs`).
+    pub fn forwarding_stats(&self) -> ForwardingStats {
+        self.inner.forwarding_stats()
+    }
+
+    /// Whether this node keeps anything for process `pid` that is not here: a route
+    /// (`Some(true)` if it forwards by it), or `Away` (`Some(false)`).
+    pub fn route_kept(&self, pid: Pid) -> Option<bool> {
+        match self.inner.procs.get(pid)? {
+            Entry::Live(_) => None,
+            Entry::Moved(..) => Some(true),
+            Entry::Away(..) => Some(false),
+        }
+    }
+
     /// How many messages this node could not deliver, and why.
     pub fn delivery_stats(&self) -> DeliveryStats {
         let c = &self.inner.counters;
@@ -528,7 +563,7 @@ impl Node {
         for s in &self.inner.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
                 Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(..) => None,
+                Entry::Moved(..) | Entry::Away(..) => None,
             }));
         }
         let mut out: Vec<ProcInfo> = slots
@@ -636,7 +671,7 @@ impl Node {
                 let st = s.st.lock();
                 Some((st.mailbox.count(), st.mailbox.bytes))
             }
-            Entry::Moved(..) => None,
+            Entry::Moved(..) | Entry::Away(..) => None,
         }
     }
 

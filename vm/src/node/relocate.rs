@@ -129,7 +129,7 @@ impl NodeInner {
         let birth = name_node(pid);
         if birth != dest.id {
             if let Some(b) = self.node(birth) {
-                b.procs.insert(pid, Entry::Moved(dest.id, st.moves.saturating_add(1)));
+                b.procs.insert(pid, Entry::Moved(dest.id, st.moves.saturating_add(1), super::Forwarding::LinkUpdate));
             }
         }
         st.status = Status::Moved;

@@ -67,6 +67,8 @@
 //! host's message, a sender that has ended), is logged.
 
 use super::deliver::event_message;
+use super::forwarding::Forwarding;
+use super::locate::Waiting;
 use super::slot::{Entry, Status};
 use super::{ChanId, Ends, ExitReason, Node, NodeInner, Origin, Pid, SentBy, Target};
 use crate::message::Message;
@@ -95,15 +97,34 @@ pub trait Remote: Send + Sync {
     fn node_name(&self, id: u16) -> Option<String>;
     /// The names of the nodes that are up, this one included, in config order.
     fn live_nodes(&self) -> Vec<String>;
+    /// The ids of every other node of the mesh (a locate asks them all).
+    fn peers(&self) -> Vec<u16> {
+        Vec::new()
+    }
+    /// Whether node `to` is up as far as this node knows (a message for a node that is
+    /// down waits on the link until it is back, unless the forwarding mechanism says the
+    /// loss of that node is to be reported at once).
+    fn is_up(&self, to: u16) -> bool {
+        let _ = to;
+        true
+    }
     /// Starts migrating process `pid` to node `to` with the default mechanism. `caller`:
     /// a process parked in `migrate(pid, node)` waiting for the outcome, answered with
     /// [`super::Node::answer_migrate`]; `None`: `pid` moves itself (`migrate(node)`) and
     /// waits parked in the call — answered only if the move fails (on success the call
     /// runs again on the new node). An error: it cannot start.
-    fn migrate(&self, pid: Pid, to: u16, caller: Option<Pid>) -> Result<(), String> {
-        let _ = (pid, to, caller);
+    fn migrate(&self, pid: Pid, to: u16, caller: Option<Pid>, opts: &MigrateOpts) -> Result<(), String> {
+        let _ = (pid, to, caller, opts);
         Err("this node cannot migrate processes".into())
     }
+}
+
+/// What a program asked of one migration (`migrate(..., {options})`): `None`s are the
+/// mesh's defaults. The mechanism is the host's to parse (the VM does not know them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateOpts {
+    pub mechanism: Option<String>,
+    pub forwarding: Option<Forwarding>,
 }
 
 /// Hops after which a message no longer follows forwarding pointers but goes by its
@@ -116,6 +137,15 @@ pub const MAX_FORWARDS: u8 = 32;
 /// after the shortcut at [`MAX_FORWARDS`], only a target that keeps moving faster than
 /// messages travel, or a broken peer, gets here.
 pub const MAX_HOPS: u8 = 128;
+
+/// The process an op about a process is about.
+fn op_pid(op: &Op) -> Pid {
+    match op {
+        Op::Link { pid, .. } | Op::Monitor { pid, .. } | Op::Kill { pid, .. } => *pid,
+        Op::Exit { to, .. } | Op::Down { to, .. } => *to,
+        _ => 0,
+    }
+}
 
 /// What one node tells another. Flat data (no recursive types), for postcard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,16 +203,40 @@ pub enum Op {
         chan: ChanId,
         node: u16,
     },
-    /// A process born on the receiving node is now on `node`, after `moves` moves.
+    /// Process `pid` is now on `node`, after `moves` moves, forwarded by `fwd` (to its
+    /// birth node at a move, to a node whose message came a long way: path shortening).
     PidMoved {
         pid: Pid,
         node: u16,
         moves: u32,
+        fwd: Forwarding,
     },
-    /// A process born on the receiving node ended on the sending node: the birth node
-    /// forgets its route (a message for it is then one for a process that has ended).
+    /// A process ended on the sending node: its birth node, and the nodes that kept a
+    /// link to it (`link-traversal`), forget their route (a message for it is then one
+    /// for a process that has ended).
     PidEnded {
         pid: Pid,
+    },
+    /// Message number `seq` from node `origin` for process `pid` (`msg` `None`: a skip
+    /// notice) reached a node that neither has the process nor keeps a route to it: given
+    /// back to its origin node, which sends it again (see `forwarding.rs`).
+    Refused {
+        pid: Pid,
+        origin: Origin,
+        seq: u64,
+        hops: u8,
+        from: SentBy,
+        msg: Option<Message>,
+    },
+    /// Where is process `pid`? (Sent to every node; see `locate.rs`.)
+    Locate {
+        pid: Pid,
+    },
+    /// The answer: (node, moves, forwarding) from the node it runs on; `None` from its
+    /// birth node when it has ended.
+    Located {
+        pid: Pid,
+        at: Option<(u16, u32, Forwarding)>,
     },
     /// Message number `seq` from node `origin` for `target` was lost on its way (see
     /// "Bounds"): where the target is, its sequence moves past the number. Travels as a
@@ -277,7 +331,7 @@ impl NodeInner {
     pub(crate) fn remote_node_of(&self, pid: Pid) -> Option<u16> {
         self.remote()?;
         match self.procs.get(pid) {
-            Some(Entry::Moved(n, _)) if self.node(n).is_none() => Some(n),
+            Some(Entry::Moved(n, ..)) if self.node(n).is_none() => Some(n),
             Some(_) => None,
             None => {
                 let b = name_node(pid);
@@ -406,6 +460,7 @@ impl NodeInner {
                 self.complete_io(to, r);
             }
             Op::Kill { pid, reason } => self.kill(pid, reason),
+            op @ (Op::Link { .. } | Op::Monitor { .. }) if self.is_away(op_pid(&op)) => self.locate_then(op_pid(&op), Waiting::Op(op)),
             Op::Link { pid, from: other } => {
                 let alive = self
                     .with_live(pid, |_, _, st| {
@@ -415,16 +470,14 @@ impl NodeInner {
                     })
                     .is_some();
                 if !alive && !self.pass_on(from, pid, Op::Link { pid, from: other }) {
-                    let to = self.remote_node_of(other).unwrap_or(from);
-                    let _ = self.remote_send(to, Op::Exit { to: other, from: pid, reason: "noproc".into(), normal: false });
+                    self.no_such_process(Op::Link { pid, from: other });
                 }
             }
             Op::Monitor { pid, watcher } => {
                 if self.with_live(pid, |_, _, st| st.watchers.push(watcher)).is_none()
                     && !self.pass_on(from, pid, Op::Monitor { pid, watcher })
                 {
-                    let to = self.remote_node_of(watcher).unwrap_or(from);
-                    let _ = self.remote_send(to, Op::Down { to: watcher, from: pid, reason: "noproc".into() });
+                    self.no_such_process(Op::Monitor { pid, watcher });
                 }
             }
             Op::Exit { to, from: p, reason, normal } => {
@@ -436,15 +489,16 @@ impl NodeInner {
                 let _ = self.deliver(Target::Inbox(to), event_message("down", p, &reason), Vec::new(), None);
             }
             Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
-            Op::PidMoved { pid, node, moves } => self.pid_moved(pid, node, moves),
+            Op::PidMoved { pid, node, moves, fwd } => self.pid_moved(pid, node, moves, fwd),
             Op::PidEnded { pid } => {
-                if name_node(pid) == self.id {
-                    let mut shard = self.procs.shard(pid).lock();
-                    if matches!(shard.get(&pid), Some(Entry::Moved(..))) {
-                        shard.remove(&pid);
-                    }
+                let mut shard = self.procs.shard(pid).lock();
+                if matches!(shard.get(&pid), Some(Entry::Moved(..) | Entry::Away(..))) {
+                    shard.remove(&pid);
                 }
             }
+            Op::Refused { pid, origin, seq, hops, from: sender, msg } => self.refused(from, pid, origin, seq, hops, sender, msg),
+            Op::Locate { pid } => self.on_locate(from, pid),
+            Op::Located { pid, at } => self.on_located(pid, at),
             Op::Skip { target, origin, seq, hops } => {
                 self.forward(target, origin, seq, hops.saturating_add(1), SentBy::Host, None, Vec::new());
             }
@@ -588,25 +642,41 @@ impl NodeInner {
         m.push((watcher, target));
     }
 
-    /// Where a pid that is not here went, as this node knows it: (node, moves).
-    pub(super) fn route_of(&self, pid: Pid) -> Option<(u16, u32)> {
-        match self.procs.get(pid) {
-            Some(Entry::Moved(n, m)) if n != self.id => Some((n, m)),
-            _ => None,
-        }
-    }
-
     /// An op about process `pid` (a link or a monitor from node `from`) reached this node
     /// though the process has moved on: it goes on to where it is, and `from` is told
     /// the route so it asks there next time (and knows where the process is when a
     /// node goes down). False if this node knows no route for it.
     pub(super) fn pass_on(&self, from: u16, pid: Pid, op: Op) -> bool {
-        let Some((n, moves)) = self.route_of(pid) else { return false };
-        if n == from {
-            return false;
+        let birth = name_node(pid);
+        match self.procs.get(pid) {
+            Some(Entry::Moved(n, moves, f)) if n != self.id && n != from => {
+                let _ = self.remote_send(n, op);
+                if f.direct() {
+                    let _ = self.remote_send(from, Op::PidMoved { pid, node: n, moves, fwd: f });
+                }
+                true
+            }
+            // It left here with no route kept: its birth node knows.
+            None if birth != self.id && birth != from && self.node(birth).is_none() => {
+                let _ = self.remote_send(birth, op);
+                true
+            }
+            _ => false,
         }
-        let _ = self.remote_send(n, op);
-        let _ = self.remote_send(from, Op::PidMoved { pid, node: n, moves });
-        true
+    }
+
+    /// The answer to a link or a monitor of a process that does not exist (any more).
+    pub(super) fn no_such_process(&self, op: Op) {
+        match op {
+            Op::Link { pid, from: other } => {
+                let to = self.remote_node_of(other).unwrap_or(name_node(other));
+                let _ = self.remote_send(to, Op::Exit { to: other, from: pid, reason: "noproc".into(), normal: false });
+            }
+            Op::Monitor { pid, watcher } => {
+                let to = self.remote_node_of(watcher).unwrap_or(name_node(watcher));
+                let _ = self.remote_send(to, Op::Down { to: watcher, from: pid, reason: "noproc".into() });
+            }
+            _ => {}
+        }
     }
 }

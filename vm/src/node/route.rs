@@ -6,6 +6,8 @@
 //! told where an end went, link updates, and forwarding pointers dropped.
 
 use super::deliver::{what, DeliverError, Patience, RxWhere};
+use super::forwarding::{self, Forwarding, Known, Step};
+use super::locate::Waiting;
 use super::remote::{Carried, Op, MAX_FORWARDS, MAX_HOPS};
 use super::slot::{Arriving, Entry, Order, Put, Source, Status, Task};
 use super::{ChanId, Ends, NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
@@ -308,11 +310,45 @@ impl NodeInner {
                 self.not_sent(seq, from, carried);
                 return Err(DeliverError::Unsettled(Target::Inbox(pid)));
             }
-            if let Some(n) = self.remote_node_of(pid) {
-                return self
-                    .send_remote(n, Target::Inbox(pid), from, msg, carried, seq.map(|s| (origin, s, hops)))
-                    .map(|()| Some(pid))
-                    .map_err(DeliverError::Unreachable);
+            match self.next_hop(pid, hops > 0) {
+                Hop::Here => {}
+                Hop::Node(n, route) => {
+                    let n = match self.dead_end(pid, n, route) {
+                        Ok(n) => n,
+                        Err(why) => {
+                            self.not_sent(seq, from, carried);
+                            return Err(DeliverError::Unreachable(why));
+                        }
+                    };
+                    if let Some(n) = n {
+                        if let Some(s) = seq {
+                            if hops > 0 {
+                                self.count_forwarded();
+                            }
+                            self.trace_route(pid, origin, s, hops, &format!("sent on to node {n}"));
+                        }
+                        return self
+                            .send_remote(n, Target::Inbox(pid), from, msg, carried, seq.map(|s| (origin, s, hops)))
+                            .map(|()| Some(pid))
+                            .map_err(DeliverError::Unreachable);
+                    }
+                    // The birth node is down and knows nothing else: located instead.
+                    let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
+                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried });
+                    return Ok(Some(pid));
+                }
+                Hop::Refuse if carried.is_empty() && seq.is_some() => {
+                    self.refuse(pid, origin, seq.unwrap_or_default(), hops, from, msg);
+                    return Ok(Some(pid));
+                }
+                // (A message carrying receive ends is not given back: this node finds
+                // the process for it.)
+                Hop::Refuse | Hop::Locate => {
+                    let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
+                    self.trace_route(pid, origin, seq, hops, "waits here while the process is located");
+                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried });
+                    return Ok(Some(pid));
+                }
             }
             let Some((node, slot)) = self.find(pid) else {
                 self.drop_ends(&carried);
@@ -365,7 +401,21 @@ impl NodeInner {
                 let local = if node.id == self.id { local } else { None };
                 node.wake_locked(pid, &slot, &mut st, local);
             }
+            // It came a long way: its origin node learns where the process is (path
+            // shortening), once per stay.
+            let tell =
+                (hops > 1 && node.id == self.id && origin.node != self.id && st.fwd.tells_origin() && !st.told.contains(&origin.node))
+                    .then(|| {
+                        st.told.push(origin.node);
+                        (st.moves, st.fwd)
+                    });
             drop(st);
+            self.trace_route(pid, origin, seq, hops, "queued");
+            if let Some((moves, f)) = tell {
+                if self.node(origin.node).is_none() {
+                    self.shorten(pid, origin.node, moves, f);
+                }
+            }
             self.after_put(Target::Inbox(pid), &put, now);
             return if put.late {
                 Err(DeliverError::Late)
@@ -374,6 +424,58 @@ impl NodeInner {
             } else {
                 Ok(Some(pid))
             };
+        }
+    }
+
+    /// Where a message for process `pid` goes from here by the forwarding rule
+    /// ([`forwarding::step`]); `arrived`: it came from another node.
+    pub(super) fn next_hop(&self, pid: Pid, arrived: bool) -> Hop {
+        if self.remote().is_none() {
+            return Hop::Here;
+        }
+        let birth = name_node(pid);
+        let known = match self.procs.get(pid) {
+            Some(Entry::Live(_)) => return Hop::Here,
+            Some(Entry::Moved(n, _, _)) if self.node(n).is_some() => return Hop::Here,
+            Some(Entry::Moved(n, _, f)) => Known::Route(n, f),
+            Some(Entry::Away(..)) => Known::Away,
+            None if birth != self.id && self.node(birth).is_some() => return Hop::Here,
+            None => Known::Nothing,
+        };
+        if !arrived && self.locating.lock().contains_key(&pid) {
+            return Hop::Locate;
+        }
+        match forwarding::step(known, self.id, birth, arrived) {
+            Step::Queue | Step::Ended => Hop::Here,
+            Step::Forward(n) => Hop::Node(n, if let Known::Route(_, f) = known { Some(f) } else { None }),
+            Step::Refuse => Hop::Refuse,
+            Step::Locate => Hop::Locate,
+        }
+    }
+
+    /// A message for `pid` is to go to node `n` (by a route of mechanism `route`, or, with
+    /// none, by the birth node). If `n` is down, the mechanism decides: `origin-site`
+    /// cannot do without the birth node and `link-traversal` without a link of its
+    /// chain (an error naming it); with no route, another mechanism locates the process
+    /// instead (`Ok(None)`); otherwise the link keeps the message until `n` is back.
+    fn dead_end(&self, pid: Pid, n: u16, route: Option<Forwarding>) -> Result<Option<u16>, String> {
+        let Some(r) = self.remote() else { return Ok(Some(n)) };
+        if r.is_up(n) {
+            return Ok(Some(n));
+        }
+        let name = r.node_name(n).unwrap_or_else(|| n.to_string());
+        let who = crate::value::name_text(pid);
+        let birth = name_node(pid);
+        let by = route.unwrap_or(self.config.forwarding);
+        match by {
+            Forwarding::OriginSite if n == birth => Err(format!(
+                "<pid {who}> is reached through node {name}, where it was born (origin-site forwarding), and node {name} is down"
+            )),
+            Forwarding::LinkTraversal => {
+                Err(format!("node {name}, which holds the next forwarding link to <pid {who}> (link-traversal forwarding), is down"))
+            }
+            _ if route.is_none() && n == birth => Ok(None),
+            _ => Ok(Some(n)),
         }
     }
 
@@ -566,16 +668,16 @@ impl NodeInner {
     }
 
     /// See [`super::Node::apply_link_update`].
-    pub(crate) fn link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
-        self.pid_moved(pid, node, moves);
+    pub(crate) fn link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)], fwd: Forwarding) {
+        self.pid_moved(pid, node, moves, fwd);
         for &(c, m) in chans {
             self.rx_moved(c, node, m);
         }
     }
 
     /// See [`super::Node::drop_forwarding`].
-    pub(crate) fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
-        if name_node(pid) != self.id {
+    pub(crate) fn drop_forwarding(&self, pid: Option<Pid>, chans: &[ChanId]) {
+        if let Some(pid) = pid.filter(|&p| name_node(p) != self.id) {
             let mut shard = self.procs.shard(pid).lock();
             if matches!(shard.get(&pid), Some(Entry::Moved(..))) {
                 shard.remove(&pid);
@@ -594,6 +696,18 @@ impl NodeInner {
         let n = chans.iter().filter(|&&c| self.rx_places.contains(c) || self.chan_meta.contains(c)).count();
         (self.procs.contains(pid), n)
     }
+}
+
+/// Where a message for a process goes next ([`NodeInner::next_hop`]).
+pub(super) enum Hop {
+    /// Here, or to a node in this OS process (the delivery loop finds it).
+    Here,
+    /// To node `n`, by a route of this mechanism (`None`: by the birth node).
+    Node(u16, Option<Forwarding>),
+    /// Back to its origin node.
+    Refuse,
+    /// Held here while the process is located.
+    Locate,
 }
 
 /// What [`NodeInner::enqueue_numbered`] did.

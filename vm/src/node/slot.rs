@@ -6,6 +6,7 @@
 //! sharded maps ([`Shards`]); a channel's holder is kept the same way. Also here: a
 //! slot's image out ([`SlotState::image`]) and in ([`NodeInner::reinstate`]).
 
+use super::forwarding::Forwarding;
 use super::{ChanId, Ends, NodeInner, Origin, Pid, SentBy};
 use crate::message::Message;
 use crate::process::Process;
@@ -112,6 +113,12 @@ pub(crate) struct SlotState {
     /// Messages this process sent that were lost (see `remote.rs`, "Bounds"): how many,
     /// and what the first was. Its next send fails, saying so.
     pub(super) lost: Option<(u64, String)>,
+    /// The forwarding mechanism of the move that brought it here (`forwarding.rs`).
+    pub(super) fwd: Forwarding,
+    /// Nodes that keep a forwarding link to it (`link-traversal`): told when it ends.
+    pub(super) trail: Vec<u16>,
+    /// Origin nodes told where it is since it came here (path shortening).
+    pub(super) told: Vec<u16>,
 }
 
 impl SlotState {
@@ -173,6 +180,9 @@ impl Slot {
                 moves: 0,
                 order: InboxOrder::default(),
                 lost: None,
+                fwd: Forwarding::LinkUpdate,
+                trail: Vec::new(),
+                told: Vec::new(),
             }),
         })
     }
@@ -181,8 +191,23 @@ impl Slot {
 #[derive(Clone)]
 pub(super) enum Entry {
     Live(Arc<Slot>),
-    /// Moved to a node, after a number of moves: replaced only by a newer route.
-    Moved(u16, u32),
+    /// Moved to a node, after a number of moves, under a forwarding mechanism (see
+    /// `forwarding.rs`): replaced only by a newer route.
+    Moved(u16, u32, Forwarding),
+    /// (At its birth node, forwarding `resend`.) It lives elsewhere, after a number of
+    /// moves: on the node given, as far as it was told (for its monitors' `node_down`
+    /// only, never to forward by; `locate::NOWHERE` if not told).
+    Away(u16, u32),
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Live(_) => f.write_str("Live"),
+            Entry::Moved(n, m, fwd) => write!(f, "Moved({n}, {m}, {fwd})"),
+            Entry::Away(n, m) => write!(f, "Away({n}, {m})"),
+        }
+    }
 }
 
 pub(super) const SHARDS: usize = 64;
@@ -288,7 +313,7 @@ pub(crate) struct ExportMark {
     pub(super) chans: Vec<(ChanId, usize)>,
     /// At an import: the route the node had for the process before (put back if it is
     /// aborted).
-    pub(super) route: Option<(u16, u32)>,
+    pub(super) route: Option<Entry>,
 }
 
 impl ExportMark {
@@ -308,7 +333,7 @@ impl NodeInner {
         for s in &self.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
                 Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(..) => None,
+                Entry::Moved(..) | Entry::Away(..) => None,
             }));
         }
         let mut v: Vec<Pid> = slots.into_iter().filter(|(_, slot)| keep(slot.st.lock().status)).map(|(p, _)| p).collect();
@@ -322,7 +347,8 @@ impl NodeInner {
         for _ in 0..8 {
             let next = match node.procs.get(pid) {
                 Some(Entry::Live(s)) => return Some((node, s)),
-                Some(Entry::Moved(n, _)) => n,
+                Some(Entry::Moved(n, ..)) => n,
+                Some(Entry::Away(..)) => return None,
                 None if node.id == name_node(pid) => return None,
                 None => name_node(pid),
             };

@@ -6,7 +6,7 @@
 //! it set the first time is kept in the process, so a re-issued wait keeps its timeout.
 
 use super::deliver::event_message;
-use super::remote::Op;
+use super::remote::{MigrateOpts, Op};
 use super::slot::{Slot, Source, Task, LOST};
 use super::{ChanId, ExitReason, FileOp, NodeInner, Pid, SentBy, SysOut, Target};
 use crate::flatten::{flatten, flatten_values, rebuild};
@@ -52,7 +52,7 @@ pub(crate) enum Sys {
 const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("spawn", 1, u8::MAX, Sys::Spawn),
     ("spawn_on", 2, u8::MAX, Sys::SpawnOn),
-    ("migrate", 1, 2, Sys::Migrate),
+    ("migrate", 1, 3, Sys::Migrate),
     ("nodes", 0, 0, Sys::Nodes),
     ("self", 0, 0, Sys::SelfPid),
     ("node", 0, 0, Sys::NodeName),
@@ -460,11 +460,20 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
             _ => err(proc, "migrate: unexpected answer"),
         };
     }
+    // Options come last, as a map.
+    let (args, opts) = match args.split_last() {
+        Some((Value::Map(m), rest)) if !rest.is_empty() => match migrate_opts(&proc, *m) {
+            Ok(o) => (rest, o),
+            Err(Exn::Error(e)) => return err(proc, format!("migrate: {e}")),
+            Err(e) => return raise(proc, e),
+        },
+        _ => (args, MigrateOpts::default()),
+    };
     let (target, name_arg) = match args {
         [n] => (pid, *n),
         [Value::Pid(p), n] => (*p, *n),
         [other, _] => return err(proc, format!("migrate: expected a pid, not {}", other.a_type())),
-        _ => return err(proc, "migrate: expected (node) or (pid, node)"),
+        _ => return err(proc, "migrate: expected (node), (pid, node), (node, options) or (pid, node, options)"),
     };
     let Value::Str(a) = name_arg else {
         return err(proc, format!("migrate: expected a node name, not {}", name_arg.a_type()));
@@ -491,17 +500,37 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
             return SysOut::Exit(proc, reason);
         }
         drop(st);
-        if let Err(e) = remote.migrate(pid, id, None) {
+        if let Err(e) = remote.migrate(pid, id, None, &opts) {
             node.answer_migrate(pid, IoResult::Failed(e));
         }
     } else {
         // Parked before asking, so the answer always finds it waiting.
         node.park_remote(slot, proc);
-        if let Err(e) = remote.migrate(target, id, Some(pid)) {
+        if let Err(e) = remote.migrate(target, id, Some(pid), &opts) {
             node.answer_migrate(pid, IoResult::Failed(e));
         }
     }
     SysOut::Parked
+}
+
+/// The options of `migrate(..., {forwarding: "resend", mechanism: "lazy"})`.
+fn migrate_opts(proc: &Process, m: crate::value::Addr) -> Result<MigrateOpts, Exn> {
+    let mut o = MigrateOpts::default();
+    for (k, v) in object::map_entries(&proc.heap, m).map_err(Exn::Heap)? {
+        let text = |v: Value, what: &str| -> Result<String, Exn> {
+            match v {
+                Value::Str(a) => Ok(object::str_ref(&proc.heap, a).map_err(Exn::Heap)?.to_string()),
+                other => Err(Exn::Error(format!("{what} expects a string, not {}", other.a_type()))),
+            }
+        };
+        let key = text(k, "an option's name")?;
+        match key.as_str() {
+            "forwarding" => o.forwarding = Some(text(v, "forwarding")?.parse().map_err(Exn::Error)?),
+            "mechanism" => o.mechanism = Some(text(v, "mechanism")?),
+            other => return Err(Exn::Error(format!("unknown option {other:?} (expected forwarding or mechanism)"))),
+        }
+    }
+    Ok(o)
 }
 
 fn not_held(what: &str, ch: ChanId) -> String {
@@ -728,6 +757,17 @@ fn receive(
 }
 
 fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, p: Pid) -> SysOut {
+    if node.is_away(p) {
+        // (Its birth node, `resend`: where it is must be asked.)
+        {
+            let mut st = slot.st.lock();
+            if !st.links.contains(&p) {
+                st.links.push(p);
+            }
+        }
+        node.locate_then(p, super::locate::Waiting::Op(Op::Link { pid: p, from: pid }));
+        return ret(proc, c, Value::Nil);
+    }
     if let Some(n) = node.remote_node_of(p) {
         // The other node answers with an exit signal if `p` has ended.
         {
@@ -768,6 +808,10 @@ fn link(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
 
 /// Adds `watcher` to `p`'s monitors; false if `p` has ended.
 fn add_watcher(node: &NodeInner, p: Pid, watcher: Pid) -> bool {
+    if node.is_away(p) {
+        node.locate_then(p, super::locate::Waiting::Op(Op::Monitor { pid: p, watcher }));
+        return true;
+    }
     if let Some(n) = node.remote_node_of(p) {
         node.count_remote_monitor(n, watcher, p);
         if node.remote_send(n, Op::Monitor { pid: p, watcher }).is_err() {

@@ -9,8 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The timer entry of a gap sweep (no process has pid 0: serials start at 1).
-pub(super) const GAP_SWEEP: Pid = 0;
+/// Timer entries of the node's own sweeps are under pid 0 (no process has it: serials
+/// start at 1), told apart by their second number: a gap sweep (`gaps.rs`)...
+pub(super) const GAP_SWEEP: u64 = 0;
+/// ...and a sweep of the processes being located (`locate.rs`).
+pub(super) const LOCATE_SWEEP: u64 = 1;
 
 impl NodeInner {
     /// Parks a process at its blocking call, unless it was asked to freeze or end
@@ -118,8 +121,10 @@ impl NodeInner {
                 Some(&std::cmp::Reverse((t, pid, seq))) if t <= now => {
                     timers.pop();
                     drop(timers);
-                    if pid == GAP_SWEEP {
+                    if pid == 0 && seq == GAP_SWEEP {
                         self.sweep_gaps();
+                    } else if pid == 0 && seq == LOCATE_SWEEP {
+                        self.sweep_locating();
                     } else if let Some(Entry::Live(slot)) = self.procs.get(pid) {
                         let mut st = slot.st.lock();
                         if st.status == Status::Waiting && st.wait_seq == seq {
@@ -140,9 +145,14 @@ impl NodeInner {
 
     /// Arms a gap sweep (see `remote.rs`, "Bounds") for time `at` (node µs).
     pub(super) fn schedule_sweep(&self, at: u64) {
+        self.schedule_at(at, GAP_SWEEP);
+    }
+
+    /// Arms one of the node's sweeps (`GAP_SWEEP`, `LOCATE_SWEEP`) for time `at` (node µs).
+    pub(super) fn schedule_at(&self, at: u64, sweep: u64) {
         let mut timers = self.timers.lock();
         let first = timers.peek().is_none_or(|std::cmp::Reverse((t, _, _))| at < *t);
-        timers.push(std::cmp::Reverse((at, GAP_SWEEP, 0)));
+        timers.push(std::cmp::Reverse((at, 0, sweep)));
         if first {
             self.timer_wake.notify_one();
         }

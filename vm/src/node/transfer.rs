@@ -24,6 +24,7 @@
 //! (`Entry::Moved`, [`super::remote::Op::PidMoved`]): a route is only replaced by a newer one.
 
 use super::deliver::DeliverError;
+use super::forwarding::{Forwarding, LeftBehind};
 use super::remote::{Carried, Op};
 use super::route::RxPlace;
 use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL};
@@ -56,6 +57,10 @@ pub struct Late {
     pub kill: Option<String>,
     /// The host watches its exit ([`Node::watch`]): the watch moves with it.
     pub watched: bool,
+    /// The forwarding mechanism of this move (`forwarding.rs`).
+    pub fwd: Forwarding,
+    /// The nodes that keep a forwarding link to it (`link-traversal`), to tell when it ends.
+    pub trail: Vec<u16>,
 }
 
 impl Node {
@@ -75,7 +80,11 @@ impl Node {
 
     /// Step 3 at the source: the process now belongs to node `dest`. Returns what must
     /// follow its image there.
-    pub fn commit_export(&self, pid: Pid, dest: u16) -> Result<Late, MoveError> {
+    ///
+    /// `fwd` is the forwarding mechanism of the move: what this node keeps for the process
+    /// ([`Forwarding::left_behind`]) and whether its birth node is told
+    /// ([`Forwarding::tells_birth`]).
+    pub fn commit_export(&self, pid: Pid, dest: u16, fwd: Forwarding) -> Result<Late, MoveError> {
         let i = &self.inner;
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         let mut st = slot.st.lock();
@@ -109,6 +118,8 @@ impl Node {
             watchers: std::mem::take(&mut st.watchers),
             kill: st.kill.take(),
             watched: false,
+            fwd,
+            trail: std::mem::take(&mut st.trail),
         };
         let mut moved = Vec::new();
         for (c, mut q) in std::mem::take(&mut st.mailbox.chans) {
@@ -128,8 +139,24 @@ impl Node {
         st.status = Status::Moved;
         st.parked = None;
         st.mailbox = Mailbox::default();
-        // Senders that find the slot `Moved` look again and are sent on to `dest`.
-        i.procs.insert(pid, Entry::Moved(dest, moves));
+        // Senders that find the slot `Moved` look again, and find what the mechanism
+        // leaves here: a route to `dest`, or (at the birth node) that it lives elsewhere,
+        // or nothing.
+        let birth = name_node(pid);
+        match fwd.left_behind(birth == i.id) {
+            LeftBehind::Route => {
+                i.procs.insert(pid, Entry::Moved(dest, moves, fwd));
+                if fwd == Forwarding::LinkTraversal && !late.trail.contains(&i.id) {
+                    late.trail.push(i.id);
+                }
+            }
+            LeftBehind::Away => {
+                i.procs.insert(pid, Entry::Away(dest, moves));
+            }
+            LeftBehind::Nothing => {
+                i.procs.remove(pid);
+            }
+        }
         drop(st);
         i.mesh.changed();
         i.live.fetch_sub(1, Ordering::SeqCst);
@@ -137,9 +164,8 @@ impl Node {
         i.exited.notify_all();
         i.moves.fetch_add(1, Ordering::SeqCst);
         i.announce_moves(dest, &moved);
-        let birth = name_node(pid);
-        if birth != i.id && birth != dest {
-            let _ = i.remote_send(birth, Op::PidMoved { pid, node: dest, moves });
+        if birth != i.id && birth != dest && fwd.tells_birth() {
+            let _ = i.remote_send(birth, Op::PidMoved { pid, node: dest, moves, fwd });
         }
         Ok(late)
     }
@@ -179,8 +205,8 @@ impl Node {
         }
         let mut st = tslot.st.lock();
         let before = i.procs.shard(pid).lock().insert(pid, Entry::Live(tslot.clone()));
-        if let (Some(Entry::Moved(n, m)), Some(mark)) = (before, st.import.as_mut()) {
-            mark.route = Some((n, m));
+        if let (Some(e @ (Entry::Moved(..) | Entry::Away(..))), Some(mark)) = (before, st.import.as_mut()) {
+            mark.route = Some(e);
         }
         // (Again, now that a sweep can find it.)
         if st.order.seq.oldest_gap().is_some() {
@@ -210,8 +236,8 @@ impl Node {
         {
             let mut shard = i.procs.shard(pid).lock();
             match mark.route {
-                Some((n, m)) => {
-                    shard.insert(pid, Entry::Moved(n, m));
+                Some(e) => {
+                    shard.insert(pid, e);
                 }
                 None => {
                     shard.remove(&pid);
@@ -311,7 +337,12 @@ impl Node {
             if had_late {
                 st.links = late.links;
                 st.watchers = late.watchers;
+                st.fwd = late.fwd;
+                st.trail = late.trail;
+            } else {
+                st.fwd = i.config.forwarding;
             }
+            st.told.clear();
             if late.kill.is_some() {
                 st.kill = late.kill;
                 slot.flags.fetch_or(KILL, Ordering::SeqCst);
@@ -360,9 +391,10 @@ impl Node {
     /// birth node, [`Late::inbox_origins`], the ends' birth nodes and partners): they are
     /// on node `node` now, the process after `moves` moves and each end after its own
     /// count, so later messages from here go straight there. A route is only replaced by
-    /// a newer one, and none is set for what is here.
-    pub fn apply_link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)]) {
-        self.inner.link_update(pid, node, moves, chans);
+    /// a newer one, and none is set for what is here. `fwd`: the move's forwarding
+    /// mechanism (a route of `origin-site` is not used to send straight there).
+    pub fn apply_link_update(&self, pid: Pid, node: u16, moves: u32, chans: &[(ChanId, u32)], fwd: Forwarding) {
+        self.inner.link_update(pid, node, moves, chans, fwd);
     }
 
     /// The moves process `pid`, here (running, or imported and not yet committed), has
@@ -376,8 +408,11 @@ impl Node {
     /// pid or channel born here (the birth node is where any node looks when it knows no
     /// better, and it knows the newest place). A message that still reaches this node
     /// goes by the birth node.
-    pub fn drop_forwarding(&self, pid: Pid, chans: &[ChanId]) {
-        self.inner.drop_forwarding(pid, chans);
+    ///
+    /// With a forwarding mechanism that keeps the route (`link-traversal`), only the
+    /// receive ends' pointers go.
+    pub fn drop_forwarding(&self, pid: Pid, chans: &[ChanId], fwd: Forwarding) {
+        self.inner.drop_forwarding(fwd.drops_route_at_acks().then_some(pid), chans);
     }
 
     /// Whether this node has an entry for `pid` (its live slot, or a route), and for how
@@ -391,18 +426,22 @@ impl NodeInner {
     /// Process `pid` is now on node `node` after `moves` moves (told by the node that
     /// gave it away, or by a link update): the route here is replaced if this one is newer
     /// and the process is not here. A pid born here with no entry has ended.
-    pub(crate) fn pid_moved(&self, pid: Pid, node: u16, moves: u32) {
+    pub(crate) fn pid_moved(&self, pid: Pid, node: u16, moves: u32, fwd: Forwarding) {
         if node == self.id {
             return;
         }
+        let birth = name_node(pid) == self.id;
         let mut shard = self.procs.shard(pid).lock();
         let newer = match shard.get(&pid) {
             Some(Entry::Live(_)) => false,
-            Some(Entry::Moved(_, m)) => moves > *m,
-            None => name_node(pid) != self.id,
+            Some(Entry::Moved(_, m, _) | Entry::Away(_, m)) => moves > *m,
+            None => !birth,
         };
         if newer {
-            shard.insert(pid, Entry::Moved(node, moves));
+            // A birth node under `resend` keeps only that it lives (and where, for its
+            // monitors), never a route it would forward by.
+            let e = if birth && fwd == Forwarding::Resend { Entry::Away(node, moves) } else { Entry::Moved(node, moves, fwd) };
+            shard.insert(pid, e);
         }
     }
 }

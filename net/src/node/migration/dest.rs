@@ -317,12 +317,12 @@ impl DestRun {
             if matches!(m, MigMsg::Committed { .. } | MigMsg::Aborted { .. }) {
                 let _ = self.send(&MigWire::Msg(m.clone()), false);
             }
-            if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
+            if let MigMsg::LinkUpdate { mid, pid, to: at, fwd } = m {
                 // The route's version is the process's move count, this move included (the
                 // imported slot has it). Its receive ends' new places were announced by the
                 // source at its commit, before anything else it sent after it.
                 let moves = sh.node().moves_of(pid).unwrap_or(0);
-                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans: Vec::new() }));
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans: Vec::new(), fwd }));
             } else {
                 let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
             }

@@ -40,7 +40,8 @@ mod source;
 mod streams;
 
 use super::Host;
-use crate::proto::migrate::{Mechanism, MigConfig, MigMsg, RefuseReason};
+use crate::proto::mechanism::How;
+use crate::proto::migrate::{MigConfig, MigMsg, RefuseReason};
 use crate::proto::wire::{self, Frame, MigReport, MigWire};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -293,10 +294,10 @@ impl Migrations {
 /// A migration frame that came on the session from `from`.
 pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
     match w {
-        MigWire::LinkUpdate { mid, pid, to, moves, chans } => {
+        MigWire::LinkUpdate { mid, pid, to, moves, chans, fwd } => {
             // A partner node: send straight to the new place from now on, and say so. The
             // ack follows every message this node sent to the old place (same session).
-            sh.node().apply_link_update(pid, to, moves, &chans);
+            sh.node().apply_link_update(pid, to, moves, &chans, fwd);
             let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
         }
         MigWire::Late { mid, .. } if !sh.mig.runs.lock().contains_key(&mid) => {
@@ -367,7 +368,7 @@ impl Slots {
 }
 
 /// Starts migrating process `pid` (here) to node `to`.
-pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>, caller: Caller) -> Result<MigHandle, String> {
+pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller) -> Result<MigHandle, String> {
     let peer = sh.peer_by_name(to).ok_or_else(|| {
         if to == sh.me.name {
             format!("process {} is already on node {to}", tern_vm::value::name_text(pid))
@@ -387,7 +388,8 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechan
     if !sh.mig.moving.lock().insert(pid) {
         return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
     }
-    let mechanism = mechanism.unwrap_or(sh.cfg.migration);
+    let mechanism = how.mechanism.unwrap_or(sh.cfg.migration);
+    let forwarding = how.forwarding.unwrap_or(sh.cfg.forwarding);
     let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
     let inputs = sh.mig.register(mid);
     let progress = Arc::new(Progress::default());
@@ -399,7 +401,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechan
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
             let _slot = slot;
-            let report = source::run_source(&sh2, source::SourceRun::new(mid, pid, dest, mechanism, caller, p2, rt), inputs);
+            let report = source::run_source(&sh2, source::SourceRun::new(mid, pid, dest, (mechanism, forwarding), caller, p2, rt), inputs);
             sh2.mig.runs.lock().remove(&mid);
             sh2.mig.moving.lock().remove(&pid);
             {
@@ -422,8 +424,8 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechan
 
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,
 /// else asking the node it is on.
-pub(crate) fn migrate_and_wait(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Option<Mechanism>) -> Result<MigReport, String> {
-    migrate_via(sh, pid, to, mechanism, 0, None)
+pub(crate) fn migrate_and_wait(sh: &Arc<Host>, pid: Pid, to: &str, how: How) -> Result<MigReport, String> {
+    migrate_via(sh, pid, to, how, 0, None)
 }
 
 /// As [`migrate_and_wait`], for a request that `hops` nodes have passed on so far, the
@@ -432,17 +434,10 @@ pub(crate) fn migrate_and_wait(sh: &Arc<Host>, pid: Pid, to: &str, mechanism: Op
 /// a route of its own (the first asker also by the process's birth node), never back to
 /// the node that asked, and at most [`MAX_HOPS`] times; else the process is gone, and
 /// the answer is the one for any process that has ended.
-pub(crate) fn migrate_via(
-    sh: &Arc<Host>,
-    pid: Pid,
-    to: &str,
-    mechanism: Option<Mechanism>,
-    hops: u8,
-    asker: Option<u16>,
-) -> Result<MigReport, String> {
+pub(crate) fn migrate_via(sh: &Arc<Host>, pid: Pid, to: &str, how: How, hops: u8, asker: Option<u16>) -> Result<MigReport, String> {
     let node = sh.node();
     if node.is_local(pid) {
-        let h = start(sh, pid, to, mechanism, Caller::None)?;
+        let h = start(sh, pid, to, how, Caller::None)?;
         return h.done.recv().map_err(|_| "the migration ended without a report".to_string());
     }
     let gone = || format!("there is no process {}", tern_vm::value::name_text(pid));
@@ -456,7 +451,7 @@ pub(crate) fn migrate_via(
     if at == sh.me.id || Some(at) == asker || hops >= MAX_HOPS {
         return Err(gone());
     }
-    let q = wire::Query::Migrate { pid, to: to.to_string(), mechanism, hops: hops + 1 };
+    let q = wire::Query::Migrate { pid, to: to.to_string(), how, hops: hops + 1 };
     match sh.ask(at, q, Duration::from_secs(600))? {
         wire::Answer::Migrated(r) => r.map(|b| *b),
         other => Err(format!("unexpected answer {other:?}")),

@@ -9,7 +9,7 @@
 use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
 use crate::node::Host;
-use crate::proto::migrate::{Action, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
+use crate::proto::migrate::{Action, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
 use crate::proto::wire::{DestStats, Frame, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -64,6 +64,7 @@ pub(super) struct SourceRun {
     pid: Pid,
     dest: u16,
     mechanism: Mechanism,
+    forwarding: Forwarding,
     caller: Caller,
     progress: Arc<Progress>,
     rt: tokio::runtime::Handle,
@@ -99,7 +100,7 @@ impl SourceRun {
         mid: u64,
         pid: Pid,
         dest: u16,
-        mechanism: Mechanism,
+        (mechanism, forwarding): (Mechanism, Forwarding),
         caller: Caller,
         progress: Arc<Progress>,
         rt: tokio::runtime::Handle,
@@ -109,11 +110,12 @@ impl SourceRun {
             pid,
             dest,
             mechanism,
+            forwarding,
             caller,
             progress,
             rt,
             started: Instant::now(),
-            report: MigReport { pid, mechanism, ..MigReport::default() },
+            report: MigReport { pid, mechanism, forwarding, ..MigReport::default() },
             size_pages: 0,
             modules: None,
             bulk: None,
@@ -162,7 +164,8 @@ impl SourceRun {
             dest: self.dest,
             size_pages: self.size_pages,
             mechanism: self.mechanism,
-            partners: link_update_nodes(sh, node, self.pid, self.dest),
+            forwarding: self.forwarding,
+            partners: link_update_nodes(node, self.pid, self.forwarding),
         };
         let src = Source::new(sh.now_us(), mig_config(sh), init);
         set_phase(&self.progress, "offered");
@@ -272,9 +275,9 @@ impl SourceRun {
     /// or on the stream with the data it names.
     fn transmit(&mut self, sh: &Host, node: &Node, src: &mut Source, to: u16, m: MigMsg) {
         if to != self.dest {
-            if let MigMsg::LinkUpdate { mid, pid, to: at } = m {
+            if let MigMsg::LinkUpdate { mid, pid, to: at, fwd } = m {
                 let (moves, chans) = self.late_info.clone().unwrap_or_default();
-                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans }));
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans, fwd }));
             }
             return;
         }
@@ -423,18 +426,19 @@ impl SourceRun {
     }
 }
 
-/// The nodes told where a migrated process went (the link update): its partners (the
-/// nodes it talks with, and its birth node) and every other node that is up. Telling
-/// every node makes locating it independent of its birth node, which may fail later;
-/// a node that is down now learns the route from the session when it is back, or asks.
-fn link_update_nodes(sh: &Host, node: &Node, pid: Pid, dest: u16) -> Vec<u16> {
-    let mut v = node.partner_nodes(pid);
-    for &id in sh.peers.keys() {
-        if id != dest && sh.is_up(id) && !v.contains(&id) {
-            v.push(id);
-        }
+/// The nodes told where a migrated process went (the link update). With `link-update`
+/// its partners: the nodes it talks with (that sent it messages, hold send ends of its
+/// receive ends, or its links and monitors) and its birth node — so the cost grows with
+/// its partners, not with the mesh (a node that never talked with it asks the birth
+/// node, or locates it when that is down). With any other mechanism only the nodes of
+/// its links and monitors, which must know where it is to tell a `node_down` that
+/// concerns it from one that does not.
+fn link_update_nodes(node: &Node, pid: Pid, fwd: Forwarding) -> Vec<u16> {
+    if fwd.updates_partners() {
+        node.partner_nodes(pid)
+    } else {
+        node.watch_nodes(pid)
     }
-    v
 }
 
 /// `hashes` and every module they refer to, transitively: a process links the modules
@@ -534,7 +538,7 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     src.peer_down(now, p);
                 }
             }
-            match node.commit_export(r.pid, r.dest) {
+            match node.commit_export(r.pid, r.dest, r.forwarding) {
                 Ok(late) => {
                     r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
                     r.link_chans = late.chans.iter().map(|c| c.chan).collect();
@@ -559,7 +563,7 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
             r.heap = None;
         }
         // Every partner acknowledged: nothing here points at it any more.
-        Action::Done if src.is_committed() => node.drop_forwarding(r.pid, &r.link_chans),
+        Action::Done if src.is_committed() => node.drop_forwarding(r.pid, &r.link_chans, r.forwarding),
         _ => {}
     }
 }
