@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 use tern_net::proto::migrate::MigFault;
-use tern_net::sim::migrate::{run_seed, SimFailure, SimOptions, SimReport};
+use tern_net::sim::migrate::{run_seed, FwdFault, SimFailure, SimOptions, SimReport};
 use tern_vm::node::order::OrderFault;
 
 /// Seeds in the normal test run, split in two tests so that both cores work.
@@ -141,6 +141,13 @@ fn runs_exercise_every_path() {
     assert!(sum(|r| r.messages_lost_with_process) > 0, "messages queued for a process when it was lost");
     assert!(sum(|r| r.process_ended) > 5, "processes that ended with lazy pages still at their source");
     assert!(sum(|r| r.messages_to_ended_process) > 0, "messages to a process that had ended");
+    // Every forwarding mechanism, and what each does.
+    for i in 0..4 {
+        assert!(reports.iter().map(|r| r.by_forwarding[i]).sum::<u64>() > 20, "forwarding {i} committed");
+    }
+    assert!(sum(|r| r.msgs_refused) > 10, "messages given back to their origin node");
+    assert!(sum(|r| r.locates) > 10, "processes located by a broadcast");
+    assert!(sum(|r| r.shortened) > 5, "origin nodes told where the process is (path shortening)");
 
     // A source cut off for longer than the limit right after the commit is rarer: the
     // stall plan's seeds alone (one in six), more of them.
@@ -172,6 +179,23 @@ fn caught_with(opts: SimOptions, fault: &str, what: &str) -> SimFailure {
         }
     }
     panic!("{fault} was not caught in 400 seeds");
+}
+
+/// One broken variant per forwarding mechanism, each caught by the checker of what that
+/// mechanism promises: link-update and link-traversal by what the node the process left
+/// keeps (a route left after the acknowledgements; no link), resend by a node that keeps
+/// nothing passing a message on, origin-site (a birth node not told) by a message sent
+/// round in circles.
+#[test]
+fn checker_catches_a_broken_variant_of_every_forwarding_mechanism() {
+    for (fault, what) in [
+        (FwdFault::KeepRoute, "RESIDUAL: node"),
+        (FwdFault::ForwardUnknown, "RESIDUAL FORWARDING"),
+        (FwdFault::NoBirthNote, "ROUTES"),
+        (FwdFault::NoLink, "keeps no link"),
+    ] {
+        caught_with(SimOptions { fwd_fault: Some(fault), ..SimOptions::default() }, &format!("{fault:?}"), what);
+    }
 }
 
 #[test]

@@ -759,8 +759,16 @@ fn the_node_a_process_left_holds_nothing_for_it() {
         assert!(r.ok, "{r:?}\n{}", m.log_text());
     }
     // b (neither its birth node nor a sender's) keeps no process, route or migration
-    // state for it once the link updates were acknowledged and the pages all moved.
-    assert_eq!(m.node("b").node().forwarding_state(pid, &[]), (false, 0), "b keeps {:?}", m.node("b").node().route_kept(pid));
+    // state for it once the link updates were acknowledged and the pages all moved (the
+    // report may come a moment before the source's last step: looked at for up to 5 s).
+    let t0 = std::time::Instant::now();
+    while m.node("b").node().forwarding_state(pid, &[]) != (false, 0) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "b keeps {:?}", m.node("b").node().route_kept(pid));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if t0.elapsed() > Duration::from_millis(1) {
+        eprintln!("b dropped its route {:?} after the report", t0.elapsed());
+    }
     assert!(!m.node("b").migration_holds(pid));
     assert!(!m.node("b").node().is_local(pid) && m.node("c").node().is_local(pid));
     // Messages still reach it: through its birth node, which knows where it is.

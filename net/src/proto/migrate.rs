@@ -653,6 +653,9 @@ impl Source {
     pub fn mechanism(&self) -> Mechanism {
         self.init.mechanism
     }
+    pub fn forwarding(&self) -> Forwarding {
+        self.init.forwarding
+    }
     pub fn report(&self) -> &Report {
         &self.report
     }

@@ -8,8 +8,14 @@
 //! N nodes (3 to 5), one process. The process "runs" on the node that owns it (a step
 //! every `tick_us`: progress + 1, consume its mailbox, dirty random pages; for lazy, touch
 //! a random page and block on it if absent). Every node hosts a partner that sends the
-//! process numbered messages via its route table. Migrations are started back to back
-//! between random nodes with random mechanisms; destinations sometimes refuse. In some
+//! process numbered messages by what its node knows, routed by the node's own forwarding
+//! rules (`tern_vm::node::forwarding`: `step`, `after_refusal`, `left_behind`, ...):
+//! forwarded along routes, given back to the origin node, or held while the process is
+//! located by asking every node; path shortening and the birth node's notices as the
+//! node sends them. Migrations are started back to back between random nodes with random
+//! mechanisms and random forwarding mechanisms (mixed in one run); destinations sometimes
+//! refuse. A random subset of the nodes monitors the process (told where it goes under
+//! every mechanism). In some
 //! seeds the process may end by itself while it runs lazily with pages still at its
 //! source (half of those with the background push off, so only the end releases them);
 //! the destination's host tells its machine ([`Dest::process_ended`]). That choice and
@@ -46,7 +52,13 @@
 //!   at the source); pages are never sent from a source without its copy.
 //! * **Progress and convergence** — precopy rounds longer than a few ticks see the process
 //!   run; rounds that stop without converging report throttling or the round limit.
-//! * **Monitors** — every node without a copy monitors the process, and fires
+//! * **Forwarding** — a node that keeps nothing for the process never passes one of its
+//!   messages on; after a committed migration's acknowledgements the old node keeps what
+//!   the mechanism promises (no route for `link-update`, `resend`, `origin-site`; a link
+//!   for `link-traversal` until the process ends); a locate that finds no node for a live
+//!   process, with no crash to explain it, fails the run. One broken variant per
+//!   mechanism ([`FwdFault`]) is caught.
+//! * **Monitors** — every node without a copy that monitors the process fires
 //!   `node_down` when the node its route points at goes down or restarts (the node's
 //!   rule); it must not while the process runs on another node that has told it
 //!   everything it sent it (`monitor_sees_down`).
@@ -63,6 +75,7 @@ use crate::proto::session::NodeId;
 use crate::sim::harness::{run_traced_on_failure, Trace};
 pub use crate::sim::harness::{Rng, SimFailure, SimKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use tern_vm::node::forwarding::{self, Known, LeftBehind, Step};
 use tern_vm::node::order::{Order, OrderFault, OrderWire, Origin, Weigh};
 
 const PID: u64 = 42;
@@ -78,6 +91,8 @@ pub struct SimOptions {
     pub fault: MigFault,
     /// A deliberately broken variant of the node's message ordering (the code that ships).
     pub order_fault: OrderFault,
+    /// A deliberately broken variant of a forwarding mechanism.
+    pub fwd_fault: Option<FwdFault>,
     /// Record a step trace (a failing run is replayed with it on, automatically).
     pub trace: bool,
     pub trace_lines: usize,
@@ -90,8 +105,39 @@ impl Default for SimOptions {
             settle_us: 20_000_000,
             fault: MigFault::None,
             order_fault: OrderFault::None,
+            fwd_fault: None,
             trace: false,
             trace_lines: 400,
+        }
+    }
+}
+
+/// One deliberately broken variant per forwarding mechanism, each of which a checker
+/// must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FwdFault {
+    /// `link-update`: the source keeps its route after every partner acknowledged (a
+    /// residual dependency the mechanism promises not to leave).
+    KeepRoute,
+    /// `resend`: a node that keeps nothing for the process forwards a message that
+    /// reached it to the birth node instead of giving it back (as before the mechanisms).
+    ForwardUnknown,
+    /// `origin-site`: the source does not tell the birth node where the process went.
+    NoBirthNote,
+    /// `link-traversal`: the node a process left keeps no link.
+    NoLink,
+}
+
+impl FwdFault {
+    pub const ALL: [FwdFault; 4] = [FwdFault::KeepRoute, FwdFault::ForwardUnknown, FwdFault::NoBirthNote, FwdFault::NoLink];
+
+    /// The mechanism it breaks.
+    pub fn forwarding(self) -> Forwarding {
+        match self {
+            FwdFault::KeepRoute => Forwarding::LinkUpdate,
+            FwdFault::ForwardUnknown => Forwarding::Resend,
+            FwdFault::NoBirthNote => Forwarding::OriginSite,
+            FwdFault::NoLink => Forwarding::LinkTraversal,
         }
     }
 }
@@ -123,6 +169,15 @@ pub struct SimReport {
     pub messages_lost_with_process: u64,
     /// Messages forwarded by a node the process had left.
     pub forwarded: u64,
+    /// Committed migrations per forwarding mechanism (`Forwarding::ALL` order).
+    pub by_forwarding: [u64; 4],
+    /// Messages given back to their origin node (`resend`, and nodes that know nothing).
+    pub msgs_refused: u64,
+    /// Locates started (a broadcast each), and messages given up by a locate.
+    pub locates: u64,
+    pub unlocated: u64,
+    /// Origin nodes told where the process is by the node a forwarded message reached.
+    pub shortened: u64,
     /// Messages a queue held back because they overtook an earlier one from the same
     /// sender (a direct message ahead of one still forwarded).
     pub held_back: u64,
@@ -206,6 +261,12 @@ struct Copy {
     blocked_on: Option<PageNo>,
     /// The migration that made it (for a temporary copy).
     mid: Mid,
+    /// The forwarding mechanism of the move that brought it here.
+    fwd: Forwarding,
+    /// Nodes that keep a forwarding link to it (`link-traversal`).
+    trail: Vec<NodeId>,
+    /// Origin nodes told where it is since it came here (path shortening).
+    told: BTreeSet<NodeId>,
 }
 
 /// A process's image: its state, its mailbox and its inbox's sequence state as the node
@@ -225,6 +286,8 @@ struct LateMsgs {
     mid: Mid,
     inbox: Vec<AppMsg>,
     order: OrderWire<AppMsg>,
+    fwd: Forwarding,
+    trail: Vec<NodeId>,
 }
 
 #[derive(Debug)]
@@ -238,6 +301,35 @@ enum Wire {
     /// The late messages of a committed migration, on the session before anything
     /// forwarded after them.
     Late(LateMsgs),
+    /// A numbered message given back to its origin node by a node that neither has the
+    /// process nor keeps a route to it (`Op::Refused`).
+    Refused {
+        msg: AppMsg,
+        hops: u8,
+    },
+    /// Where is the process? (`Op::Locate`, to every node.)
+    Locate,
+    /// The answer (`Op::Located`): (node, version, forwarding), or `None` from the birth
+    /// node when it has ended.
+    Located(Option<(NodeId, Mid, Forwarding)>),
+    /// The process is on `node` after migration `mid` (`Op::PidMoved`: to the birth node
+    /// at a move, to an origin node by path shortening).
+    PidMoved {
+        node: NodeId,
+        mid: Mid,
+        fwd: Forwarding,
+    },
+    /// The process ended (`Op::PidEnded`, to its birth node and its chain's nodes).
+    PidEnded,
+}
+
+/// Messages waiting at a node while it locates the process (`locate.rs`).
+#[derive(Debug, Clone)]
+struct Locating {
+    since: u64,
+    asked: u64,
+    /// (message, hops, the birth node refused it: it goes straight to the process).
+    waiting: Vec<(AppMsg, u8, bool)>,
 }
 
 struct Node {
@@ -249,8 +341,17 @@ struct Node {
     dests: BTreeMap<Mid, Dest>,
     images: BTreeMap<Mid, Image>,
     /// Where this node sends messages for the process when it has no copy (its route,
-    /// versioned by the migration that set it: only a newer one replaces it).
-    route: (NodeId, Mid),
+    /// versioned by the migration that set it: only a newer one replaces it, and the
+    /// forwarding mechanism of that move), as the node's `Entry::Moved`.
+    route: Option<(NodeId, Mid, Forwarding)>,
+    /// (Birth node, `resend`.) It lives elsewhere (`Entry::Away`): the place, for the
+    /// monitor only (`NOWHERE`: not known), and the version.
+    away: Option<(NodeId, Mid)>,
+    /// Messages waiting while this node locates the process.
+    locating: Option<Locating>,
+    /// The migration whose commit left `route` here (as opposed to a route this node
+    /// learned as a sender): what the mechanism's promise is about.
+    left: Option<Mid>,
     /// Dest: the migration committed here whose late messages have not come yet.
     resume_pending: Option<Mid>,
     /// The number of this incarnation's next message to the process.
@@ -260,7 +361,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(epoch: u64, route: NodeId) -> Self {
+    fn new(epoch: u64) -> Self {
         Node {
             alive: true,
             epoch,
@@ -269,7 +370,10 @@ impl Node {
             sources: BTreeMap::new(),
             dests: BTreeMap::new(),
             images: BTreeMap::new(),
-            route: (route, 0),
+            route: None,
+            away: None,
+            locating: None,
+            left: None,
             resume_pending: None,
             next_seq: 0,
             dirty: BTreeSet::new(),
@@ -329,6 +433,10 @@ enum Ev {
     },
     /// The node gives up gaps older than the gap timeout (its sweep).
     GapSweep {
+        node: NodeId,
+    },
+    /// The node asks again where the process is, or gives up (`locate.rs`'s sweep).
+    LocateSweep {
         node: NodeId,
     },
     EndPhase,
@@ -413,6 +521,14 @@ struct Sim {
     killed: bool,
     trace: Trace,
     report: SimReport,
+    /// The node the process was born on (its pid names it).
+    birth: NodeId,
+    /// The nodes whose monitor of the process is modelled (every mechanism tells them
+    /// where it goes).
+    watchers: Vec<bool>,
+    /// Draws the forwarding mechanism of each migration and the watchers (apart from
+    /// `rng`, as `end_rng`).
+    fwd_rng: Rng,
 }
 
 macro_rules! trace {
@@ -427,6 +543,12 @@ macro_rules! trace {
 const MAX_STEPS: u64 = 2_000_000;
 /// Mixed into the seed for [`Sim::end_rng`].
 const END_SEED: u64 = 0x5ee0_e4d5_0f00_0001;
+/// Mixed into the seed for [`Sim::fwd_rng`].
+const FWD_SEED: u64 = 0xf0d0_5eed_0000_0002;
+/// How often a node asks again where the process is (`locate.rs`'s `LOCATE_RETRY`).
+const LOCATE_RETRY_US: u64 = 250_000;
+/// A place not known (`locate::NOWHERE`).
+const NOWHERE: NodeId = NodeId::MAX;
 /// Seeds in which the process may end by itself, per mille.
 const END_SEEDS_PER_MILLE: u64 = 100;
 /// In those, the chance per step it runs lazily with pages still away that it ends, per mille.
@@ -472,7 +594,9 @@ impl Sim {
             cfg.push_interval_us = u64::MAX / 4;
         }
         let owner = rng.below(n as u64) as NodeId;
-        let mut nodes: Vec<Node> = (0..n).map(|_| Node::new(1, owner)).collect();
+        let mut fwd_rng = Rng::new(seed ^ FWD_SEED);
+        let watchers: Vec<bool> = (0..n).map(|_| fwd_rng.chance(300)).collect();
+        let mut nodes: Vec<Node> = (0..n).map(|_| Node::new(1)).collect();
         nodes[owner as usize].copy = Some(Copy {
             state: CopyState::Running,
             progress: 0,
@@ -483,6 +607,9 @@ impl Sim {
             export_mark: None,
             blocked_on: None,
             mid: 0,
+            fwd: Forwarding::LinkUpdate,
+            trail: Vec::new(),
+            told: BTreeSet::new(),
         });
         let links = (0..n)
             .map(|_| (0..n).map(|_| Link { queue: VecDeque::new(), busy_until: 0, last_arrival: 0, cut_until: 0 }).collect())
@@ -529,6 +656,9 @@ impl Sim {
             trace: Trace::new(opts.trace_lines),
             report: SimReport { seed, nodes: n, ..SimReport::default() },
             opts,
+            birth: owner,
+            watchers,
+            fwd_rng,
         }
     }
 
@@ -641,6 +771,17 @@ impl Sim {
     // ---- the network ----
 
     fn send(&mut self, a: NodeId, b: NodeId, w: Wire) -> Result<(), SimFailure> {
+        if let Wire::App { msg, hops } = &w {
+            // A node that keeps nothing for the process never passes one of its messages
+            // on (it gives it back): only the message's origin sends it again.
+            let nd = &self.nodes[a as usize];
+            if *hops > 0 && msg.sender.0 != a && nd.copy.is_none() && self.known(a) == Known::Nothing {
+                return Err(self.fail(format!(
+                    "RESIDUAL FORWARDING: node {a}, which keeps nothing for the process, passes {:?}#{} on to {b}",
+                    msg.sender, msg.seq
+                )));
+            }
+        }
         if a == b {
             // Local: no network. What the checkers find here fails the run like anywhere else.
             return self.arrive(a, b, w);
@@ -649,6 +790,7 @@ impl Sim {
             Wire::Mig(m, _) => m.wire_bytes(self.cfg.page_bytes),
             Wire::App { .. } => 64,
             Wire::Late(l) => 64 * (1 + l.inbox.len() + l.order.1.len()) as u64,
+            _ => 64,
         };
         let jitter = self.rng.below(self.jitter + 1);
         let l = &mut self.links[a as usize][b as usize];
@@ -713,6 +855,20 @@ impl Sim {
                 self.route_msg(at, msg, hops)
             }
             Wire::Late(l) => self.late_arrive(at, l),
+            Wire::Refused { msg, hops } => self.refused(at, from, msg, hops),
+            Wire::Locate => self.on_locate(at, from),
+            Wire::Located(a) => self.on_located(at, a),
+            Wire::PidMoved { node, mid, fwd } => {
+                self.learn(at, node, mid, fwd);
+                Ok(())
+            }
+            Wire::PidEnded => {
+                let nd = &mut self.nodes[at as usize];
+                nd.route = None;
+                nd.left = None;
+                nd.away = None;
+                Ok(())
+            }
             Wire::Mig(m, img) => {
                 self.mig_events += 1;
                 trace!(self, "{at} <- {from}: {} (event {})", short(&m), self.mig_events);
@@ -743,11 +899,11 @@ impl Sim {
                     self.nodes[at as usize].dests.insert(mid, d);
                 }
             }
-            MigMsg::LinkUpdate { .. } => {
-                let nd = &mut self.nodes[at as usize];
-                if let Some((route, ack)) = crate::proto::migrate::partner_link_update(&m, nd.route.1) {
-                    if let Some(r) = route {
-                        nd.route = r;
+            MigMsg::LinkUpdate { fwd, .. } => {
+                // (The version check is `learn`'s, as the node's `pid_moved`.)
+                if let Some((route, ack)) = crate::proto::migrate::partner_link_update(&m, 0) {
+                    if let Some((to, mid)) = route {
+                        self.learn(at, to, mid, fwd);
                     }
                     self.send_mig(at, from, ack)?;
                 }
@@ -764,9 +920,32 @@ impl Sim {
         self.pump(at)
     }
 
+    /// What node `x` knows of the process when it has no copy of it running, frozen or
+    /// being imported (as the node's process table says it).
+    fn known(&self, x: NodeId) -> Known {
+        let nd = &self.nodes[x as usize];
+        match (nd.route, nd.away) {
+            (Some((n, _, f)), _) if n != x => Known::Route(n, f),
+            (_, Some(_)) => Known::Away,
+            _ => Known::Nothing,
+        }
+    }
+
+    /// Where node `x`'s monitor of the process points (its route, or the birth node).
+    fn monitor_place(&self, x: NodeId) -> NodeId {
+        let nd = &self.nodes[x as usize];
+        match (nd.route, nd.away) {
+            (Some((n, _, _)), _) => n,
+            (_, Some((n, _))) => n,
+            _ => self.birth,
+        }
+    }
+
     /// A numbered message for the process at node `at` (sent here, or arrived), handled
     /// as the node's delivery does: put in sequence in the copy here, set aside for the
-    /// commit of one being imported here, or passed on along the route with its number.
+    /// commit of one being imported here, or — by the forwarding rule the node uses,
+    /// [`forwarding::step`] — passed on with its number, given back to its origin node,
+    /// or held while the process is located.
     fn route_msg(&mut self, at: NodeId, msg: AppMsg, hops: u8) -> Result<(), SimFailure> {
         let now = self.now;
         let nd = &mut self.nodes[at as usize];
@@ -777,12 +956,19 @@ impl Sim {
                 let put = c.order.put(msg.origin(), msg.seq, Some(msg), now);
                 let held = put.ready.is_empty() && !put.late;
                 c.mailbox.extend(put.ready);
+                // It came a long way: its origin node learns where the process is.
+                let origin = msg.sender.0;
+                let tell = (hops > 1 && origin != at && c.fwd.tells_origin() && c.told.insert(origin)).then_some((c.mid, c.fwd));
                 trace!(self, "{at} <- msg {:?}#{}: queued{}", msg.sender, msg.seq, if held { " (held back)" } else { "" });
                 if held {
                     self.report.held_back += 1;
                 }
                 if put.opened {
                     self.schedule(now + self.gap_timeout_us, Ev::GapSweep { node: at });
+                }
+                if let Some((mid, fwd)) = tell {
+                    self.report.shortened += 1;
+                    self.send(at, origin, Wire::PidMoved { node: at, mid, fwd })?;
                 }
                 if put.late {
                     return self.late_msg(at, msg);
@@ -795,32 +981,253 @@ impl Sim {
                 self.report.waited_for_commit += 1;
                 Ok(())
             }
-            Some(CopyState::Handed) | None if nd.route.0 != at => {
-                let to = nd.route.0;
-                if hops >= tern_vm::node::MAX_HOPS {
-                    // The node gives it up as lost (its sender is told): only a process
-                    // that is gone, with routes left pointing at each other, gets here.
-                    if self.process_gone() {
-                        self.gone_with_process(msg);
-                        return Ok(());
-                    }
-                    return Err(self.fail(format!("ROUTES: {:?}#{} forwarded {hops} times while the process lives", msg.sender, msg.seq)));
-                }
-                trace!(self, "{at} forwards {:?}#{} to {to}", msg.sender, msg.seq);
-                self.report.forwarded += 1;
-                self.send(at, to, Wire::App { msg, hops: hops + 1 })
-            }
             _ => {
-                // No copy and no route elsewhere: the node drops it as for a process gone.
-                if self.nodes[at as usize].crashed_ever {
-                    self.lost.insert((msg.sender, msg.seq));
-                    Ok(())
-                } else if self.process_gone() {
-                    self.gone_with_process(msg);
-                    Ok(())
-                } else {
-                    Err(self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq)))
+                if hops == 0 && nd.locating.is_some() {
+                    return self.locate(at, msg, hops);
                 }
+                let step = forwarding::step(self.known(at), at, self.birth, hops > 0);
+                if self.opts.fwd_fault == Some(FwdFault::ForwardUnknown) && step == Step::Refuse && self.known(at) == Known::Nothing {
+                    // Broken: not given back but forwarded by the birth node.
+                    self.report.forwarded += 1;
+                    return self.send(at, self.birth, Wire::App { msg, hops: hops + 1 });
+                }
+                match step {
+                    Step::Forward(to) => {
+                        if hops >= tern_vm::node::MAX_HOPS {
+                            // The node gives it up as lost (its sender is told): only a process
+                            // that is gone, with routes left pointing at each other, gets here.
+                            if self.process_gone() {
+                                self.gone_with_process(msg);
+                                return Ok(());
+                            }
+                            return Err(
+                                self.fail(format!("ROUTES: {:?}#{} forwarded {hops} times while the process lives", msg.sender, msg.seq))
+                            );
+                        }
+                        trace!(self, "{at} forwards {:?}#{} to {to}", msg.sender, msg.seq);
+                        if hops > 0 {
+                            self.report.forwarded += 1;
+                        }
+                        self.send(at, to, Wire::App { msg, hops: hops + 1 })
+                    }
+                    Step::Refuse => self.refuse(at, msg, hops),
+                    Step::Locate => self.locate(at, msg, hops),
+                    Step::Queue | Step::Ended => self.dropped(at, msg),
+                }
+            }
+        }
+    }
+
+    /// The node drops a message for the process as one for a process that has ended.
+    fn dropped(&mut self, at: NodeId, msg: AppMsg) -> Result<(), SimFailure> {
+        if self.nodes[at as usize].crashed_ever {
+            self.lost.insert((msg.sender, msg.seq));
+            Ok(())
+        } else if self.process_gone() {
+            self.gone_with_process(msg);
+            Ok(())
+        } else {
+            Err(self.fail(format!("message {:?}#{} dropped at node {at}, which has no trace of the process", msg.sender, msg.seq)))
+        }
+    }
+
+    /// Node `at` gives a message back to its origin node (`locate.rs`'s `refuse`).
+    fn refuse(&mut self, at: NodeId, msg: AppMsg, hops: u8) -> Result<(), SimFailure> {
+        self.report.msgs_refused += 1;
+        let origin = msg.sender.0;
+        trace!(self, "{at} refuses {:?}#{}: back to {origin}", msg.sender, msg.seq);
+        if origin == at {
+            return self.refused(at, at, msg, hops);
+        }
+        self.send(at, origin, Wire::Refused { msg, hops })
+    }
+
+    /// Origin node `at` gets back a message node `refuser` refused: the route that led
+    /// there goes, and it is sent again by the birth node or after locating the process
+    /// ([`forwarding::after_refusal`]).
+    fn refused(&mut self, at: NodeId, refuser: NodeId, msg: AppMsg, hops: u8) -> Result<(), SimFailure> {
+        let nd = &mut self.nodes[at as usize];
+        if msg.sender.1 != nd.epoch {
+            // From an earlier incarnation of this node: its sender is gone with it.
+            self.lost.insert((msg.sender, msg.seq));
+            return Ok(());
+        }
+        let hops = hops.saturating_add(1);
+        if hops > tern_vm::node::MAX_HOPS {
+            // The node gives it up as lost (its sender is told).
+            if self.process_gone() {
+                self.gone_with_process(msg);
+                return Ok(());
+            }
+            return Err(
+                self.fail(format!("ROUTES: {:?}#{} refused or forwarded {hops} times while the process lives", msg.sender, msg.seq))
+            );
+        }
+        let route = nd.route.map(|(_, _, f)| f);
+        if let Some((n, v, _)) = nd.route {
+            if n == refuser {
+                nd.route = None;
+                nd.left = None;
+                if at == self.birth {
+                    nd.away = Some((NOWHERE, v));
+                }
+            }
+        }
+        match forwarding::after_refusal(route, refuser, self.birth) {
+            Step::Forward(b) if b != at => {
+                trace!(self, "{at}: {:?}#{} given back by {refuser}, sent again by the birth node {b}", msg.sender, msg.seq);
+                self.send(at, b, Wire::App { msg, hops: hops + 1 })
+            }
+            _ => self.locate_by(at, msg, hops, refuser == self.birth),
+        }
+    }
+
+    /// Node `at` holds a message until the process is located, asking every node where it
+    /// is unless a question is out already.
+    fn locate(&mut self, at: NodeId, msg: AppMsg, hops: u8) -> Result<(), SimFailure> {
+        self.locate_by(at, msg, hops, false)
+    }
+
+    /// [`Sim::locate`]; `direct`: the birth node refused the message (it does not know
+    /// the place yet), so once located it goes straight there, whatever the mechanism.
+    fn locate_by(&mut self, at: NodeId, msg: AppMsg, hops: u8, direct: bool) -> Result<(), SimFailure> {
+        let now = self.now;
+        let nd = &mut self.nodes[at as usize];
+        if nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed) {
+            // It is here (it came back while the message was away).
+            return self.route_msg(at, msg, hops);
+        }
+        let fresh = nd.locating.is_none();
+        nd.locating.get_or_insert(Locating { since: now, asked: now, waiting: Vec::new() }).waiting.push((msg, hops, direct));
+        trace!(self, "{at}: {:?}#{} waits while the process is located", msg.sender, msg.seq);
+        if fresh {
+            self.report.locates += 1;
+            self.ask_where(at)?;
+            self.schedule(now + LOCATE_RETRY_US, Ev::LocateSweep { node: at });
+        }
+        Ok(())
+    }
+
+    fn ask_where(&mut self, at: NodeId) -> Result<(), SimFailure> {
+        for y in 0..self.n as NodeId {
+            if y != at {
+                self.send(at, y, Wire::Locate)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `at` is asked where the process is (`on_locate`).
+    fn on_locate(&mut self, at: NodeId, from: NodeId) -> Result<(), SimFailure> {
+        let nd = &self.nodes[at as usize];
+        let answer = match nd.copy.as_ref().map(|c| (c.state, c.mid, c.fwd)) {
+            Some((CopyState::Running | CopyState::Frozen, mid, fwd)) => Some(Some((at, mid, fwd))),
+            Some(_) => None,
+            None if at == self.birth && nd.route.is_none() && nd.away.is_none() => Some(None),
+            None => None,
+        };
+        match answer {
+            Some(a) => self.send(at, from, Wire::Located(a)),
+            None => Ok(()),
+        }
+    }
+
+    /// The answer to node `at`'s locate: what waited goes there, or is dropped as for a
+    /// process that has ended (`on_located`).
+    fn on_located(&mut self, at: NodeId, answer: Option<(NodeId, Mid, Forwarding)>) -> Result<(), SimFailure> {
+        if let Some((n, v, f)) = answer {
+            if n != at {
+                self.learn(at, n, v, f);
+            }
+        }
+        let Some(l) = self.nodes[at as usize].locating.take() else { return Ok(()) };
+        for (msg, hops, direct) in l.waiting {
+            match answer {
+                Some((n, _, f)) => {
+                    let to = if f.direct() || direct { n } else { self.birth };
+                    trace!(self, "{at}: located on {n}; {:?}#{} goes to {to}", msg.sender, msg.seq);
+                    if to == at {
+                        self.route_msg(at, msg, hops)?;
+                    } else {
+                        self.send(at, to, Wire::App { msg, hops: hops.saturating_add(1) })?;
+                    }
+                }
+                // (Its birth node says it ended: if that node restarted, it only forgot.)
+                None if self.nodes[self.birth as usize].crashed_ever => {
+                    self.lost.insert((msg.sender, msg.seq));
+                }
+                None => self.dropped(at, msg)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks again, or gives up (the sweep of `locate.rs`: after the settle timeout there;
+    /// here after the gap timeout, longer than any delay but a crash's, so that a live
+    /// process behind a partition is always found).
+    fn locate_sweep(&mut self, at: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        let nd = &mut self.nodes[at as usize];
+        if !nd.alive {
+            return Ok(());
+        }
+        if let Some(c) = nd.copy.as_ref().filter(|c| c.state != CopyState::Handed) {
+            // It came here meanwhile: what waited is queued here.
+            let here = Some((at, c.mid, c.fwd));
+            return self.on_located(at, here);
+        }
+        let Some(l) = nd.locating.as_mut() else { return Ok(()) };
+        if now.saturating_sub(l.since) >= self.gap_timeout_us {
+            let waiting = std::mem::take(&mut l.waiting);
+            nd.locating = None;
+            for (msg, ..) in waiting {
+                self.report.unlocated += 1;
+                if self.process_gone() {
+                    self.gone_with_process(msg);
+                } else if self.report.crashes > 0 {
+                    // Its process lost with a node that crashed, or its birth node
+                    // restarted (and forgot it): the sender is told.
+                    self.lost.insert((msg.sender, msg.seq));
+                } else {
+                    return Err(self
+                        .fail(format!("LOCATE: node {at} found no node with the process for {:?}#{}, which lives", msg.sender, msg.seq)));
+                }
+            }
+            return Ok(());
+        }
+        if now.saturating_sub(l.asked) >= LOCATE_RETRY_US {
+            l.asked = now;
+            self.ask_where(at)?;
+        }
+        self.schedule(now + LOCATE_RETRY_US, Ev::LocateSweep { node: at });
+        Ok(())
+    }
+
+    /// Node `x` learns the process is on `node` after migration `mid`, forwarded by `fwd`
+    /// (the node's `pid_moved`): only a newer route replaces one; a birth node under
+    /// `resend` keeps only that it lives; nothing is kept while a copy is here.
+    fn learn(&mut self, x: NodeId, node: NodeId, mid: Mid, fwd: Forwarding) {
+        if node == x {
+            return;
+        }
+        let birth = x == self.birth;
+        let nd = &mut self.nodes[x as usize];
+        if nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed) {
+            return;
+        }
+        let have = nd.route.map(|r| r.1).or(nd.away.map(|a| a.1));
+        let newer = match have {
+            Some(v) => mid > v,
+            None => !birth,
+        };
+        if newer {
+            nd.left = None;
+            if birth && fwd == Forwarding::Resend {
+                nd.route = None;
+                nd.away = Some((node, mid));
+            } else {
+                nd.route = Some((node, mid, fwd));
+                nd.away = None;
             }
         }
     }
@@ -891,6 +1298,9 @@ impl Sim {
             let (expect, held) = l.order;
             c.order = Order::from_wire(expect, held, now).with_fault(self.opts.order_fault);
         }
+        c.fwd = l.fwd;
+        c.trail = l.trail;
+        c.told.clear();
         c.mailbox.extend(l.inbox);
         let admitted = c.order.admit(std::mem::take(&mut c.waiting), now);
         c.mailbox.extend(admitted.ready);
@@ -1025,12 +1435,44 @@ impl Sim {
                 let inbox: Vec<AppMsg> = c.mailbox.drain(..).skip(mark).collect();
                 let order = std::mem::take(&mut c.order).into_wire();
                 c.state = CopyState::Handed;
-                if mid > nd.route.1 {
-                    nd.route = (to, mid);
+                let mut trail = std::mem::take(&mut c.trail);
+                let fwd = nd.sources.get(&mid).map_or(Forwarding::LinkUpdate, |s| s.forwarding());
+                // What the mechanism leaves here (the node's commit_export).
+                let birth = x == self.birth;
+                let left = match self.opts.fwd_fault {
+                    // Broken: the old node keeps nothing even under link-traversal.
+                    Some(FwdFault::NoLink) if fwd == Forwarding::LinkTraversal => LeftBehind::Nothing,
+                    _ => fwd.left_behind(birth),
+                };
+                match left {
+                    LeftBehind::Route => {
+                        nd.route = Some((to, mid, fwd));
+                        nd.left = Some(mid);
+                        nd.away = None;
+                        if fwd == Forwarding::LinkTraversal && !trail.contains(&x) {
+                            trail.push(x);
+                        }
+                    }
+                    LeftBehind::Away => {
+                        nd.route = None;
+                        nd.left = None;
+                        nd.away = Some((to, mid));
+                    }
+                    LeftBehind::Nothing => {
+                        nd.route = None;
+                        nd.left = None;
+                        // (A node with a monitor of it keeps where it is, for the monitor.)
+                        nd.away = self.watchers[x as usize].then_some((to, mid));
+                    }
                 }
                 nd.throttle = 0;
-                trace!(self, "{x}: hands mid {mid} over to {to} with {} late message(s)", inbox.len());
-                self.send(x, to, Wire::Late(LateMsgs { mid, inbox, order }))?;
+                trace!(self, "{x}: hands mid {mid} over to {to} ({fwd}) with {} late message(s)", inbox.len());
+                self.send(x, to, Wire::Late(LateMsgs { mid, inbox, order, fwd, trail }))?;
+                let b = self.birth;
+                let quiet = self.opts.fwd_fault == Some(FwdFault::NoBirthNote) && fwd == Forwarding::OriginSite;
+                if b != x && b != to && fwd.tells_birth() && !quiet {
+                    self.send(x, b, Wire::PidMoved { node: to, mid, fwd })?;
+                }
                 // As the node's host does: partners down now hold nothing up.
                 let downs: Vec<NodeId> = self.down.keys().filter(|&&(o, p)| o == x && p != to).map(|&(_, p)| p).collect();
                 if let Some(s) = self.nodes[x as usize].sources.get_mut(&mid) {
@@ -1061,9 +1503,40 @@ impl Sim {
             Some(SourceOutcome::Committed) => {
                 self.report.committed += 1;
                 self.report.by_mechanism[mech_index(mech)] += 1;
+                let fwd = s.forwarding();
+                self.report.by_forwarding[Forwarding::ALL.iter().position(|&f| f == fwd).unwrap_or(0)] += 1;
                 let res = s.residual();
                 if !res.is_empty() || nd.copy.is_some() {
                     return Err(self.fail(format!("RESIDUAL: node {x} committed mid {mid} but holds {res:?}, copy {}", nd.copy.is_some())));
+                }
+                // Every node told acknowledged: the node's drop_forwarding (link-update
+                // only; not at the birth node, and only this move's route).
+                let keeps = self.opts.fwd_fault == Some(FwdFault::KeepRoute);
+                if fwd.drops_route_at_acks() && x != self.birth && !keeps && nd.left == Some(mid) {
+                    let watches = self.watchers[x as usize];
+                    let nd = &mut self.nodes[x as usize];
+                    // A node with a monitor of the process keeps where it is, not to
+                    // forward by (the node's `drop_forwarding`).
+                    nd.away = nd.route.filter(|_| watches).map(|(n, v, _)| (n, v));
+                    nd.route = None;
+                    nd.left = None;
+                }
+                // What the mechanism promises to leave on the node a process left (what
+                // its commit left, not what the node learned since as a sender).
+                let nd = &self.nodes[x as usize];
+                let promise = match fwd {
+                    Forwarding::LinkUpdate | Forwarding::Resend | Forwarding::OriginSite => x == self.birth || nd.left != Some(mid),
+                    // A link, kept (a refusal from a restarted node may have taken it).
+                    // (Until the process ends: then its chain is told to forget it.)
+                    Forwarding::LinkTraversal => {
+                        nd.left == Some(mid) || nd.route.is_some_and(|r| r.1 > mid) || self.report.crashes > 0 || self.ended.is_some()
+                    }
+                };
+                if !promise {
+                    let what = if fwd == Forwarding::LinkTraversal { "keeps no link to the process" } else { "keeps a route" };
+                    return Err(
+                        self.fail(format!("RESIDUAL: node {x} {what} after mid {mid} ({fwd}), every node told having acknowledged"))
+                    );
                 }
                 if matches!(mech, Mechanism::Precopy | Mechanism::Hybrid) {
                     self.report.rounds += r.rounds.len() as u64;
@@ -1130,6 +1603,9 @@ impl Sim {
                     export_mark: None,
                     blocked_on: None,
                     mid,
+                    fwd: Forwarding::LinkUpdate,
+                    trail: Vec::new(),
+                    told: BTreeSet::new(),
                 });
                 let delay = self.rng.range(0, 1_000);
                 self.schedule(now + delay, Ev::Reinstated { node: y, mid });
@@ -1143,7 +1619,9 @@ impl Sim {
                     let c = nd.copy.take().expect("checked");
                     for (_, _, m, _) in c.waiting {
                         if let Some(m) = m {
-                            self.route_msg(y, m, 0)?;
+                            // (It came from elsewhere unless sent here.)
+                            let hops = u8::from(m.sender.0 != y);
+                            self.route_msg(y, m, hops)?;
                         }
                     }
                 }
@@ -1159,14 +1637,22 @@ impl Sim {
                 let nd = &mut self.nodes[y as usize];
                 nd.copy = Some(c);
                 nd.resume_pending = Some(mid);
-                nd.route = (y, mid);
+                nd.route = None;
+                nd.left = None;
+                nd.away = None;
                 nd.dirty.clear();
                 nd.throttle = 0;
             }
             Action::RunWithoutLate => {
                 if self.nodes[y as usize].resume_pending == Some(mid) {
                     trace!(self, "{y}: mid {mid} runs without its late messages (the source restarted)");
-                    let late = LateMsgs { mid, inbox: Vec::new(), order: (Vec::new(), Vec::new()) };
+                    let late = LateMsgs {
+                        mid,
+                        inbox: Vec::new(),
+                        order: (Vec::new(), Vec::new()),
+                        fwd: Forwarding::LinkUpdate,
+                        trail: Vec::new(),
+                    };
                     self.commit_import(y, late, false)?;
                 }
             }
@@ -1281,6 +1767,7 @@ impl Sim {
                 }
             }
             Ev::GapSweep { node } => self.gap_sweep(node),
+            Ev::LocateSweep { node } => self.locate_sweep(node)?,
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node)?,
             Ev::Cut { a, b, until } => {
@@ -1341,7 +1828,7 @@ impl Sim {
     fn monitor_sees_down(&mut self, x: NodeId, y: NodeId) -> Result<(), SimFailure> {
         let nd = &self.nodes[x as usize];
         let holds = nd.copy.as_ref().is_some_and(|c| c.state != CopyState::Handed);
-        if !nd.alive || holds || nd.route.0 != y {
+        if !nd.alive || holds || !self.watchers[x as usize] || self.monitor_place(x) != y {
             return Ok(());
         }
         self.report.monitor_fires += 1;
@@ -1495,6 +1982,14 @@ impl Sim {
         for m in copy_msgs(&c) {
             self.gone_with_process(m);
         }
+        // Its birth node and its chain forget it (the node's `finish`).
+        let mut told = vec![x];
+        for n in std::iter::once(self.birth).chain(c.trail.iter().copied()) {
+            if !told.contains(&n) {
+                told.push(n);
+                self.send(x, n, Wire::PidEnded)?;
+            }
+        }
         for mid in lazy {
             if let Some(d) = self.nodes[x as usize].dests.get_mut(mid) {
                 d.process_ended(now);
@@ -1517,6 +2012,16 @@ impl Sim {
             return Ok(());
         }
         let mechanism = Mechanism::ALL[self.rng.below(4) as usize];
+        let forwarding = match self.opts.fwd_fault {
+            // A broken variant: its mechanism in most migrations.
+            Some(f) if self.fwd_rng.chance(700) => f.forwarding(),
+            _ => Forwarding::ALL[self.fwd_rng.below(4) as usize],
+        };
+        let partners: Vec<NodeId> = if forwarding.updates_partners() {
+            (0..self.n as NodeId).collect()
+        } else {
+            (0..self.n as NodeId).filter(|&i| self.watchers[i as usize]).collect()
+        };
         let mid = self.next_mid;
         self.next_mid += 1;
         self.report.migrations += 1;
@@ -1527,10 +2032,10 @@ impl Sim {
             dest: dst as NodeId,
             size_pages: self.size_pages,
             mechanism,
-            forwarding: Forwarding::LinkUpdate,
-            partners: (0..self.n as NodeId).collect(),
+            forwarding,
+            partners,
         };
-        trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?}");
+        trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?} {forwarding}");
         let s = Source::new(self.now, self.cfg.clone(), init);
         self.nodes[src].sources.insert(mid, s);
         self.cur = Some(Cur {
@@ -1597,6 +2102,9 @@ impl Sim {
             lost.extend(copy_msgs(c));
             self.crashed_holding.push(format!("node {x} with a {:?} copy", c.state));
         }
+        if let Some(l) = &nd.locating {
+            lost.extend(l.waiting.iter().map(|(m, ..)| *m));
+        }
         if nd.sources.values().any(|s| !s.residual().is_empty() && s.commit_sent()) {
             self.crashed_holding.push(format!("node {x} with pages a lazy copy depends on"));
         }
@@ -1612,7 +2120,7 @@ impl Sim {
             self.lost.insert((m.sender, m.seq));
         }
         let epoch = self.nodes[x as usize].epoch;
-        self.nodes[x as usize] = Node { alive: false, crashed_ever: true, ..Node::new(epoch, x) };
+        self.nodes[x as usize] = Node { alive: false, crashed_ever: true, ..Node::new(epoch) };
         let delay = self.rng.range(1_000, 300_000);
         self.schedule(self.now + delay, Ev::Restart { node: x });
     }
@@ -1622,8 +2130,8 @@ impl Sim {
         // A restarted node locates the process (not modelled: an oracle): where it runs,
         // else where it is frozen.
         let with = |st: CopyState| (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == st));
-        let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen)).unwrap_or(x as usize) as NodeId;
-        let ver = self.nodes[owner as usize].route.1;
+        let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen));
+        let at = owner.and_then(|o| self.nodes[o].copy.as_ref().map(|c| (o as NodeId, c.mid, c.fwd)));
         let epoch = self.nodes[x as usize].epoch + 1;
         trace!(self, "RESTART {x} epoch {epoch}");
         // What was sent to the dead incarnation while it was down is dropped (the session
@@ -1635,7 +2143,14 @@ impl Sim {
                 }
             }
         }
-        self.nodes[x as usize] = Node { crashed_ever: true, route: (owner, ver), ..Node::new(epoch, owner) };
+        self.nodes[x as usize] = Node { crashed_ever: true, ..Node::new(epoch) };
+        if let Some((node, mid, fwd)) = at {
+            if node != x && (x != self.birth || fwd != Forwarding::Resend) {
+                self.nodes[x as usize].route = Some((node, mid, fwd));
+            } else if node != x {
+                self.nodes[x as usize].away = Some((node, mid));
+            }
+        }
         // A restart is told as such (not as down, up).
         self.down.retain(|&(a, b), _| a != x && b != x);
         for y in 0..self.n {
@@ -1670,6 +2185,7 @@ impl Sim {
         self.quiet()
             && self.nodes.iter().all(|nd| nd.alive)
             && self.links.iter().flatten().all(|l| l.queue.is_empty())
+            && self.nodes.iter().all(|nd| nd.locating.is_none())
             && self.nodes.iter().all(|nd| {
                 nd.copy.as_ref().is_none_or(|c| (c.mailbox.is_empty() && c.order.held_len() == 0) || c.state != CopyState::Running)
             })
@@ -1772,9 +2288,9 @@ fn copy_msgs(c: &Copy) -> Vec<AppMsg> {
 /// The application messages on the wire in `w`.
 fn carried_msgs(w: &Wire) -> Vec<AppMsg> {
     match w {
-        Wire::App { msg, .. } => vec![*msg],
+        Wire::App { msg, .. } | Wire::Refused { msg, .. } => vec![*msg],
         Wire::Late(l) => l.inbox.iter().copied().chain(l.order.1.iter().filter_map(|(_, _, m)| *m)).collect(),
-        Wire::Mig(..) => Vec::new(),
+        Wire::Mig(..) | Wire::Locate | Wire::Located(_) | Wire::PidMoved { .. } | Wire::PidEnded => Vec::new(),
     }
 }
 

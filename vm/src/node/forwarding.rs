@@ -166,15 +166,16 @@ pub fn step(known: Known, me: u16, birth: u16, arrived: bool) -> Step {
     }
 }
 
-/// What the origin node does with a message given back by node `refuser`: locate the
-/// process by a broadcast (the refuser was its birth node, which knows only that it
-/// lives elsewhere, or the origin's route said `resend`), else ask its birth node, which
-/// knows where it is under every other mechanism.
+/// What the origin node does with a message given back by node `refuser`, knowing
+/// `route` (the mechanism of the route it sent it by, if it had one): a stale route of
+/// its own under `link-update`, `origin-site` or `link-traversal` is corrected by the
+/// birth node, which knows where the process is under those; otherwise — the route said
+/// `resend`, or the message went by the birth node already (no route of its own, or
+/// the refuser is the birth node) — the process is located by asking every node.
 pub fn after_refusal(route: Option<Forwarding>, refuser: u16, birth: u16) -> Step {
-    if refuser == birth || route == Some(Forwarding::Resend) {
-        Step::Locate
-    } else {
-        Step::Forward(birth)
+    match route {
+        Some(f) if refuser != birth && f != Forwarding::Resend => Step::Forward(birth),
+        _ => Step::Locate,
     }
 }
 
@@ -228,6 +229,7 @@ mod tests {
         assert_eq!(after_refusal(Some(Resend), 3, birth), Step::Locate);
         assert_eq!(after_refusal(None, birth, birth), Step::Locate);
         assert_eq!(after_refusal(Some(LinkUpdate), 3, birth), Step::Forward(birth));
+        assert_eq!(after_refusal(None, 3, birth), Step::Locate, "it went by the birth node already");
         assert_eq!(Resend.left_behind(false), LeftBehind::Nothing);
         assert_eq!(Resend.left_behind(true), LeftBehind::Away);
         assert_eq!(OriginSite.left_behind(false), LeftBehind::Nothing);

@@ -41,8 +41,10 @@ pub(crate) struct Locating {
 
 /// What waits for a process to be located.
 pub(super) enum Waiting {
-    /// A numbered message (`None`: a skip notice) for its inbox.
-    Msg { origin: Origin, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends },
+    /// A numbered message (`None`: a skip notice) for its inbox. `direct`: its birth
+    /// node refused it (it does not know the place yet), so once located it goes
+    /// straight there, whatever the mechanism.
+    Msg { origin: Origin, seq: u64, hops: u8, from: SentBy, msg: Option<Message>, ends: Ends, direct: bool },
     /// An op about it (a kill, a link, a monitor, an exit signal).
     Op(Op),
 }
@@ -156,7 +158,7 @@ impl NodeInner {
                     }
                 }
             }
-            _ => self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: Vec::new() }),
+            _ => self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: Vec::new(), direct: refuser == birth }),
         }
     }
 
@@ -183,6 +185,12 @@ impl NodeInner {
     /// Holds `w` until process `pid` is located, asking every node where it is unless a
     /// question is out already.
     pub(super) fn locate_then(&self, pid: Pid, w: Waiting) {
+        if let Some(here) = self.here(pid) {
+            // It is here (it came back while the message was away).
+            self.locating.lock().entry(pid).or_insert(Locating { since: 0, asked: 0, waiting: Vec::new() }).waiting.push(w);
+            self.on_located(pid, Some(here));
+            return;
+        }
         let now = self.now_us();
         let ask = {
             let mut l = self.locating.lock();
@@ -211,17 +219,25 @@ impl NodeInner {
         }
     }
 
-    /// Node `from` asks where process `pid` is: answered if it runs here (or is here,
-    /// frozen, before its commit: what is sent here then goes with it), or if it was
-    /// born here and has ended.
-    pub(crate) fn on_locate(&self, from: u16, pid: Pid) {
-        let answer = match self.procs.get(pid) {
+    /// Whether process `pid` runs here (or is here, frozen, before its commit: what is
+    /// sent here then goes with it): its place, move count and mechanism.
+    fn here(&self, pid: Pid) -> Option<(u16, u32, Forwarding)> {
+        match self.procs.get(pid) {
             Some(Entry::Live(slot)) => {
                 let st = slot.st.lock();
-                (st.import.is_none() && !matches!(st.status, Status::Exited | Status::Moved)).then_some(Some((self.id, st.moves, st.fwd)))
+                (st.import.is_none() && !matches!(st.status, Status::Exited | Status::Moved)).then_some((self.id, st.moves, st.fwd))
             }
-            None if name_node(pid) == self.id => Some(None),
             _ => None,
+        }
+    }
+
+    /// Node `from` asks where process `pid` is: answered if it is here ([`Self::here`]),
+    /// or if it was born here and has ended.
+    pub(crate) fn on_locate(&self, from: u16, pid: Pid) {
+        let answer = match self.here(pid) {
+            Some(at) => Some(Some(at)),
+            None if name_node(pid) == self.id && self.procs.get(pid).is_none() => Some(None),
+            None => None,
         };
         if let Some(at) = answer {
             let _ = self.remote_send(from, Op::Located { pid, at });
@@ -240,8 +256,8 @@ impl NodeInner {
         self.fwd_counters.located.fetch_add(1, Ordering::Relaxed);
         for w in l.waiting {
             match (w, at) {
-                (Waiting::Msg { origin, seq, hops, from, msg, ends }, Some((n, _, f))) => {
-                    let to = if f.direct() { n } else { name_node(pid) };
+                (Waiting::Msg { origin, seq, hops, from, msg, ends, direct }, Some((n, _, f))) => {
+                    let to = if f.direct() || direct { n } else { name_node(pid) };
                     self.trace_route(pid, origin, seq, hops, &format!("located on node {n}: sent to node {to}"));
                     if to == self.id || self.node(to).is_some() {
                         self.forward(Target::Inbox(pid), origin, seq, hops, from, msg, ends);
@@ -292,7 +308,11 @@ impl NodeInner {
             }
         }
         for pid in again {
-            self.ask_where(pid);
+            match self.here(pid) {
+                // It came here meanwhile: what waited is queued here.
+                Some(here) => self.on_located(pid, Some(here)),
+                None => self.ask_where(pid),
+            }
         }
         let secs = self.config.settle_timeout.as_secs_f64();
         for (pid, waiting) in lost {

@@ -340,6 +340,15 @@ impl NodeInner {
         }
     }
 
+    /// The node (not in this OS process) a monitor here of process `pid` watches: where
+    /// this node last knew it to be (a route, or `Away`'s place), else its birth node.
+    pub(crate) fn watch_place(&self, pid: Pid) -> Option<u16> {
+        match self.procs.get(pid) {
+            Some(Entry::Away(n, _)) => (n != super::locate::NOWHERE && self.node(n).is_none()).then_some(n),
+            _ => self.remote_node_of(pid),
+        }
+    }
+
     /// The node to send a message for channel `c` to, when no process here holds it:
     /// where it was last seen to go, else its birth node. `None`: it is nowhere (the
     /// channel is gone).
@@ -599,7 +608,7 @@ impl NodeInner {
     pub(crate) fn node_down(&self, node: u16) {
         let name = self.remote().and_then(|r| r.node_name(node)).unwrap_or_else(|| node.to_string());
         let all: Vec<(Pid, Pid)> = self.remote_monitors.lock().clone();
-        let monitors: Vec<(Pid, Pid)> = all.into_iter().filter(|&(_, t)| self.remote_node_of(t) == Some(node)).collect();
+        let monitors: Vec<(Pid, Pid)> = all.into_iter().filter(|&(_, t)| self.watch_place(t) == Some(node)).collect();
         self.remote_monitors.lock().retain(|e| !monitors.contains(e));
         for (watcher, target) in monitors {
             let _ = self.deliver(Target::Inbox(watcher), event_message("down", target, "node_down"), Vec::new(), None);
@@ -612,13 +621,18 @@ impl NodeInner {
         }
         for pid in self.pids_where(|s| s != Status::Exited && s != Status::Moved) {
             let gone: Vec<Pid> = match self.local_slot(pid) {
-                Some(slot) => slot.st.lock().links.iter().copied().filter(|&p| self.remote_node_of(p) == Some(node)).collect(),
+                Some(slot) => slot.st.lock().links.iter().copied().filter(|&p| self.watch_place(p) == Some(node)).collect(),
                 None => continue,
             };
             for p in gone {
                 self.exit_signal(pid, p, &ExitReason::Killed("node_down".into()));
             }
         }
+    }
+
+    /// Whether a process here monitors process `pid` on another node.
+    pub(crate) fn monitors(&self, pid: Pid) -> bool {
+        self.remote_monitors.lock().iter().any(|&(_, t)| t == pid)
     }
 
     pub(crate) fn count_remote_monitor(&self, _node: u16, watcher: Pid, target: Pid) {

@@ -334,7 +334,7 @@ impl NodeInner {
                     }
                     // The birth node is down and knows nothing else: located instead.
                     let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
-                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried });
+                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried, direct: false });
                     return Ok(Some(pid));
                 }
                 Hop::Refuse if carried.is_empty() && seq.is_some() => {
@@ -346,7 +346,7 @@ impl NodeInner {
                 Hop::Refuse | Hop::Locate => {
                     let seq = seq.unwrap_or_else(|| self.next_pid_seq(pid));
                     self.trace_route(pid, origin, seq, hops, "waits here while the process is located");
-                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried });
+                    self.locate_then(pid, Waiting::Msg { origin, seq, hops, from, msg, ends: carried, direct: false });
                     return Ok(Some(pid));
                 }
             }
@@ -678,9 +678,17 @@ impl NodeInner {
     /// See [`super::Node::drop_forwarding`].
     pub(crate) fn drop_forwarding(&self, pid: Option<Pid>, chans: &[ChanId]) {
         if let Some(pid) = pid.filter(|&p| name_node(p) != self.id) {
+            // A node with a monitor of the process keeps where it is, not to forward by
+            // (its monitor fires `node_down` only for that node).
+            let watched = self.monitors(pid);
             let mut shard = self.procs.shard(pid).lock();
-            if matches!(shard.get(&pid), Some(Entry::Moved(..))) {
-                shard.remove(&pid);
+            if let Some(Entry::Moved(n, m, _)) = shard.get(&pid) {
+                let (n, m) = (*n, *m);
+                if watched {
+                    shard.insert(pid, Entry::Away(n, m));
+                } else {
+                    shard.remove(&pid);
+                }
             }
         }
         for &c in chans {

@@ -153,6 +153,10 @@ impl Node {
             LeftBehind::Away => {
                 i.procs.insert(pid, Entry::Away(dest, moves));
             }
+            // A node with a monitor of it keeps where it is, for the monitor only.
+            LeftBehind::Nothing if i.monitors(pid) => {
+                i.procs.insert(pid, Entry::Away(dest, moves));
+            }
             LeftBehind::Nothing => {
                 i.procs.remove(pid);
             }
