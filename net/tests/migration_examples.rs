@@ -27,7 +27,7 @@ use common::*;
 use std::time::{Duration, Instant};
 use tern_net::runner::compile;
 use tern_vm::message::{Message, Val};
-use tern_vm::node::ExitReason;
+use tern_vm::node::{ExitReason, Forwarding};
 use tern_vm::value::name_text;
 
 const MECHANISMS: [&str; 4] = ["freeze", "precopy", "lazy", "hybrid"];
@@ -120,6 +120,11 @@ fn recorded_exit(m: &TestMesh, pid: u64, node: Option<&str>) -> Option<tern_vm::
 /// process lives on, or the process is gone without having ended by itself (a failed
 /// migration that lost it never counts as an end).
 fn migrate_to(m: &TestMesh, pid: u64, to: &str, mechanism: &str) -> Result<Moved, String> {
+    migrate_to_by(m, pid, to, mechanism, None)
+}
+
+/// [`migrate_to`] with forwarding mechanism `fwd` (`None`: the mesh's).
+fn migrate_to_by(m: &TestMesh, pid: u64, to: &str, mechanism: &str, fwd: Option<Forwarding>) -> Result<Moved, String> {
     let Some(from) = m.where_is(pid) else {
         return match recorded_exit(m, pid, None) {
             Some(e) if ended_by_itself(&e.reason) => Ok(Moved::EndedFirst),
@@ -143,7 +148,8 @@ fn migrate_to(m: &TestMesh, pid: u64, to: &str, mechanism: &str) -> Result<Moved
         };
     }
     let t0 = Instant::now();
-    let r = m.node(&from).migrate(pid, to, Some(mechanism.parse::<tern_net::proto::mechanism::Mechanism>()?));
+    let how = tern_net::proto::mechanism::How { mechanism: Some(mechanism.parse()?), forwarding: fwd };
+    let r = m.node(&from).migrate_how(pid, to, how);
     // Not a failure (tests do not time), but worth seeing in the output: a migration
     // that waited for a timeout.
     if t0.elapsed() > Duration::from_secs(5) {
@@ -195,6 +201,8 @@ const MAX_RUNS: usize = 8;
 struct ExampleRun {
     /// Moves of the main process, per mechanism (in `MECHANISMS` order).
     main_moves: [usize; 4],
+    /// The same per forwarding mechanism (`Forwarding::ALL` order).
+    main_fwd: [usize; 4],
     other_moves: usize,
     /// Moves not made because the process had ended first or meanwhile.
     ended: usize,
@@ -241,9 +249,10 @@ fn run_example(spec: &Spec, seed: u64, mesh: &mut Option<ExampleMesh>) -> Result
         }
         let em = mesh.get_or_insert_with(|| example_mesh(spec));
         em.used = true;
-        let r = attempt(spec, &em.m, &em.names, &program, &mut rng, seed, &order, total.runs == 0)?;
+        let r = attempt(spec, &em.m, &em.names, &program, &mut rng, seed, &order, total.runs)?;
         for i in 0..4 {
             total.main_moves[i] += r.main_moves[i];
+            total.main_fwd[i] += r.main_fwd[i];
         }
         total.other_moves += r.other_moves;
         total.ended += r.ended;
@@ -274,8 +283,9 @@ fn attempt(
     rng: &mut Rng,
     seed: u64,
     order: &[usize],
-    random_start: bool,
+    run_index: usize,
 ) -> Result<ExampleRun, Vec<String>> {
+    let random_start = run_index == 0;
     let start = Instant::now();
     // Most programs end within a millisecond, before a migration could start: the
     // first move takes it frozen (a freeze the migration ends), the rest come at random
@@ -325,12 +335,20 @@ fn attempt(
         }
         let to = other_node(rng, names, m.where_is(pid).as_deref());
         let mech = if pid == run.pid { order[main_asked % order.len()] } else { rng.below(4) as usize };
+        // The forwarding mechanisms in turn (the main process's moves, from run to run),
+        // at random for the others.
+        let fwd = if pid == run.pid {
+            Forwarding::ALL[(seed as usize + run_index + main_asked) % 4]
+        } else {
+            Forwarding::ALL[rng.below(4) as usize]
+        };
         let at = start.elapsed();
-        let moved = migrate_to(m, pid, &to, MECHANISMS[mech]);
-        moves.push(format!("{at:?}: {} {} -> {to}: {moved:?}", name_text(pid), MECHANISMS[mech]));
+        let moved = migrate_to_by(m, pid, &to, MECHANISMS[mech], Some(fwd));
+        moves.push(format!("{at:?}: {} {} {fwd} -> {to}: {moved:?}", name_text(pid), MECHANISMS[mech]));
         match moved {
             Ok(Moved::Yes) if pid == run.pid => {
                 r.main_moves[mech] += 1;
+                r.main_fwd[Forwarding::ALL.iter().position(|&f| f == fwd).unwrap_or(0)] += 1;
                 main_asked += 1;
             }
             Ok(Moved::Yes) => r.other_moves += 1,
@@ -407,11 +425,12 @@ fn examples_keep_their_output_when_migrated_over_quic() {
             let known = KNOWN_BUGS.iter().find(|(n, _)| *n == spec.name).map(|(_, why)| *why);
             match run_example(spec, seed, &mut mesh) {
                 Ok(r) => eprintln!(
-                    "seed {seed} {}: {} runs, main moved {:?} ({}), {} others moved, {} moves not made (ended), {:?}",
+                    "seed {seed} {}: {} runs, main moved {:?} ({}), by forwarding {:?}, {} others moved, {} moves not made (ended), {:?}",
                     spec.name,
                     r.runs,
                     r.main_moves,
                     MECHANISMS.join("/"),
+                    r.main_fwd,
                     r.other_moves,
                     r.ended,
                     r.elapsed
