@@ -13,8 +13,11 @@
 //!   hybrid; heaps of 1 MiB to 1 GiB; idle, light and heavy writers) beside the raw QUIC
 //!   throughput; prints a markdown table and writes `bench/results/migration-speed.md`
 //!   and the chart `bench/results/migration-freeze.svg`.
+//! - `forwarding`: the four message-forwarding mechanisms side by side on 3 to 100 (or
+//!   more) in-process nodes; writes `bench/results/forwarding.md`.
 
 mod exec;
+mod forwarding;
 mod migrate;
 mod procs;
 mod remote;
@@ -46,6 +49,9 @@ enum Command {
     /// Live migration between two nodes: freeze, precopy, lazy and hybrid at several heap
     /// sizes and write rates, beside the raw QUIC throughput.
     Migrate(migrate::MigrateArgs),
+    /// The four message-forwarding mechanisms compared: control messages, hops and
+    /// latency of the first message after a move, state left behind, lost nodes.
+    Forwarding(forwarding::ForwardingArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Command::Procs(args) => procs::run(&args),
         Command::Remote(args) => remote::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Forwarding(args) => forwarding::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
