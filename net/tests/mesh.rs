@@ -329,7 +329,7 @@ println("up: ${e4}");
 "#;
 
 #[test]
-fn files_on_other_nodes_the_shared_replica_and_the_spawn_node_root() {
+fn files_on_other_nodes_the_shared_replica_and_the_home_node_root() {
     let mesh = TestMesh::start(3);
     let out = mesh.run_ok("a", "files.tern", FILES);
     let node = |n: &str| mesh.cfg.node(n).unwrap().clone();
@@ -338,9 +338,10 @@ fn files_on_other_nodes_the_shared_replica_and_the_spawn_node_root() {
     assert_eq!(read(&node("b").root.join("x.txt")), "written on a into b");
     assert!(!node("a").root.join("x.txt").exists(), "x.txt was written on a too");
     assert_eq!(read(&node("a").shared.join("y.txt")), "shared from a");
-    assert_eq!(read(&node("a").root.join("plain.txt")), "plain from a");
-    assert_eq!(read(&node("c").root.join("plain.txt")), "plain from c");
-    assert!(out.contains("c read back: plain from c; a's: plain from a\n"), "{out}");
+    // The child on c has its parent's home, a: its plain.txt is a's.
+    assert_eq!(read(&node("a").root.join("plain.txt")), "plain from c");
+    assert!(!node("c").root.join("plain.txt").exists(), "plain.txt was written on c");
+    assert!(out.contains("c read back: plain from c; a's: plain from c\n"), "{out}");
     let line = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p}:\n{out}")).to_string();
     let unknown = line("unknown node: ");
     assert!(unknown.contains("zz") && !unknown.contains("no error"), "{unknown}");

@@ -114,6 +114,54 @@ println("done");
     );
 }
 
+/// The home node (Sprite's): a process started on a keeps a as its home wherever it goes,
+/// and so do the children it spawns after it moved: relative file names resolve in a's
+/// file root for all of them, each such call away from a counted (the report says how
+/// many). When the home node is lost, a relative file name fails with an error naming
+/// it; nothing else about the process is affected.
+#[test]
+fn relative_files_resolve_at_the_home_node_wherever_the_process_and_its_children_run() {
+    let mut m = TestMesh::start(3);
+    let src = r#"
+let f = open("home.txt", "w");
+write(f, "written on ${node()}\n");
+close(f);
+assert(migrate("b") == true);
+fn child(main) {
+    let f = open("home.txt");
+    send(main, "${read_line(f)}, read by a child on ${node()}");
+    close(f);
+}
+spawn(child, self());
+println(recv(10000));
+let g = open("home.txt", "a");
+write(g, "appended on ${node()}\n");
+close(g);
+println("ready");
+assert(recv(60000) == "go");
+println(try { open("home.txt"); "opened" } catch e { "error: ${e}" });
+println("still running on ${node()}");
+"#;
+    let mut run = m.run_console_on("a", "c", "home.tern", src);
+    run.wait_line(&m, "ready", |l| l == "ready");
+    assert!(run.text.starts_with("written on a, read by a child on b\nready\n"), "{}\n{}", run.text, m.log_text());
+    let on_a = std::fs::read_to_string(m.cfg.node("a").expect("a").root.join("home.txt")).expect("the file is on a");
+    assert_eq!(on_a, "written on a\nappended on b\n");
+    assert!(!m.cfg.node("b").expect("b").root.join("home.txt").exists(), "nothing on b");
+    // The report of a move says where its home is and what it cost.
+    let r = m.node("b").migrate(run.pid, "c", Some(Mechanism::Freeze)).expect("a report");
+    assert!(r.ok, "{r:?}");
+    // (Its open and write on b, each a round trip to a; `close` does no I/O, and the
+    // child's calls are the child's.)
+    assert_eq!((r.home.as_str(), r.home_calls), ("a", 2), "{r:?}");
+    // a is lost: a relative file name fails, naming it; the process runs on.
+    m.stop("a");
+    m.node("c").node().send_to(run.pid, text_message("go")).expect("sent");
+    let last = run.wait_line(&m, "the end", |l| l.starts_with("still running"));
+    assert_eq!(last, "still running on c");
+    assert!(run.text.contains("error: the home node a of <pid") && run.text.contains("relative file names resolve there"), "{}", run.text);
+}
+
 /// `migrate(..., {forwarding: F, mechanism: M})`: a program picks both mechanisms of a
 /// move; a bad option is an error it can catch; the report says what was used.
 #[test]

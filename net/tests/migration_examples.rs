@@ -187,9 +187,9 @@ fn other_node(rng: &mut Rng, names: &[String], not: Option<&str>) -> String {
 // ---------------------------------------------------------------------------------
 
 /// Examples whose output a migration can still change, because of bugs not fixed yet:
-/// their differences are printed, not failed (`TERN_MIG_STRICT=1` fails them too).
-const KNOWN_BUGS: &[(&str, &str)] =
-    &[("files.tern", "a process spawned after its parent moved has the new node's file root, so relative names part ways")];
+/// their differences are printed, not failed, only with `TERN_MIG_STRICT=0` (none now:
+/// `files.tern` was one until processes got a home node).
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 /// Most migrations in one run of a program (its main process and others together).
 const MAX_MIGRATIONS: usize = 8;
@@ -415,7 +415,8 @@ fn examples_keep_their_output_when_migrated_over_quic() {
         assert!(!specs.is_empty(), "TERN_MIG_ONLY={only:?} names no example");
     }
     let count = specs.len();
-    let strict = std::env::var("TERN_MIG_STRICT").is_ok_and(|v| v == "1");
+    // Strict unless TERN_MIG_STRICT=0: a known bug fails the run too.
+    let strict = !std::env::var("TERN_MIG_STRICT").is_ok_and(|v| v == "0");
     let t0 = Instant::now();
     let mut failures = Vec::new();
     for spec in &specs {

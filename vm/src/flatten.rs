@@ -362,7 +362,7 @@ impl Process {
             reductions: 0,
             rng: crate::value::mix64(parent.rng ^ pid),
             max_frames: parent.max_frames,
-            sys: ProcSys { console: parent.sys.console, ..ProcSys::default() },
+            sys: ProcSys { console: parent.sys.console, home: parent.home(), ..ProcSys::default() },
             linked: parent.linked.clone(),
         };
         let bad = |e: crate::heap::HeapError| format!("{e:?}");
@@ -407,7 +407,7 @@ impl Process {
             reductions: 0,
             rng: spec.rng,
             max_frames: spec.max_frames.clamp(1, vm.config.max_frames.max(1)),
-            sys: ProcSys { console: spec.console, ..ProcSys::default() },
+            sys: ProcSys { console: spec.console, home: spec.home, ..ProcSys::default() },
             linked: Vec::new(),
         };
         for m in &spec.modules {

@@ -138,6 +138,8 @@ pub struct SpawnSpec {
     pub rng: u64,
     pub max_frames: u32,
     pub console: u64,
+    /// The child's home node: its parent's.
+    pub home: u16,
     pub call: crate::message::Message,
     pub env_globals: Vec<u32>,
     pub env: crate::message::Message,
@@ -175,6 +177,13 @@ pub struct ProcSys {
     /// Its clock (`mono_ms`) is its node's plus this: set when it arrives on a node, so
     /// that the clock goes on from where it was instead of jumping to another node's.
     pub clock_offset_us: i64,
+    /// Its home node (Sprite's home node): where its location-dependent calls run
+    /// wherever it is — relative file names resolve in that node's file root. The node
+    /// it was started on, or its parent's home; 0: the node its pid was born on.
+    pub home: u16,
+    /// Location-dependent calls it made while away from its home node (each a round
+    /// trip there: the home's price).
+    pub home_calls: u64,
 }
 
 /// A process. Everything here except `linked` is its state; `linked` is a node-local
@@ -236,6 +245,15 @@ impl Process {
         Ok(p)
     }
 
+    /// Its home node ([`ProcSys::home`]).
+    pub fn home(&self) -> u16 {
+        if self.sys.home != 0 {
+            self.sys.home
+        } else {
+            crate::value::name_node(self.pid)
+        }
+    }
+
     /// What another node needs to start `callee(args...)` as a child of this process
     /// (`call`, `env_globals` and `env` as for [`Process::spawn`]): the module table by
     /// hash, and the messages. Plain data, for the wire.
@@ -249,6 +267,7 @@ impl Process {
             rng: self.rng,
             max_frames: self.max_frames,
             console: self.sys.console,
+            home: self.home(),
             call,
             env_globals,
             env,

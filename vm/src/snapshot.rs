@@ -15,7 +15,7 @@ use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 6;
+pub const IMAGE_VERSION: u16 = 7;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {

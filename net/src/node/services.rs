@@ -185,8 +185,8 @@ impl Console for MeshConsole {
 }
 
 /// The mesh's file namespace: `node/NAME/...` (a file on node NAME), `shared/...` (this
-/// node's replica of the shared namespace), anything else the file root of the node the
-/// process was spawned on.
+/// node's replica of the shared namespace), anything else the file root of the process's
+/// home node (where it was started, or its parent's home).
 struct MeshFiles {
     sh: Weak<Host>,
     root: DirFiles,
@@ -222,7 +222,7 @@ impl Files for MeshFiles {
         self.root.run(op)
     }
 
-    fn run_for(&self, pid: u64, op: &FileOp) -> IoResult {
+    fn run_for(&self, pid: u64, home: u16, op: &FileOp) -> IoResult {
         let Some(sh) = self.sh.upgrade() else { return IoResult::Failed("the node is shutting down".into()) };
         let name = op_name(op).to_string();
         if let Some(rest) = name.strip_prefix("node/") {
@@ -241,11 +241,17 @@ impl Files for MeshFiles {
         if let Some(path) = name.strip_prefix("shared/") {
             return self.shared.run(&with_name(op, path.to_string()));
         }
-        let birth = name_node(pid);
-        if birth == sh.me.id || sh.cfg.node_by_id(birth).is_none() {
-            self.root.run(op)
-        } else {
-            self.remote(&sh, birth, op.clone())
+        // A relative name: in the root of the process's home node, wherever it runs.
+        if home == sh.me.id || sh.cfg.node_by_id(home).is_none() {
+            return self.root.run(op);
+        }
+        match self.remote(&sh, home, op.clone()) {
+            IoResult::Failed(e) if !sh.is_up(home) => IoResult::Failed(format!(
+                "the home node {} of <pid {}> is down (relative file names resolve there): {e}",
+                sh.node_name(home),
+                name_text(pid)
+            )),
+            r => r,
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn report_table(r: &MigReport) -> String {
         ("from → to", format!("{} → {}", r.from, r.to)),
         ("mechanism", r.mechanism.to_string()),
         ("forwarding", r.forwarding.to_string()),
+        ("home (calls made there)", format!("{} ({})", r.home, r.home_calls)),
         ("outcome", r.outcome.clone()),
         ("heap pages", r.heap_pages.to_string()),
     ];

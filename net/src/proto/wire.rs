@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 5;
+pub const FRAME_VERSION: u8 = 6;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +105,10 @@ pub struct MigReport {
     pub mechanism: Mechanism,
     /// How messages find the process after the move.
     pub forwarding: Forwarding,
+    /// Its home node (where its relative file names resolve), and the location-dependent
+    /// calls it has made away from it so far (each a round trip there).
+    pub home: String,
+    pub home_calls: u64,
     /// `committed`, or why it failed (the process then runs on at the source).
     pub outcome: String,
     pub ok: bool,

@@ -128,6 +128,19 @@ impl TestMesh {
         Run { on: on.to_string(), pid, console, rx, text: String::new(), failures: Vec::new(), closed: false }
     }
 
+    /// [`TestMesh::run`] with the console on node `console_on` (its output goes there,
+    /// wherever the program runs).
+    pub fn run_console_on(&self, on: &str, console_on: &str, file: &str, src: &str) -> Run {
+        let program = compile_text(file, src).unwrap_or_else(|e| panic!("{file} does not compile:\n{}", e.rendered));
+        let n = self.node(on);
+        for m in &program.modules {
+            n.node().vm().load(m.clone()).unwrap_or_else(|e| panic!("{file}: module rejected: {e}"));
+        }
+        let (console, rx) = self.node(console_on).open_console();
+        let pid = n.node().spawn_main_on(program.main, console, true).unwrap_or_else(|e| panic!("{file} did not start: {e}"));
+        Run { on: on.to_string(), pid, console, rx, text: String::new(), failures: Vec::new(), closed: false }
+    }
+
     /// [`TestMesh::run_compiled`], but the program's main process starts frozen, before
     /// its first instruction (a move or `unfreeze` lets it run).
     pub fn run_compiled_frozen(&self, on: &str, file: &str, program: &Compiled) -> Run {

@@ -43,14 +43,23 @@ pub enum FileOp {
     Write { name: String, offset: u64, append: bool, data: Vec<u8> },
 }
 
+impl FileOp {
+    /// The file's name (as the process gave it, without the leading `/`).
+    pub fn name(&self) -> &str {
+        match self {
+            FileOp::Open { name, .. } | FileOp::Read { name, .. } | FileOp::Write { name, .. } => name,
+        }
+    }
+}
+
 /// Carries out file operations for the node; the host provides it (the VM knows nothing
 /// of disks). Called on the node's I/O threads, never on a worker.
 pub trait Files: Send + Sync {
     fn run(&self, op: &FileOp) -> IoResult;
-    /// An operation by process `pid` (a mesh host resolves a plain path against the file
-    /// root of the node `pid` was spawned on, wherever it runs now).
-    fn run_for(&self, pid: Pid, op: &FileOp) -> IoResult {
-        let _ = pid;
+    /// An operation by process `pid` whose home node is `home` (a mesh host resolves a
+    /// plain path against the file root of the home node, wherever the process runs now).
+    fn run_for(&self, pid: Pid, home: u16, op: &FileOp) -> IoResult {
+        let _ = (pid, home);
         self.run(op)
     }
 }

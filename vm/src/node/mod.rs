@@ -92,7 +92,7 @@ use crossbeam_deque::{Injector, Stealer, Worker};
 use deliver::DeliveryCounters;
 use parking_lot::{Condvar, Mutex};
 use sched::thread;
-use slot::{Entry, Shards, Slot, Status, Task};
+use slot::{Entry, Shards, Status, Task};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -291,7 +291,7 @@ pub(crate) struct NodeInner {
     timed_waits: AtomicUsize,
     timers: Mutex<BinaryHeap<std::cmp::Reverse<(u64, Pid, u64)>>>,
     timer_wake: Condvar,
-    io_tx: crossbeam_channel::Sender<Option<(Pid, Arc<Slot>, FileOp)>>,
+    io_tx: crossbeam_channel::Sender<Option<timers::IoJob>>,
     exits: Mutex<Vec<ProcessExit>>,
     watched: Mutex<HashMap<Pid, Option<ProcessExit>>>,
     exited: Condvar,

@@ -15,6 +15,9 @@ pub(super) const GAP_SWEEP: u64 = 0;
 /// ...and a sweep of the processes being located (`locate.rs`).
 pub(super) const LOCATE_SWEEP: u64 = 1;
 
+/// A file operation for the I/O threads: the process, its home node, its slot, the op.
+pub(super) type IoJob = (Pid, u16, Arc<Slot>, FileOp);
+
 impl NodeInner {
     /// Parks a process at its blocking call, unless it was asked to freeze or end
     /// meanwhile. `wait`: what wakes it; `deadline`: when its timer fires.
@@ -62,23 +65,28 @@ impl NodeInner {
     }
 
     /// Parks a process while a file operation runs on the I/O threads.
-    pub(crate) fn start_io(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, op: FileOp) {
+    pub(crate) fn start_io(&self, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, op: FileOp) {
+        let home = proc.home();
+        if home != self.id && !op.name().starts_with("node/") && !op.name().starts_with("shared/") {
+            // A relative name: it resolves at the home node, a round trip away.
+            proc.sys.home_calls += 1;
+        }
         let mut st = slot.st.lock();
         st.status = Status::Io;
         st.parked = Some(proc);
         drop(st);
-        if self.io_tx.send(Some((pid, slot.clone(), op))).is_err() {
+        if self.io_tx.send(Some((pid, home, slot.clone(), op))).is_err() {
             // The node is shutting down; the process stays parked.
         }
     }
 
-    pub(super) fn io_loop(&self, rx: &crossbeam_channel::Receiver<Option<(Pid, Arc<Slot>, FileOp)>>) {
+    pub(super) fn io_loop(&self, rx: &crossbeam_channel::Receiver<Option<IoJob>>) {
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            let Ok(Some((pid, slot, op))) = rx.recv() else { return };
-            let result = self.files.run_for(pid, &op);
+            let Ok(Some((pid, home, slot, op))) = rx.recv() else { return };
+            let result = self.files.run_for(pid, home, &op);
             self.finish_io(pid, slot, result);
         }
     }

@@ -157,6 +157,10 @@ impl SourceRun {
             node.at_safepoint(self.pid, |p| p.modules.iter().map(|m| m.hash).collect(), Duration::from_secs(10)).unwrap_or_default();
         self.modules = Some(with_imports(node, linked));
         self.reductions_at_start = node.at_safepoint(self.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
+        if let Ok((home, calls)) = node.at_safepoint(self.pid, |p| (p.home(), p.sys.home_calls), Duration::from_secs(10)) {
+            self.report.home = sh.node_name(home);
+            self.report.home_calls = calls;
+        }
         let init = SourceInit {
             mid: self.mid,
             pid: self.pid,
