@@ -326,8 +326,10 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("broken.tern"), "{out:?}");
 
     // repl
-    let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], "1 + 2\nfn sq(x) { x * x }\nsq(7)\n:nodes\n:quit\n", T);
+    let input = format!("1 + 2\nfn sq(x) {{ x * x }}\nsq(7)\n:nodes\n:migrate {cpid} a --forwarding link-traversal --json\n:quit\n");
+    let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], &input, T);
     assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("\"forwarding\":\"link-traversal\"") && out.stdout.contains("\"to\":\"a\""), "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
     let three = lines.iter().position(|l| *l == "3").unwrap_or_else(|| panic!("no 3: {out:?}"));
     let forty_nine = lines.iter().position(|l| *l == "49").unwrap_or_else(|| panic!("no 49: {out:?}"));
