@@ -62,9 +62,11 @@ pub struct Limits {
     pub frame_bytes: u64,
     /// Heap limit per process.
     pub heap_bytes: u64,
-    /// Interval between heartbeats to each peer.
+    /// Interval between probes of a watched peer (a node watches its next two peers up
+    /// in the ring of node ids; idle pairs send nothing).
     pub heartbeat_ms: u64,
-    /// A peer not heard from for this long is down.
+    /// A peer not heard from for this long (while watched, owing an ack, or suspected)
+    /// is down; the bound on how long a node takes to see a crashed peer down.
     pub node_down_ms: u64,
     /// How long a lazy migration's destination waits for a source that is down while
     /// pages of the process are only there, before it ends the process; `None`:
@@ -77,6 +79,13 @@ impl Limits {
     /// enough for a stall, bounded for a node that never comes back.
     pub fn source_down_ms(&self) -> u64 {
         self.source_down_ms.unwrap_or_else(|| self.node_down_ms.saturating_mul(10).max(10_000))
+    }
+
+    /// How long a pair may be idle (nothing heard either way) before its peer is probed
+    /// anyway: thirty times `node_down_ms` (a minute by default). It finds a link cut
+    /// between two nodes that see everyone else; crashes are found by the watchers.
+    pub fn idle_probe_ms(&self) -> u64 {
+        self.node_down_ms.saturating_mul(30)
     }
 }
 

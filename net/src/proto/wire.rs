@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 5;
+pub const FRAME_VERSION: u8 = 6;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub enum Frame {
     /// A live migration's control traffic (see `node/migration/`): what must stay in order
     /// with the VM ops between the two nodes.
     Mig(MigWire),
+    /// The sender suspects this node (one it watches went silent for half of
+    /// `node_down_ms`): probe it (`Session::suspect`).
+    Suspect(u16),
 }
 
 /// A page as a migration sends it: its words (little-endian), or `None` when all zero.
