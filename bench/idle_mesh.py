@@ -80,10 +80,16 @@ def up_names(path):
     return up
 
 
-def says_down(path, victim):
+def line_count(path):
+    with open(path, errors="replace") as f:
+        return sum(1 for _ in f)
+
+
+def says_down(path, victim, skip):
+    """Whether the log says the victim is down after its first `skip` lines."""
     try:
         with open(path, errors="replace") as f:
-            return any(l.rstrip() == f"node {victim} is down" for l in f)
+            return any(l.rstrip() == f"node {victim} is down" for i, l in enumerate(f) if i >= skip)
     except OSError:
         return False
 
@@ -129,6 +135,7 @@ def run(tern, n, idle, settle, limits, keep):
         # Failure detection: kill -9 the middle node.
         v = n // 2
         victim = name(v)
+        before = [line_count(l) for l in logs]
         procs[v].send_signal(signal.SIGKILL)
         tk = time.time()
         procs[v].wait()
@@ -136,7 +143,7 @@ def run(tern, n, idle, settle, limits, keep):
         seen = {}
         while len(seen) < len(others) and time.time() - tk < 60:
             for i in others:
-                if i not in seen and says_down(logs[i], victim):
+                if i not in seen and says_down(logs[i], victim, before[i]):
                     seen[i] = time.time() - tk
             time.sleep(0.02)
         first = min(seen.values()) if seen else float("nan")

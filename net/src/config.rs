@@ -96,7 +96,7 @@ impl Default for Limits {
             message_bytes: 16 << 20,
             frame_bytes: 32 << 20,
             heap_bytes: 256 << 20,
-            heartbeat_ms: 200,
+            heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
         }
@@ -353,11 +353,11 @@ impl MeshConfig {
                 format!("{} is more than the largest heap a process can have ({MAX_LIMIT_BYTES}, 32 GiB)", l.heap_bytes),
             ));
         }
-        if l.node_down_ms <= l.heartbeat_ms {
+        if l.node_down_ms < l.heartbeat_ms.saturating_mul(4) {
             return Err(err(
                 "limits.node_down_ms",
                 format!(
-                    "{} must exceed limits.heartbeat_ms ({}): a peer would be declared down between heartbeats",
+                    "{} must be at least four times limits.heartbeat_ms ({}): a watched peer is probed every heartbeat and suspected after half of node_down_ms",
                     l.node_down_ms, l.heartbeat_ms
                 ),
             ));
@@ -637,7 +637,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.limits.message_bytes, 16777216);
         assert_eq!(c.limits.frame_bytes, 33554432);
         assert_eq!(c.limits.heap_bytes, 268435456);
-        assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (200, 2000));
+        assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (500, 2000));
         assert_eq!(c.limits.source_down_ms(), 20000);
         assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
         assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });

@@ -39,7 +39,7 @@ pub(super) struct Peer {
     pub(super) has_conn: AtomicBool,
     /// Drop the connection now (it is made again; the session resends what was lost).
     pub(super) kick: AtomicBool,
-    /// The peer went down: drop the connection if it is still down.
+    /// The peer went down: drop the connection if it is still down `node_down_ms` later.
     pub(super) drop_dead: AtomicBool,
     /// The peer refused the last connection: it is connected to another process that
     /// claims to be this node (dial again only after a pause).
@@ -375,6 +375,10 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
     // Connections refused by this node, and by the peer.
     let mut refusing = Refusals::default();
     let mut refused = Refusals::default();
+    // Since when the peer is down with the connection still open, and the datagrams
+    // the connection had received then.
+    let mut down_since: Option<(Instant, u64)> = None;
+    let linger = Duration::from_millis(sh.cfg.limits.node_down_ms);
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             if let Some(l) = link.take() {
@@ -386,10 +390,27 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
             sh.log(&format!("dropping the connection with node {} (asked to)", peer.conf.name));
             drop_link(&sh, &peer, &mut link);
         }
-        if peer.drop_dead.swap(false, Ordering::SeqCst) && link.is_some() && !peer.up.load(Ordering::SeqCst) {
-            // The peer is down: this connection is dialled again (and QUIC stops
-            // resending to a dead peer); a restarted peer is found that way.
-            drop_link(&sh, &peer, &mut link);
+        if peer.drop_dead.swap(false, Ordering::SeqCst) {
+            if let Some(l) = link.as_ref() {
+                down_since = Some((Instant::now(), l.conn.stats().udp_rx.datagrams));
+            }
+        }
+        if peer.up.load(Ordering::SeqCst) || link.is_none() {
+            down_since = None;
+        }
+        if let Some((_, rx)) = down_since.filter(|(t, _)| t.elapsed() >= linger) {
+            // Down, and not a datagram on the connection for another `node_down_ms`
+            // (not even QUIC's acknowledgements of the probes): the connection is dropped
+            // and made again (a restarted peer is found that way, and QUIC stops resending
+            // to a dead one). A peer that is only slow (an overloaded machine) keeps its
+            // connection, and no handshakes are added to the load.
+            let now_rx = link.as_ref().map_or(rx, |l| l.conn.stats().udp_rx.datagrams);
+            if now_rx == rx {
+                down_since = None;
+                drop_link(&sh, &peer, &mut link);
+            } else {
+                down_since = Some((Instant::now(), now_rx));
+            }
         }
         // Packets to send, and what the session has to say.
         let now = sh.now_us();
@@ -413,10 +434,13 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
         }
         act_on_events(&sh, &peer);
         // No timer: an idle pair. Anything that changes that wakes the task.
-        let sleep = match timeout {
+        let mut sleep = match timeout {
             Some(t) => Duration::from_micros(t.saturating_sub(sh.now_us())),
             None => Duration::from_secs(3600),
         };
+        if let Some((t, _)) = down_since {
+            sleep = sleep.min(linger.saturating_sub(t.elapsed()));
+        }
         tokio::select! {
             _ = peer.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {
