@@ -407,6 +407,10 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
             let now_rx = link.as_ref().map_or(rx, |l| l.conn.stats().udp_rx.datagrams);
             if now_rx == rx {
                 down_since = None;
+                sh.log(&format!(
+                    "dropping the connection with node {}: down, and not a datagram from it for {} ms",
+                    peer.conf.name, sh.cfg.limits.node_down_ms
+                ));
                 drop_link(&sh, &peer, &mut link);
             } else {
                 down_since = Some((Instant::now(), now_rx));
