@@ -62,9 +62,11 @@ pub struct Limits {
     pub frame_bytes: u64,
     /// Heap limit per process.
     pub heap_bytes: u64,
-    /// Interval between heartbeats to each peer.
+    /// Interval between probes of a watched peer (a node watches its next two peers up
+    /// in the ring of node ids; idle pairs send nothing).
     pub heartbeat_ms: u64,
-    /// A peer not heard from for this long is down.
+    /// A peer not heard from for this long (while watched, owing an ack, or suspected)
+    /// is down; the bound on how long a node takes to see a crashed peer down.
     pub node_down_ms: u64,
     /// How long a lazy migration's destination waits for a source that is down while
     /// pages of the process are only there, before it ends the process; `None`:
@@ -78,6 +80,13 @@ impl Limits {
     pub fn source_down_ms(&self) -> u64 {
         self.source_down_ms.unwrap_or_else(|| self.node_down_ms.saturating_mul(10).max(10_000))
     }
+
+    /// How long a pair may be idle (nothing heard either way) before its peer is probed
+    /// anyway: thirty times `node_down_ms` (a minute by default). It finds a link cut
+    /// between two nodes that see everyone else; crashes are found by the watchers.
+    pub fn idle_probe_ms(&self) -> u64 {
+        self.node_down_ms.saturating_mul(30)
+    }
 }
 
 impl Default for Limits {
@@ -87,7 +96,7 @@ impl Default for Limits {
             message_bytes: 16 << 20,
             frame_bytes: 32 << 20,
             heap_bytes: 256 << 20,
-            heartbeat_ms: 200,
+            heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
         }
@@ -344,11 +353,11 @@ impl MeshConfig {
                 format!("{} is more than the largest heap a process can have ({MAX_LIMIT_BYTES}, 32 GiB)", l.heap_bytes),
             ));
         }
-        if l.node_down_ms <= l.heartbeat_ms {
+        if l.node_down_ms < l.heartbeat_ms.saturating_mul(4) {
             return Err(err(
                 "limits.node_down_ms",
                 format!(
-                    "{} must exceed limits.heartbeat_ms ({}): a peer would be declared down between heartbeats",
+                    "{} must be at least four times limits.heartbeat_ms ({}): a watched peer is probed every heartbeat and suspected after half of node_down_ms",
                     l.node_down_ms, l.heartbeat_ms
                 ),
             ));
@@ -628,7 +637,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.limits.message_bytes, 16777216);
         assert_eq!(c.limits.frame_bytes, 33554432);
         assert_eq!(c.limits.heap_bytes, 268435456);
-        assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (200, 2000));
+        assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (500, 2000));
         assert_eq!(c.limits.source_down_ms(), 20000);
         assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
         assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });

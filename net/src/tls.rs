@@ -38,8 +38,9 @@ pub const ALPN_CTL: &[u8] = b"tern-ctl/1";
 /// Concurrent bidirectional and unidirectional streams a peer may open.
 pub const MAX_STREAMS: u32 = 64;
 
-/// The QUIC idle timeout is at least this long (and at least twice `node_down_ms`), so
-/// the heartbeats, not the transport, decide when a peer is down.
+/// The QUIC idle timeout is at least this long (and at least twice the sessions' idle
+/// probe, `Limits::idle_probe_ms`, plus `node_down_ms`), so the sessions, not the
+/// transport, decide when a peer is down.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs *ring* as the process-wide rustls crypto provider. Idempotent; the configs
@@ -61,12 +62,16 @@ pub enum Peer {
     Ctl,
 }
 
-/// Keep-alives every `heartbeat_ms`, an idle timeout of `max(2 × node_down_ms, 5 s)`,
-/// and [`MAX_STREAMS`] concurrent streams of each kind.
-pub fn transport_config(cfg: &MeshConfig) -> quinn::TransportConfig {
+/// An idle timeout of `max(2 × idle probe + node_down_ms, 5 s)` and [`MAX_STREAMS`]
+/// concurrent streams of each kind; QUIC keep-alives (every `heartbeat_ms`) only if
+/// `keep_alive` (the operator's connections). Between nodes an idle connection is kept
+/// open by nothing but the sessions' idle probes: no packet at all goes over an idle
+/// pair for a minute at a time (ARCHITECTURE.md, "Failure detection").
+pub fn transport_config(cfg: &MeshConfig, keep_alive: bool) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_millis(cfg.limits.heartbeat_ms)));
-    let idle = Duration::from_millis(cfg.limits.node_down_ms.saturating_mul(2)).max(MIN_IDLE_TIMEOUT);
+    t.keep_alive_interval(keep_alive.then(|| Duration::from_millis(cfg.limits.heartbeat_ms)));
+    let idle =
+        Duration::from_millis(cfg.limits.idle_probe_ms().saturating_mul(2).saturating_add(cfg.limits.node_down_ms)).max(MIN_IDLE_TIMEOUT);
     // An idle timeout too large for QUIC's varint (about 146 million years) means none.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
@@ -103,7 +108,7 @@ pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, 
     tls.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_CTL.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC server config: {e}"))?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    sc.transport_config(Arc::new(transport_config(cfg)));
+    sc.transport_config(Arc::new(transport_config(cfg, false)));
     Ok(sc)
 }
 
@@ -129,7 +134,7 @@ pub fn client_config(cfg: &MeshConfig, me: &str, alpn: &[u8]) -> Result<quinn::C
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC client config: {e}"))?;
     let mut cc = quinn::ClientConfig::new(Arc::new(quic));
-    cc.transport_config(Arc::new(transport_config(cfg)));
+    cc.transport_config(Arc::new(transport_config(cfg, me == CTL_NAME)));
     Ok(cc)
 }
 

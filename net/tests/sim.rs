@@ -92,7 +92,10 @@ fn runs_exercise_the_faults() {
     assert!(sum(|r| r.payloads_lost_to_crashes) > 0, "payloads lost to crashes");
     assert!(sum(|r| r.payloads_refused) > 0, "full queues");
     assert!(sum(|r| r.downs) > 20, "peers seen down");
+    assert!(sum(|r| r.suspicions) > 20, "suspicions gossiped");
+    assert!(sum(|r| r.probes) > 1000, "probes");
     assert!(reports.iter().all(|r| r.payloads_delivered > 0));
+    assert!(reports.iter().all(|r| r.detections == 1), "every run ends with a detection phase");
 }
 
 /// A deliberately broken session must be caught within a few seeds.
@@ -122,4 +125,16 @@ fn checker_catches_delivery_to_a_new_incarnation() {
 #[test]
 fn checker_catches_lost_payloads() {
     caught(Fault::NoRetransmit, "not settled");
+}
+
+/// Without suspicion a crashed node is seen down only by its watchers in time.
+#[test]
+fn checker_catches_a_crash_not_seen_down_in_time() {
+    caught(Fault::IgnoreSuspicion, "still sees it up");
+}
+
+/// A node that holds its own pause (SIGSTOP) against its peers reports them down.
+#[test]
+fn checker_catches_a_pause_held_against_the_peers() {
+    caught(Fault::NoPauseCheck, "down while it was alive and answering");
 }

@@ -241,6 +241,7 @@ impl Dispatcher {
                 }
             }
             Frame::Mig(w) => return self.queue(from, Vec::new(), Work::Mig(w)),
+            Frame::Suspect(id) => super::peers::suspect(&self.sh, id),
         }
         false
     }

@@ -10,6 +10,7 @@
 use super::dispatch::{op_needs, receive_op, Inbound};
 use super::Host;
 use crate::config::{MeshConfig, NodeConf};
+use crate::proto::session::watch_set;
 use crate::proto::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
 use crate::proto::wire::{self, Frame, Load};
 use crate::tls;
@@ -38,6 +39,8 @@ pub(super) struct Peer {
     pub(super) has_conn: AtomicBool,
     /// Drop the connection now (it is made again; the session resends what was lost).
     pub(super) kick: AtomicBool,
+    /// The peer went down: drop the connection if it is still down `node_down_ms` later.
+    pub(super) drop_dead: AtomicBool,
     /// The peer refused the last connection: it is connected to another process that
     /// claims to be this node (dial again only after a pause).
     pub(super) refused: AtomicBool,
@@ -49,7 +52,13 @@ pub(super) struct Peer {
     pub(super) backlog: std::sync::atomic::AtomicUsize,
     /// The current connection (migrations open their own streams on it).
     pub(super) conn: Mutex<Option<quinn::Connection>>,
+    /// The load last sent to the peer (`None`: send it at the next report).
+    pub(super) load_sent: Mutex<Option<Load>>,
 }
+
+/// How many ring successors every node watches (`proto::session::watch_set`): each node
+/// up is watched by the two before it, so one lost watcher leaves another.
+pub(super) const WATCHERS: usize = 2;
 
 /// This node's QUIC endpoint (listening, and dialling with the node's certificate).
 pub(super) fn endpoint(cfg: &MeshConfig, me: &NodeConf, rt: &tokio::runtime::Runtime) -> Result<quinn::Endpoint, String> {
@@ -68,6 +77,7 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
     let scfg = SessionConfig {
         heartbeat_us: cfg.limits.heartbeat_ms * 1000,
         down_after_us: cfg.limits.node_down_ms * 1000,
+        idle_probe_us: cfg.limits.idle_probe_ms() * 1000,
         max_payload_bytes: (cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16),
         max_unacked_bytes: (cfg.limits.message_bytes as usize).saturating_mul(8).max(64 << 20),
         max_in_flight: 4096,
@@ -88,10 +98,12 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
                 incoming: tx,
                 has_conn: AtomicBool::new(false),
                 kick: AtomicBool::new(false),
+                drop_dead: AtomicBool::new(false),
                 refused: AtomicBool::new(false),
                 events: Mutex::new(()),
                 backlog: std::sync::atomic::AtomicUsize::new(0),
                 conn: Mutex::new(None),
+                load_sent: Mutex::new(None),
             }),
         );
         incoming_rx.insert(n.id, rx);
@@ -213,17 +225,42 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
     }
 }
 
-/// Sends this node's load to every peer about once a second.
+/// Sends this node's load to every peer up, at most once a second and only when it
+/// changed since the peer was last told (at idle, nothing), and to a peer that comes up.
 async fn load_task(sh: Arc<Host>) {
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
     while !sh.shutdown.load(Ordering::SeqCst) {
         tick.tick().await;
         let l = sh.own_load();
         for (&id, p) in &sh.peers {
-            if p.up.load(Ordering::SeqCst) {
-                let _ = sh.send_frame(id, &Frame::Load(l));
+            if p.up.load(Ordering::SeqCst) && *p.load_sent.lock() != Some(l) && sh.send_frame(id, &Frame::Load(l)).is_ok() {
+                *p.load_sent.lock() = Some(l);
             }
         }
+    }
+}
+
+/// Watches this node's next [`WATCHERS`] peers up in the ring, and no other (called
+/// whenever a peer goes up or down).
+fn rewatch(sh: &Host) {
+    let set = watch_set(sh.me.id, sh.peers.iter().map(|(&id, p)| (id, p.up.load(Ordering::SeqCst))), WATCHERS);
+    let now = sh.now_us();
+    for (id, p) in &sh.peers {
+        let w = set.contains(id);
+        let mut s = p.session.lock();
+        if s.is_watched() != w {
+            s.set_watched(now, w);
+            drop(s);
+            p.wake.notify_one();
+        }
+    }
+}
+
+/// Another node suspects node `id`: probe it ([`Session::suspect`]).
+pub(super) fn suspect(sh: &Host, id: u16) {
+    if let Some(p) = sh.peers.get(&id) {
+        p.session.lock().suspect(sh.now_us());
+        p.wake.notify_one();
     }
 }
 
@@ -338,6 +375,10 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
     // Connections refused by this node, and by the peer.
     let mut refusing = Refusals::default();
     let mut refused = Refusals::default();
+    // Since when the peer is down with the connection still open, and the datagrams
+    // the connection had received then.
+    let mut down_since: Option<(Instant, u64)> = None;
+    let linger = Duration::from_millis(sh.cfg.limits.node_down_ms);
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             if let Some(l) = link.take() {
@@ -348,6 +389,32 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
         if peer.kick.swap(false, Ordering::SeqCst) && link.is_some() {
             sh.log(&format!("dropping the connection with node {} (asked to)", peer.conf.name));
             drop_link(&sh, &peer, &mut link);
+        }
+        if peer.drop_dead.swap(false, Ordering::SeqCst) {
+            if let Some(l) = link.as_ref() {
+                down_since = Some((Instant::now(), l.conn.stats().udp_rx.datagrams));
+            }
+        }
+        if peer.up.load(Ordering::SeqCst) || link.is_none() {
+            down_since = None;
+        }
+        if let Some((_, rx)) = down_since.filter(|(t, _)| t.elapsed() >= linger) {
+            // Down, and not a datagram on the connection for another `node_down_ms`
+            // (not even QUIC's acknowledgements of the probes): the connection is dropped
+            // and made again (a restarted peer is found that way, and QUIC stops resending
+            // to a dead one). A peer that is only slow (an overloaded machine) keeps its
+            // connection, and no handshakes are added to the load.
+            let now_rx = link.as_ref().map_or(rx, |l| l.conn.stats().udp_rx.datagrams);
+            if now_rx == rx {
+                down_since = None;
+                sh.log(&format!(
+                    "dropping the connection with node {}: down, and not a datagram from it for {} ms",
+                    peer.conf.name, sh.cfg.limits.node_down_ms
+                ));
+                drop_link(&sh, &peer, &mut link);
+            } else {
+                down_since = Some((Instant::now(), now_rx));
+            }
         }
         // Packets to send, and what the session has to say.
         let now = sh.now_us();
@@ -370,10 +437,14 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
             }
         }
         act_on_events(&sh, &peer);
-        let sleep = match timeout {
+        // No timer: an idle pair. Anything that changes that wakes the task.
+        let mut sleep = match timeout {
             Some(t) => Duration::from_micros(t.saturating_sub(sh.now_us())),
-            None => Duration::from_millis(200),
+            None => Duration::from_secs(3600),
         };
+        if let Some((t, _)) = down_since {
+            sleep = sleep.min(linger.saturating_sub(t.elapsed()));
+        }
         tokio::select! {
             _ = peer.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {
@@ -382,6 +453,9 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
             Some((conn, made)) = incoming.recv() => {
                 if made == Made::Accepted && link_alive(&sh, &peer, &link) {
                     sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    // Perhaps the peer restarted and this link is dead but idle: probe
+                    // it, so that a restarted peer is let in within `node_down_ms`.
+                    peer.session.lock().suspect(sh.now_us());
                     conn.close(REFUSED.into(), b"already connected");
                     if let Some(so_far) = refusing.note() {
                         let n = &peer.conf.name;
@@ -492,6 +566,8 @@ fn handle_event(sh: &Arc<Host>, peer: &Arc<Peer>, e: Event) {
                 sh.stats.ops_received.fetch_add(1, Ordering::Relaxed);
                 receive_op(sh, peer.conf.id, op);
             }
+            // Who to probe: no order to keep.
+            Ok(Frame::Suspect(id)) => suspect(sh, id),
             // Migration control stays in order with the ops before it.
             Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => super::migration::session_frame(sh, peer.conf.id, w),
             Ok(f) => {
@@ -505,11 +581,24 @@ fn handle_event(sh: &Arc<Host>, peer: &Arc<Peer>, e: Event) {
         },
         Event::Up => {
             peer.up.store(true, Ordering::SeqCst);
+            *peer.load_sent.lock() = None;
+            rewatch(sh);
             sh.mig.peer_up(peer.conf.id);
             sh.log(&format!("node {} is up", peer.conf.name));
         }
+        Event::Suspect => {
+            // Tell every other node up: they probe it, so that all see it down in time.
+            for (&id, p) in &sh.peers {
+                if id != peer.conf.id && p.up.load(Ordering::SeqCst) {
+                    let _ = sh.send_frame(id, &Frame::Suspect(peer.conf.id));
+                }
+            }
+        }
         Event::Down => {
             peer.up.store(false, Ordering::SeqCst);
+            rewatch(sh);
+            peer.drop_dead.store(true, Ordering::SeqCst);
+            peer.wake.notify_one();
             sh.log(&format!("node {} is down", peer.conf.name));
             sh.mig.peer_gone(peer.conf.id, false);
             let _ = sh.to_dispatch.send(Inbound::PeerGone(peer.conf.id));

@@ -47,8 +47,27 @@
 //!   sequence of events leaves two live sessions that never talk again.
 //! * **Failure detection.** [`Event::Up`] at first contact and whenever a peer that was
 //!   down is heard again; [`Event::Down`] when nothing has been heard for
-//!   `down_after_us`. They alternate, starting with `Up`. Data for a down peer stays
-//!   queued (bounded) and is sent when it returns.
+//!   `down_after_us` while silence counts (below). They alternate, starting with `Up`.
+//!   Data for a down peer stays queued (bounded) and is sent when it returns.
+//!
+//! # Failure detection
+//!
+//! An idle pair costs nothing: no heartbeat goes either way, and its silence does not
+//! count. Silence counts (from when it starts to) while the peer is *watched* (the host
+//! watches a few ring successors, [`watch_set`]: they are sent a [`Packet::Probe`] when
+//! nothing else was sent for `heartbeat_us`, and answer it) or owes an acknowledgement
+//! (data in flight: the traffic is its own heartbeat); after `down_after_us` of it the
+//! peer is down. At half of it the session reports [`Event::Suspect`]: the host tells
+//! the other nodes, which put the peer *on probation* ([`Session::suspect`]): probed at
+//! once and every `heartbeat_us` until heard, down once `down_after_us` has passed since
+//! it was last heard and half of it since the first probe. A crashed node is so seen
+//! down by every node within about `down_after_us` (plus the suspicion's way), a node
+//! that is slow but answers is not, and every node sends `k` probes per heartbeat
+//! instead of one heartbeat per peer. A peer not heard from for `idle_probe_us` is put on
+//! probation too (a link cut between two nodes that otherwise see everyone), and so is
+//! one whose silence the host has other reason to doubt (a new connection claiming to be
+//! it). A peer that is down is probed every `heartbeat_us` while the transport is up.
+//! This node's own pauses are never held against a peer (`ran`).
 //! * **Bounded.** Unacknowledged outgoing data is bounded by `max_unacked_bytes`
 //!   ([`SendError::Full`]); packets in flight by `max_in_flight`; payloads by
 //!   `max_payload_bytes` ([`SendError::TooLarge`]); the out-of-order buffer by
@@ -68,13 +87,15 @@
 //!   `max_in_flight` packets ahead, and drops duplicates.
 //! * `Ack { epoch, peer_epoch, upto }`: cumulative, every `seq < upto` received. Acks are
 //!   delayed by at most `ack_delay_us`, or sent at once after a quarter of the window.
-//! * `Heartbeat { epoch, peer_epoch }`: sent when nothing else was sent for
-//!   `heartbeat_us`.
+//! * `Probe { epoch, peer_epoch }`: asks for an answer (see "Failure detection").
+//! * `Heartbeat { epoch, peer_epoch }`: the answer to a probe when nothing else is sent.
 //!
 //! # Timers
 //!
-//! Heartbeat (`heartbeat_us` after the last packet sent, while the transport is up),
-//! failure detection (`down_after_us` after the last packet heard, while up),
+//! Probe (`heartbeat_us` after the last packet sent, to a watched, suspected or down
+//! peer, while the transport is up), suspicion and failure detection (half of and all
+//! of `down_after_us` after the last packet heard, while silence counts), idle probe
+//! (`idle_probe_us` after the last packet heard),
 //! retransmission (`retransmit_us` without ack progress: go back to the oldest
 //! unacknowledged payload) and delayed ack (`ack_delay_us`).
 //!
@@ -92,7 +113,7 @@ use std::fmt;
 pub type NodeId = u16;
 
 /// The version byte that starts every encoded packet.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// What one outgoing payload costs against `max_unacked_bytes`, beyond its length (so that
 /// empty payloads are bounded too).
@@ -115,17 +136,23 @@ pub enum Packet {
     },
     /// Cumulative: every `seq < upto` was received.
     Ack { epoch: u64, peer_epoch: u64, upto: u64 },
-    /// Keeps the peer's failure detector quiet when nothing else is sent.
+    /// The answer to a [`Packet::Probe`] when nothing else is sent.
     Heartbeat { epoch: u64, peer_epoch: u64 },
+    /// Asks the peer to answer at once (with anything: a heartbeat when it has nothing
+    /// else to send). A watched peer is probed every `heartbeat_us`, a suspected or
+    /// long-silent one until it answers.
+    Probe { epoch: u64, peer_epoch: u64 },
 }
 
 impl Packet {
     /// The sender's epoch.
     pub fn epoch(&self) -> u64 {
         match self {
-            Packet::Hello { epoch, .. } | Packet::Data { epoch, .. } | Packet::Ack { epoch, .. } | Packet::Heartbeat { epoch, .. } => {
-                *epoch
-            }
+            Packet::Hello { epoch, .. }
+            | Packet::Data { epoch, .. }
+            | Packet::Ack { epoch, .. }
+            | Packet::Heartbeat { epoch, .. }
+            | Packet::Probe { epoch, .. } => *epoch,
         }
     }
 
@@ -133,9 +160,24 @@ impl Packet {
     pub fn addressed_to(&self) -> Option<u64> {
         match self {
             Packet::Hello { peer_epoch, .. } => *peer_epoch,
-            Packet::Data { peer_epoch, .. } | Packet::Ack { peer_epoch, .. } | Packet::Heartbeat { peer_epoch, .. } => Some(*peer_epoch),
+            Packet::Data { peer_epoch, .. }
+            | Packet::Ack { peer_epoch, .. }
+            | Packet::Heartbeat { peer_epoch, .. }
+            | Packet::Probe { peer_epoch, .. } => Some(*peer_epoch),
         }
     }
+}
+
+/// The peers a node watches: the first `k` that are up after `me` in the ring of node
+/// ids (the next higher ids, wrapping around). Every node up is then watched by the `k`
+/// nodes up before it, whatever the mesh's size, so the mesh's failure detection costs
+/// `k` probes per node and heartbeat, not one per pair; the others learn of a silence
+/// from the watchers' suspicion and probe the node themselves ([`Session::suspect`]).
+pub fn watch_set(me: NodeId, peers: impl IntoIterator<Item = (NodeId, bool)>, k: usize) -> Vec<NodeId> {
+    let mut up: Vec<NodeId> = peers.into_iter().filter(|&(id, up)| up && id != me).map(|(id, _)| id).collect();
+    up.sort_by_key(|&id| id.wrapping_sub(me));
+    up.truncate(k);
+    up
 }
 
 /// Why a frame could not be decoded.
@@ -193,10 +235,16 @@ pub fn decode_packet(bytes: &[u8], max: usize) -> Result<Packet, WireError> {
 /// Timers and limits of a session. Zero durations and limits are raised to 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// Send a heartbeat when nothing was sent for this long.
+    /// Probe a watched peer (and a suspected or down one) when nothing was sent to it
+    /// for this long.
     pub heartbeat_us: u64,
-    /// Report the peer down when nothing was heard from it for this long.
+    /// Report the peer down when nothing was heard from it for this long while it is
+    /// watched or owes an acknowledgement; a peer probed on suspicion also gets at least
+    /// half of it from the first probe. (See "Failure detection" in the module docs.)
     pub down_after_us: u64,
+    /// Probe a peer heard nothing from for this long even if it is neither watched nor
+    /// suspected (0: never).
+    pub idle_probe_us: u64,
     /// Resend unacknowledged data when no ack progress was made for this long.
     pub retransmit_us: u64,
     /// Longest delay of an ack.
@@ -218,6 +266,7 @@ impl Default for SessionConfig {
         SessionConfig {
             heartbeat_us: 1_000_000,
             down_after_us: 5_000_000,
+            idle_probe_us: 60_000_000,
             retransmit_us: 300_000,
             ack_delay_us: 5_000,
             max_unacked_bytes: 16 << 20,
@@ -240,6 +289,10 @@ pub enum Fault {
     KeepQueueOnRestart,
     /// Never go back to resend unacknowledged data.
     NoRetransmit,
+    /// Ignore suspicion gossiped by other nodes ([`Session::suspect`] does nothing).
+    IgnoreSuspicion,
+    /// Hold this node's own pauses against the peer (no pause detection in `ran`).
+    NoPauseCheck,
 }
 
 /// What a session reports to the layers above.
@@ -251,6 +304,10 @@ pub enum Event {
     Up,
     /// Nothing heard from the peer for `down_after_us`.
     Down,
+    /// A peer this session watches has been silent for half of `down_after_us`: the
+    /// host tells the other nodes, which probe it
+    /// ([`Session::suspect`]). Once per silence; not a verdict.
+    Suspect,
     /// The peer is a new incarnation: everything at the old one is gone. `new_epoch` is
     /// newer, except when an earlier incarnation is taken back after the later one went
     /// down (see "No wedge" in the module docs).
@@ -305,6 +362,8 @@ pub struct SessionStats {
     pub stale_ignored: u64,
     pub acks_sent: u64,
     pub heartbeats_sent: u64,
+    pub probes_sent: u64,
+    pub suspicions: u64,
     pub hellos_sent: u64,
     pub peer_restarts: u64,
     /// Times this node was found to have been stopped for longer than the peer's
@@ -358,7 +417,22 @@ pub struct Session {
     received_since_ack: usize,
 
     hello_pending: bool,
+    /// Answer the peer (it probed): a heartbeat unless something else goes first.
     heartbeat_due: bool,
+    /// Send a probe (unless data, which is answered too, goes first).
+    probe_due: bool,
+
+    // Failure detection (see "Failure detection" in the module docs).
+    /// The host watches this peer (it is among this node's ring successors).
+    watched: bool,
+    /// Whether the peer is watched or owes an ack (`armed`), as of the last call.
+    was_armed: bool,
+    /// Since when it is (silence before it is not counted).
+    armed_at: u64,
+    /// Probing since (a suspicion, a refused connection, a long silence) until heard.
+    probe_since: Option<u64>,
+    /// `Event::Suspect` was emitted for the current silence.
+    suspected: bool,
     events: VecDeque<Event>,
     event_bytes: usize,
     stats: SessionStats,
@@ -370,7 +444,8 @@ impl Session {
     pub fn new(me: NodeId, peer: NodeId, epoch: u64, cfg: SessionConfig, now_us: u64) -> Self {
         let cfg = SessionConfig {
             heartbeat_us: cfg.heartbeat_us.max(1),
-            down_after_us: cfg.down_after_us.max(1),
+            down_after_us: cfg.down_after_us.max(2),
+            idle_probe_us: cfg.idle_probe_us,
             retransmit_us: cfg.retransmit_us.max(1),
             ack_delay_us: cfg.ack_delay_us.max(1),
             max_unacked_bytes: cfg.max_unacked_bytes.max(1),
@@ -404,6 +479,12 @@ impl Session {
             received_since_ack: 0,
             hello_pending: false,
             heartbeat_due: false,
+            probe_due: false,
+            watched: false,
+            was_armed: false,
+            armed_at: now_us,
+            probe_since: None,
+            suspected: false,
             events: VecDeque::new(),
             event_bytes: 0,
             stats: SessionStats::default(),
@@ -491,6 +572,38 @@ impl Session {
         self.transport_up
     }
 
+    /// Whether this node watches the peer (the host's choice: its ring successors, see
+    /// [`watch_set`]). A watched peer is probed every `heartbeat_us` when nothing else
+    /// was sent, and reported down after `down_after_us` of silence; an unwatched idle
+    /// one costs nothing.
+    pub fn set_watched(&mut self, now_us: u64, watched: bool) {
+        self.ran(now_us);
+        self.watched = watched;
+        self.refresh_armed(now_us);
+    }
+
+    /// Whether the peer is watched.
+    pub fn is_watched(&self) -> bool {
+        self.watched
+    }
+
+    /// Another node suspects the peer (or something here gives reason to doubt it):
+    /// probe it now and until it answers. Unless it is heard, it is reported down when
+    /// both `down_after_us` has passed since it was last heard and half of it since
+    /// the first probe. Nothing happens if it is already probed or down.
+    pub fn suspect(&mut self, now_us: u64) {
+        self.ran(now_us);
+        if self.cfg.fault == Fault::IgnoreSuspicion || !self.up || self.probe_since.is_some() {
+            return;
+        }
+        self.start_probing(now_us);
+    }
+
+    /// Whether the peer is being probed (until it is heard).
+    pub fn is_probing(&self) -> bool {
+        self.probe_since.is_some()
+    }
+
     /// A packet from the peer.
     pub fn handle(&mut self, now_us: u64, pkt: Packet) {
         self.ran(now_us);
@@ -533,6 +646,8 @@ impl Session {
             None => self.peer_epoch = Some(their_epoch),
         }
         self.last_heard_us = now_us;
+        self.probe_since = None;
+        self.suspected = false;
         if !self.up {
             self.up = true;
             self.events.push_back(Event::Up);
@@ -557,17 +672,25 @@ impl Session {
             Packet::Data { seq, payload, .. } => self.receive_data(now_us, seq, payload),
             Packet::Ack { upto, .. } => self.apply_ack(now_us, upto),
             Packet::Heartbeat { .. } => {}
+            Packet::Probe { .. } => self.heartbeat_due = true,
         }
+        self.refresh_armed(now_us);
     }
 
     /// The next packet to send, if any. Nothing while the transport is down.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Packet> {
+        self.refresh_armed(now_us);
         if !self.transport_up {
             return None;
         }
         let pkt = self.next_packet(now_us)?;
         self.last_sent_us = now_us;
         self.heartbeat_due = false;
+        if matches!(pkt, Packet::Probe { .. } | Packet::Data { .. }) {
+            // Both are answered: no probe is needed besides.
+            self.probe_due = false;
+        }
+        self.refresh_armed(now_us);
         Some(pkt)
     }
 
@@ -585,14 +708,21 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t: Option<u64> = None;
         let mut consider = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
-        if self.up {
-            consider(self.last_heard_us.saturating_add(self.cfg.down_after_us));
-            // A tick at least every heartbeat while up, so that a long gap between two
-            // calls can only be a pause of this node (see `ran`).
+        if let Some(d) = self.down_deadline() {
+            consider(d);
+            // A tick at least every heartbeat while the peer is watched for silence, so
+            // that a long gap between two calls can only be a pause of this node (see
+            // `ran`).
             consider(self.last_run_us.saturating_add(self.cfg.heartbeat_us));
         }
+        if let Some(t) = self.suspect_at() {
+            consider(t);
+        }
+        if let Some(t) = self.idle_probe_at() {
+            consider(t);
+        }
         if self.transport_up {
-            if !self.heartbeat_due && !self.hello_pending {
+            if !self.probe_due && !self.hello_pending && self.probing_wanted() {
                 consider(self.last_sent_us.saturating_add(self.cfg.heartbeat_us));
             }
             if let Some(a) = self.ack_at {
@@ -608,14 +738,29 @@ impl Session {
     /// Fires every timer due at `now_us`.
     pub fn handle_timeout(&mut self, now_us: u64) {
         self.ran(now_us);
-        if self.up && now_us >= self.last_heard_us.saturating_add(self.cfg.down_after_us) {
+        self.refresh_armed(now_us);
+        if self.down_deadline().is_some_and(|d| now_us >= d) {
             self.up = false;
+            self.probe_since = None;
+            self.suspected = false;
             self.events.push_back(Event::Down);
         }
+        if self.suspect_at().is_some_and(|t| now_us >= t) {
+            self.suspected = true;
+            self.stats.suspicions += 1;
+            self.events.push_back(Event::Suspect);
+        }
+        if self.idle_probe_at().is_some_and(|t| now_us >= t) {
+            self.start_probing(now_us);
+        }
         if self.transport_up {
-            if !self.heartbeat_due && !self.hello_pending && now_us >= self.last_sent_us.saturating_add(self.cfg.heartbeat_us) {
-                if self.peer_knows_me && self.peer_epoch.is_some() {
-                    self.heartbeat_due = true;
+            if !self.probe_due
+                && !self.hello_pending
+                && self.probing_wanted()
+                && now_us >= self.last_sent_us.saturating_add(self.cfg.heartbeat_us)
+            {
+                if self.peer_epoch.is_some() {
+                    self.probe_due = true;
                 } else {
                     self.hello_pending = true;
                 }
@@ -670,6 +815,10 @@ impl Session {
             }
             return Some(Packet::Data { epoch: self.epoch, peer_epoch, seq, payload });
         }
+        if self.probe_due {
+            self.stats.probes_sent += 1;
+            return Some(Packet::Probe { epoch: self.epoch, peer_epoch });
+        }
         if self.heartbeat_due {
             self.stats.heartbeats_sent += 1;
             return Some(Packet::Heartbeat { epoch: self.epoch, peer_epoch });
@@ -677,8 +826,70 @@ impl Session {
         None
     }
 
-    /// Notes that the session runs at `now_us`. While the peer is up a timer is always
-    /// armed at most `heartbeat_us` ahead (or `down_after_us` without a transport), so
+    /// The peer is watched or owes an acknowledgement: silence counts against it.
+    fn armed(&self) -> bool {
+        self.watched || !self.queue.is_empty()
+    }
+
+    /// Notes when silence starts to count (see `armed`).
+    fn refresh_armed(&mut self, now_us: u64) {
+        let armed = self.armed();
+        if armed && !self.was_armed {
+            self.armed_at = now_us;
+        }
+        self.was_armed = armed;
+    }
+
+    /// When the peer is reported down unless heard before, if silence counts now: at
+    /// `down_after_us` of silence while armed; on probation, once both `down_after_us`
+    /// of silence and half of it since the first probe have passed.
+    fn down_deadline(&self) -> Option<u64> {
+        if !self.up {
+            return None;
+        }
+        let d = self.cfg.down_after_us;
+        let armed = self.was_armed.then(|| self.last_heard_us.max(self.armed_at).saturating_add(d));
+        let probed = self.probe_since.map(|p| self.last_heard_us.saturating_add(d).max(p.saturating_add(d / 2)));
+        match (armed, probed) {
+            (Some(a), Some(p)) => Some(a.min(p)),
+            (a, p) => a.or(p),
+        }
+    }
+
+    /// When to tell the host that a watched peer is suspect: at half of
+    /// `down_after_us` of silence, once per silence. (Only watched peers: the gossip is
+    /// itself data, and a peer slow to acknowledge data on an overloaded machine would
+    /// otherwise set off suspicions of its own, each costing a message to every node.)
+    fn suspect_at(&self) -> Option<u64> {
+        (self.up && self.watched && self.was_armed && !self.suspected)
+            .then(|| self.last_heard_us.max(self.armed_at).saturating_add(self.cfg.down_after_us / 2))
+    }
+
+    /// When an idle peer (up, not armed, not probed) is probed anyway.
+    fn idle_probe_at(&self) -> Option<u64> {
+        (self.up && self.cfg.idle_probe_us > 0 && !self.was_armed && self.probe_since.is_none())
+            .then(|| self.last_heard_us.saturating_add(self.cfg.idle_probe_us))
+    }
+
+    /// Whether probes go out every `heartbeat_us` when nothing else is sent: to a
+    /// watched peer, one on probation, and one that is down (so that it is seen back).
+    fn probing_wanted(&self) -> bool {
+        self.watched || self.probe_since.is_some() || !self.up
+    }
+
+    fn start_probing(&mut self, now_us: u64) {
+        self.probe_since = Some(now_us);
+        if self.transport_up {
+            if self.peer_epoch.is_some() {
+                self.probe_due = true;
+            } else {
+                self.hello_pending = true;
+            }
+        }
+    }
+
+    /// Notes that the session runs at `now_us`. While silence counts against the peer a
+    /// timer is always armed at most `heartbeat_us` ahead, so
     /// a gap of more than half of `down_after_us` between two calls means this node
     /// itself was stopped (`SIGSTOP`, a suspended VM, a starved runtime): the peer
     /// could not have been heard meanwhile, so the silence is not held against it. Its
@@ -686,9 +897,18 @@ impl Session {
     /// left before the pause to be heard again.
     fn ran(&mut self, now_us: u64) {
         let gap = now_us.saturating_sub(self.last_run_us);
-        if gap > self.cfg.down_after_us / 2 && gap > self.cfg.heartbeat_us.saturating_mul(2) {
+        let watching = self.down_deadline().is_some();
+        if watching
+            && self.cfg.fault != Fault::NoPauseCheck
+            && gap > self.cfg.down_after_us / 2
+            && gap > self.cfg.heartbeat_us.saturating_mul(2)
+        {
             self.stats.pauses_survived += 1;
             self.last_heard_us = self.last_heard_us.saturating_add(gap).min(now_us);
+            self.armed_at = self.armed_at.saturating_add(gap).min(now_us);
+            if let Some(p) = self.probe_since.as_mut() {
+                *p = p.saturating_add(gap).min(now_us);
+            }
         }
         self.last_run_us = self.last_run_us.max(now_us);
     }
@@ -839,6 +1059,7 @@ mod tests {
         SessionConfig {
             heartbeat_us: 10_000,
             down_after_us: 50_000,
+            idle_probe_us: 0,
             retransmit_us: 20_000,
             ack_delay_us: 1_000,
             max_unacked_bytes: 1_000,
@@ -854,6 +1075,11 @@ mod tests {
 
     fn events(s: &mut Session) -> Vec<Event> {
         std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    /// The events but `Suspect` (which a silent watched peer gets before `Down`).
+    fn verdicts(s: &mut Session) -> Vec<Event> {
+        events(s).into_iter().filter(|e| *e != Event::Suspect).collect()
     }
 
     fn delivered(evs: &[Event]) -> Vec<Vec<u8>> {
@@ -888,8 +1114,16 @@ mod tests {
         }
     }
 
-    /// Two connected sessions that know each other.
+    /// Two connected sessions that know each other and watch each other.
     fn pair() -> (Session, Session) {
+        let (mut a, mut b) = idle_pair();
+        a.set_watched(0, true);
+        b.set_watched(0, true);
+        (a, b)
+    }
+
+    /// Two connected sessions that know each other, neither watching the other.
+    fn idle_pair() -> (Session, Session) {
         let mut a = Session::new(0, 1, A_EPOCH, cfg(), 0);
         let mut b = Session::new(1, 0, B_EPOCH, cfg(), 0);
         a.connected(0);
@@ -1064,9 +1298,9 @@ mod tests {
         // The later one goes silent: down.
         let t = 6_000 + cfg().down_after_us;
         advance_silent(&mut a, t);
-        assert_eq!(events(&mut a), vec![Event::Down]);
+        assert_eq!(verdicts(&mut a), vec![Event::Down]);
         advance_silent(&mut b, t);
-        assert_eq!(events(&mut b), vec![Event::Down], "b heard nothing addressed to it since the switch");
+        assert_eq!(verdicts(&mut b), vec![Event::Down], "b heard nothing addressed to it since the switch");
         // The real b is heard again (its next packet: a retransmission or a heartbeat):
         // taken back, as a new pair under a new epoch of a's.
         let t = b.poll_timeout().unwrap().max(t);
@@ -1106,7 +1340,7 @@ mod tests {
         advance_silent(&mut a, cfg().down_after_us - 1);
         assert!(a.is_up());
         advance_silent(&mut a, cfg().down_after_us);
-        assert_eq!(events(&mut a), vec![Event::Down]);
+        assert_eq!(verdicts(&mut a), vec![Event::Down]);
         assert!(!a.is_up());
         // Data for a down peer stays queued...
         a.send(p(7)).unwrap();
@@ -1115,7 +1349,7 @@ mod tests {
         // ...and is sent when the peer is heard again.
         let t = 200_000;
         advance_silent(&mut b, t);
-        assert_eq!(events(&mut b), vec![Event::Down]);
+        assert_eq!(verdicts(&mut b), vec![Event::Down]);
         a.handle(t, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH });
         assert_eq!(events(&mut a), vec![Event::Up]);
         assert!(a.is_up());
@@ -1136,7 +1370,7 @@ mod tests {
         // The peer still has the rest of its window to be heard; silence after that is
         // held against it as usual.
         advance_silent(&mut a, resumed + cfg().down_after_us);
-        assert_eq!(events(&mut a), vec![Event::Down]);
+        assert_eq!(verdicts(&mut a), vec![Event::Down]);
     }
 
     #[test]
@@ -1144,23 +1378,125 @@ mod tests {
         let (mut a, _b) = pair();
         a.disconnected(0);
         advance_silent(&mut a, cfg().down_after_us);
-        assert_eq!(events(&mut a), vec![Event::Down], "ticks while up keep pause detection from hiding real silence");
+        assert_eq!(verdicts(&mut a), vec![Event::Down], "ticks while up keep pause detection from hiding real silence");
         assert_eq!(a.stats().pauses_survived, 0);
     }
 
     #[test]
-    fn heartbeats_when_idle_only() {
-        let (mut a, mut b) = pair();
+    fn a_watched_peer_is_probed_when_idle_only_and_answers() {
+        let (mut a, mut b) = idle_pair();
+        a.set_watched(0, true);
         let t = a.poll_timeout().unwrap();
         assert_eq!(t, cfg().heartbeat_us);
         a.handle_timeout(t);
-        assert_eq!(drain(&mut a, t), vec![Packet::Heartbeat { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
-        // Traffic postpones the heartbeat.
+        assert_eq!(drain(&mut a, t), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
+        feed(&mut b, t, [Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
+        assert_eq!(drain(&mut b, t), vec![Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH }], "a probe is answered at once");
+        // Traffic postpones the probe.
         a.send(p(1)).unwrap();
         feed(&mut b, t + 5_000, drain(&mut a, t + 5_000));
         a.handle_timeout(t + cfg().heartbeat_us);
-        assert!(drain(&mut a, t + cfg().heartbeat_us).iter().all(|p| !matches!(p, Packet::Heartbeat { .. })));
-        assert_eq!(a.stats().heartbeats_sent, 1);
+        assert!(drain(&mut a, t + cfg().heartbeat_us).iter().all(|p| !matches!(p, Packet::Probe { .. })));
+        assert_eq!(a.stats().probes_sent, 1);
+    }
+
+    #[test]
+    fn an_idle_pair_sends_nothing_and_is_never_down() {
+        let (mut a, mut b) = idle_pair();
+        let until = 100 * cfg().down_after_us;
+        assert_eq!(a.poll_timeout(), None, "no timer at all on an idle pair");
+        advance_silent(&mut a, until);
+        advance_silent(&mut b, until);
+        assert!(drain(&mut a, until).is_empty() && drain(&mut b, until).is_empty());
+        assert!(events(&mut a).is_empty() && events(&mut b).is_empty());
+        assert!(a.is_up() && b.is_up());
+    }
+
+    #[test]
+    fn an_idle_peer_is_probed_after_idle_probe_us() {
+        let c = SessionConfig { idle_probe_us: 500_000, ..cfg() };
+        let mut a = Session::new(0, 1, A_EPOCH, c.clone(), 0);
+        let mut b = Session::new(1, 0, B_EPOCH, c, 0);
+        a.connected(0);
+        b.connected(0);
+        exchange(&mut a, &mut b, 0);
+        events(&mut a);
+        events(&mut b);
+        // Both probe after idle_probe_us of silence; answered, the silence starts again.
+        let t = a.poll_timeout().unwrap();
+        assert_eq!(t, 500_000);
+        a.handle_timeout(t);
+        b.handle_timeout(t);
+        exchange(&mut a, &mut b, t);
+        assert!(events(&mut a).is_empty() && events(&mut b).is_empty());
+        assert!(!a.is_probing() && !b.is_probing());
+        // Unanswered: down half a window after the probe (the silence is long enough).
+        let t2 = a.poll_timeout().unwrap();
+        assert_eq!(t2, t + 500_000);
+        advance_silent(&mut a, t2 + cfg().down_after_us / 2 - 1);
+        assert!(a.is_up());
+        advance_silent(&mut a, t2 + cfg().down_after_us / 2);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+    }
+
+    #[test]
+    fn a_suspected_peer_is_probed_and_down_only_if_silent() {
+        let (mut a, _b) = idle_pair();
+        // Suspected at 30_000: down at the later of 0 + window and 30_000 + half.
+        a.suspect(30_000);
+        assert!(a.is_probing());
+        assert_eq!(drain(&mut a, 30_000), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
+        let down = 30_000 + cfg().down_after_us / 2;
+        advance_silent(&mut a, down - 1);
+        assert!(a.is_up());
+        advance_silent(&mut a, down);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+        // Long heard from before it: half a window after the suspicion. An answer in time
+        // clears it.
+        let (mut a, mut b2) = idle_pair();
+        let t = 10 * cfg().down_after_us;
+        a.suspect(t);
+        let probe = drain(&mut a, t);
+        feed(&mut b2, t + 20_000, probe);
+        feed(&mut a, t + 20_000, drain(&mut b2, t + 20_000));
+        assert!(!a.is_probing() && a.is_up());
+        advance_silent(&mut a, t + 10 * cfg().down_after_us);
+        assert!(events(&mut a).is_empty(), "an idle peer that answered is not held to anything");
+        let (mut a, _) = idle_pair();
+        a.suspect(t);
+        advance_silent(&mut a, t + cfg().down_after_us / 2);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+    }
+
+    #[test]
+    fn a_silent_watched_peer_is_suspected_at_half_the_window_then_down() {
+        let (mut a, _b) = pair();
+        advance_silent(&mut a, cfg().down_after_us / 2);
+        assert_eq!(events(&mut a), vec![Event::Suspect]);
+        advance_silent(&mut a, cfg().down_after_us);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+    }
+
+    #[test]
+    fn silence_counts_from_when_the_peer_is_watched_or_owes_an_ack() {
+        let (mut a, _b) = idle_pair();
+        let t = 10 * cfg().down_after_us;
+        a.send(p(1)).unwrap();
+        drain(&mut a, t);
+        advance_silent(&mut a, t + cfg().down_after_us - 1);
+        assert!(a.is_up(), "an idle pair's silence before the data went out is not held against the peer");
+        advance_silent(&mut a, t + cfg().down_after_us);
+        assert_eq!(events(&mut a), vec![Event::Down], "no suspicion for an unwatched peer");
+    }
+
+    #[test]
+    fn the_watch_set_is_the_next_peers_up_in_the_ring() {
+        let peers = [(0, true), (1, true), (2, false), (3, true), (5, true), (9, true)];
+        assert_eq!(watch_set(3, peers, 2), vec![5, 9]);
+        assert_eq!(watch_set(9, peers, 2), vec![0, 1]);
+        assert_eq!(watch_set(1, peers, 2), vec![3, 5], "a peer that is down is skipped");
+        assert_eq!(watch_set(1, peers, 10), vec![3, 5, 9, 0]);
+        assert_eq!(watch_set(1, [(1, true)], 2), Vec::<NodeId>::new());
     }
 
     #[test]
@@ -1260,6 +1596,7 @@ mod tests {
             }),
             (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
             (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
+            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Probe { epoch, peer_epoch }),
         ]
     }
 
@@ -1278,7 +1615,8 @@ mod tests {
                 payload
             }),
             (e.clone(), e.clone(), n).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
-            (e.clone(), e).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
+            (e.clone(), e.clone()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
+            (e.clone(), e).prop_map(|(epoch, peer_epoch)| Packet::Probe { epoch, peer_epoch }),
         ]
     }
 
@@ -1291,8 +1629,8 @@ mod tests {
         assert_eq!(decode_packet(&bytes, bytes.len() - 1), Err(WireError::TooLarge { len: bytes.len(), max: bytes.len() - 1 }));
         assert_eq!(decode_packet(&[], 100), Err(WireError::Empty));
         let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(decode_packet(&v2, 100), Err(WireError::Version(2)));
+        v2[0] = 9;
+        assert_eq!(decode_packet(&v2, 100), Err(WireError::Version(9)));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(decode_packet(&long, 100), Err(WireError::TrailingBytes(1)));

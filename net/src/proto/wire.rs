@@ -44,6 +44,9 @@ pub enum Frame {
     /// A live migration's control traffic (see `node/migration/`): what must stay in order
     /// with the VM ops between the two nodes.
     Mig(MigWire),
+    /// The sender suspects this node (one it watches went silent for half of
+    /// `node_down_ms`): probe it (`Session::suspect`).
+    Suspect(u16),
 }
 
 /// A page as a migration sends it: its words (little-endian), or `None` when all zero.

@@ -22,12 +22,31 @@
 //!   with `Up`; `PeerRestarted` names a real, newer incarnation.
 //! * **Timers** — after `handle_timeout`, the next timeout is in the future.
 //!
+//! Every node watches its next `k` (1 or 2) peers up in the ring ([`watch_set`]), as the
+//! QUIC host does, and a node's `Suspect` is passed to every other node it has a
+//! transport to (after a network delay), which puts the suspect on probation, as the
+//! host's gossip does.
+//!
+//! Once settled, a **detection phase** (`SimOptions::detection`) runs on a calm network
+//! (no loss, no partitions, no reordering beyond jitter, duplicates kept, no workload):
+//! a node made slow (its packets delayed by up to a quarter window less the network's
+//! delays), a node paused (`SIGSTOP`: no timers, packets held until it resumes) for two to
+//! five windows, then a node crashed for good. Its checkers:
+//!
+//! * **No false down** — a node that is neither crashed nor paused (nor was, within a
+//!   window plus two network delays) is never reported `Down` (so neither the slow node,
+//!   nor, by the node that was paused, a peer it could not hear while it was stopped).
+//! * **Detection bound** — every live node reports the crashed node `Down` within
+//!   `down_after_us` plus two network delays of the crash.
+//!
+//! Then the crashed node restarts and the run must settle again.
+//!
 //! At the end every partition heals, every crashed node restarts, faults stop, and the
 //! simulation runs until quiet: then every payload between live incarnations must have
 //! been delivered, every queue must be empty and every session up with the current peer.
 
 use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind, Trace};
-use crate::proto::session::{decode_packet, encode_packet, Event, Fault, NodeId, SendError, Session, SessionConfig};
+use crate::proto::session::{decode_packet, encode_packet, watch_set, Event, Fault, NodeId, SendError, Session, SessionConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How a run is set up. The seed draws everything else.
@@ -43,6 +62,8 @@ pub struct SimOptions {
     pub partitions: bool,
     /// A deliberately broken session, to show that the checkers catch it.
     pub fault: Fault,
+    /// Run the detection phase (slow, paused and crashed nodes) once settled.
+    pub detection: bool,
     /// Record a step trace (a failing run is replayed with it on, automatically).
     pub trace: bool,
     /// How many trace lines are kept (the last ones).
@@ -58,6 +79,7 @@ impl Default for SimOptions {
             crashes: true,
             partitions: true,
             fault: Fault::None,
+            detection: true,
             trace: false,
             trace_lines: 400,
         }
@@ -87,6 +109,12 @@ pub struct SimReport {
     pub peer_restarts: u64,
     /// `Down` events seen.
     pub downs: u64,
+    /// `Suspect` events seen (each gossiped to the other nodes).
+    pub suspicions: u64,
+    /// Probes sent (watched, suspected, idle and down peers).
+    pub probes: u64,
+    /// Detection phases run to the end.
+    pub detections: u64,
 }
 
 /// Runs one seed. On failure the seed is run again with the trace on, and the failure
@@ -118,16 +146,73 @@ fn decode_payload(p: &[u8]) -> Option<(NodeId, u64, u64)> {
 
 #[derive(Debug)]
 enum Ev {
-    Packet { from: NodeId, to: NodeId, bytes: Vec<u8> },
-    Send { node: NodeId },
-    Crash { node: NodeId },
-    Restart { node: NodeId },
-    Cut { a: NodeId, b: NodeId, until: u64 },
-    Heal { a: NodeId, b: NodeId },
-    Disconnect { a: NodeId, b: NodeId },
-    Connect { a: NodeId, b: NodeId },
+    Packet {
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Send {
+        node: NodeId,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Cut {
+        a: NodeId,
+        b: NodeId,
+        until: u64,
+    },
+    Heal {
+        a: NodeId,
+        b: NodeId,
+    },
+    Disconnect {
+        a: NodeId,
+        b: NodeId,
+    },
+    Connect {
+        a: NodeId,
+        b: NodeId,
+    },
     EndPhase,
     Check,
+    /// A node's suspicion of `about` reaches node `to`.
+    Suspicion {
+        to: NodeId,
+        about: NodeId,
+    },
+    /// The detection phase's steps.
+    Detect(Trial),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trial {
+    Slow {
+        node: NodeId,
+        extra_us: u64,
+    },
+    SlowEnd,
+    Pause {
+        node: NodeId,
+        for_us: u64,
+    },
+    Resume {
+        node: NodeId,
+    },
+    Crash {
+        node: NodeId,
+    },
+    /// Every live node must see the crashed node down by now.
+    CrashSeen {
+        node: NodeId,
+        at: u64,
+    },
+    End {
+        node: NodeId,
+    },
 }
 
 struct Node {
@@ -162,7 +247,17 @@ struct Sim {
     max_pad: u64,
     send_gap_us: u64,
     net: Net,
+    /// Every node watches this many ring successors.
+    watchers: usize,
     nodes: Vec<Node>,
+    /// Per node: paused (`SIGSTOP`) until this time (0: running), and when it last was.
+    paused_until: Vec<u64>,
+    paused_last: Vec<u64>,
+    /// Per node: extra delay on its packets (a slow node), up to this.
+    slow_us: Vec<u64>,
+    /// The detection phase: since when the network is calm (`None`: not started).
+    calm_since: Option<u64>,
+    detected: bool,
     /// Symmetric: a partition cuts (a, b), until the time stored (0: not cut).
     cut_until: Vec<Vec<u64>>,
     transport: Vec<Vec<bool>>,
@@ -206,6 +301,7 @@ impl Sim {
         let cfg = SessionConfig {
             heartbeat_us: rng.range(10_000, 30_000),
             down_after_us: rng.range(60_000, 150_000),
+            idle_probe_us: rng.range(150_000, 600_000),
             retransmit_us: rng.range(15_000, 60_000),
             ack_delay_us: rng.range(500, 5_000),
             max_unacked_bytes: rng.range(600, 8_000) as usize,
@@ -215,6 +311,7 @@ impl Sim {
         };
         let base_delay = rng.range(50, 4_000);
         let net = Net { loss: rng.below(250), dup: rng.below(150), reorder: rng.below(200), base_delay, jitter: rng.range(0, base_delay) };
+        let watchers = rng.range(1, 2) as usize;
         let max_pad = rng.range(0, 64);
         let send_gap_us = rng.range(1_000, 10_000);
         let nodes = (0..n)
@@ -234,7 +331,13 @@ impl Sim {
             max_pad,
             send_gap_us,
             net,
+            watchers,
             nodes,
+            paused_until: vec![0; n],
+            paused_last: vec![0; n],
+            slow_us: vec![0; n],
+            calm_since: None,
+            detected: false,
             cut_until: vec![vec![0; n]; n],
             transport: vec![vec![false; n]; n],
             queue: BTreeMap::new(),
@@ -339,7 +442,7 @@ impl Sim {
             // The earliest of: the next scheduled event, the next session timer.
             let mut timer: Option<(u64, NodeId, NodeId)> = None;
             for (i, nd) in self.nodes.iter().enumerate() {
-                if !nd.alive {
+                if !nd.alive || self.paused_until[i] > 0 {
                     continue;
                 }
                 for (p, s) in nd.sessions.iter().enumerate() {
@@ -380,6 +483,7 @@ impl Sim {
         for nd in &self.nodes {
             for s in nd.sessions.iter().flatten() {
                 self.report.retransmitted += s.stats().retransmitted;
+                self.report.probes += s.stats().probes_sent;
             }
         }
         Ok(self.report)
@@ -397,6 +501,12 @@ impl Sim {
                 if self.cut_until[from as usize][to as usize] > 0 {
                     trace!(self, "packet {from}->{to} lost: link cut");
                     self.report.packets_lost += 1;
+                    return Ok(());
+                }
+                if self.paused_until[to as usize] > 0 {
+                    // Held by the stopped node's socket until it runs again.
+                    let at = self.paused_until[to as usize];
+                    self.schedule(at, Ev::Packet { from, to, bytes });
                     return Ok(());
                 }
                 let pkt = decode_packet(&bytes, self.max_frame).map_err(|e| self.fail(format!("own packet does not decode: {e}")))?;
@@ -445,29 +555,27 @@ impl Sim {
                 if self.ending || !self.nodes[node as usize].alive {
                     return Ok(());
                 }
-                let epoch = self.nodes[node as usize].epoch;
-                trace!(self, "CRASH {node}@{epoch}");
-                self.report.crashes += 1;
-                let nd = &mut self.nodes[node as usize];
-                nd.alive = false;
-                nd.sessions.clear();
-                for p in 0..self.n as NodeId {
-                    if p == node {
-                        continue;
-                    }
-                    self.unbound.remove(&(node, epoch, p));
-                    self.set_transport(node, p, false);
-                    // The peer notices the lost connection, or not (before the restart).
-                    if self.rng.chance(500) {
-                        if let Some(s) = self.session(p, node) {
-                            s.disconnected(now);
-                        }
-                    }
-                }
+                self.crash(node);
                 let down_for = if self.rng.chance(500) { self.rng.range(0, 20_000) } else { self.rng.range(20_000, 400_000) };
                 self.schedule(now + down_for, Ev::Restart { node });
             }
             Ev::Restart { node } => self.restart(node),
+            Ev::Suspicion { to, about } => {
+                if !self.nodes[to as usize].alive {
+                    return Ok(());
+                }
+                if self.paused_until[to as usize] > 0 {
+                    let at = self.paused_until[to as usize];
+                    self.schedule(at, Ev::Suspicion { to, about });
+                    return Ok(());
+                }
+                trace!(self, "suspicion of {about} reaches {to}");
+                if let Some(s) = self.session(to, about) {
+                    s.suspect(now);
+                }
+                self.dirty.push((to, about));
+            }
+            Ev::Detect(trial) => self.trial(trial)?,
             Ev::Cut { a, b, until } => {
                 if self.ending {
                     return Ok(());
@@ -544,6 +652,17 @@ impl Sim {
                 self.schedule(now + 10_000, Ev::Check);
             }
             Ev::Check => match self.liveness() {
+                Ok(()) if self.opts.detection && !self.detected && self.calm_since.is_none() => {
+                    trace!(self, "settled: DETECTION PHASE");
+                    self.calm_since = Some(now);
+                    self.net.loss = 0;
+                    self.net.reorder = 0;
+                    let node = self.rng.below(self.n as u64) as NodeId;
+                    let (d, hb) = (self.cfg.down_after_us, self.cfg.heartbeat_us);
+                    let room = (d / 4).saturating_sub(2 * self.max_delay()).min(d / 2 - hb.min(d / 2));
+                    let extra_us = self.rng.range(0, room);
+                    self.schedule(now + 2 * d, Ev::Detect(Trial::Slow { node, extra_us }));
+                }
                 Ok(()) => {
                     trace!(self, "settled");
                     self.done = true;
@@ -555,6 +674,116 @@ impl Sim {
             },
         }
         Ok(())
+    }
+
+    /// The node loses all its state (and its transports).
+    fn crash(&mut self, node: NodeId) {
+        let now = self.now;
+        let epoch = self.nodes[node as usize].epoch;
+        trace!(self, "CRASH {node}@{epoch}");
+        self.report.crashes += 1;
+        let nd = &mut self.nodes[node as usize];
+        nd.alive = false;
+        nd.sessions.clear();
+        self.paused_until[node as usize] = 0;
+        self.slow_us[node as usize] = 0;
+        for p in 0..self.n as NodeId {
+            if p == node {
+                continue;
+            }
+            self.unbound.remove(&(node, epoch, p));
+            self.set_transport(node, p, false);
+            // The peer notices the lost connection, or not (before the restart).
+            if self.rng.chance(500) {
+                if let Some(s) = self.session(p, node) {
+                    s.disconnected(now);
+                }
+            }
+        }
+    }
+
+    /// The longest a packet takes on the calm network of the detection phase.
+    fn max_delay(&self) -> u64 {
+        self.net.base_delay + self.net.jitter
+    }
+
+    /// A step of the detection phase (see the module docs).
+    fn trial(&mut self, trial: Trial) -> Result<(), SimFailure> {
+        let now = self.now;
+        let d = self.cfg.down_after_us;
+        trace!(self, "TRIAL {trial:?}");
+        match trial {
+            Trial::Slow { node, extra_us } => {
+                self.slow_us[node as usize] = extra_us;
+                self.schedule(now + 4 * d, Ev::Detect(Trial::SlowEnd));
+            }
+            Trial::SlowEnd => {
+                self.slow_us.iter_mut().for_each(|s| *s = 0);
+                let node = self.rng.below(self.n as u64) as NodeId;
+                let for_us = self.rng.range(2 * d, 5 * d);
+                self.schedule(now + d, Ev::Detect(Trial::Pause { node, for_us }));
+            }
+            Trial::Pause { node, for_us } => {
+                self.paused_until[node as usize] = now + for_us;
+                self.schedule(now + for_us, Ev::Detect(Trial::Resume { node }));
+            }
+            Trial::Resume { node } => {
+                self.paused_until[node as usize] = 0;
+                self.paused_last[node as usize] = now;
+                let node = self.rng.below(self.n as u64) as NodeId;
+                self.schedule(now + 3 * d, Ev::Detect(Trial::Crash { node }));
+            }
+            Trial::Crash { node } => {
+                self.crash(node);
+                let at = now + d + 2 * self.max_delay() + 1;
+                self.schedule(at, Ev::Detect(Trial::CrashSeen { node, at: now }));
+            }
+            Trial::CrashSeen { node, at } => {
+                for y in 0..self.n as NodeId {
+                    if y == node || !self.nodes[y as usize].alive {
+                        continue;
+                    }
+                    let epoch = self.nodes[y as usize].epoch;
+                    if self.session(y, node).is_some_and(|s| s.is_up()) {
+                        return Err(self.fail(format!(
+                            "node {node} crashed at {at}: {y}@{epoch} still sees it up {} us later (bound: down_after_us {d} plus two network delays)",
+                            now - at
+                        )));
+                    }
+                }
+                self.schedule(now + d, Ev::Detect(Trial::End { node }));
+            }
+            Trial::End { node } => {
+                self.report.detections += 1;
+                self.detected = true;
+                self.calm_since = None;
+                self.end_started = now;
+                self.restart(node);
+                self.schedule(now + 10_000, Ev::Check);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node watches its next `watchers` peers up in the ring, as the host does.
+    fn rewatch(&mut self) {
+        let now = self.now;
+        let k = self.watchers;
+        for (i, nd) in self.nodes.iter_mut().enumerate() {
+            if !nd.alive {
+                continue;
+            }
+            let ups = nd.sessions.iter().enumerate().filter_map(|(p, s)| s.as_ref().map(|s| (p as NodeId, s.is_up())));
+            let set = watch_set(i as NodeId, ups, k);
+            for (p, s) in nd.sessions.iter_mut().enumerate() {
+                if let Some(s) = s {
+                    let w = set.contains(&(p as NodeId));
+                    if s.is_watched() != w {
+                        s.set_watched(now, w);
+                    }
+                }
+            }
+        }
     }
 
     fn set_transport(&mut self, a: NodeId, b: NodeId, up: bool) {
@@ -609,6 +838,9 @@ impl Sim {
                     if self.rng.chance(self.net.reorder) {
                         delay += self.rng.range(0, 8 * self.net.base_delay + 5_000);
                     }
+                    if self.slow_us[node as usize] > 0 {
+                        delay += self.rng.range(0, self.slow_us[node as usize]);
+                    }
                     trace!(self, "xmit {node}->{peer} {} arrives at {}", short(&pkt), now + delay);
                     self.schedule(now + delay, Ev::Packet { from: node, to: peer, bytes: bytes.clone() });
                 }
@@ -618,6 +850,7 @@ impl Sim {
             }
         }
         self.resolve_bindings();
+        self.rewatch();
         Ok(())
     }
 
@@ -657,6 +890,24 @@ impl Sim {
                 }
                 self.updown.insert(me, up);
                 self.report.downs += u64::from(!up);
+                if !up {
+                    self.check_down(node, epoch, peer)?;
+                }
+            }
+            Event::Suspect => {
+                trace!(self, "event {node}@{epoch} peer {peer}: Suspect");
+                self.report.suspicions += 1;
+                for to in 0..self.n as NodeId {
+                    if to == node
+                        || to == peer
+                        || !self.transport[node as usize][to as usize]
+                        || self.cut_until[node as usize][to as usize] > 0
+                    {
+                        continue;
+                    }
+                    let delay = self.net.base_delay + self.rng.range(0, self.net.jitter);
+                    self.schedule(self.now + delay, Ev::Suspicion { to, about: peer });
+                }
             }
             Event::PeerRestarted { old_epoch, new_epoch } => {
                 trace!(self, "event {node}@{epoch} peer {peer}: restarted {old_epoch} -> {new_epoch}");
@@ -708,6 +959,22 @@ impl Sim {
                 }
                 self.next_counter.insert((src, src_epoch, node, epoch), counter + 1);
             }
+        }
+        Ok(())
+    }
+
+    /// In the detection phase (once the calm has lasted a window and two network
+    /// delays): `node` may report `peer` down only if it is crashed or paused, or was
+    /// within a window and two network delays.
+    fn check_down(&self, node: NodeId, epoch: u64, peer: NodeId) -> Result<(), SimFailure> {
+        let Some(calm) = self.calm_since else { return Ok(()) };
+        let grace = self.cfg.down_after_us + 2 * self.max_delay() + self.cfg.heartbeat_us;
+        let p = peer as usize;
+        let excused =
+            !self.nodes[p].alive || self.paused_until[p] > 0 || (self.paused_last[p] > 0 && self.now <= self.paused_last[p] + grace);
+        if self.now >= calm + grace && !excused {
+            let slow = if self.slow_us[p] > 0 { format!(" (slow: up to {} us more per packet)", self.slow_us[p]) } else { String::new() };
+            return Err(self.fail(format!("{node}@{epoch} reported {peer} down while it was alive and answering{slow}")));
         }
         Ok(())
     }
@@ -766,5 +1033,6 @@ fn short(p: &crate::proto::session::Packet) -> String {
         }
         Ack { epoch, peer_epoch, upto } => format!("Ack(e{epoch} to e{peer_epoch} upto {upto})"),
         Heartbeat { epoch, peer_epoch } => format!("Heartbeat(e{epoch} to e{peer_epoch})"),
+        Probe { epoch, peer_epoch } => format!("Probe(e{epoch} to e{peer_epoch})"),
     }
 }
