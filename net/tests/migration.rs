@@ -509,6 +509,56 @@ println("down: ${d.reason}");
     assert_eq!(lines, ["child got 9 chars", "quick reply a", "wrote 13 bytes on b", "down: done 2"], "{}\n{}", run.text, m.log_text());
 }
 
+/// After a lazy move, a `read_line` whose text goes on a page still at the source waits
+/// for it and returns that line: the file's offset moves on only with the text in the
+/// heap (it moved on first, and the call that ran again once the page came read the
+/// next line: a line was lost).
+#[test]
+fn a_read_that_waits_for_a_lazy_page_loses_no_line() {
+    let m = TestMesh::start(2);
+    let src = r#"
+fn holder(main) {
+    let f = open("lines.txt", "w");
+    write(f, "one\ntwo\nthree\n");
+    close(f);
+    f = open("lines.txt");
+    let pad = array(4096, 1);
+    send(main, "ready");
+    // An int: nothing is put in the heap before the first read's text.
+    assert(recv() == 1);
+    let a = read_line(f);
+    let b = read_line(f);
+    send(main, "read ${a}, ${b} on ${node()}");
+}
+let w = spawn(holder, self());
+println("holder ${w}");
+assert(recv() == "ready");
+println("ready");
+println(recv(20000));
+"#;
+    let mut run = m.run("a", "lazy_read.tern", src);
+    let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
+    run.wait_line(&m, "ready", |l| l == "ready");
+    m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
+    std::thread::scope(|s| {
+        let a = m.node("a");
+        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
+        let went = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
+            let one = tern_vm::message::Message { root: tern_vm::message::Val::Int(1), objs: Vec::new() };
+            m.node("a").node().send_to(w, one).expect("sent");
+            run.wait_line(&m, "read", |l| l.starts_with("read "));
+        }));
+        m.node("a").halt();
+        let _ = h.join();
+        if let Err(p) = went {
+            std::panic::resume_unwind(p);
+        }
+    });
+    assert!(run.text.ends_with("read one, two on b\n"), "{}\n{}", run.text, m.log_text());
+    assert!(m.node("b").node().page_faults().0 > 0, "the read waited for a page");
+}
+
 /// A third node, home of the process's partner, fails in the middle of a migration:
 /// after the offer, while the destination holds before `Ready` (a test hook), so before
 /// the commit point, and both ends of the migration see it down before it goes on. The

@@ -926,10 +926,10 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
     };
     match proc.sys.io_result.take() {
         Some(IoResult::Read { data, offset }) => {
-            if let Some(Some(f)) = proc.sys.files.get_mut(i) {
-                f.offset = offset;
-            }
             if data.is_empty() && (max > 0 || line) {
+                if let Some(Some(f)) = proc.sys.files.get_mut(i) {
+                    f.offset = offset;
+                }
                 return ret(proc, c, Value::Nil);
             }
             let mut text = String::from_utf8_lossy(&data).into_owned();
@@ -941,7 +941,22 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
                     text.pop();
                 }
             }
-            ret_alloc(proc, c, move |h| object::alloc_str(h, &text).map(Value::Str))
+            // The offset moves on only with the text in the heap: a page the string goes
+            // on may not be here yet (lazy), and the call then runs again once it is,
+            // and must find the same bytes (else it would read past them).
+            match ret_alloc(proc, c, move |h| object::alloc_str(h, &text).map(Value::Str)) {
+                SysOut::Fault(mut proc, page) => {
+                    proc.sys.io_result = Some(IoResult::Read { data, offset });
+                    SysOut::Fault(proc, page)
+                }
+                SysOut::Continue(mut proc) => {
+                    if let Some(Some(f)) = proc.sys.files.get_mut(i) {
+                        f.offset = offset;
+                    }
+                    SysOut::Continue(proc)
+                }
+                other => other,
+            }
         }
         Some(IoResult::Failed(m)) => err(proc, m),
         Some(_) => err(proc, format!("{what}: unexpected file result")),
