@@ -159,6 +159,10 @@ enum CtlCmd {
         /// Wait for it to end, printing its output (it runs on the node talked to).
         #[arg(long)]
         wait: bool,
+        /// As --wait, and the program's read_line() reads this command's stdin (one line
+        /// each; nil at its end), wherever the process runs.
+        #[arg(long)]
+        attach: bool,
     },
     /// End a process (PID as printed: 2.15).
     Kill { pid: String },
@@ -170,6 +174,9 @@ enum CtlCmd {
         mechanism: Option<String>,
         #[arg(long, value_name = "FORWARDING", help = forwarding_help())]
         forwarding: Option<String>,
+        /// Move the process's whole coprocess group with it, in one migration.
+        #[arg(long)]
+        group: bool,
         /// Append the report to FILE as a JSON line.
         #[arg(long, value_name = "FILE")]
         metrics_out: Option<PathBuf>,
@@ -265,10 +272,10 @@ fn main() -> ExitCode {
             let cmd = match command {
                 CtlCmd::Nodes => CtlCommand::Nodes,
                 CtlCmd::Ps { node } => CtlCommand::Ps { node },
-                CtlCmd::Spawn { file, on, wait } => CtlCommand::Spawn { file, on, wait },
+                CtlCmd::Spawn { file, on, wait, attach } => CtlCommand::Spawn { file, on, wait: wait || attach, attach },
                 CtlCmd::Kill { pid } => CtlCommand::Kill { pid },
-                CtlCmd::Migrate { pid, node, mechanism, forwarding, metrics_out } => {
-                    CtlCommand::Migrate { pid, to: node, mechanism, forwarding, metrics_out }
+                CtlCmd::Migrate { pid, node, mechanism, forwarding, group, metrics_out } => {
+                    CtlCommand::Migrate { pid, to: node, mechanism, forwarding, group, metrics_out }
                 }
                 CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
             };

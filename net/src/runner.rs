@@ -89,11 +89,15 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Console output of every process, collected for the driver to pass on in order.
+/// Console output of every process, collected for the driver to pass on in order, and
+/// the console's input (`read_line()`), which the driver feeds from the host.
 #[derive(Default)]
 struct Collect {
     out: Mutex<String>,
     main: Mutex<Option<Pid>>,
+    input: Mutex<tern_vm::console_in::ConsoleIn>,
+    /// A process asked for a line: the driver opens the host's input.
+    wants_input: std::sync::atomic::AtomicBool,
 }
 
 impl Console for Collect {
@@ -103,6 +107,57 @@ impl Console for Collect {
     fn failed(&self, pid: Pid, text: &str) {
         if *self.main.lock() != Some(pid) {
             eprintln!("process <pid {}> failed: {text}", tern_vm::value::name_text(pid));
+        }
+    }
+    fn request_line(&self, _console: u64, pid: Pid, k: u64) -> Option<Option<String>> {
+        self.wants_input.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.input.lock().request(pid, k, 0).map(|a| a.line)
+    }
+}
+
+/// The console's input, once a process asked for it: lines from the host go to the
+/// processes that wait for them, wherever they are.
+struct Input {
+    rx: Option<std::sync::mpsc::Receiver<Option<String>>>,
+    opened: bool,
+}
+
+impl Input {
+    /// Takes what the host typed; whether the input is still open (so a process waiting
+    /// for it is not a deadlock).
+    fn pump(&mut self, console: &Collect, host: &mut dyn Host, nodes: &[Node]) -> bool {
+        if !self.opened {
+            if !console.wants_input.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            self.opened = true;
+            self.rx = host.console_input();
+            if self.rx.is_none() {
+                let ends = console.input.lock().end();
+                deliver(nodes, ends);
+            }
+        }
+        let Some(rx) = &self.rx else { return false };
+        loop {
+            let answers = match rx.try_recv() {
+                Ok(Some(line)) => console.input.lock().line(line).into_iter().collect(),
+                Ok(None) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    let ends = console.input.lock().end();
+                    deliver(nodes, ends);
+                    return false;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+            };
+            deliver(nodes, answers);
+        }
+    }
+}
+
+fn deliver(nodes: &[Node], answers: Vec<tern_vm::console_in::Answer>) {
+    for a in answers {
+        for n in nodes {
+            n.console_line(a.pid, a.k, a.line.clone());
         }
     }
 }
@@ -169,10 +224,12 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
     let (mut migrations, mut image_bytes_max) = (0, 0);
     let mut still: Option<Instant> = None;
     let mut last_flush = Instant::now();
+    let mut input = Input { rx: None, opened: false };
     let exit = loop {
         if let Some(e) = nodes.iter().find_map(|n| n.exit_of(main)) {
             break e;
         }
+        let typing = input.pump(&console, host, &nodes);
         if last_flush.elapsed() >= Duration::from_millis(20) {
             console.drain(host);
             last_flush = Instant::now();
@@ -200,7 +257,8 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
                 continue;
             }
         }
-        if nodes.iter().all(Node::quiescent) {
+        // Waiting for a line the console may still give is not a deadlock.
+        if nodes.iter().all(Node::quiescent) && !(typing && console.input.lock().waiting() > 0) {
             let since = *still.get_or_insert_with(Instant::now);
             if since.elapsed() >= Duration::from_millis(100) {
                 if let Some(e) = nodes.iter().find_map(|n| n.exit_of(main)) {
@@ -342,6 +400,12 @@ impl Host for StdoutHost {
         let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
     }
+    /// Stdin, line by line, read on a thread of its own.
+    fn console_input(&mut self) -> Option<std::sync::mpsc::Receiver<Option<String>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        stdin_lines("tern-stdin", move |line| tx.send(line).is_ok()).ok()?;
+        Some(rx)
+    }
     fn mono_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -350,16 +414,50 @@ impl Host for StdoutHost {
     }
 }
 
-/// Console output collected in memory (tests, golden files).
+/// Reads stdin line by line on a thread named `name`, giving `each` every line (without
+/// its newline) and then `None` at its end; stops early when `each` returns false.
+pub fn stdin_lines(name: &str, mut each: impl FnMut(Option<String>) -> bool + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            match std::io::BufRead::read_line(&mut stdin, &mut buf) {
+                Ok(0) | Err(_) => {
+                    each(None);
+                    return;
+                }
+                Ok(_) => {
+                    if !each(Some(buf.trim_end_matches('\n').trim_end_matches('\r').to_string())) {
+                        return;
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Console output collected in memory (tests, golden files); its console input, the
+/// lines of `input` (none: end of input at once).
 #[derive(Default)]
 pub struct BufferHost {
     pub out: String,
     start: Option<Instant>,
+    pub input: Vec<String>,
 }
 
 impl Host for BufferHost {
     fn console_write(&mut self, text: &str) {
         self.out.push_str(text);
+    }
+    fn console_input(&mut self) -> Option<std::sync::mpsc::Receiver<Option<String>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for l in self.input.drain(..) {
+            let _ = tx.send(Some(l));
+        }
+        let _ = tx.send(None);
+        Some(rx)
     }
     fn mono_us(&self) -> u64 {
         self.start.map_or(0, |s| s.elapsed().as_micros() as u64)
@@ -371,6 +469,6 @@ impl Host for BufferHost {
 
 impl BufferHost {
     pub fn new() -> BufferHost {
-        BufferHost { out: String::new(), start: Some(Instant::now()) }
+        BufferHost { out: String::new(), start: Some(Instant::now()), input: Vec::new() }
     }
 }

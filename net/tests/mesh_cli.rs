@@ -304,6 +304,8 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("unknown forwarding mechanism \"carrier-pigeon\""), "{out:?}");
     let out = mesh.ctl(&["migrate", &cpid, "zz"]);
     assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("no node \"zz\""), "{out:?}");
+    let out = mesh.ctl(&["migrate", &cpid, "a", "--group"]);
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("is in no group"), "{out:?}");
 
     // spawn --wait: the output, and the exit code.
     let hello = mesh.write(
@@ -338,6 +340,12 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     for n in ["a", "b", "c"] {
         assert!(lines.iter().any(|l| l.starts_with(&format!("{n} ")) && l.contains(" up ")), "node {n} not in the table: {out:?}");
     }
+    // A program started from the REPL reads the lines given with :input; :eof ends them.
+    let reader = mesh.write("reader.tern", "let l = read_line();\nwhile l != nil {\n    println(\"got [${l}] on ${node()}\");\n    l = read_line();\n}\nprintln(\"input ended\");\n");
+    let input = format!(":spawn {}\nsleep(300)\n:input hello  world\nsleep(300)\n:eof\nsleep(300)\n:quit\n", path(&reader));
+    let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], &input, T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("got [hello  world] on a") && out.stdout.contains("input ended"), "{out:?}");
 
     // Ctrl-C
     let pid = mesh.proc.id().to_string();

@@ -95,6 +95,7 @@ impl Flattener<'_> {
             Value::Tx(c) => Val::Tx(c),
             Value::Rx(c) => Val::Rx(c),
             Value::Timeout => Val::Timeout,
+            Value::Group(g) => Val::Group(g),
             Value::File(_) => return Err(MessageError::NotSendable("an open file")),
             Value::Str(a) | Value::Array(a) | Value::Map(a) | Value::Closure(a) | Value::Box(a) => {
                 if let Some(&i) = self.index.get(&a) {
@@ -161,6 +162,7 @@ fn rebuild_scalar(v: &Val, proc: &mut Process, vm: &Vm) -> Result<Value, Message
         Val::Tx(c) => Value::Tx(*c),
         Val::Rx(c) => Value::Rx(*c),
         Val::Timeout => Value::Timeout,
+        Val::Group(g) => Value::Group(*g),
         Val::Native(name) => match vm.natives.lookup(name) {
             Some(id) => Value::Native(id),
             None => return invalid(format!("unknown native function `{name}`")),
@@ -307,6 +309,7 @@ pub fn rebuild(msg: &Message, proc: &mut Process, vm: &Vm) -> Result<Value, Mess
             Val::Tx(c) => Value::Tx(*c),
             Val::Rx(c) => Value::Rx(*c),
             Val::Timeout => Value::Timeout,
+            Val::Group(g) => Value::Group(*g),
         })
     };
     for (i, o) in msg.objs.iter().enumerate() {

@@ -127,6 +127,9 @@ fn write_value(
             let _ = write!(out, "<file {f}>");
         }
         Value::Timeout => out.push_str("timeout"),
+        Value::Group(g) => {
+            let _ = write!(out, "<group {}>", crate::value::name_text(g));
+        }
     }
     if out.len() > MAX_LEN {
         let mut cut = MAX_LEN;

@@ -14,6 +14,7 @@
 //! [`node::Files`]) that the host implements.
 
 pub mod bytecode;
+pub mod console_in;
 pub mod flatten;
 pub mod fmt;
 pub mod heap;

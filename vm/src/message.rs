@@ -26,6 +26,7 @@ pub enum Val {
     Tx(u64),
     Rx(u64),
     Timeout,
+    Group(u64),
 }
 
 /// An object inside a message.

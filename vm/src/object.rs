@@ -304,6 +304,7 @@ pub fn key_hash(heap: &Heap, k: Value) -> Result<u64, KeyError> {
         Value::Str(a) => str_hash(heap, a)?,
         Value::Pid(p) => hash_int(p as i64) ^ 0x9d1d,
         Value::Tx(c) => hash_int(c as i64) ^ 0x7c7c,
+        Value::Group(g) => hash_int(g as i64) ^ 0x6e6e,
         other => return Err(KeyError::BadKey(other.a_type())),
     })
 }

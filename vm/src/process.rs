@@ -120,6 +120,8 @@ pub enum IoResult {
     Spawned(u64),
     /// A migration asked for with `migrate(pid, node)` finished: the process is on this node.
     Migrated(String),
+    /// Line `k` of the process's console input (`None`: the input ended).
+    ConsoleLine { k: u64, line: Option<String> },
 }
 
 /// A module of a [`SpawnSpec`]: which, where its globals start, and whether its top
@@ -184,6 +186,11 @@ pub struct ProcSys {
     /// Location-dependent calls it made while away from its home node (each a round
     /// trip there: the home's price).
     pub home_calls: u64,
+    /// Its coprocess group (a [`crate::value::Value::Group`]'s name), 0 for none: the
+    /// members of a group live on one node and migrate together.
+    pub group: u64,
+    /// Lines of console input it has read (`read_line()`): the number of the next.
+    pub console_reads: u64,
 }
 
 /// A process. Everything here except `linked` is its state; `linked` is a node-local

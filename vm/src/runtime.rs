@@ -20,6 +20,11 @@ pub trait Host {
     fn mono_us(&self) -> u64;
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn wall_ms(&self) -> u64;
+    /// The console's input, line by line (`None`: its end), asked for once, when a
+    /// program first reads it (`read_line()`); `None`: there is none.
+    fn console_input(&mut self) -> Option<std::sync::mpsc::Receiver<Option<String>>> {
+        None
+    }
 }
 
 /// An error raised while running Tern code.

@@ -15,7 +15,7 @@ use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 7;
+pub const IMAGE_VERSION: u16 = 8;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {
@@ -394,6 +394,7 @@ impl Validator<'_> {
             | Value::Tx(_)
             | Value::Rx(_)
             | Value::File(_)
+            | Value::Group(_)
             | Value::Timeout => Ok(()),
         }
     }

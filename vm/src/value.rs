@@ -82,6 +82,8 @@ pub enum Value {
     File(u32),
     /// What a receive returns when its time runs out.
     Timeout,
+    /// A coprocess group (`group()`): a name like a pid's, unique across the mesh.
+    Group(u64),
 }
 
 /// Tags of values encoded in heap words (`[tag, payload]`).
@@ -103,6 +105,7 @@ pub mod tag {
     pub const RX: u64 = 13;
     pub const FILE: u64 = 14;
     pub const TIMEOUT: u64 = 15;
+    pub const GROUP: u64 = 16;
     /// Marks a deleted map entry. Never a value.
     pub const TOMBSTONE: u64 = 0xff;
 }
@@ -128,6 +131,7 @@ impl Value {
             Value::Rx(c) => (tag::RX, c),
             Value::File(f) => (tag::FILE, u64::from(f)),
             Value::Timeout => (tag::TIMEOUT, 0),
+            Value::Group(g) => (tag::GROUP, g),
         }
     }
 
@@ -151,6 +155,7 @@ impl Value {
             tag::RX => Value::Rx(p),
             tag::FILE => Value::File(p as u32),
             tag::TIMEOUT => Value::Timeout,
+            tag::GROUP => Value::Group(p),
             _ => return None,
         })
     }
@@ -186,6 +191,7 @@ impl Value {
             Value::Rx(_) => "a receive end",
             Value::File(_) => "a file",
             Value::Timeout => "a timeout",
+            Value::Group(_) => "a group",
         }
     }
 
@@ -205,6 +211,7 @@ impl Value {
             Value::Rx(_) => "receiver",
             Value::File(_) => "file",
             Value::Timeout => "timeout",
+            Value::Group(_) => "group",
         }
     }
 }
@@ -233,12 +240,13 @@ mod tests {
             Value::Rx(8),
             Value::File(2),
             Value::Timeout,
+            Value::Group(1 << 48 | 3),
         ];
         for v in vals {
             let (t, p) = v.encode();
             assert_eq!(Value::decode(t, p), Some(v));
         }
         assert_eq!(Value::decode(77, 0), None);
-        assert_eq!(Value::decode(16, 0), None);
+        assert_eq!(Value::decode(17, 0), None);
     }
 }

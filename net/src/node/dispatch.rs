@@ -35,6 +35,7 @@ pub(super) fn start(
 /// Hands an op from peer `from` to the VM, unless it is about a process that has ended
 /// (see [`about_an_ended_process`]).
 pub(super) fn receive_op(sh: &Host, from: u16, op: Op) {
+    sh.stats.vm_ops_received.fetch_add(1, Ordering::Relaxed);
     if about_an_ended_process(sh.node(), from, &op) {
         tracing::debug!(node = %sh.me.name, "dropped an op from node {from} about a process that has ended: {op:?}");
         return;
@@ -235,6 +236,13 @@ impl Dispatcher {
                 }
             }
             Frame::Console { console, pid, text, failed } => self.sh.console_out(console, pid, &text, failed),
+            Frame::ConsoleRead { console, pid, k } => {
+                if let Some(a) = self.sh.request_line(console, pid, k, from) {
+                    self.sh.answer_line(a);
+                }
+            }
+            Frame::ConsoleLine { pid, k, line } => self.sh.node().console_line(pid, k, line),
+            Frame::Exited(note) => self.sh.node().record_exit(note.exit()),
             Frame::Load(l) => {
                 if let Some(p) = self.sh.peers.get(&from) {
                     *p.load.lock() = l;

@@ -71,6 +71,8 @@ pub struct MeshStats {
     pub frames_rejected: AtomicU64,
     pub connections_refused: AtomicU64,
     pub ops_received: AtomicU64,
+    /// VM ops (messages, spawns, links, ...) received from other nodes.
+    pub vm_ops_received: AtomicU64,
     pub connections_made: AtomicU64,
 }
 
@@ -129,6 +131,8 @@ pub struct Host {
     waiting: Mutex<HashMap<u64, (u16, AnswerTx)>>,
     next_id: AtomicU64,
     consoles: Mutex<HashMap<u64, ConsoleTx>>,
+    /// The input of the consoles open here (`read_line()`), by console.
+    console_in: Mutex<HashMap<u64, tern_vm::console_in::ConsoleIn>>,
     shutdown: AtomicBool,
     endpoint: OnceLock<quinn::Endpoint>,
     own_load: Mutex<(Instant, u64, Load)>,
@@ -300,6 +304,45 @@ impl Host {
 
     pub(crate) fn close_console(&self, id: u64) {
         self.consoles.lock().remove(&id);
+        // Its input ends: every read waiting for it gets nil.
+        let ends = self.console_in.lock().remove(&id).map(|mut c| c.end()).unwrap_or_default();
+        for a in ends {
+            self.answer_line(a);
+        }
+    }
+
+    /// Process `pid` on node `asker` asks for line `k` of console `id`'s input (here):
+    /// the answer now, if there is one. A console that is not open here has no more
+    /// input.
+    pub(crate) fn request_line(&self, id: u64, pid: u64, k: u64, asker: u16) -> Option<tern_vm::console_in::Answer> {
+        if !self.consoles.lock().contains_key(&id) {
+            return Some(tern_vm::console_in::Answer { asker, pid, k, line: None });
+        }
+        self.console_in.lock().entry(id).or_default().request(pid, k, asker)
+    }
+
+    /// A line typed at console `id` (`None`: its input ended).
+    pub(crate) fn console_input(&self, id: u64, line: Option<String>) {
+        let answers = {
+            let mut all = self.console_in.lock();
+            let c = all.entry(id).or_default();
+            match line {
+                Some(l) => c.line(l).into_iter().collect(),
+                None => c.end(),
+            }
+        };
+        for a in answers {
+            self.answer_line(a);
+        }
+    }
+
+    /// Sends an answer to the node that asked (here: straight to the process).
+    pub(crate) fn answer_line(&self, a: tern_vm::console_in::Answer) {
+        if a.asker == self.me.id {
+            self.node().console_line(a.pid, a.k, a.line);
+        } else {
+            let _ = self.send_frame(a.asker, &Frame::ConsoleLine { pid: a.pid, k: a.k, line: a.line });
+        }
     }
 
     /// Console `id`, if it is open on this node.
@@ -383,6 +426,7 @@ impl MeshNode {
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             consoles: Mutex::new(HashMap::new()),
+            console_in: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
             endpoint: OnceLock::new(),
             own_load: Mutex::new((Instant::now(), 0, Load::default())),

@@ -129,9 +129,13 @@ impl Remote for MeshRemote {
     fn migrate(&self, pid: u64, to: u16, caller: Option<u64>, opts: &MigrateOpts) -> Result<(), String> {
         let sh = self.0.upgrade().ok_or("the node is shutting down")?;
         let name = sh.peers.get(&to).map(|p| p.conf.name.clone()).ok_or_else(|| format!("there is no node {to}"))?;
-        let how = How { mechanism: opts.mechanism.as_deref().map(str::parse).transpose()?, forwarding: opts.forwarding };
+        let how = How { mechanism: opts.mechanism.as_deref().map(str::parse).transpose()?, forwarding: opts.forwarding, group: opts.group };
         match caller {
-            None => migration::start(&sh, pid, &name, how, migration::Caller::Itself).map(|_| ()),
+            None => migration::start(&sh, pid, &name, how, migration::Caller::Itself(pid)).map(|_| ()),
+            // A member of the group that moves: it moves too, and learns only of a failure.
+            Some(c) if how.group && sh.node().group_members(pid).is_some_and(|(_, m)| m.contains(&c)) => {
+                migration::start(&sh, pid, &name, how, migration::Caller::Itself(c)).map(|_| ())
+            }
             Some(c) => {
                 // Waits for the outcome: on a thread of its own, one of a bounded number.
                 let slot = sh.mig_slots.waiter()?;
@@ -167,6 +171,29 @@ impl Console for MeshConsole {
     }
     fn failed(&self, pid: u64, text: &str) {
         self.failed_to(0, pid, text);
+    }
+    fn exited(&self, console: u64, exit: &tern_vm::node::ProcessExit) {
+        let Some(sh) = self.0.upgrade() else { return };
+        let owner = name_node(console);
+        if console != 0 && owner != sh.me.id {
+            let _ = sh.send_frame(owner, &Frame::Exited(wire::ExitNote::of(exit)));
+        }
+    }
+    fn request_line(&self, console: u64, pid: u64, k: u64) -> Option<Option<String>> {
+        let sh = self.0.upgrade()?;
+        if console == 0 {
+            // Started from no console (a node's own log): no input.
+            return Some(None);
+        }
+        let owner = name_node(console);
+        if owner == sh.me.id {
+            return sh.request_line(console, pid, k, owner).map(|a| a.line);
+        }
+        match sh.send_frame(owner, &Frame::ConsoleRead { console, pid, k }) {
+            Ok(()) => None,
+            // Its console's node is gone: so is its input.
+            Err(_) => Some(None),
+        }
     }
     fn write_to(&self, console: u64, pid: u64, text: &str) {
         if let Some(sh) = self.0.upgrade() {

@@ -105,11 +105,32 @@ pub fn parse_pid(s: &str) -> Result<u64, String> {
 #[derive(Debug, Clone)]
 pub enum CtlCommand {
     Nodes,
-    Ps { node: Option<String> },
-    Spawn { file: std::path::PathBuf, on: Option<String>, wait: bool },
-    Kill { pid: String },
-    Send { pid: String, value: String },
-    Migrate { pid: String, to: String, mechanism: Option<String>, forwarding: Option<String>, metrics_out: Option<std::path::PathBuf> },
+    Ps {
+        node: Option<String>,
+    },
+    /// `attach`: stdin goes to the program's console input.
+    Spawn {
+        file: std::path::PathBuf,
+        on: Option<String>,
+        wait: bool,
+        attach: bool,
+    },
+    Kill {
+        pid: String,
+    },
+    Send {
+        pid: String,
+        value: String,
+    },
+    Migrate {
+        pid: String,
+        to: String,
+        mechanism: Option<String>,
+        forwarding: Option<String>,
+        /// Move its whole coprocess group.
+        group: bool,
+        metrics_out: Option<std::path::PathBuf>,
+    },
 }
 
 /// Asks for a migration and waits for its report, showing a progress bar on a terminal
@@ -181,7 +202,7 @@ fn source_request(name: &str, source: &str, wait: bool) -> Result<CtlRequest, St
 
 /// Runs a spawn request with `wait`, printing console output as it comes; the reason
 /// it ended, and whether that was a failure.
-fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(String, bool), String> {
+fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: bool) -> Result<(String, bool), String> {
     client.open_console(move |pid, text, failed| {
         if failed {
             eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
@@ -190,6 +211,11 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool) -> Result<(
             let _ = std::io::stdout().flush();
         }
     })?;
+    if attach {
+        // Stdin, line by line, is the program's console input; its end, the input's end.
+        let input = client.input_sender();
+        crate::runner::stdin_lines("tern-ctl-stdin", input).map_err(|e| format!("cannot start a thread: {e}"))?;
+    }
     let mut ended = None;
     let mut err = None;
     client.request(req, |r| match r {
@@ -256,13 +282,13 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
             CtlReply::Error(e) => fail(e),
             other => fail(format!("unexpected reply {other:?}")),
         },
-        CtlCommand::Spawn { file, on, wait } => {
+        CtlCommand::Spawn { file, on, wait, attach } => {
             let req = match program_request(&file, on, wait) {
                 Ok(r) => r,
                 Err(e) => return fail(e),
             };
             if wait {
-                let (reason, failed) = match run_waiting(client, &req, json_out) {
+                let (reason, failed) = match run_waiting(client, &req, json_out, attach) {
                     Ok(x) => x,
                     Err(e) => return fail(e),
                 };
@@ -286,13 +312,13 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 other => fail(format!("unexpected reply {other:?}")),
             }
         }
-        CtlCommand::Migrate { pid, to, mechanism, forwarding, metrics_out } => {
+        CtlCommand::Migrate { pid, to, mechanism, forwarding, group, metrics_out } => {
             let pid = match parse_pid(&pid) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
             let how = match How::parse(mechanism.as_deref(), forwarding.as_deref()) {
-                Ok(h) => h,
+                Ok(h) => How { group, ..h },
                 Err(e) => return fail(e),
             };
             let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -341,7 +367,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 Ok(r) => r,
                 Err(e) => return fail(e),
             };
-            match run_waiting(client, &req, json_out) {
+            match run_waiting(client, &req, json_out, false) {
                 Ok((_, false)) => {
                     if json_out {
                         println!("{}", json!({"ok": true}));

@@ -86,6 +86,10 @@ async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut re
             sh.close_console(console);
             return Ok(());
         }
+        CtlRequest::Input { line } => {
+            sh.console_input(console, line);
+            write_frame(&mut send, &CtlReply::Done).await?;
+        }
         CtlRequest::Nodes => {
             let rows = node_rows(&sh);
             write_frame(&mut send, &CtlReply::Nodes(rows)).await?;
@@ -379,6 +383,23 @@ impl CtlClient {
             }
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "the node did not open a console".to_string())?
+    }
+
+    /// A function that sends a line to this connection's console input (`None`: its
+    /// end), from any thread; false once the connection is gone.
+    pub fn input_sender(&self) -> impl Fn(Option<String>) -> bool + Send + 'static {
+        let conn = self.conn.clone();
+        let rt = self.rt.handle().clone();
+        move |line| {
+            let conn = conn.clone();
+            rt.block_on(async move {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
+                write_frame(&mut send, &CtlRequest::Input { line }).await?;
+                let _ = send.finish();
+                read_frame(&mut recv, MAX_CTL_FRAME).await.map(|_| ())
+            })
+            .is_ok()
+        }
     }
 
     /// Waits (up to 5 s) until the console has received `lines` lines: the output that

@@ -29,10 +29,12 @@ const COMMANDS: &[(&str, &str)] = &[
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
     (
-        ":migrate PID NODE [--mechanism M] [--forwarding F]",
-        "move a running process to NODE (M: {mechanisms}; F: {forwardings}) and show what it did",
+        ":migrate PID NODE [--mechanism M] [--forwarding F] [--group]",
+        "move a running process (--group: with its coprocess group) to NODE (M: {mechanisms}; F: {forwardings}) and show what it did",
     ),
     (":send PID VALUE", "send VALUE (a Tern expression) to a process"),
+    (":input TEXT", "a line of console input for the programs started here (their read_line())"),
+    (":eof", "end their console input (read_line() gives nil)"),
     (":quit", "leave (or Ctrl-D)"),
 ];
 
@@ -226,7 +228,7 @@ impl Session {
             },
             ":migrate" => {
                 let usage = &format!(
-                    "usage: :migrate PID NODE [--mechanism {}] [--forwarding {}] [--json] [--metrics-out FILE]",
+                    "usage: :migrate PID NODE [--mechanism {}] [--forwarding {}] [--group] [--json] [--metrics-out FILE]",
                     Mechanism::names("|"),
                     Forwarding::names("|")
                 );
@@ -236,6 +238,7 @@ impl Session {
                     match *a {
                         "--mechanism" => how.mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
                         "--forwarding" => how.forwarding = Some(it.next().ok_or(usage.as_str())?.parse::<Forwarding>()?),
+                        "--group" => how.group = true,
                         "--json" => json = true,
                         "--metrics-out" => metrics = Some(std::path::PathBuf::from(it.next().ok_or(usage.as_str())?)),
                         a if a.starts_with("--") => return Err(format!("unknown option {a}\n{usage}")),
@@ -253,6 +256,15 @@ impl Session {
                 if !r.ok {
                     return Err(format!("migration failed: {}", r.outcome));
                 }
+            }
+            ":input" => {
+                // The rest of the line as typed (after one space), spaces kept.
+                let text = line.trim_start().strip_prefix(":input").unwrap_or("");
+                let text = text.strip_prefix(' ').unwrap_or(text);
+                self.client.call(&CtlRequest::Input { line: Some(text.to_string()) })?;
+            }
+            ":eof" => {
+                self.client.call(&CtlRequest::Input { line: None })?;
             }
             ":kill" => {
                 let [pid] = rest[..] else { return Err("usage: :kill PID".into()) };

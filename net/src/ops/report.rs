@@ -57,6 +57,10 @@ pub fn report_table(r: &MigReport) -> String {
         ("outcome", r.outcome.clone()),
         ("heap pages", r.heap_pages.to_string()),
     ];
+    if !r.members.is_empty() {
+        let names: Vec<String> = r.members.iter().map(|&p| tern_vm::value::name_text(p)).collect();
+        rows.insert(1, ("group (moved as one)", format!("{} members: {}", names.len(), names.join(", "))));
+    }
     if !r.rounds.is_empty() {
         rows.push(("pre-copy rounds (pages)", r.rounds.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
         rows.push(("rounds stopped", r.stop_reason.clone()));

@@ -20,16 +20,18 @@ pub use tern_vm::node::Forwarding;
 pub struct How {
     pub mechanism: Option<Mechanism>,
     pub forwarding: Option<Forwarding>,
+    /// Move the process's whole coprocess group (every member, in one migration).
+    pub group: bool,
 }
 
 impl How {
     pub fn mechanism(m: Option<Mechanism>) -> How {
-        How { mechanism: m, forwarding: None }
+        How { mechanism: m, forwarding: None, group: false }
     }
 
     /// Parses the optional names a command line or a REPL line gives.
     pub fn parse(mechanism: Option<&str>, forwarding: Option<&str>) -> Result<How, String> {
-        Ok(How { mechanism: mechanism.map(str::parse).transpose()?, forwarding: forwarding.map(str::parse).transpose()? })
+        Ok(How { mechanism: mechanism.map(str::parse).transpose()?, forwarding: forwarding.map(str::parse).transpose()?, group: false })
     }
 }
 

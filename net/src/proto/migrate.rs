@@ -115,6 +115,10 @@ pub enum MigMsg {
         mechanism: Mechanism,
         /// How messages find the process afterwards (the dest's link updates say it).
         forwarding: Forwarding,
+        /// A coprocess group moving as one: each member and its heap's pages, in the
+        /// order their pages follow each other in the migration's page numbers (which
+        /// run to `size_pages`, the sum). Empty: the one process `pid`.
+        members: Vec<(Pid, u32)>,
     },
     Accept {
         mid: Mid,
@@ -559,6 +563,8 @@ pub struct SourceInit {
     /// The nodes told where it went (link updates): which ones depends on `forwarding`
     /// (`Forwarding::updates_partners`); may include both ends.
     pub partners: Vec<NodeId>,
+    /// A coprocess group's members and their pages (see `MigMsg::Offer`); empty for one process.
+    pub members: Vec<(Pid, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -635,7 +641,14 @@ impl Source {
             init,
         };
         let i = &s.init;
-        let offer = MigMsg::Offer { mid: i.mid, pid: i.pid, size_pages: i.size_pages, mechanism: i.mechanism, forwarding: i.forwarding };
+        let offer = MigMsg::Offer {
+            mid: i.mid,
+            pid: i.pid,
+            size_pages: i.size_pages,
+            mechanism: i.mechanism,
+            forwarding: i.forwarding,
+            members: i.members.clone(),
+        };
         s.send_dest(offer);
         s.deadline = Some(now_us + s.cfg.step_timeout_us);
         s
@@ -1101,7 +1114,7 @@ pub struct Dest {
 impl Dest {
     /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
     pub fn new(now_us: u64, cfg: MigConfig, me: NodeId, from: NodeId, offer: &MigMsg, refuse: Option<RefuseReason>) -> Option<Self> {
-        let MigMsg::Offer { mid, pid, size_pages, mechanism, forwarding } = *offer else { return None };
+        let MigMsg::Offer { mid, pid, size_pages, mechanism, forwarding, .. } = *offer else { return None };
         // Nothing is sized by a refused offer (its size may be what is wrong with it).
         let n = if refuse.is_some() { 0 } else { size_pages as usize };
         let mut d = Dest {
@@ -1561,6 +1574,7 @@ mod tests {
             mechanism: Mechanism::Lazy,
             forwarding: Forwarding::LinkUpdate,
             partners,
+            members: Vec::new(),
         };
         Source::new(now, MigConfig::default(), init)
     }
@@ -1699,7 +1713,14 @@ mod tests {
 
     #[test]
     fn before_the_commit_a_process_ended_changes_nothing_at_the_dest() {
-        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Lazy, forwarding: Forwarding::LinkUpdate };
+        let offer = MigMsg::Offer {
+            mid: 7,
+            pid: 42,
+            size_pages: 8,
+            mechanism: Mechanism::Lazy,
+            forwarding: Forwarding::LinkUpdate,
+            members: Vec::new(),
+        };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Accept { mid: 7 })));
         let quiet = |d: &mut Dest| d.poll_transmit().is_none() && d.poll_action().is_none() && d.outcome().is_none();
@@ -1763,6 +1784,7 @@ mod tests {
             mechanism: Mechanism::Freeze,
             forwarding: Forwarding::LinkUpdate,
             partners: vec![SRC, DST],
+            members: Vec::new(),
         };
         let mut s = Source::new(0, MigConfig::default(), init);
         let mut d = None;
@@ -1856,7 +1878,14 @@ mod tests {
         assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
 
         // Also when they came before the `Commit` (noted, not awaited after it).
-        let offer = MigMsg::Offer { mid: 7, pid: 42, size_pages: 8, mechanism: Mechanism::Freeze, forwarding: Forwarding::LinkUpdate };
+        let offer = MigMsg::Offer {
+            mid: 7,
+            pid: 42,
+            size_pages: 8,
+            mechanism: Mechanism::Freeze,
+            forwarding: Forwarding::LinkUpdate,
+            members: Vec::new(),
+        };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         d.handle(1, SRC, MigMsg::Final { mid: 7, image_len: 100, pages: (0..8).collect(), absent: vec![], partners: vec![] });
         d.reinstated(2);

@@ -39,6 +39,21 @@ pub enum Frame {
         text: String,
         failed: bool,
     },
+    /// To a console's node: process `pid` (on the sender) asks for line `k` of its
+    /// console input (`read_line()`).
+    ConsoleRead {
+        console: u64,
+        pid: u64,
+        k: u64,
+    },
+    /// To a console's node: watched process `pid` started from it ended on the sender.
+    Exited(ExitNote),
+    /// The answer: line `k` of `pid`'s console input (`None`: the input ended).
+    ConsoleLine {
+        pid: u64,
+        k: u64,
+        line: Option<String>,
+    },
     /// The sender's load, sent every heartbeat or so.
     Load(Load),
     /// A live migration's control traffic (see `node/migration/`): what must stay in order
@@ -67,8 +82,9 @@ pub enum MigWire {
     /// The protocol's `Final` with its lists of pages as ranges `[start, end)` (a lazy
     /// migration leaves every page of the heap absent: the list would be as long).
     Final { mid: u64, image_len: u64, pages: Vec<(u32, u32)>, absent: Vec<(u32, u32)>, partners: Vec<u16> },
-    /// The contents of pages named by the protocol message that follows.
-    Pages { mid: u64, pages: Vec<PageRec> },
+    /// The contents of pages named by the protocol message that follows: pages of the
+    /// `member`th process of the migration (0 but for a group), by its own page numbers.
+    Pages { mid: u64, member: u32, pages: Vec<PageRec> },
     /// Source → destination right after the offer: the hashes of the process's modules;
     /// destination → source: those it lacks.
     Need { mid: u64, hashes: Vec<ModuleHash> },
@@ -76,12 +92,90 @@ pub enum MigWire {
     Modules { mid: u64, modules: Vec<serde_bytes::ByteBuf> },
     /// Part of the process's state image (`last`: the image is complete).
     Image { mid: u64, part: serde_bytes::ByteBuf, last: bool },
-    /// What reached the process at the source after its image (`transfer.rs`'s `Late`).
-    Late { mid: u64, late: tern_vm::node::Late },
-    /// A partner node's link update, with the route versions it needs.
-    LinkUpdate { mid: u64, pid: u64, to: u16, moves: u32, chans: Vec<(u64, u32)>, fwd: Forwarding },
+    /// What reached the process at the source after its image (`transfer.rs`'s `Late`):
+    /// one per process of the migration (a group's members in order).
+    Late { mid: u64, late: Vec<tern_vm::node::Late> },
+    /// A partner node's link update, with the route versions it needs: every process of
+    /// the migration (a group's members) in one.
+    LinkUpdate { mid: u64, procs: Vec<LinkProc>, to: u16, fwd: Forwarding },
     /// The destination's side of the report, when it is done.
     DestDone { mid: u64, stats: DestStats },
+}
+
+/// How a watched process ended, for the node its starter waits at (the VM's
+/// `ProcessExit`, its trace capped at [`ExitNote::MAX_TRACE`] entries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitNote {
+    pub pid: u64,
+    pub kind: ExitKind,
+    /// The reason's text (the error's message for `Failed`).
+    pub reason: String,
+    /// (function, file, line), innermost first.
+    pub trace: Vec<(String, String, u32)>,
+    pub reductions: u64,
+    pub heap_bytes: u64,
+    pub gc: tern_vm::heap::GcStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitKind {
+    Normal,
+    Exit,
+    Killed,
+    Failed,
+}
+
+impl ExitNote {
+    pub const MAX_TRACE: usize = 64;
+
+    pub fn of(e: &tern_vm::node::ProcessExit) -> ExitNote {
+        use tern_vm::node::ExitReason as R;
+        let (kind, reason, trace) = match &e.reason {
+            R::Normal => (ExitKind::Normal, String::new(), Vec::new()),
+            R::Exit(s) => (ExitKind::Exit, s.clone(), Vec::new()),
+            R::Killed(s) => (ExitKind::Killed, s.clone(), Vec::new()),
+            R::Failed(err) => (
+                ExitKind::Failed,
+                err.message.clone(),
+                err.trace.iter().take(Self::MAX_TRACE).map(|t| (t.function.clone(), t.file.clone(), t.line)).collect(),
+            ),
+        };
+        ExitNote { pid: e.pid, kind, reason, trace, reductions: e.reductions, heap_bytes: e.heap_bytes as u64, gc: e.gc }
+    }
+
+    pub fn exit(self) -> tern_vm::node::ProcessExit {
+        use tern_vm::node::ExitReason as R;
+        let reason = match self.kind {
+            ExitKind::Normal => R::Normal,
+            ExitKind::Exit => R::Exit(self.reason),
+            ExitKind::Killed => R::Killed(self.reason),
+            ExitKind::Failed => R::Failed(tern_vm::interp::RuntimeError {
+                message: self.reason,
+                trace: self
+                    .trace
+                    .into_iter()
+                    .take(Self::MAX_TRACE)
+                    .map(|(function, file, line)| tern_vm::interp::TraceEntry { function, file, line })
+                    .collect(),
+            }),
+        };
+        tern_vm::node::ProcessExit {
+            pid: self.pid,
+            reason,
+            reductions: self.reductions,
+            heap_bytes: usize::try_from(self.heap_bytes).unwrap_or(usize::MAX),
+            gc: self.gc,
+        }
+    }
+}
+
+/// One process of a link update: its pid, the moves it has made (the route's version)
+/// and its receive ends' (channel, moves).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkProc {
+    pub pid: u64,
+    pub moves: u32,
+    pub chans: Vec<(u64, u32)>,
 }
 
 /// What the destination measured.
@@ -103,6 +197,8 @@ pub struct DestStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigReport {
     pub pid: u64,
+    /// A coprocess group's move: its members (`pid` first); empty for one process.
+    pub members: Vec<u64>,
     pub from: String,
     pub to: String,
     pub mechanism: Mechanism,
@@ -271,6 +367,11 @@ pub enum CtlRequest {
         to: String,
         how: How,
     },
+    /// A line typed at this connection's console, for the processes started from it
+    /// that read their console (`None`: the input ended). Answered `Done`.
+    Input {
+        line: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +451,34 @@ mod tests {
             let mut b = vec![FRAME_VERSION];
             b.extend(bytes);
             let _ = decode::<Frame>(&b, 1 << 20);
+        }
+    }
+
+    #[test]
+    fn an_exit_note_keeps_the_reason_and_the_trace() {
+        use tern_vm::interp::{RuntimeError, TraceEntry};
+        use tern_vm::node::{ExitReason, ProcessExit};
+        let entry = |line| TraceEntry { function: "f".into(), file: "a.tern".into(), line };
+        let trace: Vec<TraceEntry> = (0..100).map(entry).collect();
+        for reason in [
+            ExitReason::Normal,
+            ExitReason::Exit("done".into()),
+            ExitReason::Killed("by 1.2".into()),
+            ExitReason::Failed(RuntimeError { message: "boom".into(), trace }),
+        ] {
+            let e = ProcessExit { pid: 7, reason, reductions: 12, heap_bytes: 4096, gc: Default::default() };
+            let f = Frame::Exited(ExitNote::of(&e));
+            let Ok(Frame::Exited(back)) = decode::<Frame>(&encode(&f), 1 << 20) else { panic!("no round trip") };
+            let back = back.exit();
+            match (&e.reason, &back.reason) {
+                (ExitReason::Failed(a), ExitReason::Failed(b)) => {
+                    assert_eq!(a.message, b.message);
+                    assert_eq!(b.trace.len(), ExitNote::MAX_TRACE);
+                    assert_eq!(a.trace[..ExitNote::MAX_TRACE], b.trace[..]);
+                }
+                (a, b) => assert_eq!(a, b),
+            }
+            assert_eq!((back.pid, back.reductions, back.heap_bytes), (7, 12, 4096));
         }
     }
 }

@@ -2034,6 +2034,7 @@ impl Sim {
             mechanism,
             forwarding,
             partners,
+            members: Vec::new(),
         };
         trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?} {forwarding}");
         let s = Source::new(self.now, self.cfg.clone(), init);

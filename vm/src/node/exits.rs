@@ -77,6 +77,7 @@ impl NodeInner {
             )
         };
         self.procs.remove(pid);
+        self.groups.lock().leave(pid, false);
         // Its birth node forgets the route it kept since the process left it (else one
         // entry per process that moved away and ended would stay there for good), and so
         // do the nodes that kept a forwarding link to it (`link-traversal`).
@@ -109,6 +110,7 @@ impl NodeInner {
             self.console.failed_to(proc.sys.console, pid, &e.to_string());
         }
         let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats };
+        let console = proc.sys.console;
         drop(proc);
         for w in watchers {
             if let Some(n) = self.remote_node_of(w) {
@@ -120,9 +122,11 @@ impl NodeInner {
         for l in links {
             self.exit_signal(l, pid, &exit.reason);
         }
-        let mut w = self.watched.lock();
-        if let Some(e) = w.get_mut(&pid) {
-            *e = Some(exit.clone());
+        let watched = self.watched.lock().get_mut(&pid).map(|e| *e = Some(exit.clone())).is_some();
+        if watched {
+            // Its watch came with it: whoever waits for it (`tern ctl spawn --wait`)
+            // waits at its console's node, which is told.
+            self.console.exited(console, &exit);
         }
         if self.config.record_exits {
             self.exits.lock().push(exit);

@@ -30,6 +30,20 @@ pub trait Console: Send + Sync {
         let _ = console;
         self.failed(pid, text);
     }
+    /// Process `pid` (here) asks for line `k` of its console's input (see
+    /// [`crate::console_in`]): `Some` answer now (`Some(None)`: the input ended), or `None`
+    /// if it comes later, by [`super::Node::console_line`]. Asked again for the same `k`
+    /// (after a move), it must give the same line. A host without console input ends it.
+    fn request_line(&self, console: u64, pid: Pid, k: u64) -> Option<Option<String>> {
+        let _ = (console, pid, k);
+        Some(None)
+    }
+    /// A watched process whose console is `console` ended here (see
+    /// [`super::Node::watch`]): a host whose consoles are on other nodes tells that node
+    /// ([`super::Node::record_exit`]), where its starter waits for it.
+    fn exited(&self, console: u64, exit: &super::ProcessExit) {
+        let _ = (console, exit);
+    }
 }
 
 /// A file operation, by name relative to the node's file root.

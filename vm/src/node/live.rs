@@ -162,7 +162,33 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Line `k` of the console input of process `pid` (`None`: the input ended), asked
+    /// for by its `read_line()` (see [`super::Console::request_line`]). Taken if the
+    /// process is here and still waits for that line; otherwise dropped (one that moved
+    /// asks again from where it is, and gets the same line).
+    pub fn console_line(&self, pid: Pid, k: u64, line: Option<String>) {
+        self.inner.console_line(pid, k, line);
+    }
+}
+
 impl NodeInner {
+    pub(crate) fn console_line(&self, pid: Pid, k: u64, line: Option<String>) {
+        let Some(slot) = self.local_slot(pid) else { return };
+        let mut st = slot.st.lock();
+        if !matches!(st.status, Status::Waiting | Status::Frozen) {
+            return;
+        }
+        let Some(p) = st.parked.as_mut() else { return };
+        if p.sys.console_reads != k || p.sys.io_result.is_some() {
+            return;
+        }
+        p.sys.io_result = Some(IoResult::ConsoleLine { k, line });
+        if st.status == Status::Waiting {
+            self.wake_locked(pid, &slot, &mut st, None);
+        }
+    }
+
     pub(crate) fn answer_migrate(&self, pid: Pid, result: IoResult) {
         let Some(slot) = self.local_slot(pid) else { return };
         let mut st = slot.st.lock();

@@ -56,6 +56,7 @@ mod deliver;
 mod exits;
 pub mod forwarding;
 mod gaps;
+mod groups;
 mod host;
 mod live;
 mod locate;
@@ -335,6 +336,8 @@ pub(crate) struct NodeInner {
     locating: Mutex<HashMap<Pid, locate::Locating>>,
     /// Counts of forwarding work (`forwarding_stats`).
     fwd_counters: locate::FwdCounters,
+    /// The coprocess groups with members here (`groups.rs`). A leaf lock.
+    groups: Mutex<groups::Groups>,
 }
 
 /// A running node. Dropping it stops its threads; processes still running are dropped.
@@ -401,6 +404,7 @@ impl Node {
             gap_sweep: AtomicBool::new(false),
             locating: Mutex::new(HashMap::new()),
             fwd_counters: locate::FwdCounters::default(),
+            groups: Mutex::new(groups::Groups::default()),
         });
         mesh.add(config.id, &inner);
         let mut threads = Vec::new();
@@ -610,6 +614,13 @@ impl Node {
     }
 
     /// The exit record of a watched process, if it has ended.
+    /// A watched process ended on another node (see [`Console::exited`]): its exit is
+    /// recorded here, for [`Node::wait_exit`].
+    pub fn record_exit(&self, exit: ProcessExit) {
+        self.inner.watched.lock().insert(exit.pid, Some(exit));
+        self.inner.exited.notify_all();
+    }
+
     pub fn exit_of(&self, pid: Pid) -> Option<ProcessExit> {
         self.inner.watched.lock().get(&pid).cloned().flatten()
     }

@@ -132,10 +132,13 @@ impl NodeInner {
                 b.procs.insert(pid, Entry::Moved(dest.id, st.moves.saturating_add(1), super::Forwarding::LinkUpdate));
             }
         }
+        let group = st.parked.as_ref().map_or(0, |p| p.sys.group);
         st.status = Status::Moved;
         st.parked = None;
         st.mailbox = Mailbox::default();
         drop(st);
+        self.groups.lock().leave(pid, true);
+        dest.groups.lock().join(pid, group);
         self.mesh.changed();
         if birth != self.id {
             self.procs.remove(pid);

@@ -125,6 +125,8 @@ pub trait Remote: Send + Sync {
 pub struct MigrateOpts {
     pub mechanism: Option<String>,
     pub forwarding: Option<Forwarding>,
+    /// Move the process's whole coprocess group with it (`migrate_group`).
+    pub group: bool,
 }
 
 /// Hops after which a message no longer follows forwarding pointers but goes by its

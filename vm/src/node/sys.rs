@@ -46,6 +46,9 @@ pub(crate) enum Sys {
     Seek,
     Close,
     Migrate,
+    Group,
+    MyGroup,
+    MigrateGroup,
 }
 
 #[rustfmt::skip]
@@ -53,6 +56,9 @@ const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("spawn", 1, u8::MAX, Sys::Spawn),
     ("spawn_on", 2, u8::MAX, Sys::SpawnOn),
     ("migrate", 1, 3, Sys::Migrate),
+    ("group", 0, 0, Sys::Group),
+    ("my_group", 0, 0, Sys::MyGroup),
+    ("migrate_group", 2, 3, Sys::MigrateGroup),
     ("nodes", 0, 0, Sys::Nodes),
     ("self", 0, 0, Sys::SelfPid),
     ("node", 0, 0, Sys::NodeName),
@@ -68,7 +74,7 @@ const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("trap_exits", 1, 1, Sys::TrapExits),
     ("open", 1, 2, Sys::Open),
     ("read", 1, 2, Sys::Read),
-    ("read_line", 1, 1, Sys::ReadLine),
+    ("read_line", 0, 1, Sys::ReadLine),
     ("write", 2, 2, Sys::Write),
     ("seek", 2, 2, Sys::Seek),
     ("close", 1, 1, Sys::Close),
@@ -197,6 +203,12 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
         }
         Sys::Spawn => spawn(node, pid, slot, proc, c, &args, local),
         Sys::Migrate => migrate(node, pid, slot, proc, c, &args),
+        Sys::Group => ret(proc, c, Value::Group(node.new_name())),
+        Sys::MyGroup => {
+            let g = proc.sys.group;
+            ret(proc, c, if g == 0 { Value::Nil } else { Value::Group(g) })
+        }
+        Sys::MigrateGroup => migrate_group(node, pid, slot, proc, c, &args),
         Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, &args, local),
         Sys::Nodes => {
             let names = match node.remote() {
@@ -303,6 +315,7 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             ret(proc, c, Value::Bool(was))
         }
         Sys::Open => open(node, pid, slot, proc, c, arg(0), arg(1)),
+        Sys::ReadLine if args.is_empty() => console_read(node, pid, slot, proc, c),
         Sys::Read | Sys::ReadLine => read(node, pid, slot, proc, c, arg(0), arg(1), sys == Sys::ReadLine),
         Sys::Write => write(node, pid, slot, proc, c, arg(0), arg(1)),
         Sys::Seek => {
@@ -341,15 +354,21 @@ fn show(proc: &Process, v: Value) -> String {
 }
 
 fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
+    let (args, group) = match spawn_options(node, &proc, args, "spawn") {
+        Ok(x) => x,
+        Err(Exn::Error(e)) => return err(proc, e),
+        Err(e) => return raise(proc, e),
+    };
     let (msg, env_globals, env) = match spawn_messages(node, &proc, args, "spawn") {
         Ok(m) => m,
         Err(e) => return e.raise(proc),
     };
     let child = node.new_name();
-    let p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
+    let mut p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
         Ok(p) => p,
         Err(e) => return err(proc, format!("spawn: {e}")),
     };
+    p.sys.group = group;
     let carried = match take_ends(slot, &msg.rx_ends()) {
         Ok(x) => x,
         Err(ch) => return err(proc, not_held("spawn", ch)),
@@ -361,6 +380,52 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
     }
     let _ = pid;
     ret(proc, c, Value::Pid(child))
+}
+
+/// `spawn(f, args..., {group: g})`: a map after as many arguments as `f` takes holds
+/// the spawn's options (a map that is one of `f`'s arguments is not one). The only
+/// option is `group`: a group made by `group()`, or `"parent"` for the caller's own.
+/// Returns `f` and its arguments, and the child's group (0: none), checked to be one a
+/// child here may join (a group lives on one node).
+fn spawn_options<'a>(node: &NodeInner, proc: &Process, args: &'a [Value], what: &str) -> Result<(&'a [Value], u64), Exn> {
+    let (Some((&Value::Map(m), rest)), Some(arity)) = (args.split_last(), callee_arity(proc, args[0])) else { return Ok((args, 0)) };
+    if rest.len() != usize::from(arity) + 1 {
+        return Ok((args, 0));
+    }
+    let mut group = 0;
+    for (k, v) in object::map_entries(&proc.heap, m).map_err(Exn::Heap)? {
+        let key = match k {
+            Value::Str(a) => object::str_ref(&proc.heap, a).map_err(Exn::Heap)?.to_string(),
+            other => return Err(Exn::Error(format!("{what}: an option's name is a string, not {}", other.a_type()))),
+        };
+        match (key.as_str(), v) {
+            ("group", Value::Group(g)) => group = g,
+            ("group", Value::Str(a)) if object::str_ref(&proc.heap, a).map_err(Exn::Heap)? == "parent" => {
+                if proc.sys.group == 0 {
+                    return Err(Exn::Error(format!("{what}: {{group: \"parent\"}}: this process is in no group")));
+                }
+                group = proc.sys.group;
+            }
+            ("group", other) => {
+                return Err(Exn::Error(format!("{what}: the group option is a group (from group()) or \"parent\", not {}", other.a_type())))
+            }
+            (other, _) => return Err(Exn::Error(format!("{what}: unknown option {other:?} (expected group)"))),
+        }
+    }
+    if group != 0 {
+        node.groups.lock().may_join(group, node.id).map_err(|e| Exn::Error(format!("{what}: {e}")))?;
+    }
+    Ok((rest, group))
+}
+
+/// How many arguments the function `f` takes, if it is a Tern function.
+fn callee_arity(proc: &Process, f: Value) -> Option<u8> {
+    let fref = match f {
+        Value::Func(f) => f,
+        Value::Closure(c) => object::closure_fn(&proc.heap, c).ok()?,
+        _ => return None,
+    };
+    Some(proc.linked.get(fref.module as usize)?.module.functions.get(fref.func as usize)?.arity)
 }
 
 /// What a child started with `args` (a function and its arguments) is given: the call,
@@ -420,6 +485,12 @@ fn spawn_on(
     };
     if name == node.name {
         return spawn(node, pid, slot, proc, c, &args[1..], local);
+    }
+    if args.len() > 2
+        && matches!(args.last(), Some(Value::Map(_)))
+        && callee_arity(&proc, args[1]).is_some_and(|a| usize::from(a) + 3 == args.len())
+    {
+        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
     }
     let Some(remote) = node.remote() else {
         return err(proc, format!("spawn_on: there is no node {name:?} (this node is not part of a mesh)"));
@@ -509,6 +580,92 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
         if let Err(e) = remote.migrate(target, id, Some(pid), &opts) {
             node.answer_migrate(pid, IoResult::Failed(e));
         }
+    }
+    SysOut::Parked
+}
+
+/// `migrate_group(g, node)` moves every member of group `g` (its members here: a group
+/// lives on one node) to the named node in one migration, and returns `true` when they
+/// are there; `migrate_group(pid, node)` moves the group of process `pid`, wherever it
+/// is; with options as `migrate`'s. A member that calls it moves too: it waits in an
+/// interruptible wait, so it can be frozen with the others, and on the new node the call
+/// runs again, finds the group there and returns `true`.
+fn migrate_group(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value]) -> SysOut {
+    if let Some(r) = proc.sys.io_result.take() {
+        return match r {
+            IoResult::Migrated(_) => ret(proc, c, Value::Bool(true)),
+            IoResult::Failed(e) => err(proc, format!("migrate_group: {e}")),
+            _ => err(proc, "migrate_group: unexpected answer"),
+        };
+    }
+    let opts = match args.get(2) {
+        Some(Value::Map(m)) => match migrate_opts(&proc, *m) {
+            Ok(o) => MigrateOpts { group: true, ..o },
+            Err(Exn::Error(e)) => return err(proc, format!("migrate_group: {e}")),
+            Err(e) => return raise(proc, e),
+        },
+        Some(other) => return err(proc, format!("migrate_group: options are a map, not {}", other.a_type())),
+        None => MigrateOpts { group: true, ..MigrateOpts::default() },
+    };
+    let Value::Str(a) = args[1] else {
+        return err(proc, format!("migrate_group: expected a node name, not {}", args[1].a_type()));
+    };
+    let name = match object::str_ref(&proc.heap, a) {
+        Ok(s) => s.to_string(),
+        Err(e) => return raise(proc, Exn::Heap(e)),
+    };
+    let mine = proc.sys.group;
+    let (leader, member) = match args[0] {
+        Value::Group(g) => {
+            if g == mine && name == node.name {
+                return ret(proc, c, Value::Bool(true));
+            }
+            let members = node.groups.lock().members(g);
+            let Some(&leader) = members.first() else {
+                return err(
+                    proc,
+                    format!(
+                        "migrate_group: <group {}> has no members on node {} (a group lives on one node: name one of its members instead)",
+                        name_text(g),
+                        node.name
+                    ),
+                );
+            };
+            if name == node.name {
+                return ret(proc, c, Value::Bool(true));
+            }
+            (leader, g == mine)
+        }
+        Value::Pid(p) => {
+            let member = p == pid || (mine != 0 && node.groups.lock().group_of(p) == Some(mine));
+            if member && name == node.name {
+                return ret(proc, c, Value::Bool(true));
+            }
+            (p, member)
+        }
+        other => return err(proc, format!("migrate_group: expected a group or a pid, not {}", other.a_type())),
+    };
+    let Some(remote) = node.remote() else {
+        return err(proc, format!("migrate_group: there is no node {name:?} (this node is not part of a mesh)"));
+    };
+    let Some(id) = remote.node_id(&name) else {
+        return err(proc, format!("migrate_group: there is no node {name:?} in the mesh"));
+    };
+    if !remote.live_nodes().contains(&name) {
+        return err(proc, format!("migrate_group: node {name} is down"));
+    }
+    if member {
+        // It moves with them: an interruptible wait, answered only if the move fails.
+        let mut st = slot.st.lock();
+        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+            return SysOut::Exit(proc, reason);
+        }
+    } else {
+        // Parked before asking, so the answer always finds it waiting.
+        node.park_remote(slot, proc);
+    }
+    if let Err(e) = remote.migrate(leader, id, Some(pid), &opts) {
+        node.answer_migrate(pid, IoResult::Failed(e));
     }
     SysOut::Parked
 }
@@ -964,6 +1121,49 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
             node.start_io(pid, slot, proc, FileOp::Read { name: file.name, offset: file.offset, max, line });
             SysOut::Parked
         }
+    }
+}
+
+/// `read_line()`: the next line of the console the program was started from (`tern
+/// run`'s stdin, its `tern repl`, its `tern ctl spawn --attach`), wherever the process
+/// runs now; nil at the end of the input. It asks for line `k` (the lines it has read so
+/// far) and waits — an interruptible wait, so it can be frozen and moved at once; the
+/// call runs again where it is restored, and asks again from there, getting the same
+/// line (`crate::console_in`). The line counts as read only once it is in the heap.
+fn console_read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall) -> SysOut {
+    let k = proc.sys.console_reads;
+    let line = match proc.sys.io_result.take() {
+        Some(IoResult::ConsoleLine { k: got, line }) if got == k => line,
+        // Nothing yet (or an answer to an older request): ask, parked first so that the
+        // answer always finds it waiting.
+        _ => {
+            let console = proc.sys.console;
+            let mut st = slot.st.lock();
+            if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+                return SysOut::Exit(proc, reason);
+            }
+            drop(st);
+            if let Some(line) = node.console.request_line(console, pid, k) {
+                node.console_line(pid, k, line);
+            }
+            return SysOut::Parked;
+        }
+    };
+    let Some(text) = line else {
+        proc.sys.console_reads = k + 1;
+        return ret(proc, c, Value::Nil);
+    };
+    let copy = text.clone();
+    match ret_alloc(proc, c, move |h| object::alloc_str(h, &copy).map(Value::Str)) {
+        SysOut::Fault(mut proc, page) => {
+            proc.sys.io_result = Some(IoResult::ConsoleLine { k, line: Some(text) });
+            SysOut::Fault(proc, page)
+        }
+        SysOut::Continue(mut proc) => {
+            proc.sys.console_reads = k + 1;
+            SysOut::Continue(proc)
+        }
+        other => other,
     }
 }
 

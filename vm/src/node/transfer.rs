@@ -162,6 +162,7 @@ impl Node {
             }
         }
         drop(st);
+        i.groups.lock().leave(pid, true);
         i.mesh.changed();
         i.live.fetch_sub(1, Ordering::SeqCst);
         late.watched = i.watched.lock().remove(&pid).is_some();
@@ -297,9 +298,11 @@ impl Node {
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         let (given_up, lost);
         let gaps;
+        let group: u64;
         let ends: Vec<ChanId> = {
             let mut st = slot.st.lock();
             let Some(mark) = st.import.take() else { return Err(MoveError::NotHere(pid)) };
+            group = st.parked.as_ref().map_or(0, |p| p.sys.group);
             let mut bytes = 0;
             for (k, m) in late.inbox.into_iter().enumerate() {
                 bytes += m.approx_bytes();
@@ -353,6 +356,7 @@ impl Node {
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
         };
+        i.groups.lock().join(pid, group);
         i.mesh.changed();
         if gaps {
             i.gap_opened(i.now_us());

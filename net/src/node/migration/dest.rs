@@ -16,10 +16,10 @@
 //! the migration before the commit point.
 
 use super::streams::{frame_bytes, from_ranges, next_input, on_session, open_fault_stream, wait_until};
-use super::{mig_config, Input, MAX_IMAGE};
+use super::{mig_config, Input, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
 use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, RefuseReason};
-use crate::proto::wire::{DestStats, Frame, MigWire, PageRec};
+use crate::proto::wire::{DestStats, Frame, LinkProc, MigWire, PageRec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,28 +80,45 @@ pub(super) fn run_dest(
             d.handle_timeout(sh.now_us());
         }
     }
-    sh.mig.by_pid.lock().remove(&r.pid);
+    {
+        let mut by_pid = sh.mig.by_pid.lock();
+        for m in &r.members {
+            by_pid.remove(&m.pid);
+        }
+    }
     sh.mig.runs.lock().remove(&r.mid);
+}
+
+/// One process of the migration (a coprocess group's members come as one migration,
+/// their pages one after another in the machine's page numbers).
+struct Member {
+    pid: u64,
+    size: u32,
+    /// Its first page's number in the machine's numbering.
+    offset: u32,
+    /// The heap it will get, pages installed as they come.
+    staged: Heap,
 }
 
 /// What the destination keeps for one migration besides its machine.
 pub(super) struct DestRun {
     from: u16,
     mid: u64,
+    /// The process (a group's first member).
     pid: u64,
-    size_pages: u32,
+    /// Every process it brings: `pid`, then the rest of its group.
+    members: Vec<Member>,
     /// The migration's stream (answers to the source).
     out: mpsc::Sender<Vec<u8>>,
     /// The page-fault stream, once opened.
     fault_tx: Option<mpsc::Sender<Vec<u8>>>,
     rt: tokio::runtime::Handle,
-    /// The heap the process will get, pages installed as they come.
-    staged: Heap,
     image: Vec<u8>,
     image_done: bool,
     imported: bool,
     resume_pending: bool,
-    late: Option<Late>,
+    /// One per member, in order.
+    late: Option<Vec<Late>>,
     /// The source restarted after the commit: its late messages will not come.
     late_lost: bool,
     running: bool,
@@ -130,31 +147,40 @@ impl DestRun {
         rt: tokio::runtime::Handle,
     ) -> Option<(DestRun, Dest)> {
         let mid = offer.mid();
-        let MigMsg::Offer { pid, size_pages, .. } = *offer else { return None };
-        // Pages are installed as they come, in the heap the process will get: made now, so
-        // a heap this machine has no memory for refuses the offer (never aborts the node).
-        let mut staged = Heap::new(node.vm().config.heap);
-        let refuse = if node.is_local(pid) || sh.mig.by_pid.lock().contains_key(&pid) {
-            Some(RefuseReason::Busy)
-        } else if u64::from(size_pages) * sh.cfg.page_size as u64 > sh.cfg.limits.heap_bytes {
-            Some(RefuseReason::OverLimits)
-        } else if let Err(e) = staged.ensure_pages(size_pages as usize) {
-            sh.log(&format!("refused to take {}: {e}", name_text(pid)));
-            staged = Heap::new(node.vm().config.heap);
-            Some(RefuseReason::OverLimits)
-        } else {
-            None
-        };
+        let MigMsg::Offer { pid, size_pages, ref members, .. } = *offer else { return None };
+        let listed: Vec<(u64, u32)> = if members.is_empty() { vec![(pid, size_pages)] } else { members.clone() };
+        // Pages are installed as they come, in the heaps the processes will get: made now,
+        // so heaps this machine has no memory for refuse the offer (never abort the node).
+        let mut members: Vec<Member> = Vec::with_capacity(listed.len().min(MAX_GROUP));
+        let mut refuse = group_refusal(pid, size_pages, &listed);
+        let page_limit = sh.cfg.limits.heap_bytes / sh.cfg.page_size as u64;
+        let mut offset = 0u32;
+        for &(p, size) in listed.iter().take(if refuse.is_some() { 0 } else { MAX_GROUP }) {
+            let mut staged = Heap::new(node.vm().config.heap);
+            if node.is_local(p) || sh.mig.by_pid.lock().contains_key(&p) {
+                refuse = Some(RefuseReason::Busy);
+            } else if u64::from(size) > page_limit {
+                refuse = Some(RefuseReason::OverLimits);
+            } else if let Err(e) = staged.ensure_pages(size as usize) {
+                sh.log(&format!("refused to take {}: {e}", name_text(p)));
+                refuse = Some(RefuseReason::OverLimits);
+            }
+            if refuse.is_some() {
+                members.clear();
+                break;
+            }
+            members.push(Member { pid: p, size, offset, staged });
+            offset += size;
+        }
         let d = Dest::new(sh.now_us(), mig_config(sh), sh.me.id, from, offer, refuse)?;
         let r = DestRun {
             from,
             mid,
             pid,
-            size_pages,
+            members,
             out,
             fault_tx: None,
             rt,
-            staged,
             image: Vec::new(),
             image_done: false,
             imported: false,
@@ -221,7 +247,7 @@ impl DestRun {
     /// ended (it cannot move on while pages are away). The machine tells the source it
     /// may drop them, and the migration ends.
     fn notice_end(&self, sh: &Host, node: &Node, d: &mut Dest) {
-        if self.running && d.pages_pending() && !node.is_local(self.pid) {
+        if self.running && d.pages_pending() && !self.members.iter().any(|m| node.is_local(m.pid)) {
             sh.log(&format!(
                 "migration of {}: the process ended with {} page(s) still at the source; they are released",
                 name_text(self.pid),
@@ -231,8 +257,8 @@ impl DestRun {
         }
     }
 
-    /// Reinstates the process, frozen, from the image and the staged heap (after the
-    /// test hook that holds it here, if set).
+    /// Reinstates the processes, frozen, from the image and the staged heaps (after the
+    /// test hook that holds it here, if set): all of them, or none.
     fn reinstate(&mut self, sh: &Host, node: &Node, d: &mut Dest, absent: u32) {
         if sh.mig.hooks.lock().hold_before_ready {
             sh.log(&format!("test hook: migration of {} held before Ready", name_text(self.pid)));
@@ -240,21 +266,22 @@ impl DestRun {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        let absent_list: Vec<u32> = if absent > 0 { (0..self.size_pages).filter(|&p| !d.is_present(p)).collect() } else { Vec::new() };
+        let image = std::mem::take(&mut self.image);
         let r = if !self.image_done {
             Err("the image is incomplete".to_string())
         } else if let Some(b) = self.bad.take() {
             Err(b)
         } else {
-            let heap = std::mem::replace(&mut self.staged, Heap::new(node.vm().config.heap));
-            node.import_state(&self.image, tern_vm::node::Staged::Heap(Box::new(heap)), &absent_list).map_err(|e| e.to_string())
+            self.import_all(node, d, absent, image)
         };
-        self.image = Vec::new();
         match r {
-            Ok(_) => {
+            Ok(any_absent) => {
                 self.imported = true;
-                if !absent_list.is_empty() {
-                    sh.mig.by_pid.lock().insert(self.pid, self.mid);
+                if any_absent {
+                    let mut by_pid = sh.mig.by_pid.lock();
+                    for m in &self.members {
+                        by_pid.insert(m.pid, self.mid);
+                    }
                 }
                 d.reinstated(sh.now_us());
             }
@@ -265,8 +292,46 @@ impl DestRun {
         }
     }
 
+    /// Imports every member from its part of the image and its staged heap; if one
+    /// fails, those imported are discarded. Whether any page is left absent.
+    fn import_all(&mut self, node: &Node, d: &Dest, absent: u32, image: Vec<u8>) -> Result<bool, String> {
+        let images: Vec<Vec<u8>> = if self.members.len() == 1 {
+            vec![image]
+        } else {
+            match postcard::from_bytes::<Vec<serde_bytes::ByteBuf>>(&image) {
+                Ok(parts) if parts.len() == self.members.len() => parts.into_iter().map(|b| b.into_vec()).collect(),
+                _ => return Err("the group's image does not hold one image per member".into()),
+            }
+        };
+        let mut done: Vec<u64> = Vec::new();
+        let mut any_absent = false;
+        for (m, img) in self.members.iter_mut().zip(images) {
+            let absent_list: Vec<u32> =
+                if absent > 0 { (0..m.size).filter(|&p| !d.is_present(m.offset + p)).collect() } else { Vec::new() };
+            any_absent |= !absent_list.is_empty();
+            let heap = std::mem::replace(&mut m.staged, Heap::new(node.vm().config.heap));
+            match node.import_state(&img, tern_vm::node::Staged::Heap(Box::new(heap)), &absent_list) {
+                Ok(p) if p == m.pid => done.push(p),
+                Ok(p) => {
+                    done.push(p);
+                    for &p in &done {
+                        node.abort_import(p);
+                    }
+                    return Err(format!("the image of {} is of another process", name_text(m.pid)));
+                }
+                Err(e) => {
+                    for &p in &done {
+                        node.abort_import(p);
+                    }
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(any_absent)
+    }
+
     /// Commit and the late messages are both here (or the late messages were lost with
-    /// the source): it runs.
+    /// the source): they run.
     fn resume_if_ready(&mut self, sh: &Host, node: &Node) {
         if !self.resume_pending || self.running || (self.late.is_none() && !self.late_lost) {
             return;
@@ -274,18 +339,21 @@ impl DestRun {
         self.running = true;
         self.resumed_at = sh.now_us();
         self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
-        let r = match self.late.take() {
-            Some(l) => node.commit_import(self.pid, l),
-            None => {
-                sh.log(&format!(
-                    "migration of {}: the source restarted before its late messages came; it runs without them",
-                    name_text(self.pid)
-                ));
-                node.commit_import_without_late(self.pid)
+        let mut lates = self.late.take().map(|l| l.into_iter());
+        if lates.is_none() {
+            sh.log(&format!(
+                "migration of {}: the source restarted before its late messages came; it runs without them",
+                name_text(self.pid)
+            ));
+        }
+        for m in &self.members {
+            let r = match lates.as_mut().and_then(Iterator::next) {
+                Some(l) => node.commit_import(m.pid, l),
+                None => node.commit_import_without_late(m.pid),
+            };
+            if let Err(e) = r {
+                sh.log(&format!("cannot resume {}: {e}", name_text(m.pid)));
             }
-        };
-        if let Err(e) = r {
-            sh.log(&format!("cannot resume {}: {e}", name_text(self.pid)));
         }
     }
 
@@ -295,17 +363,21 @@ impl DestRun {
     /// committed without them, so it ends as any process does (links, watchers, its
     /// messages) without running a step.
     fn end_process(&mut self, sh: &Host, node: &Node, why: &str) {
-        sh.mig.by_pid.lock().remove(&self.pid);
         let why = format!("migrated from node {}: {why}", sh.peers.get(&self.from).map_or("?", |p| p.conf.name.as_str()));
-        sh.log(&format!("process {} ended: {why}", name_text(self.pid)));
-        node.pages_lost(self.pid, &why);
+        for m in &self.members {
+            sh.mig.by_pid.lock().remove(&m.pid);
+            sh.log(&format!("process {} ended: {why}", name_text(m.pid)));
+            node.pages_lost(m.pid, &why);
+        }
         if self.resume_pending && !self.running {
             self.resume_pending = false;
             if self.late.is_none() {
                 sh.mig.ended_before_late(self.mid);
             }
-            if let Err(e) = node.commit_import_without_late(self.pid) {
-                sh.log(&format!("cannot end {}: {e}", name_text(self.pid)));
+            for m in &self.members {
+                if let Err(e) = node.commit_import_without_late(m.pid) {
+                    sh.log(&format!("cannot end {}: {e}", name_text(m.pid)));
+                }
             }
         }
     }
@@ -317,12 +389,16 @@ impl DestRun {
             if matches!(m, MigMsg::Committed { .. } | MigMsg::Aborted { .. }) {
                 let _ = self.send(&MigWire::Msg(m.clone()), false);
             }
-            if let MigMsg::LinkUpdate { mid, pid, to: at, fwd } = m {
+            if let MigMsg::LinkUpdate { mid, to: at, fwd, .. } = m {
                 // The route's version is the process's move count, this move included (the
                 // imported slot has it). Its receive ends' new places were announced by the
                 // source at its commit, before anything else it sent after it.
-                let moves = sh.node().moves_of(pid).unwrap_or(0);
-                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans: Vec::new(), fwd }));
+                let procs = self
+                    .members
+                    .iter()
+                    .map(|m| LinkProc { pid: m.pid, moves: sh.node().moves_of(m.pid).unwrap_or(0), chans: Vec::new() })
+                    .collect();
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, procs, to: at, fwd }));
             } else {
                 let _ = sh.send_frame(to, &Frame::Mig(MigWire::Msg(m)));
             }
@@ -374,8 +450,10 @@ impl DestRun {
         let now = sh.now_us();
         match input {
             Input::Wire(f, w) => self.wire(sh, node, d, f, w),
-            Input::Fault(page) => {
-                d.page_fault(now, page);
+            Input::Fault(pid, page) => {
+                if let Some(m) = self.members.iter().find(|m| m.pid == pid && page < m.size) {
+                    d.page_fault(now, m.offset + page);
+                }
             }
             Input::StreamFailed(e) => {
                 if !d.committed() && d.outcome().is_none() {
@@ -410,8 +488,8 @@ impl DestRun {
                 }
                 d.handle(sh.now_us(), f, m)
             }
-            MigWire::Pages { pages, .. } => {
-                self.stage_pages(sh, node, pages);
+            MigWire::Pages { member, pages, .. } => {
+                self.stage_pages(sh, node, member as usize, pages);
                 // Pages are progress: keep the receiving deadline from expiring.
                 d.handle(sh.now_us(), f, MigMsg::Pages { mid: self.mid, round: u32::MAX, pages: Vec::new() });
             }
@@ -447,9 +525,13 @@ impl DestRun {
 
     /// Pages from the source: into the staged heap (grown for pages past the offered
     /// size, within the limit) or, once the process is reinstated, to the process.
-    fn stage_pages(&mut self, sh: &Host, node: &Node, recs: Vec<PageRec>) {
+    fn stage_pages(&mut self, sh: &Host, node: &Node, member: usize, recs: Vec<PageRec>) {
         let pw = sh.cfg.page_size / 8;
         let mut supply = Vec::new();
+        let Some(m) = self.members.get_mut(member) else {
+            self.bad = Some(format!("pages of member {member}, which the offer did not name"));
+            return;
+        };
         for rec in recs {
             if let Some(b) = &rec.data {
                 if b.len() != pw * 8 {
@@ -457,7 +539,7 @@ impl DestRun {
                     continue;
                 }
             }
-            if let Some(t) = self.fetched_at.remove(&rec.index) {
+            if let Some(t) = self.fetched_at.remove(&(m.offset + rec.index)) {
                 self.stats.fault_latency_us.push(sh.now_us().saturating_sub(t));
             }
             if self.imported {
@@ -465,8 +547,8 @@ impl DestRun {
                 continue;
             }
             // Pages past the offered size: the heap grew before it was frozen.
-            if rec.index as usize >= self.staged.page_count() {
-                if let Err(e) = self.staged.ensure_pages(rec.index as usize + 1) {
+            if rec.index as usize >= m.staged.page_count() {
+                if let Err(e) = m.staged.ensure_pages(rec.index as usize + 1) {
                     self.bad = Some(match e {
                         tern_vm::heap::HeapError::OutOfMemory(_) => format!("page {}: {e}", rec.index),
                         _ => format!("page {} is outside the heap limit", rec.index),
@@ -476,13 +558,13 @@ impl DestRun {
             }
             match &rec.data {
                 Some(b) => {
-                    let _ = self.staged.supply_page_bytes(rec.index, b);
+                    let _ = m.staged.supply_page_bytes(rec.index, b);
                 }
-                None => self.staged.zero_page(rec.index),
+                None => m.staged.zero_page(rec.index),
             }
         }
         if !supply.is_empty() {
-            node.supply_pages(self.pid, supply);
+            node.supply_pages(m.pid, supply);
         }
     }
 
@@ -509,11 +591,15 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
         Action::Discard => {
             // Imported: `Ready` went, so a `Commit` may come after this run is gone.
             if r.imported {
-                node.abort_import(r.pid);
+                for m in &r.members {
+                    node.abort_import(m.pid);
+                }
                 r.imported = false;
                 sh.mig.aborted.lock().insert(r.mid, r.from);
             }
-            sh.mig.by_pid.lock().remove(&r.pid);
+            for m in &r.members {
+                sh.mig.by_pid.lock().remove(&m.pid);
+            }
         }
         Action::Resume { .. } => {
             r.resume_pending = true;
@@ -523,6 +609,21 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
         Action::Kill { why } => r.end_process(sh, node, &why.to_string()),
         _ => {}
     }
+}
+
+/// Why a group's offer is refused before anything is made for it: its member list must
+/// start with `pid`, name each process once, at most [`MAX_GROUP`] of them, and its
+/// pages must add up to `size_pages`.
+fn group_refusal(pid: u64, size_pages: u32, members: &[(u64, u32)]) -> Option<RefuseReason> {
+    let mut pids: Vec<u64> = members.iter().map(|m| m.0).collect();
+    let total: u64 = members.iter().map(|m| u64::from(m.1)).sum();
+    pids.sort_unstable();
+    pids.dedup();
+    let ok = members.first().is_some_and(|m| m.0 == pid)
+        && members.len() <= MAX_GROUP
+        && pids.len() == members.len()
+        && total == u64::from(size_pages);
+    (!ok).then_some(RefuseReason::BadImage)
 }
 
 fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {

@@ -71,8 +71,8 @@ pub(super) enum Input {
     StreamFailed(String),
     /// Source: the destination opened the page-fault stream.
     FaultStream(mpsc::Sender<Vec<u8>>),
-    /// Destination: the process touched an absent page.
-    Fault(u32),
+    /// Destination: a process of the migration touched an absent page (its own number).
+    Fault(Pid, u32),
     /// The node stopped answering (it may come back as the same incarnation).
     PeerDown(u16),
     /// The node came back as a new incarnation: what the old one held is gone.
@@ -99,8 +99,9 @@ pub struct MigHandle {
 #[derive(Clone, Copy)]
 pub(crate) enum Caller {
     None,
-    /// The process moves itself (`migrate(node)`): answered only on failure.
-    Itself,
+    /// A process that moves with it asked (`migrate(node)`, or a group's member calling
+    /// `migrate_group`): answered only on failure, before it runs again.
+    Itself(Pid),
 }
 
 /// The migrations of one node.
@@ -239,7 +240,7 @@ impl Migrations {
     /// A page fault of process `pid` (here, with pages on another node).
     pub(crate) fn fault(&self, pid: Pid, page: u32) -> bool {
         let mid = self.by_pid.lock().get(&pid).copied();
-        mid.is_some_and(|m| self.input(m, Input::Fault(page)))
+        mid.is_some_and(|m| self.input(m, Input::Fault(pid, page)))
     }
 
     /// A peer stopped answering (`restarted`: came back as a new incarnation): every
@@ -294,10 +295,14 @@ impl Migrations {
 /// A migration frame that came on the session from `from`.
 pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
     match w {
-        MigWire::LinkUpdate { mid, pid, to, moves, chans, fwd } => {
+        MigWire::LinkUpdate { mid, procs, to, fwd } => {
             // A partner node: send straight to the new place from now on, and say so. The
             // ack follows every message this node sent to the old place (same session).
-            sh.node().apply_link_update(pid, to, moves, &chans, fwd);
+            // A group's update names every member; one ack answers it.
+            let Some(pid) = procs.first().map(|p| p.pid) else { return };
+            for p in procs.iter().take(MAX_GROUP) {
+                sh.node().apply_link_update(p.pid, to, p.moves, &p.chans, fwd);
+            }
             let _ = sh.send_frame(from, &Frame::Mig(MigWire::Msg(MigMsg::LinkAck { mid, pid })));
         }
         MigWire::Late { mid, .. } if !sh.mig.runs.lock().contains_key(&mid) => {
@@ -327,6 +332,8 @@ pub(crate) const MAX_RUNS: usize = 64;
 /// peer's `Query::Migrate`, a program's `migrate(pid, node)`, an operator's request for
 /// a process on another node).
 pub(crate) const MAX_WAITING: usize = 32;
+/// Most processes one migration moves (a coprocess group's members).
+pub(crate) const MAX_GROUP: usize = 1024;
 /// Most nodes a request about a process goes through (see [`wire::Query::Migrate`]).
 pub(crate) const MAX_HOPS: u8 = 4;
 
@@ -384,9 +391,14 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     if !node.is_local(pid) {
         return Err(format!("process {} is not on node {}", tern_vm::value::name_text(pid), sh.me.name));
     }
+    let pids = movers(node, pid, how.group)?;
     let slot = sh.mig_slots.run()?;
-    if !sh.mig.moving.lock().insert(pid) {
-        return Err(format!("process {} is already being migrated", tern_vm::value::name_text(pid)));
+    {
+        let mut moving = sh.mig.moving.lock();
+        if let Some(&busy) = pids.iter().find(|p| moving.contains(p)) {
+            return Err(format!("process {} is already being migrated", tern_vm::value::name_text(busy)));
+        }
+        moving.extend(pids.iter().copied());
     }
     let mechanism = how.mechanism.unwrap_or(sh.cfg.migration);
     let forwarding = how.forwarding.unwrap_or(sh.cfg.forwarding);
@@ -396,14 +408,16 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     let (done_tx, done) = crossbeam_channel::bounded(1);
     let sh2 = sh.clone();
     let p2 = progress.clone();
+    let pids2 = pids.clone();
     let rt = sh.rt.get().cloned().ok_or("the network runtime is not running")?;
     std::thread::Builder::new()
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
             let _slot = slot;
-            let report = source::run_source(&sh2, source::SourceRun::new(mid, pid, dest, (mechanism, forwarding), caller, p2, rt), inputs);
+            let run = source::SourceRun::new(mid, pids2.clone(), dest, (mechanism, forwarding), caller, p2, rt);
+            let report = source::run_source(&sh2, run, inputs);
             sh2.mig.runs.lock().remove(&mid);
-            sh2.mig.moving.lock().remove(&pid);
+            sh2.mig.moving.lock().retain(|p| !pids2.contains(p));
             {
                 let mut r = sh2.mig.reports.lock();
                 r.push(report.clone());
@@ -416,10 +430,37 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         })
         .map_err(|e| {
             sh.mig.runs.lock().remove(&mid);
-            sh.mig.moving.lock().remove(&pid);
+            sh.mig.moving.lock().retain(|p| !pids.contains(p));
             format!("cannot start a thread: {e}")
         })?;
     Ok(MigHandle { progress, done })
+}
+
+/// The processes a migration of `pid` moves: its coprocess group's members here with
+/// `group` (`pid` first), else `pid` alone — which a member of a group with other members
+/// here cannot be (a group lives on one node: its members move together).
+fn movers(node: &tern_vm::node::Node, pid: Pid, group: bool) -> Result<Vec<Pid>, String> {
+    let name = tern_vm::value::name_text;
+    match node.group_members(pid) {
+        Some((_, members)) if group => {
+            if members.len() > MAX_GROUP {
+                return Err(format!(
+                    "the group of process {} has {} members here: at most {MAX_GROUP} move at once",
+                    name(pid),
+                    members.len()
+                ));
+            }
+            Ok(std::iter::once(pid).chain(members.into_iter().filter(|&p| p != pid)).collect())
+        }
+        None if group => Err(format!("process {} is in no group", name(pid))),
+        Some((g, members)) if members.len() > 1 => Err(format!(
+            "process {} is in <group {}> with {} other member(s) here: a group moves together (migrate_group, or --group)",
+            name(pid),
+            name(g),
+            members.len() - 1
+        )),
+        _ => Ok(vec![pid]),
+    }
 }
 
 /// Migrates `pid` to node `to` and waits for the report: here if the process is here,

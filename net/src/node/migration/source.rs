@@ -10,7 +10,7 @@ use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_wri
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
 use crate::node::Host;
 use crate::proto::migrate::{Action, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
-use crate::proto::wire::{DestStats, Frame, MigReport, MigWire, PageRec};
+use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +29,13 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
     r.report.to = sh.node_name(r.dest);
     let mut src = match r.open(sh, node) {
         Ok(src) => src,
-        Err(why) => return r.failed_early(why),
+        Err(why) => {
+            // Nothing was frozen yet: a process waiting in its own move learns it now.
+            if let Caller::Itself(asker) = r.caller {
+                node.answer_migrate(asker, IoResult::Failed(why.clone()));
+            }
+            return r.failed_early(why);
+        }
     };
     loop {
         while let Some(a) = src.poll_action() {
@@ -58,10 +64,34 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
     r.finish_report(sh, &src)
 }
 
+/// One process of the migration (a coprocess group moves as one migration: its
+/// members' pages follow each other in the machine's page numbers).
+pub(super) struct Member {
+    pid: Pid,
+    /// Pages of its heap when the migration began.
+    size: u32,
+    /// Its first page's number in the machine's numbering.
+    offset: u32,
+    /// Its heap, once it left (lazy/hybrid: pages still to send).
+    heap: Option<tern_vm::heap::Heap>,
+    /// Its move count and its receive ends' (for the link update), once committed.
+    late_info: Option<(u32, Vec<(u64, u32)>)>,
+    link_chans: Vec<u64>,
+}
+
+impl Member {
+    fn new(pid: Pid) -> Member {
+        Member { pid, size: 0, offset: 0, heap: None, late_info: None, link_chans: Vec::new() }
+    }
+}
+
 /// What the source keeps for one migration besides its machine.
 pub(super) struct SourceRun {
     mid: u64,
+    /// The process (a group's first member: the machine's `pid`).
     pid: Pid,
+    /// Every process it moves: `pid`, then the rest of its group.
+    members: Vec<Member>,
     dest: u16,
     mechanism: Mechanism,
     forwarding: Forwarding,
@@ -80,11 +110,8 @@ pub(super) struct SourceRun {
     image: Option<Vec<u8>>,
     /// Modules the destination said it lacks.
     need: Vec<ModuleHash>,
-    heap: Option<tern_vm::heap::Heap>,
     committed: bool,
     early_fetches: Vec<MigMsg>,
-    late_info: Option<(u32, Vec<(u64, u32)>)>,
-    link_chans: Vec<u64>,
     zero_pages: u64,
     bytes: u64,
     held: u64,
@@ -98,16 +125,19 @@ pub(super) struct SourceRun {
 impl SourceRun {
     pub(super) fn new(
         mid: u64,
-        pid: Pid,
+        pids: Vec<Pid>,
         dest: u16,
         (mechanism, forwarding): (Mechanism, Forwarding),
         caller: Caller,
         progress: Arc<Progress>,
         rt: tokio::runtime::Handle,
     ) -> Self {
+        let pid = pids[0];
+        let group = if pids.len() > 1 { pids.clone() } else { Vec::new() };
         SourceRun {
             mid,
             pid,
+            members: pids.into_iter().map(Member::new).collect(),
             dest,
             mechanism,
             forwarding,
@@ -115,18 +145,15 @@ impl SourceRun {
             progress,
             rt,
             started: Instant::now(),
-            report: MigReport { pid, mechanism, forwarding, ..MigReport::default() },
+            report: MigReport { pid, members: group, mechanism, forwarding, ..MigReport::default() },
             size_pages: 0,
             modules: None,
             bulk: None,
             faults: None,
             image: None,
             need: Vec::new(),
-            heap: None,
             committed: false,
             early_fetches: Vec::new(),
-            late_info: None,
-            link_chans: Vec::new(),
             zero_pages: 0,
             bytes: 0,
             held: 0,
@@ -138,25 +165,46 @@ impl SourceRun {
         }
     }
 
-    /// Measures the heap, opens the migration's stream and makes the machine (which
+    /// Measures the heaps, opens the migration's stream and makes the machine (which
     /// starts with the offer).
     fn open(&mut self, sh: &Arc<Host>, node: &Node) -> Result<Source, String> {
-        self.size_pages =
-            match node.at_safepoint(self.pid, |p| (p.heap.page_count() as u32, p.heap.first_absent()), Duration::from_secs(10)) {
+        let mut offset = 0u32;
+        for m in &mut self.members {
+            m.size = match node.at_safepoint(m.pid, |p| (p.heap.page_count() as u32, p.heap.first_absent()), Duration::from_secs(10)) {
                 Ok((n, None)) => n,
                 Ok((_, Some(_))) => {
-                    return Err("some of its pages are still on the node it came from (it moves again once they are all here)".into())
+                    return Err(format!(
+                        "some of the pages of {} are still on the node it came from (it moves again once they are all here)",
+                        tern_vm::value::name_text(m.pid)
+                    ))
                 }
                 Err(e) => return Err(e.to_string()),
             };
+            m.offset = offset;
+            offset = offset.checked_add(m.size).ok_or("the group's heaps are too large to move at once")?;
+        }
+        self.size_pages = offset;
         self.report.heap_pages = self.size_pages;
         self.progress.total_pages.store(u64::from(self.size_pages), Ordering::Relaxed);
         set_phase(&self.progress, "connecting");
         self.open_stream(sh)?;
-        let linked: Vec<ModuleHash> =
-            node.at_safepoint(self.pid, |p| p.modules.iter().map(|m| m.hash).collect(), Duration::from_secs(10)).unwrap_or_default();
+        let mut linked: Vec<ModuleHash> = Vec::new();
+        let mut partners: Vec<u16> = Vec::new();
+        for m in &self.members {
+            let hashes = node.at_safepoint(m.pid, |p| p.modules.iter().map(|m| m.hash).collect::<Vec<_>>(), Duration::from_secs(10));
+            for h in hashes.unwrap_or_default() {
+                if !linked.contains(&h) {
+                    linked.push(h);
+                }
+            }
+            self.reductions_at_start += node.at_safepoint(m.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
+            for n in link_update_nodes(node, m.pid, self.forwarding) {
+                if !partners.contains(&n) {
+                    partners.push(n);
+                }
+            }
+        }
         self.modules = Some(with_imports(node, linked));
-        self.reductions_at_start = node.at_safepoint(self.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0);
         if let Ok((home, calls)) = node.at_safepoint(self.pid, |p| (p.home(), p.sys.home_calls), Duration::from_secs(10)) {
             self.report.home = sh.node_name(home);
             self.report.home_calls = calls;
@@ -169,11 +217,26 @@ impl SourceRun {
             size_pages: self.size_pages,
             mechanism: self.mechanism,
             forwarding: self.forwarding,
-            partners: link_update_nodes(node, self.pid, self.forwarding),
+            partners,
+            members: if self.members.len() > 1 { self.members.iter().map(|m| (m.pid, m.size)).collect() } else { Vec::new() },
         };
         let src = Source::new(sh.now_us(), mig_config(sh), init);
         set_phase(&self.progress, "offered");
         Ok(src)
+    }
+
+    /// The machine's page numbers `pages` as (member, its own page numbers).
+    fn split(&self, pages: &[u32]) -> Vec<(usize, Vec<u32>)> {
+        let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
+        for &p in pages {
+            let i = self.members.partition_point(|m| m.offset + m.size <= p);
+            let Some(m) = self.members.get(i) else { continue };
+            match out.last_mut() {
+                Some((j, v)) if *j == i => v.push(p - m.offset),
+                _ => out.push((i, vec![p - m.offset])),
+            }
+        }
+        out
     }
 
     /// Opens the bulk stream to the destination (waiting a little for a connection
@@ -222,12 +285,22 @@ impl SourceRun {
         }
     }
 
-    /// Sends pages' contents (read from the process, or from its heap once it left).
+    /// Sends pages' contents (the machine's page numbers), read from the processes, or
+    /// from their heaps once they left.
     fn send_pages(&mut self, node: &Node, pages: &[u32], fault: bool) -> Result<(), String> {
+        for (i, local) in self.split(pages) {
+            self.send_member_pages(node, i, &local, fault)?;
+        }
+        Ok(())
+    }
+
+    /// Sends pages of the `i`th member, by its own page numbers.
+    fn send_member_pages(&mut self, node: &Node, i: usize, pages: &[u32], fault: bool) -> Result<(), String> {
         for chunk in pages.chunks(PAGES_PER_FRAME) {
-            let copies = match &self.heap {
+            let m = &self.members[i];
+            let copies = match &m.heap {
                 Some(h) => tern_vm::node::copy_pages_bytes(h, chunk),
-                None => node.read_pages_bytes(self.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
+                None => node.read_pages_bytes(m.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
             };
             let recs: Vec<PageRec> = copies
                 .into_iter()
@@ -239,7 +312,7 @@ impl SourceRun {
                 })
                 .collect();
             self.progress.sent_pages.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if !self.send_stream(fault, &MigWire::Pages { mid: self.mid, pages: recs }) {
+            if !self.send_stream(fault, &MigWire::Pages { mid: self.mid, member: i as u32, pages: recs }) {
                 return Err("the migration stream is closed".into());
             }
         }
@@ -251,11 +324,14 @@ impl SourceRun {
     /// lacks; the state image, in chunks under the frame limit. False if the stream
     /// failed.
     fn send_final(&mut self, sh: &Host, node: &Node, pages: &[u32]) -> bool {
-        let mut pages = pages.to_vec();
-        if let Ok(n) = node.heap_pages(self.pid) {
-            pages.extend(self.size_pages..n);
+        let mut ok = self.send_pages(node, pages, false).is_ok();
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            if let Ok(n) = node.heap_pages(m.pid) {
+                let grown: Vec<u32> = (m.size..n).collect();
+                ok = ok && self.send_member_pages(node, i, &grown, false).is_ok();
+            }
         }
-        let mut ok = self.send_pages(node, &pages, false).is_ok();
         if ok && !self.need.is_empty() {
             let mods: Vec<serde_bytes::ByteBuf> =
                 self.need.iter().filter_map(|h| node.vm().module(h)).map(|m| serde_bytes::ByteBuf::from(m.module.encode())).collect();
@@ -279,9 +355,17 @@ impl SourceRun {
     /// or on the stream with the data it names.
     fn transmit(&mut self, sh: &Host, node: &Node, src: &mut Source, to: u16, m: MigMsg) {
         if to != self.dest {
-            if let MigMsg::LinkUpdate { mid, pid, to: at, fwd } = m {
-                let (moves, chans) = self.late_info.clone().unwrap_or_default();
-                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, pid, to: at, moves, chans, fwd }));
+            if let MigMsg::LinkUpdate { mid, to: at, fwd, .. } = m {
+                // One link update names every process of the migration.
+                let procs = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let (moves, chans) = m.late_info.clone().unwrap_or_default();
+                        LinkProc { pid: m.pid, moves, chans }
+                    })
+                    .collect();
+                let _ = sh.send_frame(to, &Frame::Mig(MigWire::LinkUpdate { mid, procs, to: at, fwd }));
             }
             return;
         }
@@ -360,7 +444,7 @@ impl SourceRun {
                 }
                 src.peer_restarted(now, n)
             }
-            Input::Fault(_) | Input::Frame(..) | Input::PeerUp(_) => {}
+            Input::Fault(..) | Input::Frame(..) | Input::PeerUp(_) => {}
         }
     }
 
@@ -469,71 +553,71 @@ fn set_phase(p: &Progress, s: &str) {
     *p.phase.lock() = s.to_string();
 }
 
-/// Carries out one action of the source machine on the VM.
+/// Carries out one action of the source machine on the VM (on every process of the
+/// migration: a group's members are tracked, frozen, exported and handed over together).
 fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Source, a: Action) {
     let now = sh.now_us();
     match a {
         Action::StartDirtyTracking => {
-            let _ = node.take_dirty(r.pid);
+            for m in &r.members {
+                let _ = node.take_dirty(m.pid);
+            }
             set_phase(&r.progress, "pre-copy");
         }
-        Action::CollectDirty => match node.take_dirty(r.pid) {
+        Action::CollectDirty => match r.dirty(node) {
             Ok(d) => src.pages_dirtied(now, &d),
             Err(e) => {
-                r.failure = Some(e.to_string());
+                r.failure = Some(e);
                 src.handle_timeout(u64::MAX);
             }
         },
-        Action::Throttle { level } => node.set_throttle(r.pid, level.min(8) as u8),
+        Action::Throttle { level } => {
+            for m in &r.members {
+                node.set_throttle(m.pid, level.min(8) as u8);
+            }
+        }
         Action::Freeze => {
             set_phase(&r.progress, "freezing");
             if src.in_rounds() || matches!(r.mechanism, Mechanism::Precopy | Mechanism::Hybrid) {
-                let red = node.at_safepoint(r.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(r.reductions_at_start);
+                let red: u64 =
+                    r.members.iter().map(|m| node.at_safepoint(m.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0)).sum();
                 r.reductions_during_rounds = red.saturating_sub(r.reductions_at_start);
             }
-            match node.freeze(r.pid, Duration::from_secs(30)) {
-                Ok(()) => {
-                    // Only pre-copy needs the pages dirtied since its last round.
-                    let dirty = if matches!(r.mechanism, Mechanism::Precopy | Mechanism::Hybrid) {
-                        node.take_dirty(r.pid).unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    match node.export_state(r.pid) {
-                        Ok(img) => {
-                            let len = img.len() as u64;
-                            r.image = Some(img);
-                            src.frozen(sh.now_us(), &dirty, len);
-                            set_phase(&r.progress, "frozen");
-                        }
-                        Err(e) => {
-                            r.failure = Some(e.to_string());
-                            src.handle_timeout(u64::MAX);
-                        }
-                    }
+            match r.freeze_all(node) {
+                Ok((dirty, image)) => {
+                    let len = image.len() as u64;
+                    r.image = Some(image);
+                    src.frozen(sh.now_us(), &dirty, len);
+                    set_phase(&r.progress, "frozen");
                 }
                 Err(e) => {
-                    r.failure = Some(e.to_string());
+                    r.failure = Some(e);
                     src.handle_timeout(u64::MAX);
                 }
             }
         }
         Action::Unfreeze => {
-            node.set_throttle(r.pid, 0);
-            if matches!(r.caller, Caller::Itself) {
+            for m in &r.members {
+                node.set_throttle(m.pid, 0);
+            }
+            if let Caller::Itself(asker) = r.caller {
                 let why =
                     r.failure.clone().or_else(|| src.outcome().map(|o| format!("{o:?}"))).unwrap_or_else(|| "the migration failed".into());
-                node.answer_migrate(r.pid, IoResult::Failed(why));
+                node.answer_migrate(asker, IoResult::Failed(why));
             }
-            node.abort_export(r.pid);
+            for m in &r.members {
+                node.abort_export(m.pid);
+            }
         }
         Action::CommitExport { .. } => {
-            // Committed: the destination owns the process. What reached it here after its
-            // image follows it; from now on the slot here forwards.
+            // Committed: the destination owns the processes. What reached them here after
+            // their images follows them; from now on their slots here forward.
             r.committed = true;
             set_phase(&r.progress, "committed");
             if r.mechanism == Mechanism::Lazy || r.mechanism == Mechanism::Hybrid {
-                r.heap = node.take_heap(r.pid).ok();
+                for m in &mut r.members {
+                    m.heap = node.take_heap(m.pid).ok();
+                }
             }
             // A partner that is down now will not be reported down again: its link update
             // waits in the session for its return, and holds nothing up here.
@@ -542,32 +626,91 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     src.peer_down(now, p);
                 }
             }
-            match node.commit_export(r.pid, r.dest, r.forwarding) {
-                Ok(late) => {
-                    r.held = late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
-                    r.link_chans = late.chans.iter().map(|c| c.chan).collect();
-                    r.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
-                    let hold = sh.mig.hooks.lock().hold_late_ms;
-                    if hold > 0 {
-                        sh.log(&format!("test hook: late messages of {} held for {hold} ms", tern_vm::value::name_text(r.pid)));
-                        let until = Instant::now() + Duration::from_millis(hold);
-                        while Instant::now() < until && !sh.is_shutting_down() {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
+            let mut lates = Vec::with_capacity(r.members.len());
+            for m in &mut r.members {
+                match node.commit_export(m.pid, r.dest, r.forwarding) {
+                    Ok(late) => {
+                        r.held += late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
+                        m.link_chans = late.chans.iter().map(|c| c.chan).collect();
+                        m.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
+                        lates.push(late);
                     }
-                    // Both ways too: the process runs at the destination once this is there.
-                    let w = MigWire::Late { mid: r.mid, late };
-                    let _ = r.send_stream(false, &w);
-                    let _ = sh.send_frame(r.dest, &Frame::Mig(w));
+                    Err(e) => {
+                        sh.log(&format!("migration of {}: {e}", tern_vm::value::name_text(m.pid)));
+                        lates.push(tern_vm::node::Late::default());
+                    }
                 }
-                Err(e) => sh.log(&format!("migration of {}: {e}", tern_vm::value::name_text(r.pid))),
             }
+            let hold = sh.mig.hooks.lock().hold_late_ms;
+            if hold > 0 {
+                sh.log(&format!("test hook: late messages of {} held for {hold} ms", tern_vm::value::name_text(r.pid)));
+                let until = Instant::now() + Duration::from_millis(hold);
+                while Instant::now() < until && !sh.is_shutting_down() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            // Both ways too: the processes run at the destination once this is there.
+            let w = MigWire::Late { mid: r.mid, late: lates };
+            let _ = r.send_stream(false, &w);
+            let _ = sh.send_frame(r.dest, &Frame::Mig(w));
         }
         Action::DeleteSource => {
-            r.heap = None;
+            for m in &mut r.members {
+                m.heap = None;
+            }
         }
-        // Every partner acknowledged: nothing here points at it any more.
-        Action::Done if src.is_committed() => node.drop_forwarding(r.pid, &r.link_chans, r.forwarding),
+        // Every partner acknowledged: nothing here points at them any more.
+        Action::Done if src.is_committed() => {
+            for m in &r.members {
+                node.drop_forwarding(m.pid, &m.link_chans, r.forwarding);
+            }
+        }
         _ => {}
     }
+}
+
+impl SourceRun {
+    /// The pages dirtied since the last collection, in the machine's page numbers (pages
+    /// past a heap's size at the offer go with `Final`).
+    fn dirty(&self, node: &Node) -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let d = node.take_dirty(m.pid).map_err(|e| e.to_string())?;
+            out.extend(d.into_iter().filter(|&p| p < m.size).map(|p| p + m.offset));
+        }
+        Ok(out)
+    }
+
+    /// Freezes every process of the migration (none runs again here unless the move
+    /// fails), then takes their images: the pages dirtied since the last round and the
+    /// state image (a group's: its members' images, in order). A group whose membership
+    /// here changed since the offer (a process joined it) is not moved: the group must
+    /// move whole.
+    fn freeze_all(&mut self, node: &Node) -> Result<(Vec<u32>, Vec<u8>), String> {
+        for m in &self.members {
+            node.freeze(m.pid, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        }
+        if self.members.len() > 1 {
+            let now: Vec<Pid> = node.group_members(self.pid).map(|(_, m)| m).unwrap_or_default();
+            let mut was: Vec<Pid> = self.members.iter().map(|m| m.pid).collect();
+            was.sort_unstable();
+            if now != was {
+                return Err("the group changed while it was being moved (a process joined it or ended): it stays here".into());
+            }
+        }
+        // Only pre-copy needs the pages dirtied since its last round.
+        let dirty = if matches!(self.mechanism, Mechanism::Precopy | Mechanism::Hybrid) { self.dirty(node)? } else { Vec::new() };
+        let mut images = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            images.push(node.export_state(m.pid).map_err(|e| e.to_string())?);
+        }
+        let image = if images.len() == 1 { images.pop().unwrap_or_default() } else { group_image(images) };
+        Ok((dirty, image))
+    }
+}
+
+/// A group's state image: its members' images, in order.
+pub(super) fn group_image(images: Vec<Vec<u8>>) -> Vec<u8> {
+    let parts: Vec<serde_bytes::ByteBuf> = images.into_iter().map(serde_bytes::ByteBuf::from).collect();
+    postcard::to_allocvec(&parts).unwrap_or_default()
 }
