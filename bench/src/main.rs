@@ -15,9 +15,13 @@
 //!   and the chart `bench/results/migration-freeze.svg`.
 //! - `forwarding`: the four message-forwarding mechanisms side by side on 3 to 100 (or
 //!   more) in-process nodes; writes `bench/results/forwarding.md`.
+//! - `forwarding-real`: the first message after a move on real meshes of 3 to 30 `tern
+//!   node` processes; writes `bench/results/forwarding-real.md` and the chart
+//!   `bench/results/forwarding-first-message.svg`.
 
 mod exec;
 mod forwarding;
+mod forwarding_real;
 mod migrate;
 mod procs;
 mod remote;
@@ -52,6 +56,9 @@ enum Command {
     /// The four message-forwarding mechanisms compared: control messages, hops and
     /// latency of the first message after a move, state left behind, lost nodes.
     Forwarding(forwarding::ForwardingArgs),
+    /// The first message after a move on real meshes (each node its own OS process),
+    /// per forwarding mechanism and mesh size, with a chart.
+    ForwardingReal(forwarding_real::ForwardingRealArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::Remote(args) => remote::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Forwarding(args) => forwarding::run(&args),
+        Command::ForwardingReal(args) => forwarding_real::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

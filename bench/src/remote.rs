@@ -161,9 +161,10 @@ fn terminate(child: &mut Child) {
     }
 }
 
-/// A 2-node Tern mesh on loopback, its nodes running as `tern node` children.
-struct TernMesh {
-    config: PathBuf,
+/// A Tern mesh on loopback, its nodes running as `tern node` children (stopped when it
+/// is dropped).
+pub(crate) struct TernMesh {
+    pub(crate) config: PathBuf,
     nodes: Nodes,
 }
 
@@ -171,8 +172,13 @@ impl TernMesh {
     /// Writes a fresh config and certificates in `dir`, starts nodes a and b and waits
     /// until each sees the other up.
     fn start(tern: &Path, dir: &Path) -> Result<TernMesh> {
+        Self::start_n(tern, dir, 2)
+    }
+
+    /// As [`TernMesh::start`], with `n` nodes (a, b, c, ...), each seeing every node up.
+    pub(crate) fn start_n(tern: &Path, dir: &Path, n: usize) -> Result<TernMesh> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let cfg = tern_net::cmd::loopback_mesh(dir, 2, "").map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
+        let cfg = tern_net::cmd::loopback_mesh(dir, n, "").map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
         let config = cfg.file.clone();
         let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
         let mut nodes = Nodes::default();

@@ -383,8 +383,8 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
 
 pub use crate::ops::repl::repl;
 
-/// A config for `n` nodes named a, b, c, ... on free loopback ports, in `dir` (with
-/// `extra` appended), loaded; certificates made with `cluster init`.
+/// A config for `n` nodes named a, b, c, ... z, then n27, n28, ... on free loopback
+/// ports, in `dir` (with `extra` appended), loaded; certificates made with `cluster init`.
 pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, String> {
     let mut text = String::from("[mesh]\ncert_dir = \"certs\"\n\n[limits]\nheartbeat_ms = 100\nnode_down_ms = 1000\n");
     text.push_str(extra);
@@ -393,7 +393,7 @@ pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, St
         let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
         let port = s.local_addr().map_err(|e| e.to_string())?.port();
         sockets.push(s);
-        let name = (b'a' + i as u8) as char;
+        let name = if i < 26 { ((b'a' + i as u8) as char).to_string() } else { format!("n{}", i + 1) };
         text.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddr = \"127.0.0.1:{port}\"\nworkers = 2\n"));
     }
     drop(sockets);
