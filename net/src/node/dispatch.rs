@@ -249,7 +249,7 @@ impl Dispatcher {
                 }
             }
             Frame::Mig(w) => return self.queue(from, Vec::new(), Work::Mig(w)),
-            Frame::Suspect(id) => super::peers::suspect(&self.sh, id),
+            Frame::Suspect(id) => self.sh.suspect(id),
         }
         false
     }

@@ -345,6 +345,14 @@ impl Host {
         }
     }
 
+    /// Another node suspects node `id`: probe it ([`crate::proto::session::Session::suspect`]).
+    pub(crate) fn suspect(&self, id: u16) {
+        if let Some(p) = self.peers.get(&id) {
+            p.session.lock().suspect(self.now_us());
+            p.wake.notify_one();
+        }
+    }
+
     /// Console `id`, if it is open on this node.
     pub(crate) fn console(&self, id: u64) -> Option<ConsoleTx> {
         self.consoles.lock().get(&id).cloned()

@@ -256,14 +256,6 @@ fn rewatch(sh: &Host) {
     }
 }
 
-/// Another node suspects node `id`: probe it ([`Session::suspect`]).
-pub(super) fn suspect(sh: &Host, id: u16) {
-    if let Some(p) = sh.peers.get(&id) {
-        p.session.lock().suspect(sh.now_us());
-        p.wake.notify_one();
-    }
-}
-
 /// Reads length-prefixed packets from a peer's stream and feeds them to its session
 /// (acting on what that delivers at once); errors go to the peer task.
 async fn read_packets(
@@ -567,7 +559,7 @@ fn handle_event(sh: &Arc<Host>, peer: &Arc<Peer>, e: Event) {
                 receive_op(sh, peer.conf.id, op);
             }
             // Who to probe: no order to keep.
-            Ok(Frame::Suspect(id)) => suspect(sh, id),
+            Ok(Frame::Suspect(id)) => sh.suspect(id),
             // Migration control stays in order with the ops before it.
             Ok(Frame::Mig(w)) if peer.backlog.load(Ordering::SeqCst) == 0 => super::migration::session_frame(sh, peer.conf.id, w),
             Ok(f) => {
