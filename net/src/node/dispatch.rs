@@ -144,7 +144,10 @@ impl Dispatcher {
                     }
                 }
                 Inbound::PeerGone(from) => self.peer_gone(from),
-                Inbound::PeerRestarted(from) => self.peer_gone(from),
+                Inbound::PeerRestarted(from) => {
+                    self.peer_gone(from);
+                    self.sh.node().node_restarted(from);
+                }
                 Inbound::Stop => return,
             }
         }

@@ -926,7 +926,7 @@ impl Sim {
         let nd = &self.nodes[x as usize];
         match (nd.route, nd.away) {
             (Some((n, _, f)), _) if n != x => Known::Route(n, f),
-            (_, Some(_)) => Known::Away,
+            (_, Some((n, _))) => Known::Away((n != NOWHERE).then_some(n)),
             _ => Known::Nothing,
         }
     }
@@ -1073,6 +1073,12 @@ impl Sim {
                 }
             }
         }
+        // (A birth node under `resend` sent it where it last saw the process.)
+        if let Some((n, v)) = nd.away {
+            if n == refuser {
+                nd.away = Some((NOWHERE, v));
+            }
+        }
         match forwarding::after_refusal(route, refuser, self.birth) {
             Step::Forward(b) if b != at => {
                 trace!(self, "{at}: {:?}#{} given back by {refuser}, sent again by the birth node {b}", msg.sender, msg.seq);
@@ -1144,7 +1150,8 @@ impl Sim {
         for (msg, hops, direct) in l.waiting {
             match answer {
                 Some((n, _, f)) => {
-                    let to = if f.direct() || direct { n } else { self.birth };
+                    // (At the birth node itself: straight there.)
+                    let to = if f.direct() || direct || at == self.birth { n } else { self.birth };
                     trace!(self, "{at}: located on {n}; {:?}#{} goes to {to}", msg.sender, msg.seq);
                     if to == at {
                         self.route_msg(at, msg, hops)?;
@@ -1216,8 +1223,11 @@ impl Sim {
             return;
         }
         let have = nd.route.map(|r| r.1).or(nd.away.map(|a| a.1));
+        // An `Away` that knows no place (a route dropped: refused, or its node restarted)
+        // takes any place learned.
+        let nowhere = nd.route.is_none() && nd.away.is_some_and(|a| a.0 == NOWHERE);
         let newer = match have {
-            Some(v) => mid > v,
+            Some(v) => mid > v || nowhere,
             None => !birth,
         };
         if newer {
@@ -2150,6 +2160,29 @@ impl Sim {
                 self.nodes[x as usize].route = Some((node, mid, fwd));
             } else if node != x {
                 self.nodes[x as usize].away = Some((node, mid));
+            }
+        }
+        // Routes to the old incarnation are stale (`Node::node_restarted`): the birth node
+        // looks for the process anew, the others forget them.
+        for y in 0..self.n {
+            if y == x as usize || !self.nodes[y].alive {
+                continue;
+            }
+            let birth = y as NodeId == self.birth;
+            let nd = &mut self.nodes[y];
+            if let Some((n, v, _)) = nd.route {
+                if n == x {
+                    nd.route = None;
+                    nd.left = None;
+                    if birth {
+                        nd.away = Some((NOWHERE, v));
+                    }
+                }
+            }
+            if let Some((n, v)) = nd.away {
+                if n == x {
+                    nd.away = birth.then_some((NOWHERE, v));
+                }
             }
         }
         // A restart is told as such (not as down, up).

@@ -127,8 +127,9 @@ pub enum Known {
     Here,
     /// A route: the node it went to (or was last told of) and under which mechanism.
     Route(u16, Forwarding),
-    /// (Birth node, `resend`.) It lives, somewhere else.
-    Away,
+    /// (Birth node, `resend`.) It lives, somewhere else: the place last learned (a
+    /// sender's cache, as any sender's node keeps), if any — never a route to forward by.
+    Away(Option<u16>),
     /// Nothing.
     Nothing,
 }
@@ -158,8 +159,10 @@ pub fn step(known: Known, me: u16, birth: u16, arrived: bool) -> Step {
         // stale: the birth node knows.
         Known::Route(_, Forwarding::OriginSite) if me != birth => Step::Forward(birth),
         Known::Route(n, _) => Step::Forward(n),
-        Known::Away if arrived => Step::Refuse,
-        Known::Away => Step::Locate,
+        Known::Away(_) if arrived => Step::Refuse,
+        // Sent from here: to where it was last seen (given back if it left: then located).
+        Known::Away(Some(n)) => Step::Forward(n),
+        Known::Away(None) => Step::Locate,
         Known::Nothing if me == birth => Step::Ended,
         Known::Nothing if arrived => Step::Refuse,
         Known::Nothing => Step::Forward(birth),
@@ -224,8 +227,10 @@ mod tests {
         assert_eq!(step(Known::Nothing, me, birth, false), Step::Forward(birth));
         assert_eq!(step(Known::Nothing, me, birth, true), Step::Refuse);
         assert_eq!(step(Known::Nothing, birth, birth, true), Step::Ended);
-        assert_eq!(step(Known::Away, birth, birth, true), Step::Refuse);
-        assert_eq!(step(Known::Away, birth, birth, false), Step::Locate);
+        assert_eq!(step(Known::Away(Some(3)), birth, birth, true), Step::Refuse);
+        assert_eq!(step(Known::Away(None), birth, birth, true), Step::Refuse);
+        assert_eq!(step(Known::Away(Some(3)), birth, birth, false), Step::Forward(3));
+        assert_eq!(step(Known::Away(None), birth, birth, false), Step::Locate);
         assert_eq!(after_refusal(Some(Resend), 3, birth), Step::Locate);
         assert_eq!(after_refusal(None, birth, birth), Step::Locate);
         assert_eq!(after_refusal(Some(LinkUpdate), 3, birth), Step::Forward(birth));

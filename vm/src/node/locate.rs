@@ -163,10 +163,17 @@ impl NodeInner {
     }
 
     /// Forgets this node's route to `pid` if it points at `node` (which does not have the
-    /// process); returns the mechanism of the route this node had, if any.
+    /// process), and the place a birth node last learned (`Away`); returns the mechanism
+    /// of the route this node had, if any.
     fn forget_route_to(&self, pid: Pid, node: u16) -> Option<Forwarding> {
         let mut shard = self.procs.shard(pid).lock();
         match shard.get(&pid) {
+            Some(&Entry::Away(n, m)) => {
+                if n == node {
+                    shard.insert(pid, Entry::Away(NOWHERE, m));
+                }
+                None
+            }
             Some(&Entry::Moved(n, m, f)) => {
                 if n == node {
                     if name_node(pid) == self.id {
@@ -257,7 +264,8 @@ impl NodeInner {
         for w in l.waiting {
             match (w, at) {
                 (Waiting::Msg { origin, seq, hops, from, msg, ends, direct }, Some((n, _, f))) => {
-                    let to = if f.direct() || direct { n } else { name_node(pid) };
+                    // (At the birth node itself: straight there.)
+                    let to = if f.direct() || direct || name_node(pid) == self.id { n } else { name_node(pid) };
                     self.trace_route(pid, origin, seq, hops, &format!("located on node {n}: sent to node {to}"));
                     if to == self.id || self.node(to).is_some() {
                         self.forward(Target::Inbox(pid), origin, seq, hops, from, msg, ends);

@@ -322,6 +322,15 @@ impl Node {
     pub fn node_down(&self, node: u16) {
         self.inner.node_down(node);
     }
+
+    /// Node `node` came back as a new incarnation: what it ran is gone, so a route to it
+    /// is stale. A process born here that one pointed to is looked for anew (it may live
+    /// elsewhere: a source that kept its copy, in doubt); other routes go. (A route that
+    /// kept pointing there would send messages round between this node and the new
+    /// incarnation, which knows nothing, until their hop limit.)
+    pub fn node_restarted(&self, node: u16) {
+        self.inner.node_restarted(node);
+    }
 }
 
 impl NodeInner {
@@ -630,6 +639,25 @@ impl NodeInner {
                 self.exit_signal(pid, p, &ExitReason::Killed("node_down".into()));
             }
         }
+    }
+
+    pub(crate) fn node_restarted(&self, node: u16) {
+        let me = self.id;
+        for shard in &self.procs.shards {
+            let mut map = shard.lock();
+            map.retain(|&pid, e| match *e {
+                Entry::Moved(n, m, _) | Entry::Away(n, m) if n == node => {
+                    if name_node(pid) == me {
+                        *e = Entry::Away(super::locate::NOWHERE, m);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => true,
+            });
+        }
+        self.mesh.changed();
     }
 
     /// Whether a process here monitors process `pid` on another node.

@@ -438,7 +438,7 @@ impl NodeInner {
             Some(Entry::Live(_)) => return Hop::Here,
             Some(Entry::Moved(n, _, _)) if self.node(n).is_some() => return Hop::Here,
             Some(Entry::Moved(n, _, f)) => Known::Route(n, f),
-            Some(Entry::Away(..)) => Known::Away,
+            Some(Entry::Away(n, _)) => Known::Away((n != super::locate::NOWHERE).then_some(n)),
             None if birth != self.id && self.node(birth).is_some() => return Hop::Here,
             None => Known::Nothing,
         };

@@ -442,7 +442,10 @@ impl NodeInner {
         let mut shard = self.procs.shard(pid).lock();
         let newer = match shard.get(&pid) {
             Some(Entry::Live(_)) => false,
-            Some(Entry::Moved(_, m, _) | Entry::Away(_, m)) => moves > *m,
+            Some(Entry::Moved(_, m, _)) => moves > *m,
+            // An `Away` that knows no place (a route dropped: refused, or its node
+            // restarted) takes any place learned.
+            Some(Entry::Away(n, m)) => moves > *m || *n == super::locate::NOWHERE,
             None => !birth,
         };
         if newer {
