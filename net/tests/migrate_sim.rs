@@ -286,6 +286,20 @@ fn old_incarnation_messages_after_the_new_ones_keep_their_order() {
     }
 }
 
+/// Seeds that failed before the fix of 16c2545, found by wider runs than the suite's
+/// (`TERN_MIGRATE_LIST`): after a destination restarted right after its commit, the
+/// birth node's route still pointed at the new incarnation (a message went round
+/// between them until its hop limit), or the birth node located its process again and
+/// again without taking the answer. Kept as regressions.
+#[test]
+fn seeds_that_once_failed() {
+    for seed in [1_000_460, 1_001_324, 2_008_670, 2_011_622, 2_013_938, 2_019_122, 2_022_218, 2_028_238] {
+        if let Err(f) = run_seed(seed, &SimOptions::default()) {
+            panic!("seed {seed}: {}", f.message);
+        }
+    }
+}
+
 /// Lists the failing seeds of a range (`TERN_MIGRATE_LIST=from,count`); nothing without it.
 #[test]
 fn list_failing_seeds() {
