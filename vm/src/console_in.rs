@@ -99,12 +99,6 @@ impl ConsoleIn {
         waiting.into_iter().map(|(pid, k, asker)| self.give(pid, k, asker, None)).collect()
     }
 
-    /// Process `pid` ended: what was kept for it goes.
-    pub fn forget(&mut self, pid: Pid) {
-        self.given.remove(&pid);
-        self.waiting.retain(|w| w.0 != pid);
-    }
-
     /// Requests waiting for a line.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -143,7 +137,6 @@ mod tests {
         assert_eq!(ends, vec![Answer { asker: 1, pid: 11, k: 1, line: None }]);
         assert_eq!(c.request(12, 0, 1).map(|a| a.line), Some(None), "after the end: nil");
         assert_eq!(c.line("late".into()), None);
-        c.forget(10);
         assert_eq!(c.request(10, 2, 1).map(|a| a.line), Some(None));
     }
 

@@ -77,7 +77,10 @@ impl NodeInner {
             )
         };
         self.procs.remove(pid);
-        self.groups.lock().leave(pid, false);
+        // (The groups' lock only for a member: most processes are in none.)
+        if proc.sys.group != 0 {
+            self.groups.lock().leave(pid, false);
+        }
         // Its birth node forgets the route it kept since the process left it (else one
         // entry per process that moved away and ended would stay there for good), and so
         // do the nodes that kept a forwarding link to it (`link-traversal`).

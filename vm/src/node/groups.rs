@@ -17,11 +17,6 @@ impl Node {
         let g = gs.group_of(pid)?;
         Some((g, gs.members(g)))
     }
-
-    /// The members of group `g` on this node, in pid order.
-    pub fn members_of(&self, g: u64) -> Vec<Pid> {
-        self.inner.groups.lock().members(g)
-    }
 }
 
 /// The groups with members on this node.

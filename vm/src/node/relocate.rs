@@ -137,8 +137,10 @@ impl NodeInner {
         st.parked = None;
         st.mailbox = Mailbox::default();
         drop(st);
-        self.groups.lock().leave(pid, true);
-        dest.groups.lock().join(pid, group);
+        if group != 0 {
+            self.groups.lock().leave(pid, true);
+            dest.groups.lock().join(pid, group);
+        }
         self.mesh.changed();
         if birth != self.id {
             self.procs.remove(pid);

@@ -29,7 +29,9 @@ impl NodeInner {
     /// Registers and queues a new process; `chans` are receive ends it starts holding.
     pub(super) fn spawn(&self, p: Process, chans: Vec<(ChanId, VecDeque<Message>)>, local: Option<&Worker<Task>>) {
         let pid = p.pid;
-        self.groups.lock().join(pid, p.sys.group);
+        if p.sys.group != 0 {
+            self.groups.lock().join(pid, p.sys.group);
+        }
         let slot = Slot::new(Status::Active);
         {
             let mut st = slot.st.lock();

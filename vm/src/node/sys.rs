@@ -492,15 +492,10 @@ fn spawn_on(
     {
         return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
     }
-    let Some(remote) = node.remote() else {
-        return err(proc, format!("spawn_on: there is no node {name:?} (this node is not part of a mesh)"));
+    let (_, id) = match live_node(node, &name) {
+        Ok(x) => x,
+        Err(e) => return err(proc, format!("spawn_on: {e}")),
     };
-    let Some(id) = remote.node_id(&name) else {
-        return err(proc, format!("spawn_on: there is no node {name:?} in the mesh"));
-    };
-    if !remote.live_nodes().contains(&name) {
-        return err(proc, format!("spawn_on: node {name} is down"));
-    }
     let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
         Ok(m) => m,
         Err(e) => return e.raise(proc),
@@ -556,15 +551,10 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
     if target == pid && name == node.name {
         return ret(proc, c, Value::Bool(true));
     }
-    let Some(remote) = node.remote() else {
-        return err(proc, format!("migrate: there is no node {name:?} (this node is not part of a mesh)"));
+    let (remote, id) = match live_node(node, &name) {
+        Ok(x) => x,
+        Err(e) => return err(proc, format!("migrate: {e}")),
     };
-    let Some(id) = remote.node_id(&name) else {
-        return err(proc, format!("migrate: there is no node {name:?} in the mesh"));
-    };
-    if !remote.live_nodes().contains(&name) {
-        return err(proc, format!("migrate: node {name} is down"));
-    }
     if target == pid {
         let mut st = slot.st.lock();
         if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
@@ -645,15 +635,10 @@ fn migrate_group(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Pro
         }
         other => return err(proc, format!("migrate_group: expected a group or a pid, not {}", other.a_type())),
     };
-    let Some(remote) = node.remote() else {
-        return err(proc, format!("migrate_group: there is no node {name:?} (this node is not part of a mesh)"));
+    let (remote, id) = match live_node(node, &name) {
+        Ok(x) => x,
+        Err(e) => return err(proc, format!("migrate_group: {e}")),
     };
-    let Some(id) = remote.node_id(&name) else {
-        return err(proc, format!("migrate_group: there is no node {name:?} in the mesh"));
-    };
-    if !remote.live_nodes().contains(&name) {
-        return err(proc, format!("migrate_group: node {name} is down"));
-    }
     if member {
         // It moves with them: an interruptible wait, answered only if the move fails.
         let mut st = slot.st.lock();
@@ -688,6 +673,20 @@ fn migrate_opts(proc: &Process, m: crate::value::Addr) -> Result<MigrateOpts, Ex
         }
     }
     Ok(o)
+}
+
+/// The mesh node named `name`, which must be up: how to reach it, and its id.
+fn live_node<'a>(node: &'a NodeInner, name: &str) -> Result<(&'a Arc<dyn super::Remote>, u16), String> {
+    let Some(remote) = node.remote() else {
+        return Err(format!("there is no node {name:?} (this node is not part of a mesh)"));
+    };
+    let Some(id) = remote.node_id(name) else {
+        return Err(format!("there is no node {name:?} in the mesh"));
+    };
+    if !remote.live_nodes().iter().any(|n| n == name) {
+        return Err(format!("node {name} is down"));
+    }
+    Ok((remote, id))
 }
 
 fn not_held(what: &str, ch: ChanId) -> String {

@@ -137,7 +137,7 @@ impl Node {
             late.chans.push(Carried { chan: c, queue, moves, partners, expect, held });
         }
         st.status = Status::Moved;
-        st.parked = None;
+        let group = st.parked.take().map_or(0, |p| p.sys.group);
         st.mailbox = Mailbox::default();
         // Senders that find the slot `Moved` look again, and find what the mechanism
         // leaves here: a route to `dest`, or (at the birth node) that it lives elsewhere,
@@ -162,7 +162,9 @@ impl Node {
             }
         }
         drop(st);
-        i.groups.lock().leave(pid, true);
+        if group != 0 {
+            i.groups.lock().leave(pid, true);
+        }
         i.mesh.changed();
         i.live.fetch_sub(1, Ordering::SeqCst);
         late.watched = i.watched.lock().remove(&pid).is_some();
@@ -356,7 +358,9 @@ impl Node {
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
         };
-        i.groups.lock().join(pid, group);
+        if group != 0 {
+            i.groups.lock().join(pid, group);
+        }
         i.mesh.changed();
         if gaps {
             i.gap_opened(i.now_us());
