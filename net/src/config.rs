@@ -62,7 +62,7 @@ pub struct Limits {
     pub frame_bytes: u64,
     /// Heap limit per process.
     pub heap_bytes: u64,
-    /// Interval between probes of a watched peer (a node watches its next two peers up
+    /// Interval between probes of a watched peer (a node watches its next peer up
     /// in the ring of node ids; idle pairs send nothing).
     pub heartbeat_ms: u64,
     /// A peer not heard from for this long (while watched, owing an ack, or suspected)
@@ -79,13 +79,6 @@ impl Limits {
     /// enough for a stall, bounded for a node that never comes back.
     pub fn source_down_ms(&self) -> u64 {
         self.source_down_ms.unwrap_or_else(|| self.node_down_ms.saturating_mul(10).max(10_000))
-    }
-
-    /// How long a pair may be idle (nothing heard either way) before its peer is probed
-    /// anyway: thirty times `node_down_ms` (a minute by default). It finds a link cut
-    /// between two nodes that see everyone else; crashes are found by the watchers.
-    pub fn idle_probe_ms(&self) -> u64 {
-        self.node_down_ms.saturating_mul(30)
     }
 }
 
@@ -248,6 +241,18 @@ pub fn check_heap_fits(heap_bytes: u64, memory: Option<u64>) -> Result<(), Strin
 }
 
 impl MeshConfig {
+    /// How long a pair may be idle (nothing heard either way) before its peer is probed
+    /// anyway: `node_down_ms` times thirty or times the number of other nodes, whichever
+    /// is more (a minute by default up to 31 nodes, 3.3 minutes at 100). It finds a link
+    /// cut between two nodes that see everyone else (crashes are found by the watchers;
+    /// a pair that carries traffic finds a cut within `node_down_ms`), and with the
+    /// mesh's size in it a node sends at most one such probe every two `node_down_ms` on
+    /// average, whatever the size: the idle cost stays linear in the number of nodes.
+    pub fn idle_probe_ms(&self) -> u64 {
+        let others = self.nodes.len().saturating_sub(1) as u64;
+        self.limits.node_down_ms.saturating_mul(others.max(30))
+    }
+
     /// Checks what depends on the machine a node of this config runs on (`memory`: its
     /// physical memory, [`machine_memory`]): `limits.heap_bytes` must fit in it. `tern
     /// node` and `tern mesh up` check this before starting; tools that only talk to a

@@ -208,7 +208,20 @@ fn mechanism_help() -> String {
     format!("{} (default: the config's `mesh.migration`)", tern_net::proto::mechanism::Mechanism::listed())
 }
 
+/// Diagnostics on stderr when `TERN_LOG` is set: a tracing filter such as `debug`,
+/// `tern_net=debug` or `quinn_proto=trace` (the `EnvFilter` syntax). Unset, nothing.
+fn init_tracing() {
+    let Ok(spec) = std::env::var("TERN_LOG") else { return };
+    match tracing_subscriber::EnvFilter::try_new(&spec) {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        }
+        Err(e) => eprintln!("tern: TERN_LOG={spec:?} is not a log filter ({e}); logging nothing"),
+    }
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { file, migrate_every, seed, workers, root, stats, limits } => {

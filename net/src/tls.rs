@@ -39,7 +39,7 @@ pub const ALPN_CTL: &[u8] = b"tern-ctl/1";
 pub const MAX_STREAMS: u32 = 64;
 
 /// The QUIC idle timeout is at least this long (and at least twice the sessions' idle
-/// probe, `Limits::idle_probe_ms`, plus `node_down_ms`), so the sessions, not the
+/// probe, `MeshConfig::idle_probe_ms`, plus `node_down_ms`), so the sessions, not the
 /// transport, decide when a peer is down.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,8 +70,7 @@ pub enum Peer {
 pub fn transport_config(cfg: &MeshConfig, keep_alive: bool) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(keep_alive.then(|| Duration::from_millis(cfg.limits.heartbeat_ms)));
-    let idle =
-        Duration::from_millis(cfg.limits.idle_probe_ms().saturating_mul(2).saturating_add(cfg.limits.node_down_ms)).max(MIN_IDLE_TIMEOUT);
+    let idle = Duration::from_millis(cfg.idle_probe_ms().saturating_mul(2).saturating_add(cfg.limits.node_down_ms)).max(MIN_IDLE_TIMEOUT);
     // An idle timeout too large for QUIC's varint (about 146 million years) means none.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));

@@ -37,6 +37,9 @@ pub(super) struct Peer {
     /// claims to be the peer.
     pub(super) incoming: mpsc::UnboundedSender<(quinn::Connection, Made)>,
     pub(super) has_conn: AtomicBool,
+    /// Told when `has_conn` goes false: the dialling task waits on it (an idle node has
+    /// no timer for a connected peer).
+    pub(super) conn_lost: Notify,
     /// Drop the connection now (it is made again; the session resends what was lost).
     pub(super) kick: AtomicBool,
     /// The peer went down: drop the connection if it is still down `node_down_ms` later.
@@ -57,8 +60,12 @@ pub(super) struct Peer {
 }
 
 /// How many ring successors every node watches (`proto::session::watch_set`): each node
-/// up is watched by the two before it, so one lost watcher leaves another.
-pub(super) const WATCHERS: usize = 2;
+/// up is watched by the one before it. One is enough for a crash: the watcher suspects
+/// its peer at half of `node_down_ms` and the suspicion gossiped puts every node on
+/// watch. Two nodes adjacent in the ring that crash together are seen later (the second
+/// once the first is down and the ring is watched anew: up to twice `node_down_ms`);
+/// a second watcher would halve that and double the idle mesh's probes.
+pub(super) const WATCHERS: usize = 1;
 
 /// This node's QUIC endpoint (listening, and dialling with the node's certificate).
 pub(super) fn endpoint(cfg: &MeshConfig, me: &NodeConf, rt: &tokio::runtime::Runtime) -> Result<quinn::Endpoint, String> {
@@ -77,7 +84,7 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
     let scfg = SessionConfig {
         heartbeat_us: cfg.limits.heartbeat_ms * 1000,
         down_after_us: cfg.limits.node_down_ms * 1000,
-        idle_probe_us: cfg.limits.idle_probe_ms() * 1000,
+        idle_probe_us: cfg.idle_probe_ms() * 1000,
         max_payload_bytes: (cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16),
         max_unacked_bytes: (cfg.limits.message_bytes as usize).saturating_mul(8).max(64 << 20),
         max_in_flight: 4096,
@@ -97,6 +104,7 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
                 load: Mutex::new(Load::default()),
                 incoming: tx,
                 has_conn: AtomicBool::new(false),
+                conn_lost: Notify::new(),
                 kick: AtomicBool::new(false),
                 drop_dead: AtomicBool::new(false),
                 refused: AtomicBool::new(false),
@@ -147,7 +155,9 @@ fn dial_timeout(node_down_ms: u64) -> Duration {
     Duration::from_millis(node_down_ms.clamp(1_000, 5_000))
 }
 
-/// Dials a peer (this node has the lower id) whenever there is no connection.
+/// Dials a peer (this node has the lower id) whenever there is no connection: while
+/// there is one, the task sleeps until it is lost ([`Peer::conn_lost`]; a check every
+/// [`DIAL_RECHECK`] besides, in case a connection was lost without a word).
 async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
     let first = dial_timeout(sh.cfg.limits.node_down_ms);
@@ -156,29 +166,39 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
         if peer.refused.swap(false, Ordering::SeqCst) {
             tokio::time::sleep(REFUSED_PAUSE).await;
         }
-        if !peer.has_conn.load(Ordering::SeqCst) {
-            let Some(ep) = sh.endpoint.get() else { return };
-            match ep.connect(peer.conf.addr, &peer.conf.name) {
-                Ok(connecting) => match tokio::time::timeout(timeout, connecting).await {
-                    Ok(Ok(conn)) => {
-                        backoff = Duration::from_millis(50);
-                        timeout = first;
-                        peer.has_conn.store(true, Ordering::SeqCst);
-                        let _ = peer.incoming.send((conn, Made::Dialled));
-                    }
-                    Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
-                    Err(_) => {
-                        tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out after {timeout:?}");
-                        timeout = (timeout * 2).min(first.max(Duration::from_secs(5)));
-                    }
-                },
-                Err(e) => sh.log(&format!("cannot connect to node {} at {}: {e}", peer.conf.name, peer.conf.addr)),
+        if peer.has_conn.load(Ordering::SeqCst) {
+            backoff = Duration::from_millis(50);
+            tokio::select! {
+                _ = peer.conn_lost.notified() => {}
+                _ = tokio::time::sleep(DIAL_RECHECK) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            continue;
+        }
+        let Some(ep) = sh.endpoint.get() else { return };
+        match ep.connect(peer.conf.addr, &peer.conf.name) {
+            Ok(connecting) => match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(conn)) => {
+                    timeout = first;
+                    peer.has_conn.store(true, Ordering::SeqCst);
+                    let _ = peer.incoming.send((conn, Made::Dialled));
+                    continue;
+                }
+                Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
+                Err(_) => {
+                    tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out after {timeout:?}");
+                    timeout = (timeout * 2).min(first.max(Duration::from_secs(5)));
+                }
+            },
+            Err(e) => sh.log(&format!("cannot connect to node {} at {}: {e}", peer.conf.name, peer.conf.addr)),
         }
         tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
+
+/// How often a dialling task looks at a peer it is connected to, besides being told
+/// when the connection is lost.
+const DIAL_RECHECK: Duration = Duration::from_secs(5);
 
 /// Accepts connections: peers' (handed to their peer task) and operators'.
 async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
@@ -491,6 +511,7 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                             sh.log(&format!("connection to node {} failed: {e}", peer.conf.name));
                         }
                         peer.has_conn.store(false, Ordering::SeqCst);
+                        peer.conn_lost.notify_one();
                     }
                 }
             }
@@ -529,6 +550,7 @@ fn drop_link(sh: &Host, peer: &Peer, link: &mut Option<Link>) {
     }
     *peer.conn.lock() = None;
     peer.has_conn.store(false, Ordering::SeqCst);
+    peer.conn_lost.notify_one();
     peer.session.lock().disconnected(sh.now_us());
 }
 

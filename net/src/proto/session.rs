@@ -92,8 +92,9 @@
 //!
 //! # Timers
 //!
-//! Probe (`heartbeat_us` after the last packet sent, to a watched, suspected or down
-//! peer, while the transport is up), suspicion and failure detection (half of and all
+//! Probe (`heartbeat_us` after the last packet sent, on the next quarter-heartbeat beat
+//! of the host's clock so that a node's probes go out together, to a watched, suspected
+//! or down peer, while the transport is up), suspicion and failure detection (half of and all
 //! of `down_after_us` after the last packet heard, while silence counts), idle probe
 //! (`idle_probe_us` after the last packet heard),
 //! retransmission (`retransmit_us` without ack progress: go back to the oldest
@@ -723,7 +724,7 @@ impl Session {
         }
         if self.transport_up {
             if !self.probe_due && !self.hello_pending && self.probing_wanted() {
-                consider(self.last_sent_us.saturating_add(self.cfg.heartbeat_us));
+                consider(self.probe_at());
             }
             if let Some(a) = self.ack_at {
                 consider(a);
@@ -754,11 +755,7 @@ impl Session {
             self.start_probing(now_us);
         }
         if self.transport_up {
-            if !self.probe_due
-                && !self.hello_pending
-                && self.probing_wanted()
-                && now_us >= self.last_sent_us.saturating_add(self.cfg.heartbeat_us)
-            {
+            if !self.probe_due && !self.hello_pending && self.probing_wanted() && now_us >= self.probe_at() {
                 if self.peer_epoch.is_some() {
                     self.probe_due = true;
                 } else {
@@ -869,6 +866,17 @@ impl Session {
     fn idle_probe_at(&self) -> Option<u64> {
         (self.up && self.cfg.idle_probe_us > 0 && !self.was_armed && self.probe_since.is_none())
             .then(|| self.last_heard_us.saturating_add(self.cfg.idle_probe_us))
+    }
+
+    /// When the next probe is due: `heartbeat_us` after the last packet sent, put off to
+    /// the next multiple of a quarter of `heartbeat_us` on the host's clock. Every
+    /// session of a node so probes on the same beats: a node's probes to its watched
+    /// peers go out in one wake-up of its network thread, not one each (the drift of
+    /// each session's own timer would spread them apart), at most a quarter of a
+    /// heartbeat late.
+    fn probe_at(&self) -> u64 {
+        let beat = (self.cfg.heartbeat_us / 4).max(1);
+        self.last_sent_us.saturating_add(self.cfg.heartbeat_us).div_ceil(beat).saturating_mul(beat)
     }
 
     /// Whether probes go out every `heartbeat_us` when nothing else is sent: to a
