@@ -833,6 +833,8 @@ impl Session {
         let armed = self.armed();
         if armed && !self.was_armed {
             self.armed_at = now_us;
+            // Silence counts from now: the idle time before is no pause of this node.
+            self.last_run_us = self.last_run_us.max(now_us);
         }
         self.was_armed = armed;
     }
@@ -887,6 +889,7 @@ impl Session {
 
     fn start_probing(&mut self, now_us: u64) {
         self.probe_since = Some(now_us);
+        self.last_run_us = self.last_run_us.max(now_us);
         if self.transport_up {
             if self.peer_epoch.is_some() {
                 self.probe_due = true;
@@ -1379,6 +1382,30 @@ mod tests {
         // held against it as usual.
         advance_silent(&mut a, resumed + cfg().down_after_us);
         assert_eq!(verdicts(&mut a), vec![Event::Down]);
+    }
+
+    #[test]
+    fn idle_time_before_data_is_not_taken_for_a_pause() {
+        // An idle pair (no timer), then data to a peer that has just crashed: silence
+        // counts from the send, and the peer is down `down_after_us` later — the idle
+        // time before the send is no pause of this node (it postponed the verdict by
+        // up to that time once: real nodes saw a crash 0.4 s late after load reports).
+        let (mut a, _b) = idle_pair();
+        let sent = 10 * cfg().down_after_us;
+        a.send(p(1)).unwrap();
+        drain(&mut a, sent);
+        a.handle_timeout(sent + cfg().heartbeat_us);
+        advance_silent(&mut a, sent + cfg().down_after_us);
+        assert_eq!(verdicts(&mut a), vec![Event::Down], "down_after_us after the unanswered send");
+        assert_eq!(a.stats().pauses_survived, 0);
+        // The same when the peer is suspected by others meanwhile (probation).
+        let (mut a, _b) = idle_pair();
+        a.send(p(1)).unwrap();
+        drain(&mut a, sent);
+        a.suspect(sent + cfg().down_after_us / 4);
+        advance_silent(&mut a, sent + cfg().down_after_us);
+        assert_eq!(verdicts(&mut a), vec![Event::Down]);
+        assert_eq!(a.stats().pauses_survived, 0);
     }
 
     #[test]
