@@ -30,6 +30,18 @@ impl Fixture {
     /// `n` nodes sharing one code store, each configured by `config` from the default
     /// one, with `src` loaded and its main process started on node 1.
     fn start(n: usize, src: &str, config: impl Fn(NodeConfig) -> NodeConfig) -> Fixture {
+        Fixture::start_with(n, src, None, |_| {}, config)
+    }
+
+    /// As [`Fixture::start`], each pair's ops delayed by `latency` if given, and `setup`
+    /// run on the links before main starts.
+    fn start_with(
+        n: usize,
+        src: &str,
+        latency: Option<inproc::Latency>,
+        setup: impl FnOnce(&Net),
+        config: impl Fn(NodeConfig) -> NodeConfig,
+    ) -> Fixture {
         let vm = new_vm(VmConfig::default());
         let p = compile_text("delivery.tern", src).unwrap();
         for m in &p.modules {
@@ -37,7 +49,8 @@ impl Fixture {
         }
         let vm = Arc::new(vm);
         let out = Arc::new(Out::default());
-        let (ns, net) = inproc::nodes(n, vm, out.clone(), None, config);
+        let (ns, net) = inproc::nodes(n, vm, out.clone(), latency, config);
+        setup(&net);
         let main = start_main(&ns[0], p.main);
         Fixture { ns, net, out, main }
     }
@@ -613,4 +626,59 @@ fn a_receive_end_bouncing_off_its_birth_node_loses_nothing() {
         let text = fx.finish();
         assert!(text.contains(", 0 out of order, extra: false"), "run {run}: {text}");
     }
+}
+
+/// `spawn_on` with a list of nodes: every request goes out before any answer comes back
+/// (a fan-out costs one round trip, not one per node), the pids come back in the list's
+/// order (a node named twice gets two children, this node's own place is started here),
+/// and a request the link refuses leaves `nil` in its place while the others run.
+#[test]
+fn spawn_on_a_list_sends_every_request_before_any_answer() {
+    let src = r#"
+fn f(main) { send(main, [self(), node()]); }
+let names = ["n2", "n1", "n3", "n2", "n4"];
+let pids = spawn_on(names, f, self());
+let started = 0;
+for p in pids {
+    if p != nil { started += 1; }
+}
+let at = {};
+for i in 0..started {
+    let m = recv(10000);
+    assert(not is_timeout(m), "only ${i} children answered");
+    at["${m[0]}"] = m[1];
+}
+for i in 0..len(names) {
+    if pids[i] == nil { println("${i}: nil"); } else { println("${i}: ${names[i]} ran on ${at["${pids[i]}"]}"); }
+}
+println("distinct: ${pids[0] != pids[3]}");
+"#;
+    let order: Arc<parking_lot::Mutex<Vec<(u16, u16, &'static str)>>> = Arc::default();
+    let seen = order.clone();
+    let fx = Fixture::start_with(
+        4,
+        src,
+        Some(|_, _| Duration::from_millis(20)),
+        move |net| {
+            *net.filter.lock() = Some(Box::new(move |from, to, op| {
+                match op {
+                    Op::Spawn { .. } => seen.lock().push((from, to, "Spawn")),
+                    Op::Spawned { .. } => seen.lock().push((from, to, "Spawned")),
+                    _ => {}
+                }
+                // The link to n4 refuses the request.
+                matches!(op, Op::Spawn { .. }) && to == 4
+            }));
+        },
+        |c| c,
+    );
+    let text = fx.finish();
+    for line in ["0: n2 ran on n2", "1: n1 ran on n1", "2: n3 ran on n3", "3: n2 ran on n2", "4: nil", "distinct: true"] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+    }
+    let order = order.lock().clone();
+    let last_request = order.iter().rposition(|o| o.2 == "Spawn").expect("requests");
+    let first_answer = order.iter().position(|o| o.2 == "Spawned").expect("answers");
+    assert!(last_request < first_answer, "an answer came back before every request went out: {order:?}");
+    assert_eq!(order.iter().filter(|o| o.2 == "Spawn").count(), 4, "one request per remote place: {order:?}");
 }

@@ -469,6 +469,19 @@ let e3 = try { spawn_on(42, f); "no error" } catch e { e };
 println("not a name: ${e3}");
 let e4 = try { spawn_on("b", 42); "no error" } catch e { e };
 println("not a function: ${e4}");
+fn g(m) { send(m, "started"); }
+let e5 = try { spawn_on(["b", "zz"], g, self()); "no error" } catch e { e };
+println("list, unknown: ${e5}");
+let e6 = try { spawn_on(["a", "b", "c"], g, self()); "no error" } catch e { e };
+println("list, down: ${e6}");
+let started = recv(300);
+println("started: ${if is_timeout(started) { "none" } else { started }}");
+let e7 = try { spawn_on(["b", 42], g, self()); "no error" } catch e { e };
+println("list, not a name: ${e7}");
+let ends = channel();
+fn h(rx) { recv(rx) }
+let e8 = try { spawn_on(["b"], h, ends[1]); "no error" } catch e { e };
+println("list, receive end: ${e8}");
 println("nodes: ${nodes()}");
 "#;
 
@@ -488,6 +501,12 @@ fn spawn_on_an_unknown_or_down_node_is_an_error_the_program_catches() {
     assert!(down.contains("down") && down.contains('c') && !down.contains("no error"), "{down}");
     assert!(line("not a name: ").contains("expected a node name"), "{out}");
     assert!(line("not a function: ").contains("expected a Tern function"), "{out}");
+    // A list: every name is checked before anything starts.
+    assert_eq!(line("list, unknown: "), "list, unknown: spawn_on: there is no node \"zz\" in the mesh");
+    assert!(line("list, down: ").contains("node c is down"), "{out}");
+    assert_eq!(line("started: "), "started: none", "a list with a bad name started children:\n{out}");
+    assert!(line("list, not a name: ").contains("expected a list of node names"), "{out}");
+    assert!(line("list, receive end: ").contains("cannot be given to every node of a list"), "{out}");
     assert_eq!(line("nodes: "), "nodes: [\"a\", \"b\"]");
 }
 

@@ -122,6 +122,9 @@ pub enum IoResult {
     Migrated(String),
     /// Line `k` of the process's console input (`None`: the input ended).
     ConsoleLine { k: u64, line: Option<String> },
+    /// `spawn_on` with a list of nodes: the children's pids in the list's order (`None`
+    /// where the node went down before it answered).
+    SpawnedAll(Vec<Option<u64>>),
 }
 
 /// A module of a [`SpawnSpec`]: which, where its globals start, and whether its top

@@ -321,8 +321,12 @@ pub(crate) struct NodeInner {
     seqs: Shards<u64>,
     /// The same per process (for its inbox).
     pid_seqs: Shards<u64>,
-    /// Spawns on other nodes waiting for their answer: request -> (parent, node).
-    pending_spawns: Mutex<HashMap<u64, (Pid, u16)>>,
+    /// Spawns on other nodes waiting for their answer: request -> (parent, node, place
+    /// in the parent's list for `spawn_on` with a list of nodes).
+    pending_spawns: Mutex<HashMap<u64, (Pid, u16, Option<usize>)>>,
+    /// `spawn_on` with a list of nodes, per parent: the pids so far and how many
+    /// answers are still to come.
+    spawn_batches: Mutex<HashMap<Pid, (Vec<Option<Pid>>, usize)>>,
     /// Monitors of processes on other nodes: (watcher here, target there). Which node a
     /// target is on is looked up when a node goes down (its route now, which link
     /// updates keep current), never remembered from when the monitor was set up.
@@ -399,6 +403,7 @@ impl Node {
             seqs: Shards::new(),
             pid_seqs: Shards::new(),
             pending_spawns: Mutex::new(HashMap::new()),
+            spawn_batches: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(Vec::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),

@@ -471,14 +471,7 @@ impl NodeInner {
                 let result = self.spawn_from(&spec, carried);
                 let _ = self.remote_send(from, Op::Spawned { req, to: parent, result });
             }
-            Op::Spawned { req, to, result } => {
-                self.pending_spawns.lock().remove(&req);
-                let r = match result {
-                    Ok(pid) => IoResult::Spawned(pid),
-                    Err(e) => IoResult::Failed(e),
-                };
-                self.complete_io(to, r);
-            }
+            Op::Spawned { req, to: _, result } => self.spawn_answered(req, result),
             Op::Kill { pid, reason } => self.kill(pid, reason),
             op @ (Op::Link { .. } | Op::Monitor { .. }) if self.is_away(op_pid(&op)) => self.locate_then(op_pid(&op), Waiting::Op(op)),
             Op::Link { pid, from: other } => {
@@ -568,10 +561,19 @@ impl NodeInner {
         Ok(pid)
     }
 
-    /// Asks node `to` to start a child of `proc` (parked by the caller until the answer).
-    pub(crate) fn spawn_remote(&self, to: u16, pid: Pid, spec: SpawnSpec, carried: Vec<(ChanId, VecDeque<Message>)>) -> Result<(), String> {
+    /// Asks node `to` to start a child of `proc` (parked by the caller until the answer;
+    /// `batch`: its place in the list of a `spawn_on` with a list of nodes, whose
+    /// [`NodeInner::start_spawn_batch`] came first).
+    pub(crate) fn spawn_remote(
+        &self,
+        to: u16,
+        pid: Pid,
+        spec: SpawnSpec,
+        carried: Vec<(ChanId, VecDeque<Message>)>,
+        batch: Option<usize>,
+    ) -> Result<(), String> {
         let req = self.new_name();
-        self.pending_spawns.lock().insert(req, (pid, to));
+        self.pending_spawns.lock().insert(req, (pid, to, batch));
         for c in spec.call.tx_ends() {
             self.announce_tx_one(c, to);
         }
@@ -595,6 +597,49 @@ impl NodeInner {
     pub(super) fn announce_tx_one(&self, c: ChanId, to: u16) {
         let m = Message::scalar(crate::message::Val::Tx(c));
         self.announce_tx(to, &m);
+    }
+
+    /// The answer to spawn request `req` (from its node, or this node's verdict when the
+    /// node went down or the request could not be sent). An answer to a request no
+    /// longer waited for is dropped: the wait it was for has ended.
+    pub(crate) fn spawn_answered(&self, req: u64, result: Result<Pid, String>) {
+        let Some((parent, _, batch)) = self.pending_spawns.lock().remove(&req) else { return };
+        match batch {
+            None => self.complete_io(
+                parent,
+                match result {
+                    Ok(pid) => IoResult::Spawned(pid),
+                    Err(e) => IoResult::Failed(e),
+                },
+            ),
+            Some(i) => self.spawn_batch_answer(parent, i, result.ok()),
+        }
+    }
+
+    /// A `spawn_on` with a list of nodes by `parent` waits for `remote` answers, the
+    /// list's other places (`so_far`, started here) filled already.
+    pub(crate) fn start_spawn_batch(&self, parent: Pid, so_far: Vec<Option<Pid>>, remote: usize) {
+        self.spawn_batches.lock().insert(parent, (so_far, remote));
+    }
+
+    /// Place `i` of `parent`'s list is answered; the last answer ends its wait.
+    pub(crate) fn spawn_batch_answer(&self, parent: Pid, i: usize, child: Option<Pid>) {
+        let done = {
+            let mut b = self.spawn_batches.lock();
+            let Some((got, left)) = b.get_mut(&parent) else { return };
+            if let Some(g) = got.get_mut(i) {
+                *g = child;
+            }
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                b.remove(&parent).map(|(got, _)| got)
+            } else {
+                None
+            }
+        };
+        if let Some(got) = done {
+            self.complete_io(parent, IoResult::SpawnedAll(got));
+        }
     }
 
     /// Ends the wait of a process parked for an answer from another node.
@@ -624,11 +669,9 @@ impl NodeInner {
         for (watcher, target) in monitors {
             let _ = self.deliver(Target::Inbox(watcher), event_message("down", target, "node_down"), Vec::new(), None);
         }
-        let waiting: Vec<(u64, Pid)> =
-            self.pending_spawns.lock().iter().filter(|(_, (_, n))| *n == node).map(|(r, (p, _))| (*r, *p)).collect();
-        for (req, pid) in waiting {
-            self.pending_spawns.lock().remove(&req);
-            self.complete_io(pid, IoResult::Failed(format!("spawn_on: node {name} went down")));
+        let waiting: Vec<u64> = self.pending_spawns.lock().iter().filter(|(_, (_, n, _))| *n == node).map(|(r, _)| *r).collect();
+        for req in waiting {
+            self.spawn_answered(req, Err(format!("spawn_on: node {name} went down")));
         }
         for pid in self.pids_where(|s| s != Status::Exited && s != Status::Moved) {
             let gone: Vec<Pid> = match self.local_slot(pid) {

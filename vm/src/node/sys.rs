@@ -17,7 +17,7 @@ use crate::message::{Message, MessageError};
 use crate::object;
 use crate::process::{FileMode, IoResult, OpenFile, Process};
 use crate::runtime::{sys_trap, Exn, NativeCtx, NativeDef, Vm};
-use crate::value::{name_text, Value};
+use crate::value::{name_text, Addr, Value};
 use crossbeam_deque::Worker;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -472,9 +472,13 @@ fn spawn_on(
     if let Some(r) = proc.sys.io_result.take() {
         return match r {
             IoResult::Spawned(child) => ret(proc, c, Value::Pid(child)),
+            IoResult::SpawnedAll(pids) => ret_pids(proc, c, pids),
             IoResult::Failed(e) => err(proc, e),
             _ => err(proc, "spawn_on: unexpected answer"),
         };
+    }
+    if let Value::Array(list) = args[0] {
+        return spawn_on_all(node, pid, slot, proc, c, list, args);
     }
     let Value::Str(a) = args[0] else {
         return err(proc, format!("spawn_on: expected a node name, not {}", args[0].a_type()));
@@ -507,8 +511,90 @@ fn spawn_on(
     let spec = proc.spawn_spec(msg, env_globals, env);
     // Parked before asking, so the answer always finds it waiting.
     node.park_remote(slot, proc);
-    if let Err(e) = node.spawn_remote(id, pid, spec, carried) {
+    if let Err(e) = node.spawn_remote(id, pid, spec, carried, None) {
         node.complete_io(pid, IoResult::Failed(format!("spawn_on: {e}")));
+    }
+    SysOut::Parked
+}
+
+/// Returns the pids of a `spawn_on` with a list (`nil` for a node that went down). The
+/// answer is kept until the list is in the heap: a page it goes on may not be here yet
+/// (lazy), and the call then runs again once it is and must not start the children again.
+fn ret_pids(proc: Box<Process>, c: SysCall, pids: Vec<Option<Pid>>) -> SysOut {
+    let vals: Vec<Value> = pids.iter().map(|p| p.map_or(Value::Nil, Value::Pid)).collect();
+    match ret_alloc(proc, c, move |h| object::array_from(h, &vals).map(Value::Array)) {
+        SysOut::Fault(mut proc, page) => {
+            proc.sys.io_result = Some(IoResult::SpawnedAll(pids));
+            SysOut::Fault(proc, page)
+        }
+        other => other,
+    }
+}
+
+/// `spawn_on([node, ...], f, args...)`: starts `f(args...)` on every node of the list at
+/// once and returns their pids in the list's order (`nil` where a node went down
+/// before it answered). The requests all go out before any answer is awaited: a
+/// fan-out costs about one round trip, not one per node. Every name must be a node up
+/// when it is called (else an error, and nothing is started); the call cannot carry a
+/// receive end (it can go to one process only).
+fn spawn_on_all(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, list: Addr, args: &[Value]) -> SysOut {
+    let items = match object::array_values(&proc.heap, list) {
+        Ok(v) => v,
+        Err(e) => return raise(proc, Exn::Heap(e)),
+    };
+    let mut places = Vec::with_capacity(items.len());
+    for v in items {
+        let Value::Str(a) = v else {
+            return err(proc, format!("spawn_on: expected a list of node names, and it holds {}", v.a_type()));
+        };
+        let name = match object::str_ref(&proc.heap, a) {
+            Ok(s) => s.to_string(),
+            Err(e) => return raise(proc, Exn::Heap(e)),
+        };
+        if name == node.name {
+            places.push(None);
+            continue;
+        }
+        match live_node(node, &name) {
+            Ok((_, id)) => places.push(Some(id)),
+            Err(e) => return err(proc, format!("spawn_on: {e}")),
+        }
+    }
+    if args.len() > 2
+        && matches!(args.last(), Some(Value::Map(_)))
+        && callee_arity(&proc, args[1]).is_some_and(|a| usize::from(a) + 3 == args.len())
+    {
+        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
+    }
+    let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
+        Ok(m) => m,
+        Err(e) => return e.raise(proc),
+    };
+    if !msg.rx_ends().is_empty() {
+        return err(proc, "spawn_on: a receive end goes to one process: it cannot be given to every node of a list");
+    }
+    let spec = proc.spawn_spec(msg, env_globals, env);
+    let mut got: Vec<Option<Pid>> = vec![None; places.len()];
+    let mut remote = 0;
+    for (i, place) in places.iter().enumerate() {
+        match place {
+            // Started here as another node would start it: from the same spec.
+            None => got[i] = node.spawn_from(&spec, Vec::new()).ok(),
+            Some(_) => remote += 1,
+        }
+    }
+    if remote == 0 {
+        return ret_pids(proc, c, got);
+    }
+    node.start_spawn_batch(pid, got, remote);
+    // Parked before asking, so every answer finds it waiting.
+    node.park_remote(slot, proc);
+    for (i, place) in places.into_iter().enumerate() {
+        if let Some(id) = place {
+            if node.spawn_remote(id, pid, spec.clone(), Vec::new(), Some(i)).is_err() {
+                node.spawn_batch_answer(pid, i, None);
+            }
+        }
     }
     SysOut::Parked
 }
