@@ -653,7 +653,8 @@ for i in 0..len(names) {
 }
 println("distinct: ${pids[0] != pids[3]}");
 "#;
-    let order: Arc<parking_lot::Mutex<Vec<(u16, u16, &'static str)>>> = Arc::default();
+    type Seen = Vec<(u16, u16, &'static str)>;
+    let order: Arc<parking_lot::Mutex<Seen>> = Arc::default();
     let seen = order.clone();
     let fx = Fixture::start_with(
         4,

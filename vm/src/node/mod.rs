@@ -323,10 +323,10 @@ pub(crate) struct NodeInner {
     pid_seqs: Shards<u64>,
     /// Spawns on other nodes waiting for their answer: request -> (parent, node, place
     /// in the parent's list for `spawn_on` with a list of nodes).
-    pending_spawns: Mutex<HashMap<u64, (Pid, u16, Option<usize>)>>,
+    pending_spawns: Mutex<HashMap<u64, PendingSpawn>>,
     /// `spawn_on` with a list of nodes, per parent: the pids so far and how many
     /// answers are still to come.
-    spawn_batches: Mutex<HashMap<Pid, (Vec<Option<Pid>>, usize)>>,
+    spawn_batches: Mutex<HashMap<Pid, SpawnBatch>>,
     /// Monitors of processes on other nodes: (watcher here, target there). Which node a
     /// target is on is looked up when a node goes down (its route now, which link
     /// updates keep current), never remembered from when the monitor was set up.
@@ -751,6 +751,13 @@ impl Drop for Node {
 }
 
 /// What carrying out a system call left to do.
+/// A spawn on another node waiting for its answer: the parent, the node, and the place
+/// in the parent's list for `spawn_on` with a list of nodes.
+type PendingSpawn = (Pid, u16, Option<usize>);
+
+/// A `spawn_on` with a list of nodes: the pids so far, and how many answers are to come.
+type SpawnBatch = (Vec<Option<Pid>>, usize);
+
 pub(crate) enum SysOut {
     /// Done (or an error was raised into the process): go on running it.
     Continue(Box<Process>),
