@@ -292,6 +292,10 @@ fn a_node_left_behind_keeps_nothing_and_still_passes_messages_on() {
     }
     assert_eq!(chans.len(), 1);
     assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 keeps nothing");
+    // Stale news that reaches it late (the first move's link update, held up) is not
+    // taken: n3 took part in a later move than that one.
+    ns[2].apply_link_update(worker, 2, 1, &[], Forwarding::LinkUpdate);
+    assert_eq!(ns[2].forwarding_state(worker, &chans), (false, 0), "n3 took a stale route");
     assert_eq!(ns[0].forwarding_state(worker, &chans), (true, 1), "n1, where both were born, knows where they are");
     assert!(ns[1].forwarding_state(worker, &chans).0, "n2 has it");
     // Messages that reach n3 anyway (once the senders are done): one from outside any

@@ -352,6 +352,10 @@ struct Node {
     /// The migration whose commit left `route` here (as opposed to a route this node
     /// learned as a sender): what the mechanism's promise is about.
     left: Option<Mid>,
+    /// The newest version of a copy this node handed over keeping nothing, or of a route
+    /// it dropped after the acks (the node's `Forgotten`; not a route dropped at a
+    /// refusal, which may be older news than the route): older news is stale.
+    forgot: Option<Mid>,
     /// Dest: the migration committed here whose late messages have not come yet.
     resume_pending: Option<Mid>,
     /// The number of this incarnation's next message to the process.
@@ -361,6 +365,11 @@ struct Node {
 }
 
 impl Node {
+    /// The node keeps no entry any more for the process at version `v` (`Forgotten::note`).
+    fn forget(&mut self, v: Mid) {
+        self.forgot = Some(self.forgot.map_or(v, |f| f.max(v)));
+    }
+
     fn new(epoch: u64) -> Self {
         Node {
             alive: true,
@@ -374,6 +383,7 @@ impl Node {
             away: None,
             locating: None,
             left: None,
+            forgot: None,
             resume_pending: None,
             next_seq: 0,
             dirty: BTreeSet::new(),
@@ -867,6 +877,7 @@ impl Sim {
                 nd.route = None;
                 nd.left = None;
                 nd.away = None;
+                nd.forget(Mid::MAX);
                 Ok(())
             }
             Wire::Mig(m, img) => {
@@ -1228,7 +1239,8 @@ impl Sim {
         let nowhere = nd.route.is_none() && nd.away.is_some_and(|a| a.0 == NOWHERE);
         let newer = match have {
             Some(v) => mid > v || nowhere,
-            None => !birth,
+            // A node that forgot the process takes only news newer than it forgot.
+            None => !birth && nd.forgot.is_none_or(|f| mid > f),
         };
         if newer {
             nd.left = None;
@@ -1471,6 +1483,7 @@ impl Sim {
                     LeftBehind::Nothing => {
                         nd.route = None;
                         nd.left = None;
+                        nd.forget(mid);
                         // (A node with a monitor of it keeps where it is, for the monitor.)
                         nd.away = self.watchers[x as usize].then_some((to, mid));
                     }
@@ -1528,6 +1541,9 @@ impl Sim {
                     // A node with a monitor of the process keeps where it is, not to
                     // forward by (the node's `drop_forwarding`).
                     nd.away = nd.route.filter(|_| watches).map(|(n, v, _)| (n, v));
+                    if !watches {
+                        nd.forget(mid);
+                    }
                     nd.route = None;
                     nd.left = None;
                 }

@@ -20,6 +20,7 @@
 //! in its place: per-sender FIFO and exactly-once hold for all four.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Display};
 use std::str::FromStr;
 
@@ -182,6 +183,45 @@ pub fn after_refusal(route: Option<Forwarding>, refuser: u16, birth: u16) -> Ste
     }
 }
 
+/// The move counts of processes a node keeps no entry for any more (it handed one over
+/// and the mechanism leaves nothing, it dropped a route, the process ended): a link
+/// update that is older than what the node took part in is stale, and taking it would
+/// leave a route pointing back the way the process came (two such nodes pass a message
+/// between them until its hop limit). Never consulted for routing: it only refuses
+/// stale news. Bounded: the oldest are forgotten first (an update delayed past
+/// [`Forgotten::CAP`] later departures is taken as news, as before).
+#[derive(Debug, Default)]
+pub struct Forgotten {
+    moves: HashMap<u64, u32>,
+    order: VecDeque<u64>,
+}
+
+impl Forgotten {
+    pub const CAP: usize = 65_536;
+
+    /// Process `pid` left this node's knowledge at move count `moves` (`u32::MAX`: it
+    /// ended, and no news of it is newer).
+    pub fn note(&mut self, pid: u64, moves: u32) {
+        match self.moves.get_mut(&pid) {
+            Some(m) => *m = (*m).max(moves),
+            None => {
+                self.moves.insert(pid, moves);
+                self.order.push_back(pid);
+                while self.order.len() > Self::CAP {
+                    if let Some(old) = self.order.pop_front() {
+                        self.moves.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether news of `pid` at move count `moves` is newer than what was forgotten.
+    pub fn newer(&self, pid: u64, moves: u32) -> bool {
+        self.moves.get(&pid).is_none_or(|&m| moves > m)
+    }
+}
+
 impl FromStr for Forwarding {
     type Err = String;
 
@@ -202,6 +242,23 @@ impl Display for Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgotten_move_counts_refuse_older_news_and_stay_bounded() {
+        let mut f = Forgotten::default();
+        assert!(f.newer(7, 0));
+        f.note(7, 5);
+        assert!(!f.newer(7, 4) && !f.newer(7, 5) && f.newer(7, 6));
+        f.note(7, 3);
+        assert!(!f.newer(7, 5), "a count only goes up");
+        f.note(8, u32::MAX);
+        assert!(!f.newer(8, u32::MAX - 1), "an ended process has no news");
+        for p in 100..100 + Forgotten::CAP as u64 {
+            f.note(p, 1);
+        }
+        assert_eq!(f.moves.len(), Forgotten::CAP);
+        assert!(f.newer(7, 0), "the oldest went first");
+    }
 
     #[test]
     fn names_parse_print_and_serialise_alike() {

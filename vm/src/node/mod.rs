@@ -331,6 +331,10 @@ pub(crate) struct NodeInner {
     /// target is on is looked up when a node goes down (its route now, which link
     /// updates keep current), never remembered from when the monitor was set up.
     remote_monitors: Mutex<Vec<(Pid, Pid)>>,
+    /// Move counts of processes this node no longer keeps an entry for: stale link
+    /// updates are refused by them (see [`forwarding::Forgotten`]). Locked after a
+    /// `procs` shard, never before.
+    forgotten: Mutex<forwarding::Forgotten>,
     /// What this node could not deliver (see [`DeliveryStats`]).
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
@@ -405,6 +409,7 @@ impl Node {
             pending_spawns: Mutex::new(HashMap::new()),
             spawn_batches: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(Vec::new()),
+            forgotten: Mutex::new(forwarding::Forgotten::default()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
             locating: Mutex::new(HashMap::new()),

@@ -508,6 +508,8 @@ impl NodeInner {
                 if matches!(shard.get(&pid), Some(Entry::Moved(..) | Entry::Away(..))) {
                     shard.remove(&pid);
                 }
+                // Ended: no news of it is newer.
+                self.forgotten.lock().note(pid, u32::MAX);
             }
             Op::Refused { pid, origin, seq, hops, from: sender, msg } => self.refused(from, pid, origin, seq, hops, sender, msg),
             Op::Locate { pid } => self.on_locate(from, pid),

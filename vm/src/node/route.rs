@@ -688,6 +688,7 @@ impl NodeInner {
                     shard.insert(pid, Entry::Away(n, m));
                 } else {
                     shard.remove(&pid);
+                    self.forgotten.lock().note(pid, m);
                 }
             }
         }

@@ -159,6 +159,7 @@ impl Node {
             }
             LeftBehind::Nothing => {
                 i.procs.remove(pid);
+                i.forgotten.lock().note(pid, moves);
             }
         }
         drop(st);
@@ -450,7 +451,8 @@ impl NodeInner {
             // An `Away` that knows no place (a route dropped: refused, or its node
             // restarted) takes any place learned.
             Some(Entry::Away(n, m)) => moves > *m || *n == super::locate::NOWHERE,
-            None => !birth,
+            // A node that forgot the process takes only news newer than it forgot.
+            None => !birth && self.forgotten.lock().newer(pid, moves),
         };
         if newer {
             // A birth node under `resend` keeps only that it lives (and where, for its
