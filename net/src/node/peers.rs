@@ -169,7 +169,10 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
         if peer.has_conn.load(Ordering::SeqCst) {
             backoff = Duration::from_millis(50);
             tokio::select! {
-                _ = peer.conn_lost.notified() => {}
+                // A moment for the peer to see the old connection go: dialled at once,
+                // it refuses the new one as a second connection claiming to be this
+                // node, and the pause after a refusal makes a flap of a lost link.
+                _ = peer.conn_lost.notified() => tokio::time::sleep(LOST_PAUSE).await,
                 _ = tokio::time::sleep(DIAL_RECHECK) => {}
             }
             continue;
@@ -199,6 +202,9 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
 /// How often a dialling task looks at a peer it is connected to, besides being told
 /// when the connection is lost.
 const DIAL_RECHECK: Duration = Duration::from_secs(5);
+
+/// How long a dialling task waits after its connection was lost before dialling again.
+const LOST_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accepts connections: peers' (handed to their peer task) and operators'.
 async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
