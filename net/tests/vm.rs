@@ -335,3 +335,32 @@ fn damaged_images_of_a_running_program_never_panic() {
     }
     assert!(refused > 100, "refused {refused}, ran {ran}");
 }
+
+/// Ints and floats compare as their exact values (Python's and Erlang's rule): exactly
+/// one of `<`, `==`, `>` holds, `<=` and `>=` agree with them, and against NaN every
+/// comparison is false but `!=`. (Before, ordering rounded the int to a float and
+/// equality saturated the float to an int: 2^53 + 1 was `<=` 2^53 but neither `<` nor
+/// `==`, and 2^63 - 1 was both `==` and `<` 2^63.)
+#[test]
+fn ints_and_floats_compare_exactly() {
+    let src = r#"
+fn row(a, b) { "${a < b} ${a <= b} ${a == b} ${a != b} ${a >= b} ${a > b}" }
+println(row(9007199254740993, 9007199254740992.0));
+println(row(9223372036854775807, 9223372036854775807.0));
+println(row(-9223372036854775807 - 1, -9223372036854775808.0));
+println(row(1, parse_float("nan")));
+println(row(9223372036854775807, parse_float("inf")));
+println(row(3, 3.0));
+println(row(2.5, 2));
+"#;
+    assert_eq!(
+        plain_output(src),
+        "false false false true true true\n\
+         true true false true false false\n\
+         false true true false true false\n\
+         false false false true false false\n\
+         true true false true false false\n\
+         false true true false true false\n\
+         false false false true true true\n"
+    );
+}

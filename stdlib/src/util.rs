@@ -3,7 +3,6 @@
 //! Every check returns an [`Exn`] whose message names the native, so a wrong call reads
 //! like `sqrt expects a number, got string`.
 
-use std::cmp::Ordering;
 use tern_vm::fmt::float_text;
 use tern_vm::heap::Heap;
 use tern_vm::object::{self, KeyError};
@@ -91,35 +90,7 @@ pub(crate) fn float_to_int(func: &str, f: f64) -> Result<i64, Exn> {
     Ok(f as i64)
 }
 
-/// Exact numeric order of two numbers (ints and floats mixed without rounding);
-/// `None` when either is NaN or not a number.
-pub(crate) fn num_cmp(a: Value, b: Value) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Int(x), Value::Int(y)) => Some(x.cmp(&y)),
-        (Value::Float(x), Value::Float(y)) => x.partial_cmp(&y),
-        (Value::Int(x), Value::Float(y)) => int_float_cmp(x, y),
-        (Value::Float(x), Value::Int(y)) => int_float_cmp(y, x).map(Ordering::reverse),
-        _ => None,
-    }
-}
-
-fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
-    if f.is_nan() {
-        return None;
-    }
-    if f >= 9.3e18 {
-        return Some(Ordering::Less);
-    }
-    if f <= -9.3e18 {
-        return Some(Ordering::Greater);
-    }
-    let fl = f.floor();
-    // |fl| < 9.3e18 < 2^127, so the conversion is exact.
-    Some(match i128::from(i).cmp(&(fl as i128)) {
-        Ordering::Equal if f > fl => Ordering::Less,
-        o => o,
-    })
-}
+pub(crate) use tern_vm::value::num_cmp;
 
 /// A non-negative int argument (`name` says which, e.g. "count"), as an index or count.
 pub(crate) fn arg_index(func: &str, name: &str, v: Value) -> Result<usize, Exn> {
@@ -130,20 +101,6 @@ pub(crate) fn arg_index(func: &str, name: &str, v: Value) -> Result<usize, Exn> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mixed_compare_is_exact() {
-        assert_eq!(num_cmp(Value::Int(1), Value::Float(1.0)), Some(Ordering::Equal));
-        assert_eq!(num_cmp(Value::Int(1), Value::Float(1.5)), Some(Ordering::Less));
-        assert_eq!(num_cmp(Value::Int(-2), Value::Float(-1.5)), Some(Ordering::Less));
-        assert_eq!(num_cmp(Value::Float(-1.5), Value::Int(-2)), Some(Ordering::Greater));
-        let big = 9_007_199_254_740_993_i64; // 2^53 + 1: rounds to 2^53 as a float
-        assert_eq!(num_cmp(Value::Int(big), Value::Float(9_007_199_254_740_992.0)), Some(Ordering::Greater));
-        assert_eq!(num_cmp(Value::Int(i64::MAX), Value::Float(i64::MAX as f64)), Some(Ordering::Less));
-        assert_eq!(num_cmp(Value::Int(i64::MIN), Value::Float(i64::MIN as f64)), Some(Ordering::Equal));
-        assert_eq!(num_cmp(Value::Int(0), Value::Float(f64::NAN)), None);
-        assert_eq!(num_cmp(Value::Int(0), Value::Float(f64::INFINITY)), Some(Ordering::Less));
-    }
 
     #[test]
     fn float_to_int_range() {

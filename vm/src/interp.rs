@@ -317,8 +317,7 @@ fn less(heap: &crate::heap::Heap, x: Value, y: Value, or_equal: bool) -> Result<
     let ord = match (x, y) {
         (Value::Int(a), Value::Int(b)) => a.partial_cmp(&b),
         (Value::Float(a), Value::Float(b)) => a.partial_cmp(&b),
-        (Value::Int(a), Value::Float(b)) => (a as f64).partial_cmp(&b),
-        (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(b as f64)),
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => crate::value::num_cmp(x, y),
         (Value::Str(a), Value::Str(b)) => object::str_bytes(heap, a)?.partial_cmp(object::str_bytes(heap, b)?),
         _ => return Err(type_err("compare", x, y)),
     };

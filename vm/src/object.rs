@@ -315,7 +315,9 @@ pub fn values_equal(heap: &Heap, a: Value, b: Value) -> Result<bool, HeapError> 
     Ok(match (a, b) {
         (Value::Int(x), Value::Int(y)) => x == y,
         (Value::Float(x), Value::Float(y)) => x == y,
-        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (x as f64) == y && y.fract() == 0.0 && (y as i64) == x,
+        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => {
+            crate::value::int_float_cmp(x, y) == Some(std::cmp::Ordering::Equal)
+        }
         (Value::Str(x), Value::Str(y)) => str_eq(heap, x, y)?,
         (x, y) => x == y,
     })

@@ -5,6 +5,7 @@
 //! and pages can be copied to another machine as they are.
 
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 
 /// A word address inside a process's heap (page number = `addr >> page_shift`).
 pub type Addr = u32;
@@ -248,5 +249,113 @@ mod tests {
         }
         assert_eq!(Value::decode(77, 0), None);
         assert_eq!(Value::decode(17, 0), None);
+    }
+}
+
+/// Exact numeric order of two numbers (ints and floats mixed without rounding, as their
+/// mathematical values: Python's and Erlang's rule); `None` when either is NaN or not a
+/// number. `<`, `==`, `>` and `sort` all use it, so exactly one of them holds for any two
+/// numbers but NaN.
+pub fn num_cmp(a: Value, b: Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(&y)),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(&y),
+        (Value::Int(x), Value::Float(y)) => int_float_cmp(x, y),
+        (Value::Float(x), Value::Int(y)) => int_float_cmp(y, x).map(Ordering::reverse),
+        _ => None,
+    }
+}
+
+/// The exact order of int `i` and float `f` (`None`: `f` is NaN).
+pub fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    if f >= 9.3e18 {
+        return Some(Ordering::Less);
+    }
+    if f <= -9.3e18 {
+        return Some(Ordering::Greater);
+    }
+    let fl = f.floor();
+    // |fl| < 9.3e18 < 2^127, so the conversion is exact.
+    Some(match i128::from(i).cmp(&(fl as i128)) {
+        Ordering::Equal if f > fl => Ordering::Less,
+        o => o,
+    })
+}
+
+#[cfg(test)]
+mod num_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The order of `i` and `f` by exact rational arithmetic: `f` = `m` × 2^`e`.
+    fn reference(i: i64, f: f64) -> Option<Ordering> {
+        if f.is_nan() {
+            return None;
+        }
+        if f.is_infinite() {
+            return Some(if f > 0.0 { Ordering::Less } else { Ordering::Greater });
+        }
+        let bits = f.to_bits();
+        let neg = bits >> 63 == 1;
+        let exp = ((bits >> 52) & 0x7ff) as i32;
+        let frac = bits & ((1 << 52) - 1);
+        let (m, e) = if exp == 0 { (frac as i128, -1074) } else { ((frac | 1 << 52) as i128, exp - 1075) };
+        let m = if neg { -m } else { m };
+        if e >= 0 {
+            // |f| >= 2^64 decides by sign alone; else m << e fits an i128.
+            if e > 11 {
+                return Some(if m > 0 { Ordering::Less } else { Ordering::Greater });
+            }
+            return Some(i128::from(i).cmp(&(m << e)));
+        }
+        if -e > 64 {
+            // |f| < 2^53 × 2^-65 < 1: only the sign of i, or of f when i is 0, counts.
+            return Some(match i.cmp(&0) {
+                Ordering::Equal => 0i128.cmp(&m),
+                o => o,
+            });
+        }
+        Some((i128::from(i) << -e).cmp(&m))
+    }
+
+    fn near(v: f64, k: i64) -> f64 {
+        f64::from_bits((v.to_bits() as i64).wrapping_add(k) as u64)
+    }
+
+    #[test]
+    fn the_issues_cases_and_the_edges() {
+        let (i, f) = (9_007_199_254_740_993_i64, 9_007_199_254_740_992.0);
+        assert_eq!(int_float_cmp(i, f), Some(Ordering::Greater));
+        assert_eq!(int_float_cmp(i64::MAX, 9_223_372_036_854_775_807.0), Some(Ordering::Less), "2^63 - 1 < 2^63");
+        assert_eq!(int_float_cmp(i64::MIN, i64::MIN as f64), Some(Ordering::Equal));
+        assert_eq!(int_float_cmp(0, f64::NAN), None);
+        assert_eq!(int_float_cmp(i64::MAX, f64::INFINITY), Some(Ordering::Less));
+        assert_eq!(int_float_cmp(i64::MIN, f64::NEG_INFINITY), Some(Ordering::Greater));
+        assert_eq!(int_float_cmp(0, -0.0), Some(Ordering::Equal));
+        assert_eq!(int_float_cmp(-1, -0.5), Some(Ordering::Less));
+        assert_eq!(num_cmp(Value::Float(1.5), Value::Int(1)), Some(Ordering::Greater));
+        for i in [0, 1, -1, 1 << 53, -(1 << 53), (1 << 53) + 1, i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
+            for base in [i as f64, 0.5, -0.5, 1e-300, -1e-300, 9.3e18, -9.3e18, 1e300] {
+                for k in -3..=3 {
+                    let f = near(base, k);
+                    assert_eq!(int_float_cmp(i, f), reference(i, f), "{i} vs {f:e}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn int_float_order_is_exact(i in any::<i64>(), bits in any::<u64>(), k in -4i64..4, pick in 0u8..3) {
+            let f = match pick {
+                0 => f64::from_bits(bits),
+                1 => near(i as f64, k),
+                _ => near((i >> (bits % 64)) as f64, k),
+            };
+            prop_assert_eq!(int_float_cmp(i, f), reference(i, f), "{} vs {:e}", i, f);
+        }
     }
 }
