@@ -13,6 +13,9 @@
 //!   away (killed for good, or paused) for `source_down_ms`, the destination ends the
 //!   process instead of keeping it frozen for ever, and a paused source, once it runs
 //!   again, holds nothing for the migration.
+//! - A coprocess group's move whose destination is paused, then killed, before it
+//!   answers leaves all five members running at the source (all or none); restarted,
+//!   the destination takes the whole group.
 
 #[path = "common/nodes.rs"]
 mod nodes;
@@ -516,4 +519,98 @@ fn a_monitor_on_a_third_node_does_not_fire_when_the_source_is_lost_after_the_com
     assert!(runs, "the process never ran on b after its source was lost:\n{}", mesh.all_logs());
     let c = since(&mesh, "c", mark_c);
     assert!(!c.contains("watcher saw"), "c's monitor fired while the process lives on b:\n{}", mesh.all_logs());
+}
+
+/// Five members of a coprocess group pass a token round a ring; member 0 prints every
+/// 2,000th token with its node. Main (not a member) prints the members' pids, then waits.
+const GROUP_RING: &str = r#"
+fn member(i) {
+    let next = recv();
+    let expect = i;
+    while true {
+        let t = recv();
+        if t != expect {
+            println("member ${i}: expected ${expect}, got ${t}");
+            exit("out of order");
+        }
+        expect = t + 5;
+        if i == 0 and t % 2000 == 0 {
+            println("token ${t} on ${node()}");
+        }
+        send(next, t + 1);
+    }
+}
+let g = group();
+let ms = [];
+for i in 0..5 {
+    push(ms, spawn(member, i, {group: g}));
+}
+for i in 0..5 {
+    send(ms[i], ms[(i + 1) % 5]);
+}
+let line = "members";
+for p in ms {
+    line = "${line} ${p}";
+}
+println(line);
+send(ms[0], 0);
+recv();
+"#;
+
+/// The highest token the ring reported on node `on` in `console`'s log.
+fn last_token_on(mesh: &RealMesh, console: &str, on: &str) -> u64 {
+    let want = format!(" on {on}");
+    mesh.log(console)
+        .lines()
+        .filter(|l| l.ends_with(&want))
+        .filter_map(|l| l.split("token ").nth(1)?.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A coprocess group's move is all or none on real nodes (each `tern node` its own OS
+/// process): the destination is paused (`SIGSTOP`) so that it never answers the offer,
+/// then killed (`kill -9`) while the source waits; the move fails, and all five members
+/// run on at the source, still passing their token in order. Restarted, the destination
+/// takes the whole group in a second move, and the token goes on there.
+#[test]
+fn a_group_move_whose_destination_is_killed_leaves_every_member_at_the_source() {
+    let mut mesh = RealMesh::start(3, "");
+    mesh.spawn_via("c", "ring.tern", GROUP_RING, "a");
+    wait_log(&mesh, "c", 0, "token 2000 on a", Duration::from_secs(30));
+    let line = mesh.log("c").lines().find(|l| l.contains("members ")).unwrap_or_default().to_string();
+    let members: Vec<String> = line.split("<pid ").skip(1).filter_map(|t| Some(t.split('>').next()?.to_string())).collect();
+    assert_eq!(members.len(), 5, "{line:?}\n{}", mesh.all_logs());
+
+    mesh.stop("b");
+    let args: Vec<String> =
+        ["ctl", "--config", mesh.cfg(), "--node", "a", "--json", "migrate", &members[2], "b", "--group", "--mechanism", "precopy"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let moving = std::thread::spawn(move || run_for(&args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_millis(500));
+    mesh.kill9("b");
+    let (Ok(out) | Err(out)) = moving.join().unwrap();
+    let report = out.json();
+    assert_eq!(report["ok"], false, "the move to a killed node succeeded: {out:?}");
+    assert!(report["outcome"].as_str().unwrap_or_default().contains("runs on at a"), "{out:?}");
+    assert_eq!(report["members"].as_array().map(Vec::len), Some(5), "{out:?}");
+    for m in &members {
+        assert!(is_on(&mesh, "a", m, "a"), "member {m} is not running on a: {:?}\n{}", mesh.ps(Some("a")), mesh.all_logs());
+    }
+    let before = last_token_on(&mesh, "c", "a");
+    let on = wait_until(Duration::from_secs(30), || last_token_on(&mesh, "c", "a") > before);
+    assert!(on, "the ring stopped at token {before} on a:\n{}", mesh.all_logs());
+
+    mesh.restart("b");
+    mesh.wait_all_up(Duration::from_secs(30));
+    let out = mesh.ctl_on(Some("a"), &["--json", "migrate", &members[0], "b", "--group", "--mechanism", "precopy"]);
+    assert!(out.ok() && out.json()["ok"] == true, "the second move failed: {out:?}\n{}", mesh.all_logs());
+    for m in &members {
+        assert!(is_on(&mesh, "a", m, "b"), "member {m} is not on b: {:?}\n{}", mesh.ps(Some("a")), mesh.all_logs());
+    }
+    wait_log(&mesh, "c", 0, " on b", Duration::from_secs(30));
+    let logs = mesh.all_logs();
+    assert!(!logs.contains("out of order") && !logs.contains("panicked"), "{logs}");
 }
