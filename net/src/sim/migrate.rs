@@ -2157,7 +2157,13 @@ impl Sim {
         // A restarted node locates the process (not modelled: an oracle): where it runs,
         // else where it is frozen.
         let with = |st: CopyState| (0..self.n).find(|&i| self.nodes[i].alive && self.nodes[i].copy.as_ref().is_some_and(|c| c.state == st));
-        let owner = with(CopyState::Running).or_else(|| with(CopyState::Frozen));
+        // (A destination that committed and waits for its late messages counts: the
+        // process is there.)
+        let committed = (0..self.n).find(|&i| {
+            let nd = &self.nodes[i];
+            nd.alive && nd.resume_pending.is_some() && nd.copy.as_ref().is_some_and(|c| c.state == CopyState::Temp)
+        });
+        let owner = with(CopyState::Running).or(committed).or_else(|| with(CopyState::Frozen));
         let at = owner.and_then(|o| self.nodes[o].copy.as_ref().map(|c| (o as NodeId, c.mid, c.fwd)));
         let epoch = self.nodes[x as usize].epoch + 1;
         trace!(self, "RESTART {x} epoch {epoch}");
