@@ -294,10 +294,18 @@ fn old_incarnation_messages_after_the_new_ones_keep_their_order() {
 /// update delayed by a partition reached a node after the process had been there again
 /// and left it under origin-site (keeping nothing), which took the stale route; with
 /// another node's route pointing back, messages went between the two until their hop
-/// limit. Kept as regressions.
+/// limit. And two that failed before a node with a direct route to a process under
+/// origin-site sent a message that came from elsewhere straight there (it sent it back
+/// to a birth node that had not heard of the move yet, which sent it back: 3022186,
+/// 5002630), and two of the model's (a node restarted while the destination waited for
+/// its late messages learned no place, and its monitor watched the birth node: 3011826,
+/// 4029594). Kept as regressions.
 #[test]
 fn seeds_that_once_failed() {
-    for seed in [1_000_460, 1_001_324, 2_008_670, 2_011_622, 2_013_938, 2_016_612, 2_019_122, 2_022_218, 2_028_238] {
+    for seed in [
+        1_000_460, 1_001_324, 2_008_670, 2_011_622, 2_013_938, 2_016_612, 2_019_122, 2_022_218, 2_028_238, 3_011_826, 3_022_186, 4_029_594,
+        5_002_630,
+    ] {
         if let Err(f) = run_seed(seed, &SimOptions::default()) {
             panic!("seed {seed}: {}", f.message);
         }

@@ -157,8 +157,10 @@ pub fn step(known: Known, me: u16, birth: u16, arrived: bool) -> Step {
     match known {
         Known::Here => Step::Queue,
         // A sender's direct route to a process that now forwards by its origin site is
-        // stale: the birth node knows.
-        Known::Route(_, Forwarding::OriginSite) if me != birth => Step::Forward(birth),
+        // stale: the birth node knows. (Not for a message that came from elsewhere: it
+        // went by the birth node or a link already, and a birth node that has not heard
+        // of the move yet would send it back here, and so on.)
+        Known::Route(_, Forwarding::OriginSite) if me != birth && !arrived => Step::Forward(birth),
         Known::Route(n, _) => Step::Forward(n),
         Known::Away(_) if arrived => Step::Refuse,
         // Sent from here: to where it was last seen (given back if it left: then located).
@@ -278,6 +280,9 @@ mod tests {
         assert_eq!(step(Known::Here, me, birth, true), Step::Queue);
         assert_eq!(step(Known::Route(5, LinkTraversal), me, birth, true), Step::Forward(5));
         assert_eq!(step(Known::Route(5, OriginSite), me, birth, false), Step::Forward(birth));
+        // One that came from elsewhere goes straight on (back to a birth node that has not
+        // heard of the move yet, it would come back here).
+        assert_eq!(step(Known::Route(5, OriginSite), me, birth, true), Step::Forward(5));
         assert_eq!(step(Known::Route(5, OriginSite), birth, birth, true), Step::Forward(5));
         // A node that knows nothing sends a fresh message by the birth node, and gives
         // one that came from elsewhere back.
