@@ -170,15 +170,16 @@ pub(crate) fn tern_binary(explicit: Option<&Path>, root: &Path) -> Result<PathBu
     fs::canonicalize(&path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
-/// The benchmark names: every `NAME.tern` in `dir` without a `NAME.erl` twin (those are
-/// the process benchmarks of `tern-bench procs`), sorted, narrowed by the filter.
+/// The benchmark names: every `NAME.tern` in `dir` with a `NAME.lua` twin (the peers'
+/// version; the other programs there belong to `procs`, `remote` and `migrate`), sorted,
+/// narrowed by the filter.
 fn discover(dir: &Path, filter: Option<&str>) -> Result<Vec<String>> {
     let entries = fs::read_dir(dir).with_context(|| format!("cannot read programs in {}", dir.display()))?;
     let wanted: Vec<&str> = filter.map(|f| f.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     let mut names = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("tern") || path.with_extension("erl").is_file() {
+        if path.extension().and_then(|e| e.to_str()) != Some("tern") || !path.with_extension("lua").is_file() {
             continue;
         }
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -417,4 +418,19 @@ fn results_document(args: &VmArgs, langs: &[Lang], tern: &Path, root: &Path, tab
          slower. MISMATCH means the program's output differed from the other languages'.\n",
     );
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    /// `tern-bench vm` once took `migrate_heap.tern` (the migration suite's) for one of
+    /// its programs and failed on it.
+    #[test]
+    fn the_suite_takes_only_programs_with_a_lua_twin() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs");
+        let names = super::discover(&dir, None).unwrap();
+        assert!(names.iter().any(|n| n == "fib"), "{names:?}");
+        for other in ["migrate_heap", "spawn", "ring", "remote_pingpong"] {
+            assert!(!names.iter().any(|n| n == other), "{other} is not a VM benchmark: {names:?}");
+        }
+    }
 }

@@ -256,6 +256,13 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.json(), serde_json::json!({"ok": true}));
     assert!(wait_until(Duration::from_secs(10), || !mesh.ps().iter().any(|r| r.0 == pid)), "{pid} still listed after kill");
+    // Killing it again, or a pid no node has, says so (exit 1).
+    let again = mesh.ctl(&["kill", &pid]);
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("there is no process") && again.stderr.contains(&pid), "{again:?}");
+    let none = mesh.ctl(&["--json", "kill", "3.999999"]);
+    assert_eq!(none.code, Some(1), "{none:?}");
+    assert!(none.json()["error"].as_str().is_some_and(|e| e.contains("no process <pid 3.999999>")), "{none:?}");
     let bad = mesh.ctl(&["--json", "kill", "nonsense"]);
     assert_ne!(bad.code, Some(0), "{bad:?}");
     assert!(bad.json()["error"].as_str().is_some_and(|e| e.contains("is not a pid")), "{bad:?}");

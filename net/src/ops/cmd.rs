@@ -353,7 +353,15 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     }
                     Ok(true)
                 }
-                CtlReply::Error(e) => fail(e),
+                // No such process: an answer, not a usage error (exit 1, as a failed migrate).
+                CtlReply::Error(e) => {
+                    if json_out {
+                        println!("{}", json!({"error": e}));
+                    } else {
+                        eprintln!("tern: {e}");
+                    }
+                    Ok(false)
+                }
                 other => fail(format!("unexpected reply {other:?}")),
             }
         }

@@ -150,8 +150,21 @@ async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut re
             }
         }
         CtlRequest::Kill { pid } => {
-            sh.node().kill(pid, "killed");
-            write_frame(&mut send, &CtlReply::Done).await?;
+            // Only a process some node lists: else say so (it ended, or never was).
+            let sh2 = sh.clone();
+            let rows = tokio::task::spawn_blocking(move || ps(&sh2, None)).await.unwrap_or_else(|e| Err(e.to_string()));
+            let reply = match rows {
+                Ok(rows) if rows.iter().any(|r| r.pid == pid && r.status != "exited") => {
+                    sh.node().kill(pid, "killed");
+                    CtlReply::Done
+                }
+                Ok(_) => CtlReply::Error(format!(
+                    "there is no process <pid {}> on any node up (it has ended, or never was)",
+                    tern_vm::value::name_text(pid)
+                )),
+                Err(e) => CtlReply::Error(format!("cannot list the processes to find <pid {}>: {e}", tern_vm::value::name_text(pid))),
+            };
+            write_frame(&mut send, &reply).await?;
         }
         CtlRequest::Spawn { modules, main, on, wait } => {
             let sh2 = sh.clone();
