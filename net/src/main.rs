@@ -407,6 +407,11 @@ fn exit_code(report: Result<tern_net::runner::RunReport, tern_net::runner::RunEr
             eprintln!("{e}");
             ExitCode::from(1)
         }
+        // (Already in a runtime error's form, `file:line: error: ...`.)
+        Err(e @ tern_net::runner::RunError::Deadlock(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

@@ -71,8 +71,9 @@ pub struct RunReport {
 pub enum RunError {
     Load(LoadError),
     Link(String),
-    /// Every process waits and nothing can wake any of them.
-    Deadlock,
+    /// Every process waits and nothing can wake any of them: where the main process
+    /// waits (a runtime error's form: `file:line: error: ...` and its backtrace).
+    Deadlock(tern_vm::interp::RuntimeError),
     Move(String),
 }
 
@@ -81,7 +82,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Load(e) => write!(f, "cannot load program: {e}"),
             RunError::Link(e) => write!(f, "cannot start program: {e}"),
-            RunError::Deadlock => write!(f, "deadlock: the main process waits, and every process waits for something no one will send"),
+            RunError::Deadlock(e) => write!(f, "{e}"),
             RunError::Move(e) => write!(f, "cannot move a process: {e}"),
         }
     }
@@ -265,7 +266,9 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
                     break e;
                 }
                 console.drain(host);
-                return Err(RunError::Deadlock);
+                let trace = nodes.iter().find_map(|n| n.backtrace_of(main)).unwrap_or_default();
+                let message = "deadlock: the main process waits here, and every process waits for something no one will send".to_string();
+                return Err(RunError::Deadlock(tern_vm::interp::RuntimeError { message, trace }));
             }
         } else {
             still = None;

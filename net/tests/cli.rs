@@ -154,7 +154,11 @@ fn a_program_where_everyone_waits_is_reported_as_a_deadlock() {
     let f = write_temp("dead.tern", "fn w() { recv(); }\nspawn(w);\nrecv();\n");
     let out = tern(&["run", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("deadlock"), "{}", text(&out.stderr));
+    // Where the main process waits, as a runtime error names its line.
+    let err = text(&out.stderr);
+    assert!(err.starts_with(&format!("{}", f.display())) || err.starts_with("dead.tern"), "{err}");
+    assert!(err.contains(":3: error: deadlock: the main process waits here"), "{err}");
+    assert!(err.contains("\n    at <top level> ("), "{err}");
 }
 
 #[test]

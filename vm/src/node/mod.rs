@@ -631,6 +631,13 @@ impl Node {
         self.inner.exited.notify_all();
     }
 
+    /// Where process `pid` (here, not running) is: its Tern call stack, innermost first.
+    pub fn backtrace_of(&self, pid: Pid) -> Option<Vec<crate::interp::TraceEntry>> {
+        let slot = self.inner.local_slot(pid)?;
+        let st = slot.st.lock();
+        st.parked.as_ref().map(|p| crate::interp::backtrace(p))
+    }
+
     pub fn exit_of(&self, pid: Pid) -> Option<ProcessExit> {
         self.inner.watched.lock().get(&pid).cloned().flatten()
     }
