@@ -59,6 +59,14 @@ pub(super) struct Peer {
     pub(super) load_sent: Mutex<Option<Load>>,
 }
 
+impl Peer {
+    /// There is no connection to the peer any more: its dialling task is told.
+    fn lost_conn(&self) {
+        self.has_conn.store(false, Ordering::SeqCst);
+        self.conn_lost.notify_one();
+    }
+}
+
 /// How many ring successors every node watches (`proto::session::watch_set`): each node
 /// up is watched by the one before it. One is enough for a crash: the watcher suspects
 /// its peer at half of `node_down_ms` and the suspicion gossiped puts every node on
@@ -516,8 +524,7 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                         } else {
                             sh.log(&format!("connection to node {} failed: {e}", peer.conf.name));
                         }
-                        peer.has_conn.store(false, Ordering::SeqCst);
-                        peer.conn_lost.notify_one();
+                        peer.lost_conn();
                     }
                 }
             }
@@ -555,8 +562,7 @@ fn drop_link(sh: &Host, peer: &Peer, link: &mut Option<Link>) {
         l.conn.close(0u32.into(), b"");
     }
     *peer.conn.lock() = None;
-    peer.has_conn.store(false, Ordering::SeqCst);
-    peer.conn_lost.notify_one();
+    peer.lost_conn();
     peer.session.lock().disconnected(sh.now_us());
 }
 

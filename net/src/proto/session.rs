@@ -1385,6 +1385,26 @@ mod tests {
     }
 
     #[test]
+    fn probes_fall_on_the_nodes_beats() {
+        // Two watched sessions of one node whose last packets went out at different
+        // times within a beat probe at the same instant, on a quarter-heartbeat beat,
+        // never sooner than a heartbeat after their last packet.
+        let hb = cfg().heartbeat_us;
+        let (mut a, _) = idle_pair();
+        let (mut c, _) = idle_pair();
+        a.set_watched(0, true);
+        c.set_watched(0, true);
+        a.send(p(1)).unwrap();
+        drain(&mut a, 1_100);
+        c.send(p(2)).unwrap();
+        drain(&mut c, 2_300);
+        let (ta, tc) = (a.probe_at(), c.probe_at());
+        assert_eq!(ta, tc, "the same beat");
+        assert_eq!(ta % (hb / 4), 0);
+        assert!(ta >= 2_300 + hb && ta < 1_100 + hb + hb / 4, "{ta}");
+    }
+
+    #[test]
     fn idle_time_before_data_is_not_taken_for_a_pause() {
         // An idle pair (no timer), then data to a peer that has just crashed: silence
         // counts from the send, and the peer is down `down_after_us` later — the idle

@@ -353,9 +353,9 @@ struct Node {
     /// learned as a sender): what the mechanism's promise is about.
     left: Option<Mid>,
     /// The newest version of a copy this node handed over keeping nothing, or of a route
-    /// it dropped after the acks (the node's `Forgotten`; not a route dropped at a
-    /// refusal, which may be older news than the route): older news is stale.
-    forgot: Option<Mid>,
+    /// it dropped after the acks (not a route dropped at a refusal, which may be older
+    /// news than the route): older news is stale. The node's own `Forgotten`.
+    forgotten: forwarding::Forgotten,
     /// Dest: the migration committed here whose late messages have not come yet.
     resume_pending: Option<Mid>,
     /// The number of this incarnation's next message to the process.
@@ -364,10 +364,17 @@ struct Node {
     throttle: u32,
 }
 
+/// A migration's number as the node's move count (runs number far fewer than 2^32;
+/// `Mid::MAX`, an ended process, is the largest count).
+fn version(mid: Mid) -> u32 {
+    u32::try_from(mid).unwrap_or(u32::MAX)
+}
+
 impl Node {
-    /// The node keeps no entry any more for the process at version `v` (`Forgotten::note`).
+    /// The node keeps no entry any more for the process at version `v` (`Mid::MAX`: it
+    /// ended).
     fn forget(&mut self, v: Mid) {
-        self.forgot = Some(self.forgot.map_or(v, |f| f.max(v)));
+        self.forgotten.note(PID, version(v));
     }
 
     fn new(epoch: u64) -> Self {
@@ -383,7 +390,7 @@ impl Node {
             away: None,
             locating: None,
             left: None,
-            forgot: None,
+            forgotten: forwarding::Forgotten::default(),
             resume_pending: None,
             next_seq: 0,
             dirty: BTreeSet::new(),
@@ -1240,7 +1247,7 @@ impl Sim {
         let newer = match have {
             Some(v) => mid > v || nowhere,
             // A node that forgot the process takes only news newer than it forgot.
-            None => !birth && nd.forgot.is_none_or(|f| mid > f),
+            None => !birth && nd.forgotten.newer(PID, version(mid)),
         };
         if newer {
             nd.left = None;

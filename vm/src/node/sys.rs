@@ -490,10 +490,7 @@ fn spawn_on(
     if name == node.name {
         return spawn(node, pid, slot, proc, c, &args[1..], local);
     }
-    if args.len() > 2
-        && matches!(args.last(), Some(Value::Map(_)))
-        && callee_arity(&proc, args[1]).is_some_and(|a| usize::from(a) + 3 == args.len())
-    {
+    if has_spawn_options(&proc, args) {
         return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
     }
     let (_, id) = match live_node(node, &name) {
@@ -515,6 +512,14 @@ fn spawn_on(
         node.complete_io(pid, IoResult::Failed(format!("spawn_on: {e}")));
     }
     SysOut::Parked
+}
+
+/// Whether `spawn_on(node(s), f, args..., options)` was given spawn options: a map one
+/// past the callee's arity (a map it takes as an argument is an argument).
+fn has_spawn_options(proc: &Process, args: &[Value]) -> bool {
+    args.len() > 2
+        && matches!(args.last(), Some(Value::Map(_)))
+        && callee_arity(proc, args[1]).is_some_and(|a| usize::from(a) + 3 == args.len())
 }
 
 /// Returns the pids of a `spawn_on` with a list (`nil` for a node that went down). The
@@ -560,10 +565,7 @@ fn spawn_on_all(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>
             Err(e) => return err(proc, format!("spawn_on: {e}")),
         }
     }
-    if args.len() > 2
-        && matches!(args.last(), Some(Value::Map(_)))
-        && callee_arity(&proc, args[1]).is_some_and(|a| usize::from(a) + 3 == args.len())
-    {
+    if has_spawn_options(&proc, args) {
         return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
     }
     let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
