@@ -48,6 +48,10 @@ impl std::error::Error for CompileError {}
 /// Looks up the source of a standard-library module by name.
 pub type StdlibSource<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The language reference (LANGUAGE.md), for tools that show parts of it (`:doc` at the
+/// REPL).
+pub const LANGUAGE_MD: &str = include_str!("../LANGUAGE.md");
+
 /// Largest source file accepted.
 pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
 
@@ -74,12 +78,47 @@ pub fn compile_source(
     natives: &[&str],
     stdlib: StdlibSource<'_>,
 ) -> Result<Compiled, CompileError> {
-    let mut d =
-        Driver { natives, stdlib, modules: Vec::new(), done: HashMap::new(), in_progress: Vec::new(), errors: String::new(), count: 0 };
+    let mut d = Driver {
+        natives,
+        stdlib,
+        modules: Vec::new(),
+        done: HashMap::new(),
+        in_progress: Vec::new(),
+        errors: String::new(),
+        count: 0,
+        raw: None,
+    };
     let key = dir.map_or_else(|| name.to_string(), |d| d.join(Path::new(name).file_name().unwrap_or_default()).display().to_string());
     match d.compile(&key, name, source, dir.map(Path::to_path_buf)) {
         Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
         _ => Err(CompileError { rendered: d.errors, count: d.count.max(1) }),
+    }
+}
+
+/// [`compile_source`], but the errors of `source` itself come back as diagnostics (spans
+/// into `source`) for the caller to place and render — a REPL compiles what was typed
+/// inside text of its own and shows the errors against what was typed. Errors of
+/// modules it imports come rendered, as the second part.
+pub fn compile_source_diagnostics(
+    name: &str,
+    source: &str,
+    natives: &[&str],
+    stdlib: StdlibSource<'_>,
+) -> Result<Compiled, (Vec<diag::Diagnostic>, String)> {
+    let mut d = Driver {
+        natives,
+        stdlib,
+        modules: Vec::new(),
+        done: HashMap::new(),
+        in_progress: Vec::new(),
+        errors: String::new(),
+        count: 0,
+        raw: None,
+    };
+    d.raw = Some(Vec::new());
+    match d.compile(name, name, source, None) {
+        Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
+        _ => Err((d.raw.unwrap_or_default(), d.errors)),
     }
 }
 
@@ -91,14 +130,15 @@ struct Driver<'a> {
     in_progress: Vec<String>,
     errors: String,
     count: usize,
+    /// Keep the first module's (the main one's) diagnostics here instead of rendering them.
+    raw: Option<Vec<diag::Diagnostic>>,
 }
 
 impl Driver<'_> {
     fn compile(&mut self, key: &str, name: &str, source: &str, dir: Option<PathBuf>) -> Option<ModuleHash> {
         let (prog, diags) = parser::parse(source);
         if !diags.is_empty() {
-            self.count += diags.len();
-            self.errors.push_str(&diag::render(name, source, &diags));
+            self.report(name, source, diags);
             return None;
         }
         let caps = resolve::captures(&prog);
@@ -115,10 +155,18 @@ impl Driver<'_> {
                 Some(h)
             }
             Err(diags) => {
-                self.count += diags.len();
-                self.errors.push_str(&diag::render(name, source, &diags));
+                self.report(name, source, diags);
                 None
             }
+        }
+    }
+
+    fn report(&mut self, name: &str, source: &str, diags: Vec<diag::Diagnostic>) {
+        self.count += diags.len();
+        // The main module is the one compiled when nothing else is in progress.
+        match self.raw.as_mut().filter(|_| self.in_progress.is_empty()) {
+            Some(raw) => raw.extend(diags),
+            None => self.errors.push_str(&diag::render(name, source, &diags)),
         }
     }
 }

@@ -31,6 +31,14 @@ pub fn compile_text(name: &str, source: &str) -> Result<Compiled, CompileError> 
     tern_compiler::compile_source(name, source, None, &names, &tern_stdlib::module_source)
 }
 
+/// [`compile_text`], with the errors of `source` itself as diagnostics (see
+/// [`tern_compiler::compile_source_diagnostics`]).
+pub fn compile_text_diagnostics(name: &str, source: &str) -> Result<Compiled, (Vec<tern_compiler::diag::Diagnostic>, String)> {
+    let natives = tern_stdlib::natives();
+    let names = natives.names();
+    tern_compiler::compile_source_diagnostics(name, source, &names, &tern_stdlib::module_source)
+}
+
 pub fn load(vm: &mut Vm, program: &Compiled) -> Result<(), LoadError> {
     for m in &program.modules {
         vm.load(m.clone())?;

@@ -404,3 +404,148 @@ fn mesh_up_exits_nonzero_when_a_node_cannot_start() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("node b failed to start") && out.stderr.contains("cannot listen"), "{out:?}");
 }
+
+/// `tern repl` in a terminal (a pseudo-terminal): the shell is one process for the whole
+/// session — `self()` is the same on every line, a reply sent to it waits in its mailbox
+/// until a line receives it — names complete with Tab, another process's output is
+/// printed above the prompt without losing the line being typed, Ctrl-C interrupts a
+/// busy line (and leaves nothing running on the node), two Ctrl-C at the prompt ask
+/// before leaving, and Ctrl-D leaves, ending the shell process.
+#[test]
+fn repl_in_a_terminal_is_a_shell_process() {
+    let mesh = MeshUp::start();
+    let mut cmd = tern();
+    cmd.args(["repl", "--config", mesh.cfg(), "--node", "a"]).env("TERM", "xterm").env("HOME", mesh.dir.path());
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("tern repl starts in a pty");
+    let shell = {
+        p.exp_string("this shell is <pid ").expect("the banner names the shell");
+        let (_, pid) = p.exp_regex(r"1\.[0-9]+").expect("the shell's pid");
+        pid
+    };
+    let me = format!("<pid {shell}>");
+    let ps_of = |pid: &str| mesh.ps().into_iter().find(|(p, ..)| p == pid);
+    // Types a line once the prompt for it is there (the line editor drops what is typed
+    // while a line runs, as terminals' line editors do).
+    let n = std::cell::Cell::new(1);
+    let say = |p: &mut rexpect::session::PtySession, text: &str| {
+        p.exp_string(&format!("a({})> ", n.get())).unwrap_or_else(|e| panic!("no prompt {} before {text:?}: {e}", n.get()));
+        p.send_line(text).unwrap();
+        n.set(n.get() + 1);
+    };
+
+    // One process for every line.
+    say(&mut p, "self()");
+    p.exp_string(&me).unwrap();
+    say(&mut p, "self() == self()");
+    p.exp_string("true").unwrap();
+    say(&mut p, ":self");
+    p.exp_string(&me).unwrap();
+
+    // Another process answers the shell; the answer waits in the shell's mailbox.
+    say(&mut p, "let r = spawn(fn() { let m = recv(); send(m.from, \"count is ${m.ask}\"); });");
+    say(&mut p, "r");
+    let (_, rpid) = p.exp_regex(r"<pid 1\.[0-9]+>").unwrap();
+    let rpid = rpid.trim_start_matches("<pid ").trim_end_matches('>').to_string();
+    assert_ne!(rpid, shell);
+    say(&mut p, &format!(":send {rpid} {{from: self(), ask: 7}}"));
+    std::thread::sleep(Duration::from_millis(300));
+    say(&mut p, "recv(2000)");
+    p.exp_string("count is 7").unwrap();
+    // flush() prints what waits and empties the mailbox.
+    say(&mut p, "send(self(), \"one\"); send(self(), \"two\");");
+    say(&mut p, ":flush");
+    p.exp_string("one").unwrap();
+    p.exp_string("two").unwrap();
+    say(&mut p, "recv(0)");
+    p.exp_string("timeout").unwrap();
+    let shell_row = ps_of(&shell).unwrap_or_else(|| panic!("the shell {shell} is not listed: {:?}", mesh.ps()));
+    assert_eq!(shell_row.1, "a");
+
+    // Completion of a binding's name.
+    say(&mut p, "let counter_value = 41;");
+    p.exp_string(&format!("a({})> ", n.get())).unwrap();
+    p.send("counter_v\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("counter_value").expect("Tab completes the name");
+    p.send_line(" + 1").unwrap();
+    n.set(n.get() + 1);
+    p.exp_string("42").unwrap();
+
+    // Output of another process lands above the prompt; the half-typed line survives.
+    say(&mut p, "spawn(fn() { sleep(600); println(\"late output\"); })");
+    p.exp_regex(r"<pid 1\.[0-9]+>").unwrap();
+    p.exp_string(&format!("a({})> ", n.get())).unwrap();
+    p.send("40 + ").unwrap();
+    p.flush().unwrap();
+    p.exp_string("late output").unwrap();
+    let (after, _) =
+        p.exp_regex(&format!(r"a\({}\)> (\x1b\[[0-9;]*[A-Za-z])*40 \+ ", n.get())).expect("the prompt and the typed text are redrawn");
+    assert!(!after.contains("40 + late output"), "{after:?}");
+    p.send_line("2").unwrap();
+    n.set(n.get() + 1);
+    p.exp_string("42").unwrap();
+
+    // Ctrl-C interrupts a busy line, where it was; the shell stays (same pid, mailbox,
+    // bindings) and nothing keeps running on the node. A line waiting in recv() too.
+    let busy_line = n.get();
+    say(&mut p, "send(self(), \"kept\"); while true { }");
+    std::thread::sleep(Duration::from_millis(700));
+    p.send_control('c').unwrap();
+    p.exp_string(&format!("repl:{busy_line}: error: interrupted")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || mesh.ps().iter().all(|(_, _, status)| status != "running" && status != "runnable")),
+        "a process still runs after Ctrl-C: {:?}",
+        mesh.ps()
+    );
+    say(&mut p, "recv()");
+    p.exp_string("kept").unwrap();
+    say(&mut p, "recv()");
+    std::thread::sleep(Duration::from_millis(300));
+    p.send_control('c').unwrap();
+    p.exp_string("error: interrupted").unwrap();
+    say(&mut p, "[self() == pid(\"SHELL\"), counter_value]".replace("SHELL", &shell).as_str());
+    p.exp_string("[true, 41]").unwrap();
+    let new_shell = shell.clone();
+
+    // Two Ctrl-C at an idle prompt ask first; "n" stays.
+    p.exp_string(&format!("a({})> ", n.get())).unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("Ctrl-C again").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("leave tern repl? (y/n)").unwrap();
+    p.send_line("n").unwrap();
+    say(&mut p, "6 * 7");
+    p.exp_string("42").unwrap();
+
+    // Ctrl-D leaves; the shell process ends with the session.
+    p.exp_string(&format!("a({})> ", n.get())).unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || ps_of(&new_shell).is_none()), "the shell outlived its REPL: {:?}", mesh.ps());
+}
+
+/// Errors at the REPL quote what was typed (never the code the REPL wraps it in), once,
+/// with the REPL's own line numbers; so does `tern ctl send`.
+#[test]
+fn repl_errors_quote_what_was_typed() {
+    let mesh = MeshUp::start();
+    let input = "let xs = [1, 2, 3];\npush(xs, 4); len(xs)\n{a: \nfn at(i) { xs[i] }\nat(9)\n:doc push\n:doc list.map\n:quit\n";
+    let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], input, T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.lines().any(|l| l.trim() == "4"), "push; len printed the length: {out:?}");
+    assert!(!out.stderr.contains("println"), "the REPL's wrapper is quoted: {out:?}");
+    // Line 3 is unfinished: one error, at line 3, quoting what was typed.
+    assert_eq!(out.stderr.matches("repl:3:").count(), 2, "header and excerpt: {out:?}");
+    assert!(out.stderr.contains("{a:") && out.stderr.contains("found the end of the text"), "{out:?}");
+    // Line 5's call fails in the function of line 4: named so, and printed once.
+    assert_eq!(out.stderr.matches("index 9 out of range").count(), 1, "{out:?}");
+    assert!(out.stderr.contains("repl:4: error: index 9 out of range") && out.stderr.contains("at <top level> (repl:5)"), "{out:?}");
+    assert!(out.stdout.contains("`push(a, v)`") && out.stdout.contains("The array of f(x) for each element x."), "{out:?}");
+
+    let r = mesh.ctl(&["spawn", path(&mesh.write("sink.tern", "recv();\n"))]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let pid = r.stdout.split("<pid ").nth(1).and_then(|s| s.split('>').next()).unwrap_or_else(|| panic!("{r:?}")).to_string();
+    let out = mesh.ctl(&["send", &pid, "{a: "]);
+    assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
+    assert!(out.stderr.contains("value:1:") && !out.stderr.contains("send(pid"), "{out:?}");
+}

@@ -177,6 +177,45 @@ pub fn sys_return(proc: &mut Process, call: SysCall, v: Value) {
     proc.reductions += 1;
 }
 
+/// Completes the system call the process is stopped at by running module `hash`'s top
+/// level (again, if it has run before) as a call whose value is the call's result: how a
+/// REPL's shell process runs each line (`node/shell.rs`).
+pub fn sys_enter_module(proc: &mut Process, vm: &Vm, call: SysCall, hash: ModuleHash) -> Result<(), Exn> {
+    let slot = proc.link(hash, vm).map_err(|e| Exn::Error(e.to_string()))?;
+    if proc.modules[slot as usize].state == ModuleState::Running {
+        return Err(Exn::msg(format!("circular import of {}", proc.linked[slot as usize].module.name)));
+    }
+    if proc.frames.len() >= proc.max_frames as usize {
+        return Err(Exn::msg(format!("stack overflow: more than {} nested calls", proc.max_frames)));
+    }
+    proc.modules[slot as usize].state = ModuleState::Running;
+    if let Some(f) = proc.frames.last_mut() {
+        f.pc += 1;
+    }
+    proc.reductions += 1;
+    let nregs = usize::from(proc.linked[slot as usize].module.functions[0].nregs);
+    let base = proc.regs_top();
+    if proc.regs.len() < base + nregs {
+        proc.regs.resize(base + nregs, Value::Nil);
+    }
+    proc.regs[base..base + nregs].fill(Value::Nil);
+    proc.frames.push(Frame { module: slot, func: 0, pc: 0, base: base as u32, ret: call.dst as u32, closure: 0, init_of: slot });
+    Ok(())
+}
+
+/// Ends the line a REPL's shell process runs (Ctrl-C at the REPL): its frames and their
+/// `try`s are dropped and the shell loop's own `try` gets the error `message`, where the
+/// line was. False (nothing done) when it is not a shell or runs no line.
+pub fn interrupt_shell(proc: &mut Process, message: &str) -> bool {
+    if !proc.sys.shell || proc.frames.len() <= 1 || !proc.handlers.iter().any(|h| h.depth == 0) {
+        return false;
+    }
+    proc.handlers.retain(|h| h.depth == 0);
+    proc.sys.deadline_us = None;
+    proc.sys.io_result = None;
+    throw(proc, Exn::Error(message.to_string())).is_ok()
+}
+
 /// Raises `exn` in the process at the system call it is stopped at: the innermost
 /// `try` catches it, or the process fails with the returned error.
 pub fn sys_raise(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
@@ -185,14 +224,24 @@ pub fn sys_raise(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
 
 /// Hands an error to the innermost `try` of the process, or describes it if none.
 fn throw(proc: &mut Process, exn: Exn) -> Result<(), RuntimeError> {
+    let message = |proc: &Process, exn: Exn| match exn {
+        Exn::Error(m) => m,
+        Exn::Raise(v) => display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| "<unprintable value>".into()),
+        Exn::Heap(e) => e.to_string(),
+        Exn::Sys => "system call outside a node".into(),
+    };
     let Some(h) = proc.handlers.pop() else {
-        let message = match exn {
-            Exn::Error(m) => m,
-            Exn::Raise(v) => display(&proc.heap, &proc.linked, v).unwrap_or_else(|_| "<unprintable value>".into()),
-            Exn::Heap(e) => e.to_string(),
-            Exn::Sys => "system call outside a node".into(),
-        };
-        return Err(RuntimeError { message, trace: backtrace(proc) });
+        return Err(RuntimeError { message: message(proc, exn), trace: backtrace(proc) });
+    };
+    // A REPL shell's own `try` (around the line it runs) gets the error as the text a
+    // process failing with it would print, where the line raised it (without the shell's
+    // loop at the bottom of the backtrace).
+    let exn = if proc.sys.shell && h.depth == 0 && proc.frames.len() > 1 && !matches!(exn, Exn::Heap(_)) {
+        let mut trace = backtrace(proc);
+        trace.pop();
+        Exn::Error(RuntimeError { message: message(proc, exn), trace }.to_string())
+    } else {
+        exn
     };
     while proc.frames.len() > h.depth as usize + 1 {
         if let Some(f) = proc.frames.pop() {

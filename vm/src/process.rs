@@ -125,6 +125,8 @@ pub enum IoResult {
     /// `spawn_on` with a list of nodes: the children's pids in the list's order (`None`
     /// where the node went down before it answered).
     SpawnedAll(Vec<Option<u64>>),
+    /// A REPL's shell process is to run this module's top level next.
+    ShellEval(ModuleHash),
 }
 
 /// A module of a [`SpawnSpec`]: which, where its globals start, and whether its top
@@ -194,6 +196,9 @@ pub struct ProcSys {
     pub group: u64,
     /// Lines of console input it has read (`read_line()`): the number of the next.
     pub console_reads: u64,
+    /// It is a REPL's shell process (`crate::node::Node::spawn_shell`): it runs each
+    /// line typed as a module's top level, and stays on its node.
+    pub shell: bool,
 }
 
 /// A process. Everything here except `linked` is its state; `linked` is a node-local

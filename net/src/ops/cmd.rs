@@ -195,11 +195,6 @@ pub fn program_request(file: &Path, on: Option<String>, wait: bool) -> Result<Ct
     Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on, wait })
 }
 
-fn source_request(name: &str, source: &str, wait: bool) -> Result<CtlRequest, String> {
-    let p = compile_text(name, source).map_err(|e| e.rendered)?;
-    Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait })
-}
-
 /// Runs a spawn request with `wait`, printing console output as it comes; the reason
 /// it ended, and whether that was a failure.
 fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: bool) -> Result<(String, bool), String> {
@@ -370,9 +365,14 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            let src = format!("send(pid(\"{}\"), ({value}));\n", name_text(pid));
-            let req = match source_request("send", &src, true) {
-                Ok(r) => r,
+            // Errors quote the value as typed, not the program around it.
+            let mut s = crate::ops::snippet::Snippet::new();
+            let f = s.file("value", &value);
+            s.ours(&format!("send(pid(\"{}\"), (\n", name_text(pid)));
+            s.theirs(f, 0, value.len());
+            s.ours("\n));\n");
+            let req = match s.compile("send") {
+                Ok(p) => CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true },
                 Err(e) => return fail(e),
             };
             match run_waiting(client, &req, json_out, false) {

@@ -8,12 +8,12 @@
 
 use crate::config::MeshConfig;
 use crate::node::{ConsoleTx, Host, OperatorServer};
-use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, NodeRow, PsRow, Query};
+use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, LineOutcome, NodeRow, PsRow, Query};
 use crate::tls;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_vm::node::ExitReason;
+use tern_vm::node::{ExitReason, ShellEnd};
 use tokio::sync::mpsc;
 
 /// Largest operator frame (a program's modules).
@@ -51,18 +51,32 @@ pub fn server() -> OperatorServer {
 /// Serves one operator connection.
 async fn serve(sh: Arc<Host>, conn: quinn::Connection) {
     let console = sh.node().new_pid();
+    // The connection's REPL shell processes: they end with it.
+    let shells: Shells = Arc::new(parking_lot::Mutex::new(Vec::new()));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let sh = sh.clone();
+        let shells = shells.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(sh.clone(), console, send, recv).await {
+            if let Err(e) = handle(sh.clone(), console, &shells, send, recv).await {
                 tracing::debug!(node = %sh.me().name, "operator request failed: {e}");
             }
         });
     }
+    for pid in shells.lock().drain(..) {
+        sh.node().kill(pid, "its REPL left");
+    }
     sh.close_console(console);
 }
 
-async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), String> {
+type Shells = Arc<parking_lot::Mutex<Vec<u64>>>;
+
+async fn handle(
+    sh: Arc<Host>,
+    console: u64,
+    shells: &Shells,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), String> {
     let Some(bytes) = read_frame(&mut recv, MAX_CTL_FRAME).await? else { return Ok(()) };
     let req: CtlRequest = match wire::decode(&bytes, MAX_CTL_FRAME) {
         Ok(r) => r,
@@ -163,6 +177,49 @@ async fn handle(sh: Arc<Host>, console: u64, mut send: quinn::SendStream, mut re
                     tern_vm::value::name_text(pid)
                 )),
                 Err(e) => CtlReply::Error(format!("cannot list the processes to find <pid {}>: {e}", tern_vm::value::name_text(pid))),
+            };
+            write_frame(&mut send, &reply).await?;
+        }
+        CtlRequest::Shell { modules, main } => {
+            let reply = match sh.load_modules(&modules).and_then(|hashes| {
+                if !hashes.contains(&main) {
+                    return Err("the main module is not among the modules sent".to_string());
+                }
+                sh.node().spawn_shell(main, console).map_err(|e| e.to_string())
+            }) {
+                Ok(pid) => {
+                    shells.lock().push(pid);
+                    CtlReply::Spawned { pid, node: sh.me().name.clone() }
+                }
+                Err(e) => CtlReply::Error(e),
+            };
+            write_frame(&mut send, &reply).await?;
+        }
+        CtlRequest::Eval { shell, modules, main } => {
+            let reply = if !shells.lock().contains(&shell) {
+                CtlReply::Error(format!("<pid {}> is not a shell of this connection", tern_vm::value::name_text(shell)))
+            } else {
+                let sh2 = sh.clone();
+                tokio::task::spawn_blocking(move || eval_line(&sh2, console, shell, &modules, main))
+                    .await
+                    .unwrap_or_else(|e| CtlReply::Error(e.to_string()))
+            };
+            write_frame(&mut send, &reply).await?;
+        }
+        CtlRequest::Interrupt { shell } => {
+            let reply = if shells.lock().contains(&shell) {
+                // The line ends with an error; should that fail (it did not reach a
+                // safepoint in time), the shell process ends instead.
+                let sh2 = sh.clone();
+                let r = tokio::task::spawn_blocking(move || sh2.node().shell_interrupt(shell, Duration::from_secs(2)))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                if r.is_err() {
+                    sh.node().kill(shell, "interrupted");
+                }
+                CtlReply::Done
+            } else {
+                CtlReply::Error(format!("<pid {}> is not a shell of this connection", tern_vm::value::name_text(shell)))
             };
             write_frame(&mut send, &reply).await?;
         }
@@ -274,18 +331,53 @@ fn wait_exit(sh: &Host, console: u64, pid: u64) -> CtlReply {
             return CtlReply::Error("the node is shutting down".into());
         }
         if let Some(e) = sh.node().wait_exit(pid, Duration::from_millis(500)) {
-            let lines = match sh.console(console) {
-                Some(c) => {
-                    let queued = c.queued();
-                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                    while c.written() < queued && std::time::Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    c.written()
-                }
-                None => 0,
-            };
+            let lines = console_written(sh, console);
             return CtlReply::Ended { pid, reason: e.reason.text(), failed: matches!(e.reason, ExitReason::Failed(_)), lines };
+        }
+    }
+}
+
+/// Waits (a little) for the output queued on a console to be written; how many lines
+/// have been.
+fn console_written(sh: &Host, console: u64) -> u64 {
+    match sh.console(console) {
+        Some(c) => {
+            let queued = c.queued();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while c.written() < queued && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c.written()
+        }
+        None => 0,
+    }
+}
+
+/// Has shell process `shell` run module `main` (a line typed at a REPL), and waits for
+/// the line to end.
+fn eval_line(sh: &Host, console: u64, shell: u64, modules: &[Vec<u8>], main: tern_vm::bytecode::ModuleHash) -> CtlReply {
+    let hashes = match sh.load_modules(modules) {
+        Ok(h) => h,
+        Err(e) => return CtlReply::Error(e),
+    };
+    if !hashes.contains(&main) {
+        return CtlReply::Error("the main module is not among the modules sent".into());
+    }
+    let ticket = match sh.node().shell_eval(shell, main, Duration::from_secs(10)) {
+        Ok(t) => t,
+        Err(e) => return CtlReply::Error(e),
+    };
+    loop {
+        if sh.is_shutting_down() {
+            return CtlReply::Error("the node is shutting down".into());
+        }
+        if let Some(end) = sh.node().shell_wait(shell, ticket, Duration::from_millis(500)) {
+            let outcome = match end {
+                ShellEnd::Done => LineOutcome::Done,
+                ShellEnd::Failed(e) => LineOutcome::Failed(e),
+                ShellEnd::Exited(r) => LineOutcome::ShellEnded(r.text()),
+            };
+            return CtlReply::LineEnded { outcome, lines: console_written(sh, console) };
         }
     }
 }
@@ -350,6 +442,49 @@ impl CtlClient {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// From now on Ctrl-C (SIGINT) no longer ends this OS process: it is seen by
+    /// [`CtlClient::call_interruptible`] while that waits, and ignored otherwise (a
+    /// REPL's line editor reads Ctrl-C as a key).
+    pub fn catch_interrupts(&self) -> Result<(), String> {
+        let _rt = self.rt.enter();
+        #[cfg(unix)]
+        drop(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| format!("cannot catch Ctrl-C: {e}"))?);
+        Ok(())
+    }
+
+    /// One request, one reply; each Ctrl-C while it waits sends `on_interrupt()` (on a
+    /// stream of its own; its answer is not awaited) and goes on waiting for the reply.
+    pub fn call_interruptible(&self, req: &CtlRequest, on_interrupt: impl Fn() -> CtlRequest) -> Result<CtlReply, String> {
+        let conn = self.conn.clone();
+        self.rt.block_on(async move {
+            #[cfg(unix)]
+            let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
+            write_frame(&mut send, req).await?;
+            let _ = send.finish();
+            let reply = read_frame(&mut recv, MAX_CTL_FRAME);
+            tokio::pin!(reply);
+            loop {
+                #[cfg(unix)]
+                let interrupted = sigint.recv();
+                #[cfg(not(unix))]
+                let interrupted = async { tokio::signal::ctrl_c().await.ok() };
+                tokio::select! {
+                    r = &mut reply => {
+                        let b = r?.ok_or("the node closed the stream without answering")?;
+                        return wire::decode::<CtlReply>(&b, MAX_CTL_FRAME).map_err(|e| format!("bad reply: {e}"));
+                    }
+                    _ = interrupted => {
+                        let (mut s, _r) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
+                        write_frame(&mut s, &on_interrupt()).await?;
+                        let _ = s.finish();
+                    }
+                }
+            }
         })
     }
 

@@ -7,3 +7,4 @@ pub mod cmd;
 pub mod ctl;
 pub mod repl;
 pub mod report;
+pub mod snippet;

@@ -372,6 +372,34 @@ pub enum CtlRequest {
     Input {
         line: Option<String>,
     },
+    /// Load these modules and start `main` (a REPL's shell loop) as this connection's
+    /// shell process, on this node; answered `Spawned`. It ends with the connection.
+    Shell {
+        modules: Vec<Vec<u8>>,
+        main: ModuleHash,
+    },
+    /// Load these modules and have shell process `shell` (of this connection) run
+    /// `main`'s top level; answered `LineEnded` when it has.
+    Eval {
+        shell: u64,
+        modules: Vec<Vec<u8>>,
+        main: ModuleHash,
+    },
+    /// Ends shell process `shell` (of this connection) and the line it runs (Ctrl-C at
+    /// a REPL); answered `Done`.
+    Interrupt {
+        shell: u64,
+    },
+}
+
+/// How a line a shell process ran ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LineOutcome {
+    Done,
+    /// It raised an error it did not catch (rendered, with its backtrace).
+    Failed(String),
+    /// The shell process itself ended, for this reason.
+    ShellEnded(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -404,6 +432,11 @@ pub enum CtlReply {
         phase: String,
     },
     Migrated(Box<MigReport>),
+    /// A line sent with `Eval` ended; `lines` console lines were sent before this answer.
+    LineEnded {
+        outcome: LineOutcome,
+        lines: u64,
+    },
 }
 
 /// A node as `nodes` lists it.

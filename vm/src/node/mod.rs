@@ -66,6 +66,7 @@ mod relocate;
 mod remote;
 mod route;
 mod sched;
+mod shell;
 mod slot;
 mod sys;
 mod timers;
@@ -79,6 +80,7 @@ pub use locate::ForwardingStats;
 pub use order::{Origin, MAX_HELD};
 pub use relocate::{RelocateHook, RelocateStats};
 pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HOPS};
+pub use shell::ShellEnd;
 pub use slot::{Job, Source, Staged};
 pub use sys::sys_natives;
 pub use transfer::Late;
@@ -224,6 +226,8 @@ pub enum MoveError {
     NotHere(Pid),
     /// It did not reach a safepoint in time (a long file operation, say).
     FreezeTimeout(Pid),
+    /// It is a REPL's shell process, which stays on the node its REPL is connected to.
+    Shell(Pid),
     Image(ImageError),
 }
 
@@ -233,6 +237,7 @@ impl std::fmt::Display for MoveError {
             MoveError::NotHere(p) => write!(f, "process {} is not on this node", name_text(*p)),
             MoveError::FreezeTimeout(p) => write!(f, "process {} did not stop in time to be frozen", name_text(*p)),
             MoveError::Image(e) => write!(f, "the destination refused the process: {e}"),
+            MoveError::Shell(p) => write!(f, "process {} is a REPL's shell: it stays on the node its REPL is connected to", name_text(*p)),
         }
     }
 }
@@ -296,6 +301,9 @@ pub(crate) struct NodeInner {
     exits: Mutex<Vec<ProcessExit>>,
     watched: Mutex<HashMap<Pid, Option<ProcessExit>>>,
     exited: Condvar,
+    /// REPL shell processes here (`shell.rs`), and a condition variable for their lines.
+    shells: Mutex<HashMap<Pid, shell::ShellState>>,
+    shell_cv: Condvar,
     /// For each native id: the system call it is, if any.
     sys_table: Vec<Option<sys::Sys>>,
     relocate_hook: Mutex<Option<RelocateHook>>,
@@ -390,6 +398,8 @@ impl Node {
             exits: Mutex::new(Vec::new()),
             watched: Mutex::new(HashMap::new()),
             exited: Condvar::new(),
+            shells: Mutex::new(HashMap::new()),
+            shell_cv: Condvar::new(),
             sys_table,
             relocate_hook: Mutex::new(None),
             has_relocate_hook: AtomicBool::new(false),

@@ -310,6 +310,9 @@ impl NodeInner {
     }
 
     pub(super) fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {
+        if self.is_shell(pid) {
+            return Err(MoveError::Shell(pid));
+        }
         let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         {
             let mut st = slot.st.lock();

@@ -49,6 +49,9 @@ pub(crate) enum Sys {
     Group,
     MyGroup,
     MigrateGroup,
+    ShellNext,
+    ShellFailed,
+    ShellEnv,
 }
 
 #[rustfmt::skip]
@@ -78,6 +81,9 @@ const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("write", 2, 2, Sys::Write),
     ("seek", 2, 2, Sys::Seek),
     ("close", 1, 1, Sys::Close),
+    ("__shell_next", 0, 0, Sys::ShellNext),
+    ("__shell_failed", 1, 1, Sys::ShellFailed),
+    ("__shell_env", 0, 0, Sys::ShellEnv),
 ];
 
 /// The most a single `read` returns.
@@ -128,14 +134,14 @@ pub(crate) fn table(vm: &Vm) -> Vec<Option<Sys>> {
 }
 
 /// Completes the call with `v`.
-fn ret(mut proc: Box<Process>, c: SysCall, v: Value) -> SysOut {
+pub(super) fn ret(mut proc: Box<Process>, c: SysCall, v: Value) -> SysOut {
     sys_return(&mut proc, c, v);
     SysOut::Continue(proc)
 }
 
 /// Raises a Tern error at the call (an absent page is not an error: the call waits for
 /// it and runs again).
-fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
+pub(super) fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
     if let Exn::Heap(HeapError::Fault(page)) = exn {
         return SysOut::Fault(proc, page);
     }
@@ -145,7 +151,7 @@ fn raise(mut proc: Box<Process>, exn: Exn) -> SysOut {
     }
 }
 
-fn err(proc: Box<Process>, m: impl Into<String>) -> SysOut {
+pub(super) fn err(proc: Box<Process>, m: impl Into<String>) -> SysOut {
     raise(proc, Exn::Error(m.into()))
 }
 
@@ -197,6 +203,9 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
     let arg = |i: usize| args.get(i).copied().unwrap_or(Value::Nil);
     match sys {
         Sys::SelfPid => ret(proc, c, Value::Pid(pid)),
+        Sys::ShellNext => super::shell::next(node, pid, slot, proc, c),
+        Sys::ShellFailed => super::shell::failed(node, pid, proc, c, arg(0)),
+        Sys::ShellEnv => super::shell::env(proc, c),
         Sys::NodeName => {
             let name = node.name.clone();
             ret_alloc(proc, c, move |h| object::alloc_str(h, &name).map(Value::Str))
