@@ -62,7 +62,7 @@ fn read_source(path: &Path) -> Result<String, String> {
 
 /// Compiles the file at `path` and everything it imports.
 pub fn compile_file(path: &Path, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
-    let source = read_source(path).map_err(|e| CompileError { rendered: format!("{e}\n"), count: 1 })?;
+    let source = read_source(path).map_err(|e| CompileError { rendered: format!("error: {e}\n"), count: 1 })?;
     compile_source(&path.display().to_string(), &source, path.parent(), natives, stdlib)
 }
 
@@ -94,11 +94,19 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// Adds a file's diagnostics to the rendered errors, a blank line after the last file's.
+    fn report(&mut self, name: &str, source: &str, diags: &[diag::Diagnostic]) {
+        if !self.errors.is_empty() {
+            self.errors.push('\n');
+        }
+        self.errors.push_str(&diag::render(name, source, diags));
+    }
+
     fn compile(&mut self, key: &str, name: &str, source: &str, dir: Option<PathBuf>) -> Option<ModuleHash> {
         let (prog, diags) = parser::parse(source);
         if !diags.is_empty() {
             self.count += diags.len();
-            self.errors.push_str(&diag::render(name, source, &diags));
+            self.report(name, source, &diags);
             return None;
         }
         let caps = resolve::captures(&prog);
@@ -116,7 +124,7 @@ impl Driver<'_> {
             }
             Err(diags) => {
                 self.count += diags.len();
-                self.errors.push_str(&diag::render(name, source, &diags));
+                self.report(name, source, &diags);
                 None
             }
         }

@@ -272,7 +272,8 @@ fn a_function_needing_too_many_registers_is_a_compile_error() {
     let body: String = (0..300).map(|i| format!("let v{i} = {i};\n")).collect();
     let src = format!("fn f() {{\n{body}println(\"${{v1}} ${{v2}}\", [v1, v2], {{a: v1}}, v1 + v2);\n}}\nf();\n");
     let err = compile_text("big.tern", &src).unwrap_err();
-    assert!(err.rendered.contains("big.tern:1:4: function `f` is too complex"), "{}", err.rendered);
+    assert!(err.rendered.starts_with("error: function `f` is too complex"), "{}", err.rendered);
+    assert!(err.rendered.contains("\n --> big.tern:1:4\n"), "{}", err.rendered);
     assert_eq!(err.count, 1);
 }
 
