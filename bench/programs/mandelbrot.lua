@@ -1,6 +1,6 @@
 -- Mandelbrot (Are We Fast Yet): render a size x size Mandelbrot set as a bitmap
 -- (one bit per pixel, 8 pixels per byte) and xor all bytes into a checksum.
--- Bitwise operators are spelled out arithmetically (LuaJIT and Tern lack them).
+-- Bitwise operators are spelled out arithmetically (LuaJIT lacks them).
 
 local floor = math.floor
 

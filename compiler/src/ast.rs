@@ -103,6 +103,16 @@ pub enum BinOp {
     Mul,
     Div,
     Mod,
+    /// `&`
+    BitAnd,
+    /// `|`
+    BitOr,
+    /// `^`
+    BitXor,
+    /// `<<`
+    Shl,
+    /// `>>` (arithmetic: the sign bit is copied in)
+    Shr,
     Eq,
     Ne,
     Lt,
@@ -117,6 +127,8 @@ pub enum BinOp {
 pub enum UnOp {
     Neg,
     Not,
+    /// `~`
+    BitNot,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -860,6 +860,11 @@ impl<'a> Codegen<'a> {
             BinOp::Mul => Op::Mul { a, b, c },
             BinOp::Div => Op::Div { a, b, c },
             BinOp::Mod => Op::Mod { a, b, c },
+            BinOp::BitAnd => Op::BitAnd { a, b, c },
+            BinOp::BitOr => Op::BitOr { a, b, c },
+            BinOp::BitXor => Op::BitXor { a, b, c },
+            BinOp::Shl => Op::Shl { a, b, c },
+            BinOp::Shr => Op::Shr { a, b, c },
             BinOp::Eq => Op::Eq { a, b, c },
             BinOp::Ne => Op::Ne { a, b, c },
             BinOp::Lt => Op::Lt { a, b, c },
@@ -1119,6 +1124,7 @@ impl<'a> Codegen<'a> {
                 match op {
                     UnOp::Neg => self.emit(Op::Neg { a: dst, b: r }),
                     UnOp::Not => self.emit(Op::Not { a: dst, b: r }),
+                    UnOp::BitNot => self.emit(Op::BitNot { a: dst, b: r }),
                 };
             }
             ExprKind::Binary(BinOp::And, l, r) => {

@@ -1,5 +1,5 @@
-//! Compile-time diagnostics: an error with a span, rendered as `file:line:col`, the
-//! source line and a caret (via `ariadne`).
+//! Compile-time diagnostics: an error with a span, rendered in rustc's form: `error:
+//! message`, then `--> file:line:col`, the source line and carets under the span.
 
 use crate::ast::Span;
 
@@ -38,29 +38,88 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Renders diagnostics as text: for each, a `file:line:col: error: message` header
-/// followed by ariadne's source excerpt with a caret.
+/// Renders diagnostics as text, each in rustc's form:
+///
+/// ```text
+/// error: expected expression, found `;`
+///  --> bad.tern:2:12
+///   |
+/// 2 | let y = x +;
+///   |            ^ expected expression, found `;`
+/// ```
+///
+/// Diagnostics are separated by a blank line. The carets cover the span's part of its first line (at least one character); the
+/// label is the diagnostic's own, else its message. Tabs show as four spaces.
 pub fn render(file: &str, source: &str, diags: &[Diagnostic]) -> String {
-    use ariadne::{Config, Label, Report, ReportKind, Source};
-    let mut out = Vec::new();
+    use std::fmt::Write;
+    let mut out = String::new();
     for d in diags {
-        let (line, col) = line_col(source, d.span.start as usize);
-        let start = char_index(source, d.span.start as usize);
-        let end = char_index(source, (d.span.end as usize).max(d.span.start as usize + 1)).max(start + 1);
-        let label = d.label.clone().unwrap_or_else(|| d.message.clone());
-        let header = format!("{file}:{line}:{col}: {}", d.message);
-        let report = Report::build(ReportKind::Error, (file, start..end))
-            .with_config(Config::default().with_color(false))
-            .with_message(header)
-            .with_label(Label::new((file, start..end)).with_message(label))
-            .finish();
-        let _ = report.write((file, Source::from(source)), &mut out);
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let start = floor_char_boundary(source, (d.span.start as usize).min(source.len()));
+        let (line, col) = line_col(source, start);
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+        let text = source[line_start..line_end].trim_end_matches('\r');
+        let end = floor_char_boundary(source, (d.span.end as usize).clamp(start, line_end));
+        let shown = |s: &str| s.replace('\t', "    ");
+        let before = shown(&source[line_start..start.min(line_start + text.len())]).chars().count();
+        let width = shown(source.get(start..end).unwrap_or("")).chars().count().max(1);
+        let gutter = " ".repeat(line.to_string().len());
+        let label = d.label.as_deref().unwrap_or(&d.message);
+        let _ = writeln!(out, "error: {}", d.message);
+        let _ = writeln!(out, "{gutter}--> {file}:{line}:{col}");
+        let _ = writeln!(out, "{gutter} |");
+        let _ = writeln!(out, "{line} | {}", shown(text));
+        let _ = writeln!(out, "{gutter} | {}{} {label}", " ".repeat(before), "^".repeat(width));
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-/// ariadne counts spans in characters, not bytes.
-fn char_index(source: &str, byte: usize) -> usize {
-    let byte = floor_char_boundary(source, byte.min(source.len()));
-    source[..byte].chars().count()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_in_rustcs_form() {
+        let src = "let x = 1;\nlet y = x +;\n";
+        let d = Diagnostic::new("expected expression, found `;`", Span::new(22, 23));
+        assert_eq!(
+            render("bad.tern", src, &[d]),
+            "error: expected expression, found `;`\n \
+             --> bad.tern:2:12\n  \
+             |\n\
+             2 | let y = x +;\n  \
+             |            ^ expected expression, found `;`\n"
+        );
+    }
+
+    #[test]
+    fn carets_span_the_first_line_and_labels_replace_the_message() {
+        let src = format!("{}\tlet é = @@@ + 1;\r\nnext\n", "\n".repeat(9));
+        let at = src.find("@@@").unwrap();
+        let d = Diagnostic::new("unexpected characters `@@@`", Span::new(at, at + 3)).with_label("here");
+        let whole = Diagnostic::new("unclosed", Span::new(at, src.len()));
+        assert_eq!(
+            render("t.tern", &src, &[d, whole]),
+            "error: unexpected characters `@@@`\n  \
+             --> t.tern:10:10\n   \
+             |\n\
+             10 |     let é = @@@ + 1;\n   \
+             |             ^^^ here\n\
+             \n\
+             error: unclosed\n  \
+             --> t.tern:10:10\n   \
+             |\n\
+             10 |     let é = @@@ + 1;\n   \
+             |             ^^^^^^^^^ unclosed\n"
+        );
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_the_file_points_past_its_last_character() {
+        let d = Diagnostic::new("expected `}`", Span::new(5, 5));
+        assert_eq!(render("e.tern", "f() {", &[d]), "error: expected `}`\n --> e.tern:1:6\n  |\n1 | f() {\n  |      ^ expected `}`\n");
+    }
 }

@@ -77,6 +77,23 @@ pub enum TokenKind {
     StarAssign,
     SlashAssign,
     PercentAssign,
+    /// `&` (bitwise and)
+    Amp,
+    /// `|` (bitwise or)
+    Pipe,
+    /// `^` (bitwise xor)
+    Caret,
+    /// `~` (bitwise not)
+    Tilde,
+    /// `<<`
+    Shl,
+    /// `>>`
+    Shr,
+    AmpAssign,
+    PipeAssign,
+    CaretAssign,
+    ShlAssign,
+    ShrAssign,
 
     /// A run of characters that start no token. Already reported by the lexer, so the
     /// parser skips it without a second diagnostic.
@@ -246,8 +263,12 @@ impl Lexer<'_> {
             '=' if next_is_eq => (EqEq, 2),
             '=' => (Assign, 1),
             '!' if next_is_eq => (NotEq, 2),
+            '<' if self.byte(1) == Some(b'<') && self.byte(2) == Some(b'=') => (ShlAssign, 3),
+            '<' if self.byte(1) == Some(b'<') => (Shl, 2),
             '<' if next_is_eq => (Le, 2),
             '<' => (Lt, 1),
+            '>' if self.byte(1) == Some(b'>') && self.byte(2) == Some(b'=') => (ShrAssign, 3),
+            '>' if self.byte(1) == Some(b'>') => (Shr, 2),
             '>' if next_is_eq => (Ge, 2),
             '>' => (Gt, 1),
             '+' if next_is_eq => (PlusAssign, 2),
@@ -260,6 +281,22 @@ impl Lexer<'_> {
             '/' => (Slash, 1),
             '%' if next_is_eq => (PercentAssign, 2),
             '%' => (Percent, 1),
+            // `&&` and `||` are not Tern's (it spells them `and`, `or`): one error for the
+            // pair, not a confusing one about a missing operand of `&`.
+            '&' | '|' if self.byte(1) == Some(c as u8) => {
+                let (text, hint) = if c == '&' { ("&&", "use `and` for logical and") } else { ("||", "use `or` for logical or") };
+                let span = Span::new(self.pos, self.pos + 2);
+                self.diags.push(Diagnostic::new(format!("unexpected characters `{text}`"), span).with_label(hint));
+                self.pos += 2;
+                return Error;
+            }
+            '&' if next_is_eq => (AmpAssign, 2),
+            '&' => (Amp, 1),
+            '|' if next_is_eq => (PipeAssign, 2),
+            '|' => (Pipe, 1),
+            '^' if next_is_eq => (CaretAssign, 2),
+            '^' => (Caret, 1),
+            '~' => (Tilde, 1),
             _ => return self.bad_chars(),
         };
         self.pos += len;
@@ -301,7 +338,8 @@ impl Lexer<'_> {
         while let Some(c) = self.char() {
             let starts_token = c.is_ascii_alphanumeric()
                 || c.is_ascii_whitespace()
-                || "_\"()[]{},;:.=<>+-*/%".contains(c)
+                || "_\"()[]{},;:.=<>+-*/%^~".contains(c)
+                || "&|".contains(c)
                 || (c == '!' && self.byte(1) == Some(b'='));
             if starts_token && self.pos > start {
                 break;
@@ -313,8 +351,6 @@ impl Lexer<'_> {
             if text.chars().count() == 1 { format!("unexpected character `{text}`") } else { format!("unexpected characters `{text}`") };
         let hint = match text.as_bytes()[0] {
             b'!' => Some("use `not` for logical negation"),
-            b'&' => Some("use `and` for logical and"),
-            b'|' => Some("use `or` for logical or"),
             b'\'' => Some("strings are written in double quotes"),
             _ => None,
         };
@@ -597,6 +633,31 @@ mod tests {
             ]
         );
         assert_eq!(kinds("a<=b"), vec![ident("a"), Le, ident("b"), Eof]);
+    }
+
+    #[test]
+    fn bitwise_operators() {
+        assert_eq!(
+            kinds("& | ^ ~ << >> &= |= ^= <<= >>= < <= > >="),
+            vec![Amp, Pipe, Caret, Tilde, Shl, Shr, AmpAssign, PipeAssign, CaretAssign, ShlAssign, ShrAssign, Lt, Le, Gt, Ge, Eof]
+        );
+        assert_eq!(kinds("a<<b>>c"), vec![ident("a"), Shl, ident("b"), Shr, ident("c"), Eof]);
+        assert_eq!(kinds("a<<=1"), vec![ident("a"), ShlAssign, Int(1), Eof]);
+        assert_eq!(kinds("a&b|c^~d"), vec![ident("a"), Amp, ident("b"), Pipe, ident("c"), Caret, Tilde, ident("d"), Eof]);
+        assert_eq!(kinds("a & &b"), vec![ident("a"), Amp, Amp, ident("b"), Eof]);
+        // `&&` and `||` are not operators: one error each, pointing at `and` / `or`.
+        let (tokens, diags) = lex("a && b || c @|");
+        let kinds: Vec<_> = tokens.into_iter().map(|t| t.kind).collect();
+        assert_eq!(kinds, vec![ident("a"), Error, ident("b"), Error, ident("c"), Error, Pipe, Eof]);
+        let messages: Vec<_> = diags.iter().map(|d| (d.message.as_str(), d.label.as_deref(), d.span)).collect();
+        assert_eq!(
+            messages,
+            [
+                ("unexpected characters `&&`", Some("use `and` for logical and"), Span::new(2, 4)),
+                ("unexpected characters `||`", Some("use `or` for logical or"), Span::new(7, 9)),
+                ("unexpected character `@`", None, Span::new(12, 13)),
+            ]
+        );
     }
 
     #[test]

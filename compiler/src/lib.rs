@@ -66,7 +66,7 @@ fn read_source(path: &Path) -> Result<String, String> {
 
 /// Compiles the file at `path` and everything it imports.
 pub fn compile_file(path: &Path, natives: &[&str], stdlib: StdlibSource<'_>) -> Result<Compiled, CompileError> {
-    let source = read_source(path).map_err(|e| CompileError { rendered: format!("{e}\n"), count: 1 })?;
+    let source = read_source(path).map_err(|e| CompileError { rendered: format!("error: {e}\n"), count: 1 })?;
     compile_source(&path.display().to_string(), &source, path.parent(), natives, stdlib)
 }
 
@@ -161,13 +161,19 @@ impl Driver<'_> {
         }
     }
 
+    /// Counts a file's diagnostics and adds them to the rendered errors (a blank line
+    /// after the last file's) — or, for the main module when asked, keeps them raw.
     fn report(&mut self, name: &str, source: &str, diags: Vec<diag::Diagnostic>) {
         self.count += diags.len();
         // The main module is the one compiled when nothing else is in progress.
-        match self.raw.as_mut().filter(|_| self.in_progress.is_empty()) {
-            Some(raw) => raw.extend(diags),
-            None => self.errors.push_str(&diag::render(name, source, &diags)),
+        if let Some(raw) = self.raw.as_mut().filter(|_| self.in_progress.is_empty()) {
+            raw.extend(diags);
+            return;
         }
+        if !self.errors.is_empty() {
+            self.errors.push('\n');
+        }
+        self.errors.push_str(&diag::render(name, source, &diags));
     }
 }
 

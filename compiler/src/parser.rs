@@ -49,12 +49,18 @@ pub fn parse(source: &str) -> (Program, Vec<Diagnostic>) {
 static EOF: Token = Token { kind: T::Eof, span: Span { start: 0, end: 0 } };
 
 // Binding powers, lowest first. `not` is a prefix operator between `and` and comparison.
+// The bitwise operators sit between comparison and `+ -` in Rust's order, so
+// `a & mask == 0` is `(a & mask) == 0`.
 const OR: u8 = 1;
 const AND: u8 = 2;
 const NOT: u8 = 3;
 const CMP: u8 = 4;
-const ADD: u8 = 5;
-const MUL: u8 = 6;
+const BIT_OR: u8 = 5;
+const BIT_XOR: u8 = 6;
+const BIT_AND: u8 = 7;
+const SHIFT: u8 = 8;
+const ADD: u8 = 9;
+const MUL: u8 = 10;
 
 fn binary_op(kind: &T) -> Option<(BinOp, u8)> {
     Some(match kind {
@@ -66,6 +72,11 @@ fn binary_op(kind: &T) -> Option<(BinOp, u8)> {
         T::Le => (BinOp::Le, CMP),
         T::Gt => (BinOp::Gt, CMP),
         T::Ge => (BinOp::Ge, CMP),
+        T::Pipe => (BinOp::BitOr, BIT_OR),
+        T::Caret => (BinOp::BitXor, BIT_XOR),
+        T::Amp => (BinOp::BitAnd, BIT_AND),
+        T::Shl => (BinOp::Shl, SHIFT),
+        T::Shr => (BinOp::Shr, SHIFT),
         T::Plus => (BinOp::Add, ADD),
         T::Minus => (BinOp::Sub, ADD),
         T::Star => (BinOp::Mul, MUL),
@@ -84,6 +95,11 @@ fn assign_op(kind: &T) -> Option<Option<BinOp>> {
         T::StarAssign => Some(BinOp::Mul),
         T::SlashAssign => Some(BinOp::Div),
         T::PercentAssign => Some(BinOp::Mod),
+        T::AmpAssign => Some(BinOp::BitAnd),
+        T::PipeAssign => Some(BinOp::BitOr),
+        T::CaretAssign => Some(BinOp::BitXor),
+        T::ShlAssign => Some(BinOp::Shl),
+        T::ShrAssign => Some(BinOp::Shr),
         _ => return None,
     })
 }
@@ -711,6 +727,7 @@ impl<'a> Parser<'a> {
     fn unary(&mut self, no_map: bool) -> Expr {
         let op = match self.peek() {
             T::Minus => UnOp::Neg,
+            T::Tilde => UnOp::BitNot,
             T::Not => {
                 // `a == not b`: `not` binds more loosely than the operator before it.
                 let diag = Diagnostic::new("`not` must be parenthesized here", self.tok().span)

@@ -126,6 +126,11 @@ fn binop(op: BinOp) -> &'static str {
         BinOp::Mul => "*",
         BinOp::Div => "/",
         BinOp::Mod => "%",
+        BinOp::BitAnd => "&",
+        BinOp::BitOr => "|",
+        BinOp::BitXor => "^",
+        BinOp::Shl => "<<",
+        BinOp::Shr => ">>",
         BinOp::Eq => "==",
         BinOp::Ne => "!=",
         BinOp::Lt => "<",
@@ -208,6 +213,7 @@ fn write_expr(out: &mut String, e: &Expr) {
             out.push_str(match op {
                 UnOp::Neg => "(- ",
                 UnOp::Not => "(not ",
+                UnOp::BitNot => "(~ ",
             });
             write_expr(out, operand);
             out.push(')');
@@ -329,6 +335,37 @@ fn precedence() {
     check("not -a + b;", "(not (+ (- a) b));");
     check("a <= b; a > b; a >= b;", "(<= a b); (> a b); (>= a b);");
     check("(a < b) < c;", "(< (< a b) c);");
+}
+
+#[test]
+fn bitwise_precedence() {
+    // Rust's order: unary `~` with unary `-`; `* / %`; `+ -`; `<< >>`; `&`; `^`; `|`;
+    // then comparisons, `not`, `and`, `or`.
+    check("~a * b;", "(* (~ a) b);");
+    check("~-a; -~a; ~~a;", "(~ (- a)); (- (~ a)); (~ (~ a));");
+    check("~a.b[c];", "(~ (idx (. a b) c));");
+    check("a << b + c;", "(<< a (+ b c));");
+    check("a + b << c * d;", "(<< (+ a b) (* c d));");
+    check("a << b >> c << d;", "(<< (>> (<< a b) c) d);");
+    check("a & b << c;", "(& a (<< b c));");
+    check("a >> b & c;", "(& (>> a b) c);");
+    check("a ^ b & c;", "(^ a (& b c));");
+    check("a & b ^ c;", "(^ (& a b) c);");
+    check("a | b ^ c;", "(| a (^ b c));");
+    check("a ^ b | c;", "(| (^ a b) c);");
+    check("a | b & c ^ d << e + f * g;", "(| a (^ (& b c) (<< d (+ e (* f g)))));");
+    check("a & b | c & d;", "(| (& a b) (& c d));");
+    check("a - b & c;", "(& (- a b) c);");
+    check("a & b - c;", "(& a (- b c));");
+    check("a & mask == 0;", "(== (& a mask) 0);");
+    check("a | b < c ^ d;", "(< (| a b) (^ c d));");
+    check("not a & b == c and d | e;", "(and (not (== (& a b) c)) (| d e));");
+    check("a or b | c;", "(or a (| b c));");
+    check("(a | b) & c;", "(& (| a b) c);");
+    check("a & b & c; a | b | c; a ^ b ^ c;", "(& (& a b) c); (| (| a b) c); (^ (^ a b) c);");
+    check("x &= 1; x |= 2; x ^= 3; x <<= 4; x >>= 5;", "(&= x 1); (|= x 2); (^= x 3); (<<= x 4); (>>= x 5);");
+    check("a[i] ^= b >> 1;", "(^= (idx a i) (>> b 1));");
+    check("a < b >> c; a >> b > c;", "(< a (>> b c)); (> (>> a b) c);");
 }
 
 #[test]
@@ -562,6 +599,11 @@ fn semantic_syntax_errors() {
     check_errors("1 = 2; 3 = 4;", &["1:1: cannot assign to this expression", "1:8: cannot assign to this expression"]);
     check_errors("a < b < c;", &["1:7: comparison operators cannot be chained"]);
     check_errors("a == b != c;", &["1:8: comparison operators cannot be chained"]);
+    check_errors("a & b < c & d < e;", &["1:15: comparison operators cannot be chained"]);
+    check_errors("x = a & not b;", &["1:9: `not` must be parenthesized here"]);
+    check_errors("x = a & ;", &["1:9: expected expression, found `;`"]);
+    check_errors("x = ~;", &["1:6: expected expression, found `;`"]);
+    check_errors("x << 1 = 2;", &["1:1: cannot assign to this expression"]);
     check_errors("x = a == not b;", &["1:10: `not` must be parenthesized here"]);
     check_errors("let f = fn g() {};", &["1:12: a named function cannot be used as an expression"]);
     check_errors("fn f() { import x; }", &["1:10: `import` is only allowed at the top level of a file"]);
@@ -582,6 +624,7 @@ fn lexer_errors_are_not_repeated_by_the_parser() {
     check_errors("let x = 5 @ 3;", &["1:11: unexpected character `@`"]);
     check_errors("let x = @;", &["1:9: unexpected character `@`"]);
     check_errors("if a && b { }", &["1:6: unexpected characters `&&`"]);
+    check_errors("if a || b { }", &["1:6: unexpected characters `||`"]);
     check_errors("let x = 99999999999999999999;", &["1:9: integer literal is too large"]);
     check_errors("let s = \"\\q\";", &["1:10: unknown escape `\\q`"]);
 }

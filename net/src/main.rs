@@ -216,7 +216,7 @@ fn init_tracing() {
         Ok(filter) => {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
         }
-        Err(e) => eprintln!("tern: TERN_LOG={spec:?} is not a log filter ({e}); logging nothing"),
+        Err(e) => eprintln!("warning: TERN_LOG={spec:?} is not a log filter ({e}); logging nothing"),
     }
 }
 
@@ -354,7 +354,7 @@ fn main() -> ExitCode {
 }
 
 /// Loads the config and runs `f`: exit 0 when it succeeds, 1 when it ran but did not
-/// succeed, 2 (with `tern: ...`) on an error.
+/// succeed, 2 (with `error: ...`) on an error.
 fn with_config(path: &std::path::Path, f: impl FnOnce(&MeshConfig) -> Result<bool, String>) -> ExitCode {
     let cfg = match MeshConfig::load(path) {
         Ok(c) => c,
@@ -393,9 +393,10 @@ fn cluster(command: ClusterCommand) -> ExitCode {
     }
 }
 
-/// `tern: MSG` on stderr, exit code 2.
+/// `error: MSG` on stderr, exit code 2. Compile errors (from `tern ctl spawn`) come
+/// rendered, each already in the form `error: ...`, and are printed as they are.
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("tern: {msg}");
+    eprintln!("{}", tern_net::cmd::error_text(msg));
     ExitCode::from(2)
 }
 

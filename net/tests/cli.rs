@@ -44,12 +44,59 @@ fn compile_errors_exit_two_and_report_every_error_with_a_caret() {
     let out = tern(&["run", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("syntax.tern:1:9:"), "{err}");
-    assert!(err.contains("syntax.tern:3:"), "{err}");
-    assert!(err.contains("syntax.tern:4:"), "{err}");
-    assert!(err.contains('^') || err.contains('┬'), "no caret: {err}");
+    let path = f.display();
+    assert!(err.starts_with(&format!("error: expected expression, found `;`\n --> {path}:1:9\n")), "{err}");
+    assert!(err.contains(&format!(" --> {path}:3:")), "{err}");
+    assert!(err.contains(&format!(" --> {path}:4:")), "{err}");
+    assert!(err.contains("1 | let x = ;\n  |         ^ "), "no caret: {err}");
+    // Each error in the same form: every header line is `error: ...`.
+    let headers: Vec<_> = err.lines().filter(|l| !l.starts_with(' ') && !l.is_empty() && !l.starts_with(char::is_numeric)).collect();
+    assert!(headers.len() >= 3 && headers.iter().all(|l| l.starts_with("error: ")), "{err}");
     let check = tern(&["check", f.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(2));
+    assert_eq!(text(&check.stderr), err);
+    let disasm = tern(&["disasm", f.to_str().unwrap()]);
+    assert_eq!(disasm.status.code(), Some(2));
+    assert_eq!(text(&disasm.stderr), err);
+}
+
+/// Compile errors print in rustc's form: `error: message`, then ` --> file:line:col`, the
+/// line and a caret under the column (not ariadne's `Error: file:line:col: message`).
+#[test]
+fn compile_errors_are_in_rustcs_form() {
+    let f = write_temp("form.tern", "let a = 1;\nprintln(a & );\n");
+    let out = tern(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: expected expression, found `)`\n --> {}:2:13\n  |\n2 | println(a & );\n  |             ^ expected expression, found `)`\n",
+            f.display()
+        )
+    );
+    // An error in an imported file names that file.
+    write_temp("broken_dep.tern", "let x = 1 +;\n");
+    let main = write_temp("imports_broken.tern", "import broken_dep;\n");
+    let out = tern(&["check", main.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: expected expression, found `;`\n"), "{err}");
+    assert!(err.contains("broken_dep.tern:1:12\n"), "{err}");
+}
+
+/// Every other error of the `tern` command starts with `error: ` too (it said `tern: `
+/// for some, nothing for an unreadable source file).
+#[test]
+fn other_errors_start_with_error() {
+    let missing = tern(&["run", "/nonexistent/file.tern"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(text(&missing.stderr), "error: /nonexistent/file.tern: cannot read: No such file or directory (os error 2)\n");
+    let out = tern(&["repl", "--config", "/nonexistent/mesh.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error: /nonexistent/mesh.toml: cannot read"), "{}", text(&out.stderr));
+    let f = write_temp("w2.tern", "println(1);\n");
+    let out = tern(&["run", f.to_str().unwrap(), "--workers", "0"]);
+    assert_eq!(text(&out.stderr), "error: --workers must be between 1 and 1024\n");
 }
 
 #[test]
@@ -205,7 +252,7 @@ fn cluster_init_writes_certificates_and_refuses_to_overwrite_keys() {
     let again = tern(&["cluster", "init", "--config", cfg]);
     assert_eq!(again.status.code(), Some(2));
     let err = text(&again.stderr);
-    assert!(err.starts_with(&format!("tern: {} already exists", pki.join("ca.key").display())), "{err}");
+    assert!(err.starts_with(&format!("error: {} already exists", pki.join("ca.key").display())), "{err}");
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(pki.join("ca.key")).unwrap(), ca_key, "a refused init changed the CA key");
 
@@ -224,12 +271,12 @@ fn cluster_init_reports_config_errors_with_file_and_key() {
     let err = text(&out.stderr);
     assert_eq!(
         err.trim_end(),
-        format!("tern: {}: node[1].addr: \"127.0.0.1\" is not a socket address (expected host:port)", config.display())
+        format!("error: {}: node[1].addr: \"127.0.0.1\" is not a socket address (expected host:port)", config.display())
     );
     assert!(!dir.path().join("certs").exists());
 
     let missing = dir.path().join("nope.toml");
     let out = tern(&["cluster", "init", "--config", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with(&format!("tern: {}: cannot read", missing.display())));
+    assert!(text(&out.stderr).starts_with(&format!("error: {}: cannot read", missing.display())));
 }

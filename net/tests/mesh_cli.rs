@@ -332,7 +332,9 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     assert_eq!(out.json()["failed"], true, "{out:?}");
     let broken = mesh.write("broken.tern", "let = ;\n");
     let out = mesh.ctl(&["spawn", path(&broken)]);
-    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("broken.tern"), "{out:?}");
+    assert!(out.code.is_some_and(|c| c != 0) && out.stderr.contains("broken.tern:1:5"), "{out:?}");
+    // A compile error keeps its own form: no `tern: ` or second `error: ` before it.
+    assert!(out.stderr.starts_with("error: expected a variable name after `let`, found `=`\n"), "{out:?}");
 
     // repl
     let input = format!("1 + 2\nfn sq(x) {{ x * x }}\nsq(7)\n:nodes\n:migrate {cpid} a --forwarding link-traversal --json\n:quit\n");
@@ -376,7 +378,7 @@ fn ctl_against_a_node_that_is_not_running_fails_clearly() {
     let out = run(&["ctl", "--config", path(&config), "--node", "b", "--json", "nodes"], "", T);
     assert_eq!(out.code, Some(2), "{out:?}");
     let err = out.stderr.trim();
-    assert!(err.starts_with("tern: cannot reach node b at 127.0.0.1:"), "{out:?}");
+    assert!(err.starts_with("error: cannot reach node b at 127.0.0.1:"), "{out:?}");
     assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
     let out = run(&["ctl", "--config", path(&config), "--node", "zzz", "nodes"], "", T);
     assert_eq!(out.code, Some(2), "{out:?}");
@@ -535,7 +537,8 @@ fn repl_errors_quote_what_was_typed() {
     assert!(out.stdout.lines().any(|l| l.trim() == "4"), "push; len printed the length: {out:?}");
     assert!(!out.stderr.contains("println"), "the REPL's wrapper is quoted: {out:?}");
     // Line 3 is unfinished: one error, at line 3, quoting what was typed.
-    assert_eq!(out.stderr.matches("repl:3:").count(), 2, "header and excerpt: {out:?}");
+    assert_eq!(out.stderr.matches("repl:3:").count(), 1, "{out:?}");
+    assert!(out.stderr.contains("error: expected expression") && out.stderr.contains("3 | {a:"), "{out:?}");
     assert!(out.stderr.contains("{a:") && out.stderr.contains("found the end of the text"), "{out:?}");
     // Line 5's call fails in the function of line 4: named so, and printed once.
     assert_eq!(out.stderr.matches("index 9 out of range").count(), 1, "{out:?}");

@@ -54,12 +54,12 @@ fn prompt(mesh: &RealMesh, via: Option<&str>, args: &[&str]) -> nodes::Out {
 }
 
 /// `ctl migrate` of `pid` must fail at once with "there is no process PID", as for a
-/// pid that never existed: an error (`tern: ...`, exit 2).
+/// pid that never existed: an error (`error: ...`, exit 2).
 #[track_caller]
 fn no_such_process(mesh: &RealMesh, via: Option<&str>, pid: &str, to: &str) {
     let out = prompt(mesh, via, &["migrate", pid, to]);
     assert_eq!(out.code, Some(2), "migrate of a process that is gone must fail: {out:?}");
-    assert_eq!(out.stderr.trim(), format!("tern: there is no process {pid}"), "{out:?}");
+    assert_eq!(out.stderr.trim(), format!("error: there is no process {pid}"), "{out:?}");
 }
 
 /// No node started a thread per hop of a bounced request: each stays near what it had.

@@ -272,7 +272,8 @@ fn a_function_needing_too_many_registers_is_a_compile_error() {
     let body: String = (0..300).map(|i| format!("let v{i} = {i};\n")).collect();
     let src = format!("fn f() {{\n{body}println(\"${{v1}} ${{v2}}\", [v1, v2], {{a: v1}}, v1 + v2);\n}}\nf();\n");
     let err = compile_text("big.tern", &src).unwrap_err();
-    assert!(err.rendered.contains("big.tern:1:4: function `f` is too complex"), "{}", err.rendered);
+    assert!(err.rendered.starts_with("error: function `f` is too complex"), "{}", err.rendered);
+    assert!(err.rendered.contains("\n --> big.tern:1:4\n"), "{}", err.rendered);
     assert_eq!(err.count, 1);
 }
 
@@ -363,4 +364,84 @@ println(row(2.5, 2));
          false true true false true false\n\
          false false false true true true\n"
     );
+}
+
+/// An int literal for any i64 (`-9223372036854775808` does not lex: the literal would
+/// be too large before the minus).
+fn int_lit(v: i64) -> String {
+    if v == i64::MIN {
+        "(-9223372036854775807 - 1)".to_string()
+    } else {
+        format!("({v})")
+    }
+}
+
+/// What Tern's `<<` must give: the shifted value, or the error when the count is out of
+/// range or bits are shifted out (the result would not be `x * 2^n`).
+fn expected_shl(x: i64, n: i64) -> String {
+    if !(0..64).contains(&n) {
+        return format!("shift count {n} out of range 0..63");
+    }
+    match i64::try_from(i128::from(x) << n) {
+        Ok(v) => v.to_string(),
+        Err(_) => format!("integer overflow: cannot shift {x} left by {n}"),
+    }
+}
+
+fn expected_shr(x: i64, n: i64) -> String {
+    if !(0..64).contains(&n) {
+        return format!("shift count {n} out of range 0..63");
+    }
+    (x >> n).to_string()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// `& | ^ ~ << >>` on ints agree with Rust's i64 operations; `<<` overflows exactly
+    /// when the product `x * 2^n` does not fit, and shift counts outside 0..63 are errors.
+    #[test]
+    fn bitwise_operators_agree_with_rust_i64(
+        x in proptest::prop_oneof![proptest::prelude::any::<i64>(), -300i64..300, proptest::prelude::Just(i64::MIN), proptest::prelude::Just(i64::MAX)],
+        y in proptest::prelude::any::<i64>(),
+        n in -3i64..70,
+    ) {
+        let (a, b, c) = (int_lit(x), int_lit(y), int_lit(n));
+        let src = format!(
+            "let x = {a}; let y = {b}; let n = {c};\n\
+             println(x & y); println(x | y); println(x ^ y); println(~x);\n\
+             println(try {{ x << n }} catch e {{ e }});\n\
+             println(try {{ x >> n }} catch e {{ e }});\n\
+             println(x & y | x ^ y == x | y);\n"
+        );
+        let expected = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\ntrue\n",
+            x & y, x | y, x ^ y, !x, expected_shl(x, n), expected_shr(x, n)
+        );
+        proptest::prop_assert_eq!(plain_output(&src), expected);
+    }
+}
+
+/// The type errors of the bitwise operators are those of the other arithmetic
+/// operators, raised at the operator's line; so are bad shift counts and `<<` overflow.
+#[test]
+fn bitwise_errors_are_runtime_errors_at_their_line() {
+    let cases = [
+        ("let f = 1.5;\nlet x = f | 1;\n", "cannot bitwise-or float and int", 2),
+        ("let s = \"a\";\n\nlet x = 3 & s;\n", "cannot bitwise-and int and string", 3),
+        ("let x = [1] ^ 2;\n", "cannot bitwise-xor array and int", 1),
+        ("let x = {};\nx = ~x;\n", "cannot bitwise-not map", 2),
+        ("let n = 64;\nlet x = 1 << n;\n", "shift count 64 out of range 0..63", 2),
+        ("let n = -1;\nlet x = 1 >> n;\n", "shift count -1 out of range 0..63", 2),
+        ("let x = 1;\nx <<= 63;\n", "integer overflow: cannot shift 1 left by 63", 2),
+        ("let x = true;\nx >>= 1;\n", "cannot shift right bool and int", 2),
+    ];
+    for (src, message, line) in cases {
+        let program = compile_text("bits.tern", src).unwrap();
+        let report = run_program(&program, &RunOptions::default(), &mut BufferHost::new()).unwrap();
+        let err = report.result.unwrap_err();
+        assert_eq!(err.message, message, "{src}");
+        assert_eq!(err.trace[0].line, line, "{src}");
+        assert!(err.to_string().starts_with(&format!("bits.tern:{line}: error: {message}")), "{err}");
+    }
 }

@@ -71,6 +71,12 @@ opcodes! {
     ModK { a: u8, b: u8, k: u16 } = "R[a] := R[b] % K[k] (K[k] a number)",
     Neg { a: u8, b: u8 } = "R[a] := -R[b]",
     Not { a: u8, b: u8 } = "R[a] := not R[b]",
+    BitAnd { a: u8, b: u8, c: u8 } = "R[a] := R[b] & R[c] (ints)",
+    BitOr { a: u8, b: u8, c: u8 } = "R[a] := R[b] | R[c] (ints)",
+    BitXor { a: u8, b: u8, c: u8 } = "R[a] := R[b] ^ R[c] (ints)",
+    Shl { a: u8, b: u8, c: u8 } = "R[a] := R[b] << R[c] (ints; count 0..63; bits shifted out are an overflow error)",
+    Shr { a: u8, b: u8, c: u8 } = "R[a] := R[b] >> R[c] (ints; count 0..63; arithmetic: the sign is kept)",
+    BitNot { a: u8, b: u8 } = "R[a] := ~R[b] (an int)",
     Eq { a: u8, b: u8, c: u8 } = "R[a] := R[b] == R[c]",
     Ne { a: u8, b: u8, c: u8 } = "R[a] := R[b] != R[c]",
     Lt { a: u8, b: u8, c: u8 } = "R[a] := R[b] < R[c]",
@@ -180,7 +186,8 @@ impl std::fmt::Display for ModuleHash {
 /// Magic bytes at the start of every encoded module.
 pub const MODULE_MAGIC: [u8; 4] = *b"TRNM";
 /// Version of the module encoding; bumped on any change to [`Module`] or [`Op`].
-pub const MODULE_VERSION: u16 = 1;
+/// 2: the bitwise instructions (`BitAnd` ... `BitNot`), which renumber the ones after them.
+pub const MODULE_VERSION: u16 = 2;
 /// Largest encoded module accepted.
 pub const MODULE_MAX_BYTES: usize = 64 << 20;
 

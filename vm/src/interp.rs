@@ -361,6 +361,41 @@ fn arith(heap: &mut crate::heap::Heap, op: Op, x: Value, y: Value) -> Result<Val
     }
 }
 
+/// `&`, `|`, `^`, `<<` and `>>`: on ints only. A shift count outside `0..=63` is an
+/// error, and so is a `<<` that shifts out bits (the result would not be `x * 2^n`),
+/// as integer overflow is for `*`; `>>` is arithmetic (rounds toward minus infinity).
+fn bitwise(op: Op, x: Value, y: Value) -> Result<Value, Exn> {
+    let (Value::Int(a), Value::Int(b)) = (x, y) else {
+        let name = match op {
+            Op::BitAnd { .. } => "bitwise-and",
+            Op::BitOr { .. } => "bitwise-or",
+            Op::BitXor { .. } => "bitwise-xor",
+            Op::Shl { .. } => "shift left",
+            _ => "shift right",
+        };
+        return Err(type_err(name, x, y));
+    };
+    Ok(Value::Int(match op {
+        Op::BitAnd { .. } => a & b,
+        Op::BitOr { .. } => a | b,
+        Op::BitXor { .. } => a ^ b,
+        _ => {
+            if !(0..64).contains(&b) {
+                return Err(Exn::msg(format!("shift count {b} out of range 0..63")));
+            }
+            if matches!(op, Op::Shr { .. }) {
+                a >> b
+            } else {
+                let r = a << b;
+                if r >> b != a {
+                    return Err(Exn::msg(format!("integer overflow: cannot shift {a} left by {b}")));
+                }
+                r
+            }
+        }
+    }))
+}
+
 /// `x < y` (or `<=` when `or_equal`) for anything but two ints.
 fn less(heap: &crate::heap::Heap, x: Value, y: Value, or_equal: bool) -> Result<bool, Exn> {
     let ord = match (x, y) {
@@ -755,6 +790,15 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                 }
             }
             Op::Not { a, b } => *rm!(a) = Value::Bool(matches!(rr!(b), Value::Nil | Value::Bool(false))),
+            Op::BitAnd { a, b, c } | Op::BitOr { a, b, c } | Op::BitXor { a, b, c } | Op::Shl { a, b, c } | Op::Shr { a, b, c } => {
+                *rm!(a) = tri!(bitwise(op, r!(b), r!(c)));
+            }
+            Op::BitNot { a, b } => {
+                *rm!(a) = match *rr!(b) {
+                    Value::Int(x) => Value::Int(!x),
+                    x => throw!(Exn::msg(format!("cannot bitwise-not {}", x.type_name()))),
+                }
+            }
             Op::Eq { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Eq))),
             Op::Ne { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Ne))),
             Op::Lt { a, b, c } => *rm!(a) = Value::Bool(tri!(compare(heap, rr!(b), rr!(c), Cmp::Lt))),

@@ -106,6 +106,7 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                 | Op::SetBox { a, b }
                 | Op::Neg { a, b }
                 | Op::Not { a, b }
+                | Op::BitNot { a, b }
                 | Op::AddI { a, b, .. } => {
                     reg(a)?;
                     reg(b)?;
@@ -143,6 +144,11 @@ pub fn verify(m: &Module) -> Result<(), VerifyError> {
                 | Op::Mul { a, b, c }
                 | Op::Div { a, b, c }
                 | Op::Mod { a, b, c }
+                | Op::BitAnd { a, b, c }
+                | Op::BitOr { a, b, c }
+                | Op::BitXor { a, b, c }
+                | Op::Shl { a, b, c }
+                | Op::Shr { a, b, c }
                 | Op::Eq { a, b, c }
                 | Op::Ne { a, b, c }
                 | Op::Lt { a, b, c }

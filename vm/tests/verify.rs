@@ -52,6 +52,9 @@ fn malformed_modules_are_refused() {
     check(vec![Op::ForPrep { a: 0, off: 0 }, Op::ReturnNil {}], 2, "out of range");
     check(vec![Op::IterNext { a: 0, n: 3, off: 0 }, Op::ReturnNil {}], 8, "iteration over 3 variables");
     check(vec![Op::AddK { a: 0, b: 0, k: 1 }, Op::ReturnNil {}], 1, "not a number");
+    check(vec![Op::Shl { a: 0, b: 0, c: 2 }, Op::ReturnNil {}], 2, "register R2 out of range");
+    check(vec![Op::BitXor { a: 3, b: 0, c: 1 }, Op::ReturnNil {}], 2, "register R3 out of range");
+    check(vec![Op::BitNot { a: 0, b: 4 }, Op::ReturnNil {}], 2, "register R4 out of range");
     check(vec![Op::Closure { a: 0, f: 0 }, Op::ReturnNil {}], 1, "not a nested function");
     check(vec![Op::Closure { a: 0, f: 7 }, Op::ReturnNil {}], 1, "not a nested function");
     check(vec![], 1, "code length 0");

@@ -190,6 +190,17 @@ pub fn migrate(
 }
 
 /// Compiles a program for spawning: its modules, encoded, and its main module's hash.
+/// An error as the `tern` command prints it: `error: MESSAGE`. Rendered compile errors
+/// already start with `error: ` (one such line per error) and are left as they are.
+pub fn error_text(msg: &str) -> String {
+    let msg = msg.trim_end();
+    if msg.starts_with("error: ") {
+        msg.to_string()
+    } else {
+        format!("error: {msg}")
+    }
+}
+
 pub fn program_request(file: &Path, on: Option<String>, wait: bool) -> Result<CtlRequest, String> {
     let p = compile(file).map_err(|e| e.rendered)?;
     Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on, wait })
@@ -353,7 +364,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     if json_out {
                         println!("{}", json!({"error": e}));
                     } else {
-                        eprintln!("tern: {e}");
+                        eprintln!("error: {e}");
                     }
                     Ok(false)
                 }

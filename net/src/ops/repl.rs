@@ -692,7 +692,7 @@ pub fn repl(cfg: &MeshConfig, node: Option<&str>) -> Result<(), String> {
                 match r {
                     Ok(true) => {}
                     Ok(false) => break,
-                    Err(e) => eprintln!("{}", e.trim_end()),
+                    Err(e) => eprintln!("{}", crate::ops::cmd::error_text(&e)),
                 }
             }
             Err(ReadlineError::Interrupted) if !interrupted => {
