@@ -240,9 +240,10 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: boo
 }
 
 /// `tern ctl`: one command; prints its result (as JSON with `json`). `Ok(false)`: the
-/// command ran but did not succeed (a process failed, a node refused).
-pub fn ctl(cfg: &MeshConfig, node: Option<&str>, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
-    let client = CtlClient::connect(cfg, node)?;
+/// command ran but did not succeed (a process failed, a node refused). `Err`: also when
+/// no node answered within `connect_timeout`.
+pub fn ctl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: Duration, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+    let client = CtlClient::connect(cfg, node, connect_timeout)?;
     let r = ctl_with(&client, json_out, cmd);
     client.close();
     r

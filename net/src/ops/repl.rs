@@ -284,9 +284,9 @@ impl Session {
     }
 }
 
-/// `tern repl --config C [--node N]`.
-pub fn repl(cfg: &MeshConfig, node: Option<&str>) -> Result<(), String> {
-    let client = CtlClient::connect(cfg, node)?;
+/// `tern repl --config C [--node N] [--connect-timeout S]`.
+pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: std::time::Duration) -> Result<(), String> {
+    let client = CtlClient::connect(cfg, node, connect_timeout)?;
     client.open_console(move |pid, text, failed| {
         if failed {
             eprintln!("<pid {}> failed: {}", name_text(pid), text.trim_end());
