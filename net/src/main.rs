@@ -51,6 +51,25 @@ impl Limits {
     }
 }
 
+/// How `tern ctl` and `tern repl` reach a node.
+#[derive(clap::Args, Clone)]
+struct Connect {
+    /// How long to wait for a node to answer, in seconds (all the config's nodes are
+    /// tried at once, or only --node's).
+    #[arg(long, value_name = "SECONDS", default_value_t = tern_net::ctl::DEFAULT_CONNECT_TIMEOUT.as_secs_f64(), global = true)]
+    connect_timeout: f64,
+}
+
+impl Connect {
+    fn timeout(&self) -> Result<std::time::Duration, String> {
+        let s = self.connect_timeout;
+        if !(s.is_finite() && s > 0.0 && s <= 600.0) {
+            return Err(format!("--connect-timeout {s}: give a number of seconds above 0 and at most 600"));
+        }
+        Ok(std::time::Duration::from_secs_f64(s))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a program on this machine (one node, no network).
@@ -112,6 +131,8 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        connect: Connect,
         #[command(subcommand)]
         command: CtlCmd,
     },
@@ -123,6 +144,8 @@ enum Command {
         /// The node to run on (default: the first of the config that answers).
         #[arg(long, value_name = "NAME")]
         node: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
     },
     /// Compile a program and verify its bytecode, without running it.
     Check { file: PathBuf },
@@ -280,8 +303,18 @@ fn main() -> ExitCode {
             cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
             tern_net::cmd::mesh_up(cfg).map(|()| true)
         }),
-        Command::Repl { config, node } => with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref()).map(|()| true)),
-        Command::Ctl { config, node, json, command } => {
+        Command::Repl { config, node, connect } => {
+            let timeout = match connect.timeout() {
+                Ok(t) => t,
+                Err(e) => return usage_error(&e),
+            };
+            with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref(), timeout).map(|()| true))
+        }
+        Command::Ctl { config, node, json, connect, command } => {
+            let timeout = match connect.timeout() {
+                Ok(t) => t,
+                Err(e) => return usage_error(&e),
+            };
             let cmd = match command {
                 CtlCmd::Nodes => CtlCommand::Nodes,
                 CtlCmd::Ps { node } => CtlCommand::Ps { node },
@@ -292,7 +325,7 @@ fn main() -> ExitCode {
                 }
                 CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
             };
-            with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), json, cmd))
+            with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), timeout, json, cmd))
         }
         Command::Demo { local: true, seed } => {
             let program = match compile_text("demo.tern", include_str!("../../examples/demo.tern")) {

@@ -183,6 +183,47 @@ fn demo_runs_a_three_node_mesh_and_shuts_it_down() {
     assert!(stdout.contains("done: 9 jobs on 3 nodes"), "{stdout}");
     assert_eq!(stdout.matches("ended: normal").count(), 3, "{stdout}");
     assert!(stdout.contains("the mesh shut down cleanly."), "{stdout}");
+    assert!(stdout.contains("the array agrees"), "{stdout}");
+    demo_reports_are_explained(&stdout);
+}
+
+/// The demo's migration reports: one per move, each line a newcomer would not know
+/// explained, and pre-copy shown at its best first (a light writer: most pages copied
+/// once), then at its worst (labelled).
+fn demo_reports_are_explained(stdout: &str) {
+    // (mechanism, heap pages, redundant pages) of each report, in order.
+    let value = |line: &str, key: &str| line.strip_prefix("  ").and_then(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
+    let mut reports: Vec<(String, u64, u64)> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(m) = value(line, "mechanism ") {
+            reports.push((m, 0, 0));
+        } else if let (Some(v), Some(r)) = (value(line, "heap pages "), reports.last_mut()) {
+            r.1 = v.parse().unwrap_or_else(|_| panic!("heap pages: {line}"));
+        } else if let (Some(v), Some(r)) = (value(line, "redundant pages "), reports.last_mut()) {
+            r.2 = v.parse().unwrap_or_else(|_| panic!("redundant pages: {line}"));
+        }
+    }
+    let mechanisms: Vec<&str> = reports.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(mechanisms, ["freeze", "precopy", "lazy", "hybrid", "precopy"], "{stdout}");
+    let (_, heap, redundant) = reports[1];
+    assert!(heap >= 1024, "{stdout}");
+    assert!(redundant * 10 < heap, "pre-copy of a light writer sent {redundant} of {heap} pages twice: {stdout}");
+    assert!(stdout.contains("pre-copy's worst case"), "{stdout}");
+    for said in [
+        "↳ pages copied in each round while the process kept running",
+        "↳ pages sent more than once: pre-copy sends a page again when the running process wrote to it after it was copied",
+        "↳ how long the process was stopped",
+        "rounds stopped",
+        "In short: most of the heap was copied once while the process ran",
+    ] {
+        // (Explanations are cut into lines.)
+        let flat = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(said), "{said:?} is not in: {stdout}");
+    }
+    // Why the rounds stopped, in words, not the names of the code.
+    for name in ["NotShrinking", "Converged", "RoundLimit", "NoRounds"] {
+        assert!(!stdout.contains(name), "{name} in: {stdout}");
+    }
 }
 
 #[test]

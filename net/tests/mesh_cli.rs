@@ -379,10 +379,80 @@ fn ctl_against_a_node_that_is_not_running_fails_clearly() {
     assert_eq!(out.code, Some(2), "{out:?}");
     let err = out.stderr.trim();
     assert!(err.starts_with("error: cannot reach node b at 127.0.0.1:"), "{out:?}");
-    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+    assert!(err.contains("no answer within 1.5 s"), "{out:?}");
+    // Only the node asked for is tried.
+    assert!(!err.contains("node a ") && !err.contains("node c "), "{out:?}");
+    assert!(err.contains(&format!("hint: is the mesh running? start it with: tern mesh up --config {}", path(&config))), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
     let out = run(&["ctl", "--config", path(&config), "--node", "zzz", "nodes"], "", T);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("there is no node \"zzz\""), "{out:?}");
+}
+
+/// No node of the config runs: every node is tried at once, and the one error names
+/// each with its address and why, then says how to start the mesh. (One after another
+/// with 5 s each, this took 15 s and named only the last.)
+#[test]
+fn ctl_and_repl_against_a_mesh_that_is_not_running_name_every_node_and_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = loopback_mesh(dir.path(), 3, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let hint = format!("hint: is the mesh running? start it with: tern mesh up --config {}", path(&config));
+    for args in [vec!["ctl", "--config", path(&config), "nodes"], vec!["repl", "--config", path(&config)]] {
+        let t0 = Instant::now();
+        let out = run(&args, "", T);
+        let took = t0.elapsed();
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(out.stderr.starts_with(&format!("error: no node of {} answered:", path(&config))), "{out:?}");
+        for n in &cfg.nodes {
+            assert!(out.stderr.contains(&format!("cannot reach node {} at {}: no answer within 1.5 s", n.name, n.addr)), "{out:?}");
+        }
+        assert!(out.stderr.trim_end().ends_with(&hint), "{out:?}");
+        assert!(took < Duration::from_secs(6), "took {took:?} (all nodes are tried at once)");
+    }
+    // The timeout is the operator's to choose.
+    let t0 = Instant::now();
+    let out = run(&["ctl", "--config", path(&config), "--connect-timeout", "0.3", "nodes"], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("no answer within 300 ms"), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    let out = run(&["ctl", "--config", path(&config), "--connect-timeout", "0", "nodes"], "", T);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--connect-timeout"), "{out:?}");
+}
+
+/// Only the config's second node runs: `tern ctl` without --node reaches it.
+#[test]
+fn ctl_reaches_the_one_node_that_runs_when_the_first_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 3, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let log = dir.path().join("b.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut b = Guard::spawn(
+        "tern node b",
+        tern().args(["node", "--config", path(&config), "--name", "b"]).stdin(Stdio::null()).stdout(out).stderr(err),
+    );
+    let b_up = wait_until(Duration::from_secs(30), || {
+        assert!(b.wait(Duration::ZERO).is_none(), "node b exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        run(&["ctl", "--config", path(&config), "--node", "b", "nodes"], "", T).code == Some(0)
+    });
+    assert!(b_up, "node b did not answer within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let t0 = Instant::now();
+    let out = run(&["ctl", "--config", path(&config), "--json", "nodes"], "", T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let status: Vec<(String, String)> = out
+        .json()
+        .as_array()
+        .unwrap_or_else(|| panic!("nodes is not an array: {out:?}"))
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [("a", "down"), ("b", "up"), ("c", "down")].map(|(n, s)| (n.to_string(), s.to_string()));
+    assert_eq!(status, want, "{out:?}");
+    // It did not wait for a and c to time out.
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
 }
 
 #[test]

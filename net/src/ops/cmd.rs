@@ -4,9 +4,9 @@ use crate::config::MeshConfig;
 use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
 use crate::ops::ctl::{server, CtlClient};
-use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table};
+use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table, report_table_explained};
 use crate::proto::mechanism::{How, Mechanism};
-use crate::proto::wire::{CtlReply, CtlRequest};
+use crate::proto::wire::{CtlReply, CtlRequest, MigReport};
 use crate::runner::{compile, compile_text};
 use serde_json::json;
 use std::io::Write;
@@ -246,9 +246,10 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: boo
 }
 
 /// `tern ctl`: one command; prints its result (as JSON with `json`). `Ok(false)`: the
-/// command ran but did not succeed (a process failed, a node refused).
-pub fn ctl(cfg: &MeshConfig, node: Option<&str>, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
-    let client = CtlClient::connect(cfg, node)?;
+/// command ran but did not succeed (a process failed, a node refused). `Err`: also when
+/// no node answered within `connect_timeout`.
+pub fn ctl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: Duration, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+    let client = CtlClient::connect(cfg, node, connect_timeout)?;
     let r = ctl_with(&client, json_out, cmd);
     client.close();
     r
@@ -439,14 +440,20 @@ pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<
     Ok(nodes)
 }
 
-/// `tern demo`: a 3-node mesh on loopback, from a built-in config with certificates in a
-/// temporary directory; a program on node a that works with all three.
-/// The demo's second part: a running process moved around the mesh with each mechanism.
+/// The demo's second part: a running process moved around the mesh with each mechanism
+/// while it writes to a small part of its heap, then once more with pre-copy while it
+/// writes all over it (pre-copy's worst case), each report explained.
 fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
-    println!("Live migration: examples/mesh/migrating.tern keeps writing to 4 MiB of heap while it is moved");
-    let moves = [("a", "b", Mechanism::Freeze), ("b", "c", Mechanism::Precopy), ("c", "a", Mechanism::Lazy), ("a", "b", Mechanism::Hybrid)];
-    let said: Vec<String> = moves.iter().map(|(from, to, m)| format!("{from} → {to} ({m})")).collect();
-    println!("{}:\n", said.join(", "));
+    println!("Live migration: examples/mesh/migrating.tern holds 4 MiB of heap and keeps writing to a small part");
+    println!("of it (8 pages) while it is moved with each mechanism; then, writing all over its heap, once more.");
+    println!("A report follows each move; ↳ lines say what its numbers mean.\n");
+    let moves = [
+        ("a", "b", Mechanism::Freeze, false),
+        ("b", "c", Mechanism::Precopy, false),
+        ("c", "a", Mechanism::Lazy, false),
+        ("a", "b", Mechanism::Hybrid, false),
+        ("b", "c", Mechanism::Precopy, true),
+    ];
     let program = compile_text("migrating.tern", include_str!("../../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
     for m in &program.modules {
@@ -471,13 +478,28 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     });
     std::thread::sleep(Duration::from_millis(300));
     let by_name = |n: &str| nodes.iter().find(|m| m.name() == n);
+    let text_message =
+        |t: &str| tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(t.into())] };
     let mut result = Ok(());
-    for (at, to, mech) in moves {
+    let mut freeze_us = None;
+    for (at, to, mech, heavy) in moves {
         let from = by_name(at).ok_or("no such node")?;
+        if heavy {
+            println!("Now the process writes all over its 4 MiB, every page every millisecond: pre-copy's worst case.");
+            from.node().send_to(pid, text_message("heavy")).map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        println!("{at} → {to} by {mech}: {}", mechanism_sentence(mech));
         match from.migrate(pid, to, Some(mech)) {
             Ok(r) => {
                 std::thread::sleep(Duration::from_millis(150));
-                print!("{}", report_table(&r));
+                print!("{}", report_table_explained(&r));
+                if mech == Mechanism::Freeze {
+                    freeze_us = Some(r.freeze_time_us);
+                }
+                if let Some(moral) = precopy_moral(&r, freeze_us) {
+                    println!("  {moral}");
+                }
                 println!();
                 if !r.ok {
                     result = Err(format!("the {mech} migration failed: {}", r.outcome));
@@ -491,8 +513,7 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let msg = tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str("stop".into())] };
-    a.node().send_to(pid, msg).map_err(|e| e.to_string())?;
+    a.node().send_to(pid, text_message("stop")).map_err(|e| e.to_string())?;
     let stopped = done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or(false);
     std::thread::sleep(Duration::from_millis(100));
     a.close_console(console);
@@ -505,6 +526,46 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     Ok(())
 }
 
+/// What a mechanism does, in one sentence for the demo.
+fn mechanism_sentence(m: Mechanism) -> &'static str {
+    match m {
+        Mechanism::Freeze => "the process is stopped, its whole heap sent, and it runs on at the destination",
+        Mechanism::Precopy => {
+            "the heap is copied while the process runs; then it is stopped and only the pages it wrote to meanwhile are sent"
+        }
+        Mechanism::Lazy => "the process is stopped only to send its state; it runs on at once and its pages follow on demand",
+        Mechanism::Hybrid => "one pre-copy round while the process runs, then as lazy: the pages it wrote to since follow on demand",
+    }
+}
+
+/// The demo's last word on a pre-copy report, from its numbers (and the freeze time of
+/// the move by freezing, `freeze_us`): why it went as it did.
+fn precopy_moral(r: &MigReport, freeze_us: Option<u64>) -> Option<String> {
+    if r.mechanism != Mechanism::Precopy || r.heap_pages == 0 {
+        return None;
+    }
+    let share = 100.0 * r.redundant_pages as f64 / r.heap_pages as f64;
+    let against = freeze_us.map(|f| format!(" (freeze stopped it for {f} µs)")).unwrap_or_default();
+    let moral = if share < 50.0 {
+        format!(
+            "In short: most of the heap was copied once while the process ran, only {} pages ({share:.1} % of the heap) went \
+             twice, and the process was stopped for {} µs{against}.",
+            r.redundant_pages, r.freeze_time_us
+        )
+    } else {
+        format!(
+            "In short: the process dirtied pages faster than they could be sent, so {} pages ({:.1} times the heap) were \
+             sent for nothing and it was still stopped for {} µs{against}: for such a process lazy or hybrid is the choice.",
+            r.redundant_pages,
+            share / 100.0,
+            r.freeze_time_us
+        )
+    };
+    Some(crate::ops::report::wrap(&moral, 96).join("\n  "))
+}
+
+/// `tern demo`: a 3-node mesh on loopback, from a built-in config with certificates in a
+/// temporary directory; a program on node a that works with all three.
 pub fn demo() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let cfg = loopback_mesh(dir.path(), 3, "")?;

@@ -382,6 +382,151 @@ fn eval_line(sh: &Host, console: u64, shell: u64, modules: &[Vec<u8>], main: ter
     }
 }
 
+/// How long `tern ctl` and `tern repl` wait for a node to answer, unless told
+/// (`--connect-timeout`). A node that is up answers on loopback or a LAN in
+/// milliseconds; QUIC to an address where nothing listens gets no answer at all.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// After the first node answers, how long the nodes before it in the config still get
+/// (so a mesh that is up is reached at the same node each time).
+const PREFER_EARLIER: Duration = Duration::from_millis(100);
+
+/// Why a node could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unreachable {
+    /// Nothing came back within the timeout (also what QUIC sees when nothing listens).
+    NoAnswer,
+    /// The node answered, but the TLS handshake failed (certificates of another
+    /// cluster, or of another config).
+    Tls(String),
+    /// The node answered and closed or refused the connection, or the socket failed.
+    Refused(String),
+}
+
+/// Connects to each candidate at once; the index and connection of the one chosen, or
+/// why each could not be reached (in the candidates' order).
+async fn connect_any(
+    candidates: &[crate::config::NodeConf],
+    client: quinn::ClientConfig,
+    timeout: Duration,
+) -> Result<(usize, quinn::Connection), Vec<Unreachable>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, n) in candidates.iter().enumerate() {
+        let (addr, name, client) = (n.addr, n.name.clone(), client.clone());
+        tasks.spawn(async move { (i, connect_one(addr, &name, client, timeout).await) });
+    }
+    let mut results: Vec<Option<Result<quinn::Connection, Unreachable>>> = candidates.iter().map(|_| None).collect();
+    let mut deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(200);
+    loop {
+        // The earliest in the config that answered, once every node before it is done.
+        let first_ok = results.iter().position(|r| matches!(r, Some(Ok(_))));
+        if let Some(i) = first_ok {
+            if results[..i].iter().all(Option::is_some) {
+                break;
+            }
+        }
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok((i, r)))) => {
+                if r.is_ok() && first_ok.is_none() {
+                    deadline = deadline.min(tokio::time::Instant::now() + PREFER_EARLIER);
+                }
+                results[i] = Some(r);
+            }
+            Ok(Some(Err(_))) => {}
+            // All done, or out of time.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    tasks.abort_all();
+    let mut chosen = None;
+    let mut why = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(Ok(conn)) if chosen.is_none() => chosen = Some((i, conn)),
+            Some(Ok(conn)) => conn.close(0u32.into(), b"another node answered first"),
+            Some(Err(e)) => why.push(e),
+            None => why.push(Unreachable::NoAnswer),
+        }
+    }
+    chosen.ok_or(why)
+}
+
+async fn connect_one(
+    addr: std::net::SocketAddr,
+    name: &str,
+    client: quinn::ClientConfig,
+    timeout: Duration,
+) -> Result<quinn::Connection, Unreachable> {
+    let bind: std::net::SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("an address");
+    let mut ep = quinn::Endpoint::client(bind).map_err(|e| Unreachable::Refused(format!("cannot open a socket: {e}")))?;
+    ep.set_default_client_config(client);
+    let connecting = ep.connect(addr, name).map_err(|e| Unreachable::Refused(e.to_string()))?;
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(Unreachable::NoAnswer),
+    }
+}
+
+/// A QUIC connection error as one of the reasons [`Unreachable`] tells apart.
+fn classify(e: &quinn::ConnectionError) -> Unreachable {
+    // TLS alerts are the transport error codes 0x100 to 0x1ff (RFC 9001, 4.8).
+    let crypto = |code: u64| (0x100..0x200).contains(&code);
+    match e {
+        quinn::ConnectionError::TimedOut => Unreachable::NoAnswer,
+        quinn::ConnectionError::TransportError(t) if crypto(u64::from(t.code)) => Unreachable::Tls(e.to_string()),
+        quinn::ConnectionError::ConnectionClosed(c) if crypto(u64::from(c.error_code)) => Unreachable::Tls(e.to_string()),
+        _ => Unreachable::Refused(e.to_string()),
+    }
+}
+
+/// A duration as people write it: `1.5 s`, `2 s`, `300 ms`.
+fn seconds_text(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{} ms", d.as_millis());
+    }
+    let s = format!("{:.3}", d.as_secs_f64());
+    format!("{} s", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The error when no candidate answered: every node tried, why, and a hint.
+fn unreachable_text(
+    cfg: &MeshConfig,
+    node: Option<&str>,
+    candidates: &[crate::config::NodeConf],
+    why: &[Unreachable],
+    timeout: Duration,
+) -> String {
+    let reason = |u: &Unreachable| match u {
+        Unreachable::NoAnswer => format!("no answer within {}", seconds_text(timeout)),
+        Unreachable::Tls(e) => format!("TLS handshake failed ({e})"),
+        Unreachable::Refused(e) => format!("refused ({e})"),
+    };
+    let config = cfg.file_label();
+    let mut s = match (node, candidates, why) {
+        (Some(_), [n], [u]) => format!("cannot reach node {} at {}: {}\n", n.name, n.addr, reason(u)),
+        _ => {
+            let mut s = format!("no node of {config} answered:\n");
+            for (n, u) in candidates.iter().zip(why) {
+                s += &format!("  cannot reach node {} at {}: {}\n", n.name, n.addr, reason(u));
+            }
+            s
+        }
+    };
+    if why.iter().all(|u| matches!(u, Unreachable::Tls(_))) {
+        s += &format!(
+            "hint: the TLS handshake failed: were the certificates in {} made for this mesh (tern cluster init --config {config})?",
+            cfg.cert_dir.display()
+        );
+    } else {
+        s += &format!("hint: is the mesh running? start it with: tern mesh up --config {config}");
+        if let Some(n) = node {
+            s += &format!(" (or this node alone: tern node --config {config} --name {n})");
+        }
+    }
+    s
+}
+
 /// An operator's connection to a node.
 pub struct CtlClient {
     rt: tokio::runtime::Runtime,
@@ -392,8 +537,11 @@ pub struct CtlClient {
 }
 
 impl CtlClient {
-    /// Connects to `node` (or the first node of the config that answers).
-    pub fn connect(cfg: &MeshConfig, node: Option<&str>) -> Result<CtlClient, String> {
+    /// Connects to `node`, or to a node of the config that answers (all are tried at
+    /// once; of those that answer within a moment of the first, the earliest in the
+    /// config), waiting at most `timeout` for an answer. When none answers, the error
+    /// names every node tried, its address and why, and ends with a hint.
+    pub fn connect(cfg: &MeshConfig, node: Option<&str>, timeout: Duration) -> Result<CtlClient, String> {
         tls::install_provider();
         let client = tls::client_config(cfg, crate::config::CTL_NAME, tls::ALPN_CTL)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -405,26 +553,17 @@ impl CtlClient {
             Some(n) => vec![cfg.node(n).ok_or_else(|| format!("there is no node {n:?} in {}", cfg.file_label()))?.clone()],
             None => cfg.nodes.clone(),
         };
-        let mut last = String::from("the config lists no node");
-        for n in candidates {
-            let r: Result<quinn::Connection, String> = rt.block_on(async {
-                let bind: std::net::SocketAddr =
-                    if n.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| "bad bind address")?;
-                let mut ep = quinn::Endpoint::client(bind).map_err(|e| format!("cannot open a socket: {e}"))?;
-                ep.set_default_client_config(client.clone());
-                let connecting = ep.connect(n.addr, &n.name).map_err(|e| e.to_string())?;
-                match tokio::time::timeout(Duration::from_secs(5), connecting).await {
-                    Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                }
-            });
-            match r {
-                Ok(conn) => return Ok(CtlClient { rt, conn, node: n.name.clone(), console_lines: Arc::default() }),
-                Err(e) => last = format!("cannot reach node {} at {}: {e}", n.name, n.addr),
+        if candidates.is_empty() {
+            return Err(format!("{} lists no node", cfg.file_label()));
+        }
+        let tried = rt.block_on(connect_any(&candidates, client, timeout));
+        match tried {
+            Ok((i, conn)) => Ok(CtlClient { rt, conn, node: candidates[i].name.clone(), console_lines: Arc::default() }),
+            Err(why) => {
+                rt.shutdown_timeout(Duration::from_millis(200));
+                Err(unreachable_text(cfg, node, &candidates, &why, timeout))
             }
         }
-        Err(last)
     }
 
     /// Sends a request; calls `each` with every reply until the stream ends (or `each`

@@ -634,9 +634,9 @@ fn print_out(printer: &Printer, text: String) {
     let _ = std::io::stdout().flush();
 }
 
-/// `tern repl --config C [--node N]`.
-pub fn repl(cfg: &MeshConfig, node: Option<&str>) -> Result<(), String> {
-    let client = CtlClient::connect(cfg, node)?;
+/// `tern repl --config C [--node N] [--connect-timeout S]`.
+pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: std::time::Duration) -> Result<(), String> {
+    let client = CtlClient::connect(cfg, node, connect_timeout)?;
     client.catch_interrupts()?;
     let mut rl: rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory> =
         rustyline::Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
