@@ -31,6 +31,13 @@ struct Limits {
     /// Reductions a process runs before it yields to the scheduler.
     #[arg(long, default_value_t = 4000, value_name = "REDUCTIONS")]
     budget: u32,
+    /// Compiling hot functions to machine code: off, on (once hot) or always (every
+    /// function at its first call).
+    #[arg(long, default_value = "on", value_name = "MODE")]
+    jit: tern_vm::jit::JitMode,
+    /// Calls and loop back edges that make a function hot (--jit on).
+    #[arg(long, default_value_t = 1000, value_name = "COUNT")]
+    jit_threshold: u32,
 }
 
 impl Limits {
@@ -47,7 +54,10 @@ impl Limits {
         if self.max_frames == 0 || self.budget == 0 {
             return Err("--max-frames and --budget must be at least 1".into());
         }
-        Ok(VmConfig { heap, max_frames: self.max_frames, budget: self.budget })
+        if self.jit_threshold == 0 {
+            return Err("--jit-threshold must be at least 1".into());
+        }
+        Ok(VmConfig { heap, max_frames: self.max_frames, budget: self.budget, jit: self.jit, jit_threshold: self.jit_threshold })
     }
 }
 
@@ -277,7 +287,10 @@ fn main() -> ExitCode {
             match report {
                 Ok(r) => {
                     if stats {
-                        eprintln!("reductions: {}, moves: {}, largest image: {} bytes", r.reductions, r.migrations, r.image_bytes_max);
+                        eprintln!(
+                            "reductions: {}, moves: {}, largest image: {} bytes, functions compiled: {}",
+                            r.reductions, r.migrations, r.image_bytes_max, r.jit_compiled
+                        );
                         eprintln!(
                             "heap: {} KiB; collections: {}, pages dirtied by the last: {}, by all: {}",
                             r.heap_bytes >> 10,

@@ -13,8 +13,17 @@ use tern_vm::runtime::LoadError;
 use tern_vm::{Host, RuntimeError, Vm, VmConfig};
 
 /// A VM with the standard library's natives.
+/// A VM instance (a node's) with the standard natives and, unless `config.jit` is off,
+/// its own compiler (`tern_jit`).
 pub fn new_vm(config: VmConfig) -> Vm {
-    Vm::new(tern_stdlib::natives(), config)
+    let mut vm = Vm::new(tern_stdlib::natives(), config);
+    if config.jit != tern_vm::jit::JitMode::Off {
+        match tern_jit::Jit::new() {
+            Ok(j) => vm.jit = Some(std::sync::Arc::new(j)),
+            Err(e) => tracing::warn!("no JIT, everything is interpreted: {e}"),
+        }
+    }
+    vm
 }
 
 /// Compiles a file with the standard library available.
@@ -73,6 +82,8 @@ pub struct RunReport {
     /// The main process's heap at its end.
     pub gc: tern_vm::heap::GcStats,
     pub heap_bytes: usize,
+    /// Functions compiled to machine code (by every VM instance of the run).
+    pub jit_compiled: u64,
 }
 
 #[derive(Debug)]
@@ -283,10 +294,12 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         }
         std::thread::sleep(Duration::from_micros(if due.is_some() { 50 } else { 500 }));
     };
+    let mut jit_compiled = 0;
     for n in &nodes {
         let (m, b) = n.moves_out();
         migrations += m;
         image_bytes_max = image_bytes_max.max(b);
+        jit_compiled += n.vm().jit.as_ref().map_or(0, |j| j.compiled());
     }
     drop(nodes);
     console.drain(host);
@@ -297,7 +310,15 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         ExitReason::Killed(r) => Err(RuntimeError { message: format!("killed: {r}"), trace: vec![] }),
         ExitReason::Failed(e) => Err(e),
     };
-    Ok(RunReport { result, reductions: exit.reductions, migrations, image_bytes_max, gc: exit.gc, heap_bytes: exit.heap_bytes })
+    Ok(RunReport {
+        result,
+        reductions: exit.reductions,
+        migrations,
+        image_bytes_max,
+        gc: exit.gc,
+        heap_bytes: exit.heap_bytes,
+        jit_compiled,
+    })
 }
 
 /// Files under a root directory: the node's file root.

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile, run_program, BufferHost, RunOptions};
+use tern_vm::jit::JitMode;
 use tern_vm::{RuntimeError, VmConfig};
 
 mod common;
@@ -104,9 +105,14 @@ impl Drop for TempRoot {
 }
 
 fn run_once(spec: &Spec, migrate_every: Option<u64>, seed: u64) -> Result<Run, String> {
+    run_with(spec, migrate_every, seed, JitMode::Off)
+}
+
+fn run_with(spec: &Spec, migrate_every: Option<u64>, seed: u64, jit: JitMode) -> Result<Run, String> {
     let program = compile(&spec.path).map_err(|e| format!("does not compile:\n{e}"))?;
     let root = TempRoot::new(spec)?;
-    let opts = RunOptions { config: config(spec), migrate_every, seed, file_root: Some(root.0.clone()), ..RunOptions::default() };
+    let config = VmConfig { jit, ..config(spec) };
+    let opts = RunOptions { config, migrate_every, seed, file_root: Some(root.0.clone()), ..RunOptions::default() };
     let mut host = BufferHost::new();
     let start = Instant::now();
     let report = run_program(&program, &opts, &mut host).map_err(|e| format!("cannot run: {e}\noutput so far:\n{}", host.out))?;
@@ -264,4 +270,38 @@ fn examples_migrating() {
         problems
     });
     report("migrating runs", count, failures);
+}
+
+/// With every function compiled at its first call (`--jit always`), every example gives
+/// the interpreter's output and error (message and position), plainly and while its
+/// processes keep moving between two VM instances — so also in the middle of compiled
+/// loops: the process state is a bytecode state at every safepoint.
+#[test]
+fn examples_compiled() {
+    let specs = discover();
+    let count = specs.len();
+    let failures = for_each_program(specs, |spec| {
+        let interpreted = match run_once(spec, None, 0) {
+            Ok(run) => run,
+            Err(e) => return vec![e],
+        };
+        let mut problems = Vec::new();
+        for (label, every, seed) in [
+            ("--jit always", None, 0),
+            ("--jit always --migrate-every 500 --seed 1", Some(500), 1),
+            ("--jit always --migrate-every 97 --seed 2", Some(97), 2),
+        ] {
+            match run_with(spec, every, seed, JitMode::Always) {
+                Ok(run) => {
+                    problems.extend(check(spec, &run).into_iter().map(|p| format!("[{label}] {p}")));
+                    if run.out != interpreted.out || run.error != interpreted.error {
+                        problems.push(format!("[{label}] differs from the interpreter's run:\n{:?}\n{:?}", run.error, interpreted.error));
+                    }
+                }
+                Err(e) => problems.push(format!("[{label}] {e}")),
+            }
+        }
+        problems
+    });
+    report("compiled", count, failures);
 }

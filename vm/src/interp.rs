@@ -14,6 +14,7 @@
 use crate::bytecode::{Const, ModuleHash, Op};
 use crate::fmt::display;
 use crate::heap::HeapError;
+use crate::jit::{JitCtx, JitMode};
 use crate::object::{self, KeyError};
 use crate::process::{Frame, Handler, ModuleState, Process, NOT_INIT};
 use crate::runtime::{Exn, Host, LinkedModule, NativeCtx, Vm};
@@ -474,7 +475,9 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     let mut base = top.base as usize;
     let mut module = top.module;
     let mut closure = top.closure;
+    let mut func = top.func;
     let mut gbase = modules[module as usize].globals_base as usize;
+    let jit = if vm.config.jit == JitMode::Off { None } else { vm.jit.as_deref() };
     // The budget lives in a local while the loop runs; `spent!` writes it back.
     let start_budget = *budget_left;
     let mut fuel = start_budget;
@@ -544,12 +547,47 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             }
         }};
     }
+    // At a function's first instruction and at loop back edges: counts toward hotness,
+    // has the function compiled once hot, and runs its compiled code from `pc` when
+    // there is some (see `crate::jit`).
+    macro_rules! jit_at {
+        () => {{
+            if let Some(compiler) = jit {
+                let slot = &lm.jit[func as usize];
+                if slot.code().is_none() {
+                    let always = vm.config.jit == JitMode::Always;
+                    if slot.heat(if always { 1 } else { vm.config.jit_threshold }) {
+                        compiler.compile(&linked[module as usize], func, always);
+                    }
+                }
+                if let Some(f) = slot.code() {
+                    let mut ctx = JitCtx { regs: rb, globals: globals[gbase..].as_mut_ptr(), pc: pc as u32, _pad: 0, fuel };
+                    // SAFETY: code compiled for this function by the node's compiler: it
+                    // reads and writes only the running frame's registers (verified
+                    // operands, all present, see `rb`) and its module's globals (verified
+                    // indices below the module's count), and sets `ctx.pc` to an
+                    // instruction of the function.
+                    unsafe { f(&mut ctx) };
+                    pc = ctx.pc as usize;
+                    fuel = ctx.fuel;
+                    if fuel <= 0 {
+                        if let Some(f) = frames.last_mut() {
+                            f.pc = pc as u32;
+                        }
+                        spent!();
+                        return Exit::Yield;
+                    }
+                }
+            }
+        }};
+    }
     macro_rules! jump {
         ($off:expr) => {{
             let off = $off;
             pc = (pc as i64 + off as i64) as usize;
             if off < 0 {
                 safepoint!();
+                jit_at!();
             }
         }};
     }
@@ -571,6 +609,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
             rb = unsafe { regs.as_mut_ptr().add(base) };
             module = f.module;
             closure = f.closure;
+            func = f.func;
             gbase = modules[module as usize].globals_base as usize;
         }};
     }
@@ -615,6 +654,7 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                         // SAFETY: the caller's registers exist (ensured when it was pushed).
                         rb = unsafe { regs.as_mut_ptr().add(base) };
                         closure = f.closure;
+                        func = f.func;
                     } else {
                         enter!(f);
                     }
@@ -905,10 +945,12 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
                     // SAFETY: `regs` was just resized to hold the callee's registers.
                     rb = unsafe { regs.as_mut_ptr().add(base) };
                     closure = clo;
+                    func = fref.func;
                 } else {
                     enter!(f);
                 }
                 safepoint!();
+                jit_at!();
             }
             Op::Return { a } => {
                 let v = r!(a);

@@ -19,6 +19,7 @@ pub mod flatten;
 pub mod fmt;
 pub mod heap;
 pub mod interp;
+pub mod jit;
 pub mod message;
 pub mod node;
 pub mod object;

@@ -132,6 +132,8 @@ pub struct LinkedModule {
     /// For each function: the module globals it reads or writes, and the functions of
     /// this module it makes closures of (what a spawned process needs copied).
     pub footprints: Vec<Footprint>,
+    /// For each function: its hotness and compiled code on this node (`crate::jit`).
+    pub jit: Vec<crate::jit::JitSlot>,
 }
 
 /// What a function can reach directly (see [`LinkedModule::footprints`]).
@@ -182,6 +184,8 @@ pub struct Vm {
     modules: parking_lot::RwLock<HashMap<ModuleHash, Arc<LinkedModule>>>,
     pub natives: Natives,
     pub config: VmConfig,
+    /// The node's compiler, when `config.jit` is not `Off` (see `crate::jit`).
+    pub jit: Option<Arc<dyn crate::jit::Compiler>>,
 }
 
 /// Per-process limits and scheduling settings.
@@ -192,17 +196,21 @@ pub struct VmConfig {
     pub max_frames: u32,
     /// Reductions a process runs before it yields.
     pub budget: u32,
+    /// When functions are compiled (with a compiler set: [`Vm::jit`]).
+    pub jit: crate::jit::JitMode,
+    /// Calls and loop back edges that make a function hot (`JitMode::On`).
+    pub jit_threshold: u32,
 }
 
 impl Default for VmConfig {
     fn default() -> Self {
-        VmConfig { heap: Default::default(), max_frames: 10_000, budget: 4000 }
+        VmConfig { heap: Default::default(), max_frames: 10_000, budget: 4000, jit: Default::default(), jit_threshold: 1000 }
     }
 }
 
 impl Vm {
     pub fn new(natives: Natives, config: VmConfig) -> Vm {
-        Vm { modules: Default::default(), natives, config }
+        Vm { modules: Default::default(), natives, config, jit: None }
     }
 
     /// Verifies and adds a module; returns its hash. Adding a module twice is cheap.
@@ -229,7 +237,8 @@ impl Vm {
             })
             .collect();
         let footprints = module.functions.iter().map(footprint).collect();
-        self.modules.write().entry(hash).or_insert_with(|| Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints }));
+        let jit = module.functions.iter().map(|_| crate::jit::JitSlot::default()).collect();
+        self.modules.write().entry(hash).or_insert_with(|| Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints, jit }));
         Ok(hash)
     }
 

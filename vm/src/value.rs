@@ -54,8 +54,10 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A Tern value. `Copy`, 16 bytes.
+/// A Tern value. `Copy`, 16 bytes; laid out as C would (`layout`), which compiled code
+/// relies on: the variant's tag in byte 0, its payload from byte 8.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[repr(C, u8)]
 pub enum Value {
     Nil,
     Bool(bool),
@@ -356,6 +358,47 @@ mod num_tests {
                 _ => near((i >> (bits % 64)) as f64, k),
             };
             prop_assert_eq!(int_float_cmp(i, f), reference(i, f), "{} vs {:e}", i, f);
+        }
+    }
+}
+
+/// Where a [`Value`]'s parts are, for compiled code.
+pub mod layout {
+    /// Size of a value (a register).
+    pub const SIZE: i32 = 16;
+    /// Offset of the tag byte.
+    pub const TAG: i32 = 0;
+    /// Offset of the payload (an `i64` for ints, a byte for bools).
+    pub const PAYLOAD: i32 = 8;
+    pub const TAG_NIL: u8 = 0;
+    pub const TAG_BOOL: u8 = 1;
+    pub const TAG_INT: u8 = 2;
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::value::Value;
+
+        fn bytes(v: Value) -> [u8; 16] {
+            // SAFETY: a Value is 16 plain bytes (checked below).
+            unsafe { std::mem::transmute::<Value, [u8; 16]>(v) }
+        }
+
+        #[test]
+        fn the_layout_compiled_code_relies_on() {
+            assert_eq!(std::mem::size_of::<Value>(), SIZE as usize);
+            assert_eq!(bytes(Value::Nil)[TAG as usize], TAG_NIL);
+            let b = bytes(Value::Bool(true));
+            assert_eq!((b[TAG as usize], b[PAYLOAD as usize]), (TAG_BOOL, 1));
+            let i = bytes(Value::Int(-5));
+            assert_eq!(i[TAG as usize], TAG_INT);
+            assert_eq!(i64::from_le_bytes(i[PAYLOAD as usize..PAYLOAD as usize + 8].try_into().unwrap()), -5);
+            // And back: bytes written so make the value.
+            let mut raw = [0u8; 16];
+            raw[TAG as usize] = TAG_INT;
+            raw[PAYLOAD as usize..].copy_from_slice(&77i64.to_le_bytes());
+            // SAFETY: tag and payload of a valid Int.
+            assert_eq!(unsafe { std::mem::transmute::<[u8; 16], Value>(raw) }, Value::Int(77));
         }
     }
 }

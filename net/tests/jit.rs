@@ -1,0 +1,130 @@
+//! The JIT (`tern_jit`, contract in `tern_vm::jit`): compiled code gives the
+//! interpreter's results and errors, a process image taken while a compiled loop runs is
+//! plain bytecode state (it finishes in a VM without a JIT), and a compiled endless loop
+//! is still preempted and ends with its program.
+
+use std::time::{Duration, Instant};
+use tern_net::runner::{compile_text, load, new_vm, run_program, BufferHost, RunOptions, RunReport};
+use tern_vm::jit::JitMode;
+use tern_vm::snapshot::{restore, snapshot};
+use tern_vm::{run, Outcome, Process, VmConfig};
+
+/// Loops of every kind the JIT compiles: while with int compares, for ranges, globals,
+/// constants, truthiness, nil checks; and calls between them.
+const LOOPS: &str = r#"
+let total = 0;
+fn weigh(n) {
+    let s = 0;
+    let i = 0;
+    while i < n {
+        if i % 3 == 0 { s = s + i * 7; } else { s = s - 2; }
+        i = i + 1;
+    }
+    s
+}
+fn count(n) {
+    let c = 0;
+    for k in 0..n {
+        let flag = k > 10 and k <= 1000;
+        if flag { c += 1; }
+        let x = nil;
+        if k == 5 { x = k; }
+        if x != nil { c += 100; }
+        total = total + k;
+    }
+    c
+}
+println(weigh(100000), count(5000), total);
+"#;
+
+fn run_with(src: &str, config: VmConfig) -> (String, RunReport) {
+    let program = compile_text("t.tern", src).unwrap();
+    let mut host = BufferHost::new();
+    let report = run_program(&program, &RunOptions { config, workers: 1, ..RunOptions::default() }, &mut host).unwrap();
+    (host.out, report)
+}
+
+fn mode(jit: JitMode) -> VmConfig {
+    VmConfig { jit, jit_threshold: 50, ..VmConfig::default() }
+}
+
+#[test]
+fn compiled_code_gives_the_interpreters_results() {
+    let (plain, r) = run_with(LOOPS, mode(JitMode::Off));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(r.jit_compiled, 0);
+    assert_eq!(plain, "11666649999 1090 12497500\n");
+    let (out, r) = run_with(LOOPS, mode(JitMode::Always));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(out, plain);
+    assert!(r.jit_compiled >= 2, "only {} functions compiled", r.jit_compiled);
+    // Compiled in the background once hot: a loop long enough to see its code arrive
+    // and be entered at a back edge, while it runs.
+    let long = LOOPS.replace("weigh(100000)", "weigh(3000000)");
+    let (plain, _) = run_with(&long, mode(JitMode::Off));
+    let (out, r) = run_with(&long, mode(JitMode::On));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(out, plain);
+    assert!(r.jit_compiled >= 1, "nothing compiled in the background");
+}
+
+/// An overflow, a type error and an int meeting a float inside compiled loops: the
+/// interpreter's errors, messages and positions.
+#[test]
+fn errors_in_compiled_code_are_the_interpreters() {
+    for src in [
+        "let x = 1;\nfor i in 0..100 {\n    x = x * 3;\n}\n",
+        "let s = 0;\nfor i in 0..100 {\n    if i == 60 { s = s + \"a\"; } else { s = s + i; }\n}\n",
+        "let i = 0;\nwhile i < 9223372036854775800 {\n    i = i + 1000000000000000000;\n}\n",
+        "let s = 0;\nfor i in 0..100 {\n    if i == 70 { s = s + 0.5; } else { s = s + i; }\n}\nprintln(s);\nlet t = [1][5];\n",
+    ] {
+        let (out_i, ri) = run_with(src, mode(JitMode::Off));
+        let (out_c, rc) = run_with(src, mode(JitMode::Always));
+        assert!(ri.result.is_err(), "{src}");
+        assert_eq!(out_c, out_i, "{src}");
+        assert_eq!(rc.result, ri.result, "{src}");
+        assert!(rc.jit_compiled >= 1, "{src}");
+    }
+}
+
+/// An image taken while compiled code runs holds a bytecode state: restored into a VM
+/// with no JIT it finishes with the same output.
+#[test]
+fn an_image_taken_in_a_compiled_loop_finishes_without_the_jit() {
+    let program = compile_text("t.tern", LOOPS).unwrap();
+    let mut fast = new_vm(VmConfig { jit: JitMode::Always, ..VmConfig::default() });
+    load(&mut fast, &program).unwrap();
+    let mut proc = Process::new(1, program.main, &fast).unwrap();
+    let mut host = BufferHost::new();
+    for _ in 0..20 {
+        assert_eq!(run(&mut proc, &fast, &mut host, 4000), Outcome::Yielded);
+    }
+    assert!(fast.jit.as_ref().unwrap().compiled() >= 1, "nothing was compiled");
+    let image = snapshot(&proc);
+    let mut slow = new_vm(VmConfig { jit: JitMode::Off, ..VmConfig::default() });
+    load(&mut slow, &program).unwrap();
+    assert!(slow.jit.is_none());
+    let mut moved = restore(&image, &slow).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match run(&mut moved, &slow, &mut host, 100_000) {
+            Outcome::Yielded => assert!(Instant::now() < deadline, "did not finish"),
+            Outcome::Finished(_) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(host.out, "11666649999 1090 12497500\n");
+}
+
+/// A compiled endless loop takes fuel at its back edge: with one worker, the main
+/// process still runs, finishes, and the program ends (the loop's process is stopped).
+#[test]
+fn a_compiled_endless_loop_is_preempted() {
+    let src = "spawn(fn() { let i = 0; while true { i = i + 1; } });\nsleep(100);\nprintln(\"main ran\");\n";
+    let t = Instant::now();
+    let (out, r) = run_with(src, mode(JitMode::Always));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(out, "main ran\n");
+    assert!(r.jit_compiled >= 1);
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
