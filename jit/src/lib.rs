@@ -93,20 +93,125 @@ impl Compiler for Jit {
 
 fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
     let Some(slot) = lm.jit.get(func as usize) else { return };
-    if slot.code().is_some() {
+    if slot.is_compiled() {
+        return;
+    }
+    let Some(f) = lm.module.functions.get(func as usize) else { return };
+    let entries = entries(lm, &f.code);
+    if !entries.iter().any(|&e| e) {
+        tracing::debug!(module = %lm.module.name, func, "stays interpreted: no loop or start it would run");
+        slot.set_failed();
         return;
     }
     let mut g = inner.lock();
     match compile(&mut g, lm, func) {
         Ok(f) => {
             g.compiled += 1;
-            slot.set_code(f);
+            slot.set_code(f, &entries);
         }
         Err(e) => {
             tracing::debug!(module = %lm.module.name, func, "stays interpreted: {e}");
             slot.set_failed();
         }
     }
+}
+
+/// Whether the compiled code runs `op` (else it leaves for the interpreter there).
+fn compiled(lm: &LinkedModule, op: &Op) -> bool {
+    let int_k = |k: u16| matches!(lm.numbers.get(usize::from(k)), Some(tern_vm::value::Value::Int(_)));
+    let divisor_k = |k: u16| matches!(lm.numbers.get(usize::from(k)), Some(&tern_vm::value::Value::Int(v)) if v != 0 && v != -1);
+    match *op {
+        Op::AddK { k, .. } | Op::SubK { k, .. } | Op::MulK { k, .. } => int_k(k),
+        Op::DivK { k, .. } | Op::ModK { k, .. } => divisor_k(k),
+        Op::LoadNil { .. }
+        | Op::LoadBool { .. }
+        | Op::LoadInt { .. }
+        | Op::Move { .. }
+        | Op::GetGlobal { .. }
+        | Op::SetGlobal { .. }
+        | Op::AddI { .. }
+        | Op::Add { .. }
+        | Op::Sub { .. }
+        | Op::Mul { .. }
+        | Op::Div { .. }
+        | Op::Mod { .. }
+        | Op::Eq { .. }
+        | Op::Ne { .. }
+        | Op::Lt { .. }
+        | Op::Le { .. }
+        | Op::Jmp { .. }
+        | Op::JmpIf { .. }
+        | Op::JmpIfNot { .. }
+        | Op::JmpIfNil { .. }
+        | Op::JmpIfNotNil { .. }
+        | Op::JmpIfLt { .. }
+        | Op::JmpIfLe { .. }
+        | Op::JmpIfEq { .. }
+        | Op::JmpIfNotLt { .. }
+        | Op::JmpIfNotLe { .. }
+        | Op::JmpIfNotEq { .. }
+        | Op::JmpIfLtI { .. }
+        | Op::JmpIfLeI { .. }
+        | Op::JmpIfGtI { .. }
+        | Op::JmpIfGeI { .. }
+        | Op::JmpIfEqI { .. }
+        | Op::JmpIfNotLtI { .. }
+        | Op::JmpIfNotLeI { .. }
+        | Op::JmpIfNotGtI { .. }
+        | Op::JmpIfNotGeI { .. }
+        | Op::JmpIfNotEqI { .. }
+        | Op::ForLoop { .. } => true,
+        _ => false,
+    }
+}
+
+/// Where the interpreter should enter the compiled code: the start of a loop whose every
+/// instruction is compiled (entered at its back edge, it runs the loop through), and the
+/// first instruction when the code up to the first loop or instruction it leaves at is
+/// compiled.
+fn entries(lm: &LinkedModule, code: &[Op]) -> Vec<bool> {
+    let mut out = vec![false; code.len()];
+    for (j, op) in code.iter().enumerate() {
+        let off = match *op {
+            Op::Jmp { off }
+            | Op::JmpIf { off, .. }
+            | Op::JmpIfNot { off, .. }
+            | Op::JmpIfNil { off, .. }
+            | Op::JmpIfNotNil { off, .. }
+            | Op::JmpIfLt { off, .. }
+            | Op::JmpIfLe { off, .. }
+            | Op::JmpIfEq { off, .. }
+            | Op::JmpIfNotLt { off, .. }
+            | Op::JmpIfNotLe { off, .. }
+            | Op::JmpIfNotEq { off, .. }
+            | Op::JmpIfLtI { off, .. }
+            | Op::JmpIfLeI { off, .. }
+            | Op::JmpIfGtI { off, .. }
+            | Op::JmpIfGeI { off, .. }
+            | Op::JmpIfEqI { off, .. }
+            | Op::JmpIfNotLtI { off, .. }
+            | Op::JmpIfNotLeI { off, .. }
+            | Op::JmpIfNotGtI { off, .. }
+            | Op::JmpIfNotGeI { off, .. }
+            | Op::JmpIfNotEqI { off, .. }
+            | Op::ForLoop { off, .. } => off,
+            _ => continue,
+        };
+        if off >= 0 {
+            continue;
+        }
+        let t = (j as i64 + 1 + i64::from(off)) as usize;
+        if t < code.len() && code[t..=j].iter().all(|op| compiled(lm, op)) {
+            out[t] = true;
+        }
+    }
+    // The start: worth it when it runs a few instructions before leaving (or reaches
+    // a loop it can run).
+    let run = code.iter().take_while(|op| compiled(lm, op)).count();
+    if run >= 4 || out.iter().take(run + 1).any(|&e| e) {
+        out[0] = true;
+    }
+    out
 }
 
 fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String> {
@@ -245,6 +350,35 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                     b.switch_to_block(bad);
                     leave(&mut b, pc);
                     b.switch_to_block(ok);
+                    put(&mut b, a, layout::TAG_INT, r);
+                    goto(&mut b, next);
+                }
+                Op::DivK { a, b: x, k } | Op::ModK { a, b: x, k } if compiled(lm, op) => {
+                    // A constant divisor, neither 0 nor -1: no trap, no overflow.
+                    let Some(&tern_vm::value::Value::Int(kv)) = lm.numbers.get(usize::from(k)) else { unreachable!() };
+                    want_int(&mut b, x);
+                    let xv = int_at(&mut b, x);
+                    let kc = b.ins().iconst(types::I64, kv);
+                    let r = if matches!(op, Op::DivK { .. }) { b.ins().sdiv(xv, kc) } else { b.ins().srem(xv, kc) };
+                    put(&mut b, a, layout::TAG_INT, r);
+                    goto(&mut b, next);
+                }
+                Op::Div { a, b: x, c: y } | Op::Mod { a, b: x, c: y } => {
+                    // The interpreter's path for a divisor of 0 (an error) or -1 (an
+                    // overflow for the smallest int).
+                    want_int(&mut b, x);
+                    want_int(&mut b, y);
+                    let xv = int_at(&mut b, x);
+                    let yv = int_at(&mut b, y);
+                    let plus1 = b.ins().iadd_imm_s(yv, 1);
+                    let risky = b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, plus1, 1);
+                    let ok = b.create_block();
+                    let bad = b.create_block();
+                    b.ins().brif(risky, bad, none, ok, none);
+                    b.switch_to_block(bad);
+                    leave(&mut b, pc);
+                    b.switch_to_block(ok);
+                    let r = if matches!(op, Op::Div { .. }) { b.ins().sdiv(xv, yv) } else { b.ins().srem(xv, yv) };
                     put(&mut b, a, layout::TAG_INT, r);
                     goto(&mut b, next);
                 }

@@ -320,6 +320,41 @@ fn import(proc: &mut Process, vm: &Vm, a: u8, hash: ModuleHash) -> Result<(), Ex
     Ok(())
 }
 
+/// At a function's first instruction and at loop back edges: counts toward hotness, has
+/// the function compiled once hot, and runs its compiled code from `pc` when it is worth
+/// entering there (see `crate::jit`); `pc` and `fuel` are where it left off. Out of line:
+/// the interpreter's loop stays small.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn jit_enter(
+    compiler: &dyn crate::jit::Compiler,
+    vm: &Vm,
+    lm: &std::sync::Arc<LinkedModule>,
+    func: u32,
+    regs: *mut Value,
+    globals: *mut Value,
+    pc: &mut usize,
+    fuel: &mut i64,
+) {
+    let slot = &lm.jit[func as usize];
+    if !slot.is_compiled() {
+        let always = vm.config.jit == JitMode::Always;
+        if slot.heat(if always { 1 } else { vm.config.jit_threshold }) {
+            compiler.compile(lm, func, always);
+        }
+    }
+    if let Some(f) = slot.entry(*pc) {
+        let mut ctx = JitCtx { regs, globals, pc: *pc as u32, _pad: 0, fuel: *fuel };
+        // SAFETY: code compiled for this function by the node's compiler: it reads and
+        // writes only the running frame's registers (verified operands, all present: see
+        // `rb` in `exec`) and its module's globals (verified indices below the module's
+        // count), and sets `ctx.pc` to an instruction of the function.
+        unsafe { f(&mut ctx) };
+        *pc = ctx.pc as usize;
+        *fuel = ctx.fuel;
+    }
+}
+
 fn key_exn(e: KeyError) -> Exn {
     match e {
         KeyError::Heap(h) => Exn::Heap(h),
@@ -552,31 +587,14 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     // there is some (see `crate::jit`).
     macro_rules! jit_at {
         () => {{
-            if let Some(compiler) = jit {
-                let slot = &lm.jit[func as usize];
-                if slot.code().is_none() {
-                    let always = vm.config.jit == JitMode::Always;
-                    if slot.heat(if always { 1 } else { vm.config.jit_threshold }) {
-                        compiler.compile(&linked[module as usize], func, always);
+            if let Some(compiler) = jit.filter(|_| lm.jit[func as usize].visit(pc)) {
+                jit_enter(compiler, vm, &linked[module as usize], func, rb, globals[gbase..].as_mut_ptr(), &mut pc, &mut fuel);
+                if fuel <= 0 {
+                    if let Some(f) = frames.last_mut() {
+                        f.pc = pc as u32;
                     }
-                }
-                if let Some(f) = slot.code() {
-                    let mut ctx = JitCtx { regs: rb, globals: globals[gbase..].as_mut_ptr(), pc: pc as u32, _pad: 0, fuel };
-                    // SAFETY: code compiled for this function by the node's compiler: it
-                    // reads and writes only the running frame's registers (verified
-                    // operands, all present, see `rb`) and its module's globals (verified
-                    // indices below the module's count), and sets `ctx.pc` to an
-                    // instruction of the function.
-                    unsafe { f(&mut ctx) };
-                    pc = ctx.pc as usize;
-                    fuel = ctx.fuel;
-                    if fuel <= 0 {
-                        if let Some(f) = frames.last_mut() {
-                            f.pc = pc as u32;
-                        }
-                        spent!();
-                        return Exit::Yield;
-                    }
+                    spent!();
+                    return Exit::Yield;
                 }
             }
         }};

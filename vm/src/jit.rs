@@ -70,20 +70,49 @@ pub struct JitSlot {
     count: AtomicU32,
     /// 0: not asked for; 1: asked for; 2: failed or not worth it (interpreted for good).
     state: AtomicU8,
-    code: OnceLock<usize>,
+    /// The code's address, and a bit per instruction: whether entering there is worth
+    /// it (the compiled code would run a whole loop, not leave at once).
+    code: OnceLock<(usize, Box<[u64]>)>,
 }
 
 impl JitSlot {
-    /// The compiled code, once there.
+    /// Whether the interpreter has anything to do here at `pc`: count toward hotness,
+    /// look for code still being compiled, or enter code worth entering at `pc`. False
+    /// for a function given up on, and where its code would leave at once.
     #[inline]
-    pub fn code(&self) -> Option<JitFn> {
-        // SAFETY: only `set_code` stores here, and only a `JitFn`'s address.
-        self.code.get().map(|&a| unsafe { std::mem::transmute::<usize, JitFn>(a) })
+    pub fn visit(&self, pc: usize) -> bool {
+        match self.code.get() {
+            Some((_, bits)) => bits.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0),
+            None => self.state.load(Ordering::Relaxed) != 2,
+        }
     }
 
-    /// Stores the compiled code (the compiler keeps its memory alive as long as the node).
-    pub fn set_code(&self, f: JitFn) {
-        let _ = self.code.set(f as usize);
+    /// Whether the function has been compiled.
+    #[inline]
+    pub fn is_compiled(&self) -> bool {
+        self.code.get().is_some()
+    }
+
+    /// The compiled code, if it is worth entering at instruction `pc`.
+    #[inline]
+    pub fn entry(&self, pc: usize) -> Option<JitFn> {
+        let (addr, entries) = self.code.get()?;
+        if entries.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0) {
+            // SAFETY: only `set_code` stores here, and only a `JitFn`'s address.
+            Some(unsafe { std::mem::transmute::<usize, JitFn>(*addr) })
+        } else {
+            None
+        }
+    }
+
+    /// Stores the compiled code (the compiler keeps its memory alive as long as the
+    /// node) and the instructions where entering it is worth it.
+    pub fn set_code(&self, f: JitFn, entries: &[bool]) {
+        let mut bits = vec![0u64; entries.len().div_ceil(64)];
+        for (i, _) in entries.iter().enumerate().filter(|(_, &e)| e) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        let _ = self.code.set((f as usize, bits.into_boxed_slice()));
     }
 
     /// The compiler could not compile it (or chose not to): it stays interpreted.
@@ -94,6 +123,10 @@ impl JitSlot {
     /// Counts a call or back edge; true once (when it becomes hot at `threshold`).
     #[inline]
     pub fn heat(&self, threshold: u32) -> bool {
+        // Asked for already (or given up on): nothing more to count.
+        if self.state.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         n >= threshold && self.state.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
