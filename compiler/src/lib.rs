@@ -78,16 +78,7 @@ pub fn compile_source(
     natives: &[&str],
     stdlib: StdlibSource<'_>,
 ) -> Result<Compiled, CompileError> {
-    let mut d = Driver {
-        natives,
-        stdlib,
-        modules: Vec::new(),
-        done: HashMap::new(),
-        in_progress: Vec::new(),
-        errors: String::new(),
-        count: 0,
-        raw: None,
-    };
+    let mut d = Driver::new(natives, stdlib);
     let key = dir.map_or_else(|| name.to_string(), |d| d.join(Path::new(name).file_name().unwrap_or_default()).display().to_string());
     match d.compile(&key, name, source, dir.map(Path::to_path_buf)) {
         Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
@@ -105,16 +96,7 @@ pub fn compile_source_diagnostics(
     natives: &[&str],
     stdlib: StdlibSource<'_>,
 ) -> Result<Compiled, (Vec<diag::Diagnostic>, String)> {
-    let mut d = Driver {
-        natives,
-        stdlib,
-        modules: Vec::new(),
-        done: HashMap::new(),
-        in_progress: Vec::new(),
-        errors: String::new(),
-        count: 0,
-        raw: None,
-    };
+    let mut d = Driver::new(natives, stdlib);
     d.raw = Some(Vec::new());
     match d.compile(name, name, source, None) {
         Some(main) if d.count == 0 => Ok(Compiled { main, modules: d.modules }),
@@ -134,7 +116,20 @@ struct Driver<'a> {
     raw: Option<Vec<diag::Diagnostic>>,
 }
 
-impl Driver<'_> {
+impl<'a> Driver<'a> {
+    fn new(natives: &'a [&'a str], stdlib: StdlibSource<'a>) -> Driver<'a> {
+        Driver {
+            natives,
+            stdlib,
+            modules: Vec::new(),
+            done: HashMap::new(),
+            in_progress: Vec::new(),
+            errors: String::new(),
+            count: 0,
+            raw: None,
+        }
+    }
+
     fn compile(&mut self, key: &str, name: &str, source: &str, dir: Option<PathBuf>) -> Option<ModuleHash> {
         let (prog, diags) = parser::parse(source);
         if !diags.is_empty() {

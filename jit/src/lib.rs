@@ -266,6 +266,16 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                 b.def_var(out_pc, v);
                 b.ins().jump(exit, none);
             };
+            // Leaves for the interpreter to run this instruction when `cond` holds (an
+            // overflow, a risky divisor); goes on otherwise.
+            let leave_if = |b: &mut FunctionBuilder, cond: cranelift_codegen::ir::Value| {
+                let ok = b.create_block();
+                let bad = b.create_block();
+                b.ins().brif(cond, bad, none, ok, none);
+                b.switch_to_block(bad);
+                leave(b, pc);
+                b.switch_to_block(ok);
+            };
             // Continues at `target` (a back edge takes fuel, and leaves when it is out).
             let goto = |b: &mut FunctionBuilder, target: usize| {
                 if target > pc {
@@ -344,12 +354,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                         Op::SubK { .. } => b.ins().ssub_overflow(xv, kc),
                         _ => b.ins().smul_overflow(xv, kc),
                     };
-                    let ok = b.create_block();
-                    let bad = b.create_block();
-                    b.ins().brif(of, bad, none, ok, none);
-                    b.switch_to_block(bad);
-                    leave(&mut b, pc);
-                    b.switch_to_block(ok);
+                    leave_if(&mut b, of);
                     put(&mut b, a, layout::TAG_INT, r);
                     goto(&mut b, next);
                 }
@@ -372,12 +377,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                     let yv = int_at(&mut b, y);
                     let plus1 = b.ins().iadd_imm_s(yv, 1);
                     let risky = b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, plus1, 1);
-                    let ok = b.create_block();
-                    let bad = b.create_block();
-                    b.ins().brif(risky, bad, none, ok, none);
-                    b.switch_to_block(bad);
-                    leave(&mut b, pc);
-                    b.switch_to_block(ok);
+                    leave_if(&mut b, risky);
                     let r = if matches!(op, Op::Div { .. }) { b.ins().sdiv(xv, yv) } else { b.ins().srem(xv, yv) };
                     put(&mut b, a, layout::TAG_INT, r);
                     goto(&mut b, next);
@@ -387,12 +387,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                     let xv = int_at(&mut b, x);
                     let k = b.ins().iconst(types::I64, i64::from(v));
                     let (sum, of) = b.ins().sadd_overflow(xv, k);
-                    let ok = b.create_block();
-                    let bad = b.create_block();
-                    b.ins().brif(of, bad, none, ok, none);
-                    b.switch_to_block(bad);
-                    leave(&mut b, pc);
-                    b.switch_to_block(ok);
+                    leave_if(&mut b, of);
                     put(&mut b, a, layout::TAG_INT, sum);
                     goto(&mut b, next);
                 }
@@ -406,12 +401,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
                         Op::Sub { .. } => b.ins().ssub_overflow(xv, yv),
                         _ => b.ins().smul_overflow(xv, yv),
                     };
-                    let ok = b.create_block();
-                    let bad = b.create_block();
-                    b.ins().brif(of, bad, none, ok, none);
-                    b.switch_to_block(bad);
-                    leave(&mut b, pc);
-                    b.switch_to_block(ok);
+                    leave_if(&mut b, of);
                     put(&mut b, a, layout::TAG_INT, r);
                     goto(&mut b, next);
                 }
