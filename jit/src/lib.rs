@@ -18,24 +18,21 @@
 //! Compiling happens on a thread of its own (a function made hot keeps running in the
 //! interpreter until its code is ready), or at once for `JitMode::Always`.
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, JumpTableData, MemFlagsData, UserFuncName};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, AbiParam, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, SigRef, Type, UserFuncName, Value as Val,
+};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use tern_vm::bytecode::Op;
-use tern_vm::jit::{Compiler, JitFn};
+use tern_vm::bytecode::{Const, Op};
+use tern_vm::jit::{ctx_layout, slot_layout, Compiler, Helpers, JitFn, CALL_ENTRY, LEFT, LEFT_AT, MAX_DEPTH, RETURNED};
+use tern_vm::process::{frame_layout, NOT_INIT};
 use tern_vm::runtime::LinkedModule;
-use tern_vm::value::layout;
-
-/// Offsets in `JitCtx`.
-const CTX_REGS: i32 = 0;
-const CTX_GLOBALS: i32 = 8;
-const CTX_PC: i32 = 16;
-const CTX_FUEL: i32 = 24;
+use tern_vm::value::{layout, Value};
 
 /// A node's compiler: Cranelift, a module of code kept for as long as the node, and a
 /// thread compiling what turns hot.
@@ -97,12 +94,7 @@ fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
         return;
     }
     let Some(f) = lm.module.functions.get(func as usize) else { return };
-    let entries = entries(lm, &f.code);
-    if !entries.iter().any(|&e| e) {
-        tracing::debug!(module = %lm.module.name, func, "stays interpreted: no loop or start it would run");
-        slot.set_failed();
-        return;
-    }
+    let entries = entries(&f.code);
     let mut g = inner.lock();
     match compile(&mut g, lm, func) {
         Ok(f) => {
@@ -116,405 +108,346 @@ fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
     }
 }
 
-/// Whether the compiled code runs `op` (else it leaves for the interpreter there).
-fn compiled(lm: &LinkedModule, op: &Op) -> bool {
-    let int_k = |k: u16| matches!(lm.numbers.get(usize::from(k)), Some(tern_vm::value::Value::Int(_)));
-    let divisor_k = |k: u16| matches!(lm.numbers.get(usize::from(k)), Some(&tern_vm::value::Value::Int(v)) if v != 0 && v != -1);
-    match *op {
-        Op::AddK { k, .. } | Op::SubK { k, .. } | Op::MulK { k, .. } => int_k(k),
-        Op::DivK { k, .. } | Op::ModK { k, .. } => divisor_k(k),
-        Op::LoadNil { .. }
-        | Op::LoadBool { .. }
-        | Op::LoadInt { .. }
-        | Op::Move { .. }
-        | Op::GetGlobal { .. }
-        | Op::SetGlobal { .. }
-        | Op::AddI { .. }
-        | Op::Add { .. }
-        | Op::Sub { .. }
-        | Op::Mul { .. }
-        | Op::Div { .. }
-        | Op::Mod { .. }
-        | Op::Eq { .. }
-        | Op::Ne { .. }
-        | Op::Lt { .. }
-        | Op::Le { .. }
-        | Op::Jmp { .. }
-        | Op::JmpIf { .. }
-        | Op::JmpIfNot { .. }
-        | Op::JmpIfNil { .. }
-        | Op::JmpIfNotNil { .. }
-        | Op::JmpIfLt { .. }
-        | Op::JmpIfLe { .. }
-        | Op::JmpIfEq { .. }
-        | Op::JmpIfNotLt { .. }
-        | Op::JmpIfNotLe { .. }
-        | Op::JmpIfNotEq { .. }
-        | Op::JmpIfLtI { .. }
-        | Op::JmpIfLeI { .. }
-        | Op::JmpIfGtI { .. }
-        | Op::JmpIfGeI { .. }
-        | Op::JmpIfEqI { .. }
-        | Op::JmpIfNotLtI { .. }
-        | Op::JmpIfNotLeI { .. }
-        | Op::JmpIfNotGtI { .. }
-        | Op::JmpIfNotGeI { .. }
-        | Op::JmpIfNotEqI { .. }
-        | Op::ForLoop { .. } => true,
-        _ => false,
-    }
-}
-
-/// Where the interpreter should enter the compiled code: the start of a loop whose every
-/// instruction is compiled (entered at its back edge, it runs the loop through), and the
-/// first instruction when the code up to the first loop or instruction it leaves at is
-/// compiled.
-fn entries(lm: &LinkedModule, code: &[Op]) -> Vec<bool> {
+/// Where the interpreter enters the compiled code: a call (the first instruction) and the
+/// start of every loop (from its back edge, when the loop was already running).
+fn entries(code: &[Op]) -> Vec<bool> {
     let mut out = vec![false; code.len()];
-    for (j, op) in code.iter().enumerate() {
-        let off = match *op {
-            Op::Jmp { off }
-            | Op::JmpIf { off, .. }
-            | Op::JmpIfNot { off, .. }
-            | Op::JmpIfNil { off, .. }
-            | Op::JmpIfNotNil { off, .. }
-            | Op::JmpIfLt { off, .. }
-            | Op::JmpIfLe { off, .. }
-            | Op::JmpIfEq { off, .. }
-            | Op::JmpIfNotLt { off, .. }
-            | Op::JmpIfNotLe { off, .. }
-            | Op::JmpIfNotEq { off, .. }
-            | Op::JmpIfLtI { off, .. }
-            | Op::JmpIfLeI { off, .. }
-            | Op::JmpIfGtI { off, .. }
-            | Op::JmpIfGeI { off, .. }
-            | Op::JmpIfEqI { off, .. }
-            | Op::JmpIfNotLtI { off, .. }
-            | Op::JmpIfNotLeI { off, .. }
-            | Op::JmpIfNotGtI { off, .. }
-            | Op::JmpIfNotGeI { off, .. }
-            | Op::JmpIfNotEqI { off, .. }
-            | Op::ForLoop { off, .. } => off,
-            _ => continue,
-        };
-        if off >= 0 {
-            continue;
-        }
-        let t = (j as i64 + 1 + i64::from(off)) as usize;
-        if t < code.len() && code[t..=j].iter().all(|op| compiled(lm, op)) {
-            out[t] = true;
-        }
+    if let Some(first) = out.first_mut() {
+        *first = true;
     }
-    // The start: worth it when it runs a few instructions before leaving (or reaches
-    // a loop it can run).
-    let run = code.iter().take_while(|op| compiled(lm, op)).count();
-    if run >= 4 || out.iter().take(run + 1).any(|&e| e) {
-        out[0] = true;
+    for (j, op) in code.iter().enumerate() {
+        if let Some(off) = jump_offset(op).filter(|&off| off < 0) {
+            let t = (j as i64 + 1 + i64::from(off)) as usize;
+            if let Some(e) = out.get_mut(t) {
+                *e = true;
+            }
+        }
     }
     out
 }
 
+/// The offset of a jump instruction.
+fn jump_offset(op: &Op) -> Option<i32> {
+    match *op {
+        Op::Jmp { off }
+        | Op::JmpIf { off, .. }
+        | Op::JmpIfNot { off, .. }
+        | Op::JmpIfNil { off, .. }
+        | Op::JmpIfNotNil { off, .. }
+        | Op::JmpIfLt { off, .. }
+        | Op::JmpIfLe { off, .. }
+        | Op::JmpIfEq { off, .. }
+        | Op::JmpIfNotLt { off, .. }
+        | Op::JmpIfNotLe { off, .. }
+        | Op::JmpIfNotEq { off, .. }
+        | Op::JmpIfLtI { off, .. }
+        | Op::JmpIfLeI { off, .. }
+        | Op::JmpIfGtI { off, .. }
+        | Op::JmpIfGeI { off, .. }
+        | Op::JmpIfEqI { off, .. }
+        | Op::JmpIfNotLtI { off, .. }
+        | Op::JmpIfNotLeI { off, .. }
+        | Op::JmpIfNotGtI { off, .. }
+        | Op::JmpIfNotGeI { off, .. }
+        | Op::JmpIfNotEqI { off, .. }
+        | Op::ForPrep { off, .. }
+        | Op::ForLoop { off, .. }
+        | Op::IterNext { off, .. } => Some(off),
+        _ => None,
+    }
+}
+
+/// The code generator's state for one function.
+struct Gen<'f> {
+    b: FunctionBuilder<'f>,
+    /// The `JitCtx` pointer (the entry block's parameter: it dominates every block).
+    cx: Val,
+    regs: Variable,
+    globals: Variable,
+    /// The running frame's `base` (i32).
+    base: Variable,
+    fuel: Variable,
+    out_pc: Variable,
+    blocks: Vec<Block>,
+    /// Goes to the block of the pc it is given (anything else: `exit_raw`).
+    dispatch: Block,
+    /// Leaves with `out_pc` and `fuel` for the interpreter ([`LEFT_AT`]).
+    exit_at: Block,
+    /// Leaves with the status it is given (the runtime holds the state).
+    exit_with: Block,
+    ptr: Type,
+    helpers: Helpers,
+    step_sig: SigRef,
+    call_sig: SigRef,
+    ret_sig: SigRef,
+    fn_sig: SigRef,
+}
+
+const MEM: MemFlagsData = MemFlagsData::trusted();
+
+impl Gen<'_> {
+    fn at(r: u8) -> i32 {
+        i32::from(r) * layout::SIZE
+    }
+    fn tag(&mut self, r: u8) -> Val {
+        let regs = self.b.use_var(self.regs);
+        self.b.ins().load(types::I8, MEM, regs, Self::at(r) + layout::TAG)
+    }
+    fn int(&mut self, r: u8) -> Val {
+        let regs = self.b.use_var(self.regs);
+        self.b.ins().load(types::I64, MEM, regs, Self::at(r) + layout::PAYLOAD)
+    }
+    fn float(&mut self, r: u8) -> Val {
+        let regs = self.b.use_var(self.regs);
+        self.b.ins().load(types::F64, MEM, regs, Self::at(r) + layout::PAYLOAD)
+    }
+    /// Stores a value of tag `tag` with payload `payload` (an i64 or f64) in `r`.
+    fn put(&mut self, r: u8, tag: u8, payload: Val) {
+        let regs = self.b.use_var(self.regs);
+        let t = self.b.ins().iconst(types::I8, i64::from(tag));
+        self.b.ins().store(MEM, t, regs, Self::at(r) + layout::TAG);
+        self.b.ins().store(MEM, payload, regs, Self::at(r) + layout::PAYLOAD);
+    }
+    fn put_bool(&mut self, r: u8, c: Val) {
+        let w = self.b.ins().uextend(types::I64, c);
+        self.put(r, layout::TAG_BOOL, w);
+    }
+    fn copy(&mut self, from: Val, fo: i32, to: Val, to_off: i32) {
+        let lo = self.b.ins().load(types::I64, MEM, from, fo);
+        let hi = self.b.ins().load(types::I64, MEM, from, fo + 8);
+        self.b.ins().store(MEM, lo, to, to_off);
+        self.b.ins().store(MEM, hi, to, to_off + 8);
+    }
+    fn is_tag(&mut self, r: u8, tag: u8) -> Val {
+        let t = self.tag(r);
+        self.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(tag))
+    }
+    fn both(&mut self, x: u8, y: u8, tag: u8) -> Val {
+        let a = self.is_tag(x, tag);
+        let c = self.is_tag(y, tag);
+        self.b.ins().band(a, c)
+    }
+    /// A new block to continue in when `cond` holds; else the runtime runs `pc`.
+    fn guard(&mut self, cond: Val, pc: usize) {
+        let ok = self.b.create_block();
+        let slow = self.b.create_block();
+        self.b.ins().brif(cond, ok, NONE, slow, NONE);
+        self.b.switch_to_block(slow);
+        self.step(pc);
+        self.b.switch_to_block(ok);
+    }
+    /// Three ways on the operands' tags: both ints (the current block goes on there), both
+    /// floats (the returned block), or anything else (the runtime runs `pc`).
+    fn int_or_float(&mut self, x: u8, y: u8, pc: usize) -> Block {
+        let ints = self.b.create_block();
+        let not_ints = self.b.create_block();
+        let floats = self.b.create_block();
+        let slow = self.b.create_block();
+        let c = self.both(x, y, layout::TAG_INT);
+        self.b.ins().brif(c, ints, NONE, not_ints, NONE);
+        self.b.switch_to_block(not_ints);
+        let c = self.both(x, y, layout::TAG_FLOAT);
+        self.b.ins().brif(c, floats, NONE, slow, NONE);
+        self.b.switch_to_block(slow);
+        self.step(pc);
+        self.b.switch_to_block(ints);
+        floats
+    }
+    fn save_fuel(&mut self) {
+        let f = self.b.use_var(self.fuel);
+        self.b.ins().store(MEM, f, self.cx, ctx_layout::FUEL);
+    }
+    /// After a runtime call: the register stack may have moved, the frame changed, the
+    /// fuel been spent.
+    fn reload(&mut self) {
+        let r = self.b.ins().load(self.ptr, MEM, self.cx, ctx_layout::REGS);
+        self.b.def_var(self.regs, r);
+        let g = self.b.ins().load(self.ptr, MEM, self.cx, ctx_layout::GLOBALS);
+        self.b.def_var(self.globals, g);
+        let f = self.b.ins().load(types::I64, MEM, self.cx, ctx_layout::FUEL);
+        self.b.def_var(self.fuel, f);
+        let base = self.b.ins().load(types::I32, MEM, self.cx, ctx_layout::BASE);
+        self.b.def_var(self.base, base);
+    }
+    fn ctx_load(&mut self, ty: Type, off: i32) -> Val {
+        self.b.ins().load(ty, MEM, self.cx, off)
+    }
+    fn ctx_store(&mut self, v: Val, off: i32) {
+        self.b.ins().store(MEM, v, self.cx, off);
+    }
+    /// `a & b` of two conditions.
+    fn and(&mut self, a: Val, b: Val) -> Val {
+        self.b.ins().band(a, b)
+    }
+    fn helper(&mut self, sig: SigRef, addr: usize, pc: usize) -> Val {
+        self.save_fuel();
+        let f = self.b.ins().iconst(self.ptr, addr as i64);
+        let p = self.b.ins().iconst(types::I32, pc as i64);
+        let call = self.b.ins().call_indirect(sig, f, &[self.cx, p]);
+        let r = self.b.inst_results(call)[0];
+        self.reload();
+        r
+    }
+    /// The runtime runs instruction `pc` (the interpreter's own code), and the compiled
+    /// code goes on where it says.
+    fn step(&mut self, pc: usize) {
+        let r = self.helper(self.step_sig, self.helpers.step as usize, pc);
+        self.go_to_pc(r, pc + 1);
+    }
+    /// Goes on at the pc in `r`: `likely` directly, any other through the jump table.
+    fn go_to_pc(&mut self, r: Val, likely: usize) {
+        let arg = [BlockArg::Value(r)];
+        match self.blocks.get(likely).copied() {
+            Some(next) => {
+                let is_next = self.b.ins().icmp_imm_s(IntCC::Equal, r, likely as i64);
+                self.b.ins().brif(is_next, next, NONE, self.dispatch, &arg);
+            }
+            None => {
+                self.b.ins().jump(self.dispatch, &arg);
+            }
+        }
+    }
+    /// Continues at `target` (a back edge takes fuel, and leaves when it is out).
+    fn goto(&mut self, pc: usize, target: usize) {
+        if target > pc {
+            self.b.ins().jump(self.blocks[target], NONE);
+            return;
+        }
+        let f = self.b.use_var(self.fuel);
+        let f = self.b.ins().iadd_imm_s(f, -1);
+        self.b.def_var(self.fuel, f);
+        let out = self.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, f, 0);
+        let stop = self.b.create_block();
+        self.b.ins().brif(out, stop, NONE, self.blocks[target], NONE);
+        self.b.switch_to_block(stop);
+        self.leave_at(target);
+    }
+    fn leave_at(&mut self, pc: usize) {
+        let v = self.b.ins().iconst(types::I32, pc as i64);
+        self.b.def_var(self.out_pc, v);
+        self.b.ins().jump(self.exit_at, NONE);
+    }
+    /// Branches on `cond` to `target` (taken) or `next`.
+    fn branch(&mut self, pc: usize, cond: Val, target: usize, next: usize) {
+        let taken = self.b.create_block();
+        let not = self.b.create_block();
+        self.b.ins().brif(cond, taken, NONE, not, NONE);
+        self.b.switch_to_block(taken);
+        self.goto(pc, target);
+        self.b.switch_to_block(not);
+        self.goto(pc, next);
+    }
+    fn exit_with(&mut self, status: Val) {
+        self.b.ins().jump(self.exit_with, &[BlockArg::Value(status)]);
+    }
+}
+
+const NONE: &[BlockArg] = &[];
+
 fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String> {
     let f = lm.module.functions.get(func as usize).ok_or("no such function")?;
     let code = &f.code;
+    if code.is_empty() {
+        return Err("no code".into());
+    }
     let Inner { module, ctx, fctx, .. } = g;
     module.clear_context(ctx);
     let tcfg = module.target_config();
     let ptr = tcfg.pointer_type();
-    ctx.func.signature.params.push(AbiParam::new(ptr));
+    let mut fn_sig = module.make_signature();
+    fn_sig.params.push(AbiParam::new(ptr));
+    fn_sig.returns.push(AbiParam::new(types::I32));
+    let helper_sig = |ret: Type| {
+        let mut s = module.make_signature();
+        s.params.push(AbiParam::new(ptr));
+        s.params.push(AbiParam::new(types::I32));
+        s.returns.push(AbiParam::new(ret));
+        s
+    };
+    let (step_sig, call_sig, ret_sig) = (helper_sig(types::I32), helper_sig(ptr), helper_sig(types::I32));
+    ctx.func.signature = fn_sig.clone();
     ctx.func.name = UserFuncName::user(0, 0);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
-        let exit = b.create_block();
+        let (step_sig, call_sig, ret_sig, fn_sig) =
+            (b.import_signature(step_sig), b.import_signature(call_sig), b.import_signature(ret_sig), b.import_signature(fn_sig));
+        let exit_at = b.create_block();
+        let exit_with = b.create_block();
+        b.append_block_param(exit_with, types::I32);
+        let dispatch = b.create_block();
+        b.append_block_param(dispatch, types::I32);
         let blocks: Vec<_> = code.iter().map(|_| b.create_block()).collect();
+        let regs = b.declare_var(ptr);
+        let globals = b.declare_var(ptr);
+        let base = b.declare_var(types::I32);
         let fuel = b.declare_var(types::I64);
         let out_pc = b.declare_var(types::I32);
-        let mem = MemFlagsData::trusted();
 
         b.switch_to_block(entry);
         let cx = b.block_params(entry)[0];
-        let regs = b.ins().load(ptr, mem, cx, CTX_REGS);
-        let globals = b.ins().load(ptr, mem, cx, CTX_GLOBALS);
-        let f0 = b.ins().load(types::I64, mem, cx, CTX_FUEL);
-        b.def_var(fuel, f0);
-        let zero32 = b.ins().iconst(types::I32, 0);
-        b.def_var(out_pc, zero32);
-        let pc0 = b.ins().load(types::I32, mem, cx, CTX_PC);
-        let none: &[BlockArg] = &[];
-        let calls: Vec<_> = blocks.iter().map(|&bl| b.func.dfg.block_call(bl, none)).collect();
-        let default = b.func.dfg.block_call(exit, none);
-        let jt = b.create_jump_table(JumpTableData::new(default, &calls));
-        b.ins().br_table(pc0, jt);
-
-        // Helpers over the frame's registers.
-        let tag_at = |b: &mut FunctionBuilder, r: u8| b.ins().load(types::I8, mem, regs, i32::from(r) * layout::SIZE + layout::TAG);
-        let int_at = |b: &mut FunctionBuilder, r: u8| b.ins().load(types::I64, mem, regs, i32::from(r) * layout::SIZE + layout::PAYLOAD);
-        let put = |b: &mut FunctionBuilder, r: u8, tag: u8, payload: cranelift_codegen::ir::Value| {
-            let t = b.ins().iconst(types::I8, i64::from(tag));
-            b.ins().store(mem, t, regs, i32::from(r) * layout::SIZE + layout::TAG);
-            b.ins().store(mem, payload, regs, i32::from(r) * layout::SIZE + layout::PAYLOAD);
+        let mut g = Gen {
+            b,
+            cx,
+            regs,
+            globals,
+            base,
+            fuel,
+            out_pc,
+            blocks,
+            dispatch,
+            exit_at,
+            exit_with,
+            ptr,
+            helpers: tern_vm::jit::helpers(),
+            step_sig,
+            call_sig,
+            ret_sig,
+            fn_sig,
         };
+        g.reload();
+        let zero32 = g.b.ins().iconst(types::I32, 0);
+        g.b.def_var(out_pc, zero32);
+        let pc0 = g.b.ins().load(types::I32, MEM, cx, ctx_layout::PC);
+        // A call from compiled code: the registers beyond the arguments become nil.
+        let fill = g.b.create_block();
+        let is_call = g.b.ins().icmp_imm_s(IntCC::Equal, pc0, i64::from(CALL_ENTRY));
+        g.b.ins().brif(is_call, fill, NONE, dispatch, &[BlockArg::Value(pc0)]);
+        g.b.switch_to_block(fill);
+        let regs_now = g.b.use_var(regs);
+        let nil = g.b.ins().iconst(types::I8, i64::from(layout::TAG_NIL));
+        for r in u16::from(f.arity)..f.nregs {
+            g.b.ins().store(MEM, nil, regs_now, i32::from(r) * layout::SIZE + layout::TAG);
+        }
+        g.b.ins().jump(g.blocks[0], NONE);
+
+        g.b.switch_to_block(dispatch);
+        let at = g.b.block_params(dispatch)[0];
+        let calls: Vec<_> = g.blocks.iter().map(|&bl| g.b.func.dfg.block_call(bl, NONE)).collect();
+        let left = g.b.ins().iconst(types::I32, i64::from(LEFT));
+        let default = g.b.func.dfg.block_call(exit_with, &[BlockArg::Value(left)]);
+        let jt = g.b.create_jump_table(JumpTableData::new(default, &calls));
+        g.b.ins().br_table(at, jt);
 
         for (pc, op) in code.iter().enumerate() {
-            b.switch_to_block(blocks[pc]);
-            let next = pc + 1;
-            // Leaves for the interpreter to run instruction `at`.
-            let leave = |b: &mut FunctionBuilder, at: usize| {
-                let v = b.ins().iconst(types::I32, at as i64);
-                b.def_var(out_pc, v);
-                b.ins().jump(exit, none);
-            };
-            // Leaves for the interpreter to run this instruction when `cond` holds (an
-            // overflow, a risky divisor); goes on otherwise.
-            let leave_if = |b: &mut FunctionBuilder, cond: cranelift_codegen::ir::Value| {
-                let ok = b.create_block();
-                let bad = b.create_block();
-                b.ins().brif(cond, bad, none, ok, none);
-                b.switch_to_block(bad);
-                leave(b, pc);
-                b.switch_to_block(ok);
-            };
-            // Continues at `target` (a back edge takes fuel, and leaves when it is out).
-            let goto = |b: &mut FunctionBuilder, target: usize| {
-                if target > pc {
-                    b.ins().jump(blocks[target], none);
-                    return;
-                }
-                let f = b.use_var(fuel);
-                let f = b.ins().iadd_imm_s(f, -1);
-                b.def_var(fuel, f);
-                let out = b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, f, 0);
-                let stop = b.create_block();
-                b.ins().brif(out, stop, none, blocks[target], none);
-                b.switch_to_block(stop);
-                let v = b.ins().iconst(types::I32, target as i64);
-                b.def_var(out_pc, v);
-                b.ins().jump(exit, none);
-            };
-            // Goes on only when register `r` holds an int (else the interpreter runs `pc`).
-            let want_int = |b: &mut FunctionBuilder, r: u8| {
-                let t = tag_at(b, r);
-                let ok = b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_INT));
-                let go = b.create_block();
-                let back = b.create_block();
-                b.ins().brif(ok, go, none, back, none);
-                b.switch_to_block(back);
-                let v = b.ins().iconst(types::I32, pc as i64);
-                b.def_var(out_pc, v);
-                b.ins().jump(exit, none);
-                b.switch_to_block(go);
-            };
-            let target_of = |off: i32| (next as i64 + i64::from(off)) as usize;
-            match *op {
-                Op::LoadNil { a } => {
-                    let z = b.ins().iconst(types::I64, 0);
-                    put(&mut b, a, layout::TAG_NIL, z);
-                    goto(&mut b, next);
-                }
-                Op::LoadBool { a, v } => {
-                    let x = b.ins().iconst(types::I64, i64::from(v));
-                    put(&mut b, a, layout::TAG_BOOL, x);
-                    goto(&mut b, next);
-                }
-                Op::LoadInt { a, v } => {
-                    let x = b.ins().iconst(types::I64, i64::from(v));
-                    put(&mut b, a, layout::TAG_INT, x);
-                    goto(&mut b, next);
-                }
-                Op::Move { a, b: src } => {
-                    let lo = b.ins().load(types::I64, mem, regs, i32::from(src) * layout::SIZE);
-                    let hi = b.ins().load(types::I64, mem, regs, i32::from(src) * layout::SIZE + 8);
-                    b.ins().store(mem, lo, regs, i32::from(a) * layout::SIZE);
-                    b.ins().store(mem, hi, regs, i32::from(a) * layout::SIZE + 8);
-                    goto(&mut b, next);
-                }
-                Op::GetGlobal { a, g } | Op::SetGlobal { g, a } => {
-                    let (from, fo, to, to_off) = if matches!(op, Op::GetGlobal { .. }) {
-                        (globals, g as i32 * layout::SIZE, regs, i32::from(a) * layout::SIZE)
-                    } else {
-                        (regs, i32::from(a) * layout::SIZE, globals, g as i32 * layout::SIZE)
-                    };
-                    let lo = b.ins().load(types::I64, mem, from, fo);
-                    let hi = b.ins().load(types::I64, mem, from, fo + 8);
-                    b.ins().store(mem, lo, to, to_off);
-                    b.ins().store(mem, hi, to, to_off + 8);
-                    goto(&mut b, next);
-                }
-                Op::AddK { a, b: x, k } | Op::SubK { a, b: x, k } | Op::MulK { a, b: x, k }
-                    if matches!(lm.numbers.get(usize::from(k)), Some(tern_vm::value::Value::Int(_))) =>
-                {
-                    let Some(&tern_vm::value::Value::Int(kv)) = lm.numbers.get(usize::from(k)) else { unreachable!() };
-                    want_int(&mut b, x);
-                    let xv = int_at(&mut b, x);
-                    let kc = b.ins().iconst(types::I64, kv);
-                    let (r, of) = match op {
-                        Op::AddK { .. } => b.ins().sadd_overflow(xv, kc),
-                        Op::SubK { .. } => b.ins().ssub_overflow(xv, kc),
-                        _ => b.ins().smul_overflow(xv, kc),
-                    };
-                    leave_if(&mut b, of);
-                    put(&mut b, a, layout::TAG_INT, r);
-                    goto(&mut b, next);
-                }
-                Op::DivK { a, b: x, k } | Op::ModK { a, b: x, k } if compiled(lm, op) => {
-                    // A constant divisor, neither 0 nor -1: no trap, no overflow.
-                    let Some(&tern_vm::value::Value::Int(kv)) = lm.numbers.get(usize::from(k)) else { unreachable!() };
-                    want_int(&mut b, x);
-                    let xv = int_at(&mut b, x);
-                    let kc = b.ins().iconst(types::I64, kv);
-                    let r = if matches!(op, Op::DivK { .. }) { b.ins().sdiv(xv, kc) } else { b.ins().srem(xv, kc) };
-                    put(&mut b, a, layout::TAG_INT, r);
-                    goto(&mut b, next);
-                }
-                Op::Div { a, b: x, c: y } | Op::Mod { a, b: x, c: y } => {
-                    // The interpreter's path for a divisor of 0 (an error) or -1 (an
-                    // overflow for the smallest int).
-                    want_int(&mut b, x);
-                    want_int(&mut b, y);
-                    let xv = int_at(&mut b, x);
-                    let yv = int_at(&mut b, y);
-                    let plus1 = b.ins().iadd_imm_s(yv, 1);
-                    let risky = b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, plus1, 1);
-                    leave_if(&mut b, risky);
-                    let r = if matches!(op, Op::Div { .. }) { b.ins().sdiv(xv, yv) } else { b.ins().srem(xv, yv) };
-                    put(&mut b, a, layout::TAG_INT, r);
-                    goto(&mut b, next);
-                }
-                Op::AddI { a, b: x, v } => {
-                    want_int(&mut b, x);
-                    let xv = int_at(&mut b, x);
-                    let k = b.ins().iconst(types::I64, i64::from(v));
-                    let (sum, of) = b.ins().sadd_overflow(xv, k);
-                    leave_if(&mut b, of);
-                    put(&mut b, a, layout::TAG_INT, sum);
-                    goto(&mut b, next);
-                }
-                Op::Add { a, b: x, c: y } | Op::Sub { a, b: x, c: y } | Op::Mul { a, b: x, c: y } => {
-                    want_int(&mut b, x);
-                    want_int(&mut b, y);
-                    let xv = int_at(&mut b, x);
-                    let yv = int_at(&mut b, y);
-                    let (r, of) = match op {
-                        Op::Add { .. } => b.ins().sadd_overflow(xv, yv),
-                        Op::Sub { .. } => b.ins().ssub_overflow(xv, yv),
-                        _ => b.ins().smul_overflow(xv, yv),
-                    };
-                    leave_if(&mut b, of);
-                    put(&mut b, a, layout::TAG_INT, r);
-                    goto(&mut b, next);
-                }
-                Op::Eq { a, b: x, c: y } | Op::Ne { a, b: x, c: y } | Op::Lt { a, b: x, c: y } | Op::Le { a, b: x, c: y } => {
-                    want_int(&mut b, x);
-                    want_int(&mut b, y);
-                    let xv = int_at(&mut b, x);
-                    let yv = int_at(&mut b, y);
-                    let cc = match op {
-                        Op::Eq { .. } => IntCC::Equal,
-                        Op::Ne { .. } => IntCC::NotEqual,
-                        Op::Lt { .. } => IntCC::SignedLessThan,
-                        _ => IntCC::SignedLessThanOrEqual,
-                    };
-                    let c = b.ins().icmp(cc, xv, yv);
-                    let w = b.ins().uextend(types::I64, c);
-                    put(&mut b, a, layout::TAG_BOOL, w);
-                    goto(&mut b, next);
-                }
-                Op::Jmp { off } => goto(&mut b, target_of(off)),
-                Op::JmpIf { a, off } | Op::JmpIfNot { a, off } => {
-                    // Falsy: nil, or the bool false.
-                    let t = tag_at(&mut b, a);
-                    let is_nil = b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_NIL));
-                    let is_bool = b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_BOOL));
-                    let byte = b.ins().load(types::I8, mem, regs, i32::from(a) * layout::SIZE + layout::PAYLOAD);
-                    let is_false = b.ins().icmp_imm_s(IntCC::Equal, byte, 0);
-                    let false_bool = b.ins().band(is_bool, is_false);
-                    let falsy = b.ins().bor(is_nil, false_bool);
-                    let jump = if matches!(op, Op::JmpIf { .. }) { b.ins().bxor_imm_s(falsy, 1) } else { falsy };
-                    branch(&mut b, jump, target_of(off), next, &goto);
-                }
-                Op::JmpIfNil { a, off } | Op::JmpIfNotNil { a, off } => {
-                    let t = tag_at(&mut b, a);
-                    let cc = if matches!(op, Op::JmpIfNil { .. }) { IntCC::Equal } else { IntCC::NotEqual };
-                    let c = b.ins().icmp_imm_s(cc, t, i64::from(layout::TAG_NIL));
-                    branch(&mut b, c, target_of(off), next, &goto);
-                }
-                Op::JmpIfLt { b: x, c: y, off }
-                | Op::JmpIfLe { b: x, c: y, off }
-                | Op::JmpIfEq { b: x, c: y, off }
-                | Op::JmpIfNotLt { b: x, c: y, off }
-                | Op::JmpIfNotLe { b: x, c: y, off }
-                | Op::JmpIfNotEq { b: x, c: y, off } => {
-                    want_int(&mut b, x);
-                    want_int(&mut b, y);
-                    let xv = int_at(&mut b, x);
-                    let yv = int_at(&mut b, y);
-                    let cc = match op {
-                        Op::JmpIfLt { .. } => IntCC::SignedLessThan,
-                        Op::JmpIfLe { .. } => IntCC::SignedLessThanOrEqual,
-                        Op::JmpIfEq { .. } => IntCC::Equal,
-                        Op::JmpIfNotLt { .. } => IntCC::SignedGreaterThanOrEqual,
-                        Op::JmpIfNotLe { .. } => IntCC::SignedGreaterThan,
-                        _ => IntCC::NotEqual,
-                    };
-                    let c = b.ins().icmp(cc, xv, yv);
-                    branch(&mut b, c, target_of(off), next, &goto);
-                }
-                Op::JmpIfLtI { b: x, v, off }
-                | Op::JmpIfLeI { b: x, v, off }
-                | Op::JmpIfGtI { b: x, v, off }
-                | Op::JmpIfGeI { b: x, v, off }
-                | Op::JmpIfEqI { b: x, v, off }
-                | Op::JmpIfNotLtI { b: x, v, off }
-                | Op::JmpIfNotLeI { b: x, v, off }
-                | Op::JmpIfNotGtI { b: x, v, off }
-                | Op::JmpIfNotGeI { b: x, v, off }
-                | Op::JmpIfNotEqI { b: x, v, off } => {
-                    want_int(&mut b, x);
-                    let xv = int_at(&mut b, x);
-                    let cc = match op {
-                        Op::JmpIfLtI { .. } | Op::JmpIfNotGeI { .. } => IntCC::SignedLessThan,
-                        Op::JmpIfLeI { .. } | Op::JmpIfNotGtI { .. } => IntCC::SignedLessThanOrEqual,
-                        Op::JmpIfGtI { .. } | Op::JmpIfNotLeI { .. } => IntCC::SignedGreaterThan,
-                        Op::JmpIfGeI { .. } | Op::JmpIfNotLtI { .. } => IntCC::SignedGreaterThanOrEqual,
-                        Op::JmpIfEqI { .. } => IntCC::Equal,
-                        _ => IntCC::NotEqual,
-                    };
-                    let c = b.ins().icmp_imm_s(cc, xv, i64::from(v));
-                    branch(&mut b, c, target_of(off), next, &goto);
-                }
-                Op::ForLoop { a, off } => {
-                    want_int(&mut b, a);
-                    want_int(&mut b, a + 1);
-                    let i = int_at(&mut b, a);
-                    let e = int_at(&mut b, a + 1);
-                    // `i < e` held when the body was entered: `i + 1` cannot overflow.
-                    let n = b.ins().iadd_imm_s(i, 1);
-                    put(&mut b, a, layout::TAG_INT, n);
-                    let more = b.ins().icmp(IntCC::SignedLessThan, n, e);
-                    let body = b.create_block();
-                    let done = b.create_block();
-                    b.ins().brif(more, body, none, done, none);
-                    b.switch_to_block(body);
-                    put(&mut b, a + 2, layout::TAG_INT, n);
-                    goto(&mut b, target_of(off));
-                    b.switch_to_block(done);
-                    goto(&mut b, next);
-                }
-                // Everything else: the interpreter runs it.
-                _ => leave(&mut b, pc),
-            }
+            let block = g.blocks[pc];
+            g.b.switch_to_block(block);
+            op_code(&mut g, lm, pc, op);
         }
 
-        b.switch_to_block(exit);
-        let p = b.use_var(out_pc);
-        b.ins().store(mem, p, cx, CTX_PC);
-        let f = b.use_var(fuel);
-        b.ins().store(mem, f, cx, CTX_FUEL);
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(tcfg);
+        g.b.switch_to_block(exit_at);
+        let p = g.b.use_var(out_pc);
+        g.b.ins().store(MEM, p, cx, ctx_layout::PC);
+        g.save_fuel();
+        let s = g.b.ins().iconst(types::I32, i64::from(LEFT_AT));
+        g.b.ins().return_(&[s]);
+
+        g.b.switch_to_block(exit_with);
+        let s = g.b.block_params(exit_with)[0];
+        g.b.ins().return_(&[s]);
+        g.b.seal_all_blocks();
+        g.b.finalize(tcfg);
     }
     let id = module.declare_anonymous_function(&ctx.func.signature).map_err(|e| e.to_string())?;
     module.define_function(id, ctx).map_err(|e| e.to_string())?;
@@ -525,20 +458,525 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
     Ok(unsafe { std::mem::transmute::<*const u8, JitFn>(code) })
 }
 
-/// Branches on `cond` to `target` (taken) or `next`.
-fn branch(
-    b: &mut FunctionBuilder,
-    cond: cranelift_codegen::ir::Value,
-    target: usize,
-    next: usize,
-    goto: &dyn Fn(&mut FunctionBuilder, usize),
-) {
-    let taken = b.create_block();
-    let not = b.create_block();
-    let none: &[BlockArg] = &[];
-    b.ins().brif(cond, taken, none, not, none);
-    b.switch_to_block(taken);
-    goto(b, target);
-    b.switch_to_block(not);
-    goto(b, next);
+/// The code of instruction `pc`, in its block (which it ends).
+fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
+    let next = pc + 1;
+    let target_of = |off: i32| (next as i64 + i64::from(off)) as usize;
+    let int_k = |k: u16| match lm.numbers.get(usize::from(k)) {
+        Some(&Value::Int(v)) => Some(v),
+        _ => None,
+    };
+    let float_k = |k: u16| match lm.numbers.get(usize::from(k)) {
+        Some(&Value::Float(v)) => Some(v),
+        _ => None,
+    };
+    match *op {
+        Op::LoadNil { a } => {
+            let z = g.b.ins().iconst(types::I64, 0);
+            g.put(a, layout::TAG_NIL, z);
+            g.goto(pc, next);
+        }
+        Op::LoadBool { a, v } => {
+            let x = g.b.ins().iconst(types::I64, i64::from(v));
+            g.put(a, layout::TAG_BOOL, x);
+            g.goto(pc, next);
+        }
+        Op::LoadInt { a, v } => {
+            let x = g.b.ins().iconst(types::I64, i64::from(v));
+            g.put(a, layout::TAG_INT, x);
+            g.goto(pc, next);
+        }
+        Op::LoadK { a, k } if matches!(lm.module.consts.get(k as usize), Some(Const::Int(_) | Const::Float(_))) => {
+            match lm.module.consts[k as usize] {
+                Const::Int(v) => {
+                    let x = g.b.ins().iconst(types::I64, v);
+                    g.put(a, layout::TAG_INT, x);
+                }
+                Const::Float(v) => {
+                    let x = g.b.ins().f64const(v);
+                    g.put(a, layout::TAG_FLOAT, x);
+                }
+                _ => unreachable!("checked above"),
+            }
+            g.goto(pc, next);
+        }
+        Op::Move { a, b: src } => {
+            let regs = g.b.use_var(g.regs);
+            g.copy(regs, Gen::at(src), regs, Gen::at(a));
+            g.goto(pc, next);
+        }
+        Op::GetGlobal { a, g: gi } => {
+            let regs = g.b.use_var(g.regs);
+            let globals = g.b.use_var(g.globals);
+            g.copy(globals, gi as i32 * layout::SIZE, regs, Gen::at(a));
+            g.goto(pc, next);
+        }
+        Op::SetGlobal { g: gi, a } => {
+            let regs = g.b.use_var(g.regs);
+            let globals = g.b.use_var(g.globals);
+            g.copy(regs, Gen::at(a), globals, gi as i32 * layout::SIZE);
+            g.goto(pc, next);
+        }
+        Op::AddI { a, b: x, v } => {
+            let is_int = g.is_tag(x, layout::TAG_INT);
+            let floats = g.b.create_block();
+            let not_int = g.b.create_block();
+            let ints = g.b.create_block();
+            g.b.ins().brif(is_int, ints, NONE, not_int, NONE);
+            g.b.switch_to_block(not_int);
+            let is_float = g.is_tag(x, layout::TAG_FLOAT);
+            g.guard(is_float, pc);
+            g.b.ins().jump(floats, NONE);
+            g.b.switch_to_block(ints);
+            let xv = g.int(x);
+            let k = g.b.ins().iconst(types::I64, i64::from(v));
+            let (sum, of) = g.b.ins().sadd_overflow(xv, k);
+            let fine = g.b.ins().bxor_imm_s(of, 1);
+            g.guard(fine, pc);
+            g.put(a, layout::TAG_INT, sum);
+            g.goto(pc, next);
+            g.b.switch_to_block(floats);
+            let xv = g.float(x);
+            let k = g.b.ins().f64const(f64::from(v));
+            let r = g.b.ins().fadd(xv, k);
+            g.put(a, layout::TAG_FLOAT, r);
+            g.goto(pc, next);
+        }
+        Op::AddK { a, b: x, k } | Op::SubK { a, b: x, k } | Op::MulK { a, b: x, k } if int_k(k).is_some() => {
+            let kv = int_k(k).unwrap_or(0);
+            let is_int = g.is_tag(x, layout::TAG_INT);
+            g.guard(is_int, pc);
+            let xv = g.int(x);
+            let kc = g.b.ins().iconst(types::I64, kv);
+            let (r, of) = match op {
+                Op::AddK { .. } => g.b.ins().sadd_overflow(xv, kc),
+                Op::SubK { .. } => g.b.ins().ssub_overflow(xv, kc),
+                _ => g.b.ins().smul_overflow(xv, kc),
+            };
+            let fine = g.b.ins().bxor_imm_s(of, 1);
+            g.guard(fine, pc);
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+        }
+        Op::DivK { a, b: x, k } | Op::ModK { a, b: x, k } if int_k(k).is_some_and(|v| v != 0 && v != -1) => {
+            // A constant divisor, neither 0 nor -1: no trap, no overflow.
+            let kv = int_k(k).unwrap_or(1);
+            let is_int = g.is_tag(x, layout::TAG_INT);
+            g.guard(is_int, pc);
+            let xv = g.int(x);
+            let kc = g.b.ins().iconst(types::I64, kv);
+            let r = if matches!(op, Op::DivK { .. }) { g.b.ins().sdiv(xv, kc) } else { g.b.ins().srem(xv, kc) };
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+        }
+        Op::AddK { a, b: x, k } | Op::SubK { a, b: x, k } | Op::MulK { a, b: x, k } | Op::DivK { a, b: x, k } if float_k(k).is_some() => {
+            let kv = float_k(k).unwrap_or(0.0);
+            let is_float = g.is_tag(x, layout::TAG_FLOAT);
+            g.guard(is_float, pc);
+            let xv = g.float(x);
+            let kc = g.b.ins().f64const(kv);
+            let r = match op {
+                Op::AddK { .. } => g.b.ins().fadd(xv, kc),
+                Op::SubK { .. } => g.b.ins().fsub(xv, kc),
+                Op::MulK { .. } => g.b.ins().fmul(xv, kc),
+                _ => g.b.ins().fdiv(xv, kc),
+            };
+            g.put(a, layout::TAG_FLOAT, r);
+            g.goto(pc, next);
+        }
+        Op::Add { a, b: x, c: y } | Op::Sub { a, b: x, c: y } | Op::Mul { a, b: x, c: y } | Op::Div { a, b: x, c: y } => {
+            let floats = g.int_or_float(x, y, pc);
+            let xv = g.int(x);
+            let yv = g.int(y);
+            let r = match op {
+                Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. } => {
+                    let (r, of) = match op {
+                        Op::Add { .. } => g.b.ins().sadd_overflow(xv, yv),
+                        Op::Sub { .. } => g.b.ins().ssub_overflow(xv, yv),
+                        _ => g.b.ins().smul_overflow(xv, yv),
+                    };
+                    let fine = g.b.ins().bxor_imm_s(of, 1);
+                    g.guard(fine, pc);
+                    r
+                }
+                _ => {
+                    // The runtime's path for a divisor of 0 (an error) or -1 (an
+                    // overflow for the smallest int).
+                    let plus1 = g.b.ins().iadd_imm_s(yv, 1);
+                    let fine = g.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, plus1, 1);
+                    g.guard(fine, pc);
+                    g.b.ins().sdiv(xv, yv)
+                }
+            };
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+            g.b.switch_to_block(floats);
+            let xv = g.float(x);
+            let yv = g.float(y);
+            let r = match op {
+                Op::Add { .. } => g.b.ins().fadd(xv, yv),
+                Op::Sub { .. } => g.b.ins().fsub(xv, yv),
+                Op::Mul { .. } => g.b.ins().fmul(xv, yv),
+                _ => g.b.ins().fdiv(xv, yv),
+            };
+            g.put(a, layout::TAG_FLOAT, r);
+            g.goto(pc, next);
+        }
+        Op::Mod { a, b: x, c: y } => {
+            let c = g.both(x, y, layout::TAG_INT);
+            g.guard(c, pc);
+            let xv = g.int(x);
+            let yv = g.int(y);
+            let plus1 = g.b.ins().iadd_imm_s(yv, 1);
+            let fine = g.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, plus1, 1);
+            g.guard(fine, pc);
+            let r = g.b.ins().srem(xv, yv);
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+        }
+        Op::Neg { a, b: x } => {
+            let is_int = g.is_tag(x, layout::TAG_INT);
+            g.guard(is_int, pc);
+            let xv = g.int(x);
+            let fine = g.b.ins().icmp_imm_s(IntCC::NotEqual, xv, i64::MIN);
+            g.guard(fine, pc);
+            let r = g.b.ins().ineg(xv);
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+        }
+        Op::Not { a, b: x } => {
+            let falsy = falsy(g, x);
+            g.put_bool(a, falsy);
+            g.goto(pc, next);
+        }
+        Op::BitAnd { a, b: x, c: y } | Op::BitOr { a, b: x, c: y } | Op::BitXor { a, b: x, c: y } => {
+            let c = g.both(x, y, layout::TAG_INT);
+            g.guard(c, pc);
+            let xv = g.int(x);
+            let yv = g.int(y);
+            let r = match op {
+                Op::BitAnd { .. } => g.b.ins().band(xv, yv),
+                Op::BitOr { .. } => g.b.ins().bor(xv, yv),
+                _ => g.b.ins().bxor(xv, yv),
+            };
+            g.put(a, layout::TAG_INT, r);
+            g.goto(pc, next);
+        }
+        Op::Eq { a, b: x, c: y } | Op::Ne { a, b: x, c: y } | Op::Lt { a, b: x, c: y } | Op::Le { a, b: x, c: y } => {
+            let (icc, fcc) = match op {
+                Op::Eq { .. } => (IntCC::Equal, FloatCC::Equal),
+                Op::Ne { .. } => (IntCC::NotEqual, FloatCC::NotEqual),
+                Op::Lt { .. } => (IntCC::SignedLessThan, FloatCC::LessThan),
+                _ => (IntCC::SignedLessThanOrEqual, FloatCC::LessThanOrEqual),
+            };
+            let floats = g.int_or_float(x, y, pc);
+            let xv = g.int(x);
+            let yv = g.int(y);
+            let c = g.b.ins().icmp(icc, xv, yv);
+            g.put_bool(a, c);
+            g.goto(pc, next);
+            g.b.switch_to_block(floats);
+            let xv = g.float(x);
+            let yv = g.float(y);
+            let c = g.b.ins().fcmp(fcc, xv, yv);
+            g.put_bool(a, c);
+            g.goto(pc, next);
+        }
+        Op::Jmp { off } => g.goto(pc, target_of(off)),
+        Op::JmpIf { a, off } | Op::JmpIfNot { a, off } => {
+            let f = falsy(g, a);
+            let (t, n) = if matches!(op, Op::JmpIf { .. }) { (next, target_of(off)) } else { (target_of(off), next) };
+            g.branch(pc, f, t, n);
+        }
+        Op::JmpIfNil { a, off } | Op::JmpIfNotNil { a, off } => {
+            let t = g.tag(a);
+            let cc = if matches!(op, Op::JmpIfNil { .. }) { IntCC::Equal } else { IntCC::NotEqual };
+            let c = g.b.ins().icmp_imm_s(cc, t, i64::from(layout::TAG_NIL));
+            g.branch(pc, c, target_of(off), next);
+        }
+        Op::JmpIfLt { b: x, c: y, off }
+        | Op::JmpIfLe { b: x, c: y, off }
+        | Op::JmpIfEq { b: x, c: y, off }
+        | Op::JmpIfNotLt { b: x, c: y, off }
+        | Op::JmpIfNotLe { b: x, c: y, off }
+        | Op::JmpIfNotEq { b: x, c: y, off } => {
+            let (icc, fcc) = match op {
+                Op::JmpIfLt { .. } | Op::JmpIfNotLt { .. } => (IntCC::SignedLessThan, FloatCC::LessThan),
+                Op::JmpIfLe { .. } | Op::JmpIfNotLe { .. } => (IntCC::SignedLessThanOrEqual, FloatCC::LessThanOrEqual),
+                _ => (IntCC::Equal, FloatCC::Equal),
+            };
+            // The `Not` forms jump when the comparison is false (NaN included).
+            let (yes, no) = if matches!(op, Op::JmpIfLt { .. } | Op::JmpIfLe { .. } | Op::JmpIfEq { .. }) {
+                (target_of(off), next)
+            } else {
+                (next, target_of(off))
+            };
+            let floats = g.int_or_float(x, y, pc);
+            let xv = g.int(x);
+            let yv = g.int(y);
+            let c = g.b.ins().icmp(icc, xv, yv);
+            g.branch(pc, c, yes, no);
+            g.b.switch_to_block(floats);
+            let xv = g.float(x);
+            let yv = g.float(y);
+            let c = g.b.ins().fcmp(fcc, xv, yv);
+            g.branch(pc, c, yes, no);
+        }
+        Op::JmpIfLtI { b: x, v, off }
+        | Op::JmpIfLeI { b: x, v, off }
+        | Op::JmpIfGtI { b: x, v, off }
+        | Op::JmpIfGeI { b: x, v, off }
+        | Op::JmpIfEqI { b: x, v, off }
+        | Op::JmpIfNotLtI { b: x, v, off }
+        | Op::JmpIfNotLeI { b: x, v, off }
+        | Op::JmpIfNotGtI { b: x, v, off }
+        | Op::JmpIfNotGeI { b: x, v, off }
+        | Op::JmpIfNotEqI { b: x, v, off } => {
+            let is_int = g.is_tag(x, layout::TAG_INT);
+            g.guard(is_int, pc);
+            let xv = g.int(x);
+            let cc = match op {
+                Op::JmpIfLtI { .. } | Op::JmpIfNotGeI { .. } => IntCC::SignedLessThan,
+                Op::JmpIfLeI { .. } | Op::JmpIfNotGtI { .. } => IntCC::SignedLessThanOrEqual,
+                Op::JmpIfGtI { .. } | Op::JmpIfNotLeI { .. } => IntCC::SignedGreaterThan,
+                Op::JmpIfGeI { .. } | Op::JmpIfNotLtI { .. } => IntCC::SignedGreaterThanOrEqual,
+                Op::JmpIfEqI { .. } => IntCC::Equal,
+                _ => IntCC::NotEqual,
+            };
+            let c = g.b.ins().icmp_imm_s(cc, xv, i64::from(v));
+            g.branch(pc, c, target_of(off), next);
+        }
+        Op::ForPrep { a, off } => {
+            let c = g.both(a, a + 1, layout::TAG_INT);
+            g.guard(c, pc);
+            let i = g.int(a);
+            let e = g.int(a + 1);
+            let enter = g.b.ins().icmp(IntCC::SignedLessThan, i, e);
+            let body = g.b.create_block();
+            let skip = g.b.create_block();
+            g.b.ins().brif(enter, body, NONE, skip, NONE);
+            g.b.switch_to_block(body);
+            g.put(a + 2, layout::TAG_INT, i);
+            g.goto(pc, next);
+            g.b.switch_to_block(skip);
+            g.goto(pc, target_of(off));
+        }
+        Op::ForLoop { a, off } => {
+            let c = g.both(a, a + 1, layout::TAG_INT);
+            g.guard(c, pc);
+            let i = g.int(a);
+            let e = g.int(a + 1);
+            // `i < e` held when the body was entered: `i + 1` cannot overflow.
+            let n = g.b.ins().iadd_imm_s(i, 1);
+            g.put(a, layout::TAG_INT, n);
+            let more = g.b.ins().icmp(IntCC::SignedLessThan, n, e);
+            let body = g.b.create_block();
+            let done = g.b.create_block();
+            g.b.ins().brif(more, body, NONE, done, NONE);
+            g.b.switch_to_block(body);
+            g.put(a + 2, layout::TAG_INT, n);
+            g.goto(pc, target_of(off));
+            g.b.switch_to_block(done);
+            g.goto(pc, next);
+        }
+        Op::Call { a, n } => {
+            let done = g.b.create_block();
+            let slow = g.b.create_block();
+            inline_call(g, lm, pc, a, n, slow, done);
+            // The runtime pushes the frame; a compiled callee is called from here.
+            g.b.switch_to_block(slow);
+            let r = g.helper(g.call_sig, g.helpers.call as usize, pc);
+            let callee = g.b.create_block();
+            let other = g.b.create_block();
+            let big = g.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, r, 1);
+            g.b.ins().brif(big, callee, NONE, other, NONE);
+            g.b.switch_to_block(other);
+            let native_done = g.b.ins().icmp_imm_s(IntCC::Equal, r, 1);
+            let left = g.b.ins().iconst(types::I32, i64::from(LEFT));
+            g.b.ins().brif(native_done, done, NONE, g.exit_with, &[BlockArg::Value(left)]);
+            g.b.switch_to_block(callee);
+            let call = g.b.ins().call_indirect(g.fn_sig, r, &[g.cx]);
+            let status = g.b.inst_results(call)[0];
+            let returned = g.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(RETURNED));
+            let back = g.b.create_block();
+            g.b.ins().brif(returned, back, NONE, g.exit_with, &[BlockArg::Value(status)]);
+            g.b.switch_to_block(back);
+            g.reload();
+            g.b.ins().jump(done, NONE);
+            g.b.switch_to_block(done);
+            g.goto(pc, next);
+        }
+        Op::Return { .. } | Op::ReturnNil {} => {
+            let slow = g.b.create_block();
+            inline_return(g, op, slow);
+            g.b.switch_to_block(slow);
+            let status = g.helper(g.ret_sig, g.helpers.ret as usize, pc);
+            g.exit_with(status);
+        }
+        // Everything else: the runtime runs it, with the interpreter's code.
+        _ => g.step(pc),
+    }
+}
+
+/// A call of a compiled function of the same module (no captured variables, the right
+/// number of arguments, room on the stacks), done here as the runtime would do it: the
+/// frame pushed in place, the callee called directly. Anything else goes to `slow`.
+fn inline_call(g: &mut Gen, lm: &LinkedModule, pc: usize, a: u8, n: u8, slow: Block, done: Block) {
+    let ptr = g.ptr;
+    let is_func = g.is_tag(a, layout::TAG_FUNC);
+    let check = g.b.create_block();
+    g.b.ins().brif(is_func, check, NONE, slow, NONE);
+    g.b.switch_to_block(check);
+    let regs = g.b.use_var(g.regs);
+    let m = g.b.ins().load(types::I32, MEM, regs, Gen::at(a) + layout::PAYLOAD);
+    let f = g.b.ins().load(types::I32, MEM, regs, Gen::at(a) + layout::PAYLOAD + 4);
+    let frames = g.ctx_load(ptr, ctx_layout::FRAMES);
+    let nframes = g.ctx_load(types::I32, ctx_layout::NFRAMES);
+    let n64 = g.b.ins().uextend(types::I64, nframes);
+    let off = g.b.ins().imul_imm_s(n64, i64::from(frame_layout::SIZE));
+    let top = g.b.ins().iadd(frames, off);
+    // `top` is one past the running frame.
+    let cur = g.b.ins().load(types::I32, MEM, top, frame_layout::MODULE - frame_layout::SIZE);
+    let same = g.b.ins().icmp(IntCC::Equal, m, cur);
+    let known = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, f, lm.jit.len() as i64);
+    let ok = g.and(same, known);
+    let check2 = g.b.create_block();
+    g.b.ins().brif(ok, check2, NONE, slow, NONE);
+    g.b.switch_to_block(check2);
+    let f64_ = g.b.ins().uextend(types::I64, f);
+    let soff = g.b.ins().imul_imm_s(f64_, i64::from(slot_layout::SIZE));
+    let slots = g.b.ins().iconst(ptr, lm.jit.as_ptr() as i64);
+    let slot = g.b.ins().iadd(slots, soff);
+    let code = g.b.ins().load(ptr, MEM, slot, slot_layout::CODE);
+    let arity = g.b.ins().load(types::I8, MEM, slot, slot_layout::ARITY);
+    let nregs = g.b.ins().load(types::I16, MEM, slot, slot_layout::NREGS);
+    let compiled = g.b.ins().icmp_imm_u(IntCC::NotEqual, code, 0);
+    let args = g.b.ins().icmp_imm_s(IntCC::Equal, arity, i64::from(n));
+    let depth = g.ctx_load(types::I32, ctx_layout::DEPTH);
+    let shallow = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, depth, i64::from(MAX_DEPTH));
+    let frames_end = g.ctx_load(types::I32, ctx_layout::FRAMES_END);
+    let room = g.b.ins().icmp(IntCC::UnsignedLessThan, nframes, frames_end);
+    let fuel = g.b.use_var(g.fuel);
+    let fuel_left = g.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, fuel, 1);
+    let base = g.b.use_var(g.base);
+    let nb = g.b.ins().iadd_imm_s(base, i64::from(a) + 1);
+    let nregs32 = g.b.ins().uextend(types::I32, nregs);
+    let need = g.b.ins().iadd(nb, nregs32);
+    let regs_len = g.ctx_load(types::I32, ctx_layout::REGS_LEN);
+    let fits = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, need, regs_len);
+    let mut ok = g.and(compiled, args);
+    for c in [shallow, room, fuel_left, fits] {
+        ok = g.and(ok, c);
+    }
+    let go = g.b.create_block();
+    g.b.ins().brif(ok, go, NONE, slow, NONE);
+    g.b.switch_to_block(go);
+    // The caller goes on after the call; the callee's frame, as the runtime makes it.
+    let ret_pc = g.b.ins().iconst(types::I32, pc as i64 + 1);
+    g.b.ins().store(MEM, ret_pc, top, frame_layout::PC - frame_layout::SIZE);
+    let zero = g.b.ins().iconst(types::I32, 0);
+    let not_init = g.b.ins().iconst(types::I32, i64::from(NOT_INIT));
+    let ret = g.b.ins().iadd_imm_s(base, i64::from(a));
+    for (v, o) in [
+        (m, frame_layout::MODULE),
+        (f, frame_layout::FUNC),
+        (zero, frame_layout::PC),
+        (nb, frame_layout::BASE),
+        (ret, frame_layout::RET),
+        (zero, frame_layout::CLOSURE),
+        (not_init, frame_layout::INIT_OF),
+    ] {
+        g.b.ins().store(MEM, v, top, o);
+    }
+    let n1 = g.b.ins().iadd_imm_s(nframes, 1);
+    g.ctx_store(n1, ctx_layout::NFRAMES);
+    let d1 = g.b.ins().iadd_imm_s(depth, 1);
+    g.ctx_store(d1, ctx_layout::DEPTH);
+    let fuel = g.b.ins().iadd_imm_s(fuel, -1);
+    g.b.def_var(g.fuel, fuel);
+    g.save_fuel();
+    let callee_regs = g.b.ins().iadd_imm_s(regs, i64::from(Gen::at(a) + layout::SIZE));
+    g.ctx_store(callee_regs, ctx_layout::REGS);
+    g.ctx_store(nb, ctx_layout::BASE);
+    let entry = g.b.ins().iconst(types::I32, i64::from(CALL_ENTRY));
+    g.ctx_store(entry, ctx_layout::PC);
+    let call = g.b.ins().call_indirect(g.fn_sig, code, &[g.cx]);
+    let status = g.b.inst_results(call)[0];
+    let returned = g.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(RETURNED));
+    let back = g.b.create_block();
+    g.b.ins().brif(returned, back, NONE, g.exit_with, &[BlockArg::Value(status)]);
+    g.b.switch_to_block(back);
+    g.reload();
+    g.b.ins().jump(done, NONE);
+}
+
+/// A return to a caller of the same module, with no `try` of this frame to drop and no
+/// module's top level ending, done here as the runtime would do it. Anything else goes
+/// to `slow`.
+fn inline_return(g: &mut Gen, op: &Op, slow: Block) {
+    let ptr = g.ptr;
+    let nframes = g.ctx_load(types::I32, ctx_layout::NFRAMES);
+    let deep = g.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, nframes, 1);
+    let check = g.b.create_block();
+    g.b.ins().brif(deep, check, NONE, slow, NONE);
+    g.b.switch_to_block(check);
+    let frames = g.ctx_load(ptr, ctx_layout::FRAMES);
+    let n64 = g.b.ins().uextend(types::I64, nframes);
+    let off = g.b.ins().imul_imm_s(n64, i64::from(frame_layout::SIZE));
+    let end = g.b.ins().iadd(frames, off);
+    let (top, caller) = (-frame_layout::SIZE, -2 * frame_layout::SIZE);
+    let init_of = g.b.ins().load(types::I32, MEM, end, top + frame_layout::INIT_OF);
+    let tm = g.b.ins().load(types::I32, MEM, end, top + frame_layout::MODULE);
+    let cm = g.b.ins().load(types::I32, MEM, end, caller + frame_layout::MODULE);
+    let handler_top = g.ctx_load(types::I32, ctx_layout::HANDLER_TOP);
+    let this = g.b.ins().iadd_imm_s(nframes, -1);
+    let no_try = g.b.ins().icmp(IntCC::SignedLessThan, handler_top, this);
+    let plain = g.b.ins().icmp_imm_s(IntCC::Equal, init_of, i64::from(NOT_INIT));
+    let same = g.b.ins().icmp(IntCC::Equal, tm, cm);
+    let ok = g.and(no_try, plain);
+    let ok = g.and(ok, same);
+    let go = g.b.create_block();
+    g.b.ins().brif(ok, go, NONE, slow, NONE);
+    g.b.switch_to_block(go);
+    let regs = g.b.use_var(g.regs);
+    let base = g.b.use_var(g.base);
+    let base64 = g.b.ins().uextend(types::I64, base);
+    let boff = g.b.ins().imul_imm_s(base64, i64::from(layout::SIZE));
+    let regs0 = g.b.ins().isub(regs, boff);
+    let ret = g.b.ins().load(types::I32, MEM, end, top + frame_layout::RET);
+    let ret64 = g.b.ins().uextend(types::I64, ret);
+    let roff = g.b.ins().imul_imm_s(ret64, i64::from(layout::SIZE));
+    let dst = g.b.ins().iadd(regs0, roff);
+    match *op {
+        Op::Return { a } => g.copy(regs, Gen::at(a), dst, 0),
+        _ => {
+            let nil = g.b.ins().iconst(types::I8, i64::from(layout::TAG_NIL));
+            g.b.ins().store(MEM, nil, dst, layout::TAG);
+        }
+    }
+    let cb = g.b.ins().load(types::I32, MEM, end, caller + frame_layout::BASE);
+    let cb64 = g.b.ins().uextend(types::I64, cb);
+    let coff = g.b.ins().imul_imm_s(cb64, i64::from(layout::SIZE));
+    let caller_regs = g.b.ins().iadd(regs0, coff);
+    g.ctx_store(caller_regs, ctx_layout::REGS);
+    g.ctx_store(cb, ctx_layout::BASE);
+    g.ctx_store(this, ctx_layout::NFRAMES);
+    let depth = g.ctx_load(types::I32, ctx_layout::DEPTH);
+    let d1 = g.b.ins().iadd_imm_s(depth, -1);
+    g.ctx_store(d1, ctx_layout::DEPTH);
+    g.save_fuel();
+    let s = g.b.ins().iconst(types::I32, i64::from(RETURNED));
+    g.b.ins().return_(&[s]);
+}
+
+/// Whether register `r` is falsy (nil or false), as an i8 0/1.
+fn falsy(g: &mut Gen, r: u8) -> Val {
+    let t = g.tag(r);
+    let is_nil = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_NIL));
+    let is_bool = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_BOOL));
+    let regs = g.b.use_var(g.regs);
+    let byte = g.b.ins().load(types::I8, MEM, regs, Gen::at(r) + layout::PAYLOAD);
+    let is_false = g.b.ins().icmp_imm_s(IntCC::Equal, byte, 0);
+    let false_bool = g.b.ins().band(is_bool, is_false);
+    g.b.ins().bor(is_nil, false_bool)
 }

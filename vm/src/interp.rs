@@ -14,7 +14,7 @@
 use crate::bytecode::{Const, ModuleHash, Op};
 use crate::fmt::display;
 use crate::heap::HeapError;
-use crate::jit::{JitCtx, JitMode};
+use crate::jit::{JitCtx, JitFn, JitMode};
 use crate::object::{self, KeyError};
 use crate::process::{Frame, Handler, ModuleState, Process, NOT_INIT};
 use crate::runtime::{Exn, Host, LinkedModule, NativeCtx, Vm};
@@ -75,7 +75,14 @@ enum Exit {
     Gc,
     Finished(Value),
     Exn(Exn),
-    Import { a: u8, hash: ModuleHash },
+    Import {
+        a: u8,
+        hash: ModuleHash,
+    },
+    /// Compiled code is worth entering at the top frame's pc (see [`jit_run`]).
+    Jit(JitFn),
+    /// One instruction done (`exec::<true>`, for compiled code's [`jit_step`]).
+    Step,
 }
 
 /// Runs `proc` for at most `budget` reductions.
@@ -88,7 +95,15 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
         if proc.frames.is_empty() {
             return Outcome::Failed(RuntimeError { message: "the process has nothing left to run".into(), trace: vec![] });
         }
-        let exn = match exec(proc, vm, host, &mut budget) {
+        let exit = match exec::<false>(proc, vm, host, &mut budget) {
+            Exit::Jit(f) => match jit_run(proc, vm, host, &mut budget, f) {
+                Some(exit) => exit,
+                None => continue,
+            },
+            exit => exit,
+        };
+        let exn = match exit {
+            Exit::Step | Exit::Jit(_) => continue,
             Exit::Yield => return Outcome::Yielded,
             Exit::Finished(v) => return Outcome::Finished(v),
             Exit::Gc => {
@@ -321,21 +336,10 @@ fn import(proc: &mut Process, vm: &Vm, a: u8, hash: ModuleHash) -> Result<(), Ex
 }
 
 /// At a function's first instruction and at loop back edges: counts toward hotness, has
-/// the function compiled once hot, and runs its compiled code from `pc` when it is worth
-/// entering there (see `crate::jit`); `pc` and `fuel` are where it left off. Out of line:
-/// the interpreter's loop stays small.
+/// the function compiled once hot, and gives its compiled code when it is worth
+/// entering at `pc` (see `crate::jit`). Out of line: the interpreter's loop stays small.
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn jit_enter(
-    compiler: &dyn crate::jit::Compiler,
-    vm: &Vm,
-    lm: &std::sync::Arc<LinkedModule>,
-    func: u32,
-    regs: *mut Value,
-    globals: *mut Value,
-    pc: &mut usize,
-    fuel: &mut i64,
-) {
+fn jit_entry(compiler: &dyn crate::jit::Compiler, vm: &Vm, lm: &std::sync::Arc<LinkedModule>, func: u32, pc: usize) -> Option<JitFn> {
     let slot = &lm.jit[func as usize];
     if !slot.is_compiled() {
         let always = vm.config.jit == JitMode::Always;
@@ -343,16 +347,229 @@ fn jit_enter(
             compiler.compile(lm, func, always);
         }
     }
-    if let Some(f) = slot.entry(*pc) {
-        let mut ctx = JitCtx { regs, globals, pc: *pc as u32, _pad: 0, fuel: *fuel };
-        // SAFETY: code compiled for this function by the node's compiler: it reads and
-        // writes only the running frame's registers (verified operands, all present: see
-        // `rb` in `exec`) and its module's globals (verified indices below the module's
-        // count), and sets `ctx.pc` to an instruction of the function.
-        unsafe { f(&mut ctx) };
-        *pc = ctx.pc as usize;
-        *fuel = ctx.fuel;
+    slot.entry(pc)
+}
+
+/// What the runtime's entry points for compiled code reach through `JitCtx::rt`.
+struct JitRt<'a> {
+    proc: *mut Process,
+    vm: &'a Vm,
+    host: *mut (dyn Host + 'a),
+    /// Why the runtime took over, when the interpreter's loop must not simply go on.
+    exit: Option<Exit>,
+}
+
+/// Runs compiled code `f` from the top frame's pc (`exec` found it worth entering
+/// there). None: the interpreter goes on from the frames; else what `exec` would have
+/// returned.
+fn jit_run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64, f: JitFn) -> Option<Exit> {
+    let top = *proc.frames.last()?;
+    let fuel = *budget;
+    let mut ctx = JitCtx {
+        regs: std::ptr::null_mut(),
+        globals: std::ptr::null_mut(),
+        pc: top.pc,
+        depth: 1,
+        fuel,
+        rt: std::ptr::null_mut(),
+        frames: std::ptr::null_mut(),
+        nframes: 0,
+        frames_end: 0,
+        base: 0,
+        regs_len: 0,
+        handler_top: -1,
+        _pad: 0,
+    };
+    jit_sync_out(&mut ctx, proc);
+    let mut rt = JitRt { proc, vm, host, exit: None };
+    ctx.rt = (&mut rt as *mut JitRt).cast();
+    // SAFETY: code compiled for this frame's function by the node's compiler. It reads
+    // and writes only the running frame's registers (verified operands, all present) and
+    // its module's globals (verified indices), and reaches everything else through the
+    // helpers below, which use the process only through `rt.proc` while it runs (nothing
+    // else touches the process until it returns).
+    let status = unsafe { f(&mut ctx) };
+    let exit = rt.exit.take();
+    jit_sync_in(&ctx, proc);
+    *budget = ctx.fuel;
+    proc.reductions += (fuel - ctx.fuel).max(0) as u64;
+    if status == crate::jit::LEFT_AT {
+        proc.frames.last_mut()?.pc = ctx.pc;
     }
+    match exit {
+        Some(e) => Some(e),
+        None if *budget <= 0 => Some(Exit::Yield),
+        None if proc.heap.gc_wanted => Some(Exit::Gc),
+        None => None,
+    }
+}
+
+/// The entry points compiled code calls ([`crate::jit::Helpers`]).
+pub(crate) fn helpers() -> crate::jit::Helpers {
+    crate::jit::Helpers { step: jit_step, call: jit_call, ret: jit_ret }
+}
+
+/// Before the runtime uses the process: the frames compiled code pushed and popped.
+fn jit_sync_in(ctx: &JitCtx, proc: &mut Process) {
+    let n = ctx.nframes as usize;
+    assert!(n <= proc.frames.capacity(), "compiled code pushed frames beyond the frame stack");
+    // SAFETY: compiled code writes whole frames below `frames_end` (at most the
+    // capacity) before counting them in `nframes`; frames are plain data.
+    unsafe { proc.frames.set_len(n) };
+}
+
+/// After the runtime used the process, before compiled code goes on: the frame on top,
+/// its registers and globals, and room on the frame stack for calls from compiled code.
+fn jit_sync_out(ctx: &mut JitCtx, proc: &mut Process) {
+    if proc.frames.capacity() - proc.frames.len() < 16 {
+        proc.frames.reserve(64);
+    }
+    ctx.frames = proc.frames.as_mut_ptr();
+    ctx.nframes = proc.frames.len() as u32;
+    ctx.frames_end = (proc.frames.capacity() as u32).min(proc.max_frames);
+    ctx.regs_len = proc.regs.len().min(u32::MAX as usize) as u32;
+    ctx.handler_top = proc.handlers.last().map_or(-1, |h| h.depth as i32);
+    if let Some(top) = proc.frames.last() {
+        let gbase = proc.modules[top.module as usize].globals_base as usize;
+        ctx.base = top.base;
+        // SAFETY: a pushed frame's registers exist, and so do its module's globals.
+        unsafe {
+            ctx.regs = proc.regs.as_mut_ptr().add(top.base as usize);
+            ctx.globals = proc.globals.as_mut_ptr().add(gbase);
+        }
+    }
+}
+
+/// `Helpers::step`: the interpreter runs instruction `pc` of the frame on top.
+unsafe extern "C" fn jit_step(ctx: *mut JitCtx, pc: u32) -> u32 {
+    // SAFETY: compiled code passes the context `jit_run` made, whose `rt` is a live
+    // `JitRt` whose process nothing else uses meanwhile.
+    let ctx = unsafe { &mut *ctx };
+    let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    let proc = unsafe { &mut *rt.proc };
+    let host = unsafe { &mut *rt.host };
+    jit_sync_in(ctx, proc);
+    let depth = proc.frames.len();
+    let Some(top) = proc.frames.last_mut() else { return u32::MAX };
+    top.pc = pc;
+    let exit = exec::<true>(proc, rt.vm, host, &mut ctx.fuel);
+    jit_sync_out(ctx, proc);
+    match exit {
+        Exit::Step if proc.frames.len() == depth && !proc.heap.gc_wanted => proc.frames.last().map_or(u32::MAX, |f| f.pc),
+        Exit::Step => u32::MAX,
+        other => {
+            rt.exit = Some(other);
+            u32::MAX
+        }
+    }
+}
+
+/// `Helpers::call`: a call from compiled code. A Tern function's frame is pushed as the
+/// interpreter pushes it; its compiled code, when it has some, is given back to be called
+/// directly. Natives, and calls that raise an error, run through [`jit_step`].
+unsafe extern "C" fn jit_call(ctx_ptr: *mut JitCtx, pc: u32) -> usize {
+    // SAFETY: as in `jit_step`.
+    let ctx = unsafe { &mut *ctx_ptr };
+    let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    let proc = unsafe { &mut *rt.proc };
+    let vm = rt.vm;
+    jit_sync_in(ctx, proc);
+    let step = |pc: u32| -> usize {
+        // SAFETY: the same context, passed on.
+        match unsafe { jit_step(ctx_ptr, pc) } {
+            u32::MAX => 0,
+            next if next == pc + 1 => 1,
+            _ => 0,
+        }
+    };
+    let Some(&top) = proc.frames.last() else { return 0 };
+    let lm = &proc.linked[top.module as usize];
+    let Some(&Op::Call { a, n }) = lm.module.functions[top.func as usize].code.get(pc as usize) else { return 0 };
+    let dst = top.base as usize + usize::from(a);
+    let (fref, clo) = match proc.regs[dst] {
+        Value::Func(f) => (f, 0),
+        Value::Closure(c) => match object::closure_fn(&proc.heap, c) {
+            Ok(f) => (f, c),
+            Err(_) => return step(pc),
+        },
+        _ => return step(pc),
+    };
+    let Some(tlm) = proc.linked.get(fref.module as usize) else { return step(pc) };
+    let Some(tf) = tlm.module.functions.get(fref.func as usize) else { return step(pc) };
+    if n != tf.arity || proc.frames.len() >= proc.max_frames as usize {
+        return step(pc);
+    }
+    let nb = dst + 1;
+    let need = nb + usize::from(tf.nregs);
+    if proc.regs.len() < need {
+        proc.regs.resize(need.max(proc.regs.len() * 2), Value::Nil);
+    }
+    proc.regs[nb + usize::from(n)..need].fill(Value::Nil);
+    if let Some(f) = proc.frames.last_mut() {
+        f.pc = pc + 1;
+    }
+    proc.frames.push(Frame {
+        module: fref.module,
+        func: fref.func,
+        pc: 0,
+        base: nb as u32,
+        ret: dst as u32,
+        closure: clo,
+        init_of: NOT_INIT,
+    });
+    ctx.fuel -= 1;
+    jit_sync_out(ctx, proc);
+    if ctx.fuel <= 0 || proc.heap.gc_wanted || ctx.depth >= crate::jit::MAX_DEPTH {
+        return 0;
+    }
+    let tlm = proc.linked[fref.module as usize].clone();
+    let code = match vm.jit.as_deref() {
+        Some(compiler) if vm.config.jit != JitMode::Off && tlm.jit[fref.func as usize].visit(0) => {
+            jit_entry(compiler, vm, &tlm, fref.func, 0)
+        }
+        _ => None,
+    };
+    match code {
+        Some(f) => {
+            ctx.depth += 1;
+            ctx.pc = 0;
+            f as usize
+        }
+        None => 0,
+    }
+}
+
+/// `Helpers::ret`: a return from compiled code, as the interpreter's `ret!` does it. The
+/// last frame's return (the process ends) runs through [`jit_step`].
+unsafe extern "C" fn jit_ret(ctx_ptr: *mut JitCtx, pc: u32) -> u32 {
+    // SAFETY: as in `jit_step`.
+    let ctx = unsafe { &mut *ctx_ptr };
+    let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    let proc = unsafe { &mut *rt.proc };
+    jit_sync_in(ctx, proc);
+    let Some(&top) = proc.frames.last() else { return crate::jit::LEFT };
+    let v = match proc.linked[top.module as usize].module.functions[top.func as usize].code.get(pc as usize) {
+        Some(&Op::Return { a }) => proc.regs[top.base as usize + usize::from(a)],
+        Some(Op::ReturnNil {}) => Value::Nil,
+        _ => return crate::jit::LEFT,
+    };
+    if proc.frames.len() == 1 {
+        // SAFETY: the same context, passed on.
+        unsafe { jit_step(ctx_ptr, pc) };
+        return crate::jit::LEFT;
+    }
+    let Some(done) = proc.frames.pop() else { return crate::jit::LEFT };
+    let depth = proc.frames.len() as u32;
+    while proc.handlers.last().is_some_and(|h| h.depth >= depth) {
+        proc.handlers.pop();
+    }
+    if done.init_of != NOT_INIT {
+        proc.modules[done.init_of as usize].state = ModuleState::Ready(v);
+    }
+    proc.regs[done.ret as usize] = v;
+    jit_sync_out(ctx, proc);
+    ctx.depth -= 1;
+    crate::jit::RETURNED
 }
 
 fn key_exn(e: KeyError) -> Exn {
@@ -498,7 +715,11 @@ fn index_text(heap: &crate::heap::Heap, linked: &[std::sync::Arc<LinkedModule>],
 
 /// The interpreter loop proper. Returns when the process must leave it: budget spent,
 /// a collection due, an error, an import, or the end.
-fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64) -> Exit {
+///
+/// `ONE`: for compiled code ([`jit_step`]), it returns after one instruction (`Exit::Step`,
+/// the frame's pc saved), never enters compiled code itself, and leaves the counting of
+/// reductions to [`jit_run`].
+fn exec<const ONE: bool>(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64) -> Exit {
     let Process { frames, regs, heap, globals, modules, handlers, linked, rng, reductions, max_frames, .. } = proc;
     let max_frames = *max_frames as usize;
     let Some(&top) = frames.last() else {
@@ -519,7 +740,9 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     macro_rules! spent {
         () => {{
             *budget_left = fuel;
-            *reductions += (start_budget - fuel).max(0) as u64;
+            if !ONE {
+                *reductions += (start_budget - fuel).max(0) as u64;
+            }
         }};
     }
 
@@ -587,14 +810,13 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
     // there is some (see `crate::jit`).
     macro_rules! jit_at {
         () => {{
-            if let Some(compiler) = jit.filter(|_| lm.jit[func as usize].visit(pc)) {
-                jit_enter(compiler, vm, &linked[module as usize], func, rb, globals[gbase..].as_mut_ptr(), &mut pc, &mut fuel);
-                if fuel <= 0 {
-                    if let Some(f) = frames.last_mut() {
-                        f.pc = pc as u32;
+            if let Some(compiler) = jit.filter(|_| !ONE && lm.jit[func as usize].visit(pc)) {
+                if let Some(f) = jit_entry(compiler, vm, &linked[module as usize], func, pc) {
+                    if let Some(fr) = frames.last_mut() {
+                        fr.pc = pc as u32;
                     }
                     spent!();
-                    return Exit::Yield;
+                    return Exit::Jit(f);
                 }
             }
         }};
@@ -681,7 +903,18 @@ fn exec(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64)
         }};
     }
 
+    let mut stepped = false;
     loop {
+        if ONE {
+            if stepped {
+                if let Some(f) = frames.last_mut() {
+                    f.pc = pc as u32;
+                }
+                spent!();
+                return Exit::Step;
+            }
+            stepped = true;
+        }
         debug_assert!(
             pc < code.len()
                 && base + usize::from(lm.module.functions.get(frames.last().map_or(0, |f| f.func as usize)).map_or(0, |f| f.nregs))

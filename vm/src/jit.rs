@@ -18,7 +18,7 @@
 use crate::runtime::LinkedModule;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// When functions are compiled.
@@ -46,27 +46,150 @@ impl std::str::FromStr for JitMode {
     }
 }
 
-/// What compiled code is given and gives back.
+/// What compiled code is given and gives back: one per entry from the interpreter,
+/// shared by the compiled functions it calls.
 #[repr(C)]
 #[derive(Debug)]
 pub struct JitCtx {
-    /// Register 0 of the running frame.
+    /// Register 0 of the running frame (re-read after every runtime call: the register
+    /// stack may have moved).
     pub regs: *mut Value,
     /// Global 0 of the running function's module.
     pub globals: *mut Value,
-    /// In: the instruction to start at. Out: the next one for the interpreter.
+    /// In: the instruction to start at. Out ([`LEFT_AT`]): the next one for the
+    /// interpreter, in the frame on top.
     pub pc: u32,
-    pub _pad: u32,
-    /// The time slice left (reductions); a back edge takes one.
+    /// Compiled activations on the machine stack (bounded by [`MAX_DEPTH`]).
+    pub depth: u32,
+    /// The time slice left (reductions); a back edge and a call take one.
     pub fuel: i64,
+    /// The runtime's own state (the process, the node), opaque to compiled code.
+    pub rt: *mut std::ffi::c_void,
+    /// The process's frames: compiled code pushes and pops them in place while it runs
+    /// (`frames[..nframes]` are the frames; the runtime sets the `Vec`'s length from it).
+    pub frames: *mut crate::process::Frame,
+    pub nframes: u32,
+    /// Compiled code pushes a frame only below this (the `Vec`'s capacity, and the
+    /// process's frame limit); else the runtime does it.
+    pub frames_end: u32,
+    /// The running frame's `base` (its register 0 in the register stack).
+    pub base: u32,
+    /// The register stack's length.
+    pub regs_len: u32,
+    /// The frame index of the innermost `try` (-1: none): a return from a deeper frame
+    /// drops none.
+    pub handler_top: i32,
+    pub _pad: u32,
 }
 
-/// Compiled code of one function.
-pub type JitFn = unsafe extern "C" fn(*mut JitCtx);
+/// `JitCtx::pc` for a call from compiled code: the callee sets its registers beyond the
+/// arguments to nil, then starts at instruction 0.
+pub const CALL_ENTRY: u32 = u32::MAX - 1;
+
+/// Compiled code of one function: returns [`LEFT_AT`], [`RETURNED`] or [`LEFT`].
+pub type JitFn = unsafe extern "C" fn(*mut JitCtx) -> u32;
+
+/// The compiled code stopped; the interpreter goes on at `JitCtx::pc` in the frame on top.
+pub const LEFT_AT: u32 = 0;
+/// The function returned: its frame is popped and the caller's registers are in `JitCtx`.
+pub const RETURNED: u32 = 1;
+/// The runtime took over (a call into code not compiled, an error, the end of the time
+/// slice, a collection due): the frames say where everything is.
+pub const LEFT: u32 = 2;
+
+/// Compiled activations nested on a worker's machine stack at most: a deeper call
+/// leaves for the interpreter (whose frames are plain data), so deep Tern recursion
+/// never overflows a machine stack.
+pub const MAX_DEPTH: u32 = 200;
+
+/// Offsets in [`JitCtx`], for the code generator.
+pub mod ctx_layout {
+    pub const REGS: i32 = 0;
+    pub const GLOBALS: i32 = 8;
+    pub const PC: i32 = 16;
+    pub const DEPTH: i32 = 20;
+    pub const FUEL: i32 = 24;
+    pub const RT: i32 = 32;
+    pub const FRAMES: i32 = 40;
+    pub const NFRAMES: i32 = 48;
+    pub const FRAMES_END: i32 = 52;
+    pub const BASE: i32 = 56;
+    pub const REGS_LEN: i32 = 60;
+    pub const HANDLER_TOP: i32 = 64;
+
+    #[cfg(test)]
+    #[test]
+    fn the_layout_compiled_code_relies_on() {
+        use super::JitCtx;
+        use std::mem::offset_of;
+        assert_eq!(
+            [REGS, GLOBALS, PC, DEPTH, FUEL, RT, FRAMES, NFRAMES, FRAMES_END, BASE, REGS_LEN, HANDLER_TOP].map(|o| o as usize),
+            [
+                offset_of!(JitCtx, regs),
+                offset_of!(JitCtx, globals),
+                offset_of!(JitCtx, pc),
+                offset_of!(JitCtx, depth),
+                offset_of!(JitCtx, fuel),
+                offset_of!(JitCtx, rt),
+                offset_of!(JitCtx, frames),
+                offset_of!(JitCtx, nframes),
+                offset_of!(JitCtx, frames_end),
+                offset_of!(JitCtx, base),
+                offset_of!(JitCtx, regs_len),
+                offset_of!(JitCtx, handler_top)
+            ]
+        );
+    }
+}
+
+/// Offsets in a [`JitSlot`]: compiled code calls a function of its own module through
+/// the module's slots (`LinkedModule::jit`).
+pub mod slot_layout {
+    pub const SIZE: i32 = std::mem::size_of::<super::JitSlot>() as i32;
+    /// The compiled code's address (0 until compiled).
+    pub const CODE: i32 = 0;
+    /// The function's register count (u16) and arity (u8).
+    pub const NREGS: i32 = 8;
+    pub const ARITY: i32 = 10;
+
+    #[cfg(test)]
+    #[test]
+    fn the_layout_compiled_code_relies_on() {
+        use super::JitSlot;
+        use std::mem::offset_of;
+        assert_eq!(
+            [CODE, NREGS, ARITY].map(|o| o as usize),
+            [offset_of!(JitSlot, addr), offset_of!(JitSlot, nregs), offset_of!(JitSlot, arity)]
+        );
+    }
+}
+
+/// The runtime's entry points for compiled code (`crate::interp` implements them with
+/// the interpreter's own code). Every one takes the context and the instruction's pc;
+/// afterwards `regs`, `globals` and `fuel` are re-read from the context.
+#[derive(Debug, Clone, Copy)]
+pub struct Helpers {
+    /// Runs instruction `pc` exactly as the interpreter does. Returns the next
+    /// instruction of the same frame, or `u32::MAX` when compiled code must return
+    /// [`LEFT`] (another frame runs now, an error was raised, the slice is over).
+    pub step: unsafe extern "C" fn(*mut JitCtx, u32) -> u32,
+    /// `Call` at `pc`: 0 to return [`LEFT`]; 1 when it is done (a native ran) and the
+    /// code goes on at `pc + 1`; otherwise the address of the callee's compiled code,
+    /// to be called with the same context (its frame is pushed, `JitCtx::pc` is 0).
+    pub call: unsafe extern "C" fn(*mut JitCtx, u32) -> usize,
+    /// `Return`/`ReturnNil` at `pc`: [`RETURNED`] (the caller's registers are in the
+    /// context) or [`LEFT`].
+    pub ret: unsafe extern "C" fn(*mut JitCtx, u32) -> u32,
+}
 
 /// Per function of a linked module: how hot it is and its code, once compiled.
-#[derive(Debug, Default)]
+#[derive(Debug)]
+#[repr(C)]
 pub struct JitSlot {
+    /// The code's address once compiled (0 before), for calls from compiled code.
+    addr: AtomicUsize,
+    nregs: u16,
+    arity: u8,
     count: AtomicU32,
     /// 0: not asked for; 1: asked for; 2: failed or not worth it (interpreted for good).
     state: AtomicU8,
@@ -76,6 +199,11 @@ pub struct JitSlot {
 }
 
 impl JitSlot {
+    /// The slot of a function with `nregs` registers and `arity` parameters.
+    pub fn new(nregs: u16, arity: u8) -> JitSlot {
+        JitSlot { addr: AtomicUsize::new(0), nregs, arity, count: AtomicU32::new(0), state: AtomicU8::new(0), code: OnceLock::new() }
+    }
+
     /// Whether the interpreter has anything to do here at `pc`: count toward hotness,
     /// look for code still being compiled, or enter code worth entering at `pc`. False
     /// for a function given up on, and where its code would leave at once.
@@ -112,7 +240,9 @@ impl JitSlot {
         for (i, _) in entries.iter().enumerate().filter(|(_, &e)| e) {
             bits[i / 64] |= 1 << (i % 64);
         }
-        let _ = self.code.set((f as usize, bits.into_boxed_slice()));
+        if self.code.set((f as usize, bits.into_boxed_slice())).is_ok() && entries.first() == Some(&true) {
+            self.addr.store(f as usize, Ordering::Release);
+        }
     }
 
     /// The compiler could not compile it (or chose not to): it stays interpreted.
@@ -144,4 +274,9 @@ pub trait Compiler: Send + Sync {
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool);
     /// Functions compiled so far.
     fn compiled(&self) -> u64;
+}
+
+/// The runtime's entry points for compiled code.
+pub fn helpers() -> Helpers {
+    crate::interp::helpers()
 }

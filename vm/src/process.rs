@@ -15,8 +15,10 @@ use std::sync::Arc;
 /// Marks a frame that is not running a module's top level.
 pub const NOT_INIT: u32 = u32::MAX;
 
-/// One activation of a Tern function.
+/// One activation of a Tern function. Laid out as C: compiled code pushes and pops
+/// frames ([`frame_layout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Frame {
     /// Module slot (index into the process's module table).
     pub module: u32,
@@ -31,6 +33,38 @@ pub struct Frame {
     pub closure: Addr,
     /// The module slot whose top level this frame runs, or [`NOT_INIT`].
     pub init_of: u32,
+}
+
+/// Offsets in a [`Frame`], for compiled code.
+pub mod frame_layout {
+    pub const SIZE: i32 = std::mem::size_of::<super::Frame>() as i32;
+    pub const MODULE: i32 = 0;
+    pub const FUNC: i32 = 4;
+    pub const PC: i32 = 8;
+    pub const BASE: i32 = 12;
+    pub const RET: i32 = 16;
+    pub const CLOSURE: i32 = 20;
+    pub const INIT_OF: i32 = 24;
+
+    #[cfg(test)]
+    #[test]
+    fn the_layout_compiled_code_relies_on() {
+        use super::Frame;
+        use std::mem::offset_of;
+        assert_eq!(SIZE, 28);
+        assert_eq!(
+            [MODULE, FUNC, PC, BASE, RET, CLOSURE, INIT_OF].map(|o| o as usize),
+            [
+                offset_of!(Frame, module),
+                offset_of!(Frame, func),
+                offset_of!(Frame, pc),
+                offset_of!(Frame, base),
+                offset_of!(Frame, ret),
+                offset_of!(Frame, closure),
+                offset_of!(Frame, init_of)
+            ]
+        );
+    }
 }
 
 /// Where a module's top level has got to, in this process.

@@ -237,7 +237,7 @@ impl Vm {
             })
             .collect();
         let footprints = module.functions.iter().map(footprint).collect();
-        let jit = module.functions.iter().map(|_| crate::jit::JitSlot::default()).collect();
+        let jit = module.functions.iter().map(|f| crate::jit::JitSlot::new(f.nregs, f.arity)).collect();
         self.modules.write().entry(hash).or_insert_with(|| Arc::new(LinkedModule { hash, module, native_ids, numbers, footprints, jit }));
         Ok(hash)
     }

@@ -14,6 +14,7 @@ pub type Addr = u32;
 /// index inside that module. Slots, not hashes, keep values two words wide; the module
 /// table maps slots to content hashes, which is what a snapshot records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(C)]
 pub struct FnRef {
     pub module: u32,
     pub func: u32,
@@ -373,6 +374,11 @@ pub mod layout {
     pub const TAG_NIL: u8 = 0;
     pub const TAG_BOOL: u8 = 1;
     pub const TAG_INT: u8 = 2;
+    /// A float's payload is its `f64` bits.
+    pub const TAG_FLOAT: u8 = 3;
+    /// A function without captured variables: its module slot (u32) at `PAYLOAD`, its
+    /// index (u32) at `PAYLOAD + 4`.
+    pub const TAG_FUNC: u8 = 8;
 
     #[cfg(test)]
     mod tests {
@@ -390,6 +396,12 @@ pub mod layout {
             assert_eq!(bytes(Value::Nil)[TAG as usize], TAG_NIL);
             let b = bytes(Value::Bool(true));
             assert_eq!((b[TAG as usize], b[PAYLOAD as usize]), (TAG_BOOL, 1));
+            let f = bytes(Value::Float(-2.5));
+            assert_eq!(f[TAG as usize], TAG_FLOAT);
+            assert_eq!(f64::from_le_bytes(f[PAYLOAD as usize..PAYLOAD as usize + 8].try_into().unwrap()), -2.5);
+            let fr = bytes(Value::Func(crate::value::FnRef { module: 3, func: 9 }));
+            assert_eq!(fr[TAG as usize], TAG_FUNC);
+            assert_eq!(fr[PAYLOAD as usize..PAYLOAD as usize + 8], [3, 0, 0, 0, 9, 0, 0, 0]);
             let i = bytes(Value::Int(-5));
             assert_eq!(i[TAG as usize], TAG_INT);
             assert_eq!(i64::from_le_bytes(i[PAYLOAD as usize..PAYLOAD as usize + 8].try_into().unwrap()), -5);
