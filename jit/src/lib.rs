@@ -29,7 +29,10 @@ use cranelift_module::Module;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tern_vm::bytecode::{Const, Op};
-use tern_vm::jit::{ctx_layout, slot_layout, Compiler, Helpers, JitFn, CALL_ENTRY, LEFT, LEFT_AT, MAX_DEPTH, RETURNED};
+use tern_vm::jit::{
+    ctx_layout, slot_layout, Compiler, Helpers, JitFn, ACCESS_GET_FIELD, ACCESS_GET_INDEX, ACCESS_SET_FIELD, ACCESS_SET_INDEX,
+    CALL_ENTRY, LEFT, LEFT_AT, MAX_DEPTH, RETURNED,
+};
 use tern_vm::process::{frame_layout, NOT_INIT};
 use tern_vm::runtime::LinkedModule;
 use tern_vm::value::{layout, Value};
@@ -181,6 +184,7 @@ struct Gen<'f> {
     call_sig: SigRef,
     ret_sig: SigRef,
     fn_sig: SigRef,
+    access_sig: SigRef,
 }
 
 const MEM: MemFlagsData = MemFlagsData::trusted();
@@ -365,14 +369,21 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
         s
     };
     let (step_sig, call_sig, ret_sig) = (helper_sig(types::I32), helper_sig(ptr), helper_sig(types::I32));
+    let mut access_sig = helper_sig(types::I32);
+    access_sig.params.extend([AbiParam::new(types::I32), AbiParam::new(types::I32), AbiParam::new(types::I32), AbiParam::new(types::I32)]);
     ctx.func.signature = fn_sig.clone();
     ctx.func.name = UserFuncName::user(0, 0);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
-        let (step_sig, call_sig, ret_sig, fn_sig) =
-            (b.import_signature(step_sig), b.import_signature(call_sig), b.import_signature(ret_sig), b.import_signature(fn_sig));
+        let (step_sig, call_sig, ret_sig, fn_sig, access_sig) = (
+            b.import_signature(step_sig),
+            b.import_signature(call_sig),
+            b.import_signature(ret_sig),
+            b.import_signature(fn_sig),
+            b.import_signature(access_sig),
+        );
         let exit_at = b.create_block();
         let exit_with = b.create_block();
         b.append_block_param(exit_with, types::I32);
@@ -405,6 +416,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
             call_sig,
             ret_sig,
             fn_sig,
+            access_sig,
         };
         g.reload();
         let zero32 = g.b.ins().iconst(types::I32, 0);
@@ -813,6 +825,10 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
             let status = g.helper(g.ret_sig, g.helpers.ret as usize, pc);
             g.exit_with(status);
         }
+        Op::GetIndex { a, b, c } => access(g, pc, ACCESS_GET_INDEX, [a.into(), b.into(), c.into()]),
+        Op::SetIndex { a, b, c } => access(g, pc, ACCESS_SET_INDEX, [a.into(), b.into(), c.into()]),
+        Op::GetField { a, b, k } => access(g, pc, ACCESS_GET_FIELD, [a.into(), b.into(), k]),
+        Op::SetField { a, k, c } => access(g, pc, ACCESS_SET_FIELD, [a.into(), k, c.into()]),
         // Everything else: the runtime runs it, with the interpreter's code.
         _ => g.step(pc),
     }
@@ -967,6 +983,20 @@ fn inline_return(g: &mut Gen, op: &Op, slow: Block) {
     g.save_fuel();
     let s = g.b.ins().iconst(types::I32, i64::from(RETURNED));
     g.b.ins().return_(&[s]);
+}
+
+/// An index or field access, through the runtime's `access` helper.
+fn access(g: &mut Gen, pc: usize, kind: u32, operands: [u32; 3]) {
+    g.save_fuel();
+    let f = g.b.ins().iconst(g.ptr, g.helpers.access as usize as i64);
+    let mut args = vec![g.cx];
+    for v in [pc as u32, kind, operands[0], operands[1], operands[2]] {
+        args.push(g.b.ins().iconst(types::I32, i64::from(v)));
+    }
+    let call = g.b.ins().call_indirect(g.access_sig, f, &args);
+    let r = g.b.inst_results(call)[0];
+    g.reload();
+    g.go_to_pc(r, pc + 1);
 }
 
 /// Whether register `r` is falsy (nil or false), as an i8 0/1.

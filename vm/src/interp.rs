@@ -406,7 +406,7 @@ fn jit_run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64, f
 
 /// The entry points compiled code calls ([`crate::jit::Helpers`]).
 pub(crate) fn helpers() -> crate::jit::Helpers {
-    crate::jit::Helpers { step: jit_step, call: jit_call, ret: jit_ret }
+    crate::jit::Helpers { step: jit_step, call: jit_call, ret: jit_ret, access: jit_access }
 }
 
 /// Before the runtime uses the process: the frames compiled code pushed and popped.
@@ -492,6 +492,35 @@ unsafe extern "C" fn jit_call(ctx_ptr: *mut JitCtx, pc: u32) -> usize {
             Ok(f) => (f, c),
             Err(_) => return step(pc),
         },
+        Value::Native(id) => {
+            // As the interpreter's `Call` runs a native.
+            let Some(def) = vm.natives.get(id) else { return step(pc) };
+            if n < def.min_args || n > def.max_args {
+                return step(pc);
+            }
+            let args = &proc.regs[dst + 1..dst + 1 + usize::from(n)];
+            // SAFETY: the host `jit_run` was given, used by nothing else meanwhile.
+            let host = unsafe { &mut *rt.host };
+            let mut nctx = NativeCtx { heap: &mut proc.heap, host, rng: &mut proc.rng, linked: &proc.linked[..] };
+            let result = (def.f)(&mut nctx, args);
+            let Some(top) = proc.frames.last_mut() else { return 0 };
+            match result {
+                Ok(v) => {
+                    proc.regs[dst] = v;
+                    ctx.fuel -= 1;
+                    if ctx.fuel <= 0 || proc.heap.gc_wanted {
+                        top.pc = pc + 1;
+                        return 0;
+                    }
+                    return 1;
+                }
+                Err(e) => {
+                    top.pc = pc;
+                    rt.exit = Some(Exit::Exn(e));
+                    return 0;
+                }
+            }
+        }
         _ => return step(pc),
     };
     let Some(tlm) = proc.linked.get(fref.module as usize) else { return step(pc) };
@@ -537,6 +566,61 @@ unsafe extern "C" fn jit_call(ctx_ptr: *mut JitCtx, pc: u32) -> usize {
         }
         None => 0,
     }
+}
+
+/// `Helpers::access`: an index or field read or write, as the interpreter does it when
+/// it finds what it looks for; anything else (an error, a missing key, a page not here)
+/// through [`jit_step`]. Frames and registers stay where they are.
+unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32, b: u32, c: u32) -> u32 {
+    use crate::jit::{ACCESS_GET_FIELD, ACCESS_GET_INDEX, ACCESS_SET_FIELD, ACCESS_SET_INDEX};
+    // SAFETY: as in `jit_step`; `ctx.regs` is the running frame's register 0 and the
+    // operands are its verified registers (`b` a constant's index for a field write).
+    let ctx = unsafe { &mut *ctx_ptr };
+    let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    let proc = unsafe { &mut *rt.proc };
+    let regs = ctx.regs;
+    let r = |i: u32| unsafe { *regs.add(i as usize) };
+    let put = |i: u32, v: Value| unsafe { *regs.add(i as usize) = v };
+    // A field's name: the heap string of constant `k` of the running frame's module.
+    let field = |proc: &Process, k: u32| -> Option<crate::value::Addr> {
+        // SAFETY: `frames[..nframes]` are the process's frames (see `jit_sync_in`).
+        let top = unsafe { *ctx.frames.add(ctx.nframes as usize - 1) };
+        proc.modules.get(top.module as usize)?.strs.get(k as usize).copied().filter(|&s| s != 0)
+    };
+    let heap = &mut proc.heap;
+    let done = match kind {
+        ACCESS_GET_INDEX => match (r(b), r(c)) {
+            (Value::Array(arr), Value::Int(i)) => object::array_get(heap, arr, i).ok().flatten().map(|v| put(a, v)).is_some(),
+            (Value::Map(m), k) => object::map_get(heap, m, k).ok().flatten().map(|v| put(a, v)).is_some(),
+            _ => false,
+        },
+        ACCESS_SET_INDEX => match (r(a), r(b)) {
+            (Value::Array(arr), Value::Int(i)) => object::array_set(heap, arr, i, r(c)) == Ok(true),
+            (Value::Map(m), k) => object::map_set(heap, m, k, r(c)).is_ok(),
+            _ => false,
+        },
+        ACCESS_GET_FIELD => match (r(b), field(proc, c)) {
+            (Value::Map(m), Some(key)) => object::map_get_field(&proc.heap, m, key).ok().flatten().map(|v| put(a, v)).is_some(),
+            _ => false,
+        },
+        ACCESS_SET_FIELD => match (r(a), field(proc, b)) {
+            (Value::Map(m), Some(key)) => object::map_set_field(&mut proc.heap, m, key, r(c)).is_ok(),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !done {
+        // SAFETY: the same context, passed on.
+        return unsafe { jit_step(ctx_ptr, pc) };
+    }
+    if proc.heap.gc_wanted {
+        jit_sync_in(ctx, proc);
+        if let Some(top) = proc.frames.last_mut() {
+            top.pc = pc + 1;
+        }
+        return u32::MAX;
+    }
+    pc + 1
 }
 
 /// `Helpers::ret`: a return from compiled code, as the interpreter's `ret!` does it. The

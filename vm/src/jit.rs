@@ -180,7 +180,16 @@ pub struct Helpers {
     /// `Return`/`ReturnNil` at `pc`: [`RETURNED`] (the caller's registers are in the
     /// context) or [`LEFT`].
     pub ret: unsafe extern "C" fn(*mut JitCtx, u32) -> u32,
+    /// `GetIndex`, `SetIndex`, `GetField` or `SetField` ([`ACCESS_GET_INDEX`]...) at `pc`,
+    /// with its operands `a, b, c` (`k` for a field's name): returns as `step` does.
+    pub access: unsafe extern "C" fn(*mut JitCtx, u32, u32, u32, u32, u32) -> u32,
 }
+
+/// `Helpers::access`'s kinds of instruction.
+pub const ACCESS_GET_INDEX: u32 = 0;
+pub const ACCESS_SET_INDEX: u32 = 1;
+pub const ACCESS_GET_FIELD: u32 = 2;
+pub const ACCESS_SET_FIELD: u32 = 3;
 
 /// Per function of a linked module: how hot it is and its code, once compiled.
 #[derive(Debug)]
