@@ -1,8 +1,9 @@
 //! `tern-bench`: benchmarks for Tern.
 //!
 //! Subcommands:
-//! - `vm`: the VM-speed suite, `bench/programs/NAME.{tern,lua,py}` run under Tern, Lua 5.4,
-//!   LuaJIT and CPython; prints a markdown table and writes `bench/results/vm-speed.md`.
+//! - `vm`: the VM-speed suite, `bench/programs/NAME.{tern,lua,py,erl}` run under Tern (JIT
+//!   off and on), Lua 5.4, LuaJIT, CPython and Erlang; prints a markdown table and writes
+//!   `bench/results/vm-speed.md`.
 //! - `procs`: process benchmarks, `bench/programs/{spawn,pingpong,ring}.{tern,erl}` run under
 //!   Tern and Erlang; prints a markdown table and writes `bench/results/procs-speed.md`.
 //! - `remote`: messages between two nodes in two OS processes,
@@ -43,7 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// VM speed: run bench/programs under tern, lua5.4, luajit and python3 and compare.
+    /// VM speed: run bench/programs under tern (JIT off and on), lua5.4, luajit, python3 and
+    /// erl and compare.
     Vm(vm::VmArgs),
     /// Processes: spawn, ping-pong and ring benchmarks under tern and Erlang (erl).
     Procs(procs::ProcsArgs),
