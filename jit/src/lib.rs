@@ -30,8 +30,8 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use tern_vm::bytecode::{Const, Op};
 use tern_vm::jit::{
-    ctx_layout, slot_layout, Compiler, Helpers, JitFn, ACCESS_GET_FIELD, ACCESS_GET_INDEX, ACCESS_SET_FIELD, ACCESS_SET_INDEX,
-    CALL_ENTRY, LEFT, LEFT_AT, MAX_DEPTH, RETURNED,
+    ctx_layout, slot_layout, Compiler, Helpers, JitFn, ACCESS_GET_FIELD, ACCESS_GET_INDEX, ACCESS_SET_FIELD, ACCESS_SET_INDEX, CALL_ENTRY,
+    LEFT, LEFT_AT, MAX_DEPTH, RETURNED,
 };
 use tern_vm::process::{frame_layout, NOT_INIT};
 use tern_vm::runtime::LinkedModule;

@@ -874,3 +874,54 @@ fn the_node_a_process_left_holds_nothing_for_it() {
     let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
     assert_eq!(last, "all 3000 in order on c");
 }
+
+/// A process whose hot loop runs compiled (the nodes' JIT is on by default) moves with
+/// every mechanism in turn, in the middle of that loop: machine code never moves, each
+/// destination compiles again what ran compiled at the source (the hotness profile sent
+/// with the offer), and the process finishes with the right answer.
+#[test]
+fn a_compiled_loop_moves_with_every_mechanism_and_is_compiled_again_there() {
+    const HOT: &str = r#"
+fn stir(data, r) {
+    let n = len(data);
+    let k = 0;
+    while k < n {
+        data[k] = (data[k] * 31 + r + k) % 1000003;
+        k = k + 1;
+    }
+}
+let data = array(32 * 1024, 1);
+for r in 0..60 {
+    stir(data, r);
+    let s = 0;
+    for k in 0..len(data) { s = (s + data[k]) % 1000003; }
+    println("round ${r} on ${node()} sum ${s}");
+    sleep(5);
+}
+println("done on ${node()}");
+"#;
+    // The same program without moving, for the expected sums.
+    let m = TestMesh::start(3);
+    let expected = m.run_ok("c", "hot.tern", HOT);
+    let mut run = m.run("a", "hot.tern", HOT);
+    let mut at = "a";
+    for (k, (to, mechanism)) in
+        [("b", Mechanism::Freeze), ("c", Mechanism::Precopy), ("a", Mechanism::Lazy), ("b", Mechanism::Hybrid)].into_iter().enumerate()
+    {
+        run.wait_line(&m, "a round here", |l| l.starts_with(&format!("round {} ", 5 + 10 * k)));
+        let r = m.node(at).migrate(run.pid, to, Some(mechanism)).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
+        assert!(r.ok, "{mechanism}: {r:?}\n{}", m.log_text());
+        assert!(r.jit_functions_at_source >= 1, "{mechanism}: nothing ran compiled at {at}: {r:?}");
+        assert_eq!(r.jit_functions_rebuilt, r.jit_functions_at_source, "{mechanism}: not all compiled again at {to}: {r:?}");
+        eprintln!(
+            "{mechanism} {at} -> {to}: {} functions compiled at the source, {} rebuilt, compiled speed {} µs after the resume (freeze {} µs)",
+            r.jit_functions_at_source, r.jit_functions_rebuilt, r.time_to_compiled_us, r.freeze_time_us
+        );
+        at = to;
+    }
+    let last = run.wait_line(&m, "done", |l| l.starts_with("done on"));
+    assert_eq!(last, "done on b");
+    let sums = |t: &str| t.lines().filter_map(|l| l.split(" sum ").nth(1).map(str::to_string)).collect::<Vec<_>>();
+    assert_eq!(sums(&run.text), sums(&expected), "{}", run.text);
+    assert_eq!(sums(&run.text).len(), 60);
+}

@@ -18,7 +18,7 @@
 use crate::runtime::LinkedModule;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// When functions are compiled.
@@ -202,6 +202,8 @@ pub struct JitSlot {
     count: AtomicU32,
     /// 0: not asked for; 1: asked for; 2: failed or not worth it (interpreted for good).
     state: AtomicU8,
+    /// When its code was ready ([`clock_us`]; 0 before).
+    compiled_at: AtomicU64,
     /// The code's address, and a bit per instruction: whether entering there is worth
     /// it (the compiled code would run a whole loop, not leave at once).
     code: OnceLock<(usize, Box<[u64]>)>,
@@ -210,7 +212,15 @@ pub struct JitSlot {
 impl JitSlot {
     /// The slot of a function with `nregs` registers and `arity` parameters.
     pub fn new(nregs: u16, arity: u8) -> JitSlot {
-        JitSlot { addr: AtomicUsize::new(0), nregs, arity, count: AtomicU32::new(0), state: AtomicU8::new(0), code: OnceLock::new() }
+        JitSlot {
+            addr: AtomicUsize::new(0),
+            nregs,
+            arity,
+            count: AtomicU32::new(0),
+            state: AtomicU8::new(0),
+            compiled_at: AtomicU64::new(0),
+            code: OnceLock::new(),
+        }
     }
 
     /// Whether the interpreter has anything to do here at `pc`: count toward hotness,
@@ -222,6 +232,11 @@ impl JitSlot {
             Some((_, bits)) => bits.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0),
             None => self.state.load(Ordering::Relaxed) != 2,
         }
+    }
+
+    /// Whether the compiler gave up on it (it stays interpreted).
+    pub fn given_up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == 2 && !self.is_compiled()
     }
 
     /// Whether the function has been compiled.
@@ -249,8 +264,11 @@ impl JitSlot {
         for (i, _) in entries.iter().enumerate().filter(|(_, &e)| e) {
             bits[i / 64] |= 1 << (i % 64);
         }
-        if self.code.set((f as usize, bits.into_boxed_slice())).is_ok() && entries.first() == Some(&true) {
-            self.addr.store(f as usize, Ordering::Release);
+        if self.code.set((f as usize, bits.into_boxed_slice())).is_ok() {
+            self.compiled_at.store(clock_us().max(1), Ordering::Relaxed);
+            if entries.first() == Some(&true) {
+                self.addr.store(f as usize, Ordering::Release);
+            }
         }
     }
 
@@ -267,7 +285,18 @@ impl JitSlot {
             return false;
         }
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        n >= threshold && self.state.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        n >= threshold && self.request()
+    }
+
+    /// Asks for it to be compiled: true the first time (the caller then hands it to the
+    /// compiler), false when asked for already or given up on.
+    pub fn request(&self) -> bool {
+        self.state.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// When its code was ready ([`clock_us`]), if it has been compiled.
+    pub fn compiled_at(&self) -> Option<u64> {
+        Some(self.compiled_at.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
     /// Calls and back edges counted so far.
@@ -283,6 +312,32 @@ pub trait Compiler: Send + Sync {
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool);
     /// Functions compiled so far.
     fn compiled(&self) -> u64;
+}
+
+/// Microseconds on this node's monotonic clock (for the times compiled code became
+/// ready, against a migration's resume).
+pub fn clock_us() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
+
+/// A module's functions compiled on this node: the hotness profile a migration carries,
+/// so that the destination compiles them again before the process needs them.
+pub fn compiled_functions(lm: &LinkedModule) -> Vec<u32> {
+    lm.jit.iter().enumerate().filter(|(_, s)| s.is_compiled()).map(|(i, _)| i as u32).collect()
+}
+
+/// Has function `func` of `lm` compiled in the background, unless it is (or is being)
+/// compiled already. True when it was asked for now.
+pub fn precompile(vm: &crate::runtime::Vm, lm: &Arc<LinkedModule>, func: u32) -> bool {
+    let Some(compiler) = vm.jit.as_deref().filter(|_| vm.config.jit != JitMode::Off) else { return false };
+    match lm.jit.get(func as usize) {
+        Some(slot) if slot.request() => {
+            compiler.compile(lm, func, false);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The runtime's entry points for compiled code.

@@ -164,6 +164,21 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         ("link updates", r.link_updates.to_string(), None),
         ("modules sent", r.modules_sent.to_string(), None),
     ]);
+    if r.jit_functions_at_source > 0 {
+        rows.push((
+            "compiled functions",
+            format!("{} at the source, {} rebuilt here", r.jit_functions_at_source, r.jit_functions_rebuilt),
+            Some(
+                "machine code never moves: the destination compiled again what ran compiled at the source, starting when the offer came"
+                    .into(),
+            ),
+        ));
+        rows.push((
+            "back at compiled speed",
+            format!("{} µs after resuming", r.time_to_compiled_us),
+            Some("0: the code was ready before the process resumed".into()),
+        ));
+    }
     let w = rows.iter().map(|(k, _, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v, note) in &rows {

@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 7;
+pub const FRAME_VERSION: u8 = 8;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,9 +85,11 @@ pub enum MigWire {
     /// The contents of pages named by the protocol message that follows: pages of the
     /// `member`th process of the migration (0 but for a group), by its own page numbers.
     Pages { mid: u64, member: u32, pages: Vec<PageRec> },
-    /// Source → destination right after the offer: the hashes of the process's modules;
-    /// destination → source: those it lacks.
-    Need { mid: u64, hashes: Vec<ModuleHash> },
+    /// Source → destination right after the offer: the hashes of the process's modules,
+    /// and its hotness profile: the functions of those modules compiled at the source
+    /// (the destination compiles them again in the background, before the process
+    /// resumes there); destination → source: the modules it lacks (`hot` empty).
+    Need { mid: u64, hashes: Vec<ModuleHash>, hot: Vec<(ModuleHash, u32)> },
     /// The modules of the process the destination lacks (encoded).
     Modules { mid: u64, modules: Vec<serde_bytes::ByteBuf> },
     /// Part of the process's state image (`last`: the image is complete).
@@ -191,6 +193,11 @@ pub struct DestStats {
     /// From `Commit` to the process running here (it waits for its late messages).
     pub resume_wait_us: u64,
     pub outcome: String,
+    /// Functions of the hotness profile compiled here by the time it reported.
+    pub jit_rebuilt: u32,
+    /// From the resume until the last of them was compiled (0: all were ready when it
+    /// resumed; `None`: not all were by the time it reported).
+    pub jit_ready_after_resume_us: Option<u64>,
 }
 
 /// What a migration did, as `:migrate` and `ctl migrate` report it.
@@ -236,6 +243,13 @@ pub struct MigReport {
     pub messages_held: u64,
     pub link_updates: u32,
     pub modules_sent: u32,
+    /// The hotness profile: functions of the process's modules compiled at the source.
+    pub jit_functions_at_source: u32,
+    /// Of those, compiled again at the destination by the time it reported.
+    pub jit_functions_rebuilt: u32,
+    /// From the resume until the last profiled function was compiled again (0: all were
+    /// ready when it resumed).
+    pub time_to_compiled_us: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

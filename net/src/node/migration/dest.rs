@@ -126,6 +126,12 @@ pub(super) struct DestRun {
     fetched_at: HashMap<u32, u64>,
     stats: DestStats,
     resumed_at: u64,
+    /// The hotness profile: functions compiled at the source, compiled here too (their
+    /// module is here), or waiting for their module.
+    hot: Vec<(Arc<tern_vm::runtime::LinkedModule>, u32)>,
+    hot_waiting: Vec<(ModuleHash, u32)>,
+    /// `resumed_at` on the compiler's clock (`tern_vm::jit::clock_us`).
+    resumed_at_jit: u64,
     /// What was wrong with what the source sent: reinstating fails with it.
     bad: Option<String>,
     commit_at: u64,
@@ -191,10 +197,14 @@ impl DestRun {
             fetched_at: HashMap::new(),
             stats: DestStats::default(),
             resumed_at: 0,
+            hot: Vec::new(),
+            hot_waiting: Vec::new(),
+            resumed_at_jit: 0,
             bad: None,
             commit_at: 0,
             resync_at: None,
         };
+        let mut r = r;
         if refuse.is_none() && !r.answer_need(node, inputs) {
             sh.mig.runs.lock().remove(&mid);
             return None;
@@ -204,11 +214,13 @@ impl DestRun {
 
     /// The offer is followed by the hashes of the process's modules: the answer (those
     /// missing here) goes before the machine's `Accept`, so the source has it in time.
-    fn answer_need(&self, node: &Node, inputs: &crossbeam_channel::Receiver<Input>) -> bool {
+    fn answer_need(&mut self, node: &Node, inputs: &crossbeam_channel::Receiver<Input>) -> bool {
         match next_input(inputs, Duration::from_secs(30)) {
-            Ok(Input::Wire(_, MigWire::Need { hashes, .. })) => {
+            Ok(Input::Wire(_, MigWire::Need { hashes, hot, .. })) => {
                 let missing: Vec<ModuleHash> = hashes.into_iter().take(4096).filter(|h| !node.vm().has_module(h)).collect();
-                let _ = self.out.blocking_send(frame_bytes(&MigWire::Need { mid: self.mid, hashes: missing }));
+                let _ = self.out.blocking_send(frame_bytes(&MigWire::Need { mid: self.mid, hashes: missing, hot: vec![] }));
+                self.hot_waiting = hot.into_iter().take(super::source::MAX_HOT).collect();
+                self.compile_hot(node);
                 true
             }
             _ => false,
@@ -338,6 +350,7 @@ impl DestRun {
         }
         self.running = true;
         self.resumed_at = sh.now_us();
+        self.resumed_at_jit = tern_vm::jit::clock_us();
         self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
         let mut lates = self.late.take().map(|l| l.into_iter());
         if lates.is_none() {
@@ -439,6 +452,7 @@ impl DestRun {
         self.stats.fault_latency_us.sort_unstable();
         self.stats.dependency_ended_after_us = d.report().dependency_ended_us.map(|t| t.saturating_sub(self.resumed_at));
         if matches!(o, DestOutcome::Committed) {
+            self.hot_stats();
             let _ = sh.send_frame(self.from, &Frame::Mig(MigWire::DestDone { mid: self.mid, stats: self.stats.clone() }));
         }
         true
@@ -569,6 +583,37 @@ impl DestRun {
     }
 
     /// The modules the process needs that were missing here, each verified.
+    /// Starts compiling the profiled functions whose module is here (in the background:
+    /// the process does not wait for them).
+    fn compile_hot(&mut self, node: &Node) {
+        let vm = node.vm();
+        let compiles = vm.jit.is_some() && vm.config.jit != tern_vm::jit::JitMode::Off;
+        self.hot_waiting.retain(|&(hash, func)| match vm.module(&hash) {
+            Some(lm) => {
+                if compiles && lm.jit.get(func as usize).is_some_and(|s| !s.given_up()) {
+                    tern_vm::jit::precompile(vm, &lm, func);
+                    self.hot.push((lm, func));
+                }
+                false
+            }
+            None => true,
+        });
+    }
+
+    /// The profiled functions compiled here, and when the last of them was ready after
+    /// the resume. Waits a little (the process runs meanwhile) for those still compiling.
+    fn hot_stats(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let done = |h: &[(Arc<tern_vm::runtime::LinkedModule>, u32)]| h.iter().filter(|(lm, f)| lm.jit[*f as usize].is_compiled()).count();
+        while done(&self.hot) < self.hot.len() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.stats.jit_rebuilt = done(&self.hot) as u32;
+        let last = self.hot.iter().filter_map(|(lm, f)| lm.jit[*f as usize].compiled_at()).max().unwrap_or(0);
+        self.stats.jit_ready_after_resume_us =
+            (self.stats.jit_rebuilt as usize == self.hot.len()).then(|| last.saturating_sub(self.resumed_at_jit));
+    }
+
     fn load_modules(&mut self, node: &Node, modules: Vec<serde_bytes::ByteBuf>) {
         for m in modules {
             match Module::decode(&m) {
@@ -580,6 +625,7 @@ impl DestRun {
                 Err(e) => self.bad = Some(format!("a module of the process is damaged: {e}")),
             }
         }
+        self.compile_hot(node);
     }
 }
 

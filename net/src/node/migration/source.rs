@@ -86,6 +86,9 @@ impl Member {
 }
 
 /// What the source keeps for one migration besides its machine.
+/// Functions named in a hotness profile at most (the destination takes as many).
+pub(super) const MAX_HOT: usize = 4096;
+
 pub(super) struct SourceRun {
     mid: u64,
     /// The process (a group's first member: the machine's `pid`).
@@ -387,8 +390,16 @@ impl SourceRun {
         let fault = matches!(m, MigMsg::PageData { pushed: false, .. });
         let ok = ok && self.send_stream(fault, &wire_msg(m));
         if let Some(hashes) = self.modules.take() {
-            // Right after the offer: the process's code, by hash only.
-            let _ = self.send_stream(false, &MigWire::Need { mid: self.mid, hashes });
+            // Right after the offer: the process's code, by hash only, and which of its
+            // functions run compiled here (the destination starts compiling them now).
+            let hot: Vec<(ModuleHash, u32)> = hashes
+                .iter()
+                .filter_map(|h| node.vm().module(h))
+                .flat_map(|lm| tern_vm::jit::compiled_functions(&lm).into_iter().map(move |f| (lm.hash, f)))
+                .take(MAX_HOT)
+                .collect();
+            self.report.jit_functions_at_source = hot.len() as u32;
+            let _ = self.send_stream(false, &MigWire::Need { mid: self.mid, hashes, hot });
         }
         if !ok && !src.commit_sent() && src.outcome().is_none() {
             self.failure = Some("the connection to the destination was lost".into());
@@ -457,10 +468,19 @@ impl SourceRun {
         }
     }
 
-    /// Waits briefly for the destination's side of the report.
+    /// Waits briefly for the destination's side of the report (what else comes now is
+    /// of no more use: the migration is over).
     fn await_dest_stats(&mut self, inputs: &crossbeam_channel::Receiver<Input>) {
-        if let Ok(Input::Wire(_, MigWire::DestDone { stats, .. })) = next_input(inputs, Duration::from_secs(2)) {
-            self.dest_stats = Some(stats);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match next_input(inputs, left) {
+                Ok(Input::Wire(_, MigWire::DestDone { stats, .. })) => {
+                    self.dest_stats = Some(stats);
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
         }
     }
 
@@ -495,6 +515,8 @@ impl SourceRun {
             report.fault_latency_p50_us = pct(50);
             report.fault_latency_p99_us = pct(99);
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
+            report.jit_functions_rebuilt = d.jit_rebuilt;
+            report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
         }
         match src.outcome() {
             Some(SourceOutcome::Committed) => {
