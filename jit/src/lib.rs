@@ -48,12 +48,25 @@ struct Inner {
     module: JITModule,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
-    compiled: u64,
+    stats: tern_vm::jit::JitStats,
+    /// The code cache's size limit: beyond it, functions stay interpreted.
+    limit: u64,
 }
 
+/// The code cache's default size limit.
+pub const DEFAULT_CODE_LIMIT: u64 = 64 << 20;
+
 impl Jit {
-    /// A compiler for this machine's CPU (`None` if Cranelift does not support it).
+    /// A compiler for this machine's CPU (an error if Cranelift does not support it),
+    /// with a code cache of [`DEFAULT_CODE_LIMIT`] bytes.
     pub fn new() -> Result<Jit, String> {
+        Jit::with_limit(DEFAULT_CODE_LIMIT)
+    }
+
+    /// A compiler whose code cache holds at most `limit` bytes of machine code: past
+    /// it, functions stay interpreted (code is kept as long as the node: a function's
+    /// code may be running on any worker, so nothing is evicted while the node runs).
+    pub fn with_limit(limit: u64) -> Result<Jit, String> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
         flags.set("use_colocated_libcalls", "false").map_err(|e| e.to_string())?;
@@ -64,7 +77,8 @@ impl Jit {
             .map_err(|e| e.to_string())?;
         let module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
         let ctx = module.make_context();
-        let inner = Arc::new(Mutex::new(Inner { module, ctx, fctx: FunctionBuilderContext::new(), compiled: 0 }));
+        let inner =
+            Arc::new(Mutex::new(Inner { module, ctx, fctx: FunctionBuilderContext::new(), stats: Default::default(), limit }));
         let (jobs, rx) = crossbeam_channel::unbounded::<(Arc<LinkedModule>, u32)>();
         let worker = inner.clone();
         std::thread::Builder::new()
@@ -87,7 +101,11 @@ impl Compiler for Jit {
     }
 
     fn compiled(&self) -> u64 {
-        self.inner.lock().compiled
+        self.inner.lock().stats.compiled
+    }
+
+    fn stats(&self) -> tern_vm::jit::JitStats {
+        self.inner.lock().stats.clone()
     }
 }
 
@@ -99,13 +117,25 @@ fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
     let Some(f) = lm.module.functions.get(func as usize) else { return };
     let entries = entries(&f.code);
     let mut g = inner.lock();
+    if g.stats.code_bytes >= g.limit {
+        if g.stats.failed == 0 {
+            tracing::warn!(limit = g.limit, "the JIT's code cache is full: functions made hot from now on stay interpreted");
+        }
+        g.stats.failed += 1;
+        slot.set_failed();
+        return;
+    }
+    let t = std::time::Instant::now();
     match compile(&mut g, lm, func) {
-        Ok(f) => {
-            g.compiled += 1;
+        Ok((f, size)) => {
+            g.stats.compiled += 1;
+            g.stats.code_bytes += size;
+            g.stats.compile_us.push(t.elapsed().as_micros() as u64);
             slot.set_code(f, &entries);
         }
         Err(e) => {
-            tracing::debug!(module = %lm.module.name, func, "stays interpreted: {e}");
+            tracing::info!(module = %lm.module.name, func, "stays interpreted: Cranelift could not compile it: {e}");
+            g.stats.failed += 1;
             slot.set_failed();
         }
     }
@@ -348,7 +378,8 @@ impl Gen<'_> {
 
 const NONE: &[BlockArg] = &[];
 
-fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String> {
+/// Compiles function `func` of `lm`: its code and size in bytes.
+fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), String> {
     let f = lm.module.functions.get(func as usize).ok_or("no such function")?;
     let code = &f.code;
     if code.is_empty() {
@@ -463,11 +494,12 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<JitFn, String>
     }
     let id = module.declare_anonymous_function(&ctx.func.signature).map_err(|e| e.to_string())?;
     module.define_function(id, ctx).map_err(|e| e.to_string())?;
+    let size = ctx.compiled_code().map_or(0, |c| u64::from(c.code_info().total_size));
     module.clear_context(ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(id);
     // SAFETY: the function just compiled has the signature `JitFn` declares.
-    Ok(unsafe { std::mem::transmute::<*const u8, JitFn>(code) })
+    Ok((unsafe { std::mem::transmute::<*const u8, JitFn>(code) }, size))
 }
 
 /// The code of instruction `pc`, in its block (which it ends).

@@ -291,6 +291,19 @@ fn main() -> ExitCode {
                             "reductions: {}, moves: {}, largest image: {} bytes, functions compiled: {}",
                             r.reductions, r.migrations, r.image_bytes_max, r.jit_compiled
                         );
+                        if r.jit.compiled + r.jit.failed > 0 {
+                            let mut us = r.jit.compile_us.clone();
+                            us.sort_unstable();
+                            let pct = |q: usize| us.get((us.len().saturating_sub(1) * q) / 100).copied().unwrap_or(0);
+                            eprintln!(
+                                "jit: {} functions compiled ({} left interpreted), {} bytes of code, compile time p50 {} µs, p99 {} µs",
+                                r.jit.compiled,
+                                r.jit.failed,
+                                r.jit.code_bytes,
+                                pct(50),
+                                pct(99)
+                            );
+                        }
                         eprintln!(
                             "heap: {} KiB; collections: {}, pages dirtied by the last: {}, by all: {}",
                             r.heap_bytes >> 10,

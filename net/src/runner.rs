@@ -84,6 +84,8 @@ pub struct RunReport {
     pub heap_bytes: usize,
     /// Functions compiled to machine code (by every VM instance of the run).
     pub jit_compiled: u64,
+    /// The compilers' work (every node's, summed).
+    pub jit: tern_vm::jit::JitStats,
 }
 
 #[derive(Debug)]
@@ -295,11 +297,18 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         std::thread::sleep(Duration::from_micros(if due.is_some() { 50 } else { 500 }));
     };
     let mut jit_compiled = 0;
+    let mut jit = tern_vm::jit::JitStats::default();
     for n in &nodes {
         let (m, b) = n.moves_out();
         migrations += m;
         image_bytes_max = image_bytes_max.max(b);
         jit_compiled += n.vm().jit.as_ref().map_or(0, |j| j.compiled());
+        if let Some(s) = n.vm().jit.as_ref().map(|j| j.stats()) {
+            jit.compiled += s.compiled;
+            jit.failed += s.failed;
+            jit.code_bytes += s.code_bytes;
+            jit.compile_us.extend(s.compile_us);
+        }
     }
     drop(nodes);
     console.drain(host);
@@ -318,6 +327,7 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         gc: exit.gc,
         heap_bytes: exit.heap_bytes,
         jit_compiled,
+        jit,
     })
 }
 

@@ -312,6 +312,20 @@ pub trait Compiler: Send + Sync {
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool);
     /// Functions compiled so far.
     fn compiled(&self) -> u64;
+    /// What it has done so far.
+    fn stats(&self) -> JitStats;
+}
+
+/// A compiler's work so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JitStats {
+    pub compiled: u64,
+    /// Functions left interpreted: Cranelift refused them, or the code cache is full.
+    pub failed: u64,
+    /// Machine code in the cache.
+    pub code_bytes: u64,
+    /// Time to compile each function, µs, in the order they were compiled.
+    pub compile_us: Vec<u64>,
 }
 
 /// Microseconds on this node's monotonic clock (for the times compiled code became
