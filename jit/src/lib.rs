@@ -77,8 +77,7 @@ impl Jit {
             .map_err(|e| e.to_string())?;
         let module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
         let ctx = module.make_context();
-        let inner =
-            Arc::new(Mutex::new(Inner { module, ctx, fctx: FunctionBuilderContext::new(), stats: Default::default(), limit }));
+        let inner = Arc::new(Mutex::new(Inner { module, ctx, fctx: FunctionBuilderContext::new(), stats: Default::default(), limit }));
         let (jobs, rx) = crossbeam_channel::unbounded::<(Arc<LinkedModule>, u32)>();
         let worker = inner.clone();
         std::thread::Builder::new()

@@ -1,8 +1,10 @@
 //! The standard library, native by native: small Tern programs and the exact output
 //! (or the runtime error) each must produce.
 //!
-//! Every program that should succeed also runs while being snapshotted and restored
-//! every few dozen reductions, which must not change what it prints.
+//! Every program also runs with every function compiled at its first call (`--jit
+//! always`), which must not change what it prints or the error it raises, and every
+//! program that should succeed runs while being snapshotted and restored every few dozen
+//! reductions, which must not change what it prints.
 
 use tern_net::runner::{compile_text, run_program, BufferHost, RunOptions};
 use tern_vm::VmConfig;
@@ -23,15 +25,19 @@ fn migrating() -> RunOptions {
     RunOptions { migrate_every: Some(40), seed: 3, ..RunOptions::default() }
 }
 
+fn compiled() -> RunOptions {
+    RunOptions { config: VmConfig { jit: tern_vm::jit::JitMode::Always, ..VmConfig::default() }, ..RunOptions::default() }
+}
+
 /// `src` must run without error and print exactly `expected`.
 #[track_caller]
 fn check(src: &str, expected: &str) {
-    for opts in [RunOptions::default(), migrating()] {
+    for opts in [RunOptions::default(), migrating(), compiled()] {
         let (out, err) = run_with(src, &opts);
         if let Some(e) = err {
             panic!("failed: {e}\n--- source ---\n{src}\n--- output ---\n{out}");
         }
-        assert_eq!(out, expected, "\n--- source ---\n{src}\n(migrating: {})", opts.migrate_every.is_some());
+        assert_eq!(out, expected, "\n--- source ---\n{src}\n(migrating: {}, jit: {:?})", opts.migrate_every.is_some(), opts.config.jit);
     }
 }
 
@@ -39,10 +45,12 @@ fn check(src: &str, expected: &str) {
 #[track_caller]
 fn check_err(src: &str, needle: &str) {
     let (out, err) = run_with(src, &RunOptions::default());
-    match err {
+    match &err {
         Some(e) => assert!(e.contains(needle), "error {e:?} does not contain {needle:?}\n--- source ---\n{src}"),
         None => panic!("finished, but an error containing {needle:?} was expected\n--- source ---\n{src}\n--- output ---\n{out}"),
     }
+    // Compiled, the same output and the same error.
+    assert_eq!(run_with(src, &compiled()), (out, err), "with --jit always\n--- source ---\n{src}");
 }
 
 /// One-line shorthand: `println(expr);` must print `expected`.

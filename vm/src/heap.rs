@@ -327,7 +327,7 @@ impl Heap {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn load_value(&self, addr: usize) -> Result<Value, HeapError> {
         let w = self.slice(addr, 2)?;
         Value::decode(w[0], w[1]).ok_or(HeapError::Corrupt)
@@ -379,7 +379,7 @@ impl Heap {
     }
 
     /// The words `[addr, addr + len)`, all of whose pages must be present.
-    #[inline]
+    #[inline(always)]
     pub fn slice(&self, addr: usize, len: usize) -> Result<&[u64], HeapError> {
         if self.absent_pages != 0 {
             self.check_range(addr, len)?;

@@ -445,8 +445,11 @@ unsafe extern "C" fn jit_step(ctx: *mut JitCtx, pc: u32) -> u32 {
     // SAFETY: compiled code passes the context `jit_run` made, whose `rt` is a live
     // `JitRt` whose process nothing else uses meanwhile.
     let ctx = unsafe { &mut *ctx };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let proc = unsafe { &mut *rt.proc };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let host = unsafe { &mut *rt.host };
     jit_sync_in(ctx, proc);
     let depth = proc.frames.len();
@@ -470,7 +473,9 @@ unsafe extern "C" fn jit_step(ctx: *mut JitCtx, pc: u32) -> u32 {
 unsafe extern "C" fn jit_call(ctx_ptr: *mut JitCtx, pc: u32) -> usize {
     // SAFETY: as in `jit_step`.
     let ctx = unsafe { &mut *ctx_ptr };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let proc = unsafe { &mut *rt.proc };
     let vm = rt.vm;
     jit_sync_in(ctx, proc);
@@ -576,10 +581,14 @@ unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32
     // SAFETY: as in `jit_step`; `ctx.regs` is the running frame's register 0 and the
     // operands are its verified registers (`b` a constant's index for a field write).
     let ctx = unsafe { &mut *ctx_ptr };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let proc = unsafe { &mut *rt.proc };
     let regs = ctx.regs;
+    // SAFETY: a verified register operand of the running frame (`ctx.regs` is its register 0).
     let r = |i: u32| unsafe { *regs.add(i as usize) };
+    // SAFETY: a verified register operand of the running frame (`ctx.regs` is its register 0).
     let put = |i: u32, v: Value| unsafe { *regs.add(i as usize) = v };
     // A field's name: the heap string of constant `k` of the running frame's module.
     let field = |proc: &Process, k: u32| -> Option<crate::value::Addr> {
@@ -628,7 +637,9 @@ unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32
 unsafe extern "C" fn jit_ret(ctx_ptr: *mut JitCtx, pc: u32) -> u32 {
     // SAFETY: as in `jit_step`.
     let ctx = unsafe { &mut *ctx_ptr };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let rt = unsafe { &mut *ctx.rt.cast::<JitRt>() };
+    // SAFETY: `jit_run`'s context: a live `JitRt`, its process and host used by nothing else.
     let proc = unsafe { &mut *rt.proc };
     jit_sync_in(ctx, proc);
     let Some(&top) = proc.frames.last() else { return crate::jit::LEFT };

@@ -152,8 +152,10 @@ fn array_cap(heap: &Heap, data: usize) -> Result<usize, HeapError> {
     Ok((heap.header_of(data as Addr, kind::ARRDATA)? - 1) / 2)
 }
 
-/// Element `i`, or `None` when out of range.
-#[inline]
+/// Element `i`, or `None` when out of range. Always inlined: returned through memory,
+/// the value was copied in pieces that defeated the CPU's store forwarding (a stall on
+/// every element read).
+#[inline(always)]
 pub fn array_get(heap: &Heap, a: Addr, i: i64) -> Result<Option<Value>, HeapError> {
     let hdr = heap.slice(a as usize + 1, 2)?;
     let (len, data) = (hdr[0], hdr[1] as usize);
@@ -461,8 +463,8 @@ fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> O
 }
 
 /// `m[key]` for a string key given as a heap string, trying the word-equality fast
-/// path first.
-#[inline]
+/// path first. Always inlined, as `array_get`.
+#[inline(always)]
 pub fn map_get_field(heap: &Heap, m: Addr, key: Addr) -> Result<Option<Value>, HeapError> {
     let v = map_view(heap, m)?;
     let hash = heap.load(key as usize + 2)?;

@@ -140,7 +140,7 @@ impl Value {
     }
 
     /// Decodes `[tag, payload]` heap words; `None` for a tag no value has.
-    #[inline]
+    #[inline(always)]
     pub fn decode(t: u64, p: u64) -> Option<Value> {
         Some(match t {
             tag::NIL => Value::Nil,
