@@ -856,8 +856,18 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
             let status = g.helper(g.ret_sig, g.helpers.ret as usize, pc);
             g.exit_with(status);
         }
-        Op::GetIndex { a, b, c } => access(g, pc, ACCESS_GET_INDEX, [a.into(), b.into(), c.into()]),
-        Op::SetIndex { a, b, c } => access(g, pc, ACCESS_SET_INDEX, [a.into(), b.into(), c.into()]),
+        Op::GetIndex { a, b, c } => {
+            let slow = g.b.create_block();
+            element(g, pc, false, [a, b, c], slow);
+            g.b.switch_to_block(slow);
+            access(g, pc, ACCESS_GET_INDEX, [a.into(), b.into(), c.into()]);
+        }
+        Op::SetIndex { a, b, c } => {
+            let slow = g.b.create_block();
+            element(g, pc, true, [a, b, c], slow);
+            g.b.switch_to_block(slow);
+            access(g, pc, ACCESS_SET_INDEX, [a.into(), b.into(), c.into()]);
+        }
         Op::GetField { a, b, k } => access(g, pc, ACCESS_GET_FIELD, [a.into(), b.into(), k]),
         Op::SetField { a, k, c } => access(g, pc, ACCESS_SET_FIELD, [a.into(), k, c.into()]),
         // Everything else: the runtime runs it, with the interpreter's code.
@@ -1014,6 +1024,104 @@ fn inline_return(g: &mut Gen, op: &Op, slow: Block) {
     g.save_fuel();
     let s = g.b.ins().iconst(types::I32, i64::from(RETURNED));
     g.b.ins().return_(&[s]);
+}
+
+/// A nil, bool, int or float element of an array read (`R[a] := R[b][R[c]]`) or written
+/// (`R[a][R[b]] := R[c]`) in place, as `object::array_get`/`array_set` do it: the index
+/// in range, every address checked against the heap's length, the written pages marked
+/// dirty. Anything else (another kind of value, an index out of range, a page absent)
+/// goes to `slow`.
+fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block) {
+    let (arr_r, idx_r) = if write { (a, b) } else { (b, c) };
+    let mut ok = {
+        let x = g.is_tag(arr_r, layout::TAG_ARRAY);
+        let y = g.is_tag(idx_r, layout::TAG_INT);
+        g.and(x, y)
+    };
+    if write {
+        let t = g.tag(c);
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_FLOAT));
+        ok = g.and(ok, plain);
+    }
+    let absent = g.ctx_load(types::I32, ctx_layout::ABSENT_PAGES);
+    let present = g.b.ins().icmp_imm_s(IntCC::Equal, absent, 0);
+    ok = g.and(ok, present);
+    let header = g.b.create_block();
+    g.b.ins().brif(ok, header, NONE, slow, NONE);
+    g.b.switch_to_block(header);
+    let words = g.ctx_load(g.ptr, ctx_layout::HEAP_WORDS);
+    let hlen = g.ctx_load(types::I64, ctx_layout::HEAP_LEN);
+    let regs = g.b.use_var(g.regs);
+    let arr = g.b.ins().load(types::I32, MEM, regs, Gen::at(arr_r) + layout::PAYLOAD);
+    let arr = g.b.ins().uextend(types::I64, arr);
+    let end = g.b.ins().iadd_imm_s(arr, 3);
+    let fits = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hlen);
+    let element = g.b.create_block();
+    g.b.ins().brif(fits, element, NONE, slow, NONE);
+    g.b.switch_to_block(element);
+    let hoff = g.b.ins().ishl_imm_u(arr, 3);
+    let hdr = g.b.ins().iadd(words, hoff);
+    let len = g.b.ins().load(types::I64, MEM, hdr, 8);
+    let data = g.b.ins().load(types::I64, MEM, hdr, 16);
+    let i = g.int(idx_r);
+    // `i < len` (unsigned: a negative index is out of range) and `i < hlen`, `data <
+    // hlen`: no overflow below, the heap being far smaller than 2^62 words.
+    let in_range = g.b.ins().icmp(IntCC::UnsignedLessThan, i, len);
+    let small = g.b.ins().icmp(IntCC::UnsignedLessThan, i, hlen);
+    let data_in = g.b.ins().icmp(IntCC::UnsignedLessThan, data, hlen);
+    let at = g.b.ins().ishl_imm_u(i, 1);
+    let at = g.b.ins().iadd(at, data);
+    let at = g.b.ins().iadd_imm_s(at, 1);
+    let at_end = g.b.ins().iadd_imm_s(at, 2);
+    let inside = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, at_end, hlen);
+    let ok = g.and(in_range, small);
+    let ok = g.and(ok, data_in);
+    let ok = g.and(ok, inside);
+    let go = g.b.create_block();
+    g.b.ins().brif(ok, go, NONE, slow, NONE);
+    g.b.switch_to_block(go);
+    let aoff = g.b.ins().ishl_imm_u(at, 3);
+    let cell = g.b.ins().iadd(words, aoff);
+    if write {
+        // Nil, a bool, an int or a float: the heap's tags are the registers'; a bool's
+        // payload is its byte (the rest of a register's word is padding), nil's is 0.
+        let t = g.tag(c);
+        let t = g.b.ins().uextend(types::I64, t);
+        let word = g.int(c);
+        let regs = g.b.use_var(g.regs);
+        let byte = g.b.ins().load(types::I8, MEM, regs, Gen::at(c) + layout::PAYLOAD);
+        let byte = g.b.ins().uextend(types::I64, byte);
+        let zero = g.b.ins().iconst(types::I64, 0);
+        let is_bool = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_BOOL));
+        let is_nil = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_NIL));
+        let p = g.b.ins().select(is_bool, byte, word);
+        let p = g.b.ins().select(is_nil, zero, p);
+        g.b.ins().store(MEM, t, cell, 0);
+        g.b.ins().store(MEM, p, cell, 8);
+        let dirty = g.ctx_load(g.ptr, ctx_layout::HEAP_DIRTY);
+        let shift = g.ctx_load(types::I32, ctx_layout::PAGE_SHIFT);
+        let shift = g.b.ins().uextend(types::I64, shift);
+        let one = g.b.ins().iconst(types::I8, 1);
+        for k in 0..2 {
+            let w = g.b.ins().iadd_imm_s(at, k);
+            let page = g.b.ins().ushr(w, shift);
+            let d = g.b.ins().iadd(dirty, page);
+            g.b.ins().store(MEM, one, d, 0);
+        }
+        g.goto(pc, pc + 1);
+    } else {
+        let t = g.b.ins().load(types::I64, MEM, cell, 0);
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_FLOAT));
+        let put = g.b.create_block();
+        g.b.ins().brif(plain, put, NONE, slow, NONE);
+        g.b.switch_to_block(put);
+        let p = g.b.ins().load(types::I64, MEM, cell, 8);
+        let t8 = g.b.ins().ireduce(types::I8, t);
+        let regs = g.b.use_var(g.regs);
+        g.b.ins().store(MEM, t8, regs, Gen::at(a) + layout::TAG);
+        g.b.ins().store(MEM, p, regs, Gen::at(a) + layout::PAYLOAD);
+        g.goto(pc, pc + 1);
+    }
 }
 
 /// An index or field access, through the runtime's `access` helper.

@@ -163,6 +163,16 @@ impl HeapConfig {
     }
 }
 
+/// See [`Heap::raw_view`].
+#[derive(Debug, Clone, Copy)]
+pub struct RawView {
+    pub words: *mut u64,
+    pub len: u64,
+    pub dirty: *mut bool,
+    pub page_shift: u32,
+    pub absent_pages: u32,
+}
+
 /// What the collector has done, for tests and migration reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcStats {
@@ -308,6 +318,19 @@ impl Heap {
             }
         }
         Ok(())
+    }
+
+    /// The heap's words and dirty bits as raw memory, for compiled code that reads and
+    /// writes array elements in place (only while no page is absent, and every address
+    /// checked against `len`). Valid until the heap next grows.
+    pub fn raw_view(&mut self) -> RawView {
+        RawView {
+            words: self.words.as_mut_ptr(),
+            len: self.words.len() as u64,
+            dirty: self.dirty.as_mut_ptr(),
+            page_shift: self.page_shift,
+            absent_pages: self.absent_pages,
+        }
     }
 
     /// Reads one word.

@@ -379,6 +379,11 @@ fn jit_run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64, f
         regs_len: 0,
         handler_top: -1,
         _pad: 0,
+        heap_words: std::ptr::null_mut(),
+        heap_len: 0,
+        heap_dirty: std::ptr::null_mut(),
+        page_shift: 0,
+        absent_pages: 1,
     };
     jit_sync_out(&mut ctx, proc);
     let mut rt = JitRt { proc, vm, host, exit: None };
@@ -418,9 +423,21 @@ fn jit_sync_in(ctx: &JitCtx, proc: &mut Process) {
     unsafe { proc.frames.set_len(n) };
 }
 
+/// The heap as compiled code sees it (after anything that may have grown it).
+fn jit_heap_out(ctx: &mut JitCtx, heap: &mut crate::heap::Heap) {
+    let v = heap.raw_view();
+    ctx.heap_words = v.words;
+    ctx.heap_len = v.len;
+    ctx.heap_dirty = v.dirty;
+    ctx.page_shift = v.page_shift;
+    ctx.absent_pages = v.absent_pages;
+}
+
 /// After the runtime used the process, before compiled code goes on: the frame on top,
-/// its registers and globals, and room on the frame stack for calls from compiled code.
+/// its registers and globals, the heap, and room on the frame stack for calls from
+/// compiled code.
 fn jit_sync_out(ctx: &mut JitCtx, proc: &mut Process) {
+    jit_heap_out(ctx, &mut proc.heap);
     if proc.frames.capacity() - proc.frames.len() < 16 {
         proc.frames.reserve(64);
     }
@@ -512,6 +529,7 @@ unsafe extern "C" fn jit_call(ctx_ptr: *mut JitCtx, pc: u32) -> usize {
             match result {
                 Ok(v) => {
                     proc.regs[dst] = v;
+                    jit_heap_out(ctx, &mut proc.heap);
                     ctx.fuel -= 1;
                     if ctx.fuel <= 0 || proc.heap.gc_wanted {
                         top.pc = pc + 1;
@@ -629,6 +647,7 @@ unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32
         }
         return u32::MAX;
     }
+    jit_heap_out(ctx, &mut proc.heap);
     pc + 1
 }
 

@@ -80,6 +80,14 @@ pub struct JitCtx {
     /// drops none.
     pub handler_top: i32,
     pub _pad: u32,
+    /// The process's heap, for array elements read and written in place
+    /// (`crate::heap::Heap::raw_view`; re-read after every runtime call).
+    pub heap_words: *mut u64,
+    pub heap_len: u64,
+    pub heap_dirty: *mut bool,
+    pub page_shift: u32,
+    /// Pages not here (a lazy migration): compiled code leaves heap access to the runtime.
+    pub absent_pages: u32,
 }
 
 /// `JitCtx::pc` for a call from compiled code: the callee sets its registers beyond the
@@ -116,6 +124,11 @@ pub mod ctx_layout {
     pub const BASE: i32 = 56;
     pub const REGS_LEN: i32 = 60;
     pub const HANDLER_TOP: i32 = 64;
+    pub const HEAP_WORDS: i32 = 72;
+    pub const HEAP_LEN: i32 = 80;
+    pub const HEAP_DIRTY: i32 = 88;
+    pub const PAGE_SHIFT: i32 = 96;
+    pub const ABSENT_PAGES: i32 = 100;
 
     #[cfg(test)]
     #[test]
@@ -123,7 +136,26 @@ pub mod ctx_layout {
         use super::JitCtx;
         use std::mem::offset_of;
         assert_eq!(
-            [REGS, GLOBALS, PC, DEPTH, FUEL, RT, FRAMES, NFRAMES, FRAMES_END, BASE, REGS_LEN, HANDLER_TOP].map(|o| o as usize),
+            [
+                REGS,
+                GLOBALS,
+                PC,
+                DEPTH,
+                FUEL,
+                RT,
+                FRAMES,
+                NFRAMES,
+                FRAMES_END,
+                BASE,
+                REGS_LEN,
+                HANDLER_TOP,
+                HEAP_WORDS,
+                HEAP_LEN,
+                HEAP_DIRTY,
+                PAGE_SHIFT,
+                ABSENT_PAGES
+            ]
+            .map(|o| o as usize),
             [
                 offset_of!(JitCtx, regs),
                 offset_of!(JitCtx, globals),
@@ -136,7 +168,12 @@ pub mod ctx_layout {
                 offset_of!(JitCtx, frames_end),
                 offset_of!(JitCtx, base),
                 offset_of!(JitCtx, regs_len),
-                offset_of!(JitCtx, handler_top)
+                offset_of!(JitCtx, handler_top),
+                offset_of!(JitCtx, heap_words),
+                offset_of!(JitCtx, heap_len),
+                offset_of!(JitCtx, heap_dirty),
+                offset_of!(JitCtx, page_shift),
+                offset_of!(JitCtx, absent_pages)
             ]
         );
     }

@@ -379,6 +379,8 @@ pub mod layout {
     /// A function without captured variables: its module slot (u32) at `PAYLOAD`, its
     /// index (u32) at `PAYLOAD + 4`.
     pub const TAG_FUNC: u8 = 8;
+    /// An array: its heap address (u32) at `PAYLOAD`.
+    pub const TAG_ARRAY: u8 = 5;
 
     #[cfg(test)]
     mod tests {
@@ -399,6 +401,11 @@ pub mod layout {
             let f = bytes(Value::Float(-2.5));
             assert_eq!(f[TAG as usize], TAG_FLOAT);
             assert_eq!(f64::from_le_bytes(f[PAYLOAD as usize..PAYLOAD as usize + 8].try_into().unwrap()), -2.5);
+            let arr = bytes(Value::Array(77));
+            assert_eq!((arr[TAG as usize], arr[PAYLOAD as usize]), (TAG_ARRAY, 77));
+            // Nil, bools, ints and floats have the same tag in a register as in the heap.
+            use crate::value::tag;
+            assert_eq!([TAG_NIL, TAG_BOOL, TAG_INT, TAG_FLOAT].map(u64::from), [tag::NIL, tag::BOOL, tag::INT, tag::FLOAT]);
             let fr = bytes(Value::Func(crate::value::FnRef { module: 3, func: 9 }));
             assert_eq!(fr[TAG as usize], TAG_FUNC);
             assert_eq!(fr[PAYLOAD as usize..PAYLOAD as usize + 8], [3, 0, 0, 0, 9, 0, 0, 0]);
