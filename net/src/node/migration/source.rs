@@ -517,6 +517,10 @@ impl SourceRun {
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
             report.jit_functions_rebuilt = d.jit_rebuilt;
             report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
+            // The two parts overlap by the `Committed` message's trip (each side's own
+            // clock); the destination reported after it resumed, so the whole migration
+            // so far bounds the freeze too.
+            report.freeze_time_us = report.freeze_time_us.min(report.total_time_us);
         }
         match src.outcome() {
             Some(SourceOutcome::Committed) => {
