@@ -1,19 +1,21 @@
 //! Tern's JIT: hot functions compiled by Cranelift into machine code that never enters a
 //! process's state (the contract is `tern_vm::jit`).
 //!
-//! One Cranelift function per Tern function, `fn(*mut JitCtx)`. It starts with a jump
-//! table on `ctx.pc` (so the interpreter can enter at the first instruction or at any
-//! loop header), then one block per bytecode instruction. Each instruction reads and
+//! One Cranelift function per Tern function, `fn(*mut JitCtx) -> status`. It starts with
+//! a jump table on `ctx.pc` (so the interpreter can enter at the first instruction or at
+//! any loop header), then one block per bytecode instruction. Each instruction reads and
 //! writes the frame's registers in memory, laid out as the interpreter's
 //! (`tern_vm::value::layout`): nothing lives only in a machine register across an
-//! instruction, so wherever the code leaves, the frame is the whole state. Compiled
-//! here: constants and moves, int arithmetic (`+ - *` with the overflow check, `AddI`),
-//! int comparisons, every jump (the conditional ones on ints or on truthiness), and
-//! `ForLoop`. Any other instruction, or an operand that is not an int, or an overflow,
-//! leaves the code with `ctx.pc` at that instruction, and the interpreter runs it
-//! (raising its error, with its message and position, when there is one). A back edge
-//! takes one unit of fuel and leaves when the time slice is used up, so a compiled
-//! infinite loop is still preempted, frozen, moved and killed.
+//! instruction, so wherever the code leaves, the frames are the whole state. Inline:
+//! int and float arithmetic, comparisons and jumps (guarded: any other operand, an
+//! overflow or a risky divisor goes to the runtime), calls and returns of compiled
+//! functions of the same module (frames pushed and popped in place), and nil, bool, int
+//! and float array elements. Through the runtime's helpers (`tern_vm::jit::Helpers`):
+//! field and other index access, other calls and returns, and every other instruction,
+//! which `Helpers::step` runs with the interpreter's own code (its errors, messages and
+//! positions). A back edge and a call take one unit of fuel and leave when the time
+//! slice is used up, so a compiled infinite loop is still preempted, frozen, moved and
+//! killed.
 //!
 //! Compiling happens on a thread of its own (a function made hot keeps running in the
 //! interpreter until its code is ready), or at once for `JitMode::Always`.
@@ -618,12 +620,7 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
             g.guard(is_float, pc);
             let xv = g.float(x);
             let kc = g.b.ins().f64const(kv);
-            let r = match op {
-                Op::AddK { .. } => g.b.ins().fadd(xv, kc),
-                Op::SubK { .. } => g.b.ins().fsub(xv, kc),
-                Op::MulK { .. } => g.b.ins().fmul(xv, kc),
-                _ => g.b.ins().fdiv(xv, kc),
-            };
+            let r = float_op(g, op, xv, kc);
             g.put(a, layout::TAG_FLOAT, r);
             g.goto(pc, next);
         }
@@ -656,12 +653,7 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
             g.b.switch_to_block(floats);
             let xv = g.float(x);
             let yv = g.float(y);
-            let r = match op {
-                Op::Add { .. } => g.b.ins().fadd(xv, yv),
-                Op::Sub { .. } => g.b.ins().fsub(xv, yv),
-                Op::Mul { .. } => g.b.ins().fmul(xv, yv),
-                _ => g.b.ins().fdiv(xv, yv),
-            };
+            let r = float_op(g, op, xv, yv);
             g.put(a, layout::TAG_FLOAT, r);
             g.goto(pc, next);
         }
@@ -1136,6 +1128,16 @@ fn access(g: &mut Gen, pc: usize, kind: u32, operands: [u32; 3]) {
     let r = g.b.inst_results(call)[0];
     g.reload();
     g.go_to_pc(r, pc + 1);
+}
+
+/// `x + y`, `x - y`, `x * y` or `x / y` on floats, as `op` (register or constant form) says.
+fn float_op(g: &mut Gen, op: &Op, x: Val, y: Val) -> Val {
+    match op {
+        Op::Add { .. } | Op::AddK { .. } => g.b.ins().fadd(x, y),
+        Op::Sub { .. } | Op::SubK { .. } => g.b.ins().fsub(x, y),
+        Op::Mul { .. } | Op::MulK { .. } => g.b.ins().fmul(x, y),
+        _ => g.b.ins().fdiv(x, y),
+    }
 }
 
 /// Whether register `r` is falsy (nil or false), as an i8 0/1.

@@ -5,15 +5,14 @@
 //! module's hash and the function's index ([`LinkedModule::jit`]), filled by a
 //! [`Compiler`]. The interpreter enters it at a function's first instruction when it
 //! calls it and at loop back edges (on-stack entry: the frame layout is the same, so
-//! entering is a jump to the block of that pc). Compiled code reads and writes only the
-//! running frame's registers (`JitCtx::regs`) and its module's globals (`JitCtx::globals`),
-//! in the interpreter's own layout, and leaves
-//! by setting `JitCtx::pc` to the next instruction for the interpreter to run: at an
-//! instruction it does not compile, when a guard fails (an operand is not an int, an
-//! addition overflows — the interpreter then runs that instruction itself, with its
-//! errors and messages), or when the time slice's fuel runs out at a back edge. So at
-//! every safepoint every live value is in the frame and the resume point is a bytecode
-//! pc: an image never holds a machine address.
+//! entering is a jump to the block of that pc). Compiled code reads and writes the
+//! frames' registers, its module's globals, the frame stack (calls and returns pushed
+//! and popped in place) and array elements, all in the interpreter's own layout, and
+//! reaches everything else through [`Helpers`], which run the interpreter's own code.
+//! Whatever the runtime must see (an error, a page fault, a system call, a collection
+//! due, the time slice's fuel gone) makes it leave with every frame's pc saved
+//! ([`LEFT_AT`], [`LEFT`]). So at every safepoint every live value is in the frames and
+//! every resume point is a bytecode pc: an image never holds a machine address.
 
 use crate::runtime::LinkedModule;
 use crate::value::Value;
