@@ -14,6 +14,8 @@
 //!   hybrid; heaps of 1 MiB to 1 GiB; idle, light and heavy writers) beside the raw QUIC
 //!   throughput; prints a markdown table and writes `bench/results/migration-speed.md`
 //!   and the chart `bench/results/migration-freeze.svg`.
+//! - `jit-migrate`: how soon a migrated process runs compiled again at its destination,
+//!   with and without the hotness profile; writes `bench/results/jit-migrate.md`.
 //! - `forwarding`: the four message-forwarding mechanisms side by side on 3 to 100 (or
 //!   more) in-process nodes; writes `bench/results/forwarding.md`.
 //! - `forwarding-real`: the first message after a move on real meshes of 3 to 30 `tern
@@ -23,6 +25,7 @@
 mod exec;
 mod forwarding;
 mod forwarding_real;
+mod jit_migrate;
 mod migrate;
 mod procs;
 mod remote;
@@ -52,6 +55,9 @@ enum Command {
     /// Remote messages: ping-pong and throughput between two nodes (two OS processes),
     /// a Tern mesh beside distributed Erlang.
     Remote(remote::RemoteArgs),
+    /// How soon a migrated process runs compiled again at its destination, with and
+    /// without the hotness profile.
+    JitMigrate(jit_migrate::JitMigrateArgs),
     /// Live migration between two nodes: freeze, precopy, lazy and hybrid at several heap
     /// sizes and write rates, beside the raw QUIC throughput.
     Migrate(migrate::MigrateArgs),
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         Command::Procs(args) => procs::run(&args),
         Command::Remote(args) => remote::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::JitMigrate(args) => jit_migrate::run(&args),
         Command::Forwarding(args) => forwarding::run(&args),
         Command::ForwardingReal(args) => forwarding_real::run(&args),
     };

@@ -223,17 +223,21 @@ fn pick(given: &[String], all: &[&'static str], flag: &str) -> Result<Vec<&'stat
 // ---------------------------------------------------------------------------------
 
 /// Two nodes of a loopback mesh in this process, and their log lines.
-struct Mesh {
-    a: Arc<MeshNode>,
-    b: Arc<MeshNode>,
+pub(crate) struct Mesh {
+    pub a: Arc<MeshNode>,
+    pub b: Arc<MeshNode>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mesh {
     fn start(dir: &Path) -> Result<Mesh> {
+        Mesh::start_with(dir, EXTRA_LIMITS)
+    }
+
+    /// A mesh whose config has `extra` after its `[limits]` (more limits, or more tables).
+    pub fn start_with(dir: &Path, extra: &str) -> Result<Mesh> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let cfg: MeshConfig =
-            tern_net::cmd::loopback_mesh(dir, 2, EXTRA_LIMITS).map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
+        let cfg: MeshConfig = tern_net::cmd::loopback_mesh(dir, 2, extra).map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
         let logs: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = |name: &str| -> LogSink {
             let logs = logs.clone();
@@ -256,7 +260,7 @@ impl Mesh {
     }
 
     /// The last log lines of both nodes, for a failure report.
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
         let tail: Vec<&String> = logs.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
         if tail.is_empty() {
@@ -282,7 +286,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A program's console.
-struct Console {
+pub(crate) struct Console {
     rx: mpsc::UnboundedReceiver<CtlReply>,
     text: String,
     /// Complete lines already returned by `wait_line`.
@@ -291,6 +295,10 @@ struct Console {
 }
 
 impl Console {
+    pub fn new(rx: mpsc::UnboundedReceiver<CtlReply>) -> Console {
+        Console { rx, text: String::new(), seen: 0, failures: Vec::new() }
+    }
+
     fn pump(&mut self) {
         while let Ok(reply) = self.rx.try_recv() {
             if let CtlReply::Output { text, failed, .. } = reply {
@@ -305,7 +313,7 @@ impl Console {
 
     /// Waits for the next complete line (after those already returned) starting with
     /// `prefix`.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             self.pump();
@@ -377,7 +385,7 @@ fn migrate_once(
         a.vm().load(m.clone()).map_err(|e| anyhow!("module rejected: {e}"))?;
     }
     let (console_id, rx) = mesh.a.open_console();
-    let mut console = Console { rx, text: String::new(), seen: 0, failures: Vec::new() };
+    let mut console = Console::new(rx);
     let started = Instant::now();
     let pid = a.spawn_main_on(program.main, console_id, true).map_err(|e| anyhow!("the program did not start: {e}"))?;
     console.wait_line("ready", limit).context("building the heap")?;

@@ -46,6 +46,7 @@ pub struct MeshConfig {
     pub forwarding: Forwarding,
     pub limits: Limits,
     pub policy: Policy,
+    pub jit: JitConf,
     /// The nodes; a node's id is its index in this list plus one.
     pub nodes: Vec<NodeConf>,
 }
@@ -115,6 +116,40 @@ impl Default for Policy {
     }
 }
 
+/// Every node's JIT (`[jit]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitConf {
+    /// When functions are compiled: `"off"`, `"on"` (once hot) or `"always"`.
+    pub mode: tern_vm::jit::JitMode,
+    /// Calls and loop back edges that make a function hot.
+    pub threshold: u32,
+    /// Whether a migration's destination compiles the functions the source had
+    /// compiled as soon as the offer arrives (the hotness profile), rather than when
+    /// they turn hot again there.
+    pub profile: bool,
+}
+
+impl Default for JitConf {
+    fn default() -> Self {
+        JitConf { mode: tern_vm::jit::JitMode::On, threshold: tern_vm::VmConfig::default().jit_threshold, profile: true }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawJit {
+    mode: String,
+    threshold: u32,
+    profile: bool,
+}
+
+impl Default for RawJit {
+    fn default() -> Self {
+        let d = JitConf::default();
+        RawJit { mode: "on".into(), threshold: d.threshold, profile: d.profile }
+    }
+}
+
 /// One node of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConf {
@@ -160,6 +195,8 @@ struct RawFile {
     limits: Limits,
     #[serde(default)]
     policy: Policy,
+    #[serde(default)]
+    jit: RawJit,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -376,6 +413,15 @@ impl MeshConfig {
             return Err(err("policy.interval_ms", "must be at least 1".into()));
         }
 
+        let jit = JitConf {
+            mode: raw.jit.mode.parse().map_err(|e| err("jit.mode", e))?,
+            threshold: match raw.jit.threshold {
+                0 => return Err(err("jit.threshold", "must be at least 1".into())),
+                t => t,
+            },
+            profile: raw.jit.profile,
+        };
+
         if raw.node.is_empty() {
             return Err(ConfigError {
                 file: label.to_string(),
@@ -444,6 +490,7 @@ impl MeshConfig {
             forwarding,
             limits: l,
             policy: p,
+            jit,
             nodes,
         })
     }
@@ -566,6 +613,11 @@ margin = 0.5
 interval_ms = 500
 hysteresis_ms = 3000
 
+[jit]
+mode = "always"
+threshold = 50
+profile = false
+
 [[node]]
 name = "a"
 addr = "127.0.0.1:7401"
@@ -616,6 +668,7 @@ addr = "127.0.0.1:7403"
             }
         );
         assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
+        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::Always, threshold: 50, profile: false });
         assert_eq!(c.nodes.len(), 3);
         let a = c.node("a").unwrap();
         assert_eq!((a.id, a.addr, a.workers), (1, "127.0.0.1:7401".parse().unwrap(), 2));
@@ -646,6 +699,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.limits.source_down_ms(), 20000);
         assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
         assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });
+        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::On, threshold: 1000, profile: true });
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
     }
 
@@ -732,6 +786,10 @@ addr = "127.0.0.1:7403"
             ("[policy]\nmargin = 1.5\n", "policy.margin"),
             ("[policy]\nmargin = nan\n", "policy.margin"),
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),
+            ("[jit]\nmode = \"fast\"\n", "jit.mode"),
+            ("[jit]\nthreshold = 0\n", "jit.threshold"),
+            ("[jit]\nthreshold = -1\n", "jit.threshold"),
+            ("[jit]\nprofile = \"yes\"\n", "jit.profile"),
         ] {
             let e = parse_err(&format!("{text}{ONE_NODE}"));
             assert!(e.starts_with(&format!("mesh.toml: {key}: ")), "{text}: {e}");

@@ -925,3 +925,40 @@ println("done on ${node()}");
     assert_eq!(sums(&run.text), sums(&expected), "{}", run.text);
     assert_eq!(sums(&run.text).len(), 60);
 }
+
+/// The hotness profile is acted on only when the mesh says so (`[jit] profile`): with it
+/// (the default) the destination compiles what ran compiled at the source as soon as the
+/// offer arrives, even a function the process never calls again there; without it,
+/// only what turns hot there again is compiled, and the report says none was rebuilt.
+#[test]
+fn the_destination_compiles_the_hotness_profile_only_when_the_mesh_asks_for_it() {
+    const PROG: &str = r#"
+fn warm(n) {
+    let s = 0;
+    let k = 0;
+    while k < n { s = s + k % 7; k = k + 1; }
+    s
+}
+println("warm ${warm(20000)}");
+let m = recv();
+println("got ${m} on ${node()}");
+"#;
+    for profile in [true, false] {
+        let m = TestMesh::start_with(2, &format!("\n[jit]\nthreshold = 50\nprofile = {profile}\n"));
+        let mut run = m.run("a", "warm.tern", PROG);
+        run.wait_line(&m, "the warm-up", |l| l.starts_with("warm "));
+        let compiler = m.node("a").node().vm().jit.clone().expect("the JIT is on");
+        assert!(wait_until(Duration::from_secs(10), || compiler.stats().compiled >= 1), "warm was not compiled at a");
+        let r = m.node("a").migrate(run.pid, "b", Some(Mechanism::Freeze)).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+        assert!(r.ok, "{r:?}");
+        assert!(r.jit_functions_at_source >= 1, "{r:?}");
+        if profile {
+            assert_eq!(r.jit_functions_rebuilt, r.jit_functions_at_source, "profile on: {r:?}");
+        } else {
+            assert_eq!(r.jit_functions_rebuilt, 0, "profile off: compiled at b although never hot there: {r:?}");
+            assert_eq!(m.node("b").node().vm().jit.as_ref().expect("the JIT is on").stats().compiled, 0);
+        }
+        m.node("b").node().send_to(run.pid, text_message("bye")).expect("sent");
+        assert_eq!(run.wait_line(&m, "the message", |l| l.starts_with("got ")), "got bye on b");
+    }
+}

@@ -219,12 +219,8 @@ struct ExampleMesh {
 
 fn example_mesh(spec: &Spec) -> ExampleMesh {
     let extra = spec.heap_limit_mib.map_or(String::new(), |mib| format!("heap_bytes = {}\n", mib << 20));
-    let mut m = TestMesh::config(3, &extra);
-    let names: Vec<String> = m.cfg.nodes.iter().map(|n| n.name.clone()).collect();
-    for n in &names {
-        m.start_node(n);
-    }
-    m.wait_connected(&names);
+    let m = TestMesh::start_with(3, &extra);
+    let names = m.names();
     ExampleMesh { m, names, used: false }
 }
 

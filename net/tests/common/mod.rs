@@ -63,7 +63,13 @@ impl TestMesh {
 
     /// A mesh of `n` nodes, all started and connected to each other.
     pub fn start(n: usize) -> TestMesh {
-        let mut m = TestMesh::config(n, "");
+        TestMesh::start_with(n, "")
+    }
+
+    /// A mesh of `n` nodes whose config has `extra` after its `[limits]` (more limits,
+    /// or more tables), all started and connected.
+    pub fn start_with(n: usize, extra: &str) -> TestMesh {
+        let mut m = TestMesh::config(n, extra);
         let names: Vec<String> = m.cfg.nodes.iter().map(|n| n.name.clone()).collect();
         for name in &names {
             m.start_node(name);

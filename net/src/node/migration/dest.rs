@@ -130,6 +130,9 @@ pub(super) struct DestRun {
     /// module is here), or waiting for their module.
     hot: Vec<(Arc<tern_vm::runtime::LinkedModule>, u32)>,
     hot_waiting: Vec<(ModuleHash, u32)>,
+    /// Whether the profile is acted on (`[jit] profile`): when not, its functions are
+    /// only watched, to report when they turned hot and were compiled here again.
+    use_profile: bool,
     /// `resumed_at` on the compiler's clock (`tern_vm::jit::clock_us`).
     resumed_at_jit: u64,
     /// What was wrong with what the source sent: reinstating fails with it.
@@ -199,6 +202,7 @@ impl DestRun {
             resumed_at: 0,
             hot: Vec::new(),
             hot_waiting: Vec::new(),
+            use_profile: sh.cfg.jit.profile,
             resumed_at_jit: 0,
             bad: None,
             commit_at: 0,
@@ -584,14 +588,17 @@ impl DestRun {
 
     /// The modules the process needs that were missing here, each verified.
     /// Starts compiling the profiled functions whose module is here (in the background:
-    /// the process does not wait for them).
+    /// the process does not wait for them); without `use_profile`, only watches them.
     fn compile_hot(&mut self, node: &Node) {
         let vm = node.vm();
         let compiles = vm.jit.is_some() && vm.config.jit != tern_vm::jit::JitMode::Off;
+        let use_profile = self.use_profile;
         self.hot_waiting.retain(|&(hash, func)| match vm.module(&hash) {
             Some(lm) => {
                 if compiles && lm.jit.get(func as usize).is_some_and(|s| !s.given_up()) {
-                    tern_vm::jit::precompile(vm, &lm, func);
+                    if use_profile {
+                        tern_vm::jit::precompile(vm, &lm, func);
+                    }
                     self.hot.push((lm, func));
                 }
                 false
