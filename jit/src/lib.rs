@@ -27,7 +27,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Module;
+use cranelift_module::{DataDescription, Module};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tern_vm::bytecode::{Const, Op};
@@ -85,6 +85,7 @@ impl Jit {
         std::thread::Builder::new()
             .name("tern-jit".into())
             .spawn(move || {
+                background_priority();
                 for (lm, func) in rx {
                     compile_into(&worker, &lm, func);
                 }
@@ -93,6 +94,26 @@ impl Jit {
         Ok(Jit { inner, jobs })
     }
 }
+
+/// The compiler thread yields to the node's other threads: a compile must never slow a
+/// migration's freeze or the processes (on a machine with every core busy, a woken
+/// thread could otherwise wait for the compiler's time slice). Linux gives each thread
+/// its own nice value; elsewhere the thread keeps the default priority.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` has no preconditions; `setpriority` on this thread's own id
+        // changes only its nice value (an error leaves it as it was, which is harmless).
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKGROUND_NICE) };
+        if r != 0 {
+            tracing::debug!("the compiler thread keeps its priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// The compiler thread's nice value (0 is the default, 19 the lowest priority).
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: libc::c_int = 10;
 
 impl Compiler for Jit {
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool) {
@@ -216,6 +237,11 @@ struct Gen<'f> {
     ret_sig: SigRef,
     fn_sig: SigRef,
     access_sig: SigRef,
+    /// The inline caches of the function's field instructions: a u32 per instruction
+    /// (the map entry it last found its field in), in data of the code's own module.
+    caches: Option<Val>,
+    /// For each pc, its cache's index (field instructions only).
+    cache_of: Vec<u32>,
 }
 
 const MEM: MemFlagsData = MemFlagsData::trusted();
@@ -252,6 +278,36 @@ impl Gen<'_> {
         let hi = self.b.ins().load(types::I64, MEM, from, fo + 8);
         self.b.ins().store(MEM, lo, to, to_off);
         self.b.ins().store(MEM, hi, to, to_off + 8);
+    }
+    /// The heap's payload word for register `r`, whose tag `t` (i64) is at most
+    /// `TAG_CLOSURE`: 0 for nil, a bool's byte, an address's four bytes, else the word.
+    fn heap_payload(&mut self, r: u8, t: Val) -> Val {
+        let regs = self.b.use_var(self.regs);
+        let word = self.b.ins().load(types::I64, MEM, regs, Self::at(r) + layout::PAYLOAD);
+        let byte = self.b.ins().load(types::I8, MEM, regs, Self::at(r) + layout::PAYLOAD);
+        let byte = self.b.ins().uextend(types::I64, byte);
+        let addr = self.b.ins().load(types::I32, MEM, regs, Self::at(r) + layout::PAYLOAD);
+        let addr = self.b.ins().uextend(types::I64, addr);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let is_ref = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, t, i64::from(layout::TAG_STR));
+        let p = self.b.ins().select(is_ref, addr, word);
+        let is_bool = self.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_BOOL));
+        let p = self.b.ins().select(is_bool, byte, p);
+        let is_nil = self.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_NIL));
+        self.b.ins().select(is_nil, zero, p)
+    }
+    /// Marks dirty the pages of heap words `w` and `w + 1` (as `Heap::store_value`).
+    fn mark_dirty(&mut self, w: Val) {
+        let dirty = self.ctx_load(self.ptr, ctx_layout::HEAP_DIRTY);
+        let shift = self.ctx_load(types::I32, ctx_layout::PAGE_SHIFT);
+        let shift = self.b.ins().uextend(types::I64, shift);
+        let one = self.b.ins().iconst(types::I8, 1);
+        for k in 0..2 {
+            let w = self.b.ins().iadd_imm_s(w, k);
+            let page = self.b.ins().ushr(w, shift);
+            let d = self.b.ins().iadd(dirty, page);
+            self.b.ins().store(MEM, one, d, 0);
+        }
     }
     fn is_tag(&mut self, r: u8, tag: u8) -> Val {
         let t = self.tag(r);
@@ -309,6 +365,12 @@ impl Gen<'_> {
     }
     fn ctx_store(&mut self, v: Val, off: i32) {
         self.b.ins().store(MEM, v, self.cx, off);
+    }
+    /// The address of instruction `pc`'s inline cache, if it has one.
+    fn cache(&mut self, pc: usize) -> Option<Val> {
+        let base = self.caches?;
+        let i = *self.cache_of.get(pc)?;
+        (i != u32::MAX).then(|| self.b.ins().iadd_imm_s(base, i64::from(i) * 4))
     }
     /// `a & b` of two conditions.
     fn and(&mut self, a: Val, b: Val) -> Val {
@@ -405,6 +467,25 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
     access_sig.params.extend([AbiParam::new(types::I32), AbiParam::new(types::I32), AbiParam::new(types::I32), AbiParam::new(types::I32)]);
     ctx.func.signature = fn_sig.clone();
     ctx.func.name = UserFuncName::user(0, 0);
+    // A u32 per field instruction: its inline cache, as long as the code.
+    let mut cache_of = vec![u32::MAX; code.len()];
+    let mut sites = 0u32;
+    for (pc, op) in code.iter().enumerate() {
+        if matches!(op, Op::GetField { .. } | Op::SetField { .. }) {
+            cache_of[pc] = sites;
+            sites += 1;
+        }
+    }
+    let caches_gv = if sites > 0 {
+        let data = module.declare_anonymous_data(true, false).map_err(|e| e.to_string())?;
+        let mut desc = DataDescription::new();
+        desc.define_zeroinit(sites as usize * 4);
+        desc.set_align(8);
+        module.define_data(data, &desc).map_err(|e| e.to_string())?;
+        Some(module.declare_data_in_func(data, &mut ctx.func))
+    } else {
+        None
+    };
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -430,6 +511,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
 
         b.switch_to_block(entry);
         let cx = b.block_params(entry)[0];
+        let caches = caches_gv.map(|gv| b.ins().symbol_value(ptr, gv));
         let mut g = Gen {
             b,
             cx,
@@ -449,6 +531,8 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
             ret_sig,
             fn_sig,
             access_sig,
+            caches,
+            cache_of,
         };
         g.reload();
         let zero32 = g.b.ins().iconst(types::I32, 0);
@@ -496,6 +580,9 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
     let id = module.declare_anonymous_function(&ctx.func.signature).map_err(|e| e.to_string())?;
     module.define_function(id, ctx).map_err(|e| e.to_string())?;
     let size = ctx.compiled_code().map_or(0, |c| u64::from(c.code_info().total_size));
+    if std::env::var_os("TERN_JIT_DUMP").is_some() {
+        eprintln!("; {} function {func}, {size} bytes\n{}", lm.module.name, ctx.func.display());
+    }
     module.clear_context(ctx);
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(id);
@@ -860,8 +947,18 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
             g.b.switch_to_block(slow);
             access(g, pc, ACCESS_SET_INDEX, [a.into(), b.into(), c.into()]);
         }
-        Op::GetField { a, b, k } => access(g, pc, ACCESS_GET_FIELD, [a.into(), b.into(), k]),
-        Op::SetField { a, k, c } => access(g, pc, ACCESS_SET_FIELD, [a.into(), k, c.into()]),
+        Op::GetField { a, b, k } => {
+            let slow = g.b.create_block();
+            field(g, pc, false, [b, a], k, slow);
+            g.b.switch_to_block(slow);
+            access(g, pc, ACCESS_GET_FIELD, [a.into(), b.into(), k]);
+        }
+        Op::SetField { a, k, c } => {
+            let slow = g.b.create_block();
+            field(g, pc, true, [a, c], k, slow);
+            g.b.switch_to_block(slow);
+            access(g, pc, ACCESS_SET_FIELD, [a.into(), k, c.into()]);
+        }
         // Everything else: the runtime runs it, with the interpreter's code.
         _ => g.step(pc),
     }
@@ -1018,11 +1115,11 @@ fn inline_return(g: &mut Gen, op: &Op, slow: Block) {
     g.b.ins().return_(&[s]);
 }
 
-/// A nil, bool, int or float element of an array read (`R[a] := R[b][R[c]]`) or written
-/// (`R[a][R[b]] := R[c]`) in place, as `object::array_get`/`array_set` do it: the index
-/// in range, every address checked against the heap's length, the written pages marked
-/// dirty. Anything else (another kind of value, an index out of range, a page absent)
-/// goes to `slow`.
+/// An element of an array that is nil, a bool, an int, a float, a string, an array, a
+/// map or a closure read (`R[a] := R[b][R[c]]`) or written (`R[a][R[b]] := R[c]`) in
+/// place, as `object::array_get`/`array_set` do it: the index in range, every address
+/// checked against the heap's length, the written pages marked dirty. Anything else
+/// (another kind of value, an index out of range, a page absent) goes to `slow`.
 fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block) {
     let (arr_r, idx_r) = if write { (a, b) } else { (b, c) };
     let mut ok = {
@@ -1032,7 +1129,7 @@ fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block)
     };
     if write {
         let t = g.tag(c);
-        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_FLOAT));
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
         ok = g.and(ok, plain);
     }
     let absent = g.ctx_load(types::I32, ctx_layout::ABSENT_PAGES);
@@ -1075,35 +1172,18 @@ fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block)
     let aoff = g.b.ins().ishl_imm_u(at, 3);
     let cell = g.b.ins().iadd(words, aoff);
     if write {
-        // Nil, a bool, an int or a float: the heap's tags are the registers'; a bool's
-        // payload is its byte (the rest of a register's word is padding), nil's is 0.
+        // The heap's tags are the registers' (up to closures); the payload as
+        // `Gen::heap_payload` makes it.
         let t = g.tag(c);
         let t = g.b.ins().uextend(types::I64, t);
-        let word = g.int(c);
-        let regs = g.b.use_var(g.regs);
-        let byte = g.b.ins().load(types::I8, MEM, regs, Gen::at(c) + layout::PAYLOAD);
-        let byte = g.b.ins().uextend(types::I64, byte);
-        let zero = g.b.ins().iconst(types::I64, 0);
-        let is_bool = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_BOOL));
-        let is_nil = g.b.ins().icmp_imm_s(IntCC::Equal, t, i64::from(layout::TAG_NIL));
-        let p = g.b.ins().select(is_bool, byte, word);
-        let p = g.b.ins().select(is_nil, zero, p);
+        let p = g.heap_payload(c, t);
         g.b.ins().store(MEM, t, cell, 0);
         g.b.ins().store(MEM, p, cell, 8);
-        let dirty = g.ctx_load(g.ptr, ctx_layout::HEAP_DIRTY);
-        let shift = g.ctx_load(types::I32, ctx_layout::PAGE_SHIFT);
-        let shift = g.b.ins().uextend(types::I64, shift);
-        let one = g.b.ins().iconst(types::I8, 1);
-        for k in 0..2 {
-            let w = g.b.ins().iadd_imm_s(at, k);
-            let page = g.b.ins().ushr(w, shift);
-            let d = g.b.ins().iadd(dirty, page);
-            g.b.ins().store(MEM, one, d, 0);
-        }
+        g.mark_dirty(at);
         g.goto(pc, pc + 1);
     } else {
         let t = g.b.ins().load(types::I64, MEM, cell, 0);
-        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_FLOAT));
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
         let put = g.b.create_block();
         g.b.ins().brif(plain, put, NONE, slow, NONE);
         g.b.switch_to_block(put);
@@ -1126,8 +1206,111 @@ fn access(g: &mut Gen, pc: usize, kind: u32, operands: [u32; 3]) {
     }
     let call = g.b.ins().call_indirect(g.access_sig, f, &args);
     let r = g.b.inst_results(call)[0];
+    if let Some(cell) = g.cache(pc) {
+        // Where the runtime found the field (or u32::MAX), for next time.
+        let entry = g.ctx_load(types::I32, ctx_layout::ENTRY);
+        g.b.ins().store(MEM, entry, cell, 0);
+    }
     g.reload();
     g.go_to_pc(r, pc + 1);
+}
+
+/// A field of a map read (`R[a] := R[b].k`: `regs` is `[b, a]`) or written (`R[a].k :=
+/// R[c]`: `[a, c]`) in place, at the map entry where this instruction last found its
+/// field (its inline cache, kept by `access`), when that entry's key is the module's own
+/// string for `k` (what `object::map_get_field`'s fast path looks for first). The value
+/// read or written is nil, a bool, an int, a float, a string, an array, a map or a
+/// closure; every address is checked against the heap's length and the written pages
+/// marked dirty. Anything else (another entry, another kind of value, a page absent, the
+/// name's string not made yet) goes to `slow`.
+fn field(g: &mut Gen, pc: usize, write: bool, [map_r, val_r]: [u8; 2], k: u32, slow: Block) {
+    let Some(cache) = g.cache(pc) else {
+        g.b.ins().jump(slow, NONE);
+        return;
+    };
+    let mut ok = g.is_tag(map_r, layout::TAG_MAP);
+    if write {
+        let t = g.tag(val_r);
+        let small = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
+        ok = g.and(ok, small);
+    }
+    let absent = g.ctx_load(types::I32, ctx_layout::ABSENT_PAGES);
+    let present = g.b.ins().icmp_imm_s(IntCC::Equal, absent, 0);
+    ok = g.and(ok, present);
+    let header = g.b.create_block();
+    g.b.ins().brif(ok, header, NONE, slow, NONE);
+
+    g.b.switch_to_block(header);
+    let strs = g.ctx_load(g.ptr, ctx_layout::STRS);
+    let key = g.b.ins().load(types::I32, MEM, strs, (k * 4) as i32);
+    let key = g.b.ins().uextend(types::I64, key);
+    let words = g.ctx_load(g.ptr, ctx_layout::HEAP_WORDS);
+    let hlen = g.ctx_load(types::I64, ctx_layout::HEAP_LEN);
+    let regs = g.b.use_var(g.regs);
+    let m = g.b.ins().load(types::I32, MEM, regs, Gen::at(map_r) + layout::PAYLOAD);
+    let m = g.b.ins().uextend(types::I64, m);
+    let i = g.b.ins().load(types::I32, MEM, cache, 0);
+    let i = g.b.ins().uextend(types::I64, i);
+    // The map's words: header, live, entries, used, index.
+    let end = g.b.ins().iadd_imm_s(m, 5);
+    let fits = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, hlen);
+    let made = g.b.ins().icmp_imm_u(IntCC::NotEqual, key, 0);
+    let ok = g.and(fits, made);
+    let look = g.b.create_block();
+    g.b.ins().brif(ok, look, NONE, slow, NONE);
+
+    g.b.switch_to_block(look);
+    let moff = g.b.ins().ishl_imm_u(m, 3);
+    let hdr = g.b.ins().iadd(words, moff);
+    let entries = g.b.ins().load(types::I64, MEM, hdr, 16);
+    let used = g.b.ins().load(types::I64, MEM, hdr, 24);
+    // `i < used` and `entries < hlen` (both far below 2^60): no overflow below.
+    let in_used = g.b.ins().icmp(IntCC::UnsignedLessThan, i, used);
+    let entries_in = g.b.ins().icmp(IntCC::UnsignedLessThan, entries, hlen);
+    let e = g.b.ins().ishl_imm_u(i, 2);
+    let e = g.b.ins().iadd(e, entries);
+    let e = g.b.ins().iadd_imm_s(e, 1);
+    let e_end = g.b.ins().iadd_imm_s(e, 4);
+    let inside = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, e_end, hlen);
+    let ok = g.and(in_used, entries_in);
+    let ok = g.and(ok, inside);
+    let check = g.b.create_block();
+    g.b.ins().brif(ok, check, NONE, slow, NONE);
+
+    g.b.switch_to_block(check);
+    let eoff = g.b.ins().ishl_imm_u(e, 3);
+    let entry = g.b.ins().iadd(words, eoff);
+    let kt = g.b.ins().load(types::I64, MEM, entry, 0);
+    let kp = g.b.ins().load(types::I64, MEM, entry, 8);
+    let is_str = g.b.ins().icmp_imm_s(IntCC::Equal, kt, tern_vm::value::tag::STR as i64);
+    let same = g.b.ins().icmp(IntCC::Equal, kp, key);
+    let hit = g.and(is_str, same);
+    let go = g.b.create_block();
+    g.b.ins().brif(hit, go, NONE, slow, NONE);
+
+    g.b.switch_to_block(go);
+    if write {
+        let t = g.tag(val_r);
+        let t = g.b.ins().uextend(types::I64, t);
+        let p = g.heap_payload(val_r, t);
+        g.b.ins().store(MEM, t, entry, 16);
+        g.b.ins().store(MEM, p, entry, 24);
+        let v = g.b.ins().iadd_imm_s(e, 2);
+        g.mark_dirty(v);
+        g.goto(pc, pc + 1);
+    } else {
+        let t = g.b.ins().load(types::I64, MEM, entry, 16);
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
+        let put = g.b.create_block();
+        g.b.ins().brif(plain, put, NONE, slow, NONE);
+        g.b.switch_to_block(put);
+        let p = g.b.ins().load(types::I64, MEM, entry, 24);
+        let t8 = g.b.ins().ireduce(types::I8, t);
+        let regs = g.b.use_var(g.regs);
+        g.b.ins().store(MEM, t8, regs, Gen::at(val_r) + layout::TAG);
+        g.b.ins().store(MEM, p, regs, Gen::at(val_r) + layout::PAYLOAD);
+        g.goto(pc, pc + 1);
+    }
 }
 
 /// `x + y`, `x - y`, `x * y` or `x / y` on floats, as `op` (register or constant form) says.

@@ -87,6 +87,71 @@ fn errors_in_compiled_code_are_the_interpreters() {
     }
 }
 
+/// Fields and elements read and written in place by compiled code (an inline cache per
+/// field instruction): one instruction meeting maps of different layouts, a field
+/// removed and added again, a map growing, a key made at run time, values of every kind,
+/// a missing field's error. The interpreter's output and error, whenever it compiles.
+#[test]
+fn fields_read_and_written_in_place_are_the_interpreters() {
+    const FIELDS: &str = r#"
+fn area(s) { s.w * s.h }
+fn grow(s, k) { s.w = s.w + k; s.h = s.h * 2; s.tag = "grown"; }
+fn show(s) { "${s.w} ${s.h} ${s.tag}" }
+let shapes = [
+    {w: 1, h: 2, tag: "a"},
+    {tag: "b", h: 3, w: 4},
+    {h: 5.5, extra: nil, w: 2, tag: true},
+];
+let total = 0;
+for r in 0..400 {
+    for i in 0..len(shapes) {
+        let s = shapes[i];
+        total = total + area(s) % 1000;
+        if r % 50 == 0 { grow(s, r); }
+    }
+    if r == 100 { remove(shapes[0], "w"); shapes[0].w = 9; }
+    if r == 150 {
+        let big = {w: 1, h: 1, tag: "big"};
+        for k in 0..40 { big["f" + "${k}"] = k; }
+        shapes[1] = big;
+    }
+    if r == 200 { shapes[2]["w" + ""] = 3; }
+    if r == 250 {
+        let m = shapes[2];
+        m.tag = [1, 2];
+        m.tag = {x: 1};
+        m.tag = fn(x) { x };
+        m.tag = nil;
+        m.tag = 2.5;
+        m.tag = "back";
+    }
+}
+println(total);
+for i in 0..len(shapes) { println(show(shapes[i])); }
+let grid = [[1, 2], {k: "v"}, "s", nil, 1.5, true];
+for r in 0..200 {
+    let j = r % len(grid);
+    let x = grid[j];
+    grid[j] = x;
+    if r == 120 { grid[0] = {k: "w"}; }
+}
+println(grid[0].k, grid[1].k, grid[2], grid[3], grid[4], grid[5]);
+let last = {a: 1};
+for r in 0..100 { last.a = last.a + 1; }
+println(last.a, last.b);
+"#;
+    let (plain, r) = run_with(FIELDS, mode(JitMode::Off));
+    assert!(r.result.is_err(), "{:?}", r.result);
+    for jit in [JitMode::Always, JitMode::On] {
+        let (out, rc) = run_with(FIELDS, mode(jit));
+        assert_eq!(out, plain, "{jit:?}");
+        assert_eq!(rc.result, r.result, "{jit:?}");
+        if jit == JitMode::Always {
+            assert!(rc.jit_compiled >= 3, "only {} functions compiled", rc.jit_compiled);
+        }
+    }
+}
+
 /// An image taken while compiled code runs holds a bytecode state: restored into a VM
 /// with no JIT it finishes with the same output.
 #[test]

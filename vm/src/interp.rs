@@ -378,12 +378,13 @@ fn jit_run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64, f
         base: 0,
         regs_len: 0,
         handler_top: -1,
-        _pad: 0,
+        entry: u32::MAX,
         heap_words: std::ptr::null_mut(),
         heap_len: 0,
         heap_dirty: std::ptr::null_mut(),
         page_shift: 0,
         absent_pages: 1,
+        strs: std::ptr::null(),
     };
     jit_sync_out(&mut ctx, proc);
     let mut rt = JitRt { proc, vm, host, exit: None };
@@ -447,7 +448,9 @@ fn jit_sync_out(ctx: &mut JitCtx, proc: &mut Process) {
     ctx.regs_len = proc.regs.len().min(u32::MAX as usize) as u32;
     ctx.handler_top = proc.handlers.last().map_or(-1, |h| h.depth as i32);
     if let Some(top) = proc.frames.last() {
-        let gbase = proc.modules[top.module as usize].globals_base as usize;
+        let m = &proc.modules[top.module as usize];
+        let gbase = m.globals_base as usize;
+        ctx.strs = m.strs.as_ptr();
         ctx.base = top.base;
         // SAFETY: a pushed frame's registers exist, and so do its module's globals.
         unsafe {
@@ -615,6 +618,8 @@ unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32
         proc.modules.get(top.module as usize)?.strs.get(k as usize).copied().filter(|&s| s != 0)
     };
     let heap = &mut proc.heap;
+    // The entry a field was found in, for the compiled code's inline cache.
+    let mut entry = u32::MAX;
     let done = match kind {
         ACCESS_GET_INDEX => match (r(b), r(c)) {
             (Value::Array(arr), Value::Int(i)) => object::array_get(heap, arr, i).ok().flatten().map(|v| put(a, v)).is_some(),
@@ -627,15 +632,29 @@ unsafe extern "C" fn jit_access(ctx_ptr: *mut JitCtx, pc: u32, kind: u32, a: u32
             _ => false,
         },
         ACCESS_GET_FIELD => match (r(b), field(proc, c)) {
-            (Value::Map(m), Some(key)) => object::map_get_field(&proc.heap, m, key).ok().flatten().map(|v| put(a, v)).is_some(),
+            (Value::Map(m), Some(key)) => match object::map_field_entry(&proc.heap, m, key) {
+                Ok(Some(i)) => {
+                    entry = i as u32;
+                    object::map_entry_value(&proc.heap, m, i).map(|v| put(a, v)).is_ok()
+                }
+                _ => false,
+            },
             _ => false,
         },
         ACCESS_SET_FIELD => match (r(a), field(proc, b)) {
-            (Value::Map(m), Some(key)) => object::map_set_field(&mut proc.heap, m, key, r(c)).is_ok(),
+            (Value::Map(m), Some(key)) => match object::map_field_entry(&proc.heap, m, key) {
+                Ok(Some(i)) => {
+                    entry = i as u32;
+                    object::map_entry_set(&mut proc.heap, m, i, r(c)).is_ok()
+                }
+                Ok(None) => object::map_set_field(&mut proc.heap, m, key, r(c)).is_ok(),
+                Err(_) => false,
+            },
             _ => false,
         },
         _ => false,
     };
+    ctx.entry = entry;
     if !done {
         // SAFETY: the same context, passed on.
         return unsafe { jit_step(ctx_ptr, pc) };

@@ -78,7 +78,10 @@ pub struct JitCtx {
     /// The frame index of the innermost `try` (-1: none): a return from a deeper frame
     /// drops none.
     pub handler_top: i32,
-    pub _pad: u32,
+    /// Out of [`Helpers::access`] for a field: the map entry where it found the field
+    /// (`u32::MAX`: none), which compiled code keeps at the instruction to look there
+    /// first next time (an inline cache).
+    pub entry: u32,
     /// The process's heap, for array elements read and written in place
     /// (`crate::heap::Heap::raw_view`; re-read after every runtime call).
     pub heap_words: *mut u64,
@@ -87,6 +90,9 @@ pub struct JitCtx {
     pub page_shift: u32,
     /// Pages not here (a lazy migration): compiled code leaves heap access to the runtime.
     pub absent_pages: u32,
+    /// The heap strings of the running frame's module's constants (0: not made yet), for
+    /// a field's name.
+    pub strs: *const crate::value::Addr,
 }
 
 /// `JitCtx::pc` for a call from compiled code: the callee sets its registers beyond the
@@ -128,6 +134,8 @@ pub mod ctx_layout {
     pub const HEAP_DIRTY: i32 = 88;
     pub const PAGE_SHIFT: i32 = 96;
     pub const ABSENT_PAGES: i32 = 100;
+    pub const ENTRY: i32 = 68;
+    pub const STRS: i32 = 104;
 
     #[cfg(test)]
     #[test]
@@ -152,7 +160,9 @@ pub mod ctx_layout {
                 HEAP_LEN,
                 HEAP_DIRTY,
                 PAGE_SHIFT,
-                ABSENT_PAGES
+                ABSENT_PAGES,
+                ENTRY,
+                STRS
             ]
             .map(|o| o as usize),
             [
@@ -172,7 +182,9 @@ pub mod ctx_layout {
                 offset_of!(JitCtx, heap_len),
                 offset_of!(JitCtx, heap_dirty),
                 offset_of!(JitCtx, page_shift),
-                offset_of!(JitCtx, absent_pages)
+                offset_of!(JitCtx, absent_pages),
+                offset_of!(JitCtx, entry),
+                offset_of!(JitCtx, strs)
             ]
         );
     }

@@ -466,15 +466,35 @@ fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> O
 /// path first. Always inlined, as `array_get`.
 #[inline(always)]
 pub fn map_get_field(heap: &Heap, m: Addr, key: Addr) -> Result<Option<Value>, HeapError> {
+    match map_field_entry(heap, m, key)? {
+        Some(i) => Ok(Some(map_entry_value(heap, m, i)?)),
+        None => Ok(None),
+    }
+}
+
+/// The entry of map `m` whose key is the heap string `key` (the same string first,
+/// then an equal one), if there is one.
+#[inline(always)]
+pub fn map_field_entry(heap: &Heap, m: Addr, key: Addr) -> Result<Option<usize>, HeapError> {
     let v = map_view(heap, m)?;
     let hash = heap.load(key as usize + 2)?;
     if let Some(i) = entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
-        return Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?));
+        return Ok(Some(i));
     }
-    match map_find(heap, &v, Value::Str(key), hash)?.0 {
-        Some(i) => Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?)),
-        None => Ok(None),
-    }
+    Ok(map_find(heap, &v, Value::Str(key), hash)?.0)
+}
+
+/// The value of entry `i` of map `m` (an entry [`map_field_entry`] found).
+#[inline(always)]
+pub fn map_entry_value(heap: &Heap, m: Addr, i: usize) -> Result<Value, HeapError> {
+    let v = map_view(heap, m)?;
+    heap.load_value(v.entries + 1 + 4 * i + 2)
+}
+
+/// Sets the value of entry `i` of map `m` (an entry [`map_field_entry`] found).
+pub fn map_entry_set(heap: &mut Heap, m: Addr, i: usize, val: Value) -> Result<(), HeapError> {
+    let v = map_view(heap, m)?;
+    heap.store_value(v.entries + 1 + 4 * i + 2, val)
 }
 
 /// `m[key] = val` for a string key given as a heap string; the fast path overwrites an

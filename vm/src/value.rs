@@ -379,8 +379,14 @@ pub mod layout {
     /// A function without captured variables: its module slot (u32) at `PAYLOAD`, its
     /// index (u32) at `PAYLOAD + 4`.
     pub const TAG_FUNC: u8 = 8;
+    /// A string: its heap address (u32) at `PAYLOAD`.
+    pub const TAG_STR: u8 = 4;
     /// An array: its heap address (u32) at `PAYLOAD`.
     pub const TAG_ARRAY: u8 = 5;
+    /// A map: its heap address (u32) at `PAYLOAD`.
+    pub const TAG_MAP: u8 = 6;
+    /// A function with captured variables: its heap address (u32) at `PAYLOAD`.
+    pub const TAG_CLOSURE: u8 = 7;
 
     #[cfg(test)]
     mod tests {
@@ -403,9 +409,29 @@ pub mod layout {
             assert_eq!(f64::from_le_bytes(f[PAYLOAD as usize..PAYLOAD as usize + 8].try_into().unwrap()), -2.5);
             let arr = bytes(Value::Array(77));
             assert_eq!((arr[TAG as usize], arr[PAYLOAD as usize]), (TAG_ARRAY, 77));
-            // Nil, bools, ints and floats have the same tag in a register as in the heap.
+            // Nil, bools, ints, floats, strings, arrays, maps and closures have the same
+            // tag in a register as in the heap (tags 0 to TAG_CLOSURE), and a payload that
+            // is the heap's payload word (a bool's in its low byte, an address's in its
+            // low four bytes).
             use crate::value::tag;
-            assert_eq!([TAG_NIL, TAG_BOOL, TAG_INT, TAG_FLOAT].map(u64::from), [tag::NIL, tag::BOOL, tag::INT, tag::FLOAT]);
+            assert_eq!(
+                [TAG_NIL, TAG_BOOL, TAG_INT, TAG_FLOAT, TAG_STR, TAG_ARRAY, TAG_MAP, TAG_CLOSURE].map(u64::from),
+                [tag::NIL, tag::BOOL, tag::INT, tag::FLOAT, tag::STR, tag::ARRAY, tag::MAP, tag::CLOSURE]
+            );
+            assert_eq!(u64::from(TAG_CLOSURE), 7);
+            for v in [Value::Str(0x1234_5678), Value::Map(9), Value::Closure(u32::MAX), Value::Bool(true), Value::Int(-3)] {
+                let (t, p) = v.encode();
+                let b = bytes(v);
+                assert_eq!(u64::from(b[TAG as usize]), t, "{v:?}");
+                let width = match v {
+                    Value::Bool(_) => 1,
+                    Value::Int(_) => 8,
+                    _ => 4,
+                };
+                let mut word = [0u8; 8];
+                word[..width].copy_from_slice(&b[PAYLOAD as usize..PAYLOAD as usize + width]);
+                assert_eq!(u64::from_le_bytes(word), p, "{v:?}");
+            }
             let fr = bytes(Value::Func(crate::value::FnRef { module: 3, func: 9 }));
             assert_eq!(fr[TAG as usize], TAG_FUNC);
             assert_eq!(fr[PAYLOAD as usize..PAYLOAD as usize + 8], [3, 0, 0, 0, 9, 0, 0, 0]);
