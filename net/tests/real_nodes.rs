@@ -67,6 +67,9 @@ fn a_paused_destination_keeps_its_process(mechanism: &'static str) {
     let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n");
     let pid = mesh.spawn_via("c", "worker.tern", &worker(32 << 20), "a");
     wait_ready(&mesh, "a", "c");
+    // Time for its loop to turn hot and be compiled at a (milliseconds, unless the
+    // machine is very busy: the compiler thread runs at a low priority).
+    std::thread::sleep(Duration::from_millis(1500));
     let cfg = mesh.cfg().to_string();
     let p2 = pid.clone();
     let migrating = std::thread::spawn(move || {
@@ -87,6 +90,10 @@ fn a_paused_destination_keeps_its_process(mechanism: &'static str) {
     let r = out.json();
     assert_eq!(r["outcome"], "committed", "{out:?}");
     eprintln!("the report: {r}");
+    // The worker's loop ran compiled at a (the nodes' JIT is on): machine code never
+    // moved, b compiled it again, the pause notwithstanding.
+    assert!(r["jit_functions_at_source"].as_u64().is_some_and(|n| n >= 1), "the loop did not run compiled at a: {r}");
+    assert_eq!(r["jit_functions_rebuilt"], r["jit_functions_at_source"], "{r}");
     mesh.wait_all_up(Duration::from_secs(30));
     assert_reaches(&mesh, "c", &pid, &format!("after-pause-{mechanism}"), "b", "c", Duration::from_secs(30));
     // The process keeps running there, with all its pages (it is not waiting for one).
