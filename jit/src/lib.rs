@@ -366,6 +366,12 @@ impl Gen<'_> {
     fn ctx_store(&mut self, v: Val, off: i32) {
         self.b.ins().store(MEM, v, self.cx, off);
     }
+    /// The heap string of constant `k` of the running module (an i32; 0 until made).
+    fn module_str(&mut self, k: u32) -> Val {
+        let strs = self.ctx_load(self.ptr, ctx_layout::STRS);
+        let at = self.b.ins().iadd_imm_s(strs, i64::from(k) * 4);
+        self.b.ins().load(types::I32, MEM, at, 0)
+    }
     /// The address of instruction `pc`'s inline cache, if it has one.
     fn cache(&mut self, pc: usize) -> Option<Val> {
         let base = self.caches?;
@@ -631,6 +637,27 @@ fn op_code(g: &mut Gen, lm: &LinkedModule, pc: usize, op: &Op) {
                 _ => unreachable!("checked above"),
             }
             g.goto(pc, next);
+        }
+        Op::LoadK { a, k } if matches!(lm.module.consts.get(k as usize), Some(Const::Native(_))) => {
+            let id = lm.native_ids.get(k as usize).copied().unwrap_or(0);
+            let x = g.b.ins().iconst(types::I64, i64::from(id));
+            g.put(a, layout::TAG_NATIVE, x);
+            g.goto(pc, next);
+        }
+        Op::LoadK { a, k } if matches!(lm.module.consts.get(k as usize), Some(Const::Str(_))) => {
+            // The module's string for it, once made (else the runtime makes it).
+            let s = g.module_str(k);
+            let made = g.b.ins().icmp_imm_u(IntCC::NotEqual, s, 0);
+            g.guard(made, pc);
+            let s = g.b.ins().uextend(types::I64, s);
+            g.put(a, layout::TAG_STR, s);
+            g.goto(pc, next);
+        }
+        Op::IterNext { a, n, off: _ } => {
+            let slow = g.b.create_block();
+            iter_next(g, pc, a, n, slow);
+            g.b.switch_to_block(slow);
+            g.step(pc);
         }
         Op::Move { a, b: src } => {
             let regs = g.b.use_var(g.regs);
@@ -1121,16 +1148,53 @@ fn inline_return(g: &mut Gen, op: &Op, slow: Block) {
 /// checked against the heap's length, the written pages marked dirty. Anything else
 /// (another kind of value, an index out of range, a page absent) goes to `slow`.
 fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block) {
-    let (arr_r, idx_r) = if write { (a, b) } else { (b, c) };
+    if write {
+        let t = g.tag(c);
+        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
+        let (cell, at) = element_cell(g, a, b, Some(plain), slow);
+        // The heap's tags are the registers' (up to closures); the payload as
+        // `Gen::heap_payload` makes it.
+        let t = g.tag(c);
+        let t = g.b.ins().uextend(types::I64, t);
+        let p = g.heap_payload(c, t);
+        g.b.ins().store(MEM, t, cell, 0);
+        g.b.ins().store(MEM, p, cell, 8);
+        g.mark_dirty(at);
+    } else {
+        let (cell, _) = element_cell(g, b, c, None, slow);
+        read_cell(g, cell, a, slow);
+    }
+    g.goto(pc, pc + 1);
+}
+
+/// `IterNext` over an array (`R[a]`, its cursor an int in `R[a+1]`): the element at the
+/// cursor (and, for two names, the index) into the loop's variables and the cursor one
+/// on, in place. The loop's end (the cursor out of range), another kind of element,
+/// anything else iterated, goes to `slow`.
+fn iter_next(g: &mut Gen, pc: usize, a: u8, n: u8, slow: Block) {
+    let (cell, _) = element_cell(g, a, a + 1, None, slow);
+    let i = g.int(a + 1);
+    read_cell(g, cell, if n == 1 { a + 2 } else { a + 3 }, slow);
+    if n != 1 {
+        g.put(a + 2, layout::TAG_INT, i);
+    }
+    let next = g.b.ins().iadd_imm_s(i, 1);
+    g.put(a + 1, layout::TAG_INT, next);
+    g.goto(pc, pc + 1);
+}
+
+/// The address of element `R[idx_r]` of array `R[arr_r]` and its heap word index, in a
+/// block where `R[arr_r]` is an array, `R[idx_r]` an int in its range, `also` (when
+/// given) holds, no page is absent, and every address is inside the heap; otherwise
+/// the code goes to `slow`.
+fn element_cell(g: &mut Gen, arr_r: u8, idx_r: u8, also: Option<Val>, slow: Block) -> (Val, Val) {
     let mut ok = {
         let x = g.is_tag(arr_r, layout::TAG_ARRAY);
         let y = g.is_tag(idx_r, layout::TAG_INT);
         g.and(x, y)
     };
-    if write {
-        let t = g.tag(c);
-        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
-        ok = g.and(ok, plain);
+    if let Some(c) = also {
+        ok = g.and(ok, c);
     }
     let absent = g.ctx_load(types::I32, ctx_layout::ABSENT_PAGES);
     let present = g.b.ins().icmp_imm_s(IntCC::Equal, absent, 0);
@@ -1170,30 +1234,23 @@ fn element(g: &mut Gen, pc: usize, write: bool, [a, b, c]: [u8; 3], slow: Block)
     g.b.ins().brif(ok, go, NONE, slow, NONE);
     g.b.switch_to_block(go);
     let aoff = g.b.ins().ishl_imm_u(at, 3);
-    let cell = g.b.ins().iadd(words, aoff);
-    if write {
-        // The heap's tags are the registers' (up to closures); the payload as
-        // `Gen::heap_payload` makes it.
-        let t = g.tag(c);
-        let t = g.b.ins().uextend(types::I64, t);
-        let p = g.heap_payload(c, t);
-        g.b.ins().store(MEM, t, cell, 0);
-        g.b.ins().store(MEM, p, cell, 8);
-        g.mark_dirty(at);
-        g.goto(pc, pc + 1);
-    } else {
-        let t = g.b.ins().load(types::I64, MEM, cell, 0);
-        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
-        let put = g.b.create_block();
-        g.b.ins().brif(plain, put, NONE, slow, NONE);
-        g.b.switch_to_block(put);
-        let p = g.b.ins().load(types::I64, MEM, cell, 8);
-        let t8 = g.b.ins().ireduce(types::I8, t);
-        let regs = g.b.use_var(g.regs);
-        g.b.ins().store(MEM, t8, regs, Gen::at(a) + layout::TAG);
-        g.b.ins().store(MEM, p, regs, Gen::at(a) + layout::PAYLOAD);
-        g.goto(pc, pc + 1);
-    }
+    (g.b.ins().iadd(words, aoff), at)
+}
+
+/// The value in the heap cell at `cell` (tag word, payload word) into register `r`,
+/// when it is nil, a bool, an int, a float, a string, an array, a map or a closure
+/// (whose tags and payloads are the registers'); else the code goes to `slow`.
+fn read_cell(g: &mut Gen, cell: Val, r: u8, slow: Block) {
+    let t = g.b.ins().load(types::I64, MEM, cell, 0);
+    let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
+    let put = g.b.create_block();
+    g.b.ins().brif(plain, put, NONE, slow, NONE);
+    g.b.switch_to_block(put);
+    let p = g.b.ins().load(types::I64, MEM, cell, 8);
+    let t8 = g.b.ins().ireduce(types::I8, t);
+    let regs = g.b.use_var(g.regs);
+    g.b.ins().store(MEM, t8, regs, Gen::at(r) + layout::TAG);
+    g.b.ins().store(MEM, p, regs, Gen::at(r) + layout::PAYLOAD);
 }
 
 /// An index or field access, through the runtime's `access` helper.
@@ -1241,8 +1298,7 @@ fn field(g: &mut Gen, pc: usize, write: bool, [map_r, val_r]: [u8; 2], k: u32, s
     g.b.ins().brif(ok, header, NONE, slow, NONE);
 
     g.b.switch_to_block(header);
-    let strs = g.ctx_load(g.ptr, ctx_layout::STRS);
-    let key = g.b.ins().load(types::I32, MEM, strs, (k * 4) as i32);
+    let key = g.module_str(k);
     let key = g.b.ins().uextend(types::I64, key);
     let words = g.ctx_load(g.ptr, ctx_layout::HEAP_WORDS);
     let hlen = g.ctx_load(types::I64, ctx_layout::HEAP_LEN);
@@ -1299,16 +1355,8 @@ fn field(g: &mut Gen, pc: usize, write: bool, [map_r, val_r]: [u8; 2], k: u32, s
         g.mark_dirty(v);
         g.goto(pc, pc + 1);
     } else {
-        let t = g.b.ins().load(types::I64, MEM, entry, 16);
-        let plain = g.b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, t, i64::from(layout::TAG_CLOSURE));
-        let put = g.b.create_block();
-        g.b.ins().brif(plain, put, NONE, slow, NONE);
-        g.b.switch_to_block(put);
-        let p = g.b.ins().load(types::I64, MEM, entry, 24);
-        let t8 = g.b.ins().ireduce(types::I8, t);
-        let regs = g.b.use_var(g.regs);
-        g.b.ins().store(MEM, t8, regs, Gen::at(val_r) + layout::TAG);
-        g.b.ins().store(MEM, p, regs, Gen::at(val_r) + layout::PAYLOAD);
+        let value = g.b.ins().iadd_imm_s(entry, 16);
+        read_cell(g, value, val_r, slow);
         g.goto(pc, pc + 1);
     }
 }

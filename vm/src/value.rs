@@ -379,6 +379,8 @@ pub mod layout {
     /// A function without captured variables: its module slot (u32) at `PAYLOAD`, its
     /// index (u32) at `PAYLOAD + 4`.
     pub const TAG_FUNC: u8 = 8;
+    /// A native function: its index in the node's native table (u32) at `PAYLOAD`.
+    pub const TAG_NATIVE: u8 = 9;
     /// A string: its heap address (u32) at `PAYLOAD`.
     pub const TAG_STR: u8 = 4;
     /// An array: its heap address (u32) at `PAYLOAD`.
@@ -419,6 +421,8 @@ pub mod layout {
                 [tag::NIL, tag::BOOL, tag::INT, tag::FLOAT, tag::STR, tag::ARRAY, tag::MAP, tag::CLOSURE]
             );
             assert_eq!(u64::from(TAG_CLOSURE), 7);
+            let nat = bytes(Value::Native(0x0102_0304));
+            assert_eq!((nat[TAG as usize], &nat[PAYLOAD as usize..PAYLOAD as usize + 4]), (TAG_NATIVE, &[4u8, 3, 2, 1][..]));
             for v in [Value::Str(0x1234_5678), Value::Map(9), Value::Closure(u32::MAX), Value::Bool(true), Value::Int(-3)] {
                 let (t, p) = v.encode();
                 let b = bytes(v);
