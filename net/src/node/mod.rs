@@ -575,5 +575,6 @@ pub fn vm_config(cfg: &MeshConfig) -> tern_vm::VmConfig {
     let mut c = tern_vm::VmConfig::default();
     c.heap.page_size_bytes = cfg.page_size;
     c.heap.limit_bytes = cfg.limits.heap_bytes as usize;
+    c.jit_cache_bytes = cfg.limits.jit_cache_bytes;
     c
 }
