@@ -219,7 +219,7 @@ fn evictions_while_compiled_code_runs_on_other_workers() {
     // In the background (the compiler thread evicts while the workers run), and at every
     // call (the workers evict, one another's code too; a few rounds: with a cache this
     // small, nearly every call compiles).
-    for (jit, threshold, rounds) in [(JitMode::On, 2, 3000), (JitMode::On, 20, 3000), (JitMode::Always, 1, 4)] {
+    for (jit, threshold, rounds) in [(JitMode::On, 2, 6000), (JitMode::On, 20, 6000), (JitMode::Always, 1, 4)] {
         let (plain, _) = run(rounds, mode(JitMode::Off));
         assert_eq!(plain.lines().count(), procs);
         let (out, r) = run(rounds, VmConfig { jit_cache_bytes: limit, jit_threshold: threshold, ..mode(jit) });
