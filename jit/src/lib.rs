@@ -19,17 +19,31 @@
 //!
 //! Compiling happens on a thread of its own (a function made hot keeps running in the
 //! interpreter until its code is ready), or at once for `JitMode::Always`.
+//!
+//! The code cache has a size limit ([`Jit::with_limit`]; 64 MiB by default) and two
+//! generations, each a `JITModule` of at most half of it (Cranelift frees a module's
+//! memory only all at once). New code goes to the current generation; when a function's
+//! code would not fit there, the old generation is evicted: every function it holds is
+//! unpublished (`JitSlot::reset`: interpreted again, and compiled again, into the new
+//! generation, if it turns hot again), the current generation becomes the old one and a
+//! fresh one becomes current. Evicted code may still be running on a worker, so its
+//! module is freed through `crossbeam_epoch`: the interpreter is pinned for each time
+//! slice in which it may enter compiled code, and the compiler defers the free until
+//! every worker pinned at the eviction has unpinned. (LuaJIT flushes its whole
+//! machine-code area when it is full; two generations keep the code compiled last.)
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, SigRef, Type, UserFuncName, Value as Val,
 };
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{DataDescription, Module};
+use cranelift_module::{Module, ModuleReloc};
 use parking_lot::Mutex;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use tern_vm::bytecode::{Const, Op};
 use tern_vm::jit::{
     ctx_layout, slot_layout, Compiler, Helpers, JitFn, ACCESS_GET_FIELD, ACCESS_GET_INDEX, ACCESS_SET_FIELD, ACCESS_SET_INDEX, CALL_ENTRY,
@@ -39,24 +53,55 @@ use tern_vm::process::{frame_layout, NOT_INIT};
 use tern_vm::runtime::LinkedModule;
 use tern_vm::value::{layout, Value};
 
-/// A node's compiler: Cranelift, a module of code kept for as long as the node, and a
-/// thread compiling what turns hot.
+/// A node's compiler: Cranelift, a code cache of two generations, and a thread compiling
+/// what turns hot.
 pub struct Jit {
     inner: Arc<Mutex<Inner>>,
     jobs: crossbeam_channel::Sender<(Arc<LinkedModule>, u32)>,
 }
 
-struct Inner {
+/// Code compiled into one `JITModule` (whose memory can only be freed all at once).
+struct Generation {
     module: JITModule,
+    /// Whose code it holds: their slots are reset when it is evicted (a module dropped
+    /// meanwhile has no slot left to reset).
+    functions: Vec<(Weak<LinkedModule>, u32)>,
+    /// Machine code in it.
+    bytes: u64,
+    /// The inline caches of its code's field instructions (`Gen::caches`), which the
+    /// code writes and reads by address.
+    caches: Vec<Box<[AtomicU32]>>,
+}
+
+impl Generation {
+    fn new(isa: &OwnedTargetIsa) -> Generation {
+        Generation {
+            module: JITModule::new(JITBuilder::with_isa(isa.clone(), cranelift_module::default_libcall_names())),
+            functions: Vec::new(),
+            bytes: 0,
+            caches: Vec::new(),
+        }
+    }
+}
+
+struct Inner {
+    isa: OwnedTargetIsa,
+    /// Where new code goes.
+    current: Generation,
+    /// The generation before, evicted when `current` is full.
+    old: Option<Generation>,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
     stats: tern_vm::jit::JitStats,
-    /// The code cache's size limit: beyond it, functions stay interpreted.
+    /// The code cache's size limit: each generation holds at most half of it.
     limit: u64,
+    /// Evicted generations freed so far (counted by the deferred frees, which run on
+    /// whichever thread collects them, without this lock).
+    freed: Arc<AtomicU64>,
 }
 
 /// The code cache's default size limit.
-pub const DEFAULT_CODE_LIMIT: u64 = 64 << 20;
+pub use tern_vm::jit::DEFAULT_CODE_LIMIT;
 
 impl Jit {
     /// A compiler for this machine's CPU (an error if Cranelift does not support it),
@@ -65,9 +110,14 @@ impl Jit {
         Jit::with_limit(DEFAULT_CODE_LIMIT)
     }
 
-    /// A compiler whose code cache holds at most `limit` bytes of machine code: past
-    /// it, functions stay interpreted (code is kept as long as the node: a function's
-    /// code may be running on any worker, so nothing is evicted while the node runs).
+    /// A compiler whose code cache holds at most `limit` bytes of machine code, in two
+    /// generations of at most `limit / 2` each. When a function's code would not fit in
+    /// the current generation, the old one is evicted (its functions are interpreted
+    /// again, and compiled again into the new current generation once hot again), the
+    /// current one becomes the old one and new code goes to a fresh one. Evicted code may
+    /// still be running on a worker: its memory is freed only once every worker pinned
+    /// at the eviction has unpinned (`crossbeam_epoch`; see `tern_vm::jit`). A function
+    /// whose code alone is more than `limit / 2` stays interpreted.
     pub fn with_limit(limit: u64) -> Result<Jit, String> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
@@ -77,43 +127,44 @@ impl Jit {
             .map_err(|e| format!("no code generator for this CPU: {e}"))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;
-        let module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
-        let ctx = module.make_context();
-        let inner = Arc::new(Mutex::new(Inner { module, ctx, fctx: FunctionBuilderContext::new(), stats: Default::default(), limit }));
+        let current = Generation::new(&isa);
+        let ctx = current.module.make_context();
+        let inner = Arc::new(Mutex::new(Inner {
+            isa,
+            current,
+            old: None,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            stats: Default::default(),
+            limit,
+            freed: Default::default(),
+        }));
         let (jobs, rx) = crossbeam_channel::unbounded::<(Arc<LinkedModule>, u32)>();
         let worker = inner.clone();
         std::thread::Builder::new()
             .name("tern-jit".into())
-            .spawn(move || {
-                background_priority();
-                for (lm, func) in rx {
-                    compile_into(&worker, &lm, func);
-                }
+            .spawn(move || loop {
+                // While evicted code waits to be freed, this thread also moves the
+                // frees along now and then (the workers do as they pin, but an idle
+                // node pins nothing).
+                let job = if frees_pending(&worker) {
+                    match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            crossbeam_epoch::pin().flush();
+                            continue;
+                        }
+                        job => job.ok(),
+                    }
+                } else {
+                    rx.recv().ok()
+                };
+                let Some((lm, func)) = job else { break };
+                compile_into(&worker, &lm, func);
             })
             .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
         Ok(Jit { inner, jobs })
     }
 }
-
-/// The compiler thread yields to the node's other threads: a compile must never slow a
-/// migration's freeze or the processes (on a machine with every core busy, a woken
-/// thread could otherwise wait for the compiler's time slice). Linux gives each thread
-/// its own nice value; elsewhere the thread keeps the default priority.
-fn background_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: `gettid` has no preconditions; `setpriority` on this thread's own id
-        // changes only its nice value (an error leaves it as it was, which is harmless).
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKGROUND_NICE) };
-        if r != 0 {
-            tracing::debug!("the compiler thread keeps its priority: {}", std::io::Error::last_os_error());
-        }
-    }
-}
-
-/// The compiler thread's nice value (0 is the default, 19 the lowest priority).
-#[cfg(target_os = "linux")]
-const BACKGROUND_NICE: libc::c_int = 10;
 
 impl Compiler for Jit {
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool) {
@@ -127,7 +178,8 @@ impl Compiler for Jit {
     }
 
     fn stats(&self) -> tern_vm::jit::JitStats {
-        self.inner.lock().stats.clone()
+        let g = self.inner.lock();
+        tern_vm::jit::JitStats { freed: g.freed.load(Ordering::Relaxed), ..g.stats.clone() }
     }
 }
 
@@ -139,21 +191,19 @@ fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
     let Some(f) = lm.module.functions.get(func as usize) else { return };
     let entries = entries(&f.code);
     let mut g = inner.lock();
-    if g.stats.code_bytes >= g.limit {
-        if g.stats.failed == 0 {
-            tracing::warn!(limit = g.limit, "the JIT's code cache is full: functions made hot from now on stay interpreted");
-        }
-        g.stats.failed += 1;
-        slot.set_failed();
-        return;
-    }
     let t = std::time::Instant::now();
     match compile(&mut g, lm, func) {
-        Ok((f, size)) => {
+        Ok(Some((f, size))) => {
             g.stats.compiled += 1;
             g.stats.code_bytes += size;
             g.stats.compile_us.push(t.elapsed().as_micros() as u64);
+            g.current.functions.push((Arc::downgrade(lm), func));
             slot.set_code(f, &entries);
+        }
+        Ok(None) => {
+            tracing::info!(module = %lm.module.name, func, limit = g.limit, "stays interpreted: its code alone is more than half the JIT's code cache");
+            g.stats.failed += 1;
+            slot.set_failed();
         }
         Err(e) => {
             tracing::info!(module = %lm.module.name, func, "stays interpreted: Cranelift could not compile it: {e}");
@@ -161,6 +211,68 @@ fn compile_into(inner: &Mutex<Inner>, lm: &Arc<LinkedModule>, func: u32) {
             slot.set_failed();
         }
     }
+    drop(g);
+    // Evicted generations are freed as threads pin and unpin; this moves the ones this
+    // thread deferred along, and frees those no worker can be running any more.
+    crossbeam_epoch::pin().flush();
+}
+
+/// Whether some evicted generation is not freed yet.
+fn frees_pending(inner: &Mutex<Inner>) -> bool {
+    let g = inner.lock();
+    g.freed.load(Ordering::Relaxed) < g.stats.flushes
+}
+
+/// Makes room for `size` bytes of code in the current generation: when they would not
+/// fit, evicts the old generation and starts a fresh current one. False when `size` is
+/// more than a generation may hold.
+fn make_room(g: &mut Inner, size: u64) -> bool {
+    let half = g.limit / 2;
+    if size > half {
+        return false;
+    }
+    if g.current.bytes + size <= half {
+        return true;
+    }
+    let fresh = Generation::new(&g.isa);
+    let full = std::mem::replace(&mut g.current, fresh);
+    if let Some(old) = g.old.replace(full) {
+        evict(g, old);
+    }
+    true
+}
+
+/// Unpublishes every function of `old` and frees its memory once no worker can be
+/// running its code.
+fn evict(g: &mut Inner, old: Generation) {
+    let guard = crossbeam_epoch::pin();
+    let mut evicted = 0;
+    for (lm, func) in &old.functions {
+        if let Some(slot) = lm.upgrade().as_ref().and_then(|lm| lm.jit.get(*func as usize)) {
+            slot.reset();
+            evicted += 1;
+        }
+    }
+    g.stats.evicted += evicted;
+    g.stats.flushes += 1;
+    g.stats.code_bytes -= old.bytes;
+    tracing::debug!(functions = evicted, bytes = old.bytes, "the JIT's code cache evicted a generation");
+    let (module, caches) = (old.module, old.caches);
+    let freed = g.freed.clone();
+    // Runs once every thread pinned now (before the slots above were reset, any of them
+    // may have read one of the old addresses) has unpinned: the interpreter holds its
+    // pin while it may run compiled code, and pins before it reads any slot.
+    guard.defer(move || {
+        // SAFETY: no slot holds an address in this module any more (reset above, before
+        // this was deferred), and every worker that may have read one before was pinned
+        // then and has unpinned since, so none is running this code or about to: the
+        // interpreter enters compiled code, and compiled code calls other compiled code,
+        // only through slots, within one pin.
+        unsafe { module.free_memory() };
+        drop(caches);
+        freed.fetch_add(1, Ordering::Relaxed);
+    });
+    guard.flush();
 }
 
 /// Where the interpreter enters the compiled code: a call (the first instruction) and the
@@ -447,14 +559,17 @@ impl Gen<'_> {
 
 const NONE: &[BlockArg] = &[];
 
-/// Compiles function `func` of `lm`: its code and size in bytes.
-fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), String> {
+/// Compiles function `func` of `lm` into the current generation (evicting the old one
+/// when it is full): its code and size in bytes, or None when its code alone is more than
+/// a generation may hold.
+fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<Option<(JitFn, u64)>, String> {
     let f = lm.module.functions.get(func as usize).ok_or("no such function")?;
     let code = &f.code;
     if code.is_empty() {
         return Err("no code".into());
     }
-    let Inner { module, ctx, fctx, .. } = g;
+    let Inner { current, ctx, fctx, isa, .. } = &mut *g;
+    let module = &mut current.module;
     module.clear_context(ctx);
     let tcfg = module.target_config();
     let ptr = tcfg.pointer_type();
@@ -482,16 +597,9 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
             sites += 1;
         }
     }
-    let caches_gv = if sites > 0 {
-        let data = module.declare_anonymous_data(true, false).map_err(|e| e.to_string())?;
-        let mut desc = DataDescription::new();
-        desc.define_zeroinit(sites as usize * 4);
-        desc.set_align(8);
-        module.define_data(data, &desc).map_err(|e| e.to_string())?;
-        Some(module.declare_data_in_func(data, &mut ctx.func))
-    } else {
-        None
-    };
+    // Kept by the generation the code goes to, and freed with it.
+    let cells: Option<Box<[AtomicU32]>> = (sites > 0).then(|| (0..sites).map(|_| AtomicU32::new(0)).collect());
+    let cells_at = cells.as_ref().map(|c| c.as_ptr() as i64);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -517,7 +625,7 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
 
         b.switch_to_block(entry);
         let cx = b.block_params(entry)[0];
-        let caches = caches_gv.map(|gv| b.ins().symbol_value(ptr, gv));
+        let caches = cells_at.map(|at| b.ins().iconst(ptr, at));
         let mut g = Gen {
             b,
             cx,
@@ -583,17 +691,30 @@ fn compile(g: &mut Inner, lm: &LinkedModule, func: u32) -> Result<(JitFn, u64), 
         g.b.seal_all_blocks();
         g.b.finalize(tcfg);
     }
+    // Compiled first, so its size is known before the generation it goes to is chosen.
+    let code = ctx.compile(&**isa, &mut Default::default()).map_err(|e| e.inner.to_string())?;
+    let size = u64::from(code.code_info().total_size);
+    let (bytes, alignment) = (code.code_buffer().to_vec(), u64::from(code.buffer.alignment));
+    let relocs: Vec<_> = code.buffer.relocs().to_vec();
+    if !make_room(g, size) {
+        g.current.module.clear_context(&mut g.ctx);
+        return Ok(None);
+    }
+    let Inner { current, ctx, .. } = g;
+    let module = &mut current.module;
     let id = module.declare_anonymous_function(&ctx.func.signature).map_err(|e| e.to_string())?;
-    module.define_function(id, ctx).map_err(|e| e.to_string())?;
-    let size = ctx.compiled_code().map_or(0, |c| u64::from(c.code_info().total_size));
+    let relocs: Vec<_> = relocs.iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
     if std::env::var_os("TERN_JIT_DUMP").is_some() {
         eprintln!("; {} function {func}, {size} bytes\n{}", lm.module.name, ctx.func.display());
     }
+    current.caches.extend(cells);
     module.clear_context(ctx);
+    module.define_function_bytes(id, alignment, &bytes, &relocs).map_err(|e| e.to_string())?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
+    current.bytes += size;
     let code = module.get_finalized_function(id);
     // SAFETY: the function just compiled has the signature `JitFn` declares.
-    Ok((unsafe { std::mem::transmute::<*const u8, JitFn>(code) }, size))
+    Ok(Some((unsafe { std::mem::transmute::<*const u8, JitFn>(code) }, size)))
 }
 
 /// The code of instruction `pc`, in its block (which it ends).

@@ -22,6 +22,13 @@ pub const CTL_NAME: &str = "ctl";
 /// Largest number of worker threads a node may ask for.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The largest JIT code cache a node may ask for (`limits.jit_cache_bytes`, and
+/// `tern run --jit-cache-mib`): 16 GiB.
+pub const MAX_JIT_CACHE_BYTES: u64 = 16 << 30;
+
+/// The smallest JIT code cache a node may ask for: 1 MiB.
+pub const MIN_JIT_CACHE_BYTES: u64 = 1 << 20;
+
 /// Default number of worker threads is the number of CPUs, capped at this.
 pub const DEFAULT_WORKERS_CAP: usize = 64;
 
@@ -73,6 +80,8 @@ pub struct Limits {
     /// pages of the process are only there, before it ends the process; `None`:
     /// [`Limits::source_down_ms`]'s default.
     pub source_down_ms: Option<u64>,
+    /// The size limit of a node's JIT code cache (machine code of compiled functions).
+    pub jit_cache_bytes: u64,
 }
 
 impl Limits {
@@ -93,6 +102,7 @@ impl Default for Limits {
             heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
+            jit_cache_bytes: tern_vm::jit::DEFAULT_CODE_LIMIT,
         }
     }
 }
@@ -395,6 +405,12 @@ impl MeshConfig {
                 format!("{} is more than the largest heap a process can have ({MAX_LIMIT_BYTES}, 32 GiB)", l.heap_bytes),
             ));
         }
+        if !(MIN_JIT_CACHE_BYTES..=MAX_JIT_CACHE_BYTES).contains(&l.jit_cache_bytes) {
+            return Err(err(
+                "limits.jit_cache_bytes",
+                format!("{} is not from {MIN_JIT_CACHE_BYTES} (1 MiB) to {MAX_JIT_CACHE_BYTES} (16 GiB)", l.jit_cache_bytes),
+            ));
+        }
         if l.node_down_ms < l.heartbeat_ms.saturating_mul(4) {
             return Err(err(
                 "limits.node_down_ms",
@@ -606,6 +622,7 @@ heap_bytes = 1048576
 heartbeat_ms = 100
 node_down_ms = 1000
 source_down_ms = 3000
+jit_cache_bytes = 8388608
 
 [policy]
 enabled = true
@@ -665,6 +682,7 @@ addr = "127.0.0.1:7403"
                 heartbeat_ms: 100,
                 node_down_ms: 1000,
                 source_down_ms: Some(3000),
+                jit_cache_bytes: 8 << 20,
             }
         );
         assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
@@ -783,6 +801,9 @@ addr = "127.0.0.1:7403"
             ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 9223372036854775807\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 34359738369\n", "limits.heap_bytes"),
+            ("[limits]\njit_cache_bytes = 0\n", "limits.jit_cache_bytes"),
+            ("[limits]\njit_cache_bytes = 65536\n", "limits.jit_cache_bytes"),
+            ("[limits]\njit_cache_bytes = 17179869185\n", "limits.jit_cache_bytes"),
             ("[policy]\nmargin = 1.5\n", "policy.margin"),
             ("[policy]\nmargin = nan\n", "policy.margin"),
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tern_net::certs;
 use tern_net::cmd::CtlCommand;
-use tern_net::config::{check_heap_fits, machine_memory, MeshConfig};
+use tern_net::config::{check_heap_fits, machine_memory, MeshConfig, MAX_JIT_CACHE_BYTES};
 use tern_net::runner::{compile, compile_text, load, new_vm, run_program, RunOptions, StdoutHost};
 use tern_vm::heap::HeapConfig;
 use tern_vm::VmConfig;
@@ -16,6 +16,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The largest `--jit-cache-mib`.
+const MAX_JIT_CACHE_MIB: u64 = MAX_JIT_CACHE_BYTES >> 20;
 
 #[derive(clap::Args, Clone)]
 struct Limits {
@@ -38,6 +41,11 @@ struct Limits {
     /// Calls and loop back edges that make a function hot (--jit on).
     #[arg(long, default_value_t = 1000, value_name = "COUNT")]
     jit_threshold: u32,
+    /// The size limit of the code cache (machine code of compiled functions), in MiB:
+    /// past half of it, the older half is evicted and its functions are interpreted
+    /// until they turn hot again.
+    #[arg(long, default_value_t = tern_vm::jit::DEFAULT_CODE_LIMIT >> 20, value_name = "MIB")]
+    jit_cache_mib: u64,
 }
 
 impl Limits {
@@ -57,7 +65,17 @@ impl Limits {
         if self.jit_threshold == 0 {
             return Err("--jit-threshold must be at least 1".into());
         }
-        Ok(VmConfig { heap, max_frames: self.max_frames, budget: self.budget, jit: self.jit, jit_threshold: self.jit_threshold })
+        if !(1..=MAX_JIT_CACHE_MIB).contains(&self.jit_cache_mib) {
+            return Err(format!("--jit-cache-mib {}: give a size from 1 to {MAX_JIT_CACHE_MIB} (MiB)", self.jit_cache_mib));
+        }
+        Ok(VmConfig {
+            heap,
+            max_frames: self.max_frames,
+            budget: self.budget,
+            jit: self.jit,
+            jit_threshold: self.jit_threshold,
+            jit_cache_bytes: self.jit_cache_mib << 20,
+        })
     }
 }
 
@@ -303,6 +321,12 @@ fn main() -> ExitCode {
                                 pct(50),
                                 pct(99)
                             );
+                            if r.jit.flushes > 0 {
+                                eprintln!(
+                                    "jit: code cache full {} times: {} functions evicted (compiled again if hot again), {} evicted generations freed",
+                                    r.jit.flushes, r.jit.evicted, r.jit.freed
+                                );
+                            }
                         }
                         eprintln!(
                             "heap: {} KiB; collections: {}, pages dirtied by the last: {}, by all: {}",

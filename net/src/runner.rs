@@ -18,7 +18,7 @@ use tern_vm::{Host, RuntimeError, Vm, VmConfig};
 pub fn new_vm(config: VmConfig) -> Vm {
     let mut vm = Vm::new(tern_stdlib::natives(), config);
     if config.jit != tern_vm::jit::JitMode::Off {
-        match tern_jit::Jit::new() {
+        match tern_jit::Jit::with_limit(config.jit_cache_bytes) {
             Ok(j) => vm.jit = Some(std::sync::Arc::new(j)),
             Err(e) => tracing::warn!("no JIT, everything is interpreted: {e}"),
         }
@@ -307,6 +307,9 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
             jit.compiled += s.compiled;
             jit.failed += s.failed;
             jit.code_bytes += s.code_bytes;
+            jit.evicted += s.evicted;
+            jit.flushes += s.flushes;
+            jit.freed += s.freed;
             jit.compile_us.extend(s.compile_us);
         }
     }

@@ -116,6 +116,12 @@ fn usage_errors_exit_two() {
     assert_eq!(tern(&["run", f.to_str().unwrap(), "--page-size", "1000"]).status.code(), Some(2));
     assert_eq!(tern(&["run", f.to_str().unwrap(), "--migrate-every", "0"]).status.code(), Some(2));
     assert_eq!(tern(&["run", f.to_str().unwrap(), "--max-heap", "x"]).status.code(), Some(2));
+    for bad in ["0", "16385", "x"] {
+        let out = tern(&["run", f.to_str().unwrap(), "--jit-cache-mib", bad]);
+        assert_eq!(out.status.code(), Some(2), "--jit-cache-mib {bad}");
+        assert!(text(&out.stderr).contains("--jit-cache-mib"), "{}", text(&out.stderr));
+    }
+    assert_eq!(tern(&["run", f.to_str().unwrap(), "--jit-cache-mib", "1"]).status.code(), Some(0));
     let missing = tern(&["run", "/nonexistent/file.tern"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("cannot read"));

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, load, new_vm, run_program, BufferHost, RunOptions, RunReport};
-use tern_vm::jit::JitMode;
+use tern_vm::jit::{JitMode, JitStats};
 use tern_vm::snapshot::{restore, snapshot};
 use tern_vm::{run, Outcome, Process, VmConfig};
 
@@ -192,4 +192,109 @@ fn a_compiled_endless_loop_is_preempted() {
     assert_eq!(out, "main ran\n");
     assert!(r.jit_compiled >= 1);
     assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+/// `n` functions of different code, each a loop, the later ones calling the one before
+/// (a direct call between compiled functions, through the callee's slot).
+fn many_functions(n: usize) -> String {
+    let mut src = String::new();
+    for i in 0..n {
+        let call = if i % 3 == 2 { format!(" + f{}(k % 7)", i - 1) } else { String::new() };
+        src += &format!(
+            "fn f{i}(k) {{\n    let s = {i};\n    for j in 0..k {{\n        if j % {m} == 0 {{ s = s + j * {a}; }} else {{ s = s - {i}; }}\n    }}\n    s{call}\n}}\n",
+            m = i % 4 + 2,
+            a = i + 1,
+        );
+    }
+    src
+}
+
+fn total_functions(src: &str) -> usize {
+    compile_text("t.tern", src).unwrap().modules.iter().map(|m| m.functions.len()).sum()
+}
+
+/// A code cache far too small for the program: generations are evicted over and over,
+/// the evicted functions run interpreted and are compiled again, and the results are the
+/// interpreter's.
+#[test]
+fn a_small_code_cache_evicts_and_compiles_again() {
+    let n = 16;
+    let mut src = many_functions(n);
+    src += "let total = 0;\nfor round in 0..30 {\n";
+    for i in 0..n {
+        src += &format!("    total = total + f{i}(round + {i});\n");
+    }
+    src += "}\nprintln(total);\n";
+    let limit = 24 << 10;
+    let (plain, r) = run_with(&src, mode(JitMode::Off));
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    // Compiled at the first call, before it runs: the same compilations and evictions
+    // every time (`JitMode::On`, in the background, in the test after next).
+    let (out, r) = run_with(&src, VmConfig { jit_cache_bytes: limit, ..mode(JitMode::Always) });
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(out, plain);
+    let s = &r.jit;
+    eprintln!("{:?}", JitStats { compile_us: vec![], ..s.clone() });
+    assert!(s.flushes > 0 && s.evicted > 0, "nothing evicted: {s:?}");
+    assert!(s.code_bytes <= limit, "{} bytes of code live, over the limit {limit}", s.code_bytes);
+    assert!(s.compiled > total_functions(&src) as u64, "no function compiled again: {s:?}");
+}
+
+/// A function whose code alone is more than half the cache stays interpreted (once, not
+/// compiled again and again), and the program's results do not change.
+#[test]
+fn a_function_too_large_for_the_cache_stays_interpreted() {
+    let src = format!("{}let t = 0;\nfor r in 0..50 {{ t = t + f2(r); }}\nprintln(t);\n", many_functions(3));
+    let (plain, _) = run_with(&src, mode(JitMode::Off));
+    let config = VmConfig { jit_cache_bytes: 512, ..mode(JitMode::Always) };
+    let (out, r) = run_with(&src, config);
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(out, plain);
+    // Each function that ran (the top level runs once, uncalled) given up on once.
+    assert_eq!((r.jit.compiled, r.jit.failed, r.jit.flushes), (0, 3, 0), "{:?}", r.jit);
+}
+
+/// Evictions all the time (a cache of a few functions) while processes on several
+/// workers run compiled code and call between compiled functions: every process's result
+/// is the interpreter's, nothing crashes, and evicted code is freed.
+#[test]
+fn evictions_while_compiled_code_runs_on_other_workers() {
+    let n = 24;
+    let procs = 8;
+    let program = |rounds: usize| {
+        let mut src = many_functions(n);
+        src += "fn work(id, rounds, parent) {\n    let s = 0;\n    for r in 0..rounds {\n";
+        for i in 0..n {
+            src += &format!("        s = s + f{i}((r + id * {i}) % 40);\n");
+        }
+        src += "    }\n    send(parent, [id, s]);\n}\n";
+        src += &format!(
+            "for id in 0..{procs} {{ spawn(work, id, {rounds} + id, self()); }}\nlet got = {{}};\nfor k in 0..{procs} {{ let m = recv(); got[m[0]] = m[1]; }}\nfor id in 0..{procs} {{ println(got[id]); }}\n"
+        );
+        compile_text("t.tern", &src).unwrap()
+    };
+    let run = |rounds: usize, config: VmConfig| {
+        let mut host = BufferHost::new();
+        let report = run_program(&program(rounds), &RunOptions { config, workers: 4, ..RunOptions::default() }, &mut host).unwrap();
+        assert!(report.result.is_ok(), "{:?}", report.result);
+        (host.out, report)
+    };
+    let limit = 10 << 10;
+    let mut freed = 0;
+    // In the background (the compiler thread evicts while the workers run), and at every
+    // call (the workers evict, one another's code too; a few rounds: with a cache this
+    // small, nearly every call compiles).
+    for (jit, threshold, rounds) in [(JitMode::On, 2, 6000), (JitMode::On, 20, 6000), (JitMode::Always, 1, 4)] {
+        let (plain, _) = run(rounds, mode(JitMode::Off));
+        assert_eq!(plain.lines().count(), procs);
+        let (out, r) = run(rounds, VmConfig { jit_cache_bytes: limit, jit_threshold: threshold, ..mode(jit) });
+        let s = &r.jit;
+        eprintln!("{jit:?} {threshold}: {:?}", JitStats { compile_us: vec![], ..s.clone() });
+        assert_eq!(out, plain, "{jit:?} {threshold}");
+        assert!(s.flushes >= 3, "{jit:?} {threshold}: too few evictions: {s:?}");
+        assert!(s.code_bytes <= limit, "{jit:?} {threshold}: {s:?}");
+        freed += s.freed;
+    }
+    // Freed once every worker that could be running it has unpinned: some, by now.
+    assert!(freed >= 1, "no evicted generation was ever freed");
 }

@@ -87,6 +87,11 @@ enum Exit {
 
 /// Runs `proc` for at most `budget` reductions.
 pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Outcome {
+    // Compiled code may be evicted from the cache while it runs (`crate::jit`): the
+    // compiler frees it only once every worker pinned when it evicted it has unpinned.
+    // Pinned here, before any slot's code is read, for the whole slice (a pin costs a
+    // fence: once per slice, not per entry).
+    let _pin = if vm.jit.is_some() { Some(crossbeam_epoch::pin()) } else { None };
     let mut budget = i64::from(budget.max(1));
     // Where the last heap-limit collection happened: the same instruction failing again
     // with no progress in between means the heap really is full.

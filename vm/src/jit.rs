@@ -13,6 +13,14 @@
 //! due, the time slice's fuel gone) makes it leave with every frame's pc saved
 //! ([`LEFT_AT`], [`LEFT`]). So at every safepoint every live value is in the frames and
 //! every resume point is a bytecode pc: an image never holds a machine address.
+//!
+//! The cache has a size limit ([`DEFAULT_CODE_LIMIT`], `VmConfig::jit_cache_bytes`): the
+//! compiler evicts code to stay under it, unpublishing it from its slots
+//! ([`JitSlot::reset`]), so a function's code may disappear at any time between two
+//! reads of its slot. Whoever runs compiled code holds a `crossbeam_epoch` pin from
+//! before it reads a slot until the code has returned (the interpreter: for a whole time
+//! slice, [`crate::run`]), and the compiler frees evicted code only once every worker
+//! pinned at the eviction has unpinned.
 
 use crate::runtime::LinkedModule;
 use crate::value::Value;
@@ -239,22 +247,33 @@ pub const ACCESS_SET_INDEX: u32 = 1;
 pub const ACCESS_GET_FIELD: u32 = 2;
 pub const ACCESS_SET_FIELD: u32 = 3;
 
-/// Per function of a linked module: how hot it is and its code, once compiled.
+/// Per function of a linked module: how hot it is and its code, while compiled.
+///
+/// Code comes and goes: the compiler publishes it ([`JitSlot::set_code`]) and, when it
+/// evicts the generation of the code cache that holds it, unpublishes it
+/// ([`JitSlot::reset`]): the function is interpreted again, counts toward hotness from
+/// zero, and is compiled again if it turns hot again. Code unpublished may still be
+/// running (the interpreter or compiled code read its address just before), so the
+/// compiler frees it only once no worker can be using it: the interpreter holds a
+/// `crossbeam_epoch` pin while it may run compiled code (a time slice, [`crate::run`]).
 #[derive(Debug)]
 #[repr(C)]
 pub struct JitSlot {
-    /// The code's address once compiled (0 before), for calls from compiled code.
+    /// The code's address while compiled (0: not compiled, or evicted), for calls from
+    /// compiled code and for the interpreter.
     addr: AtomicUsize,
     nregs: u16,
     arity: u8,
     count: AtomicU32,
-    /// 0: not asked for; 1: asked for; 2: failed or not worth it (interpreted for good).
+    /// 0: not asked for; 1: asked for (being compiled, or compiled); 2: failed or not
+    /// worth it (interpreted for good).
     state: AtomicU8,
-    /// When its code was ready ([`clock_us`]; 0 before).
+    /// When its code was ready ([`clock_us`]; 0 while not compiled).
     compiled_at: AtomicU64,
-    /// The code's address, and a bit per instruction: whether entering there is worth
-    /// it (the compiled code would run a whole loop, not leave at once).
-    code: OnceLock<(usize, Box<[u64]>)>,
+    /// A bit per instruction: whether entering the code there is worth it (the compiled
+    /// code would run a whole loop, not leave at once). It depends only on the bytecode:
+    /// set at the first compilation, kept across evictions.
+    entries: OnceLock<Box<[u64]>>,
 }
 
 impl JitSlot {
@@ -267,8 +286,14 @@ impl JitSlot {
             count: AtomicU32::new(0),
             state: AtomicU8::new(0),
             compiled_at: AtomicU64::new(0),
-            code: OnceLock::new(),
+            entries: OnceLock::new(),
         }
+    }
+
+    /// Whether entering the code at `pc` is worth it (once compiled).
+    #[inline]
+    fn entry_at(&self, pc: usize) -> bool {
+        self.entries.get().is_some_and(|bits| bits.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0))
     }
 
     /// Whether the interpreter has anything to do here at `pc`: count toward hotness,
@@ -276,9 +301,10 @@ impl JitSlot {
     /// for a function given up on, and where its code would leave at once.
     #[inline]
     pub fn visit(&self, pc: usize) -> bool {
-        match self.code.get() {
-            Some((_, bits)) => bits.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0),
-            None => self.state.load(Ordering::Relaxed) != 2,
+        if self.addr.load(Ordering::Acquire) != 0 {
+            self.entry_at(pc)
+        } else {
+            self.state.load(Ordering::Relaxed) != 2
         }
     }
 
@@ -287,37 +313,50 @@ impl JitSlot {
         self.state.load(Ordering::Relaxed) == 2 && !self.is_compiled()
     }
 
-    /// Whether the function has been compiled.
+    /// Whether the function is compiled now (its code published, not evicted).
     #[inline]
     pub fn is_compiled(&self) -> bool {
-        self.code.get().is_some()
+        self.addr.load(Ordering::Acquire) != 0
     }
 
-    /// The compiled code, if it is worth entering at instruction `pc`.
+    /// The compiled code, if it is worth entering at instruction `pc`. The caller must
+    /// hold a `crossbeam_epoch` pin from before this call until the code has returned:
+    /// the code may be evicted meanwhile, and the compiler frees it only once every
+    /// worker that was pinned when it was evicted has unpinned.
     #[inline]
     pub fn entry(&self, pc: usize) -> Option<JitFn> {
-        let (addr, entries) = self.code.get()?;
-        if entries.get(pc / 64).is_some_and(|w| w & (1 << (pc % 64)) != 0) {
-            // SAFETY: only `set_code` stores here, and only a `JitFn`'s address.
-            Some(unsafe { std::mem::transmute::<usize, JitFn>(*addr) })
+        let addr = self.addr.load(Ordering::Acquire);
+        if addr != 0 && self.entry_at(pc) {
+            // SAFETY: only `set_code` stores a non-zero address here, and only a `JitFn`'s.
+            Some(unsafe { std::mem::transmute::<usize, JitFn>(addr) })
         } else {
             None
         }
     }
 
-    /// Stores the compiled code (the compiler keeps its memory alive as long as the
-    /// node) and the instructions where entering it is worth it.
+    /// Publishes the compiled code (the compiler keeps its memory alive until it
+    /// evicts it and no worker can be running it) and the instructions where entering
+    /// it is worth it.
     pub fn set_code(&self, f: JitFn, entries: &[bool]) {
-        let mut bits = vec![0u64; entries.len().div_ceil(64)];
-        for (i, _) in entries.iter().enumerate().filter(|(_, &e)| e) {
-            bits[i / 64] |= 1 << (i % 64);
-        }
-        if self.code.set((f as usize, bits.into_boxed_slice())).is_ok() {
-            self.compiled_at.store(clock_us().max(1), Ordering::Relaxed);
-            if entries.first() == Some(&true) {
-                self.addr.store(f as usize, Ordering::Release);
+        self.entries.get_or_init(|| {
+            let mut bits = vec![0u64; entries.len().div_ceil(64)];
+            for (i, _) in entries.iter().enumerate().filter(|(_, &e)| e) {
+                bits[i / 64] |= 1 << (i % 64);
             }
-        }
+            bits.into_boxed_slice()
+        });
+        self.compiled_at.store(clock_us().max(1), Ordering::Relaxed);
+        self.addr.store(f as usize, Ordering::Release);
+    }
+
+    /// Unpublishes the code (the compiler evicted it): the function is interpreted
+    /// again, not asked for, with a count of 0, so it is compiled again once hot again.
+    /// Code that read the address before may still run it: see [`JitSlot::entry`].
+    pub fn reset(&self) {
+        self.addr.store(0, Ordering::Release);
+        self.compiled_at.store(0, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.state.store(0, Ordering::Release);
     }
 
     /// The compiler could not compile it (or chose not to): it stays interpreted.
@@ -342,12 +381,12 @@ impl JitSlot {
         self.state.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
-    /// When its code was ready ([`clock_us`]), if it has been compiled.
+    /// When its code was ready ([`clock_us`]), if it is compiled.
     pub fn compiled_at(&self) -> Option<u64> {
         Some(self.compiled_at.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
-    /// Calls and back edges counted so far.
+    /// Calls and back edges counted so far (since it was last evicted).
     pub fn count(&self) -> u32 {
         self.count.load(Ordering::Relaxed)
     }
@@ -364,14 +403,27 @@ pub trait Compiler: Send + Sync {
     fn stats(&self) -> JitStats;
 }
 
+/// The code cache's default size limit (`tern run --jit-cache-mib`, `limits.jit_cache_bytes`
+/// in mesh.toml).
+pub const DEFAULT_CODE_LIMIT: u64 = 64 << 20;
+
 /// A compiler's work so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JitStats {
+    /// Functions compiled (a function evicted and compiled again counts twice).
     pub compiled: u64,
-    /// Functions left interpreted: Cranelift refused them, or the code cache is full.
+    /// Functions left interpreted: Cranelift refused them, or their code alone is more
+    /// than half the code cache.
     pub failed: u64,
-    /// Machine code in the cache.
+    /// Machine code in the cache now (its two generations; not what was evicted).
     pub code_bytes: u64,
+    /// Functions unpublished by evictions (interpreted again, compiled again if hot).
+    pub evicted: u64,
+    /// Generations of the code cache evicted.
+    pub flushes: u64,
+    /// Evicted generations whose memory has been freed (once no worker could be
+    /// running their code).
+    pub freed: u64,
     /// Time to compile each function, µs, in the order they were compiled.
     pub compile_us: Vec<u64>,
 }

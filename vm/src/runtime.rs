@@ -200,11 +200,20 @@ pub struct VmConfig {
     pub jit: crate::jit::JitMode,
     /// Calls and loop back edges that make a function hot (`JitMode::On`).
     pub jit_threshold: u32,
+    /// The size limit of the node's code cache, bytes of machine code (see `crate::jit`).
+    pub jit_cache_bytes: u64,
 }
 
 impl Default for VmConfig {
     fn default() -> Self {
-        VmConfig { heap: Default::default(), max_frames: 10_000, budget: 4000, jit: Default::default(), jit_threshold: 1000 }
+        VmConfig {
+            heap: Default::default(),
+            max_frames: 10_000,
+            budget: 4000,
+            jit: Default::default(),
+            jit_threshold: 1000,
+            jit_cache_bytes: crate::jit::DEFAULT_CODE_LIMIT,
+        }
     }
 }
 

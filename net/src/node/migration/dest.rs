@@ -355,6 +355,11 @@ impl DestRun {
         self.running = true;
         self.resumed_at = sh.now_us();
         self.resumed_at_jit = tern_vm::jit::clock_us();
+        if self.use_profile {
+            for (lm, func) in &self.hot {
+                tern_vm::jit::precompile(node.vm(), lm, *func);
+            }
+        }
         self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
         let mut lates = self.late.take().map(|l| l.into_iter());
         if lates.is_none() {
@@ -587,12 +592,15 @@ impl DestRun {
     }
 
     /// The modules the process needs that were missing here, each verified.
-    /// Starts compiling the profiled functions whose module is here (in the background:
-    /// the process does not wait for them); without `use_profile`, only watches them.
+    /// Notes the profiled functions whose module is here and, once the process runs,
+    /// starts compiling them (in the background: the process does not wait for them);
+    /// without `use_profile`, only watches them.
     fn compile_hot(&mut self, node: &Node) {
         let vm = node.vm();
         let compiles = vm.jit.is_some() && vm.config.jit != tern_vm::jit::JitMode::Off;
-        let use_profile = self.use_profile;
+        // From the resume on: compiled while the process is frozen, they would take the
+        // CPU the freeze needs (measured: `bench/results/jit-migrate.md`).
+        let use_profile = self.use_profile && self.running;
         self.hot_waiting.retain(|&(hash, func)| match vm.module(&hash) {
             Some(lm) => {
                 if compiles && lm.jit.get(func as usize).is_some_and(|s| !s.given_up()) {
