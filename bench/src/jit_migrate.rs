@@ -1,6 +1,6 @@
 //! `tern-bench jit-migrate`: how soon a migrated process runs compiled again at its
 //! destination, with the hotness profile (`[jit] profile = true`, the default: the
-//! destination compiles what ran compiled at the source as soon as the offer arrives)
+//! destination compiles what ran compiled at the source as soon as the process resumes)
 //! and without it (`profile = false`: each function is compiled when it turns hot there
 //! again, as any JIT would do).
 //!
@@ -116,7 +116,7 @@ pub fn run(args: &JitMigrateArgs) -> Result<bool> {
              (four hot functions: a loop, recursion, an array written and one read) moved from a to b once its functions \
              are compiled at a. *to compiled*: from the resume at b until the last function compiled at a was compiled \
              at b (the report's `time_to_compiled_us`; 0 when all were ready before the process resumed). With the \
-             profile (`[jit] profile = true`, the default) b compiles them in the background from the offer on; without \
+             profile (`[jit] profile = true`, the default) b compiles them in the background from the resume on (not during the freeze: tried, it took the freeze's CPU); without \
              it, each when it turns hot again at b (1000 calls or back edges, then the compile). Machine code never \
              moves: the process always resumes in b's interpreter.\n",
             args.runs,

@@ -134,7 +134,7 @@ pub struct JitConf {
     /// Calls and loop back edges that make a function hot.
     pub threshold: u32,
     /// Whether a migration's destination compiles the functions the source had
-    /// compiled as soon as the offer arrives (the hotness profile), rather than when
+    /// compiled as soon as the process resumes there (the hotness profile), rather than when
     /// they turn hot again there.
     pub profile: bool,
 }

@@ -928,7 +928,7 @@ println("done on ${node()}");
 
 /// The hotness profile is acted on only when the mesh says so (`[jit] profile`): with it
 /// (the default) the destination compiles what ran compiled at the source as soon as the
-/// offer arrives, even a function the process never calls again there; without it,
+/// process resumes, even a function it never calls again there; without it,
 /// only what turns hot there again is compiled, and the report says none was rebuilt.
 #[test]
 fn the_destination_compiles_the_hotness_profile_only_when_the_mesh_asks_for_it() {
