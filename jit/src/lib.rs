@@ -173,10 +173,6 @@ impl Compiler for Jit {
         }
     }
 
-    fn compiled(&self) -> u64 {
-        self.inner.lock().stats.compiled
-    }
-
     fn stats(&self) -> tern_vm::jit::JitStats {
         let g = self.inner.lock();
         tern_vm::jit::JitStats { freed: g.freed.load(Ordering::Relaxed), ..g.stats.clone() }

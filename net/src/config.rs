@@ -22,7 +22,7 @@ pub const CTL_NAME: &str = "ctl";
 /// Largest number of worker threads a node may ask for.
 pub const MAX_WORKERS: usize = 1024;
 
-/// The largest JIT code cache a node may ask for (`limits.jit_cache_bytes`, and
+/// The largest JIT code cache a node may ask for (`jit.cache_bytes`, and
 /// `tern run --jit-cache-mib`): 16 GiB.
 pub const MAX_JIT_CACHE_BYTES: u64 = 16 << 30;
 
@@ -80,8 +80,6 @@ pub struct Limits {
     /// pages of the process are only there, before it ends the process; `None`:
     /// [`Limits::source_down_ms`]'s default.
     pub source_down_ms: Option<u64>,
-    /// The size limit of a node's JIT code cache (machine code of compiled functions).
-    pub jit_cache_bytes: u64,
 }
 
 impl Limits {
@@ -102,7 +100,6 @@ impl Default for Limits {
             heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
-            jit_cache_bytes: tern_vm::jit::DEFAULT_CODE_LIMIT,
         }
     }
 }
@@ -137,11 +134,18 @@ pub struct JitConf {
     /// compiled as soon as the process resumes there (the hotness profile), rather than when
     /// they turn hot again there.
     pub profile: bool,
+    /// The size limit of the node's code cache (machine code of compiled functions).
+    pub cache_bytes: u64,
 }
 
 impl Default for JitConf {
     fn default() -> Self {
-        JitConf { mode: tern_vm::jit::JitMode::On, threshold: tern_vm::VmConfig::default().jit_threshold, profile: true }
+        JitConf {
+            mode: tern_vm::jit::JitMode::On,
+            threshold: tern_vm::VmConfig::default().jit_threshold,
+            profile: true,
+            cache_bytes: tern_vm::jit::DEFAULT_CODE_LIMIT,
+        }
     }
 }
 
@@ -151,12 +155,13 @@ struct RawJit {
     mode: String,
     threshold: u32,
     profile: bool,
+    cache_bytes: u64,
 }
 
 impl Default for RawJit {
     fn default() -> Self {
         let d = JitConf::default();
-        RawJit { mode: "on".into(), threshold: d.threshold, profile: d.profile }
+        RawJit { mode: "on".into(), threshold: d.threshold, profile: d.profile, cache_bytes: d.cache_bytes }
     }
 }
 
@@ -405,12 +410,6 @@ impl MeshConfig {
                 format!("{} is more than the largest heap a process can have ({MAX_LIMIT_BYTES}, 32 GiB)", l.heap_bytes),
             ));
         }
-        if !(MIN_JIT_CACHE_BYTES..=MAX_JIT_CACHE_BYTES).contains(&l.jit_cache_bytes) {
-            return Err(err(
-                "limits.jit_cache_bytes",
-                format!("{} is not from {MIN_JIT_CACHE_BYTES} (1 MiB) to {MAX_JIT_CACHE_BYTES} (16 GiB)", l.jit_cache_bytes),
-            ));
-        }
         if l.node_down_ms < l.heartbeat_ms.saturating_mul(4) {
             return Err(err(
                 "limits.node_down_ms",
@@ -436,6 +435,15 @@ impl MeshConfig {
                 t => t,
             },
             profile: raw.jit.profile,
+            cache_bytes: match raw.jit.cache_bytes {
+                b if (MIN_JIT_CACHE_BYTES..=MAX_JIT_CACHE_BYTES).contains(&b) => b,
+                b => {
+                    return Err(err(
+                        "jit.cache_bytes",
+                        format!("{b} is not from {MIN_JIT_CACHE_BYTES} (1 MiB) to {MAX_JIT_CACHE_BYTES} (16 GiB)"),
+                    ))
+                }
+            },
         };
 
         if raw.node.is_empty() {
@@ -622,7 +630,6 @@ heap_bytes = 1048576
 heartbeat_ms = 100
 node_down_ms = 1000
 source_down_ms = 3000
-jit_cache_bytes = 8388608
 
 [policy]
 enabled = true
@@ -634,6 +641,7 @@ hysteresis_ms = 3000
 mode = "always"
 threshold = 50
 profile = false
+cache_bytes = 8388608
 
 [[node]]
 name = "a"
@@ -682,11 +690,10 @@ addr = "127.0.0.1:7403"
                 heartbeat_ms: 100,
                 node_down_ms: 1000,
                 source_down_ms: Some(3000),
-                jit_cache_bytes: 8 << 20,
             }
         );
         assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
-        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::Always, threshold: 50, profile: false });
+        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::Always, threshold: 50, profile: false, cache_bytes: 8 << 20 });
         assert_eq!(c.nodes.len(), 3);
         let a = c.node("a").unwrap();
         assert_eq!((a.id, a.addr, a.workers), (1, "127.0.0.1:7401".parse().unwrap(), 2));
@@ -717,7 +724,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.limits.source_down_ms(), 20000);
         assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
         assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });
-        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::On, threshold: 1000, profile: true });
+        assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::On, threshold: 1000, profile: true, cache_bytes: 64 << 20 });
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
     }
 
@@ -801,9 +808,9 @@ addr = "127.0.0.1:7403"
             ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 9223372036854775807\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 34359738369\n", "limits.heap_bytes"),
-            ("[limits]\njit_cache_bytes = 0\n", "limits.jit_cache_bytes"),
-            ("[limits]\njit_cache_bytes = 65536\n", "limits.jit_cache_bytes"),
-            ("[limits]\njit_cache_bytes = 17179869185\n", "limits.jit_cache_bytes"),
+            ("[jit]\ncache_bytes = 0\n", "jit.cache_bytes"),
+            ("[jit]\ncache_bytes = 65536\n", "jit.cache_bytes"),
+            ("[jit]\ncache_bytes = 17179869185\n", "jit.cache_bytes"),
             ("[policy]\nmargin = 1.5\n", "policy.margin"),
             ("[policy]\nmargin = nan\n", "policy.margin"),
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),

@@ -307,7 +307,7 @@ fn main() -> ExitCode {
                     if stats {
                         eprintln!(
                             "reductions: {}, moves: {}, largest image: {} bytes, functions compiled: {}",
-                            r.reductions, r.migrations, r.image_bytes_max, r.jit_compiled
+                            r.reductions, r.migrations, r.image_bytes_max, r.jit.compiled
                         );
                         if r.jit.compiled + r.jit.failed > 0 {
                             let mut us = r.jit.compile_us.clone();

@@ -82,8 +82,6 @@ pub struct RunReport {
     /// The main process's heap at its end.
     pub gc: tern_vm::heap::GcStats,
     pub heap_bytes: usize,
-    /// Functions compiled to machine code (by every VM instance of the run).
-    pub jit_compiled: u64,
     /// The compilers' work (every node's, summed).
     pub jit: tern_vm::jit::JitStats,
 }
@@ -296,13 +294,11 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         }
         std::thread::sleep(Duration::from_micros(if due.is_some() { 50 } else { 500 }));
     };
-    let mut jit_compiled = 0;
     let mut jit = tern_vm::jit::JitStats::default();
     for n in &nodes {
         let (m, b) = n.moves_out();
         migrations += m;
         image_bytes_max = image_bytes_max.max(b);
-        jit_compiled += n.vm().jit.as_ref().map_or(0, |j| j.compiled());
         if let Some(s) = n.vm().jit.as_ref().map(|j| j.stats()) {
             jit.compiled += s.compiled;
             jit.failed += s.failed;
@@ -322,16 +318,7 @@ pub fn run_program(program: &Compiled, opts: &RunOptions, host: &mut dyn Host) -
         ExitReason::Killed(r) => Err(RuntimeError { message: format!("killed: {r}"), trace: vec![] }),
         ExitReason::Failed(e) => Err(e),
     };
-    Ok(RunReport {
-        result,
-        reductions: exit.reductions,
-        migrations,
-        image_bytes_max,
-        gc: exit.gc,
-        heap_bytes: exit.heap_bytes,
-        jit_compiled,
-        jit,
-    })
+    Ok(RunReport { result, reductions: exit.reductions, migrations, image_bytes_max, gc: exit.gc, heap_bytes: exit.heap_bytes, jit })
 }
 
 /// Files under a root directory: the node's file root.

@@ -52,12 +52,12 @@ fn mode(jit: JitMode) -> VmConfig {
 fn compiled_code_gives_the_interpreters_results() {
     let (plain, r) = run_with(LOOPS, mode(JitMode::Off));
     assert!(r.result.is_ok(), "{:?}", r.result);
-    assert_eq!(r.jit_compiled, 0);
+    assert_eq!(r.jit.compiled, 0);
     assert_eq!(plain, "11666649999 1090 12497500\n");
     let (out, r) = run_with(LOOPS, mode(JitMode::Always));
     assert!(r.result.is_ok(), "{:?}", r.result);
     assert_eq!(out, plain);
-    assert!(r.jit_compiled >= 2, "only {} functions compiled", r.jit_compiled);
+    assert!(r.jit.compiled >= 2, "only {} functions compiled", r.jit.compiled);
     // Compiled in the background once hot: a loop long enough to see its code arrive
     // and be entered at a back edge, while it runs.
     let long = LOOPS.replace("weigh(100000)", "weigh(3000000)");
@@ -65,7 +65,7 @@ fn compiled_code_gives_the_interpreters_results() {
     let (out, r) = run_with(&long, mode(JitMode::On));
     assert!(r.result.is_ok(), "{:?}", r.result);
     assert_eq!(out, plain);
-    assert!(r.jit_compiled >= 1, "nothing compiled in the background");
+    assert!(r.jit.compiled >= 1, "nothing compiled in the background");
 }
 
 /// An overflow, a type error and an int meeting a float inside compiled loops: the
@@ -83,7 +83,7 @@ fn errors_in_compiled_code_are_the_interpreters() {
         assert!(ri.result.is_err(), "{src}");
         assert_eq!(out_c, out_i, "{src}");
         assert_eq!(rc.result, ri.result, "{src}");
-        assert!(rc.jit_compiled >= 1, "{src}");
+        assert!(rc.jit.compiled >= 1, "{src}");
     }
 }
 
@@ -147,7 +147,7 @@ println(last.a, last.b);
         assert_eq!(out, plain, "{jit:?}");
         assert_eq!(rc.result, r.result, "{jit:?}");
         if jit == JitMode::Always {
-            assert!(rc.jit_compiled >= 3, "only {} functions compiled", rc.jit_compiled);
+            assert!(rc.jit.compiled >= 3, "only {} functions compiled", rc.jit.compiled);
         }
     }
 }
@@ -164,7 +164,7 @@ fn an_image_taken_in_a_compiled_loop_finishes_without_the_jit() {
     for _ in 0..20 {
         assert_eq!(run(&mut proc, &fast, &mut host, 4000), Outcome::Yielded);
     }
-    assert!(fast.jit.as_ref().unwrap().compiled() >= 1, "nothing was compiled");
+    assert!(fast.jit.as_ref().unwrap().stats().compiled >= 1, "nothing was compiled");
     let image = snapshot(&proc);
     let mut slow = new_vm(VmConfig { jit: JitMode::Off, ..VmConfig::default() });
     load(&mut slow, &program).unwrap();
@@ -190,7 +190,7 @@ fn a_compiled_endless_loop_is_preempted() {
     let (out, r) = run_with(src, mode(JitMode::Always));
     assert!(r.result.is_ok(), "{:?}", r.result);
     assert_eq!(out, "main ran\n");
-    assert!(r.jit_compiled >= 1);
+    assert!(r.jit.compiled >= 1);
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 

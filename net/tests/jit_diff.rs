@@ -935,7 +935,7 @@ fn execute(program: &Compiled, jit: JitMode, budget: u32) -> Result<(Ran, u64), 
             other => return Err(format!("unexpected {other:?} ({jit:?})")),
         }
     };
-    let compiled = vm.jit.as_ref().map_or(0, |j| j.compiled());
+    let compiled = vm.jit.as_ref().map_or(0, |j| j.stats().compiled);
     Ok((Ran { out: host.out, result }, compiled))
 }
 

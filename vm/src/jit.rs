@@ -397,8 +397,6 @@ pub trait Compiler: Send + Sync {
     /// Compiles function `func` of `lm` and stores it in `lm.jit[func]` (or marks it
     /// failed): in the background, or before returning when `wait`.
     fn compile(&self, lm: &Arc<LinkedModule>, func: u32, wait: bool);
-    /// Functions compiled so far.
-    fn compiled(&self) -> u64;
     /// What it has done so far.
     fn stats(&self) -> JitStats;
 }

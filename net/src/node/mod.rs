@@ -577,6 +577,6 @@ pub fn vm_config(cfg: &MeshConfig) -> tern_vm::VmConfig {
     c.heap.limit_bytes = cfg.limits.heap_bytes as usize;
     c.jit = cfg.jit.mode;
     c.jit_threshold = cfg.jit.threshold;
-    c.jit_cache_bytes = cfg.limits.jit_cache_bytes;
+    c.jit_cache_bytes = cfg.jit.cache_bytes;
     c
 }
