@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tern_net::proto::wire::MigReport;
 use tern_vm::message::{Message, Val};
 
-use crate::migrate::{Console, Mesh};
+use crate::migrate::Mesh;
 use crate::procs::TempDir;
 use crate::report;
 
@@ -160,15 +160,8 @@ fn one(dir: &std::path::Path, mechanism: &str, profile: bool) -> Result<Run> {
 }
 
 fn moved(mesh: &Mesh, mechanism: &str) -> Result<Run> {
-    let program = tern_net::runner::compile_text("jit_migrate.tern", PROGRAM)
-        .map_err(|e| anyhow!("the program does not compile:\n{}", e.rendered))?;
     let (a, b) = (mesh.a.node(), mesh.b.node());
-    for m in &program.modules {
-        a.vm().load(m.clone()).map_err(|e| anyhow!("module rejected: {e}"))?;
-    }
-    let (console_id, rx) = mesh.a.open_console();
-    let mut console = Console::new(rx);
-    let pid = a.spawn_main_on(program.main, console_id, true).map_err(|e| anyhow!("the program did not start: {e}"))?;
+    let (pid, mut console) = mesh.start_on_a("jit_migrate.tern", PROGRAM)?;
     let limit = Duration::from_secs(60);
     console.wait_line("ready", limit)?;
     let compiler = a.vm().jit.clone().context("the JIT is off at a")?;

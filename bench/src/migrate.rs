@@ -259,6 +259,18 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// Compiles `source` and starts it on node a, with a console here.
+    pub fn start_on_a(&self, file: &str, source: &str) -> Result<(u64, Console)> {
+        let program = tern_net::runner::compile_text(file, source).map_err(|e| anyhow!("the program does not compile:\n{}", e.rendered))?;
+        let a = self.a.node();
+        for m in &program.modules {
+            a.vm().load(m.clone()).map_err(|e| anyhow!("module rejected: {e}"))?;
+        }
+        let (console_id, rx) = self.a.open_console();
+        let pid = a.spawn_main_on(program.main, console_id, true).map_err(|e| anyhow!("the program did not start: {e}"))?;
+        Ok((pid, Console::new(rx)))
+    }
+
     /// The last log lines of both nodes, for a failure report.
     pub fn log_tail(&self) -> String {
         let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
@@ -378,16 +390,9 @@ fn migrate_once(
     result: &mut RunResult,
 ) -> Result<()> {
     let source = format!("let MIB = {size};\nlet MODE = \"{rate}\";\nlet BATCH = {batch};\n{PROGRAM}");
-    let program = tern_net::runner::compile_text("migrate_heap.tern", &source)
-        .map_err(|e| anyhow!("the program does not compile:\n{}", e.rendered))?;
     let (a, b) = (mesh.a.node(), mesh.b.node());
-    for m in &program.modules {
-        a.vm().load(m.clone()).map_err(|e| anyhow!("module rejected: {e}"))?;
-    }
-    let (console_id, rx) = mesh.a.open_console();
-    let mut console = Console::new(rx);
     let started = Instant::now();
-    let pid = a.spawn_main_on(program.main, console_id, true).map_err(|e| anyhow!("the program did not start: {e}"))?;
+    let (pid, mut console) = mesh.start_on_a("migrate_heap.tern", &source)?;
     console.wait_line("ready", limit).context("building the heap")?;
     result.build_s = started.elapsed().as_secs_f64();
     let ask = |node: &tern_vm::node::Node, what: i64| -> Result<()> {

@@ -1329,23 +1329,42 @@ fn element_cell(g: &mut Gen, arr_r: u8, idx_r: u8, also: Option<Val>, slow: Bloc
     let element = g.b.create_block();
     g.b.ins().brif(fits, element, NONE, slow, NONE);
     g.b.switch_to_block(element);
-    let hoff = g.b.ins().ishl_imm_u(arr, 3);
-    let hdr = g.b.ins().iadd(words, hoff);
-    let len = g.b.ins().load(types::I64, MEM, hdr, 8);
-    let data = g.b.ins().load(types::I64, MEM, hdr, 16);
     let i = g.int(idx_r);
-    // `i < len` (unsigned: a negative index is out of range) and `i < hlen`, `data <
-    // hlen`: no overflow below, the heap being far smaller than 2^62 words.
-    let in_range = g.b.ins().icmp(IntCC::UnsignedLessThan, i, len);
+    // An array's words: header, length, data (its elements from data + 1, two words each).
+    heap_item(g, [words, hlen], arr, [8, 16], i, [1, 2], slow)
+}
+
+/// The address and heap word index of item `i` of a heap table whose object, at heap
+/// word `obj`, holds the table's item count at byte offset `count_at` and its base (items
+/// from base + 1, `1 << shift` words apart, `width` words each) at `base_at`, in a block
+/// where `i` is below the count and every word of the item is inside the heap (`words`
+/// and its length `hlen`); otherwise the code goes to `slow`. The object's header words
+/// must be inside the heap already.
+fn heap_item(
+    g: &mut Gen,
+    [words, hlen]: [Val; 2],
+    obj: Val,
+    [count_at, base_at]: [i32; 2],
+    i: Val,
+    [shift, width]: [i64; 2],
+    slow: Block,
+) -> (Val, Val) {
+    let ooff = g.b.ins().ishl_imm_u(obj, 3);
+    let hdr = g.b.ins().iadd(words, ooff);
+    let count = g.b.ins().load(types::I64, MEM, hdr, count_at);
+    let base = g.b.ins().load(types::I64, MEM, hdr, base_at);
+    // `i < count` (unsigned: a negative index is out of range) and `i < hlen`, `base <
+    // hlen`: no overflow below, the heap being far smaller than 2^60 words.
+    let in_range = g.b.ins().icmp(IntCC::UnsignedLessThan, i, count);
     let small = g.b.ins().icmp(IntCC::UnsignedLessThan, i, hlen);
-    let data_in = g.b.ins().icmp(IntCC::UnsignedLessThan, data, hlen);
-    let at = g.b.ins().ishl_imm_u(i, 1);
-    let at = g.b.ins().iadd(at, data);
+    let base_in = g.b.ins().icmp(IntCC::UnsignedLessThan, base, hlen);
+    let at = g.b.ins().ishl_imm_u(i, shift);
+    let at = g.b.ins().iadd(at, base);
     let at = g.b.ins().iadd_imm_s(at, 1);
-    let at_end = g.b.ins().iadd_imm_s(at, 2);
+    let at_end = g.b.ins().iadd_imm_s(at, width);
     let inside = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, at_end, hlen);
     let ok = g.and(in_range, small);
-    let ok = g.and(ok, data_in);
+    let ok = g.and(ok, base_in);
     let ok = g.and(ok, inside);
     let go = g.b.create_block();
     g.b.ins().brif(ok, go, NONE, slow, NONE);
@@ -1433,26 +1452,8 @@ fn field(g: &mut Gen, pc: usize, write: bool, [map_r, val_r]: [u8; 2], k: u32, s
     g.b.ins().brif(ok, look, NONE, slow, NONE);
 
     g.b.switch_to_block(look);
-    let moff = g.b.ins().ishl_imm_u(m, 3);
-    let hdr = g.b.ins().iadd(words, moff);
-    let entries = g.b.ins().load(types::I64, MEM, hdr, 16);
-    let used = g.b.ins().load(types::I64, MEM, hdr, 24);
-    // `i < used` and `entries < hlen` (both far below 2^60): no overflow below.
-    let in_used = g.b.ins().icmp(IntCC::UnsignedLessThan, i, used);
-    let entries_in = g.b.ins().icmp(IntCC::UnsignedLessThan, entries, hlen);
-    let e = g.b.ins().ishl_imm_u(i, 2);
-    let e = g.b.ins().iadd(e, entries);
-    let e = g.b.ins().iadd_imm_s(e, 1);
-    let e_end = g.b.ins().iadd_imm_s(e, 4);
-    let inside = g.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, e_end, hlen);
-    let ok = g.and(in_used, entries_in);
-    let ok = g.and(ok, inside);
-    let check = g.b.create_block();
-    g.b.ins().brif(ok, check, NONE, slow, NONE);
-
-    g.b.switch_to_block(check);
-    let eoff = g.b.ins().ishl_imm_u(e, 3);
-    let entry = g.b.ins().iadd(words, eoff);
+    // Entry `i` of its entries (from entries + 1, four words each: key, value).
+    let (entry, e) = heap_item(g, [words, hlen], m, [24, 16], i, [2, 4], slow);
     let kt = g.b.ins().load(types::I64, MEM, entry, 0);
     let kp = g.b.ins().load(types::I64, MEM, entry, 8);
     let is_str = g.b.ins().icmp_imm_s(IntCC::Equal, kt, tern_vm::value::tag::STR as i64);
