@@ -9,6 +9,7 @@
 //! config file, so every path in a [`MeshConfig`] is absolute.
 
 use crate::proto::mechanism::{Forwarding, Mechanism};
+use crate::proto::policy::PolicyConf;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,7 +53,8 @@ pub struct MeshConfig {
     /// How messages find a process that has moved.
     pub forwarding: Forwarding,
     pub limits: Limits,
-    pub policy: Policy,
+    /// The load policy (`[policy]`).
+    pub policy: PolicyConf,
     pub jit: JitConf,
     /// The nodes; a node's id is its index in this list plus one.
     pub nodes: Vec<NodeConf>,
@@ -104,22 +106,44 @@ impl Default for Limits {
     }
 }
 
-/// The load policy (moves processes from busy nodes to idle ones).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// `[policy]` as written: the numbers as they are, the mode as text (checked into a
+/// [`PolicyConf`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
-    pub enabled: bool,
-    /// A node moves work away only when its load exceeds the least loaded node's by this fraction.
-    pub margin: f64,
-    /// How often loads are compared.
-    pub interval_ms: u64,
-    /// A process that moved does not move again for this long.
-    pub hysteresis_ms: u64,
+struct RawPolicy {
+    mode: String,
+    high: f64,
+    low: f64,
+    hysteresis_ms: u64,
+    residence_ms: u64,
+    max_in_flight: u32,
+    max_in_flight_mesh: u32,
+    bandwidth_mib_s: u64,
+    interval_ms: u64,
+    gossip_ms: u64,
+    window_ms: u64,
+    min_cpu: f64,
+    affinity_bytes_s: u64,
 }
 
-impl Default for Policy {
+impl Default for RawPolicy {
     fn default() -> Self {
-        Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 }
+        let d = PolicyConf::default();
+        RawPolicy {
+            mode: d.mode.name().into(),
+            high: d.high,
+            low: d.low,
+            hysteresis_ms: d.hysteresis_ms,
+            residence_ms: d.residence_ms,
+            max_in_flight: d.max_in_flight,
+            max_in_flight_mesh: d.max_in_flight_mesh,
+            bandwidth_mib_s: d.bandwidth_mib_s,
+            interval_ms: d.interval_ms,
+            gossip_ms: d.gossip_ms,
+            window_ms: d.window_ms,
+            min_cpu: d.min_cpu,
+            affinity_bytes_s: d.affinity_bytes_s,
+        }
     }
 }
 
@@ -209,7 +233,7 @@ struct RawFile {
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
-    policy: Policy,
+    policy: RawPolicy,
     #[serde(default)]
     jit: RawJit,
     #[serde(default)]
@@ -421,11 +445,25 @@ impl MeshConfig {
         }
 
         let p = raw.policy;
-        if !(p.margin.is_finite() && p.margin >= 0.0 && p.margin <= 1.0) {
-            return Err(err("policy.margin", format!("{} is not a fraction from 0 to 1", p.margin)));
-        }
-        if p.interval_ms == 0 {
-            return Err(err("policy.interval_ms", "must be at least 1".into()));
+        let policy = PolicyConf {
+            mode: p.mode.parse().map_err(|e| err("policy.mode", e))?,
+            high: p.high,
+            low: p.low,
+            hysteresis_ms: p.hysteresis_ms,
+            residence_ms: p.residence_ms,
+            max_in_flight: p.max_in_flight,
+            max_in_flight_mesh: p.max_in_flight_mesh,
+            bandwidth_mib_s: p.bandwidth_mib_s,
+            interval_ms: p.interval_ms,
+            gossip_ms: p.gossip_ms,
+            window_ms: p.window_ms,
+            min_cpu: p.min_cpu,
+            affinity_bytes_s: p.affinity_bytes_s,
+        };
+        if let Err(e) = policy.check() {
+            // `policy.KEY: why`, as every other key's error.
+            let (key, why) = e.split_once(": ").unwrap_or(("policy", e.as_str()));
+            return Err(err(key, why.to_string()));
         }
 
         let jit = JitConf {
@@ -513,7 +551,7 @@ impl MeshConfig {
             prefetch: raw.mesh.prefetch.min(1024),
             forwarding,
             limits: l,
-            policy: p,
+            policy,
             jit,
             nodes,
         })
@@ -613,6 +651,7 @@ fn strip_comment(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::policy::Mode;
 
     const GOOD: &str = r#"
 [mesh]
@@ -632,10 +671,14 @@ node_down_ms = 1000
 source_down_ms = 3000
 
 [policy]
-enabled = true
-margin = 0.5
-interval_ms = 500
+mode = "balance"
+high = 0.9
+low = 0.2
 hysteresis_ms = 3000
+residence_ms = 4000
+max_in_flight = 3
+interval_ms = 500
+gossip_ms = 100
 
 [jit]
 mode = "always"
@@ -692,7 +735,20 @@ addr = "127.0.0.1:7403"
                 source_down_ms: Some(3000),
             }
         );
-        assert_eq!(c.policy, Policy { enabled: true, margin: 0.5, interval_ms: 500, hysteresis_ms: 3000 });
+        assert_eq!(
+            c.policy,
+            PolicyConf {
+                mode: Mode::Balance,
+                high: 0.9,
+                low: 0.2,
+                hysteresis_ms: 3000,
+                residence_ms: 4000,
+                max_in_flight: 3,
+                interval_ms: 500,
+                gossip_ms: 100,
+                ..PolicyConf::default()
+            }
+        );
         assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::Always, threshold: 50, profile: false, cache_bytes: 8 << 20 });
         assert_eq!(c.nodes.len(), 3);
         let a = c.node("a").unwrap();
@@ -723,7 +779,8 @@ addr = "127.0.0.1:7403"
         assert_eq!((c.limits.heartbeat_ms, c.limits.node_down_ms), (500, 2000));
         assert_eq!(c.limits.source_down_ms(), 20000);
         assert_eq!(Limits { node_down_ms: 500, ..Limits::default() }.source_down_ms(), 10000);
-        assert_eq!(c.policy, Policy { enabled: false, margin: 0.25, interval_ms: 1000, hysteresis_ms: 5000 });
+        assert_eq!(c.policy, PolicyConf::default());
+        assert_eq!(c.policy.mode, Mode::Off, "nothing moves unless asked to");
         assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::On, threshold: 1000, profile: true, cache_bytes: 64 << 20 });
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
     }
@@ -746,8 +803,8 @@ addr = "127.0.0.1:7403"
         assert!(e.contains("line 3"), "{e}");
         let e = parse_err(&format!("[limits]\nheartbeat = 5\n{ONE_NODE}"));
         assert!(e.starts_with("mesh.toml: limits.heartbeat: unknown field `heartbeat`"), "{e}");
-        let e = parse_err(&format!("[policy]\nenable = true\n{ONE_NODE}"));
-        assert!(e.starts_with("mesh.toml: policy.enable: unknown field `enable`"), "{e}");
+        let e = parse_err(&format!("[policy]\nenabled = true\n{ONE_NODE}"));
+        assert!(e.starts_with("mesh.toml: policy.enabled: unknown field `enabled`"), "{e}");
         let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nport = 7402\n"));
         assert!(e.starts_with("mesh.toml: node[2].port: unknown field `port`"), "{e}");
         let e = parse_err(&format!("[extra]\nx = 1\n{ONE_NODE}"));
@@ -811,9 +868,13 @@ addr = "127.0.0.1:7403"
             ("[jit]\ncache_bytes = 0\n", "jit.cache_bytes"),
             ("[jit]\ncache_bytes = 65536\n", "jit.cache_bytes"),
             ("[jit]\ncache_bytes = 17179869185\n", "jit.cache_bytes"),
-            ("[policy]\nmargin = 1.5\n", "policy.margin"),
-            ("[policy]\nmargin = nan\n", "policy.margin"),
+            ("[policy]\nhigh = 1.5\n", "policy.high"),
+            ("[policy]\nlow = nan\n", "policy.low"),
+            ("[policy]\nlow = 0.9\nhigh = 0.5\n", "policy.low"),
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),
+            ("[policy]\nwindow_ms = 10\ngossip_ms = 100\n", "policy.window_ms"),
+            ("[policy]\nmax_in_flight = 0\n", "policy.max_in_flight"),
+            ("[policy]\nmode = \"wander\"\n", "policy.mode"),
             ("[jit]\nmode = \"fast\"\n", "jit.mode"),
             ("[jit]\nthreshold = 0\n", "jit.threshold"),
             ("[jit]\nthreshold = -1\n", "jit.threshold"),

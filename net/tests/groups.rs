@@ -246,7 +246,7 @@ println("done");
         "kid in <group 1.",
         "error: spawn: {group: \"parent\"}: this process is in no group",
         "error: spawn: the group option is a group (from group()) or \"parent\", not an int",
-        "error: spawn: unknown option \"colour\" (expected group)",
+        "error: spawn: unknown option \"colour\" (expected group or pin)",
         "error: spawn_on: a group lives on one node",
         "error: migrate: process ",
         "error: migrate_group: <group 1.",

@@ -261,6 +261,7 @@ fn a_source_gives_up_at_once_when_its_dirty_pages_cannot_be_collected() {
         forwarding: tern_net::proto::mechanism::Forwarding::LinkUpdate,
         partners: vec![0, 1],
         members: Vec::new(),
+        admit: None,
     };
     let mut s = Source::new(0, MigConfig::default(), init);
     s.handle(10, 1, MigMsg::Accept { mid: 1 });

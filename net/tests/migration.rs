@@ -790,7 +790,7 @@ fn partners_run_by(moves: usize, seed: u64, fwd: Option<Forwarding>) -> (String,
     for k in 0..moves {
         let to = names.iter().copied().filter(|&n| n != at).nth((next() % 2) as usize).unwrap_or("b");
         let mech = mechs[(next() % 4) as usize];
-        let how = How { mechanism: Some(mech), forwarding: fwd, group: false };
+        let how = How { mechanism: Some(mech), forwarding: fwd, ..How::default() };
         let r = m.node(at).migrate_how(run.pid, to, how).unwrap_or_else(|e| panic!("move {k} ({mech} {at} → {to}): {e}\n{}", m.log_text()));
         assert!(r.ok, "move {k} ({mech} {at} → {to}): {r:?}\n{}", m.log_text());
         done.push(format!("{mech} {at}→{to}"));

@@ -148,7 +148,7 @@ fn migrate_to_by(m: &TestMesh, pid: u64, to: &str, mechanism: &str, fwd: Option<
         };
     }
     let t0 = Instant::now();
-    let how = tern_net::proto::mechanism::How { mechanism: Some(mechanism.parse()?), forwarding: fwd, group: false };
+    let how = tern_net::proto::mechanism::How { mechanism: Some(mechanism.parse()?), forwarding: fwd, ..Default::default() };
     let r = m.node(&from).migrate_how(pid, to, how);
     // Not a failure (tests do not time), but worth seeing in the output: a migration
     // that waited for a timeout.

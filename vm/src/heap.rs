@@ -195,6 +195,9 @@ pub struct Heap {
     present: Vec<bool>,
     absent_pages: u32,
     dirty: Vec<bool>,
+    /// Pages written before the last [`Heap::sample_dirty`] and not yet taken by
+    /// [`Heap::take_dirty`] (the write-rate sample moves them here from `dirty`).
+    dirty_held: Vec<bool>,
     /// End of the walkable part of the heap.
     top: usize,
     /// Current bump region `[bump, bump_end)`; `bump_end == usize::MAX` means "the top of
@@ -221,6 +224,7 @@ impl Heap {
             present: Vec::new(),
             absent_pages: 0,
             dirty: Vec::new(),
+            dirty_held: Vec::new(),
             top: 1,
             bump: 1,
             bump_end: usize::MAX,
@@ -289,6 +293,7 @@ impl Heap {
         // Everything is reserved before anything changes, so a refusal changes nothing.
         self.present.try_reserve(pages - have).map_err(|_| oom)?;
         self.dirty.try_reserve(pages - have).map_err(|_| oom)?;
+        self.dirty_held.try_reserve(pages - have).map_err(|_| oom)?;
         if self.words.is_empty() {
             self.words = zeroed_words(len).ok_or(oom)?;
             // Word 0 is never an object: address 0 means "none".
@@ -306,6 +311,7 @@ impl Heap {
         }
         self.present.resize(pages, true);
         self.dirty.resize(pages, true);
+        self.dirty_held.resize(pages, false);
         Ok(())
     }
 
@@ -732,13 +738,29 @@ impl Heap {
     /// Returns the pages dirtied since the last call and clears their dirty bits.
     pub fn take_dirty(&mut self) -> Vec<u32> {
         let mut out = Vec::new();
-        for (i, d) in self.dirty.iter_mut().enumerate() {
-            if *d {
+        for (i, (d, h)) in self.dirty.iter_mut().zip(self.dirty_held.iter_mut()).enumerate() {
+            if *d || *h {
                 out.push(i as u32);
                 *d = false;
+                *h = false;
             }
         }
         out
+    }
+
+    /// The write rate's sample: how many pages were written since the last sample.
+    /// They stay dirty for [`Heap::take_dirty`] (pre-copy sees exactly what it would
+    /// have without the sample); only the count starts again.
+    pub fn sample_dirty(&mut self) -> u32 {
+        let mut n = 0;
+        for (d, h) in self.dirty.iter_mut().zip(self.dirty_held.iter_mut()) {
+            if *d {
+                n += 1;
+                *d = false;
+                *h = true;
+            }
+        }
+        n
     }
 
     pub fn is_present(&self, page: u32) -> bool {

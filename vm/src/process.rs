@@ -230,6 +230,9 @@ pub struct ProcSys {
     pub group: u64,
     /// Lines of console input it has read (`read_line()`): the number of the next.
     pub console_reads: u64,
+    /// The load policy leaves it where it is (`pin()`, `spawn(f, {pin: true})`); an
+    /// operator or the program itself may still move it.
+    pub pinned: bool,
     /// It is a REPL's shell process (`crate::node::Node::spawn_shell`): it runs each
     /// line typed as a module's top level, and stays on its node.
     pub shell: bool,

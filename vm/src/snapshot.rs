@@ -15,7 +15,7 @@ use crate::value::{tag, Addr, FnRef, Value};
 use serde::{Deserialize, Serialize};
 
 pub const IMAGE_MAGIC: [u8; 4] = *b"TRNP";
-pub const IMAGE_VERSION: u16 = 9;
+pub const IMAGE_VERSION: u16 = 10;
 
 #[derive(Serialize, Deserialize)]
 struct PageImage {

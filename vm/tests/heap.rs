@@ -58,6 +58,29 @@ fn every_store_marks_its_page_dirty() {
 }
 
 #[test]
+fn the_write_rate_sample_counts_pages_written_and_keeps_them_dirty_for_precopy() {
+    let mut heap = Heap::new(small_config());
+    let a = new_array(&mut heap, 0).unwrap();
+    for i in 0..2000 {
+        array_push(&mut heap, a, Value::Int(i)).unwrap();
+    }
+    let all = heap.take_dirty();
+    assert!(all.len() > 4);
+    assert_eq!(heap.sample_dirty(), 0, "nothing written since");
+    array_set(&mut heap, a, 10, Value::Int(-1)).unwrap();
+    array_set(&mut heap, a, 1500, Value::Int(-1)).unwrap();
+    assert_eq!(heap.sample_dirty(), 2);
+    assert_eq!(heap.sample_dirty(), 0, "a sample counts only what was written since the last");
+    array_set(&mut heap, a, 1500, Value::Int(-2)).unwrap();
+    assert_eq!(heap.sample_dirty(), 1);
+    // Pre-copy's dirty set is what it would be without the samples.
+    let dirty = heap.take_dirty();
+    assert_eq!(dirty.len(), 2, "{dirty:?}");
+    assert!(heap.take_dirty().is_empty());
+    assert_eq!(heap.sample_dirty(), 0);
+}
+
+#[test]
 fn absent_page_faults_and_resumes_when_supplied() {
     let mut heap = Heap::new(small_config());
     let s = alloc_str(&mut heap, &"y".repeat(10_000)).unwrap();

@@ -248,7 +248,7 @@ impl Dispatcher {
             Frame::Exited(note) => self.sh.node().record_exit(note.exit()),
             Frame::Load(l) => {
                 if let Some(p) = self.sh.peers.get(&from) {
-                    *p.load.lock() = l;
+                    *p.load.lock() = (l, Some(std::time::Instant::now()));
                 }
             }
             Frame::Mig(w) => return self.queue(from, Vec::new(), Work::Mig(w)),

@@ -22,6 +22,8 @@
 //!   (other nodes), the console, the mesh's file namespace, the page source of lazily
 //!   migrated processes; the threads serving peers' file operations.
 //! - `migration/`: the live-migration driver (one OS thread per migration per side).
+//! - `policy.rs`: the load policy's thread — load measured and told to the peers, the
+//!   policy's moves started, its decisions logged.
 //!
 //! Operators (`tern ctl`, `tern repl`) connect with their own certificate and ALPN;
 //! the node hands those connections to the [`OperatorServer`] it was started with.
@@ -29,11 +31,12 @@
 mod dispatch;
 pub mod migration;
 mod peers;
+mod policy;
 mod services;
 
 use crate::config::{MeshConfig, NodeConf};
 use crate::proto::mechanism::{How, Mechanism};
-use crate::proto::wire::{self, Answer, Frame, Load, PsRow, Query};
+use crate::proto::wire::{self, Answer, Frame, PsRow, Query};
 use crate::tls;
 use dispatch::Inbound;
 use migration::{MigHandle, Migrations, Slot, Slots};
@@ -135,7 +138,8 @@ pub struct Host {
     console_in: Mutex<HashMap<u64, tern_vm::console_in::ConsoleIn>>,
     shutdown: AtomicBool,
     endpoint: OnceLock<quinn::Endpoint>,
-    own_load: Mutex<(Instant, u64, Load)>,
+    /// The load policy: this node's load, its processes', the policy's state.
+    policy: policy::PolicyHost,
     /// Live migrations to and from this node.
     mig: Migrations,
     /// The threads migrations may have at once.
@@ -240,28 +244,6 @@ impl Host {
             return self.me.name.clone();
         }
         self.peers.get(&id).map_or_else(|| id.to_string(), |p| p.conf.name.clone())
-    }
-
-    /// This node's load, refreshed at most once a second.
-    pub(crate) fn own_load(&self) -> Load {
-        let node = self.node();
-        let mut l = self.own_load.lock();
-        let now = Instant::now();
-        let dt = now.duration_since(l.0);
-        let r = node.reductions();
-        if dt >= Duration::from_millis(500) {
-            let per_s = ((r.saturating_sub(l.1)) as f64 / dt.as_secs_f64()) as u64;
-            *l = (now, r, Load { processes: node.live() as u64, reductions_per_s: per_s, migrations: 0 });
-        } else {
-            l.2.processes = node.live() as u64;
-        }
-        l.2.migrations = self.mig.in_progress();
-        l.2
-    }
-
-    /// Peer `id`'s load, as it last said.
-    pub(crate) fn peer_load(&self, id: u16) -> Load {
-        self.peers.get(&id).map(|p| *p.load.lock()).unwrap_or_default()
     }
 
     /// Whether node `id` is up, as this node sees it (this node always is).
@@ -437,7 +419,7 @@ impl MeshNode {
             console_in: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
             endpoint: OnceLock::new(),
-            own_load: Mutex::new((Instant::now(), 0, Load::default())),
+            policy: policy::PolicyHost::new(me.id, cfg.policy),
             mig: Migrations::default(),
             mig_slots: Slots::default(),
             rt: OnceLock::new(),
@@ -449,6 +431,7 @@ impl MeshNode {
         let files = services::start_file_threads(&sh)?;
         let dispatcher = dispatch::start(&sh, files, from_peers)?;
         peers::start_tasks(&sh, &rt, endpoint, incoming);
+        policy::start(&sh)?;
         sh.log(&format!("node {} (id {}) listening on {}", me.name, me.id, me.addr));
         Ok(MeshNode { sh, rt: Some(rt), dispatcher: Some(dispatcher) })
     }

@@ -2,7 +2,7 @@
 //! and drives the peer's session (the node with the lower id dials, the other accepts;
 //! each side sends its session packets on one unidirectional stream, length-prefixed
 //! and size-capped); the accept loop (peers, and operators with their own certificate);
-//! the load reports sent to every peer.
+//! (the load reports are the policy thread's: `policy.rs`).
 //!
 //! A live connection wins: while the current link to a peer is alive, a second
 //! connection that claims to be the same node is refused (see [`peer_task`]).
@@ -32,7 +32,8 @@ pub(super) struct Peer {
     pub(super) session: Mutex<Session>,
     pub(super) wake: Notify,
     pub(super) up: AtomicBool,
-    pub(super) load: Mutex<Load>,
+    /// Its last load report and when it came.
+    pub(super) load: Mutex<(Load, Option<Instant>)>,
     /// Connections for the peer task: dialled by this node, or accepted from one that
     /// claims to be the peer.
     pub(super) incoming: mpsc::UnboundedSender<(quinn::Connection, Made)>,
@@ -109,7 +110,7 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
                 session: Mutex::new(Session::new(me.id, n.id, epoch, scfg.clone(), 0)),
                 wake: Notify::new(),
                 up: AtomicBool::new(false),
-                load: Mutex::new(Load::default()),
+                load: Mutex::new((Load::default(), None)),
                 incoming: tx,
                 has_conn: AtomicBool::new(false),
                 conn_lost: Notify::new(),
@@ -138,7 +139,6 @@ pub(super) fn start_tasks(sh: &Arc<Host>, rt: &tokio::runtime::Runtime, endpoint
         }
     }
     rt.spawn(accept_task(sh.clone(), endpoint));
-    rt.spawn(load_task(sh.clone()));
 }
 
 /// The close code of a connection refused because the peer is connected already.
@@ -256,21 +256,6 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                 }
             }
         });
-    }
-}
-
-/// Sends this node's load to every peer up, at most once a second and only when it
-/// changed since the peer was last told (at idle, nothing), and to a peer that comes up.
-async fn load_task(sh: Arc<Host>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
-    while !sh.shutdown.load(Ordering::SeqCst) {
-        tick.tick().await;
-        let l = sh.own_load();
-        for (&id, p) in &sh.peers {
-            if p.up.load(Ordering::SeqCst) && *p.load_sent.lock() != Some(l) && sh.send_frame(id, &Frame::Load(l)).is_ok() {
-                *p.load_sent.lock() = Some(l);
-            }
-        }
     }
 }
 

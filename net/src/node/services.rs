@@ -129,7 +129,12 @@ impl Remote for MeshRemote {
     fn migrate(&self, pid: u64, to: u16, caller: Option<u64>, opts: &MigrateOpts) -> Result<(), String> {
         let sh = self.0.upgrade().ok_or("the node is shutting down")?;
         let name = sh.peers.get(&to).map(|p| p.conf.name.clone()).ok_or_else(|| format!("there is no node {to}"))?;
-        let how = How { mechanism: opts.mechanism.as_deref().map(str::parse).transpose()?, forwarding: opts.forwarding, group: opts.group };
+        let how = How {
+            mechanism: opts.mechanism.as_deref().map(str::parse).transpose()?,
+            forwarding: opts.forwarding,
+            group: opts.group,
+            admit: None,
+        };
         match caller {
             None => migration::start(&sh, pid, &name, how, migration::Caller::Itself(pid)).map(|_| ()),
             // A member of the group that moves: it moves too, and learns only of a failure.

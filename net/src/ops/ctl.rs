@@ -253,7 +253,7 @@ fn node_rows(sh: &Host) -> Vec<NodeRow> {
         .iter()
         .map(|n| {
             let up = sh.is_up(n.id);
-            let load = if n.id == sh.me().id { sh.own_load() } else { sh.peer_load(n.id) };
+            let load = if n.id == sh.me().id { sh.own_load() } else { sh.peer_load(n.id).0 };
             NodeRow {
                 name: n.name.clone(),
                 addr: n.addr.to_string(),

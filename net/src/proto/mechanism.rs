@@ -22,16 +22,33 @@ pub struct How {
     pub forwarding: Option<Forwarding>,
     /// Move the process's whole coprocess group (every member, in one migration).
     pub group: bool,
+    /// A load policy's move: the destination takes the process only if that leaves it
+    /// no busier than the source ([`Admit`]).
+    #[serde(default)]
+    pub admit: Option<Admit>,
+}
+
+/// What a load policy's move asks of its destination: to take the process only if, with
+/// it, the destination's run queue per worker stays at most this (for balance, the
+/// source's without it: `proto::policy::Policy::admit`). So two nodes that move work to
+/// one idle node at once do not both send it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    /// The most CPU demand per worker the destination may have with the process, times
+    /// 100.
+    pub max_load_x100: u32,
+    /// The process's own demand (the fraction of a worker it would use alone), times 100.
+    pub demand_x100: u32,
 }
 
 impl How {
     pub fn mechanism(m: Option<Mechanism>) -> How {
-        How { mechanism: m, forwarding: None, group: false }
+        How { mechanism: m, ..How::default() }
     }
 
     /// Parses the optional names a command line or a REPL line gives.
     pub fn parse(mechanism: Option<&str>, forwarding: Option<&str>) -> Result<How, String> {
-        Ok(How { mechanism: mechanism.map(str::parse).transpose()?, forwarding: forwarding.map(str::parse).transpose()?, group: false })
+        Ok(How { mechanism: mechanism.map(str::parse).transpose()?, forwarding: forwarding.map(str::parse).transpose()?, ..How::default() })
     }
 }
 

@@ -91,7 +91,7 @@ pub type Pid = u64;
 /// A page index in the process's address space.
 pub type PageNo = u32;
 
-pub use crate::proto::mechanism::{Forwarding, Mechanism};
+pub use crate::proto::mechanism::{Admit, Forwarding, Mechanism};
 
 /// Why a destination refused an offer.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,9 @@ pub enum RefuseReason {
     /// The image or the pages could not be reinstated (damaged, or code that fails
     /// verification).
     BadImage,
+    /// A load policy's move that would leave the dest busier than the source (another
+    /// node's moves got there first), or the dest is drained.
+    NoRoom,
 }
 
 /// What the two sides and the partner nodes say to each other about one migration.
@@ -119,6 +122,9 @@ pub enum MigMsg {
         /// order their pages follow each other in the migration's page numbers (which
         /// run to `size_pages`, the sum). Empty: the one process `pid`.
         members: Vec<(Pid, u32)>,
+        /// A load policy's move: taken only if it leaves the dest no busier than the
+        /// source (the dest's host decides; refused: [`RefuseReason::NoRoom`]).
+        admit: Option<Admit>,
     },
     Accept {
         mid: Mid,
@@ -565,6 +571,8 @@ pub struct SourceInit {
     pub partners: Vec<NodeId>,
     /// A coprocess group's members and their pages (see `MigMsg::Offer`); empty for one process.
     pub members: Vec<(Pid, u32)>,
+    /// A load policy's move (see `MigMsg::Offer`).
+    pub admit: Option<Admit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -648,6 +656,7 @@ impl Source {
             mechanism: i.mechanism,
             forwarding: i.forwarding,
             members: i.members.clone(),
+            admit: i.admit,
         };
         s.send_dest(offer);
         s.deadline = Some(now_us + s.cfg.step_timeout_us);
@@ -1575,6 +1584,7 @@ mod tests {
             forwarding: Forwarding::LinkUpdate,
             partners,
             members: Vec::new(),
+            admit: None,
         };
         Source::new(now, MigConfig::default(), init)
     }
@@ -1720,6 +1730,7 @@ mod tests {
             mechanism: Mechanism::Lazy,
             forwarding: Forwarding::LinkUpdate,
             members: Vec::new(),
+            admit: None,
         };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Accept { mid: 7 })));
@@ -1785,6 +1796,7 @@ mod tests {
             forwarding: Forwarding::LinkUpdate,
             partners: vec![SRC, DST],
             members: Vec::new(),
+            admit: None,
         };
         let mut s = Source::new(0, MigConfig::default(), init);
         let mut d = None;
@@ -1885,6 +1897,7 @@ mod tests {
             mechanism: Mechanism::Freeze,
             forwarding: Forwarding::LinkUpdate,
             members: Vec::new(),
+            admit: None,
         };
         let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
         d.handle(1, SRC, MigMsg::Final { mid: 7, image_len: 100, pages: (0..8).collect(), absent: vec![], partners: vec![] });

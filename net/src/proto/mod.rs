@@ -8,6 +8,8 @@
 //! - `migrate`: one migration, its source and its destination machines (with the
 //!   message ordering of `tern_vm::node::order`, which they drive).
 //! - `mechanism`: how a migration moves memory (one type for config, wire, CLI, reports).
+//! - `policy`: the load policy — load measured over a window, which process to move
+//!   where and why.
 //! - `wire`: what nodes and operators say, in versioned frames.
 //!
 //! Nothing here imports quinn, tokio or the VM's threads; the VM types used are plain
@@ -15,5 +17,6 @@
 
 pub mod mechanism;
 pub mod migrate;
+pub mod policy;
 pub mod session;
 pub mod wire;

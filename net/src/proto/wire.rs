@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 8;
+pub const FRAME_VERSION: u8 = 9;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,14 +287,29 @@ pub struct PsRow {
     pub mailbox: u64,
 }
 
-/// A node's load.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// A node's load, as it reports it to its peers (`proto::policy::Meter::node_load`):
+/// rates over the policy's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Load {
+    /// Its worker threads.
+    pub workers: u32,
+    /// CPU time its workers spent running processes per second of wall time, per
+    /// worker, in per mille.
+    pub utilization_pm: u32,
+    /// Processes runnable or running, on average over the window, times 100.
+    pub runnable_x100: u32,
+    /// Its CPU demand, times 100: over its processes, the fraction of a worker each
+    /// would use if it had one to itself (what it used, over the share a runnable
+    /// process gets here). What balance compares; 0 when processes are not measured
+    /// (the policy off), and then the run queue stands for it.
+    pub demand_x100: u32,
     pub processes: u64,
-    /// Reductions per second over the last interval.
+    /// Reductions per second over the window.
     pub reductions_per_s: u64,
     /// Migrations the node takes part in (as source or destination) that have not ended.
     pub migrations: u64,
+    /// It takes new processes and migrations from the policy (`false`: drained).
+    pub accepting: bool,
 }
 
 /// Why bytes are not a frame.
@@ -478,8 +493,8 @@ mod tests {
         assert_eq!(decode::<Frame>(&b, 1 << 20), Ok(f));
         assert_eq!(decode::<Frame>(&b, 4), Err(WireError::TooLarge { len: b.len(), max: 4 }));
         let mut w = b.clone();
-        w[0] = 9;
-        assert_eq!(decode::<Frame>(&w, 1 << 20), Err(WireError::WrongVersion(9)));
+        w[0] = FRAME_VERSION + 1;
+        assert_eq!(decode::<Frame>(&w, 1 << 20), Err(WireError::WrongVersion(FRAME_VERSION + 1)));
         for n in 0..b.len() {
             assert!(decode::<Frame>(&b[..n], 1 << 20).is_err());
         }

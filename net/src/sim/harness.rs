@@ -13,6 +13,8 @@ pub enum SimKind {
     Session,
     /// The migration protocol (`sim::migrate`).
     Migration,
+    /// The load policy (`sim::policy`).
+    Policy,
 }
 
 impl SimKind {
@@ -20,6 +22,7 @@ impl SimKind {
         match self {
             SimKind::Session => "sim",
             SimKind::Migration => "migrate sim",
+            SimKind::Policy => "policy sim",
         }
     }
     /// The environment variable and test target that replay a seed.
@@ -27,6 +30,7 @@ impl SimKind {
         match self {
             SimKind::Session => ("TERN_SIM_SEED", "sim"),
             SimKind::Migration => ("TERN_MIGRATE_SEED", "migrate_sim"),
+            SimKind::Policy => ("TERN_POLICY_SEED", "policy_sim"),
         }
     }
 }

@@ -2068,6 +2068,7 @@ impl Sim {
             forwarding,
             partners,
             members: Vec::new(),
+            admit: None,
         };
         trace!(self, "migrate mid {mid}: {src} -> {dst} {mechanism:?} {forwarding}");
         let s = Source::new(self.now, self.cfg.clone(), init);

@@ -8,7 +8,11 @@
 //!   and crashes.
 //! - `migrate`: the migration protocol and the VM's message ordering, under crashes,
 //!   stalls and partitions, with partners on every node sending throughout.
+//! - `policy`: the load policy on many nodes with processes arriving and ending, a
+//!   fluid model of CPU instead of a VM: no oscillation, no undone decision, balanced
+//!   when settled.
 
 pub mod harness;
 pub mod migrate;
+pub mod policy;
 pub mod session;

@@ -60,6 +60,7 @@ mod groups;
 mod host;
 mod live;
 mod locate;
+mod meter;
 pub mod order;
 mod pages;
 mod relocate;
@@ -77,6 +78,7 @@ pub use forwarding::Forwarding;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
 pub use live::{copy_pages_bytes, PageBytes};
 pub use locate::ForwardingStats;
+pub use meter::{NodeSample, ProcSample};
 pub use order::{Origin, MAX_HELD};
 pub use relocate::{RelocateHook, RelocateStats};
 pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HOPS};
@@ -292,6 +294,8 @@ pub(crate) struct NodeInner {
     /// Processes that are runnable, running or in a file operation.
     busy: AtomicUsize,
     reductions: AtomicU64,
+    /// CPU time each worker spent running processes, µs (`meter.rs`).
+    worker_busy: Box<[AtomicU64]>,
     /// Waiting processes whose wait has a timer. Timer entries are not removed when a
     /// wait ends early; this count is what tells whether any still matters.
     timed_waits: AtomicUsize,
@@ -391,6 +395,7 @@ impl Node {
             live: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             reductions: AtomicU64::new(0),
+            worker_busy: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             timed_waits: AtomicUsize::new(0),
             timers: Mutex::new(BinaryHeap::new()),
             timer_wake: Condvar::new(),
@@ -582,6 +587,40 @@ impl Node {
     }
 
     /// The processes here, for `ps`.
+    /// This node's load counters now (the host turns two samples into rates).
+    pub fn load_sample(&self) -> NodeSample {
+        self.inner.sample_node()
+    }
+
+    /// Process `pid` (here) came from node `from` (what a load policy asks before it
+    /// sends it back).
+    pub fn arrived_from(&self, pid: Pid, from: u16) {
+        if let Some(slot) = self.inner.local_slot(pid) {
+            slot.meter.came_from(from);
+        }
+    }
+
+    /// Process `pid`'s load counters now, if it is here.
+    pub fn proc_sample(&self, pid: Pid) -> Option<ProcSample> {
+        let slot = self.inner.local_slot(pid)?;
+        self.inner.sample_proc(pid, &slot)
+    }
+
+    /// Every process's load counters now (shells and processes in the middle of a move
+    /// included: the policy decides what it may take).
+    pub fn proc_samples(&self) -> Vec<ProcSample> {
+        let mut slots = Vec::new();
+        for s in &self.inner.procs.shards {
+            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
+                Entry::Live(slot) => Some((p, slot.clone())),
+                Entry::Moved(..) | Entry::Away(..) => None,
+            }));
+        }
+        let mut out: Vec<ProcSample> = slots.into_iter().filter_map(|(pid, slot)| self.inner.sample_proc(pid, &slot)).collect();
+        out.sort_by_key(|p| p.pid);
+        out
+    }
+
     pub fn ps(&self) -> Vec<ProcInfo> {
         let mut slots = Vec::new();
         for s in &self.inner.procs.shards {

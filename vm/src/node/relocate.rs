@@ -100,7 +100,7 @@ impl NodeInner {
         let slot = self.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         // An empty process at the destination, under a temporary id.
         let temp = dest.new_name();
-        let tslot = Slot::new(Status::Frozen);
+        let tslot = Slot::new(Status::Frozen, dest.now_us());
         dest.procs.insert(temp, Entry::Live(tslot.clone()));
         let mut st = slot.st.lock();
         if st.status != Status::Frozen || st.parked.is_none() {

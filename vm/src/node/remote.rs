@@ -451,6 +451,11 @@ impl NodeInner {
     /// Sends `d` to node `to` with the receive ends `carried`; if the link refuses it,
     /// nothing has changed and the ends come back with the error.
     pub(super) fn send_deliver(&self, to: u16, mut d: Deliver, carried: Ends) -> Result<(), (String, Ends)> {
+        if let SentBy::Process(p) = d.from {
+            if let Some(slot) = self.local_slot(p) {
+                slot.meter.sent_away(to, d.msg.approx_bytes() as u64);
+            }
+        }
         d.carried = self.pack_ends(&carried);
         let moved: Vec<(ChanId, u32, Vec<u16>)> = d.carried.iter().map(|c| (c.chan, c.moves, c.partners.clone())).collect();
         match self.remote_send(to, Op::Deliver(d)) {
@@ -535,6 +540,9 @@ impl NodeInner {
 
     pub(super) fn receive_deliver(&self, d: Deliver) {
         let Deliver { target, origin, seq, hops, from, msg, carried } = d;
+        if let SentBy::Process(sender) = from {
+            self.note_received(target, origin.node, sender, msg.approx_bytes() as u64);
+        }
         let hops = hops.saturating_add(1);
         if let Target::Chan(c) = target {
             if carried.iter().any(|e| e.chan == c) {

@@ -32,7 +32,7 @@ impl NodeInner {
         if p.sys.group != 0 {
             self.groups.lock().join(pid, p.sys.group);
         }
-        let slot = Slot::new(Status::Active);
+        let slot = Slot::new(Status::Active, self.now_us());
         {
             let mut st = slot.st.lock();
             for (c, q) in chans {
@@ -49,7 +49,7 @@ impl NodeInner {
     /// Registers a process frozen (as if frozen at its first safepoint), not queued.
     pub(super) fn spawn_frozen(&self, p: Process) {
         let pid = p.pid;
-        let slot = Slot::new(Status::Frozen);
+        let slot = Slot::new(Status::Frozen, self.now_us());
         {
             let mut st = slot.st.lock();
             st.parked = Some(Box::new(p));
@@ -63,6 +63,7 @@ impl NodeInner {
     /// Queues a runnable process: on the calling worker's own queue when there is one,
     /// else on the injector; wakes a sleeping worker if there is more work than hands.
     pub(super) fn push(&self, t: Task, local: Option<&Worker<Task>>) {
+        t.slot.meter.queued(self.now_us());
         match local {
             Some(q) => {
                 q.push(t);
@@ -152,7 +153,9 @@ impl NodeInner {
                 self.sleeping.fetch_sub(1, Ordering::SeqCst);
                 continue;
             };
+            let t0 = self.now_us();
             self.run_task(task, local);
+            self.worker_busy[me].fetch_add(self.now_us().saturating_sub(t0), Ordering::Relaxed);
         }
     }
 
@@ -219,6 +222,7 @@ impl NodeInner {
         let start = proc.reductions;
         let budget = u64::from(self.budget);
         let started_us = self.now_us();
+        slot.meter.runs(started_us);
         let out = loop {
             let used = proc.reductions - start;
             if used >= budget {
@@ -237,6 +241,7 @@ impl NodeInner {
                     }
                     SysOut::Parked => {
                         self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                        slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
                         self.maybe_relocate(pid, used + 1, None);
                         return;
                     }
@@ -261,6 +266,7 @@ impl NodeInner {
                 Some(p) => proc = p,
                 None => {
                     self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                    slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
                     return;
                 }
             }
@@ -268,13 +274,14 @@ impl NodeInner {
         self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
         slot.reductions.store(proc.reductions, Ordering::Relaxed);
         slot.pages.store(proc.heap.page_count() as u64, Ordering::Relaxed);
+        let now = self.now_us();
+        slot.meter.end_slice(&mut proc, now, now.saturating_sub(started_us));
         match out {
             None => {
                 let used = proc.reductions - start;
                 let level = slot.throttle.load(Ordering::Relaxed).min(8);
                 if level > 0 {
                     // Throttled: pause for (2^level - 1) slices, as in a timed wait.
-                    let now = self.now_us();
                     let pause = (now.saturating_sub(started_us) * ((1u64 << level) - 1)).clamp(20, 200_000);
                     let mut st = slot.st.lock();
                     if let Some((proc, reason)) = self.park(pid, &slot, &mut st, proc, Vec::new(), Some(now + pause)) {
@@ -289,6 +296,7 @@ impl NodeInner {
                     t = self.maybe_relocate(pid, used, t);
                 }
                 if let Some(t) = t.and_then(|t| self.check_flags(t)) {
+                    t.slot.meter.queued(self.now_us());
                     local.push(t);
                     // New and woken processes must not wait behind ones that never block.
                     if !self.injector.is_empty() {

@@ -151,11 +151,15 @@ pub(crate) struct Slot {
     /// Slows the process down while a migration's dirty pages outrun the network: after
     /// each time slice it pauses for (2^level - 1) times the slice (0: not throttled).
     pub(super) throttle: AtomicU8,
+    /// What the load policy measures (`meter.rs`).
+    pub(super) meter: super::meter::ProcMeter,
 }
 
 impl Slot {
-    pub(super) fn new(status: Status) -> Arc<Slot> {
+    /// A slot for a process arriving on this node at `now_us` (spawned or moved in).
+    pub(super) fn new(status: Status, now_us: u64) -> Arc<Slot> {
         Arc::new(Slot {
+            meter: super::meter::ProcMeter::new(now_us),
             reductions: AtomicU64::new(0),
             pages: AtomicU64::new(0),
             throttle: AtomicU8::new(0),

@@ -48,6 +48,7 @@ pub(crate) enum Sys {
     Migrate,
     Group,
     MyGroup,
+    Pin,
     MigrateGroup,
     ShellNext,
     ShellFailed,
@@ -61,6 +62,7 @@ const SYSCALLS: &[(&str, u8, u8, Sys)] = &[
     ("migrate", 1, 3, Sys::Migrate),
     ("group", 0, 0, Sys::Group),
     ("my_group", 0, 0, Sys::MyGroup),
+    ("pin", 0, 1, Sys::Pin),
     ("migrate_group", 2, 3, Sys::MigrateGroup),
     ("nodes", 0, 0, Sys::Nodes),
     ("self", 0, 0, Sys::SelfPid),
@@ -217,6 +219,17 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             let g = proc.sys.group;
             ret(proc, c, if g == 0 { Value::Nil } else { Value::Group(g) })
         }
+        Sys::Pin => {
+            // `pin()` / `pin(true)` pins, `pin(false)` unpins; the answer is what it was.
+            let on = match args.first() {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => return err(proc, format!("pin: expected true or false, not {}", other.a_type())),
+            };
+            let mut proc = proc;
+            let was = std::mem::replace(&mut proc.sys.pinned, on);
+            ret(proc, c, Value::Bool(was))
+        }
         Sys::MigrateGroup => migrate_group(node, pid, slot, proc, c, &args),
         Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, &args, local),
         Sys::Nodes => {
@@ -363,7 +376,7 @@ fn show(proc: &Process, v: Value) -> String {
 }
 
 fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: SysCall, args: &[Value], local: &Worker<Task>) -> SysOut {
-    let (args, group) = match spawn_options(node, &proc, args, "spawn") {
+    let (args, SpawnOpts { group, pin }) = match spawn_options(node, &proc, args, "spawn") {
         Ok(x) => x,
         Err(Exn::Error(e)) => return err(proc, e),
         Err(e) => return raise(proc, e),
@@ -378,6 +391,7 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
         Err(e) => return err(proc, format!("spawn: {e}")),
     };
     p.sys.group = group;
+    p.sys.pinned = pin;
     let carried = match take_ends(slot, &msg.rx_ends()) {
         Ok(x) => x,
         Err(ch) => return err(proc, not_held("spawn", ch)),
@@ -391,40 +405,50 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
     ret(proc, c, Value::Pid(child))
 }
 
-/// `spawn(f, args..., {group: g})`: a map after as many arguments as `f` takes holds
-/// the spawn's options (a map that is one of `f`'s arguments is not one). The only
-/// option is `group`: a group made by `group()`, or `"parent"` for the caller's own.
-/// Returns `f` and its arguments, and the child's group (0: none), checked to be one a
-/// child here may join (a group lives on one node).
-fn spawn_options<'a>(node: &NodeInner, proc: &Process, args: &'a [Value], what: &str) -> Result<(&'a [Value], u64), Exn> {
-    let (Some((&Value::Map(m), rest)), Some(arity)) = (args.split_last(), callee_arity(proc, args[0])) else { return Ok((args, 0)) };
+/// `spawn(f, args..., {group: g, pin: true})`: a map after as many arguments as `f`
+/// takes holds the spawn's options (a map that is one of `f`'s arguments is not one).
+/// `group`: a group made by `group()`, or `"parent"` for the caller's own; `pin`: the
+/// load policy leaves the child where it is. Returns `f` and its arguments, and the
+/// options (the group checked to be one a child here may join: a group lives on one
+/// node).
+fn spawn_options<'a>(node: &NodeInner, proc: &Process, args: &'a [Value], what: &str) -> Result<(&'a [Value], SpawnOpts), Exn> {
+    let mut opts = SpawnOpts::default();
+    let (Some((&Value::Map(m), rest)), Some(arity)) = (args.split_last(), callee_arity(proc, args[0])) else { return Ok((args, opts)) };
     if rest.len() != usize::from(arity) + 1 {
-        return Ok((args, 0));
+        return Ok((args, opts));
     }
-    let mut group = 0;
     for (k, v) in object::map_entries(&proc.heap, m).map_err(Exn::Heap)? {
         let key = match k {
             Value::Str(a) => object::str_ref(&proc.heap, a).map_err(Exn::Heap)?.to_string(),
             other => return Err(Exn::Error(format!("{what}: an option's name is a string, not {}", other.a_type()))),
         };
         match (key.as_str(), v) {
-            ("group", Value::Group(g)) => group = g,
+            ("group", Value::Group(g)) => opts.group = g,
             ("group", Value::Str(a)) if object::str_ref(&proc.heap, a).map_err(Exn::Heap)? == "parent" => {
                 if proc.sys.group == 0 {
                     return Err(Exn::Error(format!("{what}: {{group: \"parent\"}}: this process is in no group")));
                 }
-                group = proc.sys.group;
+                opts.group = proc.sys.group;
             }
             ("group", other) => {
                 return Err(Exn::Error(format!("{what}: the group option is a group (from group()) or \"parent\", not {}", other.a_type())))
             }
-            (other, _) => return Err(Exn::Error(format!("{what}: unknown option {other:?} (expected group)"))),
+            ("pin", Value::Bool(b)) => opts.pin = b,
+            ("pin", other) => return Err(Exn::Error(format!("{what}: the pin option is true or false, not {}", other.a_type()))),
+            (other, _) => return Err(Exn::Error(format!("{what}: unknown option {other:?} (expected group or pin)"))),
         }
     }
-    if group != 0 {
-        node.groups.lock().may_join(group, node.id).map_err(|e| Exn::Error(format!("{what}: {e}")))?;
+    if opts.group != 0 {
+        node.groups.lock().may_join(opts.group, node.id).map_err(|e| Exn::Error(format!("{what}: {e}")))?;
     }
-    Ok((rest, group))
+    Ok((rest, opts))
+}
+
+/// A spawn's options ([`spawn_options`]).
+#[derive(Default)]
+struct SpawnOpts {
+    group: u64,
+    pin: bool,
 }
 
 /// How many arguments the function `f` takes, if it is a Tern function.
@@ -500,7 +524,7 @@ fn spawn_on(
         return spawn(node, pid, slot, proc, c, &args[1..], local);
     }
     if has_spawn_options(&proc, args) {
-        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
+        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node (spawn options are for spawn; a child started elsewhere can call pin() itself)");
     }
     let (_, id) = match live_node(node, &name) {
         Ok(x) => x,
@@ -575,7 +599,7 @@ fn spawn_on_all(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>
         }
     }
     if has_spawn_options(&proc, args) {
-        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node");
+        return err(proc, "spawn_on: a group lives on one node: spawn into it with spawn, from its node (spawn options are for spawn; a child started elsewhere can call pin() itself)");
     }
     let (msg, env_globals, env) = match spawn_messages(node, &proc, &args[1..], "spawn_on") {
         Ok(m) => m,
@@ -860,6 +884,7 @@ fn send(
         Ok(x) => x,
         Err(ch) => return err(proc, not_held("send", ch)),
     };
+    slot.meter.sent(msg.approx_bytes() as u64);
     match node.send_as(SentBy::Process(pid), target, msg, carried, Some(local)) {
         Ok(_) => ret(proc, c, Value::Nil),
         Err(e) => err(proc, format!("send: {}", node.send_error(&e))),

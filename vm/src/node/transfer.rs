@@ -197,7 +197,7 @@ impl Node {
     /// pages that came separately; the `absent` ones are fetched when touched.
     pub fn import_state(&self, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<Pid, ImageError> {
         let i = &self.inner;
-        let tslot = Slot::new(Status::Frozen);
+        let tslot = Slot::new(Status::Frozen, i.now_us());
         i.reinstate(0, &tslot, bytes, pages, absent)?;
         let (pid, ends) = {
             let mut st = tslot.st.lock();

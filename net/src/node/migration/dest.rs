@@ -156,12 +156,19 @@ impl DestRun {
         rt: tokio::runtime::Handle,
     ) -> Option<(DestRun, Dest)> {
         let mid = offer.mid();
-        let MigMsg::Offer { pid, size_pages, ref members, .. } = *offer else { return None };
+        let MigMsg::Offer { pid, size_pages, ref members, admit, .. } = *offer else { return None };
         let listed: Vec<(u64, u32)> = if members.is_empty() { vec![(pid, size_pages)] } else { members.clone() };
         // Pages are installed as they come, in the heaps the processes will get: made now,
         // so heaps this machine has no memory for refuse the offer (never abort the node).
         let mut members: Vec<Member> = Vec::with_capacity(listed.len().min(MAX_GROUP));
         let mut refuse = group_refusal(pid, size_pages, &listed);
+        // A load policy's move: only if it leaves this node no busier than the source.
+        if let (None, Some(a)) = (refuse, admit) {
+            if let Err(why) = sh.admit(pid, from, a) {
+                sh.log(&format!("refused to take {} from node {}: {why}", name_text(pid), sh.node_name(from)));
+                refuse = Some(RefuseReason::NoRoom);
+            }
+        }
         let page_limit = sh.cfg.limits.heap_bytes / sh.cfg.page_size as u64;
         let mut offset = 0u32;
         for &(p, size) in listed.iter().take(if refuse.is_some() { 0 } else { MAX_GROUP }) {
@@ -327,7 +334,10 @@ impl DestRun {
             any_absent |= !absent_list.is_empty();
             let heap = std::mem::replace(&mut m.staged, Heap::new(node.vm().config.heap));
             match node.import_state(&img, tern_vm::node::Staged::Heap(Box::new(heap)), &absent_list) {
-                Ok(p) if p == m.pid => done.push(p),
+                Ok(p) if p == m.pid => {
+                    node.arrived_from(p, self.from);
+                    done.push(p)
+                }
                 Ok(p) => {
                     done.push(p);
                     for &p in &done {

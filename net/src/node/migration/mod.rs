@@ -414,7 +414,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
             let _slot = slot;
-            let run = source::SourceRun::new(mid, pids2.clone(), dest, (mechanism, forwarding), caller, p2, rt);
+            let run = source::SourceRun::new(mid, pids2.clone(), dest, (mechanism, forwarding, how.admit), caller, p2, rt);
             let report = source::run_source(&sh2, run, inputs);
             sh2.mig.runs.lock().remove(&mid);
             sh2.mig.moving.lock().retain(|p| !pids2.contains(p));

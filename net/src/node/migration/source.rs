@@ -9,7 +9,7 @@
 use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
 use crate::node::Host;
-use crate::proto::migrate::{Action, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
+use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -98,6 +98,8 @@ pub(super) struct SourceRun {
     dest: u16,
     mechanism: Mechanism,
     forwarding: Forwarding,
+    /// A load policy's move (see `proto::mechanism::Admit`).
+    admit: Option<Admit>,
     caller: Caller,
     progress: Arc<Progress>,
     rt: tokio::runtime::Handle,
@@ -130,7 +132,7 @@ impl SourceRun {
         mid: u64,
         pids: Vec<Pid>,
         dest: u16,
-        (mechanism, forwarding): (Mechanism, Forwarding),
+        (mechanism, forwarding, admit): (Mechanism, Forwarding, Option<Admit>),
         caller: Caller,
         progress: Arc<Progress>,
         rt: tokio::runtime::Handle,
@@ -144,6 +146,7 @@ impl SourceRun {
             dest,
             mechanism,
             forwarding,
+            admit,
             caller,
             progress,
             rt,
@@ -222,6 +225,7 @@ impl SourceRun {
             forwarding: self.forwarding,
             partners,
             members: if self.members.len() > 1 { self.members.iter().map(|m| (m.pid, m.size)).collect() } else { Vec::new() },
+            admit: self.admit,
         };
         let src = Source::new(sh.now_us(), mig_config(sh), init);
         set_phase(&self.progress, "offered");

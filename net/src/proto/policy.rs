@@ -1,0 +1,1028 @@
+//! The load policy, sans-IO: which process to move where, and when — never how (that
+//! is `migrate.rs`). Two parts, both plain state machines driven with time as an
+//! argument, by the QUIC host (`node/policy.rs`) and by the simulator (`sim/policy.rs`)
+//! alike:
+//!
+//! - [`Meter`] turns the VM's cumulative counters ([`NodeSample`], [`ProcSample`]),
+//!   sampled every `gossip_ms`, into rates over a sliding window of `window_ms`: a
+//!   node's utilization (CPU time its workers spent running processes per second, per
+//!   worker) and run-queue length, and per process its CPU share, reductions, write
+//!   rate, mailbox and whom it talks with.
+//! - [`Policy`] looks at this node's load and its peers' (as gossiped: [`Load`], with
+//!   its age) every `interval_ms` and says which of this node's processes to move, and
+//!   where ([`Move`]), with every decision explained ([`Decision`]).
+//!
+//! Each node decides only about its own processes (a busy node sheds work: the
+//! sender-initiated policy of the seed's systems), so no two nodes ever decide about the
+//! same process.
+//!
+//! ## Balance
+//! A node's *load* is its run-queue length per worker (processes runnable or running,
+//! averaged over the window, divided by its workers). A node sheds work only when it
+//! has been busy — utilization at or above the high watermark and more runnable
+//! processes than workers — for `hysteresis_ms`. It moves one process to the least
+//! loaded peer only if that leaves the peer no more loaded than itself:
+//! `load(src) - 1/workers(src) >= load(dst) + 1/workers(dst)`, and only once that has
+//! held for `hysteresis_ms` too. So a balanced mesh makes no move, two nodes at equal
+//! load never trade processes, and a move can never make the mesh less balanced than it
+//! was. Loads it expects to change (moves in flight, and ended moves the windowed loads
+//! do not show yet) are counted as changed until they are. The destination checks the
+//! move against its own load before it takes the process (`Admit`), so two nodes
+//! moving work to one idle node at once do not both send it; and a process never goes
+//! back to the node it came from within twice the residence time.
+//!
+//! Which process: one that may move (not pinned, not a REPL's shell, not in a coprocess
+//! group, no page still on another node, on this node for at least `residence_ms`),
+//! that uses at least `min_cpu` of a worker, with the best ratio of the CPU it would
+//! relieve to what its move costs (its heap and write rate at the link's speed),
+//! weighted towards processes that have already run long (the seed: a process that has
+//! lived long tends to live long) and, with the affinity policy on, towards ones that
+//! talk to the destination rather than to processes here.
+//!
+//! ## Affinity
+//! A process that exchanges most of its message bytes with processes on one other node
+//! (at least `affinity_bytes_s`, and more than twice what it exchanges here) moves
+//! there if that node has room (utilization below the high watermark, and the move
+//! would not make it the busier of the two). Of two partners split across two nodes
+//! only one moves: the one with the lower pid, or the other once the lower has had
+//! `residence_ms` twice over and not come (it may not be able to: pinned, say).
+
+use crate::proto::mechanism::Admit;
+use crate::proto::wire::Load;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::{self, Display};
+use std::str::FromStr;
+use tern_vm::node::{NodeSample, ProcSample};
+
+pub type NodeId = u16;
+pub type Pid = u64;
+
+/// What the policy does (`policy.mode` in mesh.toml, `tern ctl policy set mode M`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Nothing moves unless asked to.
+    #[default]
+    Off,
+    /// Busy nodes shed work to idle ones.
+    Balance,
+    /// Processes move to the node they talk to.
+    Affinity,
+    /// Both.
+    Both,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Off, Mode::Balance, Mode::Affinity, Mode::Both];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Balance => "balance",
+            Mode::Affinity => "affinity",
+            Mode::Both => "both",
+        }
+    }
+
+    pub fn balance(self) -> bool {
+        matches!(self, Mode::Balance | Mode::Both)
+    }
+
+    pub fn affinity(self) -> bool {
+        matches!(self, Mode::Affinity | Mode::Both)
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown policy mode {s:?} (expected {})", Mode::ALL.map(Mode::name).join(", ")))
+    }
+}
+
+impl Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The policy's settings (`[policy]` in mesh.toml; `net/MESH.md` says what each does).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct PolicyConf {
+    pub mode: Mode,
+    /// Utilization (0..1) at or above which a node is busy.
+    pub high: f64,
+    /// Utilization below which a node is idle (preferred as a destination).
+    pub low: f64,
+    /// How long a node stays busy before it sheds work.
+    pub hysteresis_ms: u64,
+    /// How long a process stays on a node (since it was spawned or moved there) before
+    /// the policy moves it.
+    pub residence_ms: u64,
+    /// Migrations a node starts on its own at most at a time.
+    pub max_in_flight: u32,
+    /// Migrations in the whole mesh (as the loads report them) above which no node
+    /// starts another.
+    pub max_in_flight_mesh: u32,
+    /// Migration traffic the policy's moves may use, MiB/s (0: no cap).
+    pub bandwidth_mib_s: u64,
+    /// How often the policy looks.
+    pub interval_ms: u64,
+    /// How often a node samples its load and tells its peers (when it changed).
+    pub gossip_ms: u64,
+    /// The sliding window rates are measured over.
+    pub window_ms: u64,
+    /// A process using less of a worker than this is not moved to balance load.
+    pub min_cpu: f64,
+    /// Message bytes per second with another node above which affinity moves a process.
+    pub affinity_bytes_s: u64,
+}
+
+impl Default for PolicyConf {
+    fn default() -> Self {
+        PolicyConf {
+            mode: Mode::Off,
+            high: 0.8,
+            low: 0.3,
+            hysteresis_ms: 1000,
+            residence_ms: 2000,
+            max_in_flight: 2,
+            max_in_flight_mesh: 8,
+            bandwidth_mib_s: 0,
+            interval_ms: 250,
+            gossip_ms: 250,
+            window_ms: 1000,
+            min_cpu: 0.2,
+            affinity_bytes_s: 4096,
+        }
+    }
+}
+
+impl PolicyConf {
+    /// The names `tern ctl policy set` takes.
+    pub const KEYS: [&'static str; 13] = [
+        "mode",
+        "high",
+        "low",
+        "hysteresis_ms",
+        "residence_ms",
+        "max_in_flight",
+        "max_in_flight_mesh",
+        "bandwidth_mib_s",
+        "interval_ms",
+        "gossip_ms",
+        "window_ms",
+        "min_cpu",
+        "affinity_bytes_s",
+    ];
+
+    /// Sets one key from text (`tern ctl policy set KEY VALUE`), checked as mesh.toml is.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let mut c = *self;
+        let int = |v: &str| v.parse::<u64>().map_err(|_| format!("policy.{key}: {v:?} is not a whole number"));
+        let frac = |v: &str| v.parse::<f64>().map_err(|_| format!("policy.{key}: {v:?} is not a number"));
+        match key {
+            "mode" => c.mode = value.parse().map_err(|e| format!("policy.mode: {e}"))?,
+            "high" => c.high = frac(value)?,
+            "low" => c.low = frac(value)?,
+            "hysteresis_ms" => c.hysteresis_ms = int(value)?,
+            "residence_ms" => c.residence_ms = int(value)?,
+            "max_in_flight" => c.max_in_flight = int(value)?.min(u64::from(u32::MAX)) as u32,
+            "max_in_flight_mesh" => c.max_in_flight_mesh = int(value)?.min(u64::from(u32::MAX)) as u32,
+            "bandwidth_mib_s" => c.bandwidth_mib_s = int(value)?,
+            "interval_ms" => c.interval_ms = int(value)?,
+            "gossip_ms" => c.gossip_ms = int(value)?,
+            "window_ms" => c.window_ms = int(value)?,
+            "min_cpu" => c.min_cpu = frac(value)?,
+            "affinity_bytes_s" => c.affinity_bytes_s = int(value)?,
+            _ => return Err(format!("unknown policy key {key:?} (expected {})", Self::KEYS.join(", "))),
+        }
+        c.check()?;
+        *self = c;
+        Ok(())
+    }
+
+    /// Whether the settings make sense together: `Err((key, why))`.
+    pub fn check(&self) -> Result<(), String> {
+        let frac = |k: &str, v: f64| {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("policy.{k}: {v} is not a fraction from 0 to 1"))
+            }
+        };
+        frac("high", self.high)?;
+        frac("low", self.low)?;
+        frac("min_cpu", self.min_cpu)?;
+        if self.low > self.high {
+            return Err(format!("policy.low: {} is above policy.high ({})", self.low, self.high));
+        }
+        for (k, v) in [("interval_ms", self.interval_ms), ("gossip_ms", self.gossip_ms), ("window_ms", self.window_ms)] {
+            if v == 0 {
+                return Err(format!("policy.{k}: must be at least 1"));
+            }
+        }
+        if self.window_ms < self.gossip_ms {
+            return Err(format!(
+                "policy.window_ms: {} is shorter than policy.gossip_ms ({}): a window holds at least one sample",
+                self.window_ms, self.gossip_ms
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err("policy.max_in_flight: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One process's load, as rates over the window ([`Meter::procs`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ProcLoad {
+    pub pid: Pid,
+    pub status: String,
+    /// Fraction of one worker's time it ran.
+    pub cpu: f64,
+    /// Its CPU demand: the fraction of a worker it would use with one to itself (what it
+    /// ran, over the time it was not waiting in a run queue).
+    pub demand: f64,
+    pub reductions_per_s: u64,
+    /// Reductions over its whole life.
+    pub reductions: u64,
+    pub heap_bytes: u64,
+    /// Bytes of pages it wrote per second (its write rate).
+    pub dirty_bytes_s: u64,
+    pub mailbox: u64,
+    pub mailbox_bytes: u64,
+    /// How long it has been on this node, ms.
+    pub resident_ms: u64,
+    pub moves: u32,
+    /// The node it came from (`None`: spawned here).
+    pub came_from: Option<NodeId>,
+    pub pinned: bool,
+    pub lazy: bool,
+    pub shell: bool,
+    pub group: u64,
+    /// Message bytes per second with each node (this one included), busiest first.
+    pub talk: Vec<(NodeId, u64)>,
+    /// Its busiest senders: (pid, node, bytes per second).
+    pub partners: Vec<(Pid, NodeId, u64)>,
+}
+
+impl ProcLoad {
+    /// Why the policy may not move it, if it may not.
+    pub fn unmovable(&self) -> Option<&'static str> {
+        if self.shell {
+            Some("a REPL's shell")
+        } else if self.pinned {
+            Some("pinned")
+        } else if self.group != 0 {
+            Some("in a coprocess group")
+        } else if self.lazy {
+            Some("pages still on the node it came from")
+        } else if self.status == "frozen" {
+            Some("frozen (moving)")
+        } else {
+            None
+        }
+    }
+
+    fn talk_with(&self, n: NodeId) -> u64 {
+        self.talk.iter().find(|t| t.0 == n).map_or(0, |t| t.1)
+    }
+}
+
+/// One sample kept for the window.
+#[derive(Clone)]
+struct Kept {
+    at_us: u64,
+    cpu_us: u64,
+    wait_us: u64,
+    reductions: u64,
+    dirtied: u64,
+    talk: Vec<(NodeId, u64)>,
+    partners: Vec<(Pid, NodeId, u64)>,
+}
+
+/// Rates over a sliding window, from cumulative counters sampled now and then.
+#[derive(Default)]
+pub struct Meter {
+    window_us: u64,
+    /// This node's samples within the window (oldest first), the newest included.
+    node: VecDeque<NodeSample>,
+    procs: HashMap<Pid, (VecDeque<Kept>, ProcSample)>,
+}
+
+impl Meter {
+    pub fn new(window_ms: u64) -> Meter {
+        Meter { window_us: window_ms.max(1) * 1000, ..Meter::default() }
+    }
+
+    pub fn set_window(&mut self, window_ms: u64) {
+        self.window_us = window_ms.max(1) * 1000;
+    }
+
+    /// Takes a sample of the node and of its processes (processes not in it are gone).
+    pub fn observe(&mut self, node: NodeSample, procs: Vec<ProcSample>) {
+        let now = node.at_us;
+        self.node.push_back(node);
+        while self.node.len() > 2 && self.node[1].at_us + self.window_us <= now {
+            self.node.pop_front();
+        }
+        let mut seen: HashMap<Pid, ()> = HashMap::with_capacity(procs.len());
+        for p in procs {
+            seen.insert(p.pid, ());
+            let k = Kept {
+                at_us: now,
+                cpu_us: p.cpu_us,
+                wait_us: p.wait_us,
+                reductions: p.reductions,
+                dirtied: p.dirtied_pages,
+                talk: p.talk.clone(),
+                partners: p.partners.clone(),
+            };
+            let e = self.procs.entry(p.pid).or_insert_with(|| (VecDeque::new(), p.clone()));
+            // A process that left and came back is a new arrival: its counters started again.
+            if e.1.resident_us > p.resident_us {
+                e.0.clear();
+            }
+            e.0.push_back(k);
+            while e.0.len() > 2 && e.0[1].at_us + self.window_us <= now {
+                e.0.pop_front();
+            }
+            e.1 = p;
+        }
+        self.procs.retain(|pid, _| seen.contains_key(pid));
+    }
+
+    /// This node's load over the window (`migrations` and `accepting` are the host's).
+    pub fn node_load(&self) -> Load {
+        let (Some(first), Some(last)) = (self.node.front(), self.node.back()) else { return Load::default() };
+        let workers = last.busy_us.len().max(1);
+        let dt = last.at_us.saturating_sub(first.at_us);
+        let busy: u64 = last.busy_us.iter().zip(&first.busy_us).map(|(b, a)| b.saturating_sub(*a)).sum();
+        let utilization = if dt == 0 { 0.0 } else { (busy as f64 / (dt as f64 * workers as f64)).min(1.0) };
+        // The run queue: the mean of the samples in the window (the first is the
+        // window's start, so it counts only when it is the one sample).
+        let rq: Vec<u64> = self.node.iter().skip(usize::from(self.node.len() > 1)).map(|s| s.runnable).collect();
+        let runnable = rq.iter().sum::<u64>() as f64 / rq.len().max(1) as f64;
+        let demand: f64 = self.procs().iter().map(|p| p.demand).sum();
+        Load {
+            workers: workers as u32,
+            utilization_pm: (utilization * 1000.0).round() as u32,
+            runnable_x100: (runnable * 100.0).round() as u32,
+            demand_x100: (demand * 100.0).round() as u32,
+            processes: last.processes,
+            reductions_per_s: per_s(last.reductions.saturating_sub(first.reductions), dt),
+            migrations: 0,
+            accepting: true,
+        }
+    }
+
+    /// Every process's load over the window (busiest first).
+    pub fn procs(&self) -> Vec<ProcLoad> {
+        let mut out: Vec<ProcLoad> = self
+            .procs
+            .values()
+            .map(|(kept, p)| {
+                let (first, last) = (&kept[0], &kept[kept.len() - 1]);
+                let dt = last.at_us.saturating_sub(first.at_us);
+                let mut talk: Vec<(NodeId, u64)> = last
+                    .talk
+                    .iter()
+                    .map(|&(n, b)| (n, per_s(b.saturating_sub(first.talk.iter().find(|t| t.0 == n).map_or(0, |t| t.1)), dt)))
+                    .filter(|t| t.1 > 0)
+                    .collect();
+                talk.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut partners: Vec<(Pid, NodeId, u64)> = last
+                    .partners
+                    .iter()
+                    .map(|&(p, n, b)| {
+                        let before = first.partners.iter().find(|t| t.0 == p && t.1 == n).map_or(0, |t| t.2);
+                        (p, n, per_s(b.saturating_sub(before), dt))
+                    })
+                    .filter(|t| t.2 > 0)
+                    .collect();
+                partners.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+                ProcLoad {
+                    pid: p.pid,
+                    status: p.status.to_string(),
+                    cpu: if dt == 0 { 0.0 } else { (last.cpu_us.saturating_sub(first.cpu_us) as f64 / dt as f64).min(1.0) },
+                    demand: {
+                        let cpu = last.cpu_us.saturating_sub(first.cpu_us) as f64;
+                        let waited = last.wait_us.saturating_sub(first.wait_us) as f64;
+                        let alone = (dt as f64 - waited).max(cpu);
+                        if alone <= 0.0 {
+                            0.0
+                        } else {
+                            (cpu / alone).min(1.0)
+                        }
+                    },
+                    reductions_per_s: per_s(last.reductions.saturating_sub(first.reductions), dt),
+                    reductions: p.reductions,
+                    heap_bytes: p.heap_pages * p.page_bytes,
+                    dirty_bytes_s: per_s(last.dirtied.saturating_sub(first.dirtied), dt) * p.page_bytes,
+                    mailbox: p.mailbox,
+                    mailbox_bytes: p.mailbox_bytes,
+                    resident_ms: p.resident_us / 1000,
+                    moves: p.moves,
+                    came_from: p.came_from,
+                    pinned: p.pinned,
+                    lazy: p.lazy,
+                    shell: p.shell,
+                    group: p.group,
+                    talk,
+                    partners,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.cpu.total_cmp(&a.cpu).then(a.pid.cmp(&b.pid)));
+        out
+    }
+}
+
+fn per_s(n: u64, dt_us: u64) -> u64 {
+    if dt_us == 0 {
+        0
+    } else {
+        (n as u128 * 1_000_000 / dt_us as u128).min(u64::MAX as u128) as u64
+    }
+}
+
+/// A peer's load as this node knows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerLoad {
+    pub id: NodeId,
+    pub up: bool,
+    /// Its last report (default: none yet).
+    pub load: Load,
+    /// How long ago that report came, µs (`None`: never).
+    pub age_us: Option<u64>,
+}
+
+/// A move the policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub pid: Pid,
+    pub to: NodeId,
+    pub why: String,
+    /// What the destination is told, to check that it still has room.
+    pub admit: Admit,
+}
+
+/// A decision, for the log: what the policy saw, what it did and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Node µs.
+    pub at_us: u64,
+    /// `balance` or `affinity`.
+    pub rule: String,
+    /// The loads it saw: (node, run-queue length per worker, utilization ‰).
+    pub loads: Vec<(NodeId, f64, u32)>,
+    /// The move, if it made one.
+    pub moved: Option<Move>,
+    /// Why it moved that one there, or why it declined.
+    pub why: String,
+    /// The other candidates it weighed (pid, score), best first.
+    pub candidates: Vec<(Pid, f64)>,
+}
+
+/// A change of load this node expects from its own move, counted until the reports
+/// show it.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    pid: Pid,
+    from: NodeId,
+    to: NodeId,
+    /// The process's CPU demand (a fraction of a worker).
+    demand: f64,
+    /// `None` while the move is in flight; then when it ended (the reports show it a
+    /// window and a report later).
+    ended_us: Option<u64>,
+}
+
+/// The most decisions kept for `tern ctl policy`.
+pub const LOG_LEN: usize = 256;
+
+/// Test only: deliberate bugs, to show that the simulator's checkers catch them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyFault {
+    #[default]
+    None,
+    /// Balance moves whenever a peer is less loaded at all (no step of one process
+    /// required): two nodes trade processes back and forth.
+    AnyGain,
+    /// The residence time is not respected.
+    NoResidence,
+}
+
+/// The policy of one node.
+pub struct Policy {
+    pub conf: PolicyConf,
+    #[doc(hidden)]
+    pub fault: PolicyFault,
+    me: NodeId,
+    /// Since when this node has been busy (see "Balance").
+    busy_since: Option<u64>,
+    /// Since when some peer has had room for one of its processes (see "Balance").
+    uneven_since: Option<u64>,
+    expect: Vec<Expect>,
+    /// Affinity: since when each process has been seen split from its partner's node.
+    split_since: HashMap<Pid, (NodeId, u64)>,
+    log: VecDeque<Decision>,
+    /// The last reason a rule declined (logged once, not at every look).
+    last_decline: BTreeMap<&'static str, String>,
+    next_look_us: u64,
+    /// Decisions recorded, and of those, handed out by [`Policy::take_new`].
+    recorded: u64,
+    taken: u64,
+    /// Link speed assumed for a move's cost, bytes per µs (updated from reports).
+    link_bytes_per_us: f64,
+}
+
+impl Policy {
+    pub fn new(me: NodeId, conf: PolicyConf) -> Policy {
+        Policy {
+            conf,
+            fault: PolicyFault::None,
+            me,
+            busy_since: None,
+            uneven_since: None,
+            expect: Vec::new(),
+            split_since: HashMap::new(),
+            log: VecDeque::new(),
+            last_decline: BTreeMap::new(),
+            next_look_us: 0,
+            recorded: 0,
+            taken: 0,
+            link_bytes_per_us: 100.0,
+        }
+    }
+
+    /// The decisions kept (oldest first).
+    pub fn log(&self) -> impl Iterator<Item = &Decision> {
+        self.log.iter()
+    }
+
+    /// The decisions recorded since the last call (for the host's log and tracing).
+    pub fn take_new(&mut self) -> Vec<Decision> {
+        let n = (self.recorded - self.taken).min(self.log.len() as u64) as usize;
+        self.taken = self.recorded;
+        self.log.iter().skip(self.log.len() - n).cloned().collect()
+    }
+
+    /// When [`Policy::decide`] next wants to look.
+    pub fn next_look_us(&self) -> u64 {
+        self.next_look_us
+    }
+
+    /// A migration this node made ended (ok or not): its expected loads count until
+    /// the reports show them, or stop counting at once if it failed.
+    pub fn moved(&mut self, now_us: u64, pid: Pid, ok: bool, bytes_per_ms: u64) {
+        if ok {
+            for e in self.expect.iter_mut().filter(|e| e.pid == pid && e.ended_us.is_none()) {
+                e.ended_us = Some(now_us);
+            }
+            if bytes_per_ms > 0 {
+                self.link_bytes_per_us = bytes_per_ms as f64 / 1000.0;
+            }
+        } else {
+            self.expect.retain(|e| e.pid != pid);
+        }
+    }
+
+    /// Looks at the loads and says which processes to move (at most as many as may be
+    /// in flight). `own`: this node's load now (with `migrations` in flight, moves
+    /// started by the policy or anyone else); `in_flight`: the policy's own moves not
+    /// ended yet.
+    pub fn decide(&mut self, now_us: u64, own: &Load, peers: &[PeerLoad], procs: &[ProcLoad]) -> Vec<Move> {
+        self.next_look_us = now_us + self.conf.interval_ms * 1000;
+        let settle_us = (self.conf.window_ms + 2 * self.conf.gossip_ms) * 1000;
+        self.expect.retain(|e| e.ended_us.is_none_or(|t| now_us < t + settle_us));
+        if self.conf.mode == Mode::Off {
+            self.busy_since = None;
+            self.split_since.clear();
+            return Vec::new();
+        }
+        let stale_us = (4 * self.conf.gossip_ms).max(2 * self.conf.window_ms) * 1000;
+        let mut view = View::new(self.me, own, peers, stale_us);
+        self.expected(now_us, &mut view);
+        let in_flight = self.expect.iter().filter(|e| e.ended_us.is_none()).count() as u32;
+        let mut budget = self.conf.max_in_flight.saturating_sub(in_flight);
+        let mesh_flight = peers.iter().filter(|p| p.up).map(|p| p.load.migrations).sum::<u64>() + own.migrations;
+        // Each migration is counted by its two nodes.
+        if mesh_flight / 2 >= u64::from(self.conf.max_in_flight_mesh) {
+            budget = 0;
+        }
+        let mut out = Vec::new();
+        if self.conf.mode.affinity() {
+            self.affinity(now_us, &mut view, procs, &mut budget, &mut out);
+        } else {
+            self.split_since.clear();
+        }
+        if self.conf.mode.balance() {
+            self.balance(now_us, &mut view, procs, &mut budget, &mut out);
+        }
+        out
+    }
+
+    fn balance(&mut self, now_us: u64, view: &mut View, procs: &[ProcLoad], budget: &mut u32, out: &mut Vec<Move>) {
+        let me = view.own();
+        let busy = me.util >= self.conf.high && me.queue > f64::from(me.workers) + 1e-9;
+        if !busy {
+            self.busy_since = None;
+            self.uneven_since = None;
+            self.decline(
+                now_us,
+                "balance",
+                view,
+                format!("not busy (utilization {:.0}%, {:.1} runnable on {} workers)", me.util * 100.0, me.queue, me.workers),
+            );
+            return;
+        }
+        let since = *self.busy_since.get_or_insert(now_us);
+        if now_us < since + self.conf.hysteresis_ms * 1000 {
+            return;
+        }
+        while *budget > 0 {
+            let me = view.own();
+            // The share of a worker each runnable process gets here: a process's CPU
+            // over it is what it would use alone (1: it wants all the CPU it gets).
+            let Some(dst) = view.least_loaded() else {
+                self.decline(now_us, "balance", view, "no peer up with a fresh load report that takes processes".into());
+                return;
+            };
+            let mut scored: Vec<(f64, &ProcLoad)> = procs
+                .iter()
+                .filter(|p| !out.iter().any(|m| m.pid == p.pid))
+                .filter(|p| !self.expect.iter().any(|e| e.pid == p.pid))
+                // Never back to where it just came from (that would undo a decision).
+                .filter(|p| p.came_from != Some(dst.id) || p.resident_ms >= 2 * self.conf.residence_ms)
+                .filter(|p| {
+                    p.unmovable().is_none()
+                        && (p.resident_ms >= self.conf.residence_ms || self.fault == PolicyFault::NoResidence)
+                        && p.demand >= self.conf.min_cpu
+                })
+                .map(|p| (self.score(p, dst.id), p))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+            let Some(&(_, best)) = scored.first() else {
+                let why = candidates_missing(procs, self.conf.residence_ms, self.conf.min_cpu);
+                self.decline(now_us, "balance", view, why);
+                return;
+            };
+            // The move must leave the destination no busier than this node.
+            let d = best.demand;
+            let mut gain = me.load() - d / f64::from(me.workers) - (dst.load() + d / f64::from(dst.workers));
+            if self.fault == PolicyFault::AnyGain {
+                gain = me.load() - dst.load() - 1e-6;
+            }
+            if gain < -1e-9 {
+                self.uneven_since = None;
+                self.decline(
+                    now_us,
+                    "balance",
+                    view,
+                    format!(
+                        "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker) would leave it busier than this one ({:.2})",
+                        tern_vm::value::name_text(best.pid),
+                        d * 100.0,
+                        dst.id,
+                        dst.load(),
+                        me.load()
+                    ),
+                );
+                return;
+            }
+            // Uneven for a while, not for a moment (a load is a mean of samples).
+            let uneven = *self.uneven_since.get_or_insert(now_us);
+            if now_us < uneven + self.conf.hysteresis_ms * 1000 {
+                return;
+            }
+            let why = format!(
+                "node {} is busy ({:.2} runnable per worker, utilization {:.0}%) and node {} is not ({:.2}, {:.0}%): {} uses {:.0}% of a worker (wants {:.0}%), heap {} KiB, on this node {:.1} s",
+                self.me,
+                me.load(),
+                me.util * 100.0,
+                dst.id,
+                dst.load(),
+                dst.util * 100.0,
+                tern_vm::value::name_text(best.pid),
+                best.cpu * 100.0,
+                best.demand * 100.0,
+                best.heap_bytes / 1024,
+                best.resident_ms as f64 / 1000.0
+            );
+            let mv = Move { pid: best.pid, to: dst.id, why: why.clone(), admit: view.admit_balance(d) };
+            let candidates = scored.iter().take(8).map(|(s, p)| (p.pid, (s * 1000.0).round() / 1000.0)).collect();
+            self.record(Decision {
+                at_us: now_us,
+                rule: "balance".into(),
+                loads: view.summary(),
+                moved: Some(mv.clone()),
+                why,
+                candidates,
+            });
+            view.shift(self.me, dst.id, d, d);
+            self.expect.push(Expect { pid: best.pid, from: self.me, to: dst.id, demand: d, ended_us: None });
+            out.push(mv);
+            *budget -= 1;
+        }
+    }
+
+    /// How good a candidate `p` is for a move to `to`: the CPU it relieves over what
+    /// its move costs, longer-lived first, talkers to `to` first and talkers to this
+    /// node last (with affinity on).
+    fn score(&self, p: &ProcLoad, to: NodeId) -> f64 {
+        // Its move's cost, ms: the heap, and what it writes meanwhile, at the link's speed.
+        let cost_ms = (p.heap_bytes as f64 + p.dirty_bytes_s as f64 * 0.05) / self.link_bytes_per_us / 1000.0;
+        let lived = 1.0 + (1.0 + p.reductions as f64 / 1e6).log10().min(3.0) / 3.0;
+        let mut s = p.demand * lived / (1.0 + cost_ms / 10.0);
+        if self.conf.mode.affinity() {
+            let total: u64 = p.talk.iter().map(|t| t.1).sum();
+            if total > 0 {
+                let there = p.talk_with(to) as f64 / total as f64;
+                let here = p.talk_with(self.me) as f64 / total as f64;
+                s *= (1.0 + there) * (1.0 - 0.9 * here);
+            }
+        }
+        s
+    }
+
+    fn affinity(&mut self, now_us: u64, view: &mut View, procs: &[ProcLoad], budget: &mut u32, out: &mut Vec<Move>) {
+        let mut still_split = HashMap::new();
+        for p in procs {
+            if p.unmovable().is_some() {
+                continue;
+            }
+            let local = p.talk_with(self.me);
+            let Some(&(to, rate)) = p.talk.iter().find(|t| t.0 != self.me) else { continue };
+            if rate < self.conf.affinity_bytes_s || rate <= 2 * local {
+                continue;
+            }
+            let since = match self.split_since.get(&p.pid) {
+                Some(&(n, t)) if n == to => t,
+                _ => now_us,
+            };
+            still_split.insert(p.pid, (to, since));
+            if *budget == 0 || p.resident_ms < self.conf.residence_ms || self.expect.iter().any(|e| e.pid == p.pid) {
+                continue;
+            }
+            if p.came_from == Some(to) && p.resident_ms < 2 * self.conf.residence_ms {
+                continue;
+            }
+            // Of two partners split across two nodes, the lower pid moves; the other
+            // only once the lower has had its chance twice over.
+            let partner = p.partners.iter().find(|q| q.1 == to).map(|q| q.0);
+            if let Some(q) = partner {
+                let waited = now_us.saturating_sub(since) >= 2 * (self.conf.residence_ms + self.conf.interval_ms) * 1000;
+                if q < p.pid && !waited {
+                    continue;
+                }
+            }
+            let Some(dst) = view.get(to) else {
+                self.decline(
+                    now_us,
+                    "affinity",
+                    view,
+                    format!("{} talks to node {to}, which is down or has not reported its load", tern_vm::value::name_text(p.pid)),
+                );
+                continue;
+            };
+            let me = view.own();
+            let d = p.demand;
+            let room = dst.util < self.conf.high && dst.load() + d / f64::from(dst.workers) <= me.load().max(1.0) + 1e-9;
+            if !room {
+                self.decline(
+                    now_us,
+                    "affinity",
+                    view,
+                    format!(
+                        "{} talks to node {to} ({rate} B/s, {local} B/s here) but node {to} has no room (utilization {:.0}%, {:.2} runnable per worker)",
+                        tern_vm::value::name_text(p.pid),
+                        dst.util * 100.0,
+                        dst.load()
+                    ),
+                );
+                continue;
+            }
+            let why = format!(
+                "{} exchanges {rate} B/s with node {to} and {local} B/s here{}",
+                tern_vm::value::name_text(p.pid),
+                match partner {
+                    Some(q) if q < p.pid => format!("; its partner {} did not come here", tern_vm::value::name_text(q)),
+                    Some(q) => format!("; it moves rather than its partner {} (the lower pid moves)", tern_vm::value::name_text(q)),
+                    None => String::new(),
+                }
+            );
+            let mv = Move { pid: p.pid, to, why: why.clone(), admit: view.admit_affinity(d) };
+            self.record(Decision {
+                at_us: now_us,
+                rule: "affinity".into(),
+                loads: view.summary(),
+                moved: Some(mv.clone()),
+                why,
+                candidates: Vec::new(),
+            });
+            view.shift(self.me, to, d, d);
+            self.expect.push(Expect { pid: p.pid, from: self.me, to, demand: d, ended_us: None });
+            still_split.remove(&p.pid);
+            out.push(mv);
+            *budget -= 1;
+        }
+        self.split_since = still_split;
+    }
+
+    /// Whether this node takes process `pid` from node `from` in a load policy's move:
+    /// only if, with it, its run queue per worker stays within what the move asks
+    /// ([`Admit`]), counting the moves it already took or made that the loads do not
+    /// show yet. Taken, it counts as one of those.
+    pub fn admit(&mut self, now_us: u64, pid: Pid, from: NodeId, own: &Load, a: Admit) -> Result<(), String> {
+        let mut view = View::new(self.me, own, &[], 0);
+        self.expected(now_us, &mut view);
+        let me = view.own();
+        let d = f64::from(a.demand_x100.clamp(1, 100)) / 100.0;
+        let with = me.load() + d / f64::from(me.workers);
+        let most = f64::from(a.max_load_x100) / 100.0;
+        if with > most + 0.005 {
+            let why = format!(
+                "refused {} from node {from}: with it this node would run {with:.2} processes per worker, more than the {most:.2} the move allows",
+                tern_vm::value::name_text(pid)
+            );
+            self.record(Decision {
+                at_us: now_us,
+                rule: "admit".into(),
+                loads: view.summary(),
+                moved: None,
+                why: why.clone(),
+                candidates: Vec::new(),
+            });
+            return Err(why);
+        }
+        self.expect.push(Expect { pid, from, to: self.me, demand: d, ended_us: Some(now_us) });
+        Ok(())
+    }
+
+    /// Shifts `view` by the moves the loads do not show yet: all of a move in flight;
+    /// of one that ended, what the window does not cover yet (the run queue is a mean
+    /// over the window, so it shows a move bit by bit; a peer's report comes up to two
+    /// gossip intervals later).
+    fn expected(&self, now_us: u64, view: &mut View) {
+        let window = (self.conf.window_ms * 1000).max(1) as f64;
+        let lag = 2 * self.conf.gossip_ms * 1000;
+        let unseen = |since: u64| (1.0 - since as f64 / window).clamp(0.0, 1.0);
+        for e in &self.expect {
+            let (own, peer) = match e.ended_us {
+                None => (1.0, 1.0),
+                Some(t) => {
+                    let since = now_us.saturating_sub(t);
+                    (unseen(since), unseen(since.saturating_sub(lag)))
+                }
+            };
+            view.shift(e.from, e.to, own * e.demand, peer * e.demand);
+        }
+    }
+
+    fn decline(&mut self, now_us: u64, rule: &'static str, view: &View, why: String) {
+        if self.last_decline.get(rule) == Some(&why) {
+            return;
+        }
+        self.last_decline.insert(rule, why.clone());
+        self.record(Decision { at_us: now_us, rule: rule.into(), loads: view.summary(), moved: None, why, candidates: Vec::new() });
+    }
+
+    fn record(&mut self, d: Decision) {
+        if d.moved.is_some() {
+            self.last_decline.clear();
+        }
+        if self.log.len() == LOG_LEN {
+            self.log.pop_front();
+        }
+        self.log.push_back(d);
+        self.recorded += 1;
+    }
+}
+
+/// Why no process could be moved.
+fn candidates_missing(procs: &[ProcLoad], residence_ms: u64, min_cpu: f64) -> String {
+    let mut why: BTreeMap<String, u32> = BTreeMap::new();
+    for p in procs {
+        let r = match p.unmovable() {
+            Some(r) => r.to_string(),
+            None if p.resident_ms < residence_ms => format!("here less than {} ms", residence_ms),
+            None if p.demand < min_cpu => format!("using less than {:.0}% of a worker", min_cpu * 100.0),
+            None => "already moving".into(),
+        };
+        *why.entry(r).or_default() += 1;
+    }
+    let parts: Vec<String> = why.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("busy, but no process may move ({})", if parts.is_empty() { "none here".into() } else { parts.join(", ") })
+}
+
+/// A node's load as the policy counts it.
+#[derive(Debug, Clone, Copy)]
+struct NodeView {
+    id: NodeId,
+    workers: u32,
+    /// CPU demand (or, without it, the run queue): what balance compares.
+    runnable: f64,
+    /// The run queue (processes runnable or running).
+    queue: f64,
+    util: f64,
+    accepting: bool,
+}
+
+impl NodeView {
+    fn of(id: NodeId, l: &Load) -> NodeView {
+        NodeView {
+            id,
+            workers: l.workers.max(1),
+            runnable: f64::from(if l.demand_x100 > 0 { l.demand_x100 } else { l.runnable_x100 }) / 100.0,
+            queue: f64::from(l.runnable_x100) / 100.0,
+            util: f64::from(l.utilization_pm) / 1000.0,
+            accepting: l.accepting,
+        }
+    }
+
+    /// CPU demand (or run-queue length) per worker.
+    fn load(&self) -> f64 {
+        self.runnable / f64::from(self.workers)
+    }
+}
+
+/// Every node's load for one look: this node's first, then its peers up with a fresh
+/// report, each shifted by the moves expected.
+struct View {
+    nodes: Vec<NodeView>,
+}
+
+impl View {
+    fn new(me: NodeId, own: &Load, peers: &[PeerLoad], stale_us: u64) -> View {
+        let mut nodes = vec![NodeView::of(me, own)];
+        for p in peers {
+            if p.up && p.load.workers > 0 && p.age_us.is_some_and(|a| a <= stale_us) {
+                nodes.push(NodeView::of(p.id, &p.load));
+            }
+        }
+        View { nodes }
+    }
+
+    fn own(&self) -> NodeView {
+        self.nodes[0]
+    }
+
+    /// What a balancing move asks of its destination: no busier than this node without
+    /// the process.
+    fn admit_balance(&self, d: f64) -> Admit {
+        let me = self.own();
+        let most = (me.load() - d / f64::from(me.workers)).max(0.0);
+        Admit { max_load_x100: (most * 100.0).round() as u32, demand_x100: (d * 100.0).round() as u32 }
+    }
+
+    /// What an affinity move asks: no busier than this node (or one process per worker).
+    fn admit_affinity(&self, d: f64) -> Admit {
+        Admit { max_load_x100: (self.own().load().max(1.0) * 100.0).round() as u32, demand_x100: (d * 100.0).round() as u32 }
+    }
+
+    fn get(&self, id: NodeId) -> Option<NodeView> {
+        self.nodes.iter().skip(1).find(|n| n.id == id && n.accepting).copied()
+    }
+
+    /// The peer with the least load per worker that takes processes (ties: the lower
+    /// utilization, then the lower id).
+    fn least_loaded(&self) -> Option<NodeView> {
+        self.nodes
+            .iter()
+            .skip(1)
+            .filter(|n| n.accepting)
+            .copied()
+            .min_by(|a, b| a.load().total_cmp(&b.load()).then(a.util.total_cmp(&b.util)).then(a.id.cmp(&b.id)))
+    }
+
+    /// One runnable process goes from `from` to `to`.
+    /// (`own`: how much of it this node's load does not show yet; `peer`: how much a
+    /// peer's report does not.)
+    fn shift(&mut self, from: NodeId, to: NodeId, own: f64, peer: f64) {
+        let me = self.nodes[0].id;
+        for n in &mut self.nodes {
+            let w = if n.id == me { own } else { peer };
+            if n.id == from {
+                n.runnable = (n.runnable - w).max(0.0);
+                n.queue = (n.queue - w).max(0.0);
+            } else if n.id == to {
+                n.runnable += w;
+                n.queue += w;
+                n.util = n.util.max((n.runnable / f64::from(n.workers)).min(1.0));
+            }
+        }
+    }
+
+    fn summary(&self) -> Vec<(NodeId, f64, u32)> {
+        self.nodes.iter().map(|n| (n.id, (n.load() * 100.0).round() / 100.0, (n.util * 1000.0).round() as u32)).collect()
+    }
+}

@@ -1,0 +1,105 @@
+//! The load policy on a loopback mesh in this OS process (the simulator is
+//! `policy_sim.rs`): busy nodes shed work until the mesh is balanced, and nothing moves
+//! with the policy off.
+
+mod common;
+
+use common::{wait_until, TestMesh};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tern_vm::message::{Message, Val};
+
+/// A policy quick enough for a test: short windows and residence times.
+const QUICK: &str =
+    "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+
+/// `n` CPU-bound workers started on the main process's node; each computes in chunks
+/// until main tells it to stop (main waits for a message from the test first), then
+/// reports its chunks and their total, which main checks (progress lost or done twice
+/// in a move would show).
+fn workers(n: u32) -> String {
+    format!(
+        "let CHUNK = 332833500;\n\
+         fn work(parent) {{\n\
+           let chunks = 0;\n\
+           let total = 0;\n\
+           while true {{\n\
+             let s = 0;\n\
+             for i in 0..1000 {{ s += i * i; }}\n\
+             total += s;\n\
+             chunks += 1;\n\
+             let m = recv(0);\n\
+             if m == \"stop\" {{ break; }}\n\
+           }}\n\
+           send(parent, {{chunks: chunks, total: total, node: node()}});\n\
+         }}\n\
+         let ws = [];\n\
+         for k in 0..{n} {{ push(ws, spawn(work, self())); }}\n\
+         println(\"started ${{len(ws)}}\");\n\
+         recv();\n\
+         for w in ws {{ send(w, \"stop\"); }}\n\
+         let right = 0;\n\
+         for k in 0..{n} {{\n\
+           let r = recv();\n\
+           if r.chunks > 0 and r.total == r.chunks * CHUNK {{ right += 1; }}\n\
+         }}\n\
+         println(\"right ${{right}} of {n}\");\n"
+    )
+}
+
+/// How many processes each node runs, the main process not counted.
+fn spread(mesh: &TestMesh, main: u64) -> Vec<(String, usize)> {
+    mesh.names().into_iter().map(|n| (n.clone(), mesh.node(&n).node().ps().iter().filter(|p| p.pid != main).count())).collect()
+}
+
+/// Migrations each process made, from every node's reports.
+fn moves(mesh: &TestMesh) -> HashMap<u64, usize> {
+    let mut m = HashMap::new();
+    for n in mesh.names() {
+        for r in mesh.node(&n).reports() {
+            if r.ok {
+                *m.entry(r.pid).or_default() += 1;
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn twelve_cpu_bound_workers_on_one_node_spread_over_three() {
+    let mesh = TestMesh::start_with(3, QUICK);
+    let mut run = mesh.run("a", "spread.tern", &workers(12));
+    run.wait_line(&mesh, "started", |l| l == "started 12");
+    let t0 = Instant::now();
+    let balanced = wait_until(Duration::from_secs(30), || spread(&mesh, run.pid).iter().all(|(_, k)| (3..=5).contains(k)));
+    let took = t0.elapsed();
+    let at = spread(&mesh, run.pid);
+    assert!(balanced, "not spread within 30 s: {at:?}\nlogs:\n{}", mesh.log_text());
+    // Settled: it stays so for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    let later = spread(&mesh, run.pid);
+    assert!(later.iter().all(|(_, k)| (3..=5).contains(k)), "spread {at:?}, then {later:?}");
+    mesh.node("a").node().send_to(run.pid, Message::scalar(Val::Nil)).unwrap();
+    run.wait_line(&mesh, "results", |l| l.starts_with("right "));
+    assert!(run.text.contains("right 12 of 12"), "{}", run.text);
+    let m = moves(&mesh);
+    assert!(m.values().all(|&k| k <= 2), "a worker moved more than twice: {m:?}");
+    assert!(m.values().sum::<usize>() >= 7, "at least 7 of 12 left node a: {m:?}");
+    let policy_lines = mesh.log_of("a").into_iter().filter(|l| l.starts_with("policy: moving")).count();
+    assert!(policy_lines >= 7, "every move is logged with its reason:\n{}", mesh.log_text());
+    eprintln!("balanced in {took:?}: {at:?}, moves {m:?}");
+}
+
+#[test]
+fn with_the_policy_off_nothing_moves() {
+    let mesh = TestMesh::start_with(3, &QUICK.replace("\"balance\"", "\"off\""));
+    let mut run = mesh.run("a", "stay.tern", &workers(6));
+    run.wait_line(&mesh, "started", |l| l == "started 6");
+    std::thread::sleep(Duration::from_secs(3));
+    let at = spread(&mesh, run.pid);
+    assert_eq!(at, vec![("a".to_string(), 6), ("b".to_string(), 0), ("c".to_string(), 0)]);
+    mesh.node("a").node().send_to(run.pid, Message::scalar(Val::Nil)).unwrap();
+    run.wait_line(&mesh, "results", |l| l.starts_with("right "));
+    assert!(run.text.contains("right 6 of 6"), "{}", run.text);
+    assert!(moves(&mesh).is_empty());
+}
