@@ -103,3 +103,31 @@ fn with_the_policy_off_nothing_moves() {
     assert!(run.text.contains("right 6 of 6"), "{}", run.text);
     assert!(moves(&mesh).is_empty());
 }
+
+#[test]
+fn pinned_processes_stay_and_bad_pin_calls_are_errors() {
+    let mesh = TestMesh::start_with(3, QUICK);
+    // The workers pin themselves, except one started pinned by its parent.
+    let src = workers(6).replace("fn work(parent) {\n", "fn work(parent) {\npin();\n").replace(
+        "println(\"started",
+        "fn idle() { recv(); }\n\
+             let p = spawn(idle, {pin: true});\n\
+             println(\"pin was ${pin(false)}, then ${pin()}\");\n\
+             try { pin(\"yes\"); } catch e { println(\"error: ${e}\"); }\n\
+             try { spawn(idle, {pin: 1}); } catch e { println(\"error: ${e}\"); }\n\
+             kill(p);\n\
+             println(\"started",
+    );
+    let mut run = mesh.run("a", "pinned.tern", &src);
+    run.wait_line(&mesh, "started", |l| l == "started 6");
+    assert!(run.text.contains("pin was false, then false"), "{}", run.text);
+    assert!(run.text.contains("error: pin: expected true or false, not a string"), "{}", run.text);
+    assert!(run.text.contains("error: spawn: the pin option is true or false, not an int"), "{}", run.text);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(spread(&mesh, run.pid)[0], ("a".to_string(), 6), "pinned workers moved");
+    mesh.node("a").node().send_to(run.pid, Message::scalar(Val::Nil)).unwrap();
+    run.wait_line(&mesh, "results", |l| l.starts_with("right "));
+    assert!(moves(&mesh).is_empty());
+    let log = mesh.log_of("a").join("\n");
+    assert!(!log.contains("policy: moving"), "{log}");
+}

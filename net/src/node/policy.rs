@@ -195,8 +195,7 @@ fn tick(sh: &Arc<Host>) {
     let now = sh.now_us();
     let mut st = sh.policy.state.lock();
     st.meter.observe(ns, ps);
-    st.own = st.meter.node_load();
-    st.procs = st.meter.procs();
+    (st.own, st.procs) = st.meter.loads();
     let conf = st.policy.conf;
     // Moves that ended.
     let mut ended = Vec::new();

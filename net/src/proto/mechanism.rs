@@ -24,7 +24,6 @@ pub struct How {
     pub group: bool,
     /// A load policy's move: the destination takes the process only if that leaves it
     /// no busier than the source ([`Admit`]).
-    #[serde(default)]
     pub admit: Option<Admit>,
 }
 

@@ -207,7 +207,7 @@ impl PolicyConf {
         Ok(())
     }
 
-    /// Whether the settings make sense together: `Err((key, why))`.
+    /// Whether the settings make sense together: `Err("policy.KEY: why")`.
     pub fn check(&self) -> Result<(), String> {
         let frac = |k: &str, v: f64| {
             if v.is_finite() && (0.0..=1.0).contains(&v) {
@@ -359,8 +359,19 @@ impl Meter {
         self.procs.retain(|pid, _| seen.contains_key(pid));
     }
 
-    /// This node's load over the window (`migrations` and `accepting` are the host's).
+    /// This node's load over the window (`migrations` and `accepting` are the host's),
+    /// and its processes' (busiest first): one pass over the samples for both.
+    pub fn loads(&self) -> (Load, Vec<ProcLoad>) {
+        let procs = self.procs();
+        (self.node_load_with(&procs), procs)
+    }
+
+    /// This node's load over the window.
     pub fn node_load(&self) -> Load {
+        self.node_load_with(&self.procs())
+    }
+
+    fn node_load_with(&self, procs: &[ProcLoad]) -> Load {
         let (Some(first), Some(last)) = (self.node.front(), self.node.back()) else { return Load::default() };
         let workers = last.busy_us.len().max(1);
         let dt = last.at_us.saturating_sub(first.at_us);
@@ -370,7 +381,7 @@ impl Meter {
         // window's start, so it counts only when it is the one sample).
         let rq: Vec<u64> = self.node.iter().skip(usize::from(self.node.len() > 1)).map(|s| s.runnable).collect();
         let runnable = rq.iter().sum::<u64>() as f64 / rq.len().max(1) as f64;
-        let demand: f64 = self.procs().iter().map(|p| p.demand).sum();
+        let demand: f64 = procs.iter().map(|p| p.demand).sum();
         Load {
             workers: workers as u32,
             utilization_pm: (utilization * 1000.0).round() as u32,

@@ -267,8 +267,8 @@ impl NodeInner {
             let Some(q) = st.mailbox.queue(src) else { continue };
             q.push_back(msg);
             st.mailbox.bytes += bytes;
-            if let SentBy::Process(sender) = from {
-                slot.meter.received(self.id, sender, bytes as u64);
+            if let SentBy::Process(_) = from {
+                slot.meter.received_here(bytes as u64);
             }
             for (c, q) in carried {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();

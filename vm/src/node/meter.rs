@@ -5,7 +5,7 @@
 //! process's own meter, and nothing walks a heap more than once per
 //! [`DIRTY_SAMPLE_US`] per process.
 
-use super::slot::{Slot, Status};
+use super::slot::Slot;
 use super::{NodeInner, Pid, Target};
 use crate::process::Process;
 use parking_lot::Mutex;
@@ -45,6 +45,8 @@ pub(crate) struct ProcMeter {
     /// here: counted without a look at where each went).
     sent: AtomicU64,
     sent_away: AtomicU64,
+    /// Bytes it received from processes on this node.
+    recv_here: AtomicU64,
     /// The node it came from, plus one (0: spawned here).
     from: AtomicU32,
 }
@@ -63,12 +65,19 @@ impl ProcMeter {
             talk: Mutex::new(Talk::default()),
             sent: AtomicU64::new(0),
             sent_away: AtomicU64::new(0),
+            recv_here: AtomicU64::new(0),
             from: AtomicU32::new(0),
         }
     }
 
     pub(super) fn came_from(&self, node: u16) {
         self.from.store(u32::from(node) + 1, Ordering::Relaxed);
+    }
+
+    /// It received a message of `bytes` from a process on this node (the hot path of
+    /// local messaging: an atomic, no lock; only senders elsewhere are named).
+    pub(super) fn received_here(&self, bytes: u64) {
+        self.recv_here.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// It sent a message of `bytes` (wherever it went).
@@ -243,13 +252,7 @@ impl NodeInner {
         let now = self.now_us();
         let m = &slot.meter;
         let st = slot.st.lock();
-        let status = match st.status {
-            Status::Active => "running",
-            Status::Waiting => "waiting",
-            Status::Io => "io",
-            Status::Frozen => "frozen",
-            Status::Exited | Status::Moved => return None,
-        };
+        let status = st.status.name()?;
         let (reductions, heap_pages, page_bytes, info, group) = match &st.parked {
             Some(p) => (p.reductions, p.heap.page_count() as u64, (p.heap.page_words() * 8) as u64, info_of(p), p.sys.group),
             None => (
@@ -264,7 +267,8 @@ impl NodeInner {
         let (talk, partners) = {
             let t = m.talk.lock();
             let mut nodes = t.nodes.clone();
-            let here = m.sent.load(Ordering::Relaxed).saturating_sub(m.sent_away.load(Ordering::Relaxed));
+            let here =
+                m.sent.load(Ordering::Relaxed).saturating_sub(m.sent_away.load(Ordering::Relaxed)) + m.recv_here.load(Ordering::Relaxed);
             if here > 0 {
                 match nodes.iter_mut().find(|e| e.0 == self.id) {
                     Some(e) => e.1 += here,

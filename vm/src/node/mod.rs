@@ -97,7 +97,7 @@ use crossbeam_deque::{Injector, Stealer, Worker};
 use deliver::DeliveryCounters;
 use parking_lot::{Condvar, Mutex};
 use sched::thread;
-use slot::{Entry, Shards, Status, Task};
+use slot::{Entry, Shards, Slot, Status, Task};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -609,19 +609,13 @@ impl Node {
     /// Every process's load counters now (shells and processes in the middle of a move
     /// included: the policy decides what it may take).
     pub fn proc_samples(&self) -> Vec<ProcSample> {
-        let mut slots = Vec::new();
-        for s in &self.inner.procs.shards {
-            slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
-                Entry::Live(slot) => Some((p, slot.clone())),
-                Entry::Moved(..) | Entry::Away(..) => None,
-            }));
-        }
-        let mut out: Vec<ProcSample> = slots.into_iter().filter_map(|(pid, slot)| self.inner.sample_proc(pid, &slot)).collect();
+        let mut out: Vec<ProcSample> = self.live_slots().into_iter().filter_map(|(pid, slot)| self.inner.sample_proc(pid, &slot)).collect();
         out.sort_by_key(|p| p.pid);
         out
     }
 
-    pub fn ps(&self) -> Vec<ProcInfo> {
+    /// The slots of the processes that live here (taken out of the table's locks).
+    fn live_slots(&self) -> Vec<(Pid, Arc<Slot>)> {
         let mut slots = Vec::new();
         for s in &self.inner.procs.shards {
             slots.extend(s.lock().iter().filter_map(|(&p, e)| match e {
@@ -629,17 +623,16 @@ impl Node {
                 Entry::Moved(..) | Entry::Away(..) => None,
             }));
         }
-        let mut out: Vec<ProcInfo> = slots
+        slots
+    }
+
+    pub fn ps(&self) -> Vec<ProcInfo> {
+        let mut out: Vec<ProcInfo> = self
+            .live_slots()
             .into_iter()
             .filter_map(|(pid, slot)| {
                 let st = slot.st.lock();
-                let status = match st.status {
-                    Status::Active => "running",
-                    Status::Waiting => "waiting",
-                    Status::Io => "io",
-                    Status::Frozen => "frozen",
-                    Status::Exited | Status::Moved => return None,
-                };
+                let status = st.status.name()?;
                 let (reductions, heap_pages) = match &st.parked {
                     Some(p) => (p.reductions, p.heap.page_count() as u64),
                     None => (slot.reductions.load(Ordering::Relaxed), slot.pages.load(Ordering::Relaxed)),

@@ -47,6 +47,19 @@ pub(super) enum Status {
     Moved,
 }
 
+impl Status {
+    /// How `ps` and the load samples name it (`None`: the process is not here).
+    pub(super) fn name(self) -> Option<&'static str> {
+        match self {
+            Status::Active => Some("running"),
+            Status::Waiting => Some("waiting"),
+            Status::Io => Some("io"),
+            Status::Frozen => Some("frozen"),
+            Status::Exited | Status::Moved => None,
+        }
+    }
+}
+
 /// What a receive waits on: the process's inbox, or a channel it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
