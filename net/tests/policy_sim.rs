@@ -3,7 +3,7 @@
 //!
 //! A failing seed prints the command that replays it:
 //! `TERN_POLICY_SEED=<seed> cargo test --release -p tern-net --test policy_sim -- replay --nocapture`.
-//! A longer run: `TERN_POLICY_SEEDS=2000 cargo test --release -p tern-net --test policy_sim -- many_seeds --nocapture`.
+//! (With `TERN_POLICY_EXACT=1` for a seed of the CPU-bound-only test.) A longer run: `TERN_POLICY_SEEDS=2000 cargo test --release -p tern-net --test policy_sim -- many_seeds --nocapture`.
 
 use tern_net::proto::policy::PolicyFault;
 use tern_net::sim::policy::{run_seed, PolicyOptions, PolicyReport};
@@ -75,7 +75,9 @@ fn checker_catches_a_move_before_the_residence_time() {
 fn replay() {
     let Ok(seed) = std::env::var("TERN_POLICY_SEED") else { return };
     let seed: u64 = seed.trim().parse().expect("TERN_POLICY_SEED is a u64");
-    let opts = PolicyOptions { trace: true, trace_lines: 100_000, ..PolicyOptions::default() };
+    // A seed of the CPU-bound-only test (500..650) replays with TERN_POLICY_EXACT=1.
+    let exact = std::env::var("TERN_POLICY_EXACT").is_ok();
+    let opts = PolicyOptions { trace: true, trace_lines: 100_000, exact, ..PolicyOptions::default() };
     match run_seed(seed, &opts) {
         Ok(r) => eprintln!("seed {seed} passes: {r:?}"),
         Err(f) => panic!("{f}"),

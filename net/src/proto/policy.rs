@@ -240,6 +240,47 @@ impl PolicyConf {
     }
 }
 
+/// How much less crowded than the source a destination without room for a process must
+/// be with it, as a fraction of the source's load (for the noise of the measurements).
+const BALANCE_MARGIN: f64 = 0.1;
+
+/// What balance compares, in processes (times the workers: per worker it is the load):
+/// the CPU demand of a node's processes while it has room for them all; once they wait
+/// for a worker (crowded), the workers over the share of a worker a runnable process
+/// gets — the processes competing per worker, counted as wanting a whole one each. (A
+/// process that gets less of a worker than it wants is runnable all the time and looks
+/// like one that wants it all, so on a crowded node the sum of demands jumps whenever
+/// some process crosses that line; the share changes a little with each process moved,
+/// and moving one from the more crowded node to the less crowded raises the least
+/// share in the mesh, which no later move of the same rule undoes.)
+fn crowding(workers: f64, procs: &[ProcLoad]) -> f64 {
+    let demand: f64 = procs.iter().map(|p| p.demand).sum();
+    let cpu: f64 = procs.iter().map(|p| p.cpu).sum();
+    let wait: f64 = procs.iter().map(|p| p.wait).sum();
+    if demand < workers || cpu <= 0.0 {
+        return demand;
+    }
+    let share = cpu / (cpu + wait);
+    workers / share
+}
+
+/// [`crowding`] with one more process that wants a whole worker, from the demands: the
+/// runnable processes share the workers (at most one each), each runnable for as long
+/// as it takes to get what it wants.
+fn crowding_plus_one(workers: f64, procs: &[ProcLoad]) -> f64 {
+    let wants = || procs.iter().map(|p| p.demand.clamp(0.0, 1.0)).chain([1.0]);
+    let total: f64 = wants().sum();
+    if total <= workers {
+        return total;
+    }
+    let mut s = 1.0f64;
+    for _ in 0..16 {
+        let r: f64 = wants().map(|w| (w / s).min(1.0)).sum();
+        s = if r > workers { workers / r } else { 1.0 };
+    }
+    workers / s.max(1e-3)
+}
+
 /// One process's load, as rates over the window ([`Meter::procs`]).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct ProcLoad {
@@ -250,6 +291,8 @@ pub struct ProcLoad {
     /// Its CPU demand: the fraction of a worker it would use with one to itself (what it
     /// ran, over the time it was not waiting in a run queue).
     pub demand: f64,
+    /// Fraction of the window it spent waiting in a run queue.
+    pub wait: f64,
     pub reductions_per_s: u64,
     /// Reductions over its whole life.
     pub reductions: u64,
@@ -381,12 +424,14 @@ impl Meter {
         // window's start, so it counts only when it is the one sample).
         let rq: Vec<u64> = self.node.iter().skip(usize::from(self.node.len() > 1)).map(|s| s.runnable).collect();
         let runnable = rq.iter().sum::<u64>() as f64 / rq.len().max(1) as f64;
-        let demand: f64 = procs.iter().map(|p| p.demand).sum();
+        let demand = crowding(workers as f64, procs);
+        let plus_one = if procs.is_empty() { 1.0 } else { crowding_plus_one(workers as f64, procs) };
         Load {
             workers: workers as u32,
             utilization_pm: (utilization * 1000.0).round() as u32,
             runnable_x100: (runnable * 100.0).round() as u32,
             demand_x100: (demand * 100.0).round() as u32,
+            plus_one_x100: (plus_one * 100.0).round() as u32,
             processes: last.processes,
             reductions_per_s: per_s(last.reductions.saturating_sub(first.reductions), dt),
             migrations: 0,
@@ -433,6 +478,7 @@ impl Meter {
                             (cpu / alone).min(1.0)
                         }
                     },
+                    wait: if dt == 0 { 0.0 } else { (last.wait_us.saturating_sub(first.wait_us) as f64 / dt as f64).min(1.0) },
                     reductions_per_s: per_s(last.reductions.saturating_sub(first.reductions), dt),
                     reductions: p.reductions,
                     heap_bytes: p.heap_pages * p.page_bytes,
@@ -687,9 +733,17 @@ impl Policy {
                 self.decline(now_us, "balance", view, why);
                 return;
             };
-            // The move must leave the destination no busier than this node.
+            // The move must leave the destination less crowded than this node is now
+            // (the process then gets more of a worker there than here, this node's
+            // others get more, and the destination's still get more than the least
+            // share before: the least share in the mesh only grows, so no later move of
+            // the same rule undoes this one); when the destination has no room for it
+            // (it would be crowded too), by a tenth, for the noise of the measurements.
             let d = best.demand;
-            let mut gain = me.load() - d / f64::from(me.workers) - (dst.load() + d / f64::from(dst.workers));
+            let after = dst.with_one_more(d);
+            let room = after <= 1.0 + 1e-9;
+            let margin = if room { 0.0 } else { BALANCE_MARGIN };
+            let mut gain = me.load() * (1.0 - margin) - after;
             if self.fault == PolicyFault::AnyGain {
                 gain = me.load() - dst.load() - 1e-6;
             }
@@ -700,7 +754,7 @@ impl Policy {
                     "balance",
                     view,
                     format!(
-                        "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker) would leave it busier than this one ({:.2})",
+                        "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker) would leave it about as busy as this one ({:.2}) or busier",
                         tern_vm::value::name_text(best.pid),
                         d * 100.0,
                         dst.id,
@@ -858,7 +912,7 @@ impl Policy {
         self.expected(now_us, &mut view);
         let me = view.own();
         let d = f64::from(a.demand_x100.clamp(1, 100)) / 100.0;
-        let with = me.load() + d / f64::from(me.workers);
+        let with = me.with_one_more(d);
         let most = f64::from(a.max_load_x100) / 100.0;
         if with > most + 0.005 {
             let why = format!(
@@ -945,6 +999,10 @@ struct NodeView {
     /// The run queue (processes runnable or running).
     queue: f64,
     util: f64,
+    processes: u32,
+    /// Its load per worker with one more process wanting a whole worker, as it said
+    /// (0: it did not).
+    plus_one: f64,
     accepting: bool,
 }
 
@@ -956,6 +1014,8 @@ impl NodeView {
             runnable: f64::from(if l.demand_x100 > 0 { l.demand_x100 } else { l.runnable_x100 }) / 100.0,
             queue: f64::from(l.runnable_x100) / 100.0,
             util: f64::from(l.utilization_pm) / 1000.0,
+            processes: l.processes as u32,
+            plus_one: f64::from(l.plus_one_x100) / 100.0 / f64::from(l.workers.max(1)),
             accepting: l.accepting,
         }
     }
@@ -963,6 +1023,29 @@ impl NodeView {
     /// CPU demand (or run-queue length) per worker.
     fn load(&self) -> f64 {
         self.runnable / f64::from(self.workers)
+    }
+
+    /// Its load with one more process of demand `d`: as it said for one that wants a
+    /// whole worker, in proportion. Without that, at worst: with room for it, its
+    /// demand grows by `d`; without, its runnable processes get a share of a worker
+    /// each, at least what the others leave free and at least an equal part of the
+    /// workers, and the load is one over the share; once crowded, one more process
+    /// competes for the workers.
+    fn with_one_more(&self, d: f64) -> f64 {
+        let w = f64::from(self.workers);
+        let load = self.load();
+        if self.plus_one > 0.0 {
+            return load + d * (self.plus_one - load).max(0.0);
+        }
+        if load >= 1.0 - 1e-9 {
+            return load + d / w;
+        }
+        let demand = load * w;
+        if demand + d <= w {
+            return (demand + d) / w;
+        }
+        let share = (w - demand).max(w / (f64::from(self.processes) + 1.0)).clamp(1e-3, 1.0);
+        (1.0 / share).max((demand + d) / w)
     }
 }
 
@@ -987,11 +1070,10 @@ impl View {
         self.nodes[0]
     }
 
-    /// What a balancing move asks of its destination: no busier than this node without
-    /// the process.
+    /// What a balancing move asks of its destination: room for the process, or with it
+    /// less crowded than this node is now, by a tenth (see [`Policy::balance`]).
     fn admit_balance(&self, d: f64) -> Admit {
-        let me = self.own();
-        let most = (me.load() - d / f64::from(me.workers)).max(0.0);
+        let most = (self.own().load() * (1.0 - BALANCE_MARGIN)).max(1.0);
         Admit { max_load_x100: (most * 100.0).round() as u32, demand_x100: (d * 100.0).round() as u32 }
     }
 
@@ -1004,15 +1086,17 @@ impl View {
         self.nodes.iter().skip(1).find(|n| n.id == id && n.accepting).copied()
     }
 
-    /// The peer with the least load per worker that takes processes (ties: the lower
-    /// utilization, then the lower id).
+    /// The peer that takes processes with the least load per worker once it has one
+    /// more process that wants a whole worker (so of two nodes at about the same load the
+    /// one with more workers; ties: the lower utilization, then the lower id).
     fn least_loaded(&self) -> Option<NodeView> {
+        let after = |n: &NodeView| n.with_one_more(1.0);
         self.nodes
             .iter()
             .skip(1)
             .filter(|n| n.accepting)
             .copied()
-            .min_by(|a, b| a.load().total_cmp(&b.load()).then(a.util.total_cmp(&b.util)).then(a.id.cmp(&b.id)))
+            .min_by(|a, b| after(a).total_cmp(&after(b)).then(a.util.total_cmp(&b.util)).then(a.id.cmp(&b.id)))
     }
 
     /// One runnable process goes from `from` to `to`.

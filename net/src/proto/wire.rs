@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 9;
+pub const FRAME_VERSION: u8 = 10;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,9 +300,13 @@ pub struct Load {
     pub runnable_x100: u32,
     /// Its CPU demand, times 100: over its processes, the fraction of a worker each
     /// would use if it had one to itself (what it used, over the share a runnable
-    /// process gets here). What balance compares; 0 when processes are not measured
-    /// (the policy off), and then the run queue stands for it.
+    /// process gets here); once they wait for a worker, the workers over that share
+    /// (`proto::policy::crowding`). What balance compares; 0 when processes are not
+    /// measured (the policy off), and then the run queue stands for it.
     pub demand_x100: u32,
+    /// Its demand per worker with one more process that wants a whole worker, times 100
+    /// (0: not measured): what a node that would send it one expects.
+    pub plus_one_x100: u32,
     pub processes: u64,
     /// Reductions per second over the window.
     pub reductions_per_s: u64,
