@@ -8,7 +8,7 @@
 //! (expected host:port)`. Relative paths are resolved against the directory of the
 //! config file, so every path in a [`MeshConfig`] is absolute.
 
-use crate::proto::mechanism::{Forwarding, Mechanism};
+use crate::proto::mechanism::{Choice, Forwarding};
 use crate::proto::policy::PolicyConf;
 use serde::Deserialize;
 use std::fmt;
@@ -46,8 +46,8 @@ pub struct MeshConfig {
     pub shared_root: PathBuf,
     /// Heap page size in bytes.
     pub page_size: usize,
-    /// Default migration mechanism.
-    pub migration: Mechanism,
+    /// Every migration's mechanism unless it names one (default `auto`).
+    pub migration: Choice,
     /// Transfer on reference: pages fetched after the one a fault touched.
     pub prefetch: u32,
     /// How messages find a process that has moved.
@@ -257,7 +257,7 @@ impl Default for RawMesh {
             cert_dir: "certs".into(),
             shared_root: "shared".into(),
             page_size: 4096,
-            migration: Mechanism::default().to_string(),
+            migration: Choice::default().to_string(),
             prefetch: 1,
             forwarding: "link-update".into(),
         }
@@ -393,7 +393,7 @@ impl MeshConfig {
             return Err(err("mesh.page_size", format!("{ps} is not a power of two from 64 to 16777216 (16 MiB)")));
         }
         let page_size = ps as usize;
-        let migration: Mechanism = raw.mesh.migration.parse().map_err(|e| err("mesh.migration", e))?;
+        let migration: Choice = raw.mesh.migration.parse().map_err(|e| err("mesh.migration", e))?;
         let forwarding: Forwarding = raw.mesh.forwarding.parse().map_err(|e| err("mesh.forwarding", e))?;
 
         let l = raw.limits;
@@ -721,7 +721,7 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
         assert_eq!(c.shared_root, Path::new("/etc/tern/shared"));
         assert_eq!(c.page_size, 8192);
-        assert_eq!(c.migration, Mechanism::Lazy);
+        assert_eq!(c.migration, Choice::Use(crate::proto::mechanism::Mechanism::Lazy));
         assert_eq!(c.forwarding, Forwarding::LinkTraversal);
         assert_eq!(
             c.limits,
@@ -769,7 +769,7 @@ addr = "127.0.0.1:7403"
     fn defaults() {
         let c = parse(ONE_NODE).unwrap();
         assert_eq!(c.page_size, 4096);
-        assert_eq!(c.migration, Mechanism::Precopy);
+        assert_eq!(c.migration, Choice::Auto);
         assert_eq!(c.forwarding, Forwarding::LinkUpdate);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.limits.mailbox_bytes, 67108864);
@@ -890,7 +890,10 @@ addr = "127.0.0.1:7403"
         let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nshared = \"shared/a\"\n"));
         assert!(e.starts_with("mesh.toml: node[2].shared: ") && e.contains("node[1] (a)"), "{e}");
         let e = parse_err("[mesh]\nmigration = \"teleport\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n");
-        assert_eq!(e, r#"mesh.toml: mesh.migration: unknown migration mechanism "teleport" (expected freeze, precopy, lazy or hybrid)"#);
+        assert_eq!(
+            e,
+            r#"mesh.toml: mesh.migration: unknown migration mechanism "teleport" (expected auto, freeze, precopy, lazy or hybrid)"#
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn forwarding_help() -> String {
 }
 
 fn mechanism_help() -> String {
-    format!("{} (default: the config's `mesh.migration`)", tern_net::proto::mechanism::Mechanism::listed())
+    format!("{} (default: the config's `mesh.migration`)", tern_net::proto::mechanism::Choice::listed())
 }
 
 /// Diagnostics on stderr when `TERN_LOG` is set: a tracing filter such as `debug`,

@@ -115,7 +115,7 @@ fn a_group_of_five_moves_as_one_under_every_mechanism() {
             // frozen at the source by then, and none runs (its reductions stay put).
             m.node(to).set_migration_hooks(TestHooks { hold_before_ready: true, ..TestHooks::default() });
         }
-        let how = How { mechanism: Some(*mech), group: true, ..How::default() };
+        let how = How { mechanism: Some((*mech).into()), group: true, ..How::default() };
         let r = std::thread::scope(|s| {
             let mover = s.spawn(|| m.node(&at).migrate_how(leader, to, how));
             if hold {
@@ -167,7 +167,7 @@ fn a_group_move_that_fails_leaves_every_member_running_where_it_was() {
     let pids = members(&run);
     let token = token_moves_on(&m, &mut run, 0, "a");
     m.node("c").set_migration_hooks(TestHooks { hold_before_ready: true, ..TestHooks::default() });
-    let how = How { mechanism: Some(Mechanism::Precopy), group: true, ..How::default() };
+    let how = How { mechanism: Some(Mechanism::Precopy.into()), group: true, ..How::default() };
     let r = std::thread::scope(|s| {
         let mover = s.spawn(|| m.node("a").migrate_how(pids[0], "c", how));
         assert!(m.wait_log("c", Duration::from_secs(30), |l| l.contains("held before Ready")), "{}", m.log_text());

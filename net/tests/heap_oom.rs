@@ -140,7 +140,7 @@ fn a_destination_without_memory_for_the_heap_refuses_the_migration() {
         // source grow its own, but it does not need to).
         let _c = Ceiling::set(1 << 20);
         for mechanism in Mechanism::ALL {
-            let r = m.node("a").migrate(pid, "b", Some(mechanism));
+            let r = m.node("a").migrate(pid, "b", Some(mechanism.into()));
             let r = r.unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
             assert!(!r.ok, "{mechanism}: {r:?}");
             assert!(r.outcome.contains("runs on at a"), "{mechanism}: {}", r.outcome);
@@ -152,7 +152,7 @@ fn a_destination_without_memory_for_the_heap_refuses_the_migration() {
     m.node("a").node().send_to(pid, text_message("still here")).expect("sent");
     run.wait_line(&m, "still here", |l| l.starts_with("still here") && l.ends_with("on a"));
     // With memory back, the same move works.
-    let r = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy)).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    let r = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy.into())).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     assert!(wait_until(Duration::from_secs(30), || m.where_is(pid).as_deref() == Some("b")));
     m.node("b").node().send_to(pid, text_message("stop")).expect("sent");

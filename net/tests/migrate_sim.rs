@@ -122,6 +122,7 @@ fn runs_exercise_every_path() {
     for i in 0..4 {
         assert!(reports.iter().map(|r| r.by_mechanism[i]).sum::<u64>() > 20, "mechanism {i} committed");
     }
+    assert!(sum(|r| r.fell_back) > 5, "pre-copies that fell back to post-copy");
     assert!(sum(|r| r.failed) > 10, "failed migrations");
     assert!(sum(|r| r.refused) > 5, "refusals");
     assert!(sum(|r| r.in_doubt) > 0, "in-doubt stalls");
@@ -258,6 +259,7 @@ fn a_source_gives_up_at_once_when_its_dirty_pages_cannot_be_collected() {
         dest: 1,
         size_pages: 8,
         mechanism: Mechanism::Precopy,
+        fallback: false,
         forwarding: tern_net::proto::mechanism::Forwarding::LinkUpdate,
         partners: vec![0, 1],
         members: Vec::new(),

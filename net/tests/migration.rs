@@ -49,11 +49,11 @@ fn moves_a_running_writer(mechanism: Mechanism) {
     let m = TestMesh::start(2);
     let mut run = m.run("a", "writer.tern", WRITER);
     run.wait_line(&m, "round 2", |l| l.starts_with("round 2 "));
-    let r = m.node("a").migrate(run.pid, "b", Some(mechanism)).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
+    let r = m.node("a").migrate(run.pid, "b", Some(mechanism.into())).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     check_report(&r, mechanism);
     run.wait_line(&m, "a round on b", |l| l.ends_with("on b"));
-    let back = m.node("b").migrate(run.pid, "a", Some(mechanism)).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
+    let back = m.node("b").migrate(run.pid, "a", Some(mechanism.into())).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
     check_report(&back, mechanism);
     let last = run.wait_line(&m, "ok", |l| l.starts_with("ok on"));
     assert_eq!(last, "ok on a");
@@ -149,7 +149,7 @@ println("still running on ${node()}");
     assert_eq!(on_a, "written on a\nappended on b\n");
     assert!(!m.cfg.node("b").expect("b").root.join("home.txt").exists(), "nothing on b");
     // The report of a move says where its home is and what it cost.
-    let r = m.node("b").migrate(run.pid, "c", Some(Mechanism::Freeze)).expect("a report");
+    let r = m.node("b").migrate(run.pid, "c", Some(Mechanism::Freeze.into())).expect("a report");
     assert!(r.ok, "{r:?}");
     // (Its open and write on b, each a round trip to a; `close` does no I/O, and the
     // child's calls are the child's.)
@@ -255,7 +255,7 @@ fn the_destination_failing_before_commit_leaves_the_process_running_at_the_sourc
     let pid = run.pid;
     let report = std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Freeze)));
+        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Freeze.into())));
         // The image is at b, which never answers `Ready`: b fails before the commit point.
         std::thread::sleep(Duration::from_millis(500));
         m.node("b").halt();
@@ -279,7 +279,7 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
     let pid = run.pid;
     let report = std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Precopy)));
+        let h = s.spawn(move || a.migrate(pid, "b", Some(Mechanism::Precopy.into())));
         std::thread::sleep(Duration::from_millis(500));
         m.node("a").drop_connections();
         h.join().expect("the migration thread")
@@ -289,7 +289,7 @@ fn a_lost_connection_before_commit_resumes_the_process_and_a_later_migration_wor
     // The connection comes back; b gave up its copy; a second try goes through.
     m.node("b").set_migration_hooks(TestHooks::default());
     assert!(wait_until(Duration::from_secs(20), || m.node("a").peer_up("b")));
-    let again = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy)).expect("a report");
+    let again = m.node("a").migrate(pid, "b", Some(Mechanism::Precopy.into())).expect("a report");
     assert!(again.ok, "{again:?}\n{}", m.log_text());
     m.node("a").node().send_to(pid, text_message("finish")).expect("sent");
     let last = run.wait_line(&m, "all in order", |l| l.starts_with("all "));
@@ -302,9 +302,9 @@ fn source_switched_off_after_commit(mechanism: Mechanism) {
     // Started from c's console, so that its output outlives node a.
     let mut run = m.run("c", "writer.tern", WRITER);
     run.wait_line(&m, "round 1", |l| l.starts_with("round 1 "));
-    let r = m.node("c").migrate(run.pid, "a", Some(Mechanism::Freeze)).expect("a report");
+    let r = m.node("c").migrate(run.pid, "a", Some(Mechanism::Freeze.into())).expect("a report");
     assert!(r.ok, "{r:?}");
-    let r = m.node("a").migrate(run.pid, "b", Some(mechanism)).expect("a report");
+    let r = m.node("a").migrate(run.pid, "b", Some(mechanism.into())).expect("a report");
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     assert!(!m.node("a").migration_holds(run.pid));
     m.stop("a");
@@ -358,13 +358,13 @@ println("down: ${d.reason}");
     let mut run = m.run("c", "holder.tern", src);
     let w = pid_in(&run.wait_line(&m, "holder", |l| l.starts_with("holder ")));
     run.wait_line(&m, "ready", |l| l == "ready");
-    assert!(m.node("c").migrate(w, "a", Some(Mechanism::Freeze)).expect("a report").ok);
+    assert!(m.node("c").migrate(w, "a", Some(Mechanism::Freeze.into())).expect("a report").ok);
     m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
         // Without the background push this migration lasts until every page is fetched
         // (or the process ends).
-        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
+        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy.into())));
         assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
         m.node("c").node().send_to(w, text_message("touch")).expect("sent");
         run.wait_line(&m, "touched", |l| l.starts_with("touched"));
@@ -409,7 +409,7 @@ println("down: ${d.reason}");
         let a = m.node("a");
         let (tx, rx) = std::sync::mpsc::channel();
         s.spawn(move || {
-            let _ = tx.send(a.migrate(w, "b", Some(Mechanism::Lazy)));
+            let _ = tx.send(a.migrate(w, "b", Some(Mechanism::Lazy.into())));
         });
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
@@ -488,7 +488,7 @@ println("down: ${d.reason}");
     m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
+        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy.into())));
         let went = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
             m.node("a").node().send_to(w, text_message("go")).expect("sent");
@@ -542,7 +542,7 @@ println(recv(20000));
     m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
     std::thread::scope(|s| {
         let a = m.node("a");
-        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy)));
+        let h = s.spawn(move || a.migrate(w, "b", Some(Mechanism::Lazy.into())));
         let went = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(w)), "{}", m.log_text());
             let one = tern_vm::message::Message { root: tern_vm::message::Val::Int(1), objs: Vec::new() };
@@ -622,7 +622,7 @@ println("done on ${node()}: ${next} received, ${timeouts} timed out");
         let a = m.node("a");
         s.spawn(move || {
             // (A failed send only means the receiver gave up.)
-            let _ = tx.send(a.migrate(pid, "b", Some(Mechanism::Precopy)));
+            let _ = tx.send(a.migrate(pid, "b", Some(Mechanism::Precopy.into())));
         });
         let mut problem = None;
         // The offer was taken and everything sent: b holds before Ready.
@@ -790,7 +790,7 @@ fn partners_run_by(moves: usize, seed: u64, fwd: Option<Forwarding>) -> (String,
     for k in 0..moves {
         let to = names.iter().copied().filter(|&n| n != at).nth((next() % 2) as usize).unwrap_or("b");
         let mech = mechs[(next() % 4) as usize];
-        let how = How { mechanism: Some(mech), forwarding: fwd, ..How::default() };
+        let how = How { mechanism: Some(mech.into()), forwarding: fwd, ..How::default() };
         let r = m.node(at).migrate_how(run.pid, to, how).unwrap_or_else(|e| panic!("move {k} ({mech} {at} → {to}): {e}\n{}", m.log_text()));
         assert!(r.ok, "move {k} ({mech} {at} → {to}): {r:?}\n{}", m.log_text());
         done.push(format!("{mech} {at}→{to}"));
@@ -853,7 +853,7 @@ fn the_node_a_process_left_holds_nothing_for_it() {
     std::thread::sleep(Duration::from_millis(20));
     let pid = run.pid;
     for (from, to, mech) in [("a", "b", Mechanism::Precopy), ("b", "c", Mechanism::Lazy)] {
-        let r = m.node(from).migrate(pid, to, Some(mech)).expect("a report");
+        let r = m.node(from).migrate(pid, to, Some(mech.into())).expect("a report");
         assert!(r.ok, "{r:?}\n{}", m.log_text());
     }
     // b (neither its birth node nor a sender's) keeps no process, route or migration
@@ -909,7 +909,7 @@ println("done on ${node()}");
         [("b", Mechanism::Freeze), ("c", Mechanism::Precopy), ("a", Mechanism::Lazy), ("b", Mechanism::Hybrid)].into_iter().enumerate()
     {
         run.wait_line(&m, "a round here", |l| l.starts_with(&format!("round {} ", 5 + 10 * k)));
-        let r = m.node(at).migrate(run.pid, to, Some(mechanism)).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
+        let r = m.node(at).migrate(run.pid, to, Some(mechanism.into())).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
         assert!(r.ok, "{mechanism}: {r:?}\n{}", m.log_text());
         assert!(r.jit_functions_at_source >= 1, "{mechanism}: nothing ran compiled at {at}: {r:?}");
         assert_eq!(r.jit_functions_rebuilt, r.jit_functions_at_source, "{mechanism}: not all compiled again at {to}: {r:?}");
@@ -949,7 +949,7 @@ println("got ${m} on ${node()}");
         run.wait_line(&m, "the warm-up", |l| l.starts_with("warm "));
         let compiler = m.node("a").node().vm().jit.clone().expect("the JIT is on");
         assert!(wait_until(Duration::from_secs(10), || compiler.stats().compiled >= 1), "warm was not compiled at a");
-        let r = m.node("a").migrate(run.pid, "b", Some(Mechanism::Freeze)).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+        let r = m.node("a").migrate(run.pid, "b", Some(Mechanism::Freeze.into())).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
         assert!(r.ok, "{r:?}");
         assert!(r.jit_functions_at_source >= 1, "{r:?}");
         if profile {
@@ -961,4 +961,91 @@ println("got ${m} on ${node()}");
         m.node("b").node().send_to(run.pid, text_message("bye")).expect("sent");
         assert_eq!(run.wait_line(&m, "the message", |l| l.starts_with("got ")), "got bye on b");
     }
+}
+
+/// A writer that rewrites a 1 MiB array until told to stop (after `go`, if `wait`),
+/// then checks every cell.
+fn auto_writer(wait: bool) -> String {
+    format!(
+        "let data = array(64 * 1024, 0);\n\
+         println(\"ready\");\n\
+         {}\n\
+         let r = 0;\n\
+         while true {{\n\
+           for k in 0..len(data) {{ data[k] = data[k] + 1; }}\n\
+           r += 1;\n\
+           if r == 20 {{ println(\"writing\"); }}\n\
+           if recv(0) == \"stop\" {{ break; }}\n\
+         }}\n\
+         let ok = true;\n\
+         for k in 0..len(data) {{ if data[k] != r {{ ok = false; }} }}\n\
+         println(\"ok ${{ok}} on ${{node()}}\");\n",
+        if wait { "recv();" } else { "" }
+    )
+}
+
+#[test]
+fn auto_picks_freeze_for_a_small_heap_and_precopy_for_an_idle_large_one() {
+    let m = TestMesh::start(2);
+    let mut small = m.run("a", "small.tern", "println(\"ready\");\nrecv();\nprintln(\"done on ${node()}\");\n");
+    small.wait_line(&m, "ready", |l| l == "ready");
+    let r = m.node("a").migrate(small.pid, "b", None).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.mechanism, Mechanism::Freeze, "{r:?}");
+    assert!(r.auto.contains("small heap") && r.auto.contains("assumed"), "{}", r.auto);
+    m.node("b").node().send_to(small.pid, tern_vm::message::Message::scalar(tern_vm::message::Val::Nil)).unwrap();
+    assert_eq!(small.wait_line(&m, "done", |l| l.starts_with("done")), "done on b");
+
+    let big =
+        "let data = array(1024 * 1024, 1);\nprintln(\"ready\");\nrecv();\nprintln(\"sum ${data[0] + data[1048575]} on ${node()}\");\n";
+    let mut big = m.run("a", "big.tern", big);
+    big.wait_line(&m, "ready", |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = m.node("a").migrate(big.pid, "b", None).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    assert!(r.ok, "{r:?}");
+    assert_eq!((r.mechanism, r.fell_back, r.absent_pages_at_resume), (Mechanism::Precopy, false, 0), "{r:?}");
+    assert!(r.auto.contains("pre-copy") && r.stop_reason == "Converged", "{r:?}");
+    assert!(r.heap_pages >= 2048 && r.rounds[0] == r.heap_pages, "{r:?}");
+    m.node("b").node().send_to(big.pid, tern_vm::message::Message::scalar(tern_vm::message::Val::Nil)).unwrap();
+    assert_eq!(big.wait_line(&m, "sum", |l| l.starts_with("sum")), "sum 2 on b");
+    // Named, the mechanism is what was asked.
+    let mut again = m.run("a", "small.tern", "println(\"ready\");\nrecv();\n");
+    again.wait_line(&m, "ready", |l| l == "ready");
+    let r = m.node("a").migrate(again.pid, "b", Some(Mechanism::Lazy.into())).expect("a report");
+    assert!(r.ok && r.mechanism == Mechanism::Lazy && r.auto.is_empty(), "{r:?}");
+}
+
+#[test]
+fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_back_to_postcopy() {
+    // Migration traffic capped at 8 MiB/s: the writers (about 10 MiB/s of pages) write
+    // faster than pre-copy can follow.
+    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 8\n");
+    let mut heavy = m.run("a", "heavy.tern", &auto_writer(false));
+    heavy.wait_line(&m, "writing", |l| l == "writing");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = m.node("a").migrate(heavy.pid, "b", None).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.mechanism, Mechanism::Hybrid, "{r:?}");
+    assert!(r.auto.contains("would not converge") && r.auto.contains("capped"), "{}", r.auto);
+    m.node("b").node().send_to(heavy.pid, text_message("stop")).unwrap();
+    assert_eq!(heavy.wait_line(&m, "ok", |l| l.starts_with("ok")), "ok true on b");
+
+    // Idle when the move starts (nothing written: pre-copy is picked), then writing
+    // every page each round: the rounds stop shrinking and what is left follows the
+    // process instead of going with it frozen.
+    let mut late = m.run("a", "late.tern", &auto_writer(true));
+    late.wait_line(&m, "ready", |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(800));
+    m.node("a").node().send_to(late.pid, text_message("go")).unwrap();
+    let r = m.node("a").migrate(late.pid, "b", None).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.mechanism, Mechanism::Precopy, "{r:?}");
+    assert!(r.fell_back && r.absent_pages_at_resume > 0, "{r:?}");
+    assert!(matches!(r.stop_reason.as_str(), "NotShrinking" | "RoundLimit"), "{r:?}");
+    assert!(r.final_pages == 0, "nothing sent frozen: {r:?}");
+    let table = tern_net::ops::report::report_table(&r);
+    assert!(table.contains("picked by auto") && table.contains("post-copy"), "{table}");
+    m.node("b").node().send_to(late.pid, text_message("stop")).unwrap();
+    assert_eq!(late.wait_line(&m, "ok", |l| l.starts_with("ok")), "ok true on b");
+    assert!(wait_until(Duration::from_secs(10), || !m.node("a").migration_holds(late.pid)), "the source let go once its pages moved");
 }

@@ -35,7 +35,7 @@ mod policy;
 mod services;
 
 use crate::config::{MeshConfig, NodeConf};
-use crate::proto::mechanism::{How, Mechanism};
+use crate::proto::mechanism::{Choice, How};
 use crate::proto::wire::{self, Answer, Frame, PsRow, Query};
 use crate::tls;
 use dispatch::Inbound;
@@ -491,7 +491,7 @@ impl MeshNode {
 
     /// Migrates process `pid` to node `to` (with `mechanism`, or the config's default)
     /// and waits for the report.
-    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<Mechanism>) -> Result<wire::MigReport, String> {
+    pub fn migrate(&self, pid: u64, to: &str, mechanism: Option<Choice>) -> Result<wire::MigReport, String> {
         self.sh.migrate_and_wait(pid, to, How::mechanism(mechanism))
     }
 

@@ -93,6 +93,19 @@ impl Host {
         Some((s.dirtied_pages as f64 * s.page_bytes as f64 / secs) as u64)
     }
 
+    /// The link speed to node `id` that `auto` goes by, bytes per second, and where it
+    /// comes from: the migration bandwidth cap if one is set (and lower), else what the
+    /// last migration there measured, else an assumption.
+    pub(crate) fn link_speed(&self, id: u16) -> (u64, &'static str) {
+        let measured = self.mig.links.lock().get(&id).copied();
+        let cap = self.policy_conf().bandwidth_mib_s << 20;
+        match measured {
+            _ if cap > 0 && measured.is_none_or(|m| cap < m) => (cap, "capped"),
+            Some(m) => (m, "measured"),
+            None => (crate::proto::mechanism::ASSUMED_LINK_BYTES_S, "assumed"),
+        }
+    }
+
     /// Whether this node takes process `pid` from node `from` in a load policy's move
     /// (see [`Policy::admit`]).
     pub(crate) fn admit(&self, pid: u64, from: u16, a: Admit) -> Result<(), String> {

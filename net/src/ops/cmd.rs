@@ -490,7 +490,7 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(300));
         }
         println!("{at} → {to} by {mech}: {}", mechanism_sentence(mech));
-        match from.migrate(pid, to, Some(mech)) {
+        match from.migrate(pid, to, Some(mech.into())) {
             Ok(r) => {
                 std::thread::sleep(Duration::from_millis(150));
                 print!("{}", report_table_explained(&r));

@@ -18,7 +18,7 @@ use crate::ops::cmd::{parse_pid, program_request};
 use crate::ops::ctl::CtlClient;
 use crate::ops::report::{nodes_table, ps_table, report_table};
 use crate::ops::snippet::{relabel, Snippet};
-use crate::proto::mechanism::{Forwarding, How, Mechanism};
+use crate::proto::mechanism::{Choice, Forwarding, How};
 use crate::proto::wire::{CtlReply, CtlRequest, LineOutcome};
 use crate::runner::compile_text;
 use parking_lot::Mutex;
@@ -454,7 +454,7 @@ impl Session {
                 for (c, what) in COMMANDS {
                     println!(
                         "  {c:<26} {}",
-                        what.replace("{mechanisms}", &Mechanism::names(", ")).replace("{forwardings}", &Forwarding::names(", "))
+                        what.replace("{mechanisms}", &Choice::names(", ")).replace("{forwardings}", &Forwarding::names(", "))
                     );
                 }
                 println!("  anything else is Tern: a statement runs, an expression is printed; flush() prints and empties the mailbox");
@@ -521,14 +521,14 @@ impl Session {
             ":migrate" => {
                 let usage = &format!(
                     "usage: :migrate PID NODE [--mechanism {}] [--forwarding {}] [--group] [--json] [--metrics-out FILE]",
-                    Mechanism::names("|"),
+                    Choice::names("|"),
                     Forwarding::names("|")
                 );
                 let (mut pos, mut how, mut json, mut metrics) = (Vec::new(), How::default(), false, None);
                 let mut it = rest.iter();
                 while let Some(a) = it.next() {
                     match *a {
-                        "--mechanism" => how.mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Mechanism>()?),
+                        "--mechanism" => how.mechanism = Some(it.next().ok_or(usage.as_str())?.parse::<Choice>()?),
                         "--forwarding" => how.forwarding = Some(it.next().ok_or(usage.as_str())?.parse::<Forwarding>()?),
                         "--group" => how.group = true,
                         "--json" => json = true,

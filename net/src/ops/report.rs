@@ -87,6 +87,9 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         ("outcome", r.outcome.clone(), None),
         ("heap pages", r.heap_pages.to_string(), None),
     ];
+    if !r.auto.is_empty() {
+        rows.insert(3, ("picked by auto", r.auto.clone(), None));
+    }
     if !r.members.is_empty() {
         let names: Vec<String> = r.members.iter().map(|&p| tern_vm::value::name_text(p)).collect();
         rows.insert(1, ("group (moved as one)", format!("{} members: {}", names.len(), names.join(", ")), None));
@@ -101,6 +104,10 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
             "rounds stopped",
             stop_reason_text(&r.stop_reason),
             Some(match r.mechanism {
+                _ if r.fell_back => format!(
+                    "they did not converge: the process was stopped and moved, and the {} pages it had dirtied since follow after it (post-copy)",
+                    r.absent_pages_at_resume
+                ),
                 crate::proto::mechanism::Mechanism::Hybrid => {
                     "then the process was stopped and moved; the pages it had dirtied since follow on demand".into()
                 }

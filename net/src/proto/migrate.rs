@@ -116,6 +116,9 @@ pub enum MigMsg {
         pid: Pid,
         size_pages: u32,
         mechanism: Mechanism,
+        /// Pre-copy only: if it stops converging, the process resumes at the dest with
+        /// the pages it kept writing still at the source (post-copy for those).
+        fallback: bool,
         /// How messages find the process afterwards (the dest's link updates say it).
         forwarding: Forwarding,
         /// A coprocess group moving as one: each member and its heap's pages, in the
@@ -389,8 +392,10 @@ pub struct Report {
     pub redundant_pages: u32,
     /// Pages sent with the frozen image.
     pub final_pages: u32,
-    /// Pages left absent at the dest at resume (lazy/hybrid).
+    /// Pages left absent at the dest at resume (lazy/hybrid, or a pre-copy that fell back).
     pub absent_at_resume: u32,
+    /// A pre-copy that stopped converging left its last dirty set to post-copy.
+    pub fell_back: bool,
     pub bytes_sent: u64,
     /// Bandwidth measured during the rounds, bytes per ms.
     pub bandwidth_bytes_per_ms: u64,
@@ -565,6 +570,8 @@ pub struct SourceInit {
     pub dest: NodeId,
     pub size_pages: u32,
     pub mechanism: Mechanism,
+    /// Pre-copy: post-copy for what is left if it stops converging (see `MigMsg::Offer`).
+    pub fallback: bool,
     pub forwarding: Forwarding,
     /// The nodes told where it went (link updates): which ones depends on `forwarding`
     /// (`Forwarding::updates_partners`); may include both ends.
@@ -654,6 +661,7 @@ impl Source {
             pid: i.pid,
             size_pages: i.size_pages,
             mechanism: i.mechanism,
+            fallback: i.fallback,
             forwarding: i.forwarding,
             members: i.members.clone(),
             admit: i.admit,
@@ -876,7 +884,8 @@ impl Source {
             self.links_pending.insert(p);
         }
         self.report.link_updates = partners.len() as u32;
-        let lazy = self.init.mechanism.lazy() && !self.unsent.is_empty();
+        // Pages left absent at the resume (lazy, hybrid, a pre-copy that fell back).
+        let lazy = !self.unsent.is_empty();
         if !lazy || self.cfg.fault == MigFault::DeleteLazyEarly {
             self.copy = false;
             self.actions.push_back(Action::DeleteSource);
@@ -909,6 +918,11 @@ impl Source {
         rest.extend(dirty.iter().copied().filter(|&p| p < self.init.size_pages));
         let (pages, absent): (Vec<PageNo>, Vec<PageNo>) = match self.init.mechanism {
             Mechanism::Freeze => ((0..self.init.size_pages).collect(), vec![]),
+            // Stopped without converging: post-copy for the last dirty set, if allowed.
+            Mechanism::Precopy if self.init.fallback && matches!(self.report.stop, StopReason::NotShrinking | StopReason::RoundLimit) => {
+                self.report.fell_back = true;
+                (vec![], rest.into_iter().collect())
+            }
             Mechanism::Precopy => (rest.into_iter().collect(), vec![]),
             Mechanism::Lazy => (vec![], (0..self.init.size_pages).collect()),
             Mechanism::Hybrid => {
@@ -1094,6 +1108,8 @@ pub struct Dest {
     me: NodeId,
     source: NodeId,
     mechanism: Mechanism,
+    /// It may resume with pages absent (lazy, hybrid, or pre-copy with its fallback).
+    lazy: bool,
     forwarding: Forwarding,
     phase: DPhase,
     out: VecDeque<(NodeId, MigMsg)>,
@@ -1123,7 +1139,7 @@ pub struct Dest {
 impl Dest {
     /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
     pub fn new(now_us: u64, cfg: MigConfig, me: NodeId, from: NodeId, offer: &MigMsg, refuse: Option<RefuseReason>) -> Option<Self> {
-        let MigMsg::Offer { mid, pid, size_pages, mechanism, forwarding, .. } = *offer else { return None };
+        let MigMsg::Offer { mid, pid, size_pages, mechanism, fallback, forwarding, .. } = *offer else { return None };
         // Nothing is sized by a refused offer (its size may be what is wrong with it).
         let n = if refuse.is_some() { 0 } else { size_pages as usize };
         let mut d = Dest {
@@ -1136,6 +1152,7 @@ impl Dest {
             me,
             source: from,
             mechanism,
+            lazy: mechanism.lazy() || (fallback && mechanism == Mechanism::Precopy),
             forwarding,
             phase: DPhase::Receiving,
             out: VecDeque::new(),
@@ -1195,7 +1212,7 @@ impl Dest {
         self.absent
     }
     pub fn is_present(&self, page: PageNo) -> bool {
-        self.present.get(page as usize).copied().unwrap_or(false) || !self.mechanism.lazy()
+        self.present.get(page as usize).copied().unwrap_or(false) || !self.lazy
     }
 
     fn abort(&mut self, now_us: u64, why: Failure, tell_source: bool) {
@@ -1259,7 +1276,7 @@ impl Dest {
                     }
                 }
                 self.absent = self.present.iter().filter(|&&x| !x).count() as u32;
-                if !self.mechanism.lazy() && self.absent > 0 {
+                if !self.lazy && self.absent > 0 {
                     // Cannot happen with a correct source; refuse to run with holes.
                     self.abort(now_us, Failure::SourceAborted, true);
                     return;
@@ -1581,6 +1598,7 @@ mod tests {
             dest: DST,
             size_pages: 8,
             mechanism: Mechanism::Lazy,
+            fallback: false,
             forwarding: Forwarding::LinkUpdate,
             partners,
             members: Vec::new(),
@@ -1728,6 +1746,7 @@ mod tests {
             pid: 42,
             size_pages: 8,
             mechanism: Mechanism::Lazy,
+            fallback: false,
             forwarding: Forwarding::LinkUpdate,
             members: Vec::new(),
             admit: None,
@@ -1793,6 +1812,7 @@ mod tests {
             dest: DST,
             size_pages: 8,
             mechanism: Mechanism::Freeze,
+            fallback: false,
             forwarding: Forwarding::LinkUpdate,
             partners: vec![SRC, DST],
             members: Vec::new(),
@@ -1895,6 +1915,7 @@ mod tests {
             pid: 42,
             size_pages: 8,
             mechanism: Mechanism::Freeze,
+            fallback: false,
             forwarding: Forwarding::LinkUpdate,
             members: Vec::new(),
             admit: None,

@@ -129,7 +129,8 @@ pub struct PolicyConf {
     /// Migrations in the whole mesh (as the loads report them) above which no node
     /// starts another.
     pub max_in_flight_mesh: u32,
-    /// Migration traffic the policy's moves may use, MiB/s (0: no cap).
+    /// The page traffic of every migration from this node while its process runs,
+    /// MiB/s (0: no cap; see net/MESH.md).
     pub bandwidth_mib_s: u64,
     /// How often the policy looks.
     pub interval_ms: u64,
@@ -264,21 +265,51 @@ fn crowding(workers: f64, procs: &[ProcLoad]) -> f64 {
     workers / share
 }
 
-/// [`crowding`] with one more process that wants a whole worker, from the demands: the
-/// runnable processes share the workers (at most one each), each runnable for as long
-/// as it takes to get what it wants.
+/// [`crowding`] with one more process that wants a whole worker, from the demands
+/// ([`fluid_share`]).
 fn crowding_plus_one(workers: f64, procs: &[ProcLoad]) -> f64 {
-    let wants = || procs.iter().map(|p| p.demand.clamp(0.0, 1.0)).chain([1.0]);
-    let total: f64 = wants().sum();
+    let wants = procs.iter().map(|p| p.demand).chain([1.0]);
+    let total: f64 = wants.clone().sum();
     if total <= workers {
         return total;
     }
-    let mut s = 1.0f64;
-    for _ in 0..16 {
-        let r: f64 = wants().map(|w| (w / s).min(1.0)).sum();
-        s = if r > workers { workers / r } else { 1.0 };
+    workers / fluid_share(wants, workers).max(1e-3)
+}
+
+/// The share of a worker each runnable process gets on a node with `workers` workers
+/// whose processes want `wants` of a worker each (their CPU demand): a process that
+/// wants `w` alternates work with waits for something else (a message, a timer) that
+/// take `1 - w` of its time alone; with a share `s` its work takes `1/s` as long, so it
+/// is runnable `(w/s) / (w/s + 1 - w)` of the time; the runnable processes share the
+/// workers, at most one each. `s` is where the CPU they use meets the workers.
+pub fn fluid_share(wants: impl Iterator<Item = f64> + Clone, workers: f64) -> f64 {
+    let used = |s: f64| -> f64 {
+        wants
+            .clone()
+            .map(|w| {
+                let w = w.clamp(0.0, 1.0);
+                if w >= 1.0 {
+                    s
+                } else {
+                    let run = w / s;
+                    s * run / (run + 1.0 - w)
+                }
+            })
+            .sum()
+    };
+    if used(1.0) <= workers {
+        return 1.0;
     }
-    workers / s.max(1e-3)
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if used(mid) > workers {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    lo.max(1e-6)
 }
 
 /// One process's load, as rates over the window ([`Meter::procs`]).
@@ -754,7 +785,7 @@ impl Policy {
                     "balance",
                     view,
                     format!(
-                        "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker) would leave it about as busy as this one ({:.2}) or busier",
+                        "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker, {after:.2} with it) would not leave it less crowded than this one ({:.2}) by a tenth",
                         tern_vm::value::name_text(best.pid),
                         d * 100.0,
                         dst.id,

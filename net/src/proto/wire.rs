@@ -209,6 +209,11 @@ pub struct MigReport {
     pub from: String,
     pub to: String,
     pub mechanism: Mechanism,
+    /// Why `auto` picked the mechanism (empty: it was named).
+    pub auto: String,
+    /// A pre-copy that stopped converging resumed the process with its last dirty set
+    /// still at the source (post-copy for those pages; `absent_pages_at_resume`).
+    pub fell_back: bool,
     /// How messages find the process after the move.
     pub forwarding: Forwarding,
     /// Its home node (where its relative file names resolve), and the location-dependent

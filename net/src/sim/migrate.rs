@@ -156,6 +156,9 @@ pub struct SimReport {
     pub in_doubt: u64,
     /// Committed migrations per mechanism (Freeze, Precopy, Lazy, Hybrid).
     pub by_mechanism: [u64; 4],
+    /// Committed pre-copies that stopped converging and left their last dirty set to
+    /// post-copy (`auto`'s fallback).
+    pub fell_back: u64,
     pub rounds: u64,
     pub converged: u64,
     pub throttled: u64,
@@ -1533,6 +1536,9 @@ impl Sim {
             Some(SourceOutcome::Committed) => {
                 self.report.committed += 1;
                 self.report.by_mechanism[mech_index(mech)] += 1;
+                if r.fell_back {
+                    self.report.fell_back += 1;
+                }
                 let fwd = s.forwarding();
                 self.report.by_forwarding[Forwarding::ALL.iter().position(|&f| f == fwd).unwrap_or(0)] += 1;
                 let res = s.residual();
@@ -2065,6 +2071,8 @@ impl Sim {
             dest: dst as NodeId,
             size_pages: self.size_pages,
             mechanism,
+            // As `auto` picks pre-copy: post-copy for what is left if it stops converging.
+            fallback: mechanism == Mechanism::Precopy && self.rng.chance(500),
             forwarding,
             partners,
             members: Vec::new(),

@@ -1,7 +1,7 @@
 //! The load policy under the deterministic simulator: many nodes, each with its own
 //! [`Meter`] and [`Policy`] (the code the nodes run), fed by a fluid model of CPU time
-//! instead of a VM: every process wants some fraction of a worker, a node's workers are
-//! shared among its runnable processes, loads are gossiped with network delays, and the
+//! instead of a VM: every process wants some fraction of a worker (it works, then waits
+//! for something else), a node's workers are shared among its runnable processes, loads are gossiped with network delays, and the
 //! policy's moves take time (the heap at the link's speed) and sometimes fail (the
 //! process stays). Processes arrive at random (most of them on one node), run for a
 //! while and end; then a steady phase with no arrival and no end.
@@ -20,24 +20,25 @@
 //! - two nodes at equal load never trade processes.
 
 use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind, Trace};
-use crate::proto::policy::{Meter, Mode, PeerLoad, Policy, PolicyConf, PolicyFault};
+use crate::proto::policy::{fluid_share, Meter, Mode, PeerLoad, Policy, PolicyConf, PolicyFault};
 use crate::proto::wire::Load;
 use std::collections::{BTreeMap, VecDeque};
 use tern_vm::node::{NodeSample, ProcSample};
 
-/// The share of a worker each runnable process gets on a node with `workers` workers
-/// and processes that want `wants` of a worker each: each process is runnable for as
-/// long as it takes to get what it wants (all the time if that is more than the share),
-/// and the runnable ones share the workers, at most one each.
+/// The share of a worker each runnable process gets on a node (the policy's own fluid
+/// model, [`fluid_share`], here over what the processes really want).
 fn share(wants: impl Iterator<Item = f64> + Clone, workers: f64) -> f64 {
-    let mut s = 1.0f64;
-    if wants.clone().sum::<f64>() > workers {
-        for _ in 0..12 {
-            let r: f64 = wants.clone().map(|w| (w / s).min(1.0)).sum();
-            s = if r > workers { workers / r } else { 1.0 };
-        }
+    fluid_share(wants, workers)
+}
+
+/// The fraction of the time a process that wants `want` of a worker is runnable when a
+/// runnable process gets `s` (see [`fluid_share`]).
+fn runnable_fraction(want: f64, s: f64) -> f64 {
+    if want >= 1.0 {
+        return 1.0;
     }
-    s
+    let run = want / s;
+    run / (run + 1.0 - want)
 }
 
 /// Options of a run.
@@ -300,7 +301,7 @@ impl<'a> Sim<'a> {
             // still be converging then).
             if self.settled_at.is_none()
                 && self.now >= settled
-                && self.step % 10 == 0
+                && self.step.is_multiple_of(10)
                 && (self.opts.equal_pair || self.imbalance().is_none())
             {
                 self.settled_at = Some(self.now);
@@ -327,15 +328,15 @@ impl<'a> Sim<'a> {
         }
         for (i, pids) in on.iter().enumerate() {
             let w = f64::from(self.nodes[i].workers);
-            // The share of a worker a runnable process gets, `s`: each process is
-            // runnable for as long as it takes to get what it wants (all the time if
-            // that is more than `s`), and the runnable ones share the workers.
+            // The share of a worker a runnable process gets, `s`: each process
+            // alternates work with waits for something else; its work takes longer
+            // with a smaller share, and the runnable ones share the workers.
             let s = share(pids.iter().map(|p| self.procs[p].want), w);
             let mut used = 0.0;
             let mut runnable = 0;
             for pid in pids {
                 let p = self.procs.get_mut(pid).expect("listed");
-                let f = (p.want / s).min(1.0);
+                let f = runnable_fraction(p.want, s);
                 let got = f * s;
                 if self.rng.below(1000) < (f * 1000.0) as u64 {
                     runnable += 1;
@@ -382,6 +383,8 @@ impl<'a> Sim<'a> {
             } else {
                 p.at = Some(m.from);
                 self.report.failed_moves += 1;
+                // A move that failed left it where it was: trying again is no second move.
+                self.settled_moved.remove(&m.pid);
             }
             self.nodes[m.from].policy.moved(now, m.pid, m.ok, 100_000);
             let ok = m.ok;
@@ -549,13 +552,16 @@ impl<'a> Sim<'a> {
             let Some(p) = self
                 .procs
                 .values()
-                .filter(|p| p.at == Some(a) && !p.pinned && p.want >= self.conf.min_cpu && p.want > sa)
+                // (Clearly above `min_cpu`: one at the line may measure below it.)
+                .filter(|p| p.at == Some(a) && !p.pinned && p.want >= self.conf.min_cpu * 1.25 && p.want > sa)
                 .max_by(|x, y| x.want.total_cmp(&y.want))
             else {
                 continue;
             };
             for b in (0..self.nodes.len()).filter(|&b| b != a) {
-                let sb = share(wants[b].iter().copied().chain([p.want]), workers(b));
+                // It gets less than it wants here: what it wants is not to be measured,
+                // so it is counted as wanting a whole worker there.
+                let sb = share(wants[b].iter().copied().chain([1.0]), workers(b));
                 let (here, there) = (sa, p.want.min(sb));
                 if there > here * 1.25 + 0.02 {
                     return Some(format!(

@@ -118,6 +118,9 @@ pub(crate) struct Migrations {
     next: AtomicU64,
     /// Reports of migrations from here, newest last (bounded).
     pub(crate) reports: Mutex<Vec<MigReport>>,
+    /// The link speed to each node the last migration there measured, bytes per second
+    /// (what `auto` goes by).
+    pub(crate) links: Mutex<HashMap<u16, u64>>,
     /// Test only: failures to stage.
     pub(crate) hooks: Mutex<TestHooks>,
     /// Migrations to this node whose process was ended before its late messages came
@@ -400,7 +403,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         }
         moving.extend(pids.iter().copied());
     }
-    let mechanism = how.mechanism.unwrap_or(sh.cfg.migration);
+    let choice = how.mechanism.unwrap_or(sh.cfg.migration);
     let forwarding = how.forwarding.unwrap_or(sh.cfg.forwarding);
     let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
     let inputs = sh.mig.register(mid);
@@ -414,8 +417,11 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
             let _slot = slot;
-            let run = source::SourceRun::new(mid, pids2.clone(), dest, (mechanism, forwarding, how.admit), caller, p2, rt);
+            let run = source::SourceRun::new(mid, pids2.clone(), dest, (choice, forwarding, how.admit), caller, p2, rt);
             let report = source::run_source(&sh2, run, inputs);
+            if report.ok && report.bandwidth_bytes_per_ms > 0 {
+                sh2.mig.links.lock().insert(dest, report.bandwidth_bytes_per_ms * 1000);
+            }
             sh2.mig.runs.lock().remove(&mid);
             sh2.mig.moving.lock().retain(|p| !pids2.contains(p));
             {

@@ -9,6 +9,7 @@
 use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
 use crate::node::Host;
+use crate::proto::mechanism::{choose, Choice, Sizes};
 use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
@@ -96,7 +97,12 @@ pub(super) struct SourceRun {
     /// Every process it moves: `pid`, then the rest of its group.
     members: Vec<Member>,
     dest: u16,
+    /// What was asked for; `mechanism` is what it is (`auto` picks it when the heap
+    /// is measured, in [`SourceRun::open`]).
+    choice: Choice,
     mechanism: Mechanism,
+    /// Pre-copy: post-copy for what is left if it stops converging (`auto`'s).
+    fallback: bool,
     forwarding: Forwarding,
     /// A load policy's move (see `proto::mechanism::Admit`).
     admit: Option<Admit>,
@@ -125,6 +131,11 @@ pub(super) struct SourceRun {
     reductions_at_start: u64,
     reductions_during_rounds: u64,
     failure: Option<String>,
+    /// The migration bandwidth cap, bytes per second (0: none), and what it has paced
+    /// so far: page data sent while the process runs (rounds, background pushes) goes
+    /// no faster; the frozen transfer and fetched pages are not held back.
+    cap_bytes_s: u64,
+    paced: Option<(Instant, u64)>,
 }
 
 impl SourceRun {
@@ -132,14 +143,20 @@ impl SourceRun {
         mid: u64,
         pids: Vec<Pid>,
         dest: u16,
-        (mechanism, forwarding, admit): (Mechanism, Forwarding, Option<Admit>),
+        (choice, forwarding, admit): (Choice, Forwarding, Option<Admit>),
         caller: Caller,
         progress: Arc<Progress>,
         rt: tokio::runtime::Handle,
     ) -> Self {
         let pid = pids[0];
         let group = if pids.len() > 1 { pids.clone() } else { Vec::new() };
+        let mechanism = match choice {
+            Choice::Use(m) => m,
+            Choice::Auto => Mechanism::Precopy,
+        };
         SourceRun {
+            choice,
+            fallback: false,
             mid,
             pid,
             members: pids.into_iter().map(Member::new).collect(),
@@ -168,6 +185,8 @@ impl SourceRun {
             reductions_at_start: 0,
             reductions_during_rounds: 0,
             failure: None,
+            cap_bytes_s: 0,
+            paced: None,
         }
     }
 
@@ -191,6 +210,24 @@ impl SourceRun {
         }
         self.size_pages = offset;
         self.report.heap_pages = self.size_pages;
+        self.cap_bytes_s = sh.policy_conf().bandwidth_mib_s << 20;
+        if self.choice == Choice::Auto {
+            let write: Option<u64> = self.members.iter().map(|m| sh.write_rate(m.pid)).sum();
+            let (link_bytes_s, link_from) = sh.link_speed(self.dest);
+            let cfg = mig_config(sh);
+            let p = choose(&Sizes {
+                heap_bytes: u64::from(self.size_pages) * cfg.page_bytes,
+                write_bytes_s: write,
+                link_bytes_s,
+                link_from,
+                freeze_budget_us: cfg.freeze_budget_us,
+                max_rounds: cfg.max_rounds,
+            });
+            self.mechanism = p.mechanism;
+            self.fallback = p.fallback;
+            self.report.mechanism = p.mechanism;
+            self.report.auto = p.why;
+        }
         self.progress.total_pages.store(u64::from(self.size_pages), Ordering::Relaxed);
         set_phase(&self.progress, "connecting");
         self.open_stream(sh)?;
@@ -222,6 +259,7 @@ impl SourceRun {
             dest: self.dest,
             size_pages: self.size_pages,
             mechanism: self.mechanism,
+            fallback: self.fallback,
             forwarding: self.forwarding,
             partners,
             members: if self.members.len() > 1 { self.members.iter().map(|m| (m.pid, m.size)).collect() } else { Vec::new() },
@@ -297,6 +335,25 @@ impl SourceRun {
     fn send_pages(&mut self, node: &Node, pages: &[u32], fault: bool) -> Result<(), String> {
         for (i, local) in self.split(pages) {
             self.send_member_pages(node, i, &local, fault)?;
+        }
+        Ok(())
+    }
+
+    /// Sends pages as [`SourceRun::send_pages`], no faster than the bandwidth cap.
+    fn send_pages_paced(&mut self, node: &Node, pages: &[u32]) -> Result<(), String> {
+        if self.cap_bytes_s == 0 {
+            return self.send_pages(node, pages, false);
+        }
+        for chunk in pages.chunks(PAGES_PER_FRAME) {
+            let before = self.bytes;
+            self.send_pages(node, chunk, false)?;
+            let (start, sent) = self.paced.get_or_insert((Instant::now(), 0));
+            *sent += self.bytes - before;
+            let due = *start + Duration::from_secs_f64(*sent as f64 / self.cap_bytes_s as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
         }
         Ok(())
     }
@@ -386,8 +443,9 @@ impl SourceRun {
             return;
         }
         let ok = match &m {
-            MigMsg::Pages { pages, .. } => self.send_pages(node, pages, false).is_ok(),
-            MigMsg::PageData { pages, pushed, .. } => self.send_pages(node, pages, !pushed).is_ok(),
+            MigMsg::Pages { pages, .. } => self.send_pages_paced(node, pages).is_ok(),
+            MigMsg::PageData { pages, pushed: true, .. } => self.send_pages_paced(node, pages).is_ok(),
+            MigMsg::PageData { pages, .. } => self.send_pages(node, pages, true).is_ok(),
             MigMsg::Final { pages, .. } => self.send_final(sh, node, pages),
             _ => true,
         };
@@ -499,6 +557,7 @@ impl SourceRun {
         report.zero_pages_skipped = self.zero_pages;
         report.final_pages = rep.final_pages;
         report.absent_pages_at_resume = rep.absent_at_resume;
+        report.fell_back = rep.fell_back;
         report.freeze_time_us = rep.freeze_time_us.unwrap_or(0);
         report.total_time_us = self.started.elapsed().as_micros() as u64;
         report.bytes_sent = self.bytes;
@@ -644,7 +703,7 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
             // their images follows them; from now on their slots here forward.
             r.committed = true;
             set_phase(&r.progress, "committed");
-            if r.mechanism == Mechanism::Lazy || r.mechanism == Mechanism::Hybrid {
+            if src.report().absent_at_resume > 0 {
                 for m in &mut r.members {
                     m.heap = node.take_heap(m.pid).ok();
                 }
