@@ -296,7 +296,7 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     let out = mesh.ctl(&["--node", "a", "migrate", &cpid, "c"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("precopy")
+        out.stdout.contains("picked by auto")
             && out.stdout.contains("link-update")
             && out.stdout.contains("committed")
             && out.stdout.contains("b → c"),

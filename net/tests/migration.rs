@@ -196,7 +196,7 @@ println("done");
         out,
         "worker on b got 1\nworker on c got 2\nworker on c got 3\n\
          error: migrate: unknown forwarding mechanism \"teleport\" (expected link-update, resend, origin-site or link-traversal)\n\
-         error: migrate: unknown migration mechanism \"teleport\" (expected freeze, precopy, lazy or hybrid)\n\
+         error: migrate: unknown migration mechanism \"teleport\" (expected auto, freeze, precopy, lazy or hybrid)\n\
          error: migrate: unknown option \"speed\" (expected forwarding or mechanism)\n\
          error: migrate: forwarding expects a string, not an int\n\
          done\n",
