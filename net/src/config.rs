@@ -874,6 +874,7 @@ addr = "127.0.0.1:7403"
             ("[policy]\ninterval_ms = 0\n", "policy.interval_ms"),
             ("[policy]\nwindow_ms = 10\ngossip_ms = 100\n", "policy.window_ms"),
             ("[policy]\nmax_in_flight = 0\n", "policy.max_in_flight"),
+            ("[policy]\nbandwidth_mib_s = 9223372036854775807\n", "policy.bandwidth_mib_s"),
             ("[policy]\nmode = \"wander\"\n", "policy.mode"),
             ("[jit]\nmode = \"fast\"\n", "jit.mode"),
             ("[jit]\nthreshold = 0\n", "jit.threshold"),

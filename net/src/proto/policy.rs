@@ -237,6 +237,9 @@ impl PolicyConf {
         if self.max_in_flight == 0 {
             return Err("policy.max_in_flight: must be at least 1".into());
         }
+        if self.bandwidth_mib_s > 1 << 30 {
+            return Err(format!("policy.bandwidth_mib_s: {} is more than 1073741824 (1 PiB/s; 0 means no cap)", self.bandwidth_mib_s));
+        }
         Ok(())
     }
 }
@@ -276,6 +279,17 @@ fn crowding_plus_one(workers: f64, procs: &[ProcLoad]) -> f64 {
     workers / fluid_share(wants, workers).max(1e-3)
 }
 
+/// The fraction of the time a process that wants `want` of a worker is runnable when a
+/// runnable process gets `s` of one (see [`fluid_share`]).
+pub fn runnable_fraction(want: f64, s: f64) -> f64 {
+    let want = want.clamp(0.0, 1.0);
+    if want >= 1.0 {
+        return 1.0;
+    }
+    let run = want / s;
+    run / (run + 1.0 - want)
+}
+
 /// The share of a worker each runnable process gets on a node with `workers` workers
 /// whose processes want `wants` of a worker each (their CPU demand): a process that
 /// wants `w` alternates work with waits for something else (a message, a timer) that
@@ -283,20 +297,7 @@ fn crowding_plus_one(workers: f64, procs: &[ProcLoad]) -> f64 {
 /// is runnable `(w/s) / (w/s + 1 - w)` of the time; the runnable processes share the
 /// workers, at most one each. `s` is where the CPU they use meets the workers.
 pub fn fluid_share(wants: impl Iterator<Item = f64> + Clone, workers: f64) -> f64 {
-    let used = |s: f64| -> f64 {
-        wants
-            .clone()
-            .map(|w| {
-                let w = w.clamp(0.0, 1.0);
-                if w >= 1.0 {
-                    s
-                } else {
-                    let run = w / s;
-                    s * run / (run + 1.0 - w)
-                }
-            })
-            .sum()
-    };
+    let used = |s: f64| -> f64 { wants.clone().map(|w| s * runnable_fraction(w, s)).sum() };
     if used(1.0) <= workers {
         return 1.0;
     }

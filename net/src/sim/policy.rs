@@ -20,26 +20,10 @@
 //! - two nodes at equal load never trade processes.
 
 use super::harness::{run_traced_on_failure, Rng, SimFailure, SimKind, Trace};
-use crate::proto::policy::{fluid_share, Meter, Mode, PeerLoad, Policy, PolicyConf, PolicyFault};
+use crate::proto::policy::{fluid_share, runnable_fraction, Meter, Mode, PeerLoad, Policy, PolicyConf, PolicyFault};
 use crate::proto::wire::Load;
 use std::collections::{BTreeMap, VecDeque};
 use tern_vm::node::{NodeSample, ProcSample};
-
-/// The share of a worker each runnable process gets on a node (the policy's own fluid
-/// model, [`fluid_share`], here over what the processes really want).
-fn share(wants: impl Iterator<Item = f64> + Clone, workers: f64) -> f64 {
-    fluid_share(wants, workers)
-}
-
-/// The fraction of the time a process that wants `want` of a worker is runnable when a
-/// runnable process gets `s` (see [`fluid_share`]).
-fn runnable_fraction(want: f64, s: f64) -> f64 {
-    if want >= 1.0 {
-        return 1.0;
-    }
-    let run = want / s;
-    run / (run + 1.0 - want)
-}
 
 /// Options of a run.
 #[derive(Debug, Clone)]
@@ -331,7 +315,7 @@ impl<'a> Sim<'a> {
             // The share of a worker a runnable process gets, `s`: each process
             // alternates work with waits for something else; its work takes longer
             // with a smaller share, and the runnable ones share the workers.
-            let s = share(pids.iter().map(|p| self.procs[p].want), w);
+            let s = fluid_share(pids.iter().map(|p| self.procs[p].want), w);
             let mut used = 0.0;
             let mut runnable = 0;
             for pid in pids {
@@ -545,7 +529,7 @@ impl<'a> Sim<'a> {
             }
         }
         let workers = |i: usize| f64::from(self.nodes[i].workers);
-        let shares: Vec<f64> = (0..self.nodes.len()).map(|i| share(wants[i].iter().copied(), workers(i))).collect();
+        let shares: Vec<f64> = (0..self.nodes.len()).map(|i| fluid_share(wants[i].iter().copied(), workers(i))).collect();
         for (a, &sa) in shares.iter().enumerate() {
             // The one that gains the most: the movable process wanting the most, if it
             // gets less than it wants.
@@ -561,7 +545,7 @@ impl<'a> Sim<'a> {
             for b in (0..self.nodes.len()).filter(|&b| b != a) {
                 // It gets less than it wants here: what it wants is not to be measured,
                 // so it is counted as wanting a whole worker there.
-                let sb = share(wants[b].iter().copied().chain([1.0]), workers(b));
+                let sb = fluid_share(wants[b].iter().copied().chain([1.0]), workers(b));
                 let (here, there) = (sa, p.want.min(sb));
                 if there > here * 1.25 + 0.02 {
                     return Some(format!(
