@@ -4,8 +4,8 @@
 //! scheduler, no QUIC.
 //!
 //! A failing seed prints the command that replays it:
-//! `TERN_MIGRATE_SEED=<seed> cargo test --release -p tern-net --test migrate_sim -- replay --nocapture`.
-//! A longer run: `TERN_MIGRATE_SEEDS=100000 cargo test --release -p tern-net --test migrate_sim -- many_seeds --nocapture`
+//! `TERN_MIGRATE_SEED=<seed> cargo test --profile tests -p tern-net --test migrate_sim -- replay --nocapture`.
+//! A longer run: `TERN_MIGRATE_SEEDS=100000 cargo test --profile tests -p tern-net --test migrate_sim -- many_seeds --nocapture`
 //! (`TERN_MIGRATE_FROM` sets the first seed).
 
 use std::time::Instant;
@@ -173,7 +173,7 @@ fn caught_with(opts: SimOptions, fault: &str, what: &str) -> SimFailure {
             assert!(f.message.contains(what), "{fault} caught, but as: {f}");
             assert!(f
                 .to_string()
-                .contains(&format!("TERN_MIGRATE_SEED={seed} cargo test --release -p tern-net --test migrate_sim -- replay")));
+                .contains(&format!("TERN_MIGRATE_SEED={seed} cargo test --profile tests -p tern-net --test migrate_sim -- replay")));
             assert!(!f.trace.is_empty(), "a failure carries a trace");
             eprintln!("{fault} caught at seed {seed}: {}", f.message);
             return f;

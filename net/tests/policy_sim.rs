@@ -2,8 +2,8 @@
 //! nodes, processes arriving and ending, the nodes' own policy code deciding.
 //!
 //! A failing seed prints the command that replays it:
-//! `TERN_POLICY_SEED=<seed> cargo test --release -p tern-net --test policy_sim -- replay --nocapture`.
-//! (With `TERN_POLICY_EXACT=1` for a seed of the CPU-bound-only test.) A longer run: `TERN_POLICY_SEEDS=2000 cargo test --release -p tern-net --test policy_sim -- many_seeds --nocapture`.
+//! `TERN_POLICY_SEED=<seed> cargo test --profile tests -p tern-net --test policy_sim -- replay --nocapture`.
+//! (With `TERN_POLICY_EXACT=1` for a seed of the CPU-bound-only test.) A longer run: `TERN_POLICY_SEEDS=2000 cargo test --profile tests -p tern-net --test policy_sim -- many_seeds --nocapture`.
 
 use tern_net::proto::policy::PolicyFault;
 use tern_net::sim::policy::{run_seed, PolicyOptions, PolicyReport};
@@ -52,7 +52,7 @@ fn caught(fault: PolicyFault, what: &[&str]) {
                 assert!(what.iter().any(|w| f.message.contains(w)), "{fault:?} caught, but as: {f}");
                 assert!(f
                     .to_string()
-                    .contains(&format!("TERN_POLICY_SEED={seed} cargo test --release -p tern-net --test policy_sim -- replay")));
+                    .contains(&format!("TERN_POLICY_SEED={seed} cargo test --profile tests -p tern-net --test policy_sim -- replay")));
                 assert!(!f.trace.is_empty(), "a failure carries a trace");
                 return;
             }

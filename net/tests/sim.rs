@@ -1,8 +1,8 @@
 //! The session protocol under the deterministic simulator (`tern_net::sim::session`).
 //!
 //! A failing seed prints the command that replays it:
-//! `TERN_SIM_SEED=<seed> cargo test --release -p tern-net --test sim -- replay --nocapture`.
-//! A longer run: `TERN_SIM_SEEDS=100000 cargo test --release -p tern-net --test sim -- many_seeds --nocapture`
+//! `TERN_SIM_SEED=<seed> cargo test --profile tests -p tern-net --test sim -- replay --nocapture`.
+//! A longer run: `TERN_SIM_SEEDS=100000 cargo test --profile tests -p tern-net --test sim -- many_seeds --nocapture`
 //! (`TERN_SIM_FROM` sets the first seed).
 
 use std::time::Instant;
@@ -104,7 +104,7 @@ fn caught(fault: Fault, what: &str) -> SimFailure {
     for seed in 0..200 {
         if let Err(f) = run_seed(seed, &opts) {
             assert!(f.message.contains(what), "{fault:?} caught, but as: {f}");
-            assert!(f.to_string().contains(&format!("TERN_SIM_SEED={seed} cargo test --release -p tern-net --test sim -- replay")));
+            assert!(f.to_string().contains(&format!("TERN_SIM_SEED={seed} cargo test --profile tests -p tern-net --test sim -- replay")));
             assert!(!f.trace.is_empty(), "a failure carries a trace");
             return f;
         }

@@ -51,7 +51,7 @@ impl SimFailure {
     /// The command that replays this seed (with the default options).
     pub fn replay_command(&self) -> String {
         let (var, test) = self.kind.replay();
-        format!("{var}={} cargo test --release -p tern-net --test {test} -- replay --nocapture", self.seed)
+        format!("{var}={} cargo test --profile tests -p tern-net --test {test} -- replay --nocapture", self.seed)
     }
 }
 
