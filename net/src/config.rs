@@ -574,13 +574,17 @@ impl MeshConfig {
 }
 
 /// A node name: `[a-z0-9_-]{1,32}`, usable as a certificate's DNS name (so not all
-/// digits, not starting or ending with `-`), and not the reserved `ctl`.
+/// digits, not starting or ending with `-`), and not the reserved `ctl` or `any` (the
+/// least loaded node, to `spawn --on`).
 pub fn check_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
         return Err(format!("{name:?} is not a node name (1 to 32 of a-z, 0-9, '_' and '-')"));
     }
     if name == CTL_NAME {
         return Err(format!("{name:?} is reserved for the operator's certificate"));
+    }
+    if name == "any" {
+        return Err(format!("{name:?} is reserved: `--on any` means the least loaded node"));
     }
     // The name is the DNS name in the node's certificate, and peers verify it as such.
     if rustls::pki_types::DnsName::try_from(name).is_err() {

@@ -204,7 +204,7 @@ enum CtlCmd {
     /// Start a program as a process.
     Spawn {
         file: PathBuf,
-        /// The node to run it on (default: the node talked to).
+        /// The node to run it on (default: the node talked to; `any`: the least loaded).
         #[arg(long, value_name = "NODE")]
         on: Option<String>,
         /// Wait for it to end, printing its output (it runs on the node talked to).
@@ -234,6 +234,30 @@ enum CtlCmd {
     },
     /// Send VALUE (a Tern expression) to a process.
     Send { pid: String, value: String },
+    /// The nodes' load and the busiest processes, refreshing in place on a terminal.
+    Top {
+        /// How many processes.
+        #[arg(long, default_value_t = 20)]
+        procs: u32,
+        /// Print once, even on a terminal.
+        #[arg(long)]
+        once: bool,
+    },
+    /// The load policy on every node and its recent decisions; `on`, `off` or `set KEY
+    /// VALUE` change it on every node that is up.
+    Policy {
+        /// show | on | off | set KEY VALUE
+        #[arg(num_args = 0..=3)]
+        action: Vec<String>,
+        /// How many recent decisions per node.
+        #[arg(long, default_value_t = 20)]
+        decisions: u32,
+    },
+    /// Move every movable process off NODE (pinned ones stay and are listed), then have
+    /// it take no new processes.
+    Drain { node: String },
+    /// Have a drained NODE take new processes again.
+    Undrain { node: String },
 }
 
 #[derive(Subcommand)]
@@ -374,6 +398,16 @@ fn main() -> ExitCode {
                     CtlCommand::Migrate { pid, to: node, mechanism, forwarding, group, metrics_out }
                 }
                 CtlCmd::Send { pid, value } => CtlCommand::Send { pid, value },
+                CtlCmd::Top { procs, once } => CtlCommand::Top { procs, once },
+                CtlCmd::Policy { action, decisions } => {
+                    let words: Vec<&str> = action.iter().map(String::as_str).collect();
+                    match tern_net::cmd::policy_change(&words) {
+                        Ok(change) => CtlCommand::Policy { change, decisions },
+                        Err(e) => return fail(&e),
+                    }
+                }
+                CtlCmd::Drain { node } => CtlCommand::Drain { node, on: true },
+                CtlCmd::Undrain { node } => CtlCommand::Drain { node, on: false },
             };
             with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), timeout, json, cmd))
         }

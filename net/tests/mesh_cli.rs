@@ -337,7 +337,9 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     assert!(out.stderr.starts_with("error: expected a variable name after `let`, found `=`\n"), "{out:?}");
 
     // repl
-    let input = format!("1 + 2\nfn sq(x) {{ x * x }}\nsq(7)\n:nodes\n:migrate {cpid} a --forwarding link-traversal --json\n:quit\n");
+    let input = format!(
+        "1 + 2\nfn sq(x) {{ x * x }}\nsq(7)\n:nodes\n:migrate {cpid} a --forwarding link-traversal --json\n:policy\n:top 3\n:policy set nonsense 1\n:quit\n"
+    );
     let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], &input, T);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("\"forwarding\":\"link-traversal\"") && out.stdout.contains("\"to\":\"a\""), "{out:?}");
@@ -346,6 +348,10 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     let forty_nine = lines.iter().position(|l| *l == "49").unwrap_or_else(|| panic!("no 49: {out:?}"));
     assert!(three < forty_nine, "{out:?}");
     assert!(out.stdout.contains("NODE") && out.stdout.contains("ADDRESS"), "no nodes table: {out:?}");
+    // :policy, :top, and a bad policy change (an error; the REPL goes on).
+    assert!(out.stdout.contains("policy: mode off"), "no policy: {out:?}");
+    assert!(out.stdout.contains("REDUCTIONS/S") && out.stdout.contains("TAKES NEW"), "no top: {out:?}");
+    assert!(out.stderr.contains("unknown policy key \"nonsense\""), "{out:?}");
     for n in ["a", "b", "c"] {
         assert!(lines.iter().any(|l| l.starts_with(&format!("{n} ")) && l.contains(" up ")), "node {n} not in the table: {out:?}");
     }
@@ -354,7 +360,14 @@ fn mesh_up_ctl_repl_and_ctrl_c() {
     let input = format!(":spawn {}\nsleep(300)\n:input hello  world\nsleep(300)\n:eof\nsleep(300)\n:quit\n", path(&reader));
     let out = run(&["repl", "--config", mesh.cfg(), "--node", "a"], &input, T);
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("got [hello  world] on a") && out.stdout.contains("input ended"), "{out:?}");
+    // `:spawn` without a node: on the least loaded node, wherever that is.
+    let on = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started <pid ").and_then(|r| r.split(" on node ").nth(1)))
+        .unwrap_or_else(|| panic!("no started line: {out:?}"))
+        .to_string();
+    assert!(out.stdout.contains(&format!("got [hello  world] on {on}")) && out.stdout.contains("input ended"), "{out:?}");
 
     // Ctrl-C
     let pid = mesh.proc.id().to_string();

@@ -212,6 +212,14 @@ impl Dispatcher {
                     let rows = self.sh.ps_rows();
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Ps(rows) });
                 }
+                Query::Top { procs } => {
+                    let top = self.sh.top(procs);
+                    let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Top(top) });
+                }
+                Query::Policy { change, decisions } => {
+                    let view = self.sh.policy_query(change.as_ref(), decisions);
+                    let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Policy(view) });
+                }
                 Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
                 Query::Migrate { pid, to, how, hops } => {
                     // Runs for a while: on a thread of its own, one of a bounded number
@@ -343,7 +351,11 @@ impl Dispatcher {
         match work {
             Work::Op(op) => receive_op(&self.sh, from, op),
             Work::SpawnMain { id, main, console } => {
-                let r = self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string());
+                let r = if self.sh.accepting() {
+                    self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string())
+                } else {
+                    Err(format!("node {0} is drained: it takes no new processes (tern ctl undrain {0})", self.sh.me().name))
+                };
                 let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(r) });
             }
             Work::Mig(w) => migration::session_frame(&self.sh, from, w),

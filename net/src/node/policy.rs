@@ -1,6 +1,6 @@
 //! The load policy's host: one thread per node that samples the VM's load every
 //! `gossip_ms` into the [`Meter`], tells the peers this node's load when it changed
-//! (and, while the policy is on, at least once a window, so that their view of it has
+//! (and at least once a window, so that their view of it has
 //! an age they can trust), and every `interval_ms` asks the [`Policy`] which of this
 //! node's processes to move where, starts those migrations (with the mesh's default
 //! mechanism) and tells it when each ended. Every decision is logged with its reason:
@@ -9,8 +9,8 @@
 
 use super::Host;
 use crate::proto::mechanism::{Admit, How};
-use crate::proto::policy::{Decision, Meter, Move, PeerLoad, Policy, PolicyConf, ProcLoad};
-use crate::proto::wire::{Frame, Load};
+use crate::proto::policy::{self as pol, Decision, Meter, Mode, Move, PeerLoad, Placer, Policy, PolicyConf, ProcLoad};
+use crate::proto::wire::{DecisionRow, DrainReport, Frame, Load, PolicyChange, PolicyView, TopNode, TopProc};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -37,7 +37,12 @@ struct State {
     /// When an operator last asked for the processes' loads (`top`): they are measured
     /// while the policy is on, and for [`PROCS_WANTED`] after such a question.
     procs_wanted: Option<Instant>,
+    /// The mode `policy on` goes back to.
+    mode_on: Mode,
 }
+
+/// How long a drain goes on moving the processes that keep arriving.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
 /// How long processes' loads are measured after an operator asked for them (with the
 /// policy off, measuring them would cost every process a look every `gossip_ms`).
@@ -54,15 +59,13 @@ impl PolicyHost {
                 refreshed: Instant::now(),
                 running: Vec::new(),
                 procs_wanted: None,
+                mode_on: if conf.mode == Mode::Off { Mode::Balance } else { conf.mode },
             }),
             accepting: AtomicBool::new(true),
         }
     }
 }
 
-// The operator's commands (`top`, `policy`, `drain`) and the automatic mechanism
-// choice are the callers of what is not used yet.
-#[allow(dead_code)]
 impl Host {
     /// This node's load, as last measured.
     pub(crate) fn own_load(&self) -> Load {
@@ -127,6 +130,9 @@ impl Host {
         conf.check()?;
         let mut st = self.policy.state.lock();
         st.meter.set_window(conf.window_ms);
+        if conf.mode != Mode::Off {
+            st.mode_on = conf.mode;
+        }
         st.policy.conf = conf;
         drop(st);
         self.log(&format!("policy: mode {}", conf.mode));
@@ -136,6 +142,208 @@ impl Host {
     /// The policy's decisions kept (oldest first).
     pub(crate) fn policy_log(&self) -> Vec<Decision> {
         self.policy.state.lock().policy.log().cloned().collect()
+    }
+
+    /// `tern ctl policy`: this node's policy after `change` (if any), with its last
+    /// `decisions` decisions.
+    pub(crate) fn policy_query(&self, change: Option<&PolicyChange>, decisions: u32) -> Result<PolicyView, String> {
+        if let Some(change) = change {
+            let mut conf = self.policy_conf();
+            match change {
+                PolicyChange::On => conf.mode = self.policy.state.lock().mode_on,
+                PolicyChange::Off => conf.mode = Mode::Off,
+                PolicyChange::Set { key, value } => conf.set(key, value)?,
+            }
+            self.set_policy_conf(conf)?;
+        }
+        let now = self.now_us();
+        let log = self.policy_log();
+        let skip = log.len().saturating_sub(decisions as usize);
+        let rows = log
+            .into_iter()
+            .skip(skip)
+            .map(|d| DecisionRow {
+                ago_ms: now.saturating_sub(d.at_us) / 1000,
+                rule: d.rule,
+                moved: d.moved.map(|m| (m.pid, self.node_name(m.to))),
+                why: d.why,
+                loads: d.loads.into_iter().map(|(n, l, u)| (self.node_name(n), l, u)).collect(),
+                candidates: d.candidates,
+            })
+            .collect();
+        Ok(PolicyView { node: self.me.name.clone(), conf: self.policy_conf(), accepting: self.accepting(), decisions: rows })
+    }
+
+    /// `top`: this node's load and its `procs` busiest processes.
+    pub(crate) fn top(&self, procs: u32) -> TopNode {
+        let measured = {
+            let st = self.policy.state.lock();
+            st.policy.conf.mode != Mode::Off
+                || st.procs_wanted.is_some_and(|t| t.elapsed() + Duration::from_millis(st.policy.conf.window_ms) < PROCS_WANTED)
+        };
+        let rows = self
+            .proc_loads()
+            .into_iter()
+            .take(procs as usize)
+            .map(|p| TopProc {
+                pid: p.pid,
+                unmovable: p.unmovable().map(str::to_string),
+                status: p.status,
+                cpu_pm: (p.cpu * 1000.0).round() as u32,
+                reductions_per_s: p.reductions_per_s,
+                heap_bytes: p.heap_bytes,
+                dirty_bytes_s: p.dirty_bytes_s,
+                mailbox: p.mailbox,
+                resident_ms: p.resident_ms,
+                moves: p.moves,
+            })
+            .collect();
+        TopNode { node: self.me.name.clone(), load: self.own_load(), procs: rows, measured }
+    }
+
+    /// The node for a process no one placed (`spawn --on any`): of the nodes that are
+    /// up and take new processes (this one included), the least loaded with it.
+    pub(crate) fn place_new(&self) -> Option<u16> {
+        let mut nodes = vec![(self.me.id, self.own_load())];
+        nodes.extend(self.peer_loads().into_iter().filter(|p| p.up && p.age_us.is_some()).map(|p| (p.id, p.load)));
+        Placer::new(&nodes).place(1.0)
+    }
+
+    /// `tern ctl drain`: marks this node as taking no new processes, then moves every
+    /// process it may move to the other nodes (spread by their room, `max_in_flight` at
+    /// a time, each with the mesh's mechanism, a coprocess group whole), calling
+    /// `progress(done, total, line)` as each move ends; processes that arrive meanwhile
+    /// are moved too. Pinned ones and REPL shells stay, and are listed.
+    pub(crate) fn drain(self: &Arc<Self>, mut progress: impl FnMut(u64, u64, &str)) -> Result<DrainReport, String> {
+        self.set_accepting(false);
+        self.log("drain: this node takes no new processes; moving its processes off");
+        let mut report = DrainReport { node: self.me.name.clone(), ..DrainReport::default() };
+        // Every peer that is up has a report within a window (they are sent again once a
+        // window).
+        let conf = self.policy_conf();
+        let until = Instant::now() + Duration::from_millis(conf.window_ms + 2 * conf.gossip_ms);
+        while self.peer_loads().iter().any(|p| p.up && p.age_us.is_none()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(conf.gossip_ms.min(50)));
+        }
+        let targets: Vec<(u16, Load)> =
+            self.peer_loads().into_iter().filter(|p| p.up && p.age_us.is_some()).map(|p| (p.id, p.load)).collect();
+        let mut placer = Placer::new(&targets);
+        let seen: Vec<String> = targets
+            .iter()
+            .map(|(id, l)| {
+                format!(
+                    "{} ({} workers, run queue {:.2}{})",
+                    self.node_name(*id),
+                    l.workers,
+                    f64::from(l.runnable_x100) / 100.0,
+                    if l.accepting { "" } else { ", drained" }
+                )
+            })
+            .collect();
+        self.log(&format!("drain: the other nodes: {}", seen.join(", ")));
+        if placer.clone().place(1.0).is_none() {
+            return Err("no other node is up and taking processes".into());
+        }
+        let demands: std::collections::HashMap<u64, f64> = self.policy.state.lock().procs.iter().map(|p| (p.pid, p.demand)).collect();
+        let in_flight = self.policy_conf().max_in_flight.max(1) as usize;
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        let mut tried = std::collections::HashSet::new();
+        let mut running: Vec<(u64, super::migration::MigHandle)> = Vec::new();
+        let (mut done, mut total) = (0u64, 0u64);
+        loop {
+            // What is here now (a group's members: one move for the group).
+            let mut waiting = false;
+            let mut todo = Vec::new();
+            let mut groups = std::collections::HashSet::new();
+            for p in self.node().proc_samples() {
+                if tried.contains(&p.pid) || running.iter().any(|r| r.0 == p.pid) {
+                    continue;
+                }
+                match pol::unmovable(p.shell, p.pinned, p.lazy, p.status) {
+                    Some(why @ ("pinned" | "a REPL's shell")) => {
+                        tried.insert(p.pid);
+                        report.stayed.push((p.pid, why.to_string()));
+                    }
+                    // Its pages, or its move, will be done in a while.
+                    Some(_) => waiting = true,
+                    None if p.group != 0 && !groups.insert(p.group) => {}
+                    None => todo.push((p.pid, p.group != 0)),
+                }
+            }
+            total += todo.len() as u64;
+            for (pid, group) in todo {
+                tried.insert(pid);
+                while running.len() >= in_flight {
+                    self.drain_wait(&mut running, &mut report, &mut done, total, &mut progress);
+                }
+                let Some(to) = placer.place(demands.get(&pid).copied().unwrap_or(1.0)) else { break };
+                let name = self.node_name(to);
+                match self.start_migration(pid, &name, How { group, ..How::default() }) {
+                    Ok(h) => running.push((pid, h)),
+                    Err(e) => {
+                        done += 1;
+                        let line = format!("{} did not start to move to {name}: {e}", tern_vm::value::name_text(pid));
+                        progress(done, total, &line);
+                        report.failed.push((pid, e));
+                    }
+                }
+            }
+            while !running.is_empty() {
+                self.drain_wait(&mut running, &mut report, &mut done, total, &mut progress);
+            }
+            let left = self.node().proc_samples().into_iter().any(|p| !tried.contains(&p.pid));
+            if (!left && !waiting) || Instant::now() > deadline || self.is_shutting_down() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (pid, _) in &report.stayed {
+            self.log(&format!(
+                "drain: {} stays ({})",
+                tern_vm::value::name_text(*pid),
+                report.stayed.iter().find(|s| s.0 == *pid).map_or("", |s| s.1.as_str())
+            ));
+        }
+        self.log(&format!("drain: done: {} moved, {} stayed, {} failed", report.moved.len(), report.stayed.len(), report.failed.len()));
+        Ok(report)
+    }
+
+    /// Waits for one of a drain's moves to end.
+    fn drain_wait(
+        &self,
+        running: &mut Vec<(u64, super::migration::MigHandle)>,
+        report: &mut DrainReport,
+        done: &mut u64,
+        total: u64,
+        progress: &mut impl FnMut(u64, u64, &str),
+    ) {
+        let mut sel = crossbeam_channel::Select::new();
+        for (_, h) in running.iter() {
+            sel.recv(&h.done);
+        }
+        let op = sel.select();
+        let i = op.index();
+        let r = op.recv(&running[i].1.done);
+        let (pid, _) = running.swap_remove(i);
+        *done += 1;
+        let line = match r {
+            Ok(r) if r.ok => {
+                let line =
+                    format!("{} moved to {} ({}, frozen {} µs)", tern_vm::value::name_text(pid), r.to, r.mechanism, r.freeze_time_us);
+                report.moved.push((pid, r.to.clone(), r.mechanism.to_string(), r.freeze_time_us));
+                line
+            }
+            Ok(r) => {
+                report.failed.push((pid, r.outcome.clone()));
+                format!("{} did not move to {}: {}", tern_vm::value::name_text(pid), r.to, r.outcome)
+            }
+            Err(_) => {
+                report.failed.push((pid, "the migration ended without a report".into()));
+                format!("{}: the migration ended without a report", tern_vm::value::name_text(pid))
+            }
+        };
+        self.log(&format!("drain: {line}"));
+        progress(*done, total, &line);
     }
 
     /// Whether this node takes new processes and the policy's migrations.
@@ -230,7 +438,10 @@ fn tick(sh: &Arc<Host>) {
         }
     }
     // The report to the peers.
-    let refresh = conf.mode != crate::proto::policy::Mode::Off && st.refreshed.elapsed() >= Duration::from_millis(conf.window_ms);
+    // Sent again once a window whatever the mode (a report lost to a session that was
+    // being replaced is not lost for long; `drain`, `top` and `spawn --on any` use them
+    // with the policy off too).
+    let refresh = st.refreshed.elapsed() >= Duration::from_millis(conf.window_ms);
     if refresh {
         st.refreshed = Instant::now();
     }

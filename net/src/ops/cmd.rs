@@ -4,9 +4,12 @@ use crate::config::MeshConfig;
 use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
 use crate::ops::ctl::{server, CtlClient};
-use crate::ops::report::{nodes_json, nodes_table, ps_json, ps_table, report_table, report_table_explained};
+use crate::ops::report::{
+    drain_json, drain_text, nodes_json, nodes_table, policy_json, policy_text, ps_json, ps_table, report_table, report_table_explained,
+    top_json, top_table,
+};
 use crate::proto::mechanism::{How, Mechanism};
-use crate::proto::wire::{CtlReply, CtlRequest, MigReport};
+use crate::proto::wire::{CtlReply, CtlRequest, DrainReport, MigReport, PolicyChange};
 use crate::runner::{compile, compile_text};
 use serde_json::json;
 use std::io::Write;
@@ -131,6 +134,107 @@ pub enum CtlCommand {
         group: bool,
         metrics_out: Option<std::path::PathBuf>,
     },
+    /// `once`: print once, else refresh in place on a terminal until Ctrl-C.
+    Top {
+        procs: u32,
+        once: bool,
+    },
+    Policy {
+        change: Option<PolicyChange>,
+        decisions: u32,
+    },
+    /// Drain (`on`) or undrain a node.
+    Drain {
+        node: String,
+        on: bool,
+    },
+}
+
+/// How often `top` refreshes on a terminal.
+const TOP_REFRESH: Duration = Duration::from_secs(1);
+
+/// Every node's load and the busiest processes.
+pub fn top(client: &CtlClient, procs: u32) -> Result<Vec<crate::proto::wire::TopNode>, String> {
+    match client.call(&CtlRequest::Top { procs })? {
+        CtlReply::Top(nodes) => Ok(nodes),
+        CtlReply::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Every node's policy, after `change` (made on every node that is up).
+pub fn policy(
+    client: &CtlClient,
+    change: Option<PolicyChange>,
+    decisions: u32,
+) -> Result<(Vec<crate::proto::wire::PolicyView>, Vec<String>), String> {
+    match client.call(&CtlRequest::Policy { change, decisions })? {
+        CtlReply::Policy { views, errors } => Ok((views, errors)),
+        CtlReply::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// `policy` as typed: `[show] | on | off | set KEY VALUE`.
+pub fn policy_change(words: &[&str]) -> Result<Option<PolicyChange>, String> {
+    match words {
+        [] | ["show"] => Ok(None),
+        ["on"] => Ok(Some(PolicyChange::On)),
+        ["off"] => Ok(Some(PolicyChange::Off)),
+        ["set", key, value] => Ok(Some(PolicyChange::Set { key: key.to_string(), value: value.to_string() })),
+        _ => Err("usage: policy [show | on | off | set KEY VALUE]".into()),
+    }
+}
+
+/// Drains the node `client` is connected to (`on`), with a progress bar on a terminal
+/// (`progress`), or undrains it.
+pub fn drain(client: &CtlClient, on: bool, progress: bool) -> Result<Option<DrainReport>, String> {
+    if !on {
+        return match client.call(&CtlRequest::Drain { on: false })? {
+            CtlReply::Done => Ok(None),
+            CtlReply::Error(e) => Err(e),
+            other => Err(format!("unexpected reply {other:?}")),
+        };
+    }
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("draining [{bar:30}] {pos}/{len} moves  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut out = Err("no answer".to_string());
+    client.request(&CtlRequest::Drain { on: true }, |reply| match reply {
+        CtlReply::Draining { done, total, line } => {
+            match &bar {
+                Some(b) => {
+                    b.set_length(total);
+                    b.set_position(done.min(total));
+                    b.set_message(line);
+                }
+                None => eprintln!("[{done}/{total}] {line}"),
+            }
+            true
+        }
+        CtlReply::Drained(r) => {
+            out = Ok(Some(r));
+            false
+        }
+        CtlReply::Error(e) => {
+            out = Err(e);
+            false
+        }
+        other => {
+            out = Err(format!("unexpected reply {other:?}"));
+            false
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
 }
 
 /// Asks for a migration and waits for its report, showing a progress bar on a terminal
@@ -249,6 +353,11 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: boo
 /// command ran but did not succeed (a process failed, a node refused). `Err`: also when
 /// no node answered within `connect_timeout`.
 pub fn ctl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: Duration, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+    // A drain is the drained node's work: asked of it.
+    let node = match &cmd {
+        CtlCommand::Drain { node, .. } => Some(node.as_str()),
+        _ => node,
+    };
     let client = CtlClient::connect(cfg, node, connect_timeout)?;
     let r = ctl_with(&client, json_out, cmd);
     client.close();
@@ -370,6 +479,61 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     Ok(false)
                 }
                 other => fail(format!("unexpected reply {other:?}")),
+            }
+        }
+        CtlCommand::Top { procs, once } => {
+            let tty = !json_out && !once && std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let nodes = match top(client, procs) {
+                    Ok(n) => n,
+                    Err(e) => return fail(e),
+                };
+                if json_out {
+                    println!("{}", top_json(&nodes));
+                    return Ok(true);
+                }
+                let table = top_table(&nodes, procs as usize);
+                if !tty {
+                    print!("{table}");
+                    return Ok(true);
+                }
+                // In place: home, the table, the rest of the screen cleared.
+                print!("\x1b[H{}\x1b[J", table.replace('\n', "\x1b[K\n"));
+                let _ = std::io::stdout().flush();
+                std::thread::sleep(TOP_REFRESH);
+            }
+        }
+        CtlCommand::Policy { change, decisions } => match policy(client, change, decisions) {
+            Ok((views, errors)) => {
+                if json_out {
+                    println!("{}", policy_json(&views, &errors));
+                } else {
+                    print!("{}", policy_text(&views, &errors));
+                }
+                Ok(errors.is_empty())
+            }
+            Err(e) => fail(e),
+        },
+        CtlCommand::Drain { node, on } => {
+            let tty = !json_out && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            match drain(client, on, tty) {
+                Ok(Some(r)) => {
+                    if json_out {
+                        println!("{}", drain_json(&r));
+                    } else {
+                        print!("{}", drain_text(&r));
+                    }
+                    Ok(r.failed.is_empty())
+                }
+                Ok(None) => {
+                    if json_out {
+                        println!("{}", json!({"ok": true}));
+                    } else {
+                        println!("node {node} takes new processes again");
+                    }
+                    Ok(true)
+                }
+                Err(e) => fail(e),
             }
         }
         CtlCommand::Send { pid, value } => {

@@ -8,7 +8,7 @@
 
 use crate::config::MeshConfig;
 use crate::node::{ConsoleTx, Host, OperatorServer};
-use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, LineOutcome, NodeRow, PsRow, Query};
+use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, LineOutcome, NodeRow, PolicyChange, PsRow, Query, TopNode};
 use crate::tls;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -223,6 +223,37 @@ async fn handle(
             };
             write_frame(&mut send, &reply).await?;
         }
+        CtlRequest::Top { procs } => {
+            let sh2 = sh.clone();
+            let reply = tokio::task::spawn_blocking(move || top(&sh2, procs)).await.unwrap_or_else(|e| Err(e.to_string()));
+            write_frame(&mut send, &reply.map_or_else(CtlReply::Error, CtlReply::Top)).await?;
+        }
+        CtlRequest::Policy { change, decisions } => {
+            let sh2 = sh.clone();
+            let reply = tokio::task::spawn_blocking(move || policy(&sh2, change, decisions))
+                .await
+                .unwrap_or_else(|e| CtlReply::Error(e.to_string()));
+            write_frame(&mut send, &reply).await?;
+        }
+        CtlRequest::Drain { on: false } => {
+            sh.set_accepting(true);
+            sh.log("drain: ended; this node takes new processes again");
+            write_frame(&mut send, &CtlReply::Done).await?;
+        }
+        CtlRequest::Drain { on: true } => {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let sh2 = sh.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                let r = sh2.drain(|done, total, line| {
+                    let _ = tx.send(CtlReply::Draining { done, total, line: line.to_string() });
+                });
+                let _ = tx.send(r.map_or_else(CtlReply::Error, CtlReply::Drained));
+            });
+            while let Some(reply) = rx.recv().await {
+                write_frame(&mut send, &reply).await?;
+            }
+            let _ = job.await;
+        }
         CtlRequest::Spawn { modules, main, on, wait } => {
             let sh2 = sh.clone();
             let reply = tokio::task::spawn_blocking(move || spawn(&sh2, console, &modules, main, on.as_deref(), wait))
@@ -266,6 +297,55 @@ fn node_rows(sh: &Host) -> Vec<NodeRow> {
         .collect()
 }
 
+/// Every node's `top`, this one's first. Nodes whose processes were not being measured
+/// (the policy off) start now: they are asked again a window later.
+fn top(sh: &Host, procs: u32) -> Result<Vec<TopNode>, String> {
+    let ask = |id: u16| -> Result<TopNode, String> {
+        if id == sh.me().id {
+            return Ok(sh.top(procs));
+        }
+        match sh.ask(id, Query::Top { procs }, Duration::from_secs(10))? {
+            Answer::Top(t) => Ok(t),
+            _ => Err("unexpected answer".into()),
+        }
+    };
+    let ids: Vec<u16> = sh.config().nodes.iter().map(|n| n.id).filter(|&id| sh.is_up(id) || id == sh.me().id).collect();
+    let mut all = ids.iter().map(|&id| ask(id)).collect::<Result<Vec<_>, _>>()?;
+    if all.iter().any(|t| !t.measured) {
+        let conf = sh.policy_conf();
+        std::thread::sleep(Duration::from_millis(conf.window_ms + 2 * conf.gossip_ms));
+        all = ids.iter().map(|&id| ask(id)).collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(all)
+}
+
+/// `tern ctl policy`: the change made here first (so a bad one is refused before any
+/// node has it), then on every other node that is up; every node's policy after it.
+fn policy(sh: &Host, change: Option<PolicyChange>, decisions: u32) -> CtlReply {
+    let mut views = Vec::new();
+    match sh.policy_query(change.as_ref(), decisions) {
+        Ok(v) => views.push(v),
+        Err(e) => return CtlReply::Error(e),
+    }
+    let mut errors = Vec::new();
+    for n in &sh.config().nodes {
+        if n.id == sh.me().id {
+            continue;
+        }
+        if !sh.is_up(n.id) {
+            errors.push(format!("node {} is down", n.name));
+            continue;
+        }
+        match sh.ask(n.id, Query::Policy { change: change.clone(), decisions }, Duration::from_secs(10)) {
+            Ok(Answer::Policy(Ok(v))) => views.push(v),
+            Ok(Answer::Policy(Err(e))) => errors.push(format!("node {}: {e}", n.name)),
+            Ok(_) => errors.push(format!("node {}: unexpected answer", n.name)),
+            Err(e) => errors.push(format!("node {}: {e}", n.name)),
+        }
+    }
+    CtlReply::Policy { views, errors }
+}
+
 fn ps(sh: &Host, node: Option<&str>) -> Result<Vec<PsRow>, String> {
     let ask = |id: u16| -> Result<Vec<PsRow>, String> {
         if id == sh.me().id {
@@ -307,8 +387,17 @@ fn spawn(
     }
     let target = match on {
         None => sh.me().clone(),
+        Some("any") if !wait => {
+            let id = sh.place_new().ok_or("no node is up and taking new processes (all are drained)")?;
+            sh.config().nodes.iter().find(|n| n.id == id).ok_or("the chosen node is not in the config")?.clone()
+        }
+        Some("any") => sh.me().clone(),
         Some(name) => sh.config().node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?.clone(),
     };
+    // (A node that is drained refuses it itself.)
+    if target.id == sh.me().id && !sh.accepting() {
+        return Err(format!("node {0} is drained: it takes no new processes (tern ctl undrain {0})", target.name));
+    }
     if target.id == sh.me().id {
         let pid = sh.node().spawn_main_on(main, console, wait).map_err(|e| e.to_string())?;
         return Ok((pid, target.name));

@@ -35,10 +35,14 @@ use tern_vm::value::name_text;
 const COMMANDS: &[(&str, &str)] = &[
     (":help", "this list"),
     (":load FILE", "bind the functions, imports and one-line lets of FILE for later lines (its other statements do not run)"),
-    (":spawn FILE [--on NODE]", "start FILE as a process (on NODE, default this one)"),
+    (":spawn FILE [--on NODE]", "start FILE as a process (on NODE, default the least loaded node)"),
     (":ps [NODE]", "processes: pid, node, status, reductions, heap pages, mailbox length"),
     (":nodes", "nodes: name, address, up/down, processes, load"),
     (":kill PID", "end a process"),
+    (":top [N]", "each node's load and the N busiest processes (default 20)"),
+    (":policy [on|off|set KEY VALUE]", "the load policy on every node and its recent decisions; on, off and set change it everywhere"),
+    (":drain NODE", "move every movable process off NODE; it then takes no new processes (pinned ones stay)"),
+    (":undrain NODE", "have a drained NODE take new processes again"),
     (
         ":migrate PID NODE [--mechanism M] [--forwarding F] [--group]",
         "move a running process (--group: with its coprocess group) to NODE (M: {mechanisms}; F: {forwardings}) and show what it did",
@@ -314,6 +318,9 @@ fn native_doc(name: &str) -> Option<String> {
 
 struct Session {
     client: CtlClient,
+    /// The mesh (a drain connects to the node drained).
+    cfg: MeshConfig,
+    connect_timeout: std::time::Duration,
     /// The shell process lines run in.
     shell: u64,
     /// The number of the next line typed (the REPL's own numbering, in its prompt).
@@ -494,7 +501,7 @@ impl Session {
             }
             ":spawn" => {
                 let (file, on) = match rest[..] {
-                    [f] => (f, None),
+                    [f] => (f, Some("any".to_string())),
                     [f, "--on", n] => (f, Some(n.to_string())),
                     _ => return Err("usage: :spawn FILE [--on NODE]".into()),
                 };
@@ -547,6 +554,35 @@ impl Session {
                 }
                 if !r.ok {
                     return Err(format!("migration failed: {}", r.outcome));
+                }
+            }
+            ":top" => {
+                let n = match rest[..] {
+                    [] => 20,
+                    [n] => n.parse().map_err(|_| "usage: :top [N]".to_string())?,
+                    _ => return Err("usage: :top [N]".into()),
+                };
+                let nodes = crate::ops::cmd::top(&self.client, n)?;
+                print!("{}", crate::ops::report::top_table(&nodes, n as usize));
+            }
+            ":policy" => {
+                let change = crate::ops::cmd::policy_change(&rest).map_err(|e| format!("{e} (as :policy)"))?;
+                let (views, errors) = crate::ops::cmd::policy(&self.client, change, 20)?;
+                print!("{}", crate::ops::report::policy_text(&views, &errors));
+            }
+            ":drain" | ":undrain" => {
+                let [node] = rest[..] else { return Err(format!("usage: {cmd} NODE")) };
+                let on = cmd == ":drain";
+                let client =
+                    if node == self.client.node { None } else { Some(CtlClient::connect(&self.cfg, Some(node), self.connect_timeout)?) };
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let r = crate::ops::cmd::drain(client.as_ref().unwrap_or(&self.client), on, tty);
+                if let Some(c) = client {
+                    c.close();
+                }
+                match r? {
+                    Some(r) => print!("{}", crate::ops::report::drain_text(&r)),
+                    None => println!("node {node} takes new processes again"),
                 }
             }
             ":input" => {
@@ -670,7 +706,18 @@ pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: std::time::Du
     let names = Arc::new(Mutex::new(Names { names: natives, modules: Vec::new() }));
     rl.set_helper(Some(ReplHelper { names: names.clone() }));
     let node_name = client.node.clone();
-    let mut s = Session { client, shell, line_no: 1, imports: Vec::new(), bound: Vec::new(), labels: Vec::new(), docs: Vec::new(), names };
+    let mut s = Session {
+        client,
+        cfg: cfg.clone(),
+        connect_timeout,
+        shell,
+        line_no: 1,
+        imports: Vec::new(),
+        bound: Vec::new(),
+        labels: Vec::new(),
+        docs: Vec::new(),
+        names,
+    };
     let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".tern_history"));
     if let Some(h) = &history {
         let _ = rl.load_history(h);

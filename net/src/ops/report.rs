@@ -1,7 +1,7 @@
-//! How the operator's commands print what nodes answer: the `nodes` and `ps` tables
-//! (and their JSON), a migration's report as a table.
+//! How the operator's commands print what nodes answer: the `nodes`, `ps`, `top`,
+//! `policy` and `drain` tables (and their JSON), a migration's report as a table.
 
-use crate::proto::wire::{MigReport, NodeRow, PsRow};
+use crate::proto::wire::{DrainReport, MigReport, NodeRow, PolicyView, PsRow, TopNode};
 use serde_json::json;
 use tern_vm::value::name_text;
 
@@ -44,6 +44,152 @@ pub fn nodes_json(rows: &[NodeRow]) -> serde_json::Value {
         .map(|r| json!({"name": r.name, "addr": r.addr, "status": r.status, "processes": r.processes, "load": r.load,
             "migrations": r.migrations}))
         .collect::<Vec<_>>())
+}
+
+/// Bytes as people read them: `512 B`, `12.0 KiB`, `3.5 MiB`.
+fn bytes_text(b: u64) -> String {
+    match b {
+        b if b < 1 << 10 => format!("{b} B"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.1} GiB", b as f64 / (1 << 30) as f64),
+    }
+}
+
+/// `top`: each node's load, then the busiest processes of the mesh.
+pub fn top_table(nodes: &[TopNode], procs: usize) -> String {
+    let mut s = format!(
+        "{:<10} {:>7} {:>6} {:>9} {:>9} {:>12} {:>10} {:<9}\n",
+        "NODE", "WORKERS", "UTIL", "LOAD", "PROCESSES", "REDUCTIONS/S", "MIGRATING", "TAKES NEW"
+    );
+    for n in nodes {
+        let l = &n.load;
+        s += &format!(
+            "{:<10} {:>7} {:>5}% {:>9.2} {:>9} {:>12} {:>10} {:<9}\n",
+            n.node,
+            l.workers,
+            l.utilization_pm / 10,
+            // What balance compares: CPU demand, or without it (the policy off) the run queue.
+            f64::from(if l.demand_x100 > 0 { l.demand_x100 } else { l.runnable_x100 }) / 100.0 / f64::from(l.workers.max(1)),
+            l.processes,
+            l.reductions_per_s,
+            l.migrations,
+            if l.accepting { "yes" } else { "no (drained)" }
+        );
+    }
+    let mut all: Vec<_> = nodes.iter().flat_map(|n| n.procs.iter().map(move |p| (n.node.as_str(), p))).collect();
+    all.sort_by(|a, b| b.1.cpu_pm.cmp(&a.1.cpu_pm).then(b.1.reductions_per_s.cmp(&a.1.reductions_per_s)));
+    s += &format!(
+        "\n{:<12} {:<10} {:<8} {:>5} {:>12} {:>10} {:>10} {:>7} {:>6}  {}\n",
+        "PID", "NODE", "STATUS", "CPU", "REDUCTIONS/S", "HEAP", "WRITES/S", "MAILBOX", "MOVES", "STAYS"
+    );
+    for (node, p) in all.into_iter().take(procs) {
+        s += &format!(
+            "{:<12} {:<10} {:<8} {:>4}% {:>12} {:>10} {:>10} {:>7} {:>6}  {}\n",
+            name_text(p.pid),
+            node,
+            p.status,
+            p.cpu_pm / 10,
+            p.reductions_per_s,
+            bytes_text(p.heap_bytes),
+            bytes_text(p.dirty_bytes_s),
+            p.mailbox,
+            p.moves,
+            p.unmovable.as_deref().unwrap_or("")
+        );
+    }
+    if nodes.iter().any(|n| !n.measured) {
+        s += "(processes are measured over the policy's window from the first question on, with the policy off: ask again for them all)\n";
+    }
+    s
+}
+
+pub fn top_json(nodes: &[TopNode]) -> serde_json::Value {
+    json!(nodes
+        .iter()
+        .map(|n| json!({"node": n.node, "load": n.load, "measured": n.measured,
+            "procs": n.procs.iter().map(|p| json!({"pid": name_text(p.pid), "status": p.status, "cpu_pm": p.cpu_pm,
+                "reductions_per_s": p.reductions_per_s, "heap_bytes": p.heap_bytes, "dirty_bytes_s": p.dirty_bytes_s,
+                "mailbox": p.mailbox, "resident_ms": p.resident_ms, "moves": p.moves, "unmovable": p.unmovable}))
+                .collect::<Vec<_>>()}))
+        .collect::<Vec<_>>())
+}
+
+/// `tern ctl policy`: the settings (once if every node has the same), each node's
+/// state, then the decisions, oldest first.
+pub fn policy_text(views: &[PolicyView], errors: &[String]) -> String {
+    let mut s = String::new();
+    let same = views.windows(2).all(|w| w[0].conf == w[1].conf);
+    for (i, v) in views.iter().enumerate() {
+        if i == 0 || !same {
+            let c = &v.conf;
+            s += &format!(
+                "policy{}: mode {}; high {} low {} min_cpu {}; hysteresis {} ms, residence {} ms; in flight {} per node, {} per mesh; bandwidth {}; interval {} ms, gossip {} ms, window {} ms; affinity above {} B/s\n",
+                if same { String::new() } else { format!(" on {}", v.node) },
+                c.mode, c.high, c.low, c.min_cpu, c.hysteresis_ms, c.residence_ms, c.max_in_flight, c.max_in_flight_mesh,
+                if c.bandwidth_mib_s == 0 { "not capped".to_string() } else { format!("{} MiB/s", c.bandwidth_mib_s) },
+                c.interval_ms, c.gossip_ms, c.window_ms, c.affinity_bytes_s
+            );
+        }
+    }
+    for v in views.iter().filter(|v| !v.accepting) {
+        s += &format!("node {} is drained: it takes no new processes\n", v.node);
+    }
+    let mut rows: Vec<_> = views.iter().flat_map(|v| v.decisions.iter().map(move |d| (v.node.as_str(), d))).collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.ago_ms));
+    if rows.is_empty() {
+        s += "no decisions yet\n";
+    }
+    for (node, d) in rows {
+        let what = match &d.moved {
+            Some((pid, to)) => format!("moved {} to {to}", name_text(*pid)),
+            None => "declined".to_string(),
+        };
+        let loads: Vec<String> = d.loads.iter().map(|(n, l, u)| format!("{n} {l:.2}/{}%", u / 10)).collect();
+        s += &format!("{:>8.1} s ago  {node:<8} {:<8} {what}: {}  [loads {}]\n", d.ago_ms as f64 / 1000.0, d.rule, d.why, loads.join(", "));
+    }
+    for e in errors {
+        s += &format!("warning: {e}\n");
+    }
+    s
+}
+
+pub fn policy_json(views: &[PolicyView], errors: &[String]) -> serde_json::Value {
+    json!({"nodes": views.iter().map(|v| json!({"node": v.node, "conf": v.conf, "accepting": v.accepting,
+        "decisions": v.decisions.iter().map(|d| json!({"ago_ms": d.ago_ms, "rule": d.rule,
+            "moved": d.moved.as_ref().map(|(p, to)| json!({"pid": name_text(*p), "to": to})), "why": d.why,
+            "loads": d.loads, "candidates": d.candidates.iter().map(|(p, sc)| json!([name_text(*p), sc])).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>()}))
+        .collect::<Vec<_>>(), "errors": errors})
+}
+
+/// What a drain did.
+pub fn drain_text(r: &DrainReport) -> String {
+    let mut s = format!(
+        "node {} drained: {} moved, {} stayed, {} failed; it takes no new processes (tern ctl undrain {} to take them again)\n",
+        r.node,
+        r.moved.len(),
+        r.stayed.len(),
+        r.failed.len(),
+        r.node
+    );
+    for (pid, to, mech, freeze) in &r.moved {
+        s += &format!("  moved  {:<12} to {to} ({mech}, frozen {freeze} µs)\n", name_text(*pid));
+    }
+    for (pid, why) in &r.stayed {
+        s += &format!("  stayed {:<12} {why}\n", name_text(*pid));
+    }
+    for (pid, why) in &r.failed {
+        s += &format!("  failed {:<12} {why}\n", name_text(*pid));
+    }
+    s
+}
+
+pub fn drain_json(r: &DrainReport) -> serde_json::Value {
+    json!({"node": r.node,
+        "moved": r.moved.iter().map(|(p, to, m, f)| json!({"pid": name_text(*p), "to": to, "mechanism": m, "freeze_time_us": f})).collect::<Vec<_>>(),
+        "stayed": r.stayed.iter().map(|(p, why)| json!({"pid": name_text(*p), "why": why})).collect::<Vec<_>>(),
+        "failed": r.failed.iter().map(|(p, why)| json!({"pid": name_text(*p), "why": why})).collect::<Vec<_>>()})
 }
 
 /// Why the pre-copy rounds stopped, in plain words, from the report's `stop_reason`

@@ -351,23 +351,30 @@ pub struct ProcLoad {
 impl ProcLoad {
     /// Why the policy may not move it, if it may not.
     pub fn unmovable(&self) -> Option<&'static str> {
-        if self.shell {
-            Some("a REPL's shell")
-        } else if self.pinned {
-            Some("pinned")
-        } else if self.group != 0 {
-            Some("in a coprocess group")
-        } else if self.lazy {
-            Some("pages still on the node it came from")
-        } else if self.status == "frozen" {
-            Some("frozen (moving)")
-        } else {
-            None
+        if self.group != 0 {
+            return Some("in a coprocess group");
         }
+        unmovable(self.shell, self.pinned, self.lazy, &self.status)
     }
 
     fn talk_with(&self, n: NodeId) -> u64 {
         self.talk.iter().find(|t| t.0 == n).map_or(0, |t| t.1)
+    }
+}
+
+/// Why a process may not be moved by the policy or a drain, if it may not (groups
+/// aside: the policy leaves them, a drain moves each group whole).
+pub fn unmovable(shell: bool, pinned: bool, lazy: bool, status: &str) -> Option<&'static str> {
+    if shell {
+        Some("a REPL's shell")
+    } else if pinned {
+        Some("pinned")
+    } else if lazy {
+        Some("pages still on the node it came from")
+    } else if status == "frozen" {
+        Some("frozen (moving)")
+    } else {
+        None
     }
 }
 
@@ -1151,5 +1158,70 @@ impl View {
 
     fn summary(&self) -> Vec<(NodeId, f64, u32)> {
         self.nodes.iter().map(|n| (n.id, (n.load() * 100.0).round() / 100.0, (n.util * 1000.0).round() as u32)).collect()
+    }
+}
+
+/// Where processes go that no one placed (`spawn` on any node, a drain): to the node
+/// whose load with one more would be least, each placement counted until the reports
+/// show it (so a drain of many processes spreads them by the room each node has).
+#[derive(Debug, Clone)]
+pub struct Placer {
+    nodes: Vec<NodeView>,
+}
+
+impl Placer {
+    /// Among these nodes (their last reports): those that take new processes.
+    pub fn new(nodes: &[(NodeId, Load)]) -> Placer {
+        Placer { nodes: nodes.iter().filter(|(_, l)| l.accepting).map(|(id, l)| NodeView::of(*id, l)).collect() }
+    }
+
+    /// The node for one more process of CPU demand `demand` (a fraction of a worker;
+    /// not measured: say 1), counted as there from now on. `None`: no node takes it.
+    pub fn place(&mut self, demand: f64) -> Option<NodeId> {
+        let d = if demand.is_finite() { demand.clamp(0.05, 1.0) } else { 1.0 };
+        let after = |n: &NodeView| n.with_one_more(d);
+        let best =
+            self.nodes.iter_mut().min_by(|a, b| after(a).total_cmp(&after(b)).then(a.util.total_cmp(&b.util)).then(a.id.cmp(&b.id)))?;
+        let w = f64::from(best.workers);
+        let load = best.with_one_more(d);
+        best.runnable = load * w;
+        best.queue += d;
+        best.processes += 1;
+        if best.plus_one > 0.0 {
+            best.plus_one += d / w;
+        }
+        Some(best.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(workers: u32, runnable_x100: u32, accepting: bool) -> Load {
+        Load { workers, runnable_x100, accepting, ..Load::default() }
+    }
+
+    #[test]
+    fn a_placer_spreads_by_room_and_passes_drained_nodes_by() {
+        // Two idle nodes of 2 workers and a drained one: 6 processes, 3 each.
+        let mut p = Placer::new(&[(2, load(2, 0, true)), (3, load(2, 0, true)), (4, load(2, 0, false))]);
+        let mut got = HashMap::new();
+        for _ in 0..6 {
+            *got.entry(p.place(1.0).expect("a node")).or_insert(0) += 1;
+        }
+        assert_eq!(got.get(&2), Some(&3), "{got:?}");
+        assert_eq!(got.get(&3), Some(&3), "{got:?}");
+        assert_eq!(got.get(&4), None, "{got:?}");
+        // A busy node gets nothing while an idle one has room.
+        let mut p = Placer::new(&[(2, load(2, 400, true)), (3, load(2, 0, true))]);
+        assert_eq!([p.place(1.0), p.place(1.0)], [Some(3), Some(3)]);
+        // Per worker: a node of 4 workers takes twice what one of 2 takes.
+        let mut p = Placer::new(&[(2, load(2, 0, true)), (3, load(4, 0, true))]);
+        let to_big = (0..12).filter(|_| p.place(1.0) == Some(3)).count();
+        assert_eq!(to_big, 8);
+        // No node that takes processes: none.
+        assert_eq!(Placer::new(&[(2, load(2, 0, false))]).place(1.0), None);
+        assert_eq!(Placer::new(&[]).place(f64::NAN), None);
     }
 }

@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 10;
+pub const FRAME_VERSION: u8 = 11;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +271,11 @@ pub enum Query {
     /// does not host the process passes it on only by a route of its own, never back to
     /// the node that asked, and only while `hops` is below a small bound.
     Migrate { pid: u64, to: String, how: How, hops: u8 },
+    /// The receiving node's load and its `procs` busiest processes (`top`).
+    Top { procs: u32 },
+    /// The receiving node's policy and its last `decisions` decisions, after the change
+    /// if one is asked for (`tern ctl policy`).
+    Policy { change: Option<PolicyChange>, decisions: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +284,90 @@ pub enum Answer {
     Ps(Vec<PsRow>),
     Spawned(Result<u64, String>),
     Migrated(Result<Box<MigReport>, String>),
+    Top(TopNode),
+    Policy(Result<PolicyView, String>),
+}
+
+/// A change of the policy on a running mesh (`tern ctl policy on|off|set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyChange {
+    /// Back to the mode it was last on (the config's, or `balance`).
+    On,
+    Off,
+    /// One setting, as `[policy]` in mesh.toml takes it.
+    Set {
+        key: String,
+        value: String,
+    },
+}
+
+/// A node and its busiest processes, as `top` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopNode {
+    pub node: String,
+    pub load: Load,
+    /// Busiest first.
+    pub procs: Vec<TopProc>,
+    /// Its processes were measured over a whole window (false: measuring has just begun,
+    /// with the policy off; ask again a window later).
+    pub measured: bool,
+}
+
+/// A process as `top` shows it: rates over the policy's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopProc {
+    pub pid: u64,
+    pub status: String,
+    /// Of a worker, per mille.
+    pub cpu_pm: u32,
+    pub reductions_per_s: u64,
+    pub heap_bytes: u64,
+    /// Bytes of pages written per second.
+    pub dirty_bytes_s: u64,
+    pub mailbox: u64,
+    /// How long it has been on this node.
+    pub resident_ms: u64,
+    pub moves: u32,
+    /// Why the policy and `drain` leave it where it is (`None`: they may move it).
+    pub unmovable: Option<String>,
+}
+
+/// A node's policy as `tern ctl policy` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub node: String,
+    pub conf: crate::proto::policy::PolicyConf,
+    /// It takes new processes (false: drained).
+    pub accepting: bool,
+    /// Its last decisions, oldest first.
+    pub decisions: Vec<DecisionRow>,
+}
+
+/// A decision of the policy, with node names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    /// How long ago, ms.
+    pub ago_ms: u64,
+    pub rule: String,
+    /// The process moved and where to (`None`: it declined).
+    pub moved: Option<(u64, String)>,
+    pub why: String,
+    /// The loads it saw: (node, load per worker, utilization ‰).
+    pub loads: Vec<(String, f64, u32)>,
+    /// The candidates it weighed (pid, score), best first.
+    pub candidates: Vec<(u64, f64)>,
+}
+
+/// What `drain` did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub node: String,
+    /// (pid, the node it went to, the mechanism, freeze µs).
+    pub moved: Vec<(u64, String, String, u64)>,
+    /// Processes left where they are, and why (pinned, a REPL's shell, ...).
+    pub stayed: Vec<(u64, String)>,
+    /// Processes whose move failed, and why.
+    pub failed: Vec<(u64, String)>,
 }
 
 /// A process as `ps` lists it.
@@ -428,6 +517,21 @@ pub enum CtlRequest {
     Interrupt {
         shell: u64,
     },
+    /// Every node's load and its `procs` busiest processes; answered `Top`.
+    Top {
+        procs: u32,
+    },
+    /// Every node's policy (after the change, made on every node that is up); answered
+    /// `Policy`.
+    Policy {
+        change: Option<PolicyChange>,
+        decisions: u32,
+    },
+    /// `on`: move every movable process off this node and take no new ones (answered by
+    /// `Draining` as each move ends, then `Drained`); `off`: take them again (`Done`).
+    Drain {
+        on: bool,
+    },
 }
 
 /// How a line a shell process ran ended.
@@ -475,6 +579,20 @@ pub enum CtlReply {
         outcome: LineOutcome,
         lines: u64,
     },
+    Top(Vec<TopNode>),
+    /// The policy of every node that answered; `errors`: the nodes that did not, or
+    /// refused the change.
+    Policy {
+        views: Vec<PolicyView>,
+        errors: Vec<String>,
+    },
+    /// A drain in progress: `done` of `total` moves ended; the last one's line.
+    Draining {
+        done: u64,
+        total: u64,
+        line: String,
+    },
+    Drained(DrainReport),
 }
 
 /// A node as `nodes` lists it.

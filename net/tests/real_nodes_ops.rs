@@ -1,0 +1,158 @@
+//! The operator's commands on real nodes (every node its own OS process, everything
+//! asked with `tern ctl`): `drain` empties a node but for its pinned processes, which it
+//! lists, and the node then takes no new processes until `undrain`; `spawn --on any`
+//! goes to the least loaded node that takes them; `policy` shows and changes the policy
+//! on every node; `top` shows the nodes' load and the busy processes.
+
+#[path = "common/nodes.rs"]
+mod nodes;
+
+use nodes::{path, wait_until, RealMesh};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Main starts `n` workers and one that pins itself, each computing in chunks until
+/// told to stop (main waits for a message first); then main checks every worker's
+/// chunks against their total (a chunk lost or done twice in a move would show) and
+/// says where the pinned one ran.
+fn workers(n: u32) -> String {
+    format!(
+        "let CHUNK = 332833500;\n\
+         fn work(parent, pinned) {{\n\
+           if pinned {{ pin(); }}\n\
+           let chunks = 0;\n\
+           let total = 0;\n\
+           while true {{\n\
+             let s = 0;\n\
+             for i in 0..1000 {{ s += i * i; }}\n\
+             total += s;\n\
+             chunks += 1;\n\
+             let m = recv(0);\n\
+             if m == \"stop\" {{ break; }}\n\
+           }}\n\
+           send(parent, {{chunks: chunks, total: total, node: node(), pinned: pinned}});\n\
+         }}\n\
+         let ws = [];\n\
+         for k in 0..{n} {{ push(ws, spawn(work, self(), false)); }}\n\
+         push(ws, spawn(work, self(), true));\n\
+         println(\"started ${{len(ws)}}\");\n\
+         recv();\n\
+         for w in ws {{ send(w, \"stop\"); }}\n\
+         let right = 0;\n\
+         for k in 0..len(ws) {{\n\
+           let r = recv();\n\
+           if r.chunks > 0 and r.total == r.chunks * CHUNK {{ right += 1; }}\n\
+           if r.pinned {{ println(\"pinned one ran on ${{r.node}}\"); }}\n\
+         }}\n\
+         println(\"right ${{right}} of ${{len(ws)}}\");\n"
+    )
+}
+
+#[track_caller]
+fn json_of(mesh: &RealMesh, node: Option<&str>, args: &[&str]) -> Value {
+    let out = mesh.ctl_on(node, args);
+    assert!(out.ok(), "tern ctl {args:?} failed: {out:?}\n{}", mesh.all_logs());
+    out.json()
+}
+
+#[test]
+fn drain_empties_a_node_but_its_pinned_processes_and_it_takes_no_new_ones_until_undrained() {
+    let mesh = RealMesh::start(3, "");
+    let main = mesh.spawn("drain.tern", &workers(4), "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started 5")), "{}", mesh.all_logs());
+    let on_a = |mesh: &RealMesh| mesh.ps(None).into_iter().filter(|(_, n, s)| n == "a" && s != "exited").count();
+    assert_eq!(on_a(&mesh), 6, "main and its 5 workers on a: {:?}", mesh.ps(None));
+
+    let r = json_of(&mesh, None, &["--json", "drain", "a"]);
+    let moved = r["moved"].as_array().unwrap();
+    let stayed = r["stayed"].as_array().unwrap();
+    assert_eq!(r["failed"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(moved.len(), 5, "main and 4 workers move: {r}");
+    assert!(moved.iter().all(|m| m["to"] == "b" || m["to"] == "c"), "{r}");
+    assert!(moved.iter().any(|m| m["to"] == "b") && moved.iter().any(|m| m["to"] == "c"), "spread over b and c: {r}");
+    assert_eq!(stayed.len(), 1, "{r}");
+    assert_eq!(stayed[0]["why"], "pinned", "{r}");
+    assert!(moved.iter().any(|m| m["pid"] == main.as_str()), "{r}");
+    let ps = mesh.ps(None);
+    let left: Vec<_> = ps.iter().filter(|(_, n, s)| n == "a" && s != "exited").collect();
+    assert_eq!(left.len(), 1, "only the pinned one is left on a: {ps:?}");
+    assert_eq!(left[0].0, stayed[0]["pid"].as_str().unwrap(), "{ps:?}");
+
+    // Drained: a says so, takes no new process, and `any` is never a.
+    let top = json_of(&mesh, Some("b"), &["--json", "top", "--once"]);
+    let a = top.as_array().unwrap().iter().find(|n| n["node"] == "a").expect("a in top");
+    assert_eq!(a["load"]["accepting"], false, "{top}");
+    let file = mesh.write("hello.tern", "println(\"hello from ${node()}\");\n");
+    let out = mesh.ctl_on(Some("b"), &["spawn", path(&file), "--on", "a"]);
+    assert!(!out.ok() && out.stderr.contains("drained"), "a drained node refuses a spawn: {out:?}");
+    for _ in 0..4 {
+        let out = json_of(&mesh, Some("a"), &["--json", "spawn", path(&file), "--on", "any"]);
+        assert_ne!(out["node"], "a", "--on any never picks a drained node: {out}");
+    }
+
+    // The program's results are right wherever its processes went.
+    let out = mesh.ctl_on(Some("b"), &["send", &main, "\"go\""]);
+    assert!(out.ok(), "{out:?}");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("right 5 of 5")), "{}", mesh.all_logs());
+    assert!(mesh.log("a").contains("pinned one ran on a"), "{}", mesh.all_logs());
+
+    // Undrained: it takes new processes again.
+    let out = mesh.ctl(&["undrain", "a"]);
+    assert!(out.ok() && out.stdout.contains("takes new processes again"), "{out:?}");
+    let out = json_of(&mesh, Some("b"), &["--json", "spawn", path(&file), "--on", "a"]);
+    assert_eq!(out["node"], "a", "{out}");
+}
+
+#[test]
+fn policy_is_shown_and_changed_on_every_node_and_top_shows_the_busy_processes() {
+    let mesh = RealMesh::start(3, "[policy]\nwindow_ms = 400\ngossip_ms = 100\n");
+    let modes = |v: &Value| -> Vec<String> {
+        v["nodes"].as_array().unwrap().iter().map(|n| n["conf"]["mode"].as_str().unwrap().to_string()).collect()
+    };
+    let v = json_of(&mesh, None, &["--json", "policy"]);
+    assert_eq!(modes(&v), ["off", "off", "off"], "{v}");
+    assert_eq!(v["nodes"][0]["conf"]["window_ms"], 400, "{v}");
+
+    let v = json_of(&mesh, Some("c"), &["--json", "policy", "set", "residence_ms", "5000"]);
+    assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["conf"]["residence_ms"] == 5000), "{v}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 0, "{v}");
+    let v = json_of(&mesh, Some("b"), &["--json", "policy", "on"]);
+    assert_eq!(modes(&v), ["balance", "balance", "balance"], "{v}");
+    // Asked of another node: every node has it, and the log says so.
+    let v = json_of(&mesh, Some("a"), &["--json", "policy", "show"]);
+    assert_eq!(modes(&v), ["balance", "balance", "balance"], "{v}");
+    assert!(mesh.log("c").contains("policy: mode balance"), "{}", mesh.all_logs());
+    let v = json_of(&mesh, None, &["--json", "policy", "set", "mode", "affinity"]);
+    assert_eq!(modes(&v), ["affinity", "affinity", "affinity"], "{v}");
+    let v = json_of(&mesh, None, &["--json", "policy", "off"]);
+    assert_eq!(modes(&v), ["off", "off", "off"], "{v}");
+    let v = json_of(&mesh, None, &["--json", "policy", "on"]);
+    assert_eq!(modes(&v), ["affinity", "affinity", "affinity"], "on goes back to the mode last on: {v}");
+    json_of(&mesh, None, &["--json", "policy", "off"]);
+
+    // A bad change is refused before any node has it.
+    let out = mesh.ctl(&["policy", "set", "high", "2"]);
+    assert!(!out.ok() && out.stderr.contains("policy.high") && out.stderr.contains("fraction"), "{out:?}");
+    let out = mesh.ctl(&["policy", "set", "nonsense", "1"]);
+    assert!(!out.ok() && out.stderr.contains("unknown policy key"), "{out:?}");
+    let out = mesh.ctl(&["policy", "frobnicate"]);
+    assert!(!out.ok() && out.stderr.contains("usage"), "{out:?}");
+    let v = json_of(&mesh, None, &["--json", "policy"]);
+    assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["conf"]["high"] == 0.8), "{v}");
+
+    // top: a busy process on b shows, with the CPU it uses.
+    let busy = mesh.spawn("busy.tern", "let s = 0;\nwhile true { s = (s + 1) % 1000; }\n", "b");
+    let mut seen = Value::Null;
+    let found = wait_until(Duration::from_secs(20), || {
+        seen = json_of(&mesh, Some("a"), &["--json", "top", "--once"]);
+        seen.as_array().unwrap().iter().any(|n| {
+            n["node"] == "b"
+                && n["procs"].as_array().unwrap().iter().any(|p| p["pid"] == busy.as_str() && p["cpu_pm"].as_u64().unwrap() > 500)
+        })
+    });
+    assert!(found, "top shows {busy} on b using most of a worker: {seen}");
+    let nodes: Vec<_> = seen.as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap().to_string()).collect();
+    assert_eq!(nodes.len(), 3, "{seen}");
+    let out = mesh.ctl(&["top", "--once"]);
+    assert!(out.ok() && out.stdout.contains("REDUCTIONS/S") && out.stdout.contains(&busy), "{out:?}");
+}
