@@ -90,6 +90,11 @@ fn drain_empties_a_node_but_its_pinned_processes_and_it_takes_no_new_ones_until_
         assert_ne!(out["node"], "a", "--on any never picks a drained node: {out}");
     }
 
+    // A program's spawn_on("any", ...) passes a by too.
+    mesh.spawn("any.tern", "fn hello() { println(\"any child on ${node()}\"); }\nfor k in 0..6 { spawn_on(\"any\", hello); }\n", "b");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("b").matches("any child on").count() == 6), "{}", mesh.all_logs());
+    assert!(!mesh.log("b").contains("any child on a"), "{}", mesh.all_logs());
+
     // The program's results are right wherever its processes went.
     let out = mesh.ctl_on(Some("b"), &["send", &main, "\"go\""]);
     assert!(out.ok(), "{out:?}");

@@ -126,6 +126,9 @@ impl Remote for MeshRemote {
     fn is_up(&self, to: u16) -> bool {
         self.0.upgrade().is_some_and(|sh| sh.is_up(to))
     }
+    fn least_loaded(&self) -> Option<u16> {
+        self.0.upgrade()?.place_new()
+    }
     fn migrate(&self, pid: u64, to: u16, caller: Option<u64>, opts: &MigrateOpts) -> Result<(), String> {
         let sh = self.0.upgrade().ok_or("the node is shutting down")?;
         let name = sh.peers.get(&to).map(|p| p.conf.name.clone()).ok_or_else(|| format!("there is no node {to}"))?;

@@ -108,6 +108,11 @@ pub trait Remote: Send + Sync {
         let _ = to;
         true
     }
+    /// Where a process no one placed goes (`spawn_on("any", ...)`): the least loaded node
+    /// that takes new processes, this one included. `None`: no node does.
+    fn least_loaded(&self) -> Option<u16> {
+        None
+    }
     /// Starts migrating process `pid` to node `to` with the default mechanism. `caller`:
     /// a process parked in `migrate(pid, node)` waiting for the outcome, answered with
     /// [`super::Node::answer_migrate`]; `None`: `pid` moves itself (`migrate(node)`) and

@@ -491,6 +491,10 @@ impl NotCopied {
     }
 }
 
+/// The node name `spawn_on` takes for "wherever the load is least" (no node may be
+/// named so).
+pub const ANY_NODE: &str = "any";
+
 /// `spawn_on(node, f, args...)`: starts `f(args...)` on the named node (the seed's
 /// non-preemptive migration) and returns its pid. The caller waits for the answer.
 fn spawn_on(
@@ -516,10 +520,20 @@ fn spawn_on(
     let Value::Str(a) = args[0] else {
         return err(proc, format!("spawn_on: expected a node name, not {}", args[0].a_type()));
     };
-    let name = match object::str_ref(&proc.heap, a) {
+    let mut name = match object::str_ref(&proc.heap, a) {
         Ok(s) => s.to_string(),
         Err(e) => return raise(proc, Exn::Heap(e)),
     };
+    // "any": the least loaded node that takes new processes (alone: this one).
+    if name == ANY_NODE {
+        name = match node.remote() {
+            None => node.name.clone(),
+            Some(r) => match r.least_loaded().and_then(|id| r.node_name(id)) {
+                Some(n) => n,
+                None => return err(proc, "spawn_on: no node takes new processes (every node is drained or down)"),
+            },
+        };
+    }
     if name == node.name {
         return spawn(node, pid, slot, proc, c, &args[1..], local);
     }
