@@ -161,3 +161,42 @@ fn policy_is_shown_and_changed_on_every_node_and_top_shows_the_busy_processes() 
     let out = mesh.ctl(&["top", "--once"]);
     assert!(out.ok() && out.stdout.contains("REDUCTIONS/S") && out.stdout.contains(&busy), "{out:?}");
 }
+
+#[test]
+fn the_policy_spreads_work_over_real_nodes_and_a_node_stalled_meanwhile_loses_nothing() {
+    let quick =
+        "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let mesh = RealMesh::start(3, quick);
+    let main = mesh.spawn("spread.tern", &workers(6), "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started 7")), "{}", mesh.all_logs());
+    let count =
+        |mesh: &RealMesh, node: &str| mesh.ps(None).into_iter().filter(|(p, n, s)| n == node && s != "exited" && *p != main).count();
+    let spread = wait_until(Duration::from_secs(40), || count(&mesh, "b") >= 2 && count(&mesh, "c") >= 2);
+    assert!(spread, "the policy did not spread the work: {:?}\n{}", mesh.ps(None), mesh.all_logs());
+
+    // b stalls for a while (SIGSTOP), with work on it and moves perhaps under way.
+    mesh.stop("b");
+    std::thread::sleep(Duration::from_millis(1500));
+    mesh.cont("b");
+
+    // Every process still there, every result right, the pinned one never moved.
+    let out = mesh.ctl_on(Some("a"), &["send", &main, "\"go\""]);
+    assert!(out.ok(), "{out:?}");
+    let done = wait_until(Duration::from_secs(60), || mesh.log("a").contains("right 7 of 7"));
+    assert!(done, "{}", mesh.all_logs());
+    assert!(mesh.log("a").contains("pinned one ran on a"), "{}", mesh.all_logs());
+
+    // The decisions are explained, and no process moved more than twice.
+    let v = json_of(&mesh, None, &["--json", "policy", "--decisions", "256"]);
+    let mut moves = std::collections::HashMap::new();
+    for n in v["nodes"].as_array().unwrap() {
+        for d in n["decisions"].as_array().unwrap() {
+            assert!(!d["why"].as_str().unwrap().is_empty(), "{d}");
+            if let Some(m) = d["moved"].as_object() {
+                *moves.entry(m["pid"].as_str().unwrap().to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    assert!(moves.len() >= 4, "moves: {moves:?}\n{v}");
+    assert!(moves.values().all(|&k| k <= 2), "a process moved more than twice: {moves:?}\n{v}");
+}
