@@ -27,6 +27,7 @@ mod forwarding;
 mod forwarding_real;
 mod jit_migrate;
 mod migrate;
+mod policy;
 mod procs;
 mod remote;
 mod report;
@@ -67,6 +68,9 @@ enum Command {
     /// The first message after a move on real meshes (each node its own OS process),
     /// per forwarding mechanism and mesh size, with a chart.
     ForwardingReal(forwarding_real::ForwardingRealArgs),
+    /// The load policy: the makespan of a batch of CPU-bound jobs all started on one of
+    /// two nodes (each its own OS process with one worker), policy off against on.
+    Policy(policy::PolicyArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::JitMigrate(args) => jit_migrate::run(&args),
         Command::Forwarding(args) => forwarding::run(&args),
         Command::ForwardingReal(args) => forwarding_real::run(&args),
+        Command::Policy(args) => policy::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

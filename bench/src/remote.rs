@@ -177,9 +177,20 @@ impl TernMesh {
 
     /// As [`TernMesh::start`], with `n` nodes (a, b, c, ...), each seeing every node up.
     pub(crate) fn start_n(tern: &Path, dir: &Path, n: usize) -> Result<TernMesh> {
+        Self::start_with(tern, dir, n, "", None)
+    }
+
+    /// As [`TernMesh::start_n`], with `extra` in the config (before the nodes) and, if
+    /// given, `workers` worker threads per node instead of 2.
+    pub(crate) fn start_with(tern: &Path, dir: &Path, n: usize, extra: &str, workers: Option<usize>) -> Result<TernMesh> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let cfg = tern_net::cmd::loopback_mesh(dir, n, "").map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
+        let cfg = tern_net::cmd::loopback_mesh(dir, n, extra).map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
         let config = cfg.file.clone();
+        if let Some(w) = workers {
+            let text = fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+            fs::write(&config, text.replace("workers = 2\n", &format!("workers = {w}\n")))
+                .with_context(|| format!("cannot write {}", config.display()))?;
+        }
         let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
         let mut nodes = Nodes::default();
         for name in &names {

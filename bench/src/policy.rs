@@ -1,0 +1,145 @@
+//! The load policy's makespan (`cargo run --release -p tern-bench -- policy`): a batch
+//! of CPU-bound jobs all started on node a of a 2-node loopback mesh, each node its own
+//! `tern node` OS process with one worker thread (so two nodes have twice the CPU of one
+//! on a 2-core machine), run with `[policy] mode = "off"` and then `"balance"` (the
+//! mesh.toml defaults otherwise), alternating, a fresh mesh each run. The makespan is the
+//! wall time of `tern ctl spawn --wait` of the batch's main process; the migrations are
+//! counted from the nodes' decision logs (`tern ctl --json policy`). Results:
+//! `bench/results/policy-makespan.md`.
+
+use crate::exec::{self, Outcome};
+use crate::procs::{self, TempDir};
+use crate::remote::TernMesh;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Runs per mode, interleaved (a fresh mesh each); the medians count.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Jobs in the batch.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..1000))]
+    jobs: u32,
+    /// Loop iterations per job (the default takes about 2.4 s of one core per job here).
+    #[arg(long, value_name = "N", default_value_t = 300_000_000)]
+    work: u64,
+    /// The Tern binary. Without it the runner builds <workspace>/target/release/tern.
+    #[arg(long, value_name = "PATH")]
+    tern: Option<std::path::PathBuf>,
+    /// Use <workspace>/target/release/tern as it is, without building it first.
+    #[arg(long)]
+    no_build: bool,
+    /// Write the results here instead of bench/results/policy-makespan.md.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+}
+
+/// The batch: `jobs` processes that each loop `work` times, started by main, which waits
+/// for every result and checks them.
+fn program(jobs: u32, work: u64) -> String {
+    format!(
+        "fn job(parent, n) {{\n\
+           let s = 0;\n\
+           for i in 0..n {{ s += i % 7; }}\n\
+           send(parent, s);\n\
+         }}\n\
+         for k in 0..{jobs} {{ spawn(job, self(), {work}); }}\n\
+         let sums = [];\n\
+         for k in 0..{jobs} {{ push(sums, recv()); }}\n\
+         let first = sums[0];\n\
+         for s in sums {{ if s != first {{ exit(\"a job's sum differs\"); }} }}\n\
+         println(\"done {jobs} jobs\");\n"
+    )
+}
+
+/// One run: the makespan and the migrations made.
+fn run_once(tern: &Path, dir: &Path, mode: &str, file: &Path) -> Result<(f64, u64)> {
+    let extra = format!("\n[policy]\nmode = \"{mode}\"\n");
+    let mesh = TernMesh::start_with(tern, dir, 2, &extra, Some(1))?;
+    let mut cmd = Command::new(tern);
+    cmd.arg("ctl").arg("--config").arg(&mesh.config).args(["--node", "a", "spawn"]).arg(file).arg("--wait");
+    let wall = match exec::run_timed(&mut cmd, Duration::from_secs(600))? {
+        Outcome::Exited { status, stdout, stderr, wall, .. } => {
+            if !status.success() || !stdout.contains("done") {
+                bail!("the batch failed ({status}): {stdout}{stderr}");
+            }
+            wall
+        }
+        Outcome::TimedOut => bail!("the batch took more than 600 s"),
+    };
+    let mut cmd = Command::new(tern);
+    cmd.arg("ctl").arg("--config").arg(&mesh.config).args(["--json", "policy", "--decisions", "256"]);
+    let moves = match exec::run_timed(&mut cmd, Duration::from_secs(30))? {
+        Outcome::Exited { status, stdout, .. } if status.success() => {
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).with_context(|| format!("policy printed {stdout:?}"))?;
+            v["nodes"]
+                .as_array()
+                .map(|ns| {
+                    ns.iter()
+                        .flat_map(|n| n["decisions"].as_array().cloned().unwrap_or_default())
+                        .filter(|d| d["moved"].is_object())
+                        .count() as u64
+                })
+                .unwrap_or(0)
+        }
+        _ => bail!("tern ctl policy failed"),
+    };
+    drop(mesh);
+    Ok((wall.as_secs_f64(), moves))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: &PolicyArgs) -> Result<bool> {
+    let root = crate::workspace_root();
+    let tern = procs::tern_to_measure(args.tern.as_deref(), args.no_build, &root)?;
+    let temp = TempDir::new("policy")?;
+    let file = temp.0.join("batch.tern");
+    fs::write(&file, program(args.jobs, args.work)).context("cannot write the batch program")?;
+    let mut rows = Vec::new();
+    for run in 1..=args.runs {
+        let mut row = Vec::new();
+        for mode in ["off", "balance"] {
+            eprint!("run {run}/{}: policy {mode:<7} ... ", args.runs);
+            let (secs, moves) = run_once(&tern, &temp.0.join(format!("{mode}-{run}")), mode, &file)?;
+            eprintln!("{secs:.2} s, {moves} migrations");
+            row.push((secs, moves));
+        }
+        rows.push(row);
+    }
+    let off = median(rows.iter().map(|r| r[0].0).collect());
+    let on = median(rows.iter().map(|r| r[1].0).collect());
+    let ratio = off / on;
+    let mut doc = String::from("# The load policy: makespan of a batch started on one node\n\n");
+    doc += &format!(
+        "`cargo run --release -p tern-bench -- policy --runs {} --jobs {} --work {}`: {} CPU-bound jobs (each a loop of {} \
+         iterations) started by one process on node a of a 2-node loopback mesh; each node is its own `tern node` OS process \
+         with one worker thread (`workers = 1`), so the two nodes have twice the CPU of one on this 2-core machine. Each run \
+         starts a fresh mesh; policy off and `mode = \"balance\"` (every other `[policy]` key at its default: hysteresis \
+         1000 ms, residence 2000 ms, 2 moves in flight) alternate. Makespan: the wall time of `tern ctl spawn --wait`; \
+         migrations: the moves in the nodes' decision logs.\n\n",
+        args.runs, args.jobs, args.work, args.jobs, args.work
+    );
+    doc += "| run | policy off (s) | policy on (s) | ratio | migrations |\n|---|---|---|---|---|\n";
+    for (i, r) in rows.iter().enumerate() {
+        doc += &format!("| {} | {:.2} | {:.2} | {:.2}x | {} |\n", i + 1, r[0].0, r[1].0, r[0].0 / r[1].0, r[1].1);
+    }
+    doc += &format!("| median | {off:.2} | {on:.2} | **{ratio:.2}x** | |\n\nTarget: at least 1.7x shorter with the policy on.\n");
+    let out = args.out.clone().unwrap_or_else(|| crate::bench_dir().join("results").join("policy-makespan.md"));
+    fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
+    print!("{doc}");
+    eprintln!("wrote {}", out.display());
+    Ok(true)
+}
