@@ -101,7 +101,8 @@ struct Medians {
     samples: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (NaN for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

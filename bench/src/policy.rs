@@ -8,6 +8,7 @@
 //! `bench/results/policy-makespan.md`.
 
 use crate::exec::{self, Outcome};
+use crate::forwarding_real::median;
 use crate::procs::{self, TempDir};
 use crate::remote::TernMesh;
 use anyhow::{bail, Context, Result};
@@ -90,16 +91,6 @@ fn run_once(tern: &Path, dir: &Path, mode: &str, file: &Path) -> Result<(f64, u6
     };
     drop(mesh);
     Ok((wall.as_secs_f64(), moves))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 pub fn run(args: &PolicyArgs) -> Result<bool> {

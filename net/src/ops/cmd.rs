@@ -150,6 +150,15 @@ pub enum CtlCommand {
     },
 }
 
+/// A progress bar on stderr drawn with `template`.
+fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "),
+    );
+    b
+}
+
 /// How often `top` refreshes on a terminal.
 const TOP_REFRESH: Duration = Duration::from_secs(1);
 
@@ -196,15 +205,7 @@ pub fn drain(client: &CtlClient, on: bool, progress: bool) -> Result<Option<Drai
             other => Err(format!("unexpected reply {other:?}")),
         };
     }
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("draining [{bar:30}] {pos}/{len} moves  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = progress.then(|| progress_bar("draining [{bar:30}] {pos}/{len} moves  {msg}"));
     let mut out = Err("no answer".to_string());
     client.request(&CtlRequest::Drain { on: true }, |reply| match reply {
         CtlReply::Draining { done, total, line } => {
@@ -247,15 +248,7 @@ pub fn migrate(
     progress: bool,
     metrics_out: Option<&std::path::Path>,
 ) -> Result<crate::proto::wire::MigReport, String> {
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg:<10} [{bar:30}] {pos}/{len} pages")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = progress.then(|| progress_bar("{spinner} {msg:<10} [{bar:30}] {pos}/{len} pages"));
     let mut out = Err("no answer".to_string());
     client.request(&CtlRequest::Migrate { pid, to: to.to_string(), how }, |reply| match reply {
         CtlReply::Progress { sent, total, phase } => {
