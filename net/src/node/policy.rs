@@ -297,12 +297,8 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (pid, _) in &report.stayed {
-            self.log(&format!(
-                "drain: {} stays ({})",
-                tern_vm::value::name_text(*pid),
-                report.stayed.iter().find(|s| s.0 == *pid).map_or("", |s| s.1.as_str())
-            ));
+        for (pid, why) in &report.stayed {
+            self.log(&format!("drain: {} stays ({why})", tern_vm::value::name_text(*pid)));
         }
         self.log(&format!("drain: done: {} moved, {} stayed, {} failed", report.moved.len(), report.stayed.len(), report.failed.len()));
         Ok(report)
