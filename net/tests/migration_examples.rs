@@ -160,7 +160,7 @@ fn migrate_to_by(m: &TestMesh, pid: u64, to: &str, mechanism: &str, fwd: Option<
     }
     let what = match &r {
         Ok(r) if r.ok => return Ok(Moved::Yes),
-        Ok(r) if r.outcome.contains("pages are still on the node it came from") => return Ok(Moved::NotYet),
+        Ok(r) if r.outcome.contains("still on the node it came from") => return Ok(Moved::NotYet),
         Ok(r) => r.outcome.clone(),
         Err(e) => e.clone(),
     };

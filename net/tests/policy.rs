@@ -131,3 +131,82 @@ fn pinned_processes_stay_and_bad_pin_calls_are_errors() {
     let log = mesh.log_of("a").join("\n");
     assert!(!log.contains("policy: moving"), "{log}");
 }
+
+/// A talker on node a that exchanges messages with a pinned echo process on node c; each
+/// reply is checked (its number and its padding), and the talker reports how many came
+/// in order and the node it ended on.
+const TALKER: &str = r#"
+fn echo() {
+    pin();
+    while true {
+        let m = recv();
+        if m == "stop" { break; }
+        send(m.from, {n: m.n, pad: m.pad});
+    }
+}
+fn talker(e, parent) {
+    let pad = "";
+    for i in 0..32 { pad = pad + "0123456789abcdef"; }
+    let n = 0;
+    let ok = 0;
+    while true {
+        send(e, {from: self(), n: n, pad: pad});
+        let r = recv();
+        if r == "stop" { break; }
+        if r.n == n and r.pad == pad { ok += 1; }
+        n += 1;
+        if n % 20 == 0 { sleep(1); }
+    }
+    send(parent, {ok: ok, n: n, node: node()});
+}
+let e = spawn_on("c", echo);
+let t = spawn(talker, e, self());
+println("started");
+recv();
+send(t, "stop");
+let r = recv();
+send(e, "stop");
+println("talker: ${r.ok} of ${r.n} replies right, ended on ${r.node}");
+"#;
+
+#[test]
+fn a_process_talking_to_a_partner_on_node_c_moves_to_c() {
+    let mesh = TestMesh::start_with(3, &QUICK.replace("\"balance\"", "\"affinity\""));
+    let mut run = mesh.run("a", "talk.tern", TALKER);
+    run.wait_line(&mesh, "started", |l| l == "started");
+    let t0 = Instant::now();
+    let moved = wait_until(Duration::from_secs(30), || spread(&mesh, run.pid) == [("a".into(), 0), ("b".into(), 0), ("c".into(), 2)]);
+    assert!(moved, "the talker did not join its partner on c within 30 s: {:?}\nlogs:\n{}", spread(&mesh, run.pid), mesh.log_text());
+    eprintln!("the talker moved to c after {:?}", t0.elapsed());
+    // Settled: nothing moves any more.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(spread(&mesh, run.pid), [("a".into(), 0), ("b".into(), 0), ("c".into(), 2)]);
+    mesh.node("a").node().send_to(run.pid, Message::scalar(Val::Nil)).unwrap();
+    let last = run.wait_line(&mesh, "the talker's count", |l| l.starts_with("talker: "));
+    let (right, of) = last
+        .strip_prefix("talker: ")
+        .and_then(|l| l.split_once(" replies right"))
+        .and_then(|(counts, _)| counts.split_once(" of "))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(right > 0 && right == of, "{last}");
+    assert!(last.ends_with("ended on c"), "{last}");
+    let m = moves(&mesh);
+    assert_eq!(m.len(), 1, "only the talker moves (its partner is pinned): {m:?}");
+    assert!(m.values().all(|&k| k == 1), "it moved once: {m:?}");
+    let log = mesh.log_of("a").join("\n");
+    assert!(log.contains("policy: moving") && log.contains("B/s with node c"), "the move's reason is logged:\n{log}");
+}
+
+#[test]
+fn with_the_policy_off_a_talker_stays_split_from_its_partner() {
+    let mesh = TestMesh::start_with(3, &QUICK.replace("\"balance\"", "\"off\""));
+    let mut run = mesh.run("a", "talk.tern", TALKER);
+    run.wait_line(&mesh, "started", |l| l == "started");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(spread(&mesh, run.pid), [("a".into(), 1), ("b".into(), 0), ("c".into(), 1)]);
+    mesh.node("a").node().send_to(run.pid, Message::scalar(Val::Nil)).unwrap();
+    let last = run.wait_line(&mesh, "the talker's count", |l| l.starts_with("talker: "));
+    assert!(last.ends_with("ended on a"), "{last}");
+    assert!(moves(&mesh).is_empty());
+}

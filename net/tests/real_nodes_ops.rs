@@ -200,3 +200,63 @@ fn the_policy_spreads_work_over_real_nodes_and_a_node_stalled_meanwhile_loses_no
     assert!(moves.len() >= 4, "moves: {moves:?}\n{v}");
     assert!(moves.values().all(|&k| k <= 2), "a process moved more than twice: {moves:?}\n{v}");
 }
+
+/// A talker on node a exchanging messages with a pinned echo process on node c (main
+/// waits for a message, then stops both and prints the talker's count).
+const TALKER: &str = r#"
+fn echo() {
+    pin();
+    while true {
+        let m = recv();
+        if m == "stop" { break; }
+        send(m.from, {n: m.n, pad: m.pad});
+    }
+}
+fn talker(e, parent) {
+    let pad = "";
+    for i in 0..32 { pad = pad + "0123456789abcdef"; }
+    let n = 0;
+    let ok = 0;
+    while true {
+        send(e, {from: self(), n: n, pad: pad});
+        let r = recv();
+        if r == "stop" { break; }
+        if r.n == n and r.pad == pad { ok += 1; }
+        n += 1;
+        if n % 20 == 0 { sleep(1); }
+    }
+    send(parent, {ok: ok, n: n, node: node()});
+}
+let e = spawn_on("c", echo);
+let t = spawn(talker, e, self());
+println("started");
+recv();
+send(t, "stop");
+let r = recv();
+send(e, "stop");
+println("talker: ${r.ok == r.n} for ${r.n} replies, ended on ${r.node}");
+"#;
+
+#[test]
+fn with_affinity_on_real_nodes_a_talker_joins_its_partner_and_says_why() {
+    let quick =
+        "[policy]\nmode = \"affinity\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let mesh = RealMesh::start(3, quick);
+    let main = mesh.spawn("talk.tern", TALKER, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started")), "{}", mesh.all_logs());
+    let on = |mesh: &RealMesh, node: &str| mesh.ps(None).into_iter().filter(|(p, n, s)| n == node && s != "exited" && *p != main).count();
+    let joined = wait_until(Duration::from_secs(40), || on(&mesh, "c") == 2 && on(&mesh, "a") == 0);
+    assert!(joined, "the talker did not join its partner on c: {:?}\n{}", mesh.ps(None), mesh.all_logs());
+    let out = mesh.ctl_on(Some("a"), &["send", &main, "\"go\""]);
+    assert!(out.ok(), "{out:?}");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("talker: ")), "{}", mesh.all_logs());
+    assert!(mesh.log("a").contains("talker: true for"), "a reply was wrong: {}", mesh.all_logs());
+    assert!(mesh.log("a").contains("ended on c"), "{}", mesh.all_logs());
+    // One move, the talker's, with its reason naming the partner's node.
+    let v = json_of(&mesh, None, &["--json", "policy", "--decisions", "256"]);
+    let moved: Vec<&Value> =
+        v["nodes"].as_array().unwrap().iter().flat_map(|n| n["decisions"].as_array().unwrap()).filter(|d| d["moved"].is_object()).collect();
+    assert_eq!(moved.len(), 1, "{v}");
+    assert_eq!(moved[0]["rule"], "affinity", "{v}");
+    assert!(moved[0]["why"].as_str().unwrap().contains("B/s with node c"), "{v}");
+}

@@ -419,7 +419,7 @@ impl MeshNode {
             console_in: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
             endpoint: OnceLock::new(),
-            policy: policy::PolicyHost::new(me.id, cfg.policy),
+            policy: policy::PolicyHost::new(me.id, cfg.policy, cfg.nodes.iter().map(|n| (n.id, n.name.clone()))),
             mig: Migrations::default(),
             mig_slots: Slots::default(),
             rt: OnceLock::new(),

@@ -49,10 +49,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 const PROCS_WANTED: Duration = Duration::from_secs(30);
 
 impl PolicyHost {
-    pub(super) fn new(me: u16, conf: PolicyConf) -> PolicyHost {
+    pub(super) fn new(me: u16, conf: PolicyConf, names: impl IntoIterator<Item = (u16, String)>) -> PolicyHost {
+        let mut policy = Policy::new(me, conf);
+        policy.set_names(names);
         PolicyHost {
             state: Mutex::new(State {
-                policy: Policy::new(me, conf),
+                policy,
                 meter: Meter::new(conf.window_ms),
                 own: Load { accepting: true, ..Load::default() },
                 procs: Vec::new(),

@@ -639,6 +639,8 @@ pub struct Policy {
     taken: u64,
     /// Link speed assumed for a move's cost, bytes per µs (updated from reports).
     link_bytes_per_us: f64,
+    /// The nodes' names, for the reasons given (a node not named is shown by number).
+    names: BTreeMap<NodeId, String>,
 }
 
 impl Policy {
@@ -657,7 +659,18 @@ impl Policy {
             recorded: 0,
             taken: 0,
             link_bytes_per_us: 100.0,
+            names: BTreeMap::new(),
         }
+    }
+
+    /// Names the nodes in the reasons this policy gives.
+    pub fn set_names(&mut self, names: impl IntoIterator<Item = (NodeId, String)>) {
+        self.names = names.into_iter().collect();
+    }
+
+    /// Node `id` as the reasons show it: its name, else its number.
+    fn name(&self, id: NodeId) -> String {
+        self.names.get(&id).cloned().unwrap_or_else(|| id.to_string())
     }
 
     /// The decisions kept (oldest first).
@@ -796,7 +809,7 @@ impl Policy {
                         "balanced: moving {} ({:.0}% of a worker) to the least loaded node {} ({:.2} per worker, {after:.2} with it) would not leave it less crowded than this one ({:.2}) by a tenth",
                         tern_vm::value::name_text(best.pid),
                         d * 100.0,
-                        dst.id,
+                        self.name(dst.id),
                         dst.load(),
                         me.load()
                     ),
@@ -810,10 +823,10 @@ impl Policy {
             }
             let why = format!(
                 "node {} is busy ({:.2} runnable per worker, utilization {:.0}%) and node {} is not ({:.2}, {:.0}%): {} uses {:.0}% of a worker (wants {:.0}%), heap {} KiB, on this node {:.1} s",
-                self.me,
+                self.name(self.me),
                 me.load(),
                 me.util * 100.0,
-                dst.id,
+                self.name(dst.id),
                 dst.load(),
                 dst.util * 100.0,
                 tern_vm::value::name_text(best.pid),
@@ -894,12 +907,17 @@ impl Policy {
                     now_us,
                     "affinity",
                     view,
-                    format!("{} talks to node {to}, which is down or has not reported its load", tern_vm::value::name_text(p.pid)),
+                    format!(
+                        "{} talks to node {}, which is down or has not reported its load",
+                        tern_vm::value::name_text(p.pid),
+                        self.name(to)
+                    ),
                 );
                 continue;
             };
             let me = view.own();
             let d = p.demand;
+            let name = self.name(to);
             let room = dst.util < self.conf.high && dst.load() + d / f64::from(dst.workers) <= me.load().max(1.0) + 1e-9;
             if !room {
                 self.decline(
@@ -907,7 +925,7 @@ impl Policy {
                     "affinity",
                     view,
                     format!(
-                        "{} talks to node {to} ({rate} B/s, {local} B/s here) but node {to} has no room (utilization {:.0}%, {:.2} runnable per worker)",
+                        "{} talks to node {name} ({rate} B/s, {local} B/s here) but node {name} has no room (utilization {:.0}%, {:.2} runnable per worker)",
                         tern_vm::value::name_text(p.pid),
                         dst.util * 100.0,
                         dst.load()
@@ -916,7 +934,7 @@ impl Policy {
                 continue;
             }
             let why = format!(
-                "{} exchanges {rate} B/s with node {to} and {local} B/s here{}",
+                "{} exchanges {rate} B/s with node {name} and {local} B/s here{}",
                 tern_vm::value::name_text(p.pid),
                 match partner {
                     Some(q) if q < p.pid => format!("; its partner {} did not come here", tern_vm::value::name_text(q)),
@@ -955,8 +973,9 @@ impl Policy {
         let most = f64::from(a.max_load_x100) / 100.0;
         if with > most + 0.005 {
             let why = format!(
-                "refused {} from node {from}: with it this node would run {with:.2} processes per worker, more than the {most:.2} the move allows",
-                tern_vm::value::name_text(pid)
+                "refused {} from node {}: with it this node would run {with:.2} processes per worker, more than the {most:.2} the move allows",
+                tern_vm::value::name_text(pid),
+                self.name(from)
             );
             self.record(Decision {
                 at_us: now_us,

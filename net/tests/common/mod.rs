@@ -68,14 +68,32 @@ impl TestMesh {
 
     /// A mesh of `n` nodes whose config has `extra` after its `[limits]` (more limits,
     /// or more tables), all started and connected.
+    ///
+    /// The config's ports were free when it was made, but another test may take one
+    /// before its node binds it: then the mesh is made again with other ports.
     pub fn start_with(n: usize, extra: &str) -> TestMesh {
-        let mut m = TestMesh::config(n, extra);
-        let names: Vec<String> = m.cfg.nodes.iter().map(|n| n.name.clone()).collect();
-        for name in &names {
-            m.start_node(name);
+        for attempt in 1.. {
+            let mut m = TestMesh::config(n, extra);
+            let names: Vec<String> = m.cfg.nodes.iter().map(|n| n.name.clone()).collect();
+            let mut taken = None;
+            for name in &names {
+                match MeshNode::start(&m.cfg, name, NodeOptions { log: sink(&m.logs, name), workers: None, operators: None }) {
+                    Ok(node) => m.nodes.push((name.to_string(), Some(node))),
+                    Err(e) if e.contains("Address already in use") && attempt < 5 => {
+                        taken = Some(e);
+                        break;
+                    }
+                    Err(e) => panic!("node {name} did not start: {e}"),
+                }
+            }
+            if let Some(e) = taken {
+                eprintln!("{e}: the mesh is made again with other ports");
+                continue;
+            }
+            m.wait_connected(&names);
+            return m;
         }
-        m.wait_connected(&names);
-        m
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts one node of the config.

@@ -180,7 +180,34 @@ impl RealMesh {
         Self::start_with(n, extra, Some(kib), &[])
     }
 
+    /// The config's ports were free when it was made, but another test may take one
+    /// before its node binds it: then the mesh is made again with other ports.
     fn start_with(n: usize, extra: &str, address_limit_kib: Option<u64>, env: &[(&str, &str, &str)]) -> RealMesh {
+        for _ in 1..5 {
+            let mut m = Self::launch_all(n, extra, address_limit_kib, env);
+            let names: Vec<String> = m.nodes.iter().map(|n| n.name.clone()).collect();
+            let mut taken = false;
+            let up = wait_until(Duration::from_secs(30), || {
+                taken = names.iter().any(|n| !m.running(n)) && m.all_logs().contains("Address already in use");
+                taken || names.iter().all(|n| m.sees_all_up(n))
+            });
+            if taken {
+                eprintln!("a port of the mesh was taken: it is made again with other ports");
+                continue;
+            }
+            if up {
+                return m;
+            }
+            m.wait_all_up(Duration::ZERO);
+            return m;
+        }
+        let mut m = Self::launch_all(n, extra, address_limit_kib, env);
+        m.wait_all_up(Duration::from_secs(30));
+        m
+    }
+
+    /// A config for `n` nodes and every node launched.
+    fn launch_all(n: usize, extra: &str, address_limit_kib: Option<u64>, env: &[(&str, &str, &str)]) -> RealMesh {
         let dir = tempfile::tempdir().unwrap();
         let cfg = loopback_mesh(dir.path(), n, extra).expect("a loopback config with certificates");
         let config = dir.path().join("mesh.toml");
@@ -199,7 +226,6 @@ impl RealMesh {
         for i in 0..n {
             m.launch(i);
         }
-        m.wait_all_up(Duration::from_secs(30));
         m
     }
 

@@ -65,6 +65,33 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
     r.finish_report(sh, &src)
 }
 
+/// How long a move waits for the pages a process still has on the node it came from
+/// (a lazy or hybrid move pushes them meanwhile) before it gives up.
+const LAZY_WAIT: Duration = Duration::from_secs(60);
+
+/// The page count of `pid`'s heap once every page of it is here: a process that arrived
+/// by a lazy or hybrid move and still has pages on the node it came from moves once they
+/// have all come (the pushes go on meanwhile), so that it never depends on two nodes.
+fn whole_heap(sh: &Host, node: &Node, pid: u64) -> Result<u32, String> {
+    let deadline = Instant::now() + LAZY_WAIT;
+    loop {
+        match node.at_safepoint(pid, |p| (p.heap.page_count() as u32, p.heap.first_absent()), Duration::from_secs(10)) {
+            Ok((n, None)) => return Ok(n),
+            Ok((_, Some(_))) if Instant::now() < deadline && !sh.is_shutting_down() => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok((_, Some(_))) => {
+                return Err(format!(
+                    "some of the pages of {} are still on the node it came from after {} s (it can move once they are all here)",
+                    tern_vm::value::name_text(pid),
+                    LAZY_WAIT.as_secs()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// One process of the migration (a coprocess group moves as one migration: its
 /// members' pages follow each other in the machine's page numbers).
 pub(super) struct Member {
@@ -195,16 +222,7 @@ impl SourceRun {
     fn open(&mut self, sh: &Arc<Host>, node: &Node) -> Result<Source, String> {
         let mut offset = 0u32;
         for m in &mut self.members {
-            m.size = match node.at_safepoint(m.pid, |p| (p.heap.page_count() as u32, p.heap.first_absent()), Duration::from_secs(10)) {
-                Ok((n, None)) => n,
-                Ok((_, Some(_))) => {
-                    return Err(format!(
-                        "some of the pages of {} are still on the node it came from (it moves again once they are all here)",
-                        tern_vm::value::name_text(m.pid)
-                    ))
-                }
-                Err(e) => return Err(e.to_string()),
-            };
+            m.size = whole_heap(sh, node, m.pid)?;
             m.offset = offset;
             offset = offset.checked_add(m.size).ok_or("the group's heaps are too large to move at once")?;
         }
