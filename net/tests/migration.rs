@@ -980,7 +980,8 @@ fn auto_writer(wait: bool) -> String {
          let ok = true;\n\
          for k in 0..len(data) {{ if data[k] != r {{ ok = false; }} }}\n\
          println(\"ok ${{ok}} on ${{node()}}\");\n",
-        if wait { "recv();" } else { "" }
+        // (Waiting: it starts writing a moment after "go", once the move has begun.)
+        if wait { "recv();\nsleep(100);" } else { "" }
     )
 }
 
@@ -1017,9 +1018,10 @@ fn auto_picks_freeze_for_a_small_heap_and_precopy_for_an_idle_large_one() {
 
 #[test]
 fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_back_to_postcopy() {
-    // Migration traffic capped at 8 MiB/s: the writers (about 10 MiB/s of pages) write
-    // faster than pre-copy can follow.
-    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 8\n");
+    // Migration traffic capped at 30 MiB/s: the writers rewrite their 1 MiB heap in a
+    // few ms, so the dirty bits, counted every 20 ms, show 35-50 MiB/s of pages: faster
+    // than pre-copy can follow, but not twice the link (which is lazy's case).
+    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 30\n");
     let mut heavy = m.run("a", "heavy.tern", &auto_writer(false));
     heavy.wait_line(&m, "writing", |l| l == "writing");
     std::thread::sleep(Duration::from_millis(500));
@@ -1031,8 +1033,11 @@ fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_ba
     assert_eq!(heavy.wait_line(&m, "ok", |l| l.starts_with("ok")), "ok true on b");
 
     // Idle when the move starts (nothing written: pre-copy is picked), then writing
-    // every page each round: the rounds stop shrinking and what is left follows the
-    // process instead of going with it frozen.
+    // every page each round, with migration traffic capped at 8 MiB/s (a round takes
+    // 125 ms): the rounds stop shrinking and what is left follows the process instead
+    // of going with it frozen.
+    drop(m);
+    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 8\n");
     let mut late = m.run("a", "late.tern", &auto_writer(true));
     late.wait_line(&m, "ready", |l| l == "ready");
     std::thread::sleep(Duration::from_millis(800));

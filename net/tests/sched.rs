@@ -105,3 +105,40 @@ fn sleeping_workers_wake_for_new_work() {
     }
     assert_eq!(console.0.lock().len(), 20);
 }
+
+#[test]
+fn two_processes_messaging_each_other_cannot_starve_what_others_woke() {
+    // A pair that messages back and forth forever keeps a worker's own queue from
+    // emptying (each wakes the other there); processes queued from outside (spawned
+    // here, woken by the network) must still run.
+    let (vm, mains) = vm_with(&[
+        (
+            "pair.tern",
+            "fn pong() { while true { let m = recv(); send(m, 0); } }\n\
+             let p = spawn(pong);\n\
+             while true { send(p, self()); recv(); }\n",
+        ),
+        ("sum.tern", "let s = 0;\nfor i in 0..20000 { s += i; }\nprintln(s);\n"),
+    ]);
+    for workers in [1, 2] {
+        let console = Arc::new(Collect::default());
+        let sched = Node::local(vm.clone(), console.clone(), workers);
+        for w in 0..workers as u64 {
+            sched.spawn(Process::new(1000 + w, mains[0], &vm).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for pid in 5001..=5020 {
+            sched.spawn(Process::new(pid, mains[1], &vm).unwrap());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while (5001..=5020).any(|p| !console.0.lock().contains_key(&p)) {
+            assert!(std::time::Instant::now() < deadline, "only {} of 20 finished beside {workers} talking pairs", console.0.lock().len());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sched.shutdown();
+        let out = console.0.lock();
+        for pid in 5001..=5020 {
+            assert_eq!(out.get(&pid).map(String::as_str), Some("199990000\n"));
+        }
+    }
+}

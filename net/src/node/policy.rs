@@ -87,15 +87,14 @@ impl Host {
     }
 
     /// Process `pid`'s write rate, bytes of pages written per second: over the window
-    /// when the policy measures it, else its average since it came to this node.
+    /// when the policy measures it, else its recent rate (over its last samples).
     /// `None`: it is not here.
     pub(crate) fn write_rate(&self, pid: u64) -> Option<u64> {
         if let Some(p) = self.policy.state.lock().procs.iter().find(|p| p.pid == pid) {
             return Some(p.dirty_bytes_s);
         }
         let s = self.node().proc_sample(pid)?;
-        let secs = (s.resident_us as f64 / 1e6).max(1e-3);
-        Some((s.dirtied_pages as f64 * s.page_bytes as f64 / secs) as u64)
+        Some(s.dirty_pages_s.saturating_mul(s.page_bytes))
     }
 
     /// The link speed to node `id` that `auto` goes by, bytes per second, and where it

@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// A running process's dirty bits are counted at most this often (the count is a walk
-/// of one byte per page).
-pub(super) const DIRTY_SAMPLE_US: u64 = 100_000;
+/// of one byte per page), at the end of a time slice or at a system call: often enough
+/// that a process rewriting its whole heap shows a rate above a fast link's.
+pub(super) const DIRTY_SAMPLE_US: u64 = 20_000;
 
 /// At most this many partner nodes, and senders, are remembered per process (the
 /// busiest kept).
@@ -36,6 +37,9 @@ pub(crate) struct ProcMeter {
     /// Pages it wrote, counted from its dirty bits at most every [`DIRTY_SAMPLE_US`].
     dirtied: AtomicU64,
     dirty_sampled_us: AtomicU64,
+    /// Its recent write rate, pages per second: over the last samples' intervals, each
+    /// weighing half of what came before.
+    dirty_rate: AtomicU64,
     /// Its state as of its last time slice: pinned, pages away (lazy), a shell.
     info: AtomicU8,
     group: AtomicU64,
@@ -60,6 +64,7 @@ impl ProcMeter {
             queued_us: AtomicU64::new(now_us),
             dirtied: AtomicU64::new(0),
             dirty_sampled_us: AtomicU64::new(now_us),
+            dirty_rate: AtomicU64::new(0),
             info: AtomicU8::new(0),
             group: AtomicU64::new(0),
             talk: Mutex::new(Talk::default()),
@@ -123,11 +128,43 @@ impl ProcMeter {
     /// At the end of a time slice that took `cpu_us`: what the process is now.
     pub(super) fn end_slice(&self, p: &mut Process, now_us: u64, cpu_us: u64) {
         self.add_cpu(cpu_us);
+        self.at_safepoint(p, now_us);
+    }
+
+    /// At the end of a time slice or at a system call (a process that parks at every
+    /// call never ends a slice): what the process is now (pinned, in a group), and the
+    /// pages it wrote, if due.
+    pub(super) fn at_safepoint(&self, p: &mut Process, now_us: u64) {
         self.info.store(info_of(p), Ordering::Relaxed);
         self.group.store(p.sys.group, Ordering::Relaxed);
-        if now_us.saturating_sub(self.dirty_sampled_us.load(Ordering::Relaxed)) >= DIRTY_SAMPLE_US {
-            self.dirty_sampled_us.store(now_us, Ordering::Relaxed);
-            self.dirtied.fetch_add(u64::from(p.heap.sample_dirty()), Ordering::Relaxed);
+        self.sample_dirty(p, now_us);
+    }
+
+    /// Counts the pages `p` wrote since the last count, if that was at least
+    /// [`DIRTY_SAMPLE_US`] ago.
+    fn sample_dirty(&self, p: &mut Process, now_us: u64) {
+        let last = self.dirty_sampled_us.load(Ordering::Relaxed);
+        let dt = now_us.saturating_sub(last);
+        if dt < DIRTY_SAMPLE_US {
+            return;
+        }
+        self.dirty_sampled_us.store(now_us, Ordering::Relaxed);
+        let pages = u64::from(p.heap.sample_dirty());
+        self.dirtied.fetch_add(pages, Ordering::Relaxed);
+        let rate = pages * 1_000_000 / dt;
+        let before = self.dirty_rate.load(Ordering::Relaxed);
+        self.dirty_rate.store((before + rate) / 2, Ordering::Relaxed);
+    }
+
+    /// Its recent write rate, pages per second, as of `now_us`: a process not sampled
+    /// for a while did not run, and wrote nothing meanwhile.
+    fn recent_dirty_rate(&self, now_us: u64) -> u64 {
+        let rate = self.dirty_rate.load(Ordering::Relaxed);
+        let since = now_us.saturating_sub(self.dirty_sampled_us.load(Ordering::Relaxed));
+        if since <= 2 * DIRTY_SAMPLE_US {
+            rate
+        } else {
+            rate * 2 * DIRTY_SAMPLE_US / since
         }
     }
 }
@@ -199,6 +236,8 @@ pub struct ProcSample {
     /// Pages it wrote on this node (from its dirty bits; a page written twice between
     /// two counts counts once).
     pub dirtied_pages: u64,
+    /// Its recent write rate, pages per second (see [`ProcMeter`]'s `dirty_rate`).
+    pub dirty_pages_s: u64,
     /// Messages and bytes queued for it.
     pub mailbox: u64,
     pub mailbox_bytes: u64,
@@ -286,6 +325,7 @@ impl NodeInner {
             heap_pages,
             page_bytes,
             dirtied_pages: m.dirtied.load(Ordering::Relaxed),
+            dirty_pages_s: m.recent_dirty_rate(now),
             mailbox: st.mailbox.count() as u64,
             mailbox_bytes: st.mailbox.bytes as u64,
             resident_us: now.saturating_sub(m.arrived_us.load(Ordering::Relaxed)),

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// Rounds an idle worker looks for work before it sleeps.
 pub(super) const SPINS: u32 = 16;
 
+/// A worker takes its next process from the shared queue (the injector) rather than its
+/// own once every this many processes it runs (as Go's scheduler does every 61).
+const INJECTOR_EVERY: u32 = 61;
+
 pub(super) fn thread(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new().name(name).spawn(f).expect("the OS refused to start a thread")
 }
@@ -140,8 +144,14 @@ impl NodeInner {
     }
 
     pub(super) fn worker_loop(&self, local: &Worker<Task>, me: usize) {
+        let mut tick: u32 = 0;
         while !self.shutdown.load(Ordering::SeqCst) {
-            let Some(task) = self.find_work(local, me).or_else(|| self.spin_for_work(local, me)) else {
+            // The shared queue first now and then: processes that wake each other on
+            // this worker (two partners exchanging messages) keep its own queue from
+            // ever emptying, and what the network or a timer woke must still run.
+            tick = tick.wrapping_add(1);
+            let shared = if tick.is_multiple_of(INJECTOR_EVERY) { self.injector.steal().success() } else { None };
+            let Some(task) = shared.or_else(|| self.find_work(local, me)).or_else(|| self.spin_for_work(local, me)) else {
                 let mut g = self.sleep_lock.lock();
                 self.sleeping.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
@@ -234,27 +244,30 @@ impl NodeInner {
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
                 Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
                 Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => page,
-                Outcome::Sys => match sys::call(self, pid, &slot, proc, local) {
-                    SysOut::Continue(p) => {
-                        proc = p;
-                        continue;
+                Outcome::Sys => {
+                    slot.meter.at_safepoint(&mut proc, self.now_us());
+                    match sys::call(self, pid, &slot, proc, local) {
+                        SysOut::Continue(p) => {
+                            proc = p;
+                            continue;
+                        }
+                        SysOut::Parked => {
+                            self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                            slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
+                            self.maybe_relocate(pid, used + 1, None);
+                            return;
+                        }
+                        SysOut::Exit(p, reason) => {
+                            proc = p;
+                            break Some(reason);
+                        }
+                        // A system call touched an absent page: it runs again once it is here.
+                        SysOut::Fault(p, page) => {
+                            proc = p;
+                            page
+                        }
                     }
-                    SysOut::Parked => {
-                        self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                        slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
-                        self.maybe_relocate(pid, used + 1, None);
-                        return;
-                    }
-                    SysOut::Exit(p, reason) => {
-                        proc = p;
-                        break Some(reason);
-                    }
-                    // A system call touched an absent page: it runs again once it is here.
-                    SysOut::Fault(p, page) => {
-                        proc = p;
-                        page
-                    }
-                },
+                }
             };
             if self.page_source.get().is_none() {
                 break Some(ExitReason::Failed(RuntimeError {
