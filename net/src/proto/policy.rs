@@ -42,10 +42,14 @@
 //! ## Affinity
 //! A process that exchanges most of its message bytes with processes on one other node
 //! (at least `affinity_bytes_s`, and more than twice what it exchanges here) moves
-//! there if that node has room (utilization below the high watermark, and the move
-//! would not make it the busier of the two). Of two partners split across two nodes
-//! only one moves: the one with the lower pid, or the other once the lower has had
-//! `residence_ms` twice over and not come (it may not be able to: pinned, say).
+//! there if that node has room: the move would not make it the busier of the two (and,
+//! below the high watermark, not busier than one process per worker either). Above the
+//! watermark that is all it asks, for partners that talk as fast as they can keep busy
+//! whatever node they are on. Of two partners split across two nodes
+//! only one moves: the one the pair's draw names ([`mover`], the same on either node,
+//! and either end as often, so pairs split over two nodes gather on both), or the other
+//! once that one has had `residence_ms` twice over and not come (it may not be able
+//! to: pinned, say).
 
 use crate::proto::mechanism::Admit;
 use crate::proto::wire::Load;
@@ -359,6 +363,23 @@ impl ProcLoad {
 
     fn talk_with(&self, n: NodeId) -> u64 {
         self.talk.iter().find(|t| t.0 == n).map_or(0, |t| t.1)
+    }
+}
+
+/// Which of two partners split across two nodes moves to the other (affinity): the same
+/// answer on both nodes, whichever asks, and each end as often over many pairs (a rule
+/// such as "the lower pid" would always empty the node with the lowest number).
+pub fn mover(p: Pid, q: Pid) -> Pid {
+    let (lo, hi) = if p < q { (p, q) } else { (q, p) };
+    // A 64-bit mix (splitmix64's finaliser) of the pair; its low bit draws.
+    let mut z = lo ^ hi.rotate_left(29);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    if z & 1 == 0 {
+        lo
+    } else {
+        hi
     }
 }
 
@@ -893,12 +914,12 @@ impl Policy {
             if p.came_from == Some(to) && p.resident_ms < 2 * self.conf.residence_ms {
                 continue;
             }
-            // Of two partners split across two nodes, the lower pid moves; the other
-            // only once the lower has had its chance twice over.
+            // Of two partners split across two nodes, the one the pair's draw names
+            // moves; the other only once that one has had its chance twice over.
             let partner = p.partners.iter().find(|q| q.1 == to).map(|q| q.0);
             if let Some(q) = partner {
                 let waited = now_us.saturating_sub(since) >= 2 * (self.conf.residence_ms + self.conf.interval_ms) * 1000;
-                if q < p.pid && !waited {
+                if mover(p.pid, q) != p.pid && !waited {
                     continue;
                 }
             }
@@ -918,17 +939,24 @@ impl Policy {
             let me = view.own();
             let d = p.demand;
             let name = self.name(to);
-            let room = dst.util < self.conf.high && dst.load() + d / f64::from(dst.workers) <= me.load().max(1.0) + 1e-9;
+            // Room: below the high watermark, and no busier than this node with it (or
+            // one process per worker); above it, only no busier than this node. Partners
+            // that talk as fast as they can use every worker they get wherever they
+            // are: a node they keep busy has room for another pair as long as it is no
+            // busier than the node the pair would leave.
+            let after = dst.load() + d / f64::from(dst.workers);
+            let room = if dst.util < self.conf.high { after <= me.load().max(1.0) + 1e-9 } else { after <= me.load() + 1e-9 };
             if !room {
                 self.decline(
                     now_us,
                     "affinity",
                     view,
                     format!(
-                        "{} talks to node {name} ({rate} B/s, {local} B/s here) but node {name} has no room (utilization {:.0}%, {:.2} runnable per worker)",
+                        "{} talks to node {name} ({rate} B/s, {local} B/s here) but node {name} has no room (utilization {:.0}%, {:.2} runnable per worker, {after:.2} with it, against {:.2} here)",
                         tern_vm::value::name_text(p.pid),
                         dst.util * 100.0,
-                        dst.load()
+                        dst.load(),
+                        me.load()
                     ),
                 );
                 continue;
@@ -937,8 +965,8 @@ impl Policy {
                 "{} exchanges {rate} B/s with node {name} and {local} B/s here{}",
                 tern_vm::value::name_text(p.pid),
                 match partner {
-                    Some(q) if q < p.pid => format!("; its partner {} did not come here", tern_vm::value::name_text(q)),
-                    Some(q) => format!("; it moves rather than its partner {} (the lower pid moves)", tern_vm::value::name_text(q)),
+                    Some(q) if mover(p.pid, q) != p.pid => format!("; its partner {} did not come here", tern_vm::value::name_text(q)),
+                    Some(q) => format!("; it moves rather than its partner {} (the pair's draw)", tern_vm::value::name_text(q)),
                     None => String::new(),
                 }
             );
@@ -1242,5 +1270,18 @@ mod tests {
         // No node that takes processes: none.
         assert_eq!(Placer::new(&[(2, load(2, 0, false))]).place(1.0), None);
         assert_eq!(Placer::new(&[]).place(f64::NAN), None);
+    }
+
+    #[test]
+    fn the_pairs_draw_is_the_same_either_way_and_picks_each_end_as_often() {
+        let pid = |node: u64, n: u64| (node << 48) | n;
+        let mut lower = 0;
+        for k in 0..1000 {
+            let (p, q) = (pid(1, 2 + k), pid(2 + k % 2, 7 + 3 * k));
+            assert_eq!(mover(p, q), mover(q, p));
+            assert!(mover(p, q) == p || mover(p, q) == q);
+            lower += usize::from(mover(p, q) == p);
+        }
+        assert!((400..=600).contains(&lower), "the lower pid moves {lower} times in 1000");
     }
 }
