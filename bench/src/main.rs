@@ -22,6 +22,7 @@
 //!   node` processes; writes `bench/results/forwarding-real.md` and the chart
 //!   `bench/results/forwarding-first-message.svg`.
 
+mod affinity;
 mod exec;
 mod forwarding;
 mod forwarding_real;
@@ -71,6 +72,9 @@ enum Command {
     /// The load policy: the makespan of a batch of CPU-bound jobs all started on one of
     /// two nodes (each its own OS process with one worker), policy off against on.
     Policy(policy::PolicyArgs),
+    /// The affinity policy: pairs of processes that message each other, each started
+    /// split across two of three nodes (each its own OS process), policy off against on.
+    Affinity(affinity::AffinityArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Forwarding(args) => forwarding::run(&args),
         Command::ForwardingReal(args) => forwarding_real::run(&args),
         Command::Policy(args) => policy::run(&args),
+        Command::Affinity(args) => affinity::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
