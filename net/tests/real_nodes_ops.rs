@@ -7,7 +7,7 @@
 #[path = "common/nodes.rs"]
 mod nodes;
 
-use nodes::{path, wait_until, RealMesh};
+use nodes::{path, run_for, wait_until, RealMesh};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -259,4 +259,114 @@ fn with_affinity_on_real_nodes_a_talker_joins_its_partner_and_says_why() {
     assert_eq!(moved.len(), 1, "{v}");
     assert_eq!(moved[0]["rule"], "affinity", "{v}");
     assert!(moved[0]["why"].as_str().unwrap().contains("B/s with node c"), "{v}");
+}
+
+/// Main (pinned to a) starts 6 workers with 16 MiB of heap each and monitors them; on
+/// "go" it stops them and counts the results that are right, wrong, and the workers
+/// lost (their monitors fired with another reason than a normal end).
+const HEAVY_WORKERS: &str = r#"
+pin();
+let CHUNK = 332833500;
+fn work(parent) {
+    let data = array(2000000, 1);
+    let chunks = 0;
+    let total = 0;
+    while true {
+        let s = 0;
+        for i in 0..1000 { s += i * i; }
+        total += s;
+        chunks += 1;
+        data[chunks % 2000000] = chunks;
+        let m = recv(0);
+        if m == "stop" { break; }
+    }
+    send(parent, {event: "result", chunks: chunks, total: total, node: node()});
+}
+let ws = [];
+for k in 0..6 {
+    let w = spawn(work, self());
+    monitor(w);
+    push(ws, w);
+}
+println("started 6");
+let lost = 0;
+let go = false;
+while not go {
+    let m = recv();
+    if m == "go" { go = true; } else if m.event == "down" and m.reason != "normal" { lost += 1; }
+}
+for w in ws { send(w, "stop"); }
+let right = 0;
+let wrong = 0;
+while right + wrong + lost < 6 {
+    let m = recv();
+    if m.event == "down" {
+        if m.reason != "normal" { lost += 1; }
+    } else if m.chunks > 0 and m.total == m.chunks * CHUNK {
+        right += 1;
+    } else {
+        wrong += 1;
+    }
+}
+println("right ${right}, wrong ${wrong}, lost ${lost}");
+"#;
+
+#[test]
+fn a_drain_with_a_destination_killed_midway_loses_only_what_that_node_held() {
+    let mut mesh = RealMesh::start(3, "");
+    let main = mesh.spawn("heavy.tern", HEAVY_WORKERS, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started 6")), "{}", mesh.all_logs());
+    // The drain runs while node c dies (kill -9) with moves to it under way or done.
+    let cfg = mesh.cfg().to_string();
+    let drain =
+        std::thread::spawn(move || run_for(&["ctl", "--config", &cfg, "--node", "a", "--json", "drain", "a"], Duration::from_secs(180)));
+    std::thread::sleep(Duration::from_millis(250));
+    mesh.kill9("c");
+    let out = drain.join().unwrap().unwrap_or_else(|o| panic!("the drain did not end: {o:?}"));
+    let r = out.json();
+    let moved = r["moved"].as_array().unwrap();
+    let to_c = moved.iter().filter(|m| m["to"] == "c").count();
+    let failed = r["failed"].as_array().unwrap().len();
+    // A drain that could not move everything says so in its exit status too.
+    assert_eq!(out.ok(), failed == 0, "{out:?}");
+    assert_eq!(moved.len() + failed, 6, "every worker moved or failed to: {r}");
+    assert_eq!(r["stayed"].as_array().unwrap().len(), 1, "main, pinned: {r}");
+    // No worker is anywhere but a (a move that failed) or b (c is gone).
+    let live: Vec<(String, String, String)> = mesh.ps(Some("a")).into_iter().filter(|(p, _, s)| *p != main && s != "exited").collect();
+    assert!(live.iter().all(|(_, n, _)| n == "a" || n == "b"), "{live:?}");
+    let out = mesh.ctl_on(Some("a"), &["send", &main, "\"go\""]);
+    assert!(out.ok(), "{out:?}");
+    assert!(wait_until(Duration::from_secs(60), || mesh.log("a").contains("right ")), "{}", mesh.all_logs());
+    let line = mesh.log("a").lines().find(|l| l.contains("right ")).unwrap().to_string();
+    let n = |key: &str| -> usize {
+        let at = line.find(key).map_or("", |i| &line[i + key.len()..]);
+        at.split(|c: char| !c.is_ascii_digit()).next().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+    };
+    let (right, wrong, lost) = (n("right "), n("wrong "), n("lost "));
+    assert_eq!(wrong, 0, "{line}");
+    assert_eq!(right + lost, 6, "{line}");
+    assert_eq!(right, live.len(), "every worker alive gave a right result: {line}; {live:?}");
+    assert!(lost <= to_c, "only workers that were on c when it died are lost: {line}; {r}");
+    eprintln!("drain with c killed: {} moved ({to_c} to c), {failed} failed; {line}", moved.len());
+}
+
+#[test]
+fn two_real_nodes_at_equal_load_trade_no_processes() {
+    let quick =
+        "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let mesh = RealMesh::start(2, quick);
+    // Two CPU-bound workers and a pinned one on each node: equal load.
+    let on_a = mesh.spawn("a.tern", &workers(2), "a");
+    let on_b = mesh.spawn("b.tern", &workers(2), "b");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started 3") && mesh.log("b").contains("started 3")));
+    std::thread::sleep(Duration::from_secs(8));
+    let v = json_of(&mesh, None, &["--json", "policy", "--decisions", "256"]);
+    let moves: Vec<&Value> =
+        v["nodes"].as_array().unwrap().iter().flat_map(|n| n["decisions"].as_array().unwrap()).filter(|d| d["moved"].is_object()).collect();
+    assert!(moves.is_empty(), "a balanced mesh made moves: {moves:?}");
+    for (main, node) in [(&on_a, "a"), (&on_b, "b")] {
+        let out = mesh.ctl_on(Some(node), &["send", main, "\"go\""]);
+        assert!(out.ok(), "{out:?}");
+        assert!(wait_until(Duration::from_secs(30), || mesh.log(node).contains("right 3 of 3")), "{}", mesh.all_logs());
+    }
 }

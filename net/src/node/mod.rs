@@ -505,6 +505,12 @@ impl MeshNode {
         self.sh.migrate_and_wait(pid, to, how)
     }
 
+    /// This node's policy after `change` (if any: checked, then made here only), with
+    /// its last `decisions` decisions (`tern ctl policy` asks every node).
+    pub fn policy(&self, change: Option<&wire::PolicyChange>, decisions: u32) -> Result<wire::PolicyView, String> {
+        self.sh.policy_query(change, decisions)
+    }
+
     /// Whether this node's migration tables still name process `pid`.
     pub fn migration_holds(&self, pid: u64) -> bool {
         self.sh.mig.holds(pid)

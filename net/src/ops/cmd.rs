@@ -8,12 +8,13 @@ use crate::ops::report::{
     drain_json, drain_text, nodes_json, nodes_table, policy_json, policy_text, ps_json, ps_table, report_table, report_table_explained,
     top_json, top_table,
 };
-use crate::proto::mechanism::{How, Mechanism};
+use crate::proto::mechanism::{Choice, How, Mechanism};
 use crate::proto::wire::{CtlReply, CtlRequest, DrainReport, MigReport, PolicyChange};
 use crate::runner::{compile, compile_text};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_vm::value::name_text;
@@ -604,12 +605,13 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     println!("Live migration: examples/mesh/migrating.tern holds 4 MiB of heap and keeps writing to a small part");
     println!("of it (8 pages) while it is moved with each mechanism; then, writing all over its heap, once more.");
     println!("A report follows each move; ↳ lines say what its numbers mean.\n");
+    // Each mechanism once; then, writing all over its heap, the mesh picks (`auto`).
     let moves = [
-        ("a", "b", Mechanism::Freeze, false),
-        ("b", "c", Mechanism::Precopy, false),
-        ("c", "a", Mechanism::Lazy, false),
-        ("a", "b", Mechanism::Hybrid, false),
-        ("b", "c", Mechanism::Precopy, true),
+        ("a", "b", Some(Mechanism::Freeze), false),
+        ("b", "c", Some(Mechanism::Precopy), false),
+        ("c", "a", Some(Mechanism::Lazy), false),
+        ("a", "b", Some(Mechanism::Hybrid), false),
+        ("b", "c", None, true),
     ];
     let program = compile_text("migrating.tern", include_str!("../../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
@@ -642,16 +644,29 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     for (at, to, mech, heavy) in moves {
         let from = by_name(at).ok_or("no such node")?;
         if heavy {
-            println!("Now the process writes all over its 4 MiB, every page every millisecond: pre-copy's worst case.");
+            println!("Now the process writes all over its 4 MiB, every page every millisecond: pre-copy's worst case (its");
+            println!("rounds would never catch up). This move leaves the choice to the mesh, as every move does by default.");
             from.node().send_to(pid, text_message("heavy")).map_err(|e| e.to_string())?;
             std::thread::sleep(Duration::from_millis(300));
         }
-        println!("{at} → {to} by {mech}: {}", mechanism_sentence(mech));
-        match from.migrate(pid, to, Some(mech.into())) {
+        let choice = match mech {
+            Some(m) => {
+                println!("{at} → {to} by {m}: {}", mechanism_sentence(m));
+                m.into()
+            }
+            None => {
+                println!(
+                    "{at} → {to} by auto: the mesh picks the mechanism from the heap's size, how fast the process writes and the link's speed"
+                );
+                Choice::Auto
+            }
+        };
+        let mech = mech.map_or_else(|| "auto".to_string(), |m| m.to_string());
+        match from.migrate(pid, to, Some(choice)) {
             Ok(r) => {
                 std::thread::sleep(Duration::from_millis(150));
                 print!("{}", report_table_explained(&r));
-                if mech == Mechanism::Freeze {
+                if r.mechanism == Mechanism::Freeze {
                     freeze_us = Some(r.freeze_time_us);
                 }
                 if let Some(moral) = precopy_moral(&r, freeze_us) {
@@ -679,6 +694,94 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
     result?;
     if !stopped {
         return Err("the migrated process did not stop cleanly".into());
+    }
+    Ok(())
+}
+
+/// The policy settings of the demo's third part: the defaults' rules, with shorter
+/// windows and waits so that it takes seconds.
+const DEMO_POLICY: [(&str, &str); 6] = [
+    ("hysteresis_ms", "300"),
+    ("residence_ms", "800"),
+    ("interval_ms", "100"),
+    ("gossip_ms", "50"),
+    ("window_ms", "400"),
+    ("mode", "balance"),
+];
+
+/// How many processes each node runs, `but` not counted.
+fn spread_of(nodes: &[MeshNode], but: u64) -> Vec<(String, usize)> {
+    nodes.iter().map(|m| (m.name().to_string(), m.node().ps().iter().filter(|p| p.pid != but).count())).collect()
+}
+
+/// The demo's third part: work piled on node a spreads over the mesh by the load
+/// policy, each of its moves printed with its reason (`show` makes the nodes' logs print
+/// them), then the workers' results checked.
+fn demo_policy(nodes: &[MeshNode], show: &AtomicBool) -> Result<(), String> {
+    println!("The load policy: examples/mesh/spread.tern starts 6 CPU-bound workers on node a, and the policy is");
+    println!("turned on (mode balance; shorter windows and waits than the defaults, so that this takes seconds).");
+    println!("Each node looks at its load and its peers'; a busy one moves work to one with room, and says why:\n");
+    let program = compile_text("spread.tern", include_str!("../../../examples/mesh/spread.tern")).map_err(|e| e.rendered)?;
+    let a = &nodes[0];
+    for m in &program.modules {
+        a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
+    }
+    let (console, mut out) = a.open_console();
+    let pid = a.node().spawn_main_on(program.main, console, false).map_err(|e| e.to_string())?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let printer = std::thread::spawn(move || {
+        while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
+            if failed {
+                println!("<pid {}> failed: {}", name_text(pid), text.trim_end());
+                let _ = done_tx.send(String::new());
+            } else {
+                print!("  | {text}");
+                let _ = std::io::stdout().flush();
+                if text.starts_with("stopped") {
+                    let _ = done_tx.send(text);
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    show.store(true, std::sync::atomic::Ordering::SeqCst);
+    let set = |key: &str, value: &str| -> Result<(), String> {
+        let change = PolicyChange::Set { key: key.into(), value: value.into() };
+        nodes.iter().try_for_each(|m| m.policy(Some(&change), 0).map(|_| ()))
+    };
+    let mut result = DEMO_POLICY.iter().try_for_each(|(k, v)| set(k, v));
+    // Spread: every node runs some, and nothing has moved for two seconds.
+    let t0 = std::time::Instant::now();
+    let mut last = spread_of(nodes, pid);
+    let mut since = std::time::Instant::now();
+    while result.is_ok() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = spread_of(nodes, pid);
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() > Duration::from_secs(2) && last.iter().all(|(_, k)| *k > 0) {
+            break;
+        }
+    }
+    let _ = set("mode", "off");
+    show.store(false, std::sync::atomic::Ordering::SeqCst);
+    let at: Vec<String> = last.iter().map(|(n, k)| format!("{n} {k}")).collect();
+    if result.is_ok() && !last.iter().all(|(_, k)| *k > 0) {
+        result = Err(format!("the policy did not spread the work within 30 s: {}", at.join(", ")));
+    }
+    println!("\nsettled after {:.1} s: workers on {}; the policy is off again.", since.duration_since(t0).as_secs_f64(), at.join(", "));
+    let text_message =
+        |t: &str| tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(t.into())] };
+    a.node().send_to(pid, text_message("stop")).map_err(|e| e.to_string())?;
+    let last_line = done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(100));
+    a.close_console(console);
+    let _ = printer.join();
+    println!();
+    result?;
+    if !last_line.contains("6 of 6 results right") {
+        return Err(format!("the workers' results: {:?}", last_line.trim_end()));
     }
     Ok(())
 }
@@ -731,10 +834,19 @@ pub fn demo() -> Result<(), String> {
         println!("  node {} at {}", n.name, n.addr);
     }
     let logs: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+    // The policy's moves are printed as they are made while the demo shows it.
+    let show = Arc::new(AtomicBool::new(false));
     let nodes = start_all(&cfg, |name| {
         let logs = logs.clone();
+        let show = show.clone();
         let name = name.to_string();
-        Arc::new(move |line: &str| logs.lock().push(format!("{name}| {line}")))
+        Arc::new(move |line: &str| {
+            if show.load(std::sync::atomic::Ordering::SeqCst) && line.starts_with("policy: moving") {
+                let text = format!("node {name}: {}", &line["policy: ".len()..]);
+                println!("  {}", crate::ops::report::wrap(&text, 100).join("\n      "));
+            }
+            logs.lock().push(format!("{name}| {line}"))
+        })
     })?;
     println!("all three connected; starting examples/mesh/demo.tern on node a:\n");
     let program = compile_text("demo.tern", include_str!("../../../examples/mesh/demo.tern")).map_err(|e| e.rendered)?;
@@ -759,7 +871,7 @@ pub fn demo() -> Result<(), String> {
     a.close_console(console);
     let _ = printer.join();
     println!();
-    let moved = demo_migrations(&nodes);
+    let moved = demo_migrations(&nodes).and_then(|()| demo_policy(&nodes, &show));
     for m in &nodes {
         let s = m.stats();
         println!(

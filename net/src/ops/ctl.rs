@@ -394,8 +394,10 @@ fn spawn(
         Some("any") => sh.me().clone(),
         Some(name) => sh.config().node(name).ok_or_else(|| format!("there is no node {name:?} in the mesh"))?.clone(),
     };
-    // (A node that is drained refuses it itself.)
-    if target.id == sh.me().id && !sh.accepting() {
+    // (A node that is drained refuses it itself.) A program run attached to the node
+    // talked to (`spawn --wait` without `--on`, `send`'s one-line sender) is the
+    // operator's own, and runs there all the same.
+    if target.id == sh.me().id && !sh.accepting() && !(on.is_none() && wait) {
         return Err(format!("node {0} is drained: it takes no new processes (tern ctl undrain {0})", target.name));
     }
     if target.id == sh.me().id {
