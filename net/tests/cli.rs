@@ -219,7 +219,10 @@ fn demo_reports_are_explained(stdout: &str) {
     assert_eq!(mechanisms[..4], ["freeze", "precopy", "lazy", "hybrid"], "{stdout}");
     assert!(mechanisms.len() == 5 && ["lazy", "hybrid"].contains(&mechanisms[4]), "{stdout}");
     assert!(stdout.contains("picked by auto"), "{stdout}");
-    assert!(!stdout.contains("stopped shrinking"), "no move of the demo ends with a pre-copy that did not converge: {stdout}");
+    // No pre-copy of the demo's ends without converging (a hybrid's rounds stop when
+    // they gain nothing more: that is where it hands over to post-copy).
+    assert!(!stdout.contains("for such a process lazy or hybrid is the choice"), "{stdout}");
+    assert!(!stdout.contains("even with the process slowed down"), "{stdout}");
     let (_, heap, redundant) = reports[1];
     assert!(heap >= 1024, "{stdout}");
     assert!(redundant * 10 < heap, "pre-copy of a light writer sent {redundant} of {heap} pages twice: {stdout}");

@@ -193,11 +193,13 @@ pub fn drain_json(r: &DrainReport) -> serde_json::Value {
 }
 
 /// Why the pre-copy rounds stopped, in plain words, from the report's `stop_reason`
-/// (the name of `proto::migrate::StopReason` it carries, as in `--json`).
-pub fn stop_reason_text(reason: &str) -> String {
+/// (the name of `proto::migrate::StopReason` it carries, as in `--json`) and whether the
+/// process was slowed down (`throttled`: pre-copy's rounds slow it; hybrid's do not).
+pub fn stop_reason_text(reason: &str, throttled: bool) -> String {
     match reason {
         "Converged" => "converged: what was still dirty fit in the freeze-time budget".into(),
-        "NotShrinking" => "the dirty set stopped shrinking, even with the process slowed down".into(),
+        "NotShrinking" if throttled => "the dirty set stopped shrinking, even with the process slowed down".into(),
+        "NotShrinking" => "the dirty set stopped shrinking".into(),
         "RoundLimit" => "the round limit was reached".into(),
         "NoRounds" => "there were no rounds".into(),
         other => other.into(),
@@ -248,7 +250,7 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         ));
         rows.push((
             "rounds stopped",
-            stop_reason_text(&r.stop_reason),
+            stop_reason_text(&r.stop_reason, r.throttle_level > 0),
             Some(match r.mechanism {
                 _ if r.fell_back => format!(
                     "they did not converge: the process was stopped and moved, and the {} pages it had dirtied since follow after it (post-copy)",

@@ -959,7 +959,9 @@ impl Source {
             Some(StopReason::Converged)
         } else if self.round >= self.cfg.max_rounds {
             Some(StopReason::RoundLimit)
-        } else if !shrinking && self.throttle >= self.cfg.max_throttle {
+        } else if !shrinking && (self.throttle >= self.cfg.max_throttle || self.init.mechanism == Mechanism::Hybrid) {
+            // (Hybrid slows nothing down: once its rounds stop gaining, the rest goes
+            // after the process, which was picked for writing too fast to wait for.)
             Some(StopReason::NotShrinking)
         } else {
             None

@@ -32,7 +32,9 @@
 //! back to the node it came from within twice the residence time.
 //!
 //! Which process: one that may move (not pinned, not a REPL's shell, not in a coprocess
-//! group, no page still on another node, on this node for at least `residence_ms`),
+//! group, no page still on another node; moved here at least `residence_ms` ago, or
+//! spawned here at least `hysteresis_ms` ago: a process is not moved again within the
+//! residence time, and one that never moved waits as long as a busy node does),
 //! that uses at least `min_cpu` of a worker, with the best ratio of the CPU it would
 //! relieve to what its move costs (its heap and write rate at the link's speed),
 //! weighted towards processes that have already run long (the seed: a process that has
@@ -125,8 +127,8 @@ pub struct PolicyConf {
     pub low: f64,
     /// How long a node stays busy before it sheds work.
     pub hysteresis_ms: u64,
-    /// How long a process stays on a node (since it was spawned or moved there) before
-    /// the policy moves it.
+    /// How long a process that moved stays on its new node before the policy moves it
+    /// again (one spawned there waits `hysteresis_ms`).
     pub residence_ms: u64,
     /// Migrations a node starts on its own at most at a time.
     pub max_in_flight: u32,
@@ -794,15 +796,13 @@ impl Policy {
                 // Never back to where it just came from (that would undo a decision).
                 .filter(|p| p.came_from != Some(dst.id) || p.resident_ms >= 2 * self.conf.residence_ms)
                 .filter(|p| {
-                    p.unmovable().is_none()
-                        && (p.resident_ms >= self.conf.residence_ms || self.fault == PolicyFault::NoResidence)
-                        && p.demand >= self.conf.min_cpu
+                    p.unmovable().is_none() && (self.settled(p) || self.fault == PolicyFault::NoResidence) && p.demand >= self.conf.min_cpu
                 })
                 .map(|p| (self.score(p, dst.id), p))
                 .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
             let Some(&(_, best)) = scored.first() else {
-                let why = candidates_missing(procs, self.conf.residence_ms, self.conf.min_cpu);
+                let why = self.candidates_missing(procs);
                 self.decline(now_us, "balance", view, why);
                 return;
             };
@@ -908,7 +908,7 @@ impl Policy {
                 _ => now_us,
             };
             still_split.insert(p.pid, (to, since));
-            if *budget == 0 || p.resident_ms < self.conf.residence_ms || self.expect.iter().any(|e| e.pid == p.pid) {
+            if *budget == 0 || !self.settled(p) || self.expect.iter().any(|e| e.pid == p.pid) {
                 continue;
             }
             if p.came_from == Some(to) && p.resident_ms < 2 * self.conf.residence_ms {
@@ -1059,20 +1059,36 @@ impl Policy {
     }
 }
 
-/// Why no process could be moved.
-fn candidates_missing(procs: &[ProcLoad], residence_ms: u64, min_cpu: f64) -> String {
-    let mut why: BTreeMap<String, u32> = BTreeMap::new();
-    for p in procs {
-        let r = match p.unmovable() {
-            Some(r) => r.to_string(),
-            None if p.resident_ms < residence_ms => format!("here less than {} ms", residence_ms),
-            None if p.demand < min_cpu => format!("using less than {:.0}% of a worker", min_cpu * 100.0),
-            None => "already moving".into(),
-        };
-        *why.entry(r).or_default() += 1;
+impl Policy {
+    /// Whether `p` has been on this node long enough to move: `residence_ms` since it
+    /// moved here, or `hysteresis_ms` since it was spawned here.
+    fn settled(&self, p: &ProcLoad) -> bool {
+        p.resident_ms >= self.min_stay(p)
     }
-    let parts: Vec<String> = why.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    format!("busy, but no process may move ({})", if parts.is_empty() { "none here".into() } else { parts.join(", ") })
+
+    fn min_stay(&self, p: &ProcLoad) -> u64 {
+        if p.came_from.is_some() {
+            self.conf.residence_ms
+        } else {
+            self.conf.hysteresis_ms
+        }
+    }
+
+    /// Why no process could be moved.
+    fn candidates_missing(&self, procs: &[ProcLoad]) -> String {
+        let mut why: BTreeMap<String, u32> = BTreeMap::new();
+        for p in procs {
+            let r = match p.unmovable() {
+                Some(r) => r.to_string(),
+                None if !self.settled(p) => format!("here less than {} ms", self.min_stay(p)),
+                None if p.demand < self.conf.min_cpu => format!("using less than {:.0}% of a worker", self.conf.min_cpu * 100.0),
+                None => "already moving".into(),
+            };
+            *why.entry(r).or_default() += 1;
+        }
+        let parts: Vec<String> = why.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        format!("busy, but no process may move ({})", if parts.is_empty() { "none here".into() } else { parts.join(", ") })
+    }
 }
 
 /// A node's load as the policy counts it.

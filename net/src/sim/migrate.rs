@@ -1582,7 +1582,9 @@ impl Sim {
                     match r.stop {
                         StopReason::Converged => self.report.converged += 1,
                         StopReason::RoundLimit => self.report.round_limited += 1,
-                        StopReason::NotShrinking if r.throttle > 0 => {}
+                        // (Pre-copy slows the process down before it gives up; hybrid
+                        // hands what is left to post-copy instead.)
+                        StopReason::NotShrinking if r.throttle > 0 || mech == Mechanism::Hybrid => {}
                         other => {
                             return Err(
                                 self.fail(format!("CONVERGENCE: precopy mid {mid} stopped ({other:?}) without reporting throttling"))

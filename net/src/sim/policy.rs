@@ -7,7 +7,8 @@
 //! while and end; then a steady phase with no arrival and no end.
 //!
 //! Checked after every step and at the end:
-//! - a process moved by the policy had been on its node at least `residence_ms`, and is
+//! - a process moved by the policy had been on its node at least `residence_ms` since
+//!   it moved there (`hysteresis_ms` since it was spawned, if it never moved), and is
 //!   never pinned;
 //! - no decision undoes a recent one: a process never goes back to a node it left
 //!   within twice the residence time;
@@ -457,12 +458,14 @@ impl<'a> Sim<'a> {
             if p.pinned {
                 return Err(self.fail(format!("node {i} moved pinned process {}", mv.pid)));
             }
-            if now - p.arrived_us < conf.residence_ms * 1000 {
+            let stay = if p.left.is_empty() { conf.hysteresis_ms } else { conf.residence_ms };
+            if now - p.arrived_us < stay * 1000 {
                 return Err(self.fail(format!(
-                    "node {i} moved {} {} ms after it arrived (residence {} ms)",
+                    "node {i} moved {} {} ms after it arrived (it must stay {stay} ms: residence {} ms, hysteresis {} ms)",
                     mv.pid,
                     (now - p.arrived_us) / 1000,
-                    conf.residence_ms
+                    conf.residence_ms,
+                    conf.hysteresis_ms
                 )));
             }
             if let Some(&(_, when)) = p.left.iter().rev().find(|(n, _)| *n == to) {
