@@ -135,39 +135,7 @@ fn pinned_processes_stay_and_bad_pin_calls_are_errors() {
 /// A talker on node a that exchanges messages with a pinned echo process on node c; each
 /// reply is checked (its number and its padding), and the talker reports how many came
 /// in order and the node it ended on.
-const TALKER: &str = r#"
-fn echo() {
-    pin();
-    while true {
-        let m = recv();
-        if m == "stop" { break; }
-        send(m.from, {n: m.n, pad: m.pad});
-    }
-}
-fn talker(e, parent) {
-    let pad = "";
-    for i in 0..32 { pad = pad + "0123456789abcdef"; }
-    let n = 0;
-    let ok = 0;
-    while true {
-        send(e, {from: self(), n: n, pad: pad});
-        let r = recv();
-        if r == "stop" { break; }
-        if r.n == n and r.pad == pad { ok += 1; }
-        n += 1;
-        if n % 20 == 0 { sleep(1); }
-    }
-    send(parent, {ok: ok, n: n, node: node()});
-}
-let e = spawn_on("c", echo);
-let t = spawn(talker, e, self());
-println("started");
-recv();
-send(t, "stop");
-let r = recv();
-send(e, "stop");
-println("talker: ${r.ok} of ${r.n} replies right, ended on ${r.node}");
-"#;
+const TALKER: &str = include_str!("common/talker.tern");
 
 #[test]
 fn a_process_talking_to_a_partner_on_node_c_moves_to_c() {

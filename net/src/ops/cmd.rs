@@ -598,6 +598,58 @@ pub fn start_all(cfg: &MeshConfig, log: impl Fn(&str) -> LogSink) -> Result<Vec<
     Ok(nodes)
 }
 
+/// A string as a message (what the demo's programs are told).
+fn text_message(t: &str) -> tern_vm::message::Message {
+    tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(t.into())] }
+}
+
+/// A program of the demo started on node `a` with a console of its own, whose lines
+/// are printed indented as they come.
+struct DemoRun {
+    pid: u64,
+    console: u64,
+    /// Its line that starts with "stopped" (empty if it failed).
+    done: std::sync::mpsc::Receiver<String>,
+    printer: std::thread::JoinHandle<()>,
+}
+
+impl DemoRun {
+    fn start(a: &MeshNode, file: &str, source: &str) -> Result<DemoRun, String> {
+        let program = compile_text(file, source).map_err(|e| e.rendered)?;
+        for m in &program.modules {
+            a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
+        }
+        let (console, mut out) = a.open_console();
+        let pid = a.node().spawn_main_on(program.main, console, false).map_err(|e| e.to_string())?;
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let printer = std::thread::spawn(move || {
+            while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
+                if failed {
+                    println!("<pid {}> failed: {}", name_text(pid), text.trim_end());
+                    let _ = done_tx.send(String::new());
+                } else {
+                    print!("  | {text}");
+                    let _ = std::io::stdout().flush();
+                    if text.starts_with("stopped") {
+                        let _ = done_tx.send(text);
+                    }
+                }
+            }
+        });
+        Ok(DemoRun { pid, console, done, printer })
+    }
+
+    /// Waits (up to 30 s) for its "stopped" line, which it returns (empty if none came),
+    /// and closes its console.
+    fn finish(self, a: &MeshNode) -> String {
+        let last = self.done.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(100));
+        a.close_console(self.console);
+        let _ = self.printer.join();
+        last
+    }
+}
+
 /// The demo's second part: a running process moved around the mesh with each mechanism
 /// while it writes to a small part of its heap, then once more with pre-copy while it
 /// writes all over it (pre-copy's worst case), each report explained.
@@ -613,32 +665,11 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
         ("a", "b", Some(Mechanism::Hybrid), false),
         ("b", "c", None, true),
     ];
-    let program = compile_text("migrating.tern", include_str!("../../../examples/mesh/migrating.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
-    for m in &program.modules {
-        a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
-    }
-    let (console, mut out) = a.open_console();
-    let pid = a.node().spawn_main_on(program.main, console, false).map_err(|e| e.to_string())?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let printer = std::thread::spawn(move || {
-        while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
-            if failed {
-                println!("<pid {}> failed: {}", name_text(pid), text.trim_end());
-                let _ = done_tx.send(false);
-            } else {
-                print!("  | {text}");
-                let _ = std::io::stdout().flush();
-                if text.starts_with("stopped") {
-                    let _ = done_tx.send(true);
-                }
-            }
-        }
-    });
+    let run = DemoRun::start(a, "migrating.tern", include_str!("../../../examples/mesh/migrating.tern"))?;
+    let pid = run.pid;
     std::thread::sleep(Duration::from_millis(300));
     let by_name = |n: &str| nodes.iter().find(|m| m.name() == n);
-    let text_message =
-        |t: &str| tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(t.into())] };
     let mut result = Ok(());
     let mut freeze_us = None;
     for (at, to, mech, heavy) in moves {
@@ -686,10 +717,7 @@ fn demo_migrations(nodes: &[MeshNode]) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     a.node().send_to(pid, text_message("stop")).map_err(|e| e.to_string())?;
-    let stopped = done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or(false);
-    std::thread::sleep(Duration::from_millis(100));
-    a.close_console(console);
-    let _ = printer.join();
+    let stopped = !run.finish(a).is_empty();
     println!();
     result?;
     if !stopped {
@@ -721,28 +749,9 @@ fn demo_policy(nodes: &[MeshNode], show: &AtomicBool) -> Result<(), String> {
     println!("The load policy: examples/mesh/spread.tern starts 6 CPU-bound workers on node a, and the policy is");
     println!("turned on (mode balance; shorter windows and waits than the defaults, so that this takes seconds).");
     println!("Each node looks at its load and its peers'; a busy one moves work to one with room, and says why:\n");
-    let program = compile_text("spread.tern", include_str!("../../../examples/mesh/spread.tern")).map_err(|e| e.rendered)?;
     let a = &nodes[0];
-    for m in &program.modules {
-        a.node().vm().load(m.clone()).map_err(|e| e.to_string())?;
-    }
-    let (console, mut out) = a.open_console();
-    let pid = a.node().spawn_main_on(program.main, console, false).map_err(|e| e.to_string())?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let printer = std::thread::spawn(move || {
-        while let Some(CtlReply::Output { text, failed, pid }) = out.blocking_recv() {
-            if failed {
-                println!("<pid {}> failed: {}", name_text(pid), text.trim_end());
-                let _ = done_tx.send(String::new());
-            } else {
-                print!("  | {text}");
-                let _ = std::io::stdout().flush();
-                if text.starts_with("stopped") {
-                    let _ = done_tx.send(text);
-                }
-            }
-        }
-    });
+    let run = DemoRun::start(a, "spread.tern", include_str!("../../../examples/mesh/spread.tern"))?;
+    let pid = run.pid;
     std::thread::sleep(Duration::from_millis(200));
     show.store(true, std::sync::atomic::Ordering::SeqCst);
     let set = |key: &str, value: &str| -> Result<(), String> {
@@ -771,13 +780,8 @@ fn demo_policy(nodes: &[MeshNode], show: &AtomicBool) -> Result<(), String> {
         result = Err(format!("the policy did not spread the work within 30 s: {}", at.join(", ")));
     }
     println!("\nsettled after {:.1} s: workers on {}; the policy is off again.", since.duration_since(t0).as_secs_f64(), at.join(", "));
-    let text_message =
-        |t: &str| tern_vm::message::Message { root: tern_vm::message::Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(t.into())] };
     a.node().send_to(pid, text_message("stop")).map_err(|e| e.to_string())?;
-    let last_line = done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    std::thread::sleep(Duration::from_millis(100));
-    a.close_console(console);
-    let _ = printer.join();
+    let last_line = run.finish(a);
     println!();
     result?;
     if !last_line.contains("6 of 6 results right") {
