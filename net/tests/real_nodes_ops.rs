@@ -48,6 +48,10 @@ fn workers(n: u32) -> String {
     )
 }
 
+/// A policy quick enough for a test: short windows and residence times.
+const QUICK: &str =
+    "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+
 #[track_caller]
 fn json_of(mesh: &RealMesh, node: Option<&str>, args: &[&str]) -> Value {
     let out = mesh.ctl_on(node, args);
@@ -164,8 +168,7 @@ fn policy_is_shown_and_changed_on_every_node_and_top_shows_the_busy_processes() 
 
 #[test]
 fn the_policy_spreads_work_over_real_nodes_and_a_node_stalled_meanwhile_loses_nothing() {
-    let quick =
-        "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let quick = QUICK;
     let mesh = RealMesh::start(3, quick);
     let main = mesh.spawn("spread.tern", &workers(6), "a");
     assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started 7")), "{}", mesh.all_logs());
@@ -207,8 +210,7 @@ const TALKER: &str = include_str!("common/talker.tern");
 
 #[test]
 fn with_affinity_on_real_nodes_a_talker_joins_its_partner_and_says_why() {
-    let quick =
-        "[policy]\nmode = \"affinity\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let quick = &QUICK.replace("\"balance\"", "\"affinity\"");
     let mesh = RealMesh::start(3, quick);
     let main = mesh.spawn("talk.tern", TALKER, "a");
     assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("started")), "{}", mesh.all_logs());
@@ -323,8 +325,7 @@ fn a_drain_with_a_destination_killed_midway_loses_only_what_that_node_held() {
 
 #[test]
 fn two_real_nodes_at_equal_load_trade_no_processes() {
-    let quick =
-        "[policy]\nmode = \"balance\"\nhysteresis_ms = 200\nresidence_ms = 400\ninterval_ms = 100\ngossip_ms = 50\nwindow_ms = 300\n";
+    let quick = QUICK;
     let mesh = RealMesh::start(2, quick);
     // Two CPU-bound workers and a pinned one on each node: equal load.
     let on_a = mesh.spawn("a.tern", &workers(2), "a");

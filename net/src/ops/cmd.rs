@@ -798,7 +798,7 @@ fn mechanism_sentence(m: Mechanism) -> &'static str {
             "the heap is copied while the process runs; then it is stopped and only the pages it wrote to meanwhile are sent"
         }
         Mechanism::Lazy => "the process is stopped only to send its state; it runs on at once and its pages follow on demand",
-        Mechanism::Hybrid => "one pre-copy round while the process runs, then as lazy: the pages it wrote to since follow on demand",
+        Mechanism::Hybrid => "pre-copy rounds while the process runs at full speed, as long as they shrink what it dirtied; then as lazy: the rest follows on demand",
     }
 }
 
