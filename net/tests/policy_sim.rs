@@ -3,7 +3,8 @@
 //!
 //! A failing seed prints the command that replays it:
 //! `TERN_POLICY_SEED=<seed> cargo test --profile tests -p tern-net --test policy_sim -- replay --nocapture`.
-//! (With `TERN_POLICY_EXACT=1` for a seed of the CPU-bound-only test.) A longer run: `TERN_POLICY_SEEDS=2000 cargo test --profile tests -p tern-net --test policy_sim -- many_seeds --nocapture`.
+//! (With `TERN_POLICY_EXACT=1` for a seed of the CPU-bound-only test.) A longer run: `TERN_POLICY_SEEDS=2000 cargo test --profile tests -p tern-net --test policy_sim -- many_seeds --nocapture`
+//! (with `TERN_POLICY_EXACT=1`: CPU-bound work only, seeds from 200000).
 
 use tern_net::proto::policy::PolicyFault;
 use tern_net::sim::policy::{run_seed, PolicyOptions, PolicyReport};
@@ -88,5 +89,7 @@ fn replay() {
 fn many_seeds() {
     let Ok(n) = std::env::var("TERN_POLICY_SEEDS") else { return };
     let n: u64 = n.trim().parse().expect("TERN_POLICY_SEEDS is a u64");
-    run_range(100_000, n, &PolicyOptions::default());
+    // With TERN_POLICY_EXACT=1: CPU-bound work only, which must end balanced and still.
+    let exact = std::env::var("TERN_POLICY_EXACT").is_ok();
+    run_range(if exact { 200_000 } else { 100_000 }, n, &PolicyOptions { exact, ..PolicyOptions::default() });
 }

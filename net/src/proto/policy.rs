@@ -777,10 +777,10 @@ impl Policy {
             );
             return;
         }
+        // Busy for a while, not for a moment; the mesh's unevenness is timed meanwhile
+        // (the two waits overlap: a node busy while a peer has room acts after one wait).
         let since = *self.busy_since.get_or_insert(now_us);
-        if now_us < since + self.conf.hysteresis_ms * 1000 {
-            return;
-        }
+        let busy_long = now_us >= since + self.conf.hysteresis_ms * 1000;
         while *budget > 0 {
             let me = view.own();
             // The share of a worker each runnable process gets here: a process's CPU
@@ -839,7 +839,7 @@ impl Policy {
             }
             // Uneven for a while, not for a moment (a load is a mean of samples).
             let uneven = *self.uneven_since.get_or_insert(now_us);
-            if now_us < uneven + self.conf.hysteresis_ms * 1000 {
+            if !busy_long || now_us < uneven + self.conf.hysteresis_ms * 1000 {
                 return;
             }
             let why = format!(
