@@ -10,9 +10,9 @@
 //!   `bench/programs/remote_{pingpong,throughput}.{tern,erl}` on a 2-node Tern mesh and on
 //!   two distributed Erlang nodes; prints a markdown table and writes
 //!   `bench/results/remote-speed.md`.
-//! - `migrate`: live migration between two in-process mesh nodes (freeze, precopy, lazy,
+//! - `migrate`: live migration between two `tern node` processes (freeze, precopy, lazy,
 //!   hybrid; heaps of 1 MiB to 1 GiB; idle, light and heavy writers) beside the raw QUIC
-//!   throughput; prints a markdown table and writes `bench/results/migration-speed.md`
+//!   and TCP throughput between two processes; prints a markdown table and writes `bench/results/migration-speed.md`
 //!   and the chart `bench/results/migration-freeze.svg`.
 //! - `jit-migrate`: how soon a migrated process runs compiled again at its destination,
 //!   with and without the hotness profile; writes `bench/results/jit-migrate.md`.
@@ -23,6 +23,7 @@
 //!   `bench/results/forwarding-first-message.svg`.
 
 mod affinity;
+mod ceiling;
 mod exec;
 mod forwarding;
 mod forwarding_real;
@@ -75,6 +76,9 @@ enum Command {
     /// The affinity policy: pairs of processes that message each other, each started
     /// split across two of three nodes (each its own OS process), policy off against on.
     Affinity(affinity::AffinityArgs),
+    /// The receiving end of `migrate`'s raw QUIC and TCP ceilings (a child process of it).
+    #[command(hide = true)]
+    CeilingSink(ceiling::SinkArgs),
 }
 
 /// The bench crate's directory (`<workspace>/bench`).
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::ForwardingReal(args) => forwarding_real::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Affinity(args) => affinity::run(&args),
+        Command::CeilingSink(args) => ceiling::sink(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -217,6 +217,13 @@ impl TernMesh {
     }
 }
 
+impl TernMesh {
+    /// The end of each node's log, for a failure report.
+    pub(crate) fn log_tails(&self) -> String {
+        self.nodes.log_tails()
+    }
+}
+
 /// Whether node `name` answers `tern ctl --json nodes` and reports every node up.
 fn all_up(tern: &Path, config: &Path, name: &str) -> Result<bool> {
     let mut cmd = Command::new(tern);
