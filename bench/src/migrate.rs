@@ -617,7 +617,7 @@ fn render_table(results: &[RunResult]) -> String {
                     let lazy = matches!(picked, "lazy" | "hybrid") || rep.fell_back;
                     let precopy = matches!(picked, "precopy" | "hybrid");
                     row.extend([
-                        rep.freeze_time_us.to_string(),
+                        format!("{} ±{}", rep.freeze_time_us, rep.freeze_error_us),
                         format!("{:.1}", rep.total_time_us as f64 / 1e3),
                         format!("{:.1}", rep.bytes_sent as f64 / 1e6),
                         if precopy { rep.rounds.len().to_string() } else { "-".into() },
@@ -900,9 +900,10 @@ fn results_document(
     doc.push_str("\n## Results\n\n");
     doc.push_str(table);
     doc.push_str(
-        "\nColumns, from the `MigReport`: `freeze` is `freeze_time_us` (from the process frozen at the source to \
-         `Committed` seen there, plus the destination's wait from `Commit` to running it: an upper bound of the \
-         time it runs nowhere); `total` from the start of the \
+        "\nColumns, from the `MigReport`: `freeze` is `freeze_time_us ±freeze_error_us`: from the process's freeze \
+         at the source to its resume at the destination, the destination's clock put on the source's by the \
+         `Commit`/`Committed` round trip (its arrival taken at the round trip's midpoint: off by at most half of \
+         it, the ± figure); `total` from the start of the \
          migration to its end (for lazy and hybrid: until the destination has every page); `MB sent` the bytes \
          on the migration stream; `rounds` the pre-copy rounds; `redundant` pages sent more than once; \
          `final pages` pages sent while frozen; `absent at resume`, `faults` (pages the process faulted on at \

@@ -37,6 +37,9 @@ fn check_report(r: &MigReport, mechanism: Mechanism) {
     assert!(r.heap_pages >= 256, "{r:?}");
     assert!(r.bytes_sent > 0 && r.total_time_us > 0 && r.freeze_time_us > 0, "{r:?}");
     assert!(r.freeze_time_us <= r.total_time_us, "{r:?}");
+    // Measured across the two nodes' clocks, with the bound of its error (half the
+    // Commit/Committed round trip, which the freeze contains).
+    assert!(r.freeze_error_us > 0 && r.freeze_error_us <= r.freeze_time_us, "{r:?}");
     match mechanism {
         Mechanism::Freeze => assert!(r.rounds.is_empty() && r.final_pages >= 256, "{r:?}"),
         Mechanism::Precopy | Mechanism::Hybrid => assert!(!r.rounds.is_empty() && r.rounds[0] == r.heap_pages, "{r:?}"),

@@ -403,6 +403,9 @@ pub struct Report {
     pub frozen_at_us: Option<u64>,
     /// Frozen until `Committed` was seen (an upper bound of the freeze time).
     pub freeze_time_us: Option<u64>,
+    /// When `Commit` was sent (with `committed_at_us`: the round trip that measures the
+    /// two nodes' clock offset, see `wire::MigReport::freeze_time_us`).
+    pub commit_sent_at_us: Option<u64>,
     pub committed_at_us: Option<u64>,
     pub ended_at_us: Option<u64>,
     pub link_updates: u32,
@@ -818,6 +821,7 @@ impl Source {
             }
             (SPhase::FinalSent, MigMsg::Ready { .. }) => {
                 self.phase = SPhase::CommitSent;
+                self.report.commit_sent_at_us = Some(now_us);
                 self.send_dest(MigMsg::Commit { mid });
                 // No deadline: after Commit the source waits for the dest's answer, forever.
                 self.deadline = if self.cfg.fault == MigFault::ResumeAfterCommit { Some(now_us + self.cfg.step_timeout_us) } else { None };

@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 11;
+pub const FRAME_VERSION: u8 = 12;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,7 +232,16 @@ pub struct MigReport {
     pub zero_pages_skipped: u64,
     pub final_pages: u32,
     pub absent_pages_at_resume: u32,
+    /// How long the process ran nowhere: from its freeze at the source (its last
+    /// instruction there) to its resume at the destination, each on its node's clock, the
+    /// destination's put on the source's by the `Commit`/`Committed` round trip (NTP's
+    /// rule: the destination's clock read at `Commit`'s arrival is taken as the
+    /// round trip's midpoint on the source's). Off by at most `freeze_error_us`.
     pub freeze_time_us: u64,
+    /// The bound of `freeze_time_us`'s error: half the `Commit`/`Committed` round trip
+    /// (0 when the destination's statistics did not come, and `freeze_time_us` is then
+    /// the source's own upper bound: frozen until `Committed` came back).
+    pub freeze_error_us: u64,
     pub total_time_us: u64,
     pub bytes_sent: u64,
     pub bandwidth_bytes_per_ms: u64,

@@ -587,9 +587,17 @@ impl SourceRun {
         report.link_updates = rep.link_updates;
         report.modules_sent = self.modules_sent;
         if let Some(d) = &self.dest_stats {
-            // Frozen here until `Committed` came back, plus the destination's wait from
-            // `Commit` to running it: an upper bound of the time it was stopped.
-            report.freeze_time_us += d.resume_wait_us;
+            // The destination read its clock at `Commit`'s arrival and resumed the process
+            // `resume_wait_us` later. On this node's clock that arrival lies within the
+            // `Commit`/`Committed` round trip, taken at its midpoint (off by at most half
+            // of it); the freeze began at `frozen_at`.
+            if let (Some(frozen), Some(sent), Some(back)) = (rep.frozen_at_us, rep.commit_sent_at_us, rep.committed_at_us) {
+                let half = back.saturating_sub(sent) / 2;
+                report.freeze_time_us = (sent + half + d.resume_wait_us).saturating_sub(frozen);
+                report.freeze_error_us = half;
+            } else {
+                report.freeze_time_us += d.resume_wait_us;
+            }
             report.page_faults = d.page_faults;
             let l = &d.fault_latency_us;
             let pct = |q: usize| if l.is_empty() { 0 } else { l[((l.len() - 1) * q) / 100] };
@@ -598,9 +606,8 @@ impl SourceRun {
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
             report.jit_functions_rebuilt = d.jit_rebuilt;
             report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
-            // The two parts overlap by the `Committed` message's trip (each side's own
-            // clock); the destination reported after it resumed, so the whole migration
-            // so far bounds the freeze too.
+            // The destination reported after it resumed, so the whole migration so far
+            // bounds the freeze too.
             report.freeze_time_us = report.freeze_time_us.min(report.total_time_us);
         }
         match src.outcome() {
@@ -690,11 +697,14 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     r.members.iter().map(|m| node.at_safepoint(m.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0)).sum();
                 r.reductions_during_rounds = red.saturating_sub(r.reductions_at_start);
             }
+            // The freeze starts now (the process stops at its next safepoint, within
+            // `freeze_all`): the dirty set and the image are taken while it is stopped.
+            let stopping = sh.now_us();
             match r.freeze_all(node) {
                 Ok((dirty, image)) => {
                     let len = image.len() as u64;
                     r.image = Some(image);
-                    src.frozen(sh.now_us(), &dirty, len);
+                    src.frozen(stopping, &dirty, len);
                     set_phase(&r.progress, "frozen");
                 }
                 Err(e) => {
