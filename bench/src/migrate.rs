@@ -933,7 +933,8 @@ fn results_document(
             doc,
             "- {}, writer {}, {}: heap built in {:.1} s; {} heap pages, rounds {:?}, zero pages skipped {}, \
              bandwidth {} B/ms, reductions during rounds {}, fault latency max {} µs, source dependency ended \
-             {:.1} ms after the start; outcome {}",
+             {:.1} ms after the start; freeze {} µs ±{} of which {} µs from the freeze to `Commit` sent and {} µs \
+             waiting at the destination for the late messages; outcome {}",
             size_label(r.size_mib),
             r.rate,
             r.mechanism,
@@ -945,6 +946,10 @@ fn results_document(
             rep.reductions_during_rounds,
             rep.fault_latency_max_us,
             rep.dependency_ended_us as f64 / 1e3,
+            rep.freeze_time_us,
+            rep.freeze_error_us,
+            rep.freeze_time_us.saturating_sub(rep.freeze_error_us + rep.resume_wait_us),
+            rep.resume_wait_us,
             rep.outcome
         );
     }

@@ -287,7 +287,11 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         ("zero pages skipped", r.zero_pages_skipped.to_string(), None),
         (
             "freeze time",
-            if r.freeze_error_us > 0 { format!("{} µs (± {} µs)", r.freeze_time_us, r.freeze_error_us) } else { format!("{} µs", r.freeze_time_us) },
+            if r.freeze_error_us > 0 {
+                format!("{} µs (± {} µs)", r.freeze_time_us, r.freeze_error_us)
+            } else {
+                format!("{} µs", r.freeze_time_us)
+            },
             Some("how long the process was stopped: the pause that whoever talks to it can notice".into()),
         ),
         ("total time", format!("{} µs", r.total_time_us), None),

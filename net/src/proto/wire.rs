@@ -242,6 +242,9 @@ pub struct MigReport {
     /// (0 when the destination's statistics did not come, and `freeze_time_us` is then
     /// the source's own upper bound: frozen until `Committed` came back).
     pub freeze_error_us: u64,
+    /// Of the freeze: the destination's wait from `Commit` to the resume (for the late
+    /// messages, which the source sends once it has committed).
+    pub resume_wait_us: u64,
     pub total_time_us: u64,
     pub bytes_sent: u64,
     pub bandwidth_bytes_per_ms: u64,

@@ -85,7 +85,7 @@ pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HO
 pub use shell::ShellEnd;
 pub use slot::{Job, Source, Staged};
 pub use sys::sys_natives;
-pub use transfer::Late;
+pub use transfer::{Late, Remains};
 
 use crate::interp::RuntimeError;
 use crate::message::Message;

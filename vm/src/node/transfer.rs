@@ -30,6 +30,7 @@ use super::route::RxPlace;
 use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL};
 use super::{ChanId, MoveError, Node, NodeInner, Origin, Pid, SentBy};
 use crate::message::Message;
+use crate::process::Process;
 use crate::snapshot::{snapshot_full, ImageError};
 use crate::value::name_node;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,10 @@ pub struct Late {
     pub trail: Vec<u16>,
 }
 
+/// What a committed export leaves of the process at its source: its heap and the rest
+/// of its state, freed when this is dropped.
+pub struct Remains(Option<Box<Process>>);
+
 impl Node {
     /// Step 1 at the source: the image of a process frozen here (see [`Node::freeze`]).
     pub fn export_frozen(&self, pid: Pid) -> Result<Vec<u8>, MoveError> {
@@ -85,6 +90,13 @@ impl Node {
     /// ([`Forwarding::left_behind`]) and whether its birth node is told
     /// ([`Forwarding::tells_birth`]).
     pub fn commit_export(&self, pid: Pid, dest: u16, fwd: Forwarding) -> Result<Late, MoveError> {
+        self.commit_export_keeping(pid, dest, fwd).map(|(late, _)| late)
+    }
+
+    /// [`Node::commit_export`], leaving the process's state here to the caller to drop
+    /// (a heap of a GiB takes tens of ms to free: a migration frees it after it has sent
+    /// the late messages, outside the freeze).
+    pub fn commit_export_keeping(&self, pid: Pid, dest: u16, fwd: Forwarding) -> Result<(Late, Remains), MoveError> {
         let i = &self.inner;
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
         let mut st = slot.st.lock();
@@ -137,7 +149,8 @@ impl Node {
             late.chans.push(Carried { chan: c, queue, moves, partners, expect, held });
         }
         st.status = Status::Moved;
-        let group = st.parked.take().map_or(0, |p| p.sys.group);
+        let remains = Remains(st.parked.take());
+        let group = remains.0.as_ref().map_or(0, |p| p.sys.group);
         st.mailbox = Mailbox::default();
         // Senders that find the slot `Moved` look again, and find what the mechanism
         // leaves here: a route to `dest`, or (at the birth node) that it lives elsewhere,
@@ -175,7 +188,7 @@ impl Node {
         if birth != i.id && birth != dest && fwd.tells_birth() {
             let _ = i.remote_send(birth, Op::PidMoved { pid, node: dest, moves, fwd });
         }
-        Ok(late)
+        Ok((late, remains))
     }
 
     /// Instead of step 3: the move is off; the process runs on here.

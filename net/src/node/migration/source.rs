@@ -595,6 +595,7 @@ impl SourceRun {
                 let half = back.saturating_sub(sent) / 2;
                 report.freeze_time_us = (sent + half + d.resume_wait_us).saturating_sub(frozen);
                 report.freeze_error_us = half;
+                report.resume_wait_us = d.resume_wait_us;
             } else {
                 report.freeze_time_us += d.resume_wait_us;
             }
@@ -744,9 +745,13 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                 }
             }
             let mut lates = Vec::with_capacity(r.members.len());
+            // What is left of the processes here is freed once the late messages are
+            // on their way (the destination runs them when those are there).
+            let mut remains = Vec::with_capacity(r.members.len());
             for m in &mut r.members {
-                match node.commit_export(m.pid, r.dest, r.forwarding) {
-                    Ok(late) => {
+                match node.commit_export_keeping(m.pid, r.dest, r.forwarding) {
+                    Ok((late, left)) => {
+                        remains.push(left);
                         r.held += late.inbox.len() as u64 + late.chans.iter().map(|c| c.queue.len() as u64).sum::<u64>();
                         m.link_chans = late.chans.iter().map(|c| c.chan).collect();
                         m.late_info = Some((late.moves, late.chans.iter().map(|c| (c.chan, c.moves)).collect()));
@@ -770,6 +775,7 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
             let w = MigWire::Late { mid: r.mid, late: lates };
             let _ = r.send_stream(false, &w);
             let _ = sh.send_frame(r.dest, &Frame::Mig(w));
+            drop(remains);
         }
         Action::DeleteSource => {
             for m in &mut r.members {
