@@ -796,6 +796,16 @@ impl Heap {
         }
     }
 
+    /// Marks pages `from..to` absent (see [`Heap::mark_absent`]), pages past the heap
+    /// left out: one pass over the range's presence flags.
+    pub fn mark_absent_range(&mut self, from: u32, to: u32) {
+        let end = (to as usize).min(self.present.len());
+        let start = (from as usize).min(end);
+        let flags = &mut self.present[start..end];
+        self.absent_pages += flags.iter().filter(|&&p| p).count() as u32;
+        flags.fill(false);
+    }
+
     /// Installs a page from its little-endian bytes (see [`Heap::supply_page`]).
     pub fn supply_page_bytes(&mut self, page: u32, bytes: &[u8]) -> Result<(), HeapError> {
         let p = page as usize;

@@ -181,21 +181,27 @@ pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), Image
 
 /// Restores a process from an image made by [`snapshot_state`] and its pages, which came
 /// separately: `pages` (index, words) are put in (pages of the image left out are all
-/// zero), and the `absent` ones are marked absent — touching one is a page fault, which
+/// zero), and the `absent` ones (ranges of pages, the end excluded) are marked absent —
+/// touching one is a page fault, which
 /// the node serves from where the page still is (transfer on reference).
 ///
 /// With every page present the image is checked as [`restore_full`] checks it. With
 /// pages absent the heap cannot be walked yet: registers, globals and frames are checked
 /// to point inside the heap, functions and modules to exist; every heap access stays
 /// bounds- and presence-checked, so a damaged page later ends the process with an error.
-pub fn restore_state(bytes: &[u8], vm: &Vm, pages: Vec<(u32, Vec<u64>)>, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
+pub fn restore_state(
+    bytes: &[u8],
+    vm: &Vm,
+    pages: Vec<(u32, Vec<u64>)>,
+    absent: &[(u32, u32)],
+) -> Result<(Process, SlotImage), ImageError> {
     restore_with(bytes, vm, pages, absent, None)
 }
 
 /// Restores a process from an image made by [`snapshot_state`] into `staged`, a heap
 /// whose pages arrived before the image (a live migration installs them as they come,
-/// so that nothing is copied while the process is frozen); the `absent` pages are left
-/// to fault in.
+/// so that nothing is copied while the process is frozen); the `absent` pages (ranges,
+/// the end excluded: nothing per page while it is frozen) are left to fault in.
 ///
 /// The heap is not walked (that would cost time proportional to its size while the
 /// process is stopped): as with absent pages, registers, globals and frames are checked
@@ -203,7 +209,7 @@ pub fn restore_state(bytes: &[u8], vm: &Vm, pages: Vec<(u32, Vec<u64>)>, absent:
 /// the process with an error rather than misbehaving. The free lists are rebuilt by the
 /// next collection. (A migration image comes from an authenticated cluster node; images
 /// from anywhere else go through [`restore_full`].)
-pub fn restore_into(bytes: &[u8], vm: &Vm, staged: Heap, absent: &[u32]) -> Result<(Process, SlotImage), ImageError> {
+pub fn restore_into(bytes: &[u8], vm: &Vm, staged: Heap, absent: &[(u32, u32)]) -> Result<(Process, SlotImage), ImageError> {
     restore_with(bytes, vm, Vec::new(), absent, Some(staged))
 }
 
@@ -211,7 +217,7 @@ fn restore_with(
     bytes: &[u8],
     vm: &Vm,
     extra: Vec<(u32, Vec<u64>)>,
-    absent: &[u32],
+    absent: &[(u32, u32)],
     staged: Option<Heap>,
 ) -> Result<(Process, SlotImage), ImageError> {
     let cap = max_image_bytes(&vm.config.heap);
@@ -277,11 +283,11 @@ fn restore_with(
         }
         heap.supply_page(index, &data).map_err(|_| invalid("bad page record"))?;
     }
-    for &a in absent {
-        if a as usize >= seen.len() {
+    for &(from, to) in absent {
+        if from > to || to as usize > seen.len() {
             return Err(invalid("absent page outside the heap"));
         }
-        heap.mark_absent(a);
+        heap.mark_absent_range(from, to);
     }
     let lazy = deferred || !heap.all_present();
     heap.stats = img.heap.stats;

@@ -151,3 +151,20 @@ fn damaged_images_are_refused() {
     }
     assert!(refused > 0);
 }
+
+#[test]
+fn a_range_of_pages_is_marked_absent_in_one_go() {
+    let cfg = HeapConfig { page_size_bytes: 64, limit_bytes: 1 << 20, gc_min_bytes: 1 << 20 };
+    let mut h = Heap::with_layout(cfg, 8, 1).expect("a heap");
+    h.mark_absent(1);
+    h.mark_absent_range(0, 3);
+    h.mark_absent_range(6, 100);
+    h.mark_absent_range(5, 5);
+    assert_eq!(h.first_absent(), Some(0));
+    let absent: Vec<u32> = (0..8).filter(|&p| !h.is_present(p)).collect();
+    assert_eq!(absent, vec![0, 1, 2, 6, 7]);
+    for p in absent {
+        h.supply_page(p, &[0; 8]).expect("supplied");
+    }
+    assert!(h.all_present());
+}

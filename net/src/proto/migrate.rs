@@ -1221,6 +1221,36 @@ impl Dest {
         self.present.get(page as usize).copied().unwrap_or(false) || !self.lazy
     }
 
+    /// The pages of `from..to` not present, as ranges (the end excluded), in order
+    /// (none when nothing is lazy). Pages past the machine's heap count as absent.
+    pub fn absent_ranges(&self, from: PageNo, to: PageNo) -> Vec<(PageNo, PageNo)> {
+        let mut out = Vec::new();
+        if !self.lazy {
+            return out;
+        }
+        let flags = &self.present[(from as usize).min(self.present.len())..(to as usize).min(self.present.len())];
+        let mut p = 0usize;
+        while p < flags.len() {
+            match flags[p..].iter().position(|&x| !x) {
+                None => break,
+                Some(a) => {
+                    let start = p + a;
+                    let len = flags[start..].iter().position(|&x| x).unwrap_or(flags.len() - start);
+                    out.push((from + start as PageNo, from + (start + len) as PageNo));
+                    p = start + len;
+                }
+            }
+        }
+        let known = (self.present.len() as PageNo).max(from);
+        if to > known {
+            match out.last_mut() {
+                Some(last) if last.1 == known => last.1 = to,
+                _ => out.push((known, to)),
+            }
+        }
+        out
+    }
+
     fn abort(&mut self, now_us: u64, why: Failure, tell_source: bool) {
         if tell_source {
             self.out.push_back((self.source, MigMsg::Aborted { mid: self.mid }));
@@ -1779,6 +1809,36 @@ mod tests {
         assert_eq!(d.poll_action(), Some(Action::Resume { absent: 8 }));
         assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Committed { mid: 7 })));
         assert!(d.pages_pending());
+    }
+
+    #[test]
+    fn absent_pages_are_given_as_ranges() {
+        let offer = MigMsg::Offer {
+            mid: 7,
+            pid: 42,
+            size_pages: 10,
+            mechanism: Mechanism::Lazy,
+            fallback: false,
+            forwarding: Forwarding::LinkUpdate,
+            members: Vec::new(),
+            admit: None,
+        };
+        let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
+        let _ = d.poll_transmit();
+        d.handle(
+            1,
+            SRC,
+            MigMsg::Final { mid: 7, image_len: 100, pages: vec![0, 1, 4, 9], absent: vec![2, 3, 5, 6, 7, 8], partners: vec![] },
+        );
+        assert_eq!(d.absent_ranges(0, 10), vec![(2, 4), (5, 9)]);
+        assert_eq!(d.absent_ranges(3, 6), vec![(3, 4), (5, 6)]);
+        assert_eq!(d.absent_ranges(9, 10), vec![]);
+        // Past the pages it knows: absent, joined to a range that reaches its end.
+        assert_eq!(d.absent_ranges(6, 12), vec![(6, 9), (10, 12)]);
+        assert_eq!(d.absent_ranges(12, 14), vec![(12, 14)]);
+        let every: Vec<PageNo> = (0..10).filter(|&p| !d.is_present(p)).collect();
+        let from_ranges: Vec<PageNo> = d.absent_ranges(0, 10).into_iter().flat_map(|(a, b)| a..b).collect();
+        assert_eq!(every, from_ranges);
     }
 
     #[test]

@@ -422,7 +422,14 @@ impl NodeInner {
     /// Loads an image into the empty slot made for it.
     /// Reinstates an image (and, for a state-only image, its `pages`, with the `absent`
     /// ones left to fault in) into `slot`, frozen.
-    pub(super) fn reinstate(&self, _temp: Pid, slot: &Arc<Slot>, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<(), ImageError> {
+    pub(super) fn reinstate(
+        &self,
+        _temp: Pid,
+        slot: &Arc<Slot>,
+        bytes: &[u8],
+        pages: Staged,
+        absent: &[(u32, u32)],
+    ) -> Result<(), ImageError> {
         let (mut proc, img) = match pages {
             Staged::Pages(pages) => crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?,
             Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, *heap, absent)?,

@@ -207,8 +207,9 @@ impl Node {
     }
 
     /// [`Node::import_image`] for a state-only image ([`Node::export_state`]) and the
-    /// pages that came separately; the `absent` ones are fetched when touched.
-    pub fn import_state(&self, bytes: &[u8], pages: Staged, absent: &[u32]) -> Result<Pid, ImageError> {
+    /// pages that came separately; the `absent` ones (ranges of pages, the end excluded)
+    /// are fetched when touched.
+    pub fn import_state(&self, bytes: &[u8], pages: Staged, absent: &[(u32, u32)]) -> Result<Pid, ImageError> {
         let i = &self.inner;
         let tslot = Slot::new(Status::Frozen, i.now_us());
         i.reinstate(0, &tslot, bytes, pages, absent)?;
