@@ -1775,19 +1775,24 @@ mod tests {
         assert!(s.residual().is_empty());
     }
 
-    #[test]
-    fn before_the_commit_a_process_ended_changes_nothing_at_the_dest() {
+    /// A destination offered a lazy move (migration 7) of `size_pages` pages.
+    fn lazy_dest(size_pages: u32) -> Dest {
         let offer = MigMsg::Offer {
             mid: 7,
             pid: 42,
-            size_pages: 8,
+            size_pages,
             mechanism: Mechanism::Lazy,
             fallback: false,
             forwarding: Forwarding::LinkUpdate,
             members: Vec::new(),
             admit: None,
         };
-        let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
+        Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest")
+    }
+
+    #[test]
+    fn before_the_commit_a_process_ended_changes_nothing_at_the_dest() {
+        let mut d = lazy_dest(8);
         assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Accept { mid: 7 })));
         let quiet = |d: &mut Dest| d.poll_transmit().is_none() && d.poll_action().is_none() && d.outcome().is_none();
         // Receiving.
@@ -1813,17 +1818,7 @@ mod tests {
 
     #[test]
     fn absent_pages_are_given_as_ranges() {
-        let offer = MigMsg::Offer {
-            mid: 7,
-            pid: 42,
-            size_pages: 10,
-            mechanism: Mechanism::Lazy,
-            fallback: false,
-            forwarding: Forwarding::LinkUpdate,
-            members: Vec::new(),
-            admit: None,
-        };
-        let mut d = Dest::new(0, MigConfig::default(), DST, SRC, &offer, None).expect("a dest");
+        let mut d = lazy_dest(10);
         let _ = d.poll_transmit();
         d.handle(
             1,
