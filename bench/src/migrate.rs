@@ -431,9 +431,7 @@ impl RealPair {
     /// Sends `what` to `pid` from node `via` (as `tern ctl --node VIA send`: a one-line
     /// program there sends it).
     fn send(&self, via: &str, pid: u64, what: i64) -> Result<()> {
-        let text = format!("send(pid(\"{}\"), {what});\n", tern_vm::value::name_text(pid));
-        let p = tern_net::runner::compile_text("send.tern", &text).map_err(|e| anyhow!("{}", e.rendered))?;
-        let req = CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true };
+        let req = tern_net::cmd::send_request(pid, &what.to_string()).map_err(|e| anyhow!("{e}"))?;
         let mut failed = None;
         self.client(via)
             .request(&req, |reply| match reply {

@@ -287,6 +287,18 @@ pub fn migrate(
     Ok(r)
 }
 
+/// What `tern ctl send PID VALUE` asks of the node it talks to: a one-line program there,
+/// waited for, that sends VALUE (a Tern expression; errors quote it as typed) to `pid`.
+pub fn send_request(pid: u64, value: &str) -> Result<CtlRequest, String> {
+    let mut s = crate::ops::snippet::Snippet::new();
+    let f = s.file("value", value);
+    s.ours(&format!("send(pid(\"{}\"), (\n", name_text(pid)));
+    s.theirs(f, 0, value.len());
+    s.ours("\n));\n");
+    let p = s.compile("send")?;
+    Ok(CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true })
+}
+
 /// Compiles a program for spawning: its modules, encoded, and its main module's hash.
 /// An error as the `tern` command prints it: `error: MESSAGE`. Rendered compile errors
 /// already start with `error: ` (one such line per error) and are left as they are.
@@ -535,14 +547,8 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            // Errors quote the value as typed, not the program around it.
-            let mut s = crate::ops::snippet::Snippet::new();
-            let f = s.file("value", &value);
-            s.ours(&format!("send(pid(\"{}\"), (\n", name_text(pid)));
-            s.theirs(f, 0, value.len());
-            s.ours("\n));\n");
-            let req = match s.compile("send") {
-                Ok(p) => CtlRequest::Spawn { modules: p.modules.iter().map(|m| m.encode()).collect(), main: p.main, on: None, wait: true },
+            let req = match send_request(pid, &value) {
+                Ok(r) => r,
                 Err(e) => return fail(e),
             };
             match run_waiting(client, &req, json_out, false) {

@@ -23,7 +23,8 @@
 //! processes than workers — for `hysteresis_ms`. It moves one process to the least
 //! loaded peer only if that leaves the peer no more loaded than itself:
 //! `load(src) - 1/workers(src) >= load(dst) + 1/workers(dst)`, and only once that has
-//! held for `hysteresis_ms` too. So a balanced mesh makes no move, two nodes at equal
+//! held for `hysteresis_ms` too (timed while the node's busy spell is: the two waits
+//! overlap, so a node busy beside one with room acts after one wait, not two). So a balanced mesh makes no move, two nodes at equal
 //! load never trade processes, and a move can never make the mesh less balanced than it
 //! was. Loads it expects to change (moves in flight, and ended moves the windowed loads
 //! do not show yet) are counted as changed until they are. The destination checks the

@@ -329,8 +329,12 @@ impl DestRun {
         let mut done: Vec<u64> = Vec::new();
         let mut any_absent = false;
         for (m, img) in self.members.iter_mut().zip(images) {
-            let absent_list = if absent > 0 { d.absent_ranges(m.offset, m.offset + m.size) } else { Vec::new() };
-            let absent_list: Vec<(u32, u32)> = absent_list.into_iter().map(|(a, b)| (a - m.offset, b - m.offset)).collect();
+            // The member's absent pages, by its own page numbers.
+            let absent_list: Vec<(u32, u32)> = if absent > 0 {
+                d.absent_ranges(m.offset, m.offset + m.size).into_iter().map(|(a, b)| (a - m.offset, b - m.offset)).collect()
+            } else {
+                Vec::new()
+            };
             any_absent |= !absent_list.is_empty();
             let heap = std::mem::replace(&mut m.staged, Heap::new(node.vm().config.heap));
             match node.import_state(&img, tern_vm::node::Staged::Heap(Box::new(heap)), &absent_list) {

@@ -593,11 +593,12 @@ impl SourceRun {
             // of it); the freeze began at `frozen_at`.
             if let (Some(frozen), Some(sent), Some(back)) = (rep.frozen_at_us, rep.commit_sent_at_us, rep.committed_at_us) {
                 let half = back.saturating_sub(sent) / 2;
-                report.freeze_time_us = (sent + half + d.resume_wait_us).saturating_sub(frozen);
+                // (`resume_wait_us` came over the wire: no arithmetic on it may overflow.)
+                report.freeze_time_us = sent.saturating_add(half).saturating_add(d.resume_wait_us).saturating_sub(frozen);
                 report.freeze_error_us = half;
                 report.resume_wait_us = d.resume_wait_us;
             } else {
-                report.freeze_time_us += d.resume_wait_us;
+                report.freeze_time_us = report.freeze_time_us.saturating_add(d.resume_wait_us);
             }
             report.page_faults = d.page_faults;
             let l = &d.fault_latency_us;
