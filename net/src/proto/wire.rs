@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 12;
+pub const FRAME_VERSION: u8 = 13;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

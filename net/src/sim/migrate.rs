@@ -2371,7 +2371,7 @@ fn carried_msgs(w: &Wire) -> Vec<AppMsg> {
 fn short(m: &MigMsg) -> String {
     match m {
         MigMsg::Pages { round, pages, .. } => format!("Pages r{round} x{}", pages.len()),
-        MigMsg::Final { pages, absent, .. } => format!("Final pages {} absent {}", pages.len(), absent.len()),
+        MigMsg::Final { pages, absent, .. } => format!("Final pages {} absent {}", pages.len(), crate::proto::migrate::ranges_len(absent)),
         MigMsg::PageData { pages, pushed, .. } => format!("PageData x{} pushed={pushed}", pages.len()),
         MigMsg::Fetch { pages, .. } => format!("Fetch {pages:?}"),
         other => format!("{other:?}"),

@@ -15,10 +15,10 @@
 //! image's size, every module verified; a bad one makes reinstating fail, which aborts
 //! the migration before the commit point.
 
-use super::streams::{frame_bytes, from_ranges, next_input, on_session, open_fault_stream, wait_until};
+use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, wait_until, DestInputs};
 use super::{mig_config, Input, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
-use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, RefuseReason};
+use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigWire, PageRec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub(super) fn run_dest(
     from: u16,
     offer: MigMsg,
     out: mpsc::Sender<Vec<u8>>,
-    inputs: crossbeam_channel::Receiver<Input>,
+    mut inputs: DestInputs,
     rt: tokio::runtime::Handle,
 ) {
     let node = sh.node();
@@ -70,7 +70,7 @@ pub(super) fn run_dest(
         if r.running && d.pages_pending() {
             wait = wait.min(ENDED_POLL);
         }
-        match next_input(&inputs, wait) {
+        match inputs.next(wait) {
             Ok(input) => r.input(&sh, node, &mut d, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -152,7 +152,7 @@ impl DestRun {
         from: u16,
         offer: &MigMsg,
         out: mpsc::Sender<Vec<u8>>,
-        inputs: &crossbeam_channel::Receiver<Input>,
+        inputs: &DestInputs,
         rt: tokio::runtime::Handle,
     ) -> Option<(DestRun, Dest)> {
         let mid = offer.mid();
@@ -225,8 +225,9 @@ impl DestRun {
 
     /// The offer is followed by the hashes of the process's modules: the answer (those
     /// missing here) goes before the machine's `Accept`, so the source has it in time.
-    fn answer_need(&mut self, node: &Node, inputs: &crossbeam_channel::Receiver<Input>) -> bool {
-        match next_input(inputs, Duration::from_secs(30)) {
+    fn answer_need(&mut self, node: &Node, inputs: &DestInputs) -> bool {
+        let Some(bulk) = &inputs.bulk else { return false };
+        match bulk.recv_timeout(Duration::from_secs(30)).map(decoded) {
             Ok(Input::Wire(_, MigWire::Need { hashes, hot, .. })) => {
                 let missing: Vec<ModuleHash> = hashes.into_iter().take(4096).filter(|h| !node.vm().has_module(h)).collect();
                 let _ = self.out.blocking_send(frame_bytes(&MigWire::Need { mid: self.mid, hashes: missing, hot: vec![] }));
@@ -516,7 +517,7 @@ impl DestRun {
         match w {
             MigWire::Msg(MigMsg::Offer { .. }) => {}
             MigWire::Final { mid, image_len, pages, absent, partners } => {
-                let (pages, absent) = self.final_lists(sh, &pages, &absent);
+                let (pages, absent) = self.final_lists(sh, &pages, absent);
                 d.handle(sh.now_us(), f, MigMsg::Final { mid, image_len, pages, absent, partners })
             }
             MigWire::Msg(m) => {
@@ -547,14 +548,15 @@ impl DestRun {
         }
     }
 
-    /// `Final`'s page lists (as ranges), each at most every page of the heap limit; a
-    /// longer one is bad (reinstating fails) and the machine gets empty lists.
-    fn final_lists(&mut self, sh: &Host, pages: &[(u32, u32)], absent: &[(u32, u32)]) -> (Vec<u32>, Vec<u32>) {
+    /// `Final`'s page lists (as ranges), each at most every page of the heap limit, the
+    /// absent ones in order and apart; others are bad (reinstating fails) and the
+    /// machine gets empty lists.
+    fn final_lists(&mut self, sh: &Host, pages: &[PageRange], absent: Vec<PageRange>) -> (Vec<u32>, Vec<PageRange>) {
         let max = (sh.cfg.limits.heap_bytes / sh.cfg.page_size as u64).min(u64::from(u32::MAX)) as u32 + 1;
-        match (from_ranges(pages, max), from_ranges(absent, max)) {
+        match (from_ranges(pages, max), checked_ranges(absent, max)) {
             (Some(pages), Some(absent)) => (pages, absent),
             _ => {
-                self.bad = Some("the final page lists are over the heap limit".into());
+                self.bad = Some("the final page lists are over the heap limit or out of order".into());
                 (Vec::new(), Vec::new())
             }
         }

@@ -50,12 +50,18 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use streams::{frame_bytes, read_frames, spawn_writer, wire_mid};
+use streams::{frame_bytes, read_frames, spawn_writer, wire_mid, DestInputs};
 
 type Pid = u64;
 
-/// Pages per data frame on a migration stream.
-const PAGES_PER_FRAME: usize = 256;
+/// Pages per data frame on a migration stream: small enough that a destination
+/// installing one keeps a fault waiting briefly (faults go first, between frames).
+const PAGES_PER_FRAME: usize = 64;
+/// Pages per message of the machines (sent as several frames).
+const PAGES_PER_MSG: u32 = 256;
+/// Frames the migration stream's writer may hold before the background push waits for
+/// room: enough to keep the link busy, few enough that what is pushed is soon there.
+const PUSH_QUEUE_FRAMES: usize = 8;
 /// Largest state image accepted (the heap's pages travel separately).
 const MAX_IMAGE: usize = 256 << 20;
 /// Priority of the page-fault stream (bulk streams have 0).
@@ -220,7 +226,7 @@ fn mig_config(sh: &Host) -> MigConfig {
         prefetch: sh.cfg.prefetch,
         push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
         push_pages: 256,
-        max_pages_per_msg: PAGES_PER_FRAME as u32,
+        max_pages_per_msg: PAGES_PER_MSG,
         source_down_limit_us: sh.cfg.limits.source_down_ms().saturating_mul(1_000),
         ..MigConfig::default()
     }
@@ -544,8 +550,9 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                             return;
                         }
                     };
-                    let inputs = sh.mig.register(mid);
-                    let tx = sh.mig.runs.lock().get(&mid).cloned();
+                    // This stream's frames come apart from the rest (`DestInputs`).
+                    let (bulk_tx, bulk) = crossbeam_channel::unbounded();
+                    let inputs = DestInputs { urgent: sh.mig.register(mid), bulk: Some(bulk) };
                     let sh2 = sh.clone();
                     let spawned = std::thread::Builder::new().name(format!("tern-mig-in-{mid:x}")).spawn(move || {
                         let _slot = slot;
@@ -555,9 +562,7 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                         sh.mig.runs.lock().remove(&mid);
                         return;
                     }
-                    if let Some(tx) = tx {
-                        read_frames(recv, from, max, tx).await;
-                    }
+                    read_frames(recv, from, max, bulk_tx).await;
                 }
                 MigWire::Msg(fetch @ MigMsg::Fetch { .. }) => {
                     let mid = fetch.mid();

@@ -7,7 +7,7 @@
 //! messages, streams failing, peers going down), and the report.
 
 use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
-use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME};
+use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME, PUSH_QUEUE_FRAMES};
 use crate::node::Host;
 use crate::proto::mechanism::{choose, Choice, Sizes};
 use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
@@ -57,8 +57,13 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
         }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
             Ok(input) => r.input(sh, &mut src, input),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => src.handle_timeout(sh.now_us()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        // (Also after an input: a steady stream of fetches must not hold the push off.)
+        if src.poll_timeout().is_some_and(|t| sh.now_us() >= t) {
+            src.set_push_room(r.push_room());
+            src.handle_timeout(sh.now_us());
         }
         r.release_early_fetches(sh, &mut src);
     }
@@ -336,6 +341,14 @@ impl SourceRun {
         self.report.ok = false;
         self.report.total_time_us = self.started.elapsed().as_micros() as u64;
         self.report
+    }
+
+    /// Pages the background push may send now: as many as fill the stream writer's
+    /// queue up to [`PUSH_QUEUE_FRAMES`] (none without a stream).
+    fn push_room(&self) -> u32 {
+        let Some(tx) = &self.bulk else { return 0 };
+        let queued = tx.max_capacity() - tx.capacity();
+        (PUSH_QUEUE_FRAMES.saturating_sub(queued) * PAGES_PER_FRAME) as u32
     }
 
     fn send_stream(&mut self, fault: bool, w: &MigWire) -> bool {
@@ -707,6 +720,7 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     let len = image.len() as u64;
                     r.image = Some(image);
                     src.frozen(stopping, &dirty, len);
+
                     set_phase(&r.progress, "frozen");
                 }
                 Err(e) => {

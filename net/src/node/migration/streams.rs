@@ -4,7 +4,7 @@
 //! messages take the session instead.
 
 use super::{Host, Input, FAULT_PRIORITY};
-use crate::proto::migrate::MigMsg;
+use crate::proto::migrate::{to_ranges, MigMsg, PageRange};
 use crate::proto::wire::{self, MigWire};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,18 +71,6 @@ pub(super) async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usi
     }
 }
 
-/// Page numbers as ranges `[start, end)`.
-pub(super) fn to_ranges(pages: &[u32]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for &p in pages {
-        match out.last_mut() {
-            Some((_, end)) if *end == p => *end += 1,
-            _ => out.push((p, p.saturating_add(1))),
-        }
-    }
-    out
-}
-
 /// Ranges back into page numbers, refusing more than `max` of them.
 pub(super) fn from_ranges(ranges: &[(u32, u32)], max: u32) -> Option<Vec<u32>> {
     let total: u64 = ranges.iter().map(|&(a, b)| u64::from(b.saturating_sub(a))).sum();
@@ -92,11 +80,26 @@ pub(super) fn from_ranges(ranges: &[(u32, u32)], max: u32) -> Option<Vec<u32>> {
     Some(ranges.iter().flat_map(|&(a, b)| a..b).collect())
 }
 
+/// Ranges as the machines take them: each `[start, end)` not empty, in order, apart,
+/// at most `max` pages in all; `None` otherwise.
+pub(super) fn checked_ranges(ranges: Vec<PageRange>, max: u32) -> Option<Vec<PageRange>> {
+    let mut total = 0u64;
+    let mut prev_end = 0u32;
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        if a >= b || (i > 0 && a < prev_end) {
+            return None;
+        }
+        prev_end = b;
+        total += u64::from(b - a);
+    }
+    (total <= u64::from(max)).then_some(ranges)
+}
+
 /// A message as it goes on the migration stream (`Final` with ranges).
 pub(super) fn wire_msg(m: MigMsg) -> MigWire {
     match m {
         MigMsg::Final { mid, image_len, pages, absent, partners } => {
-            MigWire::Final { mid, image_len, pages: to_ranges(&pages), absent: to_ranges(&absent), partners }
+            MigWire::Final { mid, image_len, pages: to_ranges(&pages), absent, partners }
         }
         m => MigWire::Msg(m),
     }
@@ -126,13 +129,54 @@ pub(super) fn next_input(
     inputs: &crossbeam_channel::Receiver<Input>,
     wait: Duration,
 ) -> Result<Input, crossbeam_channel::RecvTimeoutError> {
-    inputs.recv_timeout(wait).map(|i| match i {
+    inputs.recv_timeout(wait).map(decoded)
+}
+
+pub(super) fn decoded(i: Input) -> Input {
+    match i {
         Input::Frame(from, buf, max) => match wire::decode::<MigWire>(&buf, max) {
             Ok(w) => Input::Wire(from, w),
             Err(e) => Input::StreamFailed(format!("bad migration frame: {e}")),
         },
         other => other,
-    })
+    }
+}
+
+/// A destination's inputs: `urgent` (faults, their stream's pages, the session's
+/// messages, peers) before `bulk` (the migration stream: rounds, the image, the
+/// background push), so that a fault never waits behind bulk data that came first.
+pub(super) struct DestInputs {
+    pub(super) urgent: crossbeam_channel::Receiver<Input>,
+    /// `None` once the stream ended (its reader is gone).
+    pub(super) bulk: Option<crossbeam_channel::Receiver<Input>>,
+}
+
+impl DestInputs {
+    /// The next input, urgent ones first; `Disconnected` when the urgent side is.
+    pub(super) fn next(&mut self, wait: Duration) -> Result<Input, crossbeam_channel::RecvTimeoutError> {
+        use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+        match self.urgent.try_recv() {
+            Ok(i) => return Ok(decoded(i)),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        let Some(bulk) = &self.bulk else { return next_input(&self.urgent, wait) };
+        let mut sel = crossbeam_channel::Select::new();
+        let u = sel.recv(&self.urgent);
+        sel.recv(bulk);
+        let Ok(op) = sel.select_timeout(wait) else { return Err(RecvTimeoutError::Timeout) };
+        if op.index() == u {
+            return op.recv(&self.urgent).map(decoded).map_err(|_| RecvTimeoutError::Disconnected);
+        }
+        match op.recv(bulk) {
+            Ok(i) => Ok(decoded(i)),
+            Err(_) => {
+                // The stream's reader ended (what it had is all here): urgent ones only now.
+                self.bulk = None;
+                self.next(Duration::ZERO)
+            }
+        }
+    }
 }
 
 /// Opens the high-priority page-fault stream to node `to` for migration `mid` (its
@@ -143,4 +187,47 @@ pub(super) fn open_fault_stream(sh: &Arc<Host>, rt: &tokio::runtime::Handle, to:
     let tx = sh.mig.runs.lock().get(&mid).cloned()?;
     rt.spawn(read_frames(recv, to, sh.cfg.limits.frame_bytes as usize, tx));
     Some(spawn_writer(rt, s, FAULT_PRIORITY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{checked_ranges, DestInputs, Input};
+    use std::time::Duration;
+
+    #[test]
+    fn a_destination_takes_urgent_inputs_before_bulk_ones_and_outlives_its_stream() {
+        let (utx, urgent) = crossbeam_channel::unbounded();
+        let (btx, bulk) = crossbeam_channel::unbounded();
+        let mut inputs = DestInputs { urgent, bulk: Some(bulk) };
+        for n in 0..3 {
+            btx.send(Input::PeerUp(n)).unwrap();
+        }
+        utx.send(Input::Fault(7, 1)).unwrap();
+        // The fault came after three bulk inputs and is taken first.
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::Fault(7, 1))));
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::PeerUp(0))));
+        utx.send(Input::Fault(7, 2)).unwrap();
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::Fault(7, 2))));
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::PeerUp(1))));
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::PeerUp(2))));
+        // The stream ended: the urgent side goes on alone.
+        drop(btx);
+        assert!(matches!(inputs.next(Duration::from_millis(1)), Err(crossbeam_channel::RecvTimeoutError::Timeout)));
+        assert!(inputs.bulk.is_none());
+        utx.send(Input::Fault(7, 3)).unwrap();
+        assert!(matches!(inputs.next(Duration::ZERO), Ok(Input::Fault(7, 3))));
+        drop(utx);
+        assert!(matches!(inputs.next(Duration::ZERO), Err(crossbeam_channel::RecvTimeoutError::Disconnected)));
+    }
+
+    #[test]
+    fn absent_ranges_from_a_source_must_be_in_order_apart_and_within_the_limit() {
+        assert_eq!(checked_ranges(vec![(0, 4), (6, 9)], 10), Some(vec![(0, 4), (6, 9)]));
+        assert_eq!(checked_ranges(vec![], 0), Some(vec![]));
+        assert_eq!(checked_ranges(vec![(0, 4), (3, 9)], 100), None, "overlapping");
+        assert_eq!(checked_ranges(vec![(6, 9), (0, 4)], 100), None, "out of order");
+        assert_eq!(checked_ranges(vec![(4, 4)], 100), None, "empty");
+        assert_eq!(checked_ranges(vec![(0, 4), (6, 9)], 6), None, "over the limit");
+        assert_eq!(checked_ranges(vec![(0, u32::MAX)], u32::MAX), Some(vec![(0, u32::MAX)]));
+    }
 }
