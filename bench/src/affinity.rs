@@ -10,7 +10,7 @@
 //! (`tern ctl --json top`), and the nodes' utilization is read while measuring, against
 //! the watermarks. Results: `bench/results/policy-affinity.md`.
 
-use crate::exec::{self, Outcome};
+use crate::exec::{self, KillOnDrop, Outcome};
 use crate::forwarding_real::median;
 use crate::procs::{self, TempDir};
 use crate::remote::TernMesh;
@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -161,16 +161,6 @@ fn moves_and_util(tern: &Path, config: &Path) -> Result<(u64, Vec<(String, u64)>
     Ok((moves, util))
 }
 
-/// Kills the waiting `tern ctl spawn` when a run ends early.
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The next line the program printed that satisfies `f`, within `limit`.
 fn line_where(lines: &mpsc::Receiver<String>, limit: Duration, f: impl Fn(&str) -> bool) -> Result<String> {
     let deadline = Instant::now() + limit;
@@ -191,7 +181,8 @@ fn run_once(tern: &Path, dir: &Path, mode: &str, file: &Path, args: &AffinityArg
     let mut cmd = Command::new(tern);
     cmd.arg("ctl").arg("--config").arg(&config).args(["--node", "a", "spawn"]).arg(file).arg("--wait");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = Spawned(cmd.spawn().context("cannot start tern ctl spawn")?);
+    // Kills the waiting `tern ctl spawn` when a run ends early.
+    let mut child = KillOnDrop(cmd.spawn().context("cannot start tern ctl spawn")?);
     let stdout = child.0.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {

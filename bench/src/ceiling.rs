@@ -14,11 +14,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tern_net::config::MeshConfig;
+
+use crate::exec::KillOnDrop;
 
 /// A transport's best transfers.
 pub struct Ceiling {
@@ -53,37 +55,25 @@ pub struct SinkArgs {
     tcp: Option<SocketAddr>,
 }
 
-/// The sink's child process, killed when dropped.
-struct Sink(Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Sink {
-    /// Starts `tern-bench ceiling-sink ARGS` and waits for its `ready` line (its rest:
-    /// what it said).
-    fn start(args: &[&str]) -> Result<(Sink, String)> {
-        let exe = std::env::current_exe().context("cannot find this program's path")?;
-        let mut child = Command::new(exe)
-            .arg("ceiling-sink")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the ceiling sink")?;
-        let out = child.stdout.take().ok_or_else(|| anyhow!("the sink has no stdout"))?;
-        let sink = Sink(child);
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).context("reading the sink's first line")?;
-        match line.trim().strip_prefix("ready") {
-            Some(rest) => Ok((sink, rest.trim().to_string())),
-            None => bail!("the sink said {line:?}, not ready"),
-        }
+/// Starts `tern-bench ceiling-sink ARGS` and waits for its `ready` line (its rest: what
+/// it said). The sink is killed when the guard is dropped.
+fn start_sink(args: &[&str]) -> Result<(KillOnDrop, String)> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut child = Command::new(exe)
+        .arg("ceiling-sink")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the ceiling sink")?;
+    let out = child.stdout.take().ok_or_else(|| anyhow!("the sink has no stdout"))?;
+    let sink = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).context("reading the sink's first line")?;
+    match line.trim().strip_prefix("ready") {
+        Some(rest) => Ok((sink, rest.trim().to_string())),
+        None => bail!("the sink said {line:?}, not ready"),
     }
 }
 
@@ -163,7 +153,7 @@ pub fn quic(dir: &Path, bytes: u64, runs: usize) -> Result<Ceiling> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     tern_net::tls::install_provider();
     let cfg = tern_net::cmd::loopback_mesh(dir, 2, "").map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
-    let (_sink, _) = Sink::start(&["--quic", &cfg.file.to_string_lossy()])?;
+    let (_sink, _) = start_sink(&["--quic", &cfg.file.to_string_lossy()])?;
     let client_cfg = tern_net::tls::client_config(&cfg, "b", tern_net::tls::ALPN_MESH).map_err(|e| anyhow!("{e}"))?;
     let addr_a = cfg.node("a").map(|n| n.addr).ok_or_else(|| anyhow!("no node a"))?;
     let addr_b = cfg.node("b").map(|n| n.addr).ok_or_else(|| anyhow!("no node b"))?;
@@ -208,7 +198,7 @@ pub fn quic(dir: &Path, bytes: u64, runs: usize) -> Result<Ceiling> {
 
 /// `bytes` on one TCP connection on loopback to a sink process, `runs` times.
 pub fn tcp(bytes: u64, runs: usize) -> Result<Ceiling> {
-    let (_sink, port) = Sink::start(&["--tcp", "127.0.0.1:0"])?;
+    let (_sink, port) = start_sink(&["--tcp", "127.0.0.1:0"])?;
     let port: u16 = port.parse().with_context(|| format!("the sink's port {port:?}"))?;
     let mut conn = TcpStream::connect(("127.0.0.1", port)).context("cannot connect to the sink")?;
     conn.set_nodelay(true)?;

@@ -111,6 +111,17 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
     })
 }
 
+/// A child process that is killed (SIGKILL) and reaped when this is dropped: on every
+/// path out of its owner's scope, an early return, an error or a panic alike.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The full path of the executable `name` on `PATH`, if any.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

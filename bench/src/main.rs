@@ -12,7 +12,8 @@
 //!   `bench/results/remote-speed.md`.
 //! - `migrate`: live migration between two `tern node` processes (freeze, precopy, lazy,
 //!   hybrid; heaps of 1 MiB to 1 GiB; idle, light and heavy writers) beside the raw QUIC
-//!   and TCP throughput between two processes; prints a markdown table and writes `bench/results/migration-speed.md`
+//!   and TCP throughput between two processes and QEMU's pre-copy live migration of a
+//!   guest of the same size (the anchor, `--no-qemu` to skip it); prints a markdown table and writes `bench/results/migration-speed.md`
 //!   and the chart `bench/results/migration-freeze.svg`.
 //! - `jit-migrate`: how soon a migrated process runs compiled again at its destination,
 //!   with and without the hotness profile; writes `bench/results/jit-migrate.md`.
@@ -31,6 +32,7 @@ mod jit_migrate;
 mod migrate;
 mod policy;
 mod procs;
+mod qemu;
 mod remote;
 mod report;
 mod table;
@@ -62,7 +64,7 @@ enum Command {
     /// without the hotness profile.
     JitMigrate(jit_migrate::JitMigrateArgs),
     /// Live migration between two nodes: freeze, precopy, lazy and hybrid at several heap
-    /// sizes and write rates, beside the raw QUIC throughput.
+    /// sizes and write rates, beside the raw QUIC throughput and QEMU's pre-copy.
     Migrate(migrate::MigrateArgs),
     /// The four message-forwarding mechanisms compared: control messages, hops and
     /// latency of the first message after a move, state left behind, lost nodes.

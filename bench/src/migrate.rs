@@ -19,6 +19,11 @@
 //! The ceilings (`crate::ceiling`): one QUIC stream with the mesh's TLS, and one TCP
 //! connection, from this process to a `tern-bench ceiling-sink` child; best of three.
 //!
+//! The migration anchor (`crate::qemu`, unless `--no-qemu`): QEMU's pre-copy live
+//! migration of a stopped guest of each heap size, its RAM filled with random bytes,
+//! between two `qemu-system-x86_64` processes on loopback, run after Tern's runs of that
+//! size; skipped with a loud warning when QEMU is not installed.
+//!
 //! Output: a markdown table (printed, and written to `bench/results/migration-speed.md`
 //! with the targets and whether they were met) and a chart of freeze time against heap
 //! size per mechanism, one panel per writer (`bench/results/migration-freeze.svg`).
@@ -42,6 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::ceiling::{self, Ceiling};
 use crate::procs::{self, TempDir};
+use crate::qemu;
 use crate::remote::TernMesh;
 use crate::report;
 
@@ -107,6 +113,10 @@ pub struct MigrateArgs {
     /// Use <workspace>/target/release/tern as it is, without building it first.
     #[arg(long)]
     no_build: bool,
+    /// Skip the QEMU pre-copy peer (the migration anchor: a stopped QEMU guest of each
+    /// heap size migrated between two qemu-system-x86_64 processes on loopback).
+    #[arg(long)]
+    no_qemu: bool,
 }
 
 /// The transports' ceilings, each between two OS processes.
@@ -156,6 +166,7 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
     let load_before = load_average();
 
     let tern = procs::tern_to_measure(args.tern.as_deref(), args.no_build, &crate::workspace_root())?;
+    let mut peer = qemu::Peer::new(args.no_qemu);
     eprintln!("raw QUIC ceiling: {ceiling_mib} MiB on one stream to another process, best of 3 ...");
     let quic = ceiling::quic(&temp.0.join("ceiling"), ceiling_mib << 20, 3)?;
     eprintln!("  {:.0} MiB/s ({})", quic.mib_s(), quic.times_text());
@@ -191,13 +202,18 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
                 results.push(r);
             }
         }
+        // The anchor, in the same run, after Tern's runs of this size.
+        peer.measure(&temp.0.join(format!("qemu-{size}")), size, limit);
     }
 
     let table = render_table(&results);
-    let targets = targets(&results, &ceiling);
+    let targets = targets(&results, &ceiling, &peer);
     println!("{table}");
     println!("{}", render_targets(&targets));
-    let document = results_document(args, &sizes, &ceiling, &table, &targets, &results, &load_before);
+    // The anchor in one line: QEMU's times and whether Tern's precopy beat them.
+    let met = targets.iter().find(|c| c.what.starts_with(QEMU_TARGET)).map(|c| c.met);
+    println!("{}; target \"{QEMU_TARGET}\": {}", peer.summary(), verdict(met.flatten()));
+    let document = results_document(args, &sizes, &ceiling, &table, &targets, &results, &peer, &load_before);
     if full || args.write {
         let dir = crate::bench_dir().join("results");
         let md = dir.join("migration-speed.md");
@@ -208,7 +224,8 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
     } else {
         eprintln!("(a partial run: the result files are not written; --write writes them)");
     }
-    Ok(results.iter().all(|r| r.ok_report().is_some()))
+    peer.warn_if_missing();
+    Ok(results.iter().all(|r| r.ok_report().is_some()) && !peer.failed())
 }
 
 /// The names of `given` (all of `all` if empty), each one of `all`, in `all`'s order.
@@ -565,7 +582,7 @@ fn migrate_once(
 // Tables, targets, documents, chart
 // ---------------------------------------------------------------------------------
 
-fn size_label(mib: u64) -> String {
+pub(crate) fn size_label(mib: u64) -> String {
     if mib >= 1024 && mib.trailing_zeros() >= 10 {
         format!("{} GiB", mib / 1024)
     } else {
@@ -656,7 +673,7 @@ fn find<'a>(results: &'a [RunResult], size: u64, rate: &str, mechanism: &str) ->
     results.iter().find(|r| r.size_mib == size && r.rate == rate && r.mechanism == mechanism)
 }
 
-fn targets(results: &[RunResult], ceilings: &Ceilings) -> Vec<TargetCheck> {
+fn targets(results: &[RunResult], ceilings: &Ceilings, peer: &qemu::Peer) -> Vec<TargetCheck> {
     let mut out = Vec::new();
     let failed_note = |rs: &[&RunResult]| {
         let n = rs.iter().filter(|r| r.ok_report().is_none()).count();
@@ -797,25 +814,75 @@ fn targets(results: &[RunResult], ceilings: &Ceilings) -> Vec<TargetCheck> {
             met: Some(whole.is_empty() && heavy.iter().all(|r| r.ok_report().is_some())),
         });
     }
+    // 7. The anchor: precopy (idle process) faster than QEMU's pre-copy (stopped guest).
+    out.push(qemu_target(results, peer));
     out
+}
+
+/// The QEMU anchor's target.
+const QEMU_TARGET: &str = "precopy total time below QEMU's for the same size in the same run";
+
+/// Tern's `precopy` total time, writer none, against QEMU's pre-copy of a stopped guest
+/// of the same size in the same run: 256 MiB first, then every other size run; met when
+/// Tern is below QEMU at each of them.
+fn qemu_target(results: &[RunResult], peer: &qemu::Peer) -> TargetCheck {
+    let what = format!("{QEMU_TARGET} (writer none; QEMU: stopped guest)");
+    let mut runs: Vec<&RunResult> = results.iter().filter(|r| r.rate == "none" && r.mechanism == "precopy").collect();
+    runs.sort_by_key(|r| (r.size_mib != 256, r.size_mib));
+    if let Some(why) = peer.skipped() {
+        return TargetCheck { what, measured: format!("not measured: QEMU pre-copy {}", why.replace("**", "")), met: None };
+    }
+    if runs.is_empty() {
+        return TargetCheck { what, measured: "not run (no precopy run with writer none)".into(), met: None };
+    }
+    let mut all_below = true;
+    let parts: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let size = size_label(r.size_mib);
+            let tern = match r.ok_report() {
+                Some(rep) => rep.total_time_us,
+                None => {
+                    all_below = false;
+                    return format!("{size}: the Tern run failed");
+                }
+            };
+            match peer.total_ms(r.size_mib) {
+                Some(Ok(q)) => {
+                    let below = tern < q * 1000;
+                    all_below &= below;
+                    format!(
+                        "{size}: Tern {:.1} ms, QEMU {q} ms (Tern/QEMU {:.2}, {})",
+                        tern as f64 / 1e3,
+                        tern as f64 / 1e3 / (q.max(1)) as f64,
+                        if below { "below" } else { "NOT below" }
+                    )
+                }
+                Some(Err(e)) => {
+                    all_below = false;
+                    format!("{size}: {e}")
+                }
+                None => {
+                    all_below = false;
+                    format!("{size}: QEMU not run")
+                }
+            }
+        })
+        .collect();
+    TargetCheck { what, measured: parts.join("; "), met: Some(all_below) }
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "not measured",
+    }
 }
 
 fn render_targets(checks: &[TargetCheck]) -> String {
     let headers: Vec<String> = ["target", "measured", "met"].iter().map(|h| h.to_string()).collect();
-    let rows: Vec<Vec<String>> = checks
-        .iter()
-        .map(|c| {
-            vec![
-                c.what.clone(),
-                c.measured.clone(),
-                match c.met {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "not measured".into(),
-                },
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = checks.iter().map(|c| vec![c.what.clone(), c.measured.clone(), verdict(c.met).to_string()]).collect();
     report::markdown_table(&headers, &rows)
 }
 
@@ -833,6 +900,7 @@ fn results_document(
     table: &str,
     checks: &[TargetCheck],
     results: &[RunResult],
+    peer: &qemu::Peer,
     load_before: &str,
 ) -> String {
     let root = crate::workspace_root();
@@ -848,6 +916,9 @@ fn results_document(
     }
     if !args.mechanisms.is_empty() {
         let _ = write!(invocation, " --mechanisms {}", args.mechanisms.join(","));
+    }
+    if args.no_qemu {
+        invocation.push_str(" --no-qemu");
     }
     let mut doc = String::from("# Tern live migration: freeze, precopy, lazy, hybrid\n\n");
     let _ = writeln!(doc, "- Date: {}", report::utc_now());
@@ -908,6 +979,7 @@ fn results_document(
          the destination), their latency, and `pushed` (pages sent by the background push) for lazy and hybrid; \
          `stop` why the pre-copy rounds stopped and `throttle` the highest throttle level applied.\n",
     );
+    doc.push_str(&peer.section());
     doc.push_str("\n## Targets\n\n");
     doc.push_str(&render_targets(checks));
     let failed: Vec<&RunResult> = results.iter().filter(|r| r.ok_report().is_none()).collect();
@@ -1047,6 +1119,52 @@ mod tests {
         assert_eq!(pick(&[], &MECHANISMS, "--m").unwrap(), MECHANISMS.to_vec());
         assert_eq!(pick(&["lazy".into(), "freeze".into()], &MECHANISMS, "--m").unwrap(), vec!["freeze", "lazy"]);
         assert!(pick(&["fast".into()], &MECHANISMS, "--m").is_err());
+    }
+
+    /// The results document of a made-up run with the QEMU peer, and its target row.
+    #[test]
+    fn the_document_has_the_qemu_peer_and_its_target() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: MigrateArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["migrate", "--sizes", "1,256", "--mechanisms", "precopy", "--rates", "none"]).args;
+        let run = |size_mib: u64, total_time_us: u64| RunResult {
+            size_mib,
+            rate: "none",
+            mechanism: "precopy",
+            pages_per_ms: 0.0,
+            report: Some(MigReport { ok: true, total_time_us, heap_pages: (size_mib << 8) as u32, ..MigReport::default() }),
+            problem: None,
+            build_s: 0.1,
+        };
+        let results = vec![run(1, 9_000), run(256, 2_049_600)];
+        let ceiling = || Ceiling { bytes: 64 << 20, times: vec![0.3] };
+        let ceilings = Ceilings { quic: ceiling(), tcp: ceiling() };
+        let peer = qemu::Peer::ran(&[(1, 11), (256, 794)]);
+        let checks = targets(&results, &ceilings, &peer);
+        let row = checks.iter().find(|c| c.what.starts_with(QEMU_TARGET)).unwrap();
+        assert_eq!(row.met, Some(false));
+        assert!(row
+            .measured
+            .starts_with("256 MiB: Tern 2049.6 ms, QEMU 794 ms (Tern/QEMU 2.58, NOT below); 1 MiB: Tern 9.0 ms, QEMU 11 ms"));
+        let doc = results_document(&args, &[1, 256], &ceilings, &render_table(&results), &checks, &results, &peer, "");
+        if std::env::var_os("TERN_BENCH_SHOW").is_some() {
+            println!("{doc}");
+        }
+        let (peer_at, targets_at) = (doc.find("## Peer: QEMU pre-copy (same run)").unwrap(), doc.find("## Targets").unwrap());
+        assert!(peer_at < targets_at);
+        assert!(doc[targets_at..].contains("| precopy total time below QEMU's for the same size in the same run"));
+
+        let skipped = qemu::Peer::skipped_for("skipped (--no-qemu)");
+        let row = qemu_target(&results, &skipped);
+        assert_eq!(row.met, None);
+        assert_eq!(row.measured, "not measured: QEMU pre-copy skipped (--no-qemu)");
+        let faster = qemu::Peer::ran(&[(1, 11), (256, 3000)]);
+        assert_eq!(qemu_target(&results, &faster).met, Some(true));
+        let failed = qemu::Peer::ran(&[(1, 11), (256, 0)]);
+        assert_eq!(qemu_target(&results, &failed).met, Some(false));
     }
 
     #[test]
