@@ -168,6 +168,8 @@ pub(super) struct SourceRun {
     /// no faster; the frozen transfer and fetched pages are not held back.
     cap_bytes_s: u64,
     paced: Option<(Instant, u64)>,
+    /// What is left here of the processes after the commit, freed when the run ends.
+    remains: Vec<tern_vm::node::Remains>,
 }
 
 impl SourceRun {
@@ -219,6 +221,7 @@ impl SourceRun {
             failure: None,
             cap_bytes_s: 0,
             paced: None,
+            remains: Vec::new(),
         }
     }
 
@@ -760,9 +763,11 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                 }
             }
             let mut lates = Vec::with_capacity(r.members.len());
-            // What is left of the processes here is freed once the late messages are
-            // on their way (the destination runs them when those are there).
-            let mut remains = Vec::with_capacity(r.members.len());
+            // What is left of the processes here is freed when the migration is over,
+            // well after the late messages went (the destination runs them when those are
+            // there): unmapping a large heap holds this OS process's memory map, which
+            // the network thread sending them needs.
+            let remains = &mut r.remains;
             for m in &mut r.members {
                 match node.commit_export_keeping(m.pid, r.dest, r.forwarding) {
                     Ok((late, left)) => {
@@ -790,7 +795,6 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
             let w = MigWire::Late { mid: r.mid, late: lates };
             let _ = r.send_stream(false, &w);
             let _ = sh.send_frame(r.dest, &Frame::Mig(w));
-            drop(remains);
         }
         Action::DeleteSource => {
             for m in &mut r.members {
