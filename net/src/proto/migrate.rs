@@ -530,39 +530,42 @@ pub fn to_ranges(pages: &[PageNo]) -> Vec<PageRange> {
 /// few, through a bitmap of the heap when they are many (a heavy writer's dirty set is
 /// the whole heap, and sorting it would cost more than the freeze may take).
 fn sorted_union(mut a: Vec<PageNo>, b: &[PageNo], size: PageNo) -> Vec<PageNo> {
-    if (a.len() + b.len()) < (size as usize / 64).max(1024) {
+    if few(a.len() + b.len(), size) {
         a.extend(b.iter().copied().filter(|&p| p < size));
         a.sort_unstable();
         a.dedup();
         return a;
     }
-    let mut bits = vec![false; size as usize];
-    for &p in a.iter().chain(b) {
-        if let Some(x) = bits.get_mut(p as usize) {
-            *x = true;
-        }
-    }
+    let bits = with_pages(vec![false; size as usize], &a, b);
     a.clear();
     a.extend(bits.iter().enumerate().filter(|(_, &x)| x).map(|(i, _)| i as PageNo));
     a
 }
 
-/// The pages of `a` and `b` below `size`, and those not `sent` (if given), as ranges:
-/// through a bitmap of the heap when they are many, with no list of them.
-fn page_ranges(a: Vec<PageNo>, b: &[PageNo], size: PageNo, sent: Option<&[bool]>) -> Vec<PageRange> {
-    if sent.is_none() && (a.len() + b.len()) < (size as usize / 64).max(1024) {
-        return to_ranges(&sorted_union(a, b, size));
-    }
-    let mut bits: Vec<bool> = match sent {
-        Some(sent) => sent.iter().map(|&s| !s).collect(),
-        None => vec![false; size as usize],
-    };
+/// Whether `n` pages of a heap of `size` are few enough to sort rather than map.
+fn few(n: usize, size: PageNo) -> bool {
+    n < (size as usize / 64).max(1024)
+}
+
+/// `bits` with the pages of `a` and `b` (those inside it) set.
+fn with_pages(mut bits: Vec<bool>, a: &[PageNo], b: &[PageNo]) -> Vec<bool> {
     for &p in a.iter().chain(b) {
         if let Some(x) = bits.get_mut(p as usize) {
             *x = true;
         }
     }
-    ranges_of(&bits, true)
+    bits
+}
+
+/// The pages of `a` and `b` below `size`, and those not `sent` (if given), as ranges:
+/// through a bitmap of the heap when they are many, with no list of them.
+fn page_ranges(a: Vec<PageNo>, b: &[PageNo], size: PageNo, sent: Option<&[bool]>) -> Vec<PageRange> {
+    let unsent: Vec<bool> = match sent {
+        Some(sent) => sent.iter().map(|&s| !s).collect(),
+        None if few(a.len() + b.len(), size) => return to_ranges(&sorted_union(a, b, size)),
+        None => vec![false; size as usize],
+    };
+    ranges_of(&with_pages(unsent, &a, b), true)
 }
 
 /// How many pages `ranges` hold.
@@ -922,17 +925,11 @@ impl Source {
                 // on the link and is ignored where it lands; after a lost connection the
                 // dest asks again for everything it lacks, which may have been lost with it.
                 let size = self.init.size_pages;
-                let pages: Vec<PageNo> = if self.copy && !self.released {
-                    pages
-                        .into_iter()
-                        .filter(|&p| {
-                            self.unsent.remove(p);
-                            p < size
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let pages: Vec<PageNo> =
+                    if self.copy && !self.released { pages.into_iter().filter(|&p| p < size).collect() } else { Vec::new() };
+                for &p in &pages {
+                    self.unsent.remove(p);
+                }
                 if !pages.is_empty() {
                     self.report.fetches_served += 1;
                     self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
@@ -1320,18 +1317,7 @@ impl Dest {
             return out;
         }
         let flags = &self.present[(from as usize).min(self.present.len())..(to as usize).min(self.present.len())];
-        let mut p = 0usize;
-        while p < flags.len() {
-            match flags[p..].iter().position(|&x| !x) {
-                None => break,
-                Some(a) => {
-                    let start = p + a;
-                    let len = flags[start..].iter().position(|&x| x).unwrap_or(flags.len() - start);
-                    out.push((from + start as PageNo, from + (start + len) as PageNo));
-                    p = start + len;
-                }
-            }
-        }
+        out.extend(ranges_of(flags, false).into_iter().map(|(a, b)| (from + a, from + b)));
         let known = (self.present.len() as PageNo).max(from);
         if to > known {
             match out.last_mut() {

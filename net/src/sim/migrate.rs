@@ -755,9 +755,13 @@ impl Sim {
                 self.now = self.now.max(t);
                 let now = self.now;
                 trace!(self, "timeout {} {node} mid {mid}", if is_src { "source" } else { "dest" });
+                // The host's queue toward the link: often full (the push waits a turn),
+                // otherwise with room for a few pages.
+                let room = if self.rng.chance(300) { 0 } else { self.rng.below(64) as u32 + 1 };
                 let nd = &mut self.nodes[node as usize];
                 let next = if is_src {
                     let s = nd.sources.get_mut(&mid).expect("timer of a live source");
+                    s.set_push_room(room);
                     s.handle_timeout(now);
                     s.poll_timeout()
                 } else {

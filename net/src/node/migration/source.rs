@@ -723,7 +723,6 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     let len = image.len() as u64;
                     r.image = Some(image);
                     src.frozen(stopping, &dirty, len);
-
                     set_phase(&r.progress, "frozen");
                 }
                 Err(e) => {
