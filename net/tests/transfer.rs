@@ -34,6 +34,16 @@ fn nodes_with(n: usize, vm: Arc<Vm>, out: Arc<Out>, latency: Option<inproc::Late
     inproc::nodes(n, vm, out, latency, |c| c)
 }
 
+/// A VM with `config` and the program `source` loaded; the program's main module.
+fn loaded(config: VmConfig, name: &str, source: &str) -> (Arc<Vm>, tern_vm::bytecode::ModuleHash) {
+    let vm = new_vm(config);
+    let p = compile_text(name, source).unwrap();
+    for m in &p.modules {
+        vm.load(m.clone()).unwrap();
+    }
+    (Arc::new(vm), p.main)
+}
+
 /// A worker that takes numbered messages from its channel and its inbox, from a sender
 /// on node 3, and checks their order, while the test moves it from node 1 to node 2.
 const PROGRAM: &str = r#"
@@ -82,14 +92,10 @@ fn worker_pid(out: &Out) -> Pid {
 fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
     let mut config = VmConfig::default();
     config.heap.page_size_bytes = 1024;
-    let vm = new_vm(config);
-    let p = compile_text("transfer.tern", PROGRAM).unwrap();
-    for m in &p.modules {
-        vm.load(m.clone()).unwrap();
-    }
+    let (vm, main_module) = loaded(config, "transfer.tern", PROGRAM);
     let out = Arc::new(Out::default());
-    let (ns, _net) = nodes(3, Arc::new(vm), out.clone());
-    let main = ns[0].spawn_main(p.main).unwrap();
+    let (ns, _net) = nodes(3, vm, out.clone());
+    let main = ns[0].spawn_main(main_module).unwrap();
     let worker = worker_pid(&out);
     std::thread::sleep(Duration::from_millis(15));
     // The move, step by step.
@@ -122,14 +128,10 @@ fn a_running_process_moves_to_another_node_and_keeps_its_messages_in_order() {
 
 #[test]
 fn an_aborted_move_leaves_the_process_running_where_it_was() {
-    let vm = new_vm(VmConfig::default());
-    let p = compile_text("transfer.tern", PROGRAM).unwrap();
-    for m in &p.modules {
-        vm.load(m.clone()).unwrap();
-    }
+    let (vm, main_module) = loaded(VmConfig::default(), "transfer.tern", PROGRAM);
     let out = Arc::new(Out::default());
-    let (ns, _net) = nodes(3, Arc::new(vm), out.clone());
-    let main = ns[0].spawn_main(p.main).unwrap();
+    let (ns, _net) = nodes(3, vm, out.clone());
+    let main = ns[0].spawn_main(main_module).unwrap();
     let worker = worker_pid(&out);
     ns[0].freeze(worker, Duration::from_secs(10)).unwrap();
     let image = ns[0].export_frozen(worker).unwrap();
@@ -196,18 +198,14 @@ if EXTRA {
 
 /// Nodes `n` with the ring program loaded, senders on `senders`, main on node 1.
 fn start_ring(n: usize, senders: [&str; 3], extra: bool) -> (Vec<Arc<Node>>, Arc<Net>, Arc<Out>, Pid, Pid) {
-    let vm = new_vm(VmConfig::default());
     let mut src = RING.replace("@extra", if extra { "true" } else { "false" });
     for (i, s) in senders.iter().enumerate() {
         src = src.replace(&format!("@{i}"), s);
     }
-    let p = compile_text("ring.tern", &src).unwrap();
-    for m in &p.modules {
-        vm.load(m.clone()).unwrap();
-    }
+    let (vm, main_module) = loaded(VmConfig::default(), "ring.tern", &src);
     let out = Arc::new(Out::default());
-    let (ns, net) = nodes_with(n, Arc::new(vm), out.clone(), Some(latency));
-    let main = ns[0].spawn_main(p.main).unwrap();
+    let (ns, net) = nodes_with(n, vm, out.clone(), Some(latency));
+    let main = ns[0].spawn_main(main_module).unwrap();
     let worker = worker_pid(&out);
     (ns, net, out, main, worker)
 }
@@ -223,10 +221,20 @@ fn move_process(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool) ->
 /// [`move_process`] with forwarding mechanism `fwd`: the link update goes to the nodes
 /// the mechanism tells (with none of links or monitors here: with `link-update` only).
 fn move_process_by(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool, fwd: Forwarding) -> (Vec<(u64, u32)>, u32) {
+    move_steps(ns, pid, from, to, update, fwd, false)
+}
+
+/// [`move_process_by`]; with `early`, the process resumes at the destination as soon as
+/// it is imported (as a migration resumes it at its commit), before the source's late
+/// messages come.
+fn move_steps(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool, fwd: Forwarding, early: bool) -> (Vec<(u64, u32)>, u32) {
     let (src, dst) = (&ns[usize::from(from) - 1], &ns[usize::from(to) - 1]);
     src.freeze(pid, Duration::from_secs(10)).unwrap();
     let image = src.export_frozen(pid).unwrap();
     assert_eq!(dst.import_image(&image).unwrap(), pid);
+    if early {
+        dst.resume_import(pid).unwrap();
+    }
     std::thread::sleep(Duration::from_millis(2)); // messages keep arriving at the source
     let late = src.commit_export(pid, to, fwd).unwrap();
     std::thread::sleep(Duration::from_millis(2)); // and at the destination, before its commit
@@ -254,11 +262,12 @@ fn move_process_by(ns: &[Arc<Node>], pid: Pid, from: u16, to: u16, update: bool,
 
 /// Moves the worker n1 -> n2 -> n3 -> n1 -> n2 while senders on all three nodes send to
 /// its inbox and its channel; every sender's messages arrive in order, none lost or twice.
-fn ring(update: bool) {
+/// With `early`, each destination resumes it before its late messages come.
+fn ring(update: bool, early: bool) {
     let (ns, _net, out, main, worker) = start_ring(3, ["n1", "n2", "n3"], false);
     for (from, to) in [(1, 2), (2, 3), (3, 1), (1, 2)] {
         std::thread::sleep(Duration::from_millis(12));
-        move_process(&ns, worker, from, to, update);
+        move_steps(&ns, worker, from, to, update, Forwarding::LinkUpdate, early);
     }
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
     assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
@@ -269,14 +278,114 @@ fn ring(update: bool) {
     }
 }
 
+/// A worker that computes between two messages, and ends after the second.
+const COMPUTE: &str = r#"
+fn worker(main) {
+    send(main, self());
+    let first = recv();
+    let n = 0;
+    for i in 0..@n { n += 1; }
+    if first == 1 {
+        let second = recv();
+        send(main, {event: "got", first: first, second: second, n: n, node: node()});
+    }
+}
+let w = spawn(worker, self());
+monitor(w);
+println("worker ${recv()}");
+let r = recv();
+if r.event == "got" {
+    println("got ${r.first} ${r.second} n ${r.n} on ${r.node}");
+    r = recv();
+}
+println("${r.event} ${r.reason}");
+"#;
+
+/// Nodes with [`COMPUTE`] loaded (its loop `n` long), main on node 1 and the worker
+/// frozen on node 1 in the middle of its loop and imported on node 2.
+fn compute_moved(n: u64, first: i64) -> (Vec<Arc<Node>>, Arc<Net>, Arc<Out>, Pid, Pid) {
+    let (vm, main_module) = loaded(VmConfig::default(), "compute.tern", &COMPUTE.replace("@n", &n.to_string()));
+    let out = Arc::new(Out::default());
+    let (ns, net) = nodes(2, vm, out.clone());
+    let main = ns[0].spawn_main(main_module).unwrap();
+    let w = worker_pid(&out);
+    assert_eq!(ns[0].send_to(w, int(first)), Ok(true));
+    let reductions = |n: &Node| n.ps().iter().find(|p| p.pid == w).map_or(0, |p| p.reductions);
+    until("the worker computes", || reductions(&ns[0]) > 10_000);
+    ns[0].freeze(w, Duration::from_secs(10)).unwrap();
+    let image = ns[0].export_frozen(w).unwrap();
+    assert_eq!(ns[1].import_image(&image).unwrap(), w);
+    (ns, net, out, main, w)
+}
+
+/// Resumed at the commit, before its late messages: the process computes at the
+/// destination, its next call (a receive) waits for them, and takes the one that
+/// reached the source during the move.
+#[test]
+fn a_process_resumed_before_its_late_messages_computes_and_its_next_call_waits_for_them() {
+    let (ns, _net, out, main, w) = compute_moved(3_000_000, 1);
+    let info = |n: &Node| n.ps().into_iter().find(|p| p.pid == w);
+    let at_import = info(&ns[1]).expect("imported").reductions;
+    // It reaches the source during the move: it comes with the late messages.
+    assert_eq!(ns[0].send_to(w, int(2)), Ok(true));
+    ns[1].resume_import(w).unwrap();
+    assert!(ns[1].resume_import(w).is_err(), "resumed once");
+    // It runs its loop to the end here, then stands at its receive.
+    until("the worker computes at the destination, then waits", || {
+        info(&ns[1]).is_some_and(|p| p.status == "frozen" && p.reductions > at_import + 1_000_000)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!out.text().contains("got "), "nothing was received before the late messages: {}", out.text());
+    let late = ns[0].commit_export(w, 2, Forwarding::LinkUpdate).unwrap();
+    assert_eq!(late.inbox.len(), 1);
+    ns[1].commit_import(w, late).unwrap();
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    let text = out.text();
+    assert!(text.contains("got 1 2 n 3000000 on n2"), "{text}");
+    assert!(text.contains("down normal"), "{text}");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// A process resumed before its late state that ends meanwhile ends only once that
+/// state is here: the move completes, and its watcher is told then, once.
+#[test]
+fn a_process_that_ends_before_its_late_state_comes_ends_after_it() {
+    let (ns, _net, out, main, w) = compute_moved(300_000, 0);
+    ns[1].resume_import(w).unwrap();
+    until("the worker ended its loop at the destination", || {
+        ns[1].ps().iter().any(|p| p.pid == w && p.status == "frozen" && p.reductions > 0)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!out.text().contains("down"), "no end seen before the late state: {}", out.text());
+    let late = ns[0].commit_export(w, 2, Forwarding::LinkUpdate).unwrap();
+    ns[1].commit_import(w, late).expect("the move completes");
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    assert_eq!(out.text().matches("down normal").count(), 1, "{}", out.text());
+    assert!(ns[1].ps().iter().all(|p| p.pid != w), "it ended at the destination");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// The ring's moves with the worker resumed at each destination before its late
+/// messages come: it asks for its next message at once, and that call waits for them.
+#[test]
+fn messages_keep_every_senders_order_when_the_process_resumes_before_its_late_messages() {
+    ring(true, true);
+}
+
 #[test]
 fn inbox_and_channel_messages_keep_every_senders_order_over_many_moves_by_forwarding() {
-    ring(false);
+    ring(false, false);
 }
 
 #[test]
 fn inbox_and_channel_messages_keep_every_senders_order_over_many_moves_with_link_updates() {
-    ring(true);
+    ring(true, false);
 }
 
 /// With link updates and dropped pointers, a node the process left (not its birth node,
@@ -415,13 +524,9 @@ println("worker ${w.worker}");
 spawn_on("n2", sender, w.worker, w.tx);
 println(recv());
 "#;
-    let vm = new_vm(VmConfig::default());
-    let p = compile_text("refused.tern", PROGRAM).unwrap();
-    for m in &p.modules {
-        vm.load(m.clone()).unwrap();
-    }
+    let (vm, main_module) = loaded(VmConfig::default(), "refused.tern", PROGRAM);
     let out = Arc::new(Out::default());
-    let (ns, net) = nodes(2, Arc::new(vm), out.clone());
+    let (ns, net) = nodes(2, vm, out.clone());
     // Every 7th message n2 offers a node is refused, as a full link does.
     let mut offered: HashMap<u16, u64> = HashMap::new();
     *net.filter.lock() = Some(Box::new(move |from, to, op| {
@@ -432,7 +537,7 @@ println(recv());
         *n += 1;
         (*n).is_multiple_of(7)
     }));
-    let main = ns[0].spawn_main(p.main).unwrap();
+    let main = ns[0].spawn_main(main_module).unwrap();
     let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
     assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
     let text = out.text();
@@ -532,14 +637,10 @@ recv();
 "#;
 
 fn start_echo(n: usize) -> (Vec<Arc<Node>>, Arc<Net>, Arc<Out>, Pid) {
-    let vm = new_vm(VmConfig::default());
-    let p = compile_text("echo.tern", ECHO).unwrap();
-    for m in &p.modules {
-        vm.load(m.clone()).unwrap();
-    }
+    let (vm, main_module) = loaded(VmConfig::default(), "echo.tern", ECHO);
     let out = Arc::new(Out::default());
-    let (ns, net) = nodes(n, Arc::new(vm), out.clone());
-    ns[0].spawn_main(p.main).unwrap();
+    let (ns, net) = nodes(n, vm, out.clone());
+    ns[0].spawn_main(main_module).unwrap();
     let worker = worker_pid(&out);
     (ns, net, out, worker)
 }

@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 13;
+pub const FRAME_VERSION: u8 = 14;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,8 +190,11 @@ pub struct DestStats {
     pub pages_pushed: u64,
     /// When it stopped needing the source, µs after it resumed.
     pub dependency_ended_after_us: Option<u64>,
-    /// From `Commit` to the process running here (it waits for its late messages).
+    /// From `Commit` to the process running here.
     pub resume_wait_us: u64,
+    /// From its resume to its late messages given to it: its system calls (and its end)
+    /// waited for them that long at most.
+    pub late_wait_us: u64,
     pub outcome: String,
     /// Functions of the hotness profile compiled here by the time it reported.
     pub jit_rebuilt: u32,
@@ -242,9 +245,12 @@ pub struct MigReport {
     /// (0 when the destination's statistics did not come, and `freeze_time_us` is then
     /// the source's own upper bound: frozen until `Committed` came back).
     pub freeze_error_us: u64,
-    /// Of the freeze: the destination's wait from `Commit` to the resume (for the late
-    /// messages, which the source sends once it has committed).
+    /// Of the freeze: the destination's wait from `Commit` to the resume.
     pub resume_wait_us: u64,
+    /// After the resume: how long the late messages (which the source sends once it has
+    /// committed) took to come; the process computed meanwhile, and a system call it made
+    /// waited for them.
+    pub late_wait_us: u64,
     pub total_time_us: u64,
     pub bytes_sent: u64,
     pub bandwidth_bytes_per_ms: u64,

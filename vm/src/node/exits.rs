@@ -5,7 +5,7 @@
 
 use super::deliver::event_message;
 use super::remote::Op;
-use super::slot::{Slot, Status, KILL};
+use super::slot::{Slot, Status, KILL, LATE};
 use super::{ExitReason, NodeInner, Pid, ProcessExit, Target};
 use crate::process::Process;
 use crate::value::{name_node, name_text};
@@ -63,10 +63,18 @@ impl NodeInner {
         }
     }
 
-    /// Ends a process: its mailbox and channels go, watchers and links are told.
+    /// Ends a process: its mailbox and channels go, watchers and links are told. One
+    /// resumed before its late state came (`LATE`) ends once that state is here, with the
+    /// links and watchers it brings (`transfer.rs`).
     pub(super) fn finish(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, reason: ExitReason) {
         let (mailbox, links, watchers, trail) = {
             let mut st = slot.st.lock();
+            if slot.flags.load(Ordering::SeqCst) & LATE != 0 {
+                st.status = Status::Frozen;
+                st.parked = None;
+                st.ending = Some((proc, reason));
+                return;
+            }
             st.status = Status::Exited;
             st.parked = None;
             (

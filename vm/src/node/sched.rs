@@ -6,7 +6,7 @@
 
 use super::host::ProcHost;
 use super::pages::install_pages;
-use super::slot::{Entry, Slot, SlotState, Status, Task, FREEZE, JOBS, KILL, PAGES};
+use super::slot::{Entry, Slot, SlotState, Status, Task, FREEZE, JOBS, KILL, LATE, PAGES};
 use super::{sys, ChanId, ExitReason, MoveError, NodeInner, Pid, SysOut};
 use crate::interp::{run, Outcome, RuntimeError};
 use crate::message::Message;
@@ -246,7 +246,12 @@ impl NodeInner {
                 Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => page,
                 Outcome::Sys => {
                     slot.meter.at_safepoint(&mut proc, self.now_us());
-                    match sys::call(self, pid, &slot, proc, local) {
+                    let Some(held) = self.hold_for_late(&slot, proc) else {
+                        self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
+                        slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
+                        return;
+                    };
+                    match sys::call(self, pid, &slot, held, local) {
                         SysOut::Continue(p) => {
                             proc = p;
                             continue;
@@ -328,6 +333,24 @@ impl NodeInner {
                 self.busy.fetch_sub(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// A process resumed before its late state came (`LATE`, see `transfer.rs`) parks at
+    /// its system call until that state is here (the call runs again then, as every
+    /// restartable call does); any other gets its process back.
+    fn hold_for_late(&self, slot: &Arc<Slot>, proc: Box<Process>) -> Option<Box<Process>> {
+        if slot.flags.load(Ordering::SeqCst) & LATE == 0 {
+            return Some(proc);
+        }
+        let mut st = slot.st.lock();
+        // (Looked at again under the lock the commit clears it under.)
+        if slot.flags.load(Ordering::SeqCst) & LATE == 0 {
+            return Some(proc);
+        }
+        st.status = Status::Frozen;
+        st.parked = Some(proc);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        None
     }
 
     pub(super) fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {

@@ -31,6 +31,13 @@ pub(super) const JOBS: u8 = 8;
 /// that a send need not lock its own slot to look.
 pub(super) const LOST: u8 = 16;
 
+/// Resumed at its migration's commit before the state its source kept during the freeze
+/// (its late messages, links, sequence state) is here: it computes, but its next system
+/// call, and its end, wait for that state (see `transfer.rs`, [`Node::resume_import`]).
+///
+/// [`Node::resume_import`]: super::Node::resume_import
+pub(super) const LATE: u8 = 32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Status {
     /// In a run queue or running (the worker owns the process).
@@ -132,6 +139,9 @@ pub(crate) struct SlotState {
     pub(super) trail: Vec<u16>,
     /// Origin nodes told where it is since it came here (path shortening).
     pub(super) told: Vec<u16>,
+    /// It ended while resumed before its late state came (flag `LATE`): its end is
+    /// carried out once that state is here (links and watchers come with it).
+    pub(super) ending: Option<(Box<Process>, super::ExitReason)>,
 }
 
 impl SlotState {
@@ -200,6 +210,7 @@ impl Slot {
                 fwd: Forwarding::LinkUpdate,
                 trail: Vec::new(),
                 told: Vec::new(),
+                ending: None,
             }),
         })
     }

@@ -27,7 +27,7 @@ use super::deliver::DeliverError;
 use super::forwarding::{Forwarding, LeftBehind};
 use super::remote::{Carried, Op};
 use super::route::RxPlace;
-use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL};
+use super::slot::{Entry, ExportMark, Mailbox, Order, Slot, Staged, Status, KILL, LATE};
 use super::{ChanId, MoveError, Node, NodeInner, Origin, Pid, SentBy};
 use crate::message::Message;
 use crate::process::Process;
@@ -294,6 +294,28 @@ impl Node {
         }
     }
 
+    /// Step 4, first half, at the destination, at the commit: the imported process runs
+    /// before its late state ([`Late`]) has come. It computes, and faults its absent pages
+    /// in, but its next system call waits for that state, and so does its end (a kill
+    /// included): everything it could see of its mailbox, links or routes is as if the
+    /// move had not finished yet, which it has not. [`Node::commit_import`] (or
+    /// [`Node::commit_import_without_late`]) then completes the move. This takes two
+    /// one-way trips (the source's answer to the commit, then its late messages) out of
+    /// the time the process stands still.
+    pub fn resume_import(&self, pid: Pid) -> Result<(), MoveError> {
+        let i = &self.inner;
+        let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        let mut st = slot.st.lock();
+        if st.import.is_none() || st.status != Status::Frozen || st.parked.is_none() || slot.flags.load(Ordering::SeqCst) & LATE != 0 {
+            return Err(MoveError::NotHere(pid));
+        }
+        slot.flags.fetch_or(LATE, Ordering::SeqCst);
+        i.live.fetch_add(1, Ordering::SeqCst);
+        st.freezers = 0;
+        i.unfreeze_locked(pid, &slot, &mut st);
+        Ok(())
+    }
+
     /// Step 4 at the destination: the imported process gets what arrived at the source
     /// after its image (before whatever reached it here since), its receive ends, and runs.
     pub fn commit_import(&self, pid: Pid, late: Late) -> Result<(), MoveError> {
@@ -316,9 +338,11 @@ impl Node {
         let (given_up, lost);
         let gaps;
         let group: u64;
+        let resumed;
         let ends: Vec<ChanId> = {
             let mut st = slot.st.lock();
             let Some(mark) = st.import.take() else { return Err(MoveError::NotHere(pid)) };
+            resumed = slot.flags.load(Ordering::SeqCst) & LATE != 0;
             group = st.parked.as_ref().map_or(0, |p| p.sys.group);
             let mut bytes = 0;
             for (k, m) in late.inbox.into_iter().enumerate() {
@@ -395,7 +419,9 @@ impl Node {
         if late.watched {
             i.watched.lock().insert(pid, None);
         }
-        i.live.fetch_add(1, Ordering::SeqCst);
+        if !resumed {
+            i.live.fetch_add(1, Ordering::SeqCst);
+        }
         let mut waiting = Vec::new();
         for c in ends {
             i.set_holder(c, Some(pid));
@@ -410,7 +436,24 @@ impl Node {
                 i.forward(super::Target::Chan(c), a.origin, a.seq, a.hops, a.from, a.msg, a.carried);
             }
         }
-        i.unfreeze(pid);
+        if !resumed {
+            i.unfreeze(pid);
+            return Ok(());
+        }
+        // Resumed already: its system call or its end, held for this, go on now (unless a
+        // freeze for another move came meanwhile: that one releases it).
+        let ending = {
+            let mut st = slot.st.lock();
+            slot.flags.fetch_and(!LATE, Ordering::SeqCst);
+            let ending = st.ending.take();
+            if ending.is_none() && st.freezers == 0 {
+                i.unfreeze_locked(pid, &slot, &mut st);
+            }
+            ending
+        };
+        if let Some((proc, reason)) = ending {
+            i.finish(pid, &slot, proc, reason);
+        }
         Ok(())
     }
 

@@ -6,9 +6,10 @@
 //! the heap the process will get, the image, reinstating and resuming it, faults and
 //! their stream (asked again for everything after that stream failed), the process
 //! ending while pages are still at the source (looked for at every wake of the loop, at
-//! least every [`ENDED_POLL`]), the late messages (the process runs once they and the
-//! `Commit` are here; the loop stays, timing the machine's bound on an unreachable
-//! source, until they came or the process was ended for want of them), statistics.
+//! least every [`ENDED_POLL`]), the late messages (the process runs at `Commit`, its
+//! system calls and its end held until they are here too, [`Node::resume_import`]; the
+//! loop stays, timing the machine's bound on an unreachable source, until they came or
+//! the process was ended for want of them), statistics.
 //!
 //! Everything the source sends is checked before it is used ("input is hostile" in
 //! ARCHITECTURE.md): page lists against the heap limit, page sizes and indices, the
@@ -121,7 +122,10 @@ pub(super) struct DestRun {
     late: Option<Vec<Late>>,
     /// The source restarted after the commit: its late messages will not come.
     late_lost: bool,
+    /// Resumed (at `Commit`): it computes; its system calls wait for the late messages.
     running: bool,
+    /// The late messages (or their loss) are given to the process: the move is complete.
+    late_done: bool,
     /// When each page asked for on a fault was asked for.
     fetched_at: HashMap<u32, u64>,
     stats: DestStats,
@@ -204,6 +208,7 @@ impl DestRun {
             late_lost: false,
             late: None,
             running: false,
+            late_done: false,
             fetched_at: HashMap::new(),
             stats: DestStats::default(),
             resumed_at: 0,
@@ -361,21 +366,31 @@ impl DestRun {
         Ok(any_absent)
     }
 
-    /// Commit and the late messages are both here (or the late messages were lost with
-    /// the source): they run.
+    /// At `Commit` the process runs ([`Node::resume_import`]: its system calls and its
+    /// end wait for the late messages); once they are here too (or were lost with the
+    /// source) it gets them, and the move is complete.
     fn resume_if_ready(&mut self, sh: &Host, node: &Node) {
-        if !self.resume_pending || self.running || (self.late.is_none() && !self.late_lost) {
-            return;
-        }
-        self.running = true;
-        self.resumed_at = sh.now_us();
-        self.resumed_at_jit = tern_vm::jit::clock_us();
-        if self.use_profile {
-            for (lm, func) in &self.hot {
-                tern_vm::jit::precompile(node.vm(), lm, *func);
+        if self.resume_pending && !self.running {
+            self.running = true;
+            self.resumed_at = sh.now_us();
+            self.resumed_at_jit = tern_vm::jit::clock_us();
+            for m in &self.members {
+                if let Err(e) = node.resume_import(m.pid) {
+                    sh.log(&format!("cannot resume {}: {e}", name_text(m.pid)));
+                }
+            }
+            self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
+            if self.use_profile {
+                for (lm, func) in &self.hot {
+                    tern_vm::jit::precompile(node.vm(), lm, *func);
+                }
             }
         }
-        self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
+        if !self.running || self.late_done || (self.late.is_none() && !self.late_lost) {
+            return;
+        }
+        self.late_done = true;
+        self.stats.late_wait_us = sh.now_us().saturating_sub(self.resumed_at);
         let mut lates = self.late.take().map(|l| l.into_iter());
         if lates.is_none() {
             sh.log(&format!(
@@ -395,10 +410,10 @@ impl DestRun {
     }
 
     /// The machine ends the process (the pages or the late messages it waits for are
-    /// lost with the source, or the source stayed unreachable too long). One that has not
-    /// run here yet (it waited for its late messages) is marked killed and then
+    /// lost with the source, or the source stayed unreachable too long). One whose late
+    /// messages have not come (its end waits for them) is marked killed and then
     /// committed without them, so it ends as any process does (links, watchers, its
-    /// messages) without running a step.
+    /// messages).
     fn end_process(&mut self, sh: &Host, node: &Node, why: &str) {
         let why = format!("migrated from node {}: {why}", sh.peers.get(&self.from).map_or("?", |p| p.conf.name.as_str()));
         for m in &self.members {
@@ -406,8 +421,9 @@ impl DestRun {
             sh.log(&format!("process {} ended: {why}", name_text(m.pid)));
             node.pages_lost(m.pid, &why);
         }
-        if self.resume_pending && !self.running {
+        if self.resume_pending && !self.late_done {
             self.resume_pending = false;
+            self.late_done = true;
             if self.late.is_none() {
                 sh.mig.ended_before_late(self.mid);
             }
@@ -462,7 +478,7 @@ impl DestRun {
     /// At the machine's outcome: true when the run is over (committed and running,
     /// or failed), after the statistics went to the source.
     fn finished(&mut self, sh: &Host, d: &Dest, o: &DestOutcome) -> bool {
-        if matches!(o, DestOutcome::Committed) && !self.running {
+        if matches!(o, DestOutcome::Committed) && !self.late_done {
             // Committed but the late messages are not here yet: wait for them.
             return false;
         }

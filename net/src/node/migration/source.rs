@@ -616,6 +616,7 @@ impl SourceRun {
             } else {
                 report.freeze_time_us = report.freeze_time_us.saturating_add(d.resume_wait_us);
             }
+            report.late_wait_us = d.late_wait_us;
             report.page_faults = d.page_faults;
             let l = &d.fault_latency_us;
             let pct = |q: usize| if l.is_empty() { 0 } else { l[((l.len() - 1) * q) / 100] };
