@@ -79,6 +79,7 @@
 //! everything that partner sent to the source, on the same session) the source's
 //! forwarding entry can go: [`Source::residual`] is empty.
 
+use crate::proto::pagebits::PageBits;
 use crate::proto::session::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
@@ -536,9 +537,9 @@ fn sorted_union(mut a: Vec<PageNo>, b: &[PageNo], size: PageNo) -> Vec<PageNo> {
         a.dedup();
         return a;
     }
-    let bits = with_pages(vec![false; size as usize], &a, b);
+    let bits = with_pages(PageBits::new(size as usize, false), &a, b);
     a.clear();
-    a.extend(bits.iter().enumerate().filter(|(_, &x)| x).map(|(i, _)| i as PageNo));
+    a.extend(bits.pages(true));
     a
 }
 
@@ -548,24 +549,22 @@ fn few(n: usize, size: PageNo) -> bool {
 }
 
 /// `bits` with the pages of `a` and `b` (those inside it) set.
-fn with_pages(mut bits: Vec<bool>, a: &[PageNo], b: &[PageNo]) -> Vec<bool> {
+fn with_pages(mut bits: PageBits, a: &[PageNo], b: &[PageNo]) -> PageBits {
     for &p in a.iter().chain(b) {
-        if let Some(x) = bits.get_mut(p as usize) {
-            *x = true;
-        }
+        bits.set(p as usize, true);
     }
     bits
 }
 
 /// The pages of `a` and `b` below `size`, and those not `sent` (if given), as ranges:
 /// through a bitmap of the heap when they are many, with no list of them.
-fn page_ranges(a: Vec<PageNo>, b: &[PageNo], size: PageNo, sent: Option<&[bool]>) -> Vec<PageRange> {
-    let unsent: Vec<bool> = match sent {
-        Some(sent) => sent.iter().map(|&s| !s).collect(),
+fn page_ranges(a: Vec<PageNo>, b: &[PageNo], size: PageNo, sent: Option<&PageBits>) -> Vec<PageRange> {
+    let unsent = match sent {
+        Some(sent) => sent.not(),
         None if few(a.len() + b.len(), size) => return to_ranges(&sorted_union(a, b, size)),
-        None => vec![false; size as usize],
+        None => PageBits::new(size as usize, false),
     };
-    ranges_of(&with_pages(unsent, &a, b), true)
+    with_pages(unsent, &a, b).runs(0, size as usize, true)
 }
 
 /// How many pages `ranges` hold.
@@ -573,24 +572,11 @@ pub fn ranges_len(ranges: &[PageRange]) -> u32 {
     ranges.iter().map(|&(a, b)| b.saturating_sub(a)).fold(0u32, u32::saturating_add)
 }
 
-/// The pages whose flag is `value`, as ranges.
-fn ranges_of(flags: &[bool], value: bool) -> Vec<PageRange> {
-    let mut out = Vec::new();
-    let mut p = 0usize;
-    while let Some(a) = flags[p..].iter().position(|&x| x == value) {
-        let start = p + a;
-        let len = flags[start..].iter().position(|&x| x != value).unwrap_or(flags.len() - start);
-        out.push((start as PageNo, (start + len) as PageNo));
-        p = start + len;
-    }
-    out
-}
-
 /// A set of pages as a bitmap (a lazy migration's pages still to move: up to every page
 /// of a large heap, so it must be cheap to make and to take from in order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PageSet {
-    bits: Vec<bool>,
+    bits: PageBits,
     len: usize,
     /// No page below this is in the set.
     cursor: usize,
@@ -599,15 +585,11 @@ struct PageSet {
 impl PageSet {
     /// The pages of `ranges` (in order, not overlapping) below `size`.
     fn of_ranges(size: u32, ranges: &[PageRange]) -> PageSet {
-        let mut s = PageSet { bits: vec![false; size as usize], len: 0, cursor: 0 };
+        let mut bits = PageBits::new(size as usize, false);
         for &(a, b) in ranges {
-            let (a, b) = (a.min(size) as usize, b.min(size) as usize);
-            if a < b {
-                s.bits[a..b].fill(true);
-                s.len += b - a;
-            }
+            bits.fill(a as usize, b as usize, true);
         }
-        s
+        PageSet { len: bits.count(true), bits, cursor: 0 }
     }
     fn len(&self) -> usize {
         self.len
@@ -620,21 +602,23 @@ impl PageSet {
     }
     /// Removes `p`; whether it was there.
     fn remove(&mut self, p: PageNo) -> bool {
-        match self.bits.get_mut(p as usize) {
-            Some(b) if *b => {
-                *b = false;
-                self.len -= 1;
-                true
-            }
-            _ => false,
+        let was = self.bits.set(p as usize, false) == Some(true);
+        if was {
+            self.len -= 1;
         }
+        was
     }
     /// The first `n` pages, in order.
     fn first(&mut self, n: usize) -> Vec<PageNo> {
-        while self.cursor < self.bits.len() && !self.bits[self.cursor] {
-            self.cursor += 1;
+        self.cursor = self.bits.next(self.cursor, true).unwrap_or(self.bits.len());
+        let mut out = Vec::with_capacity(n.min(self.len));
+        let mut p = self.cursor;
+        while out.len() < n {
+            let Some(q) = self.bits.next(p, true) else { break };
+            out.push(q as PageNo);
+            p = q + 1;
         }
-        (self.cursor..self.bits.len()).filter(|&i| self.bits[i]).take(n).map(|i| i as PageNo).collect()
+        out
     }
 }
 
@@ -689,7 +673,7 @@ pub struct Source {
     push_at: Option<u64>,
     frozen: bool,
     /// Pages sent at least once.
-    sent: Vec<bool>,
+    sent: PageBits,
     round: u32,
     round_started_us: u64,
     round_pages: u32,
@@ -713,7 +697,7 @@ impl Source {
     /// Starts a migration: queues the `Offer`.
     pub fn new(now_us: u64, cfg: MigConfig, init: SourceInit) -> Self {
         let mut s = Source {
-            sent: vec![false; init.size_pages as usize],
+            sent: PageBits::new(init.size_pages as usize, false),
             report: Report { mechanism: Some(init.mechanism), started_us: now_us, ..Report::default() },
             cfg,
             phase: SPhase::Offered,
@@ -819,11 +803,8 @@ impl Source {
 
     fn mark_sent(&mut self, pages: &[PageNo]) {
         for &p in pages {
-            if let Some(s) = self.sent.get_mut(p as usize) {
-                if *s {
-                    self.report.redundant_pages += 1;
-                }
-                *s = true;
+            if self.sent.set(p as usize, true) == Some(true) {
+                self.report.redundant_pages += 1;
             }
         }
     }
@@ -1209,9 +1190,9 @@ pub struct Dest {
     out: VecDeque<(NodeId, MigMsg)>,
     actions: VecDeque<Action>,
     deadline: Option<u64>,
-    present: Vec<bool>,
+    present: PageBits,
     absent: u32,
-    requested: Vec<bool>,
+    requested: PageBits,
     /// Nodes that send to the process or its receive ends (from `Final`): told where it
     /// is by the dest itself if the source is lost before it told them.
     partners: Vec<NodeId>,
@@ -1237,8 +1218,8 @@ impl Dest {
         // Nothing is sized by a refused offer (its size may be what is wrong with it).
         let n = if refuse.is_some() { 0 } else { size_pages as usize };
         let mut d = Dest {
-            present: vec![false; n],
-            requested: vec![false; n],
+            present: PageBits::new(n, false),
+            requested: PageBits::new(n, false),
             absent: 0,
             cfg,
             mid,
@@ -1306,7 +1287,7 @@ impl Dest {
         self.absent
     }
     pub fn is_present(&self, page: PageNo) -> bool {
-        self.present.get(page as usize).copied().unwrap_or(false) || !self.lazy
+        self.present.get(page as usize).unwrap_or(false) || !self.lazy
     }
 
     /// The pages of `from..to` not present, as ranges (the end excluded), in order
@@ -1316,8 +1297,7 @@ impl Dest {
         if !self.lazy {
             return out;
         }
-        let flags = &self.present[(from as usize).min(self.present.len())..(to as usize).min(self.present.len())];
-        out.extend(ranges_of(flags, false).into_iter().map(|(a, b)| (from + a, from + b)));
+        out.extend(self.present.runs(from as usize, to as usize, false));
         let known = (self.present.len() as PageNo).max(from);
         if to > known {
             match out.last_mut() {
@@ -1355,10 +1335,9 @@ impl Dest {
     fn receive_pages(&mut self, pages: &[PageNo]) -> Vec<PageNo> {
         let mut new = Vec::new();
         for &p in pages {
-            if let Some(x) = self.present.get_mut(p as usize) {
+            if let Some(was) = self.present.set(p as usize, true) {
                 self.report.pages_received += 1;
-                if !*x {
-                    *x = true;
+                if !was {
                     new.push(p);
                 }
             }
@@ -1383,14 +1362,10 @@ impl Dest {
             }
             (DPhase::Receiving, MigMsg::Final { pages, absent, partners, .. }) => {
                 self.receive_pages(&pages);
-                let n = self.present.len();
                 for &(a, b) in &absent {
-                    let (a, b) = ((a as usize).min(n), (b as usize).min(n));
-                    if a < b {
-                        self.present[a..b].fill(false);
-                    }
+                    self.present.fill(a as usize, b as usize, false);
                 }
-                self.absent = self.present.iter().filter(|&&x| !x).count() as u32;
+                self.absent = self.present.count(false) as u32;
                 if !self.lazy && self.absent > 0 {
                     // Cannot happen with a correct source; refuse to run with holes.
                     self.abort(now_us, Failure::SourceAborted, true);
@@ -1474,10 +1449,11 @@ impl Dest {
         }
         self.report.faults += 1;
         let end = (page as u64 + 1 + self.cfg.prefetch as u64).min(self.present.len() as u64) as u32;
-        let want: Vec<PageNo> = (page..end).filter(|&p| !self.present[p as usize] && !self.requested[p as usize]).collect();
+        let want: Vec<PageNo> =
+            (page..end).filter(|&p| self.present.get(p as usize) == Some(false) && self.requested.get(p as usize) == Some(false)).collect();
         if !want.is_empty() && !self.source_lost {
             for &p in &want {
-                self.requested[p as usize] = true;
+                self.requested.set(p as usize, true);
             }
             self.report.fetch_requests += 1;
             self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want }));
@@ -1544,10 +1520,10 @@ impl Dest {
         if !matches!(self.phase, DPhase::Running) || self.absent == 0 || self.source_lost {
             return;
         }
-        let absent: Vec<PageNo> = (0..self.present.len() as u32).filter(|&p| !self.present[p as usize]).collect();
+        let absent: Vec<PageNo> = self.present.pages(false).collect();
         for chunk in absent.chunks((self.cfg.push_pages as usize).max(64)) {
             for &p in chunk {
-                self.requested[p as usize] = true;
+                self.requested.set(p as usize, true);
             }
             self.report.fetch_requests += 1;
             self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec() }));
@@ -1816,20 +1792,21 @@ mod tests {
     fn page_ranges_are_joined_and_found_without_a_list_per_page() {
         assert_eq!(to_ranges(&[0, 1, 2, 5, 7, 8]), vec![(0, 3), (5, 6), (7, 9)]);
         assert_eq!(ranges_len(&[(0, 3), (5, 6), (7, 9)]), 6);
-        assert_eq!(ranges_of(&[false, false, true, false, true, true, false], false), vec![(0, 2), (3, 4), (6, 7)]);
-        assert_eq!(ranges_of(&[true, true], false), vec![]);
-        assert_eq!(
-            page_ranges(vec![9, 3], &[4, 20], 10, Some(&[true, true, false, true, true, true, true, true, true, true])),
-            vec![(2, 5), (9, 10)]
-        );
+        let mut sent = PageBits::new(10, true);
+        sent.set(2, false);
+        assert_eq!(page_ranges(vec![9, 3], &[4, 20], 10, Some(&sent)), vec![(2, 5), (9, 10)]);
         assert_eq!(page_ranges(vec![9, 3], &[4, 20], 10, None), vec![(3, 5), (9, 10)]);
         let many: Vec<PageNo> = (0..2000).chain(2500..3000).collect();
         assert_eq!(page_ranges(many, &[], 4000, None), vec![(0, 2000), (2500, 3000)]);
         assert_eq!(sorted_union(vec![5, 1, 3], &[3, 2, 99], 10), vec![1, 2, 3, 5]);
         let many: Vec<PageNo> = (0..3000).rev().collect();
         assert_eq!(sorted_union(many, &[1, 5000, 9999], 4000), (0..3000).collect::<Vec<_>>());
-        let set = PageSet::of_ranges(10, &[(0, 2), (8, 12)]);
-        assert_eq!(set.len(), 4);
+        let mut set = PageSet::of_ranges(130, &[(0, 2), (8, 12), (70, 129)]);
+        assert_eq!(set.len(), 65);
+        assert!(set.remove(1) && !set.remove(1));
+        assert_eq!(set.first(3), vec![0, 8, 9]);
+        assert!(set.remove(0));
+        assert_eq!(set.first(6), vec![8, 9, 10, 11, 70, 71]);
     }
 
     #[test]

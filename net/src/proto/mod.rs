@@ -7,6 +7,8 @@
 //!   reconnects, heartbeats, failure detection, incarnations.
 //! - `migrate`: one migration, its source and its destination machines (with the
 //!   message ordering of `tern_vm::node::order`, which they drive).
+//! - `pagebits`: a bit per page of a migrating heap, filled, counted and searched a word
+//!   at a time (absence kept as ranges costs nothing per page).
 //! - `mechanism`: how a migration moves memory (one type for config, wire, CLI, reports).
 //! - `policy`: the load policy — load measured over a window, which process to move
 //!   where and why.
@@ -17,6 +19,7 @@
 
 pub mod mechanism;
 pub mod migrate;
+pub mod pagebits;
 pub mod policy;
 pub mod session;
 pub mod wire;

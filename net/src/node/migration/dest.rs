@@ -380,11 +380,6 @@ impl DestRun {
                 }
             }
             self.stats.resume_wait_us = self.resumed_at.saturating_sub(self.commit_at);
-            if self.use_profile {
-                for (lm, func) in &self.hot {
-                    tern_vm::jit::precompile(node.vm(), lm, *func);
-                }
-            }
         }
         if !self.running || self.late_done || (self.late.is_none() && !self.late_lost) {
             return;
@@ -405,6 +400,15 @@ impl DestRun {
             };
             if let Err(e) = r {
                 sh.log(&format!("cannot resume {}: {e}", name_text(m.pid)));
+            }
+        }
+        // Once the move is complete, the profiled functions whose module is here are
+        // compiled in the background (not at the resume: a compile takes a core for
+        // milliseconds, which on a small machine delayed `Committed` and the late
+        // messages, and so the process's next system call, by as much).
+        if self.use_profile {
+            for (lm, func) in &self.hot {
+                tern_vm::jit::precompile(node.vm(), lm, *func);
             }
         }
     }
@@ -630,9 +634,10 @@ impl DestRun {
     fn compile_hot(&mut self, node: &Node) {
         let vm = node.vm();
         let compiles = vm.jit.is_some() && vm.config.jit != tern_vm::jit::JitMode::Off;
-        // From the resume on: compiled while the process is frozen, they would take the
-        // CPU the freeze needs (measured: `bench/results/jit-migrate.md`).
-        let use_profile = self.use_profile && self.running;
+        // Once the move is complete: compiled while the process is frozen, or before its
+        // late messages came, they would take the CPU those need (measured:
+        // `bench/results/jit-migrate.md`).
+        let use_profile = self.use_profile && self.late_done;
         self.hot_waiting.retain(|&(hash, func)| match vm.module(&hash) {
             Some(lm) => {
                 if compiles && lm.jit.get(func as usize).is_some_and(|s| !s.given_up()) {
