@@ -294,9 +294,15 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
             },
             Some("how long the process was stopped: the pause that whoever talks to it can notice".into()),
         ),
-        ("total time", format!("{} µs", r.total_time_us), None),
-        ("bytes on the wire", r.bytes_sent.to_string(), None),
     ]);
+    if r.late_wait_us > 0 {
+        rows.push((
+            "late messages",
+            format!("{} µs after the resume", r.late_wait_us),
+            Some("what reached it at the old node during the move, with its links: it computed meanwhile, and a system call it made waited for them".into()),
+        ));
+    }
+    rows.extend([("total time", format!("{} µs", r.total_time_us), None), ("bytes on the wire", r.bytes_sent.to_string(), None)]);
     if r.absent_pages_at_resume > 0 {
         rows.push((
             "absent pages at resume",
@@ -401,6 +407,9 @@ mod tests {
         assert!(plain.contains("the dirty set stopped shrinking") && !plain.contains("NotShrinking"), "{plain}");
         assert!(plain.contains("4 (the process was slowed to run 1/16 of the time)"), "{plain}");
         assert!(!plain.contains('↳'), "{plain}");
+        assert!(!plain.contains("late messages"), "{plain}");
+        let late = report_table(&MigReport { late_wait_us: 250, ..r.clone() });
+        assert!(late.contains("250 µs after the resume"), "{late}");
         let explained = report_table_explained(&r);
         assert!(explained.contains("↳ pages sent more than once"), "{explained}");
         assert!(explained.lines().all(|l| l.chars().count() < 110), "{explained}");
