@@ -278,7 +278,8 @@ fn ring(update: bool, early: bool) {
     }
 }
 
-/// A worker that computes between two messages, and ends after the second.
+/// A worker (in a coprocess group) that computes between two messages, and ends after
+/// the second.
 const COMPUTE: &str = r#"
 fn worker(main) {
     send(main, self());
@@ -290,7 +291,7 @@ fn worker(main) {
         send(main, {event: "got", first: first, second: second, n: n, node: node()});
     }
 }
-let w = spawn(worker, self());
+let w = spawn(worker, self(), {group: group()});
 monitor(w);
 println("worker ${recv()}");
 let r = recv();
@@ -349,11 +350,32 @@ fn a_process_resumed_before_its_late_messages_computes_and_its_next_call_waits_f
     }
 }
 
+/// A process resumed before its late state, still computing when that state comes, is
+/// a member of its group on the destination (the commit finds it running, not parked).
+#[test]
+fn a_process_resumed_before_its_late_state_is_in_its_group_at_the_destination() {
+    let (ns, _net, out, main, w) = compute_moved(50_000_000, 1);
+    let (g, _) = ns[0].group_members(w).expect("in a group at the source");
+    ns[1].resume_import(w).unwrap();
+    until("the worker computes at the destination", || ns[1].ps().iter().any(|p| p.pid == w && p.status == "running"));
+    let late = ns[0].commit_export(w, 2, Forwarding::LinkUpdate).unwrap();
+    ns[1].commit_import(w, late).unwrap();
+    assert_eq!(ns[1].group_members(w), Some((g, vec![w])));
+    assert_eq!(ns[0].group_members(w), None);
+    ns[1].kill(w, "done");
+    let exit = ns[0].wait_exit(main, Duration::from_secs(60)).expect("main ends");
+    assert!(exit.reason.is_normal(), "{:?}\n{}", exit.reason, out.text());
+    assert!(out.text().contains("down done"), "{}", out.text());
+    for n in ns {
+        n.stop();
+    }
+}
+
 /// A process resumed before its late state that ends meanwhile ends only once that
 /// state is here: the move completes, and its watcher is told then, once.
 #[test]
 fn a_process_that_ends_before_its_late_state_comes_ends_after_it() {
-    let (ns, _net, out, main, w) = compute_moved(300_000, 0);
+    let (ns, _net, out, main, w) = compute_moved(5_000_000, 0);
     ns[1].resume_import(w).unwrap();
     until("the worker ended its loop at the destination", || {
         ns[1].ps().iter().any(|p| p.pid == w && p.status == "frozen" && p.reductions > 0)

@@ -311,8 +311,15 @@ impl Node {
         }
         slot.flags.fetch_or(LATE, Ordering::SeqCst);
         i.live.fetch_add(1, Ordering::SeqCst);
+        let group = st.parked.as_ref().map_or(0, |p| p.sys.group);
         st.freezers = 0;
         i.unfreeze_locked(pid, &slot, &mut st);
+        drop(st);
+        // Its group knows it is here from now on (the commit cannot look: the process
+        // may be running then, not parked; it cannot end before the commit either).
+        if group != 0 {
+            i.groups.lock().join(pid, group);
+        }
         Ok(())
     }
 
@@ -343,7 +350,8 @@ impl Node {
             let mut st = slot.st.lock();
             let Some(mark) = st.import.take() else { return Err(MoveError::NotHere(pid)) };
             resumed = slot.flags.load(Ordering::SeqCst) & LATE != 0;
-            group = st.parked.as_ref().map_or(0, |p| p.sys.group);
+            // (One resumed already joined its group then.)
+            group = if resumed { 0 } else { st.parked.as_ref().map_or(0, |p| p.sys.group) };
             let mut bytes = 0;
             for (k, m) in late.inbox.into_iter().enumerate() {
                 bytes += m.approx_bytes();
