@@ -181,6 +181,9 @@ pub struct Sizes {
     /// Where that speed comes from: `measured` (the last migration there), `capped`
     /// (the migration bandwidth cap) or `assumed`.
     pub link_from: &'static str,
+    /// How often the dirty pages behind `write_bytes_s` are counted, µs (0: unknown): a
+    /// count sees a page once however often it was written in between.
+    pub sample_us: u64,
     /// The freeze time pre-copy aims at, µs, and its most rounds.
     pub freeze_budget_us: u64,
     pub max_rounds: u32,
@@ -238,6 +241,20 @@ pub fn choose(s: &Sizes) -> Picked {
             ),
         };
     };
+    // Its whole heap dirtied within one count of its dirty pages: the real rate may be far
+    // higher than measured, and no round would shrink what is left to send.
+    if s.sample_us > 0 && u128::from(w) * u128::from(s.sample_us) >= u128::from(s.heap_bytes) * 900_000 {
+        return Picked {
+            mechanism: Mechanism::Lazy,
+            fallback: false,
+            why: format!(
+                "it writes all over its heap: nearly all of its {:.1} MiB is dirtied within one {} ms count of its dirty pages (at least {:.1} MiB/s), so no pre-copy round would shrink what is left to send",
+                mib(s.heap_bytes),
+                s.sample_us / 1000,
+                mib(w)
+            ),
+        };
+    }
     if w >= link.saturating_mul(2) {
         return Picked {
             mechanism: Mechanism::Lazy,
@@ -286,7 +303,15 @@ mod tests {
     use super::*;
 
     fn sizes(heap_bytes: u64, write: Option<u64>, link: u64) -> Sizes {
-        Sizes { heap_bytes, write_bytes_s: write, link_bytes_s: link, link_from: "measured", freeze_budget_us: 1_000, max_rounds: 10 }
+        Sizes {
+            heap_bytes,
+            write_bytes_s: write,
+            link_bytes_s: link,
+            link_from: "measured",
+            sample_us: 0,
+            freeze_budget_us: 1_000,
+            max_rounds: 10,
+        }
     }
 
     #[test]
@@ -313,6 +338,15 @@ mod tests {
         // A zero link speed is no division by zero.
         let p = choose(&sizes(256 * mib, Some(2), 0));
         assert_eq!(p.mechanism, Mechanism::Lazy, "{}", p.why);
+        // 4 MiB all dirtied within a 20 ms count (196 MiB/s measured, the most such a
+        // count can see): not pre-copy, however fast the link; the same rate over a
+        // large heap is a rate like any other.
+        let saturated = Sizes { sample_us: 20_000, ..sizes(4 * mib, Some(196 * mib), 295 * mib) };
+        let p = choose(&saturated);
+        assert_eq!(p.mechanism, Mechanism::Lazy, "{}", p.why);
+        assert!(p.why.contains("all over its heap"), "{}", p.why);
+        let p = choose(&Sizes { sample_us: 20_000, ..sizes(256 * mib, Some(20 * mib), 100 * mib) });
+        assert_eq!(p.mechanism, Mechanism::Precopy, "{}", p.why);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 /// A running process's dirty bits are counted at most this often (the count is a walk
 /// of one byte per page), at the end of a time slice or at a system call: often enough
 /// that a process rewriting its whole heap shows a rate above a fast link's.
-pub(super) const DIRTY_SAMPLE_US: u64 = 20_000;
+pub const DIRTY_SAMPLE_US: u64 = 20_000;
 
 /// At most this many partner nodes, and senders, are remembered per process (the
 /// busiest kept).

@@ -78,7 +78,7 @@ pub use forwarding::Forwarding;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
 pub use live::{copy_pages_bytes, PageBytes};
 pub use locate::ForwardingStats;
-pub use meter::{NodeSample, ProcSample};
+pub use meter::{NodeSample, ProcSample, DIRTY_SAMPLE_US};
 pub use order::{Origin, MAX_HELD};
 pub use relocate::{RelocateHook, RelocateStats};
 pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HOPS};

@@ -246,6 +246,7 @@ impl SourceRun {
                 write_bytes_s: write,
                 link_bytes_s,
                 link_from,
+                sample_us: tern_vm::node::DIRTY_SAMPLE_US,
                 freeze_budget_us: cfg.freeze_budget_us,
                 max_rounds: cfg.max_rounds,
             });
