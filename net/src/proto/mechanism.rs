@@ -245,10 +245,10 @@ pub fn choose(s: &Sizes) -> Picked {
     // higher than measured, and no round would shrink what is left to send.
     if s.sample_us > 0 && u128::from(w) * u128::from(s.sample_us) >= u128::from(s.heap_bytes) * 900_000 {
         return Picked {
-            mechanism: Mechanism::Lazy,
+            mechanism: Mechanism::Hybrid,
             fallback: false,
             why: format!(
-                "it writes all over its heap: nearly all of its {:.1} MiB is dirtied within one {} ms count of its dirty pages (at least {:.1} MiB/s), so no pre-copy round would shrink what is left to send",
+                "it writes all over its heap: nearly all of its {:.1} MiB is dirtied within one {} ms count of its dirty pages (at least {:.1} MiB/s), so pre-copy over {link_text} would not converge; hybrid sends it while it runs, and what it keeps writing after the resume",
                 mib(s.heap_bytes),
                 s.sample_us / 1000,
                 mib(w)
@@ -343,7 +343,7 @@ mod tests {
         // large heap is a rate like any other.
         let saturated = Sizes { sample_us: 20_000, ..sizes(4 * mib, Some(196 * mib), 295 * mib) };
         let p = choose(&saturated);
-        assert_eq!(p.mechanism, Mechanism::Lazy, "{}", p.why);
+        assert_eq!(p.mechanism, Mechanism::Hybrid, "{}", p.why);
         assert!(p.why.contains("all over its heap"), "{}", p.why);
         let p = choose(&Sizes { sample_us: 20_000, ..sizes(256 * mib, Some(20 * mib), 100 * mib) });
         assert_eq!(p.mechanism, Mechanism::Precopy, "{}", p.why);
