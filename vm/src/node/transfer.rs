@@ -342,16 +342,16 @@ impl Node {
         let had_late = late.is_some();
         let late = late.unwrap_or_default();
         let slot = i.local_slot(pid).ok_or(MoveError::NotHere(pid))?;
+        // One path for both: not resumed at the commit yet, it is now (it computes; what
+        // it could see waits for the merge below).
+        if slot.flags.load(Ordering::SeqCst) & LATE == 0 {
+            self.resume_import(pid)?;
+        }
         let (given_up, lost);
         let gaps;
-        let group: u64;
-        let resumed;
         let ends: Vec<ChanId> = {
             let mut st = slot.st.lock();
             let Some(mark) = st.import.take() else { return Err(MoveError::NotHere(pid)) };
-            resumed = slot.flags.load(Ordering::SeqCst) & LATE != 0;
-            // (One resumed already joined its group then.)
-            group = if resumed { 0 } else { st.parked.as_ref().map_or(0, |p| p.sys.group) };
             let mut bytes = 0;
             for (k, m) in late.inbox.into_iter().enumerate() {
                 bytes += m.approx_bytes();
@@ -405,9 +405,6 @@ impl Node {
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
         };
-        if group != 0 {
-            i.groups.lock().join(pid, group);
-        }
         i.mesh.changed();
         if gaps {
             i.gap_opened(i.now_us());
@@ -427,9 +424,6 @@ impl Node {
         if late.watched {
             i.watched.lock().insert(pid, None);
         }
-        if !resumed {
-            i.live.fetch_add(1, Ordering::SeqCst);
-        }
         let mut waiting = Vec::new();
         for c in ends {
             i.set_holder(c, Some(pid));
@@ -444,12 +438,8 @@ impl Node {
                 i.forward(super::Target::Chan(c), a.origin, a.seq, a.hops, a.from, a.msg, a.carried);
             }
         }
-        if !resumed {
-            i.unfreeze(pid);
-            return Ok(());
-        }
-        // Resumed already: its system call or its end, held for this, go on now (unless a
-        // freeze for another move came meanwhile: that one releases it).
+        // Its system call or its end, held for this, go on now (unless a freeze for another
+        // move came meanwhile: that one releases it).
         let ending = {
             let mut st = slot.st.lock();
             slot.flags.fetch_and(!LATE, Ordering::SeqCst);
