@@ -460,7 +460,8 @@ fn tick(sh: &Arc<Host>) {
     }
     let procs = st.procs.clone();
     let peers = sh.peer_loads();
-    let moves = st.policy.decide(now, &own, &peers, &procs);
+    let util_now = st.meter.recent_utilization();
+    let moves = st.policy.decide(now, &own, util_now, &peers, &procs);
     let new = st.policy.take_new();
     drop(st);
     for d in new.iter().filter(|d| d.moved.is_none()) {

@@ -19,12 +19,14 @@
 //! ## Balance
 //! A node's *load* is its run-queue length per worker (processes runnable or running,
 //! averaged over the window, divided by its workers). A node sheds work only when it
-//! has been busy — utilization at or above the high watermark and more runnable
-//! processes than workers — for `hysteresis_ms`. It moves one process to the least
-//! loaded peer only if that leaves the peer no more loaded than itself:
-//! `load(src) - 1/workers(src) >= load(dst) + 1/workers(dst)`, and only once that has
-//! held for `hysteresis_ms` too (timed while the node's busy spell is: the two waits
-//! overlap, so a node busy beside one with room acts after one wait, not two). So a balanced mesh makes no move, two nodes at equal
+//! has been busy — utilization at or above the high watermark (over the window, or
+//! over the last sample: a node that just filled up is busy from then, not most of a
+//! window later) and more runnable processes than workers — for `hysteresis_ms`. It
+//! moves one process to the least loaded peer only if that leaves the peer no more
+//! loaded than itself: `load(src) - 1/workers(src) >= load(dst) + 1/workers(dst)`, and
+//! only once that has held for `hysteresis_ms` too (timed while the node's busy spell
+//! is, and while its processes are too new to move: the waits overlap, so a node that
+//! fills up beside one with room acts one wait later, not two or three). So a balanced mesh makes no move, two nodes at equal
 //! load never trade processes, and a move can never make the mesh less balanced than it
 //! was. Loads it expects to change (moves in flight, and ended moves the windowed loads
 //! do not show yet) are counted as changed until they are. The destination checks the
@@ -255,6 +257,15 @@ impl PolicyConf {
 /// be with it, as a fraction of the source's load (for the noise of the measurements).
 const BALANCE_MARGIN: f64 = 0.1;
 
+/// How much a move of a process of demand `d` from `me` to `dst` leaves the
+/// destination less crowded than the source is now (see [`Policy::balance`]; below 0:
+/// the move does not balance).
+fn balance_gain(me: &NodeView, dst: &NodeView, d: f64) -> f64 {
+    let after = dst.with_one_more(d);
+    let margin = if after <= 1.0 + 1e-9 { 0.0 } else { BALANCE_MARGIN };
+    me.load() * (1.0 - margin) - after
+}
+
 /// What balance compares, in processes (times the workers: per worker it is the load):
 /// the CPU demand of a node's processes while it has room for them all; once they wait
 /// for a worker (crowded), the workers over the share of a worker a runnable process
@@ -472,6 +483,16 @@ impl Meter {
         (self.node_load_with(&procs), procs)
     }
 
+    /// This node's utilization over its last sample interval (0 with fewer than two
+    /// samples): how busy it is now, where the window's mean lags by the window.
+    pub fn recent_utilization(&self) -> f64 {
+        let n = self.node.len();
+        if n < 2 {
+            return 0.0;
+        }
+        utilization(&self.node[n - 2], &self.node[n - 1])
+    }
+
     /// This node's load over the window.
     pub fn node_load(&self) -> Load {
         self.node_load_with(&self.procs())
@@ -481,8 +502,7 @@ impl Meter {
         let (Some(first), Some(last)) = (self.node.front(), self.node.back()) else { return Load::default() };
         let workers = last.busy_us.len().max(1);
         let dt = last.at_us.saturating_sub(first.at_us);
-        let busy: u64 = last.busy_us.iter().zip(&first.busy_us).map(|(b, a)| b.saturating_sub(*a)).sum();
-        let utilization = if dt == 0 { 0.0 } else { (busy as f64 / (dt as f64 * workers as f64)).min(1.0) };
+        let utilization = utilization(first, last);
         // The run queue: the mean of the samples in the window (the first is the
         // window's start, so it counts only when it is the one sample).
         let rq: Vec<u64> = self.node.iter().skip(usize::from(self.node.len() > 1)).map(|s| s.runnable).collect();
@@ -562,6 +582,19 @@ impl Meter {
             .collect();
         out.sort_by(|a, b| b.cpu.total_cmp(&a.cpu).then(a.pid.cmp(&b.pid)));
         out
+    }
+}
+
+/// The CPU time the workers spent running processes between two samples, per worker
+/// and second of wall time (0 to 1).
+fn utilization(first: &NodeSample, last: &NodeSample) -> f64 {
+    let dt = last.at_us.saturating_sub(first.at_us);
+    let workers = last.busy_us.len().max(1);
+    let busy: u64 = last.busy_us.iter().zip(&first.busy_us).map(|(b, a)| b.saturating_sub(*a)).sum();
+    if dt == 0 {
+        0.0
+    } else {
+        (busy as f64 / (dt as f64 * workers as f64)).min(1.0)
     }
 }
 
@@ -730,10 +763,10 @@ impl Policy {
     }
 
     /// Looks at the loads and says which processes to move (at most as many as may be
-    /// in flight). `own`: this node's load now (with `migrations` in flight, moves
-    /// started by the policy or anyone else); `in_flight`: the policy's own moves not
-    /// ended yet.
-    pub fn decide(&mut self, now_us: u64, own: &Load, peers: &[PeerLoad], procs: &[ProcLoad]) -> Vec<Move> {
+    /// in flight). `own`: this node's load over the window (with `migrations` in
+    /// flight, moves started by the policy or anyone else); `util_now`: its utilization
+    /// over the last sample ([`Meter::recent_utilization`]).
+    pub fn decide(&mut self, now_us: u64, own: &Load, util_now: f64, peers: &[PeerLoad], procs: &[ProcLoad]) -> Vec<Move> {
         self.next_look_us = now_us + self.conf.interval_ms * 1000;
         let settle_us = (self.conf.window_ms + 2 * self.conf.gossip_ms) * 1000;
         self.expect.retain(|e| e.ended_us.is_none_or(|t| now_us < t + settle_us));
@@ -759,14 +792,17 @@ impl Policy {
             self.split_since.clear();
         }
         if self.conf.mode.balance() {
-            self.balance(now_us, &mut view, procs, &mut budget, &mut out);
+            self.balance(now_us, &mut view, util_now, procs, &mut budget, &mut out);
         }
         out
     }
 
-    fn balance(&mut self, now_us: u64, view: &mut View, procs: &[ProcLoad], budget: &mut u32, out: &mut Vec<Move>) {
+    fn balance(&mut self, now_us: u64, view: &mut View, util_now: f64, procs: &[ProcLoad], budget: &mut u32, out: &mut Vec<Move>) {
         let me = view.own();
-        let busy = me.util >= self.conf.high && me.queue > f64::from(me.workers) + 1e-9;
+        // Busy over the window, or over the last sample: a node that just filled up is
+        // busy from then (the window's mean would say so only most of a window later),
+        // and the hysteresis below is what asks that it stays so.
+        let busy = me.util.max(util_now) >= self.conf.high && me.queue > f64::from(me.workers) + 1e-9;
         if !busy {
             self.busy_since = None;
             self.uneven_since = None;
@@ -803,6 +839,21 @@ impl Policy {
                 .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
             let Some(&(_, best)) = scored.first() else {
+                // While the only processes that could move are too new to (spawned
+                // here less than `hysteresis_ms` ago: their wait is the busy node's,
+                // and runs beside it), the unevenness is timed meanwhile, for a
+                // process that wants a whole worker (if the mesh is uneven for it, it
+                // is for any): they move once they may, not a wait after. (One that
+                // moved here waits out its residence with the unevenness untimed: it
+                // is judged afresh after.)
+                let new_here = |p: &ProcLoad| p.came_from.is_none() && p.unmovable().is_none() && !self.settled(p);
+                if procs.iter().any(new_here) {
+                    if balance_gain(&me, &dst, 1.0) >= -1e-9 {
+                        self.uneven_since.get_or_insert(now_us);
+                    } else {
+                        self.uneven_since = None;
+                    }
+                }
                 let why = self.candidates_missing(procs);
                 self.decline(now_us, "balance", view, why);
                 return;
@@ -815,9 +866,7 @@ impl Policy {
             // (it would be crowded too), by a tenth, for the noise of the measurements.
             let d = best.demand;
             let after = dst.with_one_more(d);
-            let room = after <= 1.0 + 1e-9;
-            let margin = if room { 0.0 } else { BALANCE_MARGIN };
-            let mut gain = me.load() * (1.0 - margin) - after;
+            let mut gain = balance_gain(&me, &dst, d);
             if self.fault == PolicyFault::AnyGain {
                 gain = me.load() - dst.load() - 1e-6;
             }
@@ -1129,7 +1178,8 @@ impl NodeView {
     }
 
     /// Its load with one more process of demand `d`: as it said for one that wants a
-    /// whole worker, in proportion. Without that, at worst: with room for it, its
+    /// whole worker, in proportion while that leaves it room, and as it said once it
+    /// would be crowded. Without that, at worst: with room for it, its
     /// demand grows by `d`; without, its runnable processes get a share of a worker
     /// each, at least what the others leave free and at least an equal part of the
     /// workers, and the load is one over the share; once crowded, one more process
@@ -1138,7 +1188,10 @@ impl NodeView {
         let w = f64::from(self.workers);
         let load = self.load();
         if self.plus_one > 0.0 {
-            return load + d * (self.plus_one - load).max(0.0);
+            // Crowded with it, a process that gets less of a worker than it wants is
+            // runnable all the time, like one that wants a whole worker: as it said.
+            let after = load + d * (self.plus_one - load).max(0.0);
+            return if after > 1.0 + 1e-9 { self.plus_one.max(after) } else { after };
         }
         if load >= 1.0 - 1e-9 {
             return load + d / w;
@@ -1209,13 +1262,21 @@ impl View {
         let me = self.nodes[0].id;
         for n in &mut self.nodes {
             let w = if n.id == me { own } else { peer };
+            // What it said one more would make it moves with its load.
+            let per_worker = w / f64::from(n.workers);
             if n.id == from {
                 n.runnable = (n.runnable - w).max(0.0);
                 n.queue = (n.queue - w).max(0.0);
+                if n.plus_one > 0.0 {
+                    n.plus_one = (n.plus_one - per_worker).max(n.load());
+                }
             } else if n.id == to {
                 n.runnable += w;
                 n.queue += w;
                 n.util = n.util.max((n.runnable / f64::from(n.workers)).min(1.0));
+                if n.plus_one > 0.0 {
+                    n.plus_one += per_worker;
+                }
             }
         }
     }
@@ -1287,6 +1348,74 @@ mod tests {
         // No node that takes processes: none.
         assert_eq!(Placer::new(&[(2, load(2, 0, false))]).place(1.0), None);
         assert_eq!(Placer::new(&[]).place(f64::NAN), None);
+    }
+
+    fn busy_proc(pid: Pid, resident_ms: u64) -> ProcLoad {
+        ProcLoad { pid, status: "runnable".into(), cpu: 0.5, demand: 1.0, resident_ms, ..ProcLoad::default() }
+    }
+
+    fn peer(id: NodeId, load: Load) -> PeerLoad {
+        PeerLoad { id, up: true, load, age_us: Some(1000) }
+    }
+
+    #[test]
+    fn one_look_does_not_send_a_second_process_to_a_node_the_first_one_filled() {
+        // 5 processes on 4 workers here, 3 on 4 there, which said that one more would
+        // fill it (4.00): one move balances; a second, to a node then as loaded as
+        // this one, would only make it the busier of the two.
+        let conf = PolicyConf { mode: Mode::Balance, max_in_flight: 3, ..PolicyConf::default() };
+        let mut pol = Policy::new(0, conf);
+        let own = Load { workers: 4, utilization_pm: 1000, runnable_x100: 500, demand_x100: 500, accepting: true, ..Load::default() };
+        let there = Load {
+            workers: 4,
+            utilization_pm: 750,
+            runnable_x100: 300,
+            demand_x100: 300,
+            plus_one_x100: 400,
+            accepting: true,
+            ..Load::default()
+        };
+        let procs: Vec<ProcLoad> = (1..=5).map(|p| busy_proc(p, 60_000)).collect();
+        let mut moves = Vec::new();
+        for t in 0..12 {
+            moves.extend(pol.decide(t * 250_000, &own, 1.0, &[peer(7, there)], &procs));
+        }
+        assert_eq!(moves.len(), 1, "{moves:?}");
+    }
+
+    #[test]
+    fn a_node_that_fills_up_sheds_work_one_hysteresis_after() {
+        // One worker, idle until 8 processes that each want a whole worker start at 0;
+        // a peer idle beside it. The window's mean utilization climbs a quarter per
+        // sample (a 1 s window, 250 ms samples); the last sample's is full at once.
+        let conf = PolicyConf { mode: Mode::Balance, ..PolicyConf::default() };
+        let hyst = conf.hysteresis_ms * 1000;
+        let idle = Load { workers: 1, accepting: true, ..Load::default() };
+        let first_move = |util_now: bool| {
+            let mut pol = Policy::new(0, conf);
+            for k in 1..40u64 {
+                let t = k * 250_000;
+                let own = Load {
+                    workers: 1,
+                    utilization_pm: (k * 250).min(1000) as u32,
+                    runnable_x100: 800,
+                    demand_x100: 800,
+                    accepting: true,
+                    ..Load::default()
+                };
+                let procs: Vec<ProcLoad> = (1..=8).map(|p| busy_proc(p, t / 1000)).collect();
+                if !pol.decide(t, &own, if util_now { 1.0 } else { 0.0 }, &[peer(1, idle)], &procs).is_empty() {
+                    return t;
+                }
+            }
+            panic!("no move");
+        };
+        // Busy from the first sample, and its processes may move once spawned here
+        // `hysteresis_ms` ago: the first move one look after that.
+        let now = first_move(true);
+        assert!(now <= hyst + conf.interval_ms * 1000, "first move at {now} µs");
+        // With the window's mean alone it would come most of a window later.
+        assert!(first_move(false) >= now + 500_000);
     }
 
     #[test]

@@ -442,7 +442,8 @@ impl<'a> Sim<'a> {
             .collect();
         let procs = n.meter.procs();
         let now = self.now;
-        let moves = self.nodes[i].policy.decide(now, &own, &peers, &procs);
+        let util_now = self.nodes[i].meter.recent_utilization();
+        let moves = self.nodes[i].policy.decide(now, &own, util_now, &peers, &procs);
         for d in self.nodes[i].policy.take_new() {
             self.report.decisions += 1;
             if d.moved.is_none() {
