@@ -330,7 +330,7 @@ fn main() -> ExitCode {
                 Ok(r) => {
                     if stats {
                         eprintln!(
-                            "reductions: {}, moves: {}, largest image: {} bytes, functions compiled: {}",
+                            "reductions: {}, moves: {}, largest state image: {} bytes (heaps are handed over, not copied), functions compiled: {}",
                             r.reductions, r.migrations, r.image_bytes_max, r.jit.compiled
                         );
                         if r.jit.compiled + r.jit.failed > 0 {
@@ -428,7 +428,7 @@ fn main() -> ExitCode {
             match report {
                 Ok(r) => {
                     println!(
-                        "\n{} moves between the two VM instances (seed {seed}); the largest process image was {} KiB.",
+                        "\n{} moves between the two VM instances (seed {seed}); the largest process state imaged was {} KiB (heaps are handed over, not copied).",
                         r.migrations,
                         r.image_bytes_max.div_ceil(1024)
                     );

@@ -445,3 +445,57 @@ fn bitwise_errors_are_runtime_errors_at_their_line() {
         assert!(err.to_string().starts_with(&format!("bits.tern:{line}: error: {message}")), "{err}");
     }
 }
+
+/// `--migrate-every` hands a process's heap over between its two VM instances as it is:
+/// what a move images is the process's state, however large its heap.
+#[test]
+fn moves_between_in_process_vms_hand_the_heap_over_not_a_copy() {
+    let src =
+        "let big = [];\nfor i in 0..300000 { push(big, i); }\nlet s = 0;\nfor k in 0..400000 { s += big[k % 300000]; }\nprintln(s);\n";
+    let program = compile_text("big.tern", src).unwrap();
+    let expected = plain_output(src);
+    let opts = RunOptions { migrate_every: Some(20_000), seed: 3, ..RunOptions::default() };
+    let mut host = BufferHost::new();
+    let report = run_program(&program, &opts, &mut host).unwrap();
+    report.result.unwrap();
+    assert_eq!(host.out, expected);
+    assert!(report.migrations > 10, "{} migrations", report.migrations);
+    assert!(report.heap_bytes > 2 << 20, "a heap of {} bytes", report.heap_bytes);
+    assert!(report.image_bytes_max < 16 << 10, "a move imaged {} bytes of a {}-byte heap", report.image_bytes_max, report.heap_bytes);
+}
+
+/// A heap handed over with an image the destination refuses comes back whole, so the
+/// process can go on where it was.
+#[test]
+fn a_refused_handover_gives_the_heap_back() {
+    use tern_vm::snapshot::{restore_with_heap, snapshot_state, SlotImage};
+    let program = compile_text("h.tern", PROGRAM).unwrap();
+    let mut vm = new_vm(VmConfig::default());
+    load(&mut vm, &program).unwrap();
+    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    for _ in 0..5 {
+        assert_eq!(run(&mut proc, &vm, &mut BufferHost::new(), 500), Outcome::Yielded);
+    }
+    let state = snapshot_state(&proc, &SlotImage::default());
+    let before = proc.heap.clone();
+    // A VM without the program's module refuses the image.
+    let mut bare = new_vm(VmConfig::default());
+    load(&mut bare, &compile_text("lone.tern", "1;").unwrap()).unwrap();
+    let mut heap = Some(std::mem::replace(&mut proc.heap, tern_vm::heap::Heap::new(before.config())));
+    assert!(restore_with_heap(&state, &bare, &mut heap).is_err());
+    proc.heap = heap.expect("the heap comes back");
+    assert_eq!(proc.heap.page_count(), before.page_count());
+    assert!((0..before.page_count() as u32).all(|p| proc.heap.page(p) == before.page(p)));
+    // Accepted, it is taken, and the process runs on to the plain run's output.
+    let mut heap = Some(std::mem::replace(&mut proc.heap, tern_vm::heap::Heap::new(before.config())));
+    let (mut moved, _) = restore_with_heap(&state, &vm, &mut heap).unwrap();
+    assert!(heap.is_none());
+    let mut host = BufferHost::new();
+    let rest = loop {
+        match run(&mut moved, &vm, &mut host, 10_000) {
+            Outcome::Yielded => {}
+            o => break o,
+        }
+    };
+    assert!(matches!(rest, Outcome::Finished(_)), "{rest:?}");
+}

@@ -176,7 +176,7 @@ fn snapshot_with(p: &Process, slot: &SlotImage, with_pages: bool) -> Vec<u8> {
 /// its modules. The blocking call's deadline is left unset: the node re-arms it from
 /// [`SlotImage::timeout_left_us`] on its own clock.
 pub fn restore_full(bytes: &[u8], vm: &Vm) -> Result<(Process, SlotImage), ImageError> {
-    restore_with(bytes, vm, Vec::new(), &[], None)
+    restore_with(bytes, vm, Vec::new(), &[], &mut None)
 }
 
 /// Restores a process from an image made by [`snapshot_state`] and its pages, which came
@@ -195,7 +195,7 @@ pub fn restore_state(
     pages: Vec<(u32, Vec<u64>)>,
     absent: &[(u32, u32)],
 ) -> Result<(Process, SlotImage), ImageError> {
-    restore_with(bytes, vm, pages, absent, None)
+    restore_with(bytes, vm, pages, absent, &mut None)
 }
 
 /// Restores a process from an image made by [`snapshot_state`] into `staged`, a heap
@@ -210,7 +210,18 @@ pub fn restore_state(
 /// next collection. (A migration image comes from an authenticated cluster node; images
 /// from anywhere else go through [`restore_full`].)
 pub fn restore_into(bytes: &[u8], vm: &Vm, staged: Heap, absent: &[(u32, u32)]) -> Result<(Process, SlotImage), ImageError> {
-    restore_with(bytes, vm, Vec::new(), absent, Some(staged))
+    restore_with(bytes, vm, Vec::new(), absent, &mut Some(staged))
+}
+
+/// [`restore_into`] with the process's own heap, handed over whole (`--migrate-every`
+/// moves a process between two VMs of one OS process so: its pages are not copied):
+/// taken from `heap` when the image is restored, left there when it is refused (the
+/// process can then go on with it where it was).
+pub fn restore_with_heap(bytes: &[u8], vm: &Vm, heap: &mut Option<Heap>) -> Result<(Process, SlotImage), ImageError> {
+    if heap.is_none() {
+        return Err(ImageError::Invalid("no heap to restore into".into()));
+    }
+    restore_with(bytes, vm, Vec::new(), &[], heap)
 }
 
 fn restore_with(
@@ -218,7 +229,7 @@ fn restore_with(
     vm: &Vm,
     extra: Vec<(u32, Vec<u64>)>,
     absent: &[(u32, u32)],
-    staged: Option<Heap>,
+    staged: &mut Option<Heap>,
 ) -> Result<(Process, SlotImage), ImageError> {
     let cap = max_image_bytes(&vm.config.heap);
     if bytes.len() > cap {
@@ -256,38 +267,68 @@ fn restore_with(
         HeapError::OutOfMemory(_) => ImageError::Invalid(e.to_string()),
         _ => invalid("heap layout"),
     };
-    let mut heap = match staged {
-        Some(mut h) => {
-            h.adopt_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(layout_err)?;
-            h
-        }
+    let heap = match staged.take() {
+        Some(mut h) => match h.adopt_layout(hc, img.heap.page_count as usize, img.heap.top as usize) {
+            Ok(()) => h,
+            Err(e) => {
+                *staged = Some(h);
+                return Err(layout_err(e));
+            }
+        },
         None => Heap::with_layout(hc, img.heap.page_count as usize, img.heap.top as usize).map_err(layout_err)?,
     };
-    let mut seen = vec![false; img.heap.page_count as usize];
-    let mut words = vec![0u64; page_bytes / 8];
-    for pg in &img.heap.pages {
-        let i = pg.index as usize;
-        if i >= seen.len() || seen[i] || pg.bytes.len() != page_bytes {
-            return Err(invalid("bad page record"));
+    // Refused from here on, a staged heap goes back to the caller.
+    fill(img, heap, vm, extra, absent, deferred).map_err(|(e, heap)| {
+        if deferred {
+            *staged = Some(*heap);
         }
-        seen[i] = true;
-        for (w, chunk) in words.iter_mut().zip(pg.bytes.chunks_exact(8)) {
-            *w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        e
+    })
+}
+
+/// Puts an image's pages, `extra` pages and `absent` ranges into `heap`, then makes and
+/// checks the process; refused, the heap comes back with the error.
+fn fill(
+    img: Image,
+    mut heap: Heap,
+    vm: &Vm,
+    extra: Vec<(u32, Vec<u64>)>,
+    absent: &[(u32, u32)],
+    deferred: bool,
+) -> Result<(Process, SlotImage), (ImageError, Box<Heap>)> {
+    let invalid = |m: &str| ImageError::Invalid(m.to_string());
+    let page_bytes = img.heap.config.page_size_bytes;
+    let pages = |heap: &mut Heap| -> Result<(), ImageError> {
+        let mut seen = vec![false; img.heap.page_count as usize];
+        let mut words = vec![0u64; page_bytes / 8];
+        for pg in &img.heap.pages {
+            let i = pg.index as usize;
+            if i >= seen.len() || seen[i] || pg.bytes.len() != page_bytes {
+                return Err(invalid("bad page record"));
+            }
+            seen[i] = true;
+            for (w, chunk) in words.iter_mut().zip(pg.bytes.chunks_exact(8)) {
+                *w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            }
+            heap.supply_page(pg.index, &words).map_err(|_| invalid("bad page record"))?;
         }
-        heap.supply_page(pg.index, &words).map_err(|_| invalid("bad page record"))?;
-    }
-    let pw = page_bytes / 8;
-    for (index, data) in extra {
-        if index as usize >= seen.len() || data.len() != pw {
-            return Err(invalid("bad page record"));
+        let pw = page_bytes / 8;
+        for (index, data) in extra {
+            if index as usize >= seen.len() || data.len() != pw {
+                return Err(invalid("bad page record"));
+            }
+            heap.supply_page(index, &data).map_err(|_| invalid("bad page record"))?;
         }
-        heap.supply_page(index, &data).map_err(|_| invalid("bad page record"))?;
-    }
-    for &(from, to) in absent {
-        if from > to || to as usize > seen.len() {
-            return Err(invalid("absent page outside the heap"));
+        for &(from, to) in absent {
+            if from > to || to as usize > seen.len() {
+                return Err(invalid("absent page outside the heap"));
+            }
+            heap.mark_absent_range(from, to);
         }
-        heap.mark_absent_range(from, to);
+        Ok(())
+    };
+    if let Err(e) = pages(&mut heap) {
+        return Err((e, Box::new(heap)));
     }
     let lazy = deferred || !heap.all_present();
     heap.stats = img.heap.stats;
@@ -306,16 +347,22 @@ fn restore_with(
         sys: img.sys,
         linked: Vec::new(),
     };
-    p.relink(vm).map_err(|e| ImageError::MissingModule(e.to_string()))?;
-    validate(&p, vm, lazy).map_err(ImageError::Invalid)?;
-    if !lazy {
-        // With pages absent the free lists stay empty until the next collection.
-        p.heap.rebuild_free_lists().map_err(|_| invalid("heap walk"))?;
+    let check = |p: &mut Process| -> Result<(), ImageError> {
+        p.relink(vm).map_err(|e| ImageError::MissingModule(e.to_string()))?;
+        validate(p, vm, lazy).map_err(ImageError::Invalid)?;
+        if !lazy {
+            // With pages absent the free lists stay empty until the next collection.
+            p.heap.rebuild_free_lists().map_err(|_| invalid("heap walk"))?;
+        }
+        if p.sys.files.len() > 1 << 16 {
+            return Err(invalid("too many open files"));
+        }
+        Ok(())
+    };
+    match check(&mut p) {
+        Ok(()) => Ok((p, img.slot)),
+        Err(e) => Err((e, Box::new(p.heap))),
     }
-    if p.sys.files.len() > 1 << 16 {
-        return Err(invalid("too many open files"));
-    }
-    Ok((p, img.slot))
 }
 
 /// Checks every reference of a restored process.

@@ -441,10 +441,16 @@ impl NodeInner {
         pages: Staged,
         absent: &[(u32, u32)],
     ) -> Result<(), ImageError> {
-        let (mut proc, img) = match pages {
+        let (proc, img) = match pages {
             Staged::Pages(pages) => crate::snapshot::restore_state(bytes, &self.vm, pages, absent)?,
             Staged::Heap(heap) => crate::snapshot::restore_into(bytes, &self.vm, *heap, absent)?,
         };
+        self.install(slot, proc, img);
+        Ok(())
+    }
+
+    /// Puts a restored process and what its node kept about it into `slot`, frozen.
+    pub(super) fn install(&self, slot: &Arc<Slot>, mut proc: crate::Process, img: crate::snapshot::SlotImage) {
         let now = self.now_us();
         proc.sys.deadline_us = img.timeout_left_us.map(|l| now + l);
         // Its clock goes on from where it was (not counting the time it was moving).
@@ -473,6 +479,5 @@ impl NodeInner {
         slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
         st.status = Status::Frozen;
         st.parked = Some(Box::new(proc));
-        Ok(())
     }
 }
