@@ -99,6 +99,10 @@ pub struct MigrateArgs {
     /// Heavy writer: pages touched between two looks at the mailbox (no sleep).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     heavy_batch: u32,
+    /// Idle processes (each waiting in `recv`) the measured process starts on node a
+    /// before it builds its heap: a migration out of a crowded node (issue 18's 1,000,000).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2_000_000))]
+    crowd: u32,
     /// MiB sent on one QUIC stream for the raw-throughput ceiling (default 1024, 256
     /// with --quick).
     #[arg(long, value_name = "MIB")]
@@ -185,7 +189,7 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
                 eprint!("[{n}/{total}] {size} MiB, writer {rate}, {mechanism}: ");
                 let dir = temp.0.join(format!("run-{n}"));
                 let batch = if rate == "heavy" { args.heavy_batch } else { args.light_pages };
-                let r = run_one(&tern, &dir, size, rate, mechanism, batch, limit);
+                let r = run_one(&tern, &dir, size, rate, mechanism, &header(batch, args.crowd), limit);
                 match (&r.problem, &r.report) {
                     (None, Some(rep)) => eprintln!(
                         "freeze {} µs, total {:.1} ms, {:.1} MB sent, {} round(s), {} fault(s){}",
@@ -484,7 +488,21 @@ impl RealPair {
     }
 }
 
-fn run_one(tern: &Path, dir: &Path, size: u64, rate: &'static str, mechanism: &'static str, batch: u32, limit: Duration) -> RunResult {
+/// The program's lines after `MIB` and `MODE`: its `BATCH`, and the idle crowd it starts
+/// first (`--crowd`), each process waiting in `recv` once it has said it runs.
+fn header(batch: u32, crowd: u32) -> String {
+    let mut h = format!("let BATCH = {batch};\n");
+    if crowd > 0 {
+        // Each says it is running before it waits, and the measured process waits for
+        // them all: the crowd is idle before the heap is built and the move asked for.
+        h += &format!(
+            "fn idle(p) {{ send(p, 0); recv(); }}\nfor i in 0..{crowd} {{ spawn(idle, self()); }}\nfor i in 0..{crowd} {{ recv(); }}\n"
+        );
+    }
+    h
+}
+
+fn run_one(tern: &Path, dir: &Path, size: u64, rate: &'static str, mechanism: &'static str, header: &str, limit: Duration) -> RunResult {
     let mut result = RunResult { size_mib: size, rate, mechanism, pages_per_ms: 0.0, report: None, problem: None, build_s: 0.0 };
     let pair = match RealPair::start(tern, dir) {
         Ok(m) => m,
@@ -493,7 +511,7 @@ fn run_one(tern: &Path, dir: &Path, size: u64, rate: &'static str, mechanism: &'
             return result;
         }
     };
-    if let Err(e) = migrate_once(&pair, dir, size, rate, mechanism, batch, limit, &mut result) {
+    if let Err(e) = migrate_once(&pair, dir, size, rate, mechanism, header, limit, &mut result) {
         result.problem = Some(format!("{e:#}{}", pair.log_tail()));
     }
     drop(pair);
@@ -508,11 +526,11 @@ fn migrate_once(
     size: u64,
     rate: &str,
     mechanism: &'static str,
-    batch: u32,
+    header: &str,
     limit: Duration,
     result: &mut RunResult,
 ) -> Result<()> {
-    let source = format!("let MIB = {size};\nlet MODE = \"{rate}\";\nlet BATCH = {batch};\n{PROGRAM}");
+    let source = format!("let MIB = {size};\nlet MODE = \"{rate}\";\n{header}{PROGRAM}");
     let file = dir.join("migrate_heap.tern");
     std::fs::write(&file, source).with_context(|| format!("cannot write {}", file.display()))?;
     let started = Instant::now();
@@ -1174,7 +1192,9 @@ mod tests {
 
     #[test]
     fn the_program_compiles() {
-        let src = format!("let MIB = 1;\nlet MODE = \"light\";\nlet BATCH = 4;\n{PROGRAM}");
-        tern_net::runner::compile_text("migrate_heap.tern", &src).map_err(|e| e.rendered).unwrap();
+        for crowd in [0, 10] {
+            let src = format!("let MIB = 1;\nlet MODE = \"light\";\n{}{PROGRAM}", header(4, crowd));
+            tern_net::runner::compile_text("migrate_heap.tern", &src).map_err(|e| e.rendered).unwrap();
+        }
     }
 }
