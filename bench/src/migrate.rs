@@ -493,10 +493,15 @@ impl RealPair {
 fn header(batch: u32, crowd: u32) -> String {
     let mut h = format!("let BATCH = {batch};\n");
     if crowd > 0 {
-        // Each says it is running before it waits, and the measured process waits for
-        // them all: the crowd is idle before the heap is built and the move asked for.
+        // Each tells a counter it is running before it waits, and the counter tells the
+        // measured process once all have: the crowd is idle before the heap is built and
+        // the move asked for (and the measured process has heard from one process only).
         h += &format!(
-            "fn idle(p) {{ send(p, 0); recv(); }}\nfor i in 0..{crowd} {{ spawn(idle, self()); }}\nfor i in 0..{crowd} {{ recv(); }}\n"
+            "fn idle(c) {{ send(c, 0); recv(); }}\n\
+             fn count(p, n) {{ for i in 0..n {{ recv(); }} send(p, 0); recv(); }}\n\
+             let counter = spawn(count, self(), {crowd});\n\
+             for i in 0..{crowd} {{ spawn(idle, counter); }}\n\
+             recv();\n"
         );
     }
     h
