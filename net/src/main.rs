@@ -330,7 +330,7 @@ fn main() -> ExitCode {
                 Ok(r) => {
                     if stats {
                         eprintln!(
-                            "reductions: {}, moves: {}, largest state image: {} bytes (heaps are handed over, not copied), functions compiled: {}",
+                            "reductions: {}, moves: {}, largest image: {} bytes (a heap of 1 MiB or more is handed over, not imaged), functions compiled: {}",
                             r.reductions, r.migrations, r.image_bytes_max, r.jit.compiled
                         );
                         if r.jit.compiled + r.jit.failed > 0 {
@@ -428,7 +428,7 @@ fn main() -> ExitCode {
             match report {
                 Ok(r) => {
                     println!(
-                        "\n{} moves between the two VM instances (seed {seed}); the largest process state imaged was {} KiB (heaps are handed over, not copied).",
+                        "\n{} moves between the two VM instances (seed {seed}); the largest process image was {} KiB (a heap of 1 MiB or more is handed over, not imaged).",
                         r.migrations,
                         r.image_bytes_max.div_ceil(1024)
                     );

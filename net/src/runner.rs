@@ -78,7 +78,8 @@ pub struct RunReport {
     pub reductions: u64,
     /// Processes moved between the two VM instances.
     pub migrations: u64,
-    /// The largest process state imaged by a move (its heap is handed over, not imaged).
+    /// The largest image a move made (a heap of `IMAGE_WHOLE_BELOW` or more is handed
+    /// over, not imaged).
     pub image_bytes_max: usize,
     /// The main process's heap at its end.
     pub gc: tern_vm::heap::GcStats,

@@ -850,10 +850,13 @@ impl Heap {
         if top < 1 || (top > pages * pw && !(pages == 0 && top == 1)) || pages * pw > config.limit_bytes / 8 + pw {
             return Err(HeapError::Corrupt);
         }
+        // Grown first: a refusal changes nothing.
+        self.grow_to(pages * pw)?;
         self.limit_words = config.limit_bytes / 8;
         self.gc_min_words = config.gc_min_bytes / 8;
         self.gc_threshold = self.gc_threshold.max(self.gc_min_words);
-        self.grow_to(pages * pw)?;
+        // A heap handed over mid-allocation keeps the rest of its region (free lists).
+        self.retire_region();
         self.top = top;
         self.bump = top;
         self.bump_end = usize::MAX;

@@ -846,13 +846,12 @@ impl Policy {
                 // is for any): they move once they may, not a wait after. (One that
                 // moved here waits out its residence with the unevenness untimed: it
                 // is judged afresh after.)
-                let new_here = |p: &ProcLoad| p.came_from.is_none() && p.unmovable().is_none() && !self.settled(p);
-                if procs.iter().any(new_here) {
-                    if balance_gain(&me, &dst, 1.0) >= -1e-9 {
-                        self.uneven_since.get_or_insert(now_us);
-                    } else {
-                        self.uneven_since = None;
-                    }
+                let new_here =
+                    |p: &ProcLoad| p.came_from.is_none() && p.unmovable().is_none() && !self.settled(p) && p.demand >= self.conf.min_cpu;
+                if procs.iter().any(new_here) && balance_gain(&me, &dst, 1.0) >= -1e-9 {
+                    self.uneven_since.get_or_insert(now_us);
+                } else {
+                    self.uneven_since = None;
                 }
                 let why = self.candidates_missing(procs);
                 self.decline(now_us, "balance", view, why);
@@ -906,7 +905,11 @@ impl Policy {
                 best.heap_bytes / 1024,
                 best.resident_ms as f64 / 1000.0
             );
-            let mv = Move { pid: best.pid, to: dst.id, why: why.clone(), admit: view.admit_balance(d) };
+            // What the move was judged at: on a node it crowds, a process that gets less
+            // of a worker than it wants counts as one that wants a whole one
+            // ([`NodeView::with_one_more`]); the view and the expected loads count it so.
+            let w = if after > 1.0 + 1e-9 { d.max(1.0) } else { d };
+            let mv = Move { pid: best.pid, to: dst.id, why: why.clone(), admit: view.admit_balance(w) };
             let candidates = scored.iter().take(8).map(|(s, p)| (p.pid, (s * 1000.0).round() / 1000.0)).collect();
             self.record(Decision {
                 at_us: now_us,
@@ -916,8 +919,8 @@ impl Policy {
                 why,
                 candidates,
             });
-            view.shift(self.me, dst.id, d, d);
-            self.expect.push(Expect { pid: best.pid, from: self.me, to: dst.id, demand: d, ended_us: None });
+            view.shift(self.me, dst.id, w, w);
+            self.expect.push(Expect { pid: best.pid, from: self.me, to: dst.id, demand: w, ended_us: None });
             out.push(mv);
             *budget -= 1;
         }
@@ -1376,6 +1379,32 @@ mod tests {
             ..Load::default()
         };
         let procs: Vec<ProcLoad> = (1..=5).map(|p| busy_proc(p, 60_000)).collect();
+        let mut moves = Vec::new();
+        for t in 0..12 {
+            moves.extend(pol.decide(t * 250_000, &own, 1.0, &[peer(7, there)], &procs));
+        }
+        assert_eq!(moves.len(), 1, "{moves:?}");
+    }
+
+    #[test]
+    fn a_crowded_destination_is_charged_a_whole_worker_per_process_sent() {
+        // Ten half-worker processes crowd one worker here (5.00); there, 2.50, and one
+        // more whole-worker process would make it 3.50. Sending one crowds it further:
+        // on a crowded node a process that gets less than it wants counts as a whole
+        // one. A second in the same look would make it the busier of the two.
+        let conf = PolicyConf { mode: Mode::Balance, ..PolicyConf::default() };
+        let mut pol = Policy::new(0, conf);
+        let own = Load { workers: 1, utilization_pm: 1000, runnable_x100: 1000, demand_x100: 500, accepting: true, ..Load::default() };
+        let there = Load {
+            workers: 1,
+            utilization_pm: 1000,
+            runnable_x100: 300,
+            demand_x100: 250,
+            plus_one_x100: 350,
+            accepting: true,
+            ..Load::default()
+        };
+        let procs: Vec<ProcLoad> = (1..=10).map(|p| ProcLoad { demand: 0.5, ..busy_proc(p, 60_000) }).collect();
         let mut moves = Vec::new();
         for t in 0..12 {
             moves.extend(pol.decide(t * 250_000, &own, 1.0, &[peer(7, there)], &procs));

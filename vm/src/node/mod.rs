@@ -80,7 +80,7 @@ pub use live::{copy_pages_bytes, PageBytes};
 pub use locate::ForwardingStats;
 pub use meter::{NodeSample, ProcSample, DIRTY_SAMPLE_US};
 pub use order::{Origin, MAX_HELD};
-pub use relocate::{RelocateHook, RelocateStats};
+pub use relocate::{RelocateHook, RelocateStats, IMAGE_WHOLE_BELOW};
 pub use remote::{Carried, Deliver, MigrateOpts, Op, Remote, MAX_FORWARDS, MAX_HOPS};
 pub use shell::ShellEnd;
 pub use slot::{Job, Source, Staged};

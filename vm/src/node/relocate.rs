@@ -1,18 +1,22 @@
 //! Relocation: moving a process between two nodes of one in-memory [`super::Mesh`] (two
-//! VM instances in one OS process): freeze it, image its state, reinstate the image at
-//! the destination with its heap handed over as it is (its pages are not copied), hand it
-//! its pid there and retire the slot here, one relocation at a time
+//! VM instances in one OS process): freeze it, image it (a heap of a MiB or more is not
+//! imaged but handed over as it is), reinstate the image at the destination, hand it its
+//! pid there and retire the slot here, one relocation at a time
 //! ([`Node::relocate`]); and the hook that does so at processes' safepoints
 //! (`--migrate-every`).
 
-use super::slot::{Entry, Mailbox, Slot, Status, Task, FREEZE, LOST};
+use super::slot::{Entry, Mailbox, Slot, Staged, Status, Task, FREEZE, LOST};
 use super::{MoveError, Node, NodeInner, Pid};
 use crate::heap::Heap;
-use crate::snapshot::snapshot_state;
+use crate::snapshot::{snapshot_full, snapshot_state};
 use crate::value::name_node;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Heaps smaller than this (bytes) are imaged whole at a relocation; larger ones are
+/// handed over as they are.
+pub const IMAGE_WHOLE_BELOW: usize = 1 << 20;
 
 /// What one relocation cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,26 +114,41 @@ impl NodeInner {
             dest.procs.remove(temp);
             return Err(MoveError::NotHere(pid));
         }
-        // Its state is imaged; its heap is handed over as it is (both VMs are in this OS
-        // process): a move costs what the state costs, not what the heap does.
+        // A small heap goes in the image, whole, and is checked as any image is (so the
+        // harness exercises imaging and restoring at every move); a larger one is handed
+        // over as it is (both VMs are in this OS process): a move then costs what the
+        // state costs, not what the heap does.
         let now = self.now_us();
         let image = st.parked.as_ref().map(|p| st.image(p, now)).ok_or(MoveError::NotHere(pid))?;
         let proc = st.parked.as_mut().ok_or(MoveError::NotHere(pid))?;
-        let bytes = snapshot_state(proc, &image);
-        let config = proc.heap.config();
-        let mut heap = Some(std::mem::replace(&mut proc.heap, Heap::new(config)));
-        match crate::snapshot::restore_with_heap(&bytes, &dest.vm, &mut heap) {
-            Ok((restored, img)) => dest.install(&tslot, restored, img),
-            Err(e) => {
-                // Refused: it goes on here, with its heap back.
-                if let Some(h) = heap {
-                    proc.heap = h;
+        let whole = proc.heap.page_count() * proc.heap.page_words() * 8 < IMAGE_WHOLE_BELOW;
+        let (bytes, refused) = if whole {
+            let bytes = snapshot_full(proc, &image);
+            let r = dest.reinstate(temp, &tslot, &bytes, Staged::Pages(Vec::new()), &[]);
+            (bytes, r.err())
+        } else {
+            let bytes = snapshot_state(proc, &image);
+            let config = proc.heap.config();
+            let mut heap = Some(std::mem::replace(&mut proc.heap, Heap::new(config)));
+            match crate::snapshot::restore_with_heap(&bytes, &dest.vm, &mut heap) {
+                Ok((restored, img)) => {
+                    dest.install(&tslot, restored, img);
+                    (bytes, None)
                 }
-                drop(st);
-                dest.procs.remove(temp);
-                self.release(pid);
-                return Err(MoveError::Image(e));
+                Err(e) => {
+                    // Refused: it goes on here, with its heap back.
+                    if let Some(h) = heap {
+                        proc.heap = h;
+                    }
+                    (bytes, Some(e))
+                }
             }
+        };
+        if let Some(e) = refused {
+            drop(st);
+            dest.procs.remove(temp);
+            self.release(pid);
+            return Err(MoveError::Image(e));
         }
         // Losses not yet reported to it go with it.
         if let Some(lost) = st.lost.take() {
