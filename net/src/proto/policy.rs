@@ -257,6 +257,17 @@ impl PolicyConf {
 /// be with it, as a fraction of the source's load (for the noise of the measurements).
 const BALANCE_MARGIN: f64 = 0.1;
 
+/// The demand a process of demand `d` counts at on a node whose load with it is `after`:
+/// on a node it crowds (`after` over one per worker) it gets less of a worker than it
+/// wants and is runnable all the time, like one that wants a whole worker.
+fn charged(d: f64, after: f64) -> f64 {
+    if after > 1.0 + 1e-9 {
+        d.max(1.0)
+    } else {
+        d
+    }
+}
+
 /// How much a move of a process of demand `d` from `me` to `dst` leaves the
 /// destination less crowded than the source is now (see [`Policy::balance`]; below 0:
 /// the move does not balance).
@@ -905,10 +916,8 @@ impl Policy {
                 best.heap_bytes / 1024,
                 best.resident_ms as f64 / 1000.0
             );
-            // What the move was judged at: on a node it crowds, a process that gets less
-            // of a worker than it wants counts as one that wants a whole one
-            // ([`NodeView::with_one_more`]); the view and the expected loads count it so.
-            let w = if after > 1.0 + 1e-9 { d.max(1.0) } else { d };
+            // The view and the expected loads count it as the move was judged.
+            let w = charged(d, after);
             let mv = Move { pid: best.pid, to: dst.id, why: why.clone(), admit: view.admit_balance(w) };
             let candidates = scored.iter().take(8).map(|(s, p)| (p.pid, (s * 1000.0).round() / 1000.0)).collect();
             self.record(Decision {
@@ -1191,10 +1200,9 @@ impl NodeView {
         let w = f64::from(self.workers);
         let load = self.load();
         if self.plus_one > 0.0 {
-            // Crowded with it, a process that gets less of a worker than it wants is
-            // runnable all the time, like one that wants a whole worker: as it said.
+            // Crowded with it, it counts as one that wants a whole worker ([`charged`]).
             let after = load + d * (self.plus_one - load).max(0.0);
-            return if after > 1.0 + 1e-9 { self.plus_one.max(after) } else { after };
+            return if charged(d, after) > d { self.plus_one.max(after) } else { after };
         }
         if load >= 1.0 - 1e-9 {
             return load + d / w;
@@ -1361,6 +1369,11 @@ mod tests {
         PeerLoad { id, up: true, load, age_us: Some(1000) }
     }
 
+    /// A node's load: utilization ‰, run queue and demand ×100, one more ×100 (0: not said).
+    fn node(workers: u32, util_pm: u32, runnable_x100: u32, demand_x100: u32, plus_one_x100: u32) -> Load {
+        Load { workers, utilization_pm: util_pm, runnable_x100, demand_x100, plus_one_x100, accepting: true, ..Load::default() }
+    }
+
     #[test]
     fn one_look_does_not_send_a_second_process_to_a_node_the_first_one_filled() {
         // 5 processes on 4 workers here, 3 on 4 there, which said that one more would
@@ -1368,16 +1381,7 @@ mod tests {
         // this one, would only make it the busier of the two.
         let conf = PolicyConf { mode: Mode::Balance, max_in_flight: 3, ..PolicyConf::default() };
         let mut pol = Policy::new(0, conf);
-        let own = Load { workers: 4, utilization_pm: 1000, runnable_x100: 500, demand_x100: 500, accepting: true, ..Load::default() };
-        let there = Load {
-            workers: 4,
-            utilization_pm: 750,
-            runnable_x100: 300,
-            demand_x100: 300,
-            plus_one_x100: 400,
-            accepting: true,
-            ..Load::default()
-        };
+        let (own, there) = (node(4, 1000, 500, 500, 0), node(4, 750, 300, 300, 400));
         let procs: Vec<ProcLoad> = (1..=5).map(|p| busy_proc(p, 60_000)).collect();
         let mut moves = Vec::new();
         for t in 0..12 {
@@ -1394,16 +1398,7 @@ mod tests {
         // one. A second in the same look would make it the busier of the two.
         let conf = PolicyConf { mode: Mode::Balance, ..PolicyConf::default() };
         let mut pol = Policy::new(0, conf);
-        let own = Load { workers: 1, utilization_pm: 1000, runnable_x100: 1000, demand_x100: 500, accepting: true, ..Load::default() };
-        let there = Load {
-            workers: 1,
-            utilization_pm: 1000,
-            runnable_x100: 300,
-            demand_x100: 250,
-            plus_one_x100: 350,
-            accepting: true,
-            ..Load::default()
-        };
+        let (own, there) = (node(1, 1000, 1000, 500, 0), node(1, 1000, 300, 250, 350));
         let procs: Vec<ProcLoad> = (1..=10).map(|p| ProcLoad { demand: 0.5, ..busy_proc(p, 60_000) }).collect();
         let mut moves = Vec::new();
         for t in 0..12 {
@@ -1424,14 +1419,7 @@ mod tests {
             let mut pol = Policy::new(0, conf);
             for k in 1..40u64 {
                 let t = k * 250_000;
-                let own = Load {
-                    workers: 1,
-                    utilization_pm: (k * 250).min(1000) as u32,
-                    runnable_x100: 800,
-                    demand_x100: 800,
-                    accepting: true,
-                    ..Load::default()
-                };
+                let own = node(1, (k * 250).min(1000) as u32, 800, 800, 0);
                 let procs: Vec<ProcLoad> = (1..=8).map(|p| busy_proc(p, t / 1000)).collect();
                 if !pol.decide(t, &own, if util_now { 1.0 } else { 0.0 }, &[peer(1, idle)], &procs).is_empty() {
                     return t;
