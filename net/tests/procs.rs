@@ -1028,20 +1028,22 @@ fn monitors_report_every_kind_of_end() {
     let dir = TempDir::new("monitors");
     check_both(
         r#"
-fn ok() { 1 }
-fn bad() { let z = 0; 1 / z }
+fn ok() { recv(); 1 }
+fn bad() { recv(); let z = 0; 1 / z }
 fn waiter() { recv(); }
-fn byexit() { exit("bye"); }
+fn byexit() { recv(); exit("bye"); }
 fn down(p) {
     let d = recv(5000);
     if is_timeout(d) { return "timeout"; }
     [d.event, d.pid == p, d.reason]
 }
-let p1 = spawn(ok); monitor(p1); println(down(p1));
-let p2 = spawn(bad); monitor(p2); println(down(p2));
+// Each process waits for "go" until it is monitored: one that ended before
+// monitor() was called would rightly be reported as noproc.
+let p1 = spawn(ok); monitor(p1); send(p1, "go"); println(down(p1));
+let p2 = spawn(bad); monitor(p2); send(p2, "go"); println(down(p2));
 let p3 = spawn(waiter); monitor(p3); sleep(20); kill(p3); println(down(p3));
 monitor(p1); println(down(p1));
-let p4 = spawn(byexit); monitor(p4); println(down(p4));
+let p4 = spawn(byexit); monitor(p4); send(p4, "go"); println(down(p4));
 "#,
         dir.path(),
         "[\"down\", true, \"normal\"]\n[\"down\", true, \"division by zero\"]\n[\"down\", true, \"killed\"]\n\
