@@ -441,8 +441,18 @@ pub fn map_get(heap: &Heap, m: Addr, key: Value) -> Result<Option<Value>, KeyErr
 #[inline(always)]
 fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> Option<usize> {
     if v.index == 0 {
+        // A counted loop, not `Iterator::position`: that is compiled as a call of its own
+        // (`try_fold`) once the interpreter's loop is large, and this runs at every field
+        // access.
         let words = heap.slice(v.entries + 1, 4 * v.used).ok()?;
-        return words.chunks_exact(4).position(|e| e[0] == kt && e[1] == kp);
+        let mut i = 0;
+        while i < v.used {
+            if words[4 * i] == kt && words[4 * i + 1] == kp {
+                return Some(i);
+            }
+            i += 1;
+        }
+        return None;
     }
     let icap = header_size(heap.load(v.index).ok()?).checked_sub(1)?;
     let slots = heap.slice(v.index + 1, icap).ok()?;
@@ -466,10 +476,23 @@ fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> O
 /// path first. Always inlined, as `array_get`.
 #[inline(always)]
 pub fn map_get_field(heap: &Heap, m: Addr, key: Addr) -> Result<Option<Value>, HeapError> {
-    match map_field_entry(heap, m, key)? {
-        Some(i) => Ok(Some(map_entry_value(heap, m, i)?)),
-        None => Ok(None),
-    }
+    // One view of the map for the lookup and the read (this runs at every field read).
+    let v = map_view(heap, m)?;
+    let hash = heap.load(key as usize + 2)?;
+    let i = match entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
+        Some(i) => i,
+        None => match map_find_str(heap, &v, key, hash)? {
+            Some(i) => i,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(heap.load_value(v.entries + 1 + 4 * i + 2)?))
+}
+
+/// The general lookup of a string key, out of the inlined fast paths' way.
+#[inline(never)]
+fn map_find_str(heap: &Heap, v: &MapView, key: Addr, hash: u64) -> Result<Option<usize>, HeapError> {
+    Ok(map_find(heap, v, Value::Str(key), hash)?.0)
 }
 
 /// The entry of map `m` whose key is the heap string `key` (the same string first,
@@ -481,7 +504,7 @@ pub fn map_field_entry(heap: &Heap, m: Addr, key: Addr) -> Result<Option<usize>,
     if let Some(i) = entry_of_word_key(heap, &v, tag::STR, u64::from(key), hash) {
         return Ok(Some(i));
     }
-    Ok(map_find(heap, &v, Value::Str(key), hash)?.0)
+    map_find_str(heap, &v, key, hash)
 }
 
 /// The value of entry `i` of map `m` (an entry [`map_field_entry`] found).
@@ -498,8 +521,8 @@ pub fn map_entry_set(heap: &mut Heap, m: Addr, i: usize, val: Value) -> Result<(
 }
 
 /// `m[key] = val` for a string key given as a heap string; the fast path overwrites an
-/// existing entry in place.
-#[inline]
+/// existing entry in place. Always inlined, as `map_get_field`: the rest is `map_set`.
+#[inline(always)]
 pub fn map_set_field(heap: &mut Heap, m: Addr, key: Addr, val: Value) -> Result<(), KeyError> {
     let v = map_view(heap, m)?;
     let hash = heap.load(key as usize + 2)?;
