@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 14;
+pub const FRAME_VERSION: u8 = 15;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +201,9 @@ pub struct DestStats {
     /// From the resume until the last of them was compiled (0: all were ready when it
     /// resumed; `None`: not all were by the time it reported).
     pub jit_ready_after_resume_us: Option<u64>,
+    /// How long it waited for those compilations before it reported (at most a second):
+    /// not part of the move (the process ran meanwhile), so not of its total time.
+    pub jit_wait_us: u64,
 }
 
 /// What a migration did, as `:migrate` and `ctl migrate` report it.
@@ -251,6 +254,9 @@ pub struct MigReport {
     /// committed) took to come; the process computed meanwhile, and a system call it made
     /// waited for them.
     pub late_wait_us: u64,
+    /// From the request to the destination's report, less the time the destination
+    /// waited for the JIT to compile the hotness profile's functions again before it
+    /// reported (the process was running by then: that is `time_to_compiled_us`).
     pub total_time_us: u64,
     pub bytes_sent: u64,
     pub bandwidth_bytes_per_ms: u64,

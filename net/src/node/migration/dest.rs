@@ -655,11 +655,13 @@ impl DestRun {
     /// The profiled functions compiled here, and when the last of them was ready after
     /// the resume. Waits a little (the process runs meanwhile) for those still compiling.
     fn hot_stats(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let start = std::time::Instant::now();
+        let deadline = start + Duration::from_secs(1);
         let done = |h: &[(Arc<tern_vm::runtime::LinkedModule>, u32)]| h.iter().filter(|(lm, f)| lm.jit[*f as usize].is_compiled()).count();
         while done(&self.hot) < self.hot.len() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        self.stats.jit_wait_us = start.elapsed().as_micros() as u64;
         self.stats.jit_rebuilt = done(&self.hot) as u32;
         let last = self.hot.iter().filter_map(|(lm, f)| lm.jit[*f as usize].compiled_at()).max().unwrap_or(0);
         self.stats.jit_ready_after_resume_us =

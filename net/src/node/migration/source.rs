@@ -626,6 +626,9 @@ impl SourceRun {
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
             report.jit_functions_rebuilt = d.jit_rebuilt;
             report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
+            // The destination's wait for its compiles is warm-up, not the move (it came
+            // over the wire: saturating).
+            report.total_time_us = report.total_time_us.saturating_sub(d.jit_wait_us);
             // The destination reported after it resumed, so the whole migration so far
             // bounds the freeze too.
             report.freeze_time_us = report.freeze_time_us.min(report.total_time_us);
