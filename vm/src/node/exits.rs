@@ -72,17 +72,12 @@ impl NodeInner {
             if slot.flags.load(Ordering::SeqCst) & LATE != 0 {
                 st.status = Status::Frozen;
                 st.parked = None;
-                st.ending = Some((proc, reason));
+                st.ending = Some(Box::new((proc, reason)));
                 return;
             }
             st.status = Status::Exited;
             st.parked = None;
-            (
-                std::mem::take(&mut st.mailbox),
-                std::mem::take(&mut st.links),
-                std::mem::take(&mut st.watchers),
-                std::mem::take(&mut st.trail),
-            )
+            (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers), st.trail.take())
         };
         self.procs.remove(pid);
         // (The groups' lock only for a member: most processes are in none.)

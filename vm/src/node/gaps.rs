@@ -61,10 +61,11 @@ impl NodeInner {
         let note = format!("to {}: {why}", what(target));
         let told = self
             .with_live(sender, |_, slot, st| {
-                st.lost = Some(match st.lost.take() {
+                let lost = match st.lost.take() {
                     Some((n, first)) => (n.saturating_add(1), first),
                     None => (1, note.clone()),
-                });
+                };
+                st.lost.set(Some(lost));
                 slot.flags.fetch_or(LOST, Ordering::SeqCst);
             })
             .is_some();

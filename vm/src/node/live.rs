@@ -146,7 +146,8 @@ impl Node {
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
         let bytes = snapshot_state(proc, &st.image(proc, i.now_us()));
-        st.export = Some(ExportMark::of(&st.mailbox));
+        let mark = ExportMark::of(&st.mailbox);
+        st.export.set(Some(mark));
         Ok(bytes)
     }
 

@@ -44,7 +44,7 @@ pub(crate) struct ProcMeter {
     info: AtomicU8,
     group: AtomicU64,
     /// Who it talks with.
-    talk: Mutex<Talk>,
+    talk: Mutex<Option<Box<Talk>>>,
     /// Message bytes it sent, and of those, to other nodes (the rest went to processes
     /// here: counted without a look at where each went).
     sent: AtomicU64,
@@ -67,7 +67,7 @@ impl ProcMeter {
             dirty_rate: AtomicU64::new(0),
             info: AtomicU8::new(0),
             group: AtomicU64::new(0),
-            talk: Mutex::new(Talk::default()),
+            talk: Mutex::new(None),
             sent: AtomicU64::new(0),
             sent_away: AtomicU64::new(0),
             recv_here: AtomicU64::new(0),
@@ -99,12 +99,13 @@ impl ProcMeter {
     /// Counts `bytes` of messages exchanged with node `node`.
     pub(super) fn talked(&self, node: u16, bytes: u64) {
         let mut t = self.talk.lock();
-        count(&mut t.nodes, node, bytes);
+        count(&mut t.get_or_insert_with(Default::default).nodes, node, bytes);
     }
 
     /// It received a message of `bytes` from process `from` on node `node`.
     pub(super) fn received(&self, node: u16, from: Pid, bytes: u64) {
         let mut t = self.talk.lock();
+        let t = t.get_or_insert_with(Default::default);
         count(&mut t.nodes, node, bytes);
         count(&mut t.partners, (from, node), bytes);
     }
@@ -305,6 +306,8 @@ impl NodeInner {
         // (One look at the counts: the lock is not taken twice in one expression.)
         let (talk, partners) = {
             let t = m.talk.lock();
+            let none = Talk::default();
+            let t = t.as_deref().unwrap_or(&none);
             let mut nodes = t.nodes.clone();
             let here =
                 m.sent.load(Ordering::Relaxed).saturating_sub(m.sent_away.load(Ordering::Relaxed)) + m.recv_here.load(Ordering::Relaxed);

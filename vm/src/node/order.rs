@@ -74,6 +74,13 @@ pub struct Order<T> {
 
 impl<T> Default for Order<T> {
     fn default() -> Self {
+        Order::new()
+    }
+}
+
+impl<T> Order<T> {
+    /// An empty sequence state (a `const fn`, for a shared empty one).
+    pub const fn new() -> Self {
         Order { expect: Vec::new(), held: BTreeMap::new(), since: Vec::new(), held_bytes: 0, fault: OrderFault::None }
     }
 }

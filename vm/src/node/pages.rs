@@ -43,7 +43,7 @@ impl NodeInner {
     /// page source for it), or gives it back if the page came meanwhile.
     pub(super) fn page_fault(&self, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, page: u32) -> Option<Box<Process>> {
         let mut st = slot.st.lock();
-        install_pages(&mut proc, std::mem::take(&mut st.pending_pages));
+        install_pages(&mut proc, st.pending_pages.take());
         slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
         if proc.heap.is_present(page) {
             return Some(proc);

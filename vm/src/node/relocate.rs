@@ -152,7 +152,7 @@ impl NodeInner {
         }
         // Losses not yet reported to it go with it.
         if let Some(lost) = st.lost.take() {
-            tslot.st.lock().lost = Some(lost);
+            tslot.st.lock().lost.set(Some(lost));
             tslot.flags.fetch_or(LOST, Ordering::SeqCst);
         }
         // Give the copy its pid, point the birth node at it, and retire the original:

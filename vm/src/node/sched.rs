@@ -200,7 +200,7 @@ impl NodeInner {
         let mut st = t.slot.st.lock();
         if t.slot.flags.load(Ordering::SeqCst) & PAGES != 0 {
             t.slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
-            install_pages(&mut t.proc, std::mem::take(&mut st.pending_pages));
+            install_pages(&mut t.proc, st.pending_pages.take());
         }
         if t.slot.flags.load(Ordering::SeqCst) & JOBS != 0 {
             t.slot.flags.fetch_and(!JOBS, Ordering::SeqCst);

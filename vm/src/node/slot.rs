@@ -100,6 +100,76 @@ impl Mailbox {
     }
 }
 
+/// A part of a slot's state that most processes never use (it is for moves between
+/// nodes, numbered messages, losses): kept out of line, allocated on first write. Reads
+/// of one never written see the empty value ([`Empty::EMPTY`]), so a local process that
+/// never moves pays 8 bytes for it instead of the value's size.
+pub(crate) struct Lazy<T: 'static>(Option<Box<T>>);
+
+/// A value with a shared empty instance for [`Lazy`]'s reads.
+pub(crate) trait Empty: Default + Sync + 'static {
+    fn empty() -> &'static Self;
+}
+
+macro_rules! empty {
+    ($t:ty, $e:expr) => {
+        impl Empty for $t {
+            fn empty() -> &'static Self {
+                static E: $t = $e;
+                &E
+            }
+        }
+    };
+}
+
+empty!(Vec<(u32, Vec<u64>)>, Vec::new());
+empty!(Vec<u16>, Vec::new());
+empty!(Option<ExportMark>, None);
+empty!(Option<(u64, String)>, None);
+empty!(InboxOrder, InboxOrder { seq: Order::new(), waiting: Vec::new() });
+
+impl<T> Lazy<T> {
+    pub(crate) const NONE: Lazy<T> = Lazy(None);
+
+    /// Its value, leaving it empty (and freeing its box; nothing is allocated).
+    pub(crate) fn take(&mut self) -> T
+    where
+        T: Default,
+    {
+        self.0.take().map_or_else(T::default, |b| *b)
+    }
+
+    /// Sets its value.
+    pub(crate) fn set(&mut self, v: T) {
+        match &mut self.0 {
+            Some(b) => **b = v,
+            None => self.0 = Some(Box::new(v)),
+        }
+    }
+}
+
+impl<T: Empty> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Some(b) => b,
+            None => T::empty(),
+        }
+    }
+}
+
+impl<T: Empty> std::ops::DerefMut for Lazy<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl<T: std::fmt::Debug + Empty> std::fmt::Debug for Lazy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 pub(crate) struct SlotState {
     pub(super) status: Status,
     pub(super) parked: Option<Box<Process>>,
@@ -118,30 +188,30 @@ pub(crate) struct SlotState {
     /// The absent page the parked process faulted on, and when (node µs).
     pub(super) fault: Option<(u32, u64)>,
     /// Pages that arrived while the process was running, to install at a safepoint.
-    pub(super) pending_pages: Vec<(u32, Vec<u64>)>,
+    pub(super) pending_pages: Lazy<Vec<(u32, Vec<u64>)>>,
     /// Set while an image of it is on its way to another node (see `transfer.rs`).
-    pub(super) export: Option<ExportMark>,
+    pub(super) export: Lazy<Option<ExportMark>>,
     /// Set while it is being imported here: how much of its mailbox came in the image
     /// (what arrived at the source after the image goes right after that).
-    pub(super) import: Option<ExportMark>,
+    pub(super) import: Lazy<Option<ExportMark>>,
     /// Work to do on the process at its next safepoint (flag `JOBS`).
     pub(super) jobs: Vec<Job>,
     /// Times the process has moved between nodes (the version of its pid's routes).
     pub(super) moves: u32,
     /// The sequence state of numbered inbox messages (see `remote.rs`, "Order").
-    pub(super) order: InboxOrder,
+    pub(super) order: Lazy<InboxOrder>,
     /// Messages this process sent that were lost (see `remote.rs`, "Bounds"): how many,
     /// and what the first was. Its next send fails, saying so.
-    pub(super) lost: Option<(u64, String)>,
+    pub(super) lost: Lazy<Option<(u64, String)>>,
     /// The forwarding mechanism of the move that brought it here (`forwarding.rs`).
     pub(super) fwd: Forwarding,
     /// Nodes that keep a forwarding link to it (`link-traversal`): told when it ends.
-    pub(super) trail: Vec<u16>,
+    pub(super) trail: Lazy<Vec<u16>>,
     /// Origin nodes told where it is since it came here (path shortening).
-    pub(super) told: Vec<u16>,
+    pub(super) told: Lazy<Vec<u16>>,
     /// It ended while resumed before its late state came (flag `LATE`): its end is
     /// carried out once that state is here (links and watchers come with it).
-    pub(super) ending: Option<(Box<Process>, super::ExitReason)>,
+    pub(super) ending: Option<Box<(Box<Process>, super::ExitReason)>>,
 }
 
 impl SlotState {
@@ -200,16 +270,16 @@ impl Slot {
                 trap_exits: false,
                 kill: None,
                 fault: None,
-                pending_pages: Vec::new(),
-                export: None,
-                import: None,
+                pending_pages: Lazy::NONE,
+                export: Lazy::NONE,
+                import: Lazy::NONE,
                 jobs: Vec::new(),
                 moves: 0,
-                order: InboxOrder::default(),
-                lost: None,
+                order: Lazy::NONE,
+                lost: Lazy::NONE,
                 fwd: Forwarding::LinkUpdate,
-                trail: Vec::new(),
-                told: Vec::new(),
+                trail: Lazy::NONE,
+                told: Lazy::NONE,
                 ending: None,
             }),
         })

@@ -79,7 +79,8 @@ impl Node {
         }
         let proc = st.parked.as_ref().ok_or(MoveError::NotHere(pid))?;
         let bytes = snapshot_full(proc, &st.image(proc, i.now_us()));
-        st.export = Some(ExportMark::of(&st.mailbox));
+        let mark = ExportMark::of(&st.mailbox);
+        st.export.set(Some(mark));
         Ok(bytes)
     }
 
@@ -116,7 +117,7 @@ impl Node {
                 ),
             );
         }
-        let order = std::mem::take(&mut st.order).seq;
+        let order = st.order.take().seq;
         let inbox_origins = order.origins();
         let (inbox_expect, inbox_held) = order.into_wire();
         let mut late = Late {
@@ -131,7 +132,7 @@ impl Node {
             kill: st.kill.take(),
             watched: false,
             fwd,
-            trail: std::mem::take(&mut st.trail),
+            trail: st.trail.take(),
         };
         let mut moved = Vec::new();
         for (c, mut q) in std::mem::take(&mut st.mailbox.chans) {
@@ -194,7 +195,7 @@ impl Node {
     /// Instead of step 3: the move is off; the process runs on here.
     pub fn abort_export(&self, pid: Pid) {
         if let Some(slot) = self.inner.local_slot(pid) {
-            slot.st.lock().export = None;
+            slot.st.lock().export.take();
         }
         self.inner.unfreeze(pid);
     }
@@ -216,7 +217,8 @@ impl Node {
         let (pid, ends) = {
             let mut st = tslot.st.lock();
             let pid = st.parked.as_ref().map_or(0, |p| p.pid);
-            st.import = Some(ExportMark::of(&st.mailbox));
+            let mark = ExportMark::of(&st.mailbox);
+            st.import.set(Some(mark));
             (pid, st.mailbox.chans.iter().map(|(c, _)| *c).collect::<Vec<_>>())
         };
         if matches!(i.procs.get(pid), Some(Entry::Live(_))) {
@@ -394,11 +396,11 @@ impl Node {
                 st.links = late.links;
                 st.watchers = late.watchers;
                 st.fwd = late.fwd;
-                st.trail = late.trail;
+                st.trail.set(late.trail);
             } else {
                 st.fwd = i.config.forwarding;
             }
-            st.told.clear();
+            st.told.take();
             if late.kill.is_some() {
                 st.kill = late.kill;
                 slot.flags.fetch_or(KILL, Ordering::SeqCst);
@@ -443,7 +445,7 @@ impl Node {
         let ending = {
             let mut st = slot.st.lock();
             slot.flags.fetch_and(!LATE, Ordering::SeqCst);
-            let ending = st.ending.take();
+            let ending = st.ending.take().map(|b| *b);
             if ending.is_none() && st.freezers == 0 {
                 i.unfreeze_locked(pid, &slot, &mut st);
             }
