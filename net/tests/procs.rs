@@ -1094,8 +1094,9 @@ println(recv(5000));
 let gone = spawn(fn() { 1 });
 monitor(gone);
 recv();
-let lk = spawn(fn(p) { link(p); println("never"); }, gone);
+let lk = spawn(fn(p) { recv(); link(p); println("never"); }, gone);
 monitor(lk);
+send(lk, "go");
 let d2 = recv(5000);
 println(d2.reason == "linked process " + to_string(gone) + " ended: noproc");
 "#,

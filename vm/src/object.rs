@@ -444,9 +444,11 @@ fn entry_of_word_key(heap: &Heap, v: &MapView, kt: u64, kp: u64, hash: u64) -> O
         // A counted loop, not `Iterator::position`: that is compiled as a call of its own
         // (`try_fold`) once the interpreter's loop is large, and this runs at every field
         // access.
-        let words = heap.slice(v.entries + 1, 4 * v.used).ok()?;
+        // (Bounded by the words given, not by `used`: a damaged count is a miss, not a panic.)
+        let words = heap.slice(v.entries + 1, v.used.checked_mul(4)?).ok()?;
+        let n = words.len() / 4;
         let mut i = 0;
-        while i < v.used {
+        while i < n {
             if words[4 * i] == kt && words[4 * i + 1] == kp {
                 return Some(i);
             }

@@ -267,7 +267,8 @@ pub struct MigReport {
     pub fault_latency_p99_us: u64,
     pub fault_latency_max_us: u64,
     pub pages_pushed: u64,
-    /// When the destination stopped depending on the source, µs after the start.
+    /// When the destination stopped depending on the source, µs after the start (it may
+    /// come after `total_time_us`, which leaves the destination's JIT wait out).
     pub dependency_ended_us: u64,
     pub messages_held: u64,
     pub link_updates: u32,

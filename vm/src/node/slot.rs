@@ -102,8 +102,10 @@ impl Mailbox {
 
 /// A part of a slot's state that most processes never use (it is for moves between
 /// nodes, numbered messages, losses): kept out of line, allocated on first write. Reads
-/// of one never written see the empty value ([`Empty::EMPTY`]), so a local process that
-/// never moves pays 8 bytes for it instead of the value's size.
+/// of one never written see the empty value ([`Empty::empty`]), so a local process that
+/// never moves pays 8 bytes for it instead of the value's size. Any `&mut` use (a
+/// method of the value that takes `&mut self`, through `DerefMut`) allocates it: to
+/// empty one, [`Lazy::take`] it.
 pub(crate) struct Lazy<T: 'static>(Option<Box<T>>);
 
 /// A value with a shared empty instance for [`Lazy`]'s reads.
@@ -137,6 +139,11 @@ impl<T> Lazy<T> {
         T: Default,
     {
         self.0.take().map_or_else(T::default, |b| *b)
+    }
+
+    /// Whether it was ever written (and not taken since).
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Sets its value.
@@ -538,7 +545,10 @@ impl NodeInner {
         st.trap_exits = img.trap_exits;
         // Reinstated elsewhere: one more move.
         st.moves = img.moves.saturating_add(1);
-        st.order.seq = Order::from_wire(img.inbox_expect, img.inbox_held, now);
+        // (Nothing numbered: nothing allocated.)
+        if st.order.is_set() || !img.inbox_expect.is_empty() || !img.inbox_held.is_empty() {
+            st.order.seq = Order::from_wire(img.inbox_expect, img.inbox_held, now);
+        }
         if st.order.seq.oldest_gap().is_some() {
             self.gap_opened(now);
         }

@@ -396,7 +396,11 @@ impl Node {
                 st.links = late.links;
                 st.watchers = late.watchers;
                 st.fwd = late.fwd;
-                st.trail.set(late.trail);
+                if late.trail.is_empty() {
+                    st.trail.take();
+                } else {
+                    st.trail.set(late.trail);
+                }
             } else {
                 st.fwd = i.config.forwarding;
             }
