@@ -5,7 +5,7 @@ use tern_net::runner::{compile_text, load, new_vm, run_program, BufferHost, RunO
 use tern_vm::bytecode::Module;
 use tern_vm::interp::BlockReason;
 use tern_vm::snapshot::{restore, snapshot};
-use tern_vm::{run, Outcome, Process, VmConfig};
+use tern_vm::{run, Outcome, Process, Vm, VmConfig};
 
 const PROGRAM: &str = r#"
 let data = [];
@@ -60,6 +60,16 @@ fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// `src` compiled and loaded into a VM of the default configuration, and its main
+/// process, not started.
+fn started(file: &str, src: &str) -> (Vm, Process) {
+    let program = compile_text(file, src).unwrap();
+    let mut vm = new_vm(VmConfig::default());
+    load(&mut vm, &program).unwrap();
+    let proc = Process::new(1, program.main, &vm).unwrap();
+    (vm, proc)
+}
+
 fn plain_output(src: &str) -> String {
     let program = compile_text("t.tern", src).unwrap();
     let mut host = BufferHost::new();
@@ -73,10 +83,7 @@ fn plain_output(src: &str) -> String {
 #[test]
 fn absent_pages_fault_and_the_process_resumes_where_it_was() {
     let expected = plain_output(PROGRAM);
-    let program = compile_text("t.tern", PROGRAM).unwrap();
-    let mut vm = new_vm(VmConfig::default());
-    load(&mut vm, &program).unwrap();
-    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let (vm, mut proc) = started("t.tern", PROGRAM);
     let mut host = BufferHost::new();
     // Run part of the way, then move the process, leaving every page behind.
     for _ in 0..5 {
@@ -302,10 +309,7 @@ fn small_pages_and_frequent_snapshots_change_nothing() {
 /// restore, or restores into something that runs (or fails) without a panic.
 #[test]
 fn damaged_images_of_a_running_program_never_panic() {
-    let program = compile_text("t.tern", PROGRAM).unwrap();
-    let mut vm = new_vm(VmConfig::default());
-    load(&mut vm, &program).unwrap();
-    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let (vm, mut proc) = started("t.tern", PROGRAM);
     let mut host = BufferHost::new();
     for _ in 0..4 {
         assert_eq!(run(&mut proc, &vm, &mut host, 700), Outcome::Yielded);
@@ -476,10 +480,7 @@ fn moves_between_in_process_vms_hand_the_heap_over_not_a_copy() {
 #[test]
 fn a_refused_handover_gives_the_heap_back() {
     use tern_vm::snapshot::{restore_with_heap, snapshot_state, SlotImage};
-    let program = compile_text("h.tern", PROGRAM).unwrap();
-    let mut vm = new_vm(VmConfig::default());
-    load(&mut vm, &program).unwrap();
-    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let (vm, mut proc) = started("h.tern", PROGRAM);
     for _ in 0..5 {
         assert_eq!(run(&mut proc, &vm, &mut BufferHost::new(), 500), Outcome::Yielded);
     }
