@@ -181,6 +181,22 @@ fn an_image_taken_in_a_compiled_loop_finishes_without_the_jit() {
     assert_eq!(host.out, "11666649999 1090 12497500\n");
 }
 
+/// Compiled code's room on the frame stack grows with the calls it makes: a process that
+/// ran a compiled loop at the top level keeps a frame stack of a few frames, not one
+/// that every process entering compiled code would carry.
+#[test]
+fn compiled_code_leaves_a_shallow_frame_stack_small() {
+    let program = compile_text("t.tern", "let s = 0;\nfor i in 0..200000 { s = s + i % 7; }\nprintln(s);\n").unwrap();
+    let mut vm = new_vm(VmConfig { jit: JitMode::Always, ..VmConfig::default() });
+    load(&mut vm, &program).unwrap();
+    let mut proc = Process::new(1, program.main, &vm).unwrap();
+    let mut host = BufferHost::new();
+    assert_eq!(run(&mut proc, &vm, &mut host, 4000), Outcome::Yielded);
+    assert!(vm.jit.as_ref().unwrap().stats().compiled >= 1, "nothing was compiled");
+    assert_eq!(proc.frames.len(), 1);
+    assert!(proc.frames.capacity() <= 8, "a frame stack of {} frames for one", proc.frames.capacity());
+}
+
 /// A compiled endless loop takes fuel at its back edge: with one worker, the main
 /// process still runs, finishes, and the program ends (the loop's process is stopped).
 #[test]

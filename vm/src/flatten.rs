@@ -16,12 +16,31 @@ use crate::runtime::Vm;
 use crate::value::{Addr, FnRef, Value};
 use std::collections::HashMap;
 
+/// What one value counts for against a message's size limit.
+const VALUE_BYTES: usize = 16;
+
 fn invalid<T>(m: impl Into<String>) -> Result<T, MessageError> {
     Err(MessageError::Invalid(m.into()))
 }
 
 /// Copies `v` out of `proc` (at a safepoint). `limit_bytes` bounds the copy's size.
 pub fn flatten(proc: &Process, vm: &Vm, v: Value, limit_bytes: usize) -> Result<Message, MessageError> {
+    // A number, a pid and the like (most messages): nothing to walk, no table to build.
+    let scalar = match v {
+        Value::Nil => Some(Val::Nil),
+        Value::Bool(b) => Some(Val::Bool(b)),
+        Value::Int(i) => Some(Val::Int(i)),
+        Value::Float(x) => Some(Val::Float(x)),
+        Value::Pid(p) => Some(Val::Pid(p)),
+        Value::Tx(c) => Some(Val::Tx(c)),
+        Value::Rx(c) => Some(Val::Rx(c)),
+        Value::Timeout => Some(Val::Timeout),
+        Value::Group(g) => Some(Val::Group(g)),
+        _ => None,
+    };
+    if let Some(root) = scalar.filter(|_| limit_bytes >= VALUE_BYTES) {
+        return Ok(Message::scalar(root));
+    }
     let mut f =
         Flattener { proc, vm, heap: &proc.heap, index: HashMap::new(), objs: Vec::new(), pending: Vec::new(), size: 0, limit: limit_bytes };
     let root = f.val(v)?;
@@ -80,7 +99,7 @@ impl Flattener<'_> {
     }
 
     fn val(&mut self, v: Value) -> Result<Val, MessageError> {
-        self.charge(16)?;
+        self.charge(VALUE_BYTES)?;
         Ok(match v {
             Value::Nil => Val::Nil,
             Value::Bool(b) => Val::Bool(b),
@@ -367,6 +386,7 @@ impl Process {
             max_frames: parent.max_frames,
             sys: ProcSys { console: parent.sys.console, home: parent.home(), ..ProcSys::default() },
             linked: parent.linked.clone(),
+            jit_rest: Default::default(),
         };
         let bad = |e: crate::heap::HeapError| format!("{e:?}");
         let env = rebuild_values(env, &mut p, vm).map_err(|e| e.to_string())?;
@@ -412,6 +432,7 @@ impl Process {
             max_frames: spec.max_frames.clamp(1, vm.config.max_frames.max(1)),
             sys: ProcSys { console: spec.console, home: spec.home, ..ProcSys::default() },
             linked: Vec::new(),
+            jit_rest: Default::default(),
         };
         for m in &spec.modules {
             let lm = vm.module(&m.hash).ok_or_else(|| format!("module {} is missing", m.hash))?;

@@ -404,6 +404,7 @@ fn jit_run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: &mut i64, f
     jit_sync_in(&ctx, proc);
     *budget = ctx.fuel;
     proc.reductions += (fuel - ctx.fuel).max(0) as u64;
+    proc.jit_rest.ran(fuel - ctx.fuel, proc.reductions);
     if status == crate::jit::LEFT_AT {
         proc.frames.last_mut()?.pc = ctx.pc;
     }
@@ -444,8 +445,12 @@ fn jit_heap_out(ctx: &mut JitCtx, heap: &mut crate::heap::Heap) {
 /// compiled code.
 fn jit_sync_out(ctx: &mut JitCtx, proc: &mut Process) {
     jit_heap_out(ctx, &mut proc.heap);
-    if proc.frames.capacity() - proc.frames.len() < 16 {
-        proc.frames.reserve(64);
+    // Room that grows with the depth (compiled code that runs out of it leaves, and the
+    // room doubles). A fixed 64 frames reallocated the frame stack of every process
+    // that ever ran compiled code: 1.8 KB each, away from the rest of the process.
+    let len = proc.frames.len();
+    if proc.frames.capacity() - len < 2 {
+        proc.frames.reserve(len.max(4));
     }
     ctx.frames = proc.frames.as_mut_ptr();
     ctx.nframes = proc.frames.len() as u32;
@@ -858,7 +863,7 @@ fn index_text(heap: &crate::heap::Heap, linked: &[std::sync::Arc<LinkedModule>],
 /// the frame's pc saved), never enters compiled code itself, and leaves the counting of
 /// reductions to [`jit_run`].
 fn exec<const ONE: bool>(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget_left: &mut i64) -> Exit {
-    let Process { frames, regs, heap, globals, modules, handlers, linked, rng, reductions, max_frames, .. } = proc;
+    let Process { frames, regs, heap, globals, modules, handlers, linked, rng, reductions, max_frames, jit_rest, .. } = proc;
     let max_frames = *max_frames as usize;
     let Some(&top) = frames.last() else {
         return Exit::Exn(Exn::Heap(HeapError::Corrupt));
@@ -871,7 +876,12 @@ fn exec<const ONE: bool>(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budge
     let mut closure = top.closure;
     let mut func = top.func;
     let mut gbase = modules[module as usize].globals_base as usize;
-    let jit = if vm.config.jit == JitMode::Off { None } else { vm.jit.as_deref() };
+    // (A process resting from compiled code is interpreted for the whole call.)
+    let jit = match vm.config.jit {
+        JitMode::Off => None,
+        JitMode::On if !jit_rest.entering(*reductions) => None,
+        _ => vm.jit.as_deref(),
+    };
     // The budget lives in a local while the loop runs; `spent!` writes it back.
     let start_budget = *budget_left;
     let mut fuel = start_budget;

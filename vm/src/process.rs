@@ -238,8 +238,9 @@ pub struct ProcSys {
     pub shell: bool,
 }
 
-/// A process. Everything here except `linked` is its state; `linked` is a node-local
-/// cache of code derived from the module hashes (never part of an image).
+/// A process. Everything here except `linked` and `jit_rest` is its state: `linked` is a
+/// node-local cache of code derived from the module hashes and `jit_rest` a hint for this
+/// node's interpreter (neither is part of an image).
 #[derive(Debug, Clone)]
 pub struct Process {
     pub pid: u64,
@@ -254,6 +255,48 @@ pub struct Process {
     pub max_frames: u32,
     pub sys: ProcSys,
     pub linked: Vec<Arc<LinkedModule>>,
+    pub jit_rest: JitRest,
+}
+
+/// Whether entering compiled code pays for this process now. Entering and leaving costs
+/// more than the interpreter does for a few instructions, and a loop that makes a
+/// system call (`recv`, `send`) on every turn leaves its compiled code at each one: a
+/// process whose last [`JitRest::SHORT_RUNS`] entries each ran no more than a turn of
+/// a loop is interpreted for the next [`JitRest::REST`] reductions, then tried again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitRest {
+    /// Entries in a row that left after at most [`JitRest::SHORT_FUEL`] back edges and calls.
+    short: u8,
+    /// Its reductions count below which it is not entered.
+    until: u64,
+}
+
+impl JitRest {
+    /// Entries in a row that must each be short before the process rests.
+    pub const SHORT_RUNS: u8 = 4;
+    /// At most this much fuel (back edges and calls) makes an entry short.
+    pub const SHORT_FUEL: i64 = 2;
+    /// Reductions a resting process runs interpreted.
+    pub const REST: u64 = 200_000;
+
+    /// Whether compiled code may be entered at `reductions`.
+    #[inline]
+    pub fn entering(&self, reductions: u64) -> bool {
+        reductions >= self.until
+    }
+
+    /// Compiled code ran `used` fuel and left; the process is at `reductions`.
+    pub fn ran(&mut self, used: i64, reductions: u64) {
+        if used > Self::SHORT_FUEL {
+            self.short = 0;
+            return;
+        }
+        self.short += 1;
+        if self.short >= Self::SHORT_RUNS {
+            self.short = 0;
+            self.until = reductions.saturating_add(Self::REST);
+        }
+    }
 }
 
 /// Why a process could not be created or a module linked into it.
@@ -288,6 +331,7 @@ impl Process {
             max_frames: vm.config.max_frames,
             sys: ProcSys::default(),
             linked: Vec::new(),
+            jit_rest: JitRest::default(),
         };
         let slot = p.link(main, vm)?;
         p.modules[slot as usize].state = ModuleState::Running;
@@ -476,4 +520,30 @@ pub fn fn_name(linked: &[Arc<LinkedModule>], f: FnRef) -> String {
         .get(f.module as usize)
         .and_then(|m| m.module.functions.get(f.func as usize))
         .map_or_else(|| "?".to_string(), |func| func.name.clone())
+}
+
+#[cfg(test)]
+mod jit_rest_tests {
+    use super::JitRest;
+
+    #[test]
+    fn short_entries_in_a_row_rest_the_process_and_a_long_one_does_not() {
+        let mut r = JitRest::default();
+        assert!(r.entering(0));
+        // Short, short, long: the count starts again.
+        r.ran(1, 10);
+        r.ran(JitRest::SHORT_FUEL, 20);
+        r.ran(JitRest::SHORT_FUEL + 1, 30);
+        for i in 1..JitRest::SHORT_RUNS {
+            r.ran(0, 30 + u64::from(i));
+            assert!(r.entering(30 + u64::from(i)), "rested after {i} short entries");
+        }
+        r.ran(0, 1_000);
+        assert!(!r.entering(1_000));
+        assert!(!r.entering(1_000 + JitRest::REST - 1));
+        // Rested long enough: tried again, and it takes as many short entries again.
+        assert!(r.entering(1_000 + JitRest::REST));
+        r.ran(0, 1_000 + JitRest::REST);
+        assert!(r.entering(1_000 + JitRest::REST + 1));
+    }
 }

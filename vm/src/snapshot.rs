@@ -346,6 +346,7 @@ fn fill(
         max_frames: img.max_frames.clamp(1, 10_000_000),
         sys: img.sys,
         linked: Vec::new(),
+        jit_rest: Default::default(),
     };
     let check = |p: &mut Process| -> Result<(), ImageError> {
         p.relink(vm).map_err(|e| ImageError::MissingModule(e.to_string()))?;

@@ -36,7 +36,7 @@ impl NodeInner {
         if p.sys.group != 0 {
             self.groups.lock().join(pid, p.sys.group);
         }
-        let slot = Slot::new(Status::Active, self.now_us());
+        let slot = Slot::new(Status::Active, self.recent_us());
         {
             let mut st = slot.st.lock();
             for (c, q) in chans {
@@ -67,7 +67,7 @@ impl NodeInner {
     /// Queues a runnable process: on the calling worker's own queue when there is one,
     /// else on the injector; wakes a sleeping worker if there is more work than hands.
     pub(super) fn push(&self, t: Task, local: Option<&Worker<Task>>) {
-        t.slot.meter.queued(self.now_us());
+        t.slot.meter.queued(self.recent_us());
         match local {
             Some(q) => {
                 q.push(t);
@@ -145,13 +145,21 @@ impl NodeInner {
 
     pub(super) fn worker_loop(&self, local: &Worker<Task>, me: usize) {
         let mut tick: u32 = 0;
+        // When the last time slice ended, if this worker went straight on to the next:
+        // one clock read per slice (the time taken to find the next counts as busy).
+        let mut ended: Option<u64> = None;
         while !self.shutdown.load(Ordering::SeqCst) {
             // The shared queue first now and then: processes that wake each other on
             // this worker (two partners exchanging messages) keep its own queue from
             // ever emptying, and what the network or a timer woke must still run.
             tick = tick.wrapping_add(1);
             let shared = if tick.is_multiple_of(INJECTOR_EVERY) { self.injector.steal().success() } else { None };
-            let Some(task) = shared.or_else(|| self.find_work(local, me)).or_else(|| self.spin_for_work(local, me)) else {
+            let mut task = shared.or_else(|| self.find_work(local, me));
+            if task.is_none() {
+                ended = None;
+                task = self.spin_for_work(local, me);
+            }
+            let Some(task) = task else {
                 let mut g = self.sleep_lock.lock();
                 self.sleeping.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
@@ -163,9 +171,10 @@ impl NodeInner {
                 self.sleeping.fetch_sub(1, Ordering::SeqCst);
                 continue;
             };
-            let t0 = self.now_us();
-            self.run_task(task, local);
-            self.worker_busy[me].fetch_add(self.now_us().saturating_sub(t0), Ordering::Relaxed);
+            let t0 = ended.unwrap_or_else(|| self.worker_clock_us());
+            let t1 = self.run_task(task, local, t0);
+            self.worker_busy[me].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
+            ended = Some(t1);
         }
     }
 
@@ -227,12 +236,16 @@ impl NodeInner {
         Some(t)
     }
 
-    pub(super) fn run_task(&self, t: Task, local: &Worker<Task>) {
-        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return };
+    /// Runs a process for a time slice that starts at `started_us` (node µs, read by this
+    /// worker); returns when it ended, read from the clock.
+    pub(super) fn run_task(&self, t: Task, local: &Worker<Task>, started_us: u64) -> u64 {
+        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return started_us };
         let start = proc.reductions;
         let budget = u64::from(self.budget);
-        let started_us = self.now_us();
         slot.meter.runs(started_us);
+        // Pinned for the whole slice: `run` pins again at each system call's return, and
+        // a pin inside a pin costs no fence.
+        let _pin = self.vm.jit.is_some().then(crossbeam_epoch::pin);
         let out = loop {
             let used = proc.reductions - start;
             if used >= budget {
@@ -245,11 +258,13 @@ impl NodeInner {
                 Outcome::Failed(e) => break Some(ExitReason::Failed(e)),
                 Outcome::Blocked(crate::interp::BlockReason::PageFault(page)) => page,
                 Outcome::Sys => {
-                    slot.meter.at_safepoint(&mut proc, self.now_us());
+                    // (The dirty count is due every 20 ms: the slice's start will do.)
+                    slot.meter.at_safepoint(&mut proc, started_us);
                     let Some(held) = self.hold_for_late(&slot, proc) else {
                         self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                        slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
-                        return;
+                        let now = self.worker_clock_us();
+                        slot.meter.add_cpu(now.saturating_sub(started_us));
+                        return now;
                     };
                     match sys::call(self, pid, &slot, held, local) {
                         SysOut::Continue(p) => {
@@ -258,9 +273,12 @@ impl NodeInner {
                         }
                         SysOut::Parked => {
                             self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                            slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
-                            self.maybe_relocate(pid, used + 1, None);
-                            return;
+                            let now = self.worker_clock_us();
+                            slot.meter.add_cpu(now.saturating_sub(started_us));
+                            if self.has_relocate_hook.load(Ordering::Relaxed) {
+                                self.maybe_relocate(pid, used + 1, None);
+                            }
+                            return now;
                         }
                         SysOut::Exit(p, reason) => {
                             proc = p;
@@ -284,15 +302,16 @@ impl NodeInner {
                 Some(p) => proc = p,
                 None => {
                     self.reductions.fetch_add(budget.min(used + 1), Ordering::Relaxed);
-                    slot.meter.add_cpu(self.now_us().saturating_sub(started_us));
-                    return;
+                    let now = self.worker_clock_us();
+                    slot.meter.add_cpu(now.saturating_sub(started_us));
+                    return now;
                 }
             }
         };
         self.reductions.fetch_add(proc.reductions - start, Ordering::Relaxed);
         slot.reductions.store(proc.reductions, Ordering::Relaxed);
         slot.pages.store(proc.heap.page_count() as u64, Ordering::Relaxed);
-        let now = self.now_us();
+        let now = self.worker_clock_us();
         slot.meter.end_slice(&mut proc, now, now.saturating_sub(started_us));
         match out {
             None => {
@@ -302,19 +321,19 @@ impl NodeInner {
                     // Throttled: pause for (2^level - 1) slices, as in a timed wait.
                     let pause = (now.saturating_sub(started_us) * ((1u64 << level) - 1)).clamp(20, 200_000);
                     let mut st = slot.st.lock();
-                    if let Some((proc, reason)) = self.park(pid, &slot, &mut st, proc, Vec::new(), Some(now + pause)) {
+                    if let Some((proc, reason)) = self.park(pid, &slot, &mut st, proc, &[], Some(now + pause)) {
                         drop(st);
                         self.finish(pid, &slot, proc, reason);
                         self.busy.fetch_sub(1, Ordering::SeqCst);
                     }
-                    return;
+                    return now;
                 }
                 let mut t = Some(Task { pid, slot, proc });
                 if self.has_relocate_hook.load(Ordering::Relaxed) {
                     t = self.maybe_relocate(pid, used, t);
                 }
                 if let Some(t) = t.and_then(|t| self.check_flags(t)) {
-                    t.slot.meter.queued(self.now_us());
+                    t.slot.meter.queued(now);
                     local.push(t);
                     // New and woken processes must not wait behind ones that never block.
                     if !self.injector.is_empty() {
@@ -333,6 +352,7 @@ impl NodeInner {
                 self.busy.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        now
     }
 
     /// A process resumed before its late state came (`LATE`, see `transfer.rs`) parks at

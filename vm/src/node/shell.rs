@@ -170,7 +170,7 @@ pub(super) fn next(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<P
         other => {
             proc.sys.io_result = other;
             let mut st = slot.st.lock();
-            if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+            if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, &[], None) {
                 return SysOut::Exit(proc, reason);
             }
             drop(st);

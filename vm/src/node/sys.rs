@@ -201,7 +201,21 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
     let Some(&Some(sys)) = node.sys_table.get(c.native as usize) else {
         return err(proc, "this node cannot carry out that call");
     };
-    let args: Vec<Value> = proc.regs[c.args..c.args + c.nargs].to_vec();
+    // The arguments, copied out of the registers (the process moves into the call):
+    // on the stack for the calls that take few.
+    let mut few = [Value::Nil; 6];
+    let many: Vec<Value>;
+    let from = &proc.regs[c.args..c.args + c.nargs];
+    let args: &[Value] = match few.get_mut(..from.len()) {
+        Some(few) => {
+            few.copy_from_slice(from);
+            few
+        }
+        None => {
+            many = from.to_vec();
+            &many
+        }
+    };
     let arg = |i: usize| args.get(i).copied().unwrap_or(Value::Nil);
     match sys {
         Sys::SelfPid => ret(proc, c, Value::Pid(pid)),
@@ -212,8 +226,8 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             let name = node.name.clone();
             ret_alloc(proc, c, move |h| object::alloc_str(h, &name).map(Value::Str))
         }
-        Sys::Spawn => spawn(node, pid, slot, proc, c, &args, local),
-        Sys::Migrate => migrate(node, pid, slot, proc, c, &args),
+        Sys::Spawn => spawn(node, pid, slot, proc, c, args, local),
+        Sys::Migrate => migrate(node, pid, slot, proc, c, args),
         Sys::Group => ret(proc, c, Value::Group(node.new_name())),
         Sys::MyGroup => {
             let g = proc.sys.group;
@@ -230,8 +244,8 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
             let was = std::mem::replace(&mut proc.sys.pinned, on);
             ret(proc, c, Value::Bool(was))
         }
-        Sys::MigrateGroup => migrate_group(node, pid, slot, proc, c, &args),
-        Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, &args, local),
+        Sys::MigrateGroup => migrate_group(node, pid, slot, proc, c, args),
+        Sys::SpawnOn => spawn_on(node, pid, slot, proc, c, args, local),
         Sys::Nodes => {
             let names = match node.remote() {
                 Some(r) => r.live_nodes(),
@@ -247,16 +261,16 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
         }
         Sys::Send => send(node, pid, slot, proc, c, arg(0), arg(1), local),
         Sys::Recv => {
-            let (sources, t) = match (args.len(), arg(0)) {
-                (0, _) => (vec![Source::Inbox], Value::Nil),
-                (1, Value::Int(_) | Value::Float(_)) => (vec![Source::Inbox], arg(0)),
-                (_, Value::Nil) => (vec![Source::Inbox], arg(1)),
-                (_, Value::Pid(p)) if p == pid => (vec![Source::Inbox], arg(1)),
-                (_, Value::Rx(ch)) => (vec![Source::Chan(ch)], arg(1)),
+            let (source, t) = match (args.len(), arg(0)) {
+                (0, _) => (Source::Inbox, Value::Nil),
+                (1, Value::Int(_) | Value::Float(_)) => (Source::Inbox, arg(0)),
+                (_, Value::Nil) => (Source::Inbox, arg(1)),
+                (_, Value::Pid(p)) if p == pid => (Source::Inbox, arg(1)),
+                (_, Value::Rx(ch)) => (Source::Chan(ch), arg(1)),
                 (_, other) => return err(proc, format!("recv: expected a receive end, not {}", other.a_type())),
             };
             match timeout_ms(t, "recv") {
-                Ok(t) => receive(node, pid, slot, proc, c, sources, t, Mode::Recv),
+                Ok(t) => receive(node, pid, slot, proc, c, &[source], t, Mode::Recv),
                 Err(e) => err(proc, e),
             }
         }
@@ -280,12 +294,12 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
                 return err(proc, "select: nothing to wait for and no timeout");
             }
             match timeout_ms(arg(1), "select") {
-                Ok(t) => receive(node, pid, slot, proc, c, sources, t, Mode::Select),
+                Ok(t) => receive(node, pid, slot, proc, c, &sources, t, Mode::Select),
                 Err(e) => err(proc, e),
             }
         }
         Sys::Sleep => match timeout_ms(arg(0), "sleep") {
-            Ok(Some(ms)) => receive(node, pid, slot, proc, c, Vec::new(), Some(ms), Mode::Sleep),
+            Ok(Some(ms)) => receive(node, pid, slot, proc, c, &[], Some(ms), Mode::Sleep),
             Ok(None) => err(proc, "sleep: expected a number of milliseconds"),
             Err(e) => err(proc, e),
         },
@@ -692,7 +706,7 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
     };
     if target == pid {
         let mut st = slot.st.lock();
-        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, &[], None) {
             return SysOut::Exit(proc, reason);
         }
         drop(st);
@@ -777,7 +791,7 @@ fn migrate_group(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Pro
     if member {
         // It moves with them: an interruptible wait, answered only if the move fails.
         let mut st = slot.st.lock();
-        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+        if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, &[], None) {
             return SysOut::Exit(proc, reason);
         }
     } else {
@@ -926,7 +940,7 @@ fn back_pressure(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Pro
     }
     node.counters.backed_off.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut st = slot.st.lock();
-    Err(match node.park(pid, slot, &mut st, proc, Vec::new(), Some(now.saturating_add(BACK_OFF_US).min(give_up))) {
+    Err(match node.park(pid, slot, &mut st, proc, &[], Some(now.saturating_add(BACK_OFF_US).min(give_up))) {
         None => SysOut::Parked,
         Some((p, reason)) => SysOut::Exit(p, reason),
     })
@@ -948,7 +962,7 @@ fn receive(
     slot: &Arc<Slot>,
     mut proc: Box<Process>,
     c: SysCall,
-    sources: Vec<Source>,
+    sources: &[Source],
     timeout: Option<u64>,
     mode: Mode,
 ) -> SysOut {
@@ -1274,7 +1288,7 @@ fn console_read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Proc
         _ => {
             let console = proc.sys.console;
             let mut st = slot.st.lock();
-            if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, Vec::new(), None) {
+            if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, &[], None) {
                 return SysOut::Exit(proc, reason);
             }
             drop(st);

@@ -27,7 +27,7 @@ impl NodeInner {
         slot: &Arc<Slot>,
         st: &mut SlotState,
         proc: Box<Process>,
-        wait: Vec<Source>,
+        wait: &[Source],
         deadline: Option<u64>,
     ) -> Option<(Box<Process>, ExitReason)> {
         let flags = slot.flags.load(Ordering::SeqCst);
@@ -41,7 +41,9 @@ impl NodeInner {
             return None;
         }
         st.status = Status::Waiting;
-        st.wait = wait;
+        // (Copied into the slot's own list, which keeps its room from wait to wait.)
+        st.wait.clear();
+        st.wait.extend_from_slice(wait);
         st.wait_seq += 1;
         if let Some(d) = deadline {
             st.wait_timed = true;
