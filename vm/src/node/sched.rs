@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Rounds an idle worker looks for work before it sleeps.
+/// Rounds an idle worker looks for work before it sleeps, at least, and for how long.
 pub(super) const SPINS: u32 = 16;
+const SPIN_FOR: Duration = Duration::from_micros(100);
 
 /// A worker takes its next process from the shared queue (the injector) rather than its
 /// own once every this many processes it runs (as Go's scheduler does every 61).
@@ -179,17 +180,24 @@ impl NodeInner {
     }
 
     /// Looks for work a little longer before sleeping (a wake-up costs far more than a
-    /// short spin, and processes that message each other make work appear often).
-    /// Counted as searching meanwhile, so that whoever queues work need not wake anyone.
+    /// short spin, and processes that message each other make work appear often; a
+    /// message from another node comes back within tens of µs, and a sleeping worker
+    /// takes as long again to wake). Counted as searching meanwhile, so that whoever
+    /// queues work need not wake anyone.
     pub(super) fn spin_for_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
         self.searching.fetch_add(1, Ordering::SeqCst);
         let mut found = None;
-        for i in 0..SPINS {
+        let mut since = None;
+        for i in 0.. {
             if i < 8 {
                 for _ in 0..(1u32 << i) {
                     std::hint::spin_loop();
                 }
             } else {
+                let since = *since.get_or_insert_with(Instant::now);
+                if i >= SPINS && since.elapsed() >= SPIN_FOR {
+                    break;
+                }
                 std::thread::yield_now();
             }
             if let Some(t) = self.find_work(local, me) {
