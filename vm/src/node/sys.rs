@@ -203,19 +203,8 @@ pub(crate) fn call(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Proce
     };
     // The arguments, copied out of the registers (the process moves into the call):
     // on the stack for the calls that take few.
-    let mut few = [Value::Nil; 6];
-    let many: Vec<Value>;
-    let from = &proc.regs[c.args..c.args + c.nargs];
-    let args: &[Value] = match few.get_mut(..from.len()) {
-        Some(few) => {
-            few.copy_from_slice(from);
-            few
-        }
-        None => {
-            many = from.to_vec();
-            &many
-        }
-    };
+    let args = smallvec::SmallVec::<[Value; 6]>::from_slice(&proc.regs[c.args..c.args + c.nargs]);
+    let args: &[Value] = &args;
     let arg = |i: usize| args.get(i).copied().unwrap_or(Value::Nil);
     match sys {
         Sys::SelfPid => ret(proc, c, Value::Pid(pid)),
