@@ -445,12 +445,14 @@ fn jit_heap_out(ctx: &mut JitCtx, heap: &mut crate::heap::Heap) {
 /// compiled code.
 fn jit_sync_out(ctx: &mut JitCtx, proc: &mut Process) {
     jit_heap_out(ctx, &mut proc.heap);
-    // Room that grows with the depth (compiled code that runs out of it leaves, and the
-    // room doubles). A fixed 64 frames reallocated the frame stack of every process
-    // that ever ran compiled code: 1.8 KB each, away from the rest of the process.
+    // Room that grows with the depth (a call from compiled code that finds none goes
+    // through `jit_call`, which pushes the frame and makes room again, doubling it, up
+    // to the depth limit). A fixed 64 frames reallocated the frame stack of every
+    // process that ever ran compiled code: 1.8 KB each, away from the rest of it.
     let len = proc.frames.len();
-    if proc.frames.capacity() - len < 2 {
-        proc.frames.reserve(len.max(4));
+    let more = len.max(4).min((proc.max_frames as usize).saturating_sub(len));
+    if proc.frames.capacity() - len < 2 && more > 0 {
+        proc.frames.reserve(more);
     }
     ctx.frames = proc.frames.as_mut_ptr();
     ctx.nframes = proc.frames.len() as u32;

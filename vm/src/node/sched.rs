@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Rounds an idle worker looks for work before it sleeps, at least, and for how long.
+/// Rounds an idle worker looks for work before it sleeps, at least.
 pub(super) const SPINS: u32 = 16;
+
+/// How long an idle worker looks for work before it sleeps (see `spin_for_work`).
 const SPIN_FOR: Duration = Duration::from_micros(100);
 
 /// A worker takes its next process from the shared queue (the injector) rather than its
@@ -245,14 +247,17 @@ impl NodeInner {
     }
 
     /// Runs a process for a time slice that starts at `started_us` (node µs, read by this
-    /// worker); returns when it ended, read from the clock.
+    /// worker); returns when it ended, read from the clock. (Read again after whatever
+    /// is slow and not the process's own running — its end, a relocation, a throttled
+    /// pause — so that the next slice, which starts there, is not charged for it.)
     pub(super) fn run_task(&self, t: Task, local: &Worker<Task>, started_us: u64) -> u64 {
-        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return started_us };
+        let Some(Task { pid, slot, mut proc }) = self.check_flags(t) else { return self.worker_clock_us() };
         let start = proc.reductions;
         let budget = u64::from(self.budget);
         slot.meter.runs(started_us);
-        // Pinned for the whole slice: `run` pins again at each system call's return, and
-        // a pin inside a pin costs no fence.
+        // Pinned for the whole slice, its system calls included (evicted compiled code is
+        // freed only after it): `run` pins again at each return into the interpreter,
+        // and a pin inside a pin costs no fence.
         let _pin = self.vm.jit.is_some().then(crossbeam_epoch::pin);
         let out = loop {
             let used = proc.reductions - start;
@@ -285,6 +290,7 @@ impl NodeInner {
                             slot.meter.add_cpu(now.saturating_sub(started_us));
                             if self.has_relocate_hook.load(Ordering::Relaxed) {
                                 self.maybe_relocate(pid, used + 1, None);
+                                return self.worker_clock_us();
                             }
                             return now;
                         }
@@ -320,6 +326,7 @@ impl NodeInner {
         slot.reductions.store(proc.reductions, Ordering::Relaxed);
         slot.pages.store(proc.heap.page_count() as u64, Ordering::Relaxed);
         let now = self.worker_clock_us();
+        let mut end = now;
         slot.meter.end_slice(&mut proc, now, now.saturating_sub(started_us));
         match out {
             None => {
@@ -334,11 +341,12 @@ impl NodeInner {
                         self.finish(pid, &slot, proc, reason);
                         self.busy.fetch_sub(1, Ordering::SeqCst);
                     }
-                    return now;
+                    return self.worker_clock_us();
                 }
                 let mut t = Some(Task { pid, slot, proc });
                 if self.has_relocate_hook.load(Ordering::Relaxed) {
                     t = self.maybe_relocate(pid, used, t);
+                    end = self.worker_clock_us();
                 }
                 if let Some(t) = t.and_then(|t| self.check_flags(t)) {
                     t.slot.meter.queued(now);
@@ -358,9 +366,10 @@ impl NodeInner {
                 // Busy until its exit is recorded: an ending process is not idle.
                 self.finish(pid, &slot, proc, reason);
                 self.busy.fetch_sub(1, Ordering::SeqCst);
+                end = self.worker_clock_us();
             }
         }
-        now
+        end
     }
 
     /// A process resumed before its late state came (`LATE`, see `transfer.rs`) parks at
