@@ -184,7 +184,7 @@ impl NodeInner {
         if p.sys.console_reads != k || p.sys.io_result.is_some() {
             return;
         }
-        p.sys.io_result = Some(IoResult::ConsoleLine { k, line });
+        p.sys.set_io(IoResult::ConsoleLine { k, line });
         if st.status == Status::Waiting {
             self.wake_locked(pid, &slot, &mut st, None);
         }
@@ -202,7 +202,7 @@ impl NodeInner {
             // `migrate(node)` (its own move failed): the call runs again and finds it.
             Status::Waiting | Status::Frozen => {
                 if let Some(p) = st.parked.as_mut() {
-                    p.sys.io_result = Some(result);
+                    p.sys.set_io(result);
                 }
                 if st.status == Status::Waiting {
                     self.wake_locked(pid, &slot, &mut st, None);

@@ -92,7 +92,7 @@ impl Node {
                 let Some(p) = st.parked.as_mut().filter(|p| waiting && p.sys.io_result.is_none()) else {
                     return Err("the shell process is not waiting for a line".into());
                 };
-                p.sys.io_result = Some(IoResult::ShellEval(main));
+                p.sys.set_io(IoResult::ShellEval(main));
                 s.idle = false;
                 s.last = None;
                 let ticket = s.ended;
@@ -162,13 +162,13 @@ pub(super) fn next(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<P
     if !proc.sys.shell {
         return super::sys::err(proc, "__shell_next: only a REPL's shell process runs lines");
     }
-    match proc.sys.io_result.take() {
+    match proc.sys.take_io() {
         Some(IoResult::ShellEval(main)) => match crate::interp::sys_enter_module(&mut proc, &node.vm, c, main) {
             Ok(()) => SysOut::Continue(proc),
             Err(e) => super::sys::raise(proc, e),
         },
         other => {
-            proc.sys.io_result = other;
+            proc.sys.io_result = other.map(Box::new);
             let mut st = slot.st.lock();
             if let Some((proc, reason)) = node.park(pid, slot, &mut st, proc, &[], None) {
                 return SysOut::Exit(proc, reason);

@@ -509,7 +509,7 @@ fn spawn_on(
     args: &[Value],
     local: &Worker<Task>,
 ) -> SysOut {
-    if let Some(r) = proc.sys.io_result.take() {
+    if let Some(r) = proc.sys.take_io() {
         return match r {
             IoResult::Spawned(child) => ret(proc, c, Value::Pid(child)),
             IoResult::SpawnedAll(pids) => ret_pids(proc, c, pids),
@@ -579,7 +579,7 @@ fn ret_pids(proc: Box<Process>, c: SysCall, pids: Vec<Option<Pid>>) -> SysOut {
     let vals: Vec<Value> = pids.iter().map(|p| p.map_or(Value::Nil, Value::Pid)).collect();
     match ret_alloc(proc, c, move |h| object::array_from(h, &vals).map(Value::Array)) {
         SysOut::Fault(mut proc, page) => {
-            proc.sys.io_result = Some(IoResult::SpawnedAll(pids));
+            proc.sys.set_io(IoResult::SpawnedAll(pids));
             SysOut::Fault(proc, page)
         }
         other => other,
@@ -657,7 +657,7 @@ fn spawn_on_all(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>
 /// fails it raises an error on the node it stayed on. `migrate(pid, node)` moves another
 /// process and returns `true` when it is there (the caller waits for the outcome).
 fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value]) -> SysOut {
-    if let Some(r) = proc.sys.io_result.take() {
+    if let Some(r) = proc.sys.take_io() {
         return match r {
             IoResult::Migrated(_) => ret(proc, c, Value::Bool(true)),
             IoResult::Failed(e) => err(proc, format!("migrate: {e}")),
@@ -719,7 +719,7 @@ fn migrate(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>,
 /// interruptible wait, so it can be frozen with the others, and on the new node the call
 /// runs again, finds the group there and returns `true`.
 fn migrate_group(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall, args: &[Value]) -> SysOut {
-    if let Some(r) = proc.sys.io_result.take() {
+    if let Some(r) = proc.sys.take_io() {
         return match r {
             IoResult::Migrated(_) => ret(proc, c, Value::Bool(true)),
             IoResult::Failed(e) => err(proc, format!("migrate_group: {e}")),
@@ -1166,7 +1166,7 @@ fn open(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c:
         },
         other => return err(proc, format!("open: the mode must be a string, not {}", other.a_type())),
     };
-    match proc.sys.io_result.take() {
+    match proc.sys.take_io() {
         Some(IoResult::Opened) => {
             let entry = Some(OpenFile { name, mode, offset: 0 });
             let files = &mut proc.sys.files;
@@ -1219,7 +1219,7 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
             return err(proc, m);
         }
     };
-    match proc.sys.io_result.take() {
+    match proc.sys.take_io() {
         Some(IoResult::Read { data, offset }) => {
             if data.is_empty() && (max > 0 || line) {
                 if let Some(Some(f)) = proc.sys.files.get_mut(i) {
@@ -1241,7 +1241,7 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
             // and must find the same bytes (else it would read past them).
             match ret_alloc(proc, c, move |h| object::alloc_str(h, &text).map(Value::Str)) {
                 SysOut::Fault(mut proc, page) => {
-                    proc.sys.io_result = Some(IoResult::Read { data, offset });
+                    proc.sys.set_io(IoResult::Read { data, offset });
                     SysOut::Fault(proc, page)
                 }
                 SysOut::Continue(mut proc) => {
@@ -1270,7 +1270,7 @@ fn read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sys
 /// line (`crate::console_in`). The line counts as read only once it is in the heap.
 fn console_read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c: SysCall) -> SysOut {
     let k = proc.sys.console_reads;
-    let line = match proc.sys.io_result.take() {
+    let line = match proc.sys.take_io() {
         Some(IoResult::ConsoleLine { k: got, line }) if got == k => line,
         // Nothing yet (or an answer to an older request): ask, parked first so that the
         // answer always finds it waiting.
@@ -1294,7 +1294,7 @@ fn console_read(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Proc
     let copy = text.clone();
     match ret_alloc(proc, c, move |h| object::alloc_str(h, &copy).map(Value::Str)) {
         SysOut::Fault(mut proc, page) => {
-            proc.sys.io_result = Some(IoResult::ConsoleLine { k, line: Some(text) });
+            proc.sys.set_io(IoResult::ConsoleLine { k, line: Some(text) });
             SysOut::Fault(proc, page)
         }
         SysOut::Continue(mut proc) => {
@@ -1314,7 +1314,7 @@ fn write(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
     if !file.mode.can_write() {
         return err(proc, format!("write: {} is open for reading only", file.name));
     }
-    match proc.sys.io_result.take() {
+    match proc.sys.take_io() {
         Some(IoResult::Wrote { count, offset }) => {
             if let Some(Some(f)) = proc.sys.files.get_mut(i) {
                 f.offset = offset;

@@ -105,7 +105,7 @@ impl NodeInner {
                 return;
             }
             let Some(mut proc) = st.parked.take() else { return };
-            proc.sys.io_result = Some(result);
+            proc.sys.set_io(result);
             let flags = slot.flags.load(Ordering::SeqCst);
             if flags & KILL != 0 {
                 let reason = st.kill.take().unwrap_or_else(|| "killed".into());
