@@ -507,3 +507,46 @@ fn a_refused_handover_gives_the_heap_back() {
     };
     assert!(matches!(rest, Outcome::Finished(_)), "{rest:?}");
 }
+
+/// A receive end passed along a chain of holders, each of which reads one message, hands
+/// the end to the next and ends at once, while senders keep sending to the channel: no
+/// message is lost. (A sender that found the holder just as it ended, after it had
+/// passed the end on, dropped its message as if the channel had ended with it.)
+#[test]
+fn a_receive_end_handed_on_by_a_holder_that_ends_loses_nothing() {
+    let src = r#"
+let SENDERS = 2;
+let COUNT = 3000;
+fn send_all(tx, id) {
+    for i in 0..COUNT { send(tx, [id, i]); }
+}
+fn holder(main) {
+    let st = recv();
+    let m = recv(st.rx, 10000);
+    if is_timeout(m) {
+        send(main, st);
+        return nil;
+    }
+    if m[1] != st.next[m[0]] { st.bad += 1; }
+    st.next[m[0]] = m[1] + 1;
+    st.got += 1;
+    if st.got == SENDERS * COUNT {
+        send(main, st);
+    } else {
+        send(spawn(holder, main), st);
+    }
+}
+let ch = channel();
+for id in 0..SENDERS { spawn(send_all, ch[0], id); }
+send(spawn(holder, self()), {rx: ch[1], next: array(SENDERS, 0), got: 0, bad: 0});
+let st = recv(60000);
+assert(not is_timeout(st), "the receive end did not come back");
+println("read ${st.got} of ${SENDERS * COUNT}, ${st.bad} out of order");
+"#;
+    let program = compile_text("handoff.tern", src).unwrap();
+    let mut host = BufferHost::new();
+    let opts = RunOptions { workers: 2, ..RunOptions::default() };
+    let report = run_program(&program, &opts, &mut host).unwrap();
+    assert!(report.result.is_ok(), "{:?}", report.result);
+    assert_eq!(host.out, "read 6000 of 6000, 0 out of order\n");
+}

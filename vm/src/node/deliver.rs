@@ -251,6 +251,13 @@ impl NodeInner {
                 Status::Moved => continue,
                 Status::Exited => {
                     drop(st);
+                    // A holder may pass its receive end on and then end while this
+                    // sender was on its way to it: only one that still holds it (it
+                    // ended with it) means the channel is gone. (Its hand-off is made
+                    // before its end is recorded, under this lock: seen here.)
+                    if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {
+                        continue;
+                    }
                     self.drop_ends(&carried);
                     return Ok(None);
                 }
