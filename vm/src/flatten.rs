@@ -23,21 +23,26 @@ fn invalid<T>(m: impl Into<String>) -> Result<T, MessageError> {
     Err(MessageError::Invalid(m.into()))
 }
 
+/// A value that is whole in itself (no heap object, no code): its message form.
+fn scalar_val(v: Value) -> Option<Val> {
+    Some(match v {
+        Value::Nil => Val::Nil,
+        Value::Bool(b) => Val::Bool(b),
+        Value::Int(i) => Val::Int(i),
+        Value::Float(x) => Val::Float(x),
+        Value::Pid(p) => Val::Pid(p),
+        Value::Tx(c) => Val::Tx(c),
+        Value::Rx(c) => Val::Rx(c),
+        Value::Timeout => Val::Timeout,
+        Value::Group(g) => Val::Group(g),
+        _ => return None,
+    })
+}
+
 /// Copies `v` out of `proc` (at a safepoint). `limit_bytes` bounds the copy's size.
 pub fn flatten(proc: &Process, vm: &Vm, v: Value, limit_bytes: usize) -> Result<Message, MessageError> {
     // A number, a pid and the like (most messages): nothing to walk, no table to build.
-    let scalar = match v {
-        Value::Nil => Some(Val::Nil),
-        Value::Bool(b) => Some(Val::Bool(b)),
-        Value::Int(i) => Some(Val::Int(i)),
-        Value::Float(x) => Some(Val::Float(x)),
-        Value::Pid(p) => Some(Val::Pid(p)),
-        Value::Tx(c) => Some(Val::Tx(c)),
-        Value::Rx(c) => Some(Val::Rx(c)),
-        Value::Timeout => Some(Val::Timeout),
-        Value::Group(g) => Some(Val::Group(g)),
-        _ => None,
-    };
+    let scalar = scalar_val(v);
     if let Some(root) = scalar.filter(|_| limit_bytes >= VALUE_BYTES) {
         return Ok(Message::scalar(root));
     }
@@ -101,20 +106,11 @@ impl Flattener<'_> {
     fn val(&mut self, v: Value) -> Result<Val, MessageError> {
         self.charge(VALUE_BYTES)?;
         Ok(match v {
-            Value::Nil => Val::Nil,
-            Value::Bool(b) => Val::Bool(b),
-            Value::Int(i) => Val::Int(i),
-            Value::Float(x) => Val::Float(x),
             Value::Func(f) => Val::Func { module: self.module_of(f)?, func: f.func },
             Value::Native(n) => match self.vm.natives.get(n) {
                 Some(d) => Val::Native(d.name.to_string()),
                 None => return invalid("unknown native function"),
             },
-            Value::Pid(p) => Val::Pid(p),
-            Value::Tx(c) => Val::Tx(c),
-            Value::Rx(c) => Val::Rx(c),
-            Value::Timeout => Val::Timeout,
-            Value::Group(g) => Val::Group(g),
             Value::File(_) => return Err(MessageError::NotSendable("an open file")),
             Value::Str(a) | Value::Array(a) | Value::Map(a) | Value::Closure(a) | Value::Box(a) => {
                 if let Some(&i) = self.index.get(&a) {
@@ -126,6 +122,10 @@ impl Flattener<'_> {
                 self.pending.push((i, a, v));
                 Val::Obj(i)
             }
+            _ => match scalar_val(v) {
+                Some(x) => x,
+                None => return invalid("a value of an unknown kind"),
+            },
         })
     }
 
