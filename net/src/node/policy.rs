@@ -388,32 +388,57 @@ pub(super) fn start(sh: &Arc<Host>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the policy thread: {e}"))
 }
 
+/// Samples every `gossip_ms`; between samples it waits for the policy's moves to end
+/// too, and handles one that ended at once (a look follows: see [`Policy::moved`]).
 fn run(weak: Weak<Host>) {
+    let mut next_sample = Instant::now();
     loop {
-        let pause = match weak.upgrade() {
+        let (ends, pause) = match weak.upgrade() {
             Some(sh) if !sh.is_shutting_down() => {
-                tick(&sh);
-                sh.policy.state.lock().policy.conf.gossip_ms
+                let sample = Instant::now() >= next_sample;
+                tick(&sh, sample);
+                let st = sh.policy.state.lock();
+                if sample {
+                    next_sample = Instant::now() + Duration::from_millis(st.policy.conf.gossip_ms);
+                }
+                let ends: Vec<_> = st.running.iter().map(|(_, h)| h.done.clone()).collect();
+                (ends, next_sample.saturating_duration_since(Instant::now()))
             }
             _ => return,
         };
-        std::thread::sleep(Duration::from_millis(pause));
+        if ends.is_empty() {
+            std::thread::sleep(pause);
+        } else {
+            // Ready (a report, or its sender gone) is taken by the next tick, which
+            // removes that move from `running`: no wait returns twice for one end.
+            let mut sel = crossbeam_channel::Select::new();
+            for r in &ends {
+                sel.recv(r);
+            }
+            let _ = sel.ready_timeout(pause);
+        }
     }
 }
 
-/// One sample, the reports, and a look when one is due.
-fn tick(sh: &Arc<Host>) {
-    let node = sh.node();
-    let want_procs = {
-        let st = sh.policy.state.lock();
-        st.policy.conf.mode != crate::proto::policy::Mode::Off || st.procs_wanted.is_some_and(|t| t.elapsed() < PROCS_WANTED)
-    };
-    let ns = node.load_sample();
-    let ps = if want_procs { node.proc_samples() } else { Vec::new() };
+/// One sample (when `sample`), the moves that ended, the reports, and a look when one
+/// is due.
+fn tick(sh: &Arc<Host>, sample: bool) {
     let now = sh.now_us();
-    let mut st = sh.policy.state.lock();
-    st.meter.observe(ns, ps);
-    (st.own, st.procs) = st.meter.loads();
+    let mut st = if sample {
+        let node = sh.node();
+        let want_procs = {
+            let st = sh.policy.state.lock();
+            st.policy.conf.mode != crate::proto::policy::Mode::Off || st.procs_wanted.is_some_and(|t| t.elapsed() < PROCS_WANTED)
+        };
+        let ns = node.load_sample();
+        let ps = if want_procs { node.proc_samples() } else { Vec::new() };
+        let mut st = sh.policy.state.lock();
+        st.meter.observe(ns, ps);
+        (st.own, st.procs) = st.meter.loads();
+        st
+    } else {
+        sh.policy.state.lock()
+    };
     let conf = st.policy.conf;
     // Moves that ended.
     let mut ended = Vec::new();
@@ -458,7 +483,12 @@ fn tick(sh: &Arc<Host>) {
     if now < st.policy.next_look_us() {
         return;
     }
-    let procs = st.procs.clone();
+    let mut procs = st.procs.clone();
+    if !sample {
+        // The last sample's, of those still here (a look after a move ended).
+        let node = sh.node();
+        procs.retain(|p| node.is_local(p.pid));
+    }
     let peers = sh.peer_loads();
     let util_now = st.meter.recent_utilization();
     let moves = st.policy.decide(now, &own, util_now, &peers, &procs);

@@ -9,8 +9,9 @@
 //!   worker) and run-queue length, and per process its CPU share, reductions, write
 //!   rate, mailbox and whom it talks with.
 //! - [`Policy`] looks at this node's load and its peers' (as gossiped: [`Load`], with
-//!   its age) every `interval_ms` and says which of this node's processes to move, and
-//!   where ([`Move`]), with every decision explained ([`Decision`]).
+//!   its age) every `interval_ms`, and as soon as one of its moves has arrived, and
+//!   says which of this node's processes to move, and where ([`Move`]), with every
+//!   decision explained ([`Decision`]).
 //!
 //! Each node decides only about its own processes (a busy node sheds work: the
 //! sender-initiated policy of the seed's systems), so no two nodes ever decide about the
@@ -759,12 +760,17 @@ impl Policy {
     }
 
     /// A migration this node made ended (ok or not): its expected loads count until
-    /// the reports show them, or stop counting at once if it failed.
+    /// the reports show them, or stop counting at once if it failed. One that went
+    /// through frees its place in flight, and the next look is at once (`now_us`), not
+    /// `interval_ms` after the last: a node that sheds more processes than may be in
+    /// flight sends the next ones as the first arrive. (A failed one does not hasten
+    /// the look: a move refused at once would be tried again at once.)
     pub fn moved(&mut self, now_us: u64, pid: Pid, ok: bool, bytes_per_ms: u64) {
         if ok {
             for e in self.expect.iter_mut().filter(|e| e.pid == pid && e.ended_us.is_none()) {
                 e.ended_us = Some(now_us);
             }
+            self.next_look_us = self.next_look_us.min(now_us);
             if bytes_per_ms > 0 {
                 self.link_bytes_per_us = bytes_per_ms as f64 / 1000.0;
             }

@@ -386,8 +386,16 @@ impl<'a> Sim<'a> {
 
     fn tick_node(&mut self, i: usize, settled: bool) -> Result<(), SimFailure> {
         let conf = self.conf;
-        if !(self.now / STEP_US).is_multiple_of((conf.gossip_ms * 1000 / STEP_US).max(1)) {
-            return Ok(());
+        // A sample every `gossip_ms`; between samples, a look only when one is due (one
+        // of this node's moves ended: see `Policy::moved`), on the last sample.
+        let sample = (self.now / STEP_US).is_multiple_of((conf.gossip_ms * 1000 / STEP_US).max(1));
+        if !sample {
+            if self.now < self.nodes[i].policy.next_look_us() {
+                return Ok(());
+            }
+            let mut own = self.nodes[i].meter.node_load();
+            own.migrations = self.moving.iter().filter(|m| m.from == i || m.to == i).count() as u64;
+            return self.look(i, settled, own, false);
         }
         // The VM's counters, as the node would sample them.
         let procs: Vec<ProcSample> = self
@@ -429,10 +437,18 @@ impl<'a> Sim<'a> {
                 self.reports.insert(pos, InFlight { at_us, from: i, to, load: own });
             }
         }
-        let n = &self.nodes[i];
-        if self.now < n.policy.next_look_us() {
+        if self.now < self.nodes[i].policy.next_look_us() {
             return Ok(());
         }
+        self.look(i, settled, own, true)
+    }
+
+    /// Node `i` looks, with `own` its load, and its moves start. `sampled`: its
+    /// processes' loads were sampled just now (else they are the last sample's, of
+    /// those still there, as the node filters them).
+    fn look(&mut self, i: usize, settled: bool, own: Load, sampled: bool) -> Result<(), SimFailure> {
+        let conf = self.conf;
+        let n = &self.nodes[i];
         let peers: Vec<PeerLoad> = (0..self.nodes.len())
             .filter(|&j| j != i)
             .map(|j| match n.heard.get(&j) {
@@ -440,7 +456,10 @@ impl<'a> Sim<'a> {
                 None => PeerLoad { id: j as u16, up: true, load: Load::default(), age_us: None },
             })
             .collect();
-        let procs = n.meter.procs();
+        let mut procs = n.meter.procs();
+        if !sampled {
+            procs.retain(|p| self.procs.get(&p.pid).is_some_and(|q| q.at == Some(i)));
+        }
         let now = self.now;
         let util_now = self.nodes[i].meter.recent_utilization();
         let moves = self.nodes[i].policy.decide(now, &own, util_now, &peers, &procs);
