@@ -1442,6 +1442,42 @@ mod tests {
     }
 
     #[test]
+    fn a_move_that_arrived_frees_its_place_and_the_next_look_is_at_once() {
+        // 8 whole-worker processes on one worker, an idle peer: 4 should go, one at a
+        // time (`max_in_flight` 1).
+        let conf = PolicyConf { mode: Mode::Balance, max_in_flight: 1, ..PolicyConf::default() };
+        let mut pol = Policy::new(0, conf);
+        let idle = Load { workers: 1, accepting: true, ..Load::default() };
+        let own = node(1, 1000, 800, 800, 0);
+        let procs: Vec<ProcLoad> = (1..=8).map(|p| busy_proc(p, 60_000)).collect();
+        let mut t = 0;
+        let first = loop {
+            let m = pol.decide(t, &own, 1.0, &[peer(1, idle)], &procs);
+            if !m.is_empty() {
+                break m;
+            }
+            t = pol.next_look_us();
+        };
+        assert_eq!(first.len(), 1);
+        // While it is in flight, no second one, and the next look is `interval_ms` on.
+        assert!(pol.decide(t + 1_000, &own, 1.0, &[peer(1, idle)], &procs).is_empty());
+        assert_eq!(pol.next_look_us(), t + 1_000 + conf.interval_ms * 1000);
+        // A move that failed does not hasten the look (a refusal at once would be tried
+        // again at once)...
+        pol.moved(t + 3_000, first[0].pid, false, 0);
+        assert_eq!(pol.next_look_us(), t + 1_000 + conf.interval_ms * 1000);
+        let t = pol.next_look_us();
+        let again = pol.decide(t, &own, 1.0, &[peer(1, idle)], &procs);
+        assert_eq!(again.len(), 1);
+        // ...one that arrived does: the next look is when it ended, and sends the next.
+        pol.moved(t + 5_000, again[0].pid, true, 0);
+        assert_eq!(pol.next_look_us(), t + 5_000);
+        let next = pol.decide(t + 5_000, &own, 1.0, &[peer(1, idle)], &procs);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].pid, again[0].pid);
+    }
+
+    #[test]
     fn the_pairs_draw_is_the_same_either_way_and_picks_each_end_as_often() {
         let pid = |node: u64, n: u64| (node << 48) | n;
         let mut lower = 0;
