@@ -121,6 +121,10 @@ pub struct MigrateArgs {
     /// heap size migrated between two qemu-system-x86_64 processes on loopback).
     #[arg(long)]
     no_qemu: bool,
+    /// Cap the migration traffic at N MiB/s (`[policy] bandwidth_mib_s`): faults
+    /// beside a background push that does not fill the link.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    cap_mib_s: Option<u64>,
 }
 
 /// The transports' ceilings, each between two OS processes.
@@ -189,7 +193,11 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
                 eprint!("[{n}/{total}] {size} MiB, writer {rate}, {mechanism}: ");
                 let dir = temp.0.join(format!("run-{n}"));
                 let batch = if rate == "heavy" { args.heavy_batch } else { args.light_pages };
-                let r = run_one(&tern, &dir, size, rate, mechanism, &header(batch, args.crowd), limit);
+                let extra = match args.cap_mib_s {
+                    Some(cap) => format!("{EXTRA_LIMITS}\n[policy]\nbandwidth_mib_s = {cap}\n"),
+                    None => EXTRA_LIMITS.to_string(),
+                };
+                let r = run_one(&tern, &dir, &extra, size, rate, mechanism, &header(batch, args.crowd), limit);
                 match (&r.problem, &r.report) {
                     (None, Some(rep)) => eprintln!(
                         "freeze {} µs, total {:.1} ms, {:.1} MB sent, {} round(s), {} fault(s){}",
@@ -391,8 +399,8 @@ struct RealPair {
 }
 
 impl RealPair {
-    fn start(tern: &Path, dir: &Path) -> Result<RealPair> {
-        let mesh = TernMesh::start_with(tern, dir, 2, EXTRA_LIMITS, None)?;
+    fn start(tern: &Path, dir: &Path, extra: &str) -> Result<RealPair> {
+        let mesh = TernMesh::start_with(tern, dir, 2, extra, None)?;
         let cfg = MeshConfig::load(&mesh.config).map_err(|e| anyhow!("{e}"))?;
         let a = Self::connect(&cfg, "a")?;
         let b = Self::connect(&cfg, "b")?;
@@ -507,9 +515,20 @@ fn header(batch: u32, crowd: u32) -> String {
     h
 }
 
-fn run_one(tern: &Path, dir: &Path, size: u64, rate: &'static str, mechanism: &'static str, header: &str, limit: Duration) -> RunResult {
+/// `extra`: the mesh config's lines after its `[limits]` header.
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    tern: &Path,
+    dir: &Path,
+    extra: &str,
+    size: u64,
+    rate: &'static str,
+    mechanism: &'static str,
+    header: &str,
+    limit: Duration,
+) -> RunResult {
     let mut result = RunResult { size_mib: size, rate, mechanism, pages_per_ms: 0.0, report: None, problem: None, build_s: 0.0 };
-    let pair = match RealPair::start(tern, dir) {
+    let pair = match RealPair::start(tern, dir, extra) {
         Ok(m) => m,
         Err(e) => {
             result.problem = Some(format!("{e:#}"));
@@ -946,6 +965,9 @@ fn results_document(
     if args.no_qemu {
         invocation.push_str(" --no-qemu");
     }
+    if let Some(cap) = args.cap_mib_s {
+        let _ = write!(invocation, " --cap-mib-s {cap}");
+    }
     let mut doc = String::from("# Tern live migration: freeze, precopy, lazy, hybrid\n\n");
     let _ = writeln!(doc, "- Date: {}", report::utc_now());
     let _ = writeln!(doc, "- Machine: {}{}", report::machine_note(), procs::memory_note());
@@ -957,9 +979,10 @@ fn results_document(
         doc,
         "- Nodes: **two `tern node` OS processes** on loopback (a fresh config and certificates from \
          `tern_net::cmd::loopback_mesh` for every run; 2 VM worker threads and 1 network thread per node; \
-         `[limits] heap_bytes = 2 GiB`, pages of 4 KiB), driven through the control API `tern ctl` uses \
+         `[limits] heap_bytes = 2 GiB`, pages of 4 KiB{}), driven through the control API `tern ctl` uses \
          (`CtlClient`: spawn with the program's output streamed back, send, ps, migrate). The two nodes and the \
-         bench share the machine's 2 cores."
+         bench share the machine's 2 cores.",
+        args.cap_mib_s.map(|c| format!("; migration traffic capped at {c} MiB/s, `[policy] bandwidth_mib_s`")).unwrap_or_default()
     );
     let _ = writeln!(
         doc,

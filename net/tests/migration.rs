@@ -1057,3 +1057,29 @@ fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_ba
     assert_eq!(late.wait_line(&m, "ok", |l| l.starts_with("ok")), "ok true on b");
     assert!(wait_until(Duration::from_secs(10), || !m.node("a").migration_holds(late.pid)), "the source let go once its pages moved");
 }
+
+#[test]
+fn under_a_bandwidth_cap_the_background_push_does_not_hold_a_lazy_processs_faults_back() {
+    // 1 MiB/s of migration traffic and a 4 MiB heap: the background push alone would
+    // take about 4 s, in turns of a few pages. The process, summing its heap as soon as
+    // it is on b, faults its pages in meanwhile (a page and the next per fault). Its
+    // faults must not wait for the push's turns (they did when the push slept for its
+    // pace on the thread that serves them: then it got a fault in between turns and
+    // the rest of its heap from the push), so most of its heap comes by its faults.
+    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 1\n");
+    let src = "let data = array(512 * 1024, 1);\nprintln(\"ready\");\nrecv();\n\
+               let s = 0;\nfor k in 0..len(data) { s += data[k]; }\nprintln(\"sum ${s} on ${node()}\");\nrecv();\n";
+    let mut p = m.run("a", "sum.tern", src);
+    p.wait_line(&m, "ready", |l| l == "ready");
+    let pid = p.pid;
+    let report = std::thread::scope(|s| {
+        let mover = s.spawn(|| m.node("a").migrate(pid, "b", Some(Mechanism::Lazy.into())));
+        assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(pid)), "on b\n{}", m.log_text());
+        m.node("b").node().send_to(pid, text_message("go")).unwrap();
+        assert_eq!(p.wait_line(&m, "sum", |l| l.starts_with("sum")), "sum 524288 on b");
+        mover.join().expect("the mover").unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()))
+    });
+    assert!(report.ok && report.heap_pages >= 1024, "{report:?}");
+    assert!(report.page_faults * 2 >= u64::from(report.heap_pages) / 2, "half the pages or more came by faults: {report:?}");
+    m.node("b").node().send_to(pid, text_message("stop")).unwrap();
+}

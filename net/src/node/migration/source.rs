@@ -74,6 +74,10 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
 /// (a lazy or hybrid move pushes them meanwhile) before it gives up.
 const LAZY_WAIT: Duration = Duration::from_secs(60);
 
+/// Under a bandwidth cap, how much of the time the background push did not use it may
+/// still use at once.
+const PACE_BURST: Duration = Duration::from_millis(20);
+
 /// The page count of `pid`'s heap once every page of it is here: a process that arrived
 /// by a lazy or hybrid move and still has pages on the node it came from moves once they
 /// have all come (the pushes go on meanwhile), so that it never depends on two nodes.
@@ -168,6 +172,8 @@ pub(super) struct SourceRun {
     /// no faster; the frozen transfer and fetched pages are not held back.
     cap_bytes_s: u64,
     paced: Option<(Instant, u64)>,
+    /// Bytes in a page (what the cap's room is counted in).
+    page_bytes: u64,
     /// What is left here of the processes after the commit, freed when the run ends.
     remains: Vec<tern_vm::node::Remains>,
 }
@@ -221,6 +227,7 @@ impl SourceRun {
             failure: None,
             cap_bytes_s: 0,
             paced: None,
+            page_bytes: 4096,
             remains: Vec::new(),
         }
     }
@@ -237,6 +244,7 @@ impl SourceRun {
         self.size_pages = offset;
         self.report.heap_pages = self.size_pages;
         self.cap_bytes_s = sh.policy_conf().bandwidth_mib_s << 20;
+        self.page_bytes = mig_config(sh).page_bytes.max(1);
         if self.choice == Choice::Auto {
             let write: Option<u64> = self.members.iter().map(|m| sh.write_rate(m.pid)).sum();
             let (link_bytes_s, link_from) = sh.link_speed(self.dest);
@@ -349,10 +357,26 @@ impl SourceRun {
 
     /// Pages the background push may send now: as many as fill the stream writer's
     /// queue up to [`PUSH_QUEUE_FRAMES`] (none without a stream).
-    fn push_room(&self) -> u32 {
+    /// With a bandwidth cap, no more than the cap leaves room for now: the push waits
+    /// for its turn by sending less, never by sleeping (the thread that pushes also
+    /// serves the destination's page faults, which are not held back).
+    fn push_room(&mut self) -> u32 {
         let Some(tx) = &self.bulk else { return 0 };
         let queued = tx.max_capacity() - tx.capacity();
-        (PUSH_QUEUE_FRAMES.saturating_sub(queued) * PAGES_PER_FRAME) as u32
+        let room = (PUSH_QUEUE_FRAMES.saturating_sub(queued) * PAGES_PER_FRAME) as u32;
+        if self.cap_bytes_s == 0 {
+            return room;
+        }
+        let cap = self.cap_bytes_s as f64;
+        let (start, sent) = self.paced.get_or_insert((Instant::now(), 0));
+        let due = start.elapsed().as_secs_f64() * cap;
+        // Time it did not use is not saved up beyond a short burst.
+        let burst = (cap * PACE_BURST.as_secs_f64()).max((PAGES_PER_FRAME as u64 * self.page_bytes) as f64);
+        if due - *sent as f64 > burst {
+            *sent = (due - burst) as u64;
+        }
+        let allowed = (due - *sent as f64).max(0.0) as u64;
+        room.min((allowed / self.page_bytes).min(u64::from(u32::MAX)) as u32)
     }
 
     fn send_stream(&mut self, fault: bool, w: &MigWire) -> bool {
@@ -374,8 +398,10 @@ impl SourceRun {
         Ok(())
     }
 
-    /// Sends pages as [`SourceRun::send_pages`], no faster than the bandwidth cap.
-    fn send_pages_paced(&mut self, node: &Node, pages: &[u32]) -> Result<(), String> {
+    /// Sends pages as [`SourceRun::send_pages`], no faster than the bandwidth cap:
+    /// a round (`sleep`) waits for its turn, frame by frame; a background push was
+    /// sized to the room the cap left ([`SourceRun::push_room`]) and is only counted.
+    fn send_pages_paced(&mut self, node: &Node, pages: &[u32], sleep: bool) -> Result<(), String> {
         if self.cap_bytes_s == 0 {
             return self.send_pages(node, pages, false);
         }
@@ -386,7 +412,7 @@ impl SourceRun {
             *sent += self.bytes - before;
             let due = *start + Duration::from_secs_f64(*sent as f64 / self.cap_bytes_s as f64);
             let now = Instant::now();
-            if due > now {
+            if sleep && due > now {
                 std::thread::sleep(due - now);
             }
         }
@@ -478,8 +504,8 @@ impl SourceRun {
             return;
         }
         let ok = match &m {
-            MigMsg::Pages { pages, .. } => self.send_pages_paced(node, pages).is_ok(),
-            MigMsg::PageData { pages, pushed: true, .. } => self.send_pages_paced(node, pages).is_ok(),
+            MigMsg::Pages { pages, .. } => self.send_pages_paced(node, pages, true).is_ok(),
+            MigMsg::PageData { pages, pushed: true, .. } => self.send_pages_paced(node, pages, false).is_ok(),
             MigMsg::PageData { pages, .. } => self.send_pages(node, pages, true).is_ok(),
             MigMsg::Final { pages, .. } => self.send_final(sh, node, pages),
             _ => true,
