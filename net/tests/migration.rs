@@ -1081,5 +1081,8 @@ fn under_a_bandwidth_cap_the_background_push_does_not_hold_a_lazy_processs_fault
     });
     assert!(report.ok && report.heap_pages >= 1024, "{report:?}");
     assert!(report.page_faults * 2 >= u64::from(report.heap_pages) / 2, "half the pages or more came by faults: {report:?}");
+    // What the process waited at its faults is reported, beside the fetches' latency.
+    assert!(report.fault_wait_p50_us > 0 && report.fault_wait_p99_us >= report.fault_wait_p50_us, "{report:?}");
+    assert!(report.fault_latency_p50_us > 0, "{report:?}");
     m.node("b").node().send_to(pid, text_message("stop")).unwrap();
 }

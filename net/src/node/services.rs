@@ -303,4 +303,10 @@ impl PageSource for MeshPages {
             }
         }
     }
+
+    fn waited(&self, pid: u64, _page: u32, wait_us: u64) {
+        if let Some(sh) = self.0.upgrade() {
+            sh.mig.fault_waited(pid, wait_us);
+        }
+    }
 }

@@ -315,7 +315,12 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         rows.push((
             "fault latency p50/p99/max",
             format!("{}/{}/{} µs", r.fault_latency_p50_us, r.fault_latency_p99_us, r.fault_latency_max_us),
-            None,
+            Some("from the request for a page to the page here".into()),
+        ));
+        rows.push((
+            "fault wait p50/p99",
+            format!("{}/{} µs", r.fault_wait_p50_us, r.fault_wait_p99_us),
+            Some("what the process waited at a fault, from touching the page to running again".into()),
         ));
         rows.push(("pages pushed", r.pages_pushed.to_string(), None));
     }

@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 15;
+pub const FRAME_VERSION: u8 = 16;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,8 +185,12 @@ pub struct LinkProc {
 pub struct DestStats {
     pub pages_received: u64,
     pub page_faults: u64,
-    /// Fault latencies (µs from the fetch to the page), sorted.
+    /// Fault latencies (µs from the fetch to the page), sorted (the first
+    /// `MAX_FAULT_SAMPLES`).
     pub fault_latency_us: Vec<u64>,
+    /// What the processes waited at each fault (µs from touching the page to running
+    /// again), sorted (the first `MAX_FAULT_SAMPLES`).
+    pub fault_wait_us: Vec<u64>,
     pub pages_pushed: u64,
     /// When it stopped needing the source, µs after it resumed.
     pub dependency_ended_after_us: Option<u64>,
@@ -263,9 +267,16 @@ pub struct MigReport {
     /// Reductions the process ran while its pages were sent (it kept running).
     pub reductions_during_rounds: u64,
     pub page_faults: u64,
+    /// From the destination's request for a page to the page there (each page asked
+    /// for, the faulting one and its prefetch).
     pub fault_latency_p50_us: u64,
     pub fault_latency_p99_us: u64,
     pub fault_latency_max_us: u64,
+    /// What the process waited at each fault: from touching the absent page to running
+    /// again (its request's way to the migration, the round trip, the install and the
+    /// wake-up).
+    pub fault_wait_p50_us: u64,
+    pub fault_wait_p99_us: u64,
     pub pages_pushed: u64,
     /// When the destination stopped depending on the source, µs after the start (it may
     /// come after `total_time_us`, which leaves the destination's JIT wait out).

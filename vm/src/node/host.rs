@@ -93,6 +93,11 @@ pub trait PageSource: Send + Sync {
     /// Asks for `count` pages of process `pid` from page `first` on (those that exist);
     /// they arrive by [`Node::supply_pages`].
     fn request(&self, pid: Pid, first: u32, count: u32);
+
+    /// The fault of process `pid` on page `page` ended: the page came `wait_us` after
+    /// the process touched it, and it runs again (what the process waited, the whole
+    /// of it: its request, the page's way here, its install and its wake-up).
+    fn waited(&self, _pid: Pid, _page: u32, _wait_us: u64) {}
 }
 
 /// The nodes of an in-memory mesh (several VM instances in one OS process), by id, and

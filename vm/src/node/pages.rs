@@ -79,7 +79,8 @@ impl NodeInner {
             return;
         }
         st.fault = None;
-        self.fault_wait_us.fetch_add(self.now_us().saturating_sub(since), Ordering::Relaxed);
+        let wait = self.now_us().saturating_sub(since);
+        self.fault_wait_us.fetch_add(wait, Ordering::Relaxed);
         let Some(proc) = st.parked.take() else { return };
         let flags = slot.flags.load(Ordering::SeqCst);
         if flags & FREEZE != 0 {
@@ -87,11 +88,15 @@ impl NodeInner {
             st.status = Status::Frozen;
             st.parked = Some(proc);
             self.busy.fetch_sub(1, Ordering::SeqCst);
-            return;
+        } else {
+            st.status = Status::Active;
+            drop(st);
+            self.push(Task { pid, slot: slot.clone(), proc }, None);
         }
-        st.status = Status::Active;
-        drop(st);
-        self.push(Task { pid, slot: slot.clone(), proc }, None);
+        // (Told with no lock held.)
+        if let Some(src) = self.page_source.get() {
+            src.waited(pid, page, wait);
+        }
     }
 
     pub(super) fn pages_lost(&self, pid: Pid, why: &str) {

@@ -37,6 +37,9 @@ const RESYNC_RETRY_US: u64 = 200_000;
 /// the source, has ended (then the source is told it may drop them).
 const ENDED_POLL: Duration = Duration::from_millis(50);
 
+/// Fault latencies and waits a destination keeps for its report (the first ones).
+const MAX_FAULT_SAMPLES: usize = 65_536;
+
 /// Runs a migration to this node (offered by `from` on the stream `out` answers on) to
 /// the end.
 pub(super) fn run_dest(
@@ -494,6 +497,7 @@ impl DestRun {
         self.stats.page_faults = u64::from(d.report().faults);
         self.stats.pages_received = u64::from(d.report().pages_received);
         self.stats.fault_latency_us.sort_unstable();
+        self.stats.fault_wait_us.sort_unstable();
         self.stats.dependency_ended_after_us = d.report().dependency_ended_us.map(|t| t.saturating_sub(self.resumed_at));
         if matches!(o, DestOutcome::Committed) {
             self.hot_stats();
@@ -511,6 +515,11 @@ impl DestRun {
             Input::Fault(pid, page) => {
                 if let Some(m) = self.members.iter().find(|m| m.pid == pid && page < m.size) {
                     d.page_fault(now, m.offset + page);
+                }
+            }
+            Input::FaultWaited(us) => {
+                if self.stats.fault_wait_us.len() < MAX_FAULT_SAMPLES {
+                    self.stats.fault_wait_us.push(us);
                 }
             }
             Input::StreamFailed(e) => {
@@ -599,7 +608,9 @@ impl DestRun {
                 }
             }
             if let Some(t) = self.fetched_at.remove(&(m.offset + rec.index)) {
-                self.stats.fault_latency_us.push(sh.now_us().saturating_sub(t));
+                if self.stats.fault_latency_us.len() < MAX_FAULT_SAMPLES {
+                    self.stats.fault_latency_us.push(sh.now_us().saturating_sub(t));
+                }
             }
             if self.imported {
                 supply.push((rec.index, rec.data.as_deref().map_or_else(|| vec![0; pw], bytes_to_words)));

@@ -79,6 +79,8 @@ pub(super) enum Input {
     FaultStream(mpsc::Sender<Vec<u8>>),
     /// Destination: a process of the migration touched an absent page (its own number).
     Fault(Pid, u32),
+    /// Destination: a fault of a process of the migration ended after this many µs.
+    FaultWaited(u64),
     /// The node stopped answering (it may come back as the same incarnation).
     PeerDown(u16),
     /// The node came back as a new incarnation: what the old one held is gone.
@@ -250,6 +252,14 @@ impl Migrations {
     pub(crate) fn fault(&self, pid: Pid, page: u32) -> bool {
         let mid = self.by_pid.lock().get(&pid).copied();
         mid.is_some_and(|m| self.input(m, Input::Fault(pid, page)))
+    }
+
+    /// A page fault of process `pid` ended after `wait_us` (what its report shows).
+    pub(crate) fn fault_waited(&self, pid: Pid, wait_us: u64) {
+        let mid = self.by_pid.lock().get(&pid).copied();
+        if let Some(m) = mid {
+            self.input(m, Input::FaultWaited(wait_us));
+        }
     }
 
     /// A peer stopped answering (`restarted`: came back as a new incarnation): every

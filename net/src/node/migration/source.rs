@@ -578,7 +578,7 @@ impl SourceRun {
                 }
                 src.peer_restarted(now, n)
             }
-            Input::Fault(..) | Input::Frame(..) | Input::PeerUp(_) => {}
+            Input::Fault(..) | Input::FaultWaited(_) | Input::Frame(..) | Input::PeerUp(_) => {}
         }
     }
 
@@ -650,6 +650,10 @@ impl SourceRun {
             report.fault_latency_p50_us = pct(50);
             report.fault_latency_p99_us = pct(99);
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
+            let w = &d.fault_wait_us;
+            let pct = |q: usize| if w.is_empty() { 0 } else { w[((w.len() - 1) * q) / 100] };
+            report.fault_wait_p50_us = pct(50);
+            report.fault_wait_p99_us = pct(99);
             report.jit_functions_rebuilt = d.jit_rebuilt;
             report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
             // The destination's wait for its compiles is warm-up, not the move (it came
