@@ -268,6 +268,12 @@ impl NodeInner {
                 Target::Inbox(_) => Source::Inbox,
                 Target::Chan(c) => Source::Chan(c),
             };
+            // A holder that has just handed the receive end on has no queue for it
+            // any more (its holder is about to change): looked for again, before its
+            // mailbox's room is judged (a full mailbox there is not the new holder's).
+            if st.mailbox.queue(src).is_none() {
+                continue;
+            }
             if carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
                 return Err(DeliverError::Full(pid));
             }
