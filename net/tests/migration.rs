@@ -1086,3 +1086,37 @@ fn under_a_bandwidth_cap_the_background_push_does_not_hold_a_lazy_processs_fault
     assert!(report.fault_latency_p50_us > 0, "{report:?}");
     m.node("b").node().send_to(pid, text_message("stop")).unwrap();
 }
+
+/// A destination's run may end a while after its migration is done (its report waits
+/// for the JIT, up to a second). If the process has meanwhile moved on and come back by
+/// a lazy move, the pages it faults on are that newer migration's to serve: the late
+/// end of the older run must not take the newer one's place away (it did: the process
+/// then ended, "a heap page is absent and no migration serves it").
+#[test]
+fn a_destination_run_that_ends_late_leaves_a_newer_lazy_move_of_its_process_alone() {
+    let m = TestMesh::start(2);
+    m.node("b").set_migration_hooks(TestHooks { hold_dest_end_ms: 3000, ..Default::default() });
+    m.node("a").set_migration_hooks(TestHooks { no_push: true, ..Default::default() });
+    let src = "let data = array(64 * 1024, 1);\nprintln(\"ready\");\nrecv();\n\
+               let s = 0;\nfor k in 0..len(data) { s += data[k]; }\nprintln(\"sum ${s} on ${node()}\");\nrecv();\n";
+    let mut p = m.run("a", "back.tern", src);
+    p.wait_line(&m, "ready", |l| l == "ready");
+    let pid = p.pid;
+    // To b and back (b's run of the first move still going: it ends 3 s late), then to
+    // b again, lazily: its pages come only when it faults on them.
+    for (to, mech) in [("b", Mechanism::Precopy), ("a", Mechanism::Freeze)] {
+        let r = m.node(if to == "b" { "a" } else { "b" }).migrate(pid, to, Some(mech.into()));
+        assert!(r.as_ref().is_ok_and(|r| r.ok), "{r:?}\n{}", m.log_text());
+    }
+    std::thread::scope(|s| {
+        let mover = s.spawn(|| m.node("a").migrate(pid, "b", Some(Mechanism::Lazy.into())));
+        assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(pid)), "on b\n{}", m.log_text());
+        // Past the first run's late end.
+        std::thread::sleep(Duration::from_millis(3500));
+        m.node("b").node().send_to(pid, text_message("go")).unwrap();
+        assert_eq!(p.wait_line(&m, "sum", |l| l.starts_with("sum")), "sum 65536 on b", "{}", m.log_text());
+        let r = mover.join().expect("the mover").unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+        assert!(r.ok && r.page_faults > 0, "{r:?}");
+    });
+    m.node("b").node().send_to(pid, text_message("stop")).unwrap();
+}

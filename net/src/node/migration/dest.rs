@@ -84,12 +84,12 @@ pub(super) fn run_dest(
             d.handle_timeout(sh.now_us());
         }
     }
-    {
-        let mut by_pid = sh.mig.by_pid.lock();
-        for m in &r.members {
-            by_pid.remove(&m.pid);
-        }
+    let hold = sh.mig.hooks.lock().hold_dest_end_ms;
+    if hold > 0 {
+        sh.log(&format!("test hook: migration of {} ends {hold} ms late", name_text(r.pid)));
+        std::thread::sleep(Duration::from_millis(hold));
     }
+    sh.mig.forget_pids(r.mid, r.members.iter().map(|m| m.pid));
     sh.mig.runs.lock().remove(&r.mid);
 }
 
@@ -423,8 +423,8 @@ impl DestRun {
     /// messages).
     fn end_process(&mut self, sh: &Host, node: &Node, why: &str) {
         let why = format!("migrated from node {}: {why}", sh.peers.get(&self.from).map_or("?", |p| p.conf.name.as_str()));
+        sh.mig.forget_pids(self.mid, self.members.iter().map(|m| m.pid));
         for m in &self.members {
-            sh.mig.by_pid.lock().remove(&m.pid);
             sh.log(&format!("process {} ended: {why}", name_text(m.pid)));
             node.pages_lost(m.pid, &why);
         }
@@ -708,9 +708,7 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
                 r.imported = false;
                 sh.mig.aborted.lock().insert(r.mid, r.from);
             }
-            for m in &r.members {
-                sh.mig.by_pid.lock().remove(&m.pid);
-            }
+            sh.mig.forget_pids(r.mid, r.members.iter().map(|m| m.pid));
         }
         Action::Resume { .. } => {
             r.resume_pending = true;

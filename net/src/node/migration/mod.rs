@@ -211,6 +211,9 @@ pub struct TestHooks {
     /// The source waits this long (ms) after `Committed` before it sends the late
     /// messages (it logs "late messages ... held" when it starts); 0: not at all.
     pub hold_late_ms: u64,
+    /// A destination's run, once its migration is done, waits this long (ms) before it
+    /// ends, as one whose report waits for the JIT does; 0: not at all.
+    pub hold_dest_end_ms: u64,
 }
 
 fn mig_config(sh: &Host) -> MigConfig {
@@ -245,6 +248,18 @@ impl Migrations {
         match self.runs.lock().get(&mid) {
             Some(tx) => tx.send(i).is_ok(),
             None => false,
+        }
+    }
+
+    /// Migration `mid` no longer serves the pages of `pids`. Only its own entries go: a
+    /// run that ends late (its report waits for the JIT, up to a second) may find that
+    /// its process has moved on and come back by a newer migration, whose entry stays.
+    pub(crate) fn forget_pids(&self, mid: u64, pids: impl IntoIterator<Item = Pid>) {
+        let mut by_pid = self.by_pid.lock();
+        for pid in pids {
+            if by_pid.get(&pid) == Some(&mid) {
+                by_pid.remove(&pid);
+            }
         }
     }
 
