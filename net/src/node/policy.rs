@@ -485,9 +485,18 @@ fn tick(sh: &Arc<Host>, sample: bool) {
     }
     let mut procs = st.procs.clone();
     if !sample {
-        // The last sample's, of those still here (a look after a move ended).
+        // A look after a move ended: the last sample's loads, of the processes still
+        // here, with what may have changed since about whether they may move (frozen
+        // by another move, pinned, joined to a group).
         let node = sh.node();
-        procs.retain(|p| node.is_local(p.pid));
+        procs.retain_mut(|p| match node.proc_sample(p.pid) {
+            Some(s) => {
+                (p.pinned, p.lazy, p.shell, p.group) = (s.pinned, s.lazy, s.shell, s.group);
+                s.status.clone_into(&mut p.status);
+                true
+            }
+            None => false,
+        });
     }
     let peers = sh.peer_loads();
     let util_now = st.meter.recent_utilization();

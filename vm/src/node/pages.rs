@@ -88,6 +88,7 @@ impl NodeInner {
             st.status = Status::Frozen;
             st.parked = Some(proc);
             self.busy.fetch_sub(1, Ordering::SeqCst);
+            drop(st);
         } else {
             st.status = Status::Active;
             drop(st);

@@ -17,7 +17,7 @@
 //! the migration before the commit point.
 
 use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, wait_until, DestInputs};
-use super::{mig_config, Input, MAX_GROUP, MAX_IMAGE};
+use super::{mig_config, Input, MAX_FAULT_SAMPLES, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
 use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigWire, PageRec};
@@ -36,9 +36,6 @@ const RESYNC_RETRY_US: u64 = 200_000;
 /// How often a destination looks whether the process, running here with pages still at
 /// the source, has ended (then the source is told it may drop them).
 const ENDED_POLL: Duration = Duration::from_millis(50);
-
-/// Fault latencies and waits a destination keeps for its report (the first ones).
-const MAX_FAULT_SAMPLES: usize = 65_536;
 
 /// Runs a migration to this node (offered by `from` on the stream `out` answers on) to
 /// the end.
@@ -90,6 +87,7 @@ pub(super) fn run_dest(
         std::thread::sleep(Duration::from_millis(hold));
     }
     sh.mig.forget_pids(r.mid, r.members.iter().map(|m| m.pid));
+    sh.mig.take_fault_waits(r.mid);
     sh.mig.runs.lock().remove(&r.mid);
 }
 
@@ -497,6 +495,7 @@ impl DestRun {
         self.stats.page_faults = u64::from(d.report().faults);
         self.stats.pages_received = u64::from(d.report().pages_received);
         self.stats.fault_latency_us.sort_unstable();
+        self.stats.fault_wait_us = sh.mig.take_fault_waits(self.mid);
         self.stats.fault_wait_us.sort_unstable();
         self.stats.dependency_ended_after_us = d.report().dependency_ended_us.map(|t| t.saturating_sub(self.resumed_at));
         if matches!(o, DestOutcome::Committed) {
@@ -515,11 +514,6 @@ impl DestRun {
             Input::Fault(pid, page) => {
                 if let Some(m) = self.members.iter().find(|m| m.pid == pid && page < m.size) {
                     d.page_fault(now, m.offset + page);
-                }
-            }
-            Input::FaultWaited(us) => {
-                if self.stats.fault_wait_us.len() < MAX_FAULT_SAMPLES {
-                    self.stats.fault_wait_us.push(us);
                 }
             }
             Input::StreamFailed(e) => {

@@ -62,6 +62,9 @@ const PAGES_PER_MSG: u32 = 256;
 /// Frames the migration stream's writer may hold before the background push waits for
 /// room: enough to keep the link busy, few enough that what is pushed is soon there.
 const PUSH_QUEUE_FRAMES: usize = 8;
+
+/// Fault latencies and waits a destination keeps for its report (the first ones).
+const MAX_FAULT_SAMPLES: usize = 65_536;
 /// Largest state image accepted (the heap's pages travel separately).
 const MAX_IMAGE: usize = 256 << 20;
 /// Priority of the page-fault stream (bulk streams have 0).
@@ -79,8 +82,6 @@ pub(super) enum Input {
     FaultStream(mpsc::Sender<Vec<u8>>),
     /// Destination: a process of the migration touched an absent page (its own number).
     Fault(Pid, u32),
-    /// Destination: a fault of a process of the migration ended after this many µs.
-    FaultWaited(u64),
     /// The node stopped answering (it may come back as the same incarnation).
     PeerDown(u16),
     /// The node came back as a new incarnation: what the old one held is gone.
@@ -118,6 +119,11 @@ pub(crate) struct Migrations {
     runs: Mutex<HashMap<u64, crossbeam_channel::Sender<Input>>>,
     /// Destination: pid -> migration, for page faults.
     by_pid: Mutex<HashMap<Pid, u64>>,
+    /// Destination: what the processes of each migration waited at their faults, µs
+    /// (the first [`MAX_FAULT_SAMPLES`]), taken by its report. Kept here, not sent to the
+    /// run: a fault that its own thread ends (pages it installs) is counted before the
+    /// run can end.
+    fault_waits: Mutex<HashMap<u64, Vec<u64>>>,
     /// Source: processes being migrated from here.
     moving: Mutex<HashSet<Pid>>,
     /// Migrations this node gave up as destination after `Ready` (a late `Commit` gets
@@ -271,10 +277,21 @@ impl Migrations {
 
     /// A page fault of process `pid` ended after `wait_us` (what its report shows).
     pub(crate) fn fault_waited(&self, pid: Pid, wait_us: u64) {
-        let mid = self.by_pid.lock().get(&pid).copied();
-        if let Some(m) = mid {
-            self.input(m, Input::FaultWaited(wait_us));
+        // `by_pid` held meanwhile: once a run has forgotten its pids and then taken its
+        // waits, no wait of it comes after (nothing is left behind here).
+        let by_pid = self.by_pid.lock();
+        if let Some(&m) = by_pid.get(&pid) {
+            let mut waits = self.fault_waits.lock();
+            let w = waits.entry(m).or_default();
+            if w.len() < MAX_FAULT_SAMPLES {
+                w.push(wait_us);
+            }
         }
+    }
+
+    /// Migration `mid`'s faults' waits so far (they are forgotten here).
+    pub(crate) fn take_fault_waits(&self, mid: u64) -> Vec<u64> {
+        self.fault_waits.lock().remove(&mid).unwrap_or_default()
     }
 
     /// A peer stopped answering (`restarted`: came back as a new incarnation): every

@@ -578,7 +578,7 @@ impl SourceRun {
                 }
                 src.peer_restarted(now, n)
             }
-            Input::Fault(..) | Input::FaultWaited(_) | Input::Frame(..) | Input::PeerUp(_) => {}
+            Input::Fault(..) | Input::Frame(..) | Input::PeerUp(_) => {}
         }
     }
 
