@@ -489,14 +489,7 @@ fn tick(sh: &Arc<Host>, sample: bool) {
         // here, with what may have changed since about whether they may move (frozen
         // by another move, pinned, joined to a group).
         let node = sh.node();
-        procs.retain_mut(|p| match node.proc_sample(p.pid) {
-            Some(s) => {
-                (p.pinned, p.lazy, p.shell, p.group) = (s.pinned, s.lazy, s.shell, s.group);
-                s.status.clone_into(&mut p.status);
-                true
-            }
-            None => false,
-        });
+        procs.retain_mut(|p| node.proc_sample(p.pid).map(|s| p.refresh(&s)).is_some());
     }
     let peers = sh.peer_loads();
     let util_now = st.meter.recent_utilization();

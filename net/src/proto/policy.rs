@@ -238,6 +238,19 @@ impl PolicyConf {
                 return Err(format!("policy.{k}: must be at least 1"));
             }
         }
+        // Times are added to clocks and turned into µs: a day at most keeps all of that
+        // far from overflowing.
+        for (k, v) in [
+            ("interval_ms", self.interval_ms),
+            ("gossip_ms", self.gossip_ms),
+            ("window_ms", self.window_ms),
+            ("hysteresis_ms", self.hysteresis_ms),
+            ("residence_ms", self.residence_ms),
+        ] {
+            if v > MAX_POLICY_MS {
+                return Err(format!("policy.{k}: {v} is more than {MAX_POLICY_MS} (a day)"));
+            }
+        }
         if self.window_ms < self.gossip_ms {
             return Err(format!(
                 "policy.window_ms: {} is shorter than policy.gossip_ms ({}): a window holds at least one sample",
@@ -253,6 +266,9 @@ impl PolicyConf {
         Ok(())
     }
 }
+
+/// The longest of the policy's times, ms (a day).
+const MAX_POLICY_MS: u64 = 86_400_000;
 
 /// How much less crowded than the source a destination without room for a process must
 /// be with it, as a fraction of the source's load (for the noise of the measurements).
@@ -379,6 +395,14 @@ pub struct ProcLoad {
 }
 
 impl ProcLoad {
+    /// For a look between samples: what may have changed since the sample about
+    /// whether it may move (frozen by another move, pinned, its pages, its group), as
+    /// `s`, taken now, says. Its loads stay the sample's.
+    pub fn refresh(&mut self, s: &ProcSample) {
+        (self.pinned, self.lazy, self.shell, self.group) = (s.pinned, s.lazy, s.shell, s.group);
+        s.status.clone_into(&mut self.status);
+    }
+
     /// Why the policy may not move it, if it may not.
     pub fn unmovable(&self) -> Option<&'static str> {
         if self.group != 0 {

@@ -393,30 +393,10 @@ impl<'a> Sim<'a> {
             if self.now < self.nodes[i].policy.next_look_us() {
                 return Ok(());
             }
-            let mut own = self.nodes[i].meter.node_load();
-            own.migrations = self.moving.iter().filter(|m| m.from == i || m.to == i).count() as u64;
-            return self.look(i, settled, own, false);
+            return self.look(i, settled, self.own_load(i), false);
         }
         // The VM's counters, as the node would sample them.
-        let procs: Vec<ProcSample> = self
-            .procs
-            .values()
-            .filter(|p| p.at == Some(i) || self.moving.iter().any(|m| m.pid == p.pid && m.from == i))
-            .map(|p| ProcSample {
-                pid: p.pid,
-                status: if p.at.is_none() { "frozen" } else { "running" },
-                reductions: p.reductions,
-                cpu_us: p.cpu_us,
-                wait_us: p.wait_us,
-                heap_pages: p.heap_bytes / 4096,
-                page_bytes: 4096,
-                resident_us: self.now - p.arrived_us,
-                moves: p.moves,
-                came_from: p.left.last().map(|l| l.0 as u16),
-                pinned: p.pinned,
-                ..ProcSample::default()
-            })
-            .collect();
+        let procs: Vec<ProcSample> = self.procs.keys().filter_map(|&pid| self.sample_proc(i, pid)).collect();
         let n = &mut self.nodes[i];
         let sample = NodeSample {
             at_us: self.now,
@@ -426,8 +406,7 @@ impl<'a> Sim<'a> {
             reductions: n.reductions,
         };
         n.meter.observe(sample, procs);
-        let mut own = n.meter.node_load();
-        own.migrations = self.moving.iter().filter(|m| m.from == i || m.to == i).count() as u64;
+        let own = self.own_load(i);
         // Told to every peer, a few ms later.
         for to in 0..self.nodes.len() {
             if to != i {
@@ -441,6 +420,36 @@ impl<'a> Sim<'a> {
             return Ok(());
         }
         self.look(i, settled, own, true)
+    }
+
+    /// Node `i`'s load as its meter says, with the moves it is in.
+    fn own_load(&self, i: usize) -> Load {
+        let mut own = self.nodes[i].meter.node_load();
+        own.migrations = self.moving.iter().filter(|m| m.from == i || m.to == i).count() as u64;
+        own
+    }
+
+    /// Process `pid`'s counters as node `i` would sample them now (`None`: not there:
+    /// neither on it nor leaving it).
+    fn sample_proc(&self, i: usize, pid: u64) -> Option<ProcSample> {
+        let p = self.procs.get(&pid)?;
+        if p.at != Some(i) && !self.moving.iter().any(|m| m.pid == pid && m.from == i) {
+            return None;
+        }
+        Some(ProcSample {
+            pid,
+            status: if p.at.is_none() { "frozen" } else { "running" },
+            reductions: p.reductions,
+            cpu_us: p.cpu_us,
+            wait_us: p.wait_us,
+            heap_pages: p.heap_bytes / 4096,
+            page_bytes: 4096,
+            resident_us: self.now - p.arrived_us,
+            moves: p.moves,
+            came_from: p.left.last().map(|l| l.0 as u16),
+            pinned: p.pinned,
+            ..ProcSample::default()
+        })
     }
 
     /// Node `i` looks, with `own` its load, and its moves start. `sampled`: its
@@ -458,7 +467,8 @@ impl<'a> Sim<'a> {
             .collect();
         let mut procs = n.meter.procs();
         if !sampled {
-            procs.retain(|p| self.procs.get(&p.pid).is_some_and(|q| q.at == Some(i)));
+            // As the node does: the last sample's, of those still there, as they are now.
+            procs.retain_mut(|p| self.sample_proc(i, p.pid).map(|s| p.refresh(&s)).is_some());
         }
         let now = self.now;
         let util_now = self.nodes[i].meter.recent_utilization();

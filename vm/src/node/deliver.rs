@@ -240,7 +240,7 @@ impl NodeInner {
                 },
             };
             let Some((node, slot)) = self.find(pid) else {
-                if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {
+                if self.handed_on(target, pid) {
                     continue;
                 }
                 self.drop_ends(&carried);
@@ -255,7 +255,7 @@ impl NodeInner {
                     // sender was on its way to it: only one that still holds it (it
                     // ended with it) means the channel is gone. (Its hand-off is made
                     // before its end is recorded, under this lock: seen here.)
-                    if matches!(target, Target::Chan(_)) && self.holder_is(target, pid) {
+                    if self.handed_on(target, pid) {
                         continue;
                     }
                     self.drop_ends(&carried);
@@ -325,7 +325,9 @@ impl NodeInner {
         }
     }
 
-    pub(super) fn holder_is(&self, target: Target, pid: Pid) -> bool {
+    /// Whether `target` is a channel whose receive end `pid` no longer holds (it handed
+    /// it on, or it is on its way): its sender looks for it again.
+    pub(super) fn handed_on(&self, target: Target, pid: Pid) -> bool {
         match target {
             Target::Chan(c) => self.holder(c) != Some(pid),
             Target::Inbox(_) => false,

@@ -74,6 +74,15 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
 /// (a lazy or hybrid move pushes them meanwhile) before it gives up.
 const LAZY_WAIT: Duration = Duration::from_secs(60);
 
+/// The `q`th percentile of `sorted` (0 when empty).
+fn percentile(sorted: &[u64], q: usize) -> u64 {
+    if sorted.is_empty() {
+        0
+    } else {
+        sorted[((sorted.len() - 1) * q.min(100)) / 100]
+    }
+}
+
 /// Under a bandwidth cap, how much of the time the background push did not use it may
 /// still use at once.
 const PACE_BURST: Duration = Duration::from_millis(20);
@@ -645,15 +654,12 @@ impl SourceRun {
             }
             report.late_wait_us = d.late_wait_us;
             report.page_faults = d.page_faults;
-            let l = &d.fault_latency_us;
-            let pct = |q: usize| if l.is_empty() { 0 } else { l[((l.len() - 1) * q) / 100] };
-            report.fault_latency_p50_us = pct(50);
-            report.fault_latency_p99_us = pct(99);
+            let (l, w) = (&d.fault_latency_us, &d.fault_wait_us);
+            report.fault_latency_p50_us = percentile(l, 50);
+            report.fault_latency_p99_us = percentile(l, 99);
             report.fault_latency_max_us = l.last().copied().unwrap_or(0);
-            let w = &d.fault_wait_us;
-            let pct = |q: usize| if w.is_empty() { 0 } else { w[((w.len() - 1) * q) / 100] };
-            report.fault_wait_p50_us = pct(50);
-            report.fault_wait_p99_us = pct(99);
+            report.fault_wait_p50_us = percentile(w, 50);
+            report.fault_wait_p99_us = percentile(w, 99);
             report.jit_functions_rebuilt = d.jit_rebuilt;
             report.time_to_compiled_us = d.jit_ready_after_resume_us.unwrap_or(0);
             // The destination's wait for its compiles is warm-up, not the move (it came
