@@ -412,6 +412,9 @@ impl Process {
         p.regs = vec![Value::Nil; 1 + usize::from(func.nregs)];
         p.regs[0] = callee;
         p.regs[1..1 + nargs].copy_from_slice(args);
+        // Room for this one frame only: a process that calls nothing more (one waiting in
+        // `recv`, say) would otherwise carry room for four.
+        p.frames.reserve_exact(1);
         p.frames.push(Frame { module: fref.module, func: fref.func, pc: 0, base: 1, ret: 0, closure, init_of: NOT_INIT });
         Ok(p)
     }

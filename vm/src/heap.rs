@@ -204,15 +204,25 @@ pub struct Heap {
     /// the heap, growing as needed".
     bump: usize,
     bump_end: usize,
-    small_free: Vec<Vec<Addr>>,
-    large_free: Vec<(Addr, usize)>,
+    /// Free blocks and the collector's figures: out of line, made when the first block
+    /// is freed or the first collection runs (most processes do neither, and every
+    /// process carries a heap).
+    free: Option<Box<FreeSpace>>,
     limit_words: usize,
     gc_min_words: usize,
     allocated_since_gc: usize,
     gc_threshold: usize,
     /// Set when enough has been allocated that a collection is due at the next safepoint.
     pub gc_wanted: bool,
-    pub stats: GcStats,
+}
+
+/// See [`Heap::free`].
+#[derive(Debug, Clone, Default)]
+struct FreeSpace {
+    /// Exact-size free lists, by size in words (`SMALL_MAX + 1` of them once there are any).
+    small: Vec<Vec<Addr>>,
+    large: Vec<(Addr, usize)>,
+    stats: GcStats,
 }
 
 impl Heap {
@@ -228,15 +238,12 @@ impl Heap {
             top: 1,
             bump: 1,
             bump_end: usize::MAX,
-            // Made on first use: most processes never free anything.
-            small_free: Vec::new(),
-            large_free: Vec::new(),
+            free: None,
             limit_words: config.limit_bytes / 8,
             gc_min_words: config.gc_min_bytes / 8,
             allocated_since_gc: 0,
             gc_threshold: config.gc_min_bytes / 8,
             gc_wanted: false,
-            stats: GcStats::default(),
         };
         // No page until the first allocation: a process that allocates nothing (a
         // waiting process, say) costs no heap memory.
@@ -479,15 +486,18 @@ impl Heap {
     /// at the top of the heap.
     fn alloc_space(&mut self, size: usize) -> Result<usize, HeapError> {
         if size <= SMALL_MAX {
-            if let Some(a) = self.small_free.get_mut(size).and_then(Vec::pop) {
+            if let Some(a) = self.free.as_deref_mut().and_then(|f| f.small.get_mut(size)).and_then(Vec::pop) {
                 return Ok(a as usize);
             }
         }
         if self.bump_end != usize::MAX && self.bump + size <= self.bump_end {
             return self.bump_alloc(size);
         }
-        if let Some(i) = self.large_free.iter().position(|&(_, len)| len >= size) {
-            let (a, len) = self.large_free.swap_remove(i);
+        let large = self.free.as_deref_mut().and_then(|f| {
+            let i = f.large.iter().position(|&(_, len)| len >= size)?;
+            Some(f.large.swap_remove(i))
+        });
+        if let Some((a, len)) = large {
             self.retire_region();
             self.bump = a as usize;
             self.bump_end = a as usize + len;
@@ -495,7 +505,7 @@ impl Heap {
         }
         if size < SMALL_MAX {
             for bigger in size + 1..=SMALL_MAX {
-                if let Some(a) = self.small_free.get_mut(bigger).and_then(Vec::pop) {
+                if let Some(a) = self.free.as_deref_mut().and_then(|f| f.small.get_mut(bigger)).and_then(Vec::pop) {
                     let rest = a as usize + size;
                     self.store(rest, header(kind::FREE, bigger - size))?;
                     self.small_free_push(bigger - size, rest as Addr);
@@ -521,10 +531,26 @@ impl Heap {
     }
 
     fn small_free_push(&mut self, size: usize, a: Addr) {
-        if self.small_free.is_empty() {
-            self.small_free = vec![Vec::new(); SMALL_MAX + 1];
+        let f = self.free.get_or_insert_with(Default::default);
+        if f.small.is_empty() {
+            f.small = vec![Vec::new(); SMALL_MAX + 1];
         }
-        self.small_free[size].push(a);
+        f.small[size].push(a);
+    }
+
+    fn large_free_push(&mut self, a: Addr, len: usize) {
+        self.free.get_or_insert_with(Default::default).large.push((a, len));
+    }
+
+    /// What the collector has done so far.
+    pub fn stats(&self) -> GcStats {
+        self.free.as_ref().map_or_else(GcStats::default, |f| f.stats)
+    }
+
+    pub fn set_stats(&mut self, stats: GcStats) {
+        if self.free.is_some() || stats != GcStats::default() {
+            self.free.get_or_insert_with(Default::default).stats = stats;
+        }
     }
 
     fn bump_alloc(&mut self, size: usize) -> Result<usize, HeapError> {
@@ -551,7 +577,7 @@ impl Heap {
         if rest > 0 && rest <= SMALL_MAX {
             self.small_free_push(rest, self.bump as Addr);
         } else if rest > SMALL_MAX {
-            self.large_free.push((self.bump as Addr, rest));
+            self.large_free_push(self.bump as Addr, rest);
         }
         self.bump = self.top;
         self.bump_end = usize::MAX;
@@ -651,10 +677,12 @@ impl Heap {
     }
 
     fn sweep(&mut self, marks: &[u64]) -> Result<(), HeapError> {
-        for l in &mut self.small_free {
-            l.clear();
+        if let Some(f) = self.free.as_deref_mut() {
+            for l in &mut f.small {
+                l.clear();
+            }
+            f.large.clear();
         }
-        self.large_free.clear();
         let mut dirtied: Vec<usize> = Vec::new();
         let mut live = 0usize;
         let mut freed = 0usize;
@@ -694,11 +722,12 @@ impl Heap {
         self.bump_end = usize::MAX;
         dirtied.sort_unstable();
         dirtied.dedup();
-        self.stats.collections += 1;
-        self.stats.last_live_words = live as u64;
-        self.stats.last_freed_words = freed as u64;
-        self.stats.last_pages_dirtied = dirtied.len() as u64;
-        self.stats.total_pages_dirtied += dirtied.len() as u64;
+        let stats = &mut self.free.get_or_insert_with(Default::default).stats;
+        stats.collections += 1;
+        stats.last_live_words = live as u64;
+        stats.last_freed_words = freed as u64;
+        stats.last_pages_dirtied = dirtied.len() as u64;
+        stats.total_pages_dirtied += dirtied.len() as u64;
         self.allocated_since_gc = 0;
         self.gc_threshold = self.gc_min_words.max(live);
         self.gc_wanted = false;
@@ -716,7 +745,7 @@ impl Heap {
         if len <= SMALL_MAX {
             self.small_free_push(len, start as Addr);
         } else {
-            self.large_free.push((start as Addr, len));
+            self.large_free_push(start as Addr, len);
         }
     }
 
@@ -727,9 +756,9 @@ impl Heap {
         let mut marks = Vec::new();
         try_room(&mut marks, self.top.div_ceil(64))?;
         marks.resize(self.top.div_ceil(64), u64::MAX);
-        let saved = self.stats;
+        let saved = self.stats();
         self.sweep(&marks)?;
-        self.stats = saved;
+        self.set_stats(saved);
         Ok(())
     }
 

@@ -162,7 +162,7 @@ fn snapshot_with(p: &Process, slot: &SlotImage, with_pages: bool) -> Vec<u8> {
         max_frames: p.max_frames,
         sys: ProcSys { deadline_us: None, ..p.sys.clone() },
         slot: slot.clone(),
-        heap: HeapImage { config: h.config(), page_count: h.page_count() as u32, top: h.top() as u64, stats: h.stats, pages },
+        heap: HeapImage { config: h.config(), page_count: h.page_count() as u32, top: h.top() as u64, stats: h.stats(), pages },
     };
     let mut out = Vec::new();
     out.extend_from_slice(&IMAGE_MAGIC);
@@ -331,7 +331,7 @@ fn fill(
         return Err((e, Box::new(heap)));
     }
     let lazy = deferred || !heap.all_present();
-    heap.stats = img.heap.stats;
+    heap.set_stats(img.heap.stats);
 
     let mut p = Process {
         pid: img.pid,

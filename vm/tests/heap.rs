@@ -110,7 +110,7 @@ fn collection_dirties_only_pages_where_garbage_died() {
     p.heap.take_dirty();
     p.collect_garbage().unwrap();
     let pages = p.heap.page_count() as u64;
-    let dirtied = p.heap.stats.last_pages_dirtied;
+    let dirtied = p.heap.stats().last_pages_dirtied;
     assert!(dirtied <= 2, "a collection freeing a few small objects dirtied {dirtied} of {pages} pages");
     assert_eq!(p.heap.take_dirty().len() as u64, dirtied);
 }

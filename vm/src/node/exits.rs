@@ -27,7 +27,7 @@ impl NodeInner {
         }
         self.with_live(pid, |node, slot, st| {
             if st.kill.is_none() {
-                st.kill = Some(reason);
+                st.kill.set(Some(reason));
             }
             slot.flags.fetch_or(KILL, Ordering::SeqCst);
             if st.status == Status::Waiting {
@@ -49,7 +49,9 @@ impl NodeInner {
             return;
         }
         let trap = self.with_live(to, |_, _, st| {
-            st.links.retain(|&p| p != from);
+            if st.links.contains(&from) {
+                st.links.retain(|&p| p != from);
+            }
             st.trap_exits
         });
         match trap {
@@ -77,7 +79,7 @@ impl NodeInner {
             }
             st.status = Status::Exited;
             st.parked = None;
-            (std::mem::take(&mut st.mailbox), std::mem::take(&mut st.links), std::mem::take(&mut st.watchers), st.trail.take())
+            (std::mem::take(&mut st.mailbox), st.links.take(), st.watchers.take(), st.trail.take())
         };
         self.procs.remove(pid);
         // (The groups' lock only for a member: most processes are in none.)
@@ -115,7 +117,7 @@ impl NodeInner {
         if let ExitReason::Failed(e) = &reason {
             self.console.failed_to(proc.sys.console, pid, &e.to_string());
         }
-        let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats };
+        let exit = ProcessExit { pid, reason, reductions: proc.reductions, heap_bytes: proc.heap.size_bytes(), gc: proc.heap.stats() };
         let console = proc.sys.console;
         drop(proc);
         for w in watchers {

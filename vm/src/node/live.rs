@@ -237,7 +237,7 @@ impl Node {
         let Some(slot) = i.local_slot(pid) else { return Vec::new() };
         let others: Vec<Pid> = {
             let st = slot.st.lock();
-            st.links.iter().chain(&st.watchers).copied().collect()
+            st.links.iter().chain(st.watchers.iter()).copied().collect()
         };
         let mut out: Vec<u16> = others.into_iter().filter_map(|p| self.located(p)).collect();
         out.sort_unstable();
@@ -251,7 +251,11 @@ impl Node {
         let Some(slot) = i.local_slot(pid) else { return Vec::new() };
         let (chans, others, senders): (Vec<super::ChanId>, Vec<Pid>, Vec<u16>) = {
             let st = slot.st.lock();
-            (st.mailbox.chans.iter().map(|(c, _)| *c).collect(), st.links.iter().chain(&st.watchers).copied().collect(), st.order.origins())
+            (
+                st.mailbox.chans.iter().map(|(c, _)| *c).collect(),
+                st.links.iter().chain(st.watchers.iter()).copied().collect(),
+                st.order.origins(),
+            )
         };
         // Nodes that sent it numbered messages by pid, too.
         let mut out: Vec<u16> = senders;

@@ -126,6 +126,8 @@ macro_rules! empty {
 
 empty!(Vec<(u32, Vec<u64>)>, Vec::new());
 empty!(Vec<u16>, Vec::new());
+empty!(Vec<Pid>, Vec::new());
+empty!(Option<String>, None);
 empty!(Option<ExportMark>, None);
 empty!(Option<(u64, String)>, None);
 empty!(InboxOrder, InboxOrder { seq: Order::new(), waiting: Vec::new() });
@@ -144,6 +146,18 @@ impl<T> Lazy<T> {
     /// Whether it was ever written (and not taken since).
     pub(crate) fn is_set(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// Sets its value; an empty one frees its box instead.
+    pub(crate) fn put(&mut self, v: T)
+    where
+        T: Empty + PartialEq,
+    {
+        if v == *T::empty() {
+            self.0 = None;
+        } else {
+            self.set(v);
+        }
     }
 
     /// Sets its value.
@@ -181,17 +195,20 @@ pub(crate) struct SlotState {
     pub(super) status: Status,
     pub(super) parked: Option<Box<Process>>,
     /// What wakes a waiting process (nothing but its timer, when empty).
-    pub(super) wait: Vec<Source>,
+    /// (One source inline: most wait for one thing, and a million idle processes each
+    /// keep their list.)
+    pub(super) wait: smallvec::SmallVec<[Source; 1]>,
     pub(super) wait_seq: u64,
     /// Whether the wait has an armed timer (counted in `NodeInner::timed_waits`).
     pub(super) wait_timed: bool,
     /// Freeze requests not yet released (see `NodeInner::freeze`).
     pub(super) freezers: u32,
     pub(super) mailbox: Mailbox,
-    pub(super) links: Vec<Pid>,
-    pub(super) watchers: Vec<Pid>,
+    pub(super) links: Lazy<Vec<Pid>>,
+    pub(super) watchers: Lazy<Vec<Pid>>,
     pub(super) trap_exits: bool,
-    pub(super) kill: Option<String>,
+    /// Why it is to be killed (flag `KILL`).
+    pub(super) kill: Lazy<Option<String>>,
     /// The absent page the parked process faulted on, and when (node µs).
     pub(super) fault: Option<(u32, u64)>,
     /// Pages that arrived while the process was running, to install at a safepoint.
@@ -229,10 +246,10 @@ impl SlotState {
         SlotImage {
             inbox: self.mailbox.inbox.iter().cloned().collect(),
             chans: self.mailbox.chans.iter().map(|(c, q)| (*c, q.iter().cloned().collect())).collect(),
-            links: self.links.clone(),
-            watchers: self.watchers.clone(),
+            links: self.links.to_vec(),
+            watchers: self.watchers.to_vec(),
             trap_exits: self.trap_exits,
-            kill: self.kill.clone(),
+            kill: (*self.kill).clone(),
             timeout_left_us: proc.sys.deadline_us.map(|d| d.saturating_sub(now)),
             clock_us: Some(now.saturating_add_signed(proc.sys.clock_offset_us)),
             moves: self.moves,
@@ -267,15 +284,15 @@ impl Slot {
             st: Mutex::new(SlotState {
                 status,
                 parked: None,
-                wait: Vec::new(),
+                wait: smallvec::SmallVec::new(),
                 wait_seq: 0,
                 wait_timed: false,
                 freezers: 0,
                 mailbox: Mailbox::default(),
-                links: Vec::new(),
-                watchers: Vec::new(),
+                links: Lazy::NONE,
+                watchers: Lazy::NONE,
                 trap_exits: false,
-                kill: None,
+                kill: Lazy::NONE,
                 fault: None,
                 pending_pages: Lazy::NONE,
                 export: Lazy::NONE,
@@ -540,8 +557,8 @@ impl NodeInner {
         st.mailbox.chans =
             img.chans.into_iter().map(|(c, q)| (c, q.into_iter().inspect(|m| bytes += m.approx_bytes()).collect())).collect();
         st.mailbox.bytes = bytes;
-        st.links = img.links;
-        st.watchers = img.watchers;
+        st.links.put(img.links);
+        st.watchers.put(img.watchers);
         st.trap_exits = img.trap_exits;
         // Reinstated elsewhere: one more move.
         st.moves = img.moves.saturating_add(1);
@@ -553,7 +570,7 @@ impl NodeInner {
             self.gap_opened(now);
         }
         if img.kill.is_some() {
-            st.kill = img.kill;
+            st.kill.put(img.kill);
             slot.flags.fetch_or(KILL, Ordering::SeqCst);
         }
         slot.flags.fetch_or(FREEZE, Ordering::SeqCst);

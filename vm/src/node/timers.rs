@@ -41,11 +41,7 @@ impl NodeInner {
             return None;
         }
         st.status = Status::Waiting;
-        // (Copied into the slot's own list, which keeps its room from wait to wait: as
-        // much as asked for, not the four a growing list starts with, since most wait
-        // for one thing and a million idle processes each keep their list.)
         st.wait.clear();
-        st.wait.reserve_exact(wait.len());
         st.wait.extend_from_slice(wait);
         st.wait_seq += 1;
         if let Some(d) = deadline {

@@ -127,8 +127,8 @@ impl Node {
             inbox_expect,
             inbox_held,
             chans: Vec::new(),
-            links: std::mem::take(&mut st.links),
-            watchers: std::mem::take(&mut st.watchers),
+            links: st.links.take(),
+            watchers: st.watchers.take(),
             kill: st.kill.take(),
             watched: false,
             fwd,
@@ -393,8 +393,8 @@ impl Node {
             gaps = admitted.gaps;
             st.mailbox.bytes += bytes;
             if had_late {
-                st.links = late.links;
-                st.watchers = late.watchers;
+                st.links.put(late.links);
+                st.watchers.put(late.watchers);
                 st.fwd = late.fwd;
                 if late.trail.is_empty() {
                     st.trail.take();
@@ -406,7 +406,7 @@ impl Node {
             }
             st.told.take();
             if late.kill.is_some() {
-                st.kill = late.kill;
+                st.kill.put(late.kill);
                 slot.flags.fetch_or(KILL, Ordering::SeqCst);
             }
             st.mailbox.chans.iter().map(|(c, _)| *c).collect()
