@@ -142,3 +142,109 @@ fn two_processes_messaging_each_other_cannot_starve_what_others_woke() {
         }
     }
 }
+
+/// A message for a process waiting in `recv` may complete the call where it is
+/// delivered (a plain value into a plain `recv`): every kind of value arrives as sent,
+/// in order, whether or not it could; a `recv` with a timeout that got its message
+/// this way times out fully the next time (its old timer wakes nothing); a `select`
+/// still gets its pair; and a message to a process waiting on another source waits.
+#[test]
+fn a_waiting_recv_gets_each_kind_of_value_as_sent() {
+    let src = r#"
+fn echo(parent) {
+    while true {
+        let v = recv();
+        send(parent, v);
+        if v == "end" { break; }
+    }
+}
+
+fn timed(parent) {
+    let a = recv(5000);
+    let t0 = mono_ms();
+    let b = recv(150);
+    let waited = mono_ms() - t0;
+    send(parent, [a, is_timeout(b), waited >= 140]);
+}
+
+fn chan_waiter(parent, rx) {
+    send(parent, "ready");
+    let v = recv(rx);
+    let w = recv();
+    send(parent, [v, w]);
+}
+
+fn selector(parent, rx) {
+    send(parent, "ready");
+    let r = select([rx]);
+    send(parent, r[1]);
+}
+
+let me = self();
+let e = spawn(echo, me);
+let g = group();
+let values = [nil, true, false, 7, -3, 2.5, me, g, "text", [1, [2, 3]], {"k": 9}];
+for v in values {
+    send(e, v);
+    let back = recv();
+    if "${back}" != "${v}" { println("echo: sent ${v}, got ${back}"); }
+}
+// Sent ahead of the receiver's `recv`: queued, then taken in order.
+for i in 0..100 { send(e, i); }
+for i in 0..100 {
+    let back = recv();
+    if back != i { println("queued: sent ${i}, got ${back}"); }
+}
+send(e, "end");
+recv();
+
+let t = spawn(timed, me);
+sleep(20);
+send(t, 42);
+println("timed ${recv()}");
+
+let ch = channel();
+let c = spawn(chan_waiter, me, ch[1]);
+recv();
+sleep(20);
+send(c, "inbox first");
+sleep(20);
+send(ch[0], "on the channel");
+println("chan ${recv()}");
+
+let ch2 = channel();
+let s = spawn(selector, me, ch2[1]);
+recv();
+sleep(20);
+send(ch2[0], 5);
+println("select ${recv()}");
+"#;
+    const MAIN: Pid = 1 << 40;
+    let (vm, mains) = vm_with(&[("direct.tern", src)]);
+    for workers in [1, 2] {
+        let console = Arc::new(Collect::default());
+        let sched = Node::local(vm.clone(), console.clone(), workers);
+        // (A pid no child of it is given: children are named by the node's serial.)
+        sched.spawn(Process::new(MAIN, mains[0], &vm).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sched.exits().iter().all(|e| e.pid != MAIN) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program did not finish; its output: {:?}; ended: {:?}",
+                console.0.lock(),
+                sched.exits().iter().map(|e| (e.pid, format!("{:?}", e.reason))).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let exits = sched.exits();
+        let main = exits.iter().find(|e| e.pid == MAIN).unwrap();
+        assert!(matches!(main.reason, ExitReason::Normal), "{:?}", main.reason);
+        sched.shutdown();
+        let out = console.0.lock();
+        assert_eq!(
+            out.get(&MAIN).map(String::as_str),
+            Some("timed [42, true, true]\nchan [\"on the channel\", \"inbox first\"]\nselect 5\n"),
+            "with {workers} workers"
+        );
+    }
+}

@@ -171,6 +171,25 @@ impl Flattener<'_> {
 }
 
 /// A value that refers to no object: nothing to allocate.
+/// The value of a message that is one scalar needing nothing of the receiver (no heap,
+/// no module linked, no channel end carried), as [`rebuild`] would make it.
+pub fn plain_value(msg: &Message) -> Option<Value> {
+    if !msg.objs.is_empty() {
+        return None;
+    }
+    Some(match msg.root {
+        Val::Nil => Value::Nil,
+        Val::Bool(b) => Value::Bool(b),
+        Val::Int(i) => Value::Int(i),
+        Val::Float(x) => Value::Float(x),
+        Val::Pid(p) => Value::Pid(p),
+        Val::Tx(c) => Value::Tx(c),
+        Val::Timeout => Value::Timeout,
+        Val::Group(g) => Value::Group(g),
+        Val::Rx(_) | Val::Native(_) | Val::Func { .. } | Val::Obj(_) => return None,
+    })
+}
+
 fn rebuild_scalar(v: &Val, proc: &mut Process, vm: &Vm) -> Result<Value, MessageError> {
     Ok(match v {
         Val::Nil => Value::Nil,

@@ -92,6 +92,13 @@ pub fn run(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Out
     // Pinned here, before any slot's code is read, for the whole slice (a pin costs a
     // fence: once per slice, not per entry).
     let _pin = if vm.jit.is_some() { Some(crossbeam_epoch::pin()) } else { None };
+    run_pinned(proc, vm, host, budget)
+}
+
+/// [`run`] for a caller that holds a `crossbeam_epoch` pin for as long as this runs
+/// whenever `vm` has a JIT (the scheduler pins once per time slice, which makes several
+/// calls here: one per system call).
+pub fn run_pinned(proc: &mut Process, vm: &Vm, host: &mut dyn Host, budget: u32) -> Outcome {
     let mut budget = i64::from(budget.max(1));
     // Where the last heap-limit collection happened: the same instruction failing again
     // with no progress in between means the heap really is full.
@@ -191,7 +198,12 @@ pub fn sys_call(proc: &Process) -> Option<SysCall> {
 
 /// Completes the system call the process is stopped at with result `v`.
 pub fn sys_return(proc: &mut Process, call: SysCall, v: Value) {
-    proc.regs[call.dst] = v;
+    sys_return_to(proc, call.dst, v);
+}
+
+/// [`sys_return`] with only the call's result register known.
+pub fn sys_return_to(proc: &mut Process, dst: usize, v: Value) {
+    proc.regs[dst] = v;
     if let Some(f) = proc.frames.last_mut() {
         f.pc += 1;
     }

@@ -5,7 +5,7 @@
 //! down and exit notices links and monitors send ([`event_message`]). Messages for other
 //! OS processes leave through `remote.rs`; numbered ones are routed by `route.rs`.
 
-use super::slot::{Source, Status, Task};
+use super::slot::{Source, Status, Task, NO_RECV};
 use super::{ChanId, NodeInner, Pid, SentBy, Target};
 use crate::message::{Message, Obj, Val};
 use crate::value::name_text;
@@ -276,6 +276,27 @@ impl NodeInner {
             }
             if carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
                 return Err(DeliverError::Full(pid));
+            }
+            // Its receiver waits in a plain `recv` for just this: the call completes here.
+            if carried.is_empty()
+                && st.status == Status::Waiting
+                && st.recv_dst != NO_RECV
+                && st.wait.as_slice() == [src]
+                && st.mailbox.queue(src).is_some_and(|q| q.is_empty())
+            {
+                if let Some(v) = crate::flatten::plain_value(&msg) {
+                    let dst = st.recv_dst as usize;
+                    if let Some(proc) = st.parked.as_deref_mut().filter(|p| dst < p.regs.len()) {
+                        crate::interp::sys_return_to(proc, dst, v);
+                        proc.sys.deadline_us = None;
+                        if let SentBy::Process(_) = from {
+                            slot.meter.received_here(bytes as u64);
+                        }
+                        let local = if node.id == self.id { local } else { None };
+                        node.wake_locked(pid, &slot, &mut st, local);
+                        return Ok(Some(pid));
+                    }
+                }
             }
             let Some(q) = st.mailbox.queue(src) else { continue };
             q.push_back(msg);

@@ -8,7 +8,7 @@ use super::host::ProcHost;
 use super::pages::install_pages;
 use super::slot::{Entry, Slot, SlotState, Status, Task, FREEZE, JOBS, KILL, LATE, PAGES};
 use super::{sys, ChanId, ExitReason, MoveError, NodeInner, Pid, SysOut};
-use crate::interp::{run, Outcome, RuntimeError};
+use crate::interp::{run_pinned, Outcome, RuntimeError};
 use crate::message::Message;
 use crate::process::Process;
 use crossbeam_deque::{Steal, Worker};
@@ -256,8 +256,7 @@ impl NodeInner {
         let budget = u64::from(self.budget);
         slot.meter.runs(started_us);
         // Pinned for the whole slice, its system calls included (evicted compiled code is
-        // freed only after it): `run` pins again at each return into the interpreter,
-        // and a pin inside a pin costs no fence.
+        // freed only after it): what `run_pinned` needs of its caller.
         let _pin = self.vm.jit.is_some().then(crossbeam_epoch::pin);
         let out = loop {
             let used = proc.reductions - start;
@@ -265,7 +264,7 @@ impl NodeInner {
                 break None;
             }
             let mut host = ProcHost { node: self, pid, console: proc.sys.console, clock_offset_us: proc.sys.clock_offset_us };
-            let fault = match run(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
+            let fault = match run_pinned(&mut proc, &self.vm, &mut host, (budget - used) as u32) {
                 Outcome::Yielded => break None,
                 Outcome::Finished(_) => break Some(ExitReason::Normal),
                 Outcome::Failed(e) => break Some(ExitReason::Failed(e)),

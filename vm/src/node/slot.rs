@@ -191,6 +191,9 @@ impl<T: std::fmt::Debug + Empty> std::fmt::Debug for Lazy<T> {
     }
 }
 
+/// See [`SlotState::recv_dst`].
+pub(super) const NO_RECV: u32 = u32::MAX;
+
 pub(crate) struct SlotState {
     pub(super) status: Status,
     pub(super) parked: Option<Box<Process>>,
@@ -201,6 +204,12 @@ pub(crate) struct SlotState {
     pub(super) wait_seq: u64,
     /// Whether the wait has an armed timer (counted in `NodeInner::timed_waits`).
     pub(super) wait_timed: bool,
+    /// While it waits in a plain `recv` (one source, no `select`): the register its
+    /// value goes to. A message for it that needs nothing of its heap completes the call
+    /// where it is delivered (`deliver.rs`), so that the woken process goes on after its
+    /// `recv` instead of running it again. [`NO_RECV`] otherwise; read only while the
+    /// status is `Waiting` (every wait sets it).
+    pub(super) recv_dst: u32,
     /// Freeze requests not yet released (see `NodeInner::freeze`).
     pub(super) freezers: u32,
     pub(super) mailbox: Mailbox,
@@ -287,6 +296,7 @@ impl Slot {
                 wait: smallvec::SmallVec::new(),
                 wait_seq: 0,
                 wait_timed: false,
+                recv_dst: NO_RECV,
                 freezers: 0,
                 mailbox: Mailbox::default(),
                 links: Lazy::NONE,
@@ -464,11 +474,19 @@ impl NodeInner {
     }
 
     /// The node holding a process now, and its slot.
-    pub(super) fn find(&self, pid: Pid) -> Option<(Arc<NodeInner>, Arc<Slot>)> {
-        let mut node = self.node(self.id)?;
-        for _ in 0..8 {
+    pub(super) fn find(&self, pid: Pid) -> Option<(NodeRef<'_>, Arc<Slot>)> {
+        // Here first, with no look at the mesh (the local messaging path).
+        let next = match self.procs.get(pid) {
+            Some(Entry::Live(s)) => return Some((NodeRef::Here(self), s)),
+            Some(Entry::Moved(n, ..)) => n,
+            Some(Entry::Away(..)) => return None,
+            None if self.id == name_node(pid) => return None,
+            None => name_node(pid),
+        };
+        let mut node = self.node(next)?;
+        for _ in 1..8 {
             let next = match node.procs.get(pid) {
-                Some(Entry::Live(s)) => return Some((node, s)),
+                Some(Entry::Live(s)) => return Some((NodeRef::There(node), s)),
                 Some(Entry::Moved(n, ..)) => n,
                 Some(Entry::Away(..)) => return None,
                 None if node.id == name_node(pid) => return None,
@@ -505,7 +523,7 @@ impl NodeInner {
 
     /// Runs `f` on the slot of a process that has not ended, wherever it is now, with
     /// the slot locked (looking again if it moves meanwhile); `None` if it has ended.
-    pub(crate) fn with_live<R>(&self, pid: Pid, f: impl FnOnce(&Arc<NodeInner>, &Arc<Slot>, &mut SlotState) -> R) -> Option<R> {
+    pub(crate) fn with_live<R>(&self, pid: Pid, f: impl FnOnce(&NodeInner, &Arc<Slot>, &mut SlotState) -> R) -> Option<R> {
         loop {
             let (node, slot) = self.find(pid)?;
             let mut st = slot.st.lock();
@@ -576,6 +594,23 @@ impl NodeInner {
         slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
         st.status = Status::Frozen;
         st.parked = Some(Box::new(proc));
+    }
+}
+
+/// A node in this OS process that [`NodeInner::find`] found a process on: the node
+/// asking (no reference taken), or another.
+pub(super) enum NodeRef<'a> {
+    Here(&'a NodeInner),
+    There(Arc<NodeInner>),
+}
+
+impl std::ops::Deref for NodeRef<'_> {
+    type Target = NodeInner;
+    fn deref(&self) -> &NodeInner {
+        match self {
+            NodeRef::Here(n) => n,
+            NodeRef::There(n) => n,
+        }
     }
 }
 

@@ -1045,7 +1045,14 @@ fn receive(
             return ret(proc, c, if mode == Mode::Sleep { Value::Nil } else { Value::Timeout });
         }
         return match node.park(pid, slot, &mut st, proc, sources, deadline) {
-            None => SysOut::Parked,
+            None => {
+                if mode == Mode::Recv && st.status == super::slot::Status::Waiting {
+                    if let Ok(dst) = u32::try_from(c.dst) {
+                        st.recv_dst = dst;
+                    }
+                }
+                SysOut::Parked
+            }
             Some((p, reason)) => SysOut::Exit(p, reason),
         };
     }

@@ -41,6 +41,7 @@ impl NodeInner {
             return None;
         }
         st.status = Status::Waiting;
+        st.recv_dst = super::slot::NO_RECV;
         st.wait.clear();
         st.wait.extend_from_slice(wait);
         st.wait_seq += 1;
