@@ -679,7 +679,6 @@ pub struct Source {
     round_pages: u32,
     /// The last collected dirty set, not sent yet.
     pending: Vec<PageNo>,
-    prev_dirty: Option<usize>,
     bw_bytes_per_ms: u64,
     throttle: u32,
     /// Lazy: pages the dest does not have yet.
@@ -710,7 +709,6 @@ impl Source {
             round_started_us: now_us,
             round_pages: 0,
             pending: Vec::new(),
-            prev_dirty: None,
             bw_bytes_per_ms: 0,
             throttle: 0,
             unsent: PageSet::default(),
@@ -1017,7 +1015,10 @@ impl Source {
         set.dedup();
         let n = set.len();
         let budget_pages = (self.cfg.freeze_budget_us * self.bw_bytes_per_ms / 1000 / self.cfg.page_bytes.max(1)) as usize;
-        let shrinking = self.prev_dirty.is_none_or(|p| (n as u64) * 1000 < p as u64 * self.cfg.shrink_per_mille);
+        // Against what the round just sent: after round 0 (the whole heap) too, so that a
+        // writer that dirtied nearly all of it meanwhile is seen at once, not after
+        // sending it all a second time.
+        let shrinking = (n as u64) * 1000 < u64::from(self.round_pages) * self.cfg.shrink_per_mille;
         self.round += 1;
         let stop = if n <= budget_pages {
             Some(StopReason::Converged)
@@ -1030,7 +1031,6 @@ impl Source {
         } else {
             None
         };
-        self.prev_dirty = Some(n);
         match stop {
             Some(reason) => {
                 self.report.stop = reason;
@@ -1786,6 +1786,27 @@ mod tests {
             s.handle(now, DST, m);
         }
         std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect()
+    }
+
+    /// A writer that wrote nearly every page again while round 0 sent them all: the
+    /// rounds stop there (hybrid: the rest goes after the process), instead of sending
+    /// the whole heap a second time to find out that it does not shrink.
+    #[test]
+    fn a_hybrid_round_0_written_over_almost_whole_is_the_only_round() {
+        let init = SourceInit { size_pages: 64, mechanism: Mechanism::Hybrid, ..lazy_source(0, vec![SRC, DST]).init };
+        // (No freeze budget: the round's measured speed must not make 60 pages "converged".)
+        let mut s = Source::new(0, MigConfig { freeze_budget_us: 0, ..MigConfig::default() }, init);
+        let mut d = None;
+        let (sa, _) = pump(10, &mut s, &mut d);
+        assert!(sa.contains(&Action::CollectDirty), "{sa:?}");
+        assert_eq!(s.report.rounds, vec![64]);
+        s.pages_dirtied(20, &(0..60).collect::<Vec<_>>());
+        let (sa, _) = pump(30, &mut s, &mut d);
+        assert_eq!(s.report.rounds, vec![64], "a second round was sent: {sa:?}");
+        assert_eq!(s.report.stop, StopReason::NotShrinking);
+        assert!(sa.contains(&Action::Freeze), "{sa:?}");
+        assert_eq!(s.report.absent_at_resume, 60);
+        assert!(s.is_committed(), "{:?}", s.outcome());
     }
 
     #[test]
