@@ -286,7 +286,9 @@ impl NodeInner {
             {
                 if let Some(v) = crate::flatten::plain_value(&msg) {
                     let dst = st.recv_dst as usize;
-                    if let Some(proc) = st.parked.as_deref_mut().filter(|p| dst < p.regs.len()) {
+                    // (The call is still where the process waits: nothing moved its pc.)
+                    let at_call = |p: &crate::process::Process| crate::interp::sys_call(p).is_some_and(|c| c.dst == dst);
+                    if let Some(proc) = st.parked.as_deref_mut().filter(|p| dst < p.regs.len() && at_call(p)) {
                         crate::interp::sys_return_to(proc, dst, v);
                         proc.sys.deadline_us = None;
                         if let SentBy::Process(_) = from {

@@ -64,7 +64,12 @@ impl Node {
                 return Err(MoveError::NotHere(pid));
             }
             match st.parked.as_mut() {
-                Some(p) => job(p),
+                Some(p) => {
+                    job(p);
+                    // (It may have moved the pc off a `recv` it waits in: no message
+                    // completes that call where it is delivered now, see `recv_dst`.)
+                    st.recv_dst = super::slot::NO_RECV;
+                }
                 None => {
                     st.jobs.push(job);
                     slot.flags.fetch_or(JOBS, Ordering::SeqCst);
@@ -92,6 +97,7 @@ impl Node {
                     Some(p) => {
                         slot.flags.fetch_and(!JOBS, Ordering::SeqCst);
                         jobs.into_iter().for_each(|j| j(p));
+                        st.recv_dst = super::slot::NO_RECV;
                     }
                     None => st.jobs = jobs,
                 }

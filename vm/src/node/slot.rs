@@ -208,7 +208,8 @@ pub(crate) struct SlotState {
     /// value goes to. A message for it that needs nothing of its heap completes the call
     /// where it is delivered (`deliver.rs`), so that the woken process goes on after its
     /// `recv` instead of running it again. [`NO_RECV`] otherwise; read only while the
-    /// status is `Waiting` (every wait sets it).
+    /// status is `Waiting` (every wait sets it), and reset by whatever changes a
+    /// waiting process's frames (a job run on it at a safepoint, `live.rs`).
     pub(super) recv_dst: u32,
     /// Freeze requests not yet released (see `NodeInner::freeze`).
     pub(super) freezers: u32,
@@ -476,25 +477,30 @@ impl NodeInner {
     /// The node holding a process now, and its slot.
     pub(super) fn find(&self, pid: Pid) -> Option<(NodeRef<'_>, Arc<Slot>)> {
         // Here first, with no look at the mesh (the local messaging path).
-        let next = match self.procs.get(pid) {
-            Some(Entry::Live(s)) => return Some((NodeRef::Here(self), s)),
-            Some(Entry::Moved(n, ..)) => n,
-            Some(Entry::Away(..)) => return None,
-            None if self.id == name_node(pid) => return None,
-            None => name_node(pid),
+        let mut next = match self.find_step(pid) {
+            Ok(s) => return Some((NodeRef::Here(self), s)),
+            Err(n) => n?,
         };
-        let mut node = self.node(next)?;
         for _ in 1..8 {
-            let next = match node.procs.get(pid) {
-                Some(Entry::Live(s)) => return Some((NodeRef::There(node), s)),
-                Some(Entry::Moved(n, ..)) => n,
-                Some(Entry::Away(..)) => return None,
-                None if node.id == name_node(pid) => return None,
-                None => name_node(pid),
-            };
-            node = self.node(next)?;
+            let node = self.node(next)?;
+            match node.find_step(pid) {
+                Ok(s) => return Some((NodeRef::There(node), s)),
+                Err(n) => next = n?,
+            }
         }
         None
+    }
+
+    /// One step of [`NodeInner::find`], on this node: the process's slot if it lives
+    /// here, else the node to look on next (`None`: nowhere).
+    fn find_step(&self, pid: Pid) -> Result<Arc<Slot>, Option<u16>> {
+        match self.procs.get(pid) {
+            Some(Entry::Live(s)) => Ok(s),
+            Some(Entry::Moved(n, ..)) => Err(Some(n)),
+            Some(Entry::Away(..)) => Err(None),
+            None if self.id == name_node(pid) => Err(None),
+            None => Err(Some(name_node(pid))),
+        }
     }
 
     /// The process holding a channel's receive end, if it is in this OS process. The
