@@ -170,14 +170,19 @@ impl Flattener<'_> {
     }
 }
 
-/// A value that refers to no object: nothing to allocate.
 /// The value of a message that is one scalar needing nothing of the receiver (no heap,
 /// no module linked, no channel end carried), as [`rebuild`] would make it.
 pub fn plain_value(msg: &Message) -> Option<Value> {
-    if !msg.objs.is_empty() {
-        return None;
+    if msg.objs.is_empty() {
+        plain(&msg.root)
+    } else {
+        None
     }
-    Some(match msg.root {
+}
+
+/// A value that stands for itself (no module, no receive end, no object).
+fn plain(v: &Val) -> Option<Value> {
+    Some(match *v {
         Val::Nil => Value::Nil,
         Val::Bool(b) => Value::Bool(b),
         Val::Int(i) => Value::Int(i),
@@ -190,17 +195,10 @@ pub fn plain_value(msg: &Message) -> Option<Value> {
     })
 }
 
+/// A value that refers to no object: nothing to allocate.
 fn rebuild_scalar(v: &Val, proc: &mut Process, vm: &Vm) -> Result<Value, MessageError> {
     Ok(match v {
-        Val::Nil => Value::Nil,
-        Val::Bool(b) => Value::Bool(*b),
-        Val::Int(i) => Value::Int(*i),
-        Val::Float(x) => Value::Float(*x),
-        Val::Pid(p) => Value::Pid(*p),
-        Val::Tx(c) => Value::Tx(*c),
         Val::Rx(c) => Value::Rx(*c),
-        Val::Timeout => Value::Timeout,
-        Val::Group(g) => Value::Group(*g),
         Val::Native(name) => match vm.natives.lookup(name) {
             Some(id) => Value::Native(id),
             None => return invalid(format!("unknown native function `{name}`")),
@@ -214,6 +212,8 @@ fn rebuild_scalar(v: &Val, proc: &mut Process, vm: &Vm) -> Result<Value, Message
             }
         }
         Val::Obj(_) => return invalid("object reference out of range"),
+        // (What is left stands for itself.)
+        _ => return plain(v).ok_or(MessageError::Invalid(String::new())),
     })
 }
 

@@ -233,20 +233,18 @@ impl PolicyConf {
         if self.low > self.high {
             return Err(format!("policy.low: {} is above policy.high ({})", self.low, self.high));
         }
-        for (k, v) in [("interval_ms", self.interval_ms), ("gossip_ms", self.gossip_ms), ("window_ms", self.window_ms)] {
-            if v == 0 {
-                return Err(format!("policy.{k}: must be at least 1"));
-            }
-        }
         // Times are added to clocks and turned into µs: a day at most keeps all of that
         // far from overflowing.
-        for (k, v) in [
-            ("interval_ms", self.interval_ms),
-            ("gossip_ms", self.gossip_ms),
-            ("window_ms", self.window_ms),
-            ("hysteresis_ms", self.hysteresis_ms),
-            ("residence_ms", self.residence_ms),
+        for (k, v, least) in [
+            ("interval_ms", self.interval_ms, 1),
+            ("gossip_ms", self.gossip_ms, 1),
+            ("window_ms", self.window_ms, 1),
+            ("hysteresis_ms", self.hysteresis_ms, 0),
+            ("residence_ms", self.residence_ms, 0),
         ] {
+            if v < least {
+                return Err(format!("policy.{k}: must be at least {least}"));
+            }
             if v > MAX_POLICY_MS {
                 return Err(format!("policy.{k}: {v} is more than {MAX_POLICY_MS} (a day)"));
             }

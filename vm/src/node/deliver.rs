@@ -5,7 +5,7 @@
 //! down and exit notices links and monitors send ([`event_message`]). Messages for other
 //! OS processes leave through `remote.rs`; numbered ones are routed by `route.rs`.
 
-use super::slot::{Source, Status, Task, NO_RECV};
+use super::slot::{Source, Status, Task};
 use super::{ChanId, NodeInner, Pid, SentBy, Target};
 use crate::message::{Message, Obj, Val};
 use crate::value::name_text;
@@ -278,27 +278,13 @@ impl NodeInner {
                 return Err(DeliverError::Full(pid));
             }
             // Its receiver waits in a plain `recv` for just this: the call completes here.
-            if carried.is_empty()
-                && st.status == Status::Waiting
-                && st.recv_dst != NO_RECV
-                && st.wait.as_slice() == [src]
-                && st.mailbox.queue(src).is_some_and(|q| q.is_empty())
-            {
-                if let Some(v) = crate::flatten::plain_value(&msg) {
-                    let dst = st.recv_dst as usize;
-                    // (The call is still where the process waits: nothing moved its pc.)
-                    let at_call = |p: &crate::process::Process| crate::interp::sys_call(p).is_some_and(|c| c.dst == dst);
-                    if let Some(proc) = st.parked.as_deref_mut().filter(|p| dst < p.regs.len() && at_call(p)) {
-                        crate::interp::sys_return_to(proc, dst, v);
-                        proc.sys.deadline_us = None;
-                        if let SentBy::Process(_) = from {
-                            slot.meter.received_here(bytes as u64);
-                        }
-                        let local = if node.id == self.id { local } else { None };
-                        node.wake_locked(pid, &slot, &mut st, local);
-                        return Ok(Some(pid));
-                    }
+            if carried.is_empty() && st.complete_recv(src, &msg) {
+                if let SentBy::Process(_) = from {
+                    slot.meter.received_here(bytes as u64);
                 }
+                let local = if node.id == self.id { local } else { None };
+                node.wake_locked(pid, &slot, &mut st, local);
+                return Ok(Some(pid));
             }
             let Some(q) = st.mailbox.queue(src) else { continue };
             q.push_back(msg);

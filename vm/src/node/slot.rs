@@ -249,6 +249,29 @@ pub(crate) struct SlotState {
 }
 
 impl SlotState {
+    /// Completes the plain `recv` this process waits in with `msg`, for `src`, as the
+    /// call's run again would (see `recv_dst`); the caller wakes it. False, with nothing
+    /// changed, if it does not wait so, something waits before `msg`, or `msg` needs
+    /// its heap.
+    pub(super) fn complete_recv(&mut self, src: Source, msg: &Message) -> bool {
+        if self.status != Status::Waiting
+            || self.recv_dst == NO_RECV
+            || self.wait.as_slice() != [src]
+            || !self.mailbox.queue(src).is_some_and(|q| q.is_empty())
+        {
+            return false;
+        }
+        let (Some(v), Some(p)) = (crate::flatten::plain_value(msg), self.parked.as_deref_mut()) else { return false };
+        let dst = self.recv_dst as usize;
+        // (Still at that call: nothing moved its pc meanwhile.)
+        if crate::interp::sys_call(p).is_none_or(|c| c.dst != dst) {
+            return false;
+        }
+        crate::interp::sys_return_to(p, dst, v);
+        p.sys.deadline_us = None;
+        true
+    }
+
     /// What an image carries of this slot besides the process itself (`proc`, parked
     /// here); `now`: the node clock, for the time left on its wait.
     pub(super) fn image(&self, proc: &Process, now: u64) -> SlotImage {
