@@ -67,6 +67,13 @@ const QUICK_SIZES: [u64; 2] = [1, 16];
 /// (the heap holds a little more than its arrays).
 const EXTRA_LIMITS: &str = "heap_bytes = 2147483648\n";
 
+/// What the bench's mesh config has beyond a loopback mesh's: lines after its
+/// `[limits]` header (more limits, or more tables) and keys of its `[mesh]` table.
+struct MeshExtra {
+    limits: String,
+    mesh: String,
+}
+
 /// Page size of the mesh (the config's default).
 const PAGE_BYTES: u64 = 4096;
 
@@ -125,6 +132,10 @@ pub struct MigrateArgs {
     /// beside a background push that does not fill the link.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     cap_mib_s: Option<u64>,
+    /// The mesh's `[mesh] readahead` (pages asked for ahead of page faults in order;
+    /// 0: none); the config's default if not given.
+    #[arg(long, value_name = "PAGES")]
+    readahead: Option<u32>,
 }
 
 /// The transports' ceilings, each between two OS processes.
@@ -193,9 +204,12 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
                 eprint!("[{n}/{total}] {size} MiB, writer {rate}, {mechanism}: ");
                 let dir = temp.0.join(format!("run-{n}"));
                 let batch = if rate == "heavy" { args.heavy_batch } else { args.light_pages };
-                let extra = match args.cap_mib_s {
-                    Some(cap) => format!("{EXTRA_LIMITS}\n[policy]\nbandwidth_mib_s = {cap}\n"),
-                    None => EXTRA_LIMITS.to_string(),
+                let extra = MeshExtra {
+                    limits: match args.cap_mib_s {
+                        Some(cap) => format!("{EXTRA_LIMITS}\n[policy]\nbandwidth_mib_s = {cap}\n"),
+                        None => EXTRA_LIMITS.to_string(),
+                    },
+                    mesh: args.readahead.map(|n| format!("readahead = {n}\n")).unwrap_or_default(),
                 };
                 let r = run_one(&tern, &dir, &extra, size, rate, mechanism, &header(batch, args.crowd), limit);
                 match (&r.problem, &r.report) {
@@ -399,8 +413,8 @@ struct RealPair {
 }
 
 impl RealPair {
-    fn start(tern: &Path, dir: &Path, extra: &str) -> Result<RealPair> {
-        let mesh = TernMesh::start_with(tern, dir, 2, extra, None)?;
+    fn start(tern: &Path, dir: &Path, extra: &MeshExtra) -> Result<RealPair> {
+        let mesh = TernMesh::start_with_mesh(tern, dir, 2, &extra.limits, None, &extra.mesh)?;
         let cfg = MeshConfig::load(&mesh.config).map_err(|e| anyhow!("{e}"))?;
         let a = Self::connect(&cfg, "a")?;
         let b = Self::connect(&cfg, "b")?;
@@ -515,12 +529,12 @@ fn header(batch: u32, crowd: u32) -> String {
     h
 }
 
-/// `extra`: the mesh config's lines after its `[limits]` header.
+/// `extra`: what the mesh config has beyond a loopback mesh's.
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     tern: &Path,
     dir: &Path,
-    extra: &str,
+    extra: &MeshExtra,
     size: u64,
     rate: &'static str,
     mechanism: &'static str,
@@ -649,6 +663,7 @@ fn render_table(results: &[RunResult]) -> String {
         "faults",
         "fault p50/p99 (µs)",
         "wait p50/p99 (µs)",
+        "read ahead",
         "pushed",
         "stop",
         "throttle",
@@ -693,6 +708,7 @@ fn render_table(results: &[RunResult]) -> String {
                         } else {
                             "-".into()
                         },
+                        if lazy { rep.pages_read_ahead.to_string() } else { "-".into() },
                         if lazy { rep.pages_pushed.to_string() } else { "-".into() },
                         if precopy { rep.stop_reason.clone() } else { "-".into() },
                         if precopy { rep.throttle_level.to_string() } else { "-".into() },
@@ -701,7 +717,7 @@ fn render_table(results: &[RunResult]) -> String {
                 }
                 _ => {
                     row.push("FAILED".into());
-                    row.extend((0..13).map(|_| "-".to_string()));
+                    row.extend((0..14).map(|_| "-".to_string()));
                 }
             }
             row
@@ -996,6 +1012,7 @@ fn results_document(
          (`CtlClient`: spawn with the program's output streamed back, send, ps, migrate). The two nodes and the \
          bench share the machine's 2 cores.",
         args.cap_mib_s.map(|c| format!("; migration traffic capped at {c} MiB/s, `[policy] bandwidth_mib_s`")).unwrap_or_default()
+            + &args.readahead.map(|n| format!("; `[mesh] readahead = {n}`")).unwrap_or_default()
     );
     let _ = writeln!(
         doc,
@@ -1038,7 +1055,9 @@ fn results_document(
          migration to its end (for lazy and hybrid: until the destination has every page); `MB sent` the bytes \
          on the migration stream; `rounds` the pre-copy rounds; `redundant` pages sent more than once; \
          `final pages` pages sent while frozen; `absent at resume`, `faults` (pages the process faulted on at \
-         the destination), their latency, and `pushed` (pages sent by the background push) for lazy and hybrid; \
+         the destination), their latency (from the fetch of the faulting page to its arrival) and the process's \
+         wait, `read ahead` (pages asked for ahead of faults that came in order) and `pushed` (pages sent by \
+         the background push) for lazy and hybrid; \
          `stop` why the pre-copy rounds stopped and `throttle` the highest throttle level applied.\n",
     );
     doc.push_str(&peer.section());

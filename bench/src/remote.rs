@@ -183,13 +183,31 @@ impl TernMesh {
     /// As [`TernMesh::start_n`], with `extra` in the config (before the nodes) and, if
     /// given, `workers` worker threads per node instead of 2.
     pub(crate) fn start_with(tern: &Path, dir: &Path, n: usize, extra: &str, workers: Option<usize>) -> Result<TernMesh> {
+        Self::start_with_mesh(tern, dir, n, extra, workers, "")
+    }
+
+    /// As [`TernMesh::start_with`], with `mesh_keys` (lines of `key = value`) added to
+    /// the config's `[mesh]` table.
+    pub(crate) fn start_with_mesh(
+        tern: &Path,
+        dir: &Path,
+        n: usize,
+        extra: &str,
+        workers: Option<usize>,
+        mesh_keys: &str,
+    ) -> Result<TernMesh> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let cfg = tern_net::cmd::loopback_mesh(dir, n, extra).map_err(|e| anyhow!("cannot make a loopback mesh: {e}"))?;
         let config = cfg.file.clone();
-        if let Some(w) = workers {
-            let text = fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-            fs::write(&config, text.replace("workers = 2\n", &format!("workers = {w}\n")))
-                .with_context(|| format!("cannot write {}", config.display()))?;
+        if workers.is_some() || !mesh_keys.is_empty() {
+            let mut text = fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+            if let Some(w) = workers {
+                text = text.replace("workers = 2\n", &format!("workers = {w}\n"));
+            }
+            if !mesh_keys.is_empty() {
+                text = text.replacen("[mesh]\n", &format!("[mesh]\n{}\n", mesh_keys.trim_end()), 1);
+            }
+            fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
         }
         let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
         let mut nodes = Nodes::default();

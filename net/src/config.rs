@@ -23,6 +23,10 @@ pub const CTL_NAME: &str = "ctl";
 /// Largest number of worker threads a node may ask for.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The most pages `[mesh] readahead` may keep asked for ahead of a fault (a larger
+/// value is taken as this).
+pub const MAX_READAHEAD: u32 = 4096;
+
 /// The largest JIT code cache a node may ask for (`jit.cache_bytes`, and
 /// `tern run --jit-cache-mib`): 16 GiB.
 pub const MAX_JIT_CACHE_BYTES: u64 = 16 << 30;
@@ -50,6 +54,9 @@ pub struct MeshConfig {
     pub migration: Choice,
     /// Transfer on reference: pages fetched after the one a fault touched.
     pub prefetch: u32,
+    /// Transfer on reference: at most this many pages asked for ahead of a process that
+    /// faults in order (0: none).
+    pub readahead: u32,
     /// How messages find a process that has moved.
     pub forwarding: Forwarding,
     pub limits: Limits,
@@ -248,6 +255,7 @@ struct RawMesh {
     page_size: u64,
     migration: String,
     prefetch: u32,
+    readahead: u32,
     forwarding: String,
 }
 
@@ -259,6 +267,7 @@ impl Default for RawMesh {
             page_size: 4096,
             migration: Choice::default().to_string(),
             prefetch: 1,
+            readahead: 256,
             forwarding: "link-update".into(),
         }
     }
@@ -549,6 +558,7 @@ impl MeshConfig {
             page_size,
             migration,
             prefetch: raw.mesh.prefetch.min(1024),
+            readahead: raw.mesh.readahead.min(MAX_READAHEAD),
             forwarding,
             limits: l,
             policy,

@@ -313,9 +313,14 @@ fn report_rows(r: &MigReport, explain: bool) -> String {
         ));
         rows.push(("page faults", r.page_faults.to_string(), None));
         rows.push((
+            "pages read ahead",
+            r.pages_read_ahead.to_string(),
+            Some("asked for ahead of page faults that came in order (the process read its heap through)".into()),
+        ));
+        rows.push((
             "fault latency p50/p99/max",
             format!("{}/{}/{} µs", r.fault_latency_p50_us, r.fault_latency_p99_us, r.fault_latency_max_us),
-            Some("from the request for a page to the page here".into()),
+            Some("from the request for a faulting page (and its prefetch) to the page here".into()),
         ));
         rows.push((
             "fault wait p50/p99",

@@ -191,24 +191,37 @@ pub enum MigMsg {
         mid: Mid,
         pid: Pid,
     },
-    /// Lazy: dest asks for absent pages (the faulting one plus a prefetch, or, after a
-    /// connection was lost, every absent page: [`Dest::resync`]); the source sends every
-    /// one it still holds, sent before or not.
+    /// Lazy: dest asks for absent pages (the faulting one plus a prefetch; `ahead`: the
+    /// pages after them that a process reading its heap in order will touch next, or,
+    /// after a connection was lost, every absent page: [`Dest::resync`]); the source
+    /// sends every one it still holds, sent before or not.
     Fetch {
         mid: Mid,
         pages: Vec<PageNo>,
+        ahead: bool,
     },
     /// Lazy: pages from the source, answering a fetch or pushed in the background.
     PageData {
         mid: Mid,
         pages: Vec<PageNo>,
-        pushed: bool,
+        sent: SentFor,
     },
     /// Lazy: the dest needs no more pages (it has them all, gave up on them, or the
     /// process ended there); the source drops its copy.
     Released {
         mid: Mid,
     },
+}
+
+/// Why the source sent lazy pages (`MigMsg::PageData`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SentFor {
+    /// A fault: the process waits for them (the fault stream, first).
+    Fault,
+    /// A read-ahead `Fetch`: the process will want them soon (the bulk stream).
+    ReadAhead,
+    /// The background push.
+    Push,
 }
 
 impl MigMsg {
@@ -421,6 +434,8 @@ pub struct DestReport {
     pub pages_received: u32,
     pub faults: u32,
     pub fetch_requests: u32,
+    /// Pages asked for ahead of faults in order (read-ahead).
+    pub pages_read_ahead: u32,
     pub resumed_at_us: Option<u64>,
     pub dependency_ended_us: Option<u64>,
 }
@@ -479,6 +494,12 @@ pub struct MigConfig {
     pub max_throttle: u32,
     /// Lazy: pages prefetched after the faulting one.
     pub prefetch: u32,
+    /// Lazy: at most this many pages asked for ahead of a process that faults in order
+    /// (read-ahead: the window doubles at each fault in order, from 8; 0: none).
+    pub readahead: u32,
+    /// Lazy: the background push waits this long after the last `Fetch` it answered
+    /// (faults first: while the process asks, its answers have the link and the cores).
+    pub fetch_quiet_us: u64,
     /// Lazy: background push, `push_pages` every `push_interval_us`.
     pub push_interval_us: u64,
     pub push_pages: u32,
@@ -503,6 +524,8 @@ impl Default for MigConfig {
             shrink_per_mille: 900,
             max_throttle: 3,
             prefetch: 1,
+            readahead: 0,
+            fetch_quiet_us: 0,
             push_interval_us: 1_000,
             push_pages: 16,
             max_pages_per_msg: 64,
@@ -896,7 +919,7 @@ impl Source {
             (SPhase::After, MigMsg::LinkAck { .. }) if self.links_pending.remove(&from) => {
                 self.maybe_done(now_us);
             }
-            (SPhase::After, MigMsg::Fetch { pages, .. }) => {
+            (SPhase::After, MigMsg::Fetch { pages, ahead, .. }) => {
                 // Every page asked for while the copy is here, sent or not: the dest asks
                 // for a page only once, when the process faults on it, and a page the
                 // background push sent may still be far behind in the push's queue (a
@@ -913,7 +936,14 @@ impl Source {
                     self.report.fetches_served += 1;
                     self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
                     self.mark_sent(&pages);
-                    self.send_dest(MigMsg::PageData { mid, pages, pushed: false });
+                    self.send_dest(MigMsg::PageData { mid, pages, sent: if ahead { SentFor::ReadAhead } else { SentFor::Fault } });
+                    // Faults first: the push takes its next turn `fetch_quiet_us` after
+                    // the last fetch, so that it does not take the link and the cores from
+                    // the answers while the process asks (a process that reads its heap in
+                    // order asks ahead of itself; the push sends what is left after).
+                    if let Some(t) = self.push_at {
+                        self.push_at = Some(t.max(now_us + self.cfg.fetch_quiet_us));
+                    }
                 }
             }
             (SPhase::After, MigMsg::Released { .. }) => {
@@ -1152,7 +1182,7 @@ impl Source {
                 self.report.pages_pushed += pages.len() as u32;
                 self.actions.push_back(Action::SendPages { pages: pages.len() as u32 });
                 self.mark_sent(&pages);
-                self.send_dest(MigMsg::PageData { mid: self.init.mid, pages, pushed: true });
+                self.send_dest(MigMsg::PageData { mid: self.init.mid, pages, sent: SentFor::Push });
             }
             if !self.unsent.is_empty() {
                 self.push_at = Some(now_us + self.cfg.push_interval_us);
@@ -1208,8 +1238,15 @@ pub struct Dest {
     /// ended for want of them. Kept apart from `deadline`, which ends with the machine
     /// (the machine may be done, committed, while the host still waits for them).
     late_deadline: Option<u64>,
+    /// Read-ahead: the last fault was on page `ra.0`, and the pages from it to `ra.1`
+    /// are asked for (or there); `ra.2` is how many pages to keep asked for ahead of a
+    /// fault in that run (0: the faults are not in order).
+    ra: (PageNo, PageNo, u32),
     report: DestReport,
 }
+
+/// The first read-ahead window, in pages.
+const READAHEAD_FIRST: u32 = 8;
 
 impl Dest {
     /// The host received `Offer`: accept it (`refuse: None`) or refuse it.
@@ -1239,6 +1276,7 @@ impl Dest {
             late_came: false,
             late_pending: false,
             late_deadline: None,
+            ra: (0, 0, 0),
             report: DestReport::default(),
         };
         match refuse {
@@ -1443,22 +1481,61 @@ impl Dest {
 
     /// The running process touched `page`. True: it is absent, the thread must block
     /// until [`Action::PagesArrived`] names it (a fetch was sent if none was pending).
+    ///
+    /// Faults first: the faulting page and its prefetch are asked for on their own, so
+    /// that their answer is small. A fault in order (on a page of the run last asked
+    /// for, or the page after it) also keeps up to `readahead` pages asked for ahead of
+    /// it, in a second `Fetch` (`ahead`); the window doubles at each fault in order and
+    /// starts again at the first fault out of order. A process that reads its heap
+    /// through then meets pages already there or on their way, and one that touches
+    /// pages at random asks only for what it touches.
     pub fn page_fault(&mut self, _now_us: u64, page: PageNo) -> bool {
         if self.is_present(page) || !matches!(self.phase, DPhase::Running) {
             return false;
         }
         self.report.faults += 1;
-        let end = (page as u64 + 1 + self.cfg.prefetch as u64).min(self.present.len() as u64) as u32;
-        let want: Vec<PageNo> =
-            (page..end).filter(|&p| self.present.get(p as usize) == Some(false) && self.requested.get(p as usize) == Some(false)).collect();
-        if !want.is_empty() && !self.source_lost {
-            for &p in &want {
-                self.requested.set(p as usize, true);
-            }
-            self.report.fetch_requests += 1;
-            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want }));
+        if self.source_lost {
+            return true;
         }
+        let n = self.present.len() as u64;
+        let end = (page as u64 + 1 + self.cfg.prefetch as u64).min(n) as u32;
+        let want = self.take_unasked(page, end);
+        if !want.is_empty() {
+            self.report.fetch_requests += 1;
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: want, ahead: false }));
+        }
+        if self.cfg.readahead == 0 {
+            return true;
+        }
+        let (start, last, len) = self.ra;
+        let in_order = (start..=last).contains(&page);
+        let len = if !in_order {
+            0
+        } else if len == 0 {
+            READAHEAD_FIRST.min(self.cfg.readahead)
+        } else {
+            len.saturating_mul(2).min(self.cfg.readahead)
+        };
+        let last = if in_order { last.max(end) } else { end };
+        let to = ((end as u64 + len as u64).min(n) as u32).max(last);
+        let ahead = self.take_unasked(last, to);
+        if !ahead.is_empty() {
+            self.report.fetch_requests += 1;
+            self.report.pages_read_ahead += ahead.len() as u32;
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: ahead, ahead: true }));
+        }
+        self.ra = (page, to, len);
         true
+    }
+
+    /// The pages in `[from, to)` absent and not asked for yet, now marked asked for.
+    fn take_unasked(&mut self, from: PageNo, to: PageNo) -> Vec<PageNo> {
+        let want: Vec<PageNo> =
+            (from..to).filter(|&p| self.present.get(p as usize) == Some(false) && self.requested.get(p as usize) == Some(false)).collect();
+        for &p in &want {
+            self.requested.set(p as usize, true);
+        }
+        want
     }
 
     /// `node` stopped answering (it may be stopped or cut off, and come back as the same
@@ -1526,7 +1603,7 @@ impl Dest {
                 self.requested.set(p as usize, true);
             }
             self.report.fetch_requests += 1;
-            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec() }));
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec(), ahead: false }));
         }
     }
 
@@ -1682,12 +1759,16 @@ mod tests {
     const DST: NodeId = 1;
 
     fn lazy_source(now: u64, partners: Vec<NodeId>) -> Source {
+        lazy_source_with(now, partners, 8, MigConfig::default())
+    }
+
+    fn lazy_source_with(now: u64, partners: Vec<NodeId>, size_pages: u32, cfg: MigConfig) -> Source {
         let init = SourceInit {
             mid: 7,
             pid: 42,
             me: SRC,
             dest: DST,
-            size_pages: 8,
+            size_pages,
             mechanism: Mechanism::Lazy,
             fallback: false,
             forwarding: Forwarding::LinkUpdate,
@@ -1695,7 +1776,7 @@ mod tests {
             members: Vec::new(),
             admit: None,
         };
-        Source::new(now, MigConfig::default(), init)
+        Source::new(now, cfg, init)
     }
 
     /// Carries messages both ways and answers `Freeze` and `Reinstate` at once, until
@@ -1716,7 +1797,7 @@ mod tests {
                 moved = true;
                 match d {
                     Some(d) => d.handle(now, SRC, m),
-                    None => *d = Dest::new(now, MigConfig::default(), to, SRC, &m, None),
+                    None => *d = Dest::new(now, s.cfg.clone(), to, SRC, &m, None),
                 }
             }
             if let Some(d) = d.as_mut() {
@@ -1754,6 +1835,78 @@ mod tests {
         assert_eq!(d.absent_pages(), 8);
         assert_eq!(s.residual().pages, 8);
         (s, d)
+    }
+
+    /// What `d` asked for: each `Fetch`'s pages and whether they were asked ahead.
+    fn fetches(d: &mut Dest) -> Vec<(Vec<PageNo>, bool)> {
+        std::iter::from_fn(|| d.poll_transmit())
+            .filter_map(|(_, m)| if let MigMsg::Fetch { pages, ahead, .. } = m { Some((pages, ahead)) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn faults_in_order_ask_ahead_in_a_growing_window_and_a_fault_out_of_order_starts_again() {
+        let cfg = MigConfig { readahead: 32, prefetch: 1, ..MigConfig::default() };
+        let mut s = lazy_source_with(0, vec![SRC, DST], 1024, cfg);
+        let mut d = None;
+        pump(10, &mut s, &mut d);
+        let mut d = d.expect("a dest");
+        assert_eq!(d.absent_pages(), 1024);
+        // A first fault: the page and its prefetch, nothing ahead.
+        assert!(d.page_fault(20, 100));
+        assert_eq!(fetches(&mut d), vec![(vec![100, 101], false)]);
+        // The next page after them: in order, so 8 pages are asked ahead, apart.
+        assert!(d.page_fault(21, 102));
+        assert_eq!(fetches(&mut d), vec![(vec![102, 103], false), ((104..112).collect(), true)]);
+        // A page on its way (asked ahead): nothing more for the fault itself, and the
+        // window doubles (16 ahead of it, where 8 were).
+        assert!(d.page_fault(22, 104));
+        assert_eq!(fetches(&mut d), vec![((112..122).collect(), true)]);
+        assert!(d.page_fault(23, 112));
+        assert_eq!(fetches(&mut d), vec![((122..146).collect(), true)]);
+        // At most `readahead` ahead.
+        assert!(d.page_fault(24, 122));
+        assert_eq!(fetches(&mut d), vec![((146..156).collect(), true)]);
+        // Out of order: the page and its prefetch, and the window starts again.
+        assert!(d.page_fault(25, 700));
+        assert_eq!(fetches(&mut d), vec![(vec![700, 701], false)]);
+        assert!(d.page_fault(26, 702));
+        assert_eq!(fetches(&mut d), vec![(vec![702, 703], false), ((704..712).collect(), true)]);
+        assert_eq!(d.report().pages_read_ahead, 8 + 10 + 24 + 10 + 8);
+        // Without read-ahead, faults in order ask for the page and its prefetch only.
+        let mut s = lazy_source_with(0, vec![SRC, DST], 1024, MigConfig::default());
+        let mut d = None;
+        pump(10, &mut s, &mut d);
+        let mut d = d.expect("a dest");
+        for p in [100, 102, 104] {
+            assert!(d.page_fault(20, p));
+            assert_eq!(fetches(&mut d), vec![(vec![p, p + 1], false)]);
+        }
+    }
+
+    #[test]
+    fn the_push_holds_off_while_the_process_faults_and_says_why_it_sent_pages() {
+        let cfg = MigConfig { readahead: 8, fetch_quiet_us: 3_000, push_interval_us: 1_000, ..MigConfig::default() };
+        let mut s = lazy_source_with(0, vec![SRC, DST], 64, cfg);
+        let mut d = None;
+        pump(10, &mut s, &mut d);
+        let mut d = d.expect("a dest");
+        assert_eq!(s.poll_timeout(), Some(1_010), "the push's first turn");
+        // A fault, then one in order (with pages ahead), at 500 µs.
+        assert!(d.page_fault(500, 20));
+        assert!(d.page_fault(500, 22));
+        let sent = carry_to_source(&mut d, &mut s, 500);
+        let why: Vec<(Vec<PageNo>, SentFor)> =
+            sent.iter().filter_map(|m| if let MigMsg::PageData { pages, sent, .. } = m { Some((pages.clone(), *sent)) } else { None }).collect();
+        assert_eq!(why, vec![(vec![20, 21], SentFor::Fault), (vec![22, 23], SentFor::Fault), ((24..32).collect(), SentFor::ReadAhead)]);
+        // The push's turn moved to 3 ms after the fetches.
+        assert_eq!(s.poll_timeout(), Some(3_500));
+        s.handle_timeout(1_010);
+        assert!(page_data(&std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect::<Vec<_>>()).is_empty());
+        s.handle_timeout(3_500);
+        let pushed: Vec<SentFor> =
+            std::iter::from_fn(|| s.poll_transmit()).filter_map(|(_, m)| if let MigMsg::PageData { sent, .. } = m { Some(sent) } else { None }).collect();
+        assert_eq!(pushed, vec![SentFor::Push]);
     }
 
     #[test]
@@ -1985,7 +2138,7 @@ mod tests {
     fn once_the_dest_is_done_a_process_ended_changes_nothing() {
         // Every page came: `Released` went already, once.
         let (mut s, mut d) = committed_lazy();
-        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), pushed: true });
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
         let sent: Vec<(NodeId, MigMsg)> = std::iter::from_fn(|| d.poll_transmit()).collect();
         assert_eq!(sent, vec![(SRC, MigMsg::Released { mid: 7 })]);
         while d.poll_action().is_some() {}
@@ -2141,7 +2294,7 @@ mod tests {
     fn a_lazy_process_with_every_page_here_still_waits_for_its_late_messages_at_most_the_limit() {
         let (_, mut d) = committed_lazy();
         let limit = MigConfig::default().source_down_limit_us;
-        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), pushed: true });
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
         assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
         while d.poll_action().is_some() {}
         while d.poll_transmit().is_some() {}

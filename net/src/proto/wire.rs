@@ -185,6 +185,8 @@ pub struct LinkProc {
 pub struct DestStats {
     pub pages_received: u64,
     pub page_faults: u64,
+    /// Pages asked for ahead of faults in order (read-ahead).
+    pub pages_read_ahead: u64,
     /// Fault latencies (µs from the fetch to the page), sorted (the first
     /// `MAX_FAULT_SAMPLES`).
     pub fault_latency_us: Vec<u64>,
@@ -267,8 +269,10 @@ pub struct MigReport {
     /// Reductions the process ran while its pages were sent (it kept running).
     pub reductions_during_rounds: u64,
     pub page_faults: u64,
+    /// Pages the destination asked for ahead of faults in order (read-ahead).
+    pub pages_read_ahead: u64,
     /// From the destination's request for a page to the page there (each page asked
-    /// for, the faulting one and its prefetch).
+    /// for at a fault, the faulting one and its prefetch; not the read-ahead).
     pub fault_latency_p50_us: u64,
     pub fault_latency_p99_us: u64,
     pub fault_latency_max_us: u64,

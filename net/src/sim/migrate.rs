@@ -592,6 +592,9 @@ impl Sim {
             shrink_per_mille: 900,
             max_throttle: rng.range(1, 4) as u32,
             prefetch: rng.range(0, 3) as u32,
+            // Not drawn from `rng`: a seed keeps the run it had before read-ahead.
+            readahead: [0, 8, 64][(seed / 7 % 3) as usize],
+            fetch_quiet_us: [0, 1_000, 5_000][(seed / 11 % 3) as usize],
             push_interval_us: rng.range(200, 3_000),
             push_pages: rng.range(1, 32) as u32,
             max_pages_per_msg: rng.range(8, 64) as u32,
@@ -2376,7 +2379,7 @@ fn short(m: &MigMsg) -> String {
     match m {
         MigMsg::Pages { round, pages, .. } => format!("Pages r{round} x{}", pages.len()),
         MigMsg::Final { pages, absent, .. } => format!("Final pages {} absent {}", pages.len(), crate::proto::migrate::ranges_len(absent)),
-        MigMsg::PageData { pages, pushed, .. } => format!("PageData x{} pushed={pushed}", pages.len()),
+        MigMsg::PageData { pages, sent, .. } => format!("PageData x{} {sent:?}", pages.len()),
         MigMsg::Fetch { pages, .. } => format!("Fetch {pages:?}"),
         other => format!("{other:?}"),
     }

@@ -19,7 +19,7 @@
 use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, wait_until, DestInputs};
 use super::{mig_config, Input, MAX_FAULT_SAMPLES, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
-use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason};
+use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason, SentFor};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigWire, PageRec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -462,9 +462,11 @@ impl DestRun {
             }
             return;
         }
-        if let MigMsg::Fetch { pages: want, .. } = &m {
-            for &p in want {
-                self.fetched_at.entry(p).or_insert_with(|| sh.now_us());
+        if let MigMsg::Fetch { pages: want, ahead, .. } = &m {
+            if !ahead {
+                for &p in want {
+                    self.fetched_at.entry(p).or_insert_with(|| sh.now_us());
+                }
             }
             if self.fault_tx.as_ref().is_none_or(|f| f.is_closed()) {
                 self.fault_tx = open_fault_stream(sh, &self.rt, self.from, self.mid);
@@ -493,6 +495,7 @@ impl DestRun {
             DestOutcome::ProcessLost(f) => format!("process lost: {f}"),
         };
         self.stats.page_faults = u64::from(d.report().faults);
+        self.stats.pages_read_ahead = u64::from(d.report().pages_read_ahead);
         self.stats.pages_received = u64::from(d.report().pages_received);
         self.stats.fault_latency_us.sort_unstable();
         self.stats.fault_wait_us = sh.mig.take_fault_waits(self.mid);
@@ -544,7 +547,7 @@ impl DestRun {
                 d.handle(sh.now_us(), f, MigMsg::Final { mid, image_len, pages, absent, partners })
             }
             MigWire::Msg(m) => {
-                if let MigMsg::PageData { pushed: true, pages: ref got, .. } = m {
+                if let MigMsg::PageData { sent: SentFor::Push, pages: ref got, .. } = m {
                     self.stats.pages_pushed += got.len() as u64;
                 }
                 d.handle(sh.now_us(), f, m)

@@ -235,6 +235,13 @@ fn mig_config(sh: &Host) -> MigConfig {
         shrink_per_mille: 900,
         max_throttle: 4,
         prefetch: sh.cfg.prefetch,
+        // Under a bandwidth cap, no read-ahead: it would go past the cap (a fault's own
+        // pages are not held back, and a process reading its heap through asks ahead).
+        readahead: if sh.policy_conf().bandwidth_mib_s > 0 { 0 } else { sh.cfg.readahead },
+        // Three push turns: measured against one (the push kept most of the link while a
+        // process read its heap through, and faults waited 2-3× longer) in
+        // bench/results/migration-changes.md, 2026-12-07.
+        fetch_quiet_us: 3_000,
         push_interval_us: if no_push { u64::MAX / 4 } else { 1_000 },
         push_pages: 256,
         max_pages_per_msg: PAGES_PER_MSG,

@@ -10,7 +10,7 @@ use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_wri
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME, PUSH_QUEUE_FRAMES};
 use crate::node::Host;
 use crate::proto::mechanism::{choose, Choice, Sizes};
-use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SourceInit, SourceOutcome};
+use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SentFor, SourceInit, SourceOutcome};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -514,12 +514,15 @@ impl SourceRun {
         }
         let ok = match &m {
             MigMsg::Pages { pages, .. } => self.send_pages_paced(node, pages, true).is_ok(),
-            MigMsg::PageData { pages, pushed: true, .. } => self.send_pages_paced(node, pages, false).is_ok(),
+            MigMsg::PageData { pages, sent: SentFor::Push, .. } => self.send_pages_paced(node, pages, false).is_ok(),
+            // Answers to fetches, read-ahead included, on the fault stream: the push's
+            // queue is not ahead of them.
             MigMsg::PageData { pages, .. } => self.send_pages(node, pages, true).is_ok(),
             MigMsg::Final { pages, .. } => self.send_final(sh, node, pages),
             _ => true,
         };
-        let fault = matches!(m, MigMsg::PageData { pushed: false, .. });
+        // On the stream its pages went on, after them.
+        let fault = matches!(m, MigMsg::PageData { sent: SentFor::Fault | SentFor::ReadAhead, .. });
         let ok = ok && self.send_stream(fault, &wire_msg(m));
         if let Some(hashes) = self.modules.take() {
             // Right after the offer: the process's code, by hash only, and which of its
@@ -654,6 +657,7 @@ impl SourceRun {
             }
             report.late_wait_us = d.late_wait_us;
             report.page_faults = d.page_faults;
+            report.pages_read_ahead = d.pages_read_ahead;
             let (l, w) = (&d.fault_latency_us, &d.fault_wait_us);
             report.fault_latency_p50_us = percentile(l, 50);
             report.fault_latency_p99_us = percentile(l, 99);
