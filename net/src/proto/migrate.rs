@@ -1896,16 +1896,19 @@ mod tests {
         assert!(d.page_fault(500, 20));
         assert!(d.page_fault(500, 22));
         let sent = carry_to_source(&mut d, &mut s, 500);
-        let why: Vec<(Vec<PageNo>, SentFor)> =
-            sent.iter().filter_map(|m| if let MigMsg::PageData { pages, sent, .. } = m { Some((pages.clone(), *sent)) } else { None }).collect();
+        let why: Vec<(Vec<PageNo>, SentFor)> = sent
+            .iter()
+            .filter_map(|m| if let MigMsg::PageData { pages, sent, .. } = m { Some((pages.clone(), *sent)) } else { None })
+            .collect();
         assert_eq!(why, vec![(vec![20, 21], SentFor::Fault), (vec![22, 23], SentFor::Fault), ((24..32).collect(), SentFor::ReadAhead)]);
         // The push's turn moved to 3 ms after the fetches.
         assert_eq!(s.poll_timeout(), Some(3_500));
         s.handle_timeout(1_010);
         assert!(page_data(&std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect::<Vec<_>>()).is_empty());
         s.handle_timeout(3_500);
-        let pushed: Vec<SentFor> =
-            std::iter::from_fn(|| s.poll_transmit()).filter_map(|(_, m)| if let MigMsg::PageData { sent, .. } = m { Some(sent) } else { None }).collect();
+        let pushed: Vec<SentFor> = std::iter::from_fn(|| s.poll_transmit())
+            .filter_map(|(_, m)| if let MigMsg::PageData { sent, .. } = m { Some(sent) } else { None })
+            .collect();
         assert_eq!(pushed, vec![SentFor::Push]);
     }
 

@@ -10,7 +10,7 @@ use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_wri
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME, PUSH_QUEUE_FRAMES};
 use crate::node::Host;
 use crate::proto::mechanism::{choose, Choice, Sizes};
-use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, Source, SentFor, SourceInit, SourceOutcome};
+use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, SentFor, Source, SourceInit, SourceOutcome};
 use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
