@@ -16,6 +16,8 @@
 
 pub mod certs;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod node;
 pub mod ops;
 pub mod proto;

@@ -869,10 +869,13 @@ impl Source {
         self.actions.push_back(Action::Done);
     }
 
-    /// A message from `from` about this migration.
+    /// A message from `from` about this migration. Only the dest speaks for it, but for
+    /// the partners' `LinkAck`s: a message of this migration from any other node (a
+    /// session frame carries whatever mid its sender puts in it) is ignored, so no
+    /// third node can make the source resume a process it gave away, or drop its copy.
     pub fn handle(&mut self, now_us: u64, from: NodeId, msg: MigMsg) {
         let mid = self.init.mid;
-        if msg.mid() != mid {
+        if msg.mid() != mid || (from != self.init.dest && !matches!(msg, MigMsg::LinkAck { .. })) {
             return;
         }
         match (&self.phase, msg) {
@@ -1383,9 +1386,10 @@ impl Dest {
         new
     }
 
-    /// A message from `from` about this migration.
-    pub fn handle(&mut self, now_us: u64, _from: NodeId, msg: MigMsg) {
-        if msg.mid() != self.mid {
+    /// A message from `from` about this migration: only its source's are taken (a
+    /// message of this migration from any other node is ignored, as at the source).
+    pub fn handle(&mut self, now_us: u64, from: NodeId, msg: MigMsg) {
+        if msg.mid() != self.mid || from != self.source {
             return;
         }
         let mid = self.mid;
@@ -1910,6 +1914,59 @@ mod tests {
             .filter_map(|(_, m)| if let MigMsg::PageData { sent, .. } = m { Some(sent) } else { None })
             .collect();
         assert_eq!(pushed, vec![SentFor::Push]);
+    }
+
+    /// Found by the `migration` fuzz target: a message of the migration from a third
+    /// node (`Aborted` after `Commit`) made the source resume a process its dest had
+    /// committed. Each machine now takes its messages from its peer only.
+    #[test]
+    fn a_third_node_cannot_speak_for_either_end_of_a_migration() {
+        let mut s = lazy_source(0, vec![SRC, DST, 2]);
+        let mut d: Option<Dest> = None;
+        let mut commit = None;
+        // Carry everything but the source's `Commit`.
+        for _ in 0..20 {
+            while let Some(a) = s.poll_action() {
+                if a == Action::Freeze {
+                    s.frozen(10, &[], 100);
+                }
+            }
+            while let Some((to, m)) = s.poll_transmit() {
+                match (&mut d, &m) {
+                    (_, MigMsg::Commit { .. }) => commit = Some(m),
+                    (Some(d), _) => d.handle(10, SRC, m),
+                    (None, _) => d = Dest::new(10, MigConfig::default(), to, SRC, &m, None),
+                }
+            }
+            let Some(d) = d.as_mut() else { continue };
+            while let Some(a) = d.poll_action() {
+                if matches!(a, Action::Reinstate { .. }) {
+                    d.reinstated(10);
+                }
+            }
+            while let Some((_, m)) = d.poll_transmit() {
+                s.handle(10, DST, m);
+            }
+        }
+        let mut d = d.expect("a dest");
+        let commit = commit.expect("the source sent Commit");
+        assert!(s.commit_sent() && s.outcome().is_none());
+        // Node 2 says the dest aborted: the process is not resumed at the source.
+        s.handle(20, 2, MigMsg::Aborted { mid: 7 });
+        s.handle(20, 2, MigMsg::Committed { mid: 7 });
+        assert_eq!(s.poll_action(), None);
+        assert!(s.commit_sent() && s.outcome().is_none(), "{:?}", s.outcome());
+        // Node 2 sends the dest a `Commit`, then an `Abort`: neither is taken.
+        d.handle(20, 2, commit.clone());
+        d.handle(20, 2, MigMsg::Abort { mid: 7 });
+        assert!(!d.committed() && d.outcome().is_none(), "{:?}", d.outcome());
+        // The real `Commit`: both ends commit.
+        d.handle(30, SRC, commit);
+        assert!(d.committed());
+        while let Some((_, m)) = d.poll_transmit() {
+            s.handle(30, DST, m);
+        }
+        assert!(s.is_committed(), "{:?}", s.outcome());
     }
 
     #[test]

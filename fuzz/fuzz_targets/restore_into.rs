@@ -1,0 +1,3 @@
+#![no_main]
+// `tern_net::fuzz::restore_into`: what it feeds and what it checks is documented there.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tern_net::fuzz::restore_into(data));
