@@ -86,15 +86,25 @@ struct Connect {
     /// tried at once, or only --node's).
     #[arg(long, value_name = "SECONDS", default_value_t = tern_net::ctl::DEFAULT_CONNECT_TIMEOUT.as_secs_f64(), global = true)]
     connect_timeout: f64,
+    /// The control certificate to connect with: `ctl` (the operator's, from `cluster
+    /// init`), or `PERSON.operator` / `PERSON.observer` (from `cluster cert`).
+    #[arg(long = "as", value_name = "CERT", default_value = tern_net::config::CTL_NAME, global = true)]
+    identity: String,
 }
 
 impl Connect {
-    fn timeout(&self) -> Result<std::time::Duration, String> {
+    fn opts(&self) -> Result<tern_net::ctl::ConnectOpts, String> {
         let s = self.connect_timeout;
         if !(s.is_finite() && s > 0.0 && s <= 600.0) {
             return Err(format!("--connect-timeout {s}: give a number of seconds above 0 and at most 600"));
         }
-        Ok(std::time::Duration::from_secs_f64(s))
+        if tern_net::tls::control_role(&self.identity).is_none() {
+            return Err(format!(
+                "--as {:?}: give `ctl`, `PERSON.operator` or `PERSON.observer` (the name of a certificate `tern cluster cert` made)",
+                self.identity
+            ));
+        }
+        Ok(tern_net::ctl::ConnectOpts { timeout: std::time::Duration::from_secs_f64(s), identity: self.identity.clone() })
     }
 }
 
@@ -272,6 +282,24 @@ enum ClusterCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Make a control certificate for one person or tool, signed by the cluster CA:
+    /// `<cert_dir>/NAME.ROLE.pem` and `.key`, used with `tern ctl --as NAME.ROLE`.
+    /// An operator may do everything; an observer may only look (nodes, ps, top, the
+    /// policy). Nodes log which certificate asked for each change.
+    Cert {
+        /// The mesh config (see net/MESH.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// operator or observer.
+        #[arg(long, value_name = "ROLE", value_parser = ["operator", "observer"])]
+        role: String,
+        /// Who holds it: 1 to 32 of a-z, 0-9, '_' and '-'.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Replace the certificate and key if they exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `tern ctl migrate --mechanism`'s help: the names come from the one list of them.
@@ -378,15 +406,15 @@ fn main() -> ExitCode {
             tern_net::cmd::mesh_up(cfg).map(|()| true)
         }),
         Command::Repl { config, node, connect } => {
-            let timeout = match connect.timeout() {
-                Ok(t) => t,
+            let opts = match connect.opts() {
+                Ok(o) => o,
                 Err(e) => return usage_error(&e),
             };
-            with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref(), timeout).map(|()| true))
+            with_config(&config, |cfg| tern_net::cmd::repl(cfg, node.as_deref(), &opts).map(|()| true))
         }
         Command::Ctl { config, node, json, connect, command } => {
-            let timeout = match connect.timeout() {
-                Ok(t) => t,
+            let opts = match connect.opts() {
+                Ok(o) => o,
                 Err(e) => return usage_error(&e),
             };
             let cmd = match command {
@@ -409,7 +437,7 @@ fn main() -> ExitCode {
                 CtlCmd::Drain { node } => CtlCommand::Drain { node, on: true },
                 CtlCmd::Undrain { node } => CtlCommand::Drain { node, on: false },
             };
-            with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), timeout, json, cmd))
+            with_config(&config, |cfg| tern_net::cmd::ctl(cfg, node.as_deref(), &opts, json, cmd))
         }
         Command::Demo { local: true, seed } => {
             let program = match compile_text("demo.tern", include_str!("../../examples/demo.tern")) {
@@ -499,6 +527,27 @@ fn cluster(command: ClusterCommand) -> ExitCode {
                         if nodes == 1 { "" } else { "s" },
                         report.not_after.date()
                     );
+                    for f in &report.files {
+                        println!("  {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        ClusterCommand::Cert { config, role, name, force } => {
+            let cfg = match MeshConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let Some(role) = tern_net::tls::Role::parse(&role) else { return usage_error(&format!("--role {role:?}: operator or observer")) };
+            if let Err(e) = tern_net::config::check_node_name(&name) {
+                return usage_error(&format!("--name: {e}"));
+            }
+            let cert = tern_net::tls::control_name(&name, role);
+            match certs::issue(&cfg, &cert, certs::CertKind::Operator, force) {
+                Ok(report) => {
+                    println!("{} certificate {cert:?}, valid until {} (use it with `tern ctl --as {cert}`):", role.name(), report.not_after.date());
                     for f in &report.files {
                         println!("  {}", f.display());
                     }

@@ -4,14 +4,16 @@
 //! cluster CA (`<cert_dir>/ca.pem`, made by `tern cluster init`):
 //!
 //! - A node serves its own certificate ([`server_config`]). It requires a client
-//!   certificate from the cluster CA whose DNS name is a node of the config or `ctl`
-//!   (the operator); any other peer fails the handshake, so the accepting side never
-//!   gets a connection. A presented certificate that is refused is logged with
+//!   certificate from the cluster CA whose DNS name is a node of the config or a
+//!   control certificate's ([`control_role`]: `ctl` and `PERSON.operator` for operators,
+//!   `PERSON.observer` for observers, made by `tern cluster init` and `tern cluster
+//!   cert`); any other peer fails the handshake, so the accepting side never gets a
+//!   connection. A presented certificate that is refused is logged with
 //!   `tracing::warn!`; a peer with no certificate at all fails inside rustls
 //!   (`NoCertificatesPresented`, in the error of the accept). The verifier cannot see
 //!   the ALPN protocol, so after the handshake the accepting node calls
-//!   [`identify_peer`]: on [`ALPN_MESH`] the peer must be a node, on [`ALPN_CTL`] it
-//!   must be `ctl`.
+//!   [`identify_peer`]: on [`ALPN_MESH`] the peer must be a node, on [`ALPN_CTL`] an
+//!   operator or an observer, whose role the node's control server enforces.
 //! - A dialer ([`client_config`]) presents its certificate and checks that the server's
 //!   chains to the cluster CA and is valid for the node name it dials (pass the node's
 //!   name as the server name to `quinn::Endpoint::connect`).
@@ -58,8 +60,53 @@ fn provider() -> Arc<CryptoProvider> {
 pub enum Peer {
     /// A node of the config (on [`ALPN_MESH`]).
     Node { id: u16, name: String },
-    /// The operator (on [`ALPN_CTL`]).
-    Ctl,
+    /// An operator or observer (on [`ALPN_CTL`]), by its certificate's name.
+    Ctl { name: String, role: Role },
+}
+
+/// What a control certificate lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: spawn, kill, migrate, policy, drain, the REPL, and all an observer may.
+    Operator,
+    /// Look only: nodes, processes, top, the policy and its decisions, reports.
+    Observer,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Observer => "observer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "operator" => Some(Role::Operator),
+            "observer" => Some(Role::Observer),
+            _ => None,
+        }
+    }
+}
+
+/// The certificate name of person `person` in `role`: `PERSON.ROLE` (a node's name has
+/// no dot, so the two never meet).
+pub fn control_name(person: &str, role: Role) -> String {
+    format!("{person}.{}", role.name())
+}
+
+/// The role a control certificate's name gives: `ctl` (made by `tern cluster init`) and
+/// `PERSON.operator` are operators, `PERSON.observer` observers, where PERSON is a name
+/// as a node's (`[a-z0-9_-]{1,32}`); `None` for any other name.
+pub fn control_role(name: &str) -> Option<Role> {
+    if name == CTL_NAME {
+        return Some(Role::Operator);
+    }
+    let (person, role) = name.split_once('.')?;
+    let role = Role::parse(role)?;
+    crate::config::check_node_name(person).ok()?;
+    Some(role)
 }
 
 /// An idle timeout of `max(2 × idle probe + node_down_ms, 5 s)` and [`MAX_STREAMS`]
@@ -116,8 +163,11 @@ pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, 
 /// cluster CA and is valid for the server name given to `connect` (the node's name).
 pub fn client_config(cfg: &MeshConfig, me: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, String> {
     install_provider();
-    if me != CTL_NAME && cfg.node(me).is_none() {
-        return Err(format!("{me:?} is neither a node of {} nor {CTL_NAME:?}", cfg.file_label()));
+    if control_role(me).is_none() && cfg.node(me).is_none() {
+        return Err(format!(
+            "{me:?} is neither a node of {} nor a control certificate's name ({CTL_NAME:?}, PERSON.operator or PERSON.observer)",
+            cfg.file_label()
+        ));
     }
     let ca = certs::load_ca(cfg)?;
     let id = certs::load_identity(cfg, me)?;
@@ -133,7 +183,7 @@ pub fn client_config(cfg: &MeshConfig, me: &str, alpn: &[u8]) -> Result<quinn::C
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC client config: {e}"))?;
     let mut cc = quinn::ClientConfig::new(Arc::new(quic));
-    cc.transport_config(Arc::new(transport_config(cfg, me == CTL_NAME)));
+    cc.transport_config(Arc::new(transport_config(cfg, control_role(me).is_some())));
     Ok(cc)
 }
 
@@ -159,16 +209,18 @@ pub fn identify_peer(cfg: &MeshConfig, conn: &quinn::Connection) -> Result<Peer,
     let name = peer_name(conn).ok_or("peer certificate does not have exactly one DNS name")?;
     let proto = alpn(conn).ok_or("no ALPN protocol was negotiated")?;
     if proto == ALPN_MESH {
-        match cfg.node(&name) {
-            Some(n) => Ok(Peer::Node { id: n.id, name }),
-            None if name == CTL_NAME => Err(format!("the operator certificate ({CTL_NAME:?}) cannot join the mesh")),
-            None => Err(format!("certificate name {name:?} is not a node of {}", cfg.file_label())),
+        match (cfg.node(&name), control_role(&name)) {
+            (Some(n), _) => Ok(Peer::Node { id: n.id, name }),
+            (None, Some(role)) => Err(format!("the {} certificate {name:?} cannot join the mesh", role.name())),
+            (None, None) => Err(format!("certificate name {name:?} is not a node of {}", cfg.file_label())),
         }
     } else if proto == ALPN_CTL {
-        if name == CTL_NAME {
-            Ok(Peer::Ctl)
-        } else {
-            Err(format!("certificate {name:?} is not the operator's ({CTL_NAME:?}) and cannot use {}", String::from_utf8_lossy(ALPN_CTL)))
+        match control_role(&name) {
+            Some(role) => Ok(Peer::Ctl { name, role }),
+            None => Err(format!(
+                "certificate {name:?} is not an operator's or an observer's and cannot use {}",
+                String::from_utf8_lossy(ALPN_CTL)
+            )),
         }
     } else {
         Err(format!("unknown ALPN protocol {:?}", String::from_utf8_lossy(&proto)))
@@ -205,11 +257,11 @@ fn check_identity(cfg: &MeshConfig, me: &str, id: &Identity, ca: &CertificateDer
 }
 
 /// The cluster CA's client verifier, plus: the certificate's DNS name must be a node of
-/// the config or `ctl`.
+/// the config or a control certificate's ([`control_role`]).
 #[derive(Debug)]
 struct MeshClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    /// The names accepted: every node's and `ctl`.
+    /// The node names accepted (control names are accepted by their form).
     names: Vec<String>,
     /// The config file, for messages.
     file: String,
@@ -248,7 +300,7 @@ impl ClientCertVerifier for MeshClientVerifier {
             [] => return refuse("certificate has no DNS name".into()),
             many => return refuse(format!("certificate has several DNS names ({})", many.join(", "))),
         };
-        if !self.names.iter().any(|n| n == name) {
+        if !self.names.iter().any(|n| n == name) && control_role(name).is_none() {
             return refuse(format!("certificate name {name:?} is not a node of {}", self.file));
         }
         // The name as webpki matches it (not only as listed).

@@ -635,3 +635,79 @@ fn repl_errors_quote_what_was_typed() {
     assert!(out.code.is_some_and(|c| c != 0), "{out:?}");
     assert!(out.stderr.contains("value:1:") && !out.stderr.contains("send(pid"), "{out:?}");
 }
+
+/// Control certificates carry a role: `tern cluster cert` makes one per person; with
+/// `--as`, an observer may look (nodes, ps) but not change anything (kill, spawn,
+/// migrate are refused with a clear error and no effect), an operator may, and the
+/// node logs which certificate asked for each change and each refusal.
+#[test]
+fn an_observer_may_look_but_not_kill_and_the_node_logs_who_did_what() {
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 1, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let cfg = path(&config);
+    for (role, name) in [("observer", "olive"), ("operator", "alice")] {
+        let out = run(&["cluster", "cert", "--config", cfg, "--role", role, "--name", name], "", T);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(out.stdout.contains(&format!("{role} certificate \"{name}.{role}\"")), "{out:?}");
+        assert!(dir.path().join(format!("certs/{name}.{role}.pem")).is_file() && dir.path().join(format!("certs/{name}.{role}.key")).is_file());
+    }
+    // Bad roles and names are usage errors; a certificate is not made twice.
+    let bad = run(&["cluster", "cert", "--config", cfg, "--role", "admin", "--name", "x"], "", T);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    let bad = run(&["cluster", "cert", "--config", cfg, "--role", "observer", "--name", "Bad Name"], "", T);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    let again = run(&["cluster", "cert", "--config", cfg, "--role", "observer", "--name", "olive"], "", T);
+    assert_ne!(again.code, Some(0), "{again:?}");
+
+    let log = dir.path().join("a.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut a =
+        Guard::spawn("tern node a", tern().args(["node", "--config", cfg, "--name", "a"]).stdin(Stdio::null()).stdout(out).stderr(err));
+    let up = wait_until(Duration::from_secs(30), || {
+        assert!(a.wait(Duration::ZERO).is_none(), "node a exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        run(&["ctl", "--config", cfg, "nodes"], "", T).code == Some(0)
+    });
+    assert!(up, "node a did not answer within 30 s");
+    let long = dir.path().join("long.tern");
+    std::fs::write(&long, "recv();\n").unwrap();
+    let out = run(&["ctl", "--config", cfg, "--json", "spawn", path(&long)], "", T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let pid = out.json()["pid"].as_str().expect("a pid").to_string();
+    let listed = |who: &str| {
+        let out = run(&["ctl", "--config", cfg, "--as", who, "--json", "ps"], "", T);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        out.json().as_array().expect("rows").iter().any(|r| r["pid"] == pid.as_str())
+    };
+
+    // The observer looks, and is refused every change, which has no effect.
+    assert!(listed("olive.observer"));
+    let nodes = run(&["ctl", "--config", cfg, "--as", "olive.observer", "nodes"], "", T);
+    assert_eq!(nodes.code, Some(0), "{nodes:?}");
+    let kill = run(&["ctl", "--config", cfg, "--as", "olive.observer", "kill", &pid], "", T);
+    assert_eq!(kill.code, Some(1), "{kill:?}");
+    assert!(kill.stderr.contains("observer olive.observer may not kill") && kill.stderr.contains("can only look"), "{kill:?}");
+    let spawn = run(&["ctl", "--config", cfg, "--as", "olive.observer", "spawn", path(&long)], "", T);
+    assert_ne!(spawn.code, Some(0), "{spawn:?}");
+    assert!(spawn.stderr.contains("may not spawn"), "{spawn:?}");
+    let migrate = run(&["ctl", "--config", cfg, "--as", "olive.observer", "migrate", &pid, "a"], "", T);
+    assert_ne!(migrate.code, Some(0), "{migrate:?}");
+    assert!(listed("ctl"), "the observer's kill had no effect");
+
+    // The operator's kill works, and the node says who asked.
+    let kill = run(&["ctl", "--config", cfg, "--as", "alice.operator", "--json", "kill", &pid], "", T);
+    assert_eq!(kill.code, Some(0), "{kill:?}");
+    assert!(wait_until(Duration::from_secs(10), || !listed("alice.operator")), "{pid} still listed after the operator's kill");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&format!("operator alice.operator: kill <pid {pid}>")), "{text}");
+    assert!(text.contains(&format!("refused observer olive.observer: kill <pid {pid}>")), "{text}");
+    assert!(text.contains("operator ctl: spawn a program"), "{text}");
+
+    // --as takes control certificates only.
+    for who in ["a", "nobody.admin", "olive"] {
+        let out = run(&["ctl", "--config", cfg, "--as", who, "nodes"], "", T);
+        assert_eq!(out.code, Some(2), "--as {who}: {out:?}");
+        assert!(out.stderr.contains("PERSON.observer"), "{out:?}");
+    }
+}

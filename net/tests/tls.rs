@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tern_net::certs::{self, CertKind};
 use tern_net::config::MeshConfig;
-use tern_net::tls::{self, Peer, ALPN_CTL, ALPN_MESH};
+use tern_net::tls::{self, Peer, Role, ALPN_CTL, ALPN_MESH};
 use tokio::sync::mpsc;
 
 const MESH: &str = r#"
@@ -194,7 +194,7 @@ fn the_operator_connects_on_the_ctl_protocol_only() {
         let _c = dial(tls::client_config(&cfg, "ctl", ALPN_CTL).unwrap(), addr, "a").await.unwrap();
         let s = rx.recv().await.unwrap().unwrap();
         assert_eq!(tls::alpn(&s).as_deref(), Some(ALPN_CTL));
-        assert_eq!(tls::identify_peer(&cfg, &s), Ok(Peer::Ctl));
+        assert_eq!(tls::identify_peer(&cfg, &s), Ok(Peer::Ctl { name: "ctl".into(), role: Role::Operator }));
 
         // ctl's certificate passes the handshake, but it is not a node.
         let _c = dial(tls::client_config(&cfg, "ctl", ALPN_MESH).unwrap(), addr, "a").await.unwrap();
@@ -206,6 +206,32 @@ fn the_operator_connects_on_the_ctl_protocol_only() {
         let _c = dial(tls::client_config(&cfg, "b", ALPN_CTL).unwrap(), addr, "a").await.unwrap();
         let s = rx.recv().await.unwrap().unwrap();
         assert!(tls::identify_peer(&cfg, &s).is_err());
+    });
+}
+
+#[test]
+fn a_control_certificate_carries_its_role_and_cannot_join_the_mesh() {
+    bounded(async {
+        let (_dir, cfg) = cluster();
+        certs::issue(&cfg, &tls::control_name("olive", Role::Observer), CertKind::Operator, false).unwrap();
+        certs::issue(&cfg, &tls::control_name("alice", Role::Operator), CertKind::Operator, false).unwrap();
+        let (_ep, addr, mut rx) = serve(&cfg, "a");
+        for (name, role) in [("olive.observer", Role::Observer), ("alice.operator", Role::Operator)] {
+            let _c = dial(tls::client_config(&cfg, name, ALPN_CTL).unwrap(), addr, "a").await.unwrap();
+            let s = rx.recv().await.unwrap().unwrap();
+            assert_eq!(tls::identify_peer(&cfg, &s), Ok(Peer::Ctl { name: name.into(), role }));
+            // Through the handshake on the mesh's protocol, but not a node.
+            let _c = dial(tls::client_config(&cfg, name, ALPN_MESH).unwrap(), addr, "a").await.unwrap();
+            let s = rx.recv().await.unwrap().unwrap();
+            let e = tls::identify_peer(&cfg, &s).unwrap_err();
+            assert!(e.contains(&format!("the {} certificate {name:?} cannot join the mesh", role.name())), "{e}");
+        }
+        // The role is in the name the CA signed: a name of another form is no role.
+        assert_eq!(tls::control_role("olive.observer"), Some(Role::Observer));
+        assert_eq!(tls::control_role("ctl"), Some(Role::Operator));
+        for name in ["olive", "olive.admin", ".observer", "Olive.observer", "a.b.observer"] {
+            assert_eq!(tls::control_role(name), None, "{name}");
+        }
     });
 }
 

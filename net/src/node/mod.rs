@@ -62,7 +62,9 @@ pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 /// Serves one operator connection (`tern ctl`, `tern repl`): the node hands it every
 /// connection that shows the operator's certificate. The operator protocol is not the
 /// node's (`crate::ops::ctl::server`); a node started without one refuses operators.
-pub type OperatorServer = Arc<dyn Fn(Arc<Host>, quinn::Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// It is given the certificate's name and the role it carries.
+pub type OperatorServer =
+    Arc<dyn Fn(Arc<Host>, quinn::Connection, String, crate::tls::Role) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Counters, for tests and `ps`.
 #[derive(Debug, Default)]

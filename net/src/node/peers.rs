@@ -240,8 +240,8 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                         conn.close(1u32.into(), b"not a peer");
                     }
                 },
-                Ok(tls::Peer::Ctl) => match sh.operators.clone() {
-                    Some(serve) => serve(sh, conn).await,
+                Ok(tls::Peer::Ctl { name, role }) => match sh.operators.clone() {
+                    Some(serve) => serve(sh, conn, name, role).await,
                     None => {
                         sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
                         sh.log("refused an operator connection: this node serves no operators");

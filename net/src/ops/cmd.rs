@@ -3,7 +3,7 @@
 use crate::config::MeshConfig;
 use crate::node::migration::TestHooks;
 use crate::node::{LogSink, MeshNode, NodeOptions};
-use crate::ops::ctl::{server, CtlClient};
+use crate::ops::ctl::{server, ConnectOpts, CtlClient};
 use crate::ops::report::{
     drain_json, drain_text, nodes_json, nodes_table, policy_json, policy_text, ps_json, ps_table, report_table, report_table_explained,
     top_json, top_table,
@@ -358,13 +358,13 @@ fn run_waiting(client: &CtlClient, req: &CtlRequest, json_out: bool, attach: boo
 /// `tern ctl`: one command; prints its result (as JSON with `json`). `Ok(false)`: the
 /// command ran but did not succeed (a process failed, a node refused). `Err`: also when
 /// no node answered within `connect_timeout`.
-pub fn ctl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: Duration, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
+pub fn ctl(cfg: &MeshConfig, node: Option<&str>, connect: &ConnectOpts, json_out: bool, cmd: CtlCommand) -> Result<bool, String> {
     // A drain is the drained node's work: asked of it.
     let node = match &cmd {
         CtlCommand::Drain { node, .. } => Some(node.as_str()),
         _ => node,
     };
-    let client = CtlClient::connect(cfg, node, connect_timeout)?;
+    let client = CtlClient::connect_as(cfg, node, &connect.identity, connect.timeout)?;
     let r = ctl_with(&client, json_out, cmd);
     client.close();
     r

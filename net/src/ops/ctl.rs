@@ -9,7 +9,7 @@
 use crate::config::MeshConfig;
 use crate::node::{ConsoleTx, Host, OperatorServer};
 use crate::proto::wire::{self, Answer, CtlReply, CtlRequest, LineOutcome, NodeRow, PolicyChange, PsRow, Query, TopNode};
-use crate::tls;
+use crate::tls::{self, Role};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,19 +45,54 @@ async fn write_frame<T: serde::Serialize>(send: &mut quinn::SendStream, v: &T) -
 
 /// What a node serves operators with.
 pub fn server() -> OperatorServer {
-    Arc::new(|host, conn| Box::pin(serve(host, conn)))
+    Arc::new(|host, conn, name, role| Box::pin(serve(host, conn, Arc::new(Who { name, role }))))
+}
+
+/// Who is on an operator connection: its certificate's name and role.
+struct Who {
+    name: String,
+    role: Role,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.role.name(), self.name)
+    }
+}
+
+/// What an observer may ask: to look, never to change anything.
+fn observer_may(req: &CtlRequest) -> bool {
+    matches!(req, CtlRequest::Nodes | CtlRequest::Ps { .. } | CtlRequest::Top { .. } | CtlRequest::Policy { change: None, .. })
+}
+
+/// What the node logs of a request, with who asked (what changes the mesh; looking is
+/// not logged).
+fn logged_action(req: &CtlRequest) -> Option<String> {
+    let pid = |p: u64| format!("<pid {}>", tern_vm::value::name_text(p));
+    Some(match req {
+        CtlRequest::Spawn { on, wait, .. } => {
+            format!("spawn a program{}{}", on.as_ref().map(|n| format!(" on {n}")).unwrap_or_default(), if *wait { ", waiting for it" } else { "" })
+        }
+        CtlRequest::Kill { pid: p } => format!("kill {}", pid(*p)),
+        CtlRequest::Migrate { pid: p, to, .. } => format!("migrate {} to {to}", pid(*p)),
+        CtlRequest::Shell { .. } => "open a REPL shell".into(),
+        CtlRequest::Policy { change: Some(c), .. } => format!("change the policy: {c:?}"),
+        CtlRequest::Drain { on } => (if *on { "drain this node" } else { "undrain this node" }).into(),
+        _ => return None,
+    })
 }
 
 /// Serves one operator connection.
-async fn serve(sh: Arc<Host>, conn: quinn::Connection) {
+async fn serve(sh: Arc<Host>, conn: quinn::Connection, who: Arc<Who>) {
     let console = sh.node().new_pid();
     // The connection's REPL shell processes: they end with it.
     let shells: Shells = Arc::new(parking_lot::Mutex::new(Vec::new()));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let sh = sh.clone();
         let shells = shells.clone();
+        let who = who.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(sh.clone(), console, &shells, send, recv).await {
+            if let Err(e) = handle(sh.clone(), &who, console, &shells, send, recv).await {
                 tracing::debug!(node = %sh.me().name, "operator request failed: {e}");
             }
         });
@@ -72,6 +107,7 @@ type Shells = Arc<parking_lot::Mutex<Vec<u64>>>;
 
 async fn handle(
     sh: Arc<Host>,
+    who: &Who,
     console: u64,
     shells: &Shells,
     mut send: quinn::SendStream,
@@ -85,6 +121,16 @@ async fn handle(
             return Ok(());
         }
     };
+    if who.role == Role::Observer && !observer_may(&req) {
+        let what = logged_action(&req).unwrap_or_else(|| "do that".into());
+        sh.log(&format!("refused {who}: {what} (an observer may only look)"));
+        let e = format!("{who} may not {what}: an observer's certificate can only look (nodes, ps, top, policy); ask an operator");
+        write_frame(&mut send, &CtlReply::Error(e)).await?;
+        return Ok(());
+    }
+    if let Some(what) = logged_action(&req) {
+        sh.log(&format!("{who}: {what}"));
+    }
     match req {
         CtlRequest::Console => {
             let (tx, mut rx) = mpsc::unbounded_channel();
@@ -478,6 +524,21 @@ fn eval_line(sh: &Host, console: u64, shell: u64, modules: &[Vec<u8>], main: ter
 /// milliseconds; QUIC to an address where nothing listens gets no answer at all.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How `tern ctl` and `tern repl` connect: with which control certificate, waiting how
+/// long for a node to answer.
+#[derive(Debug, Clone)]
+pub struct ConnectOpts {
+    pub timeout: Duration,
+    /// `ctl` (the default), `PERSON.operator` or `PERSON.observer`.
+    pub identity: String,
+}
+
+impl Default for ConnectOpts {
+    fn default() -> Self {
+        ConnectOpts { timeout: DEFAULT_CONNECT_TIMEOUT, identity: crate::config::CTL_NAME.into() }
+    }
+}
+
 /// After the first node answers, how long the nodes before it in the config still get
 /// (so a mesh that is up is reached at the same node each time).
 const PREFER_EARLIER: Duration = Duration::from_millis(100);
@@ -633,8 +694,19 @@ impl CtlClient {
     /// config), waiting at most `timeout` for an answer. When none answers, the error
     /// names every node tried, its address and why, and ends with a hint.
     pub fn connect(cfg: &MeshConfig, node: Option<&str>, timeout: Duration) -> Result<CtlClient, String> {
+        Self::connect_as(cfg, node, crate::config::CTL_NAME, timeout)
+    }
+
+    /// [`CtlClient::connect`] with the control certificate `identity`
+    /// (`<cert_dir>/IDENTITY.pem`: `ctl`, `PERSON.operator` or `PERSON.observer`).
+    pub fn connect_as(cfg: &MeshConfig, node: Option<&str>, identity: &str, timeout: Duration) -> Result<CtlClient, String> {
         tls::install_provider();
-        let client = tls::client_config(cfg, crate::config::CTL_NAME, tls::ALPN_CTL)?;
+        if tls::control_role(identity).is_none() {
+            return Err(format!(
+                "{identity:?} is not a control certificate's name (ctl, PERSON.operator or PERSON.observer; `tern cluster cert` makes them)"
+            ));
+        }
+        let client = tls::client_config(cfg, identity, tls::ALPN_CTL)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -15,7 +15,7 @@
 
 use crate::config::MeshConfig;
 use crate::ops::cmd::{parse_pid, program_request};
-use crate::ops::ctl::CtlClient;
+use crate::ops::ctl::{ConnectOpts, CtlClient};
 use crate::ops::report::{nodes_table, ps_table, report_table};
 use crate::ops::snippet::{relabel, Snippet};
 use crate::proto::mechanism::{Choice, Forwarding, How};
@@ -320,7 +320,7 @@ struct Session {
     client: CtlClient,
     /// The mesh (a drain connects to the node drained).
     cfg: MeshConfig,
-    connect_timeout: std::time::Duration,
+    connect: ConnectOpts,
     /// The shell process lines run in.
     shell: u64,
     /// The number of the next line typed (the REPL's own numbering, in its prompt).
@@ -574,7 +574,7 @@ impl Session {
                 let [node] = rest[..] else { return Err(format!("usage: {cmd} NODE")) };
                 let on = cmd == ":drain";
                 let client =
-                    if node == self.client.node { None } else { Some(CtlClient::connect(&self.cfg, Some(node), self.connect_timeout)?) };
+                    if node == self.client.node { None } else { Some(CtlClient::connect_as(&self.cfg, Some(node), &self.connect.identity, self.connect.timeout)?) };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let r = crate::ops::cmd::drain(client.as_ref().unwrap_or(&self.client), on, tty);
                 if let Some(c) = client {
@@ -671,8 +671,8 @@ fn print_out(printer: &Printer, text: String) {
 }
 
 /// `tern repl --config C [--node N] [--connect-timeout S]`.
-pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: std::time::Duration) -> Result<(), String> {
-    let client = CtlClient::connect(cfg, node, connect_timeout)?;
+pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect: &ConnectOpts) -> Result<(), String> {
+    let client = CtlClient::connect_as(cfg, node, &connect.identity, connect.timeout)?;
     client.catch_interrupts()?;
     let mut rl: rustyline::Editor<ReplHelper, rustyline::history::DefaultHistory> =
         rustyline::Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
@@ -709,7 +709,7 @@ pub fn repl(cfg: &MeshConfig, node: Option<&str>, connect_timeout: std::time::Du
     let mut s = Session {
         client,
         cfg: cfg.clone(),
-        connect_timeout,
+        connect: connect.clone(),
         shell,
         line_no: 1,
         imports: Vec::new(),
