@@ -65,6 +65,9 @@ pub struct MeshConfig {
     pub jit: JitConf,
     /// The nodes; a node's id is its index in this list plus one.
     pub nodes: Vec<NodeConf>,
+    /// Certificate names refused (`[security] revoked`): a node's, `ctl`, or a control
+    /// certificate's. A running node reads them again when the file changes.
+    pub revoked: Vec<String>,
 }
 
 /// Sizes and times every node of the mesh uses.
@@ -244,7 +247,15 @@ struct RawFile {
     #[serde(default)]
     jit: RawJit,
     #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
     node: Vec<RawNode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    revoked: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -550,6 +561,15 @@ impl MeshConfig {
             nodes.push(NodeConf { id, name: n.name, addr, root, shared, workers });
         }
 
+        for (i, name) in raw.security.revoked.iter().enumerate() {
+            if crate::tls::control_role(name).is_none() && check_node_name(name).is_err() {
+                return Err(err(
+                    &format!("security.revoked[{i}]"),
+                    format!("{name:?} is not a certificate name (a node's, ctl, PERSON.operator or PERSON.observer)"),
+                ));
+            }
+        }
+
         Ok(MeshConfig {
             file: PathBuf::from(label),
             base_dir: base.to_path_buf(),
@@ -564,6 +584,7 @@ impl MeshConfig {
             policy,
             jit,
             nodes,
+            revoked: raw.security.revoked,
         })
     }
 
@@ -892,6 +913,8 @@ addr = "127.0.0.1:7403"
             ("[policy]\nwindow_ms = 10\ngossip_ms = 100\n", "policy.window_ms"),
             ("[policy]\nmax_in_flight = 0\n", "policy.max_in_flight"),
             ("[policy]\nbandwidth_mib_s = 9223372036854775807\n", "policy.bandwidth_mib_s"),
+            ("[security]\nrevoked = [\"Bad Name\"]\n", "security.revoked[0]"),
+            ("[security]\nrevoked = [\"olive.admin\"]\n", "security.revoked[0]"),
             ("[policy]\nmode = \"wander\"\n", "policy.mode"),
             ("[jit]\nmode = \"fast\"\n", "jit.mode"),
             ("[jit]\nthreshold = 0\n", "jit.threshold"),

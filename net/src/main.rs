@@ -540,14 +540,20 @@ fn cluster(command: ClusterCommand) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
             };
-            let Some(role) = tern_net::tls::Role::parse(&role) else { return usage_error(&format!("--role {role:?}: operator or observer")) };
+            let Some(role) = tern_net::tls::Role::parse(&role) else {
+                return usage_error(&format!("--role {role:?}: operator or observer"));
+            };
             if let Err(e) = tern_net::config::check_node_name(&name) {
                 return usage_error(&format!("--name: {e}"));
             }
             let cert = tern_net::tls::control_name(&name, role);
             match certs::issue(&cfg, &cert, certs::CertKind::Operator, force) {
                 Ok(report) => {
-                    println!("{} certificate {cert:?}, valid until {} (use it with `tern ctl --as {cert}`):", role.name(), report.not_after.date());
+                    println!(
+                        "{} certificate {cert:?}, valid until {} (use it with `tern ctl --as {cert}`):",
+                        role.name(),
+                        report.not_after.date()
+                    );
                     for f in &report.files {
                         println!("  {}", f.display());
                     }

@@ -125,10 +125,20 @@ pub fn transport_config(cfg: &MeshConfig, keep_alive: bool) -> quinn::TransportC
     t
 }
 
+/// Certificate names refused now (`[security] revoked`), shared with the handshake's
+/// verifier so that a node can change them while it runs.
+pub type Revoked = Arc<parking_lot::RwLock<Vec<String>>>;
+
+/// The server side of node `me` with the config's revoked names, fixed.
+pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, String> {
+    server_config_revoking(cfg, me, Arc::new(parking_lot::RwLock::new(cfg.revoked.clone())))
+}
+
 /// The server side of node `me`: serves `<cert_dir>/<me>.pem`, accepts [`ALPN_MESH`] and
 /// [`ALPN_CTL`], and requires a client certificate from the cluster CA whose name is a
-/// node of `cfg` or `ctl`.
-pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, String> {
+/// node of `cfg` or a control certificate's; one whose name is in `revoked` (as it is
+/// at each handshake) is refused.
+pub fn server_config_revoking(cfg: &MeshConfig, me: &str, revoked: Revoked) -> Result<quinn::ServerConfig, String> {
     install_provider();
     if cfg.node(me).is_none() {
         return Err(format!("{me:?} is not a node of {}", cfg.file_label()));
@@ -144,7 +154,7 @@ pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, 
         .map_err(|e| format!("cannot make the client certificate verifier: {e}"))?;
     let mut names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
     names.push(CTL_NAME.to_string());
-    let verifier = Arc::new(MeshClientVerifier { inner, names, file: cfg.file_label() });
+    let verifier = Arc::new(MeshClientVerifier { inner, names, file: cfg.file_label(), revoked });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| format!("TLS 1.3 is not available: {e}"))?
@@ -265,6 +275,7 @@ struct MeshClientVerifier {
     names: Vec<String>,
     /// The config file, for messages.
     file: String,
+    revoked: Revoked,
 }
 
 impl ClientCertVerifier for MeshClientVerifier {
@@ -302,6 +313,9 @@ impl ClientCertVerifier for MeshClientVerifier {
         };
         if !self.names.iter().any(|n| n == name) && control_role(name).is_none() {
             return refuse(format!("certificate name {name:?} is not a node of {}", self.file));
+        }
+        if self.revoked.read().iter().any(|r| r == name) {
+            return refuse(format!("certificate {name:?} is revoked ([security] revoked in {})", self.file));
         }
         // The name as webpki matches it (not only as listed).
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;

@@ -650,7 +650,9 @@ fn an_observer_may_look_but_not_kill_and_the_node_logs_who_did_what() {
         let out = run(&["cluster", "cert", "--config", cfg, "--role", role, "--name", name], "", T);
         assert_eq!(out.code, Some(0), "{out:?}");
         assert!(out.stdout.contains(&format!("{role} certificate \"{name}.{role}\"")), "{out:?}");
-        assert!(dir.path().join(format!("certs/{name}.{role}.pem")).is_file() && dir.path().join(format!("certs/{name}.{role}.key")).is_file());
+        assert!(
+            dir.path().join(format!("certs/{name}.{role}.pem")).is_file() && dir.path().join(format!("certs/{name}.{role}.key")).is_file()
+        );
     }
     // Bad roles and names are usage errors; a certificate is not made twice.
     let bad = run(&["cluster", "cert", "--config", cfg, "--role", "admin", "--name", "x"], "", T);
@@ -710,4 +712,53 @@ fn an_observer_may_look_but_not_kill_and_the_node_logs_who_did_what() {
         assert_eq!(out.code, Some(2), "--as {who}: {out:?}");
         assert!(out.stderr.contains("PERSON.observer"), "{out:?}");
     }
+}
+
+/// `[security] revoked` is read again while a node runs: a revoked certificate's open
+/// connection is closed and new ones are refused; others go on; taken off the list, it
+/// is let in again.
+#[test]
+fn a_certificate_revoked_in_the_config_is_cut_off_while_the_node_runs() {
+    use tern_net::ctl::CtlClient;
+    use tern_net::proto::wire::{CtlReply, CtlRequest};
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 1, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let cfg = path(&config);
+    let out = run(&["cluster", "cert", "--config", cfg, "--role", "observer", "--name", "olive"], "", T);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let log = dir.path().join("a.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut a =
+        Guard::spawn("tern node a", tern().args(["node", "--config", cfg, "--name", "a"]).stdin(Stdio::null()).stdout(out).stderr(err));
+    let up = wait_until(Duration::from_secs(30), || {
+        assert!(a.wait(Duration::ZERO).is_none(), "node a exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        run(&["ctl", "--config", cfg, "nodes"], "", T).code == Some(0)
+    });
+    assert!(up, "node a did not answer within 30 s");
+    let mesh = tern_net::config::MeshConfig::load(&config).unwrap();
+    let olive = CtlClient::connect_as(&mesh, Some("a"), "olive.observer", T).unwrap();
+    assert!(matches!(olive.call(&CtlRequest::Nodes), Ok(CtlReply::Nodes(_))));
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[security]\nrevoked = [\"olive.observer\"]\n")).unwrap();
+    // The open connection is closed, and a new one refused; the operator goes on.
+    assert!(wait_until(Duration::from_secs(15), || olive.call(&CtlRequest::Nodes).is_err()), "olive's connection is still served");
+    let again = run(&["ctl", "--config", cfg, "--as", "olive.observer", "nodes"], "", T);
+    assert_ne!(again.code, Some(0), "{again:?}");
+    assert!(again.stderr.contains("node a refused this certificate in the handshake"), "{again:?}");
+    assert_eq!(run(&["ctl", "--config", cfg, "nodes"], "", T).code, Some(0));
+    let node_log = std::fs::read_to_string(&log).unwrap();
+    assert!(node_log.contains("revoked certificates now: olive.observer"), "{node_log}");
+    assert!(node_log.contains("closing olive.observer's operator connection: its certificate is revoked"), "{node_log}");
+    assert!(!node_log.contains("BEGIN"), "no key or certificate material in the log");
+
+    // Taken off the list: let in again.
+    std::fs::write(&config, &text).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || run(&["ctl", "--config", cfg, "--as", "olive.observer", "nodes"], "", T).code == Some(0)),
+        "olive is not let in again: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }

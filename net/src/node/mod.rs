@@ -148,6 +148,11 @@ pub struct Host {
     mig_slots: Slots,
     rt: OnceLock<tokio::runtime::Handle>,
     operators: Option<OperatorServer>,
+    /// Certificate names refused now (the config's `[security] revoked`, read again
+    /// when the file changes: `peers::watch_revoked`).
+    revoked: crate::tls::Revoked,
+    /// Open operator connections, by id: their certificate's name (closed when revoked).
+    operator_conns: Mutex<HashMap<u64, (String, quinn::Connection)>>,
 }
 
 impl Host {
@@ -403,7 +408,8 @@ impl MeshNode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the network runtime: {e}"))?;
-        let endpoint = peers::endpoint(cfg, &me, &rt)?;
+        let revoked: crate::tls::Revoked = Arc::new(parking_lot::RwLock::new(cfg.revoked.clone()));
+        let endpoint = peers::endpoint(cfg, &me, &rt, revoked.clone())?;
         let (to_dispatch, from_peers) = crossbeam_channel::unbounded();
         let (peers, incoming) = peers::peers(cfg, &me);
         let sh = Arc::new(Host {
@@ -426,6 +432,8 @@ impl MeshNode {
             mig_slots: Slots::default(),
             rt: OnceLock::new(),
             operators: opts.operators.clone(),
+            revoked,
+            operator_conns: Mutex::new(HashMap::new()),
         });
         let _ = sh.rt.set(rt.handle().clone());
         let _ = sh.node.set(services::start_vm(&sh, opts.workers));

@@ -77,8 +77,13 @@ impl Peer {
 pub(super) const WATCHERS: usize = 1;
 
 /// This node's QUIC endpoint (listening, and dialling with the node's certificate).
-pub(super) fn endpoint(cfg: &MeshConfig, me: &NodeConf, rt: &tokio::runtime::Runtime) -> Result<quinn::Endpoint, String> {
-    let server = tls::server_config(cfg, &me.name)?;
+pub(super) fn endpoint(
+    cfg: &MeshConfig,
+    me: &NodeConf,
+    rt: &tokio::runtime::Runtime,
+    revoked: tls::Revoked,
+) -> Result<quinn::Endpoint, String> {
+    let server = tls::server_config_revoking(cfg, &me.name, revoked)?;
     let client = tls::client_config(cfg, &me.name, tls::ALPN_MESH)?;
     let _g = rt.enter();
     let mut ep = quinn::Endpoint::server(server, me.addr).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
@@ -139,6 +144,77 @@ pub(super) fn start_tasks(sh: &Arc<Host>, rt: &tokio::runtime::Runtime, endpoint
         }
     }
     rt.spawn(accept_task(sh.clone(), endpoint));
+    rt.spawn(watch_revoked(sh.clone()));
+}
+
+/// How often a node looks whether its config file changed (for `[security] revoked`).
+const CONFIG_RECHECK: Duration = Duration::from_secs(1);
+
+/// Reads the config file again whenever it changes and takes its `[security] revoked`
+/// (nothing else: the rest needs a restart). A newly revoked name's connections are
+/// closed (a node's link, an operator's connections) and refused from then on; a name
+/// taken off the list is let in again. A file that does not load keeps the list as it
+/// was, and says why.
+async fn watch_revoked(sh: Arc<Host>) {
+    let path = sh.cfg.file.clone();
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    while !sh.shutdown.load(Ordering::SeqCst) {
+        tokio::time::sleep(CONFIG_RECHECK).await;
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let cfg = match MeshConfig::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                sh.log(&format!("the config changed but does not load, so the revoked certificates stay as they were: {e}"));
+                continue;
+            }
+        };
+        if *sh.revoked.read() == cfg.revoked {
+            continue;
+        }
+        *sh.revoked.write() = cfg.revoked.clone();
+        let list = if cfg.revoked.is_empty() { "none".to_string() } else { cfg.revoked.join(", ") };
+        sh.log(&format!("revoked certificates now: {list}"));
+        let revoked = |name: &str| cfg.revoked.iter().any(|r| r == name);
+        for peer in sh.peers.values() {
+            if revoked(&peer.conf.name) && peer.has_conn.load(Ordering::SeqCst) {
+                sh.log(&format!("closing the connection with node {}: its certificate is revoked", peer.conf.name));
+                peer.kick.store(true, Ordering::SeqCst);
+            }
+        }
+        for (name, conn) in sh.operator_conns.lock().values() {
+            if revoked(name) {
+                sh.log(&format!("closing {name}'s operator connection: its certificate is revoked"));
+                conn.close(REVOKED.into(), b"certificate revoked");
+            }
+        }
+    }
+}
+
+/// The close code of a connection whose certificate was revoked.
+const REVOKED: u32 = 4;
+
+impl Host {
+    /// Whether certificate `name` is revoked now.
+    pub(crate) fn is_revoked(&self, name: &str) -> bool {
+        self.revoked.read().iter().any(|r| r == name)
+    }
+
+    /// Notes an operator connection (until [`Host::operator_left`]), to close it if its
+    /// certificate is revoked.
+    pub(crate) fn operator_came(&self, name: &str, conn: &quinn::Connection) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.operator_conns.lock().insert(id, (name.to_string(), conn.clone()));
+        id
+    }
+
+    pub(crate) fn operator_left(&self, id: u64) {
+        self.operator_conns.lock().remove(&id);
+    }
 }
 
 /// The close code of a connection refused because the peer is connected already.
@@ -173,6 +249,11 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
     while !sh.shutdown.load(Ordering::SeqCst) {
         if peer.refused.swap(false, Ordering::SeqCst) {
             tokio::time::sleep(REFUSED_PAUSE).await;
+        }
+        if sh.is_revoked(&peer.conf.name) {
+            // Not dialled while its certificate is revoked (nor let in).
+            tokio::time::sleep(CONFIG_RECHECK).await;
+            continue;
         }
         if peer.has_conn.load(Ordering::SeqCst) {
             backoff = Duration::from_millis(50);
@@ -229,6 +310,12 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                 }
             };
             match tls::identify_peer(&sh.cfg, &conn) {
+                // Revoked while its handshake was on the way.
+                Ok(tls::Peer::Ctl { name, .. } | tls::Peer::Node { name, .. }) if sh.is_revoked(&name) => {
+                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    sh.log(&format!("refused {name}: its certificate is revoked"));
+                    conn.close(REVOKED.into(), b"certificate revoked");
+                }
                 Ok(tls::Peer::Node { id, name }) => match sh.peers.get(&id) {
                     Some(peer) if id != sh.me.id => {
                         peer.has_conn.store(true, Ordering::SeqCst);
@@ -241,7 +328,11 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                     }
                 },
                 Ok(tls::Peer::Ctl { name, role }) => match sh.operators.clone() {
-                    Some(serve) => serve(sh, conn, name, role).await,
+                    Some(serve) => {
+                        let id = sh.operator_came(&name, &conn);
+                        serve(sh.clone(), conn, name, role).await;
+                        sh.operator_left(id);
+                    }
                     None => {
                         sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
                         sh.log("refused an operator connection: this node serves no operators");

@@ -71,7 +71,11 @@ fn logged_action(req: &CtlRequest) -> Option<String> {
     let pid = |p: u64| format!("<pid {}>", tern_vm::value::name_text(p));
     Some(match req {
         CtlRequest::Spawn { on, wait, .. } => {
-            format!("spawn a program{}{}", on.as_ref().map(|n| format!(" on {n}")).unwrap_or_default(), if *wait { ", waiting for it" } else { "" })
+            format!(
+                "spawn a program{}{}",
+                on.as_ref().map(|n| format!(" on {n}")).unwrap_or_default(),
+                if *wait { ", waiting for it" } else { "" }
+            )
         }
         CtlRequest::Kill { pid: p } => format!("kill {}", pid(*p)),
         CtlRequest::Migrate { pid: p, to, .. } => format!("migrate {} to {to}", pid(*p)),
@@ -733,7 +737,7 @@ impl CtlClient {
     /// returns false).
     pub fn request(&self, req: &CtlRequest, mut each: impl FnMut(CtlReply) -> bool) -> Result<(), String> {
         let conn = self.conn.clone();
-        self.rt.block_on(async move {
+        let r = self.rt.block_on(async move {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("connection lost: {e}"))?;
             write_frame(&mut send, req).await?;
             let _ = send.finish();
@@ -744,7 +748,30 @@ impl CtlClient {
                 }
             }
             Ok(())
-        })
+        });
+        r.map_err(|e| self.explain(e))
+    }
+
+    /// `e`, and why the node closed the connection if it did: it refused this
+    /// certificate in the handshake (a TLS alert: not signed by the cluster's CA, not a
+    /// name it takes, revoked) or closed it afterwards with a reason.
+    fn explain(&self, e: String) -> String {
+        let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+        match self.conn.close_reason() {
+            Some(quinn::ConnectionError::TransportError(t)) if crypto(t.code) => self.refused(&t.to_string()),
+            Some(quinn::ConnectionError::ConnectionClosed(c)) if crypto(c.error_code) => self.refused(&c.to_string()),
+            Some(quinn::ConnectionError::ApplicationClosed(c)) if !c.reason.is_empty() => {
+                format!("node {} closed the connection: {}", self.node, String::from_utf8_lossy(&c.reason))
+            }
+            _ => e,
+        }
+    }
+
+    fn refused(&self, what: &str) -> String {
+        format!(
+            "node {} refused this certificate in the handshake ({what}): it is not one the node takes (revoked, or not a name of its config)",
+            self.node
+        )
     }
 
     /// From now on Ctrl-C (SIGINT) no longer ends this OS process: it is seen by

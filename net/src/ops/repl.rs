@@ -573,8 +573,11 @@ impl Session {
             ":drain" | ":undrain" => {
                 let [node] = rest[..] else { return Err(format!("usage: {cmd} NODE")) };
                 let on = cmd == ":drain";
-                let client =
-                    if node == self.client.node { None } else { Some(CtlClient::connect_as(&self.cfg, Some(node), &self.connect.identity, self.connect.timeout)?) };
+                let client = if node == self.client.node {
+                    None
+                } else {
+                    Some(CtlClient::connect_as(&self.cfg, Some(node), &self.connect.identity, self.connect.timeout)?)
+                };
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let r = crate::ops::cmd::drain(client.as_ref().unwrap_or(&self.client), on, tty);
                 if let Some(c) = client {
