@@ -435,23 +435,30 @@ fn ctl_and_repl_against_a_mesh_that_is_not_running_name_every_node_and_how_to_st
 }
 
 /// Only the config's second node runs: `tern ctl` without --node reaches it.
+/// Starts `tern node NAME` of `config`, its output going to `NAME.log` beside the
+/// config, and waits until it answers `tern ctl --node NAME nodes`.
+fn node_up(config: &Path, name: &str) -> (Guard, PathBuf) {
+    let log = config.with_file_name(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut node = Guard::spawn(
+        &format!("tern node {name}"),
+        tern().args(["node", "--config", path(config), "--name", name]).stdin(Stdio::null()).stdout(out).stderr(err),
+    );
+    let up = wait_until(Duration::from_secs(30), || {
+        assert!(node.wait(Duration::ZERO).is_none(), "node {name} exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        run(&["ctl", "--config", path(config), "--node", name, "nodes"], "", T).code == Some(0)
+    });
+    assert!(up, "node {name} did not answer within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    (node, log)
+}
+
 #[test]
 fn ctl_reaches_the_one_node_that_runs_when_the_first_does_not() {
     let dir = tempfile::tempdir().unwrap();
     loopback_mesh(dir.path(), 3, "").unwrap();
     let config = dir.path().join("mesh.toml");
-    let log = dir.path().join("b.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut b = Guard::spawn(
-        "tern node b",
-        tern().args(["node", "--config", path(&config), "--name", "b"]).stdin(Stdio::null()).stdout(out).stderr(err),
-    );
-    let b_up = wait_until(Duration::from_secs(30), || {
-        assert!(b.wait(Duration::ZERO).is_none(), "node b exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        run(&["ctl", "--config", path(&config), "--node", "b", "nodes"], "", T).code == Some(0)
-    });
-    assert!(b_up, "node b did not answer within 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let _b = node_up(&config, "b");
     let t0 = Instant::now();
     let out = run(&["ctl", "--config", path(&config), "--json", "nodes"], "", T);
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -662,16 +669,7 @@ fn an_observer_may_look_but_not_kill_and_the_node_logs_who_did_what() {
     let again = run(&["cluster", "cert", "--config", cfg, "--role", "observer", "--name", "olive"], "", T);
     assert_ne!(again.code, Some(0), "{again:?}");
 
-    let log = dir.path().join("a.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut a =
-        Guard::spawn("tern node a", tern().args(["node", "--config", cfg, "--name", "a"]).stdin(Stdio::null()).stdout(out).stderr(err));
-    let up = wait_until(Duration::from_secs(30), || {
-        assert!(a.wait(Duration::ZERO).is_none(), "node a exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        run(&["ctl", "--config", cfg, "nodes"], "", T).code == Some(0)
-    });
-    assert!(up, "node a did not answer within 30 s");
+    let (_a, log) = node_up(&config, "a");
     let long = dir.path().join("long.tern");
     std::fs::write(&long, "recv();\n").unwrap();
     let out = run(&["ctl", "--config", cfg, "--json", "spawn", path(&long)], "", T);
@@ -727,16 +725,7 @@ fn a_certificate_revoked_in_the_config_is_cut_off_while_the_node_runs() {
     let cfg = path(&config);
     let out = run(&["cluster", "cert", "--config", cfg, "--role", "observer", "--name", "olive"], "", T);
     assert_eq!(out.code, Some(0), "{out:?}");
-    let log = dir.path().join("a.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut a =
-        Guard::spawn("tern node a", tern().args(["node", "--config", cfg, "--name", "a"]).stdin(Stdio::null()).stdout(out).stderr(err));
-    let up = wait_until(Duration::from_secs(30), || {
-        assert!(a.wait(Duration::ZERO).is_none(), "node a exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        run(&["ctl", "--config", cfg, "nodes"], "", T).code == Some(0)
-    });
-    assert!(up, "node a did not answer within 30 s");
+    let (_a, log) = node_up(&config, "a");
     let mesh = tern_net::config::MeshConfig::load(&config).unwrap();
     let olive = CtlClient::connect_as(&mesh, Some("a"), "olive.observer", T).unwrap();
     assert!(matches!(olive.call(&CtlRequest::Nodes), Ok(CtlReply::Nodes(_))));

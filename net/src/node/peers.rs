@@ -157,22 +157,24 @@ const CONFIG_RECHECK: Duration = Duration::from_secs(1);
 /// was, and says why.
 async fn watch_revoked(sh: Arc<Host>) {
     let path = sh.cfg.file.clone();
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen = stamp(&path);
+    // The file's contents last taken, and last refused (not said twice). Compared by
+    // contents: a write within the file system's timestamp granularity is still seen.
+    let (mut seen, mut bad): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
     while !sh.shutdown.load(Ordering::SeqCst) {
         tokio::time::sleep(CONFIG_RECHECK).await;
-        let now = stamp(&path);
-        if now == seen {
+        let now = std::fs::read(&path).ok();
+        if now == seen || now == bad {
             continue;
         }
-        seen = now;
         let cfg = match MeshConfig::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 sh.log(&format!("the config changed but does not load, so the revoked certificates stay as they were: {e}"));
+                bad = now;
                 continue;
             }
         };
+        seen = now;
         if *sh.revoked.read() == cfg.revoked {
             continue;
         }
@@ -181,9 +183,9 @@ async fn watch_revoked(sh: Arc<Host>) {
         sh.log(&format!("revoked certificates now: {list}"));
         let revoked = |name: &str| cfg.revoked.iter().any(|r| r == name);
         for peer in sh.peers.values() {
-            if revoked(&peer.conf.name) && peer.has_conn.load(Ordering::SeqCst) {
-                sh.log(&format!("closing the connection with node {}: its certificate is revoked", peer.conf.name));
-                peer.kick.store(true, Ordering::SeqCst);
+            if revoked(&peer.conf.name) {
+                // Its task drops the link (one made meanwhile too: it looks at the list).
+                peer.wake.notify_one();
             }
         }
         for (name, conn) in sh.operator_conns.lock().values() {
@@ -330,6 +332,11 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                 Ok(tls::Peer::Ctl { name, role }) => match sh.operators.clone() {
                     Some(serve) => {
                         let id = sh.operator_came(&name, &conn);
+                        // Revoked between the check above and now: `watch_revoked` did
+                        // not see it yet.
+                        if sh.is_revoked(&name) {
+                            conn.close(REVOKED.into(), b"certificate revoked");
+                        }
                         serve(sh.clone(), conn, name, role).await;
                         sh.operator_left(id);
                     }
@@ -487,6 +494,13 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                 l.conn.close(0u32.into(), b"shutting down");
             }
             return;
+        }
+        if link.is_some() && sh.is_revoked(&peer.conf.name) {
+            sh.log(&format!("closing the connection with node {}: its certificate is revoked", peer.conf.name));
+            if let Some(l) = link.as_ref() {
+                l.conn.close(REVOKED.into(), b"certificate revoked");
+            }
+            drop_link(&sh, &peer, &mut link);
         }
         if peer.kick.swap(false, Ordering::SeqCst) && link.is_some() {
             sh.log(&format!("dropping the connection with node {} (asked to)", peer.conf.name));

@@ -82,6 +82,9 @@ fn logged_action(req: &CtlRequest) -> Option<String> {
         CtlRequest::Shell { .. } => "open a REPL shell".into(),
         CtlRequest::Policy { change: Some(c), .. } => format!("change the policy: {c:?}"),
         CtlRequest::Drain { on } => (if *on { "drain this node" } else { "undrain this node" }).into(),
+        CtlRequest::Eval { shell, .. } => format!("run a line in its REPL shell {}", pid(*shell)),
+        CtlRequest::Interrupt { shell } => format!("interrupt its REPL shell {}", pid(*shell)),
+        CtlRequest::Input { .. } => "type a line to its console".into(),
         _ => return None,
     })
 }

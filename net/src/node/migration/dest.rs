@@ -533,13 +533,18 @@ impl DestRun {
             Input::PeerDown(n) => d.peer_down(now, n),
             Input::PeerRestarted(n) => d.peer_restarted(now, n),
             Input::PeerUp(n) => d.peer_up(now, n),
-            Input::FaultStream(_) | Input::Frame(..) => {}
+            Input::FaultStream(..) | Input::Frame(..) => {}
         }
     }
 
     /// What the source sent: protocol messages to the machine, pages, modules, the
     /// image in parts, the late messages.
     fn wire(&mut self, sh: &Host, node: &Node, d: &mut Dest, f: u16, w: MigWire) {
+        // Only the source speaks for this migration: what another node sends with its
+        // id (its pages, image, modules, late messages) is ignored.
+        if f != self.from {
+            return;
+        }
         match w {
             MigWire::Msg(MigMsg::Offer { .. }) => {}
             MigWire::Final { mid, image_len, pages, absent, partners } => {

@@ -79,7 +79,7 @@ pub(super) enum Input {
     /// Its stream (or the connection) failed.
     StreamFailed(String),
     /// Source: the destination opened the page-fault stream.
-    FaultStream(mpsc::Sender<Vec<u8>>),
+    FaultStream(u16, mpsc::Sender<Vec<u8>>),
     /// Destination: a process of the migration touched an absent page (its own number).
     Fault(Pid, u32),
     /// The node stopped answering (it may come back as the same incarnation).
@@ -617,7 +617,7 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                     let mid = fetch.mid();
                     let out = spawn_writer(&rt, send, FAULT_PRIORITY);
                     let Some(tx) = sh.mig.runs.lock().get(&mid).cloned() else { return };
-                    let _ = tx.send(Input::FaultStream(out));
+                    let _ = tx.send(Input::FaultStream(from, out));
                     let _ = tx.send(Input::Wire(from, MigWire::Msg(fetch)));
                     read_frames(recv, from, max, tx).await;
                 }

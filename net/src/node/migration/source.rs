@@ -23,6 +23,9 @@ use tokio::sync::mpsc;
 
 type Pid = u64;
 
+/// The most fetches kept until the commit is known (see `SourceRun::input`).
+const MAX_EARLY_FETCHES: usize = 65_536;
+
 /// Runs a migration from this node to the end; its report.
 pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_channel::Receiver<Input>) -> MigReport {
     let node = sh.node();
@@ -549,7 +552,15 @@ impl SourceRun {
         let now = sh.now_us();
         let before_commit = |src: &Source| !src.commit_sent() && src.outcome().is_none();
         match input {
+            // Only the dest speaks for this migration, but for the partners' link acks:
+            // what another node sends with its id is ignored.
+            Input::Wire(from, w) if from != self.dest && !matches!(w, MigWire::Msg(MigMsg::LinkAck { .. })) => {
+                let _ = w;
+            }
             Input::Wire(from, w) => match w {
+                // A dest asks for pages only as its process faults, one fault at a time
+                // per process: far fewer than this before the source hears `Committed`.
+                MigWire::Msg(MigMsg::Fetch { .. }) if !self.committed && self.early_fetches.len() >= MAX_EARLY_FETCHES => {}
                 MigWire::Msg(m @ MigMsg::Fetch { .. }) if !self.committed => self.early_fetches.push(m),
                 MigWire::Msg(m) => {
                     if matches!(m, MigMsg::RoundAck { .. }) {
@@ -572,7 +583,8 @@ impl SourceRun {
                     self.faults = None;
                 }
             }
-            Input::FaultStream(tx) => {
+            Input::FaultStream(from, _) if from != self.dest => {}
+            Input::FaultStream(_, tx) => {
                 if self.bulk.as_ref().is_none_or(|b| b.is_closed()) {
                     self.bulk = Some(tx.clone());
                 }
