@@ -108,6 +108,20 @@ pub fn cluster_init(cfg: &MeshConfig, force: bool) -> Result<InitReport, String>
 /// cluster CA in `cfg.cert_dir` (e.g. for a node added to the config after `cluster init`).
 /// Refuses to overwrite either file unless `force`.
 pub fn issue(cfg: &MeshConfig, name: &str, kind: CertKind, force: bool) -> Result<InitReport, String> {
+    let now = OffsetDateTime::now_utc();
+    issue_valid(cfg, name, kind, force, now - time::Duration::days(1), now + time::Duration::days(VALIDITY_DAYS))
+}
+
+/// [`issue`] valid from `not_before` to `not_after` (tests: an expired certificate).
+#[doc(hidden)]
+pub fn issue_valid(
+    cfg: &MeshConfig,
+    name: &str,
+    kind: CertKind,
+    force: bool,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<InitReport, String> {
     if name == "ca" {
         return Err("\"ca\" is the cluster CA's file name; it cannot name a certificate".into());
     }
@@ -119,9 +133,6 @@ pub fn issue(cfg: &MeshConfig, name: &str, kind: CertKind, force: bool) -> Resul
         refuse_existing(&targets)?;
     }
     let (ca, ca_key) = load_ca_for_signing(cfg)?;
-    let now = OffsetDateTime::now_utc();
-    let not_before = now - time::Duration::days(1);
-    let not_after = now + time::Duration::days(VALIDITY_DAYS);
     let (cert, key) = make_leaf(name, kind, not_before, not_after, &ca, &ca_key)?;
     let [c, k] = targets;
     let files = write_all(&cfg.cert_dir, vec![(c, cert, false), (k, key, true)])?;

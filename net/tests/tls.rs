@@ -272,6 +272,24 @@ fn refused_self_signed_client_cert() {
 }
 
 #[test]
+fn refused_expired_client_cert_from_the_cluster_ca() {
+    bounded(async {
+        let (_dir, cfg) = cluster();
+        let now = time::OffsetDateTime::now_utc();
+        certs::issue_valid(&cfg, "b", CertKind::Node, true, now - time::Duration::days(30), now - time::Duration::days(1)).unwrap();
+        let (_ep, addr, mut rx) = serve(&cfg, "a");
+        let b = certs::load_identity(&cfg, "b").unwrap();
+        let cc = manual_client(certs::load_ca(&cfg).unwrap(), Some((b.chain, b.key)));
+        assert_refused(dial(cc, addr, "a").await, &mut rx).await;
+        let log = logged();
+        assert!(log.contains("refused peer: invalid peer certificate: certificate expired"), "{log}");
+        // Its own node would not start with it either.
+        let e = tls::client_config(&cfg, "b", ALPN_MESH).unwrap_err();
+        assert!(e.to_lowercase().contains("expired"), "{e}");
+    });
+}
+
+#[test]
 fn refused_without_client_cert() {
     bounded(async {
         let (_dir, cfg) = cluster();
