@@ -23,8 +23,7 @@ pub const CTL_NAME: &str = "ctl";
 /// Largest number of worker threads a node may ask for.
 pub const MAX_WORKERS: usize = 1024;
 
-/// The most pages `[mesh] readahead` may keep asked for ahead of a fault (a larger
-/// value is taken as this).
+/// The most pages `[mesh] readahead` may keep asked for ahead of a fault.
 pub const MAX_READAHEAD: u32 = 4096;
 
 /// The largest JIT code cache a node may ask for (`jit.cache_bytes`, and
@@ -561,6 +560,9 @@ impl MeshConfig {
             nodes.push(NodeConf { id, name: n.name, addr, root, shared, workers });
         }
 
+        if raw.mesh.readahead > MAX_READAHEAD {
+            return Err(err("mesh.readahead", format!("{} is more than {MAX_READAHEAD} pages", raw.mesh.readahead)));
+        }
         for (i, name) in raw.security.revoked.iter().enumerate() {
             if crate::tls::control_role(name).is_none() && check_node_name(name).is_err() {
                 return Err(err(
@@ -578,7 +580,7 @@ impl MeshConfig {
             page_size,
             migration,
             prefetch: raw.mesh.prefetch.min(1024),
-            readahead: raw.mesh.readahead.min(MAX_READAHEAD),
+            readahead: raw.mesh.readahead,
             forwarding,
             limits: l,
             policy,
@@ -914,6 +916,7 @@ addr = "127.0.0.1:7403"
             ("[policy]\nmax_in_flight = 0\n", "policy.max_in_flight"),
             ("[policy]\nbandwidth_mib_s = 9223372036854775807\n", "policy.bandwidth_mib_s"),
             ("[security]\nrevoked = [\"Bad Name\"]\n", "security.revoked[0]"),
+            ("[mesh]\nreadahead = 4097\n", "mesh.readahead"),
             ("[security]\nrevoked = [\"olive.admin\"]\n", "security.revoked[0]"),
             ("[policy]\nmode = \"wander\"\n", "policy.mode"),
             ("[jit]\nmode = \"fast\"\n", "jit.mode"),
