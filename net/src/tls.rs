@@ -8,15 +8,18 @@
 //!   control certificate's ([`control_role`]: `ctl` and `PERSON.operator` for operators,
 //!   `PERSON.observer` for observers, made by `tern cluster init` and `tern cluster
 //!   cert`); any other peer fails the handshake, so the accepting side never gets a
-//!   connection. A presented certificate that is refused is logged with
-//!   `tracing::warn!`; a peer with no certificate at all fails inside rustls
+//!   connection. Each handshake gets a server config of its own
+//!   ([`ServerConfigs::make`]) whose verifier writes why it refused a certificate, in
+//!   words, to a [`RefusalSlot`] the accepting node logs (the peer gets only the TLS
+//!   alert); a peer with no certificate at all fails inside rustls
 //!   (`NoCertificatesPresented`, in the error of the accept). The verifier cannot see
 //!   the ALPN protocol, so after the handshake the accepting node calls
 //!   [`identify_peer`]: on [`ALPN_MESH`] the peer must be a node, on [`ALPN_CTL`] an
 //!   operator or an observer, whose role the node's control server enforces.
 //! - A dialer ([`client_config`]) presents its certificate and checks that the server's
 //!   chains to the cluster CA and is valid for the node name it dials (pass the node's
-//!   name as the server name to `quinn::Endpoint::connect`).
+//!   name as the server name to `quinn::Endpoint::connect`). [`handshake_refusal`]
+//!   says in words what a failed handshake means to it.
 //! - The protocol version is the ALPN protocol: a peer that offers only another version
 //!   fails the handshake (`no_application_protocol`).
 
@@ -139,33 +142,155 @@ pub fn server_config(cfg: &MeshConfig, me: &str) -> Result<quinn::ServerConfig, 
 /// node of `cfg` or a control certificate's; one whose name is in `revoked` (as it is
 /// at each handshake) is refused.
 pub fn server_config_revoking(cfg: &MeshConfig, me: &str, revoked: Revoked) -> Result<quinn::ServerConfig, String> {
-    install_provider();
-    if cfg.node(me).is_none() {
-        return Err(format!("{me:?} is not a node of {}", cfg.file_label()));
+    ServerConfigs::new(cfg, me, revoked)?.make(None)
+}
+
+/// Where a handshake's verifier writes why it refused the peer, in an operator's words.
+/// The words stay on this side: the peer is told only the TLS alert.
+pub type RefusalSlot = Arc<parking_lot::Mutex<Option<String>>>;
+
+/// Node `me`'s server configs, one made for each incoming connection
+/// (`quinn::Incoming::accept_with`) so that its verifier can say, for this connection,
+/// why it refused the peer ([`RefusalSlot`]).
+pub struct ServerConfigs {
+    provider: Arc<CryptoProvider>,
+    inner: Arc<dyn ClientCertVerifier>,
+    names: Vec<String>,
+    file: String,
+    ca_file: String,
+    revoked: Revoked,
+    id: Identity,
+    transport: Arc<quinn::TransportConfig>,
+    me: String,
+    cert_file: String,
+    key_file: String,
+}
+
+impl ServerConfigs {
+    pub fn new(cfg: &MeshConfig, me: &str, revoked: Revoked) -> Result<ServerConfigs, String> {
+        install_provider();
+        if cfg.node(me).is_none() {
+            return Err(format!("{me:?} is not a node of {}", cfg.file_label()));
+        }
+        let ca = certs::load_ca(cfg)?;
+        let id = certs::load_identity(cfg, me)?;
+        check_identity(cfg, me, &id, &ca, webpki::KeyUsage::server_auth())?;
+        let provider = provider();
+        let ca_file = certs::cert_path(cfg, "ca").display().to_string();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).map_err(|e| format!("{ca_file}: not a usable CA certificate: {e}"))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| format!("cannot make the client certificate verifier: {e}"))?;
+        let mut names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+        names.push(CTL_NAME.to_string());
+        let configs = ServerConfigs {
+            provider,
+            inner,
+            names,
+            file: cfg.file_label(),
+            ca_file,
+            revoked,
+            id,
+            transport: Arc::new(transport_config(cfg, false)),
+            me: me.to_string(),
+            cert_file: certs::cert_path(cfg, me).display().to_string(),
+            key_file: certs::key_path(cfg, me).display().to_string(),
+        };
+        // Made once here, so that a config that cannot be made fails at startup.
+        configs.make(None)?;
+        Ok(configs)
     }
-    let ca = certs::load_ca(cfg)?;
-    let id = certs::load_identity(cfg, me)?;
-    check_identity(cfg, me, &id, &ca, webpki::KeyUsage::server_auth())?;
-    let provider = provider();
-    let mut roots = RootCertStore::empty();
-    roots.add(ca).map_err(|e| format!("{}: not a usable CA certificate: {e}", certs::cert_path(cfg, "ca").display()))?;
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("cannot make the client certificate verifier: {e}"))?;
-    let mut names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
-    names.push(CTL_NAME.to_string());
-    let verifier = Arc::new(MeshClientVerifier { inner, names, file: cfg.file_label(), revoked });
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| format!("TLS 1.3 is not available: {e}"))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(id.chain, id.key)
-        .map_err(|e| format!("{}: cannot be used with {}: {e}", certs::key_path(cfg, me).display(), certs::cert_path(cfg, me).display()))?;
-    tls.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_CTL.to_vec()];
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("cannot make the QUIC server config: {e}"))?;
-    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    sc.transport_config(Arc::new(transport_config(cfg, false)));
-    Ok(sc)
+
+    /// A server config whose verifier writes why it refused a peer to `slot` (or logs
+    /// it with `tracing::warn!` when there is none).
+    pub fn make(&self, slot: Option<RefusalSlot>) -> Result<quinn::ServerConfig, String> {
+        let verifier = Arc::new(MeshClientVerifier {
+            inner: self.inner.clone(),
+            names: self.names.clone(),
+            file: self.file.clone(),
+            ca_file: self.ca_file.clone(),
+            revoked: self.revoked.clone(),
+            slot,
+        });
+        let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS 1.3 is not available: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.id.chain.clone(), self.id.key.clone_key())
+            .map_err(|e| format!("{}: cannot be used with {}: {e}", self.key_file, self.cert_file))?;
+        tls.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_CTL.to_vec()];
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("node {}: cannot make the QUIC server config: {e}", self.me))?;
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        sc.transport_config(self.transport.clone());
+        Ok(sc)
+    }
+}
+
+/// Why a certificate failed the cluster CA's checks, in an operator's words.
+fn cert_error_words(e: &rustls::Error, ca_file: &str) -> String {
+    use CertificateError as C;
+    let days = |t: &UnixTime, now: &UnixTime| now.as_secs().abs_diff(t.as_secs()).div_ceil(86_400);
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            format!("it is not signed by this cluster's CA ({ca_file}): a certificate of another cluster, or a self-signed one")
+        }
+        rustls::Error::InvalidCertificate(C::ExpiredContext { time, not_after }) => {
+            format!("it expired {} day(s) ago", days(not_after, time))
+        }
+        rustls::Error::InvalidCertificate(C::Expired) => "it has expired".into(),
+        rustls::Error::InvalidCertificate(C::NotValidYetContext { time, not_before }) => {
+            format!("it is not valid for another {} day(s)", days(not_before, time))
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet) => "it is not valid yet".into(),
+        rustls::Error::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
+            "it is not made for this use (extended key usage)".into()
+        }
+        rustls::Error::InvalidCertificate(C::BadEncoding) => "it cannot be read (bad encoding)".into(),
+        other => format!("it failed the cluster CA's checks ({other})"),
+    }
+}
+
+/// What a failed handshake means, in an operator's words, for a dialler (`peer` names
+/// who it dialled, `ours` what it presented: "this node's certificate"); `None` when
+/// `e` is not a refusal in the handshake.
+///
+/// A refusal by the other side comes as a TLS alert only (the refusing side keeps its
+/// reasons); a refusal by this side names what was wrong with the other's certificate.
+pub fn handshake_refusal(e: &quinn::ConnectionError, peer: &str, ours: &str) -> Option<String> {
+    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code)).then(|| (u64::from(code) - 0x100) as u8);
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            let alert = crypto(c.error_code)?;
+            let why = match alert {
+                48 | 51 => format!("{ours} is not signed by its CA: the two are of different clusters"),
+                45 => format!("{ours} has expired"),
+                44 => format!("{ours} is revoked"),
+                42 | 46 => format!("it does not take {ours} (not a name of its config, or revoked there)"),
+                116 => "it wants a certificate and got none".to_string(),
+                120 => "it offers none of the protocols asked for: another Tern version".to_string(),
+                _ => "the handshake failed".to_string(),
+            };
+            Some(format!("{peer} refused the connection in the TLS handshake (alert {alert}): {why}"))
+        }
+        quinn::ConnectionError::TransportError(t) => {
+            crypto(t.code)?;
+            let r = t.reason.as_str();
+            let why = if r.contains("UnknownIssuer") || r.contains("BadSignature") {
+                "its certificate is not signed by this cluster's CA: the two are of different clusters".to_string()
+            } else if r.contains("xpired") {
+                "its certificate has expired".to_string()
+            } else if r.contains("NotValidForName") || r.contains("not valid for name") {
+                format!("its certificate is not one for the name {peer}")
+            } else if r.contains("application protocol") {
+                "it offers none of the protocols asked for: another Tern version".to_string()
+            } else {
+                format!("the handshake failed: {r}")
+            };
+            Some(format!("refused the connection to {peer} in the TLS handshake: {why}"))
+        }
+        _ => None,
+    }
 }
 
 /// The client side for `me` (a node, or `ctl` for the operator) offering only `alpn`:
@@ -273,9 +398,29 @@ struct MeshClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     /// The node names accepted (control names are accepted by their form).
     names: Vec<String>,
-    /// The config file, for messages.
+    /// The config file and the CA's, for messages.
     file: String,
+    ca_file: String,
     revoked: Revoked,
+    /// Where to say why a peer is refused (else `tracing::warn!`).
+    slot: Option<RefusalSlot>,
+}
+
+impl MeshClientVerifier {
+    /// Says why the certificate (that claims `name`, if it names one) is refused, and
+    /// returns the error the handshake fails with: the peer learns only its alert.
+    fn refuse(&self, claims: Option<&str>, why: String, e: rustls::Error) -> rustls::Error {
+        let who = match claims {
+            Some(name) => format!("certificate {name:?}"),
+            None => "certificate".to_string(),
+        };
+        let text = format!("{who}: {why}");
+        match &self.slot {
+            Some(slot) => *slot.lock() = Some(text),
+            None => tracing::warn!("refused peer: {text}"),
+        }
+        e
+    }
 }
 
 impl ClientCertVerifier for MeshClientVerifier {
@@ -297,32 +442,33 @@ impl ClientCertVerifier for MeshClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
-            tracing::warn!("refused peer: {e}");
-            return Err(e);
-        }
         let names = dns_names(end_entity).unwrap_or_default();
-        let refuse = |why: String| {
-            tracing::warn!("refused peer: {why}");
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+        let claims = match names.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
         };
+        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+            let why = cert_error_words(&e, &self.ca_file);
+            return Err(self.refuse(claims, why, e));
+        }
+        let not_valid = || rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
         let name = match names.as_slice() {
             [one] => one,
-            [] => return refuse("certificate has no DNS name".into()),
-            many => return refuse(format!("certificate has several DNS names ({})", many.join(", "))),
+            [] => return Err(self.refuse(None, "it has no DNS name".into(), not_valid())),
+            many => return Err(self.refuse(None, format!("it has several DNS names ({})", many.join(", ")), not_valid())),
         };
         if !self.names.iter().any(|n| n == name) && control_role(name).is_none() {
-            return refuse(format!("certificate name {name:?} is not a node of {}", self.file));
+            return Err(self.refuse(claims, format!("{name:?} is not a node of {}", self.file), not_valid()));
         }
         if self.revoked.read().iter().any(|r| r == name) {
-            return refuse(format!("certificate {name:?} is revoked ([security] revoked in {})", self.file));
+            return Err(self.refuse(claims, format!("it is revoked ([security] revoked in {})", self.file), not_valid()));
         }
         // The name as webpki matches it (not only as listed).
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         let server_name =
             ServerName::try_from(name.as_str()).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         if rustls::client::verify_server_name(&parsed, &server_name).is_err() {
-            return refuse(format!("certificate is not valid for its name {name:?}"));
+            return Err(self.refuse(claims, format!("it is not valid for its name {name:?}"), not_valid()));
         }
         Ok(ClientCertVerified::assertion())
     }

@@ -736,11 +736,12 @@ fn a_certificate_revoked_in_the_config_is_cut_off_while_the_node_runs() {
     assert!(wait_until(Duration::from_secs(15), || olive.call(&CtlRequest::Nodes).is_err()), "olive's connection is still served");
     let again = run(&["ctl", "--config", cfg, "--as", "olive.observer", "nodes"], "", T);
     assert_ne!(again.code, Some(0), "{again:?}");
-    assert!(again.stderr.contains("node a refused this certificate in the handshake"), "{again:?}");
+    assert!(again.stderr.contains("node a refused the connection in the TLS handshake"), "{again:?}");
     assert_eq!(run(&["ctl", "--config", cfg, "nodes"], "", T).code, Some(0));
     let node_log = std::fs::read_to_string(&log).unwrap();
     assert!(node_log.contains("revoked certificates now: olive.observer"), "{node_log}");
     assert!(node_log.contains("closing olive.observer's operator connection: its certificate is revoked"), "{node_log}");
+    assert!(node_log.contains(r#": certificate "olive.observer": it is revoked ([security] revoked in"#), "{node_log}");
     assert!(!node_log.contains("BEGIN"), "no key or certificate material in the log");
 
     // Taken off the list: let in again.
@@ -750,4 +751,55 @@ fn a_certificate_revoked_in_the_config_is_cut_off_while_the_node_runs() {
         "olive is not let in again: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// A refused connection is logged on both sides, in words, once per address per
+/// interval with a count: node b revokes node a, which dials it again and again; a
+/// `tern ctl` of another cluster is refused by node a.
+#[test]
+fn refusals_are_logged_on_both_sides_once_per_interval_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    loopback_mesh(dir.path(), 2, "").unwrap();
+    let config = dir.path().join("mesh.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let b_config = dir.path().join("b.toml");
+    std::fs::write(&b_config, format!("{text}\n[security]\nrevoked = [\"a\"]\n")).unwrap();
+    let (_b, b_log) = node_up(&b_config, "b");
+    let t0 = Instant::now();
+    let (_a, a_log) = node_up(&config, "a");
+
+    // Another cluster's certificates, for the same nodes.
+    let other = tempfile::tempdir().unwrap();
+    let other_config = other.path().join("mesh.toml");
+    std::fs::write(&other_config, &text).unwrap();
+    assert_eq!(run(&["cluster", "init", "--config", path(&other_config)], "", T).code, Some(0));
+    for _ in 0..3 {
+        let out = run(&["ctl", "--config", path(&other_config), "--node", "a", "nodes"], "", T);
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("refused the connection to the node in the TLS handshake: its certificate is not signed by this cluster's CA"),
+            "{out:?}"
+        );
+    }
+
+    // Past one interval (10 s) of a's dialling.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
+    let lines = |log: &Path, what: &str| -> Vec<String> {
+        std::fs::read_to_string(log).unwrap().lines().filter(|l| l.contains(what)).map(str::to_string).collect()
+    };
+    let b_said = lines(&b_log, r#": certificate "a": it is revoked ([security] revoked in"#);
+    assert!(b_said.iter().all(|l| l.starts_with("refused a connection from 127.0.0.1:")), "{b_said:#?}");
+    assert!((1..=2).contains(&b_said.len()), "b logs each refusal: {b_said:#?}");
+    assert!(b_said.iter().any(|l| l.contains("more from 127.0.0.1 in the")), "b counts the refusals between: {b_said:#?}");
+    let a_said = lines(&a_log, "refused the connection in the TLS handshake (alert 42): it does not take this node's certificate");
+    assert!((1..=2).contains(&a_said.len()), "a logs each refusal: {}", std::fs::read_to_string(&a_log).unwrap());
+    assert!(a_said[0].starts_with("node b at 127.0.0.1:"), "{a_said:#?}");
+    assert!(a_said.iter().any(|l| l.contains("so far)")), "a counts them: {a_said:#?}");
+    let a_refused = lines(&a_log, "): this node's certificate is not signed by its CA: the two are of different clusters");
+    assert_eq!(a_refused.len(), 1, "the other cluster's three tries, logged once: {a_refused:#?}");
+    assert!(a_refused[0].starts_with("the peer at 127.0.0.1:"), "{a_refused:#?}");
+    for log in [&a_log, &b_log] {
+        assert!(!std::fs::read_to_string(log).unwrap().contains("BEGIN"), "no key or certificate material in the log");
+    }
 }

@@ -255,7 +255,18 @@ fn refused_client_cert_from_another_ca() {
         let (_dir, cfg) = cluster();
         let (_ep, addr, mut rx) = serve(&cfg, "a");
         let cc = manual_client(certs::load_ca(&cfg).unwrap(), Some(foreign_ca_cert("b")));
-        assert_refused(dial(cc, addr, "a").await, &mut rx).await;
+        let client = dial(cc, addr, "a").await;
+        let seen = match &client {
+            Ok(conn) => conn.closed().await,
+            Err(e) => e.clone(),
+        };
+        assert_refused(client, &mut rx).await;
+        // The server says who and why; the client is told the TLS alert only.
+        let log = logged();
+        assert!(log.contains(r#"refused peer: certificate "b": it is not signed by this cluster's CA"#), "{log}");
+        let words = tls::handshake_refusal(&seen, "node a", "this certificate").expect("a refusal in the handshake");
+        assert!(words.contains("node a refused the connection in the TLS handshake"), "{words}");
+        assert!(!words.contains("mesh.toml") && !words.contains("ca.pem"), "the refusing side's reasons stay there: {words}");
     });
 }
 
@@ -268,6 +279,8 @@ fn refused_self_signed_client_cert() {
         let cert = leaf_params("b").self_signed(&key).unwrap();
         let cc = manual_client(certs::load_ca(&cfg).unwrap(), Some((vec![cert.der().clone()], der_key(&key))));
         assert_refused(dial(cc, addr, "a").await, &mut rx).await;
+        let log = logged();
+        assert!(log.contains(r#"refused peer: certificate "b": it is not signed by this cluster's CA"#), "{log}");
     });
 }
 
@@ -282,7 +295,7 @@ fn refused_expired_client_cert_from_the_cluster_ca() {
         let cc = manual_client(certs::load_ca(&cfg).unwrap(), Some((b.chain, b.key)));
         assert_refused(dial(cc, addr, "a").await, &mut rx).await;
         let log = logged();
-        assert!(log.contains("refused peer: invalid peer certificate: certificate expired"), "{log}");
+        assert!(log.contains(r#"refused peer: certificate "b": it expired 1 day(s) ago"#), "{log}");
         // Its own node would not start with it either.
         let e = tls::client_config(&cfg, "b", ALPN_MESH).unwrap_err();
         assert!(e.to_lowercase().contains("expired"), "{e}");
@@ -309,7 +322,7 @@ fn refused_cluster_cert_whose_name_is_not_a_node() {
         let cc = manual_client(certs::load_ca(&cfg).unwrap(), Some((zed.chain, zed.key)));
         assert_refused(dial(cc, addr, "a").await, &mut rx).await;
         let log = logged();
-        assert!(log.contains(r#"refused peer: certificate name "zed" is not a node of mesh.toml"#), "{log}");
+        assert!(log.contains(r#"refused peer: certificate "zed": "zed" is not a node of mesh.toml"#), "{log}");
         // Not usable through client_config either.
         let e = tls::client_config(&cfg, "zed", ALPN_MESH).unwrap_err();
         assert!(e.contains("neither a node"), "{e}");
@@ -325,6 +338,8 @@ fn client_refuses_server_cert_from_another_ca() {
         let client = dial(tls::client_config(&cfg, "b", ALPN_MESH).unwrap(), addr, "a").await;
         let e = client.expect_err("the client accepted a server from another CA");
         assert!(matches!(e, ConnectionError::TransportError(_)), "{e}");
+        let words = tls::handshake_refusal(&e, "node a", "this node's certificate").expect("a refusal in the handshake");
+        assert!(words.contains("its certificate is not signed by this cluster's CA"), "{words}");
         assert!(rx.recv().await.unwrap().is_err());
     });
 }
@@ -337,6 +352,8 @@ fn client_refuses_a_server_with_another_nodes_name() {
         // Dialing "b" but reaching a node whose certificate says "a".
         let e = dial(tls::client_config(&cfg, "node_3", ALPN_MESH).unwrap(), addr, "b").await.unwrap_err();
         assert!(matches!(e, ConnectionError::TransportError(_)), "{e}");
+        let words = tls::handshake_refusal(&e, "node b", "this node's certificate").expect("a refusal in the handshake");
+        assert!(words.contains("its certificate is not one for the name node b"), "{words}");
         assert!(rx.recv().await.unwrap().is_err());
     });
 }

@@ -437,7 +437,7 @@ impl MeshNode {
         });
         let _ = sh.rt.set(rt.handle().clone());
         let _ = sh.node.set(services::start_vm(&sh, opts.workers));
-        let _ = sh.endpoint.set(endpoint.clone());
+        let _ = sh.endpoint.set(endpoint.0.clone());
         let files = services::start_file_threads(&sh)?;
         let dispatcher = dispatch::start(&sh, files, from_peers)?;
         peers::start_tasks(&sh, &rt, endpoint, incoming);

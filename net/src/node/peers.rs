@@ -15,7 +15,7 @@ use crate::proto::session::{decode_packet, encode_packet, Event, Packet, Session
 use crate::proto::wire::{self, Frame, Load};
 use crate::tls;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,13 +82,14 @@ pub(super) fn endpoint(
     me: &NodeConf,
     rt: &tokio::runtime::Runtime,
     revoked: tls::Revoked,
-) -> Result<quinn::Endpoint, String> {
-    let server = tls::server_config_revoking(cfg, &me.name, revoked)?;
+) -> Result<(quinn::Endpoint, tls::ServerConfigs), String> {
+    let servers = tls::ServerConfigs::new(cfg, &me.name, revoked)?;
     let client = tls::client_config(cfg, &me.name, tls::ALPN_MESH)?;
     let _g = rt.enter();
-    let mut ep = quinn::Endpoint::server(server, me.addr).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
+    let mut ep = quinn::Endpoint::server(servers.make(None)?, me.addr)
+        .map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
     ep.set_default_client_config(client);
-    Ok(ep)
+    Ok((ep, servers))
 }
 
 /// A peer (with a new session: this incarnation's epoch) for every other node of the
@@ -135,7 +136,12 @@ pub(super) fn peers(cfg: &MeshConfig, me: &NodeConf) -> (BTreeMap<u16, Arc<Peer>
 
 /// Starts the peer tasks (and the dialling ones, toward peers with a higher id), the
 /// accept loop and the load reports.
-pub(super) fn start_tasks(sh: &Arc<Host>, rt: &tokio::runtime::Runtime, endpoint: quinn::Endpoint, incoming: BTreeMap<u16, Incoming>) {
+pub(super) fn start_tasks(
+    sh: &Arc<Host>,
+    rt: &tokio::runtime::Runtime,
+    (endpoint, servers): (quinn::Endpoint, tls::ServerConfigs),
+    incoming: BTreeMap<u16, Incoming>,
+) {
     for (id, rx) in incoming {
         let peer = sh.peers[&id].clone();
         rt.spawn(peer_task(sh.clone(), peer.clone(), rx));
@@ -143,7 +149,7 @@ pub(super) fn start_tasks(sh: &Arc<Host>, rt: &tokio::runtime::Runtime, endpoint
             rt.spawn(dial_task(sh.clone(), peer));
         }
     }
-    rt.spawn(accept_task(sh.clone(), endpoint));
+    rt.spawn(accept_task(sh.clone(), endpoint, servers));
     rt.spawn(watch_revoked(sh.clone()));
 }
 
@@ -225,6 +231,12 @@ const REFUSED: u32 = 3;
 /// How long a node waits before dialling again a peer that refused its connection.
 const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
+/// The peer refused this node's certificate in the TLS handshake of `conn`: why, in words.
+fn refused_in_handshake(peer: &Peer, conn: &quinn::Connection) -> Option<String> {
+    let reason = conn.close_reason()?;
+    tls::handshake_refusal(&reason, &format!("node {} at {}", peer.conf.name, peer.conf.addr), "this node's certificate")
+}
+
 /// Whether the peer closed `conn` as a second connection claiming to be this node.
 fn refused_by_peer(conn: &quinn::Connection) -> bool {
     matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(REFUSED))
@@ -246,6 +258,8 @@ fn dial_timeout(node_down_ms: u64) -> Duration {
 /// [`DIAL_RECHECK`] besides, in case a connection was lost without a word).
 async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(50);
+    // Handshakes refused (by either side), logged once per interval with a count.
+    let mut refusals = Refusals::default();
     let first = dial_timeout(sh.cfg.limits.node_down_ms);
     let mut timeout = first;
     while !sh.shutdown.load(Ordering::SeqCst) {
@@ -277,7 +291,18 @@ async fn dial_task(sh: Arc<Host>, peer: Arc<Peer>) {
                     let _ = peer.incoming.send((conn, Made::Dialled));
                     continue;
                 }
-                Ok(Err(e)) => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
+                Ok(Err(e)) => {
+                    match tls::handshake_refusal(&e, &format!("node {} at {}", peer.conf.name, peer.conf.addr), "this node's certificate") {
+                        Some(why) => {
+                            sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                            if let Some(so_far) = refusals.note() {
+                                tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "{why}{so_far}");
+                                sh.log(&format!("{why}{so_far}"));
+                            }
+                        }
+                        None => tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "cannot connect: {e}"),
+                    }
+                }
                 Err(_) => {
                     tracing::debug!(node = %sh.me.name, peer = %peer.conf.name, "connect timed out after {timeout:?}");
                     timeout = (timeout * 2).min(first.max(Duration::from_secs(5)));
@@ -297,25 +322,62 @@ const DIAL_RECHECK: Duration = Duration::from_secs(5);
 /// How long a dialling task waits after its connection was lost before dialling again.
 const LOST_PAUSE: Duration = Duration::from_millis(100);
 
-/// Accepts connections: peers' (handed to their peer task) and operators'.
-async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
+/// Accepts connections: peers' (handed to their peer task) and operators'. Each
+/// handshake gets a server config of its own, whose verifier says why it refused the
+/// peer; refusals are logged once per address per [`REFUSAL_LOG_EVERY`] with a count.
+async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint, servers: tls::ServerConfigs) {
+    let log = Arc::new(Mutex::new(RefusalLog::default()));
     while let Some(incoming) = ep.accept().await {
         let sh = sh.clone();
+        let log = log.clone();
+        let from = incoming.remote_address();
+        let slot = tls::RefusalSlot::default();
+        let connecting = match servers.make(Some(slot.clone())) {
+            Ok(sc) => incoming.accept_with(Arc::new(sc)),
+            Err(e) => {
+                tracing::warn!(node = %sh.me.name, "cannot make a server config: {e}");
+                incoming.refuse();
+                continue;
+            }
+        };
         tokio::spawn(async move {
-            let conn = match incoming.await {
+            // Logs a line about a refused connection from `from`, if one is due.
+            let say = move |sh: &Host, line: String| {
+                sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(line) = log.lock().note(from.ip(), line, Instant::now()) {
+                    tracing::warn!(node = %sh.me.name, "{line}");
+                    sh.log(&line);
+                }
+            };
+            let refuse = |sh: &Host, why: &str| say(sh, format!("refused a connection from {from}: {why}"));
+            let conn = match connecting {
+                Ok(connecting) => connecting.await,
+                Err(e) => Err(e),
+            };
+            let conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
-                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %sh.me.name, "refused a connection: {e}");
-                    sh.log(&format!("refused a connection: {e}"));
+                    let text = e.to_string();
+                    match slot.lock().take() {
+                        // This node's verifier refused the peer's certificate.
+                        Some(why) => refuse(&sh, &why),
+                        None => match tls::handshake_refusal(&e, &format!("the peer at {from}"), "this node's certificate") {
+                            // The peer refused this node's certificate.
+                            Some(line) if matches!(e, quinn::ConnectionError::ConnectionClosed(_)) => say(&sh, line),
+                            _ if text.contains("no certificates") => refuse(&sh, "it presented no certificate"),
+                            _ if text.contains("application protocol") => {
+                                refuse(&sh, "it offered none of this node's protocols (another Tern version?)")
+                            }
+                            _ => refuse(&sh, &format!("the handshake failed: {text}")),
+                        },
+                    }
                     return;
                 }
             };
             match tls::identify_peer(&sh.cfg, &conn) {
                 // Revoked while its handshake was on the way.
                 Ok(tls::Peer::Ctl { name, .. } | tls::Peer::Node { name, .. }) if sh.is_revoked(&name) => {
-                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    sh.log(&format!("refused {name}: its certificate is revoked"));
+                    refuse(&sh, &format!("certificate {name:?}: it is revoked"));
                     conn.close(REVOKED.into(), b"certificate revoked");
                 }
                 Ok(tls::Peer::Node { id, name }) => match sh.peers.get(&id) {
@@ -324,8 +386,7 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                         let _ = peer.incoming.send((conn, Made::Accepted));
                     }
                     _ => {
-                        sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                        sh.log(&format!("refused a connection from {name}: that is this node's own name"));
+                        refuse(&sh, &format!("certificate {name:?}: that is this node's own name"));
                         conn.close(1u32.into(), b"not a peer");
                     }
                 },
@@ -341,15 +402,12 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint) {
                         sh.operator_left(id);
                     }
                     None => {
-                        sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                        sh.log("refused an operator connection: this node serves no operators");
+                        refuse(&sh, &format!("certificate {name:?}: this node serves no operators"));
                         conn.close(1u32.into(), b"no operators");
                     }
                 },
                 Err(why) => {
-                    sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %sh.me.name, "refused peer: {why}");
-                    sh.log(&format!("refused peer: {why}"));
+                    refuse(&sh, &why);
                     conn.close(1u32.into(), b"refused");
                 }
             }
@@ -432,6 +490,51 @@ pub(super) enum Made {
     Accepted,
 }
 
+/// How often refusals from one address are logged (the ones between are counted).
+pub(super) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Addresses whose refusals [`RefusalLog`] keeps count of; past it, the one logged
+/// longest ago is forgotten (its next refusal is logged at once: a line more, never a
+/// refusal unsaid).
+const REFUSAL_ADDRESSES: usize = 1024;
+
+/// The accepting side's refusals, by the peer's IP address (a dialler's port changes
+/// from one attempt to the next): the first is logged, then at most one line per
+/// [`REFUSAL_LOG_EVERY`] with the number refused since.
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    by_addr: HashMap<std::net::IpAddr, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    /// Counts a refused connection from `from`, of which `line` says who and why; the
+    /// line to log, if one is due.
+    pub(super) fn note(&mut self, from: std::net::IpAddr, line: String, now: Instant) -> Option<String> {
+        if let Some((logged, unsaid)) = self.by_addr.get_mut(&from) {
+            if now.duration_since(*logged) < REFUSAL_LOG_EVERY {
+                *unsaid += 1;
+                return None;
+            }
+            let more = std::mem::take(unsaid);
+            let since = now.duration_since(*logged).as_secs();
+            *logged = now;
+            return Some(if more > 0 { format!("{line} ({more} more from {from} in the {since} s before this)") } else { line });
+        }
+        if self.by_addr.len() >= REFUSAL_ADDRESSES {
+            if let Some(oldest) = self.by_addr.iter().min_by_key(|(_, (t, _))| *t).map(|(a, _)| *a) {
+                self.by_addr.remove(&oldest);
+            }
+        }
+        self.by_addr.insert(from, (now, 0));
+        Some(line)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
 /// Connections refused (by this node or by the peer), logged at most every 10 s.
 #[derive(Default)]
 struct Refusals {
@@ -484,6 +587,9 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
     // Connections refused by this node, and by the peer.
     let mut refusing = Refusals::default();
     let mut refused = Refusals::default();
+    // This node's connections the peer refused in the TLS handshake (with TLS 1.3 the
+    // dialler's side of a handshake is done before the peer checks its certificate).
+    let mut in_handshake = Refusals::default();
     // Since when the peer is down with the connection still open, and the datagrams
     // the connection had received then.
     let mut down_since: Option<(Instant, u64)> = None;
@@ -606,7 +712,13 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                         peer.session.lock().connected(sh.now_us());
                     }
                     Err(e) => {
-                        if refused_by_peer(&conn) {
+                        if let Some(words) = refused_in_handshake(&peer, &conn) {
+                            sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                            peer.refused.store(true, Ordering::SeqCst);
+                            if let Some(so_far) = in_handshake.note() {
+                                sh.log(&format!("{words}{so_far}"));
+                            }
+                        } else if refused_by_peer(&conn) {
                             peer.refused.store(true, Ordering::SeqCst);
                             if let Some(so_far) = refused.note() {
                                 sh.log(&refused_text(&sh, &peer, &so_far));
@@ -627,7 +739,13 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
                             }
-                            if link.as_ref().is_some_and(|l| refused_by_peer(&l.conn)) {
+                            if let Some(words) = link.as_ref().and_then(|l| refused_in_handshake(&peer, &l.conn)) {
+                                sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                                peer.refused.store(true, Ordering::SeqCst);
+                                if let Some(so_far) = in_handshake.note() {
+                                    sh.log(&format!("{words}{so_far}"));
+                                }
+                            } else if link.as_ref().is_some_and(|l| refused_by_peer(&l.conn)) {
                                 peer.refused.store(true, Ordering::SeqCst);
                                 if let Some(so_far) = refused.note() {
                                     sh.log(&refused_text(&sh, &peer, &so_far));
@@ -724,5 +842,41 @@ fn handle_event(sh: &Arc<Host>, peer: &Arc<Peer>, e: Event) {
             sh.mig.peer_gone(peer.conf.id, true);
             let _ = sh.to_dispatch.send(Inbound::PeerRestarted(peer.conf.id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_per_address_per_interval_with_a_count() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(log.note(a, "refused a".into(), t0).as_deref(), Some("refused a"));
+        assert_eq!(log.note(b, "refused b".into(), t0).as_deref(), Some("refused b"), "another address has its own line");
+        for i in 1..=5 {
+            assert_eq!(log.note(a, "refused a".into(), t0 + Duration::from_secs(i)), None);
+        }
+        let line = log.note(a, "refused a".into(), t0 + REFUSAL_LOG_EVERY + Duration::from_secs(1)).unwrap();
+        assert_eq!(line, "refused a (5 more from 127.0.0.1 in the 11 s before this)");
+        // Nothing refused in between: the next line, when due, has no count.
+        let later = t0 + 3 * REFUSAL_LOG_EVERY;
+        assert_eq!(log.note(a, "refused a".into(), later).as_deref(), Some("refused a"));
+    }
+
+    #[test]
+    fn the_refusal_log_keeps_a_bounded_number_of_addresses() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        for i in 0..(REFUSAL_ADDRESSES as u32 + 100) {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(log.note(ip, "x".into(), t0 + Duration::from_millis(u64::from(i))).is_some());
+        }
+        assert_eq!(log.len(), REFUSAL_ADDRESSES);
+        // The first address was forgotten: its next refusal is logged at once.
+        assert!(log.note(std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000)), "x".into(), t0 + Duration::from_secs(2)).is_some());
     }
 }

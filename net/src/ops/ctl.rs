@@ -627,14 +627,14 @@ async fn connect_one(
     }
 }
 
-/// A QUIC connection error as one of the reasons [`Unreachable`] tells apart.
+/// A QUIC connection error as one of the reasons [`Unreachable`] tells apart; a refusal
+/// in the TLS handshake in words (`tls::handshake_refusal`).
 fn classify(e: &quinn::ConnectionError) -> Unreachable {
-    // TLS alerts are the transport error codes 0x100 to 0x1ff (RFC 9001, 4.8).
-    let crypto = |code: u64| (0x100..0x200).contains(&code);
+    if let Some(words) = tls::handshake_refusal(e, "the node", "this command's certificate") {
+        return Unreachable::Tls(words);
+    }
     match e {
         quinn::ConnectionError::TimedOut => Unreachable::NoAnswer,
-        quinn::ConnectionError::TransportError(t) if crypto(u64::from(t.code)) => Unreachable::Tls(e.to_string()),
-        quinn::ConnectionError::ConnectionClosed(c) if crypto(u64::from(c.error_code)) => Unreachable::Tls(e.to_string()),
         _ => Unreachable::Refused(e.to_string()),
     }
 }
@@ -658,7 +658,7 @@ fn unreachable_text(
 ) -> String {
     let reason = |u: &Unreachable| match u {
         Unreachable::NoAnswer => format!("no answer within {}", seconds_text(timeout)),
-        Unreachable::Tls(e) => format!("TLS handshake failed ({e})"),
+        Unreachable::Tls(e) => e.clone(),
         Unreachable::Refused(e) => format!("refused ({e})"),
     };
     let config = cfg.file_label();
@@ -759,22 +759,18 @@ impl CtlClient {
     /// certificate in the handshake (a TLS alert: not signed by the cluster's CA, not a
     /// name it takes, revoked) or closed it afterwards with a reason.
     fn explain(&self, e: String) -> String {
-        let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-        match self.conn.close_reason() {
-            Some(quinn::ConnectionError::TransportError(t)) if crypto(t.code) => self.refused(&t.to_string()),
-            Some(quinn::ConnectionError::ConnectionClosed(c)) if crypto(c.error_code) => self.refused(&c.to_string()),
+        let reason = self.conn.close_reason();
+        if let Some(words) =
+            reason.as_ref().and_then(|r| crate::tls::handshake_refusal(r, &format!("node {}", self.node), "this certificate"))
+        {
+            return words;
+        }
+        match reason {
             Some(quinn::ConnectionError::ApplicationClosed(c)) if !c.reason.is_empty() => {
                 format!("node {} closed the connection: {}", self.node, String::from_utf8_lossy(&c.reason))
             }
             _ => e,
         }
-    }
-
-    fn refused(&self, what: &str) -> String {
-        format!(
-            "node {} refused this certificate in the handshake ({what}): it is not one the node takes (revoked, or not a name of its config)",
-            self.node
-        )
     }
 
     /// From now on Ctrl-C (SIGINT) no longer ends this OS process: it is seen by
