@@ -25,6 +25,13 @@ pub const MAX_WORKERS: usize = 1024;
 
 /// The most pages `[mesh] readahead` may keep asked for ahead of a fault.
 pub const MAX_READAHEAD: u32 = 4096;
+/// The most `limits.migrations_in` and `limits.migrations_out` can be: each migration
+/// runs on a thread of its own.
+pub const MAX_MIGRATIONS: u64 = 1024;
+/// The most `limits.files` can be (a process's file numbers are `u32`).
+pub const MAX_FILES: u64 = 1 << 20;
+/// The most a count limit (`processes`, `mailbox_messages`, `spawns_per_peer_s`) can be.
+pub const MAX_COUNT: u64 = 1 << 40;
 
 /// The largest JIT code cache a node may ask for (`jit.cache_bytes`, and
 /// `tern run --jit-cache-mib`): 16 GiB.
@@ -81,6 +88,19 @@ pub struct Limits {
     pub frame_bytes: u64,
     /// Heap limit per process.
     pub heap_bytes: u64,
+    /// Queued messages per process.
+    pub mailbox_messages: u64,
+    /// Files a process may have open at once.
+    pub files: u64,
+    /// Processes per node (spawned there or migrated there).
+    pub processes: u64,
+    /// Migrations a node runs at once as their source.
+    pub migrations_out: u64,
+    /// Migrations a node runs at once as their destination.
+    pub migrations_in: u64,
+    /// Spawn requests a node carries out per second from each peer (programs'
+    /// `spawn_on`, operators' `spawn --on` relayed); more are refused.
+    pub spawns_per_peer_s: u64,
     /// Interval between probes of a watched peer (a node watches its next peer up
     /// in the ring of node ids; idle pairs send nothing).
     pub heartbeat_ms: u64,
@@ -108,6 +128,12 @@ impl Default for Limits {
             message_bytes: 16 << 20,
             frame_bytes: 32 << 20,
             heap_bytes: 256 << 20,
+            mailbox_messages: 1 << 20,
+            files: 1024,
+            processes: 4 << 20,
+            migrations_out: 32,
+            migrations_in: 32,
+            spawns_per_peer_s: 10_000,
             heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
@@ -421,12 +447,30 @@ impl MeshConfig {
             ("limits.message_bytes", l.message_bytes),
             ("limits.frame_bytes", l.frame_bytes),
             ("limits.heap_bytes", l.heap_bytes),
+            ("limits.mailbox_messages", l.mailbox_messages),
+            ("limits.files", l.files),
+            ("limits.processes", l.processes),
+            ("limits.migrations_out", l.migrations_out),
+            ("limits.migrations_in", l.migrations_in),
+            ("limits.spawns_per_peer_s", l.spawns_per_peer_s),
             ("limits.heartbeat_ms", l.heartbeat_ms),
             ("limits.node_down_ms", l.node_down_ms),
             ("limits.source_down_ms", l.source_down_ms()),
         ] {
             if v == 0 {
                 return Err(err(key, "must be at least 1".into()));
+            }
+        }
+        for (key, v, max) in [
+            ("limits.mailbox_messages", l.mailbox_messages, MAX_COUNT),
+            ("limits.files", l.files, MAX_FILES),
+            ("limits.processes", l.processes, MAX_COUNT),
+            ("limits.migrations_out", l.migrations_out, MAX_MIGRATIONS),
+            ("limits.migrations_in", l.migrations_in, MAX_MIGRATIONS),
+            ("limits.spawns_per_peer_s", l.spawns_per_peer_s, MAX_COUNT),
+        ] {
+            if v > max {
+                return Err(err(key, format!("{v} is more than {max}, the most it can be")));
             }
         }
         if l.message_bytes > l.mailbox_bytes {
@@ -706,6 +750,7 @@ heap_bytes = 1048576
 heartbeat_ms = 100
 node_down_ms = 1000
 source_down_ms = 3000
+files = 16
 
 [policy]
 mode = "balance"
@@ -770,6 +815,8 @@ addr = "127.0.0.1:7403"
                 heartbeat_ms: 100,
                 node_down_ms: 1000,
                 source_down_ms: Some(3000),
+                files: 16,
+                ..Limits::default()
             }
         );
         assert_eq!(
@@ -899,6 +946,9 @@ addr = "127.0.0.1:7403"
             ("[limits]\nsource_down_ms = 0\n", "limits.source_down_ms"),
             ("[limits]\nmessage_bytes = 100000000\n", "limits.message_bytes"),
             ("[limits]\nheap_bytes = 100\n", "limits.heap_bytes"),
+            ("[limits]\nprocesses = 0\n", "limits.processes"),
+            ("[limits]\nmigrations_in = 5000\n", "limits.migrations_in"),
+            ("[limits]\nfiles = 0\n", "limits.files"),
             ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 9223372036854775807\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 34359738369\n", "limits.heap_bytes"),

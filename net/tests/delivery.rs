@@ -544,7 +544,7 @@ println(recv());
     assert!(refused > 0 && received[0] < sender[0], "some were refused: {text}");
     assert_eq!(received[0] + refused, sender[0], "every message sent arrived or was refused: {text}");
     assert_eq!(reported, refused, "the sender's node was told of each: {text}");
-    assert!(text.contains("last send: not sent: an earlier message from this process was lost (to <pid 1.2>: the mailbox of <pid 1.2> was full (its limit is 8 KiB of queued messages)"), "{text}");
+    assert!(text.contains("last send: not sent: an earlier message from this process was lost (to <pid 1.2>: the mailbox of <pid 1.2> was full (its limits are 1048576 messages and 8 KiB of queued messages"), "{text}");
 }
 
 /// A send the link refuses takes nothing away: the receive end it carried stays with

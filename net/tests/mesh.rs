@@ -585,3 +585,61 @@ fn shutting_down_a_node_whose_processes_are_sending_does_not_panic() {
         assert!(panics.is_empty(), "round {round}: threads of node b panicked when it was stopped:\n{}", panics.join("\n"));
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Limits of a node: spawns per peer per second, processes (spawned or migrated there)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_node_refuses_spawns_from_a_peer_past_its_rate_with_a_clear_error() {
+    let mesh = TestMesh::start_with(2, "spawns_per_peer_s = 5\n");
+    let out = mesh.run_ok(
+        "a",
+        "spawn_rate.tern",
+        r#"
+fn idle() { sleep(10); }
+let ok = 0;
+let refused = 0;
+let why = "";
+let i = 0;
+while i < 40 {
+    try { spawn_on("b", idle); ok += 1; } catch e { refused += 1; why = e; }
+    i += 1;
+}
+println("ok", ok, "refused", refused);
+println("why", why);
+"#,
+    );
+    let counts: Vec<u64> = out.lines().next().unwrap().split(' ').filter_map(|w| w.parse().ok()).collect();
+    // A second's worth at once, and what the bucket refills while the 40 go by.
+    assert!((5..=10).contains(&counts[0]) && counts[0] + counts[1] == 40, "{out}");
+    assert!(out.contains("why node b refused the spawn: node a asked for more than 5 a second ([limits] spawns_per_peer_s)"), "{out}");
+    assert!(mesh.node("b").stats().spawns_refused.load(Ordering::SeqCst) >= 30);
+}
+
+#[test]
+fn a_node_at_its_process_limit_refuses_spawns_and_migrations_to_it() {
+    let mesh = TestMesh::start_with(2, "processes = 2\n");
+    let mut run = mesh.run(
+        "a",
+        "process_limit.tern",
+        r#"
+fn idle() { recv(); }
+let b1 = spawn_on("b", idle);
+let b2 = spawn_on("b", idle);
+println("third on b:", try { spawn_on("b", idle); "spawned" } catch e { e });
+let x = spawn(idle);
+println("x", x);
+recv();
+"#,
+    );
+    let third = run.wait_line(&mesh, "third", |l| l.starts_with("third on b:"));
+    assert!(third.ends_with("node b runs 2 processes, its limit ([limits] processes = 2)"), "{third}");
+    let x = run.wait_line(&mesh, "x", |l| l.starts_with("x <pid"));
+    let x = mesh.all_procs().into_iter().map(|(_, p)| p).find(|p| x.contains(&tern_vm::value::name_text(*p))).expect("x runs");
+    let report = mesh.node("a").migrate(x, "b", None).unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(report.outcome.contains("destination refused: OverLimits (the process does not fit its limits"), "{report:?}");
+    assert!(mesh.wait_log("b", LONG, |l| l.contains("refused a migration from node a: node b runs 2 processes")), "{}", mesh.log_text());
+    assert_eq!(mesh.where_is(x).as_deref(), Some("a"), "x stays where it ran");
+}

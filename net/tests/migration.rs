@@ -1120,3 +1120,31 @@ fn a_destination_run_that_ends_late_leaves_a_newer_lazy_move_of_its_process_alon
     });
     m.node("b").node().send_to(pid, text_message("stop")).unwrap();
 }
+
+/// `[limits] migrations_out`: a node at its limit of migrations out refuses another
+/// at once, with the limit's name, and takes it again once one has ended.
+#[test]
+fn a_node_runs_at_most_its_number_of_migrations_out_at_once() {
+    // 1 MiB/s of migration traffic and a 4 MiB heap: a lazy move's push takes ~4 s.
+    let m = TestMesh::start_with(2, "migrations_out = 1\n[policy]\nbandwidth_mib_s = 1\n");
+    let src = "let data = array(512 * 1024, 1);\nprintln(\"ready\");\nrecv();\n";
+    let mut big = m.run("a", "big.tern", src);
+    big.wait_line(&m, "ready", |l| l == "ready");
+    let mut small = m.run("a", "small.tern", "println(\"ready\");\nrecv();\n");
+    small.wait_line(&m, "ready", |l| l == "ready");
+    let (big_pid, small_pid) = (big.pid, small.pid);
+    std::thread::scope(|s| {
+        let mover = s.spawn(|| m.node("a").migrate(big_pid, "b", Some(Mechanism::Lazy.into())));
+        assert!(wait_until(Duration::from_secs(20), || m.node("b").node().is_local(big_pid)), "on b\n{}", m.log_text());
+        assert!(m.node("a").migration_holds(big_pid), "the first migration is still pushing pages");
+        let e = m.node("a").migrate(small_pid, "b", None).unwrap_err();
+        assert_eq!(e, "too many migrations out of this node at once: at most 1 ([limits] migrations_out)");
+        let r = mover.join().expect("the mover").unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+        assert!(r.ok, "{r:?}");
+    });
+    let r = m.node("a").migrate(small_pid, "b", None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.ok, "once the first has ended, the next goes: {r:?}");
+    for pid in [big_pid, small_pid] {
+        m.node("b").node().send_to(pid, text_message("stop")).unwrap();
+    }
+}

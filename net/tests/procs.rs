@@ -2119,3 +2119,88 @@ fn moves_never_stall_a_node_with_one_worker() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Limits at their edge: mailbox length, open files, processes per node
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_mailbox_holds_at_most_its_number_of_messages() {
+    let fx = fixture(
+        "mailbox_count",
+        r#"
+fn idle() { println("Z ready"); sleep(60000); }
+fn main() {
+    let z = spawn(idle);
+    let n = 0;
+    let e = try { while n < 1000 { send(z, n); n += 1; } "no error" } catch e { e };
+    println("flood", n, e);
+}
+main();
+"#,
+        &[NodeConfig { mailbox_limit_messages: 10, ..node_config(0, 2) }],
+    );
+    let main = fx.start();
+    let (z, _) = fx.out.wait_prefix("Z ready");
+    let flood = fx.out.wait_prefix("flood").1;
+    assert!(flood.starts_with("flood 10 "), "exactly ten tiny messages fit: {flood}");
+    assert!(flood.contains(&format!("the mailbox of <pid {}> is full (its limits are 10 messages and", name_text(z))), "{flood}");
+    assert!(flood.contains("[limits] mailbox_messages"), "{flood}");
+    assert_eq!(fx.nodes[0].mailbox_size(z).map(|(count, _)| count), Some(10));
+    assert_eq!(fx.exit(main).reason, ExitReason::Normal);
+}
+
+#[test]
+fn a_process_has_at_most_its_number_of_open_files() {
+    let fx = fixture(
+        "files_limit",
+        r#"
+fn main() {
+    let a = open("a", "w");
+    let b = open("b", "w");
+    println("third", try { open("c", "w"); "opened" } catch e { e });
+    close(a);
+    let c = open("c", "w");
+    println("after a close", "opened");
+}
+main();
+"#,
+        &[NodeConfig { max_files: 2, ..node_config(0, 2) }],
+    );
+    let main = fx.start();
+    let third = fx.out.wait_prefix("third").1;
+    assert_eq!(third, "third open: this process has 2 files open, its limit ([limits] files = 2)");
+    assert_eq!(fx.out.wait_prefix("after a close").1, "after a close opened");
+    assert_eq!(fx.exit(main).reason, ExitReason::Normal);
+}
+
+#[test]
+fn a_node_runs_at_most_its_number_of_processes() {
+    let fx = fixture(
+        "process_limit",
+        r#"
+fn idle() { let g = open("gate", "r"); read(g); }
+fn main() {
+    let n = 0;
+    let e = try { while n < 100 { spawn(idle); n += 1; } "no error" } catch e { e };
+    println("spawned", n, e);
+    let g = open("gate", "r");
+    read(g);
+    sleep(50);
+    println("again", try { spawn(idle); "spawned" } catch e { e });
+}
+main();
+"#,
+        &[NodeConfig { max_processes: 4, ..node_config(0, 2) }],
+    );
+    let main = fx.start();
+    let spawned = fx.out.wait_prefix("spawned").1;
+    // main and three children make four.
+    assert_eq!(spawned, "spawned 3 spawn: node n0 runs 4 processes, its limit ([limits] processes = 4)");
+    assert_eq!(fx.nodes[0].process_limit_reached().as_deref(), Some("node n0 runs 4 processes, its limit ([limits] processes = 4)"));
+    for _ in 0..4 {
+        fx.files.push("gate", "go");
+    }
+    assert_eq!(fx.out.wait_prefix("again").1, "again spawned");
+    assert_eq!(fx.exit(main).reason, ExitReason::Normal);
+}

@@ -13,6 +13,7 @@ use crate::proto::wire::{self, Answer, Frame, Query};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tern_vm::bytecode::{Module, ModuleHash};
 use tern_vm::node::{Node, Op};
 use tern_vm::runtime::Vm;
@@ -32,10 +33,42 @@ pub(super) fn start(
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
+/// Whether peer `from` may have one more spawn request carried out now (a token bucket
+/// per peer of `[limits] spawns_per_peer_s` tokens a second, holding a second's worth);
+/// if not, why (the request is answered with it).
+pub(super) fn spawn_allowed(sh: &Host, from: u16) -> Result<(), String> {
+    let rate = sh.cfg.limits.spawns_per_peer_s as f64;
+    let now = Instant::now();
+    {
+        let mut buckets = sh.spawn_buckets.lock();
+        let (filled, tokens) = buckets.entry(from).or_insert((now, rate));
+        *tokens = (*tokens + now.duration_since(*filled).as_secs_f64() * rate).min(rate);
+        *filled = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+    }
+    sh.stats.spawns_refused.fetch_add(1, Ordering::Relaxed);
+    Err(format!(
+        "node {} refused the spawn: node {} asked for more than {} a second ([limits] spawns_per_peer_s)",
+        sh.me.name,
+        sh.node_name(from),
+        sh.cfg.limits.spawns_per_peer_s
+    ))
+}
+
 /// Hands an op from peer `from` to the VM, unless it is about a process that has ended
-/// (see [`about_an_ended_process`]).
+/// (see [`about_an_ended_process`]) or is a spawn past the peer's rate (answered with
+/// an error).
 pub(super) fn receive_op(sh: &Host, from: u16, op: Op) {
     sh.stats.vm_ops_received.fetch_add(1, Ordering::Relaxed);
+    if let Op::Spawn { req, from: parent, .. } = op {
+        if let Err(why) = spawn_allowed(sh, from) {
+            let _ = sh.send_frame(from, &Frame::Vm(Op::Spawned { req, to: parent, result: Err(why) }));
+            return;
+        }
+    }
     if about_an_ended_process(sh.node(), from, &op) {
         tracing::debug!(node = %sh.me.name, "dropped an op from node {from} about a process that has ended: {op:?}");
         return;
@@ -220,7 +253,12 @@ impl Dispatcher {
                     let view = self.sh.policy_query(change.as_ref(), decisions);
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Policy(view) });
                 }
-                Query::SpawnMain { main, needs, console } => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
+                Query::SpawnMain { main, needs, console } => match spawn_allowed(&self.sh, from) {
+                    Ok(()) => return self.queue(from, needs, Work::SpawnMain { id, main, console }),
+                    Err(why) => {
+                        let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Spawned(Err(why)) });
+                    }
+                },
                 Query::Migrate { pid, to, how, hops } => {
                     // Runs for a while: on a thread of its own, one of a bounded number
                     // (a request refused for want of one is answered at once).
@@ -352,7 +390,10 @@ impl Dispatcher {
             Work::Op(op) => receive_op(&self.sh, from, op),
             Work::SpawnMain { id, main, console } => {
                 let r = if self.sh.accepting() {
-                    self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string())
+                    match self.sh.node().process_limit_reached() {
+                        Some(why) => Err(why),
+                        None => self.sh.node().spawn_main_on(main, console, false).map_err(|e| e.to_string()),
+                    }
                 } else {
                     Err(format!("node {0} is drained: it takes no new processes (tern ctl undrain {0})", self.sh.me().name))
                 };

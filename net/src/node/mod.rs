@@ -75,6 +75,8 @@ pub struct MeshStats {
     pub module_requests: AtomicU64,
     pub frames_rejected: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Spawn requests from peers refused for `[limits] spawns_per_peer_s`.
+    pub spawns_refused: AtomicU64,
     pub ops_received: AtomicU64,
     /// VM ops (messages, spawns, links, ...) received from other nodes.
     pub vm_ops_received: AtomicU64,
@@ -146,6 +148,9 @@ pub struct Host {
     mig: Migrations,
     /// The threads migrations may have at once.
     mig_slots: Slots,
+    /// Each peer's spawn requests (`dispatch::spawn_allowed`): when its bucket was last
+    /// filled, and the tokens left.
+    spawn_buckets: Mutex<BTreeMap<u16, (Instant, f64)>>,
     rt: OnceLock<tokio::runtime::Handle>,
     operators: Option<OperatorServer>,
     /// Certificate names refused now (the config's `[security] revoked`, read again
@@ -429,7 +434,8 @@ impl MeshNode {
             endpoint: OnceLock::new(),
             policy: policy::PolicyHost::new(me.id, cfg.policy, cfg.nodes.iter().map(|n| (n.id, n.name.clone()))),
             mig: Migrations::default(),
-            mig_slots: Slots::default(),
+            mig_slots: Slots::new(&cfg.limits),
+            spawn_buckets: Mutex::default(),
             rt: OnceLock::new(),
             operators: opts.operators.clone(),
             revoked,

@@ -32,6 +32,9 @@ pub(super) fn start_vm(sh: &Arc<Host>, workers: Option<usize>) -> Node {
         workers: workers.unwrap_or(me.workers).max(1),
         mailbox_limit_bytes: cfg.limits.mailbox_bytes as usize,
         message_limit_bytes: cfg.limits.message_bytes as usize,
+        mailbox_limit_messages: usize::try_from(cfg.limits.mailbox_messages).unwrap_or(usize::MAX),
+        max_processes: usize::try_from(cfg.limits.processes).unwrap_or(usize::MAX),
+        max_files: usize::try_from(cfg.limits.files).unwrap_or(usize::MAX),
         forwarding: cfg.forwarding,
         ..NodeConfig::default()
     };

@@ -454,6 +454,9 @@ fn spawn(
         return Err(format!("node {0} is drained: it takes no new processes (tern ctl undrain {0})", target.name));
     }
     if target.id == sh.me().id {
+        if let Some(why) = sh.node().process_limit_reached() {
+            return Err(why);
+        }
         let pid = sh.node().spawn_main_on(main, console, wait).map_err(|e| e.to_string())?;
         return Ok((pid, target.name));
     }

@@ -109,6 +109,20 @@ pub enum RefuseReason {
     NoRoom,
 }
 
+impl RefuseReason {
+    /// What it means, in words (the destination's log says more).
+    pub fn words(self) -> &'static str {
+        match self {
+            RefuseReason::OverLimits => {
+                "the process does not fit its limits: heap size, processes, or migrations in at once; its log says which"
+            }
+            RefuseReason::Busy => "it already runs or receives this process",
+            RefuseReason::BadImage => "the image or its pages could not be reinstated there",
+            RefuseReason::NoRoom => "it has no room for a load policy's move, or it is drained",
+        }
+    }
+}
+
 /// What the two sides and the partner nodes say to each other about one migration.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum MigMsg {
@@ -337,7 +351,7 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Refused(r) => write!(f, "destination refused: {r:?}"),
+            Failure::Refused(r) => write!(f, "destination refused: {r:?} ({})", r.words()),
             Failure::Timeout(w) => write!(f, "timed out waiting for {w}"),
             Failure::DestAborted => write!(f, "destination aborted"),
             Failure::SourceAborted => write!(f, "source aborted"),

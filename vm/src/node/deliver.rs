@@ -138,14 +138,25 @@ impl NodeInner {
         true
     }
 
+    /// Whether a mailbox has no room for a message of `bytes` more: past either limit
+    /// (`mailbox_limit_bytes`, `mailbox_limit_messages`).
+    pub(crate) fn mailbox_full(&self, mailbox: &super::slot::Mailbox, bytes: usize) -> bool {
+        mailbox.bytes + bytes > self.config.mailbox_limit_bytes || mailbox.count() >= self.config.mailbox_limit_messages
+    }
+
+    /// The mailbox limits, for messages.
+    pub(crate) fn mailbox_limits_text(&self) -> String {
+        format!(
+            "its limits are {} messages and {} of queued messages: [limits] mailbox_messages and mailbox_bytes",
+            self.config.mailbox_limit_messages,
+            bytes_text(self.config.mailbox_limit_bytes)
+        )
+    }
+
     /// What a sender is told when its message could not be queued.
     pub(crate) fn send_error(&self, e: &DeliverError) -> String {
         match e {
-            DeliverError::Full(p) => format!(
-                "the mailbox of <pid {}> is full (its limit is {} of queued messages)",
-                name_text(*p),
-                bytes_text(self.config.mailbox_limit_bytes)
-            ),
+            DeliverError::Full(p) => format!("the mailbox of <pid {}> is full ({})", name_text(*p), self.mailbox_limits_text()),
             DeliverError::Waiting(t) => format!("too many messages are waiting for {} to arrive here", what(*t)),
             DeliverError::Unreachable(why) => why.clone(),
             DeliverError::Unsettled(t) => format!(
@@ -274,7 +285,7 @@ impl NodeInner {
             if st.mailbox.queue(src).is_none() {
                 continue;
             }
-            if carried.is_empty() && from != SentBy::Notice && st.mailbox.bytes + bytes > self.config.mailbox_limit_bytes {
+            if carried.is_empty() && from != SentBy::Notice && self.mailbox_full(&st.mailbox, bytes) {
                 return Err(DeliverError::Full(pid));
             }
             // Its receiver waits in a plain `recv` for just this: the call completes here.

@@ -13,6 +13,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 impl NodeInner {
+    /// Why this node takes no more processes now, if it has `max_processes` already.
+    /// Checked before each start, so concurrent starts can pass it by at most the
+    /// number of threads starting processes at that moment.
+    pub(crate) fn process_limit_reached(&self) -> Option<String> {
+        let live = self.live.load(Ordering::SeqCst);
+        (live >= self.config.max_processes)
+            .then(|| format!("node {} runs {live} processes, its limit ([limits] processes = {})", self.name, self.config.max_processes))
+    }
+
     /// Ends a process with `reason` from outside (`kill`, a failed link). A waiting
     /// process is woken to end; a running one ends at its next safepoint; a frozen one
     /// when it is unfrozen, wherever that is.

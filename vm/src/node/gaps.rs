@@ -3,7 +3,7 @@
 //! missing for the gap timeout (the sweep the timer thread runs) and queueing, in order,
 //! what was held back behind them.
 
-use super::deliver::{bytes_text, what, DeliverError};
+use super::deliver::{what, DeliverError};
 use super::remote::Op;
 use super::slot::{Entry, Order, Source, Status, LOST};
 use super::{NodeInner, Origin, Pid, SentBy, Target, MAX_HELD};
@@ -15,11 +15,7 @@ impl NodeInner {
     /// Why a message was lost, for its sender.
     pub(crate) fn why_lost(&self, e: &DeliverError) -> String {
         match e {
-            DeliverError::Full(p) => format!(
-                "the mailbox of <pid {}> was full (its limit is {} of queued messages)",
-                name_text(*p),
-                bytes_text(self.config.mailbox_limit_bytes)
-            ),
+            DeliverError::Full(p) => format!("the mailbox of <pid {}> was full ({})", name_text(*p), self.mailbox_limits_text()),
             DeliverError::Waiting(t) => {
                 format!("more than {MAX_HELD} messages were waiting for {} to arrive at node {}", what(*t), self.name)
             }

@@ -122,8 +122,15 @@ pub struct NodeConfig {
     pub io_threads: usize,
     /// Queued-message bytes a process may have before sends to it fail.
     pub mailbox_limit_bytes: usize,
+    /// Queued messages a process may have before sends to it fail.
+    pub mailbox_limit_messages: usize,
     /// The largest message (its flattened size).
     pub message_limit_bytes: usize,
+    /// Processes this node runs at most: a spawn here (from here or from another
+    /// node) past it fails, and so does a migration to here.
+    pub max_processes: usize,
+    /// Files a process may have open at once.
+    pub max_files: usize,
     /// Keep a record of every process exit (tests); otherwise only of watched pids.
     pub record_exits: bool,
     /// How long a send waits for a target in the middle of a move (a receive end or a
@@ -155,7 +162,10 @@ impl Default for NodeConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             io_threads: 2,
             mailbox_limit_bytes: 64 << 20,
+            mailbox_limit_messages: 1 << 20,
             message_limit_bytes: 16 << 20,
+            max_processes: 4 << 20,
+            max_files: 1024,
             record_exits: false,
             settle_timeout: Duration::from_secs(10),
             gap_timeout: Duration::from_secs(30),
@@ -692,6 +702,12 @@ impl Node {
     /// Processes on this node that have not ended.
     pub fn live(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Why this node takes no more processes now (spawned or migrated here), if it is
+    /// at its limit (`max_processes`).
+    pub fn process_limit_reached(&self) -> Option<String> {
+        self.inner.process_limit_reached()
     }
 
     /// Reductions run on this node so far.

@@ -565,6 +565,9 @@ impl NodeInner {
 
     /// Starts a process another node asked for.
     pub(super) fn spawn_from(&self, spec: &SpawnSpec, carried: Vec<Carried>) -> Result<Pid, String> {
+        if let Some(why) = self.process_limit_reached() {
+            return Err(why);
+        }
         let pid = self.new_name();
         let p = Process::from_spec(spec, pid, &self.vm)?;
         let ends: Vec<(ChanId, VecDeque<Message>)> = carried.into_iter().map(|c| self.adopt_meta(c)).collect();

@@ -369,7 +369,7 @@ impl NodeInner {
             let full = msg.is_some()
                 && carried.is_empty()
                 && from != SentBy::Notice
-                && st.mailbox.bytes + st.order.seq.held_bytes_for(origin, seq) + size > self.config.mailbox_limit_bytes;
+                && self.mailbox_full(&st.mailbox, st.order.seq.held_bytes_for(origin, seq) + size);
             let with_ends = !carried.is_empty();
             for (c, q) in carried {
                 st.mailbox.bytes += q.iter().map(Message::approx_bytes).sum::<usize>();

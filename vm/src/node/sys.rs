@@ -388,6 +388,9 @@ fn spawn(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, c: Sy
         Ok(m) => m,
         Err(e) => return e.raise(proc),
     };
+    if let Some(why) = node.process_limit_reached() {
+        return err(proc, format!("spawn: {why}"));
+    }
     let child = node.new_name();
     let mut p = match Process::spawn(&proc, child, &msg, &env_globals, &env, &node.vm) {
         Ok(p) => p,
@@ -1173,6 +1176,11 @@ fn open(node: &NodeInner, pid: Pid, slot: &Arc<Slot>, mut proc: Box<Process>, c:
         },
         other => return err(proc, format!("open: the mode must be a string, not {}", other.a_type())),
     };
+    let open_now = proc.sys.files.iter().filter(|f| f.is_some()).count();
+    if open_now >= node.config.max_files {
+        let m = format!("open: this process has {open_now} files open, its limit ([limits] files = {})", node.config.max_files);
+        return err(proc, m);
+    }
     match proc.sys.take_io() {
         Some(IoResult::Opened) => {
             let entry = Some(OpenFile { name, mode, offset: 0 });

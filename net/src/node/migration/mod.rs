@@ -384,8 +384,6 @@ pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
     }
 }
 
-/// Most migration runs (source or destination, each an OS thread) at once on a node.
-pub(crate) const MAX_RUNS: usize = 64;
 /// Most threads at once on a node that wait for a migration on someone's behalf (a
 /// peer's `Query::Migrate`, a program's `migrate(pid, node)`, an operator's request for
 /// a process on another node).
@@ -398,10 +396,14 @@ pub(crate) const MAX_HOPS: u8 = 4;
 /// What a node's peers, programs and operators may have running at once for
 /// migrations: every thread a migration needs takes a [`Slot`] first, and none is
 /// started without one, so no number of requests makes a node start unbounded threads.
-#[derive(Default)]
+/// Migrations out and in have limits of their own (`[limits] migrations_out`,
+/// `migrations_in`), so that a node busy sending processes away can still take some.
 pub(crate) struct Slots {
-    runs: Arc<AtomicUsize>,
+    out: Arc<AtomicUsize>,
+    incoming: Arc<AtomicUsize>,
     waiting: Arc<AtomicUsize>,
+    max_out: usize,
+    max_in: usize,
 }
 
 /// One of the [`Slots`], given back when dropped.
@@ -413,22 +415,38 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Result<Slot, String> {
-    count
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
-        .map(|_| Slot(count.clone()))
-        .map_err(|_| format!("too many migrations in progress (at most {max} at once on a node)"))
+fn take_slot(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+    count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok().map(|_| Slot(count.clone()))
 }
 
 impl Slots {
-    /// A slot for a migration run (the thread of a source or a destination).
-    pub(crate) fn run(&self) -> Result<Slot, String> {
-        take_slot(&self.runs, MAX_RUNS)
+    pub(crate) fn new(limits: &crate::config::Limits) -> Slots {
+        let max = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Slots {
+            out: Arc::default(),
+            incoming: Arc::default(),
+            waiting: Arc::default(),
+            max_out: max(limits.migrations_out),
+            max_in: max(limits.migrations_in),
+        }
+    }
+
+    /// A slot for a migration's source (its thread).
+    pub(crate) fn outgoing(&self) -> Result<Slot, String> {
+        take_slot(&self.out, self.max_out)
+            .ok_or_else(|| format!("too many migrations out of this node at once: at most {} ([limits] migrations_out)", self.max_out))
+    }
+
+    /// A slot for a migration's destination (its thread).
+    pub(crate) fn incoming(&self) -> Result<Slot, String> {
+        take_slot(&self.incoming, self.max_in)
+            .ok_or_else(|| format!("too many migrations into this node at once: at most {} ([limits] migrations_in)", self.max_in))
     }
 
     /// A slot for a thread that waits for a migration on someone's behalf.
     pub(crate) fn waiter(&self) -> Result<Slot, String> {
         take_slot(&self.waiting, MAX_WAITING)
+            .ok_or_else(|| format!("too many migrations in progress (at most {MAX_WAITING} waited for at once on a node)"))
     }
 }
 
@@ -450,7 +468,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         return Err(format!("process {} is not on node {}", tern_vm::value::name_text(pid), sh.me.name));
     }
     let pids = movers(node, pid, how.group)?;
-    let slot = sh.mig_slots.run()?;
+    let slot = sh.mig_slots.outgoing()?;
     {
         let mut moving = sh.mig.moving.lock();
         if let Some(&busy) = pids.iter().find(|p| moving.contains(p)) {
@@ -591,7 +609,10 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                 MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
                     let mid = offer.mid();
                     let out = spawn_writer(&rt, send, 0);
-                    let slot = match sh.mig_slots.run() {
+                    let slot = match sh.mig_slots.incoming().and_then(|s| match sh.node().process_limit_reached() {
+                        Some(why) => Err(why),
+                        None => Ok(s),
+                    }) {
                         Ok(s) => s,
                         Err(e) => {
                             sh.log(&format!("refused a migration from node {}: {e}", sh.node_name(from)));
