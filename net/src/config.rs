@@ -101,6 +101,8 @@ pub struct Limits {
     /// Spawn requests a node carries out per second from each peer (programs'
     /// `spawn_on`, operators' `spawn --on` relayed); more are refused.
     pub spawns_per_peer_s: u64,
+    /// Bytes of messages a node holds for processes it is locating.
+    pub held_bytes: u64,
     /// Interval between probes of a watched peer (a node watches its next peer up
     /// in the ring of node ids; idle pairs send nothing).
     pub heartbeat_ms: u64,
@@ -134,6 +136,7 @@ impl Default for Limits {
             migrations_out: 32,
             migrations_in: 32,
             spawns_per_peer_s: 10_000,
+            held_bytes: 256 << 20,
             heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
@@ -453,6 +456,7 @@ impl MeshConfig {
             ("limits.migrations_out", l.migrations_out),
             ("limits.migrations_in", l.migrations_in),
             ("limits.spawns_per_peer_s", l.spawns_per_peer_s),
+            ("limits.held_bytes", l.held_bytes),
             ("limits.heartbeat_ms", l.heartbeat_ms),
             ("limits.node_down_ms", l.node_down_ms),
             ("limits.source_down_ms", l.source_down_ms()),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_net::runner::{compile_text, new_vm};
 use tern_vm::message::{Message, Val};
-use tern_vm::node::{Deliver, Forwarding, Node, Op, Origin, Pid, SentBy, Target};
+use tern_vm::node::{Deliver, Forwarding, Node, NodeConfig, Op, Origin, Pid, SentBy, Target};
 use tern_vm::runtime::Vm;
 use tern_vm::value::name_node;
 use tern_vm::VmConfig;
@@ -767,6 +767,38 @@ fn origin_site_goes_through_the_birth_node_and_fails_clearly_without_it() {
     // The worker is not affected: a message from n3 itself (its own node) gets there.
     assert_eq!(ns[2].send_to(w, int(5)), Ok(true));
     out.line("got 5 on n3");
+    for n in ns {
+        n.stop();
+    }
+}
+
+/// `[limits] held_bytes`: the messages a node holds while it locates their process are
+/// bounded in bytes; past it a message is lost (its sender told: here, from outside any
+/// process, counted and logged), and the bytes are given back once the process is found.
+#[test]
+fn a_node_holds_at_most_its_bytes_of_messages_waiting_for_a_located_process() {
+    let (vm, main_module) = loaded(VmConfig::default(), "echo.tern", ECHO);
+    let out = Arc::new(Out::default());
+    let (ns, net) = inproc::nodes(4, vm, out.clone(), None, |c| NodeConfig { held_limit_bytes: 8 << 10, ..c });
+    ns[0].spawn_main(main_module).unwrap();
+    let w = worker_pid(&out);
+    move_process_by(&ns, w, 1, 2, true, Forwarding::Resend);
+    // No answer reaches n3 while it locates the worker.
+    *net.filter.lock() = Some(Box::new(|_, to, op| to == 3 && matches!(op, Op::Located { .. })));
+    let text = |i: usize| Message { root: Val::Obj(0), objs: vec![tern_vm::message::Obj::Str(format!("{i:04}{}", "x".repeat(1000)))] };
+    for i in 0..20 {
+        assert_eq!(ns[2].send_to(w, text(i)), Ok(true));
+    }
+    until("n3 holds what fits", || ns[2].forwarding_stats().unlocated > 0);
+    let held = ns[2].held_for_locating();
+    assert!(held > 4 << 10 && held <= 8 << 10, "{held} bytes held");
+    let lost = ns[2].forwarding_stats().unlocated;
+    assert!((10..=16).contains(&lost), "{lost} of 20 lost");
+    // Answers come again: what was held goes on, and the bytes are given back.
+    *net.filter.lock() = None;
+    until("located", || ns[2].held_for_locating() == 0);
+    out.line("got 0000");
+    assert_eq!(ns[2].forwarding_stats().unlocated, lost, "nothing more lost");
     for n in ns {
         n.stop();
     }

@@ -35,6 +35,7 @@ pub(super) fn start_vm(sh: &Arc<Host>, workers: Option<usize>) -> Node {
         mailbox_limit_messages: usize::try_from(cfg.limits.mailbox_messages).unwrap_or(usize::MAX),
         max_processes: usize::try_from(cfg.limits.processes).unwrap_or(usize::MAX),
         max_files: usize::try_from(cfg.limits.files).unwrap_or(usize::MAX),
+        held_limit_bytes: usize::try_from(cfg.limits.held_bytes).unwrap_or(usize::MAX),
         forwarding: cfg.forwarding,
         ..NodeConfig::default()
     };

@@ -37,6 +37,25 @@ pub(crate) struct Locating {
     since: u64,
     asked: u64,
     waiting: Vec<Waiting>,
+    /// What `waiting` holds, in bytes ([`Waiting::bytes`]), counted in the node's
+    /// `locating_bytes` too.
+    bytes: usize,
+}
+
+impl Locating {
+    fn new(now: u64) -> Locating {
+        Locating { since: now, asked: now, waiting: Vec::new(), bytes: 0 }
+    }
+}
+
+impl Waiting {
+    /// What it holds, roughly, in bytes: its message, and a little for itself.
+    fn bytes(&self) -> usize {
+        64 + match self {
+            Waiting::Msg { msg: Some(m), .. } => m.approx_bytes(),
+            _ => 0,
+        }
+    }
 }
 
 /// What waits for a process to be located.
@@ -194,7 +213,13 @@ impl NodeInner {
     pub(super) fn locate_then(&self, pid: Pid, w: Waiting) {
         if let Some(here) = self.here(pid) {
             // It is here (it came back while the message was away).
-            self.locating.lock().entry(pid).or_insert(Locating { since: 0, asked: 0, waiting: Vec::new() }).waiting.push(w);
+            {
+                let mut l = self.locating.lock();
+                let e = l.entry(pid).or_insert_with(|| Locating::new(0));
+                e.bytes += w.bytes();
+                self.locating_bytes.fetch_add(w.bytes(), Ordering::SeqCst);
+                e.waiting.push(w);
+            }
             self.on_located(pid, Some(here));
             return;
         }
@@ -202,12 +227,27 @@ impl NodeInner {
         let ask = {
             let mut l = self.locating.lock();
             let fresh = !l.contains_key(&pid);
-            let e = l.entry(pid).or_insert(Locating { since: now, asked: now, waiting: Vec::new() });
+            let size = w.bytes();
+            let held = self.locating_bytes.load(Ordering::SeqCst);
+            if held + size > self.config.held_limit_bytes {
+                drop(l);
+                let why = format!(
+                    "node {} holds {} of messages waiting for processes to be located, its limit ([limits] held_bytes = {})",
+                    self.name,
+                    super::deliver::bytes_text(held),
+                    self.config.held_limit_bytes
+                );
+                self.lose(pid, w, &why);
+                return;
+            }
+            let e = l.entry(pid).or_insert_with(|| Locating::new(now));
             if e.waiting.len() >= MAX_WAITING {
                 drop(l);
                 self.lose(pid, w, &format!("more than {MAX_WAITING} messages waited for it to be located"));
                 return;
             }
+            e.bytes += size;
+            self.locating_bytes.fetch_add(size, Ordering::SeqCst);
             e.waiting.push(w);
             fresh
         };
@@ -260,6 +300,7 @@ impl NodeInner {
             }
         }
         let Some(l) = self.locating.lock().remove(&pid) else { return };
+        self.locating_bytes.fetch_sub(l.bytes, Ordering::SeqCst);
         self.fwd_counters.located.fetch_add(1, Ordering::Relaxed);
         for w in l.waiting {
             match (w, at) {
@@ -302,6 +343,7 @@ impl NodeInner {
             l.retain(|&pid, e| {
                 if now.saturating_sub(e.since) >= limit {
                     lost.push((pid, std::mem::take(&mut e.waiting)));
+                    self.locating_bytes.fetch_sub(e.bytes, Ordering::SeqCst);
                     return false;
                 }
                 if now.saturating_sub(e.asked) >= LOCATE_RETRY {

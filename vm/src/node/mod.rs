@@ -131,6 +131,10 @@ pub struct NodeConfig {
     pub max_processes: usize,
     /// Files a process may have open at once.
     pub max_files: usize,
+    /// Bytes of messages this node holds for processes it is locating (a message to a
+    /// process that moved, waiting for an answer to where it is); past it a message is
+    /// lost and its sender told.
+    pub held_limit_bytes: usize,
     /// Keep a record of every process exit (tests); otherwise only of watched pids.
     pub record_exits: bool,
     /// How long a send waits for a target in the middle of a move (a receive end or a
@@ -166,6 +170,7 @@ impl Default for NodeConfig {
             message_limit_bytes: 16 << 20,
             max_processes: 4 << 20,
             max_files: 1024,
+            held_limit_bytes: 256 << 20,
             record_exits: false,
             settle_timeout: Duration::from_secs(10),
             gap_timeout: Duration::from_secs(30),
@@ -369,6 +374,9 @@ pub(crate) struct NodeInner {
     /// Processes being located by a broadcast, with what waits to be sent to them
     /// (`locate.rs`).
     locating: Mutex<HashMap<Pid, locate::Locating>>,
+    /// Bytes of what waits in `locating` (changed under its lock): at most
+    /// `held_limit_bytes`.
+    locating_bytes: AtomicUsize,
     /// Counts of forwarding work (`forwarding_stats`).
     fwd_counters: locate::FwdCounters,
     /// The coprocess groups with members here (`groups.rs`). A leaf lock.
@@ -443,6 +451,7 @@ impl Node {
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
             locating: Mutex::new(HashMap::new()),
+            locating_bytes: AtomicUsize::new(0),
             fwd_counters: locate::FwdCounters::default(),
             groups: Mutex::new(groups::Groups::default()),
         });
@@ -702,6 +711,12 @@ impl Node {
     /// Processes on this node that have not ended.
     pub fn live(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of messages this node holds for processes it is locating (at most
+    /// `NodeConfig::held_limit_bytes`).
+    pub fn held_for_locating(&self) -> usize {
+        self.inner.locating_bytes.load(Ordering::SeqCst)
     }
 
     /// Why this node takes no more processes now (spawned or migrated here), if it is
