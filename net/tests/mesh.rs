@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tern_net::config::MeshConfig;
 use tern_net::mesh::MeshNode;
+use tern_net::proto::hello::Hello;
 use tern_net::proto::session::{decode_packet, encode_packet, Packet};
 use tern_net::runner::compile_text;
 use tern_vm::message::{Message, Val};
@@ -197,9 +198,19 @@ impl FakePeer {
         FakePeer { rt, ep, cc }
     }
 
-    /// Connects to `addr` (node `name`), sends `bytes` on a uni stream and finishes it; then
-    /// waits up to 5 s for the node to close the connection. Whether it did.
+    /// Connects to `addr` (node `name`), sends this version's hello and `bytes` on a uni
+    /// stream and finishes it; then waits up to 5 s for the node to close the
+    /// connection. Whether it did.
     fn send_and_wait_close(&self, addr: std::net::SocketAddr, name: &str, bytes: &[u8]) -> bool {
+        let mut all = Hello::ours().encode().to_vec();
+        all.extend_from_slice(bytes);
+        self.send_raw_and_wait_close(addr, name, &all).is_some()
+    }
+
+    /// Connects to `addr` (node `name`), sends `bytes` (from the stream's first byte) on
+    /// a uni stream and finishes it; then waits up to 5 s for the node to close the
+    /// connection. Why it closed it, if it did.
+    fn send_raw_and_wait_close(&self, addr: std::net::SocketAddr, name: &str, bytes: &[u8]) -> Option<quinn::ConnectionError> {
         self.rt.block_on(async {
             let conn = tokio::time::timeout(Duration::from_secs(5), self.ep.connect_with(self.cc.clone(), addr, name).unwrap())
                 .await
@@ -208,7 +219,7 @@ impl FakePeer {
             let mut s = conn.open_uni().await.expect("a stream");
             s.write_all(bytes).await.expect("written");
             let _ = s.finish();
-            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_ok();
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.ok();
             conn.close(0u32.into(), b"done");
             closed
         })
@@ -283,6 +294,44 @@ fn malformed_frames_are_rejected_and_the_mesh_keeps_working() {
         "fn f(m) { send(m, node()); }\nspawn_on(\"b\", f, self());\nlet r = recv(10000);\nprintln(\"from ${r}, nodes ${nodes()}\");\n",
     );
     assert_eq!(out, "from b, nodes [\"a\", \"b\"]\n");
+}
+
+/// A node of an incompatible version (here: a hello from a "future" one, whose packets
+/// would be of wire version one more) is refused when the connection opens, and both
+/// sides are told both versions.
+#[test]
+fn a_node_of_another_version_is_refused_naming_both_versions() {
+    let mut mesh = TestMesh::config(3, "");
+    mesh.start_node("a");
+    let addr = mesh.cfg.node("a").unwrap().addr;
+    let fake = FakePeer::new(&mesh.cfg, "c");
+    let ours = Hello::ours();
+    let future = Hello { wire: ours.wire + 1, frame: ours.frame + 1, features: ours.features | 1 << 50, ..ours };
+    let mut bytes = future.encode().to_vec();
+    // What it says next is in its own version: never read.
+    bytes.extend_from_slice(&[0xff; 64]);
+    let why = fake.send_raw_and_wait_close(addr, "a", &bytes).expect("node a closed the connection");
+    let quinn::ConnectionError::ApplicationClosed(c) = &why else { panic!("{why}") };
+    let reason = String::from_utf8_lossy(&c.reason).into_owned();
+    let theirs = format!("node c speaks wire {}, frame {}, image {}", future.wire, future.frame, future.image);
+    let mine = format!("node a speaks wire {}, frame {}, image {}", ours.wire, ours.frame, ours.image);
+    assert!(reason.contains(&theirs) && reason.contains(&mine) && reason.contains("incompatible Tern versions"), "{reason}");
+    assert!(
+        mesh.wait_log("a", Duration::from_secs(10), |l| l.starts_with("refused the connection with node c: ")
+            && l.contains(&theirs)
+            && l.contains(&mine)),
+        "{}",
+        mesh.log_text()
+    );
+    assert_eq!(mesh.node("a").stats().frames_rejected.load(Ordering::SeqCst), 0, "nothing past the hello was read");
+    // Something that is not a Tern node at all.
+    let before = mesh.log_of("a").len();
+    assert!(fake.send_raw_and_wait_close(addr, "a", b"GET / HTTP/1.1\r\n\r\n").is_some());
+    assert!(
+        mesh.wait_log("a", Duration::from_secs(10), |l| l.contains("did not open with a Tern hello")),
+        "{}",
+        mesh.log_of("a")[before..].join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 use super::dispatch::{op_needs, receive_op, Inbound};
 use super::Host;
 use crate::config::{MeshConfig, NodeConf};
+use crate::proto::hello::{self, Hello, HELLO_LEN};
 use crate::proto::session::watch_set;
 use crate::proto::session::{decode_packet, encode_packet, Event, Packet, Session, SessionConfig};
 use crate::proto::wire::{self, Frame, Load};
@@ -228,6 +229,22 @@ impl Host {
 /// The close code of a connection refused because the peer is connected already.
 const REFUSED: u32 = 3;
 
+/// The close code of a connection refused because its peer is of an incompatible
+/// version (the reason names both versions).
+const INCOMPATIBLE: u32 = 5;
+/// How a reader says it refused the peer's hello, before the reason.
+const INCOMPATIBLE_TEXT: &str = "incompatible versions: ";
+
+/// Why the peer closed `conn` for versions this node cannot talk with: its reason.
+fn incompatible_by_peer(conn: &quinn::Connection) -> Option<String> {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(INCOMPATIBLE) => {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        _ => None,
+    }
+}
+
 /// How long a node waits before dialling again a peer that refused its connection.
 const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
@@ -441,6 +458,29 @@ async fn read_packets(
     gen: u64,
     tx: mpsc::UnboundedSender<(u64, Result<Packet, String>)>,
 ) {
+    // The peer's hello first: a node of an incompatible version is refused, both told
+    // both versions.
+    let mut hello = [0u8; HELLO_LEN];
+    if let Err(e) = recv.read_exact(&mut hello).await {
+        let _ = tx.send((gen, Err(format!("stream ended: {e}"))));
+        return;
+    }
+    let ours = Hello::ours();
+    match Hello::decode(&hello) {
+        Ok(theirs) if ours.compatible(&theirs) => {}
+        Ok(theirs) => {
+            let why = hello::incompatible(&sh.me.name, &ours, &peer.conf.name, &theirs);
+            if let Some(conn) = peer.conn.lock().as_ref() {
+                conn.close(INCOMPATIBLE.into(), why.as_bytes());
+            }
+            let _ = tx.send((gen, Err(format!("{INCOMPATIBLE_TEXT}{why}"))));
+            return;
+        }
+        Err(why) => {
+            let _ = tx.send((gen, Err(why)));
+            return;
+        }
+    }
     loop {
         let mut len = [0u8; 4];
         if let Err(e) = recv.read_exact(&mut len).await {
@@ -590,6 +630,8 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
     // This node's connections the peer refused in the TLS handshake (with TLS 1.3 the
     // dialler's side of a handshake is done before the peer checks its certificate).
     let mut in_handshake = Refusals::default();
+    // Connections refused for incompatible versions (by either side).
+    let mut versions = Refusals::default();
     // Since when the peer is down with the connection still open, and the datagrams
     // the connection had received then.
     let mut down_since: Option<(Instant, u64)> = None;
@@ -692,7 +734,12 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                     peer.session.lock().disconnected(sh.now_us());
                 }
                 gen += 1;
-                match conn.open_uni().await {
+                let opened = match conn.open_uni().await {
+                    // The hello first: this node's versions and features.
+                    Ok(mut send) => send.write_all(&Hello::ours().encode()).await.map(|()| send).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match opened {
                     Ok(send) => {
                         let c2 = conn.clone();
                         let tx = pkt_tx.clone();
@@ -735,11 +782,19 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                     match r {
                         Ok(p) => peer.session.lock().handle(sh.now_us(), p),
                         Err(e) => {
-                            if !e.starts_with("stream ended") && !e.starts_with("connection closed") {
+                            if !e.starts_with("stream ended") && !e.starts_with("connection closed") && !e.starts_with(INCOMPATIBLE_TEXT) {
                                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
                             }
-                            if let Some(words) = link.as_ref().and_then(|l| refused_in_handshake(&peer, &l.conn)) {
+                            let theirs = link.as_ref().and_then(|l| incompatible_by_peer(&l.conn));
+                            if let Some(why) = e.strip_prefix(INCOMPATIBLE_TEXT).map(str::to_string).or(theirs) {
+                                // This node or the peer refused the other's versions.
+                                sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                                peer.refused.store(true, Ordering::SeqCst);
+                                if let Some(so_far) = versions.note() {
+                                    sh.log(&format!("refused the connection with node {}{so_far}: {why}", peer.conf.name));
+                                }
+                            } else if let Some(words) = link.as_ref().and_then(|l| refused_in_handshake(&peer, &l.conn)) {
                                 sh.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
                                 peer.refused.store(true, Ordering::SeqCst);
                                 if let Some(so_far) = in_handshake.note() {

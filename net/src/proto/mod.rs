@@ -13,10 +13,13 @@
 //! - `policy`: the load policy — load measured over a window, which process to move
 //!   where and why.
 //! - `wire`: what nodes and operators say, in versioned frames.
+//! - `hello`: what two nodes say first on a connection: their versions and features
+//!   (a fixed layout, the same in every version).
 //!
 //! Nothing here imports quinn, tokio or the VM's threads; the VM types used are plain
 //! data (the ops nodes send each other, `Order`).
 
+pub mod hello;
 pub mod mechanism;
 pub mod migrate;
 pub mod pagebits;
