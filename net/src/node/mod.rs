@@ -527,6 +527,13 @@ impl MeshNode {
         self.sh.policy_query(change, decisions)
     }
 
+    /// How many entries each of this node's tables holds: the VM's
+    /// (`Node::table_sizes`) and the migrations' (runs, processes moving, destination
+    /// page routes and fault samples, aborted migrations remembered, reports).
+    pub fn table_sizes(&self) -> (tern_vm::node::TableSizes, migration::MigTableSizes) {
+        (self.node().table_sizes(), self.sh.mig.table_sizes())
+    }
+
     /// Whether this node's migration tables still name process `pid`.
     pub fn migration_holds(&self, pid: u64) -> bool {
         self.sh.mig.holds(pid)

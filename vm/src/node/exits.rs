@@ -5,12 +5,16 @@
 
 use super::deliver::event_message;
 use super::remote::Op;
-use super::slot::{Slot, Status, KILL, LATE};
+use super::slot::{Entry, Slot, Status, KILL, LATE};
 use super::{ExitReason, NodeInner, Pid, ProcessExit, Target};
 use crate::process::Process;
 use crate::value::{name_node, name_text};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Exits of watched processes kept after they ended (see [`NodeInner::bound_finished`]).
+pub(crate) const MAX_FINISHED: usize = 4096;
 
 impl NodeInner {
     /// Why this node takes no more processes now, if it has `max_processes` already.
@@ -74,11 +78,50 @@ impl NodeInner {
         }
     }
 
+    /// What this node keeps about a process that has ended elsewhere or here, given up:
+    /// a route to it (not a live entry: a process here that has not ended is not this
+    /// one), the numbering of this node's messages to it; and no news of it is taken
+    /// from now on.
+    pub(crate) fn forget_ended(&self, pid: Pid) {
+        {
+            let mut shard = self.procs.shard(pid).lock();
+            if matches!(shard.get(&pid), Some(Entry::Moved(..) | Entry::Away(..))) {
+                shard.remove(&pid);
+            }
+        }
+        self.pid_seqs.remove(pid);
+        self.forgotten.lock().note(pid, u32::MAX);
+    }
+
+    /// Records the exit of a watched process (false if it is not watched here).
+    pub(super) fn note_watched_exit(&self, exit: &ProcessExit) -> bool {
+        let mut w = self.watched.lock();
+        let Some(e) = w.get_mut(&exit.pid) else { return false };
+        *e = Some(exit.clone());
+        self.bound_finished(&mut w, exit.pid);
+        true
+    }
+
+    /// Keeps the exits of at most [`MAX_FINISHED`] watched processes that have ended,
+    /// `pid`'s the newest: the oldest are forgotten (a wait for one of them long after it
+    /// ended finds nothing and times out).
+    pub(super) fn bound_finished(&self, w: &mut HashMap<Pid, Option<ProcessExit>>, pid: Pid) {
+        let mut finished = self.watched_finished.lock();
+        finished.push_back(pid);
+        while finished.len() > MAX_FINISHED {
+            if let Some(old) = finished.pop_front() {
+                if matches!(w.get(&old), Some(Some(_))) {
+                    w.remove(&old);
+                }
+            }
+        }
+    }
+
     /// Ends a process: its mailbox and channels go, watchers and links are told. One
     /// resumed before its late state came (`LATE`) ends once that state is here, with the
     /// links and watchers it brings (`transfer.rs`).
     pub(super) fn finish(&self, pid: Pid, slot: &Arc<Slot>, proc: Box<Process>, reason: ExitReason) {
-        let (mailbox, links, watchers, trail) = {
+        let (mailbox, links, watchers, trail, origins) = {
             let mut st = slot.st.lock();
             if slot.flags.load(Ordering::SeqCst) & LATE != 0 {
                 st.status = Status::Frozen;
@@ -88,19 +131,28 @@ impl NodeInner {
             }
             st.status = Status::Exited;
             st.parked = None;
-            (std::mem::take(&mut st.mailbox), st.links.take(), st.watchers.take(), st.trail.take())
+            let origins = st.order.seq.origins();
+            (std::mem::take(&mut st.mailbox), st.links.take(), st.watchers.take(), st.trail.take(), origins)
         };
         self.procs.remove(pid);
         // (The groups' lock only for a member: most processes are in none.)
         if proc.sys.group != 0 {
             self.groups.lock().leave(pid, false);
         }
-        // Its birth node forgets the route it kept since the process left it (else one
-        // entry per process that moved away and ended would stay there for good), and so
-        // do the nodes that kept a forwarding link to it (`link-traversal`).
+        // Every node that may keep something about it forgets it (`forget_ended`): its
+        // birth node the route it kept since the process left it (else one entry per
+        // process that moved away and ended would stay there for good), the nodes that
+        // kept a forwarding link to it (`link-traversal`), the nodes that sent it
+        // messages (their numbering of messages to it, and the routes link updates and
+        // locates left there), and the nodes of its watchers and links (the routes their
+        // monitors keep). An ended process never comes back (pids are not reused), so
+        // nothing about it can be needed again; a message still on its way to it is
+        // dropped, as it would have been.
+        self.forget_ended(pid);
         let birth = name_node(pid);
         let mut told = vec![self.id];
-        for n in std::iter::once(birth).chain(trail) {
+        let others = watchers.iter().chain(links.iter()).filter_map(|&p| self.remote_node_of(p));
+        for n in std::iter::once(birth).chain(trail).chain(origins).chain(others.collect::<Vec<_>>()) {
             if told.contains(&n) {
                 continue;
             }
@@ -108,6 +160,7 @@ impl NodeInner {
             match self.node(n) {
                 Some(b) => {
                     b.procs.remove(pid);
+                    b.forget_ended(pid);
                 }
                 None if self.remote().is_some() => {
                     if let Err(e) = self.remote_send(n, Op::PidEnded { pid }) {
@@ -139,7 +192,7 @@ impl NodeInner {
         for l in links {
             self.exit_signal(l, pid, &exit.reason);
         }
-        let watched = self.watched.lock().get_mut(&pid).map(|e| *e = Some(exit.clone())).is_some();
+        let watched = self.note_watched_exit(&exit);
         if watched {
             // Its watch came with it: whoever waits for it (`tern ctl spawn --wait`)
             // waits at its console's node, which is told.

@@ -201,6 +201,14 @@ pub struct Forgotten {
 impl Forgotten {
     pub const CAP: usize = 65_536;
 
+    pub fn len(&self) -> usize {
+        self.moves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty()
+    }
+
     /// Process `pid` left this node's knowledge at move count `moves` (`u32::MAX`: it
     /// ended, and no news of it is newer).
     pub fn note(&mut self, pid: u64, moves: u32) {

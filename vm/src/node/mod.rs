@@ -181,6 +181,31 @@ impl Default for NodeConfig {
     }
 }
 
+/// See [`Node::table_sizes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Entries of processes here (running, waiting, frozen, being imported).
+    pub processes: usize,
+    /// Routes to processes elsewhere (`Moved`, `Away`).
+    pub routes: usize,
+    pub holders: usize,
+    pub rx_places: usize,
+    pub chan_meta: usize,
+    pub arriving: usize,
+    /// Numbering of this node's messages, per channel and per process.
+    pub seqs: usize,
+    pub pid_seqs: usize,
+    /// Processes that left or ended, remembered to refuse stale news (bounded).
+    pub forgotten: usize,
+    /// Watched processes, running or ended (the ended ones bounded).
+    pub watched: usize,
+    pub locating: usize,
+    pub pending_spawns: usize,
+    pub spawn_batches: usize,
+    pub remote_monitors: usize,
+    pub shells: usize,
+}
+
 /// See [`Node::channel_info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -324,6 +349,9 @@ pub(crate) struct NodeInner {
     io_tx: crossbeam_channel::Sender<Option<timers::IoJob>>,
     exits: Mutex<Vec<ProcessExit>>,
     watched: Mutex<HashMap<Pid, Option<ProcessExit>>>,
+    /// The watched processes that have ended, oldest first (at most `MAX_FINISHED`;
+    /// locked inside `watched`).
+    watched_finished: Mutex<std::collections::VecDeque<Pid>>,
     exited: Condvar,
     /// REPL shell processes here (`shell.rs`), and a condition variable for their lines.
     shells: Mutex<HashMap<Pid, shell::ShellState>>,
@@ -425,6 +453,7 @@ impl Node {
             io_tx,
             exits: Mutex::new(Vec::new()),
             watched: Mutex::new(HashMap::new()),
+            watched_finished: Mutex::default(),
             exited: Condvar::new(),
             shells: Mutex::new(HashMap::new()),
             shell_cv: Condvar::new(),
@@ -552,6 +581,38 @@ impl Node {
         match self.inner.send_as(SentBy::Host, Target::Inbox(pid), msg, Vec::new(), None) {
             Ok(p) => Ok(p.is_some()),
             Err(e) => Err(self.inner.send_error(&e)),
+        }
+    }
+
+    /// How many entries each of this node's tables holds (for soak tests and reports:
+    /// every one goes back down once the processes it was for have ended).
+    pub fn table_sizes(&self) -> TableSizes {
+        let i = &self.inner;
+        let (mut live, mut routes) = (0, 0);
+        for shard in &i.procs.shards {
+            for e in shard.lock().values() {
+                match e {
+                    Entry::Moved(..) | Entry::Away(..) => routes += 1,
+                    _ => live += 1,
+                }
+            }
+        }
+        TableSizes {
+            processes: live,
+            routes,
+            holders: i.holders.len(),
+            rx_places: i.rx_places.len(),
+            chan_meta: i.chan_meta.len(),
+            arriving: i.arriving.len(),
+            seqs: i.seqs.len(),
+            pid_seqs: i.pid_seqs.len(),
+            forgotten: i.forgotten.lock().len(),
+            watched: i.watched.lock().len(),
+            locating: i.locating.lock().len(),
+            pending_spawns: i.pending_spawns.lock().len(),
+            spawn_batches: i.spawn_batches.lock().len(),
+            remote_monitors: i.remote_monitors.lock().len(),
+            shells: i.shells.lock().len(),
         }
     }
 
@@ -693,7 +754,11 @@ impl Node {
     /// A watched process ended on another node (see [`Console::exited`]): its exit is
     /// recorded here, for [`Node::wait_exit`].
     pub fn record_exit(&self, exit: ProcessExit) {
-        self.inner.watched.lock().insert(exit.pid, Some(exit));
+        let mut w = self.inner.watched.lock();
+        let pid = exit.pid;
+        w.insert(pid, Some(exit));
+        self.inner.bound_finished(&mut w, pid);
+        drop(w);
         self.inner.exited.notify_all();
     }
 

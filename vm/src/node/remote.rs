@@ -513,14 +513,8 @@ impl NodeInner {
             }
             Op::RxMoved { chan, node, moves } => self.rx_moved(chan, node, moves),
             Op::PidMoved { pid, node, moves, fwd } => self.pid_moved(pid, node, moves, fwd),
-            Op::PidEnded { pid } => {
-                let mut shard = self.procs.shard(pid).lock();
-                if matches!(shard.get(&pid), Some(Entry::Moved(..) | Entry::Away(..))) {
-                    shard.remove(&pid);
-                }
-                // Ended: no news of it is newer.
-                self.forgotten.lock().note(pid, u32::MAX);
-            }
+            // Ended: its route, the numbering of messages to it, and no news of it is newer.
+            Op::PidEnded { pid } => self.forget_ended(pid),
             Op::Refused { pid, origin, seq, hops, from: sender, msg } => self.refused(from, pid, origin, seq, hops, sender, msg),
             Op::Locate { pid } => self.on_locate(from, pid),
             Op::Located { pid, at } => self.on_located(pid, at),

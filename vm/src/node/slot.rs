@@ -411,6 +411,10 @@ impl<V: Clone> Shards<V> {
     pub(super) fn contains(&self, k: u64) -> bool {
         self.shard(k).lock().contains_key(&k)
     }
+    /// Its entries, counted shard by shard (not a snapshot: for reports and tests).
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
 }
 
 pub(crate) struct Task {

@@ -143,6 +143,35 @@ pub(crate) struct Migrations {
     ended_before_late: Mutex<VecDeque<u64>>,
 }
 
+/// See `MeshNode::table_sizes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigTableSizes {
+    pub runs: usize,
+    pub moving: usize,
+    pub by_pid: usize,
+    pub fault_waits: usize,
+    /// Bounded ([`MAX_ABORTED`]).
+    pub aborted: usize,
+    /// Bounded ([`MAX_ENDED_BEFORE_LATE`]).
+    pub ended_before_late: usize,
+    /// Bounded (the newest 64).
+    pub reports: usize,
+}
+
+impl Migrations {
+    pub(crate) fn table_sizes(&self) -> MigTableSizes {
+        MigTableSizes {
+            runs: self.runs.lock().len(),
+            moving: self.moving.lock().len(),
+            by_pid: self.by_pid.lock().len(),
+            fault_waits: self.fault_waits.lock().len(),
+            aborted: self.aborted.lock().set.len(),
+            ended_before_late: self.ended_before_late.lock().len(),
+            reports: self.reports.lock().len(),
+        }
+    }
+}
+
 /// Most migrations [`Migrations::ended_before_late`] remembers.
 const MAX_ENDED_BEFORE_LATE: usize = 256;
 
