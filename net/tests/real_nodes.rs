@@ -190,3 +190,57 @@ fn a_node_that_never_talked_to_a_process_reaches_it_after_its_birth_node_is_lost
     let gone = wait_until(Duration::from_secs(30), || !mesh.ps(Some("b")).iter().any(|(p, _, _)| p == &pid));
     assert!(gone, "the kill from d never reached the process on b:\n{}", mesh.all_logs());
 }
+
+/// Starts migrating `pid` from a to b with `mechanism` in the background (`tern ctl
+/// migrate` run on a); its answer when joined.
+fn migrate_in_background(mesh: &RealMesh, pid: &str, mechanism: &str) -> std::thread::JoinHandle<Result<nodes::Out, nodes::Out>> {
+    let (cfg, pid, mechanism) = (mesh.cfg().to_string(), pid.to_string(), mechanism.to_string());
+    std::thread::spawn(move || {
+        nodes::run_for(
+            &["ctl", "--config", &cfg, "--node", "a", "--json", "migrate", &pid, "b", "--mechanism", &mechanism],
+            Duration::from_secs(120),
+        )
+    })
+}
+
+/// The destination is killed (`kill -9`) in the middle of the pre-copy of a 512 MiB
+/// process (migration traffic capped at 200 MiB/s, so the rounds take seconds): the
+/// migration aborts with a clear outcome, the process runs on at its source with all
+/// its state, and it is reachable from the node that is left.
+#[test]
+fn killing_the_destination_during_a_512_mib_precopy_leaves_the_process_running_at_its_source() {
+    let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 200\n");
+    let pid = mesh.spawn_via("c", "worker.tern", &worker(32 << 20), "a");
+    wait_ready(&mesh, "a", "c");
+    let migrating = migrate_in_background(&mesh, &pid, "precopy");
+    // Well into the first round (512 MiB at 200 MiB/s: 2.5 s).
+    std::thread::sleep(Duration::from_millis(1200));
+    mesh.kill9("b");
+    let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
+    let r = out.json();
+    assert_ne!(r["outcome"], "committed", "the migration committed before b was killed: {out:?}");
+    assert!(!r["ok"].as_bool().unwrap_or(true), "{out:?}");
+    let outcome = r["outcome"].as_str().unwrap_or_default().to_string();
+    assert!(outcome.contains("runs on at a"), "the outcome says where the process is: {outcome}");
+    assert_reaches(&mesh, "c", &pid, "after-the-destination-died", "a", "c", Duration::from_secs(30));
+    let ok = wait_until(Duration::from_secs(30), || mesh.ps(Some("a")).iter().any(|(p, n, s)| p == &pid && n == "a" && s != "exited"));
+    assert!(ok, "the process is not running on a: {:?}\n{}", mesh.ps(Some("a")), mesh.all_logs());
+    assert!(mesh.running("a") && mesh.running("c"));
+}
+
+/// A third node, neither source nor destination, is killed during a migration: the
+/// migration commits, and the process is reachable at its destination.
+#[test]
+fn killing_a_third_node_during_a_migration_costs_nothing() {
+    let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 200\n");
+    let pid = mesh.spawn_via("a", "worker.tern", &worker(8 << 20), "a");
+    wait_ready(&mesh, "a", "a");
+    let migrating = migrate_in_background(&mesh, &pid, "precopy");
+    std::thread::sleep(Duration::from_millis(300));
+    mesh.kill9("c");
+    let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
+    let r = out.json();
+    assert_eq!(r["outcome"], "committed", "{out:?}\n{}", mesh.all_logs());
+    assert_reaches(&mesh, "a", &pid, "after-c-died", "b", "a", Duration::from_secs(30));
+    assert!(mesh.running("a") && mesh.running("b"));
+}
