@@ -614,3 +614,45 @@ fn a_group_move_whose_destination_is_killed_leaves_every_member_at_the_source() 
     let logs = mesh.all_logs();
     assert!(!logs.contains("out of order") && !logs.contains("panicked"), "{logs}");
 }
+
+/// The source is killed (`kill -9`) in the middle of a lazy migration, while most of
+/// the process's pages are only there: the destination ends the process (its pages are
+/// gone with the source) within `source_down_ms`, saying why in its log and to the
+/// process's monitor, and holds nothing for the migration afterwards. The nodes left
+/// work on.
+#[test]
+fn a_lazy_destination_whose_source_is_killed_ends_the_process_and_says_why() {
+    let mut mesh = RealMesh::start_with_env(3, "source_down_ms = 3000\n", &[("a", "TERN_TEST_NO_PUSH", "1")]);
+    let pid = mesh.spawn_via("c", "worker.tern", &worker(1 << 18), "a");
+    wait_log(&mesh, "c", 0, "worker ready on a", Duration::from_secs(30));
+    let watch = format!("let t = pid(\"{pid}\");\nmonitor(t);\nprintln(\"watching\");\nlet m = recv();\nprintln(\"saw ${{m}}\");\n");
+    mesh.spawn("watch.tern", &watch, "c");
+    wait_log(&mesh, "c", 0, "watching", Duration::from_secs(30));
+    let migrating = migrate_in_background(&mesh, "b", &pid, "b", "lazy", Duration::from_secs(120));
+    let resumed = wait_until(Duration::from_secs(60), || is_on(&mesh, "b", &pid, "b"));
+    assert!(resumed, "the process never resumed on b:\n{}", mesh.all_logs());
+    let held = wait_until(Duration::from_secs(10), || migrations_on(&mesh, "a") == Some(1));
+    assert!(held, "node a says it takes part in {:?} migrations, not 1:\n{}", migrations_on(&mesh, "a"), mesh.all_logs());
+
+    let mark = mesh.log("b").len();
+    mesh.kill9("a");
+    let ended = wait_until(Duration::from_secs(60), || {
+        let b = since(&mesh, "b", mark);
+        b.contains(&format!("process {pid} ended: migrated from node a: source node 1 ")) && b.contains("pages were only there: process ended")
+    });
+    assert!(ended, "b never ended the process whose source was killed:\n{}", mesh.all_logs());
+    let gone = wait_until(Duration::from_secs(30), || listed(&mesh, "b", &pid) == Some(false));
+    assert!(gone, "the process is still listed: {:?}\n{}", mesh.ps(Some("b")), mesh.all_logs());
+    let seen = wait_until(Duration::from_secs(30), || mesh.log("c").contains("saw "));
+    assert!(seen, "the monitor on c was not told:\n{}", mesh.all_logs());
+    let c = mesh.log("c");
+    assert!(c.contains("pages were only there"), "the monitor is told why: {c}");
+    assert_eq!(migrations_on(&mesh, "b"), Some(0), "{}", mesh.all_logs());
+    // b and c work on without a.
+    let echo = mesh.spawn("echo.tern", &worker(16), "b");
+    wait_log(&mesh, "b", 0, "worker ready on b", Duration::from_secs(30));
+    assert_reaches(&mesh, "c", &echo, "hello-b", "b", "b");
+    drop(mesh);
+    let out = migrating.join().unwrap();
+    eprintln!("ctl migrate said: {out:?}");
+}
