@@ -244,3 +244,19 @@ fn killing_a_third_node_during_a_migration_costs_nothing() {
     assert_reaches(&mesh, "a", &pid, "after-c-died", "b", "a", Duration::from_secs(30));
     assert!(mesh.running("a") && mesh.running("b"));
 }
+
+/// The node of a process's console is killed while the process prints on another node:
+/// from the moment it is seen down, the process's output goes to its own node's log
+/// (as documented), and the process runs on.
+#[test]
+fn output_of_a_process_whose_console_node_is_lost_goes_to_its_own_nodes_log() {
+    let mut mesh = RealMesh::start(3, "");
+    let printer = "let i = 0;\nwhile true {\n  println(\"tick ${i} on ${node()}\");\n  i += 1;\n  sleep(50);\n}\n";
+    let pid = mesh.spawn_via("c", "printer.tern", printer, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("c").contains("tick 3 on a")), "{}", mesh.all_logs());
+    assert!(!mesh.log("a").contains("tick"), "the output goes to the console on c while c is up");
+    mesh.kill9("c");
+    let logged = wait_until(Duration::from_secs(20), || mesh.log("a").matches("on a\n").count() >= 5);
+    assert!(logged, "the output did not go to a's log:\n{}", mesh.all_logs());
+    assert!(mesh.ps(Some("a")).iter().any(|(p, n, s)| p == &pid && n == "a" && s != "exited"), "the process runs on");
+}

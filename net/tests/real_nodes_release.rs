@@ -638,7 +638,8 @@ fn a_lazy_destination_whose_source_is_killed_ends_the_process_and_says_why() {
     mesh.kill9("a");
     let ended = wait_until(Duration::from_secs(60), || {
         let b = since(&mesh, "b", mark);
-        b.contains(&format!("process {pid} ended: migrated from node a: source node 1 ")) && b.contains("pages were only there: process ended")
+        b.contains(&format!("process {pid} ended: migrated from node a: source node 1 "))
+            && b.contains("pages were only there: process ended")
     });
     assert!(ended, "b never ended the process whose source was killed:\n{}", mesh.all_logs());
     let gone = wait_until(Duration::from_secs(30), || listed(&mesh, "b", &pid) == Some(false));

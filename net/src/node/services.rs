@@ -97,6 +97,11 @@ impl Host {
             }
             return;
         }
+        // The console's node is down: its consoles are gone with it (a restart of it
+        // has new ones), so the output goes to this node's log, not into a queue for it.
+        if !self.is_up(owner) {
+            return self.log_output(pid, text, failed);
+        }
         let frame = Frame::Console { console, pid, text: text.to_string(), failed };
         if self.send_frame(owner, &frame).is_err() {
             self.log_output(pid, text, failed);
