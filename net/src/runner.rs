@@ -399,7 +399,15 @@ impl Files for DirFiles {
                         f.seek(SeekFrom::Start(*offset))?;
                         f
                     };
-                    f.write_all(data)?;
+                    let before = f.metadata()?.len();
+                    if let Err(e) = f.write_all(data) {
+                        // A write that fails (the disk is full) leaves nothing of itself
+                        // past the file's end: what it had written is cut off again.
+                        if f.metadata().is_ok_and(|m| m.len() > before) {
+                            let _ = f.set_len(before);
+                        }
+                        return Err(e);
+                    }
                     f.stream_position()
                 };
                 match run() {

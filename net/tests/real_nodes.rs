@@ -260,3 +260,56 @@ fn output_of_a_process_whose_console_node_is_lost_goes_to_its_own_nodes_log() {
     assert!(logged, "the output did not go to a's log:\n{}", mesh.all_logs());
     assert!(mesh.ps(Some("a")).iter().any(|(p, n, s)| p == &pid && n == "a" && s != "exited"), "the process runs on");
 }
+
+/// The source or the destination is stopped (`SIGSTOP`) in the middle of a pre-copy or
+/// freeze migration of a 256 MiB process (migration traffic capped at 100 MiB/s, so it
+/// takes seconds), for longer than `node_down_ms` and the QUIC idle timeout, then
+/// continued. Whatever the outcome, the process has exactly one owner: it runs on one
+/// node, is listed by that node only, and is reachable from the third.
+fn a_node_paused_mid_migration_then_continued(mechanism: &str, paused: &str) {
+    let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 100\n");
+    let pid = mesh.spawn_via("c", "worker.tern", &worker(16 << 20), "a");
+    wait_ready(&mesh, "a", "c");
+    let migrating = migrate_in_background(&mesh, &pid, mechanism);
+    std::thread::sleep(Duration::from_millis(800));
+    mesh.stop(paused);
+    std::thread::sleep(Duration::from_secs(7)); // node_down_ms is 1000, the QUIC idle timeout 5 s
+    mesh.cont(paused);
+    let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
+    let r = out.json();
+    eprintln!("{mechanism}, {paused} paused: {}", r["outcome"]);
+    let on = if r["outcome"] == "committed" { "b" } else { "a" };
+    mesh.wait_all_up(Duration::from_secs(30));
+    let owners = |mesh: &RealMesh| -> Vec<String> {
+        ["a", "b"]
+            .iter()
+            .filter(|n| mesh.ps(Some(n)).iter().any(|(p, at, s)| p == &pid && at == *n && s != "exited"))
+            .map(|n| n.to_string())
+            .collect()
+    };
+    let one = wait_until(Duration::from_secs(30), || owners(&mesh) == vec![on.to_string()]);
+    eprintln!("ps on {on}: {:?}", mesh.ps(Some(on)).iter().filter(|(p, _, _)| p == &pid).collect::<Vec<_>>());
+    assert!(one, "the process should run on {on} alone, it runs on {:?}: {out:?}\n{}", owners(&mesh), mesh.all_logs());
+    assert_reaches(&mesh, "c", &pid, &format!("after-{paused}-paused"), on, "c", Duration::from_secs(30));
+    assert!(mesh.running("a") && mesh.running("b") && mesh.running("c"));
+}
+
+#[test]
+fn a_source_paused_mid_precopy_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("precopy", "a");
+}
+
+#[test]
+fn a_destination_paused_mid_precopy_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("precopy", "b");
+}
+
+#[test]
+fn a_source_paused_mid_freeze_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("freeze", "a");
+}
+
+#[test]
+fn a_destination_paused_mid_freeze_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("freeze", "b");
+}

@@ -133,3 +133,44 @@ fn a_node_refuses_a_heap_limit_above_the_machines_memory() {
     let out = run_for(&["run", prog.to_str().unwrap(), "--max-heap", "64"], Duration::from_secs(30)).expect("tern run ends");
     assert!(out.ok() && out.stdout == "hello\n", "{out:?}");
 }
+
+/// A node whose disk is full: a process writes to a file on it until a write fails (a
+/// Tern error it catches, naming the file and why), migrates to that node and writes
+/// to the file again there (reopened by name): the same clear error, the process runs
+/// on, and the file holds exactly what the writes that succeeded wrote (a failed write
+/// leaves nothing of itself).
+#[test]
+fn a_full_disk_fails_writes_clearly_before_and_after_a_migration_and_loses_nothing() {
+    if std::process::Command::new("unshare").args(["-rm", "true"]).status().map_or(true, |s| !s.success()) {
+        eprintln!("SKIPPED: this machine cannot make a user and mount namespace (unshare -rm): no small filesystem to fill");
+        return;
+    }
+    let mesh = RealMesh::start_with_small_root(2, "", "b", 64);
+    let program = r#"
+let f = open("/node/b/log.txt", "a");
+let line = repeat("x", 999) + "\n";
+let n = 0;
+let e = try { while n < 1000 { write(f, line); n += 1; } "no error" } catch e { e };
+println("wrote ${n}: ${e}");
+migrate(self(), "b");
+println("now on ${node()}");
+let e2 = try { write(f, line); "wrote" } catch e { e };
+println("after the move: ${e2}");
+let g = open("/node/b/log.txt", "r");
+println("the file has ${len(read(g))} bytes, ${n * 1000} written");
+"#;
+    mesh.spawn_via("a", "fill.tern", program, "a");
+    let done = wait_until(Duration::from_secs(60), || mesh.log("a").contains("the file has"));
+    assert!(done, "{}", mesh.all_logs());
+    let log = mesh.log("a");
+    let wrote = log.lines().find(|l| l.starts_with("wrote ")).unwrap().to_string();
+    assert!(wrote.contains("cannot use file log.txt: No space left on device"), "{wrote}");
+    let n: usize = wrote["wrote ".len()..].split(':').next().unwrap().parse().unwrap();
+    assert!(n > 10 && n < 66, "{wrote}");
+    assert!(log.contains("now on b"), "{log}");
+    let after = log.lines().find(|l| l.starts_with("after the move: ")).unwrap();
+    assert!(after.contains("No space left on device"), "{after}");
+    // 1,000-byte lines on a 64 KiB disk: the write that fails wrote part of itself
+    // before the disk was full, and that part was cut off again.
+    assert!(log.contains(&format!("the file has {} bytes, {} written", n * 1000, n * 1000)), "{log}");
+}

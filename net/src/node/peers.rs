@@ -381,11 +381,13 @@ async fn accept_task(sh: Arc<Host>, ep: quinn::Endpoint, servers: tls::ServerCon
                         None => match tls::handshake_refusal(&e, &format!("the peer at {from}"), "this node's certificate") {
                             // The peer refused this node's certificate.
                             Some(line) if matches!(e, quinn::ConnectionError::ConnectionClosed(_)) => say(&sh, line),
-                            _ if text.contains("no certificates") => refuse(&sh, "it presented no certificate"),
-                            _ if text.contains("application protocol") => {
+                            _ if text.contains("peer sent no certificates") => refuse(&sh, "it presented no certificate"),
+                            _ if text.contains("doesn't support any known protocol") => {
                                 refuse(&sh, "it offered none of this node's protocols (another Tern version?)")
                             }
-                            _ => refuse(&sh, &format!("the handshake failed: {text}")),
+                            // Not a refusal: the peer gave up the handshake (it timed
+                            // out, or it is shutting down), or the network failed.
+                            _ => tracing::debug!(node = %sh.me.name, "a handshake from {from} did not complete: {text}"),
                         },
                     }
                     return;

@@ -135,6 +135,8 @@ pub struct NodeProc {
     pub starts: u32,
     /// Environment variables it is started with (each start).
     pub env: Vec<(String, String)>,
+    /// Its file root.
+    pub root: PathBuf,
 }
 
 /// A loopback mesh whose nodes are separate OS processes. Dropping it kills them all.
@@ -144,6 +146,9 @@ pub struct RealMesh {
     pub dir: tempfile::TempDir,
     /// The address-space limit (`ulimit -v`, KiB) every node is started under, if any.
     pub address_limit_kib: Option<u64>,
+    /// A node whose file root is a filesystem of its own of this many KiB (a tmpfs
+    /// mounted in a user and mount namespace of its own: `unshare -rm`), to fill up.
+    pub small_root: Option<(String, u64)>,
 }
 
 impl Drop for RealMesh {
@@ -164,27 +169,39 @@ impl RealMesh {
     /// settings go in a `[limits]`-free string appended to the config), each started
     /// as `tern node` and all seeing each other up.
     pub fn start(n: usize, extra: &str) -> RealMesh {
-        Self::start_with(n, extra, None, &[])
+        Self::start_with(n, extra, None, &[], None)
+    }
+
+    /// As [`RealMesh::start`], with node `node`'s file root a filesystem of `kib` KiB of
+    /// its own (see [`RealMesh::small_root`]).
+    pub fn start_with_small_root(n: usize, extra: &str, node: &str, kib: u64) -> RealMesh {
+        Self::start_with(n, extra, None, &[], Some((node.to_string(), kib)))
     }
 
     /// As [`RealMesh::start`], with environment variables for some nodes: `(node, key,
     /// value)` (e.g. the test hooks `tern node` reads, `TERN_TEST_NO_PUSH`), kept for
     /// restarts.
     pub fn start_with_env(n: usize, extra: &str, env: &[(&str, &str, &str)]) -> RealMesh {
-        Self::start_with(n, extra, None, env)
+        Self::start_with(n, extra, None, env, None)
     }
 
     /// As [`RealMesh::start`], with every node started under an address-space limit of
     /// `kib` KiB (`sh -c 'ulimit -v KIB; exec tern node ...'`): memory runs short there.
     pub fn start_with_address_limit(n: usize, extra: &str, kib: u64) -> RealMesh {
-        Self::start_with(n, extra, Some(kib), &[])
+        Self::start_with(n, extra, Some(kib), &[], None)
     }
 
     /// The config's ports were free when it was made, but another test may take one
     /// before its node binds it: then the mesh is made again with other ports.
-    fn start_with(n: usize, extra: &str, address_limit_kib: Option<u64>, env: &[(&str, &str, &str)]) -> RealMesh {
+    fn start_with(
+        n: usize,
+        extra: &str,
+        address_limit_kib: Option<u64>,
+        env: &[(&str, &str, &str)],
+        small_root: Option<(String, u64)>,
+    ) -> RealMesh {
         for _ in 1..5 {
-            let mut m = Self::launch_all(n, extra, address_limit_kib, env);
+            let mut m = Self::launch_all(n, extra, address_limit_kib, env, small_root.clone());
             let names: Vec<String> = m.nodes.iter().map(|n| n.name.clone()).collect();
             let mut taken = false;
             let up = wait_until(Duration::from_secs(30), || {
@@ -201,13 +218,19 @@ impl RealMesh {
             m.wait_all_up(Duration::ZERO);
             return m;
         }
-        let mut m = Self::launch_all(n, extra, address_limit_kib, env);
+        let mut m = Self::launch_all(n, extra, address_limit_kib, env, small_root.clone());
         m.wait_all_up(Duration::from_secs(30));
         m
     }
 
     /// A config for `n` nodes and every node launched.
-    fn launch_all(n: usize, extra: &str, address_limit_kib: Option<u64>, env: &[(&str, &str, &str)]) -> RealMesh {
+    fn launch_all(
+        n: usize,
+        extra: &str,
+        address_limit_kib: Option<u64>,
+        env: &[(&str, &str, &str)],
+        small_root: Option<(String, u64)>,
+    ) -> RealMesh {
         let dir = tempfile::tempdir().unwrap();
         let cfg = loopback_mesh(dir.path(), n, extra).expect("a loopback config with certificates");
         let config = dir.path().join("mesh.toml");
@@ -218,11 +241,12 @@ impl RealMesh {
                 name: c.name.clone(),
                 proc: None,
                 log: dir.path().join(format!("{}.log", c.name)),
+                root: c.root.clone(),
                 starts: 0,
                 env: env.iter().filter(|(n, _, _)| *n == c.name).map(|(_, k, v)| (k.to_string(), v.to_string())).collect(),
             })
             .collect();
-        let mut m = RealMesh { nodes, config, dir, address_limit_kib };
+        let mut m = RealMesh { nodes, config, dir, address_limit_kib, small_root };
         for i in 0..n {
             m.launch(i);
         }
@@ -240,7 +264,24 @@ impl RealMesh {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
         let err = out.try_clone().unwrap();
         let what = format!("tern node {}", n.name);
+        let small = self.small_root.as_ref().filter(|(name, _)| *name == n.name).map(|(_, kib)| *kib);
         let mut cmd = match self.address_limit_kib {
+            None if small.is_some() => {
+                // Its root a tmpfs of its own, in a user and mount namespace of its own
+                // (no privilege needed); `exec` keeps the guarded pid the node's.
+                std::fs::create_dir_all(&n.root).unwrap();
+                let mut c = Command::new("unshare");
+                c.args([
+                    "-rm",
+                    "sh",
+                    "-c",
+                    &format!("mount -t tmpfs -o size={}k tmpfs \"$1\" && shift && exec \"$@\"", small.unwrap_or(64)),
+                    "sh",
+                    n.root.to_str().unwrap(),
+                    env!("CARGO_BIN_EXE_tern"),
+                ]);
+                c
+            }
             None => tern(),
             // `exec`, so the guarded pid is the node's own. Few malloc arenas (each
             // reserves 64 MiB of address space), so the limit leaves the same room

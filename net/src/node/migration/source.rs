@@ -42,11 +42,23 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
         }
     };
     loop {
-        while let Some(a) = src.poll_action() {
-            source_action(sh, node, &mut r, &mut src, a);
-        }
-        while let Some((to, m)) = src.poll_transmit() {
-            r.transmit(sh, node, &mut src, to, m);
+        // Until neither has anything: a send that fails ends the machine, whose last
+        // actions (the process unfrozen) must be carried out before the outcome ends
+        // the run (they were not, and a freeze that lost its connection left the
+        // process frozen here while its report said it ran on).
+        loop {
+            let mut any = false;
+            while let Some(a) = src.poll_action() {
+                source_action(sh, node, &mut r, &mut src, a);
+                any = true;
+            }
+            while let Some((to, m)) = src.poll_transmit() {
+                r.transmit(sh, node, &mut src, to, m);
+                any = true;
+            }
+            if !any {
+                break;
+            }
         }
         if let Some(o) = src.outcome() {
             if r.dest_stats.is_none() && matches!(o, SourceOutcome::Committed) {
