@@ -67,6 +67,11 @@
 //! probation too (a link cut between two nodes that otherwise see everyone), and so is
 //! one whose silence the host has other reason to doubt (a new connection claiming to be
 //! it). A peer that is down is probed every `heartbeat_us` while the transport is up.
+//! Only an answer to a probe of the doubt (every packet but a `Hello` echoes the newest
+//! probe its sender had) ends a probation or brings a down peer back: a packet the peer
+//! sent before, still on its way, says nothing of whether it is alive now. A watched
+//! peer that goes down is suspected again as it does, so that a node whose probation
+//! ended on an answer sent just before the crash looks again.
 //! This node's own pauses are never held against a peer (`ran`).
 //! * **Bounded.** Unacknowledged outgoing data is bounded by `max_unacked_bytes`
 //!   ([`SendError::Full`]); packets in flight by `max_in_flight`; payloads by
@@ -114,7 +119,7 @@ use std::fmt;
 pub type NodeId = u16;
 
 /// The version byte that starts every encoded packet.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// What one outgoing payload costs against `max_unacked_bytes`, beyond its length (so that
 /// empty payloads are bounded too).
@@ -127,22 +132,26 @@ pub enum Packet {
     /// Sent on every (re)connect. `peer_epoch` is the receiver incarnation the sender
     /// knows (`None` if none); `next_expected` acknowledges every `seq` below it.
     Hello { from: NodeId, epoch: u64, peer_epoch: Option<u64>, next_expected: u64 },
-    /// One payload, `seq` within the pair (`epoch`, `peer_epoch`).
+    /// One payload, `seq` within the pair (`epoch`, `peer_epoch`). `echo` (here and in
+    /// `Ack` and `Heartbeat`): the number of the newest probe the sender has had from
+    /// the receiver, which shows the receiver the packet was sent after it.
     Data {
         epoch: u64,
         peer_epoch: u64,
         seq: u64,
+        echo: u64,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// Cumulative: every `seq < upto` was received.
-    Ack { epoch: u64, peer_epoch: u64, upto: u64 },
+    Ack { epoch: u64, peer_epoch: u64, upto: u64, echo: u64 },
     /// The answer to a [`Packet::Probe`] when nothing else is sent.
-    Heartbeat { epoch: u64, peer_epoch: u64 },
+    Heartbeat { epoch: u64, peer_epoch: u64, echo: u64 },
     /// Asks the peer to answer at once (with anything: a heartbeat when it has nothing
-    /// else to send). A watched peer is probed every `heartbeat_us`, a suspected or
-    /// long-silent one until it answers.
-    Probe { epoch: u64, peer_epoch: u64 },
+    /// else to send; every answer echoes `n`, the probe's number within the pair, and
+    /// so does a probe, which answers one too). A watched peer is probed every
+    /// `heartbeat_us`, a suspected or long-silent one until it answers.
+    Probe { epoch: u64, peer_epoch: u64, n: u64, echo: u64 },
 }
 
 impl Packet {
@@ -154,6 +163,17 @@ impl Packet {
             | Packet::Ack { epoch, .. }
             | Packet::Heartbeat { epoch, .. }
             | Packet::Probe { epoch, .. } => *epoch,
+        }
+    }
+
+    /// The newest probe of the receiver's the sender had had when it sent this (`None`:
+    /// a `Hello`, which says nothing of it).
+    pub fn echo(&self) -> Option<u64> {
+        match self {
+            Packet::Data { echo, .. } | Packet::Ack { echo, .. } | Packet::Heartbeat { echo, .. } | Packet::Probe { echo, .. } => {
+                Some(*echo)
+            }
+            Packet::Hello { .. } => None,
         }
     }
 
@@ -432,6 +452,18 @@ pub struct Session {
     armed_at: u64,
     /// Probing since (a suspicion, a refused connection, a long silence) until heard.
     probe_since: Option<u64>,
+    /// The number of the last probe sent (within this pair of incarnations), and when.
+    probes_out: u64,
+    last_probe_us: u64,
+    /// The newest probe number had from the peer (echoed in every answer).
+    probes_in: u64,
+    /// While the peer is doubted (on probation, or down after it was up): the first
+    /// probe sent since. Only a packet that echoes it or a later one is heard: a packet
+    /// the peer sent before, still on its way (perhaps from before it crashed), says
+    /// nothing of whether it is alive now (the simulator found a crash missed so: a
+    /// probe sent just before the crash, arriving just after the suspicion, ended the
+    /// probation, and the node saw the crashed peer up for good).
+    doubt_from: Option<u64>,
     /// `Event::Suspect` was emitted for the current silence.
     suspected: bool,
     events: VecDeque<Event>,
@@ -485,6 +517,10 @@ impl Session {
             was_armed: false,
             armed_at: now_us,
             probe_since: None,
+            probes_out: 0,
+            last_probe_us: now_us,
+            probes_in: 0,
+            doubt_from: None,
             suspected: false,
             events: VecDeque::new(),
             event_bytes: 0,
@@ -646,10 +682,22 @@ impl Session {
             Some(_) => {}
             None => self.peer_epoch = Some(their_epoch),
         }
-        self.last_heard_us = now_us;
-        self.probe_since = None;
         self.suspected = false;
-        if !self.up {
+        let fresh = self.doubt_from.is_none_or(|k| pkt.echo().is_some_and(|e| e >= k));
+        if fresh {
+            self.last_heard_us = now_us;
+            self.probe_since = None;
+            self.doubt_from = None;
+        }
+        if let Packet::Probe { n, .. } = pkt {
+            self.probes_in = self.probes_in.max(n);
+        }
+        // Heard, but not in answer to a probe of the doubt: ask now (once a quarter
+        // heartbeat at most) rather than at the next beat.
+        if !fresh && self.transport_up && now_us >= self.last_probe_us.saturating_add(self.cfg.heartbeat_us / 4) {
+            self.probe_due = true;
+        }
+        if !self.up && fresh {
             self.up = true;
             self.events.push_back(Event::Up);
             // Whatever was sent while it was away may be lost: send it again.
@@ -687,8 +735,9 @@ impl Session {
         let pkt = self.next_packet(now_us)?;
         self.last_sent_us = now_us;
         self.heartbeat_due = false;
-        if matches!(pkt, Packet::Probe { .. } | Packet::Data { .. }) {
-            // Both are answered: no probe is needed besides.
+        // Both are answered: no probe is needed besides; but a doubted peer's answer to
+        // data does not show it heard from this node since (only a probe's does).
+        if matches!(pkt, Packet::Probe { .. }) || (matches!(pkt, Packet::Data { .. }) && self.doubt_from.is_none()) {
             self.probe_due = false;
         }
         self.refresh_armed(now_us);
@@ -744,6 +793,14 @@ impl Session {
             self.up = false;
             self.probe_since = None;
             self.suspected = false;
+            // Seen up again only on an answer to a probe sent from now on.
+            self.doubt_from = Some(self.probes_out + 1);
+            if self.watched {
+                // Told again, now that it is down: a node whose probation of it ended
+                // on an answer it sent just before it crashed (after the suspicion was
+                // told) has nothing else to make it look again (simulator seed 1050654).
+                self.events.push_back(Event::Suspect);
+            }
             self.events.push_back(Event::Down);
         }
         if self.suspect_at().is_some_and(|t| now_us >= t) {
@@ -793,7 +850,7 @@ impl Session {
         if self.ack_now || self.ack_at.is_some_and(|a| now_us >= a) {
             self.ack_sent();
             self.stats.acks_sent += 1;
-            return Some(Packet::Ack { epoch: self.epoch, peer_epoch, upto: self.next_expected });
+            return Some(Packet::Ack { epoch: self.epoch, peer_epoch, upto: self.next_expected, echo: self.probes_in });
         }
         if self.cursor < self.next_seq && self.cursor < self.acked.saturating_add(self.cfg.max_in_flight as u64) {
             let seq = self.cursor;
@@ -810,15 +867,17 @@ impl Session {
             if self.rto_at.is_none() {
                 self.rto_at = Some(now_us.saturating_add(self.cfg.retransmit_us));
             }
-            return Some(Packet::Data { epoch: self.epoch, peer_epoch, seq, payload });
+            return Some(Packet::Data { epoch: self.epoch, peer_epoch, seq, echo: self.probes_in, payload });
         }
         if self.probe_due {
             self.stats.probes_sent += 1;
-            return Some(Packet::Probe { epoch: self.epoch, peer_epoch });
+            self.probes_out += 1;
+            self.last_probe_us = now_us;
+            return Some(Packet::Probe { epoch: self.epoch, peer_epoch, n: self.probes_out, echo: self.probes_in });
         }
         if self.heartbeat_due {
             self.stats.heartbeats_sent += 1;
-            return Some(Packet::Heartbeat { epoch: self.epoch, peer_epoch });
+            return Some(Packet::Heartbeat { epoch: self.epoch, peer_epoch, echo: self.probes_in });
         }
         None
     }
@@ -878,7 +937,10 @@ impl Session {
     /// heartbeat late.
     fn probe_at(&self) -> u64 {
         let beat = (self.cfg.heartbeat_us / 4).max(1);
-        self.last_sent_us.saturating_add(self.cfg.heartbeat_us).div_ceil(beat).saturating_mul(beat)
+        // A doubted peer is probed every heartbeat however much else goes to it (its
+        // answers to the peer's probes do not show this node it is alive now).
+        let last = if self.doubt_from.is_some() { self.last_probe_us } else { self.last_sent_us };
+        last.saturating_add(self.cfg.heartbeat_us).div_ceil(beat).saturating_mul(beat)
     }
 
     /// Whether probes go out every `heartbeat_us` when nothing else is sent: to a
@@ -889,6 +951,7 @@ impl Session {
 
     fn start_probing(&mut self, now_us: u64) {
         self.probe_since = Some(now_us);
+        self.doubt_from.get_or_insert(self.probes_out + 1);
         self.last_run_us = self.last_run_us.max(now_us);
         if self.transport_up {
             if self.peer_epoch.is_some() {
@@ -964,6 +1027,9 @@ impl Session {
         self.received_since_ack = 0;
         self.peer_knows_me = false;
         self.peer_epoch = Some(new_epoch);
+        // A new incarnation: its packets show it alive; its probes count from 1.
+        self.probes_in = 0;
+        self.doubt_from = None;
     }
 
     /// An earlier peer incarnation `back` is heard after the later one, `current`, went
@@ -1259,7 +1325,7 @@ mod tests {
         assert_eq!(delivered(&events(&mut b2)), vec![p(4)]);
         // Packets from the old incarnation are ignored from now on.
         let ignored = a.stats().stale_ignored;
-        a.handle(6_000, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, payload: p(9) });
+        a.handle(6_000, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, echo: 0, payload: p(9) });
         a.handle(6_000, Packet::Hello { from: 1, epoch: B_EPOCH, peer_epoch: None, next_expected: 0 });
         assert!(events(&mut a).is_empty());
         assert_eq!(a.stats().stale_ignored, ignored + 2);
@@ -1340,7 +1406,7 @@ mod tests {
         // A late packet of the later incarnation while the earlier one is up: a restart
         // again (it is newer), never a wedge; an older one than the current: ignored.
         let ignored = a.stats().stale_ignored;
-        a.handle(t + 30_000, Packet::Heartbeat { epoch: B_EPOCH - 1, peer_epoch: A_EPOCH + 1 });
+        a.handle(t + 30_000, Packet::Heartbeat { epoch: B_EPOCH - 1, peer_epoch: A_EPOCH + 1, echo: 0 });
         assert_eq!(a.stats().stale_ignored, ignored + 1);
         assert!(events(&mut a).is_empty());
     }
@@ -1361,11 +1427,22 @@ mod tests {
         let t = 200_000;
         advance_silent(&mut b, t);
         assert_eq!(verdicts(&mut b), vec![Event::Down]);
-        a.handle(t, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH });
+        drain(&mut a, t);
+        a.handle(t, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: a.probes_out });
         assert_eq!(events(&mut a), vec![Event::Up]);
         assert!(a.is_up());
         exchange(&mut a, &mut b, t);
-        assert_eq!(events(&mut b), vec![Event::Up, Event::Deliver(p(7))]);
+        // b sees a back once a has answered a probe of b's (what a sent before that is
+        // delivered: a packet says nothing of when it was sent).
+        let later = t + 2 * cfg().heartbeat_us;
+        while let Some(tt) = b.poll_timeout().filter(|&tt| tt <= later) {
+            b.handle_timeout(tt);
+            a.handle_timeout(tt);
+            exchange(&mut a, &mut b, tt);
+        }
+        let seen = events(&mut b);
+        assert!(seen.contains(&Event::Up) && seen.contains(&Event::Deliver(p(7))), "{seen:?}");
+        assert!(b.is_up());
     }
 
     #[test]
@@ -1444,9 +1521,13 @@ mod tests {
         let t = a.poll_timeout().unwrap();
         assert_eq!(t, cfg().heartbeat_us);
         a.handle_timeout(t);
-        assert_eq!(drain(&mut a, t), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
-        feed(&mut b, t, [Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
-        assert_eq!(drain(&mut b, t), vec![Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH }], "a probe is answered at once");
+        assert_eq!(drain(&mut a, t), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH, n: 1, echo: 0 }]);
+        feed(&mut b, t, [Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH, n: 1, echo: 0 }]);
+        assert_eq!(
+            drain(&mut b, t),
+            vec![Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: 1 }],
+            "a probe is answered at once"
+        );
         // Traffic postpones the probe.
         a.send(p(1)).unwrap();
         feed(&mut b, t + 5_000, drain(&mut a, t + 5_000));
@@ -1494,13 +1575,60 @@ mod tests {
         assert_eq!(events(&mut a), vec![Event::Down]);
     }
 
+    /// Found by the simulator (seed 1035234): a probe the peer sent just before it
+    /// crashed, arriving just after the suspicion, ended the probation, and the node
+    /// saw the crashed peer up for good. Only an answer to a probe of the probation
+    /// ends it; what the peer sent before still on its way does not.
+    #[test]
+    fn a_packet_sent_before_a_suspicion_does_not_end_the_probation() {
+        let (mut a, mut b) = idle_pair();
+        // b probes a (its probe is on its way when b crashes).
+        b.suspect(10_000);
+        let stale = drain(&mut b, 10_000);
+        assert!(matches!(stale.as_slice(), [Packet::Probe { .. }]), "{stale:?}");
+        a.suspect(30_000);
+        let probe = drain(&mut a, 30_000);
+        assert_eq!(probe, vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH, n: 1, echo: 0 }]);
+        feed(&mut a, 30_100, stale);
+        a.handle(30_200, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: 0 });
+        assert!(a.is_probing(), "packets sent before the probation do not end it");
+        let down = 30_000 + cfg().down_after_us / 2;
+        advance_silent(&mut a, down.max(cfg().down_after_us));
+        assert_eq!(events(&mut a).into_iter().filter(|e| *e == Event::Down).count(), 1, "the crashed peer is seen down");
+        // Seen up again only on an answer to a probe sent after it went down.
+        a.handle(down + 1_000, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: 1 });
+        assert!(!a.is_up(), "an answer to a probe from before it went down is not one");
+        let until = down + 3 * cfg().heartbeat_us;
+        // (Heard from it: it is asked at once.)
+        let mut probes = drain(&mut a, down + 1_000);
+        while let Some(t) = a.poll_timeout().filter(|&t| t <= until) {
+            a.handle_timeout(t);
+            probes.extend(drain(&mut a, t));
+        }
+        let n = probes.iter().find_map(|p| if let Packet::Probe { n, .. } = p { Some(*n) } else { None }).expect("a down peer is probed");
+        a.handle(until, Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: n });
+        assert!(a.is_up());
+    }
+
+    #[test]
+    fn a_live_peer_on_probation_ends_it_by_answering_the_probe() {
+        let (mut a, mut b) = idle_pair();
+        a.suspect(30_000);
+        let probe = drain(&mut a, 30_000);
+        feed(&mut b, 30_100, probe);
+        let answer = drain(&mut b, 30_100);
+        assert_eq!(answer, vec![Packet::Heartbeat { epoch: B_EPOCH, peer_epoch: A_EPOCH, echo: 1 }]);
+        feed(&mut a, 30_200, answer);
+        assert!(!a.is_probing() && a.is_up());
+    }
+
     #[test]
     fn a_suspected_peer_is_probed_and_down_only_if_silent() {
         let (mut a, _b) = idle_pair();
         // Suspected at 30_000: down at the later of 0 + window and 30_000 + half.
         a.suspect(30_000);
         assert!(a.is_probing());
-        assert_eq!(drain(&mut a, 30_000), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH }]);
+        assert_eq!(drain(&mut a, 30_000), vec![Packet::Probe { epoch: A_EPOCH, peer_epoch: B_EPOCH, n: 1, echo: 0 }]);
         let down = 30_000 + cfg().down_after_us / 2;
         advance_silent(&mut a, down - 1);
         assert!(a.is_up());
@@ -1529,7 +1657,8 @@ mod tests {
         advance_silent(&mut a, cfg().down_after_us / 2);
         assert_eq!(events(&mut a), vec![Event::Suspect]);
         advance_silent(&mut a, cfg().down_after_us);
-        assert_eq!(events(&mut a), vec![Event::Down]);
+        // Told again with the verdict, for the nodes whose probation ended meanwhile.
+        assert_eq!(events(&mut a), vec![Event::Suspect, Event::Down]);
     }
 
     #[test]
@@ -1564,7 +1693,7 @@ mod tests {
         assert_eq!(t, 100 + cfg().ack_delay_us);
         b.handle_timeout(t);
         let ack = drain(&mut b, t);
-        assert_eq!(ack, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 1 }]);
+        assert_eq!(ack, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 1, echo: 0 }]);
         feed(&mut a, t, ack);
         assert!(a.is_idle());
         // A burst gets one ack per quarter window, not one per packet.
@@ -1573,7 +1702,7 @@ mod tests {
         }
         feed(&mut b, 2_000, drain(&mut a, 2_000));
         let acks = drain(&mut b, 2_000);
-        assert_eq!(acks, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 9 }]);
+        assert_eq!(acks, vec![Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 9, echo: 0 }]);
     }
 
     #[test]
@@ -1584,7 +1713,7 @@ mod tests {
         }
         let sent = drain(&mut a, 10);
         assert_eq!(sent.len(), cfg().max_in_flight);
-        a.handle(20, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 3 });
+        a.handle(20, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: 3, echo: 0 });
         assert_eq!(drain(&mut a, 20).len(), 3);
     }
 
@@ -1617,12 +1746,12 @@ mod tests {
         a.send(p(1)).unwrap();
         drain(&mut a, 0);
         // An ack for what was never sent, a hello from another node, an oversized payload.
-        a.handle(1, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: u64::MAX });
+        a.handle(1, Packet::Ack { epoch: B_EPOCH, peer_epoch: A_EPOCH, upto: u64::MAX, echo: 0 });
         assert_eq!(a.stats().queued, 1);
         a.handle(1, Packet::Hello { from: 9, epoch: B_EPOCH + 1, peer_epoch: None, next_expected: 0 });
         assert_eq!(a.peer_epoch(), Some(B_EPOCH));
-        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, payload: vec![0; 101] });
-        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: u64::MAX, payload: vec![1] });
+        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: 0, echo: 0, payload: vec![0; 101] });
+        a.handle(1, Packet::Data { epoch: B_EPOCH, peer_epoch: A_EPOCH, seq: u64::MAX, echo: 0, payload: vec![1] });
         assert!(delivered(&events(&mut a)).is_empty());
     }
 
@@ -1647,11 +1776,22 @@ mod tests {
                 epoch,
                 peer_epoch,
                 seq,
+                echo: seq / 2,
                 payload
             }),
-            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
-            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
-            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Probe { epoch, peer_epoch }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack {
+                epoch,
+                peer_epoch,
+                upto,
+                echo: upto / 3
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch, echo: epoch ^ peer_epoch }),
+            (any::<u64>(), any::<u64>()).prop_map(|(epoch, peer_epoch)| Packet::Probe {
+                epoch,
+                peer_epoch,
+                n: epoch.wrapping_add(peer_epoch),
+                echo: epoch / 2
+            }),
         ]
     }
 
@@ -1667,17 +1807,18 @@ mod tests {
                 epoch,
                 peer_epoch,
                 seq,
+                echo: seq / 2,
                 payload
             }),
-            (e.clone(), e.clone(), n).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto }),
-            (e.clone(), e.clone()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch }),
-            (e.clone(), e).prop_map(|(epoch, peer_epoch)| Packet::Probe { epoch, peer_epoch }),
+            (e.clone(), e.clone(), n).prop_map(|(epoch, peer_epoch, upto)| Packet::Ack { epoch, peer_epoch, upto, echo: upto }),
+            (e.clone(), e.clone()).prop_map(|(epoch, peer_epoch)| Packet::Heartbeat { epoch, peer_epoch, echo: epoch }),
+            (e.clone(), e).prop_map(|(epoch, peer_epoch)| Packet::Probe { epoch, peer_epoch, n: peer_epoch, echo: epoch }),
         ]
     }
 
     #[test]
     fn wire_rejects_bad_frames() {
-        let pkt = Packet::Data { epoch: 1, peer_epoch: 2, seq: 3, payload: vec![7; 10] };
+        let pkt = Packet::Data { epoch: 1, peer_epoch: 2, seq: 3, echo: 4, payload: vec![7; 10] };
         let bytes = encode_packet(&pkt);
         assert_eq!(bytes[0], WIRE_VERSION);
         assert_eq!(decode_packet(&bytes, bytes.len()), Ok(pkt));

@@ -1027,12 +1027,12 @@ fn short(p: &crate::proto::session::Packet) -> String {
     use crate::proto::session::Packet::*;
     match p {
         Hello { epoch, peer_epoch, next_expected, .. } => format!("Hello(e{epoch} to {peer_epoch:?} next {next_expected})"),
-        Data { epoch, peer_epoch, seq, payload } => {
+        Data { epoch, peer_epoch, seq, echo, payload } => {
             let what = decode_payload(payload).map_or("?".into(), |(s, e, c)| format!("{s}@{e}#{c}"));
-            format!("Data(e{epoch} to e{peer_epoch} seq {seq} = {what})")
+            format!("Data(e{epoch} to e{peer_epoch} seq {seq} echo {echo} = {what})")
         }
-        Ack { epoch, peer_epoch, upto } => format!("Ack(e{epoch} to e{peer_epoch} upto {upto})"),
-        Heartbeat { epoch, peer_epoch } => format!("Heartbeat(e{epoch} to e{peer_epoch})"),
-        Probe { epoch, peer_epoch } => format!("Probe(e{epoch} to e{peer_epoch})"),
+        Ack { epoch, peer_epoch, upto, echo } => format!("Ack(e{epoch} to e{peer_epoch} upto {upto} echo {echo})"),
+        Heartbeat { epoch, peer_epoch, echo } => format!("Heartbeat(e{epoch} to e{peer_epoch} echo {echo})"),
+        Probe { epoch, peer_epoch, n, echo } => format!("Probe(e{epoch} to e{peer_epoch} #{n} echo {echo})"),
     }
 }
