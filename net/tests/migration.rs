@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tern_net::migration::TestHooks;
 use tern_net::proto::mechanism::{Forwarding, How, Mechanism};
 use tern_net::proto::wire::MigReport;
@@ -1142,7 +1142,16 @@ fn a_node_runs_at_most_its_number_of_migrations_out_at_once() {
         let r = mover.join().expect("the mover").unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
         assert!(r.ok, "{r:?}");
     });
-    let r = m.node("a").migrate(small_pid, "b", None).unwrap_or_else(|e| panic!("{e}"));
+    // The first's source goes on pushing pages after its report (a lazy move): once it
+    // has ended, the next goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        match m.node("a").migrate(small_pid, "b", None) {
+            Ok(r) => break r,
+            Err(e) if e.contains("[limits] migrations_out") && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{e}"),
+        }
+    };
     assert!(r.ok, "once the first has ended, the next goes: {r:?}");
     for pid in [big_pid, small_pid] {
         m.node("b").node().send_to(pid, text_message("stop")).unwrap();
