@@ -455,6 +455,7 @@ fn rewatch(sh: &Host) {
 async fn read_packets(
     sh: Arc<Host>,
     peer: Arc<Peer>,
+    conn: &quinn::Connection,
     mut recv: quinn::RecvStream,
     max: usize,
     gen: u64,
@@ -472,9 +473,8 @@ async fn read_packets(
         Ok(theirs) if ours.compatible(&theirs) => {}
         Ok(theirs) => {
             let why = hello::incompatible(&sh.me.name, &ours, &peer.conf.name, &theirs);
-            if let Some(conn) = peer.conn.lock().as_ref() {
-                conn.close(INCOMPATIBLE.into(), why.as_bytes());
-            }
+            // This connection's (not `peer.conn`, which may still be the one before).
+            conn.close(INCOMPATIBLE.into(), why.as_bytes());
             let _ = tx.send((gen, Err(format!("{INCOMPATIBLE_TEXT}{why}"))));
             return;
         }
@@ -749,7 +749,7 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                         let (sh2, peer2) = (sh.clone(), peer.clone());
                         tokio::spawn(async move {
                             match c2.accept_uni().await {
-                                Ok(recv) => read_packets(sh2, peer2, recv, max, g, tx).await,
+                                Ok(recv) => read_packets(sh2, peer2, &c2, recv, max, g, tx).await,
                                 Err(e) => { let _ = tx.send((g, Err(format!("connection closed: {e}")))); }
                             }
                         });
