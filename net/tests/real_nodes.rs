@@ -70,14 +70,7 @@ fn a_paused_destination_keeps_its_process(mechanism: &'static str) {
     // Time for its loop to turn hot and be compiled at a (milliseconds, unless the
     // machine is very busy: the compiler thread runs at a low priority).
     std::thread::sleep(Duration::from_millis(1500));
-    let cfg = mesh.cfg().to_string();
-    let p2 = pid.clone();
-    let migrating = std::thread::spawn(move || {
-        nodes::run_for(
-            &["ctl", "--config", &cfg, "--node", "a", "--json", "migrate", &p2, "b", "--mechanism", mechanism],
-            Duration::from_secs(120),
-        )
-    });
+    let migrating = mesh.migrate_in_background("a", &pid, "b", mechanism, Duration::from_secs(120));
     let resumed = wait_until(Duration::from_secs(60), || mesh.ps(Some("b")).iter().any(|(p, n, _)| p == &pid && n == "b"));
     assert!(resumed, "the process never resumed on b:\n{}", mesh.all_logs());
     mesh.stop("b");
@@ -191,18 +184,6 @@ fn a_node_that_never_talked_to_a_process_reaches_it_after_its_birth_node_is_lost
     assert!(gone, "the kill from d never reached the process on b:\n{}", mesh.all_logs());
 }
 
-/// Starts migrating `pid` from a to b with `mechanism` in the background (`tern ctl
-/// migrate` run on a); its answer when joined.
-fn migrate_in_background(mesh: &RealMesh, pid: &str, mechanism: &str) -> std::thread::JoinHandle<Result<nodes::Out, nodes::Out>> {
-    let (cfg, pid, mechanism) = (mesh.cfg().to_string(), pid.to_string(), mechanism.to_string());
-    std::thread::spawn(move || {
-        nodes::run_for(
-            &["ctl", "--config", &cfg, "--node", "a", "--json", "migrate", &pid, "b", "--mechanism", &mechanism],
-            Duration::from_secs(120),
-        )
-    })
-}
-
 /// The destination is killed (`kill -9`) in the middle of the pre-copy of a 512 MiB
 /// process (migration traffic capped at 200 MiB/s, so the rounds take seconds): the
 /// migration aborts with a clear outcome, the process runs on at its source with all
@@ -212,7 +193,7 @@ fn killing_the_destination_during_a_512_mib_precopy_leaves_the_process_running_a
     let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 200\n");
     let pid = mesh.spawn_via("c", "worker.tern", &worker(32 << 20), "a");
     wait_ready(&mesh, "a", "c");
-    let migrating = migrate_in_background(&mesh, &pid, "precopy");
+    let migrating = mesh.migrate_in_background("a", &pid, "b", "precopy", Duration::from_secs(120));
     // Well into the first round (512 MiB at 200 MiB/s: 2.5 s).
     std::thread::sleep(Duration::from_millis(1200));
     mesh.kill9("b");
@@ -235,7 +216,7 @@ fn killing_a_third_node_during_a_migration_costs_nothing() {
     let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 200\n");
     let pid = mesh.spawn_via("a", "worker.tern", &worker(8 << 20), "a");
     wait_ready(&mesh, "a", "a");
-    let migrating = migrate_in_background(&mesh, &pid, "precopy");
+    let migrating = mesh.migrate_in_background("a", &pid, "b", "precopy", Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(300));
     mesh.kill9("c");
     let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
@@ -270,7 +251,7 @@ fn a_node_paused_mid_migration_then_continued(mechanism: &str, paused: &str) {
     let mut mesh = RealMesh::start(3, "heap_bytes = 1073741824\n[policy]\nbandwidth_mib_s = 100\n");
     let pid = mesh.spawn_via("c", "worker.tern", &worker(16 << 20), "a");
     wait_ready(&mesh, "a", "c");
-    let migrating = migrate_in_background(&mesh, &pid, mechanism);
+    let migrating = mesh.migrate_in_background("a", &pid, "b", mechanism, Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(800));
     mesh.stop(paused);
     std::thread::sleep(Duration::from_secs(7)); // node_down_ms is 1000, the QUIC idle timeout 5 s

@@ -74,24 +74,6 @@ fn listed(mesh: &RealMesh, via: &str, pid: &str) -> Option<bool> {
     Some(rows.as_array()?.iter().any(|r| r["pid"] == pid && r["status"] != "exited"))
 }
 
-/// `ctl migrate` of `pid` to `to`, asked of node `via`, on a thread of its own (it
-/// answers only once the migration ends, which the test decides): what it said, or
-/// `Err` if it had to be killed after `timeout`.
-fn migrate_in_background(
-    mesh: &RealMesh,
-    via: &str,
-    pid: &str,
-    to: &str,
-    mechanism: &str,
-    timeout: Duration,
-) -> JoinHandle<Result<Out, Out>> {
-    let args: Vec<String> = ["ctl", "--config", mesh.cfg(), "--node", via, "--json", "migrate", pid, to, "--mechanism", mechanism]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    std::thread::spawn(move || run_for(&args.iter().map(String::as_str).collect::<Vec<_>>(), timeout))
-}
-
 /// The migrations node `name` takes part in that have not ended, as it says itself
 /// (`ctl --node NAME --json nodes`, its own row); `None` if it does not answer.
 fn migrations_on(mesh: &RealMesh, name: &str) -> Option<u64> {
@@ -126,7 +108,7 @@ fn a_lazy_destination_that_gives_up_on_a_paused_source_releases_it() {
     // 4 MiB of heap: 1024 pages, almost all of which stay at a.
     let pid = mesh.spawn_via("c", "worker.tern", &worker(1 << 18), "a");
     wait_log(&mesh, "c", 0, "worker ready on a", Duration::from_secs(30));
-    let migrating = migrate_in_background(&mesh, "b", &pid, "b", "lazy", Duration::from_secs(120));
+    let migrating = mesh.migrate_in_background("b", &pid, "b", "lazy", Duration::from_secs(120));
     let resumed = wait_until(Duration::from_secs(60), || is_on(&mesh, "b", &pid, "b"));
     assert!(resumed, "the process never resumed on b:\n{}", mesh.all_logs());
     assert_reaches(&mesh, "c", &pid, "before", "b", "c");
@@ -266,7 +248,7 @@ fn messages_held_back_count_against_the_mailbox_limit_across_nodes() {
     let ok = wait_until(Duration::from_secs(30), || cut(&since(&mesh, "a", mark_a)) && cut(&since(&mesh, "b", mark_b)));
     assert!(ok, "a and b kept their connections to the paused c:\n{}", mesh.all_logs());
 
-    let migrating = migrate_in_background(&mesh, "b", &r, "b", "lazy", Duration::from_secs(120));
+    let migrating = mesh.migrate_in_background("b", &r, "b", "lazy", Duration::from_secs(120));
     let resumed = wait_until(Duration::from_secs(60), || is_on(&mesh, "b", &r, "b"));
     assert!(resumed, "R never resumed on b:\n{}", mesh.all_logs());
 
@@ -361,7 +343,7 @@ fn ticker_moved_to_a(mesh: &RealMesh) -> String {
 /// holds back its late messages (the test hook `TERN_TEST_HOLD_LATE_MS`).
 fn migrate_to_b_with_late_held(mesh: &RealMesh, pid: &str, mechanism: &str) -> JoinHandle<Result<Out, Out>> {
     let mark_a = mesh.log("a").len();
-    let migrating = migrate_in_background(mesh, "b", pid, "b", mechanism, Duration::from_secs(120));
+    let migrating = mesh.migrate_in_background("b", pid, "b", mechanism, Duration::from_secs(120));
     wait_log(mesh, "a", mark_a, &format!("test hook: late messages of {pid} held"), Duration::from_secs(60));
     migrating
 }
@@ -628,7 +610,7 @@ fn a_lazy_destination_whose_source_is_killed_ends_the_process_and_says_why() {
     let watch = format!("let t = pid(\"{pid}\");\nmonitor(t);\nprintln(\"watching\");\nlet m = recv();\nprintln(\"saw ${{m}}\");\n");
     mesh.spawn("watch.tern", &watch, "c");
     wait_log(&mesh, "c", 0, "watching", Duration::from_secs(30));
-    let migrating = migrate_in_background(&mesh, "b", &pid, "b", "lazy", Duration::from_secs(120));
+    let migrating = mesh.migrate_in_background("b", &pid, "b", "lazy", Duration::from_secs(120));
     let resumed = wait_until(Duration::from_secs(60), || is_on(&mesh, "b", &pid, "b"));
     assert!(resumed, "the process never resumed on b:\n{}", mesh.all_logs());
     let held = wait_until(Duration::from_secs(10), || migrations_on(&mesh, "a") == Some(1));

@@ -455,6 +455,24 @@ impl RealMesh {
     }
 
     /// Rows of `ctl --json ps` asked of `via`: (pid, node, status).
+    /// `tern ctl --node VIA --json migrate PID TO --mechanism M` on a thread of its own
+    /// (it answers only once the migration ends, which the test decides): what it said,
+    /// or `Err` if it had to be killed after `timeout`.
+    pub fn migrate_in_background(
+        &self,
+        via: &str,
+        pid: &str,
+        to: &str,
+        mechanism: &str,
+        timeout: Duration,
+    ) -> std::thread::JoinHandle<Result<Out, Out>> {
+        let args: Vec<String> = ["ctl", "--config", self.cfg(), "--node", via, "--json", "migrate", pid, to, "--mechanism", mechanism]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        std::thread::spawn(move || run_for(&args.iter().map(String::as_str).collect::<Vec<_>>(), timeout))
+    }
+
     pub fn ps(&self, via: Option<&str>) -> Vec<(String, String, String)> {
         let Ok(out) = self.try_ctl_on(via, &["--json", "ps"], Duration::from_secs(10)) else { return Vec::new() };
         if !out.ok() {
