@@ -130,6 +130,19 @@ impl TokenKind {
     }
 }
 
+/// Every keyword, as written. The lexer recognises keywords from this list (the editor
+/// grammars in `editors/` are tested against it).
+pub const KEYWORDS: &[&str] = &[
+    "let", "fn", "if", "else", "while", "for", "in", "break", "continue", "return", "import", "as", "try", "catch", "nil", "true", "false",
+    "and", "or", "not",
+];
+
+/// The token of each of [`KEYWORDS`], in the same order.
+const KEYWORD_KINDS: [TokenKind; KEYWORDS.len()] = {
+    use TokenKind::*;
+    [Let, Fn, If, Else, While, For, In, Break, Continue, Return, Import, As, Try, Catch, Nil, True, False, And, Or, Not]
+};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum InterpPart {
     /// Literal text, escapes decoded.
@@ -304,31 +317,12 @@ impl Lexer<'_> {
     }
 
     fn ident_or_keyword(&mut self) -> TokenKind {
-        use TokenKind::*;
         let start = self.pos;
         self.eat_while(|b| b.is_ascii_alphanumeric() || b == b'_');
-        match &self.src[start..self.pos] {
-            "let" => Let,
-            "fn" => Fn,
-            "if" => If,
-            "else" => Else,
-            "while" => While,
-            "for" => For,
-            "in" => In,
-            "break" => Break,
-            "continue" => Continue,
-            "return" => Return,
-            "import" => Import,
-            "as" => As,
-            "try" => Try,
-            "catch" => Catch,
-            "nil" => Nil,
-            "true" => True,
-            "false" => False,
-            "and" => And,
-            "or" => Or,
-            "not" => Not,
-            name => Ident(name.to_string()),
+        let name = &self.src[start..self.pos];
+        match KEYWORDS.iter().position(|&k| k == name) {
+            Some(i) => KEYWORD_KINDS[i].clone(),
+            None => TokenKind::Ident(name.to_string()),
         }
     }
 
@@ -594,6 +588,15 @@ mod tests {
             kinds("nil true false and or not _x x1 letter"),
             vec![Nil, True, False, And, Or, Not, ident("_x"), ident("x1"), ident("letter"), Eof]
         );
+    }
+
+    #[test]
+    fn keyword_list() {
+        for &k in KEYWORDS {
+            let kind = &kinds(k)[0];
+            assert!(kind.is_keyword(), "{k} lexes as {kind:?}");
+            assert_eq!(kinds(&format!("{k}_")), vec![ident(&format!("{k}_")), Eof]);
+        }
     }
 
     #[test]
