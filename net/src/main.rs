@@ -153,6 +153,14 @@ enum Command {
         /// Which node of the config this is.
         #[arg(long, value_name = "NAME")]
         name: String,
+        /// On SIGTERM or Ctrl-C, move this node's processes to the other nodes before
+        /// stopping (as `tern ctl drain`); without it they end with the reason `shutdown`,
+        /// which their monitors see.
+        #[arg(long)]
+        drain_on_stop: bool,
+        /// How long stopping may take, in seconds; what is left then is dropped.
+        #[arg(long, value_name = "S", default_value_t = 60.0)]
+        stop_timeout: f64,
     },
     /// Run a whole mesh.
     Mesh {
@@ -397,10 +405,16 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Node { config, name } => with_config(&config, |cfg| {
-            cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
-            tern_net::cmd::node(cfg, &name).map(|()| true)
-        }),
+        Command::Node { config, name, drain_on_stop, stop_timeout } => {
+            if !(stop_timeout.is_finite() && (0.0..=86_400.0).contains(&stop_timeout)) {
+                return usage_error("--stop-timeout must be between 0 and 86400 seconds");
+            }
+            let stop = tern_net::cmd::StopOpts { drain: drain_on_stop, limit: std::time::Duration::from_secs_f64(stop_timeout) };
+            with_config(&config, |cfg| {
+                cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
+                tern_net::cmd::node(cfg, &name, stop).map(|()| true)
+            })
+        }
         Command::Mesh { command: MeshCommand::Up { config } } => with_config(&config, |cfg| {
             cfg.check_machine(machine_memory()).map_err(|e| e.to_string())?;
             tern_net::cmd::mesh_up(cfg).map(|()| true)

@@ -342,3 +342,78 @@ fn two_real_nodes_at_equal_load_trade_no_processes() {
         assert!(wait_until(Duration::from_secs(30), || mesh.log(node).contains("right 3 of 3")), "{}", mesh.all_logs());
     }
 }
+
+/// A program on node `on` that monitors process `pid` and prints what it sees.
+fn watcher(pid: &str, name: &str) -> String {
+    format!("let t = pid(\"{pid}\");\nmonitor(t);\nprintln(\"{name} watching\");\nlet m = recv();\nprintln(\"{name} saw ${{m}}\");\n")
+}
+
+/// A process that waits for messages and says where each reached it (pinned with `pin`).
+fn listener(pinned: bool) -> String {
+    format!(
+        "{}println(\"listener up on ${{node()}}\");\nwhile true {{\n  let m = recv();\n  println(\"listener on ${{node()}} got ${{m}}\");\n}}\n",
+        if pinned { "pin();\n" } else { "" }
+    )
+}
+
+/// A node stopped by a supervisor (SIGTERM) without `--drain-on-stop` ends its
+/// processes with the reason `shutdown`: a monitor on another node sees that reason (not
+/// `node_down`), and the node exits 0 once it has.
+#[test]
+fn sigterm_ends_a_nodes_processes_with_the_reason_shutdown_which_monitors_elsewhere_see() {
+    let mut mesh = RealMesh::start(3, "");
+    let pid = mesh.spawn_via("a", "listener.tern", &listener(false), "b");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("listener up on b")), "{}", mesh.all_logs());
+    mesh.spawn("watch.tern", &watcher(&pid, "c"), "c");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("c").contains("c watching")), "{}", mesh.all_logs());
+
+    let status = mesh.terminate("b", Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "b did not exit 0 on SIGTERM: {status:?}\n{}", mesh.all_logs());
+    assert!(mesh.log("b").contains("ending 1 process(es) with the reason \"shutdown\""), "{}", mesh.all_logs());
+    assert!(mesh.log("b").contains("node b stopped"), "{}", mesh.all_logs());
+    assert!(wait_until(Duration::from_secs(10), || mesh.log("c").contains("c saw")), "{}", mesh.all_logs());
+    let c = mesh.log("c");
+    assert!(c.contains("\"reason\": \"shutdown\""), "the monitor saw another reason:\n{c}");
+    assert!(!c.contains("node_down"), "{c}");
+    // Nothing of b is left: the mesh has one process fewer, and b is down.
+    assert!(!mesh.ps(Some("a")).iter().any(|(p, _, s)| *p == pid && s != "exited"), "{:?}", mesh.ps(Some("a")));
+}
+
+/// With `--drain-on-stop`, SIGTERM moves a node's processes to the others first: the
+/// movable one lives on (a monitor elsewhere does not fire, and a message sent after
+/// reaches it on its new node), and only the pinned one ends, with the reason
+/// `shutdown`.
+#[test]
+fn sigterm_with_drain_on_stop_moves_the_processes_away_first() {
+    let mut mesh = RealMesh::start_with_args(3, "", &[("b", "--drain-on-stop")]);
+    let free = mesh.spawn_via("a", "free.tern", &listener(false), "b");
+    let pinned = mesh.spawn_via("a", "pinned.tern", &listener(true), "b");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").matches("listener up on b").count() == 2), "{}", mesh.all_logs());
+    mesh.spawn("watch_free.tern", &watcher(&free, "free"), "c");
+    mesh.spawn("watch_pinned.tern", &watcher(&pinned, "pinned"), "c");
+    assert!(
+        wait_until(Duration::from_secs(20), || mesh.log("c").contains("free watching") && mesh.log("c").contains("pinned watching")),
+        "{}",
+        mesh.all_logs()
+    );
+
+    let status = mesh.terminate("b", Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "b did not exit 0 on SIGTERM: {status:?}\n{}", mesh.all_logs());
+    let b = mesh.log("b");
+    assert!(b.contains("drain: done: 1 moved, 1 stayed, 0 failed"), "{}", mesh.all_logs());
+    assert!(wait_until(Duration::from_secs(10), || mesh.log("c").contains("pinned saw")), "{}", mesh.all_logs());
+    assert!(mesh.log("c").contains("shutdown"), "{}", mesh.all_logs());
+    // (`ps` answers once the others have declared b down.)
+    let mut ps = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        ps = mesh.ps(Some("a"));
+        !ps.is_empty()
+    });
+    let row = ps.iter().find(|(p, _, _)| *p == free).unwrap_or_else(|| panic!("{free} is gone: {ps:?}\n{}", mesh.all_logs()));
+    assert!(row.1 == "a" || row.1 == "c", "{ps:?}");
+    let out = mesh.ctl_on(Some("a"), &["send", &free, "\"after the stop\""]);
+    assert!(out.ok(), "{out:?}");
+    let line = format!("listener on {} got after the stop", row.1);
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains(&line)), "{}", mesh.all_logs());
+    assert!(!mesh.log("c").contains("free saw"), "the moved process's monitor fired:\n{}", mesh.all_logs());
+}

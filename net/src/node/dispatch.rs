@@ -37,6 +37,9 @@ pub(super) fn start(
 /// per peer of `[limits] spawns_per_peer_s` tokens a second, holding a second's worth);
 /// if not, why (the request is answered with it).
 pub(super) fn spawn_allowed(sh: &Host, from: u16) -> Result<(), String> {
+    if sh.is_stopping() {
+        return Err(format!("node {} refused the spawn: it is stopping", sh.me.name));
+    }
     let rate = sh.cfg.limits.spawns_per_peer_s as f64;
     let now = Instant::now();
     {

@@ -141,6 +141,8 @@ pub struct Host {
     /// The input of the consoles open here (`read_line()`), by console.
     console_in: Mutex<HashMap<u64, tern_vm::console_in::ConsoleIn>>,
     shutdown: AtomicBool,
+    /// Set by [`MeshNode::stop_gracefully`]: no new processes, spawns or migrations in.
+    stopping: AtomicBool,
     endpoint: OnceLock<quinn::Endpoint>,
     /// The load policy: this node's load, its processes', the policy's state.
     policy: policy::PolicyHost,
@@ -189,6 +191,12 @@ impl Host {
     /// Whether the node is stopping (or halted).
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Whether the node is stopping gracefully ([`MeshNode::stop_gracefully`]): it takes
+    /// no new processes, spawns or migrations.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn peer_by_name(&self, name: &str) -> Option<&Arc<Peer>> {
@@ -431,6 +439,7 @@ impl MeshNode {
             consoles: Mutex::new(HashMap::new()),
             console_in: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             endpoint: OnceLock::new(),
             policy: policy::PolicyHost::new(me.id, cfg.policy, cfg.nodes.iter().map(|n| (n.id, n.name.clone()))),
             mig: Migrations::default(),
@@ -552,6 +561,53 @@ impl MeshNode {
         if let Some(n) = self.sh.node.get() {
             n.stop();
         }
+    }
+
+    /// Stops the node as a supervisor's SIGTERM asks, within about `limit`: it takes no
+    /// new processes, spawns or migrations; with `drain` it first moves its processes to
+    /// the other nodes (as `tern ctl drain`); the processes left are ended with the
+    /// reason `shutdown`, which their monitors and links see; then it waits for its
+    /// migrations out to end (a lazy one's pages are still served from here) and for
+    /// every peer that is up to acknowledge what it was sent (those exits among it),
+    /// and shuts down. What is left when `limit` runs out is dropped as
+    /// [`MeshNode::shutdown`] drops it.
+    pub fn stop_gracefully(self, drain: bool, limit: Duration) {
+        let sh = &self.sh;
+        let deadline = Instant::now() + limit;
+        sh.stopping.store(true, Ordering::SeqCst);
+        sh.set_accepting(false);
+        sh.log(&format!("node {} stopping: it takes no new processes", sh.me.name));
+        if drain && sh.node().live() > 0 {
+            if let Err(e) = sh.drain_until(deadline, |_, _, _| {}) {
+                sh.log(&format!("stop: the processes could not be moved ({e}); they are stopped here"));
+            }
+        }
+        let pids = sh.node().pids();
+        if !pids.is_empty() {
+            sh.log(&format!("stop: ending {} process(es) with the reason \"shutdown\"", pids.len()));
+        }
+        for pid in pids {
+            sh.node().kill(pid, "shutdown");
+        }
+        let left = |d: Instant| d.saturating_duration_since(Instant::now());
+        if !sh.node().wait_all(left(deadline)) {
+            sh.log(&format!("stop: {} process(es) had not ended in time", sh.node().live()));
+        }
+        let settled = |f: &dyn Fn() -> bool| {
+            while !f() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            f()
+        };
+        if !settled(&|| sh.mig.table_sizes().runs == 0) {
+            sh.log("stop: a migration had not ended in time");
+        }
+        let acked = || sh.peers.values().all(|p| !p.up.load(Ordering::SeqCst) || p.session.lock().is_idle());
+        if !settled(&acked) {
+            sh.log("stop: a peer had not acknowledged everything sent to it in time");
+        }
+        sh.log(&format!("node {} stopped", sh.me.name));
+        self.shutdown();
     }
 
     /// Stops the node: connections closed, processes dropped.

@@ -215,14 +215,24 @@ impl Host {
     /// a time, each with the mesh's mechanism, a coprocess group whole), calling
     /// `progress(done, total, line)` as each move ends; processes that arrive meanwhile
     /// are moved too. Pinned ones and REPL shells stay, and are listed.
-    pub(crate) fn drain(self: &Arc<Self>, mut progress: impl FnMut(u64, u64, &str)) -> Result<DrainReport, String> {
+    pub(crate) fn drain(self: &Arc<Self>, progress: impl FnMut(u64, u64, &str)) -> Result<DrainReport, String> {
+        self.drain_until(Instant::now() + DRAIN_LIMIT, progress)
+    }
+
+    /// [`Host::drain`], moving nothing more once `deadline` has passed (the moves under
+    /// way then end first).
+    pub(crate) fn drain_until(
+        self: &Arc<Self>,
+        deadline: Instant,
+        mut progress: impl FnMut(u64, u64, &str),
+    ) -> Result<DrainReport, String> {
         self.set_accepting(false);
         self.log("drain: this node takes no new processes; moving its processes off");
         let mut report = DrainReport { node: self.me.name.clone(), ..DrainReport::default() };
         // Every peer that is up has a report within a window (they are sent again once a
         // window).
         let conf = self.policy_conf();
-        let until = Instant::now() + Duration::from_millis(conf.window_ms + 2 * conf.gossip_ms);
+        let until = (Instant::now() + Duration::from_millis(conf.window_ms + 2 * conf.gossip_ms)).min(deadline);
         while self.peer_loads().iter().any(|p| p.up && p.age_us.is_none()) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(conf.gossip_ms.min(50)));
         }
@@ -247,7 +257,6 @@ impl Host {
         }
         let demands: std::collections::HashMap<u64, f64> = self.policy.state.lock().procs.iter().map(|p| (p.pid, p.demand)).collect();
         let in_flight = self.policy_conf().max_in_flight.max(1) as usize;
-        let deadline = Instant::now() + DRAIN_LIMIT;
         let mut tried = std::collections::HashSet::new();
         let mut running: Vec<(u64, super::migration::MigHandle)> = Vec::new();
         let (mut done, mut total) = (0u64, 0u64);
@@ -273,6 +282,9 @@ impl Host {
             }
             total += todo.len() as u64;
             for (pid, group) in todo {
+                if Instant::now() > deadline {
+                    break;
+                }
                 tried.insert(pid);
                 while running.len() >= in_flight {
                     self.drain_wait(&mut running, &mut report, &mut done, total, &mut progress);

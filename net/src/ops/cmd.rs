@@ -47,16 +47,37 @@ pub fn wait_for_signal() -> Result<(), String> {
     })
 }
 
-/// `tern node --config C --name N`: runs one node until Ctrl-C.
-pub fn node(cfg: &MeshConfig, name: &str) -> Result<(), String> {
+/// What `tern node` does when it is asked to stop (SIGTERM or Ctrl-C).
+#[derive(Clone, Copy, Debug)]
+pub struct StopOpts {
+    /// Move the node's processes to the other nodes first (`--drain-on-stop`).
+    pub drain: bool,
+    /// How long the stop may take (`--stop-timeout`): what is left then is dropped.
+    pub limit: Duration,
+}
+
+/// `tern node --config C --name N`: runs one node until SIGTERM or Ctrl-C, then stops
+/// it gracefully ([`MeshNode::stop_gracefully`]); a second signal stops it at once.
+pub fn node(cfg: &MeshConfig, name: &str, stop: StopOpts) -> Result<(), String> {
     let n = MeshNode::start(cfg, name, NodeOptions { log: stdout_log(String::new()), workers: None, operators: Some(server()) })?;
     if let Some(hooks) = test_hooks_from_env(|k| std::env::var(k).ok()) {
         n.log(&format!("test hooks from the environment: {hooks:?}"));
         n.set_migration_hooks(hooks);
     }
     wait_for_signal()?;
-    n.log(&format!("node {} shutting down", n.name()));
-    n.shutdown();
+    n.log(&format!(
+        "node {} asked to stop{} (a second SIGTERM or Ctrl-C stops it at once)",
+        n.name(),
+        if stop.drain { ": moving its processes to the other nodes first" } else { "" }
+    ));
+    let log = stdout_log(String::new());
+    std::thread::spawn(move || {
+        if wait_for_signal().is_ok() {
+            log("stopping at once");
+            std::process::exit(130);
+        }
+    });
+    n.stop_gracefully(stop.drain, stop.limit);
     Ok(())
 }
 

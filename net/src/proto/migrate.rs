@@ -105,7 +105,7 @@ pub enum RefuseReason {
     /// verification).
     BadImage,
     /// A load policy's move that would leave the dest busier than the source (another
-    /// node's moves got there first), or the dest is drained.
+    /// node's moves got there first), or the dest is drained or stopping.
     NoRoom,
 }
 
@@ -118,7 +118,7 @@ impl RefuseReason {
             }
             RefuseReason::Busy => "it already runs or receives this process",
             RefuseReason::BadImage => "the image or its pages could not be reinstated there",
-            RefuseReason::NoRoom => "it has no room for a load policy's move, or it is drained",
+            RefuseReason::NoRoom => "it has no room for a load policy's move, or it is drained or stopping",
         }
     }
 }

@@ -135,9 +135,14 @@ pub struct NodeProc {
     pub starts: u32,
     /// Environment variables it is started with (each start).
     pub env: Vec<(String, String)>,
+    /// Arguments after `tern node --config C --name N` (each start).
+    pub args: Vec<String>,
     /// Its file root.
     pub root: PathBuf,
 }
+
+/// In the `env` lists of `RealMesh::start_with`: not a variable but an argument.
+const ARG: &str = "(argument)";
 
 /// A loopback mesh whose nodes are separate OS processes. Dropping it kills them all.
 pub struct RealMesh {
@@ -170,6 +175,13 @@ impl RealMesh {
     /// as `tern node` and all seeing each other up.
     pub fn start(n: usize, extra: &str) -> RealMesh {
         Self::start_with(n, extra, None, &[], None)
+    }
+
+    /// As [`RealMesh::start`], with more arguments for some nodes' `tern node`: `(node,
+    /// argument)` (e.g. `--drain-on-stop`), kept for restarts.
+    pub fn start_with_args(n: usize, extra: &str, args: &[(&str, &str)]) -> RealMesh {
+        let env: Vec<(&str, &str, &str)> = args.iter().map(|(n, a)| (*n, ARG, *a)).collect();
+        Self::start_with(n, extra, None, &env, None)
     }
 
     /// As [`RealMesh::start`], with node `node`'s file root a filesystem of `kib` KiB of
@@ -243,7 +255,8 @@ impl RealMesh {
                 log: dir.path().join(format!("{}.log", c.name)),
                 root: c.root.clone(),
                 starts: 0,
-                env: env.iter().filter(|(n, _, _)| *n == c.name).map(|(_, k, v)| (k.to_string(), v.to_string())).collect(),
+                env: env.iter().filter(|(n, k, _)| *n == c.name && *k != ARG).map(|(_, k, v)| (k.to_string(), v.to_string())).collect(),
+                args: env.iter().filter(|(n, k, _)| *n == c.name && *k == ARG).map(|(_, _, v)| v.to_string()).collect(),
             })
             .collect();
         let mut m = RealMesh { nodes, config, dir, address_limit_kib, small_root };
@@ -297,6 +310,7 @@ impl RealMesh {
         n.proc = Some(Guard::spawn(
             &what,
             cmd.args(["node", "--config", config.to_str().unwrap(), "--name", &n.name])
+                .args(&n.args)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -326,6 +340,20 @@ impl RealMesh {
         let mut g = self.nodes[i].proc.take().unwrap_or_else(|| panic!("node {name} is not running"));
         signal(g.os_pid().unwrap(), "KILL");
         assert!(g.wait(Duration::from_secs(10)).is_some(), "node {name} survived kill -9");
+    }
+
+    /// `SIGTERM` node `name`, as a supervisor stops it, and wait up to `timeout` for it
+    /// to exit: its exit status, or `None` if it still runs.
+    pub fn terminate(&mut self, name: &str, timeout: Duration) -> Option<ExitStatus> {
+        let i = self.idx(name);
+        let pid = self.os_pid(name);
+        signal(pid, "TERM");
+        let g = self.nodes[i].proc.as_mut().unwrap();
+        let status = g.wait(timeout);
+        if status.is_some() {
+            self.nodes[i].proc = None;
+        }
+        status
     }
 
     /// `SIGSTOP` node `name` (it is paused, not gone).

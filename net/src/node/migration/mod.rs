@@ -638,6 +638,11 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                 MigWire::Msg(offer @ MigMsg::Offer { .. }) => {
                     let mid = offer.mid();
                     let out = spawn_writer(&rt, send, 0);
+                    if sh.is_stopping() {
+                        sh.log(&format!("refused a migration from node {}: this node is stopping", sh.node_name(from)));
+                        let _ = out.send(frame_bytes(&MigWire::Msg(MigMsg::Refuse { mid, why: RefuseReason::NoRoom }))).await;
+                        return;
+                    }
                     let slot = match sh.mig_slots.incoming().and_then(|s| match sh.node().process_limit_reached() {
                         Some(why) => Err(why),
                         None => Ok(s),
