@@ -1,0 +1,2 @@
+" Tern source files.
+autocmd BufRead,BufNewFile *.tern setfiletype tern
