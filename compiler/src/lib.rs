@@ -14,6 +14,7 @@
 pub mod ast;
 pub mod codegen;
 pub mod diag;
+pub mod fmt;
 pub mod lexer;
 pub mod parser;
 pub mod resolve;
