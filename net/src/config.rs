@@ -241,6 +241,12 @@ pub struct NodeConf {
     pub shared: PathBuf,
     /// Worker threads.
     pub workers: usize,
+    /// Where `tern node` serves this node's `/metrics` (Prometheus), if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Where `tern node` serves the mesh's dashboard, if anywhere, and the control
+    /// certificate it uses (`dashboard_as`; default `ctl`).
+    pub dashboard: Option<SocketAddr>,
+    pub dashboard_as: String,
 }
 
 /// A config that could not be loaded: the file, the key when there is one, and what is wrong.
@@ -320,6 +326,9 @@ struct RawNode {
     root: Option<String>,
     shared: Option<String>,
     workers: Option<u64>,
+    metrics: Option<String>,
+    dashboard: Option<String>,
+    dashboard_as: Option<String>,
 }
 
 /// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`), if it can
@@ -605,7 +614,23 @@ impl MeshConfig {
                 Some(w) if (1..=MAX_WORKERS as u64).contains(&w) => w as usize,
                 Some(w) => return Err(err(&k("workers"), format!("{w} is not from 1 to {MAX_WORKERS}"))),
             };
-            nodes.push(NodeConf { id, name: n.name, addr, root, shared, workers });
+            let listen = |key: &str, v: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+                v.as_ref()
+                    .map(|a| {
+                        a.parse::<SocketAddr>().map_err(|_| err(&k(key), format!("{a:?} is not a socket address (expected host:port)")))
+                    })
+                    .transpose()
+            };
+            let metrics = listen("metrics", &n.metrics)?;
+            let dashboard = listen("dashboard", &n.dashboard)?;
+            if metrics.is_some() && metrics == dashboard {
+                return Err(err(&k("dashboard"), "is the same address as metrics (the dashboard serves /metrics too)".into()));
+            }
+            let dashboard_as = n.dashboard_as.unwrap_or_else(|| CTL_NAME.to_string());
+            if crate::tls::control_role(&dashboard_as).is_none() {
+                return Err(err(&k("dashboard_as"), format!("{dashboard_as:?} is not ctl, PERSON.operator or PERSON.observer")));
+            }
+            nodes.push(NodeConf { id, name: n.name, addr, root, shared, workers, metrics, dashboard, dashboard_as });
         }
 
         if raw.mesh.readahead > MAX_READAHEAD {

@@ -182,6 +182,21 @@ enum Command {
         #[command(subcommand)]
         command: CtlCmd,
     },
+    /// A live web page of the mesh: its nodes, processes, traffic, migrations and
+    /// policy; with an operator's certificate it can also migrate, drain and switch the
+    /// policy. `/metrics` on the same address has every node's metrics for Prometheus.
+    Dashboard {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to serve it (loopback unless an address of another interface is given).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
+        listen: std::net::SocketAddr,
+        /// The node to talk to (default: the first of the config that answers).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        #[command(flatten)]
+        connect: Connect,
+    },
     /// An interactive session with a running mesh: Tern statements and expressions, and
     /// commands (:help).
     Repl {
@@ -197,6 +212,15 @@ enum Command {
     Check { file: PathBuf },
     /// Show a program's bytecode.
     Disasm { file: PathBuf },
+    /// Format programs in Tern's one style (comments kept), rewriting each file that
+    /// changes and naming it on stderr.
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing: list the files that would change, and exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage a mesh's cluster (its CA and certificates).
     Cluster {
         #[command(subcommand)]
@@ -494,7 +518,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Dashboard { config, listen, node, connect } => {
+            let opts = match connect.opts() {
+                Ok(o) => o,
+                Err(e) => return usage_error(&e),
+            };
+            let d = tern_net::ops::dashboard::DashOpts { listen, identity: opts.identity, node, timeout: opts.timeout };
+            with_config(&config, |cfg| tern_net::ops::dashboard::dashboard(cfg, d).map(|()| true))
+        }
         Command::Cluster { command } => cluster(command),
+        Command::Fmt { files, check } => fmt(&files, check),
         Command::Disasm { file } => match compile(&file) {
             Ok(p) => {
                 for m in &p.modules {
@@ -609,4 +642,47 @@ fn exit_code(report: Result<tern_net::runner::RunReport, tern_net::runner::RunEr
 fn usage_error(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
+}
+
+/// `tern fmt`: exit 2 if a file could not be read, parsed or written (it is left as it
+/// was), else 1 if `check` found files that would change, else 0.
+fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
+    let mut failed = false;
+    let mut unformatted = false;
+    for file in files {
+        let source = match std::fs::metadata(file).and_then(|m| {
+            if m.len() > tern_compiler::MAX_SOURCE_BYTES {
+                return Err(std::io::Error::other(format!("larger than {} bytes", tern_compiler::MAX_SOURCE_BYTES)));
+            }
+            std::fs::read_to_string(file)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {}: cannot read: {e}", file.display());
+                failed = true;
+                continue;
+            }
+        };
+        let formatted = match tern_compiler::fmt::format_source(&file.display().to_string(), &source) {
+            Ok(f) => f,
+            Err(e) => {
+                eprint!("{e}");
+                failed = true;
+                continue;
+            }
+        };
+        if formatted == source {
+            continue;
+        }
+        if check {
+            println!("{}", file.display());
+            unformatted = true;
+        } else if let Err(e) = std::fs::write(file, formatted) {
+            eprintln!("error: {}: cannot write: {e}", file.display());
+            failed = true;
+        } else {
+            eprintln!("{}", file.display());
+        }
+    }
+    ExitCode::from(if failed { 2 } else { u8::from(unformatted) })
 }

@@ -252,6 +252,10 @@ impl Dispatcher {
                     let top = self.sh.top(procs);
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Top(top) });
                 }
+                Query::Metrics => {
+                    let view = self.sh.metrics();
+                    let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Metrics(Box::new(view)) });
+                }
                 Query::Policy { change, decisions } => {
                     let view = self.sh.policy_query(change.as_ref(), decisions);
                     let _ = self.sh.send_frame(from, &Frame::Answer { id, answer: Answer::Policy(view) });

@@ -29,6 +29,7 @@
 //! the node hands those connections to the [`OperatorServer`] it was started with.
 
 mod dispatch;
+mod metrics;
 pub mod migration;
 mod peers;
 mod policy;
@@ -541,6 +542,12 @@ impl MeshNode {
     /// page routes and fault samples, aborted migrations remembered, reports).
     pub fn table_sizes(&self) -> (tern_vm::node::TableSizes, migration::MigTableSizes) {
         (self.node().table_sizes(), self.sh.mig.table_sizes())
+    }
+
+    /// This node's counters for operators' tools, read anew at each call.
+    pub fn metrics_source(&self) -> Arc<dyn Fn() -> wire::MetricsView + Send + Sync> {
+        let sh = self.sh.clone();
+        Arc::new(move || sh.metrics())
     }
 
     /// Whether this node's migration tables still name process `pid`.

@@ -64,7 +64,9 @@ pub fn node(cfg: &MeshConfig, name: &str, stop: StopOpts) -> Result<(), String> 
         n.log(&format!("test hooks from the environment: {hooks:?}"));
         n.set_migration_hooks(hooks);
     }
+    let http = crate::ops::dashboard::serve_node_http(cfg, &n)?;
     wait_for_signal()?;
+    drop(http);
     n.log(&format!(
         "node {} asked to stop{} (a second SIGTERM or Ctrl-C stops it at once)",
         n.name(),
@@ -99,10 +101,13 @@ pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
     let mut nodes = Vec::new();
     for n in &cfg.nodes {
         let log = stdout_log(format!("{:>width$}| ", n.name));
-        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None, operators: Some(server()) }) {
+        match MeshNode::start(cfg, &n.name, NodeOptions { log, workers: None, operators: Some(server()) })
+            .and_then(|m| crate::ops::dashboard::serve_node_http(cfg, &m).map(|h| (m, h)))
+        {
             Ok(m) => nodes.push(m),
             Err(e) => {
-                for m in nodes {
+                for (m, http) in nodes {
+                    drop(http);
                     m.shutdown();
                 }
                 return Err(format!("node {} failed to start: {e}", n.name));
@@ -110,7 +115,8 @@ pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
         }
     }
     wait_for_signal()?;
-    for m in nodes {
+    for (m, http) in nodes {
+        drop(http);
         m.shutdown();
     }
     Ok(())

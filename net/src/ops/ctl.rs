@@ -62,7 +62,10 @@ impl std::fmt::Display for Who {
 
 /// What an observer may ask: to look, never to change anything.
 fn observer_may(req: &CtlRequest) -> bool {
-    matches!(req, CtlRequest::Nodes | CtlRequest::Ps { .. } | CtlRequest::Top { .. } | CtlRequest::Policy { change: None, .. })
+    matches!(
+        req,
+        CtlRequest::Nodes | CtlRequest::Ps { .. } | CtlRequest::Top { .. } | CtlRequest::Policy { change: None, .. } | CtlRequest::Metrics
+    )
 }
 
 /// What the node logs of a request, with who asked (what changes the mesh; looking is
@@ -288,6 +291,11 @@ async fn handle(
                 .unwrap_or_else(|e| CtlReply::Error(e.to_string()));
             write_frame(&mut send, &reply).await?;
         }
+        CtlRequest::Metrics => {
+            let sh2 = sh.clone();
+            let reply = tokio::task::spawn_blocking(move || metrics(&sh2)).await.unwrap_or_else(|e| CtlReply::Error(e.to_string()));
+            write_frame(&mut send, &reply).await?;
+        }
         CtlRequest::Drain { on: false } => {
             sh.set_accepting(true);
             sh.log("drain: ended; this node takes new processes again");
@@ -397,6 +405,27 @@ fn policy(sh: &Host, change: Option<PolicyChange>, decisions: u32) -> CtlReply {
         }
     }
     CtlReply::Policy { views, errors }
+}
+
+/// Every node's metrics: this one's, then those of the others that are up.
+fn metrics(sh: &Host) -> CtlReply {
+    let mut views = vec![sh.metrics()];
+    let mut errors = Vec::new();
+    for n in &sh.config().nodes {
+        if n.id == sh.me().id {
+            continue;
+        }
+        if !sh.is_up(n.id) {
+            errors.push(format!("node {} is down", n.name));
+            continue;
+        }
+        match sh.ask(n.id, Query::Metrics, Duration::from_secs(10)) {
+            Ok(Answer::Metrics(v)) => views.push(*v),
+            Ok(_) => errors.push(format!("node {}: unexpected answer", n.name)),
+            Err(e) => errors.push(format!("node {}: {e}", n.name)),
+        }
+    }
+    CtlReply::Metrics { views, errors }
 }
 
 fn ps(sh: &Host, node: Option<&str>) -> Result<Vec<PsRow>, String> {

@@ -5,6 +5,8 @@
 
 pub mod cmd;
 pub mod ctl;
+pub mod dashboard;
+pub mod prom;
 pub mod repl;
 pub mod report;
 pub mod snippet;

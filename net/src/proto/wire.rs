@@ -12,7 +12,7 @@ use tern_vm::node::{FileOp, Op};
 use tern_vm::process::IoResult;
 
 /// The version of [`Frame`] and of the operator protocol.
-pub const FRAME_VERSION: u8 = 16;
+pub const FRAME_VERSION: u8 = 17;
 
 /// A node-to-node payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +316,8 @@ pub enum Query {
     /// The receiving node's policy and its last `decisions` decisions, after the change
     /// if one is asked for (`tern ctl policy`).
     Policy { change: Option<PolicyChange>, decisions: u32 },
+    /// The receiving node's counters, migrations in flight and newest reports.
+    Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +328,7 @@ pub enum Answer {
     Migrated(Result<Box<MigReport>, String>),
     Top(TopNode),
     Policy(Result<PolicyView, String>),
+    Metrics(Box<MetricsView>),
 }
 
 /// A change of the policy on a running mesh (`tern ctl policy on|off|set`).
@@ -572,6 +575,9 @@ pub enum CtlRequest {
     Drain {
         on: bool,
     },
+    /// Every node's counters, migrations in flight and newest reports (`/metrics`, the
+    /// dashboard); answered `Metrics`.
+    Metrics,
 }
 
 /// How a line a shell process ran ended.
@@ -633,6 +639,11 @@ pub enum CtlReply {
         line: String,
     },
     Drained(DrainReport),
+    /// The views of every node that answered; `errors`: the nodes that did not.
+    Metrics {
+        views: Vec<MetricsView>,
+        errors: Vec<String>,
+    },
 }
 
 /// A node as `nodes` lists it.
@@ -647,6 +658,88 @@ pub struct NodeRow {
     /// Migrations it takes part in that have not ended (a lazy one's source until its
     /// destination has every page or gave them up).
     pub migrations: u64,
+}
+
+/// A node's counters for operators' tools (`/metrics`, the dashboard): totals since
+/// it started, and what is in flight now.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MetricsView {
+    pub node: String,
+    pub uptime_s: u64,
+    /// It takes new processes (not drained or stopping).
+    pub accepting: bool,
+    pub workers: u32,
+    pub processes: u64,
+    /// Processes runnable or running, on average over the policy's window, times 100.
+    pub run_queue_x100: u32,
+    /// Of its workers' time, per mille.
+    pub utilization_pm: u32,
+    pub reductions: u64,
+    /// Frames to and from the other nodes (messages, spawns, links, migration control,
+    /// answers), and their bytes: the sums of `peers`.
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub peers: Vec<PeerTraffic>,
+    /// Migrations from this node, by mechanism.
+    pub migrations: Vec<MechCounts>,
+    pub migration_bytes_sent: u64,
+    /// Committed migrations from here: freeze to resume.
+    pub freeze_us: HistView,
+    /// Page faults of processes migrated here lazily: each fault's wait.
+    pub fault_us: HistView,
+    /// Migrations from here in flight.
+    pub in_flight: Vec<LiveMig>,
+    /// The newest reports of migrations from here, newest first.
+    pub reports: Vec<MigReport>,
+}
+
+/// Frames exchanged with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PeerTraffic {
+    pub peer: String,
+    pub up: bool,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+}
+
+/// Migrations of one mechanism.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MechCounts {
+    pub mechanism: String,
+    pub started: u64,
+    pub committed: u64,
+    pub aborted: u64,
+}
+
+/// A histogram: `counts[i]` observations at most `bounds_us[i]` (not cumulative), the
+/// last one above every bound.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HistView {
+    pub bounds_us: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+/// A migration in flight, as its source sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LiveMig {
+    pub mid: u64,
+    pub pid: u64,
+    pub to: String,
+    pub mechanism: String,
+    pub phase: String,
+    pub sent_pages: u64,
+    pub total_pages: u64,
+    /// Pages sent in each pre-copy round so far.
+    pub rounds: Vec<u32>,
+    /// The dirty set at the last collection, pages.
+    pub dirty_pages: u64,
+    pub elapsed_ms: u64,
 }
 
 #[cfg(test)]

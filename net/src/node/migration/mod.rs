@@ -40,14 +40,14 @@ mod source;
 mod streams;
 
 use super::Host;
-use crate::proto::mechanism::How;
+use crate::proto::mechanism::{How, Mechanism};
 use crate::proto::migrate::{MigConfig, MigMsg, RefuseReason};
 use crate::proto::wire::{self, Frame, MigReport, MigWire};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use streams::{frame_bytes, read_frames, spawn_writer, wire_mid, DestInputs};
@@ -96,6 +96,12 @@ pub struct Progress {
     pub sent_pages: AtomicU64,
     pub total_pages: AtomicU64,
     pub phase: Mutex<String>,
+    /// Pages sent in each pre-copy round so far.
+    pub rounds: Mutex<Vec<u32>>,
+    /// The dirty set at the last collection, pages.
+    pub dirty_pages: AtomicU64,
+    /// The mechanism, once chosen (`auto` chooses after measuring).
+    pub mechanism: Mutex<Option<Mechanism>>,
 }
 
 /// A migration started here: its progress and, at the end, its report.
@@ -112,6 +118,9 @@ pub(crate) enum Caller {
     /// `migrate_group`): answered only on failure, before it runs again.
     Itself(Pid),
 }
+
+/// A migration from here in flight: its process, destination, start and progress.
+type LiveEntry = (Pid, String, Instant, Arc<Progress>);
 
 /// The migrations of one node.
 #[derive(Default)]
@@ -132,6 +141,10 @@ pub(crate) struct Migrations {
     next: AtomicU64,
     /// Reports of migrations from here, newest last (bounded).
     pub(crate) reports: Mutex<Vec<MigReport>>,
+    /// Migrations from here in flight: mid -> (pid, destination, started, progress).
+    live: Mutex<HashMap<u64, LiveEntry>>,
+    /// What `/metrics` counts of migrations.
+    pub(crate) counters: super::metrics::MigCounters,
     /// The link speed to each node the last migration there measured, bytes per second
     /// (what `auto` goes by).
     pub(crate) links: Mutex<HashMap<u16, u64>>,
@@ -317,6 +330,7 @@ impl Migrations {
         // waits, no wait of it comes after (nothing is left behind here).
         let by_pid = self.by_pid.lock();
         if let Some(&m) = by_pid.get(&pid) {
+            self.counters.fault.observe(wait_us);
             let mut waits = self.fault_waits.lock();
             let w = waits.entry(m).or_default();
             if w.len() < MAX_FAULT_SAMPLES {
@@ -374,6 +388,25 @@ impl Migrations {
     /// Migrations this node takes part in (as source or destination) that have not
     /// ended: a lazy migration's source until its destination has every page or gave
     /// them up.
+    /// The migrations from here in flight, oldest first.
+    pub(crate) fn live(&self) -> Vec<wire::LiveMig> {
+        let mut v: Vec<wire::LiveMig> = self
+            .live
+            .lock()
+            .iter()
+            .map(|(&mid, (pid, to, at, p))| {
+                let m = p.mechanism.lock().unwrap_or_default();
+                let mut l = super::metrics::live_mig(mid, *pid, to.clone(), m, p, at.elapsed().as_millis() as u64);
+                if p.mechanism.lock().is_none() {
+                    l.mechanism = "auto".into();
+                }
+                l
+            })
+            .collect();
+        v.sort_by_key(|l| std::cmp::Reverse(l.elapsed_ms));
+        v
+    }
+
     pub(crate) fn in_progress(&self) -> u64 {
         self.runs.lock().len() as u64
     }
@@ -510,6 +543,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
     let inputs = sh.mig.register(mid);
     let progress = Arc::new(Progress::default());
+    sh.mig.live.lock().insert(mid, (pid, to.to_string(), Instant::now(), progress.clone()));
     let (done_tx, done) = crossbeam_channel::bounded(1);
     let sh2 = sh.clone();
     let p2 = progress.clone();
@@ -519,8 +553,12 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         .name(format!("tern-mig-out-{mid:x}"))
         .spawn(move || {
             let _slot = slot;
-            let run = source::SourceRun::new(mid, pids2.clone(), dest, (choice, forwarding, how.admit), caller, p2, rt);
+            let run = source::SourceRun::new(mid, pids2.clone(), dest, (choice, forwarding, how.admit), caller, p2.clone(), rt);
             let report = source::run_source(&sh2, run, inputs);
+            sh2.mig.live.lock().remove(&mid);
+            if let Some(m) = *p2.mechanism.lock() {
+                sh2.mig.counters.ended(m, report.ok, report.bytes_sent, report.freeze_time_us);
+            }
             if report.ok && report.bandwidth_bytes_per_ms > 0 {
                 sh2.mig.links.lock().insert(dest, report.bandwidth_bytes_per_ms * 1000);
             }
@@ -538,6 +576,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         })
         .map_err(|e| {
             sh.mig.runs.lock().remove(&mid);
+            sh.mig.live.lock().remove(&mid);
             sh.mig.moving.lock().retain(|p| !pids.contains(p));
             format!("cannot start a thread: {e}")
         })?;

@@ -288,6 +288,8 @@ impl SourceRun {
             self.report.auto = p.why;
         }
         self.progress.total_pages.store(u64::from(self.size_pages), Ordering::Relaxed);
+        *self.progress.mechanism.lock() = Some(self.mechanism);
+        sh.mig.counters.started(self.mechanism);
         set_phase(&self.progress, "connecting");
         self.open_stream(sh)?;
         let mut linked: Vec<ModuleHash> = Vec::new();
@@ -766,7 +768,15 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
             set_phase(&r.progress, "pre-copy");
         }
         Action::CollectDirty => match r.dirty(node) {
-            Ok(d) => src.pages_dirtied(now, &d),
+            Ok(d) => {
+                src.pages_dirtied(now, &d);
+                r.progress.dirty_pages.store(d.len() as u64, Ordering::Relaxed);
+                let rounds = &src.report().rounds;
+                let mut seen = r.progress.rounds.lock();
+                if seen.len() != rounds.len() {
+                    seen.clone_from(rounds);
+                }
+            }
             Err(e) => {
                 r.failure = Some(e);
                 src.handle_timeout(u64::MAX);
