@@ -304,6 +304,22 @@ fn the_dashboard_shows_the_mesh_and_migrates_from_the_page_and_an_observer_canno
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(mesh.ps(None).iter().any(|(p, n, s)| *p == pid && n == "b" && s != "exited"), "the observer moved it: {:?}", mesh.ps(None));
+
+    // The operator's other actions: drain b (its process moves off), undrain it, and
+    // switch the policy, each as `tern ctl` would.
+    let (code, body) = http(&addr, "POST", "/api/drain", Some(&json!({"node": "b", "on": true}))).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["report"]["moved"].as_array().map(Vec::len), Some(1), "{v}");
+    let (code, body) = http(&addr, "POST", "/api/drain", Some(&json!({"node": "b", "on": false}))).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(mesh.ps(None).iter().any(|(p, n, s)| *p == pid && n != "b" && s != "exited"), "{:?}", mesh.ps(None));
+    for action in ["on", "off"] {
+        let (code, body) = http(&addr, "POST", "/api/policy", Some(&json!({"action": action}))).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let out = mesh.ctl(&["--json", "policy"]);
+        assert!(out.stdout.contains(if action == "on" { "\"balance\"" } else { "\"off\"" }), "{out:?}");
+    }
     let _ = path;
 }
 
