@@ -54,9 +54,7 @@ fn the_compose_mesh_config_loads_and_matches_the_compose_file() {
 
 #[test]
 fn the_container_image_builds_where_an_engine_answers() {
-    let engine = ["docker", "podman"]
-        .into_iter()
-        .find(|e| Command::new(e).arg("info").output().is_ok_and(|o| o.status.success()));
+    let engine = ["docker", "podman"].into_iter().find(|e| Command::new(e).arg("info").output().is_ok_and(|o| o.status.success()));
     let Some(engine) = engine else {
         eprintln!("SKIPPED: no container engine answers here (docker info, podman info): the image is not built");
         return;
