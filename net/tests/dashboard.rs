@@ -350,3 +350,44 @@ fn a_node_serves_its_metrics_and_the_dashboard_when_its_config_says_so() {
     let (code, _) = http(&d.to_string(), "GET", "/", None).unwrap();
     assert_eq!(code, 200);
 }
+
+/// The fault-latency histogram counts a lazy migration's page faults at its
+/// destination (a's background push held back, so the process faults its pages in).
+#[test]
+fn the_metrics_count_a_lazy_migrations_page_faults_at_its_destination() {
+    let mesh = RealMesh::start_with_env(2, "", &[("a", "TERN_TEST_NO_PUSH", "1")]);
+    let pid = mesh.spawn_via("a", "keeper.tern", &keeper(1024), "a");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("keeper up on a")), "{}", mesh.all_logs());
+    let (_dash, addr) = start_dashboard(&mesh, "ctl");
+    wait_connected(&addr, 2);
+    // Its report comes once every page is at b: with no push, after the process ended.
+    let moving = mesh.migrate_in_background("a", &pid, "b", "lazy", Duration::from_secs(60));
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
+    };
+    let mut text = String::new();
+    let faulted = wait_until(Duration::from_secs(20), || {
+        text = http(&addr, "GET", "/metrics", None).unwrap().1;
+        count(&text, "tern_migration_fault_latency_seconds_count{node=\"b\"}") > 0
+    });
+    assert!(faulted, "no page fault counted at b:\n{text}");
+    assert_eq!(count(&text, "tern_migrations_started_total{node=\"a\",mechanism=\"lazy\"}"), 1, "{text}");
+    assert_eq!(count(&text, "tern_migrations_in_flight{node=\"a\"}"), 1, "{text}");
+    let state = get_json(&addr, "/api/state");
+    let live = &state["metrics"].as_array().unwrap().iter().find(|m| m["node"] == "a").unwrap()["in_flight"][0];
+    assert_eq!(live["pid"], pid.as_str(), "the dashboard shows the migration in flight: {state}");
+    assert_eq!(live["mechanism"], "lazy", "{live}");
+    let out = mesh.ctl(&["kill", &pid]);
+    assert!(out.ok(), "{out:?}");
+    let _ = moving.join().unwrap();
+    // Ended (committed, then its process killed): counted once, with what it sent.
+    let ended = wait_until(Duration::from_secs(10), || {
+        text = http(&addr, "GET", "/metrics", None).unwrap().1;
+        count(&text, "tern_migrations_in_flight{node=\"a\"}") == 0
+    });
+    assert!(ended, "{text}");
+    let c = |m: &str| count(&text, &format!("tern_migrations_{m}_total{{node=\"a\",mechanism=\"lazy\"}}"));
+    assert_eq!(c("committed") + c("aborted"), 1, "{text}");
+    assert_eq!(count(&text, "tern_migration_fault_latency_seconds_count{node=\"a\"}"), 0, "{text}");
+    assert!(count(&text, "tern_migration_sent_bytes_total{node=\"a\"}") > 0, "{text}");
+}
