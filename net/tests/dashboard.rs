@@ -237,6 +237,13 @@ fn the_dashboard_shows_the_mesh_and_migrates_from_the_page_and_an_observer_canno
         get_json(&addr, "/api/state")["procs"].as_array().is_some_and(|p| p.iter().any(|r| r["pid"] == pid.as_str() && r["node"] == "a"))
     });
     assert!(seen, "the process is not in the dashboard's state: {}", get_json(&addr, "/api/state"));
+    // Named by the function it was started with (a program's main: its top level).
+    let named = wait_until(Duration::from_secs(10), || {
+        get_json(&addr, "/api/state")["procs"].as_array().is_some_and(|p| {
+            p.iter().any(|r| r["pid"] == pid.as_str() && r["function"].as_str().unwrap_or("").starts_with("<top level> of "))
+        })
+    });
+    assert!(named, "{}", get_json(&addr, "/api/state"));
 
     // /metrics: every node, in Prometheus' format.
     let (code, text) = http(&addr, "GET", "/metrics", None).unwrap();

@@ -284,6 +284,7 @@ impl Host {
                 reductions: p.reductions,
                 heap_pages: p.heap_pages,
                 mailbox: p.mailbox as u64,
+                function: p.function,
             })
             .collect()
     }

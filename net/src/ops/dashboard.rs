@@ -361,7 +361,7 @@ pub fn report_json(r: &MigReport) -> Value {
 /// Asks the mesh for a snapshot once a second, until `stop`.
 fn poll(d: &Dash, stop: &AtomicBool) {
     // Each process's reductions at the last poll, for its rate.
-    let mut last: HashMap<u64, (u64, Instant)> = HashMap::new();
+    let mut last: HashMap<u64, Seen> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         let snap = snapshot(d, &mut last);
@@ -372,7 +372,11 @@ fn poll(d: &Dash, stop: &AtomicBool) {
     }
 }
 
-fn snapshot(d: &Dash, last: &mut HashMap<u64, (u64, Instant)>) -> Value {
+/// A process at the last poll: its reductions then, and the function it was started
+/// with, as last seen (a process running on a worker at the poll shows none).
+type Seen = (u64, Instant, String);
+
+fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
     let mut errors = Vec::new();
     let nodes = match d.call(&CtlRequest::Nodes) {
@@ -415,15 +419,18 @@ fn snapshot(d: &Dash, last: &mut HashMap<u64, (u64, Instant)>) -> Value {
     let procs_json: Vec<Value> = procs
         .iter()
         .map(|r| {
-            let rate = match last.get(&r.pid) {
-                Some(&(red, at)) if r.reductions >= red && now > at => {
+            let before = last.get(&r.pid);
+            let rate = match before {
+                Some(&(red, at, _)) if r.reductions >= red && now > at => {
                     ((r.reductions - red) as f64 / now.duration_since(at).as_secs_f64()) as u64
                 }
                 _ => 0,
             };
-            seen.insert(r.pid, (r.reductions, now));
+            let function = if r.function.is_empty() { before.map(|b| b.2.clone()).unwrap_or_default() } else { r.function.clone() };
+            seen.insert(r.pid, (r.reductions, now, function.clone()));
             json!({"pid": name_text(r.pid), "node": r.node, "status": r.status, "reductions": r.reductions,
-                "reductions_per_s": rate, "heap_bytes": r.heap_pages * d.cfg.page_size as u64, "mailbox": r.mailbox})
+                "reductions_per_s": rate, "heap_bytes": r.heap_pages * d.cfg.page_size as u64, "mailbox": r.mailbox,
+                "function": function})
         })
         .collect();
     *last = seen;

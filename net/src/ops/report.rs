@@ -34,7 +34,7 @@ pub fn ps_json(rows: &[PsRow]) -> serde_json::Value {
     json!(rows
         .iter()
         .map(|r| json!({"pid": name_text(r.pid), "node": r.node, "status": r.status, "reductions": r.reductions,
-            "heap_pages": r.heap_pages, "mailbox": r.mailbox}))
+            "heap_pages": r.heap_pages, "mailbox": r.mailbox, "function": r.function}))
         .collect::<Vec<_>>())
 }
 

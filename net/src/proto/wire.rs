@@ -422,6 +422,8 @@ pub struct PsRow {
     pub reductions: u64,
     pub heap_pages: u64,
     pub mailbox: u64,
+    /// The function it was started with (empty while it runs on a worker).
+    pub function: String,
 }
 
 /// A node's load, as it reports it to its peers (`proto::policy::Meter::node_load`):

@@ -224,6 +224,21 @@ pub struct ProcInfo {
     pub heap_pages: u64,
     /// Messages queued.
     pub mailbox: usize,
+    /// The function it was started with (its outermost frame's; `<top level> of FILE`
+    /// for a program's main process), when it is not on a worker at the moment (empty
+    /// then: a running process's frames are its worker's to touch).
+    pub function: String,
+}
+
+/// The name of the function process `p` was started with: its outermost frame's.
+fn entry_function(p: &crate::process::Process) -> String {
+    let Some(f) = p.frames.first() else { return String::new() };
+    let lm = p.linked.get(f.module as usize);
+    match lm.and_then(|m| m.module.functions.get(f.func as usize)) {
+        Some(func) if !func.name.is_empty() => func.name.clone(),
+        Some(_) => format!("<top level> of {}", lm.map_or("?", |m| m.module.name.as_str())),
+        None => String::new(),
+    }
 }
 
 /// How a process ended.
@@ -722,7 +737,8 @@ impl Node {
                     Some(p) => (p.reductions, p.heap.page_count() as u64),
                     None => (slot.reductions.load(Ordering::Relaxed), slot.pages.load(Ordering::Relaxed)),
                 };
-                Some(ProcInfo { pid, status, reductions, heap_pages, mailbox: st.mailbox.count() })
+                let function = st.parked.as_ref().map(|p| entry_function(p)).unwrap_or_default();
+                Some(ProcInfo { pid, status, reductions, heap_pages, mailbox: st.mailbox.count(), function })
             })
             .collect();
         out.sort_by_key(|p| p.pid);

@@ -186,7 +186,7 @@ function renderInflight(s) {
 
 function renderProcs(s) {
   const f = $("#filter").value.trim().toLowerCase();
-  let rows = s.procs.filter((p) => p.status !== "exited" && (!f || `${p.pid} ${p.node} ${p.status}`.toLowerCase().includes(f)));
+  let rows = s.procs.filter((p) => p.status !== "exited" && (!f || `${p.pid} ${p.function} ${p.node} ${p.status}`.toLowerCase().includes(f)));
   rows.sort((a, b) => {
     const x = a[sortKey], y = b[sortKey];
     const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
@@ -195,7 +195,7 @@ function renderProcs(s) {
   document.querySelectorAll("#procs th").forEach((th) => { th.classList.toggle("sorted", th.dataset.key === sortKey); th.classList.toggle("asc", sortAsc); });
   $("#procs tbody").replaceChildren(...rows.map((p) => {
     const tr = el("tr", { "data-pid": p.pid, "data-node": p.node, class: p.pid === selected ? "selected" : "" },
-      el("td", {}, p.pid), el("td", {}, p.node), el("td", {}, p.status), el("td", { class: "num" }, bytes(p.heap_bytes)),
+      el("td", {}, p.pid), el("td", {}, p.function || "—"), el("td", {}, p.node), el("td", {}, p.status), el("td", { class: "num" }, bytes(p.heap_bytes)),
       el("td", { class: "num" }, p.reductions_per_s.toLocaleString()), el("td", { class: "num" }, String(p.mailbox)));
     tr.addEventListener("click", () => { selected = p.pid; if (operator) $("#migrate-pid").value = p.pid; renderProcs(snap); });
     if (operator) {
