@@ -384,6 +384,7 @@ fn the_metrics_count_a_lazy_migrations_page_faults_at_its_destination() {
     let live = &state["metrics"].as_array().unwrap().iter().find(|m| m["node"] == "a").unwrap()["in_flight"][0];
     assert_eq!(live["pid"], pid.as_str(), "the dashboard shows the migration in flight: {state}");
     assert_eq!(live["mechanism"], "lazy", "{live}");
+    assert!(live["pages_served"].as_u64().is_some_and(|n| n > 0), "the source served the faults: {live}");
     let out = mesh.ctl(&["kill", &pid]);
     assert!(out.ok(), "{out:?}");
     let _ = moving.join().unwrap();

@@ -144,6 +144,7 @@ pub(crate) fn live_mig(mid: u64, pid: u64, to: String, mechanism: Mechanism, p: 
         total_pages: p.total_pages.load(Ordering::Relaxed),
         rounds: p.rounds.lock().clone(),
         dirty_pages: p.dirty_pages.load(Ordering::Relaxed),
+        pages_served: p.pages_served.load(Ordering::Relaxed),
         elapsed_ms,
     }
 }

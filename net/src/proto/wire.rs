@@ -741,6 +741,8 @@ pub struct LiveMig {
     pub rounds: Vec<u32>,
     /// The dirty set at the last collection, pages.
     pub dirty_pages: u64,
+    /// Pages sent at the destination's request (its faults and their read-ahead).
+    pub pages_served: u64,
     pub elapsed_ms: u64,
 }
 

@@ -102,6 +102,9 @@ pub struct Progress {
     pub dirty_pages: AtomicU64,
     /// The mechanism, once chosen (`auto` chooses after measuring).
     pub mechanism: Mutex<Option<Mechanism>>,
+    /// Pages sent because the destination asked for them (its faults and their
+    /// read-ahead) after its process resumed.
+    pub pages_served: AtomicU64,
 }
 
 /// A migration started here: its progress and, at the end, its report.

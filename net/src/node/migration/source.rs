@@ -540,6 +540,9 @@ impl SourceRun {
         };
         // On the stream its pages went on, after them.
         let fault = matches!(m, MigMsg::PageData { sent: SentFor::Fault | SentFor::ReadAhead, .. });
+        if let MigMsg::PageData { pages, sent: SentFor::Fault | SentFor::ReadAhead, .. } = &m {
+            self.progress.pages_served.fetch_add(pages.len() as u64, Ordering::Relaxed);
+        }
         let ok = ok && self.send_stream(fault, &wire_msg(m));
         if let Some(hashes) = self.modules.take() {
             // Right after the offer: the process's code, by hash only, and which of its

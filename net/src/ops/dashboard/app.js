@@ -177,7 +177,7 @@ function renderInflight(s) {
     const d = el("div", { class: "mig inflight", "data-pid": l.pid },
       el("div", {}, `${l.pid}: ${l.from} → ${l.to}, ${l.mechanism}, `, el("b", { class: "phase" }, l.phase), ` (${(l.elapsed_ms / 1000).toFixed(1)} s)`),
       el("div", { class: "bar" }, el("div", { style: `width:${pct}%` })),
-      el("div", { class: "quiet" }, `${l.sent_pages} of ${l.total_pages} pages sent, ${l.rounds.length} rounds, dirty set ${l.dirty_pages} pages`),
+      el("div", { class: "quiet" }, `${l.sent_pages} of ${l.total_pages} pages sent, ${l.rounds.length} rounds, dirty set ${l.dirty_pages} pages` + (l.pages_served ? `, ${l.pages_served} pages served to faults` : "")),
       c);
     fit(c, () => roundsChart(c, l.rounds, l.total_pages, l.dirty_pages));
     return d;
