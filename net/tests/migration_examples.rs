@@ -367,6 +367,15 @@ fn attempt(
         problems.push(format!("output differs (- expected, + actual):\n{}", diff(&spec.lines, &actual)));
         if std::env::var("TERN_MIG_LOGS").is_ok_and(|v| v == "1") {
             problems.push(format!("moves:\n{}\nlogs:\n{}", moves.join("\n"), m.log_text()));
+        } else {
+            // The moves, and what the nodes said of pages and failures, always.
+            let said: Vec<String> = m
+                .log_text()
+                .lines()
+                .filter(|l| ["page", "fail", "refused", "lost", "abort"].iter().any(|w| l.contains(w)))
+                .map(String::from)
+                .collect();
+            problems.push(format!("moves:\n{}\nthe nodes' lines on pages and failures:\n{}", moves.join("\n"), said.join("\n")));
         }
     }
     // Other processes may fail on purpose (supervisor.tern); the main one must not.

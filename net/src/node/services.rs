@@ -308,6 +308,11 @@ impl PageSource for MeshPages {
     fn request(&self, pid: u64, first: u32, _count: u32) {
         if let Some(sh) = self.0.upgrade() {
             if !sh.mig.fault(pid, first) {
+                sh.log(&format!(
+                    "{}: page {first} of its heap is absent and no migration serves it: {}",
+                    name_text(pid),
+                    sh.mig.why_unserved(pid)
+                ));
                 sh.node().pages_lost(pid, "a heap page is absent and no migration serves it");
             }
         }

@@ -86,6 +86,12 @@ pub(super) fn run_dest(
         sh.log(&format!("test hook: migration of {} ends {hold} ms late", name_text(r.pid)));
         std::thread::sleep(Duration::from_millis(hold));
     }
+    let outcome = match d.outcome() {
+        Some(o) => format!("{o:?}"),
+        None => "no outcome".into(),
+    };
+    let end = format!("ended ({outcome}) at {} µs with {} page(s) absent by its count", sh.now_us(), d.absent_pages());
+    sh.mig.dest_ended(r.mid, r.members.iter().map(|m| m.pid), end);
     sh.mig.forget_pids(r.mid, r.members.iter().map(|m| m.pid));
     sh.mig.take_fault_waits(r.mid);
     sh.mig.runs.lock().remove(&r.mid);

@@ -157,7 +157,13 @@ pub(crate) struct Migrations {
     /// (newest last, at most [`MAX_ENDED_BEFORE_LATE`]): late messages that come after
     /// are dropped with a log line.
     ended_before_late: Mutex<VecDeque<u64>>,
+    /// The newest migrations to this node that ended (at most [`MAX_DEST_ENDED`]): their
+    /// processes, and how they ended (what a fault no migration serves is told).
+    dest_ended: Mutex<VecDeque<(u64, Vec<Pid>, String)>>,
 }
+
+/// Most ended migrations [`Migrations::dest_ended`] remembers.
+const MAX_DEST_ENDED: usize = 64;
 
 /// See `MeshNode::table_sizes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -319,6 +325,30 @@ impl Migrations {
                 by_pid.remove(&pid);
             }
         }
+    }
+
+    /// Migration `mid` to this node ended, as `how`.
+    pub(crate) fn dest_ended(&self, mid: u64, pids: impl Iterator<Item = Pid>, how: String) {
+        let mut q = self.dest_ended.lock();
+        if q.len() >= MAX_DEST_ENDED {
+            q.pop_front();
+        }
+        q.push_back((mid, pids.collect(), how));
+    }
+
+    /// Why no migration serves a fault of `pid`: its migrations here that ended, and how.
+    pub(crate) fn why_unserved(&self, pid: Pid) -> String {
+        let routed = self.by_pid.lock().get(&pid).copied();
+        let ended: Vec<String> =
+            self.dest_ended.lock().iter().filter(|(_, p, _)| p.contains(&pid)).map(|(m, _, how)| format!("{m:x} {how}")).collect();
+        format!(
+            "{}; its migrations here that ended: {}",
+            match routed {
+                Some(m) => format!("migration {m:x} names it but no longer runs"),
+                None => "no migration here names it".into(),
+            },
+            if ended.is_empty() { "none remembered".into() } else { ended.join(", ") }
+        )
     }
 
     /// A page fault of process `pid` (here, with pages on another node).
