@@ -399,3 +399,21 @@ fn the_metrics_count_a_lazy_migrations_page_faults_at_its_destination() {
     assert_eq!(count(&text, "tern_migration_fault_latency_seconds_count{node=\"a\"}"), 0, "{text}");
     assert!(count(&text, "tern_migration_sent_bytes_total{node=\"a\"}") > 0, "{text}");
 }
+
+/// A mesh with more processes than a page lists: the snapshot carries the busiest 2,000
+/// and says how many there are.
+#[test]
+fn the_page_lists_the_busiest_processes_of_many() {
+    let mesh = RealMesh::start(2, "");
+    mesh.spawn_via("a", "many.tern", "fn idle() { recv(); }\nfor i in 0..2500 { spawn(idle); }\nprintln(\"spawned\");\nrecv();\n", "a");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("spawned")), "{}", mesh.all_logs());
+    let (_dash, addr) = start_dashboard(&mesh, "ctl");
+    wait_connected(&addr, 2);
+    let mut state = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        state = get_json(&addr, "/api/state");
+        state["procs_total"].as_u64() == Some(2501)
+    });
+    assert!(ok, "procs_total: {}", state["procs_total"]);
+    assert_eq!(state["procs"].as_array().map(Vec::len), Some(2000));
+}

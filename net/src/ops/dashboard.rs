@@ -39,6 +39,9 @@ const INDEX: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const APP_CSS: &str = include_str!("dashboard/app.css");
 
+/// The most processes a snapshot lists (the busiest, when there are more).
+const PAGE_ROWS: usize = 2000;
+
 /// How often the mesh is asked.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -416,8 +419,10 @@ fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
     };
     let now = Instant::now();
     let mut seen = HashMap::new();
-    let procs_json: Vec<Value> = procs
+    let procs_total = procs.iter().filter(|r| r.status != "exited").count();
+    let mut procs_json: Vec<Value> = procs
         .iter()
+        .filter(|r| r.status != "exited")
         .map(|r| {
             let before = last.get(&r.pid);
             let rate = match before {
@@ -434,6 +439,11 @@ fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
         })
         .collect();
     *last = seen;
+    // The page gets the busiest ones only (a table of a million rows helps no one).
+    if procs_json.len() > PAGE_ROWS {
+        procs_json.sort_by_key(|p| std::cmp::Reverse(p["reductions_per_s"].as_u64().unwrap_or(0)));
+        procs_json.truncate(PAGE_ROWS);
+    }
     let metrics_json: Vec<Value> = views
         .iter()
         .map(|v| {
@@ -462,6 +472,7 @@ fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
         "mechanisms": crate::proto::mechanism::Mechanism::ALL.map(|m| m.name()),
         "nodes": nodes_json(&nodes),
         "procs": procs_json,
+        "procs_total": procs_total,
         "metrics": metrics_json,
         "policy": policy,
         "errors": errors,

@@ -186,7 +186,8 @@ function renderInflight(s) {
 
 function renderProcs(s) {
   const f = $("#filter").value.trim().toLowerCase();
-  let rows = s.procs.filter((p) => p.status !== "exited" && (!f || `${p.pid} ${p.function} ${p.node} ${p.status}`.toLowerCase().includes(f)));
+  let rows = s.procs.filter((p) => !f || `${p.pid} ${p.function} ${p.node} ${p.status}`.toLowerCase().includes(f));
+  $("#procs-count").textContent = s.procs_total > s.procs.length ? `the ${s.procs.length} busiest of ${s.procs_total}` : `${s.procs_total}`;
   rows.sort((a, b) => {
     const x = a[sortKey], y = b[sortKey];
     const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
