@@ -242,8 +242,9 @@ fn output_of_a_process_whose_console_node_is_lost_goes_to_its_own_nodes_log() {
     assert!(mesh.ps(Some("a")).iter().any(|(p, n, s)| p == &pid && n == "a" && s != "exited"), "the process runs on");
 }
 
-/// The source or the destination is stopped (`SIGSTOP`) in the middle of a pre-copy or
-/// freeze migration of a 256 MiB process (migration traffic capped at 100 MiB/s, so it
+/// The source or the destination is stopped (`SIGSTOP`) in the middle of a migration
+/// of a 256 MiB process (pre-copy's or hybrid's rounds, a freeze's transfer, a lazy
+/// move's push) (migration traffic capped at 100 MiB/s, so it
 /// takes seconds), for longer than `node_down_ms` and the QUIC idle timeout, then
 /// continued. Whatever the outcome, the process has exactly one owner: it runs on one
 /// node, is listed by that node only, and is reachable from the third.
@@ -293,4 +294,21 @@ fn a_source_paused_mid_freeze_then_continued_leaves_one_owner() {
 #[test]
 fn a_destination_paused_mid_freeze_then_continued_leaves_one_owner() {
     a_node_paused_mid_migration_then_continued("freeze", "b");
+}
+
+#[test]
+fn a_source_paused_mid_hybrid_rounds_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("hybrid", "a");
+}
+
+#[test]
+fn a_destination_paused_mid_hybrid_rounds_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("hybrid", "b");
+}
+
+/// A lazy move's source stopped while its process runs at the destination with pages
+/// still to come: the pages come once it is continued.
+#[test]
+fn a_source_paused_mid_lazy_push_then_continued_leaves_one_owner() {
+    a_node_paused_mid_migration_then_continued("lazy", "a");
 }
