@@ -274,18 +274,20 @@ pub fn handshake_refusal(e: &quinn::ConnectionError, peer: &str, ours: &str) -> 
             Some(format!("{peer} refused the connection in the TLS handshake (alert {alert}): {why}"))
         }
         quinn::ConnectionError::TransportError(t) => {
-            crypto(t.code)?;
+            // This side sent the alert: what it means comes from its number (rustls maps
+            // each certificate error to one), the reason text only telling apart the
+            // kinds of one alert.
+            let alert = crypto(t.code)?;
             let r = t.reason.as_str();
-            let why = if r.contains("UnknownIssuer") || r.contains("BadSignature") {
-                "its certificate is not signed by this cluster's CA: the two are of different clusters".to_string()
-            } else if r.contains("xpired") {
-                "its certificate has expired".to_string()
-            } else if r.contains("NotValidForName") || r.contains("not valid for name") {
-                format!("its certificate is not one for the name {peer}")
-            } else if r.contains("application protocol") {
-                "it offers none of the protocols asked for: another Tern version".to_string()
-            } else {
-                format!("the handshake failed: {r}")
+            let why = match alert {
+                48 | 51 => "its certificate is not signed by this cluster's CA: the two are of different clusters".to_string(),
+                45 => "its certificate has expired".to_string(),
+                44 => "its certificate is revoked".to_string(),
+                42 if r.contains("NotValidForName") || r.contains("not valid for name") => {
+                    format!("its certificate is not one for the name {peer}")
+                }
+                120 => "it offers none of the protocols asked for: another Tern version".to_string(),
+                _ => format!("the handshake failed (alert {alert}): {r}"),
             };
             Some(format!("refused the connection to {peer} in the TLS handshake: {why}"))
         }
@@ -493,5 +495,51 @@ impl ClientCertVerifier for MeshClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake_refusal;
+    use rustls::pki_types::ServerName;
+    use rustls::{AlertDescription, CertificateError};
+
+    /// A handshake this side failed, sending `alert`, with rustls' error text `reason`.
+    fn sent(alert: u8, reason: &str) -> quinn::ConnectionError {
+        let mut e = quinn::ConnectionError::TransportError(quinn::TransportErrorCode::crypto(alert).into());
+        if let quinn::ConnectionError::TransportError(t) = &mut e {
+            t.reason = reason.to_string();
+        }
+        e
+    }
+
+    fn words(e: CertificateError) -> String {
+        let alert = u8::from(AlertDescription::from(e.clone()));
+        let reason = rustls::Error::InvalidCertificate(e).to_string();
+        handshake_refusal(&sent(alert, &reason), "node b", "this node's certificate").unwrap()
+    }
+
+    /// What a refusal of the server's certificate says comes from the alert rustls sends
+    /// for each certificate error (pinned here, so that a rustls that maps them otherwise
+    /// fails this test, not the words), and the name mismatch from its text.
+    #[test]
+    fn a_refused_server_certificate_is_told_by_its_alert() {
+        assert!(words(CertificateError::UnknownIssuer).ends_with("not signed by this cluster's CA: the two are of different clusters"));
+        assert!(words(CertificateError::BadSignature).ends_with("not signed by this cluster's CA: the two are of different clusters"));
+        assert!(words(CertificateError::Expired).ends_with("its certificate has expired"));
+        assert!(words(CertificateError::Revoked).ends_with("its certificate is revoked"));
+        assert!(words(CertificateError::NotValidForName).ends_with("its certificate is not one for the name node b"));
+        let context = CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("b").unwrap().to_owned(),
+            presented: vec!["zed".into()],
+        };
+        assert!(words(context).ends_with("its certificate is not one for the name node b"));
+        let w = handshake_refusal(&sent(120, &rustls::Error::NoApplicationProtocol.to_string()), "node b", "x").unwrap();
+        assert!(w.ends_with("another Tern version"), "{w}");
+        // Anything else: the alert and rustls' words, not a guess.
+        let w = handshake_refusal(&sent(40, "peer misbehaved"), "node b", "x").unwrap();
+        assert!(w.ends_with("the handshake failed (alert 40): peer misbehaved"), "{w}");
+        // Not a TLS alert at all: not a refusal.
+        assert!(handshake_refusal(&quinn::ConnectionError::TimedOut, "node b", "x").is_none());
     }
 }
