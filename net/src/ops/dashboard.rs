@@ -352,71 +352,9 @@ async fn policy(State(d): State<Arc<Dash>>, Json(body): Json<Value>) -> Response
     }
 }
 
-/// A report for the page: pids as printed (`2.15`; JavaScript's numbers cannot hold them).
-pub fn report_json(r: &MigReport) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    v["pid"] = json!(name_text(r.pid));
-    v["members"] = json!(r.members.iter().map(|p| name_text(*p)).collect::<Vec<_>>());
-    v["mechanism"] = json!(r.mechanism.name());
-    v
-}
-
-/// Asks the mesh for a snapshot once a second, until `stop`.
-fn poll(d: &Dash, stop: &AtomicBool) {
-    // Each process's reductions at the last poll, for its rate.
-    let mut last: HashMap<u64, Seen> = HashMap::new();
-    while !stop.load(Ordering::SeqCst) {
-        let started = Instant::now();
-        let snap = snapshot(d, &mut last);
-        let text = Arc::new(snap.to_string());
-        *d.latest.lock() = snap;
-        let _ = d.events.send(text);
-        std::thread::sleep(POLL.saturating_sub(started.elapsed()));
-    }
-}
-
-/// A process at the last poll: its reductions then, and the function it was started
-/// with, as last seen (a process running on a worker at the poll shows none).
-type Seen = (u64, Instant, String);
-
-fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
-    let mut errors = Vec::new();
-    let nodes = match d.call(&CtlRequest::Nodes) {
-        Ok(CtlReply::Nodes(rows)) => rows,
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            return json!({"connected": false, "error": e, "time_ms": now_ms, "role": d.role.name(), "identity": d.opts.identity});
-        }
-    };
-    let procs: Vec<PsRow> = match d.call(&CtlRequest::Ps { node: None }) {
-        Ok(CtlReply::Ps(rows)) => rows,
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            errors.push(format!("ps: {e}"));
-            Vec::new()
-        }
-    };
-    let (views, down) = match d.call(&CtlRequest::Metrics) {
-        Ok(CtlReply::Metrics { views, errors: errs }) => {
-            errors.extend(errs.iter().filter(|e| !e.ends_with("is down")).cloned());
-            let down: Vec<String> = d.cfg.nodes.iter().map(|n| n.name.clone()).filter(|n| !views.iter().any(|v| &v.node == n)).collect();
-            (views, down)
-        }
-        Ok(_) => (Vec::new(), Vec::new()),
-        Err(e) => {
-            errors.push(format!("metrics: {e}"));
-            (Vec::new(), Vec::new())
-        }
-    };
-    let policy = match d.call(&CtlRequest::Policy { change: None, decisions: 20 }) {
-        Ok(CtlReply::Policy { views, errors: errs }) => policy_json(&views, &errs),
-        Ok(_) => Value::Null,
-        Err(e) => {
-            errors.push(format!("policy: {e}"));
-            Value::Null
-        }
-    };
+/// The rows of `ps` for the page (the busiest [`PAGE_ROWS`]), and how many processes
+/// there are; `last` is each process as seen at the poll before.
+fn process_rows(d: &Dash, procs: &[PsRow], last: &mut HashMap<u64, Seen>) -> (Vec<Value>, usize) {
     let now = Instant::now();
     let mut seen = HashMap::new();
     let procs_total = procs.iter().filter(|r| r.status != "exited").count();
@@ -444,6 +382,91 @@ fn snapshot(d: &Dash, last: &mut HashMap<u64, Seen>) -> Value {
         procs_json.sort_by_key(|p| std::cmp::Reverse(p["reductions_per_s"].as_u64().unwrap_or(0)));
         procs_json.truncate(PAGE_ROWS);
     }
+    (procs_json, procs_total)
+}
+
+/// A report for the page: pids as printed (`2.15`; JavaScript's numbers cannot hold them).
+pub fn report_json(r: &MigReport) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    v["pid"] = json!(name_text(r.pid));
+    v["members"] = json!(r.members.iter().map(|p| name_text(*p)).collect::<Vec<_>>());
+    v["mechanism"] = json!(r.mechanism.name());
+    v
+}
+
+/// Asks the mesh for a snapshot once a second, until `stop`.
+fn poll(d: &Dash, stop: &AtomicBool) {
+    let mut table = Table::default();
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let snap = snapshot(d, &mut table);
+        let text = Arc::new(snap.to_string());
+        *d.latest.lock() = snap;
+        let _ = d.events.send(text);
+        std::thread::sleep(POLL.saturating_sub(started.elapsed()));
+    }
+}
+
+/// A process at the last poll: its reductions then, and the function it was started
+/// with, as last seen (a process running on a worker at the poll shows none).
+type Seen = (u64, Instant, String);
+
+/// The process table across polls: each process as last seen (for its rate), and the
+/// rows last sent, when, and how many processes there were.
+#[derive(Default)]
+struct Table {
+    last: HashMap<u64, Seen>,
+    rows: Option<(Instant, Vec<Value>, usize)>,
+}
+
+/// Over this many processes in the mesh, the table is asked for every [`SLOW_PS`] only:
+/// every node lists every process for it.
+const MANY: u64 = 20_000;
+const SLOW_PS: Duration = Duration::from_secs(10);
+
+fn snapshot(d: &Dash, table: &mut Table) -> Value {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
+    let mut errors = Vec::new();
+    let nodes = match d.call(&CtlRequest::Nodes) {
+        Ok(CtlReply::Nodes(rows)) => rows,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            return json!({"connected": false, "error": e, "time_ms": now_ms, "role": d.role.name(), "identity": d.opts.identity});
+        }
+    };
+    let (views, down) = match d.call(&CtlRequest::Metrics) {
+        Ok(CtlReply::Metrics { views, errors: errs }) => {
+            errors.extend(errs.iter().filter(|e| !e.ends_with("is down")).cloned());
+            let down: Vec<String> = d.cfg.nodes.iter().map(|n| n.name.clone()).filter(|n| !views.iter().any(|v| &v.node == n)).collect();
+            (views, down)
+        }
+        Ok(_) => (Vec::new(), Vec::new()),
+        Err(e) => {
+            errors.push(format!("metrics: {e}"));
+            (Vec::new(), Vec::new())
+        }
+    };
+    let policy = match d.call(&CtlRequest::Policy { change: None, decisions: 20 }) {
+        Ok(CtlReply::Policy { views, errors: errs }) => policy_json(&views, &errs),
+        Ok(_) => Value::Null,
+        Err(e) => {
+            errors.push(format!("policy: {e}"));
+            Value::Null
+        }
+    };
+    let total: u64 = views.iter().map(|v| v.processes).sum();
+    let due = total <= MANY || table.rows.as_ref().is_none_or(|(at, _, _)| at.elapsed() >= SLOW_PS);
+    if due {
+        match d.call(&CtlRequest::Ps { node: None }) {
+            Ok(CtlReply::Ps(rows)) => {
+                let (json, n) = process_rows(d, &rows, &mut table.last);
+                table.rows = Some((Instant::now(), json, n));
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("ps: {e}")),
+        }
+    }
+    let (procs_json, procs_total) = table.rows.as_ref().map(|(_, j, n)| (j.clone(), *n)).unwrap_or_default();
     let metrics_json: Vec<Value> = views
         .iter()
         .map(|v| {
