@@ -575,6 +575,12 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     let forwarding = how.forwarding.unwrap_or(sh.cfg.forwarding);
     let mid = (u64::from(sh.me.id) << 48) | (sh.mig.next.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1));
     let inputs = sh.mig.register(mid);
+    // The destination may have gone down since it was looked at, its `PeerDown` sent to
+    // the migrations registered then (not this one): tell this one too (a second
+    // `PeerDown` changes nothing).
+    if !sh.is_up(dest) {
+        sh.mig.input(mid, Input::PeerDown(dest));
+    }
     let progress = Arc::new(Progress::default());
     sh.mig.live.lock().insert(mid, (pid, to.to_string(), Instant::now(), progress.clone()));
     let (done_tx, done) = crossbeam_channel::bounded(1);
