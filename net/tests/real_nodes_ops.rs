@@ -417,3 +417,36 @@ fn sigterm_with_drain_on_stop_moves_the_processes_away_first() {
     assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains(&line)), "{}", mesh.all_logs());
     assert!(!mesh.log("c").contains("free saw"), "the moved process's monitor fired:\n{}", mesh.all_logs());
 }
+
+/// A drain's move whose destination dies after it was asked to commit (it holds
+/// `Commit` for a while: `TERN_TEST_HOLD_COMMIT_MS`) cannot end: by the commit rule
+/// the source never resumes the process on its own (the destination may have resumed
+/// it). The drain does not wait for it for ever: it reports the move failed, with why,
+/// once that node has been down for a while, and ends.
+#[test]
+fn a_drain_does_not_wait_for_ever_on_a_move_whose_destination_died_after_commit() {
+    let mut mesh = RealMesh::start_with_env(3, "", &[("c", "TERN_TEST_HOLD_COMMIT_MS", "60000")]);
+    let pid = mesh.spawn("idle.tern", "println(\"idle up\");\nwhile true { recv(100); }\n", "a");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("idle up")), "{}", mesh.all_logs());
+    // Only c is left to move it to.
+    mesh.kill9("b");
+    assert!(
+        wait_until(Duration::from_secs(20), || mesh.nodes_seen_by("a").is_some_and(|r| r.iter().any(|(n, s)| n == "b" && s == "down"))),
+        "{}",
+        mesh.all_logs()
+    );
+    let cfg = mesh.cfg().to_string();
+    let drain =
+        std::thread::spawn(move || run_for(&["ctl", "--config", &cfg, "--node", "a", "--json", "drain", "a"], Duration::from_secs(60)));
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("c").contains("holds Commit")), "{}", mesh.all_logs());
+    mesh.kill9("c");
+    let out = drain.join().unwrap().unwrap_or_else(|o| panic!("the drain did not end: {o:?}\n{}", mesh.all_logs()));
+    let r = out.json();
+    assert!(!out.ok(), "a drain that could not move everything fails: {out:?}");
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{r}");
+    assert_eq!(failed[0]["pid"], pid.as_str(), "{r}");
+    assert!(failed[0]["why"].as_str().unwrap_or("").contains("node c went down during the move"), "{r}");
+    // The process was not resumed at a: it may be running at c (which died with it).
+    assert!(!mesh.ps(Some("a")).iter().any(|(p, n, s)| *p == pid && n == "a" && s == "running"), "{:?}", mesh.ps(Some("a")));
+}

@@ -41,6 +41,15 @@ struct State {
     mode_on: Mode,
 }
 
+/// A drain's move under way: its process, the migration, its destination, and since
+/// when that has been down (if it is).
+struct DrainMove {
+    pid: u64,
+    h: super::migration::MigHandle,
+    to: u16,
+    down_since: Option<Instant>,
+}
+
 /// How long a drain goes on moving the processes that keep arriving.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -258,7 +267,7 @@ impl Host {
         let demands: std::collections::HashMap<u64, f64> = self.policy.state.lock().procs.iter().map(|p| (p.pid, p.demand)).collect();
         let in_flight = self.policy_conf().max_in_flight.max(1) as usize;
         let mut tried = std::collections::HashSet::new();
-        let mut running: Vec<(u64, super::migration::MigHandle)> = Vec::new();
+        let mut running: Vec<DrainMove> = Vec::new();
         let (mut done, mut total) = (0u64, 0u64);
         loop {
             // What is here now (a group's members: one move for the group).
@@ -266,7 +275,7 @@ impl Host {
             let mut todo = Vec::new();
             let mut groups = std::collections::HashSet::new();
             for p in self.node().proc_samples() {
-                if tried.contains(&p.pid) || running.iter().any(|r| r.0 == p.pid) {
+                if tried.contains(&p.pid) || running.iter().any(|r| r.pid == p.pid) {
                     continue;
                 }
                 match pol::unmovable(p.shell, p.pinned, p.lazy, p.status) {
@@ -292,7 +301,7 @@ impl Host {
                 let Some(to) = placer.place(demands.get(&pid).copied().unwrap_or(1.0)) else { break };
                 let name = self.node_name(to);
                 match self.start_migration(pid, &name, How { group, ..How::default() }) {
-                    Ok(h) => running.push((pid, h)),
+                    Ok(h) => running.push(DrainMove { pid, h, to, down_since: None }),
                     Err(e) => {
                         done += 1;
                         let line = format!("{} did not start to move to {name}: {e}", tern_vm::value::name_text(pid));
@@ -320,20 +329,55 @@ impl Host {
     /// Waits for one of a drain's moves to end.
     fn drain_wait(
         &self,
-        running: &mut Vec<(u64, super::migration::MigHandle)>,
+        running: &mut Vec<DrainMove>,
         report: &mut DrainReport,
         done: &mut u64,
         total: u64,
         progress: &mut impl FnMut(u64, u64, &str),
     ) {
-        let mut sel = crossbeam_channel::Select::new();
-        for (_, h) in running.iter() {
-            sel.recv(&h.done);
+        if running.is_empty() {
+            return;
         }
-        let op = sel.select();
-        let i = op.index();
-        let r = op.recv(&running[i].1.done);
-        let (pid, _) = running.swap_remove(i);
+        let (pid, r) = loop {
+            let picked = {
+                let mut sel = crossbeam_channel::Select::new();
+                for m in running.iter() {
+                    sel.recv(&m.h.done);
+                }
+                sel.select_timeout(Duration::from_millis(250)).ok().map(|op| {
+                    let i = op.index();
+                    (i, op.recv(&running[i].h.done))
+                })
+            };
+            if let Some((i, r)) = picked {
+                break (running.swap_remove(i).pid, r);
+            }
+            // A move whose destination stays down is not waited for past a bound: one
+            // that had sent `Commit` holds its frozen process until that node answers
+            // (it may have resumed it there: the commit rule), which may be never.
+            let limit = Duration::from_millis(3 * self.cfg.limits.node_down_ms.max(1000));
+            let now = Instant::now();
+            let stuck = running.iter_mut().position(|m| {
+                if self.is_up(m.to) {
+                    m.down_since = None;
+                    return false;
+                }
+                now.duration_since(*m.down_since.get_or_insert(now)) > limit
+            });
+            if let Some(i) = stuck {
+                let m = running.swap_remove(i);
+                let why = format!(
+                    "no answer: node {} went down during the move (if it had been asked to commit, the process stays frozen here until it answers)",
+                    self.node_name(m.to)
+                );
+                *done += 1;
+                let line = format!("{} did not move: {why}", tern_vm::value::name_text(m.pid));
+                report.failed.push((m.pid, why));
+                self.log(&format!("drain: {line}"));
+                progress(*done, total, &line);
+                return;
+            }
+        };
         *done += 1;
         let line = match r {
             Ok(r) if r.ok => {

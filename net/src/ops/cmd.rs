@@ -86,13 +86,20 @@ pub fn node(cfg: &MeshConfig, name: &str, stop: StopOpts) -> Result<(), String> 
 /// Test only: the migration hooks a test on real nodes (each node its own `tern node`)
 /// asks for in the environment, where an in-process test calls
 /// [`MeshNode::set_migration_hooks`]: `TERN_TEST_NO_PUSH=1` (a lazy migration from this
-/// node pushes no pages in the background) and `TERN_TEST_HOLD_LATE_MS=N` (a migration
-/// from this node waits N ms after `Committed` before it sends the late messages).
+/// node pushes no pages in the background), `TERN_TEST_HOLD_LATE_MS=N` (a migration
+/// from this node waits N ms after `Committed` before it sends the late messages) and
+/// `TERN_TEST_HOLD_COMMIT_MS=N` (a migration to this node waits N ms on `Commit` before
+/// it resumes the process and answers).
 /// `None` when neither is set, or both are `0`.
 fn test_hooks_from_env(var: impl Fn(&str) -> Option<String>) -> Option<TestHooks> {
     let num = |k: &str| var(k).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
-    let hooks = TestHooks { no_push: num("TERN_TEST_NO_PUSH") != 0, hold_late_ms: num("TERN_TEST_HOLD_LATE_MS"), ..TestHooks::default() };
-    (hooks.no_push || hooks.hold_late_ms > 0).then_some(hooks)
+    let hooks = TestHooks {
+        no_push: num("TERN_TEST_NO_PUSH") != 0,
+        hold_late_ms: num("TERN_TEST_HOLD_LATE_MS"),
+        hold_commit_ms: num("TERN_TEST_HOLD_COMMIT_MS"),
+        ..TestHooks::default()
+    };
+    (hooks.no_push || hooks.hold_late_ms > 0 || hooks.hold_commit_ms > 0).then_some(hooks)
 }
 
 /// `tern mesh up --config C`: every node of the config in this OS process, until Ctrl-C.

@@ -719,6 +719,11 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
             sh.mig.forget_pids(r.mid, r.members.iter().map(|m| m.pid));
         }
         Action::Resume { .. } => {
+            let hold = sh.mig.hooks.lock().hold_commit_ms;
+            if hold > 0 {
+                sh.log(&format!("test hook: migration of {} holds Commit {hold} ms", name_text(r.pid)));
+                std::thread::sleep(Duration::from_millis(hold));
+            }
             r.resume_pending = true;
             r.commit_at = sh.now_us();
         }

@@ -271,6 +271,9 @@ pub struct TestHooks {
     /// A destination's run, once its migration is done, waits this long (ms) before it
     /// ends, as one whose report waits for the JIT does; 0: not at all.
     pub hold_dest_end_ms: u64,
+    /// The destination, given `Commit`, waits this long (ms) before it resumes the
+    /// process and answers (it logs "holds Commit" when it starts); 0: not at all.
+    pub hold_commit_ms: u64,
 }
 
 fn mig_config(sh: &Host) -> MigConfig {
