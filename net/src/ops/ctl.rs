@@ -380,52 +380,52 @@ fn top(sh: &Host, procs: u32) -> Result<Vec<TopNode>, String> {
     Ok(all)
 }
 
-/// `tern ctl policy`: the change made here first (so a bad one is refused before any
-/// node has it), then on every other node that is up; every node's policy after it.
-fn policy(sh: &Host, change: Option<PolicyChange>, decisions: u32) -> CtlReply {
-    let mut views = Vec::new();
-    match sh.policy_query(change.as_ref(), decisions) {
-        Ok(v) => views.push(v),
-        Err(e) => return CtlReply::Error(e),
-    }
-    let mut errors = Vec::new();
-    for n in &sh.config().nodes {
-        if n.id == sh.me().id {
-            continue;
-        }
+/// Asks every other node that is up `query()`; `take` reads its answer (`Err`: what it
+/// said instead). The views, and what went wrong, each naming its node.
+fn ask_others<T>(sh: &Host, query: impl Fn() -> Query, take: impl Fn(Answer) -> Result<T, String>) -> (Vec<T>, Vec<String>) {
+    let (mut views, mut errors) = (Vec::new(), Vec::new());
+    for n in sh.config().nodes.iter().filter(|n| n.id != sh.me().id) {
         if !sh.is_up(n.id) {
             errors.push(format!("node {} is down", n.name));
             continue;
         }
-        match sh.ask(n.id, Query::Policy { change: change.clone(), decisions }, Duration::from_secs(10)) {
-            Ok(Answer::Policy(Ok(v))) => views.push(v),
-            Ok(Answer::Policy(Err(e))) => errors.push(format!("node {}: {e}", n.name)),
-            Ok(_) => errors.push(format!("node {}: unexpected answer", n.name)),
+        match sh.ask(n.id, query(), Duration::from_secs(10)).and_then(&take) {
+            Ok(v) => views.push(v),
             Err(e) => errors.push(format!("node {}: {e}", n.name)),
         }
     }
-    CtlReply::Policy { views, errors }
+    (views, errors)
+}
+
+/// `tern ctl policy`: the change made here first (so a bad one is refused before any
+/// node has it), then on every other node that is up; every node's policy after it.
+fn policy(sh: &Host, change: Option<PolicyChange>, decisions: u32) -> CtlReply {
+    let mine = match sh.policy_query(change.as_ref(), decisions) {
+        Ok(v) => v,
+        Err(e) => return CtlReply::Error(e),
+    };
+    let (others, errors) = ask_others(
+        sh,
+        || Query::Policy { change: change.clone(), decisions },
+        |a| match a {
+            Answer::Policy(r) => r,
+            _ => Err("unexpected answer".into()),
+        },
+    );
+    CtlReply::Policy { views: std::iter::once(mine).chain(others).collect(), errors }
 }
 
 /// Every node's metrics: this one's, then those of the others that are up.
 fn metrics(sh: &Host) -> CtlReply {
-    let mut views = vec![sh.metrics()];
-    let mut errors = Vec::new();
-    for n in &sh.config().nodes {
-        if n.id == sh.me().id {
-            continue;
-        }
-        if !sh.is_up(n.id) {
-            errors.push(format!("node {} is down", n.name));
-            continue;
-        }
-        match sh.ask(n.id, Query::Metrics, Duration::from_secs(10)) {
-            Ok(Answer::Metrics(v)) => views.push(*v),
-            Ok(_) => errors.push(format!("node {}: unexpected answer", n.name)),
-            Err(e) => errors.push(format!("node {}: {e}", n.name)),
-        }
-    }
-    CtlReply::Metrics { views, errors }
+    let (others, errors) = ask_others(
+        sh,
+        || Query::Metrics,
+        |a| match a {
+            Answer::Metrics(v) => Ok(*v),
+            _ => Err("unexpected answer".into()),
+        },
+    );
+    CtlReply::Metrics { views: std::iter::once(sh.metrics()).chain(others).collect(), errors }
 }
 
 fn ps(sh: &Host, node: Option<&str>) -> Result<Vec<PsRow>, String> {

@@ -283,24 +283,8 @@ async fn migrate(State(d): State<Arc<Dash>>, Json(body): Json<Value>) -> Respons
         Err(e) => return refusal(StatusCode::BAD_REQUEST, e),
     };
     let r = blocking(move || {
-        let mut out = Err("no answer".to_string());
         let c = d.client()?;
-        c.request(&CtlRequest::Migrate { pid, to, how }, |reply| match reply {
-            CtlReply::Progress { .. } => true,
-            CtlReply::Migrated(r) => {
-                out = Ok(*r);
-                false
-            }
-            CtlReply::Error(e) => {
-                out = Err(e);
-                false
-            }
-            other => {
-                out = Err(format!("unexpected reply {other:?}"));
-                false
-            }
-        })?;
-        out
+        crate::ops::cmd::migrate(&c, pid, &to, how, false, None)
     })
     .await;
     match r {
