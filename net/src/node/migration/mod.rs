@@ -110,6 +110,8 @@ pub struct Progress {
 /// A migration started here: its progress and, at the end, its report.
 pub struct MigHandle {
     pub progress: Arc<Progress>,
+    /// The report at the end; before it, an early one if the move is in doubt (see
+    /// `run_source`): a waiter takes the first.
     pub done: crossbeam_channel::Receiver<MigReport>,
 }
 
@@ -586,7 +588,8 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     }
     let progress = Arc::new(Progress::default());
     sh.mig.live.lock().insert(mid, (pid, to.to_string(), Instant::now(), progress.clone()));
-    let (done_tx, done) = crossbeam_channel::bounded(1);
+    // Room for an early report (a move in doubt, see `run_source`) and the last one.
+    let (done_tx, done) = crossbeam_channel::bounded(2);
     let sh2 = sh.clone();
     let p2 = progress.clone();
     let pids2 = pids.clone();
@@ -596,7 +599,10 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
         .spawn(move || {
             let _slot = slot;
             let run = source::SourceRun::new(mid, pids2.clone(), dest, (choice, forwarding, how.admit), caller, p2.clone(), rt);
-            let report = source::run_source(&sh2, run, inputs);
+            let early_tx = done_tx.clone();
+            let report = source::run_source(&sh2, run, inputs, &move |r| {
+                let _ = early_tx.try_send(r);
+            });
             sh2.mig.live.lock().remove(&mid);
             if let Some(m) = *p2.mechanism.lock() {
                 sh2.mig.counters.ended(m, report.ok, report.bytes_sent, report.freeze_time_us);
@@ -614,7 +620,7 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
                     r.drain(..n - 64);
                 }
             }
-            let _ = done_tx.send(report);
+            let _ = done_tx.try_send(report);
         })
         .map_err(|e| {
             sh.mig.runs.lock().remove(&mid);

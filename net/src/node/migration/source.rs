@@ -27,7 +27,18 @@ type Pid = u64;
 const MAX_EARLY_FETCHES: usize = 65_536;
 
 /// Runs a migration from this node to the end; its report.
-pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_channel::Receiver<Input>) -> MigReport {
+///
+/// `early` is sent a report before the end when the move is in doubt past a bound: it
+/// asked its destination to commit, and that node has been down for
+/// [`in_doubt_after`] since. The run goes on (the process stays frozen here until that
+/// node answers, by the commit rule), but whoever waits for the outcome — an operator,
+/// the policy, a drain — learns it now instead of waiting as long as the node is away.
+pub(super) fn run_source(
+    sh: &Arc<Host>,
+    mut r: SourceRun,
+    inputs: crossbeam_channel::Receiver<Input>,
+    early: &dyn Fn(MigReport),
+) -> MigReport {
     let node = sh.node();
     r.report.from = sh.me.name.clone();
     r.report.to = sh.node_name(r.dest);
@@ -41,6 +52,10 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
             return r.failed_early(why);
         }
     };
+    // When the destination was first seen down after `Commit`, and whether the waiters
+    // were told the move is in doubt.
+    let mut down_since: Option<Instant> = None;
+    let mut told_in_doubt = false;
     loop {
         // Until neither has anything: a send that fails ends the machine, whose last
         // actions (the process unfrozen) must be carried out before the outcome ends
@@ -70,6 +85,23 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
             r.failure.get_or_insert_with(|| "this node shut down".into());
             break;
         }
+        if src.commit_sent() && !src.is_committed() && !sh.is_up(r.dest) {
+            let since = *down_since.get_or_insert_with(Instant::now);
+            if !told_in_doubt && since.elapsed() >= in_doubt_after(sh) {
+                told_in_doubt = true;
+                let mut report = r.finish_report(sh, &src);
+                report.outcome = format!(
+                    "in doubt: node {} went down after it was asked to commit, and has been down for {} ms; \
+                     the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)",
+                    report.to,
+                    since.elapsed().as_millis()
+                );
+                sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(r.report.pid), report.to, report.outcome));
+                early(report);
+            }
+        } else {
+            down_since = None;
+        }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
             Ok(input) => r.input(sh, &mut src, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -83,6 +115,12 @@ pub(super) fn run_source(sh: &Arc<Host>, mut r: SourceRun, inputs: crossbeam_cha
         r.release_early_fetches(sh, &mut src);
     }
     r.finish_report(sh, &src)
+}
+
+/// How long a destination asked to commit may stay down before the move is reported in
+/// doubt to whoever waits for it (three failure-detection bounds: past a short stall).
+pub(super) fn in_doubt_after(sh: &Host) -> Duration {
+    Duration::from_millis(3 * sh.cfg.limits.node_down_ms.max(1000))
 }
 
 /// How long a move waits for the pages a process still has on the node it came from
@@ -649,8 +687,8 @@ impl SourceRun {
     }
 
     /// The report: the machine's, this side's counts, the destination's statistics.
-    fn finish_report(self, sh: &Host, src: &Source) -> MigReport {
-        let mut report = self.report;
+    fn finish_report(&self, sh: &Host, src: &Source) -> MigReport {
+        let mut report = self.report.clone();
         let rep = src.report();
         report.rounds = rep.rounds.clone();
         report.stop_reason = format!("{:?}", rep.stop);
