@@ -161,6 +161,8 @@ pub struct Host {
     revoked: crate::tls::Revoked,
     /// Open operator connections, by id: their certificate's name (closed when revoked).
     operator_conns: Mutex<HashMap<u64, (String, quinn::Connection)>>,
+    /// When frames last went to or came from a peer (`peers::keep_polling`).
+    traffic: peers::Traffic,
 }
 
 impl Host {
@@ -222,6 +224,7 @@ impl Host {
         match r {
             Ok(()) => {
                 peer.wake.notify_one();
+                self.traffic.note(self.now_us());
                 Ok(())
             }
             Err(e) => Err(format!("the link to node {} cannot take more: {e}", peer.conf.name)),
@@ -451,6 +454,7 @@ impl MeshNode {
             operators: opts.operators.clone(),
             revoked,
             operator_conns: Mutex::new(HashMap::new()),
+            traffic: peers::Traffic::default(),
         });
         let _ = sh.rt.set(rt.handle().clone());
         let _ = sh.node.set(services::start_vm(&sh, opts.workers));

@@ -17,7 +17,7 @@ use crate::proto::wire::{self, Frame, Load};
 use crate::tls;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -152,7 +152,80 @@ pub(super) fn start_tasks(
     }
     rt.spawn(accept_task(sh.clone(), endpoint, servers));
     rt.spawn(watch_revoked(sh.clone()));
+    rt.spawn(keep_polling(sh.clone()));
 }
+
+/// How long the network thread keeps polling its sockets after the last frame went to
+/// or came from a peer, instead of sleeping until the next packet wakes it. The answer
+/// to a message comes within a round trip (~100 µs on loopback); a thread asleep in
+/// `epoll_wait` then has to be woken for it, which costs a core about as long again
+/// (on a virtual machine, more: its CPU may have been halted).
+const KEEP_POLLING_US: u64 = 200;
+
+/// When frames last went to or came from a peer, for [`keep_polling`].
+#[derive(Default)]
+pub(super) struct Traffic {
+    last_us: AtomicU64,
+    /// Whether `keep_polling` is polling now (else it waits for `wake`).
+    polling: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Traffic {
+    /// A frame went or came at `now_us`: the network thread keeps polling a while.
+    pub(super) fn note(&self, now_us: u64) {
+        self.last_us.store(now_us, Ordering::Relaxed);
+        if !self.polling.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Keeps the network thread busy for [`KEEP_POLLING_US`] after each frame: it yields
+/// to the runtime over and over, and the runtime polls its sockets without waiting
+/// (`epoll_wait` with no timeout) before it comes back, so that a packet that comes
+/// meanwhile is read at once, and a worker's frame to send finds the thread awake
+/// (no wake-up through the runtime's event fd). A mesh with no traffic costs nothing.
+async fn keep_polling(sh: Arc<Host>) {
+    let t = &sh.traffic;
+    while !sh.shutdown.load(Ordering::Relaxed) {
+        t.polling.store(false, Ordering::SeqCst);
+        if sh.now_us().saturating_sub(t.last_us.load(Ordering::Relaxed)) >= KEEP_POLLING_US {
+            // (A frame noted since the look above left a permit: no wait.)
+            t.wake.notified().await;
+        }
+        t.polling.store(true, Ordering::SeqCst);
+        let mut last = sh.now_us();
+        while last.saturating_sub(t.last_us.load(Ordering::Relaxed)) < KEEP_POLLING_US {
+            if sh.shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            // (The core goes to any other thread that is ready to run: a VM worker with a
+            // process the frame woke must not wait for this.)
+            std::thread::yield_now();
+            tokio::task::yield_now().await;
+            let now = sh.now_us();
+            if now.saturating_sub(last) > POLL_STALE_US {
+                // The OS gave the core to another thread for a while: the machine is busy,
+                // and a thread that looks busy to the runtime is not woken for what comes
+                // (it would wait for its next time slice). Sleep in `epoll_wait` instead,
+                // and keep doing so for a while.
+                t.polling.store(false, Ordering::SeqCst);
+                tokio::time::sleep(NO_POLLING_FOR).await;
+                break;
+            }
+            last = now;
+        }
+    }
+}
+
+/// A turn of [`keep_polling`] that took longer than this (µs) was descheduled: the OS
+/// gave the core to another thread for a time slice (our own threads each yield after
+/// a short turn).
+const POLL_STALE_US: u64 = 500;
+
+/// How long [`keep_polling`] stops after it found itself descheduled.
+const NO_POLLING_FOR: Duration = Duration::from_millis(100);
 
 /// How often a node looks whether its config file changed (for `[security] revoked`).
 const CONFIG_RECHECK: Duration = Duration::from_secs(1);
@@ -504,7 +577,9 @@ async fn read_packets(
                 if sh.shutdown.load(Ordering::SeqCst) {
                     return;
                 }
-                peer.session.lock().handle(sh.now_us(), p);
+                let now = sh.now_us();
+                peer.session.lock().handle(now, p);
+                sh.traffic.note(now);
                 act_on_events(&sh, &peer);
                 // Acks and whatever else the session has to send.
                 peer.wake.notify_one();

@@ -347,6 +347,12 @@ pub(crate) struct NodeInner {
     sleeping: AtomicUsize,
     /// Idle workers still looking for work before they sleep.
     searching: AtomicUsize,
+    /// When a looking worker last looked (node µs): a look older than
+    /// [`sched::STALE_US`] means the OS took its core (see `sched::spin_for_work`).
+    search_seen_us: AtomicU64,
+    /// Until when idle workers do not look for work before they sleep (node µs): one
+    /// found that the OS took its core while it looked (the machine is busy).
+    no_spin_until_us: AtomicU64,
     sleep_lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
@@ -455,6 +461,8 @@ impl Node {
             stealers: queues.iter().map(Worker::stealer).collect(),
             sleeping: AtomicUsize::new(0),
             searching: AtomicUsize::new(0),
+            search_seen_us: AtomicU64::new(0),
+            no_spin_until_us: AtomicU64::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),

@@ -21,8 +21,21 @@ use std::time::{Duration, Instant};
 /// Rounds an idle worker looks for work before it sleeps, at least.
 pub(super) const SPINS: u32 = 16;
 
-/// How long an idle worker looks for work before it sleeps (see `spin_for_work`).
-const SPIN_FOR: Duration = Duration::from_micros(100);
+/// How long an idle worker looks for work before it sleeps (see `spin_for_work`), µs.
+const SPIN_FOR_US: u64 = 100;
+
+/// A looking worker that did not look again for this long (µs) may not be running:
+/// whoever queues work wakes a sleeping worker then (see `should_wake`).
+pub(super) const STALE_US: u64 = 100;
+
+/// A look for work that took this long (µs) was descheduled: the OS gave the core to
+/// another thread for a time slice (a few hundred µs to a few ms), which our own
+/// threads, each yielding after a short turn, do not take (see `spin_for_work`).
+const DESCHEDULED_US: u64 = 500;
+
+/// How long idle workers go straight to sleep after one had its core taken while it
+/// looked for work (µs).
+const NO_SPIN_FOR_US: u64 = 100_000;
 
 /// A worker takes its next process from the shared queue (the injector) rather than its
 /// own once every this many processes it runs (as Go's scheduler does every 61).
@@ -93,8 +106,14 @@ impl NodeInner {
 
     /// Whether newly queued work needs a sleeping worker woken: not if one is still
     /// searching (it will find the work, or see it when it re-checks before sleeping).
+    /// (A worker counted as searching whose last look is older than [`STALE_US`] is not
+    /// running: the OS gave its core to another thread, which on a busy machine may keep
+    /// it for a whole time slice, milliseconds. A sleeper is woken then: a thread woken
+    /// from sleep gets a core at once.)
     pub(super) fn should_wake(&self) -> bool {
-        self.sleeping.load(Ordering::SeqCst) > 0 && self.searching.load(Ordering::SeqCst) == 0
+        self.sleeping.load(Ordering::SeqCst) > 0
+            && (self.searching.load(Ordering::SeqCst) == 0
+                || self.now_us().saturating_sub(self.search_seen_us.load(Ordering::Relaxed)) > STALE_US)
     }
 
     /// Makes a waiting process runnable (its slot locked by the caller).
@@ -186,22 +205,40 @@ impl NodeInner {
     /// message from another node comes back within tens of µs, and a sleeping worker
     /// takes as long again to wake). Counted as searching meanwhile, so that whoever
     /// queues work need not wake anyone.
+    ///
+    /// Not on a busy machine: a look that finds the OS took this thread's core away for
+    /// longer than [`DESCHEDULED_US`] (other threads want the cores) ends the looking, and
+    /// idle workers go straight to sleep for [`NO_SPIN_FOR_US`] after it. (A looking
+    /// worker whose core is taken keeps wake-ups from going to sleeping ones, and a
+    /// `sched_yield` hands a busy core to another thread for a whole time slice.)
     pub(super) fn spin_for_work(&self, local: &Worker<Task>, me: usize) -> Option<Task> {
+        let mut last = self.now_us();
+        if last < self.no_spin_until_us.load(Ordering::Relaxed) {
+            return self.find_work(local, me);
+        }
+        self.search_seen_us.store(last, Ordering::Relaxed);
         self.searching.fetch_add(1, Ordering::SeqCst);
         let mut found = None;
-        let mut since = None;
+        let start = last;
         for i in 0.. {
             if i < 8 {
                 for _ in 0..(1u32 << i) {
                     std::hint::spin_loop();
                 }
             } else {
-                let since = *since.get_or_insert_with(Instant::now);
-                if i >= SPINS && since.elapsed() >= SPIN_FOR {
+                if i >= SPINS && last.saturating_sub(start) >= SPIN_FOR_US {
                     break;
                 }
                 std::thread::yield_now();
             }
+            let now = self.now_us();
+            if now.saturating_sub(last) > DESCHEDULED_US {
+                self.no_spin_until_us.fetch_max(now + NO_SPIN_FOR_US, Ordering::Relaxed);
+                found = self.find_work(local, me);
+                break;
+            }
+            last = now;
+            self.search_seen_us.store(now, Ordering::Relaxed);
             if let Some(t) = self.find_work(local, me) {
                 found = Some(t);
                 break;
