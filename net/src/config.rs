@@ -1010,6 +1010,25 @@ addr = "127.0.0.1:7403"
         assert!(e.starts_with("mesh.toml: node[1].workers: "), "{e}");
         let e = parse_err("[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\nroot = \"\"\n");
         assert!(e.starts_with("mesh.toml: node[1].root: "), "{e}");
+        // The HTTP servers a node may run.
+        let node = |extra: &str| format!("[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n{extra}");
+        for (extra, key, says) in [
+            ("metrics = \"localhost\"\n", "metrics", "is not a socket address"),
+            ("metrics = 9100\n", "metrics", "invalid type"),
+            ("dashboard = \"127.0.0.1\"\n", "dashboard", "is not a socket address"),
+            ("metrics = \"127.0.0.1:9100\"\ndashboard = \"127.0.0.1:9100\"\n", "dashboard", "the same address as metrics"),
+            ("dashboard = \"127.0.0.1:7480\"\ndashboard_as = \"root\"\n", "dashboard_as", "is not ctl, PERSON.operator or PERSON.observer"),
+            ("dashboard_as = \"eve.admin\"\n", "dashboard_as", "is not ctl"),
+        ] {
+            let e = parse_err(&node(extra));
+            assert!(e.starts_with(&format!("mesh.toml: node[1].{key}: ")) && e.contains(says), "{extra}: {e}");
+        }
+        let c = parse(&node("metrics = \"127.0.0.1:9100\"\ndashboard = \"[::1]:7480\"\ndashboard_as = \"olive.observer\"\n")).unwrap();
+        let a = &c.nodes[0];
+        assert_eq!(
+            (a.metrics, a.dashboard, a.dashboard_as.as_str()),
+            (Some("127.0.0.1:9100".parse().unwrap()), Some("[::1]:7480".parse().unwrap()), "olive.observer")
+        );
         let e = parse_err(&format!("{ONE_NODE}[[node]]\nname = \"b\"\naddr = \"127.0.0.1:7402\"\nshared = \"shared/a\"\n"));
         assert!(e.starts_with("mesh.toml: node[2].shared: ") && e.contains("node[1] (a)"), "{e}");
         let e = parse_err("[mesh]\nmigration = \"teleport\"\n[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7401\"\n");

@@ -97,6 +97,15 @@ fn other_errors_start_with_error() {
     let f = write_temp("w2.tern", "println(1);\n");
     let out = tern(&["run", f.to_str().unwrap(), "--workers", "0"]);
     assert_eq!(text(&out.stderr), "error: --workers must be between 1 and 1024\n");
+    // `tern node --stop-timeout`: checked before the config is read.
+    for bad in ["--stop-timeout=-1", "--stop-timeout=NaN", "--stop-timeout=inf", "--stop-timeout=86401"] {
+        let out = tern(&["node", "--config", "/nonexistent/mesh.toml", "--name", "a", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert_eq!(text(&out.stderr), "error: --stop-timeout must be between 0 and 86400 seconds\n", "{bad}");
+    }
+    let out = tern(&["node", "--config", "/nonexistent/mesh.toml", "--name", "a", "--stop-timeout", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--stop-timeout") && text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
 }
 
 #[test]
