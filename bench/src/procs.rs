@@ -517,13 +517,13 @@ fn measures(programs: &[&str], results: &HashMap<(&str, Lang, Variant), Runs>, h
                 rows.push(row("spawn: wall, whole OS process (s)", 3, None, &wall("spawn")));
             }
             "pingpong" => {
-                rows.push(row("pingpong: round trip (µs)", 3, Some(Target::AtMost(2.0)), &|lang| {
+                rows.push(row("pingpong: round trip (µs)", 3, Some(Target::AtMost(1.0)), &|lang| {
                     cell("pingpong", lang, Variant::Full, &|runs: &Runs| Some(runs.best("total_us")? / runs.best("rounds")?))
                 }));
                 rows.push(row("pingpong: wall, whole OS process (s)", 3, None, &wall("pingpong")));
             }
             "ring" => {
-                rows.push(row("ring: token 100 times round 10k processes (ms)", 1, None, &|lang| {
+                rows.push(row("ring: token 100 times round 10k processes (ms)", 1, Some(Target::AtMost(1.0)), &|lang| {
                     cell("ring", lang, Variant::Full, &best("pass_us", 1e-3))
                 }));
                 rows.push(row("ring: building the ring (ms)", 1, None, &|lang| cell("ring", lang, Variant::Full, &best("build_us", 1e-3))));
