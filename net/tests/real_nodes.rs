@@ -312,3 +312,70 @@ fn a_destination_paused_mid_hybrid_rounds_then_continued_leaves_one_owner() {
 fn a_source_paused_mid_lazy_push_then_continued_leaves_one_owner() {
     a_node_paused_mid_migration_then_continued("lazy", "a");
 }
+
+/// The source or the destination is stopped (`SIGSTOP`) at the commit exchange — the
+/// source has sent `Commit`, the destination holds its answer (test hook) — for longer
+/// than `node_down_ms` and the QUIC idle timeout, then continued. The commit rule holds:
+/// the source never resumes its frozen copy, the destination commits once it runs
+/// again, and the process ends up running at b alone, reachable from c. With the
+/// destination stopped, `tern ctl migrate` answers "in doubt" after three
+/// `node_down_ms` instead of waiting for it.
+fn a_node_paused_at_the_commit_exchange_then_continued(mechanism: &str, paused: &str) {
+    let mut mesh = RealMesh::start_with_env(3, "", &[("b", "TERN_TEST_HOLD_COMMIT_MS", "1500")]);
+    let pid = mesh.spawn_via("c", "worker.tern", &worker(1 << 20), "a");
+    wait_ready(&mesh, "a", "c");
+    let migrating = mesh.migrate_in_background("a", &pid, "b", mechanism, Duration::from_secs(120));
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("b").contains("holds Commit")), "{}", mesh.all_logs());
+    mesh.stop(paused);
+    std::thread::sleep(Duration::from_secs(7)); // node_down_ms is 1000, the QUIC idle timeout 5 s
+    mesh.cont(paused);
+    let out = migrating.join().unwrap().unwrap_or_else(|o| panic!("ctl migrate never answered: {o:?}\n{}", mesh.all_logs()));
+    eprintln!("{mechanism}, {paused} paused at the commit exchange: {out:?}");
+    if paused == "b" {
+        assert!(!out.ok(), "{out:?}");
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert!(said.contains("in doubt: node b went down after it was asked to commit"), "{out:?}");
+    } else {
+        assert!(out.ok(), "{out:?}\n{}", mesh.all_logs());
+        assert_eq!(out.json()["outcome"], "committed", "{out:?}");
+    }
+    mesh.wait_all_up(Duration::from_secs(30));
+    let owners = |mesh: &RealMesh| -> Vec<String> {
+        ["a", "b"]
+            .iter()
+            .filter(|n| mesh.ps(Some(n)).iter().any(|(p, at, s)| p == &pid && at == *n && s != "exited"))
+            .map(|n| n.to_string())
+            .collect()
+    };
+    let one = wait_until(Duration::from_secs(30), || owners(&mesh) == vec!["b".to_string()]);
+    assert!(one, "the process should run on b alone, it runs on {:?}\n{}", owners(&mesh), mesh.all_logs());
+    if paused == "b" {
+        // The source's run went on after its early answer and saw the commit through.
+        let line = format!("migration of {pid} to b, reported in doubt, ended: committed");
+        assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains(&line)), "{}", mesh.all_logs());
+    }
+    assert_reaches(&mesh, "c", &pid, &format!("after-commit-{paused}-paused"), "b", "c", Duration::from_secs(30));
+    assert!(mesh.running("a") && mesh.running("b") && mesh.running("c"));
+}
+
+#[test]
+fn a_source_paused_at_the_commit_exchange_then_continued_leaves_the_process_at_its_destination() {
+    a_node_paused_at_the_commit_exchange_then_continued("precopy", "a");
+}
+
+#[test]
+fn a_destination_paused_at_the_commit_exchange_is_reported_in_doubt_and_keeps_the_process() {
+    a_node_paused_at_the_commit_exchange_then_continued("precopy", "b");
+}
+
+/// Lazy: the destination stopped before it resumes the process (it holds `Commit`),
+/// with every page still at the source.
+#[test]
+fn a_lazy_destination_paused_before_it_resumes_is_reported_in_doubt_and_keeps_the_process() {
+    a_node_paused_at_the_commit_exchange_then_continued("lazy", "b");
+}
+
+#[test]
+fn a_hybrid_source_paused_at_the_commit_exchange_then_continued_leaves_the_process_at_its_destination() {
+    a_node_paused_at_the_commit_exchange_then_continued("hybrid", "a");
+}

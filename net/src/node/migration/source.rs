@@ -114,7 +114,13 @@ pub(super) fn run_source(
         }
         r.release_early_fetches(sh, &mut src);
     }
-    r.finish_report(sh, &src)
+    let report = r.finish_report(sh, &src);
+    if told_in_doubt {
+        // Whoever waited was told it is in doubt: the operator learns how it ended here.
+        let pid = tern_vm::value::name_text(report.pid);
+        sh.log(&format!("migration of {pid} to {}, reported in doubt, ended: {}", report.to, report.outcome));
+    }
+    report
 }
 
 /// How long a destination asked to commit may stay down before the move is reported in
