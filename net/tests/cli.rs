@@ -8,7 +8,8 @@ fn tern(args: &[&str]) -> Output {
 }
 
 fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-cli-{}", std::process::id()));
+    // Under the target directory (not the system's temporary one, where it was left behind).
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
