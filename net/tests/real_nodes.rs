@@ -262,13 +262,7 @@ fn a_node_paused_mid_migration_then_continued(mechanism: &str, paused: &str) {
     eprintln!("{mechanism}, {paused} paused: {}", r["outcome"]);
     let on = if r["outcome"] == "committed" { "b" } else { "a" };
     mesh.wait_all_up(Duration::from_secs(30));
-    let owners = |mesh: &RealMesh| -> Vec<String> {
-        ["a", "b"]
-            .iter()
-            .filter(|n| mesh.ps(Some(n)).iter().any(|(p, at, s)| p == &pid && at == *n && s != "exited"))
-            .map(|n| n.to_string())
-            .collect()
-    };
+    let owners = |mesh: &RealMesh| owners_among(mesh, &pid, &["a", "b"]);
     let one = wait_until(Duration::from_secs(30), || owners(&mesh) == vec![on.to_string()]);
     eprintln!("ps on {on}: {:?}", mesh.ps(Some(on)).iter().filter(|(p, _, _)| p == &pid).collect::<Vec<_>>());
     assert!(one, "the process should run on {on} alone, it runs on {:?}: {out:?}\n{}", owners(&mesh), mesh.all_logs());
@@ -340,13 +334,7 @@ fn a_node_paused_at_the_commit_exchange_then_continued(mechanism: &str, paused: 
         assert_eq!(out.json()["outcome"], "committed", "{out:?}");
     }
     mesh.wait_all_up(Duration::from_secs(30));
-    let owners = |mesh: &RealMesh| -> Vec<String> {
-        ["a", "b"]
-            .iter()
-            .filter(|n| mesh.ps(Some(n)).iter().any(|(p, at, s)| p == &pid && at == *n && s != "exited"))
-            .map(|n| n.to_string())
-            .collect()
-    };
+    let owners = |mesh: &RealMesh| owners_among(mesh, &pid, &["a", "b"]);
     let one = wait_until(Duration::from_secs(30), || owners(&mesh) == vec!["b".to_string()]);
     assert!(one, "the process should run on b alone, it runs on {:?}\n{}", owners(&mesh), mesh.all_logs());
     if paused == "b" {
@@ -378,4 +366,14 @@ fn a_lazy_destination_paused_before_it_resumes_is_reported_in_doubt_and_keeps_th
 #[test]
 fn a_hybrid_source_paused_at_the_commit_exchange_then_continued_leaves_the_process_at_its_destination() {
     a_node_paused_at_the_commit_exchange_then_continued("hybrid", "a");
+}
+
+/// The nodes of `among` that list process `pid` as theirs and not ended (each asked
+/// itself): one owner means exactly one name.
+fn owners_among(mesh: &RealMesh, pid: &str, among: &[&str]) -> Vec<String> {
+    among
+        .iter()
+        .filter(|n| mesh.ps(Some(n)).iter().any(|(p, at, s)| p == pid && at == *n && s != "exited"))
+        .map(|n| n.to_string())
+        .collect()
 }
