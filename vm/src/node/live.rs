@@ -63,6 +63,7 @@ impl Node {
             if matches!(st.status, Status::Exited | Status::Moved) {
                 return Err(MoveError::NotHere(pid));
             }
+            super::pages::settle_pages(&slot, &mut st);
             match st.parked.as_mut() {
                 Some(p) => {
                     job(p);
@@ -92,6 +93,7 @@ impl Node {
                 return Err(MoveError::NotHere(pid));
             }
             if !st.jobs.is_empty() {
+                super::pages::settle_pages(&slot, &mut st);
                 let jobs = std::mem::take(&mut st.jobs);
                 match st.parked.as_mut() {
                     Some(p) => {
@@ -128,6 +130,7 @@ impl Node {
         if st.status != Status::Frozen {
             return Err(MoveError::NotHere(pid));
         }
+        super::pages::settle_pages(&slot, &mut st);
         let p = st.parked.as_mut().ok_or(MoveError::NotHere(pid))?;
         let config: HeapConfig = p.heap.config();
         Ok(std::mem::replace(&mut p.heap, Heap::new(config)))

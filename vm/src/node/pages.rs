@@ -3,7 +3,7 @@
 //! arrive for a running process are installed at its next safepoint; pages that can no
 //! longer come end the process.
 
-use super::slot::{Slot, Status, Task, FREEZE, KILL, PAGES};
+use super::slot::{Slot, SlotState, Status, Task, FREEZE, KILL, PAGES};
 use super::{ExitReason, Node, NodeInner, PageSource, Pid};
 use crate::interp::RuntimeError;
 use crate::process::Process;
@@ -118,6 +118,22 @@ impl NodeInner {
     }
 }
 
+/// Installs the pages that came for a process while it ran (they wait in its slot until
+/// its next safepoint) into it, now that it is parked: whatever reads a parked process's
+/// heap (a migration's checks and copies, its image) sees every page that is here. A
+/// process that parked before that safepoint kept them waiting otherwise, and a move
+/// waited for them until it ran again (a process that waits for nothing, never).
+pub(super) fn settle_pages(slot: &Slot, st: &mut SlotState) {
+    if slot.flags.load(Ordering::SeqCst) & PAGES == 0 || st.parked.is_none() {
+        return;
+    }
+    let pending = st.pending_pages.take();
+    slot.flags.fetch_and(!PAGES, Ordering::SeqCst);
+    if let Some(proc) = st.parked.as_mut() {
+        install_pages(proc, pending);
+    }
+}
+
 /// Installs pages that are still absent; a page the process already has (it may have
 /// written to it since) is never overwritten by an older copy.
 pub(super) fn install_pages(proc: &mut Process, pages: Vec<(u32, Vec<u64>)>) {
@@ -125,5 +141,53 @@ pub(super) fn install_pages(proc: &mut Process, pages: Vec<(u32, Vec<u64>)>) {
         if !proc.heap.is_present(i) {
             let _ = proc.heap.supply_page(i, &words);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Console, Node, Pid};
+    use super::PAGES;
+    use crate::bytecode::{Function, Module, Op};
+    use crate::process::Process;
+    use crate::runtime::{Natives, Vm, VmConfig};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Quiet;
+    impl Console for Quiet {
+        fn write(&self, _: Pid, _: &str) {}
+    }
+
+    /// Pages that came while a process ran wait in its slot for its next safepoint; if
+    /// it parked first (it began a wait, or froze for a move), whatever reads it parked
+    /// (a move's checks and copies) must still see them: a move waited for them until
+    /// the process ran again, for ever if nothing woke it.
+    #[test]
+    fn pages_that_came_while_it_ran_are_seen_when_it_is_read_parked() {
+        let spin = Function { name: String::new(), arity: 0, nregs: 1, upvals: vec![], code: vec![Op::Jmp { off: -1 }], lines: vec![1] };
+        let module = Module { name: "t".into(), consts: vec![], functions: vec![spin], globals: vec![] };
+        let vm = Arc::new(Vm::new(Natives::new(), VmConfig::default()));
+        let main = vm.load(module).expect("a module");
+        let node = Node::local(vm.clone(), Arc::new(Quiet), 1);
+        let pid = node.new_pid();
+        let mut p = Process::new(pid, main, &vm).expect("a process");
+        p.heap.ensure_pages(2).expect("two pages");
+        p.heap.mark_absent(1);
+        let words = p.heap.page_words();
+        node.spawn(p);
+        node.freeze(pid, Duration::from_secs(10)).expect("it freezes");
+        // As `supply_pages` leaves a page for a process that is running, which then
+        // parked before a safepoint installed it.
+        {
+            let slot = node.inner.local_slot(pid).expect("its slot");
+            let mut st = slot.st.lock();
+            st.pending_pages.set(vec![(1, vec![7; words])]);
+            slot.flags.fetch_or(PAGES, Ordering::SeqCst);
+        }
+        let seen = node.at_safepoint(pid, |p| (p.heap.first_absent(), p.heap.page(1)[0]), Duration::from_secs(10)).expect("read");
+        assert_eq!(seen, (None, 7), "the page that came is not in the parked process");
+        node.shutdown();
     }
 }
