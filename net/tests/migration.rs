@@ -86,6 +86,36 @@ fn hybrid_moves_a_running_process() {
     moves_a_running_writer(Mechanism::Hybrid);
 }
 
+/// A page lost between the destination's migration and the process (a broken host, made
+/// here by a test hook) is noticed, by the process faulting on it or when every page has
+/// come, and fetched again from the source, which keeps its copy until the process has
+/// every page: the output is whole, and nothing is left behind.
+#[test]
+fn a_page_lost_on_its_way_to_the_process_is_fetched_again() {
+    let m = TestMesh::start(2);
+    m.node("b").set_migration_hooks(TestHooks { lose_page_install: Some(1), ..Default::default() });
+    let mut run = m.run("a", "writer.tern", WRITER);
+    run.wait_line(&m, "round 2", |l| l.starts_with("round 2 "));
+    let r = m.node("a").migrate(run.pid, "b", Some(Mechanism::Lazy.into())).unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()));
+    assert!(r.ok, "{r:?}\n{}", m.log_text());
+    let last = run.wait_line(&m, "ok", |l| l.starts_with("ok on"));
+    assert_eq!(last, "ok on b");
+    let rounds: Vec<u32> = run.text.lines().filter_map(|l| l.strip_prefix("round ")?.split(' ').next()?.parse().ok()).collect();
+    assert_eq!(rounds, (0..40).collect::<Vec<_>>(), "{}", run.text);
+    let log = m.log_text();
+    assert!(log.contains("page 1 of") && log.contains("lost on its way to the process"), "the hook did not fire:\n{log}");
+    assert!(
+        log.contains("faulted on page 1, which had come; it is asked for again")
+            || log.contains("the process lacks 1 of them (the first: 1)"),
+        "the lost page was not noticed:\n{log}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !m.node("a").migration_holds(run.pid) && !m.node("b").migration_holds(run.pid)),
+        "{}",
+        m.log_text()
+    );
+}
+
 #[test]
 fn a_program_moves_itself_and_others() {
     let m = TestMesh::start(3);

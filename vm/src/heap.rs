@@ -808,6 +808,14 @@ impl Heap {
         self.present.iter().position(|&p| !p).map(|p| p as u32)
     }
 
+    /// The pages that are not present, in order (none without a pass when all are).
+    pub fn absent_list(&self) -> Vec<u32> {
+        if self.absent_pages == 0 {
+            return Vec::new();
+        }
+        self.present.iter().enumerate().filter(|(_, &p)| !p).map(|(i, _)| i as u32).collect()
+    }
+
     /// The words of one page.
     pub fn page(&self, page: u32) -> &[u64] {
         let pw = self.page_words();

@@ -309,6 +309,9 @@ pub enum Action {
     RunWithoutLate,
     /// Dest: these pages arrived (wake threads faulting on them).
     PagesArrived { pages: Vec<PageNo> },
+    /// Dest: every page has come. Say which of them the process does not have
+    /// ([`Dest::pages_verified`]): the source keeps its copy until it has them all.
+    VerifyPages,
     /// Dest: the process cannot go on (lazy: pages it needs are gone): end it with this error.
     Kill { why: Failure },
     /// The machine finished (it stays to answer late messages; see `outcome`).
@@ -452,6 +455,9 @@ pub struct DestReport {
     pub pages_read_ahead: u32,
     pub resumed_at_us: Option<u64>,
     pub dependency_ended_us: Option<u64>,
+    /// Pages that came but that the process did not have when the last one came
+    /// ([`Dest::pages_verified`]), asked for again.
+    pub pages_asked_again: u32,
 }
 
 /// What the source still holds for the process.
@@ -490,6 +496,9 @@ pub enum MigFault {
     /// source does, after its late messages, or the dest when it sees the source lost):
     /// a partner that sees the source go down first fires its monitors.
     QuietCommit,
+    /// The dest releases the source's copy once every page came, without asking the
+    /// host whether the process has them all ([`Action::VerifyPages`]).
+    TrustPageData,
 }
 
 /// Timers and limits of a migration.
@@ -1246,6 +1255,9 @@ pub struct Dest {
     /// The dest told the partners itself.
     took_over: bool,
     source_lost: bool,
+    /// Every page came and the host is asked whether the process has them all
+    /// ([`Action::VerifyPages`]); the source is released once it does.
+    verifying: bool,
     /// The late messages came ([`Dest::late_arrived`]).
     late_came: bool,
     /// Committed here and the late messages are still awaited from the source: the
@@ -1290,6 +1302,7 @@ impl Dest {
             partners: Vec::new(),
             took_over: false,
             source_lost: false,
+            verifying: false,
             late_came: false,
             late_pending: false,
             late_deadline: None,
@@ -1459,21 +1472,72 @@ impl Dest {
             (DPhase::Running, MigMsg::PageData { pages, .. }) => {
                 let new = self.receive_pages(&pages);
                 self.absent -= new.len() as u32;
+                let last = !new.is_empty() && self.absent == 0;
                 if !new.is_empty() {
                     self.actions.push_back(Action::PagesArrived { pages: new });
                 }
-                if self.absent == 0 {
-                    self.report.dependency_ended_us = Some(now_us);
-                    self.out.push_back((self.source, MigMsg::Released { mid }));
+                if last && self.cfg.fault != MigFault::TrustPageData {
+                    // The source's copy is the only other one: it is dropped once the
+                    // process itself has every page, not once they were handed over.
+                    self.verifying = true;
+                    self.actions.push_back(Action::VerifyPages);
+                } else if last {
+                    self.release(now_us);
                 }
-                self.maybe_done(now_us);
             }
             _ => {}
         }
     }
 
+    /// Every page is with the process: the source may drop its copy.
+    fn release(&mut self, now_us: u64) {
+        self.report.dependency_ended_us = Some(now_us);
+        self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
+        self.maybe_done(now_us);
+    }
+
+    /// The host's answer to [`Action::VerifyPages`]: the pages (of those that came) the
+    /// process does not have. None: the source is released. Some: they are absent again
+    /// and asked for again (the source still has them), or, with the source lost, the
+    /// process cannot go on.
+    pub fn pages_verified(&mut self, now_us: u64, missing: &[PageNo]) {
+        if !std::mem::take(&mut self.verifying) || !matches!(self.phase, DPhase::Running) {
+            return;
+        }
+        let mut again = Vec::new();
+        for &p in missing {
+            if self.present.set(p as usize, false) == Some(true) {
+                self.requested.set(p as usize, false);
+                again.push(p);
+            }
+        }
+        self.absent += again.len() as u32;
+        if self.absent == 0 {
+            self.release(now_us);
+            return;
+        }
+        if again.is_empty() {
+            // (A fault meanwhile found one missing, and asked for it: asked again once it came.)
+            return;
+        }
+        self.report.pages_asked_again += again.len() as u32;
+        if self.source_lost {
+            let why = Failure::SourceLostWithPages { source: self.source, absent: self.absent };
+            self.actions.push_back(Action::Kill { why: why.clone() });
+            self.finish(now_us, DestOutcome::ProcessLost(why));
+            return;
+        }
+        for chunk in again.chunks((self.cfg.push_pages as usize).max(64)) {
+            for &p in chunk {
+                self.requested.set(p as usize, true);
+            }
+            self.report.fetch_requests += 1;
+            self.out.push_back((self.source, MigMsg::Fetch { mid: self.mid, pages: chunk.to_vec(), ahead: false }));
+        }
+    }
+
     fn maybe_done(&mut self, now_us: u64) {
-        if matches!(self.phase, DPhase::Running) && self.absent == 0 {
+        if matches!(self.phase, DPhase::Running) && self.absent == 0 && !self.verifying {
             if self.report.dependency_ended_us.is_none() {
                 self.report.dependency_ended_us = self.report.resumed_at_us;
             }
@@ -1508,8 +1572,17 @@ impl Dest {
     /// through then meets pages already there or on their way, and one that touches
     /// pages at random asks only for what it touches.
     pub fn page_fault(&mut self, _now_us: u64, page: PageNo) -> bool {
-        if self.is_present(page) || !matches!(self.phase, DPhase::Running) {
+        if !self.lazy || !matches!(self.phase, DPhase::Running) {
             return false;
+        }
+        if self.present.get(page as usize) == Some(true) {
+            // It came, but the process does not have it (lost on its way to it, or it came
+            // just after the fault was taken): absent again, and asked for again (the
+            // source keeps its copy until the process has every page).
+            self.present.set(page as usize, false);
+            self.requested.set(page as usize, false);
+            self.absent += 1;
+            self.report.pages_asked_again += 1;
         }
         self.report.faults += 1;
         if self.source_lost {
@@ -1634,7 +1707,7 @@ impl Dest {
         if !matches!(self.phase, DPhase::Running) {
             return;
         }
-        if self.absent > 0 && !self.source_lost && self.cfg.fault != MigFault::KeepSourceAfterEnd {
+        if (self.absent > 0 || self.verifying) && !self.source_lost && self.cfg.fault != MigFault::KeepSourceAfterEnd {
             self.out.push_back((self.source, MigMsg::Released { mid: self.mid }));
         }
         self.report.dependency_ended_us = Some(now_us);
@@ -1643,7 +1716,7 @@ impl Dest {
 
     /// Whether pages are still at the source (the process depends on it).
     pub fn pages_pending(&self) -> bool {
-        matches!(self.phase, DPhase::Running) && self.absent > 0
+        matches!(self.phase, DPhase::Running) && (self.absent > 0 || self.verifying)
     }
 
     fn take_over_link_updates(&mut self, now_us: u64) {
@@ -1823,6 +1896,10 @@ mod tests {
                     moved = true;
                     if matches!(a, Action::Reinstate { .. }) {
                         d.reinstated(now);
+                    }
+                    // The process has every page that came.
+                    if a == Action::VerifyPages {
+                        d.pages_verified(now, &[]);
                     }
                     da.push(a);
                 }
@@ -2208,11 +2285,51 @@ mod tests {
         assert_eq!(every, from_ranges);
     }
 
+    /// The source's copy is the only other one: once every page came, the host is asked
+    /// whether the process has them all, and the source is released only then. A page
+    /// the process lacks (lost on its way to it) is asked for again, and the question
+    /// is asked again when it has come.
+    #[test]
+    fn the_source_is_released_only_once_the_process_has_every_page() {
+        let (mut s, mut d) = committed_lazy();
+        while d.poll_transmit().is_some() {}
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
+        let acts: Vec<Action> = std::iter::from_fn(|| d.poll_action()).collect();
+        assert_eq!(acts, vec![Action::PagesArrived { pages: (0..8).collect() }, Action::VerifyPages]);
+        assert!(d.poll_transmit().is_none(), "released before the process was asked");
+        assert!(d.pages_pending() && d.outcome().is_none());
+        // Page 3 never reached the process: absent again, asked for again.
+        d.pages_verified(21, &[3]);
+        assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Fetch { mid: 7, pages: vec![3], ahead: false })));
+        assert!(d.poll_transmit().is_none());
+        assert_eq!(d.absent_pages(), 1);
+        assert!(!d.is_present(3) && d.outcome().is_none());
+        assert_eq!(d.report().pages_asked_again, 1);
+        // The source answers with it (it kept its copy); asked again, the process has it.
+        s.handle(22, DST, MigMsg::Fetch { mid: 7, pages: vec![3], ahead: false });
+        assert!(page_data(&std::iter::from_fn(|| s.poll_transmit()).map(|(_, m)| m).collect::<Vec<_>>()).contains(&3));
+        d.handle(23, SRC, MigMsg::PageData { mid: 7, pages: vec![3], sent: SentFor::Fault });
+        let acts: Vec<Action> = std::iter::from_fn(|| d.poll_action()).collect();
+        assert_eq!(acts, vec![Action::PagesArrived { pages: vec![3] }, Action::VerifyPages]);
+        d.pages_verified(24, &[]);
+        assert_eq!(d.poll_transmit(), Some((SRC, MigMsg::Released { mid: 7 })));
+        assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
+        assert_eq!(d.report().dependency_ended_us, Some(24));
+
+        // With the source lost meanwhile, a page the process lacks cannot come: it ends.
+        let (_, mut d) = committed_lazy();
+        d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
+        d.peer_restarted(21, SRC);
+        d.pages_verified(22, &[5]);
+        assert!(matches!(d.outcome(), Some(DestOutcome::ProcessLost(Failure::SourceLostWithPages { absent: 1, .. }))), "{:?}", d.outcome());
+    }
+
     #[test]
     fn once_the_dest_is_done_a_process_ended_changes_nothing() {
         // Every page came: `Released` went already, once.
         let (mut s, mut d) = committed_lazy();
         d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
+        d.pages_verified(20, &[]);
         let sent: Vec<(NodeId, MigMsg)> = std::iter::from_fn(|| d.poll_transmit()).collect();
         assert_eq!(sent, vec![(SRC, MigMsg::Released { mid: 7 })]);
         while d.poll_action().is_some() {}
@@ -2369,6 +2486,7 @@ mod tests {
         let (_, mut d) = committed_lazy();
         let limit = MigConfig::default().source_down_limit_us;
         d.handle(20, SRC, MigMsg::PageData { mid: 7, pages: (0..8).collect(), sent: SentFor::Push });
+        d.pages_verified(20, &[]);
         assert_eq!(d.outcome(), Some(&DestOutcome::Committed));
         while d.poll_action().is_some() {}
         while d.poll_transmit().is_some() {}

@@ -93,6 +93,9 @@ pub struct SimOptions {
     pub order_fault: OrderFault,
     /// A deliberately broken variant of a forwarding mechanism.
     pub fwd_fault: Option<FwdFault>,
+    /// Per mille of the pages a destination's host gets that it loses before they reach
+    /// the process (the machine must find out before the source drops its copy).
+    pub lose_installs_per_mille: u64,
     /// Record a step trace (a failing run is replayed with it on, automatically).
     pub trace: bool,
     pub trace_lines: usize,
@@ -106,6 +109,7 @@ impl Default for SimOptions {
             fault: MigFault::None,
             order_fault: OrderFault::None,
             fwd_fault: None,
+            lose_installs_per_mille: 20,
             trace: false,
             trace_lines: 400,
         }
@@ -198,6 +202,10 @@ pub struct SimReport {
     /// before their late messages came.
     pub late_kills: u64,
     pub lazy_kills: u64,
+    /// Pages the destination's host lost on their way to the process, and the machine
+    /// asked for again.
+    pub installs_lost: u64,
+    pub pages_asked_again: u64,
     /// Why the process is gone, if it is (not for one that ended by itself).
     pub process_lost: Option<String>,
     /// The process ended by itself (at a destination, with lazy pages still at the source).
@@ -365,6 +373,9 @@ struct Node {
     next_seq: u64,
     dirty: BTreeSet<PageNo>,
     throttle: u32,
+    /// Dest: pages that came for its copy but were lost on their way to it (the host's
+    /// fault the machine must catch with [`Action::VerifyPages`]).
+    lacks: BTreeSet<PageNo>,
 }
 
 /// A migration's number as the node's move count (runs number far fewer than 2^32;
@@ -398,6 +409,7 @@ impl Node {
             next_seq: 0,
             dirty: BTreeSet::new(),
             throttle: 0,
+            lacks: BTreeSet::new(),
         }
     }
 }
@@ -1522,6 +1534,21 @@ impl Sim {
                 }
             }
             Action::DeleteSource => {
+                // The source's copy is the only other one: the process must have every
+                // page that came for it.
+                if let Some((y, nd)) = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .find(|(_, n)| n.copy.as_ref().is_some_and(|c| c.mid == mid && c.state != CopyState::Handed))
+                {
+                    if !nd.lacks.is_empty() {
+                        return Err(self.fail(format!(
+                            "LOST PAGES: node {x} drops its copy of mid {mid} while the process at node {y} lacks page(s) {:?} that came",
+                            nd.lacks
+                        )));
+                    }
+                }
                 let nd = &mut self.nodes[x as usize];
                 match nd.copy.take() {
                     Some(c) if c.state == CopyState::Handed => {}
@@ -1640,6 +1667,7 @@ impl Sim {
                 if nd.copy.is_some() {
                     return Err(self.fail(format!("node {y}: Reinstate over an existing copy")));
                 }
+                nd.lacks.clear();
                 let (expect, held) = img.order;
                 nd.copy = Some(Copy {
                     state: CopyState::Temp,
@@ -1705,10 +1733,35 @@ impl Sim {
                 }
             }
             Action::PagesArrived { pages } => {
-                if let Some(c) = self.nodes[y as usize].copy.as_mut() {
-                    if c.blocked_on.is_some_and(|p| pages.contains(&p)) {
+                // Now and then one of them is lost on its way to the process: not the one
+                // it waits for (that one the node installs in it at once, as it wakes it).
+                let waited = self.nodes[y as usize].copy.as_ref().and_then(|c| c.blocked_on);
+                let lost = (!pages.is_empty() && self.rng.chance(self.opts.lose_installs_per_mille))
+                    .then(|| pages[self.rng.below(pages.len() as u64) as usize])
+                    .filter(|&p| Some(p) != waited);
+                if lost.is_some() {
+                    self.report.installs_lost += 1;
+                }
+                let nd = &mut self.nodes[y as usize];
+                for &p in &pages {
+                    if Some(p) == lost {
+                        nd.lacks.insert(p);
+                    } else {
+                        nd.lacks.remove(&p);
+                    }
+                }
+                if let Some(c) = nd.copy.as_mut() {
+                    if c.blocked_on.is_some_and(|p| pages.contains(&p) && Some(p) != lost) {
                         c.blocked_on = None;
                     }
+                }
+            }
+            Action::VerifyPages => {
+                let nd = &mut self.nodes[y as usize];
+                let missing: Vec<PageNo> = nd.lacks.iter().copied().collect();
+                self.report.pages_asked_again += missing.len() as u64;
+                if let Some(d) = nd.dests.get_mut(&mid) {
+                    d.pages_verified(now, &missing);
                 }
             }
             Action::Kill { why } => {
@@ -1743,6 +1796,7 @@ impl Sim {
                 self.killed = true;
                 let nd = &mut self.nodes[y as usize];
                 nd.resume_pending = None;
+                nd.lacks.clear();
                 let gone: Vec<AppMsg> = nd.copy.take().map(|c| copy_msgs(&c)).unwrap_or_default();
                 for m in gone {
                     self.lost_with_process.insert((m.sender, m.seq));
@@ -1951,7 +2005,14 @@ impl Sim {
         if nd.copy.as_ref().is_some_and(|c| c.blocked_on.is_some()) {
             return Ok(());
         }
-        let faulted = nd.dests.values_mut().find(|d| d.committed() && d.outcome().is_none()).is_some_and(|d| d.page_fault(now, page));
+        // (A page lost on its way to the process is absent to it, whatever the machine
+        // counts: the machine must ask for it again.)
+        let lacks = nd.lacks.contains(&page);
+        let faulted = nd
+            .dests
+            .values_mut()
+            .find(|d| d.committed() && d.outcome().is_none())
+            .is_some_and(|d| (lacks || !d.is_present(page)) && d.page_fault(now, page));
         if faulted {
             nd.copy.as_mut().expect("running").blocked_on = Some(page);
             trace!(self, "node {x}: page fault on {page}");

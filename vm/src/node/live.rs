@@ -117,6 +117,12 @@ impl Node {
         self.at_safepoint(pid, |p| p.heap.take_dirty(), Duration::from_secs(10))
     }
 
+    /// The pages of a process here that its heap does not have (those that came for it
+    /// and wait for its next safepoint count as had).
+    pub fn absent_pages_of(&self, pid: Pid) -> Result<Vec<u32>, MoveError> {
+        self.at_safepoint(pid, |p| p.heap.absent_list(), Duration::from_secs(10))
+    }
+
     /// The number of pages of a process's heap.
     pub fn heap_pages(&self, pid: Pid) -> Result<u32, MoveError> {
         self.at_safepoint(pid, |p| p.heap.page_count() as u32, Duration::from_secs(10))

@@ -420,6 +420,28 @@ impl DestRun {
         }
     }
 
+    /// Of the pages that came (every one has), those a process of the migration does not
+    /// have, in the machine's page numbers; each is logged, since it means a page was
+    /// lost between this run and the process (the machine asks for it again). A process
+    /// no longer here lacks nothing.
+    fn missing_pages(&self, sh: &Host, node: &Node) -> Vec<u32> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let absent = node.absent_pages_of(m.pid).unwrap_or_default();
+            let lacks: Vec<u32> = absent.into_iter().filter(|&p| p < m.size).map(|p| p + m.offset).collect();
+            if !lacks.is_empty() {
+                sh.log(&format!(
+                    "migration of {}: every page came, but the process lacks {} of them (the first: {}); they are asked for again",
+                    name_text(m.pid),
+                    lacks.len(),
+                    lacks[0] - m.offset
+                ));
+            }
+            out.extend(lacks);
+        }
+        out
+    }
+
     /// The machine ends the process (the pages or the late messages it waits for are
     /// lost with the source, or the source stayed unreachable too long). One whose late
     /// messages have not come (its end waits for them) is marked killed and then
@@ -522,6 +544,12 @@ impl DestRun {
             Input::Wire(f, w) => self.wire(sh, node, d, f, w),
             Input::Fault(pid, page) => {
                 if let Some(m) = self.members.iter().find(|m| m.pid == pid && page < m.size) {
+                    if d.is_present(m.offset + page) && d.pages_pending() {
+                        sh.log(&format!(
+                            "migration of {}: the process faulted on page {page}, which had come; it is asked for again",
+                            name_text(pid)
+                        ));
+                    }
                     d.page_fault(now, m.offset + page);
                 }
             }
@@ -604,6 +632,7 @@ impl DestRun {
     fn stage_pages(&mut self, sh: &Host, node: &Node, member: usize, recs: Vec<PageRec>) {
         let pw = sh.cfg.page_size / 8;
         let mut supply = Vec::new();
+        let i = member;
         let Some(m) = self.members.get_mut(member) else {
             self.bad = Some(format!("pages of member {member}, which the offer did not name"));
             return;
@@ -621,6 +650,10 @@ impl DestRun {
                 }
             }
             if self.imported {
+                if i == 0 && sh.mig.hooks.lock().lose_page_install.take_if(|&mut p| p == rec.index).is_some() {
+                    sh.log(&format!("test hook: page {} of {} lost on its way to the process", rec.index, name_text(m.pid)));
+                    continue;
+                }
                 supply.push((rec.index, rec.data.as_deref().map_or_else(|| vec![0; pw], bytes_to_words)));
                 continue;
             }
@@ -729,6 +762,10 @@ fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Ac
         }
         Action::RunWithoutLate => r.late_lost = true,
         Action::Kill { why } => r.end_process(sh, node, &why.to_string()),
+        Action::VerifyPages => {
+            let missing = r.missing_pages(sh, node);
+            d.pages_verified(sh.now_us(), &missing);
+        }
         _ => {}
     }
 }
