@@ -161,6 +161,9 @@ fn runs_exercise_every_path() {
     eprintln!("stall seeds: {late_kills} processes ended before their late messages came, {unreachable_kills} with lazy pages away");
     assert!(stalls.iter().map(|r| r.stalls).sum::<u64>() > 400, "stalls");
     assert!(late_kills > 0, "processes ended after their source stayed unreachable before their late messages came");
+    let in_doubt: u64 = stalls.iter().map(|r| r.in_doubt_reports).sum();
+    eprintln!("stall seeds: {in_doubt} moves reported in doubt while their destination, asked to commit, was down");
+    assert!(in_doubt > 0, "moves reported in doubt");
     assert!(unreachable_kills > 0, "lazy processes ended after their source stayed unreachable");
 }
 
@@ -241,6 +244,13 @@ fn checker_catches_the_node_releasing_a_held_message_early() {
 #[test]
 fn checker_catches_a_source_released_while_the_process_lacks_a_page() {
     caught(MigFault::TrustPageData, "LOST PAGES");
+}
+
+/// A source that reports a move in doubt the moment its destination is seen down after
+/// `Commit`, not after the bound: a stall of a moment is reported as a move in doubt.
+#[test]
+fn checker_catches_a_move_reported_in_doubt_too_early() {
+    caught(MigFault::InDoubtAtOnce, "IN DOUBT");
 }
 
 #[test]

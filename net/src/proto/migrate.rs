@@ -314,6 +314,10 @@ pub enum Action {
     VerifyPages,
     /// Dest: the process cannot go on (lazy: pages it needs are gone): end it with this error.
     Kill { why: Failure },
+    /// Source: the destination, asked to commit, has been down for `down_us`: tell
+    /// whoever waits for the move that it is in doubt (once; the machine goes on, and the
+    /// process stays frozen until the destination answers).
+    InDoubt { down_us: u64 },
     /// The machine finished (it stays to answer late messages; see `outcome`).
     Done,
 }
@@ -426,6 +430,9 @@ pub struct Report {
     pub absent_at_resume: u32,
     /// A pre-copy that stopped converging left its last dirty set to post-copy.
     pub fell_back: bool,
+    /// The destination stayed down after `Commit` long enough that the move was
+    /// reported in doubt ([`Action::InDoubt`]).
+    pub reported_in_doubt: bool,
     pub bytes_sent: u64,
     /// Bandwidth measured during the rounds, bytes per ms.
     pub bandwidth_bytes_per_ms: u64,
@@ -499,6 +506,9 @@ pub enum MigFault {
     /// The dest releases the source's copy once every page came, without asking the
     /// host whether the process has them all ([`Action::VerifyPages`]).
     TrustPageData,
+    /// The source reports a move in doubt as soon as its destination, asked to commit,
+    /// is seen down, not after the bound (a stall of a moment is reported).
+    InDoubtAtOnce,
 }
 
 /// Timers and limits of a migration.
@@ -532,6 +542,10 @@ pub struct MigConfig {
     /// commit while pages (lazy) or the process's late messages are only there before the
     /// process is ended: long enough for a stall, bounded for a node that never comes back.
     pub source_down_limit_us: u64,
+    /// Source: how long the destination may stay down after `Commit` before whoever
+    /// waits for the move is told it is in doubt ([`Action::InDoubt`]): past a short
+    /// stall. The process stays frozen until the destination answers.
+    pub in_doubt_after_us: u64,
     #[doc(hidden)]
     pub fault: MigFault,
 }
@@ -553,6 +567,7 @@ impl Default for MigConfig {
             push_pages: 16,
             max_pages_per_msg: 64,
             source_down_limit_us: 10_000_000,
+            in_doubt_after_us: 3_000_000,
             fault: MigFault::None,
         }
     }
@@ -735,6 +750,10 @@ pub struct Source {
     released: bool,
     copy: bool,
     links_pending: BTreeSet<NodeId>,
+    /// Since when the destination has been down after `Commit` went (none while it is
+    /// up), and whether the move was reported in doubt.
+    dest_down_since: Option<u64>,
+    told_in_doubt: bool,
     report: Report,
 }
 
@@ -762,6 +781,8 @@ impl Source {
             released: false,
             copy: true,
             links_pending: BTreeSet::new(),
+            dest_down_since: None,
+            told_in_doubt: false,
             init,
         };
         let i = &s.init;
@@ -1116,11 +1137,30 @@ impl Source {
     pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
         if node == self.init.dest {
             match self.phase {
-                SPhase::Done(_) | SPhase::CommitSent | SPhase::After => {}
+                SPhase::CommitSent => {
+                    self.dest_down_since.get_or_insert(now_us);
+                }
+                SPhase::Done(_) | SPhase::After => {}
                 _ => self.fail(now_us, Failure::PeerDown(node), false),
             }
         } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
             self.maybe_done(now_us);
+        }
+    }
+
+    /// `node` is heard from again (the same incarnation).
+    pub fn peer_up(&mut self, _now_us: u64, node: NodeId) {
+        if node == self.init.dest {
+            self.dest_down_since = None;
+        }
+    }
+
+    /// When the move is to be reported in doubt, if the destination stays down.
+    fn in_doubt_at(&self) -> Option<u64> {
+        match (self.phase == SPhase::CommitSent && !self.told_in_doubt, self.dest_down_since) {
+            (true, Some(t)) if self.cfg.fault == MigFault::InDoubtAtOnce => Some(t),
+            (true, Some(t)) => Some(t.saturating_add(self.cfg.in_doubt_after_us)),
+            _ => None,
         }
     }
 
@@ -1171,10 +1211,7 @@ impl Source {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        match (self.deadline, self.push_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, self.push_at, self.in_doubt_at()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now_us: u64) {
@@ -1195,6 +1232,13 @@ impl Source {
             };
             if let Some(w) = what {
                 self.fail(now_us, Failure::Timeout(w), true);
+            }
+        }
+        if let (Some(at), Some(since)) = (self.in_doubt_at(), self.dest_down_since) {
+            if now_us >= at {
+                self.told_in_doubt = true;
+                self.report.reported_in_doubt = true;
+                self.actions.push_back(Action::InDoubt { down_us: now_us - since });
             }
         }
         if self.push_at.is_some_and(|t| now_us >= t) {
@@ -2226,6 +2270,71 @@ mod tests {
         s.handle(30, 2, MigMsg::LinkAck { mid: 7, pid: 42 });
         assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
         assert!(s.residual().is_empty());
+    }
+
+    /// A lazy move whose source just sent `Commit` (not delivered).
+    fn source_at_commit() -> Source {
+        let mut s = lazy_source(0, vec![SRC, DST]);
+        let mut d: Option<Dest> = None;
+        for _ in 0..100 {
+            while let Some(a) = s.poll_action() {
+                if a == Action::Freeze {
+                    s.frozen(1, &[], 100);
+                }
+            }
+            while let Some((to, m)) = s.poll_transmit() {
+                if matches!(m, MigMsg::Commit { .. }) {
+                    return s;
+                }
+                match d.as_mut() {
+                    Some(d) => d.handle(1, SRC, m),
+                    None => d = Dest::new(1, s.cfg.clone(), to, SRC, &m, None),
+                }
+            }
+            if let Some(d) = d.as_mut() {
+                while let Some(a) = d.poll_action() {
+                    if matches!(a, Action::Reinstate { .. }) {
+                        d.reinstated(1);
+                    }
+                }
+                while let Some((_, m)) = d.poll_transmit() {
+                    s.handle(1, DST, m);
+                }
+            }
+        }
+        panic!("no Commit");
+    }
+
+    /// A destination asked to commit that stays down past the bound: the move is
+    /// reported in doubt, once, and the machine goes on (frozen, never resumed); one
+    /// back in time, or down for less, is not reported.
+    #[test]
+    fn a_destination_down_past_the_bound_after_commit_reports_the_move_in_doubt() {
+        let bound = MigConfig::default().in_doubt_after_us;
+        let mut s = source_at_commit();
+        while s.poll_action().is_some() {}
+        s.peer_down(100, DST);
+        assert_eq!(s.poll_timeout(), Some(100 + bound));
+        s.handle_timeout(100 + bound - 1);
+        assert_eq!(s.poll_action(), None);
+        s.handle_timeout(100 + bound + 5);
+        assert_eq!(s.poll_action(), Some(Action::InDoubt { down_us: bound + 5 }));
+        assert!(s.report().reported_in_doubt && s.outcome().is_none());
+        assert_ne!(s.poll_timeout(), Some(100 + bound), "reported once");
+        // It answers: the move ends as it says.
+        s.peer_up(200 + bound, DST);
+        s.handle(201 + bound, DST, MigMsg::Committed { mid: 7 });
+        assert!(s.is_committed());
+
+        // Back before the bound: nothing to report.
+        let mut s = source_at_commit();
+        while s.poll_action().is_some() {}
+        s.peer_down(100, DST);
+        s.peer_up(100 + bound / 2, DST);
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_timeout(100 + 2 * bound);
+        assert!(!std::iter::from_fn(|| s.poll_action()).any(|a| matches!(a, Action::InDoubt { .. })));
+        assert!(!s.report().reported_in_doubt);
     }
 
     /// A destination offered a lazy move (migration 7) of `size_pages` pages.

@@ -158,6 +158,9 @@ pub struct SimReport {
     pub failed: u64,
     pub refused: u64,
     pub in_doubt: u64,
+    /// Moves reported in doubt while their destination, asked to commit, stayed down
+    /// (the machine went on, and ended as the destination said when it was back).
+    pub in_doubt_reports: u64,
     /// Committed migrations per mechanism (Freeze, Precopy, Lazy, Hybrid).
     pub by_mechanism: [u64; 4],
     /// Committed pre-copies that stopped converging and left their last dirty set to
@@ -611,6 +614,8 @@ impl Sim {
             push_pages: rng.range(1, 32) as u32,
             max_pages_per_msg: rng.range(8, 64) as u32,
             source_down_limit_us: rng.range(200_000, 2_000_000),
+            // Not drawn from `rng`: a seed keeps the run it had before.
+            in_doubt_after_us: [100_000, 300_000, 1_000_000][(seed / 13 % 3) as usize],
             fault: opts.fault,
         };
         let plan = match seed % 6 {
@@ -1556,6 +1561,21 @@ impl Sim {
                 }
             }
             Action::Done => self.source_done(x, mid)?,
+            Action::InDoubt { down_us } => {
+                // Only a destination asked to commit and down, as this node sees it, for
+                // the whole bound since: never a move that is merely slow.
+                let s = &self.nodes[x as usize].sources[&mid];
+                let dst = s.dest();
+                let since = self.down.get(&(x, dst)).copied();
+                let bound = self.cfg.in_doubt_after_us;
+                if !s.commit_sent() || since.is_none_or(|t| now.saturating_sub(t) < bound) || down_us < bound {
+                    return Err(self.fail(format!(
+                        "IN DOUBT: node {x} reports mid {mid} in doubt (down {down_us} us) while node {dst} has been down since {since:?} (now {now}, bound {bound})"
+                    )));
+                }
+                trace!(self, "{x}: mid {mid} reported in doubt, {dst} down for {down_us} us");
+                self.report.in_doubt_reports += 1;
+            }
             other => return Err(self.fail(format!("node {x}: a source asked for a dest action {other:?}"))),
         }
         Ok(())
@@ -1984,6 +2004,9 @@ impl Sim {
                 continue;
             }
             trace!(self, "{x} sees {y} up");
+            for s in self.nodes[x as usize].sources.values_mut() {
+                s.peer_up(now, y);
+            }
             for d in self.nodes[x as usize].dests.values_mut() {
                 d.peer_up(now, y);
             }

@@ -305,6 +305,7 @@ fn mig_config(sh: &Host) -> MigConfig {
         push_pages: 256,
         max_pages_per_msg: PAGES_PER_MSG,
         source_down_limit_us: sh.cfg.limits.source_down_ms().saturating_mul(1_000),
+        in_doubt_after_us: source::in_doubt_after(sh).as_micros() as u64,
         ..MigConfig::default()
     }
 }

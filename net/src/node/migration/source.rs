@@ -28,9 +28,9 @@ const MAX_EARLY_FETCHES: usize = 65_536;
 
 /// Runs a migration from this node to the end; its report.
 ///
-/// `early` is sent a report before the end when the move is in doubt past a bound: it
-/// asked its destination to commit, and that node has been down for
-/// [`in_doubt_after`] since. The run goes on (the process stays frozen here until that
+/// `early` is sent a report before the end when the move is in doubt past a bound (the
+/// machine's [`Action::InDoubt`]): it asked its destination to commit, and that node has
+/// been down for [`in_doubt_after`] since. The run goes on (the process stays frozen here until that
 /// node answers, by the commit rule), but whoever waits for the outcome — an operator,
 /// the policy, a drain — learns it now instead of waiting as long as the node is away.
 pub(super) fn run_source(
@@ -52,10 +52,6 @@ pub(super) fn run_source(
             return r.failed_early(why);
         }
     };
-    // When the destination was first seen down after `Commit`, and whether the waiters
-    // were told the move is in doubt.
-    let mut down_since: Option<Instant> = None;
-    let mut told_in_doubt = false;
     loop {
         // Until neither has anything: a send that fails ends the machine, whose last
         // actions (the process unfrozen) must be carried out before the outcome ends
@@ -64,7 +60,10 @@ pub(super) fn run_source(
         loop {
             let mut any = false;
             while let Some(a) = src.poll_action() {
-                source_action(sh, node, &mut r, &mut src, a);
+                match a {
+                    Action::InDoubt { down_us } => r.report_in_doubt(sh, &src, down_us, early),
+                    a => source_action(sh, node, &mut r, &mut src, a),
+                }
                 any = true;
             }
             while let Some((to, m)) = src.poll_transmit() {
@@ -85,23 +84,6 @@ pub(super) fn run_source(
             r.failure.get_or_insert_with(|| "this node shut down".into());
             break;
         }
-        if src.commit_sent() && !src.is_committed() && !sh.is_up(r.dest) {
-            let since = *down_since.get_or_insert_with(Instant::now);
-            if !told_in_doubt && since.elapsed() >= in_doubt_after(sh) {
-                told_in_doubt = true;
-                let mut report = r.finish_report(sh, &src);
-                report.outcome = format!(
-                    "in doubt: node {} went down after it was asked to commit, and has been down for {} ms; \
-                     the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)",
-                    report.to,
-                    since.elapsed().as_millis()
-                );
-                sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(r.report.pid), report.to, report.outcome));
-                early(report);
-            }
-        } else {
-            down_since = None;
-        }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
             Ok(input) => r.input(sh, &mut src, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -115,7 +97,7 @@ pub(super) fn run_source(
         r.release_early_fetches(sh, &mut src);
     }
     let report = r.finish_report(sh, &src);
-    if told_in_doubt {
+    if src.report().reported_in_doubt {
         // Whoever waited was told it is in doubt: the operator learns how it ended here.
         let pid = tern_vm::value::name_text(report.pid);
         sh.log(&format!("migration of {pid} to {}, reported in doubt, ended: {}", report.to, report.outcome));
@@ -663,8 +645,24 @@ impl SourceRun {
                 }
                 src.peer_restarted(now, n)
             }
-            Input::Fault(..) | Input::Frame(..) | Input::PeerUp(_) => {}
+            Input::PeerUp(n) => src.peer_up(now, n),
+            Input::Fault(..) | Input::Frame(..) => {}
         }
+    }
+
+    /// The destination, asked to commit, stayed down (the machine's
+    /// [`Action::InDoubt`]): whoever waits for the move is told now, with what is known;
+    /// the run goes on, holding the process frozen.
+    fn report_in_doubt(&self, sh: &Host, src: &Source, down_us: u64, early: &dyn Fn(MigReport)) {
+        let mut report = self.finish_report(sh, src);
+        report.outcome = format!(
+            "in doubt: node {} went down after it was asked to commit, and has been down for {} ms; \
+             the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)",
+            report.to,
+            down_us / 1000
+        );
+        sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(self.report.pid), report.to, report.outcome));
+        early(report);
     }
 
     /// Fetches that came before the commit are answered once it is made.
