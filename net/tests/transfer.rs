@@ -803,3 +803,27 @@ fn a_node_holds_at_most_its_bytes_of_messages_waiting_for_a_located_process() {
         n.stop();
     }
 }
+
+/// A process that ended tells the nodes that keep something for it (its birth node's
+/// route here) to forget it; a notice the link refused (full: that node slow or away) is
+/// offered again until it is taken, so that the route does not stay for good.
+#[test]
+fn a_refused_notice_that_a_process_ended_is_sent_again() {
+    let (ns, net, _out, w) = start_echo(2);
+    move_process(&ns, w, 1, 2, true);
+    assert!(ns[0].route_kept(w).is_some(), "its birth node keeps where it went");
+    // The first two notices n2 offers n1 are refused, as a full link does.
+    let refused = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = refused.clone();
+    *net.filter.lock() = Some(Box::new(move |from, to, op| {
+        from == 2 && to == 1 && matches!(op, Op::PidEnded { .. }) && r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+    }));
+    ns[1].kill(w, "done");
+    until("n2 owes n1 the notice", || refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    until("n1 forgets the process once the notice gets through", || ns[0].route_kept(w).is_none());
+    assert!(net.ops(Some(2), Some(1), "PidEnded") >= 3, "offered again after each refusal");
+    assert_eq!(ns[1].table_sizes().owed_ended, 0, "n2 owes nothing more");
+    for n in ns {
+        n.stop();
+    }
+}

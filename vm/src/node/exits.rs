@@ -9,7 +9,7 @@ use super::slot::{Entry, Slot, Status, KILL, LATE};
 use super::{ExitReason, NodeInner, Pid, ProcessExit, Target};
 use crate::process::Process;
 use crate::value::{name_node, name_text};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -162,13 +162,7 @@ impl NodeInner {
                     b.procs.remove(pid);
                     b.forget_ended(pid);
                 }
-                None if self.remote().is_some() => {
-                    if let Err(e) = self.remote_send(n, Op::PidEnded { pid }) {
-                        // (Only a stale route stays: a message by it finds the process gone.)
-                        self.console
-                            .failed(0, &format!("node {}: could not tell node {n} that <pid {}> ended: {e}", self.name, name_text(pid)));
-                    }
-                }
+                None if self.remote().is_some() && self.remote_send(n, Op::PidEnded { pid }).is_err() => self.owe_ended(n, pid),
                 None => {}
             }
         }
@@ -203,5 +197,64 @@ impl NodeInner {
         }
         self.live.fetch_sub(1, Ordering::SeqCst);
         self.exited.notify_all();
+    }
+}
+
+/// The most notices of ended processes a node keeps to send again (see
+/// [`NodeInner::owe_ended`]): past it the oldest is given up, and only a stale route stays
+/// where it was for (a message by it finds the process gone, as one sent before the
+/// notice would have; the route goes when that node restarts).
+pub(super) const MAX_OWED_ENDED: usize = 65_536;
+
+/// How often notices a link refused are offered again.
+const OWED_RETRY_US: u64 = 500_000;
+
+impl NodeInner {
+    /// Node `n`'s link refused the notice that `pid` ended (it is full: the node is slow
+    /// or down): it is offered again at the next sweep, until that node takes it or
+    /// restarts (its routes are gone then), so that the route it keeps does not stay.
+    pub(super) fn owe_ended(&self, n: u16, pid: Pid) {
+        let mut owed = self.owed_ended.lock();
+        if owed.len() >= MAX_OWED_ENDED {
+            if let Some((m, p)) = owed.pop_front() {
+                self.console.failed(
+                    0,
+                    &format!("node {}: gave up telling node {m} that <pid {}> ended (too many such notices wait)", self.name, name_text(p)),
+                );
+            }
+        }
+        let first = owed.is_empty();
+        owed.push_back((n, pid));
+        drop(owed);
+        if first {
+            self.schedule_at(self.now_us() + OWED_RETRY_US, super::timers::OWED_SWEEP);
+        }
+    }
+
+    /// Offers the notices owed again, in order; those a link still refuses wait for the
+    /// next sweep (one refusal per node is enough to stop offering it more this time).
+    pub(super) fn sweep_owed(&self) {
+        let owed = std::mem::take(&mut *self.owed_ended.lock());
+        let mut full: Vec<u16> = Vec::new();
+        let mut keep = VecDeque::new();
+        for (n, pid) in owed {
+            if full.contains(&n) || self.remote_send(n, Op::PidEnded { pid }).is_err() {
+                full.push(n);
+                keep.push_back((n, pid));
+            }
+        }
+        let mut owed = self.owed_ended.lock();
+        // (Notices owed meanwhile go after these.)
+        keep.extend(owed.drain(..));
+        *owed = keep;
+        if !owed.is_empty() {
+            drop(owed);
+            self.schedule_at(self.now_us() + OWED_RETRY_US, super::timers::OWED_SWEEP);
+        }
+    }
+
+    /// Node `n` restarted: what it kept is gone, and so is what it was owed.
+    pub(super) fn forget_owed(&self, n: u16) {
+        self.owed_ended.lock().retain(|&(m, _)| m != n);
     }
 }

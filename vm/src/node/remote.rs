@@ -697,6 +697,7 @@ impl NodeInner {
     }
 
     pub(crate) fn node_restarted(&self, node: u16) {
+        self.forget_owed(node);
         let me = self.id;
         for shard in &self.procs.shards {
             let mut map = shard.lock();

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub(super) const GAP_SWEEP: u64 = 0;
 /// ...and a sweep of the processes being located (`locate.rs`).
 pub(super) const LOCATE_SWEEP: u64 = 1;
+/// ...and the notices of ended processes a link refused (`exits.rs`).
+pub(super) const OWED_SWEEP: u64 = 2;
 
 /// A file operation for the I/O threads: the process, its home node, its slot, the op.
 pub(super) type IoJob = (Pid, u16, Arc<Slot>, FileOp);
@@ -135,6 +137,8 @@ impl NodeInner {
                         self.sweep_gaps();
                     } else if pid == 0 && seq == LOCATE_SWEEP {
                         self.sweep_locating();
+                    } else if pid == 0 && seq == OWED_SWEEP {
+                        self.sweep_owed();
                     } else if let Some(Entry::Live(slot)) = self.procs.get(pid) {
                         let mut st = slot.st.lock();
                         if st.status == Status::Waiting && st.wait_seq == seq {
