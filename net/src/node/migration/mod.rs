@@ -276,8 +276,9 @@ pub struct TestHooks {
     /// The destination, given `Commit`, waits this long (ms) before it resumes the
     /// process and answers (it logs "holds Commit" when it starts); 0: not at all.
     pub hold_commit_ms: u64,
-    /// The destination loses this page (of the process's heap) once on its way to the
-    /// process, as a broken host would: the migration must notice and fetch it again.
+    /// The destination loses every copy of this page (of the process's heap) on its way
+    /// to the process, as a broken host would, until the migration notices that the
+    /// process lacks it (then it fetches it again, and the hook is off).
     pub lose_page_install: Option<u32>,
 }
 
