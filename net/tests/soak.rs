@@ -105,3 +105,55 @@ fn every_table_shrinks_back_after_many_processes_lived_moved_and_ended() {
     // process beyond that.
     assert!(grown <= (64 << 20) + 2048 * n as u64, "memory grew by {grown} bytes for {n} processes");
 }
+
+/// Channels whose receive ends lived on other nodes than their birth node and than their
+/// senders: once the processes holding them ended, every node forgets where the ends
+/// were and its numbering of messages to them (`Op::ChanEnded`); before, those entries
+/// stayed for good.
+#[test]
+fn a_channel_whose_receive_end_ended_is_forgotten_by_every_node() {
+    const CHANNELS: &str = r#"
+fn holder(rx, main) {
+    let got = 0;
+    for i in 0..3 { got += recv(rx); }
+    send(main, got);
+}
+fn sender(tx) {
+    for i in 0..3 { send(tx, i); }
+}
+let total = 0;
+for k in 0..20 {
+    let ch = channel();
+    spawn_on("b", holder, ch[1], self());
+    spawn_on("c", sender, ch[0]);
+    total += recv();
+}
+println("channels ${total}");
+recv();
+"#;
+    let mesh = TestMesh::start(3);
+    let names = mesh.names();
+    let before: Vec<TableSizes> = names.iter().map(|m| mesh.node(m).table_sizes().0).collect();
+    let mut run = mesh.run("a", "channels.tern", CHANNELS);
+    let line = run.wait_line(&mesh, "channels", |l| l.starts_with("channels "));
+    assert_eq!(line, "channels 60");
+    let key = |t: &TableSizes| (t.seqs, t.rx_places, t.holders, t.chan_meta, t.owed_ended);
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: Vec<TableSizes> = names.iter().map(|m| mesh.node(m).table_sizes().0).collect();
+        // (The main process, still waiting, holds nothing of the channels.)
+        if now.iter().zip(&before).all(|(n, b)| key(n) == key(b)) {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "channel tables not back after 20 s:\nbefore {:?}\nnow {:?}",
+            before.iter().map(key).collect::<Vec<_>>(),
+            now.iter().map(key).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mesh.node("a").node().send_to(run.pid, text_message("go")).unwrap();
+    let exit = run.finish(&mesh, LONG);
+    run.assert_normal(&mesh, &exit);
+}

@@ -162,6 +162,7 @@ fn op_kind(op: &Op) -> &'static str {
         Op::Partner { .. } => "Partner",
         Op::PidMoved { .. } => "PidMoved",
         Op::PidEnded { .. } => "PidEnded",
+        Op::ChanEnded { .. } => "ChanEnded",
         Op::Skip { .. } => "Skip",
         Op::Lost { .. } => "Lost",
         Op::Refused { .. } => "Refused",

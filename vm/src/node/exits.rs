@@ -162,13 +162,14 @@ impl NodeInner {
                     b.procs.remove(pid);
                     b.forget_ended(pid);
                 }
-                None if self.remote().is_some() && self.remote_send(n, Op::PidEnded { pid }).is_err() => self.owe_ended(n, pid),
+                None if self.remote().is_some() && self.remote_send(n, Op::PidEnded { pid }).is_err() => self.owe(n, Op::PidEnded { pid }),
                 None => {}
             }
         }
         for (c, _) in &mailbox.chans {
             self.set_holder(*c, None);
-            self.chan_meta.remove(*c);
+            let meta = self.chan_meta.remove(*c);
+            self.chan_ended(*c, meta);
         }
         if let ExitReason::Failed(e) = &reason {
             self.console.failed_to(proc.sys.console, pid, &e.to_string());
@@ -200,31 +201,29 @@ impl NodeInner {
     }
 }
 
-/// The most notices of ended processes a node keeps to send again (see
-/// [`NodeInner::owe_ended`]): past it the oldest is given up, and only a stale route stays
-/// where it was for (a message by it finds the process gone, as one sent before the
-/// notice would have; the route goes when that node restarts).
+/// The most notices of ended processes and receive ends a node keeps to send again (see
+/// [`NodeInner::owe`]): past it the oldest is given up, and only stale state stays where
+/// it was for (a route by which a message finds the process gone, as one sent before the
+/// notice would have; a channel's numbering or place), until that node restarts.
 pub(super) const MAX_OWED_ENDED: usize = 65_536;
 
 /// How often notices a link refused are offered again.
 const OWED_RETRY_US: u64 = 500_000;
 
 impl NodeInner {
-    /// Node `n`'s link refused the notice that `pid` ended (it is full: the node is slow
-    /// or down): it is offered again at the next sweep, until that node takes it or
-    /// restarts (its routes are gone then), so that the route it keeps does not stay.
-    pub(super) fn owe_ended(&self, n: u16, pid: Pid) {
+    /// Node `n`'s link refused the notice `op` (a process or a receive end is gone; the
+    /// link is full: the node is slow or down): it is offered again at the next sweep,
+    /// until that node takes it or restarts (what it kept is gone then), so that what it
+    /// keeps for what ended does not stay.
+    pub(super) fn owe(&self, n: u16, op: Op) {
         let mut owed = self.owed_ended.lock();
         if owed.len() >= MAX_OWED_ENDED {
-            if let Some((m, p)) = owed.pop_front() {
-                self.console.failed(
-                    0,
-                    &format!("node {}: gave up telling node {m} that <pid {}> ended (too many such notices wait)", self.name, name_text(p)),
-                );
+            if let Some((m, op)) = owed.pop_front() {
+                self.console.failed(0, &format!("node {}: gave up telling node {m} {op:?} (too many such notices wait)", self.name));
             }
         }
         let first = owed.is_empty();
-        owed.push_back((n, pid));
+        owed.push_back((n, op));
         drop(owed);
         if first {
             self.schedule_at(self.now_us() + OWED_RETRY_US, super::timers::OWED_SWEEP);
@@ -237,10 +236,10 @@ impl NodeInner {
         let owed = std::mem::take(&mut *self.owed_ended.lock());
         let mut full: Vec<u16> = Vec::new();
         let mut keep = VecDeque::new();
-        for (n, pid) in owed {
-            if full.contains(&n) || self.remote_send(n, Op::PidEnded { pid }).is_err() {
+        for (n, op) in owed {
+            if full.contains(&n) || self.remote_send(n, op.clone()).is_err() {
                 full.push(n);
-                keep.push_back((n, pid));
+                keep.push_back((n, op));
             }
         }
         let mut owed = self.owed_ended.lock();

@@ -420,7 +420,7 @@ pub(crate) struct NodeInner {
     forgotten: Mutex<forwarding::Forgotten>,
     /// Nodes to tell that a process ended (`PidEnded`) whose link refused the notice
     /// (full): told again at the next sweep (`exits.rs`, [`MAX_OWED_ENDED`] at most).
-    owed_ended: Mutex<VecDeque<(u16, Pid)>>,
+    owed_ended: Mutex<VecDeque<(u16, Op)>>,
     /// What this node could not deliver (see [`DeliveryStats`]).
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").

@@ -264,6 +264,12 @@ pub enum Op {
         target: Target,
         why: String,
     },
+    /// Receive end `chan` is gone for good (the process that held it ended on the sending
+    /// node): its birth node, its partners and the nodes that numbered messages to it
+    /// forget where it is and their numbering of messages to it.
+    ChanEnded {
+        chan: ChanId,
+    },
 }
 
 /// A message on its way to a process or channel on another node.
@@ -515,6 +521,7 @@ impl NodeInner {
             Op::PidMoved { pid, node, moves, fwd } => self.pid_moved(pid, node, moves, fwd),
             // Ended: its route, the numbering of messages to it, and no news of it is newer.
             Op::PidEnded { pid } => self.forget_ended(pid),
+            Op::ChanEnded { chan } => self.forget_chan(chan),
             Op::Refused { pid, origin, seq, hops, from: sender, msg } => self.refused(from, pid, origin, seq, hops, sender, msg),
             Op::Locate { pid } => self.on_locate(from, pid),
             Op::Located { pid, at } => self.on_located(pid, at),

@@ -618,6 +618,39 @@ impl NodeInner {
         })
     }
 
+    /// Receive end `c` is gone for good (the process holding it here ended; `meta`: what
+    /// this node kept with it): nothing about the channel is needed again, since a
+    /// receive end is never made anew. This node forgets it, and tells the nodes that keep
+    /// something for it: its birth node and partners (where it is) and the nodes that
+    /// numbered messages to it (their numbering). A message still on its way to it is
+    /// dropped, as it would have been.
+    pub(super) fn chan_ended(&self, c: ChanId, meta: Option<ChanMeta>) {
+        self.forget_chan(c);
+        let mut tell: Vec<u16> = vec![name_node(c)];
+        if let Some(m) = &meta {
+            tell.extend(m.partners.iter().copied());
+            tell.extend(m.order.origins());
+        }
+        tell.sort_unstable();
+        tell.dedup();
+        for n in tell.into_iter().filter(|&n| n != self.id) {
+            match self.node(n) {
+                Some(b) => b.forget_chan(c),
+                None if self.remote().is_some() && self.remote_send(n, Op::ChanEnded { chan: c }).is_err() => {
+                    self.owe(n, Op::ChanEnded { chan: c })
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Forgets receive end `c`, which is gone: where it is, and this node's numbering of
+    /// messages to it.
+    pub(crate) fn forget_chan(&self, c: ChanId) {
+        self.rx_places.remove(c);
+        self.seqs.remove(c);
+    }
+
     pub(crate) fn drop_ends(&self, ends: &[(ChanId, VecDeque<Message>)]) {
         for (c, _) in ends {
             self.set_holder(*c, None);
