@@ -105,7 +105,8 @@ fn a_page_lost_on_its_way_to_the_process_is_fetched_again() {
     let rounds: Vec<u32> = run.text.lines().filter_map(|l| l.strip_prefix("round ")?.split(' ').next()?.parse().ok()).collect();
     assert_eq!(rounds, (0..40).collect::<Vec<_>>(), "{}", run.text);
     let noticed = |log: &str| {
-        log.contains("faulted on page 1, which had come; it is asked for again") || log.contains("the process lacks 1 of them (the first: 1)")
+        log.contains("faulted on page 1, which had come; it is asked for again")
+            || log.contains("the process lacks 1 of them (the first: 1)")
     };
     assert!(wait_until(Duration::from_secs(20), || noticed(&m.log_text())), "the lost page was not noticed:\n{}", m.log_text());
     assert!(m.log_text().contains("page 1 of") && m.log_text().contains("lost on its way to the process"), "{}", m.log_text());
