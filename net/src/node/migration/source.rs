@@ -84,6 +84,12 @@ pub(super) fn run_source(
             r.failure.get_or_insert_with(|| "this node shut down".into());
             break;
         }
+        // The destination is down now, whatever events this run was given (one may have
+        // come before it asked to commit, or never: it started with the node seen up):
+        // the machine's in-doubt bound counts from now at the latest.
+        if src.commit_sent() && !src.is_committed() && !sh.is_up(r.dest) {
+            src.peer_down(sh.now_us(), r.dest);
+        }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
             Ok(input) => r.input(sh, &mut src, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
