@@ -164,6 +164,9 @@ fn runs_exercise_every_path() {
     let in_doubt: u64 = stalls.iter().map(|r| r.in_doubt_reports).sum();
     eprintln!("stall seeds: {in_doubt} moves reported in doubt while their destination, asked to commit, was down");
     assert!(in_doubt > 0, "moves reported in doubt");
+    let away: u64 = stalls.iter().map(|r| r.away_reports).sum();
+    eprintln!("stall seeds: {away} committed moves reported with their destination down and pages still at the source");
+    assert!(away > 0, "committed moves reported with their destination away");
     assert!(unreachable_kills > 0, "lazy processes ended after their source stayed unreachable");
 }
 

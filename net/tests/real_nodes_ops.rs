@@ -486,3 +486,31 @@ fn an_operators_migrate_to_a_node_that_died_after_commit_answers_in_doubt() {
     assert!(mesh.log("a").contains("stays frozen here until that node answers"), "{}", mesh.all_logs());
     assert!(mesh.ps(Some("a")).iter().any(|(p, n, s)| *p == pid && n == "a" && s == "frozen"), "{:?}", mesh.ps(Some("a")));
 }
+
+/// A lazy move that committed, whose destination then dies (kill -9, never to come
+/// back) while pages of the process are still at its source (the push held back by a
+/// test hook, the process idle): the operator's `migrate` answers that it committed and
+/// that its destination is down, once that node has been down past the bound — not
+/// never (it waited for the pages for ever); the source keeps the pages and says why.
+#[test]
+fn a_lazy_move_whose_destination_died_with_pages_at_the_source_is_answered_committed() {
+    let mut mesh = RealMesh::start_with_env(2, "", &[("a", "TERN_TEST_NO_PUSH", "1")]);
+    let program =
+        "let big = array(64, nil);\nfor i in 0..64 { big[i] = array(65536, 1); }\nprintln(\"big up\");\nwhile true { recv(100); }\n";
+    let pid = mesh.spawn("big.tern", program, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("big up")), "{}", mesh.all_logs());
+    let mig = mesh.migrate_in_background("a", &pid, "b", "lazy", Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(30), || mesh.ps(Some("b")).iter().any(|(p, n, s)| *p == pid && n == "b" && s != "exited")),
+        "{}",
+        mesh.all_logs()
+    );
+    mesh.kill9("b");
+    let out = mig.join().unwrap().unwrap_or_else(|o| panic!("the migrate did not end: {o:?}\n{}", mesh.all_logs()));
+    assert!(out.ok(), "it committed: {out:?}");
+    let r = out.json();
+    assert!(r["outcome"].as_str().unwrap_or("").starts_with("committed; node b has been down for"), "{r}");
+    assert!(mesh.log("a").contains("pages of the process are still here: they are kept for it"), "{}", mesh.all_logs());
+    // Never resumed at a: it ran at b, and is gone with it.
+    assert!(!mesh.ps(Some("a")).iter().any(|(p, n, s)| *p == pid && n == "a" && s == "running"), "{:?}", mesh.ps(Some("a")));
+}

@@ -318,6 +318,11 @@ pub enum Action {
     /// whoever waits for the move that it is in doubt (once; the machine goes on, and the
     /// process stays frozen until the destination answers).
     InDoubt { down_us: u64 },
+    /// Source: the move committed, but the destination has been down for `down_us` while
+    /// pages of the process are still here (lazy or hybrid): tell whoever waits for the
+    /// move that it committed and where the process's pages are (once; the machine goes
+    /// on holding them until the destination has them all or restarts).
+    AwayAfterCommit { down_us: u64 },
     /// The machine finished (it stays to answer late messages; see `outcome`).
     Done,
 }
@@ -433,6 +438,9 @@ pub struct Report {
     /// The destination stayed down after `Commit` long enough that the move was
     /// reported in doubt ([`Action::InDoubt`]).
     pub reported_in_doubt: bool,
+    /// The destination stayed down after the commit, while pages of the process were
+    /// still here, long enough to be reported ([`Action::AwayAfterCommit`]).
+    pub reported_away: bool,
     pub bytes_sent: u64,
     /// Bandwidth measured during the rounds, bytes per ms.
     pub bandwidth_bytes_per_ms: u64,
@@ -836,6 +844,16 @@ impl Source {
         matches!(self.phase, SPhase::After | SPhase::Done(SourceOutcome::Committed))
     }
 
+    /// The move cannot end without the destination: it was asked to commit and has not
+    /// answered, or it committed and pages of the process are still here.
+    pub fn awaits_dest(&self) -> bool {
+        match self.phase {
+            SPhase::CommitSent => true,
+            SPhase::After => !self.released,
+            _ => false,
+        }
+    }
+
     pub fn in_rounds(&self) -> bool {
         matches!(self.phase, SPhase::Round | SPhase::Collecting)
     }
@@ -1014,6 +1032,8 @@ impl Source {
         self.phase = SPhase::After;
         self.deadline = None;
         self.frozen = false;
+        // It answered: it is up (a report of it down counts again from its next event).
+        self.dest_down_since = None;
         self.report.committed_at_us = Some(now_us);
         self.report.freeze_time_us = self.report.frozen_at_us.map(|f| now_us - f);
         // What reached it here since its image goes first; from now on the host forwards.
@@ -1137,10 +1157,12 @@ impl Source {
     pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
         if node == self.init.dest {
             match self.phase {
-                SPhase::CommitSent => {
-                    self.dest_down_since.get_or_insert(now_us);
+                SPhase::CommitSent | SPhase::After => {
+                    if self.awaits_dest() {
+                        self.dest_down_since.get_or_insert(now_us);
+                    }
                 }
-                SPhase::Done(_) | SPhase::After => {}
+                SPhase::Done(_) => {}
                 _ => self.fail(now_us, Failure::PeerDown(node), false),
             }
         } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
@@ -1155,9 +1177,10 @@ impl Source {
         }
     }
 
-    /// When the move is to be reported in doubt, if the destination stays down.
+    /// When the move is to be reported in doubt (or, committed, its destination away
+    /// with pages still here), if the destination stays down.
     fn in_doubt_at(&self) -> Option<u64> {
-        match (self.phase == SPhase::CommitSent && !self.told_in_doubt, self.dest_down_since) {
+        match (self.awaits_dest() && !self.told_in_doubt, self.dest_down_since) {
             (true, Some(t)) if self.cfg.fault == MigFault::InDoubtAtOnce => Some(t),
             (true, Some(t)) => Some(t.saturating_add(self.cfg.in_doubt_after_us)),
             _ => None,
@@ -1237,8 +1260,14 @@ impl Source {
         if let (Some(at), Some(since)) = (self.in_doubt_at(), self.dest_down_since) {
             if now_us >= at {
                 self.told_in_doubt = true;
-                self.report.reported_in_doubt = true;
-                self.actions.push_back(Action::InDoubt { down_us: now_us - since });
+                let down_us = now_us - since;
+                if self.phase == SPhase::CommitSent {
+                    self.report.reported_in_doubt = true;
+                    self.actions.push_back(Action::InDoubt { down_us });
+                } else {
+                    self.report.reported_away = true;
+                    self.actions.push_back(Action::AwayAfterCommit { down_us });
+                }
             }
         }
         if self.push_at.is_some_and(|t| now_us >= t) {
@@ -2335,6 +2364,56 @@ mod tests {
         s.handle_timeout(100 + 2 * bound);
         assert!(!std::iter::from_fn(|| s.poll_action()).any(|a| matches!(a, Action::InDoubt { .. })));
         assert!(!s.report().reported_in_doubt);
+    }
+
+    /// A committed lazy move whose destination stays down past the bound while pages
+    /// are still here is reported once (it committed: whoever waits must not wait as
+    /// long as that node is away), and the machine goes on holding the pages until the
+    /// destination has them all; one back in time is not reported.
+    #[test]
+    fn a_destination_down_past_the_bound_with_pages_here_reports_the_move_committed_and_away() {
+        let bound = MigConfig::default().in_doubt_after_us;
+        let committed = || {
+            let mut s = source_at_commit();
+            s.handle(10, DST, MigMsg::Committed { mid: 7 });
+            assert!(s.is_committed() && s.awaits_dest());
+            while s.poll_action().is_some() {}
+            s
+        };
+        let reports =
+            |s: &mut Source| std::iter::from_fn(|| s.poll_action()).filter(|a| matches!(a, Action::AwayAfterCommit { .. })).count();
+        let mut s = committed();
+        s.peer_down(100, DST);
+        s.handle_timeout(100 + bound - 1);
+        assert_eq!(reports(&mut s), 0, "not before the bound");
+        s.handle_timeout(100 + bound + 5);
+        let mut seen = vec![];
+        while let Some(a) = s.poll_action() {
+            seen.push(a);
+        }
+        assert!(seen.contains(&Action::AwayAfterCommit { down_us: bound + 5 }), "{seen:?}");
+        assert!(!seen.iter().any(|a| matches!(a, Action::InDoubt { .. } | Action::DeleteSource)), "{seen:?}");
+        assert!(s.report().reported_away && !s.report().reported_in_doubt && s.outcome().is_none());
+        assert!(!s.residual().is_empty(), "the pages stay for it");
+        s.handle_timeout(100 + 3 * bound);
+        assert_eq!(reports(&mut s), 0, "reported once");
+        // It is back and has them all: the move ends committed.
+        s.peer_up(200 + 3 * bound, DST);
+        s.handle(201 + 3 * bound, DST, MigMsg::Released { mid: 7 });
+        assert_eq!(s.outcome(), Some(&SourceOutcome::Committed));
+
+        // Back before the bound, or released before it: nothing to report.
+        let mut s = committed();
+        s.peer_down(100, DST);
+        s.peer_up(100 + bound / 2, DST);
+        s.handle_timeout(100 + 2 * bound);
+        assert_eq!(reports(&mut s), 0);
+        let mut s = committed();
+        s.peer_down(100, DST);
+        s.handle(110, DST, MigMsg::Released { mid: 7 });
+        s.handle_timeout(100 + 2 * bound);
+        assert_eq!(reports(&mut s), 0);
+        assert!(!s.report().reported_away);
     }
 
     /// A destination offered a lazy move (migration 7) of `size_pages` pages.

@@ -161,6 +161,8 @@ pub struct SimReport {
     /// Moves reported in doubt while their destination, asked to commit, stayed down
     /// (the machine went on, and ended as the destination said when it was back).
     pub in_doubt_reports: u64,
+    /// Committed moves reported with their destination away and pages still at the source.
+    pub away_reports: u64,
     /// Committed migrations per mechanism (Freeze, Precopy, Lazy, Hybrid).
     pub by_mechanism: [u64; 4],
     /// Committed pre-copies that stopped converging and left their last dirty set to
@@ -1561,20 +1563,28 @@ impl Sim {
                 }
             }
             Action::Done => self.source_done(x, mid)?,
-            Action::InDoubt { down_us } => {
-                // Only a destination asked to commit and down, as this node sees it, for
-                // the whole bound since: never a move that is merely slow.
+            Action::InDoubt { down_us } | Action::AwayAfterCommit { down_us } => {
+                // Only a destination asked to commit (in doubt) or committed with pages
+                // still here (away), and down, as this node sees it, for the whole bound
+                // since: never a move that is merely slow.
                 let s = &self.nodes[x as usize].sources[&mid];
                 let dst = s.dest();
                 let since = self.down.get(&(x, dst)).copied();
                 let bound = self.cfg.in_doubt_after_us;
-                if !s.commit_sent() || since.is_none_or(|t| now.saturating_sub(t) < bound) || down_us < bound {
+                let away = matches!(a, Action::AwayAfterCommit { .. });
+                let phase_ok = if away { s.is_committed() && s.awaits_dest() } else { s.commit_sent() && !s.is_committed() };
+                if !phase_ok || since.is_none_or(|t| now.saturating_sub(t) < bound) || down_us < bound {
                     return Err(self.fail(format!(
-                        "IN DOUBT: node {x} reports mid {mid} in doubt (down {down_us} us) while node {dst} has been down since {since:?} (now {now}, bound {bound})"
+                        "IN DOUBT: node {x} reports mid {mid} {} (down {down_us} us) while node {dst} has been down since {since:?} (now {now}, bound {bound})",
+                        if away { "committed with its destination away" } else { "in doubt" }
                     )));
                 }
-                trace!(self, "{x}: mid {mid} reported in doubt, {dst} down for {down_us} us");
-                self.report.in_doubt_reports += 1;
+                trace!(self, "{x}: mid {mid} reported {}, {dst} down for {down_us} us", if away { "away" } else { "in doubt" });
+                if away {
+                    self.report.away_reports += 1;
+                } else {
+                    self.report.in_doubt_reports += 1;
+                }
             }
             other => return Err(self.fail(format!("node {x}: a source asked for a dest action {other:?}"))),
         }

@@ -62,6 +62,7 @@ pub(super) fn run_source(
             while let Some(a) = src.poll_action() {
                 match a {
                     Action::InDoubt { down_us } => r.report_in_doubt(sh, &src, down_us, early),
+                    Action::AwayAfterCommit { down_us } => r.report_away(sh, &src, down_us, early),
                     a => source_action(sh, node, &mut r, &mut src, a),
                 }
                 any = true;
@@ -87,7 +88,7 @@ pub(super) fn run_source(
         // The destination is down now, whatever events this run was given (one may have
         // come before it asked to commit, or never: it started with the node seen up):
         // the machine's in-doubt bound counts from now at the latest.
-        if src.commit_sent() && !src.is_committed() && !sh.is_up(r.dest) {
+        if src.awaits_dest() && !sh.is_up(r.dest) {
             src.peer_down(sh.now_us(), r.dest);
         }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
@@ -103,10 +104,20 @@ pub(super) fn run_source(
         r.release_early_fetches(sh, &mut src);
     }
     let report = r.finish_report(sh, &src);
-    if src.report().reported_in_doubt {
-        // Whoever waited was told it is in doubt: the operator learns how it ended here.
+    if src.report().reported_in_doubt || src.report().reported_away {
+        // Whoever waited was told before the end: the operator learns how it ended here.
         let pid = tern_vm::value::name_text(report.pid);
-        sh.log(&format!("migration of {pid} to {}, reported in doubt, ended: {}", report.to, report.outcome));
+        let what = if src.report().reported_in_doubt { "reported in doubt" } else { "reported with its destination away" };
+        sh.log(&format!(
+            "migration of {pid} to {}, {what}, ended: {} ({} pages pushed, {} faults, {} of {} compiled functions compiled again there, {} ms in all)",
+            report.to,
+            report.outcome,
+            report.pages_pushed,
+            report.page_faults,
+            report.jit_functions_rebuilt,
+            report.jit_functions_at_source,
+            report.total_time_us / 1000
+        ));
     }
     report
 }
@@ -664,6 +675,24 @@ impl SourceRun {
         report.outcome = format!(
             "in doubt: node {} went down after it was asked to commit, and has been down for {} ms; \
              the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)",
+            report.to,
+            down_us / 1000
+        );
+        sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(self.report.pid), report.to, report.outcome));
+        early(report);
+    }
+
+    /// The move committed, but its destination has been down past the bound with pages
+    /// of the process still here (the machine's [`Action::AwayAfterCommit`]): whoever
+    /// waits is told now that it committed. The run goes on holding the pages: the
+    /// destination may be stopped and come back needing them; if it restarted, the
+    /// process ended with its old incarnation.
+    fn report_away(&self, sh: &Host, src: &Source, down_us: u64, early: &dyn Fn(MigReport)) {
+        let mut report = self.finish_report(sh, src);
+        report.ok = true;
+        report.outcome = format!(
+            "committed; node {} has been down for {} ms since, while pages of the process are still here: \
+             they are kept for it until it is back (the process runs there only if it comes back, as the same node)",
             report.to,
             down_us / 1000
         );
