@@ -259,6 +259,15 @@ enum CtlCmd {
     },
     /// End a process (PID as printed: 2.15).
     Kill { pid: String },
+    /// Decide a move in doubt: a process its node keeps frozen because the node it was
+    /// moving to restarted before it answered whether it took it. `resume` runs it
+    /// there again (only if the other node never ran it), `end` ends it as lost. Ask the
+    /// node it is frozen on (--node).
+    Resolve {
+        pid: String,
+        #[arg(value_parser = ["resume", "end"])]
+        decision: String,
+    },
     /// Move a running process to another node, and print what the migration did.
     Migrate {
         pid: String,
@@ -460,6 +469,7 @@ fn main() -> ExitCode {
                 CtlCmd::Ps { node } => CtlCommand::Ps { node },
                 CtlCmd::Spawn { file, on, wait, attach } => CtlCommand::Spawn { file, on, wait: wait || attach, attach },
                 CtlCmd::Kill { pid } => CtlCommand::Kill { pid },
+                CtlCmd::Resolve { pid, decision } => CtlCommand::Resolve { pid, resume: decision == "resume" },
                 CtlCmd::Migrate { pid, node, mechanism, forwarding, group, metrics_out } => {
                     CtlCommand::Migrate { pid, to: node, mechanism, forwarding, group, metrics_out }
                 }

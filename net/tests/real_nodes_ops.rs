@@ -514,3 +514,70 @@ fn a_lazy_move_whose_destination_died_with_pages_at_the_source_is_answered_commi
     // Never resumed at a: it ran at b, and is gone with it.
     assert!(!mesh.ps(Some("a")).iter().any(|(p, n, s)| *p == pid && n == "a" && s == "running"), "{:?}", mesh.ps(Some("a")));
 }
+
+/// A move in doubt for good: node a's idle process (watched by another process on a)
+/// asked c to commit, and c was killed and started again (a new incarnation) before it
+/// answered. The process stays frozen at a and no other move takes it; a's log says how
+/// an operator decides. Returns the mesh, the process and its watcher's name.
+fn a_move_in_doubt_for_good() -> (RealMesh, String) {
+    let (mut mesh, pid) = one_idle_process_and_only_c_to_move_it_to();
+    mesh.spawn("watcher.tern", &watcher(&pid, "w"), "a");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("w watching")), "{}", mesh.all_logs());
+    let mig = mesh.migrate_in_background("a", &pid, "c", "freeze", Duration::from_secs(60));
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("c").contains("holds Commit")), "{}", mesh.all_logs());
+    mesh.kill9("c");
+    mesh.restart("c");
+    let out = mig.join().unwrap().unwrap_or_else(|o| panic!("the migrate did not end: {o:?}\n{}", mesh.all_logs()));
+    assert!(!out.ok() && out.stdout.contains("in doubt"), "{out:?}");
+    let p = pid.as_str();
+    let told = format!("`tern ctl --node a resolve {p} end` ends it");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains(&told)), "{}", mesh.all_logs());
+    assert!(mesh.ps(Some("a")).iter().any(|(q, n, s)| q == p && n == "a" && s == "frozen"), "{:?}", mesh.ps(Some("a")));
+    // No other move takes it, and the refusal says why.
+    let c_up = || mesh.nodes_seen_by("a").is_some_and(|r| r.iter().any(|(n, s)| n == "c" && s == "up"));
+    assert!(wait_until(Duration::from_secs(30), c_up), "{}", mesh.all_logs());
+    let again = mesh.migrate(Some("a"), p, "c", "freeze");
+    assert!(!again.ok() && format!("{}{}", again.stdout, again.stderr).contains(&format!("process {p} is in doubt")), "{again:?}");
+    // Only the node it is frozen on resolves it.
+    let elsewhere = mesh.ctl_on(Some("c"), &["resolve", p, "end"]);
+    assert!(!elsewhere.ok() && elsewhere.stderr.contains(&format!("no move of {p} is in doubt on node c")), "{elsewhere:?}");
+    (mesh, pid)
+}
+
+/// `resolve PID end`: the frozen copy ends as lost, before it runs again; its monitor
+/// sees why.
+#[test]
+fn a_move_in_doubt_for_good_ended_by_an_operator_is_seen_lost_by_its_monitors() {
+    let (mesh, pid) = a_move_in_doubt_for_good();
+    let out = mesh.ctl_on(Some("a"), &["resolve", &pid, "end"]);
+    assert!(out.ok() && out.stdout.contains(&format!("{pid} ended: lost: its move to node c was in doubt")), "{out:?}");
+    let seen = "w saw";
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains(seen)), "{}", mesh.all_logs());
+    let log = mesh.log("a");
+    let line = log.lines().find(|l| l.contains(seen)).unwrap();
+    assert!(line.contains("lost: its move to node c was in doubt when that node restarted"), "{line}");
+    assert!(!mesh.ps(Some("a")).iter().any(|(q, _, s)| *q == pid && s != "exited"), "{:?}", mesh.ps(Some("a")));
+    let twice = mesh.ctl_on(Some("a"), &["resolve", &pid, "end"]);
+    assert!(!twice.ok() && twice.stderr.contains("no move of"), "{twice:?}");
+}
+
+/// `resolve PID resume`: the process runs at its source again, and its monitor sees
+/// nothing.
+#[test]
+fn a_move_in_doubt_for_good_resumed_by_an_operator_runs_again_unseen_by_its_monitors() {
+    let (mesh, pid) = a_move_in_doubt_for_good();
+    let out = mesh.ctl_on(Some("a"), &["resolve", &pid, "resume"]);
+    assert!(out.ok() && out.stdout.contains(&format!("{pid} runs again on node a")), "{out:?}");
+    assert!(
+        wait_until(Duration::from_secs(20), || mesh
+            .ps(Some("a"))
+            .iter()
+            .any(|(q, n, s)| *q == pid && n == "a" && s != "frozen" && s != "exited")),
+        "{:?}",
+        mesh.ps(Some("a"))
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!mesh.log("a").contains("w saw"), "{}", mesh.log("a"));
+    let twice = mesh.ctl_on(Some("a"), &["resolve", &pid, "resume"]);
+    assert!(!twice.ok() && twice.stderr.contains("no move of"), "{twice:?}");
+}

@@ -156,6 +156,12 @@ pub enum CtlCommand {
     Kill {
         pid: String,
     },
+    /// A process kept frozen because its move is in doubt for good: run it again here
+    /// (`resume`) or end it.
+    Resolve {
+        pid: String,
+        resume: bool,
+    },
     Send {
         pid: String,
         value: String,
@@ -510,6 +516,31 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     Ok(true)
                 }
                 // No such process: an answer, not a usage error (exit 1, as a failed migrate).
+                CtlReply::Error(e) => {
+                    if json_out {
+                        println!("{}", json!({"error": e}));
+                    } else {
+                        eprintln!("error: {e}");
+                    }
+                    Ok(false)
+                }
+                other => fail(format!("unexpected reply {other:?}")),
+            }
+        }
+        CtlCommand::Resolve { pid, resume } => {
+            let pid = match parse_pid(&pid) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match client.call(&CtlRequest::Resolve { pid, resume })? {
+                CtlReply::Resolved(done) => {
+                    if json_out {
+                        println!("{}", json!({"ok": true, "done": done}));
+                    } else {
+                        println!("{done}");
+                    }
+                    Ok(true)
+                }
                 CtlReply::Error(e) => {
                     if json_out {
                         println!("{}", json!({"error": e}));

@@ -81,6 +81,9 @@ fn logged_action(req: &CtlRequest) -> Option<String> {
             )
         }
         CtlRequest::Kill { pid: p } => format!("kill {}", pid(*p)),
+        CtlRequest::Resolve { pid: p, resume } => {
+            format!("resolve the move in doubt of {}: {}", pid(*p), if *resume { "resume it" } else { "end it" })
+        }
         CtlRequest::Migrate { pid: p, to, .. } => format!("migrate {} to {to}", pid(*p)),
         CtlRequest::Shell { .. } => "open a REPL shell".into(),
         CtlRequest::Policy { change: Some(c), .. } => format!("change the policy: {c:?}"),
@@ -289,6 +292,13 @@ async fn handle(
             let reply = tokio::task::spawn_blocking(move || policy(&sh2, change, decisions))
                 .await
                 .unwrap_or_else(|e| CtlReply::Error(e.to_string()));
+            write_frame(&mut send, &reply).await?;
+        }
+        CtlRequest::Resolve { pid, resume } => {
+            let reply = match sh.resolve_in_doubt(pid, resume) {
+                Ok(done) => CtlReply::Resolved(done),
+                Err(e) => CtlReply::Error(e),
+            };
             write_frame(&mut send, &reply).await?;
         }
         CtlRequest::Metrics => {

@@ -580,6 +580,13 @@ pub enum CtlRequest {
     /// Every node's counters, migrations in flight and newest reports (`/metrics`, the
     /// dashboard); answered `Metrics`.
     Metrics,
+    /// An operator's word on a process kept frozen on this node because its move is in
+    /// doubt for good (its destination restarted before it answered `Commit`): `resume`
+    /// runs it here again, else it ends. Answered `Resolved` or `Error`.
+    Resolve {
+        pid: u64,
+        resume: bool,
+    },
 }
 
 /// How a line a shell process ran ended.
@@ -646,6 +653,8 @@ pub enum CtlReply {
         views: Vec<MetricsView>,
         errors: Vec<String>,
     },
+    /// What [`CtlRequest::Resolve`] did, in words.
+    Resolved(String),
 }
 
 /// A node as `nodes` lists it.

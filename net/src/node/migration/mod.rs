@@ -162,6 +162,23 @@ pub(crate) struct Migrations {
     /// The newest migrations to this node that ended (at most [`MAX_DEST_ENDED`]): their
     /// processes, and how they ended (what a fault no migration serves is told).
     dest_ended: Mutex<VecDeque<(u64, Vec<Pid>, String)>>,
+    /// Processes kept frozen here because their move is in doubt for good (see
+    /// [`InDoubtMove`]), each member of a move under its pid. They stay in `moving` (no
+    /// other move takes them) until an operator resolves them ([`Host::resolve_in_doubt`]).
+    /// Bounded by the processes here: each entry is a live, frozen process.
+    in_doubt: Mutex<HashMap<Pid, InDoubtMove>>,
+}
+
+/// A move in doubt for good: its source asked `to` to commit, and that node restarted
+/// before it answered. Its old incarnation may have resumed the process and lost it with
+/// itself (the process then ran there: resuming the copy here would run it twice), or
+/// never had `Commit` (the copy here is the only one). Nothing left in the mesh tells
+/// which; the source keeps the process frozen until an operator says (`tern ctl
+/// resolve PID resume|end`).
+#[derive(Debug, Clone)]
+pub(crate) struct InDoubtMove {
+    pub to: String,
+    pub members: Vec<Pid>,
 }
 
 /// Most ended migrations [`Migrations::dest_ended`] remembers.
@@ -180,6 +197,8 @@ pub struct MigTableSizes {
     pub ended_before_late: usize,
     /// Bounded (the newest 64).
     pub reports: usize,
+    /// Processes frozen in a move in doubt for good, until resolved (each a live process).
+    pub in_doubt: usize,
 }
 
 impl Migrations {
@@ -192,6 +211,7 @@ impl Migrations {
             aborted: self.aborted.lock().set.len(),
             ended_before_late: self.ended_before_late.lock().len(),
             reports: self.reports.lock().len(),
+            in_doubt: self.in_doubt.lock().len(),
         }
     }
 }
@@ -577,6 +597,14 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
     {
         let mut moving = sh.mig.moving.lock();
         if let Some(&busy) = pids.iter().find(|p| moving.contains(p)) {
+            if let Some(d) = sh.mig.in_doubt.lock().get(&busy) {
+                let p = tern_vm::value::name_text(busy);
+                return Err(format!(
+                    "process {p} is in doubt: its move to {} is not known to have committed ({} restarted before it answered); \
+                     it stays frozen here until an operator resolves it (tern ctl --node {} resolve {p} resume|end)",
+                    d.to, d.to, sh.me.name
+                ));
+            }
             return Err(format!("process {} is already being migrated", tern_vm::value::name_text(busy)));
         }
         moving.extend(pids.iter().copied());
@@ -616,7 +644,11 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
                 sh2.mig.links.lock().insert(dest, report.bandwidth_bytes_per_ms * 1000);
             }
             sh2.mig.runs.lock().remove(&mid);
-            sh2.mig.moving.lock().retain(|p| !pids2.contains(p));
+            {
+                // A move in doubt for good keeps its processes out of other moves.
+                let in_doubt = sh2.mig.in_doubt.lock();
+                sh2.mig.moving.lock().retain(|p| !pids2.contains(p) || in_doubt.contains_key(p));
+            }
             {
                 let mut r = sh2.mig.reports.lock();
                 r.push(report.clone());
@@ -771,6 +803,65 @@ pub(crate) async fn accept_streams(sh: Weak<Host>, from: u16, conn: quinn::Conne
                 _ => sh.log(&format!("refused a migration stream from node {from}: it did not start with an offer or a fetch")),
             }
         });
+    }
+}
+
+impl Host {
+    /// A move of `pid` (started here) ended in doubt for good ([`InDoubtMove`]): keep
+    /// its processes frozen and out of other moves, and tell the operator what to do.
+    pub(super) fn hold_in_doubt(&self, members: &[Pid], to: &str) {
+        let entry = InDoubtMove { to: to.to_string(), members: members.to_vec() };
+        {
+            let mut d = self.mig.in_doubt.lock();
+            for &m in members {
+                d.insert(m, entry.clone());
+            }
+        }
+        let p = tern_vm::value::name_text(members[0]);
+        self.log(&format!(
+            "{p} is in doubt: node {to} restarted after it was asked to commit the move of {p}, before it answered; \
+             it may have run {p} and lost it, or never had it. {p} stays frozen here, never resumed on its own: \
+             `tern ctl --node {me} resolve {p} end` ends it (its monitors and links see it lost), \
+             `... resolve {p} resume` runs it here again (only if {to} never ran it)",
+            me = self.me.name
+        ));
+    }
+
+    /// An operator's word on a move in doubt for good: `resume` runs its processes here
+    /// again, else they end (killed, with a reason that says so). What was done, in words.
+    pub(crate) fn resolve_in_doubt(&self, pid: Pid, resume: bool) -> Result<String, String> {
+        let p = tern_vm::value::name_text(pid);
+        let entry = {
+            let mut d = self.mig.in_doubt.lock();
+            let e = d.remove(&pid).ok_or_else(|| {
+                format!(
+                    "no move of {p} is in doubt on node {} (a process in doubt stays frozen on the node its move started from, \
+                     and only once the node it was moving to restarted: ask that node with --node)",
+                    self.me.name
+                )
+            })?;
+            for m in &e.members {
+                d.remove(m);
+            }
+            e
+        };
+        let node = self.node();
+        let reason = format!("lost: its move to node {} was in doubt when that node restarted (ended by an operator)", entry.to);
+        for &m in &entry.members {
+            if !resume {
+                // Flagged before it is let go: it ends before it runs an instruction.
+                node.kill(m, &reason);
+            }
+            node.abort_export(m);
+        }
+        self.mig.moving.lock().retain(|m| !entry.members.contains(m));
+        let done = if resume {
+            format!("{p} runs again on node {} (its move to {} is taken as never committed)", self.me.name, entry.to)
+        } else {
+            format!("{p} ended: {reason}")
+        };
+        self.log(&format!("resolved the move in doubt of {p}: {done}"));
+        Ok(done)
     }
 }
 

@@ -104,6 +104,10 @@ pub(super) fn run_source(
         r.release_early_fetches(sh, &mut src);
     }
     let report = r.finish_report(sh, &src);
+    if matches!(src.outcome(), Some(SourceOutcome::InDoubt(_))) {
+        let members: Vec<Pid> = r.members.iter().map(|m| m.pid).collect();
+        sh.hold_in_doubt(&members, &report.to);
+    }
     if src.report().reported_in_doubt || src.report().reported_away {
         // Whoever waited was told before the end: the operator learns how it ended here.
         let pid = tern_vm::value::name_text(report.pid);
