@@ -29,7 +29,10 @@ pub(super) fn start(
     let sh = sh.clone();
     std::thread::Builder::new()
         .name(format!("tern-dispatch-{}", sh.me.name))
-        .spawn(move || Dispatcher { sh, files, pending: BTreeMap::new(), asked: HashSet::new() }.run(&from_peers))
+        .spawn(move || {
+            tern_vm::node::slice::set_short_slice(tern_vm::node::slice::SHORT_SLICE_US);
+            Dispatcher { sh, files, pending: BTreeMap::new(), asked: HashSet::new() }.run(&from_peers)
+        })
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 

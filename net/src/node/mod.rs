@@ -423,6 +423,11 @@ impl MeshNode {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("tern-net-{}", me.name))
+            // Woken by every packet and every frame to send: a short slice
+            // (`tern_vm::node::slice`).
+            .on_thread_start(|| {
+                tern_vm::node::slice::set_short_slice(tern_vm::node::slice::SHORT_SLICE_US);
+            })
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the network runtime: {e}"))?;

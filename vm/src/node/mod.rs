@@ -68,6 +68,7 @@ mod remote;
 mod route;
 mod sched;
 mod shell;
+pub mod slice;
 mod slot;
 mod sys;
 mod timers;

@@ -41,8 +41,16 @@ const NO_SPIN_FOR_US: u64 = 100_000;
 /// own once every this many processes it runs (as Go's scheduler does every 61).
 const INJECTOR_EVERY: u32 = 61;
 
+/// Starts one of the VM's threads (workers, timers, file I/O): each sleeps until
+/// something wakes it, so each asks for a short slice ([`super::slice`]).
 pub(super) fn thread(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new().name(name).spawn(f).expect("the OS refused to start a thread")
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            super::slice::set_short_slice(super::slice::SHORT_SLICE_US);
+            f()
+        })
+        .expect("the OS refused to start a thread")
 }
 
 impl NodeInner {
