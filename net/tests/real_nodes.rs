@@ -392,3 +392,27 @@ fn owners_among(mesh: &RealMesh, pid: &str, among: &[&str]) -> Vec<String> {
         .map(|n| n.to_string())
         .collect()
 }
+
+/// A page lost between the destination's migration and the process, on real nodes (a
+/// test hook in b's environment loses every copy of page 1 of the heap until the loss is
+/// noticed): the loss is noticed and the page fetched again from a, which keeps its copy
+/// until the process has every page; `ctl migrate` answers committed only then, and the
+/// process sums its whole heap right at b.
+#[test]
+fn a_page_lost_on_its_way_to_the_process_on_real_nodes_is_fetched_again() {
+    let mesh = RealMesh::start_with_env(2, "", &[("b", "TERN_TEST_LOSE_PAGE", "1")]);
+    let program = "let big = array(16, nil);\nfor i in 0..16 { big[i] = array(4096, 1); }\nprintln(\"big up\");\nrecv();\n\
+                   let s = 0;\nfor i in 0..16 { let a = big[i]; for k in 0..len(a) { s += a[k]; } }\nprintln(\"sum ${s} on ${node()}\");\nrecv();\n";
+    let pid = mesh.spawn("big.tern", program, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("big up")), "{}", mesh.all_logs());
+    let r = migrate_ok(&mesh, &pid, "b", "lazy");
+    assert_eq!(r["outcome"], "committed", "{r}");
+    let noticed = |log: &str| {
+        log.contains("faulted on page 1, which had come; it is asked for again")
+            || log.contains("the process lacks 1 of them (the first: 1)")
+    };
+    assert!(noticed(&mesh.log("b")), "the lost page was not noticed before the move ended:\n{}", mesh.all_logs());
+    let out = mesh.ctl_on(Some("a"), &["send", &pid, "\"go\""]);
+    assert!(out.ok(), "{out:?}");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("sum 65536 on b")), "{}", mesh.all_logs());
+}

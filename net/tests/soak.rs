@@ -137,7 +137,7 @@ recv();
     let mut run = mesh.run("a", "channels.tern", CHANNELS);
     let line = run.wait_line(&mesh, "channels", |l| l.starts_with("channels "));
     assert_eq!(line, "channels 60");
-    let key = |t: &TableSizes| (t.seqs, t.rx_places, t.holders, t.chan_meta, t.owed_ended);
+    let key = |t: &TableSizes| (t.seqs, t.rx_places, t.holders, t.chan_meta, t.owed_notices);
     let settle = Instant::now() + Duration::from_secs(20);
     loop {
         let now: Vec<TableSizes> = names.iter().map(|m| mesh.node(m).table_sizes().0).collect();

@@ -822,7 +822,7 @@ fn a_refused_notice_that_a_process_ended_is_sent_again() {
     until("n2 owes n1 the notice", || refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     until("n1 forgets the process once the notice gets through", || ns[0].route_kept(w).is_none());
     assert!(net.ops(Some(2), Some(1), "PidEnded") >= 3, "offered again after each refusal");
-    assert_eq!(ns[1].table_sizes().owed_ended, 0, "n2 owes nothing more");
+    assert_eq!(ns[1].table_sizes().owed_notices, 0, "n2 owes nothing more");
     for n in ns {
         n.stop();
     }

@@ -89,17 +89,19 @@ pub fn node(cfg: &MeshConfig, name: &str, stop: StopOpts) -> Result<(), String> 
 /// node pushes no pages in the background), `TERN_TEST_HOLD_LATE_MS=N` (a migration
 /// from this node waits N ms after `Committed` before it sends the late messages) and
 /// `TERN_TEST_HOLD_COMMIT_MS=N` (a migration to this node waits N ms on `Commit` before
-/// it resumes the process and answers).
-/// `None` when neither is set, or both are `0`.
+/// it resumes the process and answers) and `TERN_TEST_LOSE_PAGE=P` (a migration to this
+/// node loses every copy of page P on its way to the process until the loss is noticed).
+/// `None` when none is set (or the first three are `0`).
 fn test_hooks_from_env(var: impl Fn(&str) -> Option<String>) -> Option<TestHooks> {
     let num = |k: &str| var(k).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let hooks = TestHooks {
         no_push: num("TERN_TEST_NO_PUSH") != 0,
         hold_late_ms: num("TERN_TEST_HOLD_LATE_MS"),
         hold_commit_ms: num("TERN_TEST_HOLD_COMMIT_MS"),
+        lose_page_install: var("TERN_TEST_LOSE_PAGE").and_then(|v| v.trim().parse::<u32>().ok()),
         ..TestHooks::default()
     };
-    (hooks.no_push || hooks.hold_late_ms > 0 || hooks.hold_commit_ms > 0).then_some(hooks)
+    (hooks.no_push || hooks.hold_late_ms > 0 || hooks.hold_commit_ms > 0 || hooks.lose_page_install.is_some()).then_some(hooks)
 }
 
 /// `tern mesh up --config C`: every node of the config in this OS process, until Ctrl-C.
@@ -997,5 +999,7 @@ mod tests {
         assert!(h.no_push && h.hold_late_ms == 0 && !h.stall_before_ready && !h.hold_before_ready);
         let h = test_hooks_from_env(env(&[("TERN_TEST_HOLD_LATE_MS", "2500")])).unwrap();
         assert!(!h.no_push && h.hold_late_ms == 2500);
+        let h = test_hooks_from_env(env(&[("TERN_TEST_LOSE_PAGE", "0")])).unwrap();
+        assert_eq!(h.lose_page_install, Some(0));
     }
 }

@@ -205,7 +205,7 @@ impl NodeInner {
 /// [`NodeInner::owe`]): past it the oldest is given up, and only stale state stays where
 /// it was for (a route by which a message finds the process gone, as one sent before the
 /// notice would have; a channel's numbering or place), until that node restarts.
-pub(super) const MAX_OWED_ENDED: usize = 65_536;
+pub(super) const MAX_OWED_NOTICES: usize = 65_536;
 
 /// How often notices a link refused are offered again.
 const OWED_RETRY_US: u64 = 500_000;
@@ -216,8 +216,8 @@ impl NodeInner {
     /// until that node takes it or restarts (what it kept is gone then), so that what it
     /// keeps for what ended does not stay.
     pub(super) fn owe(&self, n: u16, op: Op) {
-        let mut owed = self.owed_ended.lock();
-        if owed.len() >= MAX_OWED_ENDED {
+        let mut owed = self.owed_notices.lock();
+        if owed.len() >= MAX_OWED_NOTICES {
             if let Some((m, op)) = owed.pop_front() {
                 self.console.failed(0, &format!("node {}: gave up telling node {m} {op:?} (too many such notices wait)", self.name));
             }
@@ -233,7 +233,7 @@ impl NodeInner {
     /// Offers the notices owed again, in order; those a link still refuses wait for the
     /// next sweep (one refusal per node is enough to stop offering it more this time).
     pub(super) fn sweep_owed(&self) {
-        let owed = std::mem::take(&mut *self.owed_ended.lock());
+        let owed = std::mem::take(&mut *self.owed_notices.lock());
         let mut full: Vec<u16> = Vec::new();
         let mut keep = VecDeque::new();
         for (n, op) in owed {
@@ -242,7 +242,7 @@ impl NodeInner {
                 keep.push_back((n, op));
             }
         }
-        let mut owed = self.owed_ended.lock();
+        let mut owed = self.owed_notices.lock();
         // (Notices owed meanwhile go after these.)
         keep.extend(owed.drain(..));
         *owed = keep;
@@ -254,6 +254,6 @@ impl NodeInner {
 
     /// Node `n` restarted: what it kept is gone, and so is what it was owed.
     pub(super) fn forget_owed(&self, n: u16) {
-        self.owed_ended.lock().retain(|&(m, _)| m != n);
+        self.owed_notices.lock().retain(|&(m, _)| m != n);
     }
 }

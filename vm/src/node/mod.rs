@@ -205,8 +205,8 @@ pub struct TableSizes {
     pub spawn_batches: usize,
     pub remote_monitors: usize,
     pub shells: usize,
-    /// Notices that a process ended, to be sent again (their link refused them).
-    pub owed_ended: usize,
+    /// Notices that a process or a channel ended, to be sent again (their link refused them).
+    pub owed_notices: usize,
 }
 
 /// See [`Node::channel_info`].
@@ -419,9 +419,9 @@ pub(crate) struct NodeInner {
     /// updates are refused by them (see [`forwarding::Forgotten`]). Locked after a
     /// `procs` shard, never before.
     forgotten: Mutex<forwarding::Forgotten>,
-    /// Nodes to tell that a process ended (`PidEnded`) whose link refused the notice
-    /// (full): told again at the next sweep (`exits.rs`, [`MAX_OWED_ENDED`] at most).
-    owed_ended: Mutex<VecDeque<(u16, Op)>>,
+    /// Nodes to tell that a process or a channel ended (`PidEnded`, `ChanEnded`) whose link refused the notice
+    /// (full): told again at the next sweep (`exits.rs`, [`MAX_OWED_NOTICES`] at most).
+    owed_notices: Mutex<VecDeque<(u16, Op)>>,
     /// What this node could not deliver (see [`DeliveryStats`]).
     counters: DeliveryCounters,
     /// A gap sweep is scheduled (see `remote.rs`, "Bounds").
@@ -506,7 +506,7 @@ impl Node {
             spawn_batches: Mutex::new(HashMap::new()),
             remote_monitors: Mutex::new(Vec::new()),
             forgotten: Mutex::new(forwarding::Forgotten::default()),
-            owed_ended: Mutex::new(VecDeque::new()),
+            owed_notices: Mutex::new(VecDeque::new()),
             counters: DeliveryCounters::default(),
             gap_sweep: AtomicBool::new(false),
             locating: Mutex::new(HashMap::new()),
@@ -643,7 +643,7 @@ impl Node {
             spawn_batches: i.spawn_batches.lock().len(),
             remote_monitors: i.remote_monitors.lock().len(),
             shells: i.shells.lock().len(),
-            owed_ended: i.owed_ended.lock().len(),
+            owed_notices: i.owed_notices.lock().len(),
         }
     }
 
