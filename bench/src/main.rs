@@ -25,6 +25,7 @@
 
 mod affinity;
 mod ceiling;
+mod drain;
 mod exec;
 mod forwarding;
 mod forwarding_real;
@@ -78,6 +79,10 @@ enum Command {
     /// The affinity policy: pairs of processes that message each other, each started
     /// split across two of three nodes (each its own OS process), policy off against on.
     Affinity(affinity::AffinityArgs),
+    /// A drain out of a crowded node: node a holds many processes of a given heap, all
+    /// pinned but some, which `tern ctl drain` moves; its time against the raw QUIC
+    /// throughput for their heaps.
+    Drain(drain::DrainArgs),
     /// The receiving end of `migrate`'s raw QUIC and TCP ceilings (a child process of it).
     #[command(hide = true)]
     CeilingSink(ceiling::SinkArgs),
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Command::ForwardingReal(args) => forwarding_real::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Affinity(args) => affinity::run(&args),
+        Command::Drain(args) => drain::run(&args),
         Command::CeilingSink(args) => ceiling::sink(&args),
     };
     match result {

@@ -169,6 +169,11 @@ pub(crate) struct TernMesh {
 }
 
 impl TernMesh {
+    /// The OS process id of node `name`, while it runs.
+    pub(crate) fn node_pid(&self, name: &str) -> Option<u32> {
+        self.nodes.0.iter().find(|n| n.name == name).map(|n| n.child.id())
+    }
+
     /// Writes a fresh config and certificates in `dir`, starts nodes a and b and waits
     /// until each sees the other up.
     fn start(tern: &Path, dir: &Path) -> Result<TernMesh> {
