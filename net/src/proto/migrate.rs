@@ -533,6 +533,10 @@ pub struct MigConfig {
     /// A round "shrinks" if its dirty set is below this per mille of the previous one.
     pub shrink_per_mille: u64,
     pub max_throttle: u32,
+    /// Levels the throttle goes up by after each round that did not shrink (at most to
+    /// `max_throttle`): a writer that rewrote nearly its whole heap while a round was sent
+    /// is slowed far at once, not by a level a round while whole heaps go again.
+    pub throttle_step: u32,
     /// Lazy: pages prefetched after the faulting one.
     pub prefetch: u32,
     /// Lazy: at most this many pages asked for ahead of a process that faults in order
@@ -568,6 +572,7 @@ impl Default for MigConfig {
             max_rounds: 8,
             shrink_per_mille: 900,
             max_throttle: 3,
+            throttle_step: 1,
             prefetch: 1,
             readahead: 0,
             fetch_quiet_us: 0,
@@ -1136,7 +1141,9 @@ impl Source {
             }
             None => {
                 if !shrinking {
-                    self.throttle += 1;
+                    // (Never past the most, and never less than a level up.)
+                    let step = self.cfg.throttle_step.max(1);
+                    self.throttle = (self.throttle + step).min(self.cfg.max_throttle).max(self.throttle + 1);
                     self.report.throttle = self.report.throttle.max(self.throttle);
                     self.actions.push_back(Action::Throttle { level: self.throttle });
                 }
@@ -2184,6 +2191,58 @@ mod tests {
         assert!(sa.contains(&Action::Freeze), "{sa:?}");
         assert_eq!(s.report.absent_at_resume, 60);
         assert!(s.is_committed(), "{:?}", s.outcome());
+    }
+
+    /// A pre-copy whose rounds are written over whole each time steps its throttle up by
+    /// `throttle_step` levels a round, never past `max_throttle`, and stops (its dirty set
+    /// frozen) only once the most did not help; a dirty set that shrinks at a level keeps
+    /// the level.
+    #[test]
+    fn a_precopy_written_over_whole_is_slowed_by_steps_to_the_most_then_stops() {
+        let init = SourceInit { size_pages: 64, mechanism: Mechanism::Precopy, ..lazy_source(0, vec![SRC, DST]).init };
+        let cfg = MigConfig { freeze_budget_us: 0, max_throttle: 8, throttle_step: 3, max_rounds: 10, ..MigConfig::default() };
+        let mut s = Source::new(0, cfg.clone(), init);
+        let mut d = None;
+        let mut levels = Vec::new();
+        let mut t = 10;
+        let mut dirty: Vec<PageNo> = (0..64).collect();
+        for round in 0..6 {
+            let (sa, _) = pump(t, &mut s, &mut d);
+            levels.extend(sa.iter().filter_map(|a| match a {
+                Action::Throttle { level } => Some(*level),
+                _ => None,
+            }));
+            if s.phase != SPhase::Collecting {
+                break;
+            }
+            // Rounds 0-2 written over whole; then it shrinks at the level it has.
+            if round >= 3 {
+                dirty.truncate(dirty.len() / 2);
+            }
+            t += 10;
+            s.pages_dirtied(t, &dirty);
+            t += 10;
+        }
+        assert_eq!(levels[..3], [3, 6, 8], "{levels:?}");
+        assert!(levels[3..].iter().all(|&l| l == 0), "held at 8 while shrinking, back to 0 at the end: {levels:?}");
+        assert_eq!(s.report.throttle, 8);
+
+        // Never shrinking: 3, 6, 8, then it stops.
+        let init = SourceInit { size_pages: 64, mechanism: Mechanism::Precopy, ..lazy_source(0, vec![SRC, DST]).init };
+        let mut s = Source::new(0, cfg, init);
+        let mut d = None;
+        let mut t = 10;
+        for _ in 0..6 {
+            pump(t, &mut s, &mut d);
+            if s.phase != SPhase::Collecting {
+                break;
+            }
+            t += 10;
+            s.pages_dirtied(t, &(0..64).collect::<Vec<_>>());
+            t += 10;
+        }
+        assert_eq!(s.report.stop, StopReason::NotShrinking);
+        assert_eq!(s.report.rounds.len(), 4, "{:?}", s.report.rounds);
     }
 
     #[test]

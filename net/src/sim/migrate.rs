@@ -608,6 +608,8 @@ impl Sim {
             max_rounds: rng.range(2, 10) as u32,
             shrink_per_mille: 900,
             max_throttle: rng.range(1, 4) as u32,
+            // (From the seed, not drawn: the draws after it stay as they were.)
+            throttle_step: 1 + (seed / 17 % 3) as u32,
             prefetch: rng.range(0, 3) as u32,
             // Not drawn from `rng`: a seed keeps the run it had before read-ahead.
             readahead: [0, 8, 64][(seed / 7 % 3) as usize],

@@ -313,7 +313,11 @@ fn mig_config(sh: &Host) -> MigConfig {
         freeze_budget_us: 1_000,
         max_rounds: 10,
         shrink_per_mille: 900,
-        max_throttle: 4,
+        // A writer that outruns the link even slowed to 1/16 is slowed to 1/256 (QEMU's
+        // auto-converge goes to 99%), four levels at a time: measured in
+        // bench/results/migration-changes.md, 2026-12-07 (evening).
+        max_throttle: 8,
+        throttle_step: 4,
         prefetch: sh.cfg.prefetch,
         // Under a bandwidth cap, no read-ahead: it would go past the cap (a fault's own
         // pages are not held back, and a process reading its heap through asks ahead).
