@@ -104,6 +104,17 @@ fn test_hooks_from_env(var: impl Fn(&str) -> Option<String>) -> Option<TestHooks
     (hooks.no_push || hooks.hold_late_ms > 0 || hooks.hold_commit_ms > 0 || hooks.lose_page_install.is_some()).then_some(hooks)
 }
 
+/// A node's refusal of a command, printed as the command's answer (`{"error": …}` with
+/// `--json`); false, for exit status 1.
+fn refused(json_out: bool, e: &str) -> bool {
+    if json_out {
+        println!("{}", json!({"error": e}));
+    } else {
+        eprintln!("error: {e}");
+    }
+    false
+}
+
 /// `tern mesh up --config C`: every node of the config in this OS process, until Ctrl-C.
 pub fn mesh_up(cfg: &MeshConfig) -> Result<(), String> {
     let width = cfg.nodes.iter().map(|n| n.name.len()).max().unwrap_or(1);
@@ -518,14 +529,7 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     Ok(true)
                 }
                 // No such process: an answer, not a usage error (exit 1, as a failed migrate).
-                CtlReply::Error(e) => {
-                    if json_out {
-                        println!("{}", json!({"error": e}));
-                    } else {
-                        eprintln!("error: {e}");
-                    }
-                    Ok(false)
-                }
+                CtlReply::Error(e) => Ok(refused(json_out, &e)),
                 other => fail(format!("unexpected reply {other:?}")),
             }
         }
@@ -543,14 +547,8 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
                     }
                     Ok(true)
                 }
-                CtlReply::Error(e) => {
-                    if json_out {
-                        println!("{}", json!({"error": e}));
-                    } else {
-                        eprintln!("error: {e}");
-                    }
-                    Ok(false)
-                }
+                // Nothing in doubt by that pid here: an answer (exit 1).
+                CtlReply::Error(e) => Ok(refused(json_out, &e)),
                 other => fail(format!("unexpected reply {other:?}")),
             }
         }

@@ -14,23 +14,26 @@
 /// The slice the latency-sensitive threads ask for, µs.
 pub const SHORT_SLICE_US: u64 = 100;
 
+/// `struct sched_attr`, its first version (48 bytes).
+#[cfg(target_os = "linux")]
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
 /// Asks for a slice of `us` microseconds for the calling thread, keeping its policy
 /// (`SCHED_OTHER`) and nice value. Whether the kernel took it.
 pub fn set_short_slice(us: u64) -> bool {
     #[cfg(target_os = "linux")]
     {
-        /// `struct sched_attr`, its first version (48 bytes).
-        #[repr(C)]
-        struct SchedAttr {
-            size: u32,
-            policy: u32,
-            flags: u64,
-            nice: i32,
-            priority: u32,
-            runtime: u64,
-            deadline: u64,
-            period: u64,
-        }
         // SAFETY: `getpriority` reads the calling thread's nice value (who = 0: the
         // caller); it has no memory arguments. errno is cleared first, as -1 is a nice value.
         let nice = unsafe {
@@ -63,18 +66,6 @@ pub fn set_short_slice(us: u64) -> bool {
 pub fn current_slice_us() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        #[repr(C)]
-        #[derive(Default)]
-        struct SchedAttr {
-            size: u32,
-            policy: u32,
-            flags: u64,
-            nice: i32,
-            priority: u32,
-            runtime: u64,
-            deadline: u64,
-            period: u64,
-        }
         let mut attr = SchedAttr::default();
         // SAFETY: `sched_getattr(0, attr, size, 0)` writes at most `size` bytes into
         // `attr`, a live `repr(C)` value of that size.
