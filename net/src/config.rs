@@ -113,7 +113,14 @@ pub struct Limits {
     /// pages of the process are only there, before it ends the process; `None`:
     /// [`Limits::source_down_ms`]'s default.
     pub source_down_ms: Option<u64>,
+    /// Pre-copy: how far a process whose writes outrun the link may be slowed before the
+    /// rounds stop, in levels (level L: it runs 1/2^L of the time; 0: never slowed).
+    pub precopy_throttle: u64,
 }
+
+/// The most `[limits] precopy_throttle` may be: a process slowed to 1/256 (QEMU's
+/// auto-converge goes to 99%); the VM applies no more.
+pub const MAX_PRECOPY_THROTTLE: u64 = 8;
 
 impl Limits {
     /// `source_down_ms`, by default ten times `node_down_ms` and at least 10 s: long
@@ -140,6 +147,7 @@ impl Default for Limits {
             heartbeat_ms: 500,
             node_down_ms: 2000,
             source_down_ms: None,
+            precopy_throttle: MAX_PRECOPY_THROTTLE,
         }
     }
 }
@@ -481,6 +489,7 @@ impl MeshConfig {
             ("limits.migrations_out", l.migrations_out, MAX_MIGRATIONS),
             ("limits.migrations_in", l.migrations_in, MAX_MIGRATIONS),
             ("limits.spawns_per_peer_s", l.spawns_per_peer_s, MAX_COUNT),
+            ("limits.precopy_throttle", l.precopy_throttle, MAX_PRECOPY_THROTTLE),
         ] {
             if v > max {
                 return Err(err(key, format!("{v} is more than {max}, the most it can be")));
@@ -978,6 +987,7 @@ addr = "127.0.0.1:7403"
             ("[limits]\nprocesses = 0\n", "limits.processes"),
             ("[limits]\nmigrations_in = 5000\n", "limits.migrations_in"),
             ("[limits]\nfiles = 0\n", "limits.files"),
+            ("[limits]\nprecopy_throttle = 9\n", "limits.precopy_throttle"),
             ("[limits]\nheap_bytes = 1099511627776\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 9223372036854775807\n", "limits.heap_bytes"),
             ("[limits]\nheap_bytes = 34359738369\n", "limits.heap_bytes"),

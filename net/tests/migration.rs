@@ -1071,10 +1071,11 @@ fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_ba
 
     // Idle when the move starts (nothing written: pre-copy is picked), then writing
     // every page each round, with migration traffic capped at 8 MiB/s (a round takes
-    // 125 ms): the rounds stop shrinking and what is left follows the process instead
-    // of going with it frozen.
+    // 125 ms) and the process slowed at most to 1/16 (`[limits] precopy_throttle = 4`; at the
+    // default 1/256 this writer converges): the rounds stop shrinking and what is left
+    // follows the process instead of going with it frozen.
     drop(m);
-    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 8\n");
+    let m = TestMesh::start_with(2, "precopy_throttle = 4\n\n[policy]\nbandwidth_mib_s = 8\n");
     let mut late = m.run("a", "late.tern", &auto_writer(true));
     late.wait_line(&m, "ready", |l| l == "ready");
     std::thread::sleep(Duration::from_millis(800));

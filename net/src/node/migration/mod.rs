@@ -314,9 +314,9 @@ fn mig_config(sh: &Host) -> MigConfig {
         max_rounds: 10,
         shrink_per_mille: 900,
         // A writer that outruns the link even slowed to 1/16 is slowed to 1/256 (QEMU's
-        // auto-converge goes to 99%), four levels at a time: measured in
-        // bench/results/migration-changes.md, 2026-12-07 (evening).
-        max_throttle: 8,
+        // auto-converge goes to 99%; `[limits] precopy_throttle`), four levels at a time:
+        // measured in bench/results/migration-changes.md, 2026-12-07 (evening).
+        max_throttle: sh.cfg.limits.precopy_throttle.min(crate::config::MAX_PRECOPY_THROTTLE) as u32,
         throttle_step: 4,
         prefetch: sh.cfg.prefetch,
         // Under a bandwidth cap, no read-ahead: it would go past the cap (a fault's own
