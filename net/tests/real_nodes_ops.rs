@@ -499,6 +499,9 @@ fn a_lazy_move_whose_destination_died_with_pages_at_the_source_is_answered_commi
         "let big = array(64, nil);\nfor i in 0..64 { big[i] = array(65536, 1); }\nprintln(\"big up\");\nwhile true { recv(100); }\n";
     let pid = mesh.spawn("big.tern", program, "a");
     assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("big up")), "{}", mesh.all_logs());
+    // A monitor on a, set while the process is there.
+    mesh.spawn("watcher.tern", &watcher(&pid, "w"), "a");
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("w watching")), "{}", mesh.all_logs());
     let mig = mesh.migrate_in_background("a", &pid, "b", "lazy", Duration::from_secs(60));
     assert!(
         wait_until(Duration::from_secs(30), || mesh.ps(Some("b")).iter().any(|(p, n, s)| *p == pid && n == "b" && s != "exited")),
@@ -511,8 +514,12 @@ fn a_lazy_move_whose_destination_died_with_pages_at_the_source_is_answered_commi
     let r = out.json();
     assert!(r["outcome"].as_str().unwrap_or("").starts_with("committed; node b has been down for"), "{r}");
     assert!(mesh.log("a").contains("pages of the process are still here: they are kept for it"), "{}", mesh.all_logs());
-    // Never resumed at a: it ran at b, and is gone with it.
+    // Never resumed at a: it ran at b, and is gone with it; the monitor on a sees it
+    // down with b (it saw nothing: a monitor on the source was never made remote).
     assert!(!mesh.ps(Some("a")).iter().any(|(p, n, s)| *p == pid && n == "a" && s == "running"), "{:?}", mesh.ps(Some("a")));
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("a").contains("w saw")), "{}", mesh.all_logs());
+    let log = mesh.log("a");
+    assert!(log.lines().any(|l| l.contains("w saw") && l.contains("node_down")), "{log}");
 }
 
 /// A move in doubt for good: node a's idle process (watched by another process on a)

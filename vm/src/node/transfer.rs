@@ -167,8 +167,9 @@ impl Node {
             LeftBehind::Away => {
                 i.procs.insert(pid, Entry::Away(dest, moves));
             }
-            // A node with a monitor of it keeps where it is, for the monitor only.
-            LeftBehind::Nothing if i.monitors(pid) => {
+            // A node with a monitor of it keeps where it is, for the monitor only (its
+            // own watchers' too: see below).
+            LeftBehind::Nothing if i.monitors(pid) || !late.watchers.is_empty() => {
                 i.procs.insert(pid, Entry::Away(dest, moves));
             }
             LeftBehind::Nothing => {
@@ -177,6 +178,14 @@ impl Node {
             }
         }
         drop(st);
+        // Watchers here now watch a process on another node: a `node_down` of `dest` must
+        // reach them as it reaches watchers elsewhere (it did not, and a process that
+        // died with its destination was never seen down by a monitor on its source).
+        for &w in &late.watchers {
+            if i.local_slot(w).is_some() {
+                i.count_remote_monitor(dest, w, pid);
+            }
+        }
         if group != 0 {
             i.groups.lock().leave(pid, true);
         }
