@@ -763,10 +763,9 @@ pub struct Source {
     released: bool,
     copy: bool,
     links_pending: BTreeSet<NodeId>,
-    /// Since when the destination has been down after `Commit` went (none while it is
-    /// up), and whether the move was reported in doubt.
+    /// Since when the destination has been down while the move awaits it (none while it
+    /// is up); whether that was reported is in `report` ([`Source::told_early`]).
     dest_down_since: Option<u64>,
-    told_in_doubt: bool,
     report: Report,
 }
 
@@ -795,7 +794,6 @@ impl Source {
             copy: true,
             links_pending: BTreeSet::new(),
             dest_down_since: None,
-            told_in_doubt: false,
             init,
         };
         let i = &s.init;
@@ -1164,12 +1162,10 @@ impl Source {
     pub fn peer_down(&mut self, now_us: u64, node: NodeId) {
         if node == self.init.dest {
             match self.phase {
-                SPhase::CommitSent | SPhase::After => {
-                    if self.awaits_dest() {
-                        self.dest_down_since.get_or_insert(now_us);
-                    }
+                _ if self.awaits_dest() => {
+                    self.dest_down_since.get_or_insert(now_us);
                 }
-                SPhase::Done(_) => {}
+                SPhase::Done(_) | SPhase::After => {}
                 _ => self.fail(now_us, Failure::PeerDown(node), false),
             }
         } else if matches!(self.phase, SPhase::After) && self.links_pending.remove(&node) {
@@ -1184,10 +1180,16 @@ impl Source {
         }
     }
 
+    /// Whether whoever waits was told before the end (in doubt, or away after the
+    /// commit): once is enough.
+    fn told_early(&self) -> bool {
+        self.report.reported_in_doubt || self.report.reported_away
+    }
+
     /// When the move is to be reported in doubt (or, committed, its destination away
     /// with pages still here), if the destination stays down.
     fn in_doubt_at(&self) -> Option<u64> {
-        match (self.awaits_dest() && !self.told_in_doubt, self.dest_down_since) {
+        match (self.awaits_dest() && !self.told_early(), self.dest_down_since) {
             (true, Some(t)) if self.cfg.fault == MigFault::InDoubtAtOnce => Some(t),
             (true, Some(t)) => Some(t.saturating_add(self.cfg.in_doubt_after_us)),
             _ => None,
@@ -1266,7 +1268,6 @@ impl Source {
         }
         if let (Some(at), Some(since)) = (self.in_doubt_at(), self.dest_down_since) {
             if now_us >= at {
-                self.told_in_doubt = true;
                 let down_us = now_us - since;
                 if self.phase == SPhase::CommitSent {
                     self.report.reported_in_doubt = true;

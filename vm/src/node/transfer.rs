@@ -167,8 +167,9 @@ impl Node {
             LeftBehind::Away => {
                 i.procs.insert(pid, Entry::Away(dest, moves));
             }
-            // A node with a monitor of it keeps where it is, for the monitor only (its
-            // own watchers' too: see below).
+            // A node with a monitor of it keeps where it is, for the monitor only; so
+            // does one the process had watchers from (those here become remote monitors
+            // below; others are kept for, which costs one route at most).
             LeftBehind::Nothing if i.monitors(pid) || !late.watchers.is_empty() => {
                 i.procs.insert(pid, Entry::Away(dest, moves));
             }

@@ -649,9 +649,11 @@ pub(crate) fn start(sh: &Arc<Host>, pid: Pid, to: &str, how: How, caller: Caller
             }
             sh2.mig.runs.lock().remove(&mid);
             {
-                // A move in doubt for good keeps its processes out of other moves.
+                // A move in doubt for good keeps its processes out of other moves. (Locks
+                // in `start`'s order, `moving` then `in_doubt`.)
+                let mut moving = sh2.mig.moving.lock();
                 let in_doubt = sh2.mig.in_doubt.lock();
-                sh2.mig.moving.lock().retain(|p| !pids2.contains(p) || in_doubt.contains_key(p));
+                moving.retain(|p| !pids2.contains(p) || in_doubt.contains_key(p));
             }
             {
                 let mut r = sh2.mig.reports.lock();

@@ -61,8 +61,8 @@ pub(super) fn run_source(
             let mut any = false;
             while let Some(a) = src.poll_action() {
                 match a {
-                    Action::InDoubt { down_us } => r.report_in_doubt(sh, &src, down_us, early),
-                    Action::AwayAfterCommit { down_us } => r.report_away(sh, &src, down_us, early),
+                    Action::InDoubt { down_us } => r.report_early(sh, &src, down_us, false, early),
+                    Action::AwayAfterCommit { down_us } => r.report_early(sh, &src, down_us, true, early),
                     a => source_action(sh, node, &mut r, &mut src, a),
                 }
                 any = true;
@@ -671,35 +671,27 @@ impl SourceRun {
         }
     }
 
-    /// The destination, asked to commit, stayed down (the machine's
-    /// [`Action::InDoubt`]): whoever waits for the move is told now, with what is known;
-    /// the run goes on, holding the process frozen.
-    fn report_in_doubt(&self, sh: &Host, src: &Source, down_us: u64, early: &dyn Fn(MigReport)) {
+    /// Whoever waits for the move is told now, before its end, with what is known: the
+    /// destination has stayed down past the bound while the move awaits it. Asked to
+    /// commit (the machine's [`Action::InDoubt`]): in doubt, and the process stays frozen
+    /// here. Committed with pages still here ([`Action::AwayAfterCommit`]): it moved, and
+    /// the pages are kept for that node (it may be stopped and come back needing them; if
+    /// it restarted, the process ended with its old incarnation). The run goes on.
+    fn report_early(&self, sh: &Host, src: &Source, down_us: u64, committed: bool, early: &dyn Fn(MigReport)) {
         let mut report = self.finish_report(sh, src);
-        report.outcome = format!(
-            "in doubt: node {} went down after it was asked to commit, and has been down for {} ms; \
-             the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)",
-            report.to,
-            down_us / 1000
-        );
-        sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(self.report.pid), report.to, report.outcome));
-        early(report);
-    }
-
-    /// The move committed, but its destination has been down past the bound with pages
-    /// of the process still here (the machine's [`Action::AwayAfterCommit`]): whoever
-    /// waits is told now that it committed. The run goes on holding the pages: the
-    /// destination may be stopped and come back needing them; if it restarted, the
-    /// process ended with its old incarnation.
-    fn report_away(&self, sh: &Host, src: &Source, down_us: u64, early: &dyn Fn(MigReport)) {
-        let mut report = self.finish_report(sh, src);
-        report.ok = true;
-        report.outcome = format!(
-            "committed; node {} has been down for {} ms since, while pages of the process are still here: \
-             they are kept for it until it is back (the process runs there only if it comes back, as the same node)",
-            report.to,
-            down_us / 1000
-        );
+        let (to, ms) = (&report.to, down_us / 1000);
+        report.outcome = if committed {
+            report.ok = true;
+            format!(
+                "committed; node {to} has been down for {ms} ms since, while pages of the process are still here: \
+                 they are kept for it until it is back (the process runs there only if it comes back, as the same node)"
+            )
+        } else {
+            format!(
+                "in doubt: node {to} went down after it was asked to commit, and has been down for {ms} ms; \
+                 the process stays frozen here until that node answers (it may run there: it is never resumed here unless that node says it did not commit)"
+            )
+        };
         sh.log(&format!("migration of {} to {}: {}", tern_vm::value::name_text(self.report.pid), report.to, report.outcome));
         early(report);
     }
