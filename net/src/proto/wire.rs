@@ -509,6 +509,104 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<
     Ok(value)
 }
 
+/// The variant number of [`MigWire::Pages`] on the wire (postcard: a varint, one byte
+/// for it).
+fn pages_tag() -> u8 {
+    static TAG: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| encode(&MigWire::Pages { mid: 0, member: 0, pages: Vec::new() })[1])
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Builds a [`MigWire::Pages`] frame (as [`encode_framed`] would) straight from a
+/// heap's words: one copy of each page, into the frame, and no record per page.
+pub struct PagesFrameWriter {
+    out: Vec<u8>,
+    left: usize,
+}
+
+impl PagesFrameWriter {
+    /// A frame of `count` pages, into `buf` (cleared; its memory is reused).
+    pub fn new(mut buf: Vec<u8>, mid: u64, member: u32, count: usize) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&[0, 0, 0, 0, FRAME_VERSION, pages_tag()]);
+        put_varint(&mut buf, mid);
+        put_varint(&mut buf, u64::from(member));
+        put_varint(&mut buf, count as u64);
+        PagesFrameWriter { out: buf, left: count }
+    }
+
+    /// The next page: its number and its words (`None`: all zero).
+    pub fn page(&mut self, index: u32, words: Option<&[u64]>) {
+        self.left = self.left.saturating_sub(1);
+        put_varint(&mut self.out, u64::from(index));
+        match words {
+            None => self.out.push(0),
+            Some(w) => {
+                self.out.push(1);
+                put_varint(&mut self.out, (w.len() * 8) as u64);
+                let at = self.out.len();
+                self.out.resize(at + w.len() * 8, 0);
+                for (c, x) in self.out[at..].chunks_exact_mut(8).zip(w) {
+                    c.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// The frame, behind its length. Every page announced must have been given.
+    pub fn finish(mut self) -> Vec<u8> {
+        debug_assert_eq!(self.left, 0, "a pages frame announced more pages than it got");
+        let n = (self.out.len() - 4) as u32;
+        self.out[..4].copy_from_slice(&n.to_le_bytes());
+        self.out
+    }
+}
+
+/// A page of a [`MigWire::Pages`] frame, read in place.
+#[derive(Debug, Deserialize)]
+pub struct PageRecRef<'a> {
+    pub index: u32,
+    #[serde(borrow)]
+    pub data: Option<&'a [u8]>,
+}
+
+/// A [`MigWire::Pages`] frame read in place: its pages' bytes stay in the frame.
+#[derive(Debug, Deserialize)]
+pub struct PagesRef<'a> {
+    pub mid: u64,
+    pub member: u32,
+    #[serde(borrow)]
+    pub pages: Vec<PageRecRef<'a>>,
+}
+
+/// Whether a versioned frame (as [`decode`] takes it) holds [`MigWire::Pages`].
+pub fn is_pages_frame(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == FRAME_VERSION && bytes[1] == pages_tag()
+}
+
+/// A [`MigWire::Pages`] frame (see [`is_pages_frame`]) read in place, checked as
+/// [`decode`] checks frames.
+pub fn decode_pages(bytes: &[u8], max: usize) -> Result<PagesRef<'_>, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge { len: bytes.len(), max });
+    }
+    if !is_pages_frame(bytes) {
+        return Err(WireError::Malformed("not a pages frame".into()));
+    }
+    let (value, extra) = postcard::take_from_bytes::<PagesRef>(&bytes[2..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !extra.is_empty() {
+        return Err(WireError::Malformed(format!("{} bytes after the end", extra.len())));
+    }
+    Ok(value)
+}
+
 /// An operator's request (`tern ctl`, `tern repl`), one per bidirectional stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CtlRequest {
@@ -758,6 +856,55 @@ pub struct LiveMig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pages_frame_written_from_words_is_the_encoded_message_and_reads_back_in_place() {
+        // Pages of 512 words (4 KiB), large numbers so every varint takes several bytes.
+        let words: Vec<Vec<u64>> = (0..3u64).map(|p| (0..512).map(|i| (p << 40) | (i * 0x0101_0101)).collect()).collect();
+        let page_bytes = |w: &[u64]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (mid, member) = (u64::MAX - 5, 70_000);
+        let mut w = PagesFrameWriter::new(vec![9; 17], mid, member, 4);
+        w.page(3, Some(&words[0]));
+        w.page(200, None);
+        w.page(1 << 20, Some(&words[1]));
+        w.page(u32::MAX, Some(&words[2]));
+        let frame = w.finish();
+        let owned = MigWire::Pages {
+            mid,
+            member,
+            pages: vec![
+                PageRec { index: 3, data: Some(page_bytes(&words[0])) },
+                PageRec { index: 200, data: None },
+                PageRec { index: 1 << 20, data: Some(page_bytes(&words[1])) },
+                PageRec { index: u32::MAX, data: Some(page_bytes(&words[2])) },
+            ],
+        };
+        assert_eq!(frame, encode_framed(&owned));
+        let body = &frame[4..];
+        assert!(is_pages_frame(body));
+        assert!(!is_pages_frame(&encode(&MigWire::Image { mid, part: serde_bytes::ByteBuf::from(vec![1]), last: true })));
+        let r = decode_pages(body, 1 << 20).expect("reads back");
+        assert_eq!((r.mid, r.member, r.pages.len()), (mid, member, 4));
+        let got: Vec<(u32, Option<Vec<u8>>)> = r.pages.iter().map(|p| (p.index, p.data.map(<[u8]>::to_vec))).collect();
+        let MigWire::Pages { pages, .. } = owned else { unreachable!() };
+        assert_eq!(got, pages.into_iter().map(|p| (p.index, p.data)).collect::<Vec<_>>());
+        // Cut short, one byte too many, over the limit: errors, never a panic.
+        for n in 0..body.len() {
+            assert!(decode_pages(&body[..n], 1 << 20).is_err(), "cut at {n}");
+        }
+        let mut extra = body.to_vec();
+        extra.push(0);
+        assert!(decode_pages(&extra, 1 << 20).is_err());
+        assert!(matches!(decode_pages(body, 100), Err(WireError::TooLarge { .. })));
+        // A page claiming more bytes than the frame holds.
+        let mut w = PagesFrameWriter::new(Vec::new(), 1, 0, 1);
+        w.page(0, Some(&words[0]));
+        let mut lying = w.finish()[4..].to_vec();
+        let at = lying.len() - 4096 - 2;
+        lying[at] = 0xff;
+        lying[at + 1] = 0x7f;
+        assert!(decode_pages(&lying, 1 << 20).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_bad_bytes_are_errors() {

@@ -12,34 +12,28 @@ use crate::snapshot::snapshot_state;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A page as it travels: its words as little-endian bytes, or `None` when all zero.
-pub type PageBytes = (u32, Option<Vec<u8>>);
-
-/// Copies pages out of a heap as little-endian bytes, as they travel (`None`: all zero).
-pub fn copy_pages_bytes(heap: &Heap, pages: &[u32]) -> Vec<PageBytes> {
+/// The pages of a heap as they travel, in the order asked: each page's words, or `None`
+/// when all zero; pages past the heap's end are left out.
+pub fn visit_pages(heap: &Heap, pages: &[u32], mut f: impl FnMut(u32, Option<&[u64]>)) {
     let n = heap.page_count() as u32;
-    pages
-        .iter()
-        .filter(|&&p| p < n)
-        .map(|&p| {
-            let words = heap.page(p);
-            let data = words.iter().any(|&w| w != 0).then(|| {
-                let mut out = vec![0u8; words.len() * 8];
-                for (c, w) in out.chunks_exact_mut(8).zip(words) {
-                    c.copy_from_slice(&w.to_le_bytes());
-                }
-                out
-            });
-            (p, data)
-        })
-        .collect()
+    for &p in pages.iter().filter(|&&p| p < n) {
+        let words = heap.page(p);
+        f(p, words.iter().any(|&w| w != 0).then_some(words));
+    }
+}
+
+/// How many of `pages` [`visit_pages`] visits.
+pub fn pages_within(heap: &Heap, pages: &[u32]) -> usize {
+    let n = heap.page_count() as u32;
+    pages.iter().filter(|&&p| p < n).count()
 }
 
 impl Node {
-    /// Copies pages of a process at a safepoint, as they travel (it may be running:
-    /// the caller takes few at a time so that it keeps running between them).
-    pub fn read_pages_bytes(&self, pid: Pid, pages: Vec<u32>) -> Result<Vec<PageBytes>, MoveError> {
-        self.at_safepoint(pid, move |p| copy_pages_bytes(&p.heap, &pages), Duration::from_secs(10))
+    /// Runs `f` on the heap of a process at a safepoint, to read its pages as they
+    /// travel (it may be running: the caller takes few at a time so that it keeps
+    /// running between them).
+    pub fn read_pages_with<R: Send + 'static>(&self, pid: Pid, f: impl FnOnce(&Heap) -> R + Send + 'static) -> Result<R, MoveError> {
+        self.at_safepoint(pid, move |p| f(&p.heap), Duration::from_secs(10))
     }
 }
 

@@ -77,7 +77,7 @@ mod transfer;
 pub use deliver::DeliveryStats;
 pub use forwarding::Forwarding;
 pub use host::{Console, FileOp, Files, Mesh, NoFiles, PageSource};
-pub use live::{copy_pages_bytes, PageBytes};
+pub use live::{pages_within, visit_pages};
 pub use locate::ForwardingStats;
 pub use meter::{NodeSample, ProcSample, DIRTY_SAMPLE_US};
 pub use order::{Origin, MAX_HELD};

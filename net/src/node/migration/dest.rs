@@ -16,11 +16,11 @@
 //! image's size, every module verified; a bad one makes reinstating fail, which aborts
 //! the migration before the commit point.
 
-use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, wait_until, DestInputs};
+use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, recycle, wait_until, DestInputs};
 use super::{mig_config, Input, MAX_FAULT_SAMPLES, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
 use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason, SentFor};
-use crate::proto::wire::{DestStats, Frame, LinkProc, MigWire, PageRec};
+use crate::proto::wire::{self, DestStats, Frame, LinkProc, MigWire, PageRecRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -569,6 +569,10 @@ impl DestRun {
             Input::PeerDown(n) => d.peer_down(now, n),
             Input::PeerRestarted(n) => d.peer_restarted(now, n),
             Input::PeerUp(n) => d.peer_up(now, n),
+            Input::Pages(f, frame, max) => {
+                self.pages_frame(sh, node, d, f, &frame, max);
+                recycle(frame);
+            }
             Input::FaultStream(..) | Input::Frame(..) => {}
         }
     }
@@ -594,9 +598,8 @@ impl DestRun {
                 d.handle(sh.now_us(), f, m)
             }
             MigWire::Pages { member, pages, .. } => {
-                self.stage_pages(sh, node, member as usize, pages);
-                // Pages are progress: keep the receiving deadline from expiring.
-                d.handle(sh.now_us(), f, MigMsg::Pages { mid: self.mid, round: u32::MAX, pages: Vec::new() });
+                let pages: Vec<PageRecRef> = pages.iter().map(|p| PageRecRef { index: p.index, data: p.data.as_deref() }).collect();
+                self.pages_in(sh, node, d, member, &pages);
             }
             MigWire::Modules { modules, .. } => self.load_modules(node, modules),
             MigWire::Image { part, last, .. } => {
@@ -615,6 +618,23 @@ impl DestRun {
         }
     }
 
+    /// Pages from the source, read in place from their frame.
+    fn pages_frame(&mut self, sh: &Host, node: &Node, d: &mut Dest, f: u16, frame: &[u8], max: usize) {
+        if f != self.from {
+            return;
+        }
+        match wire::decode_pages(frame, max) {
+            Ok(p) => self.pages_in(sh, node, d, p.member, &p.pages),
+            Err(e) => self.input(sh, node, d, Input::StreamFailed(format!("bad migration frame: {e}"))),
+        }
+    }
+
+    fn pages_in(&mut self, sh: &Host, node: &Node, d: &mut Dest, member: u32, pages: &[PageRecRef]) {
+        self.stage_pages(sh, node, member as usize, pages);
+        // Pages are progress: keep the receiving deadline from expiring.
+        d.handle(sh.now_us(), self.from, MigMsg::Pages { mid: self.mid, round: u32::MAX, pages: Vec::new() });
+    }
+
     /// `Final`'s page lists (as ranges), each at most every page of the heap limit, the
     /// absent ones in order and apart; others are bad (reinstating fails) and the
     /// machine gets empty lists.
@@ -631,7 +651,7 @@ impl DestRun {
 
     /// Pages from the source: into the staged heap (grown for pages past the offered
     /// size, within the limit) or, once the process is reinstated, to the process.
-    fn stage_pages(&mut self, sh: &Host, node: &Node, member: usize, recs: Vec<PageRec>) {
+    fn stage_pages(&mut self, sh: &Host, node: &Node, member: usize, recs: &[PageRecRef]) {
         let pw = sh.cfg.page_size / 8;
         let mut supply = Vec::new();
         let i = member;
@@ -640,7 +660,7 @@ impl DestRun {
             return;
         };
         for rec in recs {
-            if let Some(b) = &rec.data {
+            if let Some(b) = rec.data {
                 if b.len() != pw * 8 {
                     self.bad = Some(format!("page {} has the wrong size", rec.index));
                     continue;
@@ -657,7 +677,7 @@ impl DestRun {
                     sh.log(&format!("test hook: page {} of {} lost on its way to the process", rec.index, name_text(m.pid)));
                     continue;
                 }
-                supply.push((rec.index, rec.data.as_deref().map_or_else(|| vec![0; pw], bytes_to_words)));
+                supply.push((rec.index, rec.data.map_or_else(|| vec![0; pw], bytes_to_words)));
                 continue;
             }
             // Pages past the offered size: the heap grew before it was frozen.
@@ -670,7 +690,7 @@ impl DestRun {
                     continue;
                 }
             }
-            match &rec.data {
+            match rec.data {
                 Some(b) => {
                     let _ = m.staged.supply_page_bytes(rec.index, b);
                 }

@@ -27,7 +27,7 @@
 //! link updates and their acknowledgements.
 //!
 //! **The VM.** Pages of a running process are read at its safepoints
-//! ([`Node::read_pages_bytes`](tern_vm::node::Node::read_pages_bytes)), a few at a time
+//! ([`Node::read_pages_with`](tern_vm::node::Node::read_pages_with)), a few at a time
 //! so it keeps running; the image is its state without pages (`Node::export_state`);
 //! `transfer.rs`'s steps do the rest: the destination reinstates it frozen
 //! (`Node::import_state`) and, once it has both the `Commit` and the late messages, runs
@@ -76,6 +76,9 @@ pub(super) enum Input {
     /// A frame from a migration stream, still encoded (decoded on the migration's own
     /// thread, not on the network thread).
     Frame(u16, Vec<u8>, usize),
+    /// A frame of pages (`MigWire::Pages`), still encoded: the destination reads it in
+    /// place, each page copied once, into the heap.
+    Pages(u16, Vec<u8>, usize),
     /// Its stream (or the connection) failed.
     StreamFailed(String),
     /// Source: the destination opened the page-fault stream.

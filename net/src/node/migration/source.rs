@@ -6,17 +6,18 @@
 //! in chunks, link updates to the partner nodes, the inputs (the destination's
 //! messages, streams failing, peers going down), and the report.
 
-use super::streams::{frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
+use super::streams::{frame_buf, frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME, PUSH_QUEUE_FRAMES};
 use crate::node::Host;
 use crate::proto::mechanism::{choose, Choice, Sizes};
 use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, SentFor, Source, SourceInit, SourceOutcome};
-use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PageRec};
+use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PagesFrameWriter};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_vm::bytecode::ModuleHash;
+use tern_vm::heap::Heap;
 use tern_vm::node::Node;
 use tern_vm::process::IoResult;
 use tokio::sync::mpsc;
@@ -453,7 +454,10 @@ impl SourceRun {
     }
 
     fn send_stream(&mut self, fault: bool, w: &MigWire) -> bool {
-        let b = frame_bytes(w);
+        self.send_frame(fault, frame_bytes(w))
+    }
+
+    fn send_frame(&mut self, fault: bool, b: Vec<u8>) -> bool {
         self.bytes += b.len() as u64;
         let out = if fault { self.faults.as_ref().or(self.bulk.as_ref()) } else { self.bulk.as_ref() };
         match out {
@@ -492,25 +496,22 @@ impl SourceRun {
         Ok(())
     }
 
-    /// Sends pages of the `i`th member, by its own page numbers.
+    /// Sends pages of the `i`th member, by its own page numbers: each frame written
+    /// straight from the heap (one copy of a page at the source before quinn's).
     fn send_member_pages(&mut self, node: &Node, i: usize, pages: &[u32], fault: bool) -> Result<(), String> {
         for chunk in pages.chunks(PAGES_PER_FRAME) {
             let m = &self.members[i];
-            let copies = match &m.heap {
-                Some(h) => tern_vm::node::copy_pages_bytes(h, chunk),
-                None => node.read_pages_bytes(m.pid, chunk.to_vec()).map_err(|e| e.to_string())?,
+            let (mid, member, buf) = (self.mid, i as u32, frame_buf());
+            let (frame, zeros) = match &m.heap {
+                Some(h) => pages_frame(buf, mid, member, h, chunk),
+                None => {
+                    let chunk = chunk.to_vec();
+                    node.read_pages_with(m.pid, move |h| pages_frame(buf, mid, member, h, &chunk)).map_err(|e| e.to_string())?
+                }
             };
-            let recs: Vec<PageRec> = copies
-                .into_iter()
-                .map(|(index, words)| {
-                    if words.is_none() {
-                        self.zero_pages += 1;
-                    }
-                    PageRec { index, data: words }
-                })
-                .collect();
+            self.zero_pages += zeros;
             self.progress.sent_pages.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if !self.send_stream(fault, &MigWire::Pages { mid: self.mid, member: i as u32, pages: recs }) {
+            if !self.send_frame(fault, frame) {
                 return Err("the migration stream is closed".into());
             }
         }
@@ -667,7 +668,7 @@ impl SourceRun {
                 src.peer_restarted(now, n)
             }
             Input::PeerUp(n) => src.peer_up(now, n),
-            Input::Fault(..) | Input::Frame(..) => {}
+            Input::Fault(..) | Input::Frame(..) | Input::Pages(..) => {}
         }
     }
 
@@ -1009,4 +1010,15 @@ impl SourceRun {
 pub(super) fn group_image(images: Vec<Vec<u8>>) -> Vec<u8> {
     let parts: Vec<serde_bytes::ByteBuf> = images.into_iter().map(serde_bytes::ByteBuf::from).collect();
     postcard::to_allocvec(&parts).unwrap_or_default()
+}
+
+/// A frame of pages of a heap (those within it), and how many of them were all zero.
+fn pages_frame(buf: Vec<u8>, mid: u64, member: u32, heap: &Heap, pages: &[u32]) -> (Vec<u8>, u64) {
+    let mut w = PagesFrameWriter::new(buf, mid, member, tern_vm::node::pages_within(heap, pages));
+    let mut zeros = 0;
+    tern_vm::node::visit_pages(heap, pages, |p, words| {
+        zeros += u64::from(words.is_none());
+        w.page(p, words);
+    });
+    (w.finish(), zeros)
 }

@@ -28,6 +28,28 @@ pub(super) fn on_session(m: &MigMsg) -> bool {
     )
 }
 
+/// Frame buffers kept for the next frame: a frame of pages is about 1 MiB, and one
+/// allocated afresh for each would be new memory (page faults, zeroing) each time.
+static FRAME_POOL: std::sync::LazyLock<Pool> = std::sync::LazyLock::new(|| crossbeam_channel::bounded(POOLED_FRAMES));
+type Pool = (crossbeam_channel::Sender<Vec<u8>>, crossbeam_channel::Receiver<Vec<u8>>);
+
+/// Frame buffers the pool keeps (per OS process), and the largest it keeps.
+const POOLED_FRAMES: usize = 8;
+const POOLED_FRAME_BYTES: usize = 2 << 20;
+
+/// A buffer for a frame, to be written over (its memory may be reused: its contents
+/// and length are a former frame's).
+pub(super) fn frame_buf() -> Vec<u8> {
+    FRAME_POOL.1.try_recv().unwrap_or_default()
+}
+
+/// A frame buffer done with, kept for the next frame if the pool has room.
+pub(super) fn recycle(buf: Vec<u8>) {
+    if buf.capacity() <= POOLED_FRAME_BYTES && buf.capacity() >= 4096 {
+        let _ = FRAME_POOL.0.try_send(buf);
+    }
+}
+
 /// Writes frames to a QUIC send stream until the sender is dropped.
 pub(super) fn spawn_writer(rt: &tokio::runtime::Handle, mut send: quinn::SendStream, priority: i32) -> mpsc::Sender<Vec<u8>> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
@@ -37,6 +59,7 @@ pub(super) fn spawn_writer(rt: &tokio::runtime::Handle, mut send: quinn::SendStr
             if send.write_all(&b).await.is_err() {
                 return;
             }
+            recycle(b);
         }
         let _ = send.finish();
     });
@@ -60,7 +83,10 @@ pub(super) async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usi
             let _ = to.send(Input::StreamFailed(format!("migration frame of {n} bytes is over the limit of {max}")));
             return;
         }
-        let mut buf = vec![0u8; n];
+        // A buffer used before: its memory is not new (no page faults, no zeroing but
+        // past its former length).
+        let mut buf = frame_buf();
+        buf.resize(n, 0);
         if let Err(e) = recv.read_exact(&mut buf).await {
             let _ = to.send(Input::StreamFailed(format!("migration stream: {e}")));
             return;
@@ -134,10 +160,16 @@ pub(super) fn next_input(
 
 pub(super) fn decoded(i: Input) -> Input {
     match i {
-        Input::Frame(from, buf, max) => match wire::decode::<MigWire>(&buf, max) {
-            Ok(w) => Input::Wire(from, w),
-            Err(e) => Input::StreamFailed(format!("bad migration frame: {e}")),
-        },
+        // Pages are read in place by the destination.
+        Input::Frame(from, buf, max) if wire::is_pages_frame(&buf) => Input::Pages(from, buf, max),
+        Input::Frame(from, buf, max) => {
+            let i = match wire::decode::<MigWire>(&buf, max) {
+                Ok(w) => Input::Wire(from, w),
+                Err(e) => Input::StreamFailed(format!("bad migration frame: {e}")),
+            };
+            recycle(buf);
+            i
+        }
         other => other,
     }
 }
