@@ -49,6 +49,8 @@ struct DrainMove {
 
 /// How long a drain goes on moving the processes that keep arriving.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+/// Processes that stay named in a drain's log line (the report has them all).
+const DRAIN_STAYED_LOGGED: usize = 10;
 
 /// How long processes' loads are measured after an operator asked for them (with the
 /// policy off, measuring them would cost every process a look every `gossip_ms`).
@@ -317,8 +319,26 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (pid, why) in &report.stayed {
-            self.log(&format!("drain: {} stays ({why})", tern_vm::value::name_text(*pid)));
+        // One line for those that stay (a crowded node may keep thousands): how many and
+        // why, with the first few; the report lists them all.
+        if !report.stayed.is_empty() {
+            let mut why: Vec<(&str, usize)> = Vec::new();
+            for (_, w) in &report.stayed {
+                match why.iter_mut().find(|(k, _)| *k == w.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => why.push((w.as_str(), 1)),
+                }
+            }
+            let why: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
+            let first: Vec<String> = report.stayed.iter().take(DRAIN_STAYED_LOGGED).map(|(p, _)| tern_vm::value::name_text(*p)).collect();
+            let more = report.stayed.len().saturating_sub(DRAIN_STAYED_LOGGED);
+            self.log(&format!(
+                "drain: {} stay ({}): {}{}",
+                report.stayed.len(),
+                why.join(", "),
+                first.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ));
         }
         self.log(&format!("drain: done: {} moved, {} stayed, {} failed", report.moved.len(), report.stayed.len(), report.failed.len()));
         Ok(report)
