@@ -1048,8 +1048,9 @@ fn results_document(
     doc.push_str("\n## Results\n\n");
     doc.push_str(table);
     doc.push_str(
-        "\nColumns, from the `MigReport`: `freeze` is `freeze_time_us ±freeze_error_us`: from the process's freeze \
-         at the source to its resume at the destination, the destination's clock put on the source's by the \
+        "\nColumns, from the `MigReport`: `freeze` is `freeze_time_us ±freeze_error_us`: from when the process was \
+         last seen running at the source (it stops at its next safepoint; looked at every 50 µs at most) to its \
+         resume at the destination, the destination's clock put on the source's by the \
          `Commit`/`Committed` round trip (its arrival taken at the round trip's midpoint: off by at most half of \
          it, the ± figure); `total` from the start of the \
          migration to its end (for lazy and hybrid: until the destination has every page); `MB sent` the bytes \

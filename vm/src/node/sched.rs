@@ -40,6 +40,9 @@ const NO_SPIN_FOR_US: u64 = 100_000;
 /// A worker takes its next process from the shared queue (the injector) rather than its
 /// own once every this many processes it runs (as Go's scheduler does every 61).
 const INJECTOR_EVERY: u32 = 61;
+/// How often a freeze looks whether a running process has stopped at its safepoint
+/// (at most: the first looks come sooner). A stopped process is frozen until then.
+const FREEZE_LOOK: Duration = Duration::from_micros(50);
 
 /// Starts one of the VM's threads (workers, timers, file I/O): each sleeps until
 /// something wakes it, so each asks for a short slice ([`super::slice`]).
@@ -434,7 +437,9 @@ impl NodeInner {
         None
     }
 
-    pub(super) fn freeze(&self, pid: Pid, timeout: Duration) -> Result<(), MoveError> {
+    /// Freezes a process; returns when it was last seen running (it stopped between
+    /// then and the return: `FREEZE_LOOK` at most, plus the OS's wake-up).
+    pub(super) fn freeze(&self, pid: Pid, timeout: Duration) -> Result<Instant, MoveError> {
         if self.is_shell(pid) {
             return Err(MoveError::Shell(pid));
         }
@@ -445,7 +450,7 @@ impl NodeInner {
                 Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
                 Status::Frozen => {
                     st.freezers += 1;
-                    return Ok(());
+                    return Ok(Instant::now());
                 }
                 Status::Waiting => {
                     // An interruptible wait: blocked at once. The wait is re-issued when
@@ -454,7 +459,7 @@ impl NodeInner {
                     self.end_wait(&mut st);
                     st.status = Status::Frozen;
                     st.freezers += 1;
-                    return Ok(());
+                    return Ok(Instant::now());
                 }
                 Status::Active | Status::Io => {
                     slot.flags.fetch_or(FREEZE, Ordering::SeqCst);
@@ -464,18 +469,20 @@ impl NodeInner {
         }
         let deadline = Instant::now() + timeout;
         let mut pause = 1;
+        let mut running_at = Instant::now();
         loop {
             match slot.st.lock().status {
-                Status::Frozen => return Ok(()),
+                Status::Frozen => return Ok(running_at),
                 Status::Exited | Status::Moved => return Err(MoveError::NotHere(pid)),
-                _ => {}
+                _ => running_at = Instant::now(),
             }
-            if Instant::now() >= deadline {
+            if running_at >= deadline {
                 self.release(pid);
                 return Err(MoveError::FreezeTimeout(pid));
             }
+            // Looked at often: once it stops at its safepoint, it is frozen until seen.
             std::thread::sleep(Duration::from_micros(pause));
-            pause = (pause * 2).min(500);
+            pause = (pause * 2).min(FREEZE_LOOK.as_micros() as u64);
         }
     }
 

@@ -871,14 +871,15 @@ fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Sourc
                     r.members.iter().map(|m| node.at_safepoint(m.pid, |p| p.reductions, Duration::from_secs(10)).unwrap_or(0)).sum();
                 r.reductions_during_rounds = red.saturating_sub(r.reductions_at_start);
             }
-            // The freeze starts now (the process stops at its next safepoint, within
-            // `freeze_all`): the dirty set and the image are taken while it is stopped.
-            let stopping = sh.now_us();
-            match r.freeze_all(node) {
-                Ok((dirty, image)) => {
+            // The process stops at its next safepoint (within `freeze_all`); the freeze
+            // starts when it was last seen running. The dirty set and the image are
+            // taken while it is stopped.
+            match r.freeze_all(node, src.needs_last_dirty()) {
+                Ok((dirty, image, running_at)) => {
                     let len = image.len() as u64;
                     r.image = Some(image);
-                    src.frozen(stopping, &dirty, len);
+                    let stopped = sh.now_us().saturating_sub(running_at.elapsed().as_micros() as u64);
+                    src.frozen(stopped, &dirty, len);
                     set_phase(&r.progress, "frozen");
                 }
                 Err(e) => {
@@ -982,10 +983,16 @@ impl SourceRun {
     /// fails), then takes their images: the pages dirtied since the last round and the
     /// state image (a group's: its members' images, in order). A group whose membership
     /// here changed since the offer (a process joined it) is not moved: the group must
-    /// move whole.
-    fn freeze_all(&mut self, node: &Node) -> Result<(Vec<u32>, Vec<u8>), String> {
-        for m in &self.members {
-            node.freeze(m.pid, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    /// move whole. Also returns when the first of them was last seen running (the
+    /// freeze's start); the dirty pages only if the machine uses them (`dirty`).
+    fn freeze_all(&mut self, node: &Node, dirty: bool) -> Result<(Vec<u32>, Vec<u8>, Instant), String> {
+        let mut running_at = Instant::now();
+        for (i, m) in self.members.iter().enumerate() {
+            let seen = node.freeze(m.pid, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            // A group's freeze starts when its first member stops.
+            if i == 0 || seen < running_at {
+                running_at = seen;
+            }
         }
         if self.members.len() > 1 {
             let now: Vec<Pid> = node.group_members(self.pid).map(|(_, m)| m).unwrap_or_default();
@@ -995,14 +1002,15 @@ impl SourceRun {
                 return Err("the group changed while it was being moved (a process joined it or ended): it stays here".into());
             }
         }
-        // Only pre-copy needs the pages dirtied since its last round.
-        let dirty = if matches!(self.mechanism, Mechanism::Precopy | Mechanism::Hybrid) { self.dirty(node)? } else { Vec::new() };
+        // Only pre-copy needs the pages dirtied since its last round (listed page by page
+        // while the process is frozen: the machine says when it does not need them).
+        let dirty = if dirty { self.dirty(node)? } else { Vec::new() };
         let mut images = Vec::with_capacity(self.members.len());
         for m in &self.members {
             images.push(node.export_state(m.pid).map_err(|e| e.to_string())?);
         }
         let image = if images.len() == 1 { images.pop().unwrap_or_default() } else { group_image(images) };
-        Ok((dirty, image))
+        Ok((dirty, image, running_at))
     }
 }
 
