@@ -322,12 +322,9 @@ impl Host {
         // One line for those that stay (a crowded node may keep thousands): how many and
         // why, with the first few; the report lists them all.
         if !report.stayed.is_empty() {
-            let mut why: Vec<(&str, usize)> = Vec::new();
+            let mut why = std::collections::BTreeMap::<&str, usize>::new();
             for (_, w) in &report.stayed {
-                match why.iter_mut().find(|(k, _)| *k == w.as_str()) {
-                    Some((_, n)) => *n += 1,
-                    None => why.push((w.as_str(), 1)),
-                }
+                *why.entry(w.as_str()).or_default() += 1;
             }
             let why: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
             let first: Vec<String> = report.stayed.iter().take(DRAIN_STAYED_LOGGED).map(|(p, _)| tern_vm::value::name_text(*p)).collect();

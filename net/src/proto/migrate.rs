@@ -1093,6 +1093,7 @@ impl Source {
         // The last dirty set, in order (its cost grows with it, not with the heap).
         let size = self.init.size_pages;
         let rest = std::mem::take(&mut self.pending);
+        let whole = || if size > 0 { vec![(0, size)] } else { vec![] };
         let (pages, absent): (Vec<PageNo>, Vec<PageRange>) = match self.init.mechanism {
             Mechanism::Freeze => ((0..size).collect(), vec![]),
             // Stopped without converging: post-copy for the last dirty set, if allowed.
@@ -1101,9 +1102,9 @@ impl Source {
                 (vec![], page_ranges(rest, dirty, size, None))
             }
             Mechanism::Precopy => (sorted_union(rest, dirty, size), vec![]),
-            Mechanism::Lazy => (vec![], if size > 0 { vec![(0, size)] } else { vec![] }),
+            Mechanism::Lazy => (vec![], whole()),
             // Written over almost whole within round 0: all of it (see `needs_last_dirty`).
-            Mechanism::Hybrid if self.report.stop == StopReason::NotShrinking => (vec![], if size > 0 { vec![(0, size)] } else { vec![] }),
+            Mechanism::Hybrid if self.report.stop == StopReason::NotShrinking => (vec![], whole()),
             // Whatever never went (nothing, after round 0) and the last dirty set.
             Mechanism::Hybrid => (vec![], page_ranges(rest, dirty, size, Some(&self.sent))),
         };
@@ -1154,9 +1155,8 @@ impl Source {
             }
             None => {
                 if !shrinking {
-                    // (Never past the most, and never less than a level up.)
-                    let step = self.cfg.throttle_step.max(1);
-                    self.throttle = (self.throttle + step).min(self.cfg.max_throttle).max(self.throttle + 1);
+                    // (Below the most here, or the rounds would have stopped.)
+                    self.throttle = (self.throttle + self.cfg.throttle_step.max(1)).min(self.cfg.max_throttle);
                     self.report.throttle = self.report.throttle.max(self.throttle);
                     self.actions.push_back(Action::Throttle { level: self.throttle });
                 }

@@ -1888,9 +1888,12 @@ impl Sim {
                 if c.state == CopyState::Running {
                     c.state = CopyState::Frozen;
                 }
-                let dirty: Vec<PageNo> = std::mem::take(&mut nd.dirty).into_iter().collect();
+                // As the host: the dirty pages are listed only if the machine uses them.
+                let src = nd.sources.get_mut(&mid).expect("checked");
+                let dirty: Vec<PageNo> =
+                    if src.needs_last_dirty() { std::mem::take(&mut nd.dirty).into_iter().collect() } else { Vec::new() };
                 let image_len = 2048 + 8 * c.mailbox.len() as u64;
-                nd.sources.get_mut(&mid).expect("checked").frozen(now, &dirty, image_len);
+                src.frozen(now, &dirty, image_len);
                 self.pump(node)?;
             }
             Ev::Reinstated { node, mid } => {

@@ -881,7 +881,8 @@ impl Node {
     /// Freezes a process here: at once if it is waiting, at its next safepoint if it is
     /// running, when its file operation completes if it is in one. Returns when it was
     /// last seen running: it ran its last instruction after that, and has been frozen
-    /// since (within about 50 µs and the OS's wake-up).
+    /// since (within about 50 µs and the OS's wake-up); now, if it was waiting or
+    /// frozen already.
     pub fn freeze(&self, pid: Pid, timeout: Duration) -> Result<Instant, MoveError> {
         self.inner.freeze(pid, timeout)
     }

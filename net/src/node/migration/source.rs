@@ -986,14 +986,13 @@ impl SourceRun {
     /// move whole. Also returns when the first of them was last seen running (the
     /// freeze's start); the dirty pages only if the machine uses them (`dirty`).
     fn freeze_all(&mut self, node: &Node, dirty: bool) -> Result<(Vec<u32>, Vec<u8>, Instant), String> {
-        let mut running_at = Instant::now();
-        for (i, m) in self.members.iter().enumerate() {
+        // A group's freeze starts when its first member (frozen first) stops.
+        let mut running_at = None;
+        for m in &self.members {
             let seen = node.freeze(m.pid, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-            // A group's freeze starts when its first member stops.
-            if i == 0 || seen < running_at {
-                running_at = seen;
-            }
+            running_at.get_or_insert(seen);
         }
+        let running_at = running_at.unwrap_or_else(Instant::now);
         if self.members.len() > 1 {
             let now: Vec<Pid> = node.group_members(self.pid).map(|(_, m)| m).unwrap_or_default();
             let mut was: Vec<Pid> = self.members.iter().map(|m| m.pid).collect();
