@@ -127,7 +127,13 @@ impl Drop for Nodes {
                 match node.child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
                     Ok(None) if Instant::now() >= deadline => {
-                        eprintln!("node {} did not stop within {} s of SIGTERM: killing it", node.name, STOP_GRACE.as_secs());
+                        let log = fs::read_to_string(&node.log).unwrap_or_default();
+                        eprintln!(
+                            "node {} did not stop within {} s of SIGTERM: killing it{}",
+                            node.name,
+                            STOP_GRACE.as_secs(),
+                            stderr_tail(&log)
+                        );
                         let _ = node.child.kill();
                         let _ = node.child.wait();
                         break;

@@ -386,8 +386,39 @@ fn sigterm_ends_a_nodes_processes_with_the_reason_shutdown_which_monitors_elsewh
     let c = mesh.log("c");
     assert!(c.contains("\"reason\": \"shutdown\""), "the monitor saw another reason:\n{c}");
     assert!(!c.contains("node_down"), "{c}");
+    // b told the others it left: they see it down at once, not after node_down_ms.
+    for n in ["a", "c"] {
+        assert!(wait_until(Duration::from_secs(10), || mesh.log(n).contains("node b left (it is stopping)")), "{}", mesh.all_logs());
+    }
     // Nothing of b is left: the mesh has one process fewer, and b is down.
     assert!(!mesh.ps(Some("a")).iter().any(|(p, _, s)| *p == pid && s != "exited"), "{:?}", mesh.ps(Some("a")));
+}
+
+/// A node stopped by SIGTERM tells the others it leaves as it closes its connections:
+/// each sees it down at once, without waiting `node_down_ms` for its silence, and its
+/// next incarnation (a restart) is seen up as any restart is.
+#[test]
+fn a_node_stopped_by_sigterm_is_seen_to_leave_and_its_restart_is_seen_up() {
+    let mut mesh = RealMesh::start(3, "");
+    let status = mesh.terminate("a", Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "a did not exit 0 on SIGTERM: {status:?}\n{}", mesh.all_logs());
+    for n in ["b", "c"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let log = mesh.log(n);
+                log.contains("node a left (it is stopping)") && log.contains("node a is down")
+            }),
+            "{n} did not see a leave:\n{}",
+            mesh.all_logs()
+        );
+        let seen = mesh.nodes_seen_by(n).unwrap_or_default();
+        assert!(seen.iter().any(|(name, state)| name == "a" && state == "down"), "{n} sees {seen:?}");
+    }
+    mesh.restart("a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.sees_all_up("b") && mesh.sees_all_up("c")), "{}", mesh.all_logs());
+    let main = mesh.spawn_via("b", "after.tern", "println(\"ran on ${node()}\");\n", "a");
+    assert!(!main.is_empty());
+    assert!(wait_until(Duration::from_secs(20), || mesh.log("b").contains("ran on a")), "{}", mesh.all_logs());
 }
 
 /// With `--drain-on-stop`, SIGTERM moves a node's processes to the others first: the

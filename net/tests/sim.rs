@@ -92,6 +92,8 @@ fn runs_exercise_the_faults() {
     assert!(sum(|r| r.payloads_lost_to_crashes) > 0, "payloads lost to crashes");
     assert!(sum(|r| r.payloads_refused) > 0, "full queues");
     assert!(sum(|r| r.downs) > 20, "peers seen down");
+    assert!(sum(|r| r.leaves) > 20, "leaves");
+    assert!(sum(|r| r.leaves_heard) > 20, "leaves heard");
     assert!(sum(|r| r.suspicions) > 20, "suspicions gossiped");
     assert!(sum(|r| r.probes) > 1000, "probes");
     assert!(reports.iter().all(|r| r.payloads_delivered > 0));
@@ -137,4 +139,10 @@ fn checker_catches_a_crash_not_seen_down_in_time() {
 #[test]
 fn checker_catches_a_pause_held_against_the_peers() {
     caught(Fault::NoPauseCheck, "down while it was alive and answering");
+}
+
+/// A session that ignores a peer's leave sees the peer up after it left.
+#[test]
+fn checker_catches_a_leave_not_heeded() {
+    caught(Fault::IgnoreLeave, "left and still sees it up");
 }

@@ -57,6 +57,10 @@ use tokio::sync::mpsc;
 /// How long a remote file operation or query may take.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a graceful stop waits, once its connections are closed, for the closes to go
+/// out (QUIC's draining: about three round-trip timeouts).
+const LEAVE_FLUSH: Duration = Duration::from_millis(250);
+
 /// Where a node's log lines and the output of processes without a console go.
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -586,7 +590,8 @@ impl MeshNode {
     /// reason `shutdown`, which their monitors and links see; then it waits for its
     /// migrations out to end (a lazy one's pages are still served from here) and for
     /// every peer that is up to acknowledge what it was sent (those exits among it),
-    /// and shuts down. What is left when `limit` runs out is dropped as
+    /// tells its peers it leaves (they see it down at once: `Host::leave`) and shuts
+    /// down. What is left when `limit` runs out is dropped as
     /// [`MeshNode::shutdown`] drops it.
     pub fn stop_gracefully(self, drain: bool, limit: Duration) {
         let sh = &self.sh;
@@ -622,6 +627,16 @@ impl MeshNode {
         let acked = || sh.peers.values().all(|p| !p.up.load(Ordering::SeqCst) || p.session.lock().is_idle());
         if !settled(&acked) {
             sh.log("stop: a peer had not acknowledged everything sent to it in time");
+        }
+        // The peers are told this incarnation leaves (they see it down at once), and the
+        // closes are given time to go out before the network side stops.
+        sh.leave();
+        sh.close(b"node shutting down");
+        if let (Some(rt), Some(ep)) = (self.rt.as_ref(), sh.endpoint.get()) {
+            let ep = ep.clone();
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(LEAVE_FLUSH, ep.wait_idle()).await;
+            });
         }
         sh.log(&format!("node {} stopped", sh.me.name));
         self.shutdown();

@@ -318,6 +318,47 @@ fn incompatible_by_peer(conn: &quinn::Connection) -> Option<String> {
     }
 }
 
+/// The close code of a node's connections when it stops gracefully. The reason is
+/// `leaving <epoch>`: the incarnation that leaves, as the peer's session knows it.
+const LEAVING: u32 = 6;
+
+/// The incarnation that left, if the peer closed `conn` because its node stops
+/// ([`Host::leave`]).
+fn left_by_peer(conn: &quinn::Connection) -> Option<u64> {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(LEAVING) => {
+            std::str::from_utf8(&c.reason).ok()?.strip_prefix("leaving ")?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// If the peer closed `conn` because its node stops, its session is told (the peer is
+/// down at once): whether it was. To be called before this node closes `conn` itself,
+/// which replaces the reason.
+fn heed_leave(sh: &Host, peer: &Peer, conn: &quinn::Connection) -> bool {
+    let Some(epoch) = left_by_peer(conn) else { return false };
+    sh.log(&format!("node {} left (it is stopping)", peer.conf.name));
+    peer.session.lock().peer_left(sh.now_us(), epoch);
+    true
+}
+
+impl Host {
+    /// Tells every peer connected that this incarnation leaves: each connection is
+    /// closed with [`LEAVING`], naming the epoch its session has, so that the peer sees
+    /// this node down at once instead of after `node_down_ms` of silence (a peer that
+    /// stops at the same time waits for nothing from here). Then the node is shutting
+    /// down: it reads nothing more from its peers and dials none.
+    pub(super) fn leave(&self) {
+        for p in self.peers.values() {
+            let Some(conn) = p.conn.lock().clone() else { continue };
+            let epoch = p.session.lock().epoch();
+            conn.close(LEAVING.into(), format!("leaving {epoch}").as_bytes());
+        }
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
 /// How long a node waits before dialling again a peer that refused its connection.
 const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
@@ -859,6 +900,9 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                     match r {
                         Ok(p) => peer.session.lock().handle(sh.now_us(), p),
                         Err(e) => {
+                            // Before this node closes the connection too (which would
+                            // replace the peer's reason).
+                            let left = link.as_ref().is_some_and(|l| heed_leave(&sh, &peer, &l.conn));
                             if !e.starts_with("stream ended") && !e.starts_with("connection closed") && !e.starts_with(INCOMPATIBLE_TEXT) {
                                 sh.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %sh.me.name, peer = %peer.conf.name, "closing the connection: {e}");
@@ -882,7 +926,7 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
                                 if let Some(so_far) = refused.note() {
                                     sh.log(&refused_text(&sh, &peer, &so_far));
                                 }
-                            } else {
+                            } else if !left && !sh.is_shutting_down() {
                                 sh.log(&format!("closing the connection with node {}: {e}", peer.conf.name));
                             }
                             if let Some(l) = link.as_ref() {
@@ -899,6 +943,7 @@ async fn peer_task(sh: Arc<Host>, peer: Arc<Peer>, mut incoming: mpsc::Unbounded
 
 fn drop_link(sh: &Host, peer: &Peer, link: &mut Option<Link>) {
     if let Some(l) = link.take() {
+        heed_leave(sh, peer, &l.conn);
         l.conn.close(0u32.into(), b"");
     }
     *peer.conn.lock() = None;

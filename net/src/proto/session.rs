@@ -73,6 +73,11 @@
 //! peer that goes down is suspected again as it does, so that a node whose probation
 //! ended on an answer sent just before the crash looks again.
 //! This node's own pauses are never held against a peer (`ran`).
+//!
+//! A peer that *leaves* (its node stops gracefully, and says so as it closes the
+//! transport, naming the incarnation that leaves) is down at once: the driver calls
+//! [`Session::peer_left`], and nothing more from that incarnation is heard. The bound
+//! above stays for a leave that is not heard (the transport lost it).
 //! * **Bounded.** Unacknowledged outgoing data is bounded by `max_unacked_bytes`
 //!   ([`SendError::Full`]); packets in flight by `max_in_flight`; payloads by
 //!   `max_payload_bytes` ([`SendError::TooLarge`]); the out-of-order buffer by
@@ -314,6 +319,8 @@ pub enum Fault {
     IgnoreSuspicion,
     /// Hold this node's own pauses against the peer (no pause detection in `ran`).
     NoPauseCheck,
+    /// Ignore a peer's leave ([`Session::peer_left`] does nothing).
+    IgnoreLeave,
 }
 
 /// What a session reports to the layers above.
@@ -379,7 +386,8 @@ pub struct SessionStats {
     /// (each also counted in `peer_restarts`).
     pub earlier_peers_back: u64,
     /// Packets ignored: from an older peer epoch, to an older incarnation of this node,
-    /// or malformed for this session.
+    /// from an incarnation that left, or malformed for this session (and leaves of
+    /// another incarnation than the current peer's).
     pub stale_ignored: u64,
     pub acks_sent: u64,
     pub heartbeats_sent: u64,
@@ -466,6 +474,9 @@ pub struct Session {
     doubt_from: Option<u64>,
     /// `Event::Suspect` was emitted for the current silence.
     suspected: bool,
+    /// The peer incarnation that said it left ([`Session::peer_left`]): its packets are
+    /// ignored from then on.
+    left: Option<u64>,
     events: VecDeque<Event>,
     event_bytes: usize,
     stats: SessionStats,
@@ -522,6 +533,7 @@ impl Session {
             probes_in: 0,
             doubt_from: None,
             suspected: false,
+            left: None,
             events: VecDeque::new(),
             event_bytes: 0,
             stats: SessionStats::default(),
@@ -641,6 +653,33 @@ impl Session {
         self.probe_since.is_some()
     }
 
+    /// Peer incarnation `epoch` says it is leaving for good (its node stops gracefully):
+    /// if it is the one this session talks to, it is down now ([`Event::Down`] if it was
+    /// up), without waiting for `down_after_us` of silence, and no packet of it is heard
+    /// again (a restart, a later incarnation, is). Another epoch is ignored: the leave of
+    /// an incarnation this session no longer talks to (or never did) says nothing of the
+    /// current one. What is queued for the peer stays, as for a peer that went down.
+    pub fn peer_left(&mut self, now_us: u64, epoch: u64) {
+        self.ran(now_us);
+        if self.cfg.fault == Fault::IgnoreLeave {
+            return;
+        }
+        if self.peer_epoch != Some(epoch) {
+            self.stats.stale_ignored += 1;
+            return;
+        }
+        self.left = Some(epoch);
+        if self.up {
+            self.go_down();
+        }
+        self.refresh_armed(now_us);
+    }
+
+    /// Whether the peer incarnation this session talks to said it left.
+    pub fn peer_has_left(&self) -> bool {
+        self.left.is_some() && self.left == self.peer_epoch
+    }
+
     /// A packet from the peer.
     pub fn handle(&mut self, now_us: u64, pkt: Packet) {
         self.ran(now_us);
@@ -663,8 +702,19 @@ impl Session {
                 return;
             }
         }
+        if self.left == Some(their_epoch) {
+            // From an incarnation that left: it is not there any more, whatever is
+            // still on its way from it.
+            self.stats.stale_ignored += 1;
+            return;
+        }
+        // An incarnation that left is down at once, not after `down_after_us` of silence;
+        // a packet of an earlier one still on its way then is no sign that the earlier
+        // one lives (below): only one heard `down_after_us` after the later one was is.
+        let left_lately =
+            self.left.is_some() && self.left == self.peer_epoch && now_us < self.last_heard_us.saturating_add(self.cfg.down_after_us);
         match self.peer_epoch {
-            Some(k) if their_epoch < k && self.up => {
+            Some(k) if their_epoch < k && (self.up || left_lately) => {
                 self.stats.stale_ignored += 1;
                 return;
             }
@@ -790,18 +840,13 @@ impl Session {
         self.ran(now_us);
         self.refresh_armed(now_us);
         if self.down_deadline().is_some_and(|d| now_us >= d) {
-            self.up = false;
-            self.probe_since = None;
-            self.suspected = false;
-            // Seen up again only on an answer to a probe sent from now on.
-            self.doubt_from = Some(self.probes_out + 1);
             if self.watched {
                 // Told again, now that it is down: a node whose probation of it ended
                 // on an answer it sent just before it crashed (after the suspicion was
                 // told) has nothing else to make it look again (simulator seed 1050654).
                 self.events.push_back(Event::Suspect);
             }
-            self.events.push_back(Event::Down);
+            self.go_down();
         }
         if self.suspect_at().is_some_and(|t| now_us >= t) {
             self.suspected = true;
@@ -830,6 +875,15 @@ impl Session {
                 self.rewind();
             }
         }
+    }
+
+    /// The peer is down: seen up again only on an answer to a probe sent from now on.
+    fn go_down(&mut self) {
+        self.up = false;
+        self.probe_since = None;
+        self.suspected = false;
+        self.doubt_from = Some(self.probes_out + 1);
+        self.events.push_back(Event::Down);
     }
 
     fn next_packet(&mut self, now_us: u64) -> Option<Packet> {
@@ -1330,6 +1384,83 @@ mod tests {
         assert!(events(&mut a).is_empty());
         assert_eq!(a.stats().stale_ignored, ignored + 2);
         assert_eq!(a.peer_epoch(), Some(B_EPOCH + 5));
+    }
+
+    /// A peer that says it leaves is down at once (not after `down_after_us`), what it
+    /// still had on the way is not heard, and its restart is seen as any restart.
+    #[test]
+    fn a_peer_that_leaves_is_down_at_once_and_its_restart_is_seen() {
+        let (mut a, mut b) = pair();
+        b.send(p(1)).unwrap();
+        exchange(&mut a, &mut b, 10);
+        assert_eq!(delivered(&events(&mut a)), vec![p(1)]);
+        // b sends once more, then leaves; the packet arrives after the leave.
+        b.send(p(2)).unwrap();
+        let late = drain(&mut b, 20);
+        a.send(p(3)).unwrap();
+        a.peer_left(30, B_EPOCH);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+        assert!(!a.is_up() && a.peer_has_left());
+        feed(&mut a, 40, late.clone());
+        assert!(events(&mut a).is_empty(), "a packet of the incarnation that left was heard");
+        assert!(!a.is_up());
+        // Still down long after (no Up from its old packets, no second Down), and what
+        // was queued for it stays queued.
+        feed(&mut a, 200_000, late);
+        advance_silent(&mut a, 300_000);
+        assert!(verdicts(&mut a).is_empty());
+        assert!(!a.is_idle());
+        // A new incarnation of b is seen: a restart, then up, and the pair starts afresh.
+        let mut b2 = Session::new(1, 0, B_EPOCH + 1, cfg(), 300_000);
+        b2.connected(300_000);
+        exchange(&mut a, &mut b2, 300_000);
+        assert_eq!(verdicts(&mut a), vec![Event::PeerRestarted { old_epoch: B_EPOCH, new_epoch: B_EPOCH + 1 }, Event::Up]);
+        assert!(a.is_up() && !a.peer_has_left());
+        a.send(p(4)).unwrap();
+        exchange(&mut a, &mut b2, 300_010);
+        assert_eq!(delivered(&events(&mut b2)), vec![p(4)]);
+    }
+
+    /// After a leave, a packet of an earlier incarnation still on its way (sent before
+    /// the restart) is no sign that the earlier one lives: it is ignored, where after a
+    /// silence of `down_after_us` it would be taken back (simulator seed 103138). One
+    /// heard `down_after_us` after the leave still is.
+    #[test]
+    fn a_late_packet_of_an_earlier_incarnation_after_a_leave_is_not_taken_back() {
+        let (mut a, mut b) = pair();
+        b.send(p(1)).unwrap();
+        let stale = drain(&mut b, 10);
+        let mut b2 = Session::new(1, 0, B_EPOCH + 1, cfg(), 20);
+        b2.connected(20);
+        exchange(&mut a, &mut b2, 20);
+        assert_eq!(verdicts(&mut a), vec![Event::PeerRestarted { old_epoch: B_EPOCH, new_epoch: B_EPOCH + 1 }]);
+        a.peer_left(30, B_EPOCH + 1);
+        assert_eq!(events(&mut a), vec![Event::Down]);
+        feed(&mut a, 40, stale.clone());
+        assert!(events(&mut a).is_empty(), "an earlier incarnation was taken back on a late packet");
+        assert_eq!(a.peer_epoch(), Some(B_EPOCH + 1));
+        // Still talking `down_after_us` later: it lives, and is taken back.
+        feed(&mut a, 30 + cfg().down_after_us, stale);
+        assert_eq!(verdicts(&mut a), vec![Event::PeerRestarted { old_epoch: B_EPOCH + 1, new_epoch: B_EPOCH }, Event::Up]);
+    }
+
+    /// The leave of another incarnation than the one the session talks to changes
+    /// nothing (a leave that arrives after the peer restarted, or a wrong one).
+    #[test]
+    fn the_leave_of_another_incarnation_is_ignored() {
+        let (mut a, mut b) = pair();
+        exchange(&mut a, &mut b, 10);
+        let ignored = a.stats().stale_ignored;
+        a.peer_left(20, B_EPOCH - 1);
+        a.peer_left(20, B_EPOCH + 1);
+        assert!(events(&mut a).is_empty());
+        assert!(a.is_up() && !a.peer_has_left());
+        assert_eq!(a.stats().stale_ignored, ignored + 2);
+        // A leave heard while the peer is already down is kept, and no second Down.
+        advance_silent(&mut a, 200_000);
+        assert_eq!(verdicts(&mut a), vec![Event::Down]);
+        a.peer_left(200_000, B_EPOCH);
+        assert!(events(&mut a).is_empty() && a.peer_has_left());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! N nodes (3 to 5) each hold one [`Session`] per peer. The network loses, duplicates,
 //! reorders and delays packets at rates drawn from the seed; partitions cut sets of links
 //! for a while and heal; transports disconnect and reconnect; nodes crash (losing all
-//! state) and restart with a larger epoch. A workload makes every node send numbered
+//! state) and restart with a larger epoch. Half the crashes are *leaves* (a graceful
+//! stop): the node's peers are told, each over its transport (a connection's close
+//! names the incarnation that leaves, as the host's does), unless the network loses it. A workload makes every node send numbered
 //! payloads `(src node, src epoch, counter)` to random peers. Everything comes from one
 //! splitmix64 generator; there is no wall clock, no thread and no hash-order dependence,
 //! so a seed replays exactly.
@@ -21,6 +23,8 @@
 //! * **Failure detection** — `Up` and `Down` alternate per (incarnation, peer), starting
 //!   with `Up`; `PeerRestarted` names a real, newer incarnation.
 //! * **Timers** — after `handle_timeout`, the next timeout is in the future.
+//! * **Leaves** — a session told that the incarnation it talks to left does not see it
+//!   up (at once, and until a later incarnation is heard).
 //!
 //! Every node watches its next `k` (1 or 2) peers up in the ring ([`watch_set`]), as the
 //! QUIC host does, and a node's `Suspect` is passed to every other node it has a
@@ -31,7 +35,8 @@
 //! (no loss, no partitions, no reordering beyond jitter, duplicates kept, no workload):
 //! a node made slow (its packets delayed by up to a quarter window less the network's
 //! delays), a node paused (`SIGSTOP`: no timers, packets held until it resumes) for two to
-//! five windows, then a node crashed for good. Its checkers:
+//! five windows, then a node crashed for good (or left: then every live node must see it
+//! down within one network delay). Its checkers:
 //!
 //! * **No false down** — a node that is neither crashed nor paused (nor was, within a
 //!   window plus two network delays) is never reported `Down` (so neither the slow node,
@@ -109,6 +114,9 @@ pub struct SimReport {
     pub peer_restarts: u64,
     /// `Down` events seen.
     pub downs: u64,
+    /// Crashes that were leaves, and leaves heard by a peer.
+    pub leaves: u64,
+    pub leaves_heard: u64,
     /// `Suspect` events seen (each gossiped to the other nodes).
     pub suspicions: u64,
     /// Probes sent (watched, suspected, idle and down peers).
@@ -179,6 +187,13 @@ enum Ev {
     },
     EndPhase,
     Check,
+    /// Node `from`'s leave (incarnation `epoch`, as its session with `to` knew itself)
+    /// reaches node `to`.
+    Left {
+        to: NodeId,
+        from: NodeId,
+        epoch: u64,
+    },
     /// A node's suspicion of `about` reaches node `to`.
     Suspicion {
         to: NodeId,
@@ -204,11 +219,13 @@ enum Trial {
     },
     Crash {
         node: NodeId,
+        leaving: bool,
     },
     /// Every live node must see the crashed node down by now.
     CrashSeen {
         node: NodeId,
         at: u64,
+        leaving: bool,
     },
     End {
         node: NodeId,
@@ -555,11 +572,31 @@ impl Sim {
                 if self.ending || !self.nodes[node as usize].alive {
                     return Ok(());
                 }
-                self.crash(node);
+                let leaving = self.rng.chance(500);
+                self.crash(node, leaving);
                 let down_for = if self.rng.chance(500) { self.rng.range(0, 20_000) } else { self.rng.range(20_000, 400_000) };
                 self.schedule(now + down_for, Ev::Restart { node });
             }
             Ev::Restart { node } => self.restart(node),
+            Ev::Left { to, from, epoch } => {
+                if !self.nodes[to as usize].alive {
+                    return Ok(());
+                }
+                if self.paused_until[to as usize] > 0 {
+                    let at = self.paused_until[to as usize];
+                    self.schedule(at, Ev::Left { to, from, epoch });
+                    return Ok(());
+                }
+                trace!(self, "leave of {from}@{epoch} reaches {to}");
+                self.report.leaves_heard += 1;
+                let Some(s) = self.session(to, from) else { return Ok(()) };
+                s.peer_left(now, epoch);
+                if s.peer_epoch() == Some(epoch) && s.is_up() {
+                    let e = self.nodes[to as usize].epoch;
+                    return Err(self.fail(format!("{to}@{e} was told {from}@{epoch} left and still sees it up")));
+                }
+                self.dirty.push((to, from));
+            }
             Ev::Suspicion { to, about } => {
                 if !self.nodes[to as usize].alive {
                     return Ok(());
@@ -676,12 +713,27 @@ impl Sim {
         Ok(())
     }
 
-    /// The node loses all its state (and its transports).
-    fn crash(&mut self, node: NodeId) {
+    /// The node loses all its state (and its transports). One `leaving` first tells each
+    /// peer it has a transport to, as its connection closes (the close is lost as a
+    /// packet would be).
+    fn crash(&mut self, node: NodeId, leaving: bool) {
         let now = self.now;
         let epoch = self.nodes[node as usize].epoch;
-        trace!(self, "CRASH {node}@{epoch}");
+        trace!(self, "{} {node}@{epoch}", if leaving { "LEAVE" } else { "CRASH" });
         self.report.crashes += 1;
+        if leaving {
+            self.report.leaves += 1;
+            for p in 0..self.n as NodeId {
+                let Some(own) = self.nodes[node as usize].sessions.get(p as usize).and_then(|s| s.as_ref()).map(|s| s.epoch()) else {
+                    continue;
+                };
+                let reachable = self.transport[node as usize][p as usize] && self.cut_until[node as usize][p as usize] == 0;
+                if reachable && !self.rng.chance(self.net.loss) {
+                    let at = now + self.net.base_delay + self.rng.range(0, self.net.jitter);
+                    self.schedule(at, Ev::Left { to: p, from: node, epoch: own });
+                }
+            }
+        }
         let nd = &mut self.nodes[node as usize];
         nd.alive = false;
         nd.sessions.clear();
@@ -731,22 +783,26 @@ impl Sim {
                 self.paused_until[node as usize] = 0;
                 self.paused_last[node as usize] = now;
                 let node = self.rng.below(self.n as u64) as NodeId;
-                self.schedule(now + 3 * d, Ev::Detect(Trial::Crash { node }));
+                let leaving = self.rng.chance(500);
+                self.schedule(now + 3 * d, Ev::Detect(Trial::Crash { node, leaving }));
             }
-            Trial::Crash { node } => {
-                self.crash(node);
-                let at = now + d + 2 * self.max_delay() + 1;
-                self.schedule(at, Ev::Detect(Trial::CrashSeen { node, at: now }));
+            Trial::Crash { node, leaving } => {
+                self.crash(node, leaving);
+                // A leave reaches every node within a network delay (the network is
+                // calm: nothing lost).
+                let at = if leaving { now + self.max_delay() + 1 } else { now + d + 2 * self.max_delay() + 1 };
+                self.schedule(at, Ev::Detect(Trial::CrashSeen { node, at: now, leaving }));
             }
-            Trial::CrashSeen { node, at } => {
+            Trial::CrashSeen { node, at, leaving } => {
                 for y in 0..self.n as NodeId {
                     if y == node || !self.nodes[y as usize].alive {
                         continue;
                     }
                     let epoch = self.nodes[y as usize].epoch;
                     if self.session(y, node).is_some_and(|s| s.is_up()) {
+                        let bound = if leaving { "it left: one network delay" } else { "down_after_us plus two network delays" };
                         return Err(self.fail(format!(
-                            "node {node} crashed at {at}: {y}@{epoch} still sees it up {} us later (bound: down_after_us {d} plus two network delays)",
+                            "node {node} crashed at {at}: {y}@{epoch} still sees it up {} us later (bound: {bound}; down_after_us {d})",
                             now - at
                         )));
                     }
