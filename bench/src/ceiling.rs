@@ -2,9 +2,9 @@
 //! two OS processes: this one sends, a `tern-bench ceiling-sink` child receives.
 //!
 //! - QUIC: one stream between two quinn endpoints on loopback with the mesh's TLS and
-//!   transport configs (`tern_net::tls`, the cluster certificates of a loopback mesh, the
-//!   sink as node a and the sender as node b), each endpoint on a 1-thread tokio runtime
-//!   as in a node.
+//!   transport configs and a node's socket (`tern_net::tls`, the cluster certificates of
+//!   a loopback mesh, the sink as node a and the sender as node b), each endpoint on a
+//!   1-thread tokio runtime as in a node.
 //! - TCP: one loopback connection (no TLS), blocking reads and writes of 1 MiB.
 //!
 //! Each transfer is timed from its first byte written to the sink's answer that it has
@@ -103,7 +103,8 @@ fn quic_sink(config: &Path) -> Result<bool> {
     let rt = runtime("sink")?;
     let server = {
         let _g = rt.enter();
-        quinn::Endpoint::server(server_cfg, addr).context("cannot listen")?
+        // The socket a node's endpoint has (its buffers).
+        tern_net::tls::endpoint(addr, Some(server_cfg)).context("cannot listen")?.0
     };
     println!("ready");
     std::io::stdout().flush()?;
@@ -160,7 +161,7 @@ pub fn quic(dir: &Path, bytes: u64, runs: usize) -> Result<Ceiling> {
     let rt = runtime("ceiling")?;
     let client = {
         let _g = rt.enter();
-        let mut ep = quinn::Endpoint::client(addr_b).context("cannot bind")?;
+        let mut ep = tern_net::tls::endpoint(addr_b, None).context("cannot bind")?.0;
         ep.set_default_client_config(client_cfg);
         ep
     };

@@ -553,7 +553,9 @@ fn run_one(
         result.problem = Some(format!("{e:#}{}", pair.log_tail()));
     }
     drop(pair);
-    let _ = std::fs::remove_dir_all(dir);
+    if std::env::var_os("TERN_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result
 }
 

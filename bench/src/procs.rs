@@ -124,7 +124,13 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removed, unless `TERN_BENCH_KEEP` is set (then its nodes' logs can be read after,
+    /// e.g. with `TERN_LOG=tern_net::node::migration=debug` for a migration's steps).
     fn drop(&mut self) {
+        if std::env::var_os("TERN_BENCH_KEEP").is_some() {
+            eprintln!("kept {} (TERN_BENCH_KEEP)", self.0.display());
+            return;
+        }
         let _ = fs::remove_dir_all(&self.0);
     }
 }

@@ -87,8 +87,9 @@ pub(super) fn endpoint(
     let servers = tls::ServerConfigs::new(cfg, &me.name, revoked)?;
     let client = tls::client_config(cfg, &me.name, tls::ALPN_MESH)?;
     let _g = rt.enter();
-    let mut ep = quinn::Endpoint::server(servers.make(None)?, me.addr)
-        .map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
+    let (mut ep, buffer) =
+        tls::endpoint(me.addr, Some(servers.make(None)?)).map_err(|e| format!("node {}: cannot listen on {}: {e}", me.name, me.addr))?;
+    tracing::debug!(node = %me.name, "UDP receive buffer: {buffer} bytes (asked for {})", tls::SOCKET_BUFFER_BYTES);
     ep.set_default_client_config(client);
     Ok((ep, servers))
 }

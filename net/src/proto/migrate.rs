@@ -263,6 +263,30 @@ impl MigMsg {
         }
     }
 
+    /// The message's name, for a trace of the protocol's steps.
+    pub fn name(&self) -> &'static str {
+        use MigMsg::*;
+        match self {
+            Offer { .. } => "Offer",
+            Accept { .. } => "Accept",
+            Refuse { .. } => "Refuse",
+            Pages { .. } => "Pages",
+            RoundDone { .. } => "RoundDone",
+            RoundAck { .. } => "RoundAck",
+            Final { .. } => "Final",
+            Ready { .. } => "Ready",
+            Abort { .. } => "Abort",
+            Commit { .. } => "Commit",
+            Committed { .. } => "Committed",
+            Aborted { .. } => "Aborted",
+            LinkUpdate { .. } => "LinkUpdate",
+            LinkAck { .. } => "LinkAck",
+            Fetch { .. } => "Fetch",
+            PageData { .. } => "PageData",
+            Released { .. } => "Released",
+        }
+    }
+
     /// Bytes on the wire, counting `page_bytes` per page carried and `image_len` for `Final`.
     pub fn wire_bytes(&self, page_bytes: u64) -> u64 {
         let pages = |p: &Vec<PageNo>| p.len() as u64 * page_bytes;

@@ -472,6 +472,7 @@ impl DestRun {
     /// Sends one message of the machine: on the session (the commit decision also on
     /// the stream, the fast path), a fetch on the fault stream, the rest on the stream.
     fn transmit(&mut self, sh: &Arc<Host>, to: u16, m: MigMsg) {
+        tracing::debug!(node = %sh.me.name, mid = self.mid, "migration destination: sends {} to {to}", m.name());
         if on_session(&m) {
             if matches!(m, MigMsg::Committed { .. } | MigMsg::Aborted { .. }) {
                 let _ = self.send(&MigWire::Msg(m.clone()), false);
@@ -584,6 +585,11 @@ impl DestRun {
         // id (its pages, image, modules, late messages) is ignored.
         if f != self.from {
             return;
+        }
+        match &w {
+            MigWire::Msg(m) => tracing::debug!(node = %sh.me.name, mid = self.mid, "migration destination: has {}", m.name()),
+            MigWire::Final { .. } => tracing::debug!(node = %sh.me.name, mid = self.mid, "migration destination: has Final"),
+            _ => {}
         }
         match w {
             MigWire::Msg(MigMsg::Offer { .. }) => {}
@@ -760,6 +766,12 @@ impl DestRun {
 
 /// Carries out one action of the destination machine on the VM.
 fn dest_action(sh: &Arc<Host>, node: &Node, r: &mut DestRun, d: &mut Dest, a: Action) {
+    match &a {
+        Action::PagesArrived { pages } => {
+            tracing::debug!(node = %sh.me.name, mid = r.mid, "migration destination: {} pages arrived", pages.len())
+        }
+        a => tracing::debug!(node = %sh.me.name, mid = r.mid, "migration destination: {a:?}"),
+    }
     match a {
         Action::Reinstate { .. } if sh.mig.hooks.lock().stall_before_ready => {}
         Action::Reinstate { absent } => r.reinstate(sh, node, d, absent),

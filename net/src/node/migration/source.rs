@@ -553,6 +553,7 @@ impl SourceRun {
     /// session), the commit decision (on the session, and the stream as a fast path),
     /// or on the stream with the data it names.
     fn transmit(&mut self, sh: &Host, node: &Node, src: &mut Source, to: u16, m: MigMsg) {
+        tracing::debug!(node = %sh.me.name, mid = self.mid, "migration source: sends {} to {to}", m.name());
         if to != self.dest {
             if let MigMsg::LinkUpdate { mid, to: at, fwd, .. } = m {
                 // One link update names every process of the migration.
@@ -615,6 +616,9 @@ impl SourceRun {
     /// going down or restarting.
     fn input(&mut self, sh: &Host, src: &mut Source, input: Input) {
         let now = sh.now_us();
+        if let Input::Wire(from, MigWire::Msg(m)) = &input {
+            tracing::debug!(node = %sh.me.name, mid = self.mid, "migration source: has {} from {from}", m.name());
+        }
         let before_commit = |src: &Source| !src.commit_sent() && src.outcome().is_none();
         match input {
             // Only the dest speaks for this migration, but for the partners' link acks:
@@ -837,6 +841,7 @@ fn set_phase(p: &Progress, s: &str) {
 /// migration: a group's members are tracked, frozen, exported and handed over together).
 fn source_action(sh: &Arc<Host>, node: &Node, r: &mut SourceRun, src: &mut Source, a: Action) {
     let now = sh.now_us();
+    tracing::debug!(node = %sh.me.name, mid = r.mid, "migration source: {a:?}");
     match a {
         Action::StartDirtyTracking => {
             for m in &r.members {

@@ -56,9 +56,11 @@ pub(super) fn spawn_writer(rt: &tokio::runtime::Handle, mut send: quinn::SendStr
     rt.spawn(async move {
         let _ = send.set_priority(priority);
         while let Some(b) = rx.recv().await {
+            tracing::trace!("migration stream: writing a frame of {} bytes", b.len());
             if send.write_all(&b).await.is_err() {
                 return;
             }
+            tracing::trace!("migration stream: wrote a frame of {} bytes", b.len());
             recycle(b);
         }
         let _ = send.finish();
@@ -79,6 +81,7 @@ pub(super) async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usi
             }
         }
         let n = u32::from_le_bytes(len) as usize;
+        tracing::trace!("migration stream: reading a frame of {n} bytes");
         if n > max {
             let _ = to.send(Input::StreamFailed(format!("migration frame of {n} bytes is over the limit of {max}")));
             return;
@@ -91,6 +94,7 @@ pub(super) async fn read_frames(mut recv: quinn::RecvStream, from: u16, max: usi
             let _ = to.send(Input::StreamFailed(format!("migration stream: {e}")));
             return;
         }
+        tracing::trace!("migration stream: read a frame of {n} bytes");
         if to.send(Input::Frame(from, buf, max)).is_err() {
             return;
         }
