@@ -130,12 +130,13 @@ pub fn transport_config(cfg: &MeshConfig, keep_alive: bool) -> quinn::TransportC
 
 /// The UDP socket buffers a node's endpoint asks for, each way (the kernel caps them at
 /// `net.core.rmem_max` / `wmem_max`). A socket gets 208 KiB unasked on Linux: a
-/// migration's burst of pages overflowed it at the receiver (a 1 MiB move lost 6 to 40
-/// datagrams on loopback, a 1 GiB one about 440), and each datagram dropped cost QUIC
-/// a loss recovery and a smaller congestion window. Not larger: what waits in the
-/// buffer is first in, first out, and a lazy move's page-fault answers wait behind the
-/// push there (8 MiB measured a worse fault p99 than 2 MiB).
-pub const SOCKET_BUFFER_BYTES: usize = 2 << 20;
+/// migration's burst of pages overflowed it at the receiver (a 1 GiB move lost about
+/// 440 datagrams on loopback, 112 at this size), and each datagram dropped cost QUIC a
+/// loss recovery and a smaller congestion window. Not larger: what waits in the buffer
+/// is first in, first out, and a hybrid move's `Final` and a lazy move's fault answers
+/// queue behind the pages there (2 MiB lost fewer datagrams but froze hybrid moves
+/// longer and made fault p99 worse; `bench/results/migration-changes.md`).
+pub const SOCKET_BUFFER_BYTES: usize = 512 << 10;
 
 /// A UDP socket bound to `addr` for a QUIC endpoint, its buffers as large as
 /// [`SOCKET_BUFFER_BYTES`] where the system allows; with the receive buffer it got.
