@@ -416,3 +416,37 @@ fn a_page_lost_on_its_way_to_the_process_on_real_nodes_is_fetched_again() {
     assert!(out.ok(), "{out:?}");
     assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("sum 65536 on b")), "{}", mesh.all_logs());
 }
+
+/// A hybrid move, between two `tern node`s, of a process that writes over its whole
+/// heap faster than round 0 can send it (the migration bench's heavy writer,
+/// `bench/programs/migrate_heap.tern`): the rounds stop `NotShrinking`, the whole heap is
+/// left absent at the resume (it comes by faults and the push), and no write is lost:
+/// at the destination the heap sums to its cells plus every write the process made.
+#[test]
+fn a_hybrid_move_of_a_heap_written_over_whole_loses_no_write() {
+    let mesh = RealMesh::start(2, "");
+    let program =
+        format!("let MIB = 16;\nlet MODE = \"heavy\";\nlet BATCH = 64;\n{}", include_str!("../../bench/programs/migrate_heap.tern"));
+    let pid = mesh.spawn("heavy.tern", &program, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("ready")), "{}", mesh.all_logs());
+    let out = mesh.migrate(Some("a"), &pid, "b", "hybrid");
+    assert!(out.ok(), "{out:?}\n{}", mesh.all_logs());
+    let r = out.json();
+    assert_eq!(r["outcome"], "committed", "{r}");
+    assert_eq!(r["stop_reason"], "NotShrinking", "the writer did not outrun round 0: {r}");
+    assert_eq!(r["absent_pages_at_resume"], r["heap_pages"], "the whole heap is left absent: {r}");
+    eprintln!("hybrid, heavy writer: {r}");
+    let sent = mesh.ctl_on(Some("a"), &["send", &pid, "1"]);
+    assert!(sent.ok(), "{sent:?}");
+    let mut line = String::new();
+    let said = wait_until(Duration::from_secs(60), || {
+        line = mesh.log("a").lines().find(|l| l.contains("sum ")).unwrap_or_default().to_string();
+        !line.is_empty()
+    });
+    assert!(said, "no sum came:\n{}", mesh.all_logs());
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "sum").expect("a sum line");
+    let (sum, want, node) = (words[at + 1], words[at + 3], words[at + 5]);
+    assert_eq!(node, "b", "{line}");
+    assert_eq!(sum, want, "a write was lost or doubled in the move: {line}\n{r}");
+}
