@@ -553,7 +553,7 @@ fn run_one(
         result.problem = Some(format!("{e:#}{}", pair.log_tail()));
     }
     drop(pair);
-    if std::env::var_os("TERN_BENCH_KEEP").is_none() {
+    if !procs::keep_temp() {
         let _ = std::fs::remove_dir_all(dir);
     }
     result

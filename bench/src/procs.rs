@@ -123,11 +123,16 @@ impl TempDir {
     }
 }
 
+/// Whether the bench keeps its temporary directories (`TERN_BENCH_KEEP` set).
+pub(crate) fn keep_temp() -> bool {
+    std::env::var_os("TERN_BENCH_KEEP").is_some()
+}
+
 impl Drop for TempDir {
     /// Removed, unless `TERN_BENCH_KEEP` is set (then its nodes' logs can be read after,
     /// e.g. with `TERN_LOG=tern_net::node::migration=debug` for a migration's steps).
     fn drop(&mut self) {
-        if std::env::var_os("TERN_BENCH_KEEP").is_some() {
+        if keep_temp() {
             eprintln!("kept {} (TERN_BENCH_KEEP)", self.0.display());
             return;
         }

@@ -24,7 +24,7 @@
 //!   with `Up`; `PeerRestarted` names a real, newer incarnation.
 //! * **Timers** — after `handle_timeout`, the next timeout is in the future.
 //! * **Leaves** — a session told that the incarnation it talks to left does not see it
-//!   up (at once, and until a later incarnation is heard).
+//!   up (at once).
 //!
 //! Every node watches its next `k` (1 or 2) peers up in the ring ([`watch_set`]), as the
 //! QUIC host does, and a node's `Suspect` is passed to every other node it has a
