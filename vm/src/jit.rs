@@ -94,7 +94,7 @@ pub struct JitCtx {
     /// (`crate::heap::Heap::raw_view`; re-read after every runtime call).
     pub heap_words: *mut u64,
     pub heap_len: u64,
-    pub heap_dirty: *mut bool,
+    pub heap_dirty: *mut u8,
     pub page_shift: u32,
     /// Pages not here (a lazy migration): compiled code leaves heap access to the runtime.
     pub absent_pages: u32,

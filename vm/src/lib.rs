@@ -23,6 +23,7 @@ pub mod jit;
 pub mod message;
 pub mod node;
 pub mod object;
+pub mod pagebits;
 pub mod process;
 pub mod runtime;
 pub mod snapshot;

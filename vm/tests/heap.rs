@@ -39,6 +39,91 @@ proptest! {
     }
 }
 
+/// One step of [`dirty_and_present_maps_agree_with_a_flag_per_page`].
+#[derive(Debug, Clone)]
+enum PageOp {
+    Store(usize),
+    Sample,
+    Take,
+    Absent(usize, usize),
+    Supply(usize),
+}
+
+fn page_op(pages: usize) -> impl Strategy<Value = PageOp> {
+    prop_oneof![
+        4 => (0..pages).prop_map(PageOp::Store),
+        1 => Just(PageOp::Sample),
+        1 => Just(PageOp::Take),
+        1 => (0..pages + 8, 0..pages + 8).prop_map(|(a, b)| PageOp::Absent(a.min(b), a.max(b))),
+        2 => (0..pages).prop_map(PageOp::Supply),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The dirty flags (taken and sampled a block at a time) and the present bits (a bit
+    /// per page, ranges filled a word at a time) against a flag per page, across block
+    /// and word edges: the dirty set, the samples' counts, faults, the absent list.
+    #[test]
+    fn dirty_and_present_maps_agree_with_a_flag_per_page(
+        pages in 1usize..300,
+        ops in prop::collection::vec(page_op(300), 0..60),
+    ) {
+        let cfg = HeapConfig { page_size_bytes: 64, limit_bytes: 1 << 20, gc_min_bytes: 1 << 20 };
+        let mut h = Heap::with_layout(cfg, pages, 1).expect("a heap");
+        let pw = h.page_words();
+        let all: Vec<u32> = (0..pages as u32).collect();
+        prop_assert_eq!(h.take_dirty(), all, "a new heap is dirty whole");
+        let mut dirty = vec![false; pages];
+        let mut since_sample = vec![false; pages];
+        let mut present = vec![true; pages];
+        for op in ops {
+            match op {
+                PageOp::Store(p) if p < pages => {
+                    let r = h.store(p * pw + 1, 7);
+                    if present[p] {
+                        prop_assert!(r.is_ok());
+                        dirty[p] = true;
+                        since_sample[p] = true;
+                    } else {
+                        prop_assert_eq!(r, Err(HeapError::Fault(p as u32)));
+                    }
+                }
+                PageOp::Store(_) => {}
+                PageOp::Sample => {
+                    let want = since_sample.iter().filter(|&&d| d).count() as u32;
+                    prop_assert_eq!(h.sample_dirty(), want);
+                    since_sample.fill(false);
+                }
+                PageOp::Take => {
+                    let want: Vec<u32> = (0..pages).filter(|&p| dirty[p]).map(|p| p as u32).collect();
+                    prop_assert_eq!(h.take_dirty(), want);
+                    dirty.fill(false);
+                    since_sample.fill(false);
+                }
+                PageOp::Absent(a, b) => {
+                    h.mark_absent_range(a as u32, b as u32);
+                    for f in present.iter_mut().take(b).skip(a) {
+                        *f = false;
+                    }
+                }
+                PageOp::Supply(p) => {
+                    let r = h.supply_page(p as u32, &vec![0u64; pw]);
+                    prop_assert_eq!(r.is_ok(), p < pages);
+                    if p < pages {
+                        present[p] = true;
+                    }
+                }
+            }
+            let absent: Vec<u32> = (0..pages).filter(|&p| !present[p]).map(|p| p as u32).collect();
+            prop_assert_eq!(h.first_absent(), absent.first().copied());
+            prop_assert_eq!(h.all_present(), absent.is_empty());
+            prop_assert_eq!(h.absent_list(), absent);
+        }
+    }
+}
+
 #[test]
 fn every_store_marks_its_page_dirty() {
     let mut heap = Heap::new(small_config());

@@ -79,11 +79,11 @@
 //! everything that partner sent to the source, on the same session) the source's
 //! forwarding entry can go: [`Source::residual`] is empty.
 
-use crate::proto::pagebits::PageBits;
 use crate::proto::session::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use tern_vm::pagebits::PageBits;
 
 /// A migration's id, unique in the mesh (and increasing per process: it versions link updates).
 pub type Mid = u64;

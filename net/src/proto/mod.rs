@@ -6,9 +6,9 @@
 //! - `session`: one node and one peer — exactly-once, in-order delivery across
 //!   reconnects, heartbeats, failure detection, incarnations.
 //! - `migrate`: one migration, its source and its destination machines (with the
-//!   message ordering of `tern_vm::node::order`, which they drive).
-//! - `pagebits`: a bit per page of a migrating heap, filled, counted and searched a word
-//!   at a time (absence kept as ranges costs nothing per page).
+//!   message ordering of `tern_vm::node::order`, which they drive; their per-page maps
+//!   are `tern_vm::pagebits::PageBits`, filled, counted and searched a word at a time,
+//!   as the heap's own present bits are).
 //! - `mechanism`: how a migration moves memory (one type for config, wire, CLI, reports).
 //! - `policy`: the load policy — load measured over a window, which process to move
 //!   where and why.
@@ -22,7 +22,6 @@
 pub mod hello;
 pub mod mechanism;
 pub mod migrate;
-pub mod pagebits;
 pub mod policy;
 pub mod session;
 pub mod wire;

@@ -1,24 +1,30 @@
-//! [`PageBits`]: one bit per page of a migrating heap (sent, present, asked for), 64 to a
+//! [`PageBits`]: one bit per page of a heap (present here, sent, asked for), 64 to a
 //! word. A 1 GiB heap has 262,144 pages: what the freeze does with such a map (fill the
 //! absent ranges, count them, find them again as ranges) is done a word at a time, so it
-//! costs microseconds, not a pass over a flag per page.
+//! costs microseconds, not a pass over a flag per page. The heap's own presence map
+//! ([`crate::heap::Heap`]) and the migration machines' maps are this one type.
 //!
 //! (No crate here: the bit-set crates fill and count ranges, but none finds the runs of
 //! a value as ranges a word at a time, which is what absence kept as ranges needs.)
 
-use super::migrate::{PageNo, PageRange};
+/// A page index in a heap.
+pub type PageNo = u32;
+/// Pages `from..to`.
+pub type PageRange = (PageNo, PageNo);
 
 /// A fixed-size map of pages to bits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageBits {
-    words: Vec<u64>,
+    /// (A boxed slice, not a `Vec`: every process's heap carries one, and this keeps
+    /// the map the 24 bytes a `Vec<bool>` took.)
+    words: Box<[u64]>,
     len: usize,
 }
 
 impl PageBits {
     /// `len` pages, each `value`.
     pub fn new(len: usize, value: bool) -> PageBits {
-        let mut b = PageBits { words: vec![if value { u64::MAX } else { 0 }; len.div_ceil(64)], len };
+        let mut b = PageBits { words: vec![if value { u64::MAX } else { 0 }; len.div_ceil(64)].into_boxed_slice(), len };
         b.trim();
         b
     }
@@ -71,15 +77,67 @@ impl PageBits {
             return;
         }
         let (wa, wb) = (a / 64, (b - 1) / 64);
-        for w in wa..=wb {
-            let lo = if w == wa { a % 64 } else { 0 };
-            let hi = if w == wb { (b - 1) % 64 + 1 } else { 64 };
-            let mask = if hi - lo == 64 { u64::MAX } else { ((1u64 << (hi - lo)) - 1) << lo };
+        let (head, tail) = (u64::MAX << (a % 64), u64::MAX >> (63 - (b - 1) % 64));
+        let set = |w: &mut u64, mask: u64| {
             if value {
-                self.words[w] |= mask;
+                *w |= mask
             } else {
-                self.words[w] &= !mask;
+                *w &= !mask
             }
+        };
+        if wa == wb {
+            set(&mut self.words[wa], head & tail);
+            return;
+        }
+        set(&mut self.words[wa], head);
+        // The whole words between: a memset.
+        self.words[wa + 1..wb].fill(if value { u64::MAX } else { 0 });
+        set(&mut self.words[wb], tail);
+    }
+
+    /// Makes the map `len` pages long: pages past the old end get `value`, pages past
+    /// the new end go. Memory is asked for fallibly (`Err` leaves the map as it was).
+    pub fn try_resize(&mut self, len: usize, value: bool) -> Result<(), std::collections::TryReserveError> {
+        let words = len.div_ceil(64);
+        if words != self.words.len() {
+            let mut v = std::mem::take(&mut self.words).into_vec();
+            if words > v.len() {
+                if let Err(e) = v.try_reserve_exact(words - v.len()) {
+                    self.words = v.into_boxed_slice();
+                    return Err(e);
+                }
+            }
+            v.resize(words, 0);
+            self.words = v.into_boxed_slice();
+        }
+        let old = self.len;
+        self.len = len;
+        if len > old {
+            // The old last word's bits past `old` are clear (trimmed); fill them too.
+            self.fill(old, len, value);
+        }
+        self.trim();
+        Ok(())
+    }
+
+    /// How many pages of `a..b` (clamped to the end) have the bit `value`.
+    pub fn count_in(&self, a: usize, b: usize, value: bool) -> usize {
+        let b = b.min(self.len);
+        if a >= b {
+            return 0;
+        }
+        let (wa, wb) = (a / 64, (b - 1) / 64);
+        let (head, tail) = (u64::MAX << (a % 64), u64::MAX >> (63 - (b - 1) % 64));
+        let ones = if wa == wb {
+            (self.words[wa] & head & tail).count_ones() as usize
+        } else {
+            let mid: u32 = self.words[wa + 1..wb].iter().map(|w| w.count_ones()).sum();
+            (self.words[wa] & head).count_ones() as usize + mid as usize + (self.words[wb] & tail).count_ones() as usize
+        };
+        if value {
+            ones
+        } else {
+            (b - a) - ones
         }
     }
 
@@ -228,6 +286,19 @@ mod tests {
             }
             let n = b.not();
             prop_assert_eq!(n.count(true), m.iter().filter(|&&f| !f).count());
+            let (x, y) = (window.0.min(window.1), window.0.max(window.1));
+            for value in [false, true] {
+                let want = m.iter().take(y).skip(x).filter(|&&f| f == value).count();
+                prop_assert_eq!(b.count_in(x, y, value), want);
+            }
+            // Grown or shrunk, the pages kept keep their bits and new ones get the value.
+            let mut r = b.clone();
+            r.try_resize(window.0, !start).unwrap();
+            let mut rm = m.clone();
+            rm.resize(window.0, !start);
+            let got: Vec<bool> = (0..window.0).map(|p| r.get(p).unwrap()).collect();
+            prop_assert_eq!(got, rm.clone());
+            prop_assert_eq!(r.count(true), rm.iter().filter(|&&f| f).count());
         }
     }
 }
