@@ -136,6 +136,16 @@ pub struct MigrateArgs {
     /// 0: none); the config's default if not given.
     #[arg(long, value_name = "PAGES")]
     readahead: Option<u32>,
+    /// Frames of pages never go compressed (`[mesh] compress = false`): the bench's heap
+    /// (every cell 1) compresses to almost nothing, so this shows the link and the
+    /// pipeline without lz4.
+    #[arg(long)]
+    no_compress: bool,
+    /// The heap's cells: `ones` (every cell 1, as a heap of one repeated value: lz4
+    /// shrinks it to almost nothing) or `random` (random ints: pages lz4 cannot shrink,
+    /// so compression is tried and refused). Building a random heap takes seconds a GiB.
+    #[arg(long, value_name = "FILL", default_value = "ones", value_parser = ["ones", "random"])]
+    fill: String,
 }
 
 /// The transports' ceilings, each between two OS processes.
@@ -209,9 +219,10 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
                         Some(cap) => format!("{EXTRA_LIMITS}\n[policy]\nbandwidth_mib_s = {cap}\n"),
                         None => EXTRA_LIMITS.to_string(),
                     },
-                    mesh: args.readahead.map(|n| format!("readahead = {n}\n")).unwrap_or_default(),
+                    mesh: args.readahead.map(|n| format!("readahead = {n}\n")).unwrap_or_default()
+                        + if args.no_compress { "compress = false\n" } else { "" },
                 };
-                let r = run_one(&tern, &dir, &extra, size, rate, mechanism, &header(batch, args.crowd), limit);
+                let r = run_one(&tern, &dir, &extra, size, rate, mechanism, &header(batch, args.crowd, &args.fill), limit);
                 match (&r.problem, &r.report) {
                     (None, Some(rep)) => eprintln!(
                         "freeze {} µs, total {:.1} ms, {:.1} MB sent, {} round(s), {} fault(s){}",
@@ -512,8 +523,8 @@ impl RealPair {
 
 /// The program's lines after `MIB` and `MODE`: its `BATCH`, and the idle crowd it starts
 /// first (`--crowd`), each process waiting in `recv` once it has said it runs.
-fn header(batch: u32, crowd: u32) -> String {
-    let mut h = format!("let BATCH = {batch};\n");
+fn header(batch: u32, crowd: u32, fill: &str) -> String {
+    let mut h = format!("let BATCH = {batch};\nlet FILL = \"{fill}\";\n");
     if crowd > 0 {
         // Each tells a counter it is running before it waits, and the counter tells the
         // measured process once all have: the crowd is idle before the heap is built and
@@ -658,6 +669,7 @@ fn render_table(results: &[RunResult]) -> String {
         "freeze (µs)",
         "total (ms)",
         "MB sent",
+        "lz4 MB",
         "rounds",
         "redundant",
         "final pages",
@@ -695,6 +707,7 @@ fn render_table(results: &[RunResult]) -> String {
                         format!("{} ±{}", rep.freeze_time_us, rep.freeze_error_us),
                         format!("{:.1}", rep.total_time_us as f64 / 1e3),
                         format!("{:.1}", rep.bytes_sent as f64 / 1e6),
+                        lz4_cell(rep),
                         if precopy { rep.rounds.len().to_string() } else { "-".into() },
                         rep.redundant_pages.to_string(),
                         rep.final_pages.to_string(),
@@ -719,13 +732,24 @@ fn render_table(results: &[RunResult]) -> String {
                 }
                 _ => {
                     row.push("FAILED".into());
-                    row.extend((0..14).map(|_| "-".to_string()));
+                    row.extend((0..15).map(|_| "-".to_string()));
                 }
             }
             row
         })
         .collect();
     report::markdown_table(&headers, &rows)
+}
+
+/// The `lz4 MB` cell: page bytes that went compressed, before → after, and how many
+/// frames were tried and sent as they were.
+fn lz4_cell(rep: &MigReport) -> String {
+    let refused = if rep.lz4_refused_frames > 0 { format!(" ({} refused)", rep.lz4_refused_frames) } else { String::new() };
+    match (rep.lz4_raw_bytes, rep.lz4_refused_frames) {
+        (0, 0) => "-".into(),
+        (0, _) => format!("none{refused}"),
+        (raw, _) => format!("{:.1} → {:.1}{refused}", raw as f64 / 1e6, rep.lz4_sent_bytes as f64 / 1e6),
+    }
 }
 
 /// A target, what was measured for it, and whether it was met (`None`: not measured).
@@ -784,7 +808,15 @@ fn targets(results: &[RunResult], ceilings: &Ceilings, peer: &qemu::Peer) -> Vec
                         rate / ceilings.tcp.rate() * 100.0,
                         if others.is_empty() { String::new() } else { format!(" (other runs: {})", others.join(", ")) },
                         ceilings.quic.times.len()
-                    ),
+                    ) + &if rep.lz4_raw_bytes > 0 {
+                        format!(
+                            "; **lz4**: {:.0} MB of pages went as {:.1} MB (this heap is one value repeated; `--fill random` or `--no-compress` for the link without it)",
+                            rep.lz4_raw_bytes as f64 / 1e6,
+                            rep.lz4_sent_bytes as f64 / 1e6
+                        )
+                    } else {
+                        String::new()
+                    },
                     met: Some(pct >= 80.0),
                 }
             }
@@ -1015,15 +1047,22 @@ fn results_document(
          bench share the machine's 2 cores.",
         args.cap_mib_s.map(|c| format!("; migration traffic capped at {c} MiB/s, `[policy] bandwidth_mib_s`")).unwrap_or_default()
             + &args.readahead.map(|n| format!("; `[mesh] readahead = {n}`")).unwrap_or_default()
+            + if args.no_compress { "; `[mesh] compress = false`: frames of pages never compressed" } else { "" }
     );
     let _ = writeln!(
         doc,
-        "- Program: `bench/programs/migrate_heap.tern` with the heap as 1-MiB arrays of ints (every cell 1). \
+        "- Program: `bench/programs/migrate_heap.tern` with the heap as 1-MiB arrays of ints ({}). \
          Writers: **none** waits in `recv()`; **light** touches one cell in each of the next {} pages, then \
          `sleep(1)`; **heavy** touches one cell in each of the next {} pages and looks at its mailbox, without \
          sleeping. Both walk page after page over the whole heap. `pages/ms` is measured in the program before \
          the move (writes counted over 300 ms; each write is to a different page).",
-        args.light_pages, args.heavy_batch
+        if args.fill == "random" {
+            "each cell a random int below 10^9 (`--fill random`): pages lz4 cannot shrink, so frames of pages go as they are"
+        } else {
+            "every cell 1: a heap lz4 shrinks to almost nothing, so frames of pages go compressed unless `--no-compress`"
+        },
+        args.light_pages,
+        args.heavy_batch
     );
     let _ = writeln!(
         doc,
@@ -1056,7 +1095,10 @@ fn results_document(
          `Commit`/`Committed` round trip (its arrival taken at the round trip's midpoint: off by at most half of \
          it, the ± figure); `total` from the start of the \
          migration to its end (for lazy and hybrid: until the destination has every page); `MB sent` the bytes \
-         on the migration stream; `rounds` the pre-copy rounds; `redundant` pages sent more than once; \
+         on the migration stream; `lz4 MB` the bytes of the frames of pages that went compressed, before and \
+         after, and the frames tried that went as they were (`[mesh] compress`: a frame goes compressed when \
+         that is quicker even unoverlapped, from the measured compression speed and ratio against the link's \
+         speed; `-`: none tried); `rounds` the pre-copy rounds; `redundant` pages sent more than once; \
          `final pages` pages sent while frozen; `absent at resume`, `faults` (pages the process faulted on at \
          the destination), their latency (from the fetch of the faulting page to its arrival) and the process's \
          wait, `read ahead` (pages asked for ahead of faults that came in order) and `pushed` (pages sent by \
@@ -1256,7 +1298,7 @@ mod tests {
     #[test]
     fn the_program_compiles() {
         for crowd in [0, 10] {
-            let src = format!("let MIB = 1;\nlet MODE = \"light\";\n{}{PROGRAM}", header(4, crowd));
+            let src = format!("let MIB = 1;\nlet MODE = \"light\";\n{}{PROGRAM}", header(4, crowd, "ones"));
             tern_net::runner::compile_text("migrate_heap.tern", &src).map_err(|e| e.rendered).unwrap();
         }
     }

@@ -65,6 +65,9 @@ pub struct MeshConfig {
     pub readahead: u32,
     /// How messages find a process that has moved.
     pub forwarding: Forwarding,
+    /// A migration's frames of pages may go as lz4 blocks, where that pays
+    /// (`proto::compress`); `false`: never.
+    pub compress: bool,
     pub limits: Limits,
     /// The load policy (`[policy]`).
     pub policy: PolicyConf,
@@ -310,6 +313,7 @@ struct RawMesh {
     prefetch: u32,
     readahead: u32,
     forwarding: String,
+    compress: bool,
 }
 
 impl Default for RawMesh {
@@ -322,6 +326,7 @@ impl Default for RawMesh {
             prefetch: 1,
             readahead: 256,
             forwarding: "link-update".into(),
+            compress: true,
         }
     }
 }
@@ -664,6 +669,7 @@ impl MeshConfig {
             prefetch: raw.mesh.prefetch.min(1024),
             readahead: raw.mesh.readahead,
             forwarding,
+            compress: raw.mesh.compress,
             limits: l,
             policy,
             jit,
@@ -905,6 +911,9 @@ addr = "127.0.0.1:7403"
         assert_eq!(c.policy.mode, Mode::Off, "nothing moves unless asked to");
         assert_eq!(c.jit, JitConf { mode: tern_vm::jit::JitMode::On, threshold: 1000, profile: true, cache_bytes: 64 << 20 });
         assert_eq!(c.cert_dir, Path::new("/etc/tern/certs"));
+        assert!(c.compress, "frames of pages may go compressed unless told not to");
+        let off = parse(&format!("[mesh]\ncompress = false\n\n{ONE_NODE}")).unwrap();
+        assert!(!off.compress);
     }
 
     #[test]

@@ -127,6 +127,23 @@ pub fn restore_into(data: &[u8]) {
 pub fn frame(data: &[u8]) {
     round_trip::<Frame>(data);
     round_trip::<MigWire>(data);
+    // A compressed frame: what it decompresses to compresses back to a frame that
+    // decompresses to the same bytes; and the input itself, compressed, comes back whole.
+    let mut out = Vec::new();
+    if wire::unlz4(data, FRAME_MAX, &mut out).is_ok() {
+        let again = wire::lz4_frame(Vec::new(), &out);
+        let mut back = Vec::new();
+        wire::unlz4(&again[4..], FRAME_MAX.max(again.len()), &mut back)
+            .unwrap_or_else(|e| panic!("a frame compressed again does not decompress: {e}"));
+        assert!(back == out, "not the same after compressing and decompressing again");
+    }
+    if !wire::is_lz4_frame(data) {
+        let c = wire::lz4_frame(Vec::new(), data);
+        let mut back = Vec::new();
+        wire::unlz4(&c[4..], FRAME_MAX.max(c.len()).max(data.len()), &mut back)
+            .unwrap_or_else(|e| panic!("a compressed frame does not decompress: {e}"));
+        assert!(back == data, "not the same after compressing and decompressing");
+    }
 }
 
 /// The control connection's requests and replies.

@@ -425,8 +425,10 @@ fn a_page_lost_on_its_way_to_the_process_on_real_nodes_is_fetched_again() {
 #[test]
 fn a_hybrid_move_of_a_heap_written_over_whole_loses_no_write() {
     let mesh = RealMesh::start(2, "");
-    let program =
-        format!("let MIB = 16;\nlet MODE = \"heavy\";\nlet BATCH = 64;\n{}", include_str!("../../bench/programs/migrate_heap.tern"));
+    let program = format!(
+        "let MIB = 16;\nlet MODE = \"heavy\";\nlet BATCH = 64;\nlet FILL = \"ones\";\n{}",
+        include_str!("../../bench/programs/migrate_heap.tern")
+    );
     let pid = mesh.spawn("heavy.tern", &program, "a");
     assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("ready")), "{}", mesh.all_logs());
     let out = mesh.migrate(Some("a"), &pid, "b", "hybrid");
@@ -449,4 +451,38 @@ fn a_hybrid_move_of_a_heap_written_over_whole_loses_no_write() {
     let (sum, want, node) = (words[at + 1], words[at + 3], words[at + 5]);
     assert_eq!(node, "b", "{line}");
     assert_eq!(sum, want, "a write was lost or doubled in the move: {line}\n{r}");
+}
+
+/// A freeze move, between two `tern node`s, of a heap of one repeated value (16 MiB of
+/// the migration bench's cells, every one 1): its frames of pages go as lz4 blocks
+/// (`[mesh] compress`, on by default, where it pays), so far fewer bytes cross than the
+/// heap holds, and the heap arrives whole (it sums to its cells at the destination).
+#[test]
+fn a_heap_of_one_value_moves_compressed_and_arrives_whole() {
+    let mesh = RealMesh::start(2, "");
+    let program = format!(
+        "let MIB = 16;\nlet MODE = \"none\";\nlet BATCH = 4;\nlet FILL = \"ones\";\n{}",
+        include_str!("../../bench/programs/migrate_heap.tern")
+    );
+    let pid = mesh.spawn("ones.tern", &program, "a");
+    assert!(wait_until(Duration::from_secs(30), || mesh.log("a").contains("ready")), "{}", mesh.all_logs());
+    let out = mesh.migrate(Some("a"), &pid, "b", "freeze");
+    assert!(out.ok(), "{out:?}\n{}", mesh.all_logs());
+    let r = out.json();
+    assert_eq!(r["outcome"], "committed", "{r}");
+    let heap_bytes = r["heap_pages"].as_u64().expect("heap pages") * 4096;
+    let (raw, sent) = (r["lz4_raw_bytes"].as_u64().unwrap_or(0), r["bytes_sent"].as_u64().unwrap_or(u64::MAX));
+    assert!(raw * 10 > heap_bytes * 9, "most of the heap's bytes went compressed: {r}");
+    assert!(sent * 10 < heap_bytes, "{sent} bytes sent for a heap of {heap_bytes}: {r}");
+    let sent = mesh.ctl_on(Some("a"), &["send", &pid, "1"]);
+    assert!(sent.ok(), "{sent:?}");
+    let mut line = String::new();
+    let said = wait_until(Duration::from_secs(60), || {
+        line = mesh.log("a").lines().find(|l| l.contains("sum ")).unwrap_or_default().to_string();
+        !line.is_empty()
+    });
+    assert!(said, "no sum came:\n{}", mesh.all_logs());
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "sum").expect("a sum line");
+    assert_eq!((words[at + 1], words[at + 5]), (words[at + 3], "b"), "{line}");
 }

@@ -633,9 +633,15 @@ fn ctl_with(client: &CtlClient, json_out: bool, cmd: CtlCommand) -> Result<bool,
 pub use crate::ops::repl::repl;
 
 /// A config for `n` nodes named a, b, c, ... z, then n27, n28, ... on free loopback
-/// ports, in `dir` (with `extra` appended), loaded; certificates made with `cluster init`.
+/// ports, in `dir` (with `extra` appended after its `[limits]` table; a `[mesh]` table
+/// `extra` starts with, up to its first blank line, goes into the config's own), loaded;
+/// certificates made with `cluster init`.
 pub fn loopback_mesh(dir: &Path, n: usize, extra: &str) -> Result<MeshConfig, String> {
-    let mut text = String::from("[mesh]\ncert_dir = \"certs\"\n\n[limits]\nheartbeat_ms = 100\nnode_down_ms = 1000\n");
+    let (mesh, extra) = match extra.strip_prefix("[mesh]\n") {
+        Some(rest) => rest.split_once("\n\n").unwrap_or((rest, "")),
+        None => ("", extra),
+    };
+    let mut text = format!("[mesh]\ncert_dir = \"certs\"\n{mesh}\n\n[limits]\nheartbeat_ms = 100\nnode_down_ms = 1000\n");
     text.push_str(extra);
     let mut sockets = Vec::new();
     for i in 0..n {

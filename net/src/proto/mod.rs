@@ -9,6 +9,8 @@
 //!   message ordering of `tern_vm::node::order`, which they drive; their per-page maps
 //!   are `tern_vm::pagebits::PageBits`, filled, counted and searched a word at a time,
 //!   as the heap's own present bits are).
+//! - `compress`: whether a migration's frames of pages go as lz4 blocks, decided frame
+//!   by frame from the compression speed and ratio measured against the link's speed.
 //! - `mechanism`: how a migration moves memory (one type for config, wire, CLI, reports).
 //! - `policy`: the load policy — load measured over a window, which process to move
 //!   where and why.
@@ -19,6 +21,7 @@
 //! Nothing here imports quinn, tokio or the VM's threads; the VM types used are plain
 //! data (the ops nodes send each other, `Order`).
 
+pub mod compress;
 pub mod hello;
 pub mod mechanism;
 pub mod migrate;

@@ -102,6 +102,10 @@ pub enum MigWire {
     LinkUpdate { mid: u64, procs: Vec<LinkProc>, to: u16, fwd: Forwarding },
     /// The destination's side of the report, when it is done.
     DestDone { mid: u64, stats: DestStats },
+    /// Another frame of the migration stream (a versioned frame, without its length:
+    /// in practice [`MigWire::Pages`]) as an lz4 block of `raw_len` bytes
+    /// ([`lz4_frame`], [`unlz4`]; never one inside another).
+    Lz4 { raw_len: u32, data: serde_bytes::ByteBuf },
 }
 
 /// How a watched process ended, for the node its starter waits at (the VM's
@@ -242,6 +246,11 @@ pub struct MigReport {
     pub heap_pages: u32,
     pub redundant_pages: u32,
     pub zero_pages_skipped: u64,
+    /// Frames of pages sent as lz4 blocks (`proto::compress`): their bytes before and
+    /// after, and the frames tried that went as they were.
+    pub lz4_raw_bytes: u64,
+    pub lz4_sent_bytes: u64,
+    pub lz4_refused_frames: u64,
     pub final_pages: u32,
     pub absent_pages_at_resume: u32,
     /// How long the process ran nowhere: from its freeze at the source (its last
@@ -607,6 +616,82 @@ pub fn decode_pages(bytes: &[u8], max: usize) -> Result<PagesRef<'_>, WireError>
     Ok(value)
 }
 
+/// The variant number of [`MigWire::Lz4`] on the wire.
+fn lz4_tag() -> u8 {
+    static TAG: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| encode(&MigWire::Lz4 { raw_len: 0, data: serde_bytes::ByteBuf::new() })[1])
+}
+
+/// Whether a versioned frame holds [`MigWire::Lz4`].
+pub fn is_lz4_frame(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == FRAME_VERSION && bytes[1] == lz4_tag()
+}
+
+/// `frame` (a versioned frame without its length) as a [`MigWire::Lz4`] frame behind
+/// its length, into `buf` (cleared; its memory is reused). The block is written where it
+/// goes: its length's varint is written for the most it may take, then the block is
+/// moved up if it took less (by its own size: small when it compressed well).
+pub fn lz4_frame(mut buf: Vec<u8>, frame: &[u8]) -> Vec<u8> {
+    let varint = |v: usize| {
+        let mut b = Vec::with_capacity(10);
+        put_varint(&mut b, v as u64);
+        b
+    };
+    buf.clear();
+    buf.extend_from_slice(&[0, 0, 0, 0, FRAME_VERSION, lz4_tag()]);
+    put_varint(&mut buf, frame.len() as u64);
+    let room = lz4_flex::block::get_maximum_output_size(frame.len());
+    let (at, gap) = (buf.len(), varint(room).len());
+    buf.resize(at + gap + room, 0);
+    // (Cannot fail: the room is the most the block may take.)
+    let n = lz4_flex::block::compress_into(frame, &mut buf[at + gap..]).unwrap_or(0);
+    let len = varint(n);
+    buf[at..at + len.len()].copy_from_slice(&len);
+    buf.copy_within(at + gap..at + gap + n, at + len.len());
+    buf.truncate(at + len.len() + n);
+    let total = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&total.to_le_bytes());
+    buf
+}
+
+#[derive(Deserialize)]
+struct Lz4Ref<'a> {
+    raw_len: u32,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+/// A [`MigWire::Lz4`] frame's contents, decompressed into `out` (its memory reused):
+/// the length it claims is checked against `max` before anything is allocated, the block
+/// must give exactly that many bytes, and what it holds must not be another such frame.
+pub fn unlz4(bytes: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge { len: bytes.len(), max });
+    }
+    if !is_lz4_frame(bytes) {
+        return Err(WireError::Malformed("not an lz4 frame".into()));
+    }
+    let (f, extra) = postcard::take_from_bytes::<Lz4Ref>(&bytes[2..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !extra.is_empty() {
+        return Err(WireError::Malformed(format!("{} bytes after the end", extra.len())));
+    }
+    let n = f.raw_len as usize;
+    if n > max {
+        return Err(WireError::TooLarge { len: n, max });
+    }
+    out.clear();
+    out.resize(n, 0);
+    match lz4_flex::block::decompress_into(f.data, out) {
+        Ok(got) if got == n => {}
+        Ok(got) => return Err(WireError::Malformed(format!("an lz4 block of {got} bytes where {n} were announced"))),
+        Err(e) => return Err(WireError::Malformed(format!("lz4: {e}"))),
+    }
+    if is_lz4_frame(out) {
+        return Err(WireError::Malformed("an lz4 frame inside another".into()));
+    }
+    Ok(())
+}
+
 /// An operator's request (`tern ctl`, `tern repl`), one per bidirectional stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CtlRequest {
@@ -904,6 +989,68 @@ mod tests {
         lying[at] = 0xff;
         lying[at + 1] = 0x7f;
         assert!(decode_pages(&lying, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_compressed_frame_comes_back_whole_and_bad_ones_are_errors() {
+        // A frame of pages of repeated words (as a heap of one value is), and one of
+        // bytes that do not repeat.
+        let words: Vec<u64> = (0..512u64).map(|i| if i % 2 == 0 { 3 } else { 1 }).collect();
+        let mut w = PagesFrameWriter::new(Vec::new(), 9, 0, 64);
+        for p in 0..64 {
+            w.page(p, Some(&words));
+        }
+        let frame = w.finish();
+        let c = lz4_frame(vec![7; 3], &frame[4..]);
+        assert_eq!(u32::from_le_bytes(c[..4].try_into().unwrap()) as usize, c.len() - 4);
+        assert!(is_lz4_frame(&c[4..]) && !is_pages_frame(&c[4..]));
+        assert!(c.len() * 50 < frame.len(), "{} bytes from {}", c.len(), frame.len());
+        // It is the encoded message.
+        let owned = decode::<MigWire>(&c[4..], 1 << 20).expect("decodes as a message");
+        assert!(matches!(&owned, MigWire::Lz4 { raw_len, .. } if *raw_len as usize == frame.len() - 4));
+        let mut out = vec![1; 5];
+        unlz4(&c[4..], 1 << 20, &mut out).expect("decompresses");
+        assert_eq!(out, frame[4..]);
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let c2 = lz4_frame(Vec::new(), &noise);
+        unlz4(&c2[4..], 1 << 20, &mut out).expect("decompresses");
+        assert_eq!(out, noise);
+        // Over the limit, as claimed or as sent: refused before anything is made.
+        assert!(matches!(unlz4(&c[4..], frame.len() - 5, &mut out), Err(WireError::TooLarge { .. })));
+        assert!(matches!(unlz4(&c[4..], 10, &mut out), Err(WireError::TooLarge { .. })));
+        let huge = encode(&MigWire::Lz4 { raw_len: u32::MAX, data: serde_bytes::ByteBuf::from(vec![0]) });
+        assert!(matches!(unlz4(&huge, 1 << 20, &mut out), Err(WireError::TooLarge { .. })));
+        // A length that is not what the block gives, a block cut short or damaged, a
+        // frame inside another, bytes after the end: errors, never a panic.
+        let MigWire::Lz4 { raw_len, data } = owned else { unreachable!() };
+        for bad_len in [raw_len - 1, raw_len + 1] {
+            let b = encode(&MigWire::Lz4 { raw_len: bad_len, data: data.clone() });
+            assert!(unlz4(&b, 1 << 20, &mut out).is_err(), "raw_len {bad_len}");
+        }
+        let body = &c[4..];
+        for n in 0..body.len() {
+            assert!(unlz4(&body[..n], 1 << 20, &mut out).is_err(), "cut at {n}");
+        }
+        for i in 2..body.len() {
+            let mut d = body.to_vec();
+            d[i] ^= 0x55;
+            // Damaged: an error, or (where the damage is in a literal) other bytes.
+            let _ = unlz4(&d, 1 << 20, &mut out);
+        }
+        let nested = lz4_frame(Vec::new(), body);
+        assert!(unlz4(&nested[4..], 1 << 20, &mut out).is_err());
+        let mut extra = body.to_vec();
+        extra.push(0);
+        assert!(unlz4(&extra, 1 << 20, &mut out).is_err());
+        assert!(unlz4(&frame[4..], 1 << 20, &mut out).is_err(), "not an lz4 frame");
     }
 
     #[test]

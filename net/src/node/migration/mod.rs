@@ -514,8 +514,9 @@ pub(crate) fn session_frame(sh: &Arc<Host>, from: u16, w: MigWire) {
             }
         }
         w => {
-            let mid = wire_mid(&w);
-            sh.mig.input(mid, Input::Wire(from, w));
+            if let Some(mid) = wire_mid(&w) {
+                sh.mig.input(mid, Input::Wire(from, w));
+            }
         }
     }
 }

@@ -6,12 +6,13 @@
 //! in chunks, link updates to the partner nodes, the inputs (the destination's
 //! messages, streams failing, peers going down), and the report.
 
-use super::streams::{frame_buf, frame_bytes, next_input, on_session, read_frames, spawn_writer, wait_until, wire_msg};
+use super::streams::{frame_buf, frame_bytes, next_input, on_session, read_frames, recycle, spawn_writer, wait_until, wire_msg};
 use super::{mig_config, Caller, Input, Progress, PAGES_PER_FRAME, PUSH_QUEUE_FRAMES};
 use crate::node::Host;
+use crate::proto::compress::Compressor;
 use crate::proto::mechanism::{choose, Choice, Sizes};
 use crate::proto::migrate::{Action, Admit, Forwarding, Mechanism, MigMsg, SentFor, Source, SourceInit, SourceOutcome};
-use crate::proto::wire::{DestStats, Frame, LinkProc, MigReport, MigWire, PagesFrameWriter};
+use crate::proto::wire::{self, DestStats, Frame, LinkProc, MigReport, MigWire, PagesFrameWriter};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -232,6 +233,8 @@ pub(super) struct SourceRun {
     committed: bool,
     early_fetches: Vec<MigMsg>,
     zero_pages: u64,
+    /// Whether frames of pages go compressed, and what went so.
+    lz4: Compressor,
     bytes: u64,
     held: u64,
     modules_sent: u32,
@@ -290,6 +293,7 @@ impl SourceRun {
             committed: false,
             early_fetches: Vec::new(),
             zero_pages: 0,
+            lz4: Compressor::new(false, 1),
             bytes: 0,
             held: 0,
             modules_sent: 0,
@@ -316,6 +320,7 @@ impl SourceRun {
         self.size_pages = offset;
         self.report.heap_pages = self.size_pages;
         self.cap_bytes_s = sh.policy_conf().bandwidth_mib_s << 20;
+        self.lz4 = Compressor::new(sh.cfg.compress, sh.link_speed(self.dest).0);
         self.page_bytes = mig_config(sh).page_bytes.max(1);
         if self.choice == Choice::Auto {
             let write: Option<u64> = self.members.iter().map(|m| sh.write_rate(m.pid)).sum();
@@ -453,6 +458,21 @@ impl SourceRun {
         room.min((allowed / self.page_bytes).min(u64::from(u32::MAX)) as u32)
     }
 
+    /// A frame of pages (behind its length) as an lz4 frame, if that pays
+    /// ([`Compressor`]); else as it was.
+    fn compressed(&mut self, frame: Vec<u8>) -> Vec<u8> {
+        let t = Instant::now();
+        let c = wire::lz4_frame(frame_buf(), &frame[4..]);
+        let nanos = t.elapsed().as_nanos() as u64;
+        if self.lz4.compressed(frame.len() - 4, c.len() - 4, nanos) {
+            recycle(frame);
+            c
+        } else {
+            recycle(c);
+            frame
+        }
+    }
+
     fn send_stream(&mut self, fault: bool, w: &MigWire) -> bool {
         self.send_frame(fault, frame_bytes(w))
     }
@@ -511,6 +531,9 @@ impl SourceRun {
             };
             self.zero_pages += zeros;
             self.progress.sent_pages.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // (Not the answers to faults: a fault waits for its page, and its frame is
+            // small.)
+            let frame = if !fault && self.lz4.wants() { self.compressed(frame) } else { frame };
             if !self.send_frame(fault, frame) {
                 return Err("the migration stream is closed".into());
             }
@@ -735,6 +758,9 @@ impl SourceRun {
         report.throttle_level = rep.throttle;
         report.redundant_pages = rep.redundant_pages;
         report.zero_pages_skipped = self.zero_pages;
+        report.lz4_raw_bytes = self.lz4.raw_bytes;
+        report.lz4_sent_bytes = self.lz4.sent_bytes;
+        report.lz4_refused_frames = self.lz4.refused;
         report.final_pages = rep.final_pages;
         report.absent_pages_at_resume = rep.absent_at_resume;
         report.fell_back = rep.fell_back;

@@ -135,8 +135,11 @@ pub(super) fn wire_msg(m: MigMsg) -> MigWire {
     }
 }
 
-pub(super) fn wire_mid(w: &MigWire) -> u64 {
-    match w {
+/// The migration a message is about (`None` for [`MigWire::Lz4`], which only a
+/// migration's own stream carries: the stream says which).
+pub(super) fn wire_mid(w: &MigWire) -> Option<u64> {
+    Some(match w {
+        MigWire::Lz4 { .. } => return None,
         MigWire::Msg(m) => m.mid(),
         MigWire::Final { mid, .. } => *mid,
         MigWire::Pages { mid, .. }
@@ -146,7 +149,7 @@ pub(super) fn wire_mid(w: &MigWire) -> u64 {
         | MigWire::Late { mid, .. }
         | MigWire::LinkUpdate { mid, .. }
         | MigWire::DestDone { mid, .. } => *mid,
-    }
+    })
 }
 
 /// How long to wait for input: until a machine's next timeout, or a while.
@@ -164,6 +167,19 @@ pub(super) fn next_input(
 
 pub(super) fn decoded(i: Input) -> Input {
     match i {
+        // A compressed frame: decompressed here, on the migration's thread.
+        Input::Frame(from, buf, max) if wire::is_lz4_frame(&buf) => {
+            let mut out = frame_buf();
+            let r = wire::unlz4(&buf, max, &mut out);
+            recycle(buf);
+            match r {
+                Ok(()) => decoded(Input::Frame(from, out, max)),
+                Err(e) => {
+                    recycle(out);
+                    Input::StreamFailed(format!("bad migration frame: {e}"))
+                }
+            }
+        }
         // Pages are read in place by the destination.
         Input::Frame(from, buf, max) if wire::is_pages_frame(&buf) => Input::Pages(from, buf, max),
         Input::Frame(from, buf, max) => {
