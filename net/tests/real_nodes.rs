@@ -438,7 +438,15 @@ fn a_hybrid_move_of_a_heap_written_over_whole_loses_no_write() {
     assert_eq!(r["stop_reason"], "NotShrinking", "the writer did not outrun round 0: {r}");
     assert_eq!(r["absent_pages_at_resume"], r["heap_pages"], "the whole heap is left absent: {r}");
     eprintln!("hybrid, heavy writer: {r}");
-    let sent = mesh.ctl_on(Some("a"), &["send", &pid, "1"]);
+    let (sum, want, node, line) = heap_sum(&mesh, &pid);
+    assert_eq!(node, "b", "{line}");
+    assert_eq!(sum, want, "a write was lost or doubled in the move: {line}\n{r}");
+}
+
+/// Asks the migration bench's program (`migrate_heap.tern`) for its heap's sum and
+/// waits for it: (the sum, what it should be, the node it ran on, the line).
+fn heap_sum(mesh: &RealMesh, pid: &str) -> (String, String, String, String) {
+    let sent = mesh.ctl_on(Some("a"), &["send", pid, "1"]);
     assert!(sent.ok(), "{sent:?}");
     let mut line = String::new();
     let said = wait_until(Duration::from_secs(60), || {
@@ -448,9 +456,7 @@ fn a_hybrid_move_of_a_heap_written_over_whole_loses_no_write() {
     assert!(said, "no sum came:\n{}", mesh.all_logs());
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "sum").expect("a sum line");
-    let (sum, want, node) = (words[at + 1], words[at + 3], words[at + 5]);
-    assert_eq!(node, "b", "{line}");
-    assert_eq!(sum, want, "a write was lost or doubled in the move: {line}\n{r}");
+    (words[at + 1].to_string(), words[at + 3].to_string(), words[at + 5].to_string(), line.clone())
 }
 
 /// A freeze move, between two `tern node`s, of a heap of one repeated value (16 MiB of
@@ -474,15 +480,6 @@ fn a_heap_of_one_value_moves_compressed_and_arrives_whole() {
     let (raw, sent) = (r["lz4_raw_bytes"].as_u64().unwrap_or(0), r["bytes_sent"].as_u64().unwrap_or(u64::MAX));
     assert!(raw * 10 > heap_bytes * 9, "most of the heap's bytes went compressed: {r}");
     assert!(sent * 10 < heap_bytes, "{sent} bytes sent for a heap of {heap_bytes}: {r}");
-    let sent = mesh.ctl_on(Some("a"), &["send", &pid, "1"]);
-    assert!(sent.ok(), "{sent:?}");
-    let mut line = String::new();
-    let said = wait_until(Duration::from_secs(60), || {
-        line = mesh.log("a").lines().find(|l| l.contains("sum ")).unwrap_or_default().to_string();
-        !line.is_empty()
-    });
-    assert!(said, "no sum came:\n{}", mesh.all_logs());
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "sum").expect("a sum line");
-    assert_eq!((words[at + 1], words[at + 5]), (words[at + 3], "b"), "{line}");
+    let (sum, want, node, line) = heap_sum(&mesh, &pid);
+    assert_eq!((sum, node.as_str()), (want, "b"), "{line}");
 }
