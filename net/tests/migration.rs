@@ -1096,13 +1096,14 @@ fn auto_sends_a_heavy_writer_hybrid_and_a_precopy_that_stops_converging_falls_ba
 
 #[test]
 fn under_a_bandwidth_cap_the_background_push_does_not_hold_a_lazy_processs_faults_back() {
-    // 1 MiB/s of migration traffic and a 4 MiB heap: the background push alone would
+    // 1 MiB/s of migration traffic (pages not compressed: this heap would shrink to
+    // almost nothing) and a 4 MiB heap: the background push alone would
     // take about 4 s, in turns of a few pages. The process, summing its heap as soon as
     // it is on b, faults its pages in meanwhile (a page and the next per fault). Its
     // faults must not wait for the push's turns (they did when the push slept for its
     // pace on the thread that serves them: then it got a fault in between turns and
     // the rest of its heap from the push), so most of its heap comes by its faults.
-    let m = TestMesh::start_with(2, "[policy]\nbandwidth_mib_s = 1\n");
+    let m = TestMesh::start_with(2, "[mesh]\ncompress = false\n\n[policy]\nbandwidth_mib_s = 1\n");
     let src = "let data = array(512 * 1024, 1);\nprintln(\"ready\");\nrecv();\n\
                let s = 0;\nfor k in 0..len(data) { s += data[k]; }\nprintln(\"sum ${s} on ${node()}\");\nrecv();\n";
     let mut p = m.run("a", "sum.tern", src);
@@ -1161,8 +1162,9 @@ fn a_destination_run_that_ends_late_leaves_a_newer_lazy_move_of_its_process_alon
 /// at once, with the limit's name, and takes it again once one has ended.
 #[test]
 fn a_node_runs_at_most_its_number_of_migrations_out_at_once() {
-    // 1 MiB/s of migration traffic and a 4 MiB heap: a lazy move's push takes ~4 s.
-    let m = TestMesh::start_with(2, "migrations_out = 1\n[policy]\nbandwidth_mib_s = 1\n");
+    // 1 MiB/s of migration traffic, pages not compressed, and a 4 MiB heap: a lazy
+    // move's push takes ~4 s.
+    let m = TestMesh::start_with(2, "[mesh]\ncompress = false\n\nmigrations_out = 1\n[policy]\nbandwidth_mib_s = 1\n");
     let src = "let data = array(512 * 1024, 1);\nprintln(\"ready\");\nrecv();\n";
     let mut big = m.run("a", "big.tern", src);
     big.wait_line(&m, "ready", |l| l == "ready");

@@ -316,6 +316,22 @@ impl Heap {
         // Everything is reserved before anything changes, so a refusal changes nothing.
         self.dirty.try_reserve(pages - have).map_err(|_| oom)?;
         self.dirty_held.try_reserve(pages - have).map_err(|_| oom)?;
+        // The present map grows first (it cannot reserve apart from growing) and is put
+        // back if the words are refused.
+        self.present.try_resize(pages, true).map_err(|_| oom)?;
+        if let Err(e) = self.grow_words(len) {
+            let _ = self.present.try_resize(have, true);
+            return Err(e);
+        }
+        self.dirty.resize(pages, 1);
+        self.dirty_held.resize(pages, 0);
+        Ok(())
+    }
+
+    /// The words grown to `len` (see [`Heap::grow_to`]); refused, they are as they were.
+    fn grow_words(&mut self, len: usize) -> Result<(), HeapError> {
+        let pw = self.page_words();
+        let oom = HeapError::OutOfMemory((len as u64).saturating_mul(8));
         if self.words.is_empty() {
             self.words = zeroed_words(len).ok_or(oom)?;
             // Word 0 is never an object: address 0 means "none".
@@ -331,9 +347,6 @@ impl Heap {
             }
             self.words.resize(len, 0);
         }
-        self.present.try_resize(pages, true).map_err(|_| oom)?;
-        self.dirty.resize(pages, 1);
-        self.dirty_held.resize(pages, 0);
         Ok(())
     }
 

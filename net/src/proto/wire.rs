@@ -603,13 +603,19 @@ pub fn is_pages_frame(bytes: &[u8]) -> bool {
 /// A [`MigWire::Pages`] frame (see [`is_pages_frame`]) read in place, checked as
 /// [`decode`] checks frames.
 pub fn decode_pages(bytes: &[u8], max: usize) -> Result<PagesRef<'_>, WireError> {
+    read_in_place(bytes, max, is_pages_frame(bytes), "not a pages frame")
+}
+
+/// A [`MigWire`] variant's fields read in place from a versioned frame (`is`: whether
+/// the frame holds that variant), checked as [`decode`] checks frames.
+fn read_in_place<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize, is: bool, not: &str) -> Result<T, WireError> {
     if bytes.len() > max {
         return Err(WireError::TooLarge { len: bytes.len(), max });
     }
-    if !is_pages_frame(bytes) {
-        return Err(WireError::Malformed("not a pages frame".into()));
+    if !is {
+        return Err(WireError::Malformed(not.into()));
     }
-    let (value, extra) = postcard::take_from_bytes::<PagesRef>(&bytes[2..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (value, extra) = postcard::take_from_bytes::<T>(&bytes[2..]).map_err(|e| WireError::Malformed(e.to_string()))?;
     if !extra.is_empty() {
         return Err(WireError::Malformed(format!("{} bytes after the end", extra.len())));
     }
@@ -632,23 +638,26 @@ pub fn is_lz4_frame(bytes: &[u8]) -> bool {
 /// goes: its length's varint is written for the most it may take, then the block is
 /// moved up if it took less (by its own size: small when it compressed well).
 pub fn lz4_frame(mut buf: Vec<u8>, frame: &[u8]) -> Vec<u8> {
-    let varint = |v: usize| {
-        let mut b = Vec::with_capacity(10);
-        put_varint(&mut b, v as u64);
-        b
-    };
+    // A varint's length: 7 bits a byte.
+    let varint_len = |v: usize| (usize::BITS - v.leading_zeros()).max(1).div_ceil(7) as usize;
     buf.clear();
     buf.extend_from_slice(&[0, 0, 0, 0, FRAME_VERSION, lz4_tag()]);
     put_varint(&mut buf, frame.len() as u64);
     let room = lz4_flex::block::get_maximum_output_size(frame.len());
-    let (at, gap) = (buf.len(), varint(room).len());
+    let (at, gap) = (buf.len(), varint_len(room));
     buf.resize(at + gap + room, 0);
     // (Cannot fail: the room is the most the block may take.)
     let n = lz4_flex::block::compress_into(frame, &mut buf[at + gap..]).unwrap_or(0);
-    let len = varint(n);
-    buf[at..at + len.len()].copy_from_slice(&len);
-    buf.copy_within(at + gap..at + gap + n, at + len.len());
-    buf.truncate(at + len.len() + n);
+    // The block's length where the room's was, then the block right after it.
+    let len = varint_len(n);
+    let mut v = n as u64;
+    for b in &mut buf[at..at + len] {
+        *b = v as u8 | 0x80;
+        v >>= 7;
+    }
+    buf[at + len - 1] &= 0x7f;
+    buf.copy_within(at + gap..at + gap + n, at + len);
+    buf.truncate(at + len + n);
     let total = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&total.to_le_bytes());
     buf
@@ -665,16 +674,7 @@ struct Lz4Ref<'a> {
 /// the length it claims is checked against `max` before anything is allocated, the block
 /// must give exactly that many bytes, and what it holds must not be another such frame.
 pub fn unlz4(bytes: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-    if bytes.len() > max {
-        return Err(WireError::TooLarge { len: bytes.len(), max });
-    }
-    if !is_lz4_frame(bytes) {
-        return Err(WireError::Malformed("not an lz4 frame".into()));
-    }
-    let (f, extra) = postcard::take_from_bytes::<Lz4Ref>(&bytes[2..]).map_err(|e| WireError::Malformed(e.to_string()))?;
-    if !extra.is_empty() {
-        return Err(WireError::Malformed(format!("{} bytes after the end", extra.len())));
-    }
+    let f: Lz4Ref = read_in_place(bytes, max, is_lz4_frame(bytes), "not an lz4 frame")?;
     let n = f.raw_len as usize;
     if n > max {
         return Err(WireError::TooLarge { len: n, max });
