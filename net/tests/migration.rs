@@ -45,6 +45,11 @@ fn check_report(r: &MigReport, mechanism: Mechanism) {
         Mechanism::Precopy | Mechanism::Hybrid => assert!(!r.rounds.is_empty() && r.rounds[0] == r.heap_pages, "{r:?}"),
         _ => assert!(r.rounds.is_empty() && r.absent_pages_at_resume == r.heap_pages, "{r:?}"),
     }
+    // The code the destination lacked went, and a lazy move's was loaded before the
+    // source froze the process (it does at `Accept`, which waits for it).
+    if mechanism == Mechanism::Lazy {
+        assert_eq!(r.modules_loaded_after_accept, 0, "{r:?}");
+    }
 }
 
 /// Moves a running writer a → b → a with `mechanism`; its output must be whole.
@@ -55,6 +60,7 @@ fn moves_a_running_writer(mechanism: Mechanism) {
     let r = m.node("a").migrate(run.pid, "b", Some(mechanism.into())).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
     assert!(r.ok, "{r:?}\n{}", m.log_text());
     check_report(&r, mechanism);
+    assert!(r.modules_sent >= 1, "b lacked the program's code: {r:?}");
     run.wait_line(&m, "a round on b", |l| l.ends_with("on b"));
     let back = m.node("b").migrate(run.pid, "a", Some(mechanism.into())).unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", m.log_text()));
     check_report(&back, mechanism);

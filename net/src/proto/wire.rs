@@ -214,6 +214,9 @@ pub struct DestStats {
     /// How long it waited for those compilations before it reported (at most a second):
     /// not part of the move (the process ran meanwhile), so not of its total time.
     pub jit_wait_us: u64,
+    /// Modules it loaded after its `Accept` went: for a lazy move, while the process was
+    /// frozen at the source (which freezes it at `Accept`).
+    pub modules_after_accept: u32,
 }
 
 /// What a migration did, as `:migrate` and `ctl migrate` report it.
@@ -297,6 +300,10 @@ pub struct MigReport {
     pub messages_held: u64,
     pub link_updates: u32,
     pub modules_sent: u32,
+    /// Of those, how many the destination loaded after it accepted the move (see
+    /// [`DestStats::modules_after_accept`]): a lazy move's are loaded before, as its
+    /// `Accept` waits for them.
+    pub modules_loaded_after_accept: u32,
     /// The hotness profile: functions of the process's modules compiled at the source.
     pub jit_functions_at_source: u32,
     /// Of those, compiled again at the destination by the time it reported.

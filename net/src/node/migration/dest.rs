@@ -19,6 +19,7 @@
 use super::streams::{checked_ranges, decoded, frame_bytes, from_ranges, on_session, open_fault_stream, recycle, wait_until, DestInputs};
 use super::{mig_config, Input, MAX_FAULT_SAMPLES, MAX_GROUP, MAX_IMAGE};
 use crate::node::Host;
+use crate::proto::mechanism::Mechanism;
 use crate::proto::migrate::{Action, Dest, DestOutcome, MigMsg, PageRange, RefuseReason, SentFor};
 use crate::proto::wire::{self, DestStats, Frame, LinkProc, MigWire, PageRecRef};
 use std::collections::HashMap;
@@ -56,6 +57,11 @@ pub(super) fn run_dest(
             dest_action(&sh, node, &mut r, &mut d, a);
         }
         r.resume_if_ready(&sh, node);
+        if !r.modules_due {
+            if let Some((to, m)) = r.held_accept.take() {
+                r.transmit(&sh, to, m);
+            }
+        }
         while let Some((to, m)) = d.poll_transmit() {
             r.transmit(&sh, to, m);
         }
@@ -141,6 +147,13 @@ pub(super) struct DestRun {
     /// module is here), or waiting for their module.
     hot: Vec<(Arc<tern_vm::runtime::LinkedModule>, u32)>,
     hot_waiting: Vec<(ModuleHash, u32)>,
+    /// A lazy move whose modules are not here: its `Accept` waits for them (`held_accept`),
+    /// so that loading them is done before the source freezes the process, which it does
+    /// at `Accept` (other mechanisms send pages first, and load them meanwhile).
+    modules_due: bool,
+    held_accept: Option<(u16, MigMsg)>,
+    /// Its `Accept` went.
+    accepted: bool,
     /// Whether the profile is acted on (`[jit] profile`): when not, its functions are
     /// only watched, to report when they turned hot and were compiled here again.
     use_profile: bool,
@@ -221,6 +234,9 @@ impl DestRun {
             resumed_at: 0,
             hot: Vec::new(),
             hot_waiting: Vec::new(),
+            modules_due: false,
+            held_accept: None,
+            accepted: false,
             use_profile: sh.cfg.jit.profile,
             resumed_at_jit: 0,
             bad: None,
@@ -228,7 +244,8 @@ impl DestRun {
             resync_at: None,
         };
         let mut r = r;
-        if refuse.is_none() && !r.answer_need(node, inputs) {
+        let lazy = matches!(offer, MigMsg::Offer { mechanism: Mechanism::Lazy, .. });
+        if refuse.is_none() && !r.answer_need(node, inputs, lazy) {
             sh.mig.runs.lock().remove(&mid);
             return None;
         }
@@ -236,12 +253,14 @@ impl DestRun {
     }
 
     /// The offer is followed by the hashes of the process's modules: the answer (those
-    /// missing here) goes before the machine's `Accept`, so the source has it in time.
-    fn answer_need(&mut self, node: &Node, inputs: &DestInputs) -> bool {
+    /// missing here) goes before the machine's `Accept`, so the source has it in time
+    /// (and a lazy move's `Accept` waits for them, see `modules_due`).
+    fn answer_need(&mut self, node: &Node, inputs: &DestInputs, lazy: bool) -> bool {
         let Some(bulk) = &inputs.bulk else { return false };
         match bulk.recv_timeout(Duration::from_secs(30)).map(decoded) {
             Ok(Input::Wire(_, MigWire::Need { hashes, hot, .. })) => {
                 let missing: Vec<ModuleHash> = hashes.into_iter().take(4096).filter(|h| !node.vm().has_module(h)).collect();
+                self.modules_due = lazy && !missing.is_empty();
                 let _ = self.out.blocking_send(frame_bytes(&MigWire::Need { mid: self.mid, hashes: missing, hot: vec![] }));
                 self.hot_waiting = hot.into_iter().take(super::source::MAX_HOT).collect();
                 self.compile_hot(node);
@@ -472,6 +491,13 @@ impl DestRun {
     /// Sends one message of the machine: on the session (the commit decision also on
     /// the stream, the fast path), a fetch on the fault stream, the rest on the stream.
     fn transmit(&mut self, sh: &Arc<Host>, to: u16, m: MigMsg) {
+        if matches!(m, MigMsg::Accept { .. }) {
+            if self.modules_due {
+                self.held_accept = Some((to, m));
+                return;
+            }
+            self.accepted = true;
+        }
         tracing::debug!(node = %sh.me.name, mid = self.mid, "migration destination: sends {} to {to}", m.name());
         if on_session(&m) {
             if matches!(m, MigMsg::Committed { .. } | MigMsg::Aborted { .. }) {
@@ -607,7 +633,13 @@ impl DestRun {
                 let pages: Vec<PageRecRef> = pages.iter().map(|p| PageRecRef { index: p.index, data: p.data.as_deref() }).collect();
                 self.pages_in(sh, node, d, member, &pages);
             }
-            MigWire::Modules { modules, .. } => self.load_modules(node, modules),
+            MigWire::Modules { modules, .. } => {
+                if self.accepted {
+                    self.stats.modules_after_accept += modules.len() as u32;
+                }
+                self.load_modules(node, modules);
+                self.modules_due = false;
+            }
             MigWire::Image { part, last, .. } => {
                 if self.image.len() + part.len() > MAX_IMAGE {
                     self.bad = Some("the image is over the size limit".into());

@@ -94,7 +94,11 @@ pub(super) fn run_source(
             src.peer_down(sh.now_us(), r.dest);
         }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
-            Ok(input) => r.input(sh, &mut src, input),
+            Ok(input) => {
+                r.input(sh, &mut src, input);
+                // (A failed stream is the stream's input to come.)
+                let _ = r.send_needed_modules(node);
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -541,9 +545,26 @@ impl SourceRun {
         Ok(())
     }
 
+    /// The modules the destination said it lacks, if it said so and they did not go yet.
+    /// They go as soon as it says (before the freeze: loading them takes it a while),
+    /// and in any case before `Final`. False if the stream failed.
+    fn send_needed_modules(&mut self, node: &Node) -> bool {
+        if self.need.is_empty() {
+            return true;
+        }
+        let mods: Vec<serde_bytes::ByteBuf> =
+            self.need.iter().filter_map(|h| node.vm().module(h)).map(|m| serde_bytes::ByteBuf::from(m.module.encode())).collect();
+        self.modules_sent += mods.len() as u32;
+        let ok = self.send_stream(false, &MigWire::Modules { mid: self.mid, modules: mods });
+        if ok {
+            self.need.clear();
+        }
+        ok
+    }
+
     /// What goes with `Final`: the last pages, and those the heap grew by since the
     /// offer (the machines know the offered pages only); the modules the destination
-    /// lacks; the state image, in chunks under the frame limit. False if the stream
+    /// lacks, if they did not go yet; the state image, in chunks under the frame limit. False if the stream
     /// failed.
     fn send_final(&mut self, sh: &Host, node: &Node, pages: &[u32]) -> bool {
         let mut ok = self.send_pages(node, pages, false).is_ok();
@@ -554,12 +575,7 @@ impl SourceRun {
                 ok = ok && self.send_member_pages(node, i, &grown, false).is_ok();
             }
         }
-        if ok && !self.need.is_empty() {
-            let mods: Vec<serde_bytes::ByteBuf> =
-                self.need.iter().filter_map(|h| node.vm().module(h)).map(|m| serde_bytes::ByteBuf::from(m.module.encode())).collect();
-            self.modules_sent = mods.len() as u32;
-            ok = self.send_stream(false, &MigWire::Modules { mid: self.mid, modules: mods });
-        }
+        ok = ok && self.send_needed_modules(node);
         let image = self.image.take().unwrap_or_default();
         let part = (sh.cfg.limits.frame_bytes as usize).saturating_sub(4096).max(1 << 16);
         let chunks: Vec<&[u8]> = if image.is_empty() { vec![&[][..]] } else { image.chunks(part).collect() };
@@ -789,6 +805,7 @@ impl SourceRun {
                 report.freeze_time_us = report.freeze_time_us.saturating_add(d.resume_wait_us);
             }
             report.late_wait_us = d.late_wait_us;
+            report.modules_loaded_after_accept = d.modules_after_accept;
             report.page_faults = d.page_faults;
             report.pages_read_ahead = d.pages_read_ahead;
             let (l, w) = (&d.fault_latency_us, &d.fault_wait_us);
