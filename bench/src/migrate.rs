@@ -146,6 +146,60 @@ pub struct MigrateArgs {
     /// so compression is tried and refused). Building a random heap takes seconds a GiB.
     #[arg(long, value_name = "FILL", default_value = "ones", value_parser = ["ones", "random"])]
     fill: String,
+    /// Touch this many GiB of memory once before the runs. A freshly started virtual
+    /// machine may populate its memory only as it is first touched (measured at about
+    /// 3 s a GiB on one), which every large heap built or received would pay for; the
+    /// bench measures it either way and says so in the results.
+    #[arg(long, value_name = "GIB", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    warm_memory_gib: u64,
+}
+
+/// Milliseconds per GiB to touch freshly allocated memory, a page at a time, over
+/// `mib` MiB (freed again).
+fn first_touch_ms_per_gib(mib: usize) -> f64 {
+    let start = Instant::now();
+    let mut v: Vec<u8> = vec![0; mib << 20];
+    for i in (0..v.len()).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&v);
+    drop(v);
+    start.elapsed().as_secs_f64() * 1000.0 * 1024.0 / mib as f64
+}
+
+/// Touches `gib` GiB once (a GiB at a time, all held until the end, so that the
+/// machine's memory, not the same GiB again, is touched), then frees it.
+fn warm_memory(gib: u64) {
+    let mut held = Vec::new();
+    for _ in 0..gib {
+        let mut v: Vec<u8> = vec![0; 1 << 30];
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        held.push(std::hint::black_box(v));
+    }
+}
+
+/// The memory's first-touch speed, measured before the runs: a line for the results,
+/// and a warning on stderr if it is slow.
+fn memory_note(warm_gib: u64) -> String {
+    if warm_gib > 0 {
+        let start = Instant::now();
+        warm_memory(warm_gib);
+        eprintln!("touched {warm_gib} GiB of memory once in {:.1} s (--warm-memory-gib)", start.elapsed().as_secs_f64());
+    }
+    let ms = first_touch_ms_per_gib(256);
+    let note = format!(
+        "fresh memory touched at {ms:.0} ms per GiB (256 MiB, a page at a time){}",
+        if warm_gib > 0 { format!(", after {warm_gib} GiB were touched once") } else { String::new() }
+    );
+    if ms > 1000.0 {
+        eprintln!(
+            "warning: fresh memory takes {ms:.0} ms per GiB to touch here: a new virtual machine may populate its \
+             memory on first use, and every large heap built or received pays for it; warm it first (--warm-memory-gib 16)"
+        );
+    }
+    note
 }
 
 /// The transports' ceilings, each between two OS processes.
@@ -193,6 +247,7 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
     let limit = Duration::from_secs(args.timeout);
     let temp = TempDir::new("migrate")?;
     let load_before = load_average();
+    let memory = memory_note(args.warm_memory_gib);
 
     let tern = procs::tern_to_measure(args.tern.as_deref(), args.no_build, &crate::workspace_root())?;
     let mut peer = qemu::Peer::new(args.no_qemu);
@@ -250,7 +305,7 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
     // The anchor in one line: QEMU's times and whether Tern's precopy beat them.
     let met = targets.iter().find(|c| c.what.starts_with(QEMU_TARGET)).map(|c| c.met);
     println!("{}; target \"{QEMU_TARGET}\": {}", peer.summary(), verdict(met.flatten()));
-    let document = results_document(args, &sizes, &ceiling, &table, &targets, &results, &peer, &load_before);
+    let document = results_document(args, &sizes, &ceiling, &table, &targets, &results, &peer, &load_before, &memory);
     if full || args.write {
         let dir = crate::bench_dir().join("results");
         let md = dir.join("migration-speed.md");
@@ -1010,6 +1065,7 @@ fn results_document(
     results: &[RunResult],
     peer: &qemu::Peer,
     load_before: &str,
+    memory: &str,
 ) -> String {
     let root = crate::workspace_root();
     let mut invocation = String::from("cargo run --release -p tern-bench -- migrate");
@@ -1036,6 +1092,9 @@ fn results_document(
     let _ = writeln!(doc, "- Machine: {}{}", report::machine_note(), procs::memory_note());
     if !load_before.is_empty() {
         let _ = writeln!(doc, "- Load average before the runs: {load_before}; after: {}", load_average());
+    }
+    if !memory.is_empty() {
+        let _ = writeln!(doc, "- Memory: {memory}");
     }
     let _ = writeln!(doc, "- Command: `{invocation}`{}", procs::source_note(&root));
     let _ = writeln!(
@@ -1277,7 +1336,7 @@ mod tests {
         assert!(row
             .measured
             .starts_with("256 MiB: Tern 2049.6 ms, QEMU 794 ms (Tern/QEMU 2.58, NOT below); 1 MiB: Tern 9.0 ms, QEMU 11 ms"));
-        let doc = results_document(&args, &[1, 256], &ceilings, &render_table(&results), &checks, &results, &peer, "");
+        let doc = results_document(&args, &[1, 256], &ceilings, &render_table(&results), &checks, &results, &peer, "", "");
         if std::env::var_os("TERN_BENCH_SHOW").is_some() {
             println!("{doc}");
         }
