@@ -154,30 +154,36 @@ pub struct MigrateArgs {
     warm_memory_gib: u64,
 }
 
+/// `bytes` of freshly allocated memory, each of its pages written once.
+fn touched(bytes: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = vec![0; bytes];
+    for i in (0..v.len()).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(v)
+}
+
 /// Milliseconds per GiB to touch freshly allocated memory, a page at a time, over
 /// `mib` MiB (freed again).
 fn first_touch_ms_per_gib(mib: usize) -> f64 {
     let start = Instant::now();
-    let mut v: Vec<u8> = vec![0; mib << 20];
-    for i in (0..v.len()).step_by(4096) {
-        v[i] = 1;
-    }
-    std::hint::black_box(&v);
-    drop(v);
+    drop(touched(mib << 20));
     start.elapsed().as_secs_f64() * 1000.0 * 1024.0 / mib as f64
 }
 
 /// Touches `gib` GiB once (a GiB at a time, all held until the end, so that the
 /// machine's memory, not the same GiB again, is touched), then frees it.
 fn warm_memory(gib: u64) {
-    let mut held = Vec::new();
-    for _ in 0..gib {
-        let mut v: Vec<u8> = vec![0; 1 << 30];
-        for i in (0..v.len()).step_by(4096) {
-            v[i] = 1;
-        }
-        held.push(std::hint::black_box(v));
-    }
+    let held: Vec<Vec<u8>> = (0..gib).map(|_| touched(1 << 30)).collect();
+    drop(held);
+}
+
+/// The memory available now (`MemAvailable` in /proc/meminfo), in GiB; `None` where
+/// it cannot be read.
+fn available_gib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib >> 20)
 }
 
 /// The memory's first-touch speed, measured before the runs: a line for the results,
@@ -246,6 +252,12 @@ pub fn run(args: &MigrateArgs) -> Result<bool> {
     let ceiling_mib = args.ceiling_mib.unwrap_or(if args.quick { 256 } else { 1024 });
     let limit = Duration::from_secs(args.timeout);
     let temp = TempDir::new("migrate")?;
+    if args.warm_memory_gib > 0 {
+        // More than the machine has would be the OOM killer's, not a clear error.
+        if let Some(avail) = available_gib().filter(|&a| args.warm_memory_gib >= a) {
+            bail!("--warm-memory-gib {}: only {avail} GiB of memory are available here; ask for less", args.warm_memory_gib);
+        }
+    }
     let load_before = load_average();
     let memory = memory_note(args.warm_memory_gib);
 
@@ -1336,10 +1348,21 @@ mod tests {
         assert!(row
             .measured
             .starts_with("256 MiB: Tern 2049.6 ms, QEMU 794 ms (Tern/QEMU 2.58, NOT below); 1 MiB: Tern 9.0 ms, QEMU 11 ms"));
-        let doc = results_document(&args, &[1, 256], &ceilings, &render_table(&results), &checks, &results, &peer, "", "");
+        let doc = results_document(
+            &args,
+            &[1, 256],
+            &ceilings,
+            &render_table(&results),
+            &checks,
+            &results,
+            &peer,
+            "",
+            "fresh memory touched at 390 ms per GiB",
+        );
         if std::env::var_os("TERN_BENCH_SHOW").is_some() {
             println!("{doc}");
         }
+        assert!(doc.contains("\n- Memory: fresh memory touched at 390 ms per GiB\n"), "{doc}");
         let (peer_at, targets_at) = (doc.find("## Peer: QEMU pre-copy (same run)").unwrap(), doc.find("## Targets").unwrap());
         assert!(peer_at < targets_at);
         assert!(doc[targets_at..].contains("| precopy total time below QEMU's for the same size in the same run"));

@@ -94,11 +94,7 @@ pub(super) fn run_source(
             src.peer_down(sh.now_us(), r.dest);
         }
         match next_input(&inputs, wait_until(src.poll_timeout(), sh.now_us())) {
-            Ok(input) => {
-                r.input(sh, &mut src, input);
-                // (A failed stream is the stream's input to come.)
-                let _ = r.send_needed_modules(node);
-            }
+            Ok(input) => r.input(sh, node, &mut src, input),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -545,9 +541,8 @@ impl SourceRun {
         Ok(())
     }
 
-    /// The modules the destination said it lacks, if it said so and they did not go yet.
-    /// They go as soon as it says (before the freeze: loading them takes it a while),
-    /// and in any case before `Final`. False if the stream failed.
+    /// The modules the destination said it lacks, if they did not go yet (they go as
+    /// soon as it says, and in any case before `Final`). False if the stream failed.
     fn send_needed_modules(&mut self, node: &Node) -> bool {
         if self.need.is_empty() {
             return true;
@@ -564,8 +559,8 @@ impl SourceRun {
 
     /// What goes with `Final`: the last pages, and those the heap grew by since the
     /// offer (the machines know the offered pages only); the modules the destination
-    /// lacks, if they did not go yet; the state image, in chunks under the frame limit. False if the stream
-    /// failed.
+    /// lacks, if they did not go yet; the state image, in chunks under the frame limit.
+    /// False if the stream failed.
     fn send_final(&mut self, sh: &Host, node: &Node, pages: &[u32]) -> bool {
         let mut ok = self.send_pages(node, pages, false).is_ok();
         for i in 0..self.members.len() {
@@ -653,7 +648,7 @@ impl SourceRun {
     /// Takes one input: the destination's messages to the machine (fetches wait for
     /// the commit), what it lacks, its statistics; streams failing or opening; peers
     /// going down or restarting.
-    fn input(&mut self, sh: &Host, src: &mut Source, input: Input) {
+    fn input(&mut self, sh: &Host, node: &Node, src: &mut Source, input: Input) {
         let now = sh.now_us();
         if let Input::Wire(from, MigWire::Msg(m)) = &input {
             tracing::debug!(node = %sh.me.name, mid = self.mid, "migration source: has {} from {from}", m.name());
@@ -676,7 +671,12 @@ impl SourceRun {
                     }
                     src.handle(now, from, m)
                 }
-                MigWire::Need { hashes, .. } => self.need = hashes,
+                MigWire::Need { hashes, .. } => {
+                    // Sent at once: loading them takes the destination a while, which
+                    // must not fall in the freeze. (A failed stream is an input to come.)
+                    self.need = hashes;
+                    let _ = self.send_needed_modules(node);
+                }
                 MigWire::DestDone { stats, .. } => self.dest_stats = Some(stats),
                 _ => {}
             },
